@@ -1,0 +1,256 @@
+"""What the SMTP, POP3 and IMAP cores share: roles, errors, sentinels and the line buffer.
+
+The cores follow h11's shape: they never touch a socket. Bytes go in through
+``receive_data()``, parsed events come out of ``next_event()``, and ``send()``
+turns what we want to say into bytes for the transport to write.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+# A reply or command line longer than this is cut: RFC 5321 allows 512 octets for
+# commands and replies, IMAP lines can be longer, but nothing sane reaches 64 KiB.
+MAX_LINE: Final = 64 * 1024
+
+
+class Role(enum.Enum):
+    """Which side of the conversation a core plays."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class ProtocolError(Exception):
+    """Base of the errors a core raises."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol does not allow (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something that cannot be parsed."""
+
+
+class _Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+    CONNECTION_CLOSED = "CONNECTION_CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+# ``next_event()`` returns NEED_DATA when it cannot make an event from what it has,
+# and CONNECTION_CLOSED once ``receive_data(b"")`` said the peer closed and every
+# buffered event has been taken.
+NEED_DATA: Final = _Sentinel.NEED_DATA
+CONNECTION_CLOSED: Final = _Sentinel.CONNECTION_CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line off the wire.
+
+    ``content`` is the line without its end; ``ending`` is exactly what ended it
+    (``b"\\r\\n"``, a bare ``b"\\n"``, or ``b""`` when the line was cut or the peer
+    closed mid-line); ``truncated`` says the line was longer than the limit and
+    the rest of it was dropped.
+    """
+
+    content: bytes
+    ending: bytes
+    truncated: bool = False
+
+    @property
+    def raw(self) -> bytes:
+        return self.content + self.ending
+
+
+class LineBuffer:
+    """Accumulates bytes and hands out whole lines, with bounded memory.
+
+    A line is ended by LF; a CR before the LF is part of the ending. A line longer
+    than ``max_line`` is handed out cut, with ``truncated=True``, and the rest of
+    it, up to the next LF, is dropped as it arrives, so memory stays bounded
+    however much the peer sends without a line end.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._buf = bytearray()
+        self._max_line = max_line
+        self._discarding = False  # dropping the tail of a cut line
+        self._scan_from = 0  # where to resume looking for LF
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        if self._discarding:
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            self._discarding = False
+            data = data[nl + 1 :]
+        self._buf += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def next_line(self) -> Line | None:
+        """The next complete line, or None if more data is needed."""
+        nl = self._buf.find(b"\n", self._scan_from)
+        if nl < 0:
+            if len(self._buf) > self._max_line:
+                content = bytes(self._buf[: self._max_line])
+                del self._buf[:]
+                self._scan_from = 0
+                self._discarding = True
+                return Line(content, b"", truncated=True)
+            if self.closed and self._buf:
+                content = bytes(self._buf)
+                del self._buf[:]
+                self._scan_from = 0
+                return Line(content, b"")
+            self._scan_from = len(self._buf)
+            return None
+        self._scan_from = 0
+        end = nl + 1
+        if nl > 0 and self._buf[nl - 1] == 0x0D:
+            content = bytes(self._buf[: nl - 1])
+            ending = b"\r\n"
+        else:
+            content = bytes(self._buf[:nl])
+            ending = b"\n"
+        del self._buf[:end]
+        if len(content) > self._max_line:
+            return Line(content[: self._max_line], b"", truncated=True)
+        return Line(content, ending)
+
+    def take(self, n: int) -> bytes | None:
+        """Exactly ``n`` raw bytes (an IMAP literal), or None if fewer are buffered."""
+        if len(self._buf) < n:
+            return None
+        chunk = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._scan_from = 0
+        return chunk
+
+    def take_available(self, limit: int) -> bytes:
+        """Up to ``limit`` raw bytes, whatever is buffered now."""
+        chunk = bytes(self._buf[:limit])
+        del self._buf[:limit]
+        self._scan_from = 0
+        return chunk
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes from the wire as text: UTF-8 where valid, otherwise escaped, never an error."""
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def escape_bytes(data: bytes) -> str:
+    """Exact bytes shown printable, for ``:raw`` mode (CR, LF, TAB and controls escaped)."""
+    out: list[str] = []
+    for b in data:
+        if b == 0x0D:
+            out.append("\\r")
+        elif b == 0x0A:
+            out.append("\\n")
+        elif b == 0x09:
+            out.append("\\t")
+        elif b == 0x5C:
+            out.append("\\\\")
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\x{b:02x}")
+    return "".join(out)
+
+
+def split_verb(line: str) -> tuple[str, str]:
+    """A command line as (VERB upper-cased, rest).
+
+    ``"mail FROM:<a>"`` gives ``("MAIL", "FROM:<a>")``.
+    """
+    stripped = line.strip()
+    verb, _, rest = stripped.partition(" ")
+    return verb.upper(), rest.strip()
+
+
+class ReplyClass(enum.Enum):
+    """How a reply is coloured and judged, across the three protocols."""
+
+    POSITIVE = "positive"  # SMTP 2xx, POP3 +OK, IMAP OK
+    INTERMEDIATE = "intermediate"  # SMTP 3xx, POP3/IMAP "+" continuation
+    TRANSIENT = "transient"  # SMTP 4xx
+    PERMANENT = "permanent"  # SMTP 5xx, POP3 -ERR, IMAP NO/BAD
+    INFO = "info"  # IMAP untagged data (* FLAGS, * 3 EXISTS, ...)
+
+
+class ServerEvent(Protocol):
+    """What every event a client core emits offers to the UI."""
+
+    @property
+    def raw(self) -> bytes:
+        """The exact bytes the server sent for this event."""
+        ...
+
+    @property
+    def reply_class(self) -> ReplyClass: ...
+
+    @property
+    def final(self) -> bool:
+        """True if this event ends the wait for a command (or is a continuation request)."""
+        ...
+
+
+class ClientCore(Protocol):
+    """The interface the REPL and the script runner use for every protocol's client role."""
+
+    protocol: str  # "smtp", "pop3" or "imap"
+
+    def receive_data(self, data: bytes) -> None: ...
+
+    def next_event(self) -> ServerEvent | _Sentinel: ...
+
+    def send_line(self, line: str) -> bytes:
+        """Bytes to write for a line the user typed (CRLF added; IMAP tag added if missing)."""
+        ...
+
+    def redact(self, line: str) -> str:
+        """The line as it may be stored in history or a transcript: secrets replaced by ``***``.
+
+        Call it before ``send_line()``: whether a line is secret depends on the state
+        (a base64 line after SMTP ``334`` is a password, the same line elsewhere is not).
+        """
+        ...
+
+    @property
+    def state_name(self) -> str: ...
+
+    @property
+    def authenticated(self) -> bool: ...
+
+    @property
+    def awaiting_reply(self) -> bool:
+        """Commands were sent and not all of them have their final reply yet."""
+        ...
+
+    @property
+    def wants_tls_upgrade(self) -> bool:
+        """STARTTLS/STLS was accepted: the transport must start TLS now, then call tls_started()."""
+        ...
+
+    def tls_started(self) -> None: ...
+
+    def valid_commands(self) -> list[str]:
+        """Commands valid in the current state, from the state table (feeds completion)."""
+        ...
+
+    def next_hint(self) -> str:
+        """What usually comes next, for the toolbar."""
+        ...
