@@ -1,0 +1,555 @@
+"""The SMTP core (RFC 5321): bytes in, events out, with no I/O.
+
+One ``SMTPConnection`` class plays either role. As a client it parses replies
+(multi-line ``250-``/``250 `` with enhanced status codes split out) and tracks the
+session state from the commands it sent and the replies they got. As a server it
+parses command lines and the DATA stream, and formats replies. Both roles run
+the same transition table, so the state a client believes in is the state the
+server is in.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    LineBuffer,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplyClass,
+    Role,
+    _Sentinel,
+    decode_text,
+    split_verb,
+)
+
+# RFC 5321 4.5.3.1: 512 octets for a command line, 1000 for a text line, CRLF included.
+MAX_COMMAND_LINE: Final = 512
+MAX_TEXT_LINE: Final = 1000
+# An endless multi-line reply is cut after this many lines (the rest is dropped).
+MAX_REPLY_LINES: Final = 1000
+
+# Pseudo-commands: what a reply answers when it answers no typed command.
+GREETING: Final = "<greeting>"
+END_OF_DATA: Final = "<end-of-data>"
+AUTH_RESPONSE: Final = "<auth-response>"
+
+
+class SMTPState(enum.Enum):
+    GREETING = "greeting"  # connected, waiting for the server's 220
+    CONNECTED = "connected"  # greeted, no EHLO/HELO yet
+    READY = "ready"  # after EHLO/HELO, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient yet
+    RCPT = "rcpt"  # at least one RCPT accepted
+    DATA = "data"  # 354 received: the message is being sent
+    CLOSED = "closed"
+
+
+# The commands valid in each state (RFC 5321 4.1.4 and 3.3). Extensions that only
+# exist when advertised are narrowed further in valid_commands().
+VALID_COMMANDS: Final[dict[SMTPState, tuple[str, ...]]] = {
+    SMTPState.GREETING: ("QUIT",),
+    SMTPState.CONNECTED: ("EHLO", "HELO", "NOOP", "RSET", "VRFY", "HELP", "QUIT"),
+    SMTPState.READY: (
+        "MAIL", "EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "HELP",
+        "QUIT",
+    ),
+    SMTPState.MAIL: ("RCPT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
+    SMTPState.RCPT: ("RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
+    SMTPState.DATA: (),
+    SMTPState.CLOSED: (),
+}
+
+# Commands that exist only when EHLO advertised the keyword on the right.
+EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
+    "STARTTLS": "STARTTLS",
+    "AUTH": "AUTH",
+    "EXPN": "EXPN",
+    "BDAT": "CHUNKING",
+}
+
+# How a reply moves the session, keyed by (command answered, first digit of the
+# reply). A missing key leaves the state as it is. ``None`` as the new state marks
+# a reset: back to READY if the client has said EHLO/HELO, else CONNECTED.
+_RESET: Final = None
+TRANSITIONS: Final[dict[tuple[str, int], SMTPState | None]] = {
+    (GREETING, 2): SMTPState.CONNECTED,
+    ("EHLO", 2): SMTPState.READY,
+    ("HELO", 2): SMTPState.READY,
+    ("MAIL", 2): SMTPState.MAIL,
+    ("RCPT", 2): SMTPState.RCPT,
+    ("DATA", 3): SMTPState.DATA,
+    (END_OF_DATA, 2): _RESET,
+    (END_OF_DATA, 4): _RESET,
+    (END_OF_DATA, 5): _RESET,
+    ("RSET", 2): _RESET,
+    ("STARTTLS", 2): SMTPState.CONNECTED,  # RFC 3207: forget everything, EHLO again
+    ("QUIT", 2): SMTPState.CLOSED,
+}
+
+HINTS: Final[dict[SMTPState, str]] = {
+    SMTPState.GREETING: "wait for the server's 220 greeting",
+    SMTPState.CONNECTED: "EHLO your.host.name (HELO for very old servers)",
+    SMTPState.READY: "MAIL FROM:<you@example.com>",
+    SMTPState.MAIL: "RCPT TO:<someone@example.com>",
+    SMTPState.RCPT: "DATA, or another RCPT TO:<...>",
+    SMTPState.DATA: "the message: headers, an empty line, the body; a lone . ends it",
+    SMTPState.CLOSED: "the connection is closed: :reconnect or :quit",
+}
+
+_ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_REPLY_LINE = re.compile(rb"^(\d{3})([ -]|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete reply, single- or multi-line.
+
+    ``lines`` are the texts after ``250-``/``250 ``; ``enhanced`` is the RFC 3463
+    status code of the first line (``"5.7.1"``) when the server sent one.
+    """
+
+    code: int
+    lines: tuple[str, ...]
+    enhanced: str | None = None
+    raw: bytes = b""
+    command: str | None = None
+    truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        """The reply text without codes, lines joined by newlines."""
+        return "\n".join(_strip_enhanced(line, self.enhanced) for line in self.lines)
+
+    @property
+    def reply_class(self) -> ReplyClass:
+        return {
+            2: ReplyClass.POSITIVE,
+            3: ReplyClass.INTERMEDIATE,
+            4: ReplyClass.TRANSIENT,
+        }.get(self.code // 100, ReplyClass.PERMANENT)
+
+    @property
+    def final(self) -> bool:
+        return True
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+
+def _strip_enhanced(line: str, enhanced: str | None) -> str:
+    if enhanced and line.startswith(enhanced):
+        return line[len(enhanced) :].lstrip()
+    return line
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command line as the server role parsed it."""
+
+    verb: str
+    args: str
+    raw: bytes
+    too_long: bool = False  # over RFC 5321's 512 octets
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """Part of the message after ``354``: dot-unstuffed, line ends kept as received."""
+
+    data: bytes
+    line_too_long: bool = False  # a text line over RFC 5321's 1000 octets
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The client sent ``<CRLF>.<CRLF>``.
+
+    ``bare_newline`` says the message held a bare LF (a line ended without CR),
+    which Postfix's ``smtpd_forbid_bare_newline`` rejects because it is how SMTP
+    smuggling starts.
+    """
+
+    bare_newline: bool = False
+    raw: bytes = b".\r\n"
+
+
+Event = Reply | Command | MessageData | EndOfMessage
+
+
+def parse_extensions(reply: Reply) -> dict[str, str]:
+    """EHLO keywords (upper-cased) mapped to their parameters, from a 250 EHLO reply."""
+    extensions: dict[str, str] = {}
+    for line in reply.lines[1:]:
+        keyword, _, params = line.strip().partition(" ")
+        if not keyword:
+            continue
+        keyword = keyword.upper()
+        # "AUTH=LOGIN PLAIN" is how some old servers (and Outlook) spell AUTH.
+        if keyword.startswith("AUTH="):
+            old = keyword[5:] + (" " + params if params else "")
+            extensions.setdefault("AUTH", old.strip())
+            continue
+        extensions[keyword] = params.strip()
+    return extensions
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """A message ready for DATA: CRLF line ends, leading dots doubled, ``.`` line at the end."""
+    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    lines = text.split(b"\n")[:-1] if text else []
+    out = bytearray()
+    for line in lines:
+        if line.startswith(b"."):
+            out += b"."
+        out += line + b"\r\n"
+    out += b".\r\n"
+    return bytes(out)
+
+
+@dataclass
+class _Pending:
+    verb: str
+
+
+@dataclass
+class SMTPConnection:
+    """An SMTP session in one role; see the module docstring."""
+
+    role: Role = Role.CLIENT
+    protocol: str = field(default="smtp", init=False)
+    state: SMTPState = field(default=SMTPState.GREETING, init=False)
+    extensions: dict[str, str] = field(default_factory=dict, init=False)
+    tls: bool = False
+    authenticated: bool = field(default=False, init=False)
+    wants_tls_upgrade: bool = field(default=False, init=False)
+    greeted: bool = field(default=False, init=False)  # EHLO/HELO accepted
+    esmtp: bool = field(default=False, init=False)  # the accepted greeting was EHLO
+
+    def __post_init__(self) -> None:
+        self._buffer = LineBuffer()
+        self._pending: deque[_Pending] = deque([_Pending(GREETING)])
+        self._reply_lines: list[bytes] = []  # raw lines of the reply being read
+        self._reply_count = 0
+        self._reply_cut = False
+        self._closed = False
+        # Server role: after DATA/STARTTLS the client must wait for our reply, so
+        # nothing after them is parsed until we have sent it.
+        self._paused = False
+        self._data_prev_crlf = True
+        self._bare_newline = False
+        # Client role: an AUTH exchange is waiting for our next line (after 334).
+        self._auth_continuation = False
+
+    # -- shared ---------------------------------------------------------------
+
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def pending_commands(self) -> tuple[str, ...]:
+        return tuple(p.verb for p in self._pending)
+
+    @property
+    def auth_mechanisms(self) -> list[str]:
+        return self.extensions.get("AUTH", "").upper().split()
+
+    @property
+    def max_size(self) -> int | None:
+        size = self.extensions.get("SIZE", "")
+        return int(size) if size.isdigit() and int(size) > 0 else None
+
+    def receive_data(self, data: bytes) -> None:
+        if data:
+            self._buffer.feed(data)
+        else:
+            self._buffer.close()
+            self._closed = True
+
+    def next_event(self) -> Event | _Sentinel:
+        if self.role is Role.CLIENT:
+            return self._next_reply()
+        return self._next_client_input()
+
+    def tls_started(self) -> None:
+        self.wants_tls_upgrade = False
+        self.tls = True
+
+    def _apply(self, verb: str, code: int) -> None:
+        digit = code // 100
+        if verb in ("EHLO", "HELO") and digit == 2:
+            self.greeted = True
+        if (verb, digit) not in TRANSITIONS:
+            if code == 421:
+                self.state = SMTPState.CLOSED  # the server is shutting the channel
+            return
+        new_state = TRANSITIONS[(verb, digit)]
+        if new_state is None:
+            new_state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+        if verb == "STARTTLS":
+            # RFC 3207 4.2: all knowledge from before TLS is discarded.
+            self.greeted = False
+            self.esmtp = False
+            self.extensions = {}
+            self.wants_tls_upgrade = True
+            self._buffer = LineBuffer()  # bytes sent before TLS must not count after it
+        self.state = new_state
+
+    # -- client role ------------------------------------------------------------
+
+    def send_line(self, line: str) -> bytes:
+        """Bytes for a line the user typed, CRLF added; tracks what it expects back."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("send_line() is for the client role")
+        if self.state is SMTPState.CLOSED:
+            raise LocalProtocolError("the SMTP session is closed")
+        if self.state is SMTPState.DATA:
+            return self._send_data_line(line)
+        if self._auth_continuation:
+            self._auth_continuation = False
+            self._pending.append(_Pending(AUTH_RESPONSE))
+            return line.encode("utf-8") + b"\r\n"
+        verb, _ = split_verb(line)
+        self._pending.append(_Pending(verb))
+        return line.encode("utf-8") + b"\r\n"
+
+    def send_message(self, message: bytes) -> bytes:
+        """A whole message for DATA (after 354): CRLF, dot-stuffed, ended by ``.``."""
+        if self.state is not SMTPState.DATA:
+            raise LocalProtocolError("a message can only be sent after 354")
+        self._pending.append(_Pending(END_OF_DATA))
+        self.state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+        return dot_stuff(message)
+
+    def _send_data_line(self, line: str) -> bytes:
+        if line == ".":
+            self._pending.append(_Pending(END_OF_DATA))
+            self.state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+            return b".\r\n"
+        encoded = line.encode("utf-8")
+        if encoded.startswith(b"."):
+            encoded = b"." + encoded
+        return encoded + b"\r\n"
+
+    @property
+    def in_data(self) -> bool:
+        return self.state is SMTPState.DATA
+
+    @property
+    def auth_continuation(self) -> bool:
+        """The server sent 334: the next line is the client's SASL response."""
+        return self._auth_continuation
+
+    def redact(self, line: str) -> str:
+        if self._auth_continuation and self.state is not SMTPState.DATA:
+            return "***" if line.strip() != "*" else line
+        if self.state is SMTPState.DATA:
+            return line
+        verb, rest = split_verb(line)
+        if verb == "AUTH":
+            mechanism, _, initial = rest.partition(" ")
+            if initial.strip():
+                return f"{line.split()[0]} {mechanism} ***"
+        return line
+
+    def valid_commands(self) -> list[str]:
+        commands = []
+        for verb in VALID_COMMANDS[self.state]:
+            needed = EXTENSION_OF_COMMAND.get(verb)
+            if needed is not None:
+                if needed not in self.extensions:
+                    continue
+                if verb == "STARTTLS" and self.tls:
+                    continue
+                if verb == "AUTH" and self.authenticated:
+                    continue
+            commands.append(verb)
+        return commands
+
+    def next_hint(self) -> str:
+        if self._auth_continuation:
+            return "the base64 answer to the server's 334 challenge (* cancels)"
+        hint = HINTS[self.state]
+        if self.state is SMTPState.READY:
+            extra = []
+            if "STARTTLS" in self.extensions and not self.tls:
+                extra.append("STARTTLS")
+            if "AUTH" in self.extensions and not self.authenticated:
+                extra.append("AUTH " + (self.auth_mechanisms[0] if self.auth_mechanisms else ""))
+            if extra:
+                hint = " or ".join(e.strip() for e in extra) + ", then " + hint
+        return hint
+
+    def _next_reply(self) -> Reply | _Sentinel:
+        while True:
+            line = self._buffer.next_line()
+            if line is None:
+                if self._closed and not len(self._buffer):
+                    if self._reply_lines:
+                        raise RemoteProtocolError("the server closed in the middle of a reply")
+                    self.state = SMTPState.CLOSED
+                    self._pending.clear()
+                    return CONNECTION_CLOSED
+                return NEED_DATA
+            match = _REPLY_LINE.match(line.content)
+            if match is None:
+                raise RemoteProtocolError(
+                    f"not an SMTP reply line: {decode_text(line.content[:80])!r}"
+                )
+            if self._reply_lines and match.group(1) != self._reply_lines[0][:3]:
+                raise RemoteProtocolError(
+                    "a multi-line reply changed its code from "
+                    f"{decode_text(self._reply_lines[0][:3])} to {decode_text(match.group(1))}"
+                )
+            self._reply_count += 1
+            if line.truncated:
+                self._reply_cut = True
+            if self._reply_count <= MAX_REPLY_LINES:
+                self._reply_lines.append(line.raw)
+            else:
+                self._reply_cut = True
+            if match.group(2) == b"-":
+                continue
+            return self._finish_reply()
+
+    def _finish_reply(self) -> Reply:
+        raw_lines = self._reply_lines
+        truncated = self._reply_cut
+        self._reply_lines = []
+        self._reply_count = 0
+        self._reply_cut = False
+        code = int(raw_lines[0][:3])
+        texts = []
+        for raw in raw_lines:
+            text = raw[4:].rstrip(b"\r\n")
+            texts.append(decode_text(text))
+        enhanced_match = _ENHANCED.match(raw_lines[0][4:])
+        enhanced = None
+        if enhanced_match and enhanced_match.group(1) == str(code // 100).encode():
+            enhanced = decode_text(enhanced_match.group(0))
+        pending = self._pending.popleft() if self._pending else None
+        verb = pending.verb if pending else None
+        reply = Reply(
+            code=code,
+            lines=tuple(texts),
+            enhanced=enhanced,
+            raw=b"".join(raw_lines),
+            command=verb,
+            truncated=truncated,
+        )
+        if verb is not None:
+            self._client_apply(verb, reply)
+        elif code == 421:
+            self.state = SMTPState.CLOSED
+        return reply
+
+    def _client_apply(self, verb: str, reply: Reply) -> None:
+        digit = reply.code // 100
+        if verb in ("EHLO", "HELO") and digit == 2:
+            self.esmtp = verb == "EHLO"
+            self.extensions = parse_extensions(reply) if verb == "EHLO" else {}
+        if verb in ("AUTH", AUTH_RESPONSE):
+            if digit == 3:
+                self._auth_continuation = True
+            elif digit == 2:
+                self.authenticated = True
+        self._apply(verb, reply.code)
+
+    # -- server role ------------------------------------------------------------
+
+    def send(self, event: Reply) -> bytes:
+        """Bytes for a reply (server role); moves the state as the client will see it."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("send() of a Reply is for the server role")
+        data = format_reply(event.code, event.lines, event.enhanced)
+        pending = self._pending.popleft() if self._pending else None
+        if pending is not None:
+            verb = pending.verb
+            if verb in ("EHLO", "HELO") and event.code // 100 == 2:
+                self.esmtp = verb == "EHLO"
+            if verb in ("AUTH", AUTH_RESPONSE):
+                if event.code // 100 == 3:
+                    self._auth_continuation = True
+                elif event.code // 100 == 2:
+                    self.authenticated = True
+            self._apply(verb, event.code)
+            if verb == "DATA" and event.code == 354:
+                self._data_prev_crlf = True
+                self._bare_newline = False
+        elif event.code == 421:
+            self.state = SMTPState.CLOSED
+        self._paused = False
+        return data
+
+    def _next_client_input(self) -> Event | _Sentinel:
+        if self._paused:
+            return NEED_DATA
+        if self.state is SMTPState.DATA:
+            return self._next_data()
+        line = self._buffer.next_line()
+        if line is None:
+            if self._closed and not len(self._buffer):
+                self.state = SMTPState.CLOSED
+                return CONNECTION_CLOSED
+            return NEED_DATA
+        if self._auth_continuation:
+            self._auth_continuation = False
+            self._pending.append(_Pending(AUTH_RESPONSE))
+            return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
+        too_long = line.truncated or len(line.raw) > MAX_COMMAND_LINE
+        verb, args = split_verb(decode_text(line.content))
+        self._pending.append(_Pending(verb))
+        if verb in ("DATA", "STARTTLS", "BDAT") or verb == "QUIT":
+            self._paused = True
+        return Command(verb, args, line.raw, too_long=too_long)
+
+    def _next_data(self) -> Event | _Sentinel:
+        line = self._buffer.next_line()
+        if line is None:
+            if self._closed and not len(self._buffer):
+                self.state = SMTPState.CLOSED
+                return CONNECTION_CLOSED
+            return NEED_DATA
+        # RFC 5321 4.1.1.4: only <CRLF>.<CRLF> ends the message. A "." line after a
+        # bare LF, or ended by a bare LF, is data: that is what defeats smuggling.
+        if line.content == b"." and line.ending == b"\r\n" and self._data_prev_crlf:
+            self._pending.append(_Pending(END_OF_DATA))
+            self._paused = True
+            self.state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+            return EndOfMessage(bare_newline=self._bare_newline)
+        if line.ending == b"\n":
+            self._bare_newline = True
+        self._data_prev_crlf = line.ending == b"\r\n"
+        content = line.content
+        if content.startswith(b"."):
+            content = content[1:]
+        too_long = line.truncated or len(line.raw) > MAX_TEXT_LINE
+        return MessageData(content + line.ending, line_too_long=too_long)
+
+
+def format_reply(
+    code: int, lines: tuple[str, ...] | list[str], enhanced: str | None = None
+) -> bytes:
+    """``250-first``/``250 last`` lines for a reply, the enhanced code on each line."""
+    if not lines:
+        lines = ("",)
+    out = bytearray()
+    for index, text in enumerate(lines):
+        separator = " " if index == len(lines) - 1 else "-"
+        body = f"{enhanced} {text}" if enhanced and not text.startswith(enhanced) else text
+        out += f"{code}{separator}{body}".rstrip().encode("utf-8") + b"\r\n"
+    return bytes(out)
