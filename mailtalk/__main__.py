@@ -1,0 +1,5 @@
+"""``python -m mailtalk``."""
+
+from mailtalk.cli import main
+
+main()
