@@ -1,0 +1,445 @@
+"""The socket under a mailtalk session: connect, send, receive, upgrade to TLS, close.
+
+Thin and synchronous on purpose: the REPL runs it in a background thread, and the
+protocol cores above never touch a socket. Everything that goes wrong becomes one
+``TransportError`` whose message is a single sentence a user can act on, so the CLI
+can print it without a traceback.
+
+Public API:
+
+- ``TransportOptions``: timeout, address family (-4/-6), --insecure, --cafile, SNI name.
+- ``Transport.connect(host, port, options, implicit_tls)`` and, on the result,
+  ``send``, ``recv``, ``start_tls``, ``set_timeout``, ``fileno``, ``pending``, ``close``;
+  attributes ``host``, ``port``, ``peer``, ``tls``.
+- ``TLSInfo`` (re-exported from ``mailtalk.net.tls``) and ``make_ssl_context``.
+- Errors: ``TransportError`` > ``ConnectError``, ``TransportTimeout``,
+  ``TLSVerificationError``, ``TLSError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import ssl
+import warnings
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from mailtalk.net.tls import (
+    CertificateCapture,
+    TLSInfo,
+    explain_verification_failure,
+)
+
+__all__ = [
+    "ConnectError",
+    "TLSError",
+    "TLSInfo",
+    "TLSVerificationError",
+    "Transport",
+    "TransportError",
+    "TransportOptions",
+    "TransportTimeout",
+    "make_ssl_context",
+]
+
+DEFAULT_RECV_SIZE: Final = 65536
+
+# What a connect() or getaddrinfo() failure means, in the words we show.
+_CONNECT_ERRNO_WORDS: Final = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EHOSTDOWN: "host is down",
+    errno.ECONNRESET: "connection reset",
+    errno.EADDRNOTAVAIL: "address not available from this computer",
+    errno.EAFNOSUPPORT: "address family not supported by this computer",
+}
+
+# OpenSSL reasons meaning the bytes that came back were not TLS at all.
+_NOT_TLS_REASONS: Final = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "RECORD_TOO_LARGE",
+        "ENCRYPTED_LENGTH_TOO_LONG",
+    }
+)
+_VERSION_MISMATCH_REASONS: Final = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
+)
+
+
+class TransportError(Exception):
+    """Anything that went wrong below the protocol; ``str()`` is one plain sentence."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be made: DNS failure, refused, unreachable, timed out."""
+
+
+class TransportTimeout(TransportError):
+    """The server did not answer (or accept data) within the timeout."""
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed for a reason other than the certificate."""
+
+
+class TLSVerificationError(TLSError):
+    """The server's certificate was rejected.
+
+    ``reason`` is "expired", "not-yet-valid", "wrong-host", "self-signed",
+    "unknown-issuer" or "other"; the message explains it and ends with the hint
+    naming --cafile and --insecure.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class TransportOptions:
+    """How to connect.
+
+    ``timeout`` (seconds) bounds each connect attempt, the TLS handshake and each
+    read/write. ``family`` is 0 for any, ``socket.AF_INET`` for -4, ``socket.AF_INET6``
+    for -6. ``insecure`` skips certificate verification. ``cafile`` (a PEM file or a
+    directory of hashed certificates) is trusted in addition to the system's CAs.
+    ``server_hostname`` is the name sent as SNI and verified; defaults to the host.
+    """
+
+    timeout: float = 30.0
+    family: int = 0
+    insecure: bool = False
+    cafile: str | None = None
+    server_hostname: str | None = None
+
+
+def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
+    """A client context: verifying with TLS 1.2+ by default, or accepting anything.
+
+    With ``insecure`` the certificate and host name are not checked and TLS 1.0/1.1
+    and weak ciphers are allowed too: --insecure is how one talks to an old server
+    at all. ``cafile`` adds to the system's trusted CAs (the hint says "trust the
+    issuer", not "distrust everyone else"). Raises ``TLSError`` if ``cafile`` is
+    unreadable.
+    """
+    if options.insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with warnings.catch_warnings():
+                # Deprecated because it is insecure, which is what --insecure asked for.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = ssl.TLSVersion.TLSv1
+            # OpenSSL 3 refuses TLS < 1.2 at its default security level 1.
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        except (ValueError, ssl.SSLError):
+            pass  # this OpenSSL cannot go lower; keep what it has
+        return context
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if options.cafile:
+        try:
+            if os.path.isdir(options.cafile):
+                context.load_verify_locations(capath=options.cafile)
+            else:
+                context.load_verify_locations(cafile=options.cafile)
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            detail = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
+            raise TLSError(
+                f"cannot use {options.cafile} as --cafile: {str(detail).lower()}"
+            ) from error
+    return context
+
+
+class Transport:
+    """A connected socket, plain or TLS; one per session.
+
+    Blocking with a timeout. ``close()`` may be called from another thread to
+    interrupt a ``recv()`` blocked there; that ``recv()`` then returns ``b""``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        port: int,
+        options: TransportOptions | None = None,
+        peer: tuple[Any, ...] = (),
+    ) -> None:
+        """Wrap an already connected socket (``connect`` is the usual way in)."""
+        self.host = host
+        self.port = port
+        self.options = options or TransportOptions()
+        self.peer = peer  # the address actually connected: (ip, port) or IPv6 4-tuple
+        self.tls: TLSInfo | None = None
+        self._sock = sock
+        self._timeout: float | None = self.options.timeout
+        self._closed = False
+        sock.settimeout(self._timeout)
+
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        options: TransportOptions | None = None,
+        implicit_tls: bool = False,
+    ) -> Transport:
+        """Resolve ``host`` and connect to the first address that answers.
+
+        Each address gets the full ``options.timeout`` (as ``socket.create_connection``
+        does). With ``implicit_tls`` the TLS handshake follows at once (ports 465,
+        993, 995). ``host`` may be an IP literal, IPv6 optionally in brackets; the
+        certificate is then checked against its IP SANs.
+        """
+        options = options or TransportOptions()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        where = f"{host} port {port}"
+        if not 0 < port < 65536:
+            raise ConnectError(f"cannot connect to {where}: the port must be from 1 to 65535")
+        try:
+            addresses = socket.getaddrinfo(host, port, options.family, socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ConnectError(
+                f"cannot connect to {where}: {_describe_resolver_error(error, options.family)}"
+            ) from error
+        except UnicodeError as error:
+            raise ConnectError(f"cannot connect to {where}: not a valid host name") from error
+
+        last_error: OSError | None = None
+        for family, kind, protocol, _, address in addresses:
+            sock = socket.socket(family, kind, protocol)
+            sock.settimeout(options.timeout)
+            try:
+                sock.connect(address)
+            except OSError as error:
+                sock.close()
+                last_error = error
+                continue
+            transport = cls(sock, host, port, options, peer=tuple(address))
+            if implicit_tls:
+                transport._handshake(implicit=True)
+            return transport
+
+        assert last_error is not None  # getaddrinfo never returns an empty list
+        detail = _describe_connect_error(last_error, options.timeout)
+        if len(addresses) > 1:
+            detail += f" (tried {len(addresses)} addresses)"
+        raise ConnectError(f"cannot connect to {where}: {detail}") from last_error
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def server_hostname(self) -> str:
+        """The name sent as SNI and checked against the certificate."""
+        return self.options.server_hostname or self.host
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for select()/selectors; -1 once closed."""
+        return self._sock.fileno()
+
+    def pending(self) -> int:
+        """Bytes already decrypted and waiting in the TLS layer; 0 for plain text.
+
+        select() on ``fileno()`` cannot see these, so a reader woken by select()
+        should keep calling ``recv()`` while this is non-zero.
+        """
+        if isinstance(self._sock, ssl.SSLSocket) and not self._closed:
+            return self._sock.pending()
+        return 0
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Change the read/write timeout; ``None`` waits forever."""
+        self._timeout = seconds
+        self._sock.settimeout(seconds)
+
+    def send(self, data: bytes) -> None:
+        """Send all of ``data``."""
+        try:
+            self._sock.sendall(data)
+        except TimeoutError as error:
+            raise TransportTimeout(
+                f"{self.host} did not accept data within {self._describe_timeout()}"
+            ) from error
+        except OSError as error:
+            raise TransportError(self._describe_lost_connection(error)) from error
+
+    def recv(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes:
+        """Up to ``max_bytes`` bytes as soon as any arrive; ``b""`` once the peer closed.
+
+        Raises ``TransportTimeout`` when nothing arrives within the timeout (the
+        connection stays usable, so the REPL can keep waiting).
+        """
+        try:
+            return self._sock.recv(max_bytes)
+        except TimeoutError as error:
+            if self._closed:
+                return b""
+            raise TransportTimeout(
+                f"no answer from {self.host} within {self._describe_timeout()}"
+            ) from error
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            # A TLS peer hanging up, with or without close_notify: an ordinary close.
+            return b""
+        except OSError as error:
+            if self._closed:
+                return b""  # close() from another thread interrupted us
+            raise TransportError(self._describe_lost_connection(error)) from error
+
+    def start_tls(self) -> TLSInfo:
+        """Upgrade the plain connection to TLS in place (after STARTTLS / STLS).
+
+        Call it once the server has said go ahead and every plaintext byte has been
+        read; plaintext the caller buffered past that point must be discarded, not
+        trusted as if it came over TLS. On failure the connection is closed,
+        because it is unusable, and ``TLSVerificationError``, ``TLSError`` or
+        ``TransportTimeout`` is raised.
+        """
+        if self.tls is not None:
+            raise TLSError(f"the connection to {self.host} is already using TLS")
+        return self._handshake(implicit=False)
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice and from another thread."""
+        if self._closed:
+            return
+        self._closed = True
+        # shutdown() wakes a recv() blocked in another thread; close() alone may not.
+        # It fails harmlessly when the other side is already gone.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (self.tls.version if self.tls else "plain")
+        return f"<Transport {self.host} port {self.port} {self.peer!r} {state}>"
+
+    def _handshake(self, implicit: bool) -> TLSInfo:
+        context = make_ssl_context(self.options)
+        capture = CertificateCapture()
+        capture.install(context)
+        where = f"{self.host}:{self.port}"
+        try:
+            tls_sock = context.wrap_socket(
+                self._sock, server_hostname=self.server_hostname, do_handshake_on_connect=False
+            )
+            # Until the handshake has worked, closing must close the plain socket.
+            self._sock = tls_sock
+            tls_sock.do_handshake()
+        except ssl.SSLCertVerificationError as error:
+            self.close()
+            reason, message = explain_verification_failure(
+                error, self.server_hostname, capture.certificate
+            )
+            raise TLSVerificationError(message, reason) from error
+        except TimeoutError as error:
+            self.close()
+            raise TransportTimeout(
+                f"no answer from {self.host} to the TLS handshake within {self._describe_timeout()}"
+            ) from error
+        except ssl.SSLError as error:
+            self.close()
+            raise TLSError(_describe_handshake_error(error, where, implicit)) from error
+        except OSError as error:
+            self.close()
+            raise TLSError(
+                f"the server at {where} closed the connection during the TLS handshake"
+            ) from error
+        except ValueError as error:  # wrap_socket() rejecting the name itself
+            self.close()
+            raise TLSError(
+                f"cannot start TLS: {self.server_hostname!r} is not a valid server name"
+            ) from error
+
+        cipher_name, _, secret_bits = tls_sock.cipher() or ("unknown cipher", "", 0)
+        self.tls = TLSInfo.from_session(
+            version=tls_sock.version() or "unknown TLS version",
+            cipher=cipher_name,
+            bits=secret_bits,
+            certificate=tls_sock.getpeercert(binary_form=True) or b"",
+            verified=context.verify_mode != ssl.CERT_NONE,
+        )
+        return self.tls
+
+    def _describe_timeout(self) -> str:
+        if self._timeout is None:
+            return "the time allowed"
+        return f"{self._timeout:g} s (--timeout)"
+
+    def _describe_lost_connection(self, error: OSError) -> str:
+        if error.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+            return f"the connection to {self.host} was closed by the server"
+        if self._closed:
+            return f"the connection to {self.host} is closed"
+        detail = error.strerror or str(error)
+        return f"the connection to {self.host} failed: {detail.lower()}"
+
+
+def _describe_resolver_error(error: socket.gaierror, family: int) -> str:
+    not_found = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    if hasattr(socket, "EAI_ADDRFAMILY"):
+        not_found.add(socket.EAI_ADDRFAMILY)
+    if error.errno in not_found:
+        if family == socket.AF_INET6:
+            return "the name has no IPv6 address (-6)"
+        if family == socket.AF_INET:
+            return "the name has no IPv4 address (-4)"
+        return "the name does not resolve (DNS lookup failed)"
+    if error.errno == socket.EAI_AGAIN:
+        return "the DNS lookup failed for now (no network, or the DNS server did not answer)"
+    return f"the DNS lookup failed ({(error.strerror or str(error)).lower()})"
+
+
+def _describe_connect_error(error: OSError, timeout: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s (--timeout)"
+    if error.errno in _CONNECT_ERRNO_WORDS:
+        return _CONNECT_ERRNO_WORDS[error.errno]
+    return (error.strerror or str(error)).lower()
+
+
+def _describe_handshake_error(error: ssl.SSLError, where: str, implicit: bool) -> str:
+    reason = error.reason or ""
+    if reason in _NOT_TLS_REASONS:
+        if implicit:
+            return (
+                f"the server at {where} did not answer the TLS handshake "
+                "(is this port plain text? try without implicit TLS)"
+            )
+        return f"the server at {where} did not answer the TLS handshake after STARTTLS"
+    if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "EOF" in reason:
+        return f"the server at {where} closed the connection during the TLS handshake"
+    if reason in _VERSION_MISMATCH_REASONS:
+        return (
+            f"the server at {where} offers no TLS version mailtalk accepts "
+            "(TLS 1.2 or newer; --insecure also allows TLS 1.0 and 1.1)"
+        )
+    if reason in ("SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE"):
+        return f"the server at {where} and mailtalk have no TLS cipher in common"
+    detail = reason.replace("_", " ").lower() or str(error)
+    return f"the TLS handshake with {where} failed ({detail})"
