@@ -1,0 +1,205 @@
+"""The command line: click commands that parse arguments and call in.
+
+Kept thin and light on purpose: ``mailtalk --version`` and every ``--help`` must
+not import prompt_toolkit, rich, dnspython or asyncio, so the modules that need
+them are imported inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import click
+
+from mailtalk import __version__
+from mailtalk.exitcodes import EXIT_CODE_HELP, ExitCode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_STATUS_EPILOG = "\b\nExit status:\n" + "\n".join(
+    f"  {int(code):<4} {text}" for code, text in EXIT_CODE_HELP.items()
+)
+
+
+class MailtalkGroup(click.Group):
+    """Turns every error into one readable line and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("mailtalk: interrupted", err=True)
+            ctx.exit(ExitCode.INTERRUPTED)
+        except Exception as error:  # the one place that turns any error into a line
+            from mailtalk.errors import exit_code_for, one_line
+
+            if _debug_enabled(ctx):
+                raise
+            click.echo(f"mailtalk: {one_line(error)}", err=True)
+            if exit_code_for(error) == ExitCode.FAILED and not _is_known(error):
+                click.echo("mailtalk: run again with --debug to see the trace", err=True)
+            ctx.exit(exit_code_for(error))
+
+
+def _is_known(error: BaseException) -> bool:
+    from mailtalk.errors import is_expected
+
+    return is_expected(error)
+
+
+def _debug_enabled(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("debug")) or os.environ.get("MAILTALK_DEBUG") == "1"
+
+
+@click.group(
+    cls=MailtalkGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExamples:\n"
+    "  mailtalk smtp mail.example.com\n"
+    "  mailtalk connect submission://alice@mail.example.com\n"
+    "  mailtalk imap --tls imap.example.com\n"
+    "  printf 'EHLO me\\nQUIT\\n' | mailtalk smtp localhost\n\n" + EXIT_STATUS_EPILOG,
+)
+@click.version_option(__version__, "-V", "--version", prog_name="mailtalk")
+@click.option("--debug", is_flag=True, help="Show the full trace of unexpected errors.")
+def cli(debug: bool) -> None:
+    """Talk SMTP, POP3 and IMAP to mail servers, with a tool that knows each protocol.
+
+    You type the raw protocol, as with telnet; mailtalk completes what is valid
+    now, tags IMAP commands, dot-stuffs DATA, does the base64 of AUTH and shows
+    where you are in the conversation. Lines starting with ":" are mailtalk's
+    own commands (:help lists them).
+    """
+
+
+def connection_options(func: F) -> F:
+    """The options every connecting command shares."""
+    options = [
+        click.option(
+            "--starttls/--no-starttls",
+            default=None,
+            help="Start TLS right after connecting (STARTTLS, or STLS for POP3). "
+            "Default: on for submission://, off otherwise.",
+        ),
+        click.option("--insecure", is_flag=True, help="Do not verify the server's certificate."),
+        click.option(
+            "--cafile",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Trust the CA certificates (PEM) in this file.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            help="Seconds to wait for the connection and for each reply.",
+        ),
+        click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4 only."),
+        click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),
+        click.option(
+            "--transcript",
+            type=click.Path(dir_okay=False, writable=True),
+            help="Append the conversation to this file (secrets redacted).",
+        ),
+        click.option(
+            "--show-secrets",
+            is_flag=True,
+            help="Do not redact passwords and AUTH data in transcripts.",
+        ),
+        click.option("--raw", is_flag=True, help="Start showing exact bytes, escaped (:raw)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(target_factory: Callable[[], Any], **options: Any) -> None:
+    from mailtalk.errors import UsageError
+    from mailtalk.target import TargetError
+
+    try:
+        target = target_factory()
+    except TargetError as error:
+        raise UsageError(str(error)) from None
+    if options["ipv4"] and options["ipv6"]:
+        raise UsageError("-4 and -6 exclude each other")
+    from mailtalk.session_options import SessionOptions
+
+    session = SessionOptions.from_cli(target, **options)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from mailtalk.repl.app import run_repl
+
+        code = run_repl(session)
+    else:
+        from mailtalk.pipe import run_pipe
+
+        code = run_pipe(session)
+    sys.exit(code)
+
+
+@cli.command(
+    epilog="\b\nURL schemes (default port, TLS):\n"
+    "  smtp://        25   plain (STARTTLS with --starttls)\n"
+    "  submission://  587  STARTTLS\n"
+    "  smtps://       465  implicit TLS\n"
+    "  pop3://        110  plain (STLS with --starttls)\n"
+    "  pop3s://       995  implicit TLS\n"
+    "  imap://        143  plain (STARTTLS with --starttls)\n"
+    "  imaps://       993  implicit TLS\n"
+    "\b\nExamples:\n"
+    "  mailtalk connect smtp://mx.example.com\n"
+    "  mailtalk connect submission://alice@mail.example.com\n"
+    "  mailtalk connect imaps://alice@imap.example.com:993 --cafile ca.pem\n"
+    "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n\n" + EXIT_STATUS_EPILOG
+)
+@click.argument("url")
+@connection_options
+def connect(url: str, **options: Any) -> None:
+    """Open an interactive session with the server at URL.
+
+    URL is scheme://[user@]host[:port]. The user, if given, is what :auth
+    offers by default.
+    """
+    from mailtalk.target import parse_url
+
+    _run(lambda: parse_url(url), **options)
+
+
+def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> None:
+    default_plain = {"smtp": 25, "pop3": 110, "imap": 143}[protocol]
+    default_tls = {"smtp": 465, "pop3": 995, "imap": 993}[protocol]
+
+    @cli.command(
+        name=protocol,
+        epilog="\b\nExamples:\n"
+        f"  mailtalk {protocol} {example_host}\n"
+        f"  mailtalk {protocol} {example_host}:{default_plain} --starttls\n"
+        f"  mailtalk {protocol} --tls {example_host}\n"
+        f"  mailtalk {protocol} alice@127.0.0.1:{default_plain} --insecure\n\n"
+        + EXIT_STATUS_EPILOG,
+        help=f"Open an interactive {protocol.upper()} session with HOST[:PORT].\n\n"
+        f"The port defaults to {default_plain}, or {default_tls} with --tls. "
+        f"A user@ before the host is what :auth offers by default.",
+    )
+    @click.argument("host_port", metavar="[USER@]HOST[:PORT]")
+    @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
+    @connection_options
+    def command(host_port: str, implicit_tls: bool, **options: Any) -> None:
+        from mailtalk.target import parse_shortcut
+
+        _run(lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
+
+
+_shortcut("smtp", "mail.example.com")
+_shortcut("pop3", "pop.example.com")
+_shortcut("imap", "imap.example.com")
+
+
+def main() -> None:
+    cli(prog_name="mailtalk")

@@ -1,0 +1,301 @@
+"""One live conversation: a transport, a protocol core, a transcript, and who to tell.
+
+This is the engine under both the REPL and the pipe mode. It is synchronous and
+single-threaded on purpose: a TLS socket must not be read in one thread while
+another writes it, so the REPL watches the socket from prompt_toolkit's event
+loop and calls ``receive_available()``, while the pipe mode just blocks in
+``wait_final()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.net.transport import Transport, TransportOptions, TransportTimeout
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    ClientCore,
+    RemoteProtocolError,
+    ReplyClass,
+    ServerEvent,
+)
+from mailtalk.session_options import SessionOptions
+from mailtalk.transcript import Transcript
+
+
+class ReplyTimeout(MailtalkError):
+    """No reply within --timeout."""
+
+    exit_code = ExitCode.CONNECT
+
+
+class Listener(Protocol):
+    """Who is told what happens: the REPL's screen, or the pipe mode's stdout."""
+
+    def sent(self, text: str, typed: bool) -> None:
+        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls)."""
+
+    def event(self, event: ServerEvent, latency: float) -> None: ...
+
+    def note(self, text: str, kind: str = "info") -> None:
+        """A message from mailtalk itself; kind is info, tls, warning or error."""
+
+    def closed(self) -> None: ...
+
+
+def make_core(protocol: str) -> ClientCore:
+    if protocol == "smtp":
+        from mailtalk.protocols.smtp import SMTPConnection
+
+        return SMTPConnection()
+    if protocol == "pop3":
+        from mailtalk.protocols.pop3 import POP3Connection
+
+        return POP3Connection()
+    from mailtalk.protocols.imap import IMAPConnection
+
+    return IMAPConnection()
+
+
+# What a SASL mechanism sends, in order, as answers to the server's challenges.
+SASL_MECHANISMS: dict[str, Callable[[str, str], list[str]]] = {
+    "PLAIN": lambda user, secret: [_b64(f"\0{user}\0{secret}")],
+    "LOGIN": lambda user, secret: [_b64(user), _b64(secret)],
+}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class Conversation:
+    def __init__(self, options: SessionOptions, listener: Listener) -> None:
+        self.options = options
+        self.target = options.target
+        self.listener = listener
+        self.core: ClientCore = make_core(self.target.protocol)
+        self.transport: Transport | None = None
+        self.transcript = Transcript(self.target.url, options.transcript)
+        self.closed = True
+        self._last_send = time.monotonic()
+        self._final_events = 0
+        self.last_final: ServerEvent | None = None
+
+    # -- connection -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (and handshake, for implicit TLS); the greeting arrives later."""
+        self.core = make_core(self.target.protocol)
+        transport_options = TransportOptions(
+            timeout=self.options.timeout,
+            family=self.options.family,
+            insecure=self.options.insecure,
+            cafile=self.options.cafile,
+        )
+        self._last_send = time.monotonic()
+        self.transport = Transport.connect(
+            self.target.host,
+            self.target.port,
+            transport_options,
+            implicit_tls=self.target.tls == "implicit",
+        )
+        self.closed = False
+        peer = self.transport.peer[0] if self.transport.peer else self.target.host
+        self._note(f"connected to {self.target.display} ({peer})")
+        if self.transport.tls is not None:
+            setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
+            self._note(f"TLS: {self.transport.tls.summary()}", "tls")
+
+    def start(self) -> None:
+        """Connect, wait for the greeting, and start TLS if asked to."""
+        self.open()
+        self.wait_final()
+        if self.options.starttls and not self.closed:
+            self.starttls()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    def reconnect(self) -> None:
+        self.close()
+        self.start()
+
+    # -- sending ----------------------------------------------------------------
+
+    def send_line(self, line: str, typed: bool = True) -> None:
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        shown = self.core.redact(line)
+        data = self.core.send_line(line)
+        self.transport.send(data)
+        self._last_send = time.monotonic()
+        self.transcript.add("C", line if self.options.show_secrets else shown)
+        self.listener.sent(shown, typed)
+
+    def send_message(self, message: bytes, progress: Callable[[int], None] | None = None) -> None:
+        """Send a whole message after 354 (SMTP), dot-stuffed, in chunks."""
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        send_message = getattr(self.core, "send_message", None)
+        if send_message is None:
+            raise MailtalkError("sending a message file only works in SMTP DATA mode")
+        data: bytes = send_message(message)
+        chunk = 64 * 1024
+        for start in range(0, len(data), chunk):
+            self.transport.send(data[start : start + chunk])
+            if progress is not None:
+                progress(min(start + chunk, len(data)))
+        self._last_send = time.monotonic()
+        lines = message.count(b"\n") + (0 if message.endswith(b"\n") else 1)
+        self.transcript.add("#", f"message of {len(message)} bytes, {lines} lines")
+        self.transcript.add("C", ".")
+
+    def expects_reply(self) -> bool:
+        """Whether the server owes an answer now (so the UI should wait for it)."""
+        if not self.core.awaiting_reply:
+            return False
+        # IMAP: a line ended by a LITERAL+ {n+} is not a whole command yet.
+        in_command = getattr(self.core, "in_command_continuation", False)
+        waiting_plus = getattr(self.core, "awaiting_continuation", False)
+        return not (in_command and not waiting_plus)
+
+    # -- receiving --------------------------------------------------------------
+
+    def receive_available(self) -> None:
+        """Read what the socket has now (the REPL calls this when it is readable)."""
+        if self.transport is None or self.closed:
+            return
+        while True:
+            try:
+                data = self.transport.recv()
+            except TransportTimeout:
+                return
+            self.feed(data)
+            if not data or self.closed or self.transport.pending() == 0:
+                return
+
+    def wait_final(self, timeout: float | None = None) -> ServerEvent:
+        """Block until the next final reply (or continuation); raises on close/timeout."""
+        if self.transport is None:
+            raise ServerClosedError("not connected")
+        seen = self._final_events
+        limit = self.options.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while self._final_events == seen:
+            if self.closed:
+                raise ServerClosedError(
+                    f"{self.target.host} closed the connection without answering"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReplyTimeout(
+                    f"no reply from {self.target.host} within {limit:g} s (--timeout)"
+                )
+            self.transport.set_timeout(remaining)
+            try:
+                data = self.transport.recv()
+            except TransportTimeout:
+                continue
+            finally:
+                if not self.closed:
+                    self.transport.set_timeout(self.options.timeout)
+            self.feed(data)
+        assert self.last_final is not None
+        return self.last_final
+
+    def feed(self, data: bytes) -> None:
+        self.core.receive_data(data)
+        while True:
+            try:
+                event = self.core.next_event()
+            except RemoteProtocolError as error:
+                self._note(f"the server broke the protocol: {error}", "error")
+                self.close()
+                self.listener.closed()
+                raise ServerProtocolError(f"the server broke the protocol: {error}") from error
+            if event is NEED_DATA:
+                return
+            if event is CONNECTION_CLOSED:
+                if not self.closed:
+                    self.close()
+                    self.transcript.add("#", "connection closed by the server")
+                    self.listener.closed()
+                return
+            assert not isinstance(event, type(NEED_DATA))
+            latency = time.monotonic() - self._last_send
+            self.transcript.add("S", event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+            if event.final:
+                self._final_events += 1
+                self.last_final = event
+            self.listener.event(event, latency)
+            if self.core.wants_tls_upgrade:
+                self._upgrade()
+
+    def _upgrade(self) -> None:
+        assert self.transport is not None
+        info = self.transport.start_tls()
+        self.core.tls_started()
+        self._note(f"TLS: {info.summary()}", "tls")
+
+    def _note(self, text: str, kind: str = "info") -> None:
+        self.transcript.add("#", text)
+        self.listener.note(text, kind)
+
+    # -- conveniences behind the meta-commands -----------------------------------
+
+    def starttls(self) -> None:
+        protocol = self.target.protocol
+        if getattr(self.core, "tls", False):
+            raise MailtalkError("TLS is already on")
+        if protocol == "smtp":
+            if not getattr(self.core, "greeted", False):
+                self.send_line(f"EHLO {client_name()}", typed=False)
+                self._expect_positive(self.wait_final(), "EHLO")
+            if "STARTTLS" not in getattr(self.core, "extensions", {}):
+                raise MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+            self.send_line("STARTTLS", typed=False)
+        elif protocol == "pop3":
+            self.send_line("STLS", typed=False)
+        else:
+            self.send_line("STARTTLS", typed=False)
+        reply = self.wait_final()
+        if not getattr(self.core, "tls", False):
+            raise MailtalkError(f"the server refused to start TLS: {_first_line(reply)}")
+
+    def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        verb = "AUTHENTICATE" if self.target.protocol == "imap" else "AUTH"
+        answers = SASL_MECHANISMS[mechanism](user, secret)
+        self.send_line(f"{verb} {mechanism}", typed=False)
+        reply = self.wait_final()
+        for answer in answers:
+            if reply.reply_class is not ReplyClass.INTERMEDIATE:
+                break
+            self.send_line(answer, typed=False)
+            reply = self.wait_final()
+        return reply
+
+    def _expect_positive(self, reply: ServerEvent, what: str) -> None:
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            raise MailtalkError(f"{what} failed: {_first_line(reply)}")
+
+
+def _first_line(event: ServerEvent) -> str:
+    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
+
+
+def client_name() -> str:
+    """The name we give in EHLO: this machine's host name (no DNS lookup: it can hang)."""
+    name = socket.gethostname() or "localhost"
+    return name if "." in name else f"{name}.local" if name != "localhost" else name

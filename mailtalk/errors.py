@@ -1,0 +1,59 @@
+"""mailtalk's own errors, and how any error becomes one line and an exit status."""
+
+from __future__ import annotations
+
+from mailtalk.exitcodes import ExitCode
+
+
+class MailtalkError(Exception):
+    """An error the user can act on; ``str()`` is the one line we print."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class UsageError(MailtalkError):
+    exit_code = ExitCode.USAGE
+
+
+class ServerClosedError(MailtalkError):
+    exit_code = ExitCode.PROTOCOL
+
+
+class ServerProtocolError(MailtalkError):
+    exit_code = ExitCode.PROTOCOL
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    if isinstance(error, MailtalkError):
+        return error.exit_code
+    from mailtalk.net.transport import ConnectError, TLSError, TransportError, TransportTimeout
+    from mailtalk.protocols.common import ProtocolError
+
+    if isinstance(error, TLSError):
+        return ExitCode.TLS
+    if isinstance(error, ConnectError | TransportTimeout):
+        return ExitCode.CONNECT
+    if isinstance(error, TransportError | ProtocolError):
+        return ExitCode.PROTOCOL
+    return ExitCode.FAILED
+
+
+def is_expected(error: BaseException) -> bool:
+    """True for errors whose message is complete in itself (no trace worth offering)."""
+    from mailtalk.net.transport import TransportError
+    from mailtalk.protocols.common import ProtocolError
+
+    return isinstance(error, MailtalkError | TransportError | ProtocolError | OSError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: its message, or its type when it has none."""
+    text = " ".join(str(error).split())
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"{error.strerror.lower()}{':' if where else ''}{where}"
+    if not text:
+        return type(error).__name__
+    if not is_expected(error):
+        return f"unexpected error: {type(error).__name__}: {text}"
+    return text

@@ -1,0 +1,26 @@
+"""Exit statuses, documented in the README and the man page (like swaks's)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # a command got a failure reply (pipe mode), or an unexpected error
+    USAGE = 2  # bad arguments or options (click's own status)
+    CONNECT = 3  # could not connect: DNS, refused, unreachable, timeout
+    TLS = 4  # TLS handshake or certificate verification failed
+    PROTOCOL = 5  # the server broke the protocol or closed unexpectedly
+    INTERRUPTED = 130  # Ctrl-C outside the REPL
+
+
+EXIT_CODE_HELP = {
+    ExitCode.OK: "success",
+    ExitCode.FAILED: "a command got a failure reply (pipe mode), or an unexpected error",
+    ExitCode.USAGE: "bad arguments, options or URL",
+    ExitCode.CONNECT: "could not connect (DNS, refused, unreachable, timeout)",
+    ExitCode.TLS: "TLS handshake or certificate verification failed",
+    ExitCode.PROTOCOL: "the server broke the protocol or closed the connection unexpectedly",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C",
+}

@@ -1,0 +1,189 @@
+"""mailtalk's own commands, the lines that start with ``:`` and never reach the server.
+
+Shared by the REPL and the pipe mode; what differs between them (asking for a
+password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol
+
+from mailtalk.conversation import Conversation
+from mailtalk.errors import MailtalkError
+from mailtalk.protocols.common import ReplyClass
+
+# Files above this size get a progress bar when sent with :file.
+PROGRESS_THRESHOLD: Final = 1024 * 1024
+
+
+class QuitRequested(Exception):
+    """:quit was typed."""
+
+
+class MetaUI(Protocol):
+    raw: bool
+
+    def note(self, text: str, kind: str = "info") -> None: ...
+
+    def ask_secret(self, prompt: str) -> str: ...
+
+    def show_block(self, text: str) -> None: ...
+
+    def progress(self, total: int, label: str) -> Callable[[int], None]:
+        """A callback taking bytes sent so far; the UI draws a bar if it wants."""
+        ...
+
+    def done_progress(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MetaCommand:
+    name: str
+    usage: str
+    summary: str
+    handler: Callable[[Conversation, MetaUI, list[str]], None]
+
+
+def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.knowledge.commands import command_help, render_help
+
+    protocol = conv.target.protocol
+    if args:
+        name = " ".join(args)
+        if name.startswith(":"):
+            meta = META_COMMANDS.get(name[1:].lower())
+            if meta is None:
+                raise MailtalkError(f"no mailtalk command {name}; :help lists them")
+            ui.show_block(f"{meta.usage}\n  {meta.summary}")
+            return
+        entry = command_help(protocol, name)
+        if entry is None:
+            raise MailtalkError(f"{name.upper()} is not a {protocol.upper()} command I know")
+        ui.show_block(render_help(entry))
+        return
+    valid = ", ".join(conv.core.valid_commands()) or "(none: wait, or :reconnect)"
+    lines = [
+        f"{protocol.upper()} commands valid now ({conv.core.state_name}): {valid}",
+        f"Usually next: {conv.core.next_hint()}",
+        "",
+        "mailtalk commands (never sent to the server):",
+    ]
+    lines += [f"  {meta.usage:<28} {meta.summary}" for meta in META_COMMANDS.values()]
+    lines.append("")
+    lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
+    ui.show_block("\n".join(lines))
+
+
+def _example(protocol: str) -> str:
+    return {"smtp": "RCPT", "pop3": "RETR", "imap": "FETCH"}.get(protocol, "QUIT")
+
+
+def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    conv.starttls()
+
+
+def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if not args:
+        raise MailtalkError("usage: :auth plain|login [USER]")
+    mechanism = args[0].upper()
+    user = args[1] if len(args) > 1 else conv.target.user
+    if not user:
+        raise MailtalkError("usage: :auth plain|login USER (no user in the URL to default to)")
+    advertised = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
+    if advertised and mechanism not in advertised:
+        ui.note(
+            f"the server did not advertise {mechanism} (it offers {', '.join(advertised)}); "
+            "trying anyway",
+            "warning",
+        )
+    secret = ui.ask_secret(f"password for {user}: ")
+    reply = conv.authenticate(mechanism, user, secret)
+    if reply.reply_class is ReplyClass.POSITIVE:
+        ui.note(f"authenticated as {user}")
+
+
+def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if args and args[0] in ("on", "off"):
+        ui.raw = args[0] == "on"
+    else:
+        ui.raw = not ui.raw
+    ui.note(f"raw mode {'on: exact bytes, escaped' if ui.raw else 'off'}")
+
+
+def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if len(args) != 1:
+        raise MailtalkError("usage: :save FILE")
+    conv.transcript.save(args[0])
+    ui.note(f"transcript saved to {args[0]} ({len(conv.transcript.entries)} lines)")
+
+
+def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if len(args) != 1:
+        raise MailtalkError("usage: :file PATH (after DATA got 354)")
+    if not getattr(conv.core, "in_data", False):
+        raise MailtalkError(":file sends a message after DATA got 354; send DATA first")
+    path = Path(args[0]).expanduser()
+    try:
+        message = path.read_bytes()
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise MailtalkError(f"cannot read {path}: {reason}") from None
+    if len(message) >= PROGRESS_THRESHOLD:
+        callback = ui.progress(len(message), f"sending {path.name}")
+        try:
+            conv.send_message(message, callback)
+        finally:
+            ui.done_progress()
+    else:
+        conv.send_message(message)
+    ui.note(f"sent {path} ({len(message)} bytes), dot-stuffed, ended by '.'")
+
+
+def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    conv.reconnect()
+
+
+def _quit(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    raise QuitRequested
+
+
+META_COMMANDS: Final[dict[str, MetaCommand]] = {
+    command.name: command
+    for command in (
+        MetaCommand("help", ":help [COMMAND]", "what is valid now, or explain a command", _help),
+        MetaCommand("starttls", ":starttls", "start TLS (STARTTLS, or STLS for POP3)", _starttls),
+        MetaCommand(
+            "auth", ":auth plain|login [USER]", "log in; asks the password without echo", _auth
+        ),
+        MetaCommand("raw", ":raw [on|off]", "show the exact bytes, escaped", _raw),
+        MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
+        MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
+        MetaCommand("reconnect", ":reconnect", "connect again, as at the start", _reconnect),
+        MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),
+    )
+}
+
+
+def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
+    """Run one ``:command``; raises MailtalkError with a one-line message on misuse."""
+    try:
+        words = shlex.split(line[1:])
+    except ValueError as error:
+        raise MailtalkError(f"cannot parse {line!r}: {error}") from None
+    if not words:
+        raise MailtalkError("':' alone means nothing; :help lists mailtalk's commands")
+    name = words[0].lower()
+    command = META_COMMANDS.get(name)
+    if command is None:
+        raise MailtalkError(f"unknown command :{name}; :help lists mailtalk's commands")
+    command.handler(conv, ui, words[1:])
+
+
+def secret_from_environment() -> str | None:
+    """The password for non-interactive :auth, from MAILTALK_PASSWORD."""
+    return os.environ.get("MAILTALK_PASSWORD")

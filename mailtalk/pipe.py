@@ -1,0 +1,109 @@
+"""Pipe mode: standard input is not a terminal, so read lines from it like ``nc`` does.
+
+Each line is sent as typed (``:`` lines are mailtalk's commands, as in the REPL);
+when a line expects an answer, mailtalk waits for it before sending the next, so
+the printed conversation is in order and a script never outruns the server.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from mailtalk.conversation import Conversation
+from mailtalk.display import color_enabled, event_lines, to_ansi
+from mailtalk.errors import MailtalkError, exit_code_for, one_line
+from mailtalk.exitcodes import ExitCode
+from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
+from mailtalk.net.transport import TransportError
+from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent
+from mailtalk.session_options import SessionOptions
+
+FAILURE_CLASSES = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
+
+
+class PipeScreen:
+    """Prints the conversation as ``C:``/``S:`` lines; notes go to stderr as ``# ...``."""
+
+    def __init__(self, out: TextIO, err: TextIO, raw: bool) -> None:
+        self.out = out
+        self.err = err
+        self.raw = raw
+        self.colour = color_enabled(out.isatty())
+        self.failures = 0
+
+    def sent(self, text: str, typed: bool) -> None:
+        self.out.write(f"C: {text}\n")
+        self.out.flush()
+
+    def event(self, event: ServerEvent, latency: float) -> None:
+        if event.final and event.reply_class in FAILURE_CLASSES:
+            self.failures += 1
+        for line in event_lines(event, None, self.raw):
+            self.out.write("S: " + to_ansi(line, self.colour) + "\n")
+        self.out.flush()
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self.err.write(f"# {text}\n")
+        self.err.flush()
+
+    def closed(self) -> None:
+        self.note("the server closed the connection")
+
+    # MetaUI
+    def ask_secret(self, prompt: str) -> str:
+        secret = secret_from_environment()
+        if secret is not None:
+            return secret
+        try:
+            return getpass.getpass(prompt)  # reads /dev/tty when there is one
+        except (EOFError, OSError):
+            raise MailtalkError(
+                "no password: set MAILTALK_PASSWORD or run on a terminal"
+            ) from None
+
+    def show_block(self, text: str) -> None:
+        for line in text.splitlines():
+            self.err.write(f"# {line}\n")
+
+    def progress(self, total: int, label: str) -> Callable[[int], None]:
+        return lambda done: None
+
+    def done_progress(self) -> None:
+        return None
+
+
+def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
+    source = stdin or sys.stdin
+    screen = PipeScreen(sys.stdout, sys.stderr, options.raw)
+    conv = Conversation(options, screen)
+    try:
+        conv.start()
+        for raw_line in source:
+            line = raw_line.rstrip("\r\n")
+            if line.startswith(":") and not getattr(conv.core, "in_data", False):
+                try:
+                    run_meta(line, conv, screen)
+                except QuitRequested:
+                    break
+                continue
+            if conv.closed:
+                raise MailtalkError(
+                    f"the server closed the connection; not sent: {line[:60]!r}"
+                )
+            conv.send_line(line)
+            if conv.expects_reply():
+                conv.wait_final()
+    except (MailtalkError, TransportError, ProtocolError) as error:
+        sys.stderr.write(f"mailtalk: {one_line(error)}\n")
+        conv.close()
+        return int(exit_code_for(error))
+    except KeyboardInterrupt:
+        conv.close()
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        conv.transcript.close()
+    conv.close()
+    return int(ExitCode.FAILED if screen.failures else ExitCode.OK)

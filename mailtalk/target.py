@@ -1,0 +1,121 @@
+"""Where to connect: ``smtp://user@host:port`` URLs and ``HOST[:PORT]`` arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+from urllib.parse import unquote
+
+TLSMode = Literal["none", "starttls", "implicit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    protocol: Literal["smtp", "pop3", "imap"]
+    port: int
+    tls: TLSMode
+
+
+# The URL schemes mailtalk knows, their protocol, default port and how TLS starts.
+SCHEMES: Final[dict[str, Scheme]] = {
+    "smtp": Scheme("smtp", 25, "none"),
+    "smtps": Scheme("smtp", 465, "implicit"),
+    "submission": Scheme("smtp", 587, "starttls"),
+    "submissions": Scheme("smtp", 465, "implicit"),
+    "pop3": Scheme("pop3", 110, "none"),
+    "pop3s": Scheme("pop3", 995, "implicit"),
+    "imap": Scheme("imap", 143, "none"),
+    "imaps": Scheme("imap", 993, "implicit"),
+}
+
+IMPLICIT_TLS_PORT: Final = {"smtp": 465, "pop3": 995, "imap": 993}
+PLAIN_PORT: Final = {"smtp": 25, "pop3": 110, "imap": 143}
+
+
+class TargetError(ValueError):
+    """A URL or HOST[:PORT] that cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    protocol: Literal["smtp", "pop3", "imap"]
+    host: str
+    port: int
+    tls: TLSMode
+    user: str | None = None
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        scheme = {
+            ("smtp", "none"): "smtp",
+            ("smtp", "starttls"): "submission" if self.port == 587 else "smtp",
+            ("smtp", "implicit"): "smtps",
+            ("pop3", "implicit"): "pop3s",
+            ("imap", "implicit"): "imaps",
+        }.get((self.protocol, self.tls), self.protocol)
+        user = f"{self.user}@" if self.user else ""
+        return f"{scheme}://{user}{self.display}"
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address, as (host, port)."""
+    text = text.strip()
+    if not text:
+        raise TargetError("no host given")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise TargetError(f"unclosed [ in {text!r}")
+        if rest and not rest.startswith(":"):
+            raise TargetError(f"unexpected {rest!r} after ] in {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") > 1:  # a bare IPv6 address has no port
+        host, port_text = text, ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise TargetError(f"no host in {text!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TargetError(f"{port_text!r} is not a port number (1-65535)")
+    return host, int(port_text)
+
+
+def parse_url(url: str) -> Target:
+    """A target from ``scheme://[user@]host[:port][/...]``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise TargetError(
+            f"{url!r} is not a URL; use e.g. smtp://{url} (schemes: {', '.join(SCHEMES)})"
+        )
+    known = SCHEMES.get(scheme.lower())
+    if known is None:
+        raise TargetError(f"unknown scheme {scheme!r}; use one of: {', '.join(SCHEMES)}")
+    authority = rest.split("/", 1)[0]
+    user: str | None = None
+    if "@" in authority:
+        user_part, _, authority = authority.rpartition("@")
+        user = unquote(user_part.split(":", 1)[0]) or None
+    host, port = split_host_port(authority, known.port)
+    return Target(known.protocol, host, port, known.tls, user)
+
+
+def parse_shortcut(
+    protocol: Literal["smtp", "pop3", "imap"], host_port: str, implicit_tls: bool
+) -> Target:
+    """A target from ``mailtalk smtp HOST[:PORT]`` and friends."""
+    default = IMPLICIT_TLS_PORT[protocol] if implicit_tls else PLAIN_PORT[protocol]
+    user: str | None = None
+    if "@" in host_port and not host_port.startswith("["):
+        user, _, host_port = host_port.rpartition("@")
+    host, port = split_host_port(host_port, default)
+    tls: TLSMode = "implicit" if implicit_tls else "none"
+    if protocol == "smtp" and port == 587 and not implicit_tls:
+        tls = "starttls"
+    return Target(protocol, host, port, tls, user or None)
