@@ -1,0 +1,1092 @@
+"""The IMAP core (RFC 3501 / RFC 9051): bytes in, events out, with no I/O.
+
+One ``IMAPConnection`` class plays either role. As a client it parses responses
+(untagged ``*``, tagged completions and ``+`` continuation requests), assembles
+responses that carry literals (``{n}`` followed by exactly n raw bytes) into one
+event, adds tags to the lines the user types and tracks the session state from
+the commands it sent and the completions they got. As a server it parses
+command lines, literals included, asks for ``+`` before synchronizing literals,
+and formats responses. Both roles run the same transition table.
+
+The client role reads responses with ``next_event()`` and writes with
+``send_line()``; the server role reads commands with ``next_command()`` and writes
+with ``send()``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    LineBuffer,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplyClass,
+    Role,
+    _Sentinel,
+    decode_text,
+)
+
+# A literal bigger than this is read off the wire but not kept (truncated=True).
+MAX_LITERAL: Final = 64 * 1024 * 1024
+# The text of one response (its lines, literals excluded) is cut beyond this, so a
+# server sending endless "{0}" lines cannot grow one event without bound.
+MAX_RESPONSE_TEXT: Final = 1024 * 1024
+# More digits than this in a literal size is nonsense (and int() of 5000 digits raises).
+_MAX_SIZE_DIGITS: Final = 19
+
+CRLF: Final = b"\r\n"
+
+
+class IMAPState(enum.Enum):
+    GREETING = "greeting"  # connected, waiting for "* OK", "* PREAUTH" or "* BYE"
+    NOT_AUTHENTICATED = "not-authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+_ANY_STATE: Final = ("CAPABILITY", "NOOP", "LOGOUT")
+_NOT_AUTHENTICATED: Final = ("STARTTLS", "AUTHENTICATE", "LOGIN")
+_AUTHENTICATED: Final = (
+    "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST",
+    "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE", "ID",
+)
+_SELECTED: Final = (
+    "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+    "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID SEARCH", "UID EXPUNGE",
+)
+
+# The commands valid in each state (RFC 3501 6, RFC 9051 6). Extension commands are
+# narrowed further by the advertised capabilities in valid_commands().
+VALID_COMMANDS: Final[dict[IMAPState, tuple[str, ...]]] = {
+    IMAPState.GREETING: (),
+    IMAPState.NOT_AUTHENTICATED: _ANY_STATE + _NOT_AUTHENTICATED,
+    IMAPState.AUTHENTICATED: _ANY_STATE + _AUTHENTICATED,
+    IMAPState.SELECTED: _ANY_STATE + _AUTHENTICATED + _SELECTED,
+    IMAPState.LOGOUT: (),
+}
+
+# Every command word the tagger recognises; "UID" is the prefix of the UID commands.
+KNOWN_COMMANDS: Final[frozenset[str]] = frozenset(
+    {verb for verbs in VALID_COMMANDS.values() for verb in verbs if " " not in verb}
+    | {"UID", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS",
+       "LISTRIGHTS", "DELETEACL", "GETMETADATA", "SETMETADATA", "COMPRESS", "XLIST"}
+)
+
+# Commands that exist only when the server advertised the capability on the right.
+EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
+    "MOVE": "MOVE",
+    "UID MOVE": "MOVE",
+    "UNSELECT": "UNSELECT",
+    "IDLE": "IDLE",
+    "NAMESPACE": "NAMESPACE",
+    "ENABLE": "ENABLE",
+    "ID": "ID",
+    "UID EXPUNGE": "UIDPLUS",
+}
+# RFC 9051 made these part of the base protocol.
+_IN_IMAP4REV2: Final = frozenset({"MOVE", "UNSELECT", "IDLE", "NAMESPACE", "ENABLE", "UIDPLUS"})
+
+# How a tagged completion moves the session, keyed by (command completed, status).
+# A missing key leaves the state as it is.
+TRANSITIONS: Final[dict[tuple[str, str], IMAPState]] = {
+    ("LOGIN", "OK"): IMAPState.AUTHENTICATED,
+    ("AUTHENTICATE", "OK"): IMAPState.AUTHENTICATED,
+    ("SELECT", "OK"): IMAPState.SELECTED,
+    ("EXAMINE", "OK"): IMAPState.SELECTED,
+    # RFC 3501 6.3.1: a failed SELECT closes the mailbox that was selected before.
+    ("SELECT", "NO"): IMAPState.AUTHENTICATED,
+    ("EXAMINE", "NO"): IMAPState.AUTHENTICATED,
+    ("CLOSE", "OK"): IMAPState.AUTHENTICATED,
+    ("UNSELECT", "OK"): IMAPState.AUTHENTICATED,
+    ("LOGOUT", "OK"): IMAPState.LOGOUT,
+}
+
+# How an untagged status response moves the session, keyed by (state, kind).
+UNTAGGED_TRANSITIONS: Final[dict[tuple[IMAPState, str], IMAPState]] = {
+    (IMAPState.GREETING, "OK"): IMAPState.NOT_AUTHENTICATED,
+    (IMAPState.GREETING, "PREAUTH"): IMAPState.AUTHENTICATED,
+    (IMAPState.GREETING, "BYE"): IMAPState.LOGOUT,
+    (IMAPState.NOT_AUTHENTICATED, "BYE"): IMAPState.LOGOUT,
+    (IMAPState.AUTHENTICATED, "BYE"): IMAPState.LOGOUT,
+    (IMAPState.SELECTED, "BYE"): IMAPState.LOGOUT,
+}
+
+HINTS: Final[dict[IMAPState, str]] = {
+    IMAPState.GREETING: "wait for the server's * OK greeting",
+    IMAPState.NOT_AUTHENTICATED: "LOGIN user password (or CAPABILITY, STARTTLS)",
+    IMAPState.AUTHENTICATED: 'LIST "" "*", then SELECT INBOX',
+    IMAPState.SELECTED: "FETCH 1:* (FLAGS ENVELOPE), SEARCH ALL, LOGOUT",
+    IMAPState.LOGOUT: "the server is closing the connection: :reconnect or :quit",
+}
+
+# FETCH data items, for completion (RFC 3501 6.4.5).
+FETCH_ITEMS: Final[tuple[str, ...]] = (
+    "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+    "BODY[]", "BODY.PEEK[]", "BODY[HEADER]", "BODY[HEADER.FIELDS (FROM TO SUBJECT DATE)]",
+    "BODY[TEXT]", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "ALL", "FAST", "FULL",
+)
+
+STATUS_KINDS: Final = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
+TAGGED_STATUSES: Final = frozenset({"OK", "NO", "BAD"})
+
+# Which argument of a command is a secret (0-based, after the verb).
+SECRET_ARGUMENT: Final[dict[str, int]] = {"LOGIN": 1, "AUTHENTICATE": 1}
+
+# "{12}", "{12+}" (LITERAL+, RFC 7888) or "~{12}" (literal8, RFC 3516) ending a line.
+_LITERAL_AT_END = re.compile(rb"(~?)\{(\d+)(\+?)\}\Z")
+_LITERAL_AT_END_TEXT = re.compile(r"(~?)\{(\d+)(\+?)\}\Z")
+_LITERAL_MARKER = re.compile(r"~?\{(\d+)\+?\}")
+# A tag is any atom character except "+" (RFC 3501 9, "tag"); "*" is not allowed either.
+_TAG = re.compile(r'[^\s(){%*"\\\]+\x00-\x1f\x7f]+\Z')
+_NUMBER_KIND = re.compile(r"(\d{1,20}) +(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class _LiteralMarker:
+    size: int
+    synchronizing: bool  # "{n}" waits for "+", "{n+}" does not
+
+
+def _literal_at_end(content: bytes) -> _LiteralMarker | None:
+    match = _LITERAL_AT_END.search(content)
+    if match is None:
+        return None
+    digits = match.group(2)
+    if len(digits) > _MAX_SIZE_DIGITS:
+        raise RemoteProtocolError(f"a literal of {len(digits)} digits is not believable")
+    return _LiteralMarker(int(digits), synchronizing=not match.group(3))
+
+
+# -- events -----------------------------------------------------------------------
+
+
+def _split_code(text: str) -> tuple[str | None, str]:
+    """``"[UIDVALIDITY 1] UIDs valid"`` as ``("UIDVALIDITY 1", "UIDs valid")``."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end > 0:
+            return text[1:end], text[end + 1 :].strip()
+    return None, text
+
+
+@dataclass(frozen=True, slots=True)
+class Untagged:
+    """An untagged response (``* ...``), literals included.
+
+    ``text`` is the response after ``"* "`` with line ends removed and each literal
+    left as its ``{n}`` marker as sent; ``literals`` are the literal bytes in order.
+    As the server role's ``send()`` argument, only ``text`` and ``literals`` matter.
+    """
+
+    text: str
+    literals: tuple[bytes, ...] = ()
+    raw: bytes = b""
+    truncated: bool = False
+
+    @property
+    def number(self) -> int | None:
+        """The message number or count of ``* 3 EXISTS``, ``* 1 FETCH ...``."""
+        match = _NUMBER_KIND.match(self.text)
+        return int(match.group(1)) if match else None
+
+    @property
+    def kind(self) -> str:
+        """The response name upper-cased: OK, BYE, CAPABILITY, LIST, EXISTS, FETCH..."""
+        match = _NUMBER_KIND.match(self.text)
+        word = match.group(2) if match else self.text.split(" ", 1)[0]
+        return word.upper()
+
+    @property
+    def _after_kind(self) -> str:
+        match = _NUMBER_KIND.match(self.text)
+        if match:
+            return self.text[match.end() :].strip()
+        return self.text.partition(" ")[2].strip()
+
+    @property
+    def code(self) -> str | None:
+        """The bracketed response code of a status response: ``"UIDVALIDITY 1"``, ``"ALERT"``."""
+        if self.kind not in STATUS_KINDS:
+            return None
+        return _split_code(self._after_kind)[0]
+
+    @property
+    def message(self) -> str:
+        """Human text of a status response, or the data after the response name."""
+        rest = self._after_kind
+        if self.kind in STATUS_KINDS:
+            return _split_code(rest)[1]
+        return rest
+
+    @property
+    def reply_class(self) -> ReplyClass:
+        if self.kind in ("NO", "BAD", "BYE"):
+            return ReplyClass.PERMANENT
+        return ReplyClass.INFO
+
+    @property
+    def final(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """A tagged completion: ``a001 OK [READ-WRITE] SELECT completed``.
+
+    ``command`` is the verb of the command it completes (``"UID FETCH"``), when
+    this core sent that command.
+    """
+
+    tag: str
+    status: str  # "OK", "NO" or "BAD"
+    code: str | None
+    text: str
+    command: str | None = None
+    raw: bytes = b""
+    literals: tuple[bytes, ...] = ()  # only from broken servers; text keeps the markers
+    truncated: bool = False
+
+    @property
+    def reply_class(self) -> ReplyClass:
+        return ReplyClass.POSITIVE if self.status == "OK" else ReplyClass.PERMANENT
+
+    @property
+    def final(self) -> bool:
+        return True
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """A continuation request, ``+ text``: send the literal, the SASL answer, or DONE."""
+
+    text: str
+    raw: bytes = b""
+
+    @property
+    def reply_class(self) -> ReplyClass:
+        return ReplyClass.INTERMEDIATE
+
+    @property
+    def final(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command as the server role parsed it.
+
+    ``verb`` is upper-cased with the UID prefix combined (``"UID FETCH"``); ``args``
+    is the rest as text with each literal left as its ``{n}`` marker.
+    """
+
+    tag: str
+    verb: str
+    args: str
+    literals: tuple[bytes, ...] = ()
+    raw: bytes = b""
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralRequested:
+    """Server role: the client announced a synchronizing literal and waits for ``+``.
+
+    Answer with ``send(Continuation("Ready"))``, or refuse with a tagged NO/BAD and
+    ``reject_literal()``.
+    """
+
+    tag: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationResponse:
+    """Server role: the line a client sent after our ``+`` (SASL data, or IDLE's DONE)."""
+
+    text: str
+    raw: bytes = b""
+
+
+ServerResponse = Untagged | Tagged | Continuation
+ClientInput = Command | LiteralRequested | ContinuationResponse
+Event = ServerResponse | ClientInput
+
+
+# -- small parsers ------------------------------------------------------------------
+
+
+def _unquote(quoted: str) -> str:
+    r"""The value of a quoted string without its quotes, ``\"`` and ``\\`` resolved."""
+    # Only the two quoted-specials are escaped (RFC 3501 9); any other backslash is
+    # text, such as the "\\xfc" that decode_text() writes for a byte that is not UTF-8.
+    return re.sub(r'\\(["\\])', r"\1", quoted[1:-1])
+
+
+def _token_spans(text: str) -> list[tuple[int, int]]:
+    """Where each space-separated argument is, quoted strings kept whole."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    length = len(text)
+    while pos < length:
+        if text[pos] == " ":
+            pos += 1
+            continue
+        start = pos
+        if text[pos] == '"':
+            pos += 1
+            while pos < length and text[pos] != '"':
+                pos += 2 if text[pos] == "\\" else 1
+            pos = min(pos + 1, length)
+        else:
+            while pos < length and text[pos] != " ":
+                pos += 1
+        spans.append((start, pos))
+    return spans
+
+
+def _read_string(text: str, pos: int, literals: tuple[bytes, ...], literal_index: int
+                 ) -> tuple[str | None, int, int]:
+    """One astring/nstring at ``pos``: (value or None, position after, next literal index)."""
+    while pos < len(text) and text[pos] == " ":
+        pos += 1
+    if pos >= len(text):
+        return None, pos, literal_index
+    if text[pos] == '"':
+        end = pos + 1
+        while end < len(text) and text[end] != '"':
+            end += 2 if text[end] == "\\" else 1
+        return _unquote(text[pos : end + 1]), end + 1, literal_index
+    marker = _LITERAL_MARKER.match(text, pos)
+    if marker is not None:
+        if literal_index < len(literals):
+            return decode_text(literals[literal_index]), marker.end(), literal_index + 1
+        return None, marker.end(), literal_index + 1
+    end = pos
+    while end < len(text) and text[end] not in " ()":
+        end += 1
+    atom = text[pos:end]
+    return (None if atom.upper() == "NIL" else atom), end, literal_index
+
+
+def parse_list_mailbox(response: Untagged) -> str | None:
+    """The mailbox name of ``* LIST (\\HasNoChildren) "/" "Sent Items"`` (or LSUB)."""
+    if response.kind not in ("LIST", "LSUB", "XLIST"):
+        return None
+    text = response.text
+    pos = text.find(" ") + 1
+    if pos <= 0 or pos >= len(text) or text[pos] != "(":
+        return None
+    close = text.find(")", pos)
+    if close < 0:
+        return None
+    literal_index = len(_LITERAL_MARKER.findall(text[:pos]))
+    _delimiter, pos, literal_index = _read_string(text, close + 1, response.literals,
+                                                  literal_index)
+    name, _, _ = _read_string(text, pos, response.literals, literal_index)
+    return name
+
+
+def parse_capabilities(text: str) -> list[str]:
+    """``"CAPABILITY IMAP4rev1 AUTH=PLAIN"`` (a response or a code) as upper-cased names."""
+    words = text.split()
+    if not words or words[0].upper() != "CAPABILITY":
+        return []
+    return [word.upper() for word in words[1:]]
+
+
+def split_command(line: str) -> tuple[str | None, str, str]:
+    """A typed command as (tag the user gave or None, VERB, rest).
+
+    The first word is a known command: no tag. Else the second word is a known
+    command: the first word is the user's tag. Else the first word is taken as an
+    unknown command. ``UID FETCH`` counts as the verb ``"UID FETCH"``.
+    """
+    words = line.strip().split(" ")
+    words = [w for w in words if w]
+    tag: str | None = None
+    if not words:
+        return None, "", ""
+    if words[0].upper() not in KNOWN_COMMANDS and len(words) > 1 and (
+        words[1].upper() in KNOWN_COMMANDS
+    ):
+        tag = words[0]
+        words = words[1:]
+    verb = words[0].upper()
+    consumed = 1
+    if verb == "UID" and len(words) > 1:
+        verb = f"UID {words[1].upper()}"
+        consumed = 2
+    # The rest keeps the user's spacing: find it after the consumed words.
+    rest = line.strip()
+    for word in ([tag] if tag else []) + words[:consumed]:
+        rest = rest[rest.index(word) + len(word) :]
+    return tag, verb, rest.strip()
+
+
+def _redact_arguments(text: str, secret_index: int | None, first_index: int) -> str:
+    """``text`` with the argument numbered ``secret_index`` replaced by ``***``.
+
+    The arguments of ``text`` are numbered from ``first_index``. A literal marker
+    is not replaced: it is the literal's data, on the next line, that is secret.
+    """
+    if secret_index is None:
+        return text
+    for number, (start, end) in enumerate(_token_spans(text), start=first_index):
+        if number == secret_index:
+            if _LITERAL_AT_END_TEXT.search(text[start:end]) and end == len(text.rstrip()):
+                return text
+            return text[:start] + "***" + text[end:]
+    return text
+
+
+def _format_with_literals(text: str, literals: tuple[bytes, ...]) -> bytes:
+    """Wire bytes for response text whose literals are marked ``{n}`` in order."""
+    out = bytearray()
+    pos = 0
+    for literal in literals:
+        marker = re.compile(r"~?\{" + str(len(literal)) + r"\+?\}")
+        match = marker.search(text, pos)
+        if match is None:
+            raise LocalProtocolError(f"no {{{len(literal)}}} marker for a literal in {text!r}")
+        out += text[pos : match.end()].encode("utf-8") + CRLF + literal
+        pos = match.end()
+    out += text[pos:].encode("utf-8") + CRLF
+    return bytes(out)
+
+
+def _check_one_line(text: str) -> None:
+    if "\r" in text or "\n" in text:
+        raise LocalProtocolError(f"a line break inside {text[:80]!r} would start a new line")
+
+
+# -- the connection ------------------------------------------------------------------
+
+
+class _Assembly:
+    """A response or command being read: its lines and literals so far."""
+
+    def __init__(self) -> None:
+        self.text_parts: list[str] = []
+        self.text_size = 0
+        self.literals: list[bytes] = []
+        self.literal_bytes = 0
+        self.raw = bytearray()
+        self.truncated = False
+        self.literal: _LiteralMarker | None = None  # being read now
+        self.literal_remaining = 0
+        self.literal_kept = True
+
+    def add_text(self, text: str, raw: bytes) -> None:
+        if self.text_size + len(text) > MAX_RESPONSE_TEXT:
+            self.truncated = True
+            return
+        self.text_parts.append(text)
+        self.text_size += len(text)
+        self.raw += raw
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+class IMAPConnection:
+    """An IMAP session in one role; see the module docstring."""
+
+    protocol: str = "imap"
+
+    def __init__(
+        self, role: Role = Role.CLIENT, *, max_literal: int = MAX_LITERAL, tls: bool = False
+    ) -> None:
+        self.role = role
+        self.max_literal = max_literal
+        self.tls = tls
+        self.state = IMAPState.GREETING
+        self.capabilities: set[str] = set()
+        self.capabilities_known = False
+        self.auth_mechanisms: list[str] = []
+        self.mailboxes: list[str] = []
+        self.selected_mailbox: str | None = None
+        self.exists: int | None = None
+        self.wants_tls_upgrade = False
+        # Commands sent (client) or received (server) without their completion yet.
+        self.pending: dict[str, str] = {}
+        self._buffer = LineBuffer()
+        self._closed = False
+        self._close_reported = False
+        self._assembly: _Assembly | None = None
+        self._tag_counter = 0
+        self._pending_mailbox: dict[str, str] = {}  # SELECT/EXAMINE tag -> mailbox
+        # Client role: the command whose line the user is still typing (after a
+        # literal marker), the literal being typed, and what answers a "+".
+        self._continued_tag: str | None = None
+        self._continued_verb = ""
+        self._literal_to_send = 0
+        self._literal_secret = False
+        self._literal_argument = 0  # index of the literal's argument in its command
+        self._awaiting_continuation = False
+        self._sasl_pending = False
+        self._idling = False
+        # Server role: a synchronizing literal waits for our "+"; a "+" we sent
+        # outside a literal wants one raw line back.
+        self._needs_continuation = False
+        self._expect_response_line = False
+
+    # -- shared -------------------------------------------------------------------
+
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
+    @property
+    def authenticated(self) -> bool:
+        return self.state in (IMAPState.AUTHENTICATED, IMAPState.SELECTED)
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return bool(self.pending) or (self.state is IMAPState.GREETING and not self._closed)
+
+    def receive_data(self, data: bytes) -> None:
+        if self._closed:
+            if data:
+                raise LocalProtocolError("data received after the connection closed")
+            return
+        if not data:
+            self._buffer.close()
+            self._closed = True
+            return
+        # Drop the bytes of an oversized literal as they arrive, so they are never
+        # buffered (the buffer is empty while a literal is being read).
+        assembly = self._assembly
+        if (
+            assembly is not None
+            and assembly.literal
+            and not assembly.literal_kept
+            and not len(self._buffer)
+        ):
+            skipped = min(assembly.literal_remaining, len(data))
+            assembly.literal_remaining -= skipped
+            data = data[skipped:]
+        if data:
+            self._buffer.feed(data)
+
+    def next_event(self) -> ServerResponse | _Sentinel:
+        """Client role: the next response from the server, NEED_DATA or CONNECTION_CLOSED.
+
+        The server role reads with ``next_command()``: keeping the two apart lets each
+        role's events be typed exactly (the client's satisfy ``ServerEvent``).
+        """
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("the server role reads commands with next_command()")
+        return self._next_response()
+
+    def tls_started(self) -> None:
+        self.wants_tls_upgrade = False
+        self.tls = True
+        # RFC 3501 6.2.1: capabilities from before TLS are not to be trusted.
+        self.capabilities = set()
+        self.capabilities_known = False
+        self.auth_mechanisms = []
+
+    def _set_capabilities(self, names: list[str]) -> None:
+        self.capabilities = set(names)
+        self.capabilities_known = True
+        self.auth_mechanisms = [n[5:] for n in names if n.startswith("AUTH=") and n[5:]]
+
+    def _apply_tagged(self, command: str | None, status: str) -> None:
+        if self.state is IMAPState.LOGOUT or command is None:
+            return
+        new_state = TRANSITIONS.get((command, status))
+        if new_state is not None:
+            self.state = new_state
+        if command == "STARTTLS" and status == "OK":
+            self.wants_tls_upgrade = True
+            # Bytes after the OK were sent in clear text before TLS: they must not
+            # be read as if they came over TLS (the STARTTLS injection attack).
+            self._buffer = LineBuffer()
+        if self.state is not IMAPState.SELECTED:
+            self.selected_mailbox = None
+            self.exists = None
+
+    def _apply_untagged(self, kind: str) -> None:
+        new_state = UNTAGGED_TRANSITIONS.get((self.state, kind))
+        if new_state is not None:
+            self.state = new_state
+
+    def _finish_close(self) -> _Sentinel:
+        self._close_reported = True
+        self.pending.clear()
+        self.state = IMAPState.LOGOUT
+        self._continued_tag = None
+        self._awaiting_continuation = False
+        self._sasl_pending = False
+        self._idling = False
+        return CONNECTION_CLOSED
+
+    def _drop_after_close(self) -> None:
+        """Forget a response cut by the close, and the bytes of it that did arrive."""
+        self._assembly = None
+        self._buffer = LineBuffer()
+        self._buffer.close()
+
+    def _read_literal(self, assembly: _Assembly) -> bool:
+        """Read what there is of the literal being read; True once it is complete."""
+        if assembly.literal_kept:
+            data = self._buffer.take(assembly.literal_remaining)
+            if data is None:
+                return False
+            assembly.literals.append(data)
+            assembly.literal_bytes += len(data)
+            assembly.raw += data
+        else:
+            skipped = self._buffer.take_available(assembly.literal_remaining)
+            assembly.literal_remaining -= len(skipped)
+            if assembly.literal_remaining:
+                return False
+            assembly.literals.append(b"")
+        assembly.literal = None
+        assembly.literal_remaining = 0
+        return True
+
+    def _start_literal(self, assembly: _Assembly, marker: _LiteralMarker) -> None:
+        assembly.literal = marker
+        assembly.literal_remaining = marker.size
+        assembly.literal_kept = assembly.literal_bytes + marker.size <= self.max_literal
+        if not assembly.literal_kept:
+            assembly.truncated = True
+
+    # -- client role ----------------------------------------------------------------
+
+    @property
+    def awaiting_continuation(self) -> bool:
+        """A synchronizing literal was announced: wait for the server's ``+``."""
+        return self._awaiting_continuation
+
+    @property
+    def in_command_continuation(self) -> bool:
+        """The next line the user types continues a command: send it without a tag."""
+        return self._continued_tag is not None or self._sasl_pending or self._idling
+
+    @property
+    def sasl_pending(self) -> bool:
+        """The server sent ``+`` to AUTHENTICATE: the next line is SASL data (``*`` cancels)."""
+        return self._sasl_pending
+
+    @property
+    def idling(self) -> bool:
+        """IDLE was accepted with ``+``: only ``DONE`` may be sent."""
+        return self._idling
+
+    @property
+    def literal_bytes_left(self) -> int:
+        """Bytes of the literal the user is typing that are still to come."""
+        return self._literal_to_send
+
+    def _new_tag(self) -> str:
+        while True:
+            self._tag_counter += 1
+            tag = f"a{self._tag_counter:03d}"
+            if tag not in self.pending:
+                return tag
+
+    def send_line(self, line: str) -> bytes:
+        """Bytes for a line the user typed: a tag added when it has none, CRLF added."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("send_line() is for the client role")
+        _check_one_line(line)
+        data = line.encode("utf-8")
+        if self._continued_tag is not None:
+            if self._awaiting_continuation:
+                raise LocalProtocolError(
+                    "wait for the server's + before sending the literal"
+                )
+            return self._send_continued(data)
+        if self._sasl_pending:
+            self._sasl_pending = False
+            return data + CRLF
+        if self._idling or "IDLE" in self.pending.values():
+            if line.strip().upper() != "DONE":
+                raise LocalProtocolError("IDLE is running: DONE ends it")
+            self._idling = False
+            return b"DONE" + CRLF
+        tag, verb, rest = split_command(line)
+        if not verb:
+            raise LocalProtocolError("an empty line is not an IMAP command")
+        if tag is None:
+            tag = self._new_tag()
+            data = tag.encode("utf-8") + b" " + line.strip().encode("utf-8")
+        else:
+            if tag in self.pending:
+                raise LocalProtocolError(f"the tag {tag} is still waiting for its completion")
+            data = line.strip().encode("utf-8")
+        self.pending[tag] = verb
+        if verb in ("SELECT", "EXAMINE"):
+            mailbox, _, _ = _read_string(rest, 0, (), 0)
+            if mailbox is not None:
+                self._pending_mailbox[tag] = mailbox
+        self._continued_tag = tag
+        self._continued_verb = verb
+        self._literal_argument = 0
+        self._after_command_text(rest)
+        return data + CRLF
+
+    def _after_command_text(self, text: str) -> None:
+        """Command text was sent: a literal marker at its end continues the command."""
+        match = _LITERAL_AT_END_TEXT.search(text)
+        if match is None:
+            self._continued_tag = None
+            self._literal_to_send = 0
+            self._literal_secret = False
+            return
+        if len(match.group(2)) > _MAX_SIZE_DIGITS:
+            raise LocalProtocolError("that literal size is not believable")
+        self._literal_argument += len(_token_spans(text[: match.start()]))
+        self._literal_to_send = int(match.group(2))
+        self._awaiting_continuation = not match.group(3)
+        self._literal_secret = (
+            SECRET_ARGUMENT.get(self._continued_verb) == self._literal_argument
+        )
+
+    def _split_continued(self, data: bytes) -> tuple[bytes, bytes]:
+        """A typed continuation line as (bytes of the literal, command bytes after it)."""
+        wire = data + CRLF
+        taken = min(self._literal_to_send, len(wire))
+        return wire[:taken], wire[taken:]
+
+    def _send_continued(self, data: bytes) -> bytes:
+        literal_part, rest = self._split_continued(data)
+        was_in_literal = self._literal_to_send > 0
+        self._literal_to_send -= len(literal_part)
+        if self._literal_to_send:
+            return data + CRLF  # the literal goes on in the next line
+        if was_in_literal:
+            self._literal_argument += 1
+            self._literal_secret = False
+            if not rest:
+                return data + CRLF  # the line end was the literal's; the command goes on
+        self._after_command_text(decode_text(rest.rstrip(b"\r\n")))
+        return data + CRLF
+
+    def redact(self, line: str) -> str:
+        """The line as it may be stored: passwords and SASL data replaced by ``***``."""
+        if self.role is not Role.CLIENT:
+            return line
+        if self._continued_tag is not None:
+            return self._redact_continued(line)
+        if self._sasl_pending:
+            return line if line.strip() == "*" else "***"
+        if self._idling:
+            return line
+        _tag, verb, rest = split_command(line)
+        secret_index = SECRET_ARGUMENT.get(verb)
+        if secret_index is None or not rest:
+            return line
+        redacted = _redact_arguments(rest, secret_index, 0)
+        if redacted == rest:
+            return line
+        prefix = line[: len(line) - len(line.lstrip())] + line.strip()[: -len(rest)]
+        return prefix + redacted
+
+    def _redact_continued(self, line: str) -> str:
+        data = line.encode("utf-8")
+        literal_part, rest = self._split_continued(data)
+        secret_index = SECRET_ARGUMENT.get(self._continued_verb)
+        shown_literal = literal_part[: len(data)]  # not the CRLF send_line adds
+        shown = "***" if self._literal_secret and literal_part else decode_text(shown_literal)
+        if not rest or rest == CRLF[len(CRLF) - len(rest) :]:
+            return shown
+        rest_text = decode_text(rest[: len(rest) - 2] if rest.endswith(CRLF) else rest)
+        first_index = self._literal_argument + (1 if literal_part else 0)
+        return shown + _redact_arguments(rest_text, secret_index, first_index)
+
+    def valid_commands(self) -> list[str]:
+        commands = []
+        caps = self.capabilities
+        rev2 = "IMAP4REV2" in caps
+        for verb in VALID_COMMANDS[self.state]:
+            if verb == "STARTTLS":
+                if self.tls or (self.capabilities_known and "STARTTLS" not in caps):
+                    continue
+            elif verb == "LOGIN":
+                if "LOGINDISABLED" in caps:
+                    continue
+            elif verb in EXTENSION_OF_COMMAND and self.capabilities_known:
+                needed = EXTENSION_OF_COMMAND[verb]
+                if needed not in caps and not (rev2 and needed in _IN_IMAP4REV2):
+                    continue
+            commands.append(verb)
+        return commands
+
+    def next_hint(self) -> str:
+        if self._awaiting_continuation:
+            return "wait for the server's + before sending the literal"
+        if self._continued_tag is not None:
+            if self._literal_to_send:
+                return f"the literal: {self._literal_to_send} more bytes (each line end counts 2)"
+            return "the rest of the command after the literal (an empty line ends it)"
+        if self._sasl_pending:
+            return "the base64 answer to the server's + challenge (* cancels)"
+        if self._idling:
+            return "DONE ends IDLE"
+        if self.wants_tls_upgrade:
+            return "TLS is starting"
+        if self.state is IMAPState.NOT_AUTHENTICATED and "LOGINDISABLED" in self.capabilities:
+            if "STARTTLS" in self.capabilities and not self.tls:
+                return "STARTTLS (LOGIN is disabled until TLS)"
+            return "AUTHENTICATE " + (self.auth_mechanisms[0] if self.auth_mechanisms else "")
+        return HINTS[self.state]
+
+    def _next_response(self) -> ServerResponse | _Sentinel:
+        while True:
+            assembly = self._assembly
+            if (
+                assembly is not None
+                and assembly.literal is not None
+                and not self._read_literal(assembly)
+            ):
+                if self._closed:
+                    self._drop_after_close()
+                    raise RemoteProtocolError("the server closed in the middle of a literal")
+                return NEED_DATA
+            line = self._buffer.next_line()
+            if line is None:
+                if self._closed and not len(self._buffer):
+                    if self._assembly is not None:
+                        self._assembly = None
+                        raise RemoteProtocolError(
+                            "the server closed in the middle of a response"
+                        )
+                    if self._close_reported:
+                        return CONNECTION_CLOSED
+                    return self._finish_close()
+                return NEED_DATA
+            if assembly is None:
+                if not line.content and not line.truncated:
+                    raise RemoteProtocolError("an empty line is not an IMAP response")
+                if line.content.startswith(b"+"):
+                    return self._continuation(line.content, line.raw)
+                assembly = self._assembly = _Assembly()
+            assembly.add_text(decode_text(line.content), line.raw)
+            if line.truncated:
+                assembly.truncated = True
+                # The cut tail may have held a literal marker: the response ends here.
+            else:
+                try:
+                    marker = _literal_at_end(line.content)
+                except RemoteProtocolError:
+                    self._assembly = None
+                    raise
+                if marker is not None:
+                    self._start_literal(assembly, marker)
+                    continue
+            self._assembly = None
+            return self._finish_response(assembly)
+
+    def _continuation(self, content: bytes, raw: bytes) -> Continuation:
+        text = decode_text(content[2:] if content[1:2] == b" " else content[1:])
+        if self._awaiting_continuation:
+            self._awaiting_continuation = False
+        elif "AUTHENTICATE" in self.pending.values():
+            self._sasl_pending = True
+        elif "IDLE" in self.pending.values():
+            self._idling = True
+        return Continuation(text, raw)
+
+    def _finish_response(self, assembly: _Assembly) -> ServerResponse:
+        text = assembly.text
+        if text.startswith("* ") or text == "*":
+            return self._finish_untagged(assembly, text[2:])
+        tag, _, rest = text.partition(" ")
+        status, _, rest = rest.partition(" ")
+        status = status.upper()
+        if not _TAG.match(tag) or status not in TAGGED_STATUSES:
+            raise RemoteProtocolError(f"not an IMAP response: {text[:80]!r}")
+        if self.state is IMAPState.GREETING:
+            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {text[:80]!r}")
+        code, message = _split_code(rest.strip())
+        command = self.pending.pop(tag, None)
+        response = Tagged(
+            tag=tag,
+            status=status,
+            code=code,
+            text=message,
+            command=command,
+            raw=bytes(assembly.raw),
+            literals=tuple(assembly.literals),
+            truncated=assembly.truncated,
+        )
+        if tag == self._continued_tag:
+            # The server refused the command before we finished typing it.
+            self._continued_tag = None
+            self._awaiting_continuation = False
+            self._literal_to_send = 0
+        if command == "AUTHENTICATE":
+            self._sasl_pending = False
+        if command == "IDLE":
+            self._idling = False
+        if code is not None and status == "OK":
+            names = parse_capabilities(code)
+            if names:
+                self._set_capabilities(names)
+        mailbox = self._pending_mailbox.pop(tag, None)
+        self._apply_tagged(command, status)
+        if self.state is IMAPState.SELECTED and command in ("SELECT", "EXAMINE"):
+            self.selected_mailbox = mailbox
+        return response
+
+    def _finish_untagged(self, assembly: _Assembly, text: str) -> Untagged:
+        if not text.strip():
+            raise RemoteProtocolError("an untagged response with nothing in it")
+        response = Untagged(
+            text=text,
+            literals=tuple(assembly.literals),
+            raw=bytes(assembly.raw),
+            truncated=assembly.truncated,
+        )
+        kind = response.kind
+        if self.state is IMAPState.GREETING and kind not in ("OK", "PREAUTH", "BYE"):
+            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {text[:80]!r}")
+        if kind == "CAPABILITY":
+            self._set_capabilities(parse_capabilities(text))
+        elif kind in ("OK", "PREAUTH") and response.code is not None:
+            names = parse_capabilities(response.code)
+            if names:
+                self._set_capabilities(names)
+        elif kind in ("LIST", "LSUB", "XLIST"):
+            name = parse_list_mailbox(response)
+            if name is not None and name not in self.mailboxes:
+                self.mailboxes.append(name)
+        elif kind == "EXISTS":
+            self.exists = response.number
+        elif kind == "EXPUNGE" and self.exists:
+            self.exists -= 1
+        self._apply_untagged(kind)
+        return response
+
+    # -- server role ----------------------------------------------------------------
+
+    @property
+    def needs_continuation(self) -> bool:
+        """Server role: the client waits for ``+`` before sending its literal."""
+        return self._needs_continuation
+
+    def reject_literal(self) -> None:
+        """Server role: forget the command whose literal we refused (with a tagged NO/BAD)."""
+        if self.role is not Role.SERVER or not self._needs_continuation:
+            raise LocalProtocolError("there is no literal waiting to be refused")
+        self._needs_continuation = False
+        self._assembly = None
+
+    def send(self, event: ServerResponse) -> bytes:
+        """Bytes for a response (server role); moves the state as the client will see it."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("send() of a response is for the server role")
+        if isinstance(event, Untagged):
+            _check_one_line(event.text)
+            self._apply_untagged(event.kind)
+            return _format_with_literals("* " + event.text, event.literals)
+        if isinstance(event, Tagged):
+            if event.status not in TAGGED_STATUSES:
+                raise LocalProtocolError(f"a tagged status is OK, NO or BAD, not {event.status}")
+            if not _TAG.match(event.tag):
+                raise LocalProtocolError(f"{event.tag!r} is not a valid tag")
+            line = f"{event.tag} {event.status}"
+            if event.code:
+                line += f" [{event.code}]"
+            if event.text:
+                line += f" {event.text}"
+            _check_one_line(line)
+            command = self.pending.pop(event.tag, None)
+            self._apply_tagged(command, event.status)
+            return line.encode("utf-8") + CRLF
+        _check_one_line(event.text)
+        if self._needs_continuation:
+            self._needs_continuation = False
+        else:
+            self._expect_response_line = True
+        return f"+ {event.text}".rstrip(" ").encode("utf-8") + CRLF
+
+    def next_command(self) -> ClientInput | _Sentinel:
+        """Server role: the next command (or literal request, or line after our ``+``)."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("the client role reads responses with next_event()")
+        while True:
+            assembly = self._assembly
+            if (
+                assembly is not None
+                and assembly.literal is not None
+                and not self._read_literal(assembly)
+            ):
+                if self._closed:
+                    self._drop_after_close()
+                    raise RemoteProtocolError("the client closed in the middle of a literal")
+                return NEED_DATA
+            line = self._buffer.next_line()
+            if line is None:
+                if self._closed and not len(self._buffer):
+                    if self._assembly is not None:
+                        self._assembly = None
+                        raise RemoteProtocolError("the client closed in the middle of a command")
+                    if self._close_reported:
+                        return CONNECTION_CLOSED
+                    return self._finish_close()
+                return NEED_DATA
+            if assembly is None and self._expect_response_line:
+                self._expect_response_line = False
+                return ContinuationResponse(decode_text(line.content), line.raw)
+            if assembly is None:
+                assembly = self._assembly = _Assembly()
+                assembly.add_text(decode_text(line.content), line.raw)
+                self._parse_command_head(assembly.text)  # a bad head fails now, not later
+            else:
+                assembly.add_text(decode_text(line.content), line.raw)
+            if line.truncated:
+                assembly.truncated = True
+            else:
+                try:
+                    marker = _literal_at_end(line.content)
+                except RemoteProtocolError:
+                    self._assembly = None
+                    raise
+                if marker is not None:
+                    self._start_literal(assembly, marker)
+                    if marker.synchronizing:
+                        self._needs_continuation = True
+                        tag, _, _ = self._parse_command_head(assembly.text)
+                        return LiteralRequested(tag=tag, size=marker.size)
+                    continue
+            self._assembly = None
+            self._needs_continuation = False
+            tag, verb, args = self._parse_command_head(assembly.text)
+            self.pending[tag] = verb
+            return Command(
+                tag=tag,
+                verb=verb,
+                args=args,
+                literals=tuple(assembly.literals),
+                raw=bytes(assembly.raw),
+                truncated=assembly.truncated,
+            )
+
+    def _parse_command_head(self, text: str) -> tuple[str, str, str]:
+        """(tag, VERB, args) of a command; a bad head drops the command and raises."""
+        tag, _, rest = text.partition(" ")
+        verb, _, args = rest.partition(" ")
+        verb = verb.upper()
+        if verb == "UID":
+            sub, _, args = args.partition(" ")
+            verb = f"UID {sub.upper()}"
+        if not _TAG.match(tag) or not re.fullmatch(r"[A-Z0-9.\-_]+( [A-Z0-9.\-_]+)?", verb):
+            self._assembly = None
+            raise RemoteProtocolError(f"not an IMAP command: {text[:80]!r}")
+        return tag, verb, args
