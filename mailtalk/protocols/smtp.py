@@ -18,6 +18,7 @@ from typing import Final
 
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
+    MAX_LINE,
     NEED_DATA,
     LineBuffer,
     LocalProtocolError,
@@ -105,6 +106,8 @@ HINTS: Final[dict[SMTPState, str]] = {
 
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -]|$)")
+_SIZE = re.compile(r"[0-9]{1,20}")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,9 @@ class Reply:
 
 def _strip_enhanced(line: str, enhanced: str | None) -> str:
     if enhanced and line.startswith(enhanced):
-        return line[len(enhanced) :].lstrip()
+        rest = line[len(enhanced) :]
+        if not rest or rest[0].isspace():  # "5.7.10 x" does not start with "5.7.1"
+            return rest.lstrip()
     return line
 
 
@@ -162,7 +167,11 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class MessageData:
-    """Part of the message after ``354``: dot-unstuffed, line ends kept as received."""
+    """Part of the message after ``354``: dot-unstuffed, line ends kept as received.
+
+    Usually one line; a line longer than ``MAX_LINE`` comes in several pieces, only
+    the last of which has a line end.
+    """
 
     data: bytes
     line_too_long: bool = False  # a text line over RFC 5321's 1000 octets
@@ -247,6 +256,13 @@ class SMTPConnection:
         self._paused = False
         self._data_prev_crlf = True
         self._bare_newline = False
+        # Server role, DATA: the message is read from its own buffer, not the
+        # LineBuffer, because a cut line would lose its tail and its line end (and
+        # with it the <CRLF>.<CRLF> that follows it).
+        self._data_buf = bytearray()
+        self._data_line_start = True  # the next byte starts a line
+        self._data_line_len = 0  # octets of the current line already handed out
+        self._data_scan = 0  # where to resume looking for LF in _data_buf
         # Client role: an AUTH exchange is waiting for our next line (after 334).
         self._auth_continuation = False
 
@@ -271,14 +287,20 @@ class SMTPConnection:
     @property
     def max_size(self) -> int | None:
         size = self.extensions.get("SIZE", "")
-        return int(size) if size.isdigit() and int(size) > 0 else None
+        # ASCII digits only, and not too many: str.isdigit() accepts "²", which int()
+        # refuses, and int() refuses strings of more than 4300 digits.
+        if _SIZE.fullmatch(size) is None:
+            return None
+        return int(size) or None
 
     def receive_data(self, data: bytes) -> None:
-        if data:
-            self._buffer.feed(data)
-        else:
+        if not data:
             self._buffer.close()
             self._closed = True
+        elif self.role is Role.SERVER and self.state is SMTPState.DATA:
+            self._data_buf += data
+        else:
+            self._buffer.feed(data)
 
     def next_event(self) -> Event | _Sentinel:
         if self.role is Role.CLIENT:
@@ -293,9 +315,12 @@ class SMTPConnection:
         digit = code // 100
         if verb in ("EHLO", "HELO") and digit == 2:
             self.greeted = True
+        if code == 421:
+            # The server is shutting the channel, whatever the command (RFC 5321
+            # 3.8): even a 421 to the end of the message is not a reset.
+            self.state = SMTPState.CLOSED
+            return
         if (verb, digit) not in TRANSITIONS:
-            if code == 421:
-                self.state = SMTPState.CLOSED  # the server is shutting the channel
             return
         new_state = TRANSITIONS[(verb, digit)]
         if new_state is None:
@@ -304,9 +329,17 @@ class SMTPConnection:
             # RFC 3207 4.2: all knowledge from before TLS is discarded.
             self.greeted = False
             self.esmtp = False
+            self.authenticated = False
+            self._auth_continuation = False
             self.extensions = {}
             self.wants_tls_upgrade = True
-            self._buffer = LineBuffer()  # bytes sent before TLS must not count after it
+            # Bytes sent before TLS must not count after it (the STARTTLS command
+            # injection, CVE-2011-0411), nor may commands pipelined after STARTTLS
+            # wait for replies that will never come.
+            self._buffer = LineBuffer()
+            if self._closed:
+                self._buffer.close()
+            self._pending.clear()
         self.state = new_state
 
     # -- client role ------------------------------------------------------------
@@ -487,12 +520,14 @@ class SMTPConnection:
                 elif event.code // 100 == 2:
                     self.authenticated = True
             self._apply(verb, event.code)
-            if verb == "DATA" and event.code == 354:
-                self._data_prev_crlf = True
-                self._bare_newline = False
+            if verb == "DATA" and self.state is SMTPState.DATA:
+                self._start_data()
         elif event.code == 421:
             self.state = SMTPState.CLOSED
-        self._paused = False
+        # Parsing resumes once the command that paused it (always the last one parsed)
+        # has its reply: the 250 to a MAIL pipelined before DATA is not the 354.
+        if not self._pending:
+            self._paused = False
         return data
 
     def _next_client_input(self) -> Event | _Sentinel:
@@ -513,40 +548,91 @@ class SMTPConnection:
         too_long = line.truncated or len(line.raw) > MAX_COMMAND_LINE
         verb, args = split_verb(decode_text(line.content))
         self._pending.append(_Pending(verb))
-        if verb in ("DATA", "STARTTLS", "BDAT") or verb == "QUIT":
+        # After these the client must wait for our reply (AUTH: a 334 makes the next
+        # line SASL data, not a command), so nothing after them is parsed until then.
+        if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
             self._paused = True
         return Command(verb, args, line.raw, too_long=too_long)
 
+    def _start_data(self) -> None:
+        """354 sent: what the client sent after DATA is the message."""
+        self._data_buf = bytearray(self._buffer.take_available(len(self._buffer)))
+        self._data_scan = 0
+        self._buffer = LineBuffer()
+        if self._closed:
+            self._buffer.close()
+        self._data_prev_crlf = True
+        self._data_line_start = True
+        self._data_line_len = 0
+        self._bare_newline = False
+
+    def _end_data(self) -> None:
+        """The message ended: what follows it is commands again."""
+        self._paused = True
+        self.state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+        rest = bytes(self._data_buf)
+        self._data_buf = bytearray()
+        if rest:
+            self._buffer.feed(rest)
+
     def _next_data(self) -> Event | _Sentinel:
-        line = self._buffer.next_line()
-        if line is None:
-            if self._closed and not len(self._buffer):
+        buf = self._data_buf
+        # A line longer than MAX_LINE comes out in pieces even when its end is here.
+        nl = buf.find(b"\n", self._data_scan, MAX_LINE + 1)
+        if nl < 0:
+            self._data_scan = min(len(buf), MAX_LINE + 1)
+            if len(buf) > MAX_LINE:
+                # A line longer than any sane one: hand it out in pieces, so memory
+                # stays bounded and nothing is lost. A CR at the cut stays, it may
+                # be half of the CRLF that ends the line.
+                cut = MAX_LINE - 1 if buf[MAX_LINE - 1] == 0x0D else MAX_LINE
+                return self._data_piece(bytes(buf[:cut]), b"", cut)
+            if self._closed and buf:
+                return self._data_piece(bytes(buf), b"", len(buf))
+            if self._closed:
                 self.state = SMTPState.CLOSED
                 return CONNECTION_CLOSED
             return NEED_DATA
+        if nl > 0 and buf[nl - 1] == 0x0D:
+            content, ending = bytes(buf[: nl - 1]), b"\r\n"
+        else:
+            content, ending = bytes(buf[:nl]), b"\n"
         # RFC 5321 4.1.1.4: only <CRLF>.<CRLF> ends the message. A "." line after a
         # bare LF, or ended by a bare LF, is data: that is what defeats smuggling.
-        if line.content == b"." and line.ending == b"\r\n" and self._data_prev_crlf:
+        if content == b"." and ending == b"\r\n" and self._data_line_start and self._data_prev_crlf:
+            del buf[: nl + 1]
+            self._data_scan = 0
             self._pending.append(_Pending(END_OF_DATA))
-            self._paused = True
-            self.state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+            self._end_data()
             return EndOfMessage(bare_newline=self._bare_newline)
-        if line.ending == b"\n":
+        if ending == b"\n":
             self._bare_newline = True
-        self._data_prev_crlf = line.ending == b"\r\n"
-        content = line.content
-        if content.startswith(b"."):
-            content = content[1:]
-        too_long = line.truncated or len(line.raw) > MAX_TEXT_LINE
-        return MessageData(content + line.ending, line_too_long=too_long)
+        return self._data_piece(content, ending, nl + 1)
+
+    def _data_piece(self, content: bytes, ending: bytes, consumed: int) -> MessageData:
+        """Hand out ``consumed`` octets of the message: a line, or a piece of a long one."""
+        del self._data_buf[:consumed]
+        self._data_scan = 0
+        if self._data_line_start and content.startswith(b"."):
+            content = content[1:]  # dot-unstuffing (RFC 5321 4.5.2)
+        self._data_line_len += consumed
+        too_long = self._data_line_len > MAX_TEXT_LINE
+        if ending:
+            self._data_line_start = True
+            self._data_line_len = 0
+            self._data_prev_crlf = ending == b"\r\n"
+        else:
+            self._data_line_start = False
+            self._data_prev_crlf = False
+        return MessageData(content + ending, line_too_long=too_long)
 
 
 def format_reply(
     code: int, lines: tuple[str, ...] | list[str], enhanced: str | None = None
 ) -> bytes:
     """``250-first``/``250 last`` lines for a reply, the enhanced code on each line."""
-    if not lines:
-        lines = ("",)
+    # A line break inside a text would start a reply line of its own, with no code.
+    lines = [part for text in lines for part in _LINE_BREAK.split(text)] or [""]
     out = bytearray()
     for index, text in enumerate(lines):
         separator = " " if index == len(lines) - 1 else "-"
