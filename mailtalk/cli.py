@@ -131,7 +131,8 @@ def _run(target_factory: Callable[[], Any], **options: Any) -> None:
         raise UsageError("-4 and -6 exclude each other")
     from mailtalk.session_options import SessionOptions
 
-    session = SessionOptions.from_cli(target, **options)
+    debug = _debug_enabled(click.get_current_context())
+    session = SessionOptions.from_cli(target, debug=debug, **options)
     if sys.stdin.isatty() and sys.stdout.isatty():
         from mailtalk.repl.app import run_repl
 

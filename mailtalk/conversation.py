@@ -17,7 +17,12 @@ from typing import Protocol
 
 from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
 from mailtalk.exitcodes import ExitCode
-from mailtalk.net.transport import Transport, TransportOptions, TransportTimeout
+from mailtalk.net.transport import (
+    Transport,
+    TransportError,
+    TransportOptions,
+    TransportTimeout,
+)
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -171,13 +176,12 @@ class Conversation:
     # -- receiving --------------------------------------------------------------
 
     def receive_available(self) -> None:
-        """Read what the socket has now (the REPL calls this when it is readable)."""
+        """Read what the socket has now, never blocking (the REPL calls this when readable)."""
         if self.transport is None or self.closed:
             return
         while True:
-            try:
-                data = self.transport.recv()
-            except TransportTimeout:
+            data = self.transport.recv_nowait()
+            if data is None:
                 return
             self.feed(data)
             if not data or self.closed or self.transport.pending() == 0:
@@ -242,7 +246,13 @@ class Conversation:
 
     def _upgrade(self) -> None:
         assert self.transport is not None
-        info = self.transport.start_tls()
+        try:
+            info = self.transport.start_tls()
+        except TransportError:
+            # The transport closed itself: a failed handshake leaves nothing usable.
+            self.closed = True
+            self.transcript.add("#", "TLS failed; connection closed")
+            raise
         self.core.tls_started()
         self._note(f"TLS: {info.summary()}", "tls")
 

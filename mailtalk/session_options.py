@@ -20,6 +20,7 @@ class SessionOptions:
     transcript: str | None = None
     show_secrets: bool = False
     raw: bool = False
+    debug: bool = False
 
     @classmethod
     def from_cli(cls, target: Target, **options: Any) -> SessionOptions:
@@ -41,4 +42,5 @@ class SessionOptions:
             transcript=options.get("transcript"),
             show_secrets=bool(options.get("show_secrets")),
             raw=bool(options.get("raw")),
+            debug=bool(options.get("debug")),
         )

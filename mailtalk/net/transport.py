@@ -300,6 +300,30 @@ class Transport:
                 return b""  # close() from another thread interrupted us
             raise TransportError(self._describe_lost_connection(error)) from error
 
+    def recv_nowait(self, max_bytes: int = DEFAULT_RECV_SIZE) -> bytes | None:
+        """What has arrived, without waiting: ``None`` if nothing, ``b""`` once closed.
+
+        For a caller woken by select(): a readable TLS socket may carry only a
+        handshake message (TLS 1.3 sends session tickets after the handshake), and
+        a blocking ``recv()`` would then sit there until application data comes.
+        """
+        if self._closed:
+            return b""
+        self._sock.setblocking(False)
+        try:
+            return self._sock.recv(max_bytes)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return b""
+        except OSError as error:
+            if self._closed:
+                return b""
+            raise TransportError(self._describe_lost_connection(error)) from error
+        finally:
+            if not self._closed:
+                self._sock.settimeout(self._timeout)
+
     def start_tls(self) -> TLSInfo:
         """Upgrade the plain connection to TLS in place (after STARTTLS / STLS).
 

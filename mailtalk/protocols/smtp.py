@@ -302,9 +302,16 @@ class SMTPConnection:
         else:
             self._buffer.feed(data)
 
-    def next_event(self) -> Event | _Sentinel:
-        if self.role is Role.CLIENT:
-            return self._next_reply()
+    def next_event(self) -> Reply | _Sentinel:
+        """Client role: the next reply from the server."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("next_event() is for the client role; use next_command()")
+        return self._next_reply()
+
+    def next_command(self) -> Command | MessageData | EndOfMessage | _Sentinel:
+        """Server role: the next command, piece of message data, or end of message."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("next_command() is for the server role; use next_event()")
         return self._next_client_input()
 
     def tls_started(self) -> None:
@@ -385,6 +392,11 @@ class SMTPConnection:
     @property
     def auth_continuation(self) -> bool:
         """The server sent 334: the next line is the client's SASL response."""
+        return self._auth_continuation
+
+    @property
+    def sasl_pending(self) -> bool:
+        """Same as ``auth_continuation``; the name the POP3 and IMAP cores use."""
         return self._auth_continuation
 
     def redact(self, line: str) -> str:
@@ -530,7 +542,7 @@ class SMTPConnection:
             self._paused = False
         return data
 
-    def _next_client_input(self) -> Event | _Sentinel:
+    def _next_client_input(self) -> Command | MessageData | EndOfMessage | _Sentinel:
         if self._paused:
             return NEED_DATA
         if self.state is SMTPState.DATA:
@@ -575,7 +587,7 @@ class SMTPConnection:
         if rest:
             self._buffer.feed(rest)
 
-    def _next_data(self) -> Event | _Sentinel:
+    def _next_data(self) -> MessageData | EndOfMessage | _Sentinel:
         buf = self._data_buf
         # A line longer than MAX_LINE comes out in pieces even when its end is here.
         nl = buf.find(b"\n", self._data_scan, MAX_LINE + 1)

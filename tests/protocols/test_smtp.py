@@ -68,7 +68,9 @@ def drain(conn: SMTPConnection) -> list[Event]:
     """Every event the core can make from what it has."""
     events: list[Event] = []
     while True:
-        event = conn.next_event()
+        event: Event | _Sentinel = (
+            conn.next_event() if conn.role is Role.CLIENT else conn.next_command()
+        )
         if isinstance(event, _Sentinel):
             return events
         events.append(event)
@@ -938,10 +940,10 @@ def test_server_pipelined_commands_stop_at_data() -> None:
     # Replies to the commands before DATA do not resume parsing: the message must
     # not be read as commands before the 354 goes out.
     server.send(Reply(250, ("Ok",), "2.1.0"))
-    assert server.next_event() is NEED_DATA
+    assert server.next_command() is NEED_DATA
     server.send(Reply(250, ("Ok",), "2.1.5"))
     server.send(Reply(250, ("Ok",), "2.1.5"))
-    assert server.next_event() is NEED_DATA
+    assert server.next_command() is NEED_DATA
     assert server.state is SMTPState.RCPT
     assert server.send(Reply(354, ("End data with <CR><LF>.<CR><LF>",))) == (
         b"354 End data with <CR><LF>.<CR><LF>\r\n"
@@ -954,7 +956,7 @@ def test_server_pipelined_commands_stop_at_data() -> None:
         EndOfMessage(bare_newline=False),
     ]
     assert server.state is SMTPState.READY
-    assert server.next_event() is NEED_DATA  # QUIT waits for the reply to the message
+    assert server.next_command() is NEED_DATA  # QUIT waits for the reply to the message
     server.send(Reply(250, ("Ok: queued as 1",), "2.0.0"))
     (quit_,) = drain(server)
     assert quit_ == Command("QUIT", "", b"QUIT\r\n")
@@ -1072,8 +1074,8 @@ def test_server_close_in_data() -> None:
     server.send(Reply(354, ("go",)))
     server.receive_data(b"partial line")
     server.receive_data(b"")
-    assert server.next_event() == MessageData(b"partial line")
-    assert server.next_event() is CONNECTION_CLOSED
+    assert server.next_command() == MessageData(b"partial line")
+    assert server.next_command() is CONNECTION_CLOSED
     assert server.state is SMTPState.CLOSED
 
 
@@ -1081,8 +1083,8 @@ def test_server_connection_closed() -> None:
     server = greeted_server()
     server.receive_data(b"NOOP\r\n")
     server.receive_data(b"")
-    assert server.next_event() == Command("NOOP", "", b"NOOP\r\n")
-    assert server.next_event() is CONNECTION_CLOSED
+    assert server.next_command() == Command("NOOP", "", b"NOOP\r\n")
+    assert server.next_command() is CONNECTION_CLOSED
     assert server.state is SMTPState.CLOSED
 
 
@@ -1090,11 +1092,11 @@ def test_server_starttls_discards_pipelined_bytes() -> None:
     server = greeted_server()
     events = server_events(server, b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")
     assert events == [Command("STARTTLS", "", b"STARTTLS\r\n")]
-    assert server.next_event() is NEED_DATA
+    assert server.next_command() is NEED_DATA
     server.send(Reply(220, ("Ready to start TLS",), "2.0.0"))
     assert server.wants_tls_upgrade
     assert server.state is SMTPState.CONNECTED
-    assert server.next_event() is NEED_DATA  # the injected MAIL is gone
+    assert server.next_command() is NEED_DATA  # the injected MAIL is gone
     server.tls_started()
     assert server.tls
     assert server_events(server, b"EHLO again\r\n") == [Command("EHLO", "again", b"EHLO again\r\n")]
@@ -1189,7 +1191,7 @@ class FakeServer:
         self.core.receive_data(data)
         out = bytearray()
         while True:
-            event = self.core.next_event()
+            event = self.core.next_command()
             if isinstance(event, _Sentinel):
                 return bytes(out)
             out += self.core.send(r) if (r := self.answer(event)) is not None else b""
