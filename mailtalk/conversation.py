@@ -121,7 +121,7 @@ class Conversation:
     def start(self) -> None:
         """Connect, wait for the greeting, and start TLS if asked to."""
         self.open()
-        self.wait_final()
+        self.wait_greeting()
         if self.options.starttls and not self.closed:
             self.starttls()
 
@@ -143,8 +143,11 @@ class Conversation:
         data = self.core.send_line(line)
         self.transport.send(data)
         self._last_send = time.monotonic()
-        self.transcript.add("C", line if self.options.show_secrets else shown)
-        self.listener.sent(shown, typed)
+        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing.
+        wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
+        added = wire[: len(wire) - len(line)] if wire.endswith(line) else ""
+        self.transcript.add("C", added + (line if self.options.show_secrets else shown))
+        self.listener.sent(added + shown, typed)
 
     def send_message(self, message: bytes, progress: Callable[[int], None] | None = None) -> None:
         """Send a whole message after 354 (SMTP), dot-stuffed, in chunks."""
@@ -189,12 +192,21 @@ class Conversation:
 
     def wait_final(self, timeout: float | None = None) -> ServerEvent:
         """Block until the next final reply (or continuation); raises on close/timeout."""
+        seen = self._final_events
+        self._wait_until(lambda: self._final_events != seen, timeout)
+        assert self.last_final is not None
+        return self.last_final
+
+    def wait_greeting(self, timeout: float | None = None) -> None:
+        """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
+        self._wait_until(lambda: self.core.state_name != "greeting", timeout)
+
+    def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> None:
         if self.transport is None:
             raise ServerClosedError("not connected")
-        seen = self._final_events
         limit = self.options.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        while self._final_events == seen:
+        while not done():
             if self.closed:
                 raise ServerClosedError(
                     f"{self.target.host} closed the connection without answering"
@@ -213,8 +225,6 @@ class Conversation:
                 if not self.closed:
                     self.transport.set_timeout(self.options.timeout)
             self.feed(data)
-        assert self.last_final is not None
-        return self.last_final
 
     def feed(self, data: bytes) -> None:
         self.core.receive_data(data)
