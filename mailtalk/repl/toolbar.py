@@ -16,7 +16,7 @@ def toolbar_fragments(target: Target, core: ClientCore, closed: bool) -> StyleAn
         ("class:toolbar.tls-on" if tls else "class:toolbar.tls-off",
          " TLS on " if tls else " TLS off "),
         ("class:toolbar", " authenticated " if core.authenticated else " not authenticated "),
-        ("class:toolbar.state", f" {'closed' if closed else core.state_name} "),
+        ("class:toolbar.state", f" state: {'closed' if closed else core.state_name} "),
     ]
     hint = ":reconnect or :quit" if closed else core.next_hint()
     fragments.append(("class:toolbar.hint", f" next: {hint} "))
