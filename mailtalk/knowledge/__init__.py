@@ -1,0 +1,1 @@
+"""What mailtalk knows about the protocols, kept as data: the command reference."""
