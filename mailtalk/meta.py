@@ -6,7 +6,6 @@ password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +100,13 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             "trying anyway",
             "warning",
         )
-    secret = ui.ask_secret(f"password for {user}: ")
+    from mailtalk.credentials import netrc_password
+
+    secret = netrc_password(conv.target.host, user)
+    if secret is not None:
+        ui.note(f"password for {user} from ~/.netrc")
+    else:
+        secret = ui.ask_secret(f"password for {user}: ")
     reply = conv.authenticate(mechanism, user, secret)
     if reply.reply_class is ReplyClass.POSITIVE:
         ui.note(f"authenticated as {user}")
@@ -186,4 +191,6 @@ def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
 
 def secret_from_environment() -> str | None:
     """The password for non-interactive :auth, from MAILTALK_PASSWORD."""
-    return os.environ.get("MAILTALK_PASSWORD")
+    from mailtalk.credentials import environment_password
+
+    return environment_password()
