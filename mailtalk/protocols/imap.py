@@ -51,11 +51,14 @@ class IMAPState(enum.Enum):
     LOGOUT = "logout"
 
 
-_ANY_STATE: Final = ("CAPABILITY", "NOOP", "LOGOUT")
+# ID (RFC 2971) is valid in any state; ENABLE (RFC 5161) only once logged in and
+# before a mailbox is selected.
+_ANY_STATE: Final = ("CAPABILITY", "NOOP", "LOGOUT", "ID")
 _NOT_AUTHENTICATED: Final = ("STARTTLS", "AUTHENTICATE", "LOGIN")
+_AUTHENTICATED_ONLY: Final = ("ENABLE",)
 _AUTHENTICATED: Final = (
     "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST",
-    "LSUB", "STATUS", "APPEND", "NAMESPACE", "ENABLE", "IDLE", "ID",
+    "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE",
 )
 _SELECTED: Final = (
     "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
@@ -67,7 +70,7 @@ _SELECTED: Final = (
 VALID_COMMANDS: Final[dict[IMAPState, tuple[str, ...]]] = {
     IMAPState.GREETING: (),
     IMAPState.NOT_AUTHENTICATED: _ANY_STATE + _NOT_AUTHENTICATED,
-    IMAPState.AUTHENTICATED: _ANY_STATE + _AUTHENTICATED,
+    IMAPState.AUTHENTICATED: _ANY_STATE + _AUTHENTICATED + _AUTHENTICATED_ONLY,
     IMAPState.SELECTED: _ANY_STATE + _AUTHENTICATED + _SELECTED,
     IMAPState.LOGOUT: (),
 }

@@ -594,7 +594,7 @@ def test_starttls_upgrade_forgets_capabilities_and_buffered_bytes() -> None:
 def test_valid_commands_per_state_before_capabilities_are_known() -> None:
     client = greeted_client(b"* OK ready\r\n")
     assert client.valid_commands() == [
-        "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN",
+        "CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "AUTHENTICATE", "LOGIN",
     ]
     assert IMAPConnection().valid_commands() == []
 
