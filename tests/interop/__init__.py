@@ -1,0 +1,1 @@
+"""Interop tests against real Postfix and Dovecot started by scripts/real-servers."""
