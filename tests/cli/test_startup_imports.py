@@ -1,0 +1,82 @@
+"""``mailtalk --version`` and every ``--help`` stay light: no heavy imports at start-up.
+
+prompt_toolkit, rich, dnspython and asyncio cost tens of milliseconds to import; the
+commands import them only when they connect. This is a correctness test, not a timing
+one (bench/startup.py measures the time).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mailtalk.cli import cli
+
+HEAVY = ("prompt_toolkit", "rich", "dns", "asyncio")
+
+# Every command's --help, from the click tree, so new commands are covered too.
+INVOCATIONS = [
+    ["--version"],
+    ["-V"],
+    ["--help"],
+    *[[name, "--help"] for name in sorted(cli.commands)],
+]
+
+
+def heavy_modules(names: list[str]) -> list[str]:
+    return sorted({name for name in names if name.split(".")[0] in HEAVY})
+
+
+def importtime_modules(stderr: str) -> list[str]:
+    """Module names from ``python -X importtime`` output."""
+    names = []
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "package":  # the header line
+                names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("argv", INVOCATIONS, ids=" ".join)
+def test_python_m_mailtalk_imports_nothing_heavy(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mailtalk", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = importtime_modules(result.stderr)
+    assert "mailtalk.cli" in names, "could not parse the -X importtime output"
+    assert heavy_modules(names) == [], f"mailtalk {' '.join(argv)} imported heavy modules"
+
+
+CHECK_SYS_MODULES = """
+import json, sys
+from mailtalk.cli import main
+sys.argv = ["mailtalk", *json.loads(sys.argv[1])]
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write("MODULES=" + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("argv", INVOCATIONS, ids=" ".join)
+def test_main_leaves_heavy_modules_unimported(argv: list[str]) -> None:
+    """The same through the console-script entry point, mailtalk.cli:main."""
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK_SYS_MODULES, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    marker = [line for line in result.stderr.splitlines() if line.startswith("MODULES=")]
+    assert marker, result.stderr[-2000:]
+    modules = json.loads(marker[0].removeprefix("MODULES="))
+    assert heavy_modules(modules) == [], f"mailtalk {' '.join(argv)} imported heavy modules"
