@@ -118,7 +118,7 @@ _PAUSING_COMMANDS: Final = frozenset({"STLS", "QUIT"})
 HINTS: Final[dict[POP3State, str]] = {
     POP3State.GREETING: "wait for the server's +OK greeting",
     POP3State.AUTHORIZATION: (
-        "USER name, then PASS secret (or CAPA to see what the server offers)"
+        "USER name, then PASS your-password (or CAPA to see what the server offers)"
     ),
     POP3State.TRANSACTION: "STAT, LIST, RETR n, DELE n, QUIT",
     POP3State.UPDATE: "the server is removing deleted messages and closing the connection",
@@ -483,9 +483,9 @@ class POP3Connection:
             return "STLS accepted: the TLS handshake comes next"
         if self.state is POP3State.AUTHORIZATION:
             if self.user_accepted:
-                return "PASS secret"
+                return "PASS your-password (or :auth plain USER, which hides it)"
             if "STLS" in self.capabilities and not self.tls:
-                return "STLS to encrypt first, then USER name and PASS secret"
+                return "STLS to encrypt first, then USER name and PASS your-password"
         return HINTS[self.state]
 
     def _next_answer(self) -> Response | Continuation | _Sentinel:

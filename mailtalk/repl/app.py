@@ -154,6 +154,8 @@ class Repl:
             return [("class:prompt.data", "data> ")]
         if getattr(core, "sasl_pending", False):
             return [("class:prompt.data", "sasl> ")]
+        if getattr(core, "idling", False):
+            return [("class:prompt.data", "idle (DONE ends it)> ")]
         if getattr(core, "in_command_continuation", False):
             return [("class:prompt.data", "literal> ")]
         return [("class:prompt", f"{self.options.target.protocol}> ")]

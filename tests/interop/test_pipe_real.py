@@ -272,13 +272,6 @@ def test_imap_meta_auth_reads_mailtalk_password(real_servers: RealServers, tmp_p
     assert PLAIN_SECRET not in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pipe-mode :auth without MAILTALK_PASSWORD and without a terminal does not "
-    "fail with 'no password: set MAILTALK_PASSWORD or run on a terminal'; getpass falls "
-    "back to reading stdin, so the next script line is eaten as the password (and a "
-    "GetPassWarning 'Password input may be echoed' goes to stderr)",
-)
 def test_meta_auth_without_password_or_terminal_fails_cleanly(
     real_servers: RealServers, tmp_path: Path
 ) -> None:

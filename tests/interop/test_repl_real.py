@@ -1125,12 +1125,6 @@ def test_imap_idle_shows_new_mail_as_it_arrives(
         remove_quietly(delivered)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: during IMAP IDLE the REPL's prompt is 'literal> ' (app.py treats "
-    "in_command_continuation, which includes idling, as a literal), though no literal "
-    "is being sent: only DONE is expected",
-)
 def test_imap_idle_prompt_is_not_literal(
     real_servers: RealServers, spawn: Callable[..., Term]
 ) -> None:
@@ -1146,3 +1140,4 @@ def test_imap_idle_prompt_is_not_literal(
     term.sendline("DONE")
     term.expect(r"a003 OK")
     assert not prompt_line.startswith("literal>"), prompt_line
+    assert prompt_line.startswith("idle"), prompt_line
