@@ -191,6 +191,25 @@ class ReplyClass(enum.Enum):
     INFO = "info"  # IMAP untagged data (* FLAGS, * 3 EXISTS, ...)
 
 
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """A continuation request, ``+ text`` (POP3 and IMAP; SMTP uses 334 replies).
+
+    The client's next line is a SASL answer, the rest of an IMAP literal, or DONE.
+    """
+
+    text: str = ""
+    raw: bytes = b""
+
+    @property
+    def reply_class(self) -> ReplyClass:
+        return ReplyClass.INTERMEDIATE
+
+    @property
+    def final(self) -> bool:
+        return True
+
+
 class ServerEvent(Protocol):
     """What every event a client core emits offers to the UI."""
 

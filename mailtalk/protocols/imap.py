@@ -23,6 +23,7 @@ from typing import Final
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
+    Continuation,
     LineBuffer,
     LocalProtocolError,
     RemoteProtocolError,
@@ -267,22 +268,6 @@ class Tagged:
     @property
     def ok(self) -> bool:
         return self.status == "OK"
-
-
-@dataclass(frozen=True, slots=True)
-class Continuation:
-    """A continuation request, ``+ text``: send the literal, the SASL answer, or DONE."""
-
-    text: str
-    raw: bytes = b""
-
-    @property
-    def reply_class(self) -> ReplyClass:
-        return ReplyClass.INTERMEDIATE
-
-    @property
-    def final(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from typing import Final
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
+    Continuation,
     Line,
     LineBuffer,
     LocalProtocolError,
@@ -160,22 +161,6 @@ class Response:
     @property
     def reply_class(self) -> ReplyClass:
         return ReplyClass.POSITIVE if self.ok else ReplyClass.PERMANENT
-
-    @property
-    def final(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class Continuation:
-    """A SASL challenge (``+ base64``): the next line is the client's SASL response."""
-
-    text: str = ""
-    raw: bytes = b""
-
-    @property
-    def reply_class(self) -> ReplyClass:
-        return ReplyClass.INTERMEDIATE
 
     @property
     def final(self) -> bool:
