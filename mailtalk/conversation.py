@@ -91,6 +91,7 @@ class Conversation:
         self.closed = True
         self._last_send = time.monotonic()
         self._final_events = 0
+        self._events = 0  # every event from the server on this connection
         self.last_final: ServerEvent | None = None
 
     # -- connection -------------------------------------------------------------
@@ -98,6 +99,7 @@ class Conversation:
     def open(self) -> None:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
         self.core = make_core(self.target.protocol)
+        self._events = 0
         transport_options = TransportOptions(
             timeout=self.options.timeout,
             family=self.options.family,
@@ -200,6 +202,11 @@ class Conversation:
     def wait_greeting(self, timeout: float | None = None) -> None:
         """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
         self._wait_until(lambda: self.core.state_name != "greeting", timeout)
+        if self.closed and self._events == 0:
+            # The core leaves "greeting" when the connection closes, greeting or not.
+            raise ServerClosedError(
+                f"{self.target.host} closed the connection before greeting"
+            )
 
     def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> None:
         if self.transport is None:
@@ -245,6 +252,7 @@ class Conversation:
                     self.listener.closed()
                 return
             assert not isinstance(event, type(NEED_DATA))
+            self._events += 1
             latency = time.monotonic() - self._last_send
             self.transcript.add("S", event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
             if event.final:

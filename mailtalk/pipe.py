@@ -14,7 +14,7 @@ from typing import TextIO
 
 from mailtalk.conversation import Conversation
 from mailtalk.display import color_enabled, event_lines, to_ansi
-from mailtalk.errors import MailtalkError, exit_code_for, one_line
+from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
 from mailtalk.net.transport import TransportError
@@ -90,7 +90,7 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
                     break
                 continue
             if conv.closed:
-                raise MailtalkError(
+                raise ServerClosedError(
                     f"the server closed the connection; not sent: {line[:60]!r}"
                 )
             conv.send_line(line)

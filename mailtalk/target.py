@@ -53,7 +53,7 @@ class Target:
     def url(self) -> str:
         scheme = {
             ("smtp", "none"): "smtp",
-            ("smtp", "starttls"): "submission" if self.port == 587 else "smtp",
+            ("smtp", "starttls"): "submission",
             ("smtp", "implicit"): "smtps",
             ("pop3", "implicit"): "pop3s",
             ("imap", "implicit"): "imaps",
