@@ -74,7 +74,9 @@ def event_lines(event: ServerEvent, latency: float | None, raw: bool = False) ->
         lines.append([(style, "")])
     if latency is not None:
         lines[-1].append(("latency", f"  ({format_latency(latency)})"))
-    if getattr(event, "truncated", False):
+    if getattr(event, "incomplete", False):
+        lines.append([("warning", "(incomplete: the server closed the connection mid-reply)")])
+    elif getattr(event, "truncated", False):
         lines.append(
             [("warning", "(cut: the reply was longer than mailtalk keeps; the rest was dropped)")]
         )

@@ -57,11 +57,20 @@ class PipeScreen:
         secret = secret_from_environment()
         if secret is not None:
             return secret
+        # getpass falls back to reading standard input when there is no terminal,
+        # which here is the script: it would eat the next line as the password.
         try:
-            return getpass.getpass(prompt)  # reads /dev/tty when there is one
+            with open("/dev/tty", "rb"):
+                pass
+        except OSError:
+            raise MailtalkError(
+                "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
+            ) from None
+        try:
+            return getpass.getpass(prompt)
         except (EOFError, OSError):
             raise MailtalkError(
-                "no password: set MAILTALK_PASSWORD or run on a terminal"
+                "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
             ) from None
 
     def show_block(self, text: str) -> None:

@@ -124,6 +124,8 @@ class Reply:
     raw: bytes = b""
     command: str | None = None
     truncated: bool = False
+    # The server closed the connection before the reply's last line.
+    incomplete: bool = False
 
     @property
     def text(self) -> str:
@@ -445,7 +447,8 @@ class SMTPConnection:
             if line is None:
                 if self._closed and not len(self._buffer):
                     if self._reply_lines:
-                        raise RemoteProtocolError("the server closed in the middle of a reply")
+                        # Show what did come; the close itself follows as its own event.
+                        return self._finish_reply(incomplete=True)
                     self.state = SMTPState.CLOSED
                     self._pending.clear()
                     return CONNECTION_CLOSED
@@ -471,7 +474,7 @@ class SMTPConnection:
                 continue
             return self._finish_reply()
 
-    def _finish_reply(self) -> Reply:
+    def _finish_reply(self, incomplete: bool = False) -> Reply:
         raw_lines = self._reply_lines
         truncated = self._reply_cut
         self._reply_lines = []
@@ -495,6 +498,7 @@ class SMTPConnection:
             raw=b"".join(raw_lines),
             command=verb,
             truncated=truncated,
+            incomplete=incomplete,
         )
         if verb is not None:
             self._client_apply(verb, reply)

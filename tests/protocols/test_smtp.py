@@ -533,13 +533,17 @@ def test_close_with_commands_pending_clears_them() -> None:
 
 
 @pytest.mark.parametrize("partial", [b"250-mx.example.com\r\n", b"250-mx.example.com\r\n250-PIPE"])
-def test_close_mid_reply_is_an_error(partial: bytes) -> None:
+def test_close_mid_reply_shows_what_came_then_closes(partial: bytes) -> None:
     client = greeted_client()
     client.send_line("EHLO x")
     client.receive_data(partial)
     client.receive_data(b"")
-    with pytest.raises(RemoteProtocolError, match="middle of a reply"):
-        drain(client)
+    reply = client.next_event()
+    assert isinstance(reply, Reply)
+    assert reply.incomplete and reply.code == 250 and reply.command == "EHLO"
+    assert reply.lines[0] == "mx.example.com"
+    assert client.next_event() is CONNECTION_CLOSED
+    assert client.state is SMTPState.CLOSED
 
 
 def test_endless_multiline_reply_is_cut() -> None:
