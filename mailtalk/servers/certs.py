@@ -1,0 +1,350 @@
+"""A local certificate authority and a server certificate for the reference servers.
+
+Under ``ROOT/tls/``: ``ca.pem`` and ``ca.key`` (the CA, 10 years), ``server.pem`` (the
+server certificate followed by the CA: the chain servers send) and ``server.key``. Keys are
+ECDSA P-256 (fast to make) and written 0600; every file is written atomically. The first
+call generates what is missing; later calls reuse what is valid, and only make a new server
+certificate (keeping the CA that clients already trust) when it does not cover the names
+asked for or expires within 30 days. Clients trust ``ca.pem`` (see :func:`trust_hint`).
+
+``cryptography`` and ``ssl`` are imported inside the functions: importing this module is
+cheap, so the CLI can import it without slowing ``--help``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shlex
+import socket
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+TLS_DIR = "tls"
+CA_LIFETIME = timedelta(days=3650)
+# 825 days is the most Apple's TLS clients accept for a server certificate.
+SERVER_LIFETIME = timedelta(days=825)
+RENEW_BEFORE = timedelta(days=30)
+# Backdated a little so that a client whose clock is slightly behind still accepts them.
+_CLOCK_SKEW = timedelta(hours=1)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    ca_cert: Path
+    server_cert: Path  # the server certificate followed by the CA certificate
+    server_key: Path
+
+    @property
+    def ca_key(self) -> Path:
+        return self.ca_cert.with_name("ca.key")
+
+
+def cert_paths(root: Path) -> CertPaths:
+    """Where the files of ``ROOT/tls/`` are, whether or not they exist yet."""
+    tls = Path(root) / TLS_DIR
+    return CertPaths(tls / "ca.pem", tls / "server.pem", tls / "server.key")
+
+
+def ensure_certificates(
+    root: Path,
+    names: Sequence[str] = ("localhost",),
+    addresses: Sequence[str] = ("127.0.0.1", "::1"),
+) -> CertPaths:
+    """Make sure ``ROOT/tls/`` holds a CA and a server certificate for names and addresses.
+
+    ``names`` are DNS names (an IP address among them counts as an address). Raises
+    ``ValueError`` for a name or address that is neither.
+    """
+    dns_names, ip_addresses = _subject_alt_names(names, addresses)
+    paths = cert_paths(root)
+    tls = paths.ca_cert.parent
+    tls.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(tls / ".lock"):
+        now = datetime.now(UTC)
+        ca = _load_ca(paths, now)
+        if ca is None:
+            ca = _make_ca(now)
+            _write_key(paths.ca_key, ca[1])
+            _write_atomically(paths.ca_cert, _pem(ca[0]), 0o644)
+        if not _server_cert_usable(paths, ca[0], dns_names, ip_addresses, now):
+            server_cert, server_key = _make_server_cert(ca, dns_names, ip_addresses, now)
+            _write_key(paths.server_key, server_key)
+            _write_atomically(paths.server_cert, _pem(server_cert) + _pem(ca[0]), 0o644)
+        for key_path in (paths.ca_key, paths.server_key):
+            # A key someone loosened by hand is tightened again rather than left readable.
+            if key_path.stat().st_mode & 0o077:
+                key_path.chmod(0o600)
+    return paths
+
+
+def server_ssl_context(paths: CertPaths) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2 or later) presenting the server certificate."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(paths.server_cert, paths.server_key)
+    return context
+
+
+def trust_hint(
+    paths: CertPaths, port: int | str = "PORT", scheme: str = "smtps", host: str = "localhost"
+) -> str:
+    """One line telling a user how to make mailtalk trust the local CA."""
+    cafile = shlex.quote(str(paths.ca_cert))
+    return f"to trust it: mailtalk connect --cafile {cafile} {scheme}://{host}:{port}"
+
+
+# --- checking what is there ------------------------------------------------------------
+
+
+def _subject_alt_names(
+    names: Sequence[str], addresses: Sequence[str]
+) -> tuple[frozenset[str], frozenset[IPAddress]]:
+    if isinstance(names, str) or isinstance(addresses, str):
+        raise TypeError("names and addresses are sequences of strings, not one string")
+    dns_names: set[str] = set()
+    ip_addresses = {ipaddress.ip_address(address) for address in addresses}
+    for name in names:
+        try:
+            ip_addresses.add(ipaddress.ip_address(name))
+            continue
+        except ValueError:
+            pass
+        lowered = name.strip().lower().rstrip(".")
+        if not lowered or not lowered.isascii() or any(c.isspace() for c in lowered):
+            raise ValueError(f"not a DNS name for a certificate: {name!r}")
+        dns_names.add(lowered)
+    if not dns_names and not ip_addresses:
+        raise ValueError("a server certificate needs at least one name or address")
+    return frozenset(dns_names), frozenset(ip_addresses)
+
+
+def _load_ca(
+    paths: CertPaths, now: datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    """The existing CA if it is whole, a CA, ours (key matches) and not about to expire."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        certificate = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+        key = _load_key(paths.ca_key)
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not constraints.value.ca:
+        return None
+    if certificate.public_key() != key.public_key():
+        return None
+    if certificate.not_valid_after_utc - RENEW_BEFORE < now:
+        return None
+    return certificate, key
+
+
+def _server_cert_usable(
+    paths: CertPaths,
+    ca_cert: x509.Certificate,
+    dns_names: frozenset[str],
+    ip_addresses: frozenset[IPAddress],
+    now: datetime,
+) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        certificate = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+        key = _load_key(paths.server_key)
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound):
+        return False
+    if certificate.public_key() != key.public_key():
+        return False
+    try:
+        certificate.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False  # signed by an earlier CA, or not by a CA at all
+    if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc - RENEW_BEFORE:
+        return False
+    covered_names = {name.lower() for name in sans.value.get_values_for_type(x509.DNSName)}
+    covered_addresses = set(sans.value.get_values_for_type(x509.IPAddress))
+    return dns_names <= covered_names and ip_addresses <= covered_addresses
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{path} is not an ECDSA key")
+    return key
+
+
+# --- making new ones -------------------------------------------------------------------
+
+
+def _make_ca(now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"mailtalk local CA ({socket.gethostname()})")]
+    )
+    public_key = key.public_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + CA_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def _make_server_cert(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    dns_names: frozenset[str],
+    ip_addresses: frozenset[IPAddress],
+    now: datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert, ca_key = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    ordered_names = sorted(dns_names)
+    ordered_addresses = sorted(ip_addresses, key=lambda a: (a.version, int(a)))
+    common_name = ordered_names[0] if ordered_names else str(ordered_addresses[0])
+    alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in ordered_names]
+    alt_names += [x509.IPAddress(address) for address in ordered_addresses]
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        # Never outlive the CA that signed it.
+        .not_valid_after(min(now + SERVER_LIFETIME, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_atomically(path, data, 0o600)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data``: temporary file (0600 from birth), fsync, rename."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Serialize generation between servers of one ROOT starting at the same time."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, the atomic writes still keep files whole
+        yield
+        return
+    descriptor = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,537 @@
+"""qmail-style control files: whom the reference servers accept mail for, and relay for.
+
+The files live in ``ROOT/control/`` and keep qmail's names and meaning, because the course
+material behind mailtalk teaches qmail's control files:
+
+``me``
+    This host's name; the default for ``rcpthosts`` and ``locals``. Default ``localhost``
+    (qmail uses the system's FQDN; a reference server should not depend on the machine).
+``rcpthosts``
+    Domains we accept mail for from anyone (qmail-smtpd(8)). ``.example.com`` matches every
+    subdomain of example.com but not example.com itself; list both for both. Default
+    ``me``. qmail accepts *every* recipient when rcpthosts is missing, i.e. runs as an open
+    relay; mailtalk deliberately never does.
+``locals``
+    Domains delivered locally (qmail-send(8)): exact names, no wildcards. Default ``me``.
+``virtualdomains``
+    ``domain:prefix``, ``.suffix:prefix``, ``:prefix`` (every domain) and
+    ``user@domain:prefix`` lines (qmail-send(8)). An address local@domain that matches
+    becomes the local address ``prefix-local``. qmail's lookup order is kept: the exact
+    address, then the exact domain, then wildcards from the longest suffix to the shortest,
+    then ``:prefix``. An empty prefix (``sub.example.org:``) is an exception: that domain is
+    not virtual. ``locals`` wins over ``virtualdomains``. Default: empty.
+``relayclients``
+    mailtalk's stand-in for the tcpserver rules that set RELAYCLIENT: one IPv4/IPv6
+    address, CIDR network, or tcprules-style IPv4 prefix (``127.``, ``10.1.``) per line.
+    Clients that match may relay. Default: empty, so not even loopback may relay.
+
+Every file: one entry per line, surrounding whitespace ignored, lines starting with ``#``
+and blank lines ignored (qmail itself has no comments), matched case-insensitively. A line
+that cannot be understood raises :class:`ControlError` naming the file and line.
+
+A local address (after virtualdomains) reaches a user the way qmail-getpw(8) finds one:
+the whole address if it is a user, else the longest prefix that ends before a ``-`` and is
+a user, the rest being the extension that qmail would deliver via ``~user/.qmail-ext`` or
+``.qmail-default``. So with ``example.org:alice``, ``info@example.org`` becomes
+``alice-info``, delivered to user ``alice-info`` if there is one, else to ``alice``. The
+same applies to local domains: ``alice-lists@localhost`` reaches ``alice``. Users are
+found case-insensitively (user names are lower-case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import ipaddress
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+CONTROL_DIR = "control"
+DEFAULT_ME = "localhost"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ControlError(Exception):
+    """A control file we cannot understand; says which file and line."""
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+class KnownUsers(Protocol):
+    """What routing needs to know about users; :class:`mailtalk.servers.users.Users` is one."""
+
+    def exists(self, name: str) -> bool: ...
+
+
+# Labels are word characters and hyphens so that SMTPUTF8 (U-label) domains parse too.
+_DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+_ADDRESS_LITERAL_RE = re.compile(r"\[[^\[\]\s\\]+\]")
+# Characters that cannot appear in an unquoted local part (RFC 5321 atoms, leniently).
+_BAD_LOCAL_CHARS = re.compile(r'[\s\x00-\x1f\x7f<>()\[\]\\,;:@"]')
+
+
+def _is_domain(text: str) -> bool:
+    return bool(_DOMAIN_RE.fullmatch(text) or _ADDRESS_LITERAL_RE.fullmatch(text))
+
+
+def normalize_domain(domain: str) -> str:
+    """Lower-case a domain name; ``ValueError`` if it is not one."""
+    lowered = domain.strip().lower()
+    if not _is_domain(lowered):
+        raise ValueError(f"not a domain name: {domain!r}")
+    return lowered
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """Split a mailbox into (local part, lower-cased domain).
+
+    Accepts the forms SMTP clients send: with or without angle brackets, with an RFC 5321
+    source route (``<@relay:user@domain>``, which is ignored as the RFC says), and with a
+    quoted local part (``"john doe"@example.org`` -> ``john doe``). The null path ``<>``
+    gives ``("", "")``; an address without ``@`` (``postmaster``) gives an empty domain.
+    Raises ``ValueError`` for anything else that is not an address.
+    """
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    if not text:
+        return "", ""
+    if text.startswith("@"):
+        route_end = text.find(":")
+        if route_end == -1:
+            raise ValueError(f"source route without ':' in {address!r}")
+        text = text[route_end + 1 :]
+    at = text.rfind("@")
+    local, domain = (text, "") if at == -1 else (text[:at], text[at + 1 :])
+    if at != -1:
+        if not domain:
+            raise ValueError(f"no domain after '@' in {address!r}")
+        domain = domain.lower()
+        if not _is_domain(domain):
+            raise ValueError(f"not a domain name: {domain!r} in {address!r}")
+    return _parse_local_part(local, address), domain
+
+
+def _parse_local_part(local: str, address: str) -> str:
+    if not local:
+        raise ValueError(f"empty local part in {address!r}")
+    if local.startswith('"'):
+        # A quoted local part means the same mailbox as its unquoted content.
+        return _unquote(local, address)
+    if _BAD_LOCAL_CHARS.search(local):
+        raise ValueError(f"bad character in the local part of {address!r}")
+    return local
+
+
+def _unquote(quoted: str, address: str) -> str:
+    """The content of an RFC 5321 quoted string, backslash escapes undone."""
+    content: list[str] = []
+    index = 1
+    while index < len(quoted):
+        char = quoted[index]
+        if char == "\\" and index + 1 < len(quoted):
+            content.append(quoted[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            break
+        if ord(char) < 32 or ord(char) == 127:
+            raise ValueError(f"control character in the local part of {address!r}")
+        content.append(char)
+        index += 1
+    if index != len(quoted) - 1:
+        raise ValueError(f"unbalanced quotes in the local part of {address!r}")
+    if not content:
+        raise ValueError(f"empty local part in {address!r}")
+    return "".join(content)
+
+
+def _parse_relay_rule(text: str) -> IPNetwork:
+    """One relayclients entry: address, CIDR network, or tcprules IPv4 prefix ``10.1.``."""
+    if "/" in text:
+        # strict=False: "10.1.2.3/8" plainly means the /8 it lies in.
+        return ipaddress.ip_network(text, strict=False)
+    if text.endswith("."):
+        octets = text[:-1].split(".")
+        if not 1 <= len(octets) <= 3 or not all(o.isdigit() and int(o) <= 255 for o in octets):
+            raise ValueError("not an IPv4 prefix like '127.' or '10.1.'")
+        padded = [str(int(o)) for o in octets] + ["0"] * (4 - len(octets))
+        return ipaddress.IPv4Network(f"{'.'.join(padded)}/{8 * len(octets)}")
+    return ipaddress.ip_network(text)
+
+
+@dataclass(frozen=True)
+class VirtualEntry:
+    """One virtualdomains line: ``key:prefix``.
+
+    ``key`` is ``user@domain``, ``domain``, ``.suffix`` or ``""`` (any domain); an empty
+    ``prefix`` says the domain is not virtual.
+    """
+
+    key: str
+    prefix: str
+    line: int
+
+
+class RouteKind(enum.Enum):
+    LOCAL = "local"  # a known user's mailbox: Route.user
+    UNKNOWN_USER = "unknown user"  # a local or virtual domain, but no such user
+    RELAY = "relay"  # not in rcpthosts and neither local nor virtual: someone else's mail
+    NOT_OURS = "not ours"  # in rcpthosts but neither local nor virtual: nowhere to deliver
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where mail for an address goes.
+
+    ``local_name`` is the local address after virtualdomains (``alice-info`` for
+    ``info@example.org`` with ``example.org:alice``), empty unless the domain is local or
+    virtual; ``user`` is the user it reaches (LOCAL only).
+    """
+
+    kind: RouteKind
+    domain: str
+    local_name: str = ""
+    user: str | None = None
+
+    @property
+    def extension(self) -> str:
+        """What follows ``user-`` in the local name (qmail's .qmail-ext), else ``""``."""
+        if self.user is None or self.local_name == self.user:
+            return ""
+        return self.local_name[len(self.user) + 1 :]
+
+
+def find_user(local_name: str, users: KnownUsers) -> str | None:
+    """The user a local address reaches, qmail-getpw style (see the module docstring)."""
+    candidate = local_name.lower()
+    while candidate:
+        if users.exists(candidate):
+            return candidate
+        dash = candidate.rfind("-")
+        if dash <= 0:
+            return None
+        candidate = candidate[:dash]
+    return None
+
+
+@dataclass(frozen=True)
+class Control:
+    """The parsed control files of one ROOT; see the module docstring for their meaning."""
+
+    root: Path
+    me: str = DEFAULT_ME
+    rcpthosts: tuple[str, ...] = (DEFAULT_ME,)
+    locals: tuple[str, ...] = (DEFAULT_ME,)
+    virtualdomains: tuple[VirtualEntry, ...] = ()
+    relayclients: tuple[IPNetwork, ...] = ()
+    _virtual_map: dict[str, VirtualEntry] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # load() refuses duplicate keys; for a Control built by hand the first one wins.
+        mapping: dict[str, VirtualEntry] = {}
+        for entry in self.virtualdomains:
+            mapping.setdefault(entry.key, entry)
+        object.__setattr__(self, "_virtual_map", mapping)
+
+    @property
+    def control_dir(self) -> Path:
+        return self.root / CONTROL_DIR
+
+    @classmethod
+    def load(cls, root: Path) -> Control:
+        """Read ``ROOT/control/``; missing files take their defaults."""
+        control_dir = Path(root) / CONTROL_DIR
+        me_lines = _read_entries(control_dir / "me")
+        if len(me_lines) > 1:
+            raise ControlError(
+                control_dir / "me", me_lines[1][0], "more than one host name; 'me' has one"
+            )
+        me = _parse_domain_line(control_dir / "me", *me_lines[0]) if me_lines else DEFAULT_ME
+        rcpthosts = _read_domains(control_dir / "rcpthosts", wildcards=True, default=me)
+        locals_ = _read_domains(control_dir / "locals", wildcards=False, default=me)
+        return cls(
+            root=Path(root),
+            me=me,
+            rcpthosts=rcpthosts,
+            locals=locals_,
+            virtualdomains=_read_virtualdomains(control_dir / "virtualdomains"),
+            relayclients=_read_relayclients(control_dir / "relayclients"),
+        )
+
+    def accepts_domain(self, domain: str) -> bool:
+        """Is ``domain`` in rcpthosts (exactly, or under a ``.suffix`` entry)?"""
+        domain = domain.lower()
+        return any(key in self.rcpthosts for key in _domain_and_dot_suffixes(domain))
+
+    def is_local_domain(self, domain: str) -> bool:
+        """Is ``domain`` in locals? Exact names only, as in qmail."""
+        return domain.lower() in self.locals
+
+    def virtual_prefix(self, local: str, domain: str) -> str | None:
+        """The virtualdomains prefix for local@domain, or None when it is not virtual."""
+        domain = domain.lower()
+        keys = [f"{local.lower()}@{domain}", *_domain_and_dot_suffixes(domain), ""]
+        for key in keys:
+            entry = self._virtual_map.get(key)
+            if entry is not None:
+                return entry.prefix or None
+        return None
+
+    def client_may_relay(self, ip: str) -> bool:
+        """Does relayclients let the client at ``ip`` relay?"""
+        try:
+            address = ipaddress.ip_address(ip.strip().strip("[]").split("%", 1)[0])
+        except ValueError:
+            return False
+        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+        # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; IPv4 rules apply.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.relayclients
+        )
+
+    def route(self, address: str, users: KnownUsers) -> Route:
+        """Where mail for ``address`` goes. An address without a domain is at ``me``.
+
+        Raises ``ValueError`` for an unparseable or null address.
+        """
+        local, domain = split_address(address)
+        if not local:
+            raise ValueError("the null address <> is no recipient")
+        domain = domain or self.me
+        if self.is_local_domain(domain):
+            local_name = local.lower()
+        else:
+            prefix = self.virtual_prefix(local, domain)
+            if prefix is None:
+                kind = RouteKind.NOT_OURS if self.accepts_domain(domain) else RouteKind.RELAY
+                return Route(kind, domain)
+            local_name = f"{prefix}-{local}".lower()
+        user = find_user(local_name, users)
+        if user is None:
+            return Route(RouteKind.UNKNOWN_USER, domain, local_name)
+        return Route(RouteKind.LOCAL, domain, local_name, user)
+
+
+def _domain_and_dot_suffixes(domain: str) -> Iterator[str]:
+    """``a.b.c`` -> ``a.b.c``, ``.b.c``, ``.c``: the keys qmail looks a domain up by."""
+    yield domain
+    for index, char in enumerate(domain):
+        if char == ".":
+            yield domain[index:]
+
+
+# --- reading the files -----------------------------------------------------------------
+
+
+def _read_entries(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank, non-comment lines; [] if there is no file."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except UnicodeDecodeError as error:
+        raise ControlError(path, None, f"not UTF-8 text ({error.reason})") from None
+    entries = []
+    for number, raw in enumerate(content.splitlines(), start=1):
+        text = raw.strip()
+        if text and not text.startswith("#"):
+            entries.append((number, text))
+    return entries
+
+
+def _parse_domain_line(path: Path, number: int, text: str, wildcards: bool = False) -> str:
+    lowered = text.lower()
+    name = lowered[1:] if wildcards and lowered.startswith(".") else lowered
+    if not _is_domain(name):
+        hint = " (comments go on their own line)" if "#" in text else ""
+        raise ControlError(path, number, f"not a domain name: {text!r}{hint}")
+    return lowered
+
+
+def _read_domains(path: Path, *, wildcards: bool, default: str) -> tuple[str, ...]:
+    if not path.exists():
+        return (default,)
+    entries = _read_entries(path)
+    return tuple(_parse_domain_line(path, number, text, wildcards) for number, text in entries)
+
+
+def _read_virtualdomains(path: Path) -> tuple[VirtualEntry, ...]:
+    entries: list[VirtualEntry] = []
+    seen: dict[str, int] = {}
+    for number, text in _read_entries(path):
+        key, colon, prefix = text.partition(":")
+        if not colon:
+            raise ControlError(path, number, f"expected domain:prefix, got {text!r}")
+        key, prefix = key.lower(), prefix.lower()
+        if "@" in key:
+            local, _, domain = key.rpartition("@")
+            if not local or _BAD_LOCAL_CHARS.search(local) or not _is_domain(domain):
+                raise ControlError(path, number, f"not an address user@domain: {key!r}")
+        elif key:
+            name = key[1:] if key.startswith(".") else key
+            if not _is_domain(name):
+                raise ControlError(path, number, f"not a domain name: {key!r}")
+        if prefix and (_BAD_LOCAL_CHARS.search(prefix) or prefix.startswith("-")):
+            raise ControlError(path, number, f"not a local-name prefix: {prefix!r}")
+        if key in seen:
+            shown = key or "(every domain)"
+            raise ControlError(path, number, f"{shown} is already on line {seen[key]}")
+        seen[key] = number
+        entries.append(VirtualEntry(key, prefix, number))
+    return tuple(entries)
+
+
+def _read_relayclients(path: Path) -> tuple[IPNetwork, ...]:
+    networks = []
+    for number, text in _read_entries(path):
+        try:
+            networks.append(_parse_relay_rule(text))
+        except ValueError:
+            raise ControlError(
+                path,
+                number,
+                f"expected an IP address, a CIDR network (10.0.0.0/8, fd00::/8) "
+                f"or an IPv4 prefix like '127.'; got {text!r}",
+            ) from None
+    return tuple(networks)
+
+
+# --- creating a ROOT -------------------------------------------------------------------
+
+_RCPTHOSTS_HEADER = """\
+# Domains this server accepts mail for, from anyone (qmail's control/rcpthosts).
+# One per line; '.example.com' matches every subdomain of example.com.
+"""
+_LOCALS_HEADER = """\
+# Domains whose mail is delivered to the users in control/users (qmail's control/locals).
+"""
+_RELAYCLIENTS_TEXT = """\
+# Clients allowed to relay (mail to domains not in rcpthosts), like tcprules entries
+# that set RELAYCLIENT. One per line: an IP address (192.0.2.7, ::1), a CIDR network
+# (10.0.0.0/8, fd00::/8) or an IPv4 prefix as in tcprules ('127.' is 127.0.0.0/8).
+# Empty: only authenticated sessions may relay; even loopback may not.
+"""
+
+
+def init_root(root: Path, domains: Iterable[str], me: str = DEFAULT_ME) -> Control:
+    """Create ``ROOT/control/`` with me, rcpthosts, locals and relayclients, then load it.
+
+    rcpthosts and locals list ``localhost``, ``me`` and ``domains``. Only files that do not
+    exist yet are written: a user's edits are never overwritten.
+    """
+    me = normalize_domain(me)
+    names = _unique(["localhost", me, *(normalize_domain(d) for d in domains)])
+    listing = "".join(f"{name}\n" for name in names)
+    control_dir = Path(root) / CONTROL_DIR
+    control_dir.mkdir(parents=True, exist_ok=True)
+    _create_if_missing(control_dir / "me", f"{me}\n")
+    _create_if_missing(control_dir / "rcpthosts", _RCPTHOSTS_HEADER + listing)
+    _create_if_missing(control_dir / "locals", _LOCALS_HEADER + listing)
+    _create_if_missing(control_dir / "relayclients", _RELAYCLIENTS_TEXT)
+    return Control.load(Path(root))
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _create_if_missing(path: Path, content: str) -> None:
+    """Write ``path`` atomically unless it exists, even if another process races us."""
+    if path.exists():
+        return
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        # link() fails if the name exists, unlike rename(): no window to clobber edits.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+
+
+# --- the RCPT decision -----------------------------------------------------------------
+
+
+class RcptVerdict(enum.Enum):
+    """What to do with one RCPT TO; the SMTP server maps each to a reply."""
+
+    DELIVER = "deliver"  # 250: to the local user RcptDecision.user
+    RELAY = "relay"  # 250: someone else's mail, from a relay client or an authenticated one
+    UNKNOWN_USER = "unknown user"  # 550 5.1.1: our domain, no such mailbox
+    RELAY_DENIED = "relay denied"  # 553 5.7.1 (qmail's "not in my list of allowed rcpthosts")
+    BAD_ADDRESS = "bad address"  # 553 5.1.3: not a mailbox at all
+
+
+@dataclass(frozen=True)
+class RcptDecision:
+    verdict: RcptVerdict
+    address: str
+    user: str | None = None  # DELIVER only
+    domain: str = ""
+    reason: str = ""  # a human sentence for the reply text
+
+
+def decide_rcpt(
+    control: Control,
+    users: KnownUsers,
+    address: str,
+    client_ip: str,
+    authenticated: bool,
+) -> RcptDecision:
+    """Decide a RCPT TO as qmail-smtpd plus local delivery would.
+
+    Domain not in rcpthosts: relaying, allowed for a relayclients client or an
+    authenticated session, else RELAY_DENIED (even for a local domain, like qmail-smtpd).
+    Otherwise the address must reach a known user of a local or virtual domain, else
+    UNKNOWN_USER, also for an rcpthosts domain that is neither local nor virtual (qmail
+    would queue that for remote delivery; the reference servers have no mailbox for it).
+    An address without a domain is at ``me`` and, as in qmail-smtpd, skips the rcpthosts
+    check.
+    """
+    try:
+        local, domain = split_address(address)
+    except ValueError as error:
+        return RcptDecision(RcptVerdict.BAD_ADDRESS, address, reason=str(error))
+    if not local:
+        return RcptDecision(RcptVerdict.BAD_ADDRESS, address, reason="<> is no recipient")
+    may_relay = authenticated or control.client_may_relay(client_ip)
+    if domain and not control.accepts_domain(domain) and not may_relay:
+        return RcptDecision(
+            RcptVerdict.RELAY_DENIED,
+            address,
+            domain=domain,
+            reason=f"{domain} is not in my list of allowed rcpthosts; relaying denied",
+        )
+    route = control.route(address, users)
+    if route.kind is RouteKind.LOCAL:
+        return RcptDecision(RcptVerdict.DELIVER, address, route.user, route.domain)
+    if route.kind is RouteKind.RELAY:
+        return RcptDecision(RcptVerdict.RELAY, address, domain=route.domain)
+    reason = (
+        f"no mailbox {route.local_name} here"
+        if route.kind is RouteKind.UNKNOWN_USER
+        else f"{route.domain} has no mailboxes here"
+    )
+    return RcptDecision(RcptVerdict.UNKNOWN_USER, address, domain=route.domain, reason=reason)

@@ -1,0 +1,232 @@
+"""The reference servers' users: ``ROOT/control/users``, one ``name:hash`` per line.
+
+Hashes are stdlib scrypt, written as ``$scrypt$n=16384,r=8,p=1$<salt>$<hash>`` with the
+salt and hash in standard base64 without padding. The file never holds a clear-text
+password; a line that is not such a hash is refused rather than trusted.
+
+Names are matched exactly (they are lower-case by construction, see ``validate_name``);
+folding the case of a login name is the servers' business.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailtalk.servers.policy import CONTROL_DIR, ControlError
+
+USERS_FILE = "users"
+
+MAX_NAME_LENGTH = 64
+_NAME_RE = re.compile(r"[a-z0-9_][a-z0-9._-]*")
+
+# n=2**14, r=8 costs 16 MiB and some tens of milliseconds: enough against offline guessing
+# for a local reference server, fast enough that every login in the tests stays cheap.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+# Parameters read from the file are bounded so that a hand-edited line cannot make every
+# login allocate gigabytes.
+_MAX_SCRYPT_N = 2**20
+_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+_HASH_RE = re.compile(
+    r"\$scrypt\$n=(?P<n>[0-9]+),r=(?P<r>[0-9]+),p=(?P<p>[0-9]+)"
+    r"\$(?P<salt>[A-Za-z0-9+/]+)\$(?P<key>[A-Za-z0-9+/]+)"
+)
+
+_FILE_HEADER = """\
+# mailtalk users: name:scrypt-hash, one per line. Managed by 'mailtalk serve --user';
+# never put a clear-text password here.
+"""
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid user name, else raise ``ValueError`` saying why."""
+    if not name:
+        raise ValueError("empty user name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"user name longer than {MAX_NAME_LENGTH} characters: {name[:20]!r}...")
+    if name[0] in ".-":
+        raise ValueError(f"user name {name!r} starts with {name[0]!r}")
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"user name {name!r} may hold only lower-case letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+def parse_user_spec(spec: str) -> tuple[str, str]:
+    """``"alice:secret"`` -> ``("alice", "secret")``, for ``mailtalk serve --user``.
+
+    The password may contain ``:``; error messages never show it.
+    """
+    name, colon, password = spec.partition(":")
+    if not colon:
+        # Not echoed: without a colon the text may well be the password alone.
+        raise ValueError("expected NAME:PASSWORD (e.g. alice:secret), but there is no ':'")
+    if not password:
+        raise ValueError(f"empty password for user {name!r} (expected NAME:PASSWORD)")
+    return validate_name(name), password
+
+
+@dataclass(frozen=True)
+class _ScryptHash:
+    n: int
+    r: int
+    p: int
+    salt: bytes
+    key: bytes
+
+    def derive(self, password: str) -> bytes:
+        # hashlib, hmac and secrets load OpenSSL: imported on first use, keeping the CLI's
+        # start-up light.
+        import hashlib
+
+        return hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=self.salt,
+            n=self.n,
+            r=self.r,
+            p=self.p,
+            maxmem=_MAX_SCRYPT_MEMORY,
+            dklen=len(self.key),
+        )
+
+    def matches(self, password: str) -> bool:
+        import hmac
+
+        return hmac.compare_digest(self.derive(password), self.key)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def hash_password(password: str) -> str:
+    """A fresh salted scrypt hash of ``password`` in the users-file format."""
+    import secrets
+
+    salt = secrets.token_bytes(SALT_BYTES)
+    key = _ScryptHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, salt, b"\0" * KEY_BYTES).derive(password)
+    return f"$scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}${_b64encode(salt)}${_b64encode(key)}"
+
+
+def _parse_hash(encoded: str) -> _ScryptHash:
+    match = _HASH_RE.fullmatch(encoded)
+    if match is None:
+        raise ValueError("not a $scrypt$n=...,r=...,p=...$salt$hash password hash")
+    n, r, p = int(match["n"]), int(match["r"]), int(match["p"])
+    if n < 2 or n & (n - 1) or n > _MAX_SCRYPT_N:
+        raise ValueError(f"scrypt n={n} is not a power of two up to {_MAX_SCRYPT_N}")
+    if not 1 <= r <= 64 or not 1 <= p <= 16 or 128 * n * r * (p + 1) > _MAX_SCRYPT_MEMORY:
+        raise ValueError(f"scrypt r={r}, p={p} out of range")
+    try:
+        salt, key = _b64decode(match["salt"]), _b64decode(match["key"])
+    except binascii.Error:
+        raise ValueError("bad base64 in the password hash") from None
+    if len(salt) < 8 or len(key) < 16:
+        raise ValueError("password hash salt or key too short")
+    return _ScryptHash(n, r, p, salt, key)
+
+
+# Unknown users are checked against this so that they take as long as known ones: the
+# time of a failed login must not tell whether the name exists.
+_DUMMY_HASH = _ScryptHash(SCRYPT_N, SCRYPT_R, SCRYPT_P, b"mailtalk-no-user", b"\0" * KEY_BYTES)
+
+
+class Users:
+    """The users file of one ROOT, in memory; ``save()`` writes it back."""
+
+    def __init__(self, path: Path, hashes: dict[str, str] | None = None) -> None:
+        self.path = path
+        self._hashes: dict[str, str] = dict(hashes or {})
+
+    @classmethod
+    def load(cls, root: Path) -> Users:
+        """Read ``ROOT/control/users``; no file means no users."""
+        path = Path(root) / CONTROL_DIR / USERS_FILE
+        try:
+            content = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path)
+        hashes: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        for number, raw in enumerate(content.splitlines(), start=1):
+            text = raw.strip()
+            if not text or text.startswith("#"):
+                continue
+            name, colon, encoded = text.partition(":")
+            try:
+                if not colon:
+                    raise ValueError("expected name:hash")
+                validate_name(name)
+                _parse_hash(encoded)
+            except ValueError as error:
+                raise ControlError(path, number, str(error)) from None
+            if name in hashes:
+                raise ControlError(path, number, f"user {name!r} is already on line {lines[name]}")
+            hashes[name] = encoded
+            lines[name] = number
+        return cls(path, hashes)
+
+    def add(self, name: str, password: str) -> None:
+        """Add ``name`` with ``password``, or set a new password if ``name`` exists."""
+        validate_name(name)
+        if not password:
+            raise ValueError(f"empty password for user {name!r}")
+        self._hashes[name] = hash_password(password)
+
+    def exists(self, name: str) -> bool:
+        return name in self._hashes
+
+    def names(self) -> list[str]:
+        return sorted(self._hashes)
+
+    def verify(self, name: str, password: str) -> bool:
+        """Is ``password`` right for ``name``? Unknown names cost the same time."""
+        encoded = self._hashes.get(name)
+        stored = _parse_hash(encoded) if encoded is not None else _DUMMY_HASH
+        matched = stored.matches(password)
+        return matched and encoded is not None
+
+    def save(self) -> None:
+        """Write the file atomically (temporary file, fsync, rename), mode 0600."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        content = _FILE_HEADER + "".join(f"{name}:{self._hashes[name]}\n" for name in self.names())
+        # mkstemp creates the file 0600, so the hashes are never readable by others.
+        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users.")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+                stream.write(content)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        _fsync_directory(self.path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable; not every platform lets a directory be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
