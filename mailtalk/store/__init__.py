@@ -1,0 +1,65 @@
+"""Where the reference servers keep mail: users' Maildirs and the relay queue.
+
+Under a server root ``ROOT``::
+
+    ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's mailbox (Maildir++ folders later)
+    ROOT/queue/{tmp,messages,envelopes}     mail to relay onward
+
+Delivery is crash-safe: see :mod:`mailtalk.store.maildir`. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailtalk.store.maildir import (
+    CRLFToLF,
+    Delivery,
+    DeliveryStateError,
+    DeliveryTarget,
+    Maildir,
+    StoreError,
+    StoreFullError,
+    escape_hostname,
+    unique_name,
+)
+from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
+
+__all__ = [
+    "CRLFToLF",
+    "Delivery",
+    "DeliveryStateError",
+    "DeliveryTarget",
+    "Envelope",
+    "Maildir",
+    "Queue",
+    "QueueTarget",
+    "QueuedMessage",
+    "StoreError",
+    "StoreFullError",
+    "StoreLayout",
+    "escape_hostname",
+    "unique_name",
+]
+
+
+class StoreLayout:
+    """The store under a server root: ``maildir(user)`` and ``queue``. Creates nothing."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def maildir(self, user: str) -> Maildir:
+        """``user``'s inbox, ``ROOT/mail/USER/Maildir``.
+
+        ``user`` becomes a directory name, so one that could leave ``ROOT/mail``
+        or that is not a plain name ("", ".", "..", a "/" or NUL) is refused with
+        ValueError; mapping addresses to users is the server's job.
+        """
+        if user in ("", ".", "..") or "/" in user or "\0" in user:
+            raise ValueError(f"not a usable mailbox user name: {user!r}")
+        return Maildir(self.root / "mail" / user / "Maildir")
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.root / "queue")

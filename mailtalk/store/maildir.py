@@ -1,0 +1,463 @@
+"""Maildir delivery that survives a crash at any moment.
+
+A message is streamed into a file under a ``tmp/`` directory, made durable with
+``fsync``, and only then given a name in ``new/`` by ``rename`` (atomic), after
+which ``new/`` itself is fsynced so the new name survives a power cut. Readers
+therefore never see a partial message in ``new/``, and a message whose
+:meth:`Delivery.commit` returned is on disk. Names follow
+https://cr.yp.to/proto/maildir.html (``<sec>.M<usec>P<pid>Q<n>.<host>``).
+
+:class:`Delivery` writes one message to any number of :class:`DeliveryTarget`
+objects — Maildirs (one per local recipient) and the relay queue
+(:mod:`mailtalk.store.queue`) — streaming the bytes to disk once and hard-linking
+(or, across filesystems, copying) them to every other target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+# Maildir folders are private to their user (Dovecot and qmail use the same).
+DIRECTORY_MODE = 0o700
+MESSAGE_MODE = 0o600
+
+# Small SMTP lines are gathered up to this size before a write(2); a bigger
+# chunk goes straight to the file. This bounds the memory one delivery holds.
+WRITE_BUFFER_SIZE = 64 * 1024
+_COPY_CHUNK_SIZE = 1024 * 1024
+
+# The Maildir spec: a tmp/ file untouched for 36 hours is a leftover.
+STALE_TMP_SECONDS = 36 * 3600.0
+
+# link(2) fails with these when the two paths cannot share an inode: another
+# filesystem (EXDEV), a filesystem without hard links (EPERM on vfat/FUSE,
+# EOPNOTSUPP), or an inode at its link limit (EMLINK). A copy still works.
+_CANNOT_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
+_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+# -- errors --------------------------------------------------------------------
+
+
+class StoreError(OSError):
+    """The store could not take a message; ``str()`` is one line.
+
+    An :class:`OSError` (``errno`` is the original one), so code that already
+    handles disk errors keeps working. An SMTP server answers it with a 4xx
+    (``451 4.3.0``): the client keeps the message and retries later.
+    """
+
+    def __str__(self) -> str:
+        where = f": {self.filename}" if self.filename else ""
+        return f"{self.strerror}{where}"
+
+
+class StoreFullError(StoreError):
+    """The disk or the quota is full (ENOSPC, EDQUOT): ``452 4.3.1 Insufficient system storage``."""
+
+
+class DeliveryStateError(RuntimeError):
+    """A :class:`Delivery` was used out of order: written or committed after commit or abort.
+
+    A programming error in the caller, not a disk problem, hence not a StoreError.
+    """
+
+
+def store_error(error: OSError, doing: str, path: Path | None = None) -> StoreError:
+    """``error`` as a :class:`StoreError` (or :class:`StoreFullError`) saying what failed."""
+    if isinstance(error, StoreError):
+        return error
+    code = error.errno if error.errno is not None else errno.EIO
+    reason = (error.strerror or os.strerror(code)).lower()
+    kind = StoreFullError if code in _STORAGE_FULL else StoreError
+    filename = str(path) if path is not None else error.filename
+    return kind(code, f"{reason} while {doing}", filename)
+
+
+# -- unique names --------------------------------------------------------------
+
+_delivery_counter = itertools.count(1)
+_delivery_counter_lock = threading.Lock()
+
+
+@functools.cache
+def _default_hostname() -> str:
+    return socket.gethostname()
+
+
+def escape_hostname(hostname: str) -> str:
+    r"""``hostname`` made safe for a Maildir name: "/" -> "\057", ":" -> "\072".
+
+    "/" would make a path and ":" starts the ``:2,`` flags part of a name in cur/.
+    """
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+def unique_name(hostname: str | None = None) -> str:
+    """A new Maildir name: ``<sec>.M<usec>P<pid>Q<n>.<host>``.
+
+    ``n`` counts deliveries in this process, so many names in the same
+    microsecond still differ; the pid separates processes on one host, and the
+    host separates machines sharing the Maildir (NFS). ``hostname`` defaults to
+    this machine's name.
+    """
+    with _delivery_counter_lock:
+        sequence = next(_delivery_counter)
+    seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
+    host = escape_hostname(hostname if hostname is not None else _default_hostname())
+    return f"{seconds}.M{microseconds}P{os.getpid()}Q{sequence}.{host}"
+
+
+# -- filesystem helpers --------------------------------------------------------
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the entries of directory ``path`` (names created or renamed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_directories(path: Path, names: Sequence[str]) -> None:
+    """Create ``path`` and its subdirectories ``names`` (mode 0700) if missing; durably.
+
+    Existing directories keep their mode: an administrator may have chosen another.
+    """
+    created = False
+    for directory in [path, *(path / name for name in names)]:
+        if not directory.is_dir():
+            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+            created = True
+    if created:
+        # A delivery fsyncs new/ but not the directories above it; do it once here.
+        for directory in [path, path.parent]:
+            fsync_directory(directory)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """write(2) all of ``data``: a regular file may still take it in parts."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def remove_quietly(path: Path) -> None:
+    """Unlink ``path`` if it is there; cleanup must not hide the error being cleaned up after."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def remove_older_than(directory: Path, older_than: float) -> list[Path]:
+    """Remove the files in ``directory`` last modified more than ``older_than`` seconds ago."""
+    return remove_files_older_than(files_in(directory), older_than)
+
+
+def remove_files_older_than(paths: Sequence[Path], older_than: float) -> list[Path]:
+    """Remove those of ``paths`` last modified more than ``older_than`` seconds ago."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in paths:
+        try:
+            if path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            pass  # another process removed or published it meanwhile
+    return removed
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The files in ``directory``, sorted by name (for Maildir names: oldest first).
+
+    Names starting with "." are not messages (tools' temporaries, Maildir++ folders).
+    """
+    return sorted(
+        Path(entry.path)
+        for entry in os.scandir(directory)
+        if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
+    )
+
+
+# -- targets -------------------------------------------------------------------
+
+
+class DeliveryTarget(Protocol):
+    """Somewhere a :class:`Delivery` can put a message: a Maildir, the queue.
+
+    ``tmp_dir`` is where the delivery places a complete, fsynced copy of the
+    message; ``publish`` then makes that copy visible under ``name`` atomically
+    and durably, and returns its final path.
+    """
+
+    @property
+    def tmp_dir(self) -> Path: ...
+
+    def publish(self, tmp_path: Path, name: str) -> Path: ...
+
+
+class Maildir:
+    """One Maildir folder: ``path/{tmp,new,cur}``.
+
+    A user's inbox lives at ``ROOT/mail/USER/Maildir``; a Maildir++ folder such
+    as ``Maildir/.Sent`` is a Maildir too, so ``Maildir(inbox.path / ".Sent")``
+    will serve when IMAP needs folders.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Maildir({str(self.path)!r})"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.path / "tmp"
+
+    @property
+    def new_dir(self) -> Path:
+        return self.path / "new"
+
+    @property
+    def cur_dir(self) -> Path:
+        return self.path / "cur"
+
+    def create(self) -> None:
+        """Make ``tmp``, ``new`` and ``cur`` (mode 0700); nothing happens if they exist."""
+        make_private_directories(self.path, ["tmp", "new", "cur"])
+
+    def new_messages(self) -> list[Path]:
+        """Messages not yet seen by a mail reader, oldest name first."""
+        return files_in(self.new_dir)
+
+    def cur_messages(self) -> list[Path]:
+        """Messages a mail reader has seen (moved to cur/), oldest name first."""
+        return files_in(self.cur_dir)
+
+    def publish(self, tmp_path: Path, name: str) -> Path:
+        """Move the complete message ``tmp_path`` to ``new/name``, durably."""
+        final_path = self.new_dir / name
+        os.rename(tmp_path, final_path)
+        fsync_directory(self.new_dir)
+        return final_path
+
+    def remove_stale_tmp(self, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+        """Remove tmp/ files left by deliveries that crashed; returns what was removed.
+
+        The default is the Maildir spec's 36 hours: a delivery in progress keeps
+        touching its file, so it is never that old.
+        """
+        return remove_older_than(self.tmp_dir, older_than)
+
+
+# -- delivery ------------------------------------------------------------------
+
+
+class _State(Enum):
+    OPEN = "open"
+    COMMITTED = "committed"
+    ABORTED = "aborted"  # by abort(), or after a failed write or commit
+
+
+class Delivery:
+    """Streams one message to one or more targets; nothing is visible until :meth:`commit`.
+
+    The bytes go to a file in the first target's ``tmp/`` (created O_EXCL, mode
+    0600) as they are written; at most :data:`WRITE_BUFFER_SIZE` bytes, plus the
+    chunk being written, are held in memory. ``hostname`` goes into the names.
+
+    :meth:`commit` returns the final paths, one per target; only then may an
+    SMTP server answer 250. Any disk error (from the constructor, :meth:`write`
+    or :meth:`commit`) is raised as :class:`StoreError` / :class:`StoreFullError`
+    after every temporary file is removed; the delivery is then over.
+
+    Committing twice, or writing after commit or abort, raises
+    :class:`DeliveryStateError`. :meth:`abort` is always allowed: it removes the
+    temporary files, and does nothing after commit (the message is delivered) or
+    a second time. As a context manager, a delivery not committed is aborted.
+
+    If publishing fails part way (a rename or the queue's envelope, after every
+    copy was placed), targets already published keep the message: the client's
+    retry may then duplicate it for them, which Maildir accepts rather than
+    losing mail. Not thread-safe: one delivery belongs to one SMTP session.
+    """
+
+    def __init__(self, targets: Sequence[DeliveryTarget], hostname: str | None = None) -> None:
+        if not targets:
+            raise ValueError("a delivery needs at least one target")
+        self._targets = list(targets)
+        self._hostname = hostname
+        self._state = _State.OPEN
+        self._size = 0
+        self._buffer = bytearray()
+        # Every temporary file of ours, to be removed on abort or failure.
+        self._tmp_paths: list[Path] = []
+        self._staging_path = self._targets[0].tmp_dir / unique_name(hostname)
+        self._fd = -1
+        try:
+            self._fd = os.open(
+                self._staging_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MESSAGE_MODE
+            )
+        except OSError as error:
+            self._state = _State.ABORTED
+            raise store_error(error, "creating the message file", self._staging_path) from error
+        self._tmp_paths.append(self._staging_path)
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` to the message."""
+        self._require_open("write to")
+        self._size += len(data)
+        try:
+            if len(self._buffer) + len(data) < WRITE_BUFFER_SIZE:
+                self._buffer += data
+                return
+            self._flush_buffer()
+            if len(data) >= WRITE_BUFFER_SIZE:
+                write_all(self._fd, data)
+            else:
+                self._buffer += data
+        except OSError as error:
+            self._discard()
+            raise store_error(error, "writing the message", self._staging_path) from error
+
+    def commit(self) -> list[Path]:
+        """Make the message durable in every target; returns its final paths, in target order."""
+        self._require_open("commit")
+        step, where = "writing the message", self._staging_path
+        try:
+            self._flush_buffer()
+            step = "syncing the message to disk"
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            # First place a complete copy in every target's tmp/ — the step that
+            # needs disk space — so that running out of it publishes nothing.
+            placed = []
+            for target in self._targets:
+                name = unique_name(self._hostname)
+                where = target.tmp_dir / name
+                step = "copying the message"
+                self._place_copy(where)
+                placed.append((target, where, name))
+            final_paths = []
+            for target, tmp_path, name in placed:
+                step, where = "publishing the message", tmp_path
+                final_paths.append(target.publish(tmp_path, name))
+                self._tmp_paths.remove(tmp_path)
+        except OSError as error:
+            self._discard()
+            raise store_error(error, step, where) from error
+        except BaseException:
+            self._discard()
+            raise
+        self._state = _State.COMMITTED
+        # Every target has its own durable name now; the staging name is spare.
+        # Failing to remove it must not turn a delivered message into an error.
+        remove_quietly(self._staging_path)
+        self._tmp_paths.clear()
+        return final_paths
+
+    def abort(self) -> None:
+        """Throw the message away: remove the temporary files. Idempotent; no-op after commit."""
+        if self._state is _State.OPEN:
+            self._discard()
+
+    def __enter__(self) -> Delivery:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+    def _require_open(self, doing: str) -> None:
+        if self._state is not _State.OPEN:
+            raise DeliveryStateError(f"cannot {doing} a delivery that was {self._state.value}")
+
+    def _flush_buffer(self) -> None:
+        if self._buffer:
+            write_all(self._fd, self._buffer)
+            self._buffer.clear()
+
+    def _place_copy(self, tmp_path: Path) -> None:
+        """Put the (fsynced) staging file's content at ``tmp_path``: a hard link, else a copy."""
+        try:
+            os.link(self._staging_path, tmp_path)
+        except OSError as error:
+            if error.errno not in _CANNOT_HARD_LINK:
+                raise
+        else:
+            # A new name for an inode already fsynced: nothing more to sync.
+            self._tmp_paths.append(tmp_path)
+            return
+        out_fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MESSAGE_MODE)
+        self._tmp_paths.append(tmp_path)
+        try:
+            with open(self._staging_path, "rb", buffering=0) as source:
+                chunk = bytearray(_COPY_CHUNK_SIZE)
+                while count := source.readinto(chunk):
+                    write_all(out_fd, memoryview(chunk)[:count])
+            os.fsync(out_fd)
+        finally:
+            os.close(out_fd)
+
+    def _discard(self) -> None:
+        self._state = _State.ABORTED
+        self._buffer = bytearray()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        for path in self._tmp_paths:
+            remove_quietly(path)
+        self._tmp_paths.clear()
+
+
+# -- line endings --------------------------------------------------------------
+
+
+class CRLFToLF:
+    r"""Streaming CRLF -> LF: ``feed()`` chunks, then ``finish()``.
+
+    Maildir files conventionally end lines with LF while SMTP sends CRLF; the
+    server decides whether to convert. A CR at the end of a chunk is held back
+    until the next chunk shows whether an LF follows; a CR not followed by LF
+    is kept, as one-shot ``data.replace(b"\r\n", b"\n")`` would.
+    """
+
+    def __init__(self) -> None:
+        self._held_cr = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = b"\r" + chunk if self._held_cr else chunk
+        self._held_cr = data.endswith(b"\r")
+        if self._held_cr:
+            data = data[:-1]
+        return data.replace(b"\r\n", b"\n")
+
+    def finish(self) -> bytes:
+        """What is still held: a final CR, if the text ended with one."""
+        held, self._held_cr = self._held_cr, False
+        return b"\r" if held else b""
