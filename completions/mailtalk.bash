@@ -10,7 +10,7 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect imap pop3 smtp'
+            subcommands='connect imap pop3 serve smtp'
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
@@ -25,6 +25,11 @@ _mailtalk_spec() {
         'mailtalk pop3')
             opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
             value_opts='--cafile --timeout --transcript'
+            subcommands=''
+            ;;
+        'mailtalk serve')
+            opts='--root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -71,6 +76,52 @@ _mailtalk_option_value() {
         'mailtalk pop3|--transcript')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk serve|--root')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+            ;;
+        'mailtalk serve|--listen')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--smtp')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--submission')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--smtps')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--domain')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--user')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--personality')
+            COMPREPLY=($(compgen -W 'mailtalk qmail postfix sendmail exim' -- "$cur"))
+            ;;
+        'mailtalk serve|--fault')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--scenario')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--resolver')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--bare-newline')
+            COMPREPLY=($(compgen -W 'reject normalise' -- "$cur"))
+            ;;
+        'mailtalk serve|--max-size')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--max-connections')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--idle-timeout')
+            COMPREPLY=()
             ;;
         'mailtalk smtp|--cafile')
             compopt -o filenames 2>/dev/null

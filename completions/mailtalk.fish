@@ -12,6 +12,8 @@ function __mailtalk_value_options
             printf '%s\n' -- --cafile --timeout --transcript
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript
+        case 'mailtalk serve'
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript
     end
@@ -20,7 +22,7 @@ end
 function __mailtalk_subcommands
     switch $argv[1]
         case 'mailtalk'
-            printf '%s\n' connect imap pop3 smtp
+            printf '%s\n' connect imap pop3 serve smtp
     end
 end
 
@@ -80,6 +82,7 @@ complete -c mailtalk -f
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a connect -d 'Open an interactive session with the server at URL.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a imap -d 'Open an interactive IMAP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a pop3 -d 'Open an interactive POP3 session with HOST[:PORT].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the reference mail servers in the foreground, on loopback.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a smtp -d 'Open an interactive SMTP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -s 'V' -l 'version' -d 'Show the version and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -l 'debug' -d 'Show the full trace of unexpected errors.'
@@ -125,6 +128,28 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'show-secrets' -d 'Do
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3' 0" -a '(__fish_print_hostnames)'
+
+# mailtalk serve
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'root' -x -a '(__fish_complete_directories)' -d 'Directory holding control files, mail, queue and certificates [default: $XDG_DATA_HOME/mailtalk/serve].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'listen' -x -d 'Address to listen on.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'smtp' -x -d 'SMTP port (0: any free).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'submission' -x -d 'Submission port.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'smtps' -x -d 'SMTPS port.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Inject a fault.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'scenario' -x -d 'A named scenario.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'sink' -d 'Accept every message and store none.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain' -d 'Refuse senders whose domain has no MX/A/AAAA.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'bare-newline' -x -a 'reject normalise' -d 'What to do with a bare LF in a message (SMTP smuggling defence).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'Largest message accepted, in bytes (SIZE).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'json' -d 'Print one JSON line once listening.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'v' -l 'verbose' -d 'Log sessions to standard error.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk smtp
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls' -d 'Use implicit TLS from the start.'

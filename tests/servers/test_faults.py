@@ -727,13 +727,13 @@ def test_scenario_settings_and_rules() -> None:
     assert parse_rule(scenario("greylist").rules[0]).action.kind == "greylist"
 
 
-def test_greylist_scenario_speaks_like_postgrey() -> None:
+def test_greylist_scenario_first_attempt_451_then_passes() -> None:
     plan = FaultPlan.from_scenario("greylist", clock=Clock())
     action = _attempt(plan, "1", "192.0.2.1", "a@example.org", "bob@example.net")
     assert action is not None
     assert action.line == (
-        "450 4.2.0 <bob@example.net>: Recipient address rejected: Greylisted, "
-        "see http://postgrey.schweikert.ch/help/example.net.html"
+        "451 4.7.1 <bob@example.net>: Recipient address rejected: Greylisted, "
+        "please try again later"
     )
     assert _attempt(plan, "2", "192.0.2.1", "a@example.org", "bob@example.net") is None
 

@@ -1,0 +1,206 @@
+"""Start and stop the reference servers: listeners, root set-up, certificates.
+
+``ReferenceServers`` is the asyncio side; ``mailtalk.servers.api`` runs it in a
+background thread for tests and scripts, and ``mailtalk serve`` in the
+foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from mailtalk.servers.context import ServerContext, ServerSettings
+
+log = logging.getLogger("mailtalk.serve")
+
+ListenerProtocol = Literal["smtp", "submission", "smtps"]
+
+# What each listener speaks, and how TLS starts on it.
+LISTENER_TLS: Final[dict[str, str]] = {
+    "smtp": "starttls",
+    "submission": "starttls",
+    "smtps": "implicit",
+}
+
+
+@dataclass(frozen=True)
+class ListenerInfo:
+    protocol: str
+    host: str
+    port: int
+    tls: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{host}:{self.port}"
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``mailtalk serve`` and the Python API accept."""
+
+    root: Path
+    listen: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: {"smtp": 0})
+    domains: Sequence[str] = ()
+    users: Sequence[tuple[str, str]] = ()
+    faults: Sequence[str] = ()
+    scenarios: Sequence[str] = ()
+    settings: ServerSettings = field(default_factory=ServerSettings)
+
+
+class ConfigError(ValueError):
+    """A bad option (unknown scenario, malformed fault rule, unusable root); one line."""
+
+
+def build_context(config: ServeConfig) -> ServerContext:
+    """Prepare ROOT (control files, users, certificates) and the shared context."""
+    from mailtalk.servers.certs import ensure_certificates, server_ssl_context
+    from mailtalk.servers.faults import FaultPlan, FaultRuleError, parse_rule, scenario
+    from mailtalk.servers.personalities import personality
+    from mailtalk.servers.policy import init_root
+    from mailtalk.servers.users import Users
+
+    root = config.root
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
+    control = init_root(root, list(config.domains))
+    users = Users.load(root)
+    for name, password in config.users:
+        users.add(name, password)
+    if config.users:
+        users.save()
+
+    settings = config.settings
+    rules: list[Any] = []
+    for name in config.scenarios:
+        try:
+            bundle = scenario(name)
+        except KeyError:
+            from mailtalk.servers.faults import scenario_names
+
+            raise ConfigError(
+                f"unknown scenario {name!r}; known: {', '.join(scenario_names())}"
+            ) from None
+        for text in bundle.rules:
+            rules.append(parse_rule(text))
+        _apply_scenario_settings(settings, bundle.settings)
+    for text in config.faults:
+        try:
+            rules.append(parse_rule(text))
+        except FaultRuleError as error:
+            raise ConfigError(str(error)) from None
+    try:
+        chosen = personality(settings.personality)
+    except KeyError:
+        from mailtalk.servers.personalities import personality_names
+
+        raise ConfigError(
+            f"unknown personality {settings.personality!r}; known: {', '.join(personality_names())}"
+        ) from None
+
+    paths = ensure_certificates(root, names=_certificate_names(control.me))
+    context = ServerContext(
+        root=root,
+        settings=settings,
+        control=control,
+        users=users,
+        personality=chosen,
+        faults=FaultPlan(rules),
+        ssl_context=server_ssl_context(paths),
+    )
+    context.certificates = paths
+    return context
+
+
+def _certificate_names(me: str) -> list[str]:
+    names = ["localhost"]
+    if me not in names:
+        names.append(me)
+    return names
+
+
+def _apply_scenario_settings(settings: ServerSettings, values: Mapping[str, object]) -> None:
+    for key, value in values.items():
+        if key == "relay":
+            settings.relay = "deny" if value == "deny" else "policy"
+        elif key == "check_sender_domain":
+            settings.check_sender_domain = bool(value)
+        elif hasattr(settings, key):
+            setattr(settings, key, value)
+        else:
+            raise ConfigError(f"scenario setting {key!r} is not known to this server")
+
+
+class ReferenceServers:
+    """The listeners of one ``mailtalk serve``."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.context = build_context(config)
+        self.listeners: list[ListenerInfo] = []
+        self._servers: list[asyncio.base_events.Server] = []
+
+    async def start(self) -> list[ListenerInfo]:
+        from mailtalk.servers.smtp import SMTPServerProtocol
+
+        loop = asyncio.get_running_loop()
+        host = self.config.listen
+        for protocol, port in self.config.ports.items():
+            tls = LISTENER_TLS[protocol]
+            ssl_context: ssl.SSLContext | None = (
+                self.context.ssl_context if tls == "implicit" else None
+            )
+
+            def factory(kind: str = protocol) -> SMTPServerProtocol:
+                return SMTPServerProtocol(self.context, kind)
+
+            try:
+                server = await loop.create_server(
+                    factory,
+                    host=host,
+                    port=port,
+                    ssl=ssl_context,
+                    reuse_address=True,
+                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                )
+            except OSError as error:
+                await self.stop()
+                raise ConfigError(
+                    f"cannot listen on {host} port {port} for {protocol}: "
+                    f"{(error.strerror or str(error)).lower()}"
+                ) from None
+            self._servers.append(server)
+            bound = server.sockets[0].getsockname()
+            self.listeners.append(ListenerInfo(protocol, host, int(bound[1]), tls))
+        return self.listeners
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for session in list(self.context.connections):
+            transport = getattr(session, "transport", None)
+            if transport is not None:
+                transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "root": str(self.config.root),
+            "listeners": [listener.as_json() for listener in self.listeners],
+        }

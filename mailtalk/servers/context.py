@@ -1,0 +1,170 @@
+"""What every session of the reference servers shares: settings, policy, store, faults.
+
+A session asks the context questions ("may this recipient be accepted?", "what
+does this personality say here?") and never reads files or policy itself, so
+the protocol handlers stay about protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mailtalk.servers.policy import Control, RcptVerdict, decide_rcpt
+from mailtalk.servers.users import Users
+from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
+
+if TYPE_CHECKING:
+    from mailtalk.servers.faults import FaultPlan
+    from mailtalk.servers.personalities import Personality
+    from mailtalk.servers.smtp import Recipient
+
+log = logging.getLogger("mailtalk.serve")
+
+DEFAULT_MAX_SIZE = 50 * 1024 * 1024
+
+
+@dataclass
+class ServerSettings:
+    """How the servers behave; ``mailtalk serve`` options and the Python API fill it."""
+
+    personality: str = "mailtalk"
+    max_size: int = DEFAULT_MAX_SIZE
+    max_recipients: int = 100
+    max_connections: int = 100
+    idle_timeout: float = 300.0
+    bare_newline: Literal["reject", "normalise"] = "reject"
+    sink: bool = False  # accept everything, store nothing (benchmarks, smoke tests)
+    check_sender_domain: bool = False
+    resolver: str | None = None  # HOST[:PORT] for the sender-domain check
+    relay: Literal["policy", "deny"] = "policy"  # "deny": the relay-denied scenario
+
+
+@dataclass(frozen=True)
+class RcptOutcome:
+    accepted: bool
+    user: str | None = None  # local user, or None for the relay queue
+    reply_key: str = "rcpt_ok"
+
+
+@dataclass
+class ServerContext:
+    root: Path
+    settings: ServerSettings
+    control: Control
+    users: Users
+    personality: Personality
+    faults: FaultPlan
+    ssl_context: ssl.SSLContext | None = None
+    connections: set[Any] = field(default_factory=set)
+    certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
+    messages_delivered: int = 0
+    bytes_delivered: int = 0
+
+    def __post_init__(self) -> None:
+        self._session_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.store = StoreLayout(self.root)
+
+    @property
+    def hostname(self) -> str:
+        return self.control.me
+
+    @property
+    def check_sender_domain(self) -> bool:
+        return self.settings.check_sender_domain
+
+    def next_session_id(self) -> int:
+        return next(self._session_ids)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a session's deferred work; keep a reference so it is not collected."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def connection_opened(self, session: object) -> bool:
+        if len(self.connections) >= self.settings.max_connections:
+            return False
+        self.connections.add(session)
+        return True
+
+    def connection_closed(self, session: object) -> None:
+        self.connections.discard(session)
+
+    def message_delivered(self, size: int) -> None:
+        self.messages_delivered += 1
+        self.bytes_delivered += size
+
+    def reply(self, key: str, **values: str) -> tuple[int, str]:
+        values.setdefault("me", self.hostname)
+        return self.personality.reply(key, **values)
+
+    # -- policy -----------------------------------------------------------------
+
+    def decide_rcpt(self, address: str, client_ip: str, user: str | None) -> RcptOutcome:
+        if self.settings.sink:
+            return RcptOutcome(True, None)
+        decision = decide_rcpt(self.control, self.users, address, client_ip, user is not None)
+        verdict = decision.verdict
+        if verdict is RcptVerdict.RELAY and self.settings.relay == "deny":
+            verdict = RcptVerdict.RELAY_DENIED
+        if verdict is RcptVerdict.DELIVER:
+            return RcptOutcome(True, decision.user)
+        if verdict is RcptVerdict.RELAY:
+            return RcptOutcome(True, None)
+        if verdict is RcptVerdict.UNKNOWN_USER:
+            return RcptOutcome(False, reply_key="unknown_user")
+        if verdict is RcptVerdict.RELAY_DENIED:
+            return RcptOutcome(False, reply_key="relay_denied")
+        return RcptOutcome(False, reply_key="bad_recipient_syntax")
+
+    async def verify_password(self, name: str, secret: str) -> bool:
+        # scrypt takes tens of milliseconds: keep it off the event loop.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.users.verify, name, secret)
+
+    async def sender_domain_verdict(self, domain: str) -> Literal["ok", "missing", "tempfail"]:
+        from mailtalk.servers.dnscheck import domain_exists
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, domain_exists, domain, self.settings.resolver)
+
+    # -- delivery ---------------------------------------------------------------
+
+    def begin_delivery(
+        self, recipients: Sequence[Recipient], trace: bytes, envelope: Envelope | None = None
+    ) -> tuple[Delivery | None, CRLFToLF | None]:
+        """A streaming delivery to every recipient's Maildir (and the queue for relays)."""
+        if self.settings.sink:
+            return None, None
+        targets: list[DeliveryTarget] = []
+        seen: set[str] = set()
+        relayed: list[str] = []
+        for recipient in recipients:
+            if recipient.user is None:
+                relayed.append(recipient.address)
+                continue
+            if recipient.user in seen:
+                continue
+            seen.add(recipient.user)
+            maildir = self.store.maildir(recipient.user)
+            maildir.create()
+            targets.append(maildir)
+        if relayed:
+            queue = self.store.queue
+            queue.create()
+            base = envelope or Envelope(mail_from="", rcpt_to=(), client="", helo="")
+            targets.append(
+                queue.enqueue_target(Envelope(base.mail_from, relayed, base.client, base.helo))
+            )
+        delivery = Delivery(targets, hostname=socket.gethostname())
+        delivery.write(trace)
+        return delivery, CRLFToLF()

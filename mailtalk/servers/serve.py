@@ -1,0 +1,116 @@
+"""``mailtalk serve``: the reference servers in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailtalk.errors import UsageError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
+from mailtalk.servers.context import ServerSettings
+
+
+def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConfig:
+    from mailtalk.servers.users import parse_user_spec
+    from mailtalk.xdg import data_dir
+
+    ports = {
+        name: options[f"{name}_port"]
+        for name in ("smtp", "submission", "smtps")
+        if options.get(f"{name}_port") is not None
+    } or dict(default_ports)
+    users = []
+    for spec in options.get("users") or ():
+        try:
+            users.append(parse_user_spec(spec))
+        except ValueError as error:
+            raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
+    settings = ServerSettings(
+        personality=options["personality"],
+        max_size=options["max_size"],
+        max_connections=options["max_connections"],
+        idle_timeout=options["idle_timeout"],
+        bare_newline=options["bare_newline"],
+        sink=options["sink"],
+        check_sender_domain=options["check_sender_domain"],
+        resolver=options.get("resolver"),
+    )
+    root = Path(options["root"]) if options.get("root") else data_dir() / "serve"
+    return ServeConfig(
+        root=root.expanduser(),
+        listen=options["listen"],
+        ports=ports,
+        domains=tuple(options.get("domains") or ()),
+        users=users,
+        faults=tuple(options.get("faults") or ()),
+        scenarios=tuple(options.get("scenarios") or ()),
+        settings=settings,
+    )
+
+
+def run_serve(default_ports: dict[str, int], **options: Any) -> int:
+    config = _config(default_ports, options)
+    logging.basicConfig(
+        level=logging.INFO if options.get("verbose") else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Fired faults are always worth a line: they are why a client saw an error.
+    logging.getLogger("mailtalk.faults").setLevel(logging.INFO)
+    try:
+        servers = ReferenceServers(config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    return asyncio.run(_serve(servers, bool(options.get("as_json"))))
+
+
+async def _serve(servers: ReferenceServers, as_json: bool) -> int:
+    try:
+        listeners = await servers.start()
+    except ConfigError as error:
+        print(f"mailtalk: {error}", file=sys.stderr)
+        return int(ExitCode.CONNECT)
+    if as_json:
+        print(json.dumps(servers.describe()), flush=True)
+    else:
+        _print_summary(servers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await servers.stop()
+    if not as_json:
+        context = servers.context
+        print(
+            f"stopped: {context.messages_delivered} messages, "
+            f"{context.bytes_delivered} bytes accepted",
+            file=sys.stderr,
+        )
+    del listeners
+    return int(ExitCode.OK)
+
+
+def _print_summary(servers: ReferenceServers) -> None:
+    from mailtalk.servers.certs import trust_hint
+
+    context = servers.context
+    out = sys.stdout
+    out.write(f"mailtalk reference servers, root {servers.config.root}\n")
+    for listener in servers.listeners:
+        tls = {"starttls": "STARTTLS", "implicit": "implicit TLS", "none": "plain"}[listener.tls]
+        out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
+    domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
+    users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
+    out.write(f"  domains: {domains}\n  users: {users}\n")
+    if context.settings.sink:
+        out.write("  sink mode: every message is accepted and thrown away\n")
+    out.write(f"  {trust_hint(context.certificates)}\n")
+    out.write("Ctrl-C stops.\n")
+    out.flush()

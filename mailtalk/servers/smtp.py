@@ -1,0 +1,681 @@
+"""The reference SMTP server: one asyncio Protocol per connection around the SMTP core.
+
+The core (``mailtalk.protocols.smtp`` in the server role) parses commands and the
+DATA stream and formats replies; this module decides what to answer. Policy
+lives elsewhere: relay rules and users in ``policy``/``users``, wordings in the
+personality, injected faults in ``faults``, delivery in ``mailtalk.store``.
+
+Most commands are answered at once, in the same call that parsed them, which
+keeps pipelined sessions fast. What must wait (a delay fault, a DNS lookup, a
+password check, fsync before 250, the TLS handshake) pauses reading and
+resumes the loop when done, so replies always leave in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import itertools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Final
+
+from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role
+from mailtalk.protocols.smtp import (
+    AUTH_RESPONSE,
+    Command,
+    EndOfMessage,
+    MessageData,
+    Reply,
+    SMTPConnection,
+    SMTPState,
+)
+
+if TYPE_CHECKING:
+    from mailtalk.servers.context import ServerContext
+    from mailtalk.store import CRLFToLF
+
+log = logging.getLogger("mailtalk.smtp")
+
+# "FROM:<addr> PARAMS" and "TO:<addr> PARAMS"; RFC 5321 4.1.1.2/4.1.1.3. A space
+# after the colon is tolerated, as every real MTA does.
+_PATH = re.compile(r"^(FROM|TO):\s*<([^<>]*)>\s*(.*)$", re.IGNORECASE)
+_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+(?:\.[^\s@<>()\[\],;:\\\"]+)*@[A-Za-z0-9.\-\[\]:]+$")
+_queue_ids = itertools.count(1)
+
+LOGIN_USERNAME: Final = "VXNlcm5hbWU6"  # base64 "Username:"
+LOGIN_PASSWORD: Final = "UGFzc3dvcmQ6"  # base64 "Password:"
+
+
+def new_queue_id() -> str:
+    """A short id like Postfix's, for the 250 after DATA and the Received line."""
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFF:09X}{next(_queue_ids) & 0xFFF:03X}"
+
+
+@dataclass
+class Recipient:
+    address: str
+    user: str | None  # local user for Maildir delivery; None: relayed to the queue
+
+
+@dataclass
+class Transaction:
+    sender: str
+    recipients: list[Recipient] = field(default_factory=list)
+    body_8bit: bool = False
+    smtputf8: bool = False
+
+
+class SMTPServerProtocol(asyncio.Protocol):
+    """One SMTP connection. ``kind`` is the listener: smtp, submission or smtps."""
+
+    def __init__(self, context: ServerContext, kind: str) -> None:
+        self.context = context
+        self.kind = kind
+        self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps")
+        self.session_id = context.next_session_id()
+        self.faults = context.faults.session(self.session_id)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.helo = ""
+        self.user: str | None = None
+        self.transaction: Transaction | None = None
+        self._busy = False
+        self._closing = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._delivery: Any = None  # mailtalk.store Delivery, or None in sink mode
+        self._message_size = 0
+        self._message_too_big = False
+        self._message_line_too_long = False
+        self._queue_id = ""
+        self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
+        self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
+
+    # -- connection -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        if not self.context.connection_opened(self):
+            self._send_key("too_many_connections", client=self.client_ip)
+            self._close()
+            return
+        log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
+        self._reset_idle()
+        action = self._fault("connect")
+        if action is not None and action.kind == "delay":
+            self._defer(self._delayed_banner(action.seconds))
+            return
+        if action is not None:
+            return
+        self._send_key("banner")
+        self._process()
+
+    async def _delayed_banner(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._send_key("banner")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._abort_delivery()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self.context.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._reset_idle()
+        self.core.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self.core.receive_data(b"")
+        self._process()
+        return None
+
+    def _reset_idle(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle_handle = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self._closing:
+            return
+        log.info("session %s: idle timeout", self.session_id)
+        self._send_key("timeout", client=self.client_ip)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _process(self) -> None:
+        while not self._busy and not self._closing:
+            event = self.core.next_command()
+            if event is NEED_DATA:
+                return
+            if event is CONNECTION_CLOSED:
+                self._abort_delivery()
+                self._close()
+                return
+            if isinstance(event, MessageData):
+                self._on_message_data(event)
+            elif isinstance(event, EndOfMessage):
+                self._on_end_of_message(event)
+            elif isinstance(event, Command):
+                self._on_command(event)
+
+    def _defer(self, work: Awaitable[None]) -> None:
+        """Run ``work`` with reading paused; the loop resumes when it is done."""
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("session %s: internal error", self.session_id)
+                if not self._closing:
+                    self._reply(451, "4.3.0 Internal error; try again later")
+            finally:
+                self._busy = False
+                if self.transport is not None and not self._closing:
+                    self.transport.resume_reading()
+                    self._process()
+
+        self.context.spawn(run())
+
+    def _reply(self, code: int, *lines: str) -> None:
+        if self._closing or self.transport is None:
+            return
+        data = self.core.send(Reply(code, lines or ("",)))
+        self.transport.write(data)
+        if code == 421 or (code == 221 and self.core.state is SMTPState.CLOSED):
+            self._close()
+
+    def _send_key(self, key: str, **values: str) -> None:
+        code, text = self.context.reply(key, **values)
+        self._reply(code, text)
+
+    def _syntax_error(self, command: str, syntax: str, detail: str, argument: str) -> None:
+        self._send_key(
+            "syntax_error", command=command, syntax=syntax, detail=detail, argument=argument
+        )
+
+    def _fault(self, command: str, **fields: str) -> Any:
+        """Apply an injected fault for this command, if one fires; returns it (or None)."""
+        action = self.faults.on_command(
+            command,
+            client=self.client_ip,
+            helo=self.helo,
+            tls="yes" if self.core.tls else "no",
+            auth="yes" if self.user else "no",
+            user=self.user or "",
+            **fields,
+        )
+        if action is None:
+            return None
+        kind = action.kind
+        if kind == "disconnect":
+            log.info("session %s: fault: disconnect at %s", self.session_id, command)
+            self._abort_delivery()
+            if self.transport is not None:
+                self.transport.abort()
+            self._closing = True
+            return action
+        if kind == "delay":
+            # Answer normally, later: pause and let the handler run after the delay.
+            return None if action.seconds <= 0 else action
+        # Rules are checked for the protocol when parsed: an smtp rule has a code.
+        self._reply(action.code or 451, action.text)
+        return action
+
+    # -- commands ---------------------------------------------------------------
+
+    def _on_command(self, command: Command) -> None:
+        if command.verb == AUTH_RESPONSE:
+            self._on_auth_response(command.args)
+            return
+        if command.too_long:
+            self._send_key("line_too_long")
+            return
+        verb = command.verb
+        handler = _HANDLERS.get(verb)
+        if handler is None:
+            self._send_key("unknown_command", command=verb[:20])
+            return
+        fields = self._fault_fields(verb, command.args)
+        action = self._fault(verb.lower(), **fields)
+        if action is not None:
+            if action.kind == "delay":
+                self._defer(self._delayed(action.seconds, handler, command))
+            return
+        handler(self, command.args)
+
+    async def _delayed(
+        self, seconds: float, handler: Callable[[SMTPServerProtocol, str], None], command: Command
+    ) -> None:
+        await asyncio.sleep(seconds)
+        if not self._closing:
+            handler(self, command.args)
+
+    def _fault_fields(self, verb: str, args: str) -> dict[str, str]:
+        match = _PATH.match(args)
+        if verb == "MAIL" and match:
+            return {"from": match.group(2)}
+        if verb == "RCPT" and match:
+            return {"to": match.group(2)}
+        return {}
+
+    def _ehlo(self, args: str) -> None:
+        name = args.strip()
+        if not name:
+            self._syntax_error("EHLO", "EHLO hostname", "EHLO needs a host name", args)
+            return
+        self.helo = name
+        self._reset_transaction()
+        code, first = self.context.reply("ehlo_greeting", helo=name, client=self.client_ip)
+        self._reply(code, first, *self._extensions())
+
+    def _helo(self, args: str) -> None:
+        name = args.strip()
+        if not name:
+            self._syntax_error("HELO", "HELO hostname", "HELO needs a host name", args)
+            return
+        self.helo = name
+        self._reset_transaction()
+        self._send_key("helo", helo=name, client=self.client_ip)
+
+    def _extensions(self) -> list[str]:
+        settings = self.context.settings
+        lines = [f"SIZE {settings.max_size}", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES"]
+        if self.context.ssl_context is not None and not self.core.tls:
+            lines.append("STARTTLS")
+        if self._auth_allowed() and not self.user:
+            lines.append("AUTH PLAIN LOGIN")
+        lines += ["SMTPUTF8", "HELP"]
+        return lines
+
+    def _auth_allowed(self) -> bool:
+        """AUTH only over TLS, or from loopback (where nobody can listen in)."""
+        if self.core.tls:
+            return True
+        try:
+            return ipaddress.ip_address(self.client_ip).is_loopback
+        except ValueError:
+            return False
+
+    def _mail(self, args: str) -> None:
+        if not self.core.greeted and self.context.personality.requires_helo:
+            self._send_key("need_helo")
+            return
+        if self.transaction is not None:
+            code, text = self.context.reply("nested_mail")
+            if code >= 400:
+                self._reply(code, text)
+                return
+            self._reset_transaction()  # qmail: a second MAIL starts over
+
+        match = _PATH.match(args)
+        if match is None or match.group(1).upper() != "FROM":
+            self._syntax_error("MAIL", "MAIL FROM:<address>", "use MAIL FROM:<address>", args)
+            return
+        sender = match.group(2)
+        if sender and not _ADDRESS.match(sender):
+            self._send_key("bad_sender_syntax", sender=sender)
+            return
+        transaction = Transaction(sender)
+        for param in match.group(3).split():
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE":
+                if not value.isdigit():
+                    self._syntax_error(
+                        "MAIL", "MAIL FROM:<address> SIZE=n", "SIZE needs a number", args
+                    )
+                    return
+                if int(value) > self.context.settings.max_size:
+                    self._send_key("size_exceeded", max_size=str(self.context.settings.max_size))
+                    return
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                transaction.body_8bit = value.upper() == "8BITMIME"
+            elif key == "SMTPUTF8" and not value:
+                transaction.smtputf8 = True
+            else:
+                self._send_key("unknown_parameter", parameter=param)
+                return
+        if self.context.check_sender_domain and sender:
+            self._defer(self._check_sender_then_accept(transaction))
+            return
+        self._accept_sender(transaction)
+
+    async def _check_sender_then_accept(self, transaction: Transaction) -> None:
+        domain = transaction.sender.rpartition("@")[2]
+        verdict = await self.context.sender_domain_verdict(domain)
+        if self._closing:
+            return
+        if verdict == "ok":
+            self._accept_sender(transaction)
+        elif verdict == "tempfail":
+            self._send_key("sender_domain_tempfail", sender=transaction.sender)
+        else:
+            self._send_key("sender_domain", sender=transaction.sender)
+
+    def _accept_sender(self, transaction: Transaction) -> None:
+        self.transaction = transaction
+        log.info("session %s: MAIL FROM:<%s>", self.session_id, transaction.sender)
+        self._send_key("mail_ok", sender=transaction.sender)
+
+    def _rcpt(self, args: str) -> None:
+        if self.transaction is None:
+            self._send_key("need_mail")
+            return
+        match = _PATH.match(args)
+        if match is None or match.group(1).upper() != "TO" or not match.group(2):
+            self._syntax_error("RCPT", "RCPT TO:<address>", "use RCPT TO:<address>", args)
+            return
+        address = match.group(2)
+        if not _ADDRESS.match(address):
+            self._send_key("bad_recipient_syntax", rcpt=address)
+            return
+        if len(self.transaction.recipients) >= self.context.settings.max_recipients:
+            self._send_key("too_many_recipients")
+            return
+        decision = self.context.decide_rcpt(address, self.client_ip, self.user)
+        if decision.accepted:
+            self.transaction.recipients.append(Recipient(address, decision.user))
+            self._send_key("rcpt_ok", rcpt=address)
+        else:
+            log.info(
+                "session %s: RCPT TO:<%s> refused: %s", self.session_id, address, decision.reply_key
+            )
+            self._send_key(decision.reply_key, rcpt=address)
+
+    def _data(self, args: str) -> None:
+        if args.strip():
+            self._syntax_error("DATA", "DATA", "DATA takes no arguments", args)
+            return
+        if self.transaction is None:
+            self._send_key("need_mail")
+            return
+        if not self.transaction.recipients:
+            refused = self.faults.count("rcpt") > 0
+            self._send_key("no_valid_recipients" if refused else "need_rcpt")
+            return
+        self._queue_id = new_queue_id()
+        self._message_size = 0
+        self._message_too_big = False
+        self._message_line_too_long = False
+        from mailtalk.store import Envelope
+
+        envelope = Envelope(self.transaction.sender, (), self.client_ip, self.helo)
+        self._delivery, self._lf = self.context.begin_delivery(
+            self.transaction.recipients, self._trace_headers(), envelope
+        )
+        self._send_key("data_start")
+
+    def _trace_headers(self) -> bytes:
+        assert self.transaction is not None
+        protocol = "ESMTP" if self.core.esmtp else "SMTP"
+        if self.core.tls:
+            protocol += "S"
+        if self.user:
+            protocol += "A"
+        recipients = self.transaction.recipients
+        for_clause = f"\n\tfor <{recipients[0].address}>" if len(recipients) == 1 else ""
+        received = (
+            f"Received: from {self.helo or 'unknown'} ([{self.client_ip}])\n"
+            f"\tby {self.context.hostname} (mailtalk) with {protocol} id {self._queue_id}"
+            f"{for_clause};\n\t{formatdate(localtime=True)}\n"
+        )
+        return f"Return-Path: <{self.transaction.sender}>\n{received}".encode()
+
+    def _on_message_data(self, event: MessageData) -> None:
+        self._message_size += len(event.data)
+        if event.line_too_long:
+            self._message_line_too_long = True
+        if self._message_too_big:
+            return
+        if self._message_size > self.context.settings.max_size:
+            self._message_too_big = True
+            self._abort_delivery()
+            return
+        if self._delivery is not None and self._lf is not None:
+            self._delivery.write(self._lf.feed(event.data))
+
+    def _on_end_of_message(self, event: EndOfMessage) -> None:
+        transaction = self.transaction
+        self.transaction = None
+        self.faults.reset_transaction()
+        if transaction is None:  # cannot happen: DATA needs a transaction
+            self._reply(503, "5.5.1 No transaction")
+            return
+        if event.bare_newline and self.context.settings.bare_newline == "reject":
+            self._abort_delivery()
+            self._send_key("bare_newline")
+            self._close()
+            return
+        if self._message_too_big:
+            self._send_key("message_too_big", max_size=str(self.context.settings.max_size))
+            return
+        if self._message_line_too_long:
+            self._abort_delivery()
+            self._send_key("line_too_long")
+            return
+        action = self._fault("data-end")
+        if action is not None and action.kind != "delay":
+            self._abort_delivery()
+            return
+        delay = action.seconds if action is not None else 0.0
+        self._defer(self._commit(transaction, delay))
+
+    async def _commit(self, transaction: Transaction, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        delivery, converter = self._delivery, self._lf
+        self._delivery, self._lf = None, None
+        if delivery is not None and converter is not None:
+            delivery.write(converter.finish())
+            try:
+                # fsync can take a while: off the event loop, and before the 250.
+                await asyncio.get_running_loop().run_in_executor(None, delivery.commit)
+            except Exception as error:
+                from mailtalk.store import StoreFullError
+
+                delivery.abort()
+                if isinstance(error, StoreFullError):
+                    log.warning("session %s: store full: %s", self.session_id, error)
+                    self._send_key("storage_full")
+                    return
+                raise
+        log.info(
+            "session %s: delivered %s (%d bytes) from <%s> to %s",
+            self.session_id,
+            self._queue_id,
+            self._message_size,
+            transaction.sender,
+            ", ".join(f"<{r.address}>" for r in transaction.recipients),
+        )
+        self.context.message_delivered(self._message_size)
+        self._send_key("data_ok", queue_id=self._queue_id)
+
+    def _abort_delivery(self) -> None:
+        if self._delivery is not None:
+            self._delivery.abort()
+        self._delivery, self._lf = None, None
+
+    def _reset_transaction(self) -> None:
+        self._abort_delivery()
+        self.transaction = None
+        self.faults.reset_transaction()
+
+    def _rset(self, args: str) -> None:
+        self._reset_transaction()
+        self._send_key("rset")
+
+    def _noop(self, args: str) -> None:
+        self._send_key("noop")
+
+    def _quit(self, args: str) -> None:
+        self._reset_transaction()
+        self._send_key("quit")
+        self._close()
+
+    def _vrfy(self, args: str) -> None:
+        if not args.strip():
+            self._syntax_error("VRFY", "VRFY address", "VRFY needs an argument", args)
+            return
+        self._send_key("vrfy", argument=args.strip())
+
+    def _help(self, args: str) -> None:
+        self._send_key("help")
+
+    def _expn(self, args: str) -> None:
+        self._send_key("expn_disabled")
+
+    # -- STARTTLS -----------------------------------------------------------------
+
+    def _starttls(self, args: str) -> None:
+        if args.strip():
+            self._syntax_error("STARTTLS", "STARTTLS", "STARTTLS takes no arguments", args)
+            return
+        if self.context.ssl_context is None:
+            self._send_key("tls_not_available")
+            return
+        if self.core.tls:
+            self._reply(503, "5.5.1 TLS already active")
+            return
+        self._send_key("tls_ready")
+        self._defer(self._handshake())
+
+    async def _handshake(self) -> None:
+        assert self.transport is not None and self.context.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                self.context.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.context.settings.idle_timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as error:
+            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if transport is None:
+            self._close()
+            return
+        self.transport = transport
+        self.core.tls_started()
+        # RFC 3207 4.2: forget everything learnt before TLS.
+        self.helo = ""
+        self.user = None
+        self._reset_transaction()
+        log.info("session %s: TLS started", self.session_id)
+
+    # -- AUTH ---------------------------------------------------------------------
+
+    def _auth_command(self, args: str) -> None:
+        if not self._auth_allowed():
+            self._send_key("auth_needs_tls")
+            return
+        if self.user:
+            self._reply(503, "5.5.1 Already authenticated")
+            return
+        if self.transaction is not None:
+            self._reply(503, "5.5.1 AUTH not allowed during a mail transaction")
+            return
+        mechanism, _, initial = args.strip().partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            self._reply(504, "5.5.4 Unrecognized authentication type")
+            return
+        self._auth = (mechanism, [])
+        initial = initial.strip()
+        if mechanism == "PLAIN":
+            if initial and initial != "=":
+                self._auth_answer(initial)
+            else:
+                self._reply(334, "")
+        elif initial:
+            self._auth_answer(initial)
+        else:
+            self._reply(334, LOGIN_USERNAME)
+
+    def _on_auth_response(self, line: str) -> None:
+        if self._auth is None:
+            self._send_key("unknown_command", command="")
+            return
+        if line.strip() == "*":
+            self._auth = None
+            self._reply(501, "5.7.0 Authentication cancelled")
+            return
+        self._auth_answer(line.strip())
+
+    def _auth_answer(self, encoded: str) -> None:
+        assert self._auth is not None
+        mechanism, answers = self._auth
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            self._auth = None
+            self._reply(501, "5.5.2 Cannot decode the base64 answer")
+            return
+        answers.append(decoded)
+        if mechanism == "LOGIN" and len(answers) == 1:
+            self._reply(334, LOGIN_PASSWORD)
+            return
+        self._auth = None
+        if mechanism == "PLAIN":
+            parts = decoded.split("\0")
+            if len(parts) != 3:
+                self._reply(501, "5.5.2 Malformed PLAIN answer")
+                return
+            _, name, secret = parts
+        else:
+            name, secret = answers
+        self._defer(self._verify(name, secret))
+
+    async def _verify(self, name: str, secret: str) -> None:
+        ok = await self.context.verify_password(name, secret)
+        if self._closing:
+            return
+        if ok:
+            self.user = name
+            log.info("session %s: authenticated as %s", self.session_id, name)
+            self._send_key("auth_ok")
+        else:
+            log.info("session %s: authentication failed for %s", self.session_id, name)
+            self._send_key("auth_failed")
+
+
+_HANDLERS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
+    "EHLO": SMTPServerProtocol._ehlo,
+    "HELO": SMTPServerProtocol._helo,
+    "MAIL": SMTPServerProtocol._mail,
+    "RCPT": SMTPServerProtocol._rcpt,
+    "DATA": SMTPServerProtocol._data,
+    "RSET": SMTPServerProtocol._rset,
+    "NOOP": SMTPServerProtocol._noop,
+    "QUIT": SMTPServerProtocol._quit,
+    "VRFY": SMTPServerProtocol._vrfy,
+    "EXPN": SMTPServerProtocol._expn,
+    "HELP": SMTPServerProtocol._help,
+    "STARTTLS": SMTPServerProtocol._starttls,
+    "AUTH": SMTPServerProtocol._auth_command,
+}
