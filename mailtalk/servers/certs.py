@@ -106,7 +106,7 @@ def trust_hint(
 ) -> str:
     """One line telling a user how to make mailtalk trust the local CA."""
     cafile = shlex.quote(str(paths.ca_cert))
-    return f"to trust it: mailtalk connect --cafile {cafile} {scheme}://{host}:{port}"
+    return f"TLS: to trust the local CA, mailtalk connect --cafile {cafile} {scheme}://{host}:{port}"
 
 
 # --- checking what is there ------------------------------------------------------------

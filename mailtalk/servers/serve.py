@@ -111,6 +111,12 @@ def _print_summary(servers: ReferenceServers) -> None:
     out.write(f"  domains: {domains}\n  users: {users}\n")
     if context.settings.sink:
         out.write("  sink mode: every message is accepted and thrown away\n")
-    out.write(f"  {trust_hint(context.certificates)}\n")
+    implicit = [x for x in servers.listeners if x.tls == "implicit"]
+    if implicit:
+        hint = trust_hint(context.certificates, port=str(implicit[0].port), scheme="smtps")
+    else:
+        starttls = servers.listeners[0]
+        hint = trust_hint(context.certificates, port=str(starttls.port), scheme="smtp")
+    out.write(f"  {hint}\n")
     out.write("Ctrl-C stops.\n")
     out.flush()

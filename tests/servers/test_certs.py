@@ -248,7 +248,7 @@ def test_bad_names(tmp_path: Path) -> None:
 def test_trust_hint(tmp_path: Path) -> None:
     paths = ensure_certificates(tmp_path)
     assert trust_hint(paths) == (
-        f"to trust it: mailtalk connect --cafile {tmp_path}/tls/ca.pem smtps://localhost:PORT"
+        f"TLS: to trust the local CA, mailtalk connect --cafile {tmp_path}/tls/ca.pem smtps://localhost:PORT"
     )
     assert trust_hint(paths, 4650, scheme="imaps").endswith(" imaps://localhost:4650")
     spaced = CertPaths(Path("/a b/ca.pem"), Path("/a b/s.pem"), Path("/a b/s.key"))
