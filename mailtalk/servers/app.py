@@ -8,6 +8,7 @@ foreground.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -20,14 +21,36 @@ from mailtalk.servers.context import ServerContext, ServerSettings
 
 log = logging.getLogger("mailtalk.serve")
 
-ListenerProtocol = Literal["smtp", "submission", "smtps"]
+ListenerProtocol = Literal["smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps"]
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {
     "smtp": "starttls",
     "submission": "starttls",
     "smtps": "implicit",
+    "pop3": "starttls",
+    "pop3s": "implicit",
+    "imap": "starttls",
+    "imaps": "implicit",
 }
+
+# The module and class serving each listener, imported only when it is used.
+LISTENER_SESSION: Final[dict[str, tuple[str, str]]] = {
+    "smtp": ("mailtalk.servers.smtp", "SMTPServerProtocol"),
+    "submission": ("mailtalk.servers.smtp", "SMTPServerProtocol"),
+    "smtps": ("mailtalk.servers.smtp", "SMTPServerProtocol"),
+    "pop3": ("mailtalk.servers.pop3", "POP3ServerProtocol"),
+    "pop3s": ("mailtalk.servers.pop3", "POP3ServerProtocol"),
+    "imap": ("mailtalk.servers.imap", "IMAPServerProtocol"),
+    "imaps": ("mailtalk.servers.imap", "IMAPServerProtocol"),
+}
+
+
+def session_class(protocol: str) -> Any:
+    import importlib
+
+    module_name, class_name = LISTENER_SESSION[protocol]
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 @dataclass(frozen=True)
@@ -155,8 +178,6 @@ class ReferenceServers:
         self._servers: list[asyncio.base_events.Server] = []
 
     async def start(self) -> list[ListenerInfo]:
-        from mailtalk.servers.smtp import SMTPServerProtocol
-
         loop = asyncio.get_running_loop()
         host = self.config.listen
         for protocol, port in self.config.ports.items():
@@ -165,8 +186,7 @@ class ReferenceServers:
                 self.context.ssl_context if tls == "implicit" else None
             )
 
-            def factory(kind: str = protocol) -> SMTPServerProtocol:
-                return SMTPServerProtocol(self.context, kind)
+            factory = functools.partial(session_class(protocol), self.context, protocol)
 
             try:
                 server = await loop.create_server(
