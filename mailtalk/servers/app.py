@@ -221,6 +221,6 @@ class ReferenceServers:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "root": str(self.config.root),
+            "root": str(self.config.root.resolve()),
             "listeners": [listener.as_json() for listener in self.listeners],
         }

@@ -70,6 +70,7 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self._session_ids = itertools.count(1)
+        self._queue_sequence = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.store = StoreLayout(self.root)
 
@@ -83,6 +84,10 @@ class ServerContext:
 
     def next_session_id(self) -> int:
         return next(self._session_ids)
+
+    def new_queue_id(self) -> str:
+        """A queue id in the personality's style, for the 250 after DATA and Received."""
+        return self.personality.queue_id(next(self._queue_sequence))
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a session's deferred work; keep a reference so it is not collected."""

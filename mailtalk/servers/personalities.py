@@ -194,7 +194,7 @@ class Personality:
         if self.queue_id_style == "exim":  # 1rAbCd-000Xyz-12
             frac = int((when - seconds) * 1000) % 3844
             return f"{_base62(seconds, 6)}-{_base62(sequence, 6)}-{_base62(frac, 2)}"
-        return f"{seconds:08X}.{sequence:04d}"  # mailtalk
+        return f"{seconds:08X}{sequence & 0xFFFF:04X}"  # mailtalk
 
 
 def _base62(value: int, width: int) -> str:

@@ -76,14 +76,15 @@ async def _serve(servers: ReferenceServers, as_json: bool) -> int:
     except ConfigError as error:
         print(f"mailtalk: {error}", file=sys.stderr)
         return int(ExitCode.CONNECT)
-    if as_json:
-        print(json.dumps(servers.describe()), flush=True)
-    else:
-        _print_summary(servers)
+    # Handlers first: whoever reads the line below may signal us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if as_json:
+        print(json.dumps(servers.describe()), flush=True)
+    else:
+        _print_summary(servers)
     await stop.wait()
     await servers.stop()
     if not as_json:
@@ -97,9 +98,27 @@ async def _serve(servers: ReferenceServers, as_json: bool) -> int:
     return int(ExitCode.OK)
 
 
-def _print_summary(servers: ReferenceServers) -> None:
-    from mailtalk.servers.certs import trust_hint
+def _trust_hint(servers: ReferenceServers) -> str:
+    """How to connect with the local CA trusted, over TLS, to a listener we really have."""
+    import shlex
 
+    cafile = shlex.quote(str(servers.context.certificates.ca_cert))
+    by_protocol = {listener.protocol: listener for listener in servers.listeners}
+    for protocol, scheme, extra in (
+        ("smtps", "smtps", ""),
+        ("submission", "submission", ""),
+        ("smtp", "smtp", " --starttls"),
+    ):
+        listener = by_protocol.get(protocol)
+        if listener is not None:
+            return (
+                f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
+                f"{scheme}://localhost:{listener.port}"
+            )
+    return f"TLS: the local CA is {cafile}"
+
+
+def _print_summary(servers: ReferenceServers) -> None:
     context = servers.context
     out = sys.stdout
     out.write(f"mailtalk reference servers, root {servers.config.root}\n")
@@ -111,12 +130,6 @@ def _print_summary(servers: ReferenceServers) -> None:
     out.write(f"  domains: {domains}\n  users: {users}\n")
     if context.settings.sink:
         out.write("  sink mode: every message is accepted and thrown away\n")
-    implicit = [x for x in servers.listeners if x.tls == "implicit"]
-    if implicit:
-        hint = trust_hint(context.certificates, port=str(implicit[0].port), scheme="smtps")
-    else:
-        starttls = servers.listeners[0]
-        hint = trust_hint(context.certificates, port=str(starttls.port), scheme="smtp")
-    out.write(f"  {hint}\n")
+    out.write(f"  {_trust_hint(servers)}\n")
     out.write("Ctrl-C stops.\n")
     out.flush()

@@ -525,12 +525,6 @@ def test_smtplib_smtputf8_and_8bitmime(servers: Any) -> None:
     assert "Subject: Grüße ✓".encode() in raw.split(b"\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the server advertises SMTPUTF8 but MAIL FROM with a U-label domain "
-    "(jürgen@exämple.org, SMTPUTF8 BODY=8BITMIME) gets '501 5.1.7 Bad sender address syntax': "
-    "smtp.py _ADDRESS only allows ASCII letters in the domain (RFC 6531 3.3 allows U-labels)",
-)
 def test_smtplib_smtputf8_utf8_domain(servers: Any) -> None:
     with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=TIMEOUT) as smtp:
         smtp.ehlo()
@@ -923,13 +917,6 @@ def test_serve_stops_on_signal_with_exit_zero(tmp_path: Path, signum: int) -> No
     assert "interrupted" not in server.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mailtalk serve prints its --json line (and the startup text) before it "
-    "installs its SIGINT/SIGTERM handlers (servers/serve.py _serve), so a supervisor that "
-    "stops the server as soon as it has announced itself sees it killed by SIGTERM "
-    "(returncode -15) or 'mailtalk: interrupted' exit 130 on SIGINT, instead of exit 0",
-)
 def test_serve_signal_right_after_the_json_line_exits_zero(tmp_path: Path) -> None:
     command = [*mailtalk_command(), "serve", "--root", str(tmp_path / "root"), "--smtp", "0"]
     outcomes = []
@@ -1003,22 +990,10 @@ def _hinted_command(summary: str) -> list[str]:
         pytest.param(
             ["--smtp", "0"],
             id="smtp-only",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: with no SMTPS listener the startup trust hint is "
-                "'mailtalk connect --cafile ROOT/tls/ca.pem smtp://localhost:PORT' without "
-                "--starttls: that command connects in clear text and never uses the CA",
-            ),
         ),
         pytest.param(
             ["--submission", "0"],
             id="submission-only",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: with only a submission listener the trust hint says "
-                "smtp://localhost:SUBMISSION_PORT (not submission://, no --starttls): "
-                "the hinted command talks to the submission port in clear text",
-            ),
         ),
     ],
 )
@@ -1159,13 +1134,6 @@ def test_serve_personality_postfix_smtplib(tmp_path: Path) -> None:
         assert sock.recv(1024) == b"220 localhost ESMTP Postfix\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the EHLO reply ignores the personality's extensions list "
-    "(personalities.toml 'extensions', smtp.py _extensions): --personality qmail "
-    "advertises mailtalk's SIZE/8BITMIME/PIPELINING/ENHANCEDSTATUSCODES/STARTTLS/AUTH PLAIN "
-    "LOGIN/SMTPUTF8/HELP instead of qmail's STARTTLS, PIPELINING, 8BITMIME, AUTH LOGIN PLAIN, SIZE",
-)
 def test_serve_personality_qmail_ehlo_extensions(tmp_path: Path) -> None:
     with (
         serve(tmp_path, "--smtp", "0", "--personality", "qmail") as server,
@@ -1177,12 +1145,6 @@ def test_serve_personality_qmail_ehlo_extensions(tmp_path: Path) -> None:
     assert keywords == ["STARTTLS", "PIPELINING", "8BITMIME", "AUTH LOGIN PLAIN", "SIZE 52428800"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 250 after DATA ignores the personality's queue_id_style "
-    "(smtp.py uses new_queue_id(), not Personality.queue_id): --personality qmail answers "
-    "'250 ok 21FA...' instead of qmail's '250 ok TIME qp PID'",
-)
 def test_serve_personality_qmail_queue_id(tmp_path: Path) -> None:
     with (
         serve(tmp_path, "--smtp", "0", *serve_user_args(), "--personality", "qmail") as server,
