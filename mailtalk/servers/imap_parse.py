@@ -1,0 +1,1076 @@
+"""IMAP command arguments (RFC 3501 9 / RFC 9051 9): text in, typed values out, no I/O.
+
+The IMAP core (``mailtalk.protocols.imap``) hands the server a ``Command`` whose
+``args`` is the text after the verb with each literal left as its marker
+(``{5}``, ``{5+}`` or ``~{5}``) and whose ``literals`` are the literal bytes in
+order. Everything here takes that pair: :func:`tokenize` turns it into atoms,
+strings and parenthesised lists, and the command parsers build on it
+(:func:`parse_fetch`, :func:`parse_store`, :func:`parse_search`,
+:func:`parse_append`, :func:`parse_list`...). Bad syntax raises
+:class:`IMAPSyntaxError`, whose message is one line fit for a ``BAD`` response.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Final, Literal, TypeAlias
+
+__all__ = [
+    "FETCH_MACROS",
+    "MONTHS",
+    "AllKey",
+    "AndKey",
+    "AppendRequest",
+    "Atom",
+    "BodyKey",
+    "DateKey",
+    "FetchItem",
+    "FetchRequest",
+    "FlagKey",
+    "HeaderKey",
+    "IMAPSyntaxError",
+    "NotKey",
+    "OrKey",
+    "RecentKey",
+    "SearchCharsetError",
+    "SearchKey",
+    "SearchQuery",
+    "Section",
+    "SequenceKey",
+    "SequenceSet",
+    "SizeKey",
+    "StoreRequest",
+    "String",
+    "Value",
+    "decode_mailbox_name",
+    "encode_mailbox_name",
+    "list_pattern_matches",
+    "list_pattern_regex",
+    "normalize_flag",
+    "parse_append",
+    "parse_astrings",
+    "parse_date",
+    "parse_datetime",
+    "parse_fetch",
+    "parse_fetch_items",
+    "parse_list",
+    "parse_mailbox",
+    "parse_search",
+    "parse_sequence_set",
+    "parse_status",
+    "parse_store",
+    "tokenize",
+]
+
+
+class IMAPSyntaxError(ValueError):
+    """The arguments are malformed: answer ``BAD`` with ``str(error)``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", " ").replace("\n", " "))
+
+
+class SearchCharsetError(Exception):
+    """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
+
+    code: Final = "BADCHARSET (UTF-8 US-ASCII)"
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(f"charset {charset} is not supported")
+        self.charset = charset
+
+
+# -- tokens ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Atom:
+    """An atom as sent (``NIL``, ``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[TEXT]<0.10>``)."""
+
+    value: str
+
+    @property
+    def is_nil(self) -> bool:
+        return self.value.upper() == "NIL"
+
+
+@dataclass(frozen=True, slots=True)
+class String:
+    """A quoted string (escapes resolved) or a literal; ``value`` is its bytes."""
+
+    value: bytes
+    literal: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.value.decode("utf-8", errors="replace")
+
+
+Value: TypeAlias = "Atom | String | list[Value]"
+
+# Characters that end an atom (RFC 3501 9 atom-specials, minus the list wildcards,
+# "\" and "]" which flags, patterns and sections need; CTLs are refused outright).
+_ATOM_END: Final = frozenset(' (){"')
+_LITERAL: Final = re.compile(r"(~?)\{(\d{1,19})(\+?)\}")
+_MAX_DEPTH: Final = 64
+
+
+class _Reader:
+    """A cursor over command text plus its literals."""
+
+    def __init__(self, text: str, literals: Sequence[bytes]) -> None:
+        self.text = text
+        self.pos = 0
+        self.literals = literals
+        self.literal_index = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def skip_spaces(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] == " ":
+            self.pos += 1
+
+    def value(self, depth: int = 0) -> Value:
+        char = self.peek()
+        if not char:
+            raise IMAPSyntaxError("missing argument")
+        if char == "(":
+            if depth >= _MAX_DEPTH:
+                raise IMAPSyntaxError("parentheses nested too deeply")
+            self.pos += 1
+            items: list[Value] = []
+            while True:
+                self.skip_spaces()
+                if self.at_end():
+                    raise IMAPSyntaxError("missing )")
+                if self.peek() == ")":
+                    self.pos += 1
+                    return items
+                items.append(self.value(depth + 1))
+        if char == ")":
+            raise IMAPSyntaxError("unexpected )")
+        if char == '"':
+            return self.quoted()
+        if char in "{~":
+            match = _LITERAL.match(self.text, self.pos)
+            if match is not None:
+                return self.literal(match)
+            if char == "{":
+                raise IMAPSyntaxError("malformed literal")
+        return self.atom()
+
+    def quoted(self) -> String:
+        text = self.text
+        pos = self.pos + 1
+        out: list[str] = []
+        while True:
+            if pos >= len(text):
+                raise IMAPSyntaxError("unterminated quoted string")
+            char = text[pos]
+            if char == '"':
+                break
+            if char == "\\":
+                nxt = text[pos + 1 : pos + 2]
+                if nxt not in ('"', "\\"):
+                    raise IMAPSyntaxError('only \\" and \\\\ may be escaped in a quoted string')
+                out.append(nxt)
+                pos += 2
+                continue
+            if char in "\r\n\x00":
+                raise IMAPSyntaxError("CR, LF or NUL in a quoted string")
+            out.append(char)
+            pos += 1
+        self.pos = pos + 1
+        return String("".join(out).encode("utf-8", errors="surrogateescape"))
+
+    def literal(self, match: re.Match[str]) -> String:
+        size = int(match.group(2))
+        if self.literal_index >= len(self.literals):
+            raise IMAPSyntaxError("a literal marker without its literal")
+        data = self.literals[self.literal_index]
+        if len(data) != size:
+            raise IMAPSyntaxError(f"literal of {size} octets arrived as {len(data)}")
+        self.literal_index += 1
+        self.pos = match.end()
+        return String(data, literal=True)
+
+    def atom(self) -> Atom:
+        text = self.text
+        start = pos = self.pos
+        depth = 0
+        while pos < len(text):
+            char = text[pos]
+            if ord(char) < 0x20 or char == "\x7f":
+                raise IMAPSyntaxError(f"control character {ord(char):#04x} in the arguments")
+            if depth:
+                if char == "[":
+                    depth += 1
+                elif char == "]":
+                    depth -= 1
+                elif char == '"':
+                    end = _quoted_end(text, pos)
+                    if end < 0:
+                        raise IMAPSyntaxError("unterminated quoted string")
+                    pos = end
+                elif char == "{" and _LITERAL.match(text, pos):
+                    raise IMAPSyntaxError("a literal inside [] is not supported")
+                pos += 1
+                continue
+            if char in _ATOM_END:
+                break
+            if char == "[":
+                depth = 1
+            elif char == "]":
+                raise IMAPSyntaxError("unbalanced ]")
+            pos += 1
+        if depth:
+            raise IMAPSyntaxError("missing ]")
+        if pos == start:
+            raise IMAPSyntaxError(f"unexpected {text[pos]!r}")
+        self.pos = pos
+        return Atom(text[start:pos])
+
+    def next_value(self) -> Value:
+        """A value after the separating space (or at the start)."""
+        if self.pos > 0:
+            if self.peek() != " ":
+                if self.at_end():
+                    raise IMAPSyntaxError("missing argument")
+                raise IMAPSyntaxError(f"expected a space before {self.text[self.pos:][:20]!r}")
+            self.pos += 1
+        return self.value()
+
+    def values(self) -> list[Value]:
+        out: list[Value] = []
+        while not self.at_end():
+            out.append(self.next_value())
+        return out
+
+    def end(self) -> None:
+        if not self.at_end():
+            raise IMAPSyntaxError(f"unexpected extra arguments: {self.text[self.pos:][:40]!r}")
+        if self.literal_index != len(self.literals):
+            raise IMAPSyntaxError("a literal without its marker")
+
+
+def _quoted_end(text: str, pos: int) -> int:
+    """Index of the quote closing the quoted string that opens at ``pos`` (-1: none)."""
+    pos += 1
+    while pos < len(text):
+        if text[pos] == "\\":
+            pos += 2
+            continue
+        if text[pos] == '"':
+            return pos
+        pos += 1
+    return -1
+
+
+def tokenize(args: str, literals: Sequence[bytes] = ()) -> list[Value]:
+    """All arguments: atoms, strings (quoted or literal) and nested lists.
+
+    Arguments are separated by exactly one space (RFC 3501 9); NIL stays an
+    :class:`Atom` (``is_nil``), as only the grammar of the argument says whether
+    it means nothing or the mailbox called NIL.
+    """
+    reader = _Reader(args, literals)
+    out = reader.values()
+    reader.end()
+    return out
+
+
+# -- simple argument kinds -----------------------------------------------------
+
+
+def _astring(value: Value, what: str) -> str:
+    if isinstance(value, String):
+        return value.text
+    if isinstance(value, Atom):
+        if "[" in value.value and not value.value.endswith("]"):
+            raise IMAPSyntaxError(f"{what} is not a valid atom")
+        return value.value
+    raise IMAPSyntaxError(f"{what} must be a string, not a list")
+
+
+def _astring_bytes(value: Value, what: str) -> bytes:
+    if isinstance(value, String):
+        return value.value
+    return _astring(value, what).encode("utf-8")
+
+
+def _number(value: Value, what: str, *, nonzero: bool = False) -> int:
+    if not isinstance(value, Atom) or not value.value.isascii() or not value.value.isdigit():
+        raise IMAPSyntaxError(f"{what} must be a number")
+    number = int(value.value)
+    if number > 0xFFFFFFFF:
+        raise IMAPSyntaxError(f"{what} is too large")
+    if nonzero and number == 0:
+        raise IMAPSyntaxError(f"{what} must not be 0")
+    return number
+
+
+def parse_astrings(args: str, literals: Sequence[bytes], count: int) -> list[str]:
+    """Exactly ``count`` astrings (LOGIN user password, RENAME old new...)."""
+    values = tokenize(args, literals)
+    if len(values) != count:
+        raise IMAPSyntaxError(f"expected {count} argument{'s' if count != 1 else ''}, "
+                              f"got {len(values)}")
+    return [_astring(value, "argument") for value in values]
+
+
+# -- mailbox names (RFC 3501 5.1) ----------------------------------------------------
+
+
+def _b64_utf16(chunk: str) -> str:
+    data = chunk.encode("utf-16-be")
+    return base64.b64encode(data).decode("ascii").rstrip("=").replace("/", ",")
+
+
+def encode_mailbox_name(name: str) -> str:
+    """A mailbox name in modified UTF-7 (RFC 3501 5.1.3): ``"Entwürfe"`` -> ``"Entw&APw-rfe"``."""
+    out: list[str] = []
+    pending: list[str] = []
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            if pending:
+                out.append("&" + _b64_utf16("".join(pending)) + "-")
+                pending = []
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    if pending:
+        out.append("&" + _b64_utf16("".join(pending)) + "-")
+    return "".join(out)
+
+
+_MUTF7_RUN: Final = re.compile(r"&([^-]*)-")
+
+
+def decode_mailbox_name(name: str) -> str:
+    """A modified UTF-7 mailbox name decoded; malformed names raise IMAPSyntaxError."""
+    if "&" not in name:
+        if not name.isascii():
+            raise IMAPSyntaxError("8-bit characters in a modified UTF-7 mailbox name")
+        return name
+    out: list[str] = []
+    pos = 0
+    while True:
+        amp = name.find("&", pos)
+        if amp < 0:
+            out.append(name[pos:])
+            break
+        out.append(name[pos:amp])
+        match = _MUTF7_RUN.match(name, amp)
+        if match is None:
+            raise IMAPSyntaxError("unterminated & run in a mailbox name")
+        run = match.group(1)
+        if not run:
+            out.append("&")
+        else:
+            if not re.fullmatch(r"[A-Za-z0-9+,]+", run) or len(run) % 4 == 1:
+                raise IMAPSyntaxError("bad modified base64 in a mailbox name")
+            padded = run.replace(",", "/") + "=" * (-len(run) % 4)
+            try:
+                raw = base64.b64decode(padded, validate=True)
+                decoded = raw.decode("utf-16-be")
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise IMAPSyntaxError("bad modified UTF-7 in a mailbox name") from exc
+            if any(0x20 <= ord(c) <= 0x7E for c in decoded):
+                raise IMAPSyntaxError("printable ASCII encoded in a mailbox name")
+            out.append(decoded)
+        pos = match.end()
+    result = "".join(out)
+    if not all(ord(c) >= 0x20 for c in result):
+        raise IMAPSyntaxError("control character in a mailbox name")
+    return result
+
+
+def parse_mailbox(value: Value, *, utf8: bool = False) -> str:
+    """A mailbox argument as the name to use: ``INBOX`` in any case is ``"INBOX"``.
+
+    Without ``utf8`` (RFC 6855 UTF8=ACCEPT) the name is decoded from modified
+    UTF-7; with it the name is taken as sent.
+    """
+    name = _astring(value, "the mailbox name")
+    if name.upper() == "INBOX":
+        return "INBOX"
+    return name if utf8 else decode_mailbox_name(name)
+
+
+def parse_list(args: str, literals: Sequence[bytes]) -> tuple[str, str]:
+    """LIST/LSUB arguments as (reference, pattern), both as sent (still modified UTF-7)."""
+    values = tokenize(args, literals)
+    if len(values) != 2:
+        raise IMAPSyntaxError("LIST takes a reference and a mailbox pattern")
+    return _astring(values[0], "the reference"), _astring(values[1], "the mailbox pattern")
+
+
+def list_pattern_regex(pattern: str, delimiter: str | None = "/") -> re.Pattern[str]:
+    """A LIST pattern compiled: ``*`` matches anything, ``%`` anything but the delimiter."""
+    parts: list[str] = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append(f"[^{re.escape(delimiter)}]*" if delimiter else ".*")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def list_pattern_matches(
+    reference: str, pattern: str, name: str, delimiter: str | None = "/"
+) -> bool:
+    """Whether mailbox ``name`` is listed for LIST ``reference`` ``pattern``.
+
+    The reference is prefixed to the pattern (RFC 3501 6.3.8); an INBOX prefix
+    matches in any case.
+    """
+    full = reference + pattern
+    if full.upper().startswith("INBOX") and (
+        len(full) == 5 or full[5:6] in ("*", "%") or (delimiter and full[5:6] == delimiter)
+    ):
+        full = "INBOX" + full[5:]
+    return list_pattern_regex(full, delimiter).fullmatch(name) is not None
+
+
+# -- dates ------------------------------------------------------------------------
+
+MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBER: Final = {name.upper(): number for number, name in enumerate(MONTHS, start=1)}
+_DATE: Final = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_DATE_TIME: Final = re.compile(
+    r"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})"
+)
+
+
+def _make_date(day: str, month: str, year: str, text: str) -> date:
+    number = _MONTH_NUMBER.get(month.upper())
+    if number is None:
+        raise IMAPSyntaxError(f"{text!r} has no valid month")
+    try:
+        return date(int(year), number, int(day))
+    except ValueError as exc:
+        raise IMAPSyntaxError(f"{text!r} is not a valid date") from exc
+
+
+def parse_date(value: Value | str) -> date:
+    """A SEARCH date (``1-Feb-1994``, quoted or not)."""
+    text = value if isinstance(value, str) else _astring(value, "the date")
+    match = _DATE.fullmatch(text)
+    if match is None:
+        raise IMAPSyntaxError(f"{text!r} is not a date like 1-Feb-1994")
+    return _make_date(match.group(1), match.group(2), match.group(3), text)
+
+
+def parse_datetime(value: Value | str) -> datetime:
+    """An APPEND date-time (``"17-Jul-1996 02:44:25 -0700"``) with its time zone."""
+    text = value if isinstance(value, str) else _astring(value, "the date-time")
+    match = _DATE_TIME.fullmatch(text)
+    if match is None:
+        raise IMAPSyntaxError(f"{text!r} is not a date-time like \"17-Jul-1996 02:44:25 -0700\"")
+    day, month, year, hh, mm, ss, sign, zh, zm = match.groups()
+    day_date = _make_date(day.strip(), month, year, text)
+    if int(zm) >= 60 or int(hh) > 23 or int(mm) > 59 or int(ss) > 60:
+        raise IMAPSyntaxError(f"{text!r} is not a valid time")
+    offset = timedelta(hours=int(zh), minutes=int(zm))
+    zone = timezone(-offset if sign == "-" else offset)
+    return datetime(day_date.year, day_date.month, day_date.day, int(hh), int(mm),
+                    min(int(ss), 59), tzinfo=zone)
+
+
+# -- sequence sets ----------------------------------------------------------------
+
+_SEQ_NUMBER: Final = re.compile(r"[1-9]\d{0,9}|\*")
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSet:
+    """A sequence set; ``None`` in a range stands for ``*`` (the largest number in use).
+
+    The same set is read as message numbers (``numbers``) or UIDs (``select_uids``).
+    Ranges keep the order they were written in (``5:3`` is ``3:5``).
+    """
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+
+    def resolved(self, largest: int) -> list[tuple[int, int]]:
+        """The ranges with ``*`` replaced by ``largest``, each low to high, merged."""
+        spans = []
+        for low, high in self.ranges:
+            a = largest if low is None else low
+            b = largest if high is None else high
+            spans.append((a, b) if a <= b else (b, a))
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1] + 1:
+                if b > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        return merged
+
+    def contains(self, number: int, largest: int) -> bool:
+        for low, high in self.ranges:
+            a = largest if low is None else low
+            b = largest if high is None else high
+            if a > b:
+                a, b = b, a
+            if a <= number <= b:
+                return True
+        return False
+
+    def numbers(self, largest: int) -> list[int]:
+        """Message numbers 1..largest in the set, ascending (numbers beyond are dropped)."""
+        if largest <= 0:
+            return []
+        out: list[int] = []
+        for a, b in self.resolved(largest):
+            if a > largest:
+                break
+            out.extend(range(max(a, 1), min(b, largest) + 1))
+        return out
+
+    def max_number(self) -> int | None:
+        """The largest explicit number (to check message numbers against EXISTS)."""
+        explicit = [n for pair in self.ranges for n in pair if n is not None]
+        return max(explicit) if explicit else None
+
+    def select_uids(self, uids: Sequence[int]) -> list[int]:
+        """The UIDs of ``uids`` (ascending, as in a mailbox) that the set names.
+
+        ``*`` is the largest UID in use, so ``559:*`` always includes the last
+        message (RFC 9051 6.4.9); an empty mailbox matches nothing.
+        """
+        if not uids:
+            return []
+        out: list[int] = []
+        for a, b in self.resolved(uids[-1]):
+            out.extend(uids[bisect_left(uids, a) : bisect_right(uids, b)])
+        return out
+
+    def __str__(self) -> str:
+        def one(n: int | None) -> str:
+            return "*" if n is None else str(n)
+
+        return ",".join(one(a) if a == b else f"{one(a)}:{one(b)}" for a, b in self.ranges)
+
+
+def parse_sequence_set(value: Value | str) -> SequenceSet:
+    """``1:*``, ``2,4:6,10:*``, ``*``, ``5:3`` as a :class:`SequenceSet`."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Atom):
+        text = value.value
+    else:
+        raise IMAPSyntaxError("expected a sequence set")
+    if not text:
+        raise IMAPSyntaxError("empty sequence set")
+    ranges: list[tuple[int | None, int | None]] = []
+    for item in text.split(","):
+        low_text, colon, high_text = item.partition(":")
+        if not _SEQ_NUMBER.fullmatch(low_text) or (
+            colon and not _SEQ_NUMBER.fullmatch(high_text)
+        ):
+            raise IMAPSyntaxError(f"{text[:40]!r} is not a valid sequence set")
+        low = None if low_text == "*" else int(low_text)
+        high = low if not colon else (None if high_text == "*" else int(high_text))
+        for number in (low, high):
+            if number is not None and number > 0xFFFFFFFF:
+                raise IMAPSyntaxError(f"{number} is too large for a sequence set")
+        ranges.append((low, high))
+    return SequenceSet(tuple(ranges))
+
+
+# -- flags -----------------------------------------------------------------------
+
+_SYSTEM_FLAGS: Final = {
+    flag.upper(): flag
+    for flag in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")
+}
+_FLAG: Final = re.compile(r"\\?[^\s(){%*\"\\\]\x00-\x1f\x7f]+")
+
+
+def normalize_flag(text: str) -> str:
+    """A flag as stored: system flags in their canonical case, keywords as sent."""
+    if not _FLAG.fullmatch(text) or not text.isascii():
+        raise IMAPSyntaxError(f"{text[:40]!r} is not a valid flag")
+    return _SYSTEM_FLAGS.get(text.upper(), text)
+
+
+def _flags(values: Sequence[Value], *, storing: bool) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in values:
+        if not isinstance(value, Atom):
+            raise IMAPSyntaxError("a flag must be an atom such as \\Seen")
+        flag = normalize_flag(value.value)
+        if storing and flag == "\\Recent":
+            raise IMAPSyntaxError("\\Recent cannot be stored")
+        if flag not in out:
+            out.append(flag)
+    return tuple(out)
+
+
+# -- STORE -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """``STORE 2:4 +FLAGS.SILENT (\\Deleted)``: mode is ``"set"``, ``"add"`` or ``"remove"``."""
+
+    sequence_set: SequenceSet
+    mode: Literal["set", "add", "remove"]
+    silent: bool
+    flags: tuple[str, ...]
+
+
+_STORE_MODES: Final[dict[str, Literal["set", "add", "remove"]]] = {
+    "": "set", "+": "add", "-": "remove",
+}
+_STORE_ITEM: Final = re.compile(r"([+-]?)FLAGS(\.SILENT)?", re.IGNORECASE)
+
+
+def parse_store(args: str, literals: Sequence[bytes] = ()) -> StoreRequest:
+    values = tokenize(args, literals)
+    if len(values) < 3:
+        raise IMAPSyntaxError("STORE takes a sequence set, FLAGS item and flags")
+    sequence_set = parse_sequence_set(values[0])
+    item = values[1]
+    match = _STORE_ITEM.fullmatch(item.value) if isinstance(item, Atom) else None
+    if match is None:
+        raise IMAPSyntaxError("the STORE item must be FLAGS, +FLAGS or -FLAGS (.SILENT)")
+    rest = values[2:]
+    if len(rest) == 1 and isinstance(rest[0], list):
+        flag_values: Sequence[Value] = rest[0]
+    else:
+        flag_values = rest
+    mode = _STORE_MODES[match.group(1)]
+    return StoreRequest(sequence_set, mode, match.group(2) is not None,
+                        _flags(flag_values, storing=True))
+
+
+# -- APPEND / STATUS ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    mailbox: str
+    flags: tuple[str, ...]
+    internaldate: datetime | None
+    message: bytes
+
+
+def parse_append(args: str, literals: Sequence[bytes], *, utf8: bool = False) -> AppendRequest:
+    """``APPEND mailbox [(flags)] ["date-time"] {n}`` with the message as the last literal."""
+    values = tokenize(args, literals)
+    if len(values) < 2:
+        raise IMAPSyntaxError("APPEND takes a mailbox and a message literal")
+    mailbox = parse_mailbox(values[0], utf8=utf8)
+    message = values[-1]
+    if not isinstance(message, String) or not message.literal:
+        raise IMAPSyntaxError("the APPEND message must be a literal")
+    middle = values[1:-1]
+    flags: tuple[str, ...] = ()
+    when: datetime | None = None
+    if middle and isinstance(middle[0], list):
+        flags = _flags(middle[0], storing=True)
+        middle = middle[1:]
+    if middle:
+        when = parse_datetime(middle[0])
+        middle = middle[1:]
+    if middle:
+        raise IMAPSyntaxError("APPEND takes mailbox [(flags)] [date-time] literal")
+    return AppendRequest(mailbox, flags, when, message.value)
+
+
+STATUS_ITEMS: Final = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "DELETED",
+     "HIGHESTMODSEQ"}
+)
+
+
+def parse_status(
+    args: str, literals: Sequence[bytes] = (), *, utf8: bool = False
+) -> tuple[str, tuple[str, ...]]:
+    """``STATUS mailbox (MESSAGES UNSEEN)`` as (mailbox, upper-cased item names)."""
+    values = tokenize(args, literals)
+    if len(values) != 2 or not isinstance(values[1], list) or not values[1]:
+        raise IMAPSyntaxError("STATUS takes a mailbox and a list of items")
+    items: list[str] = []
+    for value in values[1]:
+        if not isinstance(value, Atom) or value.value.upper() not in STATUS_ITEMS:
+            raise IMAPSyntaxError(f"unknown STATUS item {_describe(value)}")
+        items.append(value.value.upper())
+    return parse_mailbox(values[0], utf8=utf8), tuple(items)
+
+
+def _describe(value: Value) -> str:
+    if isinstance(value, Atom):
+        return value.value[:40]
+    if isinstance(value, String):
+        return repr(value.text[:40])
+    return "(...)"
+
+
+# -- FETCH -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A body section: ``1.2.HEADER.FIELDS (FROM)`` is part (1, 2), text HEADER.FIELDS."""
+
+    part: tuple[int, ...] = ()
+    text: Literal["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"] | None = None
+    fields: tuple[str, ...] = ()
+
+    def spec(self, render_field: Callable[[str], str] | None = None) -> str:
+        """The section as written inside ``[]`` in a response."""
+        out = ".".join(str(n) for n in self.part)
+        if self.text is not None:
+            out += ("." if out else "") + self.text
+        if self.fields:
+            render = render_field or (lambda f: f)
+            out += " (" + " ".join(render(f) for f in self.fields) + ")"
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FetchItem:
+    """One FETCH data item.
+
+    ``name`` is FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE,
+    BODY (the structure), RFC822, RFC822.HEADER, RFC822.TEXT, or, with a
+    ``section``, BODY (``BODY[...]`` / ``BODY.PEEK[...]``), BINARY or BINARY.SIZE.
+    ``partial`` is (origin, octets) of ``<origin.octets>``.
+    """
+
+    name: str
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    @property
+    def sets_seen(self) -> bool:
+        """Fetching this sets \\Seen (RFC 3501 6.4.5): BODY[...] and RFC822(.TEXT)."""
+        if self.section is not None:
+            return not self.peek and self.name in ("BODY", "BINARY")
+        return self.name in ("RFC822", "RFC822.TEXT")
+
+
+FETCH_MACROS: Final[dict[str, tuple[str, ...]]] = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_SIMPLE_ITEMS: Final = frozenset(
+    {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+     "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+)
+_SECTION_ITEM: Final = re.compile(
+    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[(.*)\](?:<(\d{1,10})\.(\d{1,10})>)?",
+    re.IGNORECASE | re.DOTALL,
+)
+_PART: Final = re.compile(r"[1-9]\d{0,9}(?:\.[1-9]\d{0,9})*")
+_SECTION_TEXTS: Final = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
+
+
+def _parse_section(spec: str, binary: bool) -> Section:
+    part: tuple[int, ...] = ()
+    rest = spec
+    match = _PART.match(spec)
+    if match is not None:
+        part = tuple(int(n) for n in match.group(0).split("."))
+        rest = spec[match.end() :]
+        if rest:
+            if not rest.startswith(".") or rest == ".":
+                raise IMAPSyntaxError(f"bad section [{spec[:40]}]")
+            rest = rest[1:]
+    if not rest:
+        return Section(part)
+    if binary:
+        raise IMAPSyntaxError("BINARY takes only part numbers")
+    upper = rest.upper()
+    for keyword in _SECTION_TEXTS:
+        if upper.startswith(keyword):
+            after = rest[len(keyword) :]
+            if keyword.startswith("HEADER.FIELDS"):
+                if not after.startswith(" "):
+                    raise IMAPSyntaxError(f"{keyword} needs a list of header names")
+                values = tokenize(after[1:])
+                if len(values) != 1 or not isinstance(values[0], list) or not values[0]:
+                    raise IMAPSyntaxError(f"{keyword} needs a list of header names")
+                names = tuple(_astring(v, "a header name") for v in values[0])
+                for name in names:
+                    if not name or not all(33 <= ord(c) <= 126 and c != ":" for c in name):
+                        raise IMAPSyntaxError(f"{name[:40]!r} is not a header field name")
+                return Section(part, keyword, names)
+            if after:
+                break
+            if keyword == "MIME" and not part:
+                raise IMAPSyntaxError("MIME needs a part number")
+            return Section(part, keyword)
+    raise IMAPSyntaxError(f"bad section [{spec[:40]}]")
+
+
+def _fetch_item(value: Value) -> FetchItem:
+    if not isinstance(value, Atom):
+        raise IMAPSyntaxError(f"{_describe(value)} is not a FETCH item")
+    text = value.value
+    upper = text.upper()
+    if upper in _SIMPLE_ITEMS:
+        return FetchItem(upper)
+    match = _SECTION_ITEM.fullmatch(text)
+    if match is None:
+        raise IMAPSyntaxError(f"unknown FETCH item {text[:40]}")
+    kind = match.group(1).upper()
+    peek = kind.endswith(".PEEK")
+    name = kind.removesuffix(".PEEK")
+    section = _parse_section(match.group(2), binary=name != "BODY")
+    partial = None
+    if match.group(3) is not None:
+        if name == "BINARY.SIZE":
+            raise IMAPSyntaxError("BINARY.SIZE takes no partial range")
+        octets = int(match.group(4))
+        if octets == 0:
+            raise IMAPSyntaxError("a partial range needs a nonzero length")
+        partial = (int(match.group(3)), octets)
+    return FetchItem(name, section, peek, partial)
+
+
+def parse_fetch_items(value: Value) -> list[FetchItem]:
+    """The item argument of FETCH: a macro, one item or a parenthesised list."""
+    if isinstance(value, Atom) and value.value.upper() in FETCH_MACROS:
+        return [FetchItem(name) for name in FETCH_MACROS[value.value.upper()]]
+    if isinstance(value, list):
+        if not value:
+            raise IMAPSyntaxError("empty FETCH item list")
+        return [_fetch_item(v) for v in value]
+    return [_fetch_item(value)]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    sequence_set: SequenceSet
+    items: list[FetchItem] = field(default_factory=list)
+
+    @property
+    def sets_seen(self) -> bool:
+        return any(item.sets_seen for item in self.items)
+
+
+def parse_fetch(args: str, literals: Sequence[bytes] = ()) -> FetchRequest:
+    """``1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)]<0.100>)``."""
+    values = tokenize(args, literals)
+    if len(values) != 2:
+        raise IMAPSyntaxError("FETCH takes a sequence set and data items")
+    return FetchRequest(parse_sequence_set(values[0]), parse_fetch_items(values[1]))
+
+
+# -- SEARCH ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllKey:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FlagKey:
+    """ANSWERED/SEEN/... (present) and UN-forms; KEYWORD/UNKEYWORD too."""
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecentKey:
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceKey:
+    sequence_set: SequenceSet
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderKey:
+    """FROM/TO/CC/BCC/SUBJECT/HEADER: ``value`` is a case-insensitive substring."""
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class BodyKey:
+    """BODY (``with_header`` False) or TEXT (True)."""
+
+    value: str
+    with_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DateKey:
+    """SINCE/BEFORE/ON (``sent`` False: internal date) and SENT- forms (Date: header)."""
+
+    op: Literal["before", "on", "since"]
+    day: date
+    sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SizeKey:
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotKey:
+    key: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class OrKey:
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class AndKey:
+    keys: tuple[SearchKey, ...]
+
+
+SearchKey: TypeAlias = (
+    "AllKey | FlagKey | RecentKey | SequenceKey | HeaderKey | BodyKey | DateKey | SizeKey"
+    " | NotKey | OrKey | AndKey"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    charset: str | None
+    key: SearchKey
+
+
+_FLAG_KEYS: Final = {
+    "ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
+    "FLAGGED": "\\Flagged", "SEEN": "\\Seen",
+}
+_HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
+_DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
+    "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
+    "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
+}
+SEARCH_CHARSETS: Final = frozenset({"UTF-8", "US-ASCII"})
+
+
+class _SearchParser:
+    def __init__(self, values: list[Value], charset: str) -> None:
+        self.values = values
+        self.pos = 0
+        self.charset = "ascii" if charset == "US-ASCII" else "utf-8"
+
+    def take(self, what: str) -> Value:
+        if self.pos >= len(self.values):
+            raise IMAPSyntaxError(f"missing {what}")
+        value = self.values[self.pos]
+        self.pos += 1
+        return value
+
+    def string(self, what: str) -> str:
+        value = self.take(what)
+        if isinstance(value, list):
+            raise IMAPSyntaxError(f"{what} must be a string")
+        if isinstance(value, String):
+            try:
+                return value.value.decode(self.charset)
+            except UnicodeDecodeError as exc:
+                raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
+        return value.value
+
+    def keys(self, values: list[Value]) -> SearchKey:
+        parser = _SearchParser(values, "UTF-8")
+        parser.charset = self.charset
+        found: list[SearchKey] = []
+        while parser.pos < len(parser.values):
+            found.append(parser.key())
+        if not found:
+            raise IMAPSyntaxError("empty search key list")
+        return found[0] if len(found) == 1 else AndKey(tuple(found))
+
+    def key(self) -> SearchKey:
+        value = self.take("a search key")
+        if isinstance(value, list):
+            return self.keys(value)
+        if isinstance(value, String):
+            raise IMAPSyntaxError(f"{_describe(value)} is not a search key")
+        word = value.value.upper()
+        if word == "ALL":
+            return AllKey()
+        if word in _FLAG_KEYS:
+            return FlagKey(_FLAG_KEYS[word], True)
+        if word.startswith("UN") and word[2:] in _FLAG_KEYS:
+            return FlagKey(_FLAG_KEYS[word[2:]], False)
+        if word in ("KEYWORD", "UNKEYWORD"):
+            flag = self.take("a keyword")
+            if not isinstance(flag, Atom):
+                raise IMAPSyntaxError("KEYWORD takes a flag keyword")
+            return FlagKey(normalize_flag(flag.value), word == "KEYWORD")
+        if word == "RECENT":
+            return RecentKey(True)
+        if word == "OLD":
+            return RecentKey(False)
+        if word == "NEW":
+            return AndKey((RecentKey(True), FlagKey("\\Seen", False)))
+        if word in _HEADER_KEYS:
+            return HeaderKey(word.capitalize() if word != "CC" else "Cc",
+                             self.string(f"the {word} string"))
+        if word == "HEADER":
+            name = self.string("the header field name")
+            return HeaderKey(name, self.string("the HEADER string"))
+        if word in ("BODY", "TEXT"):
+            return BodyKey(self.string(f"the {word} string"), word == "TEXT")
+        if word in _DATE_KEYS:
+            op, sent = _DATE_KEYS[word]
+            return DateKey(op, parse_date(self.take("a date")), sent)
+        if word in ("LARGER", "SMALLER"):
+            return SizeKey(word == "LARGER", _number(self.take("a size"), "the size"))
+        if word == "NOT":
+            return NotKey(self.key())
+        if word == "OR":
+            return OrKey(self.key(), self.key())
+        if word == "UID":
+            return SequenceKey(parse_sequence_set(self.take("a UID set")), uid=True)
+        if word[:1].isdigit() or word[:1] == "*":
+            return SequenceKey(parse_sequence_set(value))
+        raise IMAPSyntaxError(f"unknown search key {value.value[:40]}")
+
+
+def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
+    """SEARCH arguments as a key tree: top-level keys are ANDed.
+
+    ``CHARSET x`` other than UTF-8 or US-ASCII raises :class:`SearchCharsetError`.
+    """
+    values = tokenize(args, literals)
+    charset: str | None = None
+    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "CHARSET":
+        charset = _astring(values[1], "the charset").upper()
+        if charset not in SEARCH_CHARSETS:
+            raise SearchCharsetError(charset)
+        values = values[2:]
+    if not values:
+        raise IMAPSyntaxError("SEARCH needs a search key")
+    parser = _SearchParser(values, charset or "UTF-8")
+    return SearchQuery(charset, parser.keys(values))
