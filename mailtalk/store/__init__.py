@@ -2,16 +2,39 @@
 
 Under a server root ``ROOT``::
 
-    ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's mailbox (Maildir++ folders later)
+    ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's INBOX; Maildir++ folders inside it
     ROOT/queue/{tmp,messages,envelopes}     mail to relay onward
 
-Delivery is crash-safe: see :mod:`mailtalk.store.maildir`. Stdlib only.
+Delivery is crash-safe: see :mod:`mailtalk.store.maildir`. The POP3 and IMAP
+servers read the same Maildirs through :mod:`mailtalk.store.mailbox` (folders,
+UIDs, flags, quota, the maildrop lock). Stdlib only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mailtalk.store.mailbox import (
+    PERMANENT_FLAGS,
+    SYSTEM_FLAGS,
+    Appender,
+    Changes,
+    ChangeToken,
+    Mailbox,
+    MailboxError,
+    MailboxWatch,
+    MailboxWatchers,
+    MaildropLock,
+    MailStore,
+    MessageInfo,
+    ResponseCode,
+    RFC822SizeCounter,
+    UserMailboxes,
+    flags_to_info,
+    info_to_flags,
+    normalize_flags,
+    rfc822_size_of,
+)
 from mailtalk.store.maildir import (
     CRLFToLF,
     Delivery,
@@ -26,19 +49,38 @@ from mailtalk.store.maildir import (
 from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
 
 __all__ = [
+    "PERMANENT_FLAGS",
+    "SYSTEM_FLAGS",
+    "Appender",
     "CRLFToLF",
+    "ChangeToken",
+    "Changes",
     "Delivery",
     "DeliveryStateError",
     "DeliveryTarget",
     "Envelope",
+    "MailStore",
+    "Mailbox",
+    "MailboxError",
+    "MailboxWatch",
+    "MailboxWatchers",
     "Maildir",
+    "MaildropLock",
+    "MessageInfo",
     "Queue",
     "QueueTarget",
     "QueuedMessage",
+    "RFC822SizeCounter",
+    "ResponseCode",
     "StoreError",
     "StoreFullError",
     "StoreLayout",
+    "UserMailboxes",
     "escape_hostname",
+    "flags_to_info",
+    "info_to_flags",
+    "normalize_flags",
+    "rfc822_size_of",
     "unique_name",
 ]
 
