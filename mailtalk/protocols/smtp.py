@@ -265,6 +265,9 @@ class SMTPConnection:
         self._data_line_start = True  # the next byte starts a line
         self._data_line_len = 0  # octets of the current line already handed out
         self._data_scan = 0  # where to resume looking for LF in _data_buf
+        # Octets of _data_buf to hand out line by line before trying whole chunks again
+        # (they held a bare LF or a long line; rescanning them per line would be slow).
+        self._data_by_line = 0
         # Client role: an AUTH exchange is waiting for our next line (after 334).
         self._auth_continuation = False
 
@@ -581,6 +584,7 @@ class SMTPConnection:
         self._data_line_start = True
         self._data_line_len = 0
         self._bare_newline = False
+        self._data_by_line = 0
 
     def _end_data(self) -> None:
         """The message ended: what follows it is commands again."""
@@ -593,6 +597,10 @@ class SMTPConnection:
 
     def _next_data(self) -> MessageData | EndOfMessage | _Sentinel:
         buf = self._data_buf
+        if self._data_line_start and self._data_by_line <= 0:
+            chunk = self._next_data_chunk()
+            if chunk is not None:
+                return chunk
         # A line longer than MAX_LINE comes out in pieces even when its end is here.
         nl = buf.find(b"\n", self._data_scan, MAX_LINE + 1)
         if nl < 0:
@@ -625,10 +633,37 @@ class SMTPConnection:
             self._bare_newline = True
         return self._data_piece(content, ending, nl + 1)
 
+    def _next_data_chunk(self) -> MessageData | None:
+        """Several whole lines in one piece, when none of them needs a look of its own.
+
+        That is: every line ends in CRLF (no bare LF), none starts with a dot (no
+        unstuffing, no end of message) and none is over ``MAX_TEXT_LINE``. The chunk
+        is then exactly what handing its lines out one by one would give, joined.
+        None: hand out the next line alone.
+        """
+        buf = self._data_buf
+        end = buf.rfind(b"\n") + 1  # whole lines only
+        if end == 0 or buf[0] == 0x2E:  # no whole line yet, or a dot line first
+            return None
+        dot = buf.find(b"\n.", 0, end)
+        if dot >= 0:
+            end = dot + 1  # up to the line that starts with a dot
+        chunk = bytes(buf[:end])
+        if chunk.count(b"\n") != chunk.count(b"\r\n") or (
+            end > MAX_TEXT_LINE and max(map(len, chunk.split(b"\n"))) >= MAX_TEXT_LINE
+        ):
+            self._data_by_line = end
+            return None
+        del buf[:end]
+        self._data_scan = 0
+        self._data_prev_crlf = True  # the chunk's last line ended in CRLF
+        return MessageData(chunk)
+
     def _data_piece(self, content: bytes, ending: bytes, consumed: int) -> MessageData:
         """Hand out ``consumed`` octets of the message: a line, or a piece of a long one."""
         del self._data_buf[:consumed]
         self._data_scan = 0
+        self._data_by_line -= consumed
         if self._data_line_start and content.startswith(b"."):
             content = content[1:]  # dot-unstuffing (RFC 5321 4.5.2)
         self._data_line_len += consumed
@@ -647,6 +682,13 @@ def format_reply(
     code: int, lines: tuple[str, ...] | list[str], enhanced: str | None = None
 ) -> bytes:
     """``250-first``/``250 last`` lines for a reply, the enhanced code on each line."""
+    if len(lines) == 1:
+        # The usual reply, one line with no line break: what the loop below makes of it.
+        text = lines[0]
+        if "\n" not in text and "\r" not in text:
+            if enhanced and not text.startswith(enhanced):
+                text = f"{enhanced} {text}"
+            return f"{code} {text}".rstrip().encode("utf-8") + b"\r\n"
     # A line break inside a text would start a reply line of its own, with no code.
     lines = [part for text in lines for part in _LINE_BREAK.split(text)] or [""]
     out = bytearray()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailtalk.serve")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
+_REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
 
 
 @dataclass
@@ -72,6 +73,10 @@ class ServerContext:
         self._session_ids = itertools.count(1)
         self._queue_sequence = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Filled-in replies by (key, values), for the personality they were made by.
+        self._replies: dict[tuple[Any, ...], tuple[int, str]] = {}
+        self._dated: dict[str, bool] = {}  # key -> its text has a {date}: never cached
+        self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
 
     @property
@@ -110,7 +115,24 @@ class ServerContext:
 
     def reply(self, key: str, **values: str) -> tuple[int, str]:
         values.setdefault("me", self.hostname)
-        return self.personality.reply(key, **values)
+        personality = self.personality
+        if personality is not self._replies_of:
+            self._replies_of = personality
+            self._replies.clear()
+            self._dated.clear()
+        dated = self._dated.get(key)
+        if dated is None:
+            dated = self._dated[key] = "date" in personality.template(key).placeholders
+        if dated:
+            return personality.reply(key, **values)
+        cache_key = (key, *values.items())
+        found = self._replies.get(cache_key)
+        if found is None:
+            found = personality.reply(key, **values)
+            if len(self._replies) >= _REPLY_CACHE_SIZE:
+                self._replies.clear()
+            self._replies[cache_key] = found
+        return found
 
     # -- policy -----------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from mailtalk.protocols.smtp import (
     SMTPConnection,
     SMTPState,
 )
+from mailtalk.servers.faults import _RESETTING, TRANSACTION_COMMANDS
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
@@ -80,7 +81,12 @@ class SMTPServerProtocol(asyncio.Protocol):
         self.kind = kind
         self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps")
         self.session_id = context.next_session_id()
-        self.faults = context.faults.session(self.session_id)
+        # Without fault rules nothing can fire: only the counts matter (DATA asks how
+        # many RCPTs there were), and they are kept without building any fields.
+        self._fault_rules = bool(context.faults.rules)
+        self.faults: Any = (
+            context.faults.session(self.session_id) if self._fault_rules else _CommandCounts()
+        )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.helo = ""
@@ -89,6 +95,9 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._busy = False
         self._closing = False
         self._idle_handle: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0  # loop.time() of the last read
+        self._time: Callable[[], float] = time.monotonic  # loop.time once connected
+        self._loopback: bool | None = None  # client_ip is a loopback address
         self._delivery: Any = None  # mailtalk.store Delivery, or None in sink mode
         self._message_size = 0
         self._message_too_big = False
@@ -131,7 +140,8 @@ class SMTPServerProtocol(asyncio.Protocol):
         self.context.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
-        self._reset_idle()
+        # One timer per connection, not one per read: it checks this when it fires.
+        self._last_activity = self._time()
         self.core.receive_data(data)
         self._process()
 
@@ -141,10 +151,23 @@ class SMTPServerProtocol(asyncio.Protocol):
         return None
 
     def _reset_idle(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
         loop = asyncio.get_running_loop()
-        self._idle_handle = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
+        self._time = loop.time
+        self._last_activity = loop.time()
+        if self._idle_handle is None:
+            deadline = self._last_activity + self.context.settings.idle_timeout
+            self._idle_handle = loop.call_at(deadline, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_handle = None
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._last_activity + self.context.settings.idle_timeout
+        if loop.time() < deadline:  # there was a read since: wait for the rest
+            self._idle_handle = loop.call_at(deadline, self._check_idle)
+            return
+        self._on_idle()
 
     def _on_idle(self) -> None:
         if self._closing:
@@ -216,6 +239,9 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     def _fault(self, command: str, **fields: str) -> Any:
         """Apply an injected fault for this command, if one fires; returns it (or None)."""
+        if not self._fault_rules:
+            self.faults.on_command(command)
+            return None
         action = self.faults.on_command(
             command,
             client=self.client_ip,
@@ -255,6 +281,10 @@ class SMTPServerProtocol(asyncio.Protocol):
         handler = _HANDLERS.get(verb)
         if handler is None:
             self._send_key("unknown_command", command=verb[:20])
+            return
+        if not self._fault_rules:
+            self.faults.on_command(verb)
+            handler(self, command.args)
             return
         fields = self._fault_fields(verb, command.args)
         action = self._fault(verb.lower(), **fields)
@@ -312,10 +342,12 @@ class SMTPServerProtocol(asyncio.Protocol):
         """AUTH only over TLS, or from loopback (where nobody can listen in)."""
         if self.core.tls:
             return True
-        try:
-            return ipaddress.ip_address(self.client_ip).is_loopback
-        except ValueError:
-            return False
+        if self._loopback is None:
+            try:
+                self._loopback = ipaddress.ip_address(self.client_ip).is_loopback
+            except ValueError:
+                self._loopback = False
+        return self._loopback
 
     def _mail(self, args: str) -> None:
         if not self.core.greeted and self.context.personality.requires_helo:
@@ -418,12 +450,16 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._message_size = 0
         self._message_too_big = False
         self._message_line_too_long = False
-        from mailtalk.store import Envelope
+        if self.context.settings.sink:
+            # begin_delivery() would throw the trace headers away: skip making them.
+            self._delivery, self._lf = None, None
+        else:
+            from mailtalk.store import Envelope
 
-        envelope = Envelope(self.transaction.sender, (), self.client_ip, self.helo)
-        self._delivery, self._lf = self.context.begin_delivery(
-            self.transaction.recipients, self._trace_headers(), envelope
-        )
+            envelope = Envelope(self.transaction.sender, (), self.client_ip, self.helo)
+            self._delivery, self._lf = self.context.begin_delivery(
+                self.transaction.recipients, self._trace_headers(), envelope
+            )
         self._send_key("data_start")
 
     def _trace_headers(self) -> bytes:
@@ -479,6 +515,15 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._abort_delivery()
             return
         delay = action.seconds if action is not None else 0.0
+        if not delay and self._delivery is None:
+            # Nothing to wait for (sink mode): answer now, without pausing the reads.
+            try:
+                self._delivered(transaction)
+            except Exception:
+                log.exception("session %s: internal error", self.session_id)
+                if not self._closing:
+                    self._reply(451, "4.3.0 Internal error; try again later")
+            return
         self._defer(self._commit(transaction, delay))
 
     async def _commit(self, transaction: Transaction, delay: float) -> None:
@@ -500,14 +545,18 @@ class SMTPServerProtocol(asyncio.Protocol):
                     self._send_key("storage_full")
                     return
                 raise
-        log.info(
-            "session %s: delivered %s (%d bytes) from <%s> to %s",
-            self.session_id,
-            self._queue_id,
-            self._message_size,
-            transaction.sender,
-            ", ".join(f"<{r.address}>" for r in transaction.recipients),
-        )
+        self._delivered(transaction)
+
+    def _delivered(self, transaction: Transaction) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "session %s: delivered %s (%d bytes) from <%s> to %s",
+                self.session_id,
+                self._queue_id,
+                self._message_size,
+                transaction.sender,
+                ", ".join(f"<{r.address}>" for r in transaction.recipients),
+            )
         self.context.message_delivered(self._message_size)
         self._send_key("data_ok", queue_id=self._queue_id)
 
@@ -662,6 +711,50 @@ class SMTPServerProtocol(asyncio.Protocol):
         else:
             log.info("session %s: authentication failed for %s", self.session_id, name)
             self._send_key("auth_failed")
+
+
+class _CommandCounts:
+    """What ``SessionFaults`` keeps when the plan has no rules: only the counts.
+
+    The same scopes and resets as ``SessionFaults`` (commands of a mail transaction
+    are counted per transaction, which RSET/HELO/EHLO, the end of a message and
+    ``reset_transaction()`` clear; the rest per session), without the fields, which
+    only rules read.
+    """
+
+    __slots__ = ("_session_counts", "_transaction_counts")
+
+    def __init__(self) -> None:
+        self._session_counts: dict[str, int] = {}
+        self._transaction_counts: dict[str, int] = {}
+
+    def _counts_for(self, command: str) -> dict[str, int]:
+        if command in _TRANSACTION_COMMANDS:
+            return self._transaction_counts
+        return self._session_counts
+
+    def on_command(self, command: str, **fields: object) -> None:
+        command = command.lower()
+        if command in _RESETTING_COMMANDS:
+            self._transaction_counts.clear()
+        counts = self._counts_for(command)
+        counts[command] = counts.get(command, 0) + 1
+        if command == "data-end":
+            self._transaction_counts.clear()
+
+    def count(self, command: str) -> int:
+        command = command.lower()
+        return self._counts_for(command).get(command, 0)
+
+    def reset_transaction(self) -> None:
+        self._transaction_counts.clear()
+
+    def set(self, **fields: object) -> None:
+        pass
+
+
+_TRANSACTION_COMMANDS: Final = TRANSACTION_COMMANDS["smtp"]
+_RESETTING_COMMANDS: Final = _RESETTING["smtp"]
 
 
 _HANDLERS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
