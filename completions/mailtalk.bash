@@ -28,8 +28,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -93,6 +93,12 @@ _mailtalk_option_value() {
         'mailtalk serve|--smtps')
             COMPREPLY=()
             ;;
+        'mailtalk serve|--pop3')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--pop3s')
+            COMPREPLY=()
+            ;;
         'mailtalk serve|--domain')
             COMPREPLY=()
             ;;
@@ -115,6 +121,12 @@ _mailtalk_option_value() {
             COMPREPLY=($(compgen -W 'reject normalise' -- "$cur"))
             ;;
         'mailtalk serve|--max-size')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--quota')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--login-delay')
             COMPREPLY=()
             ;;
         'mailtalk serve|--max-connections')

@@ -13,7 +13,7 @@ function __mailtalk_value_options
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --max-connections --idle-timeout
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript
     end
@@ -135,6 +135,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'listen' -x -d 'Addr
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'smtp' -x -d 'SMTP port (0: any free).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'submission' -x -d 'Submission port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'smtps' -x -d 'SMTPS port.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3' -x -d 'POP3 port (STLS).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'
@@ -145,6 +147,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'bare-newline' -x -a 'reject normalise' -d 'What to do with a bare LF in a message (SMTP smuggling defence).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'Largest message accepted, in bytes (SIZE).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'login-delay' -x -d 'POP3 LOGIN-DELAY: minimum time between two logins of a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'json' -d 'Print one JSON line once listening.'

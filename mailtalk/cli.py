@@ -202,7 +202,9 @@ _shortcut("pop3", "pop.example.com")
 _shortcut("imap", "imap.example.com")
 
 
-DEFAULT_SERVE_PORTS = {"smtp": 2525, "submission": 2587, "smtps": 2465}
+DEFAULT_SERVE_PORTS = {
+    "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,
+}  # fmt: skip
 
 
 @cli.command(
@@ -230,6 +232,8 @@ DEFAULT_SERVE_PORTS = {"smtp": 2525, "submission": 2587, "smtps": 2465}
     "--submission", "submission_port", type=click.IntRange(0, 65535), help="Submission port."
 )
 @click.option("--smtps", "smtps_port", type=click.IntRange(0, 65535), help="SMTPS port.")
+@click.option("--pop3", "pop3_port", type=click.IntRange(0, 65535), help="POP3 port (STLS).")
+@click.option("--pop3s", "pop3s_port", type=click.IntRange(0, 65535), help="POP3S port.")
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
 @click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Add a user.")
 @click.option(
@@ -257,6 +261,14 @@ DEFAULT_SERVE_PORTS = {"smtp": 2525, "submission": 2587, "smtps": 2465}
     "--max-size", type=click.IntRange(min=1), default=50 * 1024 * 1024, show_default=True,
     help="Largest message accepted, in bytes (SIZE).",
 )
+@click.option(
+    "--quota", type=click.IntRange(min=0), metavar="BYTES",
+    help="Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).",
+)
+@click.option(
+    "--login-delay", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="POP3 LOGIN-DELAY: minimum time between two logins of a user.",
+)
 @click.option("--max-connections", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
@@ -266,8 +278,9 @@ def serve(**options: Any) -> None:
 
     Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
     only to clients listed in ROOT/control/relayclients or that authenticated
-    (qmail's rcpthosts rules). Without port options it listens on SMTP 2525,
-    submission 2587 and SMTPS 2465. Ctrl-C stops it.
+    (qmail's rcpthosts rules); POP3 reads the same Maildirs. Without port
+    options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3 2110
+    and POP3S 2995. Ctrl-C stops it.
     """
     from mailtalk.servers.serve import run_serve
 

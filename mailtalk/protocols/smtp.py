@@ -664,9 +664,11 @@ class SMTPConnection:
         del self._data_buf[:consumed]
         self._data_scan = 0
         self._data_by_line -= consumed
-        if self._data_line_start and content.startswith(b"."):
+        stuffed = self._data_line_start and content.startswith(b".")
+        if stuffed:
             content = content[1:]  # dot-unstuffing (RFC 5321 4.5.2)
-        self._data_line_len += consumed
+        # RFC 5321 4.5.3.1.6: the stuffed dot does not count towards the line length.
+        self._data_line_len += consumed - stuffed
         too_long = self._data_line_len > MAX_TEXT_LINE
         if ending:
             self._data_line_start = True
@@ -688,6 +690,8 @@ def format_reply(
         if "\n" not in text and "\r" not in text:
             if enhanced and not text.startswith(enhanced):
                 text = f"{enhanced} {text}"
+            if not text and code == 334:
+                return b"334 \r\n"  # RFC 4954 4: "334" SP, even with no challenge
             return f"{code} {text}".rstrip().encode("utf-8") + b"\r\n"
     # A line break inside a text would start a reply line of its own, with no code.
     lines = [part for text in lines for part in _LINE_BREAK.split(text)] or [""]

@@ -71,6 +71,10 @@ def run_servers(
     smtp: int | None = 0,
     submission: int | None = None,
     smtps: int | None = None,
+    pop3: int | None = None,
+    pop3s: int | None = None,
+    imap: int | None = None,
+    imaps: int | None = None,
     listen: str = "127.0.0.1",
     domains: Sequence[str] = (),
     users: Sequence[tuple[str, str]] = (),
@@ -79,11 +83,11 @@ def run_servers(
     **settings: Any,
 ) -> Iterator[RunningServers]:
     """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit."""
-    ports = {
-        name: port
-        for name, port in (("smtp", smtp), ("submission", submission), ("smtps", smtps))
-        if port is not None
-    }
+    requested = {
+        "smtp": smtp, "submission": submission, "smtps": smtps,
+        "pop3": pop3, "pop3s": pop3s, "imap": imap, "imaps": imaps,
+    }  # fmt: skip
+    ports = {name: port for name, port in requested.items() if port is not None}
     config = ServeConfig(
         root=Path(root),
         listen=listen,

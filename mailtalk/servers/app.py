@@ -146,6 +146,11 @@ def build_context(config: ServeConfig) -> ServerContext:
         ssl_context=server_ssl_context(paths),
     )
     context.certificates = paths
+    context.apop_secrets = dict(config.users)
+    if settings.lock_busy:
+        # The lock-busy scenario: a holder that never lets go of any maildrop.
+        for name in users.names():
+            context.held_locks.append(context.mailstore.lock_maildrop(name))
     return context
 
 

@@ -12,7 +12,8 @@ import itertools
 import logging
 import socket
 import ssl
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mailtalk.servers.policy import Control, RcptVerdict, decide_rcpt
 from mailtalk.servers.users import Users
 from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
+from mailtalk.store.mailbox import MailStore
 
 if TYPE_CHECKING:
     from mailtalk.servers.faults import FaultPlan
@@ -46,6 +48,10 @@ class ServerSettings:
     check_sender_domain: bool = False
     resolver: str | None = None  # HOST[:PORT] for the sender-domain check
     relay: Literal["policy", "deny"] = "policy"  # "deny": the relay-denied scenario
+    quota_bytes: int | None = None  # per user, for POP3 [SYS/TEMP] and IMAP OVERQUOTA
+    login_delay: float = 0.0  # POP3 LOGIN-DELAY: seconds between two logins of a user
+    max_literal: int = DEFAULT_MAX_SIZE  # largest IMAP literal (APPEND) accepted
+    lock_busy: bool = False  # the lock-busy scenario: every maildrop is held locked
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class ServerContext:
     ssl_context: ssl.SSLContext | None = None
     connections: set[Any] = field(default_factory=set)
     certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
+    held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
     messages_delivered: int = 0
     bytes_delivered: int = 0
 
@@ -78,6 +85,11 @@ class ServerContext:
         self._dated: dict[str, bool] = {}  # key -> its text has a {date}: never cached
         self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
+        self.mailstore = MailStore(self.root)
+        # Passwords given on the command line, kept in memory only: APOP needs the
+        # secret itself, and the users file holds hashes.
+        self.apop_secrets: dict[str, str] = {}
+        self._last_login: dict[str, float] = {}
 
     @property
     def hostname(self) -> str:
@@ -100,6 +112,25 @@ class ServerContext:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def apop_secret(self, user: str) -> str | None:
+        return self.apop_secrets.get(user)
+
+    def login_delay_left(self, user: str) -> float:
+        """Seconds before ``user`` may log in again over POP3 (RFC 2449 LOGIN-DELAY)."""
+        delay = self.settings.login_delay
+        last = self._last_login.get(user)
+        if not delay or last is None:
+            return 0.0
+        return max(0.0, delay - (time.monotonic() - last))
+
+    def record_login(self, user: str) -> None:
+        self._last_login[user] = time.monotonic()
+
+    def notify_delivered(self, users: Iterable[str]) -> None:
+        """New mail in these users' INBOXes: wake IMAP sessions watching them (IDLE)."""
+        for user in users:
+            self.mailstore.watchers.notify(user, "INBOX")
+
     def connection_opened(self, session: object) -> bool:
         if len(self.connections) >= self.settings.max_connections:
             return False
@@ -114,6 +145,10 @@ class ServerContext:
         self.bytes_delivered += size
 
     def reply(self, key: str, **values: str) -> tuple[int, str]:
+        for name, value in values.items():
+            if not value.isprintable():
+                # RFC 5321 4.2: reply text is printable; never echo a client's controls.
+                values[name] = "".join(c if c.isprintable() else "?" for c in value)
         values.setdefault("me", self.hostname)
         personality = self.personality
         if personality is not self._replies_of:

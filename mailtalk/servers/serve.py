@@ -15,6 +15,8 @@ from mailtalk.exitcodes import ExitCode
 from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
 from mailtalk.servers.context import ServerSettings
 
+LISTENER_ORDER = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+
 
 def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConfig:
     from mailtalk.servers.users import parse_user_spec
@@ -22,7 +24,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
 
     ports = {
         name: options[f"{name}_port"]
-        for name in ("smtp", "submission", "smtps")
+        for name in LISTENER_ORDER
         if options.get(f"{name}_port") is not None
     } or dict(default_ports)
     users = []
@@ -40,6 +42,8 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         sink=options["sink"],
         check_sender_domain=options["check_sender_domain"],
         resolver=options.get("resolver"),
+        quota_bytes=options.get("quota"),
+        login_delay=options.get("login_delay") or 0.0,
     )
     root = Path(options["root"]) if options.get("root") else data_dir() / "serve"
     return ServeConfig(

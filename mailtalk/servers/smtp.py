@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import ipaddress
-import itertools
 import logging
 import re
 import time
@@ -47,16 +46,22 @@ log = logging.getLogger("mailtalk.smtp")
 # "FROM:<addr> PARAMS" and "TO:<addr> PARAMS"; RFC 5321 4.1.1.2/4.1.1.3. A space
 # after the colon is tolerated, as every real MTA does.
 _PATH = re.compile(r"^(FROM|TO):\s*<([^<>]*)>\s*(.*)$", re.IGNORECASE)
-_ADDRESS = re.compile(r"^[^\s@<>()\[\],;:\\\"]+(?:\.[^\s@<>()\[\],;:\\\"]+)*@[A-Za-z0-9.\-\[\]:]+$")
-_queue_ids = itertools.count(1)
+# local@domain; the domain may be UTF-8 (SMTPUTF8, RFC 6531) or an address literal.
+_ATOMS = r"[^\s@<>()\[\],;:\\\"]+"
+_ADDRESS = re.compile(
+    rf"^{_ATOMS}(?:\.{_ATOMS})*@(?:{_ATOMS}|\[[0-9A-Fa-f.:IPv]+\])$"
+)
 
 LOGIN_USERNAME: Final = "VXNlcm5hbWU6"  # base64 "Username:"
 LOGIN_PASSWORD: Final = "UGFzc3dvcmQ6"  # base64 "Password:"
 
 
-def new_queue_id() -> str:
-    """A short id like Postfix's, for the 250 after DATA and the Received line."""
-    return f"{int(time.time() * 1000) & 0xFFFFFFFFF:09X}{next(_queue_ids) & 0xFFF:03X}"
+# Extensions the server implements, so a personality cannot advertise one it lacks
+# (a client offered CHUNKING would send BDAT, which this server does not speak).
+IMPLEMENTED_EXTENSIONS: Final = frozenset(
+    {"SIZE", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "STARTTLS", "AUTH", "SMTPUTF8",
+     "HELP", "VRFY"}
+)
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Transaction:
     recipients: list[Recipient] = field(default_factory=list)
     body_8bit: bool = False
     smtputf8: bool = False
+    rcpt_attempts: int = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
 
 
 class SMTPServerProtocol(asyncio.Protocol):
@@ -329,13 +335,27 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._send_key("helo", helo=name, client=self.client_ip)
 
     def _extensions(self) -> list[str]:
+        """The EHLO keywords, in the personality's order, limited to what is available now."""
         settings = self.context.settings
-        lines = [f"SIZE {settings.max_size}", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES"]
-        if self.context.ssl_context is not None and not self.core.tls:
-            lines.append("STARTTLS")
-        if self._auth_allowed() and not self.user:
-            lines.append("AUTH PLAIN LOGIN")
-        lines += ["SMTPUTF8", "HELP"]
+        advertised = {line.split()[0].upper(): line for line in self.context.personality.extensions}
+        # The personality's list is the truth: qmail, say, offers no ENHANCEDSTATUSCODES
+        # because its replies carry none.
+        order = list(advertised)
+        lines = []
+        for keyword in order:
+            if keyword not in IMPLEMENTED_EXTENSIONS:
+                continue
+            if keyword == "SIZE":
+                lines.append(f"SIZE {settings.max_size}")
+            elif keyword == "STARTTLS":
+                if self.context.ssl_context is not None and not self.core.tls:
+                    lines.append("STARTTLS")
+            elif keyword == "AUTH":
+                if self._auth_allowed() and not self.user:
+                    mechanisms = advertised.get("AUTH", "AUTH PLAIN LOGIN").split()[1:]
+                    lines.append("AUTH " + " ".join(mechanisms or ["PLAIN", "LOGIN"]))
+            else:
+                lines.append(keyword)
         return lines
 
     def _auth_allowed(self) -> bool:
@@ -386,8 +406,11 @@ class SMTPServerProtocol(asyncio.Protocol):
             elif key == "SMTPUTF8" and not value:
                 transaction.smtputf8 = True
             else:
-                self._send_key("unknown_parameter", parameter=param)
-                return
+                code, text = self.context.reply("unknown_parameter", parameter=param)
+                if code >= 400:
+                    self._reply(code, text)
+                    return
+                # A 2xx here is an MTA that ignores what it does not know (qmail).
         if self.context.check_sender_domain and sender:
             self._defer(self._check_sender_then_accept(transaction))
             return
@@ -419,9 +442,16 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._syntax_error("RCPT", "RCPT TO:<address>", "use RCPT TO:<address>", args)
             return
         address = match.group(2)
+        self.transaction.rcpt_attempts += 1
         if not _ADDRESS.match(address):
             self._send_key("bad_recipient_syntax", rcpt=address)
             return
+        for param in match.group(3).split():
+            # No RCPT parameter is supported (no DSN): RFC 5321 4.1.1.11 says 555.
+            code, text = self.context.reply("unknown_parameter", parameter=param)
+            if code >= 400:
+                self._reply(code, text)
+                return
         if len(self.transaction.recipients) >= self.context.settings.max_recipients:
             self._send_key("too_many_recipients")
             return
@@ -443,10 +473,10 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._send_key("need_mail")
             return
         if not self.transaction.recipients:
-            refused = self.faults.count("rcpt") > 0
+            refused = self.transaction.rcpt_attempts > 0
             self._send_key("no_valid_recipients" if refused else "need_rcpt")
             return
-        self._queue_id = new_queue_id()
+        self._queue_id = self.context.new_queue_id()
         self._message_size = 0
         self._message_too_big = False
         self._message_line_too_long = False
@@ -558,6 +588,8 @@ class SMTPServerProtocol(asyncio.Protocol):
                 ", ".join(f"<{r.address}>" for r in transaction.recipients),
             )
         self.context.message_delivered(self._message_size)
+        if not self.context.settings.sink:
+            self.context.notify_delivered({r.user for r in transaction.recipients if r.user})
         self._send_key("data_ok", queue_id=self._queue_id)
 
     def _abort_delivery(self) -> None:
@@ -625,9 +657,12 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._closing = True
             if self.transport is not None:
                 self.transport.abort()
+            # asyncio tells the protocol nothing when the handshake never finished.
+            self.connection_lost(error)
             return
         if transport is None:
             self._close()
+            self.connection_lost(None)
             return
         self.transport = transport
         self.core.tls_started()

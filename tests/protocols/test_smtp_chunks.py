@@ -141,7 +141,8 @@ def reference(body: bytes) -> Reading:
             return Reading(bytes(data), long_lines, bare, True)
         if ending == b"\n":
             bare = True
-        if len(line) > 1000:
+        # RFC 5321 4.5.3.1.6: the dot added by stuffing does not count.
+        if len(line) - content.startswith(b".") > 1000:
             long_lines.append(number)
         data += (content[1:] if content.startswith(b".") else content) + ending
         prev_crlf = ending == b"\r\n"

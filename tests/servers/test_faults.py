@@ -712,7 +712,7 @@ def test_every_scenario_is_documented_and_its_rules_parse(name: str) -> None:
     assert len(found.description) > 200  # something a learner can read
     assert "\n\n" in found.description or found.description.count(". ") >= 2
     for rule in parse_rules(found.rules):
-        assert rule.protocol == "smtp"
+        assert rule.protocol in ("smtp", "pop3", "imap")
     assert found.rules or found.settings  # it changes something
 
 
@@ -720,7 +720,15 @@ def test_scenario_settings_and_rules() -> None:
     assert scenario("relay-denied").settings == {"relay": "deny"}
     assert scenario("relay-denied").rules == ()
     assert scenario("sender-domain").settings == {"check_sender_domain": True}
-    assert scenario("disk-full").rules == ("smtp:mail=452 4.3.1 Insufficient system storage",)
+    assert scenario("disk-full").rules[0] == "smtp:mail=452 4.3.1 Insufficient system storage"
+    assert {parse_rule(r).protocol for r in scenario("disk-full").rules} == {
+        "smtp", "imap", "pop3",
+    }
+    assert scenario("lock-busy").settings == {"lock_busy": True}
+    assert scenario("quota-exceeded").settings == {"quota_bytes": 1}
+    assert parse_rule(scenario("bad-password").rules[0]).action.line == (
+        '-ERR [AUTH] Password supplied for "{user}" is incorrect.'
+    )
     assert scenario("tls-required").rules == (
         "smtp:mail:tls=no=530 5.7.0 Must issue a STARTTLS command first",
     )

@@ -415,12 +415,6 @@ def test_sequence_errors_are_503_5_5_1(srv: RunningServers) -> None:
     assert len(srv.messages("alice")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DATA answers 554 'No valid recipients' when no RCPT was refused in this "
-    "transaction: a RCPT refused before MAIL (503) still counts, because the server asks the "
-    "per-transaction fault counter (faults.count('rcpt')), which MAIL does not reset",
-)
 def test_data_without_rcpt_is_503_even_after_an_earlier_out_of_sequence_rcpt(
     srv: RunningServers,
 ) -> None:
@@ -545,13 +539,6 @@ def test_data_line_over_1000_octets_refuses_the_message(srv: RunningServers) -> 
     assert not any(srv.maildir("alice").tmp_dir.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 1000-octet text line limit counts the leading dot added by "
-    "dot-stuffing, which RFC 5321 4.5.3.1.6 says not to count: a stuffed line of 998 octets "
-    "of text ('.' + '.' + 997 x) + CRLF, 1001 octets on the wire, is refused '500 5.5.2 Line "
-    "too long' (protocols/smtp.py _data_piece adds consumed, dot included, to _data_line_len)",
-)
 def test_dot_stuffing_does_not_count_towards_the_line_limit(srv: RunningServers) -> None:
     with connect(srv) as client:
         client.ehlo()
@@ -564,12 +551,6 @@ def test_dot_stuffing_does_not_count_towards_the_line_limit(srv: RunningServers)
     assert body_of(stored) == f"Subject: dots\n\n{text}\n".encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RCPT TO parameters are never looked at: 'RCPT TO:<alice@localhost> FOO=1' "
-    "(and NOTIFY=NEVER, DSN not being offered) gets 250 where RFC 5321 4.1.1.11 wants 555, "
-    "as MAIL FROM does with an unknown parameter",
-)
 @pytest.mark.parametrize("parameter", ["FOO=1", "NOTIFY=NEVER"])
 def test_unknown_rcpt_parameter_is_555(srv: RunningServers, parameter: str) -> None:
     with connect(srv) as client:
@@ -886,12 +867,6 @@ def test_auth_plain_334_flow(srv: RunningServers) -> None:
         assert client.cmd(b64("\0bob\0hunter2")).code == 235
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the empty 334 challenge goes out as '334<CRLF>' without the space RFC 4954 "
-    'requires (continue-req = "334" SP [base64] CRLF): format_reply() rstrips the line; '
-    "Go's net/textproto, for one, rejects it as a 'short response'",
-)
 @pytest.mark.parametrize("line", ["AUTH PLAIN", "AUTH PLAIN ="])
 def test_empty_334_challenge_keeps_its_space(srv: RunningServers, line: str) -> None:
     with connect(srv) as client:
@@ -1269,14 +1244,6 @@ def test_idle_timeout_in_data(make: Any) -> None:
     wait_for(lambda: not any(servers.maildir("alice").tmp_dir.iterdir()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a client that sends STARTTLS and then never starts the handshake is cut "
-    "by the idle timeout (with a plaintext 421), but its session stays in "
-    "context.connections forever: connection_lost never reaches the SMTP protocol (the "
-    "transport now belongs to the half-made SSL protocol) and _handshake() never calls "
-    "connection_closed(); max_connections such clients lock everyone out with 421",
-)
 def test_idle_client_after_starttls_frees_its_connection_slot(
     tmp_path: Path, tls_template: Path
 ) -> None:
@@ -1352,11 +1319,6 @@ def test_reply_lines_fit_rfc_5321_limits(make: Any) -> None:
         assert all(len(line) <= 512 for line in reply.raw.split(b"\n")), len(reply.raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replies echo the client's control bytes raw (NUL, ESC, BEL here, in "
-    "sendmail's 'Command unrecognized: \"...\"'); RFC 5321 textstring is HT and 32-126 only",
-)
 def test_replies_carry_no_control_characters(make: Any) -> None:
     servers = make(personality="sendmail")
     with connect(servers) as client:

@@ -1,0 +1,598 @@
+"""The reference POP3 server (RFC 1939, 2449, 2595, 3206, 5034) on the Maildir store.
+
+One asyncio Protocol per connection around the POP3 core in the server role.
+The maildrop is locked for the whole TRANSACTION state with a real ``flock``
+(a second session gets ``-ERR [IN-USE]``; the lock goes with the process or the
+connection), DELE only marks, and the files are removed in the UPDATE state
+after QUIT, so a connection that drops deletes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Continuation, Role
+from mailtalk.protocols.pop3 import AUTH_RESPONSE, Command, POP3Connection, Response
+
+if TYPE_CHECKING:
+    from mailtalk.servers.context import ServerContext
+    from mailtalk.store.mailbox import MaildropLock, MessageInfo
+
+log = logging.getLogger("mailtalk.pop3")
+
+# How much of a message is read and sent at a time by RETR/TOP.
+CHUNK: Final = 64 * 1024
+
+
+class DotStuffer:
+    """Maildir text (LF or CRLF lines) to POP3 wire form: CRLF, leading dots doubled."""
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+        self._held_cr = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._held_cr:
+            chunk = b"\r" + chunk
+            self._held_cr = False
+        if chunk.endswith(b"\r"):
+            # It may be half of a CRLF that the next chunk completes.
+            self._held_cr = True
+            chunk = chunk[:-1]
+        out = bytearray()
+        for line in chunk.splitlines(keepends=True):
+            if self._at_line_start and line.startswith(b"."):
+                out += b"."
+            if line.endswith(b"\n"):
+                out += line.removesuffix(b"\r\n").removesuffix(b"\n") + b"\r\n"
+                self._at_line_start = True
+            else:
+                out += line  # a bare CR, or the end of the chunk mid-line
+                self._at_line_start = line.endswith(b"\r")
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        held = b"\r" if self._held_cr else b""
+        self._held_cr = False
+        tail = b"" if self._at_line_start and not held else b"\r\n"
+        return held + tail + b".\r\n"
+
+
+class POP3ServerProtocol(asyncio.Protocol):
+    """One POP3 connection; ``kind`` is the listener: pop3 (STLS) or pop3s."""
+
+    def __init__(self, context: ServerContext, kind: str) -> None:
+        self.context = context
+        self.kind = kind
+        self.core = POP3Connection(role=Role.SERVER)
+        if kind == "pop3s":
+            self.core.tls_started()
+        self.session_id = context.next_session_id()
+        self.faults = context.faults.session(self.session_id, protocol="pop3")
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.user: str | None = None  # after USER
+        self.authenticated_user: str | None = None
+        self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
+        self._busy = False
+        self._closing = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._lock: MaildropLock | None = None
+        self._messages: list[MessageInfo] = []
+        self._deleted: set[int] = set()
+        self._mailbox: Any = None
+        self._sasl: str | None = None
+
+    # -- connection -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        if not self.context.connection_opened(self):
+            self._send(False, "Too many connections, try again later", "SYS/TEMP")
+            self._close()
+            return
+        self._reset_idle()
+        action = self._fault("connect")
+        if action is not None and action.kind == "delay":
+            self._defer(self._later(action.seconds, POP3ServerProtocol._greet, ()))
+            return
+        if action is None:
+            self._greet(())
+
+    def _greet(self, args: tuple[str, ...]) -> None:
+        self._send(True, f"mailtalk POP3 server ready {self.timestamp}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._release()
+        if self._idle is not None:
+            self._idle.cancel()
+        self.context.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._reset_idle()
+        self.core.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self.core.receive_data(b"")
+        self._process()
+        return None
+
+    def _reset_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if not self._closing:
+            # RFC 1939 3: an idle timeout closes without entering UPDATE.
+            self._send(False, "Disconnected for inactivity.")
+            self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- the loop -------------------------------------------------------------
+
+    def _process(self) -> None:
+        while not self._busy and not self._closing:
+            command = self.core.next_command()
+            if command is NEED_DATA:
+                return
+            if command is CONNECTION_CLOSED:
+                self._close()
+                return
+            assert isinstance(command, Command)
+            self._on_command(command)
+
+    def _defer(self, work: Awaitable[None]) -> None:
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("session %s: internal error", self.session_id)
+                if not self._closing:
+                    self._send(False, "Internal error; try again later", "SYS/TEMP")
+            finally:
+                self._busy = False
+                if self.transport is not None and not self._closing:
+                    self.transport.resume_reading()
+                    self._process()
+
+        self.context.spawn(run())
+
+    def _send(
+        self, ok: bool, text: str, code: str | None = None, lines: tuple[bytes, ...] | None = None
+    ) -> None:
+        if self._closing or self.transport is None:
+            return
+        self.transport.write(self.core.send(Response(ok, text, code, lines)))
+
+    def _fault(self, command: str) -> Any:
+        """Apply an injected fault; returns it if it replaced (or delays) the answer."""
+        action = self.faults.on_command(
+            command,
+            client=self.client_ip,
+            tls="yes" if self.core.tls else "no",
+            auth="yes" if self.authenticated_user else "no",
+            user=self.authenticated_user or self.user or "",
+        )
+        if action is None:
+            return None
+        if action.kind == "disconnect":
+            if self.transport is not None:
+                self.transport.abort()
+            self._closing = True
+            return action
+        if action.kind == "delay":
+            return action if action.seconds > 0 else None
+        ok = action.status == "+OK"
+        text = action.text
+        code = None
+        if text.startswith("[") and "]" in text:
+            code, _, text = text[1:].partition("]")
+            text = text.strip()
+        self._send(ok, text, code)
+        return action
+
+    # -- commands -------------------------------------------------------------
+
+    def _on_command(self, command: Command) -> None:
+        if command.verb == AUTH_RESPONSE:
+            self._sasl_answer(command.args[0] if command.args else "")
+            return
+        if command.too_long:
+            self._send(False, "Command line too long")
+            return
+        verb = command.verb
+        authorization = self.authenticated_user is None
+        table = _AUTHORIZATION if authorization else _TRANSACTION
+        handler = table.get(verb)
+        if handler is None:
+            if verb in _AUTHORIZATION or verb in _TRANSACTION:
+                state = "AUTHORIZATION" if authorization else "TRANSACTION"
+                self._send(False, f"{verb} is not valid in the {state} state")
+            else:
+                self._send(False, f"Unknown command: {verb[:20]}")
+            return
+        action = self._fault(verb.lower())
+        if action is not None:
+            if action.kind == "delay":
+                self._defer(self._later(action.seconds, handler, command.args))
+            return
+        handler(self, command.args)
+
+    async def _later(
+        self,
+        seconds: float,
+        handler: Callable[[POP3ServerProtocol, tuple[str, ...]], None],
+        args: tuple[str, ...],
+    ) -> None:
+        await asyncio.sleep(seconds)
+        if not self._closing:
+            handler(self, args)
+
+    def _plaintext_allowed(self) -> bool:
+        """USER/PASS and AUTH PLAIN only over TLS, or from loopback (like Dovecot)."""
+        if self.core.tls:
+            return True
+        try:
+            return ipaddress.ip_address(self.client_ip).is_loopback
+        except ValueError:
+            return False
+
+    def _capa(self, args: tuple[str, ...]) -> None:
+        lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self._plaintext_allowed():
+            lines += ["USER", "SASL PLAIN"]
+        tls_possible = self.context.ssl_context is not None and not self.core.tls
+        if tls_possible and not self.authenticated_user:
+            lines.append("STLS")
+        if self.context.settings.login_delay:
+            lines.append(f"LOGIN-DELAY {int(self.context.settings.login_delay)}")
+        lines += ["EXPIRE NEVER", "IMPLEMENTATION mailtalk"]
+        self._send(True, "Capability list follows", lines=tuple(x.encode() for x in lines))
+
+    def _user(self, args: tuple[str, ...]) -> None:
+        if not self._plaintext_allowed():
+            self._send(False, "Plaintext authentication disallowed on non-secure connections",
+                       "AUTH")
+            return
+        if len(args) != 1:
+            self._send(False, "USER needs exactly one argument: the user name")
+            return
+        self.user = args[0]
+        self._send(True, "")
+
+    def _pass(self, args: tuple[str, ...]) -> None:
+        if self.user is None:
+            self._send(False, "No user name: send USER first")
+            return
+        # RFC 1939: the password is the rest of the line, spaces included.
+        self._defer(self._login(self.user, " ".join(args)))
+
+    def _apop(self, args: tuple[str, ...]) -> None:
+        if len(args) != 2:
+            self._send(False, "APOP needs a user name and a digest")
+            return
+        name, digest = args
+        secret = self.context.apop_secret(name)
+        if secret is None:
+            self._send(False, "APOP is not available for this user (passwords are stored hashed)",
+                       "AUTH")
+            return
+        expected = hashlib.md5((self.timestamp + secret).encode(), usedforsecurity=False)
+        if hmac.compare_digest(expected.hexdigest(), digest.lower()):
+            self._defer(self._open_maildrop(name))
+        else:
+            self._send(False, "Authentication failed.", "AUTH")
+
+    def _auth(self, args: tuple[str, ...]) -> None:
+        if not args:
+            self._send(True, "", lines=(b"PLAIN",))
+            return
+        mechanism = args[0].upper()
+        if mechanism != "PLAIN":
+            self._send(False, f"Unsupported authentication mechanism {mechanism}")
+            return
+        if not self._plaintext_allowed():
+            self._send(False, "Plaintext authentication disallowed on non-secure connections",
+                       "AUTH")
+            return
+        if len(args) > 1:
+            self._sasl_answer(args[1])
+            return
+        self._sasl = mechanism
+        if self.transport is not None:
+            self.transport.write(self.core.send(Continuation("")))
+
+    def _sasl_answer(self, line: str) -> None:
+        self._sasl = None
+        if line.strip() == "*":
+            self._send(False, "Authentication cancelled")
+            return
+        try:
+            decoded = base64.b64decode(line.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            self._send(False, "Invalid base64 data in the answer")
+            return
+        parts = decoded.split("\0")
+        if len(parts) != 3:
+            self._send(False, "Malformed PLAIN answer")
+            return
+        _, name, secret = parts
+        self._defer(self._login(name, secret))
+
+    async def _login(self, name: str, secret: str) -> None:
+        ok = await self.context.verify_password(name, secret)
+        if self._closing:
+            return
+        if not ok:
+            log.info("session %s: authentication failed for %s", self.session_id, name)
+            self.user = None
+            self._send(False, "Authentication failed.", "AUTH")
+            return
+        await self._open_maildrop(name)
+
+    async def _open_maildrop(self, name: str) -> None:
+        from mailtalk.store.mailbox import MailboxError
+
+        delay = self.context.login_delay_left(name)
+        if delay > 0:
+            self._send(False, f"Logged in too recently; wait {delay:.0f} s", "LOGIN-DELAY")
+            return
+        mailboxes = self.context.mailstore.user_mailboxes(
+            name, quota_bytes=self.context.settings.quota_bytes
+        )
+        try:
+            lock = mailboxes.lock_maildrop()
+        except MailboxError as error:
+            if error.code == "INUSE":
+                self._send(False, "Unable to lock maildrop: lock busy! Is another session active?",
+                           "IN-USE")
+                return
+            raise
+        quota = self.context.settings.quota_bytes
+        if quota is not None and mailboxes.usage() > quota:
+            lock.release()
+            self._send(False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP")
+            return
+        self._lock = lock
+        self._mailbox = mailboxes.open("INBOX")
+        self._mailbox.refresh()
+        self._messages = list(self._mailbox.messages())
+        self._deleted = set()
+        self.authenticated_user = name
+        self.context.record_login(name)
+        self.core.start_transaction()
+        log.info("session %s: %s logged in, %d messages", self.session_id, name,
+                 len(self._messages))
+        total = sum(m.rfc822_size for m in self._messages)
+        self._send(True, f"Logged in: {len(self._messages)} messages ({total} octets)")
+
+    def _stls(self, args: tuple[str, ...]) -> None:
+        if self.context.ssl_context is None or self.core.tls:
+            self._send(False, "STLS is not available here" if not self.core.tls
+                       else "TLS is already active")
+            return
+        self._send(True, "Begin TLS negotiation now.")
+        self._defer(self._handshake())
+
+    async def _handshake(self) -> None:
+        assert self.transport is not None and self.context.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.transport, self, self.context.ssl_context, server_side=True,
+                ssl_handshake_timeout=self.context.settings.idle_timeout,
+            )
+        except (OSError, TimeoutError, ConnectionError) as error:
+            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if transport is None:
+            self._close()
+            return
+        self.transport = transport
+        self.core.tls_started()
+        self.user = None
+
+    def _quit(self, args: tuple[str, ...]) -> None:
+        if self.authenticated_user is None:
+            self._send(True, "Bye")
+            self._close()
+            return
+        self.core.start_update()
+        self._defer(self._update())
+
+    async def _update(self) -> None:
+        # UPDATE: the deletions happen now, and only now.
+        uids = [self._messages[n - 1].uid for n in sorted(self._deleted)]
+        failed = False
+        if uids:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, self._remove, uids)
+            except OSError as error:
+                log.warning("session %s: deleting failed: %s", self.session_id, error)
+                failed = True
+        self._release()
+        if failed:
+            self._send(False, "Some deleted messages were not removed", "SYS/TEMP")
+        else:
+            self._send(True, f"Logging out, {len(uids)} messages deleted.")
+        self._close()
+
+    def _remove(self, uids: list[int]) -> None:
+        self._mailbox.set_flags(uids, {"\\Deleted"}, mode="add")
+        self._mailbox.expunge(uids)
+
+    # -- TRANSACTION ----------------------------------------------------------
+
+    def _message_number(self, text: str) -> int | None:
+        if not text.isdigit():
+            self._send(False, f"Not a message number: {text[:20]}")
+            return None
+        number = int(text)
+        if not 1 <= number <= len(self._messages):
+            self._send(False, f"There's no message {number}.")
+            return None
+        if number in self._deleted:
+            self._send(False, f"Message {number} is deleted.")
+            return None
+        return number
+
+    def _stat(self, args: tuple[str, ...]) -> None:
+        live = [m for n, m in enumerate(self._messages, 1) if n not in self._deleted]
+        self._send(True, f"{len(live)} {sum(m.rfc822_size for m in live)}")
+
+    def _list(self, args: tuple[str, ...]) -> None:
+        if args:
+            number = self._message_number(args[0])
+            if number is not None:
+                self._send(True, f"{number} {self._messages[number - 1].rfc822_size}")
+            return
+        lines = tuple(
+            f"{n} {m.rfc822_size}".encode()
+            for n, m in enumerate(self._messages, 1)
+            if n not in self._deleted
+        )
+        self._send(True, f"{len(lines)} messages", lines=lines)
+
+    def _uidl(self, args: tuple[str, ...]) -> None:
+        if args:
+            number = self._message_number(args[0])
+            if number is not None:
+                self._send(True, f"{number} {self._messages[number - 1].uidl}")
+            return
+        lines = tuple(
+            f"{n} {m.uidl}".encode()
+            for n, m in enumerate(self._messages, 1)
+            if n not in self._deleted
+        )
+        self._send(True, "", lines=lines)
+
+    def _retr(self, args: tuple[str, ...]) -> None:
+        if len(args) != 1:
+            self._send(False, "RETR needs a message number")
+            return
+        number = self._message_number(args[0])
+        if number is not None:
+            self._defer(self._stream(number, None))
+
+    def _top(self, args: tuple[str, ...]) -> None:
+        if len(args) != 2 or not args[1].isdigit():
+            self._send(False, "TOP needs a message number and a number of lines")
+            return
+        number = self._message_number(args[0])
+        if number is not None:
+            self._defer(self._stream(number, int(args[1])))
+
+    async def _stream(self, number: int, body_lines: int | None) -> None:
+        """RETR (body_lines None) or TOP: send the message in chunks, dot-stuffed."""
+        from mailtalk.store.mailbox import MailboxError
+
+        info = self._messages[number - 1]
+        try:
+            handle = self._mailbox.open_message(info.uid)
+        except (MailboxError, OSError):
+            self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
+            return
+        assert self.transport is not None
+        self._send(True, f"{info.rfc822_size} octets")
+        stuffer = DotStuffer()
+        with handle:
+            if body_lines is None:
+                while chunk := handle.read(CHUNK):
+                    self.transport.write(stuffer.feed(chunk))
+                    await self._drain()
+            else:
+                in_body = False
+                remaining = body_lines
+                for line in handle:
+                    if in_body:
+                        if remaining <= 0:
+                            break
+                        remaining -= 1
+                    elif line in (b"\n", b"\r\n"):
+                        in_body = True
+                    self.transport.write(stuffer.feed(line))
+        self.transport.write(stuffer.finish())
+
+    async def _drain(self) -> None:
+        """Let a slow reader catch up, so a big RETR does not pile up in memory."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > 4 * CHUNK:
+            while (
+                not self._closing
+                and transport.get_write_buffer_size() > CHUNK
+                and not transport.is_closing()
+            ):
+                await asyncio.sleep(0.001)
+
+    def _dele(self, args: tuple[str, ...]) -> None:
+        if len(args) != 1:
+            self._send(False, "DELE needs a message number")
+            return
+        number = self._message_number(args[0])
+        if number is not None:
+            self._deleted.add(number)
+            self._send(True, "Marked to be deleted.")
+
+    def _rset(self, args: tuple[str, ...]) -> None:
+        self._deleted.clear()
+        self._send(True, f"{len(self._messages)} messages")
+
+    def _noop(self, args: tuple[str, ...]) -> None:
+        self._send(True, "")
+
+
+_AUTHORIZATION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]] = {
+    "CAPA": POP3ServerProtocol._capa,
+    "USER": POP3ServerProtocol._user,
+    "PASS": POP3ServerProtocol._pass,
+    "APOP": POP3ServerProtocol._apop,
+    "AUTH": POP3ServerProtocol._auth,
+    "STLS": POP3ServerProtocol._stls,
+    "QUIT": POP3ServerProtocol._quit,
+}
+_TRANSACTION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]] = {
+    "CAPA": POP3ServerProtocol._capa,
+    "STAT": POP3ServerProtocol._stat,
+    "LIST": POP3ServerProtocol._list,
+    "UIDL": POP3ServerProtocol._uidl,
+    "RETR": POP3ServerProtocol._retr,
+    "TOP": POP3ServerProtocol._top,
+    "DELE": POP3ServerProtocol._dele,
+    "RSET": POP3ServerProtocol._rset,
+    "NOOP": POP3ServerProtocol._noop,
+    "QUIT": POP3ServerProtocol._quit,
+}
