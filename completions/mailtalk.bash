@@ -28,8 +28,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -97,6 +97,12 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--pop3s')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--imap')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--imaps')
             COMPREPLY=()
             ;;
         'mailtalk serve|--domain')

@@ -13,7 +13,7 @@ function __mailtalk_value_options
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript
     end
@@ -137,6 +137,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'submission' -x -d '
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'smtps' -x -d 'SMTPS port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3' -x -d 'POP3 port (STLS).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S port.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP port (STARTTLS).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'

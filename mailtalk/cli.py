@@ -204,6 +204,7 @@ _shortcut("imap", "imap.example.com")
 
 DEFAULT_SERVE_PORTS = {
     "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,
+    "imap": 2143, "imaps": 2993,
 }  # fmt: skip
 
 
@@ -234,6 +235,8 @@ DEFAULT_SERVE_PORTS = {
 @click.option("--smtps", "smtps_port", type=click.IntRange(0, 65535), help="SMTPS port.")
 @click.option("--pop3", "pop3_port", type=click.IntRange(0, 65535), help="POP3 port (STLS).")
 @click.option("--pop3s", "pop3s_port", type=click.IntRange(0, 65535), help="POP3S port.")
+@click.option("--imap", "imap_port", type=click.IntRange(0, 65535), help="IMAP port (STARTTLS).")
+@click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
 @click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Add a user.")
 @click.option(
@@ -278,9 +281,9 @@ def serve(**options: Any) -> None:
 
     Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
     only to clients listed in ROOT/control/relayclients or that authenticated
-    (qmail's rcpthosts rules); POP3 reads the same Maildirs. Without port
-    options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3 2110
-    and POP3S 2995. Ctrl-C stops it.
+    (qmail's rcpthosts rules); POP3 and IMAP read the same Maildirs. Without
+    port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
+    2110, POP3S 2995, IMAP 2143 and IMAPS 2993. Ctrl-C stops it.
     """
     from mailtalk.servers.serve import run_serve
 
