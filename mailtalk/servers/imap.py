@@ -88,6 +88,7 @@ CHUNK: Final = 64 * 1024
 # Before login a literal (a user name or password) has no reason to be large.
 PREAUTH_MAX_LITERAL: Final = 64 * 1024
 IDLE_POLL_SECONDS: Final = 1.0
+IDLE_AUTOLOGOUT: Final = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes while idling
 MAX_BAD_COMMANDS: Final = 50
 SYSTEM_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
@@ -194,6 +195,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         self._watch: MailboxWatch | None = None
         self._literal_faults: dict[str, Any] = {}  # tag -> fault checked at its literal
         self._bad_commands = 0
+        self._idle_extended = False
 
     # -- connection -----------------------------------------------------------
 
@@ -238,12 +240,21 @@ class IMAPServerProtocol(asyncio.Protocol):
         return None
 
     def _reset_idle(self) -> None:
+        self._idle_extended = False
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
 
     def _on_idle(self) -> None:
+        if self._idle_tag is not None and not self._idle_extended:
+            # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be
+            # for 30 minutes whatever the (shorter) command timeout.
+            self._idle_extended = True
+            extra = IDLE_AUTOLOGOUT - self.context.settings.idle_timeout
+            if extra > 0:
+                self._idle_timer = asyncio.get_running_loop().call_later(extra, self._on_idle)
+                return
         if not self._closing:
             self._untagged("BYE Disconnected for inactivity.")
             self._close()
@@ -725,7 +736,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         if kind == "LSUB":
             candidates = self._store.subscriptions
         else:
-            # Parents missing after a DELETE still show, as \NonExistent.
+            # Parents missing after a DELETE still show, as \Noselect (RFC 3501 6.3.8).
             candidates = list(names)
             for name in names:
                 parts = name.split(DELIMITER)
@@ -739,17 +750,11 @@ class IMAPServerProtocol(asyncio.Protocol):
             attributes = []
             if kind == "LIST":
                 if name not in existing:
-                    attributes.append("\\NonExistent")
                     attributes.append("\\Noselect")
                 children = any(n.startswith(name + DELIMITER) for n in names)
                 attributes.append("\\HasChildren" if children else "\\HasNoChildren")
-                if name in self._subscribed():
-                    attributes.append("\\Subscribed")
             self._untagged(f'{kind} ({" ".join(attributes)}) "{DELIMITER}" {self._show(name)}')
         self._done(command, f"{kind.capitalize()} completed")
-
-    def _subscribed(self) -> set[str]:
-        return set(self._store.subscriptions)
 
     def _status(self, command: Command) -> None:
         name, items = parse_status(command.args, command.literals, utf8=True)
@@ -948,7 +953,7 @@ class IMAPServerProtocol(asyncio.Protocol):
             shown = items
             if marks_seen and "\\Seen" not in info.flags:
                 changed = mailbox.set_flags([info.uid], ["\\Seen"], "add")
-                info = mailbox.messages()[seq - 1] if info.uid in changed else info
+                info = mailbox.message(info.uid) if info.uid in changed else info
                 if not has_flags:
                     shown = [*items, FetchItem("FLAGS")]
             message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),

@@ -7,6 +7,7 @@ way it does in the running server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import imaplib
@@ -17,6 +18,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -414,6 +416,25 @@ def test_idle_sees_other_session_flags(servers: RunningServers) -> None:
     raw.close()
 
 
+def test_idle_polls_changes_from_outside(servers: RunningServers) -> None:
+    """A change no watcher hears of (another process) shows within the ~1 s poll."""
+    deliver(servers)
+    raw = raw_login(servers.port("imap"))
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until_tagged(b"s")
+    raw.send(b"i IDLE\r\n")
+    raw.line()
+    cur = servers.root / "mail/alice/Maildir/cur"
+    (path,) = cur.iterdir()
+    base = path.name.partition(":")[0]
+    path.rename(cur / f"{base}:2,F")
+    line = raw.line()
+    assert line.startswith(b"* 1 FETCH (FLAGS (") and b"\\Flagged" in line, line
+    raw.send(b"DONE\r\n")
+    assert raw.until_tagged(b"i")[-1].startswith(b"i OK")
+    raw.close()
+
+
 # ---------------------------------------------------------------------------
 # TLS
 # ---------------------------------------------------------------------------
@@ -450,17 +471,70 @@ def test_starttls_drops_injected_commands(servers: RunningServers) -> None:
     tls.close()
 
 
-def test_loginddisabled_when_not_loopback(tmp_path: Path) -> None:
+class FakeTransport(asyncio.Transport):
+    """A transport from a non-loopback address, recording what the server writes."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__()
+        self.peer = peer
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.peer, 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_logindisabled_when_not_loopback(servers: RunningServers) -> None:
     from mailtalk.servers.imap import IMAPServerProtocol
 
-    protocol = IMAPServerProtocol.__new__(IMAPServerProtocol)
-    protocol.client_ip = "192.0.2.1"
-    with run_servers(tmp_path, imap=0, users=USERS) as running:
-        protocol.core = type("Core", (), {"tls": False})()  # type: ignore[assignment]
-        assert not protocol._plaintext_allowed()
-        protocol.client_ip = "127.0.0.1"
-        assert protocol._plaintext_allowed()
-        assert running.port("imap")
+    async def talk(peer: str) -> bytes:
+        protocol = IMAPServerProtocol(servers.context, "imap")
+        transport = FakeTransport(peer)
+        protocol.connection_made(transport)
+        protocol.data_received(b"a CAPABILITY\r\nb LOGIN alice secret\r\n"
+                               b"c AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+        await asyncio.sleep(0.05)
+        protocol.connection_lost(None)
+        return transport.written
+
+    written = asyncio.run(talk("192.0.2.1"))
+    capability = next(x for x in written.split(b"\r\n") if x.startswith(b"* CAPABILITY"))
+    assert b"LOGINDISABLED" in capability and b"AUTH=PLAIN" not in capability
+    assert b"STARTTLS" in capability
+    assert b"b NO [PRIVACYREQUIRED]" in written
+    assert b"c NO [PRIVACYREQUIRED]" in written
+
+
+def test_idle_timeout_and_connection_limit(tmp_path: Path) -> None:
+    with run_servers(tmp_path, imap=0, users=USERS, idle_timeout=0.5,
+                     max_connections=1) as running:
+        raw = Raw(running.port("imap"))
+        second = Raw(running.port("imap"))
+        assert second.greeting.startswith(b"* BYE")
+        second.close()
+        assert raw.line().startswith(b"* BYE")
+        raw.close()
 
 
 # ---------------------------------------------------------------------------
