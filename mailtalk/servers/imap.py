@@ -13,9 +13,11 @@ from the socket to disk: the literal is buffered whole, then written to the
 folder in chunks through :meth:`Mailbox.begin_append`. Memory stays bounded by
 ``settings.max_literal`` (64 KiB before login): a synchronizing literal that is
 too large, or that would exceed the quota, is refused with ``NO [TOOBIG]`` /
-``NO [OVERQUOTA]`` *before* the ``+``, so ``{999999999999}`` costs nothing; a
-non-synchronizing one (``{n+}``, LITERAL- allows up to 4096 octets) that is too
-large is read and dropped, then refused.
+``NO [OVERQUOTA]`` *before* the ``+``, so ``{999999999999}`` costs nothing. A
+non-synchronizing one (``{n+}``) gives the server no chance to refuse early: the
+core reads and drops what is beyond the cap, then the command gets
+``NO [TOOBIG]``. Non-synchronizing literals under the cap are accepted even
+beyond the 4096 octets LITERAL- promises (lenient, as Dovecot is).
 
 **Untagged updates.** After each command (and every second, or on a delivery
 notification, during IDLE) the selected mailbox is refreshed and changes made by

@@ -568,6 +568,12 @@ def test_literal_cap_setting(tmp_path: Path) -> None:
         typ, data = client.append("INBOX", None, None, b"x" * 2000)
         assert typ == "NO" and b"TOOBIG" in data[0]
         assert client.append("INBOX", None, None, b"Subject: s\r\n\r\nok\r\n")[0] == "OK"
+        raw = raw_login(running.port("imap"))
+        raw.send(b"a APPEND INBOX {2000+}\r\n" + b"y" * 2000 + b"\r\n")
+        assert raw.until_tagged(b"a")[-1].startswith(b"a NO [TOOBIG]")
+        raw.send(b"b APPEND INBOX (\\Seen) {12+}\r\nSubject:\r\n\r\n\r\n")
+        assert re.match(rb"b OK \[APPENDUID \d+ 2\]", raw.until_tagged(b"b")[-1])
+        raw.close()
 
 
 def test_fault_select_unavailable(tmp_path: Path) -> None:
