@@ -1002,7 +1002,9 @@ class IMAPConnection:
             self._needs_continuation = False
         else:
             self._expect_response_line = True
-        return f"+ {event.text}".rstrip(" ").encode("utf-8") + CRLF
+        # RFC 3501 9: continue-req = "+" SP (resp-text / base64) CRLF, so the space
+        # stays even when an AUTHENTICATE challenge is empty.
+        return f"+ {event.text}".encode("utf-8") + CRLF
 
     def next_command(self) -> ClientInput | _Sentinel:
         """Server role: the next command (or literal request, or line after our ``+``)."""
