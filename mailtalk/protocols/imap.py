@@ -1004,7 +1004,7 @@ class IMAPConnection:
             self._expect_response_line = True
         # RFC 3501 9: continue-req = "+" SP (resp-text / base64) CRLF, so the space
         # stays even when an AUTHENTICATE challenge is empty.
-        return f"+ {event.text}".encode("utf-8") + CRLF
+        return f"+ {event.text}".encode() + CRLF
 
     def next_command(self) -> ClientInput | _Sentinel:
         """Server role: the next command (or literal request, or line after our ``+``)."""

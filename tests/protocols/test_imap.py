@@ -826,7 +826,8 @@ def test_server_sasl_exchange() -> None:
     server.send(Untagged("OK hi"))
     server.receive_data(b"a1 AUTHENTICATE PLAIN\r\n")
     assert isinstance(server.next_command(), Command)
-    assert server.send(Continuation("")) == b"+ \r\n"  # RFC 3501 9: "+" SP, even with nothing after
+    # RFC 3501 9: "+" SP, even with nothing after it.
+    assert server.send(Continuation("")) == b"+ \r\n"
     server.receive_data(b"AGFsaWNlAHNlY3JldA==\r\n")
     response = server.next_command()
     assert response == ContinuationResponse("AGFsaWNlAHNlY3JldA==", b"AGFsaWNlAHNlY3JldA==\r\n")
