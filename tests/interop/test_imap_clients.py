@@ -704,3 +704,60 @@ def test_pop3_lock_does_not_block_imap(servers: Any) -> None:
             pop.close()
     with imap_session(servers) as client:
         assert ok(client.select("INBOX")) == [b"2"]
+
+
+@pytest.mark.parametrize("transport", ["plain", "imaps"])
+def test_mbsync_nested_folder_big_append_and_deletions(
+    servers: Any, tmp_path: Path, transport: str
+) -> None:
+    """A Maildir++ subfolder ("Archive.2024" on the server, Archive/2024 locally), a local
+    message past LITERAL-'s 4096 octets (a synchronizing literal), a local deletion that
+    must expunge on the server and a server flag change that must reach the local side."""
+    deliver(servers, "keep", "keep@example.org")
+    deliver(servers, "drop locally", "drop@example.org")
+    with imap_session(servers) as client:
+        for folder in ("Archive", "Archive.2024", "Sent"):
+            ok(client.create(folder))
+        ok(client.append("Archive.2024", "(\\Answered)", None, make_message("n", "nested@x.org")))
+    assert (maildir_of(servers) / ".Archive.2024" / "maildirfolder").exists()
+    local = tmp_path / "local"
+    local.mkdir()
+    rc = mbsync_rc(servers, tmp_path, transport, local)
+    first = mbsync(rc, tmp_path)
+    assert first.returncode == 0, describe(first)
+    assert mbsync_problems(first, transport) == [], describe(first)
+    assert local_state(local / "Archive" / "2024") == {"<nested@x.org>": {"\\Answered"}}
+
+    [drop] = [p for p in maildir_files(local / "INBOX") if b"<drop@" in p.read_bytes()]
+    drop.unlink()
+    # 2000 more lines after make_message's: about 150 KB, LF line ends as in a Maildir.
+    big = make_message("big", "big@example.org").replace(b"\r\n", b"\n")
+    big += (b"y" * 76 + b"\n") * 2000
+    (local / "Archive" / "2024" / "new" / "1700000000.big.testhost").write_bytes(big)
+    with imap_session(servers) as client:
+        ok(client.select("INBOX"))
+        ok(client.store("1", "+FLAGS", "(\\Flagged)"))
+
+    second = mbsync(rc, tmp_path)
+    assert second.returncode == 0, describe(second)
+    assert mbsync_problems(second, transport) == [], describe(second)
+    assert (
+        server_state(servers, "INBOX")
+        == local_state(local / "INBOX")
+        == {"<keep@example.org>": {"\\Flagged"}}
+    )
+    nested = server_state(servers, "Archive.2024")
+    assert nested == local_state(local / "Archive" / "2024")
+    assert set(nested) == {"<nested@x.org>", "<big@example.org>"}
+    with imap_session(servers) as client:
+        ok(client.select("Archive.2024", readonly=True))
+        data = ok(client.fetch("2", "(BODY.PEEK[TEXT])"))
+        assert data[0][1].endswith((b"y" * 76 + b"\r\n") * 2000)
+
+    # A third run has nothing to do and changes nothing.
+    before = {p.name for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    third = mbsync(rc, tmp_path)
+    assert third.returncode == 0, describe(third)
+    assert mbsync_problems(third, transport) == [], describe(third)
+    after = {p.name for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert after == before
