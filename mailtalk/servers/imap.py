@@ -32,7 +32,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -41,7 +40,6 @@ from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
     Continuation,
-    LocalProtocolError,
     RemoteProtocolError,
     Role,
 )
@@ -74,6 +72,7 @@ from mailtalk.servers.imap_parse import (
     tokenize,
 )
 from mailtalk.servers.imap_search import search
+from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import PERMANENT_FLAGS, MailboxError
 
 if TYPE_CHECKING:
@@ -170,26 +169,19 @@ class _SearchView:
 Handler = Callable[["IMAPServerProtocol", Command], None]
 
 
-class IMAPServerProtocol(asyncio.Protocol):
+class IMAPServerProtocol(ServerSession):
     """One IMAP connection; ``kind`` is the listener: imap (STARTTLS) or imaps."""
 
     def __init__(self, context: ServerContext, kind: str) -> None:
-        self.context = context
-        self.kind = kind
+        super().__init__(context, kind)
         self.core = IMAPConnection(role=Role.SERVER, max_literal=PREAUTH_MAX_LITERAL)
         if kind == "imaps":
             self.core.tls_started()
-        self.session_id = context.next_session_id()
         self.faults = context.faults.session(self.session_id, protocol="imap")
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = ""
         self.user: str | None = None
         self.mailboxes: UserMailboxes | None = None
         self.selected: Mailbox | None = None
         self.utf8 = False
-        self._busy = False
-        self._closing = False
-        self._idle_timer: asyncio.TimerHandle | None = None
         self._sasl_tag: str | None = None
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -197,79 +189,42 @@ class IMAPServerProtocol(asyncio.Protocol):
         self._watch: MailboxWatch | None = None
         self._literal_faults: dict[str, Any] = {}  # tag -> fault checked at its literal
         self._bad_commands = 0
-        self._idle_extended = False
 
     # -- connection -----------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else ""
-        if not self.context.connection_opened(self):
-            self._untagged("BYE [UNAVAILABLE] Too many connections, try again later")
-            self._close()
-            return
-        self._reset_idle()
+    def refuse(self) -> None:
+        self._untagged("BYE [UNAVAILABLE] Too many connections, try again later")
+
+    def greet(self) -> None:
         action = self._fault("connect")
         if action is not None:
             if action.kind == "delay":
-                self._defer(self._later(action.seconds, self._greet))
+                self._defer_tagged(self._later(action.seconds, self._greet))
             return
         self._greet()
 
     def _greet(self) -> None:
         self._untagged(f"OK [CAPABILITY {self._capabilities()}] mailtalk IMAP server ready")
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+    def cleanup(self) -> None:
         self._stop_idle()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self.context.connection_closed(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._reset_idle()
-        try:
-            self.core.receive_data(data)
-        except LocalProtocolError:
-            return
-        self._process()
+    def idle_limit(self) -> float:
+        # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be for
+        # 30 minutes whatever the (shorter) command timeout.
+        limit = self.context.settings.idle_timeout
+        return max(limit, IDLE_AUTOLOGOUT) if self._idle_tag is not None else limit
 
-    def eof_received(self) -> bool | None:
-        self.core.receive_data(b"")
-        self._process()
-        return None
-
-    def _reset_idle(self) -> None:
-        self._idle_extended = False
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
-
-    def _on_idle(self) -> None:
-        if self._idle_tag is not None and not self._idle_extended:
-            # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be
-            # for 30 minutes whatever the (shorter) command timeout.
-            self._idle_extended = True
-            extra = IDLE_AUTOLOGOUT - self.context.settings.idle_timeout
-            if extra > 0:
-                self._idle_timer = asyncio.get_running_loop().call_later(extra, self._on_idle)
-                return
-        if not self._closing:
-            self._untagged("BYE Disconnected for inactivity.")
-            self._close()
+    def on_idle(self) -> None:
+        self._untagged("BYE Disconnected for inactivity.")
 
     def _close(self) -> None:
-        self._closing = True
         self._stop_idle()
-        if self.transport is not None:
-            self.transport.close()
+        super()._close()
 
     # -- the loop -------------------------------------------------------------
 
-    def _process(self) -> None:
+    def process(self) -> None:
         while not self._busy and not self._closing:
             try:
                 event = self.core.next_command()
@@ -293,37 +248,23 @@ class IMAPServerProtocol(asyncio.Protocol):
                 assert isinstance(event, Command)
                 self._on_command(event)
 
-    def _defer(self, work: Awaitable[None], tag: str | None = None) -> None:
-        self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+    def _defer_tagged(self, work: Awaitable[None], tag: str | None = None) -> None:
+        """Deferred work for a command: its errors become that command's tagged NO."""
 
-        async def run() -> None:
-            try:
-                await work
-            except MailboxError as error:
+        def answer(error: Exception) -> None:
+            if isinstance(error, MailboxError):
                 if tag is not None:
                     self._tagged(tag, "NO", error.code, error.message)
-            except OSError as error:
+            elif isinstance(error, OSError):
                 log.warning("session %s: store error: %s", self.session_id, error)
                 if tag is not None:
                     self._tagged(tag, "NO", "UNAVAILABLE", "The mail store failed; try later")
-            except Exception:
-                log.exception("session %s: internal error", self.session_id)
+            else:
+                log.error("session %s: internal error", self.session_id, exc_info=error)
                 if tag is not None:
                     self._tagged(tag, "NO", "SERVERBUG", "Internal error; try again later")
-            finally:
-                self._busy = False
-                if self.transport is not None and not self._closing:
-                    self.transport.resume_reading()
-                    self._process()
 
-        self.context.spawn(run())
-
-    async def _later(self, seconds: float, then: Callable[[], None]) -> None:
-        await asyncio.sleep(seconds)
-        if not self._closing:
-            then()
+        self._defer(work, answer)
 
     def _write(self, data: bytes) -> None:
         if not self._closing and self.transport is not None:
@@ -357,9 +298,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         if action is None:
             return None
         if action.kind == "disconnect":
-            if self.transport is not None:
-                self.transport.abort()
-            self._closing = True
+            self._abort()
             return action
         if action.kind == "delay":
             return action if action.seconds > 0 else None
@@ -394,12 +333,7 @@ class IMAPServerProtocol(asyncio.Protocol):
 
     def _plaintext_allowed(self) -> bool:
         """LOGIN and AUTHENTICATE PLAIN only over TLS, or from loopback (like Dovecot)."""
-        if self.core.tls:
-            return True
-        try:
-            return ipaddress.ip_address(self.client_ip).is_loopback
-        except ValueError:
-            return False
+        return bool(self.core.tls) or self.is_loopback()
 
     # -- literals, continuations ----------------------------------------------
 
@@ -478,7 +412,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         if action is not None and action.kind != "delay":
             return
         if action is not None:
-            self._defer(self._later(action.seconds, lambda: self._run(handler, command)))
+            self._defer_tagged(self._later(action.seconds, lambda: self._run(handler, command)))
             return
         self._run(handler, command)
 
@@ -543,30 +477,10 @@ class IMAPServerProtocol(asyncio.Protocol):
                          else "STARTTLS is not available here")
             return
         self._tagged(command.tag, "OK", None, "Begin TLS negotiation now")
-        self._defer(self._handshake())
+        self._defer_tagged(self._handshake())
 
     async def _handshake(self) -> None:
-        assert self.transport is not None and self.context.ssl_context is not None
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(
-                self.transport, self, self.context.ssl_context, server_side=True,
-                ssl_handshake_timeout=self.context.settings.idle_timeout,
-            )
-        except (TimeoutError, OSError, ConnectionError) as error:
-            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-            # asyncio tells the protocol nothing when the handshake never finished.
-            self.connection_lost(error)
-            return
-        if transport is None:
-            self._close()
-            self.connection_lost(None)
-            return
-        self.transport = transport
-        self.core.tls_started()
+        await self._start_tls()
 
     def _login(self, command: Command) -> None:
         if not self._plaintext_allowed():
@@ -574,7 +488,7 @@ class IMAPServerProtocol(asyncio.Protocol):
                          "Plaintext authentication disallowed on non-secure connections")
             return
         name, secret = parse_astrings(command.args, command.literals, 2)
-        self._defer(self._verify(command.tag, name, secret), command.tag)
+        self._defer_tagged(self._verify(command.tag, name, secret), command.tag)
 
     def _authenticate(self, command: Command) -> None:
         values = tokenize(command.args, command.literals)
@@ -612,7 +526,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         if authzid and authzid != name:
             self._tagged(tag, "NO", "AUTHORIZATIONFAILED", "Cannot act as another user")
             return
-        self._defer(self._verify(tag, name, secret), tag)
+        self._defer_tagged(self._verify(tag, name, secret), tag)
 
     async def _verify(self, tag: str, name: str, secret: str) -> None:
         ok = await self.context.verify_password(name, secret)
@@ -933,7 +847,7 @@ class IMAPServerProtocol(asyncio.Protocol):
         uid = command.verb == "UID FETCH"
         request = parse_fetch(command.args, command.literals)
         targets = self._targets(request.sequence_set, uid)
-        self._defer(self._fetch_messages(command, request.items, targets, uid), command.tag)
+        self._defer_tagged(self._fetch_messages(command, request.items, targets, uid), command.tag)
 
     async def _fetch_messages(
         self, command: Command, items: list[FetchItem], targets: list[tuple[int, MessageInfo]],

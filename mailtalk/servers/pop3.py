@@ -14,15 +14,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Continuation, Role
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, Command, POP3Connection, Response
+from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
@@ -68,25 +68,18 @@ class DotStuffer:
         return held + tail + b".\r\n"
 
 
-class POP3ServerProtocol(asyncio.Protocol):
+class POP3ServerProtocol(ServerSession):
     """One POP3 connection; ``kind`` is the listener: pop3 (STLS) or pop3s."""
 
     def __init__(self, context: ServerContext, kind: str) -> None:
-        self.context = context
-        self.kind = kind
+        super().__init__(context, kind)
         self.core = POP3Connection(role=Role.SERVER)
         if kind == "pop3s":
             self.core.tls_started()
-        self.session_id = context.next_session_id()
         self.faults = context.faults.session(self.session_id, protocol="pop3")
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = ""
         self.user: str | None = None  # after USER
         self.authenticated_user: str | None = None
         self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
-        self._busy = False
-        self._closing = False
-        self._idle: asyncio.TimerHandle | None = None
         self._lock: MaildropLock | None = None
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
@@ -95,19 +88,13 @@ class POP3ServerProtocol(asyncio.Protocol):
 
     # -- connection -----------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else ""
-        if not self.context.connection_opened(self):
-            self._send(False, "Too many connections, try again later", "SYS/TEMP")
-            self._close()
-            return
-        self._reset_idle()
+    def refuse(self) -> None:
+        self._send(False, "Too many connections, try again later", "SYS/TEMP")
+
+    def greet(self) -> None:
         action = self._fault("connect")
         if action is not None and action.kind == "delay":
-            self._defer(self._later(action.seconds, POP3ServerProtocol._greet, ()))
+            self._defer(self._later(action.seconds, lambda: self._greet(())))
             return
         if action is None:
             self._greet(())
@@ -115,39 +102,16 @@ class POP3ServerProtocol(asyncio.Protocol):
     def _greet(self, args: tuple[str, ...]) -> None:
         self._send(True, f"mailtalk POP3 server ready {self.timestamp}")
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+    def cleanup(self) -> None:
         self._release()
-        if self._idle is not None:
-            self._idle.cancel()
-        self.context.connection_closed(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._reset_idle()
-        self.core.receive_data(data)
-        self._process()
+    def on_idle(self) -> None:
+        # RFC 1939 3: the autologout timer closes the connection "without sending any
+        # response to the client" and without entering UPDATE (nothing is deleted).
+        log.info("session %s: autologout", self.session_id)
 
-    def eof_received(self) -> bool | None:
-        self.core.receive_data(b"")
-        self._process()
-        return None
-
-    def _reset_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.context.settings.idle_timeout, self._on_idle)
-
-    def _on_idle(self) -> None:
-        if not self._closing:
-            # RFC 1939 3: an idle timeout closes without entering UPDATE.
-            self._send(False, "Disconnected for inactivity.")
-            self._close()
-
-    def _close(self) -> None:
-        self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+    def internal_error(self) -> None:
+        self._send(False, "Internal error; try again later", "SYS/TEMP")
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -156,7 +120,7 @@ class POP3ServerProtocol(asyncio.Protocol):
 
     # -- the loop -------------------------------------------------------------
 
-    def _process(self) -> None:
+    def process(self) -> None:
         while not self._busy and not self._closing:
             command = self.core.next_command()
             if command is NEED_DATA:
@@ -166,26 +130,6 @@ class POP3ServerProtocol(asyncio.Protocol):
                 return
             assert isinstance(command, Command)
             self._on_command(command)
-
-    def _defer(self, work: Awaitable[None]) -> None:
-        self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("session %s: internal error", self.session_id)
-                if not self._closing:
-                    self._send(False, "Internal error; try again later", "SYS/TEMP")
-            finally:
-                self._busy = False
-                if self.transport is not None and not self._closing:
-                    self.transport.resume_reading()
-                    self._process()
-
-        self.context.spawn(run())
 
     def _send(
         self, ok: bool, text: str, code: str | None = None, lines: tuple[bytes, ...] | None = None
@@ -206,9 +150,7 @@ class POP3ServerProtocol(asyncio.Protocol):
         if action is None:
             return None
         if action.kind == "disconnect":
-            if self.transport is not None:
-                self.transport.abort()
-            self._closing = True
+            self._abort()
             return action
         if action.kind == "delay":
             return action if action.seconds > 0 else None
@@ -239,16 +181,17 @@ class POP3ServerProtocol(asyncio.Protocol):
                 state = "AUTHORIZATION" if authorization else "TRANSACTION"
                 self._send(False, f"{verb} is not valid in the {state} state")
             else:
-                self._send(False, f"Unknown command: {verb[:20]}")
+                shown = "".join(c if c.isprintable() else "?" for c in verb[:20])
+                self._send(False, f"Unknown command: {shown}")
             return
         action = self._fault(verb.lower())
         if action is not None:
             if action.kind == "delay":
-                self._defer(self._later(action.seconds, handler, command.args))
+                self._defer(self._later_command(action.seconds, handler, command.args))
             return
         handler(self, command.args)
 
-    async def _later(
+    async def _later_command(
         self,
         seconds: float,
         handler: Callable[[POP3ServerProtocol, tuple[str, ...]], None],
@@ -260,12 +203,7 @@ class POP3ServerProtocol(asyncio.Protocol):
 
     def _plaintext_allowed(self) -> bool:
         """USER/PASS and AUTH PLAIN only over TLS, or from loopback (like Dovecot)."""
-        if self.core.tls:
-            return True
-        try:
-            return ipaddress.ip_address(self.client_ip).is_loopback
-        except ValueError:
-            return False
+        return bool(self.core.tls) or self.is_loopback()
 
     def _capa(self, args: tuple[str, ...]) -> None:
         lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
@@ -405,25 +343,10 @@ class POP3ServerProtocol(asyncio.Protocol):
         self._defer(self._handshake())
 
     async def _handshake(self) -> None:
-        assert self.transport is not None and self.context.ssl_context is not None
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(
-                self.transport, self, self.context.ssl_context, server_side=True,
-                ssl_handshake_timeout=self.context.settings.idle_timeout,
-            )
-        except (OSError, TimeoutError, ConnectionError) as error:
-            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if transport is None:
-            self._close()
-            return
-        self.transport = transport
-        self.core.tls_started()
-        self.user = None
+        await self._start_tls()
+
+    def tls_begun(self) -> None:
+        self.user = None  # RFC 2595 4: the client starts over after STLS
 
     def _quit(self, args: tuple[str, ...]) -> None:
         if self.authenticated_user is None:
@@ -459,7 +382,8 @@ class POP3ServerProtocol(asyncio.Protocol):
 
     def _message_number(self, text: str) -> int | None:
         if not text.isdigit():
-            self._send(False, f"Not a message number: {text[:20]}")
+            shown = "".join(c if c.isprintable() else "?" for c in text[:20])
+            self._send(False, f"Not a message number: {shown}")
             return None
         number = int(text)
         if not 1 <= number <= len(self._messages):

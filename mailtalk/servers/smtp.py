@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import logging
 import re
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
@@ -36,6 +34,7 @@ from mailtalk.protocols.smtp import (
     SMTPState,
 )
 from mailtalk.servers.faults import _RESETTING, TRANSACTION_COMMANDS
+from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
@@ -79,31 +78,21 @@ class Transaction:
     rcpt_attempts: int = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
 
 
-class SMTPServerProtocol(asyncio.Protocol):
+class SMTPServerProtocol(ServerSession):
     """One SMTP connection. ``kind`` is the listener: smtp, submission or smtps."""
 
     def __init__(self, context: ServerContext, kind: str) -> None:
-        self.context = context
-        self.kind = kind
+        super().__init__(context, kind)
         self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps")
-        self.session_id = context.next_session_id()
         # Without fault rules nothing can fire: only the counts matter (DATA asks how
         # many RCPTs there were), and they are kept without building any fields.
         self._fault_rules = bool(context.faults.rules)
         self.faults: Any = (
             context.faults.session(self.session_id) if self._fault_rules else _CommandCounts()
         )
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = ""
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
-        self._busy = False
-        self._closing = False
-        self._idle_handle: asyncio.TimerHandle | None = None
-        self._last_activity = 0.0  # loop.time() of the last read
-        self._time: Callable[[], float] = time.monotonic  # loop.time once connected
-        self._loopback: bool | None = None  # client_ip is a loopback address
         self._delivery: Any = None  # mailtalk.store Delivery, or None in sink mode
         self._message_size = 0
         self._message_too_big = False
@@ -114,17 +103,11 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     # -- connection -----------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else ""
-        if not self.context.connection_opened(self):
-            self._send_key("too_many_connections", client=self.client_ip)
-            self._close()
-            return
+    def refuse(self) -> None:
+        self._send_key("too_many_connections", client=self.client_ip)
+
+    def greet(self) -> None:
         log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
-        self._reset_idle()
         action = self._fault("connect")
         if action is not None and action.kind == "delay":
             self._defer(self._delayed_banner(action.seconds))
@@ -132,64 +115,24 @@ class SMTPServerProtocol(asyncio.Protocol):
         if action is not None:
             return
         self._send_key("banner")
-        self._process()
+        self.process()
 
     async def _delayed_banner(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         self._send_key("banner")
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+    def cleanup(self) -> None:
         self._abort_delivery()
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-        self.context.connection_closed(self)
 
-    def data_received(self, data: bytes) -> None:
-        # One timer per connection, not one per read: it checks this when it fires.
-        self._last_activity = self._time()
-        self.core.receive_data(data)
-        self._process()
-
-    def eof_received(self) -> bool | None:
-        self.core.receive_data(b"")
-        self._process()
-        return None
-
-    def _reset_idle(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._time = loop.time
-        self._last_activity = loop.time()
-        if self._idle_handle is None:
-            deadline = self._last_activity + self.context.settings.idle_timeout
-            self._idle_handle = loop.call_at(deadline, self._check_idle)
-
-    def _check_idle(self) -> None:
-        self._idle_handle = None
-        if self._closing:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = self._last_activity + self.context.settings.idle_timeout
-        if loop.time() < deadline:  # there was a read since: wait for the rest
-            self._idle_handle = loop.call_at(deadline, self._check_idle)
-            return
-        self._on_idle()
-
-    def _on_idle(self) -> None:
-        if self._closing:
-            return
-        log.info("session %s: idle timeout", self.session_id)
+    def on_idle(self) -> None:
         self._send_key("timeout", client=self.client_ip)
-        self._close()
 
-    def _close(self) -> None:
-        self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+    def internal_error(self) -> None:
+        self._reply(451, "4.3.0 Internal error; try again later")
 
     # -- the loop ---------------------------------------------------------------
 
-    def _process(self) -> None:
+    def process(self) -> None:
         while not self._busy and not self._closing:
             event = self.core.next_command()
             if event is NEED_DATA:
@@ -204,27 +147,6 @@ class SMTPServerProtocol(asyncio.Protocol):
                 self._on_end_of_message(event)
             elif isinstance(event, Command):
                 self._on_command(event)
-
-    def _defer(self, work: Awaitable[None]) -> None:
-        """Run ``work`` with reading paused; the loop resumes when it is done."""
-        self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-        async def run() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("session %s: internal error", self.session_id)
-                if not self._closing:
-                    self._reply(451, "4.3.0 Internal error; try again later")
-            finally:
-                self._busy = False
-                if self.transport is not None and not self._closing:
-                    self.transport.resume_reading()
-                    self._process()
-
-        self.context.spawn(run())
 
     def _reply(self, code: int, *lines: str) -> None:
         if self._closing or self.transport is None:
@@ -263,9 +185,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         if kind == "disconnect":
             log.info("session %s: fault: disconnect at %s", self.session_id, command)
             self._abort_delivery()
-            if self.transport is not None:
-                self.transport.abort()
-            self._closing = True
+            self._abort()
             return action
         if kind == "delay":
             # Answer normally, later: pause and let the handler run after the delay.
@@ -360,14 +280,7 @@ class SMTPServerProtocol(asyncio.Protocol):
 
     def _auth_allowed(self) -> bool:
         """AUTH only over TLS, or from loopback (where nobody can listen in)."""
-        if self.core.tls:
-            return True
-        if self._loopback is None:
-            try:
-                self._loopback = ipaddress.ip_address(self.client_ip).is_loopback
-            except ValueError:
-                self._loopback = False
-        return self._loopback
+        return bool(self.core.tls) or self.is_loopback()
 
     def _mail(self, args: str) -> None:
         if not self.core.greeted and self.context.personality.requires_helo:
@@ -642,35 +555,14 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._defer(self._handshake())
 
     async def _handshake(self) -> None:
-        assert self.transport is not None and self.context.ssl_context is not None
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(
-                self.transport,
-                self,
-                self.context.ssl_context,
-                server_side=True,
-                ssl_handshake_timeout=self.context.settings.idle_timeout,
-            )
-        except (TimeoutError, OSError, ConnectionError) as error:
-            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-            # asyncio tells the protocol nothing when the handshake never finished.
-            self.connection_lost(error)
-            return
-        if transport is None:
-            self._close()
-            self.connection_lost(None)
-            return
-        self.transport = transport
-        self.core.tls_started()
+        if await self._start_tls():
+            log.info("session %s: TLS started", self.session_id)
+
+    def tls_begun(self) -> None:
         # RFC 3207 4.2: forget everything learnt before TLS.
         self.helo = ""
         self.user = None
         self._reset_transaction()
-        log.info("session %s: TLS started", self.session_id)
 
     # -- AUTH ---------------------------------------------------------------------
 

@@ -1,0 +1,228 @@
+"""What every reference-server connection does, whatever its protocol.
+
+``ServerSession`` is the asyncio Protocol the SMTP, POP3 and IMAP sessions
+share: the connection cap, the idle timer, closing, deferring slow work with
+reading paused (so replies leave in order), and the STARTTLS handshake. A
+subclass supplies its protocol core (``self.core``, in the server role) and
+the hooks: ``greet``, ``refuse``, ``process``, ``on_idle``, ``cleanup`` and
+``tls_begun``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from mailtalk.protocols.common import LocalProtocolError
+
+if TYPE_CHECKING:
+    from mailtalk.servers.context import ServerContext
+
+log = logging.getLogger("mailtalk.serve")
+
+
+class ServerSession(asyncio.Protocol):
+    """One connection to a reference server; ``kind`` is the listener's protocol name."""
+
+    core: Any  # the protocol core in the server role: receive_data(), tls, tls_started()
+
+    def __init__(self, context: ServerContext, kind: str) -> None:
+        self.context = context
+        self.kind = kind
+        self.session_id = context.next_session_id()
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self._busy = False  # deferred work runs: the loop waits for it
+        self._closing = False
+        self._lost = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0  # loop.time() of the last read
+        self._time: Callable[[], float] = time.monotonic  # loop.time once connected
+        self._loopback: bool | None = None
+
+    # -- hooks ------------------------------------------------------------------
+
+    def greet(self) -> None:
+        """The connection was accepted: send the greeting (or apply a connect fault)."""
+        raise NotImplementedError
+
+    def refuse(self) -> None:
+        """Too many connections: say so; the connection is closed afterwards."""
+
+    def process(self) -> None:
+        """Handle what the core has parsed, until it needs data or work is deferred."""
+        raise NotImplementedError
+
+    def on_idle(self) -> None:
+        """The idle timeout passed: say goodbye; the connection is closed afterwards."""
+
+    def cleanup(self) -> None:
+        """The connection is gone: release what the session held (locks, deliveries)."""
+
+    def tls_begun(self) -> None:
+        """STARTTLS succeeded: forget what was learnt before it (RFC 3207 4.2, 2595)."""
+
+    def idle_limit(self) -> float:
+        """Seconds of silence before ``on_idle``; a session may stretch it (IMAP IDLE)."""
+        return self.context.settings.idle_timeout
+
+    def internal_error(self) -> None:
+        """Deferred work raised: tell the client something went wrong, if it can be told."""
+
+    # -- asyncio ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        if not self.context.connection_opened(self):
+            self.refuse()
+            self._close()
+            return
+        self._reset_idle()
+        self.greet()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self.cleanup()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self.context.connection_closed(self)
+
+    def data_received(self, data: bytes) -> None:
+        # One timer per connection, not one per read: it checks this when it fires.
+        self._last_activity = self._time()
+        try:
+            self.core.receive_data(data)
+        except LocalProtocolError:
+            return  # the core is closed already: nothing more to read
+        self.process()
+
+    def eof_received(self) -> bool | None:
+        self.core.receive_data(b"")
+        self.process()
+        return None
+
+    # -- idle timeout -------------------------------------------------------------
+
+    def _reset_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._time = loop.time
+        self._last_activity = loop.time()
+        if self._idle_handle is None:
+            deadline = self._last_activity + self.idle_limit()
+            self._idle_handle = loop.call_at(deadline, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_handle = None
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._last_activity + self.idle_limit()
+        sending = self.transport is not None and self.transport.get_write_buffer_size() > 0
+        if self._busy or sending:
+            # The server is still answering (a long RETR to a slow reader): the
+            # client is not idle, and a goodbye now would land inside the answer.
+            deadline = max(deadline, loop.time() + self.idle_limit())
+        if loop.time() < deadline:  # there was a read since, or the limit grew
+            self._idle_handle = loop.call_at(deadline, self._check_idle)
+            return
+        log.info("session %s: idle timeout", self.session_id)
+        self.on_idle()
+        self._close()
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        """Drop the connection at once, without a goodbye (a disconnect fault)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def is_loopback(self) -> bool:
+        """The client is on this machine: nobody can listen in on plain text."""
+        if self._loopback is None:
+            try:
+                self._loopback = ipaddress.ip_address(self.client_ip).is_loopback
+            except ValueError:
+                self._loopback = False
+        return self._loopback
+
+    def _defer(
+        self,
+        work: Awaitable[None],
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Run ``work`` with reading paused; the loop resumes when it is done.
+
+        ``on_error`` answers an exception the work raised; without it the error is
+        logged and ``internal_error`` tells the client.
+        """
+        self._busy = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as error:
+                if on_error is not None:
+                    on_error(error)
+                else:
+                    log.exception("session %s: internal error", self.session_id)
+                    if not self._closing:
+                        self.internal_error()
+            finally:
+                self._busy = False
+                if self.transport is not None and not self._closing:
+                    self.transport.resume_reading()
+                    self.process()
+
+        self.context.spawn(run())
+
+    async def _later(self, seconds: float, then: Callable[[], None]) -> None:
+        """``then()`` after a pause (a delay fault), unless the connection went meanwhile."""
+        await asyncio.sleep(seconds)
+        if not self._closing:
+            then()
+
+    async def _start_tls(self) -> bool:
+        """The TLS handshake after STARTTLS/STLS was accepted; False if it failed."""
+        assert self.transport is not None and self.context.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                self.context.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.context.settings.idle_timeout,
+            )
+        except (TimeoutError, OSError, ConnectionError) as error:
+            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
+            self._abort()
+            # asyncio tells the protocol nothing when the handshake never finished.
+            self.connection_lost(error)
+            return False
+        if transport is None:
+            self._close()
+            self.connection_lost(None)
+            return False
+        self.transport = transport
+        self.core.tls_started()
+        self.tls_begun()
+        return True
