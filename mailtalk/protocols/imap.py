@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
@@ -284,6 +285,15 @@ class Command:
     literals: tuple[bytes, ...] = ()
     raw: bytes = b""
     truncated: bool = False
+    # Server role: literals that went to a ``literal_sink`` instead of memory (their
+    # slot in ``literals`` is b""), in order.
+    streamed: tuple[object, ...] = ()
+
+
+class LiteralSink(Protocol):
+    """Where the server role streams a large literal (an APPEND going to disk)."""
+
+    def write(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +484,9 @@ class _Assembly:
         self.literal: _LiteralMarker | None = None  # being read now
         self.literal_remaining = 0
         self.literal_kept = True
+        self.literal_target: LiteralSink | None = None  # streaming the current literal
+        self.sink_asked = False  # literal_sink was asked about the current literal
+        self.streamed: list[object] = []
 
     def add_text(self, text: str, raw: bytes) -> None:
         if self.text_size + len(text) > MAX_RESPONSE_TEXT:
@@ -498,6 +511,9 @@ class IMAPConnection:
     ) -> None:
         self.role = role
         self.max_literal = max_literal
+        # Server role: asked, when a literal's data starts, ``(command text so far,
+        # literal size)``; a LiteralSink it returns gets the data instead of memory.
+        self.literal_sink: Callable[[str, int], LiteralSink | None] | None = None
         self.tls = tls
         self.state = IMAPState.GREETING
         self.capabilities: set[str] = set()
@@ -629,7 +645,23 @@ class IMAPConnection:
 
     def _read_literal(self, assembly: _Assembly) -> bool:
         """Read what there is of the literal being read; True once it is complete."""
-        if assembly.literal_kept:
+        if not assembly.sink_asked and assembly.literal is not None:
+            # Asked only once data flows, that is after our "+" for a synchronizing
+            # literal: a literal the server refused never opens a sink.
+            assembly.sink_asked = True
+            if self.literal_sink is not None and self.role is Role.SERVER:
+                assembly.literal_target = self.literal_sink(assembly.text, assembly.literal.size)
+        if assembly.literal_target is not None:
+            chunk = self._buffer.take_available(assembly.literal_remaining)
+            if chunk:
+                assembly.literal_target.write(chunk)
+            assembly.literal_remaining -= len(chunk)
+            if assembly.literal_remaining:
+                return False
+            assembly.literals.append(b"")
+            assembly.streamed.append(assembly.literal_target)
+            assembly.literal_target = None
+        elif assembly.literal_kept:
             data = self._buffer.take(assembly.literal_remaining)
             if data is None:
                 return False
@@ -648,6 +680,7 @@ class IMAPConnection:
 
     def _start_literal(self, assembly: _Assembly, marker: _LiteralMarker) -> None:
         assembly.literal = marker
+        assembly.sink_asked = False
         assembly.literal_remaining = marker.size
         assembly.literal_kept = assembly.literal_bytes + marker.size <= self.max_literal
         if not assembly.literal_kept:
@@ -1066,6 +1099,7 @@ class IMAPConnection:
                 literals=tuple(assembly.literals),
                 raw=bytes(assembly.raw),
                 truncated=assembly.truncated,
+                streamed=tuple(assembly.streamed),
             )
 
     def _parse_command_head(self, text: str) -> tuple[str, str, str]:

@@ -88,6 +88,9 @@ DELIMITER: Final = "."
 CHUNK: Final = 64 * 1024
 # Before login a literal (a user name or password) has no reason to be large.
 PREAUTH_MAX_LITERAL: Final = 64 * 1024
+# An APPEND literal larger than this goes straight to the folder's tmp/ as it
+# arrives, so a 200 MB message never sits in memory.
+STREAM_LITERAL_OVER: Final = 256 * 1024
 IDLE_POLL_SECONDS: Final = 1.0
 IDLE_AUTOLOGOUT: Final = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes while idling
 MAX_BAD_COMMANDS: Final = 50
@@ -188,6 +191,8 @@ class IMAPServerProtocol(ServerSession):
         self._idle_wake: asyncio.Event | None = None
         self._watch: MailboxWatch | None = None
         self._literal_faults: dict[str, Any] = {}  # tag -> fault checked at its literal
+        self._streams: dict[str, Any] = {}  # tag -> (folder, Appender) of a streamed APPEND
+        self.core.literal_sink = self._append_sink
         self._bad_commands = 0
 
     # -- connection -----------------------------------------------------------
@@ -208,6 +213,34 @@ class IMAPServerProtocol(ServerSession):
 
     def cleanup(self) -> None:
         self._stop_idle()
+        for _, appender in self._streams.values():
+            appender.abort()  # the connection went mid-APPEND: nothing lands
+        self._streams.clear()
+
+    def _append_sink(self, head: str, size: int) -> Any:
+        """Open the APPEND's target for a large literal, so it streams to disk."""
+        if self.user is None or size <= STREAM_LITERAL_OVER:
+            return None
+        if size > self.context.settings.max_literal:
+            return None  # refused before "+" (or dropped, for LITERAL+): TOOBIG
+        tag, _, rest = head.partition(" ")
+        verb, _, args = rest.partition(" ")
+        if verb.upper() != "APPEND" or "{" not in args:
+            return None
+        try:
+            request = parse_append(args[: args.rfind("{")] + "{0}", (b"",), utf8=True)
+            name = request.mailbox
+            if self.utf8 and name != "INBOX":
+                name = encode_mailbox_name(name)
+            target = self._store.target(name)
+            appender = target.begin_append(
+                request.flags, request.internaldate, expected_size=size, crlf_to_lf=True
+            )
+        except Exception:
+            # TRYCREATE, OVERQUOTA, a syntax error: the usual path answers it.
+            return None
+        self._streams[tag] = (target, appender)
+        return appender
 
     def idle_limit(self) -> float:
         # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be for
@@ -696,6 +729,17 @@ class IMAPServerProtocol(ServerSession):
         self._done(command, "Status completed")
 
     def _append(self, command: Command) -> None:
+        stream = self._streams.pop(command.tag, None)
+        if stream is not None:
+            target, appender = stream
+            if command.streamed and not command.truncated:
+                if command.args[command.args.rfind("}") + 1 :].strip():
+                    appender.abort()  # something after the message: not an APPEND we know
+                    raise IMAPSyntaxError("unexpected data after the APPEND literal")
+                uid = appender.commit()
+                self._done(command, "Append completed", f"APPENDUID {target.uidvalidity} {uid}")
+                return
+            appender.abort()
         request = parse_append(command.args, command.literals, utf8=True)
         name = request.mailbox
         if self.utf8 and name != "INBOX":

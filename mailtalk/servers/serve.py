@@ -36,6 +36,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
     settings = ServerSettings(
         personality=options["personality"],
         max_size=options["max_size"],
+        max_literal=options["max_size"],  # an IMAP APPEND is a message too
         max_connections=options["max_connections"],
         idle_timeout=options["idle_timeout"],
         bare_newline=options["bare_newline"],

@@ -726,3 +726,74 @@ def test_random_commands_never_crash(
     fresh.send(b"n NOOP\r\n")
     assert fresh.until_tagged(b"n")[-1].startswith(b"n OK")
     fresh.close()
+
+
+def test_dropped_connection_mid_append_leaves_nothing(servers: RunningServers) -> None:
+    """A streamed APPEND that never finishes is aborted: no file in the folder."""
+    with socket.create_connection(("127.0.0.1", servers.port("imap")), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b"a1 LOGIN alice secret\r\n")
+        assert reader.readline().startswith(b"a1 OK")
+        sock.sendall(b"a2 APPEND INBOX {5000000}\r\n")
+        assert reader.readline().startswith(b"+")
+        sock.sendall(b"Subject: cut\r\n\r\n" + b"y" * 1_000_000)
+    maildir = servers.root / "mail/alice/Maildir"
+
+    def files(sub: str) -> list[Path]:
+        folder = maildir / sub
+        return list(folder.iterdir()) if folder.is_dir() else []
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and files("tmp"):
+        time.sleep(0.05)
+    assert files("tmp") == [] and files("cur") == [] and files("new") == []
+
+
+def test_large_append_streams_with_bounded_memory(tmp_path: Path) -> None:
+    """A 40 MB APPEND to a server process grows its memory by a few MB at most."""
+    import json
+    import subprocess
+    import sys
+
+    size = 40 * 1024 * 1024
+    command = [sys.executable, "-m", "mailtalk", "serve", "--root", str(tmp_path / "root"),
+               "--imap", "0", "--user", "alice:secret", "--json"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        port = json.loads(server.stdout.readline())["listeners"][0]["port"]
+
+        def resident_kib() -> int:
+            status = Path(f"/proc/{server.pid}/status").read_text()
+            return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"a1 LOGIN alice secret\r\n")
+            assert reader.readline().startswith(b"a1 OK")
+            baseline = resident_kib()
+            sock.sendall(b"a2 APPEND INBOX {%d}\r\n" % size)
+            assert reader.readline().startswith(b"+")
+            head = b"Subject: big\r\n\r\n"
+            block = (b"z" * 98 + b"\r\n") * 10_000
+            sent, peak = 0, baseline
+            sock.sendall(head)
+            sent = len(head)
+            while sent < size:
+                piece = block[: size - sent]
+                sock.sendall(piece)
+                sent += len(piece)
+                peak = max(peak, resident_kib())
+            sock.sendall(b"\r\n")
+            assert reader.readline().startswith(b"a2 OK [APPENDUID")
+        growth = peak - baseline
+        print(f"VmRSS baseline {baseline} KiB, peak {peak} KiB, growth {growth} KiB")
+        assert growth < 16 * 1024, f"the server grew by {growth} KiB for a 40 MB APPEND"
+        stored = list((tmp_path / "root/mail/alice/Maildir/cur").iterdir())
+        assert len(stored) == 1
+        assert stored[0].stat().st_size == size - (size - len(head)) // 100 - 2
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
