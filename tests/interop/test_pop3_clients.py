@@ -1,0 +1,638 @@
+"""Real POP3 clients against ``mailtalk serve``: fetchmail, curl, poplib and mailtalk itself.
+
+Each test starts ``mailtalk serve`` as a subprocess on free loopback ports (POP3 with
+STLS, POP3S, SMTP), puts messages in alice's Maildir the way an MDA would (or has
+swaks deliver them over SMTP), and has a real client fetch them over plain POP3,
+STLS and implicit TLS. Nothing here needs the real Postfix/Dovecot. A missing client
+binary skips its tests, unless ``MAILTALK_REQUIRE_REAL_SERVERS=1``: then it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import poplib
+import select
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.interop
+
+USER = "alice"
+PASSWORD = "secret"
+DOMAIN = "example.test"
+TIMEOUT = 10
+
+FIRST = b"From: bob@example.org\nTo: alice@example.test\nSubject: first\n\nfirst body\n.dotted\n"
+SECOND = b"From: carol@example.org\nSubject: second\n\nsecond body\n.\nafter a lone dot\n"
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def require_binary(name: str) -> str:
+    """The path of client ``name``; skip without it (fail with MAILTALK_REQUIRE_REAL_SERVERS=1)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    reason = f"{name} is not installed (scripts/real-servers install installs it)"
+    if os.environ.get("MAILTALK_REQUIRE_REAL_SERVERS") == "1":
+        pytest.fail(f"{reason}; MAILTALK_REQUIRE_REAL_SERVERS=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+def mailtalk_command() -> list[str]:
+    script = Path(sys.executable).with_name("mailtalk")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "mailtalk"]
+
+
+def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for a client: no MAILTALK_* settings, a private HOME."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("MAILTALK_") and key != "NO_COLOR"
+    }
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_DATA_HOME=str(home / ".data"),
+    )
+    env.update(extra)
+    return env
+
+
+def run_client(
+    args: list[str], tmp_path: Path, stdin: str | bytes | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    result = subprocess.run(
+        args,
+        input=data,
+        capture_output=True,
+        env=client_env(tmp_path, **env),
+        timeout=TIMEOUT * 2,
+        check=False,
+        start_new_session=True,  # no controlling terminal: nobody can prompt
+    )
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode("utf-8", "replace"),
+        result.stderr.decode("utf-8", "replace"),
+    )
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+
+
+class Serve:
+    """A ``mailtalk serve`` subprocess and what its --json line said."""
+
+    def __init__(self, process: subprocess.Popen[bytes], info: dict[str, Any], stderr: Path):
+        self.process = process
+        self.info = info
+        self.stderr_path = stderr
+        self.root = Path(info["root"])
+
+    def port(self, protocol: str) -> int:
+        for listener in self.info["listeners"]:
+            if listener["protocol"] == protocol:
+                return int(listener["port"])
+        raise KeyError(protocol)
+
+    @property
+    def cafile(self) -> Path:
+        return self.root / "tls" / "ca.pem"
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "mail" / USER / "Maildir"
+
+    def stored(self) -> list[bytes]:
+        """The messages in alice's Maildir (new/ and cur/), in name order."""
+        paths = [p for sub in ("new", "cur") for p in (self.maildir / sub).glob("*")]
+        return [p.read_bytes() for p in sorted(paths, key=lambda p: p.name)]
+
+    _sequence = 0
+
+    def deliver(self, data: bytes) -> str:
+        """Put a message in alice's new/ as an MDA would; returns its name."""
+        for sub in ("tmp", "new", "cur"):
+            (self.maildir / sub).mkdir(parents=True, exist_ok=True)
+        Serve._sequence += 1
+        name = f"{1700000000 + Serve._sequence}.M{Serve._sequence}P{os.getpid()}.interop"
+        (self.maildir / "tmp" / name).write_bytes(data)
+        os.rename(self.maildir / "tmp" / name, self.maildir / "new" / name)
+        return name
+
+
+def _read_line(process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise AssertionError(f"no line from mailtalk serve in {timeout}s: {line!r}")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
+        line += chunk
+    return line
+
+
+@contextlib.contextmanager
+def serve(tmp_path: Path, *args: str) -> Iterator[Serve]:
+    """``mailtalk serve`` with POP3 (STLS), POP3S and SMTP on free ports, alice:secret."""
+    root = tmp_path / "serve-root"
+    stderr = tmp_path / "serve.stderr"
+    process = subprocess.Popen(
+        [
+            *mailtalk_command(), "serve", "--root", str(root), "--json",
+            "--pop3", "0", "--pop3s", "0", "--smtp", "0",
+            "--user", f"{USER}:{PASSWORD}", "--domain", DOMAIN, *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr.open("wb"),
+        env=client_env(tmp_path),
+    )  # fmt: skip
+    try:
+        info = json.loads(_read_line(process))
+        yield Serve(process, info, stderr)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def assert_retrieved(output: bytes, message: bytes) -> None:
+    """``message`` (stored with LF) arrived whole, dots unstuffed, in what a client wrote."""
+    text = output.replace(b"\r\n", b"\n")
+    assert message in text, f"{message!r} not in:\n{text.decode(errors='replace')}"
+
+
+# ---------------------------------------------------------------------------
+# fetchmail
+# ---------------------------------------------------------------------------
+
+
+def fetchmail(
+    server: Serve,
+    tmp_path: Path,
+    *,
+    port: int,
+    tls: str = "",
+    keep: bool = False,
+    password: str = PASSWORD,
+    extra: tuple[str, ...] = (),
+) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """One fetchmail poll with an mda writing to a file; (result, what the mda got)."""
+    binary = require_binary("fetchmail")
+    out = tmp_path / "fetched.mbox"
+    out.unlink(missing_ok=True)
+    security = {
+        "": 'sslproto ""',  # plain: no opportunistic STLS
+        "stls": f'sslproto "tls1.2+" sslcertfile "{server.cafile}" sslcertck',
+        "ssl": f'ssl sslcertfile "{server.cafile}" sslcertck',
+    }[tls]
+    # "localhost": fetchmail checks the certificate against DNS names only, not 127.0.0.1.
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        f"poll localhost protocol pop3 port {port}\n"
+        f'  user "{USER}" password "{password}" is "{USER}" here\n'
+        f"  {security}\n"
+        f"  {'keep' if keep else 'no keep'} fetchall\n"
+        f'  mda "cat >> {out}"\n'
+    )
+    rc.chmod(0o600)
+    result = run_client(
+        [
+            binary, "--fetchmailrc", str(rc), "--nosyslog", "--nodetach", "--verbose",
+            "--pidfile", str(tmp_path / "fetchmail.pid"), *extra,
+        ],
+        tmp_path,
+    )  # fmt: skip
+    return result, (out.read_bytes() if out.exists() else b"")
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "no-keep"])
+def test_fetchmail_plain(tmp_path: Path, keep: bool) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"), keep=keep)
+        assert result.returncode == 0, describe(result)
+        log = result.stdout + result.stderr
+        assert "2 messages for alice at localhost" in log, describe(result)
+        assert "POP3> STLS" not in log
+        assert_retrieved(fetched, FIRST)
+        assert_retrieved(fetched, SECOND)
+        assert fetched.index(b"first body") < fetched.index(b"second body")
+        if keep:
+            assert server.stored() == [FIRST, SECOND]
+            assert "POP3< +OK Logging out, 0 messages deleted." in log
+        else:
+            assert server.stored() == []
+            assert "POP3< +OK Logging out, 2 messages deleted." in log
+
+
+def test_fetchmail_keep_on_the_command_line(tmp_path: Path) -> None:
+    """``-k`` overrides the run-control ``no keep``: the messages stay."""
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"), extra=("-k",))
+        assert result.returncode == 0, describe(result)
+        assert_retrieved(fetched, FIRST)
+        assert server.stored() == [FIRST]
+
+
+def test_fetchmail_stls(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"), tls="stls")
+        assert result.returncode == 0, describe(result)
+        assert "POP3> STLS" in result.stdout
+        assert "POP3< +OK Begin TLS negotiation now." in result.stdout
+        assert_retrieved(fetched, FIRST)
+        assert server.stored() == []
+
+
+def test_fetchmail_pop3s(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3s"), tls="ssl")
+        assert result.returncode == 0, describe(result)
+        assert "POP3> STLS" not in result.stdout
+        assert "POP3> USER alice" in result.stdout
+        assert_retrieved(fetched, FIRST)
+        assert server.stored() == []
+
+
+def test_fetchmail_no_mail(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"))
+        assert result.returncode == 1, describe(result)  # PS_NOMAIL
+        assert fetched == b""
+
+
+def test_fetchmail_wrong_password(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"), password="wrong")
+        assert result.returncode == 3, describe(result)  # PS_AUTHFAIL
+        assert "POP3< -ERR [AUTH] Authentication failed." in result.stdout
+        assert fetched == b""
+        assert server.stored() == [FIRST]
+
+
+def test_fetchmail_lock_busy(tmp_path: Path) -> None:
+    with serve(tmp_path, "--scenario", "lock-busy") as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"))
+        assert result.returncode == 9, describe(result)  # PS_LOCKBUSY
+        assert "POP3< -ERR [IN-USE] Unable to lock maildrop" in result.stdout
+        assert fetched == b""
+        assert server.stored() == [FIRST]
+
+
+def test_fetchmail_retr_fault_keeps_the_message(tmp_path: Path) -> None:
+    rule = "pop3:retr#1=-ERR [SYS/TEMP] Unable to copy mail spool file, quota exceeded"
+    with serve(tmp_path, "--fault", rule) as server:
+        server.deliver(FIRST)
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"))
+        assert result.returncode != 0, describe(result)
+        assert "POP3< -ERR [SYS/TEMP] Unable to copy mail spool file" in result.stdout
+        assert fetched == b""
+        assert server.stored() == [FIRST]  # never deleted when it was not fetched
+        # The rule fires once per session: the next poll gets it.
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"))
+        assert "POP3< -ERR [SYS/TEMP]" in result.stdout
+
+
+def test_fetchmail_message_without_final_newline(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(b"Subject: no final newline\n\n.dot\nlast line")
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"))
+        assert result.returncode == 0, describe(result)
+        assert fetched.endswith(b"\n.dot\nlast line\n"), fetched
+        assert server.stored() == []
+
+
+def test_swaks_delivers_fetchmail_retrieves(tmp_path: Path) -> None:
+    """End to end: SMTP into the server, POP3 out of it, through two real programs."""
+    swaks_binary = require_binary("swaks")
+    require_binary("fetchmail")
+    with serve(tmp_path) as server:
+        sent = run_client(
+            [
+                swaks_binary, "--server", f"127.0.0.1:{server.port('smtp')}",
+                "--from", "bob@example.org", "--to", f"{USER}@{DOMAIN}",
+                "--header", "Subject: end to end",
+                "--body", "end-to-end body\n.leading dot\n..two dots",
+            ],
+            tmp_path,
+        )  # fmt: skip
+        assert sent.returncode == 0, describe(sent)
+        [stored] = server.stored()
+        assert b"\nSubject: end to end\n" in stored
+        result, fetched = fetchmail(server, tmp_path, port=server.port("pop3"), tls="stls")
+        assert result.returncode == 0, describe(result)
+        # fetchmail puts its own Received: after the Return-Path: the rest is as stored.
+        return_path, _, rest = stored.partition(b"\n")
+        assert fetched.startswith(return_path + b"\n")
+        assert_retrieved(fetched, rest)
+        lines = fetched.split(b"\n")
+        for line in (b"end-to-end body", b".leading dot", b"..two dots"):
+            assert line in lines, fetched
+        assert server.stored() == []
+
+
+# ---------------------------------------------------------------------------
+# curl
+# ---------------------------------------------------------------------------
+
+
+def curl(url: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    binary = require_binary("curl")
+    return run_client(
+        [
+            binary, "--silent", "--show-error", "--verbose", "--max-time", str(TIMEOUT),
+            "--user", f"{USER}:{PASSWORD}", *options, url,
+        ],
+        tmp_path,
+    )  # fmt: skip
+
+
+def test_curl_plain_retr(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        result = curl(f"pop3://127.0.0.1:{server.port('pop3')}/2", tmp_path)
+        assert result.returncode == 0, describe(result)
+        assert result.stdout.encode() == SECOND.replace(b"\n", b"\r\n")
+        assert "> STLS" not in result.stderr
+        assert server.stored() == [FIRST, SECOND]  # RETR alone deletes nothing
+
+
+def test_curl_list(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        result = curl(f"pop3://127.0.0.1:{server.port('pop3')}/", tmp_path)
+        assert result.returncode == 0, describe(result)
+        sizes = [len(m.replace(b"\n", b"\r\n")) for m in (FIRST, SECOND)]
+        assert result.stdout == f"1 {sizes[0]}\r\n2 {sizes[1]}\r\n"
+
+
+def test_curl_stls(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result = curl(
+            f"pop3://127.0.0.1:{server.port('pop3')}/1", tmp_path,
+            "--ssl-reqd", "--cacert", str(server.cafile),
+        )  # fmt: skip
+        assert result.returncode == 0, describe(result)
+        assert "> STLS" in result.stderr
+        assert "< +OK Begin TLS negotiation now." in result.stderr
+        assert result.stdout.encode() == FIRST.replace(b"\n", b"\r\n")
+
+
+def test_curl_pop3s(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(SECOND)
+        result = curl(
+            f"pop3s://127.0.0.1:{server.port('pop3s')}/1", tmp_path, "--cacert", str(server.cafile)
+        )
+        assert result.returncode == 0, describe(result)
+        assert result.stdout.encode() == SECOND.replace(b"\n", b"\r\n")
+
+
+def test_curl_pop3s_checks_the_certificate(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(SECOND)
+        result = curl(f"pop3s://127.0.0.1:{server.port('pop3s')}/1", tmp_path)
+        assert result.returncode == 60, describe(result)  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_curl_wrong_password(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result = run_client(
+            [
+                require_binary("curl"), "--silent", "--show-error", "--verbose",
+                "--user", f"{USER}:wrong", f"pop3://127.0.0.1:{server.port('pop3')}/1",
+            ],
+            tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 67, describe(result)  # CURLE_LOGIN_DENIED
+        assert "< -ERR [AUTH] Authentication failed." in result.stderr
+
+
+def test_curl_dele(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        result = curl(
+            f"pop3://127.0.0.1:{server.port('pop3')}/1",
+            tmp_path,
+            "--request",
+            "DELE",
+            "--list-only",
+        )
+        assert result.returncode == 0, describe(result)
+        assert "> DELE 1" in result.stderr
+        assert server.stored() == [SECOND]
+
+
+# ---------------------------------------------------------------------------
+# poplib
+# ---------------------------------------------------------------------------
+
+
+def _poplib_session(client: poplib.POP3) -> list[bytes]:
+    try:
+        client.user(USER)
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        return [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in range(1, count + 1)]
+    finally:
+        client.quit()
+
+
+def test_poplib_plain(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        assert _poplib_session(client) == [m.replace(b"\n", b"\r\n") for m in (FIRST, SECOND)]
+
+
+def test_poplib_stls(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(SECOND)
+        client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        client.stls(context=ssl.create_default_context(cafile=str(server.cafile)))
+        assert _poplib_session(client) == [SECOND.replace(b"\n", b"\r\n")]
+
+
+def test_poplib_pop3s(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        context = ssl.create_default_context(cafile=str(server.cafile))
+        client = poplib.POP3_SSL(
+            "127.0.0.1", server.port("pop3s"), timeout=TIMEOUT, context=context
+        )
+        assert _poplib_session(client) == [FIRST.replace(b"\n", b"\r\n")]
+
+
+def test_poplib_apop(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        try:
+            client.apop(USER, PASSWORD)
+            assert client.stat()[0] == 1
+            client.dele(1)
+        finally:
+            client.quit()
+        assert server.stored() == []
+
+
+# ---------------------------------------------------------------------------
+# mailtalk itself, in pipe mode
+# ---------------------------------------------------------------------------
+
+
+def mailtalk_pop3(
+    server: Serve, tmp_path: Path, lines: list[str], *options: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return run_client(
+        [*mailtalk_command(), "pop3", f"127.0.0.1:{server.port('pop3')}", *options],
+        tmp_path,
+        stdin="".join(line + "\n" for line in lines),
+        **env,
+    )
+
+
+def test_mailtalk_pipe_user_pass(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        size = len(FIRST.replace(b"\n", b"\r\n"))
+        result = mailtalk_pop3(
+            server, tmp_path, ["USER alice", f"PASS {PASSWORD}", "STAT", "RETR 1", "DELE 1", "QUIT"]
+        )
+        assert result.returncode == 0, describe(result)
+        out = result.stdout.splitlines()
+        assert "C: PASS ***" in out
+        assert f"S: +OK Logged in: 1 messages ({size} octets)" in out
+        assert f"S: +OK 1 {size}" in out
+        assert f"S: +OK {size} octets" in out
+        assert "S: first body" in out
+        assert "S: ..dotted" in out  # the transcript shows the wire, still dot-stuffed
+        assert "S: +OK Logging out, 1 messages deleted." in out
+        assert PASSWORD not in result.stdout + result.stderr
+        assert server.stored() == []
+
+
+def test_mailtalk_pipe_auth_plain(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(SECOND)
+        result = mailtalk_pop3(
+            server, tmp_path, [f":auth plain {USER}", "UIDL", "QUIT"], MAILTALK_PASSWORD=PASSWORD
+        )
+        assert result.returncode == 0, describe(result)
+        out = result.stdout.splitlines()
+        assert "C: AUTH PLAIN" in out
+        assert any(line.startswith("S: +OK Logged in: 1 messages") for line in out), out
+        assert "# authenticated as alice" in result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_mailtalk_pipe_starttls(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result = mailtalk_pop3(
+            server, tmp_path, ["USER alice", f"PASS {PASSWORD}", "STAT", "QUIT"],
+            "--starttls", "--cafile", str(server.cafile),
+        )  # fmt: skip
+        assert result.returncode == 0, describe(result)
+        out = result.stdout.splitlines()
+        assert "C: STLS" in out
+        assert "S: +OK Begin TLS negotiation now." in out
+        assert any(line.startswith("S: +OK 1 ") for line in out), out
+
+
+def test_mailtalk_pipe_wrong_password_exits_one(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        result = mailtalk_pop3(server, tmp_path, ["USER alice", "PASS wrong", "QUIT"])
+        assert result.returncode == 1, describe(result)
+        assert "S: -ERR [AUTH] Authentication failed." in result.stdout.splitlines()
+
+
+def test_mailtalk_pipe_scenario_quota_exceeded(tmp_path: Path) -> None:
+    with serve(tmp_path, "--scenario", "quota-exceeded") as server:
+        server.deliver(FIRST)
+        result = mailtalk_pop3(server, tmp_path, ["USER alice", f"PASS {PASSWORD}", "QUIT"])
+        assert result.returncode == 1, describe(result)
+        assert (
+            "S: -ERR [SYS/TEMP] Unable to copy mail spool file, quota exceeded"
+            in result.stdout.splitlines()
+        )
+
+
+def test_serve_login_delay_option(tmp_path: Path) -> None:
+    with serve(tmp_path, "--login-delay", "60") as server:
+        first = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        assert "LOGIN-DELAY" in first.capa()
+        first.user(USER)
+        first.pass_(PASSWORD)
+        first.quit()
+        second = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        try:
+            second.user(USER)
+            with pytest.raises(poplib.error_proto, match=r"\[LOGIN-DELAY\]"):
+                second.pass_(PASSWORD)
+        finally:
+            second.quit()
+
+
+def test_serve_quota_option(tmp_path: Path) -> None:
+    with serve(tmp_path, "--quota", "10") as server:
+        server.deliver(FIRST)
+        client = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=TIMEOUT)
+        try:
+            client.user(USER)
+            with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+                client.pass_(PASSWORD)
+        finally:
+            client.quit()
