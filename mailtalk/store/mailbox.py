@@ -87,6 +87,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -267,6 +268,14 @@ def info_to_flags(info: str) -> frozenset[str]:
     return frozenset(_LETTER_FLAGS[letter] for letter in info[2:] if letter in _LETTER_FLAGS)
 
 
+_RECENT_ONLY = frozenset({RECENT})
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_info_flags(info: str) -> frozenset[str]:
+    return info_to_flags(info)
+
+
 def _other_info_letters(info: str) -> str:
     if not info.startswith("2,"):
         return ""
@@ -435,7 +444,7 @@ def _allocate_uidvalidity(user_root: Path) -> int:
 # -- the index -----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Record:
     uid: int
     base: str
@@ -474,7 +483,64 @@ def _number(text: str, low: int = 0, high: int = 2**63) -> int:
 
 
 def _parse_index(text: str) -> _Index:
-    """The index in ``text``; ValueError if anything at all is wrong with it."""
+    """The index in ``text``; ValueError if anything at all is wrong with it.
+
+    Parsed indexes are cached by their exact text (see :class:`_IndexCache`), so a
+    folder reopened unchanged costs a read and a string comparison; the result is
+    a fresh :class:`_Index` whose records dict the caller may change (the records
+    themselves are immutable and shared).
+    """
+    cached = _INDEX_CACHE.get(text)
+    if cached is None:
+        cached = _parse_index_text(text)
+        _INDEX_CACHE.put(text, cached)
+    return _Index(cached.uidvalidity, cached.uidnext, cached.first_recent_uid, dict(cached.records))
+
+
+class _IndexCache:
+    """Parsed indexes by their whole text, least recently used dropped beyond a total size.
+
+    Keyed by content, not by file stamps, so it can never return a stale index:
+    a hit means the bytes on disk are exactly those once parsed.
+    """
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Index] = {}
+        self._chars = 0
+
+    def get(self, text: str) -> _Index | None:
+        with self._lock:
+            index = self._entries.pop(text, None)
+            if index is not None:
+                self._entries[text] = index  # most recently used last
+            return index
+
+    def put(self, text: str, index: _Index) -> None:
+        if len(text) > self.max_chars:
+            return
+        with self._lock:
+            if text in self._entries:
+                return
+            self._entries[text] = index
+            self._chars += len(text)
+            while self._chars > self.max_chars:
+                oldest = next(iter(self._entries))
+                del self._entries[oldest]
+                self._chars -= len(oldest)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._chars = 0
+
+
+# About 60 bytes a message: 16 MiB of index text is some 280,000 messages.
+_INDEX_CACHE = _IndexCache(16 * 1024 * 1024)
+
+
+def _parse_index_text(text: str) -> _Index:
     if not text.endswith("\n"):
         raise ValueError("truncated")
     header, *lines = text[:-1].split("\n")
@@ -494,6 +560,32 @@ def _parse_index(text: str) -> _Index:
         if not separator or not base or base in records:
             raise ValueError(f"bad line {line!r}")
         uid_text, *parts = head.split(" ")
+        if (
+            len(parts) == 3
+            and uid_text.isdigit()
+            and parts[0][:1] == "S"
+            and parts[1][:1] == "W"
+            and parts[2][:1] == "T"
+            and parts[0][1:].isdigit()
+            and parts[1][1:].isdigit()
+            and parts[2][1:].isdigit()
+        ):
+            # The common line, as _format_index writes it without keywords.
+            uid = int(uid_text)
+            size, rfc822_size, internaldate = (
+                int(parts[0][1:]),
+                int(parts[1][1:]),
+                int(parts[2][1:]),
+            )
+            if (
+                last_uid < uid < uidnext
+                and size < 2**63
+                and rfc822_size < 2**63
+                and internaldate < 2**63
+            ):
+                records[base] = _Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS)
+                last_uid = uid
+                continue
         uid = _number(uid_text, last_uid + 1, uidnext - 1)
         numbers: dict[str, int] = {}
         keywords = []
@@ -512,6 +604,8 @@ def _parse_index(text: str) -> _Index:
         last_uid = uid
     return _Index(uidvalidity, uidnext, first_recent_uid, records)
 
+
+_NO_KEYWORDS: frozenset[str] = frozenset()
 
 _UNIQUE_NAME = re.compile(r"(\d+)\.([^.]*)")
 _MICROSECONDS = re.compile(r"M(\d+)")
@@ -549,9 +643,9 @@ def _scan_message_files(folder: Path) -> dict[str, tuple[str, str]]:
             for entry in entries:
                 name = entry.name
                 # Dot files are tools' temporaries; a newline could not go in the index.
-                if name.startswith(".") or "\n" in name or not entry.is_file(follow_symlinks=False):
+                if name[0] == "." or "\n" in name or not entry.is_file(follow_symlinks=False):
                     continue
-                files[_split_filename(name)[0]] = (subdir, name)
+                files[name.partition(":")[0]] = (subdir, name)
     return files
 
 
@@ -637,12 +731,12 @@ class _LockedIndex:
         self.rebuilt = True
 
     def add_record(self, record: _Record) -> int:
-        """Give ``record`` the next UID and index it; returns the UID."""
-        record.uid = self.index.uidnext
+        """Index (a copy of) ``record`` under the next UID; returns the UID."""
+        uid = self.index.uidnext
         self.index.uidnext += 1
-        self.index.records[record.base] = record
+        self.index.records[record.base] = dataclasses.replace(record, uid=uid)
         self.dirty = True
-        return record.uid
+        return uid
 
     def add(
         self,
@@ -726,17 +820,26 @@ class MessageInfo:
     ``flags`` are IMAP flags, keywords included, and \\Recent if this session
     claimed it. ``size`` is the stored size (LF line endings), ``rfc822_size``
     the size with CRLF line endings: IMAP RFC822.SIZE and POP3 LIST/STAT.
-    ``path`` is where the file was at the last refresh; another session
-    changing its flags renames it, which :meth:`Mailbox.open_message` follows.
+    ``path`` is where the file was at the last refresh (``location``, the same
+    as a string); another session changing its flags renames it, which
+    :meth:`Mailbox.open_message` follows.
     """
 
     uid: int
     base: str
-    path: Path
+    location: str
     flags: frozenset[str]
     size: int
     rfc822_size: int
-    internaldate: datetime
+    internaldate_seconds: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
+    def internaldate(self) -> datetime:
+        return datetime.fromtimestamp(self.internaldate_seconds, UTC)
 
     @property
     def uidl(self) -> str:
@@ -905,6 +1008,7 @@ class Mailbox:
         self._messages: dict[int, MessageInfo] = {}
         self._recent: set[int] = set()
         self._token: ChangeToken | None = None
+        self._folder = os.fspath(path)
 
     def __repr__(self) -> str:
         return f"Mailbox({self.name!r}, {str(self.path)!r})"
@@ -937,7 +1041,13 @@ class Mailbox:
             raise MailboxError("NONEXISTENT", f"no message with UID {uid}") from None
 
     def refresh(self) -> Changes:
-        """Rescan the folder: index new files, drop vanished ones; report what changed."""
+        """Rescan the folder: index new files, drop vanished ones; report what changed.
+
+        Returns at once, having found nothing, when :meth:`changed_since` the last
+        refresh says the folder cannot have changed (three stat calls).
+        """
+        if self._token is not None and not self.changed_since(self._token):
+            return Changes()
         token = self.change_token()
         with self._locked("NONEXISTENT") as state:
             if self._claims_recent:
@@ -1023,7 +1133,7 @@ class Mailbox:
         info = self.message(uid)
         stream: BinaryIO
         try:
-            stream = open(info.path, "rb")  # noqa: SIM115 - the caller closes it
+            stream = open(info.location, "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             path = self._locate(info)
             try:
@@ -1087,11 +1197,11 @@ class Mailbox:
                     renamed = True
                 keywords = new - _FILENAME_FLAGS
                 if keywords != record.keywords:
-                    record.keywords = keywords
+                    state.index.records[info.base] = dataclasses.replace(record, keywords=keywords)
                     state.dirty = True
                 shown = new | {RECENT} if uid in self._recent else new
                 self._messages[uid] = dataclasses.replace(
-                    info, flags=shown, path=self.path / "cur" / new_filename
+                    info, flags=shown, location=f"{self._folder}/cur/{new_filename}"
                 )
                 changed[uid] = shown
             if renamed:
@@ -1286,22 +1396,43 @@ class Mailbox:
 
     def _view(self, state: _LockedIndex) -> dict[int, MessageInfo]:
         view = {}
+        old = self._messages
+        recent = self._recent
+        files = state.files
+        folder = self._folder
+        info_flags = _cached_info_flags
         for record in state.index.records.values():
-            entry = state.files.get(record.base)
+            entry = files.get(record.base)
             if entry is None:
                 continue
+            uid = record.uid
             subdir, filename = entry
-            flags = info_to_flags(_split_filename(filename)[1]) | record.keywords
-            if record.uid in self._recent:
-                flags |= {RECENT}
-            view[record.uid] = MessageInfo(
-                uid=record.uid,
-                base=record.base,
-                path=self.path / subdir / filename,
-                flags=flags,
-                size=record.size,
-                rfc822_size=record.rfc822_size,
-                internaldate=datetime.fromtimestamp(record.internaldate, UTC),
+            location = f"{folder}/{subdir}/{filename}"
+            flags = info_flags(filename.partition(":")[2])
+            if record.keywords:
+                flags = flags | record.keywords
+            if uid in recent:
+                flags = flags | _RECENT_ONLY
+            previous = old.get(uid)
+            if (
+                previous is not None
+                and previous.location == location
+                and previous.flags == flags
+                and previous.base == record.base
+                and previous.size == record.size
+                and previous.rfc822_size == record.rfc822_size
+                and previous.internaldate_seconds == record.internaldate
+            ):
+                view[uid] = previous  # unchanged: no new object
+                continue
+            view[uid] = MessageInfo(
+                uid,
+                record.base,
+                location,
+                flags,
+                record.size,
+                record.rfc822_size,
+                record.internaldate,
             )
         return view
 
@@ -1312,7 +1443,7 @@ class Mailbox:
                 for entry in entries:
                     if _split_filename(entry.name)[0] == info.base:
                         path = Path(entry.path)
-                        self._messages[info.uid] = dataclasses.replace(info, path=path)
+                        self._messages[info.uid] = dataclasses.replace(info, location=entry.path)
                         return path
         raise MailboxError("EXPUNGEISSUED", f"message {info.uid} was expunged")
 
