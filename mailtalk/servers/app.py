@@ -214,6 +214,9 @@ class ReferenceServers:
         return self.listeners
 
     async def stop(self) -> None:
+        for lock in self.context.held_locks:
+            lock.release()  # the lock-busy scenario's holder lets go with the servers
+        self.context.held_locks.clear()
         for server in self._servers:
             server.close()
         for session in list(self.context.connections):

@@ -184,6 +184,10 @@ class POP3ServerProtocol(ServerSession):
                 shown = "".join(c if c.isprintable() else "?" for c in verb[:20])
                 self._send(False, f"Unknown command: {shown}")
             return
+        if verb == "PASS":
+            # RFC 1939 7: the password is the rest of the line, spaces and all.
+            line = command.raw.decode("utf-8", "replace").rstrip("\r\n")
+            command = Command(verb, (line[5:],) if len(line) > 5 else (), command.raw)
         action = self._fault(verb.lower())
         if action is not None:
             if action.kind == "delay":
@@ -232,8 +236,7 @@ class POP3ServerProtocol(ServerSession):
         if self.user is None:
             self._send(False, "No user name: send USER first")
             return
-        # RFC 1939: the password is the rest of the line, spaces included.
-        self._defer(self._login(self.user, " ".join(args)))
+        self._defer(self._login(self.user, args[0] if args else ""))
 
     def _apop(self, args: tuple[str, ...]) -> None:
         if len(args) != 2:

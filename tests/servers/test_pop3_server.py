@@ -423,11 +423,6 @@ def test_password_with_a_space(tmp_path: Path) -> None:
         assert client.cmd("PASS two words").startswith(b"+OK Logged in")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PASS rebuilds the password with ' '.join(args): runs of spaces (and "
-    "leading/trailing spaces) are lost, so 'a  b' (two spaces) is refused",
-)
 def test_password_with_two_spaces(tmp_path: Path) -> None:
     with (
         pop3_servers(tmp_path, users=[("carol", "two  spaces")]) as servers,
@@ -1270,11 +1265,6 @@ def test_scenario_bad_password(tmp_path: Path) -> None:
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the bad-password scenario refuses 'every password, even the right one', "
-    "but APOP with the right secret logs in (the scenario has no pop3:apop rule)",
-)
 def test_scenario_bad_password_refuses_apop_too(tmp_path: Path) -> None:
     with pop3_servers(tmp_path, scenarios=["bad-password"]) as servers, pop(servers) as client:
         answer = client.cmd(f"APOP alice {apop_digest(client.timestamp, 'secret')}")
@@ -1292,12 +1282,6 @@ def test_scenario_lock_busy(tmp_path: Path) -> None:
         assert not lock_is_free(servers, wait=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ReferenceServers.stop() does not release the lock-busy scenario's "
-    "context.held_locks: after run_servers() returns, the maildrops stay locked in "
-    "this process for as long as the RunningServers object lives",
-)
 def test_scenario_lock_busy_lets_go_when_the_servers_stop(tmp_path: Path) -> None:
     with pop3_servers(tmp_path, scenarios=["lock-busy"]) as servers:
         assert not lock_is_free(servers, wait=0)
@@ -1327,11 +1311,6 @@ def test_scenario_disk_full(tmp_path: Path) -> None:
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in the disk-full scenario PASS gets [SYS/TEMP] (the spool cannot be "
-    "copied) but AUTH PLAIN and APOP log in: the scenario only has a pop3:pass rule",
-)
 def test_scenario_disk_full_also_for_auth_plain(tmp_path: Path) -> None:
     with pop3_servers(tmp_path, scenarios=["disk-full"]) as servers, pop(servers) as client:
         answer = client.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'secret')}")
