@@ -51,7 +51,12 @@ from mailtalk.protocols.imap import (
     Tagged,
     Untagged,
 )
-from mailtalk.servers.imap_fetch import FetchMessage, format_internaldate, render_fetch
+from mailtalk.servers.imap_fetch import (
+    FetchMessage,
+    FetchRenderer,
+    format_internaldate,
+    render_fetch,
+)
 from mailtalk.servers.imap_parse import (
     Atom,
     FetchItem,
@@ -99,6 +104,19 @@ _DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZ
 # RFC 3501 7.4.1: no EXPUNGE while answering these (their sequence numbers must hold).
 _NO_EXPUNGE: Final = frozenset({"FETCH", "STORE", "SEARCH"})
 _UID_VERBS: Final = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
+
+
+def _header_only(item: FetchItem) -> bool:
+    """Whether the item needs no more of the message than its top-level header block."""
+    name = item.name
+    section = item.section
+    if section is None:
+        return name in _DATA_FREE_ITEMS or name in ("ENVELOPE", "RFC822.HEADER")
+    return (
+        name == "BODY"
+        and not section.part
+        and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+    )
 
 
 def _clean(text: str) -> str:
@@ -899,29 +917,52 @@ class IMAPServerProtocol(ServerSession):
     ) -> None:
         mailbox = self._box
         needs_data = any(i.section is not None or i.name not in _DATA_FREE_ITEMS for i in items)
+        # Only header fields wanted: read the header block (through the store's cache).
+        header_only = needs_data and all(_header_only(i) for i in items)
+        read_header = mailbox.header_reader() if header_only else None
+        renderer = FetchRenderer(items, uid=uid)
         marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
         has_flags = any(i.name == "FLAGS" for i in items)
         missing = False
-        for seq, info in targets:
-            if self._closing:
-                return
-            try:
-                raw = mailbox.read_message(info.uid) if needs_data else b""
-            except (MailboxError, OSError):
-                missing = True
-                continue
-            shown = items
-            if marks_seen and "\\Seen" not in info.flags:
-                changed = mailbox.set_flags([info.uid], ["\\Seen"], "add")
-                info = mailbox.message(info.uid) if info.uid in changed else info
-                if not has_flags:
-                    shown = [*items, FetchItem("FLAGS")]
-            message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
-                                   internaldate=info.internaldate,
-                                   rfc822_size=info.rfc822_size, seq=seq)
-            rendering = render_fetch(shown, message, uid=uid)
-            self._untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
-            await self._drain()
+        # The responses leave in batches of about CHUNK bytes, not one write each.
+        out = bytearray()
+        try:
+            for seq, info in targets:
+                if self._closing:
+                    return
+                try:
+                    if read_header is not None:
+                        raw = read_header(info.uid)
+                    else:
+                        raw = mailbox.read_message(info.uid) if needs_data else b""
+                except (MailboxError, OSError):
+                    missing = True
+                    continue
+                shown = items
+                if marks_seen and "\\Seen" not in info.flags:
+                    changed = mailbox.set_flags([info.uid], ["\\Seen"], "add")
+                    info = mailbox.message(info.uid) if info.uid in changed else info
+                    if not has_flags:
+                        shown = [*items, FetchItem("FLAGS")]
+                message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
+                                       internaldate=info.internaldate_seconds,
+                                       rfc822_size=info.rfc822_size, seq=seq,
+                                       header_only=header_only)
+                if shown is items and renderer.simple:
+                    # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
+                    out += renderer.wire(message)
+                else:
+                    rendering = render_fetch(shown, message, uid=uid)
+                    out += self.core.send(
+                        Untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
+                    )
+                if len(out) >= CHUNK:
+                    self._write(bytes(out))
+                    out.clear()
+                    await self._drain()
+        finally:
+            if out:
+                self._write(bytes(out))
         if missing:
             self._tagged(command.tag, "NO", "EXPUNGEISSUED",
                          "Some of the requested messages no longer exist")

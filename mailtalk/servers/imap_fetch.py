@@ -21,7 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import re
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from mailtalk.servers.imap_parse import MONTHS, FetchItem, Section
 
 __all__ = [
     "FetchMessage",
+    "FetchRenderer",
     "FetchRendering",
     "UnknownTransferEncoding",
     "format_internaldate",
@@ -189,11 +192,55 @@ class _Header:
         return values[0].decode("latin-1") if values else None
 
     def subset(self, names: Iterable[str], exclude: bool) -> bytes:
+        names = tuple(names)
+        subsets: dict[tuple[tuple[str, ...], bool], bytes] = self.__dict__.setdefault(
+            "_subsets", {}
+        )
+        cached = subsets.get((names, exclude))
+        if cached is not None:
+            return cached
         wanted = {n.lower() for n in names}
         picked = b"".join(
             raw for name, raw in self.fields if (name in wanted) != exclude and (name or exclude)
         )
-        return picked + (b"\r\n" if self.has_blank else b"")
+        result = picked + (b"\r\n" if self.has_blank else b"")
+        if len(subsets) < 8:
+            subsets[(names, exclude)] = result
+        return result
+
+
+class _ParsedHeaders:
+    """Parsed top-level headers by their stored bytes, for messages read header-only;
+    least recently used dropped beyond ``max_bytes`` (about 4x the stored block each)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, _Header] = {}
+        self._bytes = 0
+
+    def get(self, raw: bytes) -> _Header:
+        with self._lock:
+            header = self._entries.pop(raw, None)
+            if header is not None:
+                self._entries[raw] = header
+                return header
+        offset, has_blank = _body_offset(raw)
+        header = _Header(to_crlf(raw[:offset]), has_blank)
+        cost = 4 * len(raw) + 400
+        if cost <= self.max_bytes:
+            with self._lock:
+                if raw not in self._entries:
+                    self._entries[raw] = header
+                    self._bytes += cost
+                    while self._bytes > self.max_bytes:
+                        oldest = next(iter(self._entries))
+                        del self._entries[oldest]
+                        self._bytes -= 4 * len(oldest) + 400
+        return header
+
+
+_PARSED_HEADERS: Final = _ParsedHeaders(48 * 1024 * 1024)
 
 
 # -- structured header values ---------------------------------------------------------
@@ -547,8 +594,13 @@ class FetchMessage:
         rfc822_size: int | None = None,
         recent: bool = False,
         seq: int = 0,
+        header_only: bool = False,
     ) -> None:
+        """``header_only``: ``raw`` is just the header block (as the store's
+        ``read_header`` returns it) and only header items will be rendered; the
+        parsed header is then shared with other fetches of the same bytes."""
         self.raw = raw
+        self._header_only = header_only
         self.uid = uid
         self.flags = flags
         self.internaldate = internaldate
@@ -571,6 +623,8 @@ class FetchMessage:
     @cached_property
     def header(self) -> _Header:
         """The top-level header, read without converting the body."""
+        if self._header_only:
+            return _PARSED_HEADERS.get(self.raw)
         offset, has_blank = _body_offset(self.raw)
         return _Header(to_crlf(self.raw[:offset]), has_blank)
 
@@ -846,6 +900,12 @@ def _binary_data(message: FetchMessage, section: Section) -> bytes | None:
 # -- render_fetch ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _section_spec(section: Section) -> str:
+    return section.spec(_astring_text)
+
+
+
 @dataclass(frozen=True, slots=True)
 class FetchRendering:
     """``text`` goes between ``* n FETCH (`` and ``)``; ``literals`` fill its markers."""
@@ -880,7 +940,7 @@ def _render_item(out: _Out, item: FetchItem, message: FetchMessage) -> None:
             out.text(f"BINARY[{section.spec()}] ")
         else:
             data = _section_data(message, section)
-            out.text(f"BODY[{section.spec(_astring_text)}]")
+            out.text(f"BODY[{_section_spec(section)}]")
             if item.partial is not None:
                 out.text(f"<{item.partial[0]}>")
             out.text(" ")
@@ -944,3 +1004,91 @@ def render_fetch(
         first = False
         _render_item(out, item, message)
     return FetchRendering(out.getvalue(), out.literals, sets_seen(items))
+
+
+# -- a FETCH command's renderer -----------------------------------------------------------
+
+_SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE"})
+_HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+class FetchRenderer:
+    """One FETCH command's items, prepared once for all its messages.
+
+    When every item is FLAGS, UID, RFC822.SIZE, INTERNALDATE or a top-level
+    ``BODY[HEADER...]`` section (``simple``), :meth:`wire` gives a message's whole
+    untagged response as wire bytes — byte for byte what
+    ``IMAPConnection.send(render_fetch(...).untagged(seq))`` gives (an untagged
+    FETCH moves no connection state), at a fraction of the cost. Otherwise
+    ``simple`` is False and the caller uses :func:`render_fetch`.
+    """
+
+    def __init__(self, items: Sequence[FetchItem], *, uid: bool = False) -> None:
+        parts: list[tuple[str, tuple[str, Section, tuple[int, int] | None] | None]] = []
+        if uid and not any(item.name == "UID" for item in items):
+            parts.append(("UID", None))
+        simple = True
+        for item in items:
+            section = item.section
+            if section is None and item.name in _SIMPLE_ITEMS:
+                parts.append((item.name, None))
+            elif (
+                section is not None
+                and item.name == "BODY"
+                and not section.part
+                and section.text in _HEADER_TEXTS
+            ):
+                head = f"BODY[{_section_spec(section)}]"
+                if item.partial is not None:
+                    head += f"<{item.partial[0]}>"
+                if "{" in head or "\r" in head or "\n" in head:
+                    simple = False  # text that looks like a literal marker: the general path
+                parts.append(("SECTION", (head + " ", section, item.partial)))
+            else:
+                simple = False
+        self.simple = simple
+        self._parts = parts
+
+    def wire(self, message: FetchMessage) -> bytes:
+        """``* SEQ FETCH (...)`` CRLF with its literals, for a ``simple`` renderer."""
+        out = bytearray()
+        pending = [f"* {message.seq} FETCH ("]
+        separator = ""
+        for kind, arg in self._parts:
+            if separator:
+                pending.append(separator)
+            separator = " "
+            if kind == "FLAGS":
+                flags = list(message.flags)
+                if message.recent and "\\Recent" not in flags:
+                    flags.append("\\Recent")
+                pending.append("FLAGS (" + " ".join(flags) + ")")
+            elif kind == "UID":
+                pending.append(f"UID {message.uid}")
+            elif kind == "RFC822.SIZE":
+                pending.append(f"RFC822.SIZE {message.size}")
+            elif kind == "INTERNALDATE":
+                pending.append(f'INTERNALDATE "{format_internaldate(message.internaldate)}"')
+            else:
+                assert arg is not None
+                head, section, partial = arg
+                header = message.header
+                if section.text == "HEADER":
+                    data = header.block
+                else:
+                    exclude = section.text == "HEADER.FIELDS.NOT"
+                    data = header.subset(section.fields, exclude=exclude)
+                if partial is not None:
+                    data = data[partial[0] : partial[0] + partial[1]]
+                if not data:
+                    pending.append(head + '""')
+                    continue
+                prefix = "~" if b"\x00" in data else ""
+                pending.append(f"{head}{prefix}{{{len(data)}}}")
+                out += "".join(pending).encode("utf-8")
+                out += b"\r\n"
+                out += data
+                pending = []
+        pending.append(")\r\n")
+        out += "".join(pending).encode("utf-8")
+        return bytes(out)

@@ -95,7 +95,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -810,6 +810,75 @@ def _locked_index(folder: Path, user_root: Path, missing: ResponseCode) -> Itera
         lock.__exit__(None, None, None)
 
 
+# -- header blocks -------------------------------------------------------------
+
+_HEADER_END = re.compile(rb"\n\r?\n")
+_HEADER_READ_SIZE = 8192
+
+
+def _header_length(data: bytes) -> int:
+    """Where the header block of ``data`` ends (after its blank line); -1 if not found."""
+    if data.startswith(b"\n"):
+        return 1
+    if data.startswith(b"\r\n"):
+        return 2
+    match = _HEADER_END.search(data)
+    return -1 if match is None else match.end()
+
+
+def _read_header_block(read: Callable[[int], bytes]) -> bytes:
+    """The header block read with ``read(size)``: up to and including the blank line
+    ending it, or everything if there is none."""
+    data = read(_HEADER_READ_SIZE)
+    while True:
+        end = _header_length(data)
+        if end >= 0:
+            return data[:end]
+        more = read(max(_HEADER_READ_SIZE, len(data)))
+        if not more:
+            return data
+        data += more
+
+
+class _HeaderCache:
+    """Header blocks by message, least recently used dropped beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, int, int, str, int], bytes] = {}
+        self._bytes = 0
+
+    def get(self, key: tuple[str, int, int, str, int]) -> bytes | None:
+        with self._lock:
+            value = self._entries.pop(key, None)
+            if value is not None:
+                self._entries[key] = value
+            return value
+
+    def put(self, key: tuple[str, int, int, str, int], value: bytes) -> None:
+        cost = len(value) + 200  # the key and the entry
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old) + 200
+            self._entries[key] = value
+            self._bytes += cost
+            while self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._bytes -= len(self._entries.pop(oldest)) + 200
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+_HEADER_CACHE = _HeaderCache(64 * 1024 * 1024)
+
+
 # -- what sessions see ---------------------------------------------------------
 
 
@@ -1147,6 +1216,58 @@ class Mailbox:
     def read_message(self, uid: int, *, mark_seen: bool = False) -> bytes:
         with self.open_message(uid, mark_seen=mark_seen) as stream:
             return stream.read()
+
+    def read_header(self, uid: int) -> bytes:
+        """The message's header block as stored, up to and including the blank line
+        that ends it (the whole message if there is none); the body is not read.
+
+        Header blocks are kept in a process-wide cache bounded by size (a
+        message's bytes never change under its UID). A cached block is served
+        only while the file is still where the last refresh saw it; otherwise the
+        file is read as :meth:`open_message` finds it (EXPUNGEISSUED if gone).
+        For many messages, :meth:`header_reader` checks that more cheaply.
+        """
+        location = self.message(uid).location
+        present: tuple[str, ...] = (location,) if os.path.isfile(location) else ()
+        return self._read_header(uid, present)
+
+    def header_reader(self) -> Callable[[int], bytes]:
+        """:meth:`read_header` for a batch of messages (an IMAP FETCH).
+
+        Whether the cached headers' files are still there is checked once: not at
+        all if :meth:`changed_since` the last refresh is False (no file can have
+        gone), else by listing new/ and cur/ once.
+        """
+        present: Container[str] | None = None
+        if self.changed_since():
+            names: set[str] = set()
+            for subdir in ("new", "cur"):
+                prefix = f"{self._folder}/{subdir}/"
+                with contextlib.suppress(FileNotFoundError):
+                    names.update(prefix + name for name in os.listdir(prefix))
+            present = names
+        return lambda uid: self._read_header(uid, present)
+
+    def _read_header(self, uid: int, present: Container[str] | None) -> bytes:
+        """``present``: the files known to exist (None: all those of the view)."""
+        info = self.message(uid)
+        key = (self._folder, self._uidvalidity, uid, info.base, info.size)
+        cached = _HEADER_CACHE.get(key)
+        if cached is not None and (present is None or info.location in present):
+            return cached
+        try:
+            fd = os.open(info.location, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Renamed by another session's flag change, or expunged: open_message knows.
+            with self.open_message(uid) as stream:
+                header = _read_header_block(stream.read)
+        else:
+            try:
+                header = _read_header_block(lambda size: os.read(fd, size))
+            finally:
+                os.close(fd)
+        _HEADER_CACHE.put(key, header)
+        return header
 
     # -- changing
 
