@@ -306,7 +306,9 @@ class RFC822SizeCounter:
     def feed(self, chunk: bytes | bytearray) -> None:
         if not chunk:
             return
-        bare_lfs = chunk.count(b"\n") - chunk.count(b"\r\n")
+        bare_lfs = chunk.count(b"\n")
+        if b"\r" in chunk:
+            bare_lfs -= chunk.count(b"\r\n")
         if self._after_cr and chunk[0] == 0x0A:
             bare_lfs -= 1
         self._after_cr = chunk[-1] == 0x0D
@@ -321,6 +323,25 @@ def rfc822_size_of(path: Path) -> tuple[int, int]:
         while chunk := stream.read(_READ_CHUNK_SIZE):
             counter.feed(chunk)
     return counter.size, counter.rfc822_size
+
+
+def _measure(dir_fd: int, filename: str) -> tuple[os.stat_result, int, int]:
+    """(status, size, RFC822.SIZE) of ``filename`` in the directory ``dir_fd``: one open,
+    one fstat and (for all but large files) one read."""
+    fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        status = os.fstat(fd)
+        counter = RFC822SizeCounter()
+        done = False
+        if status.st_size < _READ_CHUNK_SIZE:
+            data = os.read(fd, status.st_size + 1)
+            counter.feed(data)
+            done = len(data) <= status.st_size  # short of the extra byte asked: the end
+        while not done and (chunk := os.read(fd, _READ_CHUNK_SIZE)):
+            counter.feed(chunk)
+    finally:
+        os.close(fd)
+    return status, counter.size, counter.rfc822_size
 
 
 # -- locks ---------------------------------------------------------------------
@@ -703,19 +724,28 @@ class _LockedIndex:
 
     def _index_new_files(self) -> None:
         unindexed = []
-        for base, (subdir, filename) in self.files.items():
-            if base in self.index.records:
-                continue
-            path = self.folder / subdir / filename
-            try:
-                status = path.stat()
-                size, rfc822_size = rfc822_size_of(path)
-            except FileNotFoundError:
-                continue  # renamed by another reader meanwhile: the next load sees it
-            order = _delivery_order(base, status.st_mtime_ns)
-            unindexed.append(
-                (order, _Record(0, base, size, rfc822_size, int(status.st_mtime), frozenset()))
-            )
+        records = self.index.records
+        directories: dict[str, int] = {}
+        try:
+            for base, (subdir, filename) in self.files.items():
+                if base in records:
+                    continue
+                dir_fd = directories.get(subdir)
+                if dir_fd is None:
+                    dir_fd = directories[subdir] = os.open(
+                        self.folder / subdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+                    )
+                try:
+                    status, size, rfc822_size = _measure(dir_fd, filename)
+                except FileNotFoundError:
+                    continue  # renamed by another reader meanwhile: the next load sees it
+                order = _delivery_order(base, status.st_mtime_ns)
+                unindexed.append(
+                    (order, _Record(0, base, size, rfc822_size, int(status.st_mtime), frozenset()))
+                )
+        finally:
+            for dir_fd in directories.values():
+                os.close(dir_fd)
         if self.index.uidnext + len(unindexed) > MAX_UID + 1:
             self._renumber()
         for _, record in sorted(unindexed, key=lambda item: item[0]):
@@ -734,7 +764,9 @@ class _LockedIndex:
         """Index (a copy of) ``record`` under the next UID; returns the UID."""
         uid = self.index.uidnext
         self.index.uidnext += 1
-        self.index.records[record.base] = dataclasses.replace(record, uid=uid)
+        self.index.records[record.base] = _Record(
+            uid, record.base, record.size, record.rfc822_size, record.internaldate, record.keywords
+        )
         self.dirty = True
         return uid
 
