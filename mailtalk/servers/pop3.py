@@ -42,6 +42,15 @@ class DotStuffer:
         self._held_cr = False
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._held_cr and b"\r" not in chunk:
+            # LF-only text (what Maildir stores): whole-chunk replaces, no line loop.
+            if not chunk:
+                return b""
+            stuffed = chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+            if self._at_line_start and chunk.startswith(b"."):
+                stuffed = b"." + stuffed
+            self._at_line_start = chunk.endswith(b"\n")
+            return stuffed
         if self._held_cr:
             chunk = b"\r" + chunk
             self._held_cr = False
@@ -325,8 +334,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP")
             return
         self._lock = lock
-        self._mailbox = mailboxes.open("INBOX")
-        self._mailbox.refresh()
+        self._mailbox = mailboxes.open("INBOX")  # refreshed by open
         self._messages = list(self._mailbox.messages())
         self._deleted = set()
         self.authenticated_user = name
@@ -432,7 +440,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, "RETR needs a message number")
             return
         number = self._message_number(args[0])
-        if number is not None:
+        if number is not None and not self._retr_small(number):
             self._defer(self._stream(number, None))
 
     def _top(self, args: tuple[str, ...]) -> None:
@@ -442,6 +450,27 @@ class POP3ServerProtocol(ServerSession):
         number = self._message_number(args[0])
         if number is not None:
             self._defer(self._stream(number, int(args[1])))
+
+    def _retr_small(self, number: int) -> bool:
+        """RETR of a message smaller than CHUNK: answered now, in one write (the same
+        bytes as :meth:`_stream`'s). False if it is larger: the caller streams it."""
+        from mailtalk.store.mailbox import MailboxError
+
+        info = self._messages[number - 1]
+        if info.size >= CHUNK or self._closing or self.transport is None:
+            return False
+        try:
+            with self._mailbox.open_message(info.uid) as handle:
+                data = handle.read(CHUNK)
+                if len(data) >= CHUNK:
+                    return False  # it grew: stream it
+        except (MailboxError, OSError):
+            self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
+            return True
+        stuffer = DotStuffer()
+        status = self.core.send(Response(True, f"{info.rfc822_size} octets"))
+        self.transport.write(status + stuffer.feed(data) + stuffer.finish())
+        return True
 
     async def _stream(self, number: int, body_lines: int | None) -> None:
         """RETR (body_lines None) or TOP: send the message in chunks, dot-stuffed."""
