@@ -192,55 +192,46 @@ class _Header:
         return values[0].decode("latin-1") if values else None
 
     def subset(self, names: Iterable[str], exclude: bool) -> bytes:
-        names = tuple(names)
-        subsets: dict[tuple[tuple[str, ...], bool], bytes] = self.__dict__.setdefault(
-            "_subsets", {}
-        )
-        cached = subsets.get((names, exclude))
-        if cached is not None:
-            return cached
         wanted = {n.lower() for n in names}
         picked = b"".join(
             raw for name, raw in self.fields if (name in wanted) != exclude and (name or exclude)
         )
-        result = picked + (b"\r\n" if self.has_blank else b"")
-        if len(subsets) < 8:
-            subsets[(names, exclude)] = result
-        return result
+        return picked + (b"\r\n" if self.has_blank else b"")
 
 
-class _ParsedHeaders:
-    """Parsed top-level headers by their stored bytes, for messages read header-only;
-    least recently used dropped beyond ``max_bytes`` (about 4x the stored block each)."""
+class _SubsetCache:
+    """HEADER.FIELDS answers by (stored header block, field names, NOT), for messages read
+    header-only; least recently used dropped beyond ``max_bytes``. Keys and values are
+    bytes, strings and tuples of them: nothing for the garbage collector to walk."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[bytes, _Header] = {}
+        self._entries: dict[tuple[bytes, tuple[str, ...], bool], bytes] = {}
         self._bytes = 0
 
-    def get(self, raw: bytes) -> _Header:
+    def get(self, key: tuple[bytes, tuple[str, ...], bool]) -> bytes | None:
         with self._lock:
-            header = self._entries.pop(raw, None)
-            if header is not None:
-                self._entries[raw] = header
-                return header
-        offset, has_blank = _body_offset(raw)
-        header = _Header(to_crlf(raw[:offset]), has_blank)
-        cost = 4 * len(raw) + 400
-        if cost <= self.max_bytes:
-            with self._lock:
-                if raw not in self._entries:
-                    self._entries[raw] = header
-                    self._bytes += cost
-                    while self._bytes > self.max_bytes:
-                        oldest = next(iter(self._entries))
-                        del self._entries[oldest]
-                        self._bytes -= 4 * len(oldest) + 400
-        return header
+            value = self._entries.pop(key, None)
+            if value is not None:
+                self._entries[key] = value
+            return value
+
+    def put(self, key: tuple[bytes, tuple[str, ...], bool], value: bytes) -> None:
+        cost = len(key[0]) + len(value) + 200  # the block is shared with the store's cache
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = value
+            self._bytes += cost
+            while self._bytes > self.max_bytes:
+                oldest = next(iter(self._entries))
+                self._bytes -= len(oldest[0]) + len(self._entries.pop(oldest)) + 200
 
 
-_PARSED_HEADERS: Final = _ParsedHeaders(48 * 1024 * 1024)
+_SUBSETS: Final = _SubsetCache(32 * 1024 * 1024)
 
 
 # -- structured header values ---------------------------------------------------------
@@ -597,8 +588,8 @@ class FetchMessage:
         header_only: bool = False,
     ) -> None:
         """``header_only``: ``raw`` is just the header block (as the store's
-        ``read_header`` returns it) and only header items will be rendered; the
-        parsed header is then shared with other fetches of the same bytes."""
+        ``read_header`` returns it) and only header items will be rendered;
+        HEADER.FIELDS answers are then shared with other fetches of the same bytes."""
         self.raw = raw
         self._header_only = header_only
         self.uid = uid
@@ -623,8 +614,6 @@ class FetchMessage:
     @cached_property
     def header(self) -> _Header:
         """The top-level header, read without converting the body."""
-        if self._header_only:
-            return _PARSED_HEADERS.get(self.raw)
         offset, has_blank = _body_offset(self.raw)
         return _Header(to_crlf(self.raw[:offset]), has_blank)
 
@@ -1072,12 +1061,19 @@ class FetchRenderer:
             else:
                 assert arg is not None
                 head, section, partial = arg
-                header = message.header
                 if section.text == "HEADER":
-                    data = header.block
+                    data = message.header.block
                 else:
                     exclude = section.text == "HEADER.FIELDS.NOT"
-                    data = header.subset(section.fields, exclude=exclude)
+                    if message._header_only:
+                        key = (message.raw, section.fields, exclude)
+                        cached = _SUBSETS.get(key)
+                        if cached is None:
+                            cached = message.header.subset(section.fields, exclude=exclude)
+                            _SUBSETS.put(key, cached)
+                        data = cached
+                    else:
+                        data = message.header.subset(section.fields, exclude=exclude)
                 if partial is not None:
                     data = data[partial[0] : partial[0] + partial[1]]
                 if not data:

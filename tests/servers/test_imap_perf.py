@@ -378,3 +378,16 @@ def test_pop3_retr_small_and_large_messages(tmp_path: Path) -> None:
                 assert b"\n".join(lines) + b"\n" == data
         finally:
             client.quit()
+
+
+def test_subset_cache_is_bounded_and_keyed_by_everything() -> None:
+    from mailtalk.servers import imap_fetch
+
+    cache = imap_fetch._SubsetCache(3000)
+    for n in range(10):
+        cache.put((b"h%d" % n * 100, ("from",), False), b"x" * 100)
+    assert cache.get((b"h0" * 100, ("from",), False)) is None
+    assert cache.get((b"h9" * 100, ("from",), False)) == b"x" * 100
+    assert cache.get((b"h9" * 100, ("from",), True)) is None
+    assert cache.get((b"h9" * 100, ("to",), False)) is None
+    assert cache._bytes <= 3000
