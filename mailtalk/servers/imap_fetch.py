@@ -246,7 +246,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     length = len(text)
     while pos < length:
         char = text[pos]
-        if char in " \t\r\n":
+        if char.isspace():  # \s in _TOKEN: every kind of white space, \x0b too
             pos += 1
         elif char == '"':
             pos += 1

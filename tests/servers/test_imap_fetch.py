@@ -356,3 +356,11 @@ def test_body_round_trips_exact_crlf_bytes(chunks: list[bytes]) -> None:
     expected = to_crlf(raw)
     assert (event.literals[0] if expected else b"") == expected
     assert message.size == len(expected)
+
+
+def test_envelope_with_a_control_character_in_from() -> None:
+    """A vertical tab (\\x0b) in a From header is white space, not a crash."""
+    raw = b"From: Al\x0bice <alice@example.org>\nSubject: x\n\nbody\n"
+    message = FetchMessage(raw, uid=1, internaldate=datetime(2026, 1, 1, tzinfo=UTC))
+    rendering = render_fetch(parse_fetch("1 ENVELOPE").items, message)
+    assert '"alice" "example.org"' in rendering.text
