@@ -218,7 +218,8 @@ DEFAULT_SERVE_PORTS = {
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
-    "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required.\n\n"
+    "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required,\n"
+    "bad-password, lock-busy, quota-exceeded.\n\n"
     + EXIT_STATUS_EPILOG
 )
 @click.option(
