@@ -152,6 +152,11 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
+def printable(text: str) -> str:
+    """Text fit to echo back to a peer: every control or unprintable character becomes ``?``."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def escape_bytes(data: bytes) -> str:
     """Exact bytes shown printable, for ``:raw`` mode (CR, LF, TAB and controls escaped)."""
     out: list[str] = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mailtalk.protocols.common import printable
 from mailtalk.servers.policy import Control, RcptVerdict, decide_rcpt
 from mailtalk.servers.users import Users
 from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
@@ -146,9 +147,8 @@ class ServerContext:
 
     def reply(self, key: str, **values: str) -> tuple[int, str]:
         for name, value in values.items():
-            if not value.isprintable():
-                # RFC 5321 4.2: reply text is printable; never echo a client's controls.
-                values[name] = "".join(c if c.isprintable() else "?" for c in value)
+            # RFC 5321 4.2: reply text is printable; never echo a client's controls.
+            values[name] = printable(value)
         values.setdefault("me", self.hostname)
         personality = self.personality
         if personality is not self._replies_of:

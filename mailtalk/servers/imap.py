@@ -42,6 +42,7 @@ from mailtalk.protocols.common import (
     Continuation,
     RemoteProtocolError,
     Role,
+    printable,
 )
 from mailtalk.protocols.imap import (
     Command,
@@ -121,7 +122,7 @@ def _header_only(item: FetchItem) -> bool:
 
 def _clean(text: str) -> str:
     """Text fit for a response line: printable, and not ending like a literal marker."""
-    text = "".join(c if c.isprintable() else "?" for c in text)[:300]
+    text = printable(text)[:300]
     return text + "." if text.endswith("}") else text
 
 

@@ -20,7 +20,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Continuation, Role
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    Continuation,
+    Role,
+    printable,
+)
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, Command, POP3Connection, Response
 from mailtalk.servers.session import ServerSession
 
@@ -190,8 +196,7 @@ class POP3ServerProtocol(ServerSession):
                 state = "AUTHORIZATION" if authorization else "TRANSACTION"
                 self._send(False, f"{verb} is not valid in the {state} state")
             else:
-                shown = "".join(c if c.isprintable() else "?" for c in verb[:20])
-                self._send(False, f"Unknown command: {shown}")
+                self._send(False, f"Unknown command: {printable(verb[:20])}")
             return
         if verb == "PASS":
             # RFC 1939 7: the password is the rest of the line, spaces and all.
@@ -393,8 +398,7 @@ class POP3ServerProtocol(ServerSession):
 
     def _message_number(self, text: str) -> int | None:
         if not text.isdigit():
-            shown = "".join(c if c.isprintable() else "?" for c in text[:20])
-            self._send(False, f"Not a message number: {shown}")
+            self._send(False, f"Not a message number: {printable(text[:20])}")
             return None
         number = int(text)
         if not 1 <= number <= len(self._messages):
