@@ -24,18 +24,18 @@ import os
 import poplib
 import re
 import select
-import shutil
 import signal
 import smtplib
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.interop.clients import mailtalk_command, require_binary
 
 pytestmark = pytest.mark.interop
 
@@ -60,17 +60,6 @@ MAILDIR_FLAGS = {
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def require_binary(name: str) -> str:
-    """The path of client ``name``; skip without it (fail with MAILTALK_REQUIRE_REAL_SERVERS=1)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    reason = f"{name} is not installed (scripts/real-servers install installs it)"
-    if os.environ.get("MAILTALK_REQUIRE_REAL_SERVERS") == "1":
-        pytest.fail(f"{reason}; MAILTALK_REQUIRE_REAL_SERVERS=1 requires it", pytrace=False)
-    pytest.skip(reason)
 
 
 def client_env(tmp_path: Path) -> dict[str, str]:
@@ -576,11 +565,6 @@ def test_swaks_fetchmail_pop3_then_imap(servers: Any, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 # mailtalk serve as a subprocess
 # ---------------------------------------------------------------------------
-
-
-def mailtalk_command() -> list[str]:
-    script = Path(sys.executable).with_name("mailtalk")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mailtalk"]
 
 
 def read_line(process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:

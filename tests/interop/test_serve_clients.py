@@ -20,13 +20,11 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import smtplib
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.interop.clients import client_env, mailtalk_command, require_binary
 
 pytestmark = pytest.mark.interop
 
@@ -60,43 +60,6 @@ DISK_FULL_RULE = "smtp:mail=452 4.3.1 Insufficient system storage"
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def require_binary(name: str) -> str:
-    """The path of client ``name``; skip without it (fail with MAILTALK_REQUIRE_REAL_SERVERS=1)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    reason = f"{name} is not installed (scripts/real-servers install installs it)"
-    if os.environ.get("MAILTALK_REQUIRE_REAL_SERVERS") == "1":
-        pytest.fail(f"{reason}; MAILTALK_REQUIRE_REAL_SERVERS=1 requires it", pytrace=False)
-    pytest.skip(reason)
-
-
-def mailtalk_command() -> list[str]:
-    script = Path(sys.executable).with_name("mailtalk")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "mailtalk"]
-
-
-def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment for a client: no MAILTALK_* settings, no user configuration."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("MAILTALK_") and key != "NO_COLOR"
-    }
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".state"),
-        XDG_DATA_HOME=str(home / ".data"),
-    )
-    env.update(extra)
-    return env
 
 
 def run_client(
