@@ -152,6 +152,12 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
+def is_number(text: str, max_digits: int = 4000) -> bool:
+    """ASCII digits only, and not too many: ``str.isdigit()`` accepts "²", which ``int()``
+    refuses, and ``int()`` refuses strings of more than 4300 digits."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 def printable(text: str) -> str:
     """Text fit to echo back to a peer: every control or unprintable character becomes ``?``."""
     return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)

@@ -25,6 +25,7 @@ from mailtalk.protocols.common import (
     NEED_DATA,
     Continuation,
     Role,
+    is_number,
     printable,
 )
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, Command, POP3Connection, Response
@@ -397,7 +398,7 @@ class POP3ServerProtocol(ServerSession):
     # -- TRANSACTION ----------------------------------------------------------
 
     def _message_number(self, text: str) -> int | None:
-        if not text.isdigit():
+        if not is_number(text):
             self._send(False, f"Not a message number: {printable(text[:20])}")
             return None
         number = int(text)
@@ -448,7 +449,7 @@ class POP3ServerProtocol(ServerSession):
             self._defer(self._stream(number, None))
 
     def _top(self, args: tuple[str, ...]) -> None:
-        if len(args) != 2 or not args[1].isdigit():
+        if len(args) != 2 or not is_number(args[1]):
             self._send(False, "TOP needs a message number and a number of lines")
             return
         number = self._message_number(args[0])

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
-from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role
+from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
 from mailtalk.protocols.smtp import (
     AUTH_RESPONSE,
     Command,
@@ -306,7 +306,7 @@ class SMTPServerProtocol(ServerSession):
             key, _, value = param.partition("=")
             key = key.upper()
             if key == "SIZE":
-                if not value.isdigit():
+                if not is_number(value, max_digits=20):
                     self._syntax_error(
                         "MAIL", "MAIL FROM:<address> SIZE=n", "SIZE needs a number", args
                     )

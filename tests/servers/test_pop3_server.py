@@ -1588,3 +1588,14 @@ def test_retr_across_the_read_chunk_boundary(servers: RunningServers, offset: in
         client.login()
         assert client.multi("RETR 1") == (f"+OK {len(data)} octets\r\n".encode(), wire(data))
         assert client.multi("TOP 1 2")[1] == top_wire(data, 2)
+
+
+@pytest.mark.parametrize("argument", ["²", "1" * 5000, "٣"])
+def test_message_numbers_that_are_not_ascii_numbers(servers: RunningServers, argument: str) -> None:
+    """str.isdigit() says yes to "²" and "٣"; int() does not: an -ERR, not a crash."""
+    deliver(servers, SIMPLE)
+    with pop(servers) as client:
+        client.login()
+        for command in (f"LIST {argument}", f"RETR {argument}", f"TOP 1 {argument}"):
+            assert client.cmd(command).startswith(b"-ERR")
+        assert client.cmd("NOOP").startswith(b"+OK")
