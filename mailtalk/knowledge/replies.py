@@ -1,0 +1,258 @@
+"""Find the reply in what the user gave ``mailtalk explain``, and take it apart.
+
+A reply can come bare (``550``, ``5.7.1``, ``IN-USE``), as a whole SMTP, POP3 or
+IMAP reply line (or a multi-line SMTP reply), or inside a log or bounce line
+(``... said: 550 5.1.1 <x>: Recipient address rejected ... (in reply to RCPT TO
+command)``). This module only parses: no knowledge, no I/O, so it stays cheap
+to import.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Protocol = Literal["smtp", "pop3", "imap"]
+PROTOCOLS: Final[tuple[Protocol, ...]] = ("smtp", "pop3", "imap")
+
+_ENHANCED: Final = r"[245]\.\d{1,3}\.\d{1,3}"
+ENHANCED_ONLY: Final = re.compile(rf"({_ENHANCED})")
+_BASIC_ONLY: Final = re.compile(r"[1-5]\d\d")
+# "550 5.7.1 text", "550-5.7.1 text", "550 text", "550"
+_SMTP_LINE: Final = re.compile(rf"([2-5]\d\d)(?:([ -])(?:({_ENHANCED})(?=\s|$))?\s*(.*))?$", re.S)
+# qmail ends its replies with the enhanced code: "... rcpthosts (#5.7.1)"
+_QMAIL_SUFFIX: Final = re.compile(rf"\(#({_ENHANCED})\)\s*$")
+_POP3_LINE: Final = re.compile(r"([+-])(OK|ERR)\b\s*(?:\[([^\]\s]*)\])?\s*(.*)$", re.I | re.S)
+_IMAP_TAGGED: Final = re.compile(
+    r"(\*|[A-Za-z0-9.]{1,32})\s+(OK|NO|BAD|BYE|PREAUTH)\b\s*(?:\[([^\]]*)\])?\s*(.*)$", re.I | re.S
+)
+_IMAP_BARE: Final = re.compile(
+    r"(OK|NO|BAD|BYE|PREAUTH)\b\s*(?:\[([^\]]*)\])?\s*(.*)$", re.I | re.S
+)
+_CONTINUATION: Final = re.compile(r"\+(?:\s(.*))?$", re.S)
+_RESPONSE_CODE_ONLY: Final = re.compile(r"\[?([A-Z][A-Z0-9/-]*)\]?")
+# Where logs and bounces put the remote reply.
+_EMBEDDED: Final = re.compile(
+    r"(?:said:|returned\s+'|diagnostic-code:\s*smtp;|reply:|response:|server replied:|"
+    r"remote server replied:|smtp error from remote mail server after [^:]*:|"
+    r"host \S+ \[[^\]]*\]:)\s*([2-5]\d\d(?:[ -]|$).*)",
+    re.I | re.S,
+)
+# Otherwise a reply that starts the line or follows a colon, semicolon,
+# bracket or quote: "port 587 closed" is not one.
+_EMBEDDED_LOOSE: Final = re.compile(
+    rf"(?:^\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
+)
+_IN_REPLY_TO: Final = re.compile(
+    r"\(in reply to (?:the )?(end of data|[A-Z]+(?: [A-Z]+)?) command\)", re.I
+)
+_EXIM_AFTER: Final = re.compile(r"after (RCPT TO|MAIL FROM|end of data|DATA|EHLO|HELO|AUTH)", re.I)
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """One reply taken apart.
+
+    ``code`` is the basic code for SMTP (``"550"``), ``"+OK"``/``"-ERR"`` for
+    POP3, the status word for IMAP (``"NO"``), ``"+"`` for a continuation, or
+    None when only text or a bare enhanced/response code was given.
+    ``response_code`` is the bracketed POP3/IMAP code (``"IN-USE"``,
+    ``"OVERQUOTA"``), keeping its arguments out (``"UIDNEXT 4"`` gives ``"UIDNEXT"``).
+    ``command`` is the command the reply answered, when the input said so (a
+    Postfix log's "in reply to RCPT TO command").
+    """
+
+    raw: str
+    protocol: Protocol | None
+    code: str | None
+    enhanced_code: str | None
+    response_code: str | None
+    text: str
+    tag: str | None = None
+    command: str | None = None
+    embedded: bool = False
+
+    @property
+    def basic(self) -> int | None:
+        """The SMTP basic code as a number."""
+        if self.protocol == "smtp" and self.code and self.code.isdigit():
+            return int(self.code)
+        return None
+
+
+def _command_hint(text: str) -> str | None:
+    match = _IN_REPLY_TO.search(text) or _EXIM_AFTER.search(text)
+    if match is None:
+        return None
+    words = match[1].upper().split()
+    if words[0] == "END":
+        return "end of data"
+    return words[0]
+
+
+def _smtp(raw: str, body: str, embedded: bool = False) -> ParsedReply | None:
+    lines = [line.strip() for line in body.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    first = _SMTP_LINE.match(lines[0])
+    if first is None:
+        return None
+    code = first[1]
+    enhanced = first[3]
+    texts = []
+    for line in lines:
+        match = _SMTP_LINE.match(line)
+        if match is None or match[1] != code:
+            # a wrapped line of a bounce: keep it as text
+            texts.append(line)
+            continue
+        if enhanced is None and match[3]:
+            enhanced = match[3]
+        texts.append((match[4] or "").strip())
+    text = " ".join(t for t in texts if t)
+    if enhanced is None:
+        suffix = _QMAIL_SUFFIX.search(text)
+        if suffix:
+            enhanced = suffix[1]
+    return ParsedReply(
+        raw=raw,
+        protocol="smtp",
+        code=code,
+        enhanced_code=enhanced,
+        response_code=None,
+        text=text,
+        command=_command_hint(raw),
+        embedded=embedded,
+    )
+
+
+def _first_word(code: str | None) -> str | None:
+    if not code:
+        return None
+    return code.split()[0].upper()
+
+
+def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
+    """Take one reply (or a bare code) apart; ``protocol`` settles ambiguous input.
+
+    Never fails: input that looks like no reply comes back as text only, with
+    ``protocol`` as given.
+    """
+    raw = text.strip()
+    first_line = raw.splitlines()[0].strip() if raw else ""
+
+    if protocol in (None, "smtp"):
+        if _BASIC_ONLY.fullmatch(raw):
+            return ParsedReply(raw, "smtp", raw, None, None, "")
+        if ENHANCED_ONLY.fullmatch(raw):
+            return ParsedReply(raw, "smtp", None, raw, None, "")
+        if _SMTP_LINE.match(first_line) and not first_line[3:4].isalnum():
+            parsed = _smtp(raw, raw)
+            if parsed is not None:
+                return parsed
+
+    if protocol in (None, "pop3"):
+        match = _POP3_LINE.match(first_line)
+        if match:
+            status = match[1] + match[2].upper()
+            return ParsedReply(raw, "pop3", status, None, _first_word(match[3]), match[4].strip())
+
+    if protocol in (None, "imap"):
+        match = _IMAP_TAGGED.match(first_line)
+        bare = _IMAP_BARE.match(first_line)
+        if match and (protocol == "imap" or match[1] == "*" or _looks_like_tag(match[1])):
+            return ParsedReply(
+                raw,
+                "imap",
+                match[2].upper(),
+                None,
+                _first_word(match[3]),
+                match[4].strip(),
+                tag=match[1],
+            )
+        # "NO [OVERQUOTA] ..." without a tag; plain "No such user" is not IMAP
+        if bare and (protocol == "imap" or bare[2] is not None):
+            return ParsedReply(
+                raw, "imap", bare[1].upper(), None, _first_word(bare[2]), bare[3].strip()
+            )
+        continuation = _CONTINUATION.match(first_line)
+        if continuation and protocol == "imap":
+            return ParsedReply(raw, "imap", "+", None, None, (continuation[1] or "").strip())
+
+    if protocol in ("pop3", "imap"):
+        code_only = _RESPONSE_CODE_ONLY.fullmatch(raw)
+        if code_only:
+            return ParsedReply(raw, protocol, None, None, code_only[1].upper(), "")
+
+    embedded = find_embedded(raw)
+    if embedded is not None and protocol in (None, "smtp"):
+        return embedded
+    if protocol is None and raw.startswith("[") and _RESPONSE_CODE_ONLY.fullmatch(raw):
+        return ParsedReply(raw, None, None, None, raw.strip("[]").upper(), "")
+    return ParsedReply(raw, protocol, None, None, None, raw)
+
+
+def _looks_like_tag(word: str) -> bool:
+    # IMAP tags are client-chosen, but real ones carry a digit (a001, A1, 1);
+    # without one, "Mailbox OK" or "Relay NO" would read as IMAP.
+    return any(c.isdigit() for c in word)
+
+
+def find_embedded(line: str) -> ParsedReply | None:
+    """The SMTP reply inside a log or bounce line, or None."""
+    match = _EMBEDDED.search(line) or _EMBEDDED_LOOSE.search(line)
+    if match is None:
+        return None
+    body = match[1]
+    # a bounce quotes the reply: "Remote Server returned '550 5.1.1 ...'"
+    if match.group(0).lower().startswith("returned") and "'" in body:
+        body = body[: body.rfind("'")]
+    # Postfix appends "(in reply to RCPT TO command)"; it is not the server's text
+    body = _IN_REPLY_TO.sub("", body).strip()
+    parsed = _smtp(line, body, embedded=True)
+    return parsed
+
+
+def looks_like_reply(line: str) -> bool:
+    """Whether a line from standard input holds a reply worth explaining."""
+    stripped = line.strip()
+    if not stripped:
+        return False
+    parsed = parse(stripped)
+    return (
+        parsed.code is not None
+        or parsed.enhanced_code is not None
+        or parsed.response_code is not None
+    )
+
+
+def split_replies(lines: list[str]) -> list[str]:
+    """Group input lines into replies: SMTP ``NNN-`` continuation lines join the
+    ``NNN `` line that ends them; every other line is a reply of its own."""
+    replies: list[str] = []
+    pending: list[str] = []
+    pending_code = ""
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        code, sep = stripped[:3], stripped[3:4]
+        if pending:
+            if code == pending_code and sep == "-":
+                pending.append(stripped)
+                continue
+            if code == pending_code and sep in (" ", ""):
+                pending.append(stripped)
+                replies.append("\n".join(pending))
+                pending = []
+                continue
+            replies.append("\n".join(pending))
+            pending = []
+        if code.isdigit() and sep == "-":
+            pending, pending_code = [stripped], code
+            continue
+        replies.append(stripped)
+    if pending:
+        replies.append("\n".join(pending))
+    return replies

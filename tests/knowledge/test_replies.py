@@ -1,0 +1,141 @@
+"""Finding and taking apart replies for ``mailtalk explain`` (knowledge.replies)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailtalk.knowledge.replies import (
+    find_embedded,
+    looks_like_reply,
+    parse,
+    split_replies,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "protocol", "code", "enhanced", "response", "rest"),
+    [
+        ("550", "smtp", "550", None, None, ""),
+        ("5.7.1", "smtp", None, "5.7.1", None, ""),
+        ("4.2.2", "smtp", None, "4.2.2", None, ""),
+        ("554 5.7.1 <bob@example.net>: Relay access denied", "smtp", "554", "5.7.1", None,
+         "<bob@example.net>: Relay access denied"),
+        ("503 Need MAIL before RCPT", "smtp", "503", None, None, "Need MAIL before RCPT"),
+        ("250 2.0.0 Ok: queued as 4F2", "smtp", "250", "2.0.0", None, "Ok: queued as 4F2"),
+        ("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", "smtp", "553",
+         "5.7.1", None, "sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"),
+        ("-ERR [IN-USE] lock busy! Is another session active?", "pop3", "-ERR", None, "IN-USE",
+         "lock busy! Is another session active?"),
+        ("+OK Dovecot ready.", "pop3", "+OK", None, None, "Dovecot ready."),
+        ("-ERR [SYS/TEMP] Unable to copy mail spool file, quota exceeded (122)", "pop3", "-ERR",
+         None, "SYS/TEMP", "Unable to copy mail spool file, quota exceeded (122)"),
+        ("a001 NO [AUTHENTICATIONFAILED] Authentication failed.", "imap", "NO", None,
+         "AUTHENTICATIONFAILED", "Authentication failed."),
+        ("* OK [UIDNEXT 4] Predicted next UID", "imap", "OK", None, "UIDNEXT",
+         "Predicted next UID"),
+        ("* BYE Server shutting down", "imap", "BYE", None, None, "Server shutting down"),
+        ("NO [OVERQUOTA] Quota exceeded", "imap", "NO", None, "OVERQUOTA", "Quota exceeded"),
+    ],
+)
+def test_parse(text: str, protocol: str, code: str | None, enhanced: str | None,
+               response: str | None, rest: str) -> None:
+    parsed = parse(text)
+    assert (parsed.protocol, parsed.code, parsed.enhanced_code, parsed.response_code, parsed.text) \
+        == (protocol, code, enhanced, response, rest)
+
+
+def test_multi_line_smtp_reply_joins_the_texts_and_keeps_the_first_enhanced_code() -> None:
+    parsed = parse(
+        "550-5.7.1 [192.0.2.1] The IP you're using to send mail is not authorized\n"
+        "550-5.7.1 to send email directly to our servers.\n"
+        "550 5.7.1 Please use the SMTP relay at your service provider. gsmtp"
+    )
+    assert parsed.code == "550" and parsed.enhanced_code == "5.7.1"
+    assert parsed.text.endswith("at your service provider. gsmtp")
+    assert "5.7.1" not in parsed.text
+
+
+def test_plain_words_are_not_taken_for_imap() -> None:
+    # "No such user here" starts with NO; without a bracket or --protocol imap it is text
+    parsed = parse("No such user here")
+    assert parsed.protocol is None and parsed.code is None
+    assert parse("No such user here", "imap").code == "NO"
+    # an untagged-looking line needs a tag with a digit or *
+    assert parse("Relay NO way").protocol is None
+
+
+def test_a_response_code_alone_needs_the_protocol() -> None:
+    assert parse("IN-USE", "pop3").response_code == "IN-USE"
+    assert parse("[OVERQUOTA]", "imap").response_code == "OVERQUOTA"
+    assert parse("[OVERQUOTA]").response_code == "OVERQUOTA"
+
+
+def test_imap_continuation_only_with_the_protocol() -> None:
+    assert parse("+ Ready for literal data", "imap").code == "+"
+    assert parse("+ idling", None).code is None
+
+
+def test_postfix_log_line_gives_the_reply_and_the_command() -> None:
+    line = (
+        "Dec  3 06:00:00 mx postfix/smtp[4242]: 4F2: to=<bob@example.net>, "
+        "relay=mx.example.net[192.0.2.7]:25, delay=0.3, status=bounced (host "
+        "mx.example.net[192.0.2.7] said: 550 5.1.1 <bob@example.net>: Recipient address "
+        "rejected: User unknown in local recipient table (in reply to RCPT TO command))"
+    )
+    parsed = parse(line)
+    assert (parsed.code, parsed.enhanced_code, parsed.command) == ("550", "5.1.1", "RCPT")
+    assert parsed.embedded
+    assert "in reply to" not in parsed.text
+
+
+def test_exchange_bounce_quotes_the_reply() -> None:
+    parsed = find_embedded(
+        "Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound; not found'"
+    )
+    assert parsed is not None
+    assert (parsed.code, parsed.enhanced_code) == ("550", "5.1.1")
+    assert parsed.text == "RESOLVER.ADR.RecipNotFound; not found"
+
+
+def test_exim_log_names_the_command() -> None:
+    parsed = parse("SMTP error from remote mail server after RCPT TO:<bob@example.net>: "
+                   "550 Unrouteable address")
+    assert (parsed.code, parsed.command) == ("550", "RCPT")
+
+
+def test_dates_ports_and_addresses_are_not_codes() -> None:
+    assert find_embedded("2026-12-03 06:43:27 connect from [192.0.2.1]:25") is None
+    assert not looks_like_reply("connection to 192.0.2.1 port 587 closed")
+
+
+def test_split_replies_joins_smtp_continuations_only() -> None:
+    lines = ["250-mx.example.com", "250-PIPELINING", "250 8BITMIME", "",
+             "550 5.1.1 no such user", "-ERR [IN-USE] busy", "a1 NO nope"]
+    assert split_replies(lines) == [
+        "250-mx.example.com\n250-PIPELINING\n250 8BITMIME",
+        "550 5.1.1 no such user",
+        "-ERR [IN-USE] busy",
+        "a1 NO nope",
+    ]
+
+
+def test_split_replies_keeps_an_unfinished_multi_line_reply() -> None:
+    assert split_replies(["550-5.7.1 first", "550-5.7.1 second"]) == [
+        "550-5.7.1 first\n550-5.7.1 second"
+    ]
+
+
+@given(st.text(max_size=300), st.sampled_from([None, "smtp", "pop3", "imap"]))
+def test_parse_never_fails(text: str, protocol: str | None) -> None:
+    parsed = parse(text, protocol)  # type: ignore[arg-type]
+    assert parsed.raw == text.strip()
+
+
+@given(st.lists(st.text(max_size=80), max_size=20))
+def test_split_replies_loses_no_line(lines: list[str]) -> None:
+    joined = "\n".join(split_replies(lines))
+    for line in lines:
+        if line.strip():
+            assert line.strip() in joined
