@@ -9,9 +9,9 @@ kept afterwards.
 from __future__ import annotations
 
 import functools
+import os.path
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Final
 
 _BASIC: Final = "smtp_codes.toml"
@@ -81,7 +81,8 @@ class _Data:
 def _read(resource: str) -> dict[str, Any]:
     import tomllib  # here, not at module level: importing this module stays cheap
 
-    text = resources.files("mailtalk.knowledge").joinpath(resource).read_text(encoding="utf-8")
+    with open(os.path.join(os.path.dirname(__file__), resource), encoding="utf-8") as file:
+        text = file.read()
     return tomllib.loads(text)
 
 

@@ -161,7 +161,12 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
     if protocol in (None, "imap"):
         match = _IMAP_TAGGED.match(first_line)
         bare = _IMAP_BARE.match(first_line)
-        if match and (protocol == "imap" or match[1] == "*" or _looks_like_tag(match[1])):
+        if match and (
+            protocol == "imap"
+            or match[1] == "*"
+            or _looks_like_tag(match[1])
+            or match[3] is not None
+        ):
             return ParsedReply(
                 raw,
                 "imap",
@@ -195,7 +200,8 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
 
 def _looks_like_tag(word: str) -> bool:
     # IMAP tags are client-chosen, but real ones carry a digit (a001, A1, 1);
-    # without one, "Mailbox OK" or "Relay NO" would read as IMAP.
+    # without one, "Mailbox OK" or "Relay NO" would read as IMAP. A bracketed
+    # response code after the status settles it ("d NO [EXPIRED]", RFC 5530).
     return any(c.isdigit() for c in word)
 
 

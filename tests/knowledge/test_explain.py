@@ -1,0 +1,337 @@
+"""The explainer: the course material's problems, contexts, contradictions, the data files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailtalk.knowledge import codes
+from mailtalk.knowledge import explain as kb
+from mailtalk.knowledge.explain import CATEGORIES, Explanation, explain
+
+
+def _useful(explanation: Explanation) -> None:
+    """What every failure explanation must carry (issue 5, "Each explanation says")."""
+    assert explanation.summary
+    assert explanation.side
+    assert explanation.causes, "no causes"
+    assert explanation.fixes_user, "no fix for the user"
+    assert explanation.fixes_admin, "no fix for the admin"
+    assert explanation.references, "no reference"
+    assert explanation.transient is not None
+
+
+# The problems of the course material, in the wording the course shows them.
+COURSE = [
+    ("501 5.1.8 <me@nowhere.invalid>... Sender domain must exist", "sender_domain", False),
+    ("503 Need MAIL before RCPT", "sequence_error", False),
+    ("503 5.0.0 Need MAIL before RCPT", "sequence_error", False),
+    ("550 5.7.1 <bob@example.net>... Relaying Denied", "relay_denied", False),
+    ('-ERR [AUTH] Password supplied for "alice" is incorrect.', "auth_failed", False),
+    ('-ERR [AUTH] PAM authentication failed for user "alice"', "auth_failed", False),
+    ("452 4.4.5 Insufficient disk space; try again later", "storage_temp", True),
+    (
+        "-ERR [SYS/TEMP] Unable to copy mail spool file, quota exceeded (122)",
+        "mailbox_full_quota",
+        True,
+    ),
+    (
+        "-ERR [IN-USE] /var/spool/mail/alice lock busy! Is another session active? (11)",
+        "mailbox_locked",
+        True,
+    ),
+    ("-ERR Unable to process From lines (envelopes), change recognition modes.", "other", False),
+]
+
+
+@pytest.mark.parametrize(("reply", "category", "transient"), COURSE)
+def test_course_problems(reply: str, category: str, transient: bool) -> None:
+    explanation = explain(reply)
+    assert explanation.category == category
+    assert explanation.transient is transient
+    assert explanation.matched is not None, "the course wording should have its own entry"
+    _useful(explanation)
+
+
+def test_relaying_denied_teaches_the_path_of_mail() -> None:
+    explanation = explain("550 5.7.1 <bob@example.net>... Relaying denied")
+    text = " ".join(explanation.causes + explanation.fixes_user)
+    assert "MX" in text and "587" in text and "AUTH" in text
+    assert "MTA" in explanation.side
+
+
+def test_sender_domain_says_what_to_type_instead() -> None:
+    explanation = explain("501 <me@test>... Sender domain must exist")
+    assert "MAIL FROM" in explanation.causes[0]
+    assert any("resolve" in fix or "exists" in fix for fix in explanation.fixes_user)
+
+
+@pytest.mark.parametrize(
+    "wording",
+    [
+        "554 5.7.1 <bob@example.net>: Relay access denied",
+        "550 relay not permitted",
+        "550 5.7.1 <bob@example.net>... Relaying denied",
+        "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+        "513 Relaying denied.",
+        "550 5.7.1 Unable to relay",
+        "550 5.4.1 Relay Access Denied",
+        "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain",
+        "550 Delivery is not allowed to this address.",
+        "554 5.7.1 Relaying denied. Proper authentication required.",
+        "550 5.7.1 Relaying denied. IP name lookup failed [192.0.2.1]",
+    ],
+)
+def test_relay_denial_in_its_many_wordings(wording: str) -> None:
+    assert explain(wording).category == "relay_denied"
+
+
+def test_503_means_something_else_after_rcpt_and_after_auth() -> None:
+    after_rcpt = explain("503 5.5.1 Error: bad sequence of commands", command="RCPT TO:<b@x>")
+    after_auth = explain("503 5.5.1 Error: bad sequence of commands", command="AUTH PLAIN")
+    assert after_rcpt.context is not None and "MAIL FROM" in after_rcpt.context
+    assert after_auth.context is not None and "STARTTLS" in after_auth.context
+    assert after_rcpt.context != after_auth.context
+    # without the command, every reading is offered
+    alone = explain("503")
+    assert {after for after, _ in alone.other_contexts} >= {"RCPT", "AUTH"}
+
+
+def test_554_greeting_versus_554_after_data() -> None:
+    assert explain("554", command="greeting").category == "service_unavailable"
+    assert explain("554", command="end of data").category == "spam_or_policy_block"
+
+
+def test_a_postfix_log_line_brings_its_command() -> None:
+    explanation = explain(
+        "status=bounced (host mx.example.net[192.0.2.7] said: 503 5.5.1 Error: need MAIL "
+        "command (in reply to RCPT TO command))"
+    )
+    assert explanation.command == "RCPT"
+    assert explanation.context is not None
+
+
+def test_contradiction_is_flagged() -> None:
+    explanation = explain("550 4.2.2 Mailbox full")
+    assert explanation.contradiction is not None and "contradict" in explanation.contradiction
+    assert explanation.transient is False  # clients act on the basic code
+    assert explain("552 5.2.2 Mailbox full").contradiction is None
+
+
+def test_bare_codes() -> None:
+    for entry in codes.basic_codes():
+        explanation = explain(str(entry.code))
+        assert explanation.category in CATEGORIES
+        assert explanation.summary == entry.meaning
+        if entry.code >= 400:
+            _useful(explanation)
+            assert explanation.transient is (entry.code < 500)
+        else:
+            assert explanation.category == "ok"
+
+
+def test_every_registered_enhanced_code() -> None:
+    for entry in codes.registry():
+        for klass in "245":
+            code = entry.code.replace("X", klass, 1)
+            explanation = explain(code)
+            assert explanation.enhanced_code == code
+            assert explanation.category in CATEGORIES
+            assert code in explanation.meaning[0]
+
+
+def test_pop3_and_imap_response_codes_alone() -> None:
+    in_use = explain("IN-USE", "pop3")
+    assert in_use.category == "mailbox_locked" and in_use.transient is True
+    assert explain("[LOGIN-DELAY]", "pop3").category == "login_delay"
+    assert explain("OVERQUOTA", "imap").category == "mailbox_full_quota"
+    assert explain("[AUTHENTICATIONFAILED]").category == "auth_failed"
+    assert explain("* OK [ALERT] System going down in 5 minutes").category == "ok"
+
+
+def test_imap_statuses() -> None:
+    assert explain("a1 BAD Error in IMAP command received by server.").category == "syntax_error"
+    assert explain("* BYE Logging out", command="LOGOUT").category == "ok"
+    assert explain("a2 NO [PRIVACYREQUIRED] Plaintext login disallowed").category == "tls_required"
+
+
+def test_success_is_ok_whatever_the_words() -> None:
+    for reply in (
+        "250-mx.example.com\n250-AUTH PLAIN LOGIN\n250 SIZE 10240000",
+        "235 2.7.0 Authentication successful",
+        "+OK Logged in.",
+        "a1 OK [READ-WRITE] Select completed",
+        "354 End data with <CR><LF>.<CR><LF>",
+    ):
+        explanation = explain(reply)
+        assert explanation.category == "ok", reply
+        assert explanation.transient is None and explanation.causes == []
+
+
+def test_json_has_the_promised_fields() -> None:
+    data = explain(
+        "550 5.1.1 <nobody@example.com>: Recipient address rejected: "
+        "User unknown in local recipient table"
+    ).to_json()
+    for key in (
+        "protocol",
+        "code",
+        "enhanced_code",
+        "category",
+        "transient",
+        "summary",
+        "causes",
+        "fixes",
+    ):
+        assert key in data
+    assert (data["protocol"], data["code"], data["enhanced_code"]) == ("smtp", "550", "5.1.1")
+    assert data["category"] == "unknown_user" and data["transient"] is False
+    assert data["fixes"]["user"] and data["fixes"]["admin"]
+    json.dumps(data)
+
+
+def test_unknown_text_is_not_known() -> None:
+    assert not explain("hello world").known
+    assert explain("Relay access denied").known  # a wording alone is enough
+
+
+# --- the data files -----------------------------------------------------------
+
+
+def _all_patterns() -> list[kb.Pattern]:
+    return [p for files in kb.PATTERN_FILES.values() for name in files for p in kb.patterns(name)]
+
+
+def test_pattern_ids_are_unique_and_sourced() -> None:
+    patterns = _all_patterns()
+    ids = [p.id for p in patterns]
+    assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+    assert all(p.source for p in patterns)
+    for pattern in patterns:
+        kb.regex(pattern)  # compiles, or names the entry
+
+
+def test_every_category_has_data() -> None:
+    used = {p.category for p in _all_patterns()}
+    used |= {c.category for protocol in kb.CODE_FILES for c in kb.response_codes(protocol).values()}
+    assert used >= set(CATEGORIES) - {"ok"}
+    for name in CATEGORIES:
+        category = kb.category(name)
+        assert category.title and category.summary and category.side
+        if name != "ok":
+            assert category.causes and category.fixes_user and category.fixes_admin
+
+
+def test_response_code_tables_cover_the_rfcs() -> None:
+    pop3 = kb.response_codes("pop3")
+    assert {"IN-USE", "LOGIN-DELAY", "SYS/TEMP", "SYS/PERM", "AUTH", "UTF8"} <= set(pop3)
+    imap = kb.response_codes("imap")
+    rfc3501 = {
+        "ALERT",
+        "BADCHARSET",
+        "CAPABILITY",
+        "PARSE",
+        "PERMANENTFLAGS",
+        "READ-ONLY",
+        "READ-WRITE",
+        "TRYCREATE",
+        "UIDNEXT",
+        "UIDVALIDITY",
+        "UNSEEN",
+    }
+    rfc5530 = {
+        "UNAVAILABLE",
+        "AUTHENTICATIONFAILED",
+        "AUTHORIZATIONFAILED",
+        "EXPIRED",
+        "PRIVACYREQUIRED",
+        "CONTACTADMIN",
+        "NOPERM",
+        "INUSE",
+        "EXPUNGEISSUED",
+        "CORRUPTION",
+        "SERVERBUG",
+        "CLIENTBUG",
+        "CANNOT",
+        "LIMIT",
+        "OVERQUOTA",
+        "ALREADYEXISTS",
+        "NONEXISTENT",
+    }
+    assert rfc3501 | rfc5530 <= set(imap)
+
+
+def test_only_the_protocol_at_hand_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    original = kb._read
+
+    def spy(name: str) -> dict[str, object]:
+        read.append(name)
+        return original(name)
+
+    for cached in (kb.patterns, kb.response_codes):
+        cached.cache_clear()
+    monkeypatch.setattr(kb, "_read", spy)
+    try:
+        explain("554 5.7.1 <bob@example.net>: Relay access denied")
+        assert not any("imap" in name or "pop3" in name for name in read), read
+        explain("-ERR [IN-USE] busy")
+        assert "pop3_codes.toml" in read
+        assert not any("imap" in name for name in read), read
+    finally:
+        for cached in (kb.patterns, kb.response_codes):
+            cached.cache_clear()
+
+
+# --- the reference servers' own wordings ------------------------------------------
+
+# What each failure reply of a personality (servers/personalities) is about, and
+# the command it answers: the explainer must read our servers right.
+PERSONALITY_KEYS = {
+    "relay_denied": ("relay_denied", "RCPT"),
+    "unknown_user": ("unknown_user", "RCPT"),
+    "need_mail": ("sequence_error", "RCPT"),
+    "need_rcpt": ("sequence_error", "DATA"),
+    "no_valid_recipients": ("sequence_error", "DATA"),
+    "nested_mail": ("sequence_error", "MAIL"),
+    "need_helo": ("sequence_error", "MAIL"),
+    "sender_domain": ("sender_domain", "MAIL"),
+    "sender_domain_tempfail": ("sender_domain", "MAIL"),
+    "syntax_error": ("syntax_error", "MAIL"),
+    "unknown_command": ("syntax_error", "FOO"),
+    "message_too_big": ("message_too_big", "end of data"),
+    "size_exceeded": ("message_too_big", "MAIL"),
+    "storage_full": ("storage_temp", "end of data"),
+    "auth_failed": ("auth_failed", "AUTH"),
+    "auth_required": ("auth_required", "MAIL"),
+    "tls_required": ("tls_required", "MAIL"),
+    "too_many_connections": ("rate_limited_greylist", "greeting"),
+}
+
+
+# Where a personality's wording says something more precise than its key.
+EXCEPTIONS = {
+    # submission with smtpd_client_restrictions = permit_sasl_authenticated, reject
+    ("postfix", "auth_required"): "spam_or_policy_block",
+    # Exim cannot tell an unknown local user from an unroutable domain
+    ("exim", "unknown_user"): "dns_or_routing",
+}
+
+
+def test_reference_server_wordings_are_explained_right() -> None:
+    from mailtalk.servers.personalities import personality, personality_names
+
+    wrong = []
+    for name in personality_names():
+        persona = personality(name)
+        for key, (expected, command) in PERSONALITY_KEYS.items():
+            template = persona.template(key)
+            if template.code < 400:
+                continue  # qmail takes MAIL without HELO
+            values = {field: "bob@example.net" for field in template.placeholders}
+            reply = "\n".join(persona.lines(key, **values))
+            got = explain(reply, "smtp", command).category
+            if got != EXCEPTIONS.get((name, key), expected):
+                wrong.append(f"{name}.{key}: {reply!r} -> {got}, expected {expected}")
+    assert wrong == []
