@@ -6,7 +6,8 @@
 Runs each command N times (default 20) after one warm-up round, interleaved
 round-robin (A B C, A B C, ...) so that noise from the rest of the machine hits every
 command alike, and prints the median and 90th percentile wall time in milliseconds.
-The goal: ``mailtalk --version`` within 1.25x of ``python -c "import click"``. See
+The goals: ``mailtalk --version`` within 1.25x of ``python -c "import click"``, and
+``mailtalk explain 550`` (which loads rich and the SMTP knowledge) within 2.5x. See
 bench/README.md.
 """
 
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 GOAL = 1.25  # mailtalk --version / python -c "import click"
+EXPLAIN_GOAL = 2.5  # mailtalk explain 550 / python -c "import click"
 
 
 def mailtalk_command() -> list[str]:
@@ -43,6 +45,10 @@ def commands() -> dict[str, list[str]]:
         "mailtalk --version": [*mailtalk, "--version"],
         "mailtalk --help": [*mailtalk, "--help"],
         "mailtalk smtp --help": [*mailtalk, "smtp", "--help"],
+        "mailtalk explain 550": [*mailtalk, "explain", "550"],
+        "mailtalk explain --json <reply>": [
+            *mailtalk, "explain", "--json", "554 5.7.1 <bob@example.net>: Relay access denied",
+        ],
         "eager imports (anchor)": [
             python,
             "-c",
@@ -106,6 +112,7 @@ def summarize(samples: dict[str, list[float]], runs: int) -> dict[str, object]:
     click_ms = results["python -c 'import click'"]["median_ms"]
     bare = results["python -c pass"]["median_ms"]
     ratio = version / click_ms
+    explain_ratio = results["mailtalk explain 550"]["median_ms"] / click_ms
     return {
         "runs": runs,
         "python": sys.executable,
@@ -115,9 +122,12 @@ def summarize(samples: dict[str, list[float]], runs: int) -> dict[str, object]:
         "ratios": {
             "mailtalk --version / import click": round(ratio, 3),
             "mailtalk --version / python -c pass": round(version / bare, 3),
+            "mailtalk explain 550 / import click": round(explain_ratio, 3),
         },
         "goal": GOAL,
         "goal_met": ratio <= GOAL,
+        "explain_goal": EXPLAIN_GOAL,
+        "explain_goal_met": explain_ratio <= EXPLAIN_GOAL,
     }
 
 
@@ -143,6 +153,10 @@ def print_table(summary: dict[str, object]) -> None:
         print(f"  {name + ':':<40} {value:.2f}x")
     verdict = "met" if summary["goal_met"] else "NOT met"
     print(f"  goal: mailtalk --version <= {summary['goal']}x import click: {verdict}")
+    verdict = "met" if summary["explain_goal_met"] else "NOT met"
+    print(
+        f"  goal: mailtalk explain 550 <= {summary['explain_goal']}x import click: {verdict}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,16 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect imap pop3 serve smtp'
+            subcommands='connect explain imap pop3 serve smtp'
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
             value_opts='--cafile --timeout --transcript'
+            subcommands=''
+            ;;
+        'mailtalk explain')
+            opts='--protocol --command --json -h --help'
+            value_opts='--protocol --command'
             subcommands=''
             ;;
         'mailtalk imap')
@@ -54,6 +59,12 @@ _mailtalk_option_value() {
         'mailtalk connect|--transcript')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk explain|--protocol')
+            COMPREPLY=($(compgen -W 'smtp pop3 imap' -- "$cur"))
+            ;;
+        'mailtalk explain|--command')
+            COMPREPLY=()
             ;;
         'mailtalk imap|--cafile')
             compopt -o filenames 2>/dev/null
@@ -162,6 +173,9 @@ _mailtalk_argument() {
         'mailtalk connect|0')
             compopt -o nospace 2>/dev/null
             COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
+            ;;
+        'mailtalk explain|'*)
+            COMPREPLY=()
             ;;
         'mailtalk imap|0')
             mapfile -t COMPREPLY < <(compgen -A hostname -- "$cur")

@@ -8,6 +8,8 @@ function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
             printf '%s\n' -- --cafile --timeout --transcript
+        case 'mailtalk explain'
+            printf '%s\n' -- --protocol --command
         case 'mailtalk imap'
             printf '%s\n' -- --cafile --timeout --transcript
         case 'mailtalk pop3'
@@ -22,7 +24,7 @@ end
 function __mailtalk_subcommands
     switch $argv[1]
         case 'mailtalk'
-            printf '%s\n' connect imap pop3 serve smtp
+            printf '%s\n' connect explain imap pop3 serve smtp
     end
 end
 
@@ -80,6 +82,7 @@ complete -c mailtalk -f
 
 # mailtalk
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a connect -d 'Open an interactive session with the server at URL.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a explain -d 'Explain a reply: what it means, whether to retry, causes and fixes.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a imap -d 'Open an interactive IMAP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a pop3 -d 'Open an interactive POP3 session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the reference mail servers in the foreground, on loopback.'
@@ -100,6 +103,12 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'show-secrets' -d 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
+
+# mailtalk explain
+complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'protocol' -x -a 'smtp pop3 imap' -d 'The protocol of the reply, where the text alone does not say.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'command' -x -d 'The command the reply answered (RCPT, MAIL, AUTH, DATA, PASS, LOGIN, greeting, \'end of data\'); it changes what some codes mean.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'json' -d 'One JSON object per reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk imap
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls' -d 'Use implicit TLS from the start.'
