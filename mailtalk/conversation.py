@@ -13,7 +13,7 @@ import base64
 import socket
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
 from mailtalk.exitcodes import ExitCode
@@ -33,6 +33,12 @@ from mailtalk.protocols.common import (
 )
 from mailtalk.session_options import SessionOptions
 from mailtalk.transcript import Transcript
+
+if TYPE_CHECKING:
+    from mailtalk.knowledge.explain import Explanation
+
+# Replies that get a one-line explanation under them.
+_FAILURE_CLASSES: Final = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
 
 class ReplyTimeout(MailtalkError):
@@ -93,6 +99,11 @@ class Conversation:
         self._final_events = 0
         self._events = 0  # every event from the server on this connection
         self.last_final: ServerEvent | None = None
+        # The command the next reply answers, for explanations (503 after RCPT
+        # means something else than 503 after AUTH): "greeting" until we send.
+        self.last_command = "greeting"
+        self.last_final_command = "greeting"
+        self.explain_inline = True
 
     # -- connection -------------------------------------------------------------
 
@@ -100,6 +111,7 @@ class Conversation:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
         self.core = make_core(self.target.protocol)
         self._events = 0
+        self.last_command = "greeting"
         transport_options = TransportOptions(
             timeout=self.options.timeout,
             family=self.options.family,
@@ -142,9 +154,12 @@ class Conversation:
         if self.closed or self.transport is None:
             raise ServerClosedError("the connection is closed: use :reconnect")
         shown = self.core.redact(line)
+        command = self._command_of(line)
         data = self.core.send_line(line)
         self.transport.send(data)
         self._last_send = time.monotonic()
+        if command is not None:
+            self.last_command = command
         # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing.
         wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
         added = wire[: len(wire) - len(line)] if wire.endswith(line) else ""
@@ -166,6 +181,7 @@ class Conversation:
                 progress(min(start + chunk, len(data)))
         self._last_send = time.monotonic()
         lines = message.count(b"\n") + (0 if message.endswith(b"\n") else 1)
+        self.last_command = "end of data"
         self.transcript.add("#", f"message of {len(message)} bytes, {lines} lines")
         self.transcript.add("C", ".")
 
@@ -258,9 +274,48 @@ class Conversation:
             if event.final:
                 self._final_events += 1
                 self.last_final = event
+                self.last_final_command = self.last_command
             self.listener.event(event, latency)
+            if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
+                self._explain(event)
             if self.core.wants_tls_upgrade:
                 self._upgrade()
+
+    def _command_of(self, line: str) -> str | None:
+        """The command a line starts, as the explanations name it; None for the
+        lines of a message or an IMAP literal, which answer nothing themselves."""
+        if getattr(self.core, "sasl_pending", False):
+            return "AUTH response"
+        if getattr(self.core, "in_data", False):
+            return "end of data" if line == "." else None
+        if getattr(self.core, "in_command_continuation", False):
+            return None
+        words = line.split()
+        if not words:
+            return None
+        if self.target.protocol == "imap":
+            # "a001 LOGIN ..." or "LOGIN ..." (the core adds the tag)
+            verbs = words[1:] if len(words) > 1 and any(c.isdigit() for c in words[0]) else words
+            if not verbs:
+                return None
+            if verbs[0].upper() == "UID" and len(verbs) > 1:
+                return verbs[1].upper()
+            return verbs[0].upper()
+        return words[0].split(":")[0].upper()
+
+    def explain_event(self, event: ServerEvent, command: str | None = None) -> Explanation:
+        """The knowledge base's explanation of a reply from this server."""
+        from mailtalk.knowledge.explain import explain
+
+        text = event.raw.decode("utf-8", "backslashreplace").strip("\r\n")
+        protocol = self.target.protocol
+        return explain(text, protocol, command)
+
+    def _explain(self, event: ServerEvent) -> None:
+        command = self.last_command if event.final else None
+        explanation = self.explain_event(event, command)
+        if explanation.category != "ok":
+            self.listener.note(explanation.one_line(), "explain")
 
     def _upgrade(self) -> None:
         assert self.transport is not None

@@ -149,6 +149,26 @@ def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     ui.note(f"sent {path} ({len(message)} bytes), dot-stuffed, ended by '.'")
 
 
+def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.explain_view import to_text
+    from mailtalk.knowledge.explain import explain
+
+    if args:
+        # Any reply, code or response code; the session's protocol settles
+        # what is ambiguous (OVERQUOTA alone in an IMAP session).
+        text = args[0]
+        explanation = explain(text)
+        if not explanation.known or explanation.protocol is None:
+            explanation = explain(text, conv.target.protocol)
+        if not explanation.known:
+            raise MailtalkError(f"{text!r} is not a reply or a code; try :explain 550 or 5.7.1")
+    else:
+        if conv.last_final is None:
+            raise MailtalkError("no reply yet: :explain ARG explains any reply or code")
+        explanation = conv.explain_event(conv.last_final, conv.last_final_command)
+    ui.show_block(to_text(explanation, colour=getattr(ui, "block_colour", False)))
+
+
 def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     conv.reconnect()
 
@@ -161,6 +181,9 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
     command.name: command
     for command in (
         MetaCommand("help", ":help [COMMAND]", "what is valid now, or explain a command", _help),
+        MetaCommand(
+            "explain", ":explain [REPLY]", "explain the last reply, or any reply or code", _explain
+        ),
         MetaCommand("starttls", ":starttls", "start TLS (STARTTLS, or STLS for POP3)", _starttls),
         MetaCommand(
             "auth", ":auth plain|login [USER]", "log in; asks the password without echo", _auth
@@ -176,6 +199,11 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
 
 def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
     """Run one ``:command``; raises MailtalkError with a one-line message on misuse."""
+    name, _, rest = line[1:].strip().partition(" ")
+    if name.lower() == "explain":
+        # a reply is free text: "isn't" must not trip shell quoting
+        _explain(conv, ui, [rest.strip()] if rest.strip() else [])
+        return
     try:
         words = shlex.split(line[1:])
     except ValueError as error:

@@ -46,7 +46,8 @@ class PipeScreen:
         self.out.flush()
 
     def note(self, text: str, kind: str = "info") -> None:
-        self.err.write(f"# {text}\n")
+        prefix = "# ↳ " if kind == "explain" else "# "
+        self.err.write(f"{prefix}{text}\n")
         self.err.flush()
 
     def closed(self) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application.current import get_app_or_none
-from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
+from prompt_toolkit.formatted_text import ANSI, FormattedText, StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
 from mailtalk.conversation import Conversation, ReplyTimeout
-from mailtalk.display import StyledLine, event_lines
+from mailtalk.display import StyledLine, color_enabled, event_lines
 from mailtalk.errors import MailtalkError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.meta import QuitRequested, run_meta
@@ -45,6 +45,7 @@ STYLE = Style.from_dict(
         "warning": "ansiyellow",
         "error": "ansired bold",
         "sent": "bold",
+        "explain": "#a0a0ff",
         "prompt": "bold",
         "prompt.data": "ansicyan bold",
         "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
@@ -62,6 +63,7 @@ class ReplScreen:
 
     def __init__(self, raw: bool) -> None:
         self.raw = raw
+        self.block_colour = color_enabled(sys.stdout.isatty())
         self._bar: Any = None
         self._task: Any = None
 
@@ -81,6 +83,9 @@ class ReplScreen:
             app.invalidate()
 
     def note(self, text: str, kind: str = "info") -> None:
+        if kind == "explain":
+            self._print([("explain", f"  ↳ {text}"), ("note", "  (:explain for more)")])
+            return
         style = {"info": "note", "tls": "tls", "warning": "warning", "error": "error"}.get(
             kind, "note"
         )
@@ -97,7 +102,7 @@ class ReplScreen:
         return ask(prompt, is_password=True)
 
     def show_block(self, text: str) -> None:
-        print_formatted_text(text)
+        print_formatted_text(ANSI(text) if "\x1b[" in text else text)
 
     def progress(self, total: int, label: str) -> Callable[[int], None]:
         from rich.progress import (
