@@ -22,6 +22,7 @@ from mailtalk.knowledge.commands import (
     meta_commands,
     render_help,
 )
+from mailtalk.meta import META_COMMANDS
 
 # fmt: off
 SMTP = {
@@ -40,7 +41,8 @@ IMAP = {
 }
 # fmt: on
 EXPECTED = {"smtp": SMTP, "pop3": POP3, "imap": IMAP}
-META = {":help", ":starttls", ":auth", ":raw", ":save", ":file", ":reconnect", ":quit"}
+# every :command the REPL has is documented, and nothing else
+META = {":" + name for name in META_COMMANDS}
 
 ALL_ENTRIES = [entry for protocol in EXPECTED for entry in commands_for(protocol)]
 
