@@ -78,6 +78,7 @@ class Pattern(NamedTuple):
 
     id: str
     match: str
+    literal: str  # lower-case text every match contains, "" when unknown
     category: str
     codes: tuple[str, ...]
     commands: tuple[str, ...]
@@ -292,6 +293,7 @@ def patterns(name: str) -> tuple[Pattern, ...]:
             Pattern(
                 id=ident,
                 match=match,
+                literal=_leading_literal(match),
                 category=_category_name(table.get("category"), where),
                 codes=tuple(str(c).upper() for c in raw_codes),
                 commands=_strings(table, "commands", where),
@@ -381,6 +383,22 @@ def _normalise_command(command: str | None) -> str | None:
 
 
 _COMPILED: dict[str, re.Pattern[str]] = {}
+# A run of plain or escaped-punctuation characters at the start of a regex.
+_LITERAL_HEAD: Final = re.compile(r"(?:\\[.\[\](){}*+?|^$\\/-]|[^\\.\[\](){}*+?|^$])+")
+
+
+def _leading_literal(source: str) -> str:
+    """Text that any match of ``source`` must contain, for a cheap test before the
+    regex is compiled: its leading literal characters, when it has no alternation."""
+    if "|" in source:
+        return ""
+    head = _LITERAL_HEAD.match(source)
+    if head is None:
+        return ""
+    literal = re.sub(r"\\(.)", r"\1", head.group(0))
+    if source[head.end() : head.end() + 1] in ("?", "*", "{"):
+        literal = literal[:-1]  # a quantifier makes the last character optional
+    return literal.lower() if len(literal) >= 4 else ""
 
 
 def regex(pattern: Pattern) -> re.Pattern[str]:
@@ -411,9 +429,12 @@ def match_pattern(
     ``protocols`` (and the generic SMTP keywords for POP3 and IMAP)."""
     # one line: the words of a multi-line reply match across its line breaks
     subject = " ".join(parsed.raw.split())
+    lowered = subject.lower()
     for protocol in protocols:
         for name in PATTERN_FILES[protocol]:
             for pattern in patterns(name):
+                if pattern.literal and pattern.literal not in lowered:
+                    continue
                 if _applies(pattern, parsed, command) and regex(pattern).search(subject):
                     return pattern
     if "smtp" not in protocols:

@@ -335,3 +335,40 @@ def test_reference_server_wordings_are_explained_right() -> None:
             if got != EXCEPTIONS.get((name, key), expected):
                 wrong.append(f"{name}.{key}: {reply!r} -> {got}, expected {expected}")
     assert wrong == []
+
+
+def _matched_id(text: str) -> str | None:
+    matched = explain(text).matched
+    return matched.id if matched else None
+
+
+def test_the_literal_prefilter_changes_no_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skipping a wording whose leading literal is absent must never change the result."""
+    from tests.knowledge.test_corpus import load
+
+    texts = [entry.text for entry in load()] + [reply for reply, _, _ in COURSE]
+    with_filter = [_matched_id(t) for t in texts]
+    kb.patterns.cache_clear()
+    monkeypatch.setattr(kb, "_leading_literal", lambda source: "")
+    try:
+        without = [_matched_id(t) for t in texts]
+    finally:
+        kb.patterns.cache_clear()
+    assert with_filter == without
+
+
+@pytest.mark.parametrize(
+    ("source", "literal"),
+    [
+        (r"relay access denied", "relay access denied"),
+        (r"unresolvable RFC\.?532[12]", "unresolvable rfc"),
+        (r"4\.7\.28 .*unusual rate", "4.7.28 "),
+        (r"abc", ""),  # too short to be worth it
+        (r"user unknown|no such user", ""),  # alternation: no single literal
+        (r"^550", ""),
+        (r"(?i)foo bar", ""),
+        (r"lock busy! Is another", "lock busy! is another"),
+    ],
+)
+def test_leading_literal(source: str, literal: str) -> None:
+    assert kb._leading_literal(source) == literal
