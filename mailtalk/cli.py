@@ -291,8 +291,38 @@ def serve(**options: Any) -> None:
     sys.exit(run_serve(DEFAULT_SERVE_PORTS, **options))
 
 
+class ReplyCommand(click.Command):
+    """Takes a reply as its arguments, dashes and all.
+
+    ``-ERR [AUTH] ... has ... failed`` must not read as the short options -E, -R,
+    ... -h (help!): the command's own options are taken out wherever they are,
+    and everything else goes after "--", where click leaves it alone.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {"--protocol", "--command"}
+        flags = {"--json", "-h", "--help"}
+        options: list[str] = []
+        words: list[str] = []
+        index = 0
+        while index < len(args):
+            arg = args[index]
+            if arg == "--":
+                words.extend(args[index + 1 :])
+                break
+            if arg in flags or (arg.split("=", 1)[0] in takes_value and "=" in arg):
+                options.append(arg)
+            elif arg in takes_value:
+                options.extend(args[index : index + 2])
+                index += 1
+            else:
+                words.append(arg)
+            index += 1
+        return super().parse_args(ctx, [*options, "--", *words])
+
+
 @cli.command(
-    context_settings={"ignore_unknown_options": True},
+    cls=ReplyCommand,
     epilog="\b\nExamples:\n"
     "  mailtalk explain 550\n"
     "  mailtalk explain 5.7.1\n"

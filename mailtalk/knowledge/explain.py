@@ -589,9 +589,13 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
             fixes_user.extend(response.fixes_user)
         if not fixes_admin[-1:] or not fixes_admin[-1]:
             fixes_admin.extend(response.fixes_admin)
-    causes.extend(cat.causes)
-    fixes_user.extend(cat.fixes_user)
-    fixes_admin.extend(cat.fixes_admin)
+    if name == "other" and pattern is not None and pattern.cause:
+        # "other" says nothing the wording's own entry does not say better
+        summary = pattern.cause
+    else:
+        causes.extend(cat.causes)
+        fixes_user.extend(cat.fixes_user)
+        fixes_admin.extend(cat.fixes_admin)
 
     contradiction = None
     if basic is not None and enhanced is not None:

@@ -132,3 +132,19 @@ def test_explain_leaves_heavy_modules_unimported() -> None:
             assert not any(m.split(".")[0] == "rich" for m in modules)
         # only the data of the protocol at hand
         assert "mailtalk.knowledge.commands" not in modules
+
+
+def test_a_quoted_pop3_line_with_an_h_inside_is_not_help() -> None:
+    # "-ERR [AUTH] PAM authentication failed" would read as -E -R -R ... -h
+    result = run("explain", '-ERR [AUTH] PAM authentication failed for user "alice"')
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" not in result.stdout
+    assert "authentication failed" in result.stdout
+
+
+def test_options_anywhere_and_double_dash() -> None:
+    result = run("explain", "-ERR", "[IN-USE]", "busy", "--json", "--protocol", "pop3")
+    assert json.loads(result.stdout)["category"] == "mailbox_locked"
+    result = run("explain", "--", "--json")
+    assert result.returncode == 2  # "--json" after -- is a reply, and not one
+    assert run("explain", "--help").stdout.startswith("Usage: mailtalk explain")
