@@ -555,6 +555,9 @@ def test_smtp_relay_denied_is_shown(real_servers: RealServers, spawn: Callable[.
         rf"554 5\.7\.1 <linus@torvalds\.org>: Relay access denied\s+{LATENCY}",
         "smtp",
     )
+    # explained on the spot, with Postfix's own reason
+    term.screen_has(r"↳ relaying denied \(permanent\): Postfix.s reject_unauth_destination")
+    term.command(":explain", r"What to do, as the server's admin", "smtp")
     # The refusal does not end the transaction: a local recipient is still fine.
     term.command(f"RCPT TO:<{real_servers.address}>", r"250 2\.1\.5 Ok", "smtp")
     term.command("RSET", r"250 2\.0\.0 Ok", "smtp")
