@@ -10,7 +10,7 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect explain imap pop3 serve smtp'
+            subcommands='connect explain imap pop3 run serve smtp'
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
@@ -30,6 +30,11 @@ _mailtalk_spec() {
         'mailtalk pop3')
             opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
             value_opts='--cafile --timeout --transcript'
+            subcommands=''
+            ;;
+        'mailtalk run')
+            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose -h --help'
+            value_opts='--var --junit --repeat --concurrency --timeout'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -87,6 +92,21 @@ _mailtalk_option_value() {
         'mailtalk pop3|--transcript')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--var')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--junit')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--repeat')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--concurrency')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--timeout')
+            COMPREPLY=()
             ;;
         'mailtalk serve|--root')
             compopt -o filenames 2>/dev/null
@@ -182,6 +202,9 @@ _mailtalk_argument() {
             ;;
         'mailtalk pop3|0')
             mapfile -t COMPREPLY < <(compgen -A hostname -- "$cur")
+            ;;
+        'mailtalk run|'*)
+            COMPREPLY=()
             ;;
         'mailtalk smtp|0')
             mapfile -t COMPREPLY < <(compgen -A hostname -- "$cur")

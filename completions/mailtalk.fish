@@ -14,6 +14,8 @@ function __mailtalk_value_options
             printf '%s\n' -- --cafile --timeout --transcript
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript
+        case 'mailtalk run'
+            printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
@@ -24,7 +26,7 @@ end
 function __mailtalk_subcommands
     switch $argv[1]
         case 'mailtalk'
-            printf '%s\n' connect explain imap pop3 serve smtp
+            printf '%s\n' connect explain imap pop3 run serve smtp
     end
 end
 
@@ -85,6 +87,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a connect -d 'Open an inte
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a explain -d 'Explain a reply: what it means, whether to retry, causes and fixes.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a imap -d 'Open an interactive IMAP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a pop3 -d 'Open an interactive POP3 session with HOST[:PORT].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a run -d 'Replay session files (.mt) against servers and check every reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the reference mail servers in the foreground, on loopback.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a smtp -d 'Open an interactive SMTP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -s 'V' -l 'version' -d 'Show the version and exit.'
@@ -137,6 +140,19 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'show-secrets' -d 'Do
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3' 0" -a '(__fish_print_hostnames)'
+
+# mailtalk run
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'var' -x -d 'Set ${NAME}.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'k' -l 'keep-going' -d 'Go on after a reply that does not match.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'junit' -x -d 'Write a JUnit XML report.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tap' -d 'Print TAP instead of the usual lines.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'json' -d 'Print the transcript as JSON lines.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'repeat' -x -d 'Replay each file N times and print the rate and latency percentiles.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'concurrency' -x -d 'Replays at once (with --repeat).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'reuse' -d 'Repeat only the file\'s loop ...'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'timeout' -x -d 'Seconds for connecting and for each reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'v' -l 'verbose' -d 'Show the conversation as it happens.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk serve
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'root' -x -a '(__fish_complete_directories)' -d 'Directory holding control files, mail, queue and certificates [default: $XDG_DATA_HOME/mailtalk/serve].'

@@ -12,6 +12,7 @@ class ExitCode(enum.IntEnum):
     CONNECT = 3  # could not connect: DNS, refused, unreachable, timeout
     TLS = 4  # TLS handshake or certificate verification failed
     PROTOCOL = 5  # the server broke the protocol or closed unexpectedly
+    AUTH = 6  # mailtalk run: an auth directive failed
     INTERRUPTED = 130  # Ctrl-C outside the REPL
 
 
@@ -22,5 +23,6 @@ EXIT_CODE_HELP = {
     ExitCode.CONNECT: "could not connect (DNS, refused, unreachable, timeout)",
     ExitCode.TLS: "TLS handshake or certificate verification failed",
     ExitCode.PROTOCOL: "the server broke the protocol or closed the connection unexpectedly",
+    ExitCode.AUTH: "authentication failed (mailtalk run)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C",
 }

@@ -1,0 +1,1 @@
+"""Session files: the format, the runner and the reports of `mailtalk run`."""

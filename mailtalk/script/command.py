@@ -1,0 +1,200 @@
+"""``mailtalk run FILE...``: parse every file first, then replay, report and exit.
+
+A bad script stops everything before any connection is made (exit 2), so a typo
+never half-runs a session against a production server.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TextIO
+
+import click
+
+from mailtalk.exitcodes import ExitCode
+from mailtalk.script.format import Data, EndLoop, Loop, Script, ScriptError, parse_file
+from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcript_line, write_junit
+from mailtalk.script.runner import RunResult, RunSettings, prompt_for_secret, run_script
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    variables: dict[str, str]
+    keep_going: bool = False
+    junit: str | None = None
+    tap: bool = False
+    as_json: bool = False
+    repeat: int = 1
+    concurrency: int = 1
+    reuse: bool = False
+    timeout: float = 30.0
+    verbose: bool = False
+
+
+def parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
+    variables = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.UsageError(f"--var {pair!r}: give NAME=VALUE")
+        variables[name] = value
+    return variables
+
+
+def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
+    """Asks once per prompt, even with many threads; never when the script is on stdin."""
+    lock = threading.Lock()
+    answers: dict[str, str | None] = {}
+
+    def ask(prompt: str) -> str | None:
+        if from_stdin:
+            return None
+        with lock:
+            if prompt not in answers:
+                answers[prompt] = prompt_for_secret(prompt)
+            return answers[prompt]
+
+    return ask
+
+
+def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    if files.count("-") > 1:
+        raise click.UsageError("standard input (-) can be read once")
+    scripts: list[Script] = []
+    for path in files:
+        try:
+            scripts.append(parse_file(path, options.variables))
+        except ScriptError as error:
+            click.echo(f"mailtalk: {error}", err=True)
+            return ExitCode.USAGE
+    for script in scripts:
+        if options.reuse and not script.has_loop:
+            click.echo(
+                f"mailtalk: {script.name}: --reuse needs a loop ... end block in the file "
+                "(the part to repeat on one connection)",
+                err=True,
+            )
+            return ExitCode.USAGE
+
+    settings = RunSettings(
+        timeout=options.timeout,
+        keep_going=options.keep_going,
+        ask_secret=_secret_asker("-" in files),
+    )
+    results: list[RunResult] = []
+    exit_code = ExitCode.OK
+    for script in scripts:
+        if options.repeat > 1 or options.reuse:
+            result = _load(script, settings, options, out)
+        else:
+            echo = None
+            if options.verbose and not (options.tap or options.as_json):
+                echo = _echo(out)
+            result = run_script(script, replace(settings, echo=echo))
+            if options.as_json:
+                json_lines(result, out)
+            elif not options.tap:
+                human(result, out)
+        results.append(result)
+        if not result.passed and exit_code == ExitCode.OK:
+            exit_code = result.exit_code
+    if options.tap:
+        tap(results, out)
+    elif not options.as_json and len(results) > 1:
+        passed = sum(r.passed for r in results)
+        out.write(f"{len(results)} files: {passed} passed, {len(results) - passed} failed\n")
+    if options.junit:
+        try:
+            write_junit(results, options.junit)
+        except OSError as error:
+            click.echo(f"mailtalk: cannot write {options.junit}: {error.strerror}", err=True)
+            return ExitCode.USAGE
+    out.flush()
+    return exit_code
+
+
+def _echo(out: TextIO) -> Callable[[object], None]:
+    lock = threading.Lock()
+
+    def echo(line: object) -> None:
+        with lock:
+            out.write(transcript_line(line) + "\n")  # type: ignore[arg-type]
+            out.flush()
+
+    return echo
+
+
+def _load(script: Script, settings: RunSettings, options: RunOptions, out: TextIO) -> RunResult:
+    """--repeat N --concurrency C: N runs over new connections, or N loop bodies over C
+    reused ones (--reuse). Prints the rate and latency percentiles."""
+    quiet = replace(settings, record_transcript=False, echo=None)
+    concurrency = max(1, min(options.concurrency, options.repeat))
+    first_failure: RunResult | None = None
+    latencies: list[float] = []
+    passed = 0
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def keep(result: RunResult, samples: list[float], ok: int) -> None:
+        nonlocal first_failure, passed
+        with lock:
+            latencies.extend(samples)
+            passed += ok
+            if not result.passed and first_failure is None:
+                first_failure = result
+
+    if options.reuse:
+        shares = [
+            options.repeat // concurrency + (i < options.repeat % concurrency)
+            for i in range(concurrency)
+        ]
+
+        def worker(share: int) -> None:
+            result = run_script(script, replace(quiet, reuse_iterations=share))
+            keep(result, result.iterations, len(result.iterations))
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(worker, shares))
+    else:
+
+        def once(_: int) -> None:
+            result = run_script(script, quiet)
+            keep(result, [result.seconds] if result.passed else [], int(result.passed))
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(once, range(options.repeat)))
+    seconds = time.monotonic() - started
+    body = _loop_body(script) if options.reuse else script.steps
+    figures = LoadFigures(
+        name=script.name,
+        runs=options.repeat,
+        passed=passed,
+        seconds=seconds,
+        latencies=latencies,
+        messages_per_run=sum(1 for step in body if isinstance(step, Data)),
+        concurrency=concurrency,
+        reuse=options.reuse,
+    )
+    if options.as_json:
+        import json
+
+        out.write(json.dumps(figures.to_json()) + "\n")
+    elif not options.tap:
+        figures.write(out)
+    summary = first_failure or RunResult(script.name, steps=len(script.steps), seconds=seconds)
+    if first_failure is not None and not options.as_json and not options.tap:
+        out.write("first failure:\n")
+        human(first_failure, out)
+    return summary
+
+
+def _loop_body(script: Script) -> list[object]:
+    start = next(i for i, s in enumerate(script.steps) if isinstance(s, Loop))
+    end = next(i for i, s in enumerate(script.steps) if isinstance(s, EndLoop))
+    return list(script.steps[start + 1 : end])

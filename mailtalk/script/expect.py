@@ -1,0 +1,136 @@
+"""What an ``S:`` line expects of a reply, and whether a reply meets it.
+
+``S: 250``, ``S: 2xx``, ``S: 5.7.1``, ``S: 250 2.1.5``, ``S: +OK``, ``S: NO``, any of
+those followed by a text pattern (``S: 554 *Relay access denied*``, ``S: 250
+/queued as [A-Z0-9]+/``), or ``S: *`` for any reply. ``S: * ...`` (IMAP) expects an
+untagged response among those the command brought. A text pattern is a glob when it
+holds ``*``, ``?`` or ``[``, a regex between slashes, and otherwise words the text
+must contain; all three ignore case. Replies are taken apart by the same parser as
+``mailtalk explain`` (knowledge.replies), so multi-line SMTP replies, POP3 status
+lines and IMAP tagged completions all match alike.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from mailtalk.knowledge.replies import ParsedReply, parse
+
+_BASIC: Final = re.compile(r"[1-5](?:\d\d|\dx|xx)", re.I)
+_ENHANCED: Final = re.compile(r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)", re.I)
+_STATUSES: Final = {"+OK", "-ERR", "OK", "NO", "BAD", "BYE", "PREAUTH", "+"}
+
+
+class ExpectationError(ValueError):
+    """An ``S:`` line that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One parsed ``S:`` line; ``source`` is the line as written."""
+
+    source: str
+    any_reply: bool = False
+    untagged: bool = False
+    code: str | None = None  # "250", "2xx", "+OK", "NO"
+    enhanced: str | None = None  # "5.7.1", "5.x.x"
+    text: str | None = None  # the text pattern, as written
+    regex: re.Pattern[str] | None = None
+
+    def describe(self) -> str:
+        return self.source
+
+    def matches(self, reply: ParsedReply) -> bool:
+        if self.any_reply:
+            return True
+        if self.code is not None and not _code_matches(self.code, reply.code):
+            return False
+        if self.enhanced is not None and not _code_matches(
+            self.enhanced, reply.enhanced_code, sep="."
+        ):
+            return False
+        if self.regex is not None:
+            return self.regex.search(_text_of(reply)) is not None
+        return True
+
+    def matches_untagged(self, lines: list[str]) -> bool:
+        """For ``S: * ...``: does any untagged response of the command match?"""
+        assert self.regex is not None
+        return any(self.regex.search(line) for line in lines)
+
+
+def _code_matches(pattern: str, actual: str | None, sep: str = "") -> bool:
+    if actual is None:
+        return False
+    pattern, actual = pattern.upper(), actual.upper()
+    if pattern in _STATUSES or actual in _STATUSES:
+        return pattern == actual
+    if sep:
+        want, have = pattern.split(sep), actual.split(sep)
+        return len(want) == len(have) and all(
+            w in ("X", h) for w, h in zip(want, have, strict=True)
+        )
+    return len(pattern) == len(actual) and all(
+        w in ("X", h) for w, h in zip(pattern, actual, strict=True)
+    )
+
+
+def _text_of(reply: ParsedReply) -> str:
+    """The text a pattern is matched against: the reply without its codes."""
+    if reply.response_code:
+        return f"[{reply.response_code}] {reply.text}".strip()
+    return reply.text
+
+
+def _text_regex(text: str) -> re.Pattern[str]:
+    try:
+        if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+            return re.compile(text[1:-1], re.I | re.S)
+        if any(c in text for c in "*?["):
+            return re.compile(fnmatch.translate(text), re.I | re.S)
+    except re.error as error:
+        raise ExpectationError(f"bad pattern {text!r}: {error}") from None
+    return re.compile(re.escape(text), re.I)
+
+
+def parse_expectation(source: str) -> Expectation:
+    """Read what follows ``S:``."""
+    text = source.strip()
+    if not text:
+        raise ExpectationError("S: needs an expectation (a code, a pattern, or * for any)")
+    if text == "*":
+        return Expectation(source=text, any_reply=True)
+    if text.startswith("* "):
+        rest = text[2:].strip()
+        return Expectation(source=text, untagged=True, text=rest, regex=_text_regex(rest))
+    words = text.split(None, 1)
+    first = words[0]
+    rest = words[1] if len(words) > 1 else ""
+    code = enhanced = None
+    if _BASIC.fullmatch(first) or first.upper() in _STATUSES:
+        code = first.upper() if first.upper() in _STATUSES else first.lower()
+        if rest:
+            parts = rest.split(None, 1)
+            if _ENHANCED.fullmatch(parts[0]):
+                enhanced = parts[0].lower()
+                rest = parts[1] if len(parts) > 1 else ""
+    elif _ENHANCED.fullmatch(first):
+        enhanced = first.lower()
+    else:
+        rest = text  # a text pattern alone
+    pattern = rest.strip() or None
+    return Expectation(
+        source=text,
+        code=code,
+        enhanced=enhanced,
+        text=pattern,
+        regex=_text_regex(pattern) if pattern else None,
+    )
+
+
+def reply_of(raw: str, protocol: str) -> ParsedReply:
+    """A received reply, taken apart like ``mailtalk explain`` does."""
+    return parse(raw, protocol)  # type: ignore[arg-type]

@@ -1,0 +1,392 @@
+"""Session files (``.mt``): a mail conversation written down, as the RFCs write one.
+
+    # comments start with #
+    set FROM alice@example.test
+    connect smtp://localhost:2525
+    S: 220
+    C: EHLO client.test
+    S: 250
+    starttls
+    C: EHLO client.test
+    S: 250
+    auth plain alice              # secret from $MAILTALK_PASSWORD, ~/.netrc or a prompt
+    C: MAIL FROM:<${FROM}>
+    S: 250
+    C: RCPT TO:<bob@example.test>
+    S: 2xx
+    data <<EOF                    # sends DATA, the message (dot-stuffed) and the final dot
+    Subject: hello
+
+    Hi Bob.
+    EOF
+    S: 250 *queued*
+    C: QUIT
+    S: 221
+    expect-close
+
+``C:`` lines are sent as they are (IMAP tags are added); ``S:`` lines are matched
+against the reply to what came before (see ``expect.py``). Directives: ``connect URL
+[insecure] [cafile=PATH]``, ``starttls``, ``tls`` (the handshake alone, after a
+written-out STARTTLS), ``auth plain|login USER [ENVVAR]``, ``data FILE`` or ``data
+<<MARK`` ... ``MARK`` (``<<'MARK'`` keeps ``${...}`` as is), ``set NAME VALUE``,
+``include FILE``, ``sleep SECONDS``, ``expect-close``, and ``loop`` ... ``end``
+around the part that ``--reuse`` repeats on one connection.
+
+Variables are ``${NAME}``: from ``--var NAME=VALUE`` first, then ``set`` in the file,
+then the environment; ``$$`` is a dollar sign. This module only reads files: no
+sockets, no secrets (passwords are never written in a session file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from mailtalk.script.expect import Expectation, ExpectationError, parse_expectation
+
+MAX_INCLUDE_DEPTH: Final = 16
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+_VARIABLE: Final = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEREDOC: Final = re.compile(r"<<\s*('?)([A-Za-z_][A-Za-z0-9_]*)\1$")
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class ScriptError(Exception):
+    """A session file that cannot be run; the message names the file and line."""
+
+    def __init__(self, where: Location | str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+@dataclass(frozen=True)
+class Step:
+    where: Location
+
+
+@dataclass(frozen=True)
+class Send(Step):
+    line: str
+
+
+@dataclass(frozen=True)
+class Expect(Step):
+    expectation: Expectation
+
+
+@dataclass(frozen=True)
+class Connect(Step):
+    url: str
+    insecure: bool = False
+    cafile: str | None = None
+
+
+@dataclass(frozen=True)
+class StartTLS(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class HandshakeTLS(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class Auth(Step):
+    mechanism: str
+    user: str
+    secret_variable: str = "MAILTALK_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Data(Step):
+    message: bytes
+
+
+@dataclass(frozen=True)
+class Sleep(Step):
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExpectClose(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class Loop(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class EndLoop(Step):
+    pass
+
+
+@dataclass
+class Script:
+    """A parsed session file, includes expanded."""
+
+    name: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def has_loop(self) -> bool:
+        return any(isinstance(step, Loop) for step in self.steps)
+
+
+@dataclass
+class _Reader:
+    variables: dict[str, str]  # --var, highest precedence
+    environment: Mapping[str, str]
+    defined: dict[str, str] = field(default_factory=dict)  # from `set`
+    stack: list[str] = field(default_factory=list)
+
+    def substitute(self, text: str, where: Location) -> str:
+        def value(match: re.Match[str]) -> str:
+            if match[1] == "$":
+                return "$"
+            name = match[2]
+            for source in (self.variables, self.defined, self.environment):
+                if name in source:
+                    return source[name]
+            raise ScriptError(
+                where,
+                f"undefined variable ${{{name}}}: set it in the file, give --var "
+                f"{name}=..., or export {name}",
+            )
+
+        return _VARIABLE.sub(value, text)
+
+
+def parse_file(
+    path: str,
+    variables: Mapping[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Script:
+    """Read and parse a session file (``-`` is standard input)."""
+    reader = _Reader(dict(variables or {}), os.environ if environment is None else environment)
+    name = "<stdin>" if path == "-" else path
+    script = Script(name)
+    script.steps = _parse(reader, path, _read_text(path, name))
+    _check_loops(script)
+    return script
+
+
+def parse_text(
+    text: str,
+    name: str = "<script>",
+    variables: Mapping[str, str] | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Script:
+    reader = _Reader(dict(variables or {}), {} if environment is None else environment)
+    script = Script(name, _parse(reader, name, text))
+    _check_loops(script)
+    return script
+
+
+def _read_text(path: str, name: str, where: Location | None = None) -> str:
+    try:
+        if path == "-":
+            import sys
+
+            return sys.stdin.read()
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise ScriptError(where or name, f"no such file: {path}") from None
+    except UnicodeDecodeError:
+        raise ScriptError(where or name, f"{path} is not UTF-8 text") from None
+    except OSError as error:
+        raise ScriptError(where or name, f"cannot read {path}: {error.strerror}") from None
+
+
+def _relative(base: str, path: str) -> str:
+    if os.path.isabs(path) or base in ("-", "<stdin>", "<script>"):
+        return path
+    return os.path.join(os.path.dirname(base), path)
+
+
+def _parse(reader: _Reader, path: str, text: str) -> list[Step]:
+    name = "<stdin>" if path == "-" else path
+    if len(reader.stack) >= MAX_INCLUDE_DEPTH or path in reader.stack:
+        chain = " -> ".join([*reader.stack, path])
+        raise ScriptError(name, f"include loop or too deep: {chain}")
+    reader.stack.append(path)
+    steps: list[Step] = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        where = Location(name, index + 1)
+        raw = lines[index]
+        index += 1
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped[:2].upper() in ("C:", "S:"):
+            kind, body = stripped[0].upper(), raw.split(":", 1)[1]
+            # one space after the colon belongs to the notation, the rest to the line
+            body = body[1:] if body.startswith(" ") else body
+            if kind == "C":
+                steps.append(Send(where, reader.substitute(body, where)))
+            else:
+                try:
+                    expectation = parse_expectation(reader.substitute(body, where))
+                except ExpectationError as error:
+                    raise ScriptError(where, str(error)) from None
+                steps.append(Expect(where, expectation))
+            continue
+        words = _strip_comment(stripped).split()
+        directive, args = words[0].lower(), words[1:]
+        if directive == "data" and len(args) == 1 and _HEREDOC.match(args[0]):
+            marker = _HEREDOC.match(args[0])
+            assert marker is not None
+            literal, end = marker[1] == "'", marker[2]
+            body_lines = []
+            while True:
+                if index >= len(lines):
+                    raise ScriptError(where, f"here-block never ends: no line {end!r}")
+                line = lines[index]
+                index += 1
+                if line.strip() == end:
+                    break
+                body_lines.append(
+                    line if literal else reader.substitute(line, Location(name, index))
+                )
+            steps.append(Data(where, _message("\n".join(body_lines) + "\n", where)))
+            continue
+        args = [reader.substitute(arg, where) for arg in args]
+        steps.extend(_directive(reader, path, where, directive, args, stripped))
+    reader.stack.pop()
+    return steps
+
+
+def _strip_comment(line: str) -> str:
+    # "sleep 1   # wait" -> "sleep 1"; a # inside a word stays
+    return re.split(r"\s#", line, maxsplit=1)[0].strip()
+
+
+def _message(text: str, where: Location) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ScriptError(where, f"message over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
+def _want(args: list[str], low: int, high: int, usage: str, where: Location) -> None:
+    if not low <= len(args) <= high:
+        raise ScriptError(where, f"usage: {usage}")
+
+
+def _directive(
+    reader: _Reader, path: str, where: Location, directive: str, args: list[str], line: str
+) -> list[Step]:
+    if directive == "connect":
+        _want(args, 1, 3, "connect URL [insecure] [cafile=PATH]", where)
+        from mailtalk.target import TargetError, parse_url
+
+        try:
+            parse_url(args[0])
+        except TargetError as error:
+            raise ScriptError(where, str(error)) from None
+        insecure = False
+        cafile = None
+        for option in args[1:]:
+            if option == "insecure":
+                insecure = True
+            elif option.startswith("cafile="):
+                cafile = _relative(path, option.removeprefix("cafile="))
+            else:
+                raise ScriptError(where, f"unknown connect option {option!r}")
+        return [Connect(where, args[0], insecure, cafile)]
+    if directive == "starttls":
+        _want(args, 0, 0, "starttls", where)
+        return [StartTLS(where)]
+    if directive == "tls":
+        _want(args, 0, 0, "tls", where)
+        return [HandshakeTLS(where)]
+    if directive == "auth":
+        _want(args, 2, 3, "auth plain|login USER [ENVVAR]", where)
+        mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            raise ScriptError(where, f"auth {args[0]}: mailtalk does PLAIN and LOGIN")
+        variable = args[2] if len(args) == 3 else "MAILTALK_PASSWORD"
+        if not _NAME.fullmatch(variable):
+            raise ScriptError(where, f"{variable!r} is not an environment variable name")
+        return [Auth(where, mechanism, args[1], variable)]
+    if directive == "data":
+        _want(args, 1, 1, "data FILE, or data <<MARK ... MARK", where)
+        file = _relative(path, args[0])
+        try:
+            with open(file, "rb") as handle:
+                content = handle.read(MAX_MESSAGE_BYTES + 1)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ScriptError(where, f"data {args[0]}: {reason}") from None
+        if len(content) > MAX_MESSAGE_BYTES:
+            raise ScriptError(where, f"data {args[0]}: over {MAX_MESSAGE_BYTES} bytes")
+        return [Data(where, content)]
+    if directive == "set":
+        if len(args) < 1 or not _NAME.fullmatch(args[0]):
+            raise ScriptError(where, "usage: set NAME VALUE")
+        value = line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else ""
+        value = reader.substitute(_strip_comment(value) if value else "", where)
+        reader.defined[args[0]] = value  # --var still wins: substitute() looks there first
+        return []
+    if directive == "include":
+        _want(args, 1, 1, "include FILE", where)
+        file = _relative(path, args[0])
+        return _parse(reader, file, _read_text(file, file, where))
+    if directive == "sleep":
+        _want(args, 1, 1, "sleep SECONDS", where)
+        try:
+            seconds = float(args[0])
+        except ValueError:
+            raise ScriptError(where, f"sleep {args[0]}: not a number of seconds") from None
+        if not 0 <= seconds <= 3600:
+            raise ScriptError(where, "sleep takes 0 to 3600 seconds")
+        return [Sleep(where, seconds)]
+    if directive == "expect-close":
+        _want(args, 0, 0, "expect-close", where)
+        return [ExpectClose(where)]
+    if directive == "loop":
+        _want(args, 0, 0, "loop", where)
+        return [Loop(where)]
+    if directive == "end":
+        _want(args, 0, 0, "end", where)
+        return [EndLoop(where)]
+    raise ScriptError(
+        where,
+        f"unknown directive {directive!r} (C:, S:, connect, starttls, tls, auth, data, set, "
+        "include, sleep, expect-close, loop, end, or # for a comment)",
+    )
+
+
+def _check_loops(script: Script) -> None:
+    depth = 0
+    for step in script.steps:
+        if isinstance(step, Loop):
+            if depth:
+                raise ScriptError(step.where, "loops do not nest")
+            depth += 1
+        elif isinstance(step, EndLoop):
+            if not depth:
+                raise ScriptError(step.where, "end without loop")
+            depth -= 1
+    if depth:
+        raise ScriptError(script.name, "loop without end")
+    if script.steps and not isinstance(script.steps[0], Connect):
+        first = script.steps[0]
+        raise ScriptError(first.where, "a session file starts with connect URL")

@@ -1,0 +1,183 @@
+"""What ``mailtalk run`` prints and writes: a line a file, TAP, JUnit XML, JSON lines, and
+the figures of a load run."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from mailtalk.script.runner import Failure, Line, RunResult
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def failure_lines(failure: Failure) -> list[str]:
+    lines = [f"{failure.where}: {failure.message}"]
+    if failure.explanation:
+        lines.append(f"  ↳ {failure.explanation}")
+    return lines
+
+
+def human(result: RunResult, out: TextIO) -> None:
+    """``PASS file (n steps, t)`` or ``FAIL`` with what was expected and what came."""
+    if result.passed:
+        out.write(f"PASS {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
+        return
+    out.write(f"FAIL {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
+    for failure in result.failures:
+        for line in failure_lines(failure):
+            out.write(f"  {line}\n")
+
+
+def transcript_line(line: Line) -> str:
+    return f"{line.direction}: {line.text}" if line.direction != "#" else f"# {line.text}"
+
+
+def json_lines(result: RunResult, out: TextIO, run: int | None = None) -> None:
+    """The transcript, then the result, one JSON object a line."""
+    base: dict[str, object] = {"file": result.name}
+    if run is not None:
+        base["run"] = run
+    for line in result.transcript:
+        out.write(
+            json.dumps(
+                {**base, "t": round(line.seconds, 6), "dir": line.direction, "text": line.text},
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
+    out.write(
+        json.dumps(
+            {
+                **base,
+                "result": "pass" if result.passed else "fail",
+                "exit_code": int(result.exit_code),
+                "steps": result.steps,
+                "seconds": round(result.seconds, 6),
+                "failures": [f.to_json() for f in result.failures],
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+
+
+def tap(results: Sequence[RunResult], out: TextIO) -> None:
+    out.write("TAP version 13\n")
+    out.write(f"1..{len(results)}\n")
+    for number, result in enumerate(results, 1):
+        status = "ok" if result.passed else "not ok"
+        out.write(f"{status} {number} - {result.name}\n")
+        if not result.passed:
+            out.write("  ---\n")
+            for failure in result.failures:
+                out.write(f"  message: {json.dumps(failure.message, ensure_ascii=False)}\n")
+                out.write(f"  at: {json.dumps(str(failure.where))}\n")
+                if failure.explanation:
+                    out.write(
+                        f"  explanation: {json.dumps(failure.explanation, ensure_ascii=False)}\n"
+                    )
+            out.write("  ...\n")
+
+
+def write_junit(results: Sequence[RunResult], path: str) -> None:
+    """JUnit XML for CI, written to a temporary file and renamed: never half a file."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element(
+        "testsuite",
+        name="mailtalk run",
+        tests=str(len(results)),
+        failures=str(sum(1 for r in results if r.failures and r.failures[0].kind == "expectation")),
+        errors=str(sum(1 for r in results if r.failures and r.failures[0].kind != "expectation")),
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    for result in results:
+        case = ET.SubElement(
+            suite, "testcase", classname="mailtalk", name=result.name, time=f"{result.seconds:.3f}"
+        )
+        for failure in result.failures:
+            tag = "failure" if failure.kind == "expectation" else "error"
+            element = ET.SubElement(case, tag, message=failure.message, type=failure.kind)
+            element.text = "\n".join(failure_lines(failure))
+        if result.transcript:
+            output = ET.SubElement(case, "system-out")
+            output.text = "\n".join(transcript_line(line) for line in result.transcript)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    tree = ET.ElementTree(root)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            tree.write(file, encoding="utf-8", xml_declaration=True)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+@dataclass
+class LoadFigures:
+    """What a --repeat run measured."""
+
+    name: str
+    runs: int
+    passed: int
+    seconds: float
+    latencies: list[float]  # of the passing runs (or loop bodies, with --reuse)
+    messages_per_run: int
+    concurrency: int
+    reuse: bool
+
+    @property
+    def rate(self) -> float:
+        return self.passed / self.seconds if self.seconds else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+        return ordered[index]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.name,
+            "runs": self.runs,
+            "passed": self.passed,
+            "failed": self.runs - self.passed,
+            "seconds": round(self.seconds, 6),
+            "runs_per_second": round(self.rate, 2),
+            "messages_per_second": round(self.rate * self.messages_per_run, 2),
+            "latency_ms": {
+                name: round(self.percentile(q) * 1000, 3)
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
+            "concurrency": self.concurrency,
+            "connections": "reused" if self.reuse else "new",
+        }
+
+    def write(self, out: TextIO) -> None:
+        data = self.to_json()
+        latency = data["latency_ms"]
+        assert isinstance(latency, dict)
+        what = "loop bodies on reused connections" if self.reuse else "runs on new connections"
+        out.write(
+            f"{self.name}: {self.passed}/{self.runs} {what} passed in {self.seconds:.2f} s, "
+            f"concurrency {self.concurrency}\n"
+            f"  {self.rate:.1f} runs/s"
+            + (
+                f", {self.rate * self.messages_per_run:.1f} messages/s"
+                if self.messages_per_run
+                else ""
+            )
+            + f"; latency p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f} ms, "
+            f"p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms\n"
+        )

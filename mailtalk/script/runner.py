@@ -1,0 +1,507 @@
+"""Replay a session file against a server and check every ``S:`` line.
+
+The runner drives the same ``Conversation`` as the REPL and the pipe mode, so the
+protocol cores do all the parsing: multi-line SMTP replies, POP3 multi-line answers,
+IMAP tags (added for you) and literals behave exactly as they do interactively.
+
+A reply is owed after a command that expects one; the next ``S:`` line is matched
+against it. When no ``S:`` follows, the reply is still waited for and accepted as it
+is, so a script never sends ahead of the server (no accidental pipelining).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from mailtalk.conversation import Conversation
+from mailtalk.errors import MailtalkError, ServerClosedError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.script.expect import Expectation, reply_of
+from mailtalk.script.format import (
+    Auth,
+    Connect,
+    Data,
+    EndLoop,
+    Expect,
+    ExpectClose,
+    HandshakeTLS,
+    Location,
+    Loop,
+    Script,
+    Send,
+    Sleep,
+    StartTLS,
+    Step,
+)
+from mailtalk.session_options import SessionOptions
+
+# What failed, and the exit status it gives (documented in `mailtalk run --help`).
+EXIT_OF_KIND: Final = {
+    "expectation": ExitCode.FAILED,
+    "connect": ExitCode.CONNECT,
+    "tls": ExitCode.TLS,
+    "closed": ExitCode.PROTOCOL,
+    "protocol": ExitCode.PROTOCOL,
+    "timeout": ExitCode.PROTOCOL,
+    "auth": ExitCode.AUTH,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    where: Location
+    kind: str  # a key of EXIT_OF_KIND
+    message: str
+    expected: str | None = None
+    received: str | None = None
+    explanation: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.where.file,
+            "line": self.where.line,
+            "kind": self.kind,
+            "message": self.message,
+            "expected": self.expected,
+            "received": self.received,
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the transcript: C (sent), S (received) or # (a note)."""
+
+    seconds: float
+    direction: str
+    text: str
+
+
+@dataclass
+class RunResult:
+    name: str
+    failures: list[Failure] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    transcript: list[Line] = field(default_factory=list)
+    iterations: list[float] = field(default_factory=list)  # --reuse: each loop body
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return EXIT_OF_KIND[self.failures[0].kind] if self.failures else ExitCode.OK
+
+
+@dataclass
+class RunSettings:
+    timeout: float = 30.0
+    keep_going: bool = False
+    reuse_iterations: int = 0  # >0: run the loop body this many times on one connection
+    record_transcript: bool = True
+    echo: Callable[[Line], None] | None = None  # -v: show lines as they happen
+    ask_secret: Callable[[str], str | None] | None = None
+
+
+class _Stop(Exception):
+    """Ends the file: a failure that keep-going cannot go past."""
+
+
+class _Listener:
+    """Collects what the conversation says into the run's transcript."""
+
+    def __init__(self, result: RunResult, settings: RunSettings, started: float) -> None:
+        self.result = result
+        self.settings = settings
+        self.started = started
+        self.events: list[ServerEvent] = []
+        self.closed_by_server = False
+
+    def _add(self, direction: str, text: str) -> None:
+        line = Line(time.monotonic() - self.started, direction, text)
+        if self.settings.record_transcript:
+            self.result.transcript.append(line)
+        if self.settings.echo is not None:
+            self.settings.echo(line)
+
+    def sent(self, text: str, typed: bool) -> None:
+        self._add("C", text)
+
+    def event(self, event: ServerEvent, latency: float) -> None:
+        self.events.append(event)
+        text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        for part in text.split("\r\n") if len(text) < 4096 else [text[:4096] + "..."]:
+            self._add("S", part)
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self._add("#", text)
+
+    def closed(self) -> None:
+        self.closed_by_server = True
+
+
+class Runner:
+    """Runs one parsed script once (or its loop body many times, with --reuse)."""
+
+    def __init__(self, script: Script, settings: RunSettings) -> None:
+        self.script = script
+        self.settings = settings
+        self.result = RunResult(script.name)
+        self.started = time.monotonic()
+        self.listener = _Listener(self.result, settings, self.started)
+        self.conv: Conversation | None = None
+        self.owed: str | None = None  # "greeting", "reply" or None
+        self.received: ServerEvent | None = None  # waited for, not yet matched
+        self.untagged: list[str] = []
+        self.command: str | None = None
+
+    # -- driving ----------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        steps = self.script.steps
+        try:
+            if self.settings.reuse_iterations and self.script.has_loop:
+                start = next(i for i, s in enumerate(steps) if isinstance(s, Loop))
+                end = next(i for i, s in enumerate(steps) if isinstance(s, EndLoop))
+                self._steps(steps[:start])
+                for _ in range(self.settings.reuse_iterations):
+                    began = time.monotonic()
+                    failures = len(self.result.failures)
+                    self._steps(steps[start + 1 : end])
+                    if len(self.result.failures) == failures:
+                        self.result.iterations.append(time.monotonic() - began)
+                self._steps(steps[end + 1 :])
+            else:
+                self._steps([s for s in steps if not isinstance(s, Loop | EndLoop)])
+            self._settle()
+        except _Stop:
+            pass
+        finally:
+            if self.conv is not None:
+                self.conv.close()
+            self.result.seconds = time.monotonic() - self.started
+        return self.result
+
+    def _steps(self, steps: Sequence[Step]) -> None:
+        for step in steps:
+            self.result.steps += 1
+            try:
+                self._step(step)
+            except _Stop:
+                raise
+            except Exception as error:  # the network's errors become failures of the file
+                self._fail_from(step.where, error)
+
+    def _step(self, step: Step) -> None:
+        if isinstance(step, Connect):
+            self._connect(step)
+        elif isinstance(step, Expect):
+            self._expect(step.where, step.expectation)
+        elif isinstance(step, Send):
+            self._send(step)
+        elif isinstance(step, Data):
+            self._data(step)
+        elif isinstance(step, StartTLS):
+            self._settle()
+            try:
+                self._conversation(step.where).starttls()
+            except MailtalkError as error:
+                self._fail(step.where, "tls", str(error), stop=True)
+            self.command = "STARTTLS"
+        elif isinstance(step, HandshakeTLS):
+            self._settle()
+            if not getattr(self._conversation(step.where).core, "tls", False):
+                self._fail(
+                    step.where, "tls", "TLS is not active here (tls checks it is)", stop=True
+                )
+        elif isinstance(step, Auth):
+            self._auth(step)
+        elif isinstance(step, Sleep):
+            self._settle()
+            time.sleep(step.seconds)
+        elif isinstance(step, ExpectClose):
+            self._expect_close(step.where)
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _conversation(self, where: Location) -> Conversation:
+        if self.conv is None or self.conv.closed:
+            self._fail(
+                where, "closed", "not connected (the server closed the connection)", stop=True
+            )
+        assert self.conv is not None
+        return self.conv
+
+    def _connect(self, step: Connect) -> None:
+        from mailtalk.target import parse_url
+
+        if self.conv is not None:
+            self._settle()
+            self.conv.close()
+        target = parse_url(step.url)
+        options = SessionOptions(
+            target=target,
+            starttls=False,
+            insecure=step.insecure,
+            cafile=step.cafile,
+            timeout=self.settings.timeout,
+        )
+        self.listener.events.clear()
+        self.conv = Conversation(options, self.listener)
+        self.conv.explain_inline = False  # failures are explained by the report
+        self.conv.open()
+        self.owed = "greeting"
+        self.command = "greeting"
+
+    def _send(self, step: Send) -> None:
+        conv = self._conversation(step.where)
+        self._settle()
+        self.listener.events.clear()
+        self.untagged = []
+        conv.send_line(step.line)
+        self.command = conv.last_command
+        self.owed = "reply" if conv.expects_reply() else None
+
+    def _data(self, step: Data) -> None:
+        conv = self._conversation(step.where)
+        self._settle()
+        self.listener.events.clear()
+        conv.send_line("DATA")
+        reply = conv.wait_final()
+        if reply.reply_class is not ReplyClass.INTERMEDIATE:
+            self._mismatch(step.where, "354 (go ahead with the message)", reply, "DATA")
+            self._stop_unless_keep_going()
+            return
+        conv.send_message(step.message)
+        self.listener.note(f"message of {len(step.message)} bytes, dot-stuffed")
+        self.listener.sent(".", typed=False)
+        self.command = "end of data"
+        self.owed = "reply"
+
+    def _auth(self, step: Auth) -> None:
+        conv = self._conversation(step.where)
+        self._settle()
+        secret = self._secret(step, conv.target.host)
+        if secret is None:
+            self._fail(
+                step.where,
+                "auth",
+                f"no password for {step.user}: set ${step.secret_variable}, add it to ~/.netrc, "
+                "or run from a terminal to be asked",
+                stop=True,
+            )
+        assert secret is not None
+        reply = conv.authenticate(step.mechanism, step.user, secret)
+        self.command = "AUTH"
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            self._mismatch(
+                step.where,
+                f"auth {step.mechanism.lower()} {step.user} to succeed",
+                reply,
+                "AUTH",
+                kind="auth",
+            )
+            raise _Stop
+
+    def _secret(self, step: Auth, host: str) -> str | None:
+        value = os.environ.get(step.secret_variable)
+        if value:
+            return value
+        from mailtalk.credentials import netrc_password
+
+        value = netrc_password(host, step.user)
+        if value:
+            return value
+        if self.settings.ask_secret is not None:
+            return self.settings.ask_secret(f"password for {step.user} on {host}: ")
+        return None
+
+    def _expect_close(self, where: Location) -> None:
+        conv = self._conversation(where)
+        self._settle()
+        deadline = time.monotonic() + self.settings.timeout
+        try:
+            while not conv.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._fail(
+                        where,
+                        "expectation",
+                        "expected the server to close the connection; it did not",
+                        stop=True,
+                    )
+                event = conv.wait_final(timeout=remaining)
+                self._fail(
+                    where,
+                    "expectation",
+                    f"expected the server to close the connection; it sent {_first_line(event)!r}",
+                    expected="close",
+                    received=_first_line(event),
+                )
+                self._stop_unless_keep_going()
+        except ServerClosedError:
+            return
+        except MailtalkError as error:  # a timeout: it did not close
+            self._fail(
+                where,
+                "expectation",
+                f"expected the server to close the connection: {error}",
+                stop=True,
+            )
+
+    def _wait(self, where: Location) -> ServerEvent | None:
+        """The reply owed, waited for (once)."""
+        if self.received is not None:
+            return self.received
+        if self.owed is None:
+            return None
+        conv = self._conversation(where)
+        if self.owed == "greeting":
+            conv.wait_greeting()
+            event = self.listener.events[0] if self.listener.events else None
+        else:
+            event = conv.wait_final()
+        self.untagged = [
+            e.raw.decode("utf-8", "backslashreplace").strip()
+            for e in self.listener.events
+            if e is not event and not e.final
+        ]
+        self.owed = None
+        self.received = event
+        return event
+
+    def _expect(self, where: Location, expectation: Expectation) -> None:
+        event = self._wait(where)
+        if expectation.untagged:
+            lines = [line.removeprefix("* ") for line in self.untagged]
+            if event is not None and not event.final:  # the IMAP greeting is untagged
+                lines.append(_first_line(event).removeprefix("* "))
+            if not expectation.matches_untagged(lines):
+                received = "; ".join(lines[:5]) or "no untagged response"
+                self._fail(
+                    where,
+                    "expectation",
+                    f"expected S: {expectation.source}, got: {received}",
+                    expected=expectation.source,
+                    received=received,
+                )
+                self._stop_unless_keep_going()
+            return
+        if event is None:
+            self._fail(
+                where,
+                "expectation",
+                f"S: {expectation.source} has no reply to match: no command before it "
+                "expects one (one S: line per reply)",
+                expected=expectation.source,
+            )
+            self._stop_unless_keep_going()
+            return
+        self.received = None
+        assert self.conv is not None
+        reply = reply_of(
+            event.raw.decode("utf-8", "backslashreplace").strip(), self.conv.target.protocol
+        )
+        if not expectation.matches(reply):
+            self._mismatch(where, expectation.source, event, self.command)
+            self._stop_unless_keep_going()
+
+    def _settle(self) -> None:
+        """Wait for a reply nobody matched, and accept it."""
+        if self.owed is not None and self.conv is not None and not self.conv.closed:
+            self._wait(Location(self.script.name, 0))
+        self.received = None
+        self.owed = None
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _mismatch(
+        self,
+        where: Location,
+        expected: str,
+        event: ServerEvent,
+        command: str | None,
+        kind: str = "expectation",
+    ) -> None:
+        received = _first_line(event) if event.raw.count(b"\n") <= 1 else _whole(event)
+        explanation = None
+        if self.conv is not None:
+            explained = self.conv.explain_event(event, command)
+            if explained.category != "ok":
+                explanation = explained.one_line()
+        self._fail(
+            where,
+            kind,
+            f"expected S: {expected}, got: {received}",
+            expected=expected,
+            received=received,
+            explanation=explanation,
+        )
+
+    def _fail(
+        self,
+        where: Location,
+        kind: str,
+        message: str,
+        *,
+        stop: bool = False,
+        expected: str | None = None,
+        received: str | None = None,
+        explanation: str | None = None,
+    ) -> None:
+        self.result.failures.append(Failure(where, kind, message, expected, received, explanation))
+        if stop:
+            raise _Stop
+
+    def _stop_unless_keep_going(self) -> None:
+        if not self.settings.keep_going:
+            raise _Stop
+
+    def _fail_from(self, where: Location, error: BaseException) -> None:
+        from mailtalk.conversation import ReplyTimeout
+        from mailtalk.errors import exit_code_for, one_line
+
+        code = exit_code_for(error)
+        if isinstance(error, ReplyTimeout):
+            kind = "timeout"
+        elif isinstance(error, ServerClosedError):
+            kind = "closed"
+        else:
+            kind = {
+                ExitCode.CONNECT: "connect",
+                ExitCode.TLS: "tls",
+                ExitCode.PROTOCOL: "protocol",
+            }.get(code, "protocol")
+        if not isinstance(error, MailtalkError | OSError) and code == ExitCode.FAILED:
+            raise error  # a bug: let --debug show it
+        self._fail(where, kind, one_line(error), stop=True)
+
+
+def _first_line(event: ServerEvent) -> str:
+    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
+
+
+def _whole(event: ServerEvent) -> str:
+    text = event.raw.decode("utf-8", "backslashreplace").strip()
+    return " | ".join(line.strip() for line in text.splitlines()[:6])
+
+
+def prompt_for_secret(prompt: str) -> str | None:
+    """Ask on the terminal when there is one (never when the script came on stdin)."""
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    return getpass.getpass(prompt) or None
+
+
+def run_script(script: Script, settings: RunSettings) -> RunResult:
+    return Runner(script, settings).run()
