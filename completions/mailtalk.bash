@@ -13,8 +13,8 @@ _mailtalk_spec() {
             subcommands='connect explain imap pop3 run serve smtp'
             ;;
         'mailtalk connect')
-            opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
-            value_opts='--cafile --timeout --transcript'
+            opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --transcript --record'
             subcommands=''
             ;;
         'mailtalk explain')
@@ -23,13 +23,13 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
-            value_opts='--cafile --timeout --transcript'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --transcript --record'
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
-            value_opts='--cafile --timeout --transcript'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --transcript --record'
             subcommands=''
             ;;
         'mailtalk run')
@@ -43,8 +43,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw -h --help'
-            value_opts='--cafile --timeout --transcript'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -65,6 +65,10 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk connect|--record')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk explain|--protocol')
             COMPREPLY=($(compgen -W 'smtp pop3 imap' -- "$cur"))
             ;;
@@ -82,6 +86,10 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk imap|--record')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk pop3|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -90,6 +98,10 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk pop3|--transcript')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk pop3|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
@@ -180,6 +192,10 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk smtp|--transcript')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk smtp|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;

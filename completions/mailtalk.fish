@@ -7,19 +7,19 @@
 function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
-            printf '%s\n' -- --cafile --timeout --transcript
+            printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command
         case 'mailtalk imap'
-            printf '%s\n' -- --cafile --timeout --transcript
+            printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk pop3'
-            printf '%s\n' -- --cafile --timeout --transcript
+            printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
-            printf '%s\n' -- --cafile --timeout --transcript
+            printf '%s\n' -- --cafile --timeout --transcript --record
     end
 end
 
@@ -104,6 +104,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '6' -d 'Connect ov
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data in transcripts.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
 
@@ -124,6 +125,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '6' -d 'Connect over 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data in transcripts.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap' 0" -a '(__fish_print_hostnames)'
 
@@ -138,6 +140,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '6' -d 'Connect over 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data in transcripts.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3' 0" -a '(__fish_print_hostnames)'
 
@@ -193,5 +196,6 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '6' -d 'Connect over 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data in transcripts.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'raw' -d 'Start showing exact bytes, escaped (:raw).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp' 0" -a '(__fish_print_hostnames)'

@@ -113,6 +113,12 @@ def connection_options(func: F) -> F:
             help="Do not redact passwords and AUTH data in transcripts.",
         ),
         click.option("--raw", is_flag=True, help="Start showing exact bytes, escaped (:raw)."),
+        click.option(
+            "--record",
+            type=click.Path(dir_okay=False, writable=True),
+            metavar="FILE",
+            help="Write the session as a session file for mailtalk run (secrets left out).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

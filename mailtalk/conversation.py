@@ -104,6 +104,10 @@ class Conversation:
         self.last_command = "greeting"
         self.last_final_command = "greeting"
         self.explain_inline = True
+        from mailtalk.script.record import SessionRecorder
+
+        self.recorder = SessionRecorder()
+        self.recorder.path = options.record
 
     # -- connection -------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class Conversation:
             implicit_tls=self.target.tls == "implicit",
         )
         self.closed = False
+        self.recorder.connected(self.target.url, self.options.insecure, self.options.cafile)
         peer = self.transport.peer[0] if self.transport.peer else self.target.host
         self._note(f"connected to {self.target.display} ({peer})")
         if self.transport.tls is not None:
@@ -156,6 +161,7 @@ class Conversation:
         shown = self.core.redact(line)
         command = self._command_of(line)
         data = self.core.send_line(line)
+        self.recorder.sent(line, shown, self.target.protocol)
         self.transport.send(data)
         self._last_send = time.monotonic()
         if command is not None:
@@ -166,7 +172,12 @@ class Conversation:
         self.transcript.add("C", added + (line if self.options.show_secrets else shown))
         self.listener.sent(added + shown, typed)
 
-    def send_message(self, message: bytes, progress: Callable[[int], None] | None = None) -> None:
+    def send_message(
+        self,
+        message: bytes,
+        progress: Callable[[int], None] | None = None,
+        source: str | None = None,
+    ) -> None:
         """Send a whole message after 354 (SMTP), dot-stuffed, in chunks."""
         if self.closed or self.transport is None:
             raise ServerClosedError("the connection is closed: use :reconnect")
@@ -182,6 +193,8 @@ class Conversation:
         self._last_send = time.monotonic()
         lines = message.count(b"\n") + (0 if message.endswith(b"\n") else 1)
         self.last_command = "end of data"
+        if source is not None:
+            self.recorder.data_file(source)
         self.transcript.add("#", f"message of {len(message)} bytes, {lines} lines")
         self.transcript.add("C", ".")
 
@@ -275,6 +288,9 @@ class Conversation:
                 self._final_events += 1
                 self.last_final = event
                 self.last_final_command = self.last_command
+                self.recorder.reply(event.raw, self.target.protocol)
+            elif self._events == 1:  # the IMAP greeting is untagged
+                self.recorder.reply(event.raw, self.target.protocol)
             self.listener.event(event, latency)
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
@@ -336,6 +352,11 @@ class Conversation:
     # -- conveniences behind the meta-commands -----------------------------------
 
     def starttls(self) -> None:
+        with self.recorder.suspended():
+            self._starttls()
+        self.recorder.directive("starttls")
+
+    def _starttls(self) -> None:
         protocol = self.target.protocol
         if getattr(self.core, "tls", False):
             raise MailtalkError("TLS is already on")
@@ -355,6 +376,24 @@ class Conversation:
             raise MailtalkError(f"the server refused to start TLS: {_first_line(reply)}")
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
+        with self.recorder.suspended():
+            reply = self._authenticate(mechanism, user, secret)
+        if reply.reply_class is ReplyClass.POSITIVE:
+            self.recorder.directive(f"auth {mechanism.lower()} {user}")
+        else:
+            self.recorder.comment(f"auth {mechanism.lower()} {user} failed here")
+        return reply
+
+    def finish_recording(self) -> str | None:
+        """Write the session file if recording; the path written, or None."""
+        path = self.recorder.path
+        if path is None:
+            return None
+        self.recorder.write(path)
+        self.recorder.path = None
+        return path
+
+    def _authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         mechanism = mechanism.upper()
         if mechanism not in SASL_MECHANISMS:
             raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")

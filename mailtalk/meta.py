@@ -6,6 +6,7 @@ password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,11 +142,11 @@ def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if len(message) >= PROGRESS_THRESHOLD:
         callback = ui.progress(len(message), f"sending {path.name}")
         try:
-            conv.send_message(message, callback)
+            conv.send_message(message, callback, source=str(path))
         finally:
             ui.done_progress()
     else:
-        conv.send_message(message)
+        conv.send_message(message, source=str(path))
     ui.note(f"sent {path} ({len(message)} bytes), dot-stuffed, ended by '.'")
 
 
@@ -169,6 +170,30 @@ def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     ui.show_block(to_text(explanation, colour=getattr(ui, "block_colour", False)))
 
 
+def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if not args:
+        where = conv.recorder.path
+        ui.note(f"recording to {where}" if where else "not recording; :record FILE starts")
+        return
+    if args[0] == "stop" and len(args) == 1:
+        path = conv.finish_recording()
+        if path is None:
+            raise MailtalkError("not recording; :record FILE starts")
+        ui.note(f"wrote {path}: replay it with mailtalk run {shlex.quote(path)}")
+        return
+    if len(args) != 1:
+        raise MailtalkError("usage: :record FILE, or :record stop")
+    path = os.path.expanduser(args[0])
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise MailtalkError(f"cannot write in {directory}")
+    conv.recorder.path = path
+    ui.note(
+        f"recording to {path} from the start of this connection (written at :record stop "
+        "or when you leave)"
+    )
+
+
 def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     conv.reconnect()
 
@@ -190,6 +215,9 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         ),
         MetaCommand("raw", ":raw [on|off]", "show the exact bytes, escaped", _raw),
         MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
+        MetaCommand(
+            "record", ":record FILE|stop", "write the session as a replayable file", _record
+        ),
         MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
         MetaCommand("reconnect", ":reconnect", "connect again, as at the start", _reconnect),
         MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),

@@ -85,6 +85,16 @@ class PipeScreen:
         return None
 
 
+def _finish_recording(conv: Conversation) -> None:
+    try:
+        written = conv.finish_recording()
+    except OSError as error:
+        sys.stderr.write(f"mailtalk: could not write the recording: {error}\n")
+        return
+    if written:
+        sys.stderr.write(f"# wrote {written}\n")
+
+
 def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
     source = stdin or sys.stdin
     screen = PipeScreen(sys.stdout, sys.stderr, options.raw)
@@ -115,5 +125,6 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     finally:
         conv.transcript.close()
+        _finish_recording(conv)
     conv.close()
     return int(ExitCode.FAILED if screen.failures else ExitCode.OK)

@@ -21,6 +21,7 @@ class SessionOptions:
     show_secrets: bool = False
     raw: bool = False
     debug: bool = False
+    record: str | None = None  # write the session as a session file here
 
     @classmethod
     def from_cli(cls, target: Target, **options: Any) -> SessionOptions:
@@ -43,4 +44,5 @@ class SessionOptions:
             show_secrets=bool(options.get("show_secrets")),
             raw=bool(options.get("raw")),
             debug=bool(options.get("debug")),
+            record=options.get("record"),
         )

@@ -226,7 +226,17 @@ class Repl:
         finally:
             self.conv.close()
             self.conv.transcript.close()
+            self._finish_recording()
         return int(ExitCode.OK)
+
+    def _finish_recording(self) -> None:
+        try:
+            written = self.conv.finish_recording()
+        except OSError as error:
+            print(f"mailtalk: could not write the recording: {error}", file=sys.stderr)
+            return
+        if written:
+            print(f"# wrote {written}: replay it with mailtalk run {written}", file=sys.stderr)
 
     def _read_line(self) -> str:
         try:

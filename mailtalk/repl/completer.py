@@ -212,7 +212,7 @@ def _suggest_imap(core: ClientCore, verb: str, args: list[str], current: str) ->
 
 
 class ProtocolCompleter(Completer):
-    """prompt_toolkit's face of ``suggest()``; paths for :file and :save."""
+    """prompt_toolkit's face of ``suggest()``; paths for :file, :save and :record."""
 
     def __init__(self, core_getter: Callable[[], ClientCore], user: str | None = None) -> None:
         self._core_getter = core_getter
@@ -224,7 +224,7 @@ class ProtocolCompleter(Completer):
     ) -> Iterator[Completion]:
         core = self._core_getter()
         text = document.text_before_cursor
-        if text.startswith((":file ", ":save ")):
+        if text.startswith((":file ", ":save ", ":record ")):
             path_doc = Document(text.split(" ", 1)[1])
             yield from self._paths.get_completions(path_doc, complete_event)
             return

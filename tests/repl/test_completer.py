@@ -395,8 +395,12 @@ def test_imap_list_patterns() -> None:
 def test_meta_command_names(factory: Any) -> None:
     core = factory()
     assert complete(core, ":a") == [":auth"]
-    assert complete(core, ":re") == [":reconnect"]
-    assert {":help", ":quit", ":raw", ":file", ":save", ":starttls"} <= set(complete(core, ":"))
+    assert complete(core, ":rec") == [":record", ":reconnect"]
+    assert complete(core, ":reco") == [":record", ":reconnect"]
+    assert complete(core, ":recon") == [":reconnect"]
+    assert {":help", ":quit", ":raw", ":file", ":save", ":starttls", ":explain", ":record"} <= set(
+        complete(core, ":")
+    )
 
 
 def test_meta_completion_replaces_the_colon_word() -> None:
