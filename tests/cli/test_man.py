@@ -105,6 +105,7 @@ def test_sections() -> None:
         "COMMANDS",
         "REPL COMMANDS",
         "PIPE MODE",
+        "SESSION FILES",
         "URL SCHEMES",
         "FILES",
         "ENVIRONMENT",
