@@ -159,16 +159,14 @@ def _load(script: Script, settings: RunSettings, options: RunOptions, out: TextI
             result = run_script(script, replace(quiet, reuse_iterations=share))
             keep(result, result.iterations, len(result.iterations))
 
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(worker, shares))
+        _spread(worker, shares, concurrency)
     else:
 
         def once(_: int) -> None:
             result = run_script(script, quiet)
             keep(result, [result.seconds] if result.passed else [], int(result.passed))
 
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(once, range(options.repeat)))
+        _spread(once, list(range(options.repeat)), concurrency)
     seconds = time.monotonic() - started
     body = _loop_body(script) if options.reuse else script.steps
     figures = LoadFigures(
@@ -192,6 +190,17 @@ def _load(script: Script, settings: RunSettings, options: RunOptions, out: TextI
         out.write("first failure:\n")
         human(first_failure, out)
     return summary
+
+
+def _spread(work: Callable[[int], None], items: list[int], concurrency: int) -> None:
+    """Run ``work`` over ``items``, ``concurrency`` at a time; one at a time runs in this
+    thread (no pool: its hand-offs would be most of a fast replay's time)."""
+    if concurrency == 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(work, items))
 
 
 def _loop_body(script: Script) -> list[object]:

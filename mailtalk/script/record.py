@@ -28,6 +28,8 @@ class SessionRecorder:
         self.path: str | None = None
         self.secrets: list[str] = []
         self._suspended = 0
+        # `mailtalk run` turns it off: a replay needs no record of itself
+        self.enabled = True
 
     # -- what the conversation tells it ----------------------------------------
 
@@ -38,14 +40,14 @@ class SessionRecorder:
         self.lines.append(f"connect {url}{options}")
 
     def sent(self, line: str, shown: str, protocol: str) -> None:
-        if self._suspended:
+        if self._suspended or not self.enabled:
             return
         if shown != line:
             shown = shown.replace(_SECRET_MARK, "${" + self._secret_name(shown) + "}")
         self.lines.append(f"C: {shown}")
 
     def reply(self, raw: bytes, protocol: str) -> None:
-        if self._suspended:
+        if self._suspended or not self.enabled:
             return
         text = raw.decode("utf-8", "backslashreplace").strip()
         parsed = parse(text, protocol)  # type: ignore[arg-type]

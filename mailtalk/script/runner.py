@@ -257,6 +257,7 @@ class Runner:
         self.listener.events.clear()
         self.conv = Conversation(options, self.listener)
         self.conv.explain_inline = False  # failures are explained by the report
+        self.conv.recorder.enabled = False
         self.conv.open()
         self.owed = "greeting"
         self.command = "greeting"
