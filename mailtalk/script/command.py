@@ -6,6 +6,7 @@ never half-runs a session against a production server.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -82,6 +83,15 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
             )
             return ExitCode.USAGE
 
+    if options.junit:
+        # find out now, not after every file has run and delivered its mail
+        directory = os.path.dirname(os.path.abspath(options.junit))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            click.echo(
+                f"mailtalk: cannot write {options.junit}: no such directory, or not writable",
+                err=True,
+            )
+            return ExitCode.USAGE
     settings = RunSettings(
         timeout=options.timeout,
         keep_going=options.keep_going,

@@ -3,16 +3,17 @@
 ``S: 250``, ``S: 2xx``, ``S: 5.7.1``, ``S: 250 2.1.5``, ``S: +OK``, ``S: NO``, any of
 those followed by a text pattern (``S: 554 *Relay access denied*``, ``S: 250
 /queued as [A-Z0-9]+/``), or ``S: *`` for any reply. ``S: * ...`` (IMAP) expects an
-untagged response among those the command brought. A text pattern is a glob when it
-holds ``*``, ``?`` or ``[``, a regex between slashes, and otherwise words the text
-must contain; all three ignore case. Replies are taken apart by the same parser as
-``mailtalk explain`` (knowledge.replies), so multi-line SMTP replies, POP3 status
-lines and IMAP tagged completions all match alike.
+untagged response among those the command brought. A text pattern is a glob over the
+whole text when it holds ``*`` or ``?`` (``[`` is a plain character, since response
+codes such as ``[IN-USE]`` are written with brackets), a regex between slashes, and
+otherwise words the text must contain, whole words at its ends; all three ignore
+case. Replies are taken apart by the same parser as ``mailtalk explain``
+(knowledge.replies), so multi-line SMTP replies, POP3 status lines and IMAP tagged
+completions all match alike.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -86,14 +87,19 @@ def _text_of(reply: ParsedReply) -> str:
 
 
 def _text_regex(text: str) -> re.Pattern[str]:
-    try:
-        if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+    if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+        try:
             return re.compile(text[1:-1], re.I | re.S)
-        if any(c in text for c in "*?["):
-            return re.compile(fnmatch.translate(text), re.I | re.S)
-    except re.error as error:
-        raise ExpectationError(f"bad pattern {text!r}: {error}") from None
-    return re.compile(re.escape(text), re.I)
+        except re.error as error:
+            raise ExpectationError(f"bad pattern {text!r}: {error}") from None
+    if "*" in text or "?" in text:
+        # a glob matches the whole text: "queued*" must not match "Ok: queued as"
+        body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text)
+        return re.compile(rf"\A{body}\Z", re.I | re.S)
+    # words: "OK" must not match "BOOKED"
+    start = r"\b" if text[:1].isalnum() or text[:1] == "_" else ""
+    end = r"\b" if text[-1:].isalnum() or text[-1:] == "_" else ""
+    return re.compile(f"{start}{re.escape(text)}{end}", re.I)
 
 
 def parse_expectation(source: str) -> Expectation:

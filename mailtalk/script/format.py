@@ -202,15 +202,19 @@ def _read_text(path: str, name: str, where: Location | None = None) -> str:
         if path == "-":
             import sys
 
-            return sys.stdin.read()
+            # the bytes, decoded strictly: a text stdin would smuggle bad bytes through
+            # as surrogates, to fail later at the socket
+            raw = getattr(sys.stdin, "buffer", None)
+            return raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
         with open(path, encoding="utf-8") as file:
             return file.read()
     except FileNotFoundError:
         raise ScriptError(where or name, f"no such file: {path}") from None
     except UnicodeDecodeError:
         raise ScriptError(where or name, f"{path} is not UTF-8 text") from None
-    except OSError as error:
-        raise ScriptError(where or name, f"cannot read {path}: {error.strerror}") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ScriptError(where or name, f"cannot read {path}: {reason}") from None
 
 
 def _relative(base: str, path: str) -> str:
@@ -219,14 +223,20 @@ def _relative(base: str, path: str) -> str:
     return os.path.join(os.path.dirname(base), path)
 
 
-def _parse(reader: _Reader, path: str, text: str) -> list[Step]:
+def _parse(
+    reader: _Reader, path: str, text: str, included_at: Location | None = None
+) -> list[Step]:
     name = "<stdin>" if path == "-" else path
     if len(reader.stack) >= MAX_INCLUDE_DEPTH or path in reader.stack:
         chain = " -> ".join([*reader.stack, path])
-        raise ScriptError(name, f"include loop or too deep: {chain}")
+        raise ScriptError(included_at or name, f"include loop or too deep: {chain}")
     reader.stack.append(path)
     steps: list[Step] = []
-    lines = text.splitlines()
+    # only LF (or CRLF) ends a line: str.splitlines() would also split at form
+    # feeds and U+2028 inside a message, and give line numbers the file lacks
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     index = 0
     while index < len(lines):
         where = Location(name, index + 1)
@@ -250,6 +260,8 @@ def _parse(reader: _Reader, path: str, text: str) -> list[Step]:
             continue
         words = _strip_comment(stripped).split()
         directive, args = words[0].lower(), words[1:]
+        if directive == "data" and len(args) == 2 and args[0] == "<<":
+            args = ["<<" + args[1]]  # data << EOF
         if directive == "data" and len(args) == 1 and _HEREDOC.match(args[0]):
             marker = _HEREDOC.match(args[0])
             assert marker is not None
@@ -332,8 +344,8 @@ def _directive(
         try:
             with open(file, "rb") as handle:
                 content = handle.read(MAX_MESSAGE_BYTES + 1)
-        except OSError as error:
-            reason = error.strerror or str(error)
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+            reason = getattr(error, "strerror", None) or str(error)
             raise ScriptError(where, f"data {args[0]}: {reason}") from None
         if len(content) > MAX_MESSAGE_BYTES:
             raise ScriptError(where, f"data {args[0]}: over {MAX_MESSAGE_BYTES} bytes")
@@ -348,7 +360,10 @@ def _directive(
     if directive == "include":
         _want(args, 1, 1, "include FILE", where)
         file = _relative(path, args[0])
-        return _parse(reader, file, _read_text(file, file, where))
+        if len(reader.stack) >= MAX_INCLUDE_DEPTH or file in reader.stack:
+            chain = " -> ".join([*reader.stack, file])
+            raise ScriptError(where, f"include loop or too deep: {chain}")
+        return _parse(reader, file, _read_text(file, file, where), where)
     if directive == "sleep":
         _want(args, 1, 1, "sleep SECONDS", where)
         try:
@@ -376,17 +391,22 @@ def _directive(
 
 def _check_loops(script: Script) -> None:
     depth = 0
+    opened: Loop | None = None
     for step in script.steps:
         if isinstance(step, Loop):
             if depth:
                 raise ScriptError(step.where, "loops do not nest")
             depth += 1
+            opened = step
         elif isinstance(step, EndLoop):
             if not depth:
                 raise ScriptError(step.where, "end without loop")
             depth -= 1
     if depth:
-        raise ScriptError(script.name, "loop without end")
-    if script.steps and not isinstance(script.steps[0], Connect):
+        assert opened is not None
+        raise ScriptError(opened.where, "loop without end")
+    if not script.steps:
+        raise ScriptError(script.name, "no steps: a session file starts with connect URL")
+    if not isinstance(script.steps[0], Connect):
         first = script.steps[0]
         raise ScriptError(first.where, "a session file starts with connect URL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,15 +13,23 @@ from typing import TextIO
 
 from mailtalk.script.runner import Failure, Line, RunResult
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def shown(text: str) -> str:
+    """A server's text made safe for a terminal or an XML report: control characters
+    (an escape sequence, a NUL) become \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def failure_lines(failure: Failure) -> list[str]:
-    lines = [f"{failure.where}: {failure.message}"]
+    lines = [f"{failure.where}: {shown(failure.message)}"]
     if failure.explanation:
-        lines.append(f"  ↳ {failure.explanation}")
+        lines.append(f"  ↳ {shown(failure.explanation)}")
     return lines
 
 
@@ -36,7 +45,8 @@ def human(result: RunResult, out: TextIO) -> None:
 
 
 def transcript_line(line: Line) -> str:
-    return f"{line.direction}: {line.text}" if line.direction != "#" else f"# {line.text}"
+    text = shown(line.text)
+    return f"{line.direction}: {text}" if line.direction != "#" else f"# {text}"
 
 
 def json_lines(result: RunResult, out: TextIO, run: int | None = None) -> None:
@@ -104,7 +114,7 @@ def write_junit(results: Sequence[RunResult], path: str) -> None:
         )
         for failure in result.failures:
             tag = "failure" if failure.kind == "expectation" else "error"
-            element = ET.SubElement(case, tag, message=failure.message, type=failure.kind)
+            element = ET.SubElement(case, tag, message=shown(failure.message), type=failure.kind)
             element.text = "\n".join(failure_lines(failure))
         if result.transcript:
             output = ET.SubElement(case, "system-out")

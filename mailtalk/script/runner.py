@@ -483,7 +483,11 @@ class Runner:
             }.get(code, "protocol")
         if not isinstance(error, MailtalkError | OSError) and code == ExitCode.FAILED:
             raise error  # a bug: let --debug show it
-        self._fail(where, kind, one_line(error), stop=True)
+        message = one_line(error)
+        if kind == "tls":  # a script says so on its connect line, not with options
+            message = message.replace("--cafile FILE", "cafile=FILE on the connect line")
+            message = message.replace("--insecure", "insecure on the connect line")
+        self._fail(where, kind, message, stop=True)
 
 
 def _first_line(event: ServerEvent) -> str:

@@ -249,15 +249,11 @@ def test_comments_blank_lines_and_trailing_comments() -> None:
     assert script.steps[2] == Send(Location("<script>", 9), "value a#b")
 
 
-def test_only_comments_and_set_lines_is_not_an_error() -> None:
-    assert parse_text("# nothing\n\nset A b\n").steps == []
+def test_only_comments_and_set_lines_is_an_error() -> None:
+    with pytest.raises(ScriptError, match="no steps"):
+        parse_text("# nothing\n\nset A b\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a session file without any step (empty, or only comments) parses, and "
-    "`mailtalk run` reports PASS (0 steps) without connecting: it does not start with connect",
-)
 def test_an_empty_file_is_an_error() -> None:
     with pytest.raises(ScriptError, match="starts with connect"):
         parse_text("# nothing to do\n")
@@ -400,22 +396,11 @@ def test_here_block_line_numbers_continue_after_it() -> None:
     assert text.startswith("<script>:6: unknown directive 'bogus'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lines are split with str.splitlines(), which also breaks at form feed, "
-    "\\x1c-\\x1e, \\x85, U+2028 and U+2029: a form feed inside a here-block turns into a "
-    "line break, so the message sent is not the one written",
-)
 def test_form_feed_in_a_here_block_is_kept() -> None:
     [data] = steps("data <<EOF\npage one\x0cpage two\nEOF\n")
     assert data.message == b"page one\x0cpage two\n"  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: str.splitlines() breaks a C: line at U+2028 (and \\x85, \\x0c...): the rest "
-    "becomes an 'unknown directive' on a line number the file does not have",
-)
 def test_unicode_line_separator_inside_a_send_line_stays_in_it() -> None:
     [send] = steps("C: SUBJECT a\u2028b\n")
     assert send.line == "SUBJECT a\u2028b"  # type: ignore[attr-defined]
@@ -510,12 +495,6 @@ def test_self_include_is_detected(tmp_path: Path) -> None:
         parse_file(str(a))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the include-loop error names only the included file (no line), not the "
-    "file:line of the include directive that closes the loop, although ScriptError "
-    "promises file and line",
-)
 def test_include_loop_error_names_the_include_line(tmp_path: Path) -> None:
     a = write(tmp_path / "a.mt", CONNECT + "\ninclude a.mt\n")
     with pytest.raises(ScriptError) as caught:
@@ -558,17 +537,13 @@ def test_the_same_file_may_be_included_twice(tmp_path: Path) -> None:
         ("loop\nloop\nend\nend\n", "<script>:3: loops do not nest"),
         ("end\n", "<script>:2: end without loop"),
         ("loop\nend\nend\n", "<script>:4: end without loop"),
-        ("loop\nC: NOOP\n", "<script>: loop without end"),
+        ("loop\nC: NOOP\n", "<script>:2: loop without end"),
     ],
 )
 def test_loop_checks(body: str, message: str) -> None:
     assert error_of(CONNECT + body).startswith(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'loop without end' names only the file, not the line of the loop left open",
-)
 def test_loop_without_end_names_the_loop_line() -> None:
     assert error_of(CONNECT + "C: NOOP\nloop\nC: NOOP\n").startswith("<script>:3: ")
 
@@ -651,11 +626,6 @@ def test_nul_bytes_in_send_lines_are_kept() -> None:
 
 
 @pytest.mark.parametrize("directive", ["data", "include"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a NUL in a data/include file name raises ValueError ('embedded null byte') "
-    "instead of ScriptError; `mailtalk run` then says 'unexpected error' and exits 1, not 2",
-)
 def test_nul_in_a_file_name_is_a_script_error(directive: str) -> None:
     with pytest.raises(ScriptError):
         parse_text(CONNECT + f"{directive} a\x00b\n")
@@ -675,12 +645,6 @@ def test_stdin_script(monkeypatch: pytest.MonkeyPatch) -> None:
     assert script.steps[1].where == Location("<stdin>", 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: standard input is read with Python's surrogateescape handler, so a script "
-    "on stdin that is not UTF-8 is not the clear 'is not UTF-8 text' error of a file: it "
-    "parses, and `mailtalk run -` then dies with UnicodeEncodeError ('unexpected error', exit 1)",
-)
 def test_non_utf8_script_on_stdin_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = io.BytesIO(b"connect smtp://h:25\nC: HELO caf\xe9\n")
     stdin = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
@@ -742,7 +706,7 @@ _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
     )
 )
 def test_any_quoted_here_block_body_round_trips(body: list[str]) -> None:
-    """What is between <<'EOF' and EOF is the message (line breaks: see the xfails above)."""
+    """What is between <<'EOF' and EOF is the message (line breaks: see the tests above)."""
     body = [line for line in body if line.strip() != "EOF"]
     text = CONNECT + "data <<'EOF'\n" + "".join(line + "\n" for line in body) + "EOF\n"
     [_, data] = parse_text(text).steps

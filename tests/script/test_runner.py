@@ -687,7 +687,7 @@ def test_exit_2_for_a_bad_script_and_nothing_connects(listener: Listener, tmp_pa
         ("connect smtp://h\nC: ${UNSET_VARIABLE_X}\n", ":2: undefined variable"),
         ("connect smtp://h\ndata <<EOF\nno end\n", ":2: here-block never ends"),
         ("connect smtp://h\ndata nothere.eml\n", ":2: data nothere.eml: No such file"),
-        ("connect smtp://h\nloop\n", ": loop without end"),
+        ("connect smtp://h\nloop\n", ":2: loop without end"),
     ],
 )
 def test_exit_2_messages(tmp_path: Path, text: str, message: str) -> None:
@@ -744,12 +744,6 @@ def test_exit_4_for_an_untrusted_certificate(servers: Any, tmp_path: Path) -> No
     assert "certificate" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the certificate failure of `mailtalk run` advises '--cafile FILE' and "
-    "'--insecure', options `mailtalk run` does not have; in a session file they are the "
-    "connect options cafile=PATH and insecure",
-)
 def test_certificate_advice_names_the_connect_options(servers: Any, tmp_path: Path) -> None:
     script = write(
         tmp_path,
@@ -956,12 +950,6 @@ def scripted_smtp_peer(greeting: bytes) -> tuple[int, threading.Thread]:
     return int(sock.getsockname()[1]), thread
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: control characters from the server (here \\x01 and ESC in the greeting) go "
-    "into the JUnit <system-out> as they are, and XML 1.0 cannot hold them: the report is "
-    "not well-formed and a CI parser rejects it",
-)
 def test_junit_stays_valid_xml_with_control_characters_from_the_server(tmp_path: Path) -> None:
     port, thread = scripted_smtp_peer(b"220 odd\x01\x1b[31m server\r\n")
     script = write(
@@ -985,13 +973,6 @@ def test_junit_into_a_missing_directory(servers: Any, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("**/.junit-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: --junit into a missing directory is found out only after every file ran: "
-    "the scripts connect and deliver, then `mailtalk run` exits 2, which its --help "
-    "documents as 'a bad script or bad options (nothing was run)'; a real failure's own "
-    "exit status (1, 3...) is lost too",
-)
 def test_junit_into_a_missing_directory_runs_nothing(servers: Any, tmp_path: Path) -> None:
     script = write(tmp_path, "send.mt", smtp_send(servers))
     result = run(tmp_path, "--junit", str(tmp_path / "missing" / "r.xml"), str(script))
@@ -1089,12 +1070,6 @@ def test_stdin_only_once(tmp_path: Path) -> None:
     assert "standard input" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a script on stdin that is not UTF-8 is not rejected like a file ('is not "
-    "UTF-8 text', exit 2): with a here-block it dies with 'unexpected error: "
-    "UnicodeEncodeError' and exit 1",
-)
 def test_non_utf8_script_on_stdin_is_exit_2(listener: Listener, tmp_path: Path) -> None:
     text = f"connect smtp://127.0.0.1:{listener.port}\ndata <<EOF\n\xe9t\xe9\nEOF\n"
     result = run(tmp_path, "-", stdin=text.encode("latin-1"))
@@ -1102,11 +1077,6 @@ def test_non_utf8_script_on_stdin_is_exit_2(listener: Listener, tmp_path: Path) 
     assert "not UTF-8" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a NUL byte in a data (or include) file name is not a script error: "
-    "'mailtalk: unexpected error: ValueError: embedded null byte', exit 1 instead of 2",
-)
 def test_nul_in_a_data_file_name_is_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "nul.mt"
     path.write_bytes(b"connect smtp://127.0.0.1:1\ndata a\x00b\n")
@@ -1115,11 +1085,6 @@ def test_nul_in_a_data_file_name_is_exit_2(tmp_path: Path) -> None:
     assert f"{path}:2: " in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty session file (or one with only comments) reports "
-    "'PASS (0 steps)' and exit 0 without connecting anywhere",
-)
 def test_empty_script_does_not_pass(tmp_path: Path) -> None:
     path = write(tmp_path, "empty.mt", "# TODO\n")
     result = run(tmp_path, str(path))
