@@ -10,11 +10,31 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect explain imap pop3 run serve smtp'
+            subcommands='connect diagnose explain imap mx pop3 run send serve smtp'
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
             value_opts='--cafile --timeout --transcript --record'
+            subcommands=''
+            ;;
+        'mailtalk diagnose')
+            opts='-h --help'
+            value_opts=''
+            subcommands='login relay sender'
+            ;;
+        'mailtalk diagnose login')
+            opts='--user --insecure --cafile --timeout --json -h --help'
+            value_opts='--user --cafile --timeout'
+            subcommands=''
+            ;;
+        'mailtalk diagnose relay')
+            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --json -h --help'
+            value_opts='--from --to --server --auth --resolver --cafile --timeout'
+            subcommands=''
+            ;;
+        'mailtalk diagnose sender')
+            opts='--from --resolver --timeout --json -h --help'
+            value_opts='--from --resolver --timeout'
             subcommands=''
             ;;
         'mailtalk explain')
@@ -27,6 +47,11 @@ _mailtalk_spec() {
             value_opts='--cafile --timeout --transcript --record'
             subcommands=''
             ;;
+        'mailtalk mx')
+            opts='--resolver --probe --port --timeout --json -h --help'
+            value_opts='--resolver --port --timeout'
+            subcommands=''
+            ;;
         'mailtalk pop3')
             opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
             value_opts='--cafile --timeout --transcript --record'
@@ -37,9 +62,14 @@ _mailtalk_spec() {
             value_opts='--var --junit --repeat --concurrency --timeout'
             subcommands=''
             ;;
+        'mailtalk send')
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --insecure --cafile --timeout --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout'
+            subcommands=''
+            ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --sink --check-sender-domain --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -69,6 +99,47 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk diagnose login|--user')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose login|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--from')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--to')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--server')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--auth')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--resolver')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose relay|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose sender|--from')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose sender|--resolver')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose sender|--timeout')
+            COMPREPLY=()
+            ;;
         'mailtalk explain|--protocol')
             COMPREPLY=($(compgen -W 'smtp pop3 imap' -- "$cur"))
             ;;
@@ -89,6 +160,15 @@ _mailtalk_option_value() {
         'mailtalk imap|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk mx|--resolver')
+            COMPREPLY=()
+            ;;
+        'mailtalk mx|--port')
+            COMPREPLY=()
+            ;;
+        'mailtalk mx|--timeout')
+            COMPREPLY=()
             ;;
         'mailtalk pop3|--cafile')
             compopt -o filenames 2>/dev/null
@@ -118,6 +198,57 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk run|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--from')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--to')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--server')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--auth')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--auth-mechanism')
+            COMPREPLY=($(compgen -W 'plain login' -- "$cur"))
+            ;;
+        'mailtalk send|--helo')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--subject')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--body')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--header')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--attach')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--data')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--quit-after')
+            COMPREPLY=($(compgen -W 'connect ehlo tls auth mail rcpt' -- "$cur"))
+            ;;
+        'mailtalk send|--mx-port')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--resolver')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--timeout')
             COMPREPLY=()
             ;;
         'mailtalk serve|--root')
@@ -166,6 +297,12 @@ _mailtalk_option_value() {
         'mailtalk serve|--resolver')
             COMPREPLY=()
             ;;
+        'mailtalk serve|--dns')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--mx-port')
+            COMPREPLY=()
+            ;;
         'mailtalk serve|--bare-newline')
             COMPREPLY=($(compgen -W 'reject normalise' -- "$cur"))
             ;;
@@ -210,11 +347,18 @@ _mailtalk_argument() {
             compopt -o nospace 2>/dev/null
             COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
             ;;
+        'mailtalk diagnose login|0')
+            compopt -o nospace 2>/dev/null
+            COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
+            ;;
         'mailtalk explain|'*)
             COMPREPLY=()
             ;;
         'mailtalk imap|0')
             mapfile -t COMPREPLY < <(compgen -A hostname -- "$cur")
+            ;;
+        'mailtalk mx|0')
+            COMPREPLY=()
             ;;
         'mailtalk pop3|0')
             mapfile -t COMPREPLY < <(compgen -A hostname -- "$cur")

@@ -8,16 +8,26 @@ function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
             printf '%s\n' -- --cafile --timeout --transcript --record
+        case 'mailtalk diagnose login'
+            printf '%s\n' -- --user --cafile --timeout
+        case 'mailtalk diagnose relay'
+            printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout
+        case 'mailtalk diagnose sender'
+            printf '%s\n' -- --from --resolver --timeout
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command
         case 'mailtalk imap'
             printf '%s\n' -- --cafile --timeout --transcript --record
+        case 'mailtalk mx'
+            printf '%s\n' -- --resolver --port --timeout
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
+        case 'mailtalk send'
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript --record
     end
@@ -26,7 +36,9 @@ end
 function __mailtalk_subcommands
     switch $argv[1]
         case 'mailtalk'
-            printf '%s\n' connect explain imap pop3 run serve smtp
+            printf '%s\n' connect diagnose explain imap mx pop3 run send serve smtp
+        case 'mailtalk diagnose'
+            printf '%s\n' login relay sender
     end
 end
 
@@ -84,10 +96,13 @@ complete -c mailtalk -f
 
 # mailtalk
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a connect -d 'Open an interactive session with the server at URL.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a diagnose -d 'Find out why mail is refused, from the live servers\' own answers.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a explain -d 'Explain a reply: what it means, whether to retry, causes and fixes.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a imap -d 'Open an interactive IMAP session with HOST[:PORT].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a mx -d 'Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a pop3 -d 'Open an interactive POP3 session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a run -d 'Replay session files (.mt) against servers and check every reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a send -d 'Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the reference mail servers in the foreground, on loopback.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a smtp -d 'Open an interactive SMTP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -s 'V' -l 'version' -d 'Show the version and exit.'
@@ -107,6 +122,40 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'raw' -d 'Start sh
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
+
+# mailtalk diagnose
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a login -d 'Why does a POP3 or IMAP login fail?'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a relay -d 'Why does the server say "relaying denied"?'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a sender -d 'Would servers accept this sender?'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose'" -s 'h' -l 'help' -d 'Show this message and exit.'
+
+# mailtalk diagnose login
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'user' -x -d 'The login name.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cafile' -r -F -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'help' -d 'Show this message and exit.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
+
+# mailtalk diagnose relay
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'to' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'server' -x -d 'The server you send through (default: the recipient domain\'s first MX).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'auth' -x -d 'Also try authenticated; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'cafile' -r -F -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -s 'h' -l 'help' -d 'Show this message and exit.'
+
+# mailtalk diagnose sender
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'from' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk explain
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'protocol' -x -a 'smtp pop3 imap' -d 'The protocol of the reply, where the text alone does not say.'
@@ -128,6 +177,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'raw' -d 'Start showi
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap' 0" -a '(__fish_print_hostnames)'
+
+# mailtalk mx
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'probe' -d 'Connect to each MX on port 25: banner, EHLO, TLS.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'port' -x -d 'The SMTP port --probe connects to.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'timeout' -x -d 'Seconds for each DNS query and each connection.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk pop3
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls' -d 'Use implicit TLS from the start.'
@@ -157,6 +214,29 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'timeout' -x -d 'Secon
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'v' -l 'verbose' -d 'Show the conversation as it happens.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
+# mailtalk send
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'from' -x -d 'Envelope sender.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'to' -x -d 'Envelope recipient (repeat for more).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send through this server; without it, to the recipient domain\'s MX.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls' -d 'Implicit TLS (port 465).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'plain login' -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'helo' -x -d 'The EHLO name (default: this host\'s name).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'subject' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'body' -x -d 'The message text (default: a short test text).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'header' -x -d 'Add a header (repeatable).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'attach' -r -F -d 'Attach a file (repeatable).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'data' -r -F -d 'Send this file as the whole message instead.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'quit-after' -x -a 'connect ehlo tls auth mail rcpt' -d 'Stop after this stage (QUIT), sending no message.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'mx-port' -x -d 'The port of MX hosts (a practice world may use another).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'json' -d 'The transcript and result as JSON lines.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -s 'h' -l 'help' -d 'Show this message and exit.'
+
 # mailtalk serve
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'root' -x -a '(__fish_complete_directories)' -d 'Directory holding control files, mail, queue and certificates [default: $XDG_DATA_HOME/mailtalk/serve].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'listen' -x -d 'Address to listen on.'
@@ -174,7 +254,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Injec
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'scenario' -x -d 'A named scenario.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'sink' -d 'Accept every message and store none.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain' -d 'Refuse senders whose domain has no MX/A/AAAA.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check and onward delivery.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'dns' -x -d 'Also answer DNS (UDP and TCP) from ROOT/dns/, authoritatively.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'mx-port' -x -d 'The port onward delivery connects to on MX hosts (a practice world of several servers on 127.0.0.x may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'bare-newline' -x -a 'reject normalise' -d 'What to do with a bare LF in a message (SMTP smuggling defence).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'Largest message accepted, in bytes (SIZE).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).'

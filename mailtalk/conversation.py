@@ -121,6 +121,7 @@ class Conversation:
             family=self.options.family,
             insecure=self.options.insecure,
             cafile=self.options.cafile,
+            source_address=self.options.source_address,
         )
         self._last_send = time.monotonic()
         self.transport = Transport.connect(

@@ -13,6 +13,7 @@ class ExitCode(enum.IntEnum):
     TLS = 4  # TLS handshake or certificate verification failed
     PROTOCOL = 5  # the server broke the protocol or closed unexpectedly
     AUTH = 6  # mailtalk run: an auth directive failed
+    OPEN_RELAY = 7  # mailtalk diagnose relay: the server relays for anyone
     INTERRUPTED = 130  # Ctrl-C outside the REPL
 
 
@@ -23,6 +24,7 @@ EXIT_CODE_HELP = {
     ExitCode.CONNECT: "could not connect (DNS, refused, unreachable, timeout)",
     ExitCode.TLS: "TLS handshake or certificate verification failed",
     ExitCode.PROTOCOL: "the server broke the protocol or closed the connection unexpectedly",
-    ExitCode.AUTH: "authentication failed (mailtalk run)",
+    ExitCode.AUTH: "authentication failed (mailtalk run, send)",
+    ExitCode.OPEN_RELAY: "the server is an open relay (mailtalk diagnose relay)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C",
 }

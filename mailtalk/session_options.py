@@ -22,6 +22,7 @@ class SessionOptions:
     raw: bool = False
     debug: bool = False
     record: str | None = None  # write the session as a session file here
+    source_address: str | None = None  # connect from this local address
 
     @classmethod
     def from_cli(cls, target: Target, **options: Any) -> SessionOptions:

@@ -121,6 +121,8 @@ class TransportOptions:
     insecure: bool = False
     cafile: str | None = None
     server_hostname: str | None = None
+    # the local address to connect from (diagnose relay asks from a second one)
+    source_address: str | None = None
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -223,6 +225,8 @@ class Transport:
             sock = socket.socket(family, kind, protocol)
             sock.settimeout(options.timeout)
             try:
+                if options.source_address is not None:
+                    sock.bind((options.source_address, 0))
                 sock.connect(address)
             except OSError as error:
                 sock.close()

@@ -1,0 +1,68 @@
+"""``mailtalk diagnose``: find out why mail is refused, from the live servers' answers.
+
+Each diagnosis gathers evidence (DNS, the server's replies, what changes with
+STARTTLS or AUTH), then gives a verdict in one sentence and the steps to fix it,
+for the user and for the server's admin. :class:`Report` is what they all print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+
+@dataclass
+class Report:
+    kind: str  # which diagnosis: "relay", "sender", "login"
+    verdict: str  # a short name for machines: "relay_denied_auth_fixes", ...
+    summary: str  # the verdict in one sentence
+    evidence: list[str] = field(default_factory=list)
+    fixes_user: list[str] = field(default_factory=list)
+    fixes_admin: list[str] = field(default_factory=list)
+    security: str | None = None  # a security finding (an open relay)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "diagnosis": self.kind,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "security": self.security,
+            "evidence": self.evidence,
+            "fixes": {"user": self.fixes_user, "admin": self.fixes_admin},
+            "facts": self.facts,
+        }
+
+    def write(self, as_json: bool, out: TextIO | None = None) -> None:
+        target = out or sys.stdout
+        if as_json:
+            target.write(json.dumps(self.to_json(), ensure_ascii=False) + "\n")
+            return
+        import textwrap
+
+        def block(title: str, items: list[str], bullet: str) -> None:
+            if not items:
+                return
+            target.write(f"\n{title}\n")
+            for item in items:
+                target.write(
+                    textwrap.fill(
+                        item,
+                        80,
+                        initial_indent=f"  {bullet} ",
+                        subsequent_indent=" " * (3 + len(bullet)),
+                    )
+                    + "\n"
+                )
+
+        target.write(textwrap.fill(f"Verdict: {self.summary}", 80, subsequent_indent="  ") + "\n")
+        if self.security:
+            target.write(
+                textwrap.fill(f"SECURITY: {self.security}", 80, subsequent_indent="  ") + "\n"
+            )
+        block("Evidence", self.evidence, "-")
+        block("What to do, as the user", self.fixes_user, "•")
+        block("What to do, as the server's admin", self.fixes_admin, "•")
+        target.flush()

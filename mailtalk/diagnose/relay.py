@@ -1,0 +1,510 @@
+"""``mailtalk diagnose relay``: why does the server say "relaying denied"?
+
+The picture behind the diagnosis (the course material's): a mail client hands a
+message to its own provider's server, which looks up the recipient domain's MX and
+hands it on. A server accepts mail for its own domains from anyone (it is their
+MX), and mail for other domains only from clients it knows: by address (Postfix
+mynetworks, qmail RELAYCLIENT, Exim relay_from_hosts) or by AUTH. "Relaying
+denied" means the client asked a server that is neither.
+
+The conversation goes up to RCPT and never sends a message: greeting, EHLO, MAIL,
+RCPT as a stranger; RSET; STARTTLS and EHLO again (is AUTH offered only now?);
+with --auth, AUTH and MAIL/RCPT once more. A server that takes a foreign recipient
+from a stranger is asked again from a second local address, when it is on
+loopback, to tell "trusts this client's address" from "an open relay".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from mailtalk.conversation import Conversation
+from mailtalk.diagnose import Report
+from mailtalk.errors import MailtalkError, one_line
+from mailtalk.exitcodes import ExitCode
+from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.send import Listener, split_address
+from mailtalk.session_options import SessionOptions
+from mailtalk.target import Target
+
+# A second loopback address to ask from: a server trusting 127.0.0.1 does not trust it.
+SECOND_SOURCE = "127.0.0.254"
+
+ADMIN_RELAY_SETTINGS = (
+    "Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
+    "reject_unauth_destination; qmail: control/rcpthosts for the domains it receives, "
+    "RELAYCLIENT (tcp.smtp) or SMTP AUTH for its users; Exim: relay_to_domains, "
+    "relay_from_hosts and an ACL accepting authenticated senders; Exchange: accepted "
+    "domains and a receive connector for authenticated or listed clients."
+)
+
+
+@dataclass
+class Step:
+    command: str
+    reply: str
+    ok: bool
+    category: str | None = None
+    explanation: str | None = None
+
+
+@dataclass
+class Findings:
+    greeting: str = ""
+    extensions: list[str] = field(default_factory=list)
+    auth_plain: list[str] = field(default_factory=list)  # AUTH offered before TLS
+    starttls: bool = False
+    tls_ok: bool | None = None
+    tls_error: str | None = None
+    auth_after_tls: list[str] = field(default_factory=list)
+    stranger_mail: Step | None = None
+    stranger_rcpt: Step | None = None
+    plain_refusal: Step | None = None  # "530 Must issue STARTTLS first", before TLS
+    auth_reply: Step | None = None
+    auth_rcpt: Step | None = None
+    auth_mail: Step | None = None
+
+
+def _line(event: ServerEvent) -> str:
+    text = event.raw.decode("utf-8", "backslashreplace").strip()
+    lines = text.splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def _step(conv: Conversation, command: str, shown: str | None = None) -> Step:
+    conv.send_line(command)
+    event = conv.wait_final()
+    ok = event.reply_class is ReplyClass.POSITIVE
+    explained = conv.explain_event(event, command)
+    return Step(
+        shown or command, _line(event), ok, explained.category, None if ok else explained.one_line()
+    )
+
+
+def converse(
+    target: Target,
+    sender: str,
+    recipient: str,
+    options: dict[str, Any],
+    listener: Listener,
+    secret: str | None,
+    source: str | None = None,
+) -> Findings:
+    from mailtalk.conversation import client_name
+
+    session = SessionOptions(
+        target=target,
+        starttls=False,
+        insecure=bool(options.get("insecure")),
+        cafile=options.get("cafile"),
+        timeout=float(options.get("timeout") or 15.0),
+        source_address=source,
+    )
+    conv = Conversation(session, listener)
+    conv.recorder.enabled = False
+    conv.explain_inline = False
+    found = Findings()
+    try:
+        conv.open()
+        conv.wait_greeting()
+        found.greeting = _line(conv.last_final) if conv.last_final else ""
+        helo = client_name()
+        ehlo = _step(conv, f"EHLO {helo}")
+        if not ehlo.ok:
+            ehlo = _step(conv, f"HELO {helo}")
+        found.extensions = sorted(getattr(conv.core, "extensions", {}) or {})
+        found.auth_plain = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
+        found.starttls = "STARTTLS" in found.extensions
+        found.stranger_mail = _step(conv, f"MAIL FROM:<{sender}>")
+        if found.stranger_mail.ok:
+            found.stranger_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
+        _step(conv, "RSET")
+        if found.starttls and source is None:
+            try:
+                conv.starttls()
+                found.tls_ok = True
+                _step(conv, f"EHLO {helo}")
+                found.auth_after_tls = [
+                    m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []
+                ]
+                refusal = found.stranger_rcpt or found.stranger_mail
+                if refusal is not None and refusal.category == "tls_required":
+                    # it wants TLS first: ask again as a stranger, now encrypted
+                    found.plain_refusal = refusal
+                    found.stranger_rcpt = None
+                    found.stranger_mail = _step(conv, f"MAIL FROM:<{sender}>")
+                    if found.stranger_mail.ok:
+                        found.stranger_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
+                    _step(conv, "RSET")
+            except MailtalkError as error:
+                found.tls_ok = False
+                found.tls_error = str(error)
+            except Exception as error:  # a TLS failure closes the connection
+                found.tls_ok = False
+                found.tls_error = one_line(error)
+        user = options.get("auth_user")
+        if user and secret is not None and not conv.closed and source is None:
+            reply = conv.authenticate(options.get("auth_mechanism") or "plain", user, secret)
+            ok = reply.reply_class is ReplyClass.POSITIVE
+            found.auth_reply = Step(f"AUTH as {user}", _line(reply), ok)
+            if ok:
+                found.auth_mail = _step(conv, f"MAIL FROM:<{sender}>")
+                if found.auth_mail.ok:
+                    found.auth_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
+                _step(conv, "RSET")
+        if not conv.closed:
+            with contextlib.suppress(Exception):
+                conv.send_line("QUIT")
+                conv.wait_final(timeout=3)
+    finally:
+        conv.close()
+    return found
+
+
+def _addresses_of(host: str, resolver: Any) -> set[str]:
+    """The server's addresses: a literal, the resolver's answer, or the system's."""
+    with contextlib.suppress(ValueError):
+        return {str(ipaddress.ip_address(host.strip("[]")))}
+    found: set[str] = set()
+    if resolver is not None:
+        from mailtalk.net.mx import _addresses
+
+        with contextlib.suppress(Exception):
+            found |= set(_addresses(resolver.resolver, host)[0])
+    if not found:
+        with contextlib.suppress(OSError):
+            found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    return found
+
+
+def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitCode]:
+    from mailtalk.net.mx import Resolver, lookup_mx
+    from mailtalk.target import split_host_port
+
+    sender, recipient = options["sender"], options["recipient"]
+    split_address(sender, "--from")
+    domain = split_address(recipient, "--to")[1]
+    resolver = Resolver(options.get("resolver"), min(float(options.get("timeout") or 15), 10.0))
+    mx = lookup_mx(domain, resolver)
+    evidence = [f"DNS ({mx.resolver}): {mx.message}"]
+    for mx_host in mx.hosts:
+        shown = " ".join(mx_host.addresses) or mx_host.error or ""
+        evidence.append(f"  MX {mx_host.preference} {mx_host.host} {shown}".rstrip())
+    mx_addresses = {a for mx_host in mx.hosts for a in mx_host.addresses}
+    mx_names = {mx_host.host.lower() for mx_host in mx.hosts}
+
+    if options.get("server"):
+        host, port = split_host_port(options["server"], 25)
+    elif mx.deliverable:
+        first = next(h for h in mx.hosts if h.addresses)
+        host, port = first.addresses[0], 25
+        evidence.append(f"no --server given: asking the first MX, {first.host}")
+    else:
+        no_mx = Report(
+            "relay",
+            "no_mx",
+            f"{domain} cannot receive mail: {mx.message}",
+            evidence,
+            ["Check the spelling of the domain after the @."],
+            ["Publish MX (or A) records for the domain."],
+        )
+        return no_mx, ExitCode.FAILED
+    server_addresses = _addresses_of(host, resolver)
+    is_mx = host.lower().rstrip(".") in mx_names or bool(server_addresses & mx_addresses)
+    where = f"{host}:{port}"
+    if is_mx:
+        evidence.append(
+            f"{where} is an MX of {domain}: it receives mail for {domain} itself, "
+            "so no relaying is involved"
+        )
+    elif mx.status in ("timeout", "servfail"):
+        evidence.append(
+            f"whether {where} is an MX of {domain} cannot be told (the DNS did not answer); "
+            "taken as not"
+        )
+    else:
+        evidence.append(
+            f"{where} is not an MX of {domain}: it would have to relay "
+            f"(pass the message on to {domain}'s MX)"
+        )
+
+    secret = None
+    if options.get("auth_user"):
+        from mailtalk.send import _secret
+
+        secret = _secret(options["auth_user"], host)
+    target = Target("smtp", host, port, "none", None)
+    found = converse(target, sender, recipient, options, listener, secret)
+    evidence.append(f"greeting: {found.greeting}")
+    evidence.append(
+        "EHLO: AUTH "
+        + (" ".join(found.auth_plain) if found.auth_plain else "not offered")
+        + "; STARTTLS "
+        + ("offered" if found.starttls else "not offered")
+    )
+    if found.tls_ok:
+        evidence.append(
+            "after STARTTLS: AUTH "
+            + (" ".join(found.auth_after_tls) if found.auth_after_tls else "not offered")
+        )
+    elif found.tls_ok is False:
+        evidence.append(f"STARTTLS failed: {found.tls_error}")
+    if found.plain_refusal is not None:
+        evidence.append(
+            f"without TLS: {found.plain_refusal.command} -> "
+            f"{found.plain_refusal.reply} (TLS required: asked again after STARTTLS)"
+        )
+    assert found.stranger_mail is not None
+    evidence.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
+    if found.stranger_rcpt is not None:
+        evidence.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
+        if found.stranger_rcpt.explanation:
+            evidence.append(f"  ↳ {found.stranger_rcpt.explanation}")
+    if found.auth_reply is not None:
+        evidence.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
+        if found.auth_rcpt is not None:
+            evidence.append(f"authenticated: RCPT TO:<{recipient}> -> {found.auth_rcpt.reply}")
+        elif found.auth_mail is not None and not found.auth_mail.ok:
+            evidence.append(f"authenticated: MAIL FROM:<{sender}> -> {found.auth_mail.reply}")
+
+    auth_offered = bool(found.auth_plain or found.auth_after_tls)
+    auth_only_after_tls = bool(found.auth_after_tls) and not found.auth_plain
+    port_note = (
+        f"Port {port} is where MTAs deliver to MXs; mail clients submit on 587 (STARTTLS) or "
+        "465 (TLS) with AUTH."
+        if port == 25 and not is_mx
+        else None
+    )
+
+    def report(
+        verdict: str, summary: str, user: list[str], admin: list[str], security: str | None = None
+    ) -> Report:
+        facts = {
+            "server": where,
+            "recipient_domain": domain,
+            "server_is_mx": is_mx,
+            "auth_offered": found.auth_plain,
+            "auth_offered_after_starttls": found.auth_after_tls,
+            "starttls": found.starttls,
+            "mx": mx.to_json(),
+            "transcript": listener.lines,
+        }
+        return Report("relay", verdict, summary, evidence, user, admin, security, facts)
+
+    if not found.stranger_mail.ok and found.stranger_mail.category in (
+        "auth_required",
+        "tls_required",
+        "relay_denied",
+    ):
+        found.stranger_rcpt = found.stranger_mail  # refused at MAIL for want of AUTH/TLS
+    elif not found.stranger_mail.ok:
+        return report(
+            "sender_rejected",
+            f"the server refuses the sender before any relaying question: "
+            f"{found.stranger_mail.reply}",
+            [
+                "Use a sender address the server accepts (your own, in a domain that exists); "
+                "`mailtalk diagnose sender --from ADDRESS` checks its domain."
+            ],
+            ["Check the sender restrictions that matched (the reply text names them)."],
+        ), ExitCode.FAILED
+    rcpt = found.stranger_rcpt
+    assert rcpt is not None
+
+    if is_mx:
+        if rcpt.ok:
+            return report(
+                "mx_accepts",
+                f"{where} is {domain}'s own MX and accepts mail for {recipient}: no relaying is "
+                "involved, and delivering here works without AUTH.",
+                [
+                    "Nothing to fix here; a mail client still sends through its own provider, "
+                    "which delivers here."
+                ],
+                [],
+            ), ExitCode.OK
+        if rcpt.category == "relay_denied":
+            return report(
+                "mx_misconfigured",
+                f"{where} is an MX of {domain} but answers as if {domain} were not its own: "
+                "the domain is missing from the domains it receives for.",
+                ["Tell the recipient's admin; meanwhile nothing you change will help."],
+                [
+                    f"List {domain} as local or relayed on {where} (Postfix mydestination, "
+                    "relay_domains or virtual_mailbox_domains; qmail rcpthosts and locals or "
+                    "virtualdomains; Exim local_domains), or fix the MX record."
+                ],
+            ), ExitCode.FAILED
+        return report(
+            "mx_refuses",
+            f"{where} is {domain}'s own MX, so this is not about relaying; it refuses the "
+            f"recipient: {rcpt.explanation or rcpt.reply}",
+            ["Check the address; the explanation above says what the refusal means."],
+            ["See the reply's explanation: `mailtalk explain '" + rcpt.reply + "'`."],
+        ), ExitCode.FAILED
+
+    if rcpt.ok:
+        loopback = (
+            any(ipaddress.ip_address(a).is_loopback for a in server_addresses)
+            if server_addresses
+            else False
+        )
+        if loopback:
+            second = None
+            with contextlib.suppress(Exception):
+                second = converse(
+                    target,
+                    sender,
+                    recipient,
+                    options,
+                    Listener(listener.out, True),
+                    None,
+                    source=SECOND_SOURCE,
+                )
+            if (
+                second is not None
+                and second.stranger_rcpt is not None
+                and not second.stranger_rcpt.ok
+            ):
+                evidence.append(
+                    f"asked again from {SECOND_SOURCE}: RCPT TO:<{recipient}> -> "
+                    f"{second.stranger_rcpt.reply}"
+                )
+                return report(
+                    "trusted_client",
+                    f"{where} relays to {domain} for your client address without AUTH (and "
+                    f"not for {SECOND_SOURCE}): it trusts your address, as it does for its "
+                    "own network.",
+                    ["Nothing to fix: this server relays for you."],
+                    [
+                        "This is relaying by client address (Postfix mynetworks, qmail "
+                        "RELAYCLIENT in tcp.smtp/relayclients, Exim relay_from_hosts, an Exchange "
+                        "receive connector); keep that list to your own networks."
+                    ],
+                ), ExitCode.OK
+            if second is not None and second.stranger_rcpt is not None:
+                evidence.append(
+                    f"asked again from {SECOND_SOURCE}: RCPT TO:<{recipient}> -> "
+                    f"{second.stranger_rcpt.reply}"
+                )
+        return report(
+            "open_relay",
+            f"{where} accepts mail for {domain}, a domain it does not serve, from an "
+            "unauthenticated client"
+            + (" at any address" if loopback else "")
+            + ": it is an open relay.",
+            ["Do not rely on it: open relays are blocklisted quickly."],
+            [
+                "Close it: relay only for authenticated users and your own networks. "
+                + ADMIN_RELAY_SETTINGS
+            ],
+            security="OPEN RELAY: the server relays mail from anyone to anyone; spammers will "
+            "find and use it, and it will be blocklisted.",
+        ), ExitCode.OPEN_RELAY
+
+    if rcpt.category not in ("relay_denied", "auth_required", "tls_required"):
+        return report(
+            "refused_other",
+            f"{where} refuses the recipient, but not as a relaying question: "
+            f"{rcpt.explanation or rcpt.reply}",
+            ["See the explanation of the reply."],
+            ["See the explanation of the reply."],
+        ), ExitCode.FAILED
+
+    user = options.get("auth_user")
+    if found.auth_reply is not None:
+        if not found.auth_reply.ok:
+            return report(
+                "auth_failed",
+                f"the server relays only for its users, and AUTH as {user} failed: "
+                f"{found.auth_reply.reply}",
+                ["Check the user name (often the whole address) and the password."],
+                ["Check the account and the authentication back end (`doveadm auth test`)."],
+            ), ExitCode.FAILED
+        if found.auth_rcpt is not None and found.auth_rcpt.ok:
+            return report(
+                "relay_denied_auth_fixes",
+                f"relaying was denied because you had not authenticated: after AUTH as {user} "
+                f"the server takes {recipient}.",
+                [
+                    f"Authenticate before MAIL FROM (in your mail client: outgoing server requires "
+                    f"authentication{', after STARTTLS' if auth_only_after_tls else ''})."
+                ]
+                + ([port_note] if port_note else []),
+                ["Nothing to change: the server relays for its users, as it should."],
+            ), ExitCode.OK
+        return report(
+            "relay_denied_even_with_auth",
+            f"even after AUTH as {user} the server refuses {recipient}: "
+            f"{(found.auth_rcpt or found.auth_mail or found.auth_reply).reply}",
+            [
+                "Your account may not relay, or not with this sender address: use the address "
+                "of the account you logged in with."
+            ],
+            [
+                "Check that authenticated users may relay (permit_sasl_authenticated before "
+                "reject_unauth_destination) and the sender-login rules."
+            ],
+        ), ExitCode.FAILED
+
+    if auth_offered:
+        when = "only after STARTTLS" if auth_only_after_tls else "on this connection"
+        return report(
+            "relay_denied_needs_auth_after_tls"
+            if auth_only_after_tls
+            else "relay_denied_needs_auth",
+            f"{where} is not {domain}'s MX and relays only for its own users; it offers AUTH "
+            f"{when}, and you did not authenticate.",
+            [
+                f"Authenticate: {'STARTTLS, EHLO again, then ' if auth_only_after_tls else ''}"
+                "AUTH before MAIL FROM (run again with --auth USER to test it)."
+            ]
+            + ([port_note] if port_note else [])
+            + [
+                "Or deliver straight to the recipient's MX, which needs no AUTH: "
+                f"`mailtalk send --from {sender} --to {recipient}`."
+            ],
+            [
+                "Nothing is wrong if the client is not yours. For your users: "
+                + ADMIN_RELAY_SETTINGS
+            ],
+        ), ExitCode.FAILED
+    return report(
+        "relay_denied_no_auth",
+        f"{where} is not {domain}'s MX and offers no AUTH here, so it will not relay for you "
+        "on this port.",
+        [
+            "Send through your own provider's submission server (port 587 with STARTTLS and "
+            "AUTH), or straight to the recipient's MX."
+        ]
+        + ([port_note] if port_note else []),
+        [
+            "If this client should relay, allow it by address or enable SMTP AUTH. "
+            + ADMIN_RELAY_SETTINGS
+        ],
+    ), ExitCode.FAILED
+
+
+def run_diagnose_relay(**options: Any) -> int:
+    import sys
+
+    from mailtalk.errors import UsageError
+    from mailtalk.send import SendFailed
+
+    listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
+    try:
+        report, code = diagnose(options, listener)
+    except UsageError as error:
+        click.echo(f"mailtalk: {error}", err=True)
+        return ExitCode.USAGE
+    except SendFailed as error:
+        click.echo(f"mailtalk: {error}", err=True)
+        return int(error.exit_code)
+    report.write(bool(options.get("as_json")))
+    return int(code)

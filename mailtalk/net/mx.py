@@ -1,0 +1,200 @@
+"""Where mail for a domain goes: its MX records, as an MTA reads them (RFC 5321 5.1).
+
+MX records sorted by preference, each host's A/AAAA addresses; no MX but an A or
+AAAA record means the domain itself is the MX (the implicit MX); a single MX of
+"." is a null MX (RFC 7505): the domain takes no mail. NXDOMAIN, SERVFAIL and
+timeouts are reported as such, with a sentence a user can act on.
+
+Used by ``mailtalk mx``, ``mailtalk send``, ``mailtalk diagnose`` and the reference
+server's onward delivery. dnspython is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import dns.resolver
+
+Status = Literal["ok", "implicit", "null", "nxdomain", "nodata", "servfail", "timeout"]
+
+
+@dataclass(frozen=True)
+class MXHost:
+    preference: int
+    host: str  # without the final dot
+    addresses: tuple[str, ...] = ()
+    error: str | None = None  # why it has no addresses, if it has none
+
+
+@dataclass(frozen=True)
+class MXResult:
+    """What DNS says about mail for ``domain``.
+
+    ``status``: "ok" (MX records), "implicit" (no MX, the domain's own A/AAAA),
+    "null" (RFC 7505), "nxdomain", "nodata" (the domain exists with neither MX nor
+    A/AAAA), "servfail" or "timeout". ``hosts`` in the order to try them.
+    """
+
+    domain: str
+    status: Status
+    hosts: tuple[MXHost, ...] = ()
+    message: str = ""
+    resolver: str = "system"
+
+    @property
+    def deliverable(self) -> bool:
+        return self.status in ("ok", "implicit") and any(h.addresses for h in self.hosts)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "domain": self.domain,
+            "status": self.status,
+            "message": self.message,
+            "resolver": self.resolver,
+            "hosts": [
+                {
+                    "preference": h.preference,
+                    "host": h.host,
+                    "addresses": list(h.addresses),
+                    "error": h.error,
+                }
+                for h in self.hosts
+            ],
+        }
+
+
+@dataclass
+class Resolver:
+    """A dnspython resolver: the system's, or ``HOST[:PORT]`` (``--resolver``)."""
+
+    spec: str | None = None
+    timeout: float = 5.0
+    _resolver: dns.resolver.Resolver | None = field(default=None, repr=False)
+
+    @property
+    def resolver(self) -> dns.resolver.Resolver:
+        if self._resolver is None:
+            from mailtalk.servers.dnscheck import make_resolver
+
+            self._resolver = make_resolver(self.spec, self.timeout)
+        return self._resolver
+
+    @property
+    def name(self) -> str:
+        return self.spec or "system"
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as DNS asks for it: IDNA (punycode) for international names.
+
+    Raises ValueError with a readable message for a name that is not a domain.
+    """
+    name = domain.strip().rstrip(".")
+    if not name or " " in name or name.startswith(".") or ".." in name:
+        raise ValueError(f"{domain!r} is not a domain name")
+    try:
+        return name.encode("idna").decode("ascii").lower()
+    except UnicodeError as error:
+        raise ValueError(f"{domain!r} is not a valid international domain name: {error}") from None
+
+
+def _addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[tuple[str, ...], str | None]:
+    import dns.exception
+    import dns.resolver
+
+    found: list[str] = []
+    error = None
+    for record_type in ("A", "AAAA"):
+        try:
+            answer = resolver.resolve(host, record_type, raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return (), f"{host} does not exist (NXDOMAIN)"
+        except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
+            error = f"no answer for {host} {record_type} (timeout)"
+            continue
+        except dns.resolver.NoNameservers:
+            error = f"SERVFAIL for {host} {record_type}"
+            continue
+        found += [record.to_text() for record in answer]
+    if not found and error is None:
+        error = f"{host} has no A or AAAA record"
+    return tuple(found), error if not found else None
+
+
+def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
+    """The MX picture of ``domain``; never raises for DNS trouble (it is the answer)."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = resolver or Resolver()
+    name = ascii_domain(domain)
+    dns_resolver = resolver.resolver
+    where = resolver.name
+    try:
+        answer = dns_resolver.resolve(name, "MX", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return MXResult(
+            name,
+            "nxdomain",
+            (),
+            f"{name} does not exist (NXDOMAIN): check the spelling of the domain after the @",
+            where,
+        )
+    except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
+        return MXResult(
+            name,
+            "timeout",
+            (),
+            f"the resolver {where} did not answer within "
+            f"{resolver.timeout:g} s: is it running and reachable? (--resolver)",
+            where,
+        )
+    except dns.resolver.NoNameservers:
+        return MXResult(
+            name,
+            "servfail",
+            (),
+            f"the DNS could not answer for {name} (SERVFAIL): "
+            "its name servers are broken or unreachable; an MTA would retry later",
+            where,
+        )
+    records = sorted(
+        ((int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in answer),
+        key=lambda item: (item[0], item[1]),
+    )
+    if len(records) == 1 and records[0][1] in ("", "."):
+        return MXResult(
+            name,
+            "null",
+            (MXHost(records[0][0], "."),),
+            f"{name} publishes a null MX (RFC 7505): it accepts no mail at all",
+            where,
+        )
+    if not records:
+        addresses, error = _addresses(dns_resolver, name)
+        if addresses:
+            return MXResult(
+                name,
+                "implicit",
+                (MXHost(0, name, addresses),),
+                f"{name} has no MX record; mail goes to the domain's own address "
+                "(the implicit MX, RFC 5321 5.1)",
+                where,
+            )
+        return MXResult(
+            name,
+            "nodata",
+            (),
+            f"{name} exists but has neither MX nor A/AAAA records: it cannot receive mail",
+            where,
+        )
+    hosts = []
+    for preference, host in records:
+        addresses, error = _addresses(dns_resolver, host)
+        hosts.append(MXHost(preference, host, addresses, error))
+    count = len(hosts)
+    return MXResult(
+        name, "ok", tuple(hosts), f"{name} has {count} MX record{'s' if count != 1 else ''}", where
+    )

@@ -1,0 +1,363 @@
+"""``mailtalk send`` and ``mailtalk diagnose`` as real processes against the reference servers.
+
+The DNS part (MX lookups) points at a closed port here, so these cases exercise what
+does not need an MX: sending through --server, and the relay verdicts of a server
+that is not the recipient's MX. The MX cases run against the embedded DNS server.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.test_cli import child_env
+
+MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+NO_DNS = f"127.0.0.1:{closed_port()}"
+
+
+def mailtalk(
+    *args: str, password: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = child_env()
+    env.pop("MAILTALK_PASSWORD", None)
+    if password is not None:
+        env["MAILTALK_PASSWORD"] = password
+    return subprocess.run(
+        [MAILTALK, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start(mailtalk_servers: Callable[..., Any], relayclients: str = "", **extra: Any) -> Any:
+    """SMTP and submission for isp.test (user alice), relaying for ``relayclients``."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="mt-send-"))
+    if relayclients:
+        # written before the start: init_root keeps a file that exists
+        (root / "control").mkdir()
+        (root / "control" / "relayclients").write_text(relayclients + "\n")
+    return mailtalk_servers(
+        root=root,
+        smtp=0,
+        submission=0,
+        users=[("alice", "secret")],
+        domains=["isp.test"],
+        **extra,
+    )
+
+
+def new_messages(running: Any, user: str) -> list[Path]:
+    new = Path(running.root) / "mail" / user / "Maildir" / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
+
+
+# --- send ------------------------------------------------------------------------
+
+
+def test_send_through_a_server_delivers_subject_headers_and_attachment(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    running = start(mailtalk_servers)
+    attachment = tmp_path / "notes.txt"
+    attachment.write_text("attached text\n")
+    result = mailtalk(
+        "send",
+        "--from",
+        "bob@isp.test",
+        "--to",
+        "alice@isp.test",
+        "--server",
+        f"127.0.0.1:{running.port('smtp')}",
+        "--subject",
+        "hello there",
+        "--body",
+        ".a line starting with a dot",
+        "--header",
+        "X-Test: yes",
+        "--attach",
+        str(attachment),
+        "--resolver",
+        NO_DNS,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "C: MAIL FROM:<bob@isp.test>" in result.stdout
+    assert result.stdout.rstrip().endswith("# accepted: alice@isp.test")
+    (path,) = new_messages(running, "alice")
+    message = email.message_from_bytes(path.read_bytes())
+    assert message["Subject"] == "hello there" and message["X-Test"] == "yes"
+    parts = list(message.walk())
+    assert any(p.get_filename() == "notes.txt" for p in parts)
+    body = next(p for p in parts if p.get_content_type() == "text/plain" and not p.get_filename())
+    assert body.get_payload(decode=True).startswith(b".a line starting with a dot")
+
+
+def test_send_refused_is_explained_and_exit_1(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    result = mailtalk(
+        "send",
+        "--from",
+        "bob@isp.test",
+        "--to",
+        "carol@elsewhere.test",
+        "--server",
+        f"127.0.0.1:{running.port('smtp')}",
+        "--resolver",
+        NO_DNS,
+    )
+    assert result.returncode == 1
+    assert "↳ relaying denied (permanent)" in result.stdout
+    assert "C: QUIT" in result.stdout  # a polite goodbye after the refusal
+    assert result.stderr.startswith("mailtalk: carol@elsewhere.test: every recipient refused")
+
+
+def test_send_with_starttls_and_auth_relays(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    result = mailtalk(
+        "send",
+        "--from",
+        "alice@isp.test",
+        "--to",
+        "carol@elsewhere.test",
+        "--server",
+        f"127.0.0.1:{running.port('submission')}",
+        "--starttls",
+        "--auth",
+        "alice",
+        "--cafile",
+        str(running.cafile),
+        "--resolver",
+        NO_DNS,
+        password="secret",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "AUTH PLAIN" in result.stdout and "secret" not in result.stdout
+    assert "c2VjcmV0" not in result.stdout
+
+
+def test_send_auth_failure_is_exit_6(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    result = mailtalk(
+        "send",
+        "--from",
+        "alice@isp.test",
+        "--to",
+        "alice@isp.test",
+        "--server",
+        f"127.0.0.1:{running.port('smtp')}",
+        "--auth",
+        "alice",
+        password="wrong",
+    )
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "authentication refused" in result.stderr
+
+
+@pytest.mark.parametrize("stage", ["connect", "ehlo", "mail", "rcpt"])
+def test_quit_after_sends_no_message(mailtalk_servers: Callable[..., Any], stage: str) -> None:
+    running = start(mailtalk_servers)
+    result = mailtalk(
+        "send",
+        "--from",
+        "bob@isp.test",
+        "--to",
+        "alice@isp.test",
+        "--server",
+        f"127.0.0.1:{running.port('smtp')}",
+        "--quit-after",
+        stage,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "C: DATA" not in result.stdout and "C: QUIT" in result.stdout
+    assert new_messages(running, "alice") == []
+
+
+def test_send_json(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    result = mailtalk(
+        "send",
+        "--json",
+        "--from",
+        "bob@isp.test",
+        "--to",
+        "alice@isp.test",
+        "--server",
+        f"127.0.0.1:{running.port('smtp')}",
+    )
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1] == {"result": "sent", "accepted": ["alice@isp.test"], "failures": []}
+    assert any(line.get("dir") == "C" and line["text"] == "DATA" for line in lines[:-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "not an address", "--to", "a@b.test"], "--from 'not an address'"),
+        (["--from", "a@b.test", "--to", "nobody"], "--to 'nobody'"),
+        (["--from", "a@b.test", "--to", "x@exa mple.test"], "--to"),
+        (["--from", "a@b.test", "--to", "x@b.test", "--header", "broken"], "--header 'broken'"),
+        (["--from", "a@b.test", "--to", "x@b.test", "--starttls", "--tls"], "exclude"),
+    ],
+)
+def test_send_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
+    result = mailtalk("send", *args, "--server", "127.0.0.1:9")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_send_to_a_dead_server_is_exit_3() -> None:
+    result = mailtalk(
+        "send",
+        "--from",
+        "a@b.test",
+        "--to",
+        "c@d.test",
+        "--server",
+        f"127.0.0.1:{closed_port()}",
+        "--timeout",
+        "2",
+    )
+    assert result.returncode == 3
+    assert "cannot connect" in result.stderr
+
+
+def test_send_without_server_and_no_dns_explains(tmp_path: Path) -> None:
+    result = mailtalk(
+        "send", "--from", "a@b.test", "--to", "c@d.test", "--resolver", NO_DNS, "--timeout", "2"
+    )
+    assert result.returncode == 3
+    assert "did not answer" in result.stderr
+
+
+# --- diagnose relay, the server not being the recipient's MX ------------------
+
+
+def relay(
+    running: Any, *extra: str, port: str = "smtp", password: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    result = mailtalk(
+        "diagnose",
+        "relay",
+        "--json",
+        "--from",
+        "bob@isp.test",
+        "--to",
+        "carol@elsewhere.test",
+        "--server",
+        f"127.0.0.1:{running.port(port)}",
+        "--resolver",
+        NO_DNS,
+        "--timeout",
+        "3",
+        "--cafile",
+        str(running.cafile),
+        *extra,
+        password=password,
+    )
+    assert result.stderr == "", result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_relay_denied_and_auth_would_fix_it(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    code, report = relay(running)
+    assert code == 1
+    assert report["verdict"] == "relay_denied_needs_auth"
+    assert any("Relay access denied" in line for line in report["evidence"])
+    code, report = relay(running, "--auth", "alice", password="secret")
+    assert code == 0
+    assert report["verdict"] == "relay_denied_auth_fixes"
+    assert "after AUTH as alice" in report["summary"]
+    assert not any("DATA" in str(line) for line in report["facts"]["transcript"])
+
+
+def test_relay_auth_failure(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    code, report = relay(running, "--auth", "alice", password="wrong")
+    assert (code, report["verdict"]) == (1, "auth_failed")
+
+
+def test_relay_trusted_client_address(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers, relayclients="127.0.0.1")
+    code, report = relay(running)
+    assert (code, report["verdict"]) == (0, "trusted_client"), report
+    assert report["security"] is None
+
+
+def test_open_relay_is_a_security_finding(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers, relayclients="0.0.0.0/0")
+    code, report = relay(running)
+    assert (code, report["verdict"]) == (7, "open_relay"), report
+    assert report["security"].startswith("OPEN RELAY")
+
+
+def test_relay_tls_required_first(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers, scenarios=["tls-required"])
+    code, report = relay(running)
+    assert code == 1
+    assert report["verdict"].startswith("relay_denied_needs_auth")
+    assert any("TLS required: asked again after STARTTLS" in line for line in report["evidence"])
+
+
+def test_diagnose_relay_bad_addresses_exit_2() -> None:
+    result = mailtalk("diagnose", "relay", "--from", "x", "--to", "y@z.test")
+    assert result.returncode == 2 and result.stderr.startswith("mailtalk: --from 'x'")
+
+
+# --- diagnose sender / login -----------------------------------------------------
+
+
+def test_diagnose_sender_dns_down_is_exit_3() -> None:
+    result = mailtalk(
+        "diagnose",
+        "sender",
+        "--from",
+        "me@example.test",
+        "--resolver",
+        NO_DNS,
+        "--timeout",
+        "1",
+        "--json",
+    )
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["verdict"] == "dns_failure"
+
+
+def test_diagnose_login_bad_password_and_lock(mailtalk_servers: Callable[..., Any]) -> None:
+    running = mailtalk_servers(pop3=0, imap=0, users=[("alice", "secret")])
+    url = f"pop3://127.0.0.1:{running.port('pop3')}"
+    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", password="wrong")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["verdict"] == "wrong_password"
+    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", password="secret")
+    assert result.returncode == 0 and json.loads(result.stdout)["verdict"] == "ok"
+    imap = f"imap://127.0.0.1:{running.port('imap')}"
+    result = mailtalk("diagnose", "login", imap, "--user", "alice", password="secret")
+    assert result.returncode == 0 and result.stdout.startswith("Verdict: the login as alice")
+
+
+def test_diagnose_login_rejects_smtp_urls() -> None:
+    result = mailtalk("diagnose", "login", "smtp://localhost", "--user", "a", password="x")
+    assert result.returncode == 2 and "POP3 and IMAP" in result.stderr
