@@ -1,0 +1,133 @@
+"""``mailtalk diagnose`` and ``mailtalk send`` against the real Postfix and Dovecot.
+
+Postfix runs with smtpd_relay_restrictions = permit_mynetworks,
+permit_sasl_authenticated, reject_unauth_destination (scripts/real-servers), with
+AUTH on 587 only after STARTTLS. No DNS is reachable here, so the resolver is a
+closed port: the diagnosis says it cannot tell whether the server is an MX and
+takes it as not, which is right for these servers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.cli.test_send_diagnose import NO_DNS, mailtalk
+from tests.interop.conftest import RealServers
+
+pytestmark = pytest.mark.interop
+
+
+def diagnose(
+    real: RealServers, port: int, *extra: str, password: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    result = mailtalk(
+        "diagnose",
+        "relay",
+        "--json",
+        "--from",
+        real.address,
+        "--to",
+        "bob@example.net",
+        "--server",
+        f"{real.host}:{port}",
+        "--resolver",
+        NO_DNS,
+        "--timeout",
+        "3",
+        "--cafile",
+        real.cafile,
+        *extra,
+        password=password,
+    )
+    assert result.stderr == "", result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_port_25_relay_access_denied_is_diagnosed(real_servers: RealServers) -> None:
+    code, report = diagnose(real_servers, real_servers.smtp)
+    assert code == 1
+    assert report["verdict"] == "relay_denied_no_auth"
+    assert any(
+        "554 5.7.1 <bob@example.net>: Relay access denied" in line for line in report["evidence"]
+    )
+    assert any("relaying denied" in line for line in report["evidence"])
+    assert any("587" in fix for fix in report["fixes"]["user"])
+
+
+def test_submission_auth_only_after_starttls(real_servers: RealServers) -> None:
+    code, report = diagnose(real_servers, real_servers.submission)
+    assert code == 1
+    assert report["verdict"] == "relay_denied_needs_auth_after_tls", report
+    assert report["facts"]["auth_offered"] == []
+    assert report["facts"]["auth_offered_after_starttls"]
+    assert any("Must issue a STARTTLS command first" in line for line in report["evidence"])
+
+
+def test_submission_with_auth_gets_past_the_relay_check(real_servers: RealServers) -> None:
+    code, report = diagnose(
+        real_servers,
+        real_servers.submission,
+        "--auth",
+        real_servers.user,
+        password=real_servers.password,
+    )
+    # Authenticated, Postfix no longer says "Relay access denied"; with no route to
+    # example.net from this machine it refuses the domain itself.
+    assert report["verdict"] in ("relay_denied_auth_fixes", "relay_denied_even_with_auth")
+    assert any("235 2.7.0 Authentication successful" in line for line in report["evidence"])
+    assert not any(
+        "Relay access denied" in line
+        for line in report["evidence"]
+        if line.startswith("authenticated")
+    )
+    assert code in (0, 1)
+
+
+def test_send_to_local_user_through_real_submission(real_servers: RealServers) -> None:
+    result = mailtalk(
+        "send",
+        "--from",
+        real_servers.address,
+        "--to",
+        real_servers.address,
+        "--server",
+        f"{real_servers.host}:{real_servers.submission}",
+        "--starttls",
+        "--auth",
+        real_servers.user,
+        "--cafile",
+        real_servers.cafile,
+        "--subject",
+        "mailtalk send interop",
+        password=real_servers.password,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 Ok: queued" in result.stdout
+
+
+def test_diagnose_login_against_dovecot(real_servers: RealServers) -> None:
+    url = f"pop3://{real_servers.host}:{real_servers.pop3}"
+    ok = mailtalk(
+        "diagnose",
+        "login",
+        url,
+        "--user",
+        real_servers.user,
+        "--json",
+        password=real_servers.password,
+    )
+    assert ok.returncode == 0 and json.loads(ok.stdout)["verdict"] == "ok"
+    bad = mailtalk(
+        "diagnose",
+        "login",
+        url,
+        "--user",
+        real_servers.user,
+        "--json",
+        password="wrong",
+        timeout=90,
+    )
+    assert bad.returncode == 1 and json.loads(bad.stdout)["verdict"] == "wrong_password"
