@@ -181,6 +181,7 @@ class ReferenceServers:
         self.context = build_context(config)
         self.listeners: list[ListenerInfo] = []
         self._servers: list[asyncio.base_events.Server] = []
+        self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
 
     async def start(self) -> list[ListenerInfo]:
         loop = asyncio.get_running_loop()
@@ -211,9 +212,23 @@ class ReferenceServers:
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             self.listeners.append(ListenerInfo(protocol, host, int(bound[1]), tls))
+        self._start_queue_runner()
         return self.listeners
 
+    def _start_queue_runner(self) -> None:
+        settings = self.context.settings
+        if not settings.onward_delivery or settings.sink:
+            return
+        from mailtalk.servers.delivery import QueueRunner
+
+        own = [(x.host, x.port) for x in self.listeners if x.protocol in ("smtp", "submission")]
+        self._queue_runner = QueueRunner(self.context, source=self.config.listen, own=own)
+        self._queue_runner.start()
+
     async def stop(self) -> None:
+        if self._queue_runner is not None:
+            await self._queue_runner.stop()
+            self._queue_runner = None
         for lock in self.context.held_locks:
             lock.release()  # the lock-busy scenario's holder lets go with the servers
         self.context.held_locks.clear()

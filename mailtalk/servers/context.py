@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +53,13 @@ class ServerSettings:
     login_delay: float = 0.0  # POP3 LOGIN-DELAY: seconds between two logins of a user
     max_literal: int = DEFAULT_MAX_SIZE  # largest IMAP literal (APPEND) accepted
     lock_busy: bool = False  # the lock-busy scenario: every maildrop is held locked
+    # Onward delivery of the relay queue (mailtalk.servers.delivery). On for
+    # ``mailtalk serve``; off by default from Python, where tests inspect the queue.
+    onward_delivery: bool = False
+    mx_port: int = 25  # the port MX hosts are connected on (smtproutes may name another)
+    retry_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)  # seconds; last repeats
+    max_queue_age: float = 5 * 86400.0  # then a temporary failure becomes a bounce
+    delivery_timeout: float = 300.0  # per SMTP reply when delivering (connect: at most 30 s)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class ServerContext:
         # secret itself, and the users file holds hashes.
         self.apop_secrets: dict[str, str] = {}
         self._last_login: dict[str, float] = {}
+        self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
 
     @property
     def hostname(self) -> str:
@@ -112,6 +120,11 @@ class ServerContext:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def queue_changed(self) -> None:
+        """A message was enqueued for relaying: wake the queue runner, if one runs."""
+        if self.on_enqueue is not None:
+            self.on_enqueue()
 
     def apop_secret(self, user: str) -> str | None:
         return self.apop_secrets.get(user)

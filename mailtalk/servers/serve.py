@@ -45,6 +45,8 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         resolver=options.get("resolver"),
         quota_bytes=options.get("quota"),
         login_delay=options.get("login_delay") or 0.0,
+        onward_delivery=True,
+        mx_port=options.get("mx_port") or 25,
     )
     root = Path(options["root"]) if options.get("root") else data_dir() / "serve"
     return ServeConfig(

@@ -503,6 +503,8 @@ class SMTPServerProtocol(ServerSession):
         self.context.message_delivered(self._message_size)
         if not self.context.settings.sink:
             self.context.notify_delivered({r.user for r in transaction.recipients if r.user})
+            if any(r.user is None for r in transaction.recipients):
+                self.context.queue_changed()
         self._send_key("data_ok", queue_id=self._queue_id)
 
     def _abort_delivery(self) -> None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class QueuedMessage:
     size: int
     message_path: Path
     envelope_path: Path
+    # Onward delivery's bookkeeping (attempts, next attempt, last errors), kept in
+    # the envelope under "delivery" so that it survives a restart.
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Queue:
@@ -112,6 +115,18 @@ class Queue:
         remove_quietly(message.envelope_path)
         fsync_directory(self.envelopes_dir)
         remove_quietly(message.message_path)
+
+    def update(
+        self, message: QueuedMessage, rcpt_to: Sequence[str], state: Mapping[str, Any]
+    ) -> QueuedMessage:
+        """Rewrite ``message``'s envelope (atomically): the recipients left, the delivery state."""
+        envelope = replace(message.envelope, rcpt_to=tuple(rcpt_to))
+        record = _envelope_record(message.id, envelope, message.size)
+        record["delivery"] = dict(state)
+        # Only the queue runner rewrites envelopes: a tmp copy left by a crash is stale.
+        remove_quietly(self.tmp_dir / message.envelope_path.name)
+        self._write_envelope(message.envelope_path, json.dumps(record, indent=2).encode() + b"\n")
+        return replace(message, envelope=envelope, state=dict(state))
 
     def recover(self, older_than: float = ORPHAN_SECONDS) -> list[Path]:
         """Remove what crashed enqueues left: messages without an envelope, tmp/ files.
@@ -227,4 +242,5 @@ def _queued_message(
         size=record["size"],
         message_path=message_path,
         envelope_path=envelope_path,
+        state=record.get("delivery") or {},
     )

@@ -1,0 +1,777 @@
+"""Onward delivery: the queue runner that hands relayed mail to each recipient domain's MX.
+
+The reference SMTP server puts mail it relays (for authenticated clients, or
+clients in ``control/relayclients``) into ``ROOT/queue``; this module delivers it
+further, as an MTA's queue manager does (qmail-send and qmail-remote, Postfix's
+qmgr and smtp):
+
+* Recipients are grouped by domain. Each domain's route is ``control/smtproutes``
+  if it names one, else its MX records (RFC 5321 5.1) through the configured
+  resolver, hosts in preference order, each of their addresses, on
+  ``ServerSettings.mx_port``.
+* The conversation is the SMTP core in the client role over asyncio streams:
+  EHLO (HELO if EHLO is refused), STARTTLS when offered (unverified, as MTAs do
+  opportunistically), MAIL FROM, one RCPT TO per recipient of the domain, DATA.
+* 2xx: the recipient is done. 4xx or a connection failure: the next host, then
+  a later attempt on ``ServerSettings.retry_schedule``. 5xx, or still failing
+  after ``max_queue_age``: a bounce (an RFC 3464 delivery status notification)
+  from ``<>`` to the sender, into the sender's Maildir when the sender is a local
+  user, else queued for onward delivery itself. A message from ``<>`` is never
+  bounced (a bounce of a bounce could loop): it is dropped with a log line.
+* The state (attempts, next attempt, last errors) is kept in the envelope under
+  ``"delivery"``, so a restarted server carries on where it stopped.
+
+``control/smtproutes`` is qmail's file: ``domain:host[:port]`` lines, ``.suffix:``
+for subdomains, ``:host[:port]`` for every other domain; ``host`` may be an
+address literal ``[127.0.0.3]``; an empty host (``domain:``) means "use MX". As
+MX records carry no port, this is how a practice world of several servers on
+127.0.0.x, or on one address with different ports, says where each domain's
+server listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from mailtalk.protocols.common import CONNECTION_CLOSED, ProtocolError, Role
+from mailtalk.protocols.smtp import Reply, SMTPConnection
+
+if TYPE_CHECKING:
+    from mailtalk.servers.context import ServerContext
+    from mailtalk.store.queue import QueuedMessage
+
+log = logging.getLogger("mailtalk.delivery")
+
+SMTPROUTES = "smtproutes"
+CONNECT_TIMEOUT = 30.0
+POLL_SECONDS = 60.0  # look at the queue at least this often (another process may add to it)
+MAX_PARALLEL = 10  # messages delivered at the same time
+
+Kind = Literal["ok", "temp", "perm"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one recipient: ``ok``, ``temp`` (try later) or ``perm`` (bounce)."""
+
+    kind: Kind
+    text: str  # one line for the log and the bounce: who said what, in reply to what
+    status: str = ""  # RFC 3463 status for the DSN
+    remote: str = ""  # the host that answered, for Remote-MTA
+    diagnostic: str = ""  # the remote reply, for Diagnostic-Code
+
+
+# -- smtproutes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SMTPRoute:
+    host: str | None  # None: the entry says "use MX" (``domain:``)
+    port: int | None = None
+
+
+def parse_smtproutes(text: str) -> dict[str, SMTPRoute]:
+    """``domain:host[:port]`` lines (qmail's smtproutes); ``#`` comments and blanks skipped."""
+    routes: dict[str, SMTPRoute] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, rest = line.partition(":")
+        if not sep:
+            log.warning("smtproutes line %d: no ':' in %r; ignored", number, line)
+            continue
+        rest = rest.strip()
+        port: int | None = None
+        if rest.startswith("["):
+            host, bracket, tail = rest.partition("]")
+            host += bracket
+            tail = tail.strip()
+            if tail.startswith(":") and tail[1:].strip():
+                port_text = tail[1:].strip()
+            elif tail and tail != ":":
+                log.warning("smtproutes line %d: cannot read %r; ignored", number, line)
+                continue
+            else:
+                port_text = ""
+        else:
+            host, _, port_text = rest.partition(":")
+            port_text = port_text.strip()
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                log.warning("smtproutes line %d: bad port %r; ignored", number, port_text)
+                continue
+            port = int(port_text)
+        routes.setdefault(key.strip().lower(), SMTPRoute(host.strip() or None, port))
+    return routes
+
+
+def read_smtproutes(root: Path) -> dict[str, SMTPRoute]:
+    try:
+        text = (Path(root) / "control" / SMTPROUTES).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return parse_smtproutes(text)
+
+
+def find_route(routes: dict[str, SMTPRoute], domain: str) -> SMTPRoute | None:
+    """The entry for ``domain`` as qmail-remote looks it up, or None (use MX)."""
+    domain = domain.lower()
+    keys = [domain] + [domain[i:] for i, c in enumerate(domain) if c == "."] + [""]
+    for key in keys:
+        if key in routes:
+            return routes[key]
+    return None
+
+
+# -- the SMTP client --------------------------------------------------------------
+
+
+class _Dropped(Exception):
+    """The server closed the connection."""
+
+
+class _Client:
+    """One outgoing SMTP connection: the core in the client role over asyncio streams."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.core = SMTPConnection(role=Role.CLIENT)
+
+    async def reply(self) -> Reply:
+        while True:
+            event = self.core.next_event()
+            if isinstance(event, Reply):
+                return event
+            if event is CONNECTION_CLOSED:
+                raise _Dropped("the server closed the connection")
+            data = await asyncio.wait_for(self.reader.read(65536), self.timeout)
+            self.core.receive_data(data)
+
+    async def command(self, line: str) -> Reply:
+        self.writer.write(self.core.send_line(line))
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        return await self.reply()
+
+    async def message(self, data: bytes) -> Reply:
+        self.writer.write(self.core.send_message(data))
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        return await self.reply()
+
+    async def starttls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        await asyncio.wait_for(
+            self.writer.start_tls(context, server_hostname=server_hostname), self.timeout
+        )
+        self.core.tls_started()
+
+    async def quit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(self.core.send_line("QUIT"))
+            await asyncio.wait_for(self.reply(), min(self.timeout, 5.0))
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 5.0)
+
+
+def _opportunistic_tls() -> ssl.SSLContext:
+    """TLS as MTAs do it without DANE or MTA-STS: encrypted, unverified."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _reply_text(reply: Reply) -> str:
+    return f"{reply.code} " + " ".join(line.strip() for line in reply.lines if line.strip())
+
+
+def _status(reply: Reply) -> str:
+    if reply.enhanced:
+        return reply.enhanced
+    return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(reply.code // 100, "4.0.0")
+
+
+def _classify(reply: Reply) -> Kind:
+    digit = reply.code // 100
+    return "ok" if digit == 2 else "perm" if digit == 5 else "temp"
+
+
+# -- the queue runner ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hop:
+    host: str  # the name, for messages
+    address: str
+    port: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}[{self.address}]:{self.port}"
+
+
+class QueueRunner:
+    """Delivers ``ROOT/queue`` onward; started and stopped by ``ReferenceServers``."""
+
+    def __init__(
+        self,
+        context: ServerContext,
+        source: str | None = None,
+        own: Iterable[tuple[str, int]] = (),
+    ) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.queue = context.store.queue
+        self.source = source  # the listen address: outgoing connections come from it
+        self.own = set(own)  # our own SMTP listeners: an MX pointing at them is a loop
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._backoff: dict[str, float] = {}  # message id -> not before (after an error)
+        self._tls: ssl.SSLContext | None = None
+        self._resolver: Any = None
+
+    # -- life -------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def enqueued() -> None:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+        self.context.on_enqueue = enqueued
+        self._task = loop.create_task(self._run(), name="mailtalk-queue-runner")
+
+    async def stop(self) -> None:
+        self.context.on_enqueue = None
+        tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._task = None
+        self._in_flight.clear()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.queue.path.is_dir():
+            try:
+                await loop.run_in_executor(None, self.queue.recover)
+            except OSError as error:
+                log.warning("queue: cannot clean up %s: %s", self.queue.path, error)
+        while True:
+            self._wakeup.clear()
+            try:
+                wait = await self._pass()
+            except Exception:
+                log.exception("queue: cannot read %s", self.queue.path)
+                wait = POLL_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), max(0.0, min(wait, POLL_SECONDS)))
+
+    async def _pass(self) -> float:
+        """Start the deliveries that are due; return the seconds until the next one."""
+        if not self.queue.envelopes_dir.is_dir():
+            return POLL_SECONDS
+        loop = asyncio.get_running_loop()
+        messages = await loop.run_in_executor(None, self.queue.list)
+        now = time.time()
+        wait = POLL_SECONDS
+        for message in messages:
+            if message.id in self._in_flight:
+                continue
+            due = max(
+                float(message.state.get("next_attempt", 0.0)), self._backoff.get(message.id, 0.0)
+            )
+            if due > now:
+                wait = min(wait, due - now)
+                continue
+            if len(self._in_flight) >= MAX_PARALLEL:
+                break  # a finishing delivery wakes the runner
+            task = loop.create_task(self._process(message))
+            self._in_flight[message.id] = task
+            task.add_done_callback(functools.partial(self._finished, message.id))
+        return wait
+
+    def _finished(self, message_id: str, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(message_id, None)
+        self._wakeup.set()
+
+    # -- one message ------------------------------------------------------------
+
+    async def _process(self, message: QueuedMessage) -> None:
+        try:
+            await self._attempt(message)
+        except asyncio.CancelledError:
+            raise
+        except FileNotFoundError:
+            log.info("delivery %s: gone from the queue", message.id)
+        except Exception:
+            log.exception("delivery %s: internal error; will try again", message.id)
+            self._backoff[message.id] = time.time() + self._delay(1)
+
+    def _delay(self, attempts: int) -> float:
+        schedule = self.settings.retry_schedule or (60.0,)
+        return float(schedule[min(max(attempts, 1), len(schedule)) - 1])
+
+    async def _attempt(self, message: QueuedMessage) -> None:
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, message.message_path.read_bytes)
+        envelope = message.envelope
+        attempts = int(message.state.get("attempts", 0)) + 1
+        log.info(
+            "delivery %s: attempt %d from <%s> to %s",
+            message.id,
+            attempts,
+            envelope.mail_from,
+            ", ".join(f"<{r}>" for r in envelope.rcpt_to),
+        )
+        by_domain: dict[str, list[str]] = {}
+        for rcpt in envelope.rcpt_to:
+            by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
+        outbound = _outbound(data)
+        outcomes: dict[str, Outcome] = {}
+        for domain, rcpts in by_domain.items():
+            outcomes.update(await self._deliver_domain(domain, rcpts, envelope.mail_from, outbound))
+
+        now = time.time()
+        age = now - envelope.received_at.timestamp()
+        expired = age >= self.settings.max_queue_age
+        failed: list[tuple[str, Outcome]] = []
+        left: list[str] = []
+        for rcpt in envelope.rcpt_to:
+            outcome = outcomes[rcpt]
+            if outcome.kind == "ok":
+                log.info("delivery %s: <%s> delivered: %s", message.id, rcpt, outcome.text)
+            elif outcome.kind == "perm":
+                log.info("delivery %s: <%s> bounced: %s", message.id, rcpt, outcome.text)
+                failed.append((rcpt, outcome))
+            elif expired:
+                text = (
+                    f"{outcome.text}; gave up after {attempts} attempts "
+                    f"in {age:.0f} s (the queue lifetime)"
+                )
+                log.info("delivery %s: <%s> expired: %s", message.id, rcpt, text)
+                failed.append(
+                    (
+                        rcpt,
+                        Outcome(
+                            "perm",
+                            text,
+                            outcome.status or "4.4.7",
+                            outcome.remote,
+                            outcome.diagnostic,
+                        ),
+                    )
+                )
+            else:
+                log.info("delivery %s: <%s> deferred: %s", message.id, rcpt, outcome.text)
+                left.append(rcpt)
+        if failed:
+            await self._bounce(message, data, failed)
+        if not left:
+            await loop.run_in_executor(None, self.queue.remove, message)
+            self._backoff.pop(message.id, None)
+            return
+        expiry = envelope.received_at.timestamp() + self.settings.max_queue_age
+        next_attempt = max(now, min(now + self._delay(attempts), expiry))
+        state = {
+            "attempts": attempts,
+            "last_attempt": now,
+            "next_attempt": next_attempt,
+            "last_error": {rcpt: outcomes[rcpt].text for rcpt in left},
+        }
+        await loop.run_in_executor(None, self.queue.update, message, left, state)
+        log.info(
+            "delivery %s: %d recipient(s) left; next attempt in %.3g s",
+            message.id,
+            len(left),
+            next_attempt - now,
+        )
+
+    # -- one domain ---------------------------------------------------------------
+
+    async def _deliver_domain(
+        self, domain: str, rcpts: list[str], sender: str, data: bytes
+    ) -> dict[str, Outcome]:
+        hops, problem = await self._hops(domain)
+        if problem is not None:
+            return {rcpt: problem for rcpt in rcpts}
+        pending = list(rcpts)
+        outcomes: dict[str, Outcome] = {}
+        last: dict[str, Outcome] = {}
+        for hop in hops:
+            if (hop.address, hop.port) in self.own:
+                loop_text = f"mail for {domain} loops back to myself ({hop.label})"
+                return {rcpt: Outcome("perm", loop_text, "5.4.6") for rcpt in rcpts}
+            results = await self._session(hop, sender, pending, data)
+            for rcpt, outcome in results.items():
+                if outcome.kind == "temp":
+                    last[rcpt] = outcome
+                else:
+                    outcomes[rcpt] = outcome
+            pending = [rcpt for rcpt in pending if results[rcpt].kind == "temp"]
+            if not pending:
+                break
+        for rcpt in pending:
+            outcomes[rcpt] = last[rcpt]
+        return outcomes
+
+    async def _hops(self, domain: str) -> tuple[list[_Hop], Outcome | None]:
+        """Where to connect for ``domain``, in order; or why nowhere (temp or perm)."""
+        loop = asyncio.get_running_loop()
+        routes = await loop.run_in_executor(None, read_smtproutes, self.context.root)
+        route = find_route(routes, domain)
+        if route is not None and route.host is not None:
+            port = route.port or self.settings.mx_port
+            host = route.host
+            if host.startswith("[") and host.endswith("]"):
+                return [_Hop(host, host[1:-1], port)], None
+            addresses, error = await self._addresses(host)
+            if not addresses:
+                text = f"smtproutes host {host} for {domain}: {error}"
+                return [], Outcome("temp", text, "4.4.3")
+            return [_Hop(host, address, port) for address in addresses], None
+        return await self._mx_hops(domain)
+
+    async def _mx_hops(self, domain: str) -> tuple[list[_Hop], Outcome | None]:
+        from mailtalk.net.mx import Resolver, lookup_mx
+
+        if self._resolver is None:
+            self._resolver = Resolver(self.settings.resolver)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, lookup_mx, domain, self._resolver)
+        except ValueError as error:
+            return [], Outcome("perm", str(error), "5.1.2")
+        log.info("delivery: MX of %s via %s: %s", domain, result.resolver, result.message)
+        if result.status == "null":
+            return [], Outcome("perm", result.message, "5.1.10")
+        if result.status in ("nxdomain", "nodata"):
+            return [], Outcome("perm", result.message, "5.1.2")
+        if result.status in ("servfail", "timeout"):
+            return [], Outcome("temp", result.message, "4.4.3")
+        hops = [
+            _Hop(host.host, address, self.settings.mx_port)
+            for host in result.hosts
+            for address in host.addresses
+        ]
+        if not hops:
+            errors = "; ".join(h.error or h.host for h in result.hosts)
+            text = f"no address for the MX hosts of {domain}: {errors}"
+            return [], Outcome("temp", text, "4.4.3")
+        return hops, None
+
+    async def _addresses(self, host: str) -> tuple[list[str], str]:
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(host))], ""
+        loop = asyncio.get_running_loop()
+        if self.settings.resolver:
+            from mailtalk.net.mx import Resolver, _addresses
+
+            if self._resolver is None:
+                self._resolver = Resolver(self.settings.resolver)
+            found, error = await loop.run_in_executor(
+                None, _addresses, self._resolver.resolver, host
+            )
+            return list(found), error or ""
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as error:
+            return [], f"cannot resolve {host}: {error}"
+        return list(dict.fromkeys(str(info[4][0]) for info in infos)), ""
+
+    # -- one SMTP session -------------------------------------------------------
+
+    def _local_address(self, address: str) -> tuple[str, int] | None:
+        """Connect from the listen address when it can reach ``address`` (127.0.0.x worlds)."""
+        if not self.source:
+            return None
+        try:
+            source = ipaddress.ip_address(self.source)
+            target = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        if source.is_unspecified or source.version != target.version:
+            return None
+        if source.is_loopback != target.is_loopback:
+            return None
+        return (self.source, 0)
+
+    async def _session(
+        self, hop: _Hop, sender: str, rcpts: Sequence[str], data: bytes
+    ) -> dict[str, Outcome]:
+        settings = self.settings
+        where = hop.label
+        log.info("delivery: connecting to %s for %s", where, ", ".join(f"<{r}>" for r in rcpts))
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    hop.address, hop.port, local_addr=self._local_address(hop.address)
+                ),
+                min(CONNECT_TIMEOUT, settings.delivery_timeout),
+            )
+        except (OSError, TimeoutError) as error:
+            reason = (
+                "timed out"
+                if isinstance(error, TimeoutError)
+                else ((error.strerror or str(error)).lower())
+            )
+            text = f"connect to {where} failed: {reason}"
+            log.info("delivery: %s", text)
+            return {rcpt: Outcome("temp", text, "4.4.1", hop.host) for rcpt in rcpts}
+
+        client = _Client(reader, writer, settings.delivery_timeout)
+        results: dict[str, Outcome] = {}
+        stage = "the greeting"
+
+        def said(reply: Reply, in_reply_to: str) -> Outcome:
+            text = f"host {where} said: {_reply_text(reply)} (in reply to {in_reply_to})"
+            return Outcome(_classify(reply), text, _status(reply), hop.host, _reply_text(reply))
+
+        def all_rcpts(outcome: Outcome) -> dict[str, Outcome]:
+            for rcpt in rcpts:
+                results.setdefault(rcpt, outcome)
+            return results
+
+        try:
+            reply = await client.reply()
+            log.info("delivery: %s: %s", where, _reply_text(reply))
+            if reply.code != 220:
+                outcome = said(reply, stage)
+                await client.quit()
+                return all_rcpts(outcome if outcome.kind != "ok" else replace_kind(outcome))
+            stage = "EHLO"
+            reply = await client.command(f"EHLO {self.context.hostname}")
+            if reply.code // 100 != 2:
+                stage = "HELO"
+                reply = await client.command(f"HELO {self.context.hostname}")
+                if reply.code // 100 != 2:
+                    await client.quit()
+                    return all_rcpts(said(reply, f"{stage} command"))
+            if "STARTTLS" in client.core.extensions:
+                stage = "STARTTLS"
+                reply = await client.command("STARTTLS")
+                if reply.code == 220:
+                    if self._tls is None:
+                        self._tls = _opportunistic_tls()
+                    name = None if _is_ip(hop.host.strip("[]")) else hop.host
+                    await client.starttls(self._tls, name)
+                    log.info("delivery: %s: TLS started", where)
+                    stage = "EHLO"
+                    reply = await client.command(f"EHLO {self.context.hostname}")
+                    if reply.code // 100 != 2:
+                        await client.quit()
+                        return all_rcpts(said(reply, "EHLO command after STARTTLS"))
+                else:
+                    log.info("delivery: %s: STARTTLS refused, going on in plain text", where)
+            stage = "MAIL FROM command"
+            mail = f"MAIL FROM:<{sender}>"
+            if "SIZE" in client.core.extensions:
+                mail += f" SIZE={len(data)}"
+            if "8BITMIME" in client.core.extensions and any(b > 0x7F for b in data):
+                mail += " BODY=8BITMIME"
+            reply = await client.command(mail)
+            if reply.code // 100 != 2:
+                await client.quit()
+                return all_rcpts(said(reply, stage))
+            accepted = []
+            for rcpt in rcpts:
+                stage = "RCPT TO command"
+                reply = await client.command(f"RCPT TO:<{rcpt}>")
+                log.info("delivery: %s: RCPT TO:<%s>: %s", where, rcpt, _reply_text(reply))
+                if reply.code // 100 == 2:
+                    accepted.append(rcpt)
+                else:
+                    results[rcpt] = said(reply, stage)
+            if not accepted:
+                await client.quit()
+                return results
+            stage = "DATA command"
+            reply = await client.command("DATA")
+            if reply.code != 354:
+                outcome = said(reply, stage)
+                await client.quit()
+                return all_rcpts(outcome if outcome.kind != "ok" else replace_kind(outcome))
+            stage = "end of DATA"
+            reply = await client.message(data)
+            log.info("delivery: %s: end of data: %s", where, _reply_text(reply))
+            outcome = said(reply, stage)
+            for rcpt in accepted:
+                results[rcpt] = outcome
+            await client.quit()
+            return all_rcpts(outcome)
+        except (_Dropped, TimeoutError, OSError, ssl.SSLError, ProtocolError) as error:
+            if isinstance(error, TimeoutError):
+                reason = f"no answer within {settings.delivery_timeout:g} s"
+            else:
+                reason = str(error) or type(error).__name__
+            text = f"lost connection with {where} while waiting for a reply to {stage}: {reason}"
+            log.info("delivery: %s", text)
+            return all_rcpts(Outcome("temp", text, "4.4.2", hop.host))
+        finally:
+            await client.close()
+
+    # -- bounces ------------------------------------------------------------------
+
+    async def _bounce(
+        self, message: QueuedMessage, data: bytes, failed: list[tuple[str, Outcome]]
+    ) -> None:
+        sender = message.envelope.mail_from
+        if not sender:
+            log.info(
+                "delivery %s: not bouncing a message from <> (a bounce of a bounce); "
+                "dropped for %s",
+                message.id,
+                ", ".join(f"<{rcpt}>" for rcpt, _ in failed),
+            )
+            return
+        report = build_dsn(self.context.hostname, message, data, failed)
+        loop = asyncio.get_running_loop()
+        user = self._local_user(sender)
+        if user is not None:
+            maildir = self.context.store.maildir(user)
+            content = b"Return-Path: <>\n" + report
+            await loop.run_in_executor(None, _deliver_local, maildir, content)
+            self.context.notify_delivered({user})
+            log.info("delivery %s: bounce delivered to local user %s", message.id, user)
+            return
+        from mailtalk.store import Envelope
+
+        envelope = Envelope("", (sender,), client="127.0.0.1", helo=self.context.hostname)
+        await loop.run_in_executor(None, _enqueue, self.queue, envelope, report)
+        log.info("delivery %s: bounce to <%s> queued", message.id, sender)
+        self._wakeup.set()
+
+    def _local_user(self, address: str) -> str | None:
+        from mailtalk.servers.policy import RouteKind
+
+        try:
+            route = self.context.control.route(address, self.context.users)
+        except ValueError:
+            return None
+        return route.user if route.kind is RouteKind.LOCAL else None
+
+
+def replace_kind(outcome: Outcome) -> Outcome:
+    """A 2xx where it makes no sense (a 250 greeting, a 250 to DATA): a temporary failure."""
+    return Outcome("temp", outcome.text, "4.5.0", outcome.remote, outcome.diagnostic)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _outbound(data: bytes) -> bytes:
+    """The queued copy as it goes on: without our Return-Path (the final MTA adds one)."""
+    if data.startswith(b"Return-Path:"):
+        end = data.find(b"\n")
+        if end >= 0:
+            return data[end + 1 :]
+    return data
+
+
+def _deliver_local(maildir: Any, content: bytes) -> None:
+    from mailtalk.store import Delivery
+
+    maildir.create()
+    delivery = Delivery([maildir], hostname=socket.gethostname())
+    delivery.write(content)
+    delivery.commit()
+
+
+def _enqueue(queue: Any, envelope: Any, content: bytes) -> None:
+    queue.create()
+    delivery = queue.begin(envelope, hostname=socket.gethostname())
+    delivery.write(content)
+    delivery.commit()
+
+
+def build_dsn(
+    me: str, message: QueuedMessage, data: bytes, failed: Sequence[tuple[str, Outcome]]
+) -> bytes:
+    """An RFC 3464 delivery status notification (multipart/report), LF line ends."""
+    from mailtalk.protocols.common import printable
+
+    envelope = message.envelope
+    boundary = f"{message.id.replace('/', '_')}.{time.time_ns()}/{me}"
+    now = formatdate(localtime=True)
+    headers = _outbound(data).replace(b"\r\n", b"\n").partition(b"\n\n")[0]
+    subject_line = "Undelivered Mail Returned to Sender"
+    lines = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{me}>",
+        f"To: <{envelope.mail_from}>",
+        f"Subject: {subject_line}",
+        f"Date: {now}",
+        f"Message-ID: {make_msgid(domain=me)}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        f'\tboundary="{boundary}"',
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Description: Notification",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        f"This is the mail system at host {me}.",
+        "",
+        "I'm sorry to have to inform you that your message could not",
+        "be delivered to one or more recipients. It's attached below.",
+        "",
+    ]
+    for rcpt, outcome in failed:
+        lines += [f"<{rcpt}>: {printable(outcome.text)}", ""]
+    lines += [
+        f"--{boundary}",
+        "Content-Description: Delivery report",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {me}",
+        f"X-Mailtalk-Queue-ID: {message.id}",
+        f"Arrival-Date: {formatdate(envelope.received_at.timestamp(), localtime=True)}",
+    ]
+    for rcpt, outcome in failed:
+        status = outcome.status if outcome.status[:1] in ("4", "5") else "5.0.0"
+        lines += ["", f"Final-Recipient: rfc822; {rcpt}", "Action: failed", f"Status: {status}"]
+        if outcome.remote:
+            lines.append(f"Remote-MTA: dns; {outcome.remote}")
+        if outcome.diagnostic:
+            lines.append(f"Diagnostic-Code: smtp; {printable(outcome.diagnostic)}")
+        lines.append(f"Last-Attempt-Date: {now}")
+    lines += [
+        "",
+        f"--{boundary}",
+        "Content-Description: Undelivered Message Headers",
+        "Content-Type: text/rfc822-headers",
+        "",
+    ]
+    text = "\n".join(lines).encode("utf-8") + b"\n"
+    return text + headers + b"\n\n" + f"--{boundary}--\n".encode()
