@@ -270,3 +270,32 @@ def test_python_api_does_not_deliver_by_default(world: Any) -> None:
     time.sleep(0.3)
     assert b.messages("bob") == []
     assert len(a.context.store.queue.list()) == 1
+
+
+def test_delivery_by_mx_records_from_the_embedded_dns(
+    world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import inspect
+
+    if "dns" not in inspect.signature(run_servers).parameters:
+        pytest.skip("the embedded DNS server (run_servers(dns=...)) is not there yet")
+    b = recipient_server(world)
+    a_root = b.root.parent / "a"
+    (a_root / "dns").mkdir(parents=True)
+    (a_root / "dns" / "records").write_text(
+        "example.net MX 20 backup.example.net\n"
+        "example.net MX 10 mx.example.net\n"
+        f"mx.example.net A {B_HOST}\n"
+        "backup.example.net A 127.0.0.4\n"
+    )
+    # No smtproutes: the MX records say where; --mx-port says which port.
+    a = world(
+        "a", "isp.test", A_HOST, users=[("alice", "secret")], dns=0,
+        mx_port=b.port("smtp"), **FAST,
+    )  # fmt: skip
+    assert a.context.settings.resolver == f"{A_HOST}:{a.port('dns')}"
+    send(a, "alice@isp.test", ["bob@example.net"])
+    (message,) = wait_for(lambda: b.messages("bob"))
+    assert b"Received: from isp.test ([127.0.0.2])" in message
+    assert f"MX of example.net via {A_HOST}:{a.port('dns')}: example.net has 2 MX" in caplog.text
+    wait_for(lambda: queue_empty(a))
