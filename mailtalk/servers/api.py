@@ -75,6 +75,7 @@ def run_servers(
     pop3s: int | None = None,
     imap: int | None = None,
     imaps: int | None = None,
+    dns: int | None = None,
     listen: str = "127.0.0.1",
     domains: Sequence[str] = (),
     users: Sequence[tuple[str, str]] = (),
@@ -82,7 +83,11 @@ def run_servers(
     scenarios: Sequence[str] = (),
     **settings: Any,
 ) -> Iterator[RunningServers]:
-    """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit."""
+    """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit.
+
+    ``dns``: also the embedded DNS server on that port (UDP and TCP), answering from
+    ``root/dns/``; without a ``resolver`` setting the servers then ask it themselves.
+    """
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
         "pop3": pop3, "pop3s": pop3s, "imap": imap, "imaps": imaps,
@@ -97,6 +102,7 @@ def run_servers(
         faults=faults,
         scenarios=scenarios,
         settings=ServerSettings(**settings),
+        dns_port=dns,
     )
     servers = ReferenceServers(config)
     loop = asyncio.new_event_loop()

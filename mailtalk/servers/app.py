@@ -81,6 +81,7 @@ class ServeConfig:
     faults: Sequence[str] = ()
     scenarios: Sequence[str] = ()
     settings: ServerSettings = field(default_factory=ServerSettings)
+    dns_port: int | None = None  # the embedded DNS server (UDP and TCP); 0: any free port
 
 
 class ConfigError(ValueError):
@@ -181,6 +182,8 @@ class ReferenceServers:
         self.context = build_context(config)
         self.listeners: list[ListenerInfo] = []
         self._servers: list[asyncio.base_events.Server] = []
+        self.dns: Any = None  # dns.DNSServer, with --dns
+        self._dns_data: Any = self._load_dns() if config.dns_port is not None else None
         self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
 
     async def start(self) -> list[ListenerInfo]:
@@ -212,6 +215,7 @@ class ReferenceServers:
             self._servers.append(server)
             bound = server.sockets[0].getsockname()
             self.listeners.append(ListenerInfo(protocol, host, int(bound[1]), tls))
+        await self._start_dns()
         self._start_queue_runner()
         return self.listeners
 
@@ -241,6 +245,49 @@ class ReferenceServers:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        if self.dns is not None:
+            await self.dns.stop()
+            self.dns = None
+
+    def _load_dns(self) -> Any:
+        """ROOT/dns/'s zones, read before anything listens: a bad line stops the start."""
+        from mailtalk.servers.dns import DNSDataError, ensure_records_file, load_dns_data
+
+        directory = self.config.root / "dns"
+        try:
+            ensure_records_file(directory)
+            return load_dns_data(directory)
+        except DNSDataError as error:
+            raise ConfigError(str(error)) from None
+        except OSError as error:
+            raise ConfigError(f"cannot use {directory}: {error.strerror or error}") from None
+
+    async def _start_dns(self) -> None:
+        if self._dns_data is None or self.config.dns_port is None:
+            return
+        from mailtalk.servers.dns import DNSServer
+
+        host = self.config.listen
+        self.dns = DNSServer(self._dns_data)
+        try:
+            port = await self.dns.start(host, self.config.dns_port)
+        except OSError as error:
+            self.dns = None
+            await self.stop()
+            raise ConfigError(
+                f"cannot listen on {host} port {self.config.dns_port} for dns: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+        self.listeners.append(ListenerInfo("dns", host, port, "none"))
+        settings = self.context.settings
+        if settings.resolver is None:
+            # No --resolver: the sender check and onward delivery ask our own DNS.
+            ask = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            settings.resolver = f"[{ask}]:{port}" if ":" in ask else f"{ask}:{port}"
+
+    @property
+    def dns_zones(self) -> list[str]:
+        return list(self._dns_data.origins) if self._dns_data is not None else []
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -58,6 +58,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         faults=tuple(options.get("faults") or ()),
         scenarios=tuple(options.get("scenarios") or ()),
         settings=settings,
+        dns_port=options.get("dns_port"),
     )
 
 
@@ -131,10 +132,15 @@ def _print_summary(servers: ReferenceServers) -> None:
     out.write(f"mailtalk reference servers, root {servers.config.root}\n")
     for listener in servers.listeners:
         tls = {"starttls": "STARTTLS", "implicit": "implicit TLS", "none": "plain"}[listener.tls]
+        if listener.protocol == "dns":
+            zones = ", ".join(servers.dns_zones) or "nothing yet: add ROOT/dns/records"
+            tls = f"UDP and TCP, authoritative for {zones}"
         out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
     domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
     users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
     out.write(f"  domains: {domains}\n  users: {users}\n")
+    if context.settings.resolver:
+        out.write(f"  DNS for the sender check and onward delivery: {context.settings.resolver}\n")
     if context.settings.sink:
         out.write("  sink mode: every message is accepted and thrown away\n")
     out.write(f"  {_trust_hint(servers)}\n")
