@@ -454,6 +454,12 @@ class QueueRunner:
                 text = f"smtproutes host {host} for {domain}: {error}"
                 return [], Outcome("temp", text, "4.4.3")
             return [_Hop(host, address, port) for address in addresses], None
+        if domain.startswith("[") and domain.endswith("]"):
+            # An address literal (bob@[127.0.0.3], RFC 5321 4.1.3): no MX lookup.
+            literal = domain[1:-1].removeprefix("ipv6:")
+            if _is_ip(literal):
+                return [_Hop(domain, literal, self.settings.mx_port)], None
+            return [], Outcome("perm", f"{domain} is not an address literal", "5.1.2")
         return await self._mx_hops(domain)
 
     async def _mx_hops(self, domain: str) -> tuple[list[_Hop], Outcome | None]:

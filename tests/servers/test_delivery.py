@@ -299,3 +299,15 @@ def test_delivery_by_mx_records_from_the_embedded_dns(
     assert b"Received: from isp.test ([127.0.0.2])" in message
     assert f"MX of example.net via {A_HOST}:{a.port('dns')}: example.net has 2 MX" in caplog.text
     wait_for(lambda: queue_empty(a))
+
+
+def test_an_address_literal_is_delivered_without_a_lookup(world: Any) -> None:
+    b = recipient_server(world)
+    (b.root / "control" / "locals").write_text(f"example.net\n[{B_HOST}]\n")
+    (b.root / "control" / "rcpthosts").write_text(f"example.net\n[{B_HOST}]\n")
+    b.context.control = type(b.context.control).load(b.root)
+    a = isp_server(world, "", mx_port=b.port("smtp"))
+    send(a, "alice@isp.test", [f"bob@[{B_HOST}]"])
+    (message,) = wait_for(lambda: b.messages("bob"))
+    assert b"Subject: hello" in message
+    wait_for(lambda: queue_empty(a))
