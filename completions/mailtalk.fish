@@ -254,6 +254,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Injec
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'scenario' -x -d 'A named scenario.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'sink' -d 'Accept every message and store none.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain' -d 'Refuse senders whose domain has no MX/A/AAAA.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'tls-auth-only' -d 'Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check and onward delivery.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'dns' -x -d 'Also answer DNS (UDP and TCP) from ROOT/dns/, authoritatively.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'mx-port' -x -d 'The port onward delivery connects to on MX hosts (a practice world of several servers on 127.0.0.x may use another).'

@@ -259,6 +259,10 @@ DEFAULT_SERVE_PORTS = {
 @click.option(
     "--check-sender-domain", is_flag=True, help="Refuse senders whose domain has no MX/A/AAAA."
 )
+@click.option(
+    "--tls-auth-only", is_flag=True,
+    help="Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).",
+)
 @click.option("--resolver", metavar="HOST[:PORT]",
               help="DNS server for the sender check and onward delivery.")
 @click.option("--dns", "dns_port", type=click.IntRange(0, 65535), metavar="PORT",

@@ -53,6 +53,9 @@ class ServerSettings:
     login_delay: float = 0.0  # POP3 LOGIN-DELAY: seconds between two logins of a user
     max_literal: int = DEFAULT_MAX_SIZE  # largest IMAP literal (APPEND) accepted
     lock_busy: bool = False  # the lock-busy scenario: every maildrop is held locked
+    # AUTH offered and accepted only over TLS, even from loopback (Postfix's
+    # smtpd_tls_auth_only): what diagnose relay calls "AUTH only after STARTTLS"
+    tls_auth_only: bool = False
     # Onward delivery of the relay queue (mailtalk.servers.delivery). On for
     # ``mailtalk serve``; off by default from Python, where tests inspect the queue.
     onward_delivery: bool = False

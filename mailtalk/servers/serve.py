@@ -42,6 +42,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         bare_newline=options["bare_newline"],
         sink=options["sink"],
         check_sender_domain=options["check_sender_domain"],
+        tls_auth_only=bool(options.get("tls_auth_only")),
         resolver=options.get("resolver"),
         quota_bytes=options.get("quota"),
         login_delay=options.get("login_delay") or 0.0,

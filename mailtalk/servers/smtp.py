@@ -279,7 +279,10 @@ class SMTPServerProtocol(ServerSession):
         return lines
 
     def _auth_allowed(self) -> bool:
-        """AUTH only over TLS, or from loopback (where nobody can listen in)."""
+        """AUTH only over TLS, or from loopback (where nobody can listen in) unless
+        --tls-auth-only says TLS always."""
+        if self.context.settings.tls_auth_only:
+            return bool(self.core.tls)
         return bool(self.core.tls) or self.is_loopback()
 
     def _mail(self, args: str) -> None:

@@ -361,3 +361,14 @@ def test_diagnose_login_bad_password_and_lock(mailtalk_servers: Callable[..., An
 def test_diagnose_login_rejects_smtp_urls() -> None:
     result = mailtalk("diagnose", "login", "smtp://localhost", "--user", "a", password="x")
     assert result.returncode == 2 and "POP3 and IMAP" in result.stderr
+
+
+def test_relay_auth_only_after_starttls(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers, tls_auth_only=True)
+    code, report = relay(running)
+    assert (code, report["verdict"]) == (1, "relay_denied_needs_auth_after_tls"), report
+    assert report["facts"]["auth_offered"] == []
+    assert report["facts"]["auth_offered_after_starttls"] == ["PLAIN", "LOGIN"]
+    assert "STARTTLS, EHLO again, then AUTH" in report["fixes"]["user"][0]
+    code, report = relay(running, "--auth", "alice", password="secret")
+    assert (code, report["verdict"]) == (0, "relay_denied_auth_fixes"), report
