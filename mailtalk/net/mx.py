@@ -78,12 +78,36 @@ class Resolver:
         if self._resolver is None:
             from mailtalk.servers.dnscheck import make_resolver
 
-            self._resolver = make_resolver(self.spec, self.timeout)
+            self._resolver = make_resolver(_numeric(self.spec), self.timeout)
         return self._resolver
 
     @property
     def name(self) -> str:
         return self.spec or "system"
+
+
+def _numeric(spec: str | None) -> str | None:
+    """``HOST[:PORT]`` with HOST as an address: dnspython asks IP addresses only, and
+    ``--resolver localhost:5353`` is what people type. Raises ValueError if HOST has none."""
+    if spec is None:
+        return None
+    import ipaddress
+    import socket
+
+    from mailtalk.target import split_host_port
+
+    host, port = split_host_port(spec, 53)
+    try:
+        ipaddress.ip_address(host)
+        return spec
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        raise ValueError(f"cannot find the address of {host}") from None
+    address = str(found[0][4][0])
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def ascii_domain(domain: str) -> str:
@@ -94,10 +118,38 @@ def ascii_domain(domain: str) -> str:
     name = domain.strip().rstrip(".")
     if not name or " " in name or name.startswith(".") or ".." in name:
         raise ValueError(f"{domain!r} is not a domain name")
+    if name.startswith("[") and name.endswith("]"):
+        return name  # an address literal (user@[192.0.2.1]): no DNS name to encode
     try:
-        return name.encode("idna").decode("ascii").lower()
+        ascii_name = name.encode("idna").decode("ascii").lower()
     except UnicodeError as error:
         raise ValueError(f"{domain!r} is not a valid international domain name: {error}") from None
+    if len(ascii_name) > 253:
+        raise ValueError(f"{domain!r} is too long for a domain name (253 characters at most)")
+    for label in ascii_name.split("."):
+        problem = _label_problem(label)
+        if problem:
+            raise ValueError(f"{domain!r} is not a domain name: {problem}")
+    return ascii_name
+
+
+def _label_problem(label: str) -> str | None:
+    """Why ``label`` (ASCII, lower case) cannot be part of a mail domain (RFC 5321
+    4.1.2: letters, digits, hyphens inside), or None. Punycode labels must decode,
+    and not to a word starting with a combining mark (RFC 5891 4.2.3.2)."""
+    import re
+    import unicodedata
+
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", label):
+        return f"{label!r} is not a valid label (letters, digits and inner hyphens only)"
+    if label.startswith("xn--"):
+        try:
+            word = label.encode("ascii").decode("idna")
+        except UnicodeError:
+            return f"{label!r} is not valid punycode"
+        if not word or unicodedata.category(word[0]).startswith("M"):
+            return f"{label!r} starts with a combining mark"
+    return None
 
 
 def _addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[tuple[str, ...], str | None]:
@@ -121,6 +173,12 @@ def _addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[tuple[str, .
     if not found and error is None:
         error = f"{host} has no A or AAAA record"
     return tuple(found), error if not found else None
+
+
+def _refused(error: dns.resolver.NoNameservers) -> bool:
+    """Every server that answered said REFUSED (not served here), none SERVFAIL."""
+    errors = error.kwargs.get("errors") or []
+    return bool(errors) and all(str(item[3]) == "REFUSED" for item in errors)
 
 
 def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
@@ -151,7 +209,17 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
             f"{resolver.timeout:g} s: is it running and reachable? (--resolver)",
             where,
         )
-    except dns.resolver.NoNameservers:
+    except dns.resolver.NoNameservers as failure:
+        if _refused(failure):
+            return MXResult(
+                name,
+                "servfail",
+                (),
+                f"the resolver {where} refused to answer for {name} (REFUSED): it does not "
+                "serve that name, or not to you (mailtalk serve --dns answers only for the "
+                "zones under ROOT/dns/)",
+                where,
+            )
         return MXResult(
             name,
             "servfail",
