@@ -16,6 +16,10 @@ The data lives under ``ROOT/dns/``:
   or else in the zone of its last two labels (``isp.test``; ``in-addr.arpa``
   and ``ip6.arpa`` for reverse names), which gets an SOA made up for it.
 
+A zone under a special-use TLD (``.test``, ``.example``, ``.invalid``,
+``.localhost``) makes the server authoritative for the whole TLD too, since no
+one else is: ``nowhere.test`` is NXDOMAIN, not REFUSED.
+
 Answers are authoritative (AA): the records; NOERROR with no answer and the SOA
 in authority (NODATA) for a name that exists without that type; NXDOMAIN for a
 name under a served zone that does not exist; REFUSED for names outside every
@@ -64,6 +68,8 @@ OUR_EDNS_PAYLOAD = 1232  # what we advertise (the DNS flag day 2020 value)
 TCP_IDLE_TIMEOUT = 30.0
 MAX_CNAME_CHAIN = 8
 REVERSE_ZONES = ("in-addr.arpa.", "ip6.arpa.")
+# Special-use TLDs (RFC 2606, 6761): serving a zone under one serves the whole TLD.
+PRACTICE_TLDS = (b"test", b"example", b"invalid", b"localhost")
 
 RECORDS_FILE_HELP = """\
 # DNS records for mailtalk serve --dns: NAME [TTL] TYPE VALUE, one a line.
@@ -120,6 +126,12 @@ def load_dns_data(directory: Path) -> DNSData:
         if records.is_file():
             _load_records_file(records, zones)
             sources.append(records)
+    for origin in list(zones):
+        tld = dns.name.Name(origin.labels[-2:])
+        if len(origin.labels) > 2 and tld.labels[0].lower() in PRACTICE_TLDS and tld not in zones:
+            # Nobody else answers for .test: a typo (nowehre.test) is NXDOMAIN, as it
+            # would be for a real domain, not REFUSED.
+            zones[tld] = dns.zone.Zone(tld, relativize=False)
     ordered = sorted(zones.values(), key=lambda z: len(z.origin or dns.name.root), reverse=True)
     for zone in ordered:
         _ensure_soa(zone)

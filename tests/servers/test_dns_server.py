@@ -134,6 +134,16 @@ def test_nxdomain_with_soa(world: RunningServers, ask) -> None:
     assert response.authority[0].name.to_text() == "isp.test."
 
 
+def test_the_practice_tld_is_served_whole(world: RunningServers) -> None:
+    response = udp(world, "nowhere.test", "MX")  # a typo of a practice domain
+    assert response.rcode() == dns.rcode.NXDOMAIN
+    assert response.authority[0].name.to_text() == "test."
+    response = udp(world, "test", "MX")
+    assert response.rcode() == dns.rcode.NOERROR and response.answer == []
+    # example.net is under a real TLD: its neighbours are not ours to deny.
+    assert udp(world, "nowhere.net", "MX").rcode() == dns.rcode.REFUSED
+
+
 def test_nodata_with_soa(world: RunningServers) -> None:
     response = udp(world, "mx.isp.test", "MX")
     assert response.rcode() == dns.rcode.NOERROR
@@ -153,7 +163,7 @@ def test_empty_non_terminal_is_nodata_not_nxdomain(world: RunningServers) -> Non
     assert response.answer == []
 
 
-@pytest.mark.parametrize("name", ["google.com", "test", "isp.test.evil", "elsewhere.invalid"])
+@pytest.mark.parametrize("name", ["google.com", "com", "isp.test.evil", "elsewhere.invalid"])
 def test_refused_outside_the_zones(world: RunningServers, name: str) -> None:
     response = udp(world, name, "A")
     assert response.rcode() == dns.rcode.REFUSED
