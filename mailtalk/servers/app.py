@@ -136,7 +136,9 @@ def build_context(config: ServeConfig) -> ServerContext:
             f"unknown personality {settings.personality!r}; known: {', '.join(personality_names())}"
         ) from None
 
-    paths = ensure_certificates(root, names=_certificate_names(control.me))
+    paths = ensure_certificates(
+        root, names=_certificate_names(control.me), addresses=_certificate_addresses(config.listen)
+    )
     context = ServerContext(
         root=root,
         settings=settings,
@@ -153,6 +155,21 @@ def build_context(config: ServeConfig) -> ServerContext:
         for name in users.names():
             context.held_locks.append(context.mailstore.lock_maildrop(name))
     return context
+
+
+def _certificate_addresses(listen: str) -> list[str]:
+    """Loopback, and the address listened on when it is one (127.0.0.2 in a practice
+    world of several servers): clients verify the certificate against it."""
+    import ipaddress
+
+    addresses = ["127.0.0.1", "::1"]
+    try:
+        address = ipaddress.ip_address(listen.strip("[]"))
+    except ValueError:
+        return addresses
+    if not address.is_unspecified and str(address) not in addresses:
+        addresses.append(str(address))
+    return addresses
 
 
 def _certificate_names(me: str) -> list[str]:
