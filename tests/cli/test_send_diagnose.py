@@ -372,3 +372,34 @@ def test_relay_auth_only_after_starttls(mailtalk_servers: Callable[..., Any]) ->
     assert "STARTTLS, EHLO again, then AUTH" in report["fixes"]["user"][0]
     code, report = relay(running, "--auth", "alice", password="secret")
     assert (code, report["verdict"]) == (0, "relay_denied_auth_fixes"), report
+
+
+def test_send_to_a_server_that_drops_the_connection_is_exit_5(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    running = start(mailtalk_servers, faults=["smtp:rcpt=disconnect"])
+    result = mailtalk("send", "--from", "bob@isp.test", "--to", "alice@isp.test",
+                      "--server", f"127.0.0.1:{running.port('smtp')}")
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "closed the connection" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert new_messages(running, "alice") == []
+
+
+def test_diagnose_relay_when_the_server_drops_the_connection(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    running = start(mailtalk_servers, faults=["smtp:ehlo=disconnect"])
+    result = mailtalk("diagnose", "relay", "--from", "bob@isp.test", "--to", "c@elsewhere.test",
+                      "--server", f"127.0.0.1:{running.port('smtp')}", "--resolver", NO_DNS,
+                      "--timeout", "3")
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_send_to_an_idn_domain_looks_up_punycode() -> None:
+    result = mailtalk("send", "--json", "--from", "a@b.test", "--to", "jörg@bücher.test",
+                      "--resolver", NO_DNS, "--timeout", "1")
+    assert result.returncode == 3
+    notes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert any("xn--bcher-kva.test" in str(line.get("text", "")) for line in notes)
