@@ -7,6 +7,7 @@ them are imported inside the commands that use them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -35,6 +36,13 @@ class MailtalkGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("mailtalk: interrupted", err=True)
             ctx.exit(ExitCode.INTERRUPTED)
+        except BrokenPipeError:
+            # The reader went away (| head): stop quietly, as cat does, and keep Python
+            # from complaining when it flushes stdout on the way out.
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(ExitCode.PIPE_CLOSED)
         except Exception as error:  # the one place that turns any error into a line
             from mailtalk.errors import exit_code_for, one_line
 

@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
     AUTH = 6  # mailtalk run: an auth directive failed
     OPEN_RELAY = 7  # mailtalk diagnose relay: the server relays for anyone
     INTERRUPTED = 130  # Ctrl-C outside the REPL
+    PIPE_CLOSED = 141  # standard output closed early (| head), like a tool killed by SIGPIPE
 
 
 EXIT_CODE_HELP = {
@@ -27,4 +28,5 @@ EXIT_CODE_HELP = {
     ExitCode.AUTH: "authentication failed (mailtalk run, send)",
     ExitCode.OPEN_RELAY: "the server is an open relay (mailtalk diagnose relay)",
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C",
+    ExitCode.PIPE_CLOSED: "standard output was closed early (e.g. | head); nothing is printed",
 }

@@ -531,6 +531,11 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
     )
 
     cat = category(name)
+    title = cat.title
+    if name == "other" and basic is not None and not parsed.text:
+        # a bare 550 names no cause; say what the code itself says
+        title = {4: "not done for now", 5: "refused"}.get(basic // 100, title)
+        title += ": the reply's text would say why"
     transient = _decide_transient(parsed, basic, enhanced, response, pattern, cat)
     protocol = (
         parsed.protocol
@@ -541,7 +546,6 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
     meaning: list[str] = []
     references: list[str] = []
     summary = cat.summary
-    title = cat.title
     if basic is not None:
         entry = codes.basic_code(basic)
         if entry is not None:

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli.test_cli import run
 from tests.cli.test_startup_imports import CHECK_SYS_MODULES
 
@@ -148,3 +150,23 @@ def test_options_anywhere_and_double_dash() -> None:
     result = run("explain", "--", "--json")
     assert result.returncode == 2  # "--json" after -- is a reply, and not one
     assert run("explain", "--help").stdout.startswith("Usage: mailtalk explain")
+
+
+def test_a_reader_that_goes_away_gets_quiet_exit_141(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mailtalk explain - | head -1``: no 'broken pipe' message, the SIGPIPE status.
+
+    The write fails the way it does when the reader has gone (this machine's pipes do
+    not reliably report EPIPE to a test, so the failing write is made here).
+    """
+    from click.testing import CliRunner
+
+    from mailtalk import explain_view
+    from mailtalk.cli import cli
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(explain_view, "render_all", gone)
+    result = CliRunner().invoke(cli, ["explain", "550"])
+    assert result.exit_code == 141
+    assert result.output == ""
