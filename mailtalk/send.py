@@ -252,7 +252,7 @@ def converse(
         reply = conv.wait_final()
         if reply.reply_class is not ReplyClass.INTERMEDIATE:
             _check(reply, "DATA")
-        conv.send_message(message)
+        _send_with_progress(conv, message, listener.as_json)
         listener.note(f"message of {len(message)} bytes, dot-stuffed")
         listener.sent(".", typed=False)
         _check(conv.wait_final(), "the message")
@@ -265,6 +265,29 @@ def converse(
             with contextlib.suppress(Exception):
                 _quit(conv, [])
         conv.close()
+
+
+# Messages this big get a progress bar on a terminal (attachments, --data).
+PROGRESS_THRESHOLD = 1024 * 1024
+
+
+def _send_with_progress(conv: Conversation, message: bytes, as_json: bool) -> None:
+    if as_json or len(message) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        conv.send_message(message)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("sending the message", total=len(message))
+        conv.send_message(message, lambda done: progress.update(task, completed=done))
 
 
 def _quit(conv: Conversation, recipients: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -403,3 +404,24 @@ def test_send_to_an_idn_domain_looks_up_punycode() -> None:
     assert result.returncode == 3
     notes = [json.loads(line) for line in result.stdout.splitlines()]
     assert any("xn--bcher-kva.test" in str(line.get("text", "")) for line in notes)
+
+
+def test_a_big_message_gets_a_progress_bar_on_a_terminal(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    running = start(mailtalk_servers)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024))
+    env = {**child_env(), "TERM": "xterm", "COLUMNS": "120"}
+    child = pexpect.spawn(
+        MAILTALK,
+        ["send", "--from", "bob@isp.test", "--to", "alice@isp.test", "--server",
+         f"127.0.0.1:{running.port('smtp')}", "--attach", str(big)],
+        env=env, timeout=60, dimensions=(40, 120),
+    )
+    child.expect_exact("sending the message")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert len(new_messages(running, "alice")) == 1
