@@ -48,8 +48,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk mx')
-            opts='--resolver --probe --port --timeout --json -h --help'
-            value_opts='--resolver --port --timeout'
+            opts='--resolver --probe --port --cafile --timeout --json -h --help'
+            value_opts='--resolver --port --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk pop3')
@@ -166,6 +166,10 @@ _mailtalk_option_value() {
             ;;
         'mailtalk mx|--port')
             COMPREPLY=()
+            ;;
+        'mailtalk mx|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk mx|--timeout')
             COMPREPLY=()

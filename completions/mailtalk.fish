@@ -19,7 +19,7 @@ function __mailtalk_value_options
         case 'mailtalk imap'
             printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk mx'
-            printf '%s\n' -- --resolver --port --timeout
+            printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --transcript --record
         case 'mailtalk run'
@@ -182,6 +182,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap' 0" -a '(__fish_print_host
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'probe' -d 'Connect to each MX on port 25: banner, EHLO, TLS.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'port' -x -d 'The SMTP port --probe connects to.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'cafile' -r -F -d 'With --probe: trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'timeout' -x -d 'Seconds for each DNS query and each connection.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -s 'h' -l 'help' -d 'Show this message and exit.'

@@ -401,6 +401,8 @@ def _resolver_option(func: F) -> F:
 @click.option("--probe", is_flag=True, help="Connect to each MX on port 25: banner, EHLO, TLS.")
 @click.option("--port", type=click.IntRange(1, 65535), default=25, show_default=True,
               help="The SMTP port --probe connects to.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
+              help="With --probe: trust the CA certificates (PEM) in this file.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds for each DNS query and each connection.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")

@@ -154,7 +154,13 @@ def _extension_lines(reply: Reply) -> list[str]:
 
 
 def _converse(
-    host: str, address: str, port: int, timeout: float, insecure: bool, probe: Probe | None
+    host: str,
+    address: str,
+    port: int,
+    timeout: float,
+    insecure: bool,
+    probe: Probe | None,
+    cafile: str | None = None,
 ) -> TLSInfo | None:
     """Connect, greet, EHLO, STARTTLS if offered, EHLO again, QUIT; fill in ``probe``.
 
@@ -164,7 +170,9 @@ def _converse(
     from mailtalk.conversation import client_name
     from mailtalk.net.transport import Transport, TransportOptions
 
-    options = TransportOptions(timeout=timeout, insecure=insecure, server_hostname=host)
+    options = TransportOptions(
+        timeout=timeout, insecure=insecure, server_hostname=host, cafile=cafile
+    )
     start = time.monotonic()
     transport = Transport.connect(address, port, options)
     try:
@@ -211,7 +219,9 @@ def _quit(session: _Session) -> None:
         session.command("QUIT")
 
 
-def probe_address(host: str, address: str, port: int, timeout: float) -> Probe:
+def probe_address(
+    host: str, address: str, port: int, timeout: float, cafile: str | None = None
+) -> Probe:
     """Talk to one MX address as a sending MTA would, up to EHLO after STARTTLS."""
     from mailtalk.errors import MailtalkError, one_line
     from mailtalk.net.transport import TLSError, TLSVerificationError, TransportError
@@ -220,7 +230,7 @@ def probe_address(host: str, address: str, port: int, timeout: float) -> Probe:
     probe = Probe(host, address, port)
     start = time.monotonic()
     try:
-        info = _converse(host, address, port, timeout, insecure=False, probe=probe)
+        info = _converse(host, address, port, timeout, insecure=False, probe=probe, cafile=cafile)
         if info is not None and probe.tls is not None:
             _fill_tls(probe.tls, info)
     except TLSVerificationError as error:
@@ -258,13 +268,15 @@ def _fill_tls(tls: TLSProbe, info: TLSInfo) -> None:
     tls.summary = info.summary()
 
 
-def probe_all(result: MXResult, port: int, timeout: float) -> list[Probe]:
+def probe_all(
+    result: MXResult, port: int, timeout: float, cafile: str | None = None
+) -> list[Probe]:
     probes = []
     for host in result.hosts:
         if host.host == ".":
             continue
         for address in host.addresses:
-            probes.append(probe_address(host.host, address, port, timeout))
+            probes.append(probe_address(host.host, address, port, timeout, cafile))
     return probes
 
 
@@ -451,6 +463,7 @@ def run_mx(
     timeout: float = 5.0,
     as_json: bool = False,
     stream: TextIO | None = None,
+    cafile: str | None = None,
 ) -> int:
     """Show DOMAIN's MX picture; the exit status (see ``mailtalk mx --help``)."""
     from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
@@ -472,7 +485,7 @@ def run_mx(
         print(f"mailtalk: --resolver {resolver}: {error}", file=sys.stderr)
         return int(ExitCode.USAGE)
     result = lookup_mx(domain, dns_resolver)
-    probes = probe_all(result, port, timeout) if probe else None
+    probes = probe_all(result, port, timeout, cafile) if probe else None
     status = exit_status(result, probes)
     shown = _shown_name(domain, result)
     if as_json:

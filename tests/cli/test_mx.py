@@ -233,6 +233,16 @@ def test_probe_reports_banner_ehlo_starttls_certificate_and_timings(world: Runni
         assert isinstance(probe[key], float | int) and probe[key] >= 0
 
 
+def test_probe_with_cafile_trusts_the_issuer(world: RunningServers) -> None:
+    """With the reference servers' CA trusted, what is left is the name: the
+    certificate is for localhost, not for the MX host name."""
+    port = str(world.port("smtp"))
+    done = mx(world, "--probe", "--port", port, "--cafile", str(world.cafile), "probe.test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not in your trusted CAs" not in done.stdout
+    assert "NOT verified" in done.stdout and "mx.probe.test" in done.stdout
+
+
 def test_probe_where_nothing_listens_exit_1(world: RunningServers) -> None:
     port = str(closed_port(socket.SOCK_STREAM))
     done = mx(world, "--probe", "--port", port, "refused.test")
