@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from mailtalk.servers.api import RunningServers, run_servers
-from mailtalk.servers.delivery import SMTPRoute, find_route, parse_smtproutes
+from mailtalk.servers.smtproutes import SMTPRoute, find_route, parse_smtproutes
 
 A_HOST = "127.0.0.2"
 B_HOST = "127.0.0.3"
