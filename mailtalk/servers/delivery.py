@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, ProtocolError, Role
 from mailtalk.protocols.smtp import Reply, SMTPConnection
-from mailtalk.servers.smtproutes import SMTPRoute, find_route, read_smtproutes
+from mailtalk.servers.smtproutes import find_route, read_smtproutes
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
