@@ -205,6 +205,15 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
         first = next(h for h in mx.hosts if h.addresses)
         host, port = first.addresses[0], 25
         evidence.append(f"no --server given: asking the first MX, {first.host}")
+    elif mx.status in ("timeout", "servfail"):
+        from mailtalk.send import SendFailed
+
+        raise SendFailed(
+            f"cannot find the MX of {domain}: {mx.message}; give --server to diagnose a "
+            "server anyway",
+            temporary=True,
+            exit_code=ExitCode.CONNECT,
+        )
     else:
         no_mx = Report(
             "relay",

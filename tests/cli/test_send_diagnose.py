@@ -425,3 +425,11 @@ def test_a_big_message_gets_a_progress_bar_on_a_terminal(
     child.close()
     assert child.exitstatus == 0
     assert len(new_messages(running, "alice")) == 1
+
+
+def test_diagnose_relay_without_server_when_dns_is_down_says_so() -> None:
+    result = mailtalk("diagnose", "relay", "--from", "a@b.test", "--to", "c@d.test",
+                      "--resolver", NO_DNS, "--timeout", "1")
+    assert result.returncode == 3
+    assert "cannot find the MX of d.test" in result.stderr and "--server" in result.stderr
+    assert result.stdout == ""
