@@ -36,6 +36,9 @@ class Expectation:
     source: str
     any_reply: bool = False
     untagged: bool = False
+    # "S: 250-PIPELINING": one line of a multi-line SMTP reply, as RFCs write them;
+    # it checks the reply without using it up (the last "S: 250 ..." line does)
+    line_of_reply: bool = False
     code: str | None = None  # "250", "2xx", "+OK", "NO"
     enhanced: str | None = None  # "5.7.1", "5.x.x"
     text: str | None = None  # the text pattern, as written
@@ -56,6 +59,18 @@ class Expectation:
         if self.regex is not None:
             return self.regex.search(_text_of(reply)) is not None
         return True
+
+    def matches_a_line(self, raw: str) -> bool:
+        """For ``S: 250-TEXT``: does a line of the (multi-line) reply match?"""
+        assert self.code is not None
+        for line in raw.splitlines():
+            line = line.strip()
+            if len(line) < 3 or not _code_matches(self.code, line[:3]):
+                continue
+            rest = line[4:].strip()
+            if self.regex is None or self.regex.search(rest):
+                return True
+        return False
 
     def matches_untagged(self, lines: list[str]) -> bool:
         """For ``S: * ...``: does any untagged response of the command match?"""
@@ -109,6 +124,16 @@ def parse_expectation(source: str) -> Expectation:
         raise ExpectationError("S: needs an expectation (a code, a pattern, or * for any)")
     if text == "*":
         return Expectation(source=text, any_reply=True)
+    continued = re.fullmatch(r"([1-5](?:\d\d|\dx|xx))-(.*)", text, re.I | re.S)
+    if continued:
+        rest = continued[2].strip()
+        return Expectation(
+            source=text,
+            line_of_reply=True,
+            code=continued[1].lower(),
+            text=rest or None,
+            regex=_text_regex(rest) if rest else None,
+        )
     if text.startswith("* "):
         rest = text[2:].strip()
         return Expectation(source=text, untagged=True, text=rest, regex=_text_regex(rest))

@@ -381,6 +381,19 @@ class Runner:
 
     def _expect(self, where: Location, expectation: Expectation) -> None:
         event = self._wait(where)
+        if expectation.line_of_reply:
+            raw = event.raw.decode("utf-8", "backslashreplace") if event is not None else ""
+            if not expectation.matches_a_line(raw):
+                received = " | ".join(line.strip() for line in raw.splitlines()[:8]) or "no reply"
+                self._fail(
+                    where,
+                    "expectation",
+                    f"expected S: {expectation.source} among the reply's lines, got: {received}",
+                    expected=expectation.source,
+                    received=received,
+                )
+                self._stop_unless_keep_going()
+            return
         if expectation.untagged:
             lines = [line.removeprefix("* ") for line in self.untagged]
             if event is not None and not event.final:  # the IMAP greeting is untagged
