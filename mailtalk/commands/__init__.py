@@ -1,0 +1,1 @@
+"""The click commands, one module per family, imported only when used (see cli.MailtalkGroup)."""

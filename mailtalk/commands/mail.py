@@ -1,0 +1,234 @@
+"""`mailtalk mx`, `send` and `diagnose`: where mail goes, sending it, and why it is refused."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mailtalk.cli import F, cli
+
+
+def _resolver_option(func: F) -> F:
+    return click.option(
+        "--resolver",
+        metavar="HOST[:PORT]",
+        help="Ask this DNS server instead of the system's (e.g. mailtalk serve --dns).",
+    )(func)
+
+
+@cli.command(
+    epilog="\b\nExamples:\n"
+    "  mailtalk mx gmail.com\n"
+    "  mailtalk mx --probe example.org\n"
+    "  mailtalk mx --resolver 127.0.0.1:5353 --json isp.test\n\n"
+    "\b\nExit status:\n"
+    "  0    the domain can receive mail\n"
+    "  1    it cannot: NXDOMAIN, null MX, no MX and no address, or no MX answered --probe\n"
+    "  2    bad arguments\n"
+    "  3    the DNS did not answer (timeout, SERVFAIL)",
+)
+@click.argument("domain")
+@_resolver_option
+@click.option("--probe", is_flag=True, help="Connect to each MX on port 25: banner, EHLO, TLS.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=25,
+    show_default=True,
+    help="The SMTP port --probe connects to.",
+)
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --probe: trust the CA certificates (PEM) in this file.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds for each DNS query and each connection.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def mx(domain: str, **options: Any) -> None:
+    """Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.
+
+    No MX but an address means the domain itself takes mail (the implicit
+    MX, RFC 5321 5.1); an MX of "." is a null MX (RFC 7505): no mail at all.
+    Mail does not go from one computer to another: the sender's server looks
+    up these records and hands the message to the first MX that answers.
+    """
+    from mailtalk.mx_cmd import run_mx
+
+    sys.exit(run_mx(domain, **options))
+
+
+@cli.command(
+    epilog="\b\nExamples:\n"
+    "  mailtalk send --from me@example.org --to you@example.net          # via the MX\n"
+    "  mailtalk send --from me@isp.test --to you@example.net \\\n"
+    "      --server smtp.isp.test:587 --starttls --auth me                # like a MUA\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
+    "      --subject hi --attach report.pdf --quit-after rcpt\n\n"
+    "\b\nExit status:\n"
+    "  0    the message was accepted (or --quit-after stopped before DATA)\n"
+    "  1    a server refused it\n"
+    "  2    bad arguments\n"
+    "  3    could not connect, or no MX could be found\n"
+    "  4    TLS failed\n"
+    "  5    the server broke the protocol or closed the connection\n"
+    "  6    authentication failed",
+)
+@click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
+@click.option(
+    "--to",
+    "recipients",
+    required=True,
+    multiple=True,
+    metavar="ADDRESS",
+    help="Envelope recipient (repeat for more).",
+)
+@click.option(
+    "--server",
+    metavar="HOST[:PORT]",
+    help="Send through this server; without it, to the recipient domain's MX.",
+)
+@click.option("--starttls", is_flag=True, help="STARTTLS before MAIL (required: fail without).")
+@click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (port 465).")
+@click.option(
+    "--auth",
+    "auth_user",
+    metavar="USER",
+    help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.",
+)
+@click.option(
+    "--auth-mechanism", type=click.Choice(["plain", "login"]), default="plain", show_default=True
+)
+@click.option("--helo", metavar="NAME", help="The EHLO name (default: this host's name).")
+@click.option("--subject", default="mailtalk test message", show_default=True)
+@click.option("--body", help="The message text (default: a short test text).")
+@click.option(
+    "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Add a header (repeatable)."
+)
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Attach a file (repeatable).",
+)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Send this file as the whole message instead.",
+)
+@click.option(
+    "--quit-after",
+    type=click.Choice(["connect", "ehlo", "tls", "auth", "mail", "rcpt"]),
+    help="Stop after this stage (QUIT), sending no message.",
+)
+@click.option(
+    "--mx-port",
+    type=click.IntRange(1, 65535),
+    default=25,
+    show_default=True,
+    help="The port of MX hosts (a practice world may use another).",
+)
+@_resolver_option
+@click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Trust the CA certificates (PEM) in this file.",
+)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="The transcript and result as JSON lines.")
+def send(**options: Any) -> None:
+    """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
+
+    The whole conversation is shown, and every reply that is not a success
+    is explained. Without --server the recipient domain's MX hosts are tried
+    in preference order, the next one after a 4xx or a connection failure.
+    """
+    from mailtalk.send import run_send
+
+    sys.exit(run_send(**options))
+
+
+@cli.group(
+    epilog="\b\nExamples:\n"
+    "  mailtalk diagnose relay --from me@isp.test --to you@example.net --server mail.isp.test\n"
+    "  mailtalk diagnose sender --from me@example.org\n"
+    "  mailtalk diagnose login imap://mail.example.org --user alice",
+)
+def diagnose() -> None:
+    """Find out why mail is refused, from the live servers' own answers."""
+
+
+@diagnose.command(
+    "relay",
+    epilog="\b\nExit status:\n"
+    "  0    the server takes the recipient (or relays for you)\n"
+    "  1    it refuses: the verdict says why\n"
+    "  2    bad arguments\n"
+    "  3    could not connect\n"
+    "  7    the server is an open relay (a security finding)",
+)
+@click.option("--from", "sender", required=True, metavar="ADDRESS")
+@click.option("--to", "recipient", required=True, metavar="ADDRESS")
+@click.option(
+    "--server",
+    metavar="HOST[:PORT]",
+    help="The server you send through (default: the recipient domain's first MX).",
+)
+@click.option(
+    "--auth",
+    "auth_user",
+    metavar="USER",
+    help="Also try authenticated; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.",
+)
+@_resolver_option
+@click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def diagnose_relay(**options: Any) -> None:
+    """Why does the server say "relaying denied"? Runs the conversation up to RCPT
+    (never DATA) and explains the answer with evidence: is the server an MX of
+    the recipient domain, was AUTH offered (and only after STARTTLS), would
+    authenticating change it, is the server an open relay."""
+    from mailtalk.diagnose.relay import run_diagnose_relay
+
+    sys.exit(run_diagnose_relay(**options))
+
+
+@diagnose.command("sender")
+@click.option("--from", "sender", required=True, metavar="ADDRESS")
+@_resolver_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def diagnose_sender(**options: Any) -> None:
+    """Would servers accept this sender? Checks that its domain resolves (MX or
+    A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
+    from mailtalk.diagnose.sender import run_diagnose_sender
+
+    sys.exit(run_diagnose_sender(**options))
+
+
+@diagnose.command("login")
+@click.argument("url")
+@click.option("--user", required=True, help="The login name.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def diagnose_login(url: str, **options: Any) -> None:
+    """Why does a POP3 or IMAP login fail? Tells a wrong password from plaintext
+    login being disabled, TLS being required, or a locked mailbox, from the
+    server's own answers. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
+    from mailtalk.diagnose.login import run_diagnose_login
+
+    sys.exit(run_diagnose_login(url, **options))

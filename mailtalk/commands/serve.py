@@ -1,0 +1,126 @@
+"""`mailtalk serve`: the reference servers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mailtalk.cli import EXIT_STATUS_EPILOG, cli
+
+DEFAULT_SERVE_PORTS = {
+    "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,
+    "imap": 2143, "imaps": 2993,
+}  # fmt: skip
+
+
+@cli.command(
+    epilog="\b\nExamples:\n"
+    "  mailtalk serve --user alice:secret\n"
+    "  mailtalk serve --smtp 0 --json\n"
+    "  mailtalk serve --domain example.test --personality qmail\n"
+    "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Mailbox full'\n"
+    "  mailtalk serve --sink --smtp 2525\n"
+    "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
+    "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
+    "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
+    "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required,\n"
+    "bad-password, lock-busy, quota-exceeded.\n\n" + EXIT_STATUS_EPILOG
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    help="Directory holding control files, mail, queue and certificates "
+    "[default: $XDG_DATA_HOME/mailtalk/serve].",
+)
+@click.option("--listen", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--smtp", "smtp_port", type=click.IntRange(0, 65535), help="SMTP port (0: any free).")
+@click.option(
+    "--submission", "submission_port", type=click.IntRange(0, 65535), help="Submission port."
+)
+@click.option("--smtps", "smtps_port", type=click.IntRange(0, 65535), help="SMTPS port.")
+@click.option("--pop3", "pop3_port", type=click.IntRange(0, 65535), help="POP3 port (STLS).")
+@click.option("--pop3s", "pop3s_port", type=click.IntRange(0, 65535), help="POP3S port.")
+@click.option("--imap", "imap_port", type=click.IntRange(0, 65535), help="IMAP port (STARTTLS).")
+@click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
+@click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
+@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Add a user.")
+@click.option(
+    "--personality",
+    default="mailtalk",
+    show_default=True,
+    type=click.Choice(["mailtalk", "qmail", "postfix", "sendmail", "exim"]),
+    help="Whose banner and rejection wordings to use.",
+)
+@click.option("--fault", "faults", multiple=True, metavar="RULE", help="Inject a fault.")
+@click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="A named scenario.")
+@click.option("--sink", is_flag=True, help="Accept every message and store none.")
+@click.option(
+    "--check-sender-domain", is_flag=True, help="Refuse senders whose domain has no MX/A/AAAA."
+)
+@click.option(
+    "--tls-auth-only",
+    is_flag=True,
+    help="Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).",
+)
+@click.option(
+    "--resolver", metavar="HOST[:PORT]", help="DNS server for the sender check and onward delivery."
+)
+@click.option(
+    "--dns",
+    "dns_port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Also answer DNS (UDP and TCP) from ROOT/dns/, authoritatively.",
+)
+@click.option(
+    "--mx-port",
+    type=click.IntRange(1, 65535),
+    default=25,
+    show_default=True,
+    help="The port onward delivery connects to on MX hosts (a practice world "
+    "of several servers on 127.0.0.x may use another).",
+)
+@click.option(
+    "--bare-newline",
+    type=click.Choice(["reject", "normalise"]),
+    default="reject",
+    show_default=True,
+    help="What to do with a bare LF in a message (SMTP smuggling defence).",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(min=1),
+    default=50 * 1024 * 1024,
+    show_default=True,
+    help="Largest message accepted, in bytes (SIZE).",
+)
+@click.option(
+    "--quota",
+    type=click.IntRange(min=0),
+    metavar="BYTES",
+    help="Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).",
+)
+@click.option(
+    "--login-delay",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="POP3 LOGIN-DELAY: minimum time between two logins of a user.",
+)
+@click.option("--max-connections", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
+@click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
+def serve(**options: Any) -> None:
+    """Run the reference mail servers in the foreground, on loopback.
+
+    Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
+    only to clients listed in ROOT/control/relayclients or that authenticated
+    (qmail's rcpthosts rules); POP3 and IMAP read the same Maildirs. Without
+    port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
+    2110, POP3S 2995, IMAP 2143 and IMAPS 2993. Ctrl-C stops it.
+    """
+    from mailtalk.servers.serve import run_serve
+
+    sys.exit(run_serve(DEFAULT_SERVE_PORTS, **options))

@@ -1,0 +1,141 @@
+"""`mailtalk connect`, `smtp`, `pop3`, `imap`: the interactive sessions (REPL or pipe mode)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+import click
+
+from mailtalk.cli import EXIT_STATUS_EPILOG, F, _debug_enabled, cli
+
+
+def connection_options(func: F) -> F:
+    """The options every connecting command shares."""
+    options = [
+        click.option(
+            "--starttls/--no-starttls",
+            default=None,
+            help="Start TLS right after connecting (STARTTLS, or STLS for POP3). "
+            "Default: on for submission://, off otherwise.",
+        ),
+        click.option("--insecure", is_flag=True, help="Do not verify the server's certificate."),
+        click.option(
+            "--cafile",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Trust the CA certificates (PEM) in this file.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            help="Seconds to wait for the connection and for each reply.",
+        ),
+        click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4 only."),
+        click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),
+        click.option(
+            "--transcript",
+            type=click.Path(dir_okay=False, writable=True),
+            help="Append the conversation to this file (secrets redacted).",
+        ),
+        click.option(
+            "--show-secrets",
+            is_flag=True,
+            help="Do not redact passwords and AUTH data in transcripts.",
+        ),
+        click.option("--raw", is_flag=True, help="Start showing exact bytes, escaped (:raw)."),
+        click.option(
+            "--record",
+            type=click.Path(dir_okay=False, writable=True),
+            metavar="FILE",
+            help="Write the session as a session file for mailtalk run (secrets left out).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(target_factory: Callable[[], Any], **options: Any) -> None:
+    from mailtalk.errors import UsageError
+    from mailtalk.target import TargetError
+
+    try:
+        target = target_factory()
+    except TargetError as error:
+        raise UsageError(str(error)) from None
+    if options["ipv4"] and options["ipv6"]:
+        raise UsageError("-4 and -6 exclude each other")
+    from mailtalk.session_options import SessionOptions
+
+    debug = _debug_enabled(click.get_current_context())
+    session = SessionOptions.from_cli(target, debug=debug, **options)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from mailtalk.repl.app import run_repl
+
+        code = run_repl(session)
+    else:
+        from mailtalk.pipe import run_pipe
+
+        code = run_pipe(session)
+    sys.exit(code)
+
+
+@cli.command(
+    epilog="\b\nURL schemes (default port, TLS):\n"
+    "  smtp://        25   plain (STARTTLS with --starttls)\n"
+    "  submission://  587  STARTTLS\n"
+    "  smtps://       465  implicit TLS\n"
+    "  pop3://        110  plain (STLS with --starttls)\n"
+    "  pop3s://       995  implicit TLS\n"
+    "  imap://        143  plain (STARTTLS with --starttls)\n"
+    "  imaps://       993  implicit TLS\n"
+    "\b\nExamples:\n"
+    "  mailtalk connect smtp://mx.example.com\n"
+    "  mailtalk connect submission://alice@mail.example.com\n"
+    "  mailtalk connect imaps://alice@imap.example.com:993 --cafile ca.pem\n"
+    "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n\n" + EXIT_STATUS_EPILOG
+)
+@click.argument("url")
+@connection_options
+def connect(url: str, **options: Any) -> None:
+    """Open an interactive session with the server at URL.
+
+    URL is scheme://[user@]host[:port]. The user, if given, is what :auth
+    offers by default.
+    """
+    from mailtalk.target import parse_url
+
+    _run(lambda: parse_url(url), **options)
+
+
+def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> None:
+    default_plain = {"smtp": 25, "pop3": 110, "imap": 143}[protocol]
+    default_tls = {"smtp": 465, "pop3": 995, "imap": 993}[protocol]
+
+    @cli.command(
+        name=protocol,
+        epilog="\b\nExamples:\n"
+        f"  mailtalk {protocol} {example_host}\n"
+        f"  mailtalk {protocol} {example_host}:{default_plain} --starttls\n"
+        f"  mailtalk {protocol} --tls {example_host}\n"
+        f"  mailtalk {protocol} alice@127.0.0.1:{default_plain} --insecure\n\n"
+        + EXIT_STATUS_EPILOG,
+        help=f"Open an interactive {protocol.upper()} session with HOST[:PORT].\n\n"
+        f"The port defaults to {default_plain}, or {default_tls} with --tls. "
+        f"A user@ before the host is what :auth offers by default.",
+    )
+    @click.argument("host_port", metavar="[USER@]HOST[:PORT]")
+    @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
+    @connection_options
+    def command(host_port: str, implicit_tls: bool, **options: Any) -> None:
+        from mailtalk.target import parse_shortcut
+
+        _run(lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
+
+
+_shortcut("smtp", "mail.example.com")
+_shortcut("pop3", "pop.example.com")
+_shortcut("imap", "imap.example.com")
