@@ -130,6 +130,9 @@ def main() -> None:
         f"transient right: {result.transient_right}/{result.transient_checked} "
         f"= {result.transient_accuracy:.1%}"
     )
+    for name in sorted({e.file for e in entries}):
+        part = score([e for e in entries if e.file == name])
+        print(f"  {name}: {part.category_right}/{part.total} = {part.accuracy:.1%}")
     for entry, category, transient in result.misses:
         print(
             f"  MISS {entry.file}: {entry.text[:110]!r}\n"
