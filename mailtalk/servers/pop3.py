@@ -348,7 +348,7 @@ class POP3ServerProtocol(ServerSession):
         self.core.start_transaction()
         log.info("session %s: %s logged in, %d messages", self.session_id, name,
                  len(self._messages))
-        total = sum(m.rfc822_size for m in self._messages)
+        total = sum(m.pop3_size for m in self._messages)
         self._send(True, f"Logged in: {len(self._messages)} messages ({total} octets)")
 
     def _stls(self, args: tuple[str, ...]) -> None:
@@ -412,16 +412,16 @@ class POP3ServerProtocol(ServerSession):
 
     def _stat(self, args: tuple[str, ...]) -> None:
         live = [m for n, m in enumerate(self._messages, 1) if n not in self._deleted]
-        self._send(True, f"{len(live)} {sum(m.rfc822_size for m in live)}")
+        self._send(True, f"{len(live)} {sum(m.pop3_size for m in live)}")
 
     def _list(self, args: tuple[str, ...]) -> None:
         if args:
             number = self._message_number(args[0])
             if number is not None:
-                self._send(True, f"{number} {self._messages[number - 1].rfc822_size}")
+                self._send(True, f"{number} {self._messages[number - 1].pop3_size}")
             return
         lines = tuple(
-            f"{n} {m.rfc822_size}".encode()
+            f"{n} {m.pop3_size}".encode()
             for n, m in enumerate(self._messages, 1)
             if n not in self._deleted
         )
@@ -473,7 +473,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
             return True
         stuffer = DotStuffer()
-        status = self.core.send(Response(True, f"{info.rfc822_size} octets"))
+        status = self.core.send(Response(True, f"{info.pop3_size} octets"))
         self.transport.write(status + stuffer.feed(data) + stuffer.finish())
         return True
 
@@ -488,7 +488,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
             return
         assert self.transport is not None
-        self._send(True, f"{info.rfc822_size} octets")
+        self._send(True, f"{info.pop3_size} octets")
         stuffer = DotStuffer()
         with handle:
             if body_lines is None:

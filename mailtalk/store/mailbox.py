@@ -302,6 +302,12 @@ class RFC822SizeCounter:
         self.size = 0
         self.rfc822_size = 0
         self._after_cr = False
+        self._last_byte = 0x0A
+
+    @property
+    def unterminated(self) -> bool:
+        """The message does not end with a line end: POP3 adds a CRLF before its dot."""
+        return self.size > 0 and self._last_byte != 0x0A
 
     def feed(self, chunk: bytes | bytearray) -> None:
         if not chunk:
@@ -312,6 +318,7 @@ class RFC822SizeCounter:
         if self._after_cr and chunk[0] == 0x0A:
             bare_lfs -= 1
         self._after_cr = chunk[-1] == 0x0D
+        self._last_byte = chunk[-1]
         self.size += len(chunk)
         self.rfc822_size += len(chunk) + bare_lfs
 
@@ -325,9 +332,9 @@ def rfc822_size_of(path: Path) -> tuple[int, int]:
     return counter.size, counter.rfc822_size
 
 
-def _measure(dir_fd: int, filename: str) -> tuple[os.stat_result, int, int]:
-    """(status, size, RFC822.SIZE) of ``filename`` in the directory ``dir_fd``: one open,
-    one fstat and (for all but large files) one read."""
+def _measure(dir_fd: int, filename: str) -> tuple[os.stat_result, int, int, bool]:
+    """(status, size, RFC822.SIZE, unterminated) of ``filename`` in the directory
+    ``dir_fd``: one open, one fstat and (for all but large files) one read."""
     fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         status = os.fstat(fd)
@@ -341,7 +348,7 @@ def _measure(dir_fd: int, filename: str) -> tuple[os.stat_result, int, int]:
             counter.feed(chunk)
     finally:
         os.close(fd)
-    return status, counter.size, counter.rfc822_size
+    return status, counter.size, counter.rfc822_size, counter.unterminated
 
 
 # -- locks ---------------------------------------------------------------------
@@ -473,6 +480,7 @@ class _Record:
     rfc822_size: int
     internaldate: int
     keywords: frozenset[str]
+    unterminated: bool = False  # no final line end (index token "U")
 
 
 @dataclass
@@ -490,9 +498,10 @@ def _format_index(index: _Index) -> str:
     ]
     for record in index.records.values():
         keywords = "".join(f" K{keyword}" for keyword in sorted(record.keywords))
+        unterminated = " U" if record.unterminated else ""
         lines.append(
             f"{record.uid} S{record.size} W{record.rfc822_size} T{record.internaldate}"
-            f"{keywords} :{record.base}"
+            f"{unterminated}{keywords} :{record.base}"
         )
     return "\n".join(lines) + "\n"
 
@@ -610,8 +619,11 @@ def _parse_index_text(text: str) -> _Index:
         uid = _number(uid_text, last_uid + 1, uidnext - 1)
         numbers: dict[str, int] = {}
         keywords = []
+        unterminated = False
         for part in parts:
-            if part[:1] == "K" and len(part) > 1:
+            if part == "U":
+                unterminated = True
+            elif part[:1] == "K" and len(part) > 1:
                 keywords.append(part[1:])
             elif part[:1] in ("S", "W", "T") and part[:1] not in numbers:
                 numbers[part[:1]] = _number(part[1:])
@@ -620,7 +632,7 @@ def _parse_index_text(text: str) -> _Index:
         if len(numbers) != 3:
             raise ValueError(f"missing fields in {line!r}")
         records[base] = _Record(
-            uid, base, numbers["S"], numbers["W"], numbers["T"], frozenset(keywords)
+            uid, base, numbers["S"], numbers["W"], numbers["T"], frozenset(keywords), unterminated
         )
         last_uid = uid
     return _Index(uidvalidity, uidnext, first_recent_uid, records)
@@ -736,12 +748,23 @@ class _LockedIndex:
                         self.folder / subdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                     )
                 try:
-                    status, size, rfc822_size = _measure(dir_fd, filename)
+                    status, size, rfc822_size, unterminated = _measure(dir_fd, filename)
                 except FileNotFoundError:
                     continue  # renamed by another reader meanwhile: the next load sees it
                 order = _delivery_order(base, status.st_mtime_ns)
                 unindexed.append(
-                    (order, _Record(0, base, size, rfc822_size, int(status.st_mtime), frozenset()))
+                    (
+                        order,
+                        _Record(
+                            0,
+                            base,
+                            size,
+                            rfc822_size,
+                            int(status.st_mtime),
+                            frozenset(),
+                            unterminated,
+                        ),
+                    )
                 )
         finally:
             for dir_fd in directories.values():
@@ -765,7 +788,13 @@ class _LockedIndex:
         uid = self.index.uidnext
         self.index.uidnext += 1
         self.index.records[record.base] = _Record(
-            uid, record.base, record.size, record.rfc822_size, record.internaldate, record.keywords
+            uid,
+            record.base,
+            record.size,
+            record.rfc822_size,
+            record.internaldate,
+            record.keywords,
+            record.unterminated,
         )
         self.dirty = True
         return uid
@@ -778,11 +807,14 @@ class _LockedIndex:
         rfc822_size: int,
         internaldate: int,
         keywords: frozenset[str],
+        unterminated: bool = False,
     ) -> int:
         """Index a file this process just put into the folder; returns its UID."""
         base = _split_filename(filename)[0]
         self.files[base] = (subdir, filename)
-        return self.add_record(_Record(0, base, size, rfc822_size, internaldate, keywords))
+        return self.add_record(
+            _Record(0, base, size, rfc822_size, internaldate, keywords, unterminated)
+        )
 
     def remove(self, base: str) -> None:
         self.files.pop(base, None)
@@ -920,7 +952,8 @@ class MessageInfo:
 
     ``flags`` are IMAP flags, keywords included, and \\Recent if this session
     claimed it. ``size`` is the stored size (LF line endings), ``rfc822_size``
-    the size with CRLF line endings: IMAP RFC822.SIZE and POP3 LIST/STAT.
+    the size with CRLF line endings: IMAP RFC822.SIZE; ``pop3_size`` adds the CRLF
+    that POP3 puts after a message without a final line end (LIST, STAT, RETR).
     ``path`` is where the file was at the last refresh (``location``, the same
     as a string); another session changing its flags renames it, which
     :meth:`Mailbox.open_message` follows.
@@ -933,6 +966,12 @@ class MessageInfo:
     size: int
     rfc822_size: int
     internaldate_seconds: int
+    unterminated: bool = False
+
+    @property
+    def pop3_size(self) -> int:
+        """What RETR sends before its dot (RFC 1939 11: the size the client receives)."""
+        return self.rfc822_size + 2 if self.unterminated else self.rfc822_size
 
     @property
     def path(self) -> Path:
@@ -1476,6 +1515,7 @@ class Mailbox:
                         info.rfc822_size,
                         int(info.internaldate.timestamp()),
                         flags - _FILENAME_FLAGS,
+                        info.unterminated,
                     )
                     pairs.append((uid, new_uid))
                 if placed:
@@ -1575,6 +1615,7 @@ class Mailbox:
                 and previous.size == record.size
                 and previous.rfc822_size == record.rfc822_size
                 and previous.internaldate_seconds == record.internaldate
+                and previous.unterminated == record.unterminated
             ):
                 view[uid] = previous  # unchanged: no new object
                 continue
@@ -1586,6 +1627,7 @@ class Mailbox:
                 record.size,
                 record.rfc822_size,
                 record.internaldate,
+                record.unterminated,
             )
         return view
 
@@ -1747,6 +1789,7 @@ class Appender:
                 self._counter.rfc822_size,
                 internaldate,
                 self._flags - _FILENAME_FLAGS,
+                self._counter.unterminated,
             )
         return final_path
 
@@ -2046,6 +2089,7 @@ class UserMailboxes:
                     record.rfc822_size,
                     record.internaldate,
                     record.keywords,
+                    record.unterminated,
                 )
             for subdir in ("new", "cur"):
                 fsync_directory(folder / subdir)

@@ -691,12 +691,6 @@ def test_retr_last_line_without_newline(servers: RunningServers) -> None:
         assert body == b"Subject: no final newline\r\n\r\nfirst\r\n..dot\r\nlast line\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a message whose last line has no newline is sent with a CRLF added, "
-    "but LIST/STAT/'+OK n octets' count 2 octets less than the (unstuffed) message "
-    "RETR sends (RFC 1939 11: the size is what the client receives)",
-)
 def test_size_of_a_message_without_final_newline_matches_retr(servers: RunningServers) -> None:
     deliver(servers, b"Subject: x\n\nlast line")
     with pop(servers) as client:

@@ -378,6 +378,46 @@ def test_sizes_are_cached_in_the_index(alice: UserMailboxes) -> None:
     assert " S7 W9 T" in index_text(alice.path)
 
 
+def test_a_message_without_a_final_line_end_is_marked_in_the_index(
+    alice: UserMailboxes,
+) -> None:
+    """POP3 puts a CRLF after such a message before its dot; its size says so (pop3_size),
+    while IMAP's RFC822.SIZE stays the size of the message as it is."""
+    deliver(alice, b"Subject: x\n\nlast line")
+    deliver(alice, b"Subject: y\n\nended\n")
+    inbox = alice.open("INBOX")
+    first, second = inbox.message(1), inbox.message(2)
+    assert first.unterminated and (first.rfc822_size, first.pop3_size) == (23, 25)
+    assert not second.unterminated and second.pop3_size == second.rfc822_size
+    lines = index_text(alice.path).splitlines()
+    assert lines[1].startswith("1 S21 W23 T") and " U" in lines[1]
+    assert " U" not in lines[2]
+    # read back from the index file, not measured again
+    again = reopened(alice).open("INBOX")
+    assert again.message(1).unterminated and again.message(1).pop3_size == 25
+
+
+def test_an_index_line_without_the_mark_still_reads(alice: UserMailboxes) -> None:
+    """Indexes written before the U mark existed stay valid (the flag is then False)."""
+    deliver(alice, b"Subject: x\n\nlast line")
+    alice.open("INBOX")
+    path = alice.path / "mailtalk-uidlist"
+    assert " U" in path.read_text()
+    path.write_text(path.read_text().replace(" U", ""))
+    inbox = reopened(alice).open("INBOX")
+    assert inbox.message(1).uid == 1
+    assert not inbox.message(1).unterminated
+
+
+def test_append_of_an_unterminated_message_keeps_imap_sizes(alice: UserMailboxes) -> None:
+    inbox = alice.open("INBOX")
+    inbox.append(b"Subject: x\r\n\r\nno end", [], None)
+    inbox.refresh()
+    info = inbox.message(1)
+    assert inbox.read_message(1) == b"Subject: x\n\nno end"
+    assert (info.rfc822_size, info.unterminated, info.pop3_size) == (20, True, 22)
+
+
 # -- append --------------------------------------------------------------------
 
 
