@@ -9,10 +9,11 @@ kept afterwards.
 from __future__ import annotations
 
 import functools
-import os.path
 import re
 from dataclasses import dataclass
 from typing import Any, Final
+
+from mailtalk.knowledge import read_data
 
 _BASIC: Final = "smtp_codes.toml"
 _ENHANCED: Final = "enhanced_codes.toml"
@@ -78,14 +79,6 @@ class _Data:
     details: dict[tuple[int, int], EnhancedCode]
 
 
-def _read(resource: str) -> dict[str, Any]:
-    import tomllib  # here, not at module level: importing this module stays cheap
-
-    with open(os.path.join(os.path.dirname(__file__), resource), encoding="utf-8") as file:
-        text = file.read()
-    return tomllib.loads(text)
-
-
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = data.get(key)
     if not isinstance(value, dict):
@@ -135,7 +128,7 @@ def _basic_entry(key: str, table: Any) -> BasicCode:
 @functools.cache
 def _load() -> _Data:
     """Both files, parsed once."""
-    basic_data = _read(_BASIC)
+    basic_data = read_data(_BASIC)
     digits = _table(basic_data, "digits", _BASIC)
     first = {
         int(k): _text(v, "meaning", f"{_BASIC} [digits.first.{k}]")
@@ -147,7 +140,7 @@ def _load() -> _Data:
     }
     basic = {int(k): _basic_entry(k, v) for k, v in _table(basic_data, "code", _BASIC).items()}
 
-    enhanced = _read(_ENHANCED)
+    enhanced = read_data(_ENHANCED)
     classes: dict[int, EnhancedClass] = {}
     for key, table in _table(enhanced, "class", _ENHANCED).items():
         where = f"{_ENHANCED} [class.{key}]"

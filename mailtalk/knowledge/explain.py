@@ -20,12 +20,11 @@ Deciding the category, first hit wins:
 from __future__ import annotations
 
 import functools
-import os.path
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from mailtalk.knowledge import codes
+from mailtalk.knowledge import codes, read_data
 from mailtalk.knowledge.replies import ParsedReply, Protocol, parse
 
 CATEGORIES: Final = (
@@ -59,7 +58,6 @@ PATTERN_FILES: Final[dict[str, tuple[str, ...]]] = {
 }
 CODE_FILES: Final = {"pop3": "pop3_codes.toml", "imap": "imap_codes.toml"}
 _POSITIVE_STATUS: Final = {"+OK", "OK", "PREAUTH", "+"}
-_HERE: Final = os.path.dirname(__file__)
 
 
 class Category(NamedTuple):
@@ -204,16 +202,7 @@ class Explanation:
 
 
 def _read(name: str) -> dict[str, Any]:
-    import tomllib  # here: importing this module stays cheap
-
-    # the files sit next to this module; importlib.resources and pathlib cost
-    # milliseconds to import, which `mailtalk explain` in a loop feels
-    with open(os.path.join(_HERE, name), encoding="utf-8") as file:
-        text = file.read()
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{name}: {error}") from error
+    return read_data(name)
 
 
 def _strings(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
