@@ -30,6 +30,7 @@ from mailtalk.protocols.common import (
     RemoteProtocolError,
     ReplyClass,
     ServerEvent,
+    first_line,
 )
 from mailtalk.session_options import SessionOptions
 from mailtalk.transcript import Transcript
@@ -374,7 +375,7 @@ class Conversation:
             self.send_line("STARTTLS", typed=False)
         reply = self.wait_final()
         if not getattr(self.core, "tls", False):
-            raise MailtalkError(f"the server refused to start TLS: {_first_line(reply)}")
+            raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():
@@ -411,11 +412,7 @@ class Conversation:
 
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
-            raise MailtalkError(f"{what} failed: {_first_line(reply)}")
-
-
-def _first_line(event: ServerEvent) -> str:
-    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
+            raise MailtalkError(f"{what} failed: {first_line(reply)}")
 
 
 def client_name() -> str:

@@ -145,10 +145,6 @@ class _Session:
         return self.reply()
 
 
-def _first_line(reply: Reply) -> str:
-    return reply.raw.decode("utf-8", "backslashreplace").split("\r\n", 1)[0].strip()
-
-
 def _extension_lines(reply: Reply) -> list[str]:
     return [line.strip() for line in reply.lines[1:]] if reply.code // 100 == 2 else []
 
@@ -169,6 +165,7 @@ def _converse(
     """
     from mailtalk.conversation import client_name
     from mailtalk.net.transport import Transport, TransportOptions
+    from mailtalk.protocols.common import first_line
 
     options = TransportOptions(
         timeout=timeout, insecure=insecure, server_hostname=host, cafile=cafile
@@ -181,14 +178,14 @@ def _converse(
         session = _Session(transport)
         banner = session.reply()
         if probe is not None:
-            probe.banner = _first_line(banner)
+            probe.banner = first_line(banner)
             probe.banner_ms = _ms(start)
         if banner.code // 100 != 2:
             return None
         sent = time.monotonic()
         ehlo = session.command(f"EHLO {client_name()}")
         if probe is not None:
-            probe.ehlo = _extension_lines(ehlo) or ([_first_line(ehlo)] if ehlo.code >= 400 else [])
+            probe.ehlo = _extension_lines(ehlo) or ([first_line(ehlo)] if ehlo.code >= 400 else [])
             probe.ehlo_ms = _ms(sent)
             probe.starttls_offered = "STARTTLS" in session.core.extensions
         if "STARTTLS" not in session.core.extensions:
@@ -197,7 +194,7 @@ def _converse(
         reply = session.command("STARTTLS")
         if reply.code != 220:
             if probe is not None:
-                probe.tls = TLSProbe(False, error=f"STARTTLS refused: {_first_line(reply)}")
+                probe.tls = TLSProbe(False, error=f"STARTTLS refused: {first_line(reply)}")
             return None
         sent = time.monotonic()
         info = transport.start_tls()

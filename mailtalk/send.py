@@ -23,7 +23,7 @@ import click
 from mailtalk.conversation import Conversation
 from mailtalk.errors import MailtalkError, UsageError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.session_options import SessionOptions
 from mailtalk.target import Target
 
@@ -130,15 +130,11 @@ class Listener:
         self._line("#", "the server closed the connection")
 
 
-def _first_line(event: ServerEvent) -> str:
-    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
-
-
 def _check(event: ServerEvent, what: str) -> None:
     if event.reply_class is ReplyClass.POSITIVE:
         return
     temporary = event.reply_class is ReplyClass.TRANSIENT
-    raise SendFailed(f"{what} refused: {_first_line(event)}", temporary)
+    raise SendFailed(f"{what} refused: {first_line(event)}", temporary)
 
 
 def _secret(user: str, host: str) -> str:
@@ -223,7 +219,7 @@ def converse(
             )
             if reply.reply_class is not ReplyClass.POSITIVE:
                 raise SendFailed(
-                    f"authentication refused: {_first_line(reply)}",
+                    f"authentication refused: {first_line(reply)}",
                     temporary=False,
                     exit_code=ExitCode.AUTH,
                 )
@@ -245,7 +241,7 @@ def converse(
         if not accepted:
             temporary = all(r.reply_class is ReplyClass.TRANSIENT for r, _ in refusals)
             first = refusals[0][0]
-            raise SendFailed(f"every recipient refused: {_first_line(first)}", temporary)
+            raise SendFailed(f"every recipient refused: {first_line(first)}", temporary)
         if quit_after == "rcpt":
             return _quit(conv, accepted)
         conv.send_line("DATA")

@@ -19,14 +19,9 @@ from mailtalk.conversation import Conversation
 from mailtalk.diagnose import Report
 from mailtalk.errors import MailtalkError, UsageError
 from mailtalk.exitcodes import ExitCode
-from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
 from mailtalk.send import Listener
 from mailtalk.session_options import SessionOptions
-
-
-def _line(event: ServerEvent) -> str:
-    lines = event.raw.decode("utf-8", "backslashreplace").strip().splitlines()
-    return lines[-1].strip() if lines else ""
 
 
 def _capabilities(conv: Conversation) -> list[str]:
@@ -95,7 +90,9 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
             reply = _login(conv, user, secret)
             explained = conv.explain_event(reply, "PASS" if target.protocol == "pop3" else "LOGIN")
             attempts.append(("TLS" if encrypted else "plain text", reply, explained))
-            evidence.append(f"login {'over TLS' if encrypted else 'in plain text'}: {_line(reply)}")
+            evidence.append(
+                f"login {'over TLS' if encrypted else 'in plain text'}: {last_line(reply)}"
+            )
         last = attempts[-1] if attempts else None
         needs_tls = disabled or (
             last is not None
@@ -112,7 +109,7 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
                     reply, "PASS" if target.protocol == "pop3" else "LOGIN"
                 )
                 attempts.append(("TLS", reply, explained))
-                evidence.append(f"login after {tls_word}: {_line(reply)}")
+                evidence.append(f"login after {tls_word}: {last_line(reply)}")
             except MailtalkError as error:
                 evidence.append(f"{tls_word} failed: {error}")
         if not conv.closed:
@@ -141,7 +138,7 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
                 "login",
                 "tls_required",
                 "the login works, but only over TLS: plain text is refused ("
-                + (_line(attempts[0][1]) if len(attempts) > 1 else "LOGINDISABLED")
+                + (last_line(attempts[0][1]) if len(attempts) > 1 else "LOGINDISABLED")
                 + ").",
                 evidence,
                 ["Set your mail client to STARTTLS, or SSL/TLS on the TLS port."],
@@ -183,7 +180,7 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
         "mailbox_full_quota": ("quota", "the login fails because the user is over quota."),
     }
     verdict, summary = verdicts.get(
-        category, ("login_refused", f"the login is refused: {_line(reply)}")
+        category, ("login_refused", f"the login is refused: {last_line(reply)}")
     )
     return Report(
         "login",

@@ -28,7 +28,7 @@ from mailtalk.conversation import Conversation
 from mailtalk.diagnose import Report
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.protocols.common import ReplyClass, last_line
 from mailtalk.send import Listener, split_address
 from mailtalk.session_options import SessionOptions
 from mailtalk.target import Target
@@ -71,19 +71,17 @@ class Findings:
     auth_mail: Step | None = None
 
 
-def _line(event: ServerEvent) -> str:
-    text = event.raw.decode("utf-8", "backslashreplace").strip()
-    lines = text.splitlines()
-    return lines[-1].strip() if lines else ""
-
-
 def _step(conv: Conversation, command: str, shown: str | None = None) -> Step:
     conv.send_line(command)
     event = conv.wait_final()
     ok = event.reply_class is ReplyClass.POSITIVE
     explained = conv.explain_event(event, command)
     return Step(
-        shown or command, _line(event), ok, explained.category, None if ok else explained.one_line()
+        shown or command,
+        last_line(event),
+        ok,
+        explained.category,
+        None if ok else explained.one_line(),
     )
 
 
@@ -113,7 +111,7 @@ def converse(
     try:
         conv.open()
         conv.wait_greeting()
-        found.greeting = _line(conv.last_final) if conv.last_final else ""
+        found.greeting = last_line(conv.last_final) if conv.last_final else ""
         helo = client_name()
         ehlo = _step(conv, f"EHLO {helo}")
         if not ehlo.ok:
@@ -152,7 +150,7 @@ def converse(
         if user and secret is not None and not conv.closed and source is None:
             reply = conv.authenticate(options.get("auth_mechanism") or "plain", user, secret)
             ok = reply.reply_class is ReplyClass.POSITIVE
-            found.auth_reply = Step(f"AUTH as {user}", _line(reply), ok)
+            found.auth_reply = Step(f"AUTH as {user}", last_line(reply), ok)
             if ok:
                 found.auth_mail = _step(conv, f"MAIL FROM:<{sender}>")
                 if found.auth_mail.ok:

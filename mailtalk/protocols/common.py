@@ -158,6 +158,17 @@ def is_number(text: str, max_digits: int = 4000) -> bool:
     return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
 
 
+def first_line(event: ServerEvent) -> str:
+    """The first line the server sent for ``event``, decoded, for messages."""
+    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
+
+
+def last_line(event: ServerEvent) -> str:
+    """The last line (the final one of a multi-line SMTP reply), decoded."""
+    lines = event.raw.decode("utf-8", "backslashreplace").strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
 def printable(text: str) -> str:
     """Text fit to echo back to a peer: every control or unprintable character becomes ``?``."""
     return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)

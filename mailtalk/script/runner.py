@@ -21,7 +21,7 @@ from typing import Final
 from mailtalk.conversation import Conversation
 from mailtalk.errors import MailtalkError, ServerClosedError
 from mailtalk.exitcodes import ExitCode
-from mailtalk.protocols.common import ReplyClass, ServerEvent
+from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.script.expect import Expectation, reply_of
 from mailtalk.script.format import (
     Auth,
@@ -343,9 +343,9 @@ class Runner:
                 self._fail(
                     where,
                     "expectation",
-                    f"expected the server to close the connection; it sent {_first_line(event)!r}",
+                    f"expected the server to close the connection; it sent {first_line(event)!r}",
                     expected="close",
-                    received=_first_line(event),
+                    received=first_line(event),
                 )
                 self._stop_unless_keep_going()
         except ServerClosedError:
@@ -397,7 +397,7 @@ class Runner:
         if expectation.untagged:
             lines = [line.removeprefix("* ") for line in self.untagged]
             if event is not None and not event.final:  # the IMAP greeting is untagged
-                lines.append(_first_line(event).removeprefix("* "))
+                lines.append(first_line(event).removeprefix("* "))
             if not expectation.matches_untagged(lines):
                 received = "; ".join(lines[:5]) or "no untagged response"
                 self._fail(
@@ -445,7 +445,7 @@ class Runner:
         command: str | None,
         kind: str = "expectation",
     ) -> None:
-        received = _first_line(event) if event.raw.count(b"\n") <= 1 else _whole(event)
+        received = first_line(event) if event.raw.count(b"\n") <= 1 else _whole(event)
         explanation = None
         if self.conv is not None:
             explained = self.conv.explain_event(event, command)
@@ -501,10 +501,6 @@ class Runner:
             message = message.replace("--cafile FILE", "cafile=FILE on the connect line")
             message = message.replace("--insecure", "insecure on the connect line")
         self._fail(where, kind, message, stop=True)
-
-
-def _first_line(event: ServerEvent) -> str:
-    return event.raw.split(b"\n", 1)[0].decode("utf-8", "backslashreplace").strip()
 
 
 def _whole(event: ServerEvent) -> str:
