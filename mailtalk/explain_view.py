@@ -200,14 +200,9 @@ def render_all(
                 out.rule(style="dim")
             render(explanation, out)
         return
-    width = _plain_width()
+    from mailtalk.display import plain_width
+
+    width = plain_width(_PLAIN_WIDTH)
     texts = [plain(explanation, width) for explanation in explanations]
     target.write(("\n\n" + "-" * min(width, 40) + "\n\n").join(texts) + "\n")
     target.flush()
-
-
-def _plain_width() -> int:
-    try:
-        return max(40, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return _PLAIN_WIDTH

@@ -399,7 +399,9 @@ def _shown_name(domain: str, result: MXResult) -> str:
 def _plain(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO) -> None:
     import textwrap
 
-    width = _width()
+    from mailtalk.display import plain_width
+
+    width = plain_width()
     out.write(_headline(result, shown) + "\n")
     rows = _host_rows(result)
     if rows:
@@ -443,13 +445,6 @@ def _rich(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO)
         for probe in probes:
             for line in _probe_lines(probe):
                 console.print(Text(line.text, style=line.style))
-
-
-def _width() -> int:
-    try:
-        return max(40, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return 80
 
 
 def run_mx(
