@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from mailtalk.exitcodes import ExitCode
 
 
 @dataclass
@@ -66,3 +70,24 @@ class Report:
         block("What to do, as the user", self.fixes_user, "•")
         block("What to do, as the server's admin", self.fixes_admin, "•")
         target.flush()
+
+
+def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) -> int:
+    """Run a diagnosis and print its report; a bad argument or a server that cannot be
+    reached is one line on standard error with its exit status."""
+    import click
+
+    from mailtalk.errors import UsageError
+    from mailtalk.exitcodes import ExitCode
+    from mailtalk.send import SendFailed
+
+    try:
+        report, code = diagnosis()
+    except UsageError as error:
+        click.echo(f"mailtalk: {error}", err=True)
+        return ExitCode.USAGE
+    except SendFailed as error:
+        click.echo(f"mailtalk: {error}", err=True)
+        return int(error.exit_code)
+    report.write(as_json)
+    return int(code)

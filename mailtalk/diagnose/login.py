@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import click
-
 from mailtalk.conversation import Conversation
 from mailtalk.diagnose import Report
 from mailtalk.errors import MailtalkError, UsageError
@@ -196,16 +194,7 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
 def run_diagnose_login(url: str, **options: Any) -> int:
     import sys
 
-    from mailtalk.send import SendFailed
+    from mailtalk.diagnose import run_report
 
-    listener = Listener(sys.stdout, as_json=True)
-    try:
-        report, code = diagnose(url, options, listener)
-    except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
-        return ExitCode.USAGE
-    except SendFailed as error:
-        click.echo(f"mailtalk: {error}", err=True)
-        return int(error.exit_code)
-    report.write(bool(options.get("as_json")))
-    return int(code)
+    listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
+    return run_report(lambda: diagnose(url, options, listener), bool(options.get("as_json")))

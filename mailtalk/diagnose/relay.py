@@ -22,8 +22,6 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
 from mailtalk.conversation import Conversation
 from mailtalk.diagnose import Report
 from mailtalk.errors import MailtalkError, one_line
@@ -501,17 +499,7 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
 def run_diagnose_relay(**options: Any) -> int:
     import sys
 
-    from mailtalk.errors import UsageError
-    from mailtalk.send import SendFailed
+    from mailtalk.diagnose import run_report
 
     listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    try:
-        report, code = diagnose(options, listener)
-    except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
-        return ExitCode.USAGE
-    except SendFailed as error:
-        click.echo(f"mailtalk: {error}", err=True)
-        return int(error.exit_code)
-    report.write(bool(options.get("as_json")))
-    return int(code)
+    return run_report(lambda: diagnose(options, listener), bool(options.get("as_json")))

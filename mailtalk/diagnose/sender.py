@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import click
-
 from mailtalk.diagnose import Report
 from mailtalk.exitcodes import ExitCode
 
@@ -116,12 +114,6 @@ def diagnose(options: dict[str, Any]) -> tuple[Report, ExitCode]:
 
 
 def run_diagnose_sender(**options: Any) -> int:
-    from mailtalk.errors import UsageError
+    from mailtalk.diagnose import run_report
 
-    try:
-        report, code = diagnose(options)
-    except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
-        return ExitCode.USAGE
-    report.write(bool(options.get("as_json")))
-    return int(code)
+    return run_report(lambda: diagnose(options), bool(options.get("as_json")))
