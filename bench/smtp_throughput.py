@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_seconds, free_port, log, proc_status, wait_for_banner
+
 GOAL = 2.0  # mailtalk (sink) / aiosmtpd (Sink), new connection per message
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = HERE / ".venv"
@@ -60,48 +62,6 @@ WORKLOADS = {
 
 
 # -- helpers -----------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_banner(port: int, deadline: float, process: subprocess.Popen[bytes]) -> None:
-    """Until the server on PORT sends its 220 (or the process dies, or time is up)."""
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                if sock.recv(512).startswith(b"220"):
-                    sock.sendall(b"QUIT\r\n")
-                    with contextlib.suppress(OSError):
-                        sock.recv(512)
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered on port {port} within {START_TIMEOUT:.0f} s")
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` figure from /proc/PID/status (VmRSS, VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mailtalk_python() -> str:
