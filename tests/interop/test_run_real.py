@@ -8,9 +8,6 @@ alice, POP3 on 110 and IMAP on 143. The installed ``mailtalk`` runs as a process
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -19,44 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.interop.conftest import RealServers
+from tests.script.runs import describe, run, write
 
 pytestmark = pytest.mark.interop
 
-MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
 MAILDIR = Path("/home/alice/Maildir")
-TIMEOUT = 30
-
-
-def run(
-    tmp_path: Path, *args: str, password: str | None = None, **extra: str
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env.update(HOME=str(home), XDG_STATE_HOME=str(home / ".state"), NO_COLOR="1", **extra)
-    if password is not None:
-        env["MAILTALK_PASSWORD"] = password
-    return subprocess.run(
-        [MAILTALK, "run", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=TIMEOUT,
-        check=False,
-        start_new_session=True,
-    )
-
-
-def describe(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def find_delivered(subject: str, timeout: float = 10.0) -> bytes:

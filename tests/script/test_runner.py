@@ -8,11 +8,9 @@ checks what it printed, its exit status, and what really happened on the server
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 import socket
 import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -21,14 +19,15 @@ from typing import Any
 
 import pytest
 
-MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
+from tests.script import runs
+from tests.script.runs import MAILTALK, TIMEOUT, describe, write
+
 USER = "alice"
 PASSWORD = "Pw-9f3Kq-xYz7"  # distinctive: it must never appear in any output
 DOMAIN = "example.test"
 ALICE = f"{USER}@{DOMAIN}"
 SENDER = "bob@example.org"
 FOREIGN = "friend@example.net"
-TIMEOUT = 30
 
 
 # ---------------------------------------------------------------------------
@@ -37,57 +36,14 @@ TIMEOUT = 30
 
 
 def mailtalk_env(tmp_path: Path, password: str | None = PASSWORD, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".state"),
-        XDG_DATA_HOME=str(home / ".data"),
-        NO_COLOR="1",
-    )
-    if password is not None:
-        env["MAILTALK_PASSWORD"] = password
-    env.update(extra)
-    return env
+    return runs.mailtalk_env(tmp_path, password, **extra)
 
 
 def run(
-    tmp_path: Path,
-    *args: str,
-    stdin: str | bytes | None = None,
-    password: str | None = PASSWORD,
-    **env: str,
+    tmp_path: Path, *args: str, password: str | None = PASSWORD, **extra: Any
 ) -> subprocess.CompletedProcess[str]:
-    data = stdin.encode() if isinstance(stdin, str) else stdin
-    result = subprocess.run(
-        [MAILTALK, "run", *args],
-        input=data,
-        stdin=subprocess.DEVNULL if data is None else None,
-        capture_output=True,
-        env=mailtalk_env(tmp_path, password, **env),
-        cwd=tmp_path,
-        timeout=TIMEOUT,
-        check=False,
-        start_new_session=True,  # no controlling terminal: nobody is asked for a password
-    )
-    return subprocess.CompletedProcess(
-        result.args,
-        result.returncode,
-        result.stdout.decode("utf-8", "replace"),
-        result.stderr.decode("utf-8", "replace"),
-    )
-
-
-def describe(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    """``mailtalk run``, with the reference servers' password in the environment."""
+    return runs.run(tmp_path, *args, password=password, **extra)
 
 
 def maildir(servers: Any, user: str = USER) -> Path:
