@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.cli.test_cli import run
-from tests.cli.test_startup_imports import CHECK_SYS_MODULES
+from tests.cli.test_startup_imports import modules_after
 
 
 def test_basic_code() -> None:
@@ -117,15 +115,7 @@ def test_no_colour_when_piped_or_no_color() -> None:
 def test_explain_leaves_heavy_modules_unimported() -> None:
     # rich is what it prints with; prompt_toolkit, asyncio and dnspython never
     for argv in (["explain", "550"], ["explain", "--json", "-ERR [IN-USE] busy"]):
-        result = subprocess.run(
-            [sys.executable, "-c", CHECK_SYS_MODULES, json.dumps(argv)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        marker = [line for line in result.stderr.splitlines() if line.startswith("MODULES=")]
-        assert marker, result.stderr[-2000:]
-        modules = json.loads(marker[0].removeprefix("MODULES="))
+        modules = modules_after(argv)
         heavy = sorted(
             {m for m in modules if m.split(".")[0] in ("prompt_toolkit", "asyncio", "dns")}
         )

@@ -67,9 +67,8 @@ sys.stderr.write("MODULES=" + json.dumps(sorted(sys.modules)) + "\\n")
 """
 
 
-@pytest.mark.parametrize("argv", INVOCATIONS, ids=" ".join)
-def test_main_leaves_heavy_modules_unimported(argv: list[str]) -> None:
-    """The same through the console-script entry point, mailtalk.cli:main."""
+def modules_after(argv: list[str]) -> list[str]:
+    """Every module imported by ``mailtalk ARGV`` through mailtalk.cli:main."""
     result = subprocess.run(
         [sys.executable, "-c", CHECK_SYS_MODULES, json.dumps(argv)],
         capture_output=True,
@@ -78,5 +77,12 @@ def test_main_leaves_heavy_modules_unimported(argv: list[str]) -> None:
     )
     marker = [line for line in result.stderr.splitlines() if line.startswith("MODULES=")]
     assert marker, result.stderr[-2000:]
-    modules = json.loads(marker[0].removeprefix("MODULES="))
+    modules: list[str] = json.loads(marker[0].removeprefix("MODULES="))
+    return modules
+
+
+@pytest.mark.parametrize("argv", INVOCATIONS, ids=" ".join)
+def test_main_leaves_heavy_modules_unimported(argv: list[str]) -> None:
+    """The same through the console-script entry point, mailtalk.cli:main."""
+    modules = modules_after(argv)
     assert heavy_modules(modules) == [], f"mailtalk {' '.join(argv)} imported heavy modules"
