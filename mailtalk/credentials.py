@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,3 +30,29 @@ def netrc_password(host: str, user: str | None, path: str | None = None) -> str 
 
 def environment_password() -> str | None:
     return os.environ.get("MAILTALK_PASSWORD")
+
+
+def ask_on_terminal(prompt: str) -> str | None:
+    """Ask without echo when standard input is a terminal; None otherwise (a pipe, a
+    script read from standard input, CI)."""
+    import sys
+
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    return getpass.getpass(prompt) or None
+
+
+def find_password(
+    host: str,
+    user: str,
+    variable: str = "MAILTALK_PASSWORD",
+    ask: Callable[[str], str | None] | None = ask_on_terminal,
+) -> str | None:
+    """A password never typed on a command line: ``$variable``, then ``~/.netrc``, then
+    ``ask`` (on a terminal, by default); None when none of them has one."""
+    secret = os.environ.get(variable) or netrc_password(host, user)
+    if secret:
+        return secret
+    return ask(f"password for {user} on {host}: ") if ask is not None else None

@@ -137,18 +137,13 @@ def _check(event: ServerEvent, what: str) -> None:
     raise SendFailed(f"{what} refused: {first_line(event)}", temporary)
 
 
-def _secret(user: str, host: str) -> str:
-    from mailtalk.credentials import environment_password, netrc_password
+def password_for(user: str, host: str) -> str:
+    """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
+    from mailtalk.credentials import find_password
 
-    secret = environment_password() or netrc_password(host, user)
+    secret = find_password(host, user)
     if secret:
         return secret
-    if sys.stdin.isatty():
-        import getpass
-
-        answer = getpass.getpass(f"password for {user} on {host}: ")
-        if answer:
-            return answer
     raise SendFailed(
         f"no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run on a "
         "terminal to be asked",
@@ -215,7 +210,7 @@ def converse(
                     "warning",
                 )
             reply = conv.authenticate(
-                options.get("auth_mechanism", "plain"), user, _secret(user, target.host)
+                options.get("auth_mechanism", "plain"), user, password_for(user, target.host)
             )
             if reply.reply_class is not ReplyClass.POSITIVE:
                 raise SendFailed(

@@ -46,7 +46,7 @@ def _login(conv: Conversation, user: str, secret: str) -> ServerEvent:
 
 
 def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Report, ExitCode]:
-    from mailtalk.send import _secret
+    from mailtalk.send import password_for
     from mailtalk.target import TargetError, parse_url
 
     try:
@@ -56,7 +56,7 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
     if target.protocol == "smtp":
         raise UsageError("diagnose login is for POP3 and IMAP URLs (pop3://, imap://, ...)")
     user = options["user"]
-    secret = _secret(user, target.host)
+    secret = password_for(user, target.host)
     session = SessionOptions(
         target=target,
         starttls=False,

@@ -241,9 +241,9 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
 
     secret = None
     if options.get("auth_user"):
-        from mailtalk.send import _secret
+        from mailtalk.send import password_for
 
-        secret = _secret(options["auth_user"], host)
+        secret = password_for(options["auth_user"], host)
     target = Target("smtp", host, port, "none", None)
     found = converse(target, sender, recipient, options, listener, secret)
     evidence.append(f"greeting: {found.greeting}")

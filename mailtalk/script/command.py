@@ -20,7 +20,7 @@ import click
 from mailtalk.exitcodes import ExitCode
 from mailtalk.script.format import Data, EndLoop, Loop, Script, ScriptError, parse_file
 from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcript_line, write_junit
-from mailtalk.script.runner import RunResult, RunSettings, prompt_for_secret, run_script
+from mailtalk.script.runner import RunResult, RunSettings, run_script
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
     """Asks once per prompt, even with many threads; never when the script is on stdin."""
+    from mailtalk.credentials import ask_on_terminal
+
     lock = threading.Lock()
     answers: dict[str, str | None] = {}
 
@@ -57,7 +59,7 @@ def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
             return None
         with lock:
             if prompt not in answers:
-                answers[prompt] = prompt_for_secret(prompt)
+                answers[prompt] = ask_on_terminal(prompt)
             return answers[prompt]
 
     return ask

@@ -11,8 +11,6 @@ is, so a script never sends ahead of the server (no accidental pipelining).
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -313,17 +311,9 @@ class Runner:
             raise _Stop
 
     def _secret(self, step: Auth, host: str) -> str | None:
-        value = os.environ.get(step.secret_variable)
-        if value:
-            return value
-        from mailtalk.credentials import netrc_password
+        from mailtalk.credentials import find_password
 
-        value = netrc_password(host, step.user)
-        if value:
-            return value
-        if self.settings.ask_secret is not None:
-            return self.settings.ask_secret(f"password for {step.user} on {host}: ")
-        return None
+        return find_password(host, step.user, step.secret_variable, self.settings.ask_secret)
 
     def _expect_close(self, where: Location) -> None:
         conv = self._conversation(where)
@@ -506,15 +496,6 @@ class Runner:
 def _whole(event: ServerEvent) -> str:
     text = event.raw.decode("utf-8", "backslashreplace").strip()
     return " | ".join(line.strip() for line in text.splitlines()[:6])
-
-
-def prompt_for_secret(prompt: str) -> str | None:
-    """Ask on the terminal when there is one (never when the script came on stdin)."""
-    if not sys.stdin.isatty():
-        return None
-    import getpass
-
-    return getpass.getpass(prompt) or None
 
 
 def run_script(script: Script, settings: RunSettings) -> RunResult:
