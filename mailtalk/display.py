@@ -44,14 +44,6 @@ def color_enabled(stream_is_tty: bool) -> bool:
     return stream_is_tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
-def plain_width(default: int = 80) -> int:
-    """How wide to wrap text written to a pipe: $COLUMNS when set (at least 40)."""
-    try:
-        return max(40, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return default
-
-
 def format_latency(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"

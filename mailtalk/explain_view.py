@@ -200,7 +200,7 @@ def render_all(
                 out.rule(style="dim")
             render(explanation, out)
         return
-    from mailtalk.display import plain_width
+    from mailtalk.terminal import plain_width
 
     width = plain_width(_PLAIN_WIDTH)
     texts = [plain(explanation, width) for explanation in explanations]

@@ -399,7 +399,7 @@ def _shown_name(domain: str, result: MXResult) -> str:
 def _plain(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO) -> None:
     import textwrap
 
-    from mailtalk.display import plain_width
+    from mailtalk.terminal import plain_width
 
     width = plain_width()
     out.write(_headline(result, shown) + "\n")

@@ -122,6 +122,8 @@ def test_explain_leaves_heavy_modules_unimported() -> None:
         assert heavy == [], f"mailtalk {' '.join(argv)} imported {heavy}"
         if "--json" in argv:
             assert not any(m.split(".")[0] == "rich" for m in modules)
+        # nor the protocol cores and the REPL's display: explain only reads replies
+        assert "mailtalk.protocols.common" not in modules
         # only the data of the protocol at hand
         assert "mailtalk.knowledge.commands" not in modules
 
