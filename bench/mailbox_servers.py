@@ -51,6 +51,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import cpu_seconds, log, proc_status
+
 GOAL = 3.0  # IMAP: mailtalk seconds / Dovecot seconds, at most
 HOST = "127.0.0.1"
 DOVECOT_IMAP_PORT = 143
@@ -62,25 +64,6 @@ PIPELINE_WINDOW = 50  # RETR commands in flight in the pipelined POP3 run
 FETCH_ITEMS = b"(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"
 HEADER_FIELDS = ("from", "subject", "date")
 BIG_LITERAL = 200 * 1024 * 1024  # the APPEND memory test: {209715200}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def proc_status(pid: int, key: str) -> int:
-    """A ``kB`` figure from /proc/PID/status (VmRSS, VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_hwm(pid: int) -> bool:
