@@ -359,7 +359,8 @@ class SMTPServerProtocol(ServerSession):
             return
         address = match.group(2)
         self.transaction.rcpt_attempts += 1
-        if not _ADDRESS.match(address):
+        # RFC 5321 4.1.1.3: "<Postmaster>" is the one recipient without a domain.
+        if not _ADDRESS.match(address) and address.lower() != "postmaster":
             self._send_key("bad_recipient_syntax", rcpt=address)
             return
         for param in match.group(3).split():

@@ -24,10 +24,13 @@ class NameSet:
     """The users routing knows about, without hashing any password."""
 
     def __init__(self, *names: str) -> None:
-        self.names = set(names)
+        self._names = set(names)
 
     def exists(self, name: str) -> bool:
-        return name in self.names
+        return name in self._names
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
 
 
 def write_control(root: Path, **files: str) -> Control:
@@ -371,6 +374,7 @@ def test_init_root_creates_the_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in control_dir.iterdir()) == [
         "locals",
         "me",
+        "postmaster",
         "rcpthosts",
         "relayclients",
     ]
@@ -381,6 +385,9 @@ def test_init_root_creates_the_files(tmp_path: Path) -> None:
     relayclients = (control_dir / "relayclients").read_text()
     assert all(line.startswith("#") for line in relayclients.splitlines())
     assert "CIDR" in relayclients and "127." in relayclients
+    postmaster = (control_dir / "postmaster").read_text()
+    assert all(line.startswith("#") for line in postmaster.splitlines())
+    assert control.postmaster == ""
 
 
 def test_init_root_lists_me_too(tmp_path: Path) -> None:
@@ -498,3 +505,69 @@ def test_default_root_is_no_open_relay(tmp_path: Path) -> None:
         decision = decide_rcpt(control, users, "x@gmail.example", ip, False)
         assert decision.verdict is RcptVerdict.RELAY_DENIED
     assert decide_rcpt(control, users, "alice@example.org", "::1", False).user == "alice"
+
+
+# --- postmaster (RFC 5321 4.5.1) ---------------------------------------------------------
+
+POSTMASTER_ADDRESSES = [
+    "postmaster",
+    "Postmaster",
+    "POSTMASTER@localhost",
+    "postmaster@example.com",
+    "PostMaster@Example.COM",
+    "postmaster@local-only.example",  # local, not in rcpthosts: still postmaster's
+]
+
+
+@pytest.mark.parametrize("address", POSTMASTER_ADDRESSES)
+def test_postmaster_is_accepted_from_anyone_and_goes_to_the_first_user(
+    rcpt_control: Control, address: str
+) -> None:
+    decision = decide_rcpt(rcpt_control, RCPT_USERS, address, "203.0.113.9", False)
+    assert (decision.verdict, decision.user) == (RcptVerdict.DELIVER, "alice")
+
+
+def test_postmaster_of_a_virtual_domain_maps_like_qmail_then_falls_back(
+    rcpt_control: Control,
+) -> None:
+    # example.org:alice makes postmaster@example.org alice-postmaster, which reaches alice.
+    virtual = decide_rcpt(rcpt_control, NameSet("bob", "alice"), "postmaster@example.org",
+                          "203.0.113.9", False)
+    assert (virtual.verdict, virtual.user) == (RcptVerdict.DELIVER, "alice")
+    # With no alice, the prefix reaches nobody: the postmaster mailbox takes it.
+    fallback = decide_rcpt(rcpt_control, NameSet("bob"), "postmaster@example.org",
+                           "203.0.113.9", False)
+    assert (fallback.verdict, fallback.user) == (RcptVerdict.DELIVER, "bob")
+
+
+def test_postmaster_elsewhere_is_still_a_relaying_question(rcpt_control: Control) -> None:
+    foreign = decide_rcpt(rcpt_control, RCPT_USERS, "postmaster@elsewhere.example",
+                          "203.0.113.9", False)
+    assert foreign.verdict is RcptVerdict.RELAY_DENIED
+    # In rcpthosts but neither local nor virtual: nobody here is its postmaster.
+    not_ours = decide_rcpt(rcpt_control, RCPT_USERS, "postmaster@x.example.net",
+                           "203.0.113.9", False)
+    assert not_ours.verdict is RcptVerdict.UNKNOWN_USER
+
+
+def test_postmaster_mailbox_choice(tmp_path: Path) -> None:
+    control = init_root(tmp_path, [])
+    assert control.postmaster_mailbox(NameSet("carol", "bob")) == "bob"  # first by name
+    assert control.postmaster_mailbox(NameSet("bob", "postmaster")) == "postmaster"
+    assert control.postmaster_mailbox(NameSet()) == "postmaster"  # read once added
+    (tmp_path / "control" / "postmaster").write_text("# the admin\nCarol\n")
+    control = Control.load(tmp_path)
+    assert control.postmaster == "carol"
+    assert control.postmaster_mailbox(NameSet("bob", "carol")) == "carol"
+    assert control.postmaster_mailbox(NameSet("bob")) == "carol"  # its Maildir waits
+    (tmp_path / "control" / "postmaster").write_text("bob-admin\n")  # an extension
+    assert Control.load(tmp_path).postmaster_mailbox(NameSet("bob")) == "bob"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("alice\nbob\n", ":2: more than one user"), ("../etc\n", ":1: not a user name")],
+)
+def test_postmaster_file_errors_name_the_line(tmp_path: Path, content: str, problem: str) -> None:
+    with pytest.raises(ControlError, match=problem):
+        write_control(tmp_path, postmaster=content)

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import poplib
 import re
 import shutil
 import smtplib
@@ -1063,6 +1064,55 @@ def test_extra_domain(make: Any) -> None:
         )
         assert rcpts[0].code == 250 and reply.code == 250
     assert len(servers.messages("alice")) == 1
+
+
+POSTMASTERS = ["postmaster", "Postmaster", "POSTMASTER@localhost", "postmaster@Example.Test"]
+
+
+def _pop3_retr_all(port: int, user: str, password: str) -> list[bytes]:
+    """Every message in ``user``'s maildrop, read over POP3 as a mail client would."""
+    pop = poplib.POP3("127.0.0.1", port, timeout=5)
+    try:
+        pop.user(user)
+        pop.pass_(password)
+        count, _ = pop.stat()
+        return [b"\n".join(pop.retr(n)[1]) for n in range(1, count + 1)]
+    finally:
+        pop.quit()
+
+
+def test_postmaster_is_accepted_and_read_over_pop3(make: Any) -> None:
+    """RFC 5321 4.5.1: <postmaster> and postmaster@ every local domain, any case, from
+    anyone; with no control/postmaster the first user (by name) reads it."""
+    servers = make(domains=["example.test"], pop3=0)
+    with connect(servers) as client:
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "stranger@example.org", POSTMASTERS, message("Subject: to the postmaster")
+        )
+        assert [r.code for r in rcpts] == [250] * len(POSTMASTERS), rcpts
+        assert reply.code == 250, reply
+        client.cmd("MAIL FROM:<stranger@example.org>")
+        refused = client.cmd("RCPT TO:<postmaster@elsewhere.example>")
+        assert refused.code == 554, refused  # someone else's postmaster: relaying
+    (delivered,) = _pop3_retr_all(servers.port("pop3"), "alice", "secret")
+    assert b"Subject: to the postmaster" in delivered
+    assert _pop3_retr_all(servers.port("pop3"), "bob", "hunter2") == []
+
+
+def test_postmaster_goes_to_the_user_in_control_postmaster(
+    tmp_path: Path, tls_template: Path
+) -> None:
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "postmaster").write_text("bob\n")
+    with serve(tmp_path, tls_template) as servers, connect(servers) as client:
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "stranger@example.org", ["postmaster"], message("Subject: for bob")
+        )
+        assert (rcpts[0].code, reply.code) == (250, 250), (rcpts, reply)
+        assert servers.messages("alice") == []
+        assert len(servers.messages("bob")) == 1
 
 
 def test_size_parameter_over_the_limit_is_552_5_3_4(make: Any) -> None:
