@@ -861,6 +861,36 @@ def test_auth_plain_with_initial_response_and_relay(srv: RunningServers) -> None
     assert copy == queued[0].message_path.read_bytes()
 
 
+def test_auth_before_helo_is_503_in_the_personality_wording(srv: RunningServers) -> None:
+    """AUTH is offered by EHLO: before HELO/EHLO, and again after STARTTLS until the
+    client says EHLO anew (RFC 3207 4.2), it is out of sequence, as Exim and Postfix
+    with smtpd_helo_required answer. HELO is enough, as for Postfix."""
+    need_helo = personality("mailtalk").reply("need_helo", me=ME)
+    with connect(srv) as client:
+        first = client.auth_plain("alice", "secret")
+        assert (first.code, first.text) == need_helo, first
+        assert first.raw == b"503 5.5.1 Bad sequence of commands: send HELO or EHLO first\r\n"
+        assert client.cmd("HELO client.example").code == 250
+        assert client.auth_plain("alice", "secret").code == 235
+    with connect(srv) as client:
+        client.ehlo()
+        assert client.cmd("STARTTLS").code == 220
+        client.starttls(srv.cafile)
+        after_tls = client.auth_plain("alice", "secret")
+        assert (after_tls.code, after_tls.text) == need_helo, after_tls
+        client.ehlo()
+        assert client.auth_plain("alice", "secret").code == 235
+
+
+def test_auth_before_helo_follows_the_personality(make: Any) -> None:
+    """Postfix's default (smtpd_helo_required = no) takes AUTH with no HELO at all,
+    as the real one on this machine does (tests/interop/test_serve_vs_real.py)."""
+    servers = make(personality="postfix")
+    with connect(servers) as client:
+        reply = client.auth_plain("alice", "secret")
+        assert reply.raw == b"235 2.7.0 Authentication successful\r\n"
+
+
 def test_auth_plain_334_flow(srv: RunningServers) -> None:
     with connect(srv) as client:
         client.ehlo()
