@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 import ssl
 import time
@@ -90,6 +91,7 @@ class ServerContext:
     def __post_init__(self) -> None:
         self._session_ids = itertools.count(1)
         self._queue_sequence = itertools.count(1)
+        self._process = os.getpid()  # in the queue ids: unique across servers on a machine
         self._tasks: set[asyncio.Task[None]] = set()
         # Filled-in replies by (key, values), for the personality they were made by.
         self._replies: dict[tuple[Any, ...], tuple[int, str]] = {}
@@ -116,7 +118,7 @@ class ServerContext:
 
     def new_queue_id(self) -> str:
         """A queue id in the personality's style, for the 250 after DATA and Received."""
-        return self.personality.queue_id(next(self._queue_sequence))
+        return self.personality.queue_id(next(self._queue_sequence), process=self._process)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a session's deferred work; keep a reference so it is not collected."""
