@@ -85,6 +85,7 @@ class ServerContext:
     connections: set[Any] = field(default_factory=set)
     certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
     held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
+    control_changes: list[str] = field(default_factory=list)  # what the options edited at start
     messages_delivered: int = 0
     bytes_delivered: int = 0
 

@@ -494,14 +494,27 @@ _POSTMASTER_TEXT = """\
 """
 
 
-def init_root(root: Path, domains: Iterable[str], me: str = DEFAULT_ME) -> Control:
-    """Create ``ROOT/control/`` with me, rcpthosts, locals and relayclients, then load it.
+def init_root(
+    root: Path,
+    domains: Iterable[str],
+    me: str = DEFAULT_ME,
+    *,
+    hostname: str | None = None,
+    changes: list[str] | None = None,
+) -> Control:
+    """Create ``ROOT/control/`` (me, rcpthosts, locals, relayclients, postmaster), load it.
 
-    rcpthosts and locals list ``localhost``, ``me`` and ``domains``. Only files that do not
-    exist yet are written: a user's edits are never overwritten.
+    A new root's rcpthosts and locals list ``localhost``, ``me`` and ``domains``. A file
+    that exists is kept as the user left it, except for what was asked for by name:
+    each of ``domains`` is added to rcpthosts and to locals when they do not cover it
+    yet, and ``hostname`` (``--hostname``) replaces ``me`` and is added the same way.
+    So ``--domain`` means the same on a root made earlier as on a new one. Each edit is
+    described in ``changes``. ``ValueError`` for a name that is not a domain.
     """
-    me = normalize_domain(me)
-    names = _unique(["localhost", me, *(normalize_domain(d) for d in domains)])
+    wanted = _unique(normalize_domain(d) for d in domains)
+    explicit = normalize_domain(hostname) if hostname else None
+    me = explicit or normalize_domain(me)
+    names = _unique(["localhost", me, *wanted])
     listing = "".join(f"{name}\n" for name in names)
     control_dir = Path(root) / CONTROL_DIR
     control_dir.mkdir(parents=True, exist_ok=True)
@@ -510,7 +523,52 @@ def init_root(root: Path, domains: Iterable[str], me: str = DEFAULT_ME) -> Contr
     _create_if_missing(control_dir / "locals", _LOCALS_HEADER + listing)
     _create_if_missing(control_dir / "relayclients", _RELAYCLIENTS_TEXT)
     _create_if_missing(control_dir / "postmaster", _POSTMASTER_TEXT)
-    return Control.load(Path(root))
+    control = Control.load(Path(root))
+    edits: list[str] = []
+    if explicit is not None and control.me != explicit:
+        _replace_file(control_dir / "me", f"{explicit}\n")
+        edits.append(f"control/me: {explicit} (was {control.me})")
+    if explicit is not None:
+        wanted = _unique([explicit, *wanted])
+    for filename, covered in (
+        ("rcpthosts", control.accepts_domain),
+        ("locals", control.is_local_domain),
+    ):
+        missing = [name for name in wanted if not covered(name)]
+        if missing:
+            _append_lines(control_dir / filename, missing)
+            edits.append(f"control/{filename}: added {', '.join(missing)}")
+    if changes is not None:
+        changes.extend(edits)
+    return Control.load(Path(root)) if edits else control
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Add ``lines`` at the end of ``path``, keeping everything that is there."""
+    content = path.read_text(encoding="utf-8")
+    if content and not content.endswith("\n"):
+        content += "\n"
+    _replace_file(path, content + "".join(f"{line}\n" for line in lines))
+
+
+def _replace_file(path: Path, content: str) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), keeping its mode."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _unique(items: Iterable[str]) -> list[str]:

@@ -60,6 +60,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         scenarios=tuple(options.get("scenarios") or ()),
         settings=settings,
         dns_port=options.get("dns_port"),
+        hostname=options.get("hostname"),
     )
 
 
@@ -139,7 +140,10 @@ def _print_summary(servers: ReferenceServers) -> None:
         out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
     domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
     users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
+    out.write(f"  hostname: {context.hostname}\n")
     out.write(f"  domains: {domains}\n  users: {users}\n")
+    for change in context.control_changes:
+        out.write(f"  changed {change}\n")
     if context.settings.resolver:
         out.write(f"  DNS for the sender check and onward delivery: {context.settings.resolver}\n")
     if context.settings.sink:

@@ -402,13 +402,49 @@ def test_init_root_never_overwrites_edits(tmp_path: Path) -> None:
     (control_dir / "rcpthosts").write_text("edited.example\n")
     (control_dir / "relayclients").write_text("127.\n")
     (control_dir / "me").unlink()
-    control = init_root(tmp_path, ["example.net"], me="new.example")
-    assert (control_dir / "rcpthosts").read_text() == "edited.example\n"
-    assert control.rcpthosts == ("edited.example",)
+    changes: list[str] = []
+    control = init_root(tmp_path, ["example.net"], me="new.example", changes=changes)
+    # What the user wrote stays; what the options name is added after it.
+    assert (control_dir / "rcpthosts").read_text() == "edited.example\nexample.net\n"
+    assert control.rcpthosts == ("edited.example", "example.net")
     assert control.client_may_relay("127.0.0.1")
-    assert control.locals == ("localhost", "example.org")  # the first run's file
+    assert control.locals == ("localhost", "example.org", "example.net")
     assert control.me == "new.example"  # recreated because it was missing
+    assert changes == ["control/rcpthosts: added example.net", "control/locals: added example.net"]
     assert not [p for p in control_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_init_root_adds_only_what_is_not_covered(tmp_path: Path) -> None:
+    control_dir = tmp_path / "control"
+    control_dir.mkdir()
+    (control_dir / "rcpthosts").write_text("# mine, no newline at the end\n.example.org")
+    (control_dir / "locals").write_text("sub.example.org\n")
+    changes: list[str] = []
+    control = init_root(tmp_path, ["Sub.Example.ORG"], changes=changes)
+    assert changes == []  # .example.org covers it in rcpthosts; locals has it
+    assert control.rcpthosts == (".example.org",)
+    init_root(tmp_path, ["example.org"], changes=changes)
+    assert (control_dir / "rcpthosts").read_text() == (
+        "# mine, no newline at the end\n.example.org\nexample.org\n"
+    )
+
+
+def test_init_root_hostname_replaces_me(tmp_path: Path) -> None:
+    init_root(tmp_path, [])
+    (tmp_path / "control" / "me").chmod(0o640)
+    changes: list[str] = []
+    control = init_root(tmp_path, [], hostname="MX.example.org", changes=changes)
+    assert control.me == "mx.example.org"
+    assert control.locals == ("localhost", "mx.example.org")
+    assert control.accepts_domain("mx.example.org")
+    assert changes[0] == "control/me: mx.example.org (was localhost)"
+    assert (tmp_path / "control" / "me").stat().st_mode & 0o777 == 0o640
+    changes.clear()
+    again = init_root(tmp_path, [], hostname="mx.example.org", changes=changes)
+    assert again.me == "mx.example.org"
+    assert changes == []
+    # Without --hostname a root keeps its own name, whatever the default would be.
+    assert init_root(tmp_path, [], me="other.example").me == "mx.example.org"
 
 
 def test_init_root_refuses_bad_domains(tmp_path: Path) -> None:
