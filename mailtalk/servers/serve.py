@@ -108,6 +108,17 @@ async def _serve(servers: ReferenceServers, as_json: bool) -> int:
     return int(ExitCode.OK)
 
 
+def connect_host(listen: str) -> str:
+    """The host a client on this machine connects to for ``--listen``, as in a URL.
+
+    ``localhost`` for 127.0.0.1 (the certificate names both), the loopback address for
+    a wildcard, the address itself otherwise (the certificate lists it too).
+    """
+    host = listen.strip().strip("[]")
+    host = {"127.0.0.1": "localhost", "0.0.0.0": "localhost", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
 def _trust_hint(servers: ReferenceServers) -> str:
     """How to connect with the local CA trusted, over TLS, to a listener we really have."""
     import shlex
@@ -123,7 +134,7 @@ def _trust_hint(servers: ReferenceServers) -> str:
         if listener is not None:
             return (
                 f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
-                f"{scheme}://localhost:{listener.port}"
+                f"{scheme}://{connect_host(listener.host)}:{listener.port}"
             )
     return f"TLS: the local CA is {cafile}"
 

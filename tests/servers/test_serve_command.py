@@ -212,6 +212,25 @@ def test_a_broken_control_file_is_refused_in_one_line(tmp_path: Path) -> None:
     assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
+# -- the start-up text's connect hint -------------------------------------------
+
+
+def test_connect_hint_names_the_listen_address(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with serving(tmp_path, root, "--listen", "127.0.0.42", "--smtps", "0") as server:
+        port = server.port("smtps")
+        ca = root / "tls" / "ca.pem"
+        hint = f"TLS: to trust the local CA, mailtalk connect --cafile {ca} smtps://127.0.0.42:{port}"
+        assert f"  {hint}\n" in server.summary
+        # What it names is there, and the certificate is good for it.
+        context = ssl.create_default_context(cafile=str(ca))
+        with (
+            socket.create_connection(("127.0.0.42", port), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.42") as tls,
+        ):
+            assert tls.recv(100).startswith(b"220 ")
+
+
 # -- two servers at once ---------------------------------------------------------------
 
 
