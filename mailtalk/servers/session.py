@@ -80,6 +80,7 @@ class ServerSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.context.refresh_control()  # as qmail: every connection sees the files as they are
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         if not self.context.connection_opened(self):

@@ -1085,6 +1085,54 @@ def test_relayclients_may_relay(tmp_path: Path, tls_template: Path) -> None:
         assert len(servers.context.store.queue.list()) == 1
 
 
+def test_control_files_are_read_again_when_they_change(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """qmail reads its control files for every connection: an edit of relayclients,
+    rcpthosts, locals or me changes the next connection's answers, without a restart."""
+    servers = make(pop3=0)
+    control = servers.root / "control"
+
+    def rcpt(address: str) -> Reply:
+        with connect(servers) as client:
+            client.ehlo()
+            client.cmd("MAIL FROM:<a@example.org>")
+            return client.cmd(f"RCPT TO:<{address}>")
+
+    assert rcpt("x@example.net").code == 554
+    (control / "relayclients").write_text("# the lab\n127.0.0.1\n")
+    assert rcpt("x@example.net").code == 250
+    assert rcpt("alice@example.test").code == 250  # relayed, not delivered: not ours yet
+    (control / "rcpthosts").write_text("localhost\nexample.test\n")
+    (control / "locals").write_text("localhost\nexample.test\n")
+    (control / "relayclients").write_text("")
+    assert rcpt("x@example.net").code == 554
+    assert rcpt("alice@example.test").raw == (
+        b"250 2.1.5 Recipient <alice@example.test> OK\r\n"
+    )
+    (control / "me").write_text("mx.example.test\n")
+    with connect(servers) as client:
+        assert client.greeting.raw.startswith(b"220 mx.example.test ESMTP ")
+    # A broken edit keeps the last good files, and says so.
+    (control / "rcpthosts").write_text("example.test # comment\n")
+    with caplog.at_level(logging.WARNING, logger="mailtalk.serve"):
+        assert rcpt("alice@example.test").code == 250
+    assert "rcpthosts:1: not a domain name" in caplog.text
+    assert "still using what was read before" in caplog.text
+    # A user added to control/users can log in on the next connection.
+    from mailtalk.servers.users import Users
+
+    users = Users.load(servers.root)
+    users.add("carol", "s3cret")
+    users.save()
+    pop = poplib.POP3("127.0.0.1", servers.port("pop3"), timeout=5)
+    try:
+        pop.user("carol")
+        assert pop.pass_("s3cret").startswith(b"+OK")
+    finally:
+        pop.quit()
+
+
 def test_extra_domain(make: Any) -> None:
     servers = make(domains=["example.test"])
     with connect(servers) as client:
