@@ -1133,6 +1133,21 @@ def test_control_files_are_read_again_when_they_change(
         pop.quit()
 
 
+def test_hostname_names_the_server_everywhere(make: Any) -> None:
+    servers = make(hostname="mx.example.test", pop3=0)
+    with connect(servers) as client:
+        assert client.greeting.first == "mx.example.test ESMTP mailtalk reference server ready"
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "a@example.org", ["alice@mx.example.test"], message("Subject: named")
+        )
+        assert (rcpts[0].code, reply.code) == (250, 250)
+    (stored,) = servers.messages("alice")
+    assert b"\tby mx.example.test (mailtalk) with ESMTP id " in stored
+    with socket.create_connection(("127.0.0.1", servers.port("pop3")), timeout=5) as sock:
+        assert re.match(rb"\+OK .*<\d+\.\d+@mx\.example\.test>\r\n", sock.recv(200))
+
+
 def test_extra_domain(make: Any) -> None:
     servers = make(domains=["example.test"])
     with connect(servers) as client:
