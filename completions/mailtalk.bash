@@ -68,8 +68,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -284,6 +284,9 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--domain')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--hostname')
             COMPREPLY=()
             ;;
         'mailtalk serve|--user')

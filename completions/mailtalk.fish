@@ -27,7 +27,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript --record
     end
@@ -249,6 +249,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP port (STARTTLS).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'hostname' -x -d 'This server\'s name (control/me): banner, HELO reply, Received.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Inject a fault.'
