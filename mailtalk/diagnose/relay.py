@@ -12,6 +12,10 @@ RCPT as a stranger; RSET; STARTTLS and EHLO again (is AUTH offered only now?);
 with --auth, AUTH and MAIL/RCPT once more. A server that takes a foreign recipient
 from a stranger is asked again from a second local address, when it is on
 loopback, to tell "trusts this client's address" from "an open relay".
+
+A server that is not the domain's MX and refuses its recipient is refusing to
+relay, whatever its words: it has no mailboxes there to know of (OpenSMTPD says
+"550 Invalid recipient" for both). "No such user" is for the domain's own MX.
 """
 
 from __future__ import annotations
@@ -266,10 +270,30 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
             f"{found.plain_refusal.reply} (TLS required: asked again after STARTTLS)"
         )
     assert found.stranger_mail is not None
+    # A server that is not the domain's MX has no users there: refusing the recipient
+    # as unknown is how it refuses to relay (OpenSMTPD: "550 Invalid recipient: <...>").
+    relay_reading = (
+        not is_mx
+        and found.stranger_rcpt is not None
+        and not found.stranger_rcpt.ok
+        and found.stranger_rcpt.reply.startswith("5")
+        and found.stranger_rcpt.category == "unknown_user"
+    )
     evidence.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
     if found.stranger_rcpt is not None:
         evidence.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
-        if found.stranger_rcpt.explanation:
+        if relay_reading:
+            evidence.append(
+                f"  ↳ a relay refusal, whatever the words: {where} is not an MX of {domain}, "
+                f"so it has no users there to know of, and refusing <{recipient}> means it "
+                "will not relay"
+                + (
+                    ""
+                    if mx.status not in ("timeout", "servfail")
+                    else f". If it is an MX of {domain} after all, the user is unknown there"
+                )
+            )
+        elif found.stranger_rcpt.explanation:
             evidence.append(f"  ↳ {found.stranger_rcpt.explanation}")
     if found.auth_reply is not None:
         evidence.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
@@ -413,6 +437,9 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
             "find and use it, and it will be blocklisted.",
         ), ExitCode.OPEN_RELAY
 
+    if relay_reading:
+        # refused as an unknown user by a server that is not the MX: its relay refusal
+        rcpt.category = "relay_denied"
     if rcpt.category not in ("relay_denied", "auth_required", "tls_required"):
         return report(
             "refused_other",

@@ -10,12 +10,15 @@ takes it as not, which is right for these servers.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cli.test_send_diagnose import NO_DNS, mailtalk
-from tests.interop.conftest import RealServers
+from tests.interop.conftest import Peer, RealServers
 
 pytestmark = pytest.mark.interop
 
@@ -131,3 +134,62 @@ def test_diagnose_login_against_dovecot(real_servers: RealServers) -> None:
         timeout=90,
     )
     assert bad.returncode == 1 and json.loads(bad.stdout)["verdict"] == "wrong_password"
+
+
+# --- the second MTAs: OpenSMTPD and Exim, with a DNS that says who is whose MX ----
+
+DNS_RECORDS = """\
+example.net MX 10 mx.example.net
+mx.example.net A 127.0.0.3
+mx.test MX 10 mx.test
+mx.test A 127.0.0.5
+"""
+
+
+@pytest.fixture
+def dns(mailtalk_servers: Callable[..., Any]) -> str:
+    """A DNS server (mailtalk serve --dns) where example.net's MX is elsewhere and
+    mx.test's MX is the OpenSMTPD of the rig."""
+    root = Path(tempfile.mkdtemp(prefix="mt-dns-"))
+    (root / "dns").mkdir()
+    (root / "dns" / "records").write_text(DNS_RECORDS)
+    return f"127.0.0.1:{mailtalk_servers(root=root, dns=0).port('dns')}"
+
+
+def diagnose_peer(peer: Peer, port: str, recipient: str, dns: str) -> tuple[int, dict[str, Any]]:
+    result = mailtalk(
+        "diagnose", "relay", "--json", "--from", "alice@isp.test", "--to", recipient,
+        "--server", f"{peer.host}:{peer.port(port)}", "--resolver", dns, "--timeout", "5",
+        "--cafile", peer.cafile,
+    )
+    assert result.stderr == "", result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_opensmtpd_invalid_recipient_from_a_server_that_is_not_the_mx_is_relaying(
+    opensmtpd: Peer, dns: str
+) -> None:
+    """OpenSMTPD refuses a foreign domain's recipient with "550 Invalid recipient",
+    its words for an unknown user too: not being example.net's MX, that is its
+    relay refusal."""
+    code, report = diagnose_peer(opensmtpd, "smtp", "someone@example.net", dns)
+    assert any(
+        "550 Invalid recipient: <someone@example.net>" in line for line in report["evidence"]
+    )
+    assert any("127.0.0.5:2525 is not an MX of example.net" in line for line in report["evidence"])
+    assert (code, report["verdict"]) == (1, "relay_denied_no_auth"), report
+    assert "not a relaying question" not in report["summary"]
+    assert any("a relay refusal, whatever the words" in line for line in report["evidence"])
+
+
+def test_opensmtpd_as_the_mx_takes_its_own_domain(opensmtpd: Peer, dns: str) -> None:
+    code, report = diagnose_peer(opensmtpd, "smtp", f"alice@{opensmtpd.domain}", dns)
+    assert (code, report["verdict"]) == (0, "mx_accepts"), report
+    assert report["facts"]["server_is_mx"] is True
+
+
+def test_exim_refusing_to_relay(exim: Peer, dns: str) -> None:
+    code, report = diagnose_peer(exim, "smtp", "someone@example.net", dns)
+    assert code == 1, report
+    assert report["verdict"] == "relay_denied_needs_auth_after_tls", report
+    assert any("relay not permitted" in line for line in report["evidence"])
