@@ -307,11 +307,78 @@ def test_relay_trusted_client_address(mailtalk_servers: Callable[..., Any]) -> N
     assert report["security"] is None
 
 
-def test_open_relay_is_a_security_finding(mailtalk_servers: Callable[..., Any]) -> None:
+def outward_address() -> str | None:
+    """This host's address toward the outside (IPv4), if it has a route there."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("198.51.100.1", 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
+def test_relaying_for_all_of_loopback_is_not_called_an_open_relay(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    """As Exim's relay_from_hosts = 127.0.0.0/8 or Debian's mynetworks: trusting every
+    loopback client is no open relay. Asked also from this host's outward address
+    (when it has one), the server refuses there, which shows the trust."""
+    running = start(mailtalk_servers, relayclients="127.")
+    code, report = relay(running)
+    assert code == 0 and report["security"] is None, report
+    outward = outward_address()
+    if outward is None:  # a host with loopback only: all we could try is 127.0.0.0/8
+        assert report["verdict"] == "relays_for_all_tried", report
+        assert "every address we could try, all in 127.0.0.0/8" in report["summary"]
+    else:
+        assert report["verdict"] == "trusted_client", report
+        assert f"not for {outward}" in report["summary"]
+        assert "127.0.0.1, 127.0.0.254" in report["summary"]
+
+
+def test_relaying_for_every_address_of_this_host_says_only_what_was_shown(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    """Any address (relayclients 0.0.0.0/0): from this host, that looks exactly like a
+    server trusting this host (Postfix mynetworks_style = host, OpenSMTPD "from local"),
+    so the verdict says what was shown and claims no open relay (exit 0, not 7)."""
     running = start(mailtalk_servers, relayclients="0.0.0.0/0")
     code, report = relay(running)
-    assert (code, report["verdict"]) == (7, "open_relay"), report
-    assert report["security"].startswith("OPEN RELAY")
+    assert (code, report["verdict"]) == (0, "relays_for_all_tried"), report
+    assert report["security"] is None
+    assert "open relay" not in report["summary"].replace("and so does an open relay", "")
+    assert "cannot be told apart" in report["summary"]
+    tried = ["127.0.0.1", "127.0.0.254"] + ([outward_address()] if outward_address() else [])
+    assert f"({', '.join(tried)})" in report["summary"], report["summary"]
+
+
+@pytest.mark.parametrize(
+    ("server", "here", "tries", "verdict", "code"),
+    [
+        # a server elsewhere, relaying for a client outside its host and network
+        ("81.2.69.160", False, [("93.184.216.34", "relays")], "open_relay", 7),
+        # ...but from a private address (behind NAT, or on its LAN) it may trust us
+        ("81.2.69.160", False, [("192.168.1.20", "relays")], "relays_for_all_tried", 0),
+        ("10.0.0.5", False, [("10.0.0.7", "relays")], "relays_for_all_tried", 0),
+        ("81.2.69.160", False, [("81.2.69.7", "relays")], "relays_for_all_tried", 0),
+        # on this host: never an open relay from addresses alone
+        ("127.0.0.6", True, [("127.0.0.1", "relays"), ("127.0.0.254", "relays")],
+         "relays_for_all_tried", 0),
+        ("127.0.0.6", True, [("127.0.0.1", "relays"), ("192.0.2.2", "refused")],
+         "trusted_client", 0),
+    ],
+)
+def test_the_open_relay_finding_needs_a_client_the_server_cannot_trust(
+    server: str, here: bool, tries: list[tuple[str, str]], verdict: str, code: int
+) -> None:
+    from mailtalk.diagnose.relay import RelayTry, relay_scope
+
+    found = relay_scope(
+        f"{server}:25", "example.net", server, here,
+        [RelayTry(source, outcome, "250 ok") for source, outcome in tries],
+    )
+    assert (found[0], int(found[5])) == (verdict, code), found[1]
+    assert (found[4] is not None) == (code == 7)
 
 
 def test_relay_tls_required_first(mailtalk_servers: Callable[..., Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_send_diagnose import NO_DNS, mailtalk
+from tests.cli.test_send_diagnose import NO_DNS, mailtalk, outward_address
 from tests.interop.conftest import Peer, RealServers
 
 pytestmark = pytest.mark.interop
@@ -186,6 +186,25 @@ def test_opensmtpd_as_the_mx_takes_its_own_domain(opensmtpd: Peer, dns: str) -> 
     code, report = diagnose_peer(opensmtpd, "smtp", f"alice@{opensmtpd.domain}", dns)
     assert (code, report["verdict"]) == (0, "mx_accepts"), report
     assert report["facts"]["server_is_mx"] is True
+
+
+def test_exim_trusting_127_0_0_0_8_is_not_an_open_relay(exim: Peer, dns: str) -> None:
+    """relay_from_hosts = 127.0.0.0/8: Exim relays for 127.0.0.1 and 127.0.0.254. That
+    is trust in loopback, not an open relay: no exit 7, and where this host has an
+    outward address Exim refuses it, which shows the trust."""
+    code, report = diagnose_peer(exim, "smtp_trusting", "someone@example.net", dns)
+    assert code == 0 and report["security"] is None, report
+    assert report["verdict"] != "open_relay"
+    assert "127.0.0.1, 127.0.0.254" in report["summary"]
+    outward = outward_address()
+    if outward is None:
+        assert report["verdict"] == "relays_for_all_tried", report
+        assert "every address we could try, all in 127.0.0.0/8" in report["summary"]
+    else:
+        assert report["verdict"] == "trusted_client", report
+        assert f"not for {outward}" in report["summary"]
+        assert any(f"from {outward}" in line and "relay not permitted" in line
+                   for line in report["evidence"]), report["evidence"]
 
 
 def test_exim_refusing_to_relay(exim: Peer, dns: str) -> None:
