@@ -114,6 +114,51 @@ def test_send_through_a_server_delivers_subject_headers_and_attachment(
     assert body.get_payload(decode=True).startswith(b".a line starting with a dot")
 
 
+def test_an_attached_eml_is_message_rfc822_never_base64(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """RFC 2046 5.2.1: a message/rfc822 body is 7bit, 8bit or binary, never encoded;
+    the attached message arrives byte for byte."""
+    running = start(mailtalk_servers)
+    inner = (
+        b"From: carol@example.net\r\nTo: bob@isp.test\r\nSubject: forwarded\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        b"\r\nGr\xc3\xbc\xc3\x9fe\r\n"
+    )
+    (tmp_path / "msg.eml").write_bytes(inner)
+    (tmp_path / "plain.eml").write_bytes(inner.replace(b"Gr\xc3\xbc\xc3\x9fe", b"Hello"))
+    result = mailtalk(
+        "send", "--from", "bob@isp.test", "--to", "alice@isp.test", "--server",
+        f"127.0.0.1:{running.port('smtp')}", "--attach", str(tmp_path / "msg.eml"),
+        "--attach", str(tmp_path / "plain.eml"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = new_messages(running, "alice")
+    data = path.read_bytes()
+    message = email.message_from_bytes(data)
+    parts = [p for p in message.walk() if p.get_content_type() == "message/rfc822"]
+    assert [p.get_filename() for p in parts] == ["msg.eml", "plain.eml"]
+    assert [p["Content-Transfer-Encoding"] for p in parts] == ["8bit", "7bit"]
+    assert inner.replace(b"\r\n", b"\n") in data.replace(b"\r\n", b"\n")
+    assert parts[0].get_payload(0)["Subject"] == "forwarded"
+
+
+def test_an_eml_that_needs_binary_is_attached_as_octet_stream_and_said(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    running = start(mailtalk_servers)
+    (tmp_path / "long.eml").write_bytes(b"Subject: long\r\n\r\n" + b"x" * 1200 + b"\r\n")
+    result = mailtalk(
+        "send", "--from", "bob@isp.test", "--to", "alice@isp.test", "--server",
+        f"127.0.0.1:{running.port('smtp')}", "--attach", str(tmp_path / "long.eml"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# long.eml has NUL bytes or lines over 998 bytes" in result.stdout
+    (path,) = new_messages(running, "alice")
+    types = [p.get_content_type() for p in email.message_from_bytes(path.read_bytes()).walk()]
+    assert "application/octet-stream" in types and "message/rfc822" not in types
+
+
 def test_send_refused_is_explained_and_exit_1(mailtalk_servers: Callable[..., Any]) -> None:
     running = start(mailtalk_servers)
     result = mailtalk(
