@@ -323,24 +323,22 @@ def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> li
 
     timeout = min(float(options.get("timeout") or 30), 10.0)
     result = lookup_mx(domain, Resolver(options.get("resolver"), timeout))
+    # A lookup that finds nowhere to deliver is said once, as the error.
+    if result.status in ("nxdomain", "null", "nodata"):
+        raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
+    if result.status in ("servfail", "timeout"):
+        shown = domain if result.domain == domain.lower() else f"{domain} ({result.domain})"
+        raise SendFailed(
+            f"cannot find the MX of {shown}: {result.message}",
+            temporary=True,
+            exit_code=ExitCode.CONNECT,
+        )
     listener.note(f"MX of {result.domain}: {result.message}")
     for host in result.hosts:
         if host.addresses:
             listener.note(f"  {host.preference:>3} {host.host} {' '.join(host.addresses)}")
         else:
             listener.note(f"  {host.preference:>3} {host.host} ({host.error})")
-    if result.status in ("nxdomain", "null", "nodata"):
-        raise SendFailed(
-            f"cannot deliver to {domain}: {result.message}",
-            temporary=False,
-            exit_code=ExitCode.CONNECT,
-        )
-    if result.status in ("servfail", "timeout"):
-        raise SendFailed(
-            f"cannot find the MX of {domain}: {result.message}",
-            temporary=True,
-            exit_code=ExitCode.CONNECT,
-        )
     targets = []
     port = int(options.get("mx_port") or 25)
     for host in result.hosts:
@@ -393,7 +391,7 @@ def run_send(**options: Any) -> int:
             try:
                 groups.append((_targets_for(domain, options, listener), members))
             except SendFailed as error:
-                failures.append((domain, str(error), int(error.exit_code)))
+                failures.append((", ".join(members), str(error), int(error.exit_code)))
     for targets, members in groups:
         last_error: tuple[str, int] | None = None
         for target in targets:

@@ -80,6 +80,15 @@ def test_send_to_a_null_mx_or_missing_domain(world: dict[str, Any]) -> None:
         assert word in result.stderr
 
 
+def test_send_to_a_missing_domain_says_so_once(world: dict[str, Any]) -> None:
+    result = mailtalk("send", "--from", "alice@isp.test", "--to", "x@nowhere.test",
+                      "--resolver", world["dns"], "--timeout", "5")
+    assert result.returncode == 3, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("nowhere.test does not exist (NXDOMAIN)") == 1, output
+    assert result.stderr.startswith("mailtalk: x@nowhere.test: nowhere.test does not exist")
+
+
 def test_diagnose_relay_at_the_recipients_mx_needs_no_relaying(world: dict[str, Any]) -> None:
     result = mailtalk(
         "diagnose", "relay", "--json", "--from", "alice@isp.test", "--to", "bob@example.net",
