@@ -201,6 +201,7 @@ def converse(
     )
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
+    conv.explain_inline = not options.get("brief")  # --brief: no lesson under refusals
     quit_after = options.get("quit_after")
     finished = False
     try:

@@ -55,7 +55,9 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
         raise UsageError(str(error)) from None
     if target.protocol == "smtp":
         raise UsageError("diagnose login is for POP3 and IMAP URLs (pop3://, imap://, ...)")
-    user = options["user"]
+    user = options["user"] or target.user
+    if not user:
+        raise UsageError("give the user to log in as: --user NAME")
     secret = password_for(user, target.host)
     session = SessionOptions(
         target=target,
@@ -197,4 +199,8 @@ def run_diagnose_login(url: str, **options: Any) -> int:
     from mailtalk.diagnose import run_report
 
     listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(lambda: diagnose(url, options, listener), bool(options.get("as_json")))
+    return run_report(
+        lambda: diagnose(url, options, listener),
+        bool(options.get("as_json")),
+        bool(options.get("brief")),
+    )

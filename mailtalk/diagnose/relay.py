@@ -685,4 +685,8 @@ def run_diagnose_relay(**options: Any) -> int:
     from mailtalk.diagnose import run_report
 
     listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(lambda: diagnose(options, listener), bool(options.get("as_json")))
+    return run_report(
+        lambda: diagnose(options, listener),
+        bool(options.get("as_json")),
+        bool(options.get("brief")),
+    )

@@ -461,19 +461,56 @@ def test_diagnose_sender_dns_down_is_exit_3() -> None:
 def test_diagnose_login_bad_password_and_lock(mailtalk_servers: Callable[..., Any]) -> None:
     running = mailtalk_servers(pop3=0, imap=0, users=[("alice", "secret")])
     url = f"pop3://127.0.0.1:{running.port('pop3')}"
-    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", password="wrong")
+    ca = ("--cafile", str(running.cafile))
+    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", *ca,
+                      password="wrong")
     assert result.returncode == 1
     assert json.loads(result.stdout)["verdict"] == "wrong_password"
-    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", password="secret")
+    result = mailtalk("diagnose", "login", url, "--user", "alice", "--json", *ca,
+                      password="secret")
     assert result.returncode == 0 and json.loads(result.stdout)["verdict"] == "ok"
     imap = f"imap://127.0.0.1:{running.port('imap')}"
-    result = mailtalk("diagnose", "login", imap, "--user", "alice", password="secret")
+    result = mailtalk("diagnose", "login", imap, "--user", "alice", *ca, password="secret")
     assert result.returncode == 0 and result.stdout.startswith("Verdict: the login as alice")
 
 
-def test_diagnose_login_rejects_smtp_urls() -> None:
-    result = mailtalk("diagnose", "login", "smtp://localhost", "--user", "a", password="x")
-    assert result.returncode == 2 and "POP3 and IMAP" in result.stderr
+# --- --brief, --help -------------------------------------------------------------
+
+
+def test_brief_leaves_out_the_lesson(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    args = ("--from", "bob@isp.test", "--to", "carol@elsewhere.test", "--server",
+            f"127.0.0.1:{running.port('smtp')}")
+    relay_args = (*args, "--resolver", NO_DNS, "--timeout", "3")
+    full = mailtalk("diagnose", "relay", *relay_args)
+    brief = mailtalk("diagnose", "relay", *relay_args, "--brief")
+    assert full.returncode == brief.returncode == 1
+    assert "What to do" in full.stdout and "What to do" not in brief.stdout
+    assert brief.stdout.startswith("Verdict:") and "\nEvidence\n" in brief.stdout
+    assert brief.stdout == full.stdout[: len(brief.stdout)]
+    sent = mailtalk("send", *args, "--brief")
+    assert sent.returncode == 1 and "S: 554 5.7.1" in sent.stdout
+    assert "↳" not in sent.stdout
+    assert "↳" in mailtalk("send", *args).stdout
+
+
+def test_brief_mx_has_no_lesson() -> None:
+    full = mailtalk("mx", "--resolver", NO_DNS, "--timeout", "1", "example.test")
+    brief = mailtalk("mx", "--resolver", NO_DNS, "--timeout", "1", "--brief", "example.test")
+    assert full.returncode == brief.returncode == 3
+    assert "mail server" in full.stdout and "mail server" not in brief.stdout
+    assert brief.stdout.splitlines()[0] == full.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("command", ["relay", "login", "sender"])
+def test_diagnose_help_has_examples_and_exit_statuses(command: str) -> None:
+    result = mailtalk("diagnose", command, "--help")
+    assert result.returncode == 0
+    assert "Examples:" in result.stdout and "Exit status:" in result.stdout
+    assert "--brief" in result.stdout
+    if command != "sender":
+        assert "Trust the CA certificates" in result.stdout  # what --cafile is for
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
 
 def test_relay_auth_only_after_starttls(mailtalk_servers: Callable[..., Any]) -> None:
