@@ -474,6 +474,100 @@ def test_diagnose_login_bad_password_and_lock(mailtalk_servers: Callable[..., An
     assert result.returncode == 0 and result.stdout.startswith("Verdict: the login as alice")
 
 
+def login_report(url: str, *extra: str, password: str) -> tuple[int, dict[str, Any]]:
+    result = mailtalk("diagnose", "login", url, "--json", "--timeout", "5", *extra,
+                      password=password)
+    assert result.stderr == "", result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def sent_lines(report: dict[str, Any]) -> list[str]:
+    return [line["text"] for line in report["facts"]["transcript"] if line["dir"] == "C"]
+
+
+@pytest.mark.parametrize(("scheme", "word", "login"), [("imap", "STARTTLS", "LOGIN"),
+                                                       ("pop3", "STLS", "USER")])
+def test_diagnose_login_takes_the_user_from_the_url_and_tls_comes_first(
+    mailtalk_servers: Callable[..., Any], scheme: str, word: str, login: str
+) -> None:
+    running = mailtalk_servers(pop3=0, imap=0, users=[("alice", "secret")])
+    url = f"{scheme}://alice@127.0.0.1:{running.port(scheme)}"
+    code, report = login_report(url, "--cafile", str(running.cafile), password="secret")
+    assert (code, report["verdict"]) == (0, "ok"), report
+    assert report["summary"] == f"the login as alice works (over TLS, after {word})."
+    words = [line.split() for line in sent_lines(report)]
+    commands = [w[1] if scheme == "imap" and len(w) > 1 else w[0] for w in words]
+    assert commands.index(word) < commands.index(login), commands
+
+
+def test_diagnose_login_sends_no_password_when_tls_fails(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    running = mailtalk_servers(imap=0, users=[("alice", "secret")])
+    code, report = login_report(f"imap://alice@127.0.0.1:{running.port('imap')}",
+                                password="secret")
+    assert (code, report["verdict"]) == (4, "tls_failed"), report
+    assert "the password was not sent" in report["summary"]
+    assert not any("LOGIN" in line for line in sent_lines(report)), sent_lines(report)
+    assert any("--cafile" in fix for fix in report["fixes"]["user"])
+
+
+def test_diagnose_login_gives_each_piece_of_advice_once(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    running = mailtalk_servers(pop3=0, users=[("alice", "secret")])
+    code, report = login_report(f"pop3://alice@127.0.0.1:{running.port('pop3')}",
+                                "--cafile", str(running.cafile), password="wrong")
+    assert (code, report["verdict"]) == (1, "wrong_password"), report
+    assert len(report["fixes"]["user"]) == 1 and len(report["fixes"]["admin"]) == 1
+    assert not any("↳" in line for line in report["evidence"]), report["evidence"]
+
+
+def test_diagnose_login_a_bare_host_is_told_urls_it_then_accepts() -> None:
+    host = f"127.0.0.1:{closed_port()}"
+    result = mailtalk("diagnose", "login", host, "--user", "alice", password="x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    suggested = [word.strip(",") for word in result.stderr.split() if "://" in word]
+    assert suggested, result.stderr
+    for url in suggested:
+        again = mailtalk("diagnose", "login", url, "--user", "alice", "--timeout", "2",
+                         password="x")
+        assert again.returncode == 3, (url, again.stderr)  # accepted; nothing listens
+
+
+def test_diagnose_login_needs_a_user_and_one_only() -> None:
+    none = mailtalk("diagnose", "login", "imap://127.0.0.1:9", password="x")
+    assert none.returncode == 2 and "--user NAME" in none.stderr
+    both = mailtalk("diagnose", "login", "imap://bob@127.0.0.1:9", "--user", "alice",
+                    password="x")
+    assert both.returncode == 2 and "give one" in both.stderr
+
+
+def test_diagnose_login_smtp_auth_on_submission(mailtalk_servers: Callable[..., Any]) -> None:
+    running = start(mailtalk_servers)
+    url = f"submission://alice@127.0.0.1:{running.port('submission')}"
+    ca = ("--cafile", str(running.cafile))
+    code, report = login_report(url, *ca, password="secret")
+    assert (code, report["verdict"]) == (0, "ok"), report
+    assert report["summary"].endswith("(over TLS, after STARTTLS).")
+    sent = sent_lines(report)
+    assert sent.index("STARTTLS") < sent.index("AUTH PLAIN"), sent
+    code, report = login_report(url, *ca, password="wrong")
+    assert (code, report["verdict"]) == (1, "wrong_password"), report
+
+
+def test_diagnose_login_smtp_port_without_auth_says_where_to_log_in() -> None:
+    from tests.peers import SMTP_GREETING, Expect, ScriptedPeer, smtp_ehlo_reply
+
+    with ScriptedPeer([SMTP_GREETING, Expect(b"EHLO"), smtp_ehlo_reply("PIPELINING", "8BITMIME"),
+                       Expect(b"QUIT"), b"221 bye\r\n"]) as peer:
+        code, report = login_report(f"smtp://alice@127.0.0.1:{peer.port}", password="secret")
+    assert (code, report["verdict"]) == (1, "auth_not_offered"), report
+    assert "the password was not sent" in report["summary"]
+    assert any("587" in fix for fix in report["fixes"]["user"])
+    assert b"AUTH" not in peer.data()
+
+
 # --- --brief, --help -------------------------------------------------------------
 
 

@@ -113,27 +113,79 @@ def test_send_to_local_user_through_real_submission(real_servers: RealServers) -
 
 def test_diagnose_login_against_dovecot(real_servers: RealServers) -> None:
     url = f"pop3://{real_servers.host}:{real_servers.pop3}"
+    ca = ("--cafile", real_servers.cafile)
     ok = mailtalk(
-        "diagnose",
-        "login",
-        url,
-        "--user",
-        real_servers.user,
-        "--json",
+        "diagnose", "login", url, "--user", real_servers.user, "--json", *ca,
         password=real_servers.password,
     )
     assert ok.returncode == 0 and json.loads(ok.stdout)["verdict"] == "ok"
     bad = mailtalk(
-        "diagnose",
-        "login",
-        url,
-        "--user",
-        real_servers.user,
-        "--json",
-        password="wrong",
-        timeout=90,
+        "diagnose", "login", url, "--user", real_servers.user, "--json", *ca,
+        password="wrong", timeout=90,
     )
     assert bad.returncode == 1 and json.loads(bad.stdout)["verdict"] == "wrong_password"
+
+
+def login(url: str, cafile: str | None, password: str) -> tuple[int, dict[str, Any]]:
+    result = mailtalk(
+        "diagnose", "login", url, "--json", *(("--cafile", cafile) if cafile else ()),
+        password=password, timeout=90,
+    )
+    assert result.stderr == "", result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def client_lines(report: dict[str, Any]) -> list[str]:
+    return [line["text"] for line in report["facts"]["transcript"] if line["dir"] == "C"]
+
+
+@pytest.mark.parametrize(("scheme", "word"), [("imap", "STARTTLS"), ("pop3", "STLS")])
+def test_diagnose_login_dovecot_tls_first_user_from_the_url(
+    real_servers: RealServers, scheme: str, word: str
+) -> None:
+    """Dovecot offers STARTTLS/STLS on 143/110: the password goes only after it."""
+    port = real_servers.imap if scheme == "imap" else real_servers.pop3
+    url = f"{scheme}://{real_servers.user}@{real_servers.host}:{port}"
+    code, report = login(url, real_servers.cafile, real_servers.password)
+    assert (code, report["verdict"]) == (0, "ok"), report
+    assert report["summary"].endswith(f"(over TLS, after {word}).")
+    sent = client_lines(report)
+    tls_at = next(i for i, line in enumerate(sent) if line.endswith(word))
+    login_at = next(i for i, line in enumerate(sent) if "LOGIN" in line or line.startswith("USER"))
+    assert tls_at < login_at, sent
+    # without the CA the certificate is not trusted: no password goes at all
+    code, report = login(url, None, real_servers.password)
+    assert (code, report["verdict"]) == (4, "tls_failed"), report
+    assert not any("LOGIN" in line or line.startswith(("USER", "PASS"))
+                   for line in client_lines(report))
+
+
+def test_diagnose_login_smtp_auth_postfix_submission(real_servers: RealServers) -> None:
+    url = f"submission://{real_servers.user}@{real_servers.host}:{real_servers.submission}"
+    code, report = login(url, real_servers.cafile, real_servers.password)
+    assert (code, report["verdict"]) == (0, "ok"), report
+    assert any("235 2.7.0 Authentication successful" in line for line in report["evidence"])
+    assert report["summary"].endswith("(over TLS, after STARTTLS).")
+    code, report = login(url, real_servers.cafile, "wrong")
+    assert (code, report["verdict"]) == (1, "wrong_password"), report
+    assert any("535 5.7.8" in line for line in report["evidence"])
+
+
+def test_diagnose_login_smtp_auth_postfix_port_25_has_none(real_servers: RealServers) -> None:
+    url = f"smtp://{real_servers.user}@{real_servers.host}:{real_servers.smtp}"
+    code, report = login(url, real_servers.cafile, real_servers.password)
+    assert (code, report["verdict"]) == (1, "auth_not_offered"), report
+    assert not any(line.startswith("AUTH") for line in client_lines(report))
+    assert any("587" in fix for fix in report["fixes"]["user"])
+
+
+def test_diagnose_login_smtp_auth_exim_submission(exim: Peer) -> None:
+    url = f"submission://{exim.user}@{exim.host}:{exim.port('submission')}"
+    code, report = login(url, exim.cafile, exim.password)
+    assert (code, report["verdict"]) == (0, "ok"), report
+    assert any("235 Authentication succeeded" in line for line in report["evidence"])
+    code, report = login(url, exim.cafile, "wrong")
+    assert (code, report["verdict"]) == (1, "wrong_password"), report
 
 
 # --- the second MTAs: OpenSMTPD and Exim, with a DNS that says who is whose MX ----
