@@ -281,7 +281,9 @@ def diagnose_sender(**options: Any) -> None:
 )
 @click.argument("url")
 @click.option(
-    "--user", help="The login name (default: the user in the URL, as in imap://alice@host)."
+    "--user",
+    metavar="NAME",
+    help="The login name (default: the user in the URL, as in imap://alice@host).",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help=_CAFILE_HELP)
