@@ -276,7 +276,8 @@ def diagnose_sender(**options: Any) -> None:
     "  1    it fails: the verdict says why\n"
     "  2    bad arguments (no user, not a URL)\n"
     "  3    could not connect\n"
-    "  4    TLS is offered but could not be started (the password was not sent)\n"
+    "  4    TLS could not be started, or submission:// found no STARTTLS\n"
+    "       (the password was not sent)\n"
     "  5    the server broke the protocol or closed the connection",
 )
 @click.argument("url")

@@ -16,6 +16,7 @@ from $MAILTALK_PASSWORD, ~/.netrc, or a prompt.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from mailtalk.conversation import Conversation
@@ -132,7 +133,10 @@ def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Rep
 
     target = _target(url)
     user = _user(target, options.get("user"))
-    secret = password_for(user, target.host)
+
+    def secret() -> str:  # asked only when a login is about to be tried
+        return password_for(user, target.host)
+
     session = SessionOptions(
         target=target,
         starttls=False,
@@ -189,7 +193,7 @@ def _mailbox(
     conv: Conversation,
     target: Target,
     user: str,
-    secret: str,
+    secret: Callable[[], str],
     evidence: list[str],
     facts: dict[str, object],
 ) -> tuple[Report, ExitCode]:
@@ -223,7 +227,7 @@ def _mailbox(
             ["Offer STARTTLS on this port, or tell users to use the TLS port."],
             facts=facts,
         ), ExitCode.FAILED
-    reply = _login(conv, user, secret)
+    reply = _login(conv, user, secret())
     evidence.append(f"login {how}: {last_line(reply)}")
     command = "PASS" if target.protocol == "pop3" else "LOGIN"
     return _verdict(conv, reply, command, user, how, evidence, facts)
@@ -233,7 +237,7 @@ def _smtp(
     conv: Conversation,
     target: Target,
     user: str,
-    secret: str,
+    secret: Callable[[], str],
     evidence: list[str],
     facts: dict[str, object],
 ) -> tuple[Report, ExitCode]:
@@ -258,6 +262,22 @@ def _smtp(
                                                   "not offered"))
     )
     how = "over TLS" if encrypted else "in plain text"
+    if target.tls == "starttls" and "STARTTLS" not in extensions:
+        # submission:// asks for STARTTLS: no password in plain text instead
+        facts["login"] = "not sent"
+        return Report(
+            "login",
+            "tls_not_offered",
+            f"{target.display} offers no STARTTLS, which submission:// asks for, so the "
+            "password was not sent.",
+            evidence,
+            [
+                "Use the TLS port if it has one (smtps://HOST, 465); smtp://USER@HOST:PORT "
+                "would send the password in plain text."
+            ],
+            ["Offer STARTTLS on the submission port (Postfix: smtpd_tls_security_level)."],
+            facts=facts,
+        ), ExitCode.TLS
     if not encrypted and "STARTTLS" in extensions:
         why = _start_tls(conv, "STARTTLS", evidence)
         if why is not None:
@@ -300,7 +320,7 @@ def _smtp(
     if not how.startswith("over TLS"):
         evidence.append("no STARTTLS offered: the password goes in plain text")
     facts["login"] = how
-    reply = conv.authenticate(usable[0], user, secret)
+    reply = conv.authenticate(usable[0], user, secret())
     evidence.append(f"AUTH {usable[0]} {how}: {last_line(reply)}")
     return _verdict(conv, reply, "AUTH", user, how, evidence, facts)
 

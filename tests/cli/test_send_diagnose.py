@@ -474,7 +474,7 @@ def test_diagnose_login_bad_password_and_lock(mailtalk_servers: Callable[..., An
     assert result.returncode == 0 and result.stdout.startswith("Verdict: the login as alice")
 
 
-def login_report(url: str, *extra: str, password: str) -> tuple[int, dict[str, Any]]:
+def login_report(url: str, *extra: str, password: str | None) -> tuple[int, dict[str, Any]]:
     result = mailtalk("diagnose", "login", url, "--json", "--timeout", "5", *extra,
                       password=password)
     assert result.stderr == "", result.stderr
@@ -561,10 +561,22 @@ def test_diagnose_login_smtp_port_without_auth_says_where_to_log_in() -> None:
 
     with ScriptedPeer([SMTP_GREETING, Expect(b"EHLO"), smtp_ehlo_reply("PIPELINING", "8BITMIME"),
                        Expect(b"QUIT"), b"221 bye\r\n"]) as peer:
-        code, report = login_report(f"smtp://alice@127.0.0.1:{peer.port}", password="secret")
+        # no password anywhere: none is needed to find that there is no AUTH
+        code, report = login_report(f"smtp://alice@127.0.0.1:{peer.port}", password=None)
     assert (code, report["verdict"]) == (1, "auth_not_offered"), report
     assert "the password was not sent" in report["summary"]
     assert any("587" in fix for fix in report["fixes"]["user"])
+    assert b"AUTH" not in peer.data()
+
+
+def test_diagnose_login_submission_without_starttls_sends_no_password() -> None:
+    from tests.peers import SMTP_GREETING, Expect, ScriptedPeer, smtp_ehlo_reply
+
+    with ScriptedPeer([SMTP_GREETING, Expect(b"EHLO"), smtp_ehlo_reply("AUTH PLAIN LOGIN"),
+                       Expect(b"QUIT"), b"221 bye\r\n"]) as peer:
+        code, report = login_report(f"submission://alice@127.0.0.1:{peer.port}",
+                                    password="secret")
+    assert (code, report["verdict"]) == (4, "tls_not_offered"), report
     assert b"AUTH" not in peer.data()
 
 
