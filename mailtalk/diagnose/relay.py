@@ -302,11 +302,10 @@ def relay_scope(
             "so does an open relay; from this host the two cannot be told apart.",
             ["It relays for you from this host."],
             [
-                "Check that it trusts only what you mean it to: Debian's Postfix has "
-                "mynetworks = 127.0.0.0/8, Postfix's mynetworks_style = host trusts every "
-                f"address of this host, OpenSMTPD relays \"from local\" ({by_address}). "
-                "Whether it is an open relay only a client on another host can see: run "
-                "`mailtalk diagnose relay` there."
+                f"Check whom it trusts by address ({by_address}, OpenSMTPD's \"from "
+                "local\"): Debian's Postfix trusts 127.0.0.0/8, Postfix's mynetworks_style "
+                "= host every address of this host. Whether it is an open relay only a "
+                "client on another host can see: run `mailtalk diagnose relay` there."
             ],
             None,
             ExitCode.OK,
