@@ -39,7 +39,9 @@ class Report:
             "facts": self.facts,
         }
 
-    def write(self, as_json: bool, out: TextIO | None = None) -> None:
+    def write(self, as_json: bool, out: TextIO | None = None, brief: bool = False) -> None:
+        """The report: JSON, or text; ``brief``: only the verdict and the evidence,
+        for readers who know the lesson."""
         target = out or sys.stdout
         if as_json:
             target.write(json.dumps(self.to_json(), ensure_ascii=False) + "\n")
@@ -57,22 +59,31 @@ class Report:
                         80,
                         initial_indent=f"  {bullet} ",
                         subsequent_indent=" " * (3 + len(bullet)),
+                        break_on_hyphens=False,
                     )
                     + "\n"
                 )
 
-        target.write(textwrap.fill(f"Verdict: {self.summary}", 80, subsequent_indent="  ") + "\n")
-        if self.security:
+        def paragraph(text: str) -> None:
             target.write(
-                textwrap.fill(f"SECURITY: {self.security}", 80, subsequent_indent="  ") + "\n"
+                textwrap.fill(text, 80, subsequent_indent="  ", break_on_hyphens=False) + "\n"
             )
+
+        paragraph(f"Verdict: {self.summary}")
+        if self.security:
+            paragraph(f"SECURITY: {self.security}")
         block("Evidence", self.evidence, "-")
+        if brief:
+            target.flush()
+            return
         block("What to do, as the user", self.fixes_user, "•")
         block("What to do, as the server's admin", self.fixes_admin, "•")
         target.flush()
 
 
-def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) -> int:
+def run_report(
+    diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool, brief: bool = False
+) -> int:
     """Run a diagnosis and print its report; a bad argument or a server that cannot be
     reached is one line on standard error with its exit status."""
     import click
@@ -89,5 +100,5 @@ def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) 
     except SendFailed as error:
         click.echo(f"mailtalk: {error}", err=True)
         return int(error.exit_code)
-    report.write(as_json)
+    report.write(as_json, brief=brief)
     return int(code)
