@@ -417,7 +417,7 @@ def match_pattern(
     """The first wording pattern that matches the reply, over the files of
     ``protocols`` (and the generic SMTP keywords for POP3 and IMAP)."""
     # one line: the words of a multi-line reply match across its line breaks
-    subject = " ".join(parsed.raw.split())
+    subject = parsed.subject
     lowered = subject.lower()
     for protocol in protocols:
         for name in PATTERN_FILES[protocol]:
