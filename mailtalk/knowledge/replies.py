@@ -192,7 +192,7 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
                 _first_word(match[4]),
                 match[5].strip(),
                 tag=match[1],
-                command=_imap_command(match[3]),
+                command=_imap_command(match[3], match[5]),
             )
         # "NO [OVERQUOTA] ..." without a tag; plain "No such user" is not IMAP
         if bare and (protocol == "imap" or bare[3] is not None):
@@ -203,7 +203,7 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
                 None,
                 _first_word(bare[3]),
                 bare[4].strip(),
-                command=_imap_command(bare[2]),
+                command=_imap_command(bare[2], bare[4]),
             )
         continuation = _CONTINUATION.match(first_line)
         if continuation and protocol == "imap":
@@ -222,9 +222,32 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
     return ParsedReply(raw, protocol, None, None, None, raw)
 
 
-def _imap_command(name: str | None) -> str | None:
-    """The command a Mailutils-style reply names ("UID COPY" -> "COPY")."""
-    return name.split()[-1] if name else None
+# The IMAP commands (RFC 9051 and the common extensions), for replies that name
+# the command they answer, as GNU Mailutils writes them: "a1 NO LOGIN User name
+# or passwd rejected", "* BYE LOGOUT received" (Cyrus).
+_IMAP_COMMANDS: Final = frozenset(
+    {
+        "APPEND", "AUTHENTICATE", "CAPABILITY", "CHECK", "CLOSE", "COMPRESS", "COPY",
+        "CREATE", "DELETE", "ENABLE", "EXAMINE", "EXPUNGE", "FETCH", "GETACL", "GETMETADATA",
+        "GETQUOTA", "GETQUOTAROOT", "ID", "IDLE", "LIST", "LOGIN", "LOGOUT", "LSUB", "MOVE",
+        "MYRIGHTS", "NAMESPACE", "NOOP", "RENAME", "SEARCH", "SELECT", "SETACL", "SETMETADATA",
+        "SETQUOTA", "SORT", "STARTTLS", "STATUS", "STORE", "SUBSCRIBE", "THREAD", "UNSELECT",
+        "UNSUBSCRIBE",
+    }
+)
+
+
+def _imap_command(name: str | None, text: str = "") -> str | None:
+    """The command a reply names: before its response code ("UID COPY" -> "COPY"),
+    or as the first word of its text when that is an IMAP command in capitals."""
+    if name:
+        return name.split()[-1].upper()
+    words = text.split(None, 2)
+    if words and words[0] == "UID" and len(words) > 1:
+        words = words[1:]
+    if words and words[0] in _IMAP_COMMANDS:
+        return words[0]
+    return None
 
 
 def _looks_like_tag(word: str) -> bool:

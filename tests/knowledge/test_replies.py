@@ -197,3 +197,17 @@ def test_the_command_named_in_a_mailutils_reply_is_kept() -> None:
     assert parse("a1 NO COPY [TRYCREATE] failed").command == "COPY"
     assert parse("a3 NO UID COPY [TRYCREATE] failed").command == "COPY"
     assert parse("a1 NO [TRYCREATE] Mailbox doesn't exist").command is None
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("a1 NO LOGIN User name or passwd rejected", "LOGIN"),  # GNU Mailutils
+        ("a5 BAD FETCH Unknown token or missing closing parenthesis", "FETCH"),
+        ("* BYE LOGOUT received", "LOGOUT"),  # Cyrus
+        ("a2 NO Login failed: authentication failure", None),  # not in capitals
+        ("* OK IMAP4rev1", None),
+    ],
+)
+def test_the_command_a_reply_starts_with(text: str, command: str | None) -> None:
+    assert parse(text).command == command
