@@ -55,6 +55,8 @@ def layout(explanation: Explanation) -> Layout:
         facts.append(explanation.protocol.upper())
     if explanation.matched is not None and explanation.matched.origin:
         facts.append(f"{explanation.matched.origin} wording")
+    if explanation.software:
+        facts.append(f"the greeting names {explanation.software}")
     shown_reply = explanation.reply if explanation.reply not in ("", explanation.code) else None
     result = Layout(
         shown_reply, explanation.headline(), " · ".join(facts), style, explanation.contradiction
