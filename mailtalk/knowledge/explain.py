@@ -15,7 +15,7 @@ address's domain itself (is its MX). Wordings are matched only where they hold:
 - a program's own wording (its ``origin`` names a program of ``software.toml``)
   not when the greeting names another program;
 - the general SMTP keyword entries (``generic``) lend POP3 and IMAP replies
-  their category, never their SMTP advice.
+  their category and cause, never their SMTP advice (fixes).
 
 Deciding the category, first hit wins:
 
@@ -723,9 +723,9 @@ def explain_parsed(
         title = {4: "not done for now", 5: "refused"}.get(basic // 100, title)
         title += ": the reply's text would say why"
     transient = _decide_transient(parsed, basic, enhanced, response, pattern, cat)
-    # The general SMTP keyword entries give POP3 and IMAP replies their category,
-    # not their SMTP advice ("MAIL FROM needs angle brackets" for an IMAP BAD).
-    prose = pattern is not None and (pattern.protocol == protocol or not pattern.generic)
+    # The general SMTP keyword entries give POP3 and IMAP replies their category and
+    # cause, not their SMTP advice ("MAIL FROM needs angle brackets" for an IMAP BAD).
+    own_fixes = pattern is not None and (pattern.protocol == protocol or not pattern.generic)
 
     meaning: list[str] = []
     references: list[str] = []
@@ -767,8 +767,9 @@ def explain_parsed(
     fixes_admin: list[str] = []
     if pattern is not None:
         references.append(pattern.source)
-    if prose and pattern is not None:
+    if pattern is not None:
         causes.extend(reading.cause for reading in readings)
+    if own_fixes and pattern is not None:
         fixes_user.append(pattern.fix_user)
         fixes_admin.append(pattern.fix_admin)
     same_response = response is not None and response.category == name
@@ -779,7 +780,7 @@ def explain_parsed(
             fixes_user.extend(response.fixes_user)
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
-    if name == "other" and prose and causes and causes[0]:
+    if name == "other" and pattern is not None and causes and causes[0]:
         # "other" says nothing the wording's own entry does not say better
         summary = causes[0]
     else:
@@ -791,7 +792,7 @@ def explain_parsed(
             fixes_admin.extend(cat.fixes_admin)
 
     # What the one-line explanation leads with, most specific first.
-    wording_cause = readings[0].cause if prose and readings else ""
+    wording_cause = readings[0].cause if readings else ""
     after_command = context.meaning if context is not None else ""
     agrees = context is not None and context.category == name
     # a context that hedges ("no such user, relaying denied, or a policy; the text

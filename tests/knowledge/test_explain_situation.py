@@ -292,3 +292,27 @@ def test_a_response_code_after_the_command_name_is_recognised() -> None:
     assert explanation.response_code == "TRYCREATE"
     assert explanation.command == "COPY"
     assert "CREATE" in explanation.one_line()
+
+
+def test_general_keyword_causes_hold_for_every_protocol() -> None:
+    # a generic entry lends POP3 and IMAP replies its cause: it names no SMTP step
+    from mailtalk.knowledge.explain import patterns
+
+    smtp_words = ("MAIL FROM", "RCPT", "EHLO", "HELO", "DATA", "given with AUTH", "MTA")
+    wrong = [
+        (pattern.id, word)
+        for pattern in patterns("replies_smtp.toml")
+        if pattern.generic
+        for word in smtp_words
+        if word in pattern.cause
+    ]
+    assert wrong == []
+
+
+def test_a_pop3_reply_without_code_or_command_gets_the_general_cause() -> None:
+    assert explain("-ERR Bad login").one_line() == (
+        "authentication failed (permanent): "
+        "The server did not accept the user name and password."
+    )
+    line = explain("-ERR Command not permitted when TLS active").one_line()
+    assert "wrong point" in line, line
