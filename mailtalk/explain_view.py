@@ -100,7 +100,9 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
     lines = []
     if shown.reply:
         lines.append(shown.reply)
-    lines += [shown.headline, shown.facts]
+    lines.append(shown.headline)
+    # the facts grow with the wording's origin and the server the greeting names
+    lines += textwrap.wrap(shown.facts, width=width, break_on_hyphens=False) or [""]
     if shown.contradiction:
         lines += ["", f"Contradiction: {shown.contradiction}"]
     for section in shown.sections:

@@ -672,7 +672,8 @@ def explain_parsed(
     status = (parsed.code or "").upper()
     enhanced = parsed.enhanced_code
     server = software_of_banner(banner)
-    if local is None and parsed.protocol in (None, "smtp"):
+    if local is None and parsed.protocol in (None, "smtp") and command in (None, "RCPT"):
+        # the readings are about a recipient's domain: RCPT's address, or the reply's
         local = _handles_domain(banner, command_line, parsed.subject)
     response: ResponseCode | None = None
     if parsed.response_code:

@@ -181,7 +181,7 @@ def test_banner_and_the_whole_command_line_decide_an_ambiguous_wording() -> None
     assert alone["category"] == "dns_or_routing" and alone["software"] is None
     assert any("no such user" in cause for cause in alone["causes"])
     text = run("explain", "--banner", exim, "550 Unrouteable address").stdout
-    assert "the greeting names Exim" in text
+    assert "the greeting names Exim" in " ".join(text.split())
 
 
 def test_banner_applies_to_every_reply_on_standard_input() -> None:
@@ -194,3 +194,13 @@ def test_banner_applies_to_every_reply_on_standard_input() -> None:
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["software"] for o in objects] == ["mailtalk", "mailtalk"]
     assert "Dovecot" not in result.stdout and "qpopper" not in result.stdout
+
+
+def test_every_line_fits_80_columns_with_a_long_origin_and_a_banner() -> None:
+    result = run(
+        "explain", "--banner", "+OK Dovecot (Debian) ready.", "--command", "PASS",
+        "--", "-ERR [AUTH] Authentication failed.",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the greeting names Dovecot" in " ".join(result.stdout.split())
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

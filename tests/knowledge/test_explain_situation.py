@@ -316,3 +316,12 @@ def test_a_pop3_reply_without_code_or_command_gets_the_general_cause() -> None:
     )
     line = explain("-ERR Command not permitted when TLS active").one_line()
     assert "wrong point" in line, line
+
+
+def test_only_a_recipients_domain_makes_the_server_its_own() -> None:
+    # the readings are about where a recipient's mail goes; a sender in the
+    # server's domain says nothing about that
+    after_mail = explain(
+        "550 Unrouteable address", "smtp", "MAIL FROM:<alice@exim.test>", banner=EXIM_BANNER
+    )
+    assert after_mail.category == "dns_or_routing"
