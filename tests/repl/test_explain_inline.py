@@ -112,6 +112,22 @@ def test_reference_pop3_in_use_is_explained_by_its_flock(mailtalk_servers: Any) 
     assert "qpopper" not in said[0] and ".user.pop" not in said[0]
 
 
+def test_reference_pop3_deleted_message_is_explained(mailtalk_servers: Any) -> None:
+    import smtplib
+
+    servers = mailtalk_servers(smtp=0, pop3=0, users=[("alice", "secret")])
+    with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail("bob@example.org", ["alice@localhost"], b"Subject: hi\r\n\r\nhi\r\n")
+    result = pipe(
+        ["pop3", f"127.0.0.1:{servers.port('pop3')}"],
+        ["USER alice", "PASS secret", "DELE 1", "RETR 1", "RSET", "QUIT"],
+    )
+    assert "S: -ERR Message 1 is deleted." in result.stdout, shown(result)
+    said = explanations(result.stderr)
+    assert len(said) == 1, shown(result)
+    assert "deleted" in said[0] and "Read the reply text" not in said[0]
+
+
 # --- real servers' exact bytes ---------------------------------------------------------
 
 MAILUTILS_IMAP_GREETING = b"* OK IMAP4rev1\r\n"
