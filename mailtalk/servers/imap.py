@@ -80,6 +80,7 @@ from mailtalk.servers.imap_parse import (
 from mailtalk.servers.imap_search import search
 from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import PERMANENT_FLAGS, MailboxError
+from mailtalk.store.maildir import StoreFullError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -124,6 +125,31 @@ def _clean(text: str) -> str:
     """Text fit for a response line: printable, and not ending like a literal marker."""
     text = printable(text)[:300]
     return text + "." if text.endswith("}") else text
+
+
+def store_failure(error: OSError) -> tuple[str, str]:
+    """The response code and text for a disk error: a full disk is OVERQUOTA (as Dovecot)."""
+    if isinstance(error, StoreFullError):
+        return "OVERQUOTA", "Not enough disk space"
+    return "UNAVAILABLE", "The mail store failed; try later"
+
+
+class _AppendStream:
+    """Where a streamed APPEND literal goes: a store error (disk full, quota) stops the
+    writing, not the connection; the command's answer says what went wrong."""
+
+    def __init__(self, appender: Any) -> None:
+        self.appender = appender
+        self.error: Exception | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return  # the rest of the literal is read and dropped
+        try:
+            self.appender.write(data)
+        except Exception as error:
+            self.error = error
+            self.appender.abort()
 
 
 def quote(value: str) -> str:
@@ -232,8 +258,8 @@ class IMAPServerProtocol(ServerSession):
 
     def cleanup(self) -> None:
         self._stop_idle()
-        for _, appender in self._streams.values():
-            appender.abort()  # the connection went mid-APPEND: nothing lands
+        for _, stream in self._streams.values():
+            stream.appender.abort()  # the connection went mid-APPEND: nothing lands
         self._streams.clear()
 
     def _append_sink(self, head: str, size: int) -> Any:
@@ -258,8 +284,9 @@ class IMAPServerProtocol(ServerSession):
         except Exception:
             # TRYCREATE, OVERQUOTA, a syntax error: the usual path answers it.
             return None
-        self._streams[tag] = (target, appender)
-        return appender
+        stream = _AppendStream(appender)
+        self._streams[tag] = (target, stream)
+        return stream
 
     def idle_limit(self) -> float:
         # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be for
@@ -310,7 +337,7 @@ class IMAPServerProtocol(ServerSession):
             elif isinstance(error, OSError):
                 log.warning("session %s: store error: %s", self.session_id, error)
                 if tag is not None:
-                    self._tagged(tag, "NO", "UNAVAILABLE", "The mail store failed; try later")
+                    self._tagged(tag, "NO", *store_failure(error))
             else:
                 log.error("session %s: internal error", self.session_id, exc_info=error)
                 if tag is not None:
@@ -492,7 +519,7 @@ class IMAPServerProtocol(ServerSession):
             self._tagged(command.tag, "NO", error.code, error.message)
         except OSError as error:
             log.warning("session %s: store error: %s", self.session_id, error)
-            self._tagged(command.tag, "NO", "UNAVAILABLE", "The mail store failed; try later")
+            self._tagged(command.tag, "NO", *store_failure(error))
         except Exception:
             log.exception("session %s: internal error in %s", self.session_id, command.verb)
             self._tagged(command.tag, "NO", "SERVERBUG", "Internal error; try again later")
@@ -750,15 +777,17 @@ class IMAPServerProtocol(ServerSession):
     def _append(self, command: Command) -> None:
         stream = self._streams.pop(command.tag, None)
         if stream is not None:
-            target, appender = stream
+            target, sink = stream
             if command.streamed and not command.truncated:
+                if sink.error is not None:
+                    raise sink.error  # answered as any store error (NO [OVERQUOTA] ...)
                 if command.args[command.args.rfind("}") + 1 :].strip():
-                    appender.abort()  # something after the message: not an APPEND we know
+                    sink.appender.abort()  # something after the message: not an APPEND we know
                     raise IMAPSyntaxError("unexpected data after the APPEND literal")
-                uid = appender.commit()
+                uid = sink.appender.commit()
                 self._done(command, "Append completed", f"APPENDUID {target.uidvalidity} {uid}")
                 return
-            appender.abort()
+            sink.appender.abort()
         request = parse_append(command.args, command.literals, utf8=True)
         name = request.mailbox
         if self.utf8 and name != "INBOX":
