@@ -1390,7 +1390,23 @@ class Mailbox:
         "add" and "remove" apply to the flags currently on disk, so concurrent
         changes by other sessions to other flags are kept. \\Recent is ignored
         (see :func:`normalize_flags`). Messages already expunged are skipped.
+        A disk error (a keyword change on a full disk) leaves this view as it
+        was; the next refresh shows what did reach the disk.
         """
+        before = dict(self._messages)
+        try:
+            return self._set_flags(uids, flags, mode)
+        except OSError:
+            self._messages = before
+            self._token = None
+            raise
+
+    def _set_flags(
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: Literal["replace", "add", "remove"],
+    ) -> dict[int, frozenset[str]]:
         self._require_writable()
         wanted = normalize_flags(flags)
         if mode not in ("replace", "add", "remove"):

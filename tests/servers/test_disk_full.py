@@ -166,6 +166,11 @@ def test_a_full_disk_still_lets_users_log_in_and_delete(
         assert fetched == [b"* 1 FETCH (UID 1)\r\n", b"* 2 FETCH (UID 2)\r\n",
                            b"* 3 FETCH (UID 3)\r\n"]
         validity = next(line for line in lines if b"UIDVALIDITY" in line)
+        # A keyword lives only in the index, which has no room: refused, and not shown.
+        raw.send(b"k STORE 2 +FLAGS ($Important)\r\n")
+        assert raw.until_tagged(b"k") == [b"k NO [OVERQUOTA] Not enough disk space\r\n"]
+        raw.send(b"g FETCH 2 FLAGS\r\n")
+        assert raw.until_tagged(b"g")[0] == b"* 2 FETCH (FLAGS (\\Recent))\r\n"
         raw.send(b"t STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
         assert raw.until_tagged(b"t")[-1].startswith(b"t OK")
         raw.send(b"e EXPUNGE\r\n")

@@ -106,6 +106,7 @@ def test_a_full_disk_still_lets_a_user_read_and_delete(tiny_filesystem: Path) ->
     # A keyword lives only in the index: that change cannot be made, and says so.
     with pytest.raises(StoreFullError, match="writing the mailbox index"):
         session.set_flags([1], ["$Important"], "add")
+    assert "$Important" not in session.message(1).flags
     session.set_flags([1], ["\\Deleted"], "add")
     assert session.expunge() == [1]
     assert free_bytes(tiny_filesystem) > 0
