@@ -4,12 +4,16 @@ One asyncio Protocol per connection around the IMAP core in the server role, on
 the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177), NAMESPACE (RFC 2342),
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
-ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), STARTTLS and AUTH=PLAIN;
-response codes from RFC 5530.
+ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
+BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
+:mod:`mailtalk.servers.imap_fetch`), STARTTLS and AUTH=PLAIN; response codes
+from RFC 5530.
 
 **Literals.** The core keeps a command's literals in memory (up to its
-``max_literal``, beyond which it reads and drops them), so APPEND is not streamed
-from the socket to disk: the literal is buffered whole, then written to the
+``max_literal``, beyond which it reads and drops them); an APPEND literal over
+``STREAM_LITERAL_OVER`` goes straight to the folder's tmp/ as it arrives (a store
+error there, such as a full disk, ends the writing, not the connection), a
+smaller one is buffered whole, then written to the
 folder in chunks through :meth:`Mailbox.begin_append`. Memory stays bounded by
 ``settings.max_literal`` (64 KiB before login): a synchronizing literal that is
 too large, or that would exceed the quota, is refused with ``NO [TOOBIG]`` /
@@ -53,8 +57,10 @@ from mailtalk.protocols.imap import (
     Untagged,
 )
 from mailtalk.servers.imap_fetch import (
+    CorruptTransferEncoding,
     FetchMessage,
     FetchRenderer,
+    UnknownTransferEncoding,
     format_internaldate,
     render_fetch,
 )
@@ -400,7 +406,7 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -954,6 +960,7 @@ class IMAPServerProtocol(ServerSession):
         marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
         has_flags = any(i.name == "FLAGS" for i in items)
         missing = False
+        undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
         # The responses leave in batches of about CHUNK bytes, not one write each.
         out = bytearray()
         try:
@@ -982,7 +989,14 @@ class IMAPServerProtocol(ServerSession):
                     # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
                     out += renderer.wire(message)
                 else:
-                    rendering = render_fetch(shown, message, uid=uid)
+                    try:
+                        rendering = render_fetch(shown, message, uid=uid)
+                    except UnknownTransferEncoding as error:
+                        undecodable = ("UNKNOWN-CTE", f"Unknown Content-Transfer-Encoding {error}")
+                        continue
+                    except CorruptTransferEncoding as error:
+                        undecodable = ("PARSE", f"Invalid data in MIME part: {error}")
+                        continue
                     out += self.core.send(
                         Untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
                     )
@@ -993,6 +1007,10 @@ class IMAPServerProtocol(ServerSession):
         finally:
             if out:
                 self._write(bytes(out))
+        if undecodable is not None:
+            # RFC 3516 4.2: the request fails; the other messages' data went out.
+            self._tagged(command.tag, "NO", *undecodable)
+            return
         if missing:
             self._tagged(command.tag, "NO", "EXPUNGEISSUED",
                          "Some of the requested messages no longer exist")
