@@ -1,4 +1,4 @@
-"""The reference servers on a really full disk, over real sockets.
+"""The reference servers on a really full disk (and a broken store), over real sockets.
 
 The server root is a small tmpfs (needs root; skipped otherwise, see
 ``tests/tinyfs.py``), filled with a filler file to the free space a test wants.
@@ -108,6 +108,29 @@ def test_smtp_a_small_message_on_a_full_disk_gets_452(
         assert (code, text) == (452, "4.3.1 Insufficient system storage")
         assert client.cmd("QUIT").code == 221
     assert leftovers(servers) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_smtp_a_store_that_cannot_take_the_message_at_all_is_451(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not a full disk (no tmpfs needed): alice's tmp/ is a file, so not even the
+    # message file can be made. One 451 for DATA, a warning, the session goes on.
+    with run_servers(tmp_path, smtp=0, users=USERS) as servers:
+        maildir = servers.maildir("alice").path
+        maildir.mkdir(parents=True)
+        (maildir / "tmp").write_bytes(b"")
+        client = Client(servers.port("smtp"))
+        with client:
+            client.ehlo()
+            assert client.cmd("MAIL FROM:<bob@example.org>").code == 250
+            assert client.cmd("RCPT TO:<alice@localhost>").code == 250
+            reply = client.cmd("DATA")
+            assert (reply.code, reply.text) == (451, "4.3.0 Internal error; try again later")
+            assert client.cmd("RSET").code == 250
+            assert client.cmd("QUIT").code == 221
+    assert any("store error" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
