@@ -311,6 +311,44 @@ def test_untagged_patterns() -> None:
     assert not parse_expectation("* 2 EXISTS").matches_untagged(lines)
 
 
+GREETING = "220 localhost ESMTP mailtalk reference server ready"
+
+
+@pytest.mark.parametrize(
+    ("expectation", "expected"),
+    [
+        ("220 ESMTP ready", True),  # not side by side: each is a word of the text
+        ("220 ready ESMTP", True),  # in any order
+        ("220 server ready", True),
+        ("220 esmtp READY", True),
+        ("220 ESMTP ready fast", False),
+        ("220 ESMTP read", False),  # whole words: "read" is not "ready"
+        ("220 ESM", False),
+        ("ESMTP ready", True),  # without a code
+    ],
+)
+def test_words_are_whole_words_in_any_order(expectation: str, expected: bool) -> None:
+    assert matches(expectation, GREETING) is expected
+
+
+def test_missing_words_are_named() -> None:
+    reply = reply_of(GREETING, "smtp")
+    assert parse_expectation("220 ESMTP fast ready slow").missing_words(reply) == [
+        "fast",
+        "slow",
+    ]
+    assert parse_expectation("220 ESMTP ready").missing_words(reply) == []
+    assert parse_expectation("220 *ESMTP*").missing_words(reply) == []  # a glob has no words
+
+
+def test_words_in_any_order_in_untagged_and_line_expectations() -> None:
+    assert parse_expectation("* EXISTS 3").matches_untagged(["FLAGS ()", "3 EXISTS"])
+    assert not parse_expectation("* 3 RECENT").matches_untagged(["3 EXISTS", "0 RECENT"])
+    line = parse_expectation("250-PLAIN AUTH")
+    assert line.matches_a_line("250-x.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")
+    assert not line.matches_a_line("250-x.test\r\n250-AUTH LOGIN\r\n250 PLAIN\r\n")
+
+
 def test_words_are_matched_as_written_not_as_a_regex() -> None:
     assert matches("250 ok: queued as 4xyz12abc", QUEUED)
     assert not matches("250 queued.as", QUEUED)  # the dot is a dot

@@ -330,6 +330,53 @@ def test_relay_denied_expected(start: Callable[..., Any], tmp_path: Path) -> Non
     assert result.returncode == 0, describe(result)
 
 
+# ---------------------------------------------------------------------------
+# words in S: lines: whole words, in any order, as the README says
+# ---------------------------------------------------------------------------
+
+
+def greeting_script(servers: Any, expectation: str) -> str:
+    return f"connect {url(servers, 'smtp')}\nS: {expectation}\nC: QUIT\nS: 221\n"
+
+
+@pytest.mark.parametrize(
+    "expectation",
+    ["220 ESMTP ready", "220 ready ESMTP", "220 server ready", "220 READY esmtp ESMTP"],
+)
+def test_words_match_whole_words_in_any_order(
+    servers: Any, tmp_path: Path, expectation: str
+) -> None:
+    """The reference server greets with '220 localhost ESMTP mailtalk reference server
+    ready': every word is in it, not side by side."""
+    script = write(tmp_path, "words.mt", greeting_script(servers, expectation))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.startswith(f"PASS {script} (")
+
+
+def test_the_fail_line_names_the_missing_word(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "220 ESMTP fast ready"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    line = result.stdout.splitlines()[1]
+    assert line.startswith(f"  {script}:2: expected S: 220 ESMTP fast ready, got: 220 ")
+    assert line.endswith(" (no word 'fast')")
+
+
+def test_the_fail_line_names_every_missing_word(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "2xx ESMTP serv eady"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    assert result.stdout.splitlines()[1].endswith(" (no words 'serv', 'eady')")
+
+
+def test_no_word_is_named_when_the_code_differs(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "554 ESMTP fast"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    assert "no word" not in result.stdout
+
+
 def test_a_second_s_line_for_one_reply_is_a_failure(servers: Any, tmp_path: Path) -> None:
     script = write(
         tmp_path, "twice.mt", f"connect {url(servers, 'smtp')}\nS: 220\nC: NOOP\nS: 250\nS: 250\n"
