@@ -10,12 +10,17 @@ otherwise words the text must contain, each as a whole word, in any order; all t
 ignore case. Replies are taken apart by the same parser as ``mailtalk explain``
 (knowledge.replies), so multi-line SMTP replies, POP3 status lines and IMAP tagged
 completions all match alike.
+
+A first word shaped like a code that is none (``2x0``, ``600``, ``3.1.1``) is an
+error, not a text pattern; ``check_protocol`` refuses, when the file is read, what
+can never match a reply of the protocol the file talks (``+OK`` to an SMTP server,
+``250`` or ``5.7.1`` to an IMAP server, ``S: * ...`` outside IMAP).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from mailtalk.knowledge.replies import ParsedReply, parse
@@ -23,6 +28,16 @@ from mailtalk.knowledge.replies import ParsedReply, parse
 _BASIC: Final = re.compile(r"[1-5](?:\d\d|\dx|xx)", re.I)
 _ENHANCED: Final = re.compile(r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)", re.I)
 _STATUSES: Final = {"+OK", "-ERR", "OK", "NO", "BAD", "BYE", "PREAUTH", "+"}
+# what a mistyped code looks like: three digits or x, starting with a digit (and, in
+# SMTP, any run of those); three dotted numbers
+_CODE_LIKE: Final = re.compile(r"\d[\dx]{2}", re.I)
+_DIGITS: Final = re.compile(r"\d[\dx]*", re.I)
+_ENHANCED_LIKE: Final = re.compile(r"[\dx]+\.[\dx]+\.[\dx]+", re.I)
+STATUSES_OF: Final = {
+    "smtp": frozenset(),
+    "pop3": frozenset({"+OK", "-ERR", "+"}),
+    "imap": frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH", "+"}),
+}
 
 
 class ExpectationError(ValueError):
@@ -164,8 +179,14 @@ def parse_expectation(source: str) -> Expectation:
             if _ENHANCED.fullmatch(parts[0]):
                 enhanced = parts[0].lower()
                 rest = parts[1] if len(parts) > 1 else ""
+            elif _ENHANCED_LIKE.fullmatch(parts[0]):
+                raise ExpectationError(_not_enhanced(parts[0]))
     elif _ENHANCED.fullmatch(first):
         enhanced = first.lower()
+    elif _ENHANCED_LIKE.fullmatch(first):
+        raise ExpectationError(_not_enhanced(first))
+    elif _CODE_LIKE.fullmatch(first):
+        raise ExpectationError(_not_a_code(first))
     else:
         rest = text  # a text pattern alone
     pattern = rest.strip() or None
@@ -178,6 +199,51 @@ def parse_expectation(source: str) -> Expectation:
     )
 
 
+def _not_a_code(word: str) -> str:
+    return f"{word} is not a reply code (1 to 5, then two digits or x: 250, 2xx, 25x)"
+
+
+def _not_enhanced(word: str) -> str:
+    return f"{word} is not an enhanced status code (2, 4 or 5, then numbers or x: 5.7.1, 5.x.x)"
+
+
+def check_protocol(expectation: Expectation, protocol: str) -> str | None:
+    """Why ``expectation`` can never match a reply of ``protocol``, or None if it can."""
+    name = protocol.upper()
+    if expectation.untagged and protocol != "imap":
+        return (
+            f"S: * TEXT expects an IMAP untagged response; this is {name} "
+            "(a text in any reply: S: TEXT; a glob: S: *TEXT*)"
+        )
+    code = expectation.code
+    if code is not None and code.upper() not in _STATUSES and protocol != "smtp":
+        statuses = "+OK or -ERR" if protocol == "pop3" else "OK, NO or BAD"
+        return f"{code} is an SMTP reply code; {name} answers {statuses}"
+    if code is not None and code.upper() in _STATUSES and code not in STATUSES_OF[protocol]:
+        if code == "+":
+            return "+ is the POP3 and IMAP continuation; SMTP's are 334 and 354"
+        owner = "POP3" if code in STATUSES_OF["pop3"] else "IMAP"
+        answers = {
+            "smtp": "SMTP replies have three-digit codes (250, 2xx)",
+            "pop3": "POP3 answers +OK or -ERR",
+            "imap": "IMAP answers OK, NO or BAD",
+        }
+        return f"{code} is a status of {owner}; {answers[protocol]}"
+    if expectation.enhanced is not None and protocol != "smtp":
+        return f"enhanced status codes ({expectation.enhanced}) are SMTP's; this is {name}"
+    if expectation.line_of_reply and protocol != "smtp":
+        return f"S: {expectation.source} checks a line of a multi-line SMTP reply; this is {name}"
+    if protocol == "smtp" and code is None and expectation.enhanced is None and expectation.text:
+        first = expectation.text.split()[0]
+        if _DIGITS.fullmatch(first):
+            return _not_a_code(first)
+    return None
+
+
 def reply_of(raw: str, protocol: str) -> ParsedReply:
     """A received reply, taken apart like ``mailtalk explain`` does."""
-    return parse(raw, protocol)  # type: ignore[arg-type]
+    reply = parse(raw, protocol)  # type: ignore[arg-type]
+    if protocol == "pop3" and reply.code is None and re.match(r"\+( |$)", raw):
+        # POP3's SASL continuation (RFC 5034): "S: +" as in IMAP
+        return replace(reply, code="+", text=raw[1:].strip())
+    return reply

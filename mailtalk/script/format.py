@@ -35,6 +35,12 @@ around the part that ``--reuse`` repeats on one connection.
 Variables are ``${NAME}``: from ``--var NAME=VALUE`` first, then ``set`` in the file,
 then the environment; ``$$`` is a dollar sign. This module only reads files: no
 sockets, no secrets (passwords are never written in a session file).
+
+Everything that can be known before connecting is checked here, so a bad file
+stops before anything is sent: ``S:`` lines the protocol of their connection can
+never answer (``+OK`` to SMTP, ``250`` to IMAP), an ``S:`` line with no reply left
+to match, ``data`` outside SMTP, ``tls`` where nothing starts TLS, ``starttls``
+where TLS is already on, steps after ``expect-close``, a missing ``cafile``.
 """
 
 from __future__ import annotations
@@ -182,6 +188,7 @@ def parse_file(
     script = Script(name)
     script.steps = _parse(reader, path, _read_text(path, name))
     _check_loops(script)
+    _check_steps(script)
     return script
 
 
@@ -194,6 +201,7 @@ def parse_text(
     reader = _Reader(dict(variables or {}), {} if environment is None else environment)
     script = Script(name, _parse(reader, name, text))
     _check_loops(script)
+    _check_steps(script)
     return script
 
 
@@ -322,6 +330,8 @@ def _directive(
                 cafile = _relative(path, option.removeprefix("cafile="))
             else:
                 raise ScriptError(where, f"unknown connect option {option!r}")
+        if cafile is not None:
+            _check_cafile(where, cafile)
         return [Connect(where, args[0], insecure, cafile)]
     if directive == "starttls":
         _want(args, 0, 0, "starttls", where)
@@ -389,6 +399,23 @@ def _directive(
     )
 
 
+def _check_cafile(where: Location, cafile: str) -> None:
+    """cafile=PATH names CA certificates (PEM or DER), or a directory of them."""
+    if os.path.isdir(cafile):
+        return
+    if not os.path.isfile(cafile):
+        reason = "no such file" if not os.path.exists(cafile) else "not a regular file"
+        raise ScriptError(where, f"cafile={cafile}: {reason}")
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        raise ScriptError(
+            where, f"cafile={cafile}: no CA certificate in it (PEM or DER expected)"
+        ) from None
+
+
 def _check_loops(script: Script) -> None:
     depth = 0
     opened: Loop | None = None
@@ -410,3 +437,88 @@ def _check_loops(script: Script) -> None:
     if not isinstance(script.steps[0], Connect):
         first = script.steps[0]
         raise ScriptError(first.where, "a session file starts with connect URL")
+
+def _check_steps(script: Script) -> None:
+    """What can be known before connecting, walking the steps as the runner will.
+
+    ``pending``: a reply is owed (after connect, C: or data) and no S: line has used it
+    up; directives that wait for replies themselves (starttls, tls, auth, sleep,
+    expect-close) leave none. The walk is in file order, which is also what --reuse
+    repeats: a loop body leaves the same state each time round.
+    """
+    from mailtalk.script.expect import check_protocol
+    from mailtalk.target import parse_url
+
+    protocol = "smtp"
+    pending = False
+    used_at: Location | None = None  # what used up the last reply
+    closed_at: Location | None = None
+    tls_on = tls_may_be_on = False
+
+    def line_of(location: Location, here: Location) -> str:
+        return f"line {location.line}" if location.file == here.file else str(location)
+
+    for step in script.steps:
+        where = step.where
+        if isinstance(step, Connect):
+            target = parse_url(step.url)
+            protocol = target.protocol
+            pending, used_at, closed_at = True, None, None
+            tls_on = tls_may_be_on = target.tls == "implicit"
+            continue
+        if isinstance(step, Loop | EndLoop):
+            continue
+        if closed_at is not None and not isinstance(step, Sleep):
+            raise ScriptError(
+                where,
+                f"the connection is closed here (expect-close on {line_of(closed_at, where)}):"
+                " connect again first",
+            )
+        if isinstance(step, Send):
+            verb = step.line.split()[:2]
+            if any(word.upper() in ("STARTTLS", "STLS") for word in verb):
+                tls_may_be_on = True
+            pending = True
+        elif isinstance(step, Expect):
+            expectation = step.expectation
+            problem = check_protocol(expectation, protocol)
+            if problem is not None:
+                raise ScriptError(where, problem)
+            if expectation.untagged:
+                continue  # the untagged responses of the last command stay to be checked
+            if not pending:
+                last = f": {line_of(used_at, where)} had the last one" if used_at else ""
+                raise ScriptError(
+                    where,
+                    f"S: {expectation.source} has no reply to match{last} (one S: line per "
+                    "reply, after C:, connect or data)",
+                )
+            if not expectation.line_of_reply:
+                pending, used_at = False, where
+        elif isinstance(step, Data):
+            if protocol != "smtp":
+                raise ScriptError(
+                    where,
+                    f"data sends an SMTP message (DATA); this is {protocol.upper()}"
+                    + (" (a message goes in with C: APPEND and a literal)" if protocol == "imap"
+                       else ""),
+                )
+            pending = True
+        elif isinstance(step, StartTLS):
+            if tls_on:
+                raise ScriptError(where, "starttls: TLS is already on here")
+            tls_on = tls_may_be_on = True
+            pending, used_at = False, where
+        elif isinstance(step, HandshakeTLS):
+            if not tls_may_be_on:
+                raise ScriptError(
+                    where,
+                    "tls checks that TLS is on, and nothing before it on this connection "
+                    "starts TLS (C: STARTTLS, starttls, or an smtps/pop3s/imaps URL)",
+                )
+            tls_on = True
+            pending, used_at = False, where
+        elif isinstance(step, Auth | Sleep):
+            pending, used_at = False, where
+        elif isinstance(step, ExpectClose):
+            pending, used_at, closed_at = False, where, where
