@@ -429,7 +429,7 @@ def test_missing_data_file(tmp_path: Path) -> None:
     script = write(tmp_path / "s.mt", CONNECT + "\ndata missing.eml\n")
     with pytest.raises(ScriptError) as caught:
         parse_file(str(script))
-    assert str(caught.value) == f"{script}:3: data missing.eml: No such file or directory"
+    assert str(caught.value) == f"{script}:3: data missing.eml: no such file"
 
 
 def test_data_directory_is_an_error(tmp_path: Path) -> None:

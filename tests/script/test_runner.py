@@ -795,7 +795,7 @@ def test_exit_2_for_a_bad_script_and_nothing_connects(listener: Listener, tmp_pa
         ("C: EHLO x\n", ":1: a session file starts with connect URL"),
         ("connect smtp://h\nC: ${UNSET_VARIABLE_X}\n", ":2: undefined variable"),
         ("connect smtp://h\ndata <<EOF\nno end\n", ":2: here-block never ends"),
-        ("connect smtp://h\ndata nothere.eml\n", ":2: data nothere.eml: No such file"),
+        ("connect smtp://h\ndata nothere.eml\n", ":2: data nothere.eml: no such file"),
         ("connect smtp://h\nloop\n", ":2: loop without end"),
     ],
 )
