@@ -33,8 +33,10 @@ written-out STARTTLS), ``auth plain|login USER [ENVVAR]``, ``data FILE`` or ``da
 around the part that ``--reuse`` repeats on one connection.
 
 Variables are ``${NAME}``: from ``--var NAME=VALUE`` first, then ``set`` in the file,
-then the environment; ``$$`` is a dollar sign. This module only reads files: no
-sockets, no secrets (passwords are never written in a session file).
+then the environment; ``$$`` is a dollar sign. ``${PASSWORD}``, which recordings
+wrote before they wrote ``${MAILTALK_PASSWORD}``, falls back to $MAILTALK_PASSWORD.
+This module only reads files: no sockets, no secrets (passwords are never written in
+a session file).
 
 Everything that can be known before connecting is checked here, so a bad file
 stops before anything is sent: ``S:`` lines the protocol of their connection can
@@ -61,6 +63,8 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_SCRIPT_BYTES: Final = 16 * 1024 * 1024  # one session file
 MAX_TOTAL_SCRIPT_BYTES: Final = 64 * 1024 * 1024  # a file and all it includes, each time
 MAX_TOTAL_MESSAGE_BYTES: Final = 256 * 1024 * 1024  # every message of one script
+# recordings wrote ${PASSWORD} until they wrote the one name everything else reads
+LEGACY_PASSWORD_VARIABLES: Final = {"PASSWORD": "MAILTALK_PASSWORD"}
 DIRECTIVES: Final = (
     "connect", "starttls", "tls", "auth", "data", "set", "include", "sleep",
     "expect-close", "loop", "end",
@@ -181,6 +185,11 @@ class _Reader:
             for source in (self.variables, self.defined, self.environment):
                 if name in source:
                     return source[name]
+            legacy = LEGACY_PASSWORD_VARIABLES.get(name)
+            if legacy is not None:
+                for source in (self.variables, self.environment):
+                    if legacy in source:
+                        return source[legacy]
             raise ScriptError(
                 where,
                 f"undefined variable ${{{name}}}: set it in the file, give --var "
