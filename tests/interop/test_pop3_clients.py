@@ -487,36 +487,48 @@ def mpop(
         f"uidls_file {tmp_path / 'mpop-uidls'}\n"
     )
     rc.chmod(0o600)
-    # mpop's own `timeout` does not cover a TLS read that never completes: wait
-    # for it here, and show its --debug session (line-buffered by stdbuf, so a
-    # killed mpop has written it) when it hangs.
-    args = [binary, "-C", str(rc), "--debug", "alice"]
+    # mpop's own `timeout` does not cover a TLS read that never completes.
+    result = run_logged(
+        [binary, "-C", str(rc), "--debug", "alice"],
+        tmp_path,
+        f"mpop ({'STLS' if starttls else 'POP3S'})",
+        server,
+    )
+    return result, local_messages(maildir)
+
+
+def run_logged(
+    args: list[str], tmp_path: Path, what: str, server: Serve, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a client with its output (stdout and stderr together) going to a file as it
+    comes, so that a client that hangs fails the test with what it had said so far.
+
+    stdbuf makes a C client's stdio line-buffered; PYTHONUNBUFFERED a Python one's.
+    """
     if shutil.which("stdbuf"):
         args = ["stdbuf", "-oL", "-eL", *args]
-    log = tmp_path / "mpop.log"
+    log = tmp_path / f"{Path(args[-1]).name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=client_env(tmp_path),
-            start_new_session=True,
+            env=client_env(tmp_path, PYTHONUNBUFFERED="1", **env),
+            start_new_session=True,  # no controlling terminal: nobody can prompt
         )
         try:
-            returncode = process.wait(timeout=TIMEOUT * 2)
+            returncode = process.wait(timeout=TIMEOUT * 3)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            session = log.read_text(errors="replace")[-1500:]
             pytest.fail(
-                f"mpop ({'STLS' if starttls else 'POP3S'}) got no answer within "
-                f"{TIMEOUT * 2}s; its session ends:\n{session}",
+                f"{what} did not finish within {TIMEOUT * 3}s; its output ends:\n"
+                f"{log.read_text(errors='replace')[-1500:]}\n"
+                f"--- mailtalk serve's stderr ends:\n{server.stderr[-800:]}",
                 pytrace=False,
             )
-    output = log.read_text(errors="replace")
-    result = subprocess.CompletedProcess(args, returncode, output, "")
-    return result, local_messages(maildir)
+    return subprocess.CompletedProcess(args, returncode, log.read_text(errors="replace"), "")
 
 
 def assert_delivered_intact(delivered: bytes, stored: bytes) -> None:
@@ -632,11 +644,12 @@ def getmail_rc(
     return rc
 
 
-def getmail(rc: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def getmail(rc: Path, tmp_path: Path, server: Serve) -> subprocess.CompletedProcess[str]:
     binary = require_binary("getmail")
     state = tmp_path / "getmail-state"
     state.mkdir(exist_ok=True)
-    return run_client([binary, "--rcfile", str(rc), "--getmaildir", str(state)], tmp_path)
+    args = [binary, "--rcfile", str(rc), "--getmaildir", str(state)]
+    return run_logged(args, tmp_path, "getmail", server)
 
 
 def assert_getmail_intact(delivered: bytes, stored: bytes) -> None:
@@ -658,7 +671,7 @@ def test_getmail_pop3_ssl_retriever(tmp_path: Path) -> None:
         rc = getmail_rc(
             tmp_path, "SimplePOP3SSLRetriever", server.port("pop3s"), server.cafile, maildir
         )
-        result = getmail(rc, tmp_path)
+        result = getmail(rc, tmp_path, server)
         assert result.returncode == 0, describe(result)
         assert "2 messages (" in result.stdout, describe(result)
         delivered = sorted(local_messages(maildir), key=lambda m: b"second" in m)
@@ -668,7 +681,7 @@ def test_getmail_pop3_ssl_retriever(tmp_path: Path) -> None:
         assert server.stored() == [FIRST, SECOND]  # delete = false
 
         # getmail remembers the UIDLs it fetched (read_all = false).
-        result = getmail(rc, tmp_path)
+        result = getmail(rc, tmp_path, server)
         assert result.returncode == 0, describe(result)
         assert "0 messages" in result.stdout, describe(result)
         assert len(local_messages(maildir)) == 2
