@@ -933,10 +933,16 @@ def test_getmail_imap_ssl_retriever_all_folders(servers: Any, tmp_path: Path) ->
 
 
 def offlineimap_rc(servers: Any, tmp_path: Path, transport: str, local: Path) -> Path:
+    """offlineimap3 over IMAPS (verified, TLS 1.2) or plain IMAP.
+
+    Not over STARTTLS: offlineimap 8.0.0 calls imaplib2's ``starttls()`` without
+    its CA file, so it verifies nothing there, and it is the path where its
+    threads race the server's TLS 1.3 session tickets (see the comment below).
+    """
     tls = (
         f"remoteport = {servers.port('imaps')}\nssl = yes\n"
         if transport == "imaps"
-        else f"remoteport = {servers.port('imap')}\nssl = no\nstarttls = yes\n"
+        else f"remoteport = {servers.port('imap')}\nssl = no\nstarttls = no\n"
     )
     rc = tmp_path / f"offlineimaprc-{transport}"
     rc.write_text(
@@ -959,8 +965,9 @@ def offlineimap_rc(servers: Any, tmp_path: Path, transport: str, local: Path) ->
         # threads; under TLS 1.3 the server's NewSessionTickets, sent after the
         # handshake, can arrive while its reader thread is in SSL_read, and then the
         # command its writer thread sends next (CAPABILITY) never reaches the server:
-        # both sides wait forever (about one run in three with the servers in this
-        # process, none with `num_tickets = 0` on the server). See the rig's report.
+        # both sides wait forever (seen after STARTTLS in about one run in three to
+        # one in fifty with the servers in this process, never with the server's
+        # `num_tickets = 0`).
         "tls_level = tls_secure\n"
         "ssl_version = tls1_2\n"
         f"remoteuser = {USER}\n"
@@ -1009,7 +1016,7 @@ def snapshot(servers: Any, local: Path, folders: list[str]) -> tuple[Any, ...]:
     return remote, files
 
 
-@pytest.mark.parametrize("transport", ["starttls", "imaps"])
+@pytest.mark.parametrize("transport", ["imaps", "plain"])
 def test_offlineimap_two_way_sync_then_nothing_to_do(
     servers: Any, tmp_path: Path, transport: str
 ) -> None:
