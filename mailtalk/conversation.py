@@ -27,6 +27,7 @@ from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
     ClientCore,
+    LocalProtocolError,
     RemoteProtocolError,
     ReplyClass,
     ServerEvent,
@@ -162,7 +163,14 @@ class Conversation:
             raise ServerClosedError("the connection is closed: use :reconnect")
         shown = self.core.redact(line)
         command = self._command_of(line)
-        data = self.core.send_line(line)
+        try:
+            data = self.core.send_line(line)
+        except LocalProtocolError as error:
+            if getattr(self.core, "chunk_left", 0):
+                # Too long for what is left of the BDAT chunk: the user's mistake (exit 1,
+                # not 5: the server did nothing wrong), and nothing was sent.
+                raise MailtalkError(str(error)) from None
+            raise
         self.recorder.sent(line, shown, self.target.protocol)
         self.transport.send(data)
         self._last_send = time.monotonic()
