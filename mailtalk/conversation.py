@@ -371,9 +371,7 @@ class Conversation:
         if getattr(self.core, "tls", False):
             raise MailtalkError("TLS is already on")
         if protocol == "smtp":
-            if not getattr(self.core, "greeted", False):
-                self.send_line(f"EHLO {client_name()}", typed=False)
-                self._expect_positive(self.wait_final(), "EHLO")
+            self._ehlo_if_needed()
             if "STARTTLS" not in getattr(self.core, "extensions", {}):
                 raise MailtalkError("the server did not offer STARTTLS in its EHLO reply")
             self.send_line("STARTTLS", typed=False)
@@ -384,6 +382,98 @@ class Conversation:
         reply = self.wait_final()
         if not getattr(self.core, "tls", False):
             raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+
+    def _ehlo_if_needed(self) -> None:
+        """SMTP: say EHLO unless the server has answered one (after HELO it has told
+        us nothing about its extensions)."""
+        if not getattr(self.core, "esmtp", False):
+            self.send_line(f"EHLO {client_name()}", typed=False)
+            self._expect_positive(self.wait_final(), "EHLO")
+
+    def prepare_auth(self, mechanism: str) -> None:
+        """Before asking anyone for a password: learn what the server offers (EHLO,
+        CAPA or CAPABILITY when not known yet) and refuse, saying what it does offer,
+        when the login could not work. Lines it sends are recorded as typed ones."""
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        core = self.core
+        if self.closed:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        if core.authenticated:
+            raise MailtalkError("already authenticated on this connection")
+        host = self.target.host
+        tls = bool(getattr(core, "tls", False))
+        protocol = self.target.protocol
+        if protocol == "smtp":
+            self._ehlo_if_needed()
+            extensions = getattr(core, "extensions", {})
+            if "AUTH" not in extensions:
+                ways = []
+                if "STARTTLS" in extensions and not tls:
+                    ways.append(
+                        "it offers STARTTLS, and many servers offer AUTH only after it "
+                        "(:starttls, then :auth)"
+                    )
+                if self.target.port not in (465, 587):
+                    url_host = f"[{host}]" if ":" in host else host
+                    ways.append(
+                        f"logins usually go to the submission port 587 (submission://{url_host})"
+                    )
+                raise MailtalkError(
+                    f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
+                    + "".join(f"; {way}" for way in ways)
+                )
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTH"
+        elif protocol == "pop3":
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPA", typed=False)
+                self.wait_final()
+            capabilities = getattr(core, "capabilities", {})
+            if not getattr(core, "capabilities_known", False):
+                return  # no CAPA (RFC 1939 servers): only trying tells
+            if "SASL" not in capabilities:
+                others = []
+                if "USER" in capabilities:
+                    others.append("it offers USER and PASS")
+                if "STLS" in capabilities and not tls:
+                    others.append("it may offer more after STLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
+                    + "".join(f"; {other}" for other in others)
+                )
+            offered = [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
+            verb = "AUTH"
+        else:
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPABILITY", typed=False)
+                self.wait_final()
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTHENTICATE"
+            if not getattr(core, "capabilities_known", False):
+                return
+            if not offered:
+                capabilities = getattr(core, "capabilities", set())
+                others = []
+                if "LOGINDISABLED" not in capabilities:
+                    others.append("LOGIN user password may work")
+                if "STARTTLS" in capabilities and not tls:
+                    others.append("it may offer more after STARTTLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
+                    + "".join(f"; {other}" for other in others)
+                )
+        if mechanism not in offered:
+            ours = [m for m in offered if m in SASL_MECHANISMS]
+            advice = (
+                f": :auth {ours[0].lower()}"
+                if ours
+                else f"; mailtalk does {' and '.join(SASL_MECHANISMS)} only"
+            )
+            raise MailtalkError(
+                f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
+            )
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():

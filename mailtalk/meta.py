@@ -88,24 +88,22 @@ def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 
 def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
-    if not args:
+    if not args or len(args) > 2:
         raise MailtalkError("usage: :auth plain|login [USER]")
     mechanism = args[0].upper()
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
         raise MailtalkError("usage: :auth plain|login USER (no user in the URL to default to)")
-    advertised = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
-    if advertised and mechanism not in advertised:
-        ui.note(
-            f"the server did not advertise {mechanism} (it offers {', '.join(advertised)}); "
-            "trying anyway",
-            "warning",
-        )
-    from mailtalk.credentials import netrc_password
+    # What the server offers is settled before anyone is asked for a password.
+    conv.prepare_auth(mechanism)
+    from mailtalk.credentials import netrc_lookup
 
-    secret = netrc_password(conv.target.host, user)
+    found = netrc_lookup(conv.target.host, user)
+    if found.problem:
+        ui.note(found.problem, "warning")
+    secret = found.password
     if secret is not None:
-        ui.note(f"password for {user} from ~/.netrc")
+        ui.note(f"password for {user} from {found.shown_path}")
     else:
         secret = ui.ask_secret(f"password for {user}: ")
     reply = conv.authenticate(mechanism, user, secret)
@@ -124,8 +122,8 @@ def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if len(args) != 1:
         raise MailtalkError("usage: :save FILE")
-    conv.transcript.save(args[0])
-    ui.note(f"transcript saved to {args[0]} ({len(conv.transcript.entries)} lines)")
+    lines = conv.transcript.save(args[0])
+    ui.note(f"transcript saved to {args[0]} ({lines} lines)")
 
 
 def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -209,9 +207,14 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         MetaCommand(
             "explain", ":explain [REPLY]", "explain the last reply, or any reply or code", _explain
         ),
-        MetaCommand("starttls", ":starttls", "start TLS (STARTTLS, or STLS for POP3)", _starttls),
         MetaCommand(
-            "auth", ":auth plain|login [USER]", "log in; asks the password without echo", _auth
+            "starttls", ":starttls", "start TLS (EHLO first if needed; STLS for POP3)", _starttls
+        ),
+        MetaCommand(
+            "auth",
+            ":auth plain|login [USER]",
+            "log in (if offered); asks the password unechoed",
+            _auth,
         ),
         MetaCommand("raw", ":raw [on|off]", "show the exact bytes, escaped", _raw),
         MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
