@@ -106,6 +106,12 @@ class Conversation:
         self.last_command = "greeting"
         self.last_final_command = "greeting"
         self.explain_inline = True
+        # The REPL's choices (the pipe mode and `mailtalk run` leave them off): say
+        # "waiting for the greeting…" when it is this many seconds late, and end the
+        # connection once QUIT/LOGOUT has its answer, whether or not the server closes.
+        self.greeting_patience: float | None = None
+        self.close_after_quit = False
+        self.ended_by_quit = False  # the connection was closed after QUIT/LOGOUT's answer
         from mailtalk.script.record import SessionRecorder
 
         self.recorder = SessionRecorder()
@@ -117,6 +123,7 @@ class Conversation:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
         self.core = make_core(self.target.protocol)
         self._events = 0
+        self.ended_by_quit = False
         self.last_command = "greeting"
         transport_options = TransportOptions(
             timeout=self.options.timeout,
@@ -240,7 +247,20 @@ class Conversation:
 
     def wait_greeting(self, timeout: float | None = None) -> None:
         """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
-        self._wait_until(lambda: self.core.state_name != "greeting", timeout)
+        greeted = lambda: self.core.state_name != "greeting"  # noqa: E731
+        limit = self.options.timeout if timeout is None else timeout
+        patience = self.greeting_patience
+        if patience is not None and patience < limit:
+            try:
+                self._wait_until(greeted, patience)
+            except ReplyTimeout:
+                self._note(
+                    f"waiting for the greeting from {self.target.host}… "
+                    f"(up to {limit:g} s, --timeout; Ctrl-C gives up)"
+                )
+                self._wait_until(greeted, limit - patience)
+        else:
+            self._wait_until(greeted, limit)
         if self.closed and self._events == 0:
             # The core leaves "greeting" when the connection closes, greeting or not.
             raise ServerClosedError(
@@ -306,6 +326,33 @@ class Conversation:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
                 self._upgrade()
+            if (
+                self.close_after_quit
+                and event.final
+                and self.last_command in ("QUIT", "LOGOUT")
+                and not self.core.awaiting_reply
+                and not self.closed
+            ):
+                # The session is over: RFC 5321 4.1.1.10, RFC 1939 6, RFC 3501 6.1.3.
+                self.close()
+                self.ended_by_quit = True
+                self.transcript.add("#", f"connection closed after {self.last_command}")
+                self.listener.closed()
+                return
+
+    @property
+    def events_seen(self) -> int:
+        """Events from the server on this connection so far (1: the greeting)."""
+        return self._events
+
+    def takes_text(self) -> bool:
+        """The next line is content (a message, a chunk, a literal, a SASL answer), not
+        a command: an empty line means something there."""
+        core = self.core
+        return any(
+            getattr(core, name, False)
+            for name in ("in_data", "in_command_continuation", "sasl_pending")
+        )
 
     def _command_of(self, line: str) -> str | None:
         """The command a line starts, as the explanations name it; None for the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -73,7 +73,11 @@ def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         "",
         "mailtalk commands (never sent to the server):",
     ]
-    lines += [f"  {meta.usage:<28} {meta.summary}" for meta in META_COMMANDS.values()]
+    for meta in META_COMMANDS.values():
+        if len(meta.usage) <= 28:
+            lines.append(f"  {meta.usage:<28} {meta.summary}")
+        else:  # a long usage gets a line of its own: the list stays within 80 columns
+            lines += [f"  {meta.usage}", f"  {'':<28} {meta.summary}"]
     lines.append("")
     lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
     ui.show_block("\n".join(lines))
@@ -193,6 +197,25 @@ def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 
 def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    changes: dict[str, object] = {}
+    words = iter(args)
+    for word in words:
+        if word == "--insecure":
+            changes["insecure"] = True
+        elif word == "--cafile":
+            name = next(words, None)
+            if name is None:
+                raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+            path = Path(name).expanduser()
+            if not os.access(path, os.R_OK) or not (path.is_file() or path.is_dir()):
+                raise MailtalkError(f"cannot read {path}: :reconnect --cafile needs a CA file")
+            changes["cafile"] = str(path)
+            changes["insecure"] = False
+        else:
+            raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+    if changes:
+        # Kept for the rest of the session: a later :starttls or :reconnect uses them too.
+        conv.options = replace(conv.options, **changes)  # type: ignore[arg-type]
     conv.reconnect()
 
 
@@ -222,7 +245,12 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
             "record", ":record FILE|stop", "write the session as a replayable file", _record
         ),
         MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
-        MetaCommand("reconnect", ":reconnect", "connect again, as at the start", _reconnect),
+        MetaCommand(
+            "reconnect",
+            ":reconnect [--cafile FILE] [--insecure]",
+            "connect again, trusting FILE or skipping checks",
+            _reconnect,
+        ),
         MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),
     )
 }

@@ -101,7 +101,7 @@ HINTS: Final[dict[SMTPState, str]] = {
     SMTPState.READY: "MAIL FROM:<you@example.com>",
     SMTPState.MAIL: "RCPT TO:<someone@example.com>",
     SMTPState.RCPT: "DATA, or another RCPT TO:<...>",
-    SMTPState.DATA: "the message: headers, an empty line, the body; a lone . ends it",
+    SMTPState.DATA: "a lone . ends the message (headers, an empty line, the body)",
     SMTPState.CLOSED: "the connection is closed: :reconnect or :quit",
 }
 
