@@ -8,6 +8,7 @@ import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -254,3 +255,19 @@ def test_trust_hint(tmp_path: Path) -> None:
     spaced = CertPaths(Path("/a b/ca.pem"), Path("/a b/s.pem"), Path("/a b/s.key"))
     assert "--cafile '/a b/ca.pem' " in trust_hint(spaced)
     assert "\n" not in trust_hint(paths)
+
+
+@pytest.mark.parametrize("protocol", ["imaps", "pop3s", "smtps"])
+def test_servers_send_no_tls_session_tickets(mailtalk_servers: Any, protocol: str) -> None:
+    """No TLS 1.3 tickets: imaplib2's two threads (offlineimap) lost the command
+    after STARTTLS when they arrived after the handshake."""
+    servers = mailtalk_servers(**{protocol: 0}, users=[("alice", "secret")])
+    context = ssl.create_default_context(cafile=str(servers.cafile))
+    with (
+        socket.create_connection(("127.0.0.1", servers.port(protocol)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        assert tls.version() == "TLSv1.3"
+        assert tls.recv(1024)  # the greeting: whatever the server sent before it is read
+        assert tls.session is not None
+        assert not tls.session.has_ticket
