@@ -137,6 +137,8 @@ FETCH_ITEMS: Final[tuple[str, ...]] = (
     "BODY[]", "BODY.PEEK[]", "BODY[HEADER]", "BODY[HEADER.FIELDS (FROM TO SUBJECT DATE)]",
     "BODY[TEXT]", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "ALL", "FAST", "FULL",
 )
+# ... and those of RFC 3516, offered only when the server advertises BINARY.
+BINARY_FETCH_ITEMS: Final[tuple[str, ...]] = ("BINARY[]", "BINARY.PEEK[]", "BINARY.SIZE[]")
 
 STATUS_KINDS: Final = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
 TAGGED_STATUSES: Final = frozenset({"OK", "NO", "BAD"})

@@ -190,11 +190,14 @@ def _suggest_imap(core: ClientCore, verb: str, args: list[str], current: str) ->
     if verb == "STATUS" and len(args) >= 1:
         return _match(current.lstrip("("), IMAP_STATUS_ITEMS)
     if verb in IMAP_FETCH and len(args) >= 1:
-        from mailtalk.protocols.imap import FETCH_ITEMS
+        from mailtalk.protocols.imap import BINARY_FETCH_ITEMS, FETCH_ITEMS
 
+        items = list(FETCH_ITEMS)
+        if "BINARY" in getattr(core, "capabilities", ()):
+            items += BINARY_FETCH_ITEMS
         bare = current.lstrip("(")
         opened = current[: len(current) - len(bare)]
-        return [Suggestion(opened + s.text, s.meta) for s in _match(bare, FETCH_ITEMS)]
+        return [Suggestion(opened + s.text, s.meta) for s in _match(bare, items)]
     if verb in IMAP_STORE and len(args) == 1:
         return _match(current, IMAP_STORE_ITEMS)
     if verb in IMAP_STORE and len(args) >= 2:

@@ -351,6 +351,15 @@ def test_imap_fetch_items_keep_the_paren() -> None:
     assert completion.start_position == -3  # replaces "(FL" with "(FLAGS"
 
 
+def test_imap_binary_fetch_items_only_when_advertised() -> None:
+    core = imap_selected()  # IMAP4rev1 MOVE UIDPLUS: no BINARY
+    assert complete(core, "FETCH 1 (BIN") == []
+    core = imap_not_authenticated("IMAP4rev1 BINARY")
+    say(core, "LOGIN a b", b"a001 OK in\r\n")
+    say(core, "SELECT INBOX", b"a002 OK [READ-WRITE] ok\r\n")
+    assert complete(core, "FETCH 1 (BIN") == ["(BINARY[]", "(BINARY.PEEK[]", "(BINARY.SIZE[]"]
+
+
 def test_imap_store_items_and_flags() -> None:
     core = imap_selected()
     assert "+FLAGS" in complete(core, "STORE 1 ")
