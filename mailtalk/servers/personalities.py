@@ -68,6 +68,7 @@ REPLY_VALUES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "need_rcpt": frozenset(),  # DATA before RCPT
         "nested_mail": frozenset(),  # MAIL inside a transaction
         "need_helo": frozenset(),  # MAIL before HELO/EHLO, when required
+        "auth_before_helo": frozenset(),  # AUTH before HELO/EHLO, when required
         "sender_domain": frozenset({"sender"}),  # the sender's domain does not exist
         "sender_domain_tempfail": frozenset({"sender"}),  # ... could not be checked now
         # syntax_error: command = the verb; syntax = its usage ("MAIL FROM:<address>");

@@ -609,7 +609,7 @@ class SMTPServerProtocol(ServerSession):
             # AUTH is an ESMTP command: a client that has not said HELO or EHLO (again
             # after STARTTLS, RFC 3207 4.2) has not been offered it. Postfix with
             # smtpd_helo_required answers this way; HELO is enough, as for Postfix.
-            self._send_key("need_helo")
+            self._send_key("auth_before_helo")
             return
         if not self._auth_allowed():
             self._send_key("auth_needs_tls")

@@ -73,6 +73,15 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers]:
 
 
 @pytest.fixture(scope="module")
+def ours_as_exim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers]:
+    root = tmp_path_factory.mktemp("vs-real-exim")
+    with run_servers(
+        root, smtp=0, submission=0, users=[("alice", "secret")], personality="exim"
+    ) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
 def ours_as_postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers]:
     root = tmp_path_factory.mktemp("vs-real-postfix")
     with run_servers(
@@ -153,3 +162,22 @@ def test_auth_with_no_ehlo_since_starttls_is_503_like_exim(
     assert codes(real)[:2] == [250, 220] and codes(real)[2] == 503, real
     assert codes(mine) == codes(real), mine
     assert mine[2] == "503 5.5.1 Bad sequence of commands: send HELO or EHLO first"
+
+
+def test_exim_personality_wants_helo_before_mail_and_auth_like_exim(
+    exim: Peer, ours_as_exim: RunningServers
+) -> None:
+    """Exim 4.95 and later require HELO/EHLO (hosts_require_helo = *): MAIL and AUTH
+    before it get 503, each in its own words; the exim personality says the same."""
+    steps = ["MAIL FROM:<a@example.org>", auth_plain("alice", "secret"), "EHLO client.test"]
+    real = talk(exim.host, exim.port("smtp"), exim.ssl_context(), steps)
+    mine = talk(ours_as_exim.host, ours_as_exim.port("smtp"), our_context(ours_as_exim), steps)
+    assert real[:2] == ["503 HELO or EHLO required", "503 AUTH command used when not advertised"]
+    assert mine[:2] == real[:2], mine
+    assert codes(mine) == codes(real) == [503, 503, 250]
+    after_tls = ["EHLO client.test", STARTTLS, auth_plain("alice", "secret")]
+    real = talk(exim.host, exim.port("submission"), exim.ssl_context(), after_tls)
+    mine = talk(
+        ours_as_exim.host, ours_as_exim.port("submission"), our_context(ours_as_exim), after_tls
+    )
+    assert mine[2] == real[2] == "503 AUTH command used when not advertised", (real, mine)

@@ -42,6 +42,7 @@ CLASSES: dict[str, set[int]] = {
     "need_rcpt": {5},
     "nested_mail": {2, 5},  # qmail starts a new transaction
     "need_helo": {2, 5},  # qmail does not require HELO
+    "auth_before_helo": {5},
     "sender_domain": {4, 5},  # Postfix: 450 by default
     "sender_domain_tempfail": {4},
     "syntax_error": {5},
