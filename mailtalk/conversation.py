@@ -324,8 +324,11 @@ class Conversation:
     def explain_event(self, event: ServerEvent, command: str | None = None) -> Explanation:
         """The knowledge base's explanation of a reply from this server."""
         from mailtalk.knowledge.explain import explain
+        from mailtalk.terminal import safe_text
 
-        text = event.raw.decode("utf-8", "backslashreplace").strip("\r\n")
+        # explanations quote the reply: its control characters escaped, line by line
+        lines = event.raw.decode("utf-8", "backslashreplace").strip("\r\n").split("\n")
+        text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
         protocol = self.target.protocol
         return explain(text, protocol, command)
 

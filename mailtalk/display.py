@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from mailtalk.protocols.common import ReplyClass, ServerEvent, decode_text, escape_bytes
+from mailtalk.protocols.common import ReplyClass, ServerEvent, escape_bytes
+from mailtalk.terminal import safe_bytes
 
 STYLE_OF_CLASS: Final = {
     ReplyClass.POSITIVE: "positive",
@@ -55,7 +56,9 @@ def event_lines(event: ServerEvent, latency: float | None, raw: bool = False) ->
 
     SMTP replies are coloured on every line; for POP3 and IMAP only the status
     line is, since what follows is message data. ``raw`` shows the exact bytes
-    with CR, LF and controls escaped.
+    with CR, LF and controls escaped; otherwise the text is decoded and its
+    control characters escaped (``safe_bytes``): a server never writes to the
+    terminal.
     """
     style = STYLE_OF_CLASS[event.reply_class]
     colour_every_line = type(event).__name__ == "Reply"  # SMTP: every line carries the code
@@ -67,7 +70,7 @@ def event_lines(event: ServerEvent, latency: float | None, raw: bool = False) ->
         pieces = [chunk + b"\n" for chunk in chunks[:-1]] + chunks[-1:]
     lines: list[StyledLine] = []
     for index, piece in enumerate(pieces):
-        text = escape_bytes(piece) if raw else decode_text(piece.rstrip(b"\r\n"))
+        text = escape_bytes(piece) if raw else safe_bytes(piece.rstrip(b"\r\n"))
         line_style = style if index == 0 or colour_every_line else "body"
         lines.append([(line_style, text)])
     if not lines:

@@ -47,13 +47,19 @@ def is_expected(error: BaseException) -> bool:
 
 
 def one_line(error: BaseException) -> str:
-    """The error as one line: its message, or its type when it has none."""
+    """The error as one line: its message, or its type when it has none.
+
+    Messages quote what servers said (and certificates, and file names): their
+    control characters are escaped, as everywhere mailtalk prints (``safe_text``).
+    """
+    from mailtalk.terminal import safe_text
+
     text = " ".join(str(error).split())
     if isinstance(error, OSError) and error.strerror:
         where = f" {error.filename}" if error.filename else ""
-        return f"{error.strerror.lower()}{':' if where else ''}{where}"
+        return safe_text(f"{error.strerror.lower()}{':' if where else ''}{where}")
     if not text:
         return type(error).__name__
     if not is_expected(error):
-        return f"unexpected error: {type(error).__name__}: {text}"
-    return text
+        return safe_text(f"unexpected error: {type(error).__name__}: {text}")
+    return safe_text(text)

@@ -20,6 +20,7 @@ from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
 from mailtalk.net.transport import TransportError
 from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent
 from mailtalk.session_options import SessionOptions
+from mailtalk.terminal import safe_text
 
 FAILURE_CLASSES = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
@@ -35,7 +36,7 @@ class PipeScreen:
         self.failures = 0
 
     def sent(self, text: str, typed: bool) -> None:
-        self.out.write(f"C: {text}\n")
+        self.out.write(f"C: {safe_text(text)}\n")
         self.out.flush()
 
     def event(self, event: ServerEvent, latency: float) -> None:
@@ -47,7 +48,8 @@ class PipeScreen:
 
     def note(self, text: str, kind: str = "info") -> None:
         prefix = "# ↳ " if kind == "explain" else "# "
-        self.err.write(f"{prefix}{text}\n")
+        for line in text.splitlines() or [""]:
+            self.err.write(f"{prefix}{safe_text(line)}\n")
         self.err.flush()
 
     def closed(self) -> None:
@@ -76,7 +78,7 @@ class PipeScreen:
 
     def show_block(self, text: str) -> None:
         for line in text.splitlines():
-            self.err.write(f"# {line}\n")
+            self.err.write(f"# {safe_text(line)}\n")
 
     def progress(self, total: int, label: str) -> Callable[[int], None]:
         return lambda done: None

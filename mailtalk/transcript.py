@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from mailtalk import __version__
+from mailtalk.terminal import safe_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,13 @@ class Transcript:
         return f"# mailtalk {__version__} transcript of {self.url}, {stamp}\n"
 
     def add(self, direction: str, text: str) -> None:
+        """One event: a line sent, a reply (its lines joined by CRLF or LF), a note.
+
+        What the server said is kept with its control characters escaped
+        (``safe_text``), so that ``cat transcript`` shows it and does nothing else.
+        """
+        lines = text.split("\n")
+        text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
         entry = Entry(time.time(), direction, text)
         self.entries.append(entry)
         if self._file is not None:

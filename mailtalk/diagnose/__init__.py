@@ -40,9 +40,12 @@ class Report:
         }
 
     def write(self, as_json: bool, out: TextIO | None = None) -> None:
+        from mailtalk.terminal import safe_strings, safe_text
+
         target = out or sys.stdout
         if as_json:
-            target.write(json.dumps(self.to_json(), ensure_ascii=False) + "\n")
+            # the evidence and the transcript quote the servers: no raw control in them
+            target.write(json.dumps(safe_strings(self.to_json()), ensure_ascii=False) + "\n")
             return
         import textwrap
 
@@ -53,7 +56,7 @@ class Report:
             for item in items:
                 target.write(
                     textwrap.fill(
-                        item,
+                        safe_text(item),
                         80,
                         initial_indent=f"  {bullet} ",
                         subsequent_indent=" " * (3 + len(bullet)),
@@ -61,10 +64,12 @@ class Report:
                     + "\n"
                 )
 
-        target.write(textwrap.fill(f"Verdict: {self.summary}", 80, subsequent_indent="  ") + "\n")
+        summary = safe_text(self.summary)
+        target.write(textwrap.fill(f"Verdict: {summary}", 80, subsequent_indent="  ") + "\n")
         if self.security:
+            security = safe_text(self.security)
             target.write(
-                textwrap.fill(f"SECURITY: {self.security}", 80, subsequent_indent="  ") + "\n"
+                textwrap.fill(f"SECURITY: {security}", 80, subsequent_indent="  ") + "\n"
             )
         block("Evidence", self.evidence, "-")
         block("What to do, as the user", self.fixes_user, "•")
@@ -77,17 +82,17 @@ def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) 
     reached is one line on standard error with its exit status."""
     import click
 
-    from mailtalk.errors import UsageError
+    from mailtalk.errors import UsageError, one_line
     from mailtalk.exitcodes import ExitCode
     from mailtalk.send import SendFailed
 
     try:
         report, code = diagnosis()
     except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
         return ExitCode.USAGE
     except SendFailed as error:
-        click.echo(f"mailtalk: {error}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
         return int(error.exit_code)
     report.write(as_json)
     return int(code)

@@ -165,7 +165,8 @@ def first_line(event: ServerEvent) -> str:
 
 def last_line(event: ServerEvent) -> str:
     """The last line (the final one of a multi-line SMTP reply), decoded."""
-    lines = event.raw.decode("utf-8", "backslashreplace").strip().splitlines()
+    # LF ends a line; a bare CR (or a form feed) inside one is not a line end
+    lines = event.raw.decode("utf-8", "backslashreplace").strip().split("\n")
     return lines[-1].strip() if lines else ""
 
 

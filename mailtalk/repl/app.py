@@ -29,6 +29,7 @@ from mailtalk.repl.completer import ProtocolCompleter
 from mailtalk.repl.history import RedactingFileHistory
 from mailtalk.repl.toolbar import toolbar_fragments
 from mailtalk.session_options import SessionOptions
+from mailtalk.terminal import safe_text
 from mailtalk.xdg import history_file
 
 STYLE = Style.from_dict(
@@ -68,7 +69,8 @@ class ReplScreen:
         self._task: Any = None
 
     def _print(self, line: StyledLine) -> None:
-        fragments = [(f"class:{style}" if style else "", text) for style, text in line]
+        # safe_text: server text (and notes quoting it) never reaches the terminal raw
+        fragments = [(f"class:{style}" if style else "", safe_text(text)) for style, text in line]
         print_formatted_text(FormattedText(fragments), style=STYLE)
 
     def sent(self, text: str, typed: bool) -> None:

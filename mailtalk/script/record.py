@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mailtalk.knowledge.replies import parse
+from mailtalk.terminal import safe_text
 
 _SECRET_MARK = "***"
 
@@ -54,7 +55,7 @@ class SessionRecorder:
         if parsed.code is None:
             self.lines.append("S: *")
         else:
-            self.lines.append(f"S: {parsed.code}")
+            self.lines.append(f"S: {safe_text(parsed.code)}")
 
     def data_file(self, path: str) -> None:
         """``:file PATH`` after DATA: the replayable form is ``data PATH``."""
@@ -67,7 +68,7 @@ class SessionRecorder:
         self.lines.append(text)
 
     def comment(self, text: str) -> None:
-        self.lines.append(f"# {text}")
+        self.lines.append(f"# {safe_text(text)}")
 
     @contextmanager
     def suspended(self) -> Iterator[None]:

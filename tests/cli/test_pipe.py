@@ -318,7 +318,7 @@ def test_non_utf8_reply_is_escaped() -> None:
         result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     assert_no_traceback(result)
-    assert "S: 250 caf\\xe9 \\xff\\xfe\x00 ok" in result.out_lines
+    assert "S: 250 caf\\xe9 \\xff\\xfe\\x00 ok" in result.out_lines  # NUL escaped too
     assert "S: 221 \\x80bye" in result.out_lines
 
 
