@@ -270,9 +270,10 @@ class Conversation:
             try:
                 event = self.core.next_event()
             except RemoteProtocolError as error:
-                self._note(f"the server broke the protocol: {error}", "error")
+                # Said once, by whoever catches the error (pipe mode's last line, the
+                # REPL's note); the listener is not told the server closed: we did.
+                self.transcript.add("#", f"the server broke the protocol: {error}")
                 self.close()
-                self.listener.closed()
                 raise ServerProtocolError(f"the server broke the protocol: {error}") from error
             if event is NEED_DATA:
                 return

@@ -18,7 +18,7 @@ from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one
 from mailtalk.exitcodes import ExitCode
 from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
 from mailtalk.net.transport import TransportError
-from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent
+from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent, peer_text
 from mailtalk.session_options import SessionOptions
 from mailtalk.terminal import safe_text
 
@@ -34,6 +34,7 @@ class PipeScreen:
         self.raw = raw
         self.colour = color_enabled(out.isatty())
         self.failures = 0
+        self._closed_untold = False
 
     def sent(self, text: str, typed: bool) -> None:
         self.out.write(f"C: {safe_text(text)}\n")
@@ -53,7 +54,15 @@ class PipeScreen:
         self.err.flush()
 
     def closed(self) -> None:
-        self.note("the server closed the connection")
+        # Told once the step is over, unless it ends in an error: the error line
+        # ("closed the connection without answering") says it then. One error, one line.
+        self._closed_untold = True
+
+    def step_done(self) -> None:
+        """A line (or :command) went through: say the server closed, if it did."""
+        if self._closed_untold:
+            self._closed_untold = False
+            self.note("the server closed the connection")
 
     # MetaUI
     def ask_secret(self, prompt: str) -> str:
@@ -103,6 +112,7 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
     conv = Conversation(options, screen)
     try:
         conv.start()
+        screen.step_done()
         for raw_line in source:
             line = raw_line.rstrip("\r\n")
             if line.startswith(":") and not getattr(conv.core, "in_data", False):
@@ -110,14 +120,16 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
                     run_meta(line, conv, screen)
                 except QuitRequested:
                     break
+                screen.step_done()
                 continue
             if conv.closed:
                 raise ServerClosedError(
-                    f"the server closed the connection; not sent: {line[:60]!r}"
+                    f"the server closed the connection; not sent: {peer_text(line, 60)}"
                 )
             conv.send_line(line)
             if conv.expects_reply():
                 conv.wait_final()
+            screen.step_done()
     except (MailtalkError, TransportError, ProtocolError) as error:
         sys.stderr.write(f"mailtalk: {one_line(error)}\n")
         conv.close()

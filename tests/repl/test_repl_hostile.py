@@ -19,8 +19,10 @@ RAW_PIECES = [b"\x1b]0;pwned", b"\x07", b"\x00", b"\x1b[2J", b"\xc2\x9b", b"\x7f
               "\u202e".encode()]
 
 
-def test_repl_shows_server_controls_escaped(start: Callable[..., Session],
-                                            tmp_path: Path) -> None:
+def test_repl_shows_server_controls_escaped(
+    start: Callable[..., Session],  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     saved = tmp_path / "saved.log"
     script = [
         b"220 " + HOSTILE + b"\r\n",
@@ -61,7 +63,9 @@ def test_repl_shows_server_controls_escaped(start: Callable[..., Session],
     assert_shown(saved.read_bytes())
 
 
-def test_repl_raw_mode_is_escaped_too(start: Callable[..., Session]) -> None:
+def test_repl_raw_mode_is_escaped_too(
+    start: Callable[..., Session],  # noqa: F811
+) -> None:
     script = [b"220 hi\r\n", Expect(b"NOOP"), b"250 " + HOSTILE + b"\r\n", Close()]
     with ScriptedPeer(script) as peer:
         session = start(*smtp(peer.port))
