@@ -30,6 +30,7 @@ from mailtalk.protocols.common import (
     RemoteProtocolError,
     ReplyClass,
     ServerEvent,
+    escape_bytes,
     first_line,
 )
 from mailtalk.session_options import SessionOptions
@@ -168,11 +169,18 @@ class Conversation:
         self._last_send = time.monotonic()
         if command is not None:
             self.last_command = command
-        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing.
+        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing;
+        # secrets as *** unless --show-secrets.
         wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
         added = wire[: len(wire) - len(line)] if wire.endswith(line) else ""
-        self.transcript.add("C", added + (line if self.options.show_secrets else shown))
-        self.listener.sent(added + shown, typed)
+        told = added + (line if self.options.show_secrets else shown)
+        self.transcript.add("C", told)
+        if getattr(self.listener, "raw", False):
+            # :raw shows the bytes sent as exactly as those received (CRLF and all)
+            if told != added + line:
+                data = told.encode("utf-8") + data[len(data.rstrip(b"\r\n")) :]
+            told = escape_bytes(data)
+        self.listener.sent(told, typed)
 
     def send_message(
         self,

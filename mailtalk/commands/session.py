@@ -43,9 +43,13 @@ def connection_options(func: F) -> F:
         click.option(
             "--show-secrets",
             is_flag=True,
-            help="Do not redact passwords and AUTH data in transcripts.",
+            help="Do not redact passwords and AUTH data (in C: lines and transcripts).",
         ),
-        click.option("--raw", is_flag=True, help="Start showing exact bytes, escaped (:raw)."),
+        click.option(
+            "--raw",
+            is_flag=True,
+            help="Show the exact bytes sent (C:) and received (S:), escaped (:raw).",
+        ),
         click.option(
             "--record",
             type=click.Path(dir_okay=False, writable=True),

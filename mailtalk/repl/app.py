@@ -74,11 +74,13 @@ class ReplScreen:
         print_formatted_text(FormattedText(fragments), style=STYLE)
 
     def sent(self, text: str, typed: bool) -> None:
-        if not typed:
+        if not typed or self.raw:  # :raw shows typed lines too, as the bytes sent
             self._print([("sent", f"C: {text}")])
 
     def event(self, event: ServerEvent, latency: float) -> None:
         for line in event_lines(event, latency, self.raw):
+            if self.raw:  # C: and S: lines, as pipe mode and openssl s_client -msg show them
+                line = [(line[0][0], "S: " + line[0][1]), *line[1:]]
             self._print(line)
         app = get_app_or_none()
         if app is not None:

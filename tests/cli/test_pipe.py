@@ -339,10 +339,10 @@ def test_raw_shows_crlf_escapes() -> None:
     assert result.returncode == 0
     assert result.out_lines == [
         "S: 220 peer.test ESMTP scripted\\r\\n",
-        "C: EHLO me",
+        "C: EHLO me\\r\\n",  # what was sent, as exactly as what came
         "S: 250-a\\r\\n",
         "S: 250 b\\n",  # a bare LF is shown as such
-        "C: QUIT",
+        "C: QUIT\\r\\n",
         "S: 221 bye\\r\\n",
     ]
 
