@@ -44,9 +44,10 @@ _FAILURE_CLASSES: Final = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
 
 class ReplyTimeout(MailtalkError):
-    """No reply within --timeout."""
+    """No reply within --timeout: connected, so not "could not connect" (3) but a
+    server that broke off the conversation (5), as ``mailtalk run`` says."""
 
-    exit_code = ExitCode.CONNECT
+    exit_code = ExitCode.PROTOCOL
 
 
 class Listener(Protocol):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from mailtalk import __version__
+from mailtalk.errors import UsageError
 from mailtalk.terminal import safe_text
 
 
@@ -33,7 +34,11 @@ class Transcript:
         self.entries: list[Entry] = []
         self._file: IO[str] | None = None
         if path:
-            self._file = _open_private(path, append=True)
+            try:
+                self._file = _open_private(path, append=True)
+            except OSError as error:  # --transcript checks first; this is a race's answer
+                reason = (error.strerror or str(error)).lower()
+                raise UsageError(f"cannot write the transcript {path}: {reason}") from None
             self._file.write(self.header())
 
     def header(self) -> str:

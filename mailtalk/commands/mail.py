@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mailtalk.cli import F, cli
+from mailtalk.cli import CAFile, F, cli
 
 
 def _resolver_option(func: F) -> F:
@@ -41,7 +41,7 @@ def _resolver_option(func: F) -> F:
 )
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    type=CAFile(),
     help="With --probe: trust the CA certificates (PEM) in this file.",
 )
 @click.option(
@@ -78,7 +78,7 @@ def mx(domain: str, **options: Any) -> None:
     "  2    bad arguments\n"
     "  3    could not connect, or no MX could be found\n"
     "  4    TLS failed\n"
-    "  5    the server broke the protocol or closed the connection\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time\n"
     "  6    authentication failed",
 )
 @click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
@@ -141,7 +141,7 @@ def mx(domain: str, **options: Any) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    type=CAFile(),
     help="Trust the CA certificates (PEM) in this file.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
@@ -192,7 +192,7 @@ def diagnose() -> None:
 )
 @_resolver_option
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cafile", type=CAFile())
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def diagnose_relay(**options: Any) -> None:
@@ -222,7 +222,7 @@ def diagnose_sender(**options: Any) -> None:
 @click.argument("url")
 @click.option("--user", required=True, help="The login name.")
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cafile", type=CAFile())
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def diagnose_login(url: str, **options: Any) -> None:

@@ -21,6 +21,10 @@ from typing import Any, Final
 
 # Appended to every certificate verification failure: the two ways out.
 VERIFY_HINT: Final = "Use --cafile FILE to trust the issuer, or --insecure to skip verification."
+# ... and when --cafile was given and did not hold the issuer.
+VERIFY_HINT_CAFILE: Final = (
+    "Use --cafile FILE with the issuer's certificate, or --insecure to skip verification."
+)
 
 # OpenSSL's X509_V_ERR_* codes (x509_vfy.h) that have a plain-words explanation.
 _UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -151,6 +155,7 @@ def explain_verification_failure(
     error: ssl.SSLCertVerificationError,
     host: str,
     certificate: bytes | None,
+    cafile: str | None = None,
 ) -> tuple[str, str]:
     """Turn a failed certificate check into ``(reason, message)``.
 
@@ -158,8 +163,11 @@ def explain_verification_failure(
     "unknown-issuer" or "other", for code that wants to branch; ``message`` is the
     plain-words sentence followed by ``VERIFY_HINT``. ``certificate`` is the server's
     DER certificate if it could be captured; without it the message has fewer details.
+    ``cafile`` is the --cafile given, if any: when the issuer is unknown, the message
+    says that file did not hold it (rather than advising --cafile once more).
     """
     facts = decode_certificate(certificate) if certificate else CertificateFacts()
+    hint = VERIFY_HINT
     code = error.verify_code
     if code == _CERT_HAS_EXPIRED:
         reason = "expired"
@@ -188,6 +196,12 @@ def explain_verification_failure(
     elif code == _DEPTH_ZERO_SELF_SIGNED_CERT:
         reason = "self-signed"
         sentence = f"the certificate of {host} is self-signed, so nothing vouches for it"
+        if cafile:
+            sentence = (
+                f"the certificate of {host} is self-signed (nothing vouches for it), "
+                f"and {cafile} does not hold it"
+            )
+            hint = VERIFY_HINT_CAFILE
     elif code in (
         _UNABLE_TO_GET_ISSUER_CERT,
         _UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
@@ -199,11 +213,46 @@ def explain_verification_failure(
         sentence = (
             f"the certificate of {host} was issued by {issuer}, which is not in your trusted CAs"
         )
+        if cafile:
+            sentence = (
+                f"the certificate of {host} was issued by {issuer}, which is neither in "
+                f"{cafile} nor in the system's trusted CAs"
+            )
+            hint = VERIFY_HINT_CAFILE
     else:
         reason = "other"
         detail = error.verify_message or error.reason or str(error)
         sentence = f"the certificate of {host} could not be verified ({detail})"
-    return reason, f"{sentence}. {VERIFY_HINT}"
+    return reason, f"{sentence}. {hint}"
+
+
+def check_cafile(path: str) -> str:
+    """``path`` if it can be --cafile (a readable file holding at least one PEM
+    certificate); otherwise ValueError with the sentence to show.
+
+    The one place that decides, for every command taking --cafile and for ``cafile=``
+    on a session file's connect line, so that a wrong file is a bad option (exit 2)
+    said before connecting, never a TLS failure with OpenSSL's words.
+    """
+    shown = os.path.expanduser(path)
+    if not os.path.exists(shown):
+        raise ValueError(f"{path} does not exist")
+    if os.path.isdir(shown):
+        raise ValueError(f"{path} is a directory; give a file of PEM certificates")
+    if not os.path.isfile(shown):
+        raise ValueError(f"{path} is not a regular file; give a file of PEM certificates")
+    if not os.access(shown, os.R_OK):
+        raise ValueError(f"cannot read {path}: permission denied")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=shown)
+    except (ssl.SSLError, ValueError):
+        raise ValueError(
+            f"{path} is not a CA file: it holds no PEM certificate"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {(error.strerror or str(error)).lower()}") from None
+    return path
 
 
 def _list_names(names: Sequence[str]) -> str:

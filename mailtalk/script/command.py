@@ -6,7 +6,6 @@ never half-runs a session against a production server.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -77,6 +76,10 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
             click.echo(f"mailtalk: {error}", err=True)
             return ExitCode.USAGE
     for script in scripts:
+        problem = _cafile_problem(script)
+        if problem:
+            click.echo(f"mailtalk: {problem}", err=True)
+            return ExitCode.USAGE
         if options.reuse and not script.has_loop:
             click.echo(
                 f"mailtalk: {script.name}: --reuse needs a loop ... end block in the file "
@@ -87,12 +90,11 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
 
     if options.junit:
         # find out now, not after every file has run and delivered its mail
-        directory = os.path.dirname(os.path.abspath(options.junit))
-        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            click.echo(
-                f"mailtalk: cannot write {options.junit}: no such directory, or not writable",
-                err=True,
-            )
+        from mailtalk.cli import output_file_problem
+
+        problem = output_file_problem(options.junit)
+        if problem:
+            click.echo(f"mailtalk: {problem}", err=True)
             return ExitCode.USAGE
     settings = RunSettings(
         timeout=options.timeout,
@@ -129,6 +131,21 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
             return ExitCode.USAGE
     out.flush()
     return exit_code
+
+
+def _cafile_problem(script: Script) -> str | None:
+    """A connect line's cafile= that holds no CA certificate, said before anything runs
+    (as --cafile is for the other commands: net.tls.check_cafile decides for both)."""
+    from mailtalk.net.tls import check_cafile
+    from mailtalk.script.format import Connect
+
+    for step in script.steps:
+        if isinstance(step, Connect) and step.cafile:
+            try:
+                check_cafile(step.cafile)
+            except ValueError as error:
+                return f"{step.where}: cafile: {error}"
+    return None
 
 
 def _echo(out: TextIO) -> Callable[[object], None]:

@@ -411,7 +411,7 @@ def test_endless_multiline_reply_then_silence_times_out() -> None:
     with ScriptedPeer(script) as peer:
         result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
                           stdin=b"EHLO me\nQUIT\n")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply from 127.0.0.1 within 0.5 s")
 
 
@@ -420,7 +420,7 @@ def test_reply_timeout() -> None:
     with ScriptedPeer(script) as peer:
         result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
                           stdin=b"EHLO me\nQUIT\n")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
     assert result.seconds < 2.5
     assert b"QUIT" not in peer.data()
@@ -429,7 +429,7 @@ def test_reply_timeout() -> None:
 def test_greeting_timeout() -> None:
     with ScriptedPeer([Hold()]) as peer:
         result = mailtalk("imap", "--timeout", "0.5", f"127.0.0.1:{peer.port}", stdin=b"")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
 
 
