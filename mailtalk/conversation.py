@@ -295,7 +295,7 @@ class Conversation:
             assert not isinstance(event, type(NEED_DATA))
             self._events += 1
             latency = time.monotonic() - self._last_send
-            self.transcript.add("S", event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+            self.transcript.add_raw("S", event.raw)
             if event.final:
                 self._final_events += 1
                 self.last_final = event

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from mailtalk.conversation import Conversation
-from mailtalk.display import color_enabled, event_lines, to_ansi
+from mailtalk.display import color_enabled, iter_event_lines, to_ansi
 from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
@@ -43,7 +43,7 @@ class PipeScreen:
     def event(self, event: ServerEvent, latency: float) -> None:
         if event.final and event.reply_class in FAILURE_CLASSES:
             self.failures += 1
-        for line in event_lines(event, None, self.raw):
+        for line in iter_event_lines(event, None, self.raw):
             self.out.write("S: " + to_ansi(line, self.colour) + "\n")
         self.out.flush()
 

@@ -99,6 +99,8 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
     settings = RunSettings(
         timeout=options.timeout,
         keep_going=options.keep_going,
+        # the transcript is kept only for the reports that print it
+        record_transcript=options.as_json or bool(options.junit),
         ask_secret=_secret_asker("-" in files),
     )
     results: list[RunResult] = []

@@ -16,11 +16,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Final
 
 from mailtalk.knowledge.replies import parse
 from mailtalk.terminal import safe_text
 
 _SECRET_MARK = "***"
+
+# Until :record starts, the lines are kept only in case it does: at most this many
+# (the connect line and the latest ones), so a server flooding the client with
+# replies costs bounded memory. While recording, every line is kept for the file.
+MAX_UNRECORDED_LINES: Final = 10_000
 
 
 class SessionRecorder:
@@ -31,6 +37,15 @@ class SessionRecorder:
         self._suspended = 0
         # `mailtalk run` turns it off: a replay needs no record of itself
         self.enabled = True
+        self.dropped = 0  # lines let go before recording began
+
+    def _keep(self, line: str) -> None:
+        self.lines.append(line)
+        if self.path is None and len(self.lines) > MAX_UNRECORDED_LINES:
+            # the connect line stays; the oldest half of the rest goes, at once
+            cut = len(self.lines) - MAX_UNRECORDED_LINES // 2
+            del self.lines[1:cut]
+            self.dropped += cut - 1
 
     # -- what the conversation tells it ----------------------------------------
 
@@ -38,24 +53,27 @@ class SessionRecorder:
         options = " insecure" if insecure else ""
         if cafile:
             options += f" cafile={os.path.abspath(cafile)}"
-        self.lines.append(f"connect {url}{options}")
+        self._keep(f"connect {url}{options}")
 
     def sent(self, line: str, shown: str, protocol: str) -> None:
         if self._suspended or not self.enabled:
             return
         if shown != line:
             shown = shown.replace(_SECRET_MARK, "${" + self._secret_name(shown) + "}")
-        self.lines.append(f"C: {shown}")
+        self._keep(f"C: {shown}")
 
     def reply(self, raw: bytes, protocol: str) -> None:
         if self._suspended or not self.enabled:
             return
-        text = raw.decode("utf-8", "backslashreplace").strip()
+        # the code is on the first line (the last of an SMTP reply repeats it): a
+        # message of 64 MiB after +OK is not decoded to find it
+        end = raw.find(b"\n")
+        text = raw[: len(raw) if end < 0 else end].decode("utf-8", "backslashreplace").strip()
         parsed = parse(text, protocol)  # type: ignore[arg-type]
         if parsed.code is None:
-            self.lines.append("S: *")
+            self._keep("S: *")
         else:
-            self.lines.append(f"S: {safe_text(parsed.code)}")
+            self._keep(f"S: {safe_text(parsed.code)}")
 
     def data_file(self, path: str) -> None:
         """``:file PATH`` after DATA: the replayable form is ``data PATH``."""
@@ -65,10 +83,10 @@ class SessionRecorder:
             self.comment(f"a message was sent from {path} here; it cannot be replayed")
 
     def directive(self, text: str) -> None:
-        self.lines.append(text)
+        self._keep(text)
 
     def comment(self, text: str) -> None:
-        self.lines.append(f"# {safe_text(text)}")
+        self._keep(f"# {safe_text(text)}")
 
     @contextmanager
     def suspended(self) -> Iterator[None]:
@@ -99,7 +117,15 @@ class SessionRecorder:
         ]
         for name in self.secrets:
             header.append(f"# needs ${{{name}}}: mailtalk run --var {name}=... or export {name}")
-        return "\n".join([*header, *self.lines]) + "\n"
+        lines = self.lines
+        if self.dropped:
+            lines = [
+                lines[0],
+                f"# {self.dropped} lines of this session were not kept before recording "
+                "began (too many); this file does not replay from the start",
+                *lines[1:],
+            ]
+        return "\n".join([*header, *lines]) + "\n"
 
     def write(self, path: str) -> None:
         """The whole file at once: a temporary file renamed over ``path``."""

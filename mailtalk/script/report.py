@@ -50,6 +50,9 @@ def json_lines(result: RunResult, out: TextIO, run: int | None = None) -> None:
     base: dict[str, object] = {"file": result.name}
     if run is not None:
         base["run"] = run
+    if result.transcript.dropped:
+        note = f"{result.transcript.dropped} earlier lines were not kept (too many)"
+        out.write(json.dumps({**base, "dir": "#", "text": note}) + "\n")
     for line in result.transcript:
         out.write(
             json.dumps(
@@ -115,7 +118,11 @@ def write_junit(results: Sequence[RunResult], path: str) -> None:
             element.text = "\n".join(failure_lines(failure))
         if result.transcript:
             output = ET.SubElement(case, "system-out")
-            output.text = "\n".join(transcript_line(line) for line in result.transcript)
+            dropped = result.transcript.dropped
+            output.text = "\n".join(
+                ([f"# {dropped} earlier lines were not kept (too many)"] if dropped else [])
+                + [transcript_line(line) for line in result.transcript]
+            )
     root = ET.Element("testsuites")
     root.append(suite)
     tree = ET.ElementTree(root)
