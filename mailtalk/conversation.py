@@ -54,7 +54,11 @@ class Listener(Protocol):
     """Who is told what happens: the REPL's screen, or the pipe mode's stdout."""
 
     def sent(self, text: str, typed: bool) -> None:
-        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls)."""
+        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls).
+
+        ``text`` is the line as it may be shown: secrets as *** unless --show-secrets,
+        and, for a listener whose ``raw`` is true, the escaped bytes on the wire.
+        """
 
     def event(self, event: ServerEvent, latency: float) -> None: ...
 
