@@ -23,17 +23,17 @@ _mailtalk_spec() {
             subcommands='login relay sender'
             ;;
         'mailtalk diagnose login')
-            opts='--user --insecure --cafile --timeout --json -h --help'
+            opts='--user --insecure --cafile --timeout --brief --json -h --help'
             value_opts='--user --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk diagnose relay')
-            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --json -h --help'
+            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --brief --json -h --help'
             value_opts='--from --to --server --auth --resolver --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk diagnose sender')
-            opts='--from --resolver --timeout --json -h --help'
+            opts='--from --resolver --timeout --brief --json -h --help'
             value_opts='--from --resolver --timeout'
             subcommands=''
             ;;
@@ -48,7 +48,7 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk mx')
-            opts='--resolver --probe --port --cafile --timeout --json -h --help'
+            opts='--resolver --probe --port --cafile --timeout --brief --json -h --help'
             value_opts='--resolver --port --cafile --timeout'
             subcommands=''
             ;;
@@ -63,13 +63,13 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --insecure --cafile --timeout --json -h --help'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
             value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -284,6 +284,9 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--domain')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--hostname')
             COMPREPLY=()
             ;;
         'mailtalk serve|--user')

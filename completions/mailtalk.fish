@@ -27,7 +27,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --transcript --record
     end
@@ -124,36 +124,39 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d '
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
 
 # mailtalk diagnose
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a login -d 'Why does a POP3 or IMAP login fail?'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a login -d 'Why does a login fail?'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a relay -d 'Why does the server say "relaying denied"?'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a sender -d 'Would servers accept this sender?'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk diagnose login
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'user' -x -d 'The login name.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'user' -x -d 'The login name (default: the user in the URL, as in imap://alice@host).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cafile' -r -F -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for a server whose certificate your system does not know (a private CA, mailtalk serve\'s ROOT/tls/ca.pem).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
 
 # mailtalk diagnose relay
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d ''
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'to' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d 'Envelope sender.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'to' -x -d 'The recipient.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'server' -x -d 'The server you send through (default: the recipient domain\'s first MX).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'auth' -x -d 'Also try authenticated; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'cafile' -r -F -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for a server whose certificate your system does not know (a private CA, mailtalk serve\'s ROOT/tls/ca.pem).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk diagnose sender
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'from' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'from' -x -d 'Envelope sender.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
@@ -184,6 +187,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'probe' -d 'Connect to 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'port' -x -d 'The SMTP port --probe connects to.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'cafile' -r -F -d 'With --probe: trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'timeout' -x -d 'Seconds for each DNS query and each connection.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'brief' -d 'Only the answer and the records (and the probe), not the lesson.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
@@ -235,6 +239,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'brief' -d 'The conversation and the result only: no explanation under refusals.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'json' -d 'The transcript and result as JSON lines.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
@@ -249,6 +254,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP port (STARTTLS).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'hostname' -x -d 'This server\'s name (control/me): banner, HELO reply, Received.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Inject a fault.'

@@ -404,7 +404,9 @@ def _shown_name(domain: str, result: MXResult) -> str:
     return f"{typed} (in DNS {result.domain})" if typed.lower() != result.domain else result.domain
 
 
-def _plain(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO) -> None:
+def _plain(
+    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+) -> None:
     import textwrap
 
     from mailtalk.terminal import plain_width
@@ -418,7 +420,8 @@ def _plain(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO
         for pref, host, where in rows:
             out.write(f"  {pref:>{pref_w}}  {host:<{host_w}}  {where}\n")
     out.write(f"resolver: {result.resolver}\n")
-    out.write("\n" + textwrap.fill(lesson(result), width) + "\n")
+    if not brief:
+        out.write("\n" + textwrap.fill(lesson(result), width) + "\n")
     if probes is not None:
         out.write("\nProbe:\n" if probes else "\nProbe: no MX address to connect to\n")
         for probe in probes:
@@ -427,7 +430,9 @@ def _plain(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO
     out.flush()
 
 
-def _rich(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO) -> None:
+def _rich(
+    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -445,8 +450,9 @@ def _rich(result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO)
             table.add_row(Text(pref), Text(host), Text(where))
         console.print(table)
     console.print(Text(f"resolver: {result.resolver}", style="dim"))
-    console.print()
-    console.print(Text(lesson(result), style="italic"))
+    if not brief:
+        console.print()
+        console.print(Text(lesson(result), style="italic"))
     if probes is not None:
         console.print()
         console.print(Text("Probe" if probes else "Probe: no MX address to connect to", "bold"))
@@ -464,8 +470,10 @@ def run_mx(
     as_json: bool = False,
     stream: TextIO | None = None,
     cafile: str | None = None,
+    brief: bool = False,
 ) -> int:
-    """Show DOMAIN's MX picture; the exit status (see ``mailtalk mx --help``)."""
+    """Show DOMAIN's MX picture; the exit status (see ``mailtalk mx --help``).
+    ``brief``: without the lesson (the paragraph on how mail travels)."""
     from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
 
     out = stream or sys.stdout
@@ -500,7 +508,7 @@ def run_mx(
         out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
         out.flush()
     elif out.isatty() or os.environ.get("FORCE_COLOR"):
-        _rich(result, shown, probes, out)
+        _rich(result, shown, probes, out, brief)
     else:
-        _plain(result, shown, probes, out)
+        _plain(result, shown, probes, out, brief)
     return status

@@ -57,8 +57,32 @@ def split_address(address: str, what: str) -> tuple[str, str]:
     return local, domain
 
 
-def build_message(options: dict[str, Any]) -> bytes:
-    """The message: --data as it is, or one built from --subject/--body/--header/--attach."""
+def _attach_message(
+    message: Any, data: bytes, name: str, notes: list[str] | None
+) -> bool:
+    """Attach ``data`` (an .eml) as message/rfc822, which RFC 2046 5.2.1 allows only
+    as 7bit, 8bit or binary: never base64. False when the file cannot be carried so
+    (a NUL or a line over 998 bytes needs binary, which SMTP DATA cannot carry)."""
+    import email
+    import email.policy
+
+    lines = data.replace(b"\r\n", b"\n").split(b"\n")
+    if b"\0" in data or any(len(line) > 998 for line in lines):
+        if notes is not None:
+            notes.append(
+                f"{name} has NUL bytes or lines over 998 bytes, so it cannot go as "
+                "message/rfc822 (7bit or 8bit only): attached as application/octet-stream"
+            )
+        return False
+    inner = email.message_from_bytes(data, policy=email.policy.default)
+    cte = "7bit" if data.isascii() else "8bit"
+    message.add_attachment(inner, cte=cte, filename=name)
+    return True
+
+
+def build_message(options: dict[str, Any], notes: list[str] | None = None) -> bytes:
+    """The message: --data as it is, or one built from --subject/--body/--header/--attach.
+    Anything worth saying about how it was built is added to ``notes``."""
     if options.get("data_file"):
         with open(options["data_file"], "rb") as file:
             return file.read()
@@ -67,7 +91,8 @@ def build_message(options: dict[str, Any]) -> bytes:
     import mimetypes
     from email.message import EmailMessage
 
-    message = EmailMessage(policy=email.policy.SMTP)
+    # refold_source="none": an attached message's own headers stay as they were
+    message = EmailMessage(policy=email.policy.SMTP.clone(refold_source="none"))
     message["From"] = options["sender"]
     message["To"] = ", ".join(options["recipients"])
     message["Subject"] = options.get("subject") or "mailtalk test message"
@@ -88,9 +113,13 @@ def build_message(options: dict[str, Any]) -> bytes:
         kind, _ = mimetypes.guess_type(path)
         maintype, subtype = (kind or "application/octet-stream").split("/", 1)
         with open(path, "rb") as file:
-            message.add_attachment(
-                file.read(), maintype=maintype, subtype=subtype, filename=os.path.basename(path)
-            )
+            data = file.read()
+        name = os.path.basename(path)
+        if (maintype, subtype) == ("message", "rfc822"):
+            if _attach_message(message, data, name, notes):
+                continue
+            maintype, subtype = "application", "octet-stream"
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return message.as_bytes()
 
 
@@ -172,6 +201,7 @@ def converse(
     )
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
+    conv.explain_inline = not options.get("brief")  # --brief: no lesson under refusals
     quit_after = options.get("quit_after")
     finished = False
     try:
@@ -294,24 +324,22 @@ def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> li
 
     timeout = min(float(options.get("timeout") or 30), 10.0)
     result = lookup_mx(domain, Resolver(options.get("resolver"), timeout))
+    # A lookup that finds nowhere to deliver is said once, as the error.
+    if result.status in ("nxdomain", "null", "nodata"):
+        raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
+    if result.status in ("servfail", "timeout"):
+        shown = domain if result.domain == domain.lower() else f"{domain} ({result.domain})"
+        raise SendFailed(
+            f"cannot find the MX of {shown}: {result.message}",
+            temporary=True,
+            exit_code=ExitCode.CONNECT,
+        )
     listener.note(f"MX of {result.domain}: {result.message}")
     for host in result.hosts:
         if host.addresses:
             listener.note(f"  {host.preference:>3} {host.host} {' '.join(host.addresses)}")
         else:
             listener.note(f"  {host.preference:>3} {host.host} ({host.error})")
-    if result.status in ("nxdomain", "null", "nodata"):
-        raise SendFailed(
-            f"cannot deliver to {domain}: {result.message}",
-            temporary=False,
-            exit_code=ExitCode.CONNECT,
-        )
-    if result.status in ("servfail", "timeout"):
-        raise SendFailed(
-            f"cannot find the MX of {domain}: {result.message}",
-            temporary=True,
-            exit_code=ExitCode.CONNECT,
-        )
     targets = []
     port = int(options.get("mx_port") or 25)
     for host in result.hosts:
@@ -336,7 +364,10 @@ def run_send(**options: Any) -> int:
             domains.setdefault(split_address(recipient, "--to")[1].lower(), []).append(recipient)
         if options.get("starttls") and options.get("implicit_tls"):
             raise UsageError("--starttls and --tls exclude each other")
-        message = build_message(options)
+        notes: list[str] = []
+        message = build_message(options, notes)
+        for note in notes:
+            listener.note(note, "warning")
     except UsageError as error:
         click.echo(f"mailtalk: {error}", err=True)
         return ExitCode.USAGE
@@ -361,7 +392,7 @@ def run_send(**options: Any) -> int:
             try:
                 groups.append((_targets_for(domain, options, listener), members))
             except SendFailed as error:
-                failures.append((domain, str(error), int(error.exit_code)))
+                failures.append((", ".join(members), str(error), int(error.exit_code)))
     for targets, members in groups:
         last_error: tuple[str, int] | None = None
         for target in targets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,6 +17,13 @@ def _resolver_option(func: F) -> F:
         metavar="HOST[:PORT]",
         help="Ask this DNS server instead of the system's (e.g. mailtalk serve --dns).",
     )(func)
+
+
+def _brief_option(what: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option("--brief", is_flag=True, help=what)(func)
+
+    return decorate
 
 
 @cli.command(
@@ -51,6 +59,7 @@ def _resolver_option(func: F) -> F:
     show_default=True,
     help="Seconds for each DNS query and each connection.",
 )
+@_brief_option("Only the answer and the records (and the probe), not the lesson.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def mx(domain: str, **options: Any) -> None:
     """Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.
@@ -67,9 +76,9 @@ def mx(domain: str, **options: Any) -> None:
 
 @cli.command(
     epilog="\b\nExamples:\n"
-    "  mailtalk send --from me@example.org --to you@example.net          # via the MX\n"
+    "  mailtalk send --from me@example.org --to you@example.net   # via the MX\n"
     "  mailtalk send --from me@isp.test --to you@example.net \\\n"
-    "      --server smtp.isp.test:587 --starttls --auth me                # like a MUA\n"
+    "      --server smtp.isp.test:587 --starttls --auth me         # like a MUA\n"
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
     "      --subject hi --attach report.pdf --quit-after rcpt\n\n"
     "\b\nExit status:\n"
@@ -145,6 +154,7 @@ def mx(domain: str, **options: Any) -> None:
     help="Trust the CA certificates (PEM) in this file.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@_brief_option("The conversation and the result only: no explanation under refusals.")
 @click.option("--json", "as_json", is_flag=True, help="The transcript and result as JSON lines.")
 def send(**options: Any) -> None:
     """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
@@ -160,25 +170,45 @@ def send(**options: Any) -> None:
 
 @cli.group(
     epilog="\b\nExamples:\n"
-    "  mailtalk diagnose relay --from me@isp.test --to you@example.net --server mail.isp.test\n"
+    "  mailtalk diagnose relay --from me@isp.test --to you@example.net \\\n"
+    "      --server mail.isp.test\n"
     "  mailtalk diagnose sender --from me@example.org\n"
-    "  mailtalk diagnose login imap://mail.example.org --user alice",
+    "  mailtalk diagnose login imaps://alice@mail.example.org\n"
+    "  mailtalk diagnose login submission://alice@mail.example.org  # SMTP AUTH\n\n"
+    "Each prints a verdict in one sentence, the evidence, and what to do as the\n"
+    "user and as the admin (--brief: the verdict and the evidence only; --json).",
 )
 def diagnose() -> None:
     """Find out why mail is refused, from the live servers' own answers."""
 
 
+_CAFILE_HELP = (
+    "Trust the CA certificates (PEM) in this file, for a server whose certificate "
+    "your system does not know (a private CA, mailtalk serve's ROOT/tls/ca.pem)."
+)
+_BRIEF_HELP = "Only the verdict and the evidence, not what to do."
+
+
 @diagnose.command(
     "relay",
-    epilog="\b\nExit status:\n"
-    "  0    the server takes the recipient (or relays for you)\n"
+    epilog="\b\nExamples:\n"
+    "  mailtalk diagnose relay --from me@isp.test --to you@example.net \\\n"
+    "      --server mail.isp.test               # why 'Relay access denied'?\n"
+    "  mailtalk diagnose relay --from me@isp.test --to you@example.net \\\n"
+    "      --server mail.isp.test:587 --auth me # and what AUTH changes\n"
+    "  mailtalk diagnose relay --from a@x.test --to b@y.test \\\n"
+    "      --server localhost:2525 --resolver 127.0.0.1:5353 --brief\n\n"
+    "\b\nExit status:\n"
+    "  0    the server takes the recipient, or relays for you\n"
     "  1    it refuses: the verdict says why\n"
-    "  2    bad arguments\n"
-    "  3    could not connect\n"
-    "  7    the server is an open relay (a security finding)",
+    "  2    bad arguments (a --cafile with no certificate too)\n"
+    "  3    could not connect, or the DNS did not answer without --server\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time\n"
+    "  7    an open relay: it relays for a client outside its host and network\n"
+    "       (a security finding; never claimed from this host's own addresses)",
 )
-@click.option("--from", "sender", required=True, metavar="ADDRESS")
-@click.option("--to", "recipient", required=True, metavar="ADDRESS")
+@click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
+@click.option("--to", "recipient", required=True, metavar="ADDRESS", help="The recipient.")
 @click.option(
     "--server",
     metavar="HOST[:PORT]",
@@ -192,23 +222,39 @@ def diagnose() -> None:
 )
 @_resolver_option
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=CAFile())
+@click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def diagnose_relay(**options: Any) -> None:
     """Why does the server say "relaying denied"? Runs the conversation up to RCPT
     (never DATA) and explains the answer with evidence: is the server an MX of
     the recipient domain, was AUTH offered (and only after STARTTLS), would
-    authenticating change it, is the server an open relay."""
+    authenticating change it, whom does it relay for without AUTH. A server
+    that is not the domain's MX and refuses its recipient is refusing to relay,
+    however it words it. A server on this host that relays for you is asked
+    again from this host's other addresses; what that shows is said, and no
+    open relay is claimed from them."""
     from mailtalk.diagnose.relay import run_diagnose_relay
 
     sys.exit(run_diagnose_relay(**options))
 
 
-@diagnose.command("sender")
-@click.option("--from", "sender", required=True, metavar="ADDRESS")
+@diagnose.command(
+    "sender",
+    epilog="\b\nExamples:\n"
+    "  mailtalk diagnose sender --from me@example.org\n"
+    "  mailtalk diagnose sender --from me@isp.test --resolver 127.0.0.1:5353\n\n"
+    "\b\nExit status:\n"
+    "  0    the sender's domain can receive mail\n"
+    "  1    it cannot: NXDOMAIN, no records, or a null MX\n"
+    "  2    bad arguments\n"
+    "  3    the DNS did not answer",
+)
+@click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
 @_resolver_option
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def diagnose_sender(**options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
@@ -218,17 +264,41 @@ def diagnose_sender(**options: Any) -> None:
     sys.exit(run_diagnose_sender(**options))
 
 
-@diagnose.command("login")
+@diagnose.command(
+    "login",
+    epilog="\b\nExamples:\n"
+    "  mailtalk diagnose login imap://alice@mail.example.org\n"
+    "  mailtalk diagnose login pop3s://mail.example.org --user alice\n"
+    "  mailtalk diagnose login submission://alice@smtp.example.org  # SMTP AUTH\n"
+    "  mailtalk diagnose login imap://alice@localhost:2143 --cafile ca.pem\n\n"
+    "\b\nExit status:\n"
+    "  0    the login works\n"
+    "  1    it fails: the verdict says why\n"
+    "  2    bad arguments (no user, not a URL, a --cafile with no certificate)\n"
+    "  3    could not connect\n"
+    "  4    TLS could not be started, or submission:// found no STARTTLS\n"
+    "       (the password was not sent)\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time",
+)
 @click.argument("url")
-@click.option("--user", required=True, help="The login name.")
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="The login name (default: the user in the URL, as in imap://alice@host).",
+)
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=CAFile())
+@click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def diagnose_login(url: str, **options: Any) -> None:
-    """Why does a POP3 or IMAP login fail? Tells a wrong password from plaintext
-    login being disabled, TLS being required, or a locked mailbox, from the
-    server's own answers. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
+    """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
+    imaps://) and SMTP AUTH (submission://, smtps://, smtp://). TLS comes first:
+    where STARTTLS/STLS is offered the password goes only after it, and never in
+    plain text if TLS fails. Tells a wrong password from plain-text login being
+    disabled, TLS being required, no AUTH on the port, a locked mailbox or a
+    login delay, from the server's own answers, and says which way the login
+    went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
     from mailtalk.diagnose.login import run_diagnose_login
 
     sys.exit(run_diagnose_login(url, **options))

@@ -20,6 +20,7 @@ DEFAULT_SERVE_PORTS = {
     "  mailtalk serve --user alice:secret\n"
     "  mailtalk serve --smtp 0 --json\n"
     "  mailtalk serve --domain example.test --personality qmail\n"
+    "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
     "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Mailbox full'\n"
     "  mailtalk serve --sink --smtp 2525\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
@@ -45,6 +46,13 @@ DEFAULT_SERVE_PORTS = {
 @click.option("--imap", "imap_port", type=click.IntRange(0, 65535), help="IMAP port (STARTTLS).")
 @click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
+@click.option(
+    "--hostname",
+    metavar="NAME",
+    help="This server's name (control/me): banner, HELO reply, Received. "
+    "[default for a new root: localhost on 127.0.0.1, else the first --domain, "
+    "else the --listen address]",
+)
 @click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Add a user.")
 @click.option(
     "--personality",

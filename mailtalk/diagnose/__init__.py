@@ -39,7 +39,9 @@ class Report:
             "facts": self.facts,
         }
 
-    def write(self, as_json: bool, out: TextIO | None = None) -> None:
+    def write(self, as_json: bool, out: TextIO | None = None, brief: bool = False) -> None:
+        """The report: JSON, or text; ``brief``: only the verdict and the evidence,
+        for readers who know the lesson."""
         from mailtalk.terminal import safe_strings, safe_text
 
         target = out or sys.stdout
@@ -60,24 +62,34 @@ class Report:
                         80,
                         initial_indent=f"  {bullet} ",
                         subsequent_indent=" " * (3 + len(bullet)),
+                        break_on_hyphens=False,
                     )
                     + "\n"
                 )
 
-        summary = safe_text(self.summary)
-        target.write(textwrap.fill(f"Verdict: {summary}", 80, subsequent_indent="  ") + "\n")
-        if self.security:
-            security = safe_text(self.security)
+        def paragraph(text: str) -> None:
             target.write(
-                textwrap.fill(f"SECURITY: {security}", 80, subsequent_indent="  ") + "\n"
+                textwrap.fill(
+                    safe_text(text), 80, subsequent_indent="  ", break_on_hyphens=False
+                )
+                + "\n"
             )
+
+        paragraph(f"Verdict: {self.summary}")
+        if self.security:
+            paragraph(f"SECURITY: {self.security}")
         block("Evidence", self.evidence, "-")
+        if brief:
+            target.flush()
+            return
         block("What to do, as the user", self.fixes_user, "•")
         block("What to do, as the server's admin", self.fixes_admin, "•")
         target.flush()
 
 
-def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) -> int:
+def run_report(
+    diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool, brief: bool = False
+) -> int:
     """Run a diagnosis and print its report; a bad argument or a server that cannot be
     reached is one line on standard error with its exit status."""
     import click
@@ -94,5 +106,5 @@ def run_report(diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool) 
     except SendFailed as error:
         click.echo(f"mailtalk: {one_line(error)}", err=True)
         return int(error.exit_code)
-    report.write(as_json)
+    report.write(as_json, brief=brief)
     return int(code)

@@ -9,9 +9,21 @@ denied" means the client asked a server that is neither.
 
 The conversation goes up to RCPT and never sends a message: greeting, EHLO, MAIL,
 RCPT as a stranger; RSET; STARTTLS and EHLO again (is AUTH offered only now?);
-with --auth, AUTH and MAIL/RCPT once more. A server that takes a foreign recipient
-from a stranger is asked again from a second local address, when it is on
-loopback, to tell "trusts this client's address" from "an open relay".
+with --auth, AUTH and MAIL/RCPT once more.
+
+A server that is not the domain's MX and refuses its recipient is refusing to
+relay, whatever its words: it has no mailboxes there to know of (OpenSMTPD says
+"550 Invalid recipient" for both). "No such user" is for the domain's own MX.
+
+A server that takes a foreign recipient from a stranger may trust the client's
+address (Postfix mynetworks, qmail RELAYCLIENT, Exim relay_from_hosts) or relay
+for anyone. On this host it is asked again from every other address of this host
+we can use (a second loopback address, the address toward the outside); where it
+refuses one, it trusts by address. Where it relays for all, nothing seen from one
+host tells "trusts this host" (Debian's mynetworks = 127.0.0.0/8, Postfix's
+mynetworks_style = host, OpenSMTPD's "from local") from an open relay, and the
+verdict says only what was shown. The open-relay finding (exit 7) needs a client
+address the server cannot plausibly trust: one outside its host and its network.
 """
 
 from __future__ import annotations
@@ -33,6 +45,9 @@ from mailtalk.target import Target
 
 # A second loopback address to ask from: a server trusting 127.0.0.1 does not trust it.
 SECOND_SOURCE = "127.0.0.254"
+# Documentation addresses: "which of my addresses would reach them" finds the address
+# this host uses toward the outside (a UDP connect() sends nothing).
+OUTSIDE = {4: "198.51.100.1", 6: "2001:db8::1"}
 
 ADMIN_RELAY_SETTINGS = (
     "Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
@@ -54,6 +69,7 @@ class Step:
 
 @dataclass
 class Findings:
+    peer: str | None = None  # the server's address we connected to
     greeting: str = ""
     extensions: list[str] = field(default_factory=list)
     auth_plain: list[str] = field(default_factory=list)  # AUTH offered before TLS
@@ -108,6 +124,8 @@ def converse(
     found = Findings()
     try:
         conv.open()
+        if conv.transport is not None and conv.transport.peer:
+            found.peer = str(conv.transport.peer[0])
         conv.wait_greeting()
         found.greeting = last_line(conv.last_final) if conv.last_final else ""
         helo = client_name()
@@ -121,7 +139,9 @@ def converse(
         if found.stranger_mail.ok:
             found.stranger_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
         _step(conv, "RSET")
-        if found.starttls and source is None:
+        asked = found.stranger_rcpt or found.stranger_mail
+        wants_tls = asked is not None and asked.category == "tls_required"
+        if found.starttls and (source is None or wants_tls):
             try:
                 conv.starttls()
                 found.tls_ok = True
@@ -177,6 +197,184 @@ def _addresses_of(host: str, resolver: Any) -> set[str]:
         with contextlib.suppress(OSError):
             found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     return found
+
+
+def source_toward(address: str) -> str | None:
+    """The local address this host would use to reach ``address``, or None when it has
+    no route there. A UDP connect() picks the address and sends nothing."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((str(ip), 9))
+            return str(sock.getsockname()[0]).split("%", 1)[0]
+    except OSError:
+        return None
+
+
+def on_this_host(server: str) -> bool:
+    """Is ``server`` (an IP address) one of this host's own addresses?"""
+    ip = ipaddress.ip_address(server)
+    return ip.is_loopback or source_toward(server) == str(ip)
+
+
+def other_sources(server: str, first: str | None) -> list[str]:
+    """This host's other addresses to ask a server on this host from: a second loopback
+    address and the address toward the outside, in the server's address family."""
+    ip = ipaddress.ip_address(server)
+    found: list[str] = []
+    first_ip = _ip(first)
+    loopback = ip.version == 4 and first_ip is not None and first_ip.is_loopback
+    if loopback and first != SECOND_SOURCE:
+        found.append(SECOND_SOURCE)
+    outward = source_toward(OUTSIDE[ip.version])
+    outward_ip = _ip(outward)
+    if outward_ip is not None and not outward_ip.is_loopback and outward != first:
+        found.append(str(outward_ip))
+    return found
+
+
+@dataclass
+class RelayTry:
+    """One client address the foreign recipient was asked from, and the answer."""
+
+    source: str
+    outcome: str  # "relays", "refused" (as relaying), or "other" (no answer to go by)
+    reply: str
+
+
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+
+
+def _in_same_network(a: str, b: str) -> bool:
+    ip_a, ip_b = _ip(a), _ip(b)
+    if ip_a is None or ip_b is None or ip_a.version != ip_b.version:
+        return False
+    prefix = 24 if ip_a.version == 4 else 48
+    return ip_b in ipaddress.ip_network(f"{ip_a}/{prefix}", strict=False)
+
+
+def relay_scope(
+    where: str, domain: str, server: str | None, here: bool, tries: list[RelayTry]
+) -> tuple[str, str, list[str], list[str], str | None, ExitCode]:
+    """The verdict on a server that relayed a foreign recipient for a stranger, from
+    the client addresses it was asked from (``tries``, the first being the ordinary
+    connection; ``here``: the server is on this host). Returns (verdict, summary,
+    fixes for the user, fixes for the admin, security finding, exit status)."""
+    relays = [t.source for t in tries if t.outcome == "relays"]
+    refused = [t.source for t in tries if t.outcome == "refused"]
+    by_address = (
+        "Postfix mynetworks, qmail RELAYCLIENT in tcp.smtp (mailtalk: control/relayclients), "
+        "Exim relay_from_hosts, an Exchange receive connector"
+    )
+    if refused:
+        return (
+            "trusted_client",
+            f"{where} relays to {domain} without AUTH for {', '.join(relays)} but not for "
+            f"{', '.join(refused)}: it trusts clients by address, and yours is among them.",
+            ["Nothing to fix: this server relays for you."],
+            [
+                f"This is relaying by client address ({by_address}); keep that list to "
+                "your own networks."
+            ],
+            None,
+            ExitCode.OK,
+        )
+    ips = [_ip(source) for source in relays]
+    if here:
+        if all(ip is not None and ip.version == 4 and ip.is_loopback for ip in ips):
+            shown, trusted = "all in 127.0.0.0/8", "all of 127.0.0.0/8"
+        elif all(ip is not None and ip.is_loopback for ip in ips):
+            shown, trusted = "all loopback addresses", "loopback"
+        else:
+            shown, trusted = "all this host's own", "this host"
+        return (
+            "relays_for_all_tried",
+            f"{where} relays to {domain} without AUTH for every address we could try, "
+            f"{shown} ({', '.join(relays)}): a server that trusts {trusted} does that, and "
+            "so does an open relay; from this host the two cannot be told apart.",
+            ["It relays for you from this host."],
+            [
+                f"Check whom it trusts by address ({by_address}, OpenSMTPD's \"from "
+                "local\"): Debian's Postfix trusts 127.0.0.0/8, Postfix's mynetworks_style "
+                "= host every address of this host. Whether it is an open relay only a "
+                "client on another host can see: run `mailtalk diagnose relay` there."
+            ],
+            None,
+            ExitCode.OK,
+        )
+    source = relays[0] if relays else None
+    source_ip, server_ip = _ip(source), _ip(server)
+    why = None
+    if source is None or source_ip is None or server is None or server_ip is None:
+        why = "an address we could not tell"
+    elif not source_ip.is_global:
+        why = "a private address, in a network it may trust"
+    elif not server_ip.is_global:
+        why = "its own network is private, and may include yours"
+    elif _in_same_network(server, source):
+        why = "in its own network"
+    if why is not None:
+        return (
+            "relays_for_all_tried",
+            f"{where} relays to {domain} without AUTH for this host ({source}, {why}): a "
+            "server that trusts your network does that, and so does an open relay; only a "
+            "client outside your network can tell them apart.",
+            ["It relays for you from here."],
+            [
+                f"If it should relay only for some networks, check what it trusts ({by_address}); "
+                "ask from outside them to see whether it is open."
+            ],
+            None,
+            ExitCode.OK,
+        )
+    return (
+        "open_relay",
+        f"{where} relays to {domain}, a domain it does not serve, for {source}, an address "
+        "outside its host and its network, without AUTH: it is an open relay (unless it "
+        "trusts your address on purpose, as a provider may trust its own customers).",
+        ["Do not rely on it: open relays are blocklisted quickly."],
+        [
+            "Close it: relay only for authenticated users and your own networks. "
+            + ADMIN_RELAY_SETTINGS
+        ],
+        "OPEN RELAY: the server relays mail from anyone to anyone; spammers will "
+        "find and use it, and it will be blocklisted.",
+        ExitCode.OPEN_RELAY,
+    )
+
+
+def _ask_from(
+    source: str,
+    target: Target,
+    sender: str,
+    recipient: str,
+    options: dict[str, Any],
+    listener: Listener,
+) -> RelayTry:
+    """Ask the foreign recipient again as a stranger, from the local address ``source``."""
+    try:
+        found = converse(
+            target, sender, recipient, options, Listener(listener.out, True), None, source=source
+        )
+    except Exception as error:  # cannot connect from there: no evidence either way
+        return RelayTry(source, "other", f"no conversation ({one_line(error)})")
+    asked = found.stranger_rcpt or found.stranger_mail
+    if asked is None:
+        return RelayTry(source, "other", "no answer")
+    shown = f"{asked.command} -> {asked.reply}"
+    if asked.ok and found.stranger_rcpt is not None:
+        return RelayTry(source, "relays", shown)
+    if asked.category in ("relay_denied", "auth_required", "unknown_user"):
+        return RelayTry(source, "refused", shown)
+    return RelayTry(source, "other", shown)
 
 
 def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitCode]:
@@ -266,10 +464,30 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
             f"{found.plain_refusal.reply} (TLS required: asked again after STARTTLS)"
         )
     assert found.stranger_mail is not None
+    # A server that is not the domain's MX has no users there: refusing the recipient
+    # as unknown is how it refuses to relay (OpenSMTPD: "550 Invalid recipient: <...>").
+    relay_reading = (
+        not is_mx
+        and found.stranger_rcpt is not None
+        and not found.stranger_rcpt.ok
+        and found.stranger_rcpt.reply.startswith("5")
+        and found.stranger_rcpt.category == "unknown_user"
+    )
     evidence.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
     if found.stranger_rcpt is not None:
         evidence.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
-        if found.stranger_rcpt.explanation:
+        if relay_reading:
+            evidence.append(
+                f"  ↳ a relay refusal, whatever the words: {where} is not an MX of {domain}, "
+                f"so it has no users there to know of, and refusing <{recipient}> means it "
+                "will not relay"
+                + (
+                    ""
+                    if mx.status not in ("timeout", "servfail")
+                    else f". If it is an MX of {domain} after all, the user is unknown there"
+                )
+            )
+        elif found.stranger_rcpt.explanation:
             evidence.append(f"  ↳ {found.stranger_rcpt.explanation}")
     if found.auth_reply is not None:
         evidence.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
@@ -355,64 +573,28 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
         ), ExitCode.FAILED
 
     if rcpt.ok:
-        loopback = (
-            any(ipaddress.ip_address(a).is_loopback for a in server_addresses)
-            if server_addresses
-            else False
+        server = found.peer or (sorted(server_addresses)[0] if server_addresses else None)
+        here = server is not None and on_this_host(server)
+        client = source_toward(server) if server is not None else None
+        tries = [RelayTry(client or "this host", "relays", rcpt.reply)]
+        for source in other_sources(server, client) if here and server else []:
+            tries.append(_ask_from(source, target, sender, recipient, options, listener))
+            evidence.append(f"asked again from {source}: {tries[-1].reply}")
+        relays = [t.source for t in tries if t.outcome == "relays"]
+        refused = [t.source for t in tries if t.outcome == "refused"]
+        evidence.append(
+            "relays without AUTH for: "
+            + ", ".join(relays)
+            + (f"; refuses to relay for: {', '.join(refused)}" if refused else "")
         )
-        if loopback:
-            second = None
-            with contextlib.suppress(Exception):
-                second = converse(
-                    target,
-                    sender,
-                    recipient,
-                    options,
-                    Listener(listener.out, True),
-                    None,
-                    source=SECOND_SOURCE,
-                )
-            if (
-                second is not None
-                and second.stranger_rcpt is not None
-                and not second.stranger_rcpt.ok
-            ):
-                evidence.append(
-                    f"asked again from {SECOND_SOURCE}: RCPT TO:<{recipient}> -> "
-                    f"{second.stranger_rcpt.reply}"
-                )
-                return report(
-                    "trusted_client",
-                    f"{where} relays to {domain} for your client address without AUTH (and "
-                    f"not for {SECOND_SOURCE}): it trusts your address, as it does for its "
-                    "own network.",
-                    ["Nothing to fix: this server relays for you."],
-                    [
-                        "This is relaying by client address (Postfix mynetworks, qmail "
-                        "RELAYCLIENT in tcp.smtp/relayclients, Exim relay_from_hosts, an Exchange "
-                        "receive connector); keep that list to your own networks."
-                    ],
-                ), ExitCode.OK
-            if second is not None and second.stranger_rcpt is not None:
-                evidence.append(
-                    f"asked again from {SECOND_SOURCE}: RCPT TO:<{recipient}> -> "
-                    f"{second.stranger_rcpt.reply}"
-                )
-        return report(
-            "open_relay",
-            f"{where} accepts mail for {domain}, a domain it does not serve, from an "
-            "unauthenticated client"
-            + (" at any address" if loopback else "")
-            + ": it is an open relay.",
-            ["Do not rely on it: open relays are blocklisted quickly."],
-            [
-                "Close it: relay only for authenticated users and your own networks. "
-                + ADMIN_RELAY_SETTINGS
-            ],
-            security="OPEN RELAY: the server relays mail from anyone to anyone; spammers will "
-            "find and use it, and it will be blocklisted.",
-        ), ExitCode.OPEN_RELAY
+        verdict, summary, user_fixes, admin_fixes, security, code = relay_scope(
+            where, domain, server, here, tries
+        )
+        return report(verdict, summary, user_fixes, admin_fixes, security), code
 
+    if relay_reading:
+        # refused as an unknown user by a server that is not the MX: its relay refusal
+        rcpt.category = "relay_denied"
     if rcpt.category not in ("relay_denied", "auth_required", "tls_required"):
         return report(
             "refused_other",
@@ -502,4 +684,8 @@ def run_diagnose_relay(**options: Any) -> int:
     from mailtalk.diagnose import run_report
 
     listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(lambda: diagnose(options, listener), bool(options.get("as_json")))
+    return run_report(
+        lambda: diagnose(options, listener),
+        bool(options.get("as_json")),
+        bool(options.get("brief")),
+    )

@@ -116,4 +116,6 @@ def diagnose(options: dict[str, Any]) -> tuple[Report, ExitCode]:
 def run_diagnose_sender(**options: Any) -> int:
     from mailtalk.diagnose import run_report
 
-    return run_report(lambda: diagnose(options), bool(options.get("as_json")))
+    return run_report(
+        lambda: diagnose(options), bool(options.get("as_json")), bool(options.get("brief"))
+    )

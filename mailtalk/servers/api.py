@@ -77,6 +77,7 @@ def run_servers(
     imaps: int | None = None,
     dns: int | None = None,
     listen: str = "127.0.0.1",
+    hostname: str | None = None,
     domains: Sequence[str] = (),
     users: Sequence[tuple[str, str]] = (),
     faults: Sequence[str] = (),
@@ -87,6 +88,7 @@ def run_servers(
 
     ``dns``: also the embedded DNS server on that port (UDP and TCP), answering from
     ``root/dns/``; without a ``resolver`` setting the servers then ask it themselves.
+    ``hostname``: control/me, as ``mailtalk serve --hostname``.
     """
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
@@ -103,6 +105,7 @@ def run_servers(
         scenarios=scenarios,
         settings=ServerSettings(**settings),
         dns_port=dns,
+        hostname=hostname,
     )
     servers = ReferenceServers(config)
     loop = asyncio.new_event_loop()

@@ -82,6 +82,7 @@ class ServeConfig:
     scenarios: Sequence[str] = ()
     settings: ServerSettings = field(default_factory=ServerSettings)
     dns_port: int | None = None  # the embedded DNS server (UDP and TCP); 0: any free port
+    hostname: str | None = None  # control/me, replacing what a root has; None: keep/default
 
 
 class ConfigError(ValueError):
@@ -93,7 +94,7 @@ def build_context(config: ServeConfig) -> ServerContext:
     from mailtalk.servers.certs import ensure_certificates, server_ssl_context
     from mailtalk.servers.faults import FaultPlan, FaultRuleError, parse_rule, scenario
     from mailtalk.servers.personalities import personality
-    from mailtalk.servers.policy import init_root
+    from mailtalk.servers.policy import ControlError, init_root, normalize_domain
     from mailtalk.servers.users import Users
 
     root = config.root
@@ -101,8 +102,27 @@ def build_context(config: ServeConfig) -> ServerContext:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
         raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
-    control = init_root(root, list(config.domains))
-    users = Users.load(root)
+    for option, names in (("--domain", config.domains), ("--hostname", [config.hostname])):
+        for name in names:
+            try:
+                if name is not None:
+                    normalize_domain(name)
+            except ValueError:
+                raise ConfigError(f"{option} {name!r}: not a domain name") from None
+    changes: list[str] = []
+    try:
+        control = init_root(
+            root,
+            list(config.domains),
+            default_hostname(config.listen, config.domains),
+            hostname=config.hostname,
+            changes=changes,
+        )
+        users = Users.load(root)
+    except ControlError as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
     for name, password in config.users:
         users.add(name, password)
     if config.users:
@@ -150,11 +170,40 @@ def build_context(config: ServeConfig) -> ServerContext:
     )
     context.certificates = paths
     context.apop_secrets = dict(config.users)
+    context.control_changes = changes
     if settings.lock_busy:
         # The lock-busy scenario: a holder that never lets go of any maildrop.
         for name in users.names():
             context.held_locks.append(context.mailstore.lock_maildrop(name))
     return context
+
+
+def default_hostname(listen: str, domains: Sequence[str]) -> str:
+    """control/me for a new root when no --hostname is given.
+
+    ``localhost`` on the default loopback address (127.0.0.1, ::1); elsewhere (a
+    practice world of servers on 127.0.0.2, 127.0.0.3, ...) the first ``--domain``, else
+    the ``--listen`` name, else its address as an RFC 5321 address literal
+    (``[127.0.0.2]``), so that no two such servers call themselves ``localhost``.
+    """
+    import ipaddress
+
+    from mailtalk.servers.policy import DEFAULT_ME
+
+    text = listen.strip().strip("[]")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if text.lower() == "localhost" or str(address) in ("127.0.0.1", "::1"):
+        return DEFAULT_ME
+    if domains:
+        return domains[0]
+    if address is None:
+        return text or DEFAULT_ME
+    if address.is_unspecified:
+        return DEFAULT_ME
+    return f"[{address}]" if address.version == 4 else f"[IPv6:{address}]"
 
 
 def _certificate_addresses(listen: str) -> list[str]:
@@ -174,7 +223,8 @@ def _certificate_addresses(listen: str) -> list[str]:
 
 def _certificate_names(me: str) -> list[str]:
     names = ["localhost"]
-    if me not in names:
+    # An address literal ([127.0.0.2]) is no DNS name: the address is listed as one.
+    if me not in names and not me.startswith("["):
         names.append(me)
     return names
 

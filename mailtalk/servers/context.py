@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 import ssl
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mailtalk.protocols.common import printable
-from mailtalk.servers.policy import Control, RcptVerdict, decide_rcpt
+from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerdict, decide_rcpt
 from mailtalk.servers.users import Users
 from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
 from mailtalk.store.mailbox import MailStore
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailtalk.serve")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
+# The files of ROOT/control/ that the servers read, users last (smtproutes is read at
+# every delivery attempt instead).
+CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", "postmaster",
+                 "users")
 _REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
 
 
@@ -65,6 +70,20 @@ class ServerSettings:
     delivery_timeout: float = 300.0  # per SMTP reply when delivering (connect: at most 30 s)
 
 
+def control_stamp(root: Path) -> tuple[tuple[int, ...] | None, ...]:
+    """What tells a changed control file: inode, size and times of each, or None."""
+    directory = root / CONTROL_DIR
+    stamps: list[tuple[int, ...] | None] = []
+    for name in CONTROL_FILES:
+        try:
+            info = os.stat(directory / name)
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    return tuple(stamps)
+
+
 @dataclass(frozen=True)
 class RcptOutcome:
     accepted: bool
@@ -84,12 +103,14 @@ class ServerContext:
     connections: set[Any] = field(default_factory=set)
     certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
     held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
+    control_changes: list[str] = field(default_factory=list)  # what the options edited at start
     messages_delivered: int = 0
     bytes_delivered: int = 0
 
     def __post_init__(self) -> None:
         self._session_ids = itertools.count(1)
         self._queue_sequence = itertools.count(1)
+        self._process = os.getpid()  # in the queue ids: unique across servers on a machine
         self._tasks: set[asyncio.Task[None]] = set()
         # Filled-in replies by (key, values), for the personality they were made by.
         self._replies: dict[tuple[Any, ...], tuple[int, str]] = {}
@@ -102,6 +123,7 @@ class ServerContext:
         self.apop_secrets: dict[str, str] = {}
         self._last_login: dict[str, float] = {}
         self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
+        self._control_stamp = control_stamp(self.root)  # what control/ looked like when read
 
     @property
     def hostname(self) -> str:
@@ -111,12 +133,47 @@ class ServerContext:
     def check_sender_domain(self) -> bool:
         return self.settings.check_sender_domain
 
+    def refresh_control(self) -> bool:
+        """Re-read ROOT/control/ if a file changed since it was read; True if it was.
+
+        qmail-smtpd reads its control files for every connection, so an edit of
+        rcpthosts or relayclients changes the next connection's answers; this keeps
+        that lesson true at the cost of a stat() per file and connection. A file that
+        no longer parses leaves the last good settings in place, said in a warning.
+        """
+        stamp = control_stamp(self.root)
+        if stamp == self._control_stamp:
+            return False
+        # The users file apart from the rest: a typo in rcpthosts must not keep a new
+        # user out, nor a bad users line the new rcpthosts.
+        before, self._control_stamp = self._control_stamp, stamp
+        changed = False
+        for files, load in ((slice(0, -1), Control.load), (slice(-1, None), Users.load)):
+            if stamp[files] == before[files]:
+                continue
+            try:
+                loaded: Any = load(self.root)
+            except ControlError as error:
+                log.warning("%s; still using what was read before", error)
+                continue
+            except OSError as error:
+                log.warning("cannot read %s: %s", self.root / CONTROL_DIR, error)
+                continue
+            if isinstance(loaded, Users):
+                self.users = loaded
+            else:
+                self.control = loaded
+            changed = True
+        if changed:
+            log.info("control files changed: read again")
+        return changed
+
     def next_session_id(self) -> int:
         return next(self._session_ids)
 
     def new_queue_id(self) -> str:
         """A queue id in the personality's style, for the 250 after DATA and Received."""
-        return self.personality.queue_id(next(self._queue_sequence))
+        return self.personality.queue_id(next(self._queue_sequence), process=self._process)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a session's deferred work; keep a reference so it is not collected."""

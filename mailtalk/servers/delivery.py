@@ -607,6 +607,7 @@ class QueueRunner:
     def _local_user(self, address: str) -> str | None:
         from mailtalk.servers.policy import RouteKind
 
+        self.context.refresh_control()
         try:
             route = self.context.control.route(address, self.context.users)
         except ValueError:

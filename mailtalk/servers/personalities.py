@@ -177,24 +177,31 @@ class Personality:
             for i, part in enumerate(parts)
         ]
 
-    def queue_id(self, sequence: int, now: float | None = None) -> str:
-        """A queue id in this MTA's style, from a sequence number and a time."""
+    def queue_id(self, sequence: int, now: float | None = None, process: int = 0) -> str:
+        """A queue id in this MTA's style, from a sequence number, a time and a process.
+
+        ``process`` (the server's process id) keeps two servers on one machine from
+        handing out the same id in the same second; the ids of one process differ by
+        ``sequence``. Each style puts it where that MTA has a process or file number.
+        """
         when = time.time() if now is None else now
         seconds = int(when)
-        if self.queue_id_style == "postfix":  # 10 upper-case hex digits
-            return f"{((seconds & 0xFFFFF) << 20 | (sequence & 0xFFFFF)):010X}"
+        if self.queue_id_style == "postfix":
+            # Postfix: five hex digits of time, then the queue file's inode number in hex.
+            return f"{seconds & 0xFFFFF:05X}{process << 16 | sequence & 0xFFFF:05X}"
         if self.queue_id_style == "qmail":  # what follows "250 ok": TIME qp PID
-            return f"{seconds} qp {sequence}"
+            return f"{seconds} qp {process * 100000 + sequence % 100000}"
         if self.queue_id_style == "sendmail":  # YMDhms in base 60, a count, a pid
             digits = _BASE62[:60]
             stamp = time.gmtime(seconds)
             fields = (stamp.tm_year % 60, stamp.tm_mon - 1, stamp.tm_mday, stamp.tm_hour)
             head = "".join(digits[v] for v in (*fields, stamp.tm_min, stamp.tm_sec % 60))
-            return f"{head}{digits[sequence // 60 % 60]}{digits[sequence % 60]}{sequence:06d}"
-        if self.queue_id_style == "exim":  # 1rAbCd-000Xyz-12
-            frac = int((when - seconds) * 1000) % 3844
-            return f"{_base62(seconds, 6)}-{_base62(sequence, 6)}-{_base62(frac, 2)}"
-        return f"{seconds:08X}{sequence & 0xFFFF:04X}"  # mailtalk
+            count = f"{digits[sequence // 60 % 60]}{digits[sequence % 60]}"
+            return f"{head}{count}{process:06d}"
+        if self.queue_id_style == "exim":  # 1rAbCd-000Xyz-12: time, pid, fraction
+            tail = (int((when - seconds) * 1000) + sequence) % 3844
+            return f"{_base62(seconds, 6)}-{_base62(process, 6)}-{_base62(tail, 2)}"
+        return f"{seconds:08X}{process:06X}{sequence & 0xFFFF:04X}"  # mailtalk
 
 
 def _base62(value: int, width: int) -> str:

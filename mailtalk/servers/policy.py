@@ -24,6 +24,13 @@ material behind mailtalk teaches qmail's control files:
     mailtalk's stand-in for the tcpserver rules that set RELAYCLIENT: one IPv4/IPv6
     address, CIDR network, or tcprules-style IPv4 prefix (``127.``, ``10.1.``) per line.
     Clients that match may relay. Default: empty, so not even loopback may relay.
+``postmaster``
+    mailtalk's stand-in for qmail's ``~alias/.qmail-postmaster``: the user who gets the
+    mail for ``postmaster`` (RFC 5321 4.5.1: ``<postmaster>`` and ``postmaster@`` every
+    domain delivered here must be accepted, whatever the case, and are never a relaying
+    question). One user name. Missing or empty: a user named ``postmaster`` if there is
+    one, else the first user by name; with no users at all, the Maildir of
+    ``postmaster``, which a user added later as ``postmaster`` reads.
 
 Every file: one entry per line, surrounding whitespace ignored, lines starting with ``#``
 and blank lines ignored (qmail itself has no comments), matched case-insensitively. A line
@@ -72,6 +79,13 @@ class KnownUsers(Protocol):
     """What routing needs to know about users; :class:`mailtalk.servers.users.Users` is one."""
 
     def exists(self, name: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+
+POSTMASTER = "postmaster"
+# A user name, as control/users has them (mailtalk.servers.users.validate_name).
+_USER_NAME_RE = re.compile(r"[a-z0-9_][a-z0-9._-]{0,63}")
 
 
 # Labels are word characters and hyphens so that SMTPUTF8 (U-label) domains parse too.
@@ -236,6 +250,7 @@ class Control:
     locals: tuple[str, ...] = (DEFAULT_ME,)
     virtualdomains: tuple[VirtualEntry, ...] = ()
     relayclients: tuple[IPNetwork, ...] = ()
+    postmaster: str = ""  # control/postmaster: who gets postmaster's mail; "": the default
     _virtual_map: dict[str, VirtualEntry] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -270,6 +285,7 @@ class Control:
             locals=locals_,
             virtualdomains=_read_virtualdomains(control_dir / "virtualdomains"),
             relayclients=_read_relayclients(control_dir / "relayclients"),
+            postmaster=_read_postmaster(control_dir / "postmaster"),
         )
 
     def accepts_domain(self, domain: str) -> bool:
@@ -307,17 +323,43 @@ class Control:
             for network in self.relayclients
         )
 
+    def postmaster_mailbox(self, users: KnownUsers) -> str:
+        """The user whose Maildir gets postmaster's mail (see ``postmaster`` above)."""
+        if self.postmaster:
+            return find_user(self.postmaster, users) or self.postmaster
+        if users.exists(POSTMASTER):
+            return POSTMASTER
+        names = sorted(users.names())
+        return names[0] if names else POSTMASTER
+
+    def is_postmaster(self, local: str, domain: str) -> bool:
+        """Is local@domain the postmaster of a domain delivered here (or ``<postmaster>``)?"""
+        if local.lower() != POSTMASTER:
+            return False
+        return (
+            not domain
+            or self.is_local_domain(domain)
+            or self.virtual_prefix(local, domain) is not None
+        )
+
     def route(self, address: str, users: KnownUsers) -> Route:
         """Where mail for ``address`` goes. An address without a domain is at ``me``.
+
+        ``postmaster`` (any case) at a local or virtual domain, or with no domain, always
+        reaches a mailbox (RFC 5321 4.5.1): a virtual domain's as qmail maps it when that
+        reaches a user, else :meth:`postmaster_mailbox`.
 
         Raises ``ValueError`` for an unparseable or null address.
         """
         local, domain = split_address(address)
         if not local:
             raise ValueError("the null address <> is no recipient")
+        postmaster = self.is_postmaster(local, domain)
         domain = domain or self.me
-        if self.is_local_domain(domain):
+        if self.is_local_domain(domain) or (postmaster and not self.virtual_prefix(local, domain)):
             local_name = local.lower()
+            if postmaster:
+                return Route(RouteKind.LOCAL, domain, local_name, self.postmaster_mailbox(users))
         else:
             prefix = self.virtual_prefix(local, domain)
             if prefix is None:
@@ -325,6 +367,8 @@ class Control:
                 return Route(kind, domain)
             local_name = f"{prefix}-{local}".lower()
         user = find_user(local_name, users)
+        if user is None and postmaster:
+            user = self.postmaster_mailbox(users)
         if user is None:
             return Route(RouteKind.UNKNOWN_USER, domain, local_name)
         return Route(RouteKind.LOCAL, domain, local_name, user)
@@ -399,6 +443,19 @@ def _read_virtualdomains(path: Path) -> tuple[VirtualEntry, ...]:
     return tuple(entries)
 
 
+def _read_postmaster(path: Path) -> str:
+    entries = _read_entries(path)
+    if not entries:
+        return ""
+    if len(entries) > 1:
+        raise ControlError(path, entries[1][0], "more than one user; postmaster's mail goes to one")
+    number, text = entries[0]
+    name = text.lower()
+    if not _USER_NAME_RE.fullmatch(name):
+        raise ControlError(path, number, f"not a user name: {text!r}")
+    return name
+
+
 def _read_relayclients(path: Path) -> tuple[IPNetwork, ...]:
     networks = []
     for number, text in _read_entries(path):
@@ -429,16 +486,35 @@ _RELAYCLIENTS_TEXT = """\
 # (10.0.0.0/8, fd00::/8) or an IPv4 prefix as in tcprules ('127.' is 127.0.0.0/8).
 # Empty: only authenticated sessions may relay; even loopback may not.
 """
+_POSTMASTER_TEXT = """\
+# The user who gets the mail for postmaster (RCPT TO:<postmaster>, and postmaster@
+# every domain in locals or virtualdomains, in any case), like qmail's
+# ~alias/.qmail-postmaster. One user name. Empty: a user named postmaster if there
+# is one, else the first user by name.
+"""
 
 
-def init_root(root: Path, domains: Iterable[str], me: str = DEFAULT_ME) -> Control:
-    """Create ``ROOT/control/`` with me, rcpthosts, locals and relayclients, then load it.
+def init_root(
+    root: Path,
+    domains: Iterable[str],
+    me: str = DEFAULT_ME,
+    *,
+    hostname: str | None = None,
+    changes: list[str] | None = None,
+) -> Control:
+    """Create ``ROOT/control/`` (me, rcpthosts, locals, relayclients, postmaster), load it.
 
-    rcpthosts and locals list ``localhost``, ``me`` and ``domains``. Only files that do not
-    exist yet are written: a user's edits are never overwritten.
+    A new root's rcpthosts and locals list ``localhost``, ``me`` and ``domains``. A file
+    that exists is kept as the user left it, except for what was asked for by name:
+    each of ``domains`` is added to rcpthosts and to locals when they do not cover it
+    yet, and ``hostname`` (``--hostname``) replaces ``me`` and is added the same way.
+    So ``--domain`` means the same on a root made earlier as on a new one. Each edit is
+    described in ``changes``. ``ValueError`` for a name that is not a domain.
     """
-    me = normalize_domain(me)
-    names = _unique(["localhost", me, *(normalize_domain(d) for d in domains)])
+    wanted = _unique(normalize_domain(d) for d in domains)
+    explicit = normalize_domain(hostname) if hostname else None
+    me = explicit or normalize_domain(me)
+    names = _unique(["localhost", me, *wanted])
     listing = "".join(f"{name}\n" for name in names)
     control_dir = Path(root) / CONTROL_DIR
     control_dir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +522,53 @@ def init_root(root: Path, domains: Iterable[str], me: str = DEFAULT_ME) -> Contr
     _create_if_missing(control_dir / "rcpthosts", _RCPTHOSTS_HEADER + listing)
     _create_if_missing(control_dir / "locals", _LOCALS_HEADER + listing)
     _create_if_missing(control_dir / "relayclients", _RELAYCLIENTS_TEXT)
-    return Control.load(Path(root))
+    _create_if_missing(control_dir / "postmaster", _POSTMASTER_TEXT)
+    control = Control.load(Path(root))
+    edits: list[str] = []
+    if explicit is not None and control.me != explicit:
+        _replace_file(control_dir / "me", f"{explicit}\n")
+        edits.append(f"control/me: {explicit} (was {control.me})")
+    if explicit is not None:
+        wanted = _unique([explicit, *wanted])
+    for filename, covered in (
+        ("rcpthosts", control.accepts_domain),
+        ("locals", control.is_local_domain),
+    ):
+        missing = [name for name in wanted if not covered(name)]
+        if missing:
+            _append_lines(control_dir / filename, missing)
+            edits.append(f"control/{filename}: added {', '.join(missing)}")
+    if changes is not None:
+        changes.extend(edits)
+    return Control.load(Path(root)) if edits else control
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Add ``lines`` at the end of ``path``, keeping everything that is there."""
+    content = path.read_text(encoding="utf-8")
+    if content and not content.endswith("\n"):
+        content += "\n"
+    _replace_file(path, content + "".join(f"{line}\n" for line in lines))
+
+
+def _replace_file(path: Path, content: str) -> None:
+    """Write ``path`` atomically (temporary file, fsync, rename), keeping its mode."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -508,7 +630,7 @@ def decide_rcpt(
     UNKNOWN_USER, also for an rcpthosts domain that is neither local nor virtual (qmail
     would queue that for remote delivery; the reference servers have no mailbox for it).
     An address without a domain is at ``me`` and, as in qmail-smtpd, skips the rcpthosts
-    check.
+    check; so does ``postmaster`` at a local or virtual domain (RFC 5321 4.5.1).
     """
     try:
         local, domain = split_address(address)
@@ -517,7 +639,8 @@ def decide_rcpt(
     if not local:
         return RcptDecision(RcptVerdict.BAD_ADDRESS, address, reason="<> is no recipient")
     may_relay = authenticated or control.client_may_relay(client_ip)
-    if domain and not control.accepts_domain(domain) and not may_relay:
+    ours = not domain or control.accepts_domain(domain) or control.is_postmaster(local, domain)
+    if not ours and not may_relay:
         return RcptDecision(
             RcptVerdict.RELAY_DENIED,
             address,

@@ -60,6 +60,7 @@ def _config(default_ports: dict[str, int], options: dict[str, Any]) -> ServeConf
         scenarios=tuple(options.get("scenarios") or ()),
         settings=settings,
         dns_port=options.get("dns_port"),
+        hostname=options.get("hostname"),
     )
 
 
@@ -107,6 +108,17 @@ async def _serve(servers: ReferenceServers, as_json: bool) -> int:
     return int(ExitCode.OK)
 
 
+def connect_host(listen: str) -> str:
+    """The host a client on this machine connects to for ``--listen``, as in a URL.
+
+    ``localhost`` for 127.0.0.1 (the certificate names both), the loopback address for
+    a wildcard, the address itself otherwise (the certificate lists it too).
+    """
+    host = listen.strip().strip("[]")
+    host = {"127.0.0.1": "localhost", "0.0.0.0": "localhost", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
 def _trust_hint(servers: ReferenceServers) -> str:
     """How to connect with the local CA trusted, over TLS, to a listener we really have."""
     import shlex
@@ -122,7 +134,7 @@ def _trust_hint(servers: ReferenceServers) -> str:
         if listener is not None:
             return (
                 f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
-                f"{scheme}://localhost:{listener.port}"
+                f"{scheme}://{connect_host(listener.host)}:{listener.port}"
             )
     return f"TLS: the local CA is {cafile}"
 
@@ -139,7 +151,10 @@ def _print_summary(servers: ReferenceServers) -> None:
         out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
     domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
     users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
+    out.write(f"  hostname: {context.hostname}\n")
     out.write(f"  domains: {domains}\n  users: {users}\n")
+    for change in context.control_changes:
+        out.write(f"  changed {change}\n")
     if context.settings.resolver:
         out.write(f"  DNS for the sender check and onward delivery: {context.settings.resolver}\n")
     if context.settings.sink:

@@ -43,6 +43,8 @@ class ServerSession(asyncio.Protocol):
         self._last_activity = 0.0  # loop.time() of the last read
         self._time: Callable[[], float] = time.monotonic  # loop.time once connected
         self._loopback: bool | None = None
+        # Bytes read over TLS before start_tls() returned (see _start_tls), or None.
+        self._early_tls_data: list[bytes] | None = None
 
     # -- hooks ------------------------------------------------------------------
 
@@ -78,6 +80,7 @@ class ServerSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.context.refresh_control()  # as qmail: every connection sees the files as they are
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         if not self.context.connection_opened(self):
@@ -101,6 +104,11 @@ class ServerSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # One timer per connection, not one per read: it checks this when it fires.
         self._last_activity = self._time()
+        if self._early_tls_data is not None:
+            # Decrypted bytes that came with the end of the handshake: they belong to
+            # the TLS session, which the core does not know has begun yet.
+            self._early_tls_data.append(data)
+            return
         try:
             self.core.receive_data(data)
         except LocalProtocolError:
@@ -108,6 +116,9 @@ class ServerSession(asyncio.Protocol):
         self.process()
 
     def eof_received(self) -> bool | None:
+        if self._early_tls_data is not None:
+            self._early_tls_data.append(b"")  # after what came before it
+            return None
         self.core.receive_data(b"")
         self.process()
         return None
@@ -201,9 +212,17 @@ class ServerSession(asyncio.Protocol):
             then()
 
     async def _start_tls(self) -> bool:
-        """The TLS handshake after STARTTLS/STLS was accepted; False if it failed."""
+        """The TLS handshake after STARTTLS/STLS was accepted; False if it failed.
+
+        asyncio hands the protocol what was decrypted together with the client's
+        Finished (a client that sends its first command at once, as mpop does) before
+        ``start_tls()`` returns. Those bytes are held here and given to the core only
+        once it has been told TLS is up: a core that discards plain text sent after
+        the go-ahead (CVE-2011-0411) would otherwise drop the command and never answer.
+        """
         assert self.transport is not None and self.context.ssl_context is not None
         loop = asyncio.get_running_loop()
+        self._early_tls_data = []
         try:
             transport = await loop.start_tls(
                 self.transport,
@@ -218,6 +237,9 @@ class ServerSession(asyncio.Protocol):
             # asyncio tells the protocol nothing when the handshake never finished.
             self.connection_lost(error)
             return False
+        finally:
+            early = self._early_tls_data or []
+            self._early_tls_data = None
         if transport is None:
             self._close()
             self.connection_lost(None)
@@ -225,4 +247,10 @@ class ServerSession(asyncio.Protocol):
         self.transport = transport
         self.core.tls_started()
         self.tls_begun()
+        for data in early:
+            # _defer runs process() when this work ends, which answers these.
+            try:
+                self.core.receive_data(data)
+            except LocalProtocolError:
+                break
         return True

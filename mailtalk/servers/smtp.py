@@ -359,7 +359,8 @@ class SMTPServerProtocol(ServerSession):
             return
         address = match.group(2)
         self.transaction.rcpt_attempts += 1
-        if not _ADDRESS.match(address):
+        # RFC 5321 4.1.1.3: "<Postmaster>" is the one recipient without a domain.
+        if not _ADDRESS.match(address) and address.lower() != "postmaster":
             self._send_key("bad_recipient_syntax", rcpt=address)
             return
         for param in match.group(3).split():
@@ -572,6 +573,12 @@ class SMTPServerProtocol(ServerSession):
     # -- AUTH ---------------------------------------------------------------------
 
     def _auth_command(self, args: str) -> None:
+        if not self.core.greeted and self.context.personality.requires_helo:
+            # AUTH is an ESMTP command: a client that has not said HELO or EHLO (again
+            # after STARTTLS, RFC 3207 4.2) has not been offered it. Postfix with
+            # smtpd_helo_required answers this way; HELO is enough, as for Postfix.
+            self._send_key("need_helo")
+            return
         if not self._auth_allowed():
             self._send_key("auth_needs_tls")
             return

@@ -106,6 +106,7 @@ def test_sections() -> None:
         "REPL COMMANDS",
         "PIPE MODE",
         "SESSION FILES",
+        "REFERENCE SERVERS",
         "URL SCHEMES",
         "FILES",
         "ENVIRONMENT",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cli.test_send_diagnose import mailtalk
+from tests.peers import Expect, ScriptedPeer
 
 RECORDS = """\
 isp.test MX 10 mx.isp.test
@@ -29,6 +30,8 @@ mx.example.net A 127.0.0.3
 isp.test TXT "v=spf1 ip4:127.0.0.2 -all"
 nullmx.test MX 0 .
 bare.test A 127.0.0.3
+mx.test MX 10 mail.mx.test
+mail.mx.test A 127.0.0.1
 """
 
 
@@ -75,6 +78,15 @@ def test_send_to_a_null_mx_or_missing_domain(world: dict[str, Any]) -> None:
                           "--resolver", world["dns"], "--timeout", "5")
         assert result.returncode == 3, result.stdout + result.stderr
         assert word in result.stderr
+
+
+def test_send_to_a_missing_domain_says_so_once(world: dict[str, Any]) -> None:
+    result = mailtalk("send", "--from", "alice@isp.test", "--to", "x@nowhere.test",
+                      "--resolver", world["dns"], "--timeout", "5")
+    assert result.returncode == 3, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("nowhere.test does not exist (NXDOMAIN)") == 1, output
+    assert result.stderr.startswith("mailtalk: x@nowhere.test: nowhere.test does not exist")
 
 
 def test_diagnose_relay_at_the_recipients_mx_needs_no_relaying(world: dict[str, Any]) -> None:
@@ -145,3 +157,54 @@ def test_the_whole_path_client_to_isp_to_mx(world: dict[str, Any]) -> None:
     data = message.read_bytes()
     assert b"Subject: through the ISP" in data
     assert b"127.0.0.2" in data  # B's Received line names the ISP's server
+
+
+# OpenSMTPD 6.8's own bytes (mx.test on 127.0.0.5:2525 in the test rig): it words the
+# refusal of a foreign domain's recipient exactly as that of an unknown user.
+OPENSMTPD_EHLO = (
+    b"250-mx.test Hello vm.local [127.0.0.1], pleased to meet you\r\n250-8BITMIME\r\n"
+    b"250-ENHANCEDSTATUSCODES\r\n250-SIZE 36700160\r\n250-DSN\r\n250 HELP\r\n"
+)
+
+
+def opensmtpd(recipient: str) -> list[object]:
+    return [
+        b"220 mx.test ESMTP OpenSMTPD\r\n", Expect(b"EHLO"), OPENSMTPD_EHLO,
+        Expect(b"MAIL FROM:"), b"250 2.0.0 Ok\r\n",
+        Expect(b"RCPT TO:"), f"550 Invalid recipient: <{recipient}>\r\n".encode(),
+        Expect(b"RSET"), b"250 2.0.0 Reset state\r\n", Expect(b"QUIT"), b"221 2.0.0 Bye\r\n",
+    ]
+
+
+def test_an_unknown_recipient_from_a_server_that_is_not_the_mx_is_a_relay_refusal(
+    world: dict[str, Any],
+) -> None:
+    with ScriptedPeer(opensmtpd("someone@example.net")) as peer:
+        result = mailtalk(
+            "diagnose", "relay", "--json", "--from", "alice@isp.test", "--to",
+            "someone@example.net", "--server", f"127.0.0.1:{peer.port}", "--resolver",
+            world["dns"], "--timeout", "5",
+        )
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["verdict"]) == (1, "relay_denied_no_auth"), report
+    assert any("is not an MX of example.net" in line for line in report["evidence"])
+    assert any(
+        line.strip().startswith("↳ a relay refusal, whatever the words")
+        for line in report["evidence"]
+    ), report["evidence"]
+    assert not any("No mailbox with that name" in line for line in report["evidence"])
+
+
+def test_the_same_words_from_the_domains_own_mx_mean_no_such_user(
+    world: dict[str, Any],
+) -> None:
+    with ScriptedPeer(opensmtpd("nobody@mx.test")) as peer:
+        result = mailtalk(
+            "diagnose", "relay", "--json", "--from", "alice@isp.test", "--to",
+            "nobody@mx.test", "--server", f"127.0.0.1:{peer.port}", "--resolver",
+            world["dns"], "--timeout", "5",
+        )
+    report = json.loads(result.stdout)
+    assert (result.returncode, report["verdict"]) == (1, "mx_refuses"), report
+    assert "no such recipient" in report["summary"]
+    assert not any("relay refusal" in line for line in report["evidence"])

@@ -958,6 +958,7 @@ def _hinted_command(summary: str) -> list[str]:
             ["--submission", "0"],
             id="submission-only",
         ),
+        pytest.param(["--listen", "127.0.0.42", "--smtps", "0"], id="listen-127.0.0.42"),
     ],
 )
 def test_serve_startup_text_trust_hint_works(tmp_path: Path, listeners: list[str]) -> None:

@@ -286,11 +286,11 @@ def test_multi_line_replies() -> None:
 @pytest.mark.parametrize(
     ("name", "pattern"),
     [
-        ("postfix", r"[0-9A-F]{10}"),
+        ("postfix", r"[0-9A-F]{10,16}"),
         ("qmail", r"\d+ qp \d+"),
-        ("sendmail", r"[0-9A-Za-x]{8}\d{6}"),
+        ("sendmail", r"[0-9A-Za-x]{8}\d{6,7}"),
         ("exim", r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2}"),
-        ("mailtalk", r"[0-9A-F]{12}"),
+        ("mailtalk", r"[0-9A-F]{18}"),
     ],
 )
 def test_queue_ids_look_like_the_mta_and_are_deterministic(name: str, pattern: str) -> None:
@@ -300,6 +300,12 @@ def test_queue_ids_look_like_the_mta_and_are_deterministic(name: str, pattern: s
     assert persona.queue_id(1, 1_700_000_000.5) == first
     assert persona.queue_id(2, 1_700_000_000.5) != first
     assert re.fullmatch(pattern, persona.queue_id(123_456))
+    # Two servers (processes) in the same second never hand out the same id.
+    pids = (1, 4242, 65535, 4_194_303)  # up to Linux's largest pid_max
+    ids = {persona.queue_id(n, 1_700_000_000.5, process=p) for n in (1, 2, 3) for p in pids}
+    assert len(ids) == 3 * len(pids), ids
+    for pid in pids:
+        assert re.fullmatch(pattern, persona.queue_id(9, process=pid))
 
 
 def test_loaded_lazily() -> None:

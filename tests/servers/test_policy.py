@@ -24,10 +24,13 @@ class NameSet:
     """The users routing knows about, without hashing any password."""
 
     def __init__(self, *names: str) -> None:
-        self.names = set(names)
+        self._names = set(names)
 
     def exists(self, name: str) -> bool:
-        return name in self.names
+        return name in self._names
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
 
 
 def write_control(root: Path, **files: str) -> Control:
@@ -371,6 +374,7 @@ def test_init_root_creates_the_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in control_dir.iterdir()) == [
         "locals",
         "me",
+        "postmaster",
         "rcpthosts",
         "relayclients",
     ]
@@ -381,6 +385,9 @@ def test_init_root_creates_the_files(tmp_path: Path) -> None:
     relayclients = (control_dir / "relayclients").read_text()
     assert all(line.startswith("#") for line in relayclients.splitlines())
     assert "CIDR" in relayclients and "127." in relayclients
+    postmaster = (control_dir / "postmaster").read_text()
+    assert all(line.startswith("#") for line in postmaster.splitlines())
+    assert control.postmaster == ""
 
 
 def test_init_root_lists_me_too(tmp_path: Path) -> None:
@@ -395,13 +402,49 @@ def test_init_root_never_overwrites_edits(tmp_path: Path) -> None:
     (control_dir / "rcpthosts").write_text("edited.example\n")
     (control_dir / "relayclients").write_text("127.\n")
     (control_dir / "me").unlink()
-    control = init_root(tmp_path, ["example.net"], me="new.example")
-    assert (control_dir / "rcpthosts").read_text() == "edited.example\n"
-    assert control.rcpthosts == ("edited.example",)
+    changes: list[str] = []
+    control = init_root(tmp_path, ["example.net"], me="new.example", changes=changes)
+    # What the user wrote stays; what the options name is added after it.
+    assert (control_dir / "rcpthosts").read_text() == "edited.example\nexample.net\n"
+    assert control.rcpthosts == ("edited.example", "example.net")
     assert control.client_may_relay("127.0.0.1")
-    assert control.locals == ("localhost", "example.org")  # the first run's file
+    assert control.locals == ("localhost", "example.org", "example.net")
     assert control.me == "new.example"  # recreated because it was missing
+    assert changes == ["control/rcpthosts: added example.net", "control/locals: added example.net"]
     assert not [p for p in control_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_init_root_adds_only_what_is_not_covered(tmp_path: Path) -> None:
+    control_dir = tmp_path / "control"
+    control_dir.mkdir()
+    (control_dir / "rcpthosts").write_text("# mine, no newline at the end\n.example.org")
+    (control_dir / "locals").write_text("sub.example.org\n")
+    changes: list[str] = []
+    control = init_root(tmp_path, ["Sub.Example.ORG"], changes=changes)
+    assert changes == []  # .example.org covers it in rcpthosts; locals has it
+    assert control.rcpthosts == (".example.org",)
+    init_root(tmp_path, ["example.org"], changes=changes)
+    assert (control_dir / "rcpthosts").read_text() == (
+        "# mine, no newline at the end\n.example.org\nexample.org\n"
+    )
+
+
+def test_init_root_hostname_replaces_me(tmp_path: Path) -> None:
+    init_root(tmp_path, [])
+    (tmp_path / "control" / "me").chmod(0o640)
+    changes: list[str] = []
+    control = init_root(tmp_path, [], hostname="MX.example.org", changes=changes)
+    assert control.me == "mx.example.org"
+    assert control.locals == ("localhost", "mx.example.org")
+    assert control.accepts_domain("mx.example.org")
+    assert changes[0] == "control/me: mx.example.org (was localhost)"
+    assert (tmp_path / "control" / "me").stat().st_mode & 0o777 == 0o640
+    changes.clear()
+    again = init_root(tmp_path, [], hostname="mx.example.org", changes=changes)
+    assert again.me == "mx.example.org"
+    assert changes == []
+    # Without --hostname a root keeps its own name, whatever the default would be.
+    assert init_root(tmp_path, [], me="other.example").me == "mx.example.org"
 
 
 def test_init_root_refuses_bad_domains(tmp_path: Path) -> None:
@@ -498,3 +541,69 @@ def test_default_root_is_no_open_relay(tmp_path: Path) -> None:
         decision = decide_rcpt(control, users, "x@gmail.example", ip, False)
         assert decision.verdict is RcptVerdict.RELAY_DENIED
     assert decide_rcpt(control, users, "alice@example.org", "::1", False).user == "alice"
+
+
+# --- postmaster (RFC 5321 4.5.1) ---------------------------------------------------------
+
+POSTMASTER_ADDRESSES = [
+    "postmaster",
+    "Postmaster",
+    "POSTMASTER@localhost",
+    "postmaster@example.com",
+    "PostMaster@Example.COM",
+    "postmaster@local-only.example",  # local, not in rcpthosts: still postmaster's
+]
+
+
+@pytest.mark.parametrize("address", POSTMASTER_ADDRESSES)
+def test_postmaster_is_accepted_from_anyone_and_goes_to_the_first_user(
+    rcpt_control: Control, address: str
+) -> None:
+    decision = decide_rcpt(rcpt_control, RCPT_USERS, address, "203.0.113.9", False)
+    assert (decision.verdict, decision.user) == (RcptVerdict.DELIVER, "alice")
+
+
+def test_postmaster_of_a_virtual_domain_maps_like_qmail_then_falls_back(
+    rcpt_control: Control,
+) -> None:
+    # example.org:alice makes postmaster@example.org alice-postmaster, which reaches alice.
+    virtual = decide_rcpt(rcpt_control, NameSet("bob", "alice"), "postmaster@example.org",
+                          "203.0.113.9", False)
+    assert (virtual.verdict, virtual.user) == (RcptVerdict.DELIVER, "alice")
+    # With no alice, the prefix reaches nobody: the postmaster mailbox takes it.
+    fallback = decide_rcpt(rcpt_control, NameSet("bob"), "postmaster@example.org",
+                           "203.0.113.9", False)
+    assert (fallback.verdict, fallback.user) == (RcptVerdict.DELIVER, "bob")
+
+
+def test_postmaster_elsewhere_is_still_a_relaying_question(rcpt_control: Control) -> None:
+    foreign = decide_rcpt(rcpt_control, RCPT_USERS, "postmaster@elsewhere.example",
+                          "203.0.113.9", False)
+    assert foreign.verdict is RcptVerdict.RELAY_DENIED
+    # In rcpthosts but neither local nor virtual: nobody here is its postmaster.
+    not_ours = decide_rcpt(rcpt_control, RCPT_USERS, "postmaster@x.example.net",
+                           "203.0.113.9", False)
+    assert not_ours.verdict is RcptVerdict.UNKNOWN_USER
+
+
+def test_postmaster_mailbox_choice(tmp_path: Path) -> None:
+    control = init_root(tmp_path, [])
+    assert control.postmaster_mailbox(NameSet("carol", "bob")) == "bob"  # first by name
+    assert control.postmaster_mailbox(NameSet("bob", "postmaster")) == "postmaster"
+    assert control.postmaster_mailbox(NameSet()) == "postmaster"  # read once added
+    (tmp_path / "control" / "postmaster").write_text("# the admin\nCarol\n")
+    control = Control.load(tmp_path)
+    assert control.postmaster == "carol"
+    assert control.postmaster_mailbox(NameSet("bob", "carol")) == "carol"
+    assert control.postmaster_mailbox(NameSet("bob")) == "carol"  # its Maildir waits
+    (tmp_path / "control" / "postmaster").write_text("bob-admin\n")  # an extension
+    assert Control.load(tmp_path).postmaster_mailbox(NameSet("bob")) == "bob"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("alice\nbob\n", ":2: more than one user"), ("../etc\n", ":1: not a user name")],
+)
+def test_postmaster_file_errors_name_the_line(tmp_path: Path, content: str, problem: str) -> None:
+    with pytest.raises(ControlError, match=problem):
+        write_control(tmp_path, postmaster=content)

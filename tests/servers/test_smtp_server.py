@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import poplib
 import re
 import shutil
 import smtplib
@@ -860,6 +861,36 @@ def test_auth_plain_with_initial_response_and_relay(srv: RunningServers) -> None
     assert copy == queued[0].message_path.read_bytes()
 
 
+def test_auth_before_helo_is_503_in_the_personality_wording(srv: RunningServers) -> None:
+    """AUTH is offered by EHLO: before HELO/EHLO, and again after STARTTLS until the
+    client says EHLO anew (RFC 3207 4.2), it is out of sequence, as Exim and Postfix
+    with smtpd_helo_required answer. HELO is enough, as for Postfix."""
+    need_helo = personality("mailtalk").reply("need_helo", me=ME)
+    with connect(srv) as client:
+        first = client.auth_plain("alice", "secret")
+        assert (first.code, first.text) == need_helo, first
+        assert first.raw == b"503 5.5.1 Bad sequence of commands: send HELO or EHLO first\r\n"
+        assert client.cmd("HELO client.example").code == 250
+        assert client.auth_plain("alice", "secret").code == 235
+    with connect(srv) as client:
+        client.ehlo()
+        assert client.cmd("STARTTLS").code == 220
+        client.starttls(srv.cafile)
+        after_tls = client.auth_plain("alice", "secret")
+        assert (after_tls.code, after_tls.text) == need_helo, after_tls
+        client.ehlo()
+        assert client.auth_plain("alice", "secret").code == 235
+
+
+def test_auth_before_helo_follows_the_personality(make: Any) -> None:
+    """Postfix's default (smtpd_helo_required = no) takes AUTH with no HELO at all,
+    as the real one on this machine does (tests/interop/test_serve_vs_real.py)."""
+    servers = make(personality="postfix")
+    with connect(servers) as client:
+        reply = client.auth_plain("alice", "secret")
+        assert reply.raw == b"235 2.7.0 Authentication successful\r\n"
+
+
 def test_auth_plain_334_flow(srv: RunningServers) -> None:
     with connect(srv) as client:
         client.ehlo()
@@ -1054,6 +1085,69 @@ def test_relayclients_may_relay(tmp_path: Path, tls_template: Path) -> None:
         assert len(servers.context.store.queue.list()) == 1
 
 
+def test_control_files_are_read_again_when_they_change(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """qmail reads its control files for every connection: an edit of relayclients,
+    rcpthosts, locals or me changes the next connection's answers, without a restart."""
+    servers = make(pop3=0)
+    control = servers.root / "control"
+
+    def rcpt(address: str) -> Reply:
+        with connect(servers) as client:
+            client.ehlo()
+            client.cmd("MAIL FROM:<a@example.org>")
+            return client.cmd(f"RCPT TO:<{address}>")
+
+    assert rcpt("x@example.net").code == 554
+    (control / "relayclients").write_text("# the lab\n127.0.0.1\n")
+    assert rcpt("x@example.net").code == 250
+    assert rcpt("alice@example.test").code == 250  # relayed, not delivered: not ours yet
+    (control / "rcpthosts").write_text("localhost\nexample.test\n")
+    (control / "locals").write_text("localhost\nexample.test\n")
+    (control / "relayclients").write_text("")
+    assert rcpt("x@example.net").code == 554
+    assert rcpt("alice@example.test").raw == (
+        b"250 2.1.5 Recipient <alice@example.test> OK\r\n"
+    )
+    (control / "me").write_text("mx.example.test\n")
+    with connect(servers) as client:
+        assert client.greeting.raw.startswith(b"220 mx.example.test ESMTP ")
+    # A broken edit keeps the last good files, and says so.
+    (control / "rcpthosts").write_text("example.test # comment\n")
+    with caplog.at_level(logging.WARNING, logger="mailtalk.serve"):
+        assert rcpt("alice@example.test").code == 250
+    assert "rcpthosts:1: not a domain name" in caplog.text
+    assert "still using what was read before" in caplog.text
+    # A user added to control/users can log in on the next connection.
+    from mailtalk.servers.users import Users
+
+    users = Users.load(servers.root)
+    users.add("carol", "s3cret")
+    users.save()
+    pop = poplib.POP3("127.0.0.1", servers.port("pop3"), timeout=5)
+    try:
+        pop.user("carol")
+        assert pop.pass_("s3cret").startswith(b"+OK")
+    finally:
+        pop.quit()
+
+
+def test_hostname_names_the_server_everywhere(make: Any) -> None:
+    servers = make(hostname="mx.example.test", pop3=0)
+    with connect(servers) as client:
+        assert client.greeting.first == "mx.example.test ESMTP mailtalk reference server ready"
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "a@example.org", ["alice@mx.example.test"], message("Subject: named")
+        )
+        assert (rcpts[0].code, reply.code) == (250, 250)
+    (stored,) = servers.messages("alice")
+    assert b"\tby mx.example.test (mailtalk) with ESMTP id " in stored
+    with socket.create_connection(("127.0.0.1", servers.port("pop3")), timeout=5) as sock:
+        assert re.match(rb"\+OK .*<\d+\.\d+@mx\.example\.test>\r\n", sock.recv(200))
+
+
 def test_extra_domain(make: Any) -> None:
     servers = make(domains=["example.test"])
     with connect(servers) as client:
@@ -1063,6 +1157,55 @@ def test_extra_domain(make: Any) -> None:
         )
         assert rcpts[0].code == 250 and reply.code == 250
     assert len(servers.messages("alice")) == 1
+
+
+POSTMASTERS = ["postmaster", "Postmaster", "POSTMASTER@localhost", "postmaster@Example.Test"]
+
+
+def _pop3_retr_all(port: int, user: str, password: str) -> list[bytes]:
+    """Every message in ``user``'s maildrop, read over POP3 as a mail client would."""
+    pop = poplib.POP3("127.0.0.1", port, timeout=5)
+    try:
+        pop.user(user)
+        pop.pass_(password)
+        count, _ = pop.stat()
+        return [b"\n".join(pop.retr(n)[1]) for n in range(1, count + 1)]
+    finally:
+        pop.quit()
+
+
+def test_postmaster_is_accepted_and_read_over_pop3(make: Any) -> None:
+    """RFC 5321 4.5.1: <postmaster> and postmaster@ every local domain, any case, from
+    anyone; with no control/postmaster the first user (by name) reads it."""
+    servers = make(domains=["example.test"], pop3=0)
+    with connect(servers) as client:
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "stranger@example.org", POSTMASTERS, message("Subject: to the postmaster")
+        )
+        assert [r.code for r in rcpts] == [250] * len(POSTMASTERS), rcpts
+        assert reply.code == 250, reply
+        client.cmd("MAIL FROM:<stranger@example.org>")
+        refused = client.cmd("RCPT TO:<postmaster@elsewhere.example>")
+        assert refused.code == 554, refused  # someone else's postmaster: relaying
+    (delivered,) = _pop3_retr_all(servers.port("pop3"), "alice", "secret")
+    assert b"Subject: to the postmaster" in delivered
+    assert _pop3_retr_all(servers.port("pop3"), "bob", "hunter2") == []
+
+
+def test_postmaster_goes_to_the_user_in_control_postmaster(
+    tmp_path: Path, tls_template: Path
+) -> None:
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "postmaster").write_text("bob\n")
+    with serve(tmp_path, tls_template) as servers, connect(servers) as client:
+        client.ehlo()
+        _, rcpts, _, reply = client.transaction(
+            "stranger@example.org", ["postmaster"], message("Subject: for bob")
+        )
+        assert (rcpts[0].code, reply.code) == (250, 250), (rcpts, reply)
+        assert servers.messages("alice") == []
+        assert len(servers.messages("bob")) == 1
 
 
 def test_size_parameter_over_the_limit_is_552_5_3_4(make: Any) -> None:
