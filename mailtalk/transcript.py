@@ -78,13 +78,16 @@ class Entry:
 
 
 class Transcript:
-    """Keeps the session's lines, the latest ``MAX_KEPT_CHARS`` of them (for ``:save``);
+    """Keeps the session's lines, the latest ``max_chars`` of them (for ``:save``);
     optionally appends every line to a file as it comes."""
 
-    def __init__(self, url: str, path: str | None = None) -> None:
+    def __init__(
+        self, url: str, path: str | None = None, max_chars: int = MAX_KEPT_CHARS
+    ) -> None:
         self.url = url
+        self.max_chars = max_chars
         self.entries: Tail[Entry] = Tail(
-            MAX_KEPT_ENTRIES, MAX_KEPT_CHARS, lambda entry: len(entry.text)
+            MAX_KEPT_ENTRIES, max_chars, lambda entry: len(entry.text)
         )
         self._file: IO[str] | None = None
         if path:
@@ -115,7 +118,7 @@ class Transcript:
 
     def add_raw(self, direction: str, data: bytes) -> None:
         """What the server sent for one event, line by line: every line to the file,
-        the first ``MAX_KEPT_CHARS`` of them in memory, never the whole of a huge
+        the first ``max_chars`` of them in memory, never the whole of a huge
         message as one more copy of it."""
         kept: list[str] = []
         size = 0
@@ -127,7 +130,7 @@ class Transcript:
             line = safe_bytes(data[start : stop if end < 0 else end].removesuffix(b"\r"))
             if self._file is not None:
                 self._file.write(f"{direction}: {line}".rstrip(" ") + "\n")
-            if size + len(line) <= MAX_KEPT_CHARS:
+            if size + len(line) <= self.max_chars:
                 kept.append(line)
                 size += len(line) + 1
             else:
@@ -147,7 +150,7 @@ class Transcript:
         if self.entries.dropped:
             dropped = (
                 f"# {self.entries.dropped} earlier entries were not kept in memory "
-                f"(mailtalk keeps the last {MAX_KEPT_CHARS // (1024 * 1024)} MiB; "
+                f"(mailtalk keeps the last {_size(self.max_chars)}; "
                 "--transcript FILE keeps everything)\n"
             )
         return self.header() + dropped + "".join(_format(entry) for entry in self.entries)
@@ -172,6 +175,10 @@ class Transcript:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _size(chars: int) -> str:
+    return f"{chars // (1024 * 1024)} MiB" if chars >= 1024 * 1024 else f"{chars} characters"
 
 
 def _format(entry: Entry) -> str:
