@@ -38,8 +38,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk explain')
-            opts='--protocol --command --json -h --help'
-            value_opts='--protocol --command'
+            opts='--protocol --command --banner --json -h --help'
+            value_opts='--protocol --command --banner'
             subcommands=''
             ;;
         'mailtalk imap')
@@ -144,6 +144,9 @@ _mailtalk_option_value() {
             COMPREPLY=($(compgen -W 'smtp pop3 imap' -- "$cur"))
             ;;
         'mailtalk explain|--command')
+            COMPREPLY=()
+            ;;
+        'mailtalk explain|--banner')
             COMPREPLY=()
             ;;
         'mailtalk imap|--cafile')

@@ -110,6 +110,8 @@ class Conversation:
         # means something else than 503 after AUTH): "greeting" until we send.
         self.last_command = "greeting"
         self.last_final_command = "greeting"
+        self.last_command_line: str | None = None  # as shown: secrets redacted
+        self.greeting: str | None = None  # the server's first reply, for explanations
         self.explain_inline = True
         from mailtalk.script.record import SessionRecorder
 
@@ -174,6 +176,7 @@ class Conversation:
         self._last_send = time.monotonic()
         if command is not None:
             self.last_command = command
+            self.last_command_line = shown
         # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing;
         # secrets as *** unless --show-secrets.
         wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
@@ -298,6 +301,8 @@ class Conversation:
                 return
             assert not isinstance(event, type(NEED_DATA))
             self._events += 1
+            if self._events == 1:
+                self.greeting = event.raw.decode("utf-8", "backslashreplace").strip()
             latency = time.monotonic() - self._last_send
             self.transcript.add_raw("S", event.raw)
             if event.final:
@@ -336,7 +341,9 @@ class Conversation:
         return words[0].split(":")[0].upper()
 
     def explain_event(self, event: ServerEvent, command: str | None = None) -> Explanation:
-        """The knowledge base's explanation of a reply from this server."""
+        """The knowledge base's explanation of a reply from this server, knowing its
+        greeting (which may name the server software) and, for the last command,
+        the whole line (an address's domain tells whether the server handles it)."""
         from mailtalk.knowledge.explain import explain
         from mailtalk.terminal import safe_text
 
@@ -344,10 +351,15 @@ class Conversation:
         lines = event.raw.decode("utf-8", "backslashreplace").strip("\r\n").split("\n")
         text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
         protocol = self.target.protocol
-        return explain(text, protocol, command)
+        if command is not None and " " not in command and command == self.last_command:
+            command = self.last_command_line or command
+        return explain(text, protocol, command, banner=self.greeting)
 
     def _explain(self, event: ServerEvent) -> None:
-        command = self.last_command if event.final else None
+        # An untagged reply that comes while a command waits for its answer is part
+        # of that answer: IMAP's "* BYE" to LOGOUT is the normal goodbye.
+        answering = event.final or self.core.awaiting_reply
+        command = self.last_command if answering else None
         explanation = self.explain_event(event, command)
         if explanation.category != "ok":
             self.listener.note(explanation.one_line(), "explain")

@@ -21,6 +21,7 @@ def run_explain(
     command: str | None,
     as_json: bool,
     stdin: TextIO | None = None,
+    banner: str | None = None,
 ) -> int:
     from mailtalk.explain_view import render_all
     from mailtalk.knowledge.explain import explain
@@ -36,11 +37,11 @@ def run_explain(
         if not replies:
             click.echo("mailtalk: no reply found on standard input", err=True)
             return ExitCode.FAILED
-        render_all([explain(r, proto, command) for r in replies], as_json)
+        render_all([explain(r, proto, command, banner=banner) for r in replies], as_json)
         return ExitCode.OK
 
     text = " ".join(words)
-    explanation = explain(text, proto, command)
+    explanation = explain(text, proto, command, banner=banner)
     if not explanation.known:
         click.echo(
             f"mailtalk: {text!r} is not a reply or a code I know; give a code (550, 5.7.1) "

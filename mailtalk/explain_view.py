@@ -55,6 +55,8 @@ def layout(explanation: Explanation) -> Layout:
         facts.append(explanation.protocol.upper())
     if explanation.matched is not None and explanation.matched.origin:
         facts.append(f"{explanation.matched.origin} wording")
+    if explanation.software:
+        facts.append(f"the greeting names {explanation.software}")
     shown_reply = explanation.reply if explanation.reply not in ("", explanation.code) else None
     result = Layout(
         shown_reply, explanation.headline(), " · ".join(facts), style, explanation.contradiction
@@ -98,7 +100,9 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
     lines = []
     if shown.reply:
         lines.append(shown.reply)
-    lines += [shown.headline, shown.facts]
+    lines.append(shown.headline)
+    # the facts grow with the wording's origin and the server the greeting names
+    lines += textwrap.wrap(shown.facts, width=width, break_on_hyphens=False) or [""]
     if shown.contradiction:
         lines += ["", f"Contradiction: {shown.contradiction}"]
     for section in shown.sections:

@@ -18,7 +18,7 @@ class ReplyCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value = {"--protocol", "--command"}
+        takes_value = {"--protocol", "--command", "--banner"}
         flags = {"--json", "-h", "--help"}
         options: list[str] = []
         words: list[str] = []
@@ -47,6 +47,8 @@ class ReplyCommand(click.Command):
     "  mailtalk explain '554 5.7.1 <bob@example.net>: Relay access denied'\n"
     "  mailtalk explain 503 Need MAIL before RCPT\n"
     "  mailtalk explain --command AUTH 503\n"
+    "  mailtalk explain --command 'RCPT TO:<bob@exim.test>' \\\n"
+    "      --banner '220 mx.exim.test ESMTP Exim 4.96' 550 Unrouteable address\n"
     "  mailtalk explain -ERR [IN-USE] lock busy! Is another session active?\n"
     "  mailtalk explain 'a1 NO [AUTHENTICATIONFAILED] Authentication failed.'\n"
     "  grep 'said:' /var/log/mail.log | mailtalk explain --json -\n\n"
@@ -65,11 +67,23 @@ class ReplyCommand(click.Command):
     "--command",
     metavar="COMMAND",
     help="The command the reply answered (RCPT, MAIL, AUTH, DATA, PASS, LOGIN, greeting, "
-    "'end of data'); it changes what some codes mean.",
+    "'end of data'), or its whole line ('RCPT TO:<bob@example.org>'); it changes what "
+    "some codes mean.",
+)
+@click.option(
+    "--banner",
+    metavar="TEXT",
+    help="The server's greeting ('220 mx.example.org ESMTP Exim 4.96'): it can name the "
+    "server software, whose own wordings then decide, and the host, which tells whether "
+    "the server handles the address's domain itself.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reply.")
 def explain(
-    reply: tuple[str, ...], protocol: str | None, command: str | None, as_json: bool
+    reply: tuple[str, ...],
+    protocol: str | None,
+    command: str | None,
+    banner: str | None,
+    as_json: bool,
 ) -> None:
     """Explain a reply: what it means, whether to retry, causes and fixes.
 
@@ -82,4 +96,4 @@ def explain(
     """
     from mailtalk.explain_cmd import run_explain
 
-    sys.exit(run_explain(reply, protocol, command, as_json))
+    sys.exit(run_explain(reply, protocol, command, as_json, banner=banner))

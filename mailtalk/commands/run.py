@@ -19,13 +19,14 @@ from mailtalk.cli import cli
     "  mailtalk run --repeat 1000 --reuse send.mt       # one connection, loop ... end\n"
     "  printf 'connect smtp://localhost\\nS: 220\\nC: QUIT\\nS: 221\\n' | mailtalk run -\n\n"
     "\b\nSession files: one step a line. C: LINE sends, S: EXPECTATION checks the reply\n"
-    "(250, 2xx, 5.7.1, +OK, NO, then optionally a glob, /regex/ or words; * for any;\n"
-    "* TEXT for an IMAP untagged response). Directives: connect URL [insecure]\n"
+    "(250, 2xx, 5.7.1, +OK, NO, then optionally a glob, /regex/ or words, each a\n"
+    "whole word, in any order; * for any; * TEXT for an IMAP untagged response;\n"
+    "what no reply could match is a bad script). Directives: connect URL [insecure]\n"
     "[cafile=PATH], starttls, tls, auth plain|login USER [ENVVAR], data FILE,\n"
     "data <<EOF ... EOF, set NAME VALUE, include FILE, sleep SECONDS,\n"
     "expect-close, loop ... end, # comments; ${NAME} from --var, set, or the\n"
     "environment. Secrets never go in the file: auth takes $MAILTALK_PASSWORD\n"
-    "(or ENVVAR), ~/.netrc, or asks.\n\n"
+    "(or ENVVAR), ~/.netrc, or asks; recordings write ${MAILTALK_PASSWORD}.\n\n"
     "\b\nExit status:\n"
     "  0    every file passed\n"
     "  1    a reply did not match its S: line\n"
@@ -72,10 +73,10 @@ def run(files: tuple[str, ...], variables: tuple[str, ...], **options: Any) -> N
     """Replay session files (.mt) against servers and check every reply.
 
     Each FILE is a conversation written down: C: lines the client sends, S:
-    lines the server must answer, and a few directives. "-" reads a script
-    from standard input. On a mismatch the file stops (or goes on with
-    --keep-going) and mailtalk shows what was expected, what came, and what
-    the reply means.
+    lines the server must answer, and a few directives. FILE is a regular
+    file of at most 16 MiB; "-" reads a script from standard input. On a
+    mismatch the file stops (or goes on with --keep-going) and mailtalk shows
+    what was expected, what came, and what the reply means.
     """
     from mailtalk.script.command import RunOptions, parse_variables, run_command
 

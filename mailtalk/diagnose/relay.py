@@ -420,7 +420,7 @@ def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitC
         return no_mx, ExitCode.FAILED
     server_addresses = _addresses_of(host, resolver)
     is_mx = host.lower().rstrip(".") in mx_names or bool(server_addresses & mx_addresses)
-    where = f"{host}:{port}"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # not 2001:db8::1:25
     if is_mx:
         evidence.append(
             f"{where} is an MX of {domain}: it receives mail for {domain} itself, "

@@ -6,15 +6,38 @@ this module matches a reply against it and assembles one :class:`Explanation`.
 Files are read on first use and only for the protocol at hand: explaining an
 SMTP reply never parses the IMAP tables.
 
+Besides the reply, an explanation can know the command it answered (``503``
+after RCPT is not ``503`` after AUTH), the server's greeting (which names the
+server software: ``software.toml``) and whether the server handles the
+address's domain itself (is its MX). Wordings are matched only where they hold:
+
+- a wording tied to commands (``commands``) only after those commands;
+- a program's own wording (its ``origin`` names a program of ``software.toml``)
+  not when the greeting names another program;
+- the general SMTP keyword entries (``generic``) lend POP3 and IMAP replies
+  their category and cause, never their SMTP advice (fixes).
+
 Deciding the category, first hit wins:
 
 1. success and intermediate replies are ``ok``;
-2. a wording pattern (providers first, then MTAs and servers);
+2. a wording pattern (providers first, then MTAs and servers); a wording that
+   means two things (Exim's "Unrouteable address": no such user, or no route to
+   the domain) has a reading for a server that handles the domain itself
+   (``local``) and may have one for a server that does not (``remote``);
 3. the POP3/IMAP response code (``[IN-USE]``, ``[OVERQUOTA]``);
 4. the command the reply answered, where that settles it (503 after RCPT);
 5. the enhanced code (``5.1.1``), by detail and then by subject;
 6. the basic code (``550``), then its first two digits;
 7. the POP3/IMAP status (``BAD`` is a syntax error, ``BYE`` the service going away).
+
+What the one-line explanation leads with (:attr:`Explanation.lead`), most
+specific first: a program's or provider's own wording; the response code; what
+the code means after the command (when that agrees with the category); a
+general wording; what the code means after the command otherwise; the
+category's first cause (each category has its text per protocol).
+
+Fixes: a wording's or a response code's own fix replaces the category's fixes
+for that reader (user or admin); they would say the same in other words.
 """
 
 from __future__ import annotations
@@ -71,6 +94,22 @@ class Category(NamedTuple):
     fixes_admin: tuple[str, ...]
 
 
+class Reading(NamedTuple):
+    """One meaning of a wording that means different things on different servers."""
+
+    category: str
+    cause: str
+
+
+class Software(NamedTuple):
+    """A server program that can be told from its greeting (``software.toml``)."""
+
+    key: str
+    name: str
+    banner: str  # regex, "" when the greeting never names it
+    origin: str  # regex over a wording's origin
+
+
 class Pattern(NamedTuple):
     """One real wording (``replies_*.toml``) and what it means."""
 
@@ -88,6 +127,11 @@ class Pattern(NamedTuple):
     source: str
     generic: bool
     protocol: str
+    # where the wording means something else when the server handles the address's
+    # domain itself (local) or does not (remote); category and cause above are the
+    # reading when that is not known
+    local: Reading | None = None
+    remote: Reading | None = None
 
 
 class ResponseCode(NamedTuple):
@@ -139,6 +183,8 @@ class Explanation:
     contradiction: str | None = None
     matched: Pattern | None = None
     known: bool = True
+    lead: str = ""  # what the one-line explanation says after the title
+    software: str | None = None  # the server program its greeting names
 
     @property
     def retry(self) -> str:
@@ -163,7 +209,7 @@ class Explanation:
     def one_line(self) -> str:
         """The REPL's hint under a failure reply."""
         word = {True: "temporary", False: "permanent", None: ""}[self.transient]
-        first = self.causes[0] if self.causes else self.summary
+        first = self.lead or (self.causes[0] if self.causes else self.summary)
         lead = f"{self.title} ({word})" if word else self.title
         return f"{lead}: {first}"
 
@@ -187,6 +233,7 @@ class Explanation:
             "contexts": [{"after": c, "meaning": m} for c, m in self.other_contexts],
             "references": self.references,
             "contradiction": self.contradiction,
+            "software": self.software,
             "matched": None,
         }
         if self.matched is not None:
@@ -232,23 +279,42 @@ def _transient(table: dict[str, Any], where: str) -> bool | None:
     return value
 
 
+_CATEGORY_PROSE: Final = ("summary", "side", "causes", "fixes_user", "fixes_admin")
+
+
+def _category_entry(name: str, table: dict[str, Any], where: str) -> Category:
+    return Category(
+        name=name,
+        title=_string(table, "title", where, True),
+        summary=_string(table, "summary", where, True),
+        transient=_transient(table, where),
+        side=_string(table, "side", where, True),
+        causes=_strings(table, "causes", where),
+        fixes_user=_strings(table, "fixes_user", where),
+        fixes_admin=_strings(table, "fixes_admin", where),
+    )
+
+
 @functools.cache
-def _categories() -> tuple[dict[str, Category], dict[str, str], dict[str, str]]:
+def _categories() -> tuple[dict[tuple[str, str], Category], dict[str, str], dict[str, str]]:
+    """Categories by (name, protocol), protocol "" for the text of all protocols;
+    ``[category.NAME.imap]`` replaces the text that differs for IMAP."""
     data = _read("categories.toml")
-    categories: dict[str, Category] = {}
+    categories: dict[tuple[str, str], Category] = {}
     for name, table in data["category"].items():
         where = f"categories.toml [category.{name}]"
-        categories[_category_name(name, where)] = Category(
-            name=name,
-            title=_string(table, "title", where, True),
-            summary=_string(table, "summary", where, True),
-            transient=_transient(table, where),
-            side=_string(table, "side", where, True),
-            causes=_strings(table, "causes", where),
-            fixes_user=_strings(table, "fixes_user", where),
-            fixes_admin=_strings(table, "fixes_admin", where),
-        )
-    missing = set(CATEGORIES) - set(categories)
+        base = _category_entry(_category_name(name, where), table, where)
+        categories[name, ""] = base
+        for protocol in PATTERN_FILES:
+            override = table.get(protocol)
+            if override is None:
+                continue
+            unknown = set(override) - set(_CATEGORY_PROSE)
+            if unknown or not isinstance(override, dict):
+                raise ValueError(f"{where}.{protocol}: only {', '.join(_CATEGORY_PROSE)}")
+            merged = {**table, **override}
+            categories[name, protocol] = _category_entry(name, merged, f"{where}.{protocol}")
+    missing = set(CATEGORIES) - {name for name, _ in categories}
     if missing:
         raise ValueError(f"categories.toml: missing {sorted(missing)}")
     by_enhanced = {
@@ -258,9 +324,10 @@ def _categories() -> tuple[dict[str, Category], dict[str, str], dict[str, str]]:
     return categories, by_enhanced, by_basic
 
 
-def category(name: str) -> Category:
-    """The general explanation of a category."""
-    return _categories()[0][name]
+def category(name: str, protocol: str | None = None) -> Category:
+    """The general explanation of a category, in the words for ``protocol``."""
+    table = _categories()[0]
+    return table.get((name, protocol or ""), table[name, ""])
 
 
 @functools.cache
@@ -278,6 +345,7 @@ def patterns(name: str) -> tuple[Pattern, ...]:
         raw_codes = table.get("codes", [])
         if not isinstance(raw_codes, list):
             raise ValueError(f"{where}: codes must be a list")
+        readings = {key: _reading(table.get(key), f"{where} {key}") for key in ("local", "remote")}
         result.append(
             Pattern(
                 id=ident,
@@ -294,9 +362,57 @@ def patterns(name: str) -> tuple[Pattern, ...]:
                 source=_string(table, "source", where, True),
                 generic=bool(table.get("generic", False)),
                 protocol=protocol,
+                local=readings["local"],
+                remote=readings["remote"],
             )
         )
     return tuple(result)
+
+
+def _reading(value: Any, where: str) -> Reading | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be a table with category and cause")
+    category_name = _category_name(value.get("category"), where)
+    return Reading(category_name, _string(value, "cause", where, True))
+
+
+@functools.cache
+def software() -> tuple[Software, ...]:
+    """The programs of ``software.toml``, in file order."""
+    result = []
+    for key, table in _read("software.toml").get("software", {}).items():
+        where = f"software.toml [software.{key}]"
+        name = _string(table, "name", where, True)
+        result.append(
+            Software(
+                key=key,
+                name=name,
+                banner=_string(table, "banner", where),
+                origin=_string(table, "origin", where) or rf"\b{re.escape(name)}\b",
+            )
+        )
+    return tuple(result)
+
+
+def software_of_banner(banner: str | None) -> Software | None:
+    """The program a greeting names, or None."""
+    if not banner:
+        return None
+    for entry in software():
+        if entry.banner and re.search(entry.banner, banner, re.I):
+            return entry
+    return None
+
+
+@functools.cache
+def software_of_origin(origin: str) -> frozenset[str]:
+    """The programs (keys) whose wording an entry with this ``origin`` is; none for
+    the general wordings ("generic (RFC 1939 example)") and for providers."""
+    if not origin or origin.lower().startswith("generic"):
+        return frozenset()
+    return frozenset(entry.key for entry in software() if re.search(entry.origin, origin))
 
 
 @functools.cache
@@ -365,6 +481,8 @@ def _normalise_command(command: str | None) -> str | None:
     words = text.split()
     if not words:
         return None
+    if len(words) > 1 and any(c.isdigit() for c in words[0]):
+        words = words[1:]  # an IMAP tag: "a001 LOGIN ..."
     verb = words[0].upper().split(":")[0]
     if verb == "UID" and len(words) > 1:
         verb = words[1].upper()
@@ -403,34 +521,46 @@ def regex(pattern: Pattern) -> re.Pattern[str]:
     return compiled
 
 
-def _applies(pattern: Pattern, parsed: ParsedReply, command: str | None) -> bool:
+def _applies(
+    pattern: Pattern, parsed: ParsedReply, command: str | None, server: str | None = None
+) -> bool:
     if pattern.commands and command not in pattern.commands:
         return False
+    if server is not None and pattern.origin:
+        programs = software_of_origin(pattern.origin)
+        if programs and server not in programs:
+            return False  # another program's wording
     if not pattern.codes:
         return True
     return (parsed.code or "").upper() in pattern.codes
 
 
 def match_pattern(
-    parsed: ParsedReply, protocols: tuple[str, ...], command: str | None = None
+    parsed: ParsedReply,
+    protocols: tuple[str, ...],
+    command: str | None = None,
+    server: str | None = None,
 ) -> Pattern | None:
     """The first wording pattern that matches the reply, over the files of
-    ``protocols`` (and the generic SMTP keywords for POP3 and IMAP)."""
+    ``protocols`` (and the generic SMTP keywords for POP3 and IMAP). ``server`` is
+    the key of the program the greeting names: other programs' wordings are out."""
     # one line: the words of a multi-line reply match across its line breaks
-    subject = " ".join(parsed.raw.split())
+    subject = parsed.subject
     lowered = subject.lower()
     for protocol in protocols:
         for name in PATTERN_FILES[protocol]:
             for pattern in patterns(name):
                 if pattern.literal and pattern.literal not in lowered:
                     continue
-                if _applies(pattern, parsed, command) and regex(pattern).search(subject):
+                if _applies(pattern, parsed, command, server) and regex(pattern).search(
+                    subject
+                ):
                     return pattern
     if "smtp" not in protocols:
         for pattern in patterns("replies_smtp.toml"):
             if (
                 pattern.generic
-                and _applies(pattern, parsed, command)
+                and _applies(pattern, parsed, command, server)
                 and regex(pattern).search(subject)
             ):
                 return pattern
@@ -473,17 +603,78 @@ def _dedupe(items: list[str]) -> list[str]:
     return result
 
 
-def explain(text: str, protocol: Protocol | None = None, command: str | None = None) -> Explanation:
-    """Explain one reply, or a bare code, given as the user typed it."""
-    return explain_parsed(parse(text, protocol), command)
+def explain(
+    text: str,
+    protocol: Protocol | None = None,
+    command: str | None = None,
+    *,
+    banner: str | None = None,
+    local: bool | None = None,
+) -> Explanation:
+    """Explain one reply, or a bare code, given as the user typed it.
+
+    ``command`` is the command the reply answered: its name (``RCPT``) or the
+    whole line (``RCPT TO:<bob@example.org>``, whose domain then counts).
+    ``banner`` is the server's greeting. ``local`` says whether the server handles
+    the address's domain itself (is its MX); None when unknown, and then a
+    greeting that names a host in that domain counts as yes.
+    """
+    return explain_parsed(parse(text, protocol), command, banner=banner, local=local)
 
 
-def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanation:
+# "<bob@example.org>" in a command line or a reply
+_ADDRESS: Final = re.compile(r"<[^<>@\s]*@([A-Za-z0-9.-]+)>")
+_SMTP_GREETING_HOST: Final = re.compile(r"^\s*220[ -]([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)\b")
+
+
+def _handles_domain(banner: str | None, *texts: str | None) -> bool | None:
+    """True when the SMTP greeting names a host in the address's domain
+    (``220 mx.exim.test`` and ``<bob@exim.test>``); None otherwise: a server
+    named otherwise may still be the domain's MX."""
+    host = _SMTP_GREETING_HOST.match(banner or "")
+    if host is None:
+        return None
+    for text in texts:
+        address = _ADDRESS.search(text or "")
+        if address is not None:
+            name, domain = host[1].lower().rstrip("."), address[1].lower().rstrip(".")
+            return True if name == domain or name.endswith("." + domain) else None
+    return None
+
+
+def _readings(pattern: Pattern, local: bool | None) -> list[Reading]:
+    """The wording's readings, the likelier first."""
+    default = Reading(pattern.category, pattern.cause)
+    if local is True and pattern.local is not None:
+        first = pattern.local
+    elif local is False and pattern.remote is not None:
+        first = pattern.remote
+    else:
+        first = default
+    result = [first]
+    for other in (default, pattern.local, pattern.remote):
+        if other is not None and other not in result:
+            result.append(other)
+    return result
+
+
+def explain_parsed(
+    parsed: ParsedReply,
+    command: str | None = None,
+    *,
+    banner: str | None = None,
+    local: bool | None = None,
+) -> Explanation:
+    command_line = command
     command = _normalise_command(command) or _normalise_command(parsed.command)
     protocols: tuple[str, ...] = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
     basic = parsed.basic
     status = (parsed.code or "").upper()
     enhanced = parsed.enhanced_code
+    server = software_of_banner(banner)
+    if local is None and parsed.protocol in (None, "smtp") and command in (None, "RCPT"):
+        # the readings are about a recipient's domain: RCPT's address, or the reply's
+        local = _handles_domain(banner, command_line, parsed.subject)
     response: ResponseCode | None = None
     if parsed.response_code:
         for candidate in protocols if parsed.protocol else ("imap", "pop3"):
@@ -494,14 +685,16 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
 
     context, all_contexts = _context_for(parsed, command)
     pattern: Pattern | None = None
+    readings: list[Reading] = []
     name: str | None = None
     positive = (basic is not None and basic < 400) or status in _POSITIVE_STATUS
     if positive:
         name = "ok"
     if name is None and parsed.text:
-        pattern = match_pattern(parsed, protocols, command)
+        pattern = match_pattern(parsed, protocols, command, server.key if server else None)
         if pattern is not None:
-            name = pattern.category
+            readings = _readings(pattern, local)
+            name = readings[0].category
     if name is None and response is not None:
         name = response.category
     if name is None and context is not None and context.category is not None:
@@ -519,18 +712,21 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
         or enhanced is not None
     )
 
-    cat = category(name)
+    protocol = (
+        parsed.protocol
+        or (pattern.protocol if pattern else None)
+        or (response.protocol if response else None)
+    )
+    cat = category(name, protocol)
     title = cat.title
     if name == "other" and basic is not None and not parsed.text:
         # a bare 550 names no cause; say what the code itself says
         title = {4: "not done for now", 5: "refused"}.get(basic // 100, title)
         title += ": the reply's text would say why"
     transient = _decide_transient(parsed, basic, enhanced, response, pattern, cat)
-    protocol = (
-        parsed.protocol
-        or (pattern.protocol if pattern else None)
-        or (response.protocol if response else None)
-    )
+    # The general SMTP keyword entries give POP3 and IMAP replies their category and
+    # cause, not their SMTP advice ("MAIL FROM needs angle brackets" for an IMAP BAD).
+    own_fixes = pattern is not None and (pattern.protocol == protocol or not pattern.generic)
 
     meaning: list[str] = []
     references: list[str] = []
@@ -571,24 +767,48 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
     fixes_user: list[str] = []
     fixes_admin: list[str] = []
     if pattern is not None:
-        causes.append(pattern.cause)
+        references.append(pattern.source)
+    if pattern is not None:
+        causes.extend(reading.cause for reading in readings)
+    if own_fixes and pattern is not None:
         fixes_user.append(pattern.fix_user)
         fixes_admin.append(pattern.fix_admin)
-        references.append(pattern.source)
-    if response is not None and (pattern is None or pattern.category == response.category):
+    same_response = response is not None and response.category == name
+    if response is not None and same_response:
         causes.extend(response.causes)
         # the code's fixes only where the wording gave none: they say the same
-        if not fixes_user[-1:] or not fixes_user[-1]:
+        if not any(fixes_user):
             fixes_user.extend(response.fixes_user)
-        if not fixes_admin[-1:] or not fixes_admin[-1]:
+        if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
-    if name == "other" and pattern is not None and pattern.cause:
+    if name == "other" and pattern is not None and causes and causes[0]:
         # "other" says nothing the wording's own entry does not say better
-        summary = pattern.cause
+        summary = causes[0]
     else:
         causes.extend(cat.causes)
-        fixes_user.extend(cat.fixes_user)
-        fixes_admin.extend(cat.fixes_admin)
+        # the category's fixes are the general form of what a wording or code says
+        if not any(fixes_user):
+            fixes_user.extend(cat.fixes_user)
+        if not any(fixes_admin):
+            fixes_admin.extend(cat.fixes_admin)
+
+    # What the one-line explanation leads with, most specific first.
+    wording_cause = readings[0].cause if readings else ""
+    after_command = context.meaning if context is not None else ""
+    agrees = context is not None and context.category == name
+    # a context that hedges ("no such user, relaying denied, or a policy; the text
+    # says which") only where no wording said which
+    hedges = context is not None and context.category is None and pattern is None
+    candidates = [
+        wording_cause if pattern is not None and pattern.origin else "",
+        response.meaning if response is not None and same_response else "",
+        after_command if agrees else "",
+        wording_cause,
+        after_command if hedges else "",
+        *cat.causes,
+        summary,
+    ]
+    lead = next((c for c in candidates if c), "")
 
     contradiction = None
     if basic is not None and enhanced is not None:
@@ -624,6 +844,8 @@ def explain_parsed(parsed: ParsedReply, command: str | None = None) -> Explanati
         contradiction=contradiction,
         matched=pattern,
         known=known,
+        lead=lead if name != "ok" else "",
+        software=server.name if server else None,
     )
 
 

@@ -10,7 +10,7 @@ to import.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 Protocol = Literal["smtp", "pop3", "imap"]
@@ -24,11 +24,19 @@ _SMTP_LINE: Final = re.compile(rf"([2-5]\d\d)(?:([ -])(?:({_ENHANCED})(?=\s|$))?
 # qmail ends its replies with the enhanced code: "... rcpthosts (#5.7.1)"
 _QMAIL_SUFFIX: Final = re.compile(rf"\(#({_ENHANCED})\)\s*$")
 _POP3_LINE: Final = re.compile(r"([+-])(OK|ERR)\b\s*(?:\[([^\]\s]*)\])?\s*(.*)$", re.I | re.S)
+# GNU Mailutils writes the command's name before the response code ("a1 NO COPY
+# [TRYCREATE] failed"), against RFC 3501's grammar; an upper-case word right before
+# the bracket is taken as that name.
+_IMAP_COMMAND_FIRST: Final = r"(?:(?-i:((?:UID\s+)?[A-Z]{3,}))\s+(?=\[))?"
 _IMAP_TAGGED: Final = re.compile(
-    r"(\*|[A-Za-z0-9.]{1,32})\s+(OK|NO|BAD|BYE|PREAUTH)\b\s*(?:\[([^\]]*)\])?\s*(.*)$", re.I | re.S
+    r"(\*|[A-Za-z0-9.]{1,32})\s+(OK|NO|BAD|BYE|PREAUTH)\b\s*"
+    + _IMAP_COMMAND_FIRST
+    + r"(?:\[([^\]]*)\])?\s*(.*)$",
+    re.I | re.S,
 )
 _IMAP_BARE: Final = re.compile(
-    r"(OK|NO|BAD|BYE|PREAUTH)\b\s*(?:\[([^\]]*)\])?\s*(.*)$", re.I | re.S
+    r"(OK|NO|BAD|BYE|PREAUTH)\b\s*" + _IMAP_COMMAND_FIRST + r"(?:\[([^\]]*)\])?\s*(.*)$",
+    re.I | re.S,
 )
 _CONTINUATION: Final = re.compile(r"\+(?:\s(.*))?$", re.S)
 _RESPONSE_CODE_ONLY: Final = re.compile(r"\[?([A-Z][A-Z0-9/-]*)\]?")
@@ -44,6 +52,7 @@ _EMBEDDED: Final = re.compile(
 _EMBEDDED_LOOSE: Final = re.compile(
     rf"(?:^\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
 )
+_FOLDED_HEAD: Final = re.compile(rf"([2-5]\d\d)-(?:({_ENHANCED})\s)?")
 _IN_REPLY_TO: Final = re.compile(
     r"\(in reply to (?:the )?(end of data|[A-Z]+(?: [A-Z]+)?) command\)", re.I
 )
@@ -60,7 +69,8 @@ class ParsedReply:
     ``response_code`` is the bracketed POP3/IMAP code (``"IN-USE"``,
     ``"OVERQUOTA"``), keeping its arguments out (``"UIDNEXT 4"`` gives ``"UIDNEXT"``).
     ``command`` is the command the reply answered, when the input said so (a
-    Postfix log's "in reply to RCPT TO command").
+    Postfix log's "in reply to RCPT TO command", or the command's name that GNU
+    Mailutils writes into its IMAP replies).
     """
 
     raw: str
@@ -72,6 +82,13 @@ class ParsedReply:
     tag: str | None = None
     command: str | None = None
     embedded: bool = False
+    unfolded: str = ""  # a log line with its folded reply unfolded, "" when as raw
+
+    @property
+    def subject(self) -> str:
+        """What reply wordings are matched against: the input on one line, a
+        reply that a log folded into one line with its continuation codes taken out."""
+        return " ".join((self.unfolded or self.raw).split())
 
     @property
     def basic(self) -> int | None:
@@ -165,21 +182,28 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
             protocol == "imap"
             or match[1] == "*"
             or _looks_like_tag(match[1])
-            or match[3] is not None
+            or match[4] is not None
         ):
             return ParsedReply(
                 raw,
                 "imap",
                 match[2].upper(),
                 None,
-                _first_word(match[3]),
-                match[4].strip(),
+                _first_word(match[4]),
+                match[5].strip(),
                 tag=match[1],
+                command=_imap_command(match[3], match[5]),
             )
         # "NO [OVERQUOTA] ..." without a tag; plain "No such user" is not IMAP
-        if bare and (protocol == "imap" or bare[2] is not None):
+        if bare and (protocol == "imap" or bare[3] is not None):
             return ParsedReply(
-                raw, "imap", bare[1].upper(), None, _first_word(bare[2]), bare[3].strip()
+                raw,
+                "imap",
+                bare[1].upper(),
+                None,
+                _first_word(bare[3]),
+                bare[4].strip(),
+                command=_imap_command(bare[2], bare[4]),
             )
         continuation = _CONTINUATION.match(first_line)
         if continuation and protocol == "imap":
@@ -196,6 +220,34 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
     if protocol is None and raw.startswith("[") and _RESPONSE_CODE_ONLY.fullmatch(raw):
         return ParsedReply(raw, None, None, None, raw.strip("[]").upper(), "")
     return ParsedReply(raw, protocol, None, None, None, raw)
+
+
+# The IMAP commands (RFC 9051 and the common extensions), for replies that name
+# the command they answer, as GNU Mailutils writes them: "a1 NO LOGIN User name
+# or passwd rejected", "* BYE LOGOUT received" (Cyrus).
+_IMAP_COMMANDS: Final = frozenset(
+    {
+        "APPEND", "AUTHENTICATE", "CAPABILITY", "CHECK", "CLOSE", "COMPRESS", "COPY",
+        "CREATE", "DELETE", "ENABLE", "EXAMINE", "EXPUNGE", "FETCH", "GETACL", "GETMETADATA",
+        "GETQUOTA", "GETQUOTAROOT", "ID", "IDLE", "LIST", "LOGIN", "LOGOUT", "LSUB", "MOVE",
+        "MYRIGHTS", "NAMESPACE", "NOOP", "RENAME", "SEARCH", "SELECT", "SETACL", "SETMETADATA",
+        "SETQUOTA", "SORT", "STARTTLS", "STATUS", "STORE", "SUBSCRIBE", "THREAD", "UNSELECT",
+        "UNSUBSCRIBE",
+    }
+)
+
+
+def _imap_command(name: str | None, text: str = "") -> str | None:
+    """The command a reply names: before its response code ("UID COPY" -> "COPY"),
+    or as the first word of its text when that is an IMAP command in capitals."""
+    if name:
+        return name.split()[-1].upper()
+    words = text.split(None, 2)
+    if words and words[0] == "UID" and len(words) > 1:
+        words = words[1:]
+    if words and words[0] in _IMAP_COMMANDS:
+        return words[0]
+    return None
 
 
 def _looks_like_tag(word: str) -> bool:
@@ -216,8 +268,26 @@ def find_embedded(line: str) -> ParsedReply | None:
         body = body[: body.rfind("'")]
     # Postfix appends "(in reply to RCPT TO command)"; it is not the server's text
     body = _IN_REPLY_TO.sub("", body).strip()
-    parsed = _smtp(line, body, embedded=True)
+    unfolded = _unfold(body)
+    parsed = _smtp(line, unfolded, embedded=True)
+    if parsed is not None and unfolded != body:
+        first = _SMTP_LINE.match(unfolded.splitlines()[0])
+        head = f"{first[1]} {first[3]} " if first and first[3] else f"{parsed.code} "
+        parsed = replace(parsed, unfolded=line[: match.start(1)] + head + parsed.text)
     return parsed
+
+
+def _unfold(body: str) -> str:
+    """A multi-line reply that a log folded into one line gets its lines back:
+    ``450-4.2.1 a rate that 450-4.2.1 prevents ... 450 4.2.1 https://...`` (Postfix
+    joins the lines of a remote reply with spaces, keeping each line's code)."""
+    head = _FOLDED_HEAD.match(body)
+    if head is None or "\n" in body:
+        return body
+    code, enhanced = head[1], head[2] or ""
+    # each later line starts with the same code, and the same enhanced code if any
+    after = re.escape(enhanced) + r"\s" if enhanced else ""
+    return re.sub(rf"\s+(?={code}[- ]{after})", "\n", body)
 
 
 def looks_like_reply(line: str) -> bool:

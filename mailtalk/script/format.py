@@ -33,8 +33,19 @@ written-out STARTTLS), ``auth plain|login USER [ENVVAR]``, ``data FILE`` or ``da
 around the part that ``--reuse`` repeats on one connection.
 
 Variables are ``${NAME}``: from ``--var NAME=VALUE`` first, then ``set`` in the file,
-then the environment; ``$$`` is a dollar sign. This module only reads files: no
-sockets, no secrets (passwords are never written in a session file).
+then the environment; ``$$`` is a dollar sign. ``${PASSWORD}``, which recordings
+wrote before they wrote ``${MAILTALK_PASSWORD}``, falls back to $MAILTALK_PASSWORD.
+This module only reads files: no sockets, no secrets (passwords are never written in
+a session file).
+
+Everything that can be known before connecting is checked here, so a bad file
+stops before anything is sent: ``S:`` lines the protocol of their connection can
+never answer (``+OK`` to SMTP, ``250`` to IMAP), an ``S:`` line with no reply left
+to match, ``data`` outside SMTP, ``tls`` where nothing starts TLS, ``starttls``
+where TLS is already on, steps after ``expect-close``, a missing ``cafile``. Files
+are read with bounds (regular files only, 16 MiB each, 64 MiB with what they
+include), and a file that turns out not to be a session file is not quoted in the
+error: it may be /etc/shadow.
 """
 
 from __future__ import annotations
@@ -49,6 +60,15 @@ from mailtalk.script.expect import Expectation, ExpectationError, parse_expectat
 
 MAX_INCLUDE_DEPTH: Final = 16
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+MAX_SCRIPT_BYTES: Final = 16 * 1024 * 1024  # one session file
+MAX_TOTAL_SCRIPT_BYTES: Final = 64 * 1024 * 1024  # a file and all it includes, each time
+MAX_TOTAL_MESSAGE_BYTES: Final = 256 * 1024 * 1024  # every message of one script
+# recordings wrote ${PASSWORD} until they wrote the one name everything else reads
+LEGACY_PASSWORD_VARIABLES: Final = {"PASSWORD": "MAILTALK_PASSWORD"}
+DIRECTIVES: Final = (
+    "connect", "starttls", "tls", "auth", "data", "set", "include", "sleep",
+    "expect-close", "loop", "end",
+)  # fmt: skip
 _VARIABLE: Final = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEREDOC: Final = re.compile(r"<<\s*('?)([A-Za-z_][A-Za-z0-9_]*)\1$")
@@ -153,6 +173,9 @@ class _Reader:
     environment: Mapping[str, str]
     defined: dict[str, str] = field(default_factory=dict)  # from `set`
     stack: list[str] = field(default_factory=list)
+    script_bytes: int = 0  # read so far, session files
+    message_bytes: int = 0  # read so far, messages
+    data_files: dict[str, bytes] = field(default_factory=dict)  # data FILE, read once
 
     def substitute(self, text: str, where: Location) -> str:
         def value(match: re.Match[str]) -> str:
@@ -162,6 +185,11 @@ class _Reader:
             for source in (self.variables, self.defined, self.environment):
                 if name in source:
                     return source[name]
+            legacy = LEGACY_PASSWORD_VARIABLES.get(name)
+            if legacy is not None:
+                for source in (self.variables, self.environment):
+                    if legacy in source:
+                        return source[legacy]
             raise ScriptError(
                 where,
                 f"undefined variable ${{{name}}}: set it in the file, give --var "
@@ -180,8 +208,9 @@ def parse_file(
     reader = _Reader(dict(variables or {}), os.environ if environment is None else environment)
     name = "<stdin>" if path == "-" else path
     script = Script(name)
-    script.steps = _parse(reader, path, _read_text(path, name))
+    script.steps = _parse(reader, path, _read_text(reader, path, name))
     _check_loops(script)
+    _check_steps(script)
     return script
 
 
@@ -194,27 +223,111 @@ def parse_text(
     reader = _Reader(dict(variables or {}), {} if environment is None else environment)
     script = Script(name, _parse(reader, name, text))
     _check_loops(script)
+    _check_steps(script)
     return script
 
 
-def _read_text(path: str, name: str, where: Location | None = None) -> str:
-    try:
-        if path == "-":
-            import sys
+def _read_text(reader: _Reader, path: str, name: str, where: Location | None = None) -> str:
+    """A session file's text: a regular file (or stdin), at most MAX_SCRIPT_BYTES, UTF-8."""
+    at = where or name
+    shown = "standard input" if path == "-" else path
+    too_big = (
+        f"{shown} is over {MAX_SCRIPT_BYTES // (1024 * 1024)} MiB: too big for a session "
+        "file (a big message goes in a file of its own: data FILE)"
+    )
+    data: bytes | None = None
+    text: str | None = None  # standard input without bytes underneath (tests)
+    if path == "-":
+        import sys
 
-            # the bytes, decoded strictly: a text stdin would smuggle bad bytes through
-            # as surrogates, to fail later at the socket
-            raw = getattr(sys.stdin, "buffer", None)
-            return raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
-        with open(path, encoding="utf-8") as file:
-            return file.read()
-    except FileNotFoundError:
-        raise ScriptError(where or name, f"no such file: {path}") from None
+        # the bytes, decoded strictly: a text stdin would smuggle bad bytes through
+        # as surrogates, to fail later at the socket
+        raw = getattr(sys.stdin, "buffer", None)
+        try:
+            if raw is not None:
+                data = bytes(raw.read(MAX_SCRIPT_BYTES + 1))
+            else:
+                text = sys.stdin.read(MAX_SCRIPT_BYTES + 1)
+        except OSError as error:
+            raise ScriptError(at, f"cannot read standard input: {error.strerror}") from None
+        if len(data if data is not None else text or "") > MAX_SCRIPT_BYTES:
+            raise ScriptError(at, too_big)
+    else:
+        try:
+            data = read_regular_file(path, MAX_SCRIPT_BYTES)
+        except FileProblem as problem:
+            if problem.missing:
+                raise ScriptError(at, f"no such file: {path}") from None
+            if problem.too_big:
+                raise ScriptError(at, too_big) from None
+            suffix = ", not a session file" if not str(problem).startswith("a FIFO") else ""
+            raise ScriptError(at, f"cannot read {path}: {problem}{suffix}") from None
+    reader.script_bytes += len(data) if data is not None else len(text or "")
+    if reader.script_bytes > MAX_TOTAL_SCRIPT_BYTES:
+        raise ScriptError(
+            at,
+            f"over {MAX_TOTAL_SCRIPT_BYTES // (1024 * 1024)} MiB of session files, counting "
+            "each include",
+        )
+    if data is None:
+        return text or ""
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ScriptError(where or name, f"{path} is not UTF-8 text") from None
+        raise ScriptError(at, f"{shown} is not UTF-8 text") from None
+
+
+class FileProblem(Exception):
+    """Why a file named in a session file cannot be read; the caller says which file."""
+
+    def __init__(self, reason: str, missing: bool = False, too_big: bool = False) -> None:
+        super().__init__(reason)
+        self.missing = missing
+        self.too_big = too_big
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. Raises FileProblem for a
+    missing file, a directory, a FIFO (which would block), a device (/dev/zero would
+    never end), or a file over ``limit``, read no further than that."""
+    import stat
+
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileProblem("no such file", missing=True) from None
     except (OSError, ValueError) as error:  # ValueError: a NUL in the name
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ScriptError(where or name, f"cannot read {path}: {reason}") from None
+        raise FileProblem(getattr(error, "strerror", None) or str(error)) from None
+    try:
+        status = os.fstat(handle)
+        mode = status.st_mode
+        if not stat.S_ISREG(mode):
+            raise FileProblem(
+                "a directory" if stat.S_ISDIR(mode)
+                else "a FIFO (give - to read standard input)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file"
+            )  # fmt: skip
+        if status.st_size > limit:
+            raise FileProblem(f"over {limit} bytes", too_big=True)
+        os.set_blocking(handle, True)
+        chunks = []
+        size = 0
+        while size <= limit:  # a file that grows while it is read stops here too
+            chunk = os.read(handle, min(1024 * 1024, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise FileProblem(error.strerror or str(error)) from None
+    finally:
+        os.close(handle)
+    if size > limit:
+        raise FileProblem(f"over {limit} bytes", too_big=True)
+    return b"".join(chunks)
 
 
 def _relative(base: str, path: str) -> str:
@@ -238,6 +351,7 @@ def _parse(
     if lines and lines[-1] == "":
         lines.pop()
     index = 0
+    proven = False  # a line of this file was a session file's: its lines may be quoted
     while index < len(lines):
         where = Location(name, index + 1)
         raw = lines[index]
@@ -245,6 +359,15 @@ def _parse(
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        if stripped[:2].upper() not in ("C:", "S:") and "\x00" in stripped:
+            # C: lines may send a NUL on purpose; elsewhere it is a binary file
+            raise ScriptError(where, f"{name} holds NUL bytes: a binary file, not a session file")
+        known = stripped[:2].upper() in ("C:", "S:") or (
+            _strip_comment(stripped).split()[0].lower() in DIRECTIVES
+        )
+        if not known:
+            raise ScriptError(where, _unknown(stripped, name, proven))
+        proven = True
         if stripped[:2].upper() in ("C:", "S:"):
             kind, body = stripped[0].upper(), raw.split(":", 1)[1]
             # one space after the colon belongs to the notation, the rest to the line
@@ -277,12 +400,35 @@ def _parse(
                 body_lines.append(
                     line if literal else reader.substitute(line, Location(name, index))
                 )
-            steps.append(Data(where, _message("\n".join(body_lines) + "\n", where)))
+            message = _message("\n".join(body_lines) + "\n", where)
+            _count_message(reader, len(message), where)
+            steps.append(Data(where, message))
             continue
         args = [reader.substitute(arg, where) for arg in args]
         steps.extend(_directive(reader, path, where, directive, args, stripped))
     reader.stack.pop()
     return steps
+
+
+def _unknown(line: str, name: str, proven: bool) -> str:
+    """The error for a line that is no session file's: it quotes the line only if the
+    file has shown it is a session file (an included /etc/shadow must not be echoed)."""
+    import difflib
+
+    word = _strip_comment(line).split()[0].lower()
+    close = difflib.get_close_matches(word, DIRECTIVES, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    if not proven:
+        return (
+            f"not C:, S:, a directive or a comment{hint}: is {name} a session file? "
+            "(its text is not shown)"
+        )
+    shown = word if len(word) <= 40 else word[:40] + "..."
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    return (
+        f"unknown directive {shown!r}{hint} (C:, S:, connect, starttls, tls, auth, data, set, "
+        "include, sleep, expect-close, loop, end, or # for a comment)"
+    )
 
 
 def _strip_comment(line: str) -> str:
@@ -295,6 +441,14 @@ def _message(text: str, where: Location) -> bytes:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ScriptError(where, f"message over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB")
     return data
+
+
+def _count_message(reader: _Reader, size: int, where: Location) -> None:
+    reader.message_bytes += size
+    if reader.message_bytes > MAX_TOTAL_MESSAGE_BYTES:
+        raise ScriptError(
+            where, f"messages over {MAX_TOTAL_MESSAGE_BYTES // (1024 * 1024)} MiB in all"
+        )
 
 
 def _want(args: list[str], low: int, high: int, usage: str, where: Location) -> None:
@@ -322,6 +476,8 @@ def _directive(
                 cafile = _relative(path, option.removeprefix("cafile="))
             else:
                 raise ScriptError(where, f"unknown connect option {option!r}")
+        if cafile is not None:
+            _check_cafile(where, cafile)
         return [Connect(where, args[0], insecure, cafile)]
     if directive == "starttls":
         _want(args, 0, 0, "starttls", where)
@@ -341,14 +497,14 @@ def _directive(
     if directive == "data":
         _want(args, 1, 1, "data FILE, or data <<MARK ... MARK", where)
         file = _relative(path, args[0])
-        try:
-            with open(file, "rb") as handle:
-                content = handle.read(MAX_MESSAGE_BYTES + 1)
-        except (OSError, ValueError) as error:  # ValueError: a NUL in the name
-            reason = getattr(error, "strerror", None) or str(error)
-            raise ScriptError(where, f"data {args[0]}: {reason}") from None
-        if len(content) > MAX_MESSAGE_BYTES:
-            raise ScriptError(where, f"data {args[0]}: over {MAX_MESSAGE_BYTES} bytes")
+        content = reader.data_files.get(file)
+        if content is None:  # a file sent many times is read (and held) once
+            try:
+                content = read_regular_file(file, MAX_MESSAGE_BYTES)
+            except FileProblem as problem:
+                raise ScriptError(where, f"data {args[0]}: {problem}") from None
+            reader.data_files[file] = content
+            _count_message(reader, len(content), where)
         return [Data(where, content)]
     if directive == "set":
         if len(args) < 1 or not _NAME.fullmatch(args[0]):
@@ -363,7 +519,7 @@ def _directive(
         if len(reader.stack) >= MAX_INCLUDE_DEPTH or file in reader.stack:
             chain = " -> ".join([*reader.stack, file])
             raise ScriptError(where, f"include loop or too deep: {chain}")
-        return _parse(reader, file, _read_text(file, file, where), where)
+        return _parse(reader, file, _read_text(reader, file, file, where), where)
     if directive == "sleep":
         _want(args, 1, 1, "sleep SECONDS", where)
         try:
@@ -379,14 +535,27 @@ def _directive(
     if directive == "loop":
         _want(args, 0, 0, "loop", where)
         return [Loop(where)]
-    if directive == "end":
-        _want(args, 0, 0, "end", where)
-        return [EndLoop(where)]
-    raise ScriptError(
-        where,
-        f"unknown directive {directive!r} (C:, S:, connect, starttls, tls, auth, data, set, "
-        "include, sleep, expect-close, loop, end, or # for a comment)",
-    )
+    assert directive == "end", directive  # _parse let only DIRECTIVES through
+    _want(args, 0, 0, "end", where)
+    return [EndLoop(where)]
+
+
+def _check_cafile(where: Location, cafile: str) -> None:
+    """cafile=PATH names CA certificates (PEM or DER), or a directory of them."""
+    if os.path.isdir(cafile):
+        return
+    try:
+        read_regular_file(cafile, 16 * 1024 * 1024)
+    except FileProblem as problem:
+        raise ScriptError(where, f"cafile={cafile}: {problem}") from None
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        raise ScriptError(
+            where, f"cafile={cafile}: no CA certificate in it (PEM or DER expected)"
+        ) from None
 
 
 def _check_loops(script: Script) -> None:
@@ -410,3 +579,89 @@ def _check_loops(script: Script) -> None:
     if not isinstance(script.steps[0], Connect):
         first = script.steps[0]
         raise ScriptError(first.where, "a session file starts with connect URL")
+
+
+def _check_steps(script: Script) -> None:
+    """What can be known before connecting, walking the steps as the runner will.
+
+    ``pending``: a reply is owed (after connect, C: or data) and no S: line has used it
+    up; directives that wait for replies themselves (starttls, tls, auth, sleep,
+    expect-close) leave none. The walk is in file order, which is also what --reuse
+    repeats: a loop body leaves the same state each time round.
+    """
+    from mailtalk.script.expect import check_protocol
+    from mailtalk.target import parse_url
+
+    protocol = "smtp"
+    pending = False
+    used_at: Location | None = None  # what used up the last reply
+    closed_at: Location | None = None
+    tls_on = tls_may_be_on = False
+
+    def line_of(location: Location, here: Location) -> str:
+        return f"line {location.line}" if location.file == here.file else str(location)
+
+    for step in script.steps:
+        where = step.where
+        if isinstance(step, Connect):
+            target = parse_url(step.url)
+            protocol = target.protocol
+            pending, used_at, closed_at = True, None, None
+            tls_on = tls_may_be_on = target.tls == "implicit"
+            continue
+        if isinstance(step, Loop | EndLoop):
+            continue
+        if closed_at is not None and not isinstance(step, Sleep):
+            raise ScriptError(
+                where,
+                f"the connection is closed here (expect-close on {line_of(closed_at, where)}):"
+                " connect again first",
+            )
+        if isinstance(step, Send):
+            verb = step.line.split()[:2]
+            if any(word.upper() in ("STARTTLS", "STLS") for word in verb):
+                tls_may_be_on = True
+            pending = True
+        elif isinstance(step, Expect):
+            expectation = step.expectation
+            problem = check_protocol(expectation, protocol)
+            if problem is not None:
+                raise ScriptError(where, problem)
+            if expectation.untagged:
+                continue  # the untagged responses of the last command stay to be checked
+            if not pending:
+                last = f": {line_of(used_at, where)} had the last one" if used_at else ""
+                raise ScriptError(
+                    where,
+                    f"S: {expectation.source} has no reply to match{last} (one S: line per "
+                    "reply, after C:, connect or data)",
+                )
+            if not expectation.line_of_reply:
+                pending, used_at = False, where
+        elif isinstance(step, Data):
+            if protocol != "smtp":
+                raise ScriptError(
+                    where,
+                    f"data sends an SMTP message (DATA); this is {protocol.upper()}"
+                    + (" (a message goes in with C: APPEND and a literal)" if protocol == "imap"
+                       else ""),
+                )
+            pending = True
+        elif isinstance(step, StartTLS):
+            if tls_on:
+                raise ScriptError(where, "starttls: TLS is already on here")
+            tls_on = tls_may_be_on = True
+            pending, used_at = False, where
+        elif isinstance(step, HandshakeTLS):
+            if not tls_may_be_on:
+                raise ScriptError(
+                    where,
+                    "tls checks that TLS is on, and nothing before it on this connection "
+                    "starts TLS (C: STARTTLS, starttls, or an smtps/pop3s/imaps URL)",
+                )
+            tls_on = True
+            pending, used_at = False, where
+        elif isinstance(step, Auth | Sleep):
+            pending, used_at = False, where
+        elif isinstance(step, ExpectClose):
+            pending, used_at, closed_at = False, where, where

@@ -445,7 +445,8 @@ class Runner:
         text = data.decode("utf-8", "backslashreplace").strip()
         reply = reply_of(text, self.conv.target.protocol)
         if not expectation.matches(reply):
-            self._mismatch(where, expectation.source, event, self.command)
+            missing = expectation.missing_words(reply) if expectation.codes_match(reply) else []
+            self._mismatch(where, expectation.source, event, self.command, missing=missing)
             self._stop_unless_keep_going()
 
     def _settle(self) -> None:
@@ -464,6 +465,7 @@ class Runner:
         event: ServerEvent,
         command: str | None,
         kind: str = "expectation",
+        missing: Sequence[str] = (),
     ) -> None:
         received = first_line(event) if event.raw.count(b"\n") <= 1 else _whole(event)
         explanation = None
@@ -471,10 +473,14 @@ class Runner:
             explained = self.conv.explain_event(event, command)
             if explained.category != "ok":
                 explanation = explained.one_line()
+        lacking = ""
+        if missing:
+            words = ", ".join(repr(word) for word in missing)
+            lacking = f" (no word {words})" if len(missing) == 1 else f" (no words {words})"
         self._fail(
             where,
             kind,
-            f"expected S: {expected}, got: {received}",
+            f"expected S: {expected}, got: {received}{lacking}",
             expected=expected,
             received=received,
             explanation=explanation,

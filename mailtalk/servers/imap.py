@@ -4,12 +4,16 @@ One asyncio Protocol per connection around the IMAP core in the server role, on
 the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 (RFC 7888), SASL-IR (RFC 4959), IDLE (RFC 2177), NAMESPACE (RFC 2342),
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
-ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), STARTTLS and AUTH=PLAIN;
-response codes from RFC 5530.
+ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
+BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
+:mod:`mailtalk.servers.imap_fetch`), STARTTLS and AUTH=PLAIN; response codes
+from RFC 5530.
 
 **Literals.** The core keeps a command's literals in memory (up to its
-``max_literal``, beyond which it reads and drops them), so APPEND is not streamed
-from the socket to disk: the literal is buffered whole, then written to the
+``max_literal``, beyond which it reads and drops them); an APPEND literal over
+``STREAM_LITERAL_OVER`` goes straight to the folder's tmp/ as it arrives (a store
+error there, such as a full disk, ends the writing, not the connection), a
+smaller one is buffered whole, then written to the
 folder in chunks through :meth:`Mailbox.begin_append`. Memory stays bounded by
 ``settings.max_literal`` (64 KiB before login): a synchronizing literal that is
 too large, or that would exceed the quota, is refused with ``NO [TOOBIG]`` /
@@ -53,8 +57,10 @@ from mailtalk.protocols.imap import (
     Untagged,
 )
 from mailtalk.servers.imap_fetch import (
+    CorruptTransferEncoding,
     FetchMessage,
     FetchRenderer,
+    UnknownTransferEncoding,
     format_internaldate,
     render_fetch,
 )
@@ -80,6 +86,7 @@ from mailtalk.servers.imap_parse import (
 from mailtalk.servers.imap_search import search
 from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import PERMANENT_FLAGS, MailboxError
+from mailtalk.store.maildir import StoreFullError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -124,6 +131,31 @@ def _clean(text: str) -> str:
     """Text fit for a response line: printable, and not ending like a literal marker."""
     text = printable(text)[:300]
     return text + "." if text.endswith("}") else text
+
+
+def store_failure(error: OSError) -> tuple[str, str]:
+    """The response code and text for a disk error: a full disk is OVERQUOTA (as Dovecot)."""
+    if isinstance(error, StoreFullError):
+        return "OVERQUOTA", "Not enough disk space"
+    return "UNAVAILABLE", "The mail store failed; try later"
+
+
+class _AppendStream:
+    """Where a streamed APPEND literal goes: a store error (disk full, quota) stops the
+    writing, not the connection; the command's answer says what went wrong."""
+
+    def __init__(self, appender: Any) -> None:
+        self.appender = appender
+        self.error: Exception | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return  # the rest of the literal is read and dropped
+        try:
+            self.appender.write(data)
+        except Exception as error:
+            self.error = error
+            self.appender.abort()
 
 
 def quote(value: str) -> str:
@@ -232,8 +264,8 @@ class IMAPServerProtocol(ServerSession):
 
     def cleanup(self) -> None:
         self._stop_idle()
-        for _, appender in self._streams.values():
-            appender.abort()  # the connection went mid-APPEND: nothing lands
+        for _, stream in self._streams.values():
+            stream.appender.abort()  # the connection went mid-APPEND: nothing lands
         self._streams.clear()
 
     def _append_sink(self, head: str, size: int) -> Any:
@@ -258,8 +290,9 @@ class IMAPServerProtocol(ServerSession):
         except Exception:
             # TRYCREATE, OVERQUOTA, a syntax error: the usual path answers it.
             return None
-        self._streams[tag] = (target, appender)
-        return appender
+        stream = _AppendStream(appender)
+        self._streams[tag] = (target, stream)
+        return stream
 
     def idle_limit(self) -> float:
         # RFC 2177: clients re-issue IDLE every 29 minutes; let an idling one be for
@@ -310,7 +343,7 @@ class IMAPServerProtocol(ServerSession):
             elif isinstance(error, OSError):
                 log.warning("session %s: store error: %s", self.session_id, error)
                 if tag is not None:
-                    self._tagged(tag, "NO", "UNAVAILABLE", "The mail store failed; try later")
+                    self._tagged(tag, "NO", *store_failure(error))
             else:
                 log.error("session %s: internal error", self.session_id, exc_info=error)
                 if tag is not None:
@@ -373,7 +406,7 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -492,7 +525,7 @@ class IMAPServerProtocol(ServerSession):
             self._tagged(command.tag, "NO", error.code, error.message)
         except OSError as error:
             log.warning("session %s: store error: %s", self.session_id, error)
-            self._tagged(command.tag, "NO", "UNAVAILABLE", "The mail store failed; try later")
+            self._tagged(command.tag, "NO", *store_failure(error))
         except Exception:
             log.exception("session %s: internal error in %s", self.session_id, command.verb)
             self._tagged(command.tag, "NO", "SERVERBUG", "Internal error; try again later")
@@ -750,15 +783,17 @@ class IMAPServerProtocol(ServerSession):
     def _append(self, command: Command) -> None:
         stream = self._streams.pop(command.tag, None)
         if stream is not None:
-            target, appender = stream
+            target, sink = stream
             if command.streamed and not command.truncated:
+                if sink.error is not None:
+                    raise sink.error  # answered as any store error (NO [OVERQUOTA] ...)
                 if command.args[command.args.rfind("}") + 1 :].strip():
-                    appender.abort()  # something after the message: not an APPEND we know
+                    sink.appender.abort()  # something after the message: not an APPEND we know
                     raise IMAPSyntaxError("unexpected data after the APPEND literal")
-                uid = appender.commit()
+                uid = sink.appender.commit()
                 self._done(command, "Append completed", f"APPENDUID {target.uidvalidity} {uid}")
                 return
-            appender.abort()
+            sink.appender.abort()
         request = parse_append(command.args, command.literals, utf8=True)
         name = request.mailbox
         if self.utf8 and name != "INBOX":
@@ -925,6 +960,7 @@ class IMAPServerProtocol(ServerSession):
         marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
         has_flags = any(i.name == "FLAGS" for i in items)
         missing = False
+        undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
         # The responses leave in batches of about CHUNK bytes, not one write each.
         out = bytearray()
         try:
@@ -953,7 +989,14 @@ class IMAPServerProtocol(ServerSession):
                     # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
                     out += renderer.wire(message)
                 else:
-                    rendering = render_fetch(shown, message, uid=uid)
+                    try:
+                        rendering = render_fetch(shown, message, uid=uid)
+                    except UnknownTransferEncoding as error:
+                        undecodable = ("UNKNOWN-CTE", f"Unknown Content-Transfer-Encoding {error}")
+                        continue
+                    except CorruptTransferEncoding as error:
+                        undecodable = ("PARSE", f"Invalid data in MIME part: {error}")
+                        continue
                     out += self.core.send(
                         Untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
                     )
@@ -964,6 +1007,10 @@ class IMAPServerProtocol(ServerSession):
         finally:
             if out:
                 self._write(bytes(out))
+        if undecodable is not None:
+            # RFC 3516 4.2: the request fails; the other messages' data went out.
+            self._tagged(command.tag, "NO", *undecodable)
+            return
         if missing:
             self._tagged(command.tag, "NO", "EXPUNGEISSUED",
                          "Some of the requested messages no longer exist")

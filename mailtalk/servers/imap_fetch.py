@@ -14,6 +14,18 @@ exactly what the IMAP core's ``send(Untagged(text, literals))`` expects
 Header-derived strings are carried as latin-1 ``str`` so the original bytes come
 back unchanged when rendered; 8-bit or CR/LF data goes out as a literal, never
 mangled into a quoted string.
+
+**BINARY** (RFC 3516). ``BINARY[part]`` is the part with its
+Content-Transfer-Encoding undone: a leaf's body decoded from base64 or
+quoted-printable, a multipart's or a message's content with every part inside
+decoded and its ``Content-Transfer-Encoding`` field rewritten to ``binary``
+(``BINARY[]``: the whole message so), as Dovecot does. Only BINARY data may go
+out as a ``~{n}`` literal8, and it does exactly when it holds a NUL (RFC 3516
+4.2: 8-bit data without NUL SHOULD be a plain string, so a client can tell from
+the marker); elsewhere a NUL, which no IMAP4rev1 string may hold, is sent as
+0x80, as Dovecot does. An encoding we do not know is :class:`UnknownTransferEncoding`
+(``NO [UNKNOWN-CTE]``), data that does not decode is :class:`CorruptTransferEncoding`
+(``NO [PARSE]``).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from mailtalk.protocols.imap import Untagged
 from mailtalk.servers.imap_parse import MONTHS, FetchItem, Section
 
 __all__ = [
+    "CorruptTransferEncoding",
     "FetchMessage",
     "FetchRenderer",
     "FetchRendering",
@@ -55,6 +68,15 @@ _ATOM_SAFE: Final = re.compile(r"[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|}~,/\[]+")
 
 class UnknownTransferEncoding(Exception):
     """BINARY of a part whose encoding we cannot decode: ``NO [UNKNOWN-CTE]``."""
+
+
+class CorruptTransferEncoding(Exception):
+    """BINARY of a part whose base64 or quoted-printable is broken: ``NO [PARSE]``."""
+
+
+def no_nul(data: bytes) -> bytes:
+    """NUL as 0x80: what a (non-BINARY) IMAP string may carry instead (as Dovecot sends)."""
+    return data.replace(b"\x00", b"\x80")
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -94,9 +116,15 @@ class _Out:
     def text(self, text: str) -> None:
         self.parts.append(text)
 
-    def literal(self, data: bytes) -> None:
-        prefix = "~" if b"\x00" in data else ""
-        self.parts.append(f"{prefix}{{{len(data)}}}")
+    def literal(self, data: bytes, *, binary: bool = False) -> None:
+        """A literal; a literal8 (``~{n}``) only for ``binary`` data that holds a NUL."""
+        if b"\x00" not in data:
+            self.parts.append(f"{{{len(data)}}}")
+        elif binary:
+            self.parts.append(f"~{{{len(data)}}}")
+        else:
+            data = no_nul(data)
+            self.parts.append(f"{{{len(data)}}}")
         self.literals.append(data)
 
     def string(self, data: bytes | str | None) -> None:
@@ -110,8 +138,7 @@ class _Out:
             escaped = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
             self.parts.append('"' + escaped.decode("ascii") + '"')
         else:
-            self.parts.append(f"{{{len(data)}}}")
-            self.literals.append(data)
+            self.literal(data)
 
     def getvalue(self) -> str:
         return "".join(self.parts)
@@ -872,18 +899,107 @@ def _section_data(message: FetchMessage, section: Section) -> bytes | None:
     return inner.header.subset(section.fields, exclude=text == "HEADER.FIELDS.NOT")
 
 
-def _binary_data(message: FetchMessage, section: Section) -> bytes | None:
-    if not section.part:
-        return message.crlf
-    entity = _find_part(message.root, section.part)
-    if entity is None:
-        return None
-    if entity.children or entity.message is not None:
+_IDENTITY_ENCODINGS: Final = frozenset({"7BIT", "8BIT", "BINARY"})
+_DECODED_ENCODINGS: Final = frozenset({"BASE64", "QUOTED-PRINTABLE"})
+_CTE_TOKEN: Final = re.compile(r"[^\s();]+")
+_B64_SPACE: Final = re.compile(rb"[ \t\r\n]+")
+_B64_DATA: Final = re.compile(rb"([A-Za-z0-9+/]*)(={0,2})")
+_QP_ESCAPE: Final = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _transfer_encoding(entity: _Entity) -> str:
+    """The Content-Transfer-Encoding mechanism, upper-cased, comments and spaces left out."""
+    value = entity.header.first("content-transfer-encoding")
+    match = _CTE_TOKEN.search(value) if value else None
+    return match.group(0).upper() if match else "7BIT"
+
+
+def _strict_base64(body: bytes) -> bytes:
+    """Base64 (RFC 2045 6.8); anything but the alphabet, line breaks and final padding is
+    an error (as Dovecot), and so is a lone character at the end; missing padding is not."""
+    data = _B64_SPACE.sub(b"", body)
+    match = _B64_DATA.fullmatch(data)
+    if match is None:
+        raise CorruptTransferEncoding("invalid base64 data")
+    core, padding = match.groups()
+    if len(core) % 4 == 1 or (padding and (len(core) + len(padding)) % 4):
+        raise CorruptTransferEncoding("truncated base64 data")
+    return base64.b64decode(core + b"=" * (-len(core) % 4))
+
+
+def _strict_quoted_printable(body: bytes) -> bytes:
+    """Quoted-printable (RFC 2045 6.7): ``=XX`` (either case), soft line breaks, trailing
+    white space dropped; any other ``=`` is an error (as Dovecot)."""
+    lines = body.split(b"\r\n")
+    out = bytearray()
+    for index, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        decoded = _QP_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), line)
+        if b"=" in _QP_ESCAPE.sub(b"", line):
+            raise CorruptTransferEncoding("invalid quoted-printable data")
+        out += decoded
+        if not soft and index < len(lines) - 1:
+            out += b"\r\n"
+    return bytes(out)
+
+
+def _decoded_body(entity: _Entity) -> bytes:
+    """A leaf's body with its transfer encoding undone."""
+    encoding = _transfer_encoding(entity)
+    if encoding in _IDENTITY_ENCODINGS:
         return entity.body
-    decoded = _decode_transfer(entity)
-    if decoded is None:
-        raise UnknownTransferEncoding(entity.encoding)
-    return decoded
+    if encoding == "BASE64":
+        return _strict_base64(entity.body)
+    if encoding == "QUOTED-PRINTABLE":
+        return _strict_quoted_printable(entity.body)
+    raise UnknownTransferEncoding(encoding)
+
+
+def _binary_header(entity: _Entity) -> bytes:
+    """The entity's header block, ``Content-Transfer-Encoding: binary`` if it was decoded."""
+    header = entity.header
+    if entity.message is not None or entity.children:
+        return header.block
+    if _transfer_encoding(entity) not in _DECODED_ENCODINGS:
+        return header.block
+    fields = (b"Content-Transfer-Encoding: binary\r\n" if name == "content-transfer-encoding"
+              else raw for name, raw in header.fields)
+    return b"".join(fields) + (b"\r\n" if header.has_blank else b"")
+
+
+def _binary_whole(entity: _Entity) -> bytes:
+    """Header and content of ``entity`` (a message or a part) with every encoding undone."""
+    return _binary_header(entity) + _binary_content(entity)
+
+
+def _binary_content(entity: _Entity) -> bytes:
+    """The content ``BINARY[part]`` names: a leaf decoded; a message or multipart whole,
+    every part inside decoded."""
+    if entity.message is not None:
+        return _binary_whole(entity.message)
+    if not entity.children:
+        return _decoded_body(entity)
+    data = entity.data
+    out = bytearray()
+    position = entity.body_start
+    for child in entity.children:
+        start = child.body_start - len(child.header.block)
+        out += data[position:start]
+        out += _binary_whole(child)
+        position = child.body_end
+    out += data[position : entity.body_end]
+    return bytes(out)
+
+
+def _binary_data(message: FetchMessage, section: Section) -> bytes | None:
+    """What ``BINARY[section]`` returns; None when the part does not exist."""
+    if not section.part:
+        return _binary_whole(message.root)
+    entity = _find_part(message.root, section.part)
+    return None if entity is None else _binary_content(entity)
 
 
 # -- render_fetch ----------------------------------------------------------------------
@@ -921,12 +1037,15 @@ def _render_item(out: _Out, item: FetchItem, message: FetchMessage) -> None:
     if section is not None:
         if name == "BINARY.SIZE":
             data = _binary_data(message, section)
-            out.text(f"BINARY.SIZE[{section.spec()}] ")
-            out.text("NIL" if data is None else str(len(data)))
+            out.text(f"BINARY.SIZE[{section.spec()}] {0 if data is None else len(data)}")
             return
-        if name == "BINARY":
+        binary = name == "BINARY"
+        if binary:
             data = _binary_data(message, section)
-            out.text(f"BINARY[{section.spec()}] ")
+            out.text(f"BINARY[{section.spec()}]")
+            if item.partial is not None:
+                out.text(f"<{item.partial[0]}>")  # RFC 3516 4.2: the origin, as BODY's
+            out.text(" ")
         else:
             data = _section_data(message, section)
             out.text(f"BODY[{_section_spec(section)}]")
@@ -942,7 +1061,7 @@ def _render_item(out: _Out, item: FetchItem, message: FetchMessage) -> None:
         if not data:
             out.text('""')
         else:
-            out.literal(data)
+            out.literal(data, binary=binary)
         return
     if name == "FLAGS":
         flags = list(message.flags)
@@ -1079,8 +1198,9 @@ class FetchRenderer:
                 if not data:
                     pending.append(head + '""')
                     continue
-                prefix = "~" if b"\x00" in data else ""
-                pending.append(f"{head}{prefix}{{{len(data)}}}")
+                if b"\x00" in data:
+                    data = no_nul(data)
+                pending.append(f"{head}{{{len(data)}}}")
                 out += "".join(pending).encode("utf-8")
                 out += b"\r\n"
                 out += data

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Final, Literal, TypeAlias
 __all__ = [
     "FETCH_MACROS",
     "MONTHS",
+    "SEARCH_CHARSETS_LISTED",
     "AllKey",
     "AndKey",
     "AppendRequest",
@@ -65,6 +67,7 @@ __all__ = [
     "parse_sequence_set",
     "parse_status",
     "parse_store",
+    "search_codec",
     "tokenize",
 ]
 
@@ -76,14 +79,41 @@ class IMAPSyntaxError(ValueError):
         super().__init__(message.replace("\r", " ").replace("\n", " "))
 
 
+# What BADCHARSET lists (RFC 3501 7.1): the charsets of mail in practice. Any other
+# that Python decodes is accepted too (see search_codec).
+SEARCH_CHARSETS_LISTED: Final = (
+    "UTF-8", "US-ASCII", *(f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))),
+    *(f"WINDOWS-{n}" for n in range(1250, 1259)), "KOI8-R", "KOI8-U", "ISO-2022-JP",
+    "SHIFT_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "BIG5", "UTF-16", "UTF-7",
+)
+
+
 class SearchCharsetError(Exception):
     """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
 
-    code: Final = "BADCHARSET (UTF-8 US-ASCII)"
+    code: Final = f"BADCHARSET ({' '.join(SEARCH_CHARSETS_LISTED)})"
 
     def __init__(self, charset: str) -> None:
         super().__init__(f"charset {charset} is not supported")
         self.charset = charset
+
+
+# Python codecs that are not the charset of any text in mail.
+_NOT_CHARSETS: Final = frozenset(
+    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "charmap"}
+)
+
+
+def search_codec(charset: str) -> str | None:
+    """The Python codec for a SEARCH CHARSET (``utf8``, ``latin1``, ``Windows-1252``...);
+    None if Python has no such text encoding."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        return None
+    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
 
 
 # -- tokens ---------------------------------------------------------------------
@@ -124,11 +154,12 @@ _MAX_DEPTH: Final = 64
 class _Reader:
     """A cursor over command text plus its literals."""
 
-    def __init__(self, text: str, literals: Sequence[bytes]) -> None:
+    def __init__(self, text: str, literals: Sequence[bytes], *, raw8: bool = False) -> None:
         self.text = text
         self.pos = 0
         self.literals = literals
         self.literal_index = 0
+        self.raw8 = raw8
 
     def at_end(self) -> bool:
         return self.pos >= len(self.text)
@@ -181,6 +212,10 @@ class _Reader:
                 break
             if char == "\\":
                 nxt = text[pos + 1 : pos + 2]
+                if self.raw8 and (byte := _ESCAPED_BYTE.match(text, pos)) is not None:
+                    out.append(chr(0xDC00 + int(byte.group(1), 16)))  # the octet as sent
+                    pos = byte.end()
+                    continue
                 if nxt not in ('"', "\\"):
                     raise IMAPSyntaxError('only \\" and \\\\ may be escaped in a quoted string')
                 out.append(nxt)
@@ -276,14 +311,26 @@ def _quoted_end(text: str, pos: int) -> int:
     return -1
 
 
-def tokenize(args: str, literals: Sequence[bytes] = ()) -> list[Value]:
+# An octet that is not UTF-8, as the IMAP core's decode_text() writes it ("\\xf6").
+_ESCAPED_BYTE: Final = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def _wire_bytes(text: str) -> bytes:
+    """Command text back to the octets sent (for 8-bit search strings in a charset)."""
+    text = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def tokenize(args: str, literals: Sequence[bytes] = (), *, raw8: bool = False) -> list[Value]:
     """All arguments: atoms, strings (quoted or literal) and nested lists.
 
     Arguments are separated by exactly one space (RFC 3501 9); NIL stays an
     :class:`Atom` (``is_nil``), as only the grammar of the argument says whether
-    it means nothing or the mailbox called NIL.
+    it means nothing or the mailbox called NIL. ``raw8``: a quoted string may hold
+    8-bit octets that are not UTF-8 (a SEARCH string in ISO-8859-1, say), which
+    reach us escaped as ``\\xNN``; they become those octets again.
     """
-    reader = _Reader(args, literals)
+    reader = _Reader(args, literals, raw8=raw8)
     out = reader.values()
     reader.end()
     return out
@@ -973,14 +1020,11 @@ _DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
     "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
     "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
 }
-SEARCH_CHARSETS: Final = frozenset({"UTF-8", "US-ASCII"})
-
-
 class _SearchParser:
-    def __init__(self, values: list[Value], charset: str) -> None:
+    def __init__(self, values: list[Value], codec: str) -> None:
         self.values = values
         self.pos = 0
-        self.charset = "ascii" if charset == "US-ASCII" else "utf-8"
+        self.charset = codec
 
     def take(self, what: str) -> Value:
         if self.pos >= len(self.values):
@@ -993,16 +1037,14 @@ class _SearchParser:
         value = self.take(what)
         if isinstance(value, list):
             raise IMAPSyntaxError(f"{what} must be a string")
-        if isinstance(value, String):
-            try:
-                return value.value.decode(self.charset)
-            except UnicodeDecodeError as exc:
-                raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
-        return value.value
+        data = value.value if isinstance(value, String) else _wire_bytes(value.value)
+        try:
+            return data.decode(self.charset)
+        except UnicodeDecodeError as exc:
+            raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
 
     def keys(self, values: list[Value]) -> SearchKey:
-        parser = _SearchParser(values, "UTF-8")
-        parser.charset = self.charset
+        parser = _SearchParser(values, self.charset)
         found: list[SearchKey] = []
         while parser.pos < len(parser.values):
             found.append(parser.key())
@@ -1061,16 +1103,22 @@ class _SearchParser:
 def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
     """SEARCH arguments as a key tree: top-level keys are ANDed.
 
-    ``CHARSET x`` other than UTF-8 or US-ASCII raises :class:`SearchCharsetError`.
+    ``CHARSET x`` may name any charset Python decodes, in any of its names
+    (``utf8``, ``latin1``, ``ISO-8859-1``, ``windows-1252``...; as Dovecot takes
+    what iconv knows); the search strings are decoded from it. Others raise
+    :class:`SearchCharsetError`. Without CHARSET, strings are UTF-8 (RFC 9051).
     """
-    values = tokenize(args, literals)
+    values = tokenize(args, literals, raw8=True)
     charset: str | None = None
+    codec = "utf-8"
     if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "CHARSET":
         charset = _astring(values[1], "the charset").upper()
-        if charset not in SEARCH_CHARSETS:
+        found = search_codec(charset)
+        if found is None:
             raise SearchCharsetError(charset)
+        codec = found
         values = values[2:]
     if not values:
         raise IMAPSyntaxError("SEARCH needs a search key")
-    parser = _SearchParser(values, charset or "UTF-8")
+    parser = _SearchParser(values, codec)
     return SearchQuery(charset, parser.keys(values))

@@ -339,8 +339,18 @@ class POP3ServerProtocol(ServerSession):
             lock.release()
             self._send(False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP")
             return
+        try:
+            self._mailbox = mailboxes.open("INBOX")  # refreshed by open
+        except OSError as error:
+            from mailtalk.store import StoreFullError
+
+            lock.release()
+            log.warning("session %s: store error: %s", self.session_id, error)
+            full = isinstance(error, StoreFullError)
+            self._send(False, "Not enough disk space" if full
+                       else "The mail store failed; try later", "SYS/TEMP")
+            return
         self._lock = lock
-        self._mailbox = mailboxes.open("INBOX")  # refreshed by open
         self._messages = list(self._mailbox.messages())
         self._deleted = set()
         self.authenticated_user = name

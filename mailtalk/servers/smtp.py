@@ -97,6 +97,7 @@ class SMTPServerProtocol(ServerSession):
         self._message_size = 0
         self._message_too_big = False
         self._message_line_too_long = False
+        self._store_error: OSError | None = None  # writing the message failed (disk full)
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
@@ -397,6 +398,7 @@ class SMTPServerProtocol(ServerSession):
         self._message_size = 0
         self._message_too_big = False
         self._message_line_too_long = False
+        self._store_error = None
         if self.context.settings.sink:
             # begin_delivery() would throw the trace headers away: skip making them.
             self._delivery, self._lf = None, None
@@ -404,9 +406,14 @@ class SMTPServerProtocol(ServerSession):
             from mailtalk.store import Envelope
 
             envelope = Envelope(self.transaction.sender, (), self.client_ip, self.helo)
-            self._delivery, self._lf = self.context.begin_delivery(
-                self.transaction.recipients, self._trace_headers(), envelope
-            )
+            try:
+                self._delivery, self._lf = self.context.begin_delivery(
+                    self.transaction.recipients, self._trace_headers(), envelope
+                )
+            except OSError as error:  # no room even for the message file
+                self._store_failed(error)
+                self._answer_store_error()
+                return
         self._send_key("data_start")
 
     def _trace_headers(self) -> bytes:
@@ -436,7 +443,30 @@ class SMTPServerProtocol(ServerSession):
             self._abort_delivery()
             return
         if self._delivery is not None and self._lf is not None:
-            self._delivery.write(self._lf.feed(event.data))
+            try:
+                self._delivery.write(self._lf.feed(event.data))
+            except OSError as error:
+                # The rest of DATA is still read (and dropped): the answer comes after the dot.
+                self._store_failed(error)
+
+    def _store_failed(self, error: OSError) -> None:
+        """Storing the message failed (the Delivery removed its files): log it, drop the rest."""
+        from mailtalk.store import StoreFullError
+
+        kind = "store full" if isinstance(error, StoreFullError) else "store error"
+        log.warning("session %s: %s: %s", self.session_id, kind, error)
+        self._abort_delivery()
+        self._store_error = error
+
+    def _answer_store_error(self) -> None:
+        """452 4.3.1 for a full disk or quota, 451 for any other disk error."""
+        from mailtalk.store import StoreFullError
+
+        error, self._store_error = self._store_error, None
+        if isinstance(error, StoreFullError):
+            self._send_key("storage_full")
+        else:
+            self.internal_error()
 
     def _on_end_of_message(self, event: EndOfMessage) -> None:
         transaction = self.transaction
@@ -456,6 +486,9 @@ class SMTPServerProtocol(ServerSession):
         if self._message_line_too_long:
             self._abort_delivery()
             self._send_key("line_too_long")
+            return
+        if self._store_error is not None:
+            self._answer_store_error()
             return
         action = self._fault("data-end")
         if action is not None and action.kind != "delay":
@@ -479,18 +512,17 @@ class SMTPServerProtocol(ServerSession):
         delivery, converter = self._delivery, self._lf
         self._delivery, self._lf = None, None
         if delivery is not None and converter is not None:
-            delivery.write(converter.finish())
             try:
+                delivery.write(converter.finish())
                 # fsync can take a while: off the event loop, and before the 250.
                 await asyncio.get_running_loop().run_in_executor(None, delivery.commit)
-            except Exception as error:
-                from mailtalk.store import StoreFullError
-
+            except OSError as error:
+                self._store_failed(error)
                 delivery.abort()
-                if isinstance(error, StoreFullError):
-                    log.warning("session %s: store full: %s", self.session_id, error)
-                    self._send_key("storage_full")
-                    return
+                self._answer_store_error()
+                return
+            except Exception:
+                delivery.abort()
                 raise
         self._delivered(transaction)
 

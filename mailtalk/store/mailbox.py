@@ -105,10 +105,12 @@ from typing import BinaryIO, Literal
 from mailtalk.store.maildir import (
     _CANNOT_HARD_LINK,
     MESSAGE_MODE,
+    STORAGE_FULL_ERRNOS,
     CRLFToLF,
     Delivery,
     Maildir,
     StoreError,
+    StoreFullError,
     fsync_directory,
     remove_quietly,
     store_error,
@@ -461,9 +463,17 @@ def _allocate_uidvalidity(user_root: Path) -> int:
         if value > MAX_UID:
             value = 1  # the year 2106
         data = f"{value}\n".encode()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-        os.fsync(fd)
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fsync(fd)
+        except OSError as error:
+            if error.errno not in STORAGE_FULL_ERRNOS:
+                raise
+            # A full disk: the value is still new (the clock, or one more than the
+            # last); the index it goes into cannot be saved either, so the next
+            # session picks another, and clients resynchronise rather than fail.
+            log.warning("%s: %s: UIDVALIDITY %d not saved", user_root, error.strerror, value)
         return value
     finally:
         os.close(fd)
@@ -568,6 +578,8 @@ class _IndexCache:
 
 # About 60 bytes a message: 16 MiB of index text is some 280,000 messages.
 _INDEX_CACHE = _IndexCache(16 * 1024 * 1024)
+# folder -> the UIDVALIDITY of its index rebuilt on a full disk and not saved yet.
+_UNSAVED_REBUILDS: dict[Path, int] = {}
 
 
 def _parse_index_text(text: str) -> _Index:
@@ -689,12 +701,24 @@ class _LockedIndex:
     records whose files are gone and gives UIDs to files without one, in
     delivery order. The caller may then add and remove records; :meth:`save`
     writes the result if anything changed.
+
+    **A full disk.** What ``load`` changes can be worked out again from the
+    files by the next load, the same way (UIDs follow delivery order), and so can
+    the removal of a record whose file was unlinked: if only such changes are
+    pending, a full disk (ENOSPC, EDQUOT) does not fail the operation, and the
+    index is written by a later save, once there is room. So users can still log
+    in, read and delete mail to make room, as with Dovecot. What only the index
+    knows (keywords, the UID of a message just added) is ``essential``: failing
+    to save it fails the operation. An index rebuilt but not saved keeps its
+    UIDVALIDITY for the loads that rebuild it again (in this process), so the
+    sessions of a full disk agree on it.
     """
 
     def __init__(self, folder: Path, user_root: Path) -> None:
         self.folder = folder
         self.user_root = user_root
         self.dirty = False
+        self.essential = False  # a change only the index records is pending
         self.rebuilt = False
         self.files: dict[str, tuple[str, str]] = {}
         self.index = _Index(0, 1, 1, {})
@@ -704,7 +728,10 @@ class _LockedIndex:
         index = self._read()
         if index is None:
             self.rebuilt = True
-            self.index = _Index(_allocate_uidvalidity(self.user_root), 1, 1, {})
+            uidvalidity = _UNSAVED_REBUILDS.get(self.folder) or _allocate_uidvalidity(
+                self.user_root
+            )
+            self.index = _Index(uidvalidity, 1, 1, {})
         else:
             self.index = index
         records = self.index.records
@@ -812,6 +839,7 @@ class _LockedIndex:
         """Index a file this process just put into the folder; returns its UID."""
         base = _split_filename(filename)[0]
         self.files[base] = (subdir, filename)
+        self.essential = True
         return self.add_record(
             _Record(0, base, size, rfc822_size, internaldate, keywords, unterminated)
         )
@@ -822,6 +850,7 @@ class _LockedIndex:
             self.dirty = True
 
     def save(self) -> None:
+        """Write the index if it changed; on a full disk, only if a change is ``essential``."""
         if not self.dirty:
             return
         data = _format_index(self.index).encode("utf-8", errors="surrogateescape")
@@ -839,8 +868,16 @@ class _LockedIndex:
             fsync_directory(self.folder)
         except OSError as error:
             remove_quietly(tmp_path)
-            raise store_error(error, "writing the mailbox index", tmp_path) from error
+            failure = store_error(error, "writing the mailbox index", tmp_path)
+            if isinstance(failure, StoreFullError) and not self.essential:
+                log.warning("%s; going on: the files say what it would have", failure)
+                if self.rebuilt:
+                    _UNSAVED_REBUILDS[self.folder] = self.index.uidvalidity
+                return
+            raise failure from error
         self.dirty = False
+        self.essential = False
+        _UNSAVED_REBUILDS.pop(self.folder, None)
 
 
 @contextlib.contextmanager
@@ -1353,7 +1390,23 @@ class Mailbox:
         "add" and "remove" apply to the flags currently on disk, so concurrent
         changes by other sessions to other flags are kept. \\Recent is ignored
         (see :func:`normalize_flags`). Messages already expunged are skipped.
+        A disk error (a keyword change on a full disk) leaves this view as it
+        was; the next refresh shows what did reach the disk.
         """
+        before = dict(self._messages)
+        try:
+            return self._set_flags(uids, flags, mode)
+        except OSError:
+            self._messages = before
+            self._token = None
+            raise
+
+    def _set_flags(
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: Literal["replace", "add", "remove"],
+    ) -> dict[int, frozenset[str]]:
         self._require_writable()
         wanted = normalize_flags(flags)
         if mode not in ("replace", "add", "remove"):
@@ -1390,7 +1443,7 @@ class Mailbox:
                 keywords = new - _FILENAME_FLAGS
                 if keywords != record.keywords:
                     state.index.records[info.base] = dataclasses.replace(record, keywords=keywords)
-                    state.dirty = True
+                    state.dirty = state.essential = True
                 shown = new | {RECENT} if uid in self._recent else new
                 self._messages[uid] = dataclasses.replace(
                     info, flags=shown, location=f"{self._folder}/cur/{new_filename}"
@@ -1585,6 +1638,10 @@ class Mailbox:
                 os.rename(self._maildir.new_dir / filename, self._maildir.cur_dir / cur_name)
             except FileNotFoundError:
                 continue  # another reader moved it; the next scan finds it in cur/
+            except OSError as error:
+                if error.errno not in STORAGE_FULL_ERRNOS:
+                    raise
+                continue  # no room for another entry in cur/: it stays in new/ for now
             state.files[base] = ("cur", cur_name)
 
     def _view(self, state: _LockedIndex) -> dict[int, MessageInfo]:

@@ -45,7 +45,8 @@ STALE_TMP_SECONDS = 36 * 3600.0
 # filesystem (EXDEV), a filesystem without hard links (EPERM on vfat/FUSE,
 # EOPNOTSUPP), or an inode at its link limit (EMLINK). A copy still works.
 _CANNOT_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
-_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# The disk or the user's disk quota is full: StoreFullError.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # -- errors --------------------------------------------------------------------
@@ -81,7 +82,7 @@ def store_error(error: OSError, doing: str, path: Path | None = None) -> StoreEr
         return error
     code = error.errno if error.errno is not None else errno.EIO
     reason = (error.strerror or os.strerror(code)).lower()
-    kind = StoreFullError if code in _STORAGE_FULL else StoreError
+    kind = StoreFullError if code in STORAGE_FULL_ERRNOS else StoreError
     filename = str(path) if path is not None else error.filename
     return kind(code, f"{reason} while {doing}", filename)
 

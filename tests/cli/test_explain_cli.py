@@ -162,3 +162,45 @@ def test_a_reader_that_goes_away_gets_quiet_exit_141(monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(cli, ["explain", "550"])
     assert result.exit_code == 141
     assert result.output == ""
+
+
+def test_banner_and_the_whole_command_line_decide_an_ambiguous_wording() -> None:
+    # Exim says "Unrouteable address" for an unknown local user and for a domain it
+    # cannot route; its greeting names the host, and the command the domain
+    exim = "220 exim.test ESMTP Exim 4.96 Sun, 06 Dec 2026 17:37:06 +0000"
+    own = run(
+        "explain", "--json", "--command", "RCPT TO:<nosuch@exim.test>", f"--banner={exim}",
+        "550", "Unrouteable", "address",
+    )
+    assert own.returncode == 0, own.stderr
+    data = json.loads(own.stdout)
+    assert (data["category"], data["software"], data["command"]) == (
+        "unknown_user", "Exim", "RCPT"
+    )
+    alone = json.loads(run("explain", "--json", "550 Unrouteable address").stdout)
+    assert alone["category"] == "dns_or_routing" and alone["software"] is None
+    assert any("no such user" in cause for cause in alone["causes"])
+    text = run("explain", "--banner", exim, "550 Unrouteable address").stdout
+    assert "the greeting names Exim" in " ".join(text.split())
+
+
+def test_banner_applies_to_every_reply_on_standard_input() -> None:
+    mailtalk = "+OK mailtalk POP3 server ready <1.2@localhost>"
+    replies = (
+        b"-ERR [AUTH] Authentication failed.\n"
+        b"-ERR [IN-USE] Unable to lock maildrop: lock busy! Is another session active?\n"
+    )
+    result = run("explain", "--json", "--banner", mailtalk, "-", stdin=replies)
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["software"] for o in objects] == ["mailtalk", "mailtalk"]
+    assert "Dovecot" not in result.stdout and "qpopper" not in result.stdout
+
+
+def test_every_line_fits_80_columns_with_a_long_origin_and_a_banner() -> None:
+    result = run(
+        "explain", "--banner", "+OK Dovecot (Debian) ready.", "--command", "PASS",
+        "--", "-ERR [AUTH] Authentication failed.",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the greeting names Dovecot" in " ".join(result.stdout.split())
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout

@@ -7,7 +7,9 @@ alice, POP3 on 110 and IMAP on 143. The installed ``mailtalk`` runs as a process
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.conftest import RealServers
-from tests.script.runs import describe, run, write
+from tests.script.runs import MAILTALK, describe, mailtalk_env, run, write
 
 pytestmark = pytest.mark.interop
 
@@ -304,3 +306,63 @@ def test_repeat_against_postfix(real_servers: RealServers, tmp_path: Path) -> No
     assert result.returncode == 0, describe(result)
     assert "8/8 runs on new connections passed" in result.stdout
     assert "p50" in result.stdout and "p99" in result.stdout
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# Logins typed by hand in pipe mode: (service, what is typed, the recorded login line)
+TYPED = {
+    "postfix submission AUTH LOGIN": ("submission", [
+        "EHLO client.test", "AUTH LOGIN", "{user64}", "{password64}", "MAIL FROM:<{address}>",
+        "RSET", "QUIT",
+    ], "auth login {user}"),
+    "dovecot pop3 USER/PASS": ("pop3", [
+        "USER {user}", "PASS {password}", "STAT", "QUIT",
+    ], "C: PASS ${{MAILTALK_PASSWORD}}"),
+    "dovecot pop3 AUTH PLAIN": ("pop3", [
+        "AUTH PLAIN", "{plain}", "STAT", "QUIT",
+    ], "auth plain {user}"),
+    "dovecot imap LOGIN": ("imap", [
+        "a1 LOGIN {user} {password}", "a2 SELECT INBOX", "a3 LOGOUT",
+    ], "C: a1 LOGIN {user} ${{MAILTALK_PASSWORD}}"),
+    "dovecot imap AUTHENTICATE PLAIN": ("imap", [
+        "a1 AUTHENTICATE PLAIN", "{plain}", "a2 SELECT INBOX", "a3 LOGOUT",
+    ], "auth plain {user}"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(TYPED))
+def test_a_recorded_typed_login_replays_green(
+    real_servers: RealServers, tmp_path: Path, case: str
+) -> None:
+    """Record a login typed by hand (pipe mode, --record), then replay the file with
+    only MAILTALK_PASSWORD set: the password is in neither the file nor the output."""
+    service, typed, login = TYPED[case]
+    user, password = real_servers.user, real_servers.password
+    values = {
+        "user": user,
+        "password": password,
+        "user64": b64(user),
+        "password64": b64(password),
+        "plain": b64(f"\0{user}\0{password}"),
+        "address": real_servers.address,
+    }
+    record = tmp_path / "typed.mt"
+    port = getattr(real_servers, service)
+    protocol = "smtp" if service == "submission" else service
+    done = subprocess.run(
+        [MAILTALK, protocol, f"localhost:{port}", "--cafile", real_servers.cafile,
+         "--record", str(record)],
+        input="".join(line.format(**values) + "\n" for line in typed).encode(),
+        capture_output=True, env=mailtalk_env(tmp_path, None), timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    text = record.read_text(encoding="utf-8")
+    no_secret(real_servers, text)
+    assert values["password64"] not in text and values["plain"] not in text, text
+    assert login.format(**values) in text.splitlines(), text
+    result = run(tmp_path, "-v", str(record), password=password)
+    assert result.returncode == 0, text + describe(result)
+    no_secret(real_servers, result.stdout, result.stderr)

@@ -139,3 +139,75 @@ def test_split_replies_loses_no_line(lines: list[str]) -> None:
     for line in lines:
         if line.strip():
             assert line.strip() in joined
+
+
+# Gmail's rate-limit reply as Postfix logs it: the lines of the multi-line reply
+# folded into one, each continuation still carrying its "450-4.2.1" (issue 11).
+FOLDED_GMAIL = (
+    "Dec  3 06:00:00 mx postfix/smtp[4242]: 4F2: to=<bob@gmail.com>, "
+    "relay=gmail-smtp-in.l.google.com[192.0.2.27]:25, delay=1.2, status=deferred (host "
+    "gmail-smtp-in.l.google.com[192.0.2.27] said: 450-4.2.1 The user you are trying to "
+    "contact is receiving mail at a rate that 450-4.2.1 prevents additional messages from "
+    "being delivered. Please resend your 450-4.2.1 message at a later point. If the user is "
+    "able to receive mail at 450-4.2.1 that time, your message will be delivered. For more "
+    "information, 450-4.2.1 please visit 450 4.2.1 "
+    "https://support.google.com/mail/?p=ReceivingRate d2si1 - gsmtp "
+    "(in reply to RCPT TO command))"
+)
+
+
+def test_a_folded_multi_line_reply_in_a_log_line_is_unfolded() -> None:
+    parsed = parse(FOLDED_GMAIL)
+    assert (parsed.code, parsed.enhanced_code, parsed.command) == ("450", "4.2.1", "RCPT")
+    assert "450" not in parsed.text and "4.2.1" not in parsed.text
+    assert "at a rate that prevents additional messages" in parsed.text
+    assert parsed.text.startswith("The user you are trying to contact")
+
+
+def test_a_code_inside_the_text_of_a_one_line_reply_stays() -> None:
+    parsed = parse(
+        "said: 550 5.7.1 rejected: see 550-5.7.1 in our FAQ (in reply to RCPT TO command)"
+    )
+    assert parsed.text == "rejected: see 550-5.7.1 in our FAQ"
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "response", "rest"),
+    [
+        # GNU Mailutils imap4d writes the command name before the response code
+        ("a1 NO COPY [TRYCREATE] failed", "NO", "TRYCREATE", "failed"),
+        ("a2 OK [READ-WRITE] SELECT Completed", "OK", "READ-WRITE", "SELECT Completed"),
+        ("a3 NO UID COPY [TRYCREATE] failed", "NO", "TRYCREATE", "failed"),
+        ("a4 NO APPEND [TRYCREATE] failed", "NO", "TRYCREATE", "failed"),
+        # a capitalised word before a bracket is text, not a command name
+        ("a5 NO Mailbox [Gmail]/Sent does not exist", "NO", None,
+         "Mailbox [Gmail]/Sent does not exist"),
+    ],
+)
+def test_imap_response_code_after_the_command_name(
+    text: str, status: str, response: str | None, rest: str
+) -> None:
+    parsed = parse(text)
+    assert (parsed.protocol, parsed.code, parsed.response_code, parsed.text) == (
+        "imap", status, response, rest
+    )
+
+
+def test_the_command_named_in_a_mailutils_reply_is_kept() -> None:
+    assert parse("a1 NO COPY [TRYCREATE] failed").command == "COPY"
+    assert parse("a3 NO UID COPY [TRYCREATE] failed").command == "COPY"
+    assert parse("a1 NO [TRYCREATE] Mailbox doesn't exist").command is None
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("a1 NO LOGIN User name or passwd rejected", "LOGIN"),  # GNU Mailutils
+        ("a5 BAD FETCH Unknown token or missing closing parenthesis", "FETCH"),
+        ("* BYE LOGOUT received", "LOGOUT"),  # Cyrus
+        ("a2 NO Login failed: authentication failure", None),  # not in capitals
+        ("* OK IMAP4rev1", None),
+    ],
+)
+def test_the_command_a_reply_starts_with(text: str, command: str | None) -> None:
+    assert parse(text).command == command

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailtalk.script.expect import ExpectationError, parse_expectation, reply_of
+from mailtalk.script.expect import (
+    ExpectationError,
+    check_protocol,
+    parse_expectation,
+    reply_of,
+)
 
 RELAY_DENIED = "554 5.7.1 <bob@example.net>: Relay access denied"
 EHLO = (
@@ -52,7 +57,6 @@ def matches(expectation: str, raw: str, protocol: str = "smtp") -> bool:
         ("OK [READ-WRITE]", "OK", None, "[READ-WRITE]"),
         ("queued", None, None, "queued"),
         ("/queued as [A-Z0-9]+/", None, None, "/queued as [A-Z0-9]+/"),
-        ("6xx", None, None, "6xx"),  # not a reply code: a word
     ],
 )
 def test_parse(source: str, code: str | None, enhanced: str | None, text: str | None) -> None:
@@ -80,6 +84,65 @@ def test_any_and_untagged() -> None:
     assert untagged.matches_untagged(["FLAGS (\\Seen)", "3 EXISTS", "0 RECENT"])
     assert not untagged.matches_untagged(["FLAGS (\\Seen)", "4 EXISTS"])
     assert not untagged.matches_untagged([])
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("2x0", "2x0 is not a reply code"),
+        ("6xx", "6xx is not a reply code"),
+        ("600 *queued*", "600 is not a reply code"),
+        ("099", "099 is not a reply code"),
+        ("3.1.1", "3.1.1 is not an enhanced status code"),
+        ("250 9.1.1 ok", "9.1.1 is not an enhanced status code"),
+        ("5.1000.1", "5.1000.1 is not an enhanced status code"),
+    ],
+)
+def test_what_looks_like_a_code_and_is_none_is_an_error(source: str, message: str) -> None:
+    with pytest.raises(ExpectationError, match=message):
+        parse_expectation(source)
+
+
+@pytest.mark.parametrize(
+    ("source", "protocol", "message"),
+    [
+        ("+OK", "smtp", "+OK is a status of POP3"),
+        ("OK", "smtp", "OK is a status of IMAP"),
+        ("+", "smtp", "+ is the POP3 and IMAP continuation"),
+        ("* OK", "smtp", "IMAP untagged"),
+        ("25", "smtp", "25 is not a reply code"),
+        ("2500 ok", "smtp", "2500 is not a reply code"),
+        ("250", "pop3", "250 is an SMTP reply code; POP3 answers +OK or -ERR"),
+        ("NO", "pop3", "NO is a status of IMAP"),
+        ("* OK", "pop3", "IMAP untagged"),
+        ("5.7.1", "pop3", "enhanced status codes"),
+        ("2xx", "imap", "2xx is an SMTP reply code; IMAP answers OK, NO or BAD"),
+        ("-ERR", "imap", "-ERR is a status of POP3"),
+        ("250-PIPELINING", "imap", "250 is an SMTP reply code"),
+    ],
+)
+def test_what_a_protocol_never_answers(source: str, protocol: str, message: str) -> None:
+    problem = check_protocol(parse_expectation(source), protocol)
+    assert problem is not None and message in problem
+
+
+@pytest.mark.parametrize(
+    ("source", "protocol"),
+    [
+        ("250", "smtp"), ("5.7.1", "smtp"), ("250-SIZE", "smtp"), ("queued", "smtp"),
+        ("*", "smtp"), ("*queued*", "smtp"), ("/^2/", "smtp"), ("+OK", "pop3"),
+        ("-ERR", "pop3"), ("+", "pop3"), ("1 message", "pop3"), ("OK", "imap"),
+        ("* 3 EXISTS", "imap"), ("+", "imap"), ("BYE", "imap"), ("12 EXISTS", "imap"),
+    ],
+)  # fmt: skip
+def test_what_a_protocol_may_answer(source: str, protocol: str) -> None:
+    assert check_protocol(parse_expectation(source), protocol) is None
+
+
+def test_pop3_continuation_is_plus() -> None:
+    assert matches("+", "+ ", "pop3")
+    assert matches("+", "+ UGFzc3dvcmQ6", "pop3")
+    assert not matches("+", "+OK", "pop3")
 
 
 @pytest.mark.parametrize("source", ["", "   ", "\t"])
@@ -309,6 +372,44 @@ def test_untagged_patterns() -> None:
     assert parse_expectation("* /^\\d+ EXISTS$/").matches_untagged(lines)
     assert not parse_expectation("* /^\\d+ RECENT$/").matches_untagged(lines)
     assert not parse_expectation("* 2 EXISTS").matches_untagged(lines)
+
+
+GREETING = "220 localhost ESMTP mailtalk reference server ready"
+
+
+@pytest.mark.parametrize(
+    ("expectation", "expected"),
+    [
+        ("220 ESMTP ready", True),  # not side by side: each is a word of the text
+        ("220 ready ESMTP", True),  # in any order
+        ("220 server ready", True),
+        ("220 esmtp READY", True),
+        ("220 ESMTP ready fast", False),
+        ("220 ESMTP read", False),  # whole words: "read" is not "ready"
+        ("220 ESM", False),
+        ("ESMTP ready", True),  # without a code
+    ],
+)
+def test_words_are_whole_words_in_any_order(expectation: str, expected: bool) -> None:
+    assert matches(expectation, GREETING) is expected
+
+
+def test_missing_words_are_named() -> None:
+    reply = reply_of(GREETING, "smtp")
+    assert parse_expectation("220 ESMTP fast ready slow").missing_words(reply) == [
+        "fast",
+        "slow",
+    ]
+    assert parse_expectation("220 ESMTP ready").missing_words(reply) == []
+    assert parse_expectation("220 *ESMTP*").missing_words(reply) == []  # a glob has no words
+
+
+def test_words_in_any_order_in_untagged_and_line_expectations() -> None:
+    assert parse_expectation("* EXISTS 3").matches_untagged(["FLAGS ()", "3 EXISTS"])
+    assert not parse_expectation("* 3 RECENT").matches_untagged(["3 EXISTS", "0 RECENT"])
+    line = parse_expectation("250-PLAIN AUTH")
+    assert line.matches_a_line("250-x.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")
+    assert not line.matches_a_line("250-x.test\r\n250-AUTH LOGIN\r\n250 PLAIN\r\n")
 
 
 def test_words_are_matched_as_written_not_as_a_regex() -> None:

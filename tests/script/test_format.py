@@ -91,22 +91,31 @@ def test_the_module_docstring_example_parses() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_connect_and_its_options() -> None:
+@pytest.fixture(scope="module")
+def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mailtalk.servers.certs import ensure_certificates
+
+    return str(ensure_certificates(tmp_path_factory.mktemp("ca")).ca_cert)
+
+
+def test_connect_and_its_options(ca_pem: str) -> None:
     script = parse_text(
         "connect smtp://mx.example.test:25\n"
         "connect imaps://mx.example.test insecure\n"
-        "connect pop3s://mx.example.test cafile=/etc/ca.pem\n"
-        "connect submission://mx.example.test insecure cafile=/etc/ca.pem\n"
+        f"connect pop3s://mx.example.test cafile={ca_pem}\n"
+        f"connect submission://mx.example.test insecure cafile={ca_pem}\n"
     )
     assert script.steps == [
         Connect(Location("<script>", 1), "smtp://mx.example.test:25"),
         Connect(Location("<script>", 2), "imaps://mx.example.test", insecure=True),
-        Connect(Location("<script>", 3), "pop3s://mx.example.test", cafile="/etc/ca.pem"),
-        Connect(Location("<script>", 4), "submission://mx.example.test", True, "/etc/ca.pem"),
+        Connect(Location("<script>", 3), "pop3s://mx.example.test", cafile=ca_pem),
+        Connect(Location("<script>", 4), "submission://mx.example.test", True, ca_pem),
     ]
 
 
-def test_connect_cafile_is_relative_to_the_script(tmp_path: Path) -> None:
+def test_connect_cafile_is_relative_to_the_script(tmp_path: Path, ca_pem: str) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "ca.pem").write_bytes(Path(ca_pem).read_bytes())
     script = write(tmp_path / "dir" / "s.mt", "connect smtps://h cafile=ca.pem\n")
     [connect] = parse_file(str(script)).steps
     assert isinstance(connect, Connect)
@@ -174,13 +183,13 @@ def test_bad_directive_arguments_name_the_line(line: str, message: str) -> None:
 
 
 def test_sleep_expect_close_loop_end() -> None:
-    assert steps("sleep 0.25\nsleep 0\nexpect-close\nloop\nC: NOOP\nend\n") == [
+    assert steps("sleep 0.25\nsleep 0\nloop\nC: NOOP\nend\nexpect-close\n") == [
         Sleep(Location("<script>", 2), 0.25),
         Sleep(Location("<script>", 3), 0.0),
-        ExpectClose(Location("<script>", 4)),
-        Loop(Location("<script>", 5)),
-        Send(Location("<script>", 6), "NOOP"),
-        EndLoop(Location("<script>", 7)),
+        Loop(Location("<script>", 4)),
+        Send(Location("<script>", 5), "NOOP"),
+        EndLoop(Location("<script>", 6)),
+        ExpectClose(Location("<script>", 7)),
     ]
     assert parse("loop\nend\n").has_loop
     assert not parse("C: NOOP\n").has_loop
@@ -420,7 +429,7 @@ def test_missing_data_file(tmp_path: Path) -> None:
     script = write(tmp_path / "s.mt", CONNECT + "\ndata missing.eml\n")
     with pytest.raises(ScriptError) as caught:
         parse_file(str(script))
-    assert str(caught.value) == f"{script}:3: data missing.eml: No such file or directory"
+    assert str(caught.value) == f"{script}:3: data missing.eml: no such file"
 
 
 def test_data_directory_is_an_error(tmp_path: Path) -> None:

@@ -330,13 +330,166 @@ def test_relay_denied_expected(start: Callable[..., Any], tmp_path: Path) -> Non
     assert result.returncode == 0, describe(result)
 
 
-def test_a_second_s_line_for_one_reply_is_a_failure(servers: Any, tmp_path: Path) -> None:
+# ---------------------------------------------------------------------------
+# words in S: lines: whole words, in any order, as the README says
+# ---------------------------------------------------------------------------
+
+
+def greeting_script(servers: Any, expectation: str) -> str:
+    return f"connect {url(servers, 'smtp')}\nS: {expectation}\nC: QUIT\nS: 221\n"
+
+
+@pytest.mark.parametrize(
+    "expectation",
+    ["220 ESMTP ready", "220 ready ESMTP", "220 server ready", "220 READY esmtp ESMTP"],
+)
+def test_words_match_whole_words_in_any_order(
+    servers: Any, tmp_path: Path, expectation: str
+) -> None:
+    """The reference server greets with '220 localhost ESMTP mailtalk reference server
+    ready': every word is in it, not side by side."""
+    script = write(tmp_path, "words.mt", greeting_script(servers, expectation))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 0, describe(result)
+    assert result.stdout.startswith(f"PASS {script} (")
+
+
+def test_the_fail_line_names_the_missing_word(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "220 ESMTP fast ready"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    line = result.stdout.splitlines()[1]
+    assert line.startswith(f"  {script}:2: expected S: 220 ESMTP fast ready, got: 220 ")
+    assert line.endswith(" (no word 'fast')")
+
+
+def test_the_fail_line_names_every_missing_word(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "2xx ESMTP serv eady"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    assert result.stdout.splitlines()[1].endswith(" (no words 'serv', 'eady')")
+
+
+def test_no_word_is_named_when_the_code_differs(servers: Any, tmp_path: Path) -> None:
+    script = write(tmp_path, "words.mt", greeting_script(servers, "554 ESMTP fast"))
+    result = run(tmp_path, str(script))
+    assert result.returncode == 1, describe(result)
+    assert "no word" not in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# what can be checked before connecting is: exit 2, file:line, no connection
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "body", "message"),
+    [
+        ("smtp", "S: 2x0\n", ":2: 2x0 is not a reply code"),
+        ("smtp", "S: 220\nC: EHLO x\nS: 25\n", ":4: 25 is not a reply code"),
+        ("smtp", "S: 220\nC: RCPT TO:<a@b>\nS: 550 3.1.1\n", ":4: 3.1.1 is not an enhanced"),
+        ("smtp", "S: 600 *\n", ":2: 600 is not a reply code"),
+        ("smtp", "S: +OK\n", ":2: +OK is a status of POP3; SMTP replies have three-digit"),
+        ("smtp", "S: 220\nC: NOOP\nS: OK\n", ":4: OK is a status of IMAP"),
+        ("smtp", "S: * queued\n", ":2: S: * TEXT expects an IMAP untagged response"),
+        ("pop3", "S: 220\n", ":2: 220 is an SMTP reply code; POP3 answers +OK or -ERR"),
+        ("pop3", "S: +OK\nC: STAT\nS: OK\n", ":4: OK is a status of IMAP; POP3 answers"),
+        ("pop3", "S: +OK\nC: CAPA\nS: * SASL\n", ":4: S: * TEXT expects an IMAP untagged"),
+        ("imap", "S: OK\nC: NOOP\nS: 250\n", ":4: 250 is an SMTP reply code; IMAP answers"),
+        ("imap", "S: OK\nC: NOOP\nS: +OK\n", ":4: +OK is a status of POP3; IMAP answers"),
+        ("imap", "S: OK\nC: NOOP\nS: 5.7.1\n", ":4: enhanced status codes (5.7.1) are SMTP's"),
+        ("imap", "S: OK\ndata <<EOF\nhi\nEOF\n", ":3: data sends an SMTP message"),
+        ("pop3", "S: +OK\ndata <<EOF\nhi\nEOF\n", ":3: data sends an SMTP message"),
+        ("smtp", "S: 220\nS: 220\n", ":3: S: 220 has no reply to match: line 2 had the last"),
+        ("smtp", "S: 220\nauth plain alice\nS: 235\n", ":4: S: 235 has no reply to match"),
+        ("smtp", "S: 220\nC: EHLO x\nstarttls\nS: 220\n", ":5: S: 220 has no reply"),
+        ("smtp", "S: 220\nsleep 0\nS: 250-PIPELINING\n", ":4: S: 250-PIPELINING has no"),
+        ("smtp", "S: 220\nC: EHLO x\nS: 250\ntls\n", ":5: tls checks that TLS is on"),
+        ("smtps", "S: 220\nC: EHLO x\nS: 250\nstarttls\n", ":5: starttls: TLS is already on"),
+        ("smtp", "S: 220\nC: QUIT\nexpect-close\nC: NOOP\n", ":5: the connection is closed"),
+        ("smtp", "expect-close\nexpect-close\n", ":3: the connection is closed here"),
+        ("pop3", "S: +OK\nexpect-close\nauth plain a\n", ":4: the connection is closed"),
+    ],
+)
+def test_what_can_never_work_is_refused_before_connecting(
+    listener: Listener, tmp_path: Path, scheme: str, body: str, message: str
+) -> None:
+    script = write(tmp_path, "s.mt", f"connect {scheme}://127.0.0.1:{listener.port}\n" + body)
+    result = run(tmp_path, str(script))
+    assert result.returncode == 2, describe(result)
+    assert result.stderr.startswith(f"mailtalk: {script}{message}"), result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert listener.accepted == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a second connect starts over: a new greeting, TLS off, open again
+        "S: 220\nC: QUIT\nS: 221\nexpect-close\nconnect smtp://h:25\nS: 220\nC: EHLO x\n",
+        # S: 250-TEXT lines leave the reply to the S: 250 line after them
+        "S: 220\nC: EHLO x\nS: 250-PIPELINING\nS: 250-SIZE\nS: 250\n",
+        # IMAP: untagged checks, before or after the tagged one
+        "S: 220\nconnect imap://h\nS: * OK\nS: OK\nC: SELECT INBOX\nS: OK\nS: * 1 EXISTS\n",
+        # the written-out STARTTLS, then tls; POP3's STLS
+        "S: 220\nC: STARTTLS\nS: 220\ntls\nconnect pop3://h\nC: STLS\ntls\n",
+        # a reply nobody checks, then sleep: fine
+        "C: NOOP\nsleep 0\nC: NOOP\nS: 250\n",
+        # POP3 and IMAP continuations are "+"
+        "S: 220\nconnect pop3://h\nC: AUTH PLAIN\nS: +\nconnect imap://h\nC: IDLE\nS: +\n",
+        # a loop body that ends owing a reply, matched after the loop
+        "S: 220\nloop\nC: NOOP\nS: 250\nC: NOOP\nend\nS: 250\n",
+    ],
+)
+def test_what_can_work_is_not_refused(tmp_path: Path, body: str) -> None:
+    from mailtalk.script.format import parse_file
+
+    script = write(tmp_path, "s.mt", "connect smtp://h:25\n" + body)
+    assert parse_file(str(script)).steps
+
+
+def test_a_missing_or_wrong_cafile_is_refused_before_connecting(
+    listener: Listener, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-ca.pem").write_text("hello\n")
+    for option, message in (
+        ("cafile=nowhere.pem", f"cafile={tmp_path}/nowhere.pem: no such file"),
+        ("cafile=not-a-ca.pem", f"cafile={tmp_path}/not-a-ca.pem: no CA certificate in it"),
+    ):
+        script = write(tmp_path, "s.mt", f"connect smtps://127.0.0.1:{listener.port} {option}\n")
+        result = run(tmp_path, str(script))
+        assert result.returncode == 2, describe(result)
+        assert result.stderr == f"mailtalk: {script}:1: {message} (PEM or DER expected)\n" or (
+            result.stderr == f"mailtalk: {script}:1: {message}\n"
+        ), result.stderr
+    assert listener.accepted == 0
+
+
+def test_a_second_s_line_for_one_reply_is_a_bad_script(listener: Listener, tmp_path: Path) -> None:
     script = write(
-        tmp_path, "twice.mt", f"connect {url(servers, 'smtp')}\nS: 220\nC: NOOP\nS: 250\nS: 250\n"
+        tmp_path,
+        "twice.mt",
+        f"connect smtp://127.0.0.1:{listener.port}\nS: 220\nC: NOOP\nS: 250\nS: 250\n",
+    )
+    result = run(tmp_path, str(script))
+    assert result.returncode == 2, describe(result)
+    assert result.stderr.startswith(
+        f"mailtalk: {script}:5: S: 250 has no reply to match: line 4 had the last one"
+    )
+    assert listener.accepted == 0
+
+
+def test_an_s_line_for_a_data_line_fails_when_run(servers: Any, tmp_path: Path) -> None:
+    """Lines of a message written out as C: lines get no reply: only a run can tell."""
+    script = write(
+        tmp_path,
+        "dataline.mt",
+        f"connect {url(servers, 'smtp')}\nS: 220\nC: EHLO x\nS: 250\nC: MAIL FROM:<{SENDER}>\n"
+        f"S: 250\nC: RCPT TO:<{ALICE}>\nS: 250\nC: DATA\nS: 354\nC: Subject: x\nS: 250\n",
     )
     result = run(tmp_path, str(script))
     assert result.returncode == 1, describe(result)
-    assert f"{script}:5: S: 250 has no reply to match" in result.stdout
+    assert f"{script}:12: S: 250 has no reply to match" in result.stdout
 
 
 def test_replies_nobody_checks_are_still_waited_for(servers: Any, tmp_path: Path) -> None:
@@ -642,7 +795,7 @@ def test_exit_2_for_a_bad_script_and_nothing_connects(listener: Listener, tmp_pa
         ("C: EHLO x\n", ":1: a session file starts with connect URL"),
         ("connect smtp://h\nC: ${UNSET_VARIABLE_X}\n", ":2: undefined variable"),
         ("connect smtp://h\ndata <<EOF\nno end\n", ":2: here-block never ends"),
-        ("connect smtp://h\ndata nothere.eml\n", ":2: data nothere.eml: No such file"),
+        ("connect smtp://h\ndata nothere.eml\n", ":2: data nothere.eml: no such file"),
         ("connect smtp://h\nloop\n", ":2: loop without end"),
     ],
 )
@@ -726,11 +879,16 @@ def test_exit_4_when_starttls_is_refused(start: Callable[..., Any], tmp_path: Pa
     assert "454" in result.stdout
 
 
-def test_exit_4_when_tls_is_not_on(servers: Any, tmp_path: Path) -> None:
-    script = write(tmp_path, "notls.mt", f"connect {url(servers, 'smtp')}\nS: 220\ntls\n")
+def test_exit_4_when_tls_is_not_on(start: Callable[..., Any], tmp_path: Path) -> None:
+    servers = start(faults=["smtp:starttls=454 4.7.0 TLS not available due to local problem"])
+    script = write(
+        tmp_path,
+        "notls.mt",
+        f"connect {url(servers, 'smtp')}\nS: 220\nC: EHLO x\nS: 250\nC: STARTTLS\ntls\n",
+    )
     result = run(tmp_path, str(script))
     assert result.returncode == 4, describe(result)
-    assert f"{script}:3: TLS is not active here" in result.stdout
+    assert f"{script}:6: TLS is not active here" in result.stdout
 
 
 def test_exit_5_when_a_fault_disconnects(start: Callable[..., Any], tmp_path: Path) -> None:
@@ -754,11 +912,12 @@ def test_exit_5_when_sending_after_the_server_closed(servers: Any, tmp_path: Pat
     script = write(
         tmp_path,
         "after.mt",
-        f"connect {url(servers, 'smtp')}\nS: 220\nC: QUIT\nS: 221\nexpect-close\nC: NOOP\nS: 250\n",
+        f"connect {url(servers, 'smtp')}\nS: 220\nC: QUIT\nS: 221\nsleep 0.2\nC: NOOP\n"
+        "S: 250\n",
     )
     result = run(tmp_path, str(script))
     assert result.returncode == 5, describe(result)
-    assert f"{script}:6: not connected" in result.stdout
+    assert f"{script}:6: " in result.stdout and "closed" in result.stdout
 
 
 def test_exit_5_on_a_reply_timeout(start: Callable[..., Any], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mailtalk.protocols.common import Role, decode_text
 from mailtalk.protocols.imap import Command, IMAPConnection
 from mailtalk.servers.imap_parse import (
+    SEARCH_CHARSETS_LISTED,
     AllKey,
     AndKey,
     Atom,
@@ -43,6 +44,7 @@ from mailtalk.servers.imap_parse import (
     parse_sequence_set,
     parse_status,
     parse_store,
+    search_codec,
     tokenize,
 )
 
@@ -268,8 +270,8 @@ def test_search_simple_keys() -> None:
 
 def test_search_charset_and_errors() -> None:
     with pytest.raises(SearchCharsetError) as info:
-        parse_search("CHARSET KOI8-R FROM x")
-    assert info.value.code == "BADCHARSET (UTF-8 US-ASCII)"
+        parse_search("CHARSET X-UNKNOWN FROM x")
+    assert info.value.code.startswith("BADCHARSET (UTF-8 US-ASCII ISO-8859-1 ISO-8859-2 ")
     assert parse_search("CHARSET US-ASCII SEEN").charset == "US-ASCII"
     with pytest.raises(IMAPSyntaxError):
         parse_search("CHARSET US-ASCII BODY {2}", [b"\xc3\xbc"])
@@ -277,6 +279,61 @@ def test_search_charset_and_errors() -> None:
                 "LARGER x", "()", "NOT", '"SEEN"', "UID x"):
         with pytest.raises(IMAPSyntaxError):
             parse_search(bad)
+
+
+@pytest.mark.parametrize(("charset", "data", "text"), [
+    ("UTF-8", "Käse".encode(), "Käse"),
+    ("utf8", "Käse".encode(), "Käse"),
+    ("ISO-8859-1", "Käse".encode("latin-1"), "Käse"),
+    ("latin1", "Käse".encode("latin-1"), "Käse"),
+    ("iso8859-15", "€".encode("iso8859-15"), "€"),
+    ("windows-1252", "€ “x”".encode("cp1252"), "€ “x”"),
+    ("Windows-1251", "Привет".encode("cp1251"), "Привет"),
+    ("KOI8-R", "Привет".encode("koi8-r"), "Привет"),
+    ("ISO-2022-JP", "日本".encode("iso2022_jp"), "日本"),
+    ("us-ascii", b"plain", "plain"),
+])
+def test_search_charsets_python_decodes(charset: str, data: bytes, text: str) -> None:
+    # As Dovecot (any charset iconv knows): the search string is decoded from it.
+    query = parse_search(f"CHARSET {charset} SUBJECT {{{len(data)}}}", [data])
+    assert query.charset == charset.upper()
+    assert query.key == HeaderKey("Subject", text)
+
+
+def search_wire(wire: bytes) -> object:
+    """The search key of ``a SEARCH <wire>`` as the server reads it off the wire."""
+    command = server_command(b"a SEARCH " + wire + b"\r\n")
+    return parse_search(command.args, command.literals).key
+
+
+def test_search_string_in_a_charset_as_a_quoted_string_or_an_atom() -> None:
+    # 8-bit octets outside a literal (as Dovecot takes them): read in the charset.
+    assert search_wire(b'CHARSET ISO-8859-1 SUBJECT "K\xe4se"') == HeaderKey("Subject", "K\u00e4se")
+    assert search_wire(b"CHARSET latin1 BODY K\xe4se") == BodyKey("K\u00e4se")
+    assert search_wire(b'CHARSET UTF-8 SUBJECT "K\xc3\xa4se"') == HeaderKey("Subject", "K\u00e4se")
+    assert search_wire(b'SUBJECT "K\xc3\xa4se"') == HeaderKey("Subject", "K\u00e4se")
+    assert search_wire(b'CHARSET ISO-8859-1 SUBJECT "a\\\\b\\"c"') == HeaderKey("Subject", 'a\\b"c')
+    # Not UTF-8 where UTF-8 is said: BAD (as Dovecot).
+    with pytest.raises(IMAPSyntaxError):
+        search_wire(b'CHARSET UTF-8 SUBJECT "K\xe4se"')
+    with pytest.raises(IMAPSyntaxError):
+        search_wire(b'SUBJECT K\xe4se')
+    # Outside SEARCH a backslash escape is still only \" or \\.
+    with pytest.raises(IMAPSyntaxError):
+        tokenize('"K\\xe4se"')
+
+
+@pytest.mark.parametrize("charset", ["X-UNKNOWN", "x-mac-roman", "base64", "rot13", "hex",
+                                     "zlib", "idna", "punycode", "unicode_escape", "undefined"])
+def test_search_charsets_that_are_not(charset: str) -> None:
+    with pytest.raises(SearchCharsetError):
+        parse_search(f"CHARSET {charset} SUBJECT x")
+
+
+def test_every_listed_charset_is_one_python_decodes() -> None:
+    assert "UTF-8" in SEARCH_CHARSETS_LISTED and "ISO-8859-1" in SEARCH_CHARSETS_LISTED
+    for name in SEARCH_CHARSETS_LISTED:
+        assert search_codec(name) is not None, name
 
 
 # -- mailboxes, LIST, APPEND, STATUS, dates -------------------------------------------

@@ -272,6 +272,91 @@ def test_append_large_literal(servers: RunningServers) -> None:
     assert len(stored) == 1 and stored[0].stat().st_size == len(message.replace(b"\r\n", b"\n"))
 
 
+def literal_response(raw: Raw, tag: bytes) -> tuple[list[bytes], bytes]:
+    """The lines up to ``tag``'s tagged one, each literal read whole into its line."""
+    lines = []
+    while True:
+        line = raw.line()
+        match = re.search(rb"\{(\d+)\}\r\n$", line)
+        if match:
+            size = int(match.group(1))
+            while len(raw.buffer) < size:
+                raw.buffer += raw.sock.recv(65536)
+            line, raw.buffer = line + raw.buffer[:size], raw.buffer[size:]
+            line += raw.line()
+        lines.append(line)
+        if line.startswith(tag + b" "):
+            return lines[:-1], line
+
+
+@pytest.mark.parametrize("size", [40, 300_000], ids=["small", "streamed"])
+def test_binary_append_with_literal8_and_fetch(servers: RunningServers, size: int) -> None:
+    # RFC 3516: advertised, so APPEND takes a ~{n} literal8 (NUL octets and all), and
+    # only BINARY answers may carry one; BODY[] shows a NUL as 0x80 (as Dovecot).
+    text = b"ab\x00cd\r\n" * (size // 7)
+    message = b"From: a@b\r\nSubject: nul\r\n\r\n" + text
+    raw = raw_login(servers.port("imap"))
+    try:
+        raw.send(b"c CAPABILITY\r\n")
+        assert b" BINARY" in raw.until_tagged(b"c")[0]
+        raw.send(b"a APPEND INBOX ~{%d}\r\n" % len(message))
+        assert raw.line().startswith(b"+ ")
+        raw.send(message + b"\r\n")
+        assert re.match(rb"a OK \[APPENDUID \d+ 1\]", raw.until_tagged(b"a")[-1])
+        raw.send(b"s SELECT INBOX\r\nf FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])\r\n")
+        raw.until_tagged(b"s")
+        (fetched,), tagged = literal_response(raw, b"f")
+        assert tagged == b"f OK Fetch completed\r\n"
+        assert fetched == (b"* 1 FETCH (BINARY[1] ~{%d}\r\n" % len(text) + text
+                           + b" BINARY.SIZE[1] %d)\r\n" % len(text))
+        raw.send(b"g FETCH 1 (BODY.PEEK[TEXT] FLAGS)\r\n")
+        (fetched,), _ = literal_response(raw, b"g")
+        shown = text.replace(b"\x00", b"\x80")
+        assert fetched == (b"* 1 FETCH (BODY[TEXT] {%d}\r\n" % len(text) + shown
+                           + b" FLAGS (\\Recent))\r\n")
+    finally:
+        raw.close()
+    (stored,) = (servers.root / "mail/alice/Maildir/cur").iterdir()
+    assert stored.read_bytes() == message.replace(b"\r\n", b"\n")
+
+
+def test_binary_of_what_does_not_decode_fails_the_fetch(servers: RunningServers) -> None:
+    messages = [
+        b"From: a@b\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n",
+        b"From: a@b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n",
+        b"From: a@b\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVs*bG8=\r\n",
+    ]
+    with session(servers) as client:
+        for message in messages:
+            assert client.append("INBOX", None, None, message)[0] == "OK"
+        client.noop()
+        typ, data = client.fetch("1", "(BINARY.PEEK[1])")
+        assert typ == "OK" and data[0][1] == b"Hello"
+        for number, code in (("2", b"UNKNOWN-CTE"), ("3", b"PARSE")):
+            typ, data = client.fetch(number, "(BINARY.PEEK[1])")
+            assert typ == "NO" and data[0].startswith(b"[" + code + b"] "), data
+        # RFC 3516 4.2: the command fails; the messages that decode are still sent.
+        typ, data = client.fetch("1:3", "(BINARY.SIZE[1])")
+        assert typ == "NO" and data[0].startswith(b"[PARSE] "), data
+        assert client.untagged_responses.pop("FETCH") == [b"1 (BINARY.SIZE[1] 5)"]
+        assert client.noop()[0] == "OK"
+
+
+def test_search_charset_unknown_lists_the_known(servers: RunningServers) -> None:
+    raw = raw_login(servers.port("imap"))
+    try:
+        raw.send(b"s SELECT INBOX\r\nx SEARCH CHARSET X-UNKNOWN ALL\r\n")
+        raw.until_tagged(b"s")
+        (tagged,) = raw.until_tagged(b"x")
+        assert tagged.startswith(b"x NO [BADCHARSET (UTF-8 US-ASCII ISO-8859-1 ISO-8859-2 ")
+        assert b" WINDOWS-1252 " in tagged
+        assert tagged.endswith(b" UTF-7)] Unsupported charset\r\n")
+        raw.send(b"y SEARCH CHARSET latin1 ALL\r\n")
+        assert raw.until_tagged(b"y") == [b"* SEARCH\r\n", b"y OK Search completed\r\n"]
+    finally:
+        raw.close()
+
+
 def test_fetch_items(servers: RunningServers) -> None:
     deliver(servers, "fetch me", "Line one.\r\nLine two.\r\n")
     with session(servers) as client:
@@ -325,8 +410,9 @@ def test_store_search_copy_move_expunge(servers: RunningServers) -> None:
         assert client.search(None, "KEYWORD", "$Label1")[1] == [b"3"]
         assert client.uid("SEARCH", "2:*")[1] == [b"2 3 4 5"]
         assert client.search("UTF-8", "ALL")[1] == [b"1 2 3 4 5"]
-        typ, data = client.search("KOI8-R", "ALL")
-        assert typ == "NO"
+        assert client.search("KOI8-R", "ALL")[1] == [b"1 2 3 4 5"]
+        typ, data = client.search("X-UNKNOWN", "ALL")
+        assert typ == "NO" and data[0].startswith(b"[BADCHARSET (UTF-8 ")
         client.create("Saved")
         typ, data = client.copy("1:2", "Saved")
         assert typ == "OK" and re.fullmatch(rb"\[COPYUID \d+ 1:2 1:2\] .*", data[0])

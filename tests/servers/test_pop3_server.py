@@ -1042,6 +1042,23 @@ def test_lock_of_a_sigkilled_holder_is_freed(servers: RunningServers) -> None:
             holder.wait()
 
 
+def test_a_store_error_at_login_is_a_clean_sys_temp(servers: RunningServers) -> None:
+    # The maildrop cannot be read (here: its index is a directory, an EISDIR): one
+    # clean -ERR [SYS/TEMP] line, a warning in the log but no traceback (the autouse
+    # fixture fails the test on an error record), and the maildrop lock let go.
+    deliver(servers, SIMPLE)
+    index = servers.maildir("alice").path / "mailtalk-uidlist"
+    index.mkdir()
+    with pop(servers) as client:
+        assert client.cmd("USER alice") == b"+OK\r\n"
+        assert client.cmd("PASS secret") == (
+            b"-ERR [SYS/TEMP] The mail store failed; try later\r\n")
+        assert lock_is_free(servers)
+    index.rmdir()
+    with pop(servers) as client:
+        assert client.login().startswith(b"+OK Logged in: 1 messages")
+
+
 def test_lock_released_after_idle_timeout(tmp_path: Path) -> None:
     with pop3_servers(tmp_path, idle_timeout=0.5) as servers:
         names = [deliver(servers, SIMPLE)]

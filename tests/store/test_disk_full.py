@@ -1,17 +1,15 @@
-"""A really full disk: deliveries into a 1 MiB tmpfs (needs root; skipped otherwise)."""
+"""A really full disk: deliveries and mailboxes in a 1 MiB tmpfs (needs root; skipped otherwise)."""
 
 from __future__ import annotations
 
 import errno
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mailtalk.store import Delivery, Maildir, StoreError, StoreFullError
+from mailtalk.store import Delivery, Maildir, MailStore, StoreError, StoreFullError
+from tests.tinyfs import fill, free_bytes, mounted_tmpfs
 
 CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
 
@@ -19,32 +17,14 @@ CHUNK = b"0123456789abcdef" * 4096  # 64 KiB
 @pytest.fixture
 def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A freshly mounted 1 MiB tmpfs."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a 1 MiB tmpfs needs root and mount(8)")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def make_maildir(path: Path) -> Maildir:
     maildir = Maildir(path)
     maildir.create()
     return maildir
-
-
-def free_bytes(path: Path) -> int:
-    status = os.statvfs(path)
-    return status.f_bavail * status.f_frsize
 
 
 def deliver(targets: list[Maildir], size: int) -> list[Path]:
@@ -101,3 +81,39 @@ def test_no_room_for_the_copy_on_another_filesystem_publishes_nowhere(
 
     assert local.new_messages() == remote.new_messages() == []
     assert list(local.tmp_dir.iterdir()) == list(remote.tmp_dir.iterdir()) == []
+
+
+def test_a_full_disk_still_lets_a_user_read_and_delete(tiny_filesystem: Path) -> None:
+    # Three messages delivered, never indexed; then not one byte is free. Opening the
+    # folder must still work (the index cannot be saved, but the files say what it
+    # would hold), and so must \Deleted and expunge, which make room.
+    alice = MailStore(tiny_filesystem / "root").user_mailboxes("alice")
+    inbox = make_maildir(alice.path)
+    # Another folder was indexed once: the UIDVALIDITY file exists (and has room).
+    (alice.path / "mailtalk-uidvalidity").write_text("1700000000\n")
+    paths = [deliver([inbox], 200_000)[0] for _ in range(3)]
+    contents = [path.read_bytes() for path in paths]
+    fill(tiny_filesystem)
+
+    session = alice.open("INBOX")
+    assert [m.uid for m in session.messages()] == [1, 2, 3]
+    assert not (alice.path / "mailtalk-uidlist").exists()
+    again = alice.open("INBOX", read_only=True)
+    assert [(m.uid, m.base) for m in again.messages()] == [
+        (m.uid, m.base) for m in session.messages()
+    ]
+    assert again.uidvalidity == session.uidvalidity
+    # A keyword lives only in the index: that change cannot be made, and says so.
+    with pytest.raises(StoreFullError, match="writing the mailbox index"):
+        session.set_flags([1], ["$Important"], "add")
+    assert "$Important" not in session.message(1).flags
+    session.set_flags([1], ["\\Deleted"], "add")
+    assert session.expunge() == [1]
+    assert free_bytes(tiny_filesystem) > 0
+
+    # With room again, the index was written, with the UIDs the sessions were given.
+    assert (alice.path / "mailtalk-uidlist").exists()
+    later = alice.open("INBOX")
+    assert [m.uid for m in later.messages()] == [2, 3]
+    assert [later.read_message(uid) for uid in (2, 3)] == contents[1:]
+    assert later.uidvalidity == session.uidvalidity
