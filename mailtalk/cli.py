@@ -122,15 +122,16 @@ class CAFile(click.Path):
     """
 
     def __init__(self) -> None:
-        super().__init__(dir_okay=False)
+        super().__init__(exists=True, dir_okay=False)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         from mailtalk.net.tls import check_cafile
 
+        path = os.fsdecode(super().convert(value, param, ctx))
         try:
-            return check_cafile(os.fspath(value))
+            return check_cafile(path)
         except ValueError as error:
-            self.fail(str(error), param, ctx)
+            self.fail(f"{path}: {error}", param, ctx)
 
 
 class OutputFile(click.Path):

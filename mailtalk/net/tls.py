@@ -226,32 +226,52 @@ def explain_verification_failure(
     return reason, f"{sentence}. {hint}"
 
 
-def check_cafile(path: str) -> str:
-    """``path`` if it can be --cafile (a readable file holding at least one PEM
-    certificate); otherwise ValueError with the sentence to show.
+# A CA bundle is a few hundred KiB; a file far bigger is not one, and is not read.
+_MAX_CAFILE: Final = 16 * 1024 * 1024
 
-    The one place that decides, for every command taking --cafile and for ``cafile=``
-    on a session file's connect line, so that a wrong file is a bad option (exit 2)
-    said before connecting, never a TLS failure with OpenSSL's words.
+
+def check_cafile(path: str) -> str:
+    """``path`` if it can be --cafile or a session file's ``cafile=``: a readable regular
+    file holding at least one PEM certificate, or a directory of hashed certificates.
+    Otherwise ValueError, whose text is the reason alone ("no such file", "no CA
+    certificate in it (PEM expected)"), for the caller to put after the name it uses.
+
+    The one place that decides, for every command taking --cafile (its option type),
+    for ``cafile=`` in session files (when they are parsed) and for the TLS context
+    itself: a wrong file is a bad option or script (exit 2) said before connecting,
+    never a TLS failure in OpenSSL's words.
     """
-    shown = os.path.expanduser(path)
-    if not os.path.exists(shown):
-        raise ValueError(f"{path} does not exist")
-    if os.path.isdir(shown):
-        raise ValueError(f"{path} is a directory; give a file of PEM certificates")
-    if not os.path.isfile(shown):
-        raise ValueError(f"{path} is not a regular file; give a file of PEM certificates")
-    if not os.access(shown, os.R_OK):
-        raise ValueError(f"cannot read {path}: permission denied")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    import stat
+
     try:
-        context.load_verify_locations(cafile=shown)
+        status = os.stat(os.path.expanduser(path))
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        raise ValueError(str(getattr(error, "strerror", None) or error).lower()) from None
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        return path  # a directory of hashed certificates (c_rehash), as OpenSSL reads it
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise ValueError(f"{kind}, not a file of CA certificates")
+    if status.st_size > _MAX_CAFILE:
+        raise ValueError(f"over {_MAX_CAFILE // (1024 * 1024)} MiB: not a file of CA certificates")
+    if not os.access(os.path.expanduser(path), os.R_OK):
+        raise ValueError("cannot be read (permission denied)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+            cafile=os.path.expanduser(path)
+        )
     except (ssl.SSLError, ValueError):
-        raise ValueError(
-            f"{path} is not a CA file: it holds no PEM certificate"
-        ) from None
+        raise ValueError("no CA certificate in it (PEM expected)") from None
     except OSError as error:
-        raise ValueError(f"cannot read {path}: {(error.strerror or str(error)).lower()}") from None
+        raise ValueError(str(error.strerror or error).lower()) from None
     return path
 
 

@@ -171,10 +171,10 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
             try:
                 check_cafile(options.cafile)
                 detail = getattr(error, "strerror", None) or getattr(error, "reason", None)
-                sentence = f"cannot use {options.cafile}: {str(detail or error).lower()}"
+                reason = str(detail or error).lower()
             except ValueError as why:
-                sentence = str(why)
-            raise CAFileError(f"--cafile {sentence}") from error
+                reason = str(why)
+            raise CAFileError(f"--cafile {options.cafile}: {reason}") from error
     return context
 
 

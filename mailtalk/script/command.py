@@ -76,10 +76,6 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
             click.echo(f"mailtalk: {error}", err=True)
             return ExitCode.USAGE
     for script in scripts:
-        problem = _cafile_problem(script)
-        if problem:
-            click.echo(f"mailtalk: {problem}", err=True)
-            return ExitCode.USAGE
         if options.reuse and not script.has_loop:
             click.echo(
                 f"mailtalk: {script.name}: --reuse needs a loop ... end block in the file "
@@ -133,21 +129,6 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
             return ExitCode.USAGE
     out.flush()
     return exit_code
-
-
-def _cafile_problem(script: Script) -> str | None:
-    """A connect line's cafile= that holds no CA certificate, said before anything runs
-    (as --cafile is for the other commands: net.tls.check_cafile decides for both)."""
-    from mailtalk.net.tls import check_cafile
-    from mailtalk.script.format import Connect
-
-    for step in script.steps:
-        if isinstance(step, Connect) and step.cafile:
-            try:
-                check_cafile(step.cafile)
-            except ValueError as error:
-                return f"{step.where}: cafile: {error}"
-    return None
 
 
 def _echo(out: TextIO) -> Callable[[object], None]:

@@ -135,8 +135,8 @@ def test_a_cafile_with_no_certificate_is_a_bad_option_everywhere(not_a_ca: Path)
         assert result.returncode == 2, (command, result.stderr)
         assert "Traceback" not in result.stderr and "_ssl.c" not in result.stderr
         assert error_lines(result.stderr) == [
-            f"Error: Invalid value for '--cafile': {not_a_ca} is not a CA file: "
-            "it holds no PEM certificate"
+            f"Error: Invalid value for '--cafile': {not_a_ca}: "
+            "no CA certificate in it (PEM expected)"
         ], command
 
 
@@ -148,7 +148,7 @@ def test_a_cafile_with_no_certificate_in_a_session_file_is_a_bad_script(
     result = run("run", str(script))
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        f"mailtalk: {script}:1: cafile: {not_a_ca} is not a CA file: it holds no PEM certificate"
+        f"mailtalk: {script}:1: cafile={not_a_ca}: no CA certificate in it (PEM expected)"
     ]
 
 
