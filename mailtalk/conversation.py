@@ -27,6 +27,7 @@ from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
     ClientCore,
+    LocalProtocolError,
     RemoteProtocolError,
     ReplyClass,
     ServerEvent,
@@ -113,6 +114,12 @@ class Conversation:
         self.last_command_line: str | None = None  # as shown: secrets redacted
         self.greeting: str | None = None  # the server's first reply, for explanations
         self.explain_inline = True
+        # The REPL's choices (the pipe mode and `mailtalk run` leave them off): say
+        # "waiting for the greeting…" when it is this many seconds late, and end the
+        # connection once QUIT/LOGOUT has its answer, whether or not the server closes.
+        self.greeting_patience: float | None = None
+        self.close_after_quit = False
+        self.ended_by_quit = False  # the connection was closed after QUIT/LOGOUT's answer
         from mailtalk.script.record import SessionRecorder
 
         self.recorder = SessionRecorder()
@@ -124,6 +131,7 @@ class Conversation:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
         self.core = make_core(self.target.protocol)
         self._events = 0
+        self.ended_by_quit = False
         self.last_command = "greeting"
         transport_options = TransportOptions(
             timeout=self.options.timeout,
@@ -170,7 +178,14 @@ class Conversation:
             raise ServerClosedError("the connection is closed: use :reconnect")
         shown = self.core.redact(line)
         command = self._command_of(line)
-        data = self.core.send_line(line)
+        try:
+            data = self.core.send_line(line)
+        except LocalProtocolError as error:
+            if getattr(self.core, "chunk_left", 0):
+                # Too long for what is left of the BDAT chunk: the user's mistake (exit 1,
+                # not 5: the server did nothing wrong), and nothing was sent.
+                raise MailtalkError(str(error)) from None
+            raise
         self.recorder.sent(line, shown, self.target.protocol)
         self.transport.send(data)
         self._last_send = time.monotonic()
@@ -248,7 +263,20 @@ class Conversation:
 
     def wait_greeting(self, timeout: float | None = None) -> None:
         """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
-        self._wait_until(lambda: self.core.state_name != "greeting", timeout)
+        greeted = lambda: self.core.state_name != "greeting"  # noqa: E731
+        limit = self.options.timeout if timeout is None else timeout
+        patience = self.greeting_patience
+        if patience is not None and patience < limit:
+            try:
+                self._wait_until(greeted, patience)
+            except ReplyTimeout:
+                self._note(
+                    f"waiting for the greeting from {self.target.host}… "
+                    f"(up to {limit:g} s, --timeout; Ctrl-C gives up)"
+                )
+                self._wait_until(greeted, limit - patience)
+        else:
+            self._wait_until(greeted, limit)
         if self.closed and self._events == 0:
             # The core leaves "greeting" when the connection closes, greeting or not.
             raise ServerClosedError(
@@ -317,6 +345,33 @@ class Conversation:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
                 self._upgrade()
+            if (
+                self.close_after_quit
+                and event.final
+                and self.last_command in ("QUIT", "LOGOUT")
+                and not self.core.awaiting_reply
+                and not self.closed
+            ):
+                # The session is over: RFC 5321 4.1.1.10, RFC 1939 6, RFC 3501 6.1.3.
+                self.close()
+                self.ended_by_quit = True
+                self.transcript.add("#", f"connection closed after {self.last_command}")
+                self.listener.closed()
+                return
+
+    @property
+    def events_seen(self) -> int:
+        """Events from the server on this connection so far (1: the greeting)."""
+        return self._events
+
+    def takes_text(self) -> bool:
+        """The next line is content (a message, a chunk, a literal, a SASL answer), not
+        a command: an empty line means something there."""
+        core = self.core
+        return any(
+            getattr(core, name, False)
+            for name in ("in_data", "in_command_continuation", "sasl_pending")
+        )
 
     def _command_of(self, line: str) -> str | None:
         """The command a line starts, as the explanations name it; None for the
@@ -392,9 +447,7 @@ class Conversation:
         if getattr(self.core, "tls", False):
             raise MailtalkError("TLS is already on")
         if protocol == "smtp":
-            if not getattr(self.core, "greeted", False):
-                self.send_line(f"EHLO {client_name()}", typed=False)
-                self._expect_positive(self.wait_final(), "EHLO")
+            self._ehlo_if_needed()
             if "STARTTLS" not in getattr(self.core, "extensions", {}):
                 raise MailtalkError("the server did not offer STARTTLS in its EHLO reply")
             self.send_line("STARTTLS", typed=False)
@@ -405,6 +458,98 @@ class Conversation:
         reply = self.wait_final()
         if not getattr(self.core, "tls", False):
             raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+
+    def _ehlo_if_needed(self) -> None:
+        """SMTP: say EHLO unless the server has answered one (after HELO it has told
+        us nothing about its extensions)."""
+        if not getattr(self.core, "esmtp", False):
+            self.send_line(f"EHLO {client_name()}", typed=False)
+            self._expect_positive(self.wait_final(), "EHLO")
+
+    def prepare_auth(self, mechanism: str) -> None:
+        """Before asking anyone for a password: learn what the server offers (EHLO,
+        CAPA or CAPABILITY when not known yet) and refuse, saying what it does offer,
+        when the login could not work. Lines it sends are recorded as typed ones."""
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        core = self.core
+        if self.closed:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        if core.authenticated:
+            raise MailtalkError("already authenticated on this connection")
+        host = self.target.host
+        tls = bool(getattr(core, "tls", False))
+        protocol = self.target.protocol
+        if protocol == "smtp":
+            self._ehlo_if_needed()
+            extensions = getattr(core, "extensions", {})
+            if "AUTH" not in extensions:
+                ways = []
+                if "STARTTLS" in extensions and not tls:
+                    ways.append(
+                        "it offers STARTTLS, and many servers offer AUTH only after it "
+                        "(:starttls, then :auth)"
+                    )
+                if self.target.port not in (465, 587):
+                    url_host = f"[{host}]" if ":" in host else host
+                    ways.append(
+                        f"logins usually go to the submission port 587 (submission://{url_host})"
+                    )
+                raise MailtalkError(
+                    f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
+                    + "".join(f"; {way}" for way in ways)
+                )
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTH"
+        elif protocol == "pop3":
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPA", typed=False)
+                self.wait_final()
+            capabilities = getattr(core, "capabilities", {})
+            if not getattr(core, "capabilities_known", False):
+                return  # no CAPA (RFC 1939 servers): only trying tells
+            if "SASL" not in capabilities:
+                others = []
+                if "USER" in capabilities:
+                    others.append("it offers USER and PASS")
+                if "STLS" in capabilities and not tls:
+                    others.append("it may offer more after STLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
+                    + "".join(f"; {other}" for other in others)
+                )
+            offered = [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
+            verb = "AUTH"
+        else:
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPABILITY", typed=False)
+                self.wait_final()
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTHENTICATE"
+            if not getattr(core, "capabilities_known", False):
+                return
+            if not offered:
+                capabilities = getattr(core, "capabilities", set())
+                others = []
+                if "LOGINDISABLED" not in capabilities:
+                    others.append("LOGIN user password may work")
+                if "STARTTLS" in capabilities and not tls:
+                    others.append("it may offer more after STARTTLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
+                    + "".join(f"; {other}" for other in others)
+                )
+        if mechanism not in offered:
+            ours = [m for m in offered if m in SASL_MECHANISMS]
+            advice = (
+                f": :auth {ours[0].lower()}"
+                if ours
+                else f"; mailtalk does {' and '.join(SASL_MECHANISMS)} only"
+            )
+            raise MailtalkError(
+                f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
+            )
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():

@@ -4,28 +4,75 @@ from __future__ import annotations
 
 import netrc
 import os
+import shlex
+import stat
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def netrc_password(host: str, user: str | None, path: str | None = None) -> str | None:
-    """The password for ``user`` on ``host`` in ``~/.netrc`` (or ``$NETRC``), if there is one.
+@dataclass(frozen=True)
+class NetrcLookup:
+    """What ``~/.netrc`` (or ``$NETRC``) says for a host and user.
+
+    ``problem`` is a warning to show: a file others may read is not used, as ftp
+    and Python's netrc module refuse one. ``shown_path`` names the file as the user
+    knows it (``~/.netrc``, or the path ``$NETRC`` gave).
+    """
+
+    password: str | None
+    path: str
+    shown_path: str
+    problem: str | None = None
+
+
+def netrc_lookup(host: str, user: str | None, path: str | None = None) -> NetrcLookup:
+    """The password for ``user`` on ``host`` in ``~/.netrc`` (or ``$NETRC``), if any.
 
     A ``default`` entry is used only when its login matches, so a catch-all entry
     meant for FTP never sends its password to a mail server under another name.
     """
-    file = path or os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    default = str(Path.home() / ".netrc")
+    variable = os.environ.get("NETRC")
+    file = path or variable or default
+    if file == default:
+        shown = "~/.netrc"
+    elif file == variable and not path:
+        shown = f"{file} ($NETRC)"
+    else:
+        shown = file
+    nothing = NetrcLookup(None, file, shown)
     try:
         entries = netrc.netrc(file)
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return None
+        return nothing
     found = entries.authenticators(host)
     if found is None:
-        return None
+        return nothing
     login, _, password = found
     if user and login and login != user:
-        return None
-    return password or None
+        return nothing
+    if not password:
+        return nothing
+    try:
+        mode = os.stat(file).st_mode
+    except OSError:
+        return nothing
+    if mode & 0o077:
+        return NetrcLookup(
+            None,
+            file,
+            shown,
+            f"{shown} can be read by others (mode {stat.S_IMODE(mode):03o}): its password "
+            f"is not used; chmod 600 {shlex.quote(file) if shown != '~/.netrc' else shown}",
+        )
+    return NetrcLookup(password, file, shown)
+
+
+def netrc_password(host: str, user: str | None, path: str | None = None) -> str | None:
+    """The password from ``netrc_lookup``, or None (also when others can read the file)."""
+    return netrc_lookup(host, user, path).password
 
 
 def environment_password() -> str | None:
@@ -35,8 +82,6 @@ def environment_password() -> str | None:
 def ask_on_terminal(prompt: str) -> str | None:
     """Ask without echo when standard input is a terminal; None otherwise (a pipe, a
     script read from standard input, CI)."""
-    import sys
-
     if not sys.stdin.isatty():
         return None
     import getpass
@@ -51,8 +96,14 @@ def find_password(
     ask: Callable[[str], str | None] | None = ask_on_terminal,
 ) -> str | None:
     """A password never typed on a command line: ``$variable``, then ``~/.netrc``, then
-    ``ask`` (on a terminal, by default); None when none of them has one."""
-    secret = os.environ.get(variable) or netrc_password(host, user)
+    ``ask`` (on a terminal, by default); None when none of them has one. A netrc that
+    others can read is not used, and said so on standard error."""
+    secret = os.environ.get(variable)
     if secret:
         return secret
+    found = netrc_lookup(host, user)
+    if found.problem:
+        print(f"# {found.problem}", file=sys.stderr)
+    if found.password:
+        return found.password
     return ask(f"password for {user} on {host}: ") if ask is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -73,7 +73,11 @@ def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         "",
         "mailtalk commands (never sent to the server):",
     ]
-    lines += [f"  {meta.usage:<28} {meta.summary}" for meta in META_COMMANDS.values()]
+    for meta in META_COMMANDS.values():
+        if len(meta.usage) <= 28:
+            lines.append(f"  {meta.usage:<28} {meta.summary}")
+        else:  # a long usage gets a line of its own: the list stays within 80 columns
+            lines += [f"  {meta.usage}", f"  {'':<28} {meta.summary}"]
     lines.append("")
     lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
     ui.show_block("\n".join(lines))
@@ -88,24 +92,22 @@ def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 
 def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
-    if not args:
+    if not args or len(args) > 2:
         raise MailtalkError("usage: :auth plain|login [USER]")
     mechanism = args[0].upper()
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
         raise MailtalkError("usage: :auth plain|login USER (no user in the URL to default to)")
-    advertised = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
-    if advertised and mechanism not in advertised:
-        ui.note(
-            f"the server did not advertise {mechanism} (it offers {', '.join(advertised)}); "
-            "trying anyway",
-            "warning",
-        )
-    from mailtalk.credentials import netrc_password
+    # What the server offers is settled before anyone is asked for a password.
+    conv.prepare_auth(mechanism)
+    from mailtalk.credentials import netrc_lookup
 
-    secret = netrc_password(conv.target.host, user)
+    found = netrc_lookup(conv.target.host, user)
+    if found.problem:
+        ui.note(found.problem, "warning")
+    secret = found.password
     if secret is not None:
-        ui.note(f"password for {user} from ~/.netrc")
+        ui.note(f"password for {user} from {found.shown_path}")
     else:
         secret = ui.ask_secret(f"password for {user}: ")
     reply = conv.authenticate(mechanism, user, secret)
@@ -128,8 +130,8 @@ def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if len(args) != 1:
         raise MailtalkError("usage: :save FILE")
-    conv.transcript.save(args[0])
-    ui.note(f"transcript saved to {args[0]} ({len(conv.transcript.entries)} lines)")
+    lines = conv.transcript.save(args[0])
+    ui.note(f"transcript saved to {args[0]} ({lines} lines)")
 
 
 def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -199,6 +201,25 @@ def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 
 def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    changes: dict[str, object] = {}
+    words = iter(args)
+    for word in words:
+        if word == "--insecure":
+            changes["insecure"] = True
+        elif word == "--cafile":
+            name = next(words, None)
+            if name is None:
+                raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+            path = Path(name).expanduser()
+            if not os.access(path, os.R_OK) or not (path.is_file() or path.is_dir()):
+                raise MailtalkError(f"cannot read {path}: :reconnect --cafile needs a CA file")
+            changes["cafile"] = str(path)
+            changes["insecure"] = False
+        else:
+            raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+    if changes:
+        # Kept for the rest of the session: a later :starttls or :reconnect uses them too.
+        conv.options = replace(conv.options, **changes)  # type: ignore[arg-type]
     conv.reconnect()
 
 
@@ -213,9 +234,14 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         MetaCommand(
             "explain", ":explain [REPLY]", "explain the last reply, or any reply or code", _explain
         ),
-        MetaCommand("starttls", ":starttls", "start TLS (STARTTLS, or STLS for POP3)", _starttls),
         MetaCommand(
-            "auth", ":auth plain|login [USER]", "log in; asks the password without echo", _auth
+            "starttls", ":starttls", "start TLS (EHLO first if needed; STLS for POP3)", _starttls
+        ),
+        MetaCommand(
+            "auth",
+            ":auth plain|login [USER]",
+            "log in (if offered); asks the password unechoed",
+            _auth,
         ),
         MetaCommand("raw", ":raw [on|off]", "show the exact bytes sent and received", _raw),
         MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
@@ -223,7 +249,12 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
             "record", ":record FILE|stop", "write the session as a replayable file", _record
         ),
         MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
-        MetaCommand("reconnect", ":reconnect", "connect again, as at the start", _reconnect),
+        MetaCommand(
+            "reconnect",
+            ":reconnect [--cafile FILE] [--insecure]",
+            "connect again, trusting FILE or skipping checks",
+            _reconnect,
+        ),
         MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),
     )
 }

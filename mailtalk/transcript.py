@@ -155,14 +155,17 @@ class Transcript:
             )
         return self.header() + dropped + "".join(_format(entry) for entry in self.entries)
 
-    def save(self, path: str) -> None:
-        """Write the whole transcript to ``path`` atomically: no partial file on failure."""
+    def save(self, path: str) -> int:
+        """Write the whole transcript to ``path`` atomically: no partial file on failure.
+
+        Returns the number of lines written (a multi-line reply is several)."""
         target = Path(path).expanduser()
         directory = target.parent if str(target.parent) else Path(".")
+        text = self.render()
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
-                handle.write(self.render())
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, target)
@@ -170,6 +173,7 @@ class Transcript:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
             raise
+        return text.count("\n")
 
     def close(self) -> None:
         if self._file is not None:

@@ -59,8 +59,8 @@ VALID_COMMANDS: Final[dict[SMTPState, tuple[str, ...]]] = {
     SMTPState.GREETING: ("QUIT",),
     SMTPState.CONNECTED: ("EHLO", "HELO", "NOOP", "RSET", "VRFY", "HELP", "QUIT"),
     SMTPState.READY: (
-        "MAIL", "EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "HELP",
-        "QUIT",
+        "MAIL", "EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "ETRN",
+        "HELP", "QUIT",
     ),
     SMTPState.MAIL: ("RCPT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
     SMTPState.RCPT: ("RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
@@ -74,6 +74,7 @@ EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
     "AUTH": "AUTH",
     "EXPN": "EXPN",
     "BDAT": "CHUNKING",
+    "ETRN": "ETRN",
 }
 
 # How a reply moves the session, keyed by (command answered, first digit of the
@@ -101,7 +102,7 @@ HINTS: Final[dict[SMTPState, str]] = {
     SMTPState.READY: "MAIL FROM:<you@example.com>",
     SMTPState.MAIL: "RCPT TO:<someone@example.com>",
     SMTPState.RCPT: "DATA, or another RCPT TO:<...>",
-    SMTPState.DATA: "the message: headers, an empty line, the body; a lone . ends it",
+    SMTPState.DATA: "a lone . ends the message (headers, an empty line, the body)",
     SMTPState.CLOSED: "the connection is closed: :reconnect or :quit",
 }
 
@@ -231,6 +232,10 @@ def dot_stuff(message: bytes) -> bytes:
 @dataclass
 class _Pending:
     verb: str
+    last: bool = False  # BDAT ... LAST: its 2xx ends the transaction (RFC 3030)
+
+# "BDAT <chunk-size> [LAST]" (RFC 3030 2): the chunk's octets follow the command line.
+_BDAT_ARGS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
 
 
 @dataclass
@@ -271,6 +276,8 @@ class SMTPConnection:
         self._data_by_line = 0
         # Client role: an AUTH exchange is waiting for our next line (after 334).
         self._auth_continuation = False
+        # Client role: octets of a BDAT chunk still to send before its reply is due.
+        self._chunk_left = 0
 
     # -- shared ---------------------------------------------------------------
 
@@ -365,13 +372,39 @@ class SMTPConnection:
             raise LocalProtocolError("the SMTP session is closed")
         if self.state is SMTPState.DATA:
             return self._send_data_line(line)
+        if self._chunk_left:
+            return self._send_chunk_line(line)
         if self._auth_continuation:
             self._auth_continuation = False
             self._pending.append(_Pending(AUTH_RESPONSE))
             return line.encode("utf-8") + b"\r\n"
-        verb, _ = split_verb(line)
-        self._pending.append(_Pending(verb))
+        verb, rest = split_verb(line)
+        bdat = _BDAT_ARGS.fullmatch(rest) if verb == "BDAT" else None
+        self._pending.append(_Pending(verb, last=bool(bdat and bdat.group(2))))
+        if bdat is not None:
+            self._chunk_left = int(bdat.group(1))
         return line.encode("utf-8") + b"\r\n"
+
+    def _send_chunk_line(self, line: str) -> bytes:
+        """A line of a BDAT chunk: exactly its octets and CRLF, nothing stuffed."""
+        data = line.encode("utf-8") + b"\r\n"
+        if len(data) > self._chunk_left:
+            raise LocalProtocolError(
+                f"the BDAT chunk has {self._chunk_left} bytes left and this line is {len(data)} "
+                "with its CRLF: not sent"
+            )
+        self._chunk_left -= len(data)
+        return data
+
+    @property
+    def chunk_left(self) -> int:
+        """Octets of the BDAT chunk still to send; its reply comes after the last of them."""
+        return self._chunk_left
+
+    @property
+    def in_command_continuation(self) -> bool:
+        """The next line belongs to the command just sent (a BDAT chunk), not a new one."""
+        return self._chunk_left > 0
 
     def send_message(self, message: bytes) -> bytes:
         """A whole message for DATA (after 354): CRLF, dot-stuffed, ended by ``.``."""
@@ -408,7 +441,7 @@ class SMTPConnection:
     def redact(self, line: str) -> str:
         if self._auth_continuation and self.state is not SMTPState.DATA:
             return "***" if line.strip() != "*" else line
-        if self.state is SMTPState.DATA:
+        if self.state is SMTPState.DATA or self._chunk_left:
             return line
         verb, rest = split_verb(line)
         if verb == "AUTH":
@@ -434,6 +467,8 @@ class SMTPConnection:
     def next_hint(self) -> str:
         if self._auth_continuation:
             return "the base64 answer to the server's 334 challenge (* cancels)"
+        if self._chunk_left:
+            return f"the chunk: {self._chunk_left} more bytes (each line end counts 2)"
         hint = HINTS[self.state]
         if self.state is SMTPState.READY:
             extra = []
@@ -455,6 +490,7 @@ class SMTPConnection:
                         return self._finish_reply(incomplete=True)
                     self.state = SMTPState.CLOSED
                     self._pending.clear()
+                    self._chunk_left = 0
                     return CONNECTION_CLOSED
                 return NEED_DATA
             match = _REPLY_LINE.match(line.content)
@@ -502,6 +538,8 @@ class SMTPConnection:
             truncated=truncated,
             incomplete=incomplete,
         )
+        if verb == "BDAT" and pending is not None and pending.last and code // 100 == 2:
+            verb = END_OF_DATA  # the message is complete, as after DATA's final dot
         if verb is not None:
             self._client_apply(verb, reply)
         elif code == 421:

@@ -82,6 +82,8 @@ def suggest(core: ClientCore, text: str, user: str | None = None) -> list[Sugges
         if ":" in text:
             return []
         return _match(text, MESSAGE_HEADERS)
+    if getattr(core, "chunk_left", 0):
+        return []  # the bytes of a BDAT chunk: anything
     words = text.split()
     completing_new = not text or text[-1].isspace()
     current = "" if completing_new else words.pop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailtalk.credentials import netrc_password
+from mailtalk.credentials import NetrcLookup, find_password, netrc_lookup, netrc_password
 
 
 def write_netrc(tmp_path: Path, text: str) -> str:
@@ -40,3 +40,40 @@ def test_netrc_environment_variable(tmp_path: Path, monkeypatch) -> None:  # typ
     path = write_netrc(tmp_path, "machine h login u password p\n")
     monkeypatch.setenv("NETRC", path)
     assert netrc_password("h", "u") == "p"
+
+
+def test_lookup_names_the_file_it_read(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    path = write_netrc(tmp_path, "machine h login u password p\n")
+    monkeypatch.setenv("NETRC", path)
+    found = netrc_lookup("h", "u")
+    assert (found.password, found.shown_path, found.problem) == ("p", f"{path} ($NETRC)", None)
+    monkeypatch.delenv("NETRC")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text("machine h login u password q\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert netrc_lookup("h", "u").shown_path == "~/.netrc"
+    assert netrc_lookup("h", "u").password == "q"
+
+
+def test_a_file_others_can_read_is_not_used(tmp_path: Path) -> None:
+    path = write_netrc(tmp_path, "machine h login u password p\n")
+    Path(path).chmod(0o644)
+    found = netrc_lookup("h", "u", path)
+    assert found.password is None
+    assert found.problem == (
+        f"{path} can be read by others (mode 644): its password is not used; chmod 600 {path}"
+    )
+    assert netrc_password("h", "u", path) is None
+    Path(path).chmod(0o600)
+    assert netrc_lookup("h", "u", path) == NetrcLookup("p", path, path)
+
+
+def test_find_password_warns_about_a_readable_netrc(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    path = write_netrc(tmp_path, "machine h login u password p\n")
+    Path(path).chmod(0o640)
+    monkeypatch.setenv("NETRC", path)
+    monkeypatch.delenv("MAILTALK_PASSWORD", raising=False)
+    assert find_password("h", "u", ask=None) is None
+    assert "can be read by others (mode 640)" in capsys.readouterr().err

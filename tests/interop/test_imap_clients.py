@@ -1,4 +1,5 @@
-"""Real IMAP clients against mailtalk's IMAP server: imaplib, curl, fetchmail and mbsync.
+"""Real IMAP clients against mailtalk's IMAP server: imaplib, imapclient, curl, fetchmail,
+mbsync, getmail6 and offlineimap3.
 
 Every client runs over the three transports the server offers: plain IMAP (the
 143-style listener), STARTTLS on that listener, and implicit TLS (IMAPS), trusting
@@ -24,16 +25,20 @@ import os
 import poplib
 import re
 import select
+import shutil
 import signal
 import smtplib
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient import IMAPClient
 
 from tests.interop.clients import mailtalk_command, require_binary
 
@@ -745,3 +750,324 @@ def test_mbsync_nested_folder_big_append_and_deletions(
     assert mbsync_problems(third, transport) == [], describe(third)
     after = {p.name for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")}
     assert after == before
+
+
+# ---------------------------------------------------------------------------
+# imapclient (PyPI)
+# ---------------------------------------------------------------------------
+
+
+def multipart_message(subject: str, message_id: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = ALICE
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{message_id}>"
+    message.set_content("The text part.\n")
+    message.add_attachment(b"\x00\x01binary\xff" * 40, maintype="application",
+                           subtype="octet-stream", filename="data.bin")  # fmt: skip
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+def test_imapclient_starttls_search_bodystructure_idle(servers: Any) -> None:
+    """imapclient: STARTTLS (verified), LOGIN, SELECT, SEARCH, FETCH BODYSTRUCTURE,
+    and IDLE that sees a message arrive over SMTP."""
+    deliver(servers, "plain text", "ic1@example.org")
+    with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail(SENDER, [ALICE], multipart_message("with attachment", "ic2@example.org"))
+
+    client = IMAPClient("127.0.0.1", port=servers.port("imap"), ssl=False, timeout=TIMEOUT)
+    try:
+        assert b"STARTTLS" in client.capabilities()
+        client.starttls(ssl_context=client_context(servers.cafile))  # checks the IP SAN
+        client.login(USER, PASSWORD)
+        assert b"IDLE" in client.capabilities()
+        assert b"STARTTLS" not in client.capabilities()
+        selected = client.select_folder("INBOX")
+        assert selected[b"EXISTS"] == 2
+        uid_validity = selected[b"UIDVALIDITY"]
+
+        everything = client.search(["ALL"])
+        assert len(everything) == 2
+        [attached] = client.search(["SUBJECT", "attachment"], charset="UTF-8")
+        [text] = client.search(["HEADER", "Message-ID", "ic1@example.org"])
+        assert sorted([attached, text]) == sorted(everything)
+
+        fetched = client.fetch([text, attached], ["BODYSTRUCTURE", "ENVELOPE", "FLAGS"])
+        plain = fetched[text][b"BODYSTRUCTURE"]
+        assert not plain.is_multipart
+        assert (plain[0].lower(), plain[1].lower()) == (b"text", b"plain")
+        mixed = fetched[attached][b"BODYSTRUCTURE"]
+        assert mixed.is_multipart
+        parts, subtype = mixed[0], mixed[1]
+        assert subtype.lower() == b"mixed"
+        assert [(p[0].lower(), p[1].lower()) for p in parts] == [
+            (b"text", b"plain"),
+            (b"application", b"octet-stream"),
+        ]
+        assert parts[1][5].lower() == b"base64"
+        envelope = fetched[attached][b"ENVELOPE"]
+        assert envelope.subject == b"with attachment"
+        assert envelope.message_id == b"<ic2@example.org>"
+        assert b"\\Seen" not in fetched[text][b"FLAGS"]  # BODYSTRUCTURE, ENVELOPE: no \Seen
+
+        # IDLE: a message delivered over SMTP meanwhile is announced with EXISTS.
+        client.idle()
+        deliver(servers, "arrived while idling", "ic3@example.org")
+        announced: list[Any] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not any(item[1:] == (b"EXISTS",) for item in announced):
+            assert time.monotonic() < deadline, f"no EXISTS during IDLE: {announced}"
+            announced += client.idle_check(timeout=1)
+        assert (3, b"EXISTS") in announced, announced
+        client.idle_done()
+
+        [new] = client.search(["SUBJECT", "idling"])
+        assert new not in everything
+        body = client.fetch([new], ["BODY.PEEK[]"])[new][b"BODY[]"]
+        assert body.replace(b"\r\n", b"\n") == maildir_files(maildir_of(servers))[-1].read_bytes()
+        assert client.select_folder("INBOX", readonly=True)[b"UIDVALIDITY"] == uid_validity
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+# ---------------------------------------------------------------------------
+# getmail6 (IMAP)
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def getmail_maildir(tmp_path: Path) -> Iterator[Path]:
+    """An empty Maildir getmail can deliver into.
+
+    getmail refuses to deliver as root; then it delivers as ``nobody`` (its
+    ``user`` option), who cannot enter pytest's private tmp_path: the Maildir is
+    then in a directory of its own under the system's temporary directory.
+    """
+    def make(path: Path, owner: str | None) -> Path:
+        for sub in ("", "cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+            if owner:
+                shutil.chown(path / sub, owner)
+        return path
+
+    if os.geteuid() != 0:
+        yield make(tmp_path / "getmail-maildir", None)
+        return
+    parent = Path(tempfile.mkdtemp(prefix="mailtalk-getmail-"))
+    try:
+        parent.chmod(0o711)
+        yield make(parent / "Maildir", "nobody")
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def getmail_imap(servers: Any, tmp_path: Path, maildir: Path) -> subprocess.CompletedProcess[bytes]:
+    """getmail6's SimpleIMAPSSLRetriever, every folder, verified TLS, keeping the mail."""
+    binary = require_binary("getmail")
+    rc = tmp_path / "getmailrc"
+    rc.write_text(
+        "[retriever]\n"
+        "type = SimpleIMAPSSLRetriever\n"
+        "server = 127.0.0.1\n"
+        f"port = {servers.port('imaps')}\n"
+        f"username = {USER}\n"
+        f"password = {PASSWORD}\n"
+        f"ca_certs = {servers.cafile}\n"
+        "mailboxes = ALL\n"
+        "\n[destination]\n"
+        "type = Maildir\n"
+        f"path = {maildir}/\n"
+        + ("user = nobody\n" if os.geteuid() == 0 else "")
+        + "\n[options]\n"
+        "delete = false\n"
+        "read_all = false\n"
+        "verbose = 2\n"
+    )
+    rc.chmod(0o600)
+    state = tmp_path / "getmail-state"
+    state.mkdir(exist_ok=True)
+    return run_client([binary, "--rcfile", str(rc), "--getmaildir", str(state)], tmp_path, 30)
+
+
+def test_getmail_imap_ssl_retriever_all_folders(servers: Any, tmp_path: Path) -> None:
+    deliver(servers, "inbox one", "gm1@example.org")
+    deliver(servers, "inbox two", "gm2@example.org")
+    with imap_session(servers) as client:
+        ok(client.create("Archive"))
+        ok(client.append("Archive", "(\\Seen)", None, make_message("archived", "gm3@example.org")))
+    stored = {
+        message_id_of(p.read_bytes()): p.read_bytes()
+        for folder in (maildir_of(servers), maildir_of(servers) / ".Archive")
+        for p in maildir_files(folder)
+    }
+    with getmail_maildir(tmp_path) as maildir:
+        first = getmail_imap(servers, tmp_path, maildir)
+        assert first.returncode == 0, describe(first)
+        got = {message_id_of(p.read_bytes()): p.read_bytes() for p in maildir_files(maildir)}
+        assert set(got) == {"<gm1@example.org>", "<gm2@example.org>", "<gm3@example.org>"}
+        for message_id, delivered in got.items():
+            # getmail adds its own header lines on top (Return-Path, Received, ...) and
+            # X-getmail-retrieved-from-mailbox at the end of the header: the rest is intact.
+            head, _, body = delivered.replace(b"\r\n", b"\n").partition(b"\n\n")
+            stored_head, _, stored_body = stored[message_id].replace(b"\r\n", b"\n").partition(
+                b"\n\n"
+            )
+            assert body == stored_body, message_id
+            lines = head.split(b"\n")
+            assert all(line in lines for line in stored_head.split(b"\n")), delivered
+            folder = b"Archive" if message_id == "<gm3@example.org>" else b"INBOX"
+            assert b"X-getmail-retrieved-from-mailbox: " + folder in lines, delivered
+        # delete = false: nothing left the server; read_all = false: the next run gets nothing.
+        assert len(maildir_files(maildir_of(servers))) == 2
+        second = getmail_imap(servers, tmp_path, maildir)
+        assert second.returncode == 0, describe(second)
+        assert len(maildir_files(maildir)) == 3, describe(second)
+        assert b"0 messages" in second.stdout, describe(second)
+
+
+# ---------------------------------------------------------------------------
+# offlineimap3
+# ---------------------------------------------------------------------------
+
+
+def offlineimap_rc(servers: Any, tmp_path: Path, transport: str, local: Path) -> Path:
+    """offlineimap3 over IMAPS (verified, TLS 1.2) or plain IMAP.
+
+    Not over STARTTLS: offlineimap 8.0.0 calls imaplib2's ``starttls()`` without
+    its CA file, so it verifies nothing there, and it is the path where its
+    threads race the server's TLS 1.3 session tickets (see the comment below).
+    """
+    tls = (
+        f"remoteport = {servers.port('imaps')}\nssl = yes\n"
+        if transport == "imaps"
+        else f"remoteport = {servers.port('imap')}\nssl = no\nstarttls = no\n"
+    )
+    rc = tmp_path / f"offlineimaprc-{transport}"
+    rc.write_text(
+        "[general]\n"
+        "accounts = test\n"
+        f"metadata = {tmp_path / 'offlineimap-metadata'}\n"
+        "\n[Account test]\n"
+        "localrepository = local\n"
+        "remoterepository = remote\n"
+        "\n[Repository local]\n"
+        "type = Maildir\n"
+        f"localfolders = {local}\n"
+        "\n[Repository remote]\n"
+        "type = IMAP\n"
+        # offlineimap checks the certificate against DNS names only, not 127.0.0.1.
+        "remotehost = localhost\n"
+        f"{tls}"
+        f"sslcacertfile = {servers.cafile}\n"
+        # TLS 1.2: offlineimap's imaplib2 reads and writes one SSL socket from two
+        # threads; under TLS 1.3 the server's NewSessionTickets, sent after the
+        # handshake, can arrive while its reader thread is in SSL_read, and then the
+        # command its writer thread sends next (CAPABILITY) never reaches the server:
+        # both sides wait forever (seen after STARTTLS in about one run in three to
+        # one in fifty with the servers in this process, never with the server's
+        # `num_tickets = 0`).
+        "tls_level = tls_secure\n"
+        "ssl_version = tls1_2\n"
+        f"remoteuser = {USER}\n"
+        f"remotepass = {PASSWORD}\n"
+    )
+    return rc
+
+
+def offlineimap(rc: Path, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    binary = require_binary("offlineimap")
+    return run_client([binary, "-c", str(rc), "-u", "basic"], tmp_path, timeout=60)
+
+
+# What offlineimap says when it changes something on either side.
+OFFLINEIMAP_CHANGES = re.compile(
+    r"^(Copy message|Adding flag|Removing flag|Deleting \d+ message|Creating folder|"
+    r"Uploading)",
+    re.MULTILINE,
+)
+
+
+def offlineimap_output(result: subprocess.CompletedProcess[bytes]) -> str:
+    return (result.stdout + result.stderr).decode("utf-8", "replace")
+
+
+def assert_offlineimap_ok(result: subprocess.CompletedProcess[bytes]) -> str:
+    output = offlineimap_output(result)
+    assert result.returncode == 0, describe(result)
+    assert "ERROR" not in output and "Traceback" not in output, describe(result)
+    return output
+
+
+def snapshot(servers: Any, local: Path, folders: list[str]) -> tuple[Any, ...]:
+    """Both sides in full: server UIDVALIDITY, UIDs and flags per folder; local file names."""
+    remote = {}
+    with imap_session(servers) as client:
+        for folder in folders:
+            typ, data = client.select(folder, readonly=True)
+            assert typ == "OK", (folder, data)
+            validity = client.untagged_responses.get("UIDVALIDITY", [None])[0]
+            typ, fetched = client.fetch("1:*", "(UID FLAGS)")
+            remote[folder] = (validity, sorted(x for x in fetched if isinstance(x, bytes)))
+    files = sorted(
+        str(p.relative_to(local)) for p in local.rglob("*") if p.is_file() and "/." not in str(p)
+    )
+    return remote, files
+
+
+@pytest.mark.parametrize("transport", ["imaps", "plain"])
+def test_offlineimap_two_way_sync_then_nothing_to_do(
+    servers: Any, tmp_path: Path, transport: str
+) -> None:
+    require_binary("offlineimap")
+    deliver(servers, "inbox one", "oi1@example.org")
+    deliver(servers, "inbox two", "oi2@example.org")
+    with imap_session(servers) as client:
+        ok(client.create("Archive"))
+        for n in (1, 2):
+            flags = "(\\Seen)" if n == 1 else None
+            ok(client.append("Archive", flags, None, make_message(f"a{n}", f"oia{n}@example.org")))
+    local = tmp_path / "local"
+    rc = offlineimap_rc(servers, tmp_path, transport, local)
+    folders = ["INBOX", "Archive"]
+
+    output = assert_offlineimap_ok(offlineimap(rc, tmp_path))
+    assert "Copy message" in output
+    for folder in folders:
+        assert local_state(local / folder) == server_state(servers, folder), folder
+    assert local_state(local / "Archive")["<oia1@example.org>"] == {"\\Seen"}
+
+    # Change both sides: on the server, expunge one and deliver one; locally, flag
+    # one and add one.
+    with imap_session(servers) as client:
+        ok(client.select("INBOX"))
+        [number] = ok(client.search(None, "HEADER", "Message-ID", "oi2@example.org"))
+        ok(client.store(number, "+FLAGS", "(\\Deleted)"))
+        ok(client.expunge())
+    deliver(servers, "inbox three", "oi3@example.org")
+    [flag_me] = [p for p in maildir_files(local / "Archive") if b"<oia2@" in p.read_bytes()]
+    base = flag_me.name.partition(":2,")[0]
+    flag_me.rename(local / "Archive" / "cur" / f"{base}:2,F")
+    (local / "Archive" / "new" / "1700000000.local1.testhost").write_bytes(
+        make_message("added locally", "oilocal@example.org").replace(b"\r\n", b"\n")
+    )
+
+    output = assert_offlineimap_ok(offlineimap(rc, tmp_path))
+    assert OFFLINEIMAP_CHANGES.search(output), output
+    assert server_state(servers, "INBOX") == local_state(local / "INBOX") == {
+        "<oi1@example.org>": frozenset(),
+        "<oi3@example.org>": frozenset(),
+    }
+    assert server_state(servers, "Archive") == local_state(local / "Archive") == {
+        "<oia1@example.org>": {"\\Seen"},
+        "<oia2@example.org>": {"\\Flagged"},
+        "<oilocal@example.org>": frozenset(),
+    }
+
+    # A second and a third run change nothing on either side.
+    before = snapshot(servers, local, folders)
+    for run in ("second", "third"):
+        output = assert_offlineimap_ok(offlineimap(rc, tmp_path))
+        assert not OFFLINEIMAP_CHANGES.search(output), f"{run} run changed something:\n{output}"
+        assert snapshot(servers, local, folders) == before, f"{run} run"

@@ -275,10 +275,11 @@ def test_imap_meta_auth_reads_mailtalk_password(real_servers: RealServers, tmp_p
 def test_meta_auth_without_password_or_terminal_fails_cleanly(
     real_servers: RealServers, tmp_path: Path
 ) -> None:
-    # Port 25 does not offer AUTH, so no wrong password ever reaches Dovecot (whose
-    # failure delay would slow every other login from 127.0.0.1).
+    # Dovecot's POP3 offers AUTH PLAIN (so :auth goes as far as the password), and no
+    # wrong password ever reaches it (its failure delay would slow every other login
+    # from 127.0.0.1): without one, nothing is sent after CAPA.
     result = run_pipe(
-        ["smtp", f"localhost:{real_servers.smtp}"],
+        ["pop3", f"localhost:{real_servers.pop3}"],
         [":auth plain alice", "QUIT"],
         tmp_path,
         new_session=True,  # no controlling terminal
@@ -287,4 +288,5 @@ def test_meta_auth_without_password_or_terminal_fails_cleanly(
     assert result.returncode != 0, describe(result)
     # The script's next line was not taken for the password.
     assert "C: AUTH PLAIN" not in out_lines(result), describe(result)
+    assert "C: QUIT" not in out_lines(result), describe(result)
     assert "GetPassWarning" not in result.stderr

@@ -1,4 +1,4 @@
-"""Real POP3 clients against ``mailtalk serve``: fetchmail, curl, poplib and mailtalk itself.
+"""Real POP3 clients against ``mailtalk serve``: fetchmail, mpop, getmail6, curl, poplib, mailtalk.
 
 Each test starts ``mailtalk serve`` as a subprocess on free loopback ports (POP3 with
 STLS, POP3S, SMTP), puts messages in alice's Maildir the way an MDA would (or has
@@ -14,9 +14,11 @@ import json
 import os
 import poplib
 import select
+import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -435,6 +437,254 @@ def test_curl_dele(tmp_path: Path) -> None:
         assert result.returncode == 0, describe(result)
         assert "> DELE 1" in result.stderr
         assert server.stored() == [SECOND]
+
+
+# ---------------------------------------------------------------------------
+# mpop
+# ---------------------------------------------------------------------------
+
+
+def local_maildir(path: Path, owner: str | None = None) -> Path:
+    """An empty Maildir for a client to deliver into (owned by ``owner`` if given)."""
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        for directory in (path, *(path / sub for sub in ("cur", "new", "tmp"))):
+            shutil.chown(directory, owner)
+    return path
+
+
+def local_messages(path: Path) -> list[bytes]:
+    """The messages a client delivered into the Maildir ``path``, oldest first."""
+    files = [p for sub in ("new", "cur") for p in (path / sub).glob("*")]
+    return [p.read_bytes() for p in sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))]
+
+
+def mpop(
+    server: Serve, tmp_path: Path, *, starttls: bool, keep: bool = True
+) -> tuple[subprocess.CompletedProcess[str], list[bytes]]:
+    """One ``mpop`` run into a Maildir over POP3S or STLS; (result, what it delivered).
+
+    mpop verifies the certificate against ``tls_trust_file`` and, being told
+    ``host 127.0.0.1``, against the IP address in its SAN.
+    """
+    binary = require_binary("mpop")
+    maildir = local_maildir(tmp_path / "mpop-maildir")
+    rc = tmp_path / "mpoprc"
+    rc.write_text(
+        "defaults\n"
+        "timeout 10\n"
+        "account alice\n"
+        "host 127.0.0.1\n"
+        f"port {server.port('pop3' if starttls else 'pop3s')}\n"
+        f"user {USER}\n"
+        f"password {PASSWORD}\n"
+        "tls on\n"
+        f"tls_starttls {'on' if starttls else 'off'}\n"
+        f"tls_trust_file {server.cafile}\n"
+        f"delivery maildir {maildir}\n"
+        f"keep {'on' if keep else 'off'}\n"
+        f"uidls_file {tmp_path / 'mpop-uidls'}\n"
+    )
+    rc.chmod(0o600)
+    # mpop's own `timeout` does not cover a TLS read that never completes.
+    result = run_logged(
+        [binary, "-C", str(rc), "--debug", "alice"],
+        tmp_path,
+        f"mpop ({'STLS' if starttls else 'POP3S'})",
+        server,
+    )
+    return result, local_messages(maildir)
+
+
+def run_logged(
+    args: list[str], tmp_path: Path, what: str, server: Serve, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a client with its output (stdout and stderr together) going to a file as it
+    comes, so that a client that hangs fails the test with what it had said so far.
+
+    stdbuf makes a C client's stdio line-buffered; PYTHONUNBUFFERED a Python one's.
+    """
+    if shutil.which("stdbuf"):
+        args = ["stdbuf", "-oL", "-eL", *args]
+    log = tmp_path / f"{Path(args[-1]).name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=client_env(tmp_path, PYTHONUNBUFFERED="1", **env),
+            start_new_session=True,  # no controlling terminal: nobody can prompt
+        )
+        try:
+            returncode = process.wait(timeout=TIMEOUT * 3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(
+                f"{what} did not finish within {TIMEOUT * 3}s; its output ends:\n"
+                f"{log.read_text(errors='replace')[-1500:]}\n"
+                f"--- mailtalk serve's stderr ends:\n{server.stderr[-800:]}",
+                pytrace=False,
+            )
+    return subprocess.CompletedProcess(args, returncode, log.read_text(errors="replace"), "")
+
+
+def assert_delivered_intact(delivered: bytes, stored: bytes) -> None:
+    """What a client wrote is the stored message with its own headers on top.
+
+    mpop puts a Received: line (two continuation lines) first; the rest must be
+    the message byte for byte (LF line ends, dots unstuffed, no CR added).
+    """
+    assert delivered.endswith(stored), f"{stored!r} is not the end of {delivered!r}"
+    added = delivered[: len(delivered) - len(stored)]
+    assert b"\n\n" not in added, added  # only header lines were added
+
+
+def test_mpop_pop3s_keep_then_delete(tmp_path: Path) -> None:
+    """mpop with ``tls on``, ``tls_starttls off``: POP3S, UIDL, keep, then delete."""
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        result, delivered = mpop(server, tmp_path, starttls=False)
+        assert result.returncode == 0, describe(result)
+        assert "--> UIDL" in result.stdout, describe(result)
+        assert "--> STLS" not in result.stdout
+        assert len(delivered) == 2, describe(result)
+        assert_delivered_intact(delivered[0], FIRST)
+        assert_delivered_intact(delivered[1], SECOND)
+        assert server.stored() == [FIRST, SECOND]
+
+        # Its UIDL list says both were seen: the next run fetches nothing.
+        result, delivered = mpop(server, tmp_path, starttls=False)
+        assert result.returncode == 0, describe(result)
+        assert len(delivered) == 2, describe(result)
+        assert "--> RETR" not in result.stdout, describe(result)
+
+        # keep off: mpop deletes what it has (already) retrieved.
+        result, _ = mpop(server, tmp_path, starttls=False, keep=False)
+        assert result.returncode == 0, describe(result)
+        assert "--> DELE 1" in result.stdout and "--> DELE 2" in result.stdout
+        assert server.stored() == []
+
+
+def test_mpop_stls(tmp_path: Path) -> None:
+    """mpop with ``tls_starttls on`` (issue 11 item 1).
+
+    mpop sends STLS, completes TLS 1.3 and sends CAPA in the same TCP segment
+    as the end of its handshake. The server must answer that CAPA, not wait for
+    more bytes until its idle timeout.
+    """
+    with serve(tmp_path) as server:
+        server.deliver(FIRST)
+        result, delivered = mpop(server, tmp_path, starttls=True, keep=False)
+        assert result.returncode == 0, describe(result)
+        session = result.stdout
+        assert "--> STLS" in session
+        # CAPA again after TLS, answered; then the login and the retrieval.
+        assert session.count("--> CAPA") == 2, describe(result)
+        assert session.index("--> STLS") < session.rindex("--> CAPA")
+        capa_after_tls = session[session.rindex("--> CAPA") :].split("<-- .")[0]
+        assert "<-- USER" in capa_after_tls and "<-- STLS" not in capa_after_tls, session
+        assert [len(delivered)] == [1], describe(result)
+        assert_delivered_intact(delivered[0], FIRST)
+        assert server.stored() == []
+
+
+# ---------------------------------------------------------------------------
+# getmail6
+# ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def getmail_maildir(tmp_path: Path) -> Iterator[Path]:
+    """An empty Maildir getmail can deliver into.
+
+    getmail refuses to deliver as root; then it delivers as ``nobody`` (its
+    ``user`` option), who cannot enter pytest's private tmp_path: the Maildir is
+    then in a directory of its own under the system's temporary directory.
+    """
+    if os.geteuid() != 0:
+        yield local_maildir(tmp_path / "getmail-maildir")
+        return
+    parent = Path(tempfile.mkdtemp(prefix="mailtalk-getmail-"))
+    try:
+        parent.chmod(0o711)
+        yield local_maildir(parent / "Maildir", owner="nobody")
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def getmail_rc(
+    tmp_path: Path, retriever: str, port: int, cafile: Path, maildir: Path, extra: str = ""
+) -> Path:
+    """A getmail6 rc file: ``retriever`` over verified TLS into ``maildir``, keeping mail."""
+    as_nobody = "user = nobody\n" if os.geteuid() == 0 else ""
+    rc = tmp_path / f"getmailrc-{retriever}"
+    rc.write_text(
+        "[retriever]\n"
+        f"type = {retriever}\n"
+        "server = 127.0.0.1\n"
+        f"port = {port}\n"
+        f"username = {USER}\n"
+        f"password = {PASSWORD}\n"
+        f"ca_certs = {cafile}\n"
+        f"{extra}"
+        "\n[destination]\n"
+        "type = Maildir\n"
+        f"path = {maildir}/\n"
+        f"{as_nobody}"
+        "\n[options]\n"
+        "delete = false\n"
+        "read_all = false\n"
+        "verbose = 2\n"
+    )
+    rc.chmod(0o600)
+    return rc
+
+
+def getmail(rc: Path, tmp_path: Path, server: Serve) -> subprocess.CompletedProcess[str]:
+    binary = require_binary("getmail")
+    state = tmp_path / "getmail-state"
+    state.mkdir(exist_ok=True)
+    args = [binary, "--rcfile", str(rc), "--getmaildir", str(state)]
+    return run_logged(args, tmp_path, "getmail", server)
+
+
+def assert_getmail_intact(delivered: bytes, stored: bytes) -> None:
+    """getmail adds Delivered-To, Return-Path and Received above the message: the rest is it."""
+    head, _, body = delivered.partition(b"\n\n")
+    stored_head, _, stored_body = stored.partition(b"\n\n")
+    assert body == stored_body, (body, stored_body)
+    lines = head.split(b"\n")
+    for line in stored_head.split(b"\n"):
+        assert line in lines, (line, delivered)
+
+
+def test_getmail_pop3_ssl_retriever(tmp_path: Path) -> None:
+    """getmail6's SimplePOP3SSLRetriever into a Maildir; a second run gets nothing new."""
+    with serve(tmp_path) as server, contextlib.ExitStack() as stack:
+        server.deliver(FIRST)
+        server.deliver(SECOND)
+        maildir = stack.enter_context(getmail_maildir(tmp_path))
+        rc = getmail_rc(
+            tmp_path, "SimplePOP3SSLRetriever", server.port("pop3s"), server.cafile, maildir
+        )
+        result = getmail(rc, tmp_path, server)
+        assert result.returncode == 0, describe(result)
+        assert "2 messages (" in result.stdout, describe(result)
+        delivered = sorted(local_messages(maildir), key=lambda m: b"second" in m)
+        assert len(delivered) == 2, describe(result)
+        assert_getmail_intact(delivered[0], FIRST)
+        assert_getmail_intact(delivered[1], SECOND)
+        assert server.stored() == [FIRST, SECOND]  # delete = false
+
+        # getmail remembers the UIDLs it fetched (read_all = false).
+        result = getmail(rc, tmp_path, server)
+        assert result.returncode == 0, describe(result)
+        assert "0 messages" in result.stdout, describe(result)
+        assert len(local_messages(maildir)) == 2
 
 
 # ---------------------------------------------------------------------------

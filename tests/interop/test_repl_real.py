@@ -677,8 +677,9 @@ def test_pop3_session_reads_and_deletes_a_fresh_message(
         term.expect(rf"\n\.\s+{LATENCY}")
         term.expect_prompt("pop3")
         term.command(f"DELE {last}", r"\+OK Marked to be deleted", "pop3")
-        term.command("QUIT", r"\+OK Logging out, messages deleted", "pop3")
-        term.expect("# the server closed the connection")
+        term.sendline("QUIT")
+        term.expect(r"\+OK Logging out, messages deleted")
+        term.expect(r"# [^\n]*closed the connection")
         assert term.quit() == 0
         deadline = time.monotonic() + 10
         while delivered.exists() or any(
@@ -750,9 +751,10 @@ def test_imap_session_with_fetch_and_append_literal(
     term.sendline(f"APPEND INBOX {{{size}}}")
     term.expect(r"\+ ")
     term.expect_prompt("literal")
-    for line in message:
+    for number, line in enumerate(message, 1):
         term.sendline(line)
-        term.expect_prompt("literal")
+        # The last line's CRLF ends the literal; then comes the rest of the command.
+        term.expect_prompt("literal" if number < len(message) else "after literal")
     uid = term.command("", r"a004 OK \[APPENDUID \d+ (\d+)\]", "imap").split()[-1].rstrip("]")
     # Clean up what we appended.
     term.command(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", r"a005 OK", "imap")
@@ -760,7 +762,7 @@ def test_imap_session_with_fetch_and_append_literal(
     term.sendline("LOGOUT")
     term.expect(r"\* BYE")
     term.expect(r"a007 OK")
-    term.expect("# the server closed the connection")
+    term.expect(r"# [^\n]*closed the connection")
     term.expect_prompt("imap")
     assert term.quit() == 0
 
@@ -1118,7 +1120,7 @@ def test_imap_idle_shows_new_mail_as_it_arrives(
     delivered = deliver(real_servers, subject)
     try:
         # Printed above the waiting prompt, without anything typed.
-        term.expect(r"\* \d+ EXISTS\s+" + LATENCY)
+        term.expect(r"\* \d+ EXISTS")  # no latency: it answers no command
         term.sendline("DONE")
         term.expect(r"a003 OK Idle completed")
         term.expect_prompt("imap")

@@ -1,4 +1,5 @@
-"""Real SMTP clients against ``mailtalk serve``: swaks, curl, msmtp, smtplib and mailtalk itself.
+"""Real SMTP clients against ``mailtalk serve``: swaks, curl, msmtp, smtplib and mailtalk itself
+(and, for one mailbox end to end, imapclient, mpop and getmail6).
 
 Each client delivers to alice's Maildir over plain SMTP, STARTTLS and implicit TLS,
 authenticates where it should, relays only after AUTH, and meets the scenarios and
@@ -20,11 +21,13 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import smtplib
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1120,3 +1123,113 @@ def test_serve_personality_qmail_queue_id(tmp_path: Path) -> None:
         code, text = smtp.data(b"Subject: qmail\r\n\r\nqp\r\n")
     assert code == 250
     assert re.fullmatch(rb"ok \d+ qp \d+", text), text
+
+
+# -- one mailbox, several real clients at once ---------------------------------
+
+
+def test_serve_one_mailbox_through_imapclient_swaks_mpop_and_getmail(tmp_path: Path) -> None:
+    """The command a user runs, with every listener: imapclient waits in IDLE over
+    IMAPS, swaks submits with AUTH after STARTTLS, the IDLE sees it, then mpop
+    (POP3S) and getmail6 (IMAPS) each fetch it, keeping it; the body arrives intact."""
+    from imapclient import IMAPClient
+
+    swaks_binary = require_binary("swaks")
+    mpop_binary = require_binary("mpop")
+    getmail_binary = require_binary("getmail")
+    body_lines = ["first line", ".a line that starts with a dot", "..two dots", "last line"]
+    args = ["--smtp", "0", "--submission", "0", "--pop3s", "0", "--imaps", "0"]
+    with serve(tmp_path, *args, *serve_user_args()) as server:
+        cafile = Path(server.info["root"]) / "tls" / "ca.pem"
+        context = client_context(cafile)
+        imap = IMAPClient(
+            "127.0.0.1", port=server.port("imaps"), ssl=True, ssl_context=context, timeout=TIMEOUT
+        )
+        try:
+            imap.login(USER, PASSWORD)
+            assert imap.select_folder("INBOX")[b"EXISTS"] == 0
+            imap.idle()
+
+            sent = run_client(
+                [
+                    swaks_binary, "--server", f"127.0.0.1:{server.port('submission')}",
+                    "--tls", "--tls-verify", "--tls-ca-path", str(cafile),
+                    "--tls-sni", "localhost", "--auth", "PLAIN",
+                    "--auth-user", USER, "--auth-password", PASSWORD,
+                    "--from", SENDER, "--to", ALICE,
+                    "--header", "Subject: for every client",
+                    "--body", "\n".join(body_lines),
+                ],
+                tmp_path,
+            )  # fmt: skip
+            assert sent.returncode == 0, describe(sent)
+
+            announced: list[Any] = []
+            deadline = time.monotonic() + TIMEOUT
+            while (1, b"EXISTS") not in announced:
+                assert time.monotonic() < deadline, f"no EXISTS during IDLE: {announced}"
+                announced += imap.idle_check(timeout=1)
+            imap.idle_done()
+            [uid] = imap.search(["SUBJECT", "every client"])
+            imap_body = imap.fetch([uid], ["BODY.PEEK[TEXT]"])[uid][b"BODY[TEXT]"]
+        finally:
+            with contextlib.suppress(Exception):
+                imap.logout()
+        assert imap_body.split(b"\r\n")[: len(body_lines)] == [x.encode() for x in body_lines]
+
+        # mpop over POP3S, keeping the message.
+        mpop_dir = tmp_path / "mpop"
+        for sub in ("cur", "new", "tmp"):
+            (mpop_dir / sub).mkdir(parents=True)
+        rc = tmp_path / "mpoprc"
+        rc.write_text(
+            f"account alice\nhost 127.0.0.1\nport {server.port('pop3s')}\nuser {USER}\n"
+            f"password {PASSWORD}\ntls on\ntls_starttls off\ntls_trust_file {cafile}\n"
+            f"delivery maildir {mpop_dir}\nkeep on\nuidls_file {tmp_path / 'uidls'}\n"
+        )
+        rc.chmod(0o600)
+        fetched = run_client([mpop_binary, "-C", str(rc), "alice"], tmp_path)
+        assert fetched.returncode == 0, describe(fetched)
+        [mpop_file] = list((mpop_dir / "new").iterdir())
+
+        # getmail6 over IMAPS; as root it delivers as nobody, into a directory nobody enters.
+        parent = Path(tempfile.mkdtemp(prefix="mailtalk-getmail-"))
+        try:
+            parent.chmod(0o711)
+            getmail_dir = parent / "Maildir"
+            for sub in ("", "cur", "new", "tmp"):
+                (getmail_dir / sub).mkdir(exist_ok=True)
+                if os.geteuid() == 0:
+                    shutil.chown(getmail_dir / sub, "nobody")
+            getmail_rc = tmp_path / "getmailrc"
+            getmail_rc.write_text(
+                f"[retriever]\ntype = SimpleIMAPSSLRetriever\nserver = 127.0.0.1\n"
+                f"port = {server.port('imaps')}\nusername = {USER}\npassword = {PASSWORD}\n"
+                f"ca_certs = {cafile}\nmailboxes = ('INBOX',)\n"
+                f"[destination]\ntype = Maildir\npath = {getmail_dir}/\n"
+                + ("user = nobody\n" if os.geteuid() == 0 else "")
+                + "[options]\ndelete = false\n"
+            )
+            getmail_rc.chmod(0o600)
+            (tmp_path / "getmail-state").mkdir()
+            result = run_client(
+                [getmail_binary, "--rcfile", str(getmail_rc),
+                 "--getmaildir", str(tmp_path / "getmail-state")],
+                tmp_path,
+            )  # fmt: skip
+            assert result.returncode == 0, describe(result)
+            [getmail_file] = list((getmail_dir / "new").iterdir())
+            copies = [mpop_file.read_bytes(), getmail_file.read_bytes()]
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+        stored = [
+            p.read_bytes()
+            for sub in ("new", "cur")
+            for p in (Path(server.info["root"]) / "mail" / USER / "Maildir" / sub).iterdir()
+        ]
+        assert len(stored) == 1  # fetched three times, kept every time
+        stored_body = stored[0].partition(b"\n\n")[2]
+        for copy in copies:
+            assert copy.partition(b"\n\n")[2] == stored_body, copy
+        assert stored_body.split(b"\n")[: len(body_lines)] == [x.encode() for x in body_lines]

@@ -27,7 +27,7 @@ from mailtalk.meta import META_COMMANDS
 # fmt: off
 SMTP = {
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN",
-    "HELP", "STARTTLS", "AUTH",
+    "ETRN", "HELP", "STARTTLS", "AUTH",
 }
 POP3 = {
     "USER", "PASS", "APOP", "AUTH", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT",

@@ -617,6 +617,7 @@ def test_valid_commands_per_state() -> None:
         "NOOP",
         "RSET",
         "VRFY",
+        "ETRN",  # advertised
         "HELP",
         "QUIT",
     ]
