@@ -114,6 +114,57 @@ class MailtalkGroup(click.Group):
             ctx.exit(exit_code_for(error))
 
 
+class CAFile(click.Path):
+    """--cafile: a readable file holding at least one PEM certificate.
+
+    Checked while the options are read (exit status 2, before connecting), by
+    ``mailtalk.net.tls.check_cafile``, which also checks ``cafile=`` in session files.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mailtalk.net.tls import check_cafile
+
+        path = os.fsdecode(super().convert(value, param, ctx))
+        try:
+            return check_cafile(path)
+        except ValueError as error:
+            self.fail(f"{path}: {error}", param, ctx)
+
+
+class OutputFile(click.Path):
+    """A file mailtalk writes (--transcript, --record, --junit): its directory must
+    exist and be writable, and the file, if there, writable; checked while the options
+    are read (exit status 2), not after the conversation."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, writable=True)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = os.fsdecode(super().convert(value, param, ctx))
+        problem = output_file_problem(path)
+        if problem:
+            self.fail(problem, param, ctx)
+        return path
+
+
+def output_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written, in one sentence; None when it can."""
+    target = os.path.expanduser(path)
+    if os.path.isdir(target):
+        return f"{path} is a directory"
+    if os.path.exists(target):
+        return None if os.access(target, os.W_OK) else f"cannot write {path}: permission denied"
+    directory = os.path.dirname(target) or "."
+    if not os.path.isdir(directory):
+        return f"cannot write {path}: there is no directory {directory}"
+    if not os.access(directory, os.W_OK):
+        return f"cannot write {path}: the directory {directory} is not writable"
+    return None
+
+
 def _listing_order(name: str) -> int:
     order = list(COMMAND_MODULES)
     return order.index(name) if name in order else len(order)

@@ -31,6 +31,7 @@ from mailtalk.protocols.common import (
     RemoteProtocolError,
     ReplyClass,
     ServerEvent,
+    escape_bytes,
     first_line,
 )
 from mailtalk.session_options import SessionOptions
@@ -44,16 +45,21 @@ _FAILURE_CLASSES: Final = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
 
 class ReplyTimeout(MailtalkError):
-    """No reply within --timeout."""
+    """No reply within --timeout: connected, so not "could not connect" (3) but a
+    server that broke off the conversation (5), as ``mailtalk run`` says."""
 
-    exit_code = ExitCode.CONNECT
+    exit_code = ExitCode.PROTOCOL
 
 
 class Listener(Protocol):
     """Who is told what happens: the REPL's screen, or the pipe mode's stdout."""
 
     def sent(self, text: str, typed: bool) -> None:
-        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls)."""
+        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls).
+
+        ``text`` is the line as it may be shown: secrets as *** unless --show-secrets,
+        and, for a listener whose ``raw`` is true, the escaped bytes on the wire.
+        """
 
     def event(self, event: ServerEvent, latency: float) -> None: ...
 
@@ -186,11 +192,18 @@ class Conversation:
         if command is not None:
             self.last_command = command
             self.last_command_line = shown
-        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing.
+        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing;
+        # secrets as *** unless --show-secrets.
         wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
         added = wire[: len(wire) - len(line)] if wire.endswith(line) else ""
-        self.transcript.add("C", added + (line if self.options.show_secrets else shown))
-        self.listener.sent(added + shown, typed)
+        told = added + (line if self.options.show_secrets else shown)
+        self.transcript.add("C", told)
+        if getattr(self.listener, "raw", False):
+            # :raw shows the bytes sent as exactly as those received (CRLF and all)
+            if told != added + line:
+                data = told.encode("utf-8") + data[len(data.rstrip(b"\r\n")) :]
+            told = escape_bytes(data)
+        self.listener.sent(told, typed)
 
     def send_message(
         self,
@@ -301,9 +314,10 @@ class Conversation:
             try:
                 event = self.core.next_event()
             except RemoteProtocolError as error:
-                self._note(f"the server broke the protocol: {error}", "error")
+                # Said once, by whoever catches the error (pipe mode's last line, the
+                # REPL's note); the listener is not told the server closed: we did.
+                self.transcript.add("#", f"the server broke the protocol: {error}")
                 self.close()
-                self.listener.closed()
                 raise ServerProtocolError(f"the server broke the protocol: {error}") from error
             if event is NEED_DATA:
                 return
@@ -318,7 +332,7 @@ class Conversation:
             if self._events == 1:
                 self.greeting = event.raw.decode("utf-8", "backslashreplace").strip()
             latency = time.monotonic() - self._last_send
-            self.transcript.add("S", event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n"))
+            self.transcript.add_raw("S", event.raw)
             if event.final:
                 self._final_events += 1
                 self.last_final = event
@@ -386,8 +400,11 @@ class Conversation:
         greeting (which may name the server software) and, for the last command,
         the whole line (an address's domain tells whether the server handles it)."""
         from mailtalk.knowledge.explain import explain
+        from mailtalk.terminal import safe_text
 
-        text = event.raw.decode("utf-8", "backslashreplace").strip("\r\n")
+        # explanations quote the reply: its control characters escaped, line by line
+        lines = event.raw.decode("utf-8", "backslashreplace").strip("\r\n").split("\n")
+        text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
         protocol = self.target.protocol
         if command is not None and " " not in command and command == self.last_command:
             command = self.last_command_line or command

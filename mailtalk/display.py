@@ -7,9 +7,11 @@ prompt_toolkit styles and the pipe mode to ANSI colours (or none, for NO_COLOR).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Final
 
-from mailtalk.protocols.common import ReplyClass, ServerEvent, decode_text, escape_bytes
+from mailtalk.protocols.common import ReplyClass, ServerEvent, escape_bytes
+from mailtalk.terminal import safe_bytes
 
 STYLE_OF_CLASS: Final = {
     ReplyClass.POSITIVE: "positive",
@@ -55,32 +57,42 @@ def event_lines(event: ServerEvent, latency: float | None, raw: bool = False) ->
 
     SMTP replies are coloured on every line; for POP3 and IMAP only the status
     line is, since what follows is message data. ``raw`` shows the exact bytes
-    with CR, LF and controls escaped.
+    with CR, LF and controls escaped; otherwise the text is decoded and its
+    control characters escaped (``safe_bytes``): a server never writes to the
+    terminal.
     """
+    return list(iter_event_lines(event, latency, raw))
+
+
+def iter_event_lines(
+    event: ServerEvent, latency: float | None, raw: bool = False
+) -> Iterator[StyledLine]:
+    """``event_lines`` one line at a time, for a caller that prints as it goes: a
+    message of 64 MiB is never held as a list of lines beside its bytes."""
     style = STYLE_OF_CLASS[event.reply_class]
     colour_every_line = type(event).__name__ == "Reply"  # SMTP: every line carries the code
-    chunks = event.raw.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
-        pieces = [chunk + b"\n" for chunk in chunks]
-    else:
-        pieces = [chunk + b"\n" for chunk in chunks[:-1]] + chunks[-1:]
-    lines: list[StyledLine] = []
-    for index, piece in enumerate(pieces):
-        text = escape_bytes(piece) if raw else decode_text(piece.rstrip(b"\r\n"))
-        line_style = style if index == 0 or colour_every_line else "body"
-        lines.append([(line_style, text)])
-    if not lines:
-        lines.append([(style, "")])
+    data = event.raw
+    line: StyledLine | None = None
+    start = 0
+    index = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        piece = data[start:] if end < 0 else data[start : end + 1]
+        start = len(data) if end < 0 else end + 1
+        if line is not None:
+            yield line
+        text = escape_bytes(piece) if raw else safe_bytes(piece.rstrip(b"\r\n"))
+        line = [(style if index == 0 or colour_every_line else "body", text)]
+        index += 1
+    if line is None:
+        line = [(style, "")]
     if latency is not None:
-        lines[-1].append(("latency", f"  ({format_latency(latency)})"))
+        line.append(("latency", f"  ({format_latency(latency)})"))
+    yield line
     if getattr(event, "incomplete", False):
-        lines.append([("warning", "(incomplete: the server closed the connection mid-reply)")])
+        yield [("warning", "(incomplete: the server closed the connection mid-reply)")]
     elif getattr(event, "truncated", False):
-        lines.append(
-            [("warning", "(cut: the reply was longer than mailtalk keeps; the rest was dropped)")]
-        )
-    return lines
+        yield [("warning", "(cut: the reply was longer than mailtalk keeps; the rest was dropped)")]
 
 
 def to_ansi(line: StyledLine, colour: bool) -> str:

@@ -26,11 +26,13 @@ def run_explain(
     from mailtalk.explain_view import render_all
     from mailtalk.knowledge.explain import explain
     from mailtalk.knowledge.replies import looks_like_reply, split_replies
+    from mailtalk.terminal import safe_text
 
     proto = cast(Protocol | None, protocol)
     if words == ("-",):
         source = stdin or sys.stdin
-        lines = [line.rstrip("\r\n") for line in source]
+        # log lines quote what servers said: explained and echoed with controls escaped
+        lines = [safe_text(line.rstrip("\r\n")) for line in source]
         replies = [r for r in split_replies(lines) if looks_like_reply(r) or _matches(r, proto)]
         if not replies:
             click.echo("mailtalk: no reply found on standard input", err=True)

@@ -120,7 +120,11 @@ def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.raw = args[0] == "on"
     else:
         ui.raw = not ui.raw
-    ui.note(f"raw mode {'on: exact bytes, escaped' if ui.raw else 'off'}")
+    ui.note(
+        "raw mode on: the exact bytes sent (C:) and received (S:), escaped"
+        if ui.raw
+        else "raw mode off"
+    )
 
 
 def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -239,7 +243,7 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
             "log in (if offered); asks the password unechoed",
             _auth,
         ),
-        MetaCommand("raw", ":raw [on|off]", "show the exact bytes, escaped", _raw),
+        MetaCommand("raw", ":raw [on|off]", "show the exact bytes sent and received", _raw),
         MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
         MetaCommand(
             "record", ":record FILE|stop", "write the session as a replayable file", _record

@@ -347,6 +347,14 @@ def _host_rows(result: MXResult) -> list[tuple[str, str, str]]:
 
 
 def _probe_lines(probe: Probe) -> list[_Line]:
+    """The probe as lines, what the server said (banner, EHLO, certificate names, errors)
+    with its control characters escaped."""
+    from mailtalk.terminal import safe_text
+
+    return [_Line(safe_text(line.text), line.style) for line in _probe_lines_as_said(probe)]
+
+
+def _probe_lines_as_said(probe: Probe) -> list[_Line]:
     address = f"[{probe.address}]" if ":" in probe.address else probe.address
     lines = [_Line(f"{probe.host} {address}:{probe.port}", "bold")]
     if probe.connect_ms is None:
@@ -495,7 +503,9 @@ def run_mx(
         if probes is not None:
             document["probe"] = [p.to_json() for p in probes]
         document["exit"] = status
-        out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        from mailtalk.terminal import safe_strings
+
+        out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
         out.flush()
     elif out.isatty() or os.environ.get("FORCE_COLOR"):
         _rich(result, shown, probes, out, brief)

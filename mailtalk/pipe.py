@@ -13,13 +13,14 @@ from collections.abc import Callable
 from typing import TextIO
 
 from mailtalk.conversation import Conversation
-from mailtalk.display import color_enabled, event_lines, to_ansi
+from mailtalk.display import color_enabled, iter_event_lines, to_ansi
 from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.meta import QuitRequested, run_meta, secret_from_environment
 from mailtalk.net.transport import TransportError
-from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent
+from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent, peer_text
 from mailtalk.session_options import SessionOptions
+from mailtalk.terminal import safe_text
 
 FAILURE_CLASSES = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
@@ -33,25 +34,35 @@ class PipeScreen:
         self.raw = raw
         self.colour = color_enabled(out.isatty())
         self.failures = 0
+        self._closed_untold = False
 
     def sent(self, text: str, typed: bool) -> None:
-        self.out.write(f"C: {text}\n")
+        self.out.write(f"C: {safe_text(text)}\n")
         self.out.flush()
 
     def event(self, event: ServerEvent, latency: float) -> None:
         if event.final and event.reply_class in FAILURE_CLASSES:
             self.failures += 1
-        for line in event_lines(event, None, self.raw):
+        for line in iter_event_lines(event, None, self.raw):
             self.out.write("S: " + to_ansi(line, self.colour) + "\n")
         self.out.flush()
 
     def note(self, text: str, kind: str = "info") -> None:
         prefix = "# ↳ " if kind == "explain" else "# "
-        self.err.write(f"{prefix}{text}\n")
+        for line in text.splitlines() or [""]:
+            self.err.write(f"{prefix}{safe_text(line)}\n")
         self.err.flush()
 
     def closed(self) -> None:
-        self.note("the server closed the connection")
+        # Told once the step is over, unless it ends in an error: the error line
+        # ("closed the connection without answering") says it then. One error, one line.
+        self._closed_untold = True
+
+    def step_done(self) -> None:
+        """A line (or :command) went through: say the server closed, if it did."""
+        if self._closed_untold:
+            self._closed_untold = False
+            self.note("the server closed the connection")
 
     # MetaUI
     def ask_secret(self, prompt: str) -> str:
@@ -76,7 +87,7 @@ class PipeScreen:
 
     def show_block(self, text: str) -> None:
         for line in text.splitlines():
-            self.err.write(f"# {line}\n")
+            self.err.write(f"# {safe_text(line)}\n")
 
     def progress(self, total: int, label: str) -> Callable[[int], None]:
         return lambda done: None
@@ -101,6 +112,7 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
     conv = Conversation(options, screen)
     try:
         conv.start()
+        screen.step_done()
         for raw_line in source:
             line = raw_line.rstrip("\r\n")
             if line.startswith(":") and not getattr(conv.core, "in_data", False):
@@ -108,14 +120,16 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
                     run_meta(line, conv, screen)
                 except QuitRequested:
                     break
+                screen.step_done()
                 continue
             if conv.closed:
                 raise ServerClosedError(
-                    f"the server closed the connection; not sent: {line[:60]!r}"
+                    f"the server closed the connection; not sent: {peer_text(line, 60)}"
                 )
             conv.send_line(line)
             if conv.expects_reply():
                 conv.wait_final()
+            screen.step_done()
     except (MailtalkError, TransportError, ProtocolError) as error:
         sys.stderr.write(f"mailtalk: {one_line(error)}\n")
         conv.close()

@@ -26,6 +26,7 @@ from mailtalk.exitcodes import ExitCode
 from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.session_options import SessionOptions
 from mailtalk.target import Target
+from mailtalk.terminal import safe_text
 
 STAGES = ("connect", "ehlo", "tls", "auth", "mail", "rcpt")
 
@@ -133,15 +134,14 @@ class Listener:
     lines: list[dict[str, object]] = field(default_factory=list)
 
     def _line(self, direction: str, text: str) -> None:
+        text = safe_text(text)  # the server's words, in JSON too: never a raw control
         if self.as_json:
             self.lines.append(
                 {"t": round(time.monotonic() - self.started, 6), "dir": direction, "text": text}
             )
             return
-        from mailtalk.script.report import shown
-
         prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
-        self.out.write(prefix + shown(text) + "\n")
+        self.out.write(prefix + text + "\n")
         self.out.flush()
 
     def sent(self, text: str, typed: bool) -> None:
@@ -149,8 +149,8 @@ class Listener:
 
     def event(self, event: ServerEvent, latency: float) -> None:
         text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
-        for part in text.split("\r\n"):
-            self._line("S", part)
+        for part in text.split("\n"):
+            self._line("S", part.removesuffix("\r"))
 
     def note(self, text: str, kind: str = "info") -> None:
         self._line("explain" if kind == "explain" else "#", text)
@@ -425,7 +425,7 @@ def run_send(**options: Any) -> int:
                     "result": "sent" if not failures else "failed",
                     "accepted": delivered,
                     "failures": [
-                        {"recipients": who, "error": why, "exit_code": code}
+                        {"recipients": who, "error": safe_text(why), "exit_code": code}
                         for who, why, code in failures
                     ],
                 },
@@ -435,7 +435,7 @@ def run_send(**options: Any) -> int:
         )
     else:
         for who, why, _ in failures:
-            click.echo(f"mailtalk: {who}: {why}", err=True)
+            click.echo(f"mailtalk: {who}: {safe_text(why)}", err=True)
         if delivered and not failures:
             stage = options.get("quit_after")
             done = f"stopped after {stage} as asked" if stage else "accepted"

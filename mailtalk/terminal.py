@@ -1,9 +1,12 @@
-"""Facts about where output goes, kept apart so that fast commands (explain, mx) can
-ask them without importing the protocol and display modules."""
+"""Facts about where output goes, and how text from the network is made fit for it, kept
+apart so that fast commands (explain, mx) can use them without importing the protocol
+and display modules."""
 
 from __future__ import annotations
 
 import os
+import re
+from typing import Final
 
 
 def plain_width(default: int = 80) -> int:
@@ -12,3 +15,54 @@ def plain_width(default: int = 80) -> int:
         return max(40, int(os.environ.get("COLUMNS", "")))
     except ValueError:
         return default
+
+
+# What must never reach a terminal, a log or a report as it came from the network:
+# C0 controls but TAB (ESC starts escape sequences: window titles, screen clears;
+# CR moves back over what was printed), DEL, C1 controls (0x9b is a one-character
+# CSI for some terminals), the Unicode line and paragraph separators, and the
+# bidirectional overrides and isolates that reorder what a line appears to say.
+_UNSAFE: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT: Final = {"\r": "\\r", "\n": "\\n"}  # as :raw shows them
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """Text that came from the network, fit to print anywhere: every control character
+    is shown escaped as ``\\x1b``, ``\\x00``, ``\\r``, as ``:raw`` shows them (TAB stays,
+    as cat and less show it).
+
+    The one function every output path applies to what a server (or a certificate, or
+    a log line) said: the REPL, pipe mode, send, diagnose, mx, mailtalk run's reports,
+    explanations, JSON, transcripts and recordings. Escaped text passes through
+    unchanged, so applying it twice is harmless. A line break is escaped too: split
+    lines before, where lines are meant.
+    """
+    return _UNSAFE.sub(_escaped, text)
+
+
+def safe_bytes(data: bytes) -> str:
+    """Bytes from the wire as safe text: UTF-8 where valid, other bytes as ``\\xNN``, and
+    controls escaped as by :func:`safe_text`."""
+    return safe_text(data.decode("utf-8", "backslashreplace"))
+
+
+def safe_strings(value: object) -> object:
+    """``value`` (a JSON document: dicts, lists, strings, numbers) with every string in
+    it made safe by :func:`safe_text`. JSON itself is no protection: it writes ESC as
+    ``\\u001b``, which a reader (``jq -r``) turns back into ESC, and DEL and the C1
+    controls as they are."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {key: safe_strings(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe_strings(item) for item in value]
+    return value

@@ -10,11 +10,64 @@ import contextlib
 import os
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Final, Generic, TypeVar
 
 from mailtalk import __version__
+from mailtalk.errors import UsageError
+from mailtalk.terminal import safe_bytes, safe_text
+
+# What a session keeps in memory of its transcript (for :save): the last 16 MiB of
+# text or 100,000 entries, whichever is less. A server flooding the client (an
+# endless "* OK" stream) costs no more than that; --transcript FILE keeps it all.
+MAX_KEPT_CHARS: Final = 16 * 1024 * 1024
+MAX_KEPT_ENTRIES: Final = 100_000
+
+T = TypeVar("T")
+
+
+class Tail(Generic[T]):
+    """The most recent items, within a budget of count and size: a bounded memory of a
+    conversation that may never end. ``dropped`` counts what was let go, oldest first.
+
+    ``size`` gives an item's cost (characters, bytes); an item bigger than the whole
+    budget is still kept, alone, so the latest thing said is never lost. Iterating
+    gives the kept items, oldest first.
+    """
+
+    def __init__(self, max_items: int, max_size: int, size: Callable[[T], int]) -> None:
+        self.max_items = max_items
+        self.max_size = max_size
+        self._size_of = size
+        self._items: deque[T] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def append(self, item: T) -> None:
+        self._items.append(item)
+        self._size += self._size_of(item)
+        while len(self._items) > 1 and (
+            len(self._items) > self.max_items or self._size > self.max_size
+        ):
+            self._size -= self._size_of(self._items.popleft())
+            self.dropped += 1
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._size = 0
+        self.dropped = 0
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> T:
+        return self._items[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,14 +78,24 @@ class Entry:
 
 
 class Transcript:
-    """Keeps every line of the session; optionally appends them to a file as they come."""
+    """Keeps the session's lines, the latest ``max_chars`` of them (for ``:save``);
+    optionally appends every line to a file as it comes."""
 
-    def __init__(self, url: str, path: str | None = None) -> None:
+    def __init__(
+        self, url: str, path: str | None = None, max_chars: int = MAX_KEPT_CHARS
+    ) -> None:
         self.url = url
-        self.entries: list[Entry] = []
+        self.max_chars = max_chars
+        self.entries: Tail[Entry] = Tail(
+            MAX_KEPT_ENTRIES, max_chars, lambda entry: len(entry.text)
+        )
         self._file: IO[str] | None = None
         if path:
-            self._file = _open_private(path, append=True)
+            try:
+                self._file = _open_private(path, append=True)
+            except OSError as error:  # --transcript checks first; this is a race's answer
+                reason = (error.strerror or str(error)).lower()
+                raise UsageError(f"cannot write the transcript {path}: {reason}") from None
             self._file.write(self.header())
 
     def header(self) -> str:
@@ -40,14 +103,57 @@ class Transcript:
         return f"# mailtalk {__version__} transcript of {self.url}, {stamp}\n"
 
     def add(self, direction: str, text: str) -> None:
+        """One event: a line sent, a reply (its lines joined by CRLF or LF), a note.
+
+        What the server said is kept with its control characters escaped
+        (``safe_text``), so that ``cat transcript`` shows it and does nothing else.
+        """
+        lines = text.split("\n")
+        text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
         entry = Entry(time.time(), direction, text)
         self.entries.append(entry)
         if self._file is not None:
             self._file.write(_format(entry))
             self._file.flush()
 
+    def add_raw(self, direction: str, data: bytes) -> None:
+        """What the server sent for one event, line by line: every line to the file,
+        the first ``max_chars`` of them in memory, never the whole of a huge
+        message as one more copy of it."""
+        kept: list[str] = []
+        size = 0
+        cut = False
+        start = 0
+        stop = len(data.rstrip(b"\r\n"))  # an index: no copy of the data
+        while True:
+            end = data.find(b"\n", start, stop)
+            line = safe_bytes(data[start : stop if end < 0 else end].removesuffix(b"\r"))
+            if self._file is not None:
+                self._file.write(f"{direction}: {line}".rstrip(" ") + "\n")
+            if size + len(line) <= self.max_chars:
+                kept.append(line)
+                size += len(line) + 1
+            else:
+                cut = True
+            if end < 0:
+                break
+            start = end + 1
+        if cut:
+            kept.append("(the rest of this reply is in --transcript FILE only)"
+                        if self._file is not None else "(the rest of this reply was not kept)")
+        if self._file is not None:
+            self._file.flush()
+        self.entries.append(Entry(time.time(), direction, "\n".join(kept)))
+
     def render(self) -> str:
-        return self.header() + "".join(_format(entry) for entry in self.entries)
+        dropped = ""
+        if self.entries.dropped:
+            dropped = (
+                f"# {self.entries.dropped} earlier entries were not kept in memory "
+                f"(mailtalk keeps the last {_size(self.max_chars)}; "
+                "--transcript FILE keeps everything)\n"
+            )
+        return self.header() + dropped + "".join(_format(entry) for entry in self.entries)
 
     def save(self, path: str) -> int:
         """Write the whole transcript to ``path`` atomically: no partial file on failure.
@@ -73,6 +179,10 @@ class Transcript:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _size(chars: int) -> str:
+    return f"{chars // (1024 * 1024)} MiB" if chars >= 1024 * 1024 else f"{chars} characters"
 
 
 def _format(entry: Entry) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mailtalk.cli import F, cli
+from mailtalk.cli import CAFile, F, cli
 
 
 def _resolver_option(func: F) -> F:
@@ -49,7 +49,7 @@ def _brief_option(what: str) -> Callable[[F], F]:
 )
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    type=CAFile(),
     help="With --probe: trust the CA certificates (PEM) in this file.",
 )
 @click.option(
@@ -87,7 +87,7 @@ def mx(domain: str, **options: Any) -> None:
     "  2    bad arguments\n"
     "  3    could not connect, or no MX could be found\n"
     "  4    TLS failed\n"
-    "  5    the server broke the protocol or closed the connection\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time\n"
     "  6    authentication failed",
 )
 @click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
@@ -150,7 +150,7 @@ def mx(domain: str, **options: Any) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option(
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False),
+    type=CAFile(),
     help="Trust the CA certificates (PEM) in this file.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
@@ -201,9 +201,9 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
     "\b\nExit status:\n"
     "  0    the server takes the recipient, or relays for you\n"
     "  1    it refuses: the verdict says why\n"
-    "  2    bad arguments\n"
+    "  2    bad arguments (a --cafile with no certificate too)\n"
     "  3    could not connect, or the DNS did not answer without --server\n"
-    "  5    the server broke the protocol or closed the connection\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time\n"
     "  7    an open relay: it relays for a client outside its host and network\n"
     "       (a security finding; never claimed from this host's own addresses)",
 )
@@ -222,7 +222,7 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 )
 @_resolver_option
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help=_CAFILE_HELP)
+@click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
@@ -274,11 +274,11 @@ def diagnose_sender(**options: Any) -> None:
     "\b\nExit status:\n"
     "  0    the login works\n"
     "  1    it fails: the verdict says why\n"
-    "  2    bad arguments (no user, not a URL)\n"
+    "  2    bad arguments (no user, not a URL, a --cafile with no certificate)\n"
     "  3    could not connect\n"
     "  4    TLS could not be started, or submission:// found no STARTTLS\n"
     "       (the password was not sent)\n"
-    "  5    the server broke the protocol or closed the connection",
+    "  5    the server broke the protocol, hung up, or did not answer in time",
 )
 @click.argument("url")
 @click.option(
@@ -287,7 +287,7 @@ def diagnose_sender(**options: Any) -> None:
     help="The login name (default: the user in the URL, as in imap://alice@host).",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help=_CAFILE_HELP)
+@click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, F, _debug_enabled, cli
+from mailtalk.cli import EXIT_STATUS_EPILOG, CAFile, F, OutputFile, _debug_enabled, cli
 
 
 def connection_options(func: F) -> F:
@@ -23,7 +23,7 @@ def connection_options(func: F) -> F:
         click.option("--insecure", is_flag=True, help="Do not verify the server's certificate."),
         click.option(
             "--cafile",
-            type=click.Path(exists=True, dir_okay=False),
+            type=CAFile(),
             help="Trust the CA certificates (PEM) in this file.",
         ),
         click.option(
@@ -37,18 +37,22 @@ def connection_options(func: F) -> F:
         click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),
         click.option(
             "--transcript",
-            type=click.Path(dir_okay=False, writable=True),
+            type=OutputFile(),
             help="Append the conversation to this file (secrets redacted).",
         ),
         click.option(
             "--show-secrets",
             is_flag=True,
-            help="Do not redact passwords and AUTH data in transcripts.",
+            help="Do not redact passwords and AUTH data (in C: lines and transcripts).",
         ),
-        click.option("--raw", is_flag=True, help="Start showing exact bytes, escaped (:raw)."),
+        click.option(
+            "--raw",
+            is_flag=True,
+            help="Show the exact bytes sent (C:) and received (S:), escaped (:raw).",
+        ),
         click.option(
             "--record",
-            type=click.Path(dir_okay=False, writable=True),
+            type=OutputFile(),
             metavar="FILE",
             help="Write the session as a session file for mailtalk run (secrets left out).",
         ),

@@ -42,9 +42,12 @@ class Report:
     def write(self, as_json: bool, out: TextIO | None = None, brief: bool = False) -> None:
         """The report: JSON, or text; ``brief``: only the verdict and the evidence,
         for readers who know the lesson."""
+        from mailtalk.terminal import safe_strings, safe_text
+
         target = out or sys.stdout
         if as_json:
-            target.write(json.dumps(self.to_json(), ensure_ascii=False) + "\n")
+            # the evidence and the transcript quote the servers: no raw control in them
+            target.write(json.dumps(safe_strings(self.to_json()), ensure_ascii=False) + "\n")
             return
         import textwrap
 
@@ -55,7 +58,7 @@ class Report:
             for item in items:
                 target.write(
                     textwrap.fill(
-                        item,
+                        safe_text(item),
                         80,
                         initial_indent=f"  {bullet} ",
                         subsequent_indent=" " * (3 + len(bullet)),
@@ -66,7 +69,10 @@ class Report:
 
         def paragraph(text: str) -> None:
             target.write(
-                textwrap.fill(text, 80, subsequent_indent="  ", break_on_hyphens=False) + "\n"
+                textwrap.fill(
+                    safe_text(text), 80, subsequent_indent="  ", break_on_hyphens=False
+                )
+                + "\n"
             )
 
         paragraph(f"Verdict: {self.summary}")
@@ -88,17 +94,17 @@ def run_report(
     reached is one line on standard error with its exit status."""
     import click
 
-    from mailtalk.errors import UsageError
+    from mailtalk.errors import UsageError, one_line
     from mailtalk.exitcodes import ExitCode
     from mailtalk.send import SendFailed
 
     try:
         report, code = diagnosis()
     except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
         return ExitCode.USAGE
     except SendFailed as error:
-        click.echo(f"mailtalk: {error}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
         return int(error.exit_code)
     report.write(as_json, brief=brief)
     return int(code)

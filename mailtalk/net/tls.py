@@ -21,6 +21,10 @@ from typing import Any, Final
 
 # Appended to every certificate verification failure: the two ways out.
 VERIFY_HINT: Final = "Use --cafile FILE to trust the issuer, or --insecure to skip verification."
+# ... and when --cafile was given and did not hold the issuer.
+VERIFY_HINT_CAFILE: Final = (
+    "Use --cafile FILE with the issuer's certificate, or --insecure to skip verification."
+)
 
 # OpenSSL's X509_V_ERR_* codes (x509_vfy.h) that have a plain-words explanation.
 _UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -151,6 +155,7 @@ def explain_verification_failure(
     error: ssl.SSLCertVerificationError,
     host: str,
     certificate: bytes | None,
+    cafile: str | None = None,
 ) -> tuple[str, str]:
     """Turn a failed certificate check into ``(reason, message)``.
 
@@ -158,8 +163,11 @@ def explain_verification_failure(
     "unknown-issuer" or "other", for code that wants to branch; ``message`` is the
     plain-words sentence followed by ``VERIFY_HINT``. ``certificate`` is the server's
     DER certificate if it could be captured; without it the message has fewer details.
+    ``cafile`` is the --cafile given, if any: when the issuer is unknown, the message
+    says that file did not hold it (rather than advising --cafile once more).
     """
     facts = decode_certificate(certificate) if certificate else CertificateFacts()
+    hint = VERIFY_HINT
     code = error.verify_code
     if code == _CERT_HAS_EXPIRED:
         reason = "expired"
@@ -188,6 +196,12 @@ def explain_verification_failure(
     elif code == _DEPTH_ZERO_SELF_SIGNED_CERT:
         reason = "self-signed"
         sentence = f"the certificate of {host} is self-signed, so nothing vouches for it"
+        if cafile:
+            sentence = (
+                f"the certificate of {host} is self-signed (nothing vouches for it), "
+                f"and {cafile} does not hold it"
+            )
+            hint = VERIFY_HINT_CAFILE
     elif code in (
         _UNABLE_TO_GET_ISSUER_CERT,
         _UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
@@ -199,11 +213,66 @@ def explain_verification_failure(
         sentence = (
             f"the certificate of {host} was issued by {issuer}, which is not in your trusted CAs"
         )
+        if cafile:
+            sentence = (
+                f"the certificate of {host} was issued by {issuer}, which is neither in "
+                f"{cafile} nor in the system's trusted CAs"
+            )
+            hint = VERIFY_HINT_CAFILE
     else:
         reason = "other"
         detail = error.verify_message or error.reason or str(error)
         sentence = f"the certificate of {host} could not be verified ({detail})"
-    return reason, f"{sentence}. {VERIFY_HINT}"
+    return reason, f"{sentence}. {hint}"
+
+
+# A CA bundle is a few hundred KiB; a file far bigger is not one, and is not read.
+_MAX_CAFILE: Final = 16 * 1024 * 1024
+
+
+def check_cafile(path: str) -> str:
+    """``path`` if it can be --cafile or a session file's ``cafile=``: a readable regular
+    file holding at least one PEM certificate, or a directory of hashed certificates.
+    Otherwise ValueError, whose text is the reason alone ("no such file", "no CA
+    certificate in it (PEM expected)"), for the caller to put after the name it uses.
+
+    The one place that decides, for every command taking --cafile (its option type),
+    for ``cafile=`` in session files (when they are parsed) and for the TLS context
+    itself: a wrong file is a bad option or script (exit 2) said before connecting,
+    never a TLS failure in OpenSSL's words.
+    """
+    import stat
+
+    try:
+        status = os.stat(os.path.expanduser(path))
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        raise ValueError(str(getattr(error, "strerror", None) or error).lower()) from None
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        return path  # a directory of hashed certificates (c_rehash), as OpenSSL reads it
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise ValueError(f"{kind}, not a file of CA certificates")
+    if status.st_size > _MAX_CAFILE:
+        raise ValueError(f"over {_MAX_CAFILE // (1024 * 1024)} MiB: not a file of CA certificates")
+    if not os.access(os.path.expanduser(path), os.R_OK):
+        raise ValueError("cannot be read (permission denied)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
+            cafile=os.path.expanduser(path)
+        )
+    except (ssl.SSLError, ValueError):
+        raise ValueError("no CA certificate in it (PEM expected)") from None
+    except OSError as error:
+        raise ValueError(str(error.strerror or error).lower()) from None
+    return path
 
 
 def _list_names(names: Sequence[str]) -> str:

@@ -12,8 +12,8 @@ Public API:
   ``send``, ``recv``, ``start_tls``, ``set_timeout``, ``fileno``, ``pending``, ``close``;
   attributes ``host``, ``port``, ``peer``, ``tls``.
 - ``TLSInfo`` (re-exported from ``mailtalk.net.tls``) and ``make_ssl_context``.
-- Errors: ``TransportError`` > ``ConnectError``, ``TransportTimeout``,
-  ``TLSVerificationError``, ``TLSError``.
+- Errors: ``TransportError`` > ``ConnectError``, ``TransportTimeout``, ``TLSError`` >
+  ``TLSVerificationError``, ``TLSTimeout`` (also a ``TransportTimeout``), ``CAFileError``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ from typing import Any, Final
 from mailtalk.net.tls import (
     CertificateCapture,
     TLSInfo,
+    check_cafile,
     explain_verification_failure,
 )
 
 __all__ = [
+    "CAFileError",
     "ConnectError",
     "TLSError",
     "TLSInfo",
+    "TLSTimeout",
     "TLSVerificationError",
     "Transport",
     "TransportError",
@@ -92,6 +95,14 @@ class TLSError(TransportError):
     """The TLS handshake failed for a reason other than the certificate."""
 
 
+class CAFileError(TLSError):
+    """--cafile is not a file of CA certificates: a bad option (exit status 2)."""
+
+
+class TLSTimeout(TLSError, TransportTimeout):
+    """The server did not answer the TLS handshake in time: TLS failed (exit status 4)."""
+
+
 class TLSVerificationError(TLSError):
     """The server's certificate was rejected.
 
@@ -132,7 +143,7 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
     and weak ciphers are allowed too: --insecure is how one talks to an old server
     at all. ``cafile`` adds to the system's trusted CAs (the hint says "trust the
     issuer", not "distrust everyone else"). Raises ``TLSError`` if ``cafile`` is
-    unreadable.
+    unreadable or holds no certificate (``CAFileError``, worded by ``check_cafile``).
     """
     if options.insecure:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -157,10 +168,13 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
             else:
                 context.load_verify_locations(cafile=options.cafile)
         except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-            detail = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
-            raise TLSError(
-                f"cannot use {options.cafile} as --cafile: {str(detail).lower()}"
-            ) from error
+            try:
+                check_cafile(options.cafile)
+                detail = getattr(error, "strerror", None) or getattr(error, "reason", None)
+                reason = str(detail or error).lower()
+            except ValueError as why:
+                reason = str(why)
+            raise CAFileError(f"--cafile {options.cafile}: {reason}") from error
     return context
 
 
@@ -382,12 +396,12 @@ class Transport:
         except ssl.SSLCertVerificationError as error:
             self.close()
             reason, message = explain_verification_failure(
-                error, self.server_hostname, capture.certificate
+                error, self.server_hostname, capture.certificate, self.options.cafile
             )
             raise TLSVerificationError(message, reason) from error
         except TimeoutError as error:
             self.close()
-            raise TransportTimeout(
+            raise TLSTimeout(
                 f"no answer from {self.host} to the TLS handshake within {self._describe_timeout()}"
             ) from error
         except ssl.SSLError as error:

@@ -152,6 +152,17 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
+def peer_text(data: bytes | str, limit: int = 80) -> str:
+    """What the peer sent, for an error message: in double quotes, cut at ``limit``
+    characters, undecodable bytes and control characters escaped the one way mailtalk
+    shows them everywhere (``\\xff``, ``\\x1b``; see ``mailtalk.terminal.safe_text``)."""
+    from mailtalk.terminal import safe_text
+
+    text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
+    cut = "..." if len(text) > limit else ""
+    return f'"{safe_text(text[:limit])}{cut}"'
+
+
 def is_number(text: str, max_digits: int = 4000) -> bool:
     """ASCII digits only, and not too many: ``str.isdigit()`` accepts "²", which ``int()``
     refuses, and ``int()`` refuses strings of more than 4300 digits."""
@@ -165,7 +176,8 @@ def first_line(event: ServerEvent) -> str:
 
 def last_line(event: ServerEvent) -> str:
     """The last line (the final one of a multi-line SMTP reply), decoded."""
-    lines = event.raw.decode("utf-8", "backslashreplace").strip().splitlines()
+    # LF ends a line; a bare CR (or a form feed) inside one is not a line end
+    lines = event.raw.decode("utf-8", "backslashreplace").strip().split("\n")
     return lines[-1].strip() if lines else ""
 
 

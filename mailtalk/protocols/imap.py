@@ -32,6 +32,7 @@ from mailtalk.protocols.common import (
     Role,
     _Sentinel,
     decode_text,
+    peer_text,
 )
 
 # A literal bigger than this is read off the wire but not kept (truncated=True).
@@ -933,9 +934,9 @@ class IMAPConnection:
         status, _, rest = rest.partition(" ")
         status = status.upper()
         if not _TAG.match(tag) or status not in TAGGED_STATUSES:
-            raise RemoteProtocolError(f"not an IMAP response: {text[:80]!r}")
+            raise RemoteProtocolError(f"not an IMAP response: {peer_text(text)}")
         if self.state is IMAPState.GREETING:
-            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {text[:80]!r}")
+            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {peer_text(text)}")
         code, message = _split_code(rest.strip())
         command = self.pending.pop(tag, None)
         response = Tagged(
@@ -978,7 +979,7 @@ class IMAPConnection:
         )
         kind = response.kind
         if self.state is IMAPState.GREETING and kind not in ("OK", "PREAUTH", "BYE"):
-            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {text[:80]!r}")
+            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {peer_text(text)}")
         if kind == "CAPABILITY":
             self._set_capabilities(parse_capabilities(text))
         elif kind in ("OK", "PREAUTH") and response.code is not None:

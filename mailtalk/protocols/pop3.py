@@ -38,7 +38,7 @@ from mailtalk.protocols.common import (
     Role,
     _Sentinel,
     decode_text,
-    escape_bytes,
+    peer_text,
     split_verb,
 )
 
@@ -210,11 +210,6 @@ def _number(token: bytes) -> int | None:
 def _first_number(data: bytes) -> int | None:
     words = data.split()
     return _number(words[0]) if words else None
-
-
-def _shown(data: bytes) -> str:
-    """Peer bytes for an error message, cut short so the message stays small."""
-    return escape_bytes(data[:100]) + ("..." if len(data) > 100 else "")
 
 
 @dataclass(slots=True)
@@ -504,7 +499,7 @@ class POP3Connection:
             if (content == b"+" or content.startswith(b"+ ")) and head and head.sasl_open:
                 head.challenged = True
                 return Continuation(decode_text(content[2:]), line.raw)
-            raise RemoteProtocolError(f"not a POP3 status line: {_shown(line.raw)}")
+            raise RemoteProtocolError(f"not a POP3 status line: {peer_text(line.content)}")
         ok = match.group(1).upper() == b"+OK"
         text = decode_text(match.group(2) or b"").strip()
         code = None

@@ -27,6 +27,7 @@ from mailtalk.protocols.common import (
     Role,
     _Sentinel,
     decode_text,
+    peer_text,
     split_verb,
 )
 
@@ -494,9 +495,7 @@ class SMTPConnection:
                 return NEED_DATA
             match = _REPLY_LINE.match(line.content)
             if match is None:
-                raise RemoteProtocolError(
-                    f"not an SMTP reply line: {decode_text(line.content[:80])!r}"
-                )
+                raise RemoteProtocolError(f"not an SMTP reply line: {peer_text(line.content)}")
             if self._reply_lines and match.group(1) != self._reply_lines[0][:3]:
                 raise RemoteProtocolError(
                     "a multi-line reply changed its code from "

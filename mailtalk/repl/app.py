@@ -34,6 +34,7 @@ from mailtalk.repl.completer import ProtocolCompleter
 from mailtalk.repl.history import RedactingFileHistory
 from mailtalk.repl.toolbar import toolbar_fragments
 from mailtalk.session_options import SessionOptions
+from mailtalk.terminal import safe_text
 from mailtalk.xdg import history_file
 
 # Seconds of silence after connecting before the REPL says it is waiting for a greeting.
@@ -108,11 +109,12 @@ class ReplScreen:
         self.conv: Conversation | None = None
 
     def _print(self, line: StyledLine) -> None:
-        fragments = [(f"class:{style}" if style else "", text) for style, text in line]
+        # safe_text: server text (and notes quoting it) never reaches the terminal raw
+        fragments = [(f"class:{style}" if style else "", safe_text(text)) for style, text in line]
         print_formatted_text(FormattedText(fragments), style=STYLE)
 
     def sent(self, text: str, typed: bool) -> None:
-        if not typed:
+        if not typed or self.raw:  # :raw shows typed lines too, as the bytes sent
             self._print([("sent", f"C: {text}")])
 
     def event(self, event: ServerEvent, latency: float) -> None:
@@ -121,6 +123,8 @@ class ReplScreen:
         greeting = self.conv is not None and self.conv.events_seen == 1
         shown = latency if event.final or greeting else None
         for line in event_lines(event, shown, self.raw):
+            if self.raw:  # C: and S: lines, as pipe mode and openssl s_client -msg show them
+                line = [(line[0][0], "S: " + line[0][1]), *line[1:]]
             self._print(line)
         app = get_app_or_none()
         if app is not None:

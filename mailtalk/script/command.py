@@ -6,7 +6,6 @@ never half-runs a session against a production server.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -87,16 +86,17 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
 
     if options.junit:
         # find out now, not after every file has run and delivered its mail
-        directory = os.path.dirname(os.path.abspath(options.junit))
-        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-            click.echo(
-                f"mailtalk: cannot write {options.junit}: no such directory, or not writable",
-                err=True,
-            )
+        from mailtalk.cli import output_file_problem
+
+        problem = output_file_problem(options.junit)
+        if problem:
+            click.echo(f"mailtalk: {problem}", err=True)
             return ExitCode.USAGE
     settings = RunSettings(
         timeout=options.timeout,
         keep_going=options.keep_going,
+        # the transcript is kept only for the reports that print it
+        record_transcript=options.as_json or bool(options.junit),
         ask_secret=_secret_asker("-" in files),
     )
     results: list[RunResult] = []

@@ -541,21 +541,14 @@ def _directive(
 
 
 def _check_cafile(where: Location, cafile: str) -> None:
-    """cafile=PATH names CA certificates (PEM or DER), or a directory of them."""
-    if os.path.isdir(cafile):
-        return
-    try:
-        read_regular_file(cafile, 16 * 1024 * 1024)
-    except FileProblem as problem:
-        raise ScriptError(where, f"cafile={cafile}: {problem}") from None
-    import ssl
+    """cafile=PATH names CA certificates (PEM), or a directory of them: decided by
+    net.tls.check_cafile, as for --cafile."""
+    from mailtalk.net.tls import check_cafile
 
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cafile)
-    except (OSError, ValueError):  # ssl.SSLError is an OSError
-        raise ScriptError(
-            where, f"cafile={cafile}: no CA certificate in it (PEM or DER expected)"
-        ) from None
+        check_cafile(cafile)
+    except ValueError as why:
+        raise ScriptError(where, f"cafile={cafile}: {why}") from None
 
 
 def _check_loops(script: Script) -> None:

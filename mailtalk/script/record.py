@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mailtalk.knowledge.replies import parse
+from mailtalk.terminal import safe_text
 
 _SECRET_MARK = "***"
 PASSWORD_VARIABLE: Final = "MAILTALK_PASSWORD"
@@ -54,6 +55,12 @@ class _Exchange:
     secret_answers: int = 0  # those that were not the protocol's cancel (*)
 
 
+# Until :record starts, the lines are kept only in case it does: at most this many
+# (the connect line and the latest ones), so a server flooding the client with
+# replies costs bounded memory. While recording, every line is kept for the file.
+MAX_UNRECORDED_LINES: Final = 10_000
+
+
 class SessionRecorder:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -64,6 +71,15 @@ class SessionRecorder:
         self._left_out = False  # the command just sent was left out: so is its reply
         # `mailtalk run` turns it off: a replay needs no record of itself
         self.enabled = True
+        self.dropped = 0  # lines let go before recording began
+
+    def _keep(self, line: str) -> None:
+        self.lines.append(line)
+        if self.path is None and len(self.lines) > MAX_UNRECORDED_LINES:
+            # the connect line stays; the oldest half of the rest goes, at once
+            cut = len(self.lines) - MAX_UNRECORDED_LINES // 2
+            del self.lines[1:cut]
+            self.dropped += cut - 1
 
     # -- what the conversation tells it ----------------------------------------
 
@@ -72,7 +88,7 @@ class SessionRecorder:
         options = " insecure" if insecure else ""
         if cafile:
             options += f" cafile={_dollars(os.path.abspath(cafile))}"
-        self.lines.append(f"connect {_dollars(url)}{options}")
+        self._keep(f"connect {_dollars(url)}{options}")
 
     def sent(self, line: str, shown: str, protocol: str) -> None:
         if self._suspended or not self.enabled:
@@ -97,14 +113,17 @@ class SessionRecorder:
         written = _dollars(shown)
         if shown != line:
             written = self._variable_for_secret(line, shown, written)
-        self.lines.append(f"C: {written}")
+        self._keep(f"C: {written}")
 
     def reply(self, raw: bytes, protocol: str) -> None:
         if self._suspended or not self.enabled:
             return
-        text = raw.decode("utf-8", "backslashreplace").strip()
+        # the code is on the first line (the last of an SMTP reply repeats it): a
+        # message of 64 MiB after +OK is not decoded to find it
+        end = raw.find(b"\n")
+        text = raw[: len(raw) if end < 0 else end].decode("utf-8", "backslashreplace").strip()
         parsed = parse(text, protocol)  # type: ignore[arg-type]
-        code = parsed.code
+        code = None if parsed.code is None else safe_text(parsed.code)
         if code is None and protocol == "pop3" and re.match(r"\+( |$)", text):
             code = "+"  # POP3's SASL continuation, as mailtalk run matches it
         expectation = "S: *" if code is None else f"S: {code}"
@@ -114,7 +133,7 @@ class SessionRecorder:
             return
         exchange = self._exchange
         if exchange is None:
-            self.lines.append(expectation)
+            self._keep(expectation)
             return
         exchange.lines.append(expectation)
         if code == "+" or (code is not None and code.startswith("3")):
@@ -131,10 +150,10 @@ class SessionRecorder:
 
     def directive(self, text: str) -> None:
         self._end_exchange("it was not finished")
-        self.lines.append(text)
+        self._keep(text)
 
     def comment(self, text: str) -> None:
-        self.lines.append(f"# {text}")
+        self._keep(f"# {safe_text(text)}")
 
     @contextmanager
     def suspended(self) -> Iterator[None]:
@@ -243,6 +262,12 @@ class SessionRecorder:
         for name in self.secrets:
             header.append(f"# needs ${{{name}}} (export {name}=..., or --var {name}=...)")
         lines = list(self.lines)
+        if self.dropped:
+            lines.insert(
+                1,
+                f"# {self.dropped} lines of this session were not kept before recording "
+                "began (too many); this file does not replay from the start",
+            )
         if self._exchange is not None:
             lines.append(f"# AUTH {self._exchange.mechanism} was cut short here (recording ended)")
         return "\n".join([*header, *lines]) + "\n"

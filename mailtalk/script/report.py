@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
 from mailtalk.script.runner import Failure, Line, RunResult
+from mailtalk.terminal import safe_strings, safe_text
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def shown(text: str) -> str:
-    """A server's text made safe for a terminal or an XML report: control characters
-    (an escape sequence, a NUL) become \\xNN."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+# A server's text made safe for a terminal, a JSON line or an XML report: control
+# characters (an escape sequence, a NUL) become \\xNN. Every output below uses it.
+shown = safe_text
 
 
 def _ms(seconds: float) -> str:
@@ -54,10 +50,14 @@ def json_lines(result: RunResult, out: TextIO, run: int | None = None) -> None:
     base: dict[str, object] = {"file": result.name}
     if run is not None:
         base["run"] = run
+    if result.transcript.dropped:
+        note = f"{result.transcript.dropped} earlier lines were not kept (too many)"
+        out.write(json.dumps({**base, "dir": "#", "text": note}) + "\n")
     for line in result.transcript:
         out.write(
             json.dumps(
-                {**base, "t": round(line.seconds, 6), "dir": line.direction, "text": line.text},
+                {**base, "t": round(line.seconds, 6), "dir": line.direction,
+                 "text": shown(line.text)},
                 ensure_ascii=False,
             )
             + "\n"
@@ -70,7 +70,7 @@ def json_lines(result: RunResult, out: TextIO, run: int | None = None) -> None:
                 "exit_code": int(result.exit_code),
                 "steps": result.steps,
                 "seconds": round(result.seconds, 6),
-                "failures": [f.to_json() for f in result.failures],
+                "failures": safe_strings([f.to_json() for f in result.failures]),
             },
             ensure_ascii=False,
         )
@@ -87,12 +87,12 @@ def tap(results: Sequence[RunResult], out: TextIO) -> None:
         if not result.passed:
             out.write("  ---\n")
             for failure in result.failures:
-                out.write(f"  message: {json.dumps(failure.message, ensure_ascii=False)}\n")
+                message = shown(failure.message)
+                out.write(f"  message: {json.dumps(message, ensure_ascii=False)}\n")
                 out.write(f"  at: {json.dumps(str(failure.where))}\n")
                 if failure.explanation:
-                    out.write(
-                        f"  explanation: {json.dumps(failure.explanation, ensure_ascii=False)}\n"
-                    )
+                    explanation = shown(failure.explanation)
+                    out.write(f"  explanation: {json.dumps(explanation, ensure_ascii=False)}\n")
             out.write("  ...\n")
 
 
@@ -118,7 +118,11 @@ def write_junit(results: Sequence[RunResult], path: str) -> None:
             element.text = "\n".join(failure_lines(failure))
         if result.transcript:
             output = ET.SubElement(case, "system-out")
-            output.text = "\n".join(transcript_line(line) for line in result.transcript)
+            dropped = result.transcript.dropped
+            output.text = "\n".join(
+                ([f"# {dropped} earlier lines were not kept (too many)"] if dropped else [])
+                + [transcript_line(line) for line in result.transcript]
+            )
     root = ET.Element("testsuites")
     root.append(suite)
     tree = ET.ElementTree(root)

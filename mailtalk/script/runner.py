@@ -38,6 +38,7 @@ from mailtalk.script.format import (
     Step,
 )
 from mailtalk.session_options import SessionOptions
+from mailtalk.transcript import Tail
 
 # What failed, and the exit status it gives (documented in `mailtalk run --help`).
 EXIT_OF_KIND: Final = {
@@ -81,13 +82,28 @@ class Line:
     text: str
 
 
+# What a run keeps of its conversation for --json and --junit: the latest lines
+# within these bounds (a server that floods the client costs no more than that).
+MAX_TRANSCRIPT_LINES: Final = 100_000
+MAX_TRANSCRIPT_CHARS: Final = 16 * 1024 * 1024
+# The replies kept for matching the next S: lines (greeting, IMAP untagged data):
+# the first ones after a command, up to these bounds.
+MAX_KEPT_EVENTS: Final = 1000
+MAX_KEPT_EVENT_BYTES: Final = 16 * 1024 * 1024
+
+
+def _transcript_tail() -> Tail[Line]:
+    return Tail(MAX_TRANSCRIPT_LINES, MAX_TRANSCRIPT_CHARS, lambda line: len(line.text))
+
+
 @dataclass
 class RunResult:
     name: str
     failures: list[Failure] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
-    transcript: list[Line] = field(default_factory=list)
+    # the latest lines (``transcript.dropped`` says how many earlier ones went)
+    transcript: Tail[Line] = field(default_factory=_transcript_tail)
     iterations: list[float] = field(default_factory=list)  # --reuse: each loop body
 
     @property
@@ -120,7 +136,9 @@ class _Listener:
         self.result = result
         self.settings = settings
         self.started = started
+        # the events since the last command, the first MAX_KEPT_EVENTS of them
         self.events: list[ServerEvent] = []
+        self._kept_bytes = 0
         self.closed_by_server = False
 
     def _add(self, direction: str, text: str) -> None:
@@ -134,9 +152,16 @@ class _Listener:
         self._add("C", text)
 
     def event(self, event: ServerEvent, latency: float) -> None:
-        self.events.append(event)
-        text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
-        for part in text.split("\r\n") if len(text) < 4096 else [text[:4096] + "..."]:
+        if not self.events:
+            self._kept_bytes = 0  # cleared for a new command
+        if not self.events or (
+            len(self.events) < MAX_KEPT_EVENTS and self._kept_bytes < MAX_KEPT_EVENT_BYTES
+        ):
+            self.events.append(event)
+            self._kept_bytes += len(event.raw)
+        # a long reply (a message, a flood) is shown by its first 4 KiB, decoded alone
+        text = event.raw[:4097].decode("utf-8", "backslashreplace").rstrip("\r\n")
+        for part in text.split("\r\n") if len(event.raw) <= 4096 else [text[:4096] + "..."]:
             self._add("S", part)
 
     def note(self, text: str, kind: str = "info") -> None:
@@ -411,9 +436,14 @@ class Runner:
             return
         self.received = None
         assert self.conv is not None
-        reply = reply_of(
-            event.raw.decode("utf-8", "backslashreplace").strip(), self.conv.target.protocol
-        )
+        data = event.raw
+        if self.conv.target.protocol == "pop3":
+            # the status line says it all; the message after it (up to 64 MiB) is
+            # not decoded again only to be skipped
+            end = data.find(b"\n")
+            data = data if end < 0 else data[:end]
+        text = data.decode("utf-8", "backslashreplace").strip()
+        reply = reply_of(text, self.conv.target.protocol)
         if not expectation.matches(reply):
             missing = expectation.missing_words(reply) if expectation.codes_match(reply) else []
             self._mismatch(where, expectation.source, event, self.command, missing=missing)

@@ -254,8 +254,8 @@ def test_plain_server_on_implicit_tls_in_process() -> None:
 
 
 def test_silent_server_on_implicit_tls_times_out() -> None:
-    """A server that never answers the ClientHello: a timeout (3), not a hang."""
+    """A server that never answers the ClientHello: TLS failed (4), not a hang."""
     with ScriptedPeer([Hold()]) as peer:
         process = run("connect", "--timeout", "0.5", f"imaps://127.0.0.1:{peer.port}")
-    assert process.returncode == ExitCode.CONNECT
+    assert process.returncode == ExitCode.TLS
     assert_one_error_line(process.stderr, "TLS handshake", "0.5 s")

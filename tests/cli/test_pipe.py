@@ -318,7 +318,7 @@ def test_non_utf8_reply_is_escaped() -> None:
         result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     assert_no_traceback(result)
-    assert "S: 250 caf\\xe9 \\xff\\xfe\x00 ok" in result.out_lines
+    assert "S: 250 caf\\xe9 \\xff\\xfe\\x00 ok" in result.out_lines  # NUL escaped too
     assert "S: 221 \\x80bye" in result.out_lines
 
 
@@ -339,10 +339,10 @@ def test_raw_shows_crlf_escapes() -> None:
     assert result.returncode == 0
     assert result.out_lines == [
         "S: 220 peer.test ESMTP scripted\\r\\n",
-        "C: EHLO me",
+        "C: EHLO me\\r\\n",  # what was sent, as exactly as what came
         "S: 250-a\\r\\n",
         "S: 250 b\\n",  # a bare LF is shown as such
-        "C: QUIT",
+        "C: QUIT\\r\\n",
         "S: 221 bye\\r\\n",
     ]
 
@@ -411,7 +411,7 @@ def test_endless_multiline_reply_then_silence_times_out() -> None:
     with ScriptedPeer(script) as peer:
         result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
                           stdin=b"EHLO me\nQUIT\n")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply from 127.0.0.1 within 0.5 s")
 
 
@@ -420,7 +420,7 @@ def test_reply_timeout() -> None:
     with ScriptedPeer(script) as peer:
         result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
                           stdin=b"EHLO me\nQUIT\n")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
     assert result.seconds < 2.5
     assert b"QUIT" not in peer.data()
@@ -429,7 +429,7 @@ def test_reply_timeout() -> None:
 def test_greeting_timeout() -> None:
     with ScriptedPeer([Hold()]) as peer:
         result = mailtalk("imap", "--timeout", "0.5", f"127.0.0.1:{peer.port}", stdin=b"")
-    assert result.returncode == 3
+    assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
 
 

@@ -25,11 +25,13 @@ from mailtalk.net import tls as tls_module
 from mailtalk.net import transport as transport_module
 from mailtalk.net.tls import (
     VERIFY_HINT,
+    VERIFY_HINT_CAFILE,
     decode_certificate,
     explain_verification_failure,
     leaf_from_certificate_message,
 )
 from mailtalk.net.transport import (
+    CAFileError,
     ConnectError,
     TLSError,
     TLSVerificationError,
@@ -376,7 +378,8 @@ FAILURES = [
         "self_signed",
         "localhost",
         "self-signed",
-        "the certificate of localhost is self-signed, so nothing vouches for it.",
+        "the certificate of localhost is self-signed (nothing vouches for it), "
+        "and {cafile} does not hold it.",  # --cafile was given: say it did not help
         id="self-signed",
     ),
     pytest.param(
@@ -398,7 +401,7 @@ FAILURES = [
         "localhost",
         "unknown-issuer",
         "the certificate of localhost was issued by CN=Unknown CA, "
-        "which is not in your trusted CAs.",
+        "which is neither in {cafile} nor in the system's trusted CAs.",
         id="unknown-issuer",
     ),
     pytest.param(
@@ -406,7 +409,7 @@ FAILURES = [
         "localhost",
         "unknown-issuer",
         "the certificate of localhost was issued by CN=Unknown CA, "
-        "which is not in your trusted CAs.",
+        "which is neither in {cafile} nor in the system's trusted CAs.",
         id="unknown-issuer-root-sent",
     ),
 ]
@@ -427,8 +430,9 @@ def test_rejected_certificate_is_explained_in_plain_words(
         Transport.connect(host, server.port, opts, implicit_tls=True)
     message = str(caught.value)
     assert caught.value.reason == reason
-    assert message.startswith(explanation)
-    assert message.endswith(VERIFY_HINT)
+    assert message.startswith(explanation.format(cafile=certs.ca.cert_path))
+    cafile_did_not_help = reason in ("self-signed", "unknown-issuer")
+    assert message.endswith(VERIFY_HINT_CAFILE if cafile_did_not_help else VERIFY_HINT)
     assert "--insecure" in message and "--cafile" in message
     assert "\n" not in message
 
@@ -506,11 +510,11 @@ def test_tls_handshake_without_answer_times_out(serve: Callable[..., Server]) ->
 
 def test_unreadable_cafile_is_a_tls_error(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
-    with pytest.raises(TLSError, match=f"cannot use {missing} as --cafile"):
+    with pytest.raises(CAFileError, match=f"--cafile {missing}: no such file"):
         make_ssl_context(options(cafile=str(missing)))
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
-    with pytest.raises(TLSError, match="as --cafile"):
+    with pytest.raises(TLSError, match=f"--cafile {garbage}: no CA certificate in it"):
         make_ssl_context(options(cafile=str(garbage)))
 
 

@@ -459,7 +459,7 @@ def test_a_missing_or_wrong_cafile_is_refused_before_connecting(
         script = write(tmp_path, "s.mt", f"connect smtps://127.0.0.1:{listener.port} {option}\n")
         result = run(tmp_path, str(script))
         assert result.returncode == 2, describe(result)
-        assert result.stderr == f"mailtalk: {script}:1: {message} (PEM or DER expected)\n" or (
+        assert result.stderr == f"mailtalk: {script}:1: {message} (PEM expected)\n" or (
             result.stderr == f"mailtalk: {script}:1: {message}\n"
         ), result.stderr
     assert listener.accepted == 0
