@@ -820,7 +820,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     if do_imap and not (has_imap and origin.get("imap_module")):
         raise RuntimeError(
             "mailtalk serve has no IMAP server (no --imap in `mailtalk serve --help` or no "
-            "mailtalk/servers/imap.py); run with --skip-imap"
+            "mailtalk/servers/imap/server.py); run with --skip-imap"
         )
     extra = ["--max-size", str(BIG_LITERAL + 10_000_000)]
     if "--max-literal" in help_text:

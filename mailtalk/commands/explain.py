@@ -94,6 +94,6 @@ def explain(
     input is read, one reply a line (SMTP multi-line replies are joined), and
     lines that hold no reply are skipped.
     """
-    from mailtalk.explain_cmd import run_explain
+    from mailtalk.explain.command import run_explain
 
     sys.exit(run_explain(reply, protocol, command, as_json, banner=banner))

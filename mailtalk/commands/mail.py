@@ -69,7 +69,7 @@ def mx(domain: str, **options: Any) -> None:
     Mail does not go from one computer to another: the sender's server looks
     up these records and hands the message to the first MX that answers.
     """
-    from mailtalk.mx_cmd import run_mx
+    from mailtalk.mail.mx import run_mx
 
     sys.exit(run_mx(domain, **options))
 
@@ -163,7 +163,7 @@ def send(**options: Any) -> None:
     is explained. Without --server the recipient domain's MX hosts are tried
     in preference order, the next one after a 4xx or a connection failure.
     """
-    from mailtalk.send import run_send
+    from mailtalk.mail.send import run_send
 
     sys.exit(run_send(**options))
 
@@ -235,7 +235,7 @@ def diagnose_relay(**options: Any) -> None:
     however it words it. A server on this host that relays for you is asked
     again from this host's other addresses; what that shows is said, and no
     open relay is claimed from them."""
-    from mailtalk.diagnose.relay import run_diagnose_relay
+    from mailtalk.mail.diagnose.relay import run_diagnose_relay
 
     sys.exit(run_diagnose_relay(**options))
 
@@ -259,7 +259,7 @@ def diagnose_relay(**options: Any) -> None:
 def diagnose_sender(**options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
     A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
-    from mailtalk.diagnose.sender import run_diagnose_sender
+    from mailtalk.mail.diagnose.sender import run_diagnose_sender
 
     sys.exit(run_diagnose_sender(**options))
 
@@ -299,6 +299,6 @@ def diagnose_login(url: str, **options: Any) -> None:
     disabled, TLS being required, no AUTH on the port, a locked mailbox or a
     login delay, from the server's own answers, and says which way the login
     went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
-    from mailtalk.diagnose.login import run_diagnose_login
+    from mailtalk.mail.diagnose.login import run_diagnose_login
 
     sys.exit(run_diagnose_login(url, **options))

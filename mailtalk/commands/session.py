@@ -64,7 +64,7 @@ def connection_options(func: F) -> F:
 
 def _run(target_factory: Callable[[], Any], **options: Any) -> None:
     from mailtalk.errors import UsageError
-    from mailtalk.target import TargetError
+    from mailtalk.net.target import TargetError
 
     try:
         target = target_factory()
@@ -72,16 +72,16 @@ def _run(target_factory: Callable[[], Any], **options: Any) -> None:
         raise UsageError(str(error)) from None
     if options["ipv4"] and options["ipv6"]:
         raise UsageError("-4 and -6 exclude each other")
-    from mailtalk.session_options import SessionOptions
+    from mailtalk.client.options import SessionOptions
 
     debug = _debug_enabled(click.get_current_context())
     session = SessionOptions.from_cli(target, debug=debug, **options)
     if sys.stdin.isatty() and sys.stdout.isatty():
-        from mailtalk.repl.app import run_repl
+        from mailtalk.client.repl.app import run_repl
 
         code = run_repl(session)
     else:
-        from mailtalk.pipe import run_pipe
+        from mailtalk.client.pipe import run_pipe
 
         code = run_pipe(session)
     sys.exit(code)
@@ -110,7 +110,7 @@ def connect(url: str, **options: Any) -> None:
     URL is scheme://[user@]host[:port]. The user, if given, is what :auth
     offers by default.
     """
-    from mailtalk.target import parse_url
+    from mailtalk.net.target import parse_url
 
     _run(lambda: parse_url(url), **options)
 
@@ -135,7 +135,7 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
     @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
     @connection_options
     def command(host_port: str, implicit_tls: bool, **options: Any) -> None:
-        from mailtalk.target import parse_shortcut
+        from mailtalk.net.target import parse_shortcut
 
         _run(lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
 

@@ -76,7 +76,7 @@ class Resolver:
     @property
     def resolver(self) -> dns.resolver.Resolver:
         if self._resolver is None:
-            from mailtalk.servers.dnscheck import make_resolver
+            from mailtalk.net.dns import make_resolver
 
             self._resolver = make_resolver(_numeric(self.spec), self.timeout)
         return self._resolver
@@ -94,7 +94,7 @@ def _numeric(spec: str | None) -> str | None:
     import ipaddress
     import socket
 
-    from mailtalk.target import split_host_port
+    from mailtalk.net.target import split_host_port
 
     host, port = split_host_port(spec, 53)
     try:

@@ -48,7 +48,7 @@ def parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
 
 def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
     """Asks once per prompt, even with many threads; never when the script is on stdin."""
-    from mailtalk.credentials import ask_on_terminal
+    from mailtalk.client.credentials import ask_on_terminal
 
     lock = threading.Lock()
     answers: dict[str, str | None] = {}

@@ -461,7 +461,7 @@ def _directive(
 ) -> list[Step]:
     if directive == "connect":
         _want(args, 1, 3, "connect URL [insecure] [cafile=PATH]", where)
-        from mailtalk.target import TargetError, parse_url
+        from mailtalk.net.target import TargetError, parse_url
 
         try:
             parse_url(args[0])
@@ -582,8 +582,8 @@ def _check_steps(script: Script) -> None:
     expect-close) leave none. The walk is in file order, which is also what --reuse
     repeats: a loop body leaves the same state each time round.
     """
+    from mailtalk.net.target import parse_url
     from mailtalk.script.expect import check_protocol
-    from mailtalk.target import parse_url
 
     protocol = "smtp"
     pending = False

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from mailtalk.conversation import Conversation
+from mailtalk.client.conversation import Conversation
+from mailtalk.client.options import SessionOptions
+from mailtalk.client.transcript import Tail
 from mailtalk.errors import MailtalkError, ServerClosedError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
@@ -37,8 +39,6 @@ from mailtalk.script.format import (
     StartTLS,
     Step,
 )
-from mailtalk.session_options import SessionOptions
-from mailtalk.transcript import Tail
 
 # What failed, and the exit status it gives (documented in `mailtalk run --help`).
 EXIT_OF_KIND: Final = {
@@ -264,7 +264,7 @@ class Runner:
         return self.conv
 
     def _connect(self, step: Connect) -> None:
-        from mailtalk.target import parse_url
+        from mailtalk.net.target import parse_url
 
         if self.conv is not None:
             self._settle()
@@ -336,7 +336,7 @@ class Runner:
             raise _Stop
 
     def _secret(self, step: Auth, host: str) -> str | None:
-        from mailtalk.credentials import find_password
+        from mailtalk.client.credentials import find_password
 
         return find_password(host, step.user, step.secret_variable, self.settings.ask_secret)
 
@@ -506,7 +506,7 @@ class Runner:
             raise _Stop
 
     def _fail_from(self, where: Location, error: BaseException) -> None:
-        from mailtalk.conversation import ReplyTimeout
+        from mailtalk.client.conversation import ReplyTimeout
         from mailtalk.errors import exit_code_for, one_line
 
         code = exit_code_for(error)

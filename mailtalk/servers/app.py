@@ -41,8 +41,8 @@ LISTENER_SESSION: Final[dict[str, tuple[str, str]]] = {
     "smtps": ("mailtalk.servers.smtp", "SMTPServerProtocol"),
     "pop3": ("mailtalk.servers.pop3", "POP3ServerProtocol"),
     "pop3s": ("mailtalk.servers.pop3", "POP3ServerProtocol"),
-    "imap": ("mailtalk.servers.imap", "IMAPServerProtocol"),
-    "imaps": ("mailtalk.servers.imap", "IMAPServerProtocol"),
+    "imap": ("mailtalk.servers.imap.server", "IMAPServerProtocol"),
+    "imaps": ("mailtalk.servers.imap.server", "IMAPServerProtocol"),
 }
 
 

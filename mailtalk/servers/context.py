@@ -267,7 +267,7 @@ class ServerContext:
         return await loop.run_in_executor(None, self.users.verify, name, secret)
 
     async def sender_domain_verdict(self, domain: str) -> Literal["ok", "missing", "tempfail"]:
-        from mailtalk.servers.dnscheck import domain_exists
+        from mailtalk.net.dns import domain_exists
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, domain_exists, domain, self.settings.resolver)

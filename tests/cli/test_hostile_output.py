@@ -6,7 +6,7 @@ bidi override): pipe mode (plain and --raw, SMTP, POP3 and IMAP, the inline
 explanation, :explain, the error line), --transcript and --record files, send,
 diagnose login, mx --probe, mailtalk run (human, -v, --json, --tap, --junit) and
 mailtalk explain reading a log. Each output must hold the bytes escaped, and no raw
-control character. The REPL's paths are in tests/repl/test_repl_hostile.py.
+control character. The REPL's paths are in tests/client/repl/test_repl_hostile.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from mailtalk.servers.api import RunningServers, run_servers
 from tests.cli.test_cli import child_env
-from tests.cli.test_pipe import mailtalk
+from tests.client.test_pipe import mailtalk
 from tests.hostile import (
     HOSTILE,
     SHOWN,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_send_diagnose import NO_DNS, mailtalk, outward_address
 from tests.interop.conftest import Peer, RealServers
+from tests.mail.test_send_diagnose import NO_DNS, mailtalk, outward_address
 
 pytestmark = pytest.mark.interop
 

@@ -13,6 +13,7 @@ from types import ModuleType
 
 import pytest
 
+from mailtalk.client.meta import META_COMMANDS
 from mailtalk.knowledge import commands
 from mailtalk.knowledge.commands import (
     STATES,
@@ -22,7 +23,6 @@ from mailtalk.knowledge.commands import (
     meta_commands,
     render_help,
 )
-from mailtalk.meta import META_COMMANDS
 
 # fmt: off
 SMTP = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailtalk.servers.api import RunningServers, run_servers
-from tests.servers.test_imap_server import Raw, raw_login
+from tests.servers.imap.test_imap_server import Raw, raw_login
 from tests.servers.test_pop3_server import Pop
 from tests.servers.test_smtp_server import Client
 from tests.tinyfs import fill, free_bytes, mounted_tmpfs

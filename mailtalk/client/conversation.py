@@ -1,0 +1,595 @@
+"""One live conversation: a transport, a protocol core, a transcript, and who to tell.
+
+This is the engine under both the REPL and the pipe mode. It is synchronous and
+single-threaded on purpose: a TLS socket must not be read in one thread while
+another writes it, so the REPL watches the socket from prompt_toolkit's event
+loop and calls ``receive_available()``, while the pipe mode just blocks in
+``wait_final()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
+
+from mailtalk.client.options import SessionOptions
+from mailtalk.client.transcript import Transcript
+from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.net.transport import (
+    Transport,
+    TransportError,
+    TransportOptions,
+    TransportTimeout,
+)
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    ClientCore,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplyClass,
+    ServerEvent,
+    escape_bytes,
+    first_line,
+)
+
+if TYPE_CHECKING:
+    from mailtalk.knowledge.explain import Explanation
+
+# Replies that get a one-line explanation under them.
+_FAILURE_CLASSES: Final = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
+
+
+class ReplyTimeout(MailtalkError):
+    """No reply within --timeout: connected, so not "could not connect" (3) but a
+    server that broke off the conversation (5), as ``mailtalk run`` says."""
+
+    exit_code = ExitCode.PROTOCOL
+
+
+class Listener(Protocol):
+    """Who is told what happens: the REPL's screen, or the pipe mode's stdout."""
+
+    def sent(self, text: str, typed: bool) -> None:
+        """A line went out; ``typed`` is False for lines mailtalk wrote (:auth, :starttls).
+
+        ``text`` is the line as it may be shown: secrets as *** unless --show-secrets,
+        and, for a listener whose ``raw`` is true, the escaped bytes on the wire.
+        """
+
+    def event(self, event: ServerEvent, latency: float) -> None: ...
+
+    def note(self, text: str, kind: str = "info") -> None:
+        """A message from mailtalk itself; kind is info, tls, warning or error."""
+
+    def closed(self) -> None: ...
+
+
+def make_core(protocol: str) -> ClientCore:
+    if protocol == "smtp":
+        from mailtalk.protocols.smtp import SMTPConnection
+
+        return SMTPConnection()
+    if protocol == "pop3":
+        from mailtalk.protocols.pop3 import POP3Connection
+
+        return POP3Connection()
+    from mailtalk.protocols.imap import IMAPConnection
+
+    return IMAPConnection()
+
+
+# What a SASL mechanism sends, in order, as answers to the server's challenges.
+SASL_MECHANISMS: dict[str, Callable[[str, str], list[str]]] = {
+    "PLAIN": lambda user, secret: [_b64(f"\0{user}\0{secret}")],
+    "LOGIN": lambda user, secret: [_b64(user), _b64(secret)],
+}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class Conversation:
+    def __init__(self, options: SessionOptions, listener: Listener) -> None:
+        self.options = options
+        self.target = options.target
+        self.listener = listener
+        self.core: ClientCore = make_core(self.target.protocol)
+        self.transport: Transport | None = None
+        self.transcript = Transcript(self.target.url, options.transcript)
+        self.closed = True
+        self._last_send = time.monotonic()
+        self._final_events = 0
+        self._events = 0  # every event from the server on this connection
+        self.last_final: ServerEvent | None = None
+        # The command the next reply answers, for explanations (503 after RCPT
+        # means something else than 503 after AUTH): "greeting" until we send.
+        self.last_command = "greeting"
+        self.last_final_command = "greeting"
+        self.last_command_line: str | None = None  # as shown: secrets redacted
+        self.greeting: str | None = None  # the server's first reply, for explanations
+        self.explain_inline = True
+        # The REPL's choices (the pipe mode and `mailtalk run` leave them off): say
+        # "waiting for the greeting…" when it is this many seconds late, and end the
+        # connection once QUIT/LOGOUT has its answer, whether or not the server closes.
+        self.greeting_patience: float | None = None
+        self.close_after_quit = False
+        self.ended_by_quit = False  # the connection was closed after QUIT/LOGOUT's answer
+        from mailtalk.client.record import SessionRecorder
+
+        self.recorder = SessionRecorder()
+        self.recorder.path = options.record
+
+    # -- connection -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (and handshake, for implicit TLS); the greeting arrives later."""
+        self.core = make_core(self.target.protocol)
+        self._events = 0
+        self.ended_by_quit = False
+        self.last_command = "greeting"
+        transport_options = TransportOptions(
+            timeout=self.options.timeout,
+            family=self.options.family,
+            insecure=self.options.insecure,
+            cafile=self.options.cafile,
+            source_address=self.options.source_address,
+        )
+        self._last_send = time.monotonic()
+        self.transport = Transport.connect(
+            self.target.host,
+            self.target.port,
+            transport_options,
+            implicit_tls=self.target.tls == "implicit",
+        )
+        self.closed = False
+        self.recorder.connected(self.target.url, self.options.insecure, self.options.cafile)
+        peer = self.transport.peer[0] if self.transport.peer else self.target.host
+        self._note(f"connected to {self.target.display} ({peer})")
+        if self.transport.tls is not None:
+            setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
+            self._note(f"TLS: {self.transport.tls.summary()}", "tls")
+
+    def start(self) -> None:
+        """Connect, wait for the greeting, and start TLS if asked to."""
+        self.open()
+        self.wait_greeting()
+        if self.options.starttls and not self.closed:
+            self.starttls()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    def reconnect(self) -> None:
+        self.close()
+        self.start()
+
+    # -- sending ----------------------------------------------------------------
+
+    def send_line(self, line: str, typed: bool = True) -> None:
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        shown = self.core.redact(line)
+        command = self._command_of(line)
+        try:
+            data = self.core.send_line(line)
+        except LocalProtocolError as error:
+            if getattr(self.core, "chunk_left", 0):
+                # Too long for what is left of the BDAT chunk: the user's mistake (exit 1,
+                # not 5: the server did nothing wrong), and nothing was sent.
+                raise MailtalkError(str(error)) from None
+            raise
+        self.recorder.sent(line, shown, self.target.protocol)
+        self.transport.send(data)
+        self._last_send = time.monotonic()
+        if command is not None:
+            self.last_command = command
+            self.last_command_line = shown
+        # Show what went on the wire: with the IMAP tag added, DATA's dot-stuffing;
+        # secrets as *** unless --show-secrets.
+        wire = data.decode("utf-8", "backslashreplace").removesuffix("\r\n")
+        added = wire[: len(wire) - len(line)] if wire.endswith(line) else ""
+        told = added + (line if self.options.show_secrets else shown)
+        self.transcript.add("C", told)
+        if getattr(self.listener, "raw", False):
+            # :raw shows the bytes sent as exactly as those received (CRLF and all)
+            if told != added + line:
+                data = told.encode("utf-8") + data[len(data.rstrip(b"\r\n")) :]
+            told = escape_bytes(data)
+        self.listener.sent(told, typed)
+
+    def send_message(
+        self,
+        message: bytes,
+        progress: Callable[[int], None] | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Send a whole message after 354 (SMTP), dot-stuffed, in chunks."""
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        send_message = getattr(self.core, "send_message", None)
+        if send_message is None:
+            raise MailtalkError("sending a message file only works in SMTP DATA mode")
+        data: bytes = send_message(message)
+        chunk = 64 * 1024
+        for start in range(0, len(data), chunk):
+            self.transport.send(data[start : start + chunk])
+            if progress is not None:
+                progress(min(start + chunk, len(data)))
+        self._last_send = time.monotonic()
+        lines = message.count(b"\n") + (0 if message.endswith(b"\n") else 1)
+        self.last_command = "end of data"
+        if source is not None:
+            self.recorder.data_file(source)
+        self.transcript.add("#", f"message of {len(message)} bytes, {lines} lines")
+        self.transcript.add("C", ".")
+
+    def expects_reply(self) -> bool:
+        """Whether the server owes an answer now (so the UI should wait for it)."""
+        if not self.core.awaiting_reply:
+            return False
+        # IMAP: a line ended by a LITERAL+ {n+} is not a whole command yet.
+        in_command = getattr(self.core, "in_command_continuation", False)
+        waiting_plus = getattr(self.core, "awaiting_continuation", False)
+        return not (in_command and not waiting_plus)
+
+    # -- receiving --------------------------------------------------------------
+
+    def receive_available(self) -> None:
+        """Read what the socket has now, never blocking (the REPL calls this when readable)."""
+        if self.transport is None or self.closed:
+            return
+        while True:
+            data = self.transport.recv_nowait()
+            if data is None:
+                return
+            self.feed(data)
+            if not data or self.closed or self.transport.pending() == 0:
+                return
+
+    def wait_final(self, timeout: float | None = None) -> ServerEvent:
+        """Block until the next final reply (or continuation); raises on close/timeout."""
+        seen = self._final_events
+        self._wait_until(lambda: self._final_events != seen, timeout)
+        assert self.last_final is not None
+        return self.last_final
+
+    def wait_greeting(self, timeout: float | None = None) -> None:
+        """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
+        greeted = lambda: self.core.state_name != "greeting"  # noqa: E731
+        limit = self.options.timeout if timeout is None else timeout
+        patience = self.greeting_patience
+        if patience is not None and patience < limit:
+            try:
+                self._wait_until(greeted, patience)
+            except ReplyTimeout:
+                self._note(
+                    f"waiting for the greeting from {self.target.host}… "
+                    f"(up to {limit:g} s, --timeout; Ctrl-C gives up)"
+                )
+                self._wait_until(greeted, limit - patience)
+        else:
+            self._wait_until(greeted, limit)
+        if self.closed and self._events == 0:
+            # The core leaves "greeting" when the connection closes, greeting or not.
+            raise ServerClosedError(
+                f"{self.target.host} closed the connection before greeting"
+            )
+
+    def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> None:
+        if self.transport is None:
+            raise ServerClosedError("not connected")
+        limit = self.options.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not done():
+            if self.closed:
+                raise ServerClosedError(
+                    f"{self.target.host} closed the connection without answering"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReplyTimeout(
+                    f"no reply from {self.target.host} within {limit:g} s (--timeout)"
+                )
+            self.transport.set_timeout(remaining)
+            try:
+                data = self.transport.recv()
+            except TransportTimeout:
+                continue
+            finally:
+                if not self.closed:
+                    self.transport.set_timeout(self.options.timeout)
+            self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        self.core.receive_data(data)
+        while True:
+            try:
+                event = self.core.next_event()
+            except RemoteProtocolError as error:
+                # Said once, by whoever catches the error (pipe mode's last line, the
+                # REPL's note); the listener is not told the server closed: we did.
+                self.transcript.add("#", f"the server broke the protocol: {error}")
+                self.close()
+                raise ServerProtocolError(f"the server broke the protocol: {error}") from error
+            if event is NEED_DATA:
+                return
+            if event is CONNECTION_CLOSED:
+                if not self.closed:
+                    self.close()
+                    self.transcript.add("#", "connection closed by the server")
+                    self.listener.closed()
+                return
+            assert not isinstance(event, type(NEED_DATA))
+            self._events += 1
+            if self._events == 1:
+                self.greeting = event.raw.decode("utf-8", "backslashreplace").strip()
+            latency = time.monotonic() - self._last_send
+            self.transcript.add_raw("S", event.raw)
+            if event.final:
+                self._final_events += 1
+                self.last_final = event
+                self.last_final_command = self.last_command
+                self.recorder.reply(event.raw, self.target.protocol)
+            elif self._events == 1:  # the IMAP greeting is untagged
+                self.recorder.reply(event.raw, self.target.protocol)
+            self.listener.event(event, latency)
+            if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
+                self._explain(event)
+            if self.core.wants_tls_upgrade:
+                self._upgrade()
+            if (
+                self.close_after_quit
+                and event.final
+                and self.last_command in ("QUIT", "LOGOUT")
+                and not self.core.awaiting_reply
+                and not self.closed
+            ):
+                # The session is over: RFC 5321 4.1.1.10, RFC 1939 6, RFC 3501 6.1.3.
+                self.close()
+                self.ended_by_quit = True
+                self.transcript.add("#", f"connection closed after {self.last_command}")
+                self.listener.closed()
+                return
+
+    @property
+    def events_seen(self) -> int:
+        """Events from the server on this connection so far (1: the greeting)."""
+        return self._events
+
+    def takes_text(self) -> bool:
+        """The next line is content (a message, a chunk, a literal, a SASL answer), not
+        a command: an empty line means something there."""
+        core = self.core
+        return any(
+            getattr(core, name, False)
+            for name in ("in_data", "in_command_continuation", "sasl_pending")
+        )
+
+    def _command_of(self, line: str) -> str | None:
+        """The command a line starts, as the explanations name it; None for the
+        lines of a message or an IMAP literal, which answer nothing themselves."""
+        if getattr(self.core, "sasl_pending", False):
+            return "AUTH response"
+        if getattr(self.core, "in_data", False):
+            return "end of data" if line == "." else None
+        if getattr(self.core, "in_command_continuation", False):
+            return None
+        words = line.split()
+        if not words:
+            return None
+        if self.target.protocol == "imap":
+            # "a001 LOGIN ..." or "LOGIN ..." (the core adds the tag)
+            verbs = words[1:] if len(words) > 1 and any(c.isdigit() for c in words[0]) else words
+            if not verbs:
+                return None
+            if verbs[0].upper() == "UID" and len(verbs) > 1:
+                return verbs[1].upper()
+            return verbs[0].upper()
+        return words[0].split(":")[0].upper()
+
+    def explain_event(self, event: ServerEvent, command: str | None = None) -> Explanation:
+        """The knowledge base's explanation of a reply from this server, knowing its
+        greeting (which may name the server software) and, for the last command,
+        the whole line (an address's domain tells whether the server handles it)."""
+        from mailtalk.knowledge.explain import explain
+        from mailtalk.terminal import safe_text
+
+        # explanations quote the reply: its control characters escaped, line by line
+        lines = event.raw.decode("utf-8", "backslashreplace").strip("\r\n").split("\n")
+        text = "\n".join(safe_text(line.removesuffix("\r")) for line in lines)
+        protocol = self.target.protocol
+        if command is not None and " " not in command and command == self.last_command:
+            command = self.last_command_line or command
+        return explain(text, protocol, command, banner=self.greeting)
+
+    def _explain(self, event: ServerEvent) -> None:
+        # An untagged reply that comes while a command waits for its answer is part
+        # of that answer: IMAP's "* BYE" to LOGOUT is the normal goodbye.
+        answering = event.final or self.core.awaiting_reply
+        command = self.last_command if answering else None
+        explanation = self.explain_event(event, command)
+        if explanation.category != "ok":
+            self.listener.note(explanation.one_line(), "explain")
+
+    def _upgrade(self) -> None:
+        assert self.transport is not None
+        try:
+            info = self.transport.start_tls()
+        except TransportError:
+            # The transport closed itself: a failed handshake leaves nothing usable.
+            self.closed = True
+            self.transcript.add("#", "TLS failed; connection closed")
+            raise
+        self.core.tls_started()
+        self._note(f"TLS: {info.summary()}", "tls")
+
+    def _note(self, text: str, kind: str = "info") -> None:
+        self.transcript.add("#", text)
+        self.listener.note(text, kind)
+
+    # -- conveniences behind the meta-commands -----------------------------------
+
+    def starttls(self) -> None:
+        with self.recorder.suspended():
+            self._starttls()
+        self.recorder.directive("starttls")
+
+    def _starttls(self) -> None:
+        protocol = self.target.protocol
+        if getattr(self.core, "tls", False):
+            raise MailtalkError("TLS is already on")
+        if protocol == "smtp":
+            self._ehlo_if_needed()
+            if "STARTTLS" not in getattr(self.core, "extensions", {}):
+                raise MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+            self.send_line("STARTTLS", typed=False)
+        elif protocol == "pop3":
+            self.send_line("STLS", typed=False)
+        else:
+            self.send_line("STARTTLS", typed=False)
+        reply = self.wait_final()
+        if not getattr(self.core, "tls", False):
+            raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+
+    def _ehlo_if_needed(self) -> None:
+        """SMTP: say EHLO unless the server has answered one (after HELO it has told
+        us nothing about its extensions)."""
+        if not getattr(self.core, "esmtp", False):
+            self.send_line(f"EHLO {client_name()}", typed=False)
+            self._expect_positive(self.wait_final(), "EHLO")
+
+    def prepare_auth(self, mechanism: str) -> None:
+        """Before asking anyone for a password: learn what the server offers (EHLO,
+        CAPA or CAPABILITY when not known yet) and refuse, saying what it does offer,
+        when the login could not work. Lines it sends are recorded as typed ones."""
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        core = self.core
+        if self.closed:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        if core.authenticated:
+            raise MailtalkError("already authenticated on this connection")
+        host = self.target.host
+        tls = bool(getattr(core, "tls", False))
+        protocol = self.target.protocol
+        if protocol == "smtp":
+            self._ehlo_if_needed()
+            extensions = getattr(core, "extensions", {})
+            if "AUTH" not in extensions:
+                ways = []
+                if "STARTTLS" in extensions and not tls:
+                    ways.append(
+                        "it offers STARTTLS, and many servers offer AUTH only after it "
+                        "(:starttls, then :auth)"
+                    )
+                if self.target.port not in (465, 587):
+                    url_host = f"[{host}]" if ":" in host else host
+                    ways.append(
+                        f"logins usually go to the submission port 587 (submission://{url_host})"
+                    )
+                raise MailtalkError(
+                    f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
+                    + "".join(f"; {way}" for way in ways)
+                )
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTH"
+        elif protocol == "pop3":
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPA", typed=False)
+                self.wait_final()
+            capabilities = getattr(core, "capabilities", {})
+            if not getattr(core, "capabilities_known", False):
+                return  # no CAPA (RFC 1939 servers): only trying tells
+            if "SASL" not in capabilities:
+                others = []
+                if "USER" in capabilities:
+                    others.append("it offers USER and PASS")
+                if "STLS" in capabilities and not tls:
+                    others.append("it may offer more after STLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
+                    + "".join(f"; {other}" for other in others)
+                )
+            offered = [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
+            verb = "AUTH"
+        else:
+            if not getattr(core, "capabilities_known", False):
+                self.send_line("CAPABILITY", typed=False)
+                self.wait_final()
+            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+            verb = "AUTHENTICATE"
+            if not getattr(core, "capabilities_known", False):
+                return
+            if not offered:
+                capabilities = getattr(core, "capabilities", set())
+                others = []
+                if "LOGINDISABLED" not in capabilities:
+                    others.append("LOGIN user password may work")
+                if "STARTTLS" in capabilities and not tls:
+                    others.append("it may offer more after STARTTLS (:starttls)")
+                raise MailtalkError(
+                    f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
+                    + "".join(f"; {other}" for other in others)
+                )
+        if mechanism not in offered:
+            ours = [m for m in offered if m in SASL_MECHANISMS]
+            advice = (
+                f": :auth {ours[0].lower()}"
+                if ours
+                else f"; mailtalk does {' and '.join(SASL_MECHANISMS)} only"
+            )
+            raise MailtalkError(
+                f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
+            )
+
+    def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
+        with self.recorder.suspended():
+            reply = self._authenticate(mechanism, user, secret)
+        if reply.reply_class is ReplyClass.POSITIVE:
+            self.recorder.directive(f"auth {mechanism.lower()} {user}")
+        else:
+            self.recorder.comment(f"auth {mechanism.lower()} {user} failed here")
+        return reply
+
+    def finish_recording(self) -> str | None:
+        """Write the session file if recording; the path written, or None."""
+        path = self.recorder.path
+        if path is None:
+            return None
+        self.recorder.write(path)
+        self.recorder.path = None
+        return path
+
+    def _authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        verb = "AUTHENTICATE" if self.target.protocol == "imap" else "AUTH"
+        answers = SASL_MECHANISMS[mechanism](user, secret)
+        self.send_line(f"{verb} {mechanism}", typed=False)
+        reply = self.wait_final()
+        for answer in answers:
+            if reply.reply_class is not ReplyClass.INTERMEDIATE:
+                break
+            self.send_line(answer, typed=False)
+            reply = self.wait_final()
+        return reply
+
+    def _expect_positive(self, reply: ServerEvent, what: str) -> None:
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            raise MailtalkError(f"{what} failed: {first_line(reply)}")
+
+
+def client_name() -> str:
+    """The name we give in EHLO: this machine's host name (no DNS lookup: it can hang)."""
+    name = socket.gethostname() or "localhost"
+    return name if "." in name else f"{name}.local" if name != "localhost" else name

@@ -1,0 +1,287 @@
+"""mailtalk's own commands, the lines that start with ``:`` and never reach the server.
+
+Shared by the REPL and the pipe mode; what differs between them (asking for a
+password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final, Protocol
+
+from mailtalk.client.conversation import Conversation
+from mailtalk.errors import MailtalkError
+from mailtalk.protocols.common import ReplyClass
+
+# Files above this size get a progress bar when sent with :file.
+PROGRESS_THRESHOLD: Final = 1024 * 1024
+
+
+class QuitRequested(Exception):
+    """:quit was typed."""
+
+
+class MetaUI(Protocol):
+    raw: bool
+
+    def note(self, text: str, kind: str = "info") -> None: ...
+
+    def ask_secret(self, prompt: str) -> str: ...
+
+    def show_block(self, text: str) -> None: ...
+
+    def progress(self, total: int, label: str) -> Callable[[int], None]:
+        """A callback taking bytes sent so far; the UI draws a bar if it wants."""
+        ...
+
+    def done_progress(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MetaCommand:
+    name: str
+    usage: str
+    summary: str
+    handler: Callable[[Conversation, MetaUI, list[str]], None]
+
+
+def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.knowledge.commands import command_help, render_help
+
+    protocol = conv.target.protocol
+    if args:
+        name = " ".join(args)
+        if name.startswith(":"):
+            meta = META_COMMANDS.get(name[1:].lower())
+            if meta is None:
+                raise MailtalkError(f"no mailtalk command {name}; :help lists them")
+            ui.show_block(f"{meta.usage}\n  {meta.summary}")
+            return
+        entry = command_help(protocol, name)
+        if entry is None:
+            raise MailtalkError(f"{name.upper()} is not a {protocol.upper()} command I know")
+        ui.show_block(render_help(entry))
+        return
+    valid = ", ".join(conv.core.valid_commands()) or "(none: wait, or :reconnect)"
+    lines = [
+        f"{protocol.upper()} commands valid now ({conv.core.state_name}): {valid}",
+        f"Usually next: {conv.core.next_hint()}",
+        "",
+        "mailtalk commands (never sent to the server):",
+    ]
+    for meta in META_COMMANDS.values():
+        if len(meta.usage) <= 28:
+            lines.append(f"  {meta.usage:<28} {meta.summary}")
+        else:  # a long usage gets a line of its own: the list stays within 80 columns
+            lines += [f"  {meta.usage}", f"  {'':<28} {meta.summary}"]
+    lines.append("")
+    lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
+    ui.show_block("\n".join(lines))
+
+
+def _example(protocol: str) -> str:
+    return {"smtp": "RCPT", "pop3": "RETR", "imap": "FETCH"}.get(protocol, "QUIT")
+
+
+def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    conv.starttls()
+
+
+def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if not args or len(args) > 2:
+        raise MailtalkError("usage: :auth plain|login [USER]")
+    mechanism = args[0].upper()
+    user = args[1] if len(args) > 1 else conv.target.user
+    if not user:
+        raise MailtalkError("usage: :auth plain|login USER (no user in the URL to default to)")
+    # What the server offers is settled before anyone is asked for a password.
+    conv.prepare_auth(mechanism)
+    from mailtalk.client.credentials import netrc_lookup
+
+    found = netrc_lookup(conv.target.host, user)
+    if found.problem:
+        ui.note(found.problem, "warning")
+    secret = found.password
+    if secret is not None:
+        ui.note(f"password for {user} from {found.shown_path}")
+    else:
+        secret = ui.ask_secret(f"password for {user}: ")
+    reply = conv.authenticate(mechanism, user, secret)
+    if reply.reply_class is ReplyClass.POSITIVE:
+        ui.note(f"authenticated as {user}")
+
+
+def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if args and args[0] in ("on", "off"):
+        ui.raw = args[0] == "on"
+    else:
+        ui.raw = not ui.raw
+    ui.note(
+        "raw mode on: the exact bytes sent (C:) and received (S:), escaped"
+        if ui.raw
+        else "raw mode off"
+    )
+
+
+def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if len(args) != 1:
+        raise MailtalkError("usage: :save FILE")
+    lines = conv.transcript.save(args[0])
+    ui.note(f"transcript saved to {args[0]} ({lines} lines)")
+
+
+def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if len(args) != 1:
+        raise MailtalkError("usage: :file PATH (after DATA got 354)")
+    if not getattr(conv.core, "in_data", False):
+        raise MailtalkError(":file sends a message after DATA got 354; send DATA first")
+    path = Path(args[0]).expanduser()
+    try:
+        message = path.read_bytes()
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise MailtalkError(f"cannot read {path}: {reason}") from None
+    if len(message) >= PROGRESS_THRESHOLD:
+        callback = ui.progress(len(message), f"sending {path.name}")
+        try:
+            conv.send_message(message, callback, source=str(path))
+        finally:
+            ui.done_progress()
+    else:
+        conv.send_message(message, source=str(path))
+    ui.note(f"sent {path} ({len(message)} bytes), dot-stuffed, ended by '.'")
+
+
+def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.explain.view import to_text
+    from mailtalk.knowledge.explain import explain
+
+    if args:
+        # Any reply, code or response code; the session's protocol settles
+        # what is ambiguous (OVERQUOTA alone in an IMAP session).
+        text = args[0]
+        explanation = explain(text)
+        if not explanation.known or explanation.protocol is None:
+            explanation = explain(text, conv.target.protocol)
+        if not explanation.known:
+            raise MailtalkError(f"{text!r} is not a reply or a code; try :explain 550 or 5.7.1")
+    else:
+        if conv.last_final is None:
+            raise MailtalkError("no reply yet: :explain ARG explains any reply or code")
+        explanation = conv.explain_event(conv.last_final, conv.last_final_command)
+    ui.show_block(to_text(explanation, colour=getattr(ui, "block_colour", False)))
+
+
+def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if not args:
+        where = conv.recorder.path
+        ui.note(f"recording to {where}" if where else "not recording; :record FILE starts")
+        return
+    if args[0] == "stop" and len(args) == 1:
+        path = conv.finish_recording()
+        if path is None:
+            raise MailtalkError("not recording; :record FILE starts")
+        ui.note(f"wrote {path}: replay it with mailtalk run {shlex.quote(path)}")
+        return
+    if len(args) != 1:
+        raise MailtalkError("usage: :record FILE, or :record stop")
+    path = os.path.expanduser(args[0])
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise MailtalkError(f"cannot write in {directory}")
+    conv.recorder.path = path
+    ui.note(
+        f"recording to {path} from the start of this connection (written at :record stop "
+        "or when you leave)"
+    )
+
+
+def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    changes: dict[str, object] = {}
+    words = iter(args)
+    for word in words:
+        if word == "--insecure":
+            changes["insecure"] = True
+        elif word == "--cafile":
+            name = next(words, None)
+            if name is None:
+                raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+            path = Path(name).expanduser()
+            if not os.access(path, os.R_OK) or not (path.is_file() or path.is_dir()):
+                raise MailtalkError(f"cannot read {path}: :reconnect --cafile needs a CA file")
+            changes["cafile"] = str(path)
+            changes["insecure"] = False
+        else:
+            raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+    if changes:
+        # Kept for the rest of the session: a later :starttls or :reconnect uses them too.
+        conv.options = replace(conv.options, **changes)  # type: ignore[arg-type]
+    conv.reconnect()
+
+
+def _quit(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    raise QuitRequested
+
+
+META_COMMANDS: Final[dict[str, MetaCommand]] = {
+    command.name: command
+    for command in (
+        MetaCommand("help", ":help [COMMAND]", "what is valid now, or explain a command", _help),
+        MetaCommand(
+            "explain", ":explain [REPLY]", "explain the last reply, or any reply or code", _explain
+        ),
+        MetaCommand(
+            "starttls", ":starttls", "start TLS (EHLO first if needed; STLS for POP3)", _starttls
+        ),
+        MetaCommand(
+            "auth",
+            ":auth plain|login [USER]",
+            "log in (if offered); asks the password unechoed",
+            _auth,
+        ),
+        MetaCommand("raw", ":raw [on|off]", "show the exact bytes sent and received", _raw),
+        MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
+        MetaCommand(
+            "record", ":record FILE|stop", "write the session as a replayable file", _record
+        ),
+        MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
+        MetaCommand(
+            "reconnect",
+            ":reconnect [--cafile FILE] [--insecure]",
+            "connect again, trusting FILE or skipping checks",
+            _reconnect,
+        ),
+        MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),
+    )
+}
+
+
+def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
+    """Run one ``:command``; raises MailtalkError with a one-line message on misuse."""
+    name, _, rest = line[1:].strip().partition(" ")
+    if name.lower() == "explain":
+        # a reply is free text: "isn't" must not trip shell quoting
+        _explain(conv, ui, [rest.strip()] if rest.strip() else [])
+        return
+    try:
+        words = shlex.split(line[1:])
+    except ValueError as error:
+        raise MailtalkError(f"cannot parse {line!r}: {error}") from None
+    if not words:
+        raise MailtalkError("':' alone means nothing; :help lists mailtalk's commands")
+    name = words[0].lower()
+    command = META_COMMANDS.get(name)
+    if command is None:
+        raise MailtalkError(f"unknown command :{name}; :help lists mailtalk's commands")
+    command.handler(conv, ui, words[1:])
+
+
+def secret_from_environment() -> str | None:
+    """The password for non-interactive :auth, from MAILTALK_PASSWORD."""
+    from mailtalk.client.credentials import environment_password
+
+    return environment_password()

@@ -1,0 +1,1 @@
+"""One-shot mail jobs: send a message, find and probe MX hosts, diagnose refusals."""

@@ -1,0 +1,110 @@
+"""``mailtalk diagnose``: find out why mail is refused, from the live servers' answers.
+
+Each diagnosis gathers evidence (DNS, the server's replies, what changes with
+STARTTLS or AUTH), then gives a verdict in one sentence and the steps to fix it,
+for the user and for the server's admin. :class:`Report` is what they all print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from mailtalk.exitcodes import ExitCode
+
+
+@dataclass
+class Report:
+    kind: str  # which diagnosis: "relay", "sender", "login"
+    verdict: str  # a short name for machines: "relay_denied_auth_fixes", ...
+    summary: str  # the verdict in one sentence
+    evidence: list[str] = field(default_factory=list)
+    fixes_user: list[str] = field(default_factory=list)
+    fixes_admin: list[str] = field(default_factory=list)
+    security: str | None = None  # a security finding (an open relay)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "diagnosis": self.kind,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "security": self.security,
+            "evidence": self.evidence,
+            "fixes": {"user": self.fixes_user, "admin": self.fixes_admin},
+            "facts": self.facts,
+        }
+
+    def write(self, as_json: bool, out: TextIO | None = None, brief: bool = False) -> None:
+        """The report: JSON, or text; ``brief``: only the verdict and the evidence,
+        for readers who know the lesson."""
+        from mailtalk.terminal import safe_strings, safe_text
+
+        target = out or sys.stdout
+        if as_json:
+            # the evidence and the transcript quote the servers: no raw control in them
+            target.write(json.dumps(safe_strings(self.to_json()), ensure_ascii=False) + "\n")
+            return
+        import textwrap
+
+        def block(title: str, items: list[str], bullet: str) -> None:
+            if not items:
+                return
+            target.write(f"\n{title}\n")
+            for item in items:
+                target.write(
+                    textwrap.fill(
+                        safe_text(item),
+                        80,
+                        initial_indent=f"  {bullet} ",
+                        subsequent_indent=" " * (3 + len(bullet)),
+                        break_on_hyphens=False,
+                    )
+                    + "\n"
+                )
+
+        def paragraph(text: str) -> None:
+            target.write(
+                textwrap.fill(
+                    safe_text(text), 80, subsequent_indent="  ", break_on_hyphens=False
+                )
+                + "\n"
+            )
+
+        paragraph(f"Verdict: {self.summary}")
+        if self.security:
+            paragraph(f"SECURITY: {self.security}")
+        block("Evidence", self.evidence, "-")
+        if brief:
+            target.flush()
+            return
+        block("What to do, as the user", self.fixes_user, "•")
+        block("What to do, as the server's admin", self.fixes_admin, "•")
+        target.flush()
+
+
+def run_report(
+    diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool, brief: bool = False
+) -> int:
+    """Run a diagnosis and print its report; a bad argument or a server that cannot be
+    reached is one line on standard error with its exit status."""
+    import click
+
+    from mailtalk.errors import UsageError, one_line
+    from mailtalk.exitcodes import ExitCode
+    from mailtalk.mail.send import SendFailed
+
+    try:
+        report, code = diagnosis()
+    except UsageError as error:
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        return ExitCode.USAGE
+    except SendFailed as error:
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        return int(error.exit_code)
+    report.write(as_json, brief=brief)
+    return int(code)

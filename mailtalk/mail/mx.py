@@ -1,0 +1,514 @@
+"""``mailtalk mx DOMAIN``: where mail for a domain goes, and (``--probe``) who answers there.
+
+The lookup is :func:`mailtalk.net.mx.lookup_mx`; this module shows it: rich on a
+terminal, plain text in a pipe (as ``explain_view`` does), one JSON object with
+``--json``. ``--probe`` connects to every address of every MX, as a sending MTA
+would, and reports the banner, the EHLO extensions, whether STARTTLS is offered
+and works (certificate subject, expiry and verification), and how long each step
+took. It stops there: QUIT, no MAIL FROM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from mailtalk.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from mailtalk.net.mx import MXResult
+    from mailtalk.net.tls import TLSInfo
+    from mailtalk.net.transport import Transport
+    from mailtalk.protocols.smtp import Reply, SMTPConnection
+
+_STATUS_STYLE = {
+    "ok": "green",
+    "implicit": "green",
+    "null": "yellow",
+    "nxdomain": "red",
+    "nodata": "red",
+    "servfail": "red",
+    "timeout": "red",
+}
+
+
+# --- probing -------------------------------------------------------------------------
+
+
+@dataclass
+class TLSProbe:
+    works: bool
+    version: str = ""
+    cipher: str = ""
+    subject: str = ""
+    issuer: str = ""
+    not_after: str = ""  # ISO date
+    san: list[str] = field(default_factory=list)
+    verified: bool = False
+    verify_error: str | None = None  # why the certificate is not trusted, if it is not
+    error: str | None = None  # why TLS did not work at all
+    summary: str = ""
+    ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "works": self.works,
+            "version": self.version,
+            "cipher": self.cipher,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "not_after": self.not_after,
+            "san": self.san,
+            "verified": self.verified,
+            "verify_error": self.verify_error,
+            "error": self.error,
+            "ms": self.ms,
+        }
+
+
+@dataclass
+class Probe:
+    """What one address of one MX said."""
+
+    host: str
+    address: str
+    port: int
+    connect_ms: float | None = None
+    banner: str = ""
+    banner_ms: float | None = None
+    ehlo: list[str] = field(default_factory=list)  # the extension lines, as sent
+    ehlo_ms: float | None = None
+    starttls_offered: bool = False
+    tls: TLSProbe | None = None
+    ehlo_after_tls: list[str] = field(default_factory=list)
+    error: str | None = None
+    total_ms: float | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The server greeted with a 2xx: it would take a delivery attempt."""
+        return self.banner.startswith("2")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "address": self.address,
+            "port": self.port,
+            "answered": self.answered,
+            "connect_ms": self.connect_ms,
+            "banner": self.banner,
+            "banner_ms": self.banner_ms,
+            "ehlo": self.ehlo,
+            "ehlo_ms": self.ehlo_ms,
+            "starttls_offered": self.starttls_offered,
+            "tls": self.tls.to_json() if self.tls else None,
+            "ehlo_after_tls": self.ehlo_after_tls,
+            "error": self.error,
+            "total_ms": self.total_ms,
+        }
+
+
+def _ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+class _Session:
+    """A bare SMTP client conversation: the protocol core over a transport."""
+
+    def __init__(self, transport: Transport) -> None:
+        from mailtalk.protocols.smtp import SMTPConnection
+
+        self.transport = transport
+        self.core: SMTPConnection = SMTPConnection()
+
+    def reply(self) -> Reply:
+        from mailtalk.errors import ServerClosedError
+        from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA
+        from mailtalk.protocols.smtp import Reply
+
+        while True:
+            event = self.core.next_event()
+            if isinstance(event, Reply):
+                return event
+            if event is CONNECTION_CLOSED:
+                raise ServerClosedError("the server closed the connection")
+            assert event is NEED_DATA
+            self.core.receive_data(self.transport.recv())
+
+    def command(self, line: str) -> Reply:
+        self.transport.send(self.core.send_line(line))
+        return self.reply()
+
+
+def _extension_lines(reply: Reply) -> list[str]:
+    return [line.strip() for line in reply.lines[1:]] if reply.code // 100 == 2 else []
+
+
+def _converse(
+    host: str,
+    address: str,
+    port: int,
+    timeout: float,
+    insecure: bool,
+    probe: Probe | None,
+    cafile: str | None = None,
+) -> TLSInfo | None:
+    """Connect, greet, EHLO, STARTTLS if offered, EHLO again, QUIT; fill in ``probe``.
+
+    Returns the TLS session's facts, or None if TLS was not offered or refused.
+    Raises TransportError/MailtalkError when the conversation breaks.
+    """
+    from mailtalk.client.conversation import client_name
+    from mailtalk.net.transport import Transport, TransportOptions
+    from mailtalk.protocols.common import first_line
+
+    options = TransportOptions(
+        timeout=timeout, insecure=insecure, server_hostname=host, cafile=cafile
+    )
+    start = time.monotonic()
+    transport = Transport.connect(address, port, options)
+    try:
+        if probe is not None:
+            probe.connect_ms = _ms(start)
+        session = _Session(transport)
+        banner = session.reply()
+        if probe is not None:
+            probe.banner = first_line(banner)
+            probe.banner_ms = _ms(start)
+        if banner.code // 100 != 2:
+            return None
+        sent = time.monotonic()
+        ehlo = session.command(f"EHLO {client_name()}")
+        if probe is not None:
+            probe.ehlo = _extension_lines(ehlo) or ([first_line(ehlo)] if ehlo.code >= 400 else [])
+            probe.ehlo_ms = _ms(sent)
+            probe.starttls_offered = "STARTTLS" in session.core.extensions
+        if "STARTTLS" not in session.core.extensions:
+            _quit(session)
+            return None
+        reply = session.command("STARTTLS")
+        if reply.code != 220:
+            if probe is not None:
+                probe.tls = TLSProbe(False, error=f"STARTTLS refused: {first_line(reply)}")
+            return None
+        sent = time.monotonic()
+        info = transport.start_tls()
+        session.core.tls_started()
+        if probe is not None:
+            probe.tls = TLSProbe(True, ms=_ms(sent))
+        again = session.command(f"EHLO {client_name()}")
+        if probe is not None:
+            probe.ehlo_after_tls = _extension_lines(again)
+        _quit(session)
+        return info
+    finally:
+        transport.close()
+
+
+def _quit(session: _Session) -> None:
+    # The probe is done: a rude goodbye changes nothing.
+    with contextlib.suppress(Exception):
+        session.command("QUIT")
+
+
+def probe_address(
+    host: str, address: str, port: int, timeout: float, cafile: str | None = None
+) -> Probe:
+    """Talk to one MX address as a sending MTA would, up to EHLO after STARTTLS."""
+    from mailtalk.errors import MailtalkError, one_line
+    from mailtalk.net.transport import TLSError, TLSVerificationError, TransportError
+    from mailtalk.protocols.common import RemoteProtocolError
+
+    probe = Probe(host, address, port)
+    start = time.monotonic()
+    try:
+        info = _converse(host, address, port, timeout, insecure=False, probe=probe, cafile=cafile)
+        if info is not None and probe.tls is not None:
+            _fill_tls(probe.tls, info)
+    except TLSVerificationError as error:
+        # The handshake works but the certificate is not trusted: look again without
+        # checking, to show what it is. (MTAs mostly deliver over such TLS anyway.)
+        reason = str(error).split(". ")[0]
+        second = Probe(host, address, port)
+        try:
+            info = _converse(host, address, port, timeout, insecure=True, probe=second)
+        except (TransportError, MailtalkError, RemoteProtocolError) as again:
+            probe.tls = TLSProbe(False, verify_error=reason, error=one_line(again))
+        else:
+            tls = second.tls or TLSProbe(False, error="the second look found no TLS")
+            tls.verify_error = reason
+            if info is not None:
+                _fill_tls(tls, info)
+            probe.tls = tls
+            probe.ehlo_after_tls = second.ehlo_after_tls
+    except TLSError as error:
+        probe.tls = TLSProbe(False, error=str(error))
+    except (TransportError, MailtalkError, RemoteProtocolError, OSError) as error:
+        probe.error = one_line(error) if not isinstance(error, OSError) else str(error)
+    probe.total_ms = _ms(start)
+    return probe
+
+
+def _fill_tls(tls: TLSProbe, info: TLSInfo) -> None:
+    tls.version = info.version
+    tls.cipher = info.cipher
+    tls.subject = info.subject
+    tls.issuer = info.issuer
+    tls.not_after = info.not_after.strftime("%Y-%m-%d") if info.not_after else ""
+    tls.san = list(info.san)
+    tls.verified = info.verified and tls.verify_error is None
+    tls.summary = info.summary()
+
+
+def probe_all(
+    result: MXResult, port: int, timeout: float, cafile: str | None = None
+) -> list[Probe]:
+    probes = []
+    for host in result.hosts:
+        if host.host == ".":
+            continue
+        for address in host.addresses:
+            probes.append(probe_address(host.host, address, port, timeout, cafile))
+    return probes
+
+
+# --- what to say ---------------------------------------------------------------------
+
+
+def lesson(result: MXResult) -> str:
+    domain = result.domain
+    if result.status == "implicit":
+        return (
+            f"Mail to @{domain} does not go from the sender's computer to the recipient's: "
+            f"with no MX record, the sender's mail server hands the message to {domain}'s "
+            "own address; the recipient's mail program later fetches it from there."
+        )
+    if result.status == "ok":
+        first = result.hosts[0].host if result.hosts else domain
+        return (
+            f"Mail to @{domain} does not go from the sender's computer to the recipient's: "
+            f"the sender's mail server looks up these records and hands the message to "
+            f"{first} (lowest preference first, the next if it does not answer); the "
+            "recipient's mail program later fetches it from there."
+        )
+    if result.status == "null":
+        return (
+            f"Mail to @{domain} is refused by the sender's own mail server, which reads this "
+            "record and bounces the message at once instead of trying to deliver it."
+        )
+    if result.status in ("nxdomain", "nodata"):
+        return (
+            f"The sender's mail server finds no MX for @{domain} and bounces the message: "
+            "mail goes to a domain's MX, never straight to someone's computer."
+        )
+    return (
+        "Without a DNS answer the sender's mail server cannot know where mail for "
+        f"@{domain} goes: it keeps the message queued and tries again later."
+    )
+
+
+def exit_status(result: MXResult, probes: list[Probe] | None) -> int:
+    if result.status in ("servfail", "timeout"):
+        return int(ExitCode.CONNECT)
+    if not result.deliverable:
+        return int(ExitCode.FAILED)
+    if probes is not None and not any(p.answered for p in probes):
+        return int(ExitCode.FAILED)
+    return int(ExitCode.OK)
+
+
+@dataclass
+class _Line:
+    text: str
+    style: str = ""
+
+
+def _headline(result: MXResult, shown_name: str) -> str:
+    if shown_name != result.domain:  # an international name: say what DNS was asked
+        return f"{shown_name}: {result.message}"
+    return result.message
+
+
+def _host_rows(result: MXResult) -> list[tuple[str, str, str]]:
+    rows = []
+    for host in result.hosts:
+        if result.status == "null":
+            rows.append((str(host.preference), ".", "(null MX: no mail)"))
+            continue
+        label = host.host + (" (the domain itself)" if result.status == "implicit" else "")
+        where = ", ".join(host.addresses) if host.addresses else f"no address: {host.error}"
+        rows.append(("-" if result.status == "implicit" else str(host.preference), label, where))
+    return rows
+
+
+def _probe_lines(probe: Probe) -> list[_Line]:
+    """The probe as lines, what the server said (banner, EHLO, certificate names, errors)
+    with its control characters escaped."""
+    from mailtalk.terminal import safe_text
+
+    return [_Line(safe_text(line.text), line.style) for line in _probe_lines_as_said(probe)]
+
+
+def _probe_lines_as_said(probe: Probe) -> list[_Line]:
+    address = f"[{probe.address}]" if ":" in probe.address else probe.address
+    lines = [_Line(f"{probe.host} {address}:{probe.port}", "bold")]
+    if probe.connect_ms is None:
+        lines.append(_Line(f"  cannot connect: {probe.error}", "red"))
+        return lines
+    lines.append(_Line(f"  connected in {probe.connect_ms:g} ms"))
+    if probe.banner:
+        style = "" if probe.answered else "red"
+        lines.append(_Line(f"  banner ({probe.banner_ms:g} ms): {probe.banner}", style))
+    if probe.ehlo or probe.ehlo_ms is not None:
+        ehlo = ", ".join(probe.ehlo) or "(no extensions)"
+        lines.append(_Line(f"  EHLO ({probe.ehlo_ms:g} ms): {ehlo}"))
+    if probe.answered and probe.ehlo_ms is not None:
+        if not probe.starttls_offered:
+            lines.append(_Line("  STARTTLS: not offered (mail to it travels in clear)", "yellow"))
+        elif probe.tls is not None:
+            lines += _tls_lines(probe.tls)
+        if probe.ehlo_after_tls and probe.ehlo_after_tls != probe.ehlo:
+            lines.append(_Line(f"  EHLO after TLS: {', '.join(probe.ehlo_after_tls)}"))
+    if probe.error:
+        lines.append(_Line(f"  error: {probe.error}", "red"))
+    if probe.total_ms is not None:
+        lines.append(_Line(f"  {probe.total_ms:g} ms in all", "dim"))
+    return lines
+
+
+def _tls_lines(tls: TLSProbe) -> list[_Line]:
+    if not tls.works:
+        return [_Line(f"  STARTTLS: offered but fails: {tls.error}", "red")]
+    took = f" ({tls.ms:g} ms)" if tls.ms is not None else ""
+    lines = [_Line(f"  STARTTLS: works{took}, {tls.version}, {tls.cipher}", "green")]
+    if tls.subject or tls.not_after:
+        expiry = f", expires {tls.not_after}" if tls.not_after else ""
+        names = f" ({', '.join(tls.san)})" if tls.san else ""
+        lines.append(
+            _Line(f"  certificate: {tls.subject or '(no subject)'}{names}, by {tls.issuer}{expiry}")
+        )
+    if tls.verified:
+        lines.append(_Line("  certificate verified", "green"))
+    elif tls.verify_error:
+        lines.append(_Line(f"  certificate NOT verified: {tls.verify_error}", "yellow"))
+    return lines
+
+
+def _shown_name(domain: str, result: MXResult) -> str:
+    typed = domain.strip().rstrip(".")
+    return f"{typed} (in DNS {result.domain})" if typed.lower() != result.domain else result.domain
+
+
+def _plain(
+    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+) -> None:
+    import textwrap
+
+    from mailtalk.terminal import plain_width
+
+    width = plain_width()
+    out.write(_headline(result, shown) + "\n")
+    rows = _host_rows(result)
+    if rows:
+        pref_w = max(len(r[0]) for r in rows)
+        host_w = max(len(r[1]) for r in rows)
+        for pref, host, where in rows:
+            out.write(f"  {pref:>{pref_w}}  {host:<{host_w}}  {where}\n")
+    out.write(f"resolver: {result.resolver}\n")
+    if not brief:
+        out.write("\n" + textwrap.fill(lesson(result), width) + "\n")
+    if probes is not None:
+        out.write("\nProbe:\n" if probes else "\nProbe: no MX address to connect to\n")
+        for probe in probes:
+            for line in _probe_lines(probe):
+                out.write(line.text + "\n")
+    out.flush()
+
+
+def _rich(
+    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=out, highlight=False, emoji=False)
+    style = _STATUS_STYLE.get(result.status, "")
+    console.print(Text(_headline(result, shown), style=f"bold {style}"))
+    rows = _host_rows(result)
+    if rows:
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        table.add_column("pref", justify="right", style="cyan")
+        table.add_column("MX host", style="bold")
+        table.add_column("addresses")
+        for pref, host, where in rows:
+            table.add_row(Text(pref), Text(host), Text(where))
+        console.print(table)
+    console.print(Text(f"resolver: {result.resolver}", style="dim"))
+    if not brief:
+        console.print()
+        console.print(Text(lesson(result), style="italic"))
+    if probes is not None:
+        console.print()
+        console.print(Text("Probe" if probes else "Probe: no MX address to connect to", "bold"))
+        for probe in probes:
+            for line in _probe_lines(probe):
+                console.print(Text(line.text, style=line.style))
+
+
+def run_mx(
+    domain: str,
+    resolver: str | None = None,
+    probe: bool = False,
+    port: int = 25,
+    timeout: float = 5.0,
+    as_json: bool = False,
+    stream: TextIO | None = None,
+    cafile: str | None = None,
+    brief: bool = False,
+) -> int:
+    """Show DOMAIN's MX picture; the exit status (see ``mailtalk mx --help``).
+    ``brief``: without the lesson (the paragraph on how mail travels)."""
+    from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
+
+    out = stream or sys.stdout
+    if "@" in domain:  # an address: the domain after the last @ is what DNS is asked
+        domain = domain.rpartition("@")[2]
+    try:
+        if domain.strip().startswith("["):
+            raise ValueError(f"{domain!r} is an address literal: it has no MX, mail goes there")
+        ascii_domain(domain)
+    except ValueError as error:
+        print(f"mailtalk: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    dns_resolver = Resolver(resolver, timeout)
+    try:
+        dns_resolver.resolver  # noqa: B018 - a bad --resolver is a usage error, said now
+    except ValueError as error:
+        print(f"mailtalk: --resolver {resolver}: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    result = lookup_mx(domain, dns_resolver)
+    probes = probe_all(result, port, timeout, cafile) if probe else None
+    status = exit_status(result, probes)
+    shown = _shown_name(domain, result)
+    if as_json:
+        document: dict[str, Any] = result.to_json()
+        document["deliverable"] = result.deliverable
+        document["lesson"] = lesson(result)
+        if probes is not None:
+            document["probe"] = [p.to_json() for p in probes]
+        document["exit"] = status
+        from mailtalk.terminal import safe_strings
+
+        out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
+        out.flush()
+    elif out.isatty() or os.environ.get("FORCE_COLOR"):
+        _rich(result, shown, probes, out, brief)
+    else:
+        _plain(result, shown, probes, out, brief)
+    return status

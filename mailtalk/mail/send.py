@@ -1,0 +1,451 @@
+"""``mailtalk send``: deliver one message, as an MTA (to the MX) or a mail client (to --server).
+
+Without ``--server`` the recipients are grouped by domain and each domain's MX
+hosts are tried in preference order, the next one after a connection failure or a
+4xx (RFC 5321 5.1), exactly the path the course material teaches: the message goes
+to the recipient domain's MX, not to the recipient's computer. With ``--server``
+it goes there, optionally with STARTTLS or implicit TLS and AUTH, as a mail client
+sends to its provider. The whole conversation is shown, every failure explained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import click
+
+from mailtalk.client.conversation import Conversation
+from mailtalk.client.options import SessionOptions
+from mailtalk.errors import MailtalkError, UsageError, exit_code_for, one_line
+from mailtalk.exitcodes import ExitCode
+from mailtalk.net.target import Target
+from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
+from mailtalk.terminal import safe_text
+
+STAGES = ("connect", "ehlo", "tls", "auth", "mail", "rcpt")
+
+
+class SendFailed(MailtalkError):
+    """A server refused; ``temporary`` says whether another MX may do better."""
+
+    def __init__(self, message: str, temporary: bool, exit_code: ExitCode = ExitCode.FAILED):
+        super().__init__(message)
+        self.temporary = temporary
+        self.exit_code = exit_code
+
+
+def split_address(address: str, what: str) -> tuple[str, str]:
+    """``local@domain`` checked: one readable UsageError for anything else."""
+    from mailtalk.net.mx import ascii_domain
+
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or any(c in text for c in " <>\r\n\t,;"):
+        raise UsageError(f"{what} {address!r} is not an address like name@example.org")
+    try:
+        ascii_domain(domain)
+    except ValueError as error:
+        raise UsageError(f"{what} {address!r}: {error}") from None
+    return local, domain
+
+
+def _attach_message(
+    message: Any, data: bytes, name: str, notes: list[str] | None
+) -> bool:
+    """Attach ``data`` (an .eml) as message/rfc822, which RFC 2046 5.2.1 allows only
+    as 7bit, 8bit or binary: never base64. False when the file cannot be carried so
+    (a NUL or a line over 998 bytes needs binary, which SMTP DATA cannot carry)."""
+    import email
+    import email.policy
+
+    lines = data.replace(b"\r\n", b"\n").split(b"\n")
+    if b"\0" in data or any(len(line) > 998 for line in lines):
+        if notes is not None:
+            notes.append(
+                f"{name} has NUL bytes or lines over 998 bytes, so it cannot go as "
+                "message/rfc822 (7bit or 8bit only): attached as application/octet-stream"
+            )
+        return False
+    inner = email.message_from_bytes(data, policy=email.policy.default)
+    cte = "7bit" if data.isascii() else "8bit"
+    message.add_attachment(inner, cte=cte, filename=name)
+    return True
+
+
+def build_message(options: dict[str, Any], notes: list[str] | None = None) -> bytes:
+    """The message: --data as it is, or one built from --subject/--body/--header/--attach.
+    Anything worth saying about how it was built is added to ``notes``."""
+    if options.get("data_file"):
+        with open(options["data_file"], "rb") as file:
+            return file.read()
+    import email.policy
+    import email.utils
+    import mimetypes
+    from email.message import EmailMessage
+
+    # refold_source="none": an attached message's own headers stay as they were
+    message = EmailMessage(policy=email.policy.SMTP.clone(refold_source="none"))
+    message["From"] = options["sender"]
+    message["To"] = ", ".join(options["recipients"])
+    message["Subject"] = options.get("subject") or "mailtalk test message"
+    message["Date"] = email.utils.formatdate(localtime=True)
+    domain = options["sender"].rpartition("@")[2] or "mailtalk.invalid"
+    message["Message-ID"] = email.utils.make_msgid("mailtalk", domain=domain)
+    message["X-Mailer"] = "mailtalk"
+    for header in options.get("headers") or ():
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip() or any(c in name for c in " \t"):
+            raise UsageError(f"--header {header!r}: give 'Name: value'")
+        message[name.strip()] = value.strip()
+    body = options.get("body")
+    message.set_content(
+        (body if body is not None else "This is a test message sent by mailtalk.") + "\n"
+    )
+    for path in options.get("attachments") or ():
+        kind, _ = mimetypes.guess_type(path)
+        maintype, subtype = (kind or "application/octet-stream").split("/", 1)
+        with open(path, "rb") as file:
+            data = file.read()
+        name = os.path.basename(path)
+        if (maintype, subtype) == ("message", "rfc822"):
+            if _attach_message(message, data, name, notes):
+                continue
+            maintype, subtype = "application", "octet-stream"
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message.as_bytes()
+
+
+@dataclass
+class Listener:
+    """Shows the conversation (``C:``/``S:`` lines, notes, explanations) or keeps it
+    for --json."""
+
+    out: TextIO
+    as_json: bool
+    started: float = field(default_factory=time.monotonic)
+    lines: list[dict[str, object]] = field(default_factory=list)
+
+    def _line(self, direction: str, text: str) -> None:
+        text = safe_text(text)  # the server's words, in JSON too: never a raw control
+        if self.as_json:
+            self.lines.append(
+                {"t": round(time.monotonic() - self.started, 6), "dir": direction, "text": text}
+            )
+            return
+        prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
+        self.out.write(prefix + text + "\n")
+        self.out.flush()
+
+    def sent(self, text: str, typed: bool) -> None:
+        self._line("C", text)
+
+    def event(self, event: ServerEvent, latency: float) -> None:
+        text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        for part in text.split("\n"):
+            self._line("S", part.removesuffix("\r"))
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self._line("explain" if kind == "explain" else "#", text)
+
+    def closed(self) -> None:
+        self._line("#", "the server closed the connection")
+
+
+def _check(event: ServerEvent, what: str) -> None:
+    if event.reply_class is ReplyClass.POSITIVE:
+        return
+    temporary = event.reply_class is ReplyClass.TRANSIENT
+    raise SendFailed(f"{what} refused: {first_line(event)}", temporary)
+
+
+def password_for(user: str, host: str) -> str:
+    """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
+    from mailtalk.client.credentials import find_password
+
+    secret = find_password(host, user)
+    if secret:
+        return secret
+    raise SendFailed(
+        f"no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run on a "
+        "terminal to be asked",
+        temporary=False,
+        exit_code=ExitCode.AUTH,
+    )
+
+
+def converse(
+    target: Target,
+    options: dict[str, Any],
+    recipients: list[str],
+    message: bytes,
+    listener: Listener,
+) -> list[str]:
+    """One SMTP conversation; the recipients the server accepted (the message sent to
+    them), or an exception saying what failed."""
+    from mailtalk.client.conversation import client_name
+
+    session = SessionOptions(
+        target=target,
+        starttls=False,
+        insecure=bool(options.get("insecure")),
+        cafile=options.get("cafile"),
+        timeout=float(options.get("timeout") or 30.0),
+    )
+    conv = Conversation(session, listener)
+    conv.recorder.enabled = False
+    conv.explain_inline = not options.get("brief")  # --brief: no lesson under refusals
+    quit_after = options.get("quit_after")
+    finished = False
+    try:
+        conv.open()
+        conv.wait_greeting()
+        if conv.last_final is not None:
+            _check(conv.last_final, "the greeting")
+        if quit_after == "connect":
+            return _quit(conv, recipients)
+        helo = options.get("helo") or client_name()
+        conv.send_line(f"EHLO {helo}")
+        reply = conv.wait_final()
+        if reply.reply_class is ReplyClass.PERMANENT:
+            conv.send_line(f"HELO {helo}")
+            reply = conv.wait_final()
+        _check(reply, "EHLO")
+        if quit_after == "ehlo":
+            return _quit(conv, recipients)
+        if options.get("starttls") and target.tls != "implicit":
+            conv.starttls()
+            conv.send_line(f"EHLO {helo}")
+            _check(conv.wait_final(), "EHLO after STARTTLS")
+        if quit_after == "tls":
+            return _quit(conv, recipients)
+        user = options.get("auth_user")
+        if user:
+            offered = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
+            if not offered:
+                listener.note(
+                    "the server did not offer AUTH"
+                    + (
+                        ""
+                        if getattr(conv.core, "tls", False)
+                        else " (often offered only after STARTTLS: try --starttls)"
+                    ),
+                    "warning",
+                )
+            reply = conv.authenticate(
+                options.get("auth_mechanism", "plain"), user, password_for(user, target.host)
+            )
+            if reply.reply_class is not ReplyClass.POSITIVE:
+                raise SendFailed(
+                    f"authentication refused: {first_line(reply)}",
+                    temporary=False,
+                    exit_code=ExitCode.AUTH,
+                )
+        if quit_after == "auth":
+            return _quit(conv, recipients)
+        conv.send_line(f"MAIL FROM:<{options['sender']}>")
+        _check(conv.wait_final(), "MAIL FROM")
+        if quit_after == "mail":
+            return _quit(conv, recipients)
+        accepted = []
+        refusals = []
+        for recipient in recipients:
+            conv.send_line(f"RCPT TO:<{recipient}>")
+            reply = conv.wait_final()
+            if reply.reply_class is ReplyClass.POSITIVE:
+                accepted.append(recipient)
+            else:
+                refusals.append((reply, recipient))
+        if not accepted:
+            temporary = all(r.reply_class is ReplyClass.TRANSIENT for r, _ in refusals)
+            first = refusals[0][0]
+            raise SendFailed(f"every recipient refused: {first_line(first)}", temporary)
+        if quit_after == "rcpt":
+            return _quit(conv, accepted)
+        conv.send_line("DATA")
+        reply = conv.wait_final()
+        if reply.reply_class is not ReplyClass.INTERMEDIATE:
+            _check(reply, "DATA")
+        _send_with_progress(conv, message, listener.as_json)
+        listener.note(f"message of {len(message)} bytes, dot-stuffed")
+        listener.sent(".", typed=False)
+        _check(conv.wait_final(), "the message")
+        finished = True
+        _quit(conv, accepted)
+        return accepted
+    finally:
+        if not finished and quit_after is None and not conv.closed:
+            # refused half-way: say goodbye properly, as an MTA does
+            with contextlib.suppress(Exception):
+                _quit(conv, [])
+        conv.close()
+
+
+# Messages this big get a progress bar on a terminal (attachments, --data).
+PROGRESS_THRESHOLD = 1024 * 1024
+
+
+def _send_with_progress(conv: Conversation, message: bytes, as_json: bool) -> None:
+    if as_json or len(message) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        conv.send_message(message)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("sending the message", total=len(message))
+        conv.send_message(message, lambda done: progress.update(task, completed=done))
+
+
+def _quit(conv: Conversation, recipients: list[str]) -> list[str]:
+    if not conv.closed:
+        conv.send_line("QUIT")
+        with contextlib.suppress(MailtalkError):
+            conv.wait_final(timeout=5)
+    return recipients
+
+
+def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> list[Target]:
+    from mailtalk.net.mx import Resolver, lookup_mx
+
+    timeout = min(float(options.get("timeout") or 30), 10.0)
+    result = lookup_mx(domain, Resolver(options.get("resolver"), timeout))
+    # A lookup that finds nowhere to deliver is said once, as the error.
+    if result.status in ("nxdomain", "null", "nodata"):
+        raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
+    if result.status in ("servfail", "timeout"):
+        shown = domain if result.domain == domain.lower() else f"{domain} ({result.domain})"
+        raise SendFailed(
+            f"cannot find the MX of {shown}: {result.message}",
+            temporary=True,
+            exit_code=ExitCode.CONNECT,
+        )
+    listener.note(f"MX of {result.domain}: {result.message}")
+    for host in result.hosts:
+        if host.addresses:
+            listener.note(f"  {host.preference:>3} {host.host} {' '.join(host.addresses)}")
+        else:
+            listener.note(f"  {host.preference:>3} {host.host} ({host.error})")
+    targets = []
+    port = int(options.get("mx_port") or 25)
+    for host in result.hosts:
+        for address in host.addresses:
+            targets.append(Target("smtp", address, port, "none", None))
+    if not targets:
+        raise SendFailed(
+            f"no MX host of {domain} has an address", temporary=True, exit_code=ExitCode.CONNECT
+        )
+    return targets
+
+
+def run_send(**options: Any) -> int:
+    out = sys.stdout
+    as_json = bool(options.get("as_json"))
+    listener = Listener(out, as_json)
+    recipients = list(options["recipients"])
+    try:
+        split_address(options["sender"], "--from")
+        domains: dict[str, list[str]] = {}
+        for recipient in recipients:
+            domains.setdefault(split_address(recipient, "--to")[1].lower(), []).append(recipient)
+        if options.get("starttls") and options.get("implicit_tls"):
+            raise UsageError("--starttls and --tls exclude each other")
+        notes: list[str] = []
+        message = build_message(options, notes)
+        for note in notes:
+            listener.note(note, "warning")
+    except UsageError as error:
+        click.echo(f"mailtalk: {error}", err=True)
+        return ExitCode.USAGE
+    except OSError as error:
+        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        return ExitCode.USAGE
+
+    delivered: list[str] = []
+    failures: list[tuple[str, str, int]] = []
+    groups: list[tuple[list[Target], list[str]]] = []
+    if options.get("server"):
+        from mailtalk.net.target import parse_shortcut
+
+        try:
+            target = parse_shortcut("smtp", options["server"], bool(options.get("implicit_tls")))
+        except ValueError as error:
+            click.echo(f"mailtalk: --server: {error}", err=True)
+            return ExitCode.USAGE
+        groups = [([target], recipients)]
+    else:
+        for domain, members in domains.items():
+            try:
+                groups.append((_targets_for(domain, options, listener), members))
+            except SendFailed as error:
+                failures.append((", ".join(members), str(error), int(error.exit_code)))
+    for targets, members in groups:
+        last_error: tuple[str, int] | None = None
+        for target in targets:
+            listener.note(f"connecting to {target.display}")
+            try:
+                delivered += converse(target, options, members, message, listener)
+                last_error = None
+                break
+            except SendFailed as error:
+                last_error = (str(error), int(error.exit_code))
+                if not error.temporary or options.get("server"):
+                    break
+                listener.note(f"{error}; trying the next MX host")
+            except Exception as error:  # connection and TLS trouble: the next MX may do
+                if not _expected(error):
+                    raise
+                last_error = (one_line(error), int(exit_code_for(error)))
+                if options.get("server"):
+                    break
+                listener.note(f"{one_line(error)}; trying the next MX host")
+        if last_error is not None:
+            failures.append((", ".join(members), *last_error))
+
+    if as_json:
+        for line in listener.lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "result": "sent" if not failures else "failed",
+                    "accepted": delivered,
+                    "failures": [
+                        {"recipients": who, "error": safe_text(why), "exit_code": code}
+                        for who, why, code in failures
+                    ],
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
+    else:
+        for who, why, _ in failures:
+            click.echo(f"mailtalk: {who}: {safe_text(why)}", err=True)
+        if delivered and not failures:
+            stage = options.get("quit_after")
+            done = f"stopped after {stage} as asked" if stage else "accepted"
+            out.write(f"# {done}: {', '.join(delivered)}\n")
+    if failures:
+        return failures[0][2]
+    return ExitCode.OK
+
+
+def _expected(error: BaseException) -> bool:
+    from mailtalk.errors import is_expected
+
+    return is_expected(error)
