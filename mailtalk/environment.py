@@ -1,0 +1,158 @@
+"""Where a command's input comes from and its output goes, and what that allows.
+
+One object, made once by the CLI (``Environment.from_process()``) and passed down, holds
+the standard streams, whether each is a terminal, the environment variables, the width
+to wrap at and the XDG directories. Every decision that depends on them is made here and
+nowhere else: the output mode (JSON, rich text for a terminal, plain text for a pipe),
+colour (``NO_COLOR``, ``FORCE_COLOR``, ``TERM=dumb``), the width, and whether a prompt
+can be shown. Tests build one with ``Environment.for_test()`` to swap any of them, as
+httpie's ``Environment`` lets its tests do.
+
+Kept light: importing it costs nothing a fast command (``--version``, ``explain``) would
+not pay anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+
+class OutputMode(enum.Enum):
+    """How a command writes its result."""
+
+    JSON = "json"  # one JSON document (or one a line): --json
+    RICH = "rich"  # styled for a terminal
+    PLAIN = "plain"  # plain text for a pipe or file, wrapped at ``width()``
+
+
+# A plain-text width when nothing says otherwise, and the narrowest we wrap at.
+DEFAULT_WIDTH = 80
+MIN_WIDTH = 40
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The streams and settings a command runs with."""
+
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdin_isatty: bool = False
+    stdout_isatty: bool = False
+    stderr_isatty: bool = False
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_process(cls) -> Environment:
+        """This process's streams and environment."""
+        return cls(
+            stdin=sys.stdin,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            stdin_isatty=_isatty(sys.stdin),
+            stdout_isatty=_isatty(sys.stdout),
+            stderr_isatty=_isatty(sys.stderr),
+            variables=os.environ,
+        )
+
+    @classmethod
+    def for_test(cls, **changes: object) -> Environment:
+        """Streams that are not terminals and no variables, unless ``changes`` say so."""
+        return cls(variables={}, **changes)  # type: ignore[arg-type]
+
+    # -- variables ----------------------------------------------------------------
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.variables.get(name, default)
+
+    @property
+    def debug(self) -> bool:
+        """``MAILTALK_DEBUG=1``: show tracebacks (``--debug`` says the same)."""
+        return self.get("MAILTALK_DEBUG") == "1"
+
+    # -- decisions ----------------------------------------------------------------
+
+    def interactive(self) -> bool:
+        """A person at a terminal on both ends: the REPL rather than pipe mode."""
+        return self.stdin_isatty and self.stdout_isatty
+
+    def can_prompt(self) -> bool:
+        """A password can be asked for without echo."""
+        return self.stdin_isatty
+
+    def colour(self, stream: str = "stdout") -> bool:
+        """Colour on ``stream`` ("stdout" or "stderr"): only on a terminal, never with
+        ``NO_COLOR`` (no-color.org) or ``TERM=dumb``; ``FORCE_COLOR`` forces it."""
+        if self.get("NO_COLOR"):
+            return False
+        if self.get("FORCE_COLOR"):
+            return True
+        tty = self.stdout_isatty if stream == "stdout" else self.stderr_isatty
+        return tty and self.get("TERM") != "dumb"
+
+    def output_mode(self, as_json: bool = False) -> OutputMode:
+        """The one place that chooses JSON, rich or plain output for standard output.
+
+        Rich output needs a terminal (or ``FORCE_COLOR``); ``NO_COLOR`` keeps the layout
+        and drops the colour, which the rich console does by itself.
+        """
+        if as_json:
+            return OutputMode.JSON
+        if self.stdout_isatty or self.get("FORCE_COLOR"):
+            return OutputMode.RICH
+        return OutputMode.PLAIN
+
+    def width(self, default: int = DEFAULT_WIDTH) -> int:
+        """How wide to write: ``$COLUMNS`` when set, else the terminal's width on a
+        terminal, else ``default``; never narrower than 40."""
+        columns = self.get("COLUMNS")
+        if columns:
+            try:
+                return max(MIN_WIDTH, int(columns))
+            except ValueError:
+                pass
+        if self.stdout_isatty:
+            return max(MIN_WIDTH, shutil.get_terminal_size((default, 24)).columns)
+        return default
+
+    def plain_width(self, default: int = DEFAULT_WIDTH) -> int:
+        """How wide to wrap text written to a pipe: ``$COLUMNS`` when set, else ``default``."""
+        columns = self.get("COLUMNS")
+        try:
+            return max(MIN_WIDTH, int(columns)) if columns else default
+        except ValueError:
+            return default
+
+    # -- XDG base directories -----------------------------------------------------
+
+    def _base(self, variable: str, fallback: str) -> Path:
+        value = self.get(variable)
+        # The spec says relative paths are invalid and must be ignored.
+        if value and os.path.isabs(value):
+            return Path(value)
+        home = self.get("HOME")
+        return (Path(home) if home else Path.home()) / fallback
+
+    def state_dir(self) -> Path:
+        return self._base("XDG_STATE_HOME", ".local/state") / "mailtalk"
+
+    def data_dir(self) -> Path:
+        return self._base("XDG_DATA_HOME", ".local/share") / "mailtalk"
+
+    def history_file(self) -> Path:
+        return self.state_dir() / "history"
+
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed or odd stream
+        return False
+
