@@ -5,23 +5,26 @@ the standard streams, whether each is a terminal, the environment variables, the
 to wrap at and the XDG directories. Every decision that depends on them is made here and
 nowhere else: the output mode (JSON, rich text for a terminal, plain text for a pipe),
 colour (``NO_COLOR``, ``FORCE_COLOR``, ``TERM=dumb``), the width, and whether a prompt
-can be shown. Tests build one with ``Environment.for_test()`` to swap any of them, as
-httpie's ``Environment`` lets its tests do.
+can be shown, and whether to show tracebacks (``--debug``, ``MAILTALK_DEBUG``). Tests
+build one with ``Environment.for_test()`` to swap any of them, as httpie's
+``Environment`` lets its tests do.
 
 Kept light: importing it costs nothing a fast command (``--version``, ``explain``) would
-not pay anyway.
+not pay anyway; ``shutil`` and ``pathlib`` are imported by the methods that need them.
 """
 
 from __future__ import annotations
 
 import enum
+import io
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class OutputMode(enum.Enum):
@@ -48,9 +51,10 @@ class Environment:
     stdout_isatty: bool = False
     stderr_isatty: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
+    debug_option: bool = False  # --debug was given
 
     @classmethod
-    def from_process(cls) -> Environment:
+    def from_process(cls, debug_option: bool = False) -> Environment:
         """This process's streams and environment."""
         return cls(
             stdin=sys.stdin,
@@ -60,12 +64,20 @@ class Environment:
             stdout_isatty=_isatty(sys.stdout),
             stderr_isatty=_isatty(sys.stderr),
             variables=os.environ,
+            debug_option=debug_option,
         )
 
     @classmethod
     def for_test(cls, **changes: object) -> Environment:
-        """Streams that are not terminals and no variables, unless ``changes`` say so."""
-        return cls(variables={}, **changes)  # type: ignore[arg-type]
+        """In-memory streams (an empty standard input; ``stdout.getvalue()`` is what was
+        written) that are not terminals, and no variables, unless ``changes`` say so."""
+        streams: dict[str, object] = {
+            "stdin": io.StringIO(),
+            "stdout": io.StringIO(),
+            "stderr": io.StringIO(),
+            "variables": {},
+        }
+        return cls(**{**streams, **changes})  # type: ignore[arg-type]
 
     # -- variables ----------------------------------------------------------------
 
@@ -74,8 +86,8 @@ class Environment:
 
     @property
     def debug(self) -> bool:
-        """``MAILTALK_DEBUG=1``: show tracebacks (``--debug`` says the same)."""
-        return self.get("MAILTALK_DEBUG") == "1"
+        """Show tracebacks: ``--debug``, or ``MAILTALK_DEBUG=1``."""
+        return self.debug_option or self.get("MAILTALK_DEBUG") == "1"
 
     # -- decisions ----------------------------------------------------------------
 
@@ -119,6 +131,8 @@ class Environment:
             except ValueError:
                 pass
         if self.stdout_isatty:
+            import shutil
+
             return max(MIN_WIDTH, shutil.get_terminal_size((default, 24)).columns)
         return default
 
@@ -133,6 +147,8 @@ class Environment:
     # -- XDG base directories -----------------------------------------------------
 
     def _base(self, variable: str, fallback: str) -> Path:
+        from pathlib import Path
+
         value = self.get(variable)
         # The spec says relative paths are invalid and must be ignored.
         if value and os.path.isabs(value):
