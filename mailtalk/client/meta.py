@@ -2,6 +2,8 @@
 
 Shared by the REPL and the pipe mode; what differs between them (asking for a
 password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
+What each command is for is written once, in the knowledge base
+(``knowledge/commands.toml``, ``[meta.NAME]``); this module holds what each does.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.errors import MailtalkError
 from mailtalk.protocols.common import ReplyClass
+
+if TYPE_CHECKING:
+    from mailtalk.knowledge.commands import CommandHelp
 
 # Files above this size get a progress bar when sent with :file.
 PROGRESS_THRESHOLD: Final = 1024 * 1024
@@ -27,8 +32,13 @@ class QuitRequested(Exception):
 
 class MetaUI(Protocol):
     raw: bool
+    block_colour: bool  # whether show_block may be given ANSI colours
 
     def note(self, text: str, kind: str = "info") -> None: ...
+
+    def block_width(self) -> int:
+        """How wide a block (an explanation) may be."""
+        ...
 
     def ask_secret(self, prompt: str) -> str: ...
 
@@ -43,10 +53,30 @@ class MetaUI(Protocol):
 
 @dataclass(frozen=True)
 class MetaCommand:
+    """A ``:command``: what it does here, its words in the knowledge base."""
+
     name: str
-    usage: str
-    summary: str
     handler: Callable[[Conversation, MetaUI, list[str]], None]
+
+    @property
+    def help(self) -> CommandHelp:
+        """Its entry in ``knowledge/commands.toml`` (read on first use)."""
+        from mailtalk.knowledge.commands import command_help
+
+        entry = command_help("meta", self.name)
+        if entry is None:
+            raise LookupError(f"commands.toml has no [meta.{self.name}]")
+        return entry
+
+    @property
+    def usage(self) -> str:
+        """``:auth plain|login [USER]``"""
+        return self.help.syntax
+
+    @property
+    def brief(self) -> str:
+        """The short line of lists: :help, the completion menu, the man page."""
+        return self.help.brief
 
 
 def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -59,7 +89,7 @@ def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             meta = META_COMMANDS.get(name[1:].lower())
             if meta is None:
                 raise MailtalkError(f"no mailtalk command {name}; :help lists them")
-            ui.show_block(f"{meta.usage}\n  {meta.summary}")
+            ui.show_block(f"{meta.usage}\n  {meta.brief}")
             return
         entry = command_help(protocol, name)
         if entry is None:
@@ -75,9 +105,9 @@ def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     ]
     for meta in META_COMMANDS.values():
         if len(meta.usage) <= 28:
-            lines.append(f"  {meta.usage:<28} {meta.summary}")
+            lines.append(f"  {meta.usage:<28} {meta.brief}")
         else:  # a long usage gets a line of its own: the list stays within 80 columns
-            lines += [f"  {meta.usage}", f"  {'':<28} {meta.summary}"]
+            lines += [f"  {meta.usage}", f"  {'':<28} {meta.brief}"]
     lines.append("")
     lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
     ui.show_block("\n".join(lines))
@@ -173,7 +203,7 @@ def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         if conv.last_final is None:
             raise MailtalkError("no reply yet: :explain ARG explains any reply or code")
         explanation = conv.explain_event(conv.last_final, conv.last_final_command)
-    ui.show_block(to_text(explanation, colour=getattr(ui, "block_colour", False)))
+    ui.show_block(to_text(explanation, ui.block_colour, ui.block_width()))
 
 
 def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -227,35 +257,20 @@ def _quit(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     raise QuitRequested
 
 
+# In the order :help, the completion menu and the man page list them.
 META_COMMANDS: Final[dict[str, MetaCommand]] = {
-    command.name: command
-    for command in (
-        MetaCommand("help", ":help [COMMAND]", "what is valid now, or explain a command", _help),
-        MetaCommand(
-            "explain", ":explain [REPLY]", "explain the last reply, or any reply or code", _explain
-        ),
-        MetaCommand(
-            "starttls", ":starttls", "start TLS (EHLO first if needed; STLS for POP3)", _starttls
-        ),
-        MetaCommand(
-            "auth",
-            ":auth plain|login [USER]",
-            "log in (if offered); asks the password unechoed",
-            _auth,
-        ),
-        MetaCommand("raw", ":raw [on|off]", "show the exact bytes sent and received", _raw),
-        MetaCommand("save", ":save FILE", "write the transcript so far (secrets redacted)", _save),
-        MetaCommand(
-            "record", ":record FILE|stop", "write the session as a replayable file", _record
-        ),
-        MetaCommand("file", ":file PATH", "send an .eml file as the message (in DATA)", _file),
-        MetaCommand(
-            "reconnect",
-            ":reconnect [--cafile FILE] [--insecure]",
-            "connect again, trusting FILE or skipping checks",
-            _reconnect,
-        ),
-        MetaCommand("quit", ":quit", "leave (Ctrl-D does too)", _quit),
+    name: MetaCommand(name, handler)
+    for name, handler in (
+        ("help", _help),
+        ("explain", _explain),
+        ("starttls", _starttls),
+        ("auth", _auth),
+        ("raw", _raw),
+        ("save", _save),
+        ("record", _record),
+        ("file", _file),
+        ("reconnect", _reconnect),
+        ("quit", _quit),
     )
 }
 
@@ -279,9 +294,3 @@ def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
         raise MailtalkError(f"unknown command :{name}; :help lists mailtalk's commands")
     command.handler(conv, ui, words[1:])
 
-
-def secret_from_environment() -> str | None:
-    """The password for non-interactive :auth, from MAILTALK_PASSWORD."""
-    from mailtalk.client.credentials import environment_password
-
-    return environment_password()

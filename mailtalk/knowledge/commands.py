@@ -41,7 +41,8 @@ class CommandHelp:
     """One command of one protocol, or one of mailtalk's own (protocol ``"meta"``).
 
     Meta entries have an empty ``rfc`` and no ``states``; their ``name`` keeps the
-    leading colon (``":help"``).
+    leading colon (``":help"``), and their ``brief`` is the short line of lists
+    (``:help``, the completion menu, the man page).
     """
 
     protocol: str
@@ -52,6 +53,7 @@ class CommandHelp:
     rfc: str
     example: str
     states: tuple[str, ...]
+    brief: str = ""
 
 
 def _text(table: dict[str, Any], key: str, where: str) -> str:
@@ -77,6 +79,7 @@ def _entry(protocol: str, key: str, table: Any) -> CommandHelp:
         rfc=_text(table, "rfc", where),
         example=_text(table, "example", where),
         states=tuple(states),
+        brief=_text(table, "brief", where),
     )
 
 

@@ -126,7 +126,7 @@ def _suggest_meta(core: ClientCore, text: str) -> list[Suggestion]:
     if not words or (len(words) == 1 and not completing_new):
         prefix = words[0] if words else ""
         return [
-            Suggestion(":" + m.name, m.summary)
+            Suggestion(":" + m.name, m.brief)
             for m in META_COMMANDS.values()
             if m.name.startswith(prefix.lower())
         ]
