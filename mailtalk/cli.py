@@ -5,22 +5,45 @@ are imported only when they run or are listed, so ``mailtalk --version`` builds
 none of their options. Kept light on purpose: ``--version`` and every ``--help``
 must not import prompt_toolkit, rich, dnspython or asyncio, so the modules that
 need them are imported inside the commands that use them.
+
+The Environment (``mailtalk.environment``: streams, tty flags, variables, colour,
+output mode, width, XDG paths, ``--debug``) is made here, once per invocation, by the
+root group, and kept as the root context's ``obj``; a test swaps it with
+``CliRunner().invoke(cli, args, obj=Environment.for_test(...))``. A command takes it
+as its first argument with ``@pass_environment`` and hands it to its feature's
+``run(options, env)``::
+
+    @cli.command()
+    @click.argument("url")
+    @pass_environment
+    def connect(env: Environment, url: str) -> None:
+        from mailtalk.client.command import ConnectOptions, run
+
+        sys.exit(run(ConnectOptions(...), env))
+
+Nothing below the CLI reads ``sys.stdout.isatty()`` or ``os.environ`` to decide how
+to write: it asks the Environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mailtalk import __version__
 from mailtalk.exitcodes import EXIT_CODE_HELP, ExitCode
 
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 EXIT_STATUS_EPILOG = "\b\nExit status:\n" + "\n".join(
     f"  {int(code):<4} {text}" for code, text in EXIT_CODE_HELP.items()
@@ -106,7 +129,7 @@ class MailtalkGroup(click.Group):
         except Exception as error:  # the one place that turns any error into a line
             from mailtalk.errors import exit_code_for, one_line
 
-            if _debug_enabled(ctx):
+            if environment_of(ctx).debug:
                 raise
             click.echo(f"mailtalk: {one_line(error)}", err=True)
             if exit_code_for(error) == ExitCode.FAILED and not _is_known(error):
@@ -143,26 +166,13 @@ class OutputFile(click.Path):
         super().__init__(dir_okay=False, writable=True)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mailtalk.terminal import output_file_problem
+
         path = os.fsdecode(super().convert(value, param, ctx))
         problem = output_file_problem(path)
         if problem:
             self.fail(problem, param, ctx)
         return path
-
-
-def output_file_problem(path: str) -> str | None:
-    """Why ``path`` cannot be written, in one sentence; None when it can."""
-    target = os.path.expanduser(path)
-    if os.path.isdir(target):
-        return f"{path} is a directory"
-    if os.path.exists(target):
-        return None if os.access(target, os.W_OK) else f"cannot write {path}: permission denied"
-    directory = os.path.dirname(target) or "."
-    if not os.path.isdir(directory):
-        return f"cannot write {path}: there is no directory {directory}"
-    if not os.access(directory, os.W_OK):
-        return f"cannot write {path}: the directory {directory} is not writable"
-    return None
 
 
 def _listing_order(name: str) -> int:
@@ -176,9 +186,25 @@ def _is_known(error: BaseException) -> bool:
     return is_expected(error)
 
 
-def _debug_enabled(ctx: click.Context) -> bool:
+def environment_of(ctx: click.Context) -> Environment:
+    """The Environment of this invocation: the one the root group made (or a test gave),
+    else this process's, with ``--debug`` if it was given."""
+    from mailtalk.environment import Environment
+
     root = ctx.find_root()
-    return bool(root.params.get("debug")) or os.environ.get("MAILTALK_DEBUG") == "1"
+    if isinstance(root.obj, Environment):
+        return root.obj
+    return Environment.from_process(debug_option=bool(root.params.get("debug")))
+
+
+def pass_environment(command: Callable[..., R]) -> Callable[..., R]:
+    """Hand a command the invocation's Environment as its first argument (``env``)."""
+
+    @functools.wraps(command)
+    def with_environment(*args: Any, **kwargs: Any) -> R:
+        return command(environment_of(click.get_current_context()), *args, **kwargs)
+
+    return with_environment
 
 
 @click.group(
@@ -192,7 +218,8 @@ def _debug_enabled(ctx: click.Context) -> bool:
 )
 @click.version_option(__version__, "-V", "--version", prog_name="mailtalk")
 @click.option("--debug", is_flag=True, help="Show the full trace of unexpected errors.")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Talk SMTP, POP3 and IMAP to mail servers, with a tool that knows each protocol.
 
     You type the raw protocol, as with telnet; mailtalk completes what is valid
@@ -200,6 +227,14 @@ def cli(debug: bool) -> None:
     where you are in the conversation. Lines starting with ":" are mailtalk's
     own commands (:help lists them).
     """
+    import dataclasses
+
+    from mailtalk.environment import Environment
+
+    if not isinstance(ctx.obj, Environment):
+        ctx.obj = Environment.from_process(debug_option=debug)
+    elif debug:
+        ctx.obj = dataclasses.replace(ctx.obj, debug_option=True)
 
 
 def main() -> None:

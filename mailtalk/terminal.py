@@ -17,6 +17,24 @@ def plain_width(default: int = 80) -> int:
         return default
 
 
+def output_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written, in one sentence; None when it can.
+
+    Asked before any work is done (the command line's --transcript, --record and
+    --junit, and ``mailtalk run``'s report), not after the conversation."""
+    target = os.path.expanduser(path)
+    if os.path.isdir(target):
+        return f"{path} is a directory"
+    if os.path.exists(target):
+        return None if os.access(target, os.W_OK) else f"cannot write {path}: permission denied"
+    directory = os.path.dirname(target) or "."
+    if not os.path.isdir(directory):
+        return f"cannot write {path}: there is no directory {directory}"
+    if not os.access(directory, os.W_OK):
+        return f"cannot write {path}: the directory {directory} is not writable"
+    return None
+
+
 # What must never reach a terminal, a log or a report as it came from the network:
 # C0 controls but TAB (ESC starts escape sequences: window titles, screen clears;
 # CR moves back over what was printed), DEL, C1 controls (0x9b is a one-character

@@ -10,6 +10,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
 
 @dataclass(frozen=True)
@@ -75,18 +79,22 @@ def netrc_password(host: str, user: str | None, path: str | None = None) -> str 
     return netrc_lookup(host, user, path).password
 
 
-def environment_password() -> str | None:
-    return os.environ.get("MAILTALK_PASSWORD")
+def terminal_asker(env: Environment) -> Callable[[str], str | None]:
+    """A way to ask for a password: without echo when ``env`` has a terminal on standard
+    input; else one that answers None (a pipe, a script read from standard input, CI)."""
+    if not env.can_prompt():
+        return lambda prompt: None
+    import getpass
+
+    return lambda prompt: getpass.getpass(prompt) or None
 
 
 def ask_on_terminal(prompt: str) -> str | None:
-    """Ask without echo when standard input is a terminal; None otherwise (a pipe, a
-    script read from standard input, CI)."""
-    if not sys.stdin.isatty():
-        return None
-    import getpass
+    """``terminal_asker`` for this process: the default of ``find_password`` for the
+    callers that are not handed an Environment."""
+    from mailtalk.environment import Environment
 
-    return getpass.getpass(prompt) or None
+    return terminal_asker(Environment.from_process())(prompt)
 
 
 def find_password(

@@ -1,12 +1,12 @@
 """How server events look on screen: lines with a style name, shared by REPL and pipe mode.
 
 Styles are names ("positive", "permanent", ...) so the REPL can map them to
-prompt_toolkit styles and the pipe mode to ANSI colours (or none, for NO_COLOR).
+prompt_toolkit styles and the pipe mode to ANSI colours (or none: whether is the
+Environment's ``colour()``, which knows NO_COLOR).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Final
 
@@ -41,15 +41,14 @@ RESET: Final = "\x1b[0m"
 StyledLine = list[tuple[str, str]]
 
 
-def color_enabled(stream_is_tty: bool) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
-    return stream_is_tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-
-
-def format_latency(seconds: float) -> str:
-    if seconds < 1:
+def format_latency(seconds: float, ms_below: float = 1.0, digits: int = 2) -> str:
+    """A time as mailtalk shows it: whole milliseconds below ``ms_below`` seconds, else
+    seconds to ``digits`` places. A reply's latency keeps the defaults ("42 ms",
+    "1.50 s"); ``mailtalk run`` gives a whole file's time in ms up to 10 s ("2480 ms",
+    "12.3 s")."""
+    if seconds < ms_below:
         return f"{seconds * 1000:.0f} ms"
-    return f"{seconds:.2f} s"
+    return f"{seconds:.{digits}f} s"
 
 
 def event_lines(event: ServerEvent, latency: float | None, raw: bool = False) -> list[StyledLine]:

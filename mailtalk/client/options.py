@@ -1,10 +1,13 @@
-"""Everything a session needs to know, gathered from the command line."""
+"""Everything a session needs to know: the settings the live-session engine works with.
+
+Built from a command's typed options (``client.command.ConnectOptions.session()`` for
+``mailtalk connect``), or directly by the features that drive a conversation themselves
+(``mailtalk run``, ``send``, ``diagnose``).
+"""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
-from typing import Any
 
 from mailtalk.net.target import Target
 
@@ -23,27 +26,3 @@ class SessionOptions:
     debug: bool = False
     record: str | None = None  # write the session as a session file here
     source_address: str | None = None  # connect from this local address
-
-    @classmethod
-    def from_cli(cls, target: Target, **options: Any) -> SessionOptions:
-        starttls = options.get("starttls")
-        if starttls is None:
-            starttls = target.tls == "starttls"
-        family = 0
-        if options.get("ipv4"):
-            family = socket.AF_INET
-        elif options.get("ipv6"):
-            family = socket.AF_INET6
-        return cls(
-            target=target,
-            starttls=bool(starttls) and target.tls != "implicit",
-            insecure=bool(options.get("insecure")),
-            cafile=options.get("cafile"),
-            timeout=float(options.get("timeout") or 30.0),
-            family=family,
-            transcript=options.get("transcript"),
-            show_secrets=bool(options.get("show_secrets")),
-            raw=bool(options.get("raw")),
-            debug=bool(options.get("debug")),
-            record=options.get("record"),
-        )

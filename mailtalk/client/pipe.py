@@ -8,14 +8,14 @@ the printed conversation is in order and a script never outruns the server.
 from __future__ import annotations
 
 import getpass
-import sys
 from collections.abc import Callable
 from typing import TextIO
 
 from mailtalk.client.conversation import Conversation
-from mailtalk.client.display import color_enabled, iter_event_lines, to_ansi
-from mailtalk.client.meta import QuitRequested, run_meta, secret_from_environment
+from mailtalk.client.display import iter_event_lines, to_ansi
+from mailtalk.client.meta import QuitRequested, run_meta
 from mailtalk.client.options import SessionOptions
+from mailtalk.environment import Environment
 from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TransportError
@@ -28,11 +28,15 @@ FAILURE_CLASSES = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 class PipeScreen:
     """Prints the conversation as ``C:``/``S:`` lines; notes go to stderr as ``# ...``."""
 
-    def __init__(self, out: TextIO, err: TextIO, raw: bool) -> None:
-        self.out = out
-        self.err = err
+    # :explain's block goes to stderr as "# " lines, whose escaping would show ANSI codes
+    block_colour = False
+
+    def __init__(self, env: Environment, raw: bool) -> None:
+        self.env = env
+        self.out: TextIO = env.stdout
+        self.err: TextIO = env.stderr
         self.raw = raw
-        self.colour = color_enabled(out.isatty())
+        self.colour = env.colour()
         self.failures = 0
         self._closed_untold = False
 
@@ -66,7 +70,7 @@ class PipeScreen:
 
     # MetaUI
     def ask_secret(self, prompt: str) -> str:
-        secret = secret_from_environment()
+        secret = self.env.variables.get("MAILTALK_PASSWORD")
         if secret is not None:
             return secret
         # getpass falls back to reading standard input when there is no terminal,
@@ -85,6 +89,9 @@ class PipeScreen:
                 "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
             ) from None
 
+    def block_width(self) -> int:
+        return self.env.width(100)
+
     def show_block(self, text: str) -> None:
         for line in text.splitlines():
             self.err.write(f"# {safe_text(line)}\n")
@@ -96,24 +103,26 @@ class PipeScreen:
         return None
 
 
-def _finish_recording(conv: Conversation) -> None:
+def _finish_recording(conv: Conversation, err: TextIO) -> None:
     try:
         written = conv.finish_recording()
     except OSError as error:
-        sys.stderr.write(f"mailtalk: could not write the recording: {error}\n")
+        err.write(f"mailtalk: could not write the recording: {error}\n")
         return
     if written:
-        sys.stderr.write(f"# wrote {written}\n")
+        err.write(f"# wrote {written}\n")
 
 
-def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
-    source = stdin or sys.stdin
-    screen = PipeScreen(sys.stdout, sys.stderr, options.raw)
+def run_pipe_mode(options: SessionOptions, env: Environment) -> int:
+    """The session with its lines read from ``env.stdin``; returns the exit status: 1
+    when a reply was a failure (4xx, 5xx, -ERR, NO, BAD), the error's status when the
+    session broke off."""
+    screen = PipeScreen(env, options.raw)
     conv = Conversation(options, screen)
     try:
         conv.start()
         screen.step_done()
-        for raw_line in source:
+        for raw_line in env.stdin:
             line = raw_line.rstrip("\r\n")
             if line.startswith(":") and not getattr(conv.core, "in_data", False):
                 try:
@@ -131,7 +140,7 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
                 conv.wait_final()
             screen.step_done()
     except (MailtalkError, TransportError, ProtocolError) as error:
-        sys.stderr.write(f"mailtalk: {one_line(error)}\n")
+        env.stderr.write(f"mailtalk: {one_line(error)}\n")
         conv.close()
         return int(exit_code_for(error))
     except KeyboardInterrupt:
@@ -139,6 +148,6 @@ def run_pipe(options: SessionOptions, stdin: TextIO | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     finally:
         conv.transcript.close()
-        _finish_recording(conv)
+        _finish_recording(conv, env.stderr)
     conv.close()
     return int(ExitCode.FAILED if screen.failures else ExitCode.OK)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from mailtalk.cli import cli
+from mailtalk.cli import cli, pass_environment
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
 
 class ReplyCommand(click.Command):
@@ -78,7 +82,9 @@ class ReplyCommand(click.Command):
     "the server handles the address's domain itself.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reply.")
+@pass_environment
 def explain(
+    env: Environment,
     reply: tuple[str, ...],
     protocol: str | None,
     command: str | None,
@@ -94,6 +100,9 @@ def explain(
     input is read, one reply a line (SMTP multi-line replies are joined), and
     lines that hold no reply are skipped.
     """
-    from mailtalk.explain.command import run_explain
+    from mailtalk.explain.command import ExplainOptions, run
 
-    sys.exit(run_explain(reply, protocol, command, as_json, banner=banner))
+    options = ExplainOptions(
+        words=reply, protocol=protocol, command=command, banner=banner, as_json=as_json
+    )
+    sys.exit(run(options, env))

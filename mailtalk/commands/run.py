@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailtalk.cli import cli
+from mailtalk.cli import cli, pass_environment
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
 
 @cli.command(
@@ -69,7 +72,10 @@ from mailtalk.cli import cli
     help="Seconds for connecting and for each reply.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the conversation as it happens.")
-def run(files: tuple[str, ...], variables: tuple[str, ...], **options: Any) -> None:
+@pass_environment
+def run(
+    env: Environment, files: tuple[str, ...], variables: tuple[str, ...], **options: Any
+) -> None:
     """Replay session files (.mt) against servers and check every reply.
 
     Each FILE is a conversation written down: C: lines the client sends, S:
@@ -78,6 +84,21 @@ def run(files: tuple[str, ...], variables: tuple[str, ...], **options: Any) -> N
     mismatch the file stops (or goes on with --keep-going) and mailtalk shows
     what was expected, what came, and what the reply means.
     """
-    from mailtalk.script.command import RunOptions, parse_variables, run_command
+    from mailtalk.script.command import RunOptions
+    from mailtalk.script.command import run as replay
 
-    sys.exit(run_command(files, RunOptions(variables=parse_variables(variables), **options)))
+    run_options = RunOptions(files=files, variables=_parse_variables(variables), **options)
+    if files.count("-") > 1:
+        raise click.UsageError("standard input (-) can be read once")
+    sys.exit(replay(run_options, env))
+
+
+def _parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--var NAME=VALUE`` pairs as a mapping."""
+    variables = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.UsageError(f"--var {pair!r}: give NAME=VALUE")
+        variables[name] = value
+    return variables

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, CAFile, F, OutputFile, _debug_enabled, cli
+from mailtalk.cli import EXIT_STATUS_EPILOG, CAFile, F, OutputFile, cli, pass_environment
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+    from mailtalk.net.target import Target
 
 
 def connection_options(func: F) -> F:
@@ -62,7 +66,10 @@ def connection_options(func: F) -> F:
     return func
 
 
-def _run(target_factory: Callable[[], Any], **options: Any) -> None:
+def _run(env: Environment, target_factory: Callable[[], Target], **options: Any) -> None:
+    """Parse the target, type the options (click's keyword arguments, one field each)
+    and talk: ``mailtalk.client.command.run``."""
+    from mailtalk.client.command import ConnectOptions, run
     from mailtalk.errors import UsageError
     from mailtalk.net.target import TargetError
 
@@ -70,21 +77,10 @@ def _run(target_factory: Callable[[], Any], **options: Any) -> None:
         target = target_factory()
     except TargetError as error:
         raise UsageError(str(error)) from None
-    if options["ipv4"] and options["ipv6"]:
+    connect = ConnectOptions(target=target, **options)
+    if connect.ipv4 and connect.ipv6:
         raise UsageError("-4 and -6 exclude each other")
-    from mailtalk.client.options import SessionOptions
-
-    debug = _debug_enabled(click.get_current_context())
-    session = SessionOptions.from_cli(target, debug=debug, **options)
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        from mailtalk.client.repl.app import run_repl
-
-        code = run_repl(session)
-    else:
-        from mailtalk.client.pipe import run_pipe
-
-        code = run_pipe(session)
-    sys.exit(code)
+    sys.exit(run(connect, env))
 
 
 @cli.command(
@@ -104,7 +100,8 @@ def _run(target_factory: Callable[[], Any], **options: Any) -> None:
 )
 @click.argument("url")
 @connection_options
-def connect(url: str, **options: Any) -> None:
+@pass_environment
+def connect(env: Environment, url: str, **options: Any) -> None:
     """Open an interactive session with the server at URL.
 
     URL is scheme://[user@]host[:port]. The user, if given, is what :auth
@@ -112,7 +109,7 @@ def connect(url: str, **options: Any) -> None:
     """
     from mailtalk.net.target import parse_url
 
-    _run(lambda: parse_url(url), **options)
+    _run(env, lambda: parse_url(url), **options)
 
 
 def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> None:
@@ -134,10 +131,11 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
     @click.argument("host_port", metavar="[USER@]HOST[:PORT]")
     @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
     @connection_options
-    def command(host_port: str, implicit_tls: bool, **options: Any) -> None:
+    @pass_environment
+    def command(env: Environment, host_port: str, implicit_tls: bool, **options: Any) -> None:
         from mailtalk.net.target import parse_shortcut
 
-        _run(lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
+        _run(env, lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
 
 
 _shortcut("smtp", "mail.example.com")

@@ -6,51 +6,64 @@ never prompt_toolkit, asyncio or dnspython, because people run it in loops.
 
 from __future__ import annotations
 
-import sys
-from typing import TextIO, cast
-
-import click
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from mailtalk.exitcodes import ExitCode
 from mailtalk.knowledge.replies import Protocol
 
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
-def run_explain(
-    words: tuple[str, ...],
-    protocol: str | None,
-    command: str | None,
-    as_json: bool,
-    stdin: TextIO | None = None,
-    banner: str | None = None,
-) -> int:
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What ``mailtalk explain`` was given: the reply as words (``("-",)`` reads
+    standard input, one reply a line), and what helps read it."""
+
+    words: tuple[str, ...]
+    protocol: str | None = None  # smtp, pop3 or imap, where the text alone does not say
+    command: str | None = None  # the command the reply answered
+    banner: str | None = None  # the server's greeting
+    as_json: bool = False
+
+
+def run(options: ExplainOptions, env: Environment) -> int:
+    """Explain the reply (or every reply on standard input); the exit status."""
     from mailtalk.explain.view import render_all
     from mailtalk.knowledge.explain import explain
     from mailtalk.knowledge.replies import looks_like_reply, split_replies
     from mailtalk.terminal import safe_text
 
-    proto = cast(Protocol | None, protocol)
-    if words == ("-",):
-        source = stdin or sys.stdin
+    proto = cast(Protocol | None, options.protocol)
+    command, banner = options.command, options.banner
+    if options.words == ("-",):
         # log lines quote what servers said: explained and echoed with controls escaped
-        lines = [safe_text(line.rstrip("\r\n")) for line in source]
+        lines = [safe_text(line.rstrip("\r\n")) for line in env.stdin]
         replies = [r for r in split_replies(lines) if looks_like_reply(r) or _matches(r, proto)]
         if not replies:
-            click.echo("mailtalk: no reply found on standard input", err=True)
+            _complain(env, "no reply found on standard input")
             return ExitCode.FAILED
-        render_all([explain(r, proto, command, banner=banner) for r in replies], as_json)
+        explanations = [explain(r, proto, command, banner=banner) for r in replies]
+        render_all(explanations, env, options.as_json)
         return ExitCode.OK
 
-    text = " ".join(words)
+    text = " ".join(options.words)
     explanation = explain(text, proto, command, banner=banner)
     if not explanation.known:
-        click.echo(
-            f"mailtalk: {text!r} is not a reply or a code I know; give a code (550, 5.7.1) "
+        _complain(
+            env,
+            f"{text!r} is not a reply or a code I know; give a code (550, 5.7.1) "
             "or a whole reply line, e.g. '550 5.7.1 Relaying denied'",
-            err=True,
         )
         return ExitCode.USAGE
-    render_all([explanation], as_json)
+    render_all([explanation], env, options.as_json)
     return ExitCode.OK
+
+
+def _complain(env: Environment, message: str) -> None:
+    env.stderr.write(f"mailtalk: {message}\n")
+    env.stderr.flush()
 
 
 def _matches(line: str, protocol: Protocol | None) -> bool:

@@ -4,8 +4,9 @@ pipe, JSON for machines.
 The layout is built once (:func:`layout`, a list of sections) and drawn by two back
 ends. rich draws on terminals (colour, the terminal's width); in a pipe, where
 people run ``explain`` in loops, the same layout is wrapped with textwrap, which
-saves importing rich (tens of milliseconds). ``FORCE_COLOR`` sends a pipe through
-rich too, as rich itself understands it.
+saves importing rich (tens of milliseconds). Which of the three is the Environment's
+choice (``Environment.output_mode``: ``FORCE_COLOR`` sends a pipe through rich too, as
+rich itself understands it).
 
 rich gets ``Text`` objects only, never markup, because replies carry brackets
 (``[IN-USE]``, ``[AUTHENTICATIONFAILED]``) that markup would eat.
@@ -14,10 +15,10 @@ rich gets ``Text`` objects only, never markup, because replies carry brackets
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
+
+from mailtalk.environment import Environment, OutputMode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _STYLE_OF_TRANSIENT = {True: "yellow", False: "red", None: "green"}
 _PLAIN_WIDTH = 80
+# An explanation in the REPL is easier to read at most this wide, however wide the terminal.
+_BLOCK_WIDTH = 100
 
 
 @dataclass
@@ -123,10 +126,10 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
 # --- rich ---------------------------------------------------------------------------
 
 
-def console(stream: TextIO | None = None) -> Console:
+def console(stream: TextIO) -> Console:
     from rich.console import Console
 
-    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=False, emoji=False)
+    return Console(file=stream, highlight=False, soft_wrap=False, emoji=False)
 
 
 def render(explanation: Explanation, out: Console) -> None:
@@ -156,11 +159,10 @@ def render(explanation: Explanation, out: Console) -> None:
         out.print(grid)
 
 
-def to_text(explanation: Explanation, colour: bool, width: int | None = None) -> str:
-    """The explanation as a string, for the REPL's :explain."""
-    import shutil
-
-    width = width or min(shutil.get_terminal_size((100, 24)).columns, 100)
+def to_text(explanation: Explanation, colour: bool, width: int) -> str:
+    """The explanation as a string, for the REPL's :explain, within ``width`` columns
+    (and 100)."""
+    width = min(width, _BLOCK_WIDTH)
     if not colour:
         return plain(explanation, width)
     import io
@@ -187,16 +189,16 @@ def json_line(explanation: Explanation) -> str:
     return json.dumps(explanation.to_json(), ensure_ascii=False)
 
 
-def render_all(
-    explanations: list[Explanation], as_json: bool, stream: TextIO | None = None
-) -> None:
-    target = stream or sys.stdout
-    if as_json:
+def render_all(explanations: list[Explanation], env: Environment, as_json: bool = False) -> None:
+    """Every explanation on ``env.stdout``, in the output mode ``env`` chooses."""
+    target = env.stdout
+    mode = env.output_mode(as_json)
+    if mode is OutputMode.JSON:
         for explanation in explanations:
             target.write(json_line(explanation) + "\n")
         target.flush()
         return
-    if target.isatty() or os.environ.get("FORCE_COLOR"):
+    if mode is OutputMode.RICH:
         out = console(target)
         for index, explanation in enumerate(explanations):
             if index:
@@ -204,9 +206,7 @@ def render_all(
                 out.rule(style="dim")
             render(explanation, out)
         return
-    from mailtalk.terminal import plain_width
-
-    width = plain_width(_PLAIN_WIDTH)
+    width = env.plain_width(_PLAIN_WIDTH)
     texts = [plain(explanation, width) for explanation in explanations]
     target.write(("\n\n" + "-" * min(width, 40) + "\n\n").join(texts) + "\n")
     target.flush()

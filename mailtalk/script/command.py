@@ -6,25 +6,29 @@ never half-runs a session against a production server.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TextIO
-
-import click
+from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.exitcodes import ExitCode
 from mailtalk.script.format import Data, EndLoop, Loop, Script, ScriptError, parse_file
 from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcript_line, write_junit
 from mailtalk.script.runner import RunResult, RunSettings, run_script
 
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+
 
 @dataclass(frozen=True)
 class RunOptions:
-    variables: dict[str, str]
+    """What ``mailtalk run`` was given: the files (``-`` for standard input, at most
+    once) and ``--var`` values, then its options."""
+
+    files: tuple[str, ...]
+    variables: Mapping[str, str]
     keep_going: bool = False
     junit: str | None = None
     tap: bool = False
@@ -36,20 +40,11 @@ class RunOptions:
     verbose: bool = False
 
 
-def parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
-    variables = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise click.UsageError(f"--var {pair!r}: give NAME=VALUE")
-        variables[name] = value
-    return variables
-
-
-def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
+def _secret_asker(env: Environment, from_stdin: bool) -> Callable[[str], str | None]:
     """Asks once per prompt, even with many threads; never when the script is on stdin."""
-    from mailtalk.client.credentials import ask_on_terminal
+    from mailtalk.client.credentials import terminal_asker
 
+    ask_terminal = terminal_asker(env)
     lock = threading.Lock()
     answers: dict[str, str | None] = {}
 
@@ -58,46 +53,55 @@ def _secret_asker(from_stdin: bool) -> Callable[[str], str | None]:
             return None
         with lock:
             if prompt not in answers:
-                answers[prompt] = ask_on_terminal(prompt)
+                answers[prompt] = ask_terminal(prompt)
             return answers[prompt]
 
     return ask
 
 
-def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    if files.count("-") > 1:
-        raise click.UsageError("standard input (-) can be read once")
+def _complain(env: Environment, message: str) -> int:
+    """Say why nothing runs; the exit status of a bad script or bad options."""
+    env.stderr.write(f"mailtalk: {message}\n")
+    env.stderr.flush()
+    return ExitCode.USAGE
+
+
+def _parse_all(options: RunOptions, env: Environment) -> list[Script] | str:
+    """Every file parsed and checked against the options, or why not (nothing runs)."""
     scripts: list[Script] = []
-    for path in files:
+    for path in options.files:
         try:
-            scripts.append(parse_file(path, options.variables))
+            scripts.append(parse_file(path, options.variables, env.variables))
         except ScriptError as error:
-            click.echo(f"mailtalk: {error}", err=True)
-            return ExitCode.USAGE
+            return str(error)
     for script in scripts:
         if options.reuse and not script.has_loop:
-            click.echo(
-                f"mailtalk: {script.name}: --reuse needs a loop ... end block in the file "
-                "(the part to repeat on one connection)",
-                err=True,
+            return (
+                f"{script.name}: --reuse needs a loop ... end block in the file "
+                "(the part to repeat on one connection)"
             )
-            return ExitCode.USAGE
-
     if options.junit:
         # find out now, not after every file has run and delivered its mail
-        from mailtalk.cli import output_file_problem
+        from mailtalk.terminal import output_file_problem
 
         problem = output_file_problem(options.junit)
         if problem:
-            click.echo(f"mailtalk: {problem}", err=True)
-            return ExitCode.USAGE
+            return problem
+    return scripts
+
+
+def run(options: RunOptions, env: Environment) -> int:
+    """Parse every file, replay each, report on ``env.stdout``; the exit status."""
+    out = env.stdout
+    scripts = _parse_all(options, env)
+    if isinstance(scripts, str):
+        return _complain(env, scripts)
     settings = RunSettings(
         timeout=options.timeout,
         keep_going=options.keep_going,
         # the transcript is kept only for the reports that print it
         record_transcript=options.as_json or bool(options.junit),
-        ask_secret=_secret_asker("-" in files),
+        ask_secret=_secret_asker(env, "-" in options.files),
     )
     results: list[RunResult] = []
     exit_code = ExitCode.OK
@@ -125,8 +129,7 @@ def run_command(files: tuple[str, ...], options: RunOptions, out: TextIO | None 
         try:
             write_junit(results, options.junit)
         except OSError as error:
-            click.echo(f"mailtalk: cannot write {options.junit}: {error.strerror}", err=True)
-            return ExitCode.USAGE
+            return _complain(env, f"cannot write {options.junit}: {error.strerror}")
     out.flush()
     return exit_code
 

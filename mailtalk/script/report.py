@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from mailtalk.client.display import format_latency
 from mailtalk.script.runner import Failure, Line, RunResult
 from mailtalk.terminal import safe_strings, safe_text
 
@@ -19,7 +20,8 @@ shown = safe_text
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+    """A file's time: milliseconds up to 10 s."""
+    return format_latency(seconds, ms_below=10, digits=1)
 
 
 def failure_lines(failure: Failure) -> list[str]:

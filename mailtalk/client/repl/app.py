@@ -9,8 +9,6 @@ reply still prints whenever it comes.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -24,18 +22,18 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.styles import Style
 
 from mailtalk.client.conversation import Conversation, ReplyTimeout
-from mailtalk.client.display import StyledLine, color_enabled, event_lines
+from mailtalk.client.display import StyledLine, event_lines
 from mailtalk.client.meta import QuitRequested, run_meta
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.repl.completer import ProtocolCompleter
 from mailtalk.client.repl.history import RedactingFileHistory
 from mailtalk.client.repl.toolbar import toolbar_fragments
+from mailtalk.environment import Environment
 from mailtalk.errors import MailtalkError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TLSVerificationError, TransportError
 from mailtalk.protocols.common import ProtocolError, ServerEvent
 from mailtalk.terminal import safe_text
-from mailtalk.xdg import history_file
 
 # Seconds of silence after connecting before the REPL says it is waiting for a greeting.
 GREETING_PATIENCE = 1.0
@@ -99,13 +97,14 @@ def wrap_words(
 class ReplScreen:
     """Listener and MetaUI for the REPL: prints styled lines above the prompt."""
 
-    def __init__(self, raw: bool) -> None:
+    def __init__(self, raw: bool, env: Environment) -> None:
         self.raw = raw
-        self.block_colour = color_enabled(sys.stdout.isatty())
+        self.env = env
+        self.block_colour = env.colour()
         self._bar: Any = None
         self._task: Any = None
         # Set by the Repl: the terminal's width now, and the conversation shown.
-        self.width: Callable[[], int] = lambda: shutil.get_terminal_size().columns
+        self.width: Callable[[], int] = env.width
         self.conv: Conversation | None = None
 
     def _print(self, line: StyledLine) -> None:
@@ -165,6 +164,9 @@ class ReplScreen:
         # A separate prompt with no history: the password is never stored.
         return ask(prompt, is_password=True)
 
+    def block_width(self) -> int:
+        return self.env.width(100)
+
     def show_block(self, text: str) -> None:
         print_formatted_text(ANSI(text) if "\x1b[" in text else text)
 
@@ -195,9 +197,12 @@ class ReplScreen:
 
 
 class Repl:
-    def __init__(self, options: SessionOptions) -> None:
+    """The prompt loop of one session; ``run()`` returns the exit status."""
+
+    def __init__(self, options: SessionOptions, env: Environment) -> None:
         self.options = options
-        self.screen = ReplScreen(options.raw)
+        self.env = env
+        self.screen = ReplScreen(options.raw, env)
         self.conv = Conversation(options, self.screen)
         self.conv.greeting_patience = GREETING_PATIENCE
         self.conv.close_after_quit = True
@@ -206,7 +211,7 @@ class Repl:
         self._watched_fd: int | None = None
         self.completer = ProtocolCompleter(lambda: self.conv.core, options.target.user)
         self.session: PromptSession[str] = PromptSession(
-            history=RedactingFileHistory(history_file(), self._redact),
+            history=RedactingFileHistory(env.history_file(), self._redact),
             completer=self.completer,
             complete_while_typing=True,
             bottom_toolbar=self._toolbar,
@@ -300,7 +305,7 @@ class Repl:
             self.conv.close()
             return int(ExitCode.INTERRUPTED)
         except (MailtalkError, TransportError, ProtocolError) as error:
-            print(f"mailtalk: {one_line(error)}", file=sys.stderr)
+            print(f"mailtalk: {one_line(error)}", file=self.env.stderr)
             self.conv.close()
             return int(exit_code_for(error))
         try:
@@ -358,10 +363,10 @@ class Repl:
         try:
             written = self.conv.finish_recording()
         except OSError as error:
-            print(f"mailtalk: could not write the recording: {error}", file=sys.stderr)
+            print(f"mailtalk: could not write the recording: {error}", file=self.env.stderr)
             return
         if written:
-            print(f"# wrote {written}: replay it with mailtalk run {written}", file=sys.stderr)
+            print(f"# wrote {written}: replay it with mailtalk run {written}", file=self.env.stderr)
 
     def _read_line(self) -> str:
         try:
@@ -445,6 +450,3 @@ def complete_now(buffer: Buffer, completer: Completer) -> None:
     buffer.complete_state = CompletionState(buffer.document, completions)
     buffer.on_completions_changed.fire()
 
-
-def run_repl(options: SessionOptions) -> int:
-    return Repl(options).run()
