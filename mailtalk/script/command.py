@@ -71,7 +71,7 @@ def _parse_all(options: RunOptions, env: Environment) -> list[Script] | str:
     scripts: list[Script] = []
     for path in options.files:
         try:
-            scripts.append(parse_file(path, options.variables, env.variables))
+            scripts.append(parse_file(path, options.variables, env.variables, env.stdin))
         except ScriptError as error:
             return str(error)
     for script in scripts:

@@ -54,7 +54,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TextIO
 
 from mailtalk.script.expect import Expectation, ExpectationError, parse_expectation
 
@@ -176,6 +176,7 @@ class _Reader:
     script_bytes: int = 0  # read so far, session files
     message_bytes: int = 0  # read so far, messages
     data_files: dict[str, bytes] = field(default_factory=dict)  # data FILE, read once
+    stdin: TextIO | None = None  # where "-" is read from; None: this process's
 
     def substitute(self, text: str, where: Location) -> str:
         def value(match: re.Match[str]) -> str:
@@ -203,9 +204,11 @@ def parse_file(
     path: str,
     variables: Mapping[str, str] | None = None,
     environment: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
 ) -> Script:
-    """Read and parse a session file (``-`` is standard input)."""
+    """Read and parse a session file (``-`` is ``stdin``, by default this process's)."""
     reader = _Reader(dict(variables or {}), os.environ if environment is None else environment)
+    reader.stdin = stdin
     name = "<stdin>" if path == "-" else path
     script = Script(name)
     script.steps = _parse(reader, path, _read_text(reader, path, name))
@@ -240,14 +243,15 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
     if path == "-":
         import sys
 
+        stdin = reader.stdin if reader.stdin is not None else sys.stdin
         # the bytes, decoded strictly: a text stdin would smuggle bad bytes through
         # as surrogates, to fail later at the socket
-        raw = getattr(sys.stdin, "buffer", None)
+        raw = getattr(stdin, "buffer", None)
         try:
             if raw is not None:
                 data = bytes(raw.read(MAX_SCRIPT_BYTES + 1))
             else:
-                text = sys.stdin.read(MAX_SCRIPT_BYTES + 1)
+                text = stdin.read(MAX_SCRIPT_BYTES + 1)
         except OSError as error:
             raise ScriptError(at, f"cannot read standard input: {error.strerror}") from None
         if len(data if data is not None else text or "") > MAX_SCRIPT_BYTES:

@@ -116,6 +116,22 @@ def test_meta_entries(entry: CommandHelp) -> None:
     assert entry.states == ()
 
 
+@pytest.mark.parametrize("entry", meta_commands(), ids=_id)
+def test_meta_briefs_fit_the_help_list(entry: CommandHelp) -> None:
+    """The brief line is what :help lists after the usage (padded to 28 columns, or
+    under it), the completion menu and the man page show: one line within 80 columns."""
+    assert entry.brief and "\n" not in entry.brief
+    assert len(f"  {'':<28} {entry.brief}") <= 80
+    assert entry.brief[0].islower() and not entry.brief.endswith(".")  # the man page adds
+
+
+def test_meta_commands_take_their_words_from_the_knowledge_base() -> None:
+    for name, meta in META_COMMANDS.items():
+        entry = command_help("meta", name)
+        assert entry is not None
+        assert (meta.usage, meta.brief) == (entry.syntax, entry.brief)
+
+
 def test_imap_entries_say_the_tag_is_added() -> None:
     missing = [
         e.name for e in commands_for("imap") if "adds the tag" not in " ".join(e.detail.split())
