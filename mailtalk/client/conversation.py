@@ -473,74 +473,23 @@ class Conversation:
         mechanism = mechanism.upper()
         if mechanism not in SASL_MECHANISMS:
             raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
-        core = self.core
         if self.closed:
             raise ServerClosedError("the connection is closed: use :reconnect")
-        if core.authenticated:
+        if self.core.authenticated:
             raise MailtalkError("already authenticated on this connection")
         host = self.target.host
-        tls = bool(getattr(core, "tls", False))
+        tls = bool(getattr(self.core, "tls", False))
         protocol = self.target.protocol
         if protocol == "smtp":
-            self._ehlo_if_needed()
-            extensions = getattr(core, "extensions", {})
-            if "AUTH" not in extensions:
-                ways = []
-                if "STARTTLS" in extensions and not tls:
-                    ways.append(
-                        "it offers STARTTLS, and many servers offer AUTH only after it "
-                        "(:starttls, then :auth)"
-                    )
-                if self.target.port not in (465, 587):
-                    url_host = f"[{host}]" if ":" in host else host
-                    ways.append(
-                        f"logins usually go to the submission port 587 (submission://{url_host})"
-                    )
-                raise MailtalkError(
-                    f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
-                    + "".join(f"; {way}" for way in ways)
-                )
-            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
-            verb = "AUTH"
+            offered: list[str] | None = self._smtp_auth_offer(host, tls)
         elif protocol == "pop3":
-            if not getattr(core, "capabilities_known", False):
-                self.send_line("CAPA", typed=False)
-                self.wait_final()
-            capabilities = getattr(core, "capabilities", {})
-            if not getattr(core, "capabilities_known", False):
-                return  # no CAPA (RFC 1939 servers): only trying tells
-            if "SASL" not in capabilities:
-                others = []
-                if "USER" in capabilities:
-                    others.append("it offers USER and PASS")
-                if "STLS" in capabilities and not tls:
-                    others.append("it may offer more after STLS (:starttls)")
-                raise MailtalkError(
-                    f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
-                    + "".join(f"; {other}" for other in others)
-                )
-            offered = [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
-            verb = "AUTH"
+            offered = self._pop3_auth_offer(host, tls)
         else:
-            if not getattr(core, "capabilities_known", False):
-                self.send_line("CAPABILITY", typed=False)
-                self.wait_final()
-            offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
-            verb = "AUTHENTICATE"
-            if not getattr(core, "capabilities_known", False):
-                return
-            if not offered:
-                capabilities = getattr(core, "capabilities", set())
-                others = []
-                if "LOGINDISABLED" not in capabilities:
-                    others.append("LOGIN user password may work")
-                if "STARTTLS" in capabilities and not tls:
-                    others.append("it may offer more after STARTTLS (:starttls)")
-                raise MailtalkError(
-                    f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
-                    + "".join(f"; {other}" for other in others)
-                )
+            offered = self._imap_auth_offer(host, tls)
+        if offered is None:
+            return  # the server does not say what it offers: only trying tells
         if mechanism not in offered:
+            verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
             ours = [m for m in offered if m in SASL_MECHANISMS]
             advice = (
                 f": :auth {ours[0].lower()}"
@@ -550,6 +499,74 @@ class Conversation:
             raise MailtalkError(
                 f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
             )
+
+    def _smtp_auth_offer(self, host: str, tls: bool) -> list[str]:
+        """The SASL mechanisms of the EHLO reply (saying EHLO first if need be); raises,
+        with the ways to a login, when there is no AUTH line."""
+        self._ehlo_if_needed()
+        extensions = getattr(self.core, "extensions", {})
+        if "AUTH" not in extensions:
+            ways = []
+            if "STARTTLS" in extensions and not tls:
+                ways.append(
+                    "it offers STARTTLS, and many servers offer AUTH only after it "
+                    "(:starttls, then :auth)"
+                )
+            if self.target.port not in (465, 587):
+                url_host = f"[{host}]" if ":" in host else host
+                ways.append(
+                    f"logins usually go to the submission port 587 (submission://{url_host})"
+                )
+            raise MailtalkError(
+                f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
+                + "".join(f"; {way}" for way in ways)
+            )
+        return [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
+
+    def _pop3_auth_offer(self, host: str, tls: bool) -> list[str] | None:
+        """The SASL mechanisms of the CAPA reply (sending CAPA if need be); None for a
+        server without CAPA (RFC 1939); raises when CAPA has no SASL line."""
+        core = self.core
+        if not getattr(core, "capabilities_known", False):
+            self.send_line("CAPA", typed=False)
+            self.wait_final()
+        capabilities = getattr(core, "capabilities", {})
+        if not getattr(core, "capabilities_known", False):
+            return None
+        if "SASL" not in capabilities:
+            others = []
+            if "USER" in capabilities:
+                others.append("it offers USER and PASS")
+            if "STLS" in capabilities and not tls:
+                others.append("it may offer more after STLS (:starttls)")
+            raise MailtalkError(
+                f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
+                + "".join(f"; {other}" for other in others)
+            )
+        return [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
+
+    def _imap_auth_offer(self, host: str, tls: bool) -> list[str] | None:
+        """The AUTH= capabilities (asking CAPABILITY if need be); None when the server
+        never said them; raises when there is none."""
+        core = self.core
+        if not getattr(core, "capabilities_known", False):
+            self.send_line("CAPABILITY", typed=False)
+            self.wait_final()
+        offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
+        if not getattr(core, "capabilities_known", False):
+            return None
+        if not offered:
+            capabilities: set[str] = getattr(core, "capabilities", set())
+            others = []
+            if "LOGINDISABLED" not in capabilities:
+                others.append("LOGIN user password may work")
+            if "STARTTLS" in capabilities and not tls:
+                others.append("it may offer more after STARTTLS (:starttls)")
+            raise MailtalkError(
+                f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
+                + "".join(f"; {other}" for other in others)
+            )
+        return offered
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():
