@@ -517,56 +517,51 @@ class Conversation:
                 ways.append(
                     f"logins usually go to the submission port 587 (submission://{url_host})"
                 )
-            raise MailtalkError(
-                f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)"
-                + "".join(f"; {way}" for way in ways)
-            )
+            raise _no_auth(f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)",
+                           ways)
         return [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
 
     def _pop3_auth_offer(self, host: str, tls: bool) -> list[str] | None:
         """The SASL mechanisms of the CAPA reply (sending CAPA if need be); None for a
         server without CAPA (RFC 1939); raises when CAPA has no SASL line."""
-        core = self.core
-        if not getattr(core, "capabilities_known", False):
-            self.send_line("CAPA", typed=False)
-            self.wait_final()
-        capabilities = getattr(core, "capabilities", {})
-        if not getattr(core, "capabilities_known", False):
+        if not self._capabilities_asked("CAPA"):
             return None
+        capabilities = getattr(self.core, "capabilities", {})
         if "SASL" not in capabilities:
             others = []
             if "USER" in capabilities:
                 others.append("it offers USER and PASS")
             if "STLS" in capabilities and not tls:
                 others.append("it may offer more after STLS (:starttls)")
-            raise MailtalkError(
-                f"{host} does not offer AUTH (its CAPA reply has no SASL line)"
-                + "".join(f"; {other}" for other in others)
-            )
-        return [m.upper() for m in getattr(core, "sasl_mechanisms", [])]
+            raise _no_auth(f"{host} does not offer AUTH (its CAPA reply has no SASL line)",
+                           others)
+        return [m.upper() for m in getattr(self.core, "sasl_mechanisms", [])]
 
     def _imap_auth_offer(self, host: str, tls: bool) -> list[str] | None:
         """The AUTH= capabilities (asking CAPABILITY if need be); None when the server
         never said them; raises when there is none."""
-        core = self.core
-        if not getattr(core, "capabilities_known", False):
-            self.send_line("CAPABILITY", typed=False)
-            self.wait_final()
-        offered = [m.upper() for m in getattr(core, "auth_mechanisms", [])]
-        if not getattr(core, "capabilities_known", False):
+        if not self._capabilities_asked("CAPABILITY"):
             return None
+        offered = [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
         if not offered:
-            capabilities: set[str] = getattr(core, "capabilities", set())
+            capabilities: set[str] = getattr(self.core, "capabilities", set())
             others = []
             if "LOGINDISABLED" not in capabilities:
                 others.append("LOGIN user password may work")
             if "STARTTLS" in capabilities and not tls:
                 others.append("it may offer more after STARTTLS (:starttls)")
-            raise MailtalkError(
-                f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)"
-                + "".join(f"; {other}" for other in others)
+            raise _no_auth(
+                f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)", others
             )
         return offered
+
+    def _capabilities_asked(self, command: str) -> bool:
+        """Ask with ``command`` (CAPA, CAPABILITY) unless the server has told its
+        capabilities already; whether it has told them now."""
+        if not getattr(self.core, "capabilities_known", False):
+            self.send_line(command, typed=False)
+            self.wait_final()
+        return bool(getattr(self.core, "capabilities_known", False))
 
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():
@@ -604,6 +599,11 @@ class Conversation:
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
             raise MailtalkError(f"{what} failed: {first_line(reply)}")
+
+
+def _no_auth(why: str, hints: list[str]) -> MailtalkError:
+    """No login is possible: why, then what may work instead."""
+    return MailtalkError(why + "".join(f"; {hint}" for hint in hints))
 
 
 def client_name() -> str:
