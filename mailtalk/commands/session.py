@@ -11,6 +11,7 @@ import click
 from mailtalk.cli import EXIT_STATUS_EPILOG, CAFile, F, OutputFile, cli, pass_environment
 
 if TYPE_CHECKING:
+    from mailtalk.client.command import ConnectOptions
     from mailtalk.environment import Environment
     from mailtalk.net.target import Target
 
@@ -66,21 +67,25 @@ def connection_options(func: F) -> F:
     return func
 
 
-def _run(env: Environment, target_factory: Callable[[], Target], **options: Any) -> None:
-    """Parse the target, type the options (click's keyword arguments, one field each)
-    and talk: ``mailtalk.client.command.run``."""
-    from mailtalk.client.command import ConnectOptions, run
+def _target(parse: Callable[[], Target]) -> Target:
+    """The target the argument names; a bad one is a usage error (exit 2)."""
     from mailtalk.errors import UsageError
     from mailtalk.net.target import TargetError
 
     try:
-        target = target_factory()
+        return parse()
     except TargetError as error:
         raise UsageError(str(error)) from None
-    connect = ConnectOptions(target=target, **options)
-    if connect.ipv4 and connect.ipv6:
+
+
+def _talk(env: Environment, options: ConnectOptions) -> None:
+    """``mailtalk.client.command.run``, once the options agree."""
+    from mailtalk.client.command import run
+    from mailtalk.errors import UsageError
+
+    if options.ipv4 and options.ipv6:
         raise UsageError("-4 and -6 exclude each other")
-    sys.exit(run(connect, env))
+    sys.exit(run(options, env))
 
 
 @cli.command(
@@ -107,9 +112,10 @@ def connect(env: Environment, url: str, **options: Any) -> None:
     URL is scheme://[user@]host[:port]. The user, if given, is what :auth
     offers by default.
     """
+    from mailtalk.client.command import ConnectOptions
     from mailtalk.net.target import parse_url
 
-    _run(env, lambda: parse_url(url), **options)
+    _talk(env, ConnectOptions(target=_target(lambda: parse_url(url)), **options))
 
 
 def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> None:
@@ -133,9 +139,11 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
     @connection_options
     @pass_environment
     def command(env: Environment, host_port: str, implicit_tls: bool, **options: Any) -> None:
+        from mailtalk.client.command import ConnectOptions
         from mailtalk.net.target import parse_shortcut
 
-        _run(env, lambda: parse_shortcut(protocol, host_port, implicit_tls), **options)
+        target = _target(lambda: parse_shortcut(protocol, host_port, implicit_tls))
+        _talk(env, ConnectOptions(target=target, **options))
 
 
 _shortcut("smtp", "mail.example.com")
