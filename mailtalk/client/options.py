@@ -26,3 +26,24 @@ class SessionOptions:
     debug: bool = False
     record: str | None = None  # write the session as a session file here
     source_address: str | None = None  # connect from this local address
+
+    @classmethod
+    def for_target(
+        cls,
+        target: Target,
+        *,
+        insecure: bool = False,
+        cafile: str | None = None,
+        timeout: float = 30.0,
+        source_address: str | None = None,
+    ) -> SessionOptions:
+        """A one-shot job's session (send, diagnose, mx --probe): no transcript or
+        recording, and TLS started by the job's own steps, never on connect."""
+        return cls(
+            target=target,
+            starttls=False,
+            insecure=insecure,
+            cafile=cafile,
+            timeout=timeout,
+            source_address=source_address,
+        )
