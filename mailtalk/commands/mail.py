@@ -1,14 +1,30 @@
-"""`mailtalk mx`, `send` and `diagnose`: where mail goes, sending it, and why it is refused."""
+"""`mailtalk mx`, `send` and `diagnose`: where mail goes, sending it, and why it is refused.
+
+The diagnoses read their options into their frozen options dataclass (``RelayOptions``,
+``SenderOptions``, ``LoginOptions``, defined next to the ``run(options, env)`` that
+implements them in ``mailtalk/mail/diagnose/``) and call that ``run`` with the
+command's :class:`~mailtalk.environment.Environment`.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailtalk.cli import CAFile, F, cli
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+
+
+def _environment() -> Environment:
+    """The streams and settings the command runs with."""
+    from mailtalk.environment import Environment
+
+    return Environment.from_process()
 
 
 def _resolver_option(func: F) -> F:
@@ -235,9 +251,9 @@ def diagnose_relay(**options: Any) -> None:
     however it words it. A server on this host that relays for you is asked
     again from this host's other addresses; what that shows is said, and no
     open relay is claimed from them."""
-    from mailtalk.mail.diagnose.relay import run_diagnose_relay
+    from mailtalk.mail.diagnose import relay
 
-    sys.exit(run_diagnose_relay(**options))
+    sys.exit(relay.run(relay.RelayOptions(**options), _environment()))
 
 
 @diagnose.command(
@@ -259,9 +275,9 @@ def diagnose_relay(**options: Any) -> None:
 def diagnose_sender(**options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
     A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
-    from mailtalk.mail.diagnose.sender import run_diagnose_sender
+    from mailtalk.mail.diagnose import sender
 
-    sys.exit(run_diagnose_sender(**options))
+    sys.exit(sender.run(sender.SenderOptions(**options), _environment()))
 
 
 @diagnose.command(
@@ -299,6 +315,6 @@ def diagnose_login(url: str, **options: Any) -> None:
     disabled, TLS being required, no AUTH on the port, a locked mailbox or a
     login delay, from the server's own answers, and says which way the login
     went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
-    from mailtalk.mail.diagnose.login import run_diagnose_login
+    from mailtalk.mail.diagnose import login
 
-    sys.exit(run_diagnose_login(url, **options))
+    sys.exit(login.run(login.LoginOptions(url=url, **options), _environment()))

@@ -1,20 +1,41 @@
 """``mailtalk diagnose``: find out why mail is refused, from the live servers' answers.
 
 Each diagnosis gathers evidence (DNS, the server's replies, what changes with
-STARTTLS or AUTH), then gives a verdict in one sentence and the steps to fix it,
-for the user and for the server's admin. :class:`Report` is what they all print.
+STARTTLS or AUTH) into a typed record, then goes down an ordered list of
+:class:`Rule` s, each a question about the evidence and the verdict it leads to; the
+first that holds is the verdict. What a verdict says -- one sentence, the steps to
+fix it for the user and for the server's admin, the exit status -- is data in
+``mailtalk/knowledge/verdicts.toml``: the code only decides which one applies.
+:class:`Report` is what they all print.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
 if TYPE_CHECKING:
+    from mailtalk.environment import Environment
     from mailtalk.exitcodes import ExitCode
+
+Evidence = TypeVar("Evidence")
+
+
+@dataclass(frozen=True)
+class Rule(Generic[Evidence]):
+    """When ``applies`` holds for the evidence, the verdict is ``verdict`` (its table in
+    verdicts.toml). Rules are tried in order: a rule may count on the ones before it
+    not having held."""
+
+    verdict: str
+    applies: Callable[[Evidence], bool]
+
+
+def decide(rules: Sequence[Rule[Evidence]], evidence: Evidence) -> str:
+    """The verdict of the first rule that holds; the last rule of a list always holds."""
+    return next(rule.verdict for rule in rules if rule.applies(evidence))
 
 
 @dataclass
@@ -39,12 +60,11 @@ class Report:
             "facts": self.facts,
         }
 
-    def write(self, as_json: bool, out: TextIO | None = None, brief: bool = False) -> None:
+    def write(self, as_json: bool, target: TextIO, brief: bool = False) -> None:
         """The report: JSON, or text; ``brief``: only the verdict and the evidence,
         for readers who know the lesson."""
         from mailtalk.terminal import safe_strings, safe_text
 
-        target = out or sys.stdout
         if as_json:
             # the evidence and the transcript quote the servers: no raw control in them
             target.write(json.dumps(safe_strings(self.to_json()), ensure_ascii=False) + "\n")
@@ -87,8 +107,36 @@ class Report:
         target.flush()
 
 
+def conclude(
+    kind: str,
+    key: str,
+    values: Mapping[str, object],
+    evidence: list[str],
+    facts: dict[str, object],
+) -> tuple[Report, ExitCode]:
+    """The report of the verdict ``key`` of the diagnosis ``kind``, worded from the
+    knowledge base with ``values``, and its exit status."""
+    from mailtalk.knowledge.verdicts import verdict
+
+    worded = verdict(kind, key, values)
+    report = Report(
+        kind,
+        worded.id,
+        worded.summary,
+        evidence,
+        worded.fixes_user,
+        worded.fixes_admin,
+        worded.security,
+        facts,
+    )
+    return report, worded.exit_code
+
+
 def run_report(
-    diagnosis: Callable[[], tuple[Report, ExitCode]], as_json: bool, brief: bool = False
+    diagnosis: Callable[[], tuple[Report, ExitCode]],
+    env: Environment,
+    as_json: bool,
+    brief: bool = False,
 ) -> int:
     """Run a diagnosis and print its report; a bad argument or a server that cannot be
     reached is one line on standard error with its exit status."""
@@ -101,10 +149,10 @@ def run_report(
     try:
         report, code = diagnosis()
     except UsageError as error:
-        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
         return ExitCode.USAGE
     except SendFailed as error:
-        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
         return int(error.exit_code)
-    report.write(as_json, brief=brief)
+    report.write(as_json, env.stdout, brief=brief)
     return int(code)

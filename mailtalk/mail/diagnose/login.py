@@ -9,6 +9,10 @@ explain knowledge: a wrong password (or unknown user, which servers word the sam
 on purpose), plain-text login disabled, TLS required, no AUTH on this port (SMTP),
 a locked maildrop ([IN-USE]), a login delay, or the service being down.
 
+The conversation is the evidence: it stops where going on would tell nothing more or
+would send the password where it should not go (:class:`LoginEvidence` says where),
+then the rules decide; the verdicts' words are in ``knowledge/verdicts.toml``.
+
 The user comes from the URL (``imap://alice@host``) or ``--user``; the password
 from $MAILTALK_PASSWORD, ~/.netrc, or a prompt.
 """
@@ -17,36 +21,72 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report
+from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
 from mailtalk.mail.send import Listener
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
 
-# What to do, by verdict: one piece of advice each, not the same advice twice.
-WRONG_PASSWORD_USER = [
-    "Check the user name (often the whole address) and the password; with two-step "
-    "verification, the provider wants an app password here.",
-]
-WRONG_PASSWORD_ADMIN = [
-    "The server's log tells an unknown user from a wrong password (Dovecot: "
-    "auth_verbose = yes); test the account directly (`doveadm auth test USER`, "
-    "`testsaslauthd`).",
-]
-TLS_HINT = (
-    "Trust the certificate's CA with --cafile FILE (a PEM file), or look anyway with "
-    "--insecure; your mail program needs the same."
-)
-SUBMISSION_HINT = (
-    "Mail programs log in to send on the submission port: 587 with STARTTLS "
-    "(submission://HOST) or 465 with TLS (smtps://HOST). Port 25 is where servers hand "
-    "mail to each other, and usually offers no AUTH."
-)
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+    from mailtalk.knowledge.explain import Explanation
+
+# The mechanisms mailtalk logs in with, in the order it prefers them.
+USABLE_MECHANISMS = ("PLAIN", "LOGIN")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginOptions:
+    """``mailtalk diagnose login``'s options, as mailtalk/commands/mail.py reads them."""
+
+    url: str
+    user: str | None = None  # else the URL's
+    insecure: bool = False
+    cafile: str | None = None
+    timeout: float = 15.0
+    brief: bool = False
+    as_json: bool = False
+
+
+@dataclass
+class LoginEvidence:
+    """What the login diagnosis saw, up to where it stopped: TLS failing or missing, no
+    login possible, or the answer (``reply``) to the login (or to the greeting or EHLO
+    refused before it)."""
+
+    server: str  # the URL's host and port
+    user: str
+    lines: list[str] = field(default_factory=list)  # the evidence, as the report says it
+    facts: dict[str, object] = field(default_factory=dict)
+    how: str = ""  # which way the password went (or would have): "over TLS", ...
+    word: str = "STARTTLS"  # what starts TLS here: STARTTLS, or POP3's STLS
+    tls_failure: str | None = None  # why TLS could not start ("certificate: ..." first)
+    starttls_missing: bool = False  # submission:// asks for STARTTLS, not offered
+    login_disabled: bool = False  # IMAP LOGINDISABLED, and no TLS to lift it
+    mechanisms: list[str] | None = None  # SMTP AUTH mechanisms offered; None: not asked
+    reply: ServerEvent | None = None  # the answer that decides
+    explained: Explanation | None = None  # the explain knowledge on it, when a refusal
+
+    def answer(self, conv: Conversation, reply: ServerEvent, command: str) -> None:
+        """The deciding answer, and what the knowledge base says of it if a refusal."""
+        self.reply = reply
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            self.explained = conv.explain_event(reply, command)
+
+    @property
+    def usable(self) -> list[str]:
+        return [m for m in USABLE_MECHANISMS if m in (self.mechanisms or [])]
+
+    @property
+    def refusal(self) -> str | None:
+        """The explain knowledge's category of the refusal ("auth_failed", ...)."""
+        return self.explained.category if self.explained is not None else None
 
 
 def _target(url: str) -> Target:
@@ -128,283 +168,192 @@ def _start_tls(conv: Conversation, word: str, evidence: list[str]) -> str | None
     return None
 
 
-def diagnose(url: str, options: dict[str, Any], listener: Listener) -> tuple[Report, ExitCode]:
+def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
+    """Connect, look at what the server offers, start TLS where it can, and log in
+    unless something already decides the verdict."""
     from mailtalk.mail.send import password_for
 
-    target = _target(url)
-    user = _user(target, options.get("user"))
+    target = _target(options.url)
+    user = _user(target, options.user)
 
     def secret() -> str:  # asked only when a login is about to be tried
         return password_for(user, target.host)
 
-    session = SessionOptions(
-        target=target,
-        starttls=False,
-        insecure=bool(options.get("insecure")),
-        cafile=options.get("cafile"),
-        timeout=float(options.get("timeout") or 15.0),
+    session = SessionOptions.for_target(
+        target, insecure=options.insecure, cafile=options.cafile, timeout=options.timeout
     )
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
     conv.explain_inline = False
-    evidence: list[str] = []
-    facts: dict[str, object] = {"server": target.display, "protocol": target.protocol}
+    evidence = LoginEvidence(
+        target.display, user, facts={"server": target.display, "protocol": target.protocol}
+    )
     try:
         conv.open()
         conv.wait_greeting()
         if target.protocol == "smtp":
-            report = _smtp(conv, target, user, secret, evidence, facts)
+            _smtp(conv, target, secret, evidence)
         else:
-            report = _mailbox(conv, target, user, secret, evidence, facts)
+            _mailbox(conv, target, secret, evidence)
         if not conv.closed:
             with contextlib.suppress(Exception):
                 conv.send_line({"pop3": "QUIT", "imap": "LOGOUT"}.get(target.protocol, "QUIT"))
                 conv.wait_final(timeout=3)
     finally:
         conv.close()
-    facts["transcript"] = listener.lines
-    return report
+    evidence.facts["transcript"] = listener.lines
+    return evidence
 
 
-def _tls_failed(
-    target: Target, word: str, why: str, evidence: list[str], facts: dict[str, object]
-) -> tuple[Report, ExitCode]:
-    facts["login"] = "not sent"
-    certificate = why.startswith("certificate: ")
-    why = why.removeprefix("certificate: ").split(". ")[0].rstrip(".")
-    return Report(
-        "login",
-        "tls_failed",
-        f"{target.display} offers {word}, but TLS could not be started, so the password was "
-        f"not sent: {why}.",
-        evidence,
-        [TLS_HINT if certificate else "Try again later, or ask the admin: the TLS handshake "
-         "itself fails."],
-        [
-            "Check the certificate: its names, its dates, and that the chain is complete."
-            if certificate
-            else "Check the server's TLS settings and log: the handshake fails."
-        ],
-        facts=facts,
-    ), ExitCode.TLS
+def _start_tls_or_stop(conv: Conversation, evidence: LoginEvidence) -> bool:
+    """STARTTLS/STLS; False (and the password not to be sent) when it fails."""
+    evidence.tls_failure = _start_tls(conv, evidence.word, evidence.lines)
+    if evidence.tls_failure is not None:
+        evidence.facts["login"] = "not sent"
+        return False
+    evidence.how = f"over TLS, after {evidence.word}"
+    return True
 
 
 def _mailbox(
-    conv: Conversation,
-    target: Target,
-    user: str,
-    secret: Callable[[], str],
-    evidence: list[str],
-    facts: dict[str, object],
-) -> tuple[Report, ExitCode]:
+    conv: Conversation, target: Target, secret: Callable[[], str], evidence: LoginEvidence
+) -> None:
     encrypted = target.tls == "implicit"
     caps = _capabilities(conv)
-    evidence.append(
+    evidence.lines.append(
         ("capabilities (TLS): " if encrypted else "capabilities: ")
         + (" ".join(caps) or "none listed")
     )
-    word = "STLS" if target.protocol == "pop3" else "STARTTLS"
-    how = "over TLS" if encrypted else "in plain text"
+    evidence.word = word = "STLS" if target.protocol == "pop3" else "STARTTLS"
+    evidence.how = "over TLS" if encrypted else "in plain text"
     if not encrypted and word in caps:
-        why = _start_tls(conv, word, evidence)
-        if why is not None:
-            return _tls_failed(target, word, why, evidence, facts)
-        how = f"over TLS, after {word}"
+        if not _start_tls_or_stop(conv, evidence):
+            return
         caps = _capabilities(conv)
-        evidence.append(f"capabilities after {word}: " + (" ".join(caps) or "none listed"))
+        evidence.lines.append(f"capabilities after {word}: " + (" ".join(caps) or "none listed"))
     elif not encrypted:
-        evidence.append(f"no {word} offered: the password goes in plain text")
-    facts["login"] = how
+        evidence.lines.append(f"no {word} offered: the password goes in plain text")
+    evidence.facts["login"] = evidence.how
     if "LOGINDISABLED" in caps:
-        evidence.append("LOGINDISABLED: the server refuses LOGIN in plain text")
-        return Report(
-            "login",
-            "plaintext_disabled_no_tls",
-            "the server disables plain-text login and offers no STARTTLS here: log in over "
-            "implicit TLS (imaps:// on 993).",
-            evidence,
-            ["Use the TLS port: mailtalk diagnose login imaps://HOST."],
-            ["Offer STARTTLS on this port, or tell users to use the TLS port."],
-            facts=facts,
-        ), ExitCode.FAILED
-    reply = _login(conv, user, secret())
-    evidence.append(f"login {how}: {last_line(reply)}")
-    command = "PASS" if target.protocol == "pop3" else "LOGIN"
-    return _verdict(conv, reply, command, user, how, evidence, facts)
+        evidence.lines.append("LOGINDISABLED: the server refuses LOGIN in plain text")
+        evidence.login_disabled = True
+        return
+    reply = _login(conv, evidence.user, secret())
+    evidence.lines.append(f"login {evidence.how}: {last_line(reply)}")
+    evidence.answer(conv, reply, "PASS" if target.protocol == "pop3" else "LOGIN")
 
 
 def _smtp(
-    conv: Conversation,
-    target: Target,
-    user: str,
-    secret: Callable[[], str],
-    evidence: list[str],
-    facts: dict[str, object],
-) -> tuple[Report, ExitCode]:
+    conv: Conversation, target: Target, secret: Callable[[], str], evidence: LoginEvidence
+) -> None:
     greeting = conv.last_final
     if greeting is not None:
-        evidence.append(f"greeting: {last_line(greeting)}")
+        evidence.lines.append(f"greeting: {last_line(greeting)}")
         if greeting.reply_class is not ReplyClass.POSITIVE:
-            return _verdict(conv, greeting, "greeting", user, "", evidence, facts)
+            evidence.answer(conv, greeting, "greeting")
+            return
     encrypted = target.tls == "implicit"
     ehlo = _ehlo(conv)
     if ehlo.reply_class is not ReplyClass.POSITIVE:
-        return _verdict(conv, ehlo, "EHLO", user, "", evidence, facts)
+        evidence.answer(conv, ehlo, "EHLO")
+        return
 
     def offered() -> list[str]:
         return [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
 
     extensions = set(getattr(conv.core, "extensions", {}) or {})
-    evidence.append(
+    evidence.lines.append(
         ("EHLO (TLS): AUTH " if encrypted else "EHLO: AUTH ")
         + (" ".join(offered()) or "not offered")
         + ("" if encrypted else "; STARTTLS " + ("offered" if "STARTTLS" in extensions else
                                                   "not offered"))
     )
-    how = "over TLS" if encrypted else "in plain text"
+    evidence.how = "over TLS" if encrypted else "in plain text"
     if target.tls == "starttls" and "STARTTLS" not in extensions:
         # submission:// asks for STARTTLS: no password in plain text instead
-        facts["login"] = "not sent"
-        return Report(
-            "login",
-            "tls_not_offered",
-            f"{target.display} offers no STARTTLS, which submission:// asks for, so the "
-            "password was not sent.",
-            evidence,
-            [
-                "Use the TLS port if it has one (smtps://HOST, 465); smtp://USER@HOST:PORT "
-                "would send the password in plain text."
-            ],
-            ["Offer STARTTLS on the submission port (Postfix: smtpd_tls_security_level)."],
-            facts=facts,
-        ), ExitCode.TLS
+        evidence.facts["login"] = "not sent"
+        evidence.starttls_missing = True
+        return
     if not encrypted and "STARTTLS" in extensions:
-        why = _start_tls(conv, "STARTTLS", evidence)
-        if why is not None:
-            return _tls_failed(target, "STARTTLS", why, evidence, facts)
-        how = "over TLS, after STARTTLS"
+        if not _start_tls_or_stop(conv, evidence):
+            return
         _ehlo(conv)
-        evidence.append("EHLO after STARTTLS: AUTH " + (" ".join(offered()) or "not offered"))
-    mechanisms = offered()
-    facts["auth_offered"] = mechanisms
-    if not mechanisms:
-        facts["login"] = "not sent"
-        return Report(
-            "login",
-            "auth_not_offered",
-            f"{target.display} offers no AUTH"
-            + (" (not even after STARTTLS)" if how.endswith("STARTTLS") else "")
-            + ", so no login can work on this port; the password was not sent.",
-            evidence,
-            [SUBMISSION_HINT],
-            [
-                "Offer SMTP AUTH where users submit mail (Postfix: smtpd_sasl_auth_enable = "
-                "yes on the submission service in master.cf; Exim: an authenticator; "
-                "OpenSMTPD: listen ... auth)."
-            ],
-            facts=facts,
-        ), ExitCode.FAILED
-    usable = [m for m in ("PLAIN", "LOGIN") if m in mechanisms]
-    if not usable:
-        facts["login"] = "not sent"
-        return Report(
-            "login",
-            "no_usable_mechanism",
-            f"{target.display} offers AUTH {' '.join(mechanisms)} only; mailtalk logs in with "
-            "PLAIN or LOGIN, so it cannot tell whether the password is right.",
-            evidence,
-            ["Use a mail program that speaks one of the offered mechanisms."],
-            [],
-            facts=facts,
-        ), ExitCode.FAILED
-    if not how.startswith("over TLS"):
-        evidence.append("no STARTTLS offered: the password goes in plain text")
-    facts["login"] = how
-    reply = conv.authenticate(usable[0], user, secret())
-    evidence.append(f"AUTH {usable[0]} {how}: {last_line(reply)}")
-    return _verdict(conv, reply, "AUTH", user, how, evidence, facts)
+        evidence.lines.append("EHLO after STARTTLS: AUTH " + (" ".join(offered()) or "not offered"))
+    evidence.mechanisms = offered()
+    evidence.facts["auth_offered"] = evidence.mechanisms
+    if not evidence.usable:
+        evidence.facts["login"] = "not sent"
+        return
+    if not evidence.how.startswith("over TLS"):
+        evidence.lines.append("no STARTTLS offered: the password goes in plain text")
+    evidence.facts["login"] = evidence.how
+    mechanism = evidence.usable[0]
+    reply = conv.authenticate(mechanism, evidence.user, secret())
+    evidence.lines.append(f"AUTH {mechanism} {evidence.how}: {last_line(reply)}")
+    evidence.answer(conv, reply, "AUTH")
 
 
-def _verdict(
-    conv: Conversation,
-    reply: ServerEvent,
-    command: str,
-    user: str,
-    how: str,
-    evidence: list[str],
-    facts: dict[str, object],
-) -> tuple[Report, ExitCode]:
-    if reply.reply_class is ReplyClass.POSITIVE:
-        return Report(
-            "login", "ok", f"the login as {user} works ({how}).", evidence, [], [], facts=facts
-        ), ExitCode.OK
-    explained = conv.explain_event(reply, command)
-    verdicts: dict[str, tuple[str, str, list[str], list[str]]] = {
-        "auth_failed": (
-            "wrong_password",
-            f"the server refuses the credentials of {user}: a wrong password, or a user name "
-            "it does not know (servers say the same for both, on purpose).",
-            WRONG_PASSWORD_USER,
-            WRONG_PASSWORD_ADMIN,
-        ),
-        "tls_required": (
-            "tls_required_no_tls",
-            "the server wants TLS before a login, and offers no STARTTLS here.",
-            ["Use the TLS port: imaps:// (993), pop3s:// (995) or smtps:// (465)."],
-            ["Offer STARTTLS on this port, or tell users to use the TLS port."],
-        ),
-        "mailbox_locked": (
-            "mailbox_locked",
-            "the password is right but the mailbox is locked by another session: a POP3 "
-            "maildrop takes one session at a time.",
-            ["Close the other session (another mail program, a phone), then try again."],
-            ["If no session is left, look for a stale lock on the maildrop."],
-        ),
-        "login_delay": (
-            "login_delay",
-            "logged in again too soon: the server enforces a minimum time between logins "
-            "(LOGIN-DELAY).",
-            ["Wait, and set your mail program to check less often."],
-            [],
-        ),
-        "service_unavailable": (
-            "service_unavailable",
-            "the server is not taking logins now.",
-            ["Try again later."],
-            ["See the server's log for why it refuses service."],
-        ),
-        "mailbox_full_quota": (
-            "quota",
-            "the login fails because the user is over quota.",
-            ["Ask for more space, or have old mail deleted."],
-            ["Raise the quota or clean up the mailbox."],
-        ),
+# The explain knowledge's category of a refused login, and the verdict it makes.
+REFUSAL_VERDICTS = {
+    "auth_failed": "wrong_password",
+    "tls_required": "tls_required_no_tls",
+    "mailbox_locked": "mailbox_locked",
+    "login_delay": "login_delay",
+    "service_unavailable": "service_unavailable",
+    "mailbox_full_quota": "quota",
+}
+
+
+
+def _refused_as(category: str) -> Callable[[LoginEvidence], bool]:
+    return lambda evidence: evidence.refusal == category
+
+
+RULES: tuple[Rule[LoginEvidence], ...] = (
+    # stopped before a login: TLS first, then whether any login can work
+    Rule("tls_failed", lambda e: e.tls_failure is not None),
+    Rule("tls_not_offered", lambda e: e.starttls_missing),
+    Rule("plaintext_disabled_no_tls", lambda e: e.login_disabled),
+    Rule("auth_not_offered", lambda e: e.mechanisms == []),
+    Rule("no_usable_mechanism", lambda e: e.mechanisms is not None and not e.usable),
+    # the answer to the login (or the greeting or EHLO refused)
+    Rule("ok", lambda e: e.reply is not None and e.reply.reply_class is ReplyClass.POSITIVE),
+    *(Rule(verdict, _refused_as(category)) for category, verdict in REFUSAL_VERDICTS.items()),
+    Rule("login_refused", lambda e: True),
+)
+
+
+def wording_values(evidence: LoginEvidence) -> dict[str, object]:
+    """What the verdicts' wording (verdicts.toml, [login]) may name."""
+    explained = evidence.explained
+    why = evidence.tls_failure or ""
+    return {
+        "server": evidence.server,
+        "user": evidence.user,
+        "how": evidence.how,
+        "word": evidence.word,
+        "certificate": why.startswith("certificate: "),
+        "why": why.removeprefix("certificate: ").split(". ")[0].rstrip("."),
+        "mechanisms": " ".join(evidence.mechanisms or []),
+        "tried_starttls": evidence.how.endswith("STARTTLS"),
+        "reply": last_line(evidence.reply) if evidence.reply is not None else "",
+        "reply_fix_user": explained.fixes_user[0] if explained and explained.fixes_user else "",
+        "reply_fix_admin": explained.fixes_admin[0] if explained and explained.fixes_admin else "",
     }
-    found = verdicts.get(explained.category or "")
-    if found is not None:
-        verdict, summary, user_fixes, admin_fixes = found
-        return Report(
-            "login", verdict, summary, evidence, user_fixes, admin_fixes, facts=facts
-        ), ExitCode.FAILED
-    return Report(
-        "login",
-        "login_refused",
-        f"the login is refused: {last_line(reply)}",
-        [*evidence, f"  ↳ {explained.one_line()}"],
-        explained.fixes_user[:1],
-        explained.fixes_admin[:1],
-        facts=facts,
-    ), ExitCode.FAILED
 
 
-def run_diagnose_login(url: str, **options: Any) -> int:
-    import sys
+def diagnose(options: LoginOptions, listener: Listener) -> tuple[Report, ExitCode]:
+    """Gather the evidence, find the first rule that holds, and word its verdict."""
+    evidence = gather(options, listener)
+    key = decide(RULES, evidence)
+    lines = evidence.lines
+    if key == "login_refused" and evidence.explained is not None:
+        # a refusal with no verdict of its own: the explain knowledge says what it means
+        lines = [*lines, f"  ↳ {evidence.explained.one_line()}"]
+    return conclude("login", key, wording_values(evidence), lines, evidence.facts)
 
-    from mailtalk.mail.diagnose import run_report
 
-    listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(
-        lambda: diagnose(url, options, listener),
-        bool(options.get("as_json")),
-        bool(options.get("brief")),
-    )
+def run(options: LoginOptions, env: Environment) -> int:
+    """``mailtalk diagnose login``: the report, and the exit status of its verdict."""
+    listener = Listener(env.stdout, as_json=True)  # the transcript goes in the facts
+    return run_report(lambda: diagnose(options, listener), env, options.as_json, options.brief)

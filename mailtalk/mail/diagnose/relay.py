@@ -32,16 +32,21 @@ import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report
+from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
 from mailtalk.mail.send import Listener, split_address
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, last_line
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+    from mailtalk.knowledge.verdicts import Verdict
+    from mailtalk.net.mx import MXResult
 
 # A second loopback address to ask from: a server trusting 127.0.0.1 does not trust it.
 SECOND_SOURCE = "127.0.0.254"
@@ -49,13 +54,21 @@ SECOND_SOURCE = "127.0.0.254"
 # this host uses toward the outside (a UDP connect() sends nothing).
 OUTSIDE = {4: "198.51.100.1", 6: "2001:db8::1"}
 
-ADMIN_RELAY_SETTINGS = (
-    "Postfix: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, "
-    "reject_unauth_destination; qmail: control/rcpthosts for the domains it receives, "
-    "RELAYCLIENT (tcp.smtp) or SMTP AUTH for its users; Exim: relay_to_domains, "
-    "relay_from_hosts and an ACL accepting authenticated senders; Exchange: accepted "
-    "domains and a receive connector for authenticated or listed clients."
-)
+
+@dataclass(frozen=True, kw_only=True)
+class RelayOptions:
+    """``mailtalk diagnose relay``'s options, as mailtalk/commands/mail.py reads them."""
+
+    sender: str
+    recipient: str
+    server: str | None = None  # HOST[:PORT]; None: the recipient domain's first MX
+    auth_user: str | None = None  # also try with AUTH as this user
+    resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
+    insecure: bool = False
+    cafile: str | None = None
+    timeout: float = 15.0
+    brief: bool = False
+    as_json: bool = False
 
 
 @dataclass
@@ -103,19 +116,18 @@ def converse(
     target: Target,
     sender: str,
     recipient: str,
-    options: dict[str, Any],
+    options: RelayOptions,
     listener: Listener,
     secret: str | None,
     source: str | None = None,
 ) -> Findings:
     from mailtalk.client.conversation import client_name
 
-    session = SessionOptions(
-        target=target,
-        starttls=False,
-        insecure=bool(options.get("insecure")),
-        cafile=options.get("cafile"),
-        timeout=float(options.get("timeout") or 15.0),
+    session = SessionOptions.for_target(
+        target,
+        insecure=options.insecure,
+        cafile=options.cafile,
+        timeout=options.timeout,
         source_address=source,
     )
     conv = Conversation(session, listener)
@@ -164,9 +176,9 @@ def converse(
             except Exception as error:  # a TLS failure closes the connection
                 found.tls_ok = False
                 found.tls_error = one_line(error)
-        user = options.get("auth_user")
+        user = options.auth_user
         if user and secret is not None and not conv.closed and source is None:
-            reply = conv.authenticate(options.get("auth_mechanism") or "plain", user, secret)
+            reply = conv.authenticate("plain", user, secret)
             ok = reply.reply_class is ReplyClass.POSITIVE
             found.auth_reply = Step(f"AUTH as {user}", last_line(reply), ok)
             if ok:
@@ -261,102 +273,13 @@ def _in_same_network(a: str, b: str) -> bool:
     return ip_b in ipaddress.ip_network(f"{ip_a}/{prefix}", strict=False)
 
 
-def relay_scope(
-    where: str, domain: str, server: str | None, here: bool, tries: list[RelayTry]
-) -> tuple[str, str, list[str], list[str], str | None, ExitCode]:
-    """The verdict on a server that relayed a foreign recipient for a stranger, from
-    the client addresses it was asked from (``tries``, the first being the ordinary
-    connection; ``here``: the server is on this host). Returns (verdict, summary,
-    fixes for the user, fixes for the admin, security finding, exit status)."""
-    relays = [t.source for t in tries if t.outcome == "relays"]
-    refused = [t.source for t in tries if t.outcome == "refused"]
-    by_address = (
-        "Postfix mynetworks, qmail RELAYCLIENT in tcp.smtp (mailtalk: control/relayclients), "
-        "Exim relay_from_hosts, an Exchange receive connector"
-    )
-    if refused:
-        return (
-            "trusted_client",
-            f"{where} relays to {domain} without AUTH for {', '.join(relays)} but not for "
-            f"{', '.join(refused)}: it trusts clients by address, and yours is among them.",
-            ["Nothing to fix: this server relays for you."],
-            [
-                f"This is relaying by client address ({by_address}); keep that list to "
-                "your own networks."
-            ],
-            None,
-            ExitCode.OK,
-        )
-    ips = [_ip(source) for source in relays]
-    if here:
-        if all(ip is not None and ip.version == 4 and ip.is_loopback for ip in ips):
-            shown, trusted = "all in 127.0.0.0/8", "all of 127.0.0.0/8"
-        elif all(ip is not None and ip.is_loopback for ip in ips):
-            shown, trusted = "all loopback addresses", "loopback"
-        else:
-            shown, trusted = "all this host's own", "this host"
-        return (
-            "relays_for_all_tried",
-            f"{where} relays to {domain} without AUTH for every address we could try, "
-            f"{shown} ({', '.join(relays)}): a server that trusts {trusted} does that, and "
-            "so does an open relay; from this host the two cannot be told apart.",
-            ["It relays for you from this host."],
-            [
-                f"Check whom it trusts by address ({by_address}, OpenSMTPD's \"from "
-                "local\"): Debian's Postfix trusts 127.0.0.0/8, Postfix's mynetworks_style "
-                "= host every address of this host. Whether it is an open relay only a "
-                "client on another host can see: run `mailtalk diagnose relay` there."
-            ],
-            None,
-            ExitCode.OK,
-        )
-    source = relays[0] if relays else None
-    source_ip, server_ip = _ip(source), _ip(server)
-    why = None
-    if source is None or source_ip is None or server is None or server_ip is None:
-        why = "an address we could not tell"
-    elif not source_ip.is_global:
-        why = "a private address, in a network it may trust"
-    elif not server_ip.is_global:
-        why = "its own network is private, and may include yours"
-    elif _in_same_network(server, source):
-        why = "in its own network"
-    if why is not None:
-        return (
-            "relays_for_all_tried",
-            f"{where} relays to {domain} without AUTH for this host ({source}, {why}): a "
-            "server that trusts your network does that, and so does an open relay; only a "
-            "client outside your network can tell them apart.",
-            ["It relays for you from here."],
-            [
-                f"If it should relay only for some networks, check what it trusts ({by_address}); "
-                "ask from outside them to see whether it is open."
-            ],
-            None,
-            ExitCode.OK,
-        )
-    return (
-        "open_relay",
-        f"{where} relays to {domain}, a domain it does not serve, for {source}, an address "
-        "outside its host and its network, without AUTH: it is an open relay (unless it "
-        "trusts your address on purpose, as a provider may trust its own customers).",
-        ["Do not rely on it: open relays are blocklisted quickly."],
-        [
-            "Close it: relay only for authenticated users and your own networks. "
-            + ADMIN_RELAY_SETTINGS
-        ],
-        "OPEN RELAY: the server relays mail from anyone to anyone; spammers will "
-        "find and use it, and it will be blocklisted.",
-        ExitCode.OPEN_RELAY,
-    )
-
 
 def _ask_from(
     source: str,
     target: Target,
     sender: str,
     recipient: str,
-    options: dict[str, Any],
+    options: RelayOptions,
     listener: Listener,
 ) -> RelayTry:
     """Ask the foreign recipient again as a stranger, from the local address ``source``."""
@@ -377,315 +300,418 @@ def _ask_from(
     return RelayTry(source, "other", shown)
 
 
-def diagnose(options: dict[str, Any], listener: Listener) -> tuple[Report, ExitCode]:
+# --- the evidence --------------------------------------------------------------------
+
+# The refusals that answer the relaying question: not allowed, or not without AUTH/TLS.
+RELAY_REFUSALS = ("relay_denied", "auth_required", "tls_required")
+
+
+@dataclass
+class RelayEvidence:
+    """All a relay diagnosis goes by: the recipient domain's MX, the server asked and
+    whether it is one of them, its replies as a stranger, after STARTTLS and with AUTH
+    (``found``), and, when it relays for a stranger, for which of this host's addresses
+    (``tries``)."""
+
+    where: str = ""  # the server asked, as HOST:PORT
+    domain: str = ""  # the recipient's
+    sender: str = ""
+    recipient: str = ""
+    auth_user: str | None = None
+    port: int = 25
+    mx: MXResult | None = None
+    first_mx: str | None = None  # no --server: the MX host asked
+    is_mx: bool = False
+    found: Findings | None = None  # None: no server to ask (the domain has no MX)
+    server: str | None = None  # the server's address
+    here: bool = False  # the server is on this host
+    tries: list[RelayTry] = field(default_factory=list)  # only when it relays for a stranger
+
+    @property
+    def conversation(self) -> Findings:
+        assert self.found is not None, "a rule before this one holds without a conversation"
+        return self.found
+
+    @property
+    def dns_failed(self) -> bool:
+        return self.mx is not None and self.mx.status in ("timeout", "servfail")
+
+    @property
+    def asked(self) -> Step:
+        """The stranger's answer: the RCPT, or the MAIL when it was refused there."""
+        found = self.conversation
+        assert found.stranger_mail is not None
+        if found.stranger_mail.ok and found.stranger_rcpt is not None:
+            return found.stranger_rcpt
+        return found.stranger_mail
+
+    @property
+    def sender_refused(self) -> bool:
+        """MAIL FROM refused, and not for want of AUTH, TLS or relaying."""
+        mail = self.conversation.stranger_mail
+        assert mail is not None
+        return not mail.ok and mail.category not in RELAY_REFUSALS
+
+    @property
+    def relay_reading(self) -> bool:
+        """A server that is not the domain's MX has no users there: refusing the recipient
+        as unknown is how it refuses to relay (OpenSMTPD: "550 Invalid recipient: <...>")."""
+        rcpt = self.conversation.stranger_rcpt
+        return (
+            not self.is_mx
+            and rcpt is not None
+            and not rcpt.ok
+            and rcpt.reply.startswith("5")
+            and rcpt.category == "unknown_user"
+        )
+
+    @property
+    def refusal_category(self) -> str | None:
+        return "relay_denied" if self.relay_reading else self.asked.category
+
+    @property
+    def relayed_for_stranger(self) -> bool:
+        """The tries are asked exactly when a server that is not the MX took the
+        stranger's foreign recipient."""
+        return bool(self.tries)
+
+    @property
+    def relays(self) -> list[str]:
+        return [t.source for t in self.tries if t.outcome == "relays"]
+
+    @property
+    def refused(self) -> list[str]:
+        return [t.source for t in self.tries if t.outcome == "refused"]
+
+    @property
+    def scope(self) -> str:
+        """Which of this host's addresses it relays for, all of them being: "ipv4_loopback"
+        (all in 127.0.0.0/8), "loopback" or "host"."""
+        ips = [_ip(source) for source in self.relays]
+        if all(ip is not None and ip.version == 4 and ip.is_loopback for ip in ips):
+            return "ipv4_loopback"
+        if all(ip is not None and ip.is_loopback for ip in ips):
+            return "loopback"
+        return "host"
+
+    @property
+    def why_it_may_trust_us(self) -> str | None:
+        """Why a server elsewhere relaying for this host may trust it rather than be
+        open: "unknown", "private_client", "private_server", "same_network"; None when
+        the client is outside the server's host and network."""
+        source = self.relays[0] if self.relays else None
+        source_ip, server_ip = _ip(source), _ip(self.server)
+        if source is None or source_ip is None or self.server is None or server_ip is None:
+            return "unknown"
+        if not source_ip.is_global:
+            return "private_client"
+        if not server_ip.is_global:
+            return "private_server"
+        if _in_same_network(self.server, source):
+            return "same_network"
+        return None
+
+    @property
+    def auth_offered(self) -> bool:
+        return bool(self.conversation.auth_plain or self.conversation.auth_after_tls)
+
+    @property
+    def auth_only_after_tls(self) -> bool:
+        return bool(self.conversation.auth_after_tls) and not self.conversation.auth_plain
+
+    @property
+    def authenticated_rcpt_ok(self) -> bool:
+        rcpt = self.conversation.auth_rcpt
+        return rcpt is not None and rcpt.ok
+
+
+def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
+    """Ask the DNS for the recipient domain's MX, then the server (``--server``, else the
+    first MX) up to RCPT, and, when it relays for a stranger, again from this host's
+    other addresses."""
     from mailtalk.net.mx import Resolver, lookup_mx
+
+    split_address(options.sender, "--from")
+    domain = split_address(options.recipient, "--to")[1]
+    resolver = Resolver(options.resolver, min(options.timeout, 10.0))
+    evidence = RelayEvidence(
+        domain=domain,
+        sender=options.sender,
+        recipient=options.recipient,
+        auth_user=options.auth_user,
+        mx=lookup_mx(domain, resolver),
+    )
+    asked = _server_to_ask(options, evidence)
+    if asked is None:
+        return evidence
+    host, evidence.port = asked
+    evidence.where = f"[{host}]:{evidence.port}" if ":" in host else f"{host}:{evidence.port}"
+    server_addresses = _addresses_of(host, resolver)
+    assert evidence.mx is not None
+    mx_addresses = {a for mx_host in evidence.mx.hosts for a in mx_host.addresses}
+    mx_names = {mx_host.host.lower() for mx_host in evidence.mx.hosts}
+    evidence.is_mx = host.lower().rstrip(".") in mx_names or bool(server_addresses & mx_addresses)
+    secret = None
+    if options.auth_user:
+        from mailtalk.mail.send import password_for
+
+        secret = password_for(options.auth_user, host)
+    target = Target("smtp", host, evidence.port, "none", None)
+    evidence.found = converse(target, options.sender, options.recipient, options, listener, secret)
+    assert evidence.found.stranger_mail is not None
+    if not evidence.is_mx and not evidence.sender_refused and evidence.asked.ok:
+        server = evidence.found.peer or (sorted(server_addresses)[0] if server_addresses else None)
+        _ask_around(evidence, server, target, options, listener)
+    return evidence
+
+
+def _server_to_ask(options: RelayOptions, evidence: RelayEvidence) -> tuple[str, int] | None:
+    """``--server``, else the first MX with an address; None when the domain has no MX."""
     from mailtalk.net.target import split_host_port
 
-    sender, recipient = options["sender"], options["recipient"]
-    split_address(sender, "--from")
-    domain = split_address(recipient, "--to")[1]
-    resolver = Resolver(options.get("resolver"), min(float(options.get("timeout") or 15), 10.0))
-    mx = lookup_mx(domain, resolver)
-    evidence = [f"DNS ({mx.resolver}): {mx.message}"]
-    for mx_host in mx.hosts:
-        shown = " ".join(mx_host.addresses) or mx_host.error or ""
-        evidence.append(f"  MX {mx_host.preference} {mx_host.host} {shown}".rstrip())
-    mx_addresses = {a for mx_host in mx.hosts for a in mx_host.addresses}
-    mx_names = {mx_host.host.lower() for mx_host in mx.hosts}
-
-    if options.get("server"):
-        host, port = split_host_port(options["server"], 25)
-    elif mx.deliverable:
+    mx = evidence.mx
+    assert mx is not None
+    if options.server:
+        return split_host_port(options.server, 25)
+    if mx.deliverable:
         first = next(h for h in mx.hosts if h.addresses)
-        host, port = first.addresses[0], 25
-        evidence.append(f"no --server given: asking the first MX, {first.host}")
-    elif mx.status in ("timeout", "servfail"):
+        evidence.first_mx = first.host
+        return first.addresses[0], 25
+    if evidence.dns_failed:
         from mailtalk.mail.send import SendFailed
 
         raise SendFailed(
-            f"cannot find the MX of {domain}: {mx.message}; give --server to diagnose a "
-            "server anyway",
+            f"cannot find the MX of {evidence.domain}: {mx.message}; give --server to "
+            "diagnose a server anyway",
             temporary=True,
             exit_code=ExitCode.CONNECT,
         )
-    else:
-        no_mx = Report(
-            "relay",
-            "no_mx",
-            f"{domain} cannot receive mail: {mx.message}",
-            evidence,
-            ["Check the spelling of the domain after the @."],
-            ["Publish MX (or A) records for the domain."],
+    return None
+
+
+def _ask_around(
+    evidence: RelayEvidence,
+    server: str | None,
+    target: Target,
+    options: RelayOptions,
+    listener: Listener,
+) -> None:
+    """It relayed for us as a stranger: from which of this host's addresses does it?"""
+    evidence.server = server
+    evidence.here = server is not None and on_this_host(server)
+    client = source_toward(server) if server is not None else None
+    evidence.tries = [RelayTry(client or "this host", "relays", evidence.asked.reply)]
+    for source in other_sources(server, client) if evidence.here and server else []:
+        evidence.tries.append(
+            _ask_from(source, target, options.sender, options.recipient, options, listener)
         )
-        return no_mx, ExitCode.FAILED
-    server_addresses = _addresses_of(host, resolver)
-    is_mx = host.lower().rstrip(".") in mx_names or bool(server_addresses & mx_addresses)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # not 2001:db8::1:25
-    if is_mx:
-        evidence.append(
+
+
+# --- the verdict ---------------------------------------------------------------------
+
+# The verdict on a server that relayed a foreign recipient for a stranger, from the
+# client addresses it was asked from. An open relay only from a client outside the
+# server's host and network: nothing seen from one host tells "trusts this host" from
+# "relays for all".
+SCOPE_RULES: tuple[Rule[RelayEvidence], ...] = (
+    Rule("trusted_client", lambda e: e.relayed_for_stranger and bool(e.refused)),
+    Rule("relays_for_all_tried_here", lambda e: e.relayed_for_stranger and e.here),
+    Rule(
+        "relays_for_all_tried_network",
+        lambda e: e.relayed_for_stranger and e.why_it_may_trust_us is not None,
+    ),
+    Rule("open_relay", lambda e: e.relayed_for_stranger),
+)
+
+RULES: tuple[Rule[RelayEvidence], ...] = (
+    Rule("no_mx", lambda e: e.found is None),
+    Rule("sender_rejected", lambda e: e.sender_refused),
+    # the domain's own MX: no relaying involved
+    Rule("mx_accepts", lambda e: e.is_mx and e.asked.ok),
+    Rule("mx_misconfigured", lambda e: e.is_mx and e.asked.category == "relay_denied"),
+    Rule("mx_refuses", lambda e: e.is_mx),
+    *SCOPE_RULES,
+    # refused, by a server that is not the MX
+    Rule("refused_other", lambda e: e.refusal_category not in RELAY_REFUSALS),
+    Rule(
+        "auth_failed",
+        lambda e: e.conversation.auth_reply is not None and not e.conversation.auth_reply.ok,
+    ),
+    Rule("relay_denied_auth_fixes", lambda e: e.authenticated_rcpt_ok),
+    Rule("relay_denied_even_with_auth", lambda e: e.conversation.auth_reply is not None),
+    Rule("relay_denied_needs_auth_after_tls", lambda e: e.auth_only_after_tls),
+    Rule("relay_denied_needs_auth", lambda e: e.auth_offered),
+    Rule("relay_denied_no_auth", lambda e: True),
+)
+
+
+def relay_scope(
+    where: str, domain: str, server: str | None, here: bool, tries: list[RelayTry]
+) -> Verdict:
+    """The verdict on a server that relayed a foreign recipient for a stranger, from
+    the client addresses it was asked from (``tries``, the first being the ordinary
+    connection; ``here``: the server is on this host)."""
+    from mailtalk.knowledge.verdicts import verdict
+
+    evidence = RelayEvidence(where=where, domain=domain, server=server, here=here, tries=tries)
+    return verdict("relay", decide(SCOPE_RULES, evidence), wording_values(evidence))
+
+
+def wording_values(evidence: RelayEvidence) -> dict[str, object]:
+    """What the verdicts' wording (verdicts.toml, [relay]) may name."""
+    values: dict[str, object] = {
+        "where": evidence.where,
+        "domain": evidence.domain,
+        "sender": evidence.sender,
+        "recipient": evidence.recipient,
+        "port": evidence.port,
+        "port_25": evidence.port == 25 and not evidence.is_mx,
+        "mx_message": evidence.mx.message if evidence.mx is not None else "",
+        "auth_user": evidence.auth_user,
+        "relays": ", ".join(evidence.relays),
+        "refused": ", ".join(evidence.refused),
+        "source": evidence.relays[0] if evidence.relays else None,
+        "scope": evidence.scope,
+        "why": evidence.why_it_may_trust_us,
+    }
+    found = evidence.found
+    if found is not None:
+        assert found.stranger_mail is not None
+        asked = evidence.asked
+        auth_last = found.auth_rcpt or found.auth_mail or found.auth_reply
+        values.update(
+            sender_refusal=found.stranger_mail.reply,
+            refusal=asked.explanation or asked.reply,
+            rcpt_reply=asked.reply,
+            auth_refusal=auth_last.reply if auth_last is not None else "",
+            auth_only_after_tls=evidence.auth_only_after_tls,
+        )
+    return values
+
+
+def evidence_lines(evidence: RelayEvidence) -> list[str]:
+    """The evidence as the report says it: the DNS, the server, what it answered."""
+    assert evidence.mx is not None
+    mx = evidence.mx
+    lines = [f"DNS ({mx.resolver}): {mx.message}"]
+    for mx_host in mx.hosts:
+        shown = " ".join(mx_host.addresses) or mx_host.error or ""
+        lines.append(f"  MX {mx_host.preference} {mx_host.host} {shown}".rstrip())
+    if evidence.found is None:
+        return lines
+    if evidence.first_mx is not None:
+        lines.append(f"no --server given: asking the first MX, {evidence.first_mx}")
+    where, domain = evidence.where, evidence.domain
+    if evidence.is_mx:
+        lines.append(
             f"{where} is an MX of {domain}: it receives mail for {domain} itself, "
             "so no relaying is involved"
         )
-    elif mx.status in ("timeout", "servfail"):
-        evidence.append(
+    elif evidence.dns_failed:
+        lines.append(
             f"whether {where} is an MX of {domain} cannot be told (the DNS did not answer); "
             "taken as not"
         )
     else:
-        evidence.append(
+        lines.append(
             f"{where} is not an MX of {domain}: it would have to relay "
             f"(pass the message on to {domain}'s MX)"
         )
+    return lines + _conversation_lines(evidence) + _tries_lines(evidence)
 
-    secret = None
-    if options.get("auth_user"):
-        from mailtalk.mail.send import password_for
 
-        secret = password_for(options["auth_user"], host)
-    target = Target("smtp", host, port, "none", None)
-    found = converse(target, sender, recipient, options, listener, secret)
-    evidence.append(f"greeting: {found.greeting}")
-    evidence.append(
+def _conversation_lines(evidence: RelayEvidence) -> list[str]:
+    found = evidence.conversation
+    lines = [
+        f"greeting: {found.greeting}",
         "EHLO: AUTH "
         + (" ".join(found.auth_plain) if found.auth_plain else "not offered")
         + "; STARTTLS "
-        + ("offered" if found.starttls else "not offered")
-    )
+        + ("offered" if found.starttls else "not offered"),
+    ]
     if found.tls_ok:
-        evidence.append(
+        lines.append(
             "after STARTTLS: AUTH "
             + (" ".join(found.auth_after_tls) if found.auth_after_tls else "not offered")
         )
     elif found.tls_ok is False:
-        evidence.append(f"STARTTLS failed: {found.tls_error}")
+        lines.append(f"STARTTLS failed: {found.tls_error}")
     if found.plain_refusal is not None:
-        evidence.append(
+        lines.append(
             f"without TLS: {found.plain_refusal.command} -> "
             f"{found.plain_refusal.reply} (TLS required: asked again after STARTTLS)"
         )
     assert found.stranger_mail is not None
-    # A server that is not the domain's MX has no users there: refusing the recipient
-    # as unknown is how it refuses to relay (OpenSMTPD: "550 Invalid recipient: <...>").
-    relay_reading = (
-        not is_mx
-        and found.stranger_rcpt is not None
-        and not found.stranger_rcpt.ok
-        and found.stranger_rcpt.reply.startswith("5")
-        and found.stranger_rcpt.category == "unknown_user"
-    )
-    evidence.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
+    sender, recipient = evidence.sender, evidence.recipient
+    lines.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
     if found.stranger_rcpt is not None:
-        evidence.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
-        if relay_reading:
-            evidence.append(
-                f"  ↳ a relay refusal, whatever the words: {where} is not an MX of {domain}, "
-                f"so it has no users there to know of, and refusing <{recipient}> means it "
-                "will not relay"
+        lines.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
+        if evidence.relay_reading:
+            lines.append(
+                f"  ↳ a relay refusal, whatever the words: {evidence.where} is not an MX of "
+                f"{evidence.domain}, so it has no users there to know of, and refusing "
+                f"<{recipient}> means it will not relay"
                 + (
-                    ""
-                    if mx.status not in ("timeout", "servfail")
-                    else f". If it is an MX of {domain} after all, the user is unknown there"
+                    f". If it is an MX of {evidence.domain} after all, the user is unknown there"
+                    if evidence.dns_failed
+                    else ""
                 )
             )
         elif found.stranger_rcpt.explanation:
-            evidence.append(f"  ↳ {found.stranger_rcpt.explanation}")
+            lines.append(f"  ↳ {found.stranger_rcpt.explanation}")
     if found.auth_reply is not None:
-        evidence.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
+        lines.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
         if found.auth_rcpt is not None:
-            evidence.append(f"authenticated: RCPT TO:<{recipient}> -> {found.auth_rcpt.reply}")
+            lines.append(f"authenticated: RCPT TO:<{recipient}> -> {found.auth_rcpt.reply}")
         elif found.auth_mail is not None and not found.auth_mail.ok:
-            evidence.append(f"authenticated: MAIL FROM:<{sender}> -> {found.auth_mail.reply}")
+            lines.append(f"authenticated: MAIL FROM:<{sender}> -> {found.auth_mail.reply}")
+    return lines
 
-    auth_offered = bool(found.auth_plain or found.auth_after_tls)
-    auth_only_after_tls = bool(found.auth_after_tls) and not found.auth_plain
-    port_note = (
-        f"Port {port} is where MTAs deliver to MXs; mail clients submit on 587 (STARTTLS) or "
-        "465 (TLS) with AUTH."
-        if port == 25 and not is_mx
-        else None
+
+def _tries_lines(evidence: RelayEvidence) -> list[str]:
+    if not evidence.tries:
+        return []
+    lines = [f"asked again from {t.source}: {t.reply}" for t in evidence.tries[1:]]
+    refused = evidence.refused
+    lines.append(
+        "relays without AUTH for: "
+        + ", ".join(evidence.relays)
+        + (f"; refuses to relay for: {', '.join(refused)}" if refused else "")
+    )
+    return lines
+
+
+def report_facts(evidence: RelayEvidence, listener: Listener) -> dict[str, object]:
+    """The machine-readable facts of the report (--json); none without a conversation."""
+    found = evidence.found
+    if found is None:
+        return {}
+    assert evidence.mx is not None
+    return {
+        "server": evidence.where,
+        "recipient_domain": evidence.domain,
+        "server_is_mx": evidence.is_mx,
+        "auth_offered": found.auth_plain,
+        "auth_offered_after_starttls": found.auth_after_tls,
+        "starttls": found.starttls,
+        "mx": evidence.mx.to_json(),
+        "transcript": listener.lines,
+    }
+
+
+def diagnose(options: RelayOptions, listener: Listener) -> tuple[Report, ExitCode]:
+    """Gather the evidence, find the first rule that holds, and word its verdict."""
+    evidence = gather(options, listener)
+    return conclude(
+        "relay",
+        decide(RULES, evidence),
+        wording_values(evidence),
+        evidence_lines(evidence),
+        report_facts(evidence, listener),
     )
 
-    def report(
-        verdict: str, summary: str, user: list[str], admin: list[str], security: str | None = None
-    ) -> Report:
-        facts = {
-            "server": where,
-            "recipient_domain": domain,
-            "server_is_mx": is_mx,
-            "auth_offered": found.auth_plain,
-            "auth_offered_after_starttls": found.auth_after_tls,
-            "starttls": found.starttls,
-            "mx": mx.to_json(),
-            "transcript": listener.lines,
-        }
-        return Report("relay", verdict, summary, evidence, user, admin, security, facts)
 
-    if not found.stranger_mail.ok and found.stranger_mail.category in (
-        "auth_required",
-        "tls_required",
-        "relay_denied",
-    ):
-        found.stranger_rcpt = found.stranger_mail  # refused at MAIL for want of AUTH/TLS
-    elif not found.stranger_mail.ok:
-        return report(
-            "sender_rejected",
-            f"the server refuses the sender before any relaying question: "
-            f"{found.stranger_mail.reply}",
-            [
-                "Use a sender address the server accepts (your own, in a domain that exists); "
-                "`mailtalk diagnose sender --from ADDRESS` checks its domain."
-            ],
-            ["Check the sender restrictions that matched (the reply text names them)."],
-        ), ExitCode.FAILED
-    rcpt = found.stranger_rcpt
-    assert rcpt is not None
-
-    if is_mx:
-        if rcpt.ok:
-            return report(
-                "mx_accepts",
-                f"{where} is {domain}'s own MX and accepts mail for {recipient}: no relaying is "
-                "involved, and delivering here works without AUTH.",
-                [
-                    "Nothing to fix here; a mail client still sends through its own provider, "
-                    "which delivers here."
-                ],
-                [],
-            ), ExitCode.OK
-        if rcpt.category == "relay_denied":
-            return report(
-                "mx_misconfigured",
-                f"{where} is an MX of {domain} but answers as if {domain} were not its own: "
-                "the domain is missing from the domains it receives for.",
-                ["Tell the recipient's admin; meanwhile nothing you change will help."],
-                [
-                    f"List {domain} as local or relayed on {where} (Postfix mydestination, "
-                    "relay_domains or virtual_mailbox_domains; qmail rcpthosts and locals or "
-                    "virtualdomains; Exim local_domains), or fix the MX record."
-                ],
-            ), ExitCode.FAILED
-        return report(
-            "mx_refuses",
-            f"{where} is {domain}'s own MX, so this is not about relaying; it refuses the "
-            f"recipient: {rcpt.explanation or rcpt.reply}",
-            ["Check the address; the explanation above says what the refusal means."],
-            ["See the reply's explanation: `mailtalk explain '" + rcpt.reply + "'`."],
-        ), ExitCode.FAILED
-
-    if rcpt.ok:
-        server = found.peer or (sorted(server_addresses)[0] if server_addresses else None)
-        here = server is not None and on_this_host(server)
-        client = source_toward(server) if server is not None else None
-        tries = [RelayTry(client or "this host", "relays", rcpt.reply)]
-        for source in other_sources(server, client) if here and server else []:
-            tries.append(_ask_from(source, target, sender, recipient, options, listener))
-            evidence.append(f"asked again from {source}: {tries[-1].reply}")
-        relays = [t.source for t in tries if t.outcome == "relays"]
-        refused = [t.source for t in tries if t.outcome == "refused"]
-        evidence.append(
-            "relays without AUTH for: "
-            + ", ".join(relays)
-            + (f"; refuses to relay for: {', '.join(refused)}" if refused else "")
-        )
-        verdict, summary, user_fixes, admin_fixes, security, code = relay_scope(
-            where, domain, server, here, tries
-        )
-        return report(verdict, summary, user_fixes, admin_fixes, security), code
-
-    if relay_reading:
-        # refused as an unknown user by a server that is not the MX: its relay refusal
-        rcpt.category = "relay_denied"
-    if rcpt.category not in ("relay_denied", "auth_required", "tls_required"):
-        return report(
-            "refused_other",
-            f"{where} refuses the recipient, but not as a relaying question: "
-            f"{rcpt.explanation or rcpt.reply}",
-            ["See the explanation of the reply."],
-            ["See the explanation of the reply."],
-        ), ExitCode.FAILED
-
-    user = options.get("auth_user")
-    if found.auth_reply is not None:
-        if not found.auth_reply.ok:
-            return report(
-                "auth_failed",
-                f"the server relays only for its users, and AUTH as {user} failed: "
-                f"{found.auth_reply.reply}",
-                ["Check the user name (often the whole address) and the password."],
-                ["Check the account and the authentication back end (`doveadm auth test`)."],
-            ), ExitCode.FAILED
-        if found.auth_rcpt is not None and found.auth_rcpt.ok:
-            return report(
-                "relay_denied_auth_fixes",
-                f"relaying was denied because you had not authenticated: after AUTH as {user} "
-                f"the server takes {recipient}.",
-                [
-                    f"Authenticate before MAIL FROM (in your mail client: outgoing server requires "
-                    f"authentication{', after STARTTLS' if auth_only_after_tls else ''})."
-                ]
-                + ([port_note] if port_note else []),
-                ["Nothing to change: the server relays for its users, as it should."],
-            ), ExitCode.OK
-        return report(
-            "relay_denied_even_with_auth",
-            f"even after AUTH as {user} the server refuses {recipient}: "
-            f"{(found.auth_rcpt or found.auth_mail or found.auth_reply).reply}",
-            [
-                "Your account may not relay, or not with this sender address: use the address "
-                "of the account you logged in with."
-            ],
-            [
-                "Check that authenticated users may relay (permit_sasl_authenticated before "
-                "reject_unauth_destination) and the sender-login rules."
-            ],
-        ), ExitCode.FAILED
-
-    if auth_offered:
-        when = "only after STARTTLS" if auth_only_after_tls else "on this connection"
-        return report(
-            "relay_denied_needs_auth_after_tls"
-            if auth_only_after_tls
-            else "relay_denied_needs_auth",
-            f"{where} is not {domain}'s MX and relays only for its own users; it offers AUTH "
-            f"{when}, and you did not authenticate.",
-            [
-                f"Authenticate: {'STARTTLS, EHLO again, then ' if auth_only_after_tls else ''}"
-                "AUTH before MAIL FROM (run again with --auth USER to test it)."
-            ]
-            + ([port_note] if port_note else [])
-            + [
-                "Or deliver straight to the recipient's MX, which needs no AUTH: "
-                f"`mailtalk send --from {sender} --to {recipient}`."
-            ],
-            [
-                "Nothing is wrong if the client is not yours. For your users: "
-                + ADMIN_RELAY_SETTINGS
-            ],
-        ), ExitCode.FAILED
-    return report(
-        "relay_denied_no_auth",
-        f"{where} is not {domain}'s MX and offers no AUTH here, so it will not relay for you "
-        "on this port.",
-        [
-            "Send through your own provider's submission server (port 587 with STARTTLS and "
-            "AUTH), or straight to the recipient's MX."
-        ]
-        + ([port_note] if port_note else []),
-        [
-            "If this client should relay, allow it by address or enable SMTP AUTH. "
-            + ADMIN_RELAY_SETTINGS
-        ],
-    ), ExitCode.FAILED
-
-
-def run_diagnose_relay(**options: Any) -> int:
-    import sys
-
-    from mailtalk.mail.diagnose import run_report
-
-    listener = Listener(sys.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(
-        lambda: diagnose(options, listener),
-        bool(options.get("as_json")),
-        bool(options.get("brief")),
-    )
+def run(options: RelayOptions, env: Environment) -> int:
+    """``mailtalk diagnose relay``: the report, and the exit status of its verdict."""
+    listener = Listener(env.stdout, as_json=True)  # the transcript goes in the facts
+    return run_report(lambda: diagnose(options, listener), env, options.as_json, options.brief)

@@ -6,15 +6,47 @@ reject_unknown_sender_domain): the domain needs MX records or an address (the
 implicit MX), and no null MX (RFC 7505, X.7.27). Receivers also look for SPF
 (RFC 7208) and DMARC records; their absence is no refusal on its own but costs
 reputation.
+
+The evidence is the DNS's answers (:class:`SenderEvidence`); the rules decide, and the
+verdicts' words are in ``knowledge/verdicts.toml``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report
+from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+    from mailtalk.net.mx import MXResult
+
+DNS_FAILED = ("timeout", "servfail")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SenderOptions:
+    """``mailtalk diagnose sender``'s options, as mailtalk/commands/mail.py reads them."""
+
+    sender: str
+    resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
+    timeout: float = 5.0
+    brief: bool = False
+    as_json: bool = False
+
+
+@dataclass
+class SenderEvidence:
+    """The sender domain's MX (or its absence), and its SPF and DMARC records when it
+    can receive mail."""
+
+    sender: str
+    mx: MXResult
+    spf: list[str] = field(default_factory=list)
+    dmarc: list[str] = field(default_factory=list)
 
 
 def _txt(resolver: Any, name: str, prefix: str) -> list[str]:
@@ -31,91 +63,67 @@ def _txt(resolver: Any, name: str, prefix: str) -> list[str]:
     return records
 
 
-def diagnose(options: dict[str, Any]) -> tuple[Report, ExitCode]:
+def gather(options: SenderOptions) -> SenderEvidence:
+    """Ask the DNS for the sender domain's MX, then for its SPF and DMARC records."""
     from mailtalk.mail.send import split_address
     from mailtalk.net.mx import Resolver, lookup_mx
 
-    sender = options["sender"]
-    domain = split_address(sender, "--from")[1]
-    resolver = Resolver(options.get("resolver"), float(options.get("timeout") or 5.0))
-    mx = lookup_mx(domain, resolver)
-    evidence = [f"DNS ({mx.resolver}): {mx.message}"]
+    domain = split_address(options.sender, "--from")[1]
+    resolver = Resolver(options.resolver, options.timeout)
+    evidence = SenderEvidence(options.sender, lookup_mx(domain, resolver))
+    if evidence.mx.status in ("ok", "implicit"):
+        evidence.spf = _txt(resolver, evidence.mx.domain, "v=spf1")
+        evidence.dmarc = _txt(resolver, f"_dmarc.{evidence.mx.domain}", "v=dmarc1")
+    return evidence
+
+
+RULES: tuple[Rule[SenderEvidence], ...] = (
+    Rule("dns_failure", lambda e: e.mx.status in DNS_FAILED),
+    Rule("sender_domain_missing", lambda e: e.mx.status in ("nxdomain", "nodata")),
+    Rule("sender_null_mx", lambda e: e.mx.status == "null"),
+    Rule("sender_ok", lambda e: True),
+)
+
+
+def evidence_lines(evidence: SenderEvidence) -> list[str]:
+    mx = evidence.mx
+    lines = [f"DNS ({mx.resolver}): {mx.message}"]
     for host in mx.hosts:
-        evidence.append(f"  MX {host.preference} {host.host} {' '.join(host.addresses)}".rstrip())
-    facts: dict[str, object] = {"domain": mx.domain, "mx": mx.to_json()}
-    if mx.status in ("timeout", "servfail"):
-        return Report(
-            "sender",
-            "dns_failure",
-            f"the DNS did not answer for {mx.domain}: servers checking the sender would answer "
-            'with a temporary 4xx ("Domain not found" or "Cannot check the domain") and '
-            "the sending MTA would retry.",
-            evidence,
-            ["Retry later; if it lasts, the domain's name servers are broken."],
-            ["Check the domain's name servers answer (dig @NS domain MX)."],
-            facts=facts,
-        ), ExitCode.CONNECT
-    if mx.status in ("nxdomain", "nodata"):
-        return Report(
-            "sender",
-            "sender_domain_missing",
-            f"{mx.domain} has neither MX nor A/AAAA records, so servers that check senders "
-            f'refuse MAIL FROM:<{sender}> ("501 ... Sender domain must exist", "450 4.1.8 '
-            'Sender address rejected: Domain not found", "553 5.1.8").',
-            evidence,
-            [
-                "Use a sender address in a domain that exists; a made-up domain such as "
-                "me@test is the classic cause."
-            ],
-            [f"Publish MX (or A) records for {mx.domain} if it should send mail."],
-            facts=facts,
-        ), ExitCode.FAILED
-    if mx.status == "null":
-        return Report(
-            "sender",
-            "sender_null_mx",
-            f"{mx.domain} publishes a null MX (RFC 7505): it declares it receives no mail, so "
-            'servers refuse it as a sender ("550 5.7.27 Sender address has null MX").',
-            evidence,
-            ["Send from an address in a domain that receives mail."],
-            [f"Remove the null MX of {mx.domain} if the domain sends mail."],
-            facts=facts,
-        ), ExitCode.FAILED
-    spf = _txt(resolver, mx.domain, "v=spf1")
-    dmarc = _txt(resolver, f"_dmarc.{mx.domain}", "v=dmarc1")
-    facts.update({"spf": spf, "dmarc": dmarc})
-    evidence.append("SPF: " + (spf[0] if spf else "no v=spf1 record"))
-    evidence.append("DMARC: " + (dmarc[0] if dmarc else "no _dmarc record"))
-    admin = []
-    if not spf:
-        admin.append(
-            f"Publish an SPF record for {mx.domain} listing the servers that send its "
-            'mail ("v=spf1 mx -all" or similar); big receivers refuse or junk '
-            "unauthenticated mail (Gmail: 5.7.26)."
-        )
-    if not dmarc:
-        admin.append(
-            f"Publish a DMARC record at _dmarc.{mx.domain} once SPF and DKIM are in place."
-        )
-    if len(spf) > 1:
-        admin.append("More than one SPF record is a permanent error (RFC 7208 4.5): merge them.")
-    how = "its MX records" if mx.status == "ok" else "its own address (the implicit MX)"
-    return Report(
+        lines.append(f"  MX {host.preference} {host.host} {' '.join(host.addresses)}".rstrip())
+    if mx.status in ("ok", "implicit"):
+        lines.append("SPF: " + (evidence.spf[0] if evidence.spf else "no v=spf1 record"))
+        lines.append("DMARC: " + (evidence.dmarc[0] if evidence.dmarc else "no _dmarc record"))
+    return lines
+
+
+def wording_values(evidence: SenderEvidence) -> dict[str, object]:
+    """What the verdicts' wording (verdicts.toml, [sender]) may name."""
+    return {
+        "domain": evidence.mx.domain,
+        "sender": evidence.sender,
+        "mx_status": evidence.mx.status,
+        "authenticated": bool(evidence.spf and evidence.dmarc),
+        "no_spf": not evidence.spf,
+        "no_dmarc": not evidence.dmarc,
+        "several_spf": len(evidence.spf) > 1,
+    }
+
+
+def diagnose(options: SenderOptions) -> tuple[Report, ExitCode]:
+    """Gather the evidence, find the first rule that holds, and word its verdict."""
+    evidence = gather(options)
+    facts: dict[str, object] = {"domain": evidence.mx.domain, "mx": evidence.mx.to_json()}
+    if evidence.mx.status in ("ok", "implicit"):
+        facts.update({"spf": evidence.spf, "dmarc": evidence.dmarc})
+    return conclude(
         "sender",
-        "sender_ok",
-        f"{mx.domain} can receive mail ({how}), so no server refuses <{sender}> for an "
-        "unknown sender domain"
-        + ("." if spf and dmarc else "; sender authentication records are missing, see below."),
-        evidence,
-        [],
-        admin,
-        facts=facts,
-    ), ExitCode.OK
-
-
-def run_diagnose_sender(**options: Any) -> int:
-    from mailtalk.mail.diagnose import run_report
-
-    return run_report(
-        lambda: diagnose(options), bool(options.get("as_json")), bool(options.get("brief"))
+        decide(RULES, evidence),
+        wording_values(evidence),
+        evidence_lines(evidence),
+        facts,
     )
+
+
+def run(options: SenderOptions, env: Environment) -> int:
+    """``mailtalk diagnose sender``: the report, and the exit status of its verdict."""
+    return run_report(lambda: diagnose(options), env, options.as_json, options.brief)
