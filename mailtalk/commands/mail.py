@@ -1,9 +1,9 @@
 """`mailtalk mx`, `send` and `diagnose`: where mail goes, sending it, and why it is refused.
 
-The diagnoses read their options into their frozen options dataclass (``RelayOptions``,
-``SenderOptions``, ``LoginOptions``, defined next to the ``run(options, env)`` that
-implements them in ``mailtalk/mail/diagnose/``) and call that ``run`` with the
-command's :class:`~mailtalk.environment.Environment`.
+Each command reads its options into its frozen options dataclass (``MXOptions``,
+``SendOptions``, ``RelayOptions``, ``SenderOptions``, ``LoginOptions``, defined next to
+the ``run(options, env)`` that implements it in ``mailtalk/mail/``) and calls that
+``run`` with the command's :class:`~mailtalk.environment.Environment`.
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ def mx(domain: str, **options: Any) -> None:
     Mail does not go from one computer to another: the sender's server looks
     up these records and hands the message to the first MX that answers.
     """
-    from mailtalk.mail.mx import run_mx
+    from mailtalk.mail import mx as command
 
-    sys.exit(run_mx(domain, **options))
+    sys.exit(command.run(command.MXOptions(domain=domain, **options), _environment()))
 
 
 @cli.command(
@@ -179,9 +179,9 @@ def send(**options: Any) -> None:
     is explained. Without --server the recipient domain's MX hosts are tried
     in preference order, the next one after a 4xx or a connection failure.
     """
-    from mailtalk.mail.send import run_send
+    from mailtalk.mail import send as command
 
-    sys.exit(run_send(**options))
+    sys.exit(command.run(command.SendOptions(**options), _environment()))
 
 
 @cli.group(

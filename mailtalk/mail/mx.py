@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -21,10 +19,26 @@ from typing import TYPE_CHECKING, Any, TextIO
 from mailtalk.exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    from mailtalk.environment import Environment
     from mailtalk.net.mx import MXResult
     from mailtalk.net.tls import TLSInfo
     from mailtalk.net.transport import Transport
     from mailtalk.protocols.smtp import Reply, SMTPConnection
+
+
+@dataclass(frozen=True, kw_only=True)
+class MXOptions:
+    """``mailtalk mx``'s options, as mailtalk/commands/mail.py reads them."""
+
+    domain: str  # or an address: the domain after its last @
+    resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
+    probe: bool = False  # connect to every MX address
+    port: int = 25  # the port --probe connects to
+    cafile: str | None = None
+    timeout: float = 5.0
+    brief: bool = False  # without the lesson
+    as_json: bool = False
+
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -405,13 +419,15 @@ def _shown_name(domain: str, result: MXResult) -> str:
 
 
 def _plain(
-    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+    result: MXResult,
+    shown: str,
+    probes: list[Probe] | None,
+    out: TextIO,
+    width: int,
+    brief: bool = False,
 ) -> None:
     import textwrap
 
-    from mailtalk.terminal import plain_width
-
-    width = plain_width()
     out.write(_headline(result, shown) + "\n")
     rows = _host_rows(result)
     if rows:
@@ -461,22 +477,15 @@ def _rich(
                 console.print(Text(line.text, style=line.style))
 
 
-def run_mx(
-    domain: str,
-    resolver: str | None = None,
-    probe: bool = False,
-    port: int = 25,
-    timeout: float = 5.0,
-    as_json: bool = False,
-    stream: TextIO | None = None,
-    cafile: str | None = None,
-    brief: bool = False,
-) -> int:
-    """Show DOMAIN's MX picture; the exit status (see ``mailtalk mx --help``).
-    ``brief``: without the lesson (the paragraph on how mail travels)."""
+def run(options: MXOptions, env: Environment) -> int:
+    """Show the domain's MX picture: rich on a terminal, plain in a pipe, or JSON; the
+    exit status (see ``mailtalk mx --help``). ``brief``: without the lesson (the
+    paragraph on how mail travels)."""
+    from mailtalk.environment import OutputMode
     from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
 
-    out = stream or sys.stdout
+    out = env.stdout
+    domain = options.domain
     if "@" in domain:  # an address: the domain after the last @ is what DNS is asked
         domain = domain.rpartition("@")[2]
     try:
@@ -484,19 +493,22 @@ def run_mx(
             raise ValueError(f"{domain!r} is an address literal: it has no MX, mail goes there")
         ascii_domain(domain)
     except ValueError as error:
-        print(f"mailtalk: {error}", file=sys.stderr)
+        print(f"mailtalk: {error}", file=env.stderr)
         return int(ExitCode.USAGE)
-    dns_resolver = Resolver(resolver, timeout)
+    dns_resolver = Resolver(options.resolver, options.timeout)
     try:
         dns_resolver.resolver  # noqa: B018 - a bad --resolver is a usage error, said now
     except ValueError as error:
-        print(f"mailtalk: --resolver {resolver}: {error}", file=sys.stderr)
+        print(f"mailtalk: --resolver {options.resolver}: {error}", file=env.stderr)
         return int(ExitCode.USAGE)
     result = lookup_mx(domain, dns_resolver)
-    probes = probe_all(result, port, timeout, cafile) if probe else None
+    probes = None
+    if options.probe:
+        probes = probe_all(result, options.port, options.timeout, options.cafile)
     status = exit_status(result, probes)
     shown = _shown_name(domain, result)
-    if as_json:
+    mode = env.output_mode(options.as_json)
+    if mode is OutputMode.JSON:
         document: dict[str, Any] = result.to_json()
         document["deliverable"] = result.deliverable
         document["lesson"] = lesson(result)
@@ -507,8 +519,8 @@ def run_mx(
 
         out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
         out.flush()
-    elif out.isatty() or os.environ.get("FORCE_COLOR"):
-        _rich(result, shown, probes, out, brief)
+    elif mode is OutputMode.RICH:
+        _rich(result, shown, probes, out, options.brief)
     else:
-        _plain(result, shown, probes, out, brief)
+        _plain(result, shown, probes, out, env.plain_width(), options.brief)
     return status

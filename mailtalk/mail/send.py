@@ -13,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -28,7 +27,37 @@ from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.terminal import safe_text
 
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+
 STAGES = ("connect", "ehlo", "tls", "auth", "mail", "rcpt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendOptions:
+    """``mailtalk send``'s options, as mailtalk/commands/mail.py reads them."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    server: str | None = None  # HOST[:PORT]; None: each recipient domain's MX
+    starttls: bool = False
+    implicit_tls: bool = False
+    auth_user: str | None = None
+    auth_mechanism: str = "plain"
+    helo: str | None = None  # None: this host's name
+    subject: str = "mailtalk test message"
+    body: str | None = None  # None: a short test text
+    headers: tuple[str, ...] = ()  # "Name: value"
+    attachments: tuple[str, ...] = ()  # paths
+    data_file: str | None = None  # send this file as the whole message
+    quit_after: str | None = None  # one of STAGES: stop there, sending no message
+    mx_port: int = 25
+    resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
+    insecure: bool = False
+    cafile: str | None = None
+    timeout: float = 30.0
+    brief: bool = False
+    as_json: bool = False
 
 
 class SendFailed(MailtalkError):
@@ -80,11 +109,11 @@ def _attach_message(
     return True
 
 
-def build_message(options: dict[str, Any], notes: list[str] | None = None) -> bytes:
+def build_message(options: SendOptions, notes: list[str] | None = None) -> bytes:
     """The message: --data as it is, or one built from --subject/--body/--header/--attach.
     Anything worth saying about how it was built is added to ``notes``."""
-    if options.get("data_file"):
-        with open(options["data_file"], "rb") as file:
+    if options.data_file:
+        with open(options.data_file, "rb") as file:
             return file.read()
     import email.policy
     import email.utils
@@ -93,23 +122,23 @@ def build_message(options: dict[str, Any], notes: list[str] | None = None) -> by
 
     # refold_source="none": an attached message's own headers stay as they were
     message = EmailMessage(policy=email.policy.SMTP.clone(refold_source="none"))
-    message["From"] = options["sender"]
-    message["To"] = ", ".join(options["recipients"])
-    message["Subject"] = options.get("subject") or "mailtalk test message"
+    message["From"] = options.sender
+    message["To"] = ", ".join(options.recipients)
+    message["Subject"] = options.subject or "mailtalk test message"
     message["Date"] = email.utils.formatdate(localtime=True)
-    domain = options["sender"].rpartition("@")[2] or "mailtalk.invalid"
+    domain = options.sender.rpartition("@")[2] or "mailtalk.invalid"
     message["Message-ID"] = email.utils.make_msgid("mailtalk", domain=domain)
     message["X-Mailer"] = "mailtalk"
-    for header in options.get("headers") or ():
+    for header in options.headers:
         name, colon, value = header.partition(":")
         if not colon or not name.strip() or any(c in name for c in " \t"):
             raise UsageError(f"--header {header!r}: give 'Name: value'")
         message[name.strip()] = value.strip()
-    body = options.get("body")
+    body = options.body
     message.set_content(
         (body if body is not None else "This is a test message sent by mailtalk.") + "\n"
     )
-    for path in options.get("attachments") or ():
+    for path in options.attachments:
         kind, _ = mimetypes.guess_type(path)
         maintype, subtype = (kind or "application/octet-stream").split("/", 1)
         with open(path, "rb") as file:
@@ -183,26 +212,24 @@ def password_for(user: str, host: str) -> str:
 
 def converse(
     target: Target,
-    options: dict[str, Any],
+    options: SendOptions,
     recipients: list[str],
     message: bytes,
     listener: Listener,
+    progress_to: TextIO | None = None,
 ) -> list[str]:
     """One SMTP conversation; the recipients the server accepted (the message sent to
-    them), or an exception saying what failed."""
+    them), or an exception saying what failed. A big message shows a progress bar on
+    ``progress_to``."""
     from mailtalk.client.conversation import client_name
 
-    session = SessionOptions(
-        target=target,
-        starttls=False,
-        insecure=bool(options.get("insecure")),
-        cafile=options.get("cafile"),
-        timeout=float(options.get("timeout") or 30.0),
+    session = SessionOptions.for_target(
+        target, insecure=options.insecure, cafile=options.cafile, timeout=options.timeout
     )
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
-    conv.explain_inline = not options.get("brief")  # --brief: no lesson under refusals
-    quit_after = options.get("quit_after")
+    conv.explain_inline = not options.brief  # --brief: no lesson under refusals
+    quit_after = options.quit_after
     finished = False
     try:
         conv.open()
@@ -211,7 +238,7 @@ def converse(
             _check(conv.last_final, "the greeting")
         if quit_after == "connect":
             return _quit(conv, recipients)
-        helo = options.get("helo") or client_name()
+        helo = options.helo or client_name()
         conv.send_line(f"EHLO {helo}")
         reply = conv.wait_final()
         if reply.reply_class is ReplyClass.PERMANENT:
@@ -220,13 +247,13 @@ def converse(
         _check(reply, "EHLO")
         if quit_after == "ehlo":
             return _quit(conv, recipients)
-        if options.get("starttls") and target.tls != "implicit":
+        if options.starttls and target.tls != "implicit":
             conv.starttls()
             conv.send_line(f"EHLO {helo}")
             _check(conv.wait_final(), "EHLO after STARTTLS")
         if quit_after == "tls":
             return _quit(conv, recipients)
-        user = options.get("auth_user")
+        user = options.auth_user
         if user:
             offered = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
             if not offered:
@@ -240,7 +267,7 @@ def converse(
                     "warning",
                 )
             reply = conv.authenticate(
-                options.get("auth_mechanism", "plain"), user, password_for(user, target.host)
+                options.auth_mechanism, user, password_for(user, target.host)
             )
             if reply.reply_class is not ReplyClass.POSITIVE:
                 raise SendFailed(
@@ -250,7 +277,7 @@ def converse(
                 )
         if quit_after == "auth":
             return _quit(conv, recipients)
-        conv.send_line(f"MAIL FROM:<{options['sender']}>")
+        conv.send_line(f"MAIL FROM:<{options.sender}>")
         _check(conv.wait_final(), "MAIL FROM")
         if quit_after == "mail":
             return _quit(conv, recipients)
@@ -273,7 +300,7 @@ def converse(
         reply = conv.wait_final()
         if reply.reply_class is not ReplyClass.INTERMEDIATE:
             _check(reply, "DATA")
-        _send_with_progress(conv, message, listener.as_json)
+        _send_with_progress(conv, message, listener.as_json, progress_to)
         listener.note(f"message of {len(message)} bytes, dot-stuffed")
         listener.sent(".", typed=False)
         _check(conv.wait_final(), "the message")
@@ -292,8 +319,12 @@ def converse(
 PROGRESS_THRESHOLD = 1024 * 1024
 
 
-def _send_with_progress(conv: Conversation, message: bytes, as_json: bool) -> None:
-    if as_json or len(message) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+def _send_with_progress(
+    conv: Conversation, message: bytes, as_json: bool, progress_to: TextIO | None
+) -> None:
+    """The message, with a progress bar on ``progress_to`` (standard error when it is a
+    terminal, else None) when it is big."""
+    if as_json or len(message) < PROGRESS_THRESHOLD or progress_to is None:
         conv.send_message(message)
         return
     from rich.console import Console
@@ -304,7 +335,7 @@ def _send_with_progress(conv: Conversation, message: bytes, as_json: bool) -> No
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=Console(stderr=True),
+        console=Console(file=progress_to),
         transient=True,
     ) as progress:
         task = progress.add_task("sending the message", total=len(message))
@@ -319,11 +350,11 @@ def _quit(conv: Conversation, recipients: list[str]) -> list[str]:
     return recipients
 
 
-def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> list[Target]:
+def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[Target]:
     from mailtalk.net.mx import Resolver, lookup_mx
 
-    timeout = min(float(options.get("timeout") or 30), 10.0)
-    result = lookup_mx(domain, Resolver(options.get("resolver"), timeout))
+    timeout = min(options.timeout, 10.0)
+    result = lookup_mx(domain, Resolver(options.resolver, timeout))
     # A lookup that finds nowhere to deliver is said once, as the error.
     if result.status in ("nxdomain", "null", "nodata"):
         raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
@@ -341,7 +372,7 @@ def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> li
         else:
             listener.note(f"  {host.preference:>3} {host.host} ({host.error})")
     targets = []
-    port = int(options.get("mx_port") or 25)
+    port = options.mx_port
     for host in result.hosts:
         for address in host.addresses:
             targets.append(Target("smtp", address, port, "none", None))
@@ -352,71 +383,128 @@ def _targets_for(domain: str, options: dict[str, Any], listener: Listener) -> li
     return targets
 
 
-def run_send(**options: Any) -> int:
-    out = sys.stdout
-    as_json = bool(options.get("as_json"))
-    listener = Listener(out, as_json)
-    recipients = list(options["recipients"])
+# A recipient list's failure: (the recipients, why, the exit status it makes).
+Failure = tuple[str, str, int]
+
+
+def run(options: SendOptions, env: Environment) -> int:
+    """``mailtalk send``: deliver the message, showing the conversation; the exit status
+    of the first failure, else 0."""
+    listener = Listener(env.stdout, options.as_json)
     try:
-        split_address(options["sender"], "--from")
-        domains: dict[str, list[str]] = {}
-        for recipient in recipients:
-            domains.setdefault(split_address(recipient, "--to")[1].lower(), []).append(recipient)
-        if options.get("starttls") and options.get("implicit_tls"):
-            raise UsageError("--starttls and --tls exclude each other")
-        notes: list[str] = []
-        message = build_message(options, notes)
-        for note in notes:
-            listener.note(note, "warning")
+        domains = _recipients_by_domain(options)
+        message = _message(options, listener)
     except UsageError as error:
-        click.echo(f"mailtalk: {error}", err=True)
+        click.echo(f"mailtalk: {error}", file=env.stderr)
         return ExitCode.USAGE
     except OSError as error:
-        click.echo(f"mailtalk: {one_line(error)}", err=True)
+        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
         return ExitCode.USAGE
 
-    delivered: list[str] = []
-    failures: list[tuple[str, str, int]] = []
-    groups: list[tuple[list[Target], list[str]]] = []
-    if options.get("server"):
+    failures: list[Failure] = []
+    if options.server:
         from mailtalk.net.target import parse_shortcut
 
         try:
-            target = parse_shortcut("smtp", options["server"], bool(options.get("implicit_tls")))
+            target = parse_shortcut("smtp", options.server, options.implicit_tls)
         except ValueError as error:
-            click.echo(f"mailtalk: --server: {error}", err=True)
+            click.echo(f"mailtalk: --server: {error}", file=env.stderr)
             return ExitCode.USAGE
-        groups = [([target], recipients)]
+        groups = [([target], list(options.recipients))]
     else:
-        for domain, members in domains.items():
-            try:
-                groups.append((_targets_for(domain, options, listener), members))
-            except SendFailed as error:
-                failures.append((", ".join(members), str(error), int(error.exit_code)))
+        groups = _mx_groups(domains, options, listener, failures)
+    progress_to = env.stderr if env.stderr_isatty else None
+    delivered: list[str] = []
     for targets, members in groups:
-        last_error: tuple[str, int] | None = None
-        for target in targets:
-            listener.note(f"connecting to {target.display}")
-            try:
-                delivered += converse(target, options, members, message, listener)
-                last_error = None
-                break
-            except SendFailed as error:
-                last_error = (str(error), int(error.exit_code))
-                if not error.temporary or options.get("server"):
-                    break
-                listener.note(f"{error}; trying the next MX host")
-            except Exception as error:  # connection and TLS trouble: the next MX may do
-                if not _expected(error):
-                    raise
-                last_error = (one_line(error), int(exit_code_for(error)))
-                if options.get("server"):
-                    break
-                listener.note(f"{one_line(error)}; trying the next MX host")
-        if last_error is not None:
-            failures.append((", ".join(members), *last_error))
+        accepted, failure = _deliver(targets, members, message, options, listener, progress_to)
+        delivered += accepted
+        if failure is not None:
+            failures.append(failure)
+    _write_result(options, env, listener, delivered, failures)
+    if failures:
+        return failures[0][2]
+    return ExitCode.OK
 
-    if as_json:
+
+def _recipients_by_domain(options: SendOptions) -> dict[str, list[str]]:
+    """The recipients by domain (lower case), the addresses checked first."""
+    split_address(options.sender, "--from")
+    domains: dict[str, list[str]] = {}
+    for recipient in options.recipients:
+        domains.setdefault(split_address(recipient, "--to")[1].lower(), []).append(recipient)
+    if options.starttls and options.implicit_tls:
+        raise UsageError("--starttls and --tls exclude each other")
+    return domains
+
+
+def _message(options: SendOptions, listener: Listener) -> bytes:
+    notes: list[str] = []
+    message = build_message(options, notes)
+    for note in notes:
+        listener.note(note, "warning")
+    return message
+
+
+def _mx_groups(
+    domains: dict[str, list[str]],
+    options: SendOptions,
+    listener: Listener,
+    failures: list[Failure],
+) -> list[tuple[list[Target], list[str]]]:
+    """Each domain's MX addresses with its recipients; a domain with none is a failure."""
+    groups = []
+    for domain, members in domains.items():
+        try:
+            groups.append((_targets_for(domain, options, listener), members))
+        except SendFailed as error:
+            failures.append((", ".join(members), str(error), int(error.exit_code)))
+    return groups
+
+
+def _deliver(
+    targets: list[Target],
+    members: list[str],
+    message: bytes,
+    options: SendOptions,
+    listener: Listener,
+    progress_to: TextIO | None,
+) -> tuple[list[str], Failure | None]:
+    """The recipients accepted by the first of ``targets`` that takes the message; after
+    a temporary refusal or a connection failure the next MX is tried (never with
+    --server). The failure, if none did."""
+    last_error: tuple[str, int] | None = None
+    for target in targets:
+        listener.note(f"connecting to {target.display}")
+        try:
+            return converse(target, options, members, message, listener, progress_to), None
+        except SendFailed as error:
+            last_error = (str(error), int(error.exit_code))
+            if not error.temporary or options.server:
+                break
+            listener.note(f"{error}; trying the next MX host")
+        except Exception as error:  # connection and TLS trouble: the next MX may do
+            if not _expected(error):
+                raise
+            last_error = (one_line(error), int(exit_code_for(error)))
+            if options.server:
+                break
+            listener.note(f"{one_line(error)}; trying the next MX host")
+    if last_error is None:
+        return [], None
+    return [], (", ".join(members), *last_error)
+
+
+def _write_result(
+    options: SendOptions,
+    env: Environment,
+    listener: Listener,
+    delivered: list[str],
+    failures: list[Failure],
+) -> None:
+    """The result: JSON lines (the transcript, then the result), or the failures on
+    standard error and what was accepted."""
+    out = env.stdout
+    if options.as_json:
         for line in listener.lines:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
         out.write(
@@ -433,16 +521,13 @@ def run_send(**options: Any) -> int:
             )
             + "\n"
         )
-    else:
-        for who, why, _ in failures:
-            click.echo(f"mailtalk: {who}: {safe_text(why)}", err=True)
-        if delivered and not failures:
-            stage = options.get("quit_after")
-            done = f"stopped after {stage} as asked" if stage else "accepted"
-            out.write(f"# {done}: {', '.join(delivered)}\n")
-    if failures:
-        return failures[0][2]
-    return ExitCode.OK
+        return
+    for who, why, _ in failures:
+        click.echo(f"mailtalk: {who}: {safe_text(why)}", file=env.stderr)
+    if delivered and not failures:
+        stage = options.quit_after
+        done = f"stopped after {stage} as asked" if stage else "accepted"
+        out.write(f"# {done}: {', '.join(delivered)}\n")
 
 
 def _expected(error: BaseException) -> bool:
