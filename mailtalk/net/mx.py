@@ -152,7 +152,10 @@ def _label_problem(label: str) -> str | None:
     return None
 
 
-def _addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[tuple[str, ...], str | None]:
+def host_addresses(
+    resolver: dns.resolver.Resolver, host: str
+) -> tuple[tuple[str, ...], str | None]:
+    """``host``'s A and AAAA addresses, and why there are none when there are none."""
     import dns.exception
     import dns.resolver
 
@@ -241,7 +244,7 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
             where,
         )
     if not records:
-        addresses, error = _addresses(dns_resolver, name)
+        addresses, error = host_addresses(dns_resolver, name)
         if addresses:
             return MXResult(
                 name,
@@ -260,7 +263,7 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
         )
     hosts = []
     for preference, host in records:
-        addresses, error = _addresses(dns_resolver, host)
+        addresses, error = host_addresses(dns_resolver, host)
         hosts.append(MXHost(preference, host, addresses, error))
     count = len(hosts)
     return MXResult(

@@ -428,12 +428,12 @@ class QueueRunner:
             return [str(ipaddress.ip_address(host))], ""
         loop = asyncio.get_running_loop()
         if self.settings.resolver:
-            from mailtalk.net.mx import Resolver, _addresses
+            from mailtalk.net.mx import Resolver, host_addresses
 
             if self._resolver is None:
                 self._resolver = Resolver(self.settings.resolver)
             found, error = await loop.run_in_executor(
-                None, _addresses, self._resolver.resolver, host
+                None, host_addresses, self._resolver.resolver, host
             )
             return list(found), error or ""
         try:

@@ -32,7 +32,7 @@ import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
@@ -46,7 +46,7 @@ from mailtalk.protocols.common import ReplyClass, last_line
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
     from mailtalk.knowledge.verdicts import Verdict
-    from mailtalk.net.mx import MXResult
+    from mailtalk.net.mx import MXResult, Resolver
 
 # A second loopback address to ask from: a server trusting 127.0.0.1 does not trust it.
 SECOND_SOURCE = "127.0.0.254"
@@ -195,16 +195,16 @@ def converse(
     return found
 
 
-def _addresses_of(host: str, resolver: Any) -> set[str]:
+def _addresses_of(host: str, resolver: Resolver | None) -> set[str]:
     """The server's addresses: a literal, the resolver's answer, or the system's."""
     with contextlib.suppress(ValueError):
         return {str(ipaddress.ip_address(host.strip("[]")))}
     found: set[str] = set()
     if resolver is not None:
-        from mailtalk.net.mx import _addresses
+        from mailtalk.net.mx import host_addresses
 
         with contextlib.suppress(Exception):
-            found |= set(_addresses(resolver.resolver, host)[0])
+            found |= set(host_addresses(resolver.resolver, host)[0])
     if not found:
         with contextlib.suppress(OSError):
             found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
