@@ -23,14 +23,18 @@ refuses one, it trusts by address. Where it relays for all, nothing seen from on
 host tells "trusts this host" (Debian's mynetworks = 127.0.0.0/8, Postfix's
 mynetworks_style = host, OpenSMTPD's "from local") from an open relay, and the
 verdict says only what was shown. The open-relay finding (exit 7) needs a client
-address the server cannot plausibly trust: one outside its host and its network.
+address the server cannot plausibly trust: one outside its host and its network
+(``sources.py`` picks the addresses and says what they show).
+
+The diagnosis runs in three steps: :func:`gather` puts everything seen into a
+:class:`RelayEvidence`; :data:`RULES`, in order, decide the verdict; the verdict's
+words come from ``knowledge/verdicts.toml`` (``[relay.*]``) and the evidence lines
+and facts are rendered from the record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -39,6 +43,14 @@ from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
+from mailtalk.mail.diagnose.sources import (
+    in_same_network,
+    ip_or_none,
+    on_this_host,
+    other_sources,
+    server_addresses,
+    source_toward,
+)
 from mailtalk.mail.send import Listener, split_address
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, last_line
@@ -46,13 +58,7 @@ from mailtalk.protocols.common import ReplyClass, last_line
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
     from mailtalk.knowledge.verdicts import Verdict
-    from mailtalk.net.mx import MXResult, Resolver
-
-# A second loopback address to ask from: a server trusting 127.0.0.1 does not trust it.
-SECOND_SOURCE = "127.0.0.254"
-# Documentation addresses: "which of my addresses would reach them" finds the address
-# this host uses toward the outside (a UDP connect() sends nothing).
-OUTSIDE = {4: "198.51.100.1", 6: "2001:db8::1"}
+    from mailtalk.net.mx import MXResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,60 +201,6 @@ def converse(
     return found
 
 
-def _addresses_of(host: str, resolver: Resolver | None) -> set[str]:
-    """The server's addresses: a literal, the resolver's answer, or the system's."""
-    with contextlib.suppress(ValueError):
-        return {str(ipaddress.ip_address(host.strip("[]")))}
-    found: set[str] = set()
-    if resolver is not None:
-        from mailtalk.net.mx import host_addresses
-
-        with contextlib.suppress(Exception):
-            found |= set(host_addresses(resolver.resolver, host)[0])
-    if not found:
-        with contextlib.suppress(OSError):
-            found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    return found
-
-
-def source_toward(address: str) -> str | None:
-    """The local address this host would use to reach ``address``, or None when it has
-    no route there. A UDP connect() picks the address and sends nothing."""
-    try:
-        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((str(ip), 9))
-            return str(sock.getsockname()[0]).split("%", 1)[0]
-    except OSError:
-        return None
-
-
-def on_this_host(server: str) -> bool:
-    """Is ``server`` (an IP address) one of this host's own addresses?"""
-    ip = ipaddress.ip_address(server)
-    return ip.is_loopback or source_toward(server) == str(ip)
-
-
-def other_sources(server: str, first: str | None) -> list[str]:
-    """This host's other addresses to ask a server on this host from: a second loopback
-    address and the address toward the outside, in the server's address family."""
-    ip = ipaddress.ip_address(server)
-    found: list[str] = []
-    first_ip = _ip(first)
-    loopback = ip.version == 4 and first_ip is not None and first_ip.is_loopback
-    if loopback and first != SECOND_SOURCE:
-        found.append(SECOND_SOURCE)
-    outward = source_toward(OUTSIDE[ip.version])
-    outward_ip = _ip(outward)
-    if outward_ip is not None and not outward_ip.is_loopback and outward != first:
-        found.append(str(outward_ip))
-    return found
-
-
 @dataclass
 class RelayTry:
     """One client address the foreign recipient was asked from, and the answer."""
@@ -256,22 +208,6 @@ class RelayTry:
     source: str
     outcome: str  # "relays", "refused" (as relaying), or "other" (no answer to go by)
     reply: str
-
-
-def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text or "")
-    except ValueError:
-        return None
-
-
-def _in_same_network(a: str, b: str) -> bool:
-    ip_a, ip_b = _ip(a), _ip(b)
-    if ip_a is None or ip_b is None or ip_a.version != ip_b.version:
-        return False
-    prefix = 24 if ip_a.version == 4 else 48
-    return ip_b in ipaddress.ip_network(f"{ip_a}/{prefix}", strict=False)
-
 
 
 def _ask_from(
@@ -387,7 +323,7 @@ class RelayEvidence:
     def scope(self) -> str:
         """Which of this host's addresses it relays for, all of them being: "ipv4_loopback"
         (all in 127.0.0.0/8), "loopback" or "host"."""
-        ips = [_ip(source) for source in self.relays]
+        ips = [ip_or_none(source) for source in self.relays]
         if all(ip is not None and ip.version == 4 and ip.is_loopback for ip in ips):
             return "ipv4_loopback"
         if all(ip is not None and ip.is_loopback for ip in ips):
@@ -400,14 +336,14 @@ class RelayEvidence:
         open: "unknown", "private_client", "private_server", "same_network"; None when
         the client is outside the server's host and network."""
         source = self.relays[0] if self.relays else None
-        source_ip, server_ip = _ip(source), _ip(self.server)
+        source_ip, server_ip = ip_or_none(source), ip_or_none(self.server)
         if source is None or source_ip is None or self.server is None or server_ip is None:
             return "unknown"
         if not source_ip.is_global:
             return "private_client"
         if not server_ip.is_global:
             return "private_server"
-        if _in_same_network(self.server, source):
+        if in_same_network(self.server, source):
             return "same_network"
         return None
 
@@ -446,11 +382,11 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
         return evidence
     host, evidence.port = asked
     evidence.where = f"[{host}]:{evidence.port}" if ":" in host else f"{host}:{evidence.port}"
-    server_addresses = _addresses_of(host, resolver)
+    addresses = server_addresses(host, resolver)
     assert evidence.mx is not None
     mx_addresses = {a for mx_host in evidence.mx.hosts for a in mx_host.addresses}
     mx_names = {mx_host.host.lower() for mx_host in evidence.mx.hosts}
-    evidence.is_mx = host.lower().rstrip(".") in mx_names or bool(server_addresses & mx_addresses)
+    evidence.is_mx = host.lower().rstrip(".") in mx_names or bool(addresses & mx_addresses)
     secret = None
     if options.auth_user:
         from mailtalk.mail.send import password_for
@@ -460,7 +396,7 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
     evidence.found = converse(target, options.sender, options.recipient, options, listener, secret)
     assert evidence.found.stranger_mail is not None
     if not evidence.is_mx and not evidence.sender_refused and evidence.asked.ok:
-        server = evidence.found.peer or (sorted(server_addresses)[0] if server_addresses else None)
+        server = evidence.found.peer or (sorted(addresses)[0] if addresses else None)
         _ask_around(evidence, server, target, options, listener)
     return evidence
 
