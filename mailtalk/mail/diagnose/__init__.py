@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 Evidence = TypeVar("Evidence")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions:
+    """What every diagnosis's options say about its report: ``--brief``, ``--json``."""
+
+    brief: bool = False  # only the verdict and the evidence
+    as_json: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions(ReportOptions):
+    """A diagnosis that talks to a server: how to trust its certificate, how long to wait."""
+
+    insecure: bool = False
+    cafile: str | None = None
+    timeout: float = 15.0
+
+
 @dataclass(frozen=True)
 class Rule(Generic[Evidence]):
     """When ``applies`` holds for the evidence, the verdict is ``verdict`` (its table in
@@ -133,10 +150,7 @@ def conclude(
 
 
 def run_report(
-    diagnosis: Callable[[], tuple[Report, ExitCode]],
-    env: Environment,
-    as_json: bool,
-    brief: bool = False,
+    diagnosis: Callable[[], tuple[Report, ExitCode]], options: ReportOptions, env: Environment
 ) -> int:
     """Run a diagnosis and print its report; a bad argument or a server that cannot be
     reached is one line on standard error with its exit status."""
@@ -154,5 +168,5 @@ def run_report(
     except SendFailed as error:
         click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
         return int(error.exit_code)
-    report.write(as_json, env.stdout, brief=brief)
+    report.write(options.as_json, env.stdout, brief=options.brief)
     return int(code)

@@ -28,7 +28,7 @@ from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
+from mailtalk.mail.diagnose import Report, Rule, ServerOptions, conclude, decide, run_report
 from mailtalk.mail.send import Listener
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
@@ -42,16 +42,11 @@ USABLE_MECHANISMS = ("PLAIN", "LOGIN")
 
 
 @dataclass(frozen=True, kw_only=True)
-class LoginOptions:
+class LoginOptions(ServerOptions):
     """``mailtalk diagnose login``'s options, as mailtalk/commands/mail.py reads them."""
 
     url: str
     user: str | None = None  # else the URL's
-    insecure: bool = False
-    cafile: str | None = None
-    timeout: float = 15.0
-    brief: bool = False
-    as_json: bool = False
 
 
 @dataclass
@@ -356,4 +351,4 @@ def diagnose(options: LoginOptions, listener: Listener) -> tuple[Report, ExitCod
 def run(options: LoginOptions, env: Environment) -> int:
     """``mailtalk diagnose login``: the report, and the exit status of its verdict."""
     listener = Listener(env.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(lambda: diagnose(options, listener), env, options.as_json, options.brief)
+    return run_report(lambda: diagnose(options, listener), options, env)

@@ -42,7 +42,14 @@ from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
+from mailtalk.mail.diagnose import (
+    Report,
+    Rule,
+    ServerOptions,
+    conclude,
+    decide,
+    run_report,
+)
 from mailtalk.mail.diagnose.sources import (
     in_same_network,
     ip_or_none,
@@ -62,7 +69,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RelayOptions:
+class RelayOptions(ServerOptions):
     """``mailtalk diagnose relay``'s options, as mailtalk/commands/mail.py reads them."""
 
     sender: str
@@ -70,11 +77,6 @@ class RelayOptions:
     server: str | None = None  # HOST[:PORT]; None: the recipient domain's first MX
     auth_user: str | None = None  # also try with AUTH as this user
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
-    insecure: bool = False
-    cafile: str | None = None
-    timeout: float = 15.0
-    brief: bool = False
-    as_json: bool = False
 
 
 @dataclass
@@ -650,4 +652,4 @@ def diagnose(options: RelayOptions, listener: Listener) -> tuple[Report, ExitCod
 def run(options: RelayOptions, env: Environment) -> int:
     """``mailtalk diagnose relay``: the report, and the exit status of its verdict."""
     listener = Listener(env.stdout, as_json=True)  # the transcript goes in the facts
-    return run_report(lambda: diagnose(options, listener), env, options.as_json, options.brief)
+    return run_report(lambda: diagnose(options, listener), options, env)

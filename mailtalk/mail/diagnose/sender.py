@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report, Rule, conclude, decide, run_report
+from mailtalk.mail.diagnose import Report, ReportOptions, Rule, conclude, decide, run_report
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -28,14 +28,12 @@ DNS_FAILED = ("timeout", "servfail")
 
 
 @dataclass(frozen=True, kw_only=True)
-class SenderOptions:
+class SenderOptions(ReportOptions):
     """``mailtalk diagnose sender``'s options, as mailtalk/commands/mail.py reads them."""
 
     sender: str
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
     timeout: float = 5.0
-    brief: bool = False
-    as_json: bool = False
 
 
 @dataclass
@@ -126,4 +124,4 @@ def diagnose(options: SenderOptions) -> tuple[Report, ExitCode]:
 
 def run(options: SenderOptions, env: Environment) -> int:
     """``mailtalk diagnose sender``: the report, and the exit status of its verdict."""
-    return run_report(lambda: diagnose(options), env, options.as_json, options.brief)
+    return run_report(lambda: diagnose(options), options, env)
