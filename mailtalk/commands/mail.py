@@ -3,7 +3,8 @@
 Each command reads its options into its frozen options dataclass (``MXOptions``,
 ``SendOptions``, ``RelayOptions``, ``SenderOptions``, ``LoginOptions``, defined next to
 the ``run(options, env)`` that implements it in ``mailtalk/mail/``) and calls that
-``run`` with the command's :class:`~mailtalk.environment.Environment`.
+``run`` with the invocation's :class:`~mailtalk.environment.Environment`
+(``@pass_environment``).
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailtalk.cli import CAFile, F, cli
+from mailtalk.cli import CAFile, F, cli, pass_environment
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
-
-
-def _environment() -> Environment:
-    """The streams and settings the command runs with."""
-    from mailtalk.environment import Environment
-
-    return Environment.from_process()
 
 
 def _resolver_option(func: F) -> F:
@@ -77,7 +71,8 @@ def _brief_option(what: str) -> Callable[[F], F]:
 )
 @_brief_option("Only the answer and the records (and the probe), not the lesson.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def mx(domain: str, **options: Any) -> None:
+@pass_environment
+def mx(env: Environment, domain: str, **options: Any) -> None:
     """Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.
 
     No MX but an address means the domain itself takes mail (the implicit
@@ -87,7 +82,7 @@ def mx(domain: str, **options: Any) -> None:
     """
     from mailtalk.mail import mx as command
 
-    sys.exit(command.run(command.MXOptions(domain=domain, **options), _environment()))
+    sys.exit(command.run(command.MXOptions(domain=domain, **options), env))
 
 
 @cli.command(
@@ -172,7 +167,8 @@ def mx(domain: str, **options: Any) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
 @_brief_option("The conversation and the result only: no explanation under refusals.")
 @click.option("--json", "as_json", is_flag=True, help="The transcript and result as JSON lines.")
-def send(**options: Any) -> None:
+@pass_environment
+def send(env: Environment, **options: Any) -> None:
     """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
 
     The whole conversation is shown, and every reply that is not a success
@@ -181,7 +177,7 @@ def send(**options: Any) -> None:
     """
     from mailtalk.mail import send as command
 
-    sys.exit(command.run(command.SendOptions(**options), _environment()))
+    sys.exit(command.run(command.SendOptions(**options), env))
 
 
 @cli.group(
@@ -242,7 +238,8 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def diagnose_relay(**options: Any) -> None:
+@pass_environment
+def diagnose_relay(env: Environment, **options: Any) -> None:
     """Why does the server say "relaying denied"? Runs the conversation up to RCPT
     (never DATA) and explains the answer with evidence: is the server an MX of
     the recipient domain, was AUTH offered (and only after STARTTLS), would
@@ -253,7 +250,7 @@ def diagnose_relay(**options: Any) -> None:
     open relay is claimed from them."""
     from mailtalk.mail.diagnose import relay
 
-    sys.exit(relay.run(relay.RelayOptions(**options), _environment()))
+    sys.exit(relay.run(relay.RelayOptions(**options), env))
 
 
 @diagnose.command(
@@ -272,12 +269,13 @@ def diagnose_relay(**options: Any) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def diagnose_sender(**options: Any) -> None:
+@pass_environment
+def diagnose_sender(env: Environment, **options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
     A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
     from mailtalk.mail.diagnose import sender
 
-    sys.exit(sender.run(sender.SenderOptions(**options), _environment()))
+    sys.exit(sender.run(sender.SenderOptions(**options), env))
 
 
 @diagnose.command(
@@ -307,7 +305,8 @@ def diagnose_sender(**options: Any) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def diagnose_login(url: str, **options: Any) -> None:
+@pass_environment
+def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
     imaps://) and SMTP AUTH (submission://, smtps://, smtp://). TLS comes first:
     where STARTTLS/STLS is offered the password goes only after it, and never in
@@ -317,4 +316,4 @@ def diagnose_login(url: str, **options: Any) -> None:
     went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
     from mailtalk.mail.diagnose import login
 
-    sys.exit(login.run(login.LoginOptions(url=url, **options), _environment()))
+    sys.exit(login.run(login.LoginOptions(url=url, **options), env))
