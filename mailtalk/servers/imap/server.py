@@ -49,9 +49,11 @@ from mailtalk.protocols.common import (
     printable,
 )
 from mailtalk.protocols.imap import (
+    VALID_COMMANDS,
     Command,
     ContinuationResponse,
     IMAPConnection,
+    IMAPState,
     LiteralRequested,
     Tagged,
     Untagged,
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from mailtalk.servers.context import ServerContext
+    from mailtalk.servers.faults import FaultAction
     from mailtalk.servers.imap.parse import SequenceSet
     from mailtalk.store.mailbox import Mailbox, MailboxWatch, MessageInfo, UserMailboxes
 
@@ -226,12 +229,13 @@ Handler = Callable[["IMAPServerProtocol", Command], None]
 class IMAPServerProtocol(ServerSession):
     """One IMAP connection; ``kind`` is the listener: imap (STARTTLS) or imaps."""
 
+    fault_protocol = "imap"
+
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
         self.core = IMAPConnection(role=Role.SERVER, max_literal=PREAUTH_MAX_LITERAL)
         if kind == "imaps":
             self.core.tls_started()
-        self.faults = context.faults.session(self.session_id, protocol="imap")
         self.user: str | None = None
         self.mailboxes: UserMailboxes | None = None
         self.selected: Mailbox | None = None
@@ -371,28 +375,15 @@ class IMAPServerProtocol(ServerSession):
             self._untagged("BYE Too many invalid commands")
             self._close()
 
-    def _fault(self, command: str, tag: str | None = None) -> Any:
+    def _fault(self, command: str, tag: str | None = None) -> FaultAction | None:
         """Apply an injected fault; returns it if it replaced (or delays) the answer."""
-        action = self.faults.on_command(
-            command,
-            client=self.client_ip,
-            tls="yes" if self.core.tls else "no",
-            auth="yes" if self.user else "no",
-            user=self.user or "",
+        action = self._fault_action(
+            command, auth="yes" if self.user else "no", user=self.user or ""
         )
-        if action is None:
-            return None
-        if action.kind == "disconnect":
-            self._abort()
+        if action is None or action.kind != "reply":
             return action
-        if action.kind == "delay":
-            return action if action.seconds > 0 else None
         status = action.status.upper()
-        text = action.text
-        code = None
-        if text.startswith("[") and "]" in text:
-            code, _, text = text[1:].partition("]")
-            text = text.strip()
+        code, text = action.response_code_and_text()
         shown = f"[{code}] {text}" if code else text
         if status == "BYE":
             self._untagged(f"BYE {shown}".rstrip())
@@ -424,8 +415,7 @@ class IMAPServerProtocol(ServerSession):
 
     def _on_literal(self, event: LiteralRequested) -> None:
         """A synchronizing literal is announced: refuse it now, or say ``+``."""
-        assembly = getattr(self.core, "_assembly", None)
-        head = assembly.text if assembly is not None else ""
+        head = self.core.command_so_far
         verb = head.split(" ", 2)[1].upper() if head.count(" ") >= 1 else ""
         limit = self.context.settings.max_literal if self.user else PREAUTH_MAX_LITERAL
         refusal: tuple[str, str, str] | None = None
@@ -474,12 +464,14 @@ class IMAPServerProtocol(ServerSession):
             else:
                 self._tagged(tag, "BAD", None, "Command line too long")
             return
-        handler, state_ok = self._handler(verb)
+        handler = COMMANDS.get(verb)
         if handler is None:
             self._bad()
-            self._tagged(tag, "BAD", "CLIENTBUG" if state_ok else None,
-                         "Command not valid in this state" if state_ok
-                         else f"Unknown command {_clean(verb[:30])}")
+            self._tagged(tag, "BAD", None, f"Unknown command {_clean(verb[:30])}")
+            return
+        if verb not in _VALID_IN[self.state]:
+            self._bad()
+            self._tagged(tag, "BAD", "CLIENTBUG", "Command not valid in this state")
             return
         self._bad_commands = 0
         if tag in self._literal_faults:
@@ -501,18 +493,18 @@ class IMAPServerProtocol(ServerSession):
             return
         self._run(handler, command)
 
-    def _handler(self, verb: str) -> tuple[Handler | None, bool]:
-        """The handler of ``verb`` in the current state; (None, True) if only its state is wrong."""
-        for table, allowed in (
-            (_ANY, True),
-            (_NOT_AUTHENTICATED, self.user is None),
-            (_AUTHENTICATED, self.user is not None),
-            (_SELECTED, self.selected is not None),
-        ):
-            handler = table.get(verb)
-            if handler is not None:
-                return (handler, True) if allowed else (None, True)
-        return None, False
+    @property
+    def state(self) -> IMAPState:
+        """The session's state (RFC 3501 3) as this server knows it.
+
+        The core follows the tagged responses it sends; the server also knows when the
+        selected mailbox went (deleted, or a SELECT refused by a fault).
+        """
+        if self.user is None:
+            return IMAPState.NOT_AUTHENTICATED
+        if self.selected is None:
+            return IMAPState.AUTHENTICATED
+        return IMAPState.SELECTED
 
     def _run(self, handler: Handler, command: Command) -> None:
         try:
@@ -1017,17 +1009,6 @@ class IMAPServerProtocol(ServerSession):
             return
         self._done(command, "Fetch completed")
 
-    async def _drain(self) -> None:
-        """Let a slow reader catch up, so a big FETCH does not pile up in memory."""
-        transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > 4 * CHUNK:
-            while (
-                not self._closing
-                and transport.get_write_buffer_size() > CHUNK
-                and not transport.is_closing()
-            ):
-                await asyncio.sleep(0.001)
-
     def _store_flags(self, command: Command) -> None:
         uid = command.verb == "UID STORE"
         request = parse_store(command.args, command.literals)
@@ -1073,18 +1054,20 @@ class IMAPServerProtocol(ServerSession):
             self._done(command, "Copy completed", code)
 
 
-_ANY: Final[dict[str, Handler]] = {
+# Every command this server answers. Which of them a client may send now is the IMAP
+# core's table, VALID_COMMANDS, for the session's state: the table the client's
+# completion reads. So ENABLE is refused once a mailbox is selected (RFC 5161 3.1).
+COMMANDS: Final[dict[str, Handler]] = {
+    # any state
     "CAPABILITY": IMAPServerProtocol._capability,
     "NOOP": IMAPServerProtocol._noop,
     "LOGOUT": IMAPServerProtocol._logout,
     "ID": IMAPServerProtocol._id,
-}
-_NOT_AUTHENTICATED: Final[dict[str, Handler]] = {
+    # not authenticated
     "STARTTLS": IMAPServerProtocol._starttls,
     "LOGIN": IMAPServerProtocol._login,
     "AUTHENTICATE": IMAPServerProtocol._authenticate,
-}
-_AUTHENTICATED: Final[dict[str, Handler]] = {
+    # authenticated
     "ENABLE": IMAPServerProtocol._enable,
     "NAMESPACE": IMAPServerProtocol._namespace,
     "SELECT": IMAPServerProtocol._select,
@@ -1099,8 +1082,7 @@ _AUTHENTICATED: Final[dict[str, Handler]] = {
     "STATUS": IMAPServerProtocol._status,
     "APPEND": IMAPServerProtocol._append,
     "IDLE": IMAPServerProtocol._idle,
-}
-_SELECTED: Final[dict[str, Handler]] = {
+    # selected
     "CHECK": IMAPServerProtocol._check,
     "CLOSE": IMAPServerProtocol._close_mailbox,
     "UNSELECT": IMAPServerProtocol._unselect,
@@ -1117,5 +1099,6 @@ _SELECTED: Final[dict[str, Handler]] = {
     "MOVE": IMAPServerProtocol._copy_or_move,
     "UID MOVE": IMAPServerProtocol._copy_or_move,
 }
+_VALID_IN: Final = {state: frozenset(verbs) for state, verbs in VALID_COMMANDS.items()}
 
 __all__ = ["IMAPServerProtocol", "format_internaldate", "quote", "uid_set"]
