@@ -6,7 +6,7 @@ the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
 ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
 BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
-:mod:`mailtalk.servers.imap.fetch`), STARTTLS and AUTH=PLAIN; response codes
+:mod:`mailtalk.servers.imap.binary`), STARTTLS and AUTH=PLAIN; response codes
 from RFC 5530.
 
 **Literals.** The core keeps a command's literals in memory (up to its
@@ -58,14 +58,9 @@ from mailtalk.protocols.imap import (
     Tagged,
     Untagged,
 )
-from mailtalk.servers.imap.fetch import (
-    CorruptTransferEncoding,
-    FetchMessage,
-    FetchRenderer,
-    UnknownTransferEncoding,
-    format_internaldate,
-    render_fetch,
-)
+from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
+from mailtalk.servers.imap.fetch import FetchRenderer, format_internaldate, render_fetch
+from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import (
     Atom,
     FetchItem,

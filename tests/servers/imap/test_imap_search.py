@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mailtalk.servers.imap.fetch import FetchMessage
+from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import AndKey, FlagKey, HeaderKey, parse_search
 from mailtalk.servers.imap.search import optimize, search
 
