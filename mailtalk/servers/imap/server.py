@@ -62,10 +62,7 @@ from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransfe
 from mailtalk.servers.imap.fetch import FetchRenderer, format_internaldate, render_fetch
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import (
-    Atom,
     FetchItem,
-    IMAPSyntaxError,
-    SearchCharsetError,
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
@@ -74,13 +71,12 @@ from mailtalk.servers.imap.parse import (
     parse_fetch,
     parse_list,
     parse_mailbox,
-    parse_search,
     parse_sequence_set,
     parse_status,
     parse_store,
-    tokenize,
 )
-from mailtalk.servers.imap.search import search
+from mailtalk.servers.imap.search import SearchCharsetError, parse_search, search
+from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
 from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import PERMANENT_FLAGS, MailboxError
 from mailtalk.store.maildir import StoreFullError
