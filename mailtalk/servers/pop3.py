@@ -488,7 +488,7 @@ class POP3ServerProtocol(ServerSession):
             if body_lines is None:
                 while chunk := handle.read(CHUNK):
                     self.transport.write(stuffer.feed(chunk))
-                    await self._drain()
+                    await self.drain()
             else:
                 in_body = False
                 remaining = body_lines

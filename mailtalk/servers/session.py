@@ -177,6 +177,11 @@ class ServerSession(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def closing(self) -> bool:
+        """The connection is closing (or gone): nothing more is written."""
+        return self._closing
+
     def is_loopback(self) -> bool:
         """The client is on this machine: nobody can listen in on plain text."""
         if self._loopback is None:
@@ -208,7 +213,7 @@ class ServerSession(asyncio.Protocol):
             return None
         return action
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
         """Let a slow reader catch up, so a big RETR or FETCH does not pile up in memory."""
         transport = self.transport
         if transport is not None and transport.get_write_buffer_size() > 4 * DRAIN_BELOW:
