@@ -166,20 +166,16 @@ def _trust_hint(servers: ReferenceServers) -> str:
     """How to connect with the local CA trusted, over TLS, to a listener we really have."""
     import shlex
 
-    cafile = shlex.quote(str(servers.context.certificates.ca_cert))
+    from mailtalk.servers.certs import trust_hint
+
+    paths = servers.context.certificates
     by_protocol = {listener.protocol: listener for listener in servers.listeners}
-    for protocol, scheme, extra in (
-        ("smtps", "smtps", ""),
-        ("submission", "submission", ""),
-        ("smtp", "smtp", " --starttls"),
-    ):
+    for protocol in ("smtps", "submission", "smtp"):
         listener = by_protocol.get(protocol)
         if listener is not None:
-            return (
-                f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
-                f"{scheme}://{connect_host(listener.host)}:{listener.port}"
-            )
-    return f"TLS: the local CA is {cafile}"
+            host = connect_host(listener.host)
+            return trust_hint(paths, listener.port, protocol, host, starttls=protocol == "smtp")
+    return f"TLS: the local CA is {shlex.quote(str(paths.ca_cert))}"
 
 
 def _print_summary(servers: ReferenceServers, out: TextIO) -> None:

@@ -108,7 +108,6 @@ class POP3ServerProtocol(ServerSession):
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
         self._mailbox: Any = None
-        self._sasl: str | None = None
 
     # -- connection -----------------------------------------------------------
 
@@ -268,12 +267,10 @@ class POP3ServerProtocol(ServerSession):
         if len(args) > 1:
             self._sasl_answer(args[1])
             return
-        self._sasl = mechanism
         if self.transport is not None:
             self.transport.write(self.core.send(Continuation("")))
 
     def _sasl_answer(self, line: str) -> None:
-        self._sasl = None
         if line.strip() == "*":
             self._send(False, "Authentication cancelled")
             return

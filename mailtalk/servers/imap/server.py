@@ -122,7 +122,6 @@ class IMAPServerProtocol(ServerSession):
         self._sasl_tag: str | None = None
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
-        self._idle_wake: asyncio.Event | None = None
         self._watch: MailboxWatch | None = None
         self._literal_faults: dict[str, Any] = {}  # tag -> fault checked at its literal
         # tag -> (folder, stream) of an APPEND whose literal goes straight to disk
@@ -514,7 +513,7 @@ class IMAPServerProtocol(ServerSession):
         self.updates(expunge_allowed=True)
         if self.selected is not None and self.user is not None:
             loop = asyncio.get_running_loop()
-            wake = self._idle_wake = asyncio.Event()
+            wake = asyncio.Event()
 
             def notified() -> None:
                 loop.call_soon_threadsafe(wake.set)
