@@ -28,13 +28,7 @@ from mailtalk.protocols.common import (
     is_number,
     printable,
 )
-from mailtalk.protocols.pop3 import (
-    AUTH_RESPONSE,
-    VALID_COMMANDS,
-    Command,
-    POP3Connection,
-    Response,
-)
+from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
 from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
@@ -406,30 +400,27 @@ class POP3ServerProtocol(ServerSession):
         self._send(True, f"{len(live)} {sum(m.pop3_size for m in live)}")
 
     def _list(self, args: tuple[str, ...]) -> None:
-        if args:
-            number = self._message_number(args[0])
-            if number is not None:
-                self._send(True, f"{number} {self._messages[number - 1].pop3_size}")
-            return
-        lines = tuple(
-            f"{n} {m.pop3_size}".encode()
-            for n, m in enumerate(self._messages, 1)
-            if n not in self._deleted
-        )
-        self._send(True, f"{len(lines)} messages", lines=lines)
+        self._per_message(args, lambda info: info.pop3_size, count=True)
 
     def _uidl(self, args: tuple[str, ...]) -> None:
+        self._per_message(args, lambda info: info.uidl, count=False)
+
+    def _per_message(
+        self, args: tuple[str, ...], value: Callable[[MessageInfo], object], *, count: bool
+    ) -> None:
+        """LIST and UIDL (RFC 1939 5, 7): "n value" for the message asked for, or one line
+        for each message not marked deleted (after "+OK N messages" when ``count``)."""
         if args:
             number = self._message_number(args[0])
             if number is not None:
-                self._send(True, f"{number} {self._messages[number - 1].uidl}")
+                self._send(True, f"{number} {value(self._messages[number - 1])}")
             return
         lines = tuple(
-            f"{n} {m.uidl}".encode()
+            f"{n} {value(m)}".encode()
             for n, m in enumerate(self._messages, 1)
             if n not in self._deleted
         )
-        self._send(True, "", lines=lines)
+        self._send(True, f"{len(lines)} messages" if count else "", lines=lines)
 
     def _retr(self, args: tuple[str, ...]) -> None:
         if len(args) != 1:

@@ -12,9 +12,7 @@ are listed below, each with its reason.
 from __future__ import annotations
 
 import base64
-import contextlib
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,8 @@ from mailtalk.servers import pop3 as pop3_server
 from mailtalk.servers import smtp as smtp_server
 from mailtalk.servers.api import RunningServers, run_servers
 from mailtalk.servers.imap import server as imap_server
+from tests.servers.imap.test_imap_server import Raw
 
-TIMEOUT = 5.0
 MESSAGE = b"From: bob@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
@@ -44,28 +42,25 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers
         yield running
 
 
-class Line:
-    """A line-by-line reader on a plain socket."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.buffer = b""
-
-    def send(self, line: str) -> None:
-        self.sock.sendall(line.encode() + b"\r\n")
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed; got {self.buffer!r}")
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\r\n")
-        return line
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+def exchange(
+    port: int,
+    setup: list[str],
+    command: str,
+    reply: Callable[[Raw], bytes],
+    ok: Callable[[bytes], bool],
+) -> bytes:
+    """The server's answer to ``command``, sent after the ``setup`` commands (each answered
+    as ``ok`` says) on a new connection."""
+    client = Raw(port)  # reads the greeting
+    try:
+        for line in setup:
+            client.send(f"{line}\r\n".encode())
+            answer = reply(client)
+            assert ok(answer), (line, answer)
+        client.send(f"{command}\r\n".encode())
+        return reply(client)
+    finally:
+        client.close()
 
 
 # -- IMAP ---------------------------------------------------------------------------
@@ -78,24 +73,19 @@ IMAP_SETUP = {
 NOT_VALID = b"t BAD [CLIENTBUG] Command not valid in this state"
 
 
+def imap_reply(client: Raw) -> bytes:
+    """The tagged line (or a "+") after any untagged ones."""
+    while (line := client.line()).startswith(b"* "):
+        pass
+    return line.rstrip(b"\r\n")
+
+
 def imap_answer(servers: RunningServers, state: imap.IMAPState, command: str) -> bytes:
     """The server's first answer to ``t COMMAND`` in ``state``: the tagged line or a "+"."""
-    client = Line(servers.port("imap"))
-    try:
-        client.line()  # greeting
-        for setup in IMAP_SETUP[state]:
-            client.send(setup)
-            tag = setup.split()[0].encode()
-            while not (line := client.line()).startswith(tag + b" "):
-                pass
-            assert line.startswith(tag + b" OK"), line
-        client.send(f"t {command}")
-        while True:
-            line = client.line()
-            if line.startswith((b"t ", b"+")):
-                return line
-    finally:
-        client.close()
+    return exchange(
+        servers.port("imap"), IMAP_SETUP[state], f"t {command}", imap_reply,
+        lambda answer: answer.split()[1] == b"OK",
+    )
 
 
 def test_the_imap_server_answers_every_command_of_the_cores_table() -> None:
@@ -134,16 +124,10 @@ POP3_NOT_SERVED = frozenset({"UTF8"})
 
 
 def pop3_answer(servers: RunningServers, state: pop3.POP3State, command: str) -> bytes:
-    client = Line(servers.port("pop3"))
-    try:
-        client.line()  # greeting
-        for setup in POP3_SETUP[state]:
-            client.send(setup)
-            assert client.line().startswith(b"+OK")
-        client.send(command)
-        return client.line()
-    finally:
-        client.close()
+    return exchange(
+        servers.port("pop3"), POP3_SETUP[state], command,
+        lambda client: client.line().rstrip(b"\r\n"), lambda answer: answer.startswith(b"+OK"),
+    )
 
 
 def test_the_pop3_server_answers_every_command_of_the_cores_table() -> None:
@@ -218,23 +202,19 @@ SMTP_DIFFERENCES = {
 REFUSALS = ("500", "502", "503")
 
 
+def smtp_reply(client: Raw) -> bytes:
+    """The last line of a (multi-line) reply."""
+    while (line := client.line())[3:4] == b"-":
+        pass
+    return line.rstrip(b"\r\n")
+
+
 def smtp_answer(servers: RunningServers, state: smtp.SMTPState, verb: str) -> bytes:
-    client = Line(servers.port("smtp"))
-
-    def reply() -> bytes:
-        while (line := client.line())[3:4] == b"-":
-            pass
-        return line
-
-    try:
-        reply()  # greeting
-        for setup in SMTP_SETUP[state]:
-            client.send(SMTP_LINES[setup])
-            assert reply().startswith(b"250")
-        client.send(SMTP_LINES[verb])
-        return reply()
-    finally:
-        client.close()
+    setup = [SMTP_LINES[verb] for verb in SMTP_SETUP[state]]
+    return exchange(
+        servers.port("smtp"), setup, SMTP_LINES[verb], smtp_reply,
+        lambda answer: answer.startswith(b"250"),
+    )
 
 
 @pytest.mark.parametrize("state", list(SMTP_SETUP), ids=lambda state: state.value)

@@ -30,6 +30,7 @@ __all__ = [
     "Header",
     "find_part",
     "parse_params",
+    "read_quoted",
     "to_crlf",
 ]
 
@@ -117,6 +118,20 @@ class Header:
 TOKEN: Final = re.compile(r'[^\s()<>@,;:\\".\[\]]+')
 
 
+def read_quoted(text: str, pos: int) -> tuple[str, int]:
+    """The quoted string that opens at ``text[pos]``, its backslash escapes undone, and
+    where what follows its closing quote starts (past the end if it never closes)."""
+    end = pos + 1
+    length = len(text)
+    chunk: list[str] = []
+    while end < length and text[end] != '"':
+        if text[end] == "\\" and end + 1 < length:
+            end += 1
+        chunk.append(text[end])
+        end += 1
+    return "".join(chunk), end + 1
+
+
 def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
     """``"text/plain; charset=us-ascii"`` as ("text/plain", [("CHARSET", "us-ascii")])."""
     items: list[list[str]] = [[]]
@@ -127,15 +142,8 @@ def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
     while pos < length:
         char = text[pos]
         if char == '"':
-            end = pos + 1
-            chunk: list[str] = []
-            while end < length and text[end] != '"':
-                if text[end] == "\\" and end + 1 < length:
-                    end += 1
-                chunk.append(text[end])
-                end += 1
-            buf.append("\x00" + "".join(chunk))  # marks a quoted value
-            pos = end + 1
+            value, pos = read_quoted(text, pos)
+            buf.append("\x00" + value)  # marks a quoted value
             continue
         if char == "(":
             depth = 0

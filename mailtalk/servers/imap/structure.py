@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from mailtalk.servers.imap.message import TOKEN, Entity, Header, parse_params
+from mailtalk.servers.imap.message import TOKEN, Entity, Header, parse_params, read_quoted
 from mailtalk.servers.imap.output import ResponseWriter
 
 __all__ = ["parse_addresses", "render_body", "render_envelope"]
@@ -33,18 +33,11 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if char.isspace():  # \s in TOKEN: every kind of white space, \x0b too
             pos += 1
         elif char == '"':
-            pos += 1
-            chunk: list[str] = []
-            while pos < length and text[pos] != '"':
-                if text[pos] == "\\" and pos + 1 < length:
-                    pos += 1
-                chunk.append(text[pos])
-                pos += 1
-            out.append(("quoted", "".join(chunk)))
-            pos += 1
+            value, pos = read_quoted(text, pos)
+            out.append(("quoted", value))
         elif char == "(":
             depth = 0
-            chunk = []
+            chunk: list[str] = []
             while pos < length:
                 c = text[pos]
                 if c == "\\" and pos + 1 < length:
