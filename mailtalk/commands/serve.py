@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, cli
+from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
 
 @cli.command(
@@ -115,7 +119,9 @@ from mailtalk.cli import EXIT_STATUS_EPILOG, cli
 @click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
+@pass_environment
 def serve(
+    env: Environment,
     root: str | None,
     listen: str,
     smtp_port: int | None,
@@ -154,7 +160,6 @@ def serve(
     port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
     2110, POP3S 2995, IMAP 2143 and IMAPS 2993. Ctrl-C stops it.
     """
-    from mailtalk.environment import Environment
     from mailtalk.servers.command import ServeOptions, run
 
     given_ports = {
@@ -186,4 +191,4 @@ def serve(
         as_json=as_json,
         verbose=verbose,
     )
-    sys.exit(run(options, Environment.from_process()))
+    sys.exit(run(options, env))

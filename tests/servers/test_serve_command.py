@@ -269,7 +269,7 @@ def test_options_become_the_servers_configuration(tmp_path: Path) -> None:
     from mailtalk.environment import Environment
     from mailtalk.servers.command import DEFAULT_PORTS, ServeOptions, serve_config
 
-    env = Environment(variables={"XDG_DATA_HOME": str(tmp_path)})
+    env = Environment.for_test(variables={"XDG_DATA_HOME": str(tmp_path)})
     config = serve_config(ServeOptions(max_size=1000, quota=10, users=("alice:secret",)), env)
     assert config.root == tmp_path / "mailtalk" / "serve"
     assert config.ports == dict(DEFAULT_PORTS)
