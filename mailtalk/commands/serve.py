@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, cli
+from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
 
-DEFAULT_SERVE_PORTS = {
-    "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,
-    "imap": 2143, "imaps": 2993,
-}  # fmt: skip
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
 
 
 @cli.command(
@@ -120,7 +119,39 @@ DEFAULT_SERVE_PORTS = {
 @click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
-def serve(**options: Any) -> None:
+@pass_environment
+def serve(
+    env: Environment,
+    root: str | None,
+    listen: str,
+    smtp_port: int | None,
+    submission_port: int | None,
+    smtps_port: int | None,
+    pop3_port: int | None,
+    pop3s_port: int | None,
+    imap_port: int | None,
+    imaps_port: int | None,
+    domains: tuple[str, ...],
+    hostname: str | None,
+    users: tuple[str, ...],
+    personality: str,
+    faults: tuple[str, ...],
+    scenarios: tuple[str, ...],
+    sink: bool,
+    check_sender_domain: bool,
+    tls_auth_only: bool,
+    resolver: str | None,
+    dns_port: int | None,
+    mx_port: int,
+    bare_newline: str,
+    max_size: int,
+    quota: int | None,
+    login_delay: float | None,
+    max_connections: int,
+    idle_timeout: float,
+    as_json: bool,
+    verbose: bool,
+) -> None:
     """Run the reference mail servers in the foreground, on loopback.
 
     Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
@@ -129,6 +160,35 @@ def serve(**options: Any) -> None:
     port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
     2110, POP3S 2995, IMAP 2143 and IMAPS 2993. Ctrl-C stops it.
     """
-    from mailtalk.servers.serve import run_serve
+    from mailtalk.servers.command import ServeOptions, run
 
-    sys.exit(run_serve(DEFAULT_SERVE_PORTS, **options))
+    given_ports = {
+        "smtp": smtp_port, "submission": submission_port, "smtps": smtps_port,
+        "pop3": pop3_port, "pop3s": pop3s_port, "imap": imap_port, "imaps": imaps_port,
+    }  # fmt: skip
+    options = ServeOptions(
+        root=Path(root) if root else None,
+        listen=listen,
+        ports={name: port for name, port in given_ports.items() if port is not None},
+        domains=domains,
+        hostname=hostname,
+        users=users,
+        personality=personality,
+        faults=faults,
+        scenarios=scenarios,
+        sink=sink,
+        check_sender_domain=check_sender_domain,
+        tls_auth_only=tls_auth_only,
+        resolver=resolver,
+        dns_port=dns_port,
+        mx_port=mx_port,
+        bare_newline="normalise" if bare_newline == "normalise" else "reject",
+        max_size=max_size,
+        quota=quota,
+        login_delay=login_delay,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        as_json=as_json,
+        verbose=verbose,
+    )
+    sys.exit(run(options, env))

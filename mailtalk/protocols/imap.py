@@ -1004,6 +1004,14 @@ class IMAPConnection:
         """Server role: the client waits for ``+`` before sending its literal."""
         return self._needs_continuation
 
+    @property
+    def command_so_far(self) -> str:
+        """Server role: the text of the command being read, up to the literal it waits
+        for (literals as their markers); "" between commands. What a
+        :class:`LiteralRequested` belongs to, for a server deciding whether to say ``+``."""
+        assembly = self._assembly
+        return assembly.text if assembly is not None else ""
+
     def reject_literal(self) -> None:
         """Server role: forget the command whose literal we refused (with a tagged NO/BAD)."""
         if self.role is not Role.SERVER or not self._needs_continuation:

@@ -15,13 +15,11 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from mailtalk.servers.context import ServerContext, ServerSettings
 
 log = logging.getLogger("mailtalk.serve")
-
-ListenerProtocol = Literal["smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps"]
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {

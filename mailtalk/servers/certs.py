@@ -108,11 +108,20 @@ def server_ssl_context(paths: CertPaths) -> ssl.SSLContext:
 
 
 def trust_hint(
-    paths: CertPaths, port: int | str = "PORT", scheme: str = "smtps", host: str = "localhost"
+    paths: CertPaths,
+    port: int | str = "PORT",
+    scheme: str = "smtps",
+    host: str = "localhost",
+    *,
+    starttls: bool = False,
 ) -> str:
     """One line telling a user how to make mailtalk trust the local CA."""
     cafile = shlex.quote(str(paths.ca_cert))
-    return f"TLS: to trust the local CA, mailtalk connect --cafile {cafile} {scheme}://{host}:{port}"
+    extra = " --starttls" if starttls else ""
+    return (
+        f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
+        f"{scheme}://{host}:{port}"
+    )
 
 
 # --- checking what is there ------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mailtalk.protocols.common import printable
 from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerdict, decide_rcpt
+from mailtalk.servers.transaction import Recipient
 from mailtalk.servers.users import Users
 from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
 from mailtalk.store.mailbox import MailStore
@@ -28,7 +29,6 @@ from mailtalk.store.mailbox import MailStore
 if TYPE_CHECKING:
     from mailtalk.servers.faults import FaultPlan
     from mailtalk.servers.personalities import Personality
-    from mailtalk.servers.smtp import Recipient
 
 log = logging.getLogger("mailtalk.serve")
 

@@ -285,6 +285,15 @@ class FaultAction:
         match = _ENHANCED.match(self.text)
         return match.group(0) if match else None
 
+    def response_code_and_text(self) -> tuple[str | None, str]:
+        """POP3 and IMAP: the bracketed response code the text starts with, and the rest;
+        ``"[IN-USE] busy"`` as ``("IN-USE", "busy")``, a text without one as (None, text)."""
+        text = self.text
+        if text.startswith("[") and "]" in text:
+            code, _, rest = text[1:].partition("]")
+            return code, rest.strip()
+        return None, text
+
     @property
     def line(self) -> str:
         """The reply line without the line ending (and without an IMAP tag)."""

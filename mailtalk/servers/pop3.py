@@ -28,11 +28,12 @@ from mailtalk.protocols.common import (
     is_number,
     printable,
 )
-from mailtalk.protocols.pop3 import AUTH_RESPONSE, Command, POP3Connection, Response
+from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
 from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
+    from mailtalk.servers.faults import FaultAction
     from mailtalk.store.mailbox import MaildropLock, MessageInfo
 
 log = logging.getLogger("mailtalk.pop3")
@@ -87,12 +88,13 @@ class DotStuffer:
 class POP3ServerProtocol(ServerSession):
     """One POP3 connection; ``kind`` is the listener: pop3 (STLS) or pop3s."""
 
+    fault_protocol = "pop3"
+
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
         self.core = POP3Connection(role=Role.SERVER)
         if kind == "pop3s":
             self.core.tls_started()
-        self.faults = context.faults.session(self.session_id, protocol="pop3")
         self.user: str | None = None  # after USER
         self.authenticated_user: str | None = None
         self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
@@ -100,7 +102,6 @@ class POP3ServerProtocol(ServerSession):
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
         self._mailbox: Any = None
-        self._sasl: str | None = None
 
     # -- connection -----------------------------------------------------------
 
@@ -154,29 +155,16 @@ class POP3ServerProtocol(ServerSession):
             return
         self.transport.write(self.core.send(Response(ok, text, code, lines)))
 
-    def _fault(self, command: str) -> Any:
+    def _fault(self, command: str) -> FaultAction | None:
         """Apply an injected fault; returns it if it replaced (or delays) the answer."""
-        action = self.faults.on_command(
+        action = self._fault_action(
             command,
-            client=self.client_ip,
-            tls="yes" if self.core.tls else "no",
             auth="yes" if self.authenticated_user else "no",
             user=self.authenticated_user or self.user or "",
         )
-        if action is None:
-            return None
-        if action.kind == "disconnect":
-            self._abort()
-            return action
-        if action.kind == "delay":
-            return action if action.seconds > 0 else None
-        ok = action.status == "+OK"
-        text = action.text
-        code = None
-        if text.startswith("[") and "]" in text:
-            code, _, text = text[1:].partition("]")
-            text = text.strip()
-        self._send(ok, text, code)
+        if action is not None and action.kind == "reply":
+            code, text = action.response_code_and_text()
+            self._send(action.status == "+OK", text, code)
         return action
 
     # -- commands -------------------------------------------------------------
@@ -189,15 +177,13 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, "Command line too long")
             return
         verb = command.verb
-        authorization = self.authenticated_user is None
-        table = _AUTHORIZATION if authorization else _TRANSACTION
-        handler = table.get(verb)
+        handler = COMMANDS.get(verb)
         if handler is None:
-            if verb in _AUTHORIZATION or verb in _TRANSACTION:
-                state = "AUTHORIZATION" if authorization else "TRANSACTION"
-                self._send(False, f"{verb} is not valid in the {state} state")
-            else:
-                self._send(False, f"Unknown command: {printable(verb[:20])}")
+            self._send(False, f"Unknown command: {printable(verb[:20])}")
+            return
+        state = self.core.state
+        if verb not in VALID_COMMANDS[state]:
+            self._send(False, f"{verb} is not valid in the {state.name} state")
             return
         if verb == "PASS":
             # RFC 1939 7: the password is the rest of the line, spaces and all.
@@ -206,19 +192,10 @@ class POP3ServerProtocol(ServerSession):
         action = self._fault(verb.lower())
         if action is not None:
             if action.kind == "delay":
-                self._defer(self._later_command(action.seconds, handler, command.args))
+                args = command.args
+                self._defer(self._later(action.seconds, lambda: handler(self, args)))
             return
         handler(self, command.args)
-
-    async def _later_command(
-        self,
-        seconds: float,
-        handler: Callable[[POP3ServerProtocol, tuple[str, ...]], None],
-        args: tuple[str, ...],
-    ) -> None:
-        await asyncio.sleep(seconds)
-        if not self._closing:
-            handler(self, args)
 
     def _plaintext_allowed(self) -> bool:
         """USER/PASS and AUTH PLAIN only over TLS, or from loopback (like Dovecot)."""
@@ -284,12 +261,10 @@ class POP3ServerProtocol(ServerSession):
         if len(args) > 1:
             self._sasl_answer(args[1])
             return
-        self._sasl = mechanism
         if self.transport is not None:
             self.transport.write(self.core.send(Continuation("")))
 
     def _sasl_answer(self, line: str) -> None:
-        self._sasl = None
         if line.strip() == "*":
             self._send(False, "Authentication cancelled")
             return
@@ -425,30 +400,27 @@ class POP3ServerProtocol(ServerSession):
         self._send(True, f"{len(live)} {sum(m.pop3_size for m in live)}")
 
     def _list(self, args: tuple[str, ...]) -> None:
-        if args:
-            number = self._message_number(args[0])
-            if number is not None:
-                self._send(True, f"{number} {self._messages[number - 1].pop3_size}")
-            return
-        lines = tuple(
-            f"{n} {m.pop3_size}".encode()
-            for n, m in enumerate(self._messages, 1)
-            if n not in self._deleted
-        )
-        self._send(True, f"{len(lines)} messages", lines=lines)
+        self._per_message(args, lambda info: info.pop3_size, count=True)
 
     def _uidl(self, args: tuple[str, ...]) -> None:
+        self._per_message(args, lambda info: info.uidl, count=False)
+
+    def _per_message(
+        self, args: tuple[str, ...], value: Callable[[MessageInfo], object], *, count: bool
+    ) -> None:
+        """LIST and UIDL (RFC 1939 5, 7): "n value" for the message asked for, or one line
+        for each message not marked deleted (after "+OK N messages" when ``count``)."""
         if args:
             number = self._message_number(args[0])
             if number is not None:
-                self._send(True, f"{number} {self._messages[number - 1].uidl}")
+                self._send(True, f"{number} {value(self._messages[number - 1])}")
             return
         lines = tuple(
-            f"{n} {m.uidl}".encode()
+            f"{n} {value(m)}".encode()
             for n, m in enumerate(self._messages, 1)
             if n not in self._deleted
         )
-        self._send(True, "", lines=lines)
+        self._send(True, f"{len(lines)} messages" if count else "", lines=lines)
 
     def _retr(self, args: tuple[str, ...]) -> None:
         if len(args) != 1:
@@ -504,7 +476,7 @@ class POP3ServerProtocol(ServerSession):
             if body_lines is None:
                 while chunk := handle.read(CHUNK):
                     self.transport.write(stuffer.feed(chunk))
-                    await self._drain()
+                    await self.drain()
             else:
                 in_body = False
                 remaining = body_lines
@@ -517,17 +489,6 @@ class POP3ServerProtocol(ServerSession):
                         in_body = True
                     self.transport.write(stuffer.feed(line))
         self.transport.write(stuffer.finish())
-
-    async def _drain(self) -> None:
-        """Let a slow reader catch up, so a big RETR does not pile up in memory."""
-        transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > 4 * CHUNK:
-            while (
-                not self._closing
-                and transport.get_write_buffer_size() > CHUNK
-                and not transport.is_closing()
-            ):
-                await asyncio.sleep(0.001)
 
     def _dele(self, args: tuple[str, ...]) -> None:
         if len(args) != 1:
@@ -546,7 +507,10 @@ class POP3ServerProtocol(ServerSession):
         self._send(True, "")
 
 
-_AUTHORIZATION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]] = {
+# Every command this server answers; which of them the client may send now is the POP3
+# core's table, VALID_COMMANDS, for the state the core is in (the one the client's
+# completion reads). UTF8 (RFC 6856) is in that table but not served here: unknown.
+COMMANDS: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]] = {
     "CAPA": POP3ServerProtocol._capa,
     "USER": POP3ServerProtocol._user,
     "PASS": POP3ServerProtocol._pass,
@@ -554,9 +518,6 @@ _AUTHORIZATION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], 
     "AUTH": POP3ServerProtocol._auth,
     "STLS": POP3ServerProtocol._stls,
     "QUIT": POP3ServerProtocol._quit,
-}
-_TRANSACTION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]] = {
-    "CAPA": POP3ServerProtocol._capa,
     "STAT": POP3ServerProtocol._stat,
     "LIST": POP3ServerProtocol._list,
     "UIDL": POP3ServerProtocol._uidl,
@@ -565,5 +526,4 @@ _TRANSACTION: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], No
     "DELE": POP3ServerProtocol._dele,
     "RSET": POP3ServerProtocol._rset,
     "NOOP": POP3ServerProtocol._noop,
-    "QUIT": POP3ServerProtocol._quit,
 }

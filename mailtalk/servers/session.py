@@ -2,10 +2,11 @@
 
 ``ServerSession`` is the asyncio Protocol the SMTP, POP3 and IMAP sessions
 share: the connection cap, the idle timer, closing, deferring slow work with
-reading paused (so replies leave in order), and the STARTTLS handshake. A
-subclass supplies its protocol core (``self.core``, in the server role) and
-the hooks: ``greet``, ``refuse``, ``process``, ``on_idle``, ``cleanup`` and
-``tls_begun``.
+reading paused (so replies leave in order), waiting for a slow reader, injected
+faults, and the STARTTLS handshake. A subclass supplies its protocol core
+(``self.core``, in the server role), the protocol its fault rules name
+(``fault_protocol``) and the hooks: ``greet``, ``refuse``, ``process``,
+``on_idle``, ``cleanup`` and ``tls_begun``.
 """
 
 from __future__ import annotations
@@ -15,25 +16,37 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mailtalk.protocols.common import LocalProtocolError
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
+    from mailtalk.servers.faults import FaultAction, SessionFaults
 
 log = logging.getLogger("mailtalk.serve")
+
+# A long answer (RETR, FETCH) waits while more than four times this is queued for the
+# client, until less than this is, so a slow reader does not pile it up in memory.
+DRAIN_BELOW: Final = 64 * 1024
 
 
 class ServerSession(asyncio.Protocol):
     """One connection to a reference server; ``kind`` is the listener's protocol name."""
 
     core: Any  # the protocol core in the server role: receive_data(), tls, tls_started()
+    fault_protocol: ClassVar[str]  # "smtp", "pop3" or "imap": the PROTO of fault rules
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         self.context = context
         self.kind = kind
         self.session_id = context.next_session_id()
+        # Without fault rules nothing can fire: no counting, no fields (a fast path).
+        self.faults: SessionFaults | None = (
+            context.faults.session(self.session_id, self.fault_protocol)
+            if context.faults.rules
+            else None
+        )
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self._busy = False  # deferred work runs: the loop waits for it
@@ -164,6 +177,11 @@ class ServerSession(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def closing(self) -> bool:
+        """The connection is closing (or gone): nothing more is written."""
+        return self._closing
+
     def is_loopback(self) -> bool:
         """The client is on this machine: nobody can listen in on plain text."""
         if self._loopback is None:
@@ -172,6 +190,39 @@ class ServerSession(asyncio.Protocol):
             except ValueError:
                 self._loopback = False
         return self._loopback
+
+    def _fault_action(self, command: str, **fields: str) -> FaultAction | None:
+        """The injected fault that fires at ``command``, if one does.
+
+        The ``client`` and ``tls`` fields of a rule are filled in here, the protocol's
+        own (``auth``, ``user``, ``helo``...) come in ``fields``. A ``disconnect`` is
+        carried out here and a delay of no time is no fault; what comes back is a
+        ``delay`` to wait, a ``disconnect`` done, or a ``reply`` for the caller to send
+        in its protocol's form.
+        """
+        if self.faults is None:
+            return None
+        action = self.faults.on_command(
+            command, client=self.client_ip, tls="yes" if self.core.tls else "no", **fields
+        )
+        if action is None:
+            return None
+        if action.kind == "disconnect":
+            self._abort()
+        elif action.kind == "delay" and action.seconds <= 0:
+            return None
+        return action
+
+    async def drain(self) -> None:
+        """Let a slow reader catch up, so a big RETR or FETCH does not pile up in memory."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > 4 * DRAIN_BELOW:
+            while (
+                not self._closing
+                and transport.get_write_buffer_size() > DRAIN_BELOW
+                and not transport.is_closing()
+            ):
+                await asyncio.sleep(0.001)
 
     def _defer(
         self,

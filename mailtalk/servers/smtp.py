@@ -19,7 +19,6 @@ import binascii
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,11 +32,12 @@ from mailtalk.protocols.smtp import (
     SMTPConnection,
     SMTPState,
 )
-from mailtalk.servers.faults import _RESETTING, TRANSACTION_COMMANDS
 from mailtalk.servers.session import ServerSession
+from mailtalk.servers.transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
+    from mailtalk.servers.faults import FaultAction
     from mailtalk.store import CRLFToLF
 
 log = logging.getLogger("mailtalk.smtp")
@@ -63,33 +63,14 @@ IMPLEMENTED_EXTENSIONS: Final = frozenset(
 )
 
 
-@dataclass
-class Recipient:
-    address: str
-    user: str | None  # local user for Maildir delivery; None: relayed to the queue
-
-
-@dataclass
-class Transaction:
-    sender: str
-    recipients: list[Recipient] = field(default_factory=list)
-    body_8bit: bool = False
-    smtputf8: bool = False
-    rcpt_attempts: int = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
-
-
 class SMTPServerProtocol(ServerSession):
     """One SMTP connection. ``kind`` is the listener: smtp, submission or smtps."""
+
+    fault_protocol = "smtp"
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
         self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps")
-        # Without fault rules nothing can fire: only the counts matter (DATA asks how
-        # many RCPTs there were), and they are kept without building any fields.
-        self._fault_rules = bool(context.faults.rules)
-        self.faults: Any = (
-            context.faults.session(self.session_id) if self._fault_rules else _CommandCounts()
-        )
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
@@ -111,16 +92,12 @@ class SMTPServerProtocol(ServerSession):
         log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
         action = self._fault("connect")
         if action is not None and action.kind == "delay":
-            self._defer(self._delayed_banner(action.seconds))
+            self._defer(self._later(action.seconds, lambda: self._send_key("banner")))
             return
         if action is not None:
             return
         self._send_key("banner")
         self.process()
-
-    async def _delayed_banner(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        self._send_key("banner")
 
     def cleanup(self) -> None:
         self._abort_delivery()
@@ -166,31 +143,24 @@ class SMTPServerProtocol(ServerSession):
             "syntax_error", command=command, syntax=syntax, detail=detail, argument=argument
         )
 
-    def _fault(self, command: str, **fields: str) -> Any:
-        """Apply an injected fault for this command, if one fires; returns it (or None)."""
-        if not self._fault_rules:
-            self.faults.on_command(command)
-            return None
-        action = self.faults.on_command(
+    def _fault(self, command: str, **fields: str) -> FaultAction | None:
+        """Apply an injected fault for this command, if one fires; returns it (or None).
+
+        A delay is for the caller: answer normally, later.
+        """
+        action = self._fault_action(
             command,
-            client=self.client_ip,
             helo=self.helo,
-            tls="yes" if self.core.tls else "no",
             auth="yes" if self.user else "no",
             user=self.user or "",
             **fields,
         )
-        if action is None:
-            return None
-        kind = action.kind
-        if kind == "disconnect":
+        if action is None or action.kind == "delay":
+            return action
+        if action.kind == "disconnect":
             log.info("session %s: fault: disconnect at %s", self.session_id, command)
             self._abort_delivery()
-            self._abort()
             return action
-        if kind == "delay":
-            # Answer normally, later: pause and let the handler run after the delay.
-            return None if action.seconds <= 0 else action
         # Rules are checked for the protocol when parsed: an smtp rule has a code.
         self._reply(action.code or 451, action.text)
         return action
@@ -205,28 +175,20 @@ class SMTPServerProtocol(ServerSession):
             self._send_key("line_too_long")
             return
         verb = command.verb
-        handler = _HANDLERS.get(verb)
+        handler = COMMANDS.get(verb)
         if handler is None:
             self._send_key("unknown_command", command=verb[:20])
             return
-        if not self._fault_rules:
-            self.faults.on_command(verb)
+        if self.faults is None:
             handler(self, command.args)
             return
         fields = self._fault_fields(verb, command.args)
         action = self._fault(verb.lower(), **fields)
         if action is not None:
             if action.kind == "delay":
-                self._defer(self._delayed(action.seconds, handler, command))
+                self._defer(self._later(action.seconds, lambda: handler(self, command.args)))
             return
         handler(self, command.args)
-
-    async def _delayed(
-        self, seconds: float, handler: Callable[[SMTPServerProtocol, str], None], command: Command
-    ) -> None:
-        await asyncio.sleep(seconds)
-        if not self._closing:
-            handler(self, command.args)
 
     def _fault_fields(self, verb: str, args: str) -> dict[str, str]:
         match = _PATH.match(args)
@@ -471,7 +433,8 @@ class SMTPServerProtocol(ServerSession):
     def _on_end_of_message(self, event: EndOfMessage) -> None:
         transaction = self.transaction
         self.transaction = None
-        self.faults.reset_transaction()
+        if self.faults is not None:
+            self.faults.reset_transaction()
         if transaction is None:  # cannot happen: DATA needs a transaction
             self._reply(503, "5.5.1 No transaction")
             return
@@ -551,7 +514,8 @@ class SMTPServerProtocol(ServerSession):
     def _reset_transaction(self) -> None:
         self._abort_delivery()
         self.transaction = None
-        self.faults.reset_transaction()
+        if self.faults is not None:
+            self.faults.reset_transaction()
 
     def _rset(self, args: str) -> None:
         self._reset_transaction()
@@ -684,51 +648,11 @@ class SMTPServerProtocol(ServerSession):
             self._send_key("auth_failed")
 
 
-class _CommandCounts:
-    """What ``SessionFaults`` keeps when the plan has no rules: only the counts.
-
-    The same scopes and resets as ``SessionFaults`` (commands of a mail transaction
-    are counted per transaction, which RSET/HELO/EHLO, the end of a message and
-    ``reset_transaction()`` clear; the rest per session), without the fields, which
-    only rules read.
-    """
-
-    __slots__ = ("_session_counts", "_transaction_counts")
-
-    def __init__(self) -> None:
-        self._session_counts: dict[str, int] = {}
-        self._transaction_counts: dict[str, int] = {}
-
-    def _counts_for(self, command: str) -> dict[str, int]:
-        if command in _TRANSACTION_COMMANDS:
-            return self._transaction_counts
-        return self._session_counts
-
-    def on_command(self, command: str, **fields: object) -> None:
-        command = command.lower()
-        if command in _RESETTING_COMMANDS:
-            self._transaction_counts.clear()
-        counts = self._counts_for(command)
-        counts[command] = counts.get(command, 0) + 1
-        if command == "data-end":
-            self._transaction_counts.clear()
-
-    def count(self, command: str) -> int:
-        command = command.lower()
-        return self._counts_for(command).get(command, 0)
-
-    def reset_transaction(self) -> None:
-        self._transaction_counts.clear()
-
-    def set(self, **fields: object) -> None:
-        pass
-
-
-_TRANSACTION_COMMANDS: Final = TRANSACTION_COMMANDS["smtp"]
-_RESETTING_COMMANDS: Final = _RESETTING["smtp"]
-
-
-_HANDLERS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
+# Every command this server answers, in any state: each handler answers a command out
+# of sequence itself, in the personality's words (qmail takes MAIL before HELO, where
+# Postfix says 503), so the SMTP core's VALID_COMMANDS table is not consulted here.
+# tests/servers/test_state_tables.py holds the two side by side, differences listed.
+COMMANDS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
     "EHLO": SMTPServerProtocol._ehlo,
     "HELO": SMTPServerProtocol._helo,
     "MAIL": SMTPServerProtocol._mail,

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from mailtalk.errors import UsageError
+
 TIMEOUT = 10.0
 
 
@@ -259,3 +261,23 @@ def test_two_servers_never_give_the_same_queue_id(tmp_path: Path) -> None:
             if int(time.time()) == second:
                 break  # both in one second: the case that collided
         assert ids[0] != ids[1], ids
+
+
+def test_options_become_the_servers_configuration(tmp_path: Path) -> None:
+    """The typed options the command line builds, and the environment's XDG directory
+    for a root not given."""
+    from mailtalk.environment import Environment
+    from mailtalk.servers.command import DEFAULT_PORTS, ServeOptions, serve_config
+
+    env = Environment.for_test(variables={"XDG_DATA_HOME": str(tmp_path)})
+    config = serve_config(ServeOptions(max_size=1000, quota=10, users=("alice:secret",)), env)
+    assert config.root == tmp_path / "mailtalk" / "serve"
+    assert config.ports == dict(DEFAULT_PORTS)
+    assert config.settings.max_size == config.settings.max_literal == 1000
+    assert config.settings.quota_bytes == 10 and config.settings.onward_delivery
+    assert [user[0] for user in config.users] == ["alice"]
+    chosen = serve_config(ServeOptions(root=tmp_path / "r", ports={"imaps": 0, "smtp": 0}), env)
+    assert chosen.root == tmp_path / "r"
+    assert list(chosen.ports) == ["smtp", "imaps"]  # in the listeners' order
+    with pytest.raises(UsageError, match="--user bob:…"):
+        serve_config(ServeOptions(users=("bob:",)), env)

@@ -3,53 +3,44 @@
 The IMAP core (``mailtalk.protocols.imap``) hands the server a ``Command`` whose
 ``args`` is the text after the verb with each literal left as its marker
 (``{5}``, ``{5+}`` or ``~{5}``) and whose ``literals`` are the literal bytes in
-order. Everything here takes that pair: :func:`tokenize` turns it into atoms,
-strings and parenthesised lists, and the command parsers build on it
-(:func:`parse_fetch`, :func:`parse_store`, :func:`parse_search`,
-:func:`parse_append`, :func:`parse_list`...). Bad syntax raises
-:class:`IMAPSyntaxError`, whose message is one line fit for a ``BAD`` response.
+order. :func:`~mailtalk.servers.imap.tokens.tokenize` turns that pair into atoms,
+strings and parenthesised lists, and the command parsers here build on it
+(:func:`parse_fetch`, :func:`parse_store`, :func:`parse_append`, :func:`parse_list`,
+mailbox names, dates, sequence sets, flags...; SEARCH's are in
+:mod:`mailtalk.servers.imap.search`). Bad syntax raises ``IMAPSyntaxError``, whose
+message is one line fit for a ``BAD`` response.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal
+
+from mailtalk.servers.imap.tokens import (
+    Atom,
+    IMAPSyntaxError,
+    String,
+    Value,
+    astring,
+    describe,
+    tokenize,
+)
 
 __all__ = [
     "FETCH_MACROS",
     "MONTHS",
-    "SEARCH_CHARSETS_LISTED",
-    "AllKey",
-    "AndKey",
     "AppendRequest",
-    "Atom",
-    "BodyKey",
-    "DateKey",
     "FetchItem",
     "FetchRequest",
-    "FlagKey",
-    "HeaderKey",
-    "IMAPSyntaxError",
-    "NotKey",
-    "OrKey",
-    "RecentKey",
-    "SearchCharsetError",
-    "SearchKey",
-    "SearchQuery",
     "Section",
-    "SequenceKey",
     "SequenceSet",
-    "SizeKey",
     "StoreRequest",
-    "String",
-    "Value",
     "decode_mailbox_name",
     "encode_mailbox_name",
     "list_pattern_matches",
@@ -63,307 +54,10 @@ __all__ = [
     "parse_fetch_items",
     "parse_list",
     "parse_mailbox",
-    "parse_search",
     "parse_sequence_set",
     "parse_status",
     "parse_store",
-    "search_codec",
-    "tokenize",
 ]
-
-
-class IMAPSyntaxError(ValueError):
-    """The arguments are malformed: answer ``BAD`` with ``str(error)``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message.replace("\r", " ").replace("\n", " "))
-
-
-# What BADCHARSET lists (RFC 3501 7.1): the charsets of mail in practice. Any other
-# that Python decodes is accepted too (see search_codec).
-SEARCH_CHARSETS_LISTED: Final = (
-    "UTF-8", "US-ASCII", *(f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))),
-    *(f"WINDOWS-{n}" for n in range(1250, 1259)), "KOI8-R", "KOI8-U", "ISO-2022-JP",
-    "SHIFT_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "BIG5", "UTF-16", "UTF-7",
-)
-
-
-class SearchCharsetError(Exception):
-    """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
-
-    code: Final = f"BADCHARSET ({' '.join(SEARCH_CHARSETS_LISTED)})"
-
-    def __init__(self, charset: str) -> None:
-        super().__init__(f"charset {charset} is not supported")
-        self.charset = charset
-
-
-# Python codecs that are not the charset of any text in mail.
-_NOT_CHARSETS: Final = frozenset(
-    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "charmap"}
-)
-
-
-def search_codec(charset: str) -> str | None:
-    """The Python codec for a SEARCH CHARSET (``utf8``, ``latin1``, ``Windows-1252``...);
-    None if Python has no such text encoding."""
-    try:
-        info = codecs.lookup(charset)
-    except (LookupError, ValueError):
-        return None
-    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
-        return None
-    return info.name
-
-
-# -- tokens ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Atom:
-    """An atom as sent (``NIL``, ``FLAGS``, ``1:*``, ``\\Seen``, ``BODY[TEXT]<0.10>``)."""
-
-    value: str
-
-    @property
-    def is_nil(self) -> bool:
-        return self.value.upper() == "NIL"
-
-
-@dataclass(frozen=True, slots=True)
-class String:
-    """A quoted string (escapes resolved) or a literal; ``value`` is its bytes."""
-
-    value: bytes
-    literal: bool = False
-
-    @property
-    def text(self) -> str:
-        return self.value.decode("utf-8", errors="replace")
-
-
-Value: TypeAlias = "Atom | String | list[Value]"
-
-# Characters that end an atom (RFC 3501 9 atom-specials, minus the list wildcards,
-# "\" and "]" which flags, patterns and sections need; CTLs are refused outright).
-_ATOM_END: Final = frozenset(' (){"')
-_LITERAL: Final = re.compile(r"(~?)\{(\d{1,19})(\+?)\}")
-_MAX_DEPTH: Final = 64
-
-
-class _Reader:
-    """A cursor over command text plus its literals."""
-
-    def __init__(self, text: str, literals: Sequence[bytes], *, raw8: bool = False) -> None:
-        self.text = text
-        self.pos = 0
-        self.literals = literals
-        self.literal_index = 0
-        self.raw8 = raw8
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def skip_spaces(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] == " ":
-            self.pos += 1
-
-    def value(self, depth: int = 0) -> Value:
-        char = self.peek()
-        if not char:
-            raise IMAPSyntaxError("missing argument")
-        if char == "(":
-            if depth >= _MAX_DEPTH:
-                raise IMAPSyntaxError("parentheses nested too deeply")
-            self.pos += 1
-            items: list[Value] = []
-            while True:
-                self.skip_spaces()
-                if self.at_end():
-                    raise IMAPSyntaxError("missing )")
-                if self.peek() == ")":
-                    self.pos += 1
-                    return items
-                items.append(self.value(depth + 1))
-        if char == ")":
-            raise IMAPSyntaxError("unexpected )")
-        if char == '"':
-            return self.quoted()
-        if char in "{~":
-            match = _LITERAL.match(self.text, self.pos)
-            if match is not None:
-                return self.literal(match)
-            if char == "{":
-                raise IMAPSyntaxError("malformed literal")
-        return self.atom()
-
-    def quoted(self) -> String:
-        text = self.text
-        pos = self.pos + 1
-        out: list[str] = []
-        while True:
-            if pos >= len(text):
-                raise IMAPSyntaxError("unterminated quoted string")
-            char = text[pos]
-            if char == '"':
-                break
-            if char == "\\":
-                nxt = text[pos + 1 : pos + 2]
-                if self.raw8 and (byte := _ESCAPED_BYTE.match(text, pos)) is not None:
-                    out.append(chr(0xDC00 + int(byte.group(1), 16)))  # the octet as sent
-                    pos = byte.end()
-                    continue
-                if nxt not in ('"', "\\"):
-                    raise IMAPSyntaxError('only \\" and \\\\ may be escaped in a quoted string')
-                out.append(nxt)
-                pos += 2
-                continue
-            if char in "\r\n\x00":
-                raise IMAPSyntaxError("CR, LF or NUL in a quoted string")
-            out.append(char)
-            pos += 1
-        self.pos = pos + 1
-        return String("".join(out).encode("utf-8", errors="surrogateescape"))
-
-    def literal(self, match: re.Match[str]) -> String:
-        size = int(match.group(2))
-        if self.literal_index >= len(self.literals):
-            raise IMAPSyntaxError("a literal marker without its literal")
-        data = self.literals[self.literal_index]
-        if len(data) != size:
-            raise IMAPSyntaxError(f"literal of {size} octets arrived as {len(data)}")
-        self.literal_index += 1
-        self.pos = match.end()
-        return String(data, literal=True)
-
-    def atom(self) -> Atom:
-        text = self.text
-        start = pos = self.pos
-        depth = 0
-        while pos < len(text):
-            char = text[pos]
-            if ord(char) < 0x20 or char == "\x7f":
-                raise IMAPSyntaxError(f"control character {ord(char):#04x} in the arguments")
-            if depth:
-                if char == "[":
-                    depth += 1
-                elif char == "]":
-                    depth -= 1
-                elif char == '"':
-                    end = _quoted_end(text, pos)
-                    if end < 0:
-                        raise IMAPSyntaxError("unterminated quoted string")
-                    pos = end
-                elif char == "{" and _LITERAL.match(text, pos):
-                    raise IMAPSyntaxError("a literal inside [] is not supported")
-                pos += 1
-                continue
-            if char in _ATOM_END:
-                break
-            if char == "[":
-                depth = 1
-            elif char == "]":
-                raise IMAPSyntaxError("unbalanced ]")
-            pos += 1
-        if depth:
-            raise IMAPSyntaxError("missing ]")
-        if pos == start:
-            raise IMAPSyntaxError(f"unexpected {text[pos]!r}")
-        self.pos = pos
-        return Atom(text[start:pos])
-
-    def next_value(self) -> Value:
-        """A value after the separating space (or at the start)."""
-        if self.pos > 0:
-            if self.peek() != " ":
-                if self.at_end():
-                    raise IMAPSyntaxError("missing argument")
-                raise IMAPSyntaxError(f"expected a space before {self.text[self.pos:][:20]!r}")
-            self.pos += 1
-        return self.value()
-
-    def values(self) -> list[Value]:
-        out: list[Value] = []
-        while not self.at_end():
-            out.append(self.next_value())
-        return out
-
-    def end(self) -> None:
-        if not self.at_end():
-            raise IMAPSyntaxError(f"unexpected extra arguments: {self.text[self.pos:][:40]!r}")
-        if self.literal_index != len(self.literals):
-            raise IMAPSyntaxError("a literal without its marker")
-
-
-def _quoted_end(text: str, pos: int) -> int:
-    """Index of the quote closing the quoted string that opens at ``pos`` (-1: none)."""
-    pos += 1
-    while pos < len(text):
-        if text[pos] == "\\":
-            pos += 2
-            continue
-        if text[pos] == '"':
-            return pos
-        pos += 1
-    return -1
-
-
-# An octet that is not UTF-8, as the IMAP core's decode_text() writes it ("\\xf6").
-_ESCAPED_BYTE: Final = re.compile(r"\\x([89a-f][0-9a-f])")
-
-
-def _wire_bytes(text: str) -> bytes:
-    """Command text back to the octets sent (for 8-bit search strings in a charset)."""
-    text = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
-    return text.encode("utf-8", errors="surrogateescape")
-
-
-def tokenize(args: str, literals: Sequence[bytes] = (), *, raw8: bool = False) -> list[Value]:
-    """All arguments: atoms, strings (quoted or literal) and nested lists.
-
-    Arguments are separated by exactly one space (RFC 3501 9); NIL stays an
-    :class:`Atom` (``is_nil``), as only the grammar of the argument says whether
-    it means nothing or the mailbox called NIL. ``raw8``: a quoted string may hold
-    8-bit octets that are not UTF-8 (a SEARCH string in ISO-8859-1, say), which
-    reach us escaped as ``\\xNN``; they become those octets again.
-    """
-    reader = _Reader(args, literals, raw8=raw8)
-    out = reader.values()
-    reader.end()
-    return out
-
-
-# -- simple argument kinds -----------------------------------------------------
-
-
-def _astring(value: Value, what: str) -> str:
-    if isinstance(value, String):
-        return value.text
-    if isinstance(value, Atom):
-        if "[" in value.value and not value.value.endswith("]"):
-            raise IMAPSyntaxError(f"{what} is not a valid atom")
-        return value.value
-    raise IMAPSyntaxError(f"{what} must be a string, not a list")
-
-
-def _astring_bytes(value: Value, what: str) -> bytes:
-    if isinstance(value, String):
-        return value.value
-    return _astring(value, what).encode("utf-8")
-
-
-def _number(value: Value, what: str, *, nonzero: bool = False) -> int:
-    if not isinstance(value, Atom) or not value.value.isascii() or not value.value.isdigit():
-        raise IMAPSyntaxError(f"{what} must be a number")
-    number = int(value.value)
-    if number > 0xFFFFFFFF:
-        raise IMAPSyntaxError(f"{what} is too large")
-    if nonzero and number == 0:
-        raise IMAPSyntaxError(f"{what} must not be 0")
-    return number
 
 
 def parse_astrings(args: str, literals: Sequence[bytes], count: int) -> list[str]:
@@ -372,7 +66,7 @@ def parse_astrings(args: str, literals: Sequence[bytes], count: int) -> list[str
     if len(values) != count:
         raise IMAPSyntaxError(f"expected {count} argument{'s' if count != 1 else ''}, "
                               f"got {len(values)}")
-    return [_astring(value, "argument") for value in values]
+    return [astring(value, "argument") for value in values]
 
 
 # -- mailbox names (RFC 3501 5.1) ----------------------------------------------------
@@ -448,7 +142,7 @@ def parse_mailbox(value: Value, *, utf8: bool = False) -> str:
     Without ``utf8`` (RFC 6855 UTF8=ACCEPT) the name is decoded from modified
     UTF-7; with it the name is taken as sent.
     """
-    name = _astring(value, "the mailbox name")
+    name = astring(value, "the mailbox name")
     if name.upper() == "INBOX":
         return "INBOX"
     return name if utf8 else decode_mailbox_name(name)
@@ -459,7 +153,7 @@ def parse_list(args: str, literals: Sequence[bytes]) -> tuple[str, str]:
     values = tokenize(args, literals)
     if len(values) != 2:
         raise IMAPSyntaxError("LIST takes a reference and a mailbox pattern")
-    return _astring(values[0], "the reference"), _astring(values[1], "the mailbox pattern")
+    return astring(values[0], "the reference"), astring(values[1], "the mailbox pattern")
 
 
 def list_pattern_regex(pattern: str, delimiter: str | None = "/") -> re.Pattern[str]:
@@ -514,7 +208,7 @@ def _make_date(day: str, month: str, year: str, text: str) -> date:
 
 def parse_date(value: Value | str) -> date:
     """A SEARCH date (``1-Feb-1994``, quoted or not)."""
-    text = value if isinstance(value, str) else _astring(value, "the date")
+    text = value if isinstance(value, str) else astring(value, "the date")
     match = _DATE.fullmatch(text)
     if match is None:
         raise IMAPSyntaxError(f"{text!r} is not a date like 1-Feb-1994")
@@ -523,7 +217,7 @@ def parse_date(value: Value | str) -> date:
 
 def parse_datetime(value: Value | str) -> datetime:
     """An APPEND date-time (``"17-Jul-1996 02:44:25 -0700"``) with its time zone."""
-    text = value if isinstance(value, str) else _astring(value, "the date-time")
+    text = value if isinstance(value, str) else astring(value, "the date-time")
     match = _DATE_TIME.fullmatch(text)
     if match is None:
         raise IMAPSyntaxError(f"{text!r} is not a date-time like \"17-Jul-1996 02:44:25 -0700\"")
@@ -758,17 +452,9 @@ def parse_status(
     items: list[str] = []
     for value in values[1]:
         if not isinstance(value, Atom) or value.value.upper() not in STATUS_ITEMS:
-            raise IMAPSyntaxError(f"unknown STATUS item {_describe(value)}")
+            raise IMAPSyntaxError(f"unknown STATUS item {describe(value)}")
         items.append(value.value.upper())
     return parse_mailbox(values[0], utf8=utf8), tuple(items)
-
-
-def _describe(value: Value) -> str:
-    if isinstance(value, Atom):
-        return value.value[:40]
-    if isinstance(value, String):
-        return repr(value.text[:40])
-    return "(...)"
 
 
 # -- FETCH -----------------------------------------------------------------------
@@ -858,7 +544,7 @@ def _parse_section(spec: str, binary: bool) -> Section:
                 values = tokenize(after[1:])
                 if len(values) != 1 or not isinstance(values[0], list) or not values[0]:
                     raise IMAPSyntaxError(f"{keyword} needs a list of header names")
-                names = tuple(_astring(v, "a header name") for v in values[0])
+                names = tuple(astring(v, "a header name") for v in values[0])
                 for name in names:
                     if not name or not all(33 <= ord(c) <= 126 and c != ":" for c in name):
                         raise IMAPSyntaxError(f"{name[:40]!r} is not a header field name")
@@ -873,7 +559,7 @@ def _parse_section(spec: str, binary: bool) -> Section:
 
 def _fetch_item(value: Value) -> FetchItem:
     if not isinstance(value, Atom):
-        raise IMAPSyntaxError(f"{_describe(value)} is not a FETCH item")
+        raise IMAPSyntaxError(f"{describe(value)} is not a FETCH item")
     text = value.value
     upper = text.upper()
     if upper in _SIMPLE_ITEMS:
@@ -923,202 +609,3 @@ def parse_fetch(args: str, literals: Sequence[bytes] = ()) -> FetchRequest:
     if len(values) != 2:
         raise IMAPSyntaxError("FETCH takes a sequence set and data items")
     return FetchRequest(parse_sequence_set(values[0]), parse_fetch_items(values[1]))
-
-
-# -- SEARCH ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AllKey:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class FlagKey:
-    """ANSWERED/SEEN/... (present) and UN-forms; KEYWORD/UNKEYWORD too."""
-
-    flag: str
-    present: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class RecentKey:
-    present: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class SequenceKey:
-    sequence_set: SequenceSet
-    uid: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderKey:
-    """FROM/TO/CC/BCC/SUBJECT/HEADER: ``value`` is a case-insensitive substring."""
-
-    field: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class BodyKey:
-    """BODY (``with_header`` False) or TEXT (True)."""
-
-    value: str
-    with_header: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DateKey:
-    """SINCE/BEFORE/ON (``sent`` False: internal date) and SENT- forms (Date: header)."""
-
-    op: Literal["before", "on", "since"]
-    day: date
-    sent: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SizeKey:
-    larger: bool
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class NotKey:
-    key: SearchKey
-
-
-@dataclass(frozen=True, slots=True)
-class OrKey:
-    left: SearchKey
-    right: SearchKey
-
-
-@dataclass(frozen=True, slots=True)
-class AndKey:
-    keys: tuple[SearchKey, ...]
-
-
-SearchKey: TypeAlias = (
-    "AllKey | FlagKey | RecentKey | SequenceKey | HeaderKey | BodyKey | DateKey | SizeKey"
-    " | NotKey | OrKey | AndKey"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    charset: str | None
-    key: SearchKey
-
-
-_FLAG_KEYS: Final = {
-    "ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
-    "FLAGGED": "\\Flagged", "SEEN": "\\Seen",
-}
-_HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
-_DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
-    "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
-    "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
-}
-class _SearchParser:
-    def __init__(self, values: list[Value], codec: str) -> None:
-        self.values = values
-        self.pos = 0
-        self.charset = codec
-
-    def take(self, what: str) -> Value:
-        if self.pos >= len(self.values):
-            raise IMAPSyntaxError(f"missing {what}")
-        value = self.values[self.pos]
-        self.pos += 1
-        return value
-
-    def string(self, what: str) -> str:
-        value = self.take(what)
-        if isinstance(value, list):
-            raise IMAPSyntaxError(f"{what} must be a string")
-        data = value.value if isinstance(value, String) else _wire_bytes(value.value)
-        try:
-            return data.decode(self.charset)
-        except UnicodeDecodeError as exc:
-            raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
-
-    def keys(self, values: list[Value]) -> SearchKey:
-        parser = _SearchParser(values, self.charset)
-        found: list[SearchKey] = []
-        while parser.pos < len(parser.values):
-            found.append(parser.key())
-        if not found:
-            raise IMAPSyntaxError("empty search key list")
-        return found[0] if len(found) == 1 else AndKey(tuple(found))
-
-    def key(self) -> SearchKey:
-        value = self.take("a search key")
-        if isinstance(value, list):
-            return self.keys(value)
-        if isinstance(value, String):
-            raise IMAPSyntaxError(f"{_describe(value)} is not a search key")
-        word = value.value.upper()
-        if word == "ALL":
-            return AllKey()
-        if word in _FLAG_KEYS:
-            return FlagKey(_FLAG_KEYS[word], True)
-        if word.startswith("UN") and word[2:] in _FLAG_KEYS:
-            return FlagKey(_FLAG_KEYS[word[2:]], False)
-        if word in ("KEYWORD", "UNKEYWORD"):
-            flag = self.take("a keyword")
-            if not isinstance(flag, Atom):
-                raise IMAPSyntaxError("KEYWORD takes a flag keyword")
-            return FlagKey(normalize_flag(flag.value), word == "KEYWORD")
-        if word == "RECENT":
-            return RecentKey(True)
-        if word == "OLD":
-            return RecentKey(False)
-        if word == "NEW":
-            return AndKey((RecentKey(True), FlagKey("\\Seen", False)))
-        if word in _HEADER_KEYS:
-            return HeaderKey(word.capitalize() if word != "CC" else "Cc",
-                             self.string(f"the {word} string"))
-        if word == "HEADER":
-            name = self.string("the header field name")
-            return HeaderKey(name, self.string("the HEADER string"))
-        if word in ("BODY", "TEXT"):
-            return BodyKey(self.string(f"the {word} string"), word == "TEXT")
-        if word in _DATE_KEYS:
-            op, sent = _DATE_KEYS[word]
-            return DateKey(op, parse_date(self.take("a date")), sent)
-        if word in ("LARGER", "SMALLER"):
-            return SizeKey(word == "LARGER", _number(self.take("a size"), "the size"))
-        if word == "NOT":
-            return NotKey(self.key())
-        if word == "OR":
-            return OrKey(self.key(), self.key())
-        if word == "UID":
-            return SequenceKey(parse_sequence_set(self.take("a UID set")), uid=True)
-        if word[:1].isdigit() or word[:1] == "*":
-            return SequenceKey(parse_sequence_set(value))
-        raise IMAPSyntaxError(f"unknown search key {value.value[:40]}")
-
-
-def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
-    """SEARCH arguments as a key tree: top-level keys are ANDed.
-
-    ``CHARSET x`` may name any charset Python decodes, in any of its names
-    (``utf8``, ``latin1``, ``ISO-8859-1``, ``windows-1252``...; as Dovecot takes
-    what iconv knows); the search strings are decoded from it. Others raise
-    :class:`SearchCharsetError`. Without CHARSET, strings are UTF-8 (RFC 9051).
-    """
-    values = tokenize(args, literals, raw8=True)
-    charset: str | None = None
-    codec = "utf-8"
-    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "CHARSET":
-        charset = _astring(values[1], "the charset").upper()
-        found = search_codec(charset)
-        if found is None:
-            raise SearchCharsetError(charset)
-        codec = found
-        values = values[2:]
-    if not values:
-        raise IMAPSyntaxError("SEARCH needs a search key")
-    parser = _SearchParser(values, codec)
-    return SearchQuery(charset, parser.keys(values))

@@ -1,37 +1,315 @@
-"""SEARCH (RFC 3501 6.4.4) evaluated over messages, no I/O.
+"""SEARCH (RFC 3501 6.4.4): the query parsed from the command, and evaluated, no I/O.
 
-The key tree comes from :func:`mailtalk.servers.imap.parse.parse_search`. Each
-message is reached through :class:`SearchMessage` (``FetchMessage`` from
-``imap_fetch`` is one), which parses headers and body only when a key asks for
-them; ANDed keys are tried cheapest first (flags, numbers, sizes and dates before
-headers, headers before the body), so ``SEARCH UNSEEN SUBJECT x`` reads no header
-of a message that is already seen.
+:func:`parse_search` turns the arguments into a tree of keys (``AndKey``,
+``OrKey``, ``HeaderKey``...), strings decoded from the CHARSET named. :func:`search`
+evaluates it over messages, each reached through :class:`SearchMessage`
+(``FetchMessage`` from :mod:`mailtalk.servers.imap.message` is one), which parses
+headers and body only when a key asks for them; ANDed keys are tried cheapest first
+(flags, numbers, sizes and dates before headers, headers before the body), so
+``SEARCH UNSEEN SUBJECT x`` reads no header of a message that is already seen.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from email.utils import parsedate_tz
-from typing import Protocol
+from typing import Final, Literal, Protocol, TypeAlias
 
 from mailtalk.servers.imap.parse import (
-    AllKey,
-    AndKey,
-    BodyKey,
-    DateKey,
-    FlagKey,
-    HeaderKey,
-    NotKey,
-    OrKey,
-    RecentKey,
-    SearchKey,
-    SearchQuery,
-    SequenceKey,
-    SizeKey,
+    SequenceSet,
+    normalize_flag,
+    parse_date,
+    parse_sequence_set,
+)
+from mailtalk.servers.imap.tokens import (
+    Atom,
+    IMAPSyntaxError,
+    String,
+    Value,
+    astring,
+    describe,
+    tokenize,
+    wire_bytes,
 )
 
-__all__ = ["SearchMessage", "matches", "optimize", "search"]
+__all__ = [
+    "SEARCH_CHARSETS_LISTED",
+    "AllKey",
+    "AndKey",
+    "BodyKey",
+    "DateKey",
+    "FlagKey",
+    "HeaderKey",
+    "NotKey",
+    "OrKey",
+    "RecentKey",
+    "SearchCharsetError",
+    "SearchKey",
+    "SearchMessage",
+    "SearchQuery",
+    "SequenceKey",
+    "SizeKey",
+    "matches",
+    "optimize",
+    "parse_search",
+    "search",
+    "search_codec",
+]
+
+
+# What BADCHARSET lists (RFC 3501 7.1): the charsets of mail in practice. Any other
+# that Python decodes is accepted too (see search_codec).
+SEARCH_CHARSETS_LISTED: Final = (
+    "UTF-8", "US-ASCII", *(f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))),
+    *(f"WINDOWS-{n}" for n in range(1250, 1259)), "KOI8-R", "KOI8-U", "ISO-2022-JP",
+    "SHIFT_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "BIG5", "UTF-16", "UTF-7",
+)
+
+
+class SearchCharsetError(Exception):
+    """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
+
+    code: Final = f"BADCHARSET ({' '.join(SEARCH_CHARSETS_LISTED)})"
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(f"charset {charset} is not supported")
+        self.charset = charset
+
+
+# Python codecs that are not the charset of any text in mail.
+_NOT_CHARSETS: Final = frozenset(
+    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "charmap"}
+)
+
+
+def search_codec(charset: str) -> str | None:
+    """The Python codec for a SEARCH CHARSET (``utf8``, ``latin1``, ``Windows-1252``...);
+    None if Python has no such text encoding."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        return None
+    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def number(value: Value, what: str, *, nonzero: bool = False) -> int:
+    if not isinstance(value, Atom) or not value.value.isascii() or not value.value.isdigit():
+        raise IMAPSyntaxError(f"{what} must be a number")
+    number = int(value.value)
+    if number > 0xFFFFFFFF:
+        raise IMAPSyntaxError(f"{what} is too large")
+    if nonzero and number == 0:
+        raise IMAPSyntaxError(f"{what} must not be 0")
+    return number
+
+
+# -- SEARCH ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AllKey:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FlagKey:
+    """ANSWERED/SEEN/... (present) and UN-forms; KEYWORD/UNKEYWORD too."""
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecentKey:
+    present: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceKey:
+    sequence_set: SequenceSet
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderKey:
+    """FROM/TO/CC/BCC/SUBJECT/HEADER: ``value`` is a case-insensitive substring."""
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class BodyKey:
+    """BODY (``with_header`` False) or TEXT (True)."""
+
+    value: str
+    with_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DateKey:
+    """SINCE/BEFORE/ON (``sent`` False: internal date) and SENT- forms (Date: header)."""
+
+    op: Literal["before", "on", "since"]
+    day: date
+    sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SizeKey:
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotKey:
+    key: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class OrKey:
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class AndKey:
+    keys: tuple[SearchKey, ...]
+
+
+SearchKey: TypeAlias = (
+    "AllKey | FlagKey | RecentKey | SequenceKey | HeaderKey | BodyKey | DateKey | SizeKey"
+    " | NotKey | OrKey | AndKey"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    charset: str | None
+    key: SearchKey
+
+
+_FLAG_KEYS: Final = {
+    "ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
+    "FLAGGED": "\\Flagged", "SEEN": "\\Seen",
+}
+_HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
+_DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
+    "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
+    "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
+}
+
+
+class _SearchParser:
+    def __init__(self, values: list[Value], codec: str) -> None:
+        self.values = values
+        self.pos = 0
+        self.charset = codec
+
+    def take(self, what: str) -> Value:
+        if self.pos >= len(self.values):
+            raise IMAPSyntaxError(f"missing {what}")
+        value = self.values[self.pos]
+        self.pos += 1
+        return value
+
+    def string(self, what: str) -> str:
+        value = self.take(what)
+        if isinstance(value, list):
+            raise IMAPSyntaxError(f"{what} must be a string")
+        data = value.value if isinstance(value, String) else wire_bytes(value.value)
+        try:
+            return data.decode(self.charset)
+        except UnicodeDecodeError as exc:
+            raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
+
+    def keys(self, values: list[Value]) -> SearchKey:
+        parser = _SearchParser(values, self.charset)
+        found: list[SearchKey] = []
+        while parser.pos < len(parser.values):
+            found.append(parser.key())
+        if not found:
+            raise IMAPSyntaxError("empty search key list")
+        return found[0] if len(found) == 1 else AndKey(tuple(found))
+
+    def key(self) -> SearchKey:
+        value = self.take("a search key")
+        if isinstance(value, list):
+            return self.keys(value)
+        if isinstance(value, String):
+            raise IMAPSyntaxError(f"{describe(value)} is not a search key")
+        word = value.value.upper()
+        if word == "ALL":
+            return AllKey()
+        if word in _FLAG_KEYS:
+            return FlagKey(_FLAG_KEYS[word], True)
+        if word.startswith("UN") and word[2:] in _FLAG_KEYS:
+            return FlagKey(_FLAG_KEYS[word[2:]], False)
+        if word in ("KEYWORD", "UNKEYWORD"):
+            flag = self.take("a keyword")
+            if not isinstance(flag, Atom):
+                raise IMAPSyntaxError("KEYWORD takes a flag keyword")
+            return FlagKey(normalize_flag(flag.value), word == "KEYWORD")
+        if word == "RECENT":
+            return RecentKey(True)
+        if word == "OLD":
+            return RecentKey(False)
+        if word == "NEW":
+            return AndKey((RecentKey(True), FlagKey("\\Seen", False)))
+        if word in _HEADER_KEYS:
+            return HeaderKey(word.capitalize() if word != "CC" else "Cc",
+                             self.string(f"the {word} string"))
+        if word == "HEADER":
+            name = self.string("the header field name")
+            return HeaderKey(name, self.string("the HEADER string"))
+        if word in ("BODY", "TEXT"):
+            return BodyKey(self.string(f"the {word} string"), word == "TEXT")
+        if word in _DATE_KEYS:
+            op, sent = _DATE_KEYS[word]
+            return DateKey(op, parse_date(self.take("a date")), sent)
+        if word in ("LARGER", "SMALLER"):
+            return SizeKey(word == "LARGER", number(self.take("a size"), "the size"))
+        if word == "NOT":
+            return NotKey(self.key())
+        if word == "OR":
+            return OrKey(self.key(), self.key())
+        if word == "UID":
+            return SequenceKey(parse_sequence_set(self.take("a UID set")), uid=True)
+        if word[:1].isdigit() or word[:1] == "*":
+            return SequenceKey(parse_sequence_set(value))
+        raise IMAPSyntaxError(f"unknown search key {value.value[:40]}")
+
+
+def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
+    """SEARCH arguments as a key tree: top-level keys are ANDed.
+
+    ``CHARSET x`` may name any charset Python decodes, in any of its names
+    (``utf8``, ``latin1``, ``ISO-8859-1``, ``windows-1252``...; as Dovecot takes
+    what iconv knows); the search strings are decoded from it. Others raise
+    :class:`SearchCharsetError`. Without CHARSET, strings are UTF-8 (RFC 9051).
+    """
+    values = tokenize(args, literals, raw8=True)
+    charset: str | None = None
+    codec = "utf-8"
+    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "CHARSET":
+        charset = astring(values[1], "the charset").upper()
+        found = search_codec(charset)
+        if found is None:
+            raise SearchCharsetError(charset)
+        codec = found
+        values = values[2:]
+    if not values:
+        raise IMAPSyntaxError("SEARCH needs a search key")
+    parser = _SearchParser(values, codec)
+    return SearchQuery(charset, parser.keys(values))
+
+
+# -- evaluation ------------------------------------------------------------------
 
 
 class SearchMessage(Protocol):

@@ -10,16 +10,10 @@ from hypothesis import strategies as st
 
 from mailtalk.protocols.common import NEED_DATA, Role
 from mailtalk.protocols.imap import IMAPConnection, Untagged
-from mailtalk.servers.imap.fetch import (
-    CorruptTransferEncoding,
-    FetchMessage,
-    UnknownTransferEncoding,
-    format_internaldate,
-    render_fetch,
-    render_string,
-    sets_seen,
-    to_crlf,
-)
+from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
+from mailtalk.servers.imap.fetch import format_internaldate, render_fetch, sets_seen
+from mailtalk.servers.imap.message import FetchMessage, to_crlf
+from mailtalk.servers.imap.output import render_string
 from mailtalk.servers.imap.parse import parse_fetch
 
 PLAIN = (

@@ -12,24 +12,8 @@ from hypothesis import strategies as st
 from mailtalk.protocols.common import Role, decode_text
 from mailtalk.protocols.imap import Command, IMAPConnection
 from mailtalk.servers.imap.parse import (
-    SEARCH_CHARSETS_LISTED,
-    AllKey,
-    AndKey,
-    Atom,
-    BodyKey,
-    DateKey,
     FetchItem,
-    FlagKey,
-    HeaderKey,
-    IMAPSyntaxError,
-    NotKey,
-    OrKey,
-    RecentKey,
-    SearchCharsetError,
     Section,
-    SequenceKey,
-    SizeKey,
-    String,
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
@@ -40,13 +24,28 @@ from mailtalk.servers.imap.parse import (
     parse_fetch,
     parse_list,
     parse_mailbox,
-    parse_search,
     parse_sequence_set,
     parse_status,
     parse_store,
-    search_codec,
-    tokenize,
 )
+from mailtalk.servers.imap.search import (
+    SEARCH_CHARSETS_LISTED,
+    AllKey,
+    AndKey,
+    BodyKey,
+    DateKey,
+    FlagKey,
+    HeaderKey,
+    NotKey,
+    OrKey,
+    RecentKey,
+    SearchCharsetError,
+    SequenceKey,
+    SizeKey,
+    parse_search,
+    search_codec,
+)
+from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, String, tokenize
 
 
 def server_command(wire: bytes) -> Command:

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from mailtalk.protocols.common import Role
 from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.servers.api import RunningServers, run_servers
-from mailtalk.servers.imap.fetch import FetchMessage, FetchRenderer, render_fetch
+from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
+from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import parse_fetch
 from mailtalk.store import Delivery, MailboxError, Maildir, MailStore
 from mailtalk.store import mailbox as mailbox_module

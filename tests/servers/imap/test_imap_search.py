@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mailtalk.servers.imap.fetch import FetchMessage
-from mailtalk.servers.imap.parse import AndKey, FlagKey, HeaderKey, parse_search
-from mailtalk.servers.imap.search import optimize, search
+from mailtalk.servers.imap.message import FetchMessage
+from mailtalk.servers.imap.search import AndKey, FlagKey, HeaderKey, optimize, parse_search, search
 
 
 def make(seq: int, uid: int, raw: bytes, flags: tuple[str, ...] = (), *, recent: bool = False,

@@ -1,0 +1,202 @@
+"""``mailtalk serve``: the reference servers in the foreground until Ctrl-C or SIGTERM.
+
+``commands/serve.py`` declares the options and builds a :class:`ServeOptions`; ``run``
+turns it into the servers' configuration, starts them, says where they listen (a
+summary, or one JSON line) and waits for a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, TextIO
+
+from mailtalk.errors import UsageError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
+from mailtalk.servers.context import DEFAULT_MAX_SIZE, ServerSettings
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+
+LISTENER_ORDER: Final = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+# Where the servers listen when no port option is given.
+DEFAULT_PORTS: Final[Mapping[str, int]] = {
+    "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,
+    "imap": 2143, "imaps": 2993,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``mailtalk serve`` was asked for, as its options say it."""
+
+    root: Path | None = None  # None: $XDG_DATA_HOME/mailtalk/serve
+    listen: str = "127.0.0.1"
+    ports: Mapping[str, int] = field(default_factory=dict)  # listener -> port; none: defaults
+    domains: tuple[str, ...] = ()
+    hostname: str | None = None
+    users: tuple[str, ...] = ()  # NAME:PASSWORD
+    personality: str = "mailtalk"
+    faults: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
+    sink: bool = False
+    check_sender_domain: bool = False
+    tls_auth_only: bool = False
+    resolver: str | None = None
+    dns_port: int | None = None
+    mx_port: int = 25
+    bare_newline: Literal["reject", "normalise"] = "reject"
+    max_size: int = DEFAULT_MAX_SIZE
+    quota: int | None = None
+    login_delay: float | None = None
+    max_connections: int = 100
+    idle_timeout: float = 300.0
+    as_json: bool = False
+    verbose: bool = False
+
+
+def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
+    """The servers' configuration from the options; the root defaults to the XDG data
+    directory the environment names."""
+    from mailtalk.servers.users import parse_user_spec
+
+    ports = {
+        name: options.ports[name] for name in LISTENER_ORDER if name in options.ports
+    } or dict(DEFAULT_PORTS)
+    users = []
+    for spec in options.users:
+        try:
+            users.append(parse_user_spec(spec))
+        except ValueError as error:
+            raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
+    settings = ServerSettings(
+        personality=options.personality,
+        max_size=options.max_size,
+        max_literal=options.max_size,  # an IMAP APPEND is a message too
+        max_connections=options.max_connections,
+        idle_timeout=options.idle_timeout,
+        bare_newline=options.bare_newline,
+        sink=options.sink,
+        check_sender_domain=options.check_sender_domain,
+        tls_auth_only=options.tls_auth_only,
+        resolver=options.resolver,
+        quota_bytes=options.quota,
+        login_delay=options.login_delay or 0.0,
+        onward_delivery=True,
+        mx_port=options.mx_port,
+    )
+    root = options.root if options.root is not None else env.data_dir() / "serve"
+    return ServeConfig(
+        root=root.expanduser(),
+        listen=options.listen,
+        ports=ports,
+        domains=options.domains,
+        users=users,
+        faults=options.faults,
+        scenarios=options.scenarios,
+        settings=settings,
+        dns_port=options.dns_port,
+        hostname=options.hostname,
+    )
+
+
+def run(options: ServeOptions, env: Environment) -> int:
+    """Serve until a signal; the exit status (2 for a bad option, 3 when a port is taken)."""
+    config = serve_config(options, env)
+    logging.basicConfig(
+        level=logging.INFO if options.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+        stream=env.stderr,
+    )
+    # Fired faults are always worth a line: they are why a client saw an error.
+    logging.getLogger("mailtalk.faults").setLevel(logging.INFO)
+    try:
+        servers = ReferenceServers(config)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    return asyncio.run(_serve(servers, options.as_json, env.stdout, env.stderr))
+
+
+async def _serve(servers: ReferenceServers, as_json: bool, out: TextIO, err: TextIO) -> int:
+    try:
+        listeners = await servers.start()
+    except ConfigError as error:
+        print(f"mailtalk: {error}", file=err)
+        return int(ExitCode.CONNECT)
+    # Handlers first: whoever reads the line below may signal us at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if as_json:
+        print(json.dumps(servers.describe()), file=out, flush=True)
+    else:
+        _print_summary(servers, out)
+    await stop.wait()
+    await servers.stop()
+    if not as_json:
+        context = servers.context
+        print(
+            f"stopped: {context.messages_delivered} messages, "
+            f"{context.bytes_delivered} bytes accepted",
+            file=err,
+        )
+    del listeners
+    return int(ExitCode.OK)
+
+
+def connect_host(listen: str) -> str:
+    """The host a client on this machine connects to for ``--listen``, as in a URL.
+
+    ``localhost`` for 127.0.0.1 (the certificate names both), the loopback address for
+    a wildcard, the address itself otherwise (the certificate lists it too).
+    """
+    host = listen.strip().strip("[]")
+    host = {"127.0.0.1": "localhost", "0.0.0.0": "localhost", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
+
+
+def _trust_hint(servers: ReferenceServers) -> str:
+    """How to connect with the local CA trusted, over TLS, to a listener we really have."""
+    import shlex
+
+    from mailtalk.servers.certs import trust_hint
+
+    paths = servers.context.certificates
+    by_protocol = {listener.protocol: listener for listener in servers.listeners}
+    for protocol in ("smtps", "submission", "smtp"):
+        listener = by_protocol.get(protocol)
+        if listener is not None:
+            host = connect_host(listener.host)
+            return trust_hint(paths, listener.port, protocol, host, starttls=protocol == "smtp")
+    return f"TLS: the local CA is {shlex.quote(str(paths.ca_cert))}"
+
+
+def _print_summary(servers: ReferenceServers, out: TextIO) -> None:
+    context = servers.context
+    out.write(f"mailtalk reference servers, root {servers.config.root}\n")
+    for listener in servers.listeners:
+        tls = {"starttls": "STARTTLS", "implicit": "implicit TLS", "none": "plain"}[listener.tls]
+        if listener.protocol == "dns":
+            zones = ", ".join(servers.dns_zones) or "nothing yet: add ROOT/dns/records"
+            tls = f"UDP and TCP, authoritative for {zones}"
+        out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
+    domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
+    users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
+    out.write(f"  hostname: {context.hostname}\n")
+    out.write(f"  domains: {domains}\n  users: {users}\n")
+    for change in context.control_changes:
+        out.write(f"  changed {change}\n")
+    if context.settings.resolver:
+        out.write(f"  DNS for the sender check and onward delivery: {context.settings.resolver}\n")
+    if context.settings.sink:
+        out.write("  sink mode: every message is accepted and thrown away\n")
+    out.write(f"  {_trust_hint(servers)}\n")
+    out.write("Ctrl-C stops.\n")
+    out.flush()

@@ -1,0 +1,275 @@
+"""The IMAP commands on mailboxes (RFC 3501 6.3), valid once logged in.
+
+SELECT and EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB,
+STATUS, NAMESPACE (RFC 2342) and APPEND, each a function of the session and the
+command, on the user's Maildir++ folders (:class:`~mailtalk.store.mailbox.UserMailboxes`).
+Mailbox names are stored in modified UTF-7; once the client enabled UTF8=ACCEPT
+(RFC 6855) they are read and shown as UTF-8. A large APPEND literal is streamed to
+the folder's tmp/ as it arrives (:func:`open_append_stream`), so a 200 MB message
+never sits in memory.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from mailtalk.protocols.imap import Command
+from mailtalk.servers.imap.parse import (
+    decode_mailbox_name,
+    encode_mailbox_name,
+    list_pattern_matches,
+    parse_append,
+    parse_list,
+    parse_mailbox,
+    parse_status,
+)
+from mailtalk.servers.imap.tokens import IMAPSyntaxError, Value, tokenize
+from mailtalk.store.mailbox import PERMANENT_FLAGS
+
+if TYPE_CHECKING:
+    from mailtalk.servers.imap.server import IMAPServerProtocol
+
+__all__ = [
+    "DELIMITER",
+    "append",
+    "create",
+    "delete",
+    "list_mailboxes",
+    "mailbox_arg",
+    "namespace",
+    "open_append_stream",
+    "quote",
+    "rename",
+    "select",
+    "status",
+    "subscribe",
+    "unsubscribe",
+]
+
+DELIMITER: Final = "."
+CHUNK: Final = 64 * 1024  # an APPEND held in memory is written to the folder in these
+# An APPEND literal larger than this goes straight to the folder's tmp/ as it
+# arrives, so a 200 MB message never sits in memory.
+STREAM_LITERAL_OVER: Final = 256 * 1024
+SYSTEM_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def quote(value: str) -> str:
+    """An IMAP quoted string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _AppendStream:
+    """Where a streamed APPEND literal goes: a store error (disk full, quota) stops the
+    writing, not the connection; the command's answer says what went wrong."""
+
+    def __init__(self, appender: Any) -> None:
+        self.appender = appender
+        self.error: Exception | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return  # the rest of the literal is read and dropped
+        try:
+            self.appender.write(data)
+        except Exception as error:
+            self.error = error
+            self.appender.abort()
+
+
+def mailbox_arg(session: IMAPServerProtocol, value: Value) -> str:
+    """A mailbox name argument as stored: modified UTF-7 once UTF8=ACCEPT is enabled."""
+    name = parse_mailbox(value, utf8=True)
+    if session.utf8 and name != "INBOX":
+        name = encode_mailbox_name(name)
+    return name
+
+
+def _show(session: IMAPServerProtocol, name: str) -> str:
+    """A stored mailbox name as the client reads it, quoted."""
+    return quote(decode_mailbox_name(name) if session.utf8 else name)
+
+
+def _one_mailbox(session: IMAPServerProtocol, command: Command) -> str:
+    values = tokenize(command.args, command.literals)
+    if len(values) != 1:
+        raise IMAPSyntaxError(f"{command.verb} takes one mailbox name")
+    return mailbox_arg(session, values[0])
+
+
+def open_append_stream(session: IMAPServerProtocol, head: str, size: int) -> Any:
+    """Open the APPEND's target for a large literal, so it streams to disk.
+
+    The core asks this (its ``literal_sink``) when a literal's data starts, with the
+    command text so far; None keeps the literal in memory.
+    """
+    if session.user is None or size <= STREAM_LITERAL_OVER:
+        return None
+    if size > session.context.settings.max_literal:
+        return None  # refused before "+" (or dropped, for LITERAL+): TOOBIG
+    tag, _, rest = head.partition(" ")
+    verb, _, args = rest.partition(" ")
+    if verb.upper() != "APPEND" or "{" not in args:
+        return None
+    try:
+        request = parse_append(args[: args.rfind("{")] + "{0}", (b"",), utf8=True)
+        name = request.mailbox
+        if session.utf8 and name != "INBOX":
+            name = encode_mailbox_name(name)
+        target = session.store.target(name)
+        appender = target.begin_append(
+            request.flags, request.internaldate, expected_size=size, crlf_to_lf=True
+        )
+    except Exception:
+        # TRYCREATE, OVERQUOTA, a syntax error: the usual path answers it.
+        return None
+    stream = _AppendStream(appender)
+    session.append_streams[tag] = (target, stream)
+    return stream
+
+
+def namespace(session: IMAPServerProtocol, command: Command) -> None:
+    session.untagged(f'NAMESPACE (("" "{DELIMITER}")) NIL NIL')
+    session.done(command, "Namespace completed")
+
+
+def select(session: IMAPServerProtocol, command: Command) -> None:
+    session.deselect()
+    name = _one_mailbox(session, command)
+    read_only = command.verb == "EXAMINE"
+    mailbox = session.store.open(name, read_only=read_only)
+    session.selected = mailbox
+    messages = mailbox.messages()
+    keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
+    flags = " ".join([*SYSTEM_FLAGS, *keywords])
+    session.untagged(f"FLAGS ({flags})")
+    permanent = "" if read_only else " ".join([*PERMANENT_FLAGS, *keywords])
+    session.untagged(f"OK [PERMANENTFLAGS ({permanent})] Flags permitted")
+    session.untagged(f"{len(messages)} EXISTS")
+    session.untagged(f"{mailbox.recent_count} RECENT")
+    unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
+    if unseen is not None:
+        session.untagged(f"OK [UNSEEN {unseen}] First unseen")
+    session.untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
+    session.untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+    session.tagged(command.tag, "OK", "READ-ONLY" if read_only else "READ-WRITE",
+                   f"{command.verb.capitalize()} completed")
+
+
+def create(session: IMAPServerProtocol, command: Command) -> None:
+    session.store.create(_one_mailbox(session, command))
+    session.done(command, "Create completed")
+
+
+def delete(session: IMAPServerProtocol, command: Command) -> None:
+    name = _one_mailbox(session, command)
+    session.store.delete(name)
+    if session.selected is not None and session.selected.name == name:
+        session.deselect()
+    session.done(command, "Delete completed")
+
+
+def rename(session: IMAPServerProtocol, command: Command) -> None:
+    values = tokenize(command.args, command.literals)
+    if len(values) != 2:
+        raise IMAPSyntaxError("RENAME takes two mailbox names")
+    session.store.rename(mailbox_arg(session, values[0]), mailbox_arg(session, values[1]))
+    session.done(command, "Rename completed")
+
+
+def subscribe(session: IMAPServerProtocol, command: Command) -> None:
+    session.store.subscribe(_one_mailbox(session, command))
+    session.done(command, "Subscribe completed")
+
+
+def unsubscribe(session: IMAPServerProtocol, command: Command) -> None:
+    session.store.unsubscribe(_one_mailbox(session, command))
+    session.done(command, "Unsubscribe completed")
+
+
+def list_mailboxes(session: IMAPServerProtocol, command: Command) -> None:
+    reference, pattern = parse_list(command.args, command.literals)
+    if session.utf8:
+        reference, pattern = encode_mailbox_name(reference), encode_mailbox_name(pattern)
+    kind = command.verb
+    if kind == "LIST" and pattern == "":
+        session.untagged(f'LIST (\\Noselect) "{DELIMITER}" ""')
+        session.done(command, "List completed")
+        return
+    names = session.store.list_folders()
+    existing = set(names)
+    if kind == "LSUB":
+        candidates = session.store.subscriptions
+    else:
+        # Parents missing after a DELETE still show, as \Noselect (RFC 3501 6.3.8).
+        candidates = list(names)
+        for name in names:
+            parts = name.split(DELIMITER)
+            for i in range(1, len(parts)):
+                parent = DELIMITER.join(parts[:i])
+                if parent not in existing and parent not in candidates:
+                    candidates.append(parent)
+    for name in candidates:
+        if not list_pattern_matches(reference, pattern, name, DELIMITER):
+            continue
+        attributes = []
+        if kind == "LIST":
+            if name not in existing:
+                attributes.append("\\Noselect")
+            children = any(n.startswith(name + DELIMITER) for n in names)
+            attributes.append("\\HasChildren" if children else "\\HasNoChildren")
+        session.untagged(f'{kind} ({" ".join(attributes)}) "{DELIMITER}" {_show(session, name)}')
+    session.done(command, f"{kind.capitalize()} completed")
+
+
+def status(session: IMAPServerProtocol, command: Command) -> None:
+    name, items = parse_status(command.args, command.literals, utf8=True)
+    if session.utf8 and name != "INBOX":
+        name = encode_mailbox_name(name)
+    if session.selected is not None and session.selected.name == name:
+        mailbox = session.selected
+        messages = mailbox.messages()
+    else:
+        mailbox = session.store.open(name, read_only=True)
+        messages = mailbox.messages()
+    values = {
+        "MESSAGES": len(messages),
+        "RECENT": mailbox.recent_count,
+        "UIDNEXT": mailbox.uidnext,
+        "UIDVALIDITY": mailbox.uidvalidity,
+        "UNSEEN": sum(1 for m in messages if "\\Seen" not in m.flags),
+        "SIZE": sum(m.rfc822_size for m in messages),
+        "DELETED": sum(1 for m in messages if "\\Deleted" in m.flags),
+    }
+    shown = " ".join(f"{item} {values[item]}" for item in items if item in values)
+    session.untagged(f"STATUS {_show(session, name)} ({shown})")
+    session.done(command, "Status completed")
+
+
+def append(session: IMAPServerProtocol, command: Command) -> None:
+    stream = session.append_streams.pop(command.tag, None)
+    if stream is not None:
+        target, sink = stream
+        if command.streamed and not command.truncated:
+            if sink.error is not None:
+                raise sink.error  # answered as any store error (NO [OVERQUOTA] ...)
+            if command.args[command.args.rfind("}") + 1 :].strip():
+                sink.appender.abort()  # something after the message: not an APPEND we know
+                raise IMAPSyntaxError("unexpected data after the APPEND literal")
+            uid = sink.appender.commit()
+            session.done(command, "Append completed", f"APPENDUID {target.uidvalidity} {uid}")
+            return
+        sink.appender.abort()
+    request = parse_append(command.args, command.literals, utf8=True)
+    name = request.mailbox
+    if session.utf8 and name != "INBOX":
+        name = encode_mailbox_name(name)
+    target = session.store.target(name)
+    message = request.message
+    with target.begin_append(request.flags, request.internaldate,
+                             expected_size=len(message), crlf_to_lf=True) as appender:
+        view = memoryview(message)
+        for start in range(0, len(view), CHUNK):
+            appender.write(view[start : start + CHUNK])
+        uid = appender.commit()
+    session.done(command, "Append completed", f"APPENDUID {target.uidvalidity} {uid}")

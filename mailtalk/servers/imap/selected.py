@@ -1,0 +1,315 @@
+"""The IMAP commands on the selected mailbox (RFC 3501 6.4).
+
+CHECK, CLOSE, UNSELECT (RFC 3691), EXPUNGE, SEARCH, FETCH, STORE, COPY and MOVE
+(RFC 6851), and their UID forms (UID EXPUNGE from RFC 4315), each a function of the
+session and the command. FETCH reads each message only as far as its items need
+(the header block alone for header fields) and sends the responses in batches,
+waiting for a slow reader between them; SEARCH reads a message's text only when a
+key asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from mailtalk.protocols.imap import Command, Untagged
+from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
+from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
+from mailtalk.servers.imap.mailboxes import mailbox_arg
+from mailtalk.servers.imap.message import FetchMessage
+from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
+from mailtalk.servers.imap.search import parse_search, search
+from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
+from mailtalk.store.mailbox import MailboxError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from mailtalk.servers.imap.parse import SequenceSet
+    from mailtalk.servers.imap.server import IMAPServerProtocol
+    from mailtalk.store.mailbox import Mailbox, MessageInfo
+
+__all__ = [
+    "check",
+    "close_mailbox",
+    "copy_or_move",
+    "expunge",
+    "fetch_messages",
+    "search_messages",
+    "store_flags",
+    "uid_set",
+    "unselect",
+]
+
+CHUNK: Final = 64 * 1024  # FETCH responses leave in batches of about this size
+_DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+
+
+def _header_only(item: FetchItem) -> bool:
+    """Whether the item needs no more of the message than its top-level header block."""
+    name = item.name
+    section = item.section
+    if section is None:
+        return name in _DATA_FREE_ITEMS or name in ("ENVELOPE", "RFC822.HEADER")
+    return (
+        name == "BODY"
+        and not section.part
+        and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
+    )
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """``[1, 2, 3, 7]`` as ``1:3,7`` (order kept: COPYUID pairs the two sets by position)."""
+    parts: list[str] = []
+    start = prev = None
+    for uid in uids:
+        if prev is not None and uid == prev + 1:
+            prev = uid
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = uid
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(parts)
+
+
+class _SearchView:
+    """A message as SEARCH sees it; the file is read only if a key needs its text."""
+
+    def __init__(self, mailbox: Mailbox, info: MessageInfo, seq: int) -> None:
+        self._mailbox = mailbox
+        self._info = info
+        self.seq = seq
+        self.uid = info.uid
+        self.flags = info.flags - {"\\Recent"}
+        self.recent = "\\Recent" in info.flags
+        self.size = info.rfc822_size
+        self._message: FetchMessage | None = None
+
+    @property
+    def internaldate_datetime(self) -> datetime:
+        return self._info.internaldate
+
+    def _loaded(self) -> FetchMessage:
+        if self._message is None:
+            try:
+                raw = self._mailbox.read_message(self.uid)
+            except (MailboxError, OSError):
+                raw = b""
+            self._message = FetchMessage(raw, uid=self.uid, flags=self.flags,
+                                         internaldate=self._info.internaldate,
+                                         rfc822_size=self.size, seq=self.seq)
+        return self._message
+
+    def header_values(self, name: str) -> list[str]:
+        return self._loaded().header_values(name)
+
+    def has_header(self, name: str) -> bool:
+        return self._loaded().has_header(name)
+
+    def header_text(self) -> str:
+        return self._loaded().header_text()
+
+    def body_text(self) -> str:
+        return self._loaded().body_text()
+
+
+def _targets(
+    session: IMAPServerProtocol, sequence_set: SequenceSet, uid: bool
+) -> list[tuple[int, MessageInfo]]:
+    """(sequence number, message) for a sequence set or UID set, ascending."""
+    messages = session.box.messages()
+    if uid:
+        wanted = set(sequence_set.select_uids([m.uid for m in messages]))
+        return [(n, m) for n, m in enumerate(messages, 1) if m.uid in wanted]
+    largest = sequence_set.max_number()
+    if largest is not None and largest > len(messages):
+        raise IMAPSyntaxError("Invalid message sequence number")
+    return [(n, messages[n - 1]) for n in sequence_set.numbers(len(messages))]
+
+
+def check(session: IMAPServerProtocol, command: Command) -> None:
+    session.done(command, "Check completed")
+
+
+def close_mailbox(session: IMAPServerProtocol, command: Command) -> None:
+    mailbox = session.box
+    session.deselect()
+    if not mailbox.read_only:
+        mailbox.expunge()
+    session.tagged(command.tag, "OK", None, "Close completed")
+
+
+def unselect(session: IMAPServerProtocol, command: Command) -> None:
+    session.deselect()
+    session.tagged(command.tag, "OK", None, "Unselect completed")
+
+
+def _writable(session: IMAPServerProtocol, command: Command) -> bool:
+    if session.box.read_only:
+        session.tagged(command.tag, "NO", "CANNOT", "The mailbox is read-only (EXAMINE)")
+        return False
+    return True
+
+
+def expunge(session: IMAPServerProtocol, command: Command) -> None:
+    if not _writable(session, command):
+        return
+    uids: list[int] | None = None
+    if command.verb == "UID EXPUNGE":
+        values = tokenize(command.args, command.literals)
+        if len(values) != 1:
+            raise IMAPSyntaxError("UID EXPUNGE takes a UID set")
+        uids = [m.uid for _, m in _targets(session, parse_sequence_set(values[0]), True)]
+    _send_expunges(session, session.box.messages(), session.box.expunge(uids))
+    session.done(command, "Expunge completed")
+
+
+def _send_expunges(
+    session: IMAPServerProtocol, before: list[MessageInfo], uids: Iterable[int]
+) -> None:
+    gone = set(uids)
+    for seq in sorted((n for n, m in enumerate(before, 1) if m.uid in gone), reverse=True):
+        session.untagged(f"{seq} EXPUNGE")
+
+
+def search_messages(session: IMAPServerProtocol, command: Command) -> None:
+    uid = command.verb == "UID SEARCH"
+    query = parse_search(command.args, command.literals)
+    mailbox = session.box
+    views = [_SearchView(mailbox, m, n) for n, m in enumerate(mailbox.messages(), 1)]
+    found = search(query, views, uid=uid)
+    session.untagged(" ".join(["SEARCH", *map(str, found)]))
+    session.done(command, "Search completed")
+
+
+def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
+    uid = command.verb == "UID FETCH"
+    request = parse_fetch(command.args, command.literals)
+    targets = _targets(session, request.sequence_set, uid)
+    session.defer_tagged(
+        _write_fetch_responses(session, command, request.items, targets, uid), command.tag
+    )
+
+
+async def _write_fetch_responses(
+    session: IMAPServerProtocol,
+    command: Command,
+    items: list[FetchItem],
+    targets: list[tuple[int, MessageInfo]],
+    uid: bool,
+) -> None:
+    """The FETCH responses, in batches, waiting for a slow reader; then the tagged answer."""
+    mailbox = session.box
+    needs_data = any(i.section is not None or i.name not in _DATA_FREE_ITEMS for i in items)
+    # Only header fields wanted: read the header block (through the store's cache).
+    header_only = needs_data and all(_header_only(i) for i in items)
+    read_header = mailbox.header_reader() if header_only else None
+    renderer = FetchRenderer(items, uid=uid)
+    marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
+    has_flags = any(i.name == "FLAGS" for i in items)
+    missing = False
+    undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
+    # The responses leave in batches of about CHUNK bytes, not one write each.
+    out = bytearray()
+    try:
+        for seq, info in targets:
+            if session.closing:
+                return
+            try:
+                if read_header is not None:
+                    raw = read_header(info.uid)
+                else:
+                    raw = mailbox.read_message(info.uid) if needs_data else b""
+            except (MailboxError, OSError):
+                missing = True
+                continue
+            shown = items
+            if marks_seen and "\\Seen" not in info.flags:
+                changed = mailbox.set_flags([info.uid], ["\\Seen"], "add")
+                info = mailbox.message(info.uid) if info.uid in changed else info
+                if not has_flags:
+                    shown = [*items, FetchItem("FLAGS")]
+            message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
+                                   internaldate=info.internaldate_seconds,
+                                   rfc822_size=info.rfc822_size, seq=seq,
+                                   header_only=header_only)
+            if shown is items and renderer.simple:
+                # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
+                out += renderer.wire(message)
+            else:
+                try:
+                    rendering = render_fetch(shown, message, uid=uid)
+                except UnknownTransferEncoding as error:
+                    undecodable = ("UNKNOWN-CTE", f"Unknown Content-Transfer-Encoding {error}")
+                    continue
+                except CorruptTransferEncoding as error:
+                    undecodable = ("PARSE", f"Invalid data in MIME part: {error}")
+                    continue
+                out += session.core.send(
+                    Untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
+                )
+            if len(out) >= CHUNK:
+                session.write(bytes(out))
+                out.clear()
+                await session.drain()
+    finally:
+        if out:
+            session.write(bytes(out))
+    if undecodable is not None:
+        # RFC 3516 4.2: the request fails; the other messages' data went out.
+        session.tagged(command.tag, "NO", *undecodable)
+        return
+    if missing:
+        session.tagged(command.tag, "NO", "EXPUNGEISSUED",
+                       "Some of the requested messages no longer exist")
+        return
+    session.done(command, "Fetch completed")
+
+
+def store_flags(session: IMAPServerProtocol, command: Command) -> None:
+    uid = command.verb == "UID STORE"
+    request = parse_store(command.args, command.literals)
+    targets = _targets(session, request.sequence_set, uid)
+    if not _writable(session, command):
+        return
+    mode = "replace" if request.mode == "set" else request.mode
+    session.box.set_flags([m.uid for _, m in targets], request.flags, mode)
+    if not request.silent:
+        current = {m.uid: m for m in session.box.messages()}
+        for seq, info in targets:
+            now = current.get(info.uid)
+            if now is None:
+                continue
+            uid_part = f"UID {info.uid} " if uid else ""
+            session.untagged(f"{seq} FETCH ({uid_part}FLAGS ({' '.join(sorted(now.flags))}))")
+    session.done(command, "Store completed")
+
+
+def copy_or_move(session: IMAPServerProtocol, command: Command) -> None:
+    uid = command.verb.startswith("UID ")
+    move = command.verb.endswith("MOVE")
+    values = tokenize(command.args, command.literals)
+    if len(values) != 2:
+        raise IMAPSyntaxError(f"{command.verb} takes a sequence set and a mailbox")
+    targets = _targets(session, parse_sequence_set(values[0]), uid)
+    name = mailbox_arg(session, values[1])
+    if move and not _writable(session, command):
+        return
+    destination = session.store.target(name)
+    uids = [m.uid for _, m in targets]
+    before = session.box.messages()
+    pairs = session.box.move(uids, destination) if move else session.box.copy(uids, destination)
+    code = None
+    if pairs:
+        code = (f"COPYUID {destination.uidvalidity} {uid_set([a for a, _ in pairs])} "
+                f"{uid_set([b for _, b in pairs])}")
+    if move:
+        if code is not None:
+            session.untagged(f"OK [{code}] Moved UIDs")
+        _send_expunges(session, before, [a for a, _ in pairs])
+        session.done(command, "Move completed")
+    else:
+        session.done(command, "Copy completed", code)
