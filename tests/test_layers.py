@@ -8,8 +8,7 @@ Dependencies point down (CONTRIBUTING.md draws it):
     errors                            the error funnel
     knowledge, net, store             data and matcher, the network, the mail store
     protocols                         sans-IO cores, used by clients and servers
-    exitcodes, terminal, environment, the base: no mailtalk imports above it
-    xdg
+    exitcodes, terminal, environment  the base: no mailtalk imports above it
 
 ``ALLOWED`` is that picture as a table; every import in the package (at the top of a
 module or inside a function) must be in it. A feature never imports a sibling feature
@@ -23,7 +22,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailtalk"
 
-BASE = frozenset({"mailtalk", "exitcodes", "terminal", "environment", "xdg"})
+BASE = frozenset({"mailtalk", "exitcodes", "terminal", "environment"})
 # group -> the groups it may import (besides itself and the base).
 ALLOWED: dict[str, frozenset[str]] = {
     "protocols": frozenset(),

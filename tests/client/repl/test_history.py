@@ -184,9 +184,10 @@ def test_existing_history_file_is_kept(history_path: Path) -> None:
 
 def test_xdg_state_home_decides_the_place(monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
-    from mailtalk.xdg import history_file
+    from mailtalk.environment import Environment
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    assert history_file() == tmp_path / "mailtalk" / "history"
+    assert Environment.from_process().history_file() == tmp_path / "mailtalk" / "history"
     monkeypatch.setenv("XDG_STATE_HOME", "relative/path")  # invalid by the spec: ignored
-    assert history_file() == Path.home() / ".local/state/mailtalk/history"
+    expected = Path.home() / ".local/state/mailtalk/history"
+    assert Environment.from_process().history_file() == expected
