@@ -98,6 +98,9 @@ CAPABILITY_OF_COMMAND: Final[dict[str, str]] = {
 # A missing key leaves the state as it is.
 TRANSITIONS: Final[dict[tuple[POP3State, str, bool], POP3State]] = {
     (POP3State.GREETING, GREETING, True): POP3State.AUTHORIZATION,
+    # A server that greets with -ERR will not serve this session (RFC 1939 has no way
+    # on from it); it closes the connection, as Dovecot does after -ERR [SYS/TEMP].
+    (POP3State.GREETING, GREETING, False): POP3State.CLOSED,
     (POP3State.AUTHORIZATION, "PASS", True): POP3State.TRANSACTION,
     (POP3State.AUTHORIZATION, "APOP", True): POP3State.TRANSACTION,
     (POP3State.AUTHORIZATION, "AUTH", True): POP3State.TRANSACTION,

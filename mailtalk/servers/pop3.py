@@ -115,6 +115,8 @@ class POP3ServerProtocol(ServerSession):
             return
         if action is None:
             self._greet(())
+        elif action.kind == "reply" and action.status != "+OK":
+            self._close()  # no session after a negative greeting: the core is closed
 
     def _greet(self, args: tuple[str, ...]) -> None:
         self._send(True, f"mailtalk POP3 server ready {self.timestamp}")

@@ -312,7 +312,9 @@ def test_greeting_without_timestamp_and_refused_greeting() -> None:
     refused.receive_data(b"-ERR [SYS/TEMP] too many connections\r\n")
     (answer,) = drain(refused)
     assert isinstance(answer, Response) and answer.code == "SYS/TEMP"
-    assert refused.state is POP3State.GREETING
+    # no session follows a negative greeting: nothing may be sent but :reconnect
+    assert refused.state is POP3State.CLOSED
+    assert refused.valid_commands() == []
     refused.receive_data(b"")
     assert drain(refused) == [CONNECTION_CLOSED]
     assert refused.state is POP3State.CLOSED

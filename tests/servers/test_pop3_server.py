@@ -1224,6 +1224,36 @@ def test_fault_pass_pam(tmp_path: Path) -> None:
         assert lock_is_free(servers)
 
 
+def test_a_negative_greeting_closes_the_connection(tmp_path: Path) -> None:
+    """After -ERR as the greeting there is no session (the core is closed): the server
+    hangs up, as Dovecot does, rather than leave the client talking to nobody."""
+    fault = "pop3:connect=-ERR [SYS/TEMP] Too busy"
+    with pop3_servers(tmp_path, faults=[fault]) as servers:
+        with socket.create_connection(("127.0.0.1", servers.port("pop3")), TIMEOUT) as sock:
+            sock.settimeout(TIMEOUT)
+            received = b""
+            while chunk := sock.recv(4096):
+                received += chunk
+        assert received == b"-ERR [SYS/TEMP] Too busy\r\n"
+        assert servers.fired_faults() == [fault]
+
+
+def test_a_negative_greeting_ends_the_pipe_mode_client_at_once(tmp_path: Path) -> None:
+    fault = "pop3:connect=-ERR [SYS/TEMP] Too busy"
+    with pop3_servers(tmp_path, faults=[fault]) as servers:
+        result = subprocess.run(
+            [sys.executable, "-m", "mailtalk", "pop3", f"127.0.0.1:{servers.port('pop3')}",
+             "--timeout", "20"],
+            input=b"USER alice\nQUIT\n", capture_output=True, timeout=15,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+    assert result.returncode == 5, result
+    assert b"S: -ERR [SYS/TEMP] Too busy" in result.stdout
+    assert b"C: USER" not in result.stdout
+    assert len(result.stderr.decode().splitlines()) <= 3, result.stderr
+    assert b"Traceback" not in result.stderr
+
+
 def test_fault_pass_with_poplib(tmp_path: Path) -> None:
     with pop3_servers(tmp_path, faults=[PAM_FAULT]) as servers:
         client = poplib.POP3("127.0.0.1", servers.port("pop3"), timeout=TIMEOUT)
