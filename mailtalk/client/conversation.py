@@ -139,6 +139,7 @@ class Conversation:
             insecure=self.options.insecure,
             cafile=self.options.cafile,
             source_address=self.options.source_address,
+            server_hostname=self.options.server_hostname,
         )
         self._last_send = time.monotonic()
         self.transport = Transport.connect(
@@ -263,7 +264,8 @@ class Conversation:
 
     def wait_greeting(self, timeout: float | None = None) -> None:
         """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
-        greeted = lambda: self.core.state_name != "greeting"  # noqa: E731
+        # Greeted: the core says so, or a first reply came (a 554 refusal is a greeting too).
+        greeted = lambda: self.core.state_name != "greeting" or self._events > 0  # noqa: E731
         limit = self.options.timeout if timeout is None else timeout
         patience = self.greeting_patience
         if patience is not None and patience < limit:

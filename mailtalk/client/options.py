@@ -26,6 +26,8 @@ class SessionOptions:
     debug: bool = False
     record: str | None = None  # write the session as a session file here
     source_address: str | None = None  # connect from this local address
+    # the name sent as SNI and verified, when the target is an address (the MX probe)
+    server_hostname: str | None = None
 
     @classmethod
     def for_target(
@@ -36,6 +38,7 @@ class SessionOptions:
         cafile: str | None = None,
         timeout: float = 30.0,
         source_address: str | None = None,
+        server_hostname: str | None = None,
     ) -> SessionOptions:
         """A one-shot job's session (send, diagnose, mx --probe): no transcript or
         recording, and TLS started by the job's own steps, never on connect."""
@@ -46,4 +49,5 @@ class SessionOptions:
             cafile=cafile,
             timeout=timeout,
             source_address=source_address,
+            server_hostname=server_hostname,
         )
