@@ -10,28 +10,34 @@ sends to its provider. The whole conversation is shown, every failure explained.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
-from mailtalk.errors import MailtalkError, UsageError, exit_code_for, one_line
+from mailtalk.errors import UsageError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
+from mailtalk.mail.smtp_steps import (
+    Listener,
+    SendFailed,
+    drive,
+    job_conversation,
+    password_for,
+    quit_politely,
+    refusal_error,
+    split_address,
+)
 from mailtalk.net.target import Target
-from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
+from mailtalk.protocols.common import ServerEvent
+from mailtalk.protocols.smtp_sequence import Authenticate, ClientSequence, Plan, Stage, TLSPolicy
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
-
-STAGES = ("connect", "ehlo", "tls", "auth", "mail", "rcpt")
-
 
 @dataclass(frozen=True, kw_only=True)
 class SendOptions:
@@ -50,7 +56,7 @@ class SendOptions:
     headers: tuple[str, ...] = ()  # "Name: value"
     attachments: tuple[str, ...] = ()  # paths
     data_file: str | None = None  # send this file as the whole message
-    quit_after: str | None = None  # one of STAGES: stop there, sending no message
+    quit_after: str | None = None  # a STOP_POINT (smtp_sequence): stop there, no message
     mx_port: int = 25
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
     insecure: bool = False
@@ -58,32 +64,6 @@ class SendOptions:
     timeout: float = 30.0
     brief: bool = False
     as_json: bool = False
-
-
-class SendFailed(MailtalkError):
-    """A server refused; ``temporary`` says whether another MX may do better."""
-
-    def __init__(self, message: str, temporary: bool, exit_code: ExitCode = ExitCode.FAILED):
-        super().__init__(message)
-        self.temporary = temporary
-        self.exit_code = exit_code
-
-
-def split_address(address: str, what: str) -> tuple[str, str]:
-    """``local@domain`` checked: one readable UsageError for anything else."""
-    from mailtalk.net.mx import ascii_domain
-
-    text = address.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1]
-    local, at, domain = text.rpartition("@")
-    if not at or not local or not domain or any(c in text for c in " <>\r\n\t,;"):
-        raise UsageError(f"{what} {address!r} is not an address like name@example.org")
-    try:
-        ascii_domain(domain)
-    except ValueError as error:
-        raise UsageError(f"{what} {address!r}: {error}") from None
-    return local, domain
 
 
 def _attach_message(
@@ -152,64 +132,6 @@ def build_message(options: SendOptions, notes: list[str] | None = None) -> bytes
     return message.as_bytes()
 
 
-@dataclass
-class Listener:
-    """Shows the conversation (``C:``/``S:`` lines, notes, explanations) or keeps it
-    for --json."""
-
-    out: TextIO
-    as_json: bool
-    started: float = field(default_factory=time.monotonic)
-    lines: list[dict[str, object]] = field(default_factory=list)
-
-    def _line(self, direction: str, text: str) -> None:
-        text = safe_text(text)  # the server's words, in JSON too: never a raw control
-        if self.as_json:
-            self.lines.append(
-                {"t": round(time.monotonic() - self.started, 6), "dir": direction, "text": text}
-            )
-            return
-        prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
-        self.out.write(prefix + text + "\n")
-        self.out.flush()
-
-    def sent(self, text: str, typed: bool) -> None:
-        self._line("C", text)
-
-    def event(self, event: ServerEvent, latency: float) -> None:
-        text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
-        for part in text.split("\n"):
-            self._line("S", part.removesuffix("\r"))
-
-    def note(self, text: str, kind: str = "info") -> None:
-        self._line("explain" if kind == "explain" else "#", text)
-
-    def closed(self) -> None:
-        self._line("#", "the server closed the connection")
-
-
-def _check(event: ServerEvent, what: str) -> None:
-    if event.reply_class is ReplyClass.POSITIVE:
-        return
-    temporary = event.reply_class is ReplyClass.TRANSIENT
-    raise SendFailed(f"{what} refused: {first_line(event)}", temporary)
-
-
-def password_for(user: str, host: str) -> str:
-    """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
-    from mailtalk.client.credentials import find_password
-
-    secret = find_password(host, user)
-    if secret:
-        return secret
-    raise SendFailed(
-        f"no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run on a "
-        "terminal to be asked",
-        temporary=False,
-        exit_code=ExitCode.AUTH,
-    )
-
-
 def converse(
     target: Target,
     options: SendOptions,
@@ -226,93 +148,43 @@ def converse(
     session = SessionOptions.for_target(
         target, insecure=options.insecure, cafile=options.cafile, timeout=options.timeout
     )
-    conv = Conversation(session, listener)
-    conv.recorder.enabled = False
-    conv.explain_inline = not options.brief  # --brief: no lesson under refusals
-    quit_after = options.quit_after
-    finished = False
-    try:
-        conv.open()
-        conv.wait_greeting()
-        if conv.last_final is not None:
-            _check(conv.last_final, "the greeting")
-        if quit_after == "connect":
-            return _quit(conv, recipients)
-        helo = options.helo or client_name()
-        conv.send_line(f"EHLO {helo}")
-        reply = conv.wait_final()
-        if reply.reply_class is ReplyClass.PERMANENT:
-            conv.send_line(f"HELO {helo}")
-            reply = conv.wait_final()
-        _check(reply, "EHLO")
-        if quit_after == "ehlo":
-            return _quit(conv, recipients)
-        if options.starttls and target.tls != "implicit":
-            conv.starttls()
-            conv.send_line(f"EHLO {helo}")
-            _check(conv.wait_final(), "EHLO after STARTTLS")
-        if quit_after == "tls":
-            return _quit(conv, recipients)
+    # --brief: no lesson under refusals
+    conv = job_conversation(session, listener, explain=not options.brief)
+    required = options.starttls and target.tls != "implicit"
+    plan = Plan(
+        helo=options.helo or client_name(),
+        sender=options.sender,
+        recipients=tuple(recipients),
+        starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
+        auth=bool(options.auth_user),
+        stop_after=Stage(options.quit_after) if options.quit_after else None,
+    )
+
+    def authenticate(offer: Authenticate) -> ServerEvent:
         user = options.auth_user
-        if user:
-            offered = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
-            if not offered:
-                listener.note(
-                    "the server did not offer AUTH"
-                    + (
-                        ""
-                        if getattr(conv.core, "tls", False)
-                        else " (often offered only after STARTTLS: try --starttls)"
-                    ),
-                    "warning",
-                )
-            reply = conv.authenticate(
-                options.auth_mechanism, user, password_for(user, target.host)
-            )
-            if reply.reply_class is not ReplyClass.POSITIVE:
-                raise SendFailed(
-                    f"authentication refused: {first_line(reply)}",
-                    temporary=False,
-                    exit_code=ExitCode.AUTH,
-                )
-        if quit_after == "auth":
-            return _quit(conv, recipients)
-        conv.send_line(f"MAIL FROM:<{options.sender}>")
-        _check(conv.wait_final(), "MAIL FROM")
-        if quit_after == "mail":
-            return _quit(conv, recipients)
-        accepted = []
-        refusals = []
-        for recipient in recipients:
-            conv.send_line(f"RCPT TO:<{recipient}>")
-            reply = conv.wait_final()
-            if reply.reply_class is ReplyClass.POSITIVE:
-                accepted.append(recipient)
-            else:
-                refusals.append((reply, recipient))
-        if not accepted:
-            temporary = all(r.reply_class is ReplyClass.TRANSIENT for r, _ in refusals)
-            first = refusals[0][0]
-            raise SendFailed(f"every recipient refused: {first_line(first)}", temporary)
-        if quit_after == "rcpt":
-            return _quit(conv, accepted)
-        conv.send_line("DATA")
-        reply = conv.wait_final()
-        if reply.reply_class is not ReplyClass.INTERMEDIATE:
-            _check(reply, "DATA")
+        assert user is not None  # the plan asks for AUTH only with a user
+        if not offer.mechanisms:
+            advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
+            listener.note("the server did not offer AUTH" + advice, "warning")
+        secret = password_for(user, target.host)
+        return conv.authenticate(options.auth_mechanism, user, secret)
+
+    def send_message() -> None:
         _send_with_progress(conv, message, listener.as_json, progress_to)
         listener.note(f"message of {len(message)} bytes, dot-stuffed")
         listener.sent(".", typed=False)
-        _check(conv.wait_final(), "the message")
-        finished = True
-        _quit(conv, accepted)
-        return accepted
+
+    try:
+        conv.open()
+        result = drive(conv, ClientSequence(conv.core, plan), authenticate, send_message)
+    except BaseException:
+        quit_politely(conv)  # no reply in time, no password: goodbye, as an MTA says it
+        raise
     finally:
-        if not finished and quit_after is None and not conv.closed:
-            # refused half-way: say goodbye properly, as an MTA does
-            with contextlib.suppress(Exception):
-                _quit(conv, [])
         conv.close()
+    if result.refusal is not None:
+        raise refusal_error(result.refusal, result)
+    return result.accepted if result.recipients else recipients
 
 
 # Messages this big get a progress bar on a terminal (attachments, --data).
@@ -340,14 +212,6 @@ def _send_with_progress(
     ) as progress:
         task = progress.add_task("sending the message", total=len(message))
         conv.send_message(message, lambda done: progress.update(task, completed=done))
-
-
-def _quit(conv: Conversation, recipients: list[str]) -> list[str]:
-    if not conv.closed:
-        conv.send_line("QUIT")
-        with contextlib.suppress(MailtalkError):
-            conv.wait_final(timeout=5)
-    return recipients
 
 
 def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[Target]:

@@ -158,7 +158,7 @@ def run_report(
 
     from mailtalk.errors import UsageError, one_line
     from mailtalk.exitcodes import ExitCode
-    from mailtalk.mail.send import SendFailed
+    from mailtalk.mail.smtp_steps import SendFailed
 
     try:
         report, code = diagnosis()

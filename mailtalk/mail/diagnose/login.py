@@ -29,7 +29,7 @@ from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import Report, Rule, ServerOptions, conclude, decide, run_report
-from mailtalk.mail.send import Listener
+from mailtalk.mail.smtp_steps import Listener
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
 
@@ -166,7 +166,7 @@ def _start_tls(conv: Conversation, word: str, evidence: list[str]) -> str | None
 def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     """Connect, look at what the server offers, start TLS where it can, and log in
     unless something already decides the verdict."""
-    from mailtalk.mail.send import password_for
+    from mailtalk.mail.smtp_steps import password_for
 
     target = _target(options.url)
     user = _user(target, options.user)

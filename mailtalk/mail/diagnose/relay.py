@@ -34,8 +34,7 @@ and facts are rendered from the record.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
@@ -58,9 +57,25 @@ from mailtalk.mail.diagnose.sources import (
     server_addresses,
     source_toward,
 )
-from mailtalk.mail.send import Listener, split_address
+from mailtalk.mail.smtp_steps import (
+    Listener,
+    drive,
+    job_conversation,
+    quit_politely,
+    refusal_error,
+    split_address,
+)
 from mailtalk.net.target import Target
-from mailtalk.protocols.common import ReplyClass, last_line
+from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
+from mailtalk.protocols.smtp_sequence import (
+    ClientSequence,
+    Ending,
+    Exchange,
+    Plan,
+    Result,
+    Stage,
+    TLSPolicy,
+)
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -106,18 +121,24 @@ class Findings:
     auth_mail: Step | None = None
 
 
-def _step(conv: Conversation, command: str, shown: str | None = None) -> Step:
-    conv.send_line(command)
-    event = conv.wait_final()
-    ok = event.reply_class is ReplyClass.POSITIVE
-    explained = conv.explain_event(event, command)
+def _step(conv: Conversation, exchange: Exchange) -> Step:
+    reply = exchange.reply
+    ok = reply.reply_class is ReplyClass.POSITIVE
+    explained = conv.explain_event(reply, exchange.command)
     return Step(
-        shown or command,
-        last_line(event),
+        exchange.command,
+        last_line(reply),
         ok,
         explained.category,
         None if ok else explained.one_line(),
     )
+
+
+def _transaction(conv: Conversation, result: Result) -> tuple[Step | None, Step | None]:
+    """The MAIL and RCPT of one plan's transaction, as steps (None: not asked)."""
+    mail = [_step(conv, exchange) for exchange in result.exchanges_of(Stage.MAIL)]
+    rcpt = [_step(conv, exchange) for exchange in result.exchanges_of(Stage.RCPT)]
+    return (mail[-1] if mail else None), (rcpt[-1] if rcpt else None)
 
 
 def converse(
@@ -129,6 +150,9 @@ def converse(
     secret: str | None,
     source: str | None = None,
 ) -> Findings:
+    """The conversation behind the verdict, up to RCPT and never DATA: the SMTP client
+    sequence, asked in turn on one connection (as a stranger; after STARTTLS; after
+    AUTH), each plan ending with RSET."""
     from mailtalk.client.conversation import client_name
 
     session = SessionOptions.for_target(
@@ -138,34 +162,40 @@ def converse(
         timeout=options.timeout,
         source_address=source,
     )
-    conv = Conversation(session, listener)
-    conv.recorder.enabled = False
-    conv.explain_inline = False
+    conv = job_conversation(session, listener)
     found = Findings()
+    helo = client_name()
+    # MAIL and RCPT, then RSET; asked past a refused greeting or HELO too
+    ask = Plan(helo, sender, (recipient,), stop_after=Stage.RCPT, ending=Ending.RSET, persist=True)
+    encrypt = Plan(helo, starttls=TLSPolicy.REQUIRED, stop_after=Stage.TLS, ending=Ending.OPEN)
+
+    def run(plan: Plan, user: str | None = None) -> Result:
+        def authenticate(_offer: object) -> ServerEvent:
+            assert user is not None and secret is not None
+            return conv.authenticate("plain", user, secret)
+
+        return drive(conv, ClientSequence(conv.core, plan), authenticate)
+
     try:
         conv.open()
         if conv.transport is not None and conv.transport.peer:
             found.peer = str(conv.transport.peer[0])
-        conv.wait_greeting()
-        found.greeting = last_line(conv.last_final) if conv.last_final else ""
-        helo = client_name()
-        ehlo = _step(conv, f"EHLO {helo}")
-        if not ehlo.ok:
-            ehlo = _step(conv, f"HELO {helo}")
-        found.extensions = sorted(getattr(conv.core, "extensions", {}) or {})
-        found.auth_plain = [m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []]
+        stranger = run(ask)
+        greeting = stranger.reply(Stage.CONNECT)
+        found.greeting = last_line(greeting) if greeting is not None else ""
+        core = conv.core
+        found.extensions = sorted(getattr(core, "extensions", {}) or {})
+        found.auth_plain = [m.upper() for m in getattr(core, "auth_mechanisms", []) or []]
         found.starttls = "STARTTLS" in found.extensions
-        found.stranger_mail = _step(conv, f"MAIL FROM:<{sender}>")
-        if found.stranger_mail.ok:
-            found.stranger_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
-        _step(conv, "RSET")
+        found.stranger_mail, found.stranger_rcpt = _transaction(conv, stranger)
         asked = found.stranger_rcpt or found.stranger_mail
         wants_tls = asked is not None and asked.category == "tls_required"
         if found.starttls and (source is None or wants_tls):
             try:
-                conv.starttls()
+                tls = run(encrypt)
+                if tls.refusal is not None and tls.refusal.verb == "STARTTLS":
+                    raise refusal_error(tls.refusal, tls)
                 found.tls_ok = True
-                _step(conv, f"EHLO {helo}")
                 found.auth_after_tls = [
                     m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []
                 ]
@@ -173,11 +203,7 @@ def converse(
                 if refusal is not None and refusal.category == "tls_required":
                     # it wants TLS first: ask again as a stranger, now encrypted
                     found.plain_refusal = refusal
-                    found.stranger_rcpt = None
-                    found.stranger_mail = _step(conv, f"MAIL FROM:<{sender}>")
-                    if found.stranger_mail.ok:
-                        found.stranger_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
-                    _step(conv, "RSET")
+                    found.stranger_mail, found.stranger_rcpt = _transaction(conv, run(ask))
             except MailtalkError as error:
                 found.tls_ok = False
                 found.tls_error = str(error)
@@ -186,18 +212,14 @@ def converse(
                 found.tls_error = one_line(error)
         user = options.auth_user
         if user and secret is not None and not conv.closed and source is None:
-            reply = conv.authenticate("plain", user, secret)
+            authed = run(replace(ask, auth=True), user)
+            reply = authed.reply(Stage.AUTH)
+            assert reply is not None
             ok = reply.reply_class is ReplyClass.POSITIVE
             found.auth_reply = Step(f"AUTH as {user}", last_line(reply), ok)
             if ok:
-                found.auth_mail = _step(conv, f"MAIL FROM:<{sender}>")
-                if found.auth_mail.ok:
-                    found.auth_rcpt = _step(conv, f"RCPT TO:<{recipient}>")
-                _step(conv, "RSET")
-        if not conv.closed:
-            with contextlib.suppress(Exception):
-                conv.send_line("QUIT")
-                conv.wait_final(timeout=3)
+                found.auth_mail, found.auth_rcpt = _transaction(conv, authed)
+        quit_politely(conv)
     finally:
         conv.close()
     return found
@@ -391,7 +413,7 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
     evidence.is_mx = host.lower().rstrip(".") in mx_names or bool(addresses & mx_addresses)
     secret = None
     if options.auth_user:
-        from mailtalk.mail.send import password_for
+        from mailtalk.mail.smtp_steps import password_for
 
         secret = password_for(options.auth_user, host)
     target = Target("smtp", host, evidence.port, "none", None)
@@ -416,7 +438,7 @@ def _server_to_ask(options: RelayOptions, evidence: RelayEvidence) -> tuple[str,
         evidence.first_mx = first.host
         return first.addresses[0], 25
     if evidence.dns_failed:
-        from mailtalk.mail.send import SendFailed
+        from mailtalk.mail.smtp_steps import SendFailed
 
         raise SendFailed(
             f"cannot find the MX of {evidence.domain}: {mx.message}; give --server to "

@@ -63,7 +63,7 @@ def _txt(resolver: Any, name: str, prefix: str) -> list[str]:
 
 def gather(options: SenderOptions) -> SenderEvidence:
     """Ask the DNS for the sender domain's MX, then for its SPF and DMARC records."""
-    from mailtalk.mail.send import split_address
+    from mailtalk.mail.smtp_steps import split_address
     from mailtalk.net.mx import Resolver, lookup_mx
 
     domain = split_address(options.sender, "--from")[1]

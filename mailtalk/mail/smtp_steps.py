@@ -1,0 +1,229 @@
+"""What ``send``, ``mx --probe`` and ``diagnose`` share to talk SMTP: the sequence, driven.
+
+The SMTP client sequence itself is ``mailtalk.protocols.smtp_sequence`` (sans-IO,
+shared with the reference server's onward delivery); ``drive()`` runs it over the
+live-session engine (``client.conversation.Conversation``: one blocking
+connection, every line shown to its listener, TLS started as the server's yes to
+STARTTLS comes in). Around it, what the one-shot jobs say and check alike:
+
+* ``Listener``, the ``C:``/``S:`` printer (or the JSON lines of ``--json``);
+* ``SendFailed``, a server's refusal as an error, and ``refusal_error()``, which
+  words each stage's refusal the one way;
+* ``split_address()``, ``local@domain`` checked; ``password_for()``, the AUTH
+  password or a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
+
+from mailtalk.errors import MailtalkError, UsageError
+from mailtalk.exitcodes import ExitCode
+from mailtalk.protocols.common import LocalProtocolError, ReplyClass, ServerEvent, first_line
+from mailtalk.protocols.smtp import Reply
+from mailtalk.protocols.smtp_sequence import (
+    Authenticate,
+    Await,
+    ClientSequence,
+    Command,
+    Done,
+    Message,
+    Quit,
+    Refusal,
+    Result,
+    Stage,
+    StartTLS,
+)
+from mailtalk.terminal import safe_text
+
+if TYPE_CHECKING:
+    from mailtalk.client import conversation
+    from mailtalk.client.options import SessionOptions
+
+# How long a goodbye may take: QUIT's reply changes nothing.
+QUIT_PATIENCE = 5.0
+
+
+class SendFailed(MailtalkError):
+    """A server refused; ``temporary`` says whether another MX may do better."""
+
+    def __init__(self, message: str, temporary: bool, exit_code: ExitCode = ExitCode.FAILED):
+        super().__init__(message)
+        self.temporary = temporary
+        self.exit_code = exit_code
+
+
+def split_address(address: str, what: str) -> tuple[str, str]:
+    """``local@domain`` checked: one readable UsageError for anything else."""
+    from mailtalk.net.mx import ascii_domain
+
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or any(c in text for c in " <>\r\n\t,;"):
+        raise UsageError(f"{what} {address!r} is not an address like name@example.org")
+    try:
+        ascii_domain(domain)
+    except ValueError as error:
+        raise UsageError(f"{what} {address!r}: {error}") from None
+    return local, domain
+
+
+def password_for(user: str, host: str) -> str:
+    """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
+    from mailtalk.client.credentials import find_password
+
+    secret = find_password(host, user)
+    if secret:
+        return secret
+    raise SendFailed(
+        f"no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run on a "
+        "terminal to be asked",
+        temporary=False,
+        exit_code=ExitCode.AUTH,
+    )
+
+
+@dataclass
+class Listener:
+    """Shows the conversation (``C:``/``S:`` lines, notes, explanations) or keeps it
+    for --json."""
+
+    out: TextIO
+    as_json: bool
+    started: float = field(default_factory=time.monotonic)
+    lines: list[dict[str, object]] = field(default_factory=list)
+
+    def _line(self, direction: str, text: str) -> None:
+        text = safe_text(text)  # the server's words, in JSON too: never a raw control
+        if self.as_json:
+            self.lines.append(
+                {"t": round(time.monotonic() - self.started, 6), "dir": direction, "text": text}
+            )
+            return
+        prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
+        self.out.write(prefix + text + "\n")
+        self.out.flush()
+
+    def sent(self, text: str, typed: bool) -> None:
+        self._line("C", text)
+
+    def event(self, event: ServerEvent, latency: float) -> None:
+        text = event.raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        for part in text.split("\n"):
+            self._line("S", part.removesuffix("\r"))
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self._line("explain" if kind == "explain" else "#", text)
+
+    def closed(self) -> None:
+        self._line("#", "the server closed the connection")
+
+
+def job_conversation(
+    options: SessionOptions, listener: conversation.Listener, explain: bool = False
+) -> conversation.Conversation:
+    """A live conversation for a one-shot job: no session file recorded, and a lesson
+    under each refusal only when ``explain`` (send without --brief)."""
+    from mailtalk.client.conversation import Conversation
+
+    conv = Conversation(options, listener)
+    conv.recorder.enabled = False
+    conv.explain_inline = explain
+    return conv
+
+
+def drive(
+    conv: conversation.Conversation,
+    sequence: ClientSequence,
+    authenticate: Callable[[Authenticate], ServerEvent] | None = None,
+    message: Callable[[], None] | None = None,
+) -> Result:
+    """Run ``sequence`` over ``conv`` (connected, the sequence made on its core).
+
+    ``authenticate`` runs the SASL exchange when the plan asks for AUTH and returns
+    the final reply; ``message`` sends the message after the server's 354. Trouble
+    with the connection (closed, no reply in time, TLS) is raised as the
+    conversation raises it; what came before is in ``sequence.result``.
+    """
+    while True:
+        action = sequence.next_action()
+        match action:
+            case Done(result=result):
+                return result
+            case Await():
+                conv.wait_greeting()
+                reply = conv.last_final
+            case Command(line=line):
+                conv.send_line(line)
+                reply = conv.wait_final()
+            case StartTLS():
+                continue  # the conversation started TLS as the server's yes came in
+            case Authenticate():
+                if authenticate is None:
+                    raise LocalProtocolError("the plan asks for AUTH and nobody can answer")
+                reply = authenticate(action)
+            case Message():
+                if message is None:
+                    raise LocalProtocolError("the plan goes on to DATA and has no message")
+                message()
+                reply = conv.wait_final()
+            case Quit():
+                quit_politely(conv)
+                continue
+            case _:
+                raise LocalProtocolError(f"no way to do {action!r}")
+        if not isinstance(reply, Reply):
+            raise LocalProtocolError(f"an SMTP conversation gave {reply!r}")
+        sequence.receive(reply)
+
+
+def quit_politely(conv: conversation.Conversation) -> None:
+    """QUIT, and a short wait for the reply: a goodbye that fails changes nothing."""
+    if conv.closed:
+        return
+    with contextlib.suppress(Exception):
+        conv.send_line("QUIT")
+        conv.wait_final(timeout=QUIT_PATIENCE)
+
+
+# What each stage is called when it is refused.
+_REFUSED = {
+    Stage.CONNECT: "the greeting",
+    Stage.EHLO: "EHLO",
+    Stage.TLS: "EHLO after STARTTLS",
+    Stage.MAIL: "MAIL FROM",
+    Stage.RCPT: "RCPT TO",
+    Stage.DATA: "DATA",
+    Stage.MESSAGE: "the message",
+}
+
+
+def refusal_error(refusal: Refusal, result: Result) -> MailtalkError:
+    """A refused stage as the error the jobs raise: ``SendFailed`` (``temporary`` for a
+    4xx: another MX may do better), or for STARTTLS what ``:starttls`` says."""
+    reply = refusal.reply
+    if reply is None:
+        return MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+    if refusal.verb == "STARTTLS":
+        return MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+    if refusal.stage is Stage.AUTH:
+        return SendFailed(
+            f"authentication refused: {first_line(reply)}",
+            temporary=False,
+            exit_code=ExitCode.AUTH,
+        )
+    if refusal.stage is Stage.RCPT and not result.accepted and not result.closing:
+        temporary = all(
+            r.reply_class is ReplyClass.TRANSIENT
+            for _, r in result.recipients
+            if r.reply_class is not ReplyClass.POSITIVE
+        )
+        return SendFailed(f"every recipient refused: {first_line(reply)}", temporary)
+    temporary = reply.reply_class is ReplyClass.TRANSIENT
+    return SendFailed(f"{_REFUSED[refusal.stage]} refused: {first_line(reply)}", temporary)
