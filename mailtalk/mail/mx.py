@@ -10,7 +10,6 @@ took. It stops there: QUIT, no MAIL FROM.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ if TYPE_CHECKING:
     from mailtalk.environment import Environment
     from mailtalk.net.mx import MXResult
     from mailtalk.net.tls import TLSInfo
-    from mailtalk.net.transport import Transport
-    from mailtalk.protocols.smtp import Reply, SMTPConnection
+    from mailtalk.protocols.common import ServerEvent
+    from mailtalk.protocols.smtp import Reply
+    from mailtalk.protocols.smtp_sequence import Result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,32 +131,33 @@ def _ms(start: float) -> float:
     return round((time.monotonic() - start) * 1000, 1)
 
 
-class _Session:
-    """A bare SMTP client conversation: the protocol core over a transport."""
+class _Stopwatch:
+    """The probe's listener: it shows nothing, and times each reply (from the command
+    that asked for it, the greeting from the start of the connection) and the TLS
+    handshake (from the server's yes to STARTTLS)."""
 
-    def __init__(self, transport: Transport) -> None:
-        from mailtalk.protocols.smtp import SMTPConnection
+    def __init__(self) -> None:
+        self.latency: dict[int, float] = {}  # id of a reply -> seconds
+        self.tls_ms: float | None = None
+        self._last_reply = time.monotonic()
 
-        self.transport = transport
-        self.core: SMTPConnection = SMTPConnection()
+    def sent(self, text: str, typed: bool) -> None:
+        pass
 
-    def reply(self) -> Reply:
-        from mailtalk.errors import ServerClosedError
-        from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA
-        from mailtalk.protocols.smtp import Reply
+    def event(self, event: ServerEvent, latency: float) -> None:
+        self.latency[id(event)] = latency
+        self._last_reply = time.monotonic()
 
-        while True:
-            event = self.core.next_event()
-            if isinstance(event, Reply):
-                return event
-            if event is CONNECTION_CLOSED:
-                raise ServerClosedError("the server closed the connection")
-            assert event is NEED_DATA
-            self.core.receive_data(self.transport.recv())
+    def note(self, text: str, kind: str = "info") -> None:
+        if kind == "tls":
+            self.tls_ms = _ms(self._last_reply)
 
-    def command(self, line: str) -> Reply:
-        self.transport.send(self.core.send_line(line))
-        return self.reply()
+    def closed(self) -> None:
+        pass
+
+    def ms(self, reply: Reply) -> float | None:
+        seconds = self.latency.get(id(reply))
+        return None if seconds is None else round(seconds * 1000, 1)
 
 
 def _extension_lines(reply: Reply) -> list[str]:
@@ -169,7 +170,7 @@ def _converse(
     port: int,
     timeout: float,
     insecure: bool,
-    probe: Probe | None,
+    probe: Probe,
     cafile: str | None = None,
 ) -> TLSInfo | None:
     """Connect, greet, EHLO, STARTTLS if offered, EHLO again, QUIT; fill in ``probe``.
@@ -178,56 +179,58 @@ def _converse(
     Raises TransportError/MailtalkError when the conversation breaks.
     """
     from mailtalk.client.conversation import client_name
-    from mailtalk.net.transport import Transport, TransportOptions
-    from mailtalk.protocols.common import first_line
+    from mailtalk.client.options import SessionOptions
+    from mailtalk.mail.smtp_steps import drive, job_conversation
+    from mailtalk.net.target import Target
+    from mailtalk.protocols.smtp_sequence import ClientSequence, Plan, Stage, TLSPolicy
 
-    options = TransportOptions(
-        timeout=timeout, insecure=insecure, server_hostname=host, cafile=cafile
+    session = SessionOptions.for_target(
+        Target("smtp", address, port, "none", None),
+        insecure=insecure,
+        cafile=cafile,
+        timeout=timeout,
+        server_hostname=host,
     )
+    stopwatch = _Stopwatch()
+    conv = job_conversation(session, stopwatch)
+    plan = Plan(client_name(), starttls=TLSPolicy.IF_OFFERED, stop_after=Stage.TLS)
     start = time.monotonic()
-    transport = Transport.connect(address, port, options)
     try:
-        if probe is not None:
-            probe.connect_ms = _ms(start)
-        session = _Session(transport)
-        banner = session.reply()
-        if probe is not None:
-            probe.banner = first_line(banner)
-            probe.banner_ms = _ms(start)
-        if banner.code // 100 != 2:
-            return None
-        sent = time.monotonic()
-        ehlo = session.command(f"EHLO {client_name()}")
-        if probe is not None:
-            probe.ehlo = _extension_lines(ehlo) or ([first_line(ehlo)] if ehlo.code >= 400 else [])
-            probe.ehlo_ms = _ms(sent)
-            probe.starttls_offered = "STARTTLS" in session.core.extensions
-        if "STARTTLS" not in session.core.extensions:
-            _quit(session)
-            return None
-        reply = session.command("STARTTLS")
-        if reply.code != 220:
-            if probe is not None:
-                probe.tls = TLSProbe(False, error=f"STARTTLS refused: {first_line(reply)}")
-            return None
-        sent = time.monotonic()
-        info = transport.start_tls()
-        session.core.tls_started()
-        if probe is not None:
-            probe.tls = TLSProbe(True, ms=_ms(sent))
-        again = session.command(f"EHLO {client_name()}")
-        if probe is not None:
-            probe.ehlo_after_tls = _extension_lines(again)
-        _quit(session)
-        return info
+        conv.open()
+        probe.connect_ms = _ms(start)
+        sequence = ClientSequence(conv.core, plan)
+        try:
+            drive(conv, sequence)
+        finally:
+            _fill(probe, sequence.result, stopwatch)
+        return conv.transport.tls if conv.transport is not None else None  # None: no TLS
     finally:
-        transport.close()
+        conv.close()
 
 
-def _quit(session: _Session) -> None:
-    # The probe is done: a rude goodbye changes nothing.
-    with contextlib.suppress(Exception):
-        session.command("QUIT")
+def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
+    """What the server said, into ``probe``."""
+    from mailtalk.protocols.common import first_line
+    from mailtalk.protocols.smtp import parse_extensions
+    from mailtalk.protocols.smtp_sequence import Stage
+
+    for exchange in result.exchanges:
+        reply, verb = exchange.reply, exchange.verb
+        if exchange.stage is Stage.CONNECT:
+            probe.banner = first_line(reply)
+            probe.banner_ms = stopwatch.ms(reply)
+        elif exchange.stage is Stage.EHLO and verb == "EHLO":
+            refused = [first_line(reply)] if reply.code >= 400 else []
+            probe.ehlo = _extension_lines(reply) or refused
+            probe.ehlo_ms = stopwatch.ms(reply)
+            offered = parse_extensions(reply) if reply.code // 100 == 2 else {}
+            probe.starttls_offered = "STARTTLS" in offered
+        elif verb == "STARTTLS" and reply.code // 100 != 2:
+            probe.tls = TLSProbe(False, error=f"STARTTLS refused: {first_line(reply)}")
+        elif verb == "STARTTLS":
+            probe.tls = TLSProbe(True, ms=stopwatch.tls_ms)
+        elif exchange.stage is Stage.TLS:
+            probe.ehlo_after_tls = _extension_lines(reply)
 
 
 def probe_address(
