@@ -9,9 +9,11 @@ qmgr and smtp):
   if it names one, else its MX records (RFC 5321 5.1) through the configured
   resolver, hosts in preference order, each of their addresses, on
   ``ServerSettings.mx_port``.
-* The conversation is the SMTP core in the client role over asyncio streams:
-  EHLO (HELO if EHLO is refused), STARTTLS when offered (unverified, as MTAs do
-  opportunistically), MAIL FROM, one RCPT TO per recipient of the domain, DATA.
+* The conversation is the SMTP client sequence (``protocols/smtp_sequence.py``,
+  the one ``mailtalk send`` runs too) over asyncio streams: EHLO (HELO after a
+  5xx to it), STARTTLS when offered (unverified, as MTAs do opportunistically),
+  MAIL FROM (SIZE= and BODY=8BITMIME when offered), one RCPT TO per recipient of
+  the domain, DATA.
 * 2xx: the recipient is done. 4xx or a connection failure: the next host, then
   a later attempt on ``ServerSettings.retry_schedule``. 5xx, or still failing
   after ``max_queue_age``: a bounce (an RFC 3464 delivery status notification)
@@ -39,10 +41,28 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from mailtalk.protocols.common import CONNECTION_CLOSED, ProtocolError, Role
-from mailtalk.protocols.smtp import Reply, SMTPConnection
+from mailtalk.protocols.common import (
+    CONNECTION_CLOSED,
+    LocalProtocolError,
+    ProtocolError,
+    Role,
+)
+from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply, SMTPConnection
+from mailtalk.protocols.smtp_sequence import (
+    Await,
+    ClientSequence,
+    Command,
+    Done,
+    Message,
+    Plan,
+    Quit,
+    Result,
+    Stage,
+    StartTLS,
+    TLSPolicy,
+)
 from mailtalk.servers.smtproutes import find_route, read_smtproutes
 
 if TYPE_CHECKING:
@@ -122,6 +142,44 @@ class _Client:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 5.0)
+
+    async def drive(
+        self, sequence: ClientSequence, message: bytes, tls: ssl.SSLContext, hop: _Hop
+    ) -> Result:
+        """Run the SMTP client sequence over this connection; what came of it.
+
+        Trouble with the connection is raised (``_Dropped``, timeouts, TLS errors,
+        a reply that is not SMTP); ``sequence.result`` keeps what came before."""
+        where = hop.label
+        while True:
+            action = sequence.next_action()
+            match action:
+                case Done(result=result):
+                    return result
+                case Await():
+                    reply = await self.reply()
+                    log.info("delivery: %s: %s", where, _reply_text(reply))
+                case Command(line=line):
+                    reply = await self.command(line)
+                    verb = sequence.waiting_for
+                    if verb == "RCPT":
+                        log.info("delivery: %s: %s: %s", where, line, _reply_text(reply))
+                    elif verb == "STARTTLS" and reply.code // 100 != 2:
+                        log.info("delivery: %s: STARTTLS refused, going on in plain text", where)
+                case StartTLS():
+                    name = None if _is_ip(hop.host.strip("[]")) else hop.host
+                    await self.starttls(tls, name)
+                    log.info("delivery: %s: TLS started", where)
+                    continue
+                case Message():
+                    reply = await self.message(message)
+                    log.info("delivery: %s: end of data: %s", where, _reply_text(reply))
+                case Quit():
+                    await self.quit()
+                    continue
+                case _:
+                    raise LocalProtocolError(f"onward delivery cannot do {action!r}")
+            sequence.receive(reply)
 
 
 def _opportunistic_tls() -> ssl.SSLContext:
@@ -483,95 +541,32 @@ class QueueRunner:
             return {rcpt: Outcome("temp", text, "4.4.1", hop.host) for rcpt in rcpts}
 
         client = _Client(reader, writer, settings.delivery_timeout)
-        results: dict[str, Outcome] = {}
-        stage = "the greeting"
-
-        def said(reply: Reply, in_reply_to: str) -> Outcome:
-            text = f"host {where} said: {_reply_text(reply)} (in reply to {in_reply_to})"
-            return Outcome(_classify(reply), text, _status(reply), hop.host, _reply_text(reply))
-
-        def all_rcpts(outcome: Outcome) -> dict[str, Outcome]:
-            for rcpt in rcpts:
-                results.setdefault(rcpt, outcome)
-            return results
-
+        plan = Plan(
+            helo=self.context.hostname,
+            sender=sender,
+            recipients=tuple(rcpts),
+            starttls=TLSPolicy.IF_OFFERED,
+            size=len(data),
+            eight_bit=any(b > 0x7F for b in data),
+        )
+        sequence = ClientSequence(client.core, plan)
+        if self._tls is None:
+            self._tls = _opportunistic_tls()
         try:
-            reply = await client.reply()
-            log.info("delivery: %s: %s", where, _reply_text(reply))
-            if reply.code != 220:
-                outcome = said(reply, stage)
-                await client.quit()
-                return all_rcpts(outcome if outcome.kind != "ok" else replace_kind(outcome))
-            stage = "EHLO"
-            reply = await client.command(f"EHLO {self.context.hostname}")
-            if reply.code // 100 != 2:
-                stage = "HELO"
-                reply = await client.command(f"HELO {self.context.hostname}")
-                if reply.code // 100 != 2:
-                    await client.quit()
-                    return all_rcpts(said(reply, f"{stage} command"))
-            if "STARTTLS" in client.core.extensions:
-                stage = "STARTTLS"
-                reply = await client.command("STARTTLS")
-                if reply.code == 220:
-                    if self._tls is None:
-                        self._tls = _opportunistic_tls()
-                    name = None if _is_ip(hop.host.strip("[]")) else hop.host
-                    await client.starttls(self._tls, name)
-                    log.info("delivery: %s: TLS started", where)
-                    stage = "EHLO"
-                    reply = await client.command(f"EHLO {self.context.hostname}")
-                    if reply.code // 100 != 2:
-                        await client.quit()
-                        return all_rcpts(said(reply, "EHLO command after STARTTLS"))
-                else:
-                    log.info("delivery: %s: STARTTLS refused, going on in plain text", where)
-            stage = "MAIL FROM command"
-            mail = f"MAIL FROM:<{sender}>"
-            if "SIZE" in client.core.extensions:
-                mail += f" SIZE={len(data)}"
-            if "8BITMIME" in client.core.extensions and any(b > 0x7F for b in data):
-                mail += " BODY=8BITMIME"
-            reply = await client.command(mail)
-            if reply.code // 100 != 2:
-                await client.quit()
-                return all_rcpts(said(reply, stage))
-            accepted = []
-            for rcpt in rcpts:
-                stage = "RCPT TO command"
-                reply = await client.command(f"RCPT TO:<{rcpt}>")
-                log.info("delivery: %s: RCPT TO:<%s>: %s", where, rcpt, _reply_text(reply))
-                if reply.code // 100 == 2:
-                    accepted.append(rcpt)
-                else:
-                    results[rcpt] = said(reply, stage)
-            if not accepted:
-                await client.quit()
-                return results
-            stage = "DATA command"
-            reply = await client.command("DATA")
-            if reply.code != 354:
-                outcome = said(reply, stage)
-                await client.quit()
-                return all_rcpts(outcome if outcome.kind != "ok" else replace_kind(outcome))
-            stage = "end of DATA"
-            reply = await client.message(data)
-            log.info("delivery: %s: end of data: %s", where, _reply_text(reply))
-            outcome = said(reply, stage)
-            for rcpt in accepted:
-                results[rcpt] = outcome
-            await client.quit()
-            return all_rcpts(outcome)
+            result = await client.drive(sequence, data, self._tls, hop)
         except (_Dropped, TimeoutError, OSError, ssl.SSLError, ProtocolError) as error:
             if isinstance(error, TimeoutError):
                 reason = f"no answer within {settings.delivery_timeout:g} s"
             else:
                 reason = str(error) or type(error).__name__
+            stage = _WAITING_FOR.get(sequence.waiting_for, sequence.waiting_for)
             text = f"lost connection with {where} while waiting for a reply to {stage}: {reason}"
             log.info("delivery: %s", text)
-            return all_rcpts(Outcome("temp", text, "4.4.2", hop.host))
+            lost = Outcome("temp", text, "4.4.2", hop.host)
+            return _outcomes(sequence.result, rcpts, hop, otherwise=lost)
         finally:
             await client.close()
+        return _outcomes(result, rcpts, hop)
 
     # -- bounces ------------------------------------------------------------------
 
@@ -616,8 +611,55 @@ class QueueRunner:
 
 
 def replace_kind(outcome: Outcome) -> Outcome:
-    """A 2xx where it makes no sense (a 250 greeting, a 250 to DATA): a temporary failure."""
+    """A 2xx where it makes no sense (a 250 to DATA): a temporary failure."""
     return Outcome("temp", outcome.text, "4.5.0", outcome.remote, outcome.diagnostic)
+
+
+# What a reply answered, as the log and the bounce say it.
+_IN_REPLY_TO: Final = {
+    GREETING: "the greeting",
+    "EHLO": "EHLO command",
+    "HELO": "HELO command",
+    "MAIL": "MAIL FROM command",
+    "RCPT": "RCPT TO command",
+    "DATA": "DATA command",
+    END_OF_DATA: "end of DATA",
+}
+# What a lost connection was waiting for.
+_WAITING_FOR: Final = {**_IN_REPLY_TO, "EHLO": "EHLO", "HELO": "HELO"}
+
+
+def _outcomes(
+    result: Result, rcpts: Sequence[str], hop: _Hop, otherwise: Outcome | None = None
+) -> dict[str, Outcome]:
+    """Each recipient's outcome from what the sequence got: its own RCPT refusal, or
+    the reply to the message, or the refusal that ended the conversation (a 2xx
+    where it makes no sense is a temporary failure), or ``otherwise`` (the
+    connection was lost)."""
+
+    def said(reply: Reply, in_reply_to: str) -> Outcome:
+        text = f"host {hop.label} said: {_reply_text(reply)} (in reply to {in_reply_to})"
+        return Outcome(_classify(reply), text, _status(reply), hop.host, _reply_text(reply))
+
+    outcomes = {
+        rcpt: said(reply, _IN_REPLY_TO["RCPT"])
+        for rcpt, reply in result.recipients
+        if reply.code // 100 != 2
+    }
+    ended = otherwise
+    message = result.reply(Stage.MESSAGE)
+    if message is not None:
+        ended = said(message, _IN_REPLY_TO[END_OF_DATA])
+    elif result.refusal is not None and result.refusal.reply is not None:
+        refusal, reply = result.refusal, result.refusal.reply
+        in_reply_to = _IN_REPLY_TO.get(refusal.verb, f"{refusal.verb} command")
+        if refusal.stage is Stage.TLS and refusal.verb == "EHLO":
+            in_reply_to += " after STARTTLS"
+        ended = said(reply, in_reply_to)
+        if ended.kind == "ok":
+            ended = replace_kind(ended)
+    assert ended is not None, "a sequence that ended without a refusal sent the message"
+    return {rcpt: outcomes.get(rcpt, ended) for rcpt in rcpts}
 
 
 def _is_ip(text: str) -> bool:
