@@ -64,6 +64,14 @@ def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
         yield servers
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers]:
+    """An SMTP server that refuses in its greeting."""
+    root = tmp_path_factory.mktemp("mx-refuse")
+    with run_servers(root, faults=["smtp:connect=554 5.7.1 no service here"]) as servers:
+        yield servers
+
+
 def mx(world: RunningServers, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     resolver = f"127.0.0.1:{world.port('dns')}"
     return subprocess.run(
@@ -285,3 +293,14 @@ def test_colour_when_forced(world: RunningServers) -> None:
     assert done.returncode == 0
     assert "\x1b[" in done.stdout
     assert "mx1.isp.test" in done.stdout and "127.0.0.3, ::1" in done.stdout
+
+
+def test_probe_of_a_server_refusing_in_its_greeting(
+    world: RunningServers, refusing: RunningServers
+) -> None:
+    port = str(refusing.port("smtp"))
+    status, document = mx_json(world, "--probe", "--port", port, "refused.test")
+    assert status == 1  # no MX would take a delivery attempt
+    probe = document["probe"][0]  # type: ignore[index]
+    assert probe["answered"] is False and probe["banner"] == "554 5.7.1 no service here"
+    assert probe["ehlo"] == [] and probe["error"] is None

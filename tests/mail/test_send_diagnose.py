@@ -688,3 +688,17 @@ def test_diagnose_relay_without_server_when_dns_is_down_says_so() -> None:
     assert result.returncode == 3
     assert "cannot find the MX of d.test" in result.stderr and "--server" in result.stderr
     assert result.stdout == ""
+
+
+def test_send_to_a_server_refusing_its_greeting_is_exit_1_at_once(
+    mailtalk_servers: Callable[..., Any],
+) -> None:
+    """A 554 greeting is a refusal (RFC 5321 3.1), said at once: not a wait for a
+    greeting that already came."""
+    running = start(mailtalk_servers, faults=["smtp:connect=554 5.7.1 go away"])
+    result = mailtalk("send", "--from", "bob@isp.test", "--to", "alice@isp.test",
+                      "--server", f"127.0.0.1:{running.port('smtp')}", "--timeout", "20",
+                      timeout=15)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the greeting refused: 554 5.7.1 go away" in result.stderr
+    assert "C: EHLO" not in result.stdout and "C: QUIT" in result.stdout

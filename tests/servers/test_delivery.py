@@ -311,3 +311,29 @@ def test_an_address_literal_is_delivered_without_a_lookup(world: Any) -> None:
     (message,) = wait_for(lambda: b.messages("bob"))
     assert b"Subject: hello" in message
     wait_for(lambda: queue_empty(a))
+
+
+def test_a_refused_greeting_bounces_saying_so(world: Any) -> None:
+    """The one SMTP sequence ends at a refusing greeting: the bounce quotes it."""
+    b = recipient_server(world, faults=["smtp:connect=554 5.7.1 no service for you"])
+    a = isp_server(world, route_to(b))
+    send(a, "alice@isp.test", ["bob@example.net"])
+    (bounce,) = wait_for(lambda: a.messages("alice"))
+    assert b"said: 554 5.7.1 no service for you (in reply to the greeting)" in bounce
+    assert b"Status: 5.7.1" in bounce
+    assert b.messages("bob") == []
+    wait_for(lambda: queue_empty(a))
+
+
+def test_a_lost_connection_says_what_it_waited_for(
+    world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = recipient_server(world, faults=["smtp:ehlo=disconnect"])
+    a = isp_server(world, route_to(b), max_queue_age=0.5)
+    send(a, "alice@isp.test", ["bob@example.net"])
+    (bounce,) = wait_for(lambda: a.messages("alice"))
+    assert b"lost connection with 127.0.0.3[127.0.0.3]:" in bounce
+    assert b"while waiting for a reply to EHLO" in bounce
+    assert b"gave up after" in bounce and b"Status: 4.4.2" in bounce
+    assert "attempt 2" in caplog.text
+    wait_for(lambda: queue_empty(a))
