@@ -151,17 +151,18 @@ def drive(
     with the connection (closed, no reply in time, TLS) is raised as the
     conversation raises it; what came before is in ``sequence.result``.
     """
+    reply: ServerEvent | None
     while True:
         action = sequence.next_action()
         match action:
-            case Done(result=result):
-                return result
-            case Await():
-                conv.wait_greeting()
-                reply = conv.last_final
             case Command(line=line):
                 conv.send_line(line)
                 reply = conv.wait_final()
+            case Await():
+                conv.wait_greeting()
+                reply = conv.last_final
+            case Done(result=result):
+                return result
             case StartTLS():
                 continue  # the conversation started TLS as the server's yes came in
             case Authenticate():

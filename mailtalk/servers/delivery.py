@@ -58,7 +58,6 @@ from mailtalk.protocols.smtp_sequence import (
     Message,
     Plan,
     Quit,
-    Result,
     Stage,
     StartTLS,
     TLSPolicy,
@@ -66,6 +65,7 @@ from mailtalk.protocols.smtp_sequence import (
 from mailtalk.servers.smtproutes import find_route, read_smtproutes
 
 if TYPE_CHECKING:
+    from mailtalk.protocols.smtp_sequence import Result
     from mailtalk.servers.context import ServerContext
     from mailtalk.store.queue import QueuedMessage
 
