@@ -702,3 +702,15 @@ def test_send_to_a_server_refusing_its_greeting_is_exit_1_at_once(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "the greeting refused: 554 5.7.1 go away" in result.stderr
     assert "C: EHLO" not in result.stdout and "C: QUIT" in result.stdout
+
+
+def test_quit_after_offers_exactly_the_sequences_stop_points() -> None:
+    """commands/mail.py spells the choices out (importing the SMTP core there would load it
+    for every --help); they must stay the sequence's own."""
+    from mailtalk.cli import cli
+    from mailtalk.commands import mail  # noqa: F401  (declares send on the group)
+    from mailtalk.protocols.smtp_sequence import STOP_POINTS
+
+    send = cli.commands["send"]
+    (option,) = [p for p in send.params if p.name == "quit_after"]
+    assert tuple(option.type.choices) == STOP_POINTS  # type: ignore[attr-defined]
