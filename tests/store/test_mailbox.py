@@ -27,7 +27,7 @@ from mailtalk.store import (
     info_to_flags,
     normalize_flags,
 )
-from mailtalk.store.mailbox import MAX_UID
+from mailtalk.store.index import MAX_UID
 
 MESSAGE = b"From: a@example.org\nSubject: hello\n\nbody line\n"
 

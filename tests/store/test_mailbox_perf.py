@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailtalk.store import Delivery, Maildir, MailStore, UserMailboxes
+from mailtalk.store import index as index_module
 from mailtalk.store import mailbox as mailbox_module
 from mailtalk.store.mailbox import INDEX_NAME, Mailbox
 
@@ -161,10 +162,10 @@ def test_index_cache_is_keyed_by_content(alice: UserMailboxes) -> None:
 def test_cached_index_is_not_shared_mutably(alice: UserMailboxes) -> None:
     deliver(alice)
     text = (alice.open("INBOX").path / INDEX_NAME).read_text()
-    first = mailbox_module._parse_index(text)
+    first = index_module._parse_index(text)
     first.records.clear()
     first.uidnext = 99
-    second = mailbox_module._parse_index(text)
+    second = index_module._parse_index(text)
     assert len(second.records) == 1 and second.uidnext == 2
 
 
@@ -176,7 +177,7 @@ def test_fast_and_slow_index_lines_parse_alike() -> None:
         "3 S10 W12 T100 Kx Ky :c\n"
         "4 S10 W12 T100 :d:2,S\n"
     )
-    index = mailbox_module._parse_index_text(text)
+    index = index_module._parse_index_text(text)
     assert [
         (r.uid, r.size, r.rfc822_size, r.internaldate, r.keywords) for r in index.records.values()
     ] == [
@@ -193,12 +194,12 @@ def test_fast_and_slow_index_lines_parse_alike() -> None:
         "0 S1 W1 T1 :a\n",
     ):
         with pytest.raises(ValueError):
-            mailbox_module._parse_index_text("mailtalk-uidlist 1 V7 N5 R5\n" + bad)
+            index_module._parse_index_text("mailtalk-uidlist 1 V7 N5 R5\n" + bad)
 
 
 def test_index_cache_is_bounded() -> None:
-    cache = mailbox_module._IndexCache(100)
-    index = mailbox_module._Index(1, 1, 1, {})
+    cache = index_module._IndexCache(100)
+    index = index_module.Index(1, 1, 1, {})
     for n in range(10):
         cache.put(f"{n:02d}" * 20, index)
     assert cache.get("00" * 20) is None
