@@ -105,7 +105,7 @@ def _allocate_uidvalidity(user_root: Path) -> int:
         os.close(fd)
 
 
-# -- the index, in memory and as text --------------------------------------
+# -- the index, in memory and as text ------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

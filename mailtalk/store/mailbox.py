@@ -189,7 +189,7 @@ class ChangeToken:
     taken_ns: int
 
 
-# -- a session's view of a folder ---------------------------------------------
+# -- a session's view of a folder ----------------------------------------------
 
 
 class Mailbox:

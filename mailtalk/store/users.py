@@ -55,7 +55,7 @@ _CREATING_PREFIX = "..creating-"
 _DELETED_PREFIX = "..deleted-"
 
 
-# -- user and folder names ----------------------------------------------------
+# -- user and folder names -----------------------------------------------------
 
 
 def user_maildir_path(root: Path, user: str) -> Path:
@@ -95,7 +95,7 @@ def _parents(name: str) -> list[str]:
     return [DELIMITER.join(levels[:count]) for count in range(1, len(levels))]
 
 
-# -- notifications -----------------------------------------------------------
+# -- notifications -------------------------------------------------------------
 
 
 class MailboxWatch:
@@ -155,7 +155,7 @@ class MailboxWatchers:
                     del self._callbacks[key]
 
 
-# -- a user's folders --------------------------------------------------------
+# -- a user's folders ----------------------------------------------------------
 
 
 class UserMailboxes:
