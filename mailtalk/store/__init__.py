@@ -5,7 +5,7 @@ Under a server root ``ROOT``::
     ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's INBOX; Maildir++ folders inside it
     ROOT/queue/{tmp,messages,envelopes}     mail to relay onward
 
-The modules, each importing only those above it (type hints aside):
+The modules, from the disk up:
 
     errors       what the store raises: StoreError (the disk), MailboxError (a refusal)
     filesystem   durable file steps: fsync a directory, replace a file, link or copy

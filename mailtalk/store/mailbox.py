@@ -52,7 +52,7 @@ from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from mailtalk.store import headers
 from mailtalk.store.append import Appender, StagedMessage
@@ -80,12 +80,12 @@ from mailtalk.store.index import INDEX_NAME, LockedIndex, locked_index
 from mailtalk.store.locks import MaildropLock
 from mailtalk.store.maildir import Maildir, unique_name
 
-if TYPE_CHECKING:
-    from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
+# A session's owner; and importable from here, as before the store was split into
+# modules (the servers import them from this module). users.py imports this module
+# only inside the function that makes a Mailbox, so the two do not import in a circle.
+from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
 
-# What this module defines, and what other packages have imported from it since
-# before the store was split into modules: the classes of users.py (which imports
-# this module) are loaded when first asked for, by __getattr__ at the end.
+# What this module defines, and what other packages have imported from it.
 __all__ = [
     "PERMANENT_FLAGS",
     "Appender",
@@ -782,13 +782,3 @@ class Mailbox:
             system = info_to_flags(split_filename(path.name)[1])
             return system | (info.flags - FILENAME_FLAGS - {RECENT})
         raise MailboxError("EXPUNGEISSUED", f"message {info.uid} was expunged")
-
-
-def __getattr__(name: str) -> object:
-    """The classes of a user's folders, importable from here as they were before the
-    split; they live in :mod:`mailtalk.store.users`, which imports this module."""
-    if name in ("UserMailboxes", "MailStore", "MailboxWatch", "MailboxWatchers"):
-        from mailtalk.store import users
-
-        return getattr(users, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

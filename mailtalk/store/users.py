@@ -34,13 +34,16 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailtalk.store.errors import MailboxError, ResponseCode, store_error
 from mailtalk.store.filesystem import MESSAGE_MODE, fsync_directory, replace_file
 from mailtalk.store.index import locked_index
 from mailtalk.store.locks import MAILDROP_LOCK_NAME, USER_LOCK_NAME, FileLock, MaildropLock
-from mailtalk.store.mailbox import Mailbox
 from mailtalk.store.maildir import Maildir, unique_name
+
+if TYPE_CHECKING:
+    from mailtalk.store.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +402,9 @@ class UserMailboxes:
     def _mailbox(
         self, name: str, missing: ResponseCode, *, read_only: bool, claim_recent: bool
     ) -> Mailbox:
+        # Imported here: mailbox.py imports this module, for the names it re-exports.
+        from mailtalk.store.mailbox import Mailbox
+
         name = _checked_name(name)
         if name == INBOX:
             self._ensure_inbox()
