@@ -5,48 +5,60 @@ Under a server root ``ROOT``::
     ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's INBOX; Maildir++ folders inside it
     ROOT/queue/{tmp,messages,envelopes}     mail to relay onward
 
-Delivery is crash-safe: see :mod:`mailtalk.store.maildir`. The POP3 and IMAP
-servers read the same Maildirs through :mod:`mailtalk.store.mailbox` (folders,
-UIDs, flags, quota, the maildrop lock). Stdlib only.
+The modules, from the disk up:
+
+    errors       what the store raises: StoreError (the disk), MailboxError (a refusal)
+    filesystem   durable file steps: fsync a directory, replace a file, link or copy
+    maildir      crash-safe delivery to Maildirs (and, through it, to the queue)
+    queue        the relay queue: messages and their envelopes
+    flags        IMAP flags and the Maildir file names that carry them
+    sizes        a message's size as stored and as RFC822.SIZE
+    locks        the flock locks and the order they are taken in
+    index        a folder's ``mailtalk-uidlist``: UIDs, sizes, dates, keywords
+    headers      a message's header block, and a cache of them for IMAP FETCH
+    append       adding a message to a folder (APPEND, and what COPY shares)
+    mailbox      one session's view of one folder (IMAP SELECT, POP3)
+    users        a user's folders, subscriptions, quota; MailStore for all users
+
+The SMTP server delivers through :mod:`~mailtalk.store.maildir`; the POP3 and
+IMAP servers read the same Maildirs through :mod:`~mailtalk.store.users` and
+:mod:`~mailtalk.store.mailbox`. The names below are importable from here.
+Stdlib only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mailtalk.store.mailbox import (
+from mailtalk.store.append import Appender
+from mailtalk.store.errors import MailboxError, ResponseCode, StoreError, StoreFullError
+from mailtalk.store.flags import (
     PERMANENT_FLAGS,
     SYSTEM_FLAGS,
-    Appender,
-    Changes,
-    ChangeToken,
-    Mailbox,
-    MailboxError,
-    MailboxWatch,
-    MailboxWatchers,
-    MaildropLock,
-    MailStore,
-    MessageInfo,
-    ResponseCode,
-    RFC822SizeCounter,
-    UserMailboxes,
     flags_to_info,
     info_to_flags,
     normalize_flags,
-    rfc822_size_of,
 )
+from mailtalk.store.locks import MaildropLock
+from mailtalk.store.mailbox import Changes, ChangeToken, Mailbox, MessageInfo
 from mailtalk.store.maildir import (
     CRLFToLF,
     Delivery,
     DeliveryStateError,
     DeliveryTarget,
     Maildir,
-    StoreError,
-    StoreFullError,
     escape_hostname,
     unique_name,
 )
 from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
+from mailtalk.store.sizes import RFC822SizeCounter, rfc822_size_of
+from mailtalk.store.users import (
+    MailboxWatch,
+    MailboxWatchers,
+    MailStore,
+    UserMailboxes,
+    user_maildir_path,
+)
 
 __all__ = [
     "PERMANENT_FLAGS",
@@ -98,9 +110,7 @@ class StoreLayout:
         or that is not a plain name ("", ".", "..", a "/" or NUL) is refused with
         ValueError; mapping addresses to users is the server's job.
         """
-        if user in ("", ".", "..") or "/" in user or "\0" in user:
-            raise ValueError(f"not a usable mailbox user name: {user!r}")
-        return Maildir(self.root / "mail" / user / "Maildir")
+        return Maildir(user_maildir_path(self.root, user))
 
     @property
     def queue(self) -> Queue:

@@ -10,13 +10,14 @@ https://cr.yp.to/proto/maildir.html (``<sec>.M<usec>P<pid>Q<n>.<host>``).
 :class:`Delivery` writes one message to any number of :class:`DeliveryTarget`
 objects — Maildirs (one per local recipient) and the relay queue
 (:mod:`mailtalk.store.queue`) — streaming the bytes to disk once and hard-linking
-(or, across filesystems, copying) them to every other target.
+(or, across filesystems, copying) them to every other target. The filesystem
+steps are :mod:`mailtalk.store.filesystem`'s; a disk failure is raised as
+:class:`~mailtalk.store.errors.StoreError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import itertools
 import os
@@ -26,47 +27,40 @@ import time
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
 from typing import Protocol
 
-# Maildir folders are private to their user (Dovecot and qmail use the same).
-DIRECTORY_MODE = 0o700
-MESSAGE_MODE = 0o600
+from mailtalk.store.errors import StoreError, StoreFullError, store_error
+from mailtalk.store.filesystem import (
+    MESSAGE_MODE,
+    files_in,
+    fsync_directory,
+    link_or_copy,
+    make_private_directories,
+    remove_older_than,
+    remove_quietly,
+    write_all,
+)
+
+__all__ = [
+    "STALE_TMP_SECONDS",
+    "WRITE_BUFFER_SIZE",
+    "CRLFToLF",
+    "Delivery",
+    "DeliveryStateError",
+    "DeliveryTarget",
+    "Maildir",
+    "StoreError",
+    "StoreFullError",
+    "escape_hostname",
+    "unique_name",
+]
 
 # Small SMTP lines are gathered up to this size before a write(2); a bigger
 # chunk goes straight to the file. This bounds the memory one delivery holds.
 WRITE_BUFFER_SIZE = 64 * 1024
-_COPY_CHUNK_SIZE = 1024 * 1024
 
 # The Maildir spec: a tmp/ file untouched for 36 hours is a leftover.
 STALE_TMP_SECONDS = 36 * 3600.0
-
-# link(2) fails with these when the two paths cannot share an inode: another
-# filesystem (EXDEV), a filesystem without hard links (EPERM on vfat/FUSE,
-# EOPNOTSUPP), or an inode at its link limit (EMLINK). A copy still works.
-_CANNOT_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
-# The disk or the user's disk quota is full: StoreFullError.
-STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-# -- errors --------------------------------------------------------------------
-
-
-class StoreError(OSError):
-    """The store could not take a message; ``str()`` is one line.
-
-    An :class:`OSError` (``errno`` is the original one), so code that already
-    handles disk errors keeps working. An SMTP server answers it with a 4xx
-    (``451 4.3.0``): the client keeps the message and retries later.
-    """
-
-    def __str__(self) -> str:
-        where = f": {self.filename}" if self.filename else ""
-        return f"{self.strerror}{where}"
-
-
-class StoreFullError(StoreError):
-    """The disk or the quota is full (ENOSPC, EDQUOT): ``452 4.3.1 Insufficient system storage``."""
 
 
 class DeliveryStateError(RuntimeError):
@@ -74,17 +68,6 @@ class DeliveryStateError(RuntimeError):
 
     A programming error in the caller, not a disk problem, hence not a StoreError.
     """
-
-
-def store_error(error: OSError, doing: str, path: Path | None = None) -> StoreError:
-    """``error`` as a :class:`StoreError` (or :class:`StoreFullError`) saying what failed."""
-    if isinstance(error, StoreError):
-        return error
-    code = error.errno if error.errno is not None else errno.EIO
-    reason = (error.strerror or os.strerror(code)).lower()
-    kind = StoreFullError if code in STORAGE_FULL_ERRNOS else StoreError
-    filename = str(path) if path is not None else error.filename
-    return kind(code, f"{reason} while {doing}", filename)
 
 
 # -- unique names --------------------------------------------------------------
@@ -119,79 +102,6 @@ def unique_name(hostname: str | None = None) -> str:
     seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
     host = escape_hostname(hostname if hostname is not None else _default_hostname())
     return f"{seconds}.M{microseconds}P{os.getpid()}Q{sequence}.{host}"
-
-
-# -- filesystem helpers --------------------------------------------------------
-
-
-def fsync_directory(path: Path) -> None:
-    """Make the entries of directory ``path`` (names created or renamed in it) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_private_directories(path: Path, names: Sequence[str]) -> None:
-    """Create ``path`` and its subdirectories ``names`` (mode 0700) if missing; durably.
-
-    Existing directories keep their mode: an administrator may have chosen another.
-    """
-    created = False
-    for directory in [path, *(path / name for name in names)]:
-        if not directory.is_dir():
-            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-            created = True
-    if created:
-        # A delivery fsyncs new/ but not the directories above it; do it once here.
-        for directory in [path, path.parent]:
-            fsync_directory(directory)
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    """write(2) all of ``data``: a regular file may still take it in parts."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def remove_quietly(path: Path) -> None:
-    """Unlink ``path`` if it is there; cleanup must not hide the error being cleaned up after."""
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def remove_older_than(directory: Path, older_than: float) -> list[Path]:
-    """Remove the files in ``directory`` last modified more than ``older_than`` seconds ago."""
-    return remove_files_older_than(files_in(directory), older_than)
-
-
-def remove_files_older_than(paths: Sequence[Path], older_than: float) -> list[Path]:
-    """Remove those of ``paths`` last modified more than ``older_than`` seconds ago."""
-    cutoff = time.time() - older_than
-    removed = []
-    for path in paths:
-        try:
-            if path.stat().st_mtime <= cutoff:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:
-            pass  # another process removed or published it meanwhile
-    return removed
-
-
-def files_in(directory: Path) -> list[Path]:
-    """The files in ``directory``, sorted by name (for Maildir names: oldest first).
-
-    Names starting with "." are not messages (tools' temporaries, Maildir++ folders).
-    """
-    return sorted(
-        Path(entry.path)
-        for entry in os.scandir(directory)
-        if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
-    )
 
 
 # -- targets -------------------------------------------------------------------
@@ -385,12 +295,7 @@ class Delivery:
     def __enter__(self) -> Delivery:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.abort()
 
     def _require_open(self, doing: str) -> None:
@@ -404,25 +309,8 @@ class Delivery:
 
     def _place_copy(self, tmp_path: Path) -> None:
         """Put the (fsynced) staging file's content at ``tmp_path``: a hard link, else a copy."""
-        try:
-            os.link(self._staging_path, tmp_path)
-        except OSError as error:
-            if error.errno not in _CANNOT_HARD_LINK:
-                raise
-        else:
-            # A new name for an inode already fsynced: nothing more to sync.
-            self._tmp_paths.append(tmp_path)
-            return
-        out_fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MESSAGE_MODE)
+        link_or_copy(self._staging_path, tmp_path)
         self._tmp_paths.append(tmp_path)
-        try:
-            with open(self._staging_path, "rb", buffering=0) as source:
-                chunk = bytearray(_COPY_CHUNK_SIZE)
-                while count := source.readinto(chunk):
-                    write_all(out_fd, memoryview(chunk)[:count])
-            os.fsync(out_fd)
-        finally:
-            os.close(out_fd)
 
     def _discard(self) -> None:
         self._state = _State.ABORTED

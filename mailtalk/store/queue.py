@@ -25,17 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailtalk.store.maildir import (
-    MESSAGE_MODE,
-    Delivery,
+from mailtalk.store.filesystem import (
     files_in,
     fsync_directory,
     make_private_directories,
     remove_files_older_than,
     remove_older_than,
     remove_quietly,
-    write_all,
+    replace_file,
 )
+from mailtalk.store.maildir import Delivery
 
 ENVELOPE_SUFFIX = ".json"
 
@@ -164,19 +163,7 @@ class Queue:
 
     def _write_envelope(self, envelope_path: Path, data: bytes) -> None:
         """Publish ``envelope_path`` atomically: tmp, fsync, rename, fsync the directory."""
-        tmp_path = self.tmp_dir / envelope_path.name
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MESSAGE_MODE)
-        try:
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp_path, envelope_path)
-        except BaseException:
-            remove_quietly(tmp_path)
-            raise
-        fsync_directory(self.envelopes_dir)
+        replace_file(envelope_path, data, self.tmp_dir / envelope_path.name, exclusive=True)
 
     # Last in the class: once defined, "list" in this class body would mean this method.
     def list(self) -> list[QueuedMessage]:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from mailtalk.store import Delivery, Envelope, Queue, StoreFullError, StoreLayout
-from mailtalk.store import maildir as maildir_module
-from mailtalk.store import queue as queue_module
+from mailtalk.store import filesystem as filesystem_module
 from mailtalk.store.queue import ORPHAN_SECONDS
 
 
@@ -149,14 +148,14 @@ def test_failing_after_the_envelope_rename_never_leaves_it_without_its_message(
 ) -> None:
     # fsync of envelopes/ fails after the rename: both must go, envelope first.
     queue = make_queue(tmp_path)
-    real_fsync_directory = maildir_module.fsync_directory
+    real_fsync_directory = filesystem_module.fsync_directory
 
     def fsync_directory(path: Path) -> None:
         if path == queue.envelopes_dir:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         real_fsync_directory(path)
 
-    monkeypatch.setattr(queue_module, "fsync_directory", fsync_directory)
+    monkeypatch.setattr(filesystem_module, "fsync_directory", fsync_directory)
     with pytest.raises(OSError, match="input/output error"), queue.begin(sample_envelope()) as d:
         d.write(b"mail")
         d.commit()

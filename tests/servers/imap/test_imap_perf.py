@@ -25,6 +25,7 @@ from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import parse_fetch
 from mailtalk.store import Delivery, MailboxError, Maildir, MailStore
+from mailtalk.store import headers as headers_module
 from mailtalk.store import mailbox as mailbox_module
 
 # -- the renderer and the header reader, without a server ---------------------------
@@ -78,7 +79,7 @@ def test_fast_path_is_byte_identical(
         message, uid=7, flags=flags, internaldate=1_700_000_000, rfc822_size=123, seq=3
     )
     expected = core.send(render_fetch(request.items, full, uid=uid).untagged(3))
-    header = mailbox_module._read_header_block(_reader(message, 5))
+    header = headers_module.read_header_block(_reader(message, 5))
     assert message.startswith(header)
     short = FetchMessage(
         header,
@@ -158,16 +159,16 @@ def test_header_cache_is_per_uidvalidity(tmp_path: Path) -> None:
     box = alice.open("INBOX")
     uid = box.messages()[0].uid
     assert box.read_header(uid) == b"Subject: one\n\n"
-    key_count = len(mailbox_module._HEADER_CACHE._entries)
+    key_count = len(headers_module.HEADER_CACHE._entries)
     (alice.path / mailbox_module.INDEX_NAME).unlink()  # rebuilt: a new UIDVALIDITY
     fresh = alice.open("INBOX")
     assert fresh.uidvalidity != box.uidvalidity
     assert fresh.read_header(fresh.messages()[0].uid) == b"Subject: one\n\n"
-    assert len(mailbox_module._HEADER_CACHE._entries) == key_count + 1
+    assert len(headers_module.HEADER_CACHE._entries) == key_count + 1
 
 
 def test_header_cache_is_bounded() -> None:
-    cache = mailbox_module._HeaderCache(2000)
+    cache = headers_module._HeaderCache(2000)
     for n in range(10):
         cache.put(("f", 1, n, "b", 1), b"x" * 300)
     assert cache.get(("f", 1, 0, "b", 1)) is None
