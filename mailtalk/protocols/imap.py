@@ -27,10 +27,10 @@ from mailtalk.protocols.common import (
     Continuation,
     LineBuffer,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
     decode_text,
     peer_text,
 )
@@ -587,7 +587,7 @@ class IMAPConnection:
         if data:
             self._buffer.feed(data)
 
-    def next_event(self) -> ServerResponse | _Sentinel:
+    def next_event(self) -> ServerResponse | NoEvent:
         """Client role: the next response from the server, NEED_DATA or CONNECTION_CLOSED.
 
         The server role reads with ``next_command()``: keeping the two apart lets each
@@ -630,7 +630,7 @@ class IMAPConnection:
         if new_state is not None:
             self.state = new_state
 
-    def _finish_close(self) -> _Sentinel:
+    def _finish_close(self) -> NoEvent:
         self._close_reported = True
         self.pending.clear()
         self.state = IMAPState.LOGOUT
@@ -870,7 +870,7 @@ class IMAPConnection:
             return "AUTHENTICATE " + (self.auth_mechanisms[0] if self.auth_mechanisms else "")
         return HINTS[self.state]
 
-    def _next_response(self) -> ServerResponse | _Sentinel:
+    def _next_response(self) -> ServerResponse | NoEvent:
         while True:
             assembly = self._assembly
             if (
@@ -1050,7 +1050,7 @@ class IMAPConnection:
         # stays even when an AUTHENTICATE challenge is empty.
         return f"+ {event.text}".encode() + CRLF
 
-    def next_command(self) -> ClientInput | _Sentinel:
+    def next_command(self) -> ClientInput | NoEvent:
         """Server role: the next command (or literal request, or line after our ``+``)."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("the client role reads responses with next_event()")
