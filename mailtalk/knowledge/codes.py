@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, TypeVar
 
 from mailtalk.knowledge import read_data
 
@@ -69,8 +69,10 @@ class EnhancedCode:
     registered: bool = True
 
 
-@dataclass(frozen=True)
-class _Data:
+class _Data(NamedTuple):
+    """Both files' tables. A NamedTuple: cheaper to define than a dataclass, and
+    ``mailtalk explain`` imports this module at every start."""
+
     basic: dict[int, BasicCode]
     first: dict[int, str]
     second: dict[int, str]
@@ -125,6 +127,25 @@ def _basic_entry(key: str, table: Any) -> BasicCode:
     )
 
 
+_DigitEntry = TypeVar("_DigitEntry", EnhancedClass, EnhancedSubject)
+
+
+def _digit_entries(
+    data: dict[str, Any], key: str, entry: type[_DigitEntry]
+) -> dict[int, _DigitEntry]:
+    """The ``[class.N]`` or ``[subject.N]`` tables: what one digit of an enhanced code means."""
+    result = {}
+    for digit, table in _table(data, key, _ENHANCED).items():
+        where = f"{_ENHANCED} [{key}.{digit}]"
+        result[int(digit)] = entry(
+            int(digit),
+            _text(table, "title", where),
+            _text(table, "description", where),
+            _text(table, "reference", where),
+        )
+    return result
+
+
 @functools.cache
 def _load() -> _Data:
     """Both files, parsed once."""
@@ -141,24 +162,8 @@ def _load() -> _Data:
     basic = {int(k): _basic_entry(k, v) for k, v in _table(basic_data, "code", _BASIC).items()}
 
     enhanced = read_data(_ENHANCED)
-    classes: dict[int, EnhancedClass] = {}
-    for key, table in _table(enhanced, "class", _ENHANCED).items():
-        where = f"{_ENHANCED} [class.{key}]"
-        classes[int(key)] = EnhancedClass(
-            int(key),
-            _text(table, "title", where),
-            _text(table, "description", where),
-            _text(table, "reference", where),
-        )
-    subjects: dict[int, EnhancedSubject] = {}
-    for key, table in _table(enhanced, "subject", _ENHANCED).items():
-        where = f"{_ENHANCED} [subject.{key}]"
-        subjects[int(key)] = EnhancedSubject(
-            int(key),
-            _text(table, "title", where),
-            _text(table, "description", where),
-            _text(table, "reference", where),
-        )
+    classes = _digit_entries(enhanced, "class", EnhancedClass)
+    subjects = _digit_entries(enhanced, "subject", EnhancedSubject)
     details: dict[tuple[int, int], EnhancedCode] = {}
     for key, table in _table(enhanced, "detail", _ENHANCED).items():
         where = f'{_ENHANCED} [detail."{key}"]'

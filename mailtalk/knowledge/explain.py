@@ -1,10 +1,10 @@
 """Explain a reply: what it means, whether to retry, who acts, causes and fixes.
 
-The knowledge is data (``categories.toml``, ``contexts.toml``, ``replies_*.toml``,
-``pop3_codes.toml``, ``imap_codes.toml`` and the code tables of ``codes.py``);
-this module matches a reply against it and assembles one :class:`Explanation`.
-Files are read on first use and only for the protocol at hand: explaining an
-SMTP reply never parses the IMAP tables.
+The knowledge is data, read by ``catalogue.py`` (categories, wordings, response
+codes, contexts, programs) and ``codes.py`` (the SMTP code tables); this module
+decides what that data says about one reply and assembles one
+:class:`Explanation`. Files are read on first use and only for the protocol at
+hand: explaining an SMTP reply never parses the IMAP tables.
 
 Besides the reply, an explanation can know the command it answered (``503``
 after RCPT is not ``503`` after AUTH), the server's greeting (which names the
@@ -42,120 +42,34 @@ for that reader (user or admin); they would say the same in other words.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from mailtalk.knowledge import codes, read_data
+from mailtalk.knowledge import codes
+from mailtalk.knowledge.catalogue import (
+    CODE_FILES,
+    PATTERN_FILES,
+    Category,
+    Context,
+    Pattern,
+    Reading,
+    ResponseCode,
+    Software,
+    category,
+    category_of_basic,
+    category_of_enhanced,
+    contexts,
+    patterns,
+    regex,
+    response_codes,
+    software_of_banner,
+    software_of_origin,
+    status_meanings,
+)
 from mailtalk.knowledge.replies import ParsedReply, Protocol, parse
 
-CATEGORIES: Final = (
-    "relay_denied",
-    "auth_required",
-    "auth_failed",
-    "unknown_user",
-    "sender_rejected",
-    "sender_domain",
-    "sequence_error",
-    "syntax_error",
-    "mailbox_full_quota",
-    "storage_temp",
-    "message_too_big",
-    "spam_or_policy_block",
-    "rate_limited_greylist",
-    "tls_required",
-    "dns_or_routing",
-    "mailbox_locked",
-    "login_delay",
-    "service_unavailable",
-    "ok",
-    "other",
-)
-
-# The pattern files of each protocol, in matching order.
-PATTERN_FILES: Final[dict[str, tuple[str, ...]]] = {
-    "smtp": ("replies_providers.toml", "replies_smtp.toml"),
-    "pop3": ("replies_pop3.toml",),
-    "imap": ("replies_imap.toml",),
-}
-CODE_FILES: Final = {"pop3": "pop3_codes.toml", "imap": "imap_codes.toml"}
 _POSITIVE_STATUS: Final = {"+OK", "OK", "PREAUTH", "+"}
-
-
-class Category(NamedTuple):
-    name: str
-    title: str
-    summary: str
-    transient: bool | None
-    side: str
-    causes: tuple[str, ...]
-    fixes_user: tuple[str, ...]
-    fixes_admin: tuple[str, ...]
-
-
-class Reading(NamedTuple):
-    """One meaning of a wording that means different things on different servers."""
-
-    category: str
-    cause: str
-
-
-class Software(NamedTuple):
-    """A server program that can be told from its greeting (``software.toml``)."""
-
-    key: str
-    name: str
-    banner: str  # regex, "" when the greeting never names it
-    origin: str  # regex over a wording's origin
-
-
-class Pattern(NamedTuple):
-    """One real wording (``replies_*.toml``) and what it means."""
-
-    id: str
-    match: str
-    literal: str  # lower-case text every match contains, "" when unknown
-    category: str
-    codes: tuple[str, ...]
-    commands: tuple[str, ...]
-    transient: bool | None
-    origin: str
-    cause: str
-    fix_user: str
-    fix_admin: str
-    source: str
-    generic: bool
-    protocol: str
-    # where the wording means something else when the server handles the address's
-    # domain itself (local) or does not (remote); category and cause above are the
-    # reading when that is not known
-    local: Reading | None = None
-    remote: Reading | None = None
-
-
-class ResponseCode(NamedTuple):
-    """A POP3 extended response code or an IMAP response code."""
-
-    name: str
-    protocol: str
-    meaning: str
-    rfc: str
-    category: str
-    transient: bool | None
-    side: str
-    causes: tuple[str, ...]
-    fixes_user: tuple[str, ...]
-    fixes_admin: tuple[str, ...]
-
-
-class Context(NamedTuple):
-    protocol: str
-    code: str
-    commands: tuple[str, ...]
-    meaning: str
-    category: str | None
-    rfc: str
 
 
 @dataclass
@@ -245,228 +159,6 @@ class Explanation:
         return data
 
 
-# --- loading ------------------------------------------------------------------
-
-
-def _read(name: str) -> dict[str, Any]:
-    return read_data(name)
-
-
-def _strings(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{where}: {key} must be a list of strings")
-    return tuple(v.strip() for v in value)
-
-
-def _string(table: dict[str, Any], key: str, where: str, required: bool = False) -> str:
-    value = table.get(key, "")
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ValueError(f"{where}: {key} must be a{' non-empty' if required else ''} string")
-    return value.strip()
-
-
-def _category_name(value: Any, where: str) -> str:
-    if value not in CATEGORIES:
-        raise ValueError(f"{where}: unknown category {value!r}")
-    return str(value)
-
-
-def _transient(table: dict[str, Any], where: str) -> bool | None:
-    value = table.get("transient")
-    if value is not None and not isinstance(value, bool):
-        raise ValueError(f"{where}: transient must be true or false")
-    return value
-
-
-_CATEGORY_PROSE: Final = ("summary", "side", "causes", "fixes_user", "fixes_admin")
-
-
-def _category_entry(name: str, table: dict[str, Any], where: str) -> Category:
-    return Category(
-        name=name,
-        title=_string(table, "title", where, True),
-        summary=_string(table, "summary", where, True),
-        transient=_transient(table, where),
-        side=_string(table, "side", where, True),
-        causes=_strings(table, "causes", where),
-        fixes_user=_strings(table, "fixes_user", where),
-        fixes_admin=_strings(table, "fixes_admin", where),
-    )
-
-
-@functools.cache
-def _categories() -> tuple[dict[tuple[str, str], Category], dict[str, str], dict[str, str]]:
-    """Categories by (name, protocol), protocol "" for the text of all protocols;
-    ``[category.NAME.imap]`` replaces the text that differs for IMAP."""
-    data = _read("categories.toml")
-    categories: dict[tuple[str, str], Category] = {}
-    for name, table in data["category"].items():
-        where = f"categories.toml [category.{name}]"
-        base = _category_entry(_category_name(name, where), table, where)
-        categories[name, ""] = base
-        for protocol in PATTERN_FILES:
-            override = table.get(protocol)
-            if override is None:
-                continue
-            unknown = set(override) - set(_CATEGORY_PROSE)
-            if unknown or not isinstance(override, dict):
-                raise ValueError(f"{where}.{protocol}: only {', '.join(_CATEGORY_PROSE)}")
-            merged = {**table, **override}
-            categories[name, protocol] = _category_entry(name, merged, f"{where}.{protocol}")
-    missing = set(CATEGORIES) - {name for name, _ in categories}
-    if missing:
-        raise ValueError(f"categories.toml: missing {sorted(missing)}")
-    by_enhanced = {
-        k: _category_name(v, f"[by_enhanced] {k}") for k, v in data["by_enhanced"].items()
-    }
-    by_basic = {k: _category_name(v, f"[by_basic] {k}") for k, v in data["by_basic"].items()}
-    return categories, by_enhanced, by_basic
-
-
-def category(name: str, protocol: str | None = None) -> Category:
-    """The general explanation of a category, in the words for ``protocol``."""
-    table = _categories()[0]
-    return table.get((name, protocol or ""), table[name, ""])
-
-
-@functools.cache
-def patterns(name: str) -> tuple[Pattern, ...]:
-    """The wordings of one ``replies_*.toml`` file, in matching order."""
-    protocol = next(p for p, files in PATTERN_FILES.items() if name in files)
-    result = []
-    for index, table in enumerate(_read(name).get("reply", [])):
-        where = f"{name} reply #{index + 1}"
-        if not isinstance(table, dict):
-            raise ValueError(f"{where}: not a table")
-        ident = _string(table, "id", where, True)
-        where = f"{name} [{ident}]"
-        match = _string(table, "match", where, True)
-        raw_codes = table.get("codes", [])
-        if not isinstance(raw_codes, list):
-            raise ValueError(f"{where}: codes must be a list")
-        readings = {key: _reading(table.get(key), f"{where} {key}") for key in ("local", "remote")}
-        result.append(
-            Pattern(
-                id=ident,
-                match=match,
-                literal=_leading_literal(match),
-                category=_category_name(table.get("category"), where),
-                codes=tuple(str(c).upper() for c in raw_codes),
-                commands=_strings(table, "commands", where),
-                transient=_transient(table, where),
-                origin=_string(table, "origin", where),
-                cause=_string(table, "cause", where),
-                fix_user=_string(table, "fix_user", where),
-                fix_admin=_string(table, "fix_admin", where),
-                source=_string(table, "source", where, True),
-                generic=bool(table.get("generic", False)),
-                protocol=protocol,
-                local=readings["local"],
-                remote=readings["remote"],
-            )
-        )
-    return tuple(result)
-
-
-def _reading(value: Any, where: str) -> Reading | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: must be a table with category and cause")
-    category_name = _category_name(value.get("category"), where)
-    return Reading(category_name, _string(value, "cause", where, True))
-
-
-@functools.cache
-def software() -> tuple[Software, ...]:
-    """The programs of ``software.toml``, in file order."""
-    result = []
-    for key, table in _read("software.toml").get("software", {}).items():
-        where = f"software.toml [software.{key}]"
-        name = _string(table, "name", where, True)
-        result.append(
-            Software(
-                key=key,
-                name=name,
-                banner=_string(table, "banner", where),
-                origin=_string(table, "origin", where) or rf"\b{re.escape(name)}\b",
-            )
-        )
-    return tuple(result)
-
-
-def software_of_banner(banner: str | None) -> Software | None:
-    """The program a greeting names, or None."""
-    if not banner:
-        return None
-    for entry in software():
-        if entry.banner and re.search(entry.banner, banner, re.I):
-            return entry
-    return None
-
-
-@functools.cache
-def software_of_origin(origin: str) -> frozenset[str]:
-    """The programs (keys) whose wording an entry with this ``origin`` is; none for
-    the general wordings ("generic (RFC 1939 example)") and for providers."""
-    if not origin or origin.lower().startswith("generic"):
-        return frozenset()
-    return frozenset(entry.key for entry in software() if re.search(entry.origin, origin))
-
-
-@functools.cache
-def response_codes(protocol: str) -> dict[str, ResponseCode]:
-    """The POP3 or IMAP response codes, by name."""
-    name = CODE_FILES[protocol]
-    result = {}
-    for key, table in _read(name).get("code", {}).items():
-        where = f"{name} [code.{key}]"
-        result[key.upper()] = ResponseCode(
-            name=key.upper(),
-            protocol=protocol,
-            meaning=_string(table, "meaning", where, True),
-            rfc=_string(table, "rfc", where, True),
-            category=_category_name(table.get("category", "ok"), where),
-            transient=_transient(table, where),
-            side=_string(table, "side", where),
-            causes=_strings(table, "causes", where),
-            fixes_user=_strings(table, "fixes_user", where),
-            fixes_admin=_strings(table, "fixes_admin", where),
-        )
-    return result
-
-
-@functools.cache
-def contexts() -> tuple[Context, ...]:
-    result = []
-    for index, table in enumerate(_read("contexts.toml").get("context", [])):
-        where = f"contexts.toml context #{index + 1}"
-        raw_category = table.get("category")
-        result.append(
-            Context(
-                protocol=_string(table, "protocol", where, True),
-                code=_string(table, "code", where, True).upper(),
-                commands=_strings(table, "commands", where),
-                meaning=_string(table, "meaning", where, True),
-                category=None if raw_category is None else _category_name(raw_category, where),
-                rfc=_string(table, "rfc", where),
-            )
-        )
-    return tuple(result)
-
-
-@functools.cache
-def status_meanings() -> dict[tuple[str, str], str]:
-    """What POP3's +OK/-ERR and IMAP's OK/NO/BAD/BYE/PREAUTH/+ say by themselves."""
-    data = _read("contexts.toml").get("status", {})
-    return {
-        (protocol, status): text
-        for protocol, table in data.items()
-        for status, text in table.items()
-    }
-
-
 # --- matching -----------------------------------------------------------------
 
 
@@ -487,38 +179,6 @@ def _normalise_command(command: str | None) -> str | None:
     if verb == "UID" and len(words) > 1:
         verb = words[1].upper()
     return verb
-
-
-_COMPILED: dict[str, re.Pattern[str]] = {}
-# A run of plain or escaped-punctuation characters at the start of a regex.
-_LITERAL_HEAD: Final = re.compile(r"(?:\\[.\[\](){}*+?|^$\\/-]|[^\\.\[\](){}*+?|^$])+")
-
-
-def _leading_literal(source: str) -> str:
-    """Text that any match of ``source`` must contain, for a cheap test before the
-    regex is compiled: its leading literal characters, when it has no alternation."""
-    if "|" in source:
-        return ""
-    head = _LITERAL_HEAD.match(source)
-    if head is None:
-        return ""
-    literal = re.sub(r"\\(.)", r"\1", head.group(0))
-    if source[head.end() : head.end() + 1] in ("?", "*", "{"):
-        literal = literal[:-1]  # a quantifier makes the last character optional
-    return literal.lower() if len(literal) >= 4 else ""
-
-
-def regex(pattern: Pattern) -> re.Pattern[str]:
-    """The pattern's regex, compiled on first use: matching stops at the first hit,
-    so most of the hundreds of wordings are never compiled in a run."""
-    compiled = _COMPILED.get(pattern.match)
-    if compiled is None:
-        try:
-            compiled = re.compile(pattern.match, re.I)
-        except re.error as error:
-            raise ValueError(f"[{pattern.id}]: bad match regex: {error}") from error
-        _COMPILED[pattern.match] = compiled
-    return compiled
 
 
 def _applies(
@@ -581,16 +241,273 @@ def _context_for(parsed: ParsedReply, command: str | None) -> tuple[Context | No
     return None, entries
 
 
-def _enhanced_category(enhanced: str) -> str | None:
-    _, by_enhanced, _ = _categories()
-    _, subject, detail = enhanced.split(".")
-    return by_enhanced.get(f"X.{subject}.{detail}") or by_enhanced.get(f"X.{subject}")
+# "<bob@example.org>" in a command line or a reply
+_ADDRESS: Final = re.compile(r"<[^<>@\s]*@([A-Za-z0-9.-]+)>")
+_SMTP_GREETING_HOST: Final = re.compile(r"^\s*220[ -]([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)\b")
 
 
-def _basic_category(basic: int) -> str | None:
-    _, _, by_basic = _categories()
-    text = str(basic)
-    return by_basic.get(text) or by_basic.get(text[:2]) or by_basic.get(text[0])
+def _handles_domain(banner: str | None, *texts: str | None) -> bool | None:
+    """True when the SMTP greeting names a host in the address's domain
+    (``220 mx.exim.test`` and ``<bob@exim.test>``); None otherwise: a server
+    named otherwise may still be the domain's MX."""
+    host = _SMTP_GREETING_HOST.match(banner or "")
+    if host is None:
+        return None
+    for text in texts:
+        address = _ADDRESS.search(text or "")
+        if address is not None:
+            name, domain = host[1].lower().rstrip("."), address[1].lower().rstrip(".")
+            return True if name == domain or name.endswith("." + domain) else None
+    return None
+
+
+# --- deciding -----------------------------------------------------------------
+
+
+def _situation(
+    parsed: ParsedReply, command: str | None, banner: str | None, local: bool | None
+) -> tuple[str | None, Software | None, bool | None]:
+    """Where the reply was met, as far as it is known: the command it answered
+    (normalised: ``"RCPT"``), the program the greeting names, and whether the server
+    handles the address's domain itself."""
+    verb = _normalise_command(command) or _normalise_command(parsed.command)
+    server = software_of_banner(banner)
+    if local is None and parsed.protocol in (None, "smtp") and verb in (None, "RCPT"):
+        # the readings are about a recipient's domain: RCPT's address, or the reply's
+        local = _handles_domain(banner, command, parsed.subject)
+    return verb, server, local
+
+
+def _response_code(parsed: ParsedReply) -> ResponseCode | None:
+    """The entry of the reply's POP3 or IMAP response code (``[IN-USE]``), if listed."""
+    if not parsed.response_code:
+        return None
+    for protocol in (parsed.protocol,) if parsed.protocol else ("imap", "pop3"):
+        if protocol in CODE_FILES:
+            entry = response_codes(protocol).get(parsed.response_code)
+            if entry is not None:
+                return entry
+    return None
+
+
+def _decide_category(
+    parsed: ParsedReply,
+    command: str | None,
+    server: Software | None,
+    local: bool | None,
+    response: ResponseCode | None,
+    context: Context | None,
+) -> tuple[str, Pattern | None, tuple[Reading, ...]]:
+    """The category, first hit wins, in the order of the module docstring; and the
+    wording that decided it with its readings, the likelier first, when one did."""
+    basic, enhanced = parsed.basic, parsed.enhanced_code
+    status = (parsed.code or "").upper()
+    # 1. success and intermediate replies
+    if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
+        return "ok", None, ()
+    # 2. a wording, read for the situation
+    if parsed.text:
+        protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
+        pattern = match_pattern(parsed, protocols, command, server.key if server else None)
+        if pattern is not None:
+            readings = _readings(pattern, local)
+            return readings[0].category, pattern, readings
+    # 3. the POP3/IMAP response code
+    if response is not None:
+        return response.category, None, ()
+    # 4. the command answered, where that settles it
+    if context is not None and context.category is not None:
+        return context.category, None, ()
+    # 5. the enhanced code, 6. the basic code
+    by_code = None
+    if enhanced is not None:
+        by_code = category_of_enhanced(enhanced)
+    if by_code is None and basic is not None:
+        by_code = category_of_basic(basic)
+    if by_code is not None:
+        return by_code, None, ()
+    # 7. the POP3/IMAP status
+    return {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status, "other"), None, ()
+
+
+def _readings(pattern: Pattern, local: bool | None) -> tuple[Reading, ...]:
+    """The wording's readings, the likelier first."""
+    default = Reading(pattern.category, pattern.cause)
+    if local is True and pattern.local is not None:
+        first = pattern.local
+    elif local is False and pattern.remote is not None:
+        first = pattern.remote
+    else:
+        first = default
+    result = [first]
+    for other in (default, pattern.local, pattern.remote):
+        if other is not None and other not in result:
+            result.append(other)
+    return tuple(result)
+
+
+def _decide_transient(
+    parsed: ParsedReply, response: ResponseCode | None, pattern: Pattern | None, cat: Category
+) -> bool | None:
+    """Whether retrying later can work: None when nothing says."""
+    basic, enhanced = parsed.basic, parsed.enhanced_code
+    # For SMTP the first digit is what every client acts on (RFC 5321 4.2.1).
+    if basic is not None:
+        return {4: True, 5: False}.get(basic // 100)
+    if enhanced is not None and parsed.protocol == "smtp":
+        return {"4": True, "5": False}.get(enhanced[0])
+    if response is not None and response.transient is not None:
+        return response.transient
+    if pattern is not None and pattern.transient is not None:
+        return pattern.transient
+    return cat.transient
+
+
+# --- assembling the prose -----------------------------------------------------
+
+
+class _Findings(NamedTuple):
+    """What the data says about one reply in its situation, before the prose."""
+
+    parsed: ParsedReply
+    response: ResponseCode | None
+    context: Context | None
+    name: str  # the category
+    pattern: Pattern | None  # the wording that decided it
+    readings: tuple[Reading, ...]  # the wording's readings, the likelier first
+    protocol: str | None  # the reply's, or the one its wording or response code is of
+    cat: Category  # the category's text for that protocol
+
+    @property
+    def same_response(self) -> bool:
+        """The response code means what the reply was found to mean."""
+        return self.response is not None and self.response.category == self.name
+
+    @property
+    def wording_cause(self) -> str:
+        """The cause the wording's likelier reading gives; "" when no wording matched."""
+        return self.readings[0].cause if self.readings else ""
+
+    @property
+    def wording_says_all(self) -> bool:
+        """The category is "other", which says nothing the wording's own entry does
+        not say better: the wording's cause is the summary, the category adds nothing."""
+        return self.name == "other" and bool(self.wording_cause)
+
+
+def _title(found: _Findings) -> str:
+    parsed = found.parsed
+    title = found.cat.title
+    if found.name == "other" and parsed.basic is not None and not parsed.text:
+        # a bare 550 names no cause; say what the code itself says
+        title = {4: "not done for now", 5: "refused"}.get(parsed.basic // 100, title)
+        title += ": the reply's text would say why"
+    return title
+
+
+def _code_meanings(found: _Findings) -> tuple[list[str], list[str], str]:
+    """What the codes and the status say by themselves, their references, and the
+    summary: a bare code's own meaning rather than its category's."""
+    parsed, response = found.parsed, found.response
+    basic, enhanced = parsed.basic, parsed.enhanced_code
+    meaning: list[str] = []
+    references: list[str] = []
+    summary = found.cat.summary
+    if basic is not None:
+        entry = codes.basic_code(basic)
+        if entry is not None:
+            meaning.append(f"{basic}: {entry.meaning}")
+            references.append(entry.rfc)
+            if not parsed.text and not enhanced:
+                summary = entry.meaning
+        else:
+            try:
+                first, second = codes.digit_meaning(basic)
+                meaning.append(f"{basic} is not a standard code; its digits say: {first} {second}")
+                references.append("RFC 5321, section 4.2.1")
+            except ValueError:
+                meaning.append(f"{basic} is not an SMTP reply code.")
+    if enhanced is not None:
+        enhanced_entry = codes.enhanced_code(enhanced)
+        if enhanced_entry is not None:
+            label = enhanced_entry.title or "(no sample text)"
+            meaning.append(f"{enhanced}: {label}. {enhanced_entry.description}")
+            references.append(f"{enhanced_entry.reference} (IANA SMTP Enhanced Status Codes)")
+            if basic is None and not parsed.text:
+                summary = f"{label}: {enhanced_entry.description}"
+    if response is not None:
+        meaning.append(f"[{response.name}]: {response.meaning}")
+        references.append(response.rfc)
+        if not parsed.text and parsed.code is None:
+            summary = response.meaning
+    status = (parsed.code or "").upper()
+    if status and basic is None:
+        meaning.append(status_meanings().get((found.protocol or "", status), ""))
+    if found.context is not None:
+        references.append(found.context.rfc)
+    return meaning, references, summary
+
+
+def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]]:
+    """Causes, fixes for the user and fixes for the admin, most specific first: the
+    wording's, the response code's, the category's. A wording's or a code's own fix
+    replaces the category's fixes for that reader: they would say the same."""
+    pattern, response, cat = found.pattern, found.response, found.cat
+    causes: list[str] = []
+    fixes_user: list[str] = []
+    fixes_admin: list[str] = []
+    if pattern is not None:
+        causes.extend(reading.cause for reading in found.readings)
+        # The general SMTP keyword entries give POP3 and IMAP replies their category
+        # and cause, not their SMTP advice ("MAIL FROM needs angle brackets" for a BAD).
+        if pattern.protocol == found.protocol or not pattern.generic:
+            fixes_user.append(pattern.fix_user)
+            fixes_admin.append(pattern.fix_admin)
+    if response is not None and found.same_response:
+        causes.extend(response.causes)
+        # the code's fixes only where the wording gave none: they say the same
+        if not any(fixes_user):
+            fixes_user.extend(response.fixes_user)
+        if not any(fixes_admin):
+            fixes_admin.extend(response.fixes_admin)
+    if not found.wording_says_all:
+        causes.extend(cat.causes)
+        # the category's fixes are the general form of what a wording or code says
+        if not any(fixes_user):
+            fixes_user.extend(cat.fixes_user)
+        if not any(fixes_admin):
+            fixes_admin.extend(cat.fixes_admin)
+    return causes, fixes_user, fixes_admin
+
+
+def _lead(found: _Findings, summary: str) -> str:
+    """What the one-line explanation leads with, most specific first."""
+    pattern, response, context = found.pattern, found.response, found.context
+    after_command = context.meaning if context is not None else ""
+    agrees = context is not None and context.category == found.name
+    # a context that hedges ("no such user, relaying denied, or a policy; the text
+    # says which") only where no wording said which
+    hedges = context is not None and context.category is None and pattern is None
+    candidates = [
+        found.wording_cause if pattern is not None and pattern.origin else "",
+        response.meaning if response is not None and found.same_response else "",
+        after_command if agrees else "",
+        found.wording_cause,
+        after_command if hedges else "",
+        *found.cat.causes,
+        summary,
+    ]
+    return next((c for c in candidates if c), "")
+
+
+def _contradiction(parsed: ParsedReply) -> str | None:
+    """A sentence when the basic and the enhanced code disagree."""
+    if parsed.basic is None or parsed.enhanced_code is None:
+        return None
+    try:
+        return codes.contradiction(parsed.basic, parsed.enhanced_code)
+    except ValueError:
+        return None
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -622,42 +539,6 @@ def explain(
     return explain_parsed(parse(text, protocol), command, banner=banner, local=local)
 
 
-# "<bob@example.org>" in a command line or a reply
-_ADDRESS: Final = re.compile(r"<[^<>@\s]*@([A-Za-z0-9.-]+)>")
-_SMTP_GREETING_HOST: Final = re.compile(r"^\s*220[ -]([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)\b")
-
-
-def _handles_domain(banner: str | None, *texts: str | None) -> bool | None:
-    """True when the SMTP greeting names a host in the address's domain
-    (``220 mx.exim.test`` and ``<bob@exim.test>``); None otherwise: a server
-    named otherwise may still be the domain's MX."""
-    host = _SMTP_GREETING_HOST.match(banner or "")
-    if host is None:
-        return None
-    for text in texts:
-        address = _ADDRESS.search(text or "")
-        if address is not None:
-            name, domain = host[1].lower().rstrip("."), address[1].lower().rstrip(".")
-            return True if name == domain or name.endswith("." + domain) else None
-    return None
-
-
-def _readings(pattern: Pattern, local: bool | None) -> list[Reading]:
-    """The wording's readings, the likelier first."""
-    default = Reading(pattern.category, pattern.cause)
-    if local is True and pattern.local is not None:
-        first = pattern.local
-    elif local is False and pattern.remote is not None:
-        first = pattern.remote
-    else:
-        first = default
-    result = [first]
-    for other in (default, pattern.local, pattern.remote):
-        if other is not None and other not in result:
-            result.append(other)
-    return result
-
-
 def explain_parsed(
     parsed: ParsedReply,
     command: str | None = None,
@@ -665,175 +546,42 @@ def explain_parsed(
     banner: str | None = None,
     local: bool | None = None,
 ) -> Explanation:
-    command_line = command
-    command = _normalise_command(command) or _normalise_command(parsed.command)
-    protocols: tuple[str, ...] = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
-    basic = parsed.basic
-    status = (parsed.code or "").upper()
-    enhanced = parsed.enhanced_code
-    server = software_of_banner(banner)
-    if local is None and parsed.protocol in (None, "smtp") and command in (None, "RCPT"):
-        # the readings are about a recipient's domain: RCPT's address, or the reply's
-        local = _handles_domain(banner, command_line, parsed.subject)
-    response: ResponseCode | None = None
-    if parsed.response_code:
-        for candidate in protocols if parsed.protocol else ("imap", "pop3"):
-            if candidate in CODE_FILES:
-                response = response_codes(candidate).get(parsed.response_code)
-                if response is not None:
-                    break
-
-    context, all_contexts = _context_for(parsed, command)
-    pattern: Pattern | None = None
-    readings: list[Reading] = []
-    name: str | None = None
-    positive = (basic is not None and basic < 400) or status in _POSITIVE_STATUS
-    if positive:
-        name = "ok"
-    if name is None and parsed.text:
-        pattern = match_pattern(parsed, protocols, command, server.key if server else None)
-        if pattern is not None:
-            readings = _readings(pattern, local)
-            name = readings[0].category
-    if name is None and response is not None:
-        name = response.category
-    if name is None and context is not None and context.category is not None:
-        name = context.category
-    if name is None and enhanced is not None:
-        name = _enhanced_category(enhanced)
-    if name is None and basic is not None:
-        name = _basic_category(basic)
-    if name is None:
-        name = {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status, "other")
-    known = (
-        pattern is not None
-        or response is not None
-        or parsed.code is not None
-        or enhanced is not None
-    )
-
+    """Explain a reply already taken apart (see :func:`explain` for the arguments):
+    the situation, the evidence in the order of the module docstring, the prose."""
+    verb, server, local = _situation(parsed, command, banner, local)
+    response = _response_code(parsed)
+    context, all_contexts = _context_for(parsed, verb)
+    name, pattern, readings = _decide_category(parsed, verb, server, local, response, context)
     protocol = (
         parsed.protocol
         or (pattern.protocol if pattern else None)
         or (response.protocol if response else None)
     )
     cat = category(name, protocol)
-    title = cat.title
-    if name == "other" and basic is not None and not parsed.text:
-        # a bare 550 names no cause; say what the code itself says
-        title = {4: "not done for now", 5: "refused"}.get(basic // 100, title)
-        title += ": the reply's text would say why"
-    transient = _decide_transient(parsed, basic, enhanced, response, pattern, cat)
-    # The general SMTP keyword entries give POP3 and IMAP replies their category and
-    # cause, not their SMTP advice ("MAIL FROM needs angle brackets" for an IMAP BAD).
-    own_fixes = pattern is not None and (pattern.protocol == protocol or not pattern.generic)
-
-    meaning: list[str] = []
-    references: list[str] = []
-    summary = cat.summary
-    if basic is not None:
-        entry = codes.basic_code(basic)
-        if entry is not None:
-            meaning.append(f"{basic}: {entry.meaning}")
-            references.append(entry.rfc)
-            if not parsed.text and not enhanced:
-                summary = entry.meaning
-        else:
-            try:
-                first, second = codes.digit_meaning(basic)
-                meaning.append(f"{basic} is not a standard code; its digits say: {first} {second}")
-                references.append("RFC 5321, section 4.2.1")
-            except ValueError:
-                meaning.append(f"{basic} is not an SMTP reply code.")
-    if enhanced is not None:
-        enhanced_entry = codes.enhanced_code(enhanced)
-        if enhanced_entry is not None:
-            label = enhanced_entry.title or "(no sample text)"
-            meaning.append(f"{enhanced}: {label}. {enhanced_entry.description}")
-            references.append(f"{enhanced_entry.reference} (IANA SMTP Enhanced Status Codes)")
-            if basic is None and not parsed.text:
-                summary = f"{label}: {enhanced_entry.description}"
-    if response is not None:
-        meaning.append(f"[{response.name}]: {response.meaning}")
-        references.append(response.rfc)
-        if not parsed.text and parsed.code is None:
-            summary = response.meaning
-    if status and basic is None:
-        meaning.append(status_meanings().get((protocol or "", status), ""))
-    if context is not None:
-        references.append(context.rfc)
-
-    causes: list[str] = []
-    fixes_user: list[str] = []
-    fixes_admin: list[str] = []
+    found = _Findings(parsed, response, context, name, pattern, readings, protocol, cat)
+    meaning, references, summary = _code_meanings(found)
     if pattern is not None:
         references.append(pattern.source)
-    if pattern is not None:
-        causes.extend(reading.cause for reading in readings)
-    if own_fixes and pattern is not None:
-        fixes_user.append(pattern.fix_user)
-        fixes_admin.append(pattern.fix_admin)
-    same_response = response is not None and response.category == name
-    if response is not None and same_response:
-        causes.extend(response.causes)
-        # the code's fixes only where the wording gave none: they say the same
-        if not any(fixes_user):
-            fixes_user.extend(response.fixes_user)
-        if not any(fixes_admin):
-            fixes_admin.extend(response.fixes_admin)
-    if name == "other" and pattern is not None and causes and causes[0]:
-        # "other" says nothing the wording's own entry does not say better
-        summary = causes[0]
-    else:
-        causes.extend(cat.causes)
-        # the category's fixes are the general form of what a wording or code says
-        if not any(fixes_user):
-            fixes_user.extend(cat.fixes_user)
-        if not any(fixes_admin):
-            fixes_admin.extend(cat.fixes_admin)
-
-    # What the one-line explanation leads with, most specific first.
-    wording_cause = readings[0].cause if readings else ""
-    after_command = context.meaning if context is not None else ""
-    agrees = context is not None and context.category == name
-    # a context that hedges ("no such user, relaying denied, or a policy; the text
-    # says which") only where no wording said which
-    hedges = context is not None and context.category is None and pattern is None
-    candidates = [
-        wording_cause if pattern is not None and pattern.origin else "",
-        response.meaning if response is not None and same_response else "",
-        after_command if agrees else "",
-        wording_cause,
-        after_command if hedges else "",
-        *cat.causes,
-        summary,
-    ]
-    lead = next((c for c in candidates if c), "")
-
-    contradiction = None
-    if basic is not None and enhanced is not None:
-        try:
-            contradiction = codes.contradiction(basic, enhanced)
-        except ValueError:
-            contradiction = None
-
-    side = cat.side
+    if found.wording_says_all:
+        summary = found.wording_cause
+    causes, fixes_user, fixes_admin = _causes_and_fixes(found)
+    ok = name == "ok"
     return Explanation(
         reply=parsed.raw,
         protocol=protocol,
         code=parsed.code,
-        enhanced_code=enhanced,
+        enhanced_code=parsed.enhanced_code,
         response_code=parsed.response_code,
         category=name,
-        title=title,
-        transient=None if name == "ok" else transient,
+        title=_title(found),
+        transient=None if ok else _decide_transient(parsed, response, pattern, cat),
         summary=summary,
-        side=side,
+        side=cat.side,
         meaning=[m for m in meaning if m],
-        causes=_dedupe(causes) if name != "ok" else [],
-        fixes_user=_dedupe(fixes_user) if name != "ok" else [],
-        fixes_admin=_dedupe(fixes_admin) if name != "ok" else [],
-        command=command,
+        causes=[] if ok else _dedupe(causes),
+        fixes_user=[] if ok else _dedupe(fixes_user),
+        fixes_admin=[] if ok else _dedupe(fixes_admin),
+        command=verb,
         context=context.meaning if context is not None else None,
         # What the code means after each command, when nothing more specific
         # (a wording, a response code, the command itself) has settled it.
@@ -841,29 +589,14 @@ def explain_parsed(
         if context is not None or pattern is not None or response is not None
         else [(", ".join(c.commands), c.meaning) for c in all_contexts],
         references=_dedupe(references),
-        contradiction=contradiction,
+        contradiction=_contradiction(parsed),
         matched=pattern,
-        known=known,
-        lead=lead if name != "ok" else "",
+        known=(
+            pattern is not None
+            or response is not None
+            or parsed.code is not None
+            or parsed.enhanced_code is not None
+        ),
+        lead="" if ok else _lead(found, summary),
         software=server.name if server else None,
     )
-
-
-def _decide_transient(
-    parsed: ParsedReply,
-    basic: int | None,
-    enhanced: str | None,
-    response: ResponseCode | None,
-    pattern: Pattern | None,
-    cat: Category,
-) -> bool | None:
-    # For SMTP the first digit is what every client acts on (RFC 5321 4.2.1).
-    if basic is not None:
-        return {4: True, 5: False}.get(basic // 100)
-    if enhanced is not None and parsed.protocol == "smtp":
-        return {"4": True, "5": False}.get(enhanced[0])
-    if response is not None and response.transient is not None:
-        return response.transient
-    if pattern is not None and pattern.transient is not None:
-        return pattern.transient
-    return cat.transient

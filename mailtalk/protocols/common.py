@@ -1,4 +1,4 @@
-"""What the SMTP, POP3 and IMAP cores share: roles, errors, sentinels and the line buffer.
+"""What the SMTP, POP3 and IMAP cores share: roles, errors, NoEvent and the line buffer.
 
 The cores follow h11's shape: they never touch a socket. Bytes go in through
 ``receive_data()``, parsed events come out of ``next_event()``, and ``send()``
@@ -35,7 +35,13 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something that cannot be parsed."""
 
 
-class _Sentinel(enum.Enum):
+class NoEvent(enum.Enum):
+    """What ``next_event()`` and ``next_command()`` return when they have no event.
+
+    NEED_DATA: no event can be made from what was received so far. CONNECTION_CLOSED:
+    ``receive_data(b"")`` said the peer closed and every buffered event has been taken.
+    """
+
     NEED_DATA = "NEED_DATA"
     CONNECTION_CLOSED = "CONNECTION_CLOSED"
 
@@ -43,11 +49,8 @@ class _Sentinel(enum.Enum):
         return self.value
 
 
-# ``next_event()`` returns NEED_DATA when it cannot make an event from what it has,
-# and CONNECTION_CLOSED once ``receive_data(b"")`` said the peer closed and every
-# buffered event has been taken.
-NEED_DATA: Final = _Sentinel.NEED_DATA
-CONNECTION_CLOSED: Final = _Sentinel.CONNECTION_CLOSED
+NEED_DATA: Final = NoEvent.NEED_DATA
+CONNECTION_CLOSED: Final = NoEvent.CONNECTION_CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +271,7 @@ class ClientCore(Protocol):
 
     def receive_data(self, data: bytes) -> None: ...
 
-    def next_event(self) -> ServerEvent | _Sentinel: ...
+    def next_event(self) -> ServerEvent | NoEvent: ...
 
     def send_line(self, line: str) -> bytes:
         """Bytes to write for a line the user typed (CRLF added; IMAP tag added if missing)."""

@@ -25,12 +25,13 @@ from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
     Continuation,
+    Line,
     LineBuffer,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
     decode_text,
     peer_text,
 )
@@ -587,7 +588,7 @@ class IMAPConnection:
         if data:
             self._buffer.feed(data)
 
-    def next_event(self) -> ServerResponse | _Sentinel:
+    def next_event(self) -> ServerResponse | NoEvent:
         """Client role: the next response from the server, NEED_DATA or CONNECTION_CLOSED.
 
         The server role reads with ``next_command()``: keeping the two apart lets each
@@ -630,7 +631,7 @@ class IMAPConnection:
         if new_state is not None:
             self.state = new_state
 
-    def _finish_close(self) -> _Sentinel:
+    def _finish_close(self) -> NoEvent:
         self._close_reported = True
         self.pending.clear()
         self.state = IMAPState.LOGOUT
@@ -688,6 +689,48 @@ class IMAPConnection:
         assembly.literal_kept = assembly.literal_bytes + marker.size <= self.max_literal
         if not assembly.literal_kept:
             assembly.truncated = True
+
+    def _next_line(self) -> Line | NoEvent:
+        """The next line of the response (client role) or command (server role) being
+        read, once the literal being read is complete; NEED_DATA until there is one,
+        CONNECTION_CLOSED once the peer closed between two of them."""
+        peer, unit = ("server", "response") if self.role is Role.CLIENT else ("client", "command")
+        assembly = self._assembly
+        if (
+            assembly is not None
+            and assembly.literal is not None
+            and not self._read_literal(assembly)
+        ):
+            if self._closed:
+                self._drop_after_close()
+                raise RemoteProtocolError(f"the {peer} closed in the middle of a literal")
+            return NEED_DATA
+        line = self._buffer.next_line()
+        if line is not None:
+            return line
+        if self._closed and not len(self._buffer):
+            if self._assembly is not None:
+                self._assembly = None
+                raise RemoteProtocolError(f"the {peer} closed in the middle of a {unit}")
+            if self._close_reported:
+                return CONNECTION_CLOSED
+            return self._finish_close()
+        return NEED_DATA
+
+    def _literal_after(self, assembly: _Assembly, line: Line) -> _LiteralMarker | None:
+        """The literal ``line`` announces at its end, started; None when the line ends
+        the response or command. A cut line ends it: its tail may have held the marker."""
+        if line.truncated:
+            assembly.truncated = True
+            return None
+        try:
+            marker = _literal_at_end(line.content)
+        except RemoteProtocolError:
+            self._assembly = None
+            raise
+        if marker is not None:
+            self._start_literal(assembly, marker)
+        return marker
 
     # -- client role ----------------------------------------------------------------
 
@@ -870,30 +913,12 @@ class IMAPConnection:
             return "AUTHENTICATE " + (self.auth_mechanisms[0] if self.auth_mechanisms else "")
         return HINTS[self.state]
 
-    def _next_response(self) -> ServerResponse | _Sentinel:
+    def _next_response(self) -> ServerResponse | NoEvent:
         while True:
+            line = self._next_line()
+            if isinstance(line, NoEvent):
+                return line
             assembly = self._assembly
-            if (
-                assembly is not None
-                and assembly.literal is not None
-                and not self._read_literal(assembly)
-            ):
-                if self._closed:
-                    self._drop_after_close()
-                    raise RemoteProtocolError("the server closed in the middle of a literal")
-                return NEED_DATA
-            line = self._buffer.next_line()
-            if line is None:
-                if self._closed and not len(self._buffer):
-                    if self._assembly is not None:
-                        self._assembly = None
-                        raise RemoteProtocolError(
-                            "the server closed in the middle of a response"
-                        )
-                    if self._close_reported:
-                        return CONNECTION_CLOSED
-                    return self._finish_close()
-                return NEED_DATA
             if assembly is None:
                 if not line.content and not line.truncated:
                     raise RemoteProtocolError("an empty line is not an IMAP response")
@@ -901,18 +926,8 @@ class IMAPConnection:
                     return self._continuation(line.content, line.raw)
                 assembly = self._assembly = _Assembly()
             assembly.add_text(decode_text(line.content), line.raw)
-            if line.truncated:
-                assembly.truncated = True
-                # The cut tail may have held a literal marker: the response ends here.
-            else:
-                try:
-                    marker = _literal_at_end(line.content)
-                except RemoteProtocolError:
-                    self._assembly = None
-                    raise
-                if marker is not None:
-                    self._start_literal(assembly, marker)
-                    continue
+            if self._literal_after(assembly, line) is not None:
+                continue
             self._assembly = None
             return self._finish_response(assembly)
 
@@ -1050,31 +1065,15 @@ class IMAPConnection:
         # stays even when an AUTHENTICATE challenge is empty.
         return f"+ {event.text}".encode() + CRLF
 
-    def next_command(self) -> ClientInput | _Sentinel:
+    def next_command(self) -> ClientInput | NoEvent:
         """Server role: the next command (or literal request, or line after our ``+``)."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("the client role reads responses with next_event()")
         while True:
+            line = self._next_line()
+            if isinstance(line, NoEvent):
+                return line
             assembly = self._assembly
-            if (
-                assembly is not None
-                and assembly.literal is not None
-                and not self._read_literal(assembly)
-            ):
-                if self._closed:
-                    self._drop_after_close()
-                    raise RemoteProtocolError("the client closed in the middle of a literal")
-                return NEED_DATA
-            line = self._buffer.next_line()
-            if line is None:
-                if self._closed and not len(self._buffer):
-                    if self._assembly is not None:
-                        self._assembly = None
-                        raise RemoteProtocolError("the client closed in the middle of a command")
-                    if self._close_reported:
-                        return CONNECTION_CLOSED
-                    return self._finish_close()
-                return NEED_DATA
             if assembly is None and self._expect_response_line:
                 self._expect_response_line = False
                 return ContinuationResponse(decode_text(line.content), line.raw)
@@ -1084,21 +1083,13 @@ class IMAPConnection:
                 self._parse_command_head(assembly.text)  # a bad head fails now, not later
             else:
                 assembly.add_text(decode_text(line.content), line.raw)
-            if line.truncated:
-                assembly.truncated = True
-            else:
-                try:
-                    marker = _literal_at_end(line.content)
-                except RemoteProtocolError:
-                    self._assembly = None
-                    raise
-                if marker is not None:
-                    self._start_literal(assembly, marker)
-                    if marker.synchronizing:
-                        self._needs_continuation = True
-                        tag, _, _ = self._parse_command_head(assembly.text)
-                        return LiteralRequested(tag=tag, size=marker.size)
-                    continue
+            marker = self._literal_after(assembly, line)
+            if marker is not None:
+                if marker.synchronizing:
+                    self._needs_continuation = True
+                    tag, _, _ = self._parse_command_head(assembly.text)
+                    return LiteralRequested(tag=tag, size=marker.size)
+                continue
             self._assembly = None
             self._needs_continuation = False
             tag, verb, args = self._parse_command_head(assembly.text)

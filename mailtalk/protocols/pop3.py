@@ -33,10 +33,10 @@ from mailtalk.protocols.common import (
     Line,
     LineBuffer,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
     decode_text,
     peer_text,
     split_verb,
@@ -334,7 +334,7 @@ class POP3Connection:
             return
         self._buffer.feed(data)
 
-    def next_event(self) -> Response | Continuation | _Sentinel:
+    def next_event(self) -> Response | Continuation | NoEvent:
         """The next answer from the server (client role).
 
         The server role reads with ``next_command()`` instead: keeping the two apart
@@ -471,7 +471,7 @@ class POP3Connection:
                 return "STLS to encrypt first, then USER name and PASS your-password"
         return HINTS[self.state]
 
-    def _next_answer(self) -> Response | Continuation | _Sentinel:
+    def _next_answer(self) -> Response | Continuation | NoEvent:
         while True:
             if self._wants_tls_upgrade and not self._closed:
                 return NEED_DATA
@@ -641,7 +641,7 @@ class POP3Connection:
             raise LocalProtocolError(f"no UPDATE state after {self.state.value}")
         self._enter(POP3State.UPDATE)
 
-    def next_command(self) -> Command | _Sentinel:
+    def next_command(self) -> Command | NoEvent:
         """The next command line from the client (server role).
 
         After STLS or QUIT nothing more is parsed until it has been answered: what

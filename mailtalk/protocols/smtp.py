@@ -22,10 +22,10 @@ from mailtalk.protocols.common import (
     NEED_DATA,
     LineBuffer,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
     decode_text,
     peer_text,
     split_verb,
@@ -315,13 +315,13 @@ class SMTPConnection:
         else:
             self._buffer.feed(data)
 
-    def next_event(self) -> Reply | _Sentinel:
+    def next_event(self) -> Reply | NoEvent:
         """Client role: the next reply from the server."""
         if self.role is not Role.CLIENT:
             raise LocalProtocolError("next_event() is for the client role; use next_command()")
         return self._next_reply()
 
-    def next_command(self) -> Command | MessageData | EndOfMessage | _Sentinel:
+    def next_command(self) -> Command | MessageData | EndOfMessage | NoEvent:
         """Server role: the next command, piece of message data, or end of message."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("next_command() is for the server role; use next_event()")
@@ -480,7 +480,7 @@ class SMTPConnection:
                 hint = " or ".join(e.strip() for e in extra) + ", then " + hint
         return hint
 
-    def _next_reply(self) -> Reply | _Sentinel:
+    def _next_reply(self) -> Reply | NoEvent:
         while True:
             line = self._buffer.next_line()
             if line is None:
@@ -586,7 +586,7 @@ class SMTPConnection:
             self._paused = False
         return data
 
-    def _next_client_input(self) -> Command | MessageData | EndOfMessage | _Sentinel:
+    def _next_client_input(self) -> Command | MessageData | EndOfMessage | NoEvent:
         if self._paused:
             return NEED_DATA
         if self.state is SMTPState.DATA:
@@ -632,7 +632,7 @@ class SMTPConnection:
         if rest:
             self._buffer.feed(rest)
 
-    def _next_data(self) -> MessageData | EndOfMessage | _Sentinel:
+    def _next_data(self) -> MessageData | EndOfMessage | NoEvent:
         buf = self._data_buf
         if self._data_line_start and self._data_by_line <= 0:
             chunk = self._next_data_chunk()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mailtalk.knowledge.explain import CATEGORIES, explain
+from mailtalk.knowledge.catalogue import CATEGORIES
+from mailtalk.knowledge.explain import explain
 
 CORPUS = Path(__file__).with_name("corpus")
 GOAL = 0.95

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from mailtalk.knowledge import catalogue as kb
 from mailtalk.knowledge import codes
-from mailtalk.knowledge import explain as kb
-from mailtalk.knowledge.explain import CATEGORIES, Explanation, explain
+from mailtalk.knowledge.catalogue import CATEGORIES
+from mailtalk.knowledge.explain import Explanation, explain
 
 
 def _useful(explanation: Explanation) -> None:
@@ -264,7 +265,7 @@ def test_response_code_tables_cover_the_rfcs() -> None:
 
 def test_only_the_protocol_at_hand_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     read: list[str] = []
-    original = kb._read
+    original = kb.read_data
 
     def spy(name: str) -> dict[str, object]:
         read.append(name)
@@ -272,7 +273,7 @@ def test_only_the_protocol_at_hand_is_loaded(monkeypatch: pytest.MonkeyPatch) ->
 
     for cached in (kb.patterns, kb.response_codes):
         cached.cache_clear()
-    monkeypatch.setattr(kb, "_read", spy)
+    monkeypatch.setattr(kb, "read_data", spy)
     try:
         explain("554 5.7.1 <bob@example.net>: Relay access denied")
         assert not any("imap" in name or "pop3" in name for name in read), read

@@ -164,7 +164,7 @@ def test_exim_unrouteable_address_for_another_domain_is_routing_first() -> None:
 
 
 def test_user_unknown_does_not_cite_exims_unrouteable_wording() -> None:
-    from mailtalk.knowledge.explain import patterns
+    from mailtalk.knowledge.catalogue import patterns
 
     entry = next(p for p in patterns("replies_smtp.toml") if p.id == "user-unknown")
     assert "Unrouteable" not in entry.source
@@ -296,7 +296,7 @@ def test_a_response_code_after_the_command_name_is_recognised() -> None:
 
 def test_general_keyword_causes_hold_for_every_protocol() -> None:
     # a generic entry lends POP3 and IMAP replies its cause: it names no SMTP step
-    from mailtalk.knowledge.explain import patterns
+    from mailtalk.knowledge.catalogue import patterns
 
     smtp_words = ("MAIL FROM", "RCPT", "EHLO", "HELO", "DATA", "given with AUTH", "MTA")
     wrong = [

@@ -13,10 +13,10 @@ from mailtalk.protocols.common import (
     MAX_LINE,
     NEED_DATA,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
 )
 from mailtalk.protocols.pop3 import (
     AUTH_RESPONSE,
@@ -32,7 +32,7 @@ from mailtalk.protocols.pop3 import (
     format_response,
 )
 
-Answer = Response | Continuation | _Sentinel
+Answer = Response | Continuation | NoEvent
 
 GREETING = b"+OK Dovecot ready. <1896.697170952@dbc.mtview.ca.us>\r\n"
 CAPA_BODY = (
@@ -89,8 +89,8 @@ def drain(conn: POP3Connection) -> list[Answer]:
             return events
 
 
-def drain_commands(server: POP3Connection) -> list[Command | _Sentinel]:
-    events: list[Command | _Sentinel] = []
+def drain_commands(server: POP3Connection) -> list[Command | NoEvent]:
+    events: list[Command | NoEvent] = []
     while True:
         event = server.next_command()
         if event is NEED_DATA:
@@ -847,7 +847,7 @@ def test_client_and_server_cores_talk_to_each_other() -> None:
             data = server.send(Response(ok=True))
         client.receive_data(data)
         (answer,) = drain(client)
-        assert not isinstance(answer, _Sentinel)
+        assert not isinstance(answer, NoEvent)
         return answer
 
     client.receive_data(server.send(Response(ok=True, text="hello <42.7@example.org>")))

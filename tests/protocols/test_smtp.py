@@ -14,10 +14,10 @@ from mailtalk.protocols.common import (
     MAX_LINE,
     NEED_DATA,
     LocalProtocolError,
+    NoEvent,
     RemoteProtocolError,
     ReplyClass,
     Role,
-    _Sentinel,
 )
 from mailtalk.protocols.smtp import (
     AUTH_RESPONSE,
@@ -68,10 +68,10 @@ def drain(conn: SMTPConnection) -> list[Event]:
     """Every event the core can make from what it has."""
     events: list[Event] = []
     while True:
-        event: Event | _Sentinel = (
+        event: Event | NoEvent = (
             conn.next_event() if conn.role is Role.CLIENT else conn.next_command()
         )
-        if isinstance(event, _Sentinel):
+        if isinstance(event, NoEvent):
             return events
         events.append(event)
 
@@ -1197,7 +1197,7 @@ class FakeServer:
         out = bytearray()
         while True:
             event = self.core.next_command()
-            if isinstance(event, _Sentinel):
+            if isinstance(event, NoEvent):
                 return bytes(out)
             out += self.core.send(r) if (r := self.answer(event)) is not None else b""
 

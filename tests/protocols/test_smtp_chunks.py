@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailtalk.protocols.common import NEED_DATA, Role, _Sentinel
+from mailtalk.protocols.common import NEED_DATA, NoEvent, Role
 from mailtalk.protocols.smtp import (
     Command,
     EndOfMessage,
@@ -74,7 +74,7 @@ def events_of(body: bytes, chunker: Chunker) -> list[MessageData | EndOfMessage]
         server.receive_data(chunk)
         while True:
             event = server.next_command()
-            if isinstance(event, _Sentinel):
+            if isinstance(event, NoEvent):
                 break
             assert isinstance(event, MessageData | EndOfMessage), event
             events.append(event)
