@@ -158,3 +158,18 @@ def test_the_table_has_no_cycles() -> None:
 
     for name in ALLOWED:
         reach(name, frozenset({name}))
+
+
+def test_the_layout_pages_name_every_folder() -> None:
+    """CONTRIBUTING.md and the README's design notes draw the package; a folder added or
+    renamed without them leaves a newcomer a wrong map."""
+    root = PACKAGE.parent
+    folders = sorted(
+        str(init.parent.relative_to(PACKAGE)).split("/")[-1]
+        for init in PACKAGE.rglob("__init__.py")
+        if init.parent != PACKAGE
+    )
+    for page in ("CONTRIBUTING.md", "README.md"):
+        text = (root / page).read_text(encoding="utf-8")
+        missing = [name for name in folders if f"{name}/" not in text]
+        assert not missing, f"{page} does not name {missing}"
