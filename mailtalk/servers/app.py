@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mailtalk.servers.context import ServerContext, ServerSettings
+from mailtalk.servers.journal import Journal
 
 log = logging.getLogger("mailtalk.serve")
 
@@ -81,6 +82,7 @@ class ServeConfig:
     settings: ServerSettings = field(default_factory=ServerSettings)
     dns_port: int | None = None  # the embedded DNS server (UDP and TCP); 0: any free port
     hostname: str | None = None  # control/me, replacing what a root has; None: keep/default
+    journal: Journal | None = None  # where the servers write what happened (servers.journal)
 
 
 class ConfigError(ValueError):
@@ -167,6 +169,7 @@ def build_context(config: ServeConfig) -> ServerContext:
         ssl_context=server_ssl_context(paths),
     )
     context.certificates = paths
+    context.journal = config.journal
     context.apop_secrets = dict(config.users)
     context.control_changes = changes
     if settings.lock_busy:

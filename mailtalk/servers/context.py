@@ -28,6 +28,7 @@ from mailtalk.store.mailbox import MailStore
 
 if TYPE_CHECKING:
     from mailtalk.servers.faults import FaultPlan
+    from mailtalk.servers.journal import Journal
     from mailtalk.servers.personalities import Personality
 
 log = logging.getLogger("mailtalk.serve")
@@ -104,6 +105,7 @@ class ServerContext:
     certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
     held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
     control_changes: list[str] = field(default_factory=list)  # what the options edited at start
+    journal: Journal | None = None  # servers.journal: None writes nothing, costs nothing
     messages_delivered: int = 0
     bytes_delivered: int = 0
 
