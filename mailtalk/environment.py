@@ -20,7 +20,6 @@ import io
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -40,18 +39,49 @@ DEFAULT_WIDTH = 80
 MIN_WIDTH = 40
 
 
-@dataclass(frozen=True)
 class Environment:
-    """The streams and settings a command runs with."""
+    """The streams and settings a command runs with (not changed once made).
 
-    stdin: TextIO = field(default_factory=lambda: sys.stdin)
-    stdout: TextIO = field(default_factory=lambda: sys.stdout)
-    stderr: TextIO = field(default_factory=lambda: sys.stderr)
-    stdin_isatty: bool = False
-    stdout_isatty: bool = False
-    stderr_isatty: bool = False
-    variables: Mapping[str, str] = field(default_factory=dict)
-    debug_option: bool = False  # --debug was given
+    A plain class rather than a dataclass: ``dataclasses`` would add its own import and
+    code generation to every start-up, ``--version`` included.
+    """
+
+    __slots__ = (
+        "debug_option",
+        "stderr",
+        "stderr_isatty",
+        "stdin",
+        "stdin_isatty",
+        "stdout",
+        "stdout_isatty",
+        "variables",
+    )
+
+    def __init__(
+        self,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        stdin_isatty: bool = False,
+        stdout_isatty: bool = False,
+        stderr_isatty: bool = False,
+        variables: Mapping[str, str] | None = None,
+        debug_option: bool = False,  # --debug was given
+    ) -> None:
+        self.stdin: TextIO = stdin if stdin is not None else sys.stdin
+        self.stdout: TextIO = stdout if stdout is not None else sys.stdout
+        self.stderr: TextIO = stderr if stderr is not None else sys.stderr
+        self.stdin_isatty = stdin_isatty
+        self.stdout_isatty = stdout_isatty
+        self.stderr_isatty = stderr_isatty
+        self.variables: Mapping[str, str] = variables if variables is not None else {}
+        self.debug_option = debug_option
+
+    def replace(self, **changes: object) -> Environment:
+        """A copy with ``changes`` (as ``dataclasses.replace``)."""
+        values: dict[str, object] = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return Environment(**values)  # type: ignore[arg-type]
 
     @classmethod
     def from_process(cls, debug_option: bool = False) -> Environment:

@@ -6,8 +6,7 @@ never prompt_toolkit, asyncio or dnspython, because people run it in loops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from mailtalk.exitcodes import ExitCode
 from mailtalk.knowledge.replies import Protocol
@@ -16,10 +15,11 @@ if TYPE_CHECKING:
     from mailtalk.environment import Environment
 
 
-@dataclass(frozen=True)
-class ExplainOptions:
+class ExplainOptions(NamedTuple):
     """What ``mailtalk explain`` was given: the reply as words (``("-",)`` reads
-    standard input, one reply a line), and what helps read it."""
+    standard input, one reply a line), and what helps read it. A NamedTuple, not a
+    frozen dataclass as the other commands' options are: the dataclass's generated
+    code costs ``explain``, which must start fast, half a millisecond."""
 
     words: tuple[str, ...]
     protocol: str | None = None  # smtp, pop3 or imap, where the text alone does not say
