@@ -175,6 +175,29 @@ class OutputFile(click.Path):
         return path
 
 
+class ResolveEntry(click.ParamType):
+    """--resolve NAME:ADDRESS: connect to ADDRESS when NAME is asked for (curl's
+    --resolve, without the port): a server before its DNS exists, a practice world."""
+
+    name = "NAME:ADDRESS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import ipaddress
+
+        if isinstance(value, tuple):
+            return value
+        name, sep, address = str(value).partition(":")
+        address = address.strip("[]")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            self.fail(f"{value!r} is not NAME:ADDRESS (an IP address after the first ':')",
+                      param, ctx)
+        if not sep or not name:
+            self.fail(f"{value!r} is not NAME:ADDRESS", param, ctx)
+        return (name.lower().rstrip("."), address)
+
+
 def _listing_order(name: str) -> int:
     order = list(COMMAND_MODULES)
     return order.index(name) if name in order else len(order)
@@ -227,14 +250,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
     where you are in the conversation. Lines starting with ":" are mailtalk's
     own commands (:help lists them).
     """
-    import dataclasses
-
     from mailtalk.environment import Environment
 
     if not isinstance(ctx.obj, Environment):
         ctx.obj = Environment.from_process(debug_option=debug)
     elif debug:
-        ctx.obj = dataclasses.replace(ctx.obj, debug_option=True)
+        ctx.obj = ctx.obj.replace(debug_option=True)
 
 
 def main() -> None:
