@@ -13,8 +13,8 @@ _mailtalk_spec() {
             subcommands='connect diagnose explain imap mx pop3 run send serve smtp'
             ;;
         'mailtalk connect')
-            opts='--starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --transcript --record'
+            opts='--starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -43,8 +43,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -53,8 +53,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk run')
@@ -73,8 +73,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -89,6 +89,9 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk connect|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--resolve')
             COMPREPLY=()
             ;;
         'mailtalk connect|--transcript')
@@ -156,6 +159,9 @@ _mailtalk_option_value() {
         'mailtalk imap|--timeout')
             COMPREPLY=()
             ;;
+        'mailtalk imap|--resolve')
+            COMPREPLY=()
+            ;;
         'mailtalk imap|--transcript')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -182,6 +188,9 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk pop3|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--resolve')
             COMPREPLY=()
             ;;
         'mailtalk pop3|--transcript')
@@ -336,6 +345,9 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk smtp|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--resolve')
             COMPREPLY=()
             ;;
         'mailtalk smtp|--transcript')

@@ -7,7 +7,7 @@
 function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
-            printf '%s\n' -- --cafile --timeout --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
         case 'mailtalk diagnose login'
             printf '%s\n' -- --user --cafile --timeout
         case 'mailtalk diagnose relay'
@@ -17,11 +17,11 @@ function __mailtalk_value_options
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner
         case 'mailtalk imap'
-            printf '%s\n' -- --cafile --timeout --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --cafile --timeout --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk send'
@@ -29,7 +29,7 @@ function __mailtalk_value_options
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout
         case 'mailtalk smtp'
-            printf '%s\n' -- --cafile --timeout --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
     end
 end
 
@@ -114,6 +114,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'starttls' -l 'no-
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -173,6 +174,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'starttls' -l 'no-sta
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -198,6 +200,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'starttls' -l 'no-sta
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -282,6 +285,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'starttls' -l 'no-sta
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'

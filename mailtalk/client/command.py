@@ -34,6 +34,7 @@ class ConnectOptions:
     show_secrets: bool = False
     raw: bool = False
     record: str | None = None
+    resolve: tuple[tuple[str, str], ...] = ()  # --resolve NAME:ADDRESS
 
     def session(self, debug: bool = False) -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -53,6 +54,7 @@ class ConnectOptions:
             raw=self.raw,
             debug=debug,
             record=self.record,
+            resolve=tuple(self.resolve),
         )
 
 

@@ -13,6 +13,7 @@ import base64
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.options import SessionOptions
@@ -39,6 +40,7 @@ from mailtalk.protocols.common import (
 
 if TYPE_CHECKING:
     from mailtalk.knowledge.explain import Explanation
+    from mailtalk.net.target import Target
 
 # Replies that get a one-line explanation under them.
 _FAILURE_CLASSES: Final = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
@@ -140,6 +142,7 @@ class Conversation:
             cafile=self.options.cafile,
             source_address=self.options.source_address,
             server_hostname=self.options.server_hostname,
+            resolve=self.options.resolve,
         )
         self._last_send = time.monotonic()
         self.transport = Transport.connect(
@@ -170,6 +173,19 @@ class Conversation:
 
     def reconnect(self) -> None:
         self.close()
+        self.start()
+
+    def retarget(self, target: Target) -> None:
+        """Leave this server and talk to ``target`` (``:open``), as ``start`` does:
+        STARTTLS as its scheme says (submission), the rest of the settings kept."""
+        self.close()
+        self.options = replace(
+            self.options,
+            target=target,
+            starttls=target.tls == "starttls",
+            server_hostname=None,
+        )
+        self.target = target
         self.start()
 
     # -- sending ----------------------------------------------------------------

@@ -253,6 +253,25 @@ def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     conv.reconnect()
 
 
+def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.net.target import IMPLICIT_TLS_PORT, TargetError, parse_shortcut, parse_url
+
+    if len(args) not in (1, 2) or (len(args) == 2 and "://" in args[0]):
+        raise MailtalkError("usage: :open URL, or :open HOST [PORT] (as telnet's open)")
+    try:
+        if "://" in args[0]:
+            target = parse_url(args[0])
+        else:
+            protocol = conv.target.protocol
+            where = f"{args[0]}:{args[1]}" if len(args) == 2 else args[0]
+            target = parse_shortcut(protocol, where, implicit_tls=False)
+            if target.port == IMPLICIT_TLS_PORT[protocol]:
+                target = replace(target, tls="implicit")
+    except TargetError as error:
+        raise MailtalkError(str(error)) from None
+    conv.retarget(target)
+
+
 def _quit(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     raise QuitRequested
 
@@ -270,6 +289,7 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         ("record", _record),
         ("file", _file),
         ("reconnect", _reconnect),
+        ("open", _open),
         ("quit", _quit),
     )
 }

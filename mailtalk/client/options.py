@@ -28,6 +28,9 @@ class SessionOptions:
     source_address: str | None = None  # connect from this local address
     # the name sent as SNI and verified, when the target is an address (the MX probe)
     server_hostname: str | None = None
+    # (host name, address) pairs connected to without the system's resolver: the
+    # practice world's host names (net.transport.TransportOptions.resolve)
+    resolve: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_target(

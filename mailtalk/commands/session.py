@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, CAFile, F, OutputFile, cli, pass_environment
+from mailtalk.cli import (
+    EXIT_STATUS_EPILOG,
+    CAFile,
+    F,
+    OutputFile,
+    ResolveEntry,
+    cli,
+    pass_environment,
+)
 
 if TYPE_CHECKING:
     from mailtalk.client.command import ConnectOptions
@@ -37,6 +45,13 @@ def connection_options(func: F) -> F:
             default=30.0,
             show_default=True,
             help="Seconds to wait for the connection and for each reply.",
+        ),
+        click.option(
+            "--resolve",
+            type=ResolveEntry(),
+            multiple=True,
+            help="Connect to ADDRESS for NAME, without asking DNS (repeatable); "
+            "TLS still checks NAME.",
         ),
         click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4 only."),
         click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),

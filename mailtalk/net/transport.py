@@ -125,6 +125,9 @@ class TransportOptions:
     for -6. ``insecure`` skips certificate verification. ``cafile`` (a PEM file or a
     directory of hashed certificates) is trusted in addition to the system's CAs.
     ``server_hostname`` is the name sent as SNI and verified; defaults to the host.
+    ``resolve`` maps host names to the addresses to connect to instead of asking the
+    system's resolver (curl's ``--resolve``): a practice world's names live only in its
+    own DNS. The name is still the one TLS sends and verifies.
     """
 
     timeout: float = 30.0
@@ -134,6 +137,7 @@ class TransportOptions:
     server_hostname: str | None = None
     # the local address to connect from (diagnose relay asks from a second one)
     source_address: str | None = None
+    resolve: tuple[tuple[str, str], ...] = ()  # (host name, address) pairs
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -225,8 +229,9 @@ class Transport:
         where = f"{host} port {port}"
         if not 0 < port < 65536:
             raise ConnectError(f"cannot connect to {where}: the port must be from 1 to 65535")
+        lookup = dict(options.resolve).get(host.lower().rstrip("."), host)
         try:
-            addresses = socket.getaddrinfo(host, port, options.family, socket.SOCK_STREAM)
+            addresses = socket.getaddrinfo(lookup, port, options.family, socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise ConnectError(
                 f"cannot connect to {where}: {_describe_resolver_error(error, options.family)}"

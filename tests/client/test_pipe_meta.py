@@ -206,3 +206,58 @@ def test_save_counts_the_lines_in_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = len(saved.read_text().splitlines())
     assert f"# transcript saved to {saved} ({lines} lines)" in result.stderr
+
+
+# ------------------------------------------------------------------ :open, --resolve
+
+
+def test_open_leaves_one_server_for_another(mailtalk_servers: Any) -> None:
+    first = mailtalk_servers(smtp=0, hostname="first.test")
+    second = mailtalk_servers(smtp=0, hostname="second.test")
+    stdin = f"EHLO me\n:open smtp://127.0.0.1:{second.port('smtp')}\nEHLO me\nQUIT\n"
+    result = mailtalk("smtp", f"127.0.0.1:{first.port('smtp')}", stdin=stdin.encode())
+    assert result.returncode == 0, result.stderr
+    first_ehlo = result.out_lines.index("S: 250-first.test greets me")
+    assert result.out_lines.index("S: 250-second.test greets me") > first_ehlo
+    assert result.stderr.count("# connected to ") == 2
+
+
+def test_open_host_and_port_keeps_the_protocol(mailtalk_servers: Any) -> None:
+    first = mailtalk_servers(pop3=0, smtp=None, hostname="first.test")
+    second = mailtalk_servers(pop3=0, smtp=None, hostname="second.test")
+    stdin = f":open 127.0.0.1 {second.port('pop3')}\nCAPA\nQUIT\n"
+    result = mailtalk("pop3", f"127.0.0.1:{first.port('pop3')}", stdin=stdin.encode())
+    assert result.returncode == 0, result.stderr
+    assert f"# connected to 127.0.0.1:{second.port('pop3')}" in result.stderr
+    assert "S: USER" in result.out_lines  # CAPA answered by the second POP3 server
+
+
+def test_open_without_a_target_is_one_line() -> None:
+    with ScriptedPeer([SMTP_GREETING, Hold()]) as peer:
+        result = mailtalk("smtp", at(peer), stdin=b":open\nNOOP\n")
+    assert result.returncode == 1  # pipe mode stops at the first error, as with :auth
+    assert_error_line(result, "usage: :open URL, or :open HOST [PORT] (as telnet's open)")
+    assert_no_traceback(result)
+    assert peer.lines() == []
+
+
+def test_resolve_connects_to_the_address_and_verifies_the_name(
+    mailtalk_servers: Any,
+) -> None:
+    servers = mailtalk_servers(smtp=0, hostname="mx.practice.test")
+    port = servers.port("smtp")
+    result = mailtalk(
+        "smtp", f"mx.practice.test:{port}", "--resolve", "mx.practice.test:127.0.0.1",
+        "--starttls", "--cafile", str(servers.cafile), stdin=b"QUIT\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"# connected to mx.practice.test:{port} (127.0.0.1)" in result.stderr
+    assert "# TLS: TLSv1." in result.stderr and "NOT verified" not in result.stderr
+
+
+def test_resolve_refuses_what_is_not_name_and_address() -> None:
+    result = mailtalk("smtp", "mx.practice.test", "--resolve", "mx.practice.test",
+                      stdin=b"")
+    assert result.returncode == 2
+    assert "is not NAME:ADDRESS" in result.stderr
+    assert_no_traceback(result)

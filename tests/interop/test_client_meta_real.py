@@ -227,3 +227,45 @@ def test_reconnect_with_cafile_after_postfix_certificate_failure(
     term.wait_screen(lambda s: "  TLS on  " in toolbar(s), "TLS on in the toolbar")
     term.command("QUIT", r"221 2\.0\.0 Bye", "smtp")
     assert term.quit() == 0
+
+
+# ------------------------------------------------------------------ :open, --resolve
+
+
+def test_open_from_the_reference_server_to_postfix(
+    real_servers: RealServers, mailtalk_servers: Callable[..., object], tmp_path: Path
+) -> None:
+    ours = mailtalk_servers(smtp=0, hostname="ours.test")
+    result = run_pipe(
+        ["smtp", f"127.0.0.1:{ours.port('smtp')}"],  # type: ignore[attr-defined]
+        ["EHLO client.test", f":open smtp://localhost:{real_servers.smtp}",
+         "EHLO client.test", "QUIT"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "S: 250-ours.test" in result.stdout
+    assert re.search(r"S: 220 \S+ ESMTP Postfix", result.stdout), result.stdout
+    assert "S: 221 2.0.0 Bye" in result.stdout
+
+
+def test_resolve_still_verifies_the_name_against_postfix(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """--resolve changes where mailtalk connects, not which name TLS checks: Postfix's
+    certificate names localhost and its addresses, not this name."""
+    good = run_pipe(
+        ["smtp", f"localhost:{real_servers.smtp}", "--resolve", "localhost:127.0.0.1",
+         "--starttls", "--cafile", real_servers.cafile],
+        ["QUIT"], tmp_path,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "NOT verified" not in good.stderr
+    wrong = run_pipe(
+        ["smtp", f"mx.elsewhere.test:{real_servers.smtp}",
+         "--resolve", "mx.elsewhere.test:127.0.0.1", "--starttls",
+         "--cafile", real_servers.cafile],
+        ["QUIT"], tmp_path,
+    )
+    assert wrong.returncode != 0
+    assert "mx.elsewhere.test" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -248,7 +248,7 @@ class Repl:
 
     def _toolbar(self) -> StyleAndTextTuples:
         width = self.session.output.get_size().columns
-        return toolbar_fragments(self.options.target, self.conv.core, self.conv.closed, width)
+        return toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width)
 
     def _prompt_message(self) -> StyleAndTextTuples:
         core = self.conv.core
@@ -266,7 +266,7 @@ class Repl:
                 return [("class:prompt.data", "literal> ")]
             # The literal is all sent; what comes now is the rest of its command.
             return [("class:prompt.data", "after literal> ")]
-        return [("class:prompt", f"{self.options.target.protocol}> ")]
+        return [("class:prompt", f"{self.conv.target.protocol}> ")]
 
     # -- watching the socket while the prompt is up ------------------------------
 

@@ -408,3 +408,20 @@ def test_history_of_a_real_session_is_redacted(start: Callable[..., Session],
     assert "hunter2" not in text
     assert oct(history.stat().st_mode & 0o777) == oct(0o600)
     assert oct(history.parent.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_open_moves_the_repl_to_another_protocol(
+    start: Callable[..., Session], mailtalk_servers: Any
+) -> None:
+    """:open a URL of another protocol: the prompt (pop3>) and the core follow."""
+    servers = mailtalk_servers(smtp=0, pop3=0, hostname="open.test", users=[("alice", "s")])
+    session = start(*smtp(servers.port("smtp")))
+    session.type(f":open pop3://127.0.0.1:{servers.port('pop3')}")
+    session.expect_exact("+OK")
+    session.wait_prompt("pop3>")
+    session.type("CAPA")
+    session.expect_exact("USER")
+    session.wait_prompt("pop3>")
+    assert f"# connected to 127.0.0.1:{servers.port('pop3')} (127.0.0.1)" in session.screen
+    assert session.quit_with_ctrl_d() == 0
+    assert "Traceback" not in session.screen
