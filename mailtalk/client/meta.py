@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
@@ -20,6 +20,9 @@ from mailtalk.errors import MailtalkError
 from mailtalk.protocols.common import ReplyClass
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mailtalk.client.coach import ExtraCommand
     from mailtalk.knowledge.commands import CommandHelp
 
 # Files above this size get a progress bar when sent with :file.
@@ -79,14 +82,22 @@ class MetaCommand:
         return self.help.brief
 
 
-def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+def _help(
+    conv: Conversation,
+    ui: MetaUI,
+    args: list[str],
+    extra: Mapping[str, ExtraCommand] | None = None,
+    heading: str = "",
+) -> None:
     from mailtalk.knowledge.commands import command_help, render_help
 
     protocol = conv.target.protocol
     if args:
         name = " ".join(args)
         if name.startswith(":"):
-            meta = META_COMMANDS.get(name[1:].lower())
+            meta: MetaCommand | ExtraCommand | None = META_COMMANDS.get(name[1:].lower())
+            if meta is None and extra:
+                meta = extra.get(name[1:].lower())
             if meta is None:
                 raise MailtalkError(f"no mailtalk command {name}; :help lists them")
             ui.show_block(f"{meta.usage}\n  {meta.brief}")
@@ -103,14 +114,22 @@ def _help(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         "",
         "mailtalk commands (never sent to the server):",
     ]
-    for meta in META_COMMANDS.values():
+    lines += _listing(META_COMMANDS.values())
+    if extra:
+        lines += ["", f"{heading or 'more commands'}:", *_listing(extra.values())]
+    lines.append("")
+    lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
+    ui.show_block("\n".join(lines))
+
+
+def _listing(commands: Iterable[MetaCommand | ExtraCommand]) -> list[str]:
+    lines = []
+    for meta in commands:
         if len(meta.usage) <= 28:
             lines.append(f"  {meta.usage:<28} {meta.brief}")
         else:  # a long usage gets a line of its own: the list stays within 80 columns
             lines += [f"  {meta.usage}", f"  {'':<28} {meta.brief}"]
-    lines.append("")
-    lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
-    ui.show_block("\n".join(lines))
+    return lines
 
 
 def _example(protocol: str) -> str:
@@ -295,8 +314,17 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
 }
 
 
-def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
-    """Run one ``:command``; raises MailtalkError with a one-line message on misuse."""
+def run_meta(
+    line: str,
+    conv: Conversation,
+    ui: MetaUI,
+    extra: Mapping[str, ExtraCommand] | None = None,
+    heading: str = "",
+) -> None:
+    """Run one ``:command``; raises MailtalkError with a one-line message on misuse.
+
+    ``extra`` are a coach's commands (``client.coach``), listed by :help under
+    ``heading``."""
     name, _, rest = line[1:].strip().partition(" ")
     if name.lower() == "explain":
         # a reply is free text: "isn't" must not trip shell quoting
@@ -309,7 +337,10 @@ def run_meta(line: str, conv: Conversation, ui: MetaUI) -> None:
     if not words:
         raise MailtalkError("':' alone means nothing; :help lists mailtalk's commands")
     name = words[0].lower()
-    command = META_COMMANDS.get(name)
+    if name == "help":
+        _help(conv, ui, words[1:], extra, heading)
+        return
+    command = META_COMMANDS.get(name) or (extra or {}).get(name)
     if command is None:
         raise MailtalkError(f"unknown command :{name}; :help lists mailtalk's commands")
     command.handler(conv, ui, words[1:])

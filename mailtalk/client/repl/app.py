@@ -21,6 +21,7 @@ from prompt_toolkit.formatted_text import ANSI, FormattedText, StyleAndTextTuple
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.styles import Style
 
+from mailtalk.client.coach import Coach
 from mailtalk.client.conversation import Conversation, ReplyTimeout
 from mailtalk.client.display import StyledLine, event_lines
 from mailtalk.client.meta import QuitRequested, run_meta
@@ -61,6 +62,7 @@ STYLE = Style.from_dict(
         "toolbar.tls-off": "ansiyellow",
         "toolbar.state": "bold ansicyan",
         "toolbar.hint": "#a0a0a0",
+        "toolbar.coach": "noreverse bg:#203040 #e0e0e0",
     }
 )
 
@@ -199,9 +201,13 @@ class ReplScreen:
 class Repl:
     """The prompt loop of one session; ``run()`` returns the exit status."""
 
-    def __init__(self, options: SessionOptions, env: Environment) -> None:
+    def __init__(
+        self, options: SessionOptions, env: Environment, coach: Coach | None = None
+    ) -> None:
         self.options = options
         self.env = env
+        self.coach = coach
+        self._coach_timer: asyncio.TimerHandle | None = None
         self.screen = ReplScreen(options.raw, env)
         self.conv = Conversation(options, self.screen)
         self.conv.greeting_patience = GREETING_PATIENCE
@@ -209,7 +215,11 @@ class Repl:
         self.screen.conv = self.conv
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watched_fd: int | None = None
-        self.completer = ProtocolCompleter(lambda: self.conv.core, options.target.user)
+        self.completer = ProtocolCompleter(
+            lambda: self.conv.core,
+            options.target.user,
+            extra_meta=coach.commands if coach is not None else None,
+        )
         self.session: PromptSession[str] = PromptSession(
             history=RedactingFileHistory(env.history_file(), self._redact),
             completer=self.completer,
@@ -248,7 +258,12 @@ class Repl:
 
     def _toolbar(self) -> StyleAndTextTuples:
         width = self.session.output.get_size().columns
-        return toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width)
+        fragments = toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width)
+        if self.coach is not None:
+            line = self.coach.toolbar()
+            if line:
+                fragments = [*fragments, ("", "\n"), ("class:toolbar.coach", line[: width - 1])]
+        return fragments
 
     def _prompt_message(self) -> StyleAndTextTuples:
         core = self.conv.core
@@ -277,6 +292,30 @@ class Repl:
         self._loop = asyncio.get_running_loop()
         self._watched_fd = transport.fileno()
         self._loop.add_reader(self._watched_fd, self._on_readable)
+
+    def _start_coach_timer(self) -> None:
+        """While the prompt waits, the coach looks once a second (steps done elsewhere)."""
+        if self.coach is None:
+            return
+        self._coach_timer = asyncio.get_running_loop().call_later(1.0, self._coach_tick)
+
+    def _coach_tick(self) -> None:
+        self._coach_timer = None
+        if self.coach is None:
+            return
+        try:
+            self.coach.after(self.conv, self.screen)
+        except Exception as error:  # the coach must never end the session
+            self.screen.note(f"practice: {one_line(error)}", "warning")
+        app = get_app_or_none()
+        if app is not None:
+            app.invalidate()
+        self._start_coach_timer()
+
+    def _stop_coach_timer(self) -> None:
+        if self._coach_timer is not None:
+            self._coach_timer.cancel()
+            self._coach_timer = None
 
     def _unwatch(self) -> None:
         if self._loop is not None and self._watched_fd is not None and not self._loop.is_closed():
@@ -308,6 +347,8 @@ class Repl:
             print(f"mailtalk: {one_line(error)}", file=self.env.stderr)
             self.conv.close()
             return int(exit_code_for(error))
+        if self.coach is not None:
+            self.coach.begin(self.conv, self.screen)
         try:
             while True:
                 try:
@@ -319,6 +360,8 @@ class Repl:
                     break  # Ctrl-D
                 try:
                     self._handle_input(line)
+                    if self.coach is not None:
+                        self.coach.after(self.conv, self.screen)
                 except QuitRequested:
                     break
                 except (MailtalkError, TransportError, ProtocolError) as error:
@@ -369,13 +412,18 @@ class Repl:
             print(f"# wrote {written}: replay it with mailtalk run {written}", file=self.env.stderr)
 
     def _read_line(self) -> str:
+        def pre_run() -> None:
+            self._watch()
+            self._start_coach_timer()
+
         try:
             return self.session.prompt(
                 self._prompt_message,
-                pre_run=self._watch,
+                pre_run=pre_run,
                 is_password=self._secret_input(),
             )
         finally:
+            self._stop_coach_timer()
             self._unwatch()
 
     def _secret_input(self) -> bool:
@@ -394,7 +442,10 @@ class Repl:
     def _handle(self, line: str) -> None:
         in_data = bool(getattr(self.conv.core, "in_data", False))
         if line.startswith(":") and (not in_data or line.startswith(":file")):
-            run_meta(line, self.conv, self.screen)
+            if self.coach is not None:
+                run_meta(line, self.conv, self.screen, self.coach.commands, self.coach.heading)
+            else:
+                run_meta(line, self.conv, self.screen)
             return
         if not line.strip() and not self.conv.takes_text():
             return  # an empty command line means nothing to any server: not sent

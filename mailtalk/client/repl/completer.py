@@ -7,14 +7,17 @@ to prompt_toolkit completions. Tests query either with a ``Document``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
 from mailtalk.protocols.common import ClientCore
+
+if TYPE_CHECKING:
+    from mailtalk.client.coach import ExtraCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +77,15 @@ def quote_mailbox(name: str) -> str:
     return f'"{escaped}"'
 
 
-def suggest(core: ClientCore, text: str, user: str | None = None) -> list[Suggestion]:
+def suggest(
+    core: ClientCore,
+    text: str,
+    user: str | None = None,
+    extra_meta: Mapping[str, ExtraCommand] | None = None,
+) -> list[Suggestion]:
     """What may complete the last word of ``text`` (the line up to the cursor)."""
     if text.startswith(":") and not getattr(core, "in_data", False):
-        return _suggest_meta(core, text)
+        return _suggest_meta(core, text, extra_meta)
     if getattr(core, "in_data", False):
         if ":" in text:
             return []
@@ -118,16 +126,19 @@ def _is_imap_command(word: str) -> bool:
     return any(word.upper() == c.split()[0] for v in imap.VALID_COMMANDS.values() for c in v)
 
 
-def _suggest_meta(core: ClientCore, text: str) -> list[Suggestion]:
+def _suggest_meta(
+    core: ClientCore, text: str, extra: Mapping[str, ExtraCommand] | None = None
+) -> list[Suggestion]:
     from mailtalk.client.meta import META_COMMANDS
 
     words = text[1:].split()
     completing_new = text[-1].isspace()
     if not words or (len(words) == 1 and not completing_new):
         prefix = words[0] if words else ""
+        commands: list[Any] = [*META_COMMANDS.values(), *(extra or {}).values()]
         return [
             Suggestion(":" + m.name, m.brief)
-            for m in META_COMMANDS.values()
+            for m in commands
             if m.name.startswith(prefix.lower())
         ]
     name = words[0].lower()
@@ -219,9 +230,15 @@ def _suggest_imap(core: ClientCore, verb: str, args: list[str], current: str) ->
 class ProtocolCompleter(Completer):
     """prompt_toolkit's face of ``suggest()``; paths for :file, :save and :record."""
 
-    def __init__(self, core_getter: Callable[[], ClientCore], user: str | None = None) -> None:
+    def __init__(
+        self,
+        core_getter: Callable[[], ClientCore],
+        user: str | None = None,
+        extra_meta: Mapping[str, ExtraCommand] | None = None,
+    ) -> None:
         self._core_getter = core_getter
         self._user = user
+        self._extra_meta = extra_meta
         self._paths = PathCompleter(expanduser=True)
 
     def get_completions(
@@ -235,7 +252,7 @@ class ProtocolCompleter(Completer):
             return
         words = text.split()
         current = "" if not text or text[-1].isspace() or not words else words[-1]
-        for suggestion in suggest(core, text, self._user):
+        for suggestion in suggest(core, text, self._user, self._extra_meta):
             yield Completion(
                 suggestion.text,
                 start_position=-len(current),

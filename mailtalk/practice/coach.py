@@ -1,0 +1,304 @@
+"""The coach in the practice REPL: the lesson panel, its ``:commands``, ticking steps.
+
+It plugs into the REPL through ``client.coach`` (the client knows nothing of lessons).
+After every line the learner types, and once a second while the prompt waits, it reads
+what the world's servers did since (``tracker.LessonTracker``) and says so: a step done,
+the next step's goal, the lesson finished; and after a refusal, a hint drawn from the
+explanation of that reply (its category) rather than from what was typed.
+"""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from mailtalk.client.coach import ExtraCommand
+from mailtalk.errors import MailtalkError
+from mailtalk.practice.i18n import translation
+from mailtalk.practice.lessons import Lesson, find_lesson, load_lessons
+from mailtalk.practice.progress import Progress
+from mailtalk.practice.tracker import JournalTail, LessonTracker
+
+if TYPE_CHECKING:
+    from mailtalk.client.conversation import Conversation
+    from mailtalk.client.meta import MetaUI
+    from mailtalk.net.target import Target
+
+COACHING: Final = Path(__file__).with_name("coaching.toml")
+GLOSSARY: Final = Path(__file__).with_name("glossary.toml")
+WIDTH: Final = 78
+
+
+class World(Protocol):
+    """What the coach needs of a running practice world."""
+
+    @property
+    def journal_path(self) -> Path: ...
+
+    def server_root(self, host: str) -> Path | None: ...
+
+    def map_text(self, language: str) -> str: ...
+
+    def target(self, url: str) -> Target:
+        """A lesson's ``connect`` URL as the world serves it (its real port)."""
+        ...
+
+    def prepare(self, lesson: Lesson) -> None:
+        """Make the world as the lesson's [setup] says (faults, records, files, mail)."""
+
+
+@functools.cache
+def coaching() -> dict[str, dict[str, str]]:
+    """category -> language -> the coach's hint after a reply of that category."""
+    with COACHING.open("rb") as stream:
+        data = tomllib.load(stream)
+    return {name: dict(entry) for name, entry in data.items()}
+
+
+@functools.cache
+def glossary() -> dict[str, dict[str, str]]:
+    """term -> language -> what it means."""
+    with GLOSSARY.open("rb") as stream:
+        return {term: dict(entry) for term, entry in tomllib.load(stream).items()}
+
+
+def glossary_text(language: str) -> str:
+    lines = []
+    for term, words in glossary().items():
+        text = words.get(language) or words["en"]
+        lines.append(textwrap.fill(f"{term}: {text}", WIDTH, subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+class PracticeCoach:
+    """One learner's practice session: a lesson at a time, in one language."""
+
+    def __init__(self, world: World, progress: Progress, language: str, lesson: Lesson) -> None:
+        self.world = world
+        self.progress = progress
+        self.language = language
+        self._ = translation(language).gettext
+        self.heading = self._("practice commands")
+        self.tracker = self._track(lesson)
+        _ = self._
+        table: tuple[tuple[str, str, str, Callable[..., None]], ...] = (
+            ("lesson", ":lesson [N]", _("the lesson and its step; N: go to it"), self._lesson),
+            ("hint", ":hint", _("a hint (ask again: the next, then the answer)"), self._hint),
+            ("check", ":check", _("check the step now"), self._check),
+            ("map", ":map", _("the world: hosts, roles, addresses, accounts"), self._map),
+            ("skip", ":skip", _("pass over this step"), self._skip),
+            ("reset", ":reset", _("this lesson from the start, world included"), self._reset),
+            ("lessons", ":lessons", _("every lesson, and which are done"), self._list),
+            ("glossary", ":glossary", _("the words of the course"), self._glossary),
+        )
+        self._commands = {
+            name: ExtraCommand(name, usage, brief, handler)
+            for name, usage, brief, handler in table
+        }
+
+    @property
+    def commands(self) -> Mapping[str, ExtraCommand]:
+        return self._commands
+
+    def _track(self, lesson: Lesson) -> LessonTracker:
+        self.progress.current = lesson.name
+        state = self.progress.of(lesson.name)
+        if state.done:  # done before: again from the start
+            state.step, state.done = 0, False
+            state.skipped.clear()
+        tracker = LessonTracker(
+            lesson, state, JournalTail(self.world.journal_path), self.world.server_root
+        )
+        self.progress.save()
+        return tracker
+
+    # -- what the REPL calls -------------------------------------------------------
+
+    def begin(self, conv: Conversation, ui: MetaUI) -> None:
+        ui.show_block(self.panel(intro=True))
+
+    def after(self, conv: Conversation, ui: MetaUI) -> None:
+        ticked = self.tracker.poll()
+        failure = self.tracker.last_failure()
+        if failure is not None and not ticked:
+            hint = self.contextual_hint(failure)
+            if hint:
+                ui.note(hint, "info")
+        if not ticked:
+            return
+        words = self.tracker.lesson.words(self.language)
+        for done in ticked:
+            goal = words.goals.get(done.step.key, done.step.key)
+            ui.note(self._("✓ done: {goal}").format(goal=_first_line(goal)), "tls")
+        self.progress.save()
+        if self.tracker.done:
+            ui.show_block(self._finished_text())
+        else:
+            ui.show_block(self._step_text())
+
+    def toolbar(self) -> str:
+        lesson = self.tracker.lesson
+        title = lesson.words(self.language).title
+        if self.tracker.done:
+            where = self._("done")
+        else:
+            where = self._("step {n}/{total}").format(
+                n=self.tracker.progress.step + 1, total=len(lesson.steps)
+            )
+        return f" {self._('lesson')} {lesson.number}: {title} · {where} · :hint :check :map "
+
+    # -- what it shows ----------------------------------------------------------------
+
+    def panel(self, intro: bool = False) -> str:
+        lesson = self.tracker.lesson
+        words = lesson.words(self.language)
+        lines = [f"{self._('Lesson')} {lesson.number}: {words.title}", ""]
+        if intro and words.intro:
+            lines += [_wrap(words.intro), ""]
+        lines.append(self._finished_text() if self.tracker.done else self._step_text())
+        return "\n".join(lines)
+
+    def _step_text(self) -> str:
+        step = self.tracker.current
+        assert step is not None
+        words = self.tracker.lesson.words(self.language)
+        head = self._("Step {n} of {total}:").format(
+            n=self.tracker.progress.step + 1, total=len(self.tracker.lesson.steps)
+        )
+        return f"{head}\n{_wrap(words.goals.get(step.key, step.key), indent='  ')}"
+
+    def _finished_text(self) -> str:
+        lesson = self.tracker.lesson
+        following = [other for other in load_lessons() if other.number > lesson.number]
+        text = self._("Lesson {n} is done.").format(n=lesson.number)
+        if following:
+            text += " " + self._(":lesson {n} starts the next one.").format(n=following[0].number)
+        else:
+            text += " " + self._("That was the last lesson.")
+        return text
+
+    def contextual_hint(self, event: Mapping[str, Any]) -> str | None:
+        """A hint for a refusal the servers journalled, from its explanation's category."""
+        from mailtalk.knowledge.explain import explain
+
+        code = str(event.get("code") or "")
+        text = " ".join(part for part in (code, event.get("enhanced"), event.get("text")) if part)
+        protocol = event.get("proto")
+        try:
+            explanation = explain(
+                text, protocol if protocol in ("smtp", "pop3", "imap") else None,
+                str(event.get("verb") or "") or None,
+            )
+        except (ValueError, LookupError):
+            return None
+        hints = coaching().get(explanation.category)
+        if not hints:
+            return None
+        title = self._(explanation.title)
+        hint = hints.get(self.language) or hints.get("en", "")
+        return f"{title}: {hint}"
+
+    # -- the :commands -------------------------------------------------------------
+
+    def _lesson(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        if not args:
+            ui.show_block(self.panel(intro=True))
+            return
+        try:
+            lesson = find_lesson(args[0])
+        except LookupError as error:
+            raise MailtalkError(str(error)) from None
+        self.world.prepare(lesson)
+        self.tracker = self._track(lesson)
+        ui.show_block(self.panel(intro=True))
+        conv.retarget(self.world.target(lesson.connect))
+
+    def _hint(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        step = self.tracker.current
+        if step is None:
+            ui.note(self._("This lesson is done: :lesson N goes to another."))
+            return
+        hints = self.tracker.lesson.words(self.language).hints.get(step.key, [])
+        if not hints:
+            ui.note(self._("No hint for this step; :skip passes over it."))
+            return
+        used = self.tracker.progress.hints.get(step.key, 0)
+        shown = min(used, len(hints) - 1)
+        self.tracker.progress.hints[step.key] = shown + 1
+        self.progress.save()
+        label = (
+            self._("The answer:")
+            if shown == len(hints) - 1
+            else self._("Hint {n} of {total}:").format(n=shown + 1, total=len(hints))
+        )
+        ui.show_block(f"{label}\n{_wrap(hints[shown], indent='  ')}")
+
+    def _check(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        before = self.tracker.progress.step
+        self.after(conv, ui)
+        if self.tracker.progress.step == before and not self.tracker.done:
+            ui.note(self._("Not yet: the servers have not seen this step done."))
+
+    def _map(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        ui.show_block(self.world.map_text(self.language))
+
+    def _skip(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        step = self.tracker.skip()
+        self.progress.save()
+        if step is None:
+            ui.note(self._("This lesson is done: :lesson N goes to another."))
+            return
+        ui.note(self._("Skipped."))
+        ui.show_block(self._finished_text() if self.tracker.done else self._step_text())
+
+    def _reset(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        self.world.prepare(self.tracker.lesson)
+        self.tracker.restart()
+        self.tracker.progress.hints.clear()
+        self.progress.save()
+        ui.note(self._("The lesson starts again; the world is as it was at its start."))
+        ui.show_block(self.panel())
+
+    def _glossary(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        ui.show_block(glossary_text(self.language))
+
+    def _list(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        ui.show_block(lesson_list(self.progress, self.language))
+
+
+def lesson_list(progress: Progress, language: str) -> str:
+    """Every lesson, a line each, with a mark for those done."""
+    _ = translation(language).gettext
+    lines = []
+    for lesson in load_lessons():
+        state = progress.lessons.get(lesson.name)
+        mark = "✓" if state is not None and state.done else " "
+        lines.append(f" {mark} {lesson.number:2d}  {lesson.words(language).title}")
+    lines.append("")
+    lines.append(_("mailtalk practice --lesson N starts one; :lesson N inside."))
+    return "\n".join(lines)
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 70 else line[:69] + "…"
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    """Paragraphs wrapped to fit 80 columns; lines that start with spaces (commands to
+    type) kept as they are."""
+    out = []
+    for paragraph in text.split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.startswith("    ") or line.startswith("\t") for line in lines):
+            out.append("\n".join(indent + line for line in lines))
+        else:
+            out.append(
+                textwrap.fill(" ".join(lines), WIDTH, initial_indent=indent,
+                              subsequent_indent=indent)
+            )
+    return "\n\n".join(out)

@@ -1,0 +1,102 @@
+"""Following a lesson: the journal read as it grows and rotates, steps ticked, progress
+kept across runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mailtalk.practice.lessons import Lesson, Step
+from mailtalk.practice.progress import LessonProgress, Progress
+from mailtalk.practice.tracker import JournalTail, LessonTracker, is_refusal
+from mailtalk.servers.journal import Journal
+
+
+def lesson(tmp_path: Path) -> Lesson:
+    return Lesson(
+        number=99, slug="test", folder=tmp_path / "99-test", connect="smtp://mx.example.net",
+        steps=(
+            Step("greet", {"event": "connect", "server": "mx.example.net"}),
+            Step("helo", {"event": "command", "verb": ["HELO", "EHLO"], "code": "250"}),
+            Step("fail", {"event": "command", "verb": "RCPT", "code": "503"}),
+        ),
+    )
+
+
+def test_the_tail_reads_whole_lines_and_follows_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path, max_bytes=400)
+    tail = JournalTail(path)
+    assert tail.read_new() == []  # no journal yet: nothing, no error
+    journal.write("mx.example.net", "connect", session=1)
+    assert [e["session"] for e in tail.read_new()] == [1]
+    for number in range(2, 6):  # past max_bytes once: the tail holds the renamed file
+        journal.write("mx.example.net", "connect", session=number, padding="x" * 40)
+    assert path.with_name("journal.jsonl.1").exists()
+    assert [e["session"] for e in tail.read_new()] == [2, 3, 4, 5]
+    with path.open("a") as stream:  # a line being written
+        stream.write('{"event": "connect", "ses')
+    assert tail.read_new() == []
+    with path.open("a") as stream:
+        stream.write('sion": 6}\n')
+    assert [e["session"] for e in tail.read_new()] == [6]
+    journal.close()
+
+
+def test_steps_tick_in_order_even_when_one_client_does_several(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.write("mx.example.net", "connect", proto="smtp", session=1)  # before the lesson
+    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalTail(path),
+                            lambda host: None)
+    assert tracker.poll() == []  # what came before the lesson does not count
+    journal.write("mx.example.net", "connect", proto="smtp", session=2)
+    journal.write("mx.example.net", "command", verb="EHLO", code="250", session=2)
+    ticked = tracker.poll()
+    assert [done.step.key for done in ticked] == ["greet", "helo"]
+    assert tracker.current is not None and tracker.current.key == "fail"
+    journal.write("mx.example.net", "command", verb="RCPT", code="503", session=2,
+                  text="5.5.1 Error: need MAIL command")
+    assert [done.step.key for done in tracker.poll()] == ["fail"]
+    assert tracker.done and tracker.progress.done
+    assert tracker.last_failure() is not None
+
+
+def test_skip_and_restart(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalTail(path),
+                            lambda host: None)
+    assert tracker.skip() is not None and tracker.progress.skipped == ["greet"]
+    journal.write("mx.example.net", "command", verb="HELO", code="250", session=1)
+    assert [done.step.key for done in tracker.poll()] == ["helo"]
+    tracker.restart()
+    assert tracker.progress.step == 0 and not tracker.progress.skipped
+    assert tracker.poll() == []  # the HELO before the restart is not counted again
+
+
+def test_progress_survives_a_restart_and_a_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "practice.json"
+    progress = Progress.load(path)
+    progress.current = "02-smtp-by-hand"
+    progress.language = "nl"
+    progress.of("02-smtp-by-hand").step = 3
+    progress.of("02-smtp-by-hand").hints["rcpt"] = 2
+    progress.save()
+    again = Progress.load(path)
+    assert again.current == "02-smtp-by-hand" and again.language == "nl"
+    assert again.of("02-smtp-by-hand").step == 3
+    assert again.of("02-smtp-by-hand").hints == {"rcpt": 2}
+    assert "secret" not in path.read_text() and "password" not in path.read_text()
+    assert [p.name for p in path.parent.iterdir()] == ["practice.json"]  # no temp left
+    path.write_text("{ not json")
+    fresh = Progress.load(path)
+    assert fresh.lessons == {} and path.with_name("practice.json.broken").exists()
+    path.write_text(json.dumps({"lessons": {"x": {"step": "many"}}, "language": "fr"}))
+    odd = Progress.load(path)
+    assert odd.lessons == {} and odd.language is None
+
+
+def test_refusals() -> None:
+    assert all(is_refusal(code) for code in ("503", "452", "-ERR", "NO", "BAD", "no"))
+    assert not any(is_refusal(code) for code in ("250", "354", "+OK", "OK", None, ""))
