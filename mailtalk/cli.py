@@ -175,7 +175,7 @@ class OutputFile(click.Path):
         return path
 
 
-class ResolveEntry(click.ParamType):
+class ResolveEntry(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
     """--resolve NAME:ADDRESS: connect to ADDRESS when NAME is asked for (curl's
     --resolve, without the port): a server before its DNS exists, a practice world."""
 
