@@ -47,8 +47,11 @@ Event = Mapping[str, Any]
 
 KINDS: Final = ("event", "then", "all", "any", "not", "maildir", "file")
 EVENT_OPTIONS: Final = frozenset({"event", "at_least", "since"})
-# Matched without regard to case: IMAP and SMTP verbs, IMAP's ok/no/bad.
-CASELESS: Final = frozenset({"verb", "code", "response_code", "mechanism", "qtype", "rcode"})
+# Matched without regard to case: verbs and their arguments (an address typed
+# Bob@Example.NET is still the one), IMAP's ok/no/bad, DNS names, user names.
+CASELESS: Final = frozenset(
+    {"verb", "args", "code", "response_code", "mechanism", "qtype", "rcode", "qname", "user"}
+)
 
 
 @dataclass(frozen=True)
