@@ -263,6 +263,26 @@ def test_two_servers_never_give_the_same_queue_id(tmp_path: Path) -> None:
         assert ids[0] != ids[1], ids
 
 
+def test_servers_of_one_process_never_give_the_same_queue_id(tmp_path: Path) -> None:
+    """A practice world runs several servers in one process: same process id, and
+    each server's first message; their ids must still differ."""
+    from mailtalk.servers.api import run_servers
+
+    with (
+        run_servers(tmp_path / "a", listen="127.0.0.2", hostname="a.test") as one,
+        run_servers(tmp_path / "b", listen="127.0.0.3", hostname="b.test") as two,
+    ):
+        for _ in range(5):
+            second = int(time.time())
+            ids = (
+                _queue_id(one.port("smtp"), "127.0.0.2"),
+                _queue_id(two.port("smtp"), "127.0.0.3"),
+            )
+            if int(time.time()) == second:
+                break
+        assert ids[0] != ids[1], ids
+
+
 def test_options_become_the_servers_configuration(tmp_path: Path) -> None:
     """The typed options the command line builds, and the environment's XDG directory
     for a root not given."""
