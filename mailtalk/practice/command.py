@@ -95,9 +95,17 @@ def run(options: PracticeOptions, env: Environment) -> int:
 
 
 def _check(options: PracticeOptions) -> None:
-    given = [name for name, on in (("--status", options.status), ("--stop", options.stop),
-             ("--list", options.list_lessons), ("--keep", options.keep),
-             ("--lesson", options.lesson is not None)) if on]  # fmt: skip
+    given = [
+        name
+        for name, on in (
+            ("--status", options.status),
+            ("--stop", options.stop),
+            ("--list", options.list_lessons),
+            ("--keep", options.keep),
+            ("--lesson", options.lesson is not None),
+        )
+        if on
+    ]
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} do not go together")
     if options.reset and (options.status or options.stop or options.list_lessons):
@@ -137,8 +145,10 @@ def practice(root: Path, env: Environment) -> int:
         world_map = running_map(root)
         write_map_text(world_map, env, session=True)
         if env.interactive():
-            env.stdout.write("# This world runs elsewhere: :quit leaves it running "
-                             "(mailtalk practice --stop stops it).\n")  # fmt: skip
+            env.stdout.write(
+                "# This world runs elsewhere: :quit leaves it running "
+                "(mailtalk practice --stop stops it).\n"
+            )
         return open_repl(world_map, env)
     world = start_practice_world(root, env)
     previous = signal.getsignal(signal.SIGTERM)
@@ -146,8 +156,9 @@ def practice(root: Path, env: Environment) -> int:
     try:
         write_map_text(world.map, env, session=True)
         if env.interactive():
-            env.stdout.write("# :quit leaves and stops the world; mailtalk practice --keep "
-                             "keeps one running.\n")  # fmt: skip
+            env.stdout.write(
+                "# :quit leaves and stops the world; mailtalk practice --keep keeps one running.\n"
+            )
         return open_repl(world.map, env)
     finally:
         world.stop()
@@ -158,8 +169,9 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def open_repl(world_map: WorldMap, env: Environment, host: str | None = None,
-              service: str | None = None) -> int:  # fmt: skip
+def open_repl(
+    world_map: WorldMap, env: Environment, host: str | None = None, service: str | None = None
+) -> int:
     """Talk to a host of the world (the map's REPL host and service by default): the REPL
     on a terminal, pipe mode otherwise, as ``mailtalk smtp`` does. The exit status."""
     from mailtalk.client.options import SessionOptions
@@ -169,9 +181,11 @@ def open_repl(world_map: WorldMap, env: Environment, host: str | None = None,
     service = service or world_map.repl_service
     target = parse_url(f"{service}://{entry.address}:{entry.ports[service]}")
     session = SessionOptions(
-        target=target, starttls=target.tls == "starttls", cafile=world_map.cafile,
+        target=target,
+        starttls=target.tls == "starttls",
+        cafile=world_map.cafile,
         debug=env.debug,
-    )  # fmt: skip
+    )
     if env.interactive():
         from mailtalk.client.repl.app import Repl
 
@@ -237,8 +251,9 @@ def show_status(root: Path, as_json: bool, env: Environment) -> int:
         if as_json:
             env.stdout.write(json.dumps({"running": False, "root": str(root)}) + "\n")
         else:
-            env.stdout.write(f"No practice world runs at {root} "
-                             "(mailtalk practice --keep starts one).\n")  # fmt: skip
+            env.stdout.write(
+                f"No practice world runs at {root} (mailtalk practice --keep starts one).\n"
+            )
         return int(NOT_RUNNING)
     world_map = running_map(root)
     if as_json:
@@ -261,10 +276,11 @@ def stop_world(root: Path, env: Environment) -> int:
     except ProcessLookupError:
         pass  # it is ending by itself
     except PermissionError:
-        raise MailtalkError(f"the world at {root} runs as another user "
-                            f"(pid {world_map.pid}): cannot stop it") from None  # fmt: skip
+        raise MailtalkError(
+            f"the world at {root} runs as another user (pid {world_map.pid}): cannot stop it"
+        ) from None
     deadline = time.monotonic() + STOP_TIMEOUT
-    while is_running(root):
+    while is_running(root) or not process_gone(world_map.pid):
         if time.monotonic() > deadline:
             raise MailtalkError(
                 f"the world at {root} (pid {world_map.pid}) did not stop within {STOP_TIMEOUT:g} s"
@@ -272,6 +288,21 @@ def stop_world(root: Path, env: Environment) -> int:
         time.sleep(0.05)
     env.stdout.write(f"Stopped the practice world at {root} (pid {world_map.pid}).\n")
     return int(ExitCode.OK)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting for its parent counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def keep_world(root: Path, as_json: bool, env: Environment) -> int:

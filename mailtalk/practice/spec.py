@@ -170,10 +170,16 @@ def _host(raw: Mapping[str, Any]) -> HostSpec:
         for u in raw.get("users", ())
     )
     seed = tuple(
-        Seed(str(m["user"]), str(m["from"]), str(m["to"]), str(m["subject"]),
-             str(m["date"]), str(m["body"]))
+        Seed(
+            str(m["user"]),
+            str(m["from"]),
+            str(m["to"]),
+            str(m["subject"]),
+            str(m["date"]),
+            str(m["body"]),
+        )
         for m in raw.get("seed", ())
-    )  # fmt: skip
+    )
     known_users = {u.name for u in users}
     for message in seed:
         if message.user not in known_users:

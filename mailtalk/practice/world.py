@@ -114,8 +114,10 @@ def make_root(root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         marker = root / MARKER
         if not marker.exists():
-            marker.write_text("a mailtalk practice world: `mailtalk practice --reset` may "
-                              "wipe this folder\n", encoding="utf-8")  # fmt: skip
+            marker.write_text(
+                "a mailtalk practice world: `mailtalk practice --reset` may wipe this folder\n",
+                encoding="utf-8",
+            )
     except OSError as error:
         raise RootError(f"cannot use {root}: {error.strerror or error}") from None
 
@@ -201,9 +203,16 @@ class World:
     """A running practice world; made by :func:`start_world`."""
 
     def __init__(
-        self, spec: WorldSpec, root: Path, layout: Layout, hosts: dict[str, Host], running: Any,
-        journal: Any, lock: RootLock, kept: bool,
-    ) -> None:  # fmt: skip
+        self,
+        spec: WorldSpec,
+        root: Path,
+        layout: Layout,
+        hosts: dict[str, Host],
+        running: Any,
+        journal: Any,
+        lock: RootLock,
+        kept: bool,
+    ) -> None:
         self.spec = spec
         self.root = root
         self.layout = layout
@@ -352,8 +361,7 @@ def start_world(
     if not lock.acquire():
         raise WorldBusy(f"a world already runs at {root} (mailtalk practice --status)")
     try:
-        world = _start(spec, root, lock, prefer_standard=prefer_standard, shared=shared,
-                       kept=kept)  # fmt: skip
+        world = _start(spec, root, lock, prefer_standard=prefer_standard, shared=shared, kept=kept)
     except BaseException:
         lock.release()
         raise
@@ -362,9 +370,14 @@ def start_world(
 
 
 def _start(
-    spec: WorldSpec, root: Path, lock: RootLock, *, prefer_standard: bool, shared: bool,
+    spec: WorldSpec,
+    root: Path,
+    lock: RootLock,
+    *,
+    prefer_standard: bool,
+    shared: bool,
     kept: bool,
-) -> World:  # fmt: skip
+) -> World:
     from mailtalk.servers.api import ServerLoop
     from mailtalk.servers.app import ConfigError
     from mailtalk.servers.certs import ensure_certificates
@@ -379,9 +392,15 @@ def _start(
     for _attempt in range(START_ATTEMPTS):
         try:
             layout = choose_layout(
-                plans, spec.prefix, spec.claim_port, spec.ports, first=first,
-                prefer_standard=prefer_standard, skip=skip, shared=shared,
-            )  # fmt: skip
+                plans,
+                spec.prefix,
+                spec.claim_port,
+                spec.ports,
+                first=first,
+                prefer_standard=prefer_standard,
+                skip=skip,
+                shared=shared,
+            )
         except LayoutError as error:
             raise WorldError(f"cannot start the world: {error.strerror}") from None
         journal = Journal(root / JOURNAL_FILE)
@@ -545,8 +564,10 @@ def _deliver_seed(context: Any, hostname: str, message: Any) -> None:
 
 
 def section_marks(name: str) -> tuple[str, str]:
-    return (f"# --- {name}: written by mailtalk practice at every start ---",
-            f"# --- end of {name} ---")  # fmt: skip
+    return (
+        f"# --- {name}: written by mailtalk practice at every start ---",
+        f"# --- end of {name} ---",
+    )
 
 
 def replace_section(text: str, name: str, lines: Iterable[str]) -> str:

@@ -142,9 +142,20 @@ class WorldMap:
             if data.get("version") != VERSION:
                 raise ValueError(f"version {data.get('version')!r}, not {VERSION}")
             known = {
-                "version", "root", "pid", "kept", "started", "block", "cafile",
-                "journal", "log", "dns_records", "repl", "hosts", "accounts",
-            }  # fmt: skip
+                "version",
+                "root",
+                "pid",
+                "kept",
+                "started",
+                "block",
+                "cafile",
+                "journal",
+                "log",
+                "dns_records",
+                "repl",
+                "hosts",
+                "accounts",
+            }
             return cls(
                 root=str(data["root"]),
                 pid=int(data["pid"]),
@@ -267,8 +278,9 @@ def host_lines(host: MapHost, width: int = WIDTH) -> list[str]:
             head = " " * indent
         lines.extend(_wrap(items, head.ljust(indent), indent, width))
     if host.about:
-        lines.extend(textwrap.wrap(host.about, width, initial_indent=" " * 7,
-                                   subsequent_indent=" " * 7))  # fmt: skip
+        lines.extend(
+            textwrap.wrap(host.about, width, initial_indent=" " * 7, subsequent_indent=" " * 7)
+        )
     return lines
 
 
