@@ -27,9 +27,7 @@ file), the CA, and, in the shared layout, ``control/smtproutes``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import email.utils
 import errno
 import fcntl
 import logging
@@ -304,6 +302,8 @@ class World:
 
     async def _watch_dns(self) -> None:
         """Read the records again when a file of the DNS folder changes (a learner's edit)."""
+        import asyncio
+
         from mailtalk.servers.dns import DNSDataError, load_dns_data
 
         stamp = _stamp(self.dns_directory)
@@ -541,6 +541,8 @@ def _write_records(path: Path, spec: WorldSpec, layout: Layout, new: bool) -> No
 
 
 def _deliver_seed(context: Any, hostname: str, message: Any) -> None:
+    import email.utils
+
     from mailtalk.store import Delivery
 
     maildir = context.store.maildir(message.user)
