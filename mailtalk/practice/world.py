@@ -33,7 +33,6 @@ import fcntl
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -490,11 +489,11 @@ def _copy_ca(root: Path, host_root: Path) -> None:
     """The world's CA into the host's tls/, so that its certificate is signed by it."""
     tls = host_root / "tls"
     tls.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, mode in (("ca.pem", 0o644), ("ca.key", 0o600)):
+    for name in ("ca.pem", "ca.key"):
         source = (root / "tls" / name).read_bytes()
         target = tls / name
         if not target.exists() or target.read_bytes() != source:
-            replace_file(target, source, mode)
+            replace_file(target, source)
 
 
 def _write_smtproutes(host_root: Path, spec: WorldSpec, layout: Layout) -> None:
@@ -589,21 +588,12 @@ def replace_section(text: str, name: str, lines: Iterable[str]) -> str:
     return text + ("\n" if text else "") + block
 
 
-def replace_file(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    """Write ``path`` whole or not at all: a temporary file, fsync, rename."""
+def replace_file(path: Path, content: str | bytes) -> None:
+    """Write ``path`` whole or not at all (mode 0600): the store's durable replace."""
+    from mailtalk.store.filesystem import replace_file as replace_durably
+
     data = content.encode("utf-8") if isinstance(content, str) else content
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    replace_durably(path, data, path.with_name(f".{path.name}.{os.getpid()}.tmp"))
 
 
 def _stamp(directory: Path) -> tuple[tuple[str, int, int, int], ...]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,18 +212,11 @@ def read_map(path: Path) -> WorldMap | None:
 
 
 def write_map(path: Path, world_map: WorldMap) -> None:
-    """Write ``path`` atomically (temporary file in the same folder, fsync, rename), 0600."""
+    """Write ``path`` whole or not at all, mode 0600 (the store's durable replace)."""
+    from mailtalk.store.filesystem import replace_file
+
     data = json.dumps(world_map.as_json(), indent=2) + "\n"
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, data.encode("utf-8"), path.with_name(f".{path.name}.{os.getpid()}.tmp"))
 
 
 # -- the map as text ------------------------------------------------------------------

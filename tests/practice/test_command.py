@@ -129,6 +129,17 @@ def test_pipe_mode_talks_to_the_kept_world_and_leaves_it(
     assert is_running(root)
 
 
+def test_pipe_mode_starts_a_world_for_the_session_alone(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    session = run(env, "--root", str(root), stdin="EHLO me\nRCPT TO:<bob@example.net>\nQUIT\n")
+    assert session.returncode == 1  # the RCPT before MAIL was refused
+    assert "S: 503 5.5.1 Bad sequence of commands" in session.stdout
+    assert "The practice world at" in session.stderr
+    assert not is_running(root)
+
+
 def test_reset(env: dict[str, str], tmp_path: Path, kept: list[Path]) -> None:
     root = tmp_path / "world"
     kept.append(root)

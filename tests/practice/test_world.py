@@ -253,6 +253,19 @@ def test_an_edited_mx_record_sends_the_next_message_elsewhere(start: Start) -> N
     assert not with_subject(world, "mx.example.net", "bob", "to the wrong MX")
 
 
+def test_a_lesson_writes_records_of_its_own_and_the_dns_answers_at_once(start: Start) -> None:
+    world = start()
+    assert ask_dns(world, "nomail.test", "MX") == []
+    world.write_dns_section("lesson", ["nomail.test MX 0 .", "implicit.test A 127.0.0.9"])
+    assert ask_dns(world, "nomail.test", "MX") == ["0 ."]
+    assert ask_dns(world, "implicit.test", "A") == ["127.0.0.9"]
+    world.write_dns_section("lesson", ["nomail.test MX 10 mx.example.net"])
+    assert ask_dns(world, "nomail.test", "MX") == ["10 mx.example.net."]
+    assert ask_dns(world, "implicit.test", "A") == []
+    text = world.dns_records.read_text(encoding="utf-8")
+    assert text.count("nomail.test") == 1 and "example.net      MX   10 mx.example.net" in text
+
+
 def test_the_stranger_refuses_to_relay(shared_world: World) -> None:
     host = "mail.stranger.test"
     with smtplib.SMTP(
