@@ -11,6 +11,7 @@ The JSON (``WorldMap.as_json``, ``"version": 1``)::
      "block": "127.77.5" or null (every host on 127.0.0.1), "cafile": "...",
      "journal": "...", "log": "...", "dns_records": "...",
      "repl": {"host": "mx.example.net", "service": "smtp"},
+     "roles": {"MUA": ["you: ..."], "MTA": [host names], "MDA": [...], "DNS": [...]},
      "hosts": [{"name", "roles", "about", "address", "ports": {"smtp": 25, ...},
                 "domains", "root"}],
      "accounts": [{"address", "login", "password", "host", "mine"}]}
@@ -36,6 +37,7 @@ SERVICE_ORDER: Final = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", 
 MTA_SERVICES: Final = ("smtp", "submission", "smtps")
 MDA_SERVICES: Final = ("pop3", "pop3s", "imap", "imaps")
 WIDTH: Final = 80
+MUA: Final = "you: this prompt, telnet, nc or your mail program"
 
 
 class MapError(ValueError):
@@ -111,6 +113,10 @@ class WorldMap:
             "log": self.log,
             "dns_records": self.dns_records,
             "repl": {"host": self.repl_host, "service": self.repl_service},
+            "roles": {
+                "MUA": [MUA],
+                **{role: [h.name for h in self.with_role(role)] for role in ("MTA", "MDA", "DNS")},
+            },
             "hosts": [
                 {
                     "name": h.name,
@@ -152,6 +158,7 @@ class WorldMap:
                 "log",
                 "dns_records",
                 "repl",
+                "roles",
                 "hosts",
                 "accounts",
             }
@@ -283,7 +290,7 @@ def render_map(world_map: WorldMap, width: int = WIDTH, home: str | None = None)
     lines = [
         f"The practice world at {root} (pid {world_map.pid})",
         f"  {'role':<4} {'host':<20} {'address':<14}ports",
-        f"  {'MUA':<4} {'you':<20} this prompt, telnet, nc or your mail program",
+        f"  {'MUA':<4} {'you':<20} {MUA.removeprefix('you: ')}",
     ]
     order = {"MTA": 0, "MDA": 1, "DNS": 2}
     for host in sorted(world_map.hosts, key=lambda h: min(order[r] for r in h.roles)):

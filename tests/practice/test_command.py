@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import socket
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,6 +99,13 @@ def test_keep_status_stop(env: dict[str, str], kept: list[Path]) -> None:
     mx = hosts["mx.example.net"]
     assert banner(mx["address"], mx["ports"]["smtp"]).startswith("220 mx.example.net ")
     assert {a["login"]: a["password"] for a in world["accounts"]}["bob"] == "builder"
+    assert world["roles"]["MDA"] == ["mail.isp.test", "mx.example.net"]
+    assert world["roles"]["MUA"][0].startswith("you")
+    isp = hosts["mail.isp.test"]
+    with smtplib.SMTP(isp["address"], isp["ports"]["submission"], timeout=10) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=world["cafile"]))
+        smtp.login("alice", "wonderland")
+        smtp.sendmail("alice@isp.test", ["bob@example.net"], b"Subject: kept\r\n\r\nhi\r\n")
     assert Path(world["cafile"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
     text = run(env, "--status")
     assert text.returncode == 0 and "MDA" in text.stdout
@@ -113,6 +122,10 @@ def test_keep_status_stop(env: dict[str, str], kept: list[Path]) -> None:
     assert process_gone(world["pid"])
     nothing = run(env, "--stop")
     assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout
+    log = Path(world["log"]).read_text(encoding="utf-8")
+    assert "authenticated as alice" in log and "delivered" in log  # the servers' log
+    for secret in ("wonderland", "AGFsaWNlAHdvbmRlcmxhbmQ", "d29uZGVybGFuZA"):
+        assert secret not in log
 
 
 def test_pipe_mode_talks_to_the_kept_world_and_leaves_it(
