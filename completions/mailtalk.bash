@@ -10,7 +10,7 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect diagnose explain imap mx pop3 run send serve smtp'
+            subcommands='connect diagnose explain imap mx pop3 practice run send serve smtp'
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
@@ -55,6 +55,11 @@ _mailtalk_spec() {
         'mailtalk pop3')
             opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
             value_opts='--cafile --timeout --resolve --transcript --record'
+            subcommands=''
+            ;;
+        'mailtalk practice')
+            opts='--root --reset --keep --status --stop --json --lang --list --lesson -h --help'
+            value_opts='--root --lang --lesson'
             subcommands=''
             ;;
         'mailtalk run')
@@ -200,6 +205,16 @@ _mailtalk_option_value() {
         'mailtalk pop3|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk practice|--root')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+            ;;
+        'mailtalk practice|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
+            ;;
+        'mailtalk practice|--lesson')
+            COMPREPLY=()
             ;;
         'mailtalk run|--var')
             COMPREPLY=()

@@ -22,6 +22,8 @@ function __mailtalk_value_options
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
             printf '%s\n' -- --cafile --timeout --resolve --transcript --record
+        case 'mailtalk practice'
+            printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk send'
@@ -36,7 +38,7 @@ end
 function __mailtalk_subcommands
     switch $argv[1]
         case 'mailtalk'
-            printf '%s\n' connect diagnose explain imap mx pop3 run send serve smtp
+            printf '%s\n' connect diagnose explain imap mx pop3 practice run send serve smtp
         case 'mailtalk diagnose'
             printf '%s\n' login relay sender
     end
@@ -101,6 +103,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a explain -d 'Explain a re
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a imap -d 'Open an interactive IMAP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a mx -d 'Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a pop3 -d 'Open an interactive POP3 session with HOST[:PORT].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a practice -d 'Practise on a small mail internet of your own, offline, on loopback.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a run -d 'Replay session files (.mt) against servers and check every reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a send -d 'Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the reference mail servers in the foreground, on loopback.'
@@ -209,6 +212,18 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'raw' -d 'Show the ex
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3' 0" -a '(__fish_print_hostnames)'
+
+# mailtalk practice
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'root' -x -a '(__fish_complete_directories)' -d 'The world\'s folder: hosts, mail, DNS records, journal, map [default: $XDG_STATE_HOME/mailtalk/practice].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'reset' -d 'Start from a fresh world (wipes ROOT first).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'keep' -d 'Start the world in the background and leave it running.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'status' -d 'Show the map of the world running at ROOT.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'stop' -d 'Stop the world running at ROOT.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'json' -d 'With --status or --keep: the map as JSON.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lang' -x -a 'en nl' -d 'The lessons\' language [default: from LANG].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'list' -d 'List the lessons.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lesson' -x -d 'Start at lesson N.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk run
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'var' -x -d 'Set ${NAME}.'

@@ -59,6 +59,7 @@ COMMAND_MODULES = {
     "smtp": "session",
     "pop3": "session",
     "imap": "session",
+    "practice": "practice",
     "serve": "serve",
     "run": "run",
     "mx": "mail",

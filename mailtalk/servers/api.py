@@ -1,5 +1,9 @@
 """The reference servers from Python: a context manager running them in a thread.
 
+``ServerLoop`` runs any number of ``ReferenceServers`` in one asyncio loop in a
+background thread (a practice world runs all its hosts in one); ``run_servers`` is
+one server in one, as a context manager:
+
     with run_servers(tmp_path, users=[("alice", "secret")]) as servers:
         smtplib.SMTP("127.0.0.1", servers.port("smtp"))
         ...
@@ -11,16 +15,19 @@ The pytest plugin (``mailtalk.pytest_plugin``) builds its fixtures on this.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailtalk.servers.app import ListenerInfo, ReferenceServers, ServeConfig
 from mailtalk.servers.context import ServerContext, ServerSettings
 from mailtalk.store import Maildir
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,6 +69,58 @@ class RunningServers:
     def fired_faults(self) -> list[str]:
         """The rule texts of the faults that fired so far, in order."""
         return list(self.context.faults.fired_rules())
+
+
+class ServerLoop:
+    """Reference servers in one asyncio loop, in a background thread of their own.
+
+    ``run_servers`` runs one ``mailtalk serve`` this way; a practice world runs all its
+    hosts (and their DNS) in one loop, so one process holds the whole world::
+
+        running = ServerLoop()
+        running.start([isp, mx])     # ReferenceServers, started in order
+        ...
+        running.stop()               # every listener closed, the thread ended
+    """
+
+    def __init__(self, name: str = "mailtalk-servers") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._servers: list[ReferenceServers] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, servers: Sequence[ReferenceServers]) -> None:
+        """Start each of ``servers``; if one cannot, stop those started and raise."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._start_all(list(servers)), self.loop)
+        try:
+            future.result()
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start_all(self, servers: list[ReferenceServers]) -> None:
+        for server in servers:
+            await server.start()  # a failure stops this server's own listeners
+            self._servers.append(server)
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coroutine`` in the servers' loop (from any other thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        for server in reversed(self._servers):
+            self.loop.run_until_complete(server.stop())
+        self._servers.clear()
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every server started and end the thread; a second call does nothing."""
+        if self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=timeout)
 
 
 @contextmanager
@@ -108,33 +167,9 @@ def run_servers(
         hostname=hostname,
     )
     servers = ReferenceServers(config)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(servers.start())
-        except BaseException as error:  # handed to the caller's thread
-            failure.append(error)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(servers.stop())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="mailtalk-servers", daemon=True)
-    thread.start()
-    started.wait()
-    if failure:
-        thread.join()
-        loop.close()
-        raise failure[0]
+    running = ServerLoop()
+    running.start([servers])
     try:
         yield RunningServers(config.root, servers.listeners, servers.context)
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
+        running.stop()

@@ -39,6 +39,10 @@ DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", "postmaster",
                  "users")
 _REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
+# Queue ids are made of the process id and this count: one count for the whole process,
+# so that the servers of a practice world (several contexts, one process) never hand out
+# the same id.
+_QUEUE_SEQUENCE = itertools.count(1)
 
 
 @dataclass
@@ -111,7 +115,6 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self._session_ids = itertools.count(1)
-        self._queue_sequence = itertools.count(1)
         self._process = os.getpid()  # in the queue ids: unique across servers on a machine
         self._tasks: set[asyncio.Task[None]] = set()
         # Filled-in replies by (key, values), for the personality they were made by.
@@ -175,7 +178,7 @@ class ServerContext:
 
     def new_queue_id(self) -> str:
         """A queue id in the personality's style, for the 250 after DATA and Received."""
-        return self.personality.queue_id(next(self._queue_sequence), process=self._process)
+        return self.personality.queue_id(next(_QUEUE_SEQUENCE), process=self._process)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a session's deferred work; keep a reference so it is not collected."""

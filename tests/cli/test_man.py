@@ -107,6 +107,7 @@ def test_sections() -> None:
         "PIPE MODE",
         "SESSION FILES",
         "REFERENCE SERVERS",
+        "PRACTICE WORLD",
         "URL SCHEMES",
         "FILES",
         "ENVIRONMENT",

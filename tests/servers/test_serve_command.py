@@ -246,20 +246,38 @@ def _queue_id(port: int, host: str) -> str:
     return text.decode().rsplit(" ", 1)[1]
 
 
+def _ids_in_one_second(one: int, two: int) -> tuple[str, str]:
+    """A message to each of the servers on 127.0.0.2:ONE and 127.0.0.3:TWO, both in the
+    same second (the case where ids made of time and process could meet)."""
+    for _ in range(5):
+        second = int(time.time())
+        ids = (_queue_id(one, "127.0.0.2"), _queue_id(two, "127.0.0.3"))
+        if int(time.time()) == second:
+            break
+    return ids
+
+
 def test_two_servers_never_give_the_same_queue_id(tmp_path: Path) -> None:
-    """The README's practice world: two servers, each its first message, same second."""
+    """Two servers on one machine (as the README once built a practice world), each
+    its first message, same second."""
     with (
         serving(tmp_path, tmp_path / "a", "--listen", "127.0.0.2", "--smtp", "0") as one,
         serving(tmp_path, tmp_path / "b", "--listen", "127.0.0.3", "--smtp", "0") as two,
     ):
-        for _ in range(5):
-            second = int(time.time())
-            ids = (
-                _queue_id(one.port("smtp"), "127.0.0.2"),
-                _queue_id(two.port("smtp"), "127.0.0.3"),
-            )
-            if int(time.time()) == second:
-                break  # both in one second: the case that collided
+        ids = _ids_in_one_second(one.port("smtp"), two.port("smtp"))
+        assert ids[0] != ids[1], ids
+
+
+def test_servers_of_one_process_never_give_the_same_queue_id(tmp_path: Path) -> None:
+    """A practice world runs several servers in one process: same process id, and
+    each server's first message; their ids must still differ."""
+    from mailtalk.servers.api import run_servers
+
+    with (
+        run_servers(tmp_path / "a", listen="127.0.0.2", hostname="a.test") as one,
+        run_servers(tmp_path / "b", listen="127.0.0.3", hostname="b.test") as two,
+    ):
+        ids = _ids_in_one_second(one.port("smtp"), two.port("smtp"))
         assert ids[0] != ids[1], ids
 
 

@@ -143,7 +143,10 @@ class IMAPServerProtocol(ServerSession):
         self._greet()
 
     def _greet(self) -> None:
-        self.untagged(f"OK [CAPABILITY {self._capabilities()}] mailtalk IMAP server ready")
+        # The host's name first, as Cyrus says it: in a practice world of several
+        # servers the greeting tells which one answered.
+        name = self.context.hostname
+        self.untagged(f"OK [CAPABILITY {self._capabilities()}] {name} mailtalk IMAP server ready")
 
     def cleanup(self) -> None:
         self._stop_idle()

@@ -1,0 +1,279 @@
+"""``mailtalk practice`` through the real binary: --keep, --status [--json], --stop and
+--reset as a learner (or a script) runs them, and the world with its REPL in a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailtalk.practice.command import process_gone
+from mailtalk.practice.world import MARKER, is_running
+from tests.interop.clients import client_env, mailtalk_command
+
+pexpect = pytest.importorskip("pexpect")
+
+from tests.client.repl.test_repl_faults import _default_signals  # noqa: E402
+from tests.interop.test_repl_real import Screen, Term, term_env  # noqa: E402
+
+NOT_RUNNING = 3
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "", timeout: float = 60) -> Any:
+    return subprocess.run(
+        [*mailtalk_command(), "practice", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return client_env(tmp_path)
+
+
+@pytest.fixture
+def kept(env: dict[str, str]) -> Iterator[list[Path]]:
+    """Roots a test leaves a world running at: stopped at the end, whatever happened."""
+    roots: list[Path] = []
+    yield roots
+    for root in roots:
+        if is_running(root):
+            run(env, "--root", str(root), "--stop")
+
+
+def refused(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def banner(address: str, port: int) -> str:
+    with socket.create_connection((address, port), timeout=10) as sock:
+        return sock.recv(200).decode()
+
+
+def test_status_when_nothing_runs(env: dict[str, str], tmp_path: Path) -> None:
+    root = tmp_path / "nothing"
+    result = run(env, "--root", str(root), "--status")
+    assert result.returncode == NOT_RUNNING
+    assert result.stdout == (
+        f"No practice world runs at {root} (mailtalk practice --keep starts one).\n"
+    )
+    assert result.stderr == ""
+    result = run(env, "--root", str(root), "--status", "--json")
+    assert result.returncode == NOT_RUNNING
+    assert json.loads(result.stdout) == {"running": False, "root": str(root)}
+    assert not root.exists()  # asking made nothing
+
+
+def test_keep_status_stop(env: dict[str, str], kept: list[Path]) -> None:
+    """The default root ($XDG_STATE_HOME/mailtalk/practice), kept running for another
+    terminal, asked for its map, used, stopped."""
+    root = Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice"
+    kept.append(root)
+    started = run(env, "--keep")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("The practice world at ~/.state/mailtalk/practice (pid ")
+    assert "MTA  mail.isp.test" in started.stdout
+
+    status = run(env, "--status", "--json")
+    assert status.returncode == 0, status.stderr
+    world = json.loads(status.stdout)
+    assert world["running"] is True and world["kept"] is True and world["root"] == str(root)
+    os.kill(world["pid"], 0)  # a process of its own, still there after --keep returned
+    hosts = {host["name"]: host for host in world["hosts"]}
+    mx = hosts["mx.example.net"]
+    assert banner(mx["address"], mx["ports"]["smtp"]).startswith("220 mx.example.net ")
+    assert {a["login"]: a["password"] for a in world["accounts"]}["bob"] == "builder"
+    assert world["roles"]["MDA"] == ["mail.isp.test", "mx.example.net"]
+    assert world["roles"]["MUA"][0].startswith("you")
+    isp = hosts["mail.isp.test"]
+    with smtplib.SMTP(isp["address"], isp["ports"]["submission"], timeout=10) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=world["cafile"]))
+        smtp.login("alice", "wonderland")
+        smtp.sendmail("alice@isp.test", ["bob@example.net"], b"Subject: kept\r\n\r\nhi\r\n")
+    assert Path(world["cafile"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    text = run(env, "--status")
+    assert text.returncode == 0 and "MDA" in text.stdout
+    assert max(len(line) for line in text.stdout.splitlines()) <= 80
+
+    again = run(env, "--keep")
+    assert again.returncode == 0 and "already runs" in again.stderr
+
+    stopped = run(env, "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == f"Stopped the practice world at {root} (pid {world['pid']}).\n"
+    assert run(env, "--status").returncode == NOT_RUNNING
+    assert refused(mx["address"], mx["ports"]["smtp"])
+    assert process_gone(world["pid"])
+    nothing = run(env, "--stop")
+    assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout
+    log = Path(world["log"]).read_text(encoding="utf-8")
+    assert "authenticated as alice" in log and "delivered" in log  # the servers' log
+    for secret in ("wonderland", "AGFsaWNlAHdvbmRlcmxhbmQ", "d29uZGVybGFuZA"):
+        assert secret not in log
+
+
+def test_pipe_mode_talks_to_the_kept_world_and_leaves_it(
+    env: dict[str, str], tmp_path: Path, kept: list[Path]
+) -> None:
+    root = tmp_path / "world"
+    kept.append(root)
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    session = run(env, "--root", str(root), stdin="EHLO me\nQUIT\n")
+    assert session.returncode == 0, session.stderr
+    assert "S: 250-mx.example.net greets me" in session.stdout
+    assert "The practice world at" not in session.stdout  # the map went to stderr
+    assert "The practice world at" in session.stderr
+    assert is_running(root)
+
+
+def test_pipe_mode_starts_a_world_for_the_session_alone(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    session = run(env, "--root", str(root), stdin="EHLO me\nRCPT TO:<bob@example.net>\nQUIT\n")
+    assert session.returncode == 1  # the RCPT before MAIL was refused
+    assert "S: 503 5.5.1 Bad sequence of commands" in session.stdout
+    assert "The practice world at" in session.stderr
+    assert not is_running(root)
+
+
+def test_reset(env: dict[str, str], tmp_path: Path, kept: list[Path]) -> None:
+    root = tmp_path / "world"
+    kept.append(root)
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    busy = run(env, "--root", str(root), "--reset")
+    assert busy.returncode == 1 and "stop it first" in busy.stderr
+    assert run(env, "--root", str(root), "--stop").returncode == 0
+    inbox = root / "hosts" / "mx.example.net" / "mail" / "bob" / "Maildir" / "new"
+    seed = sorted(path.name for path in inbox.iterdir())
+    (inbox / "left-over").write_text("Subject: old\n\nold\n")
+    (root / "hosts" / "mail.isp.test" / "control" / "rcpthosts").write_text("broken!\n")
+
+    fresh = run(env, "--root", str(root), "--reset", "--keep")
+    assert fresh.returncode == 0, fresh.stderr
+    assert not (inbox / "left-over").exists()
+    assert len(list(inbox.iterdir())) == len(seed)
+    assert "isp.test" in (root / "hosts" / "mail.isp.test" / "control" / "rcpthosts").read_text()
+    assert (root / MARKER).is_file()
+
+
+def test_reset_refuses_a_folder_that_is_no_practice_world(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious\n")
+    result = run(env, "--root", str(folder), "--reset")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"mailtalk: {folder} is no practice world (no {MARKER} in it): not wiping it\n"
+    )
+    assert (folder / "thesis.txt").read_text() == "precious\n"
+    started = run(env, "--root", str(folder), "--keep")
+    assert started.returncode == 2 and "choose another --root" in started.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (["--status", "--stop"], 2, "--status and --stop do not go together"),
+        (["--json"], 2, "--json goes with --status or --keep"),
+        (["--reset", "--status"], 2, "--reset does not go with --status"),
+        (["--lesson", "3"], 2, "--lesson 3: there are no lessons yet"),
+        (["--lang", "fr"], 2, "'fr' is not one of 'en', 'nl'"),
+    ],
+)
+def test_options_that_do_not_go(
+    env: dict[str, str], tmp_path: Path, args: list[str], status: int, says: str
+) -> None:
+    result = run(env, "--root", str(tmp_path / "w"), *args)
+    assert result.returncode == status
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_list_says_there_are_no_lessons_yet(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(env, "--root", str(tmp_path / "w"), "--list")
+    assert result.returncode == 0 and "No lessons yet" in result.stdout
+
+
+# -- in a terminal ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Callable[..., Term]]:
+    children: list[Any] = []
+
+    def start(*args: str) -> Term:
+        environment = term_env(tmp_path / "state")
+        environment["HOME"] = str(tmp_path)
+        command = mailtalk_command()
+        child = pexpect.spawn(
+            command[0],
+            [*command[1:], "practice", *args],
+            env=environment,
+            dimensions=(50, 80),
+            timeout=20,
+            encoding="utf-8",
+            codec_errors="replace",
+            preexec_fn=_default_signals,
+        )
+        children.append(child)
+        return Term(child, Screen(50, 80))
+
+    yield start
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_practice_prints_the_map_and_opens_the_prompt_and_quit_stops_the_world(
+    terminal: Callable[..., Term], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    term = terminal("--root", str(root))
+    term.expect(r"The practice world at ~/world \(pid \d+\)")
+    term.expect(r"MUA +you")
+    term.expect(r"MTA +mail\.isp\.test +127\.77\.\d+\.2 ")
+    term.expect(r"alice@isp\.test +alice / wonderland")
+    term.expect(r"220 mx\.example\.net ")
+    term.expect_prompt("smtp", timeout=20)
+    assert is_running(root)
+    world = json.loads((root / "world.json").read_text())
+    mx = next(host for host in world["hosts"] if host["name"] == "mx.example.net")
+    term.command("EHLO me", r"250-mx\.example\.net greets me", "smtp")
+    term.sendline(":quit")
+    assert term.wait_exit() == 0
+    assert not is_running(root)
+    for host in world["hosts"]:
+        for service, port in host["ports"].items():
+            if service != "dns":
+                assert refused(host["address"], port), (host["name"], service)
+    assert refused(mx["address"], mx["ports"]["smtp"])
+
+
+def test_stop_from_another_terminal_ends_the_session(
+    terminal: Callable[..., Term], tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "world"
+    term = terminal("--root", str(root))
+    term.expect_prompt("smtp", timeout=20)
+    stopped = run(env, "--root", str(root), "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert term.wait_exit() == 128 + 15
+    assert not is_running(root)
