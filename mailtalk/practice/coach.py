@@ -41,6 +41,11 @@ class World(Protocol):
 
     def server_root(self, host: str) -> Path | None: ...
 
+    @property
+    def resolver(self) -> str:
+        """``ADDRESS:PORT`` of the world's DNS."""
+        ...
+
     def map_text(self, language: str) -> str: ...
 
     def target(self, url: str) -> Target:
@@ -94,6 +99,8 @@ class PracticeCoach:
             ("reset", ":reset", _("this lesson from the start, world included"), self._reset),
             ("lessons", ":lessons", _("every lesson, and which are done"), self._list),
             ("glossary", ":glossary", _("the words of the course"), self._glossary),
+            ("dns", ":dns NAME [TYPE]", _("ask the world's DNS (TYPE: MX, A, TXT...)"),
+             self._dns),
         )
         self._commands = {
             name: ExtraCommand(name, usage, brief, handler)
@@ -263,11 +270,42 @@ class PracticeCoach:
         ui.note(self._("The lesson starts again; the world is as it was at its start."))
         ui.show_block(self.panel())
 
+    def _dns(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        if not args or len(args) > 2:
+            raise MailtalkError(self._("usage: :dns NAME [TYPE], e.g. :dns example.net MX"))
+        ui.show_block(ask_dns(self.world.resolver, args[0], args[1] if len(args) > 1 else "A"))
+
     def _glossary(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.show_block(glossary_text(self.language))
 
     def _list(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.show_block(lesson_list(self.progress, self.language))
+
+
+def ask_dns(resolver: str, name: str, kind: str) -> str:
+    """One question to the world's DNS, answered as dig's answer section reads."""
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
+    host, _, port = resolver.rpartition(":")
+    try:
+        rdtype = dns.rdatatype.from_text(kind.upper())
+        query = dns.message.make_query(name, rdtype)
+    except (dns.exception.DNSException, ValueError) as error:
+        raise MailtalkError(f"cannot ask {name} {kind}: {error}") from None
+    try:
+        answer = dns.query.udp(query, host, port=int(port), timeout=3.0)
+    except (dns.exception.DNSException, OSError) as error:
+        raise MailtalkError(f"the world's DNS at {resolver} did not answer: {error}") from None
+    lines = [f";; {name} {kind.upper()}: {dns.rcode.to_text(answer.rcode())}"]
+    for rrset in answer.answer:
+        lines += [line for line in rrset.to_text().splitlines()]
+    if len(lines) == 1:
+        lines.append(";; no such record")
+    return "\n".join(lines)
 
 
 def lesson_list(progress: Progress, language: str) -> str:

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from mailtalk.practice.lessons import LANGUAGES, Lesson, LessonError, find_lesson, load_lessons
-from mailtalk.practice.lessons import parse_prose
+from mailtalk.practice.lessons import (
+    LANGUAGES,
+    Lesson,
+    LessonError,
+    find_lesson,
+    load_lessons,
+    parse_prose,
+)
 from mailtalk.script.format import parse_file
 
 LESSONS = load_lessons()
