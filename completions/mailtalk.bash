@@ -58,7 +58,7 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk practice')
-            opts='--root --reset --keep --status --stop --json --lang --list --lesson -h --help'
+            opts='--root --reset --keep --status --stop --json --lang --list --lesson --glossary --vars -h --help'
             value_opts='--root --lang --lesson'
             subcommands=''
             ;;

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 @cli.command(
     epilog="\b\nExamples:\n"
-    "  mailtalk practice                    the world, its map, and a prompt on the MX\n"
+    "  mailtalk practice                    the world, its map, the lesson and a prompt\n"
+    "  mailtalk practice --lang nl --lesson 2\n"
+    "  mailtalk practice --list\n"
     "  mailtalk practice --keep             leave it running for other terminals\n"
     "  mailtalk practice --status --json    where everything is, as JSON\n"
     "  mailtalk practice --stop\n"
@@ -44,6 +46,13 @@ if TYPE_CHECKING:
 )
 @click.option("--list", "list_lessons", is_flag=True, help="List the lessons.")
 @click.option("--lesson", type=click.IntRange(min=1), metavar="N", help="Start at lesson N.")
+@click.option("--glossary", is_flag=True, help="The words of the course (MUA, MTA, MX...).")
+@click.option(
+    "--vars",
+    "session_variables",
+    is_flag=True,
+    help="The running world's addresses as --var words for mailtalk run.",
+)
 @click.option("--run-world", is_flag=True, hidden=True)
 @pass_environment
 def practice(
@@ -57,6 +66,8 @@ def practice(
     lang: str | None,
     list_lessons: bool,
     lesson: int | None,
+    glossary: bool,
+    session_variables: bool,
     run_world: bool,
 ) -> None:
     """Practise on a small mail internet of your own, offline, on loopback.
@@ -67,7 +78,9 @@ def practice(
     and IMAP out, a Maildir per user) and a stranger's server that refuses to
     relay, each on a loopback address of its own. It prints the map (who
     plays MUA, MTA and MDA, where, on which ports, the practice accounts) and
-    opens a prompt on the MX's SMTP; :quit stops the world.
+    opens a prompt with a coach on the lesson's server: :lesson, :hint,
+    :check, :map, :dns, :skip, :reset. Steps tick when the servers see them
+    done, whatever client did them. :quit stops the world.
     """
     from mailtalk.practice.command import PracticeOptions, run
 
@@ -81,6 +94,8 @@ def practice(
         lang="nl" if lang == "nl" else "en" if lang == "en" else None,
         list_lessons=list_lessons,
         lesson=lesson,
+        glossary=glossary,
+        session_variables=session_variables,
         run_world=run_world,
     )
     sys.exit(run(options, env))

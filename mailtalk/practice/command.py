@@ -62,6 +62,8 @@ class PracticeOptions:
     lang: Literal["en", "nl"] | None = None  # None: from LANG/LC_MESSAGES (the lessons)
     list_lessons: bool = False
     lesson: int | None = None
+    glossary: bool = False
+    session_variables: bool = False  # --vars: --var NAME=VALUE words for mailtalk run
     run_world: bool = False  # the detached process of --keep (a hidden option)
 
 
@@ -78,11 +80,17 @@ def run(options: PracticeOptions, env: Environment) -> int:
         return show_status(root, options.as_json, env)
     if options.stop:
         return stop_world(root, env)
-    if options.list_lessons:
-        env.stdout.write("No lessons yet: `mailtalk practice` opens the world to explore.\n")
-        return int(ExitCode.OK)
+    if options.list_lessons or options.glossary:
+        return show_lessons(options, env)
     if options.lesson is not None:
-        raise UsageError(f"--lesson {options.lesson}: there are no lessons yet")
+        from mailtalk.practice.lessons import find_lesson
+
+        try:
+            find_lesson(str(options.lesson))
+        except LookupError as error:
+            raise UsageError(str(error)) from None
+    if options.session_variables:
+        return show_variables(root, env)
     if options.run_world:
         return run_world_forever(root, env)
     if options.reset:
@@ -91,7 +99,36 @@ def run(options: PracticeOptions, env: Environment) -> int:
         reset_root(root)
     if options.keep:
         return keep_world(root, options.as_json, env)
-    return practice(root, env)
+    return practice(root, env, options)
+
+
+def show_lessons(options: PracticeOptions, env: Environment) -> int:
+    """--list (the lessons, marked when done) or --glossary, in the chosen language."""
+    from mailtalk.practice.coach import glossary_text, lesson_list
+    from mailtalk.practice.i18n import choose_language
+    from mailtalk.practice.session import load_progress
+
+    progress = load_progress(env)
+    language = choose_language(options.lang, progress.language, env.variables)
+    text = glossary_text(language) if options.glossary else lesson_list(progress, language)
+    env.stdout.write(text + "\n")
+    return int(ExitCode.OK)
+
+
+def show_variables(root: Path, env: Environment) -> int:
+    """--vars: the world's addresses as ``--var NAME=VALUE`` words for ``mailtalk run``."""
+    import shlex
+
+    from mailtalk.practice.setup import MapWorld
+    from mailtalk.practice.world import is_running
+
+    if not is_running(root):
+        env.stderr.write(f"mailtalk: no practice world runs at {root} (--keep starts one)\n")
+        return int(NOT_RUNNING)
+    variables = MapWorld(running_map(root)).session_variables()
+    words = [f"--var {shlex.quote(f'{name}={value}')}" for name, value in sorted(variables.items())]
+    env.stdout.write(" ".join(words) + "\n")
+    return int(ExitCode.OK)
 
 
 def _check(options: PracticeOptions) -> None:
@@ -101,6 +138,8 @@ def _check(options: PracticeOptions) -> None:
             ("--status", options.status),
             ("--stop", options.stop),
             ("--list", options.list_lessons),
+            ("--glossary", options.glossary),
+            ("--vars", options.session_variables),
             ("--keep", options.keep),
             ("--lesson", options.lesson is not None),
         )
@@ -137,8 +176,9 @@ def start_practice_world(root: Path, env: Environment, *, kept: bool = False) ->
     return start_world(root, kept=kept, prefer_standard=prefer_standard, shared=shared)
 
 
-def practice(root: Path, env: Environment) -> int:
-    """Start the world (or find the one running at ROOT), print the map, open the REPL."""
+def practice(root: Path, env: Environment, options: PracticeOptions) -> int:
+    """Start the world (or find the one running at ROOT), print the map, open the REPL
+    with the coach on the lesson's server."""
     from mailtalk.practice.world import is_running
 
     if is_running(root):
@@ -149,7 +189,7 @@ def practice(root: Path, env: Environment) -> int:
                 "# This world runs elsewhere: :quit leaves it running "
                 "(mailtalk practice --stop stops it).\n"
             )
-        return open_repl(world_map, env)
+        return practise(world_map, env, options.lang, options.lesson)
     world = start_practice_world(root, env)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # --stop from another terminal
@@ -159,7 +199,7 @@ def practice(root: Path, env: Environment) -> int:
             env.stdout.write(
                 "# :quit leaves and stops the world; mailtalk practice --keep keeps one running.\n"
             )
-        return open_repl(world.map, env)
+        return practise(world.map, env, options.lang, options.lesson)
     finally:
         world.stop()
         signal.signal(signal.SIGTERM, previous)
@@ -167,6 +207,14 @@ def practice(root: Path, env: Environment) -> int:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def practise(
+    world_map: WorldMap, env: Environment, language: str | None, lesson: int | None
+) -> int:
+    from mailtalk.practice.session import practise as lesson_session
+
+    return lesson_session(world_map, env, language, lesson)
 
 
 def open_repl(

@@ -195,7 +195,8 @@ def test_reset_refuses_a_folder_that_is_no_practice_world(
         (["--status", "--stop"], 2, "--status and --stop do not go together"),
         (["--json"], 2, "--json goes with --status or --keep"),
         (["--reset", "--status"], 2, "--reset does not go with --status"),
-        (["--lesson", "3"], 2, "--lesson 3: there are no lessons yet"),
+        (["--lesson", "99"], 2, "no lesson '99'; the lessons are"),
+        (["--list", "--glossary"], 2, "--list and --glossary do not go together"),
         (["--lang", "fr"], 2, "'fr' is not one of 'en', 'nl'"),
     ],
 )
@@ -207,9 +208,26 @@ def test_options_that_do_not_go(
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
-def test_list_says_there_are_no_lessons_yet(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(env, "--root", str(tmp_path / "w"), "--list")
-    assert result.returncode == 0 and "No lessons yet" in result.stdout
+def test_list_names_the_lessons_in_the_language_asked(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from mailtalk.practice.lessons import load_lessons
+
+    english = run(env, "--root", str(tmp_path / "w"), "--list", "--lang", "en")
+    assert english.returncode == 0, english.stderr
+    for lesson in load_lessons():
+        assert lesson.prose["en"].title in english.stdout
+    dutch = run(env, "--root", str(tmp_path / "w"), "--list", "--lang", "nl")
+    assert "SMTP met de hand" in dutch.stdout and "SMTP by hand" not in dutch.stdout
+
+
+def test_glossary_in_both_languages(env: dict[str, str], tmp_path: Path) -> None:
+    english = run(env, "--glossary", "--lang", "en")
+    dutch = run(env, "--glossary", "--lang", "nl")
+    assert english.returncode == dutch.returncode == 0
+    assert "MUA: Mail User Agent: the mail program" in english.stdout
+    assert "MUA: Mail User Agent: het mailprogramma" in dutch.stdout
+    assert max(len(line) for line in dutch.stdout.splitlines()) <= 80
 
 
 # -- in a terminal ----------------------------------------------------------------------

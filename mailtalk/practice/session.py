@@ -1,0 +1,80 @@
+"""A practice session: the lesson chosen, the world made ready for it, the REPL with its
+coach connected where the lesson starts.
+
+Which lesson: ``--lesson N``, else the one worked on last time (practice.json), else the
+first one not done. Which language: ``--lang``, else last time's, else the locale. In
+pipe mode (standard input not a terminal) there is no coach: the session's lines go to
+the lesson's server as in ``mailtalk smtp``, and the checks still see what they did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailtalk.environment import Environment
+    from mailtalk.practice.lessons import Lesson
+    from mailtalk.practice.progress import Progress
+    from mailtalk.practice.worldmap import WorldMap
+
+PROGRESS_FILE = "practice.json"
+
+
+def load_progress(env: Environment) -> Progress:
+    from mailtalk.practice.progress import Progress
+
+    return Progress.load(env.state_dir() / PROGRESS_FILE)
+
+
+def choose_lesson(wanted: int | None, progress: Progress) -> Lesson:
+    from mailtalk.practice.lessons import find_lesson, load_lessons
+
+    lessons = load_lessons()
+    if wanted is not None:
+        return find_lesson(str(wanted), lessons)
+    if progress.current:
+        try:
+            return find_lesson(progress.current, lessons)
+        except LookupError:
+            pass  # a lesson of an older version: start where nothing is done
+    for lesson in lessons:
+        state = progress.lessons.get(lesson.name)
+        if state is None or not state.done:
+            return lesson
+    return lessons[0]
+
+
+def practise(
+    world_map: WorldMap, env: Environment, language: str | None, wanted: int | None
+) -> int:
+    """The REPL with the coach on the lesson's server; the exit status."""
+    from mailtalk.client.options import SessionOptions
+    from mailtalk.practice.i18n import choose_language
+    from mailtalk.practice.setup import MapWorld
+
+    world = MapWorld(world_map)
+    progress = load_progress(env)
+    chosen = choose_language(language, progress.language, env.variables)
+    if language:
+        progress.language = language
+    lesson = choose_lesson(wanted, progress)
+    world.prepare(lesson)
+    target = world.target(lesson.connect)
+    session = SessionOptions(
+        target=target,
+        starttls=target.tls == "starttls",
+        cafile=world_map.cafile,
+        debug=env.debug,
+        resolve=world.resolve,
+    )
+    if not env.interactive():
+        from mailtalk.client.pipe import run_pipe_mode
+
+        progress.current = lesson.name
+        progress.save()
+        return run_pipe_mode(session, env)
+    from mailtalk.client.repl.app import Repl
+    from mailtalk.practice.coach import PracticeCoach
+
+    coach = PracticeCoach(world, progress, chosen, lesson)
+    return Repl(session, env, coach).run()

@@ -1,0 +1,191 @@
+"""A running world as the lessons see it, and a lesson's ``[setup]`` made true in it.
+
+Everything goes through the world's files, never its memory, so a lesson works the same
+against a world in this process and one left running by ``--keep`` in another:
+
+* ``records``: the lesson's own DNS records, a section of the records file the world's
+  DNS reads again within a second (``{mx.example.net}`` in a record stands for that
+  host's address);
+* per host, ``faults`` and ``scenarios``: written to the host's ``control/faults`` and
+  ``control/scenarios``, which the servers read again at the next connection, as qmail
+  reads its control files;
+* per host, ``control``: files of ``control/`` as the lesson starts them (the learner
+  edits them in the lesson). Before the first lesson changes any, the world's own
+  control files are copied to ``control.orig/``; every lesson start puts back those no
+  lesson asks for, so no lesson's edits leak into the next.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from mailtalk.errors import MailtalkError
+
+if TYPE_CHECKING:
+    from mailtalk.net.target import Target
+    from mailtalk.practice.lessons import Lesson
+    from mailtalk.practice.worldmap import WorldMap
+
+LESSON_SECTION: Final = "lesson"
+FAULTS_FILE: Final = "faults"
+SCENARIOS_FILE: Final = "scenarios"
+ORIGINALS: Final = "control.orig"
+# The service a URL names, by (protocol, TLS): the world's port for it.
+SERVICE_OF: Final = {
+    ("smtp", "none"): "smtp",
+    ("smtp", "starttls"): "submission",
+    ("smtp", "implicit"): "smtps",
+    ("pop3", "none"): "pop3",
+    ("pop3", "implicit"): "pop3s",
+    ("imap", "none"): "imap",
+    ("imap", "implicit"): "imaps",
+}
+_HOST_PLACEHOLDER = re.compile(r"\{([a-z0-9.-]+)\}")
+
+
+class MapWorld:
+    """The coach's view of a running world, made from its map (``ROOT/world.json``)."""
+
+    def __init__(self, world_map: WorldMap) -> None:
+        self.map = world_map
+        self.root = Path(world_map.root)
+
+    @property
+    def journal_path(self) -> Path:
+        return Path(self.map.journal)
+
+    @property
+    def resolver(self) -> str:
+        return self.map.resolver
+
+    @property
+    def resolve(self) -> tuple[tuple[str, str], ...]:
+        """Every host name of the world with its address (the REPL's --resolve)."""
+        return tuple((host.name, host.address) for host in self.map.hosts)
+
+    def server_root(self, host: str) -> Path | None:
+        try:
+            return Path(self.map.host(host).root)
+        except KeyError:
+            return None
+
+    def map_text(self, language: str) -> str:
+        from mailtalk.practice.worldmap import render_map
+
+        return render_map(self.map, 80)
+
+    def target(self, url: str) -> Target:
+        """A lesson's URL as this world serves it: the host's own port for the service
+        (a free one when the standard port could not be bound), the name kept for TLS."""
+        from dataclasses import replace
+
+        from mailtalk.net.target import parse_url
+
+        target = parse_url(url)
+        try:
+            host = self.map.host(target.host)
+        except KeyError:
+            return target
+        service = SERVICE_OF.get((target.protocol, target.tls))
+        if service is not None and service in host.ports:
+            target = replace(target, port=host.ports[service])
+        return target
+
+    def session_variables(self) -> dict[str, str]:
+        """``${MX_EXAMPLE_NET_SMTP}``-style variables for ``mailtalk run --var``: every
+        host's every service as ADDRESS:PORT, and ``CA``."""
+        variables = {"CA": self.map.cafile}
+        for host in self.map.hosts:
+            prefix = host.name.upper().replace(".", "_").replace("-", "_")
+            for service, port in host.ports.items():
+                variables[f"{prefix}_{service.upper()}"] = f"{host.address}:{port}"
+        return variables
+
+    # -- a lesson's setup ---------------------------------------------------------------
+
+    def prepare(self, lesson: Lesson) -> None:
+        """Make the world as ``lesson``'s [setup] says (MailtalkError if it cannot)."""
+        setup = lesson.setup
+        hosts: dict[str, dict[str, Any]] = dict(setup.get("hosts", {}))
+        unknown = set(hosts) - {host.name for host in self.map.hosts}
+        if unknown:
+            raise MailtalkError(f"{lesson.name}: no host {sorted(unknown)[0]} in this world")
+        touched = self._control_files_lessons_touch()
+        for host in self.map.hosts:
+            wanted = hosts.get(host.name, {})
+            control = Path(host.root) / "control"
+            self._keep_originals(control, touched)
+            for name in touched:
+                original = control.parent / ORIGINALS / name
+                if name in wanted.get("control", {}):
+                    _write(control / name, str(wanted["control"][name]).lstrip("\n"))
+                elif original.is_file():
+                    shutil.copyfile(original, control / name)
+                else:
+                    (control / name).unlink(missing_ok=True)
+            _write(control / FAULTS_FILE, _lines(wanted.get("faults", [])))
+            _write(control / SCENARIOS_FILE, _lines(wanted.get("scenarios", [])))
+        self._write_records(str(setup.get("records", "")))
+
+    def _control_files_lessons_touch(self) -> set[str]:
+        from mailtalk.practice.lessons import load_lessons
+
+        return {
+            name
+            for lesson in load_lessons()
+            for host in dict(lesson.setup.get("hosts", {})).values()
+            for name in dict(host.get("control", {}))
+        }
+
+    @staticmethod
+    def _keep_originals(control: Path, names: set[str]) -> None:
+        originals = control.parent / ORIGINALS
+        if originals.is_dir():
+            return
+        staging = control.parent / (ORIGINALS + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        for name in names:
+            if (control / name).is_file():
+                shutil.copyfile(control / name, staging / name)
+        staging.rename(originals)
+
+    def _write_records(self, records: str) -> None:
+        from mailtalk.practice.world import replace_file, replace_section
+
+        addresses = {host.name: host.address for host in self.map.hosts}
+
+        def address(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in addresses:
+                raise MailtalkError(f"lesson DNS records: no host {name} in this world")
+            return addresses[name]
+
+        lines = [
+            _HOST_PLACEHOLDER.sub(address, line)
+            for line in records.splitlines()
+            if line.strip()
+        ]
+        path = Path(self.map.dns_records)
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        updated = replace_section(text, LESSON_SECTION, lines)
+        if updated != text:
+            replace_file(path, updated)
+
+
+def _lines(items: list[str]) -> str:
+    return "".join(f"{item}\n" for item in items)
+
+
+def _write(path: Path, text: str) -> None:
+    from mailtalk.practice.world import replace_file
+
+    try:
+        current = path.read_text(encoding="utf-8")
+    except OSError:
+        current = None
+    if current != text:  # an unchanged file keeps its stamp: no needless re-read
+        replace_file(path, text)
