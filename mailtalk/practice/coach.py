@@ -48,6 +48,12 @@ class World(Protocol):
 
     def map_text(self, language: str) -> str: ...
 
+    def add_record(self, line: str) -> None: ...
+
+    def control_file(self, host: str, name: str) -> Path: ...
+
+    def edit_control(self, host: str, name: str, change: str, line: str) -> None: ...
+
     def target(self, url: str) -> Target:
         """A lesson's ``connect`` URL as the world serves it (its real port)."""
         ...
@@ -101,6 +107,10 @@ class PracticeCoach:
             ("glossary", ":glossary", _("the words of the course"), self._glossary),
             ("dns", ":dns NAME [TYPE]", _("ask the world's DNS (TYPE: MX, A, TXT...)"),
              self._dns),
+            ("dns-add", ":dns-add NAME TYPE VALUE",
+             _("add a record to the world's DNS"), self._add_record),
+            ("control", ":control HOST FILE [add|remove LINE]",
+             _("show or edit a server's qmail control file"), self._control),
         )
         self._commands = {
             name: ExtraCommand(name, usage, brief, handler)
@@ -274,6 +284,34 @@ class PracticeCoach:
         if not args or len(args) > 2:
             raise MailtalkError(self._("usage: :dns NAME [TYPE], e.g. :dns example.net MX"))
         ui.show_block(ask_dns(self.world.resolver, args[0], args[1] if len(args) > 1 else "A"))
+
+    def _add_record(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        if len(args) < 3:
+            raise MailtalkError(self._("usage: :dns-add NAME TYPE VALUE, e.g. "
+                                       ":dns-add shop.test MX 10 mail.isp.test"))
+        line = " ".join(args)
+        self.world.add_record(line)
+        ui.note(self._("added to the DNS (answered within a second): {line}").format(line=line))
+
+    def _control(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        if len(args) == 2:
+            path = self.world.control_file(args[0], args[1])
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            except OSError as error:
+                raise MailtalkError(f"cannot read {path}: {error.strerror}") from None
+            ui.show_block(f"# {path}\n{text.rstrip()}" if text.strip() else
+                          self._("# {path} is empty or missing").format(path=path))
+            return
+        if len(args) == 4 and args[2] in ("add", "remove"):
+            self.world.edit_control(args[0], args[1], args[2], args[3])
+            ui.note(self._("{file} of {host} changed; its next connection reads it").format(
+                file=args[1], host=args[0]))
+            return
+        raise MailtalkError(self._("usage: :control HOST FILE [add|remove LINE], e.g. "
+                                   ":control mx.example.net rcpthosts add example.org"))
 
     def _glossary(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.show_block(glossary_text(self.language))

@@ -104,6 +104,57 @@ class MapWorld:
                 variables[f"{prefix}_{service.upper()}"] = f"{host.address}:{port}"
         return variables
 
+    # -- what the learner changes ------------------------------------------------------
+
+    def add_record(self, line: str) -> None:
+        """A DNS record of the learner's, after the sections programs write: the world's
+        DNS reads it within a second (a line it cannot read is refused here first)."""
+        import tempfile
+
+        from mailtalk.practice.world import replace_file
+        from mailtalk.servers.dns import DNSDataError, load_dns_data
+
+        path = Path(self.map.dns_records)
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += line.strip() + "\n"
+        with tempfile.TemporaryDirectory() as trial:  # the DNS's own reading, first
+            (Path(trial) / path.name).write_text(text, encoding="utf-8")
+            try:
+                load_dns_data(Path(trial))
+            except DNSDataError as error:
+                said = str(error).rpartition(": ")[2] if ": " in str(error) else str(error)
+                raise MailtalkError(f"the DNS would not read {line.strip()!r}: {said}") from None
+        replace_file(path, text)
+
+    def control_file(self, host: str, name: str) -> Path:
+        """``control/NAME`` of a host's root: qmail's file names only, no paths."""
+        root = self.server_root(host)
+        if root is None:
+            known = ", ".join(h.name for h in self.map.hosts)
+            raise MailtalkError(f"no host {host} in this world ({known})")
+        if not re.fullmatch(r"[a-z]+", name):
+            raise MailtalkError(f"{name!r} is not a control file name (rcpthosts, locals...)")
+        return root / "control" / name
+
+    def edit_control(self, host: str, name: str, change: str, line: str) -> None:
+        """Add a line to a control file or remove it, as an editor would; the servers read
+        the file again at the next connection."""
+        path = self.control_file(host, name)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as error:
+            raise MailtalkError(f"cannot read {path}: {error.strerror}") from None
+        if change == "add":
+            if line not in (existing.strip() for existing in lines):
+                lines.append(line)
+        else:
+            lines = [existing for existing in lines if existing.strip() != line]
+        _write(path, "".join(f"{existing}\n" for existing in lines))
+
     # -- a lesson's setup ---------------------------------------------------------------
 
     def prepare(self, lesson: Lesson) -> None:
