@@ -95,11 +95,13 @@ class MapWorld:
         return target
 
     def session_variables(self) -> dict[str, str]:
-        """``${MX_EXAMPLE_NET_SMTP}``-style variables for ``mailtalk run --var``: every
-        host's every service as ADDRESS:PORT, and ``CA``."""
-        variables = {"CA": self.map.cafile}
+        """``${MX_EXAMPLE_NET_SMTP}``-style variables for ``mailtalk run --var`` (or the
+        environment): every host's every service as ADDRESS:PORT, every host's root
+        (``${MX_EXAMPLE_NET_ROOT}``: its control files are there), ``CA`` and ``ROOT``."""
+        variables = {"CA": self.map.cafile, "ROOT": self.map.root}
         for host in self.map.hosts:
             prefix = host.name.upper().replace(".", "_").replace("-", "_")
+            variables[f"{prefix}_ROOT"] = host.root
             for service, port in host.ports.items():
                 variables[f"{prefix}_{service.upper()}"] = f"{host.address}:{port}"
         return variables
