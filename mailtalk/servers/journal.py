@@ -47,6 +47,7 @@ sees whole lines. The file is bounded: past ``max_bytes`` it is renamed to
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -117,7 +118,10 @@ class Journal:
     def _open(self) -> IO[str]:
         if self.path is None:
             return self._given_stream if self._given_stream is not None else sys.stdout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a directory should be: say that
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
         self._size = os.fstat(fd).st_size
