@@ -320,6 +320,8 @@ class ReferenceServers:
         for server in self._servers:
             server.close()
         for session in list(self.context.connections):
+            if getattr(session, "close_reason", "") is None:
+                session.close_reason = "shutdown"  # for the journal's close event
             transport = getattr(session, "transport", None)
             if transport is not None:
                 transport.abort()

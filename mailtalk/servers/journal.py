@@ -5,44 +5,94 @@ practice world (``ROOT/journal.jsonl``) write one. It is the servers' account of
 not of keystrokes: the practice lessons check it, so a lesson done with telnet, swaks or
 a mail program counts as much as one done in mailtalk's REPL.
 
-Every object has ``time`` (UTC, ISO 8601 with milliseconds), ``server`` (the host name the
-server calls itself, control/me), ``event`` (the kind, below) and, for events of a
-connection, ``proto`` (``smtp``, ``pop3``, ``imap``), ``session`` (a number unique within
-that server) and ``client`` (the client's IP address). The kinds and their own fields:
+Every object has ``time`` (UTC, ISO 8601 with milliseconds, when it was written),
+``server`` (the host name the server calls itself, control/me) and ``event`` (the kind,
+below). Events of a connection also have ``proto`` (``smtp``, ``pop3``, ``imap``; SMTP
+on the submission and smtps listeners too), ``session`` (a number unique within that
+server, the same for every event of the connection) and ``client`` (the client's IP
+address). Absent values are null, never left out. The kinds and their own fields:
 
 ``connect``
-    ``port`` (the listener's), ``code`` and ``text`` of the greeting (``code`` the SMTP
-    reply code, ``+OK``/``-ERR`` for POP3, ``OK``/``PREAUTH``/``BYE`` for IMAP).
+    The greeting went out: ``port`` and ``listener`` (``smtp``, ``submission``,
+    ``smtps``, ``pop3``, ``pop3s``, ``imap``, ``imaps``) it came in on, ``tls`` (true on
+    an implicit-TLS listener), ``code`` and ``text`` of the greeting (``code`` the SMTP
+    reply code, ``+OK``/``-ERR`` for POP3, ``OK``/``BYE`` for IMAP). A fault at connect
+    can make it a 554 or a BYE; a refused connection (too many) has the 421 or BYE it got;
+    when no greeting went out at all (a disconnect fault) ``code`` and ``text`` are null.
+    Always the first event of its session: what happened before the greeting (a fired
+    fault) follows it.
 ``command``
-    One command and its final reply: ``verb`` (upper case), ``args`` (secrets replaced by
-    ``<redacted>``), ``code``, ``enhanced`` (SMTP's ``5.7.1``, or null), ``response_code``
-    (POP3's and IMAP's bracketed code without brackets, ``IN-USE``, or null), ``text``
-    (the reply's last line, at most 200 characters), ``tls`` and ``user`` (as the session
-    stood when the command came). The lines of a message after DATA are not commands;
-    the reply to the final dot is journalled as verb ``.``.
+    One command and its final reply: ``verb`` (upper case; IMAP's ``UID FETCH``; ``.``
+    for the end of an SMTP message; null for a line that is no command the server knows:
+    it may be a password typed at the wrong moment, so ``args`` is then ``<redacted>``
+    and the line is cut out of ``text``), ``args`` (the rest of the line, null when
+    empty, secrets replaced by ``<redacted>``: AUTH's initial response, PASS, APOP's
+    digest, LOGIN's password; at most 200 characters), ``code`` (SMTP's number, POP3's
+    ``+OK``/``-ERR``, IMAP's ``OK``/``NO``/``BAD``), ``enhanced`` (SMTP's ``5.7.1``, or
+    null), ``response_code`` (POP3's and IMAP's bracketed code without brackets,
+    ``IN-USE``, ``AUTH``, ``SYS/TEMP``, ``AUTHENTICATIONFAILED``, ``APPENDUID 17 3``, or
+    null), ``text`` (the reply's lines joined by spaces, at most 200 characters),
+    ``tls`` and ``user`` (as the session stood when the command came: the AUTH that
+    logs in still has ``user`` null). IMAP adds ``mailbox`` (the selected one, or null).
+    The lines of a message after DATA are not commands, nor are the lines of an AUTH
+    exchange (they are the AUTH command's, whose reply is the last one); SMTP's 354 is
+    DATA's reply. An IMAP line that does not parse is a command with ``verb`` null and
+    ``code`` ``BAD``. A command whose answer never came (a disconnect fault) has none.
 ``tls``
-    STARTTLS/STLS or implicit TLS done: ``version``, ``cipher``.
+    STARTTLS/STLS, or implicit TLS, done: ``version`` (``TLSv1.3``), ``cipher``.
 ``auth``
-    ``user``, ``mechanism`` (``PLAIN``, ``LOGIN``, ``USER/PASS``, ``APOP``, ``LOGIN`` for
-    IMAP's LOGIN), ``ok`` (true or false).
+    A login was decided: ``user``, ``mechanism`` (SMTP ``PLAIN``, ``LOGIN``; POP3
+    ``USER/PASS``, ``APOP``, ``PLAIN``; IMAP ``LOGIN`` for the LOGIN command, ``PLAIN``
+    for AUTHENTICATE), ``ok`` (the session is now logged in). POP3 adds ``reason``, the
+    response code of a refusal: ``AUTH`` (wrong password), or, the password being right,
+    ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``.
 ``fault``
-    An injected fault fired: ``rule`` (its text), ``verb``.
+    An injected fault fired: ``rule`` (its text, as given), ``verb`` (``RCPT``,
+    ``CONNECT``, ``DATA-END``...), ``action`` (``reply``, ``disconnect``, ``delay``),
+    ``reply`` (the line it answers with, or null), ``seconds`` (of a delay, or null).
 ``message``
-    ``outcome``: ``delivered`` (``user``, ``mailbox``, ``file``: the Maildir file's name,
-    ``size``, ``subject``, ``queue_id``), ``queued`` (``recipients``, ``queue_id``, ``size``,
-    ``subject``), ``relayed`` (``queue_id``, ``recipient``, ``mx``: the host it went to,
-    ``code``, ``text``), ``deferred`` and ``bounced`` (``queue_id``, ``recipient``,
-    ``reason``).
+    ``outcome`` says what became of a message, with ``queue_id`` (the id the SMTP
+    server gave it: in its 250 and Received: line), ``sender`` (the envelope sender,
+    ``""`` for a bounce) and per outcome:
+
+    ``delivered``: in a local Maildir's ``new/``: ``user``, ``mailbox`` (``INBOX``),
+    ``file`` (the file's name in new/), ``size`` (its bytes), ``subject`` (decoded, or
+    null), ``recipients`` (the addresses that led to this user). ``queued``: into the
+    relay queue: ``recipients``, ``file`` (its name in queue/messages), ``size``,
+    ``subject``. A bounce (an RFC 3464 report) delivered or queued has ``bounce_of``,
+    the queue id of the message it reports on, and ``queue_id`` null.
+
+    Onward delivery, one event per recipient (``recipient``), with ``file``, ``mx`` (the
+    host it went to, as smtproutes or the MX record names it), ``address``
+    (``ADDRESS:PORT``), ``code``, ``status`` (the RFC 3463 status) and ``text`` (the
+    MX's reply) when there was a reply, and ``reason`` (what went wrong, as the bounce
+    says it): ``relayed`` (the MX took it), ``deferred`` (to be tried again: also
+    ``attempts`` and ``retry_in`` seconds), ``bounced`` (given up: refused, or too old).
+    These events have no ``proto``, ``session`` nor ``client``.
 ``dns``
-    A query the embedded DNS server answered: ``qname``, ``qtype``, ``rcode``
-    (``NOERROR``, ``NXDOMAIN``...), ``answers`` (the records' values as text).
+    A query the embedded DNS server answered: ``proto`` (``dns``), ``transport``
+    (``udp``, ``tcp``), ``client``, ``qname`` (without the final dot), ``qtype``
+    (``MX``), ``rcode`` (``NOERROR``, ``NXDOMAIN``, ``REFUSED``...), ``answers`` (the
+    answer section as ``TYPE value`` texts: ``MX 10 mx.example.net.``; at most 50).
+``control``
+    A new connection found ROOT/control/ changed and read it again (qmail's way):
+    ``files`` (which changed: ``rcpthosts``, ``users``...), ``ok`` (false when a file
+    did not parse and the last good settings stay), ``error`` (that file's line, or
+    null). It comes before that connection's ``connect``.
 ``close``
-    The connection ended: ``reason`` (``quit``, ``idle``, ``dropped``, ``fault``,
-    ``refused``).
+    The connection ended: ``reason`` (``quit``: after QUIT or LOGOUT; ``dropped``: the
+    client went without saying goodbye; ``idle``: the timeout; ``fault``: a disconnect
+    fault; ``refused``: too many connections; ``server``: the server ended it (a 421,
+    too many errors, a bare LF); ``tls-failed``: the handshake after STARTTLS failed;
+    ``shutdown``: the servers stopped), ``tls``, ``user`` (who was logged in, or null).
+    POP3 adds, once logged in, ``marked`` (messages DELE marked) and ``deleted`` (those
+    removed, which only QUIT does: 0 for a session dropped without it).
 
 Writes are line-buffered and each object is one ``write``, so a reader tailing the file
-sees whole lines. The file is bounded: past ``max_bytes`` it is renamed to
-``FILE.1`` (the one before that is dropped) and a new file begun.
+sees whole lines (:class:`JournalReader` follows one; :func:`read_events` reads it all).
+The file is bounded: past ``max_bytes`` it is renamed to ``FILE.1`` (the one before
+that is dropped) and a new file begun. In-process, ``Journal.listeners`` get each event
+as it is written.
 """
 
 from __future__ import annotations
@@ -68,11 +118,18 @@ REDACTED: Final = "<redacted>"
 Event = dict[str, Any]
 
 
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_second: tuple[int, str] = (0, "")  # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
     """``2026-12-06T20:42:44.123Z``"""
+    global _second
     now = time.time()
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-    return f"{seconds}.{int(now * 1000) % 1000:03d}Z"
+    whole = int(now)
+    if _second[0] != whole:  # one strftime a second, not one an event
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(now * 1000) % 1000:03d}Z"
 
 
 class Journal:
@@ -98,9 +155,9 @@ class Journal:
         self.listeners: list[Callable[[Event], None]] = []
         self.on_error: Callable[[OSError], None] | None = None
         self.error: OSError | None = None  # the first write that failed, if one did
-        self._given_stream = stream
+        self._stream = stream
         self._lock = threading.Lock()
-        self._stream: IO[str] | None = None
+        self._fd = -1  # the file's, once open (O_APPEND: each event one write)
         self._size = 0
 
     @property
@@ -112,36 +169,31 @@ class Journal:
         """Open the file now, so that one that cannot be written is an error at start
         (raised as OSError), not a lost event in the middle of a session."""
         with self._lock:
-            if self._stream is None:
-                self._stream = self._open()
+            if self.path is not None and self._fd < 0:
+                self._open()
 
-    def _open(self) -> IO[str]:
-        if self.path is None:
-            return self._given_stream if self._given_stream is not None else sys.stdout
+    def _open(self) -> None:
+        assert self.path is not None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # a file where a directory should be: say that
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
-        self._size = os.fstat(fd).st_size
-        return stream
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
 
     def write(self, server: str, event: str, **fields: Any) -> None:
         """One event: ``server`` is the host name the server calls itself."""
         record: Event = {"time": utc_now(), "server": server, "event": event}
         record.update(fields)
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = _ENCODE(record) + "\n"
         try:
             with self._lock:
-                if self._stream is None:
-                    self._stream = self._open()
-                if self.path is not None and self._size + len(line) > self.max_bytes > 0:
-                    self._rotate()
-                self._stream.write(line)
-                self._size += len(line.encode("utf-8"))
                 if self.path is None:
-                    self._stream.flush()
+                    stream = self._stream if self._stream is not None else sys.stdout
+                    stream.write(line)
+                    stream.flush()
+                else:
+                    self._append(line.encode("utf-8", "backslashreplace"))
         except (OSError, ValueError) as error:  # ValueError: a closed stream
             self._failed(error if isinstance(error, OSError) else OSError(str(error)))
         for listener in self.listeners:
@@ -149,6 +201,16 @@ class Journal:
                 listener(record)
             except Exception:
                 log.exception("journal listener failed")
+
+    def _append(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._open()
+        if self._size + len(data) > self.max_bytes > 0:
+            self._rotate()
+        view = memoryview(data)
+        while view:  # a regular file takes it whole; a pipe or a full disk may not
+            view = view[os.write(self._fd, view) :]
+        self._size += len(data)
 
     def _failed(self, error: OSError) -> None:
         first = self.error is None
@@ -161,17 +223,20 @@ class Journal:
                 self.on_error(error)
 
     def _rotate(self) -> None:
-        assert self.path is not None and self._stream is not None
-        self._stream.close()
-        self._stream = None
+        assert self.path is not None
+        self._close_fd()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._stream = self._open()
+        self._open()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def close(self) -> None:
+        """Close the file (a later event opens it again); a stream is left open."""
         with self._lock:
-            if self._stream is not None and self.path is not None:
-                self._stream.close()
-            self._stream = None
+            self._close_fd()
 
 
 def short_text(text: str) -> str:
@@ -212,7 +277,11 @@ def subject_of(head: bytes) -> str | None:
 
     try:
         value = BytesHeaderParser(policy=policy.default).parsebytes(head).get("subject")
-        return None if value is None else short_text(str(value))
+        if value is None:
+            return None
+        # Undecodable 8-bit bytes come back as surrogates: shown as U+FFFD instead.
+        text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return short_text(text)
     except Exception:  # a header the parser chokes on: no subject rather than no event
         return None
 

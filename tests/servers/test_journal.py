@@ -93,6 +93,15 @@ def test_each_event_is_one_line_with_time_server_and_kind(tmp_path: Path) -> Non
     assert "é" in line  # UTF-8, not \u escapes: readable with grep
 
 
+def test_text_that_is_no_unicode_is_written_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.write("a", "command", text="\udc80 lone surrogate")
+    journal.write("a", "close", reason="quit")
+    assert journal.error is None
+    assert [e["event"] for e in read_events(path)] == ["command", "close"]
+
+
 def test_listeners_get_every_event() -> None:
     seen: list[dict[str, object]] = []
     journal = Journal(None, stream=io.StringIO())
@@ -190,6 +199,7 @@ def test_subject_is_decoded_from_the_head() -> None:
     collector.feed(b"more body\r\n")
     assert subject_of(collector.head) == "héllo world"
     assert subject_of(b"From: a@b\r\n\r\n") is None
+    assert subject_of(b"Subject: caf\xe9\r\n\r\n") == "caf\ufffd"  # raw 8-bit: shown as such
     big = HeadCollector()
     for _ in range(100):
         big.feed(b"X-Filler: " + b"y" * 1000 + b"\r\n")

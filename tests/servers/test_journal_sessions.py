@@ -515,3 +515,17 @@ def test_a_changed_control_file_is_journalled(start: Start) -> None:
     names = [e["event"] for e in read_events(path)]
     assert names.index("control") < max(i for i, n in enumerate(names) if n == "connect")
     assert [c[1] for c in commands(path, verb="RCPT")] == [554, 250]
+
+
+def test_sessions_open_when_the_servers_stop(tmp_path: Path, tls_dir: Path) -> None:
+    copy_tls(tls_dir, tmp_path / "root")
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    with run_servers(tmp_path / "root", smtp=0, journal=journal) as servers:
+        line = Line(servers.port("smtp"))
+        line.read(SMTP_REPLY)
+        line.ask("EHLO learner.test", SMTP_REPLY)
+    journal.close()
+    (close,) = events(path, event="close")
+    assert close["reason"] == "shutdown"
+    line.close()
