@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from mailtalk.servers.journal import Journal, read_events
-from tests.interop.clients import client_env, mailtalk_command, require_binary
+from tests.interop.clients import client_env, mailtalk_command, read_line, require_binary
 from tests.servers.journaling import PASSWORD, USER, events, secret_forms, wait_event, wait_for
 
 pytestmark = pytest.mark.interop
@@ -81,17 +80,25 @@ def put(servers: Any, name: str, data: bytes = MESSAGE) -> None:
 # -- swaks ----------------------------------------------------------------------------
 
 
+def swaks_submission(
+    servers: Any, tmp_path: Path, mechanism: str, password: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """swaks from alice on the submission port: STARTTLS (verified), then AUTH."""
+    return run([
+        require_binary("swaks"), "--server", f"127.0.0.1:{servers.port('submission')}",
+        "--tls", "--tls-verify", "--tls-ca-path", str(servers.cafile),
+        "--auth", mechanism, "--auth-user", USER, "--auth-password", password,
+        "--from", ALICE, *options,
+    ], tmp_path)  # fmt: skip
+
+
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_swaks_starttls_auth(journaled: tuple[Any, Path], tmp_path: Path, mechanism: str) -> None:
     servers, path = journaled
-    swaks = require_binary("swaks")
-    result = run([
-        swaks, "--server", f"127.0.0.1:{servers.port('submission')}", "--tls",
-        "--tls-verify", "--tls-ca-path", str(servers.cafile),
-        "--auth", mechanism, "--auth-user", USER, "--auth-password", PASSWORD,
-        "--from", ALICE, "--to", f"friend@example.net,{ALICE}",
+    result = swaks_submission(
+        servers, tmp_path, mechanism, PASSWORD, "--to", f"friend@example.net,{ALICE}",
         "--header", f"Subject: via swaks {mechanism}",
-    ], tmp_path)  # fmt: skip
+    )  # fmt: skip
     assert result.returncode == 0, describe(result)
     close = wait_event(path, event="close", proto="smtp")
     session = [e for e in read_events(path) if e.get("session") == close["session"]]
@@ -110,14 +117,8 @@ def test_swaks_starttls_auth(journaled: tuple[Any, Path], tmp_path: Path, mechan
 
 def test_swaks_wrong_password(journaled: tuple[Any, Path], tmp_path: Path) -> None:
     servers, path = journaled
-    swaks = require_binary("swaks")
     wrong = PASSWORD + "x"
-    result = run([
-        swaks, "--server", f"127.0.0.1:{servers.port('submission')}", "--tls",
-        "--tls-verify", "--tls-ca-path", str(servers.cafile),
-        "--auth", "LOGIN", "--auth-user", USER, "--auth-password", wrong,
-        "--from", ALICE, "--to", "friend@example.net",
-    ], tmp_path)  # fmt: skip
+    result = swaks_submission(servers, tmp_path, "LOGIN", wrong, "--to", "friend@example.net")
     assert result.returncode != 0, describe(result)
     wait_event(path, event="close", proto="smtp")
     assert [e["ok"] for e in events(path, event="auth")] == [False]
@@ -196,19 +197,6 @@ def test_mpop_stls(journaled: tuple[Any, Path], tmp_path: Path) -> None:
 # -- mailtalk serve --journal ---------------------------------------------------------
 
 
-def read_line(fd: int, deadline: float) -> bytes:
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not ready:
-            raise AssertionError(f"no line in time: {line!r}")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            raise AssertionError(f"ended before a whole line: {line!r}")
-        line += chunk
-    return line
-
-
 @contextlib.contextmanager
 def serve_journal(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
     """``mailtalk serve --journal - --json``: (process, its --json line from stderr)."""
@@ -240,11 +228,11 @@ def test_serve_journal_to_standard_output(tmp_path: Path) -> None:
                       "--auth-password", PASSWORD, "--header", "Subject: live"], tmp_path)
         assert result.returncode == 0, describe(result)
         assert process.stdout is not None
-        fd = process.stdout.fileno()
         deadline = time.monotonic() + TIMEOUT
         lines = []
         while not lines or json.loads(lines[-1])["event"] != "close":
-            lines.append(read_line(fd, deadline))  # live: before the server stops
+            # Live: each event comes while the server runs, not when it stops.
+            lines.append(read_line(process, max(deadline - time.monotonic(), 0.1)))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=TIMEOUT) == 0
         lines += process.stdout.read().splitlines(keepends=True)
@@ -263,8 +251,6 @@ def test_serve_stops_when_the_journal_reader_goes(tmp_path: Path) -> None:
         assert process.stdout is not None
         process.stdout.close()  # | head has read enough
         port = info["listeners"][0]["port"]
-        import socket
-
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.recv(100)  # the greeting: its connect event hit the closed pipe
         assert process.wait(timeout=TIMEOUT) == 141
