@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -65,3 +66,15 @@ def read_line(process: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
             raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
         line += chunk
     return line
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, as Ctrl-C or a service manager would stop it; SIGKILL if that is not enough."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 
 from mailtalk.servers.journal import Journal, read_events
-from tests.interop.clients import client_env, mailtalk_command, read_line, require_binary
+from tests.interop.clients import (
+    client_env,
+    mailtalk_command,
+    read_line,
+    require_binary,
+    stop_process,
+)
 from tests.servers.journaling import PASSWORD, USER, events, secret_forms, wait_event, wait_for
 
 pytestmark = pytest.mark.interop
@@ -210,13 +216,7 @@ def serve_journal(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dic
         info = json.loads(wait_for(lambda: stderr.read_text().partition("\n")[0], TIMEOUT))
         yield process, info
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, TIMEOUT)
 
 
 def test_serve_journal_to_standard_output(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import poplib
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -24,7 +23,13 @@ from typing import Any
 
 import pytest
 
-from tests.interop.clients import client_env, mailtalk_command, read_line, require_binary
+from tests.interop.clients import (
+    client_env,
+    mailtalk_command,
+    read_line,
+    require_binary,
+    stop_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -131,13 +136,7 @@ def serve(tmp_path: Path, *args: str) -> Iterator[Serve]:
         info = json.loads(read_line(process, TIMEOUT))
         yield Serve(process, info, stderr)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, TIMEOUT)
         if process.stdout is not None:
             process.stdout.close()
 

@@ -37,7 +37,13 @@ from typing import Any
 
 import pytest
 
-from tests.interop.clients import client_env, mailtalk_command, read_line, require_binary
+from tests.interop.clients import (
+    client_env,
+    mailtalk_command,
+    read_line,
+    require_binary,
+    stop_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -755,13 +761,7 @@ def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
     try:
         yield server
     finally:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                server.process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        stop_process(server.process, TIMEOUT)
 
 
 def serve_user_args() -> list[str]:
