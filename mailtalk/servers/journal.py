@@ -10,7 +10,8 @@ Every object has ``time`` (UTC, ISO 8601 with milliseconds, when it was written)
 below). Events of a connection also have ``proto`` (``smtp``, ``pop3``, ``imap``; SMTP
 on the submission and smtps listeners too), ``session`` (a number unique within that
 server, the same for every event of the connection) and ``client`` (the client's IP
-address). Absent values are null, never left out. The kinds and their own fields:
+address). A field this page lists for an event is always there, null when it has no
+value. The kinds and their own fields:
 
 ``connect``
     The greeting went out: ``port`` and ``listener`` (``smtp``, ``submission``,
@@ -84,7 +85,9 @@ address). Absent values are null, never left out. The kinds and their own fields
     client went without saying goodbye; ``idle``: the timeout; ``fault``: a disconnect
     fault; ``refused``: too many connections; ``server``: the server ended it (a 421,
     too many errors, a bare LF); ``tls-failed``: the handshake after STARTTLS failed;
-    ``shutdown``: the servers stopped), ``tls``, ``user`` (who was logged in, or null).
+    ``shutdown``: the servers stopped), ``tls``, ``user`` (who was logged in, or null),
+    ``error`` (what the connection reported when it was lost, ``Connection reset by
+    peer``, or null).
     POP3 adds, once logged in, ``marked`` (messages DELE marked) and ``deleted`` (those
     removed, which only QUIT does: 0 for a session dropped without it).
 

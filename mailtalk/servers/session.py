@@ -415,12 +415,17 @@ class ServerSession(asyncio.Protocol):
 
     def _journal_close(self, exc: Exception | None) -> None:
         if not self._journal_connected:
-            self.journal_connect(None, None)  # no greeting went out (a fault, a refusal)
-        reason = self.close_reason or "dropped"
-        fields = {"reason": reason, "tls": bool(self.core.tls), **self.close_fields()}
-        if exc is not None and reason == "dropped":
-            fields["error"] = short_text(str(exc) or type(exc).__name__)
-        self.journal_write("close", **fields)
+            # No greeting went out: a disconnect fault at connect, or the client left
+            # while a delay fault held the greeting back.
+            self.journal_connect(None, None)
+        error = short_text(str(exc) or type(exc).__name__) if exc is not None else None
+        self.journal_write(
+            "close",
+            reason=self.close_reason or "dropped",
+            tls=bool(self.core.tls),
+            error=error,
+            **self.close_fields(),
+        )
 
     def _tls_fields(self) -> dict[str, Any]:
         ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None

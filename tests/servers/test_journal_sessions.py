@@ -139,6 +139,7 @@ def test_smtp_starttls_auth_session(start: Start) -> None:
     dot = got[11]
     assert message["queue_id"] and message["queue_id"] in dot["text"]
     assert (close["reason"], close["tls"], close["user"]) == ("quit", True, USER)
+    assert close["error"] is None
     assert_no_secrets(path)
 
 
