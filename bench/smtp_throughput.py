@@ -2,6 +2,7 @@
 """SMTP accept throughput of ``mailtalk serve`` next to aiosmtpd and Postfix's smtp-sink.
 
     python bench/smtp_throughput.py [--runs N] [--quick] [--json] [--aiosmtpd-python PATH]
+                                    [--journal]
 
 Postfix's ``smtp-source`` sends the same load to each server, all started the same
 way (a subprocess on 127.0.0.1, a fresh port) in the same run:
@@ -11,6 +12,9 @@ way (a subprocess on 127.0.0.1, a fresh port) in the same run:
 - ``smtp-sink (C)``: ``smtp-sink 127.0.0.1:PORT 1000``, the speed limit
 - ``mailtalk (Maildir)``: ``mailtalk serve --user alice:secret`` delivering to
   alice@localhost's Maildir, fsync before every 250
+- with ``--journal``, also ``mailtalk (sink, journal)`` and ``mailtalk (Maildir,
+  journal)``: the same with ``--journal FILE`` (every event written), to see what the
+  journal costs; the two rows without it are the journal off
 
 Two workloads: a new connection per message (``smtp-source -s 10 -m 5000 -l 1024``),
 and the same messages over 10 connections that stay open (``-d``: "don't disconnect
@@ -162,7 +166,9 @@ class Server:
             process.stdout.close()
 
 
-def make_servers(scratch: Path, aiosmtpd: str | None, max_size: int) -> list[Server]:
+def make_servers(
+    scratch: Path, aiosmtpd: str | None, max_size: int, journal: bool = False
+) -> list[Server]:
     python = mailtalk_python()
     servers = []
     sink_root = scratch / "mailtalk-sink"
@@ -236,6 +242,14 @@ def make_servers(scratch: Path, aiosmtpd: str | None, max_size: int) -> list[Ser
             root=maildir_root,
         )
     )
+    if journal:
+        for server in [s for s in servers if s.name.startswith("mailtalk")]:
+            assert server.root is not None
+            root = server.root.with_name(server.root.name + "-journal")
+            argv = [root.as_posix() if a == str(server.root) else a for a in server.argv]
+            argv += ["--journal", str(root.with_name(root.name + ".jsonl"))]
+            name = server.name.replace(")", ", journal)")
+            servers.append(Server(name, server.recipient, argv, json_port=True, root=root))
     return servers
 
 
@@ -442,7 +456,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     )
     max_size = big + 10_000_000
     aiosmtpd = aiosmtpd_python(args.aiosmtpd_python)
-    servers = make_servers(scratch, aiosmtpd, max_size)
+    servers = make_servers(scratch, aiosmtpd, max_size, args.journal)
     notes: list[str] = []
     samples: dict[str, dict[str, list[dict[str, float]]]] = {w: {} for w in WORKLOADS}
     try:
@@ -490,6 +504,8 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             ("mailtalk/smtp-sink", "mailtalk (sink)", "smtp-sink (C)"),
             ("mailtalk Maildir/aiosmtpd", "mailtalk (Maildir)", "aiosmtpd (Sink)"),
             ("mailtalk Maildir/sink", "mailtalk (Maildir)", "mailtalk (sink)"),
+            ("journal on/off, sink", "mailtalk (sink, journal)", "mailtalk (sink)"),
+            ("journal on/off, Maildir", "mailtalk (Maildir, journal)", "mailtalk (Maildir)"),
         ):
             value = ratio(rows, a, b)
             if value is not None:
@@ -523,6 +539,9 @@ def main() -> int:
     parser.add_argument("--big-message-mb", type=int, help="size of the memory test message")
     parser.add_argument("--no-memory", action="store_true", help="skip the big message")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--journal", action="store_true", help="also the mailtalk servers writing --journal"
+    )
     parser.add_argument(
         "--aiosmtpd-python",
         metavar="PATH",

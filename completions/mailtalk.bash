@@ -73,8 +73,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --journal --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --journal'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -354,6 +354,10 @@ _mailtalk_option_value() {
             ;;
         'mailtalk serve|--idle-timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk serve|--journal')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk smtp|--cafile')
             compopt -o filenames 2>/dev/null

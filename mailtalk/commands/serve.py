@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
     "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Mailbox full'\n"
     "  mailtalk serve --sink --smtp 2525\n"
+    "  mailtalk serve --user alice:secret --journal -     # what happens, live, as JSON lines\n"
+    "  mailtalk serve --journal ~/serve.jsonl             # ... kept in a file (rotated)\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
@@ -117,6 +119,15 @@ if TYPE_CHECKING:
 )
 @click.option("--max-connections", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option(
+    "--journal",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write what the servers do to FILE, one JSON object a line (connections, "
+    "commands and replies, logins, deliveries, DNS answers; passwords redacted); "
+    "past 8 MiB FILE becomes FILE.1. '-': standard output, live, and the start-up "
+    "text goes to standard error.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
 @pass_environment
@@ -149,6 +160,7 @@ def serve(
     login_delay: float | None,
     max_connections: int,
     idle_timeout: float,
+    journal: str | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -188,6 +200,7 @@ def serve(
         login_delay=login_delay,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
+        journal=journal,
         as_json=as_json,
         verbose=verbose,
     )

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from mailtalk.servers.app import ListenerInfo, ReferenceServers, ServeConfig
 from mailtalk.servers.context import ServerContext, ServerSettings
+from mailtalk.servers.journal import Journal
 from mailtalk.store import Maildir
 
 T = TypeVar("T")
@@ -141,9 +142,12 @@ def run_servers(
     users: Sequence[tuple[str, str]] = (),
     faults: Sequence[str] = (),
     scenarios: Sequence[str] = (),
+    journal: Journal | None = None,
     **settings: Any,
 ) -> Iterator[RunningServers]:
     """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit.
+
+    ``journal``: where the servers write what happened (``mailtalk.servers.journal``).
 
     ``dns``: also the embedded DNS server on that port (UDP and TCP), answering from
     ``root/dns/``; without a ``resolver`` setting the servers then ask it themselves.
@@ -165,6 +169,7 @@ def run_servers(
         settings=ServerSettings(**settings),
         dns_port=dns,
         hostname=hostname,
+        journal=journal,
     )
     servers = ReferenceServers(config)
     running = ServerLoop()

@@ -102,6 +102,8 @@ def build_context(config: ServeConfig) -> ServerContext:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
         raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
+    if config.journal is not None:
+        open_journal(config.journal)
     for option, names in (("--domain", config.domains), ("--hostname", [config.hostname])):
         for name in names:
             try:
@@ -177,6 +179,17 @@ def build_context(config: ServeConfig) -> ServerContext:
         for name in users.names():
             context.held_locks.append(context.mailstore.lock_maildrop(name))
     return context
+
+
+def open_journal(journal: Journal) -> None:
+    """Open the journal now: one that cannot be written stops the start with one line."""
+    try:
+        journal.open()
+    except OSError as error:
+        where = journal.path if journal.path is not None else "standard output"
+        raise ConfigError(
+            f"cannot write the journal {where}: {(error.strerror or str(error)).lower()}"
+        ) from None
 
 
 def default_hostname(listen: str, domains: Sequence[str]) -> str:
@@ -307,6 +320,8 @@ class ReferenceServers:
         for server in self._servers:
             server.close()
         for session in list(self.context.connections):
+            if getattr(session, "close_reason", "") is None:
+                session.close_reason = "shutdown"  # for the journal's close event
             transport = getattr(session, "transport", None)
             if transport is not None:
                 transport.abort()
@@ -336,7 +351,9 @@ class ReferenceServers:
         from mailtalk.servers.dns import DNSServer
 
         host = self.config.listen
-        self.dns = DNSServer(self._dns_data)
+        self.dns = DNSServer(
+            self._dns_data, journal=self.context.journal, name=self.context.hostname
+        )
         try:
             port = await self.dns.start(host, self.config.dns_port)
         except OSError as error:

@@ -3,6 +3,11 @@
 ``commands/serve.py`` declares the options and builds a :class:`ServeOptions`; ``run``
 turns it into the servers' configuration, starts them, says where they listen (a
 summary, or one JSON line) and waits for a signal.
+
+With ``--journal -`` standard output is the journal, one JSON event a line as it
+happens (``tail -f`` of a mail log); the summary or the ``--json`` line then goes to
+standard error, so that every line on standard output is an event. A reader that goes
+away (``| head``) stops the servers, with exit status 141, as a pipe does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from mailtalk.errors import UsageError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
 from mailtalk.servers.context import DEFAULT_MAX_SIZE, ServerSettings
+from mailtalk.servers.journal import Journal
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -57,6 +63,7 @@ class ServeOptions:
     login_delay: float | None = None
     max_connections: int = 100
     idle_timeout: float = 300.0
+    journal: str | None = None  # FILE for the servers' journal, "-" for standard output
     as_json: bool = False
     verbose: bool = False
 
@@ -92,6 +99,11 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         mx_port=options.mx_port,
     )
     root = options.root if options.root is not None else env.data_dir() / "serve"
+    journal = None
+    if options.journal == "-":
+        journal = Journal(None, stream=env.stdout)
+    elif options.journal:
+        journal = Journal(Path(options.journal).expanduser())
     return ServeConfig(
         root=root.expanduser(),
         listen=options.listen,
@@ -103,6 +115,7 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         settings=settings,
         dns_port=options.dns_port,
         hostname=options.hostname,
+        journal=journal,
     )
 
 
@@ -120,7 +133,14 @@ def run(options: ServeOptions, env: Environment) -> int:
         servers = ReferenceServers(config)
     except ConfigError as error:
         raise UsageError(str(error)) from None
-    return asyncio.run(_serve(servers, options.as_json, env.stdout, env.stderr))
+    journal = config.journal
+    # Standard output carries the journal: the start-up text goes to standard error.
+    out = env.stderr if journal is not None and journal.to_stream else env.stdout
+    try:
+        return asyncio.run(_serve(servers, options.as_json, out, env.stderr))
+    finally:
+        if journal is not None:
+            journal.close()
 
 
 async def _serve(servers: ReferenceServers, as_json: bool, out: TextIO, err: TextIO) -> int:
@@ -134,12 +154,21 @@ async def _serve(servers: ReferenceServers, as_json: bool, out: TextIO, err: Tex
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    journal = servers.config.journal
+    if journal is not None and journal.to_stream:
+        # Nobody reads the journal any more (| head): stop, as a pipe would stop us.
+        def reader_gone(error: OSError) -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        journal.on_error = reader_gone
     if as_json:
         print(json.dumps(servers.describe()), file=out, flush=True)
     else:
         _print_summary(servers, out)
     await stop.wait()
     await servers.stop()
+    if journal is not None and isinstance(journal.error, BrokenPipeError):
+        raise journal.error  # exit status 141, as for any command whose reader went
     if not as_json:
         context = servers.context
         print(

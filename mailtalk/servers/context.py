@@ -153,6 +153,7 @@ class ServerContext:
         # user out, nor a bad users line the new rcpthosts.
         before, self._control_stamp = self._control_stamp, stamp
         changed = False
+        errors: list[str] = []
         for files, load in ((slice(0, -1), Control.load), (slice(-1, None), Users.load)):
             if stamp[files] == before[files]:
                 continue
@@ -160,9 +161,11 @@ class ServerContext:
                 loaded: Any = load(self.root)
             except ControlError as error:
                 log.warning("%s; still using what was read before", error)
+                errors.append(str(error))
                 continue
             except OSError as error:
                 log.warning("cannot read %s: %s", self.root / CONTROL_DIR, error)
+                errors.append(f"cannot read {self.root / CONTROL_DIR}: {error}")
                 continue
             if isinstance(loaded, Users):
                 self.users = loaded
@@ -171,6 +174,11 @@ class ServerContext:
             changed = True
         if changed:
             log.info("control files changed: read again")
+        if self.journal is not None:
+            pairs = zip(CONTROL_FILES, before, stamp, strict=True)
+            names = [name for name, old, new in pairs if old != new]
+            first = errors[0] if errors else None
+            self.journal.write(self.hostname, "control", files=names, ok=not errors, error=first)
         return changed
 
     def next_session_id(self) -> int:
@@ -303,7 +311,11 @@ class ServerContext:
             queue.create()
             base = envelope or Envelope(mail_from="", rcpt_to=(), client="", helo="")
             targets.append(
-                queue.enqueue_target(Envelope(base.mail_from, relayed, base.client, base.helo))
+                queue.enqueue_target(
+                    Envelope(
+                        base.mail_from, relayed, base.client, base.helo, queue_id=base.queue_id
+                    )
+                )
             )
         delivery = Delivery(targets, hostname=socket.gethostname())
         delivery.write(trace)

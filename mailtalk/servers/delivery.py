@@ -39,7 +39,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -87,6 +87,8 @@ class Outcome:
     status: str = ""  # RFC 3463 status for the DSN
     remote: str = ""  # the host that answered, for Remote-MTA
     diagnostic: str = ""  # the remote reply, for Diagnostic-Code
+    address: str = ""  # where the host was reached, ADDRESS:PORT (for the journal)
+    code: int | None = None  # the remote reply's code, when there was one
 
 
 # -- the SMTP client --------------------------------------------------------------
@@ -218,6 +220,11 @@ class _Hop:
     def label(self) -> str:
         return f"{self.host}[{self.address}]:{self.port}"
 
+    @property
+    def address_port(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else \
+            f"{self.address}:{self.port}"
+
 
 class QueueRunner:
     """Delivers ``ROOT/queue`` onward; started and stopped by ``ReferenceServers``."""
@@ -323,6 +330,32 @@ class QueueRunner:
             log.exception("delivery %s: internal error; will try again", message.id)
             self._backoff[message.id] = time.time() + self._delay(1)
 
+    def _journal(
+        self, message: QueuedMessage, outcome: str, rcpt: str, result: Outcome, **extra: Any
+    ) -> None:
+        """A ``message`` event for one recipient of a queued message (with a journal)."""
+        journal = self.context.journal
+        if journal is None:
+            return
+        from mailtalk.servers.journal import short_text
+
+        journal.write(
+            self.context.hostname,
+            "message",
+            outcome=outcome,
+            queue_id=message.envelope.queue_id or message.id,
+            file=message.id,
+            sender=message.envelope.mail_from,
+            recipient=rcpt,
+            mx=result.remote or None,
+            address=result.address or None,
+            code=result.code,
+            status=result.status or None,
+            text=short_text(result.diagnostic) if result.diagnostic else None,
+            reason=None if outcome == "relayed" else short_text(result.text),
+            **extra,
+        )
+
     def _delay(self, attempts: int) -> float:
         schedule = self.settings.retry_schedule or (60.0,)
         return float(schedule[min(max(attempts, 1), len(schedule)) - 1])
@@ -356,8 +389,10 @@ class QueueRunner:
             outcome = outcomes[rcpt]
             if outcome.kind == "ok":
                 log.info("delivery %s: <%s> delivered: %s", message.id, rcpt, outcome.text)
+                self._journal(message, "relayed", rcpt, outcome)
             elif outcome.kind == "perm":
                 log.info("delivery %s: <%s> bounced: %s", message.id, rcpt, outcome.text)
+                self._journal(message, "bounced", rcpt, outcome)
                 failed.append((rcpt, outcome))
             elif expired:
                 text = (
@@ -365,18 +400,11 @@ class QueueRunner:
                     f"in {age:.0f} s (the queue lifetime)"
                 )
                 log.info("delivery %s: <%s> expired: %s", message.id, rcpt, text)
-                failed.append(
-                    (
-                        rcpt,
-                        Outcome(
-                            "perm",
-                            text,
-                            outcome.status or "4.4.7",
-                            outcome.remote,
-                            outcome.diagnostic,
-                        ),
-                    )
+                expired_outcome = replace(
+                    outcome, kind="perm", text=text, status=outcome.status or "4.4.7"
                 )
+                self._journal(message, "bounced", rcpt, expired_outcome)
+                failed.append((rcpt, expired_outcome))
             else:
                 log.info("delivery %s: <%s> deferred: %s", message.id, rcpt, outcome.text)
                 left.append(rcpt)
@@ -395,6 +423,9 @@ class QueueRunner:
             "last_error": {rcpt: outcomes[rcpt].text for rcpt in left},
         }
         await loop.run_in_executor(None, self.queue.update, message, left, state)
+        for rcpt in left:
+            self._journal(message, "deferred", rcpt, outcomes[rcpt], attempts=attempts,
+                          retry_in=round(next_attempt - now, 3))
         log.info(
             "delivery %s: %d recipient(s) left; next attempt in %.3g s",
             message.id,
@@ -538,7 +569,8 @@ class QueueRunner:
             )
             text = f"connect to {where} failed: {reason}"
             log.info("delivery: %s", text)
-            return {rcpt: Outcome("temp", text, "4.4.1", hop.host) for rcpt in rcpts}
+            failed = Outcome("temp", text, "4.4.1", hop.host, address=hop.address_port)
+            return dict.fromkeys(rcpts, failed)
 
         client = _Client(reader, writer, settings.delivery_timeout)
         plan = Plan(
@@ -562,7 +594,7 @@ class QueueRunner:
             stage = _WAITING_FOR.get(sequence.waiting_for, sequence.waiting_for)
             text = f"lost connection with {where} while waiting for a reply to {stage}: {reason}"
             log.info("delivery: %s", text)
-            lost = Outcome("temp", text, "4.4.2", hop.host)
+            lost = Outcome("temp", text, "4.4.2", hop.host, address=hop.address_port)
             return _outcomes(sequence.result, rcpts, hop, otherwise=lost)
         finally:
             await client.close()
@@ -588,16 +620,36 @@ class QueueRunner:
         if user is not None:
             maildir = self.context.store.maildir(user)
             content = b"Return-Path: <>\n" + report
-            await loop.run_in_executor(None, _deliver_local, maildir, content)
+            paths = await loop.run_in_executor(None, _deliver_local, maildir, content)
             self.context.notify_delivered({user})
             log.info("delivery %s: bounce delivered to local user %s", message.id, user)
+            self._journal_bounce(message, "delivered", paths, content, user=user,
+                                 mailbox="INBOX", recipients=[sender])
             return
         from mailtalk.store import Envelope
 
         envelope = Envelope("", (sender,), client="127.0.0.1", helo=self.context.hostname)
-        await loop.run_in_executor(None, _enqueue, self.queue, envelope, report)
+        paths = await loop.run_in_executor(None, _enqueue, self.queue, envelope, report)
         log.info("delivery %s: bounce to <%s> queued", message.id, sender)
+        self._journal_bounce(message, "queued", paths, report, recipients=[sender])
         self._wakeup.set()
+
+    def _journal_bounce(
+        self, message: QueuedMessage, outcome: str, paths: list[Any], content: bytes,
+        **fields: Any,
+    ) -> None:
+        """The bounce (a DSN) landed in a Maildir, or was queued (with a journal)."""
+        journal = self.context.journal
+        if journal is None or not paths:
+            return
+        from mailtalk.servers.journal import HEAD_LIMIT, subject_of
+
+        journal.write(
+            self.context.hostname, "message", outcome=outcome, queue_id=None,
+            file=paths[0].name, sender="", size=len(content),
+            subject=subject_of(content[:HEAD_LIMIT]),
+            bounce_of=message.envelope.queue_id or message.id, **fields,
+        )  # fmt: skip
 
     def _local_user(self, address: str) -> str | None:
         from mailtalk.servers.policy import RouteKind
@@ -612,7 +664,7 @@ class QueueRunner:
 
 def replace_kind(outcome: Outcome) -> Outcome:
     """A 2xx where it makes no sense (a 250 to DATA): a temporary failure."""
-    return Outcome("temp", outcome.text, "4.5.0", outcome.remote, outcome.diagnostic)
+    return replace(outcome, kind="temp", status="4.5.0")
 
 
 # What a reply answered, as the log and the bounce say it.
@@ -639,7 +691,10 @@ def _outcomes(
 
     def said(reply: Reply, in_reply_to: str) -> Outcome:
         text = f"host {hop.label} said: {_reply_text(reply)} (in reply to {in_reply_to})"
-        return Outcome(_classify(reply), text, _status(reply), hop.host, _reply_text(reply))
+        return Outcome(
+            _classify(reply), text, _status(reply), hop.host, _reply_text(reply),
+            address=hop.address_port, code=reply.code,
+        )  # fmt: skip
 
     outcomes = {
         rcpt: said(reply, _IN_REPLY_TO["RCPT"])
@@ -679,20 +734,21 @@ def _outbound(data: bytes) -> bytes:
     return data
 
 
-def _deliver_local(maildir: Any, content: bytes) -> None:
+def _deliver_local(maildir: Any, content: bytes) -> list[Any]:
     from mailtalk.store import Delivery
 
     maildir.create()
     delivery = Delivery([maildir], hostname=socket.gethostname())
     delivery.write(content)
-    delivery.commit()
+    return delivery.commit()
 
 
-def _enqueue(queue: Any, envelope: Any, content: bytes) -> None:
+def _enqueue(queue: Any, envelope: Any, content: bytes) -> list[Any]:
     queue.create()
     delivery = queue.begin(envelope, hostname=socket.gethostname())
     delivery.write(content)
-    delivery.commit()
+    paths: list[Any] = delivery.commit()
+    return paths
 
 
 def build_dsn(

@@ -40,10 +40,10 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import dns.exception
 import dns.flags
@@ -58,7 +58,13 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+if TYPE_CHECKING:
+    from mailtalk.servers.journal import Journal
+
 log = logging.getLogger("mailtalk.dns")
+
+# Told each query answered, with its response (before any truncation to fit UDP).
+Answered = Callable[[dns.message.Message, dns.message.Message], None]
 
 RECORD_TYPES = ("MX", "A", "AAAA", "TXT", "PTR", "CNAME", "NS", "SRV")
 DEFAULT_TTL = 300
@@ -390,10 +396,13 @@ def _add_additional(
                 response.additional.append(_rrset(target, rdataset))
 
 
-def respond(data: DNSData, wire: bytes, limit: int | None) -> bytes | None:
+def respond(
+    data: DNSData, wire: bytes, limit: int | None, answered: Answered | None = None
+) -> bytes | None:
     """The response's bytes for a query's bytes; None to stay silent (malformed, a response).
 
     ``limit`` is None over TCP, else the UDP size: the answer is truncated to fit.
+    ``answered`` is told the query and the whole response (the journal).
     """
     if len(wire) < 12 or wire[2] & 0x80:  # too short for a header, or a response (QR)
         return None
@@ -407,6 +416,8 @@ def respond(data: DNSData, wire: bytes, limit: int | None) -> bytes | None:
         log.exception("DNS: cannot answer %r", query.question)
         response = dns.message.make_response(query)
         response.set_rcode(dns.rcode.SERVFAIL)
+    if answered is not None:
+        answered(query, response)
     if limit is None:
         return response.to_wire(max_size=65535)
     size = UDP_LIMIT
@@ -439,7 +450,8 @@ class _UDPProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        reply = respond(self.server.data, data, UDP_LIMIT)
+        answered = self.server.journaled(str(addr[0]), "udp")
+        reply = respond(self.server.data, data, UDP_LIMIT, answered)
         if reply is not None and self.transport is not None:
             self.server.queries += 1
             self.transport.sendto(reply, addr)
@@ -449,11 +461,24 @@ class _UDPProtocol(asyncio.DatagramProtocol):
 
 
 class DNSServer:
-    """The UDP and TCP listeners on one address and port."""
+    """The UDP and TCP listeners on one address and port.
 
-    def __init__(self, data: DNSData, idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
+    With a ``journal``, each query answered is a ``dns`` event there, under the server
+    name ``name``.
+    """
+
+    def __init__(
+        self,
+        data: DNSData,
+        idle_timeout: float = TCP_IDLE_TIMEOUT,
+        *,
+        journal: Journal | None = None,
+        name: str = "",
+    ) -> None:
         self.data = data
         self.idle_timeout = idle_timeout
+        self.journal = journal
+        self.name = name
         self.host = ""
         self.port = 0
         self.queries = 0
@@ -496,8 +521,38 @@ class DNSServer:
             await self._tcp.wait_closed()
             self._tcp = None
 
+    def journaled(self, client: str, transport: str) -> Answered | None:
+        """What tells the journal of an answer to ``client``; None without a journal."""
+        journal = self.journal
+        if journal is None:
+            return None
+
+        def answered(query: dns.message.Message, response: dns.message.Message) -> None:
+            question = query.question[0] if query.question else None
+            answers = [
+                f"{dns.rdatatype.to_text(rrset.rdtype)} {rdata.to_text()}"
+                for rrset in response.answer
+                for rdata in rrset
+            ]
+            journal.write(
+                self.name,
+                "dns",
+                proto="dns",
+                transport=transport,
+                client=client,
+                # An RRset of the question section is empty, hence false: "is not None".
+                qname=question.name.to_text(omit_final_dot=True) if question is not None else None,
+                qtype=dns.rdatatype.to_text(question.rdtype) if question is not None else None,
+                rcode=dns.rcode.to_text(response.rcode()),
+                answers=answers[:50],
+            )
+
+        return answered
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        answered = self.journaled(str(peer[0]) if peer else "", "tcp")
         try:
             while True:
                 try:
@@ -506,7 +561,7 @@ class DNSServer:
                     wire = await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
-                reply = respond(self.data, wire, None)
+                reply = respond(self.data, wire, None, answered)
                 if reply is None:
                     return  # malformed: end the connection (RFC 7766 leaves it to us)
                 self.queries += 1

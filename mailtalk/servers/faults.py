@@ -671,6 +671,11 @@ class FaultPlan:
         text's placeholders filled in. Greylist and tempfail-once state changes
         here, and the fired fault is recorded and logged.
         """
+        fired = self.check_fired(event)
+        return fired.action if fired is not None else None
+
+    def check_fired(self, event: FaultContext) -> FiredFault | None:
+        """As :meth:`check`, but the fired fault itself (rule, action...), or None."""
         with self._lock:
             for index, rule in enumerate(self.rules):
                 if not rule.applies(event):
@@ -696,7 +701,7 @@ class FaultPlan:
                     event.occurrence,
                     rule.text,
                 )
-                return action
+                return fired
         return None
 
     def _resolve(self, index: int, rule: FaultRule, event: FaultContext) -> FaultAction | None:
@@ -796,6 +801,7 @@ class SessionFaults:
         self._fields.pop("to", None)
         self._session_counts: dict[str, int] = {}
         self._transaction_counts: dict[str, int] = {}
+        self.last_fired: FiredFault | None = None  # what on_command fired last
 
     def set(self, **fields: FieldValue) -> None:
         """Remember fields for the rest of the session (``tls=True`` after STARTTLS...)."""
@@ -834,10 +840,11 @@ class SessionFaults:
             if "to" in given:
                 current["to"] = given["to"]
         event = FaultContext(self.protocol, command, occurrence, current, self.session_id)
-        action = self.plan.check(event)
+        fired = self.plan.check_fired(event)
+        self.last_fired = fired
         if self.protocol == "smtp" and command == "data-end":
             self.reset_transaction()
-        return action
+        return fired.action if fired is not None else None
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from mailtalk.protocols.common import (
     printable,
 )
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
+from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
@@ -101,7 +102,11 @@ class POP3ServerProtocol(ServerSession):
         self._lock: MaildropLock | None = None
         self._messages: list[MessageInfo] = []
         self._deleted: set[int] = set()
+        self._removed = 0  # messages removed at QUIT (UPDATE)
         self._mailbox: Any = None
+        # With a journal: the command waiting for its reply (verb, args, tls, user, and
+        # a text to hide in the reply); AUTH's mechanism while its answer is awaited.
+        self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
 
     # -- connection -----------------------------------------------------------
 
@@ -145,7 +150,7 @@ class POP3ServerProtocol(ServerSession):
             if command is NEED_DATA:
                 return
             if command is CONNECTION_CLOSED:
-                self._close()
+                self._close("dropped")
                 return
             assert isinstance(command, Command)
             self._on_command(command)
@@ -156,6 +161,47 @@ class POP3ServerProtocol(ServerSession):
         if self._closing or self.transport is None:
             return
         self.transport.write(self.core.send(Response(ok, text, code, lines)))
+        if self.journal is not None:
+            self._journal_reply(ok, text, code)
+
+    def _journal_reply(self, ok: bool, text: str, code: str | None) -> None:
+        """The reply in the journal: the greeting, or the reply to a command."""
+        status = "+OK" if ok else "-ERR"
+        if not self._journal_connected:
+            self.journal_connect(status, text)
+            return
+        pending, self._journaled = self._journaled, None
+        if pending is None:
+            return
+        verb, args, tls, user, hide = pending
+        if hide:
+            text = text.replace(hide, REDACTED)
+        self.journal_command(verb, args, status, text, tls=tls, user=user, response_code=code)
+
+    def _journal_pending(self, command: Command) -> None:
+        """Remember the command for the journal, its secrets out."""
+        verb: str | None = command.verb
+        args: str | None = " ".join(command.args)
+        hide = ""
+        if command.too_long or verb not in COMMANDS:
+            hide = (verb or "")[:20]  # maybe a password typed at the wrong moment
+            verb, args = None, REDACTED
+        elif verb == "PASS":
+            args = REDACTED
+        elif verb == "APOP":
+            args = f"{command.args[0]} {REDACTED}" if command.args else None
+        elif verb == "AUTH" and len(command.args) > 1:
+            args = f"{command.args[0]} {REDACTED}"
+        self._journaled = (verb, args or None, bool(self.core.tls), self.authenticated_user,
+                           hide)
+
+    def close_fields(self) -> dict[str, Any]:
+        """Who was logged in, how many messages DELE marked and how many QUIT removed:
+        a session that ends without QUIT removes none."""
+        if self.authenticated_user is None:
+            return {"user": None}
+        return {"user": self.authenticated_user, "marked": len(self._deleted),
+                "deleted": self._removed}
 
     def _fault(self, command: str) -> FaultAction | None:
         """Apply an injected fault; returns it if it replaced (or delays) the answer."""
@@ -175,6 +221,8 @@ class POP3ServerProtocol(ServerSession):
         if command.verb == AUTH_RESPONSE:
             self._sasl_answer(command.args[0] if command.args else "")
             return
+        if self.journal is not None:
+            self._journal_pending(command)
         if command.too_long:
             self._send(False, "Command line too long")
             return
@@ -230,7 +278,7 @@ class POP3ServerProtocol(ServerSession):
         if self.user is None:
             self._send(False, "No user name: send USER first")
             return
-        self._defer(self._login(self.user, args[0] if args else ""))
+        self._defer(self._login(self.user, args[0] if args else "", "USER/PASS"))
 
     def _apop(self, args: tuple[str, ...]) -> None:
         if len(args) != 2:
@@ -244,8 +292,10 @@ class POP3ServerProtocol(ServerSession):
             return
         expected = hashlib.md5((self.timestamp + secret).encode(), usedforsecurity=False)
         if hmac.compare_digest(expected.hexdigest(), digest.lower()):
-            self._defer(self._open_maildrop(name))
+            self._defer(self._open_maildrop(name, "APOP"))
         else:
+            if self.journal is not None:
+                self.journal_write("auth", user=name, mechanism="APOP", ok=False, reason="AUTH")
             self._send(False, "Authentication failed.", "AUTH")
 
     def _auth(self, args: tuple[str, ...]) -> None:
@@ -280,26 +330,35 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, "Malformed PLAIN answer")
             return
         _, name, secret = parts
-        self._defer(self._login(name, secret))
+        self._defer(self._login(name, secret, "PLAIN"))
 
-    async def _login(self, name: str, secret: str) -> None:
+    async def _login(self, name: str, secret: str, mechanism: str) -> None:
         ok = await self.context.verify_password(name, secret)
         if self._closing:
             return
         if not ok:
             log.info("session %s: authentication failed for %s", self.session_id, name)
             self.user = None
+            if self.journal is not None:
+                self.journal_write("auth", user=name, mechanism=mechanism, ok=False, reason="AUTH")
             self._send(False, "Authentication failed.", "AUTH")
             return
-        await self._open_maildrop(name)
+        await self._open_maildrop(name, mechanism)
 
-    async def _open_maildrop(self, name: str) -> None:
+    async def _open_maildrop(self, name: str, mechanism: str) -> None:
+        """The password was right: lock and open the maildrop, or say why not."""
+        ok, text, code = self._enter_maildrop(name)
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=ok, reason=code)
+        self._send(ok, text, code)
+
+    def _enter_maildrop(self, name: str) -> tuple[bool, str, str | None]:
+        """Lock and open ``name``'s maildrop: the answer (ok, text, response code)."""
         from mailtalk.store.mailbox import MailboxError
 
         delay = self.context.login_delay_left(name)
         if delay > 0:
-            self._send(False, f"Logged in too recently; wait {delay:.0f} s", "LOGIN-DELAY")
-            return
+            return False, f"Logged in too recently; wait {delay:.0f} s", "LOGIN-DELAY"
         mailboxes = self.context.mailstore.user_mailboxes(
             name, quota_bytes=self.context.settings.quota_bytes
         )
@@ -307,15 +366,13 @@ class POP3ServerProtocol(ServerSession):
             lock = mailboxes.lock_maildrop()
         except MailboxError as error:
             if error.code == "INUSE":
-                self._send(False, "Unable to lock maildrop: lock busy! Is another session active?",
-                           "IN-USE")
-                return
+                busy = "Unable to lock maildrop: lock busy! Is another session active?"
+                return False, busy, "IN-USE"
             raise
         quota = self.context.settings.quota_bytes
         if quota is not None and mailboxes.usage() > quota:
             lock.release()
-            self._send(False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP")
-            return
+            return False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP"
         try:
             self._mailbox = mailboxes.open("INBOX")  # refreshed by open
         except OSError as error:
@@ -324,9 +381,8 @@ class POP3ServerProtocol(ServerSession):
             lock.release()
             log.warning("session %s: store error: %s", self.session_id, error)
             full = isinstance(error, StoreFullError)
-            self._send(False, "Not enough disk space" if full
-                       else "The mail store failed; try later", "SYS/TEMP")
-            return
+            return False, "Not enough disk space" if full else "The mail store failed; try later", \
+                "SYS/TEMP"
         self._lock = lock
         self._messages = list(self._mailbox.messages())
         self._deleted = set()
@@ -336,7 +392,7 @@ class POP3ServerProtocol(ServerSession):
         log.info("session %s: %s logged in, %d messages", self.session_id, name,
                  len(self._messages))
         total = sum(m.pop3_size for m in self._messages)
-        self._send(True, f"Logged in: {len(self._messages)} messages ({total} octets)")
+        return True, f"Logged in: {len(self._messages)} messages ({total} octets)", None
 
     def _stls(self, args: tuple[str, ...]) -> None:
         if self.context.ssl_context is None or self.core.tls:
@@ -353,6 +409,7 @@ class POP3ServerProtocol(ServerSession):
         self.user = None  # RFC 2595 4: the client starts over after STLS
 
     def _quit(self, args: tuple[str, ...]) -> None:
+        self.close_reason = self.close_reason or "quit"
         if self.authenticated_user is None:
             self._send(True, "Bye")
             self._close()
@@ -371,6 +428,8 @@ class POP3ServerProtocol(ServerSession):
             except OSError as error:
                 log.warning("session %s: deleting failed: %s", self.session_id, error)
                 failed = True
+            else:
+                self._removed = len(uids)
         self._release()
         if failed:
             self._send(False, "Some deleted messages were not removed", "SYS/TEMP")
@@ -457,8 +516,11 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
             return True
         stuffer = DotStuffer()
-        status = self.core.send(Response(True, f"{info.pop3_size} octets"))
+        text = f"{info.pop3_size} octets"
+        status = self.core.send(Response(True, text))
         self.transport.write(status + stuffer.feed(data) + stuffer.finish())
+        if self.journal is not None:
+            self._journal_reply(True, text, None)
         return True
 
     async def _stream(self, number: int, body_lines: int | None) -> None:

@@ -7,6 +7,12 @@ faults, and the STARTTLS handshake. A subclass supplies its protocol core
 (``self.core``, in the server role), the protocol its fault rules name
 (``fault_protocol``) and the hooks: ``greet``, ``refuse``, ``process``,
 ``on_idle``, ``cleanup`` and ``tls_begun``.
+
+It also writes the session's part of the servers' journal (``mailtalk.servers.journal``)
+when there is one: ``connect`` with the greeting (events that come before the greeting,
+such as a fault at connect, wait for it), ``tls``, ``fault``, ``close`` with its reason,
+and the ``command`` events its subclass reports through :meth:`journal_command`. With no
+journal (``context.journal`` None) none of this runs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mailtalk.protocols.common import LocalProtocolError
+from mailtalk.servers.journal import short_text
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext
@@ -58,6 +65,11 @@ class ServerSession(asyncio.Protocol):
         self._loopback: bool | None = None
         # Bytes read over TLS before start_tls() returned (see _start_tls), or None.
         self._early_tls_data: list[bytes] | None = None
+        # The journal (None: off, and nothing below is used).
+        self.journal = context.journal
+        self.close_reason: str | None = None  # why the connection ends, once known
+        self._journal_connected = False  # the connect event is written
+        self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before it
 
     # -- hooks ------------------------------------------------------------------
 
@@ -97,6 +109,7 @@ class ServerSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         if not self.context.connection_opened(self):
+            self.close_reason = "refused"
             self.refuse()
             self._close()
             return
@@ -109,6 +122,8 @@ class ServerSession(asyncio.Protocol):
         self._lost = True
         self._closing = True
         self.cleanup()
+        if self.journal is not None:
+            self._journal_close(exc)
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
@@ -161,19 +176,27 @@ class ServerSession(asyncio.Protocol):
             self._idle_handle = loop.call_at(deadline, self._check_idle)
             return
         log.info("session %s: idle timeout", self.session_id)
+        self.close_reason = self.close_reason or "idle"
         self.on_idle()
         self._close()
 
     # -- helpers ------------------------------------------------------------------
 
-    def _close(self) -> None:
+    def _close(self, reason: str = "server") -> None:
+        """Close after what was written; ``reason`` for the journal, unless one is known
+        already (``quit``, ``idle``...): ``server`` when the server ends the session
+        (421, too many errors), ``dropped`` when the client went without saying goodbye."""
         self._closing = True
+        if self.close_reason is None:
+            self.close_reason = reason
         if self.transport is not None:
             self.transport.close()
 
-    def _abort(self) -> None:
+    def _abort(self, reason: str = "fault") -> None:
         """Drop the connection at once, without a goodbye (a disconnect fault)."""
         self._closing = True
+        if self.close_reason is None:
+            self.close_reason = reason
         if self.transport is not None:
             self.transport.abort()
 
@@ -205,12 +228,20 @@ class ServerSession(asyncio.Protocol):
         action = self.faults.on_command(
             command, client=self.client_ip, tls="yes" if self.core.tls else "no", **fields
         )
-        if action is None:
+        if action is None or (action.kind == "delay" and action.seconds <= 0):
             return None
+        if self.journal is not None:
+            fired = self.faults.last_fired
+            self.journal_write(
+                "fault",
+                rule=fired.rule if fired is not None else "",
+                verb=command.upper(),
+                action=action.kind,
+                reply=action.line or None,
+                seconds=action.seconds if action.kind == "delay" else None,
+            )
         if action.kind == "disconnect":
             self._abort()
-        elif action.kind == "delay" and action.seconds <= 0:
-            return None
         return action
 
     async def drain(self) -> None:
@@ -284,7 +315,7 @@ class ServerSession(asyncio.Protocol):
             )
         except (TimeoutError, OSError, ConnectionError) as error:
             log.info("session %s: TLS handshake failed: %s", self.session_id, error)
-            self._abort()
+            self._abort("tls-failed")
             # asyncio tells the protocol nothing when the handshake never finished.
             self.connection_lost(error)
             return False
@@ -292,11 +323,13 @@ class ServerSession(asyncio.Protocol):
             early = self._early_tls_data or []
             self._early_tls_data = None
         if transport is None:
-            self._close()
+            self._close("tls-failed")
             self.connection_lost(None)
             return False
         self.transport = transport
         self.core.tls_started()
+        if self.journal is not None:
+            self.journal_write("tls", **self._tls_fields())
         self.tls_begun()
         for data in early:
             # _defer runs process() when this work ends, which answers these.
@@ -305,3 +338,98 @@ class ServerSession(asyncio.Protocol):
             except LocalProtocolError:
                 break
         return True
+
+    # -- the journal ------------------------------------------------------------------
+    # Called only with a journal (self.journal not None); the callers check.
+
+    def journal_write(self, event: str, **fields: Any) -> None:
+        """One event of this session; before the connect event is written, held for it."""
+        journal = self.journal
+        if journal is None:
+            return
+        if not self._journal_connected:
+            self._journal_held.append((event, fields))
+            return
+        journal.write(
+            self.context.hostname,
+            event,
+            proto=self.fault_protocol,
+            session=self.session_id,
+            client=self.client_ip,
+            **fields,
+        )
+
+    def journal_connect(self, code: str | int | None, text: str | None) -> None:
+        """The greeting went out (or none will): the connect event, then what waited."""
+        if self.journal is None or self._journal_connected:
+            return
+        self._journal_connected = True
+        port = None
+        if self.transport is not None:
+            sockname = self.transport.get_extra_info("sockname")
+            port = int(sockname[1]) if sockname else None
+        self.journal_write(
+            "connect",
+            port=port,
+            listener=self.kind,
+            tls=bool(self.core.tls),
+            code=code,
+            text=short_text(text) if text is not None else None,
+        )
+        if self.core.tls:  # implicit TLS: the handshake came before the greeting
+            self.journal_write("tls", **self._tls_fields())
+        held, self._journal_held = self._journal_held, []
+        for event, fields in held:
+            self.journal_write(event, **fields)
+
+    def journal_command(
+        self,
+        verb: str | None,
+        args: str | None,
+        code: str | int,
+        text: str,
+        *,
+        tls: bool,
+        user: str | None,
+        enhanced: str | None = None,
+        response_code: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """A command and its final reply (``verb`` None: a line that was no command)."""
+        self.journal_write(
+            "command",
+            verb=verb,
+            args=short_text(args) if args else None,
+            code=code,
+            enhanced=enhanced,
+            response_code=response_code,
+            text=short_text(text),
+            tls=tls,
+            user=user,
+            **extra,
+        )
+
+    def close_fields(self) -> dict[str, Any]:
+        """What the close event says besides its reason (the user, what was deleted)."""
+        return {}
+
+    def _journal_close(self, exc: Exception | None) -> None:
+        if not self._journal_connected:
+            # No greeting went out: a disconnect fault at connect, or the client left
+            # while a delay fault held the greeting back.
+            self.journal_connect(None, None)
+        error = short_text(str(exc) or type(exc).__name__) if exc is not None else None
+        self.journal_write(
+            "close",
+            reason=self.close_reason or "dropped",
+            tls=bool(self.core.tls),
+            error=error,
+            **self.close_fields(),
+        )
+
+    def _tls_fields(self) -> dict[str, Any]:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if ssl_object is None:
+            return {"version": None, "cipher": None}
+        cipher = ssl_object.cipher()
+        return {"version": ssl_object.version(), "cipher": cipher[0] if cipher else None}

@@ -32,6 +32,7 @@ from mailtalk.protocols.smtp import (
     SMTPConnection,
     SMTPState,
 )
+from mailtalk.servers.journal import REDACTED, HeadCollector, subject_of
 from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
 
@@ -50,6 +51,8 @@ _ATOMS = r"[^\s@<>()\[\],;:\\\"]+"
 _ADDRESS = re.compile(
     rf"^{_ATOMS}(?:\.{_ATOMS})*@(?:{_ATOMS}|\[[0-9A-Fa-f.:IPv]+\])$"
 )
+
+_ENHANCED: Final = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 
 LOGIN_USERNAME: Final = "VXNlcm5hbWU6"  # base64 "Username:"
 LOGIN_PASSWORD: Final = "UGFzc3dvcmQ6"  # base64 "Password:"
@@ -82,6 +85,10 @@ class SMTPServerProtocol(ServerSession):
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
+        # With a journal: the command waiting for its reply (verb, args, tls, user, and
+        # a text to hide in the reply), and the head of the message being received.
+        self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
+        self._head: HeadCollector | None = None
 
     # -- connection -----------------------------------------------------------
 
@@ -117,7 +124,7 @@ class SMTPServerProtocol(ServerSession):
                 return
             if event is CONNECTION_CLOSED:
                 self._abort_delivery()
-                self._close()
+                self._close("dropped")
                 return
             if isinstance(event, MessageData):
                 self._on_message_data(event)
@@ -131,8 +138,47 @@ class SMTPServerProtocol(ServerSession):
             return
         data = self.core.send(Reply(code, lines or ("",)))
         self.transport.write(data)
+        if self.journal is not None:
+            self._journal_reply(code, lines)
         if code == 421 or (code == 221 and self.core.state is SMTPState.CLOSED):
             self._close()
+
+    def _journal_reply(self, code: int, lines: tuple[str, ...]) -> None:
+        """The reply in the journal: the greeting, or the final reply to a command."""
+        text = " ".join(lines)
+        if not self._journal_connected:
+            self.journal_connect(code, text)
+            return
+        pending = self._journaled
+        if pending is None or code == 334:  # 334: AUTH goes on; its end is its reply
+            return
+        self._journaled = None
+        verb, args, tls, user, hide = pending
+        if hide:
+            text = text.replace(hide, REDACTED)
+        enhanced = _ENHANCED.match(lines[0]) if lines else None
+        self.journal_command(
+            verb, args, code, text, tls=tls, user=user,
+            enhanced=enhanced.group(0) if enhanced else None,
+        )  # fmt: skip
+
+    def _journal_pending(self, command: Command) -> None:
+        """Remember the command for the journal, its secrets out."""
+        verb: str | None = command.verb
+        args: str | None = command.args
+        hide = ""
+        if command.too_long or verb not in COMMANDS:
+            # Not a command: maybe a password typed at the wrong moment, or an AUTH
+            # answer sent after AUTH was refused. Neither it nor its echo is kept.
+            hide = (verb or "")[:20]
+            verb, args = None, REDACTED
+        elif verb == "AUTH":
+            mechanism, _, initial = command.args.strip().partition(" ")
+            args = f"{mechanism} {REDACTED}" if initial.strip() else mechanism
+        self._journaled = (verb, args, bool(self.core.tls), self.user, hide)
+
+    def close_fields(self) -> dict[str, Any]:
+        return {"user": self.user}
 
     def _send_key(self, key: str, **values: str) -> None:
         code, text = self.context.reply(key, **values)
@@ -171,6 +217,8 @@ class SMTPServerProtocol(ServerSession):
         if command.verb == AUTH_RESPONSE:
             self._on_auth_response(command.args)
             return
+        if self.journal is not None:
+            self._journal_pending(command)
         if command.too_long:
             self._send_key("line_too_long")
             return
@@ -361,13 +409,16 @@ class SMTPServerProtocol(ServerSession):
         self._message_too_big = False
         self._message_line_too_long = False
         self._store_error = None
+        self._head = HeadCollector() if self.journal is not None else None
         if self.context.settings.sink:
             # begin_delivery() would throw the trace headers away: skip making them.
             self._delivery, self._lf = None, None
         else:
             from mailtalk.store import Envelope
 
-            envelope = Envelope(self.transaction.sender, (), self.client_ip, self.helo)
+            envelope = Envelope(
+                self.transaction.sender, (), self.client_ip, self.helo, queue_id=self._queue_id
+            )
             try:
                 self._delivery, self._lf = self.context.begin_delivery(
                     self.transaction.recipients, self._trace_headers(), envelope
@@ -396,6 +447,8 @@ class SMTPServerProtocol(ServerSession):
 
     def _on_message_data(self, event: MessageData) -> None:
         self._message_size += len(event.data)
+        if self._head is not None:
+            self._head.feed(event.data)
         if event.line_too_long:
             self._message_line_too_long = True
         if self._message_too_big:
@@ -431,6 +484,8 @@ class SMTPServerProtocol(ServerSession):
             self.internal_error()
 
     def _on_end_of_message(self, event: EndOfMessage) -> None:
+        if self.journal is not None:
+            self._journaled = (".", None, bool(self.core.tls), self.user, "")
         transaction = self.transaction
         self.transaction = None
         if self.faults is not None:
@@ -474,11 +529,13 @@ class SMTPServerProtocol(ServerSession):
             await asyncio.sleep(delay)
         delivery, converter = self._delivery, self._lf
         self._delivery, self._lf = None, None
+        paths = []
         if delivery is not None and converter is not None:
             try:
                 delivery.write(converter.finish())
                 # fsync can take a while: off the event loop, and before the 250.
-                await asyncio.get_running_loop().run_in_executor(None, delivery.commit)
+                loop = asyncio.get_running_loop()
+                paths = await loop.run_in_executor(None, delivery.commit)
             except OSError as error:
                 self._store_failed(error)
                 delivery.abort()
@@ -487,7 +544,33 @@ class SMTPServerProtocol(ServerSession):
             except Exception:
                 delivery.abort()
                 raise
+            if self.journal is not None:
+                self._journal_stored(transaction, paths, delivery.size)
         self._delivered(transaction)
+
+    def _journal_stored(self, transaction: Transaction, paths: list[Any], size: int) -> None:
+        """``message`` events: each local user's Maildir file, then the queued copy."""
+        subject = subject_of(self._head.head) if self._head is not None else None
+        self._head = None
+        users: dict[str, list[str]] = {}
+        relayed = []
+        for recipient in transaction.recipients:
+            if recipient.user is None:
+                relayed.append(recipient.address)
+            else:
+                users.setdefault(recipient.user, []).append(recipient.address)
+        common = {"queue_id": self._queue_id, "sender": transaction.sender, "size": size,
+                  "subject": subject}
+        for (user, addresses), path in zip(users.items(), paths, strict=False):
+            self.journal_write(
+                "message", outcome="delivered", user=user, mailbox="INBOX", file=path.name,
+                recipients=addresses, **common,
+            )  # fmt: skip
+        if relayed and len(paths) > len(users):
+            self.journal_write(
+                "message", outcome="queued", file=paths[len(users)].name, recipients=relayed,
+                **common,
+            )  # fmt: skip
 
     def _delivered(self, transaction: Transaction) -> None:
         if log.isEnabledFor(logging.INFO):
@@ -526,8 +609,9 @@ class SMTPServerProtocol(ServerSession):
 
     def _quit(self, args: str) -> None:
         self._reset_transaction()
+        self.close_reason = self.close_reason or "quit"
         self._send_key("quit")
-        self._close()
+        self._close("quit")
 
     def _vrfy(self, args: str) -> None:
         if not args.strip():
@@ -633,12 +717,14 @@ class SMTPServerProtocol(ServerSession):
             _, name, secret = parts
         else:
             name, secret = answers
-        self._defer(self._verify(name, secret))
+        self._defer(self._verify(name, secret, mechanism))
 
-    async def _verify(self, name: str, secret: str) -> None:
+    async def _verify(self, name: str, secret: str, mechanism: str) -> None:
         ok = await self.context.verify_password(name, secret)
         if self._closing:
             return
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if ok:
             self.user = name
             log.info("session %s: authenticated as %s", self.session_id, name)

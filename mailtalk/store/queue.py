@@ -53,6 +53,8 @@ class Envelope:
     client: str  # the client's IP address
     helo: str
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The id the SMTP server gave the message (in its 250 and Received:), or "".
+    queue_id: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rcpt_to", tuple(self.rcpt_to))
@@ -210,6 +212,7 @@ def _envelope_record(name: str, envelope: Envelope, size: int) -> dict[str, Any]
         "client": envelope.client,
         "helo": envelope.helo,
         "size": size,
+        **({"queue_id": envelope.queue_id} if envelope.queue_id else {}),
     }
 
 
@@ -222,6 +225,7 @@ def _queued_message(
         client=record["client"],
         helo=record["helo"],
         received_at=datetime.fromisoformat(record["received_at"]),
+        queue_id=str(record.get("queue_id", "")),
     )
     return QueuedMessage(
         id=record["id"],

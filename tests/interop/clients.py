@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,33 @@ def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def read_line(process: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
+    """One line from ``process``'s standard output, byte by byte (nothing read beyond it),
+    within ``timeout`` seconds; a line that does not come fails the test."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise AssertionError(f"no line from mailtalk serve in {timeout}s: {line!r}")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
+        line += chunk
+    return line
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, as Ctrl-C or a service manager would stop it; SIGKILL if that is not enough."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

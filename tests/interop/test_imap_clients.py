@@ -24,7 +24,6 @@ import json
 import os
 import poplib
 import re
-import select
 import shutil
 import signal
 import smtplib
@@ -40,7 +39,7 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from tests.interop.clients import mailtalk_command, require_binary
+from tests.interop.clients import mailtalk_command, read_line, require_binary
 
 pytestmark = pytest.mark.interop
 
@@ -572,22 +571,6 @@ def test_swaks_fetchmail_pop3_then_imap(servers: Any, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def read_line(process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    line = b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not ready:
-            raise AssertionError(f"no line from mailtalk serve in {timeout}s: {line!r}")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
-        line += chunk
-    return line
-
-
 class ServeProcess:
     """Enough of RunningServers for the helpers above, from the --json line."""
 
@@ -613,7 +596,7 @@ def test_serve_subprocess_imap_clients(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=stderr.open("wb"), env=client_env(tmp_path),
     )  # fmt: skip
     try:
-        info = json.loads(read_line(process))
+        info = json.loads(read_line(process, TIMEOUT))
         assert [(x["protocol"], x["tls"]) for x in info["listeners"]] == [
             ("smtp", "starttls"), ("pop3", "starttls"), ("pop3s", "implicit"),
             ("imap", "starttls"), ("imaps", "implicit"),

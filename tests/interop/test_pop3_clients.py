@@ -13,20 +13,23 @@ import contextlib
 import json
 import os
 import poplib
-import select
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.interop.clients import client_env, mailtalk_command, require_binary
+from tests.interop.clients import (
+    client_env,
+    mailtalk_command,
+    read_line,
+    require_binary,
+    stop_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -114,22 +117,6 @@ class Serve:
         return name
 
 
-def _read_line(process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    line = b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
-        if not ready:
-            raise AssertionError(f"no line from mailtalk serve in {timeout}s: {line!r}")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
-        line += chunk
-    return line
-
-
 @contextlib.contextmanager
 def serve(tmp_path: Path, *args: str) -> Iterator[Serve]:
     """``mailtalk serve`` with POP3 (STLS), POP3S and SMTP on free ports, alice:secret."""
@@ -146,16 +133,10 @@ def serve(tmp_path: Path, *args: str) -> Iterator[Serve]:
         env=client_env(tmp_path),
     )  # fmt: skip
     try:
-        info = json.loads(_read_line(process))
+        info = json.loads(read_line(process, TIMEOUT))
         yield Serve(process, info, stderr)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, TIMEOUT)
         if process.stdout is not None:
             process.stdout.close()
 

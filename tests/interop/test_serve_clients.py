@@ -37,7 +37,13 @@ from typing import Any
 
 import pytest
 
-from tests.interop.clients import client_env, mailtalk_command, require_binary
+from tests.interop.clients import (
+    client_env,
+    mailtalk_command,
+    read_line,
+    require_binary,
+    stop_process,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -723,23 +729,6 @@ class ServeProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-def read_line(process: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> bytes:
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    line = b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
-        if not ready:
-            raise AssertionError(f"no line from mailtalk serve in {timeout}s: {line!r}")
-        chunk = os.read(fd, 1)
-        if not chunk:
-            raise AssertionError(f"mailtalk serve ended before its line: {line!r}")
-        line += chunk
-    return line
-
-
 def start_serve(tmp_path: Path, *args: str, as_json: bool = True) -> ServeProcess:
     root = tmp_path / "serve-root"
     stderr = tmp_path / "serve.stderr"
@@ -757,7 +746,7 @@ def start_serve(tmp_path: Path, *args: str, as_json: bool = True) -> ServeProces
         env=client_env(tmp_path),
     )
     try:
-        line = read_line(process)
+        line = read_line(process, TIMEOUT)
     except BaseException:
         process.kill()
         process.wait()
@@ -772,13 +761,7 @@ def serve(tmp_path: Path, *args: str) -> Iterator[ServeProcess]:
     try:
         yield server
     finally:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                server.process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        stop_process(server.process, TIMEOUT)
 
 
 def serve_user_args() -> list[str]:
@@ -937,7 +920,7 @@ def test_serve_bad_option_exits_two(tmp_path: Path, args: list[str], message: st
 def read_summary(server: ServeProcess) -> str:
     text = server.info["line"]
     while not text.endswith("Ctrl-C stops.\n"):
-        text += read_line(server.process).decode()
+        text += read_line(server.process, TIMEOUT).decode()
     return text
 
 

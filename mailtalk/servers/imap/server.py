@@ -66,9 +66,11 @@ from mailtalk.protocols.imap import (
     Untagged,
 )
 from mailtalk.servers.imap import mailboxes, selected
+from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.search import SearchCharsetError
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
+from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import MailboxError
 from mailtalk.store.maildir import StoreFullError
@@ -103,6 +105,31 @@ def store_failure(error: OSError) -> tuple[str, str]:
 
 
 Handler = Callable[["IMAPServerProtocol", Command], None]
+# What the journal keeps of a command until its tagged answer: verb, args, tls, user,
+# the selected mailbox, whether it carries a secret, and a text to hide in the answer.
+_Pending = tuple[str | None, str | None, bool, str | None, str | None, bool, str]
+# The commands whose arguments hold a password (LOGIN) or its base64 (AUTHENTICATE).
+_SECRET_VERBS: Final = frozenset({"LOGIN", "AUTHENTICATE"})
+
+
+def journal_args(command: Command) -> str | None:
+    """A command's arguments as the journal keeps them: without a password."""
+    if command.verb not in _SECRET_VERBS:
+        return command.args or None
+    try:
+        values = tokenize(command.args, command.literals)
+    except IMAPSyntaxError:
+        return REDACTED
+    first = values[0] if values else None
+    if command.verb == "LOGIN":
+        try:
+            name = parse_astrings(command.args, command.literals, 2)[0]
+        except IMAPSyntaxError:
+            return REDACTED
+        return f"{astring_text(name)} {REDACTED}"
+    if not isinstance(first, Atom):
+        return REDACTED
+    return first.value if len(values) == 1 else f"{first.value} {REDACTED}"
 
 
 class IMAPServerProtocol(ServerSession):
@@ -128,6 +155,7 @@ class IMAPServerProtocol(ServerSession):
         self.append_streams: dict[str, Any] = {}
         self.core.literal_sink = lambda head, size: mailboxes.open_append_stream(self, head, size)
         self._bad_commands = 0
+        self._journaled: dict[str, _Pending] = {}  # tag -> command, with a journal
 
     # -- connection -----------------------------------------------------------
 
@@ -163,9 +191,12 @@ class IMAPServerProtocol(ServerSession):
     def on_idle(self) -> None:
         self.untagged("BYE Disconnected for inactivity.")
 
-    def _close(self) -> None:
+    def _close(self, reason: str = "server") -> None:
         self._stop_idle()
-        super()._close()
+        super()._close(reason)
+
+    def close_fields(self) -> dict[str, Any]:
+        return {"user": self.user}
 
     # -- the loop -------------------------------------------------------------
 
@@ -175,15 +206,20 @@ class IMAPServerProtocol(ServerSession):
                 event = self.core.next_command()
             except RemoteProtocolError as error:
                 if "closed in the middle" in str(error):
-                    self._close()
+                    self._close("dropped")
                     return
                 self._bad()
                 self.untagged(f"BAD {_clean(str(error))}")
+                if self.journal is not None:
+                    # Not a command: the line may be a password; only the kind of error.
+                    what = str(error).partition(":")[0]
+                    self.journal_command(None, REDACTED, "BAD", what, tls=bool(self.core.tls),
+                                         user=self.user)
                 continue
             if event is NEED_DATA:
                 return
             if event is CONNECTION_CLOSED:
-                self._close()
+                self._close("dropped")
                 return
             if isinstance(event, LiteralRequested):
                 self._on_literal(event)
@@ -223,12 +259,43 @@ class IMAPServerProtocol(ServerSession):
         if self._closing or self.transport is None:
             return
         self.transport.write(self.core.send(Untagged(text, literals)))
+        if self.journal is not None and not self._journal_connected:
+            status, _, rest = text.partition(" ")
+            self.journal_connect(status, rest)  # the greeting, or a BYE instead of it
 
     def tagged(self, tag: str, status: str, code: str | None, text: str) -> None:
         """The command's completion: ``tag OK|NO|BAD [code] text``."""
         if self._closing or self.transport is None:
             return
-        self.transport.write(self.core.send(Tagged(tag, status, code, _clean(text))))
+        text = _clean(text)
+        self.transport.write(self.core.send(Tagged(tag, status, code, text)))
+        if self.journal is not None:
+            self._journal_tagged(tag, status, code, text)
+
+    def _journal_tagged(self, tag: str, status: str, code: str | None, text: str) -> None:
+        pending = self._journaled.pop(tag, None)
+        if pending is None:  # answered before it was a command (a literal refused)
+            pending = (None, None, bool(self.core.tls), self.user, None, False, "")
+        verb, args, tls, user, mailbox, secret, hide = pending
+        if hide:
+            text = text.replace(hide, REDACTED)
+        if secret and status == "BAD":
+            text = REDACTED  # a syntax error may quote the arguments
+        self.journal_command(
+            verb, args, status, text, tls=tls, user=user, response_code=code, mailbox=mailbox
+        )
+
+    def _journal_pending(self, command: Command) -> None:
+        """Remember the command for the journal, its secrets out."""
+        state = (bool(self.core.tls), self.user,
+                 self.selected.name if self.selected is not None else None)
+        if command.verb not in COMMANDS:
+            # Not a command we know: maybe a password typed at the wrong moment.
+            self._journaled[command.tag] = (None, REDACTED, *state, True, command.verb[:30])
+            return
+        args = None if command.truncated else journal_args(command)
+        self._journaled[command.tag] = (command.verb, args, *state,
+                                        command.verb in _SECRET_VERBS, "")
 
     def done(self, command: Command, text: str, code: str | None = None) -> None:
         """Untagged updates (where allowed), then the tagged OK."""
@@ -302,6 +369,10 @@ class IMAPServerProtocol(ServerSession):
                     refusal = ("NO", error.code, "Quota exceeded (mailbox for user is full)")
         if refusal is not None:
             self._literal_faults.pop(event.tag, None)
+            if self.journal is not None:
+                known = verb if verb in COMMANDS else None
+                self._journaled[event.tag] = (known, None, bool(self.core.tls), self.user,
+                                              None, known in _SECRET_VERBS, "")
             self.tagged(event.tag, *refusal)
             self.core.reject_literal()
             return
@@ -324,6 +395,8 @@ class IMAPServerProtocol(ServerSession):
     def _on_command(self, command: Command) -> None:
         tag = command.tag
         verb = command.verb
+        if self.journal is not None:
+            self._journal_pending(command)
         if command.truncated:
             self._bad()
             if command.literals:
@@ -399,9 +472,10 @@ class IMAPServerProtocol(ServerSession):
         self.done(command, "NOOP completed")
 
     def _logout(self, command: Command) -> None:
+        self.close_reason = self.close_reason or "quit"
         self.untagged("BYE Logging out")
         self.tagged(command.tag, "OK", None, "Logout completed")
-        self._close()
+        self._close("quit")
 
     def _id(self, command: Command) -> None:
         self.untagged('ID ("name" "mailtalk" "vendor" "mailtalk" "support-url" NIL)')
@@ -426,7 +500,7 @@ class IMAPServerProtocol(ServerSession):
                          "Plaintext authentication disallowed on non-secure connections")
             return
         name, secret = parse_astrings(command.args, command.literals, 2)
-        self.defer_tagged(self._verify(command.tag, name, secret), command.tag)
+        self.defer_tagged(self._verify(command.tag, name, secret, "LOGIN"), command.tag)
 
     def _authenticate(self, command: Command) -> None:
         values = tokenize(command.args, command.literals)
@@ -464,9 +538,9 @@ class IMAPServerProtocol(ServerSession):
         if authzid and authzid != name:
             self.tagged(tag, "NO", "AUTHORIZATIONFAILED", "Cannot act as another user")
             return
-        self.defer_tagged(self._verify(tag, name, secret), tag)
+        self.defer_tagged(self._verify(tag, name, secret, "PLAIN"), tag)
 
-    async def _verify(self, tag: str, name: str, secret: str) -> None:
+    async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         ok = await self.context.verify_password(name, secret)
         if self._closing:
             return
@@ -477,6 +551,8 @@ class IMAPServerProtocol(ServerSession):
                 )
             except ValueError:
                 ok = False
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if not ok:
             log.info("session %s: authentication failed for %s", self.session_id, name)
             self.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed.")
