@@ -21,7 +21,8 @@ from mailtalk.errors import MailtalkError
 from mailtalk.practice.i18n import translation
 from mailtalk.practice.lessons import Lesson, find_lesson, load_lessons
 from mailtalk.practice.progress import Progress
-from mailtalk.practice.tracker import JournalTail, LessonTracker
+from mailtalk.practice.tracker import LessonTracker
+from mailtalk.servers.journal import JournalReader
 
 if TYPE_CHECKING:
     from mailtalk.client.conversation import Conversation
@@ -128,7 +129,7 @@ class PracticeCoach:
             state.step, state.done = 0, False
             state.skipped.clear()
         tracker = LessonTracker(
-            lesson, state, JournalTail(self.world.journal_path), self.world.server_root
+            lesson, state, JournalReader(self.world.journal_path), self.world.server_root
         )
         self.progress.save()
         return tracker

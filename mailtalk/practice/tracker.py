@@ -1,6 +1,5 @@
 """Following a lesson as it is done: new journal events in, steps ticked off.
 
-``JournalTail`` reads the world's journal as it grows (and across its rotation).
 ``LessonTracker`` holds the lesson being worked on: after every new event (``poll``) or
 when asked (``:check``) it evaluates the current step's check; a step that holds is
 done, and the next one is evaluated over the same events, so a client that does several
@@ -9,78 +8,18 @@ steps in one go (swaks, a mail program) ticks them all.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from mailtalk.practice.checks import Event, Situation, evaluate
 from mailtalk.practice.lessons import Lesson, Step
 from mailtalk.practice.progress import LessonProgress
+from mailtalk.servers.journal import JournalReader
 
 # Events kept in memory; the oldest go first (a world left running for days).
 MAX_EVENTS: Final = 50_000
-_MAX_LINE: Final = 1 << 20  # a journal line longer than this is not one the servers wrote
-
-
-class JournalTail:
-    """The journal's whole lines as they are appended, across a rotation."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stream: IO[bytes] | None = None
-        self._inode: int | None = None
-        self._partial = b""
-
-    def read_new(self) -> list[Event]:
-        events: list[Event] = []
-        while True:
-            if self._stream is None and not self._open():
-                return events
-            assert self._stream is not None
-            events += self._drain(self._stream)
-            try:
-                rotated = os.stat(self.path).st_ino != self._inode
-            except OSError:
-                rotated = False
-            if not rotated:
-                return events
-            # The file we read was renamed to .1 and is complete: go on in the new one.
-            self._stream.close()
-            self._stream = None
-            self._partial = b""
-
-    def _open(self) -> bool:
-        try:
-            stream = self.path.open("rb")
-        except OSError:
-            return False
-        self._stream = stream
-        self._inode = os.fstat(stream.fileno()).st_ino
-        return True
-
-    def _drain(self, stream: IO[bytes]) -> list[Event]:
-        data = self._partial + stream.read()
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # a line still being written waits for its end
-        if len(self._partial) > _MAX_LINE:
-            self._partial = b""
-        events: list[Event] = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-        return events
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +35,7 @@ class LessonTracker:
         self,
         lesson: Lesson,
         progress: LessonProgress,
-        tail: JournalTail,
+        tail: JournalReader,
         server_root: Callable[[str], Path | None],
     ) -> None:
         self.lesson = lesson
@@ -105,7 +44,7 @@ class LessonTracker:
         self.server_root = server_root
         self.events: list[Event] = []
         self._dropped = 0  # events let go of, to keep memory bounded
-        tail.read_new()  # what happened before the lesson began is not the learner's
+        tail.read()  # what happened before the lesson began is not the learner's
         self.lesson_start = 0
         self.step_start = 0
         self.new_events: list[Event] = []
@@ -120,7 +59,7 @@ class LessonTracker:
 
     def poll(self) -> list[StepDone]:
         """Read what the servers did since, and tick off the steps that now hold."""
-        self.new_events = self.tail.read_new()
+        self.new_events = list(self.tail.read())
         self.events += self.new_events
         if len(self.events) > MAX_EVENTS:
             cut = len(self.events) - MAX_EVENTS

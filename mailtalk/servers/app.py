@@ -12,12 +12,12 @@ import functools
 import logging
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from mailtalk.servers.context import ServerContext, ServerSettings
+from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenario_settings
 from mailtalk.servers.journal import Journal
 
 log = logging.getLogger("mailtalk.serve")
@@ -143,7 +143,10 @@ def build_context(config: ServeConfig) -> ServerContext:
             ) from None
         for text in bundle.rules:
             rules.append(parse_rule(text))
-        _apply_scenario_settings(settings, bundle.settings)
+        try:
+            apply_scenario_settings(settings, bundle.settings)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     for text in config.faults:
         try:
             rules.append(parse_rule(text))
@@ -174,10 +177,12 @@ def build_context(config: ServeConfig) -> ServerContext:
     context.journal = config.journal
     context.apop_secrets = dict(config.users)
     context.control_changes = changes
-    if settings.lock_busy:
-        # The lock-busy scenario: a holder that never lets go of any maildrop.
-        for name in users.names():
-            context.held_locks.append(context.mailstore.lock_maildrop(name))
+    context.base_rules = tuple(rules)
+    context.base_settings = replace(settings)
+    try:
+        context.load_behaviour()  # control/scenarios and control/faults, if there
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return context
 
 
@@ -241,18 +246,6 @@ def _certificate_names(me: str) -> list[str]:
     if me not in names and not me.startswith("["):
         names.append(me)
     return names
-
-
-def _apply_scenario_settings(settings: ServerSettings, values: Mapping[str, object]) -> None:
-    for key, value in values.items():
-        if key == "relay":
-            settings.relay = "deny" if value == "deny" else "policy"
-        elif key == "check_sender_domain":
-            settings.check_sender_domain = bool(value)
-        elif hasattr(settings, key):
-            setattr(settings, key, value)
-        else:
-            raise ConfigError(f"scenario setting {key!r} is not known to this server")
 
 
 class ReferenceServers:

@@ -14,8 +14,8 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +38,12 @@ DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 # every delivery attempt instead).
 CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", "postmaster",
                  "users")
+# Two more, read the same way, that change a running server's behaviour rather than its
+# address policy: control/scenarios (scenario names, one a line: what `serve --scenario`
+# gives) and control/faults (fault rules, one a line: `serve --fault`), on top of what
+# the command line gave. A practice lesson, or a tester, turns a running server into a
+# full-disk one and back without restarting it.
+BEHAVIOUR_FILES = ("scenarios", "faults")
 _REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
 # Queue ids are made of the process id and this count: one count for the whole process,
 # so that the servers of a practice world (several contexts, one process) never hand out
@@ -75,11 +81,41 @@ class ServerSettings:
     delivery_timeout: float = 300.0  # per SMTP reply when delivering (connect: at most 30 s)
 
 
-def control_stamp(root: Path) -> tuple[tuple[int, ...] | None, ...]:
+def apply_scenario_settings(settings: ServerSettings, values: Mapping[str, object]) -> None:
+    """A scenario's settings (knowledge/scenarios.toml) on top of ``settings``."""
+    for key, value in values.items():
+        if key == "relay":
+            settings.relay = "deny" if value == "deny" else "policy"
+        elif key == "check_sender_domain":
+            settings.check_sender_domain = bool(value)
+        elif hasattr(settings, key):
+            setattr(settings, key, value)
+        else:
+            raise ValueError(f"scenario setting {key!r} is not known to this server")
+
+
+def _control_lines(root: Path, name: str) -> list[tuple[str, int, str]]:
+    """(file, line number, text) of a control file's lines that are not blank or '#'."""
+    try:
+        text = (root / CONTROL_DIR / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeError) as error:
+        raise ValueError(f"cannot read control/{name}: {error}") from None
+    return [
+        (name, number, line.strip())
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def control_stamp(
+    root: Path, names: Sequence[str] = CONTROL_FILES
+) -> tuple[tuple[int, ...] | None, ...]:
     """What tells a changed control file: inode, size and times of each, or None."""
     directory = root / CONTROL_DIR
     stamps: list[tuple[int, ...] | None] = []
-    for name in CONTROL_FILES:
+    for name in names:
         try:
             info = os.stat(directory / name)
         except OSError:
@@ -110,6 +146,9 @@ class ServerContext:
     held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
     control_changes: list[str] = field(default_factory=list)  # what the options edited at start
     journal: Journal | None = None  # servers.journal: None writes nothing, costs nothing
+    # What the command line gave, before control/scenarios and control/faults add theirs.
+    base_rules: tuple[Any, ...] = ()
+    base_settings: ServerSettings | None = None
     messages_delivered: int = 0
     bytes_delivered: int = 0
 
@@ -129,6 +168,7 @@ class ServerContext:
         self._last_login: dict[str, float] = {}
         self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
         self._control_stamp = control_stamp(self.root)  # what control/ looked like when read
+        self._behaviour_stamp = control_stamp(self.root, BEHAVIOUR_FILES)
 
     @property
     def hostname(self) -> str:
@@ -147,13 +187,27 @@ class ServerContext:
         no longer parses leaves the last good settings in place, said in a warning.
         """
         stamp = control_stamp(self.root)
-        if stamp == self._control_stamp:
+        behaviour = control_stamp(self.root, BEHAVIOUR_FILES)
+        if stamp == self._control_stamp and behaviour == self._behaviour_stamp:
             return False
         # The users file apart from the rest: a typo in rcpthosts must not keep a new
         # user out, nor a bad users line the new rcpthosts.
         before, self._control_stamp = self._control_stamp, stamp
         changed = False
         errors: list[str] = []
+        names = [name for name, old, new in zip(CONTROL_FILES, before, stamp, strict=True)
+                 if old != new]
+        if behaviour != self._behaviour_stamp:
+            names += [name for name, old, new in
+                      zip(BEHAVIOUR_FILES, self._behaviour_stamp, behaviour, strict=True)
+                      if old != new]
+            self._behaviour_stamp = behaviour
+            try:
+                self.load_behaviour()
+                changed = True
+            except ValueError as error:
+                log.warning("%s; still using what was read before", error)
+                errors.append(str(error))
         for files, load in ((slice(0, -1), Control.load), (slice(-1, None), Users.load)):
             if stamp[files] == before[files]:
                 continue
@@ -175,11 +229,51 @@ class ServerContext:
         if changed:
             log.info("control files changed: read again")
         if self.journal is not None:
-            pairs = zip(CONTROL_FILES, before, stamp, strict=True)
-            names = [name for name, old, new in pairs if old != new]
             first = errors[0] if errors else None
             self.journal.write(self.hostname, "control", files=names, ok=not errors, error=first)
         return changed
+
+    def load_behaviour(self) -> None:
+        """Read control/scenarios and control/faults and apply them on top of the command
+        line's rules and settings (ValueError, naming the file and line, if one is bad:
+        then nothing changes)."""
+        from mailtalk.servers.faults import FaultPlan, FaultRuleError, parse_rule, scenario
+
+        rules = list(self.base_rules)
+        values: dict[str, object] = {}
+        for name, line_number, text in _control_lines(self.root, "scenarios"):
+            try:
+                bundle = scenario(text)
+            except KeyError:
+                raise ValueError(
+                    f"control/{name} line {line_number}: unknown scenario {text!r}"
+                ) from None
+            rules += [parse_rule(rule) for rule in bundle.rules]
+            values.update(bundle.settings)
+        for name, line_number, text in _control_lines(self.root, "faults"):
+            try:
+                rules.append(parse_rule(text))
+            except FaultRuleError as error:
+                raise ValueError(f"control/{name} line {line_number}: {error}") from None
+        settings = replace(self.base_settings or self.settings)
+        apply_scenario_settings(settings, values)
+        self.faults = FaultPlan(
+            rules, self.faults.clock, greylist_min_age=self.faults.greylist_min_age
+        )
+        for item in fields(ServerSettings):  # in place: sessions and the queue share it
+            setattr(self.settings, item.name, getattr(settings, item.name))
+        self.hold_locks(self.settings.lock_busy)
+
+    def hold_locks(self, held: bool) -> None:
+        """The lock-busy scenario: a holder that never lets go of any maildrop (or, when
+        the scenario ends, lets go of them all)."""
+        if held and not self.held_locks:
+            for name in self.users.names():
+                self.held_locks.append(self.mailstore.lock_maildrop(name))
+        elif not held:
+            for lock in self.held_locks:
+                lock.release()
+            self.held_locks.clear()
 
     def next_session_id(self) -> int:
         return next(self._session_ids)

@@ -49,11 +49,7 @@ class ServerSession(asyncio.Protocol):
         self.kind = kind
         self.session_id = context.next_session_id()
         # Without fault rules nothing can fire: no counting, no fields (a fast path).
-        self.faults: SessionFaults | None = (
-            context.faults.session(self.session_id, self.fault_protocol)
-            if context.faults.rules
-            else None
-        )
+        self.faults: SessionFaults | None = self._session_faults()
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self._busy = False  # deferred work runs: the loop waits for it
@@ -70,6 +66,10 @@ class ServerSession(asyncio.Protocol):
         self.close_reason: str | None = None  # why the connection ends, once known
         self._journal_connected = False  # the connect event is written
         self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before it
+
+    def _session_faults(self) -> SessionFaults | None:
+        faults = self.context.faults
+        return faults.session(self.session_id, self.fault_protocol) if faults.rules else None
 
     # -- hooks ------------------------------------------------------------------
 
@@ -105,7 +105,9 @@ class ServerSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.context.refresh_control()  # as qmail: every connection sees the files as they are
+        if self.context.refresh_control():  # as qmail: every connection sees the files as they are
+            # control/faults or control/scenarios may have changed the rules
+            self.faults = self._session_faults()
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
         if not self.context.connection_opened(self):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mailtalk.practice.lessons import Lesson, Step
 from mailtalk.practice.progress import LessonProgress, Progress
-from mailtalk.practice.tracker import JournalTail, LessonTracker, is_refusal
-from mailtalk.servers.journal import Journal
+from mailtalk.practice.tracker import LessonTracker, is_refusal
+from mailtalk.servers.journal import Journal, JournalReader
 
 
 def lesson(tmp_path: Path) -> Lesson:
@@ -23,31 +23,11 @@ def lesson(tmp_path: Path) -> Lesson:
     )
 
 
-def test_the_tail_reads_whole_lines_and_follows_a_rotation(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
-    journal = Journal(path, max_bytes=400)
-    tail = JournalTail(path)
-    assert tail.read_new() == []  # no journal yet: nothing, no error
-    journal.write("mx.example.net", "connect", session=1)
-    assert [e["session"] for e in tail.read_new()] == [1]
-    for number in range(2, 6):  # past max_bytes once: the tail holds the renamed file
-        journal.write("mx.example.net", "connect", session=number, padding="x" * 40)
-    assert path.with_name("journal.jsonl.1").exists()
-    assert [e["session"] for e in tail.read_new()] == [2, 3, 4, 5]
-    with path.open("a") as stream:  # a line being written
-        stream.write('{"event": "connect", "ses')
-    assert tail.read_new() == []
-    with path.open("a") as stream:
-        stream.write('sion": 6}\n')
-    assert [e["session"] for e in tail.read_new()] == [6]
-    journal.close()
-
-
 def test_steps_tick_in_order_even_when_one_client_does_several(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)
     journal.write("mx.example.net", "connect", proto="smtp", session=1)  # before the lesson
-    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalTail(path),
+    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalReader(path),
                             lambda host: None)
     assert tracker.poll() == []  # what came before the lesson does not count
     journal.write("mx.example.net", "connect", proto="smtp", session=2)
@@ -65,7 +45,7 @@ def test_steps_tick_in_order_even_when_one_client_does_several(tmp_path: Path) -
 def test_skip_and_restart(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     journal = Journal(path)
-    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalTail(path),
+    tracker = LessonTracker(lesson(tmp_path), LessonProgress(), JournalReader(path),
                             lambda host: None)
     assert tracker.skip() is not None and tracker.progress.skipped == ["greet"]
     journal.write("mx.example.net", "command", verb="HELO", code="250", session=1)
