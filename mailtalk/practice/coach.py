@@ -96,6 +96,9 @@ class PracticeCoach:
         self._ = translation(language).gettext
         self.heading = self._("practice commands")
         self.tracker = self._track(lesson)
+        self._commands = self._command_table()
+
+    def _command_table(self) -> dict[str, ExtraCommand]:
         _ = self._
         table: tuple[tuple[str, str, str, Callable[..., None]], ...] = (
             ("lesson", ":lesson [N]", _("the lesson and its step; N: go to it"), self._lesson),
@@ -106,6 +109,7 @@ class PracticeCoach:
             ("reset", ":reset", _("this lesson from the start, world included"), self._reset),
             ("lessons", ":lessons", _("every lesson, and which are done"), self._list),
             ("glossary", ":glossary", _("the words of the course"), self._glossary),
+            ("lang", ":lang en|nl", _("the coach's language: English or Dutch"), self._lang),
             ("dns", ":dns NAME [TYPE]", _("ask the world's DNS (TYPE: MX, A, TXT...)"),
              self._dns),
             ("dns-add", ":dns-add NAME TYPE VALUE",
@@ -113,7 +117,7 @@ class PracticeCoach:
             ("control", ":control HOST FILE [add|remove LINE]",
              _("show or edit a server's qmail control file"), self._control),
         )
-        self._commands = {
+        return {
             name: ExtraCommand(name, usage, brief, handler)
             for name, usage, brief, handler in table
         }
@@ -313,6 +317,25 @@ class PracticeCoach:
             return
         raise MailtalkError(self._("usage: :control HOST FILE [add|remove LINE], e.g. "
                                    ":control mx.example.net rcpthosts add example.org"))
+
+    def _lang(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        from mailtalk.practice.i18n import LANGUAGES
+
+        if len(args) != 1 or args[0] not in LANGUAGES:
+            raise MailtalkError(self._("usage: :lang en|nl"))
+        self.set_language(args[0])
+        self.progress.language = args[0]
+        self.progress.save()
+        ui.show_block(self.panel())
+
+    def set_language(self, language: str) -> None:
+        """Speak ``language`` from now on: the prose, the coach's words, :help's list."""
+        self.language = language
+        self._ = translation(language).gettext
+        self.heading = self._("practice commands")
+        # In place: the REPL's completer holds this very dict.
+        self._commands.clear()
+        self._commands.update(self._command_table())
 
     def _glossary(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.show_block(glossary_text(self.language))

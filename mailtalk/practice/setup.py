@@ -195,16 +195,20 @@ class MapWorld:
 
     @staticmethod
     def _keep_originals(control: Path, names: set[str]) -> None:
+        """The world's own control files, kept once before any lesson changes them: all
+        of them at the first lesson, and any a newer lesson touches the first time."""
         originals = control.parent / ORIGINALS
-        if originals.is_dir():
-            return
-        staging = control.parent / (ORIGINALS + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(mode=0o700)
+        if not originals.is_dir():
+            staging = control.parent / (ORIGINALS + ".new")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=0o700)
+            for path in control.iterdir():
+                if path.is_file() and path.name not in (FAULTS_FILE, SCENARIOS_FILE):
+                    shutil.copyfile(path, staging / path.name)
+            staging.rename(originals)
         for name in names:
-            if (control / name).is_file():
-                shutil.copyfile(control / name, staging / name)
-        staging.rename(originals)
+            if not (originals / name).exists() and (control / name).is_file():
+                shutil.copyfile(control / name, originals / name)
 
     def _write_records(self, records: str) -> None:
         from mailtalk.practice.world import replace_file, replace_section

@@ -103,10 +103,11 @@ class LessonTracker:
         self.lesson_start = self.step_start = len(self.events)
 
     def last_failure(self) -> dict[str, Any] | None:
-        """The newest refusal among the events just read: what a contextual hint answers."""
+        """The newest reply among the events just read, if it was a refusal: what a
+        contextual hint answers (a refusal followed by a success needs no hint)."""
         for event in reversed(self.new_events):
-            if event.get("event") in ("command", "connect") and is_refusal(event.get("code")):
-                return dict(event)
+            if event.get("event") in ("command", "connect"):
+                return dict(event) if is_refusal(event.get("code")) else None
         return None
 
 
