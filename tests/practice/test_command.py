@@ -295,3 +295,70 @@ def test_stop_from_another_terminal_ends_the_session(
     assert stopped.returncode == 0, stopped.stderr
     assert term.wait_exit() == 128 + 15
     assert not is_running(root)
+
+
+# -- the coach, as a new user meets it ---------------------------------------------------
+
+
+def test_a_new_user_does_smtp_by_hand_with_the_coach_and_switches_to_dutch(
+    terminal: Callable[..., Term], tmp_path: Path
+) -> None:
+    term = terminal("--root", str(tmp_path / "world"), "--lesson", "2", "--lang", "en")
+    term.expect(r"Lesson 2: SMTP by hand")
+    term.expect(r"Step 1 of 7:")
+    term.expect_prompt("smtp", timeout=20)
+    term.sendline("HELO learner.test")
+    term.expect(r"250 mx\.example\.net greets learner\.test")
+    term.expect(r"✓ done: Connect to mx\.example\.net")  # the greeting, seen by the server
+    term.expect(r"✓ done: Say who you are")
+    term.expect(r"Step 3 of 7:")
+    term.expect_prompt("smtp")
+    term.sendline(":hint")
+    term.expect(r"Hint 1 of 2:")
+    term.expect(r"alice@isp\.test")
+    term.expect_prompt("smtp")
+    term.sendline(":lang nl")
+    term.expect(r"Les 2: SMTP met de hand")
+    term.expect(r"Stap 3 van 7:")
+    term.expect_prompt("smtp")
+    term.sendline("RCPT TO:<bob@example.net>")  # out of order: a 503, and the coach says why
+    term.expect(r"503 ")
+    term.expect(r"de opdrachten hebben een vaste volgorde")
+    term.expect_prompt("smtp")
+    for line, reply in (("MAIL FROM:<alice@isp.test>", r"250 2\.1\.0"),
+                        ("RCPT TO:<bob@example.net>", r"250 2\.1\.5"),
+                        ("DATA", r"354 ")):
+        term.sendline(line)
+        term.expect(reply)
+    term.expect(r"Stap 6 van 7:")
+    for line in ("Subject: hallo", "", "Dag Bob.", "."):
+        term.sendline(line)
+    term.expect(r"250 2\.0\.0 ")
+    term.expect(r"Stap 7 van 7:")
+    term.expect_prompt("smtp")
+    term.sendline("QUIT")
+    term.expect(r"Les 2 is klaar\. :lesson 3 begint de volgende\.")
+    term.sendline(":quit")
+    assert term.wait_exit() == 0
+    progress = json.loads((tmp_path / "state" / "mailtalk" / "practice.json").read_text())
+    assert progress["language"] == "nl"
+    assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
+    assert progress["lessons"]["02-smtp-by-hand"]["hints"] == {"mail-from": 1}
+
+
+def test_a_step_done_from_another_terminal_ticks_without_a_keypress(
+    terminal: Callable[..., Term], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    term = terminal("--root", str(root), "--lesson", "3")
+    term.expect_prompt("smtp", timeout=20)
+    world = json.loads((root / "world.json").read_text())
+    mx = next(host for host in world["hosts"] if host["name"] == "mx.example.net")
+    import smtplib
+
+    with smtplib.SMTP(mx["address"], mx["ports"]["smtp"], timeout=10) as client:
+        client.helo("other.terminal")
+        assert client.rcpt("bob@example.net")[0] == 503
+    term.expect(r"✓ done: Say HELO, then give a recipient", timeout=10)
+    term.sendline(":quit")
+    assert term.wait_exit() == 0
