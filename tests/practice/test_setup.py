@@ -78,7 +78,7 @@ def test_the_learner_adds_a_record_and_edits_control_files(start: Start) -> None
     assert rcpt(world, "mail.stranger.test", "bob@example.net") >= 500
     with pytest.raises(MailtalkError, match="not a control file name"):
         view.control_file("mx.example.net", "../users")
-    with pytest.raises(MailtalkError, match="no host nowhere.test"):
+    with pytest.raises(MailtalkError, match=r"no host nowhere\.test"):
         view.control_file("nowhere.test", "rcpthosts")
 
 
