@@ -63,7 +63,7 @@ class PracticeOptions:
     list_lessons: bool = False
     lesson: int | None = None
     glossary: bool = False
-    session_variables: bool = False  # --vars: --var NAME=VALUE words for mailtalk run
+    session_variables: bool = False  # --vars: export lines for the world's addresses
     run_world: bool = False  # the detached process of --keep (a hidden option)
 
 
@@ -116,7 +116,9 @@ def show_lessons(options: PracticeOptions, env: Environment) -> int:
 
 
 def show_variables(root: Path, env: Environment) -> int:
-    """--vars: the world's addresses as ``--var NAME=VALUE`` words for ``mailtalk run``."""
+    """--vars: the world's addresses as ``export NAME=VALUE`` lines, for
+    ``eval "$(mailtalk practice --vars)"``: session files (``mailtalk run``) and the
+    lessons' scripts read ``${MX_EXAMPLE_NET_SMTP}`` and the like from the environment."""
     import shlex
 
     from mailtalk.practice.setup import MapWorld
@@ -126,8 +128,8 @@ def show_variables(root: Path, env: Environment) -> int:
         env.stderr.write(f"mailtalk: no practice world runs at {root} (--keep starts one)\n")
         return int(NOT_RUNNING)
     variables = MapWorld(running_map(root)).session_variables()
-    words = [f"--var {shlex.quote(f'{name}={value}')}" for name, value in sorted(variables.items())]
-    env.stdout.write(" ".join(words) + "\n")
+    for name, value in sorted(variables.items()):
+        env.stdout.write(f"export {name}={shlex.quote(value)}\n")
     return int(ExitCode.OK)
 
 

@@ -362,3 +362,24 @@ def test_a_step_done_from_another_terminal_ticks_without_a_keypress(
     term.expect(r"✓ done: Say HELO, then give a recipient", timeout=10)
     term.sendline(":quit")
     assert term.wait_exit() == 0
+
+
+def test_vars_lets_a_session_file_reach_a_kept_world(
+    env: dict[str, str], kept: list[Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    started = run(env, "--root", str(root), "--keep")
+    assert started.returncode == 0, started.stderr
+    kept.append(root)
+    exported = run(env, "--root", str(root), "--vars")
+    assert exported.returncode == 0, exported.stderr
+    assert "export MX_EXAMPLE_NET_SMTP=127.77." in exported.stdout
+    solution = (Path(__file__).resolve().parents[2] / "mailtalk" / "practice" / "lessons"
+                / "02-smtp-by-hand" / "solution.mt")
+    script = f'eval "$(mailtalk practice --root {root} --vars)"; mailtalk run {solution}'
+    played = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert "PASS" in played.stdout
+    none = run(env, "--root", str(tmp_path / "nothing"), "--vars")
+    assert none.returncode == 3 and "no practice world runs" in none.stderr
