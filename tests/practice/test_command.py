@@ -383,3 +383,15 @@ def test_vars_lets_a_session_file_reach_a_kept_world(
     assert "PASS" in played.stdout
     none = run(env, "--root", str(tmp_path / "nothing"), "--vars")
     assert none.returncode == 3 and "no practice world runs" in none.stderr
+
+
+def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path],
+                                           tmp_path: Path) -> None:
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    dutch = run({**env, "LANG": "nl_NL.UTF-8"}, "--root", str(root), "--status")
+    assert "De oefenwereld in" in dutch.stdout and "Vanuit een ander venster:" in dutch.stdout
+    assert max(len(line) for line in dutch.stdout.splitlines()) <= 80
+    english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--status")
+    assert "The practice world at" in english.stdout
