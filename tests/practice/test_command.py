@@ -392,6 +392,7 @@ def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path]
     kept.append(root)
     dutch = run({**env, "LANG": "nl_NL.UTF-8"}, "--root", str(root), "--status")
     assert "De oefenwereld in" in dutch.stdout and "Vanuit een ander venster:" in dutch.stdout
-    assert max(len(line) for line in dutch.stdout.splitlines()) <= 80
+    # 80 columns, but for lines holding the (long, temporary) root's path
+    assert max(len(line) for line in dutch.stdout.splitlines() if str(tmp_path) not in line) <= 80
     english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--status")
     assert "The practice world at" in english.stdout
