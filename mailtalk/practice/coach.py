@@ -142,6 +142,7 @@ class PracticeCoach:
 
     def begin(self, conv: Conversation, ui: MetaUI) -> None:
         ui.show_block(self.panel(intro=True))
+        self.after(conv, ui)  # connecting may have done the first step already
 
     def after(self, conv: Conversation, ui: MetaUI) -> None:
         ticked = self.tracker.poll()
