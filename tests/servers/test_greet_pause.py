@@ -12,39 +12,34 @@ bash writing to /dev/tcp at once, as a learner typing too fast, is.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mailtalk.servers.api import RunningServers, run_servers
-from mailtalk.servers.journal import Journal
 from tests.servers.journaling import (
+    DOMAIN,
     SMTP_REPLY,
+    USER,
     Line,
-    copy_tls,
+    Start,
     events,
+    journalled,
     make_tls_dir,
     session_events,
     wait_event,
 )
 
-DOMAIN = "example.test"
 MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
 LONG = 30.0  # a pause no test waits out: only an early talker ends it early
 SHORT = 1.0  # a pause the waiting tests do wait out
-
-Start = Callable[..., tuple[RunningServers, Path]]
-
+ALICE = f"{USER}@{DOMAIN}"
 
 @pytest.fixture(scope="module")
 def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -53,21 +48,7 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def start(tmp_path: Path, tls_dir: Path) -> Iterator[Start]:
-    """``start(**options)``: servers writing ``tmp_path/journal.jsonl``; (servers, path)."""
-    count = itertools.count()
-    with contextlib.ExitStack() as stack:
-
-        def run(**options: Any) -> tuple[RunningServers, Path]:
-            root = tmp_path / f"root{next(count)}"
-            copy_tls(tls_dir, root)
-            path = tmp_path / "journal.jsonl"
-            journal = Journal(path)
-            stack.callback(journal.close)
-            options.setdefault("users", [("bob", "builder")])
-            options.setdefault("domains", [DOMAIN])
-            servers = stack.enter_context(run_servers(root, journal=journal, **options))
-            return servers, path
-
+    with journalled(tmp_path, tls_dir) as run:
         yield run
 
 
@@ -125,7 +106,7 @@ def test_an_early_talker_gets_554_and_every_command_but_quit_is_refused(start: S
         assert time.monotonic() - began < LONG / 2  # at the first byte, not the pause's end
         assert raw.reply() == refused  # the EHLO's answer
         for command in ("HELO learner.test", "MAIL FROM:<a@example.org>",
-                        "RCPT TO:<bob@example.test>", "DATA", "NOOP", "RSET", "XYZZY"):
+                        f"RCPT TO:<{ALICE}>", "DATA", "NOOP", "RSET", "XYZZY"):
             assert raw.ask(command) == refused, command
         assert raw.ask("QUIT").startswith("221 ")
         assert read_all(sock) == b""  # and closed
@@ -217,7 +198,7 @@ def test_a_client_that_waits_is_not_punished(start: Start) -> None:
     ehlo = line.ask("EHLO learner.test", SMTP_REPLY)
     assert "250-PIPELINING" in ehlo and "250-STARTTLS" in ehlo
     assert line.ask("MAIL FROM:<a@example.org>", SMTP_REPLY).startswith("250 ")
-    assert line.ask("RCPT TO:<bob@example.test>", SMTP_REPLY).startswith("250 ")
+    assert line.ask(f"RCPT TO:<{ALICE}>", SMTP_REPLY).startswith("250 ")
     assert line.ask("DATA", SMTP_REPLY).startswith("354 ")
     assert line.ask("Subject: waited\r\n\r\nI waited.\r\n.", SMTP_REPLY).startswith("250 ")
     assert line.ask("QUIT", SMTP_REPLY).startswith("221 ")
@@ -335,7 +316,7 @@ def test_swaks_waits_and_delivers(start: Start) -> None:
     servers, path = start(greet_pause=SHORT)
     result = subprocess.run(
         ["swaks", "--server", "127.0.0.1", "--port", str(servers.port("smtp")),
-         "--helo", "learner.test", "--from", "a@example.org", "--to", f"bob@{DOMAIN}",
+         "--helo", "learner.test", "--from", "a@example.org", "--to", ALICE,
          "--header", "Subject: swaks waited", "--pipeline"],
         capture_output=True, text=True, timeout=60,
     )
