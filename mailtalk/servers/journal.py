@@ -18,7 +18,9 @@ value. The kinds and their own fields:
     ``smtps``, ``pop3``, ``pop3s``, ``imap``, ``imaps``) it came in on, ``tls`` (true on
     an implicit-TLS listener), ``code`` and ``text`` of the greeting (``code`` the SMTP
     reply code, ``+OK``/``-ERR`` for POP3, ``OK``/``BYE`` for IMAP). A fault at connect
-    can make it a 554 or a BYE; a refused connection (too many) has the 421 or BYE it got;
+    can make it a 554 or a BYE, and so can a greet pause (SMTP): a client that talked
+    before the greeting gets a 554 at once, one that waited a 220 when the pause ends
+    (the event's ``time``); a refused connection (too many) has the 421 or BYE it got;
     when no greeting went out at all (a disconnect fault) ``code`` and ``text`` are null.
     Always the first event of its session: what happened before the greeting (a fired
     fault) follows it.
