@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     "--vars",
     "session_variables",
     is_flag=True,
-    help="The running world's addresses as --var words for mailtalk run.",
+    help="The running world's addresses as export lines, for "
+    'eval "$(mailtalk practice --vars)" before mailtalk run.',
 )
 @click.option("--run-world", is_flag=True, hidden=True)
 @pass_environment

@@ -111,7 +111,7 @@ class PracticeCoach:
             ("check", ":check", _("check the step now"), self._check),
             ("map", ":map", _("the world: hosts, roles, addresses, accounts"), self._map),
             ("skip", ":skip", _("pass over this step"), self._skip),
-            ("reset", ":reset", _("this lesson from the start, world included"), self._reset),
+            ("reset", ":reset", _("this lesson from the start, its setup made anew"), self._reset),
             ("lessons", ":lessons", _("every lesson, and which are done"), self._list),
             ("glossary", ":glossary", _("the words of the course"), self._glossary),
             ("lang", ":lang en|nl", _("the coach's language: English or Dutch"), self._lang),
@@ -149,6 +149,7 @@ class PracticeCoach:
 
     def begin(self, conv: Conversation, ui: MetaUI) -> None:
         ui.show_block(self.panel(intro=True))
+        self.after(conv, ui)  # connecting may have done the first step already
 
     def after(self, conv: Conversation, ui: MetaUI) -> None:
         ticked = self.tracker.poll()
@@ -289,7 +290,10 @@ class PracticeCoach:
         self.tracker.restart()
         self.tracker.progress.hints.clear()
         self.progress.save()
-        ui.note(self._("The lesson starts again; the world is as it was at its start."))
+        ui.note(self._(
+            "The lesson starts again, its setup made anew (DNS records, faults, control "
+            "files; mail stays: mailtalk practice --reset gives a fresh world)."
+        ))
         ui.show_block(self.panel())
 
     def _dns(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:

@@ -63,7 +63,7 @@ class PracticeOptions:
     list_lessons: bool = False
     lesson: int | None = None
     glossary: bool = False
-    session_variables: bool = False  # --vars: --var NAME=VALUE words for mailtalk run
+    session_variables: bool = False  # --vars: export lines for the world's addresses
     run_world: bool = False  # the detached process of --keep (a hidden option)
 
 
@@ -116,7 +116,9 @@ def show_lessons(options: PracticeOptions, env: Environment) -> int:
 
 
 def show_variables(root: Path, env: Environment) -> int:
-    """--vars: the world's addresses as ``--var NAME=VALUE`` words for ``mailtalk run``."""
+    """--vars: the world's addresses as ``export NAME=VALUE`` lines, for
+    ``eval "$(mailtalk practice --vars)"``: session files (``mailtalk run``) and the
+    lessons' scripts read ``${MX_EXAMPLE_NET_SMTP}`` and the like from the environment."""
     import shlex
 
     from mailtalk.practice.setup import MapWorld
@@ -126,8 +128,8 @@ def show_variables(root: Path, env: Environment) -> int:
         env.stderr.write(f"mailtalk: no practice world runs at {root} (--keep starts one)\n")
         return int(NOT_RUNNING)
     variables = MapWorld(running_map(root)).session_variables()
-    words = [f"--var {shlex.quote(f'{name}={value}')}" for name, value in sorted(variables.items())]
-    env.stdout.write(" ".join(words) + "\n")
+    for name, value in sorted(variables.items()):
+        env.stdout.write(f"export {name}={shlex.quote(value)}\n")
     return int(ExitCode.OK)
 
 
@@ -179,11 +181,12 @@ def start_practice_world(root: Path, env: Environment, *, kept: bool = False) ->
 def practice(root: Path, env: Environment, options: PracticeOptions) -> int:
     """Start the world (or find the one running at ROOT), print the map, open the REPL
     with the coach on the lesson's server."""
+    from mailtalk.practice.session import language_for
     from mailtalk.practice.world import is_running
 
     if is_running(root):
         world_map = running_map(root)
-        write_map_text(world_map, env, session=True)
+        write_map_text(world_map, env, session=True, language=language_for(options.lang, env))
         if env.interactive():
             env.stdout.write(
                 "# This world runs elsewhere: :quit leaves it running "
@@ -194,7 +197,7 @@ def practice(root: Path, env: Environment, options: PracticeOptions) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # --stop from another terminal
     try:
-        write_map_text(world.map, env, session=True)
+        write_map_text(world.map, env, session=True, language=language_for(options.lang, env))
         if env.interactive():
             env.stdout.write(
                 "# :quit leaves and stops the world; mailtalk practice --keep keeps one running.\n"
@@ -243,13 +246,20 @@ def open_repl(
     return run_pipe_mode(session, env)
 
 
-def write_map_text(world_map: WorldMap, env: Environment, *, session: bool = False) -> None:
+def write_map_text(
+    world_map: WorldMap, env: Environment, *, session: bool = False, language: str | None = None
+) -> None:
     """The map as text, on standard output; before a session in pipe mode on standard
     error, so that standard output holds the session alone."""
     from mailtalk.practice.worldmap import render_map
 
     stream = env.stderr if session and not env.interactive() else env.stdout
-    stream.write(render_map(world_map, min(env.width(), 80), home=env.get("HOME") or None))
+    if language is None:
+        from mailtalk.practice.session import language_for
+
+        language = language_for(None, env)
+    width = min(env.width(), 80)
+    stream.write(render_map(world_map, width, home=env.get("HOME") or None, language=language))
     stream.flush()
 
 

@@ -85,7 +85,7 @@ class MapWorld:
     def map_text(self, language: str) -> str:
         from mailtalk.practice.worldmap import render_map
 
-        return render_map(self.map, 80)
+        return render_map(self.map, 80, language=language)
 
     def target(self, url: str) -> Target:
         """A lesson's URL as this world serves it: the host's own port for the service

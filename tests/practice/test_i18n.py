@@ -46,9 +46,17 @@ def category_strings() -> set[str]:
     }
 
 
+def world_strings() -> set[str]:
+    """The map's words that come from data: each host's "about" line, the MUA's."""
+    from mailtalk.practice.worldmap import MUA
+
+    world = tomllib.loads((PRACTICE / "world.toml").read_text(encoding="utf-8"))
+    return {host["about"] for host in world["hosts"] if host.get("about")} | {MUA}
+
+
 def test_every_ui_string_and_category_has_dutch() -> None:
     dutch = translation("nl").catalogue  # type: ignore[attr-defined]
-    wanted = ui_strings() | category_strings()
+    wanted = ui_strings() | category_strings() | world_strings()
     assert len(ui_strings()) > 20
     missing = sorted(wanted - set(dutch))
     assert not missing, f"nl.po lacks {missing}"

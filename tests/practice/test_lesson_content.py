@@ -68,7 +68,8 @@ def test_the_solutions_parse(lesson: Lesson, cafile: str) -> None:
         if script.is_file():
             checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
             assert checked.returncode == 0, checked.stderr
-    variables = {**VARIABLES, "CA": cafile, "EXPECT": "250"}
+    variables = {**VARIABLES, "CA": cafile, "EXPECT": "*", "PASSWORD_TRIED": "x",
+                 "SMTP_EXPECT": "*", "POP3_EXPECT": "*"}
     for path in lesson.folder.glob("*.mt"):
         parse_file(str(path), variables=variables, environment={})
 

@@ -262,6 +262,72 @@ def lesson_10(run: Run) -> None:
     second.quit()
 
 
+def lesson_11(run: Run) -> None:
+    host, port = run.address("mx.example.net", "pop3")
+    wrong = poplib.POP3(host, port, timeout=10)
+    wrong.user("bob")
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+        wrong.pass_("wrong")
+    wrong.quit()
+    holder = poplib.POP3(host, port, timeout=10)
+    holder.user("bob")
+    holder.pass_("builder")
+    second = poplib.POP3(host, port, timeout=10)
+    second.user("bob")
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        second.pass_("builder")
+    second.quit()
+    holder.quit()
+    again = poplib.POP3(host, port, timeout=10)
+    again.user("bob")
+    again.pass_("builder")
+    again.quit()
+
+
+def lesson_13(run: Run) -> None:
+    def attempt() -> tuple[int, bool]:
+        with smtplib.SMTP(*run.address("mx.example.net", "smtp"), timeout=10) as client:
+            client.helo("learner.test")
+            code = client.mail("alice@isp.test")[0]
+        pop = poplib.POP3(*run.address("mx.example.net", "pop3"), timeout=10)
+        pop.user("bob")
+        try:
+            pop.pass_("builder")
+            logged_in = True
+        except poplib.error_proto as error:
+            assert b"[SYS/TEMP]" in error.args[0]
+            logged_in = False
+        pop.quit()
+        return code, logged_in
+
+    assert attempt() == (452, False)
+    (Path(run.variables["MX_EXAMPLE_NET_ROOT"]) / "control" / "faults").write_text("")
+    assert attempt() == (250, True)
+
+
+def lesson_15(run: Run) -> None:
+    via_isp(run, "bob@friends.test")
+    deadline = time.monotonic() + 15
+    while run.tracker.progress.step < 2 and time.monotonic() < deadline:  # the bounce
+        run.tracker.poll()
+        time.sleep(0.2)
+    records = Path(run.variables["NS_ISP_TEST_ROOT"]) / "dns" / "records"
+    with records.open("a") as stream:
+        stream.write("friends.test MX 5 mx.example.net\n")
+    with (Path(run.variables["MX_EXAMPLE_NET_ROOT"]) / "control" / "rcpthosts").open("a") as f:
+        f.write("friends.test\n")
+    time.sleep(1.5)
+    ask(run, "friends.test", "MX")
+    via_isp(run, "bob@friends.test")
+    time.sleep(3)
+    host, port = run.address("mx.example.net", "imap")
+    client = imaplib.IMAP4(host, port)
+    client.login("bob", "builder")
+    client.select("INBOX")
+    client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    client.logout()
+
+
 def lesson_12(run: Run) -> None:
     host, port = run.address("mx.example.net", "imap")
     client = imaplib.IMAP4(host, port)
@@ -269,7 +335,7 @@ def lesson_12(run: Run) -> None:
     client.select("INBOX")
     client.fetch("1", "(BODY.PEEK[HEADER])")
     client.store("1", "+FLAGS", "(\\Seen)")
-    tag = client._new_tag().decode()  # imaplib has no IDLE of its own
+    tag = client._new_tag().decode()
     client.send(f"{tag} IDLE\r\n".encode())
     assert client.readline().startswith(b"+")
     with smtplib.SMTP(*run.address("mx.example.net", "smtp"), timeout=10) as smtp:
@@ -306,7 +372,8 @@ def lesson_14(run: Run) -> None:
 
 OTHER_CLIENTS: dict[int, Callable[[Run], None]] = {
     1: lesson_1, 2: lesson_2, 3: lesson_3, 4: lesson_4, 5: lesson_5, 6: lesson_6,
-    7: lesson_7, 8: lesson_8, 10: lesson_10, 12: lesson_12, 14: lesson_14,
+    7: lesson_7, 8: lesson_8, 10: lesson_10, 11: lesson_11, 12: lesson_12,
+    13: lesson_13, 14: lesson_14, 15: lesson_15,
 }
 
 

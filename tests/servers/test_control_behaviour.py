@@ -65,9 +65,11 @@ def test_a_bad_file_at_start_is_one_line(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "control").mkdir(parents=True)
     (root / "control" / "scenarios").write_text("no-such-scenario\n")
-    with pytest.raises(ConfigError, match="control/scenarios line 1: unknown scenario"):
-        with run_servers(root):
-            pass
+    with (
+        pytest.raises(ConfigError, match="control/scenarios line 1: unknown scenario"),
+        run_servers(root),
+    ):
+        pass
 
 
 def test_the_lock_busy_scenario_comes_and_goes(tmp_path: Path) -> None:
