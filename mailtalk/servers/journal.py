@@ -48,7 +48,9 @@ value. The kinds and their own fields:
     ``USER/PASS``, ``APOP``, ``PLAIN``; IMAP ``LOGIN`` for the LOGIN command, ``PLAIN``
     for AUTHENTICATE), ``ok`` (the session is now logged in). POP3 adds ``reason``, the
     response code of a refusal: ``AUTH`` (wrong password), or, the password being right,
-    ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``.
+    ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``,
+    ``SYS/PERM`` (an mbox maildrop that does not begin with a From line: qpopper's
+    "Unable to process From lines").
 ``fault``
     An injected fault fired: ``rule`` (its text, as given), ``verb`` (``RCPT``,
     ``CONNECT``, ``DATA-END``...), ``action`` (``reply``, ``disconnect``, ``delay``),

@@ -369,10 +369,33 @@ def lesson_12(run: Run) -> None:
     client.logout()
 
 
+def lesson_14(run: Run) -> None:
+    """poplib meets the refusal; the spool repaired as a script would; poplib fetches."""
+    host, port = run.address("mx.example.net", "pop3")
+    client = poplib.POP3(host, port, timeout=10)
+    client.user("dave")
+    with pytest.raises(poplib.error_proto, match=r"SYS/PERM.*From lines"):
+        client.pass_("postbox")
+    client.quit()
+    spool = Path(run.variables["MX_EXAMPLE_NET_ROOT"]) / "mail" / "dave" / "mbox"
+    repaired = spool.with_name("mbox.new")
+    repaired.write_bytes(b"From backup@example.net Mon Dec  1 07:00:00 2025\n"
+                         + spool.read_bytes())
+    repaired.rename(spool)
+    client = poplib.POP3(host, port, timeout=10)
+    client.user("dave")
+    client.pass_("postbox")
+    assert client.stat()[0] == 2
+    assert b"Subject: Backup report" in client.retr(1)[1]
+    client.dele(1)
+    client.quit()
+    assert spool.read_bytes().startswith(b"From carol@stranger.test ")
+
+
 OTHER_CLIENTS: dict[int, Callable[[Run], None]] = {
     1: lesson_1, 2: lesson_2, 3: lesson_3, 4: lesson_4, 5: lesson_5, 6: lesson_6,
     7: lesson_7, 8: lesson_8, 9: lesson_9, 10: lesson_10, 11: lesson_11, 12: lesson_12,
-    13: lesson_13, 15: lesson_15,
+    13: lesson_13, 14: lesson_14, 15: lesson_15,
 }
 
 
