@@ -73,9 +73,10 @@ class MapWorld:
             return None
 
     def map_text(self, language: str) -> str:
+        from mailtalk.practice.i18n import translation
         from mailtalk.practice.worldmap import render_map
 
-        return render_map(self.map, 80)
+        return render_map(self.map, 80, gettext=translation(language).gettext)
 
     def target(self, url: str) -> Target:
         """A lesson's URL as this world serves it: the host's own port for the service

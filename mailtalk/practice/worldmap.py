@@ -25,7 +25,7 @@ import json
 import os
 import shlex
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -258,8 +258,16 @@ def home_path(path: str, home: str | None = None) -> str:
     return shlex.quote(path)
 
 
-def host_lines(host: MapHost, width: int = WIDTH) -> list[str]:
-    """A host's rows: a role, its name and address, its ports; its purpose below."""
+def _same(text: str) -> str:
+    return text
+
+
+def host_lines(
+    host: MapHost, width: int = WIDTH, gettext: Callable[[str], str] = _same
+) -> list[str]:
+    """A host's rows: a role, its name and address, its ports; its purpose below (in
+    the language of ``gettext``, whose catalogue has world.toml's ``about`` lines)."""
+    _ = gettext
     lines: list[str] = []
     groups = []
     for role in host.roles:
@@ -270,7 +278,7 @@ def host_lines(host: MapHost, width: int = WIDTH) -> list[str]:
         name = host.name if number == 0 else ""
         address = host.address if number == 0 else ""
         if role == "DNS":
-            items = [*items, "(UDP and TCP)"]
+            items = [*items, _("(UDP and TCP)")]
         head = f"  {role:<4} {name:<20} {address:<14}"
         if len(head) > indent:  # a long name: the ports go on the next line
             lines.append(head.rstrip())
@@ -278,45 +286,56 @@ def host_lines(host: MapHost, width: int = WIDTH) -> list[str]:
         lines.extend(_wrap(items, head.ljust(indent), indent, width))
     if host.about:
         lines.extend(
-            textwrap.wrap(host.about, width, initial_indent=" " * 7, subsequent_indent=" " * 7)
+            textwrap.wrap(_(host.about), width, initial_indent=" " * 7,
+                          subsequent_indent=" " * 7)
         )
     return lines
 
 
-def render_map(world_map: WorldMap, width: int = WIDTH, home: str | None = None) -> str:
-    """The map as text, at most ``width`` columns (but for a very long root path)."""
+def render_map(
+    world_map: WorldMap,
+    width: int = WIDTH,
+    home: str | None = None,
+    gettext: Callable[[str], str] = _same,
+) -> str:
+    """The map as text, at most ``width`` columns (but for a very long root path), in
+    the language of ``gettext`` (practice.i18n's catalogue; English by default)."""
+    _ = gettext
     width = max(width, 60)
     root = home_path(world_map.root, home)
     lines = [
-        f"The practice world at {root} (pid {world_map.pid})",
-        f"  {'role':<4} {'host':<20} {'address':<14}ports",
-        f"  {'MUA':<4} {'you':<20} {MUA.removeprefix('you: ')}",
+        _("The practice world at {root} (pid {pid})").format(root=root, pid=world_map.pid),
+        f"  {_('role'):<4} {_('host'):<20} {_('address'):<14}{_('ports')}",
+        f"  {'MUA':<4} {_('you'):<20} {_('this prompt, telnet, nc or your mail program')}",
     ]
     order = {"MTA": 0, "MDA": 1, "DNS": 2}
     for host in sorted(world_map.hosts, key=lambda h: min(order[r] for r in h.roles)):
-        lines.extend(host_lines(host, width))
+        lines.extend(host_lines(host, width, gettext))
     mine = [a for a in world_map.accounts if a.mine] or list(world_map.accounts)
     if mine:
-        lines += ["", "  Accounts (login / password, where the mailbox is):"]
+        lines += ["", "  " + _("Accounts (login / password, where the mailbox is):")]
         for account in mine:
             login = f"{account.login} / {account.password}"
-            lines.append(f"    {account.address:<20} {login:<22} on {account.host}")
-    lines += ["", "  From another terminal:", *connect_lines(world_map, home)]
-    lines += [
-        f"  CA file   {home_path(world_map.cafile, home)}",
-        f"  journal   {home_path(world_map.journal, home)}",
-        f"  DNS data  {home_path(world_map.dns_records, home)}",
-    ]
+            lines.append(f"    {account.address:<20} {login:<22} {_('on')} {account.host}")
+    lines += ["", "  " + _("From another terminal:"), *connect_lines(world_map, home, _)]
+    files = ((_("CA file"), world_map.cafile), (_("journal"), world_map.journal),
+             (_("DNS data"), world_map.dns_records))
+    pad = max(len(label) for label, _path in files) + 2
+    lines += [f"  {label:<{pad}}{home_path(path, home)}" for label, path in files]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def connect_lines(world_map: WorldMap, home: str | None = None) -> list[str]:
+def connect_lines(
+    world_map: WorldMap, home: str | None = None, gettext: Callable[[str], str] = _same
+) -> list[str]:
     """Shell lines that reach the world: telnet and nc, and mailtalk's own."""
+    _ = gettext
     lines: list[str] = []
     mx = world_map.host(world_map.repl_host)
     smtp = mx.ports.get("smtp")
     if smtp is not None:
-        lines.append(f"    telnet {mx.address} {smtp}        (or: nc -C {mx.address} {smtp})")
+        nc = f"nc -C {mx.address} {smtp}"
+        lines.append(f"    telnet {mx.address} {smtp}        ({_('or')}: {nc})")
         lines.append(f"    mailtalk smtp {mx.address}:{smtp}")
     cafile = home_path(world_map.cafile, home)
     for host in world_map.hosts:

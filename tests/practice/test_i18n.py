@@ -46,9 +46,15 @@ def category_strings() -> set[str]:
     }
 
 
+def world_strings() -> set[str]:
+    """The hosts' lines on the map, from world.toml."""
+    world = Path(__file__).resolve().parents[2] / "mailtalk" / "practice" / "world.toml"
+    return {host["about"] for host in tomllib.loads(world.read_text())["hosts"]}
+
+
 def test_every_ui_string_and_category_has_dutch() -> None:
     dutch = translation("nl").catalogue  # type: ignore[attr-defined]
-    wanted = ui_strings() | category_strings()
+    wanted = ui_strings() | category_strings() | world_strings()
     assert len(ui_strings()) > 20
     missing = sorted(wanted - set(dutch))
     assert not missing, f"nl.po lacks {missing}"

@@ -44,9 +44,11 @@ STEP_WAIT = 30.0  # seconds for a step to tick once its answer is typed (mail re
 # What the coach says, in each language: written here, not read from the catalogue.
 WORDS: dict[str, dict[str, str]] = {
     "en": {"step": r"Step (\d+) of (\d+):", "done": "✓ done:", "answer": "The answer:",
-           "hint": r"Hint \d+ of \d+:", "finished": "Lesson {n} is done."},
+           "hint": r"Hint \d+ of \d+:", "finished": "Lesson {n} is done.",
+           "map": "From another terminal:"},
     "nl": {"step": r"Stap (\d+) van (\d+):", "done": "✓ gelukt:", "answer": "Het antwoord:",
-           "hint": r"Tip \d+ van \d+:", "finished": "Les {n} is klaar."},
+           "hint": r"Tip \d+ van \d+:", "finished": "Les {n} is klaar.",
+           "map": "Vanuit een ander venster:"},
 }
 # A prompt waiting for a line: the REPL's (smtp>, data>, idle (DONE ends it)>...) or
 # :auth's password question.
@@ -136,6 +138,7 @@ class Walk:
 
     def run(self) -> None:
         self.wait_prompt(self.term, timeout=30)
+        assert self.words["map"] in self.term.screen.text  # the map in the lesson's language
         self.world = json.loads((self.root / "world.json").read_text(encoding="utf-8"))
         total = len(self.lesson.steps)
         finished = self.words["finished"].format(n=self.lesson.number)
