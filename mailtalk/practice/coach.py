@@ -344,10 +344,9 @@ class PracticeCoach:
             return
         if len(args) == 4 and args[2] in ("add", "remove"):
             if not self.world.edit_control(args[0], args[1], args[2], args[3]):
-                unchanged = (self._("{file} of {host} has that line already")
+                unchanged = (self._("{host}: {file} has that line already")
                              if args[2] == "add" else
-                             self._("{file} of {host} has no such line; :control {host} "
-                                    "{file} shows it"))
+                             self._("{host}: {file} has no such line; nothing changed"))
                 ui.note(unchanged.format(file=args[1], host=args[0]), "warning")
                 return
             ui.note(self._("{file} of {host} changed; its next connection reads it").format(
