@@ -36,7 +36,7 @@ from tests.interop.clients import mailtalk_command
 pexpect = pytest.importorskip("pexpect")
 
 from tests.client.repl.test_repl_faults import _default_signals  # noqa: E402
-from tests.interop.test_repl_real import Screen, Term, term_env  # noqa: E402
+from tests.interop.test_repl_real import Term, term_env, terminals  # noqa: E402
 
 LESSONS = load_lessons()
 ROWS, COLS = 50, 80
@@ -293,23 +293,17 @@ class Walk:
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Term]]:
     """``spawn(*args)``: ``mailtalk ARGS`` in a terminal of its own, 80 columns wide, all
     sharing one HOME and state; ``program=True`` runs ARGS as a program of its own."""
-    children: list[Any] = []
     environment = term_env(tmp_path / "state")
     environment.update(HOME=str(tmp_path), COLUMNS=str(COLS), LINES=str(ROWS),
                        MAILTALK_PRACTICE_PORTS="free")
+    with terminals() as started:
 
-    def start(*args: str, program: bool = False) -> Term:
-        command = [*mailtalk_command(), *args] if not program else list(args)
-        child = pexpect.spawn(command[0], command[1:], env=environment,
-                              dimensions=(ROWS, COLS), timeout=20, encoding="utf-8",
-                              codec_errors="replace", preexec_fn=_default_signals)
-        children.append(child)
-        return Term(child, Screen(ROWS, COLS))
+        def start(*args: str, program: bool = False) -> Term:
+            command = [*mailtalk_command(), *args] if not program else list(args)
+            return started(command, environment, ROWS, COLS, timeout=20,
+                           preexec_fn=_default_signals)
 
-    yield start
-    for child in children:
-        if child.isalive():
-            child.terminate(force=True)
+        yield start
 
 
 CASES = [
