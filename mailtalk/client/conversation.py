@@ -177,7 +177,13 @@ class Conversation:
 
     def retarget(self, target: Target) -> None:
         """Leave this server and talk to ``target`` (``:open``), as ``start`` does:
-        STARTTLS as its scheme says (submission), the rest of the settings kept."""
+        STARTTLS as its scheme says (submission), the rest of the settings kept; a
+        host and port of ``port_moves`` goes to the port it names."""
+        moved = {
+            (host, port): to for host, port, to in self.options.port_moves
+        }.get((target.host.lower().rstrip("."), target.port))
+        if moved is not None:
+            target = replace(target, port=moved)
         self.close()
         self.options = replace(
             self.options,

@@ -31,6 +31,9 @@ class SessionOptions:
     # (host name, address) pairs connected to without the system's resolver: the
     # practice world's host names (net.transport.TransportOptions.resolve)
     resolve: tuple[tuple[str, str], ...] = ()
+    # (host name, port, the port to connect to instead) for :open: the practice world's
+    # services on ports of their own (:open pop3://mx.example.net reaches its POP3)
+    port_moves: tuple[tuple[str, int, int], ...] = ()
 
     @classmethod
     def for_target(

@@ -10,6 +10,7 @@ explanation of that reply (its category) rather than from what was typed.
 from __future__ import annotations
 
 import functools
+import re
 import textwrap
 import tomllib
 from collections.abc import Callable, Mapping
@@ -33,6 +34,10 @@ COACHING: Final = Path(__file__).with_name("coaching.toml")
 GLOSSARY: Final = Path(__file__).with_name("glossary.toml")
 WIDTH: Final = 78
 SPOOL_LINES: Final = 12  # the lines of a spool :spool shows
+TOOLBAR: Final = 79  # the REPL shows a toolbar line up to the width less one
+# ${MX_EXAMPLE_NET_POP3} in a lesson's prose: that service's ADDRESS:PORT in this world
+# (the variables of mailtalk practice --vars), so an answer can be typed as shown.
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)\}")
 
 
 class World(Protocol):
@@ -54,7 +59,11 @@ class World(Protocol):
 
     def control_file(self, host: str, name: str) -> Path: ...
 
-    def edit_control(self, host: str, name: str, change: str, line: str) -> None: ...
+    def edit_control(self, host: str, name: str, change: str, line: str) -> int: ...
+
+    def session_variables(self) -> dict[str, str]:
+        """``MX_EXAMPLE_NET_POP3`` -> ``ADDRESS:PORT``, ``CA``, ``ROOT``..."""
+        ...
 
     def spool_file(self, host: str, user: str) -> Path: ...
 
@@ -162,8 +171,8 @@ class PracticeCoach:
             return
         words = self.tracker.lesson.words(self.language)
         for done in ticked:
-            goal = words.goals.get(done.step.key, done.step.key)
-            ui.note(self._("✓ done: {goal}").format(goal=_first_line(goal)), "tls")
+            goal = self.fill(words.goals.get(done.step.key, done.step.key))
+            ui.note(_one_line(self._("✓ done: {goal}"), goal), "tls")
         self.progress.save()
         if self.tracker.done:
             ui.show_block(self._finished_text())
@@ -179,7 +188,13 @@ class PracticeCoach:
             where = self._("step {n}/{total}").format(
                 n=self.tracker.progress.step + 1, total=len(lesson.steps)
             )
-        return f" {self._('lesson')} {lesson.number}: {title} · {where} · :hint :check :map "
+        # The title gives way: where you are and the commands fit an 80-column toolbar.
+        tail = f" · {where} · :hint :check :map "
+        head = f" {self._('lesson')} {lesson.number}: "
+        room = TOOLBAR - len(head) - len(tail)
+        if len(title) > room:
+            title = title[: max(room - 1, 0)].rstrip(" :,") + "…"
+        return f"{head}{title}{tail}"
 
     # -- what it shows ----------------------------------------------------------------
 
@@ -188,7 +203,7 @@ class PracticeCoach:
         words = lesson.words(self.language)
         lines = [f"{self._('Lesson')} {lesson.number}: {words.title}", ""]
         if intro and words.intro:
-            lines += [_wrap(words.intro), ""]
+            lines += [_wrap(self.fill(words.intro)), ""]
         lines.append(self._finished_text() if self.tracker.done else self._step_text())
         return "\n".join(lines)
 
@@ -199,7 +214,7 @@ class PracticeCoach:
         head = self._("Step {n} of {total}:").format(
             n=self.tracker.progress.step + 1, total=len(self.tracker.lesson.steps)
         )
-        return f"{head}\n{_wrap(words.goals.get(step.key, step.key), indent='  ')}"
+        return f"{head}\n{_wrap(self.fill(words.goals.get(step.key, step.key)), indent='  ')}"
 
     def _finished_text(self) -> str:
         lesson = self.tracker.lesson
@@ -210,6 +225,17 @@ class PracticeCoach:
         else:
             text += " " + self._("That was the last lesson.")
         return text
+
+    def fill(self, text: str) -> str:
+        """The lesson's words with this world's addresses in (``${MX_EXAMPLE_NET_POP3}``
+        becomes ``127.77.5.3:110``, a path under the home folder ``~/...``)."""
+        if "${" not in text:
+            return text
+        from mailtalk.practice.worldmap import home_path
+
+        known = {name: home_path(value) if value.startswith("/") else value
+                 for name, value in self.world.session_variables().items()}
+        return fill_variables(text, known)
 
     def contextual_hint(self, event: Mapping[str, Any]) -> str | None:
         """A hint for a refusal the servers journalled, from its explanation's category."""
@@ -265,7 +291,7 @@ class PracticeCoach:
             if shown == len(hints) - 1
             else self._("Hint {n} of {total}:").format(n=shown + 1, total=len(hints))
         )
-        ui.show_block(f"{label}\n{_wrap(hints[shown], indent='  ')}")
+        ui.show_block(f"{label}\n{_wrap(self.fill(hints[shown]), indent='  ')}")
 
     def _check(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         before = self.tracker.progress.step
@@ -307,7 +333,13 @@ class PracticeCoach:
                                        ":dns-add shop.test MX 10 mail.isp.test"))
         line = " ".join(args)
         self.world.add_record(line)
-        ui.note(self._("added to the DNS (answered within a second): {line}").format(line=line))
+        # The DNS reads its records again within a second: wait for it, so that the
+        # :dns typed next (or pasted with this line) sees the record.
+        if record_answered(self.world.resolver, args[0], args[1], " ".join(args[2:])):
+            ui.note(self._("added to the DNS, which answers it now: {line}").format(line=line))
+        else:
+            ui.note(self._("added to the DNS (answered within a second): {line}").format(
+                line=line))
 
     def _control(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         if len(args) == 2:
@@ -322,7 +354,12 @@ class PracticeCoach:
                           self._("# {path} is empty or missing").format(path=path))
             return
         if len(args) == 4 and args[2] in ("add", "remove"):
-            self.world.edit_control(args[0], args[1], args[2], args[3])
+            if not self.world.edit_control(args[0], args[1], args[2], args[3]):
+                unchanged = (self._("{host}: {file} has that line already")
+                             if args[2] == "add" else
+                             self._("{host}: {file} has no such line; nothing changed"))
+                ui.note(unchanged.format(file=args[1], host=args[0]), "warning")
+                return
             ui.note(self._("{file} of {host} changed; its next connection reads it").format(
                 file=args[1], host=args[0]))
             return
@@ -418,6 +455,42 @@ def ask_dns(resolver: str, name: str, kind: str) -> str:
     return "\n".join(lines)
 
 
+def record_answered(
+    resolver: str, name: str, kind: str, value: str, patience: float = 3.0
+) -> bool:
+    """Whether the world's DNS answers the record ``name kind value`` (among the others
+    of that name and type) within ``patience`` seconds."""
+    import time
+
+    import dns.exception
+    import dns.message
+    import dns.name
+    import dns.query
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    host, _, port = resolver.rpartition(":")
+    try:
+        rdtype = dns.rdatatype.from_text(kind.upper())
+        wanted = dns.rdata.from_text(dns.rdataclass.IN, rdtype, value,
+                                     origin=dns.name.root, relativize=False)
+        query = dns.message.make_query(name, rdtype)
+    except (dns.exception.DNSException, ValueError):
+        return False
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            answer = dns.query.udp(query, host, port=int(port), timeout=1.0)
+            if any(wanted in rrset for rrset in answer.answer):
+                return True
+        except (dns.exception.DNSException, OSError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 def lesson_list(progress: Progress, language: str) -> str:
     """Every lesson, a line each, with a mark for those done."""
     _ = translation(language).gettext
@@ -431,9 +504,26 @@ def lesson_list(progress: Progress, language: str) -> str:
     return "\n".join(lines)
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 70 else line[:69] + "…"
+def fill_variables(text: str, variables: Mapping[str, str]) -> str:
+    """``${NAME}`` replaced by its value; a name not there stays as it is."""
+    return _VARIABLE.sub(lambda match: variables.get(match.group(1), match.group(0)), text)
+
+
+def _one_line(label: str, goal: str) -> str:
+    """``label`` with the goal's first words in it, on one 80-column line (a note's
+    ``# `` before it, the last column left free): its first sentence or clause, else
+    cut at a word."""
+    text = " ".join(goal.split())
+    room = WIDTH - 1 - len(label.replace("{goal}", ""))
+    for stop in (". ", ": ", "; ", ", "):
+        if len(text) <= room:
+            break
+        head = text.split(stop, 1)[0].rstrip(".")
+        if len(head) <= room and len(head) >= 20 and head != text:
+            text = head
+    if len(text) > room:
+        text = text[: room - 1].rsplit(" ", 1)[0].rstrip(" :,;") + "…"
+    return label.format(goal=text)
 
 
 def _wrap(text: str, indent: str = "") -> str:

@@ -181,27 +181,26 @@ def start_practice_world(root: Path, env: Environment, *, kept: bool = False) ->
 def practice(root: Path, env: Environment, options: PracticeOptions) -> int:
     """Start the world (or find the one running at ROOT), print the map, open the REPL
     with the coach on the lesson's server."""
-    from mailtalk.practice.session import language_for
+    from mailtalk.practice.i18n import translation
     from mailtalk.practice.world import is_running
 
+    language = map_language(env, options.lang)
+    _ = translation(language).gettext
     if is_running(root):
         world_map = running_map(root)
-        write_map_text(world_map, env, session=True, language=language_for(options.lang, env))
+        write_map_text(world_map, env, session=True, language=language)
         if env.interactive():
-            env.stdout.write(
-                "# This world runs elsewhere: :quit leaves it running "
-                "(mailtalk practice --stop stops it).\n"
-            )
+            env.stdout.write(_("# This world runs elsewhere: :quit leaves it running "
+                               "(mailtalk practice --stop stops it).") + "\n")
         return practise(world_map, env, options.lang, options.lesson)
     world = start_practice_world(root, env)
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # --stop from another terminal
     try:
-        write_map_text(world.map, env, session=True, language=language_for(options.lang, env))
+        write_map_text(world.map, env, session=True, language=language)
         if env.interactive():
-            env.stdout.write(
-                "# :quit leaves and stops the world; mailtalk practice --keep keeps one running.\n"
-            )
+            env.stdout.write(_("# :quit leaves and stops the world; mailtalk practice --keep "
+                               "keeps one running.") + "\n")
         return practise(world.map, env, options.lang, options.lesson)
     finally:
         world.stop()
@@ -247,20 +246,26 @@ def open_repl(
 
 
 def write_map_text(
-    world_map: WorldMap, env: Environment, *, session: bool = False, language: str | None = None
+    world_map: WorldMap, env: Environment, *, session: bool = False, language: str = ""
 ) -> None:
-    """The map as text, on standard output; before a session in pipe mode on standard
-    error, so that standard output holds the session alone."""
+    """The map as text, on standard output, in the learner's language; before a session
+    in pipe mode on standard error, so that standard output holds the session alone."""
+    from mailtalk.practice.i18n import translation
     from mailtalk.practice.worldmap import render_map
 
+    gettext = translation(language or map_language(env, None)).gettext
     stream = env.stderr if session and not env.interactive() else env.stdout
-    if language is None:
-        from mailtalk.practice.session import language_for
-
-        language = language_for(None, env)
-    width = min(env.width(), 80)
-    stream.write(render_map(world_map, width, home=env.get("HOME") or None, language=language))
+    stream.write(render_map(world_map, min(env.width(), 80), home=env.get("HOME") or None,
+                            gettext=gettext))
     stream.flush()
+
+
+def map_language(env: Environment, option: str | None) -> str:
+    """--lang, else the language chosen last time, else the locale's (as the coach)."""
+    from mailtalk.practice.i18n import choose_language
+    from mailtalk.practice.session import load_progress
+
+    return choose_language(option, load_progress(env).language, env.variables)
 
 
 def log_to_file(root: Path) -> None:

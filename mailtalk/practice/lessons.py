@@ -116,7 +116,11 @@ def parse_prose(text: str, where: str) -> Prose:
 
 
 def _paragraphs(lines: list[str]) -> str:
-    return "\n".join(lines).strip()
+    """The lines without the blank ones around them; a first line indented as a command
+    to type keeps its indentation (the coach shows such lines as they are)."""
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    return "\n".join(lines).rstrip()
 
 
 def load_lesson(folder: Path) -> Lesson:

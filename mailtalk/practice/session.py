@@ -73,6 +73,7 @@ def practise(
         cafile=world_map.cafile,
         debug=env.debug,
         resolve=world.resolve,
+        port_moves=world.port_moves(),
     )
     if not env.interactive():
         from mailtalk.client.pipe import run_pipe_mode

@@ -83,9 +83,10 @@ class MapWorld:
             return None
 
     def map_text(self, language: str) -> str:
+        from mailtalk.practice.i18n import translation
         from mailtalk.practice.worldmap import render_map
 
-        return render_map(self.map, 80, language=language)
+        return render_map(self.map, 80, gettext=translation(language).gettext)
 
     def target(self, url: str) -> Target:
         """A lesson's URL as this world serves it: the host's own port for the service
@@ -103,6 +104,23 @@ class MapWorld:
         if service is not None and service in host.ports:
             target = replace(target, port=host.ports[service])
         return target
+
+    def port_moves(self) -> tuple[tuple[str, int, int], ...]:
+        """(host name, standard port, the world's port) for every service a host offers
+        on another port than its URL's default: the REPL's :open follows them, so
+        ``:open pop3://mx.example.net`` reaches the world wherever its POP3 listens."""
+        from mailtalk.net.target import parse_url
+
+        moves = []
+        for host in self.map.hosts:
+            for (protocol, tls), service in SERVICE_OF.items():
+                if service not in host.ports:
+                    continue
+                scheme = {"starttls": "submission", "implicit": f"{protocol}s"}.get(tls, protocol)
+                default = parse_url(f"{scheme}://{host.name}").port
+                if default != host.ports[service]:
+                    moves.append((host.name, default, host.ports[service]))
+        return tuple(moves)
 
     def session_variables(self) -> dict[str, str]:
         """``${MX_EXAMPLE_NET_SMTP}``-style variables for ``mailtalk run --var`` (or the
@@ -183,9 +201,10 @@ class MapWorld:
             raise MailtalkError(f"{path} has no line {argument} (it has {len(lines)})")
         _put(path, b"".join(lines))
 
-    def edit_control(self, host: str, name: str, change: str, line: str) -> None:
+    def edit_control(self, host: str, name: str, change: str, line: str) -> int:
         """Add a line to a control file or remove it, as an editor would; the servers read
-        the file again at the next connection."""
+        the file again at the next connection. A LINE ending in ``*`` removes every line
+        that starts with the rest. How many lines were added or removed."""
         path = self.control_file(host, name)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -193,12 +212,15 @@ class MapWorld:
             lines = []
         except OSError as error:
             raise MailtalkError(f"cannot read {path}: {error.strerror}") from None
+        before = len(lines)
         if change == "add":
             if line not in (existing.strip() for existing in lines):
                 lines.append(line)
         else:
-            lines = [existing for existing in lines if existing.strip() != line]
-        _write(path, "".join(f"{existing}\n" for existing in lines))
+            lines = [existing for existing in lines if not _same_line(existing.strip(), line)]
+        if len(lines) != before:
+            _write(path, "".join(f"{existing}\n" for existing in lines))
+        return abs(len(lines) - before)
 
     # -- a lesson's setup ---------------------------------------------------------------
 
@@ -365,3 +387,11 @@ def _write(path: Path, text: str) -> None:
         current = None
     if current != text:  # an unchanged file keeps its stamp: no needless re-read
         replace_file(path, text)
+
+
+def _same_line(existing: str, wanted: str) -> bool:
+    """``remove LINE``: the line itself, or with LINE ending in ``*`` every line that
+    starts with the rest (``smtp:mail=*``)."""
+    if wanted.endswith("*") and len(wanted) > 1:
+        return existing.startswith(wanted[:-1])
+    return existing == wanted

@@ -25,7 +25,7 @@ import json
 import os
 import shlex
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -258,11 +258,16 @@ def home_path(path: str, home: str | None = None) -> str:
     return shlex.quote(path)
 
 
-def host_lines(host: MapHost, width: int = WIDTH, language: str = "en") -> list[str]:
-    """A host's rows: a role, its name and address, its ports; its purpose below."""
-    from mailtalk.practice.i18n import translation
+def _same(text: str) -> str:
+    return text
 
-    _ = translation(language).gettext
+
+def host_lines(
+    host: MapHost, width: int = WIDTH, gettext: Callable[[str], str] = _same
+) -> list[str]:
+    """A host's rows: a role, its name and address, its ports; its purpose below (in
+    the language of ``gettext``, whose catalogue has world.toml's ``about`` lines)."""
+    _ = gettext
     lines: list[str] = []
     groups = []
     for role in host.roles:
@@ -280,60 +285,57 @@ def host_lines(host: MapHost, width: int = WIDTH, language: str = "en") -> list[
             head = " " * indent
         lines.extend(_wrap(items, head.ljust(indent), indent, width))
     if host.about:
-        about = _(host.about)  # world.toml's words, in the catalogue
         lines.extend(
-            textwrap.wrap(about, width, initial_indent=" " * 7, subsequent_indent=" " * 7)
+            textwrap.wrap(_(host.about), width, initial_indent=" " * 7,
+                          subsequent_indent=" " * 7)
         )
     return lines
 
 
 def render_map(
-    world_map: WorldMap, width: int = WIDTH, home: str | None = None, language: str = "en"
+    world_map: WorldMap,
+    width: int = WIDTH,
+    home: str | None = None,
+    gettext: Callable[[str], str] = _same,
 ) -> str:
     """The map as text, at most ``width`` columns (but for a very long root path), in
-    ``language`` (its words in practice/locale; host names and commands as they are)."""
-    from mailtalk.practice.i18n import translation
-
-    _ = translation(language).gettext
+    the language of ``gettext`` (practice.i18n's catalogue; English by default)."""
+    _ = gettext
     width = max(width, 60)
     root = home_path(world_map.root, home)
     lines = [
         _("The practice world at {root} (pid {pid})").format(root=root, pid=world_map.pid),
         f"  {_('role'):<4} {_('host'):<20} {_('address'):<14}{_('ports')}",
-        f"  {'MUA':<4} {_('you'):<20} {_(MUA).partition(': ')[2]}",
+        f"  {'MUA':<4} {_('you'):<20} {_('this prompt, telnet, nc or your mail program')}",
     ]
     order = {"MTA": 0, "MDA": 1, "DNS": 2}
     for host in sorted(world_map.hosts, key=lambda h: min(order[r] for r in h.roles)):
-        lines.extend(host_lines(host, width, language))
+        lines.extend(host_lines(host, width, gettext))
     mine = [a for a in world_map.accounts if a.mine] or list(world_map.accounts)
     if mine:
         lines += ["", "  " + _("Accounts (login / password, where the mailbox is):")]
         for account in mine:
             login = f"{account.login} / {account.password}"
-            where = _("on {host}").format(host=account.host)
-            lines.append(f"    {account.address:<20} {login:<22} {where}")
-    lines += ["", "  " + _("From another terminal:"), *connect_lines(world_map, home, language)]
-    lines += [
-        f"  {_('CA file'):<9} {home_path(world_map.cafile, home)}",
-        f"  {_('journal'):<9} {home_path(world_map.journal, home)}",
-        f"  {_('DNS data'):<9} {home_path(world_map.dns_records, home)}",
-    ]
+            lines.append(f"    {account.address:<20} {login:<22} {_('on')} {account.host}")
+    lines += ["", "  " + _("From another terminal:"), *connect_lines(world_map, home, _)]
+    files = ((_("CA file"), world_map.cafile), (_("journal"), world_map.journal),
+             (_("DNS data"), world_map.dns_records))
+    pad = max(len(label) for label, _path in files) + 2
+    lines += [f"  {label:<{pad}}{home_path(path, home)}" for label, path in files]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def connect_lines(
-    world_map: WorldMap, home: str | None = None, language: str = "en"
+    world_map: WorldMap, home: str | None = None, gettext: Callable[[str], str] = _same
 ) -> list[str]:
     """Shell lines that reach the world: telnet and nc, and mailtalk's own."""
-    from mailtalk.practice.i18n import translation
-
-    _ = translation(language).gettext
+    _ = gettext
     lines: list[str] = []
     mx = world_map.host(world_map.repl_host)
     smtp = mx.ports.get("smtp")
     if smtp is not None:
-        alternative = _("(or: {command})").format(command=f"nc -C {mx.address} {smtp}")
-        lines.append(f"    telnet {mx.address} {smtp}        {alternative}")
+        nc = f"nc -C {mx.address} {smtp}"
+        lines.append(f"    telnet {mx.address} {smtp}        ({_('or')}: {nc})")
         lines.append(f"    mailtalk smtp {mx.address}:{smtp}")
     cafile = home_path(world_map.cafile, home)
     for host in world_map.hosts:

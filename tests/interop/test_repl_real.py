@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -342,6 +343,47 @@ class Term:
         return self.wait_exit()
 
 
+def spawn_term(
+    command: list[str],
+    env: dict[str, str],
+    rows: int = ROWS,
+    cols: int = COLS,
+    timeout: float = TIMEOUT,
+    **options: Any,
+) -> Term:
+    """``command`` in a pseudo-terminal of ``rows`` x ``cols``, seen through a Screen of
+    that size (``options``: pexpect's, such as cwd or preexec_fn)."""
+    child = pexpect.spawn(
+        command[0],
+        command[1:],
+        env=env,
+        dimensions=(rows, cols),
+        timeout=timeout,
+        encoding="utf-8",
+        codec_errors="replace",
+        **options,
+    )
+    return Term(child, Screen(rows, cols))
+
+
+@contextlib.contextmanager
+def terminals() -> Iterator[Callable[..., Term]]:
+    """``start(command, env, ...)`` as ``spawn_term``; every child ended at the end."""
+    children: list[pexpect.spawn] = []
+
+    def start(command: list[str], env: dict[str, str], *args: Any, **options: Any) -> Term:
+        term = spawn_term(command, env, *args, **options)
+        children.append(term.child)
+        return term
+
+    try:
+        yield start
+    finally:
+        for child in children:
+            if child.isalive():
+                child.terminate(force=True)
+
+
 def mailtalk_command() -> list[str]:
     script = Path(sys.executable).with_name("mailtalk")
     if script.exists():
@@ -377,27 +419,13 @@ def state_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def spawn(state_home: Path) -> Iterator[Callable[..., Term]]:
     """Start mailtalk with arguments in a terminal; every child is ended after the test."""
-    children: list[pexpect.spawn] = []
+    with terminals() as started:
 
-    def start(*args: str, color: bool = False, cwd: Path | None = None) -> Term:
-        command = mailtalk_command()
-        child = pexpect.spawn(
-            command[0],
-            [*command[1:], *args],
-            env=term_env(state_home, color),
-            dimensions=(ROWS, COLS),
-            timeout=TIMEOUT,
-            encoding="utf-8",
-            codec_errors="replace",
-            cwd=str(cwd) if cwd else None,
-        )
-        children.append(child)
-        return Term(child, Screen())
+        def start(*args: str, color: bool = False, cwd: Path | None = None) -> Term:
+            return started([*mailtalk_command(), *args], term_env(state_home, color),
+                           cwd=str(cwd) if cwd else None)
 
-    yield start
-    for child in children:
-        if child.isalive():
-            child.terminate(force=True)
+        yield start
 
 
 def history_text(state_home: Path) -> str:

@@ -323,20 +323,26 @@ EXCEPTIONS = {
 
 
 def test_reference_server_wordings_are_explained_right() -> None:
+    """Without the greeting (explain REPLY), and with it, as the REPL explains a reply:
+    the greeting names the program, and its own wordings must still be found."""
     from mailtalk.servers.personalities import personality, personality_names
 
     wrong = []
     for name in personality_names():
         persona = personality(name)
+        greeting = "\n".join(persona.lines("banner", me="mx.example.net",
+                                           date="Sun, 06 Dec 2026 21:40:34 +0000"))
         for key, (expected, command) in PERSONALITY_KEYS.items():
             template = persona.template(key)
             if template.code < 400:
                 continue  # qmail takes MAIL without HELO
             values = {field: "bob@example.net" for field in template.placeholders}
             reply = "\n".join(persona.lines(key, **values))
-            got = explain(reply, "smtp", command).category
-            if got != EXCEPTIONS.get((name, key), expected):
-                wrong.append(f"{name}.{key}: {reply!r} -> {got}, expected {expected}")
+            for banner in (None, greeting):
+                got = explain(reply, "smtp", command, banner=banner).category
+                if got != EXCEPTIONS.get((name, key), expected):
+                    wrong.append(f"{name}.{key}: {reply!r} after {banner!r} -> {got}, "
+                                 f"expected {expected}")
     assert wrong == []
 
 

@@ -22,7 +22,7 @@ from tests.interop.clients import client_env, mailtalk_command
 pexpect = pytest.importorskip("pexpect")
 
 from tests.client.repl.test_repl_faults import _default_signals  # noqa: E402
-from tests.interop.test_repl_real import Screen, Term, term_env  # noqa: E402
+from tests.interop.test_repl_real import Term, term_env, terminals  # noqa: E402
 
 NOT_RUNNING = 3
 
@@ -235,29 +235,15 @@ def test_glossary_in_both_languages(env: dict[str, str], tmp_path: Path) -> None
 
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Callable[..., Term]]:
-    children: list[Any] = []
+    environment = term_env(tmp_path / "state")
+    environment["HOME"] = str(tmp_path)
+    with terminals() as started:
 
-    def start(*args: str) -> Term:
-        environment = term_env(tmp_path / "state")
-        environment["HOME"] = str(tmp_path)
-        command = mailtalk_command()
-        child = pexpect.spawn(
-            command[0],
-            [*command[1:], "practice", *args],
-            env=environment,
-            dimensions=(50, 80),
-            timeout=20,
-            encoding="utf-8",
-            codec_errors="replace",
-            preexec_fn=_default_signals,
-        )
-        children.append(child)
-        return Term(child, Screen(50, 80))
+        def start(*args: str) -> Term:
+            return started([*mailtalk_command(), "practice", *args], environment, 50, 80,
+                           timeout=20, preexec_fn=_default_signals)
 
-    yield start
-    for child in children:
-        if child.isalive():
-            child.terminate(force=True)
+        yield start
 
 
 def test_practice_prints_the_map_and_opens_the_prompt_and_quit_stops_the_world(

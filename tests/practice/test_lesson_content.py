@@ -93,3 +93,37 @@ def test_prose_that_breaks_the_format_is_refused() -> None:
     prose = parse_prose("# T\nintro\n\n## a\ngoal\n### hint\none\n### hint\ntwo\n", "x.md")
     assert prose.title == "T" and prose.intro == "intro"
     assert prose.goals == {"a": "goal"} and prose.hints == {"a": ["one", "two"]}
+    # an answer's first line to type keeps its indentation, like the others
+    typed = parse_prose("# T\n## a\ngoal\n### hint\n\n    HELO x\n    QUIT\n\n", "x.md")
+    assert typed.hints == {"a": ["    HELO x\n    QUIT"]}
+
+
+# The longest a learner's world makes them: the last block's address, a five-digit port,
+# the default root under the home folder.
+SHOWN = {
+    **{name: "127.77.255.3:65535" for name in VARIABLES},
+    "CA": "~/.local/state/mailtalk/practice/tls/ca.pem",
+    "ROOT": "~/.local/state/mailtalk/practice",
+    **{f"{host}_ROOT": f"~/.local/state/mailtalk/practice/hosts/{name}"
+       for host, name in (("NS_ISP_TEST", "ns.isp.test"), ("MAIL_ISP_TEST", "mail.isp.test"),
+                          ("MX_EXAMPLE_NET", "mx.example.net"),
+                          ("MAIL_STRANGER_TEST", "mail.stranger.test"))},
+}
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.name)
+def test_the_coach_shows_the_prose_within_80_columns(lesson: Lesson) -> None:
+    """Every intro, goal and hint as the coach prints it (wrapped, the world's addresses
+    filled in, a hint's lines to type as they are) fits an 80-column terminal, and
+    names no variable the world does not have."""
+    from mailtalk.practice.coach import _wrap, fill_variables
+
+    for language in LANGUAGES:
+        words = lesson.prose[language]
+        texts = [(words.intro, "")] + [(goal, "  ") for goal in words.goals.values()]
+        texts += [(hint, "  ") for hints in words.hints.values() for hint in hints]
+        for text, indent in texts:
+            shown = _wrap(fill_variables(text, SHOWN), indent=indent)
+            assert "${" not in shown, f"{lesson.name}/{language}.md: {shown}"
+            for line in shown.splitlines():
+                assert len(line) <= 80, f"{lesson.name}/{language}.md: {line!r}"

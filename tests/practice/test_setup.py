@@ -200,3 +200,53 @@ def test_the_coach_shows_and_repairs_a_spool(start: Start, tmp_path: Path) -> No
     coach.set_language("nl")
     coach.commands["spool"].handler(None, screen, ["mx.example.net", "dave"])  # type: ignore[arg-type]
     assert "de eerste regel is geen From-regel" in screen.text()
+
+
+def test_open_follows_a_world_host_to_its_own_port(start: Start) -> None:
+    """A world on free ports: the REPL's :open smtp://mx.example.net (port 25 in the URL)
+    connects to the MX's SMTP wherever it listens; a world on the standard ports moves
+    nothing."""
+    from mailtalk.client.conversation import Conversation
+    from mailtalk.client.options import SessionOptions
+    from mailtalk.net.target import parse_url
+
+    world = start(prefer_standard=False)
+    view = MapWorld(world.map)
+    moves = view.port_moves()
+    assert ("mx.example.net", 25, world.port("mx.example.net", "smtp")) in moves
+    assert ("mail.isp.test", 587, world.port("mail.isp.test", "submission")) in moves
+    assert not any(host == "ns.isp.test" for host, _, _ in moves)  # no mail service there
+    first = view.target("pop3://mx.example.net")
+    notes: list[str] = []
+
+    class Listener:
+        def sent(self, text: str, typed: bool) -> None: ...
+        def event(self, event: object, latency: float) -> None: ...
+        def note(self, text: str, kind: str = "info") -> None:
+            notes.append(text)
+        def closed(self) -> None: ...
+
+    conv = Conversation(SessionOptions(target=first, starttls=False, resolve=view.resolve,
+                                       port_moves=moves), Listener())
+    conv.start()
+    try:
+        conv.retarget(parse_url("smtp://mx.example.net"))
+        assert conv.target.port == world.port("mx.example.net", "smtp")
+        assert conv.greeting.startswith("220 mx.example.net ")
+        assert notes[-1].startswith(f"connected to mx.example.net:{conv.target.port} ")
+    finally:
+        conv.close()
+
+
+def test_control_edits_say_what_they_changed(start: Start) -> None:
+    world = start()
+    view = MapWorld(world.map)
+    faults = view.control_file("mx.example.net", "faults")
+    faults.write_text("smtp:mail=452 4.4.5 full\npop3:pass=-ERR [SYS/TEMP] quota\nsmtp:data=451\n")
+    assert view.edit_control("mx.example.net", "faults", "remove", "pop3:pass=*") == 1
+    assert view.edit_control("mx.example.net", "faults", "remove", "smtp:mail=*") == 1
+    assert faults.read_text() == "smtp:data=451\n"
+    assert view.edit_control("mx.example.net", "faults", "remove", "smtp:mail=*") == 0
+    assert view.edit_control("mx.example.net", "faults", "add", "smtp:data=451") == 0
+    assert view.edit_control("mx.example.net", "faults", "remove", "*") == 0  # no lone *
+    assert view.edit_control("mx.example.net", "faults", "remove", "smtp:data=451") == 1

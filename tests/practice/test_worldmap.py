@@ -216,3 +216,26 @@ def test_a_bad_world_is_one_line_naming_the_file(
     message = str(caught.value)
     assert message.startswith(str(path)) and "\n" not in message
     assert says in message
+
+
+def test_the_map_speaks_dutch_within_80_columns() -> None:
+    """The map in the learner's language: its words and the hosts' lines of world.toml."""
+    import dataclasses
+    import tomllib
+
+    from mailtalk.practice.i18n import translation
+
+    world = Path(__file__).resolve().parents[2] / "mailtalk" / "practice" / "world.toml"
+    about = {host["name"]: host["about"] for host in tomllib.loads(world.read_text())["hosts"]}
+    sample = sample_map(41234)
+    sample = dataclasses.replace(sample, hosts=tuple(
+        dataclasses.replace(host, about=about[host.name]) for host in sample.hosts))
+    english = render_map(sample, 80, home="/home/learner")
+    dutch = render_map(sample, 80, home="/home/learner", gettext=translation("nl").gettext)
+    assert max(len(line) for line in dutch.splitlines()) <= 80, "\n" + dutch
+    assert dutch.startswith("De oefenwereld in ~/")
+    for words in ("rol  host", "jij", "Vanuit een ander venster:", "CA-bestand",
+                  "de mailserver van je provider", "(UDP en TCP)", "alice / wonderland"):
+        assert words in dutch, words
+    for words in ("The practice world", "From another terminal", "your ISP's mail server"):
+        assert words in english and words not in dutch

@@ -441,7 +441,9 @@ class Repl:
 
     def _handle(self, line: str) -> None:
         in_data = bool(getattr(self.conv.core, "in_data", False))
-        if line.startswith(":") and (not in_data or line.startswith(":file")):
+        if line.startswith(":") and (
+            not in_data or line.startswith(":file") or self._coach_word(line)
+        ):
             if self.coach is not None:
                 run_meta(line, self.conv, self.screen, self.coach.commands, self.coach.heading)
             else:
@@ -454,6 +456,12 @@ class Repl:
         self.conv.send_line(line)
         if self.conv.expects_reply():
             self._wait()
+
+    def _coach_word(self, line: str) -> bool:
+        """In a message, a line that is one of the coach's commands alone (``:hint``)
+        asks the coach: help is wanted where the learner is stuck, and such a line is
+        no message's text."""
+        return self.coach is not None and line[1:].strip().lower() in self.coach.commands
 
     def _wait(self) -> None:
         try:

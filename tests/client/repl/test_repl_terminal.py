@@ -27,6 +27,7 @@ from tests.interop.test_repl_real import (  # noqa: E402
     mailtalk_command,
     menu_lines,
     term_env,
+    terminals,
     toolbar,
 )
 from tests.peers import (  # noqa: E402
@@ -49,32 +50,18 @@ PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[Callable[..., Term]]:
     """``terminal(*args, cols=80)``: mailtalk in a pty that many columns wide."""
-    children: list[Any] = []
     state = tmp_path / "state"
     state.mkdir()
+    with terminals() as started:
 
-    def start(*args: str, cols: int = 80, rows: int = 40, env: dict[str, str] | None = None
-              ) -> Term:
-        environment = term_env(state)
-        environment.update(COLUMNS=str(cols), LINES=str(rows), **(env or {}))
-        command = mailtalk_command()
-        child = pexpect.spawn(
-            command[0],
-            [*command[1:], *args],
-            env=environment,
-            dimensions=(rows, cols),
-            timeout=10,
-            encoding="utf-8",
-            codec_errors="replace",
-            preexec_fn=_default_signals,
-        )
-        children.append(child)
-        return Term(child, Screen(rows, cols))
+        def start(*args: str, cols: int = 80, rows: int = 40,
+                  env: dict[str, str] | None = None) -> Term:
+            environment = term_env(state)
+            environment.update(COLUMNS=str(cols), LINES=str(rows), **(env or {}))
+            return started([*mailtalk_command(), *args], environment, rows, cols, timeout=10,
+                           preexec_fn=_default_signals)
 
-    yield start
-    for child in children:
-        if child.isalive():
-            child.terminate(force=True)
+        yield start
 
 
 def at(peer: ScriptedPeer) -> str:
