@@ -73,8 +73,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --journal --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --journal'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -347,6 +347,9 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--login-delay')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--greet-pause')
             COMPREPLY=()
             ;;
         'mailtalk serve|--max-connections')

@@ -29,7 +29,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --max-connections --idle-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --resolve --transcript --record
     end
@@ -290,6 +290,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'bare-newline' -x -a
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'Largest message accepted, in bytes (SIZE).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'login-delay' -x -d 'POP3 LOGIN-DELAY: minimum time between two logins of a user.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'greet-pause' -x -d 'Hold the SMTP greeting back this long and refuse a client that talks before it (Sendmail\'s greet_pause).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'journal' -r -F -d 'Write what the servers do to FILE, one JSON object a line (connections, commands and replies, logins, deliveries, DNS answers; passwords redacted); past 8 MiB FILE becomes FILE.1.'

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
     "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required,\n"
-    "bad-password, lock-busy, quota-exceeded.\n\n" + EXIT_STATUS_EPILOG
+    "bad-password, lock-busy, quota-exceeded, greet-pause.\n\n" + EXIT_STATUS_EPILOG
 )
 @click.option(
     "--root",
@@ -117,6 +117,13 @@ if TYPE_CHECKING:
     metavar="SECONDS",
     help="POP3 LOGIN-DELAY: minimum time between two logins of a user.",
 )
+@click.option(
+    "--greet-pause",
+    type=click.FloatRange(min=0, max=300),
+    metavar="SECONDS",
+    help="Hold the SMTP greeting back this long and refuse a client that talks "
+    "before it (Sendmail's greet_pause).",
+)
 @click.option("--max-connections", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
 @click.option(
@@ -158,6 +165,7 @@ def serve(
     max_size: int,
     quota: int | None,
     login_delay: float | None,
+    greet_pause: float | None,
     max_connections: int,
     idle_timeout: float,
     journal: str | None,
@@ -198,6 +206,7 @@ def serve(
         max_size=max_size,
         quota=quota,
         login_delay=login_delay,
+        greet_pause=greet_pause or 0.0,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         journal=journal,

@@ -25,7 +25,9 @@ A predicate is a TOML table; one of these keys says its kind:
     at least one).
 ``file = "HOST"``
     A file in that server's root: ``path`` (``control/rcpthosts``), and ``contains`` (a
-    line equal to it, after trimming) or ``lacks`` (no such line).
+    line equal to it, after trimming) or ``lacks`` (no such line), or ``first_line`` (a
+    pattern the file's first line matches, its line end left off: ``"From *"``; only
+    the file's start is read, so it suits a large mbox spool).
 
 ``evaluate`` answers True or False; ``problems`` says what is wrong with a predicate, so
 a malformed lesson fails its test, not a learner's session.
@@ -221,6 +223,9 @@ def _file_holds(predicate: Predicate, situation: Situation) -> bool:
     root = _root(situation, predicate["file"])
     if root is None:
         return False
+    if "first_line" in predicate:
+        line = first_line(root / predicate["path"])
+        return line is not None and fnmatch.fnmatchcase(line, str(predicate["first_line"]))
     try:
         lines = {
             line.strip()
@@ -235,6 +240,17 @@ def _file_holds(predicate: Predicate, situation: Situation) -> bool:
     return bool(lines)
 
 
+def first_line(path: Path, limit: int = 4096) -> str | None:
+    """The file's first line without its line end (at most ``limit`` bytes of it), or
+    None when there is no such file."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.readline(limit)
+    except OSError:
+        return None
+    return head.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
 # -- checking the checks --------------------------------------------------------------
 
 _OWN_KEYS: Final[dict[str, frozenset[str]]] = {
@@ -243,7 +259,7 @@ _OWN_KEYS: Final[dict[str, frozenset[str]]] = {
     "any": frozenset({"any"}),
     "not": frozenset({"not"}),
     "maildir": frozenset({"maildir", "user", "subject", "folder", "flags", "count"}),
-    "file": frozenset({"file", "path", "contains", "lacks"}),
+    "file": frozenset({"file", "path", "contains", "lacks", "first_line"}),
 }
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 COACHING: Final = Path(__file__).with_name("coaching.toml")
 GLOSSARY: Final = Path(__file__).with_name("glossary.toml")
 WIDTH: Final = 78
+SPOOL_LINES: Final = 12  # the lines of a spool :spool shows
 TOOLBAR: Final = 79  # the REPL shows a toolbar line up to the width less one
 # ${MX_EXAMPLE_NET_POP3} in a lesson's prose: that service's ADDRESS:PORT in this world
 # (the variables of mailtalk practice --vars), so an answer can be typed as shown.
@@ -63,6 +64,10 @@ class World(Protocol):
     def session_variables(self) -> dict[str, str]:
         """``MX_EXAMPLE_NET_POP3`` -> ``ADDRESS:PORT``, ``CA``, ``ROOT``..."""
         ...
+
+    def spool_file(self, host: str, user: str) -> Path: ...
+
+    def edit_spool(self, host: str, user: str, change: str, argument: str) -> None: ...
 
     def target(self, url: str) -> Target:
         """A lesson's ``connect`` URL as the world serves it (its real port)."""
@@ -115,7 +120,7 @@ class PracticeCoach:
             ("check", ":check", _("check the step now"), self._check),
             ("map", ":map", _("the world: hosts, roles, addresses, accounts"), self._map),
             ("skip", ":skip", _("pass over this step"), self._skip),
-            ("reset", ":reset", _("this lesson from the start, world included"), self._reset),
+            ("reset", ":reset", _("this lesson from the start, its setup made anew"), self._reset),
             ("lessons", ":lessons", _("every lesson, and which are done"), self._list),
             ("glossary", ":glossary", _("the words of the course"), self._glossary),
             ("lang", ":lang en|nl", _("the coach's language: English or Dutch"), self._lang),
@@ -125,6 +130,8 @@ class PracticeCoach:
              _("add a record to the world's DNS"), self._add_record),
             ("control", ":control HOST FILE [add|remove LINE]",
              _("show or edit a server's qmail control file"), self._control),
+            ("spool", ":spool HOST USER [insert LINE|delete N]",
+             _("show or repair a user's mbox spool"), self._spool),
         )
         return {
             name: ExtraCommand(name, usage, brief, handler)
@@ -151,6 +158,7 @@ class PracticeCoach:
 
     def begin(self, conv: Conversation, ui: MetaUI) -> None:
         ui.show_block(self.panel(intro=True))
+        self.after(conv, ui)  # connecting may have done the first step already
 
     def after(self, conv: Conversation, ui: MetaUI) -> None:
         ticked = self.tracker.poll()
@@ -308,7 +316,10 @@ class PracticeCoach:
         self.tracker.restart()
         self.tracker.progress.hints.clear()
         self.progress.save()
-        ui.note(self._("The lesson starts again; the world is as it was at its start."))
+        ui.note(self._(
+            "The lesson starts again, its setup made anew (DNS records, faults, control "
+            "files; mail stays: mailtalk practice --reset gives a fresh world)."
+        ))
         ui.show_block(self.panel())
 
     def _dns(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -354,6 +365,43 @@ class PracticeCoach:
             return
         raise MailtalkError(self._("usage: :control HOST FILE [add|remove LINE], e.g. "
                                    ":control mx.example.net rcpthosts add example.org"))
+
+    def _spool(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+        if len(args) == 2:
+            ui.show_block(self._spool_text(self.world.spool_file(args[0], args[1])))
+            return
+        change = args[2] if len(args) > 3 else ""
+        if change == "insert" or (change == "delete" and len(args) == 4):
+            self.world.edit_spool(args[0], args[1], change, " ".join(args[3:]))
+            path = self.world.spool_file(args[0], args[1])
+            ui.note(self._("{path} changed; the next POP3 login reads it").format(path=path))
+            ui.show_block(self._spool_text(path))
+            return
+        raise MailtalkError(self._(
+            "usage: :spool HOST USER [insert LINE|delete N], e.g. :spool mx.example.net dave "
+            "insert From carol@stranger.test Tue Dec 2 12:30:00 2025"))
+
+    def _spool_text(self, path: Path, count: int = SPOOL_LINES) -> str:
+        """The spool's first lines, numbered, and whether the POP3 server can split it."""
+        from mailtalk.store.mbox import is_from_line
+
+        try:
+            with path.open("rb") as stream:
+                lines = [stream.readline(4096) for _ in range(count)]
+        except FileNotFoundError:
+            return self._("# {path}: no mbox here (POP3 serves the Maildir)").format(path=path)
+        except OSError as error:
+            raise MailtalkError(f"cannot read {path}: {error.strerror}") from None
+        shown = [f"{n:3d}  {line[:100].decode('utf-8', 'replace').rstrip()}"
+                 for n, line in enumerate(lines, 1) if line]
+        if not lines[0]:
+            verdict = self._("an empty mbox: no messages")
+        elif is_from_line(lines[0]):
+            verdict = self._("the first line is a From line: the POP3 server can split it")
+        else:
+            verdict = self._("the first line is not a From line (From SENDER DATE): the POP3 "
+                             "server cannot split it")
+        return "\n".join([f"# {path}", *shown, f"# {verdict}"])
 
     def _lang(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         from mailtalk.practice.i18n import LANGUAGES

@@ -26,6 +26,13 @@ def load_progress(env: Environment) -> Progress:
     return Progress.load(env.state_dir() / PROGRESS_FILE)
 
 
+def language_for(option: str | None, env: Environment) -> str:
+    """--lang, else the one chosen last time, else the locale's (en or nl)."""
+    from mailtalk.practice.i18n import choose_language
+
+    return choose_language(option, load_progress(env).language, env.variables)
+
+
 def choose_lesson(wanted: int | None, progress: Progress) -> Lesson:
     from mailtalk.practice.lessons import find_lesson, load_lessons
 

@@ -12,7 +12,14 @@ against a world in this process and one left running by ``--keep`` in another:
 * per host, ``control``: files of ``control/`` as the lesson starts them (the learner
   edits them in the lesson). Before the first lesson changes any, the world's own
   control files are copied to ``control.orig/``; every lesson start puts back those no
-  lesson asks for, so no lesson's edits leak into the next.
+  lesson asks for, so no lesson's edits leak into the next;
+* per host, ``files``: other files of the host's root as the lesson starts them, by
+  path relative to the root (``"mail/dave/mbox" = "..."``: a user's mbox spool). A
+  path is plain (no ``..``, no part starting with ``.``, nothing under ``control/``).
+  As with control files, what the world had at a path before any lesson wrote it is
+  kept first, in ``files.orig/PATH`` (or its absence, in ``files.orig/.absent``), and
+  every lesson start puts it back (or removes the file) where the lesson asks for
+  nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ LESSON_SECTION: Final = "lesson"
 FAULTS_FILE: Final = "faults"
 SCENARIOS_FILE: Final = "scenarios"
 ORIGINALS: Final = "control.orig"
+FILE_ORIGINALS: Final = "files.orig"
+ABSENT: Final = ".absent"  # in files.orig/: the paths the world had no file at
+SPOOL_EDIT_LIMIT: Final = 1024 * 1024  # :spool edits a spool this large at most
 # The service a URL names, by (protocol, TLS): the world's port for it.
 SERVICE_OF: Final = {
     ("smtp", "none"): "smtp",
@@ -148,15 +158,48 @@ class MapWorld:
                 raise MailtalkError(f"the DNS would not read {line.strip()!r}: {said}") from None
         replace_file(path, text)
 
-    def control_file(self, host: str, name: str) -> Path:
-        """``control/NAME`` of a host's root: qmail's file names only, no paths."""
+    def host_root(self, host: str) -> Path:
+        """A host's root; MailtalkError naming the world's hosts if there is no such host."""
         root = self.server_root(host)
         if root is None:
             known = ", ".join(h.name for h in self.map.hosts)
             raise MailtalkError(f"no host {host} in this world ({known})")
+        return root
+
+    def control_file(self, host: str, name: str) -> Path:
+        """``control/NAME`` of a host's root: qmail's file names only, no paths."""
+        root = self.host_root(host)
         if not re.fullmatch(r"[a-z]+", name):
             raise MailtalkError(f"{name!r} is not a control file name (rcpthosts, locals...)")
         return root / "control" / name
+
+    def spool_file(self, host: str, user: str) -> Path:
+        """``mail/USER/mbox`` of a host's root: the user's POP3 maildrop when it is there
+        (an mbox spool, as qpopper's /var/mail/USER)."""
+        root = self.host_root(host)
+        if not re.fullmatch(r"[a-z][a-z0-9._-]*", user):
+            raise MailtalkError(f"{user!r} is not a user name (dave, bob...)")
+        return root / "mail" / user / "mbox"
+
+    def edit_spool(self, host: str, user: str, change: str, argument: str) -> None:
+        """``insert`` a line before the spool's first, or ``delete`` its line N, as an
+        administrator with an editor would; written whole. The next POP3 login reads it."""
+        path = self.spool_file(host, user)
+        try:
+            if path.stat().st_size > SPOOL_EDIT_LIMIT:
+                raise MailtalkError(f"{path} is too large to edit here; use an editor")
+            lines = path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            raise MailtalkError(f"{user} has no mbox spool at {host} ({path})") from None
+        except OSError as error:
+            raise MailtalkError(f"cannot read {path}: {error.strerror}") from None
+        if change == "insert":
+            lines.insert(0, argument.strip("\r\n").encode("utf-8") + b"\n")
+        elif argument.isdigit() and 1 <= int(argument) <= len(lines):
+            del lines[int(argument) - 1]
+        else:
+            raise MailtalkError(f"{path} has no line {argument} (it has {len(lines)})")
+        _put(path, b"".join(lines))
 
     def edit_control(self, host: str, name: str, change: str, line: str) -> int:
         """Add a line to a control file or remove it, as an editor would; the servers read
@@ -189,8 +232,11 @@ class MapWorld:
         if unknown:
             raise MailtalkError(f"{lesson.name}: no host {sorted(unknown)[0]} in this world")
         touched = self._control_files_lessons_touch()
+        files_touched = _files_lessons_touch()
         for host in self.map.hosts:
             wanted = hosts.get(host.name, {})
+            files = {_plain_path(path, lesson.name): str(text)
+                     for path, text in dict(wanted.get("files", {})).items()}
             control = Path(host.root) / "control"
             self._keep_originals(control, touched)
             for name in touched:
@@ -203,6 +249,7 @@ class MapWorld:
                     (control / name).unlink(missing_ok=True)
             _write(control / FAULTS_FILE, _lines(wanted.get("faults", [])))
             _write(control / SCENARIOS_FILE, _lines(wanted.get("scenarios", [])))
+            _put_files(Path(host.root), files, files_touched.get(host.name, set()))
         self._write_records(str(setup.get("records", "")))
 
     def _control_files_lessons_touch(self) -> set[str]:
@@ -257,6 +304,78 @@ class MapWorld:
 
 def _lines(items: list[str]) -> str:
     return "".join(f"{item}\n" for item in items)
+
+
+# -- files of a host's root -----------------------------------------------------------
+
+
+def _plain_path(path: str, where: str) -> str:
+    """A lesson's file path, checked: relative, plain, outside control/."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or any(not part or part.startswith(".") or "\0" in part or "\\" in part
+               for part in parts)
+        or parts[0] in ("control", ORIGINALS, FILE_ORIGINALS)
+    ):
+        raise MailtalkError(f"{where}: {path!r} is not a plain path in a host's root")
+    return path
+
+
+def _files_lessons_touch() -> dict[str, set[str]]:
+    """host -> the paths some lesson's [setup] writes there."""
+    from mailtalk.practice.lessons import load_lessons
+
+    found: dict[str, set[str]] = {}
+    for lesson in load_lessons():
+        for host, wanted in dict(lesson.setup.get("hosts", {})).items():
+            for path in dict(wanted.get("files", {})):
+                found.setdefault(host, set()).add(_plain_path(path, lesson.name))
+    return found
+
+
+def _put_files(root: Path, wanted: dict[str, str], touched: set[str]) -> None:
+    """The lesson's files written; at the other paths lessons write, the world's own
+    file put back, or none."""
+    originals = root / FILE_ORIGINALS
+    absent_list = originals / ABSENT
+    try:
+        absent = set(absent_list.read_text(encoding="utf-8").splitlines())
+    except FileNotFoundError:
+        absent = set()
+    before = set(absent)
+    for path in sorted(touched | set(wanted)):  # the world's own, kept before any change
+        kept = originals / path
+        if path in absent or kept.exists():
+            continue
+        if (root / path).is_file():
+            kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            shutil.copyfile(root / path, kept)
+        else:
+            absent.add(path)
+    if absent != before:
+        _put(absent_list, "".join(f"{path}\n" for path in sorted(absent)).encode())
+    for path in sorted(touched | set(wanted)):
+        if path in wanted:
+            _put(root / path, wanted[path].lstrip("\n").encode("utf-8"))
+        elif (originals / path).is_file():
+            _put(root / path, (originals / path).read_bytes())
+        else:
+            (root / path).unlink(missing_ok=True)
+
+
+def _put(path: Path, data: bytes) -> None:
+    """``path`` holding ``data`` (its directories made), written whole; an unchanged file
+    is left as it is."""
+    from mailtalk.practice.world import replace_file
+
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    replace_file(path, data)
 
 
 def _write(path: Path, text: str) -> None:

@@ -463,7 +463,7 @@ def _build_host(host: HostSpec, spec: WorldSpec, root: Path, layout: Layout, jou
         listen=layout.addresses[host.name],
         ports={service: port for service, port in ports.items() if service != "dns"},
         domains=host.domains if new else (),
-        users=[(u.name, u.password) for u in host.users] if new else (),
+        users=_accounts_to_add(host, host_root, new),
         settings=settings,
         dns_port=ports.get("dns"),
         hostname=host.name,
@@ -476,6 +476,22 @@ def _build_host(host: HostSpec, spec: WorldSpec, root: Path, layout: Layout, jou
         for message in host.seed:
             _deliver_seed(servers.context, host.name, message)
     return Host(host, host_root, layout.addresses[host.name], dict(ports), servers)
+
+
+def _accounts_to_add(host: HostSpec, host_root: Path, new: bool) -> list[tuple[str, str]]:
+    """The host's accounts for a new root; for one made earlier, only those the world's
+    data gained since (a later lesson's account): the others stay as they are."""
+    accounts = [(u.name, u.password) for u in host.users]
+    if new:
+        return accounts
+    from mailtalk.servers.policy import ControlError
+    from mailtalk.servers.users import Users
+
+    try:
+        known = Users.load(host_root)
+    except (OSError, ControlError):
+        return []  # the servers say what is wrong with the file when they start
+    return [(name, password) for name, password in accounts if not known.exists(name)]
 
 
 def _write_control(host_root: Path, files: dict[str, str] | Any) -> None:

@@ -61,6 +61,7 @@ class ServeOptions:
     max_size: int = DEFAULT_MAX_SIZE
     quota: int | None = None
     login_delay: float | None = None
+    greet_pause: float = 0.0  # seconds the SMTP greeting waits (Sendmail's greet_pause)
     max_connections: int = 100
     idle_timeout: float = 300.0
     journal: str | None = None  # FILE for the servers' journal, "-" for standard output
@@ -95,6 +96,7 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         resolver=options.resolver,
         quota_bytes=options.quota,
         login_delay=options.login_delay or 0.0,
+        greet_pause=options.greet_pause,
         onward_delivery=True,
         mx_port=options.mx_port,
     )

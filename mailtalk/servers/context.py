@@ -69,6 +69,9 @@ class ServerSettings:
     login_delay: float = 0.0  # POP3 LOGIN-DELAY: seconds between two logins of a user
     max_literal: int = DEFAULT_MAX_SIZE  # largest IMAP literal (APPEND) accepted
     lock_busy: bool = False  # the lock-busy scenario: every maildrop is held locked
+    # Seconds the SMTP greeting is held back (Sendmail's greet_pause; 0: off): a client
+    # that talks before it is an early talker and gets the personality's refusal.
+    greet_pause: float = 0.0
     # AUTH offered and accepted only over TLS, even from loopback (Postfix's
     # smtpd_tls_auth_only): what diagnose relay calls "AUTH only after STARTTLS"
     tls_auth_only: bool = False

@@ -18,7 +18,9 @@ value. The kinds and their own fields:
     ``smtps``, ``pop3``, ``pop3s``, ``imap``, ``imaps``) it came in on, ``tls`` (true on
     an implicit-TLS listener), ``code`` and ``text`` of the greeting (``code`` the SMTP
     reply code, ``+OK``/``-ERR`` for POP3, ``OK``/``BYE`` for IMAP). A fault at connect
-    can make it a 554 or a BYE; a refused connection (too many) has the 421 or BYE it got;
+    can make it a 554 or a BYE, and so can a greet pause (SMTP): a client that talked
+    before the greeting gets a 554 at once, one that waited a 220 when the pause ends
+    (the event's ``time``); a refused connection (too many) has the 421 or BYE it got;
     when no greeting went out at all (a disconnect fault) ``code`` and ``text`` are null.
     Always the first event of its session: what happened before the greeting (a fired
     fault) follows it.
@@ -46,7 +48,9 @@ value. The kinds and their own fields:
     ``USER/PASS``, ``APOP``, ``PLAIN``; IMAP ``LOGIN`` for the LOGIN command, ``PLAIN``
     for AUTHENTICATE), ``ok`` (the session is now logged in). POP3 adds ``reason``, the
     response code of a refusal: ``AUTH`` (wrong password), or, the password being right,
-    ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``.
+    ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``,
+    ``SYS/PERM`` (an mbox maildrop that does not begin with a From line: qpopper's
+    "Unable to process From lines").
 ``fault``
     An injected fault fired: ``rule`` (its text, as given), ``verb`` (``RCPT``,
     ``CONNECT``, ``DATA-END``...), ``action`` (``reply``, ``disconnect``, ``delay``),

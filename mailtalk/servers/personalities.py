@@ -96,6 +96,11 @@ REPLY_VALUES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "too_many_connections": frozenset({"client"}),
         "timeout": frozenset({"client"}),
         "shutdown": frozenset(),
+        # A greet pause (ServerSettings.greet_pause) and a client that talked before the
+        # greeting: the greeting it gets instead of the banner, and the reply to each of
+        # its commands after that (QUIT and the personality's early_talker_allows apart).
+        "early_talker_greeting": frozenset({"client"}),
+        "early_talker_rejected": frozenset({"command"}),
     }
 )
 KEYS: Final = tuple(REPLY_VALUES)
@@ -149,6 +154,10 @@ class Personality:
     extensions: tuple[str, ...]
     queue_id_style: str
     replies: Mapping[str, Reply]
+    # After the early_talker_greeting: the commands still answered as usual (QUIT always
+    # is), and whether the connection is closed at once instead (Exim, postscreen).
+    early_talker_allows: frozenset[str] = frozenset()
+    early_talker_closes: bool = False
 
     def template(self, key: str) -> Reply:
         try:
@@ -276,6 +285,12 @@ def _personality(name: str, table: object) -> Personality:
         raise PersonalityError(f"{where}: requires_helo must be true or false")
     if style not in _QUEUE_ID_STYLES:
         raise PersonalityError(f"{where}: queue_id_style must be one of {_QUEUE_ID_STYLES}")
+    allows = table.get("early_talker_allows", [])
+    closes = table.get("early_talker_closes", False)
+    if not isinstance(allows, list) or not all(isinstance(v, str) and v.isupper() for v in allows):
+        raise PersonalityError(f"{where}: early_talker_allows must be a list of verbs (EHLO)")
+    if not isinstance(closes, bool):
+        raise PersonalityError(f"{where}: early_talker_closes must be true or false")
     text = "\n\n".join(" ".join(p.split()) for p in description.strip().split("\n\n"))
     parsed = {key: _reply(f"{where} replies", key, replies[key]) for key in KEYS}
     return Personality(
@@ -286,6 +301,8 @@ def _personality(name: str, table: object) -> Personality:
         extensions=tuple(extensions),
         queue_id_style=str(style),
         replies=MappingProxyType(parsed),
+        early_talker_allows=frozenset(allows),
+        early_talker_closes=closes,
     )
 
 

@@ -5,6 +5,16 @@ The maildrop is locked for the whole TRANSACTION state with a real ``flock``
 (a second session gets ``-ERR [IN-USE]``; the lock goes with the process or the
 connection), DELE only marks, and the files are removed in the UPDATE state
 after QUIT, so a connection that drops deletes nothing.
+
+**Which maildrop.** A user's maildrop is their INBOX (``ROOT/mail/USER/Maildir``),
+unless ``ROOT/mail/USER/mbox`` is a file: then it is that mbox, served as qpopper
+serves ``/var/mail/USER`` (:mod:`mailtalk.store.mbox`), under the same maildrop lock.
+An mbox that does not begin with a ``From `` line cannot be split into messages: PASS
+(the password being right) is answered in qpopper 4's words, ``-ERR [SYS/PERM] Unable
+to process From lines (envelopes), change recognition modes or check for corrupted
+mail drop.``, and the session stays unauthenticated. At QUIT the mbox is rewritten
+without the messages DELE marked (whole or not at all). IMAP and SMTP delivery keep to
+the Maildir.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
@@ -33,14 +43,44 @@ from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mailtalk.servers.context import ServerContext
     from mailtalk.servers.faults import FaultAction
-    from mailtalk.store.mailbox import MaildropLock, MessageInfo
+    from mailtalk.store.mailbox import Mailbox, MaildropLock, UserMailboxes
+    from mailtalk.store.mbox import MboxMaildrop
 
 log = logging.getLogger("mailtalk.pop3")
 
 # How much of a message is read and sent at a time by RETR/TOP.
 CHUNK: Final = 64 * 1024
+
+# qpopper 4.0.x popper/pop_dropcopy.c, do_drop_copy(), when the spool's first line is
+# not a From line (qpopper 2.x said only "Unable to process From lines (envelopes),
+# change recognition modes."): knowledge/replies_pop3.toml, qpopper-from-lines.
+FROM_LINES: Final = ("Unable to process From lines (envelopes), change recognition modes or "
+                     "check for corrupted mail drop.")
+STORE_FAILED: Final = "The mail store failed; try later"
+QUOTA_EXCEEDED: Final = "Unable to copy mail spool file, quota exceeded"
+
+Answer = tuple[bool, str, str | None]  # +OK or not, the text, the response code
+
+
+class Pop3Message(Protocol):
+    """A message as the session lists and sends it: a Maildir's MessageInfo, or an
+    mbox's MboxMessage."""
+
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def pop3_size(self) -> int: ...
+
+    @property
+    def uidl(self) -> str: ...
 
 
 class DotStuffer:
@@ -100,10 +140,11 @@ class POP3ServerProtocol(ServerSession):
         self.authenticated_user: str | None = None
         self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
         self._lock: MaildropLock | None = None
-        self._messages: list[MessageInfo] = []
+        self._messages: list[Pop3Message] = []
         self._deleted: set[int] = set()
         self._removed = 0  # messages removed at QUIT (UPDATE)
-        self._mailbox: Any = None
+        self._mailbox: Any = None  # a Mailbox (INBOX), or an MboxMaildrop
+        self._mbox = False  # the maildrop is an mbox file
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply); AUTH's mechanism while its answer is awaited.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
@@ -138,6 +179,8 @@ class POP3ServerProtocol(ServerSession):
         self._send(False, "Internal error; try again later", "SYS/TEMP")
 
     def _release(self) -> None:
+        if self._mbox:
+            self._mailbox.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -347,14 +390,15 @@ class POP3ServerProtocol(ServerSession):
 
     async def _open_maildrop(self, name: str, mechanism: str) -> None:
         """The password was right: lock and open the maildrop, or say why not."""
-        ok, text, code = self._enter_maildrop(name)
+        ok, text, code = await self._enter_maildrop(name)
         if self.journal is not None:
             self.journal_write("auth", user=name, mechanism=mechanism, ok=ok, reason=code)
         self._send(ok, text, code)
 
-    def _enter_maildrop(self, name: str) -> tuple[bool, str, str | None]:
+    async def _enter_maildrop(self, name: str) -> Answer:
         """Lock and open ``name``'s maildrop: the answer (ok, text, response code)."""
         from mailtalk.store.mailbox import MailboxError
+        from mailtalk.store.mbox import MboxMaildrop
 
         delay = self.context.login_delay_left(name)
         if delay > 0:
@@ -369,21 +413,22 @@ class POP3ServerProtocol(ServerSession):
                 busy = "Unable to lock maildrop: lock busy! Is another session active?"
                 return False, busy, "IN-USE"
             raise
-        quota = self.context.settings.quota_bytes
-        if quota is not None and mailboxes.usage() > quota:
-            lock.release()
-            return False, "Unable to copy mail spool file, quota exceeded", "SYS/TEMP"
         try:
-            self._mailbox = mailboxes.open("INBOX")  # refreshed by open
-        except OSError as error:
-            from mailtalk.store import StoreFullError
-
+            opened = await self._open_store(mailboxes)
+        except BaseException:
             lock.release()
-            log.warning("session %s: store error: %s", self.session_id, error)
-            full = isinstance(error, StoreFullError)
-            return False, "Not enough disk space" if full else "The mail store failed; try later", \
-                "SYS/TEMP"
+            raise
+        if isinstance(opened, tuple):
+            lock.release()
+            return opened
+        if self._closing:  # the client went while the maildrop was being read
+            lock.release()
+            if isinstance(opened, MboxMaildrop):
+                opened.close()
+            return False, "", None
         self._lock = lock
+        self._mailbox = opened
+        self._mbox = isinstance(opened, MboxMaildrop)
         self._messages = list(self._mailbox.messages())
         self._deleted = set()
         self.authenticated_user = name
@@ -393,6 +438,42 @@ class POP3ServerProtocol(ServerSession):
                  len(self._messages))
         total = sum(m.pop3_size for m in self._messages)
         return True, f"Logged in: {len(self._messages)} messages ({total} octets)", None
+
+    async def _open_store(self, mailboxes: UserMailboxes) -> Mailbox | MboxMaildrop | Answer:
+        """The maildrop opened (an mbox file if the user has one, else INBOX), or the
+        answer that refuses it."""
+        quota = self.context.settings.quota_bytes
+        mbox = mailboxes.mbox_path
+        if mbox.is_file():
+            return await self._open_mbox(mbox, quota)
+        if quota is not None and mailboxes.usage() > quota:
+            return False, QUOTA_EXCEEDED, "SYS/TEMP"
+        try:
+            return mailboxes.open("INBOX")  # refreshed by open
+        except OSError as error:
+            return self._store_failed(error)
+
+    async def _open_mbox(self, path: Path, quota: int | None) -> MboxMaildrop | Answer:
+        """The mbox scanned (in a thread: it may be large), or the answer refusing it:
+        qpopper's when it does not begin with a From line."""
+        from mailtalk.store.mbox import MboxFormatError, MboxMaildrop
+
+        try:
+            if quota is not None and path.stat().st_size > quota:
+                return False, QUOTA_EXCEEDED, "SYS/TEMP"
+            return await asyncio.get_running_loop().run_in_executor(None, MboxMaildrop, path)
+        except MboxFormatError as error:
+            log.info("session %s: %s: %s", self.session_id, path, error)
+            return False, FROM_LINES, "SYS/PERM"
+        except OSError as error:
+            return self._store_failed(error)
+
+    def _store_failed(self, error: OSError) -> Answer:
+        from mailtalk.store import StoreFullError
+
+        log.warning("session %s: store error: %s", self.session_id, error)
+        full = isinstance(error, StoreFullError)
+        return False, "Not enough disk space" if full else STORE_FAILED, "SYS/TEMP"
 
     def _stls(self, args: tuple[str, ...]) -> None:
         if self.context.ssl_context is None or self.core.tls:
@@ -438,6 +519,9 @@ class POP3ServerProtocol(ServerSession):
         self._close()
 
     def _remove(self, uids: list[int]) -> None:
+        if self._mbox:
+            self._mailbox.remove(uids)
+            return
         self._mailbox.set_flags(uids, {"\\Deleted"}, mode="add")
         self._mailbox.expunge(uids)
 
@@ -467,7 +551,7 @@ class POP3ServerProtocol(ServerSession):
         self._per_message(args, lambda info: info.uidl, count=False)
 
     def _per_message(
-        self, args: tuple[str, ...], value: Callable[[MessageInfo], object], *, count: bool
+        self, args: tuple[str, ...], value: Callable[[Pop3Message], object], *, count: bool
     ) -> None:
         """LIST and UIDL (RFC 1939 5, 7): "n value" for the message asked for, or one line
         for each message not marked deleted (after "+OK N messages" when ``count``)."""

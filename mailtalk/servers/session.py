@@ -421,6 +421,10 @@ class ServerSession(asyncio.Protocol):
             # while a delay fault held the greeting back.
             self.journal_connect(None, None)
         error = short_text(str(exc) or type(exc).__name__) if exc is not None else None
+        if self.close_reason == "quit" and isinstance(exc, ConnectionResetError):
+            # After the goodbye, a client that drops the socket without TLS's own
+            # goodbye (smtplib does) ended nothing badly: no error to report.
+            error = None
         self.journal_write(
             "close",
             reason=self.close_reason or "dropped",

@@ -9,6 +9,15 @@ Most commands are answered at once, in the same call that parsed them, which
 keeps pipelined sessions fast. What must wait (a delay fault, a DNS lookup, a
 password check, fsync before 250, the TLS handshake) pauses reading and
 resumes the loop when done, so replies always leave in order.
+
+With a greet pause (``ServerSettings.greet_pause``, Sendmail's FEATURE(greet_pause))
+the greeting is held back for that many seconds. A client that sends anything in that
+time is an early talker (a spam program that does not wait, or someone typing too fast
+in telnet): at its first byte it gets the personality's ``early_talker_greeting``
+instead of the banner (Sendmail: ``554 <host> ESMTP not accepting messages``), and
+every command after that ``early_talker_rejected``, QUIT excepted (and what the
+personality still allows); Exim and postscreen hang up instead. The journal's connect
+event has that code, and each refused command its own.
 """
 
 from __future__ import annotations
@@ -58,6 +67,10 @@ LOGIN_USERNAME: Final = "VXNlcm5hbWU6"  # base64 "Username:"
 LOGIN_PASSWORD: Final = "UGFzc3dvcmQ6"  # base64 "Password:"
 
 
+# The longest greet pause: RFC 5321 4.5.3.2 gives a client 5 minutes for the greeting
+# (Sendmail caps greet_pause there too).
+MAX_GREET_PAUSE: Final = 300.0
+
 # Extensions the server implements, so a personality cannot advertise one it lacks
 # (a client offered CHUNKING would send BDAT, which this server does not speak).
 IMPLEMENTED_EXTENSIONS: Final = frozenset(
@@ -89,6 +102,10 @@ class SMTPServerProtocol(ServerSession):
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
         self._head: HeadCollector | None = None
+        # A greet pause: the timer holding the greeting back; and whether the client
+        # talked before the greeting (then its commands are refused, see _early_talk).
+        self._held: asyncio.TimerHandle | None = None
+        self.early_talker = False
 
     # -- connection -----------------------------------------------------------
 
@@ -99,14 +116,54 @@ class SMTPServerProtocol(ServerSession):
         log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
         action = self._fault("connect")
         if action is not None and action.kind == "delay":
-            self._defer(self._later(action.seconds, lambda: self._send_key("banner")))
+            self._defer(self._later(action.seconds, self._banner))
             return
         if action is not None:
+            return
+        self._banner()
+
+    def _banner(self) -> None:
+        """The greeting: now, or after the greet pause (not on smtps, where TLS comes
+        first: Sendmail pauses only before a plain-text greeting)."""
+        pause = min(self.context.settings.greet_pause, MAX_GREET_PAUSE)
+        if pause > 0 and self.kind != "smtps":
+            self._held = asyncio.get_running_loop().call_later(pause, self._pause_over)
             return
         self._send_key("banner")
         self.process()
 
+    def _pause_over(self) -> None:
+        """The client waited out the greet pause: the usual greeting, then its commands."""
+        self._held = None
+        if not self._closing:
+            self._send_key("banner")
+            self.process()
+
+    def data_received(self, data: bytes) -> None:
+        if self._held is not None and data:
+            self._early_talk()
+        super().data_received(data)
+
+    def _early_talk(self) -> None:
+        """Bytes came while the greeting was held back: the early talker's greeting now
+        (as Sendmail's select() ends the pause at the first byte); its commands follow."""
+        assert self._held is not None
+        self._held.cancel()
+        self._held = None
+        self.early_talker = True
+        log.info("session %s: %s talked before the greeting", self.session_id, self.client_ip)
+        self._send_key("early_talker_greeting", client=self.client_ip)
+        if self.context.personality.early_talker_closes:
+            self._close()
+
+    def _early_talker_answers(self) -> frozenset[str]:
+        """What an early talker still gets answered: QUIT, and what the personality allows."""
+        return self.context.personality.early_talker_allows | {"QUIT"}
+
     def cleanup(self) -> None:
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         self._abort_delivery()
 
     def on_idle(self) -> None:
@@ -118,6 +175,8 @@ class SMTPServerProtocol(ServerSession):
     # -- the loop ---------------------------------------------------------------
 
     def process(self) -> None:
+        if self._held is not None:  # the greeting is not out yet: nothing is answered
+            return
         while not self._busy and not self._closing:
             event = self.core.next_command()
             if event is NEED_DATA:
@@ -219,6 +278,9 @@ class SMTPServerProtocol(ServerSession):
             return
         if self.journal is not None:
             self._journal_pending(command)
+        if self.early_talker and command.verb not in self._early_talker_answers():
+            self._send_key("early_talker_rejected", command=command.verb[:20])
+            return
         if command.too_long:
             self._send_key("line_too_long")
             return
@@ -269,6 +331,8 @@ class SMTPServerProtocol(ServerSession):
         """The EHLO keywords, in the personality's order, limited to what is available now."""
         settings = self.context.settings
         advertised = {line.split()[0].upper(): line for line in self.context.personality.extensions}
+        if self.early_talker:  # Sendmail, to a session it refused: no service to offer
+            return [key for key in advertised if key == "ENHANCEDSTATUSCODES"]
         # The personality's list is the truth: qmail, say, offers no ENHANCEDSTATUSCODES
         # because its replies carry none.
         order = list(advertised)

@@ -3,6 +3,7 @@
 Under a server root ``ROOT``::
 
     ROOT/mail/USER/Maildir/{tmp,new,cur}    a user's INBOX; Maildir++ folders inside it
+    ROOT/mail/USER/mbox                     if there is one: the user's POP3 maildrop
     ROOT/queue/{tmp,messages,envelopes}     mail to relay onward
 
 The modules, from the disk up:
@@ -18,6 +19,7 @@ The modules, from the disk up:
     headers      a message's header block, and a cache of them for IMAP FETCH
     append       adding a message to a folder (APPEND, and what COPY shares)
     mailbox      one session's view of one folder (IMAP SELECT, POP3)
+    mbox         an mbox file as a POP3 maildrop (qpopper's /var/mail/USER)
     users        a user's folders, subscriptions, quota; MailStore for all users
 
 The SMTP server delivers through :mod:`~mailtalk.store.maildir`; the POP3 and

@@ -10,6 +10,8 @@ Layout of one user's mail, ``ROOT/mail/USER/Maildir`` (Courier/Dovecot Maildir++
     Maildir/mailtalk-user.lock      serialises folder changes, quota checks, subscriptions
     Maildir/mailtalk-maildrop.lock  POP3's maildrop lock
     <folder>/mailtalk-uidlist       the folder's UIDs (+ ``.lock``): see mailtalk.store.index
+    ../mbox                         ``ROOT/mail/USER/mbox``: when this file exists, the
+                                    user's POP3 maildrop (qpopper's /var/mail/USER)
 
 **Folder names.** IMAP names use "." as the hierarchy delimiter, exactly as the
 directories do (Dovecot's Maildir++ default), so "Archive.2024" is
@@ -51,6 +53,7 @@ INBOX = "INBOX"
 DELIMITER = "."
 
 SUBSCRIPTIONS_NAME = "subscriptions"
+MBOX_NAME = "mbox"
 FOLDER_MARKER_NAME = "maildirfolder"
 # Directories being created or deleted start with ".." so that no listing takes
 # them for a folder: a folder's directory is "." + a name with no empty level.
@@ -385,6 +388,13 @@ class UserMailboxes:
         with self._user_lock():
             self.check_quota(additional)
             yield
+
+    @property
+    def mbox_path(self) -> Path:
+        """``ROOT/mail/USER/mbox``. When it is a file, POP3 serves it as the user's maildrop
+        instead of INBOX (:mod:`mailtalk.store.mbox`), under the same maildrop lock; IMAP and
+        delivery keep to the Maildir."""
+        return self.path.parent / MBOX_NAME
 
     def lock_maildrop(self) -> MaildropLock:
         """POP3's lock on this user's maildrop; MailboxError("INUSE") at once if held."""

@@ -308,6 +308,8 @@ PERSONALITY_KEYS = {
     "auth_required": ("auth_required", "MAIL"),
     "tls_required": ("tls_required", "MAIL"),
     "too_many_connections": ("rate_limited_greylist", "greeting"),
+    "early_talker_greeting": ("sequence_error", "greeting"),
+    "early_talker_rejected": ("sequence_error", "MAIL"),
 }
 
 
@@ -379,3 +381,33 @@ def test_the_literal_prefilter_changes_no_match(monkeypatch: pytest.MonkeyPatch)
 )
 def test_leading_literal(source: str, literal: str) -> None:
     assert kb._leading_literal(source) == literal
+
+
+# The course's watch-out: typing before the greeting. Each server's words for it, as
+# pasted (no command known): the cause is the early talk, not a missing HELO.
+EARLY_TALK = [
+    ("554 mx.example.net ESMTP not accepting messages: you spoke before my greeting",
+     "spoke-before-the-greeting"),
+    ("503 5.5.1 Bad sequence of commands: you spoke before my greeting; only QUIT now",
+     "spoke-before-the-greeting"),
+    ("554 mx.example.net ESMTP not accepting messages", "sendmail-greet-pause-greeting"),
+    ("550 5.0.0 Command rejected", "sendmail-command-rejected"),
+    ("554 5.5.0 Command rejected", "command-rejected-protocol"),
+    ("554 SMTP synchronization error", "exim-synchronization-error"),
+    ("521 5.5.1 Protocol error", "postscreen-protocol-error"),
+]
+
+
+@pytest.mark.parametrize(("reply", "entry"), EARLY_TALK)
+def test_talking_before_the_greeting_is_explained(reply: str, entry: str) -> None:
+    explanation = explain(reply)
+    assert explanation.category == "sequence_error"
+    assert explanation.matched is not None and explanation.matched.id == entry
+    assert "greeting" in explanation.causes[0]
+    assert any("greeting" in fix for fix in explanation.fixes_user)
+    assert explanation.transient is False
+
+
+def test_a_milter_command_rejected_is_still_policy() -> None:
+    """Sendmail's milter refusal (5.7.1) is not the early-talker one (5.0.0)."""
+    assert explain("550 5.7.1 Command rejected").category == "spam_or_policy_block"

@@ -232,6 +232,20 @@ def test_the_reference_servers_in_use_is_explained_by_its_own_lock() -> None:
         assert "qpopper" not in text and ".user.pop" not in text
 
 
+def test_the_reference_servers_from_lines_refusal_points_at_its_mbox() -> None:
+    """The same words as qpopper 4's; the greeting says whose, and so which mbox."""
+    reply = ("-ERR [SYS/PERM] Unable to process From lines (envelopes), change recognition "
+             "modes or check for corrupted mail drop.")
+    ours = explain(reply, "pop3", "PASS", banner=MAILTALK_POP3_BANNER)
+    assert ours.matched is not None and ours.matched.origin == "mailtalk"
+    assert ours.category == "other" and ours.transient is False
+    text = everything(ours)
+    assert "ROOT/mail/USER/mbox" in text and ".user.pop" not in text
+    theirs = explain(reply, "pop3", "PASS")
+    assert theirs.matched is not None and theirs.matched.origin == "qpopper"
+    assert ".user.pop" in everything(theirs)
+
+
 def test_the_reference_servers_quota_refusal_is_not_qpoppers_drop_copy() -> None:
     reply = "-ERR [SYS/TEMP] Unable to copy mail spool file, quota exceeded"
     explanation = explain(reply, "pop3", "PASS", banner=MAILTALK_POP3_BANNER)

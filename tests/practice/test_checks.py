@@ -111,6 +111,23 @@ def test_file_checks_read_lines(tmp_path: Path) -> None:
                          "contains": "x"}, where)
 
 
+def test_file_checks_read_the_first_line(tmp_path: Path) -> None:
+    spool = tmp_path / "mx.example.net" / "mail" / "dave" / "mbox"
+    spool.parent.mkdir(parents=True)
+    check = {"file": "mx.example.net", "path": "mail/dave/mbox", "first_line": "From *"}
+    where = situation([], tmp_path)
+    assert not evaluate(check, where)  # no file
+    spool.write_bytes(b"")
+    assert not evaluate(check, where)
+    assert evaluate({**check, "first_line": ""}, where)  # an empty file's first line is ""
+    spool.write_bytes(b"From: Carol <carol@stranger.test>\r\nFrom x Tue Dec  2 12:30:00 2025\n")
+    assert not evaluate(check, where)
+    assert evaluate({**check, "first_line": "From: *"}, where)  # line end left off
+    spool.write_bytes(b"From carol Tue Dec  2 12:30:00 2025\n" + b"x" * 10_000_000)
+    assert evaluate({**check, "first_line": "From * 2025"}, where)
+    assert problems(check) == []
+
+
 def test_problems_name_what_is_wrong() -> None:
     assert problems({"event": "command", "verb": "RCPT"}) == []
     assert problems({"then": [{"event": "connect"}, {"event": "close"}],

@@ -244,6 +244,28 @@ def lesson_8(run: Run) -> None:
     assert sender_code() == 250
 
 
+def lesson_9(run: Run) -> None:
+    """Raw sockets: one that waits out the greet pause, one that talks at once (554), and
+    HELO on the first after that."""
+    address = run.address("mx.example.net", "smtp")
+    with socket.create_connection(address, timeout=20) as patient:
+        stream = patient.makefile("rwb")
+        assert stream.readline().startswith(b"220")  # after the pause
+        with socket.create_connection(address, timeout=10) as hasty:
+            hasty.sendall(b"HELO learner.test\r\n")  # before any greeting
+            replies = hasty.makefile("rb")
+            assert replies.readline().startswith(b"554")
+            assert replies.readline().startswith(b"503")
+            hasty.sendall(b"QUIT\r\n")
+            assert replies.readline().startswith(b"221")
+        stream.write(b"HELO learner.test\r\n")
+        stream.flush()
+        assert stream.readline().startswith(b"250")
+        stream.write(b"QUIT\r\n")
+        stream.flush()
+        stream.readline()
+
+
 def lesson_10(run: Run) -> None:
     host, port = run.address("mx.example.net", "pop3")
     first = poplib.POP3(host, port, timeout=10)
@@ -335,7 +357,7 @@ def lesson_12(run: Run) -> None:
     client.select("INBOX")
     client.fetch("1", "(BODY.PEEK[HEADER])")
     client.store("1", "+FLAGS", "(\\Seen)")
-    tag = client._new_tag().decode()
+    tag = client._new_tag().decode()  # imaplib has no IDLE of its own
     client.send(f"{tag} IDLE\r\n".encode())
     assert client.readline().startswith(b"+")
     with smtplib.SMTP(*run.address("mx.example.net", "smtp"), timeout=10) as smtp:
@@ -347,10 +369,33 @@ def lesson_12(run: Run) -> None:
     client.logout()
 
 
+def lesson_14(run: Run) -> None:
+    """poplib meets the refusal; the spool repaired as a script would; poplib fetches."""
+    host, port = run.address("mx.example.net", "pop3")
+    client = poplib.POP3(host, port, timeout=10)
+    client.user("dave")
+    with pytest.raises(poplib.error_proto, match=r"SYS/PERM.*From lines"):
+        client.pass_("postbox")
+    client.quit()
+    spool = Path(run.variables["MX_EXAMPLE_NET_ROOT"]) / "mail" / "dave" / "mbox"
+    repaired = spool.with_name("mbox.new")
+    repaired.write_bytes(b"From backup@example.net Mon Dec  1 07:00:00 2025\n"
+                         + spool.read_bytes())
+    repaired.rename(spool)
+    client = poplib.POP3(host, port, timeout=10)
+    client.user("dave")
+    client.pass_("postbox")
+    assert client.stat()[0] == 2
+    assert b"Subject: Backup report" in client.retr(1)[1]
+    client.dele(1)
+    client.quit()
+    assert spool.read_bytes().startswith(b"From carol@stranger.test ")
+
+
 OTHER_CLIENTS: dict[int, Callable[[Run], None]] = {
     1: lesson_1, 2: lesson_2, 3: lesson_3, 4: lesson_4, 5: lesson_5, 6: lesson_6,
-    7: lesson_7, 8: lesson_8, 10: lesson_10, 11: lesson_11, 12: lesson_12,
-    13: lesson_13, 15: lesson_15,
+    7: lesson_7, 8: lesson_8, 9: lesson_9, 10: lesson_10, 11: lesson_11, 12: lesson_12,
+    13: lesson_13, 14: lesson_14, 15: lesson_15,
 }
 
 

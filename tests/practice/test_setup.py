@@ -4,6 +4,7 @@ records replaced. Checked by what the servers answer over real sockets."""
 
 from __future__ import annotations
 
+import poplib
 import smtplib
 import time
 from collections.abc import Callable
@@ -15,7 +16,9 @@ import dns.rcode
 import pytest
 
 from mailtalk.errors import MailtalkError
-from mailtalk.practice.lessons import find_lesson
+from mailtalk.practice.coach import PracticeCoach
+from mailtalk.practice.lessons import Lesson, find_lesson
+from mailtalk.practice.progress import Progress
 from mailtalk.practice.setup import MapWorld
 from mailtalk.practice.world import World
 
@@ -92,6 +95,111 @@ def test_a_lessons_url_gets_the_worlds_port(start: Start) -> None:
     assert view.session_variables()["MX_EXAMPLE_NET_POP3"] == (
         f"{world.address('mx.example.net')}:{world.port('mx.example.net', 'pop3')}"
     )
+
+
+def dave_logs_in(world: World) -> bytes:
+    """What PASS answers dave at the MX (his spool, if he has one, being read)."""
+    client = poplib.POP3(world.address("mx.example.net"), world.port("mx.example.net", "pop3"),
+                         timeout=10)
+    client.user("dave")
+    try:
+        return client.pass_("postbox")
+    except poplib.error_proto as error:
+        return error.args[0]
+    finally:
+        client.quit()
+
+
+def test_a_lessons_files_are_written_and_the_next_lesson_puts_back_the_worlds_own(
+    start: Start,
+) -> None:
+    world = start()
+    view = MapWorld(world.map)
+    spool = Path(view.host_root("mx.example.net")) / "mail" / "dave" / "mbox"
+    assert not spool.exists() and dave_logs_in(world).startswith(b"+OK Logged in: 0 messages")
+    view.prepare(find_lesson("14"))
+    assert spool.read_bytes().startswith(b"Return-Path: <backup@example.net>\n")
+    assert dave_logs_in(world).startswith(b"-ERR [SYS/PERM] Unable to process From lines")
+    spool.write_bytes(b"edited by the learner\n")
+    view.prepare(find_lesson("14"))  # :reset: the lesson's spool again
+    assert spool.read_bytes().startswith(b"Return-Path: <backup@example.net>\n")
+    view.prepare(find_lesson("2"))
+    assert not spool.exists()  # the world had none: removed
+    assert dave_logs_in(world).startswith(b"+OK Logged in: 0 messages")
+
+    # A world with a spool of its own at that path gets it back after the lesson.
+    own = b"From carol Tue Dec  2 12:30:00 2025\nSubject: own\n\nmine\n"
+    other = start("other")
+    other_view = MapWorld(other.map)
+    other_spool = Path(other_view.host_root("mx.example.net")) / "mail" / "dave" / "mbox"
+    other_spool.parent.mkdir(parents=True, exist_ok=True)
+    other_spool.write_bytes(own)
+    other_view.prepare(find_lesson("14"))
+    assert other_spool.read_bytes() != own
+    other_view.prepare(find_lesson("3"))
+    assert other_spool.read_bytes() == own
+    assert dave_logs_in(other).startswith(b"+OK Logged in: 1 messages")
+
+
+def test_a_lesson_file_must_be_a_plain_path_in_the_root(start: Start) -> None:
+    view = MapWorld(start().map)
+    for path in ("../escape", "/etc/passwd", "mail/../../x", "control/rcpthosts", ".hidden",
+                 "mail//dave", "files.orig/x"):
+        lesson = Lesson(number=99, slug="bad", folder=Path("99-bad"), connect="smtp://x",
+                        steps=(), setup={"hosts": {"mx.example.net": {"files": {path: "x"}}}})
+        with pytest.raises(MailtalkError, match="not a plain path"):
+            view.prepare(lesson)
+    assert not (Path(view.host_root("mx.example.net")).parent / "escape").exists()
+
+
+class Screen:
+    """What the coach shows, as a REPL would print it."""
+
+    raw = False
+    block_colour = False
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self.lines.append(text)
+
+    def show_block(self, text: str) -> None:
+        self.lines.append(text)
+
+    def text(self) -> str:
+        shown, self.lines = "\n".join(self.lines), []
+        return shown
+
+
+def test_the_coach_shows_and_repairs_a_spool(start: Start, tmp_path: Path) -> None:
+    world = start()
+    view = MapWorld(world.map)
+    lesson = find_lesson("14")
+    view.prepare(lesson)
+    coach = PracticeCoach(view, Progress(tmp_path / "progress.json"), "en", lesson)
+    spool = coach.commands["spool"].handler
+    screen = Screen()
+    spool(None, screen, ["mx.example.net", "dave"])  # type: ignore[arg-type]
+    shown = screen.text()
+    assert "  1  Return-Path: <backup@example.net>" in shown
+    assert "the first line is not a From line" in shown
+    spool(None, screen, ["mx.example.net", "dave", "insert", "From", "backup@example.net",  # type: ignore[arg-type]
+                         "Mon", "Dec", "1", "07:00:00", "2025"])
+    assert "the first line is a From line" in screen.text()
+    assert dave_logs_in(world).startswith(b"+OK Logged in: 2 messages")
+    spool(None, screen, ["mx.example.net", "dave", "delete", "1"])  # type: ignore[arg-type]
+    assert dave_logs_in(world).startswith(b"-ERR [SYS/PERM]")
+    for wrong in (["mx.example.net"], ["mx.example.net", "dave", "delete", "99"],
+                  ["mx.example.net", "../x"], ["nowhere.test", "dave"],
+                  ["mx.example.net", "dave", "delete"]):
+        with pytest.raises(MailtalkError):
+            spool(None, screen, wrong)  # type: ignore[arg-type]
+    spool(None, screen, ["mx.example.net", "bob"])  # type: ignore[arg-type]
+    assert "no mbox here" in screen.text()
+    coach.set_language("nl")
+    coach.commands["spool"].handler(None, screen, ["mx.example.net", "dave"])  # type: ignore[arg-type]
+    assert "de eerste regel is geen From-regel" in screen.text()
 
 
 def test_open_follows_a_world_host_to_its_own_port(start: Start) -> None:

@@ -5,6 +5,7 @@ once; the shared fallback layout; a restart that keeps what the learner changed.
 
 from __future__ import annotations
 
+import poplib
 import smtplib
 import socket
 import ssl
@@ -339,6 +340,25 @@ def test_a_restart_keeps_the_addresses_and_what_the_learner_changed(start: Start
     ) as smtp:
         smtp.starttls(context=tls_context(again))
         assert smtp.login("alice", "wonderland")[0] == 235
+
+
+def test_an_account_the_world_gained_is_added_to_a_world_made_before(start: Start) -> None:
+    """A root made before an account was added to world.toml (dave, for the mbox lesson)
+    gets it at the next start; a password the world already had stays as it is."""
+    world = start()
+    users = world.hosts["mx.example.net"].root / "control" / "users"
+    lines = users.read_text().splitlines()
+    kept = [line for line in lines if not line.startswith("dave:")]
+    assert len(kept) == len(lines) - 1
+    users.write_text("".join(line + "\n" for line in kept))  # as an older world had it
+    world.stop()
+    again = start()
+    assert users.read_text().splitlines()[: len(kept)] == kept  # bob's hash untouched
+    client = poplib.POP3(again.address("mx.example.net"), again.port("mx.example.net", "pop3"),
+                         timeout=TIMEOUT)
+    client.user("dave")
+    assert client.pass_("postbox").startswith(b"+OK")
+    client.quit()
 
 
 def test_one_root_runs_one_world(start: Start, tmp_path: Path) -> None:

@@ -7,19 +7,22 @@ file until the event looked for is there (a close comes after the client's last 
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import re
 import shutil
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mailtalk.servers.api import run_servers
-from mailtalk.servers.journal import read_events
+from mailtalk.servers.api import RunningServers, run_servers
+from mailtalk.servers.journal import Journal, read_events
 
 USER = "alice"
+DOMAIN = "example.test"
 PASSWORD = "pw4journalTest"  # distinctive, so a grep of the journal cannot miss it
 TIMEOUT = 10.0
 
@@ -115,3 +118,29 @@ def make_tls_dir(root: Path) -> Path:
 def copy_tls(tls_dir: Path, root: Path) -> None:
     if not (root / "tls").exists():
         shutil.copytree(tls_dir, root / "tls")
+
+
+Start = Callable[..., tuple["RunningServers", Path]]
+
+
+@contextlib.contextmanager
+def journalled(tmp_path: Path, tls_dir: Path) -> Iterator[Start]:
+    """``start(**options)``: servers (in ``tmp_path/root``, then root1, root2...; alice a
+    user of example.test) writing ``tmp_path/journal.jsonl``, stopped on exit; it
+    returns (servers, path)."""
+    roots = itertools.count()
+    with contextlib.ExitStack() as stack:
+
+        def start(**options: Any) -> tuple[RunningServers, Path]:
+            number = next(roots)
+            root = tmp_path / (f"root{number}" if number else "root")
+            copy_tls(tls_dir, root)
+            path = tmp_path / "journal.jsonl"
+            journal = Journal(path)
+            stack.callback(journal.close)
+            options.setdefault("users", [(USER, PASSWORD)])
+            options.setdefault("domains", [DOMAIN])
+            servers = stack.enter_context(run_servers(root, journal=journal, **options))
+            return servers, path
+
+        yield start

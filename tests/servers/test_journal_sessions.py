@@ -13,7 +13,6 @@ same with swaks, curl and mpop).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import imaplib
 import poplib
@@ -39,6 +38,7 @@ from tests.servers.journaling import (
     Line,
     copy_tls,
     events,
+    journalled,
     make_tls_dir,
     secret_forms,
     session_events,
@@ -61,19 +61,7 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def start(tmp_path: Path, tls_dir: Path) -> Iterator[Start]:
     """``start(**options)``: servers writing ``tmp_path/journal.jsonl``; (servers, path)."""
-    with contextlib.ExitStack() as stack:
-
-        def run(**options: Any) -> tuple[RunningServers, Path]:
-            root = tmp_path / "root"
-            copy_tls(tls_dir, root)
-            path = tmp_path / "journal.jsonl"
-            journal = Journal(path)
-            stack.callback(journal.close)
-            options.setdefault("users", [(USER, PASSWORD)])
-            options.setdefault("domains", [DOMAIN])
-            servers = stack.enter_context(run_servers(root, journal=journal, **options))
-            return servers, path
-
+    with journalled(tmp_path, tls_dir) as run:
         yield run
 
 

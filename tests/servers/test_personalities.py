@@ -68,6 +68,8 @@ CLASSES: dict[str, set[int]] = {
     "too_many_connections": {4},
     "timeout": {4},
     "shutdown": {4},
+    "early_talker_greeting": {5},
+    "early_talker_rejected": {5},
 }
 EXACT_CODES = {
     "banner": 220,
@@ -209,7 +211,9 @@ def test_postfix_sendmail_and_mailtalk_errors_carry_enhanced_codes() -> None:
     for name in ("postfix", "sendmail", "mailtalk"):
         for key, reply in personality(name).replies.items():
             if reply.code >= 400 and key != "shutdown":
-                assert reply.enhanced is not None or key in {"too_many_connections"}, (name, key)
+                # A greeting goes before EHLO, so before ENHANCEDSTATUSCODES (RFC 2034).
+                greeting = {"too_many_connections", "early_talker_greeting"}
+                assert reply.enhanced is not None or key in greeting, (name, key)
 
 
 def test_exim_sends_no_enhanced_codes() -> None:
@@ -264,6 +268,14 @@ def test_exim_sends_no_enhanced_codes() -> None:
         ("mailtalk", "sender_domain", {"sender": "a@nowhere.invalid"},
          (501, "5.1.8 Sender domain must exist")),
         ("mailtalk", "too_many_recipients", {}, (452, "4.5.3 Too many recipients")),
+        ("sendmail", "early_talker_greeting", {"client": "192.0.2.7"},
+         (554, "mx.example.org ESMTP not accepting messages")),
+        ("sendmail", "early_talker_rejected", {"command": "MAIL"},
+         (550, "5.0.0 Command rejected")),
+        ("exim", "early_talker_greeting", {"client": "192.0.2.7"},
+         (554, "SMTP synchronization error")),
+        ("postfix", "early_talker_greeting", {"client": "192.0.2.7"},
+         (521, "5.5.1 Protocol error")),
     ],
 )  # fmt: skip
 def test_real_wordings(
@@ -317,3 +329,36 @@ def test_loaded_lazily() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_what_each_personality_does_with_an_early_talker() -> None:
+    """After the early_talker_greeting: Sendmail still answers HELO, EHLO, NOOP and RSET
+    (srvrsmtp.c nullserver); Exim and postscreen (drop) hang up; the rest wait for QUIT."""
+    assert personality("sendmail").early_talker_allows == {"HELO", "EHLO", "NOOP", "RSET"}
+    closing = {name for name in NAMES if personality(name).early_talker_closes}
+    assert closing == {"exim", "postfix"}
+    for name in ("mailtalk", "qmail"):
+        assert not personality(name).early_talker_allows
+        # RFC 5321 3.1: after a 554 greeting, "503 bad sequence of commands" until QUIT
+        assert personality(name).template("early_talker_rejected").code == 503
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("early_talker_allows", ["ehlo"], "early_talker_allows must be a list of verbs"),
+        ("early_talker_allows", "EHLO", "early_talker_allows must be a list of verbs"),
+        ("early_talker_closes", "yes", "early_talker_closes must be true or false"),
+    ],
+)
+def test_bad_early_talker_fields_are_refused(field: str, value: object, message: str) -> None:
+    import tomllib
+    from importlib import resources
+
+    from mailtalk.servers import personalities
+
+    raw = resources.files("mailtalk.knowledge").joinpath("personalities.toml").read_text()
+    table = tomllib.loads(raw)["personality"]["mailtalk"]
+    table[field] = value
+    with pytest.raises(PersonalityError, match=message):
+        personalities._personality("mailtalk", table)  # the loader's own check
