@@ -124,14 +124,19 @@ class MapWorld:
 
     def session_variables(self) -> dict[str, str]:
         """``${MX_EXAMPLE_NET_SMTP}``-style variables for ``mailtalk run --var`` (or the
-        environment): every host's every service as ADDRESS:PORT, every host's root
-        (``${MX_EXAMPLE_NET_ROOT}``: its control files are there), ``CA`` and ``ROOT``."""
+        environment, or a lesson's words): every host's every service as ADDRESS:PORT,
+        and apart for the programs that want them so (telnet ADDRESS PORT, bash's
+        /dev/tcp/ADDRESS/PORT): ``${MX_EXAMPLE_NET_ADDRESS}``,
+        ``${MX_EXAMPLE_NET_SMTP_PORT}``; every host's root (``${MX_EXAMPLE_NET_ROOT}``:
+        its control files are there), ``CA`` and ``ROOT``."""
         variables = {"CA": self.map.cafile, "ROOT": self.map.root}
         for host in self.map.hosts:
             prefix = host.name.upper().replace(".", "_").replace("-", "_")
             variables[f"{prefix}_ROOT"] = host.root
+            variables[f"{prefix}_ADDRESS"] = host.address
             for service, port in host.ports.items():
                 variables[f"{prefix}_{service.upper()}"] = f"{host.address}:{port}"
+                variables[f"{prefix}_{service.upper()}_PORT"] = str(port)
         return variables
 
     # -- what the learner changes ------------------------------------------------------

@@ -102,6 +102,9 @@ def test_prose_that_breaks_the_format_is_refused() -> None:
 # the default root under the home folder.
 SHOWN = {
     **{name: "127.77.255.3:65535" for name in VARIABLES},
+    **{f"{name}_PORT": "65535" for name in VARIABLES},
+    **{f"{host}_ADDRESS": "127.77.255.3" for host in
+       ("NS_ISP_TEST", "MAIL_ISP_TEST", "MX_EXAMPLE_NET", "MAIL_STRANGER_TEST")},
     "CA": "~/.local/state/mailtalk/practice/tls/ca.pem",
     "ROOT": "~/.local/state/mailtalk/practice",
     **{f"{host}_ROOT": f"~/.local/state/mailtalk/practice/hosts/{name}"

@@ -92,9 +92,12 @@ def test_a_lessons_url_gets_the_worlds_port(start: Start) -> None:
     assert target.host == "mail.isp.test"  # the name stays, for TLS
     assert target.port == world.port("mail.isp.test", "submission")
     assert ("mail.isp.test", world.address("mail.isp.test")) in view.resolve
-    assert view.session_variables()["MX_EXAMPLE_NET_POP3"] == (
+    variables = view.session_variables()
+    assert variables["MX_EXAMPLE_NET_POP3"] == (
         f"{world.address('mx.example.net')}:{world.port('mx.example.net', 'pop3')}"
     )
+    assert variables["MX_EXAMPLE_NET_ADDRESS"] == world.address("mx.example.net")
+    assert variables["MX_EXAMPLE_NET_SMTP_PORT"] == str(world.port("mx.example.net", "smtp"))
 
 
 def dave_logs_in(world: World) -> bytes:

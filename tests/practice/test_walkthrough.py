@@ -266,27 +266,48 @@ class Walk:
         raise AssertionError(f"no practice account {login} on the map")
 
     def placeholders(self, line: str, prose: str) -> str:
-        """ADDRESS, PORT (ADRES, POORT) as the world has them: the host the words name
-        (else the lesson's own), the service the command speaks."""
-        if not PLACEHOLDER.search(line):
-            return line
-        hosts = {host["name"]: host for host in self.world["hosts"]}
-        named = [name for name in hosts if name in f"{prose} {line}"]
-        host = hosts[named[0] if named else self.lesson.connect.split("://")[1].split("/")[0]]
-        words = line.split()
-        command = words[1] if words[0] == "mailtalk" and len(words) > 1 else words[0]
-        service = SERVICE_OF_COMMAND.get(command, "smtp")
-        if service not in host["ports"]:
-            service = next(iter(host["ports"]))
-        address, port = host["address"], str(host["ports"][service])
+        host = self.lesson.connect.split("://")[1].split("/")[0].split(":")[0]
+        return fill_placeholders(line, prose, self.world, host)
 
-        def fill(match: re.Match[str]) -> str:
-            word = match.group(0)
-            if ":" in word:
-                return f"{address}:{port}"
-            return address if word in ("ADDRESS", "ADRES") else port
 
-        return PLACEHOLDER.sub(fill, line)
+def fill_placeholders(line: str, prose: str, world: dict[str, Any], default: str) -> str:
+    """ADDRESS, PORT (ADRES, POORT) as the world has them: the host the words name (else
+    ``default``, the lesson's own; else one that has the service), the service the
+    command speaks."""
+    if not PLACEHOLDER.search(line):
+        return line
+    hosts = {host["name"]: host for host in world["hosts"]}
+    named = [name for name in hosts if name in f"{prose} {line}"]
+    host = hosts[named[0] if named else default]
+    words = line.split()
+    command = words[1] if words[0] == "mailtalk" and len(words) > 1 else words[0]
+    service = SERVICE_OF_COMMAND.get(command, "smtp")
+    if service not in host["ports"]:
+        host = next(h for h in hosts.values() if service in h["ports"])
+    address, port = host["address"], str(host["ports"][service])
+
+    def fill(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if ":" in word:
+            return f"{address}:{port}"
+        return address if word in ("ADDRESS", "ADRES") else port
+
+    return PLACEHOLDER.sub(fill, line)
+
+
+def test_placeholders_are_the_worlds() -> None:
+    world = {"hosts": [
+        {"name": "ns.isp.test", "address": "127.77.9.1", "ports": {"dns": 5353}},
+        {"name": "mx.example.net", "address": "127.77.9.3", "ports": {"smtp": 2525,
+                                                                      "pop3": 1110}},
+    ]}
+    fill = fill_placeholders
+    assert fill("mailtalk pop3 ADDRESS:PORT", "", world, "mx.example.net") == (
+        "mailtalk pop3 127.77.9.3:1110")
+    assert fill("telnet ADRES POORT", "", world, "mx.example.net") == "telnet 127.77.9.3 2525"
+    assert fill("dig @ADDRESS -p PORT isp.test MX", "the DNS", world, "mx.example.net") == (
+        "dig @127.77.9.1 -p 5353 isp.test MX")
+    assert fill("QUIT", "", world, "mx.example.net") == "QUIT"
 
 
 @pytest.fixture
