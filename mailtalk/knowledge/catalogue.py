@@ -107,6 +107,20 @@ class Pattern(NamedTuple):
     remote: Reading | None = None
 
 
+class Term(NamedTuple):
+    """A key term of ``terms.toml``: what a reply's words say when no wording knows them."""
+
+    id: str
+    category: str
+    match: re.Pattern[str]
+    unless: re.Pattern[str] | None
+    protocols: tuple[str, ...]
+    codes: tuple[str, ...]  # prefixes of the reply's code ("4", "-ERR")
+    commands: tuple[str, ...]
+    cause: str
+    taught_by: str
+
+
 class ResponseCode(NamedTuple):
     """A POP3 extended response code or an IMAP response code."""
 
@@ -350,6 +364,60 @@ def status_meanings() -> dict[tuple[str, str], str]:
         for protocol, table in data.items()
         for status, text in table.items()
     }
+
+
+@functools.cache
+def terms() -> tuple[Term, ...]:
+    """The key terms of ``terms.toml``, in matching order (compiled: they are few)."""
+    result = []
+    for index, table in enumerate(read_data("terms.toml").get("term", [])):
+        where = f"terms.toml term #{index + 1}"
+        ident = _string(table, "id", where, True)
+        where = f"terms.toml [{ident}]"
+        unless = _string(table, "unless", where)
+        protocols = _strings(table, "protocols", where)
+        if set(protocols) - set(PATTERN_FILES):
+            raise ValueError(f"{where}: protocols must be among {', '.join(PATTERN_FILES)}")
+        try:
+            match = re.compile(_string(table, "match", where, True))
+            unless_re = re.compile(unless) if unless else None
+        except re.error as error:
+            raise ValueError(f"{where}: {error}") from None
+        result.append(
+            Term(
+                id=ident,
+                category=_category_name(table.get("category"), where),
+                match=match,
+                unless=unless_re,
+                protocols=protocols,
+                codes=tuple(c.upper() for c in _strings(table, "codes", where)),
+                commands=_strings(table, "commands", where),
+                cause=_string(table, "cause", where),
+                taught_by=_string(table, "taught_by", where, True),
+            )
+        )
+    return tuple(result)
+
+
+@functools.cache
+def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
+    """The response codes and enhanced codes (``X.7.1``) too broad to decide when a
+    reply's words say more (``terms.toml`` [defer])."""
+    table = read_data("terms.toml").get("defer", {})
+    where = "terms.toml [defer]"
+    return (
+        frozenset(c.upper() for c in _strings(table, "response_codes", where)),
+        frozenset(_strings(table, "enhanced_codes", where)),
+    )
+
+
+def enhanced_is_exact(enhanced: str) -> bool:
+    """True when ``[by_enhanced]`` lists the code's own detail (``X.1.1``), not only
+    its subject (``X.7``), and the detail is not one too broad to decide."""
+    _, by_enhanced, _ = _categories()
+    _, subject, detail = enhanced.split(".")
+    key = f"X.{subject}.{detail}"
+    return key in by_enhanced and key not in deferred_codes()[1]
 
 
 def category_of_enhanced(enhanced: str) -> str | None:

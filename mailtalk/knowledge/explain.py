@@ -56,16 +56,20 @@ from mailtalk.knowledge.catalogue import (
     Reading,
     ResponseCode,
     Software,
+    Term,
     category,
     category_of_basic,
     category_of_enhanced,
     contexts,
+    deferred_codes,
+    enhanced_is_exact,
     patterns,
     regex,
     response_codes,
     software_of_banner,
     software_of_origin,
     status_meanings,
+    terms,
 )
 from mailtalk.knowledge.replies import ParsedReply, Protocol, parse
 
@@ -96,6 +100,9 @@ class Explanation:
     references: list[str] = field(default_factory=list)
     contradiction: str | None = None
     matched: Pattern | None = None
+    rule: str = ""  # the evidence that decided the category (see Decision)
+    evidence: str = ""  # which one: the term's id, the code, the command
+    term: Term | None = None
     known: bool = True
     lead: str = ""  # what the one-line explanation says after the title
     software: str | None = None  # the server program its greeting names
@@ -148,14 +155,14 @@ class Explanation:
             "references": self.references,
             "contradiction": self.contradiction,
             "software": self.software,
-            "matched": None,
+            "matched": {"rule": self.rule, "id": self.evidence or None},
         }
         if self.matched is not None:
-            data["matched"] = {
-                "id": self.matched.id,
-                "origin": self.matched.origin or None,
-                "source": self.matched.source,
-            }
+            data["matched"].update(
+                origin=self.matched.origin or None, source=self.matched.source
+            )
+        elif self.term is not None:
+            data["matched"]["taught_by"] = self.term.taught_by
         return data
 
 
@@ -278,15 +285,99 @@ def _situation(
     return verb, server, local
 
 
+# a response code anywhere in the text ("-ERR Mailbox locked [IN-USE]")
+_BRACKETED: Final = re.compile(r"\[([A-Z][A-Z0-9/-]*)(?:[\s\]])")
+
+
 def _response_code(parsed: ParsedReply) -> ResponseCode | None:
-    """The entry of the reply's POP3 or IMAP response code (``[IN-USE]``), if listed."""
-    if not parsed.response_code:
+    """The entry of the reply's POP3 or IMAP response code (``[IN-USE]``), if listed:
+    the one the grammar puts after the status, else a listed one anywhere in the line."""
+    protocols = (parsed.protocol,) if parsed.protocol else ("imap", "pop3")
+    names = [parsed.response_code] if parsed.response_code else []
+    if not names and parsed.protocol in (None, "pop3", "imap") and "[" in parsed.text:
+        names = _BRACKETED.findall(parsed.text)
+    for name in names:
+        for protocol in protocols:
+            if protocol in CODE_FILES:
+                entry = response_codes(protocol).get(name.upper())
+                if entry is not None:
+                    return entry
+    return None
+
+
+# What the key terms read: the words, without what differs from reply to reply.
+_MASKS: Final = (
+    (re.compile(r"<[^<>\s]*>|[^\s<>()\[\]'\"]+@[^\s<>()\[\]'\"]+"), " _a_ "),  # addresses
+    (re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?|\[?[0-9a-f]*:[0-9a-f:]+:[0-9a-f]+\]?"), " _ip_ "),
+    (re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"), " _h_ "),  # host names
+    (re.compile(r"\d+"), " 0 "),
+    (re.compile(r"[\"\u201c\u201d\u00ab\u00bb`]|(?<![a-z])'|'(?![a-z])"), " "),  # quoting
+)
+
+
+def words_of(parsed: ParsedReply) -> str:
+    """The reply's words for the key terms: lower case, on one line, with addresses,
+    IP addresses, host names, numbers and quoting replaced by placeholders, so that
+    "<quota@example.org>" says nothing about quotas."""
+    text = " ".join((parsed.text or parsed.subject).split()).lower()
+    for pattern, placeholder in _MASKS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.split())
+
+
+def match_term(
+    parsed: ParsedReply, protocol: str | None, command: str | None
+) -> Term | None:
+    """The first key term of ``terms.toml`` the reply's words hold, for its protocol
+    (for a reply of unknown protocol, any), its code and the command it answered."""
+    words = words_of(parsed)
+    if not words:
         return None
-    for protocol in (parsed.protocol,) if parsed.protocol else ("imap", "pop3"):
-        if protocol in CODE_FILES:
-            entry = response_codes(protocol).get(parsed.response_code)
-            if entry is not None:
-                return entry
+    code = (parsed.code or "").upper()
+    for term in terms():
+        if protocol is not None and term.protocols and protocol not in term.protocols:
+            continue
+        if term.codes and not code.startswith(term.codes):
+            continue
+        if term.commands and command not in term.commands:
+            continue
+        if term.match.search(words) and not (term.unless and term.unless.search(words)):
+            return term
+    return None
+
+
+class Decision(NamedTuple):
+    """The category and the evidence that decided it: ``rule`` is one of "success",
+    "wording", "response-code", "enhanced-code", "term", "command", "basic-code",
+    "status", "none"; ``evidence`` names which (the wording's or term's id, the code,
+    the command)."""
+
+    category: str
+    rule: str
+    evidence: str
+    pattern: Pattern | None = None
+    readings: tuple[Reading, ...] = ()
+    term: Term | None = None
+
+
+_LOGIN_COMMANDS: Final = frozenset({"PASS", "APOP", "LOGIN", "AUTHENTICATE", "AUTH", "AUTH response"})
+
+
+def _by_state(
+    parsed: ParsedReply, command: str | None, local: bool | None, context: Context | None
+) -> Decision | None:
+    """What the command answered settles when nothing more specific did: a listed
+    context (503 after RCPT), a failed login, an RCPT refused by a server that is
+    not the domain's MX."""
+    if context is not None and context.category is not None:
+        return Decision(context.category, "command", command or "")
+    if command is None:
+        return None
+    failure = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 500
+    if failure and command in _LOGIN_COMMANDS:
+        return Decision("auth_failed", "command", command)
+    if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
+        return Decision("relay_denied", "command", command)
     return None
 
 
@@ -297,37 +388,56 @@ def _decide_category(
     local: bool | None,
     response: ResponseCode | None,
     context: Context | None,
-) -> tuple[str, Pattern | None, tuple[Reading, ...]]:
+) -> Decision:
     """The category, first hit wins, in the order of the module docstring; and the
-    wording that decided it with its readings, the likelier first, when one did."""
+    evidence that decided it."""
     basic, enhanced = parsed.basic, parsed.enhanced_code
     status = (parsed.code or "").upper()
     # 1. success and intermediate replies
     if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
-        return "ok", None, ()
+        return Decision("ok", "success", status)
     # 2. a wording, read for the situation
     if parsed.text:
         protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
         pattern = match_pattern(parsed, protocols, command, server.key if server else None)
         if pattern is not None:
             readings = _readings(pattern, local)
-            return readings[0].category, pattern, readings
-    # 3. the POP3/IMAP response code
+            return Decision(readings[0].category, "wording", pattern.id, pattern, readings)
+    deferred = deferred_codes()[0]
+    # 3. a response code that says what happened, 4. an enhanced code that does
+    if response is not None and response.name not in deferred:
+        return Decision(response.category, "response-code", response.name)
+    if enhanced is not None and enhanced_is_exact(enhanced):
+        by_code = category_of_enhanced(enhanced)
+        if by_code is not None:
+            return Decision(by_code, "enhanced-code", enhanced)
+    # 5. the key terms
+    if parsed.text:
+        protocol = parsed.protocol or (response.protocol if response else None)
+        term = match_term(parsed, protocol, command)
+        if term is not None:
+            return Decision(term.category, "term", term.id, term=term)
+    # 6. a broad response code
     if response is not None:
-        return response.category, None, ()
-    # 4. the command answered, where that settles it
-    if context is not None and context.category is not None:
-        return context.category, None, ()
-    # 5. the enhanced code, 6. the basic code
-    by_code = None
+        return Decision(response.category, "response-code", response.name)
+    # 7. the command answered, where that settles it
+    by_state = _by_state(parsed, command, local, context)
+    if by_state is not None:
+        return by_state
+    # 8. the enhanced code, 9. the basic code
     if enhanced is not None:
         by_code = category_of_enhanced(enhanced)
-    if by_code is None and basic is not None:
+        if by_code is not None:
+            return Decision(by_code, "enhanced-code", enhanced)
+    if basic is not None:
         by_code = category_of_basic(basic)
-    if by_code is not None:
-        return by_code, None, ()
-    # 7. the POP3/IMAP status
-    return {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status, "other"), None, ()
+        if by_code is not None:
+            return Decision(by_code, "basic-code", str(basic))
+    # 10. the POP3/IMAP status
+    by_status = {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status)
+    if by_status is not None:
+        return Decision(by_status, "status", status)
+    return Decision("other", "none", "")
 
 
 def _readings(pattern: Pattern, local: bool | None) -> tuple[Reading, ...]:
@@ -551,7 +661,8 @@ def explain_parsed(
     verb, server, local = _situation(parsed, command, banner, local)
     response = _response_code(parsed)
     context, all_contexts = _context_for(parsed, verb)
-    name, pattern, readings = _decide_category(parsed, verb, server, local, response, context)
+    decision = _decide_category(parsed, verb, server, local, response, context)
+    name, pattern, readings = decision.category, decision.pattern, decision.readings
     protocol = (
         parsed.protocol
         or (pattern.protocol if pattern else None)
@@ -591,6 +702,9 @@ def explain_parsed(
         references=_dedupe(references),
         contradiction=_contradiction(parsed),
         matched=pattern,
+        rule=decision.rule,
+        evidence=decision.evidence,
+        term=decision.term,
         known=(
             pattern is not None
             or response is not None
