@@ -22,7 +22,7 @@ class ReplyCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value = {"--protocol", "--command", "--banner"}
+        takes_value = {"--protocol", "--command", "--banner", "--lang"}
         flags = {"--json", "-h", "--help"}
         options: list[str] = []
         words: list[str] = []
@@ -55,6 +55,7 @@ class ReplyCommand(click.Command):
     "      --banner '220 mx.exim.test ESMTP Exim 4.96' 550 Unrouteable address\n"
     "  mailtalk explain -ERR [IN-USE] lock busy! Is another session active?\n"
     "  mailtalk explain 'a1 NO [AUTHENTICATIONFAILED] Authentication failed.'\n"
+    "  mailtalk explain --lang nl 452 4.2.2 Mailbox full\n"
     "  grep 'said:' /var/log/mail.log | mailtalk explain --json -\n\n"
     "\b\nExit status:\n"
     "  0    every reply was explained\n"
@@ -81,6 +82,12 @@ class ReplyCommand(click.Command):
     "server software, whose own wordings then decide, and the host, which tells whether "
     "the server handles the address's domain itself.",
 )
+@click.option(
+    "--lang",
+    type=click.Choice(["en", "nl"]),
+    help="The language of the explanation [default: from LANGUAGE, LC_ALL, LC_MESSAGES, "
+    "LANG]; --json keeps its keys and categories in English.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reply.")
 @pass_environment
 def explain(
@@ -89,6 +96,7 @@ def explain(
     protocol: str | None,
     command: str | None,
     banner: str | None,
+    lang: str | None,
     as_json: bool,
 ) -> None:
     """Explain a reply: what it means, whether to retry, causes and fixes.
@@ -103,6 +111,11 @@ def explain(
     from mailtalk.explain.command import ExplainOptions, run
 
     options = ExplainOptions(
-        words=reply, protocol=protocol, command=command, banner=banner, as_json=as_json
+        words=reply,
+        protocol=protocol,
+        command=command,
+        banner=banner,
+        lang=lang,
+        as_json=as_json,
     )
     sys.exit(run(options, env))

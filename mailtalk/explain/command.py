@@ -25,6 +25,7 @@ class ExplainOptions(NamedTuple):
     protocol: str | None = None  # smtp, pop3 or imap, where the text alone does not say
     command: str | None = None  # the command the reply answered
     banner: str | None = None  # the server's greeting
+    lang: str | None = None  # en or nl; None: from the locale variables
     as_json: bool = False
 
 
@@ -35,8 +36,11 @@ def run(options: ExplainOptions, env: Environment) -> int:
     from mailtalk.knowledge.replies import looks_like_reply, split_replies
     from mailtalk.terminal import safe_text
 
+    from mailtalk.language import choose_language
+
     proto = cast(Protocol | None, options.protocol)
     command, banner = options.command, options.banner
+    language = choose_language(options.lang, None, env.variables)
     if options.words == ("-",):
         # log lines quote what servers said: explained and echoed with controls escaped
         lines = [safe_text(line.rstrip("\r\n")) for line in env.stdin]
@@ -44,12 +48,14 @@ def run(options: ExplainOptions, env: Environment) -> int:
         if not replies:
             _complain(env, "no reply found on standard input")
             return ExitCode.FAILED
-        explanations = [explain(r, proto, command, banner=banner) for r in replies]
+        explanations = [
+            explain(r, proto, command, banner=banner, language=language) for r in replies
+        ]
         render_all(explanations, env, options.as_json)
         return ExitCode.OK
 
     text = " ".join(options.words)
-    explanation = explain(text, proto, command, banner=banner)
+    explanation = explain(text, proto, command, banner=banner, language=language)
     if not explanation.known:
         _complain(
             env,

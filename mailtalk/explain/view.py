@@ -47,22 +47,29 @@ class Layout:
     facts: str
     style: str
     contradiction: str | None
+    contradiction_label: str = "Contradiction: "
     sections: list[Section] = field(default_factory=list)
 
 
 def layout(explanation: Explanation) -> Layout:
     """What to show, in order; empty sections are left out."""
     style = _STYLE_OF_TRANSIENT[explanation.transient if explanation.category != "ok" else None]
+    _ = explanation.words  # the words around the knowledge, in its language
     facts = [explanation.retry]
     if explanation.protocol:
         facts.append(explanation.protocol.upper())
     if explanation.matched is not None and explanation.matched.origin:
-        facts.append(f"{explanation.matched.origin} wording")
+        facts.append(_("{origin} wording").format(origin=explanation.matched.origin))
     if explanation.software:
-        facts.append(f"the greeting names {explanation.software}")
+        facts.append(_("the greeting names {software}").format(software=explanation.software))
     shown_reply = explanation.reply if explanation.reply not in ("", explanation.code) else None
     result = Layout(
-        shown_reply, explanation.headline(), " · ".join(facts), style, explanation.contradiction
+        shown_reply,
+        explanation.headline(),
+        " · ".join(facts),
+        style,
+        explanation.contradiction,
+        _("Contradiction: "),
     )
 
     def add(title: str, texts: list[str], bullet: str = "") -> None:
@@ -70,25 +77,28 @@ def layout(explanation: Explanation) -> Layout:
             result.sections.append(Section(title, [("", t) for t in texts], bullet))
 
     add(
-        "Meaning",
+        _("Meaning"),
         [explanation.summary]
         + [m for m in explanation.meaning if not m.endswith(explanation.summary)],
     )
     if explanation.context and explanation.command:
-        add(f"After {explanation.command}", [explanation.context])
+        add(_("After {command}").format(command=explanation.command), [explanation.context])
     elif explanation.other_contexts:
         result.sections.append(
             Section(
-                "Depends on the command it answers",
-                [(f"after {after}: ", meaning) for after, meaning in explanation.other_contexts],
+                _("Depends on the command it answers"),
+                [
+                    (_("after {command}: ").format(command=after), meaning)
+                    for after, meaning in explanation.other_contexts
+                ],
             )
         )
     if explanation.category != "ok":
-        add("Who acts", [explanation.side])
-    add("Likely causes, most likely first", explanation.causes, "{n}.")
-    add("What to do, as the sender or user", explanation.fixes_user, "•")
-    add("What to do, as the server's admin", explanation.fixes_admin, "•")
-    add("References", explanation.references)
+        add(_("Who acts"), [explanation.side])
+    add(_("Likely causes, most likely first"), explanation.causes, "{n}.")
+    add(_("What to do, as the sender or user"), explanation.fixes_user, "•")
+    add(_("What to do, as the server's admin"), explanation.fixes_admin, "•")
+    add(_("References"), explanation.references)
     return result
 
 
@@ -107,7 +117,7 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
     # the facts grow with the wording's origin and the server the greeting names
     lines += textwrap.wrap(shown.facts, width=width, break_on_hyphens=False) or [""]
     if shown.contradiction:
-        lines += ["", f"Contradiction: {shown.contradiction}"]
+        lines += ["", f"{shown.contradiction_label}{shown.contradiction}"]
     for section in shown.sections:
         lines += ["", section.title]
         for index, (lead, text) in enumerate(section.items, 1):
@@ -144,7 +154,7 @@ def render(explanation: Explanation, out: Console) -> None:
     out.print(Text(shown.facts, style=shown.style))
     if shown.contradiction:
         out.print()
-        out.print(Text.assemble(("Contradiction: ", "bold yellow"), shown.contradiction))
+        out.print(Text.assemble((shown.contradiction_label, "bold yellow"), shown.contradiction))
     for section in shown.sections:
         out.print()
         out.print(Text(section.title, style="bold"))

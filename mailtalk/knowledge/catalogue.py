@@ -411,6 +411,17 @@ def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
     )
 
 
+@functools.cache
+def code_means() -> dict[str, frozenset[str]]:
+    """The categories a basic SMTP code leaves open to general words (``terms.toml``
+    [code_means]); codes not listed leave all open."""
+    table = read_data("terms.toml").get("code_means", {})
+    return {
+        code: frozenset(_category_name(c, f"terms.toml [code_means] {code}") for c in names)
+        for code, names in table.items()
+    }
+
+
 def enhanced_is_exact(enhanced: str) -> bool:
     """True when ``[by_enhanced]`` lists the code's own detail (``X.1.1``), not only
     its subject (``X.7``), and the detail is not one too broad to decide."""

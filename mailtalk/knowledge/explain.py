@@ -61,6 +61,7 @@ from mailtalk.knowledge.catalogue import (
     category_of_basic,
     category_of_enhanced,
     contexts,
+    code_means,
     deferred_codes,
     enhanced_is_exact,
     patterns,
@@ -106,15 +107,24 @@ class Explanation:
     known: bool = True
     lead: str = ""  # what the one-line explanation says after the title
     software: str | None = None  # the server program its greeting names
+    language: str = "en"  # the language of the prose (see translation.py)
+
+    def words(self, text: str) -> str:
+        """One of the words put around the knowledge, in the explanation's language."""
+        if self.language == "en":
+            return text
+        from mailtalk.knowledge.translation import translation
+
+        return translation(self.language).gettext(text)
 
     @property
     def retry(self) -> str:
         """Whether retrying helps, in words."""
         if self.category == "ok":
-            return "success"
+            return self.words("success")
         if self.transient is None:
-            return "see below"
-        return (
+            return self.words("see below")
+        return self.words(
             "temporary: retrying later can work"
             if self.transient
             else "permanent: do not retry unchanged"
@@ -129,7 +139,7 @@ class Explanation:
 
     def one_line(self) -> str:
         """The REPL's hint under a failure reply."""
-        word = {True: "temporary", False: "permanent", None: ""}[self.transient]
+        word = self.words({True: "temporary", False: "permanent", None: ""}[self.transient])
         first = self.lead or (self.causes[0] if self.causes else self.summary)
         lead = f"{self.title} ({word})" if word else self.title
         return f"{lead}: {first}"
@@ -214,11 +224,14 @@ def match_pattern(
     # one line: the words of a multi-line reply match across its line breaks
     subject = parsed.subject
     lowered = subject.lower()
+    open_to = code_means().get(parsed.code or "") if parsed.protocol == "smtp" else None
     for protocol in protocols:
         for name in PATTERN_FILES[protocol]:
             for pattern in patterns(name):
                 if pattern.literal and pattern.literal not in lowered:
                     continue
+                if open_to is not None and not pattern.origin and pattern.category not in open_to:
+                    continue  # a general wording the code rules out (501 is no policy block)
                 if _applies(pattern, parsed, command, server) and regex(pattern).search(
                     subject
                 ):
@@ -307,7 +320,7 @@ def _response_code(parsed: ParsedReply) -> ResponseCode | None:
 
 # What the key terms read: the words, without what differs from reply to reply.
 _MASKS: Final = (
-    (re.compile(r"<[^<>\s]*>|[^\s<>()\[\]'\"]+@[^\s<>()\[\]'\"]+"), " _a_ "),  # addresses
+    (re.compile(r"<[^<>\s]*>|[^\s<>()\[\]'\":;,]+@[a-z0-9.-]+"), " _a_ "),  # addresses
     (re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?|\[?[0-9a-f]*:[0-9a-f:]+:[0-9a-f]+\]?"), " _ip_ "),
     (re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"), " _h_ "),  # host names
     (re.compile(r"\d+"), " 0 "),
@@ -334,8 +347,11 @@ def match_term(
     if not words:
         return None
     code = (parsed.code or "").upper()
+    open_to = code_means().get(code) if protocol in (None, "smtp") else None
     for term in terms():
         if protocol is not None and term.protocols and protocol not in term.protocols:
+            continue
+        if open_to is not None and term.category not in open_to:
             continue
         if term.codes and not code.startswith(term.codes):
             continue
@@ -373,15 +389,42 @@ def _by_state(
         return Decision(context.category, "command", command or "")
     if command is None:
         return None
-    failure = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 500
-    if failure and command in _LOGIN_COMMANDS:
+    # a refusal of the credentials, not of the command's syntax (500-504, BAD)
+    refused = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 505
+    if refused and command in _LOGIN_COMMANDS:
         return Decision("auth_failed", "command", command)
     if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
         return Decision("relay_denied", "command", command)
     return None
 
 
+# What a recipient's category means when the reply answered MAIL FROM: the sender's.
+_AFTER_MAIL: Final = {
+    "dns_or_routing": "sender_domain",
+    "unknown_user": "sender_rejected",
+    "relay_denied": "sender_rejected",
+}
+
+
 def _decide_category(
+    parsed: ParsedReply,
+    command: str | None,
+    server: Software | None,
+    local: bool | None,
+    response: ResponseCode | None,
+    context: Context | None,
+) -> Decision:
+    """The category and the evidence that decided it, read for the command answered:
+    after MAIL FROM, a domain that does not resolve is the sender's, and an address
+    refused is the sender's (the words are often the same as for a recipient)."""
+    decision = _decide_by_evidence(parsed, command, server, local, response, context)
+    if command == "MAIL" and decision.category in _AFTER_MAIL:
+        # the wording's cause is about a recipient: the category's causes say it
+        return Decision(_AFTER_MAIL[decision.category], "command", "MAIL")
+    return decision
+
+
+def _decide_by_evidence(
     parsed: ParsedReply,
     command: str | None,
     server: Software | None,
@@ -637,6 +680,7 @@ def explain(
     *,
     banner: str | None = None,
     local: bool | None = None,
+    language: str = "en",
 ) -> Explanation:
     """Explain one reply, or a bare code, given as the user typed it.
 
@@ -644,9 +688,15 @@ def explain(
     whole line (``RCPT TO:<bob@example.org>``, whose domain then counts).
     ``banner`` is the server's greeting. ``local`` says whether the server handles
     the address's domain itself (is its MX); None when unknown, and then a
-    greeting that names a host in that domain counts as yes.
+    greeting that names a host in that domain counts as yes. ``language`` is the
+    language of the prose ("en", "nl").
     """
-    return explain_parsed(parse(text, protocol), command, banner=banner, local=local)
+    explanation = explain_parsed(parse(text, protocol), command, banner=banner, local=local)
+    if language != "en":
+        from mailtalk.knowledge.translation import translated
+
+        explanation = translated(explanation, language)
+    return explanation
 
 
 def explain_parsed(

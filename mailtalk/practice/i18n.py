@@ -1,11 +1,8 @@
 """The practice mode's words in English and Dutch: gettext catalogues.
 
 UI strings are written in English in the code, as ``_("...")``, and translated by the
-catalogue ``locale/LANG.po``: the standard format translators know (msgid, msgstr,
-``#`` comments). Python's gettext reads only compiled ``.mo`` files, and a compiled file
-in the repository would be a generated binary going stale; so the ``.po`` is read here
-into a ``gettext.NullTranslations`` subclass, and the code uses gettext's own API
-(``gettext``, ``ngettext``). The one-line summaries of the explanation categories are in
+catalogue ``locale/LANG.po``, read by ``mailtalk/language.py`` (which also says how the
+language is chosen); the code uses gettext's own API (``gettext``, ``ngettext``). The one-line summaries of the explanation categories are in
 the same catalogue (their msgid is the English title or summary from
 ``knowledge/categories.toml``).
 
@@ -15,85 +12,30 @@ The language: ``--lang``, else the one chosen last time (practice.json), else
 
 from __future__ import annotations
 
-import ast
 import functools
 import gettext
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from mailtalk.language import (
+    LANGUAGES,
+    CatalogueError,
+    PoTranslations,
+    choose_language,
+    parse_po,
+)
+
+__all__ = [
+    "LANGUAGES",
+    "LOCALE_DIR",
+    "CatalogueError",
+    "PoTranslations",
+    "choose_language",
+    "parse_po",
+    "translation",
+]
+
 LOCALE_DIR: Final = Path(__file__).with_name("locale")
-LANGUAGES: Final = ("en", "nl")
-
-
-class CatalogueError(ValueError):
-    """A .po file that cannot be read; names the file and line."""
-
-
-def parse_po(text: str, where: str = "catalogue") -> dict[str, str]:
-    """msgid -> msgstr of a .po file (untranslated and fuzzy entries left out)."""
-    entries: dict[str, str] = {}
-    msgid: list[str] | None = None
-    msgstr: list[str] | None = None
-    current: list[str] | None = None
-    fuzzy = False
-    pending_fuzzy = False
-
-    def finish() -> None:
-        if msgid is not None and msgstr is not None:
-            key, value = "".join(msgid), "".join(msgstr)
-            if key and value and not fuzzy:
-                entries[key] = value
-
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line.startswith("#"):
-            if line.startswith("#,") and "fuzzy" in line:
-                pending_fuzzy = True
-            continue
-        try:
-            if line.startswith("msgid "):
-                finish()
-                msgid, msgstr, fuzzy = [_string(line[6:])], None, pending_fuzzy
-                pending_fuzzy = False
-                current = msgid
-            elif line.startswith("msgstr "):
-                if msgid is None:
-                    raise ValueError("msgstr before msgid")
-                msgstr = [_string(line[7:])]
-                current = msgstr
-            elif line.startswith('"') and current is not None:
-                current.append(_string(line))
-            else:
-                raise ValueError(f"cannot read {line[:40]!r}")
-        except ValueError as error:
-            raise CatalogueError(f"{where}:{number}: {error}") from None
-    finish()
-    return entries
-
-
-def _string(token: str) -> str:
-    value = ast.literal_eval(token.strip())
-    if not isinstance(value, str):
-        raise ValueError(f"not a string: {token[:40]!r}")
-    return value
-
-
-class PoTranslations(gettext.NullTranslations):
-    """gettext's API over a catalogue read from a .po file."""
-
-    def __init__(self, catalogue: Mapping[str, str], language: str) -> None:
-        super().__init__()
-        self.catalogue = dict(catalogue)
-        self.language = language
-
-    def gettext(self, message: str) -> str:
-        return self.catalogue.get(message, message)
-
-    def ngettext(self, singular: str, plural: str, n: int) -> str:
-        return self.gettext(singular if n == 1 else plural)
 
 
 @functools.cache
@@ -103,23 +45,3 @@ def translation(language: str) -> gettext.NullTranslations:
         return PoTranslations({}, "en")
     path = LOCALE_DIR / f"{language}.po"
     return PoTranslations(parse_po(path.read_text(encoding="utf-8"), path.name), language)
-
-
-def choose_language(option: str | None, saved: str | None, environ: Mapping[str, str]) -> str:
-    """--lang, else the saved choice, else the locale variables in gettext's order."""
-    if option:
-        return option
-    if saved in LANGUAGES:
-        return saved
-    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
-        value = environ.get(variable, "")
-        if not value:
-            continue
-        for part in value.split(":"):  # LANGUAGE may list several: nl:en
-            code = part.split("_")[0].split(".")[0].lower()
-            if code in LANGUAGES:
-                return code
-            if code == "c" or code == "posix":
-                return "en"
-        return "en"
-    return "en"
