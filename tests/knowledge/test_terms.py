@@ -1,0 +1,137 @@
+"""The key terms behind the wordings (terms.toml): what decides, what it says it was,
+and that no reply line can crash them or be swayed by an address or a number."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailtalk.knowledge.catalogue import CATEGORIES, terms
+from mailtalk.knowledge.explain import explain
+from mailtalk.knowledge.replies import parse
+from mailtalk.knowledge.explain import words_of
+
+CORPUS = Path(__file__).with_name("corpus")
+
+
+def test_every_term_is_sourced_and_unique() -> None:
+    loaded = terms()
+    assert len({t.id for t in loaded}) == len(loaded)
+    for term in loaded:
+        assert term.category in CATEGORIES
+        # the real wording that taught it, quoted
+        assert re.search(r"'[^']{6,}'", term.taught_by), term.id
+
+
+def test_words_leave_out_what_differs_between_replies() -> None:
+    words = words_of(parse('550 5.1.1 <quota@example.org>: user "Bob" at mx1.example.net [192.0.2.7] unknown (#42)'))
+    assert "quota" not in words and "example" not in words and "192" not in words
+    assert "bob" in words and "unknown" in words and '"' not in words
+
+
+# What decided, for replies no wording entry knows (made up of words real servers use,
+# in an order none of the entries has): the rule named in --json.
+NEW_WORDINGS = [
+    ("a1 NO Your mailbox storage has exceeded its allocation", "mailbox_full_quota", "term"),
+    ("-ERR The maildrop is currently being accessed by another client", "mailbox_locked", "term"),
+    ("-ERR Cannot authenticate over plain-text.", "tls_required", "term"),
+    ("a3 NO must be in SELECTED state", "sequence_error", "term"),
+    ("451 4.7.1 sorry, max 3 requests per 5 minutes", "rate_limited_greylist", "term"),
+    ("550 5.7.1 Sender <a@example.com> is not allowed for unauthenticated connection", "sender_rejected", "term"),
+    ("-ERR [AUTH] Must give USER command", "sequence_error", "term"),
+    ("550 5.1.1 <bob@example.com> refused", "unknown_user", "enhanced-code"),
+    ("-ERR [IN-USE] try later", "mailbox_locked", "response-code"),
+]
+
+
+def test_new_wordings_get_their_category_and_name_the_rule() -> None:
+    for text, category, rule in NEW_WORDINGS:
+        explanation = explain(text)
+        assert (explanation.category, explanation.rule) == (category, rule), text
+        assert explanation.to_json()["matched"]["rule"] == rule
+
+
+def test_the_command_decides_when_the_words_do_not() -> None:
+    assert explain("-ERR nope", command="PASS").category == "auth_failed"
+    assert explain("-ERR nope", command="PASS").rule == "command"
+    # a syntax refusal after AUTH is no refused password
+    assert explain("501 Not enough value", command="AUTH").category == "syntax_error"
+    # after MAIL FROM an unresolvable domain is the sender's
+    after_mail = explain("550 No valid MX for your FROM address", command="MAIL")
+    assert after_mail.category == "sender_domain"
+    # a server that does not handle the domain refuses RCPT: relaying
+    relay = explain(
+        "550 not for me",
+        command="RCPT TO:<bob@elsewhere.example>",
+        banner="220 mx.example.org ESMTP",
+        local=False,
+    )
+    assert relay.category == "relay_denied"
+
+
+def test_json_names_the_rule_from_the_command_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mailtalk", "explain", "--json", "a1 NO Your mailbox storage has exceeded its allocation"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    matched = json.loads(out)["matched"]
+    assert matched["rule"] == "term" and matched["id"] == "pop3-imap-quota"
+    assert "taught_by" in matched
+
+
+_LINES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    max_size=200,
+)
+
+
+@given(
+    prefix=st.sampled_from(["", "550 ", "451 4.7.1 ", "-ERR ", "-ERR [SYS/TEMP] ", "a1 NO ", "* BYE ", "a1 BAD [PARSE] ", "+OK "]),
+    line=_LINES,
+    command=st.sampled_from([None, "RCPT", "MAIL", "PASS", "LOGIN", "AUTH", "SELECT", "end of data"]),
+)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_any_reply_line_gets_a_category(prefix: str, line: str, command: str | None) -> None:
+    explanation = explain(prefix + line, command=command)
+    assert explanation.category in CATEGORIES
+    assert explanation.rule
+
+
+def _corpus_with_variable_parts() -> list[tuple[str, str]]:
+    """Corpus replies with an address, a host name or a number in their words."""
+    result = []
+    for path in sorted(CORPUS.glob("*.toml")):
+        for table in tomllib.loads(path.read_text("utf-8"))["reply"]:
+            text = table["text"]
+            if "\n" not in text and re.search(r"<[^<>@\s]+@[a-z0-9.-]+>|\b\d{2,}\b", text[4:]):
+                result.append((text, explain(text).category))
+    return result
+
+
+_VARIABLE = _corpus_with_variable_parts()
+_NAMES = st.from_regex(r"[a-z]{1,3}[0-9]{1,3}", fullmatch=True)
+
+
+@given(
+    index=st.integers(0, len(_VARIABLE) - 1),
+    local=_NAMES,
+    domain=_NAMES,
+    number=st.integers(10, 99999),
+    quote=st.sampled_from(["", '"', "'"]),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_other_addresses_numbers_and_quoting_keep_the_category(
+    index: int, local: str, domain: str, number: int, quote: str
+) -> None:
+    text, category = _VARIABLE[index]
+    code, rest = text[:4], text[4:]
+    rest = re.sub(r"<[^<>@\s]+@[a-z0-9.-]+>", f"{quote}<{local}@{domain}.example>{quote}", rest)
+    rest = re.sub(r"(?<=[\s(])\d{2,}(?=[\s).,;:]|$)", str(number), rest)
+    assert explain(code + rest).category == category, (text, code + rest)
