@@ -423,12 +423,13 @@ def code_means() -> dict[str, frozenset[str]]:
 
 
 def enhanced_is_exact(enhanced: str) -> bool:
-    """True when ``[by_enhanced]`` lists the code's own detail (``X.1.1``), not only
-    its subject (``X.7``), and the detail is not one too broad to decide."""
+    """True when ``[by_enhanced]`` gives the code's own detail (``X.1.1``), not only
+    its subject (``X.7``), a category, and the detail is not one too broad to decide."""
     _, by_enhanced, _ = _categories()
     _, subject, detail = enhanced.split(".")
     key = f"X.{subject}.{detail}"
-    return key in by_enhanced and key not in deferred_codes()[1]
+    # a detail the table calls "other" says no more than the words do
+    return by_enhanced.get(key, "other") != "other" and key not in deferred_codes()[1]
 
 
 def category_of_enhanced(enhanced: str) -> str | None:

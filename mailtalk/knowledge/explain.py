@@ -395,6 +395,10 @@ def _by_state(
         return Decision("auth_failed", "command", command)
     if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
         return Decision("relay_denied", "command", command)
+    # what a server refuses at the end of DATA is the content, and after HELO the
+    # client's name: filters, header rules, reverse DNS
+    if command in ("end of data", "HELO", "EHLO") and (parsed.basic or 0) in range(550, 560):
+        return Decision("spam_or_policy_block", "command", command)
     return None
 
 
