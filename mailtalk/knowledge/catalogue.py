@@ -413,7 +413,7 @@ def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
 
 @functools.cache
 def code_means() -> dict[str, frozenset[str]]:
-    """The categories a basic SMTP code leaves open to general words (``terms.toml``
+    """The categories a code (a basic SMTP code, IMAP BAD) leaves open to general words (``terms.toml``
     [code_means]); codes not listed leave all open."""
     table = read_data("terms.toml").get("code_means", {})
     return {

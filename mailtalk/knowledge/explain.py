@@ -217,18 +217,23 @@ def match_pattern(
     protocols: tuple[str, ...],
     command: str | None = None,
     server: str | None = None,
+    general: bool | None = None,
 ) -> Pattern | None:
     """The first wording pattern that matches the reply, over the files of
     ``protocols`` (and the generic SMTP keywords for POP3 and IMAP). ``server`` is
-    the key of the program the greeting names: other programs' wordings are out."""
+    the key of the program the greeting names: other programs' wordings are out.
+    ``general``: True for only the wordings that name no program, False for only
+    those that do, None for both."""
     # one line: the words of a multi-line reply match across its line breaks
     subject = parsed.subject
     lowered = subject.lower()
-    open_to = code_means().get(parsed.code or "") if parsed.protocol == "smtp" else None
+    open_to = code_means().get((parsed.code or "").upper())
     for protocol in protocols:
         for name in PATTERN_FILES[protocol]:
             for pattern in patterns(name):
                 if pattern.literal and pattern.literal not in lowered:
+                    continue
+                if general is not None and general == bool(pattern.origin):
                     continue
                 if open_to is not None and not pattern.origin and pattern.category not in open_to:
                     continue  # a general wording the code rules out (501 is no policy block)
@@ -240,6 +245,7 @@ def match_pattern(
         for pattern in patterns("replies_smtp.toml"):
             if (
                 pattern.generic
+                and general is not False
                 and _applies(pattern, parsed, command, server)
                 and regex(pattern).search(subject)
             ):
@@ -347,7 +353,7 @@ def match_term(
     if not words:
         return None
     code = (parsed.code or "").upper()
-    open_to = code_means().get(code) if protocol in (None, "smtp") else None
+    open_to = code_means().get(code)
     for term in terms():
         if protocol is not None and term.protocols and protocol not in term.protocols:
             continue
@@ -402,11 +408,18 @@ def _by_state(
     return None
 
 
-# What a recipient's category means when the reply answered MAIL FROM: the sender's.
-_AFTER_MAIL: Final = {
-    "dns_or_routing": "sender_domain",
-    "unknown_user": "sender_rejected",
-    "relay_denied": "sender_rejected",
+# What a recipient's category means when the reply answered MAIL FROM: the sender's;
+# and a name that does not resolve, when it answered the greeting or HELO: the
+# client's own (its reverse DNS or its HELO name), which is a policy check.
+_AFTER_COMMAND: Final = {
+    "MAIL": {
+        "dns_or_routing": "sender_domain",
+        "unknown_user": "sender_rejected",
+        "relay_denied": "sender_rejected",
+    },
+    "greeting": {"dns_or_routing": "spam_or_policy_block"},
+    "HELO": {"dns_or_routing": "spam_or_policy_block"},
+    "EHLO": {"dns_or_routing": "spam_or_policy_block"},
 }
 
 
@@ -418,13 +431,15 @@ def _decide_category(
     response: ResponseCode | None,
     context: Context | None,
 ) -> Decision:
-    """The category and the evidence that decided it, read for the command answered:
-    after MAIL FROM, a domain that does not resolve is the sender's, and an address
-    refused is the sender's (the words are often the same as for a recipient)."""
+    """The category and the evidence that decided it, read for the command answered
+    (``_AFTER_COMMAND``): after MAIL FROM, a domain that does not resolve is the
+    sender's, and an address refused is the sender's (the words are often the same
+    as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
-    if command == "MAIL" and decision.category in _AFTER_MAIL:
+    instead = _AFTER_COMMAND.get(command or "", {}).get(decision.category)
+    if instead is not None:
         # the wording's cause is about a recipient: the category's causes say it
-        return Decision(_AFTER_MAIL[decision.category], "command", "MAIL")
+        return Decision(instead, "command", command or "")
     return decision
 
 
@@ -443,22 +458,34 @@ def _decide_by_evidence(
     # 1. success and intermediate replies
     if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
         return Decision("ok", "success", status)
-    # 2. a wording, read for the situation
-    if parsed.text:
-        protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
-        pattern = match_pattern(parsed, protocols, command, server.key if server else None)
-        if pattern is not None:
-            readings = _readings(pattern, local)
-            return Decision(readings[0].category, "wording", pattern.id, pattern, readings)
+    protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
+    program = server.key if server else None
+
+    def wording(general: bool) -> Decision | None:
+        pattern = match_pattern(parsed, protocols, command, program, general)
+        if pattern is None:
+            return None
+        readings = _readings(pattern, local)
+        return Decision(readings[0].category, "wording", pattern.id, pattern, readings)
+
+    # 2. a program's or provider's own wording, read for the situation
+    found = wording(general=False) if parsed.text else None
+    if found is not None:
+        return found
     deferred = deferred_codes()[0]
-    # 3. a response code that says what happened, 4. an enhanced code that does
+    # 3. a response code that says what happened
     if response is not None and response.name not in deferred:
         return Decision(response.category, "response-code", response.name)
+    # 4. a general wording
+    found = wording(general=True) if parsed.text else None
+    if found is not None:
+        return found
+    # 5. an enhanced code that says what happened
     if enhanced is not None and enhanced_is_exact(enhanced):
         by_code = category_of_enhanced(enhanced)
         if by_code is not None:
             return Decision(by_code, "enhanced-code", enhanced)
-    # 5. the key terms
+    # 6. the key terms
     if parsed.text:
         protocol = parsed.protocol or (response.protocol if response else None)
         term = match_term(parsed, protocol, command)
