@@ -411,6 +411,14 @@ def _by_state(
 # What a recipient's category means when the reply answered MAIL FROM: the sender's;
 # and a name that does not resolve, when it answered the greeting or HELO: the
 # client's own (its reverse DNS or its HELO name), which is a policy check.
+# the words of a syntax refusal that say the address, not the command, was wrong
+_NAMES_AN_ADDRESS: Final = re.compile(
+    r"^(?!.*(syntax: |usage|use mail from|parameters or arguments))"
+    r".*(\b(address|sender|local ?part|domain)\W+(?:\w+\W+){0,3}?"
+    r"(malformed|invalid|bad|syntax|missing|too long|illegal|ridiculous)"
+    r"|\b(malformed|invalid|bad|illegal|missing)\W+(?:\w+\W+){0,2}?"
+    r"(address|sender|local ?part|domain))"
+)
 _AFTER_COMMAND: Final = {
     "MAIL": {
         "dns_or_routing": "sender_domain",
@@ -437,6 +445,10 @@ def _decide_category(
     as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
     instead = _AFTER_COMMAND.get(command or "", {}).get(decision.category)
+    if command == "MAIL" and decision.category == "syntax_error" and _NAMES_AN_ADDRESS.search(
+        words_of(parsed)
+    ):
+        instead = "sender_rejected"  # "501 bad address: missing or malformed local part"
     if instead is not None:
         # the wording's cause is about a recipient: the category's causes say it
         return Decision(instead, "command", command or "")
@@ -491,8 +503,8 @@ def _decide_by_evidence(
         term = match_term(parsed, protocol, command)
         if term is not None:
             return Decision(term.category, "term", term.id, term=term)
-    # 6. a broad response code
-    if response is not None:
+    # 7. a broad response code, where it says more than "other"
+    if response is not None and response.category != "other":
         return Decision(response.category, "response-code", response.name)
     # 7. the command answered, where that settles it
     by_state = _by_state(parsed, command, local, context)
@@ -511,6 +523,8 @@ def _decide_by_evidence(
     by_status = {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status)
     if by_status is not None:
         return Decision(by_status, "status", status)
+    if response is not None:
+        return Decision(response.category, "response-code", response.name)
     return Decision("other", "none", "")
 
 
