@@ -423,7 +423,6 @@ _AFTER_COMMAND: Final = {
     "MAIL": {
         "dns_or_routing": "sender_domain",
         "unknown_user": "sender_rejected",
-        "relay_denied": "sender_rejected",
     },
     "greeting": {"dns_or_routing": "spam_or_policy_block"},
     "HELO": {"dns_or_routing": "spam_or_policy_block"},
@@ -575,6 +574,8 @@ class _Findings(NamedTuple):
     readings: tuple[Reading, ...]  # the wording's readings, the likelier first
     protocol: str | None  # the reply's, or the one its wording or response code is of
     cat: Category  # the category's text for that protocol
+    command: str | None = None  # the command the reply answered, normalised
+    term: Term | None = None  # the key term that decided, if one did
 
     @property
     def same_response(self) -> bool:
@@ -646,6 +647,25 @@ def _code_meanings(found: _Findings) -> tuple[list[str], list[str], str]:
     return meaning, references, summary
 
 
+# How a cause names the command it is about ("MAIL FROM", "RCPT TO", "PASS")
+_COMMAND_NAMES: Final = {
+    "MAIL": "MAIL FROM", "RCPT": "RCPT", "DATA": "DATA", "end of data": "DATA",
+    "AUTH": "AUTH", "AUTH response": "AUTH", "STARTTLS": "STARTTLS", "STLS": "STLS",
+    "USER": "USER", "PASS": "PASS", "APOP": "APOP", "LOGIN": "LOGIN",
+    "AUTHENTICATE": "AUTHENTICATE", "SELECT": "SELECT", "EXAMINE": "EXAMINE",
+    "APPEND": "APPEND", "HELO": "HELO", "EHLO": "EHLO",
+}
+
+
+def _for_command(causes: tuple[str, ...], command: str | None) -> list[str]:
+    """The category's causes, those about the command the reply answered first (the
+    order of the data otherwise: most likely first)."""
+    name = _COMMAND_NAMES.get(command or "")
+    if name is None:
+        return list(causes)
+    return sorted(causes, key=lambda cause: name not in cause)
+
+
 def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]]:
     """Causes, fixes for the user and fixes for the admin, most specific first: the
     wording's, the response code's, the category's. A wording's or a code's own fix
@@ -654,6 +674,8 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
     causes: list[str] = []
     fixes_user: list[str] = []
     fixes_admin: list[str] = []
+    if found.term is not None and found.term.cause:
+        causes.append(found.term.cause)
     if pattern is not None:
         causes.extend(reading.cause for reading in found.readings)
         # The general SMTP keyword entries give POP3 and IMAP replies their category
@@ -669,7 +691,7 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
     if not found.wording_says_all:
-        causes.extend(cat.causes)
+        causes.extend(_for_command(cat.causes, found.command))
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):
             fixes_user.extend(cat.fixes_user)
@@ -708,13 +730,41 @@ def _contradiction(parsed: ParsedReply) -> str | None:
         return None
 
 
+_CONTENT_WORD: Final = re.compile(r"[a-z][a-z0-9'-]{3,}")
+_COMMON: Final = frozenset(
+    "that this with from your their there they them have will when where which what "
+    "than then does into only also more most server servers".split()
+)
+
+
+def _content(text: str) -> frozenset[str]:
+    return frozenset(_CONTENT_WORD.findall(text.lower())) - _COMMON
+
+
+def says_the_same(one: str, other: str) -> bool:
+    """Two sentences say the same when most content words of the shorter are in the
+    longer: a wording's cause and its category's first cause, in other words."""
+    a, b = _content(one), _content(other)
+    if not a or not b:
+        return one == other
+    return len(a & b) / min(len(a), len(b)) >= 0.7
+
+
 def _dedupe(items: list[str]) -> list[str]:
-    seen: set[str] = set()
-    result = []
-    for item in items:
-        if item and item not in seen:
-            seen.add(item)
+    """The items without repeats, in their order."""
+    return list(dict.fromkeys(item for item in items if item))
+
+
+def _distinct(items: list[str]) -> list[str]:
+    """Causes or fixes without repeats, also in other words (:func:`says_the_same`):
+    of two that say the same, the one that says more stays, where the first stood."""
+    result: list[str] = []
+    for item in _dedupe(items):
+        same = next((i for i, kept in enumerate(result) if says_the_same(item, kept)), None)
+        if same is None:
             result.append(item)
+        elif len(_content(item)) > len(_content(result[same])):
+            result[same] = item
     return result
 
 
@@ -764,7 +814,9 @@ def explain_parsed(
         or (response.protocol if response else None)
     )
     cat = category(name, protocol)
-    found = _Findings(parsed, response, context, name, pattern, readings, protocol, cat)
+    found = _Findings(
+        parsed, response, context, name, pattern, readings, protocol, cat, verb, decision.term
+    )
     meaning, references, summary = _code_meanings(found)
     if pattern is not None:
         references.append(pattern.source)
@@ -784,9 +836,9 @@ def explain_parsed(
         summary=summary,
         side=cat.side,
         meaning=[m for m in meaning if m],
-        causes=[] if ok else _dedupe(causes),
-        fixes_user=[] if ok else _dedupe(fixes_user),
-        fixes_admin=[] if ok else _dedupe(fixes_admin),
+        causes=[] if ok else _distinct(causes),
+        fixes_user=[] if ok else _distinct(fixes_user),
+        fixes_admin=[] if ok else _distinct(fixes_admin),
         command=verb,
         context=context.meaning if context is not None else None,
         # What the code means after each command, when nothing more specific
