@@ -38,8 +38,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk explain')
-            opts='--protocol --command --banner --json -h --help'
-            value_opts='--protocol --command --banner'
+            opts='--protocol --command --banner --lang --json -h --help'
+            value_opts='--protocol --command --banner --lang'
             subcommands=''
             ;;
         'mailtalk imap')
@@ -156,6 +156,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk explain|--banner')
             COMPREPLY=()
+            ;;
+        'mailtalk explain|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk imap|--cafile')
             compopt -o filenames 2>/dev/null

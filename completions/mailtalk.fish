@@ -15,7 +15,7 @@ function __mailtalk_value_options
         case 'mailtalk diagnose sender'
             printf '%s\n' -- --from --resolver --timeout
         case 'mailtalk explain'
-            printf '%s\n' -- --protocol --command --banner
+            printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
             printf '%s\n' -- --cafile --timeout --resolve --transcript --record
         case 'mailtalk mx'
@@ -168,6 +168,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -s 'h' -l 'he
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'protocol' -x -a 'smtp pop3 imap' -d 'The protocol of the reply, where the text alone does not say.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'command' -x -d 'The command the reply answered (RCPT, MAIL, AUTH, DATA, PASS, LOGIN, greeting, \'end of data\'), or its whole line (\'RCPT TO:<bob@example.org>\'); it changes what some codes mean.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'banner' -x -d 'The server\'s greeting (\'220 mx.example.org ESMTP Exim 4.96\'): it can name the server software, whose own wordings then decide, and the host, which tells whether the server handles the address\'s domain itself.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'lang' -x -a 'en nl' -d 'The language of the explanation [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json keeps its keys and categories in English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -l 'json' -d 'One JSON object per reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -s 'h' -l 'help' -d 'Show this message and exit.'
 

@@ -36,7 +36,7 @@ class ConnectOptions:
     record: str | None = None
     resolve: tuple[tuple[str, str], ...] = ()  # --resolve NAME:ADDRESS
 
-    def session(self, debug: bool = False) -> SessionOptions:
+    def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
         starttls = self.starttls
         if starttls is None:
@@ -55,13 +55,17 @@ class ConnectOptions:
             debug=debug,
             record=self.record,
             resolve=tuple(self.resolve),
+            language=language,
         )
 
 
 def run(options: ConnectOptions, env: Environment) -> int:
     """Talk to the server: the REPL when a person is at a terminal on both ends, else
     pipe mode (lines from standard input). Returns the exit status."""
-    session = options.session(debug=env.debug)
+    from mailtalk.language import choose_language
+
+    # explanations in the locale's language (LANG=nl_NL.UTF-8: Dutch), as `explain` does
+    session = options.session(debug=env.debug, language=choose_language(None, None, env.variables))
     if env.interactive():
         from mailtalk.client.repl.app import Repl
 

@@ -432,7 +432,9 @@ class Conversation:
         protocol = self.target.protocol
         if command is not None and " " not in command and command == self.last_command:
             command = self.last_command_line or command
-        return explain(text, protocol, command, banner=self.greeting)
+        return explain(
+            text, protocol, command, banner=self.greeting, language=self.options.language
+        )
 
     def _explain(self, event: ServerEvent) -> None:
         # An untagged reply that comes while a command waits for its answer is part

@@ -213,9 +213,10 @@ def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         # Any reply, code or response code; the session's protocol settles
         # what is ambiguous (OVERQUOTA alone in an IMAP session).
         text = args[0]
-        explanation = explain(text)
+        language = conv.options.language
+        explanation = explain(text, language=language)
         if not explanation.known or explanation.protocol is None:
-            explanation = explain(text, conv.target.protocol)
+            explanation = explain(text, conv.target.protocol, language=language)
         if not explanation.known:
             raise MailtalkError(f"{text!r} is not a reply or a code; try :explain 550 or 5.7.1")
     else:

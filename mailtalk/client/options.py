@@ -34,6 +34,8 @@ class SessionOptions:
     # (host name, port, the port to connect to instead) for :open: the practice world's
     # services on ports of their own (:open pop3://mx.example.net reaches its POP3)
     port_moves: tuple[tuple[str, int, int], ...] = ()
+    # the language of the explanations under replies ("en", "nl"; mailtalk/language.py)
+    language: str = "en"
 
     @classmethod
     def for_target(

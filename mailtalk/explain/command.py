@@ -34,9 +34,8 @@ def run(options: ExplainOptions, env: Environment) -> int:
     from mailtalk.explain.view import render_all
     from mailtalk.knowledge.explain import explain
     from mailtalk.knowledge.replies import looks_like_reply, split_replies
-    from mailtalk.terminal import safe_text
-
     from mailtalk.language import choose_language
+    from mailtalk.terminal import safe_text
 
     proto = cast(Protocol | None, options.protocol)
     command, banner = options.command, options.banner

@@ -413,8 +413,8 @@ def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
 
 @functools.cache
 def code_means() -> dict[str, frozenset[str]]:
-    """The categories a code (a basic SMTP code, IMAP BAD) leaves open to general words (``terms.toml``
-    [code_means]); codes not listed leave all open."""
+    """The categories a code (a basic SMTP code, IMAP's BAD) leaves open to general
+    words (``terms.toml`` [code_means]); codes not listed leave all open."""
     table = read_data("terms.toml").get("code_means", {})
     return {
         code: frozenset(_category_name(c, f"terms.toml [code_means] {code}") for c in names)
@@ -480,4 +480,3 @@ def regex(pattern: Pattern) -> re.Pattern[str]:
             raise ValueError(f"[{pattern.id}]: bad match regex: {error}") from error
         _COMPILED[pattern.match] = compiled
     return compiled
-

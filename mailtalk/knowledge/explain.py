@@ -60,8 +60,8 @@ from mailtalk.knowledge.catalogue import (
     category,
     category_of_basic,
     category_of_enhanced,
-    contexts,
     code_means,
+    contexts,
     deferred_codes,
     enhanced_is_exact,
     patterns,
@@ -168,9 +168,7 @@ class Explanation:
             "matched": {"rule": self.rule, "id": self.evidence or None},
         }
         if self.matched is not None:
-            data["matched"].update(
-                origin=self.matched.origin or None, source=self.matched.source
-            )
+            data["matched"].update(origin=self.matched.origin or None, source=self.matched.source)
         elif self.term is not None:
             data["matched"]["taught_by"] = self.term.taught_by
         return data
@@ -237,9 +235,7 @@ def match_pattern(
                     continue
                 if open_to is not None and not pattern.origin and pattern.category not in open_to:
                     continue  # a general wording the code rules out (501 is no policy block)
-                if _applies(pattern, parsed, command, server) and regex(pattern).search(
-                    subject
-                ):
+                if _applies(pattern, parsed, command, server) and regex(pattern).search(subject):
                     return pattern
     if "smtp" not in protocols:
         for pattern in patterns("replies_smtp.toml"):
@@ -327,7 +323,10 @@ def _response_code(parsed: ParsedReply) -> ResponseCode | None:
 # What the key terms read: the words, without what differs from reply to reply.
 _MASKS: Final = (
     (re.compile(r"<[^<>\s]*>|[^\s<>()\[\]'\":;,]+@[a-z0-9.-]+"), " _a_ "),  # addresses
-    (re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?|\[?[0-9a-f]*:[0-9a-f:]+:[0-9a-f]+\]?"), " _ip_ "),
+    (
+        re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?|\[?[0-9a-f]*:[0-9a-f:]+:[0-9a-f]+\]?"),
+        " _ip_ ",
+    ),
     (re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"), " _h_ "),  # host names
     (re.compile(r"\d+"), " 0 "),
     (re.compile(r"[\"\u201c\u201d\u00ab\u00bb`]|(?<![a-z])'|'(?![a-z])"), " "),  # quoting
@@ -344,9 +343,7 @@ def words_of(parsed: ParsedReply) -> str:
     return " ".join(text.split())
 
 
-def match_term(
-    parsed: ParsedReply, protocol: str | None, command: str | None
-) -> Term | None:
+def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -> Term | None:
     """The first key term of ``terms.toml`` the reply's words hold, for its protocol
     (for a reply of unknown protocol, any), its code and the command it answered."""
     words = words_of(parsed)
@@ -382,7 +379,9 @@ class Decision(NamedTuple):
     term: Term | None = None
 
 
-_LOGIN_COMMANDS: Final = frozenset({"PASS", "APOP", "LOGIN", "AUTHENTICATE", "AUTH", "AUTH response"})
+_LOGIN_COMMANDS: Final = frozenset(
+    {"PASS", "APOP", "LOGIN", "AUTHENTICATE", "AUTH", "AUTH response"}
+)
 
 
 def _by_state(
@@ -444,8 +443,10 @@ def _decide_category(
     as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
     instead = _AFTER_COMMAND.get(command or "", {}).get(decision.category)
-    if command == "MAIL" and decision.category == "syntax_error" and _NAMES_AN_ADDRESS.search(
-        words_of(parsed)
+    if (
+        command == "MAIL"
+        and decision.category == "syntax_error"
+        and _NAMES_AN_ADDRESS.search(words_of(parsed))
     ):
         instead = "sender_rejected"  # "501 bad address: missing or malformed local part"
     if instead is not None:
@@ -649,11 +650,24 @@ def _code_meanings(found: _Findings) -> tuple[list[str], list[str], str]:
 
 # How a cause names the command it is about ("MAIL FROM", "RCPT TO", "PASS")
 _COMMAND_NAMES: Final = {
-    "MAIL": "MAIL FROM", "RCPT": "RCPT", "DATA": "DATA", "end of data": "DATA",
-    "AUTH": "AUTH", "AUTH response": "AUTH", "STARTTLS": "STARTTLS", "STLS": "STLS",
-    "USER": "USER", "PASS": "PASS", "APOP": "APOP", "LOGIN": "LOGIN",
-    "AUTHENTICATE": "AUTHENTICATE", "SELECT": "SELECT", "EXAMINE": "EXAMINE",
-    "APPEND": "APPEND", "HELO": "HELO", "EHLO": "EHLO",
+    "MAIL": "MAIL FROM",
+    "RCPT": "RCPT",
+    "DATA": "DATA",
+    "end of data": "DATA",
+    "AUTH": "AUTH",
+    "AUTH response": "AUTH",
+    "STARTTLS": "STARTTLS",
+    "STLS": "STLS",
+    "USER": "USER",
+    "PASS": "PASS",
+    "APOP": "APOP",
+    "LOGIN": "LOGIN",
+    "AUTHENTICATE": "AUTHENTICATE",
+    "SELECT": "SELECT",
+    "EXAMINE": "EXAMINE",
+    "APPEND": "APPEND",
+    "HELO": "HELO",
+    "EHLO": "EHLO",
 }
 
 
@@ -732,8 +746,33 @@ def _contradiction(parsed: ParsedReply) -> str | None:
 
 _CONTENT_WORD: Final = re.compile(r"[a-z][a-z0-9'-]{3,}")
 _COMMON: Final = frozenset(
-    "that this with from your their there they them have will when where which what "
-    "than then does into only also more most server servers".split()
+    [
+        "that",
+        "this",
+        "with",
+        "from",
+        "your",
+        "their",
+        "there",
+        "they",
+        "them",
+        "have",
+        "will",
+        "when",
+        "where",
+        "which",
+        "what",
+        "than",
+        "then",
+        "does",
+        "into",
+        "only",
+        "also",
+        "more",
+        "most",
+        "server",
+        "servers",
+    ]
 )
 
 

@@ -54,7 +54,9 @@ def _text(catalogue: dict[str, str], text: str) -> str:
     for index in (m.end() for m in re.finditer(r"\. ", rest)):
         title, description = rest[: index - 2], rest[index:]
         if title in catalogue or description in catalogue:
-            return f"{label}{catalogue.get(title, title)}. {catalogue.get(description, description)}"
+            return (
+                f"{label}{catalogue.get(title, title)}. {catalogue.get(description, description)}"
+            )
     return text
 
 

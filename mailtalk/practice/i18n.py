@@ -2,9 +2,10 @@
 
 UI strings are written in English in the code, as ``_("...")``, and translated by the
 catalogue ``locale/LANG.po``, read by ``mailtalk/language.py`` (which also says how the
-language is chosen); the code uses gettext's own API (``gettext``, ``ngettext``). The one-line summaries of the explanation categories are in
-the same catalogue (their msgid is the English title or summary from
-``knowledge/categories.toml``).
+language is chosen); the code uses gettext's own API (``gettext``, ``ngettext``). The
+one-line summaries of the explanation categories are in the same catalogue (their msgid
+is the English title or summary from ``knowledge/categories.toml``); the explanations'
+own Dutch is in ``knowledge/locale/nl``.
 
 The language: ``--lang``, else the one chosen last time (practice.json), else
 ``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG`` as gettext reads them, else English.

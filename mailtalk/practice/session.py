@@ -67,6 +67,7 @@ def practise(
         debug=env.debug,
         resolve=world.resolve,
         port_moves=world.port_moves(),
+        language=chosen,
     )
     if not env.interactive():
         from mailtalk.client.pipe import run_pipe_mode

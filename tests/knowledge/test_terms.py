@@ -14,9 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtalk.knowledge.catalogue import CATEGORIES, terms
-from mailtalk.knowledge.explain import explain
+from mailtalk.knowledge.explain import explain, words_of
 from mailtalk.knowledge.replies import parse
-from mailtalk.knowledge.explain import words_of
 
 CORPUS = Path(__file__).with_name("corpus")
 
@@ -31,7 +30,11 @@ def test_every_term_is_sourced_and_unique() -> None:
 
 
 def test_words_leave_out_what_differs_between_replies() -> None:
-    words = words_of(parse('550 5.1.1 <quota@example.org>: user "Bob" at mx1.example.net [192.0.2.7] unknown (#42)'))
+    words = words_of(
+        parse(
+            '550 5.1.1 <quota@example.org>: user "Bob" at mx1.example.net [192.0.2.7] unknown (#42)'
+        )
+    )
     assert "quota" not in words and "example" not in words and "192" not in words
     assert "bob" in words and "unknown" in words and '"' not in words
 
@@ -44,7 +47,11 @@ NEW_WORDINGS = [
     ("-ERR Cannot authenticate over plain-text.", "tls_required", "term"),
     ("a3 NO must be in SELECTED state", "sequence_error", "term"),
     ("451 4.7.1 sorry, max 3 requests per 5 minutes", "rate_limited_greylist", "term"),
-    ("550 5.7.1 Sender <a@example.com> is not allowed for unauthenticated connection", "sender_rejected", "term"),
+    (
+        "550 5.7.1 Sender <a@example.com> is not allowed for unauthenticated connection",
+        "sender_rejected",
+        "term",
+    ),
     ("-ERR [AUTH] Must give USER command", "sequence_error", "term"),
     ("550 5.1.1 <bob@example.com> refused", "unknown_user", "enhanced-code"),
     ("-ERR [IN-USE] try later", "mailbox_locked", "response-code"),
@@ -78,8 +85,17 @@ def test_the_command_decides_when_the_words_do_not() -> None:
 
 def test_json_names_the_rule_from_the_command_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "mailtalk", "explain", "--json", "a1 NO Your mailbox storage has exceeded its allocation"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "mailtalk",
+            "explain",
+            "--json",
+            "a1 NO Your mailbox storage has exceeded its allocation",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     matched = json.loads(out)["matched"]
     assert matched["rule"] == "term" and matched["id"] == "pop3-imap-quota"
@@ -93,9 +109,23 @@ _LINES = st.text(
 
 
 @given(
-    prefix=st.sampled_from(["", "550 ", "451 4.7.1 ", "-ERR ", "-ERR [SYS/TEMP] ", "a1 NO ", "* BYE ", "a1 BAD [PARSE] ", "+OK "]),
+    prefix=st.sampled_from(
+        [
+            "",
+            "550 ",
+            "451 4.7.1 ",
+            "-ERR ",
+            "-ERR [SYS/TEMP] ",
+            "a1 NO ",
+            "* BYE ",
+            "a1 BAD [PARSE] ",
+            "+OK ",
+        ]
+    ),
     line=_LINES,
-    command=st.sampled_from([None, "RCPT", "MAIL", "PASS", "LOGIN", "AUTH", "SELECT", "end of data"]),
+    command=st.sampled_from(
+        [None, "RCPT", "MAIL", "PASS", "LOGIN", "AUTH", "SELECT", "end of data"]
+    ),
 )
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 def test_any_reply_line_gets_a_category(prefix: str, line: str, command: str | None) -> None:
