@@ -32,6 +32,10 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MAILTALK_DEBUG", None)
     env["NO_COLOR"] = "1"
+    # English, whatever the developer's locale: explanations follow LANG (issue 14)
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        env.pop(variable, None)
+    env["LANG"] = "C.UTF-8"
     return env
 
 

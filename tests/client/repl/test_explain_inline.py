@@ -92,6 +92,22 @@ def test_reference_smtp_replies_are_explained_after_their_command(mailtalk_serve
     assert "reject_unauth_destination" not in relay and "mynetworks" not in relay
 
 
+def test_explanations_follow_the_locale(mailtalk_server: Any) -> None:
+    # LANG=nl_NL.UTF-8: the line under a refusal is Dutch, as `mailtalk explain` is
+    result = subprocess.run(
+        [MAILTALK, "smtp", f"127.0.0.1:{mailtalk_server.port('smtp')}"],
+        input="EHLO client.test\nRCPT TO:<bob@example.test>\nQUIT\n",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**child_env(), "LANG": "nl_NL.UTF-8"},
+        check=False,
+    )
+    said = explanations(result.stderr)
+    assert len(said) == 1, shown(result)
+    assert "volgorde" in said[0] and "(blijvend)" in said[0], said[0]
+
+
 def test_reference_pop3_in_use_is_explained_by_its_flock(mailtalk_servers: Any) -> None:
     servers = mailtalk_servers(pop3=0, users=[("alice", "secret")])
     port = servers.port("pop3")
