@@ -328,7 +328,7 @@ _MASKS: Final = (
         " _ip_ ",
     ),
     (re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"), " _h_ "),  # host names
-    (re.compile(r"\d+"), " 0 "),
+    (re.compile(r"\b\d+\b"), " 0 "),  # numbers, not the digits of words (base64)
     (re.compile(r"[\"\u201c\u201d\u00ab\u00bb`]|(?<![a-z])'|'(?![a-z])"), " "),  # quoting
 )
 
@@ -402,7 +402,10 @@ def _by_state(
         return Decision("relay_denied", "command", command)
     # what a server refuses at the end of DATA is the content, and after HELO the
     # client's name: filters, header rules, reverse DNS
-    if command in ("end of data", "HELO", "EHLO") and (parsed.basic or 0) in range(550, 560):
+    # (not when the enhanced code says the message's format, X.6: "554 5.6.0 Message
+    # has no header/body separator")
+    media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
+    if command in ("end of data", "HELO", "EHLO") and 550 <= (parsed.basic or 0) < 560 and not media:
         return Decision("spam_or_policy_block", "command", command)
     return None
 

@@ -23,7 +23,7 @@ from mailtalk.knowledge.explain import explain
 BLIND = Path(__file__).with_name("blind")
 GOAL = 0.90
 # the figure each set reached, as a floor: a = tuned on, e = tuned on, b = held out
-FLOORS = {"a": 0.86, "e": 0.91, "b": 0.83}
+FLOORS = {"a": 0.87, "e": 0.91, "b": 0.84}
 
 
 @dataclass(frozen=True)
