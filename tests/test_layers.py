@@ -22,7 +22,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailtalk"
 
-BASE = frozenset({"mailtalk", "exitcodes", "terminal", "environment"})
+BASE = frozenset({"mailtalk", "exitcodes", "terminal", "environment", "language"})
 # group -> the groups it may import (besides itself and the base).
 ALLOWED: dict[str, frozenset[str]] = {
     "protocols": frozenset(),
