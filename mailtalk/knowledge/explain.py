@@ -17,18 +17,31 @@ address's domain itself (is its MX). Wordings are matched only where they hold:
 - the general SMTP keyword entries (``generic``) lend POP3 and IMAP replies
   their category and cause, never their SMTP advice (fixes).
 
-Deciding the category, first hit wins:
+Deciding the category, first hit wins (the ``rule`` of :class:`Decision`, which
+``--json`` reports in "matched"):
 
 1. success and intermediate replies are ``ok``;
-2. a wording pattern (providers first, then MTAs and servers); a wording that
-   means two things (Exim's "Unrouteable address": no such user, or no route to
-   the domain) has a reading for a server that handles the domain itself
-   (``local``) and may have one for a server that does not (``remote``);
-3. the POP3/IMAP response code (``[IN-USE]``, ``[OVERQUOTA]``);
-4. the command the reply answered, where that settles it (503 after RCPT);
-5. the enhanced code (``5.1.1``), by detail and then by subject;
-6. the basic code (``550``), then its first two digits;
-7. the POP3/IMAP status (``BAD`` is a syntax error, ``BYE`` the service going away).
+2. a program's or provider's own wording (``origin``); a wording that means two
+   things (Exim's "Unrouteable address": no such user, or no route to the domain)
+   has a reading for a server that handles the domain itself (``local``) and may
+   have one for a server that does not (``remote``);
+3. a POP3/IMAP response code that says what happened, wherever it stands in the
+   line (``[IN-USE]``, ``[OVERQUOTA]``; not the broad ones of ``terms.toml``
+   [defer], such as ``[AUTH]`` and ``[SYS/TEMP]``, which carry any cause);
+4. a general wording (no ``origin``);
+5. an enhanced code whose detail says what happened (``5.1.1``; not ``5.7.1``);
+6. the key terms of ``terms.toml``, read in the words with addresses, hosts and
+   numbers taken out;
+7. a broad response code;
+8. the command the reply answered and the state (503 after RCPT; anything refused
+   after PASS, LOGIN or AUTH; RCPT refused by a server that is not the MX);
+9. the enhanced code by its subject, 10. the basic code (``550``), then its first
+   two digits, 11. the POP3/IMAP status (``BAD`` is a syntax error, ``BYE`` the
+   service going away).
+
+Some codes leave only some categories open to the general wordings and terms
+(``terms.toml`` [code_means]: a 501 is no policy block). Last, the command reads
+the category again: after MAIL FROM a recipient's reading is the sender's.
 
 What the one-line explanation leads with (:attr:`Explanation.lead`), most
 specific first: a program's or provider's own wording; the response code; what
@@ -405,7 +418,8 @@ def _by_state(
     # (not when the enhanced code says the message's format, X.6: "554 5.6.0 Message
     # has no header/body separator")
     media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
-    if command in ("end of data", "HELO", "EHLO") and 550 <= (parsed.basic or 0) < 560 and not media:
+    refused = 550 <= (parsed.basic or 0) < 560
+    if command in ("end of data", "HELO", "EHLO") and refused and not media:
         return Decision("spam_or_policy_block", "command", command)
     return None
 

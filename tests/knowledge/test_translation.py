@@ -89,30 +89,22 @@ def test_each_category_is_explained_in_dutch(name: str) -> None:
     assert dutch.causes and all(c not in english.causes for c in dutch.causes)
 
 
-def test_explain_speaks_dutch_on_the_command_line() -> None:
+def _explain(*args: str, lang: str = "C.UTF-8") -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES")}
+    return subprocess.run(
+        [sys.executable, "-m", "mailtalk", "explain", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "LANG": lang},
+    ).stdout
+
+
+def test_explain_speaks_dutch_on_the_command_line() -> None:
     reply = "452 4.2.2 <bob@example.org>: mailbox full"
-    by_option = subprocess.run(
-        [sys.executable, "-m", "mailtalk", "explain", "--lang", "nl", reply],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**env, "LANG": "C.UTF-8"},
-    ).stdout
-    by_locale = subprocess.run(
-        [sys.executable, "-m", "mailtalk", "explain", reply],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**env, "LANG": "nl_NL.UTF-8"},
-    ).stdout
-    english = subprocess.run(
-        [sys.executable, "-m", "mailtalk", "explain", reply],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**env, "LANG": "C.UTF-8"},
-    ).stdout
+    by_option = _explain("--lang", "nl", reply)
+    by_locale = _explain(reply, lang="nl_NL.UTF-8")
+    english = _explain(reply)
     assert "Betekenis" in by_option and "Mogelijke oorzaken" in by_option
     assert by_locale == by_option
     assert "Meaning" in english and "Betekenis" not in english
@@ -120,10 +112,5 @@ def test_explain_speaks_dutch_on_the_command_line() -> None:
 
 
 def test_json_keeps_its_keys_and_category_in_english() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "mailtalk", "explain", "--lang", "nl", "--json", "550 5.1.1 x"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = _explain("--lang", "nl", "--json", "550 5.1.1 x")
     assert '"category": "unknown_user"' in out and "ontvanger" in out
