@@ -418,8 +418,8 @@ def _by_state(
     # (not when the enhanced code says the message's format, X.6: "554 5.6.0 Message
     # has no header/body separator")
     media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
-    refused = 550 <= (parsed.basic or 0) < 560
-    if command in ("end of data", "HELO", "EHLO") and refused and not media:
+    permanent_55x = 550 <= (parsed.basic or 0) < 560
+    if command in ("end of data", "HELO", "EHLO") and permanent_55x and not media:
         return Decision("spam_or_policy_block", "command", command)
     return None
 
