@@ -117,7 +117,8 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
     # the facts grow with the wording's origin and the server the greeting names
     lines += textwrap.wrap(shown.facts, width=width, break_on_hyphens=False) or [""]
     if shown.contradiction:
-        lines += ["", f"{shown.contradiction_label}{shown.contradiction}"]
+        said = f"{shown.contradiction_label}{shown.contradiction}"
+        lines += ["", *textwrap.wrap(said, width=width, subsequent_indent="  ")]
     for section in shown.sections:
         lines += ["", section.title]
         for index, (lead, text) in enumerate(section.items, 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -263,13 +264,17 @@ def enhanced_code(code: str) -> EnhancedCode | None:
     )
 
 
-def contradiction(basic: int, enhanced: str) -> str | None:
+def contradiction(
+    basic: int, enhanced: str, gettext: Callable[[str], str] = str
+) -> str | None:
     """A sentence when a basic code and an enhanced code disagree, else None.
 
     They disagree when their classes differ (``550`` with ``4.2.2``), or when an
     enhanced code comes with a 3yz reply, which never carries one (RFC 2034).
+    ``gettext`` translates the sentence's words (knowledge/translation.py).
     Raises ValueError when either is not a code.
     """
+    _ = gettext
     parsed = _parse(enhanced)
     if parsed is None or parsed[0] == "X":
         raise ValueError(f"{enhanced!r} is not an enhanced status code")
@@ -277,14 +282,14 @@ def contradiction(basic: int, enhanced: str) -> str | None:
         raise ValueError(f"{basic} is not an SMTP reply code")
     klass, first = int(parsed[0]), basic // 100
     if first == 3:
-        return (
-            f"{basic} is an intermediate reply, and intermediate replies carry no "
-            f"enhanced status code, yet {enhanced.strip()} was given."
-        )
+        return _(
+            "{basic} is an intermediate reply, and intermediate replies carry no "
+            "enhanced status code, yet {enhanced} was given."
+        ).format(basic=basic, enhanced=enhanced.strip())
     if klass == first:
         return None
-    kinds = {2: "success", 4: "temporary failure", 5: "permanent failure"}
-    return (
-        f"{basic} says {kinds[first]} but {enhanced.strip()} says {kinds[klass]}; "
+    kinds = {2: _("success"), 4: _("temporary failure"), 5: _("permanent failure")}
+    return _(
+        "{basic} says {first} but {enhanced} says {second}; "
         "the two codes contradict each other, and clients act on the basic code."
-    )
+    ).format(basic=basic, first=kinds[first], enhanced=enhanced.strip(), second=kinds[klass])

@@ -60,6 +60,17 @@ def _text(catalogue: dict[str, str], text: str) -> str:
     return text
 
 
+def _contradiction(explanation: Explanation, language: str) -> str | None:
+    """The sentence about codes that disagree, written anew in ``language``."""
+    if explanation.contradiction is None or not explanation.code or not explanation.enhanced_code:
+        return explanation.contradiction
+    from mailtalk.knowledge.codes import contradiction
+
+    return contradiction(
+        int(explanation.code), explanation.enhanced_code, translation(language).gettext
+    )
+
+
 def translated(explanation: Explanation, language: str) -> Explanation:
     """The explanation with its prose in ``language`` (codes, the reply, the category's
     key and the references stay as they are)."""
@@ -81,9 +92,7 @@ def translated(explanation: Explanation, language: str) -> Explanation:
         fixes_admin=each(explanation.fixes_admin),
         context=_text(catalogue, explanation.context) if explanation.context else None,
         other_contexts=[(c, _text(catalogue, m)) for c, m in explanation.other_contexts],
-        contradiction=(
-            _text(catalogue, explanation.contradiction) if explanation.contradiction else None
-        ),
+        contradiction=_contradiction(explanation, language),
         lead=_text(catalogue, explanation.lead),
         language=language,
     )
