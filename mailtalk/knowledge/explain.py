@@ -594,6 +594,7 @@ class _Findings(NamedTuple):
     cat: Category  # the category's text for that protocol
     command: str | None = None  # the command the reply answered, normalised
     term: Term | None = None  # the key term that decided, if one did
+    server: str | None = None  # the program the greeting names ("Exim")
 
     @property
     def same_response(self) -> bool:
@@ -688,13 +689,20 @@ _COMMAND_NAMES: Final = {
 }
 
 
-def _for_command(causes: tuple[str, ...], command: str | None) -> list[str]:
-    """The category's causes, those about the command the reply answered first (the
-    order of the data otherwise: most likely first)."""
+def _for_situation(
+    causes: tuple[str, ...], command: str | None, server: str | None
+) -> list[str]:
+    """The category's causes, those about the command the reply answered first, then
+    those that name the server's program (its greeting says which); the order of the
+    data otherwise: most likely first."""
     name = _COMMAND_NAMES.get(command or "")
-    if name is None:
-        return list(causes)
-    return sorted(causes, key=lambda cause: name not in cause)
+    return sorted(
+        causes,
+        key=lambda cause: (
+            name is None or name not in cause,
+            server is None or server not in cause,
+        ),
+    )
 
 
 def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]]:
@@ -722,7 +730,7 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
     if not found.wording_says_all:
-        causes.extend(_for_command(cat.causes, found.command))
+        causes.extend(_for_situation(cat.causes, found.command, found.server))
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):
             fixes_user.extend(cat.fixes_user)
@@ -871,7 +879,17 @@ def explain_parsed(
     )
     cat = category(name, protocol)
     found = _Findings(
-        parsed, response, context, name, pattern, readings, protocol, cat, verb, decision.term
+        parsed,
+        response,
+        context,
+        name,
+        pattern,
+        readings,
+        protocol,
+        cat,
+        verb,
+        decision.term,
+        server.name if server else None,
     )
     meaning, references, summary = _code_meanings(found)
     if pattern is not None:

@@ -59,3 +59,17 @@ def test_causes_about_the_command_answered_come_first(
     if naming and others:
         # a wording's own cause may lead; after it, the command's before the rest
         assert min(naming) < max(others)
+
+
+def test_causes_that_name_the_server_the_greeting_names_come_first() -> None:
+    # the category's causes name several programs' settings; the greeting's program first
+    reply = "554 5.7.1 <bob@example.org>: relaying refused here"
+    for banner, program in [
+        ("220 mx.example.org ESMTP Exim 4.96", "Exim"),
+        ("220 mx.example.org ESMTP Postfix (Debian)", "Postfix"),
+    ]:
+        explanation = explain(reply, command="RCPT", banner=banner)
+        assert explanation.software == program
+        naming = [i for i, cause in enumerate(explanation.causes) if program in cause]
+        others = [i for i, cause in enumerate(explanation.causes) if program not in cause]
+        assert naming and others and naming[0] < others[-1], explanation.causes
