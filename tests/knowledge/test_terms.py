@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtalk.knowledge.catalogue import CATEGORIES, terms
-from mailtalk.knowledge.explain import explain, words_of
+from mailtalk.knowledge.decide import words_of
+from mailtalk.knowledge.explain import explain
 from mailtalk.knowledge.replies import parse
 
 CORPUS = Path(__file__).with_name("corpus")

@@ -1,0 +1,431 @@
+"""Decide what kind of problem a reply reports, and which evidence decided it.
+
+``explain.py`` turns the decision into prose; this module only weighs the evidence, in
+the order its docstring gives (repeated on :func:`decide_category`): a program's own
+wording, a response code, a general wording, an enhanced code, the key terms of
+``terms.toml``, the command and the state, then the broad codes. The data is read by
+``catalogue.py``; nothing here is prose.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+from mailtalk.knowledge.catalogue import (
+    CODE_FILES,
+    PATTERN_FILES,
+    Category,
+    Context,
+    Pattern,
+    Reading,
+    ResponseCode,
+    Software,
+    Term,
+    category_of_basic,
+    category_of_enhanced,
+    code_means,
+    contexts,
+    deferred_codes,
+    enhanced_is_exact,
+    patterns,
+    regex,
+    response_codes,
+    software_of_banner,
+    software_of_origin,
+    terms,
+)
+from mailtalk.knowledge.replies import ParsedReply
+
+_POSITIVE_STATUS: Final = {"+OK", "OK", "PREAUTH", "+"}
+
+
+# --- matching -----------------------------------------------------------------
+
+
+def normalise_command(command: str | None) -> str | None:
+    """``"rcpt to:<x>"`` -> ``"RCPT"``; ``"UID FETCH ..."`` -> ``"FETCH"``; the
+    pseudo-commands "greeting" and "end of data" stay as they are."""
+    if not command:
+        return None
+    text = command.strip()
+    if text.lower() in ("greeting", "end of data", "auth response"):
+        return text.lower() if text.lower() != "auth response" else "AUTH response"
+    words = text.split()
+    if not words:
+        return None
+    if len(words) > 1 and any(c.isdigit() for c in words[0]):
+        words = words[1:]  # an IMAP tag: "a001 LOGIN ..."
+    verb = words[0].upper().split(":")[0]
+    if verb == "UID" and len(words) > 1:
+        verb = words[1].upper()
+    return verb
+
+
+def _applies(
+    pattern: Pattern, parsed: ParsedReply, command: str | None, server: str | None = None
+) -> bool:
+    if pattern.commands and command not in pattern.commands:
+        return False
+    if server is not None and pattern.origin:
+        programs = software_of_origin(pattern.origin)
+        if programs and server not in programs:
+            return False  # another program's wording
+    if not pattern.codes:
+        return True
+    return (parsed.code or "").upper() in pattern.codes
+
+
+def match_pattern(
+    parsed: ParsedReply,
+    protocols: tuple[str, ...],
+    command: str | None = None,
+    server: str | None = None,
+    general: bool | None = None,
+) -> Pattern | None:
+    """The first wording pattern that matches the reply, over the files of
+    ``protocols`` (and the generic SMTP keywords for POP3 and IMAP). ``server`` is
+    the key of the program the greeting names: other programs' wordings are out.
+    ``general``: True for only the wordings that name no program, False for only
+    those that do, None for both."""
+    # one line: the words of a multi-line reply match across its line breaks
+    subject = parsed.subject
+    lowered = subject.lower()
+    open_to = code_means().get((parsed.code or "").upper())
+    for protocol in protocols:
+        for name in PATTERN_FILES[protocol]:
+            for pattern in patterns(name):
+                if pattern.literal and pattern.literal not in lowered:
+                    continue
+                if general is not None and general == bool(pattern.origin):
+                    continue
+                if open_to is not None and not pattern.origin and pattern.category not in open_to:
+                    continue  # a general wording the code rules out (501 is no policy block)
+                if _applies(pattern, parsed, command, server) and regex(pattern).search(subject):
+                    return pattern
+    if "smtp" not in protocols:
+        for pattern in patterns("replies_smtp.toml"):
+            if (
+                pattern.generic
+                and general is not False
+                and _applies(pattern, parsed, command, server)
+                and regex(pattern).search(subject)
+            ):
+                return pattern
+    return None
+
+
+def context_for(parsed: ParsedReply, command: str | None) -> tuple[Context | None, list[Context]]:
+    """The context entry for this code after ``command``, and all entries for the code."""
+    if parsed.protocol is None or parsed.code is None:
+        return None, []
+    code = parsed.code.upper()
+    entries = [c for c in contexts() if c.protocol == parsed.protocol and c.code == code]
+    if command is None:
+        return None, entries
+    for entry in entries:
+        if command in entry.commands:
+            return entry, entries
+    return None, entries
+
+
+# "<bob@example.org>" in a command line or a reply
+_ADDRESS: Final = re.compile(r"<[^<>@\s]*@([A-Za-z0-9.-]+)>")
+_SMTP_GREETING_HOST: Final = re.compile(r"^\s*220[ -]([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)\b")
+
+
+def _handles_domain(banner: str | None, *texts: str | None) -> bool | None:
+    """True when the SMTP greeting names a host in the address's domain
+    (``220 mx.exim.test`` and ``<bob@exim.test>``); None otherwise: a server
+    named otherwise may still be the domain's MX."""
+    host = _SMTP_GREETING_HOST.match(banner or "")
+    if host is None:
+        return None
+    for text in texts:
+        address = _ADDRESS.search(text or "")
+        if address is not None:
+            name, domain = host[1].lower().rstrip("."), address[1].lower().rstrip(".")
+            return True if name == domain or name.endswith("." + domain) else None
+    return None
+
+
+# --- deciding -----------------------------------------------------------------
+
+
+def situation(
+    parsed: ParsedReply, command: str | None, banner: str | None, local: bool | None
+) -> tuple[str | None, Software | None, bool | None]:
+    """Where the reply was met, as far as it is known: the command it answered
+    (normalised: ``"RCPT"``), the program the greeting names, and whether the server
+    handles the address's domain itself."""
+    verb = normalise_command(command) or normalise_command(parsed.command)
+    server = software_of_banner(banner)
+    if local is None and parsed.protocol in (None, "smtp") and verb in (None, "RCPT"):
+        # the readings are about a recipient's domain: RCPT's address, or the reply's
+        local = _handles_domain(banner, command, parsed.subject)
+    return verb, server, local
+
+
+# a response code anywhere in the text ("-ERR Mailbox locked [IN-USE]")
+_BRACKETED: Final = re.compile(r"\[([A-Z][A-Z0-9/-]*)(?:[\s\]])")
+
+
+def response_code_of(parsed: ParsedReply) -> ResponseCode | None:
+    """The entry of the reply's POP3 or IMAP response code (``[IN-USE]``), if listed:
+    the one the grammar puts after the status, else a listed one anywhere in the line."""
+    protocols = (parsed.protocol,) if parsed.protocol else ("imap", "pop3")
+    names = [parsed.response_code] if parsed.response_code else []
+    if not names and parsed.protocol in (None, "pop3", "imap") and "[" in parsed.text:
+        names = _BRACKETED.findall(parsed.text)
+    for name in names:
+        for protocol in protocols:
+            if protocol in CODE_FILES:
+                entry = response_codes(protocol).get(name.upper())
+                if entry is not None:
+                    return entry
+    return None
+
+
+# What the key terms read: the words, without what differs from reply to reply.
+_MASKS: Final = (
+    (re.compile(r"<[^<>\s]*>|[^\s<>()\[\]'\":;,]+@[a-z0-9.-]+"), " _a_ "),  # addresses
+    (
+        re.compile(r"\[?\b\d{1,3}(?:\.\d{1,3}){3}\b\]?|\[?[0-9a-f]*:[0-9a-f:]+:[0-9a-f]+\]?"),
+        " _ip_ ",
+    ),
+    (re.compile(r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b"), " _h_ "),  # host names
+    (re.compile(r"\b\d+\b"), " 0 "),  # numbers, not the digits of words (base64)
+    (re.compile(r"[\"\u201c\u201d\u00ab\u00bb`]|(?<![a-z])'|'(?![a-z])"), " "),  # quoting
+)
+
+
+def words_of(parsed: ParsedReply) -> str:
+    """The reply's words for the key terms: lower case, on one line, with addresses,
+    IP addresses, host names, numbers and quoting replaced by placeholders, so that
+    "<quota@example.org>" says nothing about quotas."""
+    text = " ".join((parsed.text or parsed.subject).split()).lower()
+    for pattern, placeholder in _MASKS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.split())
+
+
+def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -> Term | None:
+    """The first key term of ``terms.toml`` the reply's words hold, for its protocol
+    (for a reply of unknown protocol, any), its code and the command it answered."""
+    words = words_of(parsed)
+    if not words:
+        return None
+    code = (parsed.code or "").upper()
+    open_to = code_means().get(code)
+    for term in terms():
+        if protocol is not None and term.protocols and protocol not in term.protocols:
+            continue
+        if open_to is not None and term.category not in open_to:
+            continue
+        if term.codes and not code.startswith(term.codes):
+            continue
+        if term.commands and command not in term.commands:
+            continue
+        if term.match.search(words) and not (term.unless and term.unless.search(words)):
+            return term
+    return None
+
+
+class Decision(NamedTuple):
+    """The category and the evidence that decided it: ``rule`` is one of "success",
+    "wording", "response-code", "enhanced-code", "term", "command", "basic-code",
+    "status", "none"; ``evidence`` names which (the wording's or term's id, the code,
+    the command)."""
+
+    category: str
+    rule: str
+    evidence: str
+    pattern: Pattern | None = None
+    readings: tuple[Reading, ...] = ()
+    term: Term | None = None
+
+
+_LOGIN_COMMANDS: Final = frozenset(
+    {"PASS", "APOP", "LOGIN", "AUTHENTICATE", "AUTH", "AUTH response"}
+)
+
+
+def _by_state(
+    parsed: ParsedReply, command: str | None, local: bool | None, context: Context | None
+) -> Decision | None:
+    """What the command answered settles when nothing more specific did: a listed
+    context (503 after RCPT), a failed login, an RCPT refused by a server that is
+    not the domain's MX."""
+    if context is not None and context.category is not None:
+        return Decision(context.category, "command", command or "")
+    if command is None:
+        return None
+    # a refusal of the credentials, not of the command's syntax (500-504, BAD)
+    refused = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 505
+    if refused and command in _LOGIN_COMMANDS:
+        return Decision("auth_failed", "command", command)
+    if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
+        return Decision("relay_denied", "command", command)
+    # what a server refuses at the end of DATA is the content, and after HELO the
+    # client's name: filters, header rules, reverse DNS
+    # (not when the enhanced code says the message's format, X.6: "554 5.6.0 Message
+    # has no header/body separator")
+    media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
+    permanent_55x = 550 <= (parsed.basic or 0) < 560
+    if command in ("end of data", "HELO", "EHLO") and permanent_55x and not media:
+        return Decision("spam_or_policy_block", "command", command)
+    return None
+
+
+# What a recipient's category means when the reply answered MAIL FROM: the sender's;
+# and a name that does not resolve, when it answered the greeting or HELO: the
+# client's own (its reverse DNS or its HELO name), which is a policy check.
+# the words of a syntax refusal that say the address, not the command, was wrong
+_NAMES_AN_ADDRESS: Final = re.compile(
+    r"^(?!.*(syntax: |usage|use mail from|parameters or arguments))"
+    r".*(\b(address|sender|local ?part|domain)\W+(?:\w+\W+){0,3}?"
+    r"(malformed|invalid|bad|syntax|missing|too long|illegal|ridiculous)"
+    r"|\b(malformed|invalid|bad|illegal|missing)\W+(?:\w+\W+){0,2}?"
+    r"(address|sender|local ?part|domain))"
+)
+_AFTER_COMMAND: Final = {
+    "MAIL": {
+        "dns_or_routing": "sender_domain",
+        "unknown_user": "sender_rejected",
+    },
+    "greeting": {"dns_or_routing": "spam_or_policy_block"},
+    "HELO": {"dns_or_routing": "spam_or_policy_block"},
+    "EHLO": {"dns_or_routing": "spam_or_policy_block"},
+}
+
+
+def decide_category(
+    parsed: ParsedReply,
+    command: str | None,
+    server: Software | None,
+    local: bool | None,
+    response: ResponseCode | None,
+    context: Context | None,
+) -> Decision:
+    """The category and the evidence that decided it, read for the command answered
+    (``_AFTER_COMMAND``): after MAIL FROM, a domain that does not resolve is the
+    sender's, and an address refused is the sender's (the words are often the same
+    as for a recipient)."""
+    decision = _decide_by_evidence(parsed, command, server, local, response, context)
+    instead = _AFTER_COMMAND.get(command or "", {}).get(decision.category)
+    if (
+        command == "MAIL"
+        and decision.category == "syntax_error"
+        and _NAMES_AN_ADDRESS.search(words_of(parsed))
+    ):
+        instead = "sender_rejected"  # "501 bad address: missing or malformed local part"
+    if instead is not None:
+        # the wording's cause is about a recipient: the category's causes say it
+        return Decision(instead, "command", command or "")
+    return decision
+
+
+def _decide_by_evidence(
+    parsed: ParsedReply,
+    command: str | None,
+    server: Software | None,
+    local: bool | None,
+    response: ResponseCode | None,
+    context: Context | None,
+) -> Decision:
+    """The category, first hit wins, in the order of the module docstring; and the
+    evidence that decided it."""
+    basic, enhanced = parsed.basic, parsed.enhanced_code
+    status = (parsed.code or "").upper()
+    # 1. success and intermediate replies
+    if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
+        return Decision("ok", "success", status)
+    protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
+    program = server.key if server else None
+
+    def wording(general: bool) -> Decision | None:
+        pattern = match_pattern(parsed, protocols, command, program, general)
+        if pattern is None:
+            return None
+        readings = _readings(pattern, local)
+        return Decision(readings[0].category, "wording", pattern.id, pattern, readings)
+
+    # 2. a program's or provider's own wording, read for the situation
+    found = wording(general=False) if parsed.text else None
+    if found is not None:
+        return found
+    deferred = deferred_codes()[0]
+    # 3. a response code that says what happened
+    if response is not None and response.name not in deferred:
+        return Decision(response.category, "response-code", response.name)
+    # 4. a general wording
+    found = wording(general=True) if parsed.text else None
+    if found is not None:
+        return found
+    # 5. an enhanced code that says what happened
+    if enhanced is not None and enhanced_is_exact(enhanced):
+        by_code = category_of_enhanced(enhanced)
+        if by_code is not None:
+            return Decision(by_code, "enhanced-code", enhanced)
+    # 6. the key terms
+    if parsed.text:
+        protocol = parsed.protocol or (response.protocol if response else None)
+        term = match_term(parsed, protocol, command)
+        if term is not None:
+            return Decision(term.category, "term", term.id, term=term)
+    # 7. a broad response code, where it says more than "other"
+    if response is not None and response.category != "other":
+        return Decision(response.category, "response-code", response.name)
+    # 7. the command answered, where that settles it
+    by_state = _by_state(parsed, command, local, context)
+    if by_state is not None:
+        return by_state
+    # 8. the enhanced code, 9. the basic code
+    if enhanced is not None:
+        by_code = category_of_enhanced(enhanced)
+        if by_code is not None:
+            return Decision(by_code, "enhanced-code", enhanced)
+    if basic is not None:
+        by_code = category_of_basic(basic)
+        if by_code is not None:
+            return Decision(by_code, "basic-code", str(basic))
+    # 10. the POP3/IMAP status
+    by_status = {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status)
+    if by_status is not None:
+        return Decision(by_status, "status", status)
+    if response is not None:
+        return Decision(response.category, "response-code", response.name)
+    return Decision("other", "none", "")
+
+
+def _readings(pattern: Pattern, local: bool | None) -> tuple[Reading, ...]:
+    """The wording's readings, the likelier first."""
+    default = Reading(pattern.category, pattern.cause)
+    if local is True and pattern.local is not None:
+        first = pattern.local
+    elif local is False and pattern.remote is not None:
+        first = pattern.remote
+    else:
+        first = default
+    result = [first]
+    for other in (default, pattern.local, pattern.remote):
+        if other is not None and other not in result:
+            result.append(other)
+    return tuple(result)
+
+
+def decide_transient(
+    parsed: ParsedReply, response: ResponseCode | None, pattern: Pattern | None, cat: Category
+) -> bool | None:
+    """Whether retrying later can work: None when nothing says."""
+    basic, enhanced = parsed.basic, parsed.enhanced_code
+    # For SMTP the first digit is what every client acts on (RFC 5321 4.2.1).
+    if basic is not None:
+        return {4: True, 5: False}.get(basic // 100)
+    if enhanced is not None and parsed.protocol == "smtp":
+        return {"4": True, "5": False}.get(enhanced[0])
+    if response is not None and response.transient is not None:
+        return response.transient
+    if pattern is not None and pattern.transient is not None:
+        return pattern.transient
+    return cat.transient
