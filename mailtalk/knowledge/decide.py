@@ -250,6 +250,27 @@ _LOGIN_COMMANDS: Final = frozenset(
 )
 
 
+# Words that say no more than "it failed" ("-ERR Login failed, sorry"): a reply made
+# of them says nothing the command does not.
+_SAYS_FAILED: Final = frozenset(
+    {
+        "failed", "failure", "fail", "error", "errors", "denied", "invalid", "refused",
+        "rejected", "reject", "incorrect", "wrong", "bad", "not", "sorry", "the", "your",
+        "you", "for", "and", "try", "again", "please", "login", "logon", "log", "password",
+        "user", "username", "authentication", "auth", "credentials", "access", "permission",
+        "message", "mail", "transaction", "command", "request", "requested", "action", "taken",
+    }
+)
+_WORD: Final = re.compile(r"[a-z]{3,}")
+
+
+def _says_little(parsed: ParsedReply) -> bool:
+    """The reply's words say no more than that it failed: the command answered may
+    then say what ("-ERR nope" after PASS). Words that say something else ("-ERR
+    unable to fork") are not to be read as a refused password."""
+    return len(set(_WORD.findall(words_of(parsed))) - _SAYS_FAILED) <= 1
+
+
 def _by_state(
     parsed: ParsedReply, command: str | None, local: bool | None, context: Context | None
 ) -> Decision | None:
@@ -262,7 +283,7 @@ def _by_state(
         return None
     # a refusal of the credentials, not of the command's syntax (500-504, BAD)
     refused = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 505
-    if refused and command in _LOGIN_COMMANDS:
+    if refused and command in _LOGIN_COMMANDS and _says_little(parsed):
         return Decision("auth_failed", "command", command)
     if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
         return Decision("relay_denied", "command", command)
@@ -277,9 +298,6 @@ def _by_state(
     return None
 
 
-# What a recipient's category means when the reply answered MAIL FROM: the sender's;
-# and a name that does not resolve, when it answered the greeting or HELO: the
-# client's own (its reverse DNS or its HELO name), which is a policy check.
 # the words of a syntax refusal that say the address, not the command, was wrong
 _NAMES_AN_ADDRESS: Final = re.compile(
     r"^(?!.*(syntax: |usage|use mail from|parameters or arguments))"
@@ -288,6 +306,9 @@ _NAMES_AN_ADDRESS: Final = re.compile(
     r"|\b(malformed|invalid|bad|illegal|missing)\W+(?:\w+\W+){0,2}?"
     r"(address|sender|local ?part|domain))"
 )
+# What a recipient's category means when the reply answered MAIL FROM: the sender's;
+# and a name that does not resolve, when it answered the greeting or HELO: the
+# client's own (its reverse DNS or its HELO name), which is a policy check.
 _AFTER_COMMAND: Final = {
     "MAIL": {
         "dns_or_routing": "sender_domain",

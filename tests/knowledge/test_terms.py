@@ -69,6 +69,9 @@ def test_new_wordings_get_their_category_and_name_the_rule() -> None:
 def test_the_command_decides_when_the_words_do_not() -> None:
     assert explain("-ERR nope", command="PASS").category == "auth_failed"
     assert explain("-ERR nope", command="PASS").rule == "command"
+    # words that say something else are not read as a refused password
+    odd = explain("-ERR spindle frobnication overheated", command="PASS")
+    assert odd.category != "auth_failed" and odd.rule != "command"
     # a syntax refusal after AUTH is no refused password
     assert explain("501 Not enough value", command="AUTH").category == "syntax_error"
     # after MAIL FROM an unresolvable domain is the sender's
