@@ -257,8 +257,14 @@ _SAYS_FAILED: Final = frozenset(
         "failed", "failure", "fail", "error", "errors", "denied", "invalid", "refused",
         "rejected", "reject", "incorrect", "wrong", "bad", "not", "sorry", "the", "your",
         "you", "for", "and", "try", "again", "please", "login", "logon", "log", "password",
-        "user", "username", "authentication", "auth", "credentials", "access", "permission",
-        "message", "mail", "transaction", "command", "request", "requested", "action", "taken",
+        "passwords", "user", "username", "authentication", "authenticate", "authenticated",
+        "auth", "credentials", "credential", "access", "permission", "message", "mail",
+        "transaction", "command", "request", "requested", "action", "taken", "account",
+        "accounts", "anonymous", "plain", "cram", "scram", "digest", "gssapi", "ntlm",
+        "oauth", "xoauth", "sasl", "mechanism", "possible", "enabled", "disabled",
+        "activated", "active", "required", "code", "totp", "token", "one", "time",
+        "temporary", "yet", "must", "change", "changed", "imap", "pop", "service", "this",
+        "that", "with", "has", "have",
     }
 )
 _WORD: Final = re.compile(r"[a-z]{3,}")
@@ -277,13 +283,18 @@ def _by_state(
     """What the command answered settles when nothing more specific did: a listed
     context (503 after RCPT), a failed login, an RCPT refused by a server that is
     not the domain's MX."""
-    if context is not None and context.category is not None:
+    # a refused login is what a failure after PASS, LOGIN or AUTH says when its words
+    # say no more; words that say something else ("-ERR unable to fork") are no password
+    login = command in _LOGIN_COMMANDS
+    if context is not None and context.category is not None and (
+        context.category != "auth_failed" or _says_little(parsed)
+    ):
         return Decision(context.category, "command", command or "")
     if command is None:
         return None
     # a refusal of the credentials, not of the command's syntax (500-504, BAD)
     refused = parsed.code in ("-ERR", "NO") or (parsed.basic or 0) >= 505
-    if refused and command in _LOGIN_COMMANDS and _says_little(parsed):
+    if refused and login and _says_little(parsed):
         return Decision("auth_failed", "command", command)
     if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
         return Decision("relay_denied", "command", command)
@@ -402,6 +413,11 @@ def _decide_by_evidence(
     if by_state is not None:
         return by_state
     # 8. the enhanced code, 9. the basic code
+    # a 530 or 535 says more than a broad enhanced code (535 5.7.0 is a refused login)
+    if basic in (530, 534, 535, 538):
+        by_basic = category_of_basic(basic)
+        if by_basic is not None:
+            return Decision(by_basic, "basic-code", str(basic))
     if enhanced is not None:
         by_code = category_of_enhanced(enhanced)
         if by_code is not None:
