@@ -88,8 +88,9 @@ def match_pattern(
     the key of the program the greeting names: other programs' wordings are out.
     ``general``: True for only the wordings that name no program, False for only
     those that do, None for both."""
-    # one line: the words of a multi-line reply match across its line breaks
-    subject = parsed.subject
+    # one line: the words of a multi-line reply match across its line breaks; of a log
+    # line, only what the server said
+    subject = parsed.said
     lowered = subject.lower()
     open_to = code_means().get((parsed.code or "").upper())
     for protocol in protocols:

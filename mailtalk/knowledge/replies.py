@@ -91,6 +91,16 @@ class ParsedReply:
         return " ".join((self.unfolded or self.raw).split())
 
     @property
+    def said(self) -> str:
+        """What the server said, on one line: for a log or bounce line only the reply,
+        not the log's own words ("SMTP error from remote mail server after MAIL FROM"
+        would read as a sequence error)."""
+        if not self.embedded:
+            return self.subject
+        parts = (self.code, self.enhanced_code, self.text)
+        return " ".join(" ".join(part for part in parts if part).split())
+
+    @property
     def basic(self) -> int | None:
         """The SMTP basic code as a number."""
         if self.protocol == "smtp" and self.code and self.code.isdigit():

@@ -87,6 +87,18 @@ def test_the_command_decides_when_the_words_do_not() -> None:
     assert relay.category == "relay_denied"
 
 
+def test_a_log_lines_own_words_are_not_the_servers() -> None:
+    # Exim's "SMTP error from remote mail server after MAIL FROM" is the log's wording;
+    # "after MAIL" in it must not read as a sequence error
+    line = (
+        "SMTP error from remote mail server after MAIL FROM:<a@neko.example.com> "
+        "SIZE=1024: 550 Unroutable sender address"
+    )
+    explanation = explain(line)
+    assert explanation.command == "MAIL"
+    assert explanation.category in ("sender_domain", "sender_rejected"), explanation.rule
+
+
 def test_json_names_the_rule_from_the_command_line() -> None:
     out = subprocess.run(
         [
