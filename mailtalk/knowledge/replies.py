@@ -52,6 +52,16 @@ _EMBEDDED: Final = re.compile(
 _EMBEDDED_LOOSE: Final = re.compile(
     rf"(?:^\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
 )
+# Where a client's log quotes a POP3 or IMAP reply: "fetchmail: POP3< -ERR ...",
+# "Error login on [host] ...: 2 BAD Invalid characters in atom", offlineimap's
+# "server reply: ('NO', ["Mailbox doesn't exist: INBOX.Alerts"])".
+_QUOTED_POP3: Final = re.compile(r"(?:^|[\s:<'\"(\[])(-ERR\b.*)$", re.S)
+_QUOTED_IMAP: Final = re.compile(
+    r"(?:^|[\s:<'\"(\[])((?:\*|[A-Za-z]{0,8}\d[A-Za-z0-9.]{0,15})\s+(?:NO|BAD|BYE)\b.*"
+    r"|(?<=[:<] )(?:NO|BAD|BYE)\s.*)$",
+    re.S,
+)
+_PYTHON_TUPLE: Final = re.compile(r"\('(NO|BAD|BYE)',\s*\[b?[\"'](.*?)[\"']\]\)", re.S)
 _FOLDED_HEAD: Final = re.compile(rf"([2-5]\d\d)-(?:({_ENHANCED})\s)?")
 _IN_REPLY_TO: Final = re.compile(
     r"\(in reply to (?:the )?(end of data|[A-Z]+(?: [A-Z]+)?) command\)", re.I
@@ -97,6 +107,8 @@ class ParsedReply:
         would read as a sequence error)."""
         if not self.embedded:
             return self.subject
+        if self.protocol in ("pop3", "imap") and self.unfolded:
+            return " ".join(self.unfolded.split())  # the quoted reply, response code and all
         parts = (self.code, self.enhanced_code, self.text)
         return " ".join(" ".join(part for part in parts if part).split())
 
@@ -227,6 +239,10 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
     embedded = find_embedded(raw)
     if embedded is not None and protocol in (None, "smtp"):
         return embedded
+    if protocol in (None, "pop3", "imap"):
+        quoted = _find_quoted(raw, protocol)
+        if quoted is not None:
+            return quoted
     if protocol is None and raw.startswith("[") and _RESPONSE_CODE_ONLY.fullmatch(raw):
         return ParsedReply(raw, None, None, None, raw.strip("[]").upper(), "")
     return ParsedReply(raw, protocol, None, None, None, raw)
@@ -285,6 +301,24 @@ def find_embedded(line: str) -> ParsedReply | None:
         head = f"{first[1]} {first[3]} " if first and first[3] else f"{parsed.code} "
         parsed = replace(parsed, unfolded=line[: match.start(1)] + head + parsed.text)
     return parsed
+
+
+def _find_quoted(line: str, protocol: Protocol | None) -> ParsedReply | None:
+    """The POP3 or IMAP reply a client's log line quotes, or None; ``raw`` stays the
+    whole line, and ``said`` is the reply alone."""
+    candidates: list[tuple[str, Protocol]] = []
+    if protocol in (None, "pop3") and (pop3 := _QUOTED_POP3.search(line)):
+        candidates.append((pop3[1], "pop3"))
+    if protocol in (None, "imap"):
+        if imap := _QUOTED_IMAP.search(line):
+            candidates.append((imap[1], "imap"))
+        elif tuple_ := _PYTHON_TUPLE.search(line):
+            candidates.append((f"{tuple_[1]} {tuple_[2]}", "imap"))
+    for body, which in candidates:
+        parsed = parse(body, which)
+        if parsed.code is not None:
+            return replace(parsed, raw=line, embedded=True, unfolded=body)
+    return None
 
 
 def _unfold(body: str) -> str:

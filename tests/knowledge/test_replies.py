@@ -211,3 +211,39 @@ def test_the_command_named_in_a_mailutils_reply_is_kept() -> None:
 )
 def test_the_command_a_reply_starts_with(text: str, command: str | None) -> None:
     assert parse(text).command == command
+
+
+@pytest.mark.parametrize(
+    ("line", "protocol", "code", "text"),
+    [
+        ("fetchmail: POP3< -ERR Protocol error.", "pop3", "-ERR", "Protocol error."),
+        (
+            "Host2 failure: Error login on [imap.example.com] with user [foo] auth [LOGIN]: "
+            "2 BAD Invalid characters in atom",
+            "imap",
+            "BAD",
+            "Invalid characters in atom",
+        ),
+        (
+            "OfflineImapError: Error SELECTing mailbox 'INBOX.Alerts', server reply:\n"
+            "('NO', [\"Mailbox doesn't exist: INBOX.Alerts\"])",
+            "imap",
+            "NO",
+            "Mailbox doesn't exist: INBOX.Alerts",
+        ),
+        ("fetchmail: IMAP< A0005 BAD Error in command", "imap", "BAD", "Error in command"),
+    ],
+)
+def test_a_clients_log_line_quoting_a_pop3_or_imap_reply(
+    line: str, protocol: str, code: str, text: str
+) -> None:
+    parsed = parse(line)
+    assert (parsed.protocol, parsed.code, parsed.text, parsed.embedded) == (
+        protocol, code, text, True
+    )
+    assert parsed.raw == line.strip() and code in parsed.said and "fetchmail" not in parsed.said
+
+
+@pytest.mark.parametrize("line", ["No such user here", "The server said NO", "BYE for now, Bob"])
+def test_words_that_only_look_like_a_status_are_no_reply(line: str) -> None:
+    assert parse(line).code is None
