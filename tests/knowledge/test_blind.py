@@ -25,7 +25,7 @@ GOAL = 0.90
 # the figure each set reached, as a floor (each was held out once; see blind/README.md)
 FLOORS = {
     "a": 0.86, "e": 0.91, "b": 0.83, "c": 0.88, "d": 0.85, "f": 0.80, "g": 0.83, "h": 0.71,
-    "i": 0.70,
+    "i": 0.70, "j": 0.80,
 }
 
 
