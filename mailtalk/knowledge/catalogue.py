@@ -112,8 +112,8 @@ class Term(NamedTuple):
 
     id: str
     category: str
-    match: re.Pattern[str]
-    unless: re.Pattern[str] | None
+    match: str  # regex, compiled by term_regex()
+    unless: str  # regex, "" for none
     protocols: tuple[str, ...]
     codes: tuple[str, ...]  # prefixes of the reply's code ("4", "-ERR")
     commands: tuple[str, ...]
@@ -194,10 +194,16 @@ def _category_entry(name: str, table: dict[str, Any], where: str) -> Category:
 
 
 @functools.cache
+def _category_file() -> dict[str, Any]:
+    """``categories.toml``, parsed once: every explanation needs it."""
+    return read_data("categories.toml")
+
+
+@functools.cache
 def _categories() -> tuple[dict[tuple[str, str], Category], dict[str, str], dict[str, str]]:
     """Categories by (name, protocol), protocol "" for the text of all protocols;
     ``[category.NAME.imap]`` replaces the text that differs for IMAP."""
-    data = read_data("categories.toml")
+    data = _category_file()
     categories: dict[tuple[str, str], Category] = {}
     for name, table in data["category"].items():
         where = f"categories.toml [category.{name}]"
@@ -368,27 +374,22 @@ def status_meanings() -> dict[tuple[str, str], str]:
 
 @functools.cache
 def terms() -> tuple[Term, ...]:
-    """The key terms of ``terms.toml``, in matching order (compiled: they are few)."""
+    """The key terms of ``terms.toml``, in matching order; their regexes are compiled
+    on first use (:func:`term_regex`): matching stops at the first hit."""
     result = []
     for index, table in enumerate(read_data("terms.toml").get("term", [])):
         where = f"terms.toml term #{index + 1}"
         ident = _string(table, "id", where, True)
         where = f"terms.toml [{ident}]"
-        unless = _string(table, "unless", where)
         protocols = _strings(table, "protocols", where)
         if set(protocols) - set(PATTERN_FILES):
             raise ValueError(f"{where}: protocols must be among {', '.join(PATTERN_FILES)}")
-        try:
-            match = re.compile(_string(table, "match", where, True))
-            unless_re = re.compile(unless) if unless else None
-        except re.error as error:
-            raise ValueError(f"{where}: {error}") from None
         result.append(
             Term(
                 id=ident,
                 category=_category_name(table.get("category"), where),
-                match=match,
-                unless=unless_re,
+                match=_string(table, "match", where, True),
+                unless=_string(table, "unless", where),
                 protocols=protocols,
                 codes=tuple(c.upper() for c in _strings(table, "codes", where)),
                 commands=_strings(table, "commands", where),
@@ -400,11 +401,20 @@ def terms() -> tuple[Term, ...]:
 
 
 @functools.cache
+def term_regex(source: str) -> re.Pattern[str]:
+    """A term's ``match`` or ``unless``, compiled once."""
+    try:
+        return re.compile(source)
+    except re.error as error:
+        raise ValueError(f"terms.toml: {error} in {source[:60]!r}") from None
+
+
+@functools.cache
 def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
     """The response codes and enhanced codes (``X.7.1``) too broad to decide when a
-    reply's words say more (``terms.toml`` [defer])."""
-    table = read_data("terms.toml").get("defer", {})
-    where = "terms.toml [defer]"
+    reply's words say more (``categories.toml`` [defer])."""
+    table = _category_file().get("defer", {})
+    where = "categories.toml [defer]"
     return (
         frozenset(c.upper() for c in _strings(table, "response_codes", where)),
         frozenset(_strings(table, "enhanced_codes", where)),
@@ -414,10 +424,10 @@ def deferred_codes() -> tuple[frozenset[str], frozenset[str]]:
 @functools.cache
 def code_means() -> dict[str, frozenset[str]]:
     """The categories a code (a basic SMTP code, IMAP's BAD) leaves open to general
-    words (``terms.toml`` [code_means]); codes not listed leave all open."""
-    table = read_data("terms.toml").get("code_means", {})
+    words (``categories.toml`` [code_means]); codes not listed leave all open."""
+    table = _category_file().get("code_means", {})
     return {
-        code: frozenset(_category_name(c, f"terms.toml [code_means] {code}") for c in names)
+        code: frozenset(_category_name(c, f"categories.toml [code_means] {code}") for c in names)
         for code, names in table.items()
     }
 

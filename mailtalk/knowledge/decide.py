@@ -33,6 +33,7 @@ from mailtalk.knowledge.catalogue import (
     response_codes,
     software_of_banner,
     software_of_origin,
+    term_regex,
     terms,
 )
 from mailtalk.knowledge.replies import ParsedReply
@@ -227,7 +228,9 @@ def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -
             continue
         if term.commands and command not in term.commands:
             continue
-        if term.match.search(words) and not (term.unless and term.unless.search(words)):
+        if term_regex(term.match).search(words) and not (
+            term.unless and term_regex(term.unless).search(words)
+        ):
             return term
     return None
 

@@ -26,7 +26,7 @@ Deciding the category, first hit wins (the ``rule`` of :class:`Decision`, which
    has a reading for a server that handles the domain itself (``local``) and may
    have one for a server that does not (``remote``);
 3. a POP3/IMAP response code that says what happened, wherever it stands in the
-   line (``[IN-USE]``, ``[OVERQUOTA]``; not the broad ones of ``terms.toml``
+   line (``[IN-USE]``, ``[OVERQUOTA]``; not the broad ones of ``categories.toml``
    [defer], such as ``[AUTH]`` and ``[SYS/TEMP]``, which carry any cause);
 4. a general wording (no ``origin``);
 5. an enhanced code whose detail says what happened (``5.1.1``; not ``5.7.1``);
@@ -40,7 +40,7 @@ Deciding the category, first hit wins (the ``rule`` of :class:`Decision`, which
    service going away).
 
 Some codes leave only some categories open to the general wordings and terms
-(``terms.toml`` [code_means]: a 501 is no policy block). Last, the command reads
+(``categories.toml`` [code_means]: a 501 is no policy block). Last, the command reads
 the category again: after MAIL FROM a recipient's reading is the sender's.
 
 What the one-line explanation leads with (:attr:`Explanation.lead`), most

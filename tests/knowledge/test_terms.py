@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailtalk.knowledge.catalogue import CATEGORIES, terms
+from mailtalk.knowledge.catalogue import CATEGORIES, term_regex, terms
 from mailtalk.knowledge.decide import words_of
 from mailtalk.knowledge.explain import explain
 from mailtalk.knowledge.replies import parse
@@ -26,6 +26,10 @@ def test_every_term_is_sourced_and_unique() -> None:
     assert len({t.id for t in loaded}) == len(loaded)
     for term in loaded:
         assert term.category in CATEGORIES
+        # compiled on first use: every one must compile
+        term_regex(term.match)
+        if term.unless:
+            term_regex(term.unless)
         # the real wording that taught it, quoted
         assert re.search(r"'[^']{6,}'", term.taught_by), term.id
 
