@@ -63,6 +63,33 @@ def normalise_command(command: str | None) -> str | None:
     return verb
 
 
+# Commands only one protocol has: a reply to one of them is that protocol's, whatever
+# its words look like ("Mailbox doesn't exist" after SELECT is a folder, not a user).
+_ONLY_IN: Final = {
+    **dict.fromkeys(
+        ("HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "ETRN",
+         "end of data"),
+        "smtp",
+    ),
+    **dict.fromkeys(("USER", "PASS", "APOP", "STAT", "RETR", "DELE", "TOP", "UIDL", "STLS",
+                     "CAPA"), "pop3"),
+    **dict.fromkeys(
+        ("LOGIN", "AUTHENTICATE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME",
+         "SUBSCRIBE", "UNSUBSCRIBE", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE",
+         "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "IDLE", "NAMESPACE",
+         "ENABLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS",
+         "UNSELECT", "ID", "COMPRESS", "SORT", "THREAD", "CAPABILITY", "LOGOUT"),
+        "imap",
+    ),
+}
+
+
+def protocol_of_command(command: str | None) -> str | None:
+    """The protocol a command belongs to, when only one has it (``SELECT``: imap)."""
+    verb = normalise_command(command)
+    return _ONLY_IN.get(verb) if verb else None
+
+
 def _applies(
     pattern: Pattern, parsed: ParsedReply, command: str | None, server: str | None = None
 ) -> bool:
@@ -290,8 +317,15 @@ def _by_state(
     # a refused login is what a failure after PASS, LOGIN or AUTH says when its words
     # say no more; words that say something else ("-ERR unable to fork") are no password
     login = command in _LOGIN_COMMANDS
-    if context is not None and context.category is not None and (
-        context.category != "auth_failed" or _says_little(parsed)
+    # what a server refuses at the end of DATA is the content, and after HELO the
+    # client's name: filters, header rules, reverse DNS; not when the enhanced code
+    # says the message's format, X.6 ("554 5.6.0 Message has no header/body separator")
+    media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
+    if (
+        context is not None
+        and context.category is not None
+        and (context.category != "auth_failed" or _says_little(parsed))
+        and not (media and context.category == "spam_or_policy_block")
     ):
         return Decision(context.category, "command", command or "")
     if command is None:
@@ -302,11 +336,6 @@ def _by_state(
         return Decision("auth_failed", "command", command)
     if command == "RCPT" and local is False and (parsed.basic or 0) >= 500:
         return Decision("relay_denied", "command", command)
-    # what a server refuses at the end of DATA is the content, and after HELO the
-    # client's name: filters, header rules, reverse DNS
-    # (not when the enhanced code says the message's format, X.6: "554 5.6.0 Message
-    # has no header/body separator")
-    media = (parsed.enhanced_code or "").split(".")[1:2] == ["6"]
     permanent_55x = 550 <= (parsed.basic or 0) < 560
     if command in ("end of data", "HELO", "EHLO") and permanent_55x and not media:
         return Decision("spam_or_policy_block", "command", command)
@@ -398,10 +427,14 @@ def _decide_by_evidence(
     found = wording(general=True) if parsed.text else None
     if found is not None:
         return found
+    # a command the server does not implement ("502 5.7.0 ...") is no policy block,
+    # whatever the security class of its enhanced code says (but "500 5.7.26" is
+    # vSMTP's DMARC refusal)
+    unimplemented = basic == 502
     # 5. an enhanced code that says what happened
     if enhanced is not None and enhanced_is_exact(enhanced):
         by_code = category_of_enhanced(enhanced)
-        if by_code is not None:
+        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
             return Decision(by_code, "enhanced-code", enhanced)
     # 6. the key terms
     if parsed.text:
@@ -424,7 +457,7 @@ def _decide_by_evidence(
             return Decision(by_basic, "basic-code", str(basic))
     if enhanced is not None:
         by_code = category_of_enhanced(enhanced)
-        if by_code is not None:
+        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
             return Decision(by_code, "enhanced-code", enhanced)
     if basic is not None:
         by_code = category_of_basic(basic)

@@ -74,6 +74,7 @@ from mailtalk.knowledge.decide import (
     context_for,
     decide_category,
     decide_transient,
+    protocol_of_command,
     response_code_of,
     situation,
 )
@@ -449,7 +450,11 @@ def explain(
     greeting that names a host in that domain counts as yes. ``language`` is the
     language of the prose ("en", "nl").
     """
-    explanation = explain_parsed(parse(text, protocol), command, banner=banner, local=local)
+    parsed = parse(text, protocol)
+    if parsed.protocol is None and (by_command := protocol_of_command(command)):
+        # the words alone do not say, the command does ("Mailbox doesn't exist" after SELECT)
+        parsed = parse(text, by_command)  # type: ignore[arg-type]
+    explanation = explain_parsed(parsed, command, banner=banner, local=local)
     if language != "en":
         from mailtalk.knowledge.translation import translated
 

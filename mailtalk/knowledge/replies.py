@@ -47,10 +47,10 @@ _EMBEDDED: Final = re.compile(
     r"host \S+ \[[^\]]*\]:)\s*([2-5]\d\d(?:[ -]|$).*)",
     re.I | re.S,
 )
-# Otherwise a reply that starts the line or follows a colon, semicolon,
-# bracket or quote: "port 587 closed" is not one.
+# Otherwise a reply that starts a line or follows a colon, semicolon, bracket or
+# quote: "port 587 closed" is not one.
 _EMBEDDED_LOOSE: Final = re.compile(
-    rf"(?:^\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
+    rf"(?:^\s*|\n\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
 )
 # Where a client's log quotes a POP3 or IMAP reply: "fetchmail: POP3< -ERR ...",
 # "Error login on [host] ...: 2 BAD Invalid characters in atom", offlineimap's

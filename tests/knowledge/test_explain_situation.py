@@ -341,3 +341,36 @@ def test_only_a_recipients_domain_makes_the_server_its_own() -> None:
     # not "no such user" (the reading for a recipient of the server's own domain):
     # after MAIL FROM the address that does not route is the sender's
     assert after_mail.category == "sender_domain"
+
+
+def test_the_command_says_the_protocol_when_the_words_do_not() -> None:
+    # a client's error message quoting the server without its status: after SELECT
+    # the missing mailbox is a folder; after RCPT the same words are a recipient
+    quoted = 'Error: Got response: ["Mailbox doesn\'t exist: Archive"] from server'
+    after_select = explain(quoted, command="SELECT")
+    assert (after_select.protocol, after_select.category) == ("imap", "other")
+    assert explain("Mailbox does not exist", command="RCPT TO:<bob@example.org>").category == (
+        "unknown_user"
+    )
+    # a reply that names its protocol keeps it, whatever command was given
+    assert explain("550 5.1.1 User unknown", command="SELECT").protocol == "smtp"
+
+
+def test_a_reply_on_a_line_of_its_own_after_a_logs_words() -> None:
+    logged = "temporary SMTP delivery error when sending to mx.example.net\n\n451 4.7.1 Try later"
+    explanation = explain(logged)
+    assert (explanation.code, explanation.category) == ("451", "rate_limited_greylist")
+
+
+def test_a_message_format_code_after_data_is_no_policy_block() -> None:
+    # X.6 says the message's format, even where a 554 after DATA is otherwise a filter
+    nul = explain("554 5.6.0 Message contains NUL characters", command="end of data")
+    assert nul.category == "syntax_error"
+    assert explain("554 5.7.1 Rejected by filter", command="end of data").category == (
+        "spam_or_policy_block"
+    )
+
+
+def test_a_command_not_implemented_is_no_policy_block() -> None:
+    assert explain("502 5.7.0 You hear someone cursing shoplifters").category == "syntax_error"
+    assert explain("550 5.7.0 Policy rejection").category == "spam_or_policy_block"
