@@ -119,6 +119,7 @@ class Term(NamedTuple):
     commands: tuple[str, ...]
     cause: str
     taught_by: str
+    not_after: tuple[str, ...] = ()  # commands after which the words mean something else
 
 
 class ResponseCode(NamedTuple):
@@ -395,6 +396,7 @@ def terms() -> tuple[Term, ...]:
                 commands=_strings(table, "commands", where),
                 cause=_string(table, "cause", where),
                 taught_by=_string(table, "taught_by", where, True),
+                not_after=_strings(table, "not_after", where),
             )
         )
     return tuple(result)

@@ -133,12 +133,15 @@ def match_pattern(
                 if _applies(pattern, parsed, command, server) and regex(pattern).search(subject):
                     return pattern
     if "smtp" not in protocols:
+        # the words after the status: "BAD Command requires authentication" is no
+        # "bad command"
+        words = " ".join(parsed.text.split()) if parsed.text else subject
         for pattern in patterns("replies_smtp.toml"):
             if (
                 pattern.generic
                 and general is not False
                 and _applies(pattern, parsed, command, server)
-                and regex(pattern).search(subject)
+                and regex(pattern).search(words)
             ):
                 return pattern
     return None
@@ -254,6 +257,8 @@ def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -
         if term.codes and not code.startswith(term.codes):
             continue
         if term.commands and command not in term.commands:
+            continue
+        if command in term.not_after:
             continue
         if term_regex(term.match).search(words) and not (
             term.unless and term_regex(term.unless).search(words)
@@ -420,6 +425,10 @@ def _decide_by_evidence(
     if found is not None:
         return found
     deferred = deferred_codes()[0]
+    # a refusal's response code that, on an OK, is information ("NO [NOMODSEQ] cannot
+    # SEARCH MODSEQ"): it does not make the refusal a success
+    if response is not None and response.category == "ok":
+        response = None
     # 3. a response code that says what happened
     if response is not None and response.name not in deferred:
         return Decision(response.category, "response-code", response.name)

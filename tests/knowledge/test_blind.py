@@ -23,11 +23,9 @@ from mailtalk.knowledge.explain import explain
 BLIND = Path(__file__).with_name("blind")
 GOAL = 0.90
 # the figure each set reached, as a floor (each was held out once; see blind/README.md)
-# f went from .80 to .79 when X.3.0 and X.3.5 came to mean storage_temp: its labeller
-# read two 4.3.0 replies as "other", six replies of other sets gained
 FLOORS = {
-    "a": 0.86, "e": 0.91, "b": 0.84, "c": 0.89, "d": 0.86, "f": 0.79, "g": 0.83, "h": 0.71,
-    "i": 0.71, "j": 0.85,
+    "a": 0.87, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.87, "f": 0.80, "g": 0.83, "h": 0.73,
+    "i": 0.72, "j": 0.85, "k": 0.91,
 }
 
 

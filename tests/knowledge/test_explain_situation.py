@@ -374,3 +374,32 @@ def test_a_message_format_code_after_data_is_no_policy_block() -> None:
 def test_a_command_not_implemented_is_no_policy_block() -> None:
     assert explain("502 5.7.0 You hear someone cursing shoplifters").category == "syntax_error"
     assert explain("550 5.7.0 Policy rejection").category == "spam_or_policy_block"
+
+
+def test_rights_on_a_folder_are_no_refused_login() -> None:
+    # "permission denied" after a folder command is about the folder's rights (ACL)
+    for command in ("GETQUOTAROOT", "CREATE", "DELETE"):
+        refused = explain("a1 NO failed: permission denied", command=command)
+        assert refused.category == "other", (command, refused.category)
+    refused = explain("a1 NO failed: permission denied", command="LOGIN")
+    assert refused.category == "auth_failed"
+
+
+def test_a_refusal_with_an_informational_code_is_no_success() -> None:
+    refused = explain("A1 NO [NOMODSEQ] cannot SEARCH MODSEQ in this mailbox")
+    assert refused.category != "ok"
+
+
+def test_the_status_word_is_not_read_as_words() -> None:
+    # "BAD Command requires ..." is no "bad command"
+    before_login = explain("A1 BAD Command requires authentication.")
+    assert before_login.category == "sequence_error"
+
+
+def test_too_many_failed_logins_is_a_block_for_a_while() -> None:
+    for reply in (
+        "-ERR Invalid user name or password. Too many invalid logon attempts.",
+        "535 Authentication failed. Too many invalid logon attempts.",
+    ):
+        assert explain(reply).category == "rate_limited_greylist", reply
+    assert explain("535 Authentication failed.").category == "auth_failed"
