@@ -473,7 +473,7 @@ def _decide_by_evidence(
         if by_code is not None:
             return Decision(by_code, "basic-code", str(basic))
     # 10. the POP3/IMAP status
-    by_status = {"BAD": "syntax_error", "BYE": "service_unavailable"}.get(status)
+    by_status = {"BAD": "syntax_error", "BYE": "other"}.get(status)
     if by_status is not None:
         return Decision(by_status, "status", status)
     if response is not None:

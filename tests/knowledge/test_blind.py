@@ -24,8 +24,8 @@ BLIND = Path(__file__).with_name("blind")
 GOAL = 0.90
 # the figure each set reached, as a floor (each was held out once; see blind/README.md)
 FLOORS = {
-    "a": 0.87, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.87, "f": 0.80, "g": 0.83, "h": 0.73,
-    "i": 0.72, "j": 0.85, "k": 0.91,
+    "a": 0.88, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.87, "f": 0.80, "g": 0.84, "h": 0.74,
+    "i": 0.73, "j": 0.86, "k": 0.91,
 }
 
 

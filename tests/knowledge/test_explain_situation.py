@@ -403,3 +403,22 @@ def test_too_many_failed_logins_is_a_block_for_a_while() -> None:
     ):
         assert explain(reply).category == "rate_limited_greylist", reply
     assert explain("535 Authentication failed.").category == "auth_failed"
+
+
+def test_a_disabled_recipient_is_no_unknown_user() -> None:
+    # the mailbox exists but is switched off (RFC 3463 X.2.1); blind labellers agree
+    for reply in (
+        "451 4.2.1 Delivery to mailbox is disabled",
+        "550 Account disabled <alice@example.com>",
+        "550 5.2.1 <bob@example.net> User is inactive",
+    ):
+        assert explain(reply).category == "other", reply
+    assert explain("550 5.1.1 <bob@example.net>: User unknown").category == "unknown_user"
+    # a disabled account at login is a refused login
+    assert explain("-ERR account disabled", command="PASS").category == "auth_failed"
+
+
+def test_a_bye_says_an_outage_only_in_its_words() -> None:
+    assert explain("* BYE Selected mailbox has been deleted").category == "other"
+    assert explain("* BYE Server or process shutdown").category == "service_unavailable"
+    assert explain("* BYE Connection closed because of timeout").category == "other"
