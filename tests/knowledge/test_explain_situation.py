@@ -422,3 +422,15 @@ def test_a_bye_says_an_outage_only_in_its_words() -> None:
     assert explain("* BYE Selected mailbox has been deleted").category == "other"
     assert explain("* BYE Server or process shutdown").category == "service_unavailable"
     assert explain("* BYE Connection closed because of timeout").category == "other"
+
+
+def test_an_internal_error_is_the_servers_whatever_else_the_reply_says() -> None:
+    for reply, command in (
+        ("-ERR [SYS/TEMP] Internal error: HrLogin failed", "PASS"),
+        ("451 5.1.1 Internal error during delivery", "RCPT"),
+        ("501 Internal server error while checking return path", "MAIL"),
+        ("A1 NO Unable to store message flags.", "STORE"),
+    ):
+        assert explain(reply, command=command).category == "storage_temp", reply
+    # a folder that cannot be opened is the folder's
+    assert explain("a12 NO SELECT Couldn't open mailbox").category == "other"
