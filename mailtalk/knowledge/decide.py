@@ -369,6 +369,20 @@ _AFTER_COMMAND: Final = {
 }
 
 
+def _tls_first(parsed: ParsedReply) -> Term | None:
+    """The key term that says a login needs TLS first, if the words hold it: a refused
+    login that says so ("LOGIN failed: Plain text password authentication is
+    disallowed. Please try enabling SSL or TLS") is about TLS, not the password."""
+    words = words_of(parsed)
+    for term in terms():
+        if term.category == "tls_required":
+            if term_regex(term.match).search(words) and not (
+                term.unless and term_regex(term.unless).search(words)
+            ):
+                return term
+    return None
+
+
 def decide_category(
     parsed: ParsedReply,
     command: str | None,
@@ -382,6 +396,10 @@ def decide_category(
     sender's, and an address refused is the sender's (the words are often the same
     as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
+    if decision.category == "auth_failed" and decision.rule in ("wording", "command"):
+        tls = _tls_first(parsed)
+        if tls is not None:
+            return Decision("tls_required", "term", tls.id, term=tls)
     instead = _AFTER_COMMAND.get(command or "", {}).get(decision.category)
     if (
         command == "MAIL"

@@ -434,3 +434,12 @@ def test_an_internal_error_is_the_servers_whatever_else_the_reply_says() -> None
         assert explain(reply, command=command).category == "storage_temp", reply
     # a folder that cannot be opened is the folder's
     assert explain("a12 NO SELECT Couldn't open mailbox").category == "other"
+
+
+def test_a_refused_login_that_asks_for_tls_is_about_tls() -> None:
+    refused = explain(
+        "a1 NO LOGIN failed: Plain text password authentication is disallowed. "
+        "Please try enabling SSL or TLS in your mail client."
+    )
+    assert refused.category == "tls_required"
+    assert explain("a1 NO LOGIN failed: authentication failure").category == "auth_failed"
