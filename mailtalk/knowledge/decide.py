@@ -375,11 +375,12 @@ def _tls_first(parsed: ParsedReply) -> Term | None:
     disallowed. Please try enabling SSL or TLS") is about TLS, not the password."""
     words = words_of(parsed)
     for term in terms():
-        if term.category == "tls_required":
-            if term_regex(term.match).search(words) and not (
-                term.unless and term_regex(term.unless).search(words)
-            ):
-                return term
+        if (
+            term.category == "tls_required"
+            and term_regex(term.match).search(words)
+            and not (term.unless and term_regex(term.unless).search(words))
+        ):
+            return term
     return None
 
 
