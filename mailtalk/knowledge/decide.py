@@ -363,9 +363,11 @@ _AFTER_COMMAND: Final = {
         "dns_or_routing": "sender_domain",
         "unknown_user": "sender_rejected",
     },
-    "greeting": {"dns_or_routing": "spam_or_policy_block"},
-    "HELO": {"dns_or_routing": "spam_or_policy_block"},
-    "EHLO": {"dns_or_routing": "spam_or_policy_block"},
+    # at the greeting there is no sender yet: "451 4.1.8 Possibly forged hostname for
+    # 192.0.2.1" is about the client's own name
+    "greeting": {"dns_or_routing": "spam_or_policy_block", "sender_domain": "spam_or_policy_block"},
+    "HELO": {"dns_or_routing": "spam_or_policy_block", "sender_domain": "spam_or_policy_block"},
+    "EHLO": {"dns_or_routing": "spam_or_policy_block", "sender_domain": "spam_or_policy_block"},
 }
 
 
@@ -426,9 +428,11 @@ def _decide_by_evidence(
     evidence that decided it."""
     basic, enhanced = parsed.basic, parsed.enhanced_code
     status = (parsed.code or "").upper()
-    # 1. success and intermediate replies
+    # 1. success and intermediate replies; a BYE is what LOGOUT asks for (RFC 9051 6.1.3)
     if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
         return Decision("ok", "success", status)
+    if status == "BYE" and command == "LOGOUT":
+        return Decision("ok", "command", command)
     protocols = (parsed.protocol,) if parsed.protocol else ("smtp", "pop3", "imap")
     program = server.key if server else None
 

@@ -443,3 +443,15 @@ def test_a_refused_login_that_asks_for_tls_is_about_tls() -> None:
     )
     assert refused.category == "tls_required"
     assert explain("a1 NO LOGIN failed: authentication failure").category == "auth_failed"
+
+
+def test_what_logout_and_quit_answer() -> None:
+    # LOGOUT asks for the BYE; a POP3 QUIT refused is the UPDATE state failing
+    assert explain("* BYE Binc IMAP shutting down", command="LOGOUT").category == "ok"
+    assert explain("* BYE Binc IMAP shutting down").category == "service_unavailable"
+    assert explain("-ERR Ehum..Bye", command="QUIT").category == "storage_temp"
+
+
+def test_the_greeting_has_no_sender_yet() -> None:
+    forged = explain("451 4.1.8 Possibly forged hostname for 192.0.2.1", command="greeting")
+    assert forged.category == "spam_or_policy_block"
