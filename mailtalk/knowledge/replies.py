@@ -53,11 +53,11 @@ _EMBEDDED_LOOSE: Final = re.compile(
     rf"(?:^\s*|\n\s*|[:;('\"]\s*)([45]\d\d[ -](?:{_ENHANCED}\s)?\D.*)", re.S
 )
 # Where a client's log quotes a POP3 or IMAP reply: "fetchmail: POP3< -ERR ...",
-# "Error login on [host] ...: 2 BAD Invalid characters in atom", offlineimap's
+# "Error login on [host] ...: 2 BAD Invalid characters in atom", "<= 'A2 OK Success'", offlineimap's
 # "server reply: ('NO', ["Mailbox doesn't exist: INBOX.Alerts"])".
 _QUOTED_POP3: Final = re.compile(r"(?:^|[\s:<'\"(\[])(-ERR\b.*)$", re.S)
 _QUOTED_IMAP: Final = re.compile(
-    r"(?:^|[\s:<'\"(\[])((?:\*|[A-Za-z]{0,8}\d[A-Za-z0-9.]{0,15})\s+(?:NO|BAD|BYE)\b.*"
+    r"(?:^|[\s:<'\"(\[])((?:\*|[A-Za-z]{0,8}\d[A-Za-z0-9.]{0,15})\s+(?:NO|BAD|BYE|OK)\b.*"
     r"|(?<=[:<] )(?:NO|BAD|BYE)\s.*)$",
     re.S,
 )

@@ -27,7 +27,7 @@ GOAL = 0.90
 # read "-ERR Server is unable to list languages" as "other"; ten replies elsewhere gained
 FLOORS = {
     "a": 0.88, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.88, "f": 0.79, "g": 0.84, "h": 0.79,
-    "i": 0.73, "j": 0.86, "k": 0.93, "l": 0.82,
+    "i": 0.74, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.91,
 }
 
 

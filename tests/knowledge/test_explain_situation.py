@@ -455,3 +455,12 @@ def test_what_logout_and_quit_answer() -> None:
 def test_the_greeting_has_no_sender_yet() -> None:
     forged = explain("451 4.1.8 Possibly forged hostname for 192.0.2.1", command="greeting")
     assert forged.category == "spam_or_policy_block"
+
+
+def test_a_log_quoting_an_imap_success_is_a_success() -> None:
+    assert explain("<= 'A2 OK Success [THROTTLED]'").category == "ok"
+
+
+def test_turning_on_smtp_authentication_is_authenticating_first() -> None:
+    asked = explain("550-Please turn on SMTP Authentication in your mail client.")
+    assert asked.category == "auth_required"
