@@ -44,6 +44,8 @@ _RESPONSE_CODE_ONLY: Final = re.compile(r"\[?([A-Z][A-Z0-9/-]*)\]?")
 _EMBEDDED: Final = re.compile(
     r"(?:said:|returned\s+'|diagnostic-code:\s*smtp;|reply:|response:|server replied:|"
     r"remote server replied:|smtp error from remote mail server after [^:]*:|"
+    # a transcript's marks for what the server sent: "S: 250 OK", "SMTP: 220 ..."
+    r"(?:^|(?<=\s))(?:s|smtp|server|recv|rcvd|<<<|<-|<=):?(?=\s)|"
     r"host \S+ \[[^\]]*\]:)\s*([2-5]\d\d(?:[ -]|$).*)",
     re.I | re.S,
 )
@@ -55,7 +57,7 @@ _EMBEDDED_LOOSE: Final = re.compile(
 # Where a client's log quotes a POP3 or IMAP reply: "fetchmail: POP3< -ERR ...",
 # "Error login on [host] ...: 2 BAD Invalid characters in atom", "<= 'A2 OK Success'", offlineimap's
 # "server reply: ('NO', ["Mailbox doesn't exist: INBOX.Alerts"])".
-_QUOTED_POP3: Final = re.compile(r"(?:^|[\s:<'\"(\[])(-ERR\b.*)$", re.S)
+_QUOTED_POP3: Final = re.compile(r"(?:^|[\s:<'\"(\[])((?:-ERR|\+OK)\b.*)$", re.S)
 _QUOTED_IMAP: Final = re.compile(
     r"(?:^|[\s:<'\"(\[])((?:\*|[A-Za-z]{0,8}\d[A-Za-z0-9.]{0,15})\s+(?:NO|BAD|BYE|OK)\b.*"
     r"|(?<=[:<] )(?:NO|BAD|BYE)\s.*)$",

@@ -23,11 +23,9 @@ from mailtalk.knowledge.explain import explain
 BLIND = Path(__file__).with_name("blind")
 GOAL = 0.90
 # the figure each set reached, as a floor (each was held out once; see blind/README.md)
-# f went to .79 when "unable to <do its own part>" came to mean storage: its labeller
-# read "-ERR Server is unable to list languages" as "other"; ten replies elsewhere gained
 FLOORS = {
-    "a": 0.88, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.88, "f": 0.79, "g": 0.84, "h": 0.79,
-    "i": 0.74, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.91,
+    "a": 0.89, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.88, "f": 0.80, "g": 0.84, "h": 0.79,
+    "i": 0.75, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.92, "n": 0.87,
 }
 
 

@@ -464,3 +464,16 @@ def test_a_log_quoting_an_imap_success_is_a_success() -> None:
 def test_turning_on_smtp_authentication_is_authenticating_first() -> None:
     asked = explain("550-Please turn on SMTP Authentication in your mail client.")
     assert asked.category == "auth_required"
+
+
+def test_a_transcripts_marks_are_not_the_servers_words() -> None:
+    assert explain("SENT: +OK Mailbox locked and ready").category == "ok"
+    greeting = explain("SMTP: 220 We do not authorize the use of this system for bulk e-mail")
+    assert greeting.category == "ok"
+    assert explain("S: 550 5.1.1 <bob@example.org>: User unknown").category == "unknown_user"
+
+
+def test_the_authentication_results_codes_are_a_policy_block() -> None:
+    # RFC 7372 X.7.20-X.7.26 (DKIM, SPF, reverse DNS, DMARC) say what failed
+    dmarc = explain("550-5.7.26 Your email has been blocked because the sender is unauthenticated.")
+    assert dmarc.category == "spam_or_policy_block"
