@@ -24,8 +24,8 @@ BLIND = Path(__file__).with_name("blind")
 GOAL = 0.90
 # the figure each set reached, as a floor (each was held out once; see blind/README.md)
 FLOORS = {
-    "a": 0.89, "e": 0.92, "b": 0.85, "c": 0.90, "d": 0.88, "f": 0.80, "g": 0.84, "h": 0.79,
-    "i": 0.75, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.92, "n": 0.87,
+    "a": 0.89, "e": 0.92, "b": 0.85, "c": 0.91, "d": 0.88, "f": 0.80, "g": 0.84, "h": 0.79,
+    "i": 0.75, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.92, "n": 0.88, "o": 0.81,
 }
 
 

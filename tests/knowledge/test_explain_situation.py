@@ -477,3 +477,17 @@ def test_the_authentication_results_codes_are_a_policy_block() -> None:
     # RFC 7372 X.7.20-X.7.26 (DKIM, SPF, reverse DNS, DMARC) say what failed
     dmarc = explain("550-5.7.26 Your email has been blocked because the sender is unauthenticated.")
     assert dmarc.category == "spam_or_policy_block"
+
+
+def test_a_message_that_cannot_be_parsed_is_a_syntax_error() -> None:
+    for reply in (
+        "A1 NO Message contains invalid header",
+        "A1 NO Message has no header/body separator",
+        "451 Bare newline detected",
+    ):
+        assert explain(reply).category == "syntax_error", reply
+
+
+def test_a_well_formed_command_the_server_cannot_carry_out() -> None:
+    assert explain("A1 NO Operation is not supported on mailbox").category == "other"
+    assert explain("a4 NO AUTHENTICATE method not supported").category == "syntax_error"
