@@ -40,6 +40,7 @@ __all__ = [
     "FetchRequest",
     "Section",
     "SequenceSet",
+    "SpanSet",
     "StoreRequest",
     "decode_mailbox_name",
     "encode_mailbox_name",
@@ -236,6 +237,29 @@ def parse_datetime(value: Value | str) -> datetime:
 _SEQ_NUMBER: Final = re.compile(r"[1-9]\d{0,9}|\*")
 
 
+class SpanSet:
+    """Numbers as sorted, disjoint, merged inclusive spans; ``n in spans`` bisects.
+
+    What a sequence set is once ``*`` is known: a SEARCH tests each message against
+    it in O(log spans), however many numbers the client listed.
+    """
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
+        self._starts = [a for a, _ in spans]
+        self._ends = [b for _, b in spans]
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int):
+            return False
+        i = bisect_right(self._starts, number) - 1
+        return i >= 0 and number <= self._ends[i]
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+
 @dataclass(frozen=True, slots=True)
 class SequenceSet:
     """A sequence set; ``None`` in a range stands for ``*`` (the largest number in use).
@@ -245,6 +269,10 @@ class SequenceSet:
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    # (largest, its SpanSet): what contains() last resolved, for the next message.
+    _members: list[tuple[int, SpanSet]] = field(
+        default_factory=list, init=False, repr=False, compare=False, hash=False
+    )
 
     def resolved(self, largest: int) -> list[tuple[int, int]]:
         """The ranges with ``*`` replaced by ``largest``, each low to high, merged."""
@@ -263,15 +291,17 @@ class SequenceSet:
                 merged.append((a, b))
         return merged
 
+    def members(self, largest: int) -> SpanSet:
+        """The set with ``*`` as ``largest``, for membership tests."""
+        cached = self._members
+        if cached and cached[0][0] == largest:
+            return cached[0][1]
+        spans = SpanSet(self.resolved(largest))
+        cached[:] = [(largest, spans)]
+        return spans
+
     def contains(self, number: int, largest: int) -> bool:
-        for low, high in self.ranges:
-            a = largest if low is None else low
-            b = largest if high is None else high
-            if a > b:
-                a, b = b, a
-            if a <= number <= b:
-                return True
-        return False
+        return number in self.members(largest)
 
     def numbers(self, largest: int) -> list[int]:
         """Message numbers 1..largest in the set, ascending (numbers beyond are dropped)."""
