@@ -7,13 +7,20 @@ evaluates it over messages, each reached through :class:`SearchMessage`
 headers and body only when a key asks for them; ANDed keys are tried cheapest first
 (flags, numbers, sizes and dates before headers, headers before the body), so
 ``SEARCH UNSEEN SUBJECT x`` reads no header of a message that is already seen.
+
+**Bounded work.** A client can send a megabyte of keys. The parser keeps its own
+stack instead of recursing, merges ``OR`` chains into one :class:`OrKey` and
+cancels ``NOT NOT`` as it reads, and refuses what still nests deeper than
+:data:`MAX_SEARCH_DEPTH` (``BAD``), so evaluation recurses at most that deep. A
+sequence set is tested by bisection over its merged spans, and ORed sets are
+merged into one, so ``OR 1,5,9... OR ...`` costs a few comparisons a message.
 """
 
 from __future__ import annotations
 
 import codecs
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.utils import parsedate_tz
 from typing import Final, Literal, Protocol, TypeAlias
@@ -173,8 +180,9 @@ class NotKey:
 
 @dataclass(frozen=True, slots=True)
 class OrKey:
-    left: SearchKey
-    right: SearchKey
+    """Any of ``keys``: ``OR a OR b c`` is one OrKey of three (OR is associative)."""
+
+    keys: tuple[SearchKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,17 +213,59 @@ _DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
 }
 
 
+# How deeply keys may nest (NOT, OR, parentheses) once chains of OR are merged and
+# NOT NOT cancelled: 15,000 NOTs or a 10,000-term OR chain parse flat; what is left
+# this deep is no search a person wrote, and would only cost time.
+MAX_SEARCH_DEPTH: Final = 100
+
+
+@dataclass
+class _Group:
+    """A parenthesised list of keys being read (or the whole query): ANDed."""
+
+    values: list[Value]
+    pos: int = 0
+    keys: list[SearchKey] = field(default_factory=list)
+
+
+@dataclass
+class _Operator:
+    """A NOT or an OR waiting for its operands; an OR read as an OR's operand widens it."""
+
+    word: Literal["NOT", "OR"]
+    arity: int
+    operands: list[SearchKey] = field(default_factory=list)
+
+
+def _and(keys: list[SearchKey]) -> SearchKey:
+    return keys[0] if len(keys) == 1 else AndKey(tuple(keys))
+
+
+def _complete(operator: _Operator) -> SearchKey:
+    if operator.word == "NOT":
+        (key,) = operator.operands
+        return key.key if isinstance(key, NotKey) else NotKey(key)
+    keys: list[SearchKey] = []
+    for key in operator.operands:
+        keys.extend(key.keys if isinstance(key, OrKey) else (key,))
+    return OrKey(tuple(keys))
+
+
 class _SearchParser:
-    def __init__(self, values: list[Value], codec: str) -> None:
-        self.values = values
-        self.pos = 0
+    """SEARCH keys in prefix notation, read without recursion: a stack of the lists
+    and operators still open. ``OR a OR b c`` becomes one OR of three and ``NOT NOT``
+    cancels as it is read, so chains a client builds cost no depth."""
+
+    def __init__(self, codec: str) -> None:
         self.charset = codec
+        self.group = _Group([])
 
     def take(self, what: str) -> Value:
-        if self.pos >= len(self.values):
+        group = self.group
+        if group.pos >= len(group.values):
             raise IMAPSyntaxError(f"missing {what}")
-        value = self.values[self.pos]
-        self.pos += 1
+        value = group.values[group.pos]
+        group.pos += 1
         return value
 
     def string(self, what: str) -> str:
@@ -229,19 +279,65 @@ class _SearchParser:
             raise IMAPSyntaxError(f"{what} is not valid {self.charset}") from exc
 
     def keys(self, values: list[Value]) -> SearchKey:
-        parser = _SearchParser(values, self.charset)
-        found: list[SearchKey] = []
-        while parser.pos < len(parser.values):
-            found.append(parser.key())
-        if not found:
-            raise IMAPSyntaxError("empty search key list")
-        return found[0] if len(found) == 1 else AndKey(tuple(found))
+        """The keys of ``values``, ANDed."""
+        top = _Group(values)
+        stack: list[_Group | _Operator] = [top]
+        groups = [top]
+        self.group = top
+        while True:
+            open_ = stack[-1]
+            if isinstance(open_, _Group) and open_.pos >= len(open_.values):
+                stack.pop()
+                groups.pop()
+                if not open_.keys:
+                    raise IMAPSyntaxError("empty search key list")
+                done = _and(open_.keys)
+                if not stack:
+                    return done
+                self.group = groups[-1]
+                self._give(stack, done)
+                continue
+            value = self.take("a search key")
+            if isinstance(value, list):
+                group = _Group(value)
+                stack.append(group)
+                groups.append(group)
+                self.group = group
+            elif isinstance(value, Atom) and value.value.upper() == "NOT":
+                if isinstance(open_, _Operator) and open_.word == "NOT":
+                    stack.pop()  # NOT NOT x is x
+                else:
+                    stack.append(_Operator("NOT", 1))
+            elif isinstance(value, Atom) and value.value.upper() == "OR":
+                if isinstance(open_, _Operator) and open_.word == "OR":
+                    open_.arity += 1  # OR a (OR b c) is OR of a, b and c
+                else:
+                    stack.append(_Operator("OR", 2))
+            else:
+                self._give(stack, self.key(value))
+                continue
+            if len(stack) > MAX_SEARCH_DEPTH:
+                raise IMAPSyntaxError(
+                    f"search keys nested more than {MAX_SEARCH_DEPTH} deep"
+                )
 
-    def key(self) -> SearchKey:
-        value = self.take("a search key")
-        if isinstance(value, list):
-            return self.keys(value)
-        if isinstance(value, String):
+    @staticmethod
+    def _give(stack: list[_Group | _Operator], key: SearchKey) -> None:
+        """Hand a finished key to what is open, completing the operators it fills."""
+        while True:
+            open_ = stack[-1]
+            if isinstance(open_, _Group):
+                open_.keys.append(key)
+                return
+            open_.operands.append(key)
+            if len(open_.operands) < open_.arity:
+                return
+            stack.pop()
+            key = _complete(open_)
+
+    def key(self, value: Value) -> SearchKey:
+        """A key that is neither a list, NOT nor OR (its arguments are taken after it)."""
+        if isinstance(value, String | list):
             raise IMAPSyntaxError(f"{describe(value)} is not a search key")
         word = value.value.upper()
         if word == "ALL":
@@ -274,10 +370,6 @@ class _SearchParser:
             return DateKey(op, parse_date(self.take("a date")), sent)
         if word in ("LARGER", "SMALLER"):
             return SizeKey(word == "LARGER", number(self.take("a size"), "the size"))
-        if word == "NOT":
-            return NotKey(self.key())
-        if word == "OR":
-            return OrKey(self.key(), self.key())
         if word == "UID":
             return SequenceKey(parse_sequence_set(self.take("a UID set")), uid=True)
         if word[:1].isdigit() or word[:1] == "*":
@@ -305,8 +397,7 @@ def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
         values = values[2:]
     if not values:
         raise IMAPSyntaxError("SEARCH needs a search key")
-    parser = _SearchParser(values, codec)
-    return SearchQuery(charset, parser.keys(values))
+    return SearchQuery(charset, _SearchParser(codec).keys(values))
 
 
 # -- evaluation ------------------------------------------------------------------
@@ -347,17 +438,44 @@ def _cost(key: SearchKey) -> int:
         return 10
     if isinstance(key, NotKey):
         return _cost(key.key)
-    if isinstance(key, OrKey):
-        return _cost(key.left) + _cost(key.right)
     return sum(_cost(k) for k in key.keys)
 
 
+def _merge_sequences(keys: list[SearchKey]) -> list[SearchKey]:
+    """ORed sequence sets as one set per kind (numbers, UIDs): a union, tested at once."""
+    merged: list[SearchKey] = []
+    sets: dict[bool, list[SequenceKey]] = {False: [], True: []}
+    for key in keys:
+        if isinstance(key, SequenceKey):
+            sets[key.uid].append(key)
+        else:
+            merged.append(key)
+    for uid, found in sets.items():
+        if len(found) == 1:
+            merged.append(found[0])
+        elif found:
+            ranges = tuple(r for key in found for r in key.sequence_set.ranges)
+            merged.append(SequenceKey(SequenceSet(ranges), uid))
+    return merged
+
+
 def optimize(key: SearchKey) -> SearchKey:
-    """The same key with nested ANDs flattened and every AND ordered cheapest first."""
+    """The same key with nested ANDs and ORs flattened, ORed sequence sets merged and
+    every AND ordered cheapest first."""
     if isinstance(key, NotKey):
-        return NotKey(optimize(key.key))
+        inner = optimize(key.key)
+        return inner.key if isinstance(inner, NotKey) else NotKey(inner)
     if isinstance(key, OrKey):
-        return OrKey(optimize(key.left), optimize(key.right))
+        alternatives: list[SearchKey] = []
+        for child in key.keys:
+            child = optimize(child)
+            if isinstance(child, AllKey):
+                return child
+            alternatives.extend(child.keys if isinstance(child, OrKey) else (child,))
+        alternatives = _merge_sequences(list(dict.fromkeys(alternatives)))
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return OrKey(tuple(sorted(alternatives, key=_cost)))
     if isinstance(key, AndKey):
         flat: list[SearchKey] = []
         for child in key.keys:
@@ -366,6 +484,7 @@ def optimize(key: SearchKey) -> SearchKey:
                 flat.extend(child.keys)
             elif not isinstance(child, AllKey):
                 flat.append(child)
+        flat = list(dict.fromkeys(flat))
         if not flat:
             return AllKey()
         if len(flat) == 1:
@@ -437,9 +556,7 @@ def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: in
     if isinstance(key, NotKey):
         return not matches(key.key, message, max_seq=max_seq, max_uid=max_uid)
     if isinstance(key, OrKey):
-        return matches(key.left, message, max_seq=max_seq, max_uid=max_uid) or matches(
-            key.right, message, max_seq=max_seq, max_uid=max_uid
-        )
+        return any(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.keys)
     return all(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.keys)
 
 

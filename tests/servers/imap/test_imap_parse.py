@@ -246,7 +246,7 @@ def test_search_tree() -> None:
                          "SINCE 1-Feb-1994 LARGER 100 NEW", ["Jür".encode()])
     assert query.charset == "UTF-8"
     assert query.key == AndKey((
-        OrKey(HeaderKey("From", "Jür"), HeaderKey("Subject", "x")),
+        OrKey((HeaderKey("From", "Jür"), HeaderKey("Subject", "x"))),
         NotKey(AndKey((FlagKey("\\Seen"), SequenceKey(parse_sequence_set("1:3"))))),
         SequenceKey(parse_sequence_set("5:*"), uid=True),
         DateKey("since", date(1994, 2, 1)),
