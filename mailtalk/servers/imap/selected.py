@@ -5,12 +5,16 @@ CHECK, CLOSE, UNSELECT (RFC 3691), EXPUNGE, SEARCH, FETCH, STORE, COPY and MOVE
 session and the command. FETCH reads each message only as far as its items need
 (the header block alone for header fields) and sends the responses in batches,
 waiting for a slow reader between them; SEARCH reads a message's text only when a
-key asks for it.
+key asks for it, and runs on a worker thread so that a heavy one does not hold up
+the other sessions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 from mailtalk.protocols.imap import Command, Untagged
@@ -19,7 +23,7 @@ from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
-from mailtalk.servers.imap.search import parse_search, search
+from mailtalk.servers.imap.search import SearchCharsetError, matches, optimize, parse_search
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
 from mailtalk.store.mailbox import MailboxError
 
@@ -175,12 +179,67 @@ def _send_expunges(
         session.untagged(f"{seq} EXPUNGE")
 
 
+# SEARCH runs on these threads, not on the event loop: a search of every message's
+# text, or one with thousands of keys, leaves the other sessions' commands answered
+# at once. Two, so that one user's heavy searches cannot take every core.
+_SEARCH_THREADS: Final = 2
+# A search still running after this long ends with NO [LIMIT]: time the client can
+# spend narrowing it down instead.
+SEARCH_TIME_LIMIT: Final = 60.0
+_search_executor: ThreadPoolExecutor | None = None
+
+
+class _SearchStopped(Exception):
+    """The session closed, or the search ran past SEARCH_TIME_LIMIT."""
+
+
 def search_messages(session: IMAPServerProtocol, command: Command) -> None:
-    uid = command.verb == "UID SEARCH"
-    query = parse_search(command.args, command.literals)
+    global _search_executor
+    if _search_executor is None:
+        _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
     mailbox = session.box
-    views = [_SearchView(mailbox, m, n) for n, m in enumerate(mailbox.messages(), 1)]
-    found = search(query, views, uid=uid)
+    messages = mailbox.messages()
+    work = asyncio.get_running_loop().run_in_executor(
+        _search_executor, _run_search, session, command, mailbox, messages
+    )
+    session.defer_tagged(_answer_search(session, command, work), command.tag)
+
+
+def _run_search(
+    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
+) -> list[int]:
+    """The numbers (or UIDs) SEARCH finds, in a worker thread: the command is parsed
+    here too, as a query of a megabyte takes a while to read. One message at a time
+    is read and let go, so memory does not grow with the mailbox."""
+    uid = command.verb == "UID SEARCH"
+    key = optimize(parse_search(command.args, command.literals).key)
+    deadline = time.monotonic() + SEARCH_TIME_LIMIT
+    max_seq = len(messages)
+    max_uid = messages[-1].uid if messages else 0
+    found = []
+    for seq, info in enumerate(messages, 1):
+        if session.closing or time.monotonic() > deadline:
+            raise _SearchStopped
+        if matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
+            found.append(info.uid if uid else seq)
+    return found
+
+
+async def _answer_search(
+    session: IMAPServerProtocol, command: Command, work: asyncio.Future[list[int]]
+) -> None:
+    try:
+        found = await work
+    except IMAPSyntaxError as error:
+        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
+        return
+    except SearchCharsetError as error:
+        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
+        return
+    except _SearchStopped:
+        session.tagged(command.tag, "NO", "LIMIT",
+                       f"Search took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
+        return
     session.untagged(" ".join(["SEARCH", *map(str, found)]))
     session.done(command, "Search completed")
 
