@@ -382,15 +382,14 @@ def normalize_flag(text: str) -> str:
 
 
 def _flags(values: Sequence[Value], *, storing: bool) -> tuple[str, ...]:
-    out: list[str] = []
+    out: dict[str, None] = {}  # in order, each once (a list's "in" made 10,000 flags take 0.8 s)
     for value in values:
         if not isinstance(value, Atom):
             raise IMAPSyntaxError("a flag must be an atom such as \\Seen")
         flag = normalize_flag(value.value)
         if storing and flag == "\\Recent":
             raise IMAPSyntaxError("\\Recent cannot be stored")
-        if flag not in out:
-            out.append(flag)
+        out[flag] = None
     return tuple(out)
 
 
