@@ -13,7 +13,8 @@ reported):
   about 977 KB);
 - **nesting**: ``SEARCH NOT NOT ... ALL`` with 15,000 NOTs;
 - **store**: ``STORE 1:N +FLAGS.SILENT (k0 ... k9999)``, then the index file's size,
-  the server's RSS, and how long three later SELECTs take;
+  the server's RSS, and how long three later SELECTs take; then the same with 256
+  keywords (``store_256``: what a folder may hold);
 - **names**: CREATE of names Dovecot refuses (an encoded control character, a
   lone surrogate, bad modified UTF-7, raw 8-bit, too long, too deep), then LIST
   after ``ENABLE UTF8=ACCEPT``.
@@ -182,8 +183,8 @@ def probe_nesting(server: Server, port: int) -> dict[str, Any]:
     return timed(server, port, command, [b"LOGIN alice secret", b"SELECT INBOX"])
 
 
-def probe_store(server: Server, port: int, count: int) -> dict[str, Any]:
-    keywords = " ".join(f"k{n}" for n in range(KEYWORDS))
+def probe_store(server: Server, port: int, count: int, keyword_count: int) -> dict[str, Any]:
+    keywords = " ".join(f"k{n}" for n in range(keyword_count))
     command = f"STORE 1:{count} +FLAGS.SILENT ({keywords})".encode()
     result = timed(server, port, command, [b"LOGIN alice secret", b"SELECT INBOX"])
     index = server.root / "mail/alice/Maildir/mailtalk-uidlist"
@@ -258,7 +259,9 @@ def main() -> None:
                 figures["nesting"] = probe_nesting(server, server.port)
             if "store" in wanted:
                 log("STORE keyword bomb ...")
-                figures["store"] = probe_store(server, server.port, args.messages)
+                figures["store"] = probe_store(server, server.port, args.messages, KEYWORDS)
+                log("STORE of 256 keywords (the cap) ...")
+                figures["store_256"] = probe_store(server, server.port, args.messages, 256)
             if "names" in wanted:
                 log("mailbox names ...")
                 figures["names"] = probe_names(server.port)

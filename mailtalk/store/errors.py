@@ -64,14 +64,15 @@ ResponseCode = Literal[
     "TRYCREATE",
     "SERVERBUG",
     "EXPUNGEISSUED",
+    "LIMIT",
 ]
 
 
 class MailboxError(Exception):
     """A mailbox operation was refused; ``code`` is the IMAP response code to send.
 
-    NONEXISTENT, ALREADYEXISTS, CANNOT, INUSE, OVERQUOTA, SERVERBUG and
-    EXPUNGEISSUED are RFC 5530's; TRYCREATE is RFC 3501's answer to COPY or
+    NONEXISTENT, ALREADYEXISTS, CANNOT, INUSE, OVERQUOTA, SERVERBUG,
+    EXPUNGEISSUED and LIMIT are RFC 5530's; TRYCREATE is RFC 3501's answer to COPY or
     APPEND into a missing folder. A POP3 server sends INUSE as ``-ERR [IN-USE]``.
     """
 

@@ -10,14 +10,17 @@ info is ``2,`` followed by flag letters in ASCII order:
 such as Dovecot's lowercase keyword letters, are kept as found. Keywords other
 than $Forwarded have no letter: they live in the index's K fields
 (:mod:`mailtalk.store.index`), not in ``dovecot-keywords``, so they are not
-limited to 26. \\Recent is no letter either: see :mod:`mailtalk.store.mailbox`.
-Stdlib only.
+limited to 26; a folder holds at most :data:`MAX_KEYWORDS` of them, each at most
+:data:`MAX_KEYWORD_LENGTH` characters (:func:`check_keywords`). \\Recent is no
+letter either: see :mod:`mailtalk.store.mailbox`. Stdlib only.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+
+from mailtalk.store.errors import MailboxError
 
 SEEN, ANSWERED, FLAGGED, DELETED, DRAFT, RECENT = (
     "\\Seen",
@@ -42,6 +45,14 @@ _CANONICAL_FLAGS = {flag.lower(): flag for flag in (*SYSTEM_FLAGS, FORWARDED)}
 # RFC 3501 atom-specials (besides SP and CTLs, which the range check excludes).
 _ATOM_SPECIALS = frozenset('(){%*"\\]')
 
+# A keyword is a label, not a place for data: at most this long (Dovecot's
+# mail_max_keyword_length) ...
+MAX_KEYWORD_LENGTH = 50
+# ... and at most this many distinct ones in a folder. Every message lists its own in
+# the folder's index and SELECT announces them all, so without a cap one STORE of
+# 10,000 keywords grew an index to 14 MB and the server by 600 MB.
+MAX_KEYWORDS = 256
+
 
 def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
     """``flags`` as stored: system flags spelt canonically, \\Recent dropped, keywords checked.
@@ -65,6 +76,27 @@ def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
         else:
             result.add(flag)
     return frozenset(result)
+
+
+def check_keywords(keywords: Collection[str], present: Collection[str]) -> None:
+    """Refuse to add ``keywords`` to a folder whose messages hold ``present``.
+
+    MailboxError CANNOT for a keyword longer than :data:`MAX_KEYWORD_LENGTH`, LIMIT
+    if the folder would then hold more than :data:`MAX_KEYWORDS` distinct keywords
+    (those it holds already stay usable).
+    """
+    for keyword in keywords:
+        if len(keyword) > MAX_KEYWORD_LENGTH:
+            raise MailboxError(
+                "CANNOT", f"a keyword may be at most {MAX_KEYWORD_LENGTH} characters long"
+            )
+    new = [keyword for keyword in keywords if keyword not in present]
+    if new and len(present) + len(new) > MAX_KEYWORDS:
+        raise MailboxError(
+            "LIMIT",
+            f"a mailbox may hold at most {MAX_KEYWORDS} different keywords; "
+            f"this one has {len(present)}",
+        )
 
 
 def flags_to_info(flags: Iterable[str], other_letters: str = "") -> str:

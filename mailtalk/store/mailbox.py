@@ -70,6 +70,7 @@ from mailtalk.store.flags import (
     RECENT,
     SEEN,
     cached_info_flags,
+    check_keywords,
     flags_to_info,
     info_to_flags,
     normalize_flags,
@@ -187,6 +188,15 @@ class ChangeToken:
 
     stamps: tuple[tuple[int, int, int], ...]
     taken_ns: int
+
+
+def _folder_keywords(state: LockedIndex) -> set[str]:
+    """Every keyword some message of the folder holds (its index's K fields)."""
+    present: set[str] = set()
+    for record in state.index.records.values():
+        if record.keywords:
+            present.update(record.keywords)
+    return present
 
 
 # -- a session's view of a folder ----------------------------------------------
@@ -430,6 +440,8 @@ class Mailbox:
         "add" and "remove" apply to the flags currently on disk, so concurrent
         changes by other sessions to other flags are kept. \\Recent is ignored
         (see :func:`~mailtalk.store.flags.normalize_flags`). Messages already expunged are skipped.
+        New keywords beyond the folder's cap raise MailboxError LIMIT, one too long
+        CANNOT (:func:`~mailtalk.store.flags.check_keywords`), changing nothing.
         A disk error (a keyword change on a full disk) leaves this view as it
         was; the next refresh shows what did reach the disk.
         """
@@ -452,7 +464,10 @@ class Mailbox:
         if mode not in ("replace", "add", "remove"):
             raise ValueError(f"unknown mode {mode!r}")
         changed: dict[int, frozenset[str]] = {}
+        adding = wanted - FILENAME_FLAGS if mode != "remove" else frozenset()
         with self._locked("NONEXISTENT") as state:
+            if adding:
+                check_keywords(adding, _folder_keywords(state))
             renamed = False
             for uid in sorted(set(uids)):
                 info = self._messages.get(uid)
@@ -611,12 +626,16 @@ class Mailbox:
         Under the index lock, and (``check_quota`` and a quota set) the user lock
         with a quota check for their total size, so concurrent additions cannot
         both fit in the same remaining space. For :meth:`copy` and
-        :class:`~mailtalk.store.append.Appender`; TRYCREATE if the folder is gone.
+        :class:`~mailtalk.store.append.Appender`; TRYCREATE if the folder is gone, LIMIT
+        (nothing published) if their keywords would pass the folder's cap.
         """
         total = sum(message.size for message in messages)
         quota = self.owner.quota_reserved(total) if check_quota else contextlib.nullcontext()
+        keywords = frozenset().union(*(message.flags - FILENAME_FLAGS for message in messages))
         uids = []
         with quota, self._locked("TRYCREATE") as state:
+            if keywords:
+                check_keywords(keywords, _folder_keywords(state))
             for message in messages:
                 filename = message.filename
                 os.rename(message.tmp_path, self.maildir.cur_dir / filename)
@@ -716,6 +735,8 @@ class Mailbox:
         files = state.files
         folder = self._folder
         info_flags = cached_info_flags
+        # Messages with the same flags and keywords share one set of them.
+        with_keywords: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}
         for record in state.index.records.values():
             entry = files.get(record.base)
             if entry is None:
@@ -725,7 +746,11 @@ class Mailbox:
             location = f"{folder}/{subdir}/{filename}"
             flags = info_flags(filename.partition(":")[2])
             if record.keywords:
-                flags = flags | record.keywords
+                pair = (flags, record.keywords)
+                shared = with_keywords.get(pair)
+                if shared is None:
+                    shared = with_keywords[pair] = flags | record.keywords
+                flags = shared
             if uid in recent:
                 flags = flags | _RECENT_ONLY
             previous = old.get(uid)

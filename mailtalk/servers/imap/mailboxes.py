@@ -24,6 +24,7 @@ from mailtalk.servers.imap.parse import (
     parse_status,
 )
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, Value, tokenize
+from mailtalk.store.flags import MAX_KEYWORDS
 from mailtalk.store.mailbox import PERMANENT_FLAGS
 
 if TYPE_CHECKING:
@@ -143,7 +144,9 @@ def select(session: IMAPServerProtocol, command: Command) -> None:
     keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
     flags = " ".join([*SYSTEM_FLAGS, *keywords])
     session.untagged(f"FLAGS ({flags})")
-    permanent = "" if read_only else " ".join([*PERMANENT_FLAGS, *keywords])
+    # At the cap no new keyword can be stored: no \* then (RFC 3501 7.1).
+    settable = [f for f in PERMANENT_FLAGS if f != "\\*" or len(keywords) < MAX_KEYWORDS]
+    permanent = "" if read_only else " ".join([*settable, *keywords])
     session.untagged(f"OK [PERMANENTFLAGS ({permanent})] Flags permitted")
     session.untagged(f"{len(messages)} EXISTS")
     session.untagged(f"{mailbox.recent_count} RECENT")
