@@ -82,14 +82,19 @@ def _canonical_name(name: str) -> str:
     return INBOX + separator + rest if first.upper() == INBOX else name
 
 
+# A folder is one directory, "." + its name: a file name of at most 255 octets.
+MAX_NAME_OCTETS = 254
+
+
 def _checked_name(name: str) -> str:
     """``name`` canonical, or MailboxError("CANNOT") if it cannot name a Maildir++ folder."""
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_OCTETS:
+        raise MailboxError("CANNOT", f"mailbox name too long (at most {MAX_NAME_OCTETS} octets)")
     levels = name.split(DELIMITER)
     if (
         not name
         or "" in levels
         or any(char in "/*%" or ord(char) < 0x20 or ord(char) == 0x7F for char in name)
-        or len(("." + name).encode("utf-8", "surrogateescape")) > 255
     ):
         raise MailboxError("CANNOT", f"not a valid mailbox name: {name!r}")
     return _canonical_name(name)

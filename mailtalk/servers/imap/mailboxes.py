@@ -4,13 +4,16 @@ SELECT and EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB,
 STATUS, NAMESPACE (RFC 2342) and APPEND, each a function of the session and the
 command, on the user's Maildir++ folders (:class:`~mailtalk.store.mailbox.UserMailboxes`).
 Mailbox names are stored in modified UTF-7; once the client enabled UTF8=ACCEPT
-(RFC 6855) they are read and shown as UTF-8. A large APPEND literal is streamed to
+(RFC 6855) they are read and shown as UTF-8. A name that makes a mailbox (CREATE,
+RENAME, SUBSCRIBE) is checked as Dovecot checks it (:func:`new_mailbox_arg`), so
+every stored name decodes. A large APPEND literal is streamed to
 the folder's tmp/ as it arrives (:func:`open_append_stream`), so a 200 MB message
 never sits in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.imap import Command
@@ -18,14 +21,22 @@ from mailtalk.servers.imap.parse import (
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
+    new_mailbox_name_problem,
     parse_append,
     parse_list,
     parse_mailbox,
     parse_status,
 )
-from mailtalk.servers.imap.tokens import IMAPSyntaxError, Value, tokenize
+from mailtalk.servers.imap.tokens import (
+    IMAPSyntaxError,
+    String,
+    Value,
+    astring,
+    tokenize,
+    wire_bytes,
+)
 from mailtalk.store.flags import MAX_KEYWORDS
-from mailtalk.store.mailbox import PERMANENT_FLAGS
+from mailtalk.store.mailbox import PERMANENT_FLAGS, MailboxError
 
 if TYPE_CHECKING:
     from mailtalk.servers.imap.server import IMAPServerProtocol
@@ -38,6 +49,7 @@ __all__ = [
     "list_mailboxes",
     "mailbox_arg",
     "namespace",
+    "new_mailbox_arg",
     "open_append_stream",
     "quote",
     "rename",
@@ -86,9 +98,39 @@ def mailbox_arg(session: IMAPServerProtocol, value: Value) -> str:
     return name
 
 
+def new_mailbox_arg(session: IMAPServerProtocol, value: Value) -> str:
+    """A mailbox name argument that names a mailbox to be (CREATE, RENAME's new name,
+    SUBSCRIBE), as stored; MailboxError CANNOT if Dovecot would refuse it.
+
+    Read from the octets the client sent: without UTF8=ACCEPT they must be modified
+    UTF-7 (7-bit); with it, valid UTF-8, stored encoded.
+    """
+    text = astring(value, "the mailbox name")  # an atom, a string or a literal: not a list
+    octets = value.value if isinstance(value, String) else wire_bytes(text)
+    if session.utf8:
+        try:
+            name = octets.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MailboxError("CANNOT", "Mailbox name is not valid UTF-8") from None
+        if name.upper() != "INBOX":
+            name = encode_mailbox_name(name)
+    else:
+        name = octets.decode("utf-8", "replace")
+    if name.upper() == "INBOX":
+        return "INBOX"
+    problem = new_mailbox_name_problem(name, DELIMITER)
+    if problem is not None:
+        raise MailboxError("CANNOT", problem)
+    return name
+
+
 def _show(session: IMAPServerProtocol, name: str) -> str:
     """A stored mailbox name as the client reads it, quoted."""
-    return quote(decode_mailbox_name(name) if session.utf8 else name)
+    if session.utf8:
+        # One made by another program, or before names were checked, shows as stored.
+        with contextlib.suppress(IMAPSyntaxError):
+            name = decode_mailbox_name(name)
+    return quote(name)
 
 
 def _one_mailbox(session: IMAPServerProtocol, command: Command) -> str:
@@ -159,8 +201,15 @@ def select(session: IMAPServerProtocol, command: Command) -> None:
                    f"{command.verb.capitalize()} completed")
 
 
+def _one_new_mailbox(session: IMAPServerProtocol, command: Command) -> str:
+    values = tokenize(command.args, command.literals, raw8=True)
+    if len(values) != 1:
+        raise IMAPSyntaxError(f"{command.verb} takes one mailbox name")
+    return new_mailbox_arg(session, values[0])
+
+
 def create(session: IMAPServerProtocol, command: Command) -> None:
-    session.store.create(_one_mailbox(session, command))
+    session.store.create(_one_new_mailbox(session, command))
     session.done(command, "Create completed")
 
 
@@ -173,15 +222,15 @@ def delete(session: IMAPServerProtocol, command: Command) -> None:
 
 
 def rename(session: IMAPServerProtocol, command: Command) -> None:
-    values = tokenize(command.args, command.literals)
+    values = tokenize(command.args, command.literals, raw8=True)
     if len(values) != 2:
         raise IMAPSyntaxError("RENAME takes two mailbox names")
-    session.store.rename(mailbox_arg(session, values[0]), mailbox_arg(session, values[1]))
+    session.store.rename(mailbox_arg(session, values[0]), new_mailbox_arg(session, values[1]))
     session.done(command, "Rename completed")
 
 
 def subscribe(session: IMAPServerProtocol, command: Command) -> None:
-    session.store.subscribe(_one_mailbox(session, command))
+    session.store.subscribe(_one_new_mailbox(session, command))
     session.done(command, "Subscribe completed")
 
 

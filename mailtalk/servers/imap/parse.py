@@ -34,6 +34,7 @@ from mailtalk.servers.imap.tokens import (
 
 __all__ = [
     "FETCH_MACROS",
+    "MAX_MAILBOX_LEVELS",
     "MONTHS",
     "AppendRequest",
     "FetchItem",
@@ -46,6 +47,7 @@ __all__ = [
     "encode_mailbox_name",
     "list_pattern_matches",
     "list_pattern_regex",
+    "new_mailbox_name_problem",
     "normalize_flag",
     "parse_append",
     "parse_astrings",
@@ -100,6 +102,13 @@ _MUTF7_RUN: Final = re.compile(r"&([^-]*)-")
 
 def decode_mailbox_name(name: str) -> str:
     """A modified UTF-7 mailbox name decoded; malformed names raise IMAPSyntaxError."""
+    result = _decode_mutf7(name)
+    if not all(ord(c) >= 0x20 for c in result):
+        raise IMAPSyntaxError("control character in a mailbox name")
+    return result
+
+
+def _decode_mutf7(name: str) -> str:
     if "&" not in name:
         if not name.isascii():
             raise IMAPSyntaxError("8-bit characters in a modified UTF-7 mailbox name")
@@ -131,10 +140,40 @@ def decode_mailbox_name(name: str) -> str:
                 raise IMAPSyntaxError("printable ASCII encoded in a mailbox name")
             out.append(decoded)
         pos = match.end()
-    result = "".join(out)
-    if not all(ord(c) >= 0x20 for c in result):
-        raise IMAPSyntaxError("control character in a mailbox name")
-    return result
+    return "".join(out)
+
+
+# Dovecot's MAILBOX_MAX_HIERARCHY_LEVELS: deeper names are no folders a person made.
+MAX_MAILBOX_LEVELS: Final = 20
+# C0, DEL and C1: no terminal shows them as text.
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def new_mailbox_name_problem(name: str, delimiter: str) -> str | None:
+    """Why ``name``, as stored (modified UTF-7), cannot name a new mailbox; None if it can.
+
+    As Dovecot checks CREATE and RENAME: the name must be canonical modified UTF-7
+    (no 8-bit octets, no broken or needless ``&`` runs, no lone surrogates), hold
+    no control character even encoded (``&AB8-`` is U+001F), and be at most
+    :data:`MAX_MAILBOX_LEVELS` levels deep. The store adds its own rules (length,
+    empty levels, ``/``, ``*`` and ``%``).
+    """
+    if _CONTROL.search(name):
+        return "Control characters are not allowed in mailbox names"
+    if not name.isascii():
+        return ("Mailbox name is not valid modified UTF-7: 8-bit characters need "
+                "ENABLE UTF8=ACCEPT")
+    try:
+        decoded = _decode_mutf7(name)
+    except IMAPSyntaxError:
+        return "Mailbox name is not valid modified UTF-7"
+    if encode_mailbox_name(decoded) != name:
+        return "Mailbox name is not valid modified UTF-7"
+    if _CONTROL.search(decoded):
+        return "Control characters are not allowed in mailbox names"
+    if name.rstrip(delimiter).count(delimiter) >= MAX_MAILBOX_LEVELS:
+        return f"Mailbox name has more than {MAX_MAILBOX_LEVELS} hierarchy levels"
+    return None
 
 
 def parse_mailbox(value: Value, *, utf8: bool = False) -> str:

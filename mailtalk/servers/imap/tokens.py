@@ -132,7 +132,9 @@ class _Reader:
                 break
             if char == "\\":
                 nxt = text[pos + 1 : pos + 2]
-                if self.raw8 and (byte := _ESCAPED_BYTE.match(text, pos)) is not None:
+                if (byte := _ESCAPED_BYTE.match(text, pos)) is not None:
+                    if not self.raw8:
+                        raise IMAPSyntaxError("a quoted string holds octets that are not UTF-8")
                     out.append(chr(0xDC00 + int(byte.group(1), 16)))  # the octet as sent
                     pos = byte.end()
                     continue
