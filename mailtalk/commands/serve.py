@@ -124,8 +124,21 @@ if TYPE_CHECKING:
     help="Hold the SMTP greeting back this long and refuse a client that talks "
     "before it (Sendmail's greet_pause).",
 )
-@click.option("--max-connections", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--idle-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Connections open at once over all listeners; beyond that a new client is turned away.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a session idle this long (RFC 5321 gives a client 5 minutes).",
+)
 @click.option(
     "--journal",
     metavar="FILE",
