@@ -96,10 +96,11 @@ def build_context(config: ServeConfig) -> ServerContext:
     from mailtalk.servers.personalities import personality
     from mailtalk.servers.policy import ControlError, init_root, normalize_domain
     from mailtalk.servers.users import Users
+    from mailtalk.store.filesystem import make_directory
 
     root = config.root
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_directory(root)  # 0700, and its new parents too, whatever the umask
     except OSError as error:
         raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
     if config.journal is not None:

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailtalk.store.filesystem import make_directory
+
 if TYPE_CHECKING:
     import ssl
 
@@ -72,7 +74,7 @@ def ensure_certificates(
     dns_names, ip_addresses = _subject_alt_names(names, addresses)
     paths = cert_paths(root)
     tls = paths.ca_cert.parent
-    tls.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(tls)
     with _locked(tls / ".lock"):
         now = datetime.now(UTC)
         ca = _load_ca(paths, now)

@@ -58,6 +58,8 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from mailtalk.store.filesystem import make_directory
+
 if TYPE_CHECKING:
     from mailtalk.servers.journal import Journal
 
@@ -146,9 +148,10 @@ def load_dns_data(directory: Path) -> DNSData:
 
 def ensure_records_file(directory: Path) -> None:
     """Give a new ROOT/dns/ a commented records file showing the format."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     if not any(directory.glob("*.zone")) and not (directory / "records").exists():
         (directory / "records").write_text(RECORDS_FILE_HELP, encoding="utf-8")
+        (directory / "records").chmod(0o644)  # as control files, whatever the umask
 
 
 def _load_zone_file(path: Path) -> dns.zone.Zone:

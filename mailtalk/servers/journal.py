@@ -115,6 +115,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final
 
+from mailtalk.store.filesystem import make_directory
+
 log = logging.getLogger("mailtalk.serve")
 
 # The journal rotates past this size: a world left running for days stays bounded.
@@ -182,7 +184,7 @@ class Journal:
     def _open(self) -> None:
         assert self.path is not None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_directory(self.path.parent)
         except FileExistsError:  # a file where a directory should be: say that
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mailtalk.store.filesystem import make_directory
+
 CONTROL_DIR = "control"
 DEFAULT_ME = "localhost"
 
@@ -517,7 +519,7 @@ def init_root(
     names = _unique(["localhost", me, *wanted])
     listing = "".join(f"{name}\n" for name in names)
     control_dir = Path(root) / CONTROL_DIR
-    control_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(control_dir)  # 0700 whatever the umask: control/users holds hashes
     _create_if_missing(control_dir / "me", f"{me}\n")
     _create_if_missing(control_dir / "rcpthosts", _RCPTHOSTS_HEADER + listing)
     _create_if_missing(control_dir / "locals", _LOCALS_HEADER + listing)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailtalk.servers.policy import CONTROL_DIR, ControlError
+from mailtalk.store.filesystem import make_directory
 
 USERS_FILE = "users"
 
@@ -202,7 +203,7 @@ class Users:
 
     def save(self) -> None:
         """Write the file atomically (temporary file, fsync, rename), mode 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_directory(self.path.parent)
         content = _FILE_HEADER + "".join(f"{name}:{self._hashes[name]}\n" for name in self.names())
         # mkstemp creates the file 0600, so the hashes are never readable by others.
         descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users.")

@@ -39,6 +39,32 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def make_directory(path: Path, mode: int = DIRECTORY_MODE) -> bool:
+    """Create ``path`` and its missing parents, each with ``mode`` whatever the umask;
+    True if any was created.
+
+    ``mkdir(mode=...)`` is filtered by the umask and ``parents=True`` gives the parents
+    0777 minus the umask: under ``umask 000`` a new ``ROOT/mail/USER`` would be
+    world-writable. Each directory made here is chmod'ed to ``mode`` (never more open
+    before that than the umask allowed); existing ones keep their mode, which an
+    administrator may have chosen.
+    """
+    missing = []
+    current = path
+    while not current.is_dir() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made by someone else meanwhile: theirs
+        os.chmod(directory, mode)
+    return bool(missing)
+
+
 def make_private_directories(path: Path, names: Sequence[str]) -> None:
     """Create ``path`` and its subdirectories ``names`` (mode 0700) if missing; durably.
 
@@ -47,8 +73,7 @@ def make_private_directories(path: Path, names: Sequence[str]) -> None:
     created = False
     for directory in [path, *(path / name for name in names)]:
         if not directory.is_dir():
-            directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-            created = True
+            created = make_directory(directory) or created
     if created:
         # A delivery fsyncs new/ but not the directories above it; do it once here.
         for directory in [path, path.parent]:
