@@ -96,6 +96,7 @@ def build_context(config: ServeConfig) -> ServerContext:
     from mailtalk.servers.personalities import personality
     from mailtalk.servers.policy import ControlError, init_root, normalize_domain
     from mailtalk.servers.users import Users
+    from mailtalk.store import StoreLayout
     from mailtalk.store.filesystem import make_directory
 
     root = config.root
@@ -130,6 +131,13 @@ def build_context(config: ServeConfig) -> ServerContext:
         users.add(name, password)
     if config.users:
         users.save()
+    try:
+        leftovers = StoreLayout(root).remove_crash_leftovers()
+    except OSError as error:
+        log.warning("cannot clean up %s: %s", root, error.strerror or error)
+    else:
+        if leftovers:
+            log.info("removed %d files left in tmp/ by deliveries that crashed", len(leftovers))
 
     settings = config.settings
     rules: list[Any] = []

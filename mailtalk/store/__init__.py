@@ -117,3 +117,16 @@ class StoreLayout:
     @property
     def queue(self) -> Queue:
         return Queue(self.root / "queue")
+
+    def remove_crash_leftovers(self) -> list[Path]:
+        """Remove what crashed deliveries left, and return it: the tmp/ files of every
+        user's Maildir and Maildir++ folder not touched for 36 hours (the Maildir spec:
+        a delivery under way keeps writing its file), and the queue's (``Queue.recover``)."""
+        removed: list[Path] = []
+        mail = self.root / "mail"
+        for tmp in [*sorted(mail.glob("*/Maildir/tmp")), *sorted(mail.glob("*/Maildir/.*/tmp"))]:
+            if tmp.is_dir():
+                removed += Maildir(tmp.parent).remove_stale_tmp()
+        if self.queue.tmp_dir.is_dir():
+            removed += self.queue.recover()
+        return removed
