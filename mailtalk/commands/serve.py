@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 @cli.command(
     epilog="\b\nExamples:\n"
     "  mailtalk serve --user alice:secret\n"
+    "  MAILTALK_SERVE_PASSWORD=secret mailtalk serve --user alice\n"
+    "  mailtalk serve --users-file ~/class-users.txt --listen 0.0.0.0\n"
     "  mailtalk serve --smtp 0 --json\n"
     "  mailtalk serve --domain example.test --personality qmail\n"
     "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
@@ -54,7 +56,22 @@ if TYPE_CHECKING:
     "[default for a new root: localhost on 127.0.0.1, else the first --domain, "
     "else the --listen address]",
 )
-@click.option("--user", "users", multiple=True, metavar="NAME:PASSWORD", help="Add a user.")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME[:PASSWORD]",
+    help="Add a user (or set their password). Other users of this machine can read a "
+    "password given here in 'ps' and /proc/PID/cmdline: give NAME alone and the password "
+    "in $MAILTALK_SERVE_PASSWORD, or use --users-file.",
+)
+@click.option(
+    "--users-file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Add the users of FILE, one NAME:PASSWORD a line ('#' comments; '-': standard "
+    "input), kept out of the command line.",
+)
 @click.option(
     "--personality",
     default="mailtalk",
@@ -165,6 +182,7 @@ def serve(
     domains: tuple[str, ...],
     hostname: str | None,
     users: tuple[str, ...],
+    users_file: str | None,
     personality: str,
     faults: tuple[str, ...],
     scenarios: tuple[str, ...],
@@ -206,6 +224,7 @@ def serve(
         domains=domains,
         hostname=hostname,
         users=users,
+        users_file=users_file,
         personality=personality,
         faults=faults,
         scenarios=scenarios,

@@ -30,6 +30,8 @@ from mailtalk.servers.journal import Journal
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
 
+# ``--user NAME`` takes its password from here, out of sight of ``ps`` and /proc/PID/cmdline.
+PASSWORD_VARIABLE: Final = "MAILTALK_SERVE_PASSWORD"
 LISTENER_ORDER: Final = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 # Where the servers listen when no port option is given.
 DEFAULT_PORTS: Final[Mapping[str, int]] = {
@@ -47,7 +49,8 @@ class ServeOptions:
     ports: Mapping[str, int] = field(default_factory=dict)  # listener -> port; none: defaults
     domains: tuple[str, ...] = ()
     hostname: str | None = None
-    users: tuple[str, ...] = ()  # NAME:PASSWORD
+    users: tuple[str, ...] = ()  # NAME:PASSWORD, or NAME with $MAILTALK_SERVE_PASSWORD
+    users_file: str | None = None  # NAME:PASSWORD lines ("-": standard input)
     personality: str = "mailtalk"
     faults: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = ()
@@ -72,17 +75,10 @@ class ServeOptions:
 def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
     """The servers' configuration from the options; the root defaults to the XDG data
     directory the environment names."""
-    from mailtalk.servers.users import parse_user_spec
-
     ports = {
         name: options.ports[name] for name in LISTENER_ORDER if name in options.ports
     } or dict(DEFAULT_PORTS)
-    users = []
-    for spec in options.users:
-        try:
-            users.append(parse_user_spec(spec))
-        except ValueError as error:
-            raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
+    users = _users(options, env)
     settings = ServerSettings(
         personality=options.personality,
         max_size=options.max_size,
@@ -119,6 +115,35 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         hostname=options.hostname,
         journal=journal,
     )
+
+
+def _users(options: ServeOptions, env: Environment) -> list[tuple[str, str]]:
+    """(name, password) of ``--users-file`` and then each ``--user`` (a later one sets
+    the password again); one line for what is wrong, never showing a password."""
+    from mailtalk.servers.users import parse_users_text, user_spec_with_password
+
+    users: list[tuple[str, str]] = []
+    if options.users_file is not None:
+        where = "standard input" if options.users_file == "-" else options.users_file
+        try:
+            if options.users_file == "-":
+                text = env.stdin.read()
+            else:
+                text = Path(options.users_file).expanduser().read_text(encoding="utf-8")
+            users += parse_users_text(text, where)
+        except OSError as error:
+            raise UsageError(f"--users-file {where}: {error.strerror or error}") from None
+        except UnicodeError:
+            raise UsageError(f"--users-file {where}: not UTF-8 text") from None
+        except ValueError as error:
+            raise UsageError(f"--users-file {error}") from None
+    password = env.get(PASSWORD_VARIABLE) or None
+    for spec in options.users:
+        try:
+            users.append(user_spec_with_password(spec, password))
+        except ValueError as error:
+            raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
+    return users
 
 
 def run(options: ServeOptions, env: Environment) -> int:

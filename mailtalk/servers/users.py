@@ -77,6 +77,41 @@ def parse_user_spec(spec: str) -> tuple[str, str]:
     return validate_name(name), password
 
 
+def user_spec_with_password(spec: str, password: str | None) -> tuple[str, str]:
+    """``--user``: ``NAME:PASSWORD``, or ``NAME`` alone with ``password`` from the
+    environment ($MAILTALK_SERVE_PASSWORD), which ``/proc/PID/cmdline`` does not show."""
+    if ":" in spec or password is None:
+        if ":" not in spec and password is None:
+            raise ValueError(
+                "expected NAME:PASSWORD (e.g. alice:secret), or NAME with the password in "
+                "$MAILTALK_SERVE_PASSWORD, but there is no ':' and the variable is not set"
+            )
+        return parse_user_spec(spec)
+    if not password:
+        raise ValueError(f"empty password for user {spec!r} in $MAILTALK_SERVE_PASSWORD")
+    return validate_name(spec), password
+
+
+def parse_users_text(text: str, where: str) -> list[tuple[str, str]]:
+    """``--users-file``: one ``NAME:PASSWORD`` a line, ``#`` comments and blank lines
+    skipped; ``ValueError`` naming ``where`` and the line (never the password)."""
+    users: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            name, password = parse_user_spec(line.strip())
+        except ValueError as error:
+            raise ValueError(f"{where}:{number}: {error}") from None
+        if name in seen:
+            raise ValueError(f"{where}:{number}: user {name!r} is already on line {seen[name]}")
+        seen[name] = number
+        users.append((name, password))
+    return users
+
+
 @dataclass(frozen=True)
 class _ScryptHash:
     n: int

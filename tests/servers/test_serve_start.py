@@ -1,0 +1,209 @@
+"""What ``mailtalk serve`` does at start with passwords, modes and crash leftovers
+(issue 15, item 7).
+
+- ``--users-file FILE`` and ``--user NAME`` with ``$MAILTALK_SERVE_PASSWORD`` keep
+  passwords out of ``/proc/PID/cmdline``, which every user of the machine can read;
+- under ``umask 000`` a new root, its new parents and everything the servers make in
+  it stay private (0700 directories, no file writable by others);
+- tmp/ files that crashed deliveries left are removed once 36 hours old (the Maildir
+  spec), younger ones and delivered mail are left alone;
+- every option says in ``--help`` what it does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import smtplib
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+
+from mailtalk.errors import UsageError
+from mailtalk.servers.api import run_servers
+
+TIMEOUT = 20.0
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
+    env.update(extra)
+    return env
+
+
+def _serve(args: list[str], env: dict[str, str], umask: int | None = None
+           ) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """``mailtalk serve --json ARGS``; its process and ports once it listens."""
+    command = [sys.executable, "-m", "mailtalk", "serve", "--json", *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise AssertionError(process.communicate()[1].decode())
+    return process, {x["protocol"]: x["port"] for x in json.loads(line)["listeners"]}
+
+
+def _stop(process: subprocess.Popen[bytes]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=TIMEOUT)
+    return err.decode()
+
+
+def _auth(port: int, user: str, password: str) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+        smtp.ehlo("client.test")
+        answer = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        return smtp.docmd("AUTH", f"PLAIN {answer}")[0]
+
+
+# -- passwords out of the command line ----------------------------------------------
+
+
+def test_users_file_and_password_variable_keep_passwords_out_of_the_command_line(
+    tmp_path: Path,
+) -> None:
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("# the class\n\nalice:s3cret word\ncarol:colon:in:it\n")
+    env = _environment(MAILTALK_SERVE_PASSWORD="hunter2")
+    process, ports = _serve(["--root", str(tmp_path / "root"), "--smtp", "0",
+                             "--users-file", str(users_file), "--user", "bob"], env)
+    try:
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        for secret in (b"s3cret", b"hunter2", b"colon:in"):
+            assert secret not in cmdline
+        assert _auth(ports["smtp"], "alice", "s3cret word") == 235
+        assert _auth(ports["smtp"], "bob", "hunter2") == 235
+        assert _auth(ports["smtp"], "carol", "colon:in:it") == 235
+    finally:
+        _stop(process)
+    hashes = (tmp_path / "root" / "control" / "users").read_text()
+    assert "hunter2" not in hashes and "s3cret" not in hashes
+
+
+def _config(tmp_path: Path, stdin: str = "", **options: object) -> object:
+    from mailtalk.environment import Environment
+    from mailtalk.servers.command import ServeOptions, serve_config
+
+    variables = {"XDG_DATA_HOME": str(tmp_path)}
+    variables.update({k: str(v) for k, v in options.pop("variables", {}).items()})  # type: ignore[attr-defined]
+    env = Environment.for_test(variables=variables, stdin=io.StringIO(stdin))
+    return serve_config(ServeOptions(**options), env)  # type: ignore[arg-type]
+
+
+def test_users_file_from_standard_input_and_later_users_win(tmp_path: Path) -> None:
+    config = _config(tmp_path, "dave:pw1\nerin:pw2\n", users_file="-",
+                     users=("dave",), variables={"MAILTALK_SERVE_PASSWORD": "pw3"})
+    assert list(config.users) == [("dave", "pw1"), ("erin", "pw2"), ("dave", "pw3")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("alice:ok\nbob-has-no-colon-secretword\n", r"users\.txt:2: expected NAME:PASSWORD"),
+        ("alice:one\nalice:two\n", r"users\.txt:2: user 'alice' is already on line 1"),
+        ("Alice:secretword\n", r"users\.txt:1: user name 'Alice' may hold only"),
+        ("alice:\n", r"users\.txt:1: empty password"),
+        (b"alice:\xff\n", r"users\.txt: not UTF-8 text"),
+    ],
+)
+def test_a_bad_users_file_is_one_line_that_never_shows_a_password(
+    tmp_path: Path, content: str | bytes, message: str
+) -> None:
+    path = tmp_path / "users.txt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(UsageError, match=message) as caught:
+        _config(tmp_path, users_file=str(path))
+    assert "secretword" not in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match=r"--users-file .*nothing\.txt: No such file"):
+        _config(tmp_path, users_file=str(tmp_path / "nothing.txt"))
+
+
+def test_a_user_without_password_needs_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--user bob:…: .*MAILTALK_SERVE_PASSWORD"):
+        _config(tmp_path, users=("bob",))
+    with pytest.raises(UsageError, match=r"the variable is not set"):
+        _config(tmp_path, users=("bob",), variables={"MAILTALK_SERVE_PASSWORD": ""})
+
+
+def test_every_serve_option_says_what_it_does() -> None:
+    from mailtalk.commands.serve import serve
+
+    assert isinstance(serve, click.Command)
+    undocumented = [p.name for p in serve.params if isinstance(p, click.Option) and not p.help]
+    assert undocumented == []
+    text = subprocess.run([sys.executable, "-m", "mailtalk", "serve", "--help"],
+                          capture_output=True, text=True, check=True).stdout
+    flat = " ".join(text.split())
+    assert "/proc/PID/cmdline" in flat and "$MAILTALK_SERVE_PASSWORD" in flat
+    assert "MAILTALK_SERVE_PASSWORD=secret mailtalk serve --user alice" in text
+    for option in ("--max-connections", "--idle-timeout", "--users-file"):
+        assert option in text
+
+
+# -- modes whatever the umask -------------------------------------------------------
+
+
+def test_a_new_root_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    root = tmp_path / "new" / "parents" / "root"
+    journal = tmp_path / "logs" / "serve.jsonl"
+    env = _environment(MAILTALK_SERVE_PASSWORD="secret")
+    process, ports = _serve(["--root", str(root), "--smtp", "0", "--imap", "0", "--dns", "0",
+                             "--user", "alice", "--journal", str(journal)], env, umask=0)
+    try:
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=TIMEOUT) as smtp:
+            smtp.sendmail("a@example.org", ["alice@localhost"], b"Subject: x\r\n\r\nhi\r\n")
+    finally:
+        _stop(process)
+    made = [tmp_path / "new", tmp_path / "new" / "parents", tmp_path / "logs"]
+    for top, _, files in os.walk(tmp_path / "new"):
+        made.append(Path(top))
+        for name in files:
+            mode = stat.S_IMODE((Path(top) / name).stat().st_mode)
+            assert not mode & 0o022, (Path(top) / name, oct(mode))
+    wanted = {root / "control", root / "mail" / "alice" / "Maildir" / "new", root / "dns",
+              root / "tls"}
+    assert wanted <= set(made)
+    modes = {directory: oct(stat.S_IMODE(directory.stat().st_mode)) for directory in made}
+    assert set(modes.values()) == {"0o700"}, modes
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+
+
+# -- crash leftovers ------------------------------------------------------------------
+
+
+def test_tmp_files_older_than_36_hours_are_removed_at_start(tmp_path: Path) -> None:
+    inbox = tmp_path / "mail" / "alice" / "Maildir"
+    for folder in (inbox, inbox / ".Sent"):
+        for sub in ("tmp", "new", "cur"):
+            (folder / sub).mkdir(parents=True)
+    now = time.time()
+    files = {
+        "stale": (inbox / "tmp" / "1.M1P1.host", 37 * 3600),
+        "young": (inbox / "tmp" / "2.M2P2.host", 35 * 3600),
+        "stale in a folder": (inbox / ".Sent" / "tmp" / "3.M3P3.host", 40 * 3600),
+        "old mail": (inbox / "new" / "4.M4P4.host", 400 * 3600),
+        "old queue tmp": (tmp_path / "queue" / "tmp" / "5.M5P5.host", 2 * 3600),
+    }
+    (tmp_path / "queue" / "tmp").mkdir(parents=True)
+    for path, age in files.values():
+        path.write_bytes(b"Subject: x\n\nleft over\n")
+        os.utime(path, (now - age, now - age))
+    with run_servers(tmp_path, smtp=0, users=[("alice", "secret")]):
+        pass
+    left = {what for what, (path, _) in files.items() if path.exists()}
+    assert left == {"young", "old mail"}
