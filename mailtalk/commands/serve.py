@@ -142,6 +142,33 @@ if TYPE_CHECKING:
     "before it (Sendmail's greet_pause).",
 )
 @click.option(
+    "--auth-failure-delay",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Answer a wrong password this late, doubled for each recent failure from the "
+    "same address, up to 15 s (Dovecot's auth_failure_delay); 0: at once.",
+)
+@click.option(
+    "--auth-failures-per-address",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="After N wrong passwords from one address in 10 minutes, refuse its logins "
+    "until the oldest is 10 minutes old; 0: no limit.",
+)
+@click.option(
+    "--error-limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Hang up on a session after N errors (failed logins, refused commands) with "
+    "the protocol's goodbye (Postfix's smtpd_hard_error_limit); 0: no limit.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(min=1),
     default=100,
@@ -197,6 +224,9 @@ def serve(
     quota: int | None,
     login_delay: float | None,
     greet_pause: float | None,
+    auth_failure_delay: float,
+    auth_failures_per_address: int,
+    error_limit: int,
     max_connections: int,
     idle_timeout: float,
     journal: str | None,
@@ -239,6 +269,9 @@ def serve(
         quota=quota,
         login_delay=login_delay,
         greet_pause=greet_pause or 0.0,
+        auth_failure_delay=auth_failure_delay,
+        auth_failures_per_address=auth_failures_per_address,
+        error_limit=error_limit,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
         journal=journal,

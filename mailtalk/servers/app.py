@@ -330,6 +330,7 @@ class ReferenceServers:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        self.context.guard.close()
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None

@@ -64,6 +64,10 @@ class ServeOptions:
     max_size: int = DEFAULT_MAX_SIZE
     quota: int | None = None
     login_delay: float | None = None
+    # Password guessing and error floods (mailtalk.servers.guard); 0 turns each off.
+    auth_failure_delay: float = 2.0
+    auth_failures_per_address: int = 10
+    error_limit: int = 20
     greet_pause: float = 0.0  # seconds the SMTP greeting waits (Sendmail's greet_pause)
     max_connections: int = 100
     idle_timeout: float = 300.0
@@ -92,6 +96,9 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         resolver=options.resolver,
         quota_bytes=options.quota,
         login_delay=options.login_delay or 0.0,
+        auth_failure_delay=options.auth_failure_delay,
+        auth_failures_per_address=options.auth_failures_per_address,
+        error_limit=options.error_limit,
         greet_pause=options.greet_pause,
         onward_delivery=True,
         mx_port=options.mx_port,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mailtalk.protocols.common import printable
+from mailtalk.servers.guard import AuthGuard
 from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerdict, decide_rcpt
 from mailtalk.servers.transaction import Recipient
 from mailtalk.servers.users import Users
@@ -67,6 +68,15 @@ class ServerSettings:
     relay: Literal["policy", "deny"] = "policy"  # "deny": the relay-denied scenario
     quota_bytes: int | None = None  # per user, for POP3 [SYS/TEMP] and IMAP OVERQUOTA
     login_delay: float = 0.0  # POP3 LOGIN-DELAY: seconds between two logins of a user
+    # Password guessing and error floods (mailtalk.servers.guard): a wrong password is
+    # answered this many seconds late, doubled for each recent failure from the address;
+    # after auth_failures_per_address of them in 10 minutes the address is refused for a
+    # while; a session ends after error_limit errors. 0 turns each off. The first two
+    # are on for ``mailtalk serve`` (2 s, 10) and off by default from Python, where a
+    # test suite fails logins on purpose, all from 127.0.0.1.
+    auth_failure_delay: float = 0.0
+    auth_failures_per_address: int = 0
+    error_limit: int = 20
     max_literal: int = DEFAULT_MAX_SIZE  # largest IMAP literal (APPEND) accepted
     lock_busy: bool = False  # the lock-busy scenario: every maildrop is held locked
     # Seconds the SMTP greeting is held back (Sendmail's greet_pause; 0: off): a client
@@ -169,6 +179,7 @@ class ServerContext:
         # secret itself, and the users file holds hashes.
         self.apop_secrets: dict[str, str] = {}
         self._last_login: dict[str, float] = {}
+        self.guard = AuthGuard(self.settings)  # password checks: paced, budgeted, off the loop
         self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
         self._control_stamp = control_stamp(self.root)  # what control/ looked like when read
         self._behaviour_stamp = control_stamp(self.root, BEHAVIOUR_FILES)
@@ -370,11 +381,6 @@ class ServerContext:
         if verdict is RcptVerdict.RELAY_DENIED:
             return RcptOutcome(False, reply_key="relay_denied")
         return RcptOutcome(False, reply_key="bad_recipient_syntax")
-
-    async def verify_password(self, name: str, secret: str) -> bool:
-        # scrypt takes tens of milliseconds: keep it off the event loop.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.users.verify, name, secret)
 
     async def sender_domain_verdict(self, domain: str) -> Literal["ok", "missing", "tempfail"]:
         from mailtalk.net.dns import domain_exists

@@ -50,7 +50,9 @@ value. The kinds and their own fields:
     response code of a refusal: ``AUTH`` (wrong password), or, the password being right,
     ``IN-USE`` (another session holds the maildrop), ``SYS/TEMP``, ``LOGIN-DELAY``,
     ``SYS/PERM`` (an mbox maildrop that does not begin with a From line: qpopper's
-    "Unable to process From lines").
+    "Unable to process From lines"). A login refused unchecked because the client's
+    address used up its budget of failures (``mailtalk.servers.guard``) is an ``auth``
+    event with ``ok`` false too (POP3's ``reason``: ``SYS/TEMP``).
 ``fault``
     An injected fault fired: ``rule`` (its text, as given), ``verb`` (``RCPT``,
     ``CONNECT``, ``DATA-END``...), ``action`` (``reply``, ``disconnect``, ``delay``),

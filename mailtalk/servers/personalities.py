@@ -101,6 +101,11 @@ REPLY_VALUES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         # its commands after that (QUIT and the personality's early_talker_allows apart).
         "early_talker_greeting": frozenset({"client"}),
         "early_talker_rejected": frozenset({"command"}),
+        # The session made too many errors (ServerSettings.error_limit): the 421 it gets
+        # before the server hangs up; and AUTH from an address that used up its budget of
+        # failed logins (ServerSettings.auth_failures_per_address).
+        "too_many_errors": frozenset({"client"}),
+        "too_many_auth_failures": frozenset({"client"}),
     }
 )
 KEYS: Final = tuple(REPLY_VALUES)

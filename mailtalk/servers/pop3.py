@@ -27,7 +27,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mailtalk.protocols.common import (
@@ -39,6 +39,7 @@ from mailtalk.protocols.common import (
     printable,
 )
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
+from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.session import ServerSession
 
@@ -61,6 +62,7 @@ CHUNK: Final = 64 * 1024
 FROM_LINES: Final = ("Unable to process From lines (envelopes), change recognition modes or "
                      "check for corrupted mail drop.")
 STORE_FAILED: Final = "The mail store failed; try later"
+TOO_MANY_ERRORS: Final = "Too many bad commands."  # Dovecot's pop3, then it hangs up
 QUOTA_EXCEEDED: Final = "Unable to copy mail spool file, quota exceeded"
 
 Answer = tuple[bool, str, str | None]  # +OK or not, the text, the response code
@@ -148,6 +150,9 @@ class POP3ServerProtocol(ServerSession):
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply); AUTH's mechanism while its answer is awaited.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
+        # -ERR replies in a row, and failed logins: at the limit the next command gets
+        # TOO_MANY_ERRORS and the connection is closed (Dovecot counts 20 in a row).
+        self.errors = SessionErrors(context.settings.error_limit)
 
     # -- connection -----------------------------------------------------------
 
@@ -204,6 +209,10 @@ class POP3ServerProtocol(ServerSession):
         if self._closing or self.transport is None:
             return
         self.transport.write(self.core.send(Response(ok, text, code, lines)))
+        if ok:
+            self.errors.forgive()
+        else:
+            self.errors.error()
         if self.journal is not None:
             self._journal_reply(ok, text, code)
 
@@ -261,6 +270,11 @@ class POP3ServerProtocol(ServerSession):
     # -- commands -------------------------------------------------------------
 
     def _on_command(self, command: Command) -> None:
+        if self.errors.exceeded:
+            log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
+            self._send(False, TOO_MANY_ERRORS)
+            self._close()
+            return
         if command.verb == AUTH_RESPONSE:
             self._sasl_answer(command.args[0] if command.args else "")
             return
@@ -334,12 +348,11 @@ class POP3ServerProtocol(ServerSession):
                        "AUTH")
             return
         expected = hashlib.md5((self.timestamp + secret).encode(), usedforsecurity=False)
-        if hmac.compare_digest(expected.hexdigest(), digest.lower()):
-            self._defer(self._open_maildrop(name, "APOP"))
-        else:
-            if self.journal is not None:
-                self.journal_write("auth", user=name, mechanism="APOP", ok=False, reason="AUTH")
-            self._send(False, "Authentication failed.", "AUTH")
+        # A wrong digest is a guess like a wrong password: the same delay and budget.
+        verdict = self.context.guard.check(
+            self.client_ip, lambda: hmac.compare_digest(expected.hexdigest(), digest.lower())
+        )
+        self._defer(self._decided(verdict, name, "APOP"))
 
     def _auth(self, args: tuple[str, ...]) -> None:
         if not args:
@@ -376,17 +389,31 @@ class POP3ServerProtocol(ServerSession):
         self._defer(self._login(name, secret, "PLAIN"))
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
-        ok = await self.context.verify_password(name, secret)
+        context = self.context
+        verdict = context.guard.check_password(context.users, name, secret, self.client_ip)
+        await self._decided(verdict, name, mechanism)
+
+    async def _decided(self, verdict: Awaitable[Verdict], name: str, mechanism: str) -> None:
+        """The password (or APOP digest) check's answer; right: open the maildrop."""
+        decided = await verdict
         if self._closing:
             return
-        if not ok:
-            log.info("session %s: authentication failed for %s", self.session_id, name)
-            self.user = None
-            if self.journal is not None:
-                self.journal_write("auth", user=name, mechanism=mechanism, ok=False, reason="AUTH")
-            self._send(False, "Authentication failed.", "AUTH")
+        if decided is Verdict.OK:
+            await self._open_maildrop(name, mechanism)
             return
-        await self._open_maildrop(name, mechanism)
+        self.user = None
+        if decided is Verdict.REFUSED:
+            log.info("session %s: login refused: too many failures from %s", self.session_id,
+                     self.client_ip)
+            code = "SYS/TEMP"
+            text = f"Too many failed logins from {self.client_ip}; try again later"
+        else:
+            log.info("session %s: authentication failed for %s", self.session_id, name)
+            self.errors.auth_failed()
+            text, code = "Authentication failed.", "AUTH"
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=False, reason=code)
+        self._send(False, text, code)
 
     async def _open_maildrop(self, name: str, mechanism: str) -> None:
         """The password was right: lock and open the maildrop, or say why not."""

@@ -41,6 +41,7 @@ from mailtalk.protocols.smtp import (
     SMTPConnection,
     SMTPState,
 )
+from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.journal import REDACTED, HeadCollector, subject_of
 from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
@@ -106,6 +107,9 @@ class SMTPServerProtocol(ServerSession):
         # talked before the greeting (then its commands are refused, see _early_talk).
         self._held: asyncio.TimerHandle | None = None
         self.early_talker = False
+        # 4xx and 5xx replies since the last delivered message, and failed logins: at
+        # the limit the next command gets 421 (Postfix's smtpd_hard_error_limit).
+        self.errors = SessionErrors(context.settings.error_limit)
 
     # -- connection -----------------------------------------------------------
 
@@ -197,6 +201,8 @@ class SMTPServerProtocol(ServerSession):
             return
         data = self.core.send(Reply(code, lines or ("",)))
         self.transport.write(data)
+        if code >= 400:
+            self.errors.error()
         if self.journal is not None:
             self._journal_reply(code, lines)
         if code == 421 or (code == 221 and self.core.state is SMTPState.CLOSED):
@@ -273,6 +279,12 @@ class SMTPServerProtocol(ServerSession):
     # -- commands ---------------------------------------------------------------
 
     def _on_command(self, command: Command) -> None:
+        if self.errors.exceeded:
+            # Postfix checks before it reads the next command; so does this.
+            log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
+            self._send_key("too_many_errors", client=self.client_ip)
+            self._close()
+            return
         if command.verb == AUTH_RESPONSE:
             self._on_auth_response(command.args)
             return
@@ -647,6 +659,7 @@ class SMTPServerProtocol(ServerSession):
                 ", ".join(f"<{r.address}>" for r in transaction.recipients),
             )
         self.context.message_delivered(self._message_size)
+        self.errors.forgive()  # "errors without delivering mail", as Postfix counts them
         if not self.context.settings.sink:
             self.context.notify_delivered({r.user for r in transaction.recipients if r.user})
             if any(r.user is None for r in transaction.recipients):
@@ -784,17 +797,23 @@ class SMTPServerProtocol(ServerSession):
         self._defer(self._verify(name, secret, mechanism))
 
     async def _verify(self, name: str, secret: str, mechanism: str) -> None:
-        ok = await self.context.verify_password(name, secret)
+        context = self.context
+        verdict = await context.guard.check_password(context.users, name, secret, self.client_ip)
         if self._closing:
             return
         if self.journal is not None:
-            self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
-        if ok:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=verdict is Verdict.OK)
+        if verdict is Verdict.OK:
             self.user = name
             log.info("session %s: authenticated as %s", self.session_id, name)
             self._send_key("auth_ok")
+        elif verdict is Verdict.REFUSED:
+            log.info("session %s: login refused: too many failures from %s", self.session_id,
+                     self.client_ip)
+            self._send_key("too_many_auth_failures", client=self.client_ip)
         else:
             log.info("session %s: authentication failed for %s", self.session_id, name)
+            self.errors.auth_failed()
             self._send_key("auth_failed")
 
 

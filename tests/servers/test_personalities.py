@@ -70,6 +70,8 @@ CLASSES: dict[str, set[int]] = {
     "shutdown": {4},
     "early_talker_greeting": {5},
     "early_talker_rejected": {5},
+    "too_many_errors": {4},
+    "too_many_auth_failures": {4},
 }
 EXACT_CODES = {
     "banner": 220,

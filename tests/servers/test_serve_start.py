@@ -151,7 +151,8 @@ def test_every_serve_option_says_what_it_does() -> None:
     flat = " ".join(text.split())
     assert "/proc/PID/cmdline" in flat and "$MAILTALK_SERVE_PASSWORD" in flat
     assert "MAILTALK_SERVE_PASSWORD=secret mailtalk serve --user alice" in text
-    for option in ("--max-connections", "--idle-timeout", "--users-file"):
+    for option in ("--max-connections", "--idle-timeout", "--auth-failure-delay",
+                   "--auth-failures-per-address", "--error-limit", "--users-file"):
         assert option in text
 
 

@@ -65,6 +65,7 @@ from mailtalk.protocols.imap import (
     Tagged,
     Untagged,
 )
+from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.imap import mailboxes, selected
 from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
@@ -86,7 +87,6 @@ log = logging.getLogger("mailtalk.imap")
 PREAUTH_MAX_LITERAL: Final = 64 * 1024
 IDLE_POLL_SECONDS: Final = 1.0
 IDLE_AUTOLOGOUT: Final = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes while idling
-MAX_BAD_COMMANDS: Final = 50
 # A command's text (its literals aside) up to the core's 1 MiB is read on the event
 # loop: a megabyte of STORE flags took 0.6 s. One line (64 KiB) is all any command but
 # SEARCH needs (a literal carries a name or a message, not more arguments); SEARCH is
@@ -160,7 +160,9 @@ class IMAPServerProtocol(ServerSession):
         # tag -> (folder, stream) of an APPEND whose literal goes straight to disk
         self.append_streams: dict[str, Any] = {}
         self.core.literal_sink = lambda head, size: mailboxes.open_append_stream(self, head, size)
-        self._bad_commands = 0
+        # NO and BAD in a row, and failed logins: at the limit the session ends with a BYE
+        # (Dovecot ends it after 20 bad commands in a row).
+        self.errors = SessionErrors(context.settings.error_limit)
         self._journaled: dict[str, _Pending] = {}  # tag -> command, with a journal
 
     # -- connection -----------------------------------------------------------
@@ -214,18 +216,23 @@ class IMAPServerProtocol(ServerSession):
                 if "closed in the middle" in str(error):
                     self._close("dropped")
                     return
-                self._bad()
+                self.errors.error()
                 self.untagged(f"BAD {_clean(str(error))}")
                 if self.journal is not None:
                     # Not a command: the line may be a password; only the kind of error.
                     what = str(error).partition(":")[0]
                     self.journal_command(None, REDACTED, "BAD", what, tls=bool(self.core.tls),
                                          user=self.user)
+                if self.errors.exceeded:
+                    self._too_many_errors()
                 continue
             if event is NEED_DATA:
                 return
             if event is CONNECTION_CLOSED:
                 self._close("dropped")
+                return
+            if self.errors.exceeded:
+                self._too_many_errors()
                 return
             if isinstance(event, LiteralRequested):
                 self._on_literal(event)
@@ -275,6 +282,10 @@ class IMAPServerProtocol(ServerSession):
             return
         text = _clean(text)
         self.transport.write(self.core.send(Tagged(tag, status, code, text)))
+        if status == "OK":
+            self.errors.forgive()
+        else:
+            self.errors.error()
         if self.journal is not None:
             self._journal_tagged(tag, status, code, text)
 
@@ -309,11 +320,10 @@ class IMAPServerProtocol(ServerSession):
         self.updates(expunge_allowed=verb not in _NO_EXPUNGE)
         self.tagged(command.tag, "OK", code, text)
 
-    def _bad(self) -> None:
-        self._bad_commands += 1
-        if self._bad_commands >= MAX_BAD_COMMANDS:
-            self.untagged("BYE Too many invalid commands")
-            self._close()
+    def _too_many_errors(self) -> None:
+        log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
+        self.untagged("BYE Too many invalid commands")
+        self._close()
 
     def _fault(self, command: str, tag: str | None = None) -> FaultAction | None:
         """Apply an injected fault; returns it if it replaced (or delays) the answer."""
@@ -404,26 +414,21 @@ class IMAPServerProtocol(ServerSession):
         if self.journal is not None:
             self._journal_pending(command)
         if command.truncated:
-            self._bad()
             if command.literals:
                 self.tagged(tag, "NO", "TOOBIG", "Literal too large")
             else:
                 self.tagged(tag, "BAD", None, "Command line too long")
             return
         if len(command.args) > MAX_ARGUMENTS_TEXT and verb not in _LONG_ARGUMENTS:
-            self._bad()
             self.tagged(tag, "BAD", None, "Command too long")
             return
         handler = COMMANDS.get(verb)
         if handler is None:
-            self._bad()
             self.tagged(tag, "BAD", None, f"Unknown command {_clean(verb[:30])}")
             return
         if verb not in _VALID_IN[self.state]:
-            self._bad()
             self.tagged(tag, "BAD", "CLIENTBUG", "Command not valid in this state")
             return
-        self._bad_commands = 0
         if tag in self._literal_faults:
             action = self._literal_faults.pop(tag)
         else:
@@ -551,9 +556,19 @@ class IMAPServerProtocol(ServerSession):
         self.defer_tagged(self._verify(tag, name, secret, "PLAIN"), tag)
 
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
-        ok = await self.context.verify_password(name, secret)
+        context = self.context
+        verdict = await context.guard.check_password(context.users, name, secret, self.client_ip)
         if self._closing:
             return
+        if verdict is Verdict.REFUSED:
+            log.info("session %s: login refused: too many failures from %s", self.session_id,
+                     self.client_ip)
+            if self.journal is not None:
+                self.journal_write("auth", user=name, mechanism=mechanism, ok=False)
+            self.tagged(tag, "NO", "UNAVAILABLE",
+                        f"Too many failed logins from {self.client_ip}; try again later")
+            return
+        ok = verdict is Verdict.OK
         if ok:
             try:
                 mailboxes = self.context.mailstore.user_mailboxes(
@@ -565,6 +580,7 @@ class IMAPServerProtocol(ServerSession):
             self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if not ok:
             log.info("session %s: authentication failed for %s", self.session_id, name)
+            self.errors.auth_failed()
             self.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed.")
             return
         self.user = name
