@@ -503,6 +503,9 @@ class POP3ServerProtocol(ServerSession):
         return False, "Not enough disk space" if full else STORE_FAILED, "SYS/TEMP"
 
     def _stls(self, args: tuple[str, ...]) -> None:
+        if args:
+            self._send(False, "STLS takes no arguments")
+            return
         if self.context.ssl_context is None or self.core.tls:
             self._send(False, "STLS is not available here" if not self.core.tls
                        else "TLS is already active")
@@ -517,6 +520,8 @@ class POP3ServerProtocol(ServerSession):
         self.user = None  # RFC 2595 4: the client starts over after STLS
 
     def _quit(self, args: tuple[str, ...]) -> None:
+        # Arguments or not, QUIT ends the session (as Dovecot's): a -ERR to QUIT would
+        # say that deletions failed and the session is over (RFC 1939 6).
         self.close_reason = self.close_reason or "quit"
         if self.authenticated_user is None:
             self._send(True, "Bye")

@@ -685,6 +685,9 @@ class SMTPServerProtocol(ServerSession):
         self._send_key("noop")
 
     def _quit(self, args: str) -> None:
+        if args.strip():
+            self._syntax_error("QUIT", "QUIT", "QUIT takes no arguments", args)
+            return
         self._reset_transaction()
         self.close_reason = self.close_reason or "quit"
         self._send_key("quit")

@@ -487,6 +487,8 @@ class IMAPServerProtocol(ServerSession):
         self.done(command, "NOOP completed")
 
     def _logout(self, command: Command) -> None:
+        if command.args.strip():
+            raise IMAPSyntaxError("LOGOUT takes no arguments")
         self.close_reason = self.close_reason or "quit"
         self.untagged("BYE Logging out")
         self.tagged(command.tag, "OK", None, "Logout completed")
@@ -499,6 +501,9 @@ class IMAPServerProtocol(ServerSession):
     # -- not authenticated ----------------------------------------------------
 
     def _starttls(self, command: Command) -> None:
+        if command.args.strip():
+            # Nothing may ride along with the switch to TLS (the STARTTLS injection).
+            raise IMAPSyntaxError("STARTTLS takes no arguments")
         if self.context.ssl_context is None or self.core.tls:
             self.tagged(command.tag, "BAD", None, "TLS is already active" if self.core.tls
                          else "STARTTLS is not available here")
