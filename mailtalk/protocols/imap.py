@@ -163,13 +163,18 @@ class _LiteralMarker:
     synchronizing: bool  # "{n}" waits for "+", "{n+}" does not
 
 
-def _literal_at_end(content: bytes) -> _LiteralMarker | None:
+def _literal_at_end(content: bytes, *, clamp: bool = False) -> _LiteralMarker | None:
+    """The literal ``content`` ends with, if any. A size of more digits than anyone can
+    send is an error, or with ``clamp`` (the server role) the largest size there is: the
+    server then refuses it as too large, with a tagged answer the client waits for."""
     match = _LITERAL_AT_END.search(content)
     if match is None:
         return None
     digits = match.group(2)
     if len(digits) > _MAX_SIZE_DIGITS:
-        raise RemoteProtocolError(f"a literal of {len(digits)} digits is not believable")
+        if not clamp:
+            raise RemoteProtocolError(f"a literal of {len(digits)} digits is not believable")
+        digits = b"9" * _MAX_SIZE_DIGITS
     return _LiteralMarker(int(digits), synchronizing=not match.group(3))
 
 
@@ -724,7 +729,7 @@ class IMAPConnection:
             assembly.truncated = True
             return None
         try:
-            marker = _literal_at_end(line.content)
+            marker = _literal_at_end(line.content, clamp=self.role is Role.SERVER)
         except RemoteProtocolError:
             self._assembly = None
             raise

@@ -1,4 +1,5 @@
-"""Commands that switch to TLS or say goodbye take no arguments (issue 15, item 7).
+"""Commands that switch to TLS or say goodbye take no arguments, and an IMAP literal of
+an unbelievable size gets its tagged answer (issue 15, item 7).
 
 Trailing text on STARTTLS is what a STARTTLS injection rides on; on LOGOUT or QUIT it
 is a client that does not speak the protocol. Each gets the protocol's syntax error and
@@ -95,3 +96,41 @@ def test_smtp_starttls_and_quit_refuse_trailing_text(servers: RunningServers) ->
     client.send("QUIT")
     assert client.reply("221 ").startswith("221")
     client.close()
+
+
+@pytest.mark.parametrize(
+    "literal", ["{99999999999999999999}", "{4294967296}", "~{1" + "0" * 30 + "}"]
+)
+def test_an_unbelievable_literal_gets_a_tagged_answer_before_login(
+    servers: RunningServers, literal: str
+) -> None:
+    client = Client(servers.port("imap"))
+    client.line()
+    client.send(f"a LOGIN {literal}")
+    # The client waits for "+" or a tagged answer: it gets the answer, at once.
+    assert client.reply("a ").startswith("a NO [TOOBIG] Literal too large")
+    client.send("b NOOP")
+    assert client.reply("b ").startswith("b OK")
+    client.close()
+
+
+def test_an_unbelievable_append_literal_gets_a_tagged_answer(servers: RunningServers) -> None:
+    client = Client(servers.port("imap"))
+    client.line()
+    client.send("a LOGIN alice secret")
+    assert client.reply("a ").startswith("a OK")
+    client.send("b APPEND INBOX (\\Seen) {99999999999999999999}")
+    assert client.reply("b ").startswith("b NO [TOOBIG]")
+    client.send("c NOOP")
+    assert client.reply("c ").startswith("c OK")
+    client.close()
+
+
+def test_the_client_role_still_refuses_an_unbelievable_literal() -> None:
+    from mailtalk.protocols.common import RemoteProtocolError, Role
+    from mailtalk.protocols.imap import IMAPConnection
+
+    connection = IMAPConnection(role=Role.CLIENT)
+    connection.receive_data(b"* 1 FETCH (BODY[] {99999999999999999999}\r\n")
+    with pytest.raises(RemoteProtocolError, match="not believable"):
+        connection.next_event()
