@@ -272,6 +272,8 @@ class POP3ServerProtocol(ServerSession):
     def _on_command(self, command: Command) -> None:
         if self.errors.exceeded:
             log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
+            if self.journal is not None and command.verb != AUTH_RESPONSE:
+                self._journal_pending(command)  # the goodbye is this command's reply
             self._send(False, TOO_MANY_ERRORS)
             self._close()
             return

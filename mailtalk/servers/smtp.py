@@ -282,6 +282,8 @@ class SMTPServerProtocol(ServerSession):
         if self.errors.exceeded:
             # Postfix checks before it reads the next command; so does this.
             log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
+            if self.journal is not None and command.verb != AUTH_RESPONSE:
+                self._journal_pending(command)  # the 421 is this command's reply
             self._send_key("too_many_errors", client=self.client_ip)
             self._close()
             return

@@ -462,3 +462,34 @@ def test_session_errors() -> None:
     for _ in range(100):
         unlimited.error()
     assert not unlimited.exceeded
+
+
+def test_the_journal_has_the_goodbye_as_the_commands_reply(tmp_path: Path) -> None:
+    from mailtalk.servers.journal import Journal, read_events
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    with run_servers(tmp_path / "root", smtp=0, pop3=0, users=USERS, error_limit=2,
+                     journal=journal) as servers:
+        client = smtp_client(servers.port("smtp"))
+        for _ in range(2):
+            client.send("VRFY")
+            assert client.smtp_reply().startswith("501")
+        client.send("NOOP")
+        assert client.smtp_reply().startswith("421 4.7.0")
+        assert client.closed()
+        client.close()
+        pop3 = Client(servers.port("pop3"))
+        pop3.line()
+        for _ in range(3):
+            pop3.send("STAT")
+        assert [pop3.line() for _ in range(3)][-1] == "-ERR Too many bad commands."
+        assert pop3.closed()
+        pop3.close()
+    journal.close()
+    events = read_events(path)
+    for proto, verb, code in (("smtp", "NOOP", 421), ("pop3", "STAT", "-ERR")):
+        commands = [e for e in events if e.get("proto") == proto and e["event"] == "command"]
+        assert (commands[-1]["verb"], commands[-1]["code"]) == (verb, code)
+        closes = [e for e in events if e.get("proto") == proto and e["event"] == "close"]
+        assert closes[-1]["reason"] == "server"
