@@ -73,8 +73,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --journal --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --journal'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -322,6 +322,10 @@ _mailtalk_option_value() {
         'mailtalk serve|--user')
             COMPREPLY=()
             ;;
+        'mailtalk serve|--users-file')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk serve|--personality')
             COMPREPLY=($(compgen -W 'mailtalk qmail postfix sendmail exim' -- "$cur"))
             ;;
@@ -353,6 +357,15 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--greet-pause')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--auth-failure-delay')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--auth-failures-per-address')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--error-limit')
             COMPREPLY=()
             ;;
         'mailtalk serve|--max-connections')

@@ -29,7 +29,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --max-connections --idle-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --journal
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --resolve --transcript --record
     end
@@ -277,7 +277,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP p
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'hostname' -x -d 'This server\'s name (control/me): banner, HELO reply, Received.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user (or set their password).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'users-file' -r -F -d 'Add the users of FILE, one NAME:PASSWORD a line (\'#\' comments; \'-\': standard input), kept out of the command line.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'personality' -x -a 'mailtalk qmail postfix sendmail exim' -d 'Whose banner and rejection wordings to use.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'fault' -x -d 'Inject a fault.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'scenario' -x -d 'A named scenario.'
@@ -292,8 +293,11 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'La
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'login-delay' -x -d 'POP3 LOGIN-DELAY: minimum time between two logins of a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'greet-pause' -x -d 'Hold the SMTP greeting back this long and refuse a client that talks before it (Sendmail\'s greet_pause).'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d ''
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'auth-failure-delay' -x -d 'Answer a wrong password this late, doubled for each recent failure from the same address, up to 15 s (Dovecot\'s auth_failure_delay); 0: at once.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'auth-failures-per-address' -x -d 'After N wrong passwords from one address in 10 minutes, refuse its logins until the oldest is 10 minutes old; 0: no limit.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'error-limit' -x -d 'Hang up on a session after N errors (failed logins, refused commands) with the protocol\'s goodbye (Postfix\'s smtpd_hard_error_limit); 0: no limit.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d 'Connections open at once over all listeners; beyond that a new client is turned away.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d 'Close a session idle this long (RFC 5321 gives a client 5 minutes).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'journal' -r -F -d 'Write what the servers do to FILE, one JSON object a line (connections, commands and replies, logins, deliveries, DNS answers; passwords redacted); past 8 MiB FILE becomes FILE.1.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'json' -d 'Print one JSON line once listening.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'v' -l 'verbose' -d 'Log sessions to standard error.'
