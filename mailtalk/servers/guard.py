@@ -190,8 +190,8 @@ class SessionErrors:
     """The errors of one session, against ``limit`` (0: no limit).
 
     Two counts: errors since the last success that forgives them (a delivered message in
-    SMTP, as Postfix counts "errors without delivering mail"; a successful command in POP3
-    and IMAP, as Dovecot counts bad commands in a row), and failed logins, which nothing
+    SMTP, as Postfix counts "errors without delivering mail"; a +OK in POP3, an OK or NO
+    in IMAP, as Dovecot counts bad commands in a row), and failed logins, which nothing
     forgives: a guesser cannot reset its count with a NOOP between two guesses.
     """
 

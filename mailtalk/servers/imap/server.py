@@ -160,8 +160,9 @@ class IMAPServerProtocol(ServerSession):
         # tag -> (folder, stream) of an APPEND whose literal goes straight to disk
         self.append_streams: dict[str, Any] = {}
         self.core.literal_sink = lambda head, size: mailboxes.open_append_stream(self, head, size)
-        # NO and BAD in a row, and failed logins: at the limit the session ends with a BYE
-        # (Dovecot ends it after 20 bad commands in a row).
+        # BADs in a row, and failed logins: at the limit the session ends with a BYE (as
+        # Dovecot after 20 bad commands in a row). A NO is a well-formed command's answer:
+        # a client syncing folders may get many, so it forgives like an OK.
         self.errors = SessionErrors(context.settings.error_limit)
         self._journaled: dict[str, _Pending] = {}  # tag -> command, with a journal
 
@@ -282,10 +283,10 @@ class IMAPServerProtocol(ServerSession):
             return
         text = _clean(text)
         self.transport.write(self.core.send(Tagged(tag, status, code, text)))
-        if status == "OK":
-            self.errors.forgive()
-        else:
+        if status == "BAD":
             self.errors.error()
+        else:
+            self.errors.forgive()
         if self.journal is not None:
             self._journal_tagged(tag, status, code, text)
 
