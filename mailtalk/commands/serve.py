@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
     "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Mailbox full'\n"
     "  mailtalk serve --sink --smtp 2525\n"
+    "  mailtalk serve --listen 0.0.0.0 --max-connections-per-address 10   # a classroom\n"
     "  mailtalk serve --user alice:secret --journal -     # what happens, live, as JSON lines\n"
     "  mailtalk serve --journal ~/serve.jsonl             # ... kept in a file (rotated)\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
@@ -184,6 +185,33 @@ if TYPE_CHECKING:
     help="Close a session idle this long (RFC 5321 gives a client 5 minutes).",
 )
 @click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Connections one client address may hold at once, loopback included (0: no "
+    "limit); past it SMTP says 421, POP3 -ERR [SYS/TEMP], IMAP BYE.",
+)
+@click.option(
+    "--line-timeout",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A command or message line must arrive whole within this time (plus 1 s per "
+    "500 bytes of it), or the session ends as an idle one: a client that sends a byte "
+    "at a time cannot hold a connection.",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A TLS handshake (SMTPS, POP3S, IMAPS, STARTTLS) must end within this time.",
+)
+@click.option(
     "--journal",
     metavar="FILE",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -229,6 +257,9 @@ def serve(
     error_limit: int,
     max_connections: int,
     idle_timeout: float,
+    max_connections_per_address: int,
+    line_timeout: float,
+    handshake_timeout: float,
     journal: str | None,
     as_json: bool,
     verbose: bool,
@@ -274,6 +305,9 @@ def serve(
         error_limit=error_limit,
         max_connections=max_connections,
         idle_timeout=idle_timeout,
+        max_connections_per_address=max_connections_per_address,
+        line_timeout=line_timeout,
+        handshake_timeout=handshake_timeout,
         journal=journal,
         as_json=as_json,
         verbose=verbose,

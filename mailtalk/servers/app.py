@@ -7,18 +7,18 @@ foreground.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenario_settings
 from mailtalk.servers.journal import Journal
+
+if TYPE_CHECKING:
+    from mailtalk.servers.listening import Listener
 
 log = logging.getLogger("mailtalk.serve")
 
@@ -264,40 +264,33 @@ class ReferenceServers:
         self.config = config
         self.context = build_context(config)
         self.listeners: list[ListenerInfo] = []
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[Listener] = []
         self.dns: Any = None  # dns.DNSServer, with --dns
         self._dns_data: Any = self._load_dns() if config.dns_port is not None else None
         self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
 
     async def start(self) -> list[ListenerInfo]:
-        loop = asyncio.get_running_loop()
+        from mailtalk.servers.listening import Listener, raise_descriptor_limit
+
+        raise_descriptor_limit(self.context.settings.max_connections)
         host = self.config.listen
         for protocol, port in self.config.ports.items():
             tls = LISTENER_TLS[protocol]
-            ssl_context: ssl.SSLContext | None = (
-                self.context.ssl_context if tls == "implicit" else None
-            )
-
+            # Plain text on every listener: an implicit-TLS session does its handshake
+            # itself, counted against the connection caps (servers.session).
             factory = functools.partial(session_class(protocol), self.context, protocol)
-
             try:
-                server = await loop.create_server(
-                    factory,
-                    host=host,
-                    port=port,
-                    ssl=ssl_context,
-                    reuse_address=True,
-                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                )
+                listener = Listener.open(host, port, factory)
             except OSError as error:
                 await self.stop()
                 raise ConfigError(
                     f"cannot listen on {host} port {port} for {protocol}: "
                     f"{(error.strerror or str(error)).lower()}"
                 ) from None
-            self._servers.append(server)
-            bound = server.sockets[0].getsockname()
-            self.listeners.append(ListenerInfo(protocol, host, int(bound[1]), tls))
+            self._servers.append(listener)
+            self.listeners.append(ListenerInfo(protocol, host, int(listener.address[1]), tls))
+        for listener in self._servers:
+            listener.start()
         await self._start_dns()
         self._start_queue_runner()
         return self.listeners

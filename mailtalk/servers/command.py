@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO
 from mailtalk.errors import UsageError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
-from mailtalk.servers.context import DEFAULT_MAX_SIZE, ServerSettings
+from mailtalk.servers.context import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_LINE_TIMEOUT,
+    DEFAULT_MAX_PER_ADDRESS,
+    DEFAULT_MAX_SIZE,
+    ServerSettings,
+)
 from mailtalk.servers.journal import Journal
 
 if TYPE_CHECKING:
@@ -71,6 +77,9 @@ class ServeOptions:
     greet_pause: float = 0.0  # seconds the SMTP greeting waits (Sendmail's greet_pause)
     max_connections: int = 100
     idle_timeout: float = 300.0
+    max_connections_per_address: int = DEFAULT_MAX_PER_ADDRESS
+    line_timeout: float = DEFAULT_LINE_TIMEOUT
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     journal: str | None = None  # FILE for the servers' journal, "-" for standard output
     as_json: bool = False
     verbose: bool = False
@@ -89,6 +98,9 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         max_literal=options.max_size,  # an IMAP APPEND is a message too
         max_connections=options.max_connections,
         idle_timeout=options.idle_timeout,
+        max_connections_per_address=options.max_connections_per_address,
+        line_timeout=options.line_timeout,
+        handshake_timeout=options.handshake_timeout,
         bare_newline=options.bare_newline,
         sink=options.sink,
         check_sender_domain=options.check_sender_domain,

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailtalk.serve")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
+DEFAULT_MAX_PER_ADDRESS = 20
+DEFAULT_LINE_TIMEOUT = 30.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 # The files of ROOT/control/ that the servers read, users last (smtproutes is read at
 # every delivery attempt instead).
 CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", "postmaster",
@@ -60,7 +63,15 @@ class ServerSettings:
     max_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 100
     max_connections: int = 100
+    # Connections from one client address at once (0: no limit): one classroom machine,
+    # or one runaway script, cannot take every slot (Postfix's
+    # smtpd_client_connection_count_limit, Dovecot's mail_max_userip_connections).
+    max_connections_per_address: int = DEFAULT_MAX_PER_ADDRESS
     idle_timeout: float = 300.0
+    # Seconds a line (command or message line) may take to arrive whole, plus one per
+    # 500 bytes of it: a client sending a byte at a time is cut off (slowloris).
+    line_timeout: float = DEFAULT_LINE_TIMEOUT
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # seconds for a TLS handshake
     bare_newline: Literal["reject", "normalise"] = "reject"
     sink: bool = False  # accept everything, store nothing (benchmarks, smoke tests)
     check_sender_domain: bool = False
@@ -167,6 +178,7 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self._session_ids = itertools.count(1)
+        self._per_address: dict[str, int] = {}  # open connections by client address
         self._process = os.getpid()  # in the queue ids: unique across servers on a machine
         self._tasks: set[asyncio.Task[None]] = set()
         # Filled-in replies by (key, values), for the personality they were made by.
@@ -326,14 +338,31 @@ class ServerContext:
         for user in users:
             self.mailstore.watchers.notify(user, "INBOX")
 
-    def connection_opened(self, session: object) -> bool:
-        if len(self.connections) >= self.settings.max_connections:
-            return False
+    def connection_opened(self, session: Any) -> str | None:
+        """Count a new connection (``session.client_ip``) against the caps; what is
+        exceeded if it may not stay (None: it may)."""
+        settings = self.settings
+        if len(self.connections) >= settings.max_connections:
+            return f"{settings.max_connections} connections (--max-connections)"
+        address = session.client_ip
+        per_address = settings.max_connections_per_address
+        count = self._per_address.get(address, 0)
+        if per_address and count >= per_address:
+            return f"{per_address} connections from {address} (--max-connections-per-address)"
         self.connections.add(session)
-        return True
+        self._per_address[address] = count + 1
+        return None
 
-    def connection_closed(self, session: object) -> None:
+    def connection_closed(self, session: Any) -> None:
+        if session not in self.connections:
+            return
         self.connections.discard(session)
+        address = session.client_ip
+        left = self._per_address.get(address, 1) - 1
+        if left > 0:
+            self._per_address[address] = left
+        else:
+            self._per_address.pop(address, None)
 
     def message_delivered(self, size: int) -> None:
         self.messages_delivered += 1

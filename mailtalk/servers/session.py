@@ -1,9 +1,10 @@
 """What every reference-server connection does, whatever its protocol.
 
 ``ServerSession`` is the asyncio Protocol the SMTP, POP3 and IMAP sessions
-share: the connection cap, the idle timer, closing, deferring slow work with
-reading paused (so replies leave in order), waiting for a slow reader, injected
-faults, and the STARTTLS handshake. A subclass supplies its protocol core
+share: the connection caps (in all and per client address), the idle timer,
+closing, deferring slow work with reading paused (so replies leave in order),
+waiting for a slow reader, injected faults, and the TLS handshakes (STARTTLS, and
+the one an implicit-TLS listener starts with). A subclass supplies its protocol core
 (``self.core``, in the server role), the protocol its fault rules name
 (``fault_protocol``) and the hooks: ``greet``, ``refuse``, ``process``,
 ``on_idle``, ``cleanup`` and ``tls_begun``.
@@ -13,6 +14,21 @@ when there is one: ``connect`` with the greeting (events that come before the gr
 such as a fault at connect, wait for it), ``tls``, ``fault``, ``close`` with its reason,
 and the ``command`` events its subclass reports through :meth:`journal_command`. With no
 journal (``context.journal`` None) none of this runs.
+
+What a hostile client cannot do here (issue 15):
+
+- make the server hold its answers: above ``HIGH_WATER`` bytes queued for the client
+  the session stops reading commands (asyncio's ``pause_writing``) until the queue is
+  down to ``LOW_WATER``; long answers (RETR, FETCH) wait for it in :meth:`drain`;
+- keep a session by reading nothing: output that has not moved for the idle timeout
+  ends the session (aborted: a goodbye would queue behind what does not move);
+- keep a session by sending a byte at a time: a line (command or message line) must
+  arrive whole within ``line_timeout`` seconds, extended by one second for every
+  ``MIN_LINE_RATE`` bytes of it (Postfix's smtpd_per_record_deadline and
+  smtpd_min_data_rate), else the session ends as an idle one does;
+- hold a slot for free in a TLS handshake: every accepted socket counts against the
+  caps from the start, implicit-TLS ones too (their handshake runs here, not in the
+  listener), and a handshake must end within ``handshake_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -33,9 +49,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailtalk.serve")
 
-# A long answer (RETR, FETCH) waits while more than four times this is queued for the
-# client, until less than this is, so a slow reader does not pile it up in memory.
-DRAIN_BELOW: Final = 64 * 1024
+# Above HIGH_WATER bytes queued for the client the session reads no more commands, and a
+# long answer (RETR, FETCH) waits, until the queue is below LOW_WATER: a client that does
+# not read cannot make the server hold more of its output than about this.
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
+# A line may take longer than line_timeout by one second for every this many bytes of it
+# (a long line on a slow link is no slowloris; Postfix's smtpd_min_data_rate default).
+MIN_LINE_RATE: Final = 500
+# How often a session with output queued looks whether it moved (at most; shorter with a
+# short idle timeout).
+STALL_POLL: Final = 1.0
+# The listeners whose connections start with a TLS handshake (app.LISTENER_TLS "implicit").
+IMPLICIT_TLS: Final = frozenset({"smtps", "pop3s", "imaps"})
 
 
 class ServerSession(asyncio.Protocol):
@@ -52,11 +78,19 @@ class ServerSession(asyncio.Protocol):
         self.faults: SessionFaults | None = self._session_faults()
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self._busy = False  # deferred work runs: the loop waits for it
+        self._deferred = False  # deferred work runs: the loop waits for it
+        self._write_paused = False  # too much output queued: no command is read
+        self._writable: asyncio.Event | None = None  # set while output may be written
+        self._handshaking = False  # an implicit-TLS handshake before the greeting
+        self._reading_paused = False  # reading was paused by _update_reading
         self._closing = False
         self._lost = False
         self._idle_handle: asyncio.TimerHandle | None = None
         self._last_activity = 0.0  # loop.time() of the last read
+        self._line_since: float | None = None  # a line is coming in since (loop.time())
+        self._line_bytes = 0  # bytes of that line so far
+        self._output_size = 0  # bytes queued for the client at the last look
+        self._output_moved_at = 0.0  # loop.time() when the queue was last seen to move
         self._time: Callable[[], float] = time.monotonic  # loop.time once connected
         self._loopback: bool | None = None
         # Bytes read over TLS before start_tls() returned (see _start_tls), or None.
@@ -102,20 +136,39 @@ class ServerSession(asyncio.Protocol):
 
     # -- asyncio ----------------------------------------------------------------
 
+    @property
+    def _busy(self) -> bool:
+        """Commands wait: deferred work runs, or the client has not read what it was sent
+        (the subclasses' ``process`` loops stop on this)."""
+        return self._deferred or self._write_paused or self._handshaking
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         if self.context.refresh_control():  # as qmail: every connection sees the files as they are
             # control/faults or control/scenarios may have changed the rules
             self.faults = self._session_faults()
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
-        if not self.context.connection_opened(self):
+        refusal = self.context.connection_opened(self)
+        if refusal is not None:
             self.close_reason = "refused"
+            log.info("session %s: %s refused: %s", self.session_id, self.client_ip, refusal)
+            if self.kind in IMPLICIT_TLS:
+                # Nothing can be said before TLS, and a handshake to say it is what a
+                # flood of connections would cost: closed at once.
+                self._abort("refused")
+                return
             self.refuse()
             self._close()
             return
         self._reset_idle()
+        if self.kind in IMPLICIT_TLS and self.context.ssl_context is not None:
+            self._handshaking = True
+            transport.pause_reading()  # the handshake reads, once start_tls() runs
+            self.context.spawn(self._implicit_tls())
+            return
         self.greet()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -123,6 +176,8 @@ class ServerSession(asyncio.Protocol):
             return
         self._lost = True
         self._closing = True
+        if self._writable is not None:
+            self._writable.set()  # a long answer waiting in drain() ends
         self.cleanup()
         if self.journal is not None:
             self._journal_close(exc)
@@ -133,7 +188,9 @@ class ServerSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # One timer per connection, not one per read: it checks this when it fires.
-        self._last_activity = self._time()
+        now = self._time()
+        self._last_activity = now
+        self._line_progress(data, now)
         if self._early_tls_data is not None:
             # Decrypted bytes that came with the end of the handshake: they belong to
             # the TLS session, which the core does not know has begun yet.
@@ -153,7 +210,77 @@ class ServerSession(asyncio.Protocol):
         self.process()
         return None
 
-    # -- idle timeout -------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """More than HIGH_WATER bytes are queued for the client: read no more commands."""
+        self._write_paused = True
+        if self._writable is not None:
+            self._writable.clear()
+        self._output_moved_at = self._time()
+        self._update_reading()
+        if self._idle_handle is not None and not self._closing:
+            # The stall check looks at the queue from now on, not only at the idle deadline.
+            self._arm_timer(self._output_moved_at + self._stall_poll())
+
+    def resume_writing(self) -> None:
+        """The client read its way down to LOW_WATER: answer what waits, read again."""
+        self._write_paused = False
+        self._output_moved_at = self._time()
+        if self._writable is not None:
+            self._writable.set()
+        if self._closing or self._deferred:
+            return  # deferred work waiting in drain() goes on by itself
+        self._update_reading()
+        # Not from inside the transport's write path: commands may be waiting in the core.
+        asyncio.get_running_loop().call_soon(self._resume_commands)
+
+    def _resume_commands(self) -> None:
+        if not self._busy and not self._closing:
+            self.process()
+
+    def _update_reading(self) -> None:
+        """Read from the client unless commands must wait (see ``_busy``)."""
+        transport = self.transport
+        if transport is None or self._closing or transport.is_closing():
+            return
+        if self._busy:
+            transport.pause_reading()
+            self._reading_paused = True
+        elif self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
+            if self._line_since is not None:
+                # The line's time runs while it can be read, not while it waited for us.
+                self._line_since = self._time()
+
+    # -- timers: idle, line, output stall ------------------------------------------------
+
+    def _line_progress(self, data: bytes, now: float) -> None:
+        """Note when the line being received began: what the line timeout measures."""
+        end = data.rfind(b"\n")
+        if end == len(data) - 1:
+            self._line_since = None  # every line in it is whole
+            return
+        if end >= 0 or self._line_since is None:
+            self._line_since = now
+            self._line_bytes = len(data) - end - 1
+            self._arm_timer(now + self._line_limit())
+        else:
+            self._line_bytes += len(data)
+
+    def _line_limit(self) -> float:
+        return self.context.settings.line_timeout + self._line_bytes / MIN_LINE_RATE
+
+    def _stall_poll(self) -> float:
+        return max(0.05, min(STALL_POLL, self.idle_limit() / 4))
+
+    def _arm_timer(self, when: float) -> None:
+        """Make the session's one timer fire at ``when`` at the latest."""
+        handle = self._idle_handle
+        if handle is not None and handle.when() <= when:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._idle_handle = asyncio.get_running_loop().call_at(when, self._check_idle)
 
     def _reset_idle(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,23 +291,52 @@ class ServerSession(asyncio.Protocol):
             self._idle_handle = loop.call_at(deadline, self._check_idle)
 
     def _check_idle(self) -> None:
+        """The session's timer: idle client, line too slow, output that does not move."""
         self._idle_handle = None
-        if self._closing:
+        if self._lost:
             return
         loop = asyncio.get_running_loop()
-        deadline = self._last_activity + self.idle_limit()
-        sending = self.transport is not None and self.transport.get_write_buffer_size() > 0
-        if self._busy or sending:
-            # The server is still answering (a long RETR to a slow reader): the
-            # client is not idle, and a goodbye now would land inside the answer.
-            deadline = max(deadline, loop.time() + self.idle_limit())
-        if loop.time() < deadline:  # there was a read since, or the limit grew
-            self._idle_handle = loop.call_at(deadline, self._check_idle)
-            return
-        log.info("session %s: idle timeout", self.session_id)
-        self.close_reason = self.close_reason or "idle"
-        self.on_idle()
-        self._close()
+        now = loop.time()
+        limit = self.idle_limit()
+        queued = self._queued()
+        if queued:
+            if queued != self._output_size or not self._output_size:
+                self._output_size = queued
+                self._output_moved_at = now
+            elif now - self._output_moved_at >= limit:
+                # The client reads nothing: a goodbye would wait behind the rest. Aborted.
+                log.info("session %s: output stalled for %.0f s (%d bytes queued); dropped",
+                         self.session_id, now - self._output_moved_at, queued)
+                self._abort("stalled")
+                return
+            next_check = now + self._stall_poll()
+        else:
+            self._output_size = 0
+            if self._closing:
+                return  # all written: the transport closes by itself
+            active = max(self._last_activity, self._output_moved_at)
+            if self._deferred:
+                # The server is still at work (a delay, a handshake, a store): the client
+                # is not idle, and a goodbye now would land inside the answer.
+                active = now
+            next_check = active + limit
+            if now >= next_check:
+                log.info("session %s: idle timeout", self.session_id)
+                self.close_reason = self.close_reason or "idle"
+                self.on_idle()
+                self._close()
+                return
+        if self._line_since is not None and not self._busy and not self._closing:
+            line_deadline = self._line_since + self._line_limit()
+            if now >= line_deadline:
+                log.info("session %s: a line took more than %.0f s; timed out",
+                         self.session_id, now - self._line_since)
+                self.close_reason = self.close_reason or "line-timeout"
+                self.on_idle()
+                self._close()
+                return
+            next_check = min(next_check, line_deadline)
+        self._idle_handle = loop.call_at(next_check, self._check_idle)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -192,7 +348,22 @@ class ServerSession(asyncio.Protocol):
         if self.close_reason is None:
             self.close_reason = reason
         if self.transport is not None:
+            queued = self._queued()
             self.transport.close()
+            if queued and not self._lost:
+                # close() waits for the queue to go out: the stall check still watches
+                # it, so a client that never reads does not keep the socket for ever.
+                self._arm_timer(self._time() + self._stall_poll())
+
+    def _queued(self) -> int:
+        """Bytes queued for the client (0 once an SSL transport is closed: it then has
+        its own shutdown timeout)."""
+        if self.transport is None:
+            return 0
+        try:
+            return self.transport.get_write_buffer_size()
+        except AttributeError:  # asyncio's SSL transport after close()
+            return 0
 
     def _abort(self, reason: str = "fault") -> None:
         """Drop the connection at once, without a goodbye (a disconnect fault)."""
@@ -247,15 +418,13 @@ class ServerSession(asyncio.Protocol):
         return action
 
     async def drain(self) -> None:
-        """Let a slow reader catch up, so a big RETR or FETCH does not pile up in memory."""
-        transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > 4 * DRAIN_BELOW:
-            while (
-                not self._closing
-                and transport.get_write_buffer_size() > DRAIN_BELOW
-                and not transport.is_closing()
-            ):
-                await asyncio.sleep(0.001)
+        """Let a slow reader catch up, so a big RETR or FETCH does not pile up in memory:
+        while more than HIGH_WATER is queued, wait until it is below LOW_WATER (or the
+        connection ends; the output-stall check ends one whose client reads nothing)."""
+        while self._write_paused and not self._closing:
+            if self._writable is None:
+                self._writable = asyncio.Event()
+            await self._writable.wait()
 
     def _defer(
         self,
@@ -267,9 +436,8 @@ class ServerSession(asyncio.Protocol):
         ``on_error`` answers an exception the work raised; without it the error is
         logged and ``internal_error`` tells the client.
         """
-        self._busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._deferred = True
+        self._update_reading()
 
         async def run() -> None:
             try:
@@ -282,10 +450,11 @@ class ServerSession(asyncio.Protocol):
                     if not self._closing:
                         self.internal_error()
             finally:
-                self._busy = False
+                self._deferred = False
                 if self.transport is not None and not self._closing:
-                    self.transport.resume_reading()
-                    self.process()
+                    self._update_reading()
+                    if not self._busy:
+                        self.process()
 
         self.context.spawn(run())
 
@@ -304,31 +473,9 @@ class ServerSession(asyncio.Protocol):
         once it has been told TLS is up: a core that discards plain text sent after
         the go-ahead (CVE-2011-0411) would otherwise drop the command and never answer.
         """
-        assert self.transport is not None and self.context.ssl_context is not None
-        loop = asyncio.get_running_loop()
-        self._early_tls_data = []
-        try:
-            transport = await loop.start_tls(
-                self.transport,
-                self,
-                self.context.ssl_context,
-                server_side=True,
-                ssl_handshake_timeout=self.context.settings.idle_timeout,
-            )
-        except (TimeoutError, OSError, ConnectionError) as error:
-            log.info("session %s: TLS handshake failed: %s", self.session_id, error)
-            self._abort("tls-failed")
-            # asyncio tells the protocol nothing when the handshake never finished.
-            self.connection_lost(error)
+        early = await self._tls_handshake()
+        if early is None:
             return False
-        finally:
-            early = self._early_tls_data or []
-            self._early_tls_data = None
-        if transport is None:
-            self._close("tls-failed")
-            self.connection_lost(None)
-            return False
-        self.transport = transport
         self.core.tls_started()
         if self.journal is not None:
             self.journal_write("tls", **self._tls_fields())
@@ -340,6 +487,58 @@ class ServerSession(asyncio.Protocol):
             except LocalProtocolError:
                 break
         return True
+
+    async def _tls_handshake(self) -> list[bytes] | None:
+        """The server's side of a TLS handshake on the connection: the decrypted bytes
+        that came with its end (see :meth:`_start_tls`), or None if it failed (the
+        connection is then closed and released). It must end within the handshake
+        timeout (or the idle timeout, if shorter)."""
+        assert self.transport is not None and self.context.ssl_context is not None
+        loop = asyncio.get_running_loop()
+        settings = self.context.settings
+        self._early_tls_data = []
+        try:
+            transport = await loop.start_tls(
+                self.transport,
+                self,
+                self.context.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=min(settings.handshake_timeout, settings.idle_timeout),
+            )
+        except (TimeoutError, OSError, ConnectionError) as error:
+            log.info("session %s: TLS handshake failed: %s", self.session_id,
+                     error or type(error).__name__)
+            self._abort("tls-failed")
+            # asyncio tells the protocol nothing when the handshake never finished.
+            self.connection_lost(error)
+            return None
+        finally:
+            early = self._early_tls_data or []
+            self._early_tls_data = None
+        if transport is None:
+            self._close("tls-failed")
+            self.connection_lost(None)
+            return None
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
+        return early
+
+    async def _implicit_tls(self) -> None:
+        """An implicit-TLS listener's connection: the handshake, then the greeting. The
+        connection counted against the caps from its accept(), not from here."""
+        try:
+            early = await self._tls_handshake()
+        finally:
+            self._handshaking = False
+        if early is None or self._closing:
+            return
+        self._update_reading()
+        self.greet()
+        for data in early:
+            if data:
+                self.data_received(data)
+            else:
+                self.eof_received()
 
     # -- the journal ------------------------------------------------------------------
     # Called only with a journal (self.journal not None); the callers check.

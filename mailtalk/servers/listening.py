@@ -1,0 +1,159 @@
+"""Listening sockets of the reference servers: a backlog for bursts, out of descriptors.
+
+asyncio's ``create_server`` listens with a backlog of 100: in a burst of 1,000
+connections the kernel completes the handshakes it cannot queue with SYN cookies,
+and those clients wait for a greeting that never comes. A ``Listener`` listens with
+``BACKLOG`` (the kernel caps it at net.core.somaxconn) and accepts in its own loop,
+because asyncio's, on EMFILE, keeps calling accept() for the rest of its batch and
+logs a traceback for each (65,753 of them in 22 s, issue 15): here an accept() out of
+descriptors stops accepting for ``PAUSE_WHEN_FULL`` seconds and says so once.
+
+Accepted sockets go to ``loop.connect_accepted_socket`` in plain text; an implicit-TLS
+session does its own handshake (``ServerSession``), so that it counts against the
+connection caps from the start. :func:`raise_descriptor_limit` raises the soft
+``RLIMIT_NOFILE`` towards the hard one as far as the caps need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+log = logging.getLogger("mailtalk.serve")
+
+BACKLOG: Final = 4096  # connections the kernel queues before accept()
+ACCEPT_BATCH: Final = 256  # accept() calls per readiness event, then other work runs
+PAUSE_WHEN_FULL: Final = 1.0  # seconds without accepting after EMFILE/ENFILE
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Descriptors a connection may hold at once besides its socket (a message open for
+# RETR/FETCH, a maildrop lock, an APPEND's temporary file), and for everything else
+# (listeners, journal, DNS, onward delivery, the index).
+PER_CONNECTION: Final = 3
+BESIDES: Final = 256
+
+
+class Listener:
+    """One listening socket, accepting into ``factory``'s protocols."""
+
+    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.sock = sock
+        self.factory = factory
+        self._loop = asyncio.get_running_loop()
+        self._paused: asyncio.TimerHandle | None = None
+        self._told_full = False  # the out-of-descriptors warning was logged
+        self._closed = False
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def open(cls, host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> Listener:
+        """Listen on ``host``:``port`` (OSError if it cannot); not accepting yet."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            address = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM,
+                                         0, socket.AI_PASSIVE)[0][4]
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, factory)
+
+    @property
+    def address(self) -> tuple[Any, ...]:
+        return tuple(self.sock.getsockname())
+
+    def start(self) -> None:
+        self._paused = None
+        if not self._closed:
+            self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting and close the socket; sessions already accepted go on."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._paused is not None:
+            self._paused.cancel()
+        self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    async def wait_closed(self) -> None:
+        """Until the connections accepted have their transports (or failed to)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as error:
+                if error.errno in _OUT_OF_RESOURCES:
+                    self._full(error)
+                    return
+                log.warning("accept() on %s failed: %s", self._where(), error.strerror or error)
+                return
+            self._told_full = False
+            conn.setblocking(False)
+            task = self._loop.create_task(self._connect(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self.factory, conn)
+        except OSError as error:  # the client went before its transport was made
+            log.info("connection on %s lost at once: %s", self._where(), error)
+            conn.close()
+
+    def _full(self, error: OSError) -> None:
+        """Out of descriptors: new clients wait in the backlog for a moment."""
+        if not self._told_full:
+            self._told_full = True
+            log.warning(
+                "%s: %s; not accepting for %g s (raise `ulimit -n` or lower "
+                "--max-connections)", self._where(), (error.strerror or str(error)).lower(),
+                PAUSE_WHEN_FULL,
+            )
+        self._loop.remove_reader(self.sock.fileno())
+        self._paused = self._loop.call_later(PAUSE_WHEN_FULL, self.start)
+
+    def _where(self) -> str:
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def raise_descriptor_limit(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit, as far as ``max_connections``
+    needs; warn (once, one line) if the hard limit is below that."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: nothing to raise
+        return
+    need = max_connections * (1 + PER_CONNECTION) + BESIDES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target,
+                        error)
+            return
+        log.info("open-files limit raised from %d to %d for --max-connections %d", soft,
+                 target, max_connections)
+    if target < need:
+        log.warning("--max-connections %d may need %d open files, the hard limit is %d: "
+                    "past it new clients wait", max_connections, need, hard)
