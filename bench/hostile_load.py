@@ -150,7 +150,7 @@ def mailtalk(
 def serve_has(source: Path | None, option: str) -> bool:
     env = dict(os.environ, **({"PYTHONPATH": str(source)} if source else {}))
     out = subprocess.run([sys.executable, "-m", "mailtalk", "serve", "--help"],
-                         capture_output=True, text=True, env=env, timeout=60).stdout
+                         capture_output=True, text=True, env=env, timeout=60, cwd="/").stdout
     return option in out
 
 

@@ -659,9 +659,15 @@ class POP3ServerProtocol(ServerSession):
                 while chunk := handle.read(CHUNK):
                     self.transport.write(stuffer.feed(chunk))
                     await self.drain()
+                    if self._closing:
+                        return  # dropped meanwhile (its output stalled): nothing to write to
             else:
                 in_body = False
                 remaining = body_lines
+                # Lines leave in batches of about CHUNK, and wait for a slow reader as
+                # RETR's chunks do: one write per line, never waiting, held a whole
+                # message in memory for a client that did not read (issue 15).
+                out = bytearray()
                 for line in handle:
                     if in_body:
                         if remaining <= 0:
@@ -669,7 +675,15 @@ class POP3ServerProtocol(ServerSession):
                         remaining -= 1
                     elif line in (b"\n", b"\r\n"):
                         in_body = True
-                    self.transport.write(stuffer.feed(line))
+                    out += stuffer.feed(line)
+                    if len(out) >= CHUNK:
+                        self.transport.write(bytes(out))
+                        out.clear()
+                        await self.drain()
+                        if self._closing:
+                            return
+                if out:
+                    self.transport.write(bytes(out))
         self.transport.write(stuffer.finish())
 
     def _dele(self, args: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
 from mailtalk.servers.imap.search import SearchCharsetError, matches, optimize, parse_search
+from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
 from mailtalk.store.mailbox import MailboxError
 
@@ -267,6 +268,7 @@ async def _write_fetch_responses(
     header_only = needs_data and all(_header_only(i) for i in items)
     read_header = mailbox.header_reader() if header_only else None
     renderer = FetchRenderer(items, uid=uid)
+    streamed = streamed_item(items)  # a big message's whole text goes out from disk
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
     has_flags = any(i.name == "FLAGS" for i in items)
     missing = False
@@ -277,8 +279,12 @@ async def _write_fetch_responses(
         for seq, info in targets:
             if session.closing:
                 return
+            handle = None
             try:
-                if read_header is not None:
+                if streamed is not None and info.size >= STREAM_ABOVE:
+                    handle = mailbox.open_message(info.uid)
+                    raw = b""
+                elif read_header is not None:
                     raw = read_header(info.uid)
                 else:
                     raw = mailbox.read_message(info.uid) if needs_data else b""
@@ -295,6 +301,14 @@ async def _write_fetch_responses(
                                    internaldate=info.internaldate_seconds,
                                    rfc822_size=info.rfc822_size, seq=seq,
                                    header_only=header_only)
+            if handle is not None:
+                assert streamed is not None
+                if out:
+                    session.write(bytes(out))
+                    out.clear()
+                with handle:
+                    await write_streamed(session, handle, shown, streamed, message, uid=uid)
+                continue
             if shown is items and renderer.simple:
                 # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
                 out += renderer.wire(message)

@@ -587,9 +587,6 @@ class FakeTransport(asyncio.Transport):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass  # everything written is taken at once: no queue to limit
 
-    def get_write_buffer_size(self) -> int:
-        return 0
-
     def resume_reading(self) -> None:
         pass
 
