@@ -29,7 +29,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
             printf '%s\n' -- --cafile --timeout --resolve --transcript --record
     end
@@ -298,6 +298,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'auth-failures-per-a
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'error-limit' -x -d 'Hang up on a session after N errors (failed logins, refused commands) with the protocol\'s goodbye (Postfix\'s smtpd_hard_error_limit); 0: no limit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections' -x -d 'Connections open at once over all listeners; beyond that a new client is turned away.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'idle-timeout' -x -d 'Close a session idle this long (RFC 5321 gives a client 5 minutes).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections-per-address' -x -d 'Connections one client address may hold at once, loopback included (0: no limit); past it SMTP says 421, POP3 -ERR [SYS/TEMP], IMAP BYE.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'line-timeout' -x -d 'A command or message line must arrive whole within this time (plus 1 s per 500 bytes of it), or the session ends as an idle one: a client that sends a byte at a time cannot hold a connection.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'handshake-timeout' -x -d 'A TLS handshake (SMTPS, POP3S, IMAPS, STARTTLS) must end within this time.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'journal' -r -F -d 'Write what the servers do to FILE, one JSON object a line (connections, commands and replies, logins, deliveries, DNS answers; passwords redacted); past 8 MiB FILE becomes FILE.1.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'json' -d 'Print one JSON line once listening.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'v' -l 'verbose' -d 'Log sessions to standard error.'

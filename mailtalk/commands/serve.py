@@ -196,7 +196,7 @@ if TYPE_CHECKING:
 @click.option(
     "--line-timeout",
     type=click.FloatRange(min=1),
-    default=30.0,
+    default=60.0,
     show_default=True,
     metavar="SECONDS",
     help="A command or message line must arrive whole within this time (plus 1 s per "

@@ -36,7 +36,7 @@ log = logging.getLogger("mailtalk.serve")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 DEFAULT_MAX_PER_ADDRESS = 20
-DEFAULT_LINE_TIMEOUT = 30.0
+DEFAULT_LINE_TIMEOUT = 60.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 # The files of ROOT/control/ that the servers read, users last (smtproutes is read at
 # every delivery attempt instead).
