@@ -78,7 +78,9 @@ class ServerSession(asyncio.Protocol):
         self.faults: SessionFaults | None = self._session_faults()
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self._deferred = False  # deferred work runs: the loop waits for it
+        # deferred works running: the loop waits for them (a delay fault's work defers
+        # the command's own, which must keep the loop waiting when the first ends)
+        self._deferred = 0
         self._write_paused = False  # too much output queued: no command is read
         self._writable: asyncio.Event | None = None  # set while output may be written
         self._handshaking = False  # an implicit-TLS handshake before the greeting
@@ -140,7 +142,7 @@ class ServerSession(asyncio.Protocol):
     def _busy(self) -> bool:
         """Commands wait: deferred work runs, or the client has not read what it was sent
         (the subclasses' ``process`` loops stop on this)."""
-        return self._deferred or self._write_paused or self._handshaking
+        return self._deferred > 0 or self._write_paused or self._handshaking
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -436,7 +438,7 @@ class ServerSession(asyncio.Protocol):
         ``on_error`` answers an exception the work raised; without it the error is
         logged and ``internal_error`` tells the client.
         """
-        self._deferred = True
+        self._deferred += 1
         self._update_reading()
 
         async def run() -> None:
@@ -450,7 +452,7 @@ class ServerSession(asyncio.Protocol):
                     if not self._closing:
                         self.internal_error()
             finally:
-                self._deferred = False
+                self._deferred -= 1
                 if self.transport is not None and not self._closing:
                     self._update_reading()
                     if not self._busy:

@@ -692,6 +692,22 @@ def test_fault_delay(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 0.25
 
 
+def test_a_delayed_search_keeps_the_next_command_waiting(tmp_path: Path) -> None:
+    # the delay fault's deferred work starts the SEARCH's own (on a worker thread):
+    # the pipelined NOOP must wait for both, so the replies come in order
+    rules = ["imap:search=delay 0.3s"]
+    with run_servers(tmp_path, imap=0, users=USERS, faults=rules) as running:
+        deliver(running)
+        raw = raw_login(running.port("imap"))
+        raw.send(b"s SELECT INBOX\r\n")
+        assert raw.until_tagged(b"s")[-1].startswith(b"s OK")
+        raw.send(b"a1 SEARCH ALL\r\na2 NOOP\r\n")
+        lines = raw.until_tagged(b"a2")
+        tagged = [line.split()[0] for line in lines if line[:1] != b"*"]
+        assert tagged == [b"a1", b"a2"], lines
+        raw.close()
+
+
 def test_fault_append_overquota_before_literal(tmp_path: Path) -> None:
     rule = "imap:append=NO [OVERQUOTA] Quota exceeded"
     with run_servers(tmp_path, imap=0, users=USERS, faults=[rule]) as running:
