@@ -2,7 +2,8 @@
 # Regenerate with: python scripts/gen-completions
 #
 # bash completion for mailtalk. Needs nothing but bash >= 4 (not bash-completion).
-# Install: copy to /usr/share/bash-completion/completions/mailtalk, or source it.
+# Install: copy to /usr/share/bash-completion/completions/mailtalk, or source it;
+# `mailtalk completion bash` prints it (~/.bashrc: eval "$(mailtalk completion bash)").
 
 # Sets the caller's opts, value_opts and subcommands for a command path.
 _mailtalk_spec() {
@@ -10,7 +11,12 @@ _mailtalk_spec() {
         'mailtalk')
             opts='-V --version --debug -h --help'
             value_opts=''
-            subcommands='connect diagnose explain imap mx pop3 practice run send serve smtp'
+            subcommands='completion connect diagnose explain imap mx pop3 practice run send serve smtp'
+            ;;
+        'mailtalk completion')
+            opts='-h --help'
+            value_opts=''
+            subcommands=''
             ;;
         'mailtalk connect')
             opts='--starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
@@ -412,6 +418,9 @@ _mailtalk_option_value() {
 # Fills COMPREPLY for positional argument number $2 (from 0) of command path $1.
 _mailtalk_argument() {
     case "$1|$2" in
+        'mailtalk completion|0')
+            COMPREPLY=($(compgen -W 'bash zsh fish' -- "$cur"))
+            ;;
         'mailtalk connect|0')
             compopt -o nospace 2>/dev/null
             COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))

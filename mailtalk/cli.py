@@ -66,6 +66,7 @@ COMMAND_MODULES = {
     "send": "mail",
     "diagnose": "mail",
     "explain": "explain",
+    "completion": "completion",
 }
 
 

@@ -147,7 +147,7 @@ def bash_complete(*words: str) -> list[str]:
 
 
 def test_bash_completes_commands() -> None:
-    assert bash_complete("mailtalk", "co") == ["connect"]
+    assert bash_complete("mailtalk", "con") == ["connect"]
     assert bash_complete("mailtalk", "") == sorted(cli.commands)
 
 
@@ -191,7 +191,7 @@ def fish_complete(line: str) -> list[str]:
 
 
 def test_fish_completes() -> None:
-    assert fish_complete("mailtalk co") == ["connect"]
+    assert fish_complete("mailtalk con") == ["connect"]
     assert "--cafile" in fish_complete("mailtalk smtp --ca")
     assert "submission://" in fish_complete("mailtalk connect sub")
     assert fish_complete("mailtalk connect smtp://host ") == []
@@ -231,6 +231,6 @@ def zsh_complete(line: str, tmp_path: Path) -> list[str]:
 
 
 def test_zsh_completes(tmp_path: Path) -> None:
-    assert zsh_complete("mailtalk co", tmp_path) == ["connect"]
+    assert zsh_complete("mailtalk con", tmp_path) == ["connect"]
     assert zsh_complete("mailtalk smtp --ca", tmp_path) == ["--cafile"]
     assert "submission://" in zsh_complete("mailtalk connect sub", tmp_path)
