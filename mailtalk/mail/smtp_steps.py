@@ -31,6 +31,7 @@ from mailtalk.protocols.smtp_sequence import (
     ClientSequence,
     Command,
     Done,
+    Drop,
     Message,
     Quit,
     Refusal,
@@ -177,6 +178,9 @@ def drive(
             case Quit():
                 quit_politely(conv)
                 continue
+            case Drop():
+                drop(conv)
+                continue
             case _:
                 raise LocalProtocolError(f"no way to do {action!r}")
         if not isinstance(reply, Reply):
@@ -191,6 +195,15 @@ def quit_politely(conv: conversation.Conversation) -> None:
     with contextlib.suppress(Exception):
         conv.send_line("QUIT")
         conv.wait_final(timeout=QUIT_PATIENCE)
+
+
+def drop(conv: conversation.Conversation) -> None:
+    """Close the connection without QUIT, as a client that crashed would (the server
+    sees the end of the stream, and a message in DATA is never delivered)."""
+    if conv.closed:
+        return
+    conv.close()
+    conv.listener.note("connection closed without QUIT (dropped)")
 
 
 # What each stage is called when it is refused.

@@ -15,9 +15,10 @@ RFC 4954, RFC 1870, RFC 6152)::
     QUIT
 
 and differ only in their ``Plan``: which stages, where to stop (``send
---quit-after``; ``diagnose relay`` stops after RCPT and never sends DATA; the
-probe stops after TLS), and how to end (QUIT, or RSET to go on with another plan
-on the same connection).
+--quit-after``/``--drop-after``; ``diagnose relay`` stops after RCPT and never
+sends DATA; the probe stops after TLS), and how to end (QUIT; RSET to go on with
+another plan on the same connection; or dropping the connection without a word,
+the only way to leave after DATA's 354 without sending the message).
 
 Like the cores it does no I/O (h11's shape, see ``protocols/common.py``): it says
 what to do next, ``next_action()``, and is told the reply, ``receive(reply)``. The
@@ -57,12 +58,16 @@ class Stage(enum.Enum):
     AUTH = "auth"
     MAIL = "mail"
     RCPT = "rcpt"
-    DATA = "data"  # the DATA command
-    MESSAGE = "message"  # the message, up to the reply to its final dot
+    DATA = "data"  # the DATA command, up to its 354
+    MESSAGE = "dot"  # the message, up to the reply to its final dot
 
 
-# Where a plan may stop: a plan that goes on past RCPT sends the message.
-STOP_POINTS: Final = ("connect", "ehlo", "tls", "auth", "mail", "rcpt")
+# Where a plan may stop, in order (``send --drop-after``'s choices).
+STOP_POINTS: Final = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "dot")
+# Where a plan may stop and then QUIT (``send --quit-after``'s choices): not after
+# DATA's 354, where the server reads every line, QUIT too, as the message until its
+# final dot (RFC 5321 4.1.1.4); there the only way out without sending it is to drop.
+QUIT_POINTS: Final = tuple(point for point in STOP_POINTS if point != "data")
 
 
 class TLSPolicy(enum.Enum):
@@ -79,6 +84,9 @@ class Ending(enum.Enum):
     # next plan on the same connection.
     RSET = "rset"
     OPEN = "open"  # send nothing: the next plan goes on from here
+    # Close the connection without QUIT (``send --drop-after``): how a client that
+    # crashes or loses its network looks to the server.
+    DROP = "drop"
 
 
 @dataclass(frozen=True)
@@ -99,8 +107,11 @@ class Plan:
     def __post_init__(self) -> None:
         if self.sender is not None and not self.recipients:
             raise ValueError("a plan with a sender needs at least one recipient")
-        if self.stop_after is not None and self.stop_after.value not in STOP_POINTS:
-            raise ValueError(f"a plan cannot stop after {self.stop_after.value}")
+        if self.stop_after is Stage.DATA and self.ending is not Ending.DROP:
+            raise ValueError(
+                "after DATA's 354 every line is the message, QUIT or RSET too: "
+                "a plan that stops there can only drop the connection"
+            )
 
 
 # -- what the driver is asked to do ------------------------------------------------
@@ -148,11 +159,16 @@ class Quit:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """Close the connection without QUIT (``Ending.DROP``), then ``next_action()``."""
+
+
+@dataclass(frozen=True)
 class Done:
     result: Result
 
 
-Action = Await | Command | StartTLS | Authenticate | Message | Quit | Done
+Action = Await | Command | StartTLS | Authenticate | Message | Quit | Drop | Done
 _NEEDS_REPLY: Final = (Await, Command, Authenticate, Message)
 
 
@@ -241,7 +257,7 @@ class ClientSequence:
 
     ``next_action()`` says what to do. After an ``Await``, ``Command``,
     ``Authenticate`` or ``Message`` the driver must ``receive()`` the reply before
-    asking again; after ``StartTLS`` and ``Quit`` it just asks again. ``Done``
+    asking again; after ``StartTLS``, ``Quit`` and ``Drop`` it just asks again. ``Done``
     carries the ``Result`` (also ``result``, filled as it goes: a driver that
     loses the connection half-way still has what came before).
     """
@@ -313,7 +329,12 @@ class ClientSequence:
             (Stage.AUTH, self._auth),
         ]
         if plan.sender is not None:
-            stages += [(Stage.MAIL, self._mail), (Stage.RCPT, self._rcpt), (Stage.DATA, self._data)]
+            stages += [
+                (Stage.MAIL, self._mail),
+                (Stage.RCPT, self._rcpt),
+                (Stage.DATA, self._data),
+                (Stage.MESSAGE, self._message),
+            ]
         if self.core.state is SMTPState.CLOSED:
             self.result.closing = True
             return
@@ -400,6 +421,9 @@ class ClientSequence:
         if reply.code // 100 != 3 or self.result.closing:  # the core's table: 3xx starts it
             self.result.refusal = Refusal(Stage.DATA, "DATA", reply)
             return False
+        return True
+
+    def _message(self) -> Generator[Action, Reply | None, bool]:
         reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
         return self._check(Stage.MESSAGE, END_OF_DATA, reply)
 
@@ -409,6 +433,8 @@ class ClientSequence:
         ending = self.plan.ending
         if ending is Ending.QUIT:
             yield Quit()
+        elif ending is Ending.DROP:
+            yield Drop()
         elif ending is Ending.RSET and self.result.exchanges_of(Stage.MAIL):
             reply = yield Command("RSET")
             assert reply is not None  # receive() hands over a Reply

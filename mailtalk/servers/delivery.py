@@ -55,6 +55,7 @@ from mailtalk.protocols.smtp_sequence import (
     ClientSequence,
     Command,
     Done,
+    Drop,
     Message,
     Plan,
     Quit,
@@ -178,6 +179,9 @@ class _Client:
                     log.info("delivery: %s: end of data: %s", where, _reply_text(reply))
                 case Quit():
                     await self.quit()
+                    continue
+                case Drop():
+                    await self.close()
                     continue
                 case _:
                     raise LocalProtocolError(f"onward delivery cannot do {action!r}")

@@ -22,12 +22,14 @@ from mailtalk.protocols.common import (
 )
 from mailtalk.protocols.smtp import Reply, SMTPConnection
 from mailtalk.protocols.smtp_sequence import (
+    QUIT_POINTS,
     STOP_POINTS,
     Authenticate,
     Await,
     ClientSequence,
     Command,
     Done,
+    Drop,
     Ending,
     Message,
     Plan,
@@ -150,6 +152,9 @@ def drive(
             case Quit():
                 core.send_line("QUIT")
                 sent.append("QUIT")
+                continue
+            case Drop():
+                sent.append("<drop>")
                 continue
         sequence.receive(reply)
     raise AssertionError(f"no end after {limit} actions")
@@ -348,33 +353,77 @@ def test_auth_refused_ends_it() -> None:
 # -- stop points ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stop", STOP_POINTS)
-def test_stop_points_quit_and_never_send_data(stop: str) -> None:
-    plan = Plan(
+# What the client sent last before stopping after each stage (None: nothing).
+LAST_BEFORE = {
+    "connect": None,
+    "ehlo": "EHLO c.test",
+    "tls": "EHLO c.test",
+    "auth": "<auth>",
+    "mail": "MAIL FROM:<a@c.test>",
+    "rcpt": "RCPT TO:<c@d.test>",
+    "data": "DATA",
+    "dot": "<message>",
+}
+
+
+def stopping_plan(stop: str, ending: Ending) -> Plan:
+    return Plan(
         "c.test",
         "a@c.test",
-        ("b@d.test",),
+        ("b@d.test", "c@d.test"),
         starttls=TLSPolicy.REQUIRED,
         auth=True,
         stop_after=Stage(stop),
+        ending=ending,
     )
-    result, sent = run(plan)
+
+
+def test_the_stop_points_are_the_stages_in_order() -> None:
+    assert tuple(stage.value for stage in Stage) == STOP_POINTS
+    assert tuple(point for point in STOP_POINTS if point != "data") == QUIT_POINTS
+
+
+@pytest.mark.parametrize("stop", QUIT_POINTS)
+def test_stop_points_quit_there(stop: str) -> None:
+    result, sent = run(stopping_plan(stop, Ending.QUIT))
     assert result.stopped_after is Stage(stop) and result.refusal is None
-    assert sent[-1] == "QUIT" and "DATA" not in sent
-    last = {
-        "connect": None,
-        "ehlo": "EHLO c.test",
-        "tls": "EHLO c.test",
-        "auth": "<auth>",
-        "mail": "MAIL FROM:<a@c.test>",
-        "rcpt": "RCPT TO:<b@d.test>",
-    }[stop]
+    assert sent[-1] == "QUIT" and "<drop>" not in sent
+    last = LAST_BEFORE[stop]
     assert sent[-2:-1] == ([last] if last else [])
+    assert ("DATA" in sent) == (stop == "dot")
+    assert result.sent == (stop == "dot")
 
 
-def test_a_plan_cannot_stop_after_data() -> None:
-    with pytest.raises(ValueError, match="cannot stop after data"):
-        Plan("c.test", "a@c.test", ("b@d.test",), stop_after=Stage.DATA)
+@pytest.mark.parametrize("stop", STOP_POINTS)
+def test_stop_points_drop_there(stop: str) -> None:
+    result, sent = run(stopping_plan(stop, Ending.DROP))
+    assert result.stopped_after is Stage(stop) and result.refusal is None
+    assert sent[-1] == "<drop>" and "QUIT" not in sent
+    last = LAST_BEFORE[stop]
+    assert sent[-2:-1] == ([last] if last else [])
+    # after DATA's 354 the message is not sent: only the dot stage sends it
+    assert ("<message>" in sent) == (stop == "dot")
+    assert result.sent == (stop == "dot")
+
+
+def test_a_drop_plan_drops_after_a_refusal_too() -> None:
+    plan = stopping_plan("data", Ending.DROP)
+    result, sent = run(plan, {"MAIL": b"553 5.7.1 Sender rejected\r\n"})
+    assert sent[-2:] == ["MAIL FROM:<a@c.test>", "<drop>"]
+    assert result.refusal is not None and result.refusal.stage is Stage.MAIL
+    assert result.stopped_after is None
+
+
+def test_a_drop_plan_sends_nothing_after_a_421() -> None:
+    plan = stopping_plan("rcpt", Ending.DROP)
+    result, sent = run(plan, {"MAIL": b"421 4.3.2 Shutting down\r\n"})
+    assert sent[-1] == "MAIL FROM:<a@c.test>" and result.closing
+
+
+@pytest.mark.parametrize("ending", [Ending.QUIT, Ending.RSET, Ending.OPEN])
+def test_a_plan_that_stops_after_data_can_only_drop(ending: Ending) -> None:
+    with pytest.raises(ValueError, match="can only drop"):
+        Plan("c.test", "a@c.test", ("b@d.test",), stop_after=Stage.DATA, ending=ending)
     with pytest.raises(ValueError, match="recipient"):
         Plan("c.test", "a@c.test")
 
@@ -601,8 +650,16 @@ REPLY_BYTES = st.one_of(
     st.binary(max_size=40),
 )
 
+
+def plan_of(**fields: object) -> Plan:
+    """A Plan; one that stops after DATA drops (the only ending it may have)."""
+    if fields["stop_after"] is Stage.DATA:
+        fields["ending"] = Ending.DROP
+    return Plan(**fields)  # type: ignore[arg-type]
+
+
 PLANS = st.builds(
-    Plan,
+    plan_of,
     helo=st.just("c.test"),
     sender=st.one_of(st.none(), st.just("a@c.test")),
     recipients=st.lists(st.sampled_from(["b@d.test", "c@d.test"]), min_size=1, max_size=3).map(
