@@ -74,8 +74,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -276,7 +276,10 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk send|--quit-after')
-            COMPREPLY=($(compgen -W 'connect ehlo tls auth mail rcpt' -- "$cur"))
+            COMPREPLY=($(compgen -W 'connect ehlo tls auth mail rcpt dot' -- "$cur"))
+            ;;
+        'mailtalk send|--drop-after')
+            COMPREPLY=($(compgen -W 'connect ehlo tls auth mail rcpt data dot' -- "$cur"))
             ;;
         'mailtalk send|--mx-port')
             COMPREPLY=()

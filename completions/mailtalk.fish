@@ -28,7 +28,7 @@ function __mailtalk_value_options
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk send'
-            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --mx-port --resolver --cafile --timeout
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
@@ -261,7 +261,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'body' -x -d 'The mes
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'header' -x -d 'Add a header (repeatable).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'attach' -r -F -d 'Attach a file (repeatable).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'data' -r -F -d 'Send this file as the whole message instead.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'quit-after' -x -a 'connect ehlo tls auth mail rcpt' -d 'Stop after this stage (QUIT), sending no message.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'quit-after' -x -a 'connect ehlo tls auth mail rcpt dot' -d 'Stop after STAGE and send QUIT (before dot: no message is sent).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'drop-after' -x -a 'connect ehlo tls auth mail rcpt data dot' -d 'Stop after STAGE and close the connection without QUIT, as a crashed client would.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'mx-port' -x -d 'The port of MX hosts (a practice world may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'

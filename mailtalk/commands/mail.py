@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
@@ -85,15 +85,69 @@ def mx(env: Environment, domain: str, **options: Any) -> None:
     sys.exit(command.run(command.MXOptions(domain=domain, **options), env))
 
 
+# send's stop points, spelled out here (importing the SMTP sequence would load it for
+# every --help); tests/mail/test_send_diagnose.py holds them to smtp_sequence's
+# STOP_POINTS and QUIT_POINTS.
+_STOP_POINTS = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "dot")
+_QUIT_POINTS = tuple(point for point in _STOP_POINTS if point != "data")
+
+
+class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """--quit-after/--drop-after STAGE, in any case, with swaks' other names for the
+    stages (banner, helo, lhlo, starttls, from, to; "." for dot)."""
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        "banner": "connect",
+        "helo": "ehlo",
+        "lhlo": "ehlo",
+        "starttls": "tls",
+        "from": "mail",
+        "to": "rcpt",
+        ".": "dot",
+    }
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        super().__init__(choices, case_sensitive=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        stage = self.ALIASES.get(str(value).lower(), str(value).lower())
+        if stage == "data" and stage not in self.choices:
+            self.fail(
+                "after DATA's 354 the server reads every line, QUIT too, as the message "
+                "until its final dot: use --drop-after data to leave there without "
+                "sending it",
+                param,
+                ctx,
+            )
+        return super().convert(stage, param, ctx)
+
+
 @cli.command(
     epilog="\b\nExamples:\n"
     "  mailtalk send --from me@example.org --to you@example.net   # via the MX\n"
     "  mailtalk send --from me@isp.test --to you@example.net \\\n"
     "      --server smtp.isp.test:587 --starttls --auth me         # like a MUA\n"
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
-    "      --subject hi --attach report.pdf --quit-after rcpt\n\n"
+    "      --subject hi --attach report.pdf\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
+    "      --quit-after rcpt          # is the recipient taken? nothing is sent\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
+    "      --starttls --quit-after tls   # does STARTTLS work? then QUIT\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
+    "      --drop-after data          # hang up after the 354: nothing delivered\n\n"
+    "\b\nStages (--quit-after, --drop-after):\n"
+    "  connect  the greeting (also: banner)\n"
+    "  ehlo     EHLO, or HELO after a 5xx to it (also: helo)\n"
+    "  tls      STARTTLS, the handshake, EHLO again (without --starttls or --tls:\n"
+    "           where it would be, after EHLO; also: starttls)\n"
+    "  auth     AUTH (without --auth: where it would be, before MAIL)\n"
+    "  mail     MAIL FROM (also: from)\n"
+    "  rcpt     the last RCPT TO (also: to)\n"
+    "  data     the 354 to DATA; --drop-after only (a QUIT would be message text)\n"
+    "  dot      the reply to the message's final dot: the message is sent\n\n"
     "\b\nExit status:\n"
-    "  0    the message was accepted (or --quit-after stopped before DATA)\n"
+    "  0    the message was accepted, or the --quit-after/--drop-after stage was\n"
+    "       reached with every reply before it a success\n"
     "  1    a server refused it\n"
     "  2    bad arguments\n"
     "  3    could not connect, or no MX could be found\n"
@@ -147,8 +201,17 @@ def mx(env: Environment, domain: str, **options: Any) -> None:
 )
 @click.option(
     "--quit-after",
-    type=click.Choice(["connect", "ehlo", "tls", "auth", "mail", "rcpt"]),
-    help="Stop after this stage (QUIT), sending no message.",
+    type=StopPoint(_QUIT_POINTS),
+    metavar="STAGE",
+    help="Stop after STAGE and send QUIT (before dot: no message is sent). "
+    "Stages: " + ", ".join(_QUIT_POINTS) + ".",
+)
+@click.option(
+    "--drop-after",
+    type=StopPoint(_STOP_POINTS),
+    metavar="STAGE",
+    help="Stop after STAGE and close the connection without QUIT, as a crashed client "
+    "would. Stages: " + ", ".join(_STOP_POINTS) + ".",
 )
 @click.option(
     "--mx-port",

@@ -33,7 +33,16 @@ from mailtalk.mail.smtp_steps import (
 )
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ServerEvent
-from mailtalk.protocols.smtp_sequence import Authenticate, ClientSequence, Plan, Stage, TLSPolicy
+from mailtalk.protocols.smtp_sequence import (
+    QUIT_POINTS,
+    STOP_POINTS,
+    Authenticate,
+    ClientSequence,
+    Ending,
+    Plan,
+    Stage,
+    TLSPolicy,
+)
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
@@ -56,7 +65,8 @@ class SendOptions:
     headers: tuple[str, ...] = ()  # "Name: value"
     attachments: tuple[str, ...] = ()  # paths
     data_file: str | None = None  # send this file as the whole message
-    quit_after: str | None = None  # a STOP_POINT (smtp_sequence): stop there, no message
+    quit_after: str | None = None  # a QUIT_POINT (smtp_sequence): stop there, then QUIT
+    drop_after: str | None = None  # a STOP_POINT: stop there, close without QUIT
     mx_port: int = 25
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
     insecure: bool = False
@@ -64,6 +74,20 @@ class SendOptions:
     timeout: float = 30.0
     brief: bool = False
     as_json: bool = False
+
+    @property
+    def stop_point(self) -> str | None:
+        """The stage asked by --quit-after or --drop-after, if either was given."""
+        return self.quit_after or self.drop_after
+
+    @property
+    def ending(self) -> Ending:
+        return Ending.DROP if self.drop_after else Ending.QUIT
+
+    @property
+    def stops_before_message(self) -> bool:
+        """A stop point asked before the message: nothing is to be sent."""
+        return self.stop_point not in (None, Stage.MESSAGE.value)
 
 
 def _attach_message(
@@ -140,9 +164,10 @@ def converse(
     listener: Listener,
     progress_to: TextIO | None = None,
 ) -> list[str]:
-    """One SMTP conversation; the recipients the server accepted (the message sent to
-    them), or an exception saying what failed. A big message shows a progress bar on
-    ``progress_to``."""
+    """One SMTP conversation, up to the message or the stop point asked; the recipients
+    the server accepted (to RCPT: the message went to them unless a stop point came
+    before it), or an exception saying what failed. A big message shows a progress bar
+    on ``progress_to``."""
     from mailtalk.client.conversation import client_name
 
     session = SessionOptions.for_target(
@@ -157,7 +182,8 @@ def converse(
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
         auth=bool(options.auth_user),
-        stop_after=Stage(options.quit_after) if options.quit_after else None,
+        stop_after=Stage(options.stop_point) if options.stop_point else None,
+        ending=options.ending,
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
@@ -184,7 +210,7 @@ def converse(
         conv.close()
     if result.refusal is not None:
         raise refusal_error(result.refusal, result)
-    return result.accepted if result.recipients else recipients
+    return result.accepted
 
 
 # Messages this big get a progress bar on a terminal (attachments, --data).
@@ -257,6 +283,7 @@ def run(options: SendOptions, env: Environment) -> int:
     listener = Listener(env.stdout, options.as_json)
     try:
         domains = _recipients_by_domain(options)
+        _check_stop_point(options, listener)
         message = _message(options, listener)
     except UsageError as error:
         click.echo(f"mailtalk: {error}", file=env.stderr)
@@ -278,13 +305,13 @@ def run(options: SendOptions, env: Environment) -> int:
     else:
         groups = _mx_groups(domains, options, listener, failures)
     progress_to = env.stderr if env.stderr_isatty else None
-    delivered: list[str] = []
+    accepted: list[str] = []
     for targets, members in groups:
-        accepted, failure = _deliver(targets, members, message, options, listener, progress_to)
-        delivered += accepted
+        taken, failure = _deliver(targets, members, message, options, listener, progress_to)
+        accepted += taken
         if failure is not None:
             failures.append(failure)
-    _write_result(options, env, listener, delivered, failures)
+    _write_result(options, env, listener, accepted, failures)
     if failures:
         return failures[0][2]
     return ExitCode.OK
@@ -299,6 +326,37 @@ def _recipients_by_domain(options: SendOptions) -> dict[str, list[str]]:
     if options.starttls and options.implicit_tls:
         raise UsageError("--starttls and --tls exclude each other")
     return domains
+
+
+def _check_stop_point(options: SendOptions, listener: Listener) -> None:
+    """--quit-after/--drop-after checked; a stop point whose stage was not asked for (tls
+    without --starttls or --tls, auth without --auth) is kept where that stage would
+    be, as swaks does, and said."""
+    if options.quit_after and options.drop_after:
+        raise UsageError("--quit-after and --drop-after exclude each other")
+    if options.quit_after == Stage.DATA.value:
+        raise UsageError(
+            "--quit-after data: after DATA's 354 the server reads every line, QUIT too, "
+            "as the message until its final dot; use --drop-after data to leave there "
+            "without sending it"
+        )
+    for name, value, allowed in (
+        ("--quit-after", options.quit_after, QUIT_POINTS),
+        ("--drop-after", options.drop_after, STOP_POINTS),
+    ):
+        if value is not None and value not in allowed:
+            raise UsageError(f"{name} {value!r}: give one of {', '.join(allowed)}")
+    stop = options.stop_point
+    if stop == Stage.TLS.value and not (options.starttls or options.implicit_tls):
+        listener.note(
+            "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
+            "warning",
+        )
+    if stop == Stage.AUTH.value and not options.auth_user:
+        listener.note(
+            "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
+            "warning",
+        )
 
 
 def _message(options: SendOptions, listener: Listener) -> bytes:
@@ -362,24 +420,28 @@ def _write_result(
     options: SendOptions,
     env: Environment,
     listener: Listener,
-    delivered: list[str],
+    accepted: list[str],
     failures: list[Failure],
 ) -> None:
     """The result: JSON lines (the transcript, then the result), or the failures on
     standard error and what was accepted."""
     out = env.stdout
+    stopped = not failures and options.stops_before_message
     if options.as_json:
         for line in listener.lines:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        result = "failed" if failures else "stopped" if stopped else "sent"
         out.write(
             json.dumps(
                 {
-                    "result": "sent" if not failures else "failed",
-                    "accepted": delivered,
+                    "result": result,
+                    "accepted": accepted,
                     "failures": [
                         {"recipients": who, "error": safe_text(why), "exit_code": code}
                         for who, why, code in failures
                     ],
+                    "stop_after": options.stop_point,
+                    "ending": options.ending.value,
                 },
                 ensure_ascii=False,
             )
@@ -388,10 +450,14 @@ def _write_result(
         return
     for who, why, _ in failures:
         click.echo(f"mailtalk: {who}: {safe_text(why)}", file=env.stderr)
-    if delivered and not failures:
-        stage = options.quit_after
-        done = f"stopped after {stage} as asked" if stage else "accepted"
-        out.write(f"# {done}: {', '.join(delivered)}\n")
+    if stopped:
+        how = "dropped the connection" if options.drop_after else "QUIT"
+        said = f"# stopped after {options.stop_point} as asked ({how}): no message sent"
+        if accepted:
+            said += f"; recipients accepted: {', '.join(accepted)}"
+        out.write(said + "\n")
+    elif accepted and not failures:
+        out.write(f"# accepted: {', '.join(accepted)}\n")
 
 
 def _expected(error: BaseException) -> bool:

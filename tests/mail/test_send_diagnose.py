@@ -252,7 +252,13 @@ def test_send_json(mailtalk_servers: Callable[..., Any]) -> None:
         f"127.0.0.1:{running.port('smtp')}",
     )
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines[-1] == {"result": "sent", "accepted": ["alice@isp.test"], "failures": []}
+    assert lines[-1] == {
+        "result": "sent",
+        "accepted": ["alice@isp.test"],
+        "failures": [],
+        "stop_after": None,
+        "ending": "quit",
+    }
     assert any(line.get("dir") == "C" and line["text"] == "DATA" for line in lines[:-1])
 
 
@@ -704,13 +710,14 @@ def test_send_to_a_server_refusing_its_greeting_is_exit_1_at_once(
     assert "C: EHLO" not in result.stdout and "C: QUIT" in result.stdout
 
 
-def test_quit_after_offers_exactly_the_sequences_stop_points() -> None:
+def test_quit_and_drop_after_offer_exactly_the_sequences_stop_points() -> None:
     """commands/mail.py spells the choices out (importing the SMTP core there would load it
     for every --help); they must stay the sequence's own."""
     from mailtalk.cli import cli
     from mailtalk.commands import mail  # noqa: F401  (declares send on the group)
-    from mailtalk.protocols.smtp_sequence import STOP_POINTS
+    from mailtalk.protocols.smtp_sequence import QUIT_POINTS, STOP_POINTS
 
     send = cli.commands["send"]
-    (option,) = [p for p in send.params if p.name == "quit_after"]
-    assert tuple(option.type.choices) == STOP_POINTS  # type: ignore[attr-defined]
+    choices = {p.name: tuple(p.type.choices) for p in send.params if p.name  # type: ignore[attr-defined]
+               in ("quit_after", "drop_after")}  # fmt: skip
+    assert choices == {"quit_after": QUIT_POINTS, "drop_after": STOP_POINTS}
