@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailtalk.client.options import SessionOptions
+from mailtalk.net.program import split_command
 from mailtalk.net.target import Target
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class ConnectOptions:
     raw: bool = False
     record: str | None = None
     resolve: tuple[tuple[str, str], ...] = ()  # --resolve NAME:ADDRESS
+    pipe_command: str | None = None  # --pipe COMMAND, as typed
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -56,6 +58,7 @@ class ConnectOptions:
             record=self.record,
             resolve=tuple(self.resolve),
             language=language,
+            pipe_command=tuple(split_command(self.pipe_command)) if self.pipe_command else (),
         )
 
 

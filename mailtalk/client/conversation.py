@@ -145,19 +145,31 @@ class Conversation:
             resolve=self.options.resolve,
         )
         self._last_send = time.monotonic()
-        self.transport = Transport.connect(
-            self.target.host,
-            self.target.port,
-            transport_options,
-            implicit_tls=self.target.tls == "implicit",
-        )
+        self.transport = self._connect(transport_options)
         self.closed = False
         self.recorder.connected(self.target.url, self.options.insecure, self.options.cafile)
-        peer = self.transport.peer[0] if self.transport.peer else self.target.host
-        self._note(f"connected to {self.target.display} ({peer})")
+        if self.transport.link is not None:
+            self._note(f"running {self.transport.peer[0]} (its stdin and stdout, --pipe)")
+        else:
+            peer = self.transport.peer[0] if self.transport.peer else self.target.host
+            self._note(f"connected to {self.target.display} ({peer})")
         if self.transport.tls is not None:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
             self._note(f"TLS: {self.transport.tls.summary()}", "tls")
+
+    def _connect(self, transport_options: TransportOptions) -> Transport:
+        """The one place a session's connection is made: a program (--pipe), a
+        Unix-domain socket (unix:/path) or TCP."""
+        implicit_tls = self.target.tls == "implicit"
+        if self.options.pipe_command:
+            return Transport.spawn(list(self.options.pipe_command), transport_options)
+        if self.target.socket_path is not None:
+            return Transport.connect_unix(
+                self.target.socket_path, transport_options, implicit_tls=implicit_tls
+            )
+        return Transport.connect(
+            self.target.host, self.target.port, transport_options, implicit_tls=implicit_tls
+        )
 
     def start(self) -> None:
         """Connect, wait for the greeting, and start TLS if asked to."""
@@ -168,8 +180,20 @@ class Conversation:
 
     def close(self) -> None:
         if self.transport is not None:
+            was_open = not self.transport.closed
             self.transport.close()
+            self._tell_program_notes()
+            status = self.transport.exit_status
+            if was_open and self.transport.link is not None and status is not None:
+                how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+                self._note(f"{self.transport.host} ended ({how})", "info" if status == 0 else "warning")
         self.closed = True
+
+    def _tell_program_notes(self) -> None:
+        """What a --pipe program said beside the protocol (stderr, Exim's commentary)."""
+        if self.transport is not None:
+            for line in self.transport.take_notes():
+                self._note(line, "program")
 
     def reconnect(self) -> None:
         self.close()
@@ -333,6 +357,7 @@ class Conversation:
             self.feed(data)
 
     def feed(self, data: bytes) -> None:
+        self._tell_program_notes()
         self.core.receive_data(data)
         while True:
             try:

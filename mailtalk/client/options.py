@@ -36,6 +36,8 @@ class SessionOptions:
     port_moves: tuple[tuple[str, int, int], ...] = ()
     # the language of the explanations under replies ("en", "nl"; mailtalk/language.py)
     language: str = "en"
+    # --pipe: a program's stdin/stdout instead of the target's socket (words, no shell)
+    pipe_command: tuple[str, ...] = ()
 
     @classmethod
     def for_target(

@@ -53,6 +53,15 @@ def connection_options(func: F) -> F:
             help="Connect to ADDRESS for NAME, without asking DNS (repeatable); "
             "TLS still checks NAME.",
         ),
+        click.option(
+            "--pipe",
+            "pipe_command",
+            metavar="COMMAND",
+            help="Talk to COMMAND's standard input and output instead of a socket, e.g. "
+            "--pipe 'exim -bh 192.0.2.1' or --pipe 'sendmail -bs'. Split into words as a "
+            "shell would, but run without a shell; its standard error is shown apart "
+            "and its exit status at the end.",
+        ),
         click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4 only."),
         click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),
         click.option(
@@ -100,6 +109,13 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
 
     if options.ipv4 and options.ipv6:
         raise UsageError("-4 and -6 exclude each other")
+    if options.pipe_command is not None:
+        from mailtalk.net.program import ProgramError, split_command
+
+        try:
+            split_command(options.pipe_command)
+        except ProgramError as error:
+            raise UsageError(str(error)) from None
     sys.exit(run(options, env))
 
 
@@ -112,11 +128,13 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
     "  pop3s://       995  implicit TLS\n"
     "  imap://        143  plain (STARTTLS with --starttls)\n"
     "  imaps://       993  implicit TLS\n"
+    "  SCHEME:unix:/path   a Unix-domain socket (smtp:unix:/run/smtpd.sock)\n"
     "\b\nExamples:\n"
     "  mailtalk connect smtp://mx.example.com\n"
     "  mailtalk connect submission://alice@mail.example.com\n"
     "  mailtalk connect imaps://alice@imap.example.com:993 --cafile ca.pem\n"
-    "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n\n" + EXIT_STATUS_EPILOG
+    "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n"
+    "  mailtalk connect imap:unix:/run/imap.sock\n\n" + EXIT_STATUS_EPILOG
 )
 @click.argument("url")
 @connection_options
@@ -133,6 +151,14 @@ def connect(env: Environment, url: str, **options: Any) -> None:
     _talk(env, ConnectOptions(target=_target(lambda: parse_url(url)), **options))
 
 
+# What --pipe runs in each shortcut's example.
+_PIPE_EXAMPLE = {
+    "smtp": "exim -bh 192.0.2.1",
+    "pop3": "dovecot --exec-mail pop3",
+    "imap": "dovecot --exec-mail imap",
+}
+
+
 def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> None:
     default_plain = {"smtp": 25, "pop3": 110, "imap": 143}[protocol]
     default_tls = {"smtp": 465, "pop3": 995, "imap": 993}[protocol]
@@ -143,19 +169,30 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
         f"  mailtalk {protocol} {example_host}\n"
         f"  mailtalk {protocol} {example_host}:{default_plain} --starttls\n"
         f"  mailtalk {protocol} --tls {example_host}\n"
-        f"  mailtalk {protocol} alice@127.0.0.1:{default_plain} --insecure\n\n"
+        f"  mailtalk {protocol} alice@127.0.0.1:{default_plain} --insecure\n"
+        f"  mailtalk {protocol} unix:/run/{protocol}.sock\n"
+        f"  mailtalk {protocol} --pipe '{_PIPE_EXAMPLE[protocol]}'\n\n"
         + EXIT_STATUS_EPILOG,
         help=f"Open an interactive {protocol.upper()} session with HOST[:PORT].\n\n"
         f"The port defaults to {default_plain}, or {default_tls} with --tls. "
-        f"A user@ before the host is what :auth offers by default.",
+        f"A user@ before the host is what :auth offers by default. unix:/path is a "
+        f"Unix-domain socket; with --pipe COMMAND no HOST is needed.",
     )
-    @click.argument("host_port", metavar="[USER@]HOST[:PORT]")
+    @click.argument("host_port", metavar="[USER@]HOST[:PORT]", required=False)
     @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
     @connection_options
     @pass_environment
-    def command(env: Environment, host_port: str, implicit_tls: bool, **options: Any) -> None:
+    def command(
+        env: Environment, host_port: str | None, implicit_tls: bool, **options: Any
+    ) -> None:
         from mailtalk.client.command import ConnectOptions
+        from mailtalk.errors import UsageError
         from mailtalk.net.target import parse_shortcut
+
+        if host_port is None:
+            if options.get("pipe_command") is None:
+                raise UsageError("give HOST[:PORT] (or --pipe COMMAND)")
+            host_port = "localhost"  # only a name: the program is the server
 
         target = _target(lambda: parse_shortcut(protocol, host_port, implicit_tls))
         _talk(env, ConnectOptions(target=target, **options))

@@ -1,4 +1,8 @@
-"""Where to connect: ``smtp://user@host:port`` URLs and ``HOST[:PORT]`` arguments."""
+"""Where to connect: ``smtp://user@host:port`` URLs and ``HOST[:PORT]`` arguments.
+
+A Unix-domain socket is ``unix:/path`` in place of HOST[:PORT], and ``smtp:unix:/path``
+(any scheme) as a URL.
+"""
 
 from __future__ import annotations
 
@@ -43,9 +47,12 @@ class Target:
     port: int
     tls: TLSMode
     user: str | None = None
+    socket_path: str | None = None  # a Unix-domain socket instead of host and port
 
     @property
     def display(self) -> str:
+        if self.socket_path is not None:
+            return f"unix:{self.socket_path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -58,8 +65,22 @@ class Target:
             ("pop3", "implicit"): "pop3s",
             ("imap", "implicit"): "imaps",
         }.get((self.protocol, self.tls), self.protocol)
+        if self.socket_path is not None:
+            return f"{scheme}:{self.display}"
         user = f"{self.user}@" if self.user else ""
         return f"{scheme}://{user}{self.display}"
+
+    def with_socket(self, path: str) -> Target:
+        """This target, reached through the Unix-domain socket at ``path``."""
+        return Target(self.protocol, path, 0, self.tls, self.user, path)
+
+
+def _socket_path(text: str) -> str:
+    """The path of ``unix:/path``."""
+    path = text.removeprefix("unix:")
+    if not path:
+        raise TargetError(f"no socket path in {text!r}; use unix:/path/to/socket")
+    return path
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -88,7 +109,10 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def parse_url(url: str) -> Target:
-    """A target from ``scheme://[user@]host[:port][/...]``."""
+    """A target from ``scheme://[user@]host[:port][/...]`` or ``scheme:unix:/path``."""
+    scheme, colon, after = url.partition(":")
+    if colon and after.startswith("unix:"):
+        return parse_url(f"{scheme}://localhost").with_socket(_socket_path(after))
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise TargetError(
@@ -111,6 +135,10 @@ def parse_shortcut(
 ) -> Target:
     """A target from ``mailtalk smtp HOST[:PORT]`` and friends."""
     default = IMPLICIT_TLS_PORT[protocol] if implicit_tls else PLAIN_PORT[protocol]
+    if host_port.startswith("unix:"):
+        tls_mode: TLSMode = "implicit" if implicit_tls else "none"
+        path = _socket_path(host_port)
+        return Target(protocol, path, 0, tls_mode, None, path)
     user: str | None = None
     if "@" in host_port and not host_port.startswith("["):
         user, _, host_port = host_port.rpartition("@")

@@ -8,9 +8,11 @@ can print it without a traceback.
 Public API:
 
 - ``TransportOptions``: timeout, address family (-4/-6), --insecure, --cafile, SNI name.
-- ``Transport.connect(host, port, options, implicit_tls)`` and, on the result,
-  ``send``, ``recv``, ``start_tls``, ``set_timeout``, ``fileno``, ``pending``, ``close``;
-  attributes ``host``, ``port``, ``peer``, ``tls``.
+- ``Transport.connect(host, port, options, implicit_tls)``, ``Transport.connect_unix(path,
+  options)`` (a Unix-domain socket) and ``Transport.spawn(argv, options)`` (a program's
+  stdin/stdout, ``mailtalk.net.program``) and, on the result, ``send``, ``recv``,
+  ``start_tls``, ``set_timeout``, ``fileno``, ``pending``, ``take_notes``, ``close``
+  (then ``exit_status`` for a program); attributes ``host``, ``port``, ``peer``, ``tls``.
 - ``TLSInfo`` (re-exported from ``mailtalk.net.tls``) and ``make_ssl_context``.
 - Errors: ``TransportError`` > ``ConnectError``, ``TransportTimeout``, ``TLSError`` >
   ``TLSVerificationError``, ``TLSTimeout`` (also a ``TransportTimeout``), ``CAFileError``.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
+from mailtalk.net.program import ProgramError, ProgramLink
 from mailtalk.net.tls import (
     CertificateCapture,
     TLSInfo,
@@ -206,6 +209,8 @@ class Transport:
         self._sock = sock
         self._timeout: float | None = self.options.timeout
         self._closed = False
+        self.link: ProgramLink | None = None  # the program behind the socket (spawn)
+        self.exit_status: int | None = None  # the program's, once closed
         sock.settimeout(self._timeout)
 
     @classmethod
@@ -261,6 +266,56 @@ class Transport:
         if len(addresses) > 1:
             detail += f" (tried {len(addresses)} addresses)"
         raise ConnectError(f"cannot connect to {where}: {detail}") from last_error
+
+    @classmethod
+    def connect_unix(
+        cls, path: str, options: TransportOptions | None = None, implicit_tls: bool = False
+    ) -> Transport:
+        """Connect to the Unix-domain socket at ``path`` (``unix:/path``).
+
+        ``host`` is the path and ``port`` 0; TLS, if asked, checks the certificate
+        against ``options.server_hostname`` (default "localhost").
+        """
+        options = options or TransportOptions()
+        if options.server_hostname is None:
+            options = TransportOptions(**{**options.__dict__, "server_hostname": "localhost"})
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(options.timeout)
+        try:
+            sock.connect(path)
+        except OSError as error:
+            sock.close()
+            detail = _describe_connect_error(error, options.timeout)
+            if isinstance(error, FileNotFoundError):
+                detail = "no such socket"
+            raise ConnectError(f"cannot connect to unix:{path}: {detail}") from error
+        transport = cls(sock, path, 0, options, peer=(f"unix:{path}",))
+        if implicit_tls:
+            transport._handshake(implicit=True)
+        return transport
+
+    @classmethod
+    def spawn(cls, argv: list[str], options: TransportOptions | None = None) -> Transport:
+        """Run ``argv`` (no shell) and talk to its standard input and output.
+
+        What it writes to standard error (and Exim's ``-bh`` commentary) is kept apart:
+        ``take_notes()``. ``close()`` waits for it and sets ``exit_status``.
+        """
+        options = options or TransportOptions()
+        if options.server_hostname is None:
+            options = TransportOptions(**{**options.__dict__, "server_hostname": "localhost"})
+        try:
+            link = ProgramLink(argv)
+        except ProgramError as error:
+            raise ConnectError(str(error)) from None
+        transport = cls(link.socket, link.name, 0, options, peer=(" ".join(argv),))
+        transport.link = link
+        return transport
+
+    def take_notes(self) -> list[str]:
+        """Lines from the program behind a ``spawn``ed transport that are not the
+        protocol (its standard error, Exim's commentary); [] for a socket."""
+        return self.link.take_notes() if self.link is not None else []
 
     @property
     def closed(self) -> bool:
@@ -370,6 +425,9 @@ class Transport:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        if self.link is not None:
+            # Its standard input has just closed: most programs end there.
+            self.exit_status = self.link.finish()
 
     def __enter__(self) -> Transport:
         return self
