@@ -37,6 +37,8 @@ class ConnectOptions:
     record: str | None = None
     resolve: tuple[tuple[str, str], ...] = ()  # --resolve NAME:ADDRESS
     pipe_command: str | None = None  # --pipe COMMAND, as typed
+    proxy_from: tuple[str, int] | None = None  # --proxy-from ADDR[:PORT]
+    proxy_version: int = 1
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -59,6 +61,8 @@ class ConnectOptions:
             resolve=tuple(self.resolve),
             language=language,
             pipe_command=tuple(split_command(self.pipe_command)) if self.pipe_command else (),
+            proxy_from=self.proxy_from,
+            proxy_version=self.proxy_version,
         )
 
 

@@ -143,6 +143,8 @@ class Conversation:
             source_address=self.options.source_address,
             server_hostname=self.options.server_hostname,
             resolve=self.options.resolve,
+            proxy_from=self.options.proxy_from,
+            proxy_version=self.options.proxy_version,
         )
         self._last_send = time.monotonic()
         self.transport = self._connect(transport_options)
@@ -152,7 +154,11 @@ class Conversation:
             self._note(f"running {self.transport.peer[0]} (its stdin and stdout, --pipe)")
         else:
             peer = self.transport.peer[0] if self.transport.peer else self.target.host
-            self._note(f"connected to {self.target.display} ({peer})")
+            shown = "" if peer == self.target.display else f" ({peer})"
+            self._note(f"connected to {self.target.display}{shown}")
+        if self.options.proxy_from is not None and self.transport.link is None:
+            where = ":".join(map(str, self.options.proxy_from))
+            self._note(f"sent a PROXY v{self.options.proxy_version} header: client {where}")
         if self.transport.tls is not None:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
             self._note(f"TLS: {self.transport.tls.summary()}", "tls")

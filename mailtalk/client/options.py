@@ -38,6 +38,9 @@ class SessionOptions:
     language: str = "en"
     # --pipe: a program's stdin/stdout instead of the target's socket (words, no shell)
     pipe_command: tuple[str, ...] = ()
+    # --proxy-from/--proxy-version: a PROXY header naming this (address, port) first
+    proxy_from: tuple[str, int] | None = None
+    proxy_version: int = 1
 
     @classmethod
     def for_target(

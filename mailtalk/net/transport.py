@@ -141,6 +141,10 @@ class TransportOptions:
     # the local address to connect from (diagnose relay asks from a second one)
     source_address: str | None = None
     resolve: tuple[tuple[str, str], ...] = ()  # (host name, address) pairs
+    # --proxy-from: a HAProxy PROXY header naming this client (address, port) is sent
+    # first, in version ``proxy_version`` (1 text, 2 binary); mailtalk.protocols.proxy
+    proxy_from: tuple[str, int] | None = None
+    proxy_version: int = 1
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -257,6 +261,8 @@ class Transport:
                 last_error = error
                 continue
             transport = cls(sock, host, port, options, peer=tuple(address))
+            if options.proxy_from is not None:
+                transport._send_proxy_header(options.proxy_from, (address[0], address[1]))
             if implicit_tls:
                 transport._handshake(implicit=True)
             return transport
@@ -311,6 +317,16 @@ class Transport:
         transport = cls(link.socket, link.name, 0, options, peer=(" ".join(argv),))
         transport.link = link
         return transport
+
+    def _send_proxy_header(self, source: tuple[str, int], destination: tuple[str, int]) -> None:
+        from mailtalk.protocols.proxy import ProxyHeaderError, proxy_header
+
+        try:
+            header = proxy_header(self.options.proxy_version, source, destination)
+        except ProxyHeaderError as error:
+            self.close()
+            raise ConnectError(str(error)) from None
+        self.send(header)
 
     def take_notes(self) -> list[str]:
         """Lines from the program behind a ``spawn``ed transport that are not the
