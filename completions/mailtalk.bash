@@ -19,8 +19,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk connect')
-            opts='--starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --transcript --record'
+            opts='--starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -49,8 +49,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -59,8 +59,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk practice')
@@ -84,8 +84,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --transcript --record'
+            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -104,6 +104,15 @@ _mailtalk_option_value() {
             ;;
         'mailtalk connect|--resolve')
             COMPREPLY=()
+            ;;
+        'mailtalk connect|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk connect|--transcript')
             compopt -o filenames 2>/dev/null
@@ -176,6 +185,15 @@ _mailtalk_option_value() {
         'mailtalk imap|--resolve')
             COMPREPLY=()
             ;;
+        'mailtalk imap|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk imap|--transcript')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -206,6 +224,15 @@ _mailtalk_option_value() {
             ;;
         'mailtalk pop3|--resolve')
             COMPREPLY=()
+            ;;
+        'mailtalk pop3|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk pop3|--transcript')
             compopt -o filenames 2>/dev/null
@@ -405,6 +432,15 @@ _mailtalk_option_value() {
             ;;
         'mailtalk smtp|--resolve')
             COMPREPLY=()
+            ;;
+        'mailtalk smtp|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk smtp|--transcript')
             compopt -o filenames 2>/dev/null

@@ -8,7 +8,7 @@
 function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
-            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk diagnose login'
             printf '%s\n' -- --user --cafile --timeout
         case 'mailtalk diagnose relay'
@@ -18,11 +18,11 @@ function __mailtalk_value_options
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
-            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
@@ -32,7 +32,7 @@ function __mailtalk_value_options
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
-            printf '%s\n' -- --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
     end
 end
 
@@ -124,6 +124,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'insecure' -d 'Do 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -185,6 +188,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'insecure' -d 'Do not
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -211,6 +217,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'insecure' -d 'Do not
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -320,6 +329,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'insecure' -d 'Do not
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
