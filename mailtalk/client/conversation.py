@@ -192,7 +192,8 @@ class Conversation:
             status = self.transport.exit_status
             if was_open and self.transport.link is not None and status is not None:
                 how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-                self._note(f"{self.transport.host} ended ({how})", "info" if status == 0 else "warning")
+                kind = "info" if status == 0 else "warning"
+                self._note(f"{self.transport.host} ended ({how})", kind)
         self.closed = True
 
     def _tell_program_notes(self) -> None:

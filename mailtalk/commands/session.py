@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mailtalk.net.target import Target
 
 
-class ProxySource(click.ParamType):
+class ProxySource(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
     """--proxy-from ADDR[:PORT], checked when parsed: (address, port)."""
 
     name = "ADDR[:PORT]"
@@ -203,8 +203,7 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
         f"  mailtalk {protocol} --tls {example_host}\n"
         f"  mailtalk {protocol} alice@127.0.0.1:{default_plain} --insecure\n"
         f"  mailtalk {protocol} unix:/run/{protocol}.sock\n"
-        f"  mailtalk {protocol} --pipe '{_PIPE_EXAMPLE[protocol]}'\n\n"
-        + EXIT_STATUS_EPILOG,
+        f"  mailtalk {protocol} --pipe '{_PIPE_EXAMPLE[protocol]}'\n\n" + EXIT_STATUS_EPILOG,
         help=f"Open an interactive {protocol.upper()} session with HOST[:PORT].\n\n"
         f"The port defaults to {default_plain}, or {default_tls} with --tls. "
         f"A user@ before the host is what :auth offers by default. unix:/path is a "

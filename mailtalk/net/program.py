@@ -54,7 +54,7 @@ class ProgramLink:
         try:
             self.process = subprocess.Popen(
                 argv,
-                stdin=theirs,
+                stdin=theirs.fileno(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 close_fds=True,
@@ -88,7 +88,7 @@ class ProgramLink:
         with contextlib.suppress(OSError):
             self._theirs.close()
         try:
-            status = self.process.wait(_FINISH_WAIT)
+            status: int = self.process.wait(_FINISH_WAIT)
         except subprocess.TimeoutExpired:
             self.process.kill()
             status = self.process.wait()

@@ -262,7 +262,8 @@ class Transport:
                 continue
             transport = cls(sock, host, port, options, peer=tuple(address))
             if options.proxy_from is not None:
-                transport._send_proxy_header(options.proxy_from, (address[0], address[1]))
+                destination = (str(address[0]), int(address[1]))
+                transport._send_proxy_header(options.proxy_from, destination)
             if implicit_tls:
                 transport._handshake(implicit=True)
             return transport

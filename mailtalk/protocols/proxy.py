@@ -47,9 +47,7 @@ def parse_source(text: str) -> tuple[str, int]:
     return address, int(port_text)
 
 
-def proxy_header(
-    version: int, source: tuple[str, int], destination: tuple[str, int]
-) -> bytes:
+def proxy_header(version: int, source: tuple[str, int], destination: tuple[str, int]) -> bytes:
     """The header saying a connection from ``source`` to ``destination`` (address, port).
 
     The two addresses must be of one family; an IPv4 source to an IPv6 destination

@@ -108,11 +108,15 @@ def test_unix_socket_to_postfix_delivers(tmp_path: Path) -> None:
     assert queue_id, result.stdout
     # The unix-socket service (its own syslog_name) took this very message.
     text = log.wait_for(
-        lambda t: re.search(rf"postfix/unix-smtpd/smtpd\[\d+\]: {queue_id[1]}: client=", t)
-        and f"{queue_id[1]}: removed" in t
+        lambda t: (
+            re.search(rf"postfix/unix-smtpd/smtpd\[\d+\]: {queue_id[1]}: client=", t)
+            and f"{queue_id[1]}: removed" in t
+        )
     )
     assert f"from=<unix-{token}@example.org>" in text
-    delivered = [p for p in (POSTFIX_MAILDIR / "new").iterdir() if token in p.read_text("utf-8", "replace")]
+    delivered = [
+        p for p in (POSTFIX_MAILDIR / "new").iterdir() if token in p.read_text("utf-8", "replace")
+    ]
     assert len(delivered) == 1
 
 
@@ -138,7 +142,9 @@ def test_proxy_header_makes_postfix_see_the_client_given(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"# sent a PROXY v{version} header: client {client}:4711" in result.stderr
     text = log.wait_for(lambda t: f"disconnect from unknown[{client}]" in t)
-    assert re.search(rf"postfix/proxied/smtpd\[\d+\]: connect from unknown\[{re.escape(client)}\]", text)
+    assert re.search(
+        rf"postfix/proxied/smtpd\[\d+\]: connect from unknown\[{re.escape(client)}\]", text
+    )
 
 
 def test_proxy_header_postfix_refuses_a_connection_without_one(

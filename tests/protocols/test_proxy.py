@@ -38,8 +38,12 @@ def test_ipv6_client_to_ipv4_server_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("192.0.2.1", ("192.0.2.1", 40000)), ("192.0.2.1:25", ("192.0.2.1", 25)),
-     ("[2001:db8::1]:7", ("2001:db8::1", 7)), ("2001:db8::1", ("2001:db8::1", 40000))],
+    [
+        ("192.0.2.1", ("192.0.2.1", 40000)),
+        ("192.0.2.1:25", ("192.0.2.1", 25)),
+        ("[2001:db8::1]:7", ("2001:db8::1", 7)),
+        ("2001:db8::1", ("2001:db8::1", 40000)),
+    ],
 )
 def test_parse_source(text: str, expected: tuple[str, int]) -> None:
     assert parse_source(text) == expected
