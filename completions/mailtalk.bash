@@ -280,7 +280,7 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'plain login' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login' -- "$cur"))
             ;;
         'mailtalk send|--helo')
             COMPREPLY=()

@@ -263,7 +263,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls' -d 'Implicit TLS (port 465).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'plain login' -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login' -d 'The SASL mechanism of --auth; auto: the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'helo' -x -d 'The EHLO name (default: this host\'s name).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'subject' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'body' -x -d 'The message text (default: a short test text).'

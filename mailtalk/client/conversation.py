@@ -9,7 +9,6 @@ loop and calls ``receive_available()``, while the pipe mode just blocks in
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 from collections.abc import Callable
@@ -85,15 +84,10 @@ def make_core(protocol: str) -> ClientCore:
     return IMAPConnection()
 
 
-# What a SASL mechanism sends, in order, as answers to the server's challenges.
-SASL_MECHANISMS: dict[str, Callable[[str, str], list[str]]] = {
-    "PLAIN": lambda user, secret: [_b64(f"\0{user}\0{secret}")],
-    "LOGIN": lambda user, secret: [_b64(user), _b64(secret)],
-}
+def _ours() -> str:
+    from mailtalk.protocols.sasl import MECHANISMS
 
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return ", ".join(MECHANISMS)
 
 
 class Conversation:
@@ -528,9 +522,11 @@ class Conversation:
         """Before asking anyone for a password: learn what the server offers (EHLO,
         CAPA or CAPABILITY when not known yet) and refuse, saying what it does offer,
         when the login could not work. Lines it sends are recorded as typed ones."""
+        from mailtalk.protocols.sasl import MECHANISMS
+
         mechanism = mechanism.upper()
-        if mechanism not in SASL_MECHANISMS:
-            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
+        if mechanism not in MECHANISMS:
+            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
         if self.closed:
             raise ServerClosedError("the connection is closed: use :reconnect")
         if self.core.authenticated:
@@ -548,15 +544,24 @@ class Conversation:
             return  # the server does not say what it offers: only trying tells
         if mechanism not in offered:
             verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
-            ours = [m for m in offered if m in SASL_MECHANISMS]
-            advice = (
-                f": :auth {ours[0].lower()}"
-                if ours
-                else f"; mailtalk does {' and '.join(SASL_MECHANISMS)} only"
-            )
+            ours = [m for m in MECHANISMS if m in offered]
+            advice = f": :auth {ours[0].lower()}" if ours else f"; mailtalk does {_ours()} only"
             raise MailtalkError(
                 f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
             )
+
+    def offered_mechanisms(self) -> list[str] | None:
+        """The SASL mechanisms the server has said it offers (upper case), None when it
+        has not said (no EHLO, CAPA or CAPABILITY seen yet, or none of them)."""
+        protocol = self.target.protocol
+        if protocol == "smtp":
+            if "AUTH" not in getattr(self.core, "extensions", {}):
+                return None
+            return [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
+        if not getattr(self.core, "capabilities_known", False):
+            return None
+        name = "sasl_mechanisms" if protocol == "pop3" else "auth_mechanisms"
+        return [m.upper() for m in getattr(self.core, name, [])] or None
 
     def _smtp_auth_offer(self, host: str, tls: bool) -> list[str]:
         """The SASL mechanisms of the EHLO reply (saying EHLO first if need be); raises,
@@ -640,23 +645,74 @@ class Conversation:
         return path
 
     def _authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
+        """One SASL exchange: the command (with the initial response where the protocol
+        takes one), then an answer to each challenge; every answer is masked as ***.
+        A server that breaks the mechanism (SCRAM's signature wrong) is an error."""
+        from mailtalk.protocols.sasl import MECHANISMS, SASLError, client_mechanism, decode
+        from mailtalk.protocols.sasl import encode as sasl_encode
+
         mechanism = mechanism.upper()
-        if mechanism not in SASL_MECHANISMS:
-            raise MailtalkError(f"mailtalk does AUTH {' and '.join(SASL_MECHANISMS)} only")
-        verb = "AUTHENTICATE" if self.target.protocol == "imap" else "AUTH"
-        answers = SASL_MECHANISMS[mechanism](user, secret)
-        self.send_line(f"{verb} {mechanism}", typed=False)
+        if mechanism not in MECHANISMS:
+            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
+        client = client_mechanism(mechanism, user, secret, self.target.host, self.target.port)
+        protocol = self.target.protocol
+        verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
+        pending = client.initial()
+        # The initial response goes with the command for the client-first mechanisms
+        # beyond PLAIN (SCRAM, the tokens): in SMTP (RFC 4954 always allows it) and in
+        # IMAP with SASL-IR; PLAIN keeps its classic two steps, which every server takes.
+        capabilities = getattr(self.core, "capabilities", set())
+        with_initial = (
+            pending is not None
+            and mechanism != "PLAIN"
+            and (protocol == "smtp" or (protocol == "imap" and "SASL-IR" in capabilities))
+        )
+        if with_initial and pending is not None:
+            self.send_line(f"{verb} {mechanism} {sasl_encode(pending) or '='}", typed=False)
+            pending = None
+        else:
+            self.send_line(f"{verb} {mechanism}", typed=False)
         reply = self.wait_final()
-        for answer in answers:
-            if reply.reply_class is not ReplyClass.INTERMEDIATE:
-                break
-            self.send_line(answer, typed=False)
-            reply = self.wait_final()
+        try:
+            while reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
+                challenge = decode(_challenge_text(reply))
+                if pending is not None:
+                    answer, pending = pending, None
+                else:
+                    answer = client.respond(challenge)
+                error = getattr(client, "error", None)
+                if error is not None and not answer.strip(b"\x01"):
+                    self.listener.note(f"the server refused the token: {_json_text(error)}")
+                self.send_line(sasl_encode(answer), typed=False)
+                reply = self.wait_final()
+            if reply.reply_class is ReplyClass.POSITIVE:
+                client.finish(None)
+        except SASLError as error:
+            if reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
+                self.send_line("*", typed=False)  # cancel: the exchange cannot go on
+                self.wait_final()
+            raise ServerProtocolError(f"{mechanism}: {error}") from None
+        if getattr(client, "verified", False):
+            self.listener.note(f"{mechanism}: the server proved it knows the password")
         return reply
 
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
             raise MailtalkError(f"{what} failed: {first_line(reply)}")
+
+
+def _challenge_text(reply: ServerEvent) -> str:
+    """The base64 of a challenge: after ``334 `` (SMTP) or ``+ `` (POP3, IMAP)."""
+    lines = getattr(reply, "lines", None)
+    if lines is not None:
+        return str(lines[0]) if lines else ""
+    return str(getattr(reply, "text", ""))
+
+
+def _json_text(value: object) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _no_auth(why: str, hints: list[str]) -> MailtalkError:

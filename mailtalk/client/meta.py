@@ -73,7 +73,7 @@ class MetaCommand:
 
     @property
     def usage(self) -> str:
-        """``:auth plain|login [USER]``"""
+        """``:auth MECHANISM [USER]``"""
         return self.help.syntax
 
     @property
@@ -142,11 +142,11 @@ def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if not args or len(args) > 2:
-        raise MailtalkError("usage: :auth plain|login [USER]")
+        raise MailtalkError("usage: :auth MECHANISM [USER] (plain, login, cram-md5, scram-sha-256, ...)")
     mechanism = args[0].upper()
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
-        raise MailtalkError("usage: :auth plain|login USER (no user in the URL to default to)")
+        raise MailtalkError("usage: :auth MECHANISM USER (no user in the URL to default to)")
     # What the server offers is settled before anyone is asked for a password.
     conv.prepare_auth(mechanism)
     from mailtalk.client.credentials import netrc_lookup

@@ -178,7 +178,13 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.",
 )
 @click.option(
-    "--auth-mechanism", type=click.Choice(["plain", "login"]), default="plain", show_default=True
+    "--auth-mechanism",
+    type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login"]),
+    default="auto",
+    show_default=True,
+    help="The SASL mechanism of --auth; auto: the strongest the server offers "
+    "(SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN). SCRAM also checks that "
+    "the server knows the password. Example: --auth me --auth-mechanism cram-md5",
 )
 @click.option("--helo", metavar="NAME", help="The EHLO name (default: this host's name).")
 @click.option("--subject", default="mailtalk test message", show_default=True)

@@ -58,7 +58,7 @@ class SendOptions:
     starttls: bool = False
     implicit_tls: bool = False
     auth_user: str | None = None
-    auth_mechanism: str = "plain"
+    auth_mechanism: str = "auto"  # or a SASL name, lower case
     helo: str | None = None  # None: this host's name
     subject: str = "mailtalk test message"
     body: str | None = None  # None: a short test text
@@ -192,8 +192,13 @@ def converse(
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
+        mechanism = options.auth_mechanism.upper()
+        if mechanism == "AUTO":
+            from mailtalk.protocols.sasl import choose
+
+            mechanism = choose(list(offer.mechanisms) or None, token=False)
         secret = password_for(user, target.host)
-        return conv.authenticate(options.auth_mechanism, user, secret)
+        return conv.authenticate(mechanism, user, secret)
 
     def send_message() -> None:
         _send_with_progress(conv, message, listener.as_json, progress_to)

@@ -27,7 +27,8 @@
 ``C:`` lines are sent as they are (IMAP tags are added); ``S:`` lines are matched
 against the reply to what came before (see ``expect.py``). Directives: ``connect URL
 [insecure] [cafile=PATH]``, ``starttls``, ``tls`` (the handshake alone, after a
-written-out STARTTLS), ``auth plain|login USER [ENVVAR]``, ``data FILE`` or ``data
+written-out STARTTLS), ``auth MECHANISM USER [ENVVAR]`` (plain, login,
+cram-md5, scram-sha-1, scram-sha-256), ``data FILE`` or ``data
 <<MARK`` ... ``MARK`` (``<<'MARK'`` keeps ``${...}`` as is), ``set NAME VALUE``,
 ``include FILE``, ``sleep SECONDS``, ``expect-close``, and ``loop`` ... ``end``
 around the part that ``--reuse`` repeats on one connection.
@@ -490,10 +491,13 @@ def _directive(
         _want(args, 0, 0, "tls", where)
         return [HandshakeTLS(where)]
     if directive == "auth":
-        _want(args, 2, 3, "auth plain|login USER [ENVVAR]", where)
+        _want(args, 2, 3, "auth MECHANISM USER [ENVVAR]", where)
         mechanism = args[0].upper()
-        if mechanism not in ("PLAIN", "LOGIN"):
-            raise ScriptError(where, f"auth {args[0]}: mailtalk does PLAIN and LOGIN")
+        from mailtalk.protocols.sasl import PASSWORD_MECHANISMS
+
+        if mechanism not in PASSWORD_MECHANISMS:
+            ours = ", ".join(m.lower() for m in PASSWORD_MECHANISMS)
+            raise ScriptError(where, f"auth {args[0]}: mailtalk does {ours}")
         variable = args[2] if len(args) == 3 else "MAILTALK_PASSWORD"
         if not _NAME.fullmatch(variable):
             raise ScriptError(where, f"{variable!r} is not an environment variable name")

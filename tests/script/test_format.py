@@ -153,9 +153,9 @@ def test_tls_directives_and_auth() -> None:
     [
         ("starttls now", "usage: starttls"),
         ("tls 1.3", "usage: tls"),
-        ("auth plain", "usage: auth plain|login USER [ENVVAR]"),
+        ("auth plain", "usage: auth MECHANISM USER [ENVVAR]"),
         ("auth plain a B C", "usage: auth"),
-        ("auth cram-md5 alice", "mailtalk does PLAIN and LOGIN"),
+        ("auth digest-md5 alice", "mailtalk does scram-sha-256, scram-sha-1, cram-md5"),
         ("auth plain alice not-a-name", "is not an environment variable name"),
         ("expect-close now", "usage: expect-close"),
         ("loop 3", "usage: loop"),

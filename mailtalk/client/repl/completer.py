@@ -147,9 +147,21 @@ def _suggest_meta(
     if name == "help" and position == 1:
         verbs = sorted(_summaries(core.protocol)) or core.valid_commands()
         return _match(current, verbs)
+    if name == "auth" and position == 1:
+        return _match(current, _auth_mechanisms(core))
     if name in META_ARGUMENTS and position == 1:
         return _match(current, META_ARGUMENTS[name])
     return []
+
+
+def _auth_mechanisms(core: ClientCore) -> list[str]:
+    """``:auth``'s choices: ours the server offers (strongest first), or all of ours
+    while it has not said."""
+    from mailtalk.protocols.sasl import MECHANISMS
+
+    attribute = "sasl_mechanisms" if core.protocol == "pop3" else "auth_mechanisms"
+    offered = {m.upper() for m in getattr(core, attribute, None) or []}
+    return [m.lower() for m in MECHANISMS if not offered or m in offered]
 
 
 def _suggest_smtp(core: ClientCore, verb: str, args: list[str], current: str) -> list[Suggestion]:

@@ -420,8 +420,11 @@ def test_meta_completion_replaces_the_colon_word() -> None:
 
 def test_meta_auth_and_raw_arguments() -> None:
     core = smtp_ready("AUTH PLAIN")
-    assert complete(core, ":auth ") == ["plain", "login"]
-    assert complete(core, ":auth l") == ["login"]
+    assert complete(core, ":auth ") == ["plain"]  # only what the server offers
+    assert complete(core, ":auth l") == []
+    offered = smtp_ready("AUTH LOGIN CRAM-MD5 DIGEST-MD5 SCRAM-SHA-256")
+    assert complete(offered, ":auth ") == ["scram-sha-256", "cram-md5", "login"]
+    assert complete(offered, ":auth c") == ["cram-md5"]
     assert complete(core, ":raw ") == ["on", "off"]
     assert complete(core, ":auth plain ") == []
 

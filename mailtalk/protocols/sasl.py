@@ -1,0 +1,383 @@
+"""SASL mechanisms, sans-IO: the client's answers from the server's challenges, and
+the checks a server makes, for SMTP AUTH (RFC 4954), POP3 AUTH (RFC 5034) and IMAP
+AUTHENTICATE (RFC 3501, SASL-IR RFC 4959) alike.
+
+The protocols only carry the bytes (base64 on one line, ``*`` to cancel); what the
+bytes mean is here, once, for every role:
+
+* PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login), the clear-text pair;
+* CRAM-MD5 (RFC 2195): HMAC-MD5 of the server's challenge, keyed by the password;
+* SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, RFC 7677): salted challenge-response, the
+  client also proving the server knew the password (its ``v=`` signature);
+* XOAUTH2 (Google's and Microsoft's format) and OAUTHBEARER (RFC 7628): an OAuth 2
+  bearer token; a refused token comes back as a challenge of base64 JSON, which the
+  client answers with an empty line (XOAUTH2) or ``^A`` (OAUTHBEARER) to see the
+  final error.
+
+A client mechanism is a small object: ``initial()`` is the first answer (sent with
+the command when the protocol allows an initial response), ``respond(challenge)``
+the answer to each decoded challenge, ``finish(data)`` checks what a success carried
+(SCRAM's server signature). They raise ``SASLError`` for a server that does not
+follow the mechanism.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from typing import Final
+
+
+class SASLError(ValueError):
+    """The peer's SASL data does not follow the mechanism (bad base64, a missing
+    attribute, a wrong server signature)."""
+
+
+def encode(data: bytes) -> str:
+    """The base64 line the protocols carry; an empty answer is an empty line."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode(text: str) -> bytes:
+    """A challenge or answer line as bytes; SASLError for anything but base64
+    (``=`` alone is SMTP/IMAP's spelling of an empty initial response)."""
+    text = text.strip()
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise SASLError(f"not base64: {text[:40]!r}") from None
+
+
+class ClientMechanism:
+    """One client side of one exchange."""
+
+    name: str = ""
+    # Whether the answers carry the secret as such (PLAIN, LOGIN, the tokens): the
+    # transcript masks every answer anyway, this only says what the warning says.
+    clear_text: bool = False
+
+    def initial(self) -> bytes | None:
+        """The first answer, before any challenge; None: wait for the server's."""
+        return None
+
+    def respond(self, challenge: bytes) -> bytes:
+        raise SASLError(f"{self.name} expects no challenge here")
+
+    def finish(self, data: bytes | None) -> None:
+        """The exchange succeeded; ``data`` is what the success carried, if any."""
+
+
+class Plain(ClientMechanism):
+    name = "PLAIN"
+    clear_text = True
+
+    def __init__(self, user: str, password: str, authzid: str = "") -> None:
+        self._answer = f"{authzid}\0{user}\0{password}".encode()
+
+    def initial(self) -> bytes | None:
+        return self._answer
+
+    def respond(self, challenge: bytes) -> bytes:
+        return self._answer  # a server that did not take the initial response asks
+
+
+class Login(ClientMechanism):
+    name = "LOGIN"
+    clear_text = True
+
+    def __init__(self, user: str, password: str) -> None:
+        self._answers = [user.encode(), password.encode()]
+
+    def respond(self, challenge: bytes) -> bytes:
+        # "Username:" then "Password:"; some servers send other words, so by order
+        if not self._answers:
+            raise SASLError("LOGIN has answered the user and the password already")
+        return self._answers.pop(0)
+
+
+class CramMD5(ClientMechanism):
+    name = "CRAM-MD5"
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user = user
+        self._password = password.encode()
+
+    def respond(self, challenge: bytes) -> bytes:
+        return cram_md5_answer(self.user, self._password, challenge)
+
+
+def cram_md5_answer(user: str, password: bytes, challenge: bytes) -> bytes:
+    """RFC 2195: ``user SP hex(HMAC-MD5(password, challenge))``."""
+    digest = hmac.new(password, challenge, hashlib.md5).hexdigest()
+    return f"{user} {digest}".encode()
+
+
+class XOAuth2(ClientMechanism):
+    """``user=U^Aauth=Bearer T^A^A``; a refusal is a base64 JSON challenge, answered
+    with an empty line, after which the server sends its final error."""
+
+    name = "XOAUTH2"
+    clear_text = True
+
+    def __init__(self, user: str, token: str) -> None:
+        self._answer = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+        self.error: dict[str, object] | None = None
+
+    def initial(self) -> bytes | None:
+        return self._answer
+
+    def respond(self, challenge: bytes) -> bytes:
+        if not challenge:  # a server that did not take the initial response
+            return self._answer
+        self.error = bearer_error(challenge)
+        return b""
+
+
+class OAuthBearer(ClientMechanism):
+    """RFC 7628: ``n,a=U,^Aauth=Bearer T^A^A``; its error JSON is answered with ``^A``."""
+
+    name = "OAUTHBEARER"
+    clear_text = True
+
+    def __init__(self, user: str, token: str, host: str = "", port: int = 0) -> None:
+        parts = [f"n,a={_saslname(user)},", f"auth=Bearer {token}"]
+        if host:
+            parts[1:1] = [f"host={host}"] + ([f"port={port}"] if port else [])
+        self._answer = ("\x01".join(parts) + "\x01\x01").encode()
+        self.error: dict[str, object] | None = None
+
+    def initial(self) -> bytes | None:
+        return self._answer
+
+    def respond(self, challenge: bytes) -> bytes:
+        if not challenge:
+            return self._answer
+        self.error = bearer_error(challenge)
+        return b"\x01"
+
+
+def bearer_error(challenge: bytes) -> dict[str, object]:
+    """The JSON a server sends for a refused token (``{"status":"401",...}``), or
+    SASLError."""
+    try:
+        value = json.loads(challenge.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise SASLError(f"the token's refusal is not JSON: {challenge[:60]!r}") from None
+    if not isinstance(value, dict):
+        raise SASLError("the token's refusal is not a JSON object")
+    return value
+
+
+# -- SCRAM (RFC 5802) -------------------------------------------------------------
+
+SCRAM_HASHES: Final = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+# A server asking for fewer rounds than this is refused: RFC 7677 says 4096 at least.
+SCRAM_MIN_ITERATIONS: Final = 4096
+SCRAM_MAX_ITERATIONS: Final = 10_000_000  # a hostile count must not hang the client
+
+
+def parse_attributes(message: bytes) -> list[tuple[str, str]]:
+    """``a=x,b=y`` as (name, value) pairs, in order; SASLError for anything else.
+
+    Names are single ASCII letters; values are UTF-8 without ``,`` (RFC 5802 7)."""
+    try:
+        text = message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SASLError("SCRAM message is not UTF-8") from None
+    pairs = []
+    for part in text.split(","):
+        name, equals, value = part.partition("=")
+        if len(name) != 1 or not name.isascii() or not name.isalpha() or not equals:
+            raise SASLError(f"SCRAM attribute {part[:20]!r} is not a=value")
+        pairs.append((name, value))
+    return pairs
+
+
+def _saslname(user: str) -> str:
+    return user.replace("=", "=3D").replace(",", "=2C")
+
+
+def saslprep(text: str) -> str:
+    """The password as SCRAM hashes it: RFC 4013 in its common subset (NFKC, non-ASCII
+    spaces to space, the "mapped to nothing" characters dropped)."""
+    mapped = "".join(
+        " " if unicodedata.category(c) == "Zs" else c
+        for c in text
+        if c not in "\u00ad\u034f\u180b\u180c\u180d\u200b\u200c\u200d\u2060\ufe00\ufeff"
+    )
+    return unicodedata.normalize("NFKC", mapped)
+
+
+@dataclass
+class ScramKeys:
+    client_key: bytes
+    stored_key: bytes
+    server_key: bytes
+
+
+def scram_keys(hash_name: str, password: str, salt: bytes, iterations: int) -> ScramKeys:
+    salted = hashlib.pbkdf2_hmac(hash_name, saslprep(password).encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", hash_name)
+    return ScramKeys(
+        client_key=client_key,
+        stored_key=hashlib.new(hash_name, client_key).digest(),
+        server_key=hmac.digest(salted, b"Server Key", hash_name),
+    )
+
+
+class Scram(ClientMechanism):
+    """SCRAM-SHA-1 or SCRAM-SHA-256 without channel binding (``n,,``)."""
+
+    def __init__(self, name: str, user: str, password: str, nonce: str | None = None) -> None:
+        if name not in SCRAM_HASHES:
+            raise ValueError(f"no SCRAM hash for {name}")
+        self.name = name
+        self._hash = SCRAM_HASHES[name]
+        self._password = password
+        self._nonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode("ascii")
+        self._first_bare = f"n={_saslname(user)},r={self._nonce}"
+        self._server_signature: bytes | None = None
+        self.verified = False
+
+    def initial(self) -> bytes | None:
+        return ("n,," + self._first_bare).encode()
+
+    def respond(self, challenge: bytes) -> bytes:
+        if self._server_signature is None:
+            return self._client_final(challenge)
+        self.finish(challenge)
+        return b""  # RFC 4954/3501: the server's final data is answered with nothing
+
+    def _client_final(self, server_first: bytes) -> bytes:
+        attributes = dict(parse_attributes(server_first))
+        if "m" in attributes:
+            raise SASLError("the server asks for a SCRAM extension (m=) we do not know")
+        try:
+            nonce, salt_text, count = attributes["r"], attributes["s"], attributes["i"]
+        except KeyError as missing:
+            raise SASLError(f"the server's first SCRAM message has no {missing.args[0]}=") from None
+        if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
+            raise SASLError("the server's nonce does not extend ours")
+        if not count.isdigit() or not (SCRAM_MIN_ITERATIONS <= int(count) <= SCRAM_MAX_ITERATIONS):
+            raise SASLError(f"iteration count {count[:12]!r} out of bounds")
+        salt = decode(salt_text)
+        keys = scram_keys(self._hash, self._password, salt, int(count))
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._first_bare},{server_first.decode()},{without_proof}".encode()
+        signature = hmac.digest(keys.stored_key, auth_message, self._hash)
+        proof = bytes(a ^ b for a, b in zip(keys.client_key, signature, strict=True))
+        self._server_signature = hmac.digest(keys.server_key, auth_message, self._hash)
+        return f"{without_proof},p={encode(proof)}".encode()
+
+    def finish(self, data: bytes | None) -> None:
+        if self.verified:
+            return
+        if self._server_signature is None or not data:
+            raise SASLError("the server said yes without proving it knows the password (no v=)")
+        attributes = dict(parse_attributes(data))
+        if "e" in attributes:
+            raise SASLError(f"the server refused: e={attributes['e']}")
+        if "v" not in attributes:
+            raise SASLError("the server's final SCRAM message has no v=")
+        if not hmac.compare_digest(decode(attributes["v"]), self._server_signature):
+            raise SASLError("the server's SCRAM signature is wrong: it does not know the password")
+        self.verified = True
+
+
+# -- choosing ------------------------------------------------------------------------
+
+PASSWORD_MECHANISMS: Final = (
+    "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"
+)  # strongest first
+TOKEN_MECHANISMS: Final = ("OAUTHBEARER", "XOAUTH2")
+MECHANISMS: Final = PASSWORD_MECHANISMS + TOKEN_MECHANISMS
+
+
+def client_mechanism(
+    name: str, user: str, secret: str, host: str = "", port: int = 0
+) -> ClientMechanism:
+    """The client of ``name`` (upper case) with its credentials: ``secret`` is the
+    password, or the token for XOAUTH2/OAUTHBEARER."""
+    if name == "PLAIN":
+        return Plain(user, secret)
+    if name == "LOGIN":
+        return Login(user, secret)
+    if name == "CRAM-MD5":
+        return CramMD5(user, secret)
+    if name in SCRAM_HASHES:
+        return Scram(name, user, secret)
+    if name == "XOAUTH2":
+        return XOAuth2(user, secret)
+    if name == "OAUTHBEARER":
+        return OAuthBearer(user, secret, host, port)
+    raise ValueError(f"mailtalk does not do SASL {name}")
+
+
+def choose(offered: list[str] | None, token: bool) -> str:
+    """The strongest mechanism offered that we have credentials for: a token's when
+    ``token``, else a password's; PLAIN when the server does not say (POP3 without
+    CAPA, IMAP without AUTH=)."""
+    ours = TOKEN_MECHANISMS if token else PASSWORD_MECHANISMS
+    if offered is None:
+        return ours[-1] if token else "PLAIN"
+    upper = {m.upper() for m in offered}
+    for name in ours:
+        if name in upper:
+            return name
+    return ours[0] if token else "PLAIN"
+
+
+# -- server side ----------------------------------------------------------------------
+
+
+def cram_md5_challenge(hostname: str) -> bytes:
+    """``<random.time@host>`` as RFC 2195 shapes it: never the same twice."""
+    return f"<{secrets.randbelow(10**12)}.{secrets.token_hex(4)}@{hostname}>".encode()
+
+
+def cram_md5_check(challenge: bytes, answer: bytes, password_of: dict[str, str]) -> str | None:
+    """The user ``answer`` proves to be, or None. ``password_of``: users' clear
+    passwords (only those can be checked)."""
+    user, space, digest = answer.decode("utf-8", "replace").rpartition(" ")
+    password = password_of.get(user) if space else None
+    if password is None:
+        return None
+    expected = cram_md5_answer(user, password.encode(), challenge)
+    return user if hmac.compare_digest(expected, answer) else None
+
+
+def parse_bearer(mechanism: str, answer: bytes) -> tuple[str, str]:
+    """(user, token) from an XOAUTH2 or OAUTHBEARER answer; SASLError otherwise."""
+    text = answer.decode("utf-8", "replace")
+    if mechanism == "OAUTHBEARER":
+        header, _, rest = text.partition("\x01")
+        fields = [f for f in header.split(",")]
+        if len(fields) < 2 or fields[0] not in ("n", "y") and not fields[0].startswith("p="):
+            raise SASLError("not an OAUTHBEARER gs2 header")
+        user = next((f[2:] for f in fields[1:] if f.startswith("a=")), "")
+        user = user.replace("=2C", ",").replace("=3D", "=")
+        pairs = rest.split("\x01")
+    else:
+        pairs = text.split("\x01")
+        user = next((p[5:] for p in pairs if p.startswith("user=")), "")
+    auth = next((p[5:] for p in pairs if p.startswith("auth=")), "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token or not user:
+        raise SASLError(f"not a {mechanism} answer with a user and a Bearer token")
+    return user, token.strip()
+
+
+def bearer_error_challenge(scope: str = "") -> bytes:
+    """What a server sends for a refused token (RFC 7628 3.2.2, Google's XOAUTH2)."""
+    body: dict[str, str] = {"status": "invalid_token", "schemes": "bearer"}
+    if scope:
+        body["scope"] = scope
+    return json.dumps(body, separators=(",", ":")).encode()

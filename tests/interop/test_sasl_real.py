@@ -1,0 +1,104 @@
+"""SASL beyond PLAIN/LOGIN against real servers: CRAM-MD5, SCRAM-SHA-1 and
+SCRAM-SHA-256 with Dovecot (IMAP, POP3) and Postfix's SMTP AUTH through Dovecot SASL.
+
+scripts/real-servers runs a second Dovecot instance for this (10110 POP3, 10143 IMAP,
+a plain-text passdb, ``auth_verbose`` so each login is logged with its ``method=``)
+and Postfix on 10587 with that instance as its SASL (its log names ``sasl_method=``
+for each message). The evidence is the servers' own logs; every exchange is also
+checked to keep the password and the SASL answers out of the output.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.interop.conftest import _unavailable
+from tests.interop.test_pipe_real import describe, run_pipe
+from tests.interop.test_send_stop_points_real import POSTFIX_LOG, Log
+from tests.mail.test_send_diagnose import mailtalk
+
+pytestmark = pytest.mark.interop
+
+HOST = os.environ.get("MAILTALK_SASL_DOVECOT_HOST", "127.0.0.1")
+DOVECOT_LOG = Path("/var/log/dovecot-sasl.log")
+PASSWORD = "secret"
+PORTS = {"imap": 10143, "pop3": 10110, "smtp": 10587}
+
+
+def listening(port: int) -> None:
+    try:
+        socket.create_connection((HOST, port), timeout=3).close()
+    except OSError as error:
+        _unavailable(f"nothing on {HOST}:{port} (the SASL Dovecot/Postfix): {error}")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("mechanism", ["cram-md5", "scram-sha-1", "scram-sha-256"])
+def test_meta_auth_with_dovecot(protocol: str, mechanism: str, tmp_path: Path) -> None:
+    port = PORTS[protocol]
+    listening(port)
+    log = Log(DOVECOT_LOG)
+    goodbye = "LOGOUT" if protocol == "imap" else "QUIT"
+    result = run_pipe(
+        ["connect", f"{protocol}://alice@{HOST}:{port}"],
+        [f":auth {mechanism} alice", goodbye],
+        tmp_path,
+        password=PASSWORD,
+        new_session=True,
+    )
+    assert result.returncode == 0, describe(result)
+    assert "# authenticated as alice" in result.stderr, describe(result)
+    name = mechanism.upper()
+    text = log.wait_for(lambda t: f"user=<alice>, method={name}," in t)
+    assert f"{protocol}-login: Info: Login: user=<alice>, method={name}," in text
+    lines = result.stdout.splitlines()
+    verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
+    start = next(i for i, line in enumerate(lines) if line.startswith("C: ") and verb in line)
+    answers = [line for line in lines[start + 1 :] if line.startswith("C: ")][:-1]
+    # every SASL answer is masked, and the password never shows
+    assert answers and all(line == "C: ***" for line in answers), describe(result)
+    assert PASSWORD not in result.stdout + result.stderr
+    if name.startswith("SCRAM"):
+        assert f"{name}: the server proved it knows the password" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "method"),
+    [("auto", "SCRAM-SHA-256"), ("cram-md5", "CRAM-MD5"), ("scram-sha-1", "SCRAM-SHA-1")],
+)
+def test_send_auth_mechanism_with_postfix(option: str, method: str) -> None:
+    listening(PORTS["smtp"])
+    log = Log(POSTFIX_LOG)
+    subject = f"sasl-{uuid.uuid4().hex}"
+    result = mailtalk(
+        "send", "--server", f"{HOST}:{PORTS['smtp']}", "--auth", "alice",
+        "--auth-mechanism", option, "--from", "alice@mailtalk.test",
+        "--to", "alice@mailtalk.test", "--subject", subject,
+        password=PASSWORD,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"C: AUTH {method}" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    text = log.wait_for(lambda t: f"sasl_method={method}, sasl_username=alice" in t)
+    assert "postfix/sasl/smtpd" in text
+
+
+def test_wrong_password_is_refused_by_scram(tmp_path: Path) -> None:
+    listening(PORTS["imap"])
+    log = Log(DOVECOT_LOG)
+    result = run_pipe(
+        ["connect", f"imap://alice@{HOST}:{PORTS['imap']}"],
+        [":auth scram-sha-256 alice", "LOGOUT"],
+        tmp_path,
+        password="not-the-password",
+        new_session=True,
+    )
+    assert "# authenticated as alice" not in result.stderr, describe(result)
+    assert "proved" not in result.stderr
+    text = log.wait_for(lambda t: "alice" in t and "SCRAM-SHA-256" in t)
+    assert "Login: user=<alice>" not in text
