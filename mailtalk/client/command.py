@@ -9,11 +9,12 @@ settled from it (STARTTLS by the URL's scheme, an address family).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailtalk.client.options import SessionOptions
 from mailtalk.net.target import Target
+from mailtalk.net.tlsclient import ClientTLS
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -35,6 +36,7 @@ class ConnectOptions:
     raw: bool = False
     record: str | None = None
     resolve: tuple[tuple[str, str], ...] = ()  # --resolve NAME:ADDRESS
+    tls: ClientTLS = field(default_factory=ClientTLS)  # --sni, --tls-min, --cert, ...
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -56,6 +58,7 @@ class ConnectOptions:
             record=self.record,
             resolve=tuple(self.resolve),
             language=language,
+            tls=self.tls,
         )
 
 

@@ -143,6 +143,7 @@ class Conversation:
             source_address=self.options.source_address,
             server_hostname=self.options.server_hostname,
             resolve=self.options.resolve,
+            tls=self.options.tls,
         )
         self._last_send = time.monotonic()
         self.transport = Transport.connect(

@@ -7,9 +7,10 @@ Built from a command's typed options (``client.command.ConnectOptions.session()`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailtalk.net.target import Target
+from mailtalk.net.tlsclient import ClientTLS
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class SessionOptions:
     port_moves: tuple[tuple[str, int, int], ...] = ()
     # the language of the explanations under replies ("en", "nl"; mailtalk/language.py)
     language: str = "en"
+    # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
+    tls: ClientTLS = field(default_factory=ClientTLS)
 
     @classmethod
     def for_target(
@@ -47,6 +50,7 @@ class SessionOptions:
         timeout: float = 30.0,
         source_address: str | None = None,
         server_hostname: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> SessionOptions:
         """A one-shot job's session (send, diagnose, mx --probe): no transcript or
         recording, and TLS started by the job's own steps, never on connect."""
@@ -58,4 +62,5 @@ class SessionOptions:
             timeout=timeout,
             source_address=source_address,
             server_hostname=server_hostname,
+            tls=tls or ClientTLS(),
         )
