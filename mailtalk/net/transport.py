@@ -524,7 +524,11 @@ def _describe_handshake_error(error: ssl.SSLError, where: str, implicit: bool) -
             )
         return f"the server at {where} did not answer the TLS handshake after STARTTLS"
     if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "EOF" in reason:
-        return f"the server at {where} closed the connection during the TLS handshake"
+        # Some servers hang up without an alert when no version is common, so say it.
+        return (
+            f"the server at {where} closed the connection during the TLS handshake "
+            "(a server that speaks only TLS 1.0/1.1 may do this: try --tls-min 1.0)"
+        )
     if reason in _VERSION_MISMATCH_REASONS:
         return (
             f"the server at {where} offers no TLS version mailtalk accepts "
