@@ -111,7 +111,8 @@ def load_client_certificate(
         raise
     except ssl.SSLError as error:
         reason = (error.reason or "").replace("_", " ").lower()
-        if "bad decrypt" in reason or "bad password" in reason:
+        # OpenSSL says only "PEM lib" for a wrong password: the key being encrypted tells.
+        if password is not None and key_is_encrypted(certfile, keyfile):
             what = "wrong password for the encrypted key"
         elif "key values mismatch" in reason:
             what = "the key does not belong to the certificate"
