@@ -33,7 +33,9 @@ def tls_options(func: F) -> F:
             help="Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower "
             "OpenSSL's security level to 0).",
         ),
-        click.option("--tls-max", type=click.Choice(_VERSIONS), help="Highest TLS version to offer."),
+        click.option(
+            "--tls-max", type=click.Choice(_VERSIONS), help="Highest TLS version to offer."
+        ),
         click.option(
             "--ciphers",
             metavar="LIST",

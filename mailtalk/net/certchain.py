@@ -131,7 +131,9 @@ def describe_chain(
             problems.append(f"not for {host}: it is for {names}")
         if self_signed:
             if certificate.subject not in trusted_subjects:
-                problems.append("self-signed, and not among the trusted CAs: nothing vouches for it")
+                problems.append(
+                    "self-signed, and not among the trusted CAs: nothing vouches for it"
+                )
         elif index + 1 < len(parsed):
             if not _signed_by(certificate, parsed[index + 1]):
                 problems.append("not issued by the next certificate in the chain (wrong order?)")

@@ -55,11 +55,14 @@ class ClientTLS:
 
     def apply(self, context: ssl.SSLContext) -> None:
         """Put these settings on a client context; ClientTLSError when one is refused."""
-        if self.min_version is not None and self.max_version is not None:
-            if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
-                raise ClientTLSError(
-                    f"--tls-min {self.min_version} is above --tls-max {self.max_version}"
-                )
+        if (
+            self.min_version is not None
+            and self.max_version is not None
+            and TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]
+        ):
+            raise ClientTLSError(
+                f"--tls-min {self.min_version} is above --tls-max {self.max_version}"
+            )
         with warnings.catch_warnings():
             # TLS 1.0/1.1 are deprecated; asking for them by name is the point.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -122,7 +125,8 @@ def load_client_certificate(
             what = f"not a PEM certificate and key ({reason or error})"
         raise ClientTLSError(f"--cert {certfile}: {what}") from None
     except OSError as error:
-        raise ClientTLSError(f"--cert {certfile}: {(error.strerror or str(error)).lower()}") from None
+        reason = (error.strerror or str(error)).lower()
+        raise ClientTLSError(f"--cert {certfile}: {reason}") from None
 
 
 def key_is_encrypted(certfile: str, keyfile: str | None) -> bool:

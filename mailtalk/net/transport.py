@@ -475,7 +475,8 @@ class Transport:
         except OSError as error:
             self.close()
             detail = (error.strerror or str(error)).lower()
-            raise TLSDumpError(f"cannot write --tls-dump {self.options.tls.dump}: {detail}") from None
+            where = self.options.tls.dump
+            raise TLSDumpError(f"cannot write --tls-dump {where}: {detail}") from None
 
     def _describe_timeout(self) -> str:
         if self._timeout is None:

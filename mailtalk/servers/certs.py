@@ -180,7 +180,11 @@ def fault_certificate(paths: CertPaths, fault: str) -> tuple[Path, Path]:
         server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
         sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names = frozenset(sans.get_values_for_type(x509.DNSName))
-        addresses = frozenset(sans.get_values_for_type(x509.IPAddress))
+        addresses: frozenset[IPAddress] = frozenset(
+            address
+            for address in sans.get_values_for_type(x509.IPAddress)
+            if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        )
         if ca is None:
             raise ValueError(f"no usable local CA in {paths.ca_cert.parent}")
         if _fault_cert_usable(cert_path, key_path, ca[0], fault, now):

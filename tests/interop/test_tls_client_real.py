@@ -199,7 +199,8 @@ def test_sni_sent_by_ip_reaches_the_server(
 
 
 def test_cert_in_the_repl_shows_the_whole_chain(
-    spawn: Callable[..., Term], mailtalk_servers: Callable[..., object]
+    spawn: Callable[..., Term],  # noqa: F811 - the fixture
+    mailtalk_servers: Callable[..., object]
 ) -> None:
     servers = mailtalk_servers(smtp=0)
     term = spawn(
