@@ -19,8 +19,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk connect')
-            opts='--starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -49,8 +49,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -59,8 +59,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         'mailtalk practice')
@@ -79,13 +79,13 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal'
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -95,6 +95,30 @@ _mailtalk_spec() {
 # Fills COMPREPLY with the values of option $2 of command path $1.
 _mailtalk_option_value() {
     case "$1|$2" in
+        'mailtalk connect|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk connect|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk connect|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk connect|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk connect|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk connect|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -175,6 +199,30 @@ _mailtalk_option_value() {
         'mailtalk explain|--lang')
             COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
+        'mailtalk imap|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk imap|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk imap|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk imap|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk imap|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk imap|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -214,6 +262,30 @@ _mailtalk_option_value() {
             ;;
         'mailtalk mx|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk pop3|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk pop3|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk pop3|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk pop3|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk pop3|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk pop3|--cafile')
             compopt -o filenames 2>/dev/null
@@ -371,6 +443,9 @@ _mailtalk_option_value() {
         'mailtalk serve|--scenario')
             COMPREPLY=()
             ;;
+        'mailtalk serve|--tls-fault')
+            COMPREPLY=($(compgen -W 'expired wrong-name self-signed old-protocol' -- "$cur"))
+            ;;
         'mailtalk serve|--resolver')
             COMPREPLY=()
             ;;
@@ -420,6 +495,30 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--journal')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk smtp|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk smtp|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk smtp|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk smtp|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk smtp|--tls-dump')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;

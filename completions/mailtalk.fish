@@ -8,7 +8,7 @@
 function __mailtalk_value_options
     switch $argv[1]
         case 'mailtalk connect'
-            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk diagnose login'
             printf '%s\n' -- --user --cafile --timeout
         case 'mailtalk diagnose relay'
@@ -18,11 +18,11 @@ function __mailtalk_value_options
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
-            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
@@ -30,9 +30,9 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
-            printf '%s\n' -- --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
     end
 end
 
@@ -119,6 +119,13 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk completion'" -s 'h' -l 'help' -
 complete -c mailtalk -n "__mailtalk_at 'mailtalk completion' 0" -a 'bash zsh fish'
 
 # mailtalk connect
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -183,6 +190,13 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk explain'" -s 'h' -l 'help' -d '
 
 # mailtalk imap
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls' -d 'Use implicit TLS from the start.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -212,6 +226,13 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -s 'h' -l 'help' -d 'Show 
 
 # mailtalk pop3
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls' -d 'Use implicit TLS from the start.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -301,6 +322,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'scenario' -x -d 'A 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'sink' -d 'Accept every message and store none.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain' -d 'Refuse senders whose domain has no MX/A/AAAA.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'tls-auth-only' -d 'Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'tls-fault' -x -a 'expired wrong-name self-signed old-protocol' -d 'Make TLS fail on purpose, to test clients: a certificate that expired, one for wrong-name.invalid, a self-signed one, or TLS 1.0/1.1 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check and onward delivery.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'dns' -x -d 'Also answer DNS (UDP and TCP) from ROOT/dns/, authoritatively.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'mx-port' -x -d 'The port onward delivery connects to on MX hosts (a practice world of several servers on 127.0.0.x may use another).'
@@ -324,6 +346,13 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'h' -l 'help' -d 'Sh
 
 # mailtalk smtp
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls' -d 'Use implicit TLS from the start.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'

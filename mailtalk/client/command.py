@@ -9,12 +9,13 @@ settled from it (STARTTLS by the URL's scheme, an address family).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailtalk.client.options import SessionOptions
 from mailtalk.net.program import split_command
 from mailtalk.net.target import Target
+from mailtalk.net.tlsclient import ClientTLS
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -39,6 +40,7 @@ class ConnectOptions:
     pipe_command: str | None = None  # --pipe COMMAND, as typed
     proxy_from: tuple[str, int] | None = None  # --proxy-from ADDR[:PORT]
     proxy_version: int = 1
+    tls: ClientTLS = field(default_factory=ClientTLS)  # --sni, --tls-min, --cert, ...
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -63,6 +65,7 @@ class ConnectOptions:
             pipe_command=tuple(split_command(self.pipe_command)) if self.pipe_command else (),
             proxy_from=self.proxy_from,
             proxy_version=self.proxy_version,
+            tls=self.tls,
         )
 
 

@@ -139,6 +139,7 @@ class Conversation:
             resolve=self.options.resolve,
             proxy_from=self.options.proxy_from,
             proxy_version=self.options.proxy_version,
+            tls=self.options.tls,
         )
         self._last_send = time.monotonic()
         self.transport = self._connect(transport_options)
@@ -661,7 +662,7 @@ class Conversation:
         # The initial response goes with the command for the client-first mechanisms
         # beyond PLAIN (SCRAM, the tokens): in SMTP (RFC 4954 always allows it) and in
         # IMAP with SASL-IR; PLAIN keeps its classic two steps, which every server takes.
-        capabilities = getattr(self.core, "capabilities", set())
+        capabilities: set[str] = getattr(self.core, "capabilities", set())
         with_initial = (
             pending is not None
             and mechanism != "PLAIN"

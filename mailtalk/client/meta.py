@@ -142,7 +142,9 @@ def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if not args or len(args) > 2:
-        raise MailtalkError("usage: :auth MECHANISM [USER] (plain, login, cram-md5, scram-sha-256, ...)")
+        raise MailtalkError(
+            "usage: :auth MECHANISM [USER] (plain, login, cram-md5, scram-sha-256, ...)"
+        )
     mechanism = args[0].upper()
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
@@ -292,6 +294,22 @@ def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     conv.retarget(target)
 
 
+def _cert(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    if args:
+        raise MailtalkError("usage: :cert")
+    tls = conv.transport.tls if conv.transport is not None and not conv.closed else None
+    if tls is None or not tls.chain:
+        raise MailtalkError("no TLS on this connection: :starttls first (or connect with TLS)")
+    from mailtalk.net.certchain import chain_text, describe_chain, trusted_subjects_der
+
+    # A verified chain ends at a trusted CA; an unverified one is checked against the
+    # CAs a verifying client would have trusted, to say what verification would find.
+    trusted = tls.chain[-1:] if tls.verified else trusted_subjects_der(conv.options.cafile)
+    host = conv.transport.server_hostname if conv.transport is not None else None
+    reports = describe_chain(tls.chain, host, trusted)
+    ui.show_block(chain_text(reports, tls.chain_source))
+
+
 def _quit(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     raise QuitRequested
 
@@ -303,6 +321,7 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         ("help", _help),
         ("explain", _explain),
         ("starttls", _starttls),
+        ("cert", _cert),
         ("auth", _auth),
         ("raw", _raw),
         ("save", _save),

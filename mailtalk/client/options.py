@@ -7,9 +7,10 @@ Built from a command's typed options (``client.command.ConnectOptions.session()`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailtalk.net.target import Target
+from mailtalk.net.tlsclient import ClientTLS
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class SessionOptions:
     # --proxy-from/--proxy-version: a PROXY header naming this (address, port) first
     proxy_from: tuple[str, int] | None = None
     proxy_version: int = 1
+    # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
+    tls: ClientTLS = field(default_factory=ClientTLS)
 
     @classmethod
     def for_target(
@@ -52,6 +55,7 @@ class SessionOptions:
         timeout: float = 30.0,
         source_address: str | None = None,
         server_hostname: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> SessionOptions:
         """A one-shot job's session (send, diagnose, mx --probe): no transcript or
         recording, and TLS started by the job's own steps, never on connect."""
@@ -63,4 +67,5 @@ class SessionOptions:
             timeout=timeout,
             source_address=source_address,
             server_hostname=server_hostname,
+            tls=tls or ClientTLS(),
         )

@@ -92,6 +92,13 @@ if TYPE_CHECKING:
     help="Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).",
 )
 @click.option(
+    "--tls-fault",
+    type=click.Choice(["expired", "wrong-name", "self-signed", "old-protocol"]),
+    help="Make TLS fail on purpose, to test clients: a certificate that expired, one for "
+    "wrong-name.invalid, a self-signed one, or TLS 1.0/1.1 only. "
+    "Example: --tls-fault expired",
+)
+@click.option(
     "--resolver", metavar="HOST[:PORT]", help="DNS server for the sender check and onward delivery."
 )
 @click.option(
@@ -244,6 +251,7 @@ def serve(
     sink: bool,
     check_sender_domain: bool,
     tls_auth_only: bool,
+    tls_fault: str | None,
     resolver: str | None,
     dns_port: int | None,
     mx_port: int,
@@ -292,6 +300,7 @@ def serve(
         sink=sink,
         check_sender_domain=check_sender_domain,
         tls_auth_only=tls_auth_only,
+        tls_fault=tls_fault,
         resolver=resolver,
         dns_port=dns_port,
         mx_port=mx_port,

@@ -17,6 +17,7 @@ from mailtalk.cli import (
     cli,
     pass_environment,
 )
+from mailtalk.commands.tlsoptions import client_tls, tls_options
 
 if TYPE_CHECKING:
     from mailtalk.client.command import ConnectOptions
@@ -120,7 +121,7 @@ def connection_options(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return tls_options(func)
 
 
 def _target(parse: Callable[[], Target]) -> Target:
@@ -165,6 +166,7 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
     "  mailtalk connect smtp://mx.example.com\n"
     "  mailtalk connect submission://alice@mail.example.com\n"
     "  mailtalk connect imaps://alice@imap.example.com:993 --cafile ca.pem\n"
+    "  mailtalk connect smtp://127.0.0.1 --starttls --sni mail.example.com --tls-dump chain.pem\n"
     "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n"
     "  mailtalk connect imap:unix:/run/imap.sock\n\n" + EXIT_STATUS_EPILOG
 )
@@ -180,7 +182,8 @@ def connect(env: Environment, url: str, **options: Any) -> None:
     from mailtalk.client.command import ConnectOptions
     from mailtalk.net.target import parse_url
 
-    _talk(env, ConnectOptions(target=_target(lambda: parse_url(url)), **options))
+    tls = client_tls(env, options)
+    _talk(env, ConnectOptions(target=_target(lambda: parse_url(url)), tls=tls, **options))
 
 
 # What --pipe runs in each shortcut's example.
@@ -226,7 +229,8 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
             host_port = "localhost"  # only a name: the program is the server
 
         target = _target(lambda: parse_shortcut(protocol, host_port, implicit_tls))
-        _talk(env, ConnectOptions(target=target, **options))
+        tls = client_tls(env, options)
+        _talk(env, ConnectOptions(target=target, tls=tls, **options))
 
 
 _shortcut("smtp", "mail.example.com")

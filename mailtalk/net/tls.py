@@ -99,6 +99,9 @@ class TLSInfo:
     san: tuple[str, ...]
     verified: bool
     certificate: bytes = field(default=b"", repr=False)
+    # The whole chain in DER, leaf first, and where it came from (net.certchain.PeerChain)
+    chain: tuple[bytes, ...] = field(default=(), repr=False)
+    chain_source: str = ""
 
     @classmethod
     def from_session(
@@ -108,6 +111,8 @@ class TLSInfo:
         bits: int,
         certificate: bytes,
         verified: bool,
+        chain: tuple[bytes, ...] = (),
+        chain_source: str = "",
     ) -> TLSInfo:
         facts = decode_certificate(certificate) if certificate else CertificateFacts()
         return cls(
@@ -121,6 +126,8 @@ class TLSInfo:
             san=facts.san,
             verified=verified,
             certificate=certificate,
+            chain=chain or ((certificate,) if certificate else ()),
+            chain_source=chain_source or "leaf only",
         )
 
     def summary(self, now: datetime | None = None) -> str:

@@ -26,10 +26,11 @@ import os
 import socket
 import ssl
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
+from mailtalk.net.certchain import peer_chain
 from mailtalk.net.program import ProgramError, ProgramLink
 from mailtalk.net.tls import (
     CertificateCapture,
@@ -37,6 +38,7 @@ from mailtalk.net.tls import (
     check_cafile,
     explain_verification_failure,
 )
+from mailtalk.net.tlsclient import ClientTLS, ClientTLSError
 
 __all__ = [
     "CAFileError",
@@ -102,6 +104,14 @@ class CAFileError(TLSError):
     """--cafile is not a file of CA certificates: a bad option (exit status 2)."""
 
 
+class ClientTLSOptionError(CAFileError):
+    """--cert/--key/--ciphers/--tls-min cannot be used: a bad option (exit status 2)."""
+
+
+class TLSDumpError(TransportError):
+    """--tls-dump FILE could not be written."""
+
+
 class TLSTimeout(TLSError, TransportTimeout):
     """The server did not answer the TLS handshake in time: TLS failed (exit status 4)."""
 
@@ -114,9 +124,10 @@ class TLSVerificationError(TLSError):
     naming --cafile and --insecure.
     """
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, chain: tuple[bytes, ...] = ()) -> None:
         super().__init__(message)
         self.reason = reason
+        self.chain = chain  # what the server sent, for --tls-dump and a closer look
 
 
 @dataclass
@@ -145,6 +156,8 @@ class TransportOptions:
     # first, in version ``proxy_version`` (1 text, 2 binary); mailtalk.protocols.proxy
     proxy_from: tuple[str, int] | None = None
     proxy_version: int = 1
+    # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
+    tls: ClientTLS = field(default_factory=ClientTLS)
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -169,9 +182,11 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
             context.set_ciphers("DEFAULT:@SECLEVEL=0")
         except (ValueError, ssl.SSLError):
             pass  # this OpenSSL cannot go lower; keep what it has
+        _apply_client_tls(context, options.tls)
         return context
     context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _apply_client_tls(context, options.tls)
     if options.cafile:
         try:
             if os.path.isdir(options.cafile):
@@ -187,6 +202,13 @@ def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
                 reason = str(why)
             raise CAFileError(f"--cafile {options.cafile}: {reason}") from error
     return context
+
+
+def _apply_client_tls(context: ssl.SSLContext, settings: ClientTLS) -> None:
+    try:
+        settings.apply(context)
+    except ClientTLSError as error:
+        raise ClientTLSOptionError(str(error)) from None
 
 
 class Transport:
@@ -341,7 +363,7 @@ class Transport:
     @property
     def server_hostname(self) -> str:
         """The name sent as SNI and checked against the certificate."""
-        return self.options.server_hostname or self.host
+        return self.options.server_hostname or self.options.tls.sni or self.host
 
     def fileno(self) -> int:
         """The socket's descriptor, for select()/selectors; -1 once closed."""
@@ -474,11 +496,17 @@ class Transport:
             self._sock = tls_sock
             tls_sock.do_handshake()
         except ssl.SSLCertVerificationError as error:
+            sent = peer_chain(tls_sock, verified=False).certificates
             self.close()
             reason, message = explain_verification_failure(
-                error, self.server_hostname, capture.certificate, self.options.cafile
+                error, self.server_hostname, capture.certificate or next(iter(sent), None),
+                self.options.cafile,
             )
-            raise TLSVerificationError(message, reason) from error
+            if self.options.tls.dump and sent:
+                # The chain that failed is what one wants to look at.
+                self._dump_chain(sent)
+                message += f" (its chain is in {self.options.tls.dump})"
+            raise TLSVerificationError(message, reason, sent) from error
         except TimeoutError as error:
             self.close()
             raise TLSTimeout(
@@ -499,14 +527,31 @@ class Transport:
             ) from error
 
         cipher_name, _, secret_bits = tls_sock.cipher() or ("unknown cipher", "", 0)
+        verified = context.verify_mode != ssl.CERT_NONE
+        chain = peer_chain(tls_sock, verified)
         self.tls = TLSInfo.from_session(
             version=tls_sock.version() or "unknown TLS version",
             cipher=cipher_name,
             bits=secret_bits,
             certificate=tls_sock.getpeercert(binary_form=True) or b"",
-            verified=context.verify_mode != ssl.CERT_NONE,
+            verified=verified,
+            chain=chain.certificates,
+            chain_source=chain.source,
         )
+        if self.options.tls.dump and chain.certificates:
+            self._dump_chain(chain.certificates)
         return self.tls
+
+    def _dump_chain(self, chain: tuple[bytes, ...]) -> None:
+        from mailtalk.net.certchain import write_pem
+
+        try:
+            write_pem(self.options.tls.dump or "", chain)
+        except OSError as error:
+            self.close()
+            detail = (error.strerror or str(error)).lower()
+            where = self.options.tls.dump
+            raise TLSDumpError(f"cannot write --tls-dump {where}: {detail}") from None
 
     def _describe_timeout(self) -> str:
         if self._timeout is None:
@@ -555,7 +600,11 @@ def _describe_handshake_error(error: ssl.SSLError, where: str, implicit: bool) -
             )
         return f"the server at {where} did not answer the TLS handshake after STARTTLS"
     if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "EOF" in reason:
-        return f"the server at {where} closed the connection during the TLS handshake"
+        # Some servers hang up without an alert when no version is common, so say it.
+        return (
+            f"the server at {where} closed the connection during the TLS handshake "
+            "(a server that speaks only TLS 1.0/1.1 may do this: try --tls-min 1.0)"
+        )
     if reason in _VERSION_MISMATCH_REASONS:
         return (
             f"the server at {where} offers no TLS version mailtalk accepts "

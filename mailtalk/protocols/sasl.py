@@ -346,7 +346,7 @@ def cram_md5_challenge(hostname: str) -> bytes:
 def cram_md5_check(challenge: bytes, answer: bytes, password_of: dict[str, str]) -> str | None:
     """The user ``answer`` proves to be, or None. ``password_of``: users' clear
     passwords (only those can be checked)."""
-    user, space, digest = answer.decode("utf-8", "replace").rpartition(" ")
+    user, space, _digest = answer.decode("utf-8", "replace").rpartition(" ")
     password = password_of.get(user) if space else None
     if password is None:
         return None
@@ -360,7 +360,7 @@ def parse_bearer(mechanism: str, answer: bytes) -> tuple[str, str]:
     if mechanism == "OAUTHBEARER":
         header, _, rest = text.partition("\x01")
         fields = [f for f in header.split(",")]
-        if len(fields) < 2 or fields[0] not in ("n", "y") and not fields[0].startswith("p="):
+        if len(fields) < 2 or (fields[0] not in ("n", "y") and not fields[0].startswith("p=")):
             raise SASLError("not an OAUTHBEARER gs2 header")
         user = next((f[2:] for f in fields[1:] if f.startswith("a=")), "")
         user = user.replace("=2C", ",").replace("=3D", "=")

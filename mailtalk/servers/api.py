@@ -143,6 +143,7 @@ def run_servers(
     faults: Sequence[str] = (),
     scenarios: Sequence[str] = (),
     journal: Journal | None = None,
+    tls_fault: str | None = None,
     **settings: Any,
 ) -> Iterator[RunningServers]:
     """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit.
@@ -152,6 +153,8 @@ def run_servers(
     ``dns``: also the embedded DNS server on that port (UDP and TCP), answering from
     ``root/dns/``; without a ``resolver`` setting the servers then ask it themselves.
     ``hostname``: control/me, as ``mailtalk serve --hostname``.
+    ``tls_fault``: ``expired``, ``wrong-name``, ``self-signed`` or ``old-protocol``, as
+    ``mailtalk serve --tls-fault``.
     """
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
@@ -170,6 +173,7 @@ def run_servers(
         dns_port=dns,
         hostname=hostname,
         journal=journal,
+        tls_fault=tls_fault,
     )
     servers = ReferenceServers(config)
     running = ServerLoop()

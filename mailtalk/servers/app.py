@@ -83,6 +83,7 @@ class ServeConfig:
     dns_port: int | None = None  # the embedded DNS server (UDP and TCP); 0: any free port
     hostname: str | None = None  # control/me, replacing what a root has; None: keep/default
     journal: Journal | None = None  # where the servers write what happened (servers.journal)
+    tls_fault: str | None = None  # servers.certs.TLS_FAULTS: certificate or protocol made faulty
 
 
 class ConfigError(ValueError):
@@ -180,7 +181,7 @@ def build_context(config: ServeConfig) -> ServerContext:
         users=users,
         personality=chosen,
         faults=FaultPlan(rules),
-        ssl_context=server_ssl_context(paths),
+        ssl_context=server_ssl_context(paths, config.tls_fault),
     )
     context.certificates = paths
     context.journal = config.journal

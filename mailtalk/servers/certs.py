@@ -93,13 +93,45 @@ def ensure_certificates(
     return paths
 
 
-def server_ssl_context(paths: CertPaths) -> ssl.SSLContext:
-    """A server-side TLS context (TLS 1.2 or later) presenting the server certificate."""
+# --tls-fault KIND: what a client should refuse, for testing its error paths.
+TLS_FAULTS = ("expired", "wrong-name", "self-signed", "old-protocol")
+# The only name a wrong-name certificate is for (.invalid never resolves, RFC 2606).
+WRONG_NAME = "wrong-name.invalid"
+
+
+def server_ssl_context(paths: CertPaths, fault: str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2 or later) presenting the server certificate.
+
+    ``fault`` (one of ``TLS_FAULTS``) makes it faulty on purpose: a certificate that
+    expired, one for another name, a self-signed one (see ``fault_certificate``), or
+    TLS 1.0 and 1.1 only, at OpenSSL security level 0 (OpenSSL 3 refuses them at its
+    default level 1, since their handshakes sign with SHA-1 and MD5).
+    """
+    import logging
     import ssl
+    import warnings
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(paths.server_cert, paths.server_key)
+    if fault == "old-protocol":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    else:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if fault in ("expired", "wrong-name", "self-signed"):
+        cert_file, key_file = fault_certificate(paths, fault)
+        context.load_cert_chain(cert_file, key_file)
+    else:
+        context.load_cert_chain(paths.server_cert, paths.server_key)
+    log = logging.getLogger("mailtalk.servers.tls")
+
+    def note_server_name(sock: object, server_name: str | None, context: object) -> None:
+        # What the client asked for by SNI: "none" when it sent no name (an IP).
+        log.info("TLS server name (SNI) from the client: %s", server_name or "none")
+
+    context.sni_callback = note_server_name
     # No TLS 1.3 session tickets. They arrive after the handshake, unasked, and a
     # client that reads and writes one TLS socket from two threads (imaplib2, so
     # offlineimap) can then lose the command it writes next: after STARTTLS its
@@ -124,6 +156,91 @@ def trust_hint(
         f"TLS: to trust the local CA, mailtalk connect --cafile {cafile}{extra} "
         f"{scheme}://{host}:{port}"
     )
+
+
+def fault_certificate(paths: CertPaths, fault: str) -> tuple[Path, Path]:
+    """The certificate and key of ``--tls-fault expired|wrong-name|self-signed``,
+    made on first use and kept beside the good ones (``ROOT/tls/fault-KIND.pem``, never
+    committed), for the names the server certificate covers:
+
+    - ``expired``: signed by the local CA, valid from 400 to 30 days ago;
+    - ``wrong-name``: signed by the local CA, for ``wrong-name.invalid`` only;
+    - ``self-signed``: for the right names, signed by its own key, not by the CA.
+
+    So a client trusting ``ca.pem`` fails for exactly one reason each time.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert_path = paths.ca_cert.with_name(f"fault-{fault}.pem")
+    key_path = paths.ca_cert.with_name(f"fault-{fault}.key")
+    with _locked(paths.ca_cert.with_name(".lock")):
+        now = datetime.now(UTC)
+        ca = _load_ca(paths, now)
+        server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+        sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = frozenset(sans.get_values_for_type(x509.DNSName))
+        addresses: frozenset[IPAddress] = frozenset(
+            address
+            for address in sans.get_values_for_type(x509.IPAddress)
+            if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        )
+        if ca is None:
+            raise ValueError(f"no usable local CA in {paths.ca_cert.parent}")
+        if _fault_cert_usable(cert_path, key_path, ca[0], fault, now):
+            return cert_path, key_path
+        if fault == "expired":
+            certificate, key = _make_server_cert(
+                ca, dns_names, addresses, now - timedelta(days=400), lifetime=timedelta(days=370)
+            )
+        elif fault == "wrong-name":
+            certificate, key = _make_server_cert(ca, frozenset({WRONG_NAME}), frozenset(), now)
+        else:
+            certificate, key = _make_server_cert(ca, dns_names, addresses, now)
+            # The same certificate, signed by its own key: nothing vouches for it.
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(certificate.subject)
+                .issuer_name(certificate.subject)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(certificate.not_valid_before_utc)
+                .not_valid_after(certificate.not_valid_after_utc)
+            )
+            for extension in certificate.extensions:
+                if not isinstance(extension.value, x509.AuthorityKeyIdentifier):
+                    builder = builder.add_extension(extension.value, extension.critical)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            certificate = builder.sign(key, hashes.SHA256())
+        _write_key(key_path, key)
+        chain = _pem(certificate) if fault == "self-signed" else _pem(certificate) + _pem(ca[0])
+        _write_atomically(cert_path, chain, 0o644)
+    return cert_path, key_path
+
+
+def _fault_cert_usable(
+    cert_path: Path, key_path: Path, ca_cert: x509.Certificate, fault: str, now: datetime
+) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = _load_key(key_path)
+    except (OSError, ValueError, TypeError):
+        return False
+    if certificate.public_key() != key.public_key():
+        return False
+    if fault != "self-signed":
+        try:
+            certificate.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False  # a new CA: make it again, so only the fault is wrong
+    if fault == "expired":
+        return certificate.not_valid_after_utc < now
+    return now < certificate.not_valid_after_utc - RENEW_BEFORE
 
 
 # --- checking what is there ------------------------------------------------------------
@@ -266,6 +383,7 @@ def _make_server_cert(
     dns_names: frozenset[str],
     ip_addresses: frozenset[IPAddress],
     now: datetime,
+    lifetime: timedelta = SERVER_LIFETIME,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -288,7 +406,7 @@ def _make_server_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
         # Never outlive the CA that signed it.
-        .not_valid_after(min(now + SERVER_LIFETIME, ca_cert.not_valid_after_utc))
+        .not_valid_after(min(now + lifetime, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

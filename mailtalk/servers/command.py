@@ -63,6 +63,7 @@ class ServeOptions:
     sink: bool = False
     check_sender_domain: bool = False
     tls_auth_only: bool = False
+    tls_fault: str | None = None  # servers.certs.TLS_FAULTS: a faulty certificate or protocol
     resolver: str | None = None
     dns_port: int | None = None
     mx_port: int = 25
@@ -133,6 +134,7 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         dns_port=options.dns_port,
         hostname=options.hostname,
         journal=journal,
+        tls_fault=options.tls_fault,
     )
 
 
