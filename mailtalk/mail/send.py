@@ -34,10 +34,9 @@ from mailtalk.mail.smtp_steps import (
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ServerEvent
 from mailtalk.protocols.smtp_sequence import (
-    needs_smtputf8,
+    DSN,
     QUIT_POINTS,
     STOP_POINTS,
-    DSN,
     Authenticate,
     Chunk,
     ClientSequence,
@@ -45,6 +44,7 @@ from mailtalk.protocols.smtp_sequence import (
     Plan,
     Stage,
     TLSPolicy,
+    needs_smtputf8,
 )
 from mailtalk.terminal import safe_text
 
@@ -188,7 +188,7 @@ def converse(
     conv = job_conversation(session, listener, explain=not options.brief)
     required = options.starttls and target.tls != "implicit"
     wire = crlf_lines(message)  # what BDAT sends, and SIZE declares
-    plan = extension_plan(options, recipients, wire)
+    extensions = extension_plan(options, recipients, wire)
     plan = Plan(
         helo=options.helo or client_name(),
         sender=options.sender,
@@ -197,7 +197,7 @@ def converse(
         auth=bool(options.auth_user),
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
-        **plan,
+        **extensions,
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
