@@ -74,8 +74,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --cafile --timeout'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -379,6 +379,18 @@ _mailtalk_option_value() {
             ;;
         'mailtalk send|--drop-after')
             COMPREPLY=($(compgen -W 'connect ehlo tls auth mail rcpt data dot' -- "$cur"))
+            ;;
+        'mailtalk send|--dsn-notify')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--dsn-ret')
+            COMPREPLY=($(compgen -W 'FULL HDRS' -- "$cur"))
+            ;;
+        'mailtalk send|--envid')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--chunk-size')
+            COMPREPLY=()
             ;;
         'mailtalk send|--mx-port')
             COMPREPLY=()

@@ -28,7 +28,7 @@ function __mailtalk_value_options
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk send'
-            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --mx-port --resolver --cafile --timeout
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
@@ -293,6 +293,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'attach' -r -F -d 'At
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'data' -r -F -d 'Send this file as the whole message instead.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'quit-after' -x -a 'connect ehlo tls auth mail rcpt dot' -d 'Stop after STAGE and send QUIT (before dot: no message is sent).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'drop-after' -x -a 'connect ehlo tls auth mail rcpt data dot' -d 'Stop after STAGE and close the connection without QUIT, as a crashed client would.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'dsn-notify' -x -d 'Ask for delivery status notifications (RFC 3461): NOTIFY= and ORCPT= on each RCPT.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'dsn-ret' -x -a 'FULL HDRS' -d 'What a DSN returns of the message: RET= on MAIL.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'envid' -x -d 'An envelope id that DSNs quote back: ENVID= on MAIL, xtext-encoded.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'smtputf8' -d 'SMTPUTF8 on MAIL (RFC 6531), implied by an address that is not ASCII.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'chunking' -d 'Send the message in BDAT chunks, the last with LAST (RFC 3030), not DATA.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'chunk-size' -x -d 'With --chunking: the largest chunk.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l '8bitmime' -d 'BODY=8BITMIME on MAIL (RFC 6152; sent anyway when the message has 8-bit bytes and 8BITMIME is offered).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'size' -d 'Declare the message\'s size, SIZE=n on MAIL (RFC 1870), and refuse locally (exit 1) a message over the server\'s limit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'mx-port' -x -d 'The port of MX hosts (a practice world may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'

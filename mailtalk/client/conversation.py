@@ -280,6 +280,20 @@ class Conversation:
         self.transcript.add("#", f"message of {len(message)} bytes, {lines} lines")
         self.transcript.add("C", ".")
 
+    def send_chunk(self, line: str, data: bytes) -> None:
+        """An SMTP ``BDAT n [LAST]`` line and its chunk's octets (RFC 3030), in one write."""
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        head = self.core.send_line(line)
+        body = self.core.send_chunk(data)  # type: ignore[attr-defined]  # SMTP only
+        self.transport.send(head + body)  # jobs only: no session file records it
+        self._last_send = time.monotonic()
+        self.last_command = "BDAT"
+        self.last_command_line = line
+        self.transcript.add("C", line)
+        self.listener.sent(line, False)
+        self.transcript.add("#", f"a chunk of {len(data)} bytes")
+
     def expects_reply(self) -> bool:
         """Whether the server owes an answer now (so the UI should wait for it)."""
         if not self.core.awaiting_reply:

@@ -134,7 +134,9 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
     "      --starttls --quit-after tls   # does STARTTLS work? then QUIT\n"
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
-    "      --drop-after data          # hang up after the 354: nothing delivered\n\n"
+    "      --drop-after data          # hang up after the 354: nothing delivered\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
+    "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n\n"
     "\b\nStages (--quit-after, --drop-after):\n"
     "  connect  the greeting (also: banner)\n"
     "  ehlo     EHLO, or HELO after a 5xx to it (also: helo)\n"
@@ -148,7 +150,8 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "\b\nExit status:\n"
     "  0    the message was accepted, or the --quit-after/--drop-after stage was\n"
     "       reached with every reply before it a success\n"
-    "  1    a server refused it\n"
+    "  1    a server refused it, or did not offer an extension asked for (DSN,\n"
+    "       SMTPUTF8, CHUNKING, 8BITMIME), or the message is over its SIZE (--size)\n"
     "  2    bad arguments\n"
     "  3    could not connect, or no MX could be found\n"
     "  4    TLS failed\n"
@@ -218,6 +221,56 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     metavar="STAGE",
     help="Stop after STAGE and close the connection without QUIT, as a crashed client "
     "would. Stages: " + ", ".join(_STOP_POINTS) + ".",
+)
+@click.option(
+    "--dsn-notify",
+    metavar="NEVER|SUCCESS,FAILURE,DELAY",
+    help="Ask for delivery status notifications (RFC 3461): NOTIFY= and ORCPT= on each "
+    "RCPT. Needs DSN offered, else exit 1.",
+)
+@click.option(
+    "--dsn-ret",
+    type=click.Choice(["FULL", "HDRS"], case_sensitive=False),
+    help="What a DSN returns of the message: RET= on MAIL. Needs DSN offered, else exit 1.",
+)
+@click.option(
+    "--envid",
+    metavar="ID",
+    help="An envelope id that DSNs quote back: ENVID= on MAIL, xtext-encoded. "
+    "Needs DSN offered, else exit 1.",
+)
+@click.option(
+    "--smtputf8",
+    is_flag=True,
+    help="SMTPUTF8 on MAIL (RFC 6531), implied by an address that is not ASCII. "
+    "Needs SMTPUTF8 offered, else exit 1.",
+)
+@click.option(
+    "--chunking",
+    is_flag=True,
+    help="Send the message in BDAT chunks, the last with LAST (RFC 3030), not DATA. "
+    "Needs CHUNKING offered, else exit 1.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=1024 * 1024,
+    show_default=True,
+    metavar="BYTES",
+    help="With --chunking: the largest chunk.",
+)
+@click.option(
+    "--8bitmime",
+    "eight_bit_mime",
+    is_flag=True,
+    help="BODY=8BITMIME on MAIL (RFC 6152; sent anyway when the message has 8-bit bytes "
+    "and 8BITMIME is offered). Needs 8BITMIME offered, else exit 1.",
+)
+@click.option(
+    "--size",
+    is_flag=True,
+    help="Declare the message's size, SIZE=n on MAIL (RFC 1870), and refuse locally "
+    "(exit 1) a message over the server's limit. Without SIZE offered: sent undeclared.",
 )
 @click.option(
     "--mx-port",

@@ -34,14 +34,17 @@ from mailtalk.mail.smtp_steps import (
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ServerEvent
 from mailtalk.protocols.smtp_sequence import (
+    DSN,
     QUIT_POINTS,
     STOP_POINTS,
     Authenticate,
+    Chunk,
     ClientSequence,
     Ending,
     Plan,
     Stage,
     TLSPolicy,
+    needs_smtputf8,
 )
 from mailtalk.terminal import safe_text
 
@@ -72,6 +75,14 @@ class SendOptions:
     insecure: bool = False
     cafile: str | None = None
     timeout: float = 30.0
+    dsn_notify: str | None = None  # NEVER or SUCCESS,FAILURE,DELAY (RFC 3461)
+    dsn_ret: str | None = None  # FULL or HDRS
+    envid: str | None = None
+    smtputf8: bool = False
+    chunking: bool = False
+    chunk_size: int = 1024 * 1024
+    eight_bit_mime: bool = False
+    size: bool = False
     brief: bool = False
     as_json: bool = False
 
@@ -176,6 +187,8 @@ def converse(
     # --brief: no lesson under refusals
     conv = job_conversation(session, listener, explain=not options.brief)
     required = options.starttls and target.tls != "implicit"
+    wire = crlf_lines(message)  # what BDAT sends, and SIZE declares
+    extensions = extension_plan(options, recipients, wire)
     plan = Plan(
         helo=options.helo or client_name(),
         sender=options.sender,
@@ -184,6 +197,7 @@ def converse(
         auth=bool(options.auth_user),
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
+        **extensions,
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
@@ -205,17 +219,66 @@ def converse(
         listener.note(f"message of {len(message)} bytes, dot-stuffed")
         listener.sent(".", typed=False)
 
+    def send_chunk(chunk: Chunk) -> None:
+        conv.send_chunk(chunk.line, wire[chunk.start : chunk.start + chunk.size])
+
+    sequence: ClientSequence | None = None
     try:
         conv.open()
-        result = drive(conv, ClientSequence(conv.core, plan), authenticate, send_message)
+        sequence = ClientSequence(conv.core, plan)
+        result = drive(conv, sequence, authenticate, send_message, send_chunk)
     except BaseException:
         quit_politely(conv)  # no reply in time, no password: goodbye, as an MTA says it
         raise
     finally:
         conv.close()
+        if sequence is not None:
+            listener.extensions[:] = sequence.result.used
     if result.refusal is not None:
         raise refusal_error(result.refusal, result)
     return result.accepted
+
+
+def crlf_lines(message: bytes) -> bytes:
+    """The message with CRLF line ends and a final one: what BDAT carries as it is."""
+    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if text and not text.endswith(b"\n"):
+        text += b"\n"
+    return text.replace(b"\n", b"\r\n")
+
+
+def extension_plan(options: SendOptions, recipients: list[str], wire: bytes) -> dict[str, Any]:
+    """The Plan's fields for the SMTP extensions asked for (see smtp_sequence's
+    docstring): what is required (asked by name, or SMTPUTF8 for an international
+    address), and each extension's parameters."""
+    requires: set[str] = set()
+    addresses = [options.sender, *recipients]
+    smtputf8 = options.smtputf8 or any(needs_smtputf8(a) for a in addresses)
+    if smtputf8:
+        requires.add("SMTPUTF8")
+    dsn = None
+    if options.dsn_notify or options.dsn_ret or options.envid:
+        requires.add("DSN")
+        dsn = DSN(
+            notify=options.dsn_notify,
+            ret=options.dsn_ret.upper() if options.dsn_ret else None,
+            envid=options.envid,
+            orcpt=bool(options.dsn_notify),
+        )
+    if options.chunking:
+        requires.add("CHUNKING")
+    if options.eight_bit_mime:
+        requires.add("8BITMIME")
+    return {
+        "requires": frozenset(requires),
+        "smtputf8": smtputf8,
+        "dsn": dsn,
+        "size": len(wire) if options.size else None,
+        "check_size": options.size,
+        "eight_bit": options.eight_bit_mime or any(b > 0x7F for b in wire),
+        "chunk_size": options.chunk_size if options.chunking else None,
+        "length": len(wire),
+    }
 
 
 # Messages this big get a progress bar on a terminal (attachments, --data).
@@ -287,6 +350,7 @@ def run(options: SendOptions, env: Environment) -> int:
     of the first failure, else 0."""
     listener = Listener(env.stdout, options.as_json)
     try:
+        options = _checked_extensions(options)
         domains = _recipients_by_domain(options)
         _check_stop_point(options, listener)
         message = _message(options, listener)
@@ -320,6 +384,26 @@ def run(options: SendOptions, env: Environment) -> int:
     if failures:
         return failures[0][2]
     return ExitCode.OK
+
+
+def _checked_extensions(options: SendOptions) -> SendOptions:
+    """--dsn-notify upper-cased and checked, --envid checked (RFC 3461 4.4: at most 100
+    characters, printable ASCII)."""
+    import dataclasses
+
+    from mailtalk.protocols.smtp_sequence import check_notify
+
+    if options.dsn_notify is not None:
+        try:
+            notify = check_notify(options.dsn_notify)
+        except ValueError as error:
+            raise UsageError(f"--dsn-notify {options.dsn_notify!r}: {error}") from None
+        options = dataclasses.replace(options, dsn_notify=notify)
+    envid = options.envid
+    if envid is not None and (not envid or len(envid) > 100 or not envid.isprintable()
+                              or not envid.isascii()):
+        raise UsageError(f"--envid {envid!r}: give 1 to 100 printable ASCII characters")
+    return options
 
 
 def _recipients_by_domain(options: SendOptions) -> dict[str, list[str]]:
@@ -446,6 +530,7 @@ def _write_result(
                         for who, why, code in failures
                     ],
                     "stop_after": options.stop_point,
+                    "extensions_used": listener.extensions,
                     "ending": options.ending.value,
                 },
                 ensure_ascii=False,

@@ -28,6 +28,7 @@ from mailtalk.protocols.smtp import Reply
 from mailtalk.protocols.smtp_sequence import (
     Authenticate,
     Await,
+    Chunk,
     ClientSequence,
     Command,
     Done,
@@ -99,6 +100,7 @@ class Listener:
     as_json: bool
     started: float = field(default_factory=time.monotonic)
     lines: list[dict[str, object]] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)  # the SMTP extensions used
 
     def _line(self, direction: str, text: str) -> None:
         text = safe_text(text)  # the server's words, in JSON too: never a raw control
@@ -144,11 +146,13 @@ def drive(
     sequence: ClientSequence,
     authenticate: Callable[[Authenticate], ServerEvent] | None = None,
     message: Callable[[], None] | None = None,
+    chunk: Callable[[Chunk], None] | None = None,
 ) -> Result:
     """Run ``sequence`` over ``conv`` (connected, the sequence made on its core).
 
     ``authenticate`` runs the SASL exchange when the plan asks for AUTH and returns
-    the final reply; ``message`` sends the message after the server's 354. Trouble
+    the final reply; ``message`` sends the message after the server's 354, ``chunk``
+    one BDAT chunk of it (CHUNKING). Trouble
     with the connection (closed, no reply in time, TLS) is raised as the
     conversation raises it; what came before is in ``sequence.result``.
     """
@@ -174,6 +178,11 @@ def drive(
                 if message is None:
                     raise LocalProtocolError("the plan goes on to DATA and has no message")
                 message()
+                reply = conv.wait_final()
+            case Chunk():
+                if chunk is None:
+                    raise LocalProtocolError("the plan sends BDAT chunks and has no message")
+                chunk(action)
                 reply = conv.wait_final()
             case Quit():
                 quit_politely(conv)
@@ -222,6 +231,8 @@ def refusal_error(refusal: Refusal, result: Result) -> MailtalkError:
     """A refused stage as the error the jobs raise: ``SendFailed`` (``temporary`` for a
     4xx: another MX may do better), or for STARTTLS what ``:starttls`` says."""
     reply = refusal.reply
+    if reply is None and refusal.missing is not None:
+        return SendFailed(refusal.reason, temporary=False)
     if reply is None:
         return MailtalkError("the server did not offer STARTTLS in its EHLO reply")
     if refusal.verb == "STARTTLS":

@@ -396,6 +396,17 @@ class SMTPConnection:
         self._chunk_left -= len(data)
         return data
 
+    def send_chunk(self, data: bytes) -> bytes:
+        """Octets of the BDAT chunk just announced, as they are (RFC 3030: no stuffing)."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("send_chunk() is for the client role")
+        if len(data) > self._chunk_left:
+            raise LocalProtocolError(
+                f"the BDAT chunk has {self._chunk_left} bytes left, not {len(data)}"
+            )
+        self._chunk_left -= len(data)
+        return data
+
     @property
     def chunk_left(self) -> int:
         """Octets of the BDAT chunk still to send; its reply comes after the last of them."""

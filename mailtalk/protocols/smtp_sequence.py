@@ -9,9 +9,10 @@ RFC 4954, RFC 1870, RFC 6152)::
     EHLO                          HELO when EHLO gets a 5xx (an SMTP-only server)
     STARTTLS, TLS, EHLO again     when the plan requires it, or it is offered
     AUTH                          the driver runs the SASL exchange
-    MAIL FROM:<sender>            SIZE= and BODY=8BITMIME when offered and planned
-    RCPT TO:<each recipient>      each recipient's reply kept
-    DATA, the message
+    MAIL FROM:<sender>            SIZE=, BODY=8BITMIME, SMTPUTF8, RET=, ENVID= when
+                                  offered and planned
+    RCPT TO:<each recipient>      each recipient's reply kept; NOTIFY=, ORCPT= (DSN)
+    DATA, the message             or BDAT chunks, the last with LAST (CHUNKING)
     QUIT
 
 and differ only in their ``Plan``: which stages, where to stop (``send
@@ -30,6 +31,13 @@ SMTP core the driver talks through, so there is one state table: the core's. A
 sequence started on a connection that is past its greeting (or its EHLO, or its
 TLS) begins where the connection is: that is how a diagnosis asks several plans in
 turn on one connection.
+
+An extension the plan ``requires`` (``send --dsn-notify``, ``--smtputf8``,
+``--chunking``, ``--8bitmime``, ``--size``: the user asked for it by name, or an
+address needs SMTPUTF8) and the server did not offer ends the sequence before MAIL
+with a ``Refusal`` whose ``missing`` names it; so does a message over the server's
+SIZE when the plan checks it. Without being required, an extension the server does
+not offer is never used.
 
 A reply that refuses a stage ends the sequence (``Result.refusal``) and the plan's
 ending follows, except after a 421 (RFC 5321 3.8: the server is closing the
@@ -103,6 +111,13 @@ class Plan:
     stop_after: Stage | None = None  # None: on to the message
     ending: Ending = Ending.QUIT
     persist: bool = False  # go on past a refused greeting, EHLO and HELO
+    # Extensions asked for by name: not offered, the sequence stops before MAIL.
+    requires: frozenset[str] = frozenset()
+    check_size: bool = False  # refuse locally a ``size`` over the server's SIZE limit
+    smtputf8: bool = False  # SMTPUTF8 on MAIL when offered (RFC 6531)
+    dsn: DSN | None = None  # RFC 3461 parameters, sent when DSN is offered
+    chunk_size: int | None = None  # the message in BDAT chunks (RFC 3030) when offered
+    length: int = 0  # the message's octets as BDAT sends them (CRLF line ends)
 
     def __post_init__(self) -> None:
         if self.sender is not None and not self.recipients:
@@ -112,6 +127,49 @@ class Plan:
                 "after DATA's 354 every line is the message, QUIT or RSET too: "
                 "a plan that stops there can only drop the connection"
             )
+
+
+@dataclass(frozen=True)
+class DSN:
+    """What a delivery status notification is asked for (RFC 3461): NOTIFY= and ORCPT=
+    on each RCPT, RET= and ENVID= on MAIL; None leaves a parameter out."""
+
+    notify: str | None = None  # NEVER, or a comma list of SUCCESS, FAILURE, DELAY
+    ret: str | None = None  # FULL or HDRS
+    envid: str | None = None  # the envelope identifier, as given (xtext-encoded here)
+    orcpt: bool = False  # ORCPT=rfc822;<the recipient> on each RCPT
+
+
+NOTIFY_WORDS: Final = ("SUCCESS", "FAILURE", "DELAY")
+
+
+def check_notify(value: str) -> str:
+    """NOTIFY's value upper-cased and checked (RFC 3461 4.1): NEVER alone, or some of
+    SUCCESS, FAILURE, DELAY; a ValueError says what is wrong."""
+    words = [word.strip().upper() for word in value.split(",")]
+    if words == ["NEVER"]:
+        return "NEVER"
+    wrong = [word for word in words if word not in NOTIFY_WORDS]
+    if wrong or not words or len(set(words)) != len(words):
+        raise ValueError("give NEVER, or one or more of SUCCESS,FAILURE,DELAY (no repeats)")
+    return ",".join(words)
+
+
+def xtext(text: str) -> str:
+    """``text`` as RFC 3461 4 xtext: "+", "=", controls, space and what is not ASCII
+    as +XX (each UTF-8 octet); ENVID= and ORCPT= carry their values so."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+def needs_smtputf8(address: str) -> bool:
+    """An address with a non-ASCII local part or domain needs SMTPUTF8 (RFC 6531 3.2)."""
+    return not address.isascii()
 
 
 # -- what the driver is asked to do ------------------------------------------------
@@ -154,6 +212,20 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Send ``BDAT <size>`` (``LAST`` on the last) and octets ``start:start+size`` of the
+    message as they are (no dot-stuffing, RFC 3030 2), then ``receive()`` the reply."""
+
+    start: int
+    size: int
+    last: bool
+
+    @property
+    def line(self) -> str:
+        return f"BDAT {self.size}" + (" LAST" if self.last else "")
+
+
+@dataclass(frozen=True)
 class Quit:
     """Send QUIT; its reply, if it comes soon, changes nothing. Then ``next_action()``."""
 
@@ -168,8 +240,8 @@ class Done:
     result: Result
 
 
-Action = Await | Command | StartTLS | Authenticate | Message | Quit | Drop | Done
-_NEEDS_REPLY: Final = (Await, Command, Authenticate, Message)
+Action = Await | Command | StartTLS | Authenticate | Message | Chunk | Quit | Drop | Done
+_NEEDS_REPLY: Final = (Await, Command, Authenticate, Message, Chunk)
 
 
 # -- what came of it -------------------------------------------------------------------
@@ -198,13 +270,16 @@ class Refusal:
     """What ended a sequence before its stop point.
 
     ``reply`` is None where nothing was refused but something was missing: STARTTLS
-    required and not offered. After RCPT, it is the first recipient's refusal (every
-    recipient was refused), or a 421.
+    required and not offered, or another extension the plan requires (``missing``
+    names it, ``reason`` says why in a sentence). After RCPT, it is the first
+    recipient's refusal (every recipient was refused), or a 421.
     """
 
     stage: Stage
     command: str
     reply: Reply | None
+    missing: str | None = None
+    reason: str = ""
 
     @property
     def verb(self) -> str:
@@ -223,6 +298,9 @@ class Result:
     refusal: Refusal | None = None
     stopped_after: Stage | None = None  # the plan's stop point, reached
     closing: bool = False  # the server said 421 (or the core saw it close): no QUIT
+    # The extensions the transaction used (SIZE, 8BITMIME, SMTPUTF8, DSN, CHUNKING), in
+    # the order they came up.
+    used: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[str]:
@@ -314,6 +392,8 @@ class ClientSequence:
             self._waiting_for = "AUTH"
         elif isinstance(action, Message):
             self._waiting_for = END_OF_DATA
+        elif isinstance(action, Chunk):
+            self._waiting_for = "BDAT"
         elif isinstance(action, Quit):
             self._waiting_for = "QUIT"
         return action
@@ -392,18 +472,57 @@ class ClientSequence:
 
     def _mail(self) -> Generator[Action, Reply | None, bool]:
         plan, extensions = self.plan, self.core.extensions
+        for keyword in sorted(plan.requires):
+            if keyword not in extensions:
+                self.result.refusal = Refusal(
+                    Stage.MAIL, "MAIL", None, missing=keyword,
+                    reason=f"the server did not offer {keyword} in its EHLO reply",
+                )  # fmt: skip
+                return False
+        limit = self.core.max_size
+        if plan.check_size and plan.size is not None and limit is not None and plan.size > limit:
+            self.result.refusal = Refusal(
+                Stage.MAIL, "MAIL", None, missing="SIZE",
+                reason=f"the message is {plan.size} bytes, over the server's SIZE {limit}",
+            )  # fmt: skip
+            return False
         line = f"MAIL FROM:<{plan.sender}>"
         if plan.size is not None and "SIZE" in extensions:
             line += f" SIZE={plan.size}"
+            self._use("SIZE")
         if plan.eight_bit and "8BITMIME" in extensions:
             line += " BODY=8BITMIME"
+            self._use("8BITMIME")
+        if plan.smtputf8 and "SMTPUTF8" in extensions:
+            line += " SMTPUTF8"
+            self._use("SMTPUTF8")
+        dsn = plan.dsn
+        if dsn is not None and "DSN" in extensions:
+            if dsn.ret:
+                line += f" RET={dsn.ret}"
+            if dsn.envid:
+                line += f" ENVID={xtext(dsn.envid)}"
         reply = yield from self._ask(Stage.MAIL, Command(line), line)
         return self._check(Stage.MAIL, line, reply)
+
+    def _rcpt_parameters(self, recipient: str) -> str:
+        dsn = self.plan.dsn
+        if dsn is None or "DSN" not in self.core.extensions:
+            return ""
+        self._use("DSN")
+        params = ""
+        if dsn.notify:
+            params += f" NOTIFY={dsn.notify}"
+        if dsn.orcpt:
+            # RFC 6533 3: a UTF-8 address goes as utf-8; with SMTPUTF8 on, else rfc822
+            kind = "utf-8" if not recipient.isascii() else "rfc822"
+            params += f" ORCPT={kind};{xtext(recipient)}"
+        return params
 
     def _rcpt(self) -> Generator[Action, Reply | None, bool]:
         first_refusal: Refusal | None = None
         for recipient in self.plan.recipients:
-            line = f"RCPT TO:<{recipient}>"
+            line = f"RCPT TO:<{recipient}>" + self._rcpt_parameters(recipient)
             reply = yield from self._ask(Stage.RCPT, Command(line), line)
             self.result.recipients.append((recipient, reply))
             if self.result.closing:
@@ -417,15 +536,34 @@ class ClientSequence:
         return True
 
     def _data(self) -> Generator[Action, Reply | None, bool]:
+        if self._chunking:
+            return True  # no DATA: the message goes in BDAT chunks
         reply = yield from self._ask(Stage.DATA, Command("DATA"), "DATA")
         if reply.code // 100 != 3 or self.result.closing:  # the core's table: 3xx starts it
             self.result.refusal = Refusal(Stage.DATA, "DATA", reply)
             return False
         return True
 
+    @property
+    def _chunking(self) -> bool:
+        return self.plan.chunk_size is not None and "CHUNKING" in self.core.extensions
+
     def _message(self) -> Generator[Action, Reply | None, bool]:
-        reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
-        return self._check(Stage.MESSAGE, END_OF_DATA, reply)
+        if not self._chunking:
+            reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
+            return self._check(Stage.MESSAGE, END_OF_DATA, reply)
+        self._use("CHUNKING")
+        total, step = self.plan.length, max(1, self.plan.chunk_size or 1)
+        start = 0
+        while True:
+            size = min(step, total - start)
+            chunk = Chunk(start, size, last=start + size >= total)
+            reply = yield from self._ask(Stage.MESSAGE, chunk, chunk.line)
+            if not self._check(Stage.MESSAGE, chunk.line, reply):
+                return False  # a refused chunk ends the transaction (RFC 3030 2)
+            if chunk.last:
+                return True
+            start += size
 
     def _end(self) -> Generator[Action, Reply | None, None]:
         if self.result.closing or self.core.state is SMTPState.CLOSED:
@@ -440,6 +578,10 @@ class ClientSequence:
             assert reply is not None  # receive() hands over a Reply
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _use(self, keyword: str) -> None:
+        if keyword not in self.result.used:
+            self.result.used.append(keyword)
 
     def _ask(
         self, stage: Stage, action: Action, command: str

@@ -257,6 +257,7 @@ def test_send_json(mailtalk_servers: Callable[..., Any]) -> None:
         "accepted": ["alice@isp.test"],
         "failures": [],
         "stop_after": None,
+        "extensions_used": [],  # none asked for, and the message is ASCII
         "ending": "quit",
     }
     assert any(line.get("dir") == "C" and line["text"] == "DATA" for line in lines[:-1])

@@ -118,6 +118,7 @@ def test_after_dot_the_message_is_delivered_then_quit_or_dropped(
         "accepted": ["alice@isp.test", "bob@example.net"],
         "failures": [],
         "stop_after": "dot",
+        "extensions_used": [],
         "ending": ending,
     }
     verbs, close = server_saw(journal)
@@ -138,6 +139,7 @@ def test_drop_after_data_json_says_where_it_stopped(journaled: tuple[Any, Path])
         "accepted": ["alice@isp.test", "bob@example.net"],
         "failures": [],
         "stop_after": "data",
+        "extensions_used": [],
         "ending": "drop",
     }
     transcript = [(line["dir"], line["text"]) for line in lines[:-1]]
