@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import log, proc_status
+from probes import write_unread
 
 HOST = "127.0.0.1"
 OTHER_SOURCE = "127.0.0.2"  # an unrelated client: another address on loopback
@@ -221,27 +222,6 @@ def flood(port: int, command: bytes, seconds: float = 8.0, most: int = 40 * MIB)
     """MiB written to a server that answers each line, never reading its answers."""
     with connect(port) as sock:
         return mib(write_unread(sock, command, seconds, most))
-
-
-def write_unread(sock: socket.socket, command: bytes, seconds: float, most: int) -> int:
-    """Bytes of ``command`` again and again the server took before it stopped reading."""
-    sock.setblocking(False)
-    block = command * (65536 // len(command))
-    sent = 0
-    deadline = time.monotonic() + seconds
-    stuck_since: float | None = None
-    while time.monotonic() < deadline and sent < most:
-        try:
-            sent += sock.send(block)
-            stuck_since = None
-        except BlockingIOError:
-            stuck_since = stuck_since or time.monotonic()
-            if time.monotonic() - stuck_since > 2.0:
-                break  # the server stopped reading
-            time.sleep(0.01)
-        except OSError:
-            break
-    return sent
 
 
 def probe_flood(

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.probes import write_unread
+
 MIB = 1024 * 1024
 OTHER = "127.0.0.2"  # an unrelated client's address (loopback is 127.0.0.0/8)
 
@@ -155,25 +157,6 @@ def wait_until(predicate: object, timeout: float, step: float = 0.2) -> bool:
     return bool(predicate())
 
 
-def flood(sock: socket.socket, command: bytes, seconds: float, most: int) -> int:
-    """Write ``command`` again and again, never reading; bytes the server took."""
-    sock.setblocking(False)
-    block = command * (65536 // len(command))
-    sent = 0
-    deadline = time.monotonic() + seconds
-    blocked_since: float | None = None
-    while time.monotonic() < deadline and sent < most:
-        try:
-            sent += sock.send(block)
-            blocked_since = None
-        except BlockingIOError:
-            blocked_since = blocked_since or time.monotonic()
-            if time.monotonic() - blocked_since > 1.5:
-                break
-            time.sleep(0.01)
-    return sent
-
-
 def read_until(sock: socket.socket, marker: bytes, timeout: float = 60.0) -> bytes:
     sock.setblocking(True)
     sock.settimeout(timeout)
@@ -201,7 +184,7 @@ def test_a_client_that_never_reads_its_replies_cannot_grow_the_server(
     with serve(tmp_path) as server:
         before = server.rss()
         with connect(server.ports[listener]) as sock:
-            sent = flood(sock, command, seconds=8.0, most=40 * MIB)
+            sent = write_unread(sock, command, seconds=8.0, most=40 * MIB, stalled_after=1.5)
             time.sleep(0.5)
             grown = server.rss() - before
             assert grown < 30 * MIB, f"RSS grew {grown / MIB:.1f} MB after {sent / MIB:.1f} MiB"
@@ -258,7 +241,7 @@ def test_a_session_whose_output_does_not_move_is_dropped(tmp_path: Path) -> None
         # A small window, so that the replies cannot all sit in the kernel's buffers.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.ports["imap"]))
-        flood(sock, b"a CAPABILITY\r\n", seconds=5.0, most=4 * MIB)
+        write_unread(sock, b"a CAPABILITY\r\n", seconds=5.0, most=4 * MIB, stalled_after=1.5)
         started = time.monotonic()
         # Dropped: reset (a goodbye closing after the rest would never leave).
         assert wait_until(lambda: not established(sock), timeout=30), "still connected"
