@@ -4,16 +4,15 @@ An endless ``* OK flood`` made ``mailtalk run`` reach 1.56 GB and pipe mode 442 
 because the transcript, the recorder and the runner kept every event. Each test
 floods the real binary with 200 MiB (IMAP untagged responses, an SMTP multi-line
 reply, a POP3 multi-line answer), then ends the reply so the run completes, and
-checks the child's peak RSS from ``os.wait4`` against a generous bound. The bounds
-are far below what keeping the flood would cost, and far above the working set.
+checks its true peak RSS (:func:`tests.measured.run_measured`) against a generous
+bound. The bounds are far below what keeping the flood would cost, and far above the
+working set.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.client.test_pipe import MAILTALK
+from tests.measured import run_measured
 from tests.peers import (
     IMAP_GREETING,
     POP3_GREETING,
@@ -74,19 +74,6 @@ FLOODS = {
 }
 
 
-# The peak RSS is measured by a small parent of its own: a child forked from pytest
-# would count pytest's pages (resident at the fork) as its own.
-MEASURE = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nMAXRSS_KB={usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status) % 256)
-"""
-
-
 @dataclass
 class Flooded:
     returncode: int
@@ -97,21 +84,14 @@ class Flooded:
 
 def measure(args: list[str], stdin: bytes, tmp_path: Path) -> Flooded:
     """Run the real binary; keep only the end of what it prints (it prints the flood)."""
-    (tmp_path / "stdin").write_bytes(stdin)
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("MAILTALK_DEBUG", None)
-    with (tmp_path / "stdin").open("rb") as given, (tmp_path / "out").open("wb") as out, \
-            (tmp_path / "err").open("wb") as err:
-        done = subprocess.run([sys.executable, "-c", MEASURE, MAILTALK, *args], stdin=given,
-                              stdout=out, stderr=err, env=env, timeout=TIMEOUT)
-    with (tmp_path / "out").open("rb") as out:
-        out.seek(max(0, (tmp_path / "out").stat().st_size - 4096))
-        tail = out.read().decode("utf-8", "replace").splitlines()[-3:]
-    stderr = (tmp_path / "err").read_text("utf-8", "replace")
-    marker = [line for line in stderr.splitlines() if line.startswith("MAXRSS_KB=")]
-    assert marker, stderr[-2000:]
-    peak = int(marker[-1].removeprefix("MAXRSS_KB=")) // 1024
-    return Flooded(done.returncode, tail, stderr, peak)
+    (tmp_path / "stdin").write_bytes(stdin)
+    ran = run_measured([MAILTALK, *args], stdin=tmp_path / "stdin", env=env, timeout=TIMEOUT,
+                       keep_stdout=4096)
+    assert ran.returncode != -9, f"killed after {TIMEOUT} s: {ran.stderr[-2000:]}"
+    return Flooded(ran.returncode, ran.stdout.splitlines()[-3:], ran.stderr,
+                   ran.peak_rss_kib // 1024)
 
 
 def run_flooded(protocol: str, mode: str, tmp_path: Path) -> tuple[Flooded, int]:

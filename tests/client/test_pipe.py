@@ -5,11 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +14,7 @@ import pytest
 
 from mailtalk.protocols.common import MAX_LINE
 from mailtalk.protocols.smtp import MAX_REPLY_LINES
+from tests.measured import run_measured
 from tests.peers import (
     IMAP_GREETING,
     POP3_GREETING,
@@ -54,34 +51,13 @@ class Finished:
 
 def mailtalk(*args: str, stdin: bytes, env: dict[str, str] | None = None,
              timeout: float = 20) -> Finished:
-    """Run the real binary with ``stdin`` as a pipe; measure its peak memory.
-
-    ``os.wait4`` gives the resource usage of exactly this child, so the peak RSS
-    is the kernel's own figure, however briefly the peak lasted.
-    """
+    """Run the real binary with ``stdin`` as a pipe; measure its true peak memory
+    (through :func:`tests.measured.run_measured`, not as a child of pytest)."""
     child_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     child_env.pop("MAILTALK_DEBUG", None)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        process = subprocess.Popen([MAILTALK, *args], stdin=subprocess.PIPE, stdout=out,
-                                   stderr=err, env=child_env)
-        assert process.stdin is not None
-        process.stdin.write(stdin)
-        process.stdin.close()
-        watchdog = threading.Timer(timeout, process.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            watchdog.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        stderr = err.read().decode("utf-8", "replace")
-    assert process.returncode != -9, f"mailtalk hung and was killed; stderr: {stderr[-500:]}"
-    return Finished(process.returncode, stdout, stderr, usage.ru_maxrss, seconds)
+    ran = run_measured([MAILTALK, *args], stdin=stdin, env=child_env, timeout=timeout)
+    assert ran.returncode != -9, f"mailtalk hung and was killed; stderr: {ran.stderr[-500:]}"
+    return Finished(ran.returncode, ran.stdout, ran.stderr, ran.peak_rss_kib, ran.seconds)
 
 
 def assert_no_traceback(result: Finished) -> None:

@@ -2,107 +2,40 @@
 huge or binary file, someone's /etc/shadow. Each is one line on stderr, exit 2, in
 bounded memory, and the text of a file that is no session file is never shown.
 
-The real binary runs as a grandchild, started by a small Python process
-(:data:`_MEASURE`) that caps its address space (RLIMIT_AS, so that a regression fails
-the test quickly instead of eating the machine's memory) and reports its peak RSS from
-``os.wait4``. Not a child of pytest itself: Linux counts in a child's peak RSS the
-memory of the process it was forked from, and pytest grows to hundreds of MiB over
-the whole suite.
+The real binary runs through :func:`tests.measured.run_measured`, which caps its
+address space (so that a regression fails the test quickly instead of eating the
+machine's memory) and reports its true peak RSS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.measured import Measured, run_measured
 from tests.script.runs import MAILTALK, mailtalk_env, write
 
 PEAK_RSS_KIB = 300 * 1024  # generous: a run that parses a small file stays near 30 MiB
 ADDRESS_SPACE = 2 * 1024**3  # the cap a regression hits (reading /dev/zero, 1 GiB files)
 WATCHDOG = 20  # seconds: a FIFO opened for reading blocks forever without O_NONBLOCK
 
-# Run argv[3:] in a new session with its address space capped at argv[1] bytes, write
-# its peak RSS (KiB) to the file argv[2], and end as it ended.
-_MEASURE = """
-import os, resource, signal, sys
-limit, rss_file, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-os.setsid()  # no controlling terminal: nobody is asked for a password
-pid = os.fork()
-if pid == 0:
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        os.execv(argv[0], argv)
-    finally:
-        os._exit(127)
-_, status, usage = os.wait4(pid, 0)
-with open(rss_file, "w") as out:
-    out.write(str(usage.ru_maxrss))
-if os.WIFSIGNALED(status):
-    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-    os.kill(os.getpid(), os.WTERMSIG(status))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
 
-
-@dataclass
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-    peak_rss_kib: int
-
-
-def run(tmp_path: Path, *args: str, stdin: str | None = None) -> Finished:
-    rss_file = tmp_path / ".peak-rss"
-    rss_file.unlink(missing_ok=True)
-    command = [sys.executable, "-c", _MEASURE, str(ADDRESS_SPACE), str(rss_file)]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        stdin_file = open(stdin, "rb") if stdin else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            process = subprocess.Popen(
-                [*command, MAILTALK, "run", *args],
-                stdin=stdin_file,
-                stdout=out,
-                stderr=err,
-                env=mailtalk_env(tmp_path, None),
-                cwd=tmp_path,
-            )
-        finally:
-            if stdin:
-                stdin_file.close()  # type: ignore[union-attr]
-
-        def kill() -> None:  # the measuring process and mailtalk, its session's group
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-
-        watchdog = threading.Timer(WATCHDOG, kill)
-        watchdog.start()
-        try:
-            process.wait()
-        finally:
-            watchdog.cancel()
-        out.seek(0)
-        err.seek(0)
-        finished = Finished(
-            process.returncode,
-            out.read().decode("utf-8", "replace"),
-            err.read().decode("utf-8", "replace"),
-            int(rss_file.read_text() or 0) if rss_file.exists() else 0,
-        )
+def run(tmp_path: Path, *args: str, stdin: str | None = None) -> Measured:
+    finished = run_measured(
+        [MAILTALK, "run", *args],
+        stdin=Path(stdin) if stdin else None,
+        env=mailtalk_env(tmp_path, None),
+        cwd=tmp_path,
+        timeout=WATCHDOG,
+        address_space=ADDRESS_SPACE,
+    )
     assert finished.returncode != -9, f"mailtalk run hung and was killed: {finished.stderr}"
     return finished
 
 
-def assert_refused(result: Finished, message: str) -> None:
+def assert_refused(result: Measured, message: str) -> None:
     """Exit 2, one line on stderr that holds ``message``, nothing else, little memory."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr[-2000:])
     assert result.stderr.count("\n") == 1, result.stderr[-2000:]
