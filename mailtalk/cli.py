@@ -243,8 +243,17 @@ def pass_environment(command: Callable[..., R]) -> Callable[..., R]:
 )
 @click.version_option(__version__, "-V", "--version", prog_name="mailtalk")
 @click.option("--debug", is_flag=True, help="Show the full trace of unexpected errors.")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="Per-host defaults from FILE instead of $MAILTALK_CONFIG or "
+    "$XDG_CONFIG_HOME/mailtalk/config.toml (e.g. mailtalk --config hosts.toml send "
+    "--server work ...).",
+)
+@click.option("--no-config", is_flag=True, help="Ignore the config file.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, config_file: str | None, no_config: bool) -> None:
     """Talk SMTP, POP3 and IMAP to mail servers, with a tool that knows each protocol.
 
     You type the raw protocol, as with telnet; mailtalk completes what is valid
@@ -254,6 +263,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     from mailtalk.environment import Environment
 
+    # read by commands/host_defaults.py, only by the commands that connect
+    ctx.meta["mailtalk.config"] = (config_file, no_config)
     if not isinstance(ctx.obj, Environment):
         ctx.obj = Environment.from_process(debug_option=debug)
     elif debug:

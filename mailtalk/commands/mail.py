@@ -158,7 +158,12 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "  5    the server broke the protocol, hung up, or did not answer in time\n"
     "  6    authentication failed",
 )
-@click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
+@click.option(
+    "--from",
+    "sender",
+    metavar="ADDRESS",
+    help="Envelope sender (required, unless the --server host's config section has from).",
+)
 @click.option(
     "--to",
     "recipients",
@@ -170,7 +175,9 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
 @click.option(
     "--server",
     metavar="HOST[:PORT]",
-    help="Send through this server; without it, to the recipient domain's MX.",
+    help="Send through this server; without it, to the recipient domain's MX. "
+    "HOST may be an alias from the config file (--server work), whose port, user, "
+    "TLS mode, cafile, helo and from fill in what is not given here.",
 )
 @click.option("--starttls", is_flag=True, help="STARTTLS before MAIL (required: fail without).")
 @click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (port 465).")
@@ -297,9 +304,20 @@ def send(env: Environment, **options: Any) -> None:
     is explained. Without --server the recipient domain's MX hosts are tried
     in preference order, the next one after a 4xx or a connection failure.
     """
+    from mailtalk.commands import host_defaults
     from mailtalk.mail import send as command
 
+    options = host_defaults.smtp_client(options)
+    _require_sender(options)
     sys.exit(command.run(command.SendOptions(**options), env))
+
+
+def _require_sender(options: dict[str, Any]) -> None:
+    from mailtalk.errors import UsageError
+
+    if not options.get("sender"):
+        raise UsageError("missing option --from (or from = in the --server host's "
+                         "config section)")
 
 
 @cli.group(
@@ -341,12 +359,18 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
     "  7    an open relay: it relays for a client outside its host and network\n"
     "       (a security finding; never claimed from this host's own addresses)",
 )
-@click.option("--from", "sender", required=True, metavar="ADDRESS", help="Envelope sender.")
+@click.option(
+    "--from",
+    "sender",
+    metavar="ADDRESS",
+    help="Envelope sender (required, unless the --server host's config section has from).",
+)
 @click.option("--to", "recipient", required=True, metavar="ADDRESS", help="The recipient.")
 @click.option(
     "--server",
     metavar="HOST[:PORT]",
-    help="The server you send through (default: the recipient domain's first MX).",
+    help="The server you send through (default: the recipient domain's first MX); "
+    "may be an alias from the config file.",
 )
 @click.option(
     "--auth",
@@ -370,8 +394,11 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
     however it words it. A server on this host that relays for you is asked
     again from this host's other addresses; what that shows is said, and no
     open relay is claimed from them."""
+    from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import relay
 
+    options = host_defaults.smtp_client(options)
+    _require_sender(options)
     sys.exit(relay.run(relay.RelayOptions(**options), env))
 
 

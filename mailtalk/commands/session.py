@@ -135,6 +135,20 @@ def _target(parse: Callable[[], Target]) -> Target:
         raise UsageError(str(error)) from None
 
 
+def _port_given(authority: str) -> bool:
+    """Whether ``[user@]host[:port]`` says a port (a bare IPv6 address does not)."""
+    host_port = authority.rpartition("@")[2]
+    after = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+    return after.count(":") == 1
+
+
+def _with_host_defaults(target: Target, authority: str, options: dict[str, Any]) -> Target:
+    """The config file's defaults for the target's host (commands/host_defaults.py)."""
+    from mailtalk.commands import host_defaults
+
+    return host_defaults.target(target, _port_given(authority), options)
+
+
 def _talk(env: Environment, options: ConnectOptions) -> None:
     """``mailtalk.client.command.run``, once the options agree."""
     from mailtalk.client.command import run
@@ -177,13 +191,17 @@ def connect(env: Environment, url: str, **options: Any) -> None:
     """Open an interactive session with the server at URL.
 
     URL is scheme://[user@]host[:port]. The user, if given, is what :auth
-    offers by default.
+    offers by default. The host may be an alias from the config file
+    (mailtalk --help), whose defaults fill in what the command line leaves out.
     """
     from mailtalk.client.command import ConnectOptions
     from mailtalk.net.target import parse_url
 
+    target = _target(lambda: parse_url(url))
+    authority = url.partition("://")[2].split("/", 1)[0]
+    target = _with_host_defaults(target, authority, options)
     tls = client_tls(env, options)
-    _talk(env, ConnectOptions(target=_target(lambda: parse_url(url)), tls=tls, **options))
+    _talk(env, ConnectOptions(target=target, tls=tls, **options))
 
 
 # What --pipe runs in each shortcut's example.
@@ -210,7 +228,8 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
         help=f"Open an interactive {protocol.upper()} session with HOST[:PORT].\n\n"
         f"The port defaults to {default_plain}, or {default_tls} with --tls. "
         f"A user@ before the host is what :auth offers by default. unix:/path is a "
-        f"Unix-domain socket; with --pipe COMMAND no HOST is needed.",
+        f"Unix-domain socket; with --pipe COMMAND no HOST is needed. HOST may be an "
+        f"alias from the config file ([hosts.NAME], see mailtalk --help).",
     )
     @click.argument("host_port", metavar="[USER@]HOST[:PORT]", required=False)
     @click.option("--tls", "implicit_tls", is_flag=True, help="Use implicit TLS from the start.")
@@ -229,6 +248,8 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
             host_port = "localhost"  # only a name: the program is the server
 
         target = _target(lambda: parse_shortcut(protocol, host_port, implicit_tls))
+        if options.get("pipe_command") is None:
+            target = _with_host_defaults(target, host_port, options)
         tls = client_tls(env, options)
         _talk(env, ConnectOptions(target=target, tls=tls, **options))
 

@@ -1,0 +1,136 @@
+"""The config file's per-host defaults, applied to a command's options: the one place.
+
+A command that connects (``connect``, ``smtp``/``pop3``/``imap``, ``send``,
+``diagnose relay``/``login``, and ``run`` through its ``connect`` lines) hands its
+options here before building its options dataclass. The host it names (``--server
+HOST``, the URL's or HOST[:PORT]'s host) is looked up among the file's sections (an
+alias or a host name); what the section sets fills in what the command line left
+unsaid. An option given on the command line always wins. Read lazily, once an
+invocation, so that ``--help``, ``--version`` and ``explain`` never read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from mailtalk.config_file import HostDefaults
+    from mailtalk.net.target import Target
+
+_CACHE = "mailtalk.config.hosts"
+
+
+def _hosts() -> Mapping[str, HostDefaults]:
+    """The file's hosts ({} with --no-config or no file); a bad file is a usage error."""
+    from mailtalk.config_file import ConfigError, chosen_path, load
+    from mailtalk.errors import UsageError
+
+    root = click.get_current_context().find_root()
+    if _CACHE not in root.meta:
+        explicit, disabled = root.meta.get("mailtalk.config", (None, False))
+        hosts: Mapping[str, HostDefaults] = {}
+        if not disabled:
+            obj = root.obj
+            variables = getattr(obj, "variables", None)
+            if variables is None:
+                import os
+
+                variables = os.environ
+            try:
+                hosts = load(*chosen_path(explicit, variables))
+            except ConfigError as error:
+                raise UsageError(str(error)) from None
+        root.meta[_CACHE] = hosts
+    return root.meta[_CACHE]  # type: ignore[no-any-return]
+
+
+def lookup(host: str) -> HostDefaults | None:
+    """The section for ``host`` (an alias or a host name), checked for use: its
+    cafile must hold a certificate, said as an option's error would be."""
+    from mailtalk.errors import UsageError
+    from mailtalk.net.tls import check_cafile
+
+    found = _hosts().get(host)
+    if found is not None and found.cafile is not None:
+        try:
+            check_cafile(found.cafile)
+        except ValueError as error:
+            raise UsageError(f"[hosts.{host}] cafile {found.cafile}: {error}") from None
+    return found
+
+
+def _given(name: str) -> bool:
+    """Whether the option (its parameter name) was said on the command line."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (click.core.ParameterSource.COMMANDLINE,
+                      click.core.ParameterSource.ENVIRONMENT)
+
+
+def _fill(options: dict[str, Any], name: str, value: object) -> None:
+    if value is not None and not _given(name) and name in options:
+        options[name] = value
+
+
+def smtp_client(options: dict[str, Any]) -> dict[str, Any]:
+    """``send``'s and ``diagnose relay``'s options with the --server host's defaults:
+    server and port, user (--auth), TLS mode, cafile, helo, from. ``--server ALIAS``
+    or ``--server ALIAS:PORT`` (that port wins)."""
+    from mailtalk.net.target import TargetError, split_host_port
+
+    server = options.get("server")
+    if not server:
+        return options
+    port: int | None = None
+    found = lookup(server)
+    if found is None:
+        try:
+            host, port = split_host_port(server, 0)
+        except TargetError:
+            return options  # said by the command, as before
+        found = lookup(host)
+        if found is None:
+            return options
+    options = dict(options)
+    port = port or found.port
+    options["server"] = _host_port(found.server, port)
+    _fill(options, "auth_user", found.user)
+    _fill(options, "cafile", found.cafile)
+    _fill(options, "helo", found.helo)
+    _fill(options, "sender", found.sender)
+    if found.tls and not (_given("starttls") or _given("implicit_tls")):
+        for name, mode in (("starttls", "starttls"), ("implicit_tls", "tls")):
+            if name in options:
+                options[name] = found.tls == mode
+    return options
+
+
+def target(target: Target, port_given: bool, options: dict[str, Any]) -> Target:
+    """A URL's or HOST[:PORT]'s target with its host's defaults: server, the port
+    (unless given), the user (unless given), and into ``options`` cafile and, for a
+    plain target, ``--starttls`` from ``tls = "starttls"``. ``tls = "tls"`` makes a
+    shortcut's target implicit TLS (a URL's scheme says that itself)."""
+    from mailtalk.net.target import IMPLICIT_TLS_PORT
+
+    found = lookup(target.host)
+    if found is None:
+        return target
+    tls = target.tls
+    if found.tls == "tls" and tls == "none" and not _given("implicit_tls"):
+        tls = "implicit"
+    port = target.port
+    if not port_given:
+        port = found.port or (IMPLICIT_TLS_PORT[target.protocol] if tls != target.tls else port)
+    _fill(options, "cafile", found.cafile)
+    if found.tls == "starttls" and tls == "none":
+        _fill(options, "starttls", True)
+    return replace(target, host=found.server, port=port, tls=tls,
+                   user=target.user or found.user)
+
+
+def _host_port(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port else shown
