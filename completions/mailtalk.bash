@@ -9,8 +9,8 @@
 _mailtalk_spec() {
     case "$1" in
         'mailtalk')
-            opts='-V --version --debug -h --help'
-            value_opts=''
+            opts='-V --version --debug --config --no-config -h --help'
+            value_opts='--config'
             subcommands='completion connect diagnose explain imap mx pop3 practice run send serve smtp'
             ;;
         'mailtalk completion')
@@ -95,6 +95,10 @@ _mailtalk_spec() {
 # Fills COMPREPLY with the values of option $2 of command path $1.
 _mailtalk_option_value() {
     case "$1|$2" in
+        'mailtalk|--config')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         'mailtalk connect|--sni')
             COMPREPLY=()
             ;;

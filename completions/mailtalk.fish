@@ -7,6 +7,8 @@
 # Options of a command path that take a value (the next word is not a command).
 function __mailtalk_value_options
     switch $argv[1]
+        case 'mailtalk'
+            printf '%s\n' -- --config
         case 'mailtalk connect'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
         case 'mailtalk diagnose login'
@@ -112,6 +114,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a serve -d 'Run the refere
 complete -c mailtalk -n "__mailtalk_at 'mailtalk' 0" -a smtp -d 'Open an interactive SMTP session with HOST[:PORT].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -s 'V' -l 'version' -d 'Show the version and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -l 'debug' -d 'Show the full trace of unexpected errors.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -l 'config' -r -F -d 'Per-host defaults from FILE instead of $MAILTALK_CONFIG or $XDG_CONFIG_HOME/mailtalk/config.toml (e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -l 'no-config' -d 'Ignore the config file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk completion
@@ -160,9 +164,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'hel
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
 
 # mailtalk diagnose relay
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d 'Envelope sender.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d 'Envelope sender (required, unless the --server host\'s config section has from).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'to' -x -d 'The recipient.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'server' -x -d 'The server you send through (default: the recipient domain\'s first MX).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'server' -x -d 'The server you send through (default: the recipient domain\'s first MX); may be an alias from the config file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'auth' -x -d 'Also try authenticated; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
@@ -278,7 +282,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'v' -l 'verbose' -d 'S
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk send
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'from' -x -d 'Envelope sender.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'from' -x -d 'Envelope sender (required, unless the --server host\'s config section has from).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'to' -x -d 'Envelope recipient (repeat for more).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send through this server; without it, to the recipient domain\'s MX.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'

@@ -246,6 +246,7 @@ def pass_environment(command: Callable[..., R]) -> Callable[..., R]:
 @click.option(
     "--config",
     "config_file",
+    type=click.Path(dir_okay=False),
     metavar="FILE",
     help="Per-host defaults from FILE instead of $MAILTALK_CONFIG or "
     "$XDG_CONFIG_HOME/mailtalk/config.toml (e.g. mailtalk --config hosts.toml send "

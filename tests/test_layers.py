@@ -9,6 +9,7 @@ Dependencies point down (CONTRIBUTING.md draws it):
     knowledge, net, store             data and matcher, the network, the mail store
     protocols                         sans-IO cores, used by clients and servers
     exitcodes, terminal, environment  the base: no mailtalk imports above it
+    config_file                       (the config file, read by commands)
 
 ``ALLOWED`` is that picture as a table; every import in the package (at the top of a
 module or inside a function) must be in it. A feature never imports a sibling feature
@@ -22,7 +23,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailtalk"
 
-BASE = frozenset({"mailtalk", "exitcodes", "terminal", "environment", "language"})
+BASE = frozenset(
+    {"mailtalk", "exitcodes", "terminal", "environment", "language", "config_file"}
+)
 # group -> the groups it may import (besides itself and the base).
 ALLOWED: dict[str, frozenset[str]] = {
     "protocols": frozenset(),
