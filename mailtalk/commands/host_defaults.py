@@ -108,7 +108,7 @@ def smtp_client(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def target(target: Target, port_given: bool, options: dict[str, Any]) -> Target:
+def target(target: Target, has_port: bool, options: dict[str, Any]) -> Target:
     """A URL's or HOST[:PORT]'s target with its host's defaults: server, the port
     (unless given), the user (unless given), and into ``options`` cafile and, for a
     plain target, ``--starttls`` from ``tls = "starttls"``. ``tls = "tls"`` makes a
@@ -122,13 +122,39 @@ def target(target: Target, port_given: bool, options: dict[str, Any]) -> Target:
     if found.tls == "tls" and tls == "none" and not _given("implicit_tls"):
         tls = "implicit"
     port = target.port
-    if not port_given:
+    if not has_port:
         port = found.port or (IMPLICIT_TLS_PORT[target.protocol] if tls != target.tls else port)
     _fill(options, "cafile", found.cafile)
     if found.tls == "starttls" and tls == "none":
         _fill(options, "starttls", True)
     return replace(target, host=found.server, port=port, tls=tls,
                    user=target.user or found.user)
+
+
+def port_given(authority: str) -> bool:
+    """Whether ``[user@]host[:port]`` says a port (a bare IPv6 address does not)."""
+    host_port = authority.rpartition("@")[2]
+    after = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+    return after.count(":") == 1
+
+
+def url(text: str, options: dict[str, Any], user_option: str = "user") -> str:
+    """A URL argument (``diagnose login``) with its host's defaults, as a URL again;
+    the file's user only when neither the URL nor ``--user`` names one. A URL that
+    does not parse is left for the command to refuse."""
+    from mailtalk.net.target import TargetError, parse_url
+
+    try:
+        parsed = parse_url(text)
+    except TargetError:
+        return text
+    authority = text.partition("://")[2].split("/", 1)[0]
+    resolved = target(parsed, port_given(authority), options)
+    if resolved == parsed:
+        return text
+    if options.get(user_option) and not parsed.user:
+        resolved = replace(resolved, user=None)
+    return resolved.url
 
 
 def _host_port(host: str, port: int | None) -> str:

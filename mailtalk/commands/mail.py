@@ -462,7 +462,10 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     plain text if TLS fails. Tells a wrong password from plain-text login being
     disabled, TLS being required, no AUTH on the port, a locked mailbox or a
     login delay, from the server's own answers, and says which way the login
-    went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
+    went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked. The URL's host
+    may be an alias from the config file (mailtalk --help)."""
+    from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import login
 
+    url = host_defaults.url(url, options)
     sys.exit(login.run(login.LoginOptions(url=url, **options), env))

@@ -135,18 +135,11 @@ def _target(parse: Callable[[], Target]) -> Target:
         raise UsageError(str(error)) from None
 
 
-def _port_given(authority: str) -> bool:
-    """Whether ``[user@]host[:port]`` says a port (a bare IPv6 address does not)."""
-    host_port = authority.rpartition("@")[2]
-    after = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
-    return after.count(":") == 1
-
-
 def _with_host_defaults(target: Target, authority: str, options: dict[str, Any]) -> Target:
     """The config file's defaults for the target's host (commands/host_defaults.py)."""
     from mailtalk.commands import host_defaults
 
-    return host_defaults.target(target, _port_given(authority), options)
+    return host_defaults.target(target, host_defaults.port_given(authority), options)
 
 
 def _talk(env: Environment, options: ConnectOptions) -> None:

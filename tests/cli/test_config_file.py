@@ -127,7 +127,7 @@ def test_a_bad_file_stops_every_command_that_connects_with_exit_2(
     path.write_text('[hosts.work]\nserver = "127.0.0.1"\npassword = "hunter2"\n')
     for command in (SEND, ("smtp", "work"), ("connect", "imap://work"),
                     ("diagnose", "relay", "--from", "a@b.test", "--to", "c@d.test",
-                     "--server", "work")):
+                     "--server", "work"), ("diagnose", "login", "imaps://work")):
         if how == "--config":
             result = run("--config", str(path), *command)
         elif how == "MAILTALK_CONFIG":

@@ -99,3 +99,22 @@ def test_repl_connects_by_alias_to_dovecot(
     login = (rf"imap-login: Info: Login: user=<{real_servers.user}>, method=PLAIN, "
              r"rip=127\.0\.0\.1, lip=127\.0\.0\.1, [^\n]*\bTLS\b")
     log.wait_for(lambda text: re.search(login, text))
+
+
+def test_diagnose_login_by_alias_to_dovecot(real_servers: RealServers, tmp_path: Path) -> None:
+    """imaps://inbox: the alias's server, port 993, cafile and user; Dovecot's log has
+    alice's login over TLS."""
+    config = write_config(tmp_path / "config.toml", real_servers, "cfglogin")
+    log = Log(DOVECOT_LOG)
+    result = mailtalk("--config", str(config), "diagnose", "login", "imaps://inbox",
+                      "--timeout", "20", password=real_servers.password)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{real_servers.user}" in result.stdout
+    login = (rf"imap-login: Info: Login: user=<{real_servers.user}>, method=PLAIN, "
+             r"rip=127\.0\.0\.1, lip=127\.0\.0\.1, [^\n]*\bTLS\b")
+    log.wait_for(lambda text: re.search(login, text))
+    # a user given with --user wins over the file's: Dovecot is asked for that one
+    result = mailtalk("--config", str(config), "diagnose", "login", "imaps://inbox",
+                      "--user", "nobody-cfg", "--timeout", "20", password="wrong")
+    assert result.returncode == 1, result.stdout + result.stderr
+    log.wait_for(lambda text: "user=<nobody-cfg>" in text)
