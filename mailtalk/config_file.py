@@ -26,8 +26,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailtalk.net.target import Target
 
 TLS_MODES = ("starttls", "tls", "none")
 _TEXT_KEYS = ("server", "user", "cafile", "helo", "from")
@@ -52,6 +56,30 @@ class HostDefaults:
     cafile: str | None = None  # absolute, ~ expanded
     helo: str | None = None
     sender: str | None = None  # the key ``from``
+
+
+def port_given(authority: str) -> bool:
+    """Whether ``[user@]host[:port]`` says a port (a bare IPv6 address does not)."""
+    host_port = authority.rpartition("@")[2]
+    after = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
+    return after.count(":") == 1
+
+
+def for_target(target: Target, host: HostDefaults, has_port: bool, tls_given: bool) -> Target:
+    """``target`` (from a URL or HOST[:PORT] that named ``host``) with the section's
+    server, port (unless ``has_port``), user (unless the target has one) and, for a
+    plain target whose TLS mode was not given, implicit TLS from ``tls = "tls"`` (on
+    that protocol's implicit-TLS port when the section has no port). The rest of the
+    section (cafile, starttls) is the caller's: it is an option, not the target."""
+    from mailtalk.net.target import IMPLICIT_TLS_PORT
+
+    tls = target.tls
+    if host.tls == "tls" and tls == "none" and not tls_given:
+        tls = "implicit"
+    port = target.port
+    if not has_port:
+        port = host.port or (IMPLICIT_TLS_PORT[target.protocol] if tls != target.tls else port)
+    return replace(target, host=host.server, port=port, tls=tls, user=target.user or host.user)
 
 
 def default_path(variables: Mapping[str, str]) -> Path:

@@ -1,8 +1,9 @@
 """The config file's per-host defaults, applied to a command's options: the one place.
 
 A command that connects (``connect``, ``smtp``/``pop3``/``imap``, ``send``,
-``diagnose relay``/``login``, and ``run`` through its ``connect`` lines) hands its
-options here before building its options dataclass. The host it names (``--server
+``diagnose relay``/``login``) hands its options here before building its options
+dataclass; ``run`` hands the hosts to its runner, whose ``connect`` lines use them
+through ``config_file.for_target`` as ``target`` here does. The host it names (``--server
 HOST``, the URL's or HOST[:PORT]'s host) is looked up among the file's sections (an
 alias or a host name); what the section sets fills in what the command line left
 unsaid. An option given on the command line always wins. Read lazily, once an
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 _CACHE = "mailtalk.config.hosts"
 
 
-def _hosts() -> Mapping[str, HostDefaults]:
+def hosts() -> Mapping[str, HostDefaults]:
     """The file's hosts ({} with --no-config or no file); a bad file is a usage error."""
     from mailtalk.config_file import ConfigError, chosen_path, load
     from mailtalk.errors import UsageError
@@ -32,7 +33,7 @@ def _hosts() -> Mapping[str, HostDefaults]:
     root = click.get_current_context().find_root()
     if _CACHE not in root.meta:
         explicit, disabled = root.meta.get("mailtalk.config", (None, False))
-        hosts: Mapping[str, HostDefaults] = {}
+        found: Mapping[str, HostDefaults] = {}
         if not disabled:
             obj = root.obj
             variables = getattr(obj, "variables", None)
@@ -41,10 +42,10 @@ def _hosts() -> Mapping[str, HostDefaults]:
 
                 variables = os.environ
             try:
-                hosts = load(*chosen_path(explicit, variables))
+                found = load(*chosen_path(explicit, variables))
             except ConfigError as error:
                 raise UsageError(str(error)) from None
-        root.meta[_CACHE] = hosts
+        root.meta[_CACHE] = found
     return root.meta[_CACHE]  # type: ignore[no-any-return]
 
 
@@ -54,7 +55,7 @@ def lookup(host: str) -> HostDefaults | None:
     from mailtalk.errors import UsageError
     from mailtalk.net.tls import check_cafile
 
-    found = _hosts().get(host)
+    found = hosts().get(host)
     if found is not None and found.cafile is not None:
         try:
             check_cafile(found.cafile)
@@ -109,39 +110,26 @@ def smtp_client(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def target(target: Target, has_port: bool, options: dict[str, Any]) -> Target:
-    """A URL's or HOST[:PORT]'s target with its host's defaults: server, the port
-    (unless given), the user (unless given), and into ``options`` cafile and, for a
-    plain target, ``--starttls`` from ``tls = "starttls"``. ``tls = "tls"`` makes a
-    shortcut's target implicit TLS (a URL's scheme says that itself)."""
-    from mailtalk.net.target import IMPLICIT_TLS_PORT
+    """A URL's or HOST[:PORT]'s target with its host's defaults
+    (``config_file.for_target``), and into ``options`` cafile and, for a plain target,
+    ``--starttls`` from ``tls = "starttls"``."""
+    from mailtalk.config_file import for_target
 
     found = lookup(target.host)
     if found is None:
         return target
-    tls = target.tls
-    if found.tls == "tls" and tls == "none" and not _given("implicit_tls"):
-        tls = "implicit"
-    port = target.port
-    if not has_port:
-        port = found.port or (IMPLICIT_TLS_PORT[target.protocol] if tls != target.tls else port)
+    resolved = for_target(target, found, has_port, tls_given=_given("implicit_tls"))
     _fill(options, "cafile", found.cafile)
-    if found.tls == "starttls" and tls == "none":
+    if found.tls == "starttls" and resolved.tls == "none":
         _fill(options, "starttls", True)
-    return replace(target, host=found.server, port=port, tls=tls,
-                   user=target.user or found.user)
-
-
-def port_given(authority: str) -> bool:
-    """Whether ``[user@]host[:port]`` says a port (a bare IPv6 address does not)."""
-    host_port = authority.rpartition("@")[2]
-    after = host_port.rpartition("]")[2] if host_port.startswith("[") else host_port
-    return after.count(":") == 1
+    return resolved
 
 
 def url(text: str, options: dict[str, Any], user_option: str = "user") -> str:
     """A URL argument (``diagnose login``) with its host's defaults, as a URL again;
     the file's user only when neither the URL nor ``--user`` names one. A URL that
     does not parse is left for the command to refuse."""
+    from mailtalk.config_file import port_given
     from mailtalk.net.target import TargetError, parse_url
 
     try:

@@ -84,10 +84,12 @@ def run(
     mismatch the file stops (or goes on with --keep-going) and mailtalk shows
     what was expected, what came, and what the reply means.
     """
+    from mailtalk.commands import host_defaults
     from mailtalk.script.command import RunOptions
     from mailtalk.script.command import run as replay
 
-    run_options = RunOptions(files=files, variables=_parse_variables(variables), **options)
+    run_options = RunOptions(files=files, variables=_parse_variables(variables),
+                             hosts=host_defaults.hosts(), **options)
     if files.count("-") > 1:
         raise click.UsageError("standard input (-) can be read once")
     sys.exit(replay(run_options, env))

@@ -138,8 +138,9 @@ def _target(parse: Callable[[], Target]) -> Target:
 def _with_host_defaults(target: Target, authority: str, options: dict[str, Any]) -> Target:
     """The config file's defaults for the target's host (commands/host_defaults.py)."""
     from mailtalk.commands import host_defaults
+    from mailtalk.config_file import port_given
 
-    return host_defaults.target(target, host_defaults.port_given(authority), options)
+    return host_defaults.target(target, port_given(authority), options)
 
 
 def _talk(env: Environment, options: ConnectOptions) -> None:

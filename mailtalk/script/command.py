@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.exitcodes import ExitCode
@@ -19,6 +19,7 @@ from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcri
 from mailtalk.script.runner import RunResult, RunSettings, run_script
 
 if TYPE_CHECKING:
+    from mailtalk.config_file import HostDefaults
     from mailtalk.environment import Environment
 
 
@@ -38,6 +39,8 @@ class RunOptions:
     reuse: bool = False
     timeout: float = 30.0
     verbose: bool = False
+    # the config file's [hosts.NAME] sections: a connect line may name one
+    hosts: Mapping[str, HostDefaults] = field(default_factory=dict)
 
 
 def _secret_asker(env: Environment, from_stdin: bool) -> Callable[[str], str | None]:
@@ -102,6 +105,7 @@ def run(options: RunOptions, env: Environment) -> int:
         # the transcript is kept only for the reports that print it
         record_transcript=options.as_json or bool(options.junit),
         ask_secret=_secret_asker(env, "-" in options.files),
+        hosts=options.hosts,
     )
     results: list[RunResult] = []
     exit_code = ExitCode.OK

@@ -12,9 +12,9 @@ is, so a script never sends ahead of the server (no accidental pipelining).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
@@ -39,6 +39,9 @@ from mailtalk.script.format import (
     StartTLS,
     Step,
 )
+
+if TYPE_CHECKING:
+    from mailtalk.config_file import HostDefaults
 
 # What failed, and the exit status it gives (documented in `mailtalk run --help`).
 EXIT_OF_KIND: Final = {
@@ -123,6 +126,8 @@ class RunSettings:
     record_transcript: bool = True
     echo: Callable[[Line], None] | None = None  # -v: show lines as they happen
     ask_secret: Callable[[str], str | None] | None = None
+    # the config file's hosts: ``connect smtp://work`` takes [hosts.work]'s settings
+    hosts: Mapping[str, HostDefaults] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -270,11 +275,19 @@ class Runner:
             self._settle()
             self.conv.close()
         target = parse_url(step.url)
+        cafile = step.cafile
+        host = self.settings.hosts.get(target.host)
+        if host is not None:
+            from mailtalk.config_file import for_target, port_given
+
+            authority = step.url.partition("://")[2].split("/", 1)[0]
+            target = for_target(target, host, port_given(authority), tls_given=False)
+            cafile = cafile or self._host_cafile(host)
         options = SessionOptions(
             target=target,
             starttls=False,
             insecure=step.insecure,
-            cafile=step.cafile,
+            cafile=cafile,
             timeout=self.settings.timeout,
         )
         self.listener.events.clear()
@@ -284,6 +297,19 @@ class Runner:
         self.conv.open()
         self.owed = "greeting"
         self.command = "greeting"
+
+    @staticmethod
+    def _host_cafile(host: HostDefaults) -> str | None:
+        """The section's cafile, checked as a connect line's own ``cafile=`` is."""
+        from mailtalk.errors import UsageError
+        from mailtalk.net.tls import check_cafile
+
+        if host.cafile is None:
+            return None
+        try:
+            return check_cafile(host.cafile)
+        except ValueError as error:
+            raise UsageError(f"[hosts.{host.name}] cafile {host.cafile}: {error}") from None
 
     def _send(self, step: Send) -> None:
         conv = self._conversation(step.where)

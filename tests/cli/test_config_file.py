@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from mailtalk.config_file import ConfigError, HostDefaults, chosen_path, default_path, parse
+from mailtalk.config_file import (
+    ConfigError,
+    HostDefaults,
+    chosen_path,
+    default_path,
+    for_target,
+    parse,
+    port_given,
+)
+from mailtalk.net.target import parse_shortcut, parse_url
 from tests.cli.test_cli import child_env
 from tests.mail.test_send_diagnose import MAILTALK, NO_DNS, new_messages, start
 
@@ -77,6 +86,27 @@ def test_a_bad_file_is_one_line_with_its_line_number(text: str, line: int, fragm
     assert message.startswith(f"hosts.toml:{line}: "), message
     assert fragment in message and "\n" not in message
     assert "hunter2" not in message
+
+
+def test_a_target_takes_the_section_and_keeps_what_it_says() -> None:
+    inbox = HostDefaults(name="inbox", server="imap.example.com", port=10993, tls="tls",
+                         user="alice")
+    # nothing said: the section's server, port, user, and implicit TLS
+    got = for_target(parse_url("imap://inbox"), inbox, has_port=False, tls_given=False)
+    assert (got.host, got.port, got.tls, got.user) == ("imap.example.com", 10993, "implicit",
+                                                       "alice")
+    # a port, a user and a TLS mode said on the command line win
+    got = for_target(parse_url("imap://bob@inbox:143"), inbox, has_port=True, tls_given=True)
+    assert (got.host, got.port, got.tls, got.user) == ("imap.example.com", 143, "none", "bob")
+    # tls = "tls" without a port: the protocol's implicit-TLS port, not the plain one
+    bare = HostDefaults(name="pop", server="pop.example.com", tls="tls")
+    got = for_target(parse_shortcut("pop3", "pop", False), bare, has_port=False, tls_given=False)
+    assert (got.port, got.tls) == (995, "implicit")
+    # a URL whose scheme says TLS keeps it
+    got = for_target(parse_url("imaps://inbox"), inbox, has_port=False, tls_given=False)
+    assert got.tls == "implicit" and got.port == 10993
+    assert port_given("a@h:25") and port_given("[::1]:25") and not port_given("::1")
+    assert not port_given("alice@inbox")
 
 
 def test_which_file() -> None:

@@ -118,3 +118,27 @@ def test_diagnose_login_by_alias_to_dovecot(real_servers: RealServers, tmp_path:
                       "--user", "nobody-cfg", "--timeout", "20", password="wrong")
     assert result.returncode == 1, result.stdout + result.stderr
     log.wait_for(lambda text: "user=<nobody-cfg>" in text)
+
+
+def test_a_session_file_connects_by_alias_to_dovecot(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """``connect imap://inbox`` in a session file: the alias's server, port 993 with
+    implicit TLS, and cafile; Dovecot's log has the login over TLS."""
+    config = write_config(tmp_path / "config.toml", real_servers, "cfgrun")
+    script = tmp_path / "inbox.mt"
+    script.write_text(
+        "connect imap://inbox\nS: * OK *Dovecot*ready*\n"
+        f"auth plain {real_servers.user}\nC: LOGOUT\nS: * BYE *\nS: OK\n"
+    )
+    log = Log(DOVECOT_LOG)
+    result = mailtalk("--config", str(config), "run", "-v", str(script),
+                      password=real_servers.password)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# connected to localhost:993" in result.stdout and "# TLS: TLSv1" in result.stdout
+    login = (rf"imap-login: Info: Login: user=<{real_servers.user}>, method=PLAIN, "
+             r"rip=127\.0\.0\.1, lip=127\.0\.0\.1, [^\n]*\bTLS\b")
+    log.wait_for(lambda text: re.search(login, text))
+    # --no-config: "inbox" is no host (nothing resolves it): could not connect
+    result = mailtalk("--no-config", "run", str(script), password=real_servers.password)
+    assert result.returncode == 3, result.stdout + result.stderr
