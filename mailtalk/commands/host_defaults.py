@@ -115,7 +115,7 @@ def target(target: Target, has_port: bool, options: dict[str, Any]) -> Target:
     ``--starttls`` from ``tls = "starttls"``."""
     from mailtalk.config_file import for_target
 
-    found = lookup(target.host)
+    found = lookup(target.host) if target.socket_path is None else None
     if found is None:
         return target
     resolved = for_target(target, found, has_port, tls_given=_given("implicit_tls"))

@@ -140,6 +140,8 @@ def _with_host_defaults(target: Target, authority: str, options: dict[str, Any])
     from mailtalk.commands import host_defaults
     from mailtalk.config_file import port_given
 
+    if options.get("pipe_command") is not None:
+        return target  # a program is the server: the host is only a name
     return host_defaults.target(target, port_given(authority), options)
 
 
@@ -242,8 +244,7 @@ def _shortcut(protocol: Literal["smtp", "pop3", "imap"], example_host: str) -> N
             host_port = "localhost"  # only a name: the program is the server
 
         target = _target(lambda: parse_shortcut(protocol, host_port, implicit_tls))
-        if options.get("pipe_command") is None:
-            target = _with_host_defaults(target, host_port, options)
+        target = _with_host_defaults(target, host_port, options)
         tls = client_tls(env, options)
         _talk(env, ConnectOptions(target=target, tls=tls, **options))
 

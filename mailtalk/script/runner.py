@@ -276,7 +276,7 @@ class Runner:
             self.conv.close()
         target = parse_url(step.url)
         cafile = step.cafile
-        host = self.settings.hosts.get(target.host)
+        host = self.settings.hosts.get(target.host) if target.socket_path is None else None
         if host is not None:
             from mailtalk.config_file import for_target, port_given
 
