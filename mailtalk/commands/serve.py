@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
+    "  smtp:rcpt=rate 100/min=421 4.7.0 Too many messages\n"
+    "  smtp:mail=rate 3/2s per sender=450 4.7.1 Slow down\n"
+    "  pop3:pass=rate 5/min=-ERR [LOGIN-DELAY] Too many logins\n"
+    "  smtp:rcpt=greylist                      smtp:ehlo=trickle 10B/s\n"
     "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required,\n"
     "bad-password, lock-busy, quota-exceeded, greet-pause.\n\n" + EXIT_STATUS_EPILOG
 )
@@ -97,6 +101,26 @@ if TYPE_CHECKING:
     help="Make TLS fail on purpose, to test clients: a certificate that expired, one for "
     "wrong-name.invalid, a self-signed one, or TLS 1.0/1.1 only. "
     "Example: --tls-fault expired",
+)
+@click.option(
+    "--greylist-delay",
+    type=click.FloatRange(min=0, max=86400),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a new (client /24, sender, recipient) triplet of a 'greylist' fault "
+    "rule must wait before a retry is accepted (postgrey's --delay); triplets are kept "
+    "in ROOT/greylist.json across restarts. Example: --fault smtp:rcpt=greylist "
+    "--greylist-delay 60",
+)
+@click.option(
+    "--greylist-max-age",
+    type=click.FloatRange(min=1),
+    default=35 * 86400.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Forget a greylisted triplet not seen for this long (postgrey's --max-age, "
+    "35 days).",
 )
 @click.option(
     "--resolver", metavar="HOST[:PORT]", help="DNS server for the sender check and onward delivery."
@@ -252,6 +276,8 @@ def serve(
     check_sender_domain: bool,
     tls_auth_only: bool,
     tls_fault: str | None,
+    greylist_delay: float,
+    greylist_max_age: float,
     resolver: str | None,
     dns_port: int | None,
     mx_port: int,
@@ -301,6 +327,8 @@ def serve(
         check_sender_domain=check_sender_domain,
         tls_auth_only=tls_auth_only,
         tls_fault=tls_fault,
+        greylist_delay=greylist_delay,
+        greylist_max_age=greylist_max_age,
         resolver=resolver,
         dns_port=dns_port,
         mx_port=mx_port,

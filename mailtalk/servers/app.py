@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from mailtalk.servers.listening import Listener
 
 log = logging.getLogger("mailtalk.serve")
+
+# ROOT's file of greylisted triplets (network, sender, recipient, first and last seen):
+# they survive a restart, as postgrey's database does.
+GREYLIST_FILE: Final = "greylist.json"
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {
@@ -180,7 +185,13 @@ def build_context(config: ServeConfig) -> ServerContext:
         control=control,
         users=users,
         personality=chosen,
-        faults=FaultPlan(rules),
+        faults=FaultPlan(
+            rules,
+            time.time,  # greylist times are kept in GREYLIST_FILE, for the next start
+            greylist_min_age=settings.greylist_delay,
+            greylist_lifetime=settings.greylist_lifetime,
+            state_path=root / GREYLIST_FILE,
+        ),
         ssl_context=server_ssl_context(paths, config.tls_fault),
     )
     context.certificates = paths

@@ -64,6 +64,8 @@ class ServeOptions:
     check_sender_domain: bool = False
     tls_auth_only: bool = False
     tls_fault: str | None = None  # servers.certs.TLS_FAULTS: a faulty certificate or protocol
+    greylist_delay: float = 300.0  # postgrey's --delay
+    greylist_max_age: float = 35 * 86400.0  # postgrey's --max-age
     resolver: str | None = None
     dns_port: int | None = None
     mx_port: int = 25
@@ -115,6 +117,8 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         greet_pause=options.greet_pause,
         onward_delivery=True,
         mx_port=options.mx_port,
+        greylist_delay=options.greylist_delay,
+        greylist_lifetime=options.greylist_max_age,
     )
     root = options.root if options.root is not None else env.data_dir() / "serve"
     journal = None

@@ -99,6 +99,11 @@ class ServerSettings:
     # Onward delivery of the relay queue (mailtalk.servers.delivery). On for
     # ``mailtalk serve``; off by default from Python, where tests inspect the queue.
     onward_delivery: bool = False
+    # Greylisting (``greylist`` fault rules): seconds a new (network, sender, recipient)
+    # triplet waits before a retry passes (postgrey's --delay; ``mailtalk serve`` makes it
+    # 300 s, Python 0 so a test's retry passes), and how long an unseen one is kept.
+    greylist_delay: float = 0.0
+    greylist_lifetime: float = 35 * 86400.0  # postgrey's --max-age
     mx_port: int = 25  # the port MX hosts are connected on (smtproutes may name another)
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)  # seconds; last repeats
     max_queue_age: float = 5 * 86400.0  # then a temporary failure becomes a bounce
@@ -263,7 +268,7 @@ class ServerContext:
         """Read control/scenarios and control/faults and apply them on top of the command
         line's rules and settings (ValueError, naming the file and line, if one is bad:
         then nothing changes)."""
-        from mailtalk.servers.faults import FaultPlan, FaultRuleError, parse_rule, scenario
+        from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario
 
         rules = list(self.base_rules)
         values: dict[str, object] = {}
@@ -283,9 +288,7 @@ class ServerContext:
                 raise ValueError(f"control/{name} line {line_number}: {error}") from None
         settings = replace(self.base_settings or self.settings)
         apply_scenario_settings(settings, values)
-        self.faults = FaultPlan(
-            rules, self.faults.clock, greylist_min_age=self.faults.greylist_min_age
-        )
+        self.faults = self.faults.with_rules(rules)
         for item in fields(ServerSettings):  # in place: sessions and the queue share it
             setattr(self.settings, item.name, getattr(settings, item.name))
         self.hold_locks(self.settings.lock_busy)

@@ -68,12 +68,31 @@ Rule syntax
     * ``disconnect``: close the connection without a reply.
     * ``delay Ns`` / ``delay Nms``: answer normally, after a pause
       (at most one hour; N may have decimals).
-    * ``greylist CODE TEXT``: greylisting, as postgrey does it. The first
-      attempt of each (client IP, sender, recipient) triple gets the reply;
-      a retry before the minimum age gets it again; a retry after it passes,
-      and so does every later attempt of that triple. The minimum age is a
-      :class:`FaultPlan` setting (default 0 s, so a test's retry passes at
-      once). SMTP only, with a 4xx code.
+    * ``greylist[ CODE TEXT]``: greylisting, as postgrey does it. The first
+      attempt of each (client network, sender, recipient) triplet gets the
+      reply; a retry before the delay gets it again; a retry after it passes,
+      and so does every later attempt of that triplet until it has not been
+      seen for the lifetime. The client network is the address's /24 (IPv4)
+      or /64 (IPv6), as postgrey's ``--lookup-by-subnet``. The delay and the
+      lifetime are :class:`FaultPlan` settings (``mailtalk serve
+      --greylist-delay``, default 300 s as postgrey's; 0 s from Python, so a
+      test's retry passes at once). Without a reply, postgrey's wording as
+      Postfix sends it: ``450 4.2.0 <{to}>: Recipient address rejected:
+      Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html``.
+      SMTP only, with a 4xx code.
+    * ``rate N/WINDOW[ per KEY]=REPLY``: a rate limit, as Postfix's anvil or
+      Exim's ratelimit: the first N occurrences per WINDOW pass, the next ones
+      get REPLY until the window lets more through. WINDOW is ``s``, ``min``,
+      ``h`` or ``d``, optionally after a number (``3/2s``, ``100/min``,
+      ``5/10min``). KEY is what is counted apart: ``client`` (the client's
+      address; the default), ``sender`` (smtp transaction commands),
+      ``recipient`` (smtp ``rcpt``) or ``user``. Exact: at most N in any
+      WINDOW (a sliding log, see :class:`RateLimiter`). POP3 and IMAP too: ``pop3:pass=rate 5/min=-ERR
+      [LOGIN-DELAY] Too many logins``.
+    * ``trickle NB/s``: answer normally, but write the reply at N bytes a second
+      (``10B/s``, ``1KB/s``; 1 to 1,000,000), to test a client's timeouts. A
+      trickle lasts at most the server's idle timeout; then the session is
+      closed, as a server that gives up on its client.
     * ``tempfail-once CODE TEXT``: the reply for the first occurrence that
       matches in the whole life of the server (all sessions), normal service
       afterwards. SMTP 4xx, POP3 ``-ERR``, IMAP ``NO``/``BAD``/``BYE``.
@@ -83,8 +102,9 @@ Rule syntax
     ``from``); they are filled from the fields when the rule fires.
 
 Rules are tried in order; the first one that fires wins. A ``greylist`` rule
-whose triple passes, or a ``tempfail-once`` rule already used, does not fire,
-and the following rules get their chance.
+whose triplet passes, a ``rate`` rule under its limit, or a ``tempfail-once``
+rule already used, does not fire, and the following rules get their chance (a
+``rate`` rule counts only the occurrences that reach it).
 
 Examples::
 
@@ -96,6 +116,11 @@ Examples::
     smtp:mail:tls=no=530 5.7.0 Must issue a STARTTLS command first
     pop3:pass=-ERR [AUTH] Invalid login
     imap:login=NO [AUTHENTICATIONFAILED] Invalid credentials
+    smtp:rcpt=rate 100/min=421 4.7.0 Too many messages
+    smtp:mail=rate 3/2s per sender=450 4.7.1 Slow down
+    pop3:pass=rate 5/min=-ERR [LOGIN-DELAY] Too many logins
+    smtp:rcpt=greylist
+    smtp:ehlo=trickle 10B/s
 
 Using it from a server
 ======================
@@ -108,6 +133,7 @@ Using it from a server
     if action is None: ...                     # behave normally
     elif action.kind == "disconnect": ...      # drop the connection
     elif action.kind == "delay": ...           # sleep action.seconds, then behave normally
+    elif action.kind == "trickle": ...         # behave normally, writing action.rate B/s
     else: ...                                  # send action.code / action.status, action.text
 
 :meth:`SessionFaults.on_command` counts occurrences; RSET, HELO and EHLO reset
@@ -129,6 +155,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import ipaddress
 import json
 import logging
 import math
@@ -136,6 +163,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -154,6 +182,7 @@ __all__ = [
     "FaultRule",
     "FaultRuleError",
     "FiredFault",
+    "RateLimiter",
     "Scenario",
     "SessionFaults",
     "UnknownScenarioError",
@@ -232,9 +261,36 @@ _CONDITION = re.compile(r":([A-Za-z_]+)=")
 _DELAY = re.compile(r"delay\s+([0-9]+(?:\.[0-9]+)?)\s*(ms|s)", re.IGNORECASE)
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?=\s|$)")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RATE = re.compile(
+    r"([0-9]{1,7})\s*/\s*([0-9]{1,6}(?:\.[0-9]{1,3})?)?\s*(s|sec|min|h|d)"
+    r"(?:\s+per\s+([A-Za-z]+))?",
+    re.IGNORECASE,
+)
+_TRICKLE = re.compile(r"([0-9]{1,7}(?:\.[0-9]{1,3})?)\s*(B|KB|KiB)/s", re.IGNORECASE)
+_WINDOW_UNITS: Final[Mapping[str, float]] = {
+    "s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0
+}  # fmt: skip
+_MAX_WINDOW: Final = 7 * 86400.0
+_MAX_TRICKLE: Final = 1_000_000.0  # bytes a second
+# What a rate rule may count apart, and on which smtp commands it is known.
+RATE_KEYS: Final[Mapping[str, str]] = {
+    "client": "client", "sender": "from", "recipient": "to", "user": "user"
+}  # fmt: skip
+# postgrey's default text, as Postfix words a DEFER_IF_PERMIT from a policy service.
+GREYLIST_REPLY: Final = (
+    "450",
+    "4.2.0 <{to}>: Recipient address rejected: "
+    "Greylisted, see http://postgrey.schweikert.ch/help/{domain}.html",
+)
+GREYLIST_LIFETIME: Final = 35 * 86400.0  # postgrey's --max-age: 35 days
+MAX_GREYLIST_ENTRIES: Final = 100_000  # the oldest seen go first past it
+MAX_RATE_TIMES: Final = 1_000_000  # times a rate rule keeps over all its keys, at most
+_MAX_RATE_LIMIT: Final = 100_000
 
 FieldValue = str | bool | None
-ActionKind = Literal["reply", "disconnect", "delay", "greylist", "tempfail-once"]
+ActionKind = Literal[
+    "reply", "disconnect", "delay", "greylist", "tempfail-once", "rate", "trickle"
+]
 
 
 class FaultRuleError(ValueError):
@@ -262,17 +318,23 @@ def _fail(rule: str, problem: str, part: str | None = None) -> FaultRuleError:
 class FaultAction:
     """What the server must do instead of (or before) its normal answer.
 
-    ``kind`` is ``"reply"``, ``"disconnect"`` or ``"delay"`` in what
-    :meth:`FaultPlan.check` returns; a parsed rule's action may also be
-    ``"greylist"`` or ``"tempfail-once"`` (both answer with a reply when they fire).
-    ``status`` is the reply's status word as written: ``"452"``, ``"-ERR"``,
-    ``"NO"``; ``text`` the rest of the line, sent verbatim.
+    ``kind`` is ``"reply"``, ``"disconnect"``, ``"delay"`` or ``"trickle"`` in
+    what :meth:`FaultPlan.check` returns; a parsed rule's action may also be
+    ``"greylist"``, ``"rate"`` or ``"tempfail-once"`` (each answers with a reply
+    when it fires). ``status`` is the reply's status word as written: ``"452"``,
+    ``"-ERR"``, ``"NO"``; ``text`` the rest of the line, sent verbatim. A rate
+    rule lets ``limit`` occurrences through per ``seconds``, counted apart per
+    ``per`` (a field name: ``client``, ``from``, ``to``, ``user``); a trickle
+    writes ``bytes_per_second``.
     """
 
     kind: ActionKind
     status: str = ""
     text: str = ""
     seconds: float = 0.0
+    limit: int = 0
+    per: str = ""
+    bytes_per_second: float = 0.0
 
     @property
     def code(self) -> int | None:
@@ -434,7 +496,7 @@ def parse_rule(text: str) -> FaultRule:
         condition, pos = _parse_condition(rule, rest, pos, protocol, command)
         conditions.append(condition)
 
-    action = _parse_action(rule, action_text.strip(), protocol)
+    action = _parse_action(rule, action_text.strip(), protocol, command)
     return FaultRule(rule, protocol, command, occurrence, tuple(conditions), action)
 
 
@@ -489,7 +551,7 @@ def _bracket_end(text: str, start: int) -> int | None:
     return None if close < 0 else close
 
 
-def _parse_action(rule: str, text: str, protocol: str) -> FaultAction:
+def _parse_action(rule: str, text: str, protocol: str, command: str) -> FaultAction:
     if not text:
         raise _fail(rule, "missing action after '='")
     word, _, remainder = text.partition(" ")
@@ -506,6 +568,26 @@ def _parse_action(rule: str, text: str, protocol: str) -> FaultAction:
         if not math.isfinite(seconds) or seconds > _MAX_DELAY:
             raise _fail(rule, f"a delay is at most {_MAX_DELAY:.0f}s", text)
         return FaultAction("delay", seconds=seconds)
+    if keyword == "rate":
+        return _parse_rate(rule, remainder, protocol, command)
+    if keyword == "trickle":
+        match = _TRICKLE.fullmatch(remainder.strip())
+        if match is None:
+            raise _fail(rule, "expected 'trickle NB/s' or 'trickle NKB/s'", text)
+        factor = 1.0 if match.group(2).upper() == "B" else 1000.0
+        if match.group(2).lower() == "kib":
+            factor = 1024.0
+        rate = float(match.group(1)) * factor
+        if not 1.0 <= rate <= _MAX_TRICKLE:
+            raise _fail(rule, "a trickle is 1 to 1000000 bytes a second", text)
+        if command in ("starttls", "stls"):
+            # the TLS handshake starts right after the go-ahead: it cannot wait for it
+            raise _fail(rule, f"a trickle cannot slow down {command}", text)
+        return FaultAction("trickle", bytes_per_second=rate)
+    if keyword == "greylist" and not remainder.strip():
+        if protocol != "smtp":
+            raise _fail(rule, "greylist is an SMTP action", text)
+        return FaultAction("greylist", *GREYLIST_REPLY)
     if keyword in ("greylist", "tempfail-once"):
         if not remainder.strip():
             raise _fail(
@@ -522,6 +604,35 @@ def _parse_action(rule: str, text: str, protocol: str) -> FaultAction:
     return FaultAction("reply", status, reply_text)
 
 
+def _parse_rate(rule: str, text: str, protocol: str, command: str) -> FaultAction:
+    """``N/WINDOW[ per KEY]=REPLY`` (after ``rate``)."""
+    spec, equals, reply = text.partition("=")
+    example = "e.g. 'rate 100/min=421 4.7.0 Too many messages'"
+    match = _RATE.fullmatch(spec.strip())
+    if match is None:
+        raise _fail(rule, f"expected 'rate N/WINDOW[ per KEY]=REPLY', {example}", spec.strip())
+    if not equals or not reply.strip():
+        raise _fail(rule, f"a rate needs '=REPLY' after it, {example}", text.strip())
+    limit = int(match.group(1))
+    window = float(match.group(2) or 1) * _WINDOW_UNITS[match.group(3).lower()]
+    if not 1 <= limit <= _MAX_RATE_LIMIT:
+        raise _fail(rule, f"a rate lets 1 to {_MAX_RATE_LIMIT} through", match.group(1))
+    if not 0 < window <= _MAX_WINDOW:
+        raise _fail(rule, "a rate's window is more than 0 s and at most 7 days", spec.strip())
+    key = (match.group(4) or "client").lower()
+    if key not in RATE_KEYS or RATE_KEYS[key] not in FIELDS[protocol]:
+        known = ", ".join(k for k, name in RATE_KEYS.items() if name in FIELDS[protocol])
+        raise _fail(rule, f"{protocol} rates are counted per {known}", match.group(4))
+    allowed = _FIELD_COMMANDS.get(RATE_KEYS[key]) if protocol == "smtp" else None
+    if allowed is not None and command not in allowed:
+        where = ", ".join(sorted(allowed))
+        raise _fail(rule, f"a rate per {key} exists only for {where}", f"per {match.group(4)}")
+    status, reply_text = _parse_reply(rule, reply.strip(), protocol)
+    return FaultAction(
+        "rate", status, reply_text, seconds=window, limit=limit, per=RATE_KEYS[key]
+    )
+
+
 def _parse_reply(rule: str, text: str, protocol: str) -> tuple[str, str]:
     status, _, reply_text = text.partition(" ")
     reply_text = reply_text.strip()
@@ -532,7 +643,7 @@ def _parse_reply(rule: str, text: str, protocol: str) -> tuple[str, str]:
             raise _fail(
                 rule,
                 "expected an action: a 3-digit reply code, disconnect, delay, "
-                "greylist or tempfail-once",
+                "greylist, tempfail-once, rate or trickle",
                 status,
             )
         if not ("2" <= status[0] <= "5" and status[1] <= "5"):
@@ -553,7 +664,8 @@ def _parse_reply(rule: str, text: str, protocol: str) -> tuple[str, str]:
         if status not in ("+OK", "-ERR"):
             raise _fail(
                 rule,
-                "expected an action: +OK/-ERR reply, disconnect, delay or tempfail-once",
+                "expected an action: +OK/-ERR reply, disconnect, delay, tempfail-once, "
+                "rate or trickle",
                 text.partition(" ")[0],
             )
     else:
@@ -562,7 +674,7 @@ def _parse_reply(rule: str, text: str, protocol: str) -> tuple[str, str]:
             raise _fail(
                 rule,
                 "expected an action: OK/NO/BAD/BYE/PREAUTH reply, disconnect, "
-                "delay or tempfail-once",
+                "delay, tempfail-once, rate or trickle",
                 text.partition(" ")[0],
             )
     for name in _PLACEHOLDER.findall(reply_text):
@@ -606,15 +718,83 @@ def _placeholder_values(fields: Mapping[str, str]) -> dict[str, str]:
     return values
 
 
+class RateLimiter:
+    """At most ``limit`` occurrences in any ``window`` seconds, counted apart per key.
+
+    A sliding log: each key keeps the times of its last ``limit`` accepted
+    occurrences, and one more passes only when the oldest of them is a window
+    old. Why not a token bucket or fixed windows: the answer must be exact and
+    predictable, as every fault rule is (``3/2s`` means the 4th within 2 s is
+    refused, whatever the pauses between them; a bucket refills bit by bit and
+    lets a 4th through a slow client, fixed windows let twice the limit through
+    across a window's edge). A refused occurrence is not logged, so a client
+    that waits a whole window gets its full allowance back.
+
+    Memory is bounded: a key whose times are all a window old is forgotten (it
+    is the same as a new key), the keys hold at most ``MAX_RATE_TIMES`` times
+    together, and past that the least recently used key goes (that client
+    starts afresh: the lenient error).
+    """
+
+    def __init__(self, limit: int, window: float, max_times: int = MAX_RATE_TIMES) -> None:
+        if limit < 1 or not window > 0:
+            raise ValueError("a rate needs a limit >= 1 and a window > 0")
+        self.limit = limit
+        self.window = float(window)
+        self.max_keys = max(16, max_times // limit)
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def allow(self, key: str, now: float) -> bool:
+        """Count an occurrence for ``key`` at ``now``; False when over the limit."""
+        times = self._times.pop(key, None)
+        if times is None:
+            times = deque(maxlen=self.limit)
+        while times and (now - times[0] >= self.window or times[0] > now):
+            times.popleft()  # a window old (or from a clock that went back)
+        allowed = len(times) < self.limit
+        if allowed:
+            times.append(now)
+        self._times[key] = times  # the most recently used last
+        if len(self._times) > self.max_keys:
+            self.expire(now)
+            while len(self._times) > self.max_keys:
+                self._times.popitem(last=False)
+        return allowed
+
+    def expire(self, now: float) -> None:
+        """Forget the keys whose every time is a window old."""
+        for key, times in list(self._times.items()):
+            if not times or now - times[-1] >= self.window:
+                del self._times[key]
+
+
+def greylist_network(address: str) -> str:
+    """The client network postgrey keys a triplet on: an IPv4 address's /24, an
+    IPv6 address's /64 (anything else as given, lower case)."""
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return address.strip().lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
 class FaultPlan:
     """The rules of one server, the state they keep, and the log of what fired.
 
-    ``clock`` gives the times recorded in :attr:`fired` and used by greylisting.
-    ``greylist_min_age`` is how long (seconds) a greylisted triple must wait
-    before a retry passes. With ``state_path`` the greylist is kept in that JSON
-    file across restarts; pass ``clock=time.time`` then, so that its times mean
-    something to the next process. ``tempfail-once`` is never persisted: "once"
-    is once per server life.
+    ``clock`` gives the times recorded in :attr:`fired` and used by greylisting
+    and rates. ``greylist_min_age`` is how long (seconds) a greylisted triplet
+    must wait before a retry passes; a triplet not seen for ``greylist_lifetime``
+    seconds is forgotten. With ``state_path`` the greylist is kept in that JSON
+    file across restarts (written to a temporary file and renamed over it);
+    pass ``clock=time.time`` then, so that its times mean something to the next
+    process. ``tempfail-once`` and rates are never persisted: "once" is once
+    per server life, and a restart forgives a client.
     """
 
     def __init__(
@@ -623,6 +803,7 @@ class FaultPlan:
         clock: Callable[[], float] = time.monotonic,
         *,
         greylist_min_age: float = 0.0,
+        greylist_lifetime: float = GREYLIST_LIFETIME,
         state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.rules: tuple[FaultRule, ...] = tuple(
@@ -630,13 +811,22 @@ class FaultPlan:
         )
         if greylist_min_age < 0 or not math.isfinite(greylist_min_age):
             raise ValueError("greylist_min_age must be a number of seconds >= 0")
+        if not greylist_lifetime > 0 or not math.isfinite(greylist_lifetime):
+            raise ValueError("greylist_lifetime must be a number of seconds > 0")
         self.clock = clock
         self.greylist_min_age = float(greylist_min_age)
+        self.greylist_lifetime = float(greylist_lifetime)
         self.state_path = Path(state_path) if state_path is not None else None
         self._lock = threading.RLock()
         self._fired: list[FiredFault] = []
         self._tempfailed: set[int] = set()
-        self._greylist: dict[tuple[str, str, str], float] = {}
+        # triplet -> (first seen, last seen)
+        self._greylist: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self._rates: dict[int, RateLimiter] = {
+            index: RateLimiter(rule.action.limit, rule.action.seconds)
+            for index, rule in enumerate(self.rules)
+            if rule.action.kind == "rate"
+        }
         if self.state_path is not None:
             self._load_state(self.state_path)
 
@@ -646,11 +836,29 @@ class FaultPlan:
         *names: str,
         clock: Callable[[], float] = time.monotonic,
         greylist_min_age: float = 0.0,
+        greylist_lifetime: float = GREYLIST_LIFETIME,
         state_path: str | os.PathLike[str] | None = None,
     ) -> FaultPlan:
         """A plan with the rules of the named scenarios (their settings are the server's)."""
         rules = [text for name in names for text in scenario(name).rules]
-        return cls(rules, clock, greylist_min_age=greylist_min_age, state_path=state_path)
+        return cls(
+            rules,
+            clock,
+            greylist_min_age=greylist_min_age,
+            greylist_lifetime=greylist_lifetime,
+            state_path=state_path,
+        )
+
+    def with_rules(self, rules: Iterable[str | FaultRule]) -> FaultPlan:
+        """A plan with other rules and the same clock, settings and greylist file (read
+        again: the triplets survive; rates and tempfail-once start afresh)."""
+        return FaultPlan(
+            rules,
+            self.clock,
+            greylist_min_age=self.greylist_min_age,
+            greylist_lifetime=self.greylist_lifetime,
+            state_path=self.state_path,
+        )
 
     # -- sessions ---------------------------------------------------------------
 
@@ -711,22 +919,45 @@ class FaultPlan:
                 return None
             self._tempfailed.add(index)
             return replace(action, kind="reply")
+        if action.kind == "rate":
+            key = event.fields.get(action.per, "").lower()
+            if self._rates[index].allow(key, self.clock()):
+                return None
+            return replace(action, kind="reply")
         if action.kind == "greylist":
-            triple = (
-                event.fields.get("client", "").lower(),
-                event.fields.get("from", "").lower(),
-                event.fields.get("to", "").lower(),
-            )
-            now = self.clock()
-            first = self._greylist.get(triple)
-            if first is None or first > now:  # new, or a time from another clock
-                self._greylist[triple] = now
-                self._save_state()
-                return replace(action, kind="reply")
-            if now - first < self.greylist_min_age:
-                return replace(action, kind="reply")
-            return None
+            return self._greylisted(action, event)
         return action
+
+    def _greylisted(self, action: FaultAction, event: FaultContext) -> FaultAction | None:
+        triplet = (
+            greylist_network(event.fields.get("client", "")),
+            event.fields.get("from", "").lower(),
+            event.fields.get("to", "").lower(),
+        )
+        now = self.clock()
+        first, last = self._greylist.get(triplet, (None, None))
+        if first is None or last is None or first > now or now - last > self.greylist_lifetime:
+            # new, forgotten, or a time from another clock: the first attempt
+            self._greylist[triplet] = (now, now)
+            self._forget_old_triplets(now)
+            self._save_state()
+            return replace(action, kind="reply")
+        self._greylist[triplet] = (first, now)
+        if now - first < self.greylist_min_age:
+            return replace(action, kind="reply")
+        if now - last >= min(3600.0, self.greylist_lifetime / 2):
+            self._save_state()  # seen again: its lifetime starts again, on disk too
+        return None
+
+    def _forget_old_triplets(self, now: float) -> None:
+        expired = [t for t, (_, last) in self._greylist.items()
+                   if now - last > self.greylist_lifetime]  # fmt: skip
+        for triplet in expired:
+            del self._greylist[triplet]
+        if len(self._greylist) > MAX_GREYLIST_ENTRIES:
+            by_age = sorted(self._greylist.items(), key=lambda item: item[1][1])
+            for triplet, _ in by_age[: len(self._greylist) - MAX_GREYLIST_ENTRIES]:
+                del self._greylist[triplet]
 
     # -- what fired ---------------------------------------------------------------
 
@@ -757,24 +988,32 @@ class FaultPlan:
             log.warning("ignoring unreadable fault state %s: %s", path, error)
             return
         entries = data.get("greylist", []) if isinstance(data, dict) else []
+        # [network, sender, recipient, first seen, last seen]; version 1 had no last seen
         for entry in entries if isinstance(entries, list) else []:
             if (
                 isinstance(entry, list)
-                and len(entry) == 4
+                and len(entry) in (4, 5)
                 and all(isinstance(part, str) for part in entry[:3])
-                and isinstance(entry[3], int | float)
+                and all(isinstance(t, int | float) and not isinstance(t, bool)
+                        for t in entry[3:])  # fmt: skip
             ):
-                self._greylist[(entry[0], entry[1], entry[2])] = float(entry[3])
+                first = float(entry[3])
+                last = float(entry[4]) if len(entry) == 5 else first
+                network = greylist_network(entry[0])
+                self._greylist[(network, entry[1], entry[2])] = (first, last)
 
     def _save_state(self) -> None:
         if self.state_path is None:
             return
-        entries = [[*triple, first] for triple, first in sorted(self._greylist.items())]
-        payload = json.dumps({"version": 1, "greylist": entries}, indent=1)
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
+        entries = [[*triplet, *times] for triplet, times in sorted(self._greylist.items())]
+        payload = json.dumps({"version": 2, "greylist": entries}, indent=1)
+        temporary = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
         try:
-            temporary.write_text(payload + "\n", encoding="utf-8")
-            os.replace(temporary, self.state_path)
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(payload + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.state_path)  # a reader sees the old file or the new
         except OSError as error:
             log.warning("cannot save fault state to %s: %s", self.state_path, error)
 

@@ -414,10 +414,40 @@ class ServerSession(asyncio.Protocol):
                 action=action.kind,
                 reply=action.line or None,
                 seconds=action.seconds if action.kind == "delay" else None,
+                bytes_per_second=action.bytes_per_second if action.kind == "trickle" else None,
             )
         if action.kind == "disconnect":
             self._abort()
+        if action.kind == "trickle":
+            self._trickle(action.bytes_per_second)
+            return None  # the command is answered normally, slowly
         return action
+
+    def _trickle(self, bytes_per_second: float) -> None:
+        """Write what the server says next at this rate (a ``trickle`` fault): until it
+        is out, no command is read; past the idle timeout the session is closed."""
+        from mailtalk.servers.trickle import TrickleTransport
+
+        real = self.transport
+        if real is None or self._closing or isinstance(real, TrickleTransport):
+            return
+        trickle = TrickleTransport(real, bytes_per_second)
+        self.transport = trickle  # type: ignore[assignment]  # a stand-in, see trickle.py
+
+        async def run() -> None:
+            limit = self.idle_limit()
+            done = await trickle.drain(limit, lambda: self._deferred > 1)
+            if self.transport is trickle:
+                self.transport = real
+            if not done and not self._closing:
+                log.info("session %s: a trickle lasted %.0f s (%d bytes left); closed",
+                         self.session_id, limit, trickle.held)
+                if self.journal is not None:
+                    self.journal_write("trickle-timeout", seconds=limit, left=trickle.held)
+                self.close_reason = self.close_reason or "trickle-timeout"
+                self._close()
+
+        self._defer(run())
 
     async def drain(self) -> None:
         """Let a slow reader catch up, so a big RETR or FETCH does not pile up in memory:
