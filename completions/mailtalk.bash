@@ -79,8 +79,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -461,6 +461,12 @@ _mailtalk_option_value() {
             ;;
         'mailtalk serve|--tls-fault')
             COMPREPLY=($(compgen -W 'expired wrong-name self-signed old-protocol' -- "$cur"))
+            ;;
+        'mailtalk serve|--greylist-delay')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--greylist-max-age')
+            COMPREPLY=()
             ;;
         'mailtalk serve|--resolver')
             COMPREPLY=()

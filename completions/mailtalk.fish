@@ -32,7 +32,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
     end
@@ -335,6 +335,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'sink' -d 'Accept ev
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'check-sender-domain' -d 'Refuse senders whose domain has no MX/A/AAAA.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'tls-auth-only' -d 'Offer AUTH only after STARTTLS, even on loopback (Postfix smtpd_tls_auth_only).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'tls-fault' -x -a 'expired wrong-name self-signed old-protocol' -d 'Make TLS fail on purpose, to test clients: a certificate that expired, one for wrong-name.invalid, a self-signed one, or TLS 1.0/1.1 only.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'greylist-delay' -x -d 'How long a new (client /24, sender, recipient) triplet of a \'greylist\' fault rule must wait before a retry is accepted (postgrey\'s --delay); triplets are kept in ROOT/greylist.json across restarts.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'greylist-max-age' -x -d 'Forget a greylisted triplet not seen for this long (postgrey\'s --max-age, 35 days).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'resolver' -x -d 'DNS server for the sender check and onward delivery.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'dns' -x -d 'Also answer DNS (UDP and TCP) from ROOT/dns/, authoritatively.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'mx-port' -x -d 'The port onward delivery connects to on MX hosts (a practice world of several servers on 127.0.0.x may use another).'

@@ -87,8 +87,8 @@ Rule syntax
       ``5/10min``). KEY is what is counted apart: ``client`` (the client's
       address; the default), ``sender`` (smtp transaction commands),
       ``recipient`` (smtp ``rcpt``) or ``user``. Exact: at most N in any
-      WINDOW (a sliding log, see :class:`RateLimiter`). POP3 and IMAP too: ``pop3:pass=rate 5/min=-ERR
-      [LOGIN-DELAY] Too many logins``.
+      WINDOW (a sliding log, see :class:`RateLimiter`). POP3 and IMAP too:
+      ``pop3:pass=rate 5/min=-ERR [LOGIN-DELAY] Too many logins``.
     * ``trickle NB/s``: answer normally, but write the reply at N bytes a second
       (``10B/s``, ``1KB/s``; 1 to 1,000,000), to test a client's timeouts. A
       trickle lasts at most the server's idle timeout; then the session is
@@ -994,8 +994,9 @@ class FaultPlan:
                 isinstance(entry, list)
                 and len(entry) in (4, 5)
                 and all(isinstance(part, str) for part in entry[:3])
-                and all(isinstance(t, int | float) and not isinstance(t, bool)
-                        for t in entry[3:])  # fmt: skip
+                and all(
+                    isinstance(t, int | float) and not isinstance(t, bool) for t in entry[3:]
+                )
             ):
                 first = float(entry[3])
                 last = float(entry[4]) if len(entry) == 5 else first

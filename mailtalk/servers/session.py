@@ -38,7 +38,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from mailtalk.protocols.common import LocalProtocolError
 from mailtalk.servers.journal import short_text
@@ -437,7 +437,7 @@ class ServerSession(asyncio.Protocol):
         async def run() -> None:
             limit = self.idle_limit()
             done = await trickle.drain(limit, lambda: self._deferred > 1)
-            if self.transport is trickle:
+            if self.transport is cast(Any, trickle):
                 self.transport = real
             if not done and not self._closing:
                 log.info("session %s: a trickle lasted %.0f s (%d bytes left); closed",

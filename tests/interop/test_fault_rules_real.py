@@ -137,8 +137,10 @@ def test_postfix_is_greylisted_then_delivers_after_a_restart(tmp_path: Path) -> 
                     if f"to=<{recipient}>" in line and "status=deferred" in line]  # fmt: skip
         queue_id = deferred[-1].split(": ")[1]
         # postgrey's wording, as Postfix's smtp client heard it from mailtalk serve
-        assert (f"said: 450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, "
-                f"see http://postgrey.schweikert.ch/help/{GREYLIST_DOMAIN}.html") in deferred[-1]
+        assert (
+            f"said: 450 4.2.0 <{recipient}>: Recipient address rejected: Greylisted, "
+            f"see http://postgrey.schweikert.ch/help/{GREYLIST_DOMAIN}.html"
+        ) in deferred[-1]
         assert delivered(tmp_path / "serve-root", "bob") == []
     finally:
         stop_process(server.process, TIMEOUT)
@@ -170,7 +172,7 @@ def test_curl_times_out_on_a_trickled_reply(tmp_path: Path) -> None:
                     "bill@isp.test", "--to", "alice@localhost", "--timeout", "2"],
                    tmp_path)  # fmt: skip
         assert ours.returncode != 0
-        assert f"no reply from 127.0.0.1 within 2 s (--timeout)" in ours.stderr, ours.stderr
+        assert "no reply from 127.0.0.1 within 2 s (--timeout)" in ours.stderr, ours.stderr
         assert "Traceback" not in ours.stderr
     finally:
         stop_process(server.process, TIMEOUT)

@@ -218,7 +218,7 @@ def test_parse_rules_and_rule_objects_in_a_plan() -> None:
         ("smtp:data=delay 5 minutes", "expected 'delay Ns' or 'delay Nms'"),
         ("smtp:data=delay -1s", "expected 'delay Ns' or 'delay Nms'"),
         ("smtp:data=delay 99999s", "at most 3600s"),
-        ("smtp:rcpt=greylist", "greylist needs a reply"),
+        ("smtp:rcpt=tempfail-once", "tempfail-once needs a reply"),
         ("smtp:rcpt=greylist 550 5.7.1 no", "temporary (4xx)"),
         ("smtp:mail=tempfail-once 250 ok", "temporary (4xx)"),
         ("pop3:pass=greylist -ERR no", "greylist is an SMTP action"),
@@ -261,6 +261,8 @@ _PIECES = st.sampled_from(
         "pass", "login", "to", "from", "tls", "client", "yes", "no", "*", "@", "::1",
         "2", "0", "452", "4.2.2", "5.2.2", "-ERR", "NO", "disconnect", "delay", "5s",
         "ms", "greylist", "tempfail-once", "{to}", "{x}", "[=]", "\t", "\x00", "é",
+        "rate ", "3/2s", "100/min", "/", " per ", "sender", "recipient", "user",
+        "trickle ", "10B/s", "1KB/s", "0B/s", "starttls",
     ]
 )  # fmt: skip
 
@@ -284,7 +286,9 @@ def test_rule_shaped_text_parses_or_raises_fault_rule_error(text: str) -> None:
         assert "\n" not in str(error)
         return
     assert rule.protocol in ("smtp", "pop3", "imap")
-    assert rule.action.kind in ("reply", "disconnect", "delay", "greylist", "tempfail-once")
+    assert rule.action.kind in (
+        "reply", "disconnect", "delay", "greylist", "tempfail-once", "rate", "trickle"
+    )
     # A rule that parsed can be used.
     plan = FaultPlan([rule])
     plan.session("h", protocol=rule.protocol).on_command(rule.command, client="::1", to="a@b")
@@ -541,7 +545,9 @@ def test_greylist_first_attempt_refused_retry_passes_with_default_min_age() -> N
 def test_greylist_each_part_of_the_triple_counts() -> None:
     plan = FaultPlan([GREYLIST], clock=Clock())
     assert _attempt(plan, "1", "192.0.2.1", "a@example.org", "b@example.net") is not None
-    assert _attempt(plan, "2", "192.0.2.2", "a@example.org", "b@example.net") is not None
+    assert _attempt(plan, "2", "198.51.100.1", "a@example.org", "b@example.net") is not None
+    # the same /24 is the same client, as postgrey's --lookup-by-subnet
+    assert _attempt(plan, "2b", "192.0.2.2", "a@example.org", "b@example.net") is None
     assert _attempt(plan, "3", "192.0.2.1", "c@example.org", "b@example.net") is not None
     assert _attempt(plan, "4", "192.0.2.1", "a@example.org", "d@example.net") is not None
     assert _attempt(plan, "5", "192.0.2.1", "A@EXAMPLE.ORG", "b@example.net") is None  # case
@@ -568,13 +574,15 @@ def test_greylist_state_persists_in_a_json_file(tmp_path: Path) -> None:
     assert _attempt(plan, "1", "192.0.2.1", "a@example.org", "b@example.net") is not None
     saved = json.loads(path.read_text())
     assert saved == {
-        "version": 1,
-        "greylist": [["192.0.2.1", "a@example.org", "b@example.net", 1_700_000_000.0]],
+        "version": 2,
+        "greylist": [
+            ["192.0.2.0/24", "a@example.org", "b@example.net", 1_700_000_000.0, 1_700_000_000.0]
+        ],
     }
     clock.advance(61)
     restarted = FaultPlan([GREYLIST], clock=clock, greylist_min_age=60, state_path=path)
     assert _attempt(restarted, "2", "192.0.2.1", "a@example.org", "b@example.net") is None
-    assert _attempt(restarted, "3", "192.0.2.9", "a@example.org", "b@example.net") is not None
+    assert _attempt(restarted, "3", "203.0.113.9", "a@example.org", "b@example.net") is not None
 
 
 def test_greylist_ignores_an_unreadable_state_file(
@@ -586,7 +594,7 @@ def test_greylist_ignores_an_unreadable_state_file(
         plan = FaultPlan([GREYLIST], clock=Clock(), state_path=path)
     assert "ignoring unreadable fault state" in caplog.text
     assert _attempt(plan, "1", "192.0.2.1", "a@example.org", "b@example.net") is not None
-    assert json.loads(path.read_text())["version"] == 1
+    assert json.loads(path.read_text())["version"] == 2
 
 
 def test_a_passing_greylist_lets_later_rules_fire() -> None:
