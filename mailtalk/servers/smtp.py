@@ -31,8 +31,8 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
-from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
+from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
     AUTH_RESPONSE,
     Command,
@@ -679,7 +679,8 @@ class SMTPServerProtocol(ServerSession):
             if recipient.notify or recipient.orcpt:
                 params = [f"NOTIFY={recipient.notify}"] if recipient.notify else []
                 params += [f"ORCPT={recipient.orcpt}"] if recipient.orcpt else []
-                lines.append(f"X-Mailtalk-DSN-Recipient: <{recipient.address}> {' '.join(params)}\n")
+                params.insert(0, f"<{recipient.address}>")
+                lines.append(f"X-Mailtalk-DSN-Recipient: {' '.join(params)}\n")
         return "".join(lines)
 
     def _on_message_data(self, event: MessageData) -> None:

@@ -78,7 +78,8 @@ def test_bdat_without_last_keeps_the_transaction_and_bdat_0_last_ends_it() -> No
     server = server_in_transaction()
     events = feed_bytewise(server, b"BDAT 3\r\nabcBDAT 0 LAST\r\n")
     assert [e for e in events if isinstance(e, EndOfChunk)] == [
-        EndOfChunk(3, False), EndOfChunk(0, True)
+        EndOfChunk(3, False),
+        EndOfChunk(0, True),
     ]
     assert chunk_bytes(events) == b"abc"
     assert server.state is SMTPState.READY
@@ -145,10 +146,13 @@ def test_chunks_come_out_whole_however_the_bytes_are_cut(
     chunks: list[bytes], cuts: list[int]
 ) -> None:
     server = server_in_transaction()
-    wire = b"".join(
-        b"BDAT %d%s\r\n" % (len(c), b" LAST" if i == len(chunks) - 1 else b"") + c
-        for i, c in enumerate(chunks)
-    ) + b"NOOP\r\n"
+    wire = (
+        b"".join(
+            b"BDAT %d%s\r\n" % (len(c), b" LAST" if i == len(chunks) - 1 else b"") + c
+            for i, c in enumerate(chunks)
+        )
+        + b"NOOP\r\n"
+    )
     events: list[object] = []
     position, turn = 0, 0
     while position < len(wire):

@@ -9,19 +9,13 @@ from typing import Any
 import pytest
 
 from mailtalk.servers.journal import Journal, read_events
-from tests.servers.test_smtp_server import (  # noqa: F401  (fixtures)
-    Client,
-    body_of,
-    connect,
-    make,
-    new_files,
-    server_errors,
-    shared,
-    srv,
-    tls_template,
-    wait_for,
-)
+from tests.servers import test_smtp_server as base
+from tests.servers.test_smtp_server import Client, body_of, connect, new_files, wait_for
 
+# The SMTP server tests' fixtures: a shared server (srv), one per test (make).
+shared, srv, make, tls_template, server_errors = (
+    base.shared, base.srv, base.make, base.tls_template, base.server_errors
+)  # fmt: skip
 RunningServers = Any
 
 
@@ -48,7 +42,7 @@ def test_bdat_chunks_are_delivered_as_sent_never_unstuffed(srv: RunningServers) 
         reply = bdat(client, first)
         assert reply.raw == b"250 2.0.0 %d octets received\r\n" % len(first)
         reply = bdat(client, second, last=True)
-        assert reply.code == 250 and "queued" in reply.text.lower() or reply.code == 250
+        assert (reply.code == 250 and "queued" in reply.text.lower()) or reply.code == 250
         assert client.cmd("NOOP").code == 250
     wait_for(lambda: new_files(srv, "alice"))
     (path,) = new_files(srv, "alice")
@@ -108,6 +102,8 @@ def test_a_personality_without_chunking_treats_bdat_as_unknown(make: Any) -> Non
         assert client.cmd("NOOP").code == 250  # the next line is a command again
 
 
+SYNTAX = b"501 5.5.4 Syntax error in parameters or arguments: "
+
 # -- DSN ---------------------------------------------------------------------------
 
 
@@ -149,24 +145,24 @@ def test_dsn_parameters_are_kept_in_the_envelope_headers_and_the_journal(
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
-        ("MAIL FROM:<b@example.org> RET=BOTH", b"501 5.5.4 Syntax error in parameters or arguments: RET takes FULL or HDRS\r\n"),
-        ("MAIL FROM:<b@example.org> RET=FULL RET=HDRS", b"501 5.5.4 Syntax error in parameters or arguments: RET given twice\r\n"),
-        ("MAIL FROM:<b@example.org> ENVID=a=b", b"501 5.5.4 Syntax error in parameters or arguments: not xtext (RFC 3461 4: printable ASCII, with +XX for +, = and the rest)\r\n"),
+        ("MAIL FROM:<b@example.org> RET=BOTH", SYNTAX + b"RET takes FULL or HDRS\r\n"),
+        ("MAIL FROM:<b@example.org> RET=FULL RET=HDRS", SYNTAX + b"RET given twice\r\n"),
+        ("MAIL FROM:<b@example.org> ENVID=a=b", SYNTAX + b"not xtext"),
     ],
 )  # fmt: skip
 def test_bad_mail_dsn_values_get_501(srv: RunningServers, line: str, reply: bytes) -> None:
     with connect(srv) as client:
         client.ehlo()
-        assert client.cmd(line).raw == reply
+        assert client.cmd(line).raw.startswith(reply)
 
 
 @pytest.mark.parametrize(
     ("params", "start"),
     [
-        ("NOTIFY=NEVER,SUCCESS", b"501 5.5.4 Syntax error in parameters or arguments: NOTIFY takes NEVER"),
-        ("NOTIFY=SOMETIMES", b"501 5.5.4 Syntax error in parameters or arguments: NOTIFY takes NEVER"),
-        ("ORCPT=alice@localhost", b"501 5.5.4 Syntax error in parameters or arguments: ORCPT takes addr-type;address"),
-        ("FOO=1", b"555 5.5.4 MAIL FROM/RCPT TO parameter not recognized or not implemented: FOO=1"),
+        ("NOTIFY=NEVER,SUCCESS", SYNTAX + b"NOTIFY takes NEVER"),
+        ("NOTIFY=SOMETIMES", SYNTAX + b"NOTIFY takes NEVER"),
+        ("ORCPT=alice@localhost", SYNTAX + b"ORCPT takes addr-type;address"),
+        ("FOO=1", b"555 5.5.4 MAIL FROM/RCPT TO parameter not recognized"),
     ],
 )  # fmt: skip
 def test_bad_rcpt_dsn_values_get_501_and_unknown_ones_555(
