@@ -194,7 +194,20 @@ class EndOfMessage:
     raw: bytes = b".\r\n"
 
 
-Event = Reply | Command | MessageData | EndOfMessage
+@dataclass(frozen=True, slots=True)
+class EndOfChunk:
+    """Server role: the last octet of a BDAT chunk came (RFC 3030 2); its reply is due.
+
+    The chunk's octets came before it as ``MessageData``, exactly as sent: BDAT has no
+    dot-stuffing and no end-of-data line. ``last`` is BDAT ... LAST: a 2xx to it ends
+    the transaction as the reply to DATA's final dot does.
+    """
+
+    size: int
+    last: bool
+
+
+Event = Reply | Command | MessageData | EndOfMessage | EndOfChunk
 
 
 def parse_extensions(reply: Reply) -> dict[str, str]:
@@ -238,6 +251,12 @@ class _Pending:
 _BDAT_ARGS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
 
 
+def parse_bdat(args: str) -> tuple[int, bool] | None:
+    """``BDAT``'s arguments as (chunk size, LAST); None when they are not that."""
+    match = _BDAT_ARGS.fullmatch(args)
+    return None if match is None else (int(match.group(1)), bool(match.group(2)))
+
+
 @dataclass
 class SMTPConnection:
     """An SMTP session in one role; see the module docstring."""
@@ -247,6 +266,9 @@ class SMTPConnection:
     state: SMTPState = field(default=SMTPState.GREETING, init=False)
     extensions: dict[str, str] = field(default_factory=dict, init=False)
     tls: bool = False
+    # Server role: CHUNKING is offered, so BDAT's chunk is read (RFC 3030); without it
+    # BDAT is an unknown command and what follows it more commands.
+    chunking: bool = False
     authenticated: bool = field(default=False, init=False)
     wants_tls_upgrade: bool = field(default=False, init=False)
     greeted: bool = field(default=False, init=False)  # EHLO/HELO accepted
@@ -274,6 +296,10 @@ class SMTPConnection:
         # Octets of _data_buf to hand out line by line before trying whole chunks again
         # (they held a bare LF or a long line; rescanning them per line would be slow).
         self._data_by_line = 0
+        # Server role: the BDAT chunk being read, octets still to come, and its LAST.
+        self._chunk_in: int | None = None
+        self._chunk_size = 0
+        self._chunk_last = False
         # Client role: an AUTH exchange is waiting for our next line (after 334).
         self._auth_continuation = False
         # Client role: octets of a BDAT chunk still to send before its reply is due.
@@ -321,7 +347,7 @@ class SMTPConnection:
             raise LocalProtocolError("next_event() is for the client role; use next_command()")
         return self._next_reply()
 
-    def next_command(self) -> Command | MessageData | EndOfMessage | NoEvent:
+    def next_command(self) -> Command | MessageData | EndOfMessage | EndOfChunk | NoEvent:
         """Server role: the next command, piece of message data, or end of message."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("next_command() is for the server role; use next_event()")
@@ -579,6 +605,8 @@ class SMTPConnection:
         pending = self._pending.popleft() if self._pending else None
         if pending is not None:
             verb = pending.verb
+            if verb == "BDAT" and pending.last and event.code // 100 == 2:
+                verb = END_OF_DATA  # the message is complete, as after DATA's final dot
             if verb in ("EHLO", "HELO") and event.code // 100 == 2:
                 self.esmtp = verb == "EHLO"
             if verb in ("AUTH", AUTH_RESPONSE):
@@ -597,9 +625,11 @@ class SMTPConnection:
             self._paused = False
         return data
 
-    def _next_client_input(self) -> Command | MessageData | EndOfMessage | NoEvent:
+    def _next_client_input(self) -> Command | MessageData | EndOfMessage | EndOfChunk | NoEvent:
         if self._paused:
             return NEED_DATA
+        if self._chunk_in is not None:
+            return self._next_chunk_data()
         if self.state is SMTPState.DATA:
             return self._next_data()
         line = self._buffer.next_line()
@@ -614,12 +644,42 @@ class SMTPConnection:
             return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
         too_long = line.truncated or len(line.raw) > MAX_COMMAND_LINE
         verb, args = split_verb(decode_text(line.content))
+        bdat = None
+        if verb == "BDAT" and self.chunking and not too_long:
+            bdat = _BDAT_ARGS.fullmatch(args)
+        if bdat is not None:
+            # RFC 3030 2: the chunk's octets follow at once, whatever the reply will be,
+            # so they are read (and handed out) before the reply, never as commands.
+            self._pending.append(_Pending(verb, last=bool(bdat.group(2))))
+            self._chunk_in = self._chunk_size = int(bdat.group(1))
+            self._chunk_last = bool(bdat.group(2))
+            return Command(verb, args, line.raw)
         self._pending.append(_Pending(verb))
         # After these the client must wait for our reply (AUTH: a 334 makes the next
         # line SASL data, not a command), so nothing after them is parsed until then.
         if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
             self._paused = True
         return Command(verb, args, line.raw, too_long=too_long)
+
+    def _next_chunk_data(self) -> MessageData | EndOfChunk | NoEvent:
+        """The octets of the BDAT chunk being read, as they are, then its end."""
+        left = self._chunk_in
+        assert left is not None
+        if left == 0:
+            self._chunk_in = None
+            # What follows is parsed once the chunk is answered (unless it was already:
+            # a server may refuse BDAT before reading its chunk).
+            self._paused = bool(self._pending)
+            return EndOfChunk(self._chunk_size, self._chunk_last)
+        data = self._buffer.take_available(min(left, MAX_LINE))
+        if not data:
+            if self._closed:
+                self._chunk_in = None
+                self.state = SMTPState.CLOSED
+                return CONNECTION_CLOSED
+            return NEED_DATA
+        self._chunk_in = left - len(data)
+        return MessageData(data)
 
     def _start_data(self) -> None:
         """354 sent: what the client sent after DATA is the message."""

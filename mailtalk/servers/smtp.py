@@ -32,14 +32,17 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
+from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
     AUTH_RESPONSE,
     Command,
+    EndOfChunk,
     EndOfMessage,
     MessageData,
     Reply,
     SMTPConnection,
     SMTPState,
+    parse_bdat,
 )
 from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.journal import REDACTED, HeadCollector, subject_of
@@ -76,8 +79,11 @@ MAX_GREET_PAUSE: Final = 300.0
 # (a client offered CHUNKING would send BDAT, which this server does not speak).
 IMPLEMENTED_EXTENSIONS: Final = frozenset(
     {"SIZE", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "STARTTLS", "AUTH", "SMTPUTF8",
-     "HELP", "VRFY"}
+     "HELP", "VRFY", "DSN", "CHUNKING"}
 )
+
+# RFC 6531 3.7.4.1 gives 553 5.6.7 for a UTF-8 address without SMTPUTF8; Postfix's words.
+UTF8_UNDECLARED: Final = "5.6.7 Must declare SMTPUTF8 to send unicode address"
 
 
 class SMTPServerProtocol(ServerSession):
@@ -87,7 +93,10 @@ class SMTPServerProtocol(ServerSession):
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
-        self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps")
+        offered = {line.split()[0].upper() for line in context.personality.extensions}
+        self.core = SMTPConnection(
+            role=Role.SERVER, tls=kind == "smtps", chunking="CHUNKING" in offered
+        )
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
@@ -103,6 +112,12 @@ class SMTPServerProtocol(ServerSession):
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
         self._head: HeadCollector | None = None
+        # A BDAT chunk is being read (RFC 3030): its octets come before its reply. The
+        # reply waits in _chunk_refusal when the chunk is refused (it is read all the
+        # same); _chunk_taken says its octets belong to the message.
+        self._chunk_open = False
+        self._chunk_taken = False
+        self._chunk_refusal: Callable[[], None] | None = None
         # A greet pause: the timer holding the greeting back; and whether the client
         # talked before the greeting (then its commands are refused, see _early_talk).
         self._held: asyncio.TimerHandle | None = None
@@ -190,7 +205,10 @@ class SMTPServerProtocol(ServerSession):
                 self._close("dropped")
                 return
             if isinstance(event, MessageData):
-                self._on_message_data(event)
+                if not self._chunk_open or self._chunk_taken:
+                    self._on_message_data(event)
+            elif isinstance(event, EndOfChunk):
+                self._on_end_of_chunk(event)
             elif isinstance(event, EndOfMessage):
                 self._on_end_of_message(event)
             elif isinstance(event, Command):
@@ -232,7 +250,8 @@ class SMTPServerProtocol(ServerSession):
         verb: str | None = command.verb
         args: str | None = command.args
         hide = ""
-        if command.too_long or verb not in COMMANDS:
+        served = verb in COMMANDS and (verb != "BDAT" or self.core.chunking)
+        if command.too_long or not served:
             # Not a command: maybe a password typed at the wrong moment, or an AUTH
             # answer sent after AUTH was refused. Neither it nor its echo is kept.
             hide = (verb or "")[:20]
@@ -290,6 +309,10 @@ class SMTPServerProtocol(ServerSession):
         if command.verb == AUTH_RESPONSE:
             self._on_auth_response(command.args)
             return
+        if command.verb == "BDAT" and self.core.chunking and parse_bdat(command.args) is not None:
+            # The core reads the chunk whatever is answered: nothing of it is taken
+            # unless _bdat says so.
+            self._chunk_open, self._chunk_taken, self._chunk_refusal = True, False, None
         if self.journal is not None:
             self._journal_pending(command)
         if self.early_talker and command.verb not in self._early_talker_answers():
@@ -299,6 +322,9 @@ class SMTPServerProtocol(ServerSession):
             self._send_key("line_too_long")
             return
         verb = command.verb
+        if verb == "BDAT" and self.core.chunking:
+            self._bdat(command.args)  # answered after its chunk, faults or not
+            return
         handler = COMMANDS.get(verb)
         if handler is None:
             self._send_key("unknown_command", command=verb[:20])
@@ -408,14 +434,29 @@ class SMTPServerProtocol(ServerSession):
                     return
             elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
                 transaction.body_8bit = value.upper() == "8BITMIME"
-            elif key == "SMTPUTF8" and not value:
+            elif key == "SMTPUTF8" and not value and self._offers("SMTPUTF8"):
                 transaction.smtputf8 = True
+            elif key in ("RET", "ENVID") and self._offers("DSN"):
+                if getattr(transaction, key.lower()) is not None:
+                    self._syntax_error("MAIL", "MAIL FROM:<address>", f"{key} given twice", args)
+                    return
+                try:
+                    if key == "RET":
+                        transaction.ret = parse_ret(value)
+                    else:
+                        transaction.envid = parse_envid(value)
+                except ValueError as error:
+                    self._syntax_error("MAIL", f"MAIL FROM:<address> {key}=...", str(error), args)
+                    return
             else:
                 code, text = self.context.reply("unknown_parameter", parameter=param)
                 if code >= 400:
                     self._reply(code, text)
                     return
                 # A 2xx here is an MTA that ignores what it does not know (qmail).
+        if not sender.isascii() and not transaction.smtputf8:
+            self._reply(553, UTF8_UNDECLARED)
+            return
         if self.context.check_sender_domain and sender:
             self._defer(self._check_sender_then_accept(transaction))
             return
@@ -452,8 +493,27 @@ class SMTPServerProtocol(ServerSession):
         if not _ADDRESS.match(address) and address.lower() != "postmaster":
             self._send_key("bad_recipient_syntax", rcpt=address)
             return
+        if not address.isascii() and not self.transaction.smtputf8:
+            self._reply(553, UTF8_UNDECLARED)
+            return
+        dsn: dict[str, str] = {}
         for param in match.group(3).split():
-            # No RCPT parameter is supported (no DSN): RFC 5321 4.1.1.11 says 555.
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key in ("NOTIFY", "ORCPT") and self._offers("DSN"):
+                if key in dsn:
+                    self._syntax_error("RCPT", "RCPT TO:<address>", f"{key} given twice", args)
+                    return
+                try:
+                    if key == "NOTIFY":
+                        dsn[key] = parse_notify(value)
+                    else:
+                        dsn[key] = parse_orcpt(value, self.transaction.smtputf8)
+                except ValueError as error:
+                    self._syntax_error("RCPT", f"RCPT TO:<address> {key}=...", str(error), args)
+                    return
+                continue
+            # RFC 5321 4.1.1.11: a parameter not supported gets 555.
             code, text = self.context.reply("unknown_parameter", parameter=param)
             if code >= 400:
                 self._reply(code, text)
@@ -463,7 +523,9 @@ class SMTPServerProtocol(ServerSession):
             return
         decision = self.context.decide_rcpt(address, self.client_ip, self.user)
         if decision.accepted:
-            self.transaction.recipients.append(Recipient(address, decision.user))
+            self.transaction.recipients.append(
+                Recipient(address, decision.user, dsn.get("NOTIFY"), dsn.get("ORCPT"))
+            )
             self._send_key("rcpt_ok", rcpt=address)
         else:
             log.info(
@@ -482,6 +544,18 @@ class SMTPServerProtocol(ServerSession):
             refused = self.transaction.rcpt_attempts > 0
             self._send_key("no_valid_recipients" if refused else "need_rcpt")
             return
+        if self.transaction.bdat:
+            self._reply(503, "5.5.1 DATA cannot follow BDAT in one transaction (RFC 3030)")
+            return
+        if self._begin_message():
+            self._send_key("data_start")
+        else:
+            self._answer_store_error()
+
+    def _begin_message(self) -> bool:
+        """Start storing the transaction's message (DATA's 354, or its first BDAT chunk);
+        False when the store cannot take even the message file (_store_error says why)."""
+        assert self.transaction is not None
         self._queue_id = self.context.new_queue_id()
         self._message_size = 0
         self._message_too_big = False
@@ -503,9 +577,75 @@ class SMTPServerProtocol(ServerSession):
                 )
             except OSError as error:  # no room even for the message file
                 self._store_failed(error)
+                return False
+        return True
+
+    # -- BDAT (RFC 3030) ------------------------------------------------------------
+
+    def _bdat(self, args: str) -> None:
+        """BDAT: the chunk is read before it is answered, taken or not."""
+        parsed = parse_bdat(args)
+        if parsed is None:  # no size: nothing to read, answered now
+            self._syntax_error("BDAT", "BDAT size [LAST]", "BDAT needs a chunk size", args)
+            return
+        refusal = self._bdat_refusal()
+        if refusal is not None:
+            self._chunk_refusal = refusal
+            return
+        transaction = self.transaction
+        assert transaction is not None
+        if not transaction.bdat:
+            transaction.bdat = True
+            if not self._begin_message():
+                return  # the store error is the chunk's answer; the chunk is dropped
+        self._chunk_taken = True
+
+    def _bdat_not_offered(self, args: str) -> None:
+        self._send_key("unknown_command", command="BDAT")
+
+    def _bdat_refusal(self) -> Callable[[], None] | None:
+        """How the chunk about to be read is refused, if it is."""
+        if not self.core.greeted and self.context.personality.requires_helo:
+            return lambda: self._send_key("need_helo")
+        if self.transaction is None:
+            return lambda: self._send_key("need_mail")
+        if not self.transaction.recipients:
+            refused = self.transaction.rcpt_attempts > 0
+            key = "no_valid_recipients" if refused else "need_rcpt"
+            return lambda: self._send_key(key)
+        return None
+
+    def _on_end_of_chunk(self, event: EndOfChunk) -> None:
+        taken, refusal = self._chunk_taken, self._chunk_refusal
+        self._chunk_open, self._chunk_taken, self._chunk_refusal = False, False, None
+        if refusal is not None:
+            refusal()
+            return
+        if not taken:
+            if self._store_error is not None and self.transaction is not None:
+                self._reset_transaction()  # RFC 3030 2: a refused chunk ends the transaction
                 self._answer_store_error()
+            return  # otherwise answered already (an early talker)
+        if self._message_too_big or self._store_error is not None:
+            transaction, self.transaction = self.transaction, None
+            if event.last and transaction is not None:
+                self._on_end_of_message(EndOfMessage(), transaction, verb="BDAT")
                 return
-        self._send_key("data_start")
+            self._abort_delivery()
+            if self._message_too_big:
+                self._send_key("message_too_big", max_size=str(self.context.settings.max_size))
+            else:
+                self._answer_store_error()
+            return
+        if event.last:
+            transaction, self.transaction = self.transaction, None
+            self._on_end_of_message(EndOfMessage(), transaction, verb="BDAT")
+            return
+        self._reply(250, f"2.0.0 {event.size} octets received")
+
+    def _offers(self, keyword: str) -> bool:
+        """Whether EHLO offers ``keyword`` on this session now."""
+        return any(line.split()[0] == keyword for line in self._extensions())
 
     def _trace_headers(self) -> bytes:
         assert self.transaction is not None
@@ -521,7 +661,27 @@ class SMTPServerProtocol(ServerSession):
             f"\tby {self.context.hostname} (mailtalk) with {protocol} id {self._queue_id}"
             f"{for_clause};\n\t{formatdate(localtime=True)}\n"
         )
-        return f"Return-Path: <{self.transaction.sender}>\n{received}".encode()
+        return (f"Return-Path: <{self.transaction.sender}>\n{self._dsn_headers()}{received}"
+                ).encode()
+
+    def _dsn_headers(self) -> str:
+        """The RFC 3461 envelope parameters, beside Return-Path, so a test can read them in
+        the delivered copy: ENVID and RET of the transaction, NOTIFY and ORCPT of each
+        recipient (the same copy goes to every local recipient)."""
+        transaction = self.transaction
+        assert transaction is not None
+        lines = []
+        if transaction.envid or transaction.ret:
+            params = [f"ENVID={transaction.envid}"] if transaction.envid else []
+            params += [f"RET={transaction.ret}"] if transaction.ret else []
+            lines.append(f"X-Mailtalk-DSN: {' '.join(params)}\n")
+        for recipient in transaction.recipients:
+            if recipient.notify or recipient.orcpt:
+                params = [f"NOTIFY={recipient.notify}"] if recipient.notify else []
+                params += [f"ORCPT={recipient.orcpt}"] if recipient.orcpt else []
+                params.insert(0, f"<{recipient.address}>")
+                lines.append(f"X-Mailtalk-DSN-Recipient: {' '.join(params)}\n")
+        return "".join(lines)
 
     def _on_message_data(self, event: MessageData) -> None:
         self._message_size += len(event.data)
@@ -561,10 +721,14 @@ class SMTPServerProtocol(ServerSession):
         else:
             self.internal_error()
 
-    def _on_end_of_message(self, event: EndOfMessage) -> None:
-        if self.journal is not None:
+    def _on_end_of_message(
+        self, event: EndOfMessage, transaction: Transaction | None = None, verb: str = "."
+    ) -> None:
+        """The message is complete: DATA's final dot, or (``verb`` BDAT) its LAST chunk."""
+        if verb == "." and self.journal is not None:
             self._journaled = (".", None, bool(self.core.tls), self.user, "")
-        transaction = self.transaction
+        if verb == ".":
+            transaction = self.transaction
         self.transaction = None
         if self.faults is not None:
             self.faults.reset_transaction()
@@ -639,6 +803,10 @@ class SMTPServerProtocol(ServerSession):
                 users.setdefault(recipient.user, []).append(recipient.address)
         common = {"queue_id": self._queue_id, "sender": transaction.sender, "size": size,
                   "subject": subject}
+        if transaction.dsn is not None:
+            common["dsn"] = transaction.dsn
+        if transaction.bdat:
+            common["chunking"] = True
         for (user, addresses), path in zip(users.items(), paths, strict=False):
             self.journal_write(
                 "message", outcome="delivered", user=user, mailbox="INBOX", file=path.name,
@@ -832,6 +1000,9 @@ COMMANDS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
     "MAIL": SMTPServerProtocol._mail,
     "RCPT": SMTPServerProtocol._rcpt,
     "DATA": SMTPServerProtocol._data,
+    # With CHUNKING offered BDAT never gets here (see _on_command): its reply waits for
+    # its chunk. Without it, it is answered as an unknown command.
+    "BDAT": SMTPServerProtocol._bdat_not_offered,
     "RSET": SMTPServerProtocol._rset,
     "NOOP": SMTPServerProtocol._noop,
     "QUIT": SMTPServerProtocol._quit,

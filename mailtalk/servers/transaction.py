@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 class Recipient:
     address: str
     user: str | None  # local user for Maildir delivery; None: relayed to the queue
+    notify: str | None = None  # RFC 3461 NOTIFY=, as checked
+    orcpt: str | None = None  # RFC 3461 ORCPT=, as sent (addr-type;xtext)
 
 
 @dataclass
@@ -23,3 +25,18 @@ class Transaction:
     body_8bit: bool = False
     smtputf8: bool = False
     rcpt_attempts: int = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
+    ret: str | None = None  # RFC 3461 RET= (FULL or HDRS)
+    envid: str | None = None  # RFC 3461 ENVID=, as sent (xtext)
+    bdat: bool = False  # a BDAT chunk was taken: DATA may not follow (RFC 3030 2)
+
+    @property
+    def dsn(self) -> dict[str, object] | None:
+        """The DSN parameters of the transaction, for the journal; None without any."""
+        recipients = [
+            {"address": r.address, "notify": r.notify, "orcpt": r.orcpt}
+            for r in self.recipients
+            if r.notify or r.orcpt
+        ]
+        if not (self.ret or self.envid or recipients):
+            return None
+        return {"ret": self.ret, "envid": self.envid, "recipients": recipients}

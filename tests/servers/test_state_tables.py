@@ -181,9 +181,8 @@ SMTP_SETUP = {
     smtp.SMTPState.MAIL: ["EHLO", "MAIL"],
     smtp.SMTPState.RCPT: ["EHLO", "MAIL", "RCPT"],
 }
-# In the core's table but not implemented here (never advertised): ETRN (RFC 1985) and
-# BDAT (RFC 3030 CHUNKING).
-SMTP_NOT_SERVED = frozenset({"ETRN", "BDAT"})
+# In the core's table but not implemented here (never advertised): ETRN (RFC 1985).
+SMTP_NOT_SERVED = frozenset({"ETRN"})
 # Where the SMTP server (personality "mailtalk") and the core's table part ways:
 SMTP_DIFFERENCES = {
     # Not implemented: 500, as for any unknown command.

@@ -1,0 +1,113 @@
+"""`mailtalk serve` SMTP extensions with a real sender: Exim's smtp transport sends BDAT
+when the server offers CHUNKING (``hosts_try_chunking``) and NOTIFY=/RET=/ENVID= when it
+offers DSN (``dsn_advertise_hosts`` is about its own server side; as a client, Exim
+passes on what its own client asked for). Exim runs here as a one-shot client with a
+configuration of the test's own (``exim4 -C FILE -odi``), routing every address to
+``mailtalk serve``; the journal shows what came in, and the Maildir copy must be the
+message, byte for byte (with LF line ends, as the store writes them)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mailtalk.servers.api import run_servers
+from mailtalk.servers.journal import Journal, read_events
+
+pytestmark = pytest.mark.interop
+
+PEERS_DIR = Path(os.environ.get("MAILTALK_PEERS_DIR", "/opt/mailtalk-peers"))
+EXIM_BIN = PEERS_DIR / "root/usr/sbin/exim4"
+
+CLIENT_CONF = """\
+primary_hostname = exim-client.test
+qualify_domain = exim-client.test
+exim_path = {exim}
+spool_directory = {spool}
+log_file_path = {log}/%slog
+keep_environment =
+host_lookup =
+never_users =
+daemon_smtp_ports = 0
+
+begin routers
+to_mailtalk:
+  driver = manualroute
+  route_list = * 127.0.0.1
+  transport = to_mailtalk
+  self = send
+
+begin transports
+to_mailtalk:
+  driver = smtp
+  port = {port}
+  hosts_try_chunking = *
+  hosts_avoid_tls = *
+  allow_localhost
+
+begin retry
+*  *  F,1h,5m
+"""
+
+
+def exim_or_skip() -> Path:
+    if EXIM_BIN.exists():
+        return EXIM_BIN
+    if os.environ.get("MAILTALK_REQUIRE_REAL_SERVERS"):
+        pytest.fail(f"Exim is required but {EXIM_BIN} is missing (scripts/real-servers start)")
+    pytest.skip("Exim is not installed (scripts/real-servers start)")
+
+
+def test_exim_sends_bdat_to_mailtalk_serve_and_the_message_arrives_byte_identical(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    exim = exim_or_skip()
+    # Exim gives up root for a -C file and works as Debian-exim, who cannot enter
+    # pytest's 0700 temporary directories: a folder of its own under /tmp.
+    work = Path(tempfile.mkdtemp(prefix="mailtalk-exim-client-"))
+    request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
+    work.chmod(0o755)
+    for sub in ("spool", "log"):
+        (work / sub).mkdir()
+        shutil.chown(work / sub, "Debian-exim", "Debian-exim")
+    journal_path = tmp_path / "journal.jsonl"
+    journal = Journal(journal_path)
+    marker = "bdat" + uuid.uuid4().hex[:12]
+    body = (f"Subject: {marker}\n\n.a line with a leading dot\n..two\n.\nlast line\n").encode()
+    try:
+        with run_servers(tmp_path / "root", users=[("alice", "secret")], journal=journal) as srv:
+            conf = work / "client.conf"
+            conf.write_text(CLIENT_CONF.format(
+                exim=exim, spool=work / "spool", log=work / "log", port=srv.port("smtp")
+            ))  # fmt: skip
+            result = subprocess.run(
+                [str(exim), "-C", str(conf), "-odi", "-oi", "-f", "bob@example.org",
+                 "alice@localhost"],
+                input=body, capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+            log = work / "log/mainlog"
+            mainlog = log.read_text(errors="replace") if log.exists() else ""
+            assert result.returncode == 0, (result.stderr, mainlog)
+            # K: Exim sent this delivery with CHUNKING (BDAT).
+            assert re.search(r"=> alice@localhost R=to_mailtalk .* K C=\"250 ", mainlog), mainlog
+            (stored,) = srv.messages("alice")
+    finally:
+        journal.close()
+    events = list(read_events(journal_path))
+    commands = [e for e in events if e.get("event") == "command"]
+    verbs = [e["verb"] for e in commands]
+    assert "DATA" not in verbs and "BDAT" in verbs, verbs
+    last = [e for e in commands if e["verb"] == "BDAT"][-1]
+    assert last["args"].upper().endswith("LAST") and last["code"] == 250, last
+    (message,) = [e for e in events if e.get("event") == "message"]
+    assert message.get("chunking") is True
+    # Exim adds its own Received and Message-Id etc.; our body follows unchanged.
+    assert stored.endswith(b"\n\n.a line with a leading dot\n..two\n.\nlast line\n")
+    assert f"Subject: {marker}".encode() in stored
