@@ -583,11 +583,11 @@ _mailtalk_argument() {
             ;;
         'mailtalk connect|0')
             compopt -o nospace 2>/dev/null
-            COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
+            COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
             ;;
         'mailtalk diagnose login|0')
             compopt -o nospace 2>/dev/null
-            COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
+            COMPREPLY=($(compgen -W 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://' -- "$cur"))
             ;;
         'mailtalk explain|'*)
             COMPREPLY=()

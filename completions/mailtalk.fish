@@ -145,7 +145,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'show-secrets' -d 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'raw' -d 'Show the exact bytes sent (C:) and received (S:), escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d 'Show this message and exit.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://'
 
 # mailtalk diagnose
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose' 0" -a login -d 'Why does a login fail?'
@@ -161,7 +161,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'timeout' -
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'help' -d 'Show this message and exit.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// pop3:// pop3s:// imap:// imaps://'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://'
 
 # mailtalk diagnose relay
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'from' -x -d 'Envelope sender (required, unless the --server host\'s config section has from).'

@@ -70,11 +70,11 @@ class Listener(Protocol):
     def closed(self) -> None: ...
 
 
-def make_core(protocol: str) -> ClientCore:
+def make_core(protocol: str, lmtp: bool = False) -> ClientCore:
     if protocol == "smtp":
         from mailtalk.protocols.smtp import SMTPConnection
 
-        return SMTPConnection()
+        return SMTPConnection(lmtp=lmtp)
     if protocol == "pop3":
         from mailtalk.protocols.pop3 import POP3Connection
 
@@ -95,7 +95,7 @@ class Conversation:
         self.options = options
         self.target = options.target
         self.listener = listener
-        self.core: ClientCore = make_core(self.target.protocol)
+        self.core: ClientCore = make_core(self.target.protocol, self.target.lmtp)
         self.transport: Transport | None = None
         self.transcript = Transcript(self.target.url, options.transcript)
         self.closed = True
@@ -125,7 +125,7 @@ class Conversation:
 
     def open(self) -> None:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
-        self.core = make_core(self.target.protocol)
+        self.core = make_core(self.target.protocol, self.target.lmtp)
         self._events = 0
         self.ended_by_quit = False
         self.last_command = "greeting"
@@ -324,6 +324,14 @@ class Conversation:
         assert self.last_final is not None
         return self.last_final
 
+    def wait_answer(self, timeout: float | None = None) -> ServerEvent:
+        """The final reply to what was sent; after LMTP's final dot, every recipient's
+        (the last is returned)."""
+        event = self.wait_final(timeout)
+        while getattr(self.core, "owes_recipient_replies", False) and not self.closed:
+            event = self.wait_final(timeout)
+        return event
+
     def wait_greeting(self, timeout: float | None = None) -> None:
         """Block until the server has greeted (IMAP's greeting is untagged, not final)."""
         # Greeted: the core says so, or a first reply came (a 554 refusal is a greeting too).
@@ -406,6 +414,9 @@ class Conversation:
             elif self._events == 1:  # the IMAP greeting is untagged
                 self.recorder.reply(event.raw, self.target.protocol)
             self.listener.event(event, latency)
+            recipient = getattr(event, "recipient", None)
+            if recipient is not None:  # LMTP: one reply to the message per recipient
+                self._note(f"LMTP: that reply is for <{recipient}>")
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
@@ -530,8 +541,9 @@ class Conversation:
         """SMTP: say EHLO unless the server has answered one (after HELO it has told
         us nothing about its extensions)."""
         if not getattr(self.core, "esmtp", False):
-            self.send_line(f"EHLO {client_name()}", typed=False)
-            self._expect_positive(self.wait_final(), "EHLO")
+            verb = getattr(self.core, "hello_verb", "EHLO")  # LHLO for LMTP
+            self.send_line(f"{verb} {client_name()}", typed=False)
+            self._expect_positive(self.wait_final(), verb)
 
     def prepare_auth(self, mechanism: str) -> None:
         """Before asking anyone for a password: learn what the server offers (EHLO,

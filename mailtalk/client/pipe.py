@@ -137,7 +137,7 @@ def run_pipe_mode(options: SessionOptions, env: Environment) -> int:
                 )
             conv.send_line(line)
             if conv.expects_reply():
-                conv.wait_final()
+                conv.wait_answer()
             screen.step_done()
     except (MailtalkError, TransportError, ProtocolError) as error:
         env.stderr.write(f"mailtalk: {one_line(error)}\n")

@@ -83,8 +83,8 @@ def smtp_client(options: dict[str, Any]) -> dict[str, Any]:
     from mailtalk.net.target import TargetError, split_host_port
 
     server = options.get("server")
-    if not server:
-        return options
+    if not server or server.lower().startswith("lmtp:"):
+        return options  # an LMTP URL names its server whole: no alias
     port: int | None = None
     found = lookup(server)
     if found is None:

@@ -177,7 +177,10 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     metavar="HOST[:PORT]",
     help="Send through this server; without it, to the recipient domain's MX. "
     "HOST may be an alias from the config file (--server work), whose port, user, "
-    "TLS mode, cafile, helo and from fill in what is not given here.",
+    "TLS mode, cafile, helo and from fill in what is not given here. "
+    "unix:/path for a Unix socket; lmtp://HOST[:PORT] (port 24) or lmtp:unix:/path to "
+    "deliver by LMTP (RFC 2033: LHLO, a reply per recipient; exit 1 unless every "
+    "recipient got 2xx). Example: --server lmtp:unix:/run/dovecot/lmtp",
 )
 @click.option("--starttls", is_flag=True, help="STARTTLS before MAIL (required: fail without).")
 @click.option("--tls", "implicit_tls", is_flag=True, help="Implicit TLS (port 465).")

@@ -171,6 +171,7 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
     "  pop3s://       995  implicit TLS\n"
     "  imap://        143  plain (STARTTLS with --starttls)\n"
     "  imaps://       993  implicit TLS\n"
+    "  lmtp://        24   LMTP (RFC 2033): LHLO, a reply per recipient after the dot\n"
     "  SCHEME:unix:/path   a Unix-domain socket (smtp:unix:/run/smtpd.sock)\n"
     "\b\nExamples:\n"
     "  mailtalk connect smtp://mx.example.com\n"
@@ -178,6 +179,7 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
     "  mailtalk connect imaps://alice@imap.example.com:993 --cafile ca.pem\n"
     "  mailtalk connect smtp://127.0.0.1 --starttls --sni mail.example.com --tls-dump chain.pem\n"
     "  mailtalk connect pop3://127.0.0.1:1110 --transcript pop.log\n"
+    "  mailtalk connect lmtp:unix:/run/dovecot/lmtp\n"
     "  mailtalk connect imap:unix:/run/imap.sock\n\n" + EXIT_STATUS_EPILOG
 )
 @click.argument("url")

@@ -23,6 +23,7 @@ from mailtalk.errors import UsageError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.smtp_steps import (
     Listener,
+    PartlyDelivered,
     SendFailed,
     drive,
     job_conversation,
@@ -234,9 +235,28 @@ def converse(
         conv.close()
         if sequence is not None:
             listener.extensions[:] = sequence.result.used
+    if result.deliveries:  # LMTP: a reply per recipient; every one must be 2xx
+        refused = [(rcpt, r) for rcpt, r in result.recipients if r.code // 100 != 2]
+        refused += result.undelivered
+        if refused:
+            raise PartlyDelivered(result.delivered, refused)
+        return result.delivered
     if result.refusal is not None:
         raise refusal_error(result.refusal, result)
     return result.accepted
+
+
+def server_target(server: str, implicit_tls: bool) -> Target:
+    """--server's target: ``HOST[:PORT]``, ``unix:/path``, or for LMTP (RFC 2033: the
+    local delivery server, not an MX) ``lmtp://HOST[:PORT]`` or ``lmtp:unix:/path``."""
+    from mailtalk.net.target import TargetError, parse_shortcut, parse_url
+
+    if server.lower().startswith("lmtp:"):
+        target = parse_url(server)
+        if implicit_tls:
+            raise TargetError("LMTP has no implicit TLS: leave out --tls")
+        return target
+    return parse_shortcut("smtp", server, implicit_tls)
 
 
 def crlf_lines(message: bytes) -> bytes:
@@ -363,10 +383,8 @@ def run(options: SendOptions, env: Environment) -> int:
 
     failures: list[Failure] = []
     if options.server:
-        from mailtalk.net.target import parse_shortcut
-
         try:
-            target = parse_shortcut("smtp", options.server, options.implicit_tls)
+            target = server_target(options.server, options.implicit_tls)
         except ValueError as error:
             click.echo(f"mailtalk: --server: {error}", file=env.stderr)
             return ExitCode.USAGE
@@ -488,6 +506,9 @@ def _deliver(
         listener.note(f"connecting to {target.display}")
         try:
             return converse(target, options, members, message, listener, progress_to), None
+        except PartlyDelivered as error:  # LMTP: the failed recipients alone
+            who = ", ".join(rcpt for rcpt, _ in error.refused)
+            return error.delivered, (who, str(error), int(error.exit_code))
         except SendFailed as error:
             last_error = (str(error), int(error.exit_code))
             if not error.temporary or options.server:

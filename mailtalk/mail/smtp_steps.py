@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 from mailtalk.errors import MailtalkError, UsageError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.protocols.common import LocalProtocolError, ReplyClass, ServerEvent, first_line
-from mailtalk.protocols.smtp import Reply
+from mailtalk.protocols.smtp import GREETING, Reply
 from mailtalk.protocols.smtp_sequence import (
     Authenticate,
     Await,
@@ -57,6 +57,21 @@ class SendFailed(MailtalkError):
         super().__init__(message)
         self.temporary = temporary
         self.exit_code = exit_code
+
+
+class PartlyDelivered(SendFailed):
+    """LMTP: the server answered each recipient on its own, and some did not get the
+    message (refused at RCPT, or after the final dot); ``delivered`` did."""
+
+    def __init__(self, delivered: list[str], refused: list[tuple[str, Reply]]):
+        if len(refused) == 1:
+            said = first_line(refused[0][1])
+        else:
+            said = "; ".join(f"{rcpt}: {first_line(reply)}" for rcpt, reply in refused)
+        temporary = all(reply.reply_class is ReplyClass.TRANSIENT for _, reply in refused)
+        super().__init__(f"not delivered (LMTP): {said}", temporary)
+        self.delivered = delivered
+        self.refused = refused
 
 
 def split_address(address: str, what: str) -> tuple[str, str]:
@@ -163,9 +178,12 @@ def drive(
             case Command(line=line):
                 conv.send_line(line)
                 reply = conv.wait_final()
-            case Await():
-                conv.wait_greeting()
-                reply = conv.last_final
+            case Await(answering=answering):
+                if answering == GREETING:
+                    conv.wait_greeting()
+                    reply = conv.last_final
+                else:  # LMTP: the next recipient's reply to the message
+                    reply = conv.wait_final()
             case Done(result=result):
                 return result
             case StartTLS():

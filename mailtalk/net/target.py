@@ -2,6 +2,10 @@
 
 A Unix-domain socket is ``unix:/path`` in place of HOST[:PORT], and ``smtp:unix:/path``
 (any scheme) as a URL.
+
+LMTP (RFC 2033) is SMTP's core in a mode of its own, so an ``lmtp://HOST[:PORT]``
+(default port 24) or ``lmtp:unix:/path`` target is protocol ``smtp`` with ``lmtp``
+set: every SMTP feature (completion, explanations, send) applies, LHLO in place of EHLO.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ class Scheme:
     protocol: Literal["smtp", "pop3", "imap"]
     port: int
     tls: TLSMode
+    lmtp: bool = False
 
 
 # The URL schemes mailtalk knows, their protocol, default port and how TLS starts.
@@ -26,6 +31,7 @@ SCHEMES: Final[dict[str, Scheme]] = {
     "smtps": Scheme("smtp", 465, "implicit"),
     "submission": Scheme("smtp", 587, "starttls"),
     "submissions": Scheme("smtp", 465, "implicit"),
+    "lmtp": Scheme("smtp", 24, "none", lmtp=True),  # RFC 2033 4: port 24 (never on the Internet)
     "pop3": Scheme("pop3", 110, "none"),
     "pop3s": Scheme("pop3", 995, "implicit"),
     "imap": Scheme("imap", 143, "none"),
@@ -48,6 +54,7 @@ class Target:
     tls: TLSMode
     user: str | None = None
     socket_path: str | None = None  # a Unix-domain socket instead of host and port
+    lmtp: bool = False  # LMTP (RFC 2033) rather than SMTP: LHLO, a reply per recipient
 
     @property
     def display(self) -> str:
@@ -65,6 +72,8 @@ class Target:
             ("pop3", "implicit"): "pop3s",
             ("imap", "implicit"): "imaps",
         }.get((self.protocol, self.tls), self.protocol)
+        if self.lmtp:
+            scheme = "lmtp"
         if self.socket_path is not None:
             return f"{scheme}:{self.display}"
         user = f"{self.user}@" if self.user else ""
@@ -72,7 +81,7 @@ class Target:
 
     def with_socket(self, path: str) -> Target:
         """This target, reached through the Unix-domain socket at ``path``."""
-        return Target(self.protocol, path, 0, self.tls, self.user, path)
+        return Target(self.protocol, path, 0, self.tls, self.user, path, self.lmtp)
 
 
 def _socket_path(text: str) -> str:
@@ -127,7 +136,7 @@ def parse_url(url: str) -> Target:
         user_part, _, authority = authority.rpartition("@")
         user = unquote(user_part.split(":", 1)[0]) or None
     host, port = split_host_port(authority, known.port)
-    return Target(known.protocol, host, port, known.tls, user)
+    return Target(known.protocol, host, port, known.tls, user, lmtp=known.lmtp)
 
 
 def parse_shortcut(

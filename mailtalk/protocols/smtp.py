@@ -6,6 +6,13 @@ session state from the commands it sent and the replies they got. As a server it
 parses command lines and the DATA stream, and formats replies. Both roles run
 the same transition table, so the state a client believes in is the state the
 server is in.
+
+LMTP (RFC 2033) is a mode of the same core, ``SMTPConnection(lmtp=True)``: LHLO in
+place of EHLO and HELO, and after the message's final dot (or BDAT ... LAST) one
+reply per recipient accepted to RCPT, in RCPT's order. Each of those replies
+carries its ``recipient``; the core tracks the accepted recipients of the
+transaction in both roles, so a client knows how many replies are still owed and a
+server is not given the next command before it has sent them all.
 """
 
 from __future__ import annotations
@@ -57,9 +64,9 @@ class SMTPState(enum.Enum):
 # exist when advertised are narrowed further in valid_commands().
 VALID_COMMANDS: Final[dict[SMTPState, tuple[str, ...]]] = {
     SMTPState.GREETING: ("QUIT",),
-    SMTPState.CONNECTED: ("EHLO", "HELO", "NOOP", "RSET", "VRFY", "HELP", "QUIT"),
+    SMTPState.CONNECTED: ("EHLO", "HELO", "LHLO", "NOOP", "RSET", "VRFY", "HELP", "QUIT"),
     SMTPState.READY: (
-        "MAIL", "EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "ETRN",
+        "MAIL", "EHLO", "HELO", "LHLO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "ETRN",
         "HELP", "QUIT",
     ),
     SMTPState.MAIL: ("RCPT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
@@ -85,6 +92,7 @@ TRANSITIONS: Final[dict[tuple[str, int], SMTPState | None]] = {
     (GREETING, 2): SMTPState.CONNECTED,
     ("EHLO", 2): SMTPState.READY,
     ("HELO", 2): SMTPState.READY,
+    ("LHLO", 2): SMTPState.READY,  # LMTP's EHLO (RFC 2033 4.1)
     ("MAIL", 2): SMTPState.MAIL,
     ("RCPT", 2): SMTPState.RCPT,
     ("DATA", 3): SMTPState.DATA,
@@ -105,6 +113,10 @@ HINTS: Final[dict[SMTPState, str]] = {
     SMTPState.DATA: "a lone . ends the message (headers, an empty line, the body)",
     SMTPState.CLOSED: "the connection is closed: :reconnect or :quit",
 }
+
+# The greeting commands of each mode: LMTP has LHLO only (RFC 2033 4.1), SMTP never has it.
+HELLO_VERBS: Final = ("EHLO", "HELO", "LHLO")
+_NOT_IN_MODE: Final = {False: ("LHLO",), True: ("EHLO", "HELO")}
 
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -]|$)")
@@ -128,6 +140,8 @@ class Reply:
     truncated: bool = False
     # The server closed the connection before the reply's last line.
     incomplete: bool = False
+    # LMTP: the recipient this reply to the final dot is for (RFC 2033 4.2)
+    recipient: str | None = None
 
     @property
     def text(self) -> str:
@@ -246,6 +260,16 @@ def dot_stuff(message: bytes) -> bytes:
 class _Pending:
     verb: str
     last: bool = False  # BDAT ... LAST: its 2xx ends the transaction (RFC 3030)
+    address: str | None = None  # RCPT: the recipient it names
+    recipient: str | None = None  # LMTP, end of data: the recipient this reply is for
+
+
+def rcpt_address(args: str) -> str:
+    """The address of ``TO:<a@b> PARAMS`` (RCPT's arguments), without its brackets."""
+    rest = args.partition(":")[2].strip() if ":" in args else args.strip()
+    if rest.startswith("<"):
+        return rest[1:].partition(">")[0]
+    return rest.split(" ", 1)[0]
 
 # "BDAT <chunk-size> [LAST]" (RFC 3030 2): the chunk's octets follow the command line.
 _BDAT_ARGS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
@@ -271,8 +295,9 @@ class SMTPConnection:
     chunking: bool = False
     authenticated: bool = field(default=False, init=False)
     wants_tls_upgrade: bool = field(default=False, init=False)
-    greeted: bool = field(default=False, init=False)  # EHLO/HELO accepted
-    esmtp: bool = field(default=False, init=False)  # the accepted greeting was EHLO
+    greeted: bool = field(default=False, init=False)  # EHLO/HELO/LHLO accepted
+    esmtp: bool = field(default=False, init=False)  # the accepted greeting was EHLO or LHLO
+    lmtp: bool = False  # RFC 2033: LHLO, and one reply per recipient after the message
 
     def __post_init__(self) -> None:
         self._buffer = LineBuffer()
@@ -304,6 +329,9 @@ class SMTPConnection:
         self._auth_continuation = False
         # Client role: octets of a BDAT chunk still to send before its reply is due.
         self._chunk_left = 0
+        # The recipients accepted (2xx to RCPT) in this transaction, in order: LMTP
+        # answers the end of the message once for each.
+        self._recipients: list[str] = []
 
     # -- shared ---------------------------------------------------------------
 
@@ -318,6 +346,21 @@ class SMTPConnection:
     @property
     def pending_commands(self) -> tuple[str, ...]:
         return tuple(p.verb for p in self._pending)
+
+    @property
+    def hello_verb(self) -> str:
+        """The command that greets: LHLO for LMTP, EHLO for SMTP."""
+        return "LHLO" if self.lmtp else "EHLO"
+
+    @property
+    def owes_recipient_replies(self) -> bool:
+        """LMTP, client role: more replies to the message are due, one per recipient."""
+        return bool(self._pending) and self._pending[0].recipient is not None
+
+    @property
+    def transaction_recipients(self) -> tuple[str, ...]:
+        """The recipients accepted to RCPT in the transaction so far."""
+        return tuple(self._recipients)
 
     @property
     def auth_mechanisms(self) -> list[str]:
@@ -357,10 +400,14 @@ class SMTPConnection:
         self.wants_tls_upgrade = False
         self.tls = True
 
-    def _apply(self, verb: str, code: int) -> None:
+    def _apply(self, verb: str, code: int, address: str | None = None) -> None:
         digit = code // 100
-        if verb in ("EHLO", "HELO") and digit == 2:
+        if verb in HELLO_VERBS and digit == 2:
             self.greeted = True
+        if digit == 2 and verb in (*HELLO_VERBS, "RSET", "STARTTLS"):
+            self._recipients = []  # a new session or a reset: no transaction
+        if verb == "RCPT" and digit == 2 and address is not None:
+            self._recipients.append(address)
         if code == 421:
             # The server is shutting the channel, whatever the command (RFC 5321
             # 3.8): even a 421 to the end of the message is not a reset.
@@ -406,7 +453,10 @@ class SMTPConnection:
             return line.encode("utf-8") + b"\r\n"
         verb, rest = split_verb(line)
         bdat = _BDAT_ARGS.fullmatch(rest) if verb == "BDAT" else None
-        self._pending.append(_Pending(verb, last=bool(bdat and bdat.group(2))))
+        address = rcpt_address(rest) if verb == "RCPT" else None
+        if verb == "MAIL":
+            self._recipients = []
+        self._pending.append(_Pending(verb, last=bool(bdat and bdat.group(2)), address=address))
         if bdat is not None:
             self._chunk_left = int(bdat.group(1))
         return line.encode("utf-8") + b"\r\n"
@@ -490,6 +540,8 @@ class SMTPConnection:
     def valid_commands(self) -> list[str]:
         commands = []
         for verb in VALID_COMMANDS[self.state]:
+            if verb in _NOT_IN_MODE[self.lmtp]:
+                continue
             needed = EXTENSION_OF_COMMAND.get(verb)
             if needed is not None:
                 if needed not in self.extensions:
@@ -507,6 +559,8 @@ class SMTPConnection:
         if self._chunk_left:
             return f"the chunk: {self._chunk_left} more bytes (each line end counts 2)"
         hint = HINTS[self.state]
+        if self.lmtp and self.state is SMTPState.CONNECTED:
+            hint = "LHLO your.host.name (LMTP's EHLO)"
         if self.state is SMTPState.READY:
             extra = []
             if "STARTTLS" in self.extensions and not self.tls:
@@ -566,34 +620,57 @@ class SMTPConnection:
             enhanced = decode_text(enhanced_match.group(0))
         pending = self._pending.popleft() if self._pending else None
         verb = pending.verb if pending else None
+        after_last_chunk = pending is not None and pending.last and verb == "BDAT"
+        if after_last_chunk and (code // 100 == 2 or self.lmtp):
+            # The message is complete, as after DATA's final dot (LMTP answers BDAT
+            # LAST per recipient whatever the answer, RFC 2033 4.3).
+            shown_verb, verb = verb, END_OF_DATA
+        else:
+            shown_verb = verb
+        recipient = None
+        if self.lmtp and verb == END_OF_DATA and pending is not None:
+            recipient = self._lmtp_recipient(pending, code)
         reply = Reply(
             code=code,
             lines=tuple(texts),
             enhanced=enhanced,
             raw=b"".join(raw_lines),
-            command=verb,
+            command=shown_verb,
             truncated=truncated,
             incomplete=incomplete,
+            recipient=recipient,
         )
-        if verb == "BDAT" and pending is not None and pending.last and code // 100 == 2:
-            verb = END_OF_DATA  # the message is complete, as after DATA's final dot
         if verb is not None:
-            self._client_apply(verb, reply)
+            self._client_apply(verb, reply, pending.address if pending else None)
         elif code == 421:
             self.state = SMTPState.CLOSED
         return reply
 
-    def _client_apply(self, verb: str, reply: Reply) -> None:
+    def _lmtp_recipient(self, pending: _Pending, code: int) -> str | None:
+        """LMTP: the recipient a reply to the end of the message is for. The first of
+        those replies queues one more for each further accepted recipient (not
+        after a 421: the server is closing)."""
+        if pending.recipient is not None:
+            return pending.recipient
+        recipients, self._recipients = self._recipients, []
+        if not recipients:
+            return None
+        if code != 421:
+            for address in reversed(recipients[1:]):
+                self._pending.appendleft(_Pending(END_OF_DATA, recipient=address))
+        return recipients[0]
+
+    def _client_apply(self, verb: str, reply: Reply, address: str | None = None) -> None:
         digit = reply.code // 100
-        if verb in ("EHLO", "HELO") and digit == 2:
-            self.esmtp = verb == "EHLO"
-            self.extensions = parse_extensions(reply) if verb == "EHLO" else {}
+        if verb in HELLO_VERBS and digit == 2:
+            self.esmtp = verb != "HELO"
+            self.extensions = parse_extensions(reply) if verb != "HELO" else {}
         if verb in ("AUTH", AUTH_RESPONSE):
             if digit == 3:
                 self._auth_continuation = True
             elif digit == 2:
                 self.authenticated = True
-        self._apply(verb, reply.code)
+        self._apply(verb, reply.code, address)
 
     # -- server role ------------------------------------------------------------
 
@@ -607,14 +684,14 @@ class SMTPConnection:
             verb = pending.verb
             if verb == "BDAT" and pending.last and event.code // 100 == 2:
                 verb = END_OF_DATA  # the message is complete, as after DATA's final dot
-            if verb in ("EHLO", "HELO") and event.code // 100 == 2:
-                self.esmtp = verb == "EHLO"
+            if verb in HELLO_VERBS and event.code // 100 == 2:
+                self.esmtp = verb != "HELO"
             if verb in ("AUTH", AUTH_RESPONSE):
                 if event.code // 100 == 3:
                     self._auth_continuation = True
                 elif event.code // 100 == 2:
                     self.authenticated = True
-            self._apply(verb, event.code)
+            self._apply(verb, event.code, pending.address)
             if verb == "DATA" and self.state is SMTPState.DATA:
                 self._start_data()
         elif event.code == 421:
@@ -654,7 +731,9 @@ class SMTPConnection:
             self._chunk_in = self._chunk_size = int(bdat.group(1))
             self._chunk_last = bool(bdat.group(2))
             return Command(verb, args, line.raw)
-        self._pending.append(_Pending(verb))
+        if verb == "MAIL":
+            self._recipients = []
+        self._pending.append(_Pending(verb, address=rcpt_address(args) if verb == "RCPT" else None))
         # After these the client must wait for our reply (AUTH: a 334 makes the next
         # line SASL data, not a command), so nothing after them is parsed until then.
         if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
@@ -680,6 +759,15 @@ class SMTPConnection:
             return NEED_DATA
         self._chunk_in = left - len(data)
         return MessageData(data)
+
+    def _owe_end_of_data(self) -> None:
+        """The message ended: one reply is owed, or with LMTP one per recipient."""
+        recipients, self._recipients = self._recipients, []
+        if not self.lmtp or not recipients:
+            self._pending.append(_Pending(END_OF_DATA))
+            return
+        for address in recipients:
+            self._pending.append(_Pending(END_OF_DATA, recipient=address))
 
     def _start_data(self) -> None:
         """354 sent: what the client sent after DATA is the message."""
@@ -734,7 +822,7 @@ class SMTPConnection:
         if content == b"." and ending == b"\r\n" and self._data_line_start and self._data_prev_crlf:
             del buf[: nl + 1]
             self._data_scan = 0
-            self._pending.append(_Pending(END_OF_DATA))
+            self._owe_end_of_data()
             self._end_data()
             return EndOfMessage(bare_newline=self._bare_newline)
         if ending == b"\n":

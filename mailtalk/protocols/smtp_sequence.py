@@ -15,7 +15,10 @@ RFC 4954, RFC 1870, RFC 6152)::
     DATA, the message             or BDAT chunks, the last with LAST (CHUNKING)
     QUIT
 
-and differ only in their ``Plan``: which stages, where to stop (``send
+and differ only in their ``Plan``. Over an LMTP core (``SMTPConnection(lmtp=True)``,
+RFC 2033) the same sequence says LHLO (never HELO: LMTP has none), and after the
+final dot it reads the one reply per accepted recipient the core says is still
+owed (``Await``s), keeping each in ``Result.deliveries``. The plans set which stages run, where to stop (``send
 --quit-after``/``--drop-after``; ``diagnose relay`` stops after RCPT and never
 sends DATA; the probe stops after TLS), and how to end (QUIT; RSET to go on with
 another plan on the same connection; or dropping the connection without a word,
@@ -177,7 +180,10 @@ def needs_smtputf8(address: str) -> bool:
 
 @dataclass(frozen=True)
 class Await:
-    """Read the next reply without sending anything (the greeting) and ``receive()`` it."""
+    """Read the next reply without sending anything and ``receive()`` it: the greeting,
+    or with LMTP the next recipient's reply to the message."""
+
+    answering: str = GREETING
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,8 @@ class Result:
 
     exchanges: list[Exchange] = field(default_factory=list)
     recipients: list[tuple[str, Reply]] = field(default_factory=list)  # each RCPT's reply
+    # LMTP: each accepted recipient's reply to the message (RFC 2033 4.2), in order
+    deliveries: list[tuple[str, Reply]] = field(default_factory=list)
     refusal: Refusal | None = None
     stopped_after: Stage | None = None  # the plan's stop point, reached
     closing: bool = False  # the server said 421 (or the core saw it close): no QUIT
@@ -309,9 +317,22 @@ class Result:
 
     @property
     def sent(self) -> bool:
-        """The server took the message (2xx to its final dot)."""
+        """The server took the message (2xx to its final dot; with LMTP, for at least
+        one recipient)."""
+        if self.deliveries:
+            return bool(self.delivered)
         reply = self.reply(Stage.MESSAGE)
         return reply is not None and reply.code // 100 == 2
+
+    @property
+    def delivered(self) -> list[str]:
+        """LMTP: the recipients whose reply to the message was 2xx."""
+        return [rcpt for rcpt, reply in self.deliveries if reply.code // 100 == 2]
+
+    @property
+    def undelivered(self) -> list[tuple[str, Reply]]:
+        """LMTP: the recipients the server took at RCPT but refused the message for."""
+        return [(rcpt, reply) for rcpt, reply in self.deliveries if reply.code // 100 != 2]
 
     def reply(self, stage: Stage) -> Reply | None:
         """The last reply of ``stage``; None if none came."""
@@ -387,7 +408,7 @@ class ClientSequence:
         if isinstance(action, Command):
             self._waiting_for = _verb(action.line)
         elif isinstance(action, Await):
-            self._waiting_for = GREETING
+            self._waiting_for = action.answering
         elif isinstance(action, Authenticate):
             self._waiting_for = "AUTH"
         elif isinstance(action, Message):
@@ -435,9 +456,10 @@ class ClientSequence:
     def _hello(self) -> Generator[Action, Reply | None, bool]:
         if self.core.greeted:
             return True
-        line = f"EHLO {self.plan.helo}"
+        line = f"{self.core.hello_verb} {self.plan.helo}"
         reply = yield from self._ask(Stage.EHLO, Command(line), line)
-        if reply.code // 100 == 5:  # RFC 5321 4.1.4: a server that knows only HELO
+        if reply.code // 100 == 5 and not self.core.lmtp:
+            # RFC 5321 4.1.4: a server that knows only HELO (LMTP has no HELO)
             line = f"HELO {self.plan.helo}"
             reply = yield from self._ask(Stage.EHLO, Command(line), line)
         return self._check(Stage.EHLO, line, reply)
@@ -459,7 +481,8 @@ class ClientSequence:
         yield StartTLS()
         if not self.core.tls:
             raise LocalProtocolError("TLS was not started after the server's yes to STARTTLS")
-        line = f"EHLO {self.plan.helo}"  # RFC 3207 4.2: what came before TLS is forgotten
+        # RFC 3207 4.2: what came before TLS is forgotten
+        line = f"{self.core.hello_verb} {self.plan.helo}"
         reply = yield from self._ask(Stage.TLS, Command(line), line)
         return self._check(Stage.TLS, line, reply)
 
@@ -551,6 +574,8 @@ class ClientSequence:
     def _message(self) -> Generator[Action, Reply | None, bool]:
         if not self._chunking:
             reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
+            if self.core.lmtp:
+                return (yield from self._per_recipient(END_OF_DATA, reply))
             return self._check(Stage.MESSAGE, END_OF_DATA, reply)
         self._use("CHUNKING")
         total, step = self.plan.length, max(1, self.plan.chunk_size or 1)
@@ -559,11 +584,29 @@ class ClientSequence:
             size = min(step, total - start)
             chunk = Chunk(start, size, last=start + size >= total)
             reply = yield from self._ask(Stage.MESSAGE, chunk, chunk.line)
+            if chunk.last and self.core.lmtp:
+                return (yield from self._per_recipient(chunk.line, reply))
             if not self._check(Stage.MESSAGE, chunk.line, reply):
                 return False  # a refused chunk ends the transaction (RFC 3030 2)
             if chunk.last:
                 return True
             start += size
+
+    def _per_recipient(self, command: str, first: Reply) -> Generator[Action, Reply | None, bool]:
+        """LMTP: ``first`` and the rest of the replies to the message, one per
+        accepted recipient (RFC 2033 4.2); refused when no recipient got it."""
+        deliveries = self.result.deliveries
+        reply = first
+        while True:
+            deliveries.append((reply.recipient or "", reply))
+            if self.result.closing or self.core.pending_commands[:1] != (END_OF_DATA,):
+                break
+            reply = yield from self._ask(Stage.MESSAGE, Await(END_OF_DATA), END_OF_DATA)
+        if self.result.delivered and not self.result.closing:
+            return True
+        refused = next((r for _, r in deliveries if r.code // 100 != 2), reply)
+        self.result.refusal = Refusal(Stage.MESSAGE, command, refused)
+        return False
 
     def _end(self) -> Generator[Action, Reply | None, None]:
         if self.result.closing or self.core.state is SMTPState.CLOSED:

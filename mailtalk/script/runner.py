@@ -416,7 +416,8 @@ class Runner:
             for e in self.listener.events
             if e is not event and not e.final
         ]
-        self.owed = None
+        # LMTP: after the message one reply per recipient, each for its own S: line
+        self.owed = "reply" if getattr(conv.core, "owes_recipient_replies", False) else None
         self.received = event
         return event
 
@@ -477,7 +478,8 @@ class Runner:
 
     def _settle(self) -> None:
         """Wait for a reply nobody matched, and accept it."""
-        if self.owed is not None and self.conv is not None and not self.conv.closed:
+        while self.owed is not None and self.conv is not None and not self.conv.closed:
+            self.received = None
             self._wait(Location(self.script.name, 0))
         self.received = None
         self.owed = None

@@ -465,7 +465,7 @@ class Repl:
 
     def _wait(self) -> None:
         try:
-            self.conv.wait_final()
+            self.conv.wait_answer()
         except KeyboardInterrupt:
             self.screen.note("stopped waiting; the reply will show when it comes", "warning")
         except ReplyTimeout as error:

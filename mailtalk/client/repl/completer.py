@@ -168,7 +168,7 @@ def _suggest_smtp(core: ClientCore, verb: str, args: list[str], current: str) ->
     extensions: dict[str, str] = getattr(core, "extensions", {})
     if verb == "AUTH" and not args:
         return _match(current, getattr(core, "auth_mechanisms", []))
-    if verb in ("EHLO", "HELO") and not args:
+    if verb in ("EHLO", "HELO", "LHLO") and not args:
         from mailtalk.client.conversation import client_name
 
         return _match(current, [client_name()])
