@@ -18,8 +18,9 @@ RFC 4954, RFC 1870, RFC 6152)::
 and differ only in their ``Plan``. Over an LMTP core (``SMTPConnection(lmtp=True)``,
 RFC 2033) the same sequence says LHLO (never HELO: LMTP has none), and after the
 final dot it reads the one reply per accepted recipient the core says is still
-owed (``Await``s), keeping each in ``Result.deliveries``. The plans set which stages run, where to stop (``send
---quit-after``/``--drop-after``; ``diagnose relay`` stops after RCPT and never
+owed (``Await``s), keeping each in ``Result.deliveries``. The plans set which
+stages run, where to stop (``send --quit-after``/``--drop-after``; ``diagnose
+relay`` stops after RCPT and never
 sends DATA; the probe stops after TLS), and how to end (QUIT; RSET to go on with
 another plan on the same connection; or dropping the connection without a word,
 the only way to leave after DATA's 354 without sending the message).

@@ -84,7 +84,7 @@ def test_auth_mechanism_not_offered_names_the_offered_ones() -> None:
         result = mailtalk("smtp", at(peer), stdin=b"EHLO me\n:auth plain alice\nQUIT\n",
                           env=PASSWORD)
     assert result.returncode == 1
-    assert_error_line(result, "does not offer AUTH PLAIN; it offers LOGIN CRAM-MD5: :auth login")
+    assert_error_line(result, "does not offer AUTH PLAIN; it offers LOGIN CRAM-MD5: :auth cram-md5")
     assert b"AUTH" not in peer.data()
 
 

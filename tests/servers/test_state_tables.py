@@ -161,6 +161,7 @@ def test_the_pop3_server_refuses_what_the_table_leaves_out(
 SMTP_LINES = {
     "EHLO": "EHLO client.example",
     "HELO": "HELO client.example",
+    "LHLO": "LHLO client.example",
     "MAIL": "MAIL FROM:<bob@example.org>",
     "RCPT": "RCPT TO:<alice@localhost>",
     "DATA": "DATA",
@@ -181,8 +182,9 @@ SMTP_SETUP = {
     smtp.SMTPState.MAIL: ["EHLO", "MAIL"],
     smtp.SMTPState.RCPT: ["EHLO", "MAIL", "RCPT"],
 }
-# In the core's table but not implemented here (never advertised): ETRN (RFC 1985).
-SMTP_NOT_SERVED = frozenset({"ETRN"})
+# In the core's table but not implemented here (never advertised): ETRN (RFC 1985);
+# LHLO, which only an LMTP server answers (RFC 2033 4.1: an SMTP server must not).
+SMTP_NOT_SERVED = frozenset({"ETRN", "LHLO"})
 # Where the SMTP server (personality "mailtalk") and the core's table part ways:
 SMTP_DIFFERENCES = {
     # Not implemented: 500, as for any unknown command.
