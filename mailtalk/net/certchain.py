@@ -157,6 +157,22 @@ def describe_chain(
     return reports
 
 
+def describe_session_chain(
+    chain: Sequence[bytes], verified: bool, host: str | None, cafile: str | None
+) -> list[CertificateReport]:
+    """Reports for a TLS session's chain, as ``:cert`` and ``--json`` show it: a
+    verified chain ends at a trusted CA; an unverified one (``--insecure``) is checked
+    against the CAs a verifying client would have trusted, to say what verification
+    would find."""
+    trusted = list(chain[-1:]) if verified else trusted_subjects_der(cafile)
+    return describe_chain(chain, host, trusted)
+
+
+def chain_json(reports: Sequence[CertificateReport], source: str) -> dict[str, object]:
+    """The chain for ``--json`` outputs (send's result, diagnose's object)."""
+    return {"source": source, "certificates": [report.as_json() for report in reports]}
+
+
 def chain_text(reports: Sequence[CertificateReport], source: str) -> str:
     """The chain as lines for the REPL's ``:cert`` (and plain output)."""
     lines: list[str] = []
