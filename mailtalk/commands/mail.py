@@ -377,6 +377,8 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@tls_options
+@transport_options
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_environment
@@ -391,7 +393,9 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
     open relay is claimed from them."""
     from mailtalk.mail.diagnose import relay
 
-    sys.exit(relay.run(relay.RelayOptions(**options), env))
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
+    sys.exit(relay.run(relay.RelayOptions(tls=tls, **options), env))
 
 
 @diagnose.command(
@@ -425,7 +429,9 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
     "  mailtalk diagnose login imap://alice@mail.example.org\n"
     "  mailtalk diagnose login pop3s://mail.example.org --user alice\n"
     "  mailtalk diagnose login submission://alice@smtp.example.org  # SMTP AUTH\n"
-    "  mailtalk diagnose login imap://alice@localhost:2143 --cafile ca.pem\n\n"
+    "  mailtalk diagnose login imap://alice@localhost:2143 --cafile ca.pem\n"
+    "  mailtalk diagnose login submission://alice@mail.example.org \\\n"
+    "      --cert me.pem --key me.key --json  # with a client certificate\n\n"
     "\b\nExit status:\n"
     "  0    the login works\n"
     "  1    it fails: the verdict says why\n"
@@ -444,8 +450,16 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@tls_options
+@transport_options
 @_brief_option(_BRIEF_HELP)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object; \"tls\" holds the server's chain (subject, SANs, issuer, "
+    "expiry, SHA-256, problems) when TLS came up.",
+)
 @pass_environment
 def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
@@ -457,4 +471,6 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked."""
     from mailtalk.mail.diagnose import login
 
-    sys.exit(login.run(login.LoginOptions(url=url, **options), env))
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
+    sys.exit(login.run(login.LoginOptions(url=url, tls=tls, **options), env))

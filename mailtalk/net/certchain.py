@@ -19,6 +19,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,11 +110,14 @@ def describe_chain(
     now = now or datetime.now(UTC)
     parsed = [x509.load_der_x509_certificate(der) for der in chain]
     trusted_subjects = set()
-    for der in trusted:
-        try:
-            trusted_subjects.add(x509.load_der_x509_certificate(der).subject)
-        except ValueError:
-            continue
+    with warnings.catch_warnings():
+        # the system bundle holds old CAs (negative serials) cryptography warns about
+        warnings.simplefilter("ignore")
+        for der in trusted:
+            try:
+                trusted_subjects.add(x509.load_der_x509_certificate(der).subject)
+            except ValueError:
+                continue
     reports = []
     for index, certificate in enumerate(parsed):
         problems: list[str] = []
@@ -325,7 +329,8 @@ def trusted_subjects_der(cafile: str | None) -> list[bytes]:
         if not path or not os.path.isfile(path):
             continue
         try:
-            with open(path, "rb") as stream:
+            with open(path, "rb") as stream, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # old CAs with negative serials
                 certificates = x509.load_pem_x509_certificates(stream.read())
         except (OSError, ValueError):
             continue

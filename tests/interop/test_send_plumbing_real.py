@@ -163,3 +163,24 @@ def test_send_pipe_to_exim_bh() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"[{address}]" in result.stdout
     assert "S: 250 Accepted" in result.stdout
+
+
+def test_diagnose_login_with_client_certificate_reaches_postfix(
+    real_servers: RealServers, client_certificate: tuple[Path, Path, str]
+) -> None:
+    port = _checked_port("Postfix", "ccert", real_servers.host, CCERT_PORT)
+    cert, key, cn = client_certificate
+    log = Log(POSTFIX_LOG)
+    result = mailtalk(
+        "diagnose", "login", f"smtp://{real_servers.user}@{real_servers.host}:{port}",
+        "--cafile", real_servers.cafile, "--cert", str(cert), "--key", str(key), "--json",
+        password=real_servers.password,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    # this listener offers no AUTH: the verdict says so, after TLS with our certificate
+    assert result.returncode == 1 and report["verdict"] == "auth_not_offered", result.stdout
+    text = log.wait_for(lambda t: f"subject_CN={cn}" in t)
+    assert re.search(r"postfix/ccert/smtpd\[\d+\]: .*subject_CN=" + re.escape(cn), text)
+    leaf = report["facts"]["tls"]["certificates"][0]
+    assert leaf["sha256"] == fingerprint(real_servers.cafile)
+    assert leaf["problems"] == []  # verified against --cafile, for 127.0.0.1
