@@ -18,7 +18,7 @@ from mailtalk.cli import (
     pass_environment,
 )
 from mailtalk.commands.tlsoptions import client_tls, tls_options
-from mailtalk.commands.transportoptions import transport_options, xclient_option
+from mailtalk.commands.transportoptions import transport_options
 
 if TYPE_CHECKING:
     from mailtalk.client.command import ConnectOptions

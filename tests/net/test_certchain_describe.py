@@ -98,7 +98,7 @@ def test_chain_out_of_order_and_unknown_issuer() -> None:
     root = make("Root")
     other = make("Other Root")
     leaf = make("leaf.test", issuer=root, names=("leaf.test",))
-    (wrong, top) = describe_chain([der(leaf[0]), der(other[0])], "leaf.test", [], NOW)
+    wrong, _top = describe_chain([der(leaf[0]), der(other[0])], "leaf.test", [], NOW)
     assert any("not issued by the next certificate" in p for p in wrong.problems)
     (alone,) = describe_chain([der(leaf[0])], "leaf.test", [], NOW)
     assert any("issuer CN=Root is unknown" in p for p in alone.problems)

@@ -20,9 +20,9 @@ from mailtalk.net.tlsclient import ClientTLS
 
 if TYPE_CHECKING:
     from mailtalk.client.options import SessionOptions
-    from mailtalk.net.target import Target
     from mailtalk.environment import Environment
     from mailtalk.exitcodes import ExitCode
+    from mailtalk.net.target import Target
 
 Evidence = TypeVar("Evidence")
 
