@@ -19,8 +19,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk connect')
-            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -29,13 +29,13 @@ _mailtalk_spec() {
             subcommands='login relay sender'
             ;;
         'mailtalk diagnose login')
-            opts='--user --insecure --cafile --timeout --brief --json -h --help'
-            value_opts='--user --cafile --timeout'
+            opts='--user --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
+            value_opts='--user --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk diagnose relay')
-            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --brief --json -h --help'
-            value_opts='--from --to --server --auth --resolver --cafile --timeout'
+            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
+            value_opts='--from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk diagnose sender')
@@ -49,8 +49,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -59,8 +59,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk practice')
@@ -74,8 +74,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --mx-port --resolver --insecure --cafile --timeout --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -84,8 +84,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --starttls --no-starttls --insecure --cafile --timeout --resolve --pipe --proxy-from --proxy-version -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -123,6 +123,15 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk connect|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk connect|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk connect|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -132,15 +141,6 @@ _mailtalk_option_value() {
             ;;
         'mailtalk connect|--resolve')
             COMPREPLY=()
-            ;;
-        'mailtalk connect|--pipe')
-            COMPREPLY=()
-            ;;
-        'mailtalk connect|--proxy-from')
-            COMPREPLY=()
-            ;;
-        'mailtalk connect|--proxy-version')
-            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk connect|--transcript')
             compopt -o filenames 2>/dev/null
@@ -159,6 +159,39 @@ _mailtalk_option_value() {
             ;;
         'mailtalk diagnose login|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk diagnose login|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk diagnose login|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose login|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose login|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose login|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk diagnose relay|--from')
             COMPREPLY=()
@@ -181,6 +214,39 @@ _mailtalk_option_value() {
             ;;
         'mailtalk diagnose relay|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk diagnose relay|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk diagnose relay|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose relay|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose relay|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk diagnose relay|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose relay|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk diagnose sender|--from')
             COMPREPLY=()
@@ -227,6 +293,15 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk imap|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk imap|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk imap|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -236,15 +311,6 @@ _mailtalk_option_value() {
             ;;
         'mailtalk imap|--resolve')
             COMPREPLY=()
-            ;;
-        'mailtalk imap|--pipe')
-            COMPREPLY=()
-            ;;
-        'mailtalk imap|--proxy-from')
-            COMPREPLY=()
-            ;;
-        'mailtalk imap|--proxy-version')
-            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk imap|--transcript')
             compopt -o filenames 2>/dev/null
@@ -291,6 +357,15 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk pop3|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk pop3|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk pop3|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -300,15 +375,6 @@ _mailtalk_option_value() {
             ;;
         'mailtalk pop3|--resolve')
             COMPREPLY=()
-            ;;
-        'mailtalk pop3|--pipe')
-            COMPREPLY=()
-            ;;
-        'mailtalk pop3|--proxy-from')
-            COMPREPLY=()
-            ;;
-        'mailtalk pop3|--proxy-version')
-            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk pop3|--transcript')
             compopt -o filenames 2>/dev/null
@@ -407,6 +473,42 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk send|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk send|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk send|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk send|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk send|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
+        'mailtalk send|--xclient')
             COMPREPLY=()
             ;;
         'mailtalk serve|--root')
@@ -544,6 +646,15 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk smtp|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk smtp|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk smtp|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -553,15 +664,6 @@ _mailtalk_option_value() {
             ;;
         'mailtalk smtp|--resolve')
             COMPREPLY=()
-            ;;
-        'mailtalk smtp|--pipe')
-            COMPREPLY=()
-            ;;
-        'mailtalk smtp|--proxy-from')
-            COMPREPLY=()
-            ;;
-        'mailtalk smtp|--proxy-version')
-            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk smtp|--transcript')
             compopt -o filenames 2>/dev/null

@@ -10,31 +10,31 @@ function __mailtalk_value_options
         case 'mailtalk'
             printf '%s\n' -- --config
         case 'mailtalk connect'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
         case 'mailtalk diagnose login'
-            printf '%s\n' -- --user --cafile --timeout
+            printf '%s\n' -- --user --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose relay'
-            printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout
+            printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose sender'
             printf '%s\n' -- --from --resolver --timeout
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
             printf '%s\n' -- --var --junit --repeat --concurrency --timeout
         case 'mailtalk send'
-            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
         case 'mailtalk smtp'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --cafile --timeout --resolve --pipe --proxy-from --proxy-version --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
     end
 end
 
@@ -130,14 +130,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'ciphers' -x -d 'O
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -158,8 +158,18 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'user' -x -
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for a server whose certificate your system does not know (a private CA, mailtalk serve\'s ROOT/tls/ca.pem).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object; "tls" holds the server\'s chain (subject, SANs, issuer, expiry, SHA-256, problems) when TLS came up.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://'
 
@@ -172,6 +182,16 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'resolver' 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for a server whose certificate your system does not know (a private CA, mailtalk serve\'s ROOT/tls/ca.pem).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'json' -d 'One JSON object.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -s 'h' -l 'help' -d 'Show this message and exit.'
@@ -201,14 +221,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'ciphers' -x -d 'Open
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -237,14 +257,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'ciphers' -x -d 'Open
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'
@@ -310,8 +330,19 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'brief' -d 'The conversation and the result only: no explanation under refusals.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'json' -d 'The transcript and result as JSON lines.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'json' -d 'The transcript and result as JSON lines; the result has the server\'s TLS chain ("tls": subject, SANs, issuer, expiry, SHA-256, problems) when TLS was used.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk serve
@@ -367,14 +398,14 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'ciphers' -x -d 'Open
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'timeout' -x -d 'Seconds to wait for the connection and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'resolve' -x -d 'Connect to ADDRESS for NAME, without asking DNS (repeatable); TLS still checks NAME.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '4' -d 'Connect over IPv4 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s '6' -d 'Connect over IPv6 only.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'transcript' -r -F -d 'Append the conversation to this file (secrets redacted).'

@@ -300,13 +300,10 @@ def _cert(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     tls = conv.transport.tls if conv.transport is not None and not conv.closed else None
     if tls is None or not tls.chain:
         raise MailtalkError("no TLS on this connection: :starttls first (or connect with TLS)")
-    from mailtalk.net.certchain import chain_text, describe_chain, trusted_subjects_der
+    from mailtalk.net.certchain import chain_text, describe_session_chain
 
-    # A verified chain ends at a trusted CA; an unverified one is checked against the
-    # CAs a verifying client would have trusted, to say what verification would find.
-    trusted = tls.chain[-1:] if tls.verified else trusted_subjects_der(conv.options.cafile)
     host = conv.transport.server_hostname if conv.transport is not None else None
-    reports = describe_chain(tls.chain, host, trusted)
+    reports = describe_session_chain(tls.chain, tls.verified, host, conv.options.cafile)
     ui.show_block(chain_text(reports, tls.chain_source))
 
 

@@ -44,6 +44,8 @@ class SessionOptions:
     proxy_version: int = 1
     # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
     tls: ClientTLS = field(default_factory=ClientTLS)
+    # --xclient NAME=VALUE (SMTP): Postfix XCLIENT attributes sent after EHLO
+    xclient: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_target(
@@ -56,6 +58,9 @@ class SessionOptions:
         source_address: str | None = None,
         server_hostname: str | None = None,
         tls: ClientTLS | None = None,
+        pipe_command: tuple[str, ...] = (),
+        proxy_from: tuple[str, int] | None = None,
+        proxy_version: int = 1,
     ) -> SessionOptions:
         """A one-shot job's session (send, diagnose, mx --probe): no transcript or
         recording, and TLS started by the job's own steps, never on connect."""
@@ -68,4 +73,7 @@ class SessionOptions:
             source_address=source_address,
             server_hostname=server_hostname,
             tls=tls or ClientTLS(),
+            pipe_command=pipe_command,
+            proxy_from=proxy_from,
+            proxy_version=proxy_version,
         )

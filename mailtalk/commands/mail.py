@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
+from mailtalk.commands.tlsoptions import client_tls, tls_options
+from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -136,10 +138,16 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
     "      --drop-after data          # hang up after the 354: nothing delivered\n"
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
-    "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n\n"
+    "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
+    "      --xclient ADDR=192.0.2.1 --xclient NAME=spammer.example  # as from there\n"
+    "  mailtalk send --from a@x.test --to b@y.test --pipe 'exim -bh 192.0.2.1'\n"
+    "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test --starttls \\\n"
+    "      --sni mx.y.test --cert me.pem --tls-dump chain.pem --json\n\n"
     "\b\nStages (--quit-after, --drop-after):\n"
     "  connect  the greeting (also: banner)\n"
-    "  ehlo     EHLO, or HELO after a 5xx to it (also: helo)\n"
+    "  ehlo     EHLO, or HELO after a 5xx to it (also: helo); with --xclient,\n"
+    "           XCLIENT and EHLO again too\n"
     "  tls      STARTTLS, the handshake, EHLO again (without --starttls or --tls:\n"
     "           where it would be, after EHLO; also: starttls)\n"
     "  auth     AUTH (without --auth: where it would be, before MAIL)\n"
@@ -297,8 +305,17 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     help="Trust the CA certificates (PEM) in this file.",
 )
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@tls_options
+@transport_options
+@xclient_option
 @_brief_option("The conversation and the result only: no explanation under refusals.")
-@click.option("--json", "as_json", is_flag=True, help="The transcript and result as JSON lines.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The transcript and result as JSON lines; the result has the server's TLS "
+    "chain (\"tls\": subject, SANs, issuer, expiry, SHA-256, problems) when TLS was used.",
+)
 @pass_environment
 def send(env: Environment, **options: Any) -> None:
     """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
@@ -312,7 +329,9 @@ def send(env: Environment, **options: Any) -> None:
 
     options = host_defaults.smtp_client(options)
     _require_sender(options)
-    sys.exit(command.run(command.SendOptions(**options), env))
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
+    sys.exit(command.run(command.SendOptions(tls=tls, **options), env))
 
 
 def _require_sender(options: dict[str, Any]) -> None:
@@ -385,6 +404,8 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@tls_options
+@transport_options
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_environment
@@ -402,7 +423,9 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
 
     options = host_defaults.smtp_client(options)
     _require_sender(options)
-    sys.exit(relay.run(relay.RelayOptions(**options), env))
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
+    sys.exit(relay.run(relay.RelayOptions(tls=tls, **options), env))
 
 
 @diagnose.command(
@@ -436,7 +459,9 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
     "  mailtalk diagnose login imap://alice@mail.example.org\n"
     "  mailtalk diagnose login pop3s://mail.example.org --user alice\n"
     "  mailtalk diagnose login submission://alice@smtp.example.org  # SMTP AUTH\n"
-    "  mailtalk diagnose login imap://alice@localhost:2143 --cafile ca.pem\n\n"
+    "  mailtalk diagnose login imap://alice@localhost:2143 --cafile ca.pem\n"
+    "  mailtalk diagnose login submission://alice@mail.example.org \\\n"
+    "      --cert me.pem --key me.key --json  # with a client certificate\n\n"
     "\b\nExit status:\n"
     "  0    the login works\n"
     "  1    it fails: the verdict says why\n"
@@ -455,8 +480,16 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@tls_options
+@transport_options
 @_brief_option(_BRIEF_HELP)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object; \"tls\" holds the server's chain (subject, SANs, issuer, "
+    "expiry, SHA-256, problems) when TLS came up.",
+)
 @pass_environment
 def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
@@ -471,4 +504,6 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     from mailtalk.mail.diagnose import login
 
     url = host_defaults.url(url, options)
-    sys.exit(login.run(login.LoginOptions(url=url, **options), env))
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
+    sys.exit(login.run(login.LoginOptions(url=url, tls=tls, **options), env))

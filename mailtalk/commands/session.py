@@ -18,27 +18,12 @@ from mailtalk.cli import (
     pass_environment,
 )
 from mailtalk.commands.tlsoptions import client_tls, tls_options
+from mailtalk.commands.transportoptions import transport_options
 
 if TYPE_CHECKING:
     from mailtalk.client.command import ConnectOptions
     from mailtalk.environment import Environment
     from mailtalk.net.target import Target
-
-
-class ProxySource(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
-    """--proxy-from ADDR[:PORT], checked when parsed: (address, port)."""
-
-    name = "ADDR[:PORT]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        from mailtalk.protocols.proxy import ProxyHeaderError, parse_source
-
-        try:
-            return parse_source(str(value))
-        except ProxyHeaderError as error:
-            self.fail(str(error).removeprefix(f"--proxy-from {value!r}: "), param, ctx)
 
 
 def connection_options(func: F) -> F:
@@ -70,31 +55,6 @@ def connection_options(func: F) -> F:
             help="Connect to ADDRESS for NAME, without asking DNS (repeatable); "
             "TLS still checks NAME.",
         ),
-        click.option(
-            "--pipe",
-            "pipe_command",
-            metavar="COMMAND",
-            help="Talk to COMMAND's standard input and output instead of a socket, e.g. "
-            "--pipe 'exim -bh 192.0.2.1' or --pipe 'sendmail -bs'. Split into words as a "
-            "shell would, but run without a shell; its standard error is shown apart "
-            "and its exit status at the end.",
-        ),
-        click.option(
-            "--proxy-from",
-            type=ProxySource(),
-            metavar="ADDR[:PORT]",
-            help="Send a HAProxy PROXY header saying the client is ADDR first, for a "
-            "server behind a proxy (Postfix's smtpd_upstream_proxy_protocol), e.g. "
-            "--proxy-from 192.0.2.1:4711.",
-        ),
-        click.option(
-            "--proxy-version",
-            type=click.Choice(["1", "2"]),
-            default="1",
-            show_default=True,
-            callback=lambda _ctx, _param, value: int(value),
-            help="The PROXY header's version: 1 (text) or 2 (binary).",
-        ),
         click.option("-4", "ipv4", is_flag=True, help="Connect over IPv4 only."),
         click.option("-6", "ipv6", is_flag=True, help="Connect over IPv6 only."),
         click.option(
@@ -121,7 +81,7 @@ def connection_options(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return tls_options(func)
+    return tls_options(transport_options(func))
 
 
 def _target(parse: Callable[[], Target]) -> Target:

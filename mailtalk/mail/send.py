@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -33,6 +33,7 @@ from mailtalk.mail.smtp_steps import (
     split_address,
 )
 from mailtalk.net.target import Target
+from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
 from mailtalk.protocols.smtp_sequence import (
     DSN,
@@ -84,8 +85,19 @@ class SendOptions:
     chunk_size: int = 1024 * 1024
     eight_bit_mime: bool = False
     size: bool = False
+    # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
+    tls: ClientTLS = field(default_factory=ClientTLS)
+    pipe_command: tuple[str, ...] = ()  # --pipe COMMAND's words: the program is the server
+    proxy_from: tuple[str, int] | None = None  # --proxy-from ADDR[:PORT]
+    proxy_version: int = 1
+    xclient: tuple[tuple[str, str], ...] = ()  # --xclient NAME=VALUE, checked
     brief: bool = False
     as_json: bool = False
+
+    @property
+    def fixed_server(self) -> bool:
+        """--server or --pipe: one server, no MX lookup and no next MX to try."""
+        return bool(self.server or self.pipe_command)
 
     @property
     def stop_point(self) -> str | None:
@@ -183,7 +195,14 @@ def converse(
     from mailtalk.client.conversation import client_name
 
     session = SessionOptions.for_target(
-        target, insecure=options.insecure, cafile=options.cafile, timeout=options.timeout
+        target,
+        insecure=options.insecure,
+        cafile=options.cafile,
+        timeout=options.timeout,
+        tls=options.tls,
+        pipe_command=options.pipe_command,
+        proxy_from=options.proxy_from,
+        proxy_version=options.proxy_version,
     )
     # --brief: no lesson under refusals
     conv = job_conversation(session, listener, explain=not options.brief)
@@ -198,6 +217,7 @@ def converse(
         auth=bool(options.auth_user),
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
+        xclient=options.xclient,
         **extensions,
     )
 
@@ -227,7 +247,10 @@ def converse(
     try:
         conv.open()
         sequence = ClientSequence(conv.core, plan)
-        result = drive(conv, sequence, authenticate, send_message, send_chunk)
+        try:
+            result = drive(conv, sequence, authenticate, send_message, send_chunk)
+        finally:
+            listener.keep_peer_chain(conv)
     except BaseException:
         quit_politely(conv)  # no reply in time, no password: goodbye, as an MTA says it
         raise
@@ -382,9 +405,10 @@ def run(options: SendOptions, env: Environment) -> int:
         return ExitCode.USAGE
 
     failures: list[Failure] = []
-    if options.server:
+    if options.fixed_server:
         try:
-            target = server_target(options.server, options.implicit_tls)
+            # with --pipe and no --server, "localhost" is only a name: the program serves
+            target = server_target(options.server or "localhost", options.implicit_tls)
         except ValueError as error:
             click.echo(f"mailtalk: --server: {error}", file=env.stderr)
             return ExitCode.USAGE
@@ -511,14 +535,14 @@ def _deliver(
             return error.delivered, (who, str(error), int(error.exit_code))
         except SendFailed as error:
             last_error = (str(error), int(error.exit_code))
-            if not error.temporary or options.server:
+            if not error.temporary or options.fixed_server:
                 break
             listener.note(f"{error}; trying the next MX host")
         except Exception as error:  # connection and TLS trouble: the next MX may do
             if not _expected(error):
                 raise
             last_error = (one_line(error), int(exit_code_for(error)))
-            if options.server:
+            if options.fixed_server:
                 break
             listener.note(f"{one_line(error)}; trying the next MX host")
     if last_error is None:
@@ -552,6 +576,7 @@ def _write_result(
                     ],
                     "stop_after": options.stop_point,
                     "extensions_used": listener.extensions,
+                    "tls": listener.peer_chain,
                     "ending": options.ending.value,
                 },
                 ensure_ascii=False,

@@ -116,6 +116,21 @@ class Listener:
     started: float = field(default_factory=time.monotonic)
     lines: list[dict[str, object]] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)  # the SMTP extensions used
+    # The server's TLS chain (net.certchain.chain_json) of the last conversation that
+    # used TLS, for --json; None: no TLS
+    peer_chain: dict[str, object] | None = None
+
+    def keep_peer_chain(self, conv: conversation.Conversation) -> None:
+        """Keep the chain of ``conv``'s TLS session (for --json only: describing it
+        reads every certificate)."""
+        tls = conv.transport.tls if conv.transport is not None else None
+        if not self.as_json or tls is None or not tls.chain:
+            return
+        from mailtalk.net.certchain import chain_json, describe_session_chain
+
+        host = conv.transport.server_hostname if conv.transport is not None else None
+        reports = describe_session_chain(tls.chain, tls.verified, host, conv.options.cafile)
+        self.peer_chain = chain_json(reports, tls.chain_source)
 
     def _line(self, direction: str, text: str) -> None:
         text = safe_text(text)  # the server's words, in JSON too: never a raw control
@@ -253,6 +268,8 @@ def refusal_error(refusal: Refusal, result: Result) -> MailtalkError:
         return SendFailed(refusal.reason, temporary=False)
     if reply is None:
         return MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+    if refusal.verb == "XCLIENT":
+        return SendFailed(f"XCLIENT refused: {first_line(reply)}", temporary=False)
     if refusal.verb == "STARTTLS":
         return MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
     if refusal.stage is Stage.AUTH:

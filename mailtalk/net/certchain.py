@@ -19,6 +19,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,11 +110,14 @@ def describe_chain(
     now = now or datetime.now(UTC)
     parsed = [x509.load_der_x509_certificate(der) for der in chain]
     trusted_subjects = set()
-    for der in trusted:
-        try:
-            trusted_subjects.add(x509.load_der_x509_certificate(der).subject)
-        except ValueError:
-            continue
+    with warnings.catch_warnings():
+        # the system bundle holds old CAs (negative serials) cryptography warns about
+        warnings.simplefilter("ignore")
+        for der in trusted:
+            try:
+                trusted_subjects.add(x509.load_der_x509_certificate(der).subject)
+            except ValueError:
+                continue
     reports = []
     for index, certificate in enumerate(parsed):
         problems: list[str] = []
@@ -155,6 +159,22 @@ def describe_chain(
             )
         )
     return reports
+
+
+def describe_session_chain(
+    chain: Sequence[bytes], verified: bool, host: str | None, cafile: str | None
+) -> list[CertificateReport]:
+    """Reports for a TLS session's chain, as ``:cert`` and ``--json`` show it: a
+    verified chain ends at a trusted CA; an unverified one (``--insecure``) is checked
+    against the CAs a verifying client would have trusted, to say what verification
+    would find."""
+    trusted = list(chain[-1:]) if verified else trusted_subjects_der(cafile)
+    return describe_chain(chain, host, trusted)
+
+
+def chain_json(reports: Sequence[CertificateReport], source: str) -> dict[str, object]:
+    """The chain for ``--json`` outputs (send's result, diagnose's object)."""
+    return {"source": source, "certificates": [report.as_json() for report in reports]}
 
 
 def chain_text(reports: Sequence[CertificateReport], source: str) -> str:
@@ -309,7 +329,8 @@ def trusted_subjects_der(cafile: str | None) -> list[bytes]:
         if not path or not os.path.isfile(path):
             continue
         try:
-            with open(path, "rb") as stream:
+            with open(path, "rb") as stream, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # old CAs with negative serials
                 certificates = x509.load_pem_x509_certificates(stream.read())
         except (OSError, ValueError):
             continue

@@ -113,7 +113,8 @@ def load_client_certificate(
     except ClientTLSError:
         raise
     except ssl.SSLError as error:
-        reason = (error.reason or "").replace("_", " ").lower()
+        # error.reason is None for some OpenSSL errors ("[SSL] PEM lib"): the text tells
+        reason = (error.reason or str(error)).replace("_", " ").lower()
         # OpenSSL says only "PEM lib" for a wrong password: the key being encrypted tells.
         if password is not None and key_is_encrypted(certfile, keyfile):
             what = "wrong password for the encrypted key"

@@ -67,7 +67,7 @@ VALID_COMMANDS: Final[dict[SMTPState, tuple[str, ...]]] = {
     SMTPState.CONNECTED: ("EHLO", "HELO", "LHLO", "NOOP", "RSET", "VRFY", "HELP", "QUIT"),
     SMTPState.READY: (
         "MAIL", "EHLO", "HELO", "LHLO", "STARTTLS", "AUTH", "NOOP", "RSET", "VRFY", "EXPN", "ETRN",
-        "HELP", "QUIT",
+        "XCLIENT", "HELP", "QUIT",
     ),
     SMTPState.MAIL: ("RCPT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
     SMTPState.RCPT: ("RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "HELP", "QUIT"),
@@ -82,6 +82,7 @@ EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
     "EXPN": "EXPN",
     "BDAT": "CHUNKING",
     "ETRN": "ETRN",
+    "XCLIENT": "XCLIENT",
 }
 
 # How a reply moves the session, keyed by (command answered, first digit of the
@@ -101,6 +102,8 @@ TRANSITIONS: Final[dict[tuple[str, int], SMTPState | None]] = {
     (END_OF_DATA, 5): _RESET,
     ("RSET", 2): _RESET,
     ("STARTTLS", 2): SMTPState.CONNECTED,  # RFC 3207: forget everything, EHLO again
+    # Postfix XCLIENT: the reply is a new 220 greeting; the EHLO is forgotten
+    ("XCLIENT", 2): SMTPState.CONNECTED,
     ("QUIT", 2): SMTPState.CLOSED,
 }
 
@@ -418,6 +421,12 @@ class SMTPConnection:
         new_state = TRANSITIONS[(verb, digit)]
         if new_state is None:
             new_state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
+        if verb == "XCLIENT":
+            # The session starts again as the client named (TLS stays): EHLO again.
+            self.greeted = False
+            self.esmtp = False
+            self.authenticated = False
+            self.extensions = {}
         if verb == "STARTTLS":
             # RFC 3207 4.2: all knowledge from before TLS is discarded.
             self.greeted = False

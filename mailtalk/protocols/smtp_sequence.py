@@ -7,6 +7,7 @@ RFC 4954, RFC 1870, RFC 6152)::
 
     the greeting
     EHLO                          HELO when EHLO gets a 5xx (an SMTP-only server)
+    XCLIENT, EHLO again           when the plan names a client (Postfix XCLIENT)
     STARTTLS, TLS, EHLO again     when the plan requires it, or it is offered
     AUTH                          the driver runs the SASL exchange
     MAIL FROM:<sender>            SIZE=, BODY=8BITMIME, SMTPUTF8, RET=, ENVID= when
@@ -122,6 +123,9 @@ class Plan:
     dsn: DSN | None = None  # RFC 3461 parameters, sent when DSN is offered
     chunk_size: int | None = None  # the message in BDAT chunks (RFC 3030) when offered
     length: int = 0  # the message's octets as BDAT sends them (CRLF line ends)
+    # Postfix XCLIENT attributes, (NAME, value) checked by protocols.xclient: sent
+    # after EHLO (part of the EHLO stage), and required: not offered ends the sequence
+    xclient: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.sender is not None and not self.recipients:
@@ -463,6 +467,28 @@ class ClientSequence:
             # RFC 5321 4.1.4: a server that knows only HELO (LMTP has no HELO)
             line = f"HELO {self.plan.helo}"
             reply = yield from self._ask(Stage.EHLO, Command(line), line)
+        if not self._check(Stage.EHLO, line, reply):
+            return False
+        if not self.plan.xclient:
+            return True
+        return (yield from self._xclient())
+
+    def _xclient(self) -> Generator[Action, Reply | None, bool]:
+        """XCLIENT with the plan's attributes; its reply is a new 220 greeting, after
+        which the server wants EHLO again (Postfix XCLIENT_README)."""
+        from mailtalk.protocols.xclient import missing_attributes, xclient_line
+
+        why = missing_attributes(self.plan.xclient, self.core.extensions)
+        if why is not None:
+            self.result.refusal = Refusal(Stage.EHLO, "XCLIENT", None, "XCLIENT", why)
+            return False
+        line = xclient_line(self.plan.xclient)
+        reply = yield from self._ask(Stage.EHLO, Command(line), line)
+        if not self._check(Stage.EHLO, line, reply):
+            return False
+        self._use("XCLIENT")
+        line = f"EHLO {self.plan.helo}"
+        reply = yield from self._ask(Stage.EHLO, Command(line), line)
         return self._check(Stage.EHLO, line, reply)
 
     def _tls(self) -> Generator[Action, Reply | None, bool]:

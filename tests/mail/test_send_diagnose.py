@@ -259,6 +259,7 @@ def test_send_json(mailtalk_servers: Callable[..., Any]) -> None:
         "stop_after": None,
         "extensions_used": [],  # none asked for, and the message is ASCII
         "ending": "quit",
+        "tls": None,  # no TLS: no chain
     }
     assert any(line.get("dir") == "C" and line["text"] == "DATA" for line in lines[:-1])
 

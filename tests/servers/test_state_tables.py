@@ -162,6 +162,7 @@ SMTP_LINES = {
     "EHLO": "EHLO client.example",
     "HELO": "HELO client.example",
     "LHLO": "LHLO client.example",
+    "XCLIENT": "XCLIENT ADDR=192.0.2.1",
     "MAIL": "MAIL FROM:<bob@example.org>",
     "RCPT": "RCPT TO:<alice@localhost>",
     "DATA": "DATA",
@@ -183,8 +184,9 @@ SMTP_SETUP = {
     smtp.SMTPState.RCPT: ["EHLO", "MAIL", "RCPT"],
 }
 # In the core's table but not implemented here (never advertised): ETRN (RFC 1985);
-# LHLO, which only an LMTP server answers (RFC 2033 4.1: an SMTP server must not).
-SMTP_NOT_SERVED = frozenset({"ETRN", "LHLO"})
+# LHLO, which only an LMTP server answers (RFC 2033 4.1: an SMTP server must not);
+# XCLIENT, Postfix's for the proxies it trusts (a client sends it: send --xclient).
+SMTP_NOT_SERVED = frozenset({"ETRN", "LHLO", "XCLIENT"})
 # Where the SMTP server (personality "mailtalk") and the core's table part ways:
 SMTP_DIFFERENCES = {
     # Not implemented: 500, as for any unknown command.

@@ -16,9 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
+from mailtalk.net.tlsclient import ClientTLS
+
 if TYPE_CHECKING:
+    from mailtalk.client.options import SessionOptions
     from mailtalk.environment import Environment
     from mailtalk.exitcodes import ExitCode
+    from mailtalk.net.target import Target
 
 Evidence = TypeVar("Evidence")
 
@@ -38,6 +42,27 @@ class ServerOptions(ReportOptions):
     insecure: bool = False
     cafile: str | None = None
     timeout: float = 15.0
+    # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
+    tls: ClientTLS = field(default_factory=ClientTLS)
+    pipe_command: tuple[str, ...] = ()  # --pipe COMMAND's words: the program is the server
+    proxy_from: tuple[str, int] | None = None  # --proxy-from ADDR[:PORT]
+    proxy_version: int = 1
+
+    def session(self, target: Target, source_address: str | None = None) -> SessionOptions:
+        """The session for talking to ``target`` with these options."""
+        from mailtalk.client.options import SessionOptions
+
+        return SessionOptions.for_target(
+            target,
+            insecure=self.insecure,
+            cafile=self.cafile,
+            timeout=self.timeout,
+            source_address=source_address,
+            tls=self.tls,
+            pipe_command=self.pipe_command,
+            proxy_from=self.proxy_from,
+            proxy_version=self.proxy_version,
+        )
 
 
 @dataclass(frozen=True)

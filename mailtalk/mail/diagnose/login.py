@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
-from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import Report, Rule, ServerOptions, conclude, decide, run_report
@@ -174,9 +173,7 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     def secret() -> str:  # asked only when a login is about to be tried
         return password_for(user, target.host)
 
-    session = SessionOptions.for_target(
-        target, insecure=options.insecure, cafile=options.cafile, timeout=options.timeout
-    )
+    session = options.session(target)
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
     conv.explain_inline = False
@@ -195,9 +192,22 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
                 conv.send_line({"pop3": "QUIT", "imap": "LOGOUT"}.get(target.protocol, "QUIT"))
                 conv.wait_final(timeout=3)
     finally:
+        _keep_peer_chain(conv, evidence)
         conv.close()
     evidence.facts["transcript"] = listener.lines
     return evidence
+
+
+def _keep_peer_chain(conv: Conversation, evidence: LoginEvidence) -> None:
+    """The server's TLS chain in the facts (--json's "tls"), when TLS came up."""
+    tls = conv.transport.tls if conv.transport is not None else None
+    if tls is None or not tls.chain:
+        return
+    from mailtalk.net.certchain import chain_json, describe_session_chain
+
+    host = conv.transport.server_hostname if conv.transport is not None else None
+    reports = describe_session_chain(tls.chain, tls.verified, host, conv.options.cafile)
+    evidence.facts["tls"] = chain_json(reports, tls.chain_source)
 
 
 def _start_tls_or_stop(conv: Conversation, evidence: LoginEvidence) -> bool:

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
-from mailtalk.client.options import SessionOptions
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import (
@@ -155,13 +154,7 @@ def converse(
     AUTH), each plan ending with RSET."""
     from mailtalk.client.conversation import client_name
 
-    session = SessionOptions.for_target(
-        target,
-        insecure=options.insecure,
-        cafile=options.cafile,
-        timeout=options.timeout,
-        source_address=source,
-    )
+    session = options.session(target, source_address=source)
     conv = job_conversation(session, listener)
     found = Findings()
     helo = client_name()
