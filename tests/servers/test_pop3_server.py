@@ -521,7 +521,8 @@ def test_auth_plain_cancel_bad_base64_malformed(servers: RunningServers) -> None
             b"-ERR [AUTH] Authentication failed.\r\n"
         )
         assert (
-            client.cmd("AUTH DIGEST-MD5") == b"-ERR Unsupported authentication mechanism DIGEST-MD5\r\n"
+            client.cmd("AUTH DIGEST-MD5")
+            == b"-ERR Unsupported authentication mechanism DIGEST-MD5\r\n"
         )
         # After all that, the session still works.
         assert client.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'secret')}").startswith(
