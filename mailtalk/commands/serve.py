@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     "  mailtalk serve --user alice:secret\n"
     "  MAILTALK_SERVE_PASSWORD=secret mailtalk serve --user alice\n"
     "  mailtalk serve --users-file ~/class-users.txt --listen 0.0.0.0\n"
+    "  mailtalk serve --user alice --oauth2-tokens tokens.txt   # + XOAUTH2, OAUTHBEARER\n"
     "  mailtalk serve --smtp 0 --json\n"
     "  mailtalk serve --domain example.test --personality qmail\n"
     "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
@@ -68,7 +69,9 @@ if TYPE_CHECKING:
     metavar="NAME[:PASSWORD]",
     help="Add a user (or set their password). Other users of this machine can read a "
     "password given here in 'ps' and /proc/PID/cmdline: give NAME alone and the password "
-    "in $MAILTALK_SERVE_PASSWORD, or use --users-file.",
+    "in $MAILTALK_SERVE_PASSWORD, or use --users-file. The users given here or in "
+    "--users-file can also log in with CRAM-MD5 and SCRAM-SHA-256, which need the "
+    "password in clear (kept in memory only): users only in ROOT/control/users cannot.",
 )
 @click.option(
     "--users-file",
@@ -76,6 +79,14 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Add the users of FILE, one NAME:PASSWORD a line ('#' comments; '-': standard "
     "input), kept out of the command line.",
+)
+@click.option(
+    "--oauth2-tokens",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Offer XOAUTH2 and OAUTHBEARER (SMTP, POP3, IMAP), accepting for each user the "
+    "bearer token of FILE: one 'NAME TOKEN' a line, '#' comments. "
+    "Example: --oauth2-tokens tokens.txt",
 )
 @click.option(
     "--personality",
@@ -269,6 +280,7 @@ def serve(
     hostname: str | None,
     users: tuple[str, ...],
     users_file: str | None,
+    oauth2_tokens: str | None,
     personality: str,
     faults: tuple[str, ...],
     scenarios: tuple[str, ...],
@@ -320,6 +332,7 @@ def serve(
         hostname=hostname,
         users=users,
         users_file=users_file,
+        oauth2_tokens=oauth2_tokens,
         personality=personality,
         faults=faults,
         scenarios=scenarios,

@@ -471,7 +471,7 @@ def _build_host(host: HostSpec, spec: WorldSpec, root: Path, layout: Layout, jou
     )
     servers = ReferenceServers(config)
     # APOP needs the secret itself (the users file keeps hashes): the data has it.
-    servers.context.apop_secrets = {u.name: u.password for u in host.users}
+    servers.context.clear_passwords = {u.name: u.password for u in host.users}
     if new:
         for message in host.seed:
             _deliver_seed(servers.context, host.name, message)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +140,7 @@ def run_servers(
     hostname: str | None = None,
     domains: Sequence[str] = (),
     users: Sequence[tuple[str, str]] = (),
+    oauth2_tokens: Mapping[str, str] | None = None,
     faults: Sequence[str] = (),
     scenarios: Sequence[str] = (),
     journal: Journal | None = None,
@@ -153,6 +154,7 @@ def run_servers(
     ``dns``: also the embedded DNS server on that port (UDP and TCP), answering from
     ``root/dns/``; without a ``resolver`` setting the servers then ask it themselves.
     ``hostname``: control/me, as ``mailtalk serve --hostname``.
+    ``oauth2_tokens``: user -> bearer token, as ``mailtalk serve --oauth2-tokens``.
     ``tls_fault``: ``expired``, ``wrong-name``, ``self-signed`` or ``old-protocol``, as
     ``mailtalk serve --tls-fault``.
     """
@@ -167,6 +169,7 @@ def run_servers(
         ports=ports,
         domains=domains,
         users=users,
+        oauth2_tokens=dict(oauth2_tokens or {}),
         faults=faults,
         scenarios=scenarios,
         settings=ServerSettings(**settings),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -82,6 +82,7 @@ class ServeConfig:
     ports: dict[str, int] = field(default_factory=lambda: {"smtp": 0})
     domains: Sequence[str] = ()
     users: Sequence[tuple[str, str]] = ()
+    oauth2_tokens: Mapping[str, str] = field(default_factory=dict)  # user -> bearer token
     faults: Sequence[str] = ()
     scenarios: Sequence[str] = ()
     settings: ServerSettings = field(default_factory=ServerSettings)
@@ -196,7 +197,8 @@ def build_context(config: ServeConfig) -> ServerContext:
     )
     context.certificates = paths
     context.journal = config.journal
-    context.apop_secrets = dict(config.users)
+    context.clear_passwords = dict(config.users)
+    context.oauth2_tokens = dict(config.oauth2_tokens)
     context.control_changes = changes
     context.base_rules = tuple(rules)
     context.base_settings = replace(settings)

@@ -57,6 +57,7 @@ class ServeOptions:
     hostname: str | None = None
     users: tuple[str, ...] = ()  # NAME:PASSWORD, or NAME with $MAILTALK_SERVE_PASSWORD
     users_file: str | None = None  # NAME:PASSWORD lines ("-": standard input)
+    oauth2_tokens: str | None = None  # FILE of NAME TOKEN lines for XOAUTH2/OAUTHBEARER
     personality: str = "mailtalk"
     faults: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = ()
@@ -132,6 +133,7 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         ports=ports,
         domains=options.domains,
         users=users,
+        oauth2_tokens=_oauth2_tokens(options.oauth2_tokens),
         faults=options.faults,
         scenarios=options.scenarios,
         settings=settings,
@@ -169,6 +171,23 @@ def _users(options: ServeOptions, env: Environment) -> list[tuple[str, str]]:
         except ValueError as error:
             raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
     return users
+
+
+def _oauth2_tokens(path: str | None) -> dict[str, str]:
+    """The ``--oauth2-tokens`` file as user -> token; one line for what is wrong."""
+    from mailtalk.servers.users import parse_oauth2_tokens
+
+    if path is None:
+        return {}
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+        return parse_oauth2_tokens(text, path)
+    except OSError as error:
+        raise UsageError(f"--oauth2-tokens {path}: {error.strerror or error}") from None
+    except UnicodeError:
+        raise UsageError(f"--oauth2-tokens {path}: not UTF-8 text") from None
+    except ValueError as error:
+        raise UsageError(f"--oauth2-tokens {error}") from None
 
 
 def run(options: ServeOptions, env: Environment) -> int:

@@ -192,9 +192,11 @@ class ServerContext:
         self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
         self.mailstore = MailStore(self.root)
-        # Passwords given on the command line, kept in memory only: APOP needs the
-        # secret itself, and the users file holds hashes.
-        self.apop_secrets: dict[str, str] = {}
+        # Passwords given on the command line, kept in memory only: APOP, CRAM-MD5 and
+        # SCRAM need the secret itself, and the users file holds hashes.
+        self.clear_passwords: dict[str, str] = {}
+        # --oauth2-tokens: the bearer token XOAUTH2 and OAUTHBEARER accept, by user.
+        self.oauth2_tokens: dict[str, str] = {}
         self._last_login: dict[str, float] = {}
         self.guard = AuthGuard(self.settings)  # password checks: paced, budgeted, off the loop
         self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
@@ -322,8 +324,15 @@ class ServerContext:
         if self.on_enqueue is not None:
             self.on_enqueue()
 
-    def apop_secret(self, user: str) -> str | None:
-        return self.apop_secrets.get(user)
+    def clear_password(self, user: str) -> str | None:
+        """``user``'s password in clear, if this run was given it (not the users file)."""
+        return self.clear_passwords.get(user)
+
+    def oauth2_token_ok(self, user: str, token: str) -> bool:
+        import hmac
+
+        expected = self.oauth2_tokens.get(user)
+        return expected is not None and hmac.compare_digest(expected.encode(), token.encode())
 
     def login_delay_left(self, user: str) -> float:
         """Seconds before ``user`` may log in again over POP3 (RFC 2449 LOGIN-DELAY)."""

@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from mailtalk.protocols import sasl
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -41,6 +42,7 @@ from mailtalk.protocols.common import (
 from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
 from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.journal import REDACTED
+from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
 from mailtalk.servers.session import ServerSession
 
 if TYPE_CHECKING:
@@ -153,6 +155,7 @@ class POP3ServerProtocol(ServerSession):
         # -ERR replies in a row, and failed logins: at the limit the next command gets
         # TOO_MANY_ERRORS and the connection is closed (Dovecot counts 20 in a row).
         self.errors = SessionErrors(context.settings.error_limit)
+        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
 
     # -- connection -----------------------------------------------------------
 
@@ -313,7 +316,7 @@ class POP3ServerProtocol(ServerSession):
     def _capa(self, args: tuple[str, ...]) -> None:
         lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self._plaintext_allowed():
-            lines += ["USER", "SASL PLAIN"]
+            lines += ["USER", " ".join(["SASL", "PLAIN", *extra_mechanisms(self.context)])]
         tls_possible = self.context.ssl_context is not None and not self.core.tls
         if tls_possible and not self.authenticated_user:
             lines.append("STLS")
@@ -344,7 +347,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, "APOP needs a user name and a digest")
             return
         name, digest = args
-        secret = self.context.apop_secret(name)
+        secret = self.context.clear_password(name)
         if secret is None:
             self._send(False, "APOP is not available for this user (passwords are stored hashed)",
                        "AUTH")
@@ -358,15 +361,27 @@ class POP3ServerProtocol(ServerSession):
 
     def _auth(self, args: tuple[str, ...]) -> None:
         if not args:
-            self._send(True, "", lines=(b"PLAIN",))
+            names = ["PLAIN", *extra_mechanisms(self.context)] if self._plaintext_allowed() else []
+            self._send(True, "", lines=tuple(name.encode() for name in names))
             return
         mechanism = args[0].upper()
-        if mechanism != "PLAIN":
+        exchange = server_mechanism(mechanism, self.context)
+        if mechanism != "PLAIN" and exchange is None:
             self._send(False, f"Unsupported authentication mechanism {mechanism}")
             return
         if not self._plaintext_allowed():
             self._send(False, "Plaintext authentication disallowed on non-secure connections",
                        "AUTH")
+            return
+        if exchange is not None:
+            self._exchange = exchange
+            try:
+                data = sasl.decode(args[1]) if len(args) > 1 else None
+            except sasl.SASLError:
+                self._exchange = None
+                self._send(False, "Invalid base64 data in the answer")
+                return
+            self._sasl_step(exchange.start(data))
             return
         if len(args) > 1:
             self._sasl_answer(args[1])
@@ -376,7 +391,17 @@ class POP3ServerProtocol(ServerSession):
 
     def _sasl_answer(self, line: str) -> None:
         if line.strip() == "*":
+            self._exchange = None
             self._send(False, "Authentication cancelled")
+            return
+        if self._exchange is not None:
+            try:
+                data = sasl.decode(line)
+            except sasl.SASLError:
+                self._exchange = None
+                self._send(False, "Invalid base64 data in the answer")
+                return
+            self._sasl_step(self._exchange.respond(data))
             return
         try:
             decoded = base64.b64decode(line.strip(), validate=True).decode("utf-8")
@@ -389,6 +414,37 @@ class POP3ServerProtocol(ServerSession):
             return
         _, name, secret = parts
         self._defer(self._login(name, secret, "PLAIN"))
+
+    def _sasl_step(self, step: sasl.ServerStep) -> None:
+        """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        exchange = self._exchange
+        assert exchange is not None
+        if isinstance(step, sasl.Challenge):
+            if self.transport is not None:
+                self.transport.write(self.core.send(Continuation(sasl.encode(step.data))))
+        elif isinstance(step, sasl.Check):
+            self._defer(self._sasl_check(step))
+        else:
+            self._exchange = None
+            if step.malformed:
+                self._send(False, step.malformed)
+            else:
+                verdict = Verdict.OK if step.ok else Verdict.FAILED
+                self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
+
+    async def _sasl_check(self, check: sasl.Check) -> None:
+        """The secret checked as a password is: paced and budgeted by the guard."""
+        exchange = self._exchange
+        assert exchange is not None
+        verdict = await self.context.guard.check(self.client_ip, check.verify)
+        if self._closing:
+            return
+        if verdict is Verdict.REFUSED:
+            self._exchange = None
+            await self._decided(_resolved(verdict), check.user, exchange.name)
+            return
+        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
+        self._sasl_step(exchange.checked(verdict is Verdict.OK))
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context
@@ -723,3 +779,8 @@ COMMANDS: Final[dict[str, Callable[[POP3ServerProtocol, tuple[str, ...]], None]]
     "RSET": POP3ServerProtocol._rset,
     "NOOP": POP3ServerProtocol._noop,
 }
+
+
+async def _resolved(verdict: Verdict) -> Verdict:
+    """A verdict already reached, as ``_decided`` awaits one."""
+    return verdict

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
+from mailtalk.protocols import sasl
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
 from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
@@ -46,6 +47,7 @@ from mailtalk.protocols.smtp import (
 )
 from mailtalk.servers.guard import SessionErrors, Verdict
 from mailtalk.servers.journal import REDACTED, HeadCollector, subject_of
+from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
 from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
 
@@ -108,6 +110,7 @@ class SMTPServerProtocol(ServerSession):
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
+        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
@@ -388,7 +391,10 @@ class SMTPServerProtocol(ServerSession):
             elif keyword == "AUTH":
                 if self._auth_allowed() and not self.user:
                     mechanisms = advertised.get("AUTH", "AUTH PLAIN LOGIN").split()[1:]
-                    lines.append("AUTH " + " ".join(mechanisms or ["PLAIN", "LOGIN"]))
+                    mechanisms = (mechanisms or ["PLAIN", "LOGIN"]) + extra_mechanisms(
+                        self.context
+                    )
+                    lines.append("AUTH " + " ".join(mechanisms))
             else:
                 lines.append(keyword)
         return lines
@@ -921,7 +927,19 @@ class SMTPServerProtocol(ServerSession):
         mechanism, _, initial = args.strip().partition(" ")
         mechanism = mechanism.upper()
         if mechanism not in ("PLAIN", "LOGIN"):
-            self._reply(504, "5.5.4 Unrecognized authentication type")
+            exchange = server_mechanism(mechanism, self.context)
+            if exchange is None:
+                self._reply(504, "5.5.4 Unrecognized authentication type")
+                return
+            self._exchange = exchange
+            initial = initial.strip()
+            try:
+                data = sasl.decode(initial) if initial else None
+            except sasl.SASLError:
+                self._exchange = None
+                self._reply(501, "5.5.2 Cannot decode the base64 answer")
+                return
+            self._sasl_step(exchange.start(data))
             return
         self._auth = (mechanism, [])
         initial = initial.strip()
@@ -936,6 +954,9 @@ class SMTPServerProtocol(ServerSession):
             self._reply(334, LOGIN_USERNAME)
 
     def _on_auth_response(self, line: str) -> None:
+        if self._exchange is not None:
+            self._exchange_answer(line)
+            return
         if self._auth is None:
             self._send_key("unknown_command", command="")
             return
@@ -969,11 +990,59 @@ class SMTPServerProtocol(ServerSession):
             name, secret = answers
         self._defer(self._verify(name, secret, mechanism))
 
+    def _exchange_answer(self, line: str) -> None:
+        """An answer in a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        exchange = self._exchange
+        assert exchange is not None
+        if line.strip() == "*":
+            self._exchange = None
+            self._reply(501, "5.7.0 Authentication cancelled")
+            return
+        try:
+            data = sasl.decode(line)
+        except sasl.SASLError:
+            self._exchange = None
+            self._reply(501, "5.5.2 Cannot decode the base64 answer")
+            return
+        self._sasl_step(exchange.respond(data))
+
+    def _sasl_step(self, step: sasl.ServerStep) -> None:
+        exchange = self._exchange
+        assert exchange is not None
+        if isinstance(step, sasl.Challenge):
+            self._reply(334, sasl.encode(step.data))
+        elif isinstance(step, sasl.Check):
+            self._defer(self._sasl_check(step))
+        else:
+            self._exchange = None
+            if step.malformed:
+                self._reply(501, f"5.5.2 {step.malformed}")
+            else:
+                self._decided(Verdict.OK if step.ok else Verdict.FAILED, step.user, exchange.name)
+
+    async def _sasl_check(self, check: sasl.Check) -> None:
+        """The secret checked as a password is: paced and budgeted by the guard."""
+        exchange = self._exchange
+        assert exchange is not None
+        verdict = await self.context.guard.check(self.client_ip, check.verify)
+        if self._closing:
+            return
+        if verdict is Verdict.REFUSED:
+            self._exchange = None
+            self._decided(verdict, check.user, exchange.name)
+            return
+        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
+        self._sasl_step(exchange.checked(verdict is Verdict.OK))
+
     async def _verify(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context
         verdict = await context.guard.check_password(context.users, name, secret, self.client_ip)
         if self._closing:
             return
+        self._decided(verdict, name, mechanism)
+
+    def _decided(self, verdict: Verdict, name: str, mechanism: str) -> None:
+        """A login's verdict, journaled and answered."""
         if self.journal is not None:
             self.journal_write("auth", user=name, mechanism=mechanism, ok=verdict is Verdict.OK)
         if verdict is Verdict.OK:

@@ -112,6 +112,32 @@ def parse_users_text(text: str, where: str) -> list[tuple[str, str]]:
     return users
 
 
+def parse_oauth2_tokens(text: str, where: str) -> dict[str, str]:
+    """``--oauth2-tokens``: one ``NAME TOKEN`` a line, ``#`` comments and blank lines
+    skipped; the bearer tokens XOAUTH2 and OAUTHBEARER accept for each user. A bad
+    line is ``ValueError`` naming ``where`` and the line (never the token)."""
+    tokens: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise ValueError(f"{where}:{number}: expected NAME TOKEN (two words), "
+                             f"found {len(fields)} words")
+        name, token = fields
+        try:
+            validate_name(name)
+        except ValueError as error:
+            raise ValueError(f"{where}:{number}: {error}") from None
+        if name in seen:
+            raise ValueError(f"{where}:{number}: user {name!r} is already on line {seen[name]}")
+        seen[name] = number
+        tokens[name] = token
+    return tokens
+
+
 @dataclass(frozen=True)
 class _ScryptHash:
     n: int

@@ -9,7 +9,7 @@ import contextlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols import sasl
@@ -163,3 +163,60 @@ def test_login_plain_and_choice() -> None:
     assert sasl.decode("=") == b""
     with pytest.raises(SASLError):
         sasl.decode("not base64!")
+
+
+# -- server exchanges, paired with the clients ------------------------------------------
+
+
+def _run(server: sasl.ServerMechanism, client: sasl.ClientMechanism) -> sasl.Done:
+    step = server.start(client.initial())
+    while True:
+        if isinstance(step, sasl.Check):
+            step = server.checked(step.verify())
+        elif isinstance(step, sasl.Challenge):
+            step = server.respond(client.respond(step.data))
+        else:
+            return step
+
+
+@pytest.mark.parametrize("secret", ["pencil", "wrong"])
+def test_server_exchanges_with_our_clients(secret: str) -> None:
+    passwords = {"user": "pencil"}.get
+    tokens = lambda user, token: (user, token) == ("user", "pencil")  # noqa: E731
+    cases = [
+        (sasl.CramMD5Server("mx.test", passwords), sasl.CramMD5("user", secret)),
+        (sasl.ScramServer("SCRAM-SHA-256", passwords), sasl.Scram("SCRAM-SHA-256", "user", secret)),
+        (sasl.ScramServer("SCRAM-SHA-1", passwords), sasl.Scram("SCRAM-SHA-1", "user", secret)),
+        (sasl.BearerServer("XOAUTH2", tokens), sasl.XOAuth2("user", secret)),
+        (sasl.BearerServer("OAUTHBEARER", tokens), sasl.OAuthBearer("user", secret, "mx", 25)),
+    ]
+    for server, client in cases:
+        done = _run(server, client)
+        assert done == sasl.Done("user", secret == "pencil"), server.name
+        if isinstance(client, sasl.Scram) and secret == "pencil":
+            assert client.verified  # the server's v= was right
+        if isinstance(client, (sasl.XOAuth2, sasl.OAuthBearer)) and secret != "pencil":
+            assert client.error is not None  # the JSON error challenge came first
+
+
+def test_scram_server_unknown_user_fails_at_the_proof() -> None:
+    done = _run(sasl.ScramServer("SCRAM-SHA-256", {}.get), sasl.Scram("SCRAM-SHA-256", "x", "y"))
+    assert done == sasl.Done("x", False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=200))
+def test_server_exchanges_take_any_bytes(first: bytes, second: bytes) -> None:
+    for server in (
+        sasl.CramMD5Server("mx", {"u": "p"}.get),
+        sasl.ScramServer("SCRAM-SHA-256", {"u": "p"}.get),
+        sasl.BearerServer("XOAUTH2", lambda u, t: False),
+        sasl.BearerServer("OAUTHBEARER", lambda u, t: False),
+    ):
+        step = server.start(first)
+        if isinstance(step, sasl.Challenge):
+            step = server.respond(second)
+        if isinstance(step, sasl.Check):
+            assert step.verify() is False
+        else:
+            assert isinstance(step, (sasl.Challenge, sasl.Done))

@@ -339,7 +339,7 @@ def test_capa_before_login(servers: RunningServers) -> None:
         capa = client.capa()
         for tag in ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "STLS"):
             assert tag in capa, capa
-        assert "SASL PLAIN" in capa
+        assert "SASL PLAIN SCRAM-SHA-256 CRAM-MD5" in capa  # users given in clear
         assert not any(x.startswith("LOGIN-DELAY") for x in capa)
         assert client.cmd("QUIT") == b"+OK Bye\r\n"
         assert client.is_closed()
@@ -359,7 +359,7 @@ def test_capa_after_stls_has_no_stls(servers: RunningServers) -> None:
         client.stls(servers.cafile)
         capa = client.capa()
         assert "STLS" not in capa
-        assert "USER" in capa and "SASL PLAIN" in capa
+        assert "USER" in capa and "SASL PLAIN SCRAM-SHA-256 CRAM-MD5" in capa
         assert client.cmd("STLS") == b"-ERR TLS is already active\r\n"
         client.login()
         assert client.cmd("STAT") == b"+OK 0 0\r\n"
@@ -477,7 +477,7 @@ def test_auth_listing(servers: RunningServers) -> None:
     with pop(servers) as client:
         status, body = client.multi("AUTH")
         assert status == b"+OK\r\n"
-        assert body == b"PLAIN\r\n"
+        assert body == b"PLAIN\r\nSCRAM-SHA-256\r\nCRAM-MD5\r\n"  # users given in clear
 
 
 def test_auth_plain_initial_response(servers: RunningServers) -> None:
@@ -521,7 +521,8 @@ def test_auth_plain_cancel_bad_base64_malformed(servers: RunningServers) -> None
             b"-ERR [AUTH] Authentication failed.\r\n"
         )
         assert (
-            client.cmd("AUTH CRAM-MD5") == b"-ERR Unsupported authentication mechanism CRAM-MD5\r\n"
+            client.cmd("AUTH DIGEST-MD5")
+            == b"-ERR Unsupported authentication mechanism DIGEST-MD5\r\n"
         )
         # After all that, the session still works.
         assert client.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 'secret')}").startswith(
@@ -535,7 +536,7 @@ def test_poplib_user_pass_apop_and_capa(servers: RunningServers) -> None:
     try:
         capa = client.capa()
         assert {"TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER"} <= set(capa)
-        assert capa["SASL"] == ["PLAIN"]
+        assert capa["SASL"] == ["PLAIN", "SCRAM-SHA-256", "CRAM-MD5"]
         client.apop("alice", "secret")
         assert client.stat() == (1, len(crlf(SIMPLE)))
         _, lines, octets = client.retr(1)

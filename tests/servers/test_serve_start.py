@@ -208,3 +208,24 @@ def test_tmp_files_older_than_36_hours_are_removed_at_start(tmp_path: Path) -> N
         pass
     left = {what for what, (path, _) in files.items() if path.exists()}
     assert left == {"young", "old mail"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("# tokens\nalice tok1\nbob\n", r"tokens\.txt:3: expected NAME TOKEN \(two words\)"),
+        ("alice tok1 secretword\n", r"tokens\.txt:1: expected NAME TOKEN"),
+        ("alice tok1\nalice tok2\n", r"tokens\.txt:2: user 'alice' is already on line 1"),
+        ("Alice secretword\n", r"tokens\.txt:1: user name 'Alice' may hold only"),
+    ],
+)
+def test_a_bad_oauth2_tokens_file_is_one_line_that_never_shows_a_token(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message) as caught:
+        _config(tmp_path, oauth2_tokens=str(path))
+    assert "secretword" not in str(caught.value) and "\n" not in str(caught.value)
+    path.write_text("# alice's\n\nalice ya29.tok\n")
+    assert _config(tmp_path, oauth2_tokens=str(path)).oauth2_tokens == {"alice": "ya29.tok"}  # type: ignore[attr-defined]

@@ -47,6 +47,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from mailtalk.protocols import sasl
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -72,6 +73,7 @@ from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.search import SearchCharsetError
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
 from mailtalk.servers.journal import REDACTED
+from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
 from mailtalk.servers.session import ServerSession
 from mailtalk.store.mailbox import MailboxError
 from mailtalk.store.maildir import StoreFullError
@@ -153,6 +155,7 @@ class IMAPServerProtocol(ServerSession):
         self.selected: Mailbox | None = None
         self.utf8 = False
         self._sasl_tag: str | None = None
+        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._watch: MailboxWatch | None = None
@@ -353,7 +356,7 @@ class IMAPServerProtocol(ServerSession):
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
             if self._plaintext_allowed():
-                caps.append("AUTH=PLAIN")
+                caps += [f"AUTH={name}" for name in ["PLAIN", *extra_mechanisms(self.context)]]
             else:
                 caps.append("LOGINDISABLED")
         return " ".join(caps)
@@ -527,12 +530,27 @@ class IMAPServerProtocol(ServerSession):
         values = tokenize(command.args, command.literals)
         if not values or not isinstance(values[0], Atom) or len(values) > 2:
             raise IMAPSyntaxError("AUTHENTICATE takes a mechanism and an optional initial response")
-        if values[0].value.upper() != "PLAIN":
+        mechanism = values[0].value.upper()
+        exchange = server_mechanism(mechanism, self.context)
+        if mechanism != "PLAIN" and exchange is None:
             self.tagged(command.tag, "NO", None, "Unsupported authentication mechanism")
             return
         if not self._plaintext_allowed():
             self.tagged(command.tag, "NO", "PRIVACYREQUIRED",
                          "Plaintext authentication disallowed on non-secure connections")
+            return
+        if exchange is not None:
+            self._exchange = exchange
+            data: bytes | None = None
+            if len(values) == 2:  # SASL-IR
+                initial = values[1]
+                try:
+                    data = sasl.decode(initial.value if isinstance(initial, Atom) else "")
+                except sasl.SASLError:
+                    self._exchange = None
+                    self.tagged(command.tag, "BAD", None, "Invalid base64 data")
+                    return
+            self._sasl_step(command.tag, exchange.start(data))
             return
         if len(values) == 2:
             initial = values[1]
@@ -544,7 +562,17 @@ class IMAPServerProtocol(ServerSession):
     def _sasl_answer(self, tag: str, line: str) -> None:
         line = line.strip()
         if line == "*":
+            self._exchange = None
             self.tagged(tag, "BAD", None, "Authentication cancelled")
+            return
+        if self._exchange is not None:
+            try:
+                data = sasl.decode(line)
+            except sasl.SASLError:
+                self._exchange = None
+                self.tagged(tag, "BAD", None, "Invalid base64 data")
+                return
+            self._sasl_step(tag, self._exchange.respond(data))
             return
         try:
             decoded = base64.b64decode("" if line == "=" else line, validate=True).decode("utf-8")
@@ -561,11 +589,46 @@ class IMAPServerProtocol(ServerSession):
             return
         self.defer_tagged(self._verify(tag, name, secret, "PLAIN"), tag)
 
+    def _sasl_step(self, tag: str, step: sasl.ServerStep) -> None:
+        """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        exchange = self._exchange
+        assert exchange is not None
+        if isinstance(step, sasl.Challenge):
+            self._sasl_tag = tag
+            self.write(self.core.send(Continuation(sasl.encode(step.data))))
+        elif isinstance(step, sasl.Check):
+            self.defer_tagged(self._sasl_check(tag, step), tag)
+        else:
+            self._exchange = None
+            if step.malformed:
+                self.tagged(tag, "BAD", None, step.malformed)
+            else:
+                verdict = Verdict.OK if step.ok else Verdict.FAILED
+                self._decided(tag, verdict, step.user, exchange.name)
+
+    async def _sasl_check(self, tag: str, check: sasl.Check) -> None:
+        """The secret checked as a password is: paced and budgeted by the guard."""
+        exchange = self._exchange
+        assert exchange is not None
+        verdict = await self.context.guard.check(self.client_ip, check.verify)
+        if self._closing:
+            return
+        if verdict is Verdict.REFUSED:
+            self._exchange = None
+            self._decided(tag, verdict, check.user, exchange.name)
+            return
+        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
+        self._sasl_step(tag, exchange.checked(verdict is Verdict.OK))
+
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         context = self.context
         verdict = await context.guard.check_password(context.users, name, secret, self.client_ip)
         if self._closing:
             return
+        self._decided(tag, verdict, name, mechanism)
+
+    def _decided(self, tag: str, verdict: Verdict, name: str, mechanism: str) -> None:
+        """A login's verdict, journaled and answered."""
         if verdict is Verdict.REFUSED:
             log.info("session %s: login refused: too many failures from %s", self.session_id,
                      self.client_ip)

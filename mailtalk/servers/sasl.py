@@ -1,0 +1,39 @@
+"""The SASL mechanisms the servers offer beyond PLAIN and LOGIN, and with what secrets.
+
+CRAM-MD5 and SCRAM-SHA-256 need the password itself, which the servers know only for
+the users this run was given (``--user``, ``--users-file``; the users file holds
+hashes); XOAUTH2 and OAUTHBEARER need ``--oauth2-tokens``. Each is offered only when
+its secrets exist, and, like PLAIN, only where the server allows logins at all (over
+TLS, or from loopback). The exchanges themselves are sans-IO, in
+:mod:`mailtalk.protocols.sasl`; each server carries their bytes in its own words.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailtalk.protocols.sasl import BearerServer, CramMD5Server, ScramServer, ServerMechanism
+
+if TYPE_CHECKING:
+    from mailtalk.servers.context import ServerContext
+
+
+def extra_mechanisms(context: ServerContext) -> list[str]:
+    """The mechanisms beyond PLAIN and LOGIN usable now, strongest first."""
+    names = []
+    if context.clear_passwords:
+        names += ["SCRAM-SHA-256", "CRAM-MD5"]
+    if context.oauth2_tokens:
+        names += ["XOAUTH2", "OAUTHBEARER"]
+    return names
+
+
+def server_mechanism(name: str, context: ServerContext) -> ServerMechanism | None:
+    """The server side of ``name`` (upper case), or None if it is not offered."""
+    if name not in extra_mechanisms(context):
+        return None
+    if name == "CRAM-MD5":
+        return CramMD5Server(context.hostname, context.clear_password)
+    if name == "SCRAM-SHA-256":
+        return ScramServer(name, context.clear_password)
+    return BearerServer(name, context.oauth2_token_ok)
