@@ -25,6 +25,7 @@ EXPECTED_SCHEMES = {
     "pop3s": ("pop3", 995, "implicit"),
     "imap": ("imap", 143, "none"),
     "imaps": ("imap", 993, "implicit"),
+    "lmtp": ("smtp", 24, "none"),  # RFC 2033: SMTP's core with LHLO
 }
 
 
@@ -36,7 +37,8 @@ def test_every_scheme_is_tested() -> None:
 def test_scheme_default_port_and_tls(scheme: str) -> None:
     protocol, port, tls = EXPECTED_SCHEMES[scheme]
     target = parse_url(f"{scheme}://mail.example.com")
-    assert target == Target(protocol, "mail.example.com", port, tls, None)  # type: ignore[arg-type]
+    expected = Target(protocol, "mail.example.com", port, tls, None, lmtp=scheme == "lmtp")  # type: ignore[arg-type]
+    assert target == expected
 
 
 @pytest.mark.parametrize("scheme", sorted(EXPECTED_SCHEMES))
