@@ -66,7 +66,8 @@ from mailtalk.protocols.imap import (
     Untagged,
 )
 from mailtalk.servers.guard import SessionErrors, Verdict
-from mailtalk.servers.imap import mailboxes, selected
+from mailtalk.servers.imap import mailboxes, quota, selected
+from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.search import SearchCharsetError
@@ -348,7 +349,10 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
+                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH"]
+        if self.context.settings.quota_bytes is not None:
+            caps += ["QUOTA", "QUOTA=RES-STORAGE"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -582,6 +586,8 @@ class IMAPServerProtocol(ServerSession):
                 )
             except ValueError:
                 ok = False
+            else:
+                mailboxes.create_default_folders(SPECIAL_USE)
         if self.journal is not None:
             self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if not ok:
@@ -724,6 +730,9 @@ COMMANDS: Final[dict[str, Handler]] = {
     "LSUB": mailboxes.list_mailboxes,
     "STATUS": mailboxes.status,
     "APPEND": mailboxes.append,
+    "GETQUOTAROOT": quota.get_quota_root,
+    "GETQUOTA": quota.get_quota,
+    "SETQUOTA": quota.set_quota,
     # selected
     "CHECK": selected.check,
     "CLOSE": selected.close_mailbox,
