@@ -6,8 +6,10 @@ the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
 ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
 BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
-:mod:`mailtalk.servers.imap.binary`), STARTTLS and AUTH=PLAIN; response codes
-from RFC 5530.
+:mod:`mailtalk.servers.imap.binary`), SPECIAL-USE (RFC 6154; the folders are made
+at the first login), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
+(RFC 4731), QUOTA (RFC 9208, with ``--quota``: :mod:`mailtalk.servers.imap.quota`),
+STARTTLS and AUTH=PLAIN; response codes from RFC 5530.
 
 The session (this module) reads commands, checks them against the IMAP core's
 state table, applies injected faults and answers the commands of any state, of
