@@ -589,7 +589,13 @@ class IMAPServerProtocol(ServerSession):
             except ValueError:
                 ok = False
             else:
-                mailboxes.create_default_folders(SPECIAL_USE)
+                try:
+                    mailboxes.create_default_folders(SPECIAL_USE)
+                except OSError as error:
+                    # A full disk must not keep a user from logging in to delete
+                    # mail: the folders are made at a later login.
+                    log.warning("session %s: default folders not made: %s",
+                                self.session_id, error)
         if self.journal is not None:
             self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if not ok:
