@@ -374,7 +374,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'dns' -x -d 'Also an
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'mx-port' -x -d 'The port onward delivery connects to on MX hosts (a practice world of several servers on 127.0.0.x may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'bare-newline' -x -a 'reject normalise' -d 'What to do with a bare LF in a message (SMTP smuggling defence).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-size' -x -d 'Largest message accepted, in bytes (SIZE).'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'quota' -x -d 'Per-user mailbox quota in bytes (POP3 [SYS/TEMP]; IMAP QUOTA and OVERQUOTA).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'login-delay' -x -d 'POP3 LOGIN-DELAY: minimum time between two logins of a user.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'greet-pause' -x -d 'Hold the SMTP greeting back this long and refuse a client that talks before it (Sendmail\'s greet_pause).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'auth-failure-delay' -x -d 'Answer a wrong password this late, doubled for each recent failure from the same address, up to 15 s (Dovecot\'s auth_failure_delay); 0: at once.'

@@ -169,7 +169,8 @@ if TYPE_CHECKING:
     "--quota",
     type=click.IntRange(min=0),
     metavar="BYTES",
-    help="Per-user mailbox quota (POP3 [SYS/TEMP], IMAP OVERQUOTA).",
+    help="Per-user mailbox quota in bytes (POP3 [SYS/TEMP]; IMAP QUOTA and OVERQUOTA). "
+    "Example: --quota 10485760",
 )
 @click.option(
     "--login-delay",

@@ -9,6 +9,8 @@ Layout of one user's mail, ``ROOT/mail/USER/Maildir`` (Courier/Dovecot Maildir++
     Maildir/mailtalk-uidvalidity    the last UIDVALIDITY handed out to any of the folders
     Maildir/mailtalk-user.lock      serialises folder changes, quota checks, subscriptions
     Maildir/mailtalk-maildrop.lock  POP3's maildrop lock
+    Maildir/mailtalk-default-folders  present once the default folders were made (IMAP's
+                                    Sent, Drafts, ...): one the user deletes stays deleted
     <folder>/mailtalk-uidlist       the folder's UIDs (+ ``.lock``): see mailtalk.store.index
     ../mbox                         ``ROOT/mail/USER/mbox``: when this file exists, the
                                     user's POP3 maildrop (qpopper's /var/mail/USER)
@@ -34,7 +36,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +57,7 @@ DELIMITER = "."
 SUBSCRIPTIONS_NAME = "subscriptions"
 MBOX_NAME = "mbox"
 FOLDER_MARKER_NAME = "maildirfolder"
+DEFAULT_FOLDERS_MARKER_NAME = "mailtalk-default-folders"
 # Directories being created or deleted start with ".." so that no listing takes
 # them for a folder: a folder's directory is "." + a name with no empty level.
 _CREATING_PREFIX = "..creating-"
@@ -244,6 +247,30 @@ class UserMailboxes:
                 if not self.exists(parent):
                     self._make_folder(parent)
             self._make_folder(name)
+
+    def create_default_folders(self, names: Iterable[str]) -> None:
+        """Create and subscribe each of ``names`` that is missing, once in the Maildir's
+        life (as Dovecot's ``auto = subscribe``, but only the first time): a marker file
+        remembers it was done, so a folder the user deleted or renamed stays so."""
+        marker = self.path / DEFAULT_FOLDERS_MARKER_NAME
+        if marker.exists():
+            return
+        self._ensure_inbox()
+        with self._user_lock():
+            if marker.exists():
+                return
+            subscribed = self.subscriptions
+            for name in names:
+                name = _checked_name(name)
+                if not self.exists(name):
+                    for parent in _parents(name):
+                        if not self.exists(parent):
+                            self._make_folder(parent)
+                    self._make_folder(name)
+                if name not in subscribed:
+                    subscribed.append(name)
+            self._write_subscriptions(subscribed)
+            marker.touch(MESSAGE_MODE)
 
     def delete(self, name: str) -> None:
         """Delete folder ``name`` and its messages; its children stay (RFC 3501 6.3.4).

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.imap import Command
 from mailtalk.servers.imap.parse import (
+    ListRequest,
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
     new_mailbox_name_problem,
     parse_append,
     parse_list,
+    parse_list_command,
     parse_mailbox,
     parse_status,
 )
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DELIMITER",
+    "SPECIAL_USE",
     "append",
     "create",
     "delete",
@@ -64,6 +67,15 @@ CHUNK: Final = 64 * 1024  # an APPEND held in memory is written to the folder in
 # An APPEND literal larger than this goes straight to the folder's tmp/ as it
 # arrives, so a 200 MB message never sits in memory.
 STREAM_LITERAL_OVER: Final = 256 * 1024
+# RFC 6154 SPECIAL-USE: these folders are made at a user's first login
+# (UserMailboxes.create_default_folders) and carry their attribute in LIST.
+SPECIAL_USE: Final = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
 SYSTEM_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -240,18 +252,33 @@ def unsubscribe(session: IMAPServerProtocol, command: Command) -> None:
 
 
 def list_mailboxes(session: IMAPServerProtocol, command: Command) -> None:
-    reference, pattern = parse_list(command.args, command.literals)
-    if session.utf8:
-        reference, pattern = encode_mailbox_name(reference), encode_mailbox_name(pattern)
+    """LIST (RFC 3501, with RFC 5258's LIST-EXTENDED, RFC 5819's LIST-STATUS and
+    RFC 6154's SPECIAL-USE) and LSUB."""
     kind = command.verb
-    if kind == "LIST" and pattern == "":
+    if kind == "LSUB":
+        reference, pattern = parse_list(command.args, command.literals)
+        request = ListRequest(reference, (pattern,))
+    else:
+        request = parse_list_command(command.args, command.literals)
+    reference, patterns = request.reference, request.patterns
+    if session.utf8:
+        reference = encode_mailbox_name(reference)
+        patterns = tuple(encode_mailbox_name(p) for p in patterns)
+    if kind == "LIST" and patterns == ("",) and not request.extended:
         session.untagged(f'LIST (\\Noselect) "{DELIMITER}" ""')
         session.done(command, "List completed")
         return
+    select, returns = request.select, request.returns
     names = session.store.list_folders()
     existing = set(names)
-    if kind == "LSUB":
-        candidates = session.store.subscriptions
+    subscribed = session.store.subscriptions
+    subscribed_set = set(subscribed)
+
+    def matches(name: str) -> bool:
+        return any(list_pattern_matches(reference, p, name, DELIMITER) for p in patterns)
+
+    if kind == "LSUB" or "SUBSCRIBED" in select:
+        candidates = list(subscribed)
     else:
         # Parents missing after a DELETE still show, as \Noselect (RFC 3501 6.3.8).
         candidates = list(names)
@@ -261,29 +288,51 @@ def list_mailboxes(session: IMAPServerProtocol, command: Command) -> None:
                 parent = DELIMITER.join(parts[:i])
                 if parent not in existing and parent not in candidates:
                     candidates.append(parent)
-    for name in candidates:
-        if not list_pattern_matches(reference, pattern, name, DELIMITER):
-            continue
+    listed = [name for name in candidates if matches(name)]
+    child_info: set[str] = set()
+    if "SUBSCRIBED" in select and "RECURSIVEMATCH" in select:
+        # RFC 5258 3.5: a matching parent of a subscribed mailbox shows, with CHILDINFO.
+        for name in subscribed:
+            parts = name.split(DELIMITER)
+            for i in range(1, len(parts)):
+                parent = DELIMITER.join(parts[:i])
+                if matches(parent):
+                    child_info.add(parent)
+                    if parent not in listed:
+                        listed.append(parent)
+    for name in listed:
         attributes = []
+        special = SPECIAL_USE.get(name)
         if kind == "LIST":
             if name not in existing:
-                attributes.append("\\Noselect")
+                attributes.append("\\NonExistent" if request.extended else "\\Noselect")
             children = any(n.startswith(name + DELIMITER) for n in names)
             attributes.append("\\HasChildren" if children else "\\HasNoChildren")
-        session.untagged(f'{kind} ({" ".join(attributes)}) "{DELIMITER}" {_show(session, name)}')
+            show_subscribed = "SUBSCRIBED" in select or "SUBSCRIBED" in returns
+            if show_subscribed and name in subscribed_set:
+                attributes.append("\\Subscribed")
+            if special is not None and name in existing:
+                # Shown in every LIST (RFC 6154 2 allows it; Dovecot does).
+                attributes.append(special)
+        if "SPECIAL-USE" in select and (special is None or name not in existing):
+            continue
+        extra = ' ("CHILDINFO" ("SUBSCRIBED"))' if name in child_info else ""
+        shown = _show(session, name)
+        session.untagged(f'{kind} ({" ".join(attributes)}) "{DELIMITER}" {shown}{extra}')
+        if request.status_items and name in existing:
+            # RFC 5819: a mailbox that cannot be opened just has no STATUS.
+            with contextlib.suppress(MailboxError):
+                values = _status_text(session, name, request.status_items)
+                session.untagged(f"STATUS {shown} ({values})")
     session.done(command, f"{kind.capitalize()} completed")
 
 
-def status(session: IMAPServerProtocol, command: Command) -> None:
-    name, items = parse_status(command.args, command.literals, utf8=True)
-    if session.utf8 and name != "INBOX":
-        name = encode_mailbox_name(name)
+def _status_text(session: IMAPServerProtocol, name: str, items: tuple[str, ...]) -> str:
     if session.selected is not None and session.selected.name == name:
         mailbox = session.selected
-        messages = mailbox.messages()
     else:
         mailbox = session.store.open(name, read_only=True)
-        messages = mailbox.messages()
+    messages = mailbox.messages()
     values = {
         "MESSAGES": len(messages),
         "RECENT": mailbox.recent_count,
@@ -293,8 +342,14 @@ def status(session: IMAPServerProtocol, command: Command) -> None:
         "SIZE": sum(m.rfc822_size for m in messages),
         "DELETED": sum(1 for m in messages if "\\Deleted" in m.flags),
     }
-    shown = " ".join(f"{item} {values[item]}" for item in items if item in values)
-    session.untagged(f"STATUS {_show(session, name)} ({shown})")
+    return " ".join(f"{item} {values[item]}" for item in items if item in values)
+
+
+def status(session: IMAPServerProtocol, command: Command) -> None:
+    name, items = parse_status(command.args, command.literals, utf8=True)
+    if session.utf8 and name != "INBOX":
+        name = encode_mailbox_name(name)
+    session.untagged(f"STATUS {_show(session, name)} ({_status_text(session, name, items)})")
     session.done(command, "Status completed")
 
 

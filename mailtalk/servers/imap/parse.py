@@ -39,6 +39,7 @@ __all__ = [
     "AppendRequest",
     "FetchItem",
     "FetchRequest",
+    "ListRequest",
     "Section",
     "SequenceSet",
     "SpanSet",
@@ -56,6 +57,7 @@ __all__ = [
     "parse_fetch",
     "parse_fetch_items",
     "parse_list",
+    "parse_list_command",
     "parse_mailbox",
     "parse_sequence_set",
     "parse_status",
@@ -194,6 +196,86 @@ def parse_list(args: str, literals: Sequence[bytes]) -> tuple[str, str]:
     if len(values) != 2:
         raise IMAPSyntaxError("LIST takes a reference and a mailbox pattern")
     return astring(values[0], "the reference"), astring(values[1], "the mailbox pattern")
+
+
+# RFC 5258 3 (and RFC 6154 5.1's SPECIAL-USE): LIST's selection and return options.
+LIST_SELECT_OPTIONS: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """``LIST [(select...)] reference (patterns...) [RETURN (options...)]`` (RFC 5258).
+
+    Names as sent (still modified UTF-7); options upper-cased; ``status_items`` the
+    STATUS return option's items (RFC 5819), empty without it. ``extended`` is
+    whether the command used RFC 5258's syntax at all.
+    """
+
+    reference: str
+    patterns: tuple[str, ...]
+    select: frozenset[str] = frozenset()
+    returns: frozenset[str] = frozenset()
+    status_items: tuple[str, ...] = ()
+    extended: bool = False
+
+
+def _options(value: Value, known: frozenset[str], what: str) -> list[tuple[str, Value | None]]:
+    """A parenthesised option list as (NAME, its list argument or None)."""
+    if not isinstance(value, list):
+        raise IMAPSyntaxError(f"LIST {what} options must be a parenthesised list")
+    out: list[tuple[str, Value | None]] = []
+    for item in value:
+        if isinstance(item, list):
+            if not out or out[-1][1] is not None:
+                raise IMAPSyntaxError(f"unexpected list among the LIST {what} options")
+            out[-1] = (out[-1][0], item)
+            continue
+        if not isinstance(item, Atom) or item.value.upper() not in known:
+            raise IMAPSyntaxError(f"unknown LIST {what} option {describe(item)}")
+        out.append((item.value.upper(), None))
+    return out
+
+
+def parse_list_command(args: str, literals: Sequence[bytes]) -> ListRequest:
+    """LIST arguments, RFC 3501's or RFC 5258's extended form (with RFC 5819's STATUS)."""
+    values = tokenize(args, literals)
+    select: set[str] = set()
+    extended = False
+    if values and isinstance(values[0], list):
+        extended = True
+        for name, argument in _options(values.pop(0), LIST_SELECT_OPTIONS, "selection"):
+            if argument is not None:
+                raise IMAPSyntaxError(f"LIST selection option {name} takes no argument")
+            select.add(name)
+        if "RECURSIVEMATCH" in select and select <= {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 3: RECURSIVEMATCH alone says nothing; it is BAD.
+            raise IMAPSyntaxError("RECURSIVEMATCH needs another selection option")
+    returns: set[str] = set()
+    status_items: tuple[str, ...] = ()
+    if len(values) == 4 and isinstance(values[2], Atom) and values[2].value.upper() == "RETURN":
+        extended = True
+        for name, argument in _options(values[3], LIST_RETURN_OPTIONS, "return"):
+            if name == "STATUS":
+                if not isinstance(argument, list) or not argument:
+                    raise IMAPSyntaxError("LIST RETURN STATUS takes a list of STATUS items")
+                status_items = _status_items(argument)
+            elif argument is not None:
+                raise IMAPSyntaxError(f"LIST return option {name} takes no argument")
+            returns.add(name)
+        values = values[:2]
+    if len(values) != 2:
+        raise IMAPSyntaxError("LIST takes a reference and a mailbox pattern")
+    reference = astring(values[0], "the reference")
+    if isinstance(values[1], list):
+        if not values[1]:
+            raise IMAPSyntaxError("LIST needs at least one mailbox pattern")
+        extended = True
+        patterns = tuple(astring(value, "a mailbox pattern") for value in values[1])
+    else:
+        patterns = (astring(values[1], "the mailbox pattern"),)
+    return ListRequest(reference, patterns, frozenset(select), frozenset(returns),
+                       status_items, extended)
 
 
 def list_pattern_regex(pattern: str, delimiter: str | None = "/") -> re.Pattern[str]:
@@ -510,6 +592,15 @@ STATUS_ITEMS: Final = frozenset(
 )
 
 
+def _status_items(values: Sequence[Value]) -> tuple[str, ...]:
+    items: list[str] = []
+    for value in values:
+        if not isinstance(value, Atom) or value.value.upper() not in STATUS_ITEMS:
+            raise IMAPSyntaxError(f"unknown STATUS item {describe(value)}")
+        items.append(value.value.upper())
+    return tuple(items)
+
+
 def parse_status(
     args: str, literals: Sequence[bytes] = (), *, utf8: bool = False
 ) -> tuple[str, tuple[str, ...]]:
@@ -517,12 +608,7 @@ def parse_status(
     values = tokenize(args, literals)
     if len(values) != 2 or not isinstance(values[1], list) or not values[1]:
         raise IMAPSyntaxError("STATUS takes a mailbox and a list of items")
-    items: list[str] = []
-    for value in values[1]:
-        if not isinstance(value, Atom) or value.value.upper() not in STATUS_ITEMS:
-            raise IMAPSyntaxError(f"unknown STATUS item {describe(value)}")
-        items.append(value.value.upper())
-    return parse_mailbox(values[0], utf8=utf8), tuple(items)
+    return parse_mailbox(values[0], utf8=utf8), _status_items(values[1])
 
 
 # -- FETCH -----------------------------------------------------------------------

@@ -43,6 +43,7 @@ from mailtalk.servers.imap.tokens import (
 )
 
 __all__ = [
+    "ESEARCH_RETURNS",
     "SEARCH_CHARSETS_LISTED",
     "AllKey",
     "AndKey",
@@ -59,6 +60,7 @@ __all__ = [
     "SearchQuery",
     "SequenceKey",
     "SizeKey",
+    "esearch_response",
     "matches",
     "optimize",
     "parse_search",
@@ -198,8 +200,16 @@ SearchKey: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
+    """A SEARCH: its charset, its keys, and (RFC 4731 ESEARCH) what to RETURN: None for
+    a plain SEARCH, else the options upper-cased (``RETURN ()`` is ALL)."""
+
     charset: str | None
     key: SearchKey
+    returns: tuple[str, ...] | None = None
+
+
+# RFC 4731 3.1: what SEARCH RETURN (...) may ask for (SAVE needs SEARCHRES: not here).
+ESEARCH_RETURNS: Final = ("MIN", "MAX", "ALL", "COUNT")
 
 
 _FLAG_KEYS: Final = {
@@ -386,6 +396,17 @@ def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
     :class:`SearchCharsetError`. Without CHARSET, strings are UTF-8 (RFC 9051).
     """
     values = tokenize(args, literals, raw8=True)
+    returns: tuple[str, ...] | None = None
+    if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "RETURN":
+        if not isinstance(values[1], list):
+            raise IMAPSyntaxError("SEARCH RETURN takes a parenthesised list of options")
+        asked = []
+        for value in values[1]:
+            if not isinstance(value, Atom) or value.value.upper() not in ESEARCH_RETURNS:
+                raise IMAPSyntaxError(f"unknown SEARCH RETURN option {describe(value)}")
+            asked.append(value.value.upper())
+        returns = tuple(dict.fromkeys(asked)) or ("ALL",)
+        values = values[2:]
     charset: str | None = None
     codec = "utf-8"
     if len(values) >= 2 and isinstance(values[0], Atom) and values[0].value.upper() == "CHARSET":
@@ -397,7 +418,42 @@ def parse_search(args: str, literals: Sequence[bytes] = ()) -> SearchQuery:
         values = values[2:]
     if not values:
         raise IMAPSyntaxError("SEARCH needs a search key")
-    return SearchQuery(charset, _SearchParser(codec).keys(values))
+    return SearchQuery(charset, _SearchParser(codec).keys(values), returns)
+
+
+def _compact(numbers: Sequence[int]) -> str:
+    """Ascending numbers as a sequence set: 1,2,3,5 is ``1:3,5``."""
+    spans: list[str] = []
+    start = previous = numbers[0]
+    for n in numbers[1:]:
+        if n != previous + 1:
+            spans.append(f"{start}:{previous}" if previous != start else str(start))
+            start = n
+        previous = n
+    spans.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(spans)
+
+
+def esearch_response(tag: str, uid: bool, found: Sequence[int], returns: Sequence[str]) -> str:
+    """RFC 4731's ``ESEARCH (TAG "t") [UID] MIN m MAX n COUNT c ALL set``, the text after
+    ``* ``; ``found`` ascending. With nothing found only COUNT 0 is said (MIN, MAX and
+    ALL have no value to give)."""
+    tag_text = tag.replace("\\", "\\\\").replace('"', '\\"')
+    parts = [f'ESEARCH (TAG "{tag_text}")']
+    if uid:
+        parts.append("UID")
+    for option in returns:
+        if option == "COUNT":
+            parts.append(f"COUNT {len(found)}")
+        elif not found:
+            continue
+        elif option == "MIN":
+            parts.append(f"MIN {found[0]}")
+        elif option == "MAX":
+            parts.append(f"MAX {found[-1]}")
+        elif option == "ALL":
+            parts.append(f"ALL {_compact(found)}")
+    return " ".join(parts)
 
 
 # -- evaluation ------------------------------------------------------------------

@@ -23,7 +23,13 @@ from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
-from mailtalk.servers.imap.search import SearchCharsetError, matches, optimize, parse_search
+from mailtalk.servers.imap.search import (
+    SearchCharsetError,
+    esearch_response,
+    matches,
+    optimize,
+    parse_search,
+)
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
 from mailtalk.store.mailbox import MailboxError
@@ -208,12 +214,14 @@ def search_messages(session: IMAPServerProtocol, command: Command) -> None:
 
 def _run_search(
     session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
-) -> list[int]:
-    """The numbers (or UIDs) SEARCH finds, in a worker thread: the command is parsed
-    here too, as a query of a megabyte takes a while to read. One message at a time
-    is read and let go, so memory does not grow with the mailbox."""
+) -> tuple[list[int], tuple[str, ...] | None]:
+    """The numbers (or UIDs) SEARCH finds, and what it asked to RETURN (ESEARCH), in a
+    worker thread: the command is parsed here too, as a query of a megabyte takes a
+    while to read. One message at a time is read and let go, so memory does not grow
+    with the mailbox."""
     uid = command.verb == "UID SEARCH"
-    key = optimize(parse_search(command.args, command.literals).key)
+    query = parse_search(command.args, command.literals)
+    key = optimize(query.key)
     deadline = time.monotonic() + SEARCH_TIME_LIMIT
     max_seq = len(messages)
     max_uid = messages[-1].uid if messages else 0
@@ -223,14 +231,16 @@ def _run_search(
             raise _SearchStopped
         if matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
             found.append(info.uid if uid else seq)
-    return found
+    return found, query.returns
 
 
 async def _answer_search(
-    session: IMAPServerProtocol, command: Command, work: asyncio.Future[list[int]]
+    session: IMAPServerProtocol,
+    command: Command,
+    work: asyncio.Future[tuple[list[int], tuple[str, ...] | None]],
 ) -> None:
     try:
-        found = await work
+        found, returns = await work
     except IMAPSyntaxError as error:
         session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
         return
@@ -241,7 +251,11 @@ async def _answer_search(
         session.tagged(command.tag, "NO", "LIMIT",
                        f"Search took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
         return
-    session.untagged(" ".join(["SEARCH", *map(str, found)]))
+    if returns is None:
+        session.untagged(" ".join(["SEARCH", *map(str, found)]))
+    else:
+        uid = command.verb == "UID SEARCH"
+        session.untagged(esearch_response(command.tag, uid, found, returns))
     session.done(command, "Search completed")
 
 

@@ -6,8 +6,10 @@ the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
 ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
 BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
-:mod:`mailtalk.servers.imap.binary`), STARTTLS and AUTH=PLAIN; response codes
-from RFC 5530.
+:mod:`mailtalk.servers.imap.binary`), SPECIAL-USE (RFC 6154; the folders are made
+at the first login), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
+(RFC 4731), QUOTA (RFC 9208, with ``--quota``: :mod:`mailtalk.servers.imap.quota`),
+STARTTLS and AUTH=PLAIN; response codes from RFC 5530.
 
 The session (this module) reads commands, checks them against the IMAP core's
 state table, applies injected faults and answers the commands of any state, of
@@ -67,7 +69,8 @@ from mailtalk.protocols.imap import (
     Untagged,
 )
 from mailtalk.servers.guard import SessionErrors, Verdict
-from mailtalk.servers.imap import mailboxes, selected
+from mailtalk.servers.imap import mailboxes, quota, selected
+from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.search import SearchCharsetError
@@ -351,7 +354,10 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
+                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH"]
+        if self.context.settings.quota_bytes is not None:
+            caps += ["QUOTA", "QUOTA=RES-STORAGE"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -645,6 +651,14 @@ class IMAPServerProtocol(ServerSession):
                 )
             except ValueError:
                 ok = False
+            else:
+                try:
+                    mailboxes.create_default_folders(SPECIAL_USE)
+                except OSError as error:
+                    # A full disk must not keep a user from logging in to delete
+                    # mail: the folders are made at a later login.
+                    log.warning("session %s: default folders not made: %s",
+                                self.session_id, error)
         if self.journal is not None:
             self.journal_write("auth", user=name, mechanism=mechanism, ok=ok)
         if not ok:
@@ -787,6 +801,9 @@ COMMANDS: Final[dict[str, Handler]] = {
     "LSUB": mailboxes.list_mailboxes,
     "STATUS": mailboxes.status,
     "APPEND": mailboxes.append,
+    "GETQUOTAROOT": quota.get_quota_root,
+    "GETQUOTA": quota.get_quota,
+    "SETQUOTA": quota.set_quota,
     # selected
     "CHECK": selected.check,
     "CLOSE": selected.close_mailbox,

@@ -132,8 +132,10 @@ def test_create_rename_subscribe_refuse_bad_names(servers: RunningServers) -> No
         assert reply.startswith(b"x NO [CANNOT] mailbox name too long"), reply
         folders = sorted(p.name for p in (servers.root / "mail/alice/Maildir").glob(".*")
                          if (p / "cur").is_dir())
-        assert folders == [".Old"]
-        assert not (servers.root / "mail/alice/Maildir/subscriptions").exists()
+        # Only Old and the SPECIAL-USE folders made (and subscribed) at the first login.
+        assert folders == [".Archive", ".Drafts", ".Junk", ".Old", ".Sent", ".Trash"]
+        subscribed = (servers.root / "mail/alice/Maildir/subscriptions").read_text()
+        assert subscribed.split() == ["Sent", "Drafts", "Trash", "Junk", "Archive"]
     finally:
         raw.close()
 

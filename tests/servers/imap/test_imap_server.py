@@ -197,25 +197,32 @@ def test_list_create_delete_rename_subscribe_status(servers: RunningServers) -> 
         typ, data = client.list('""', '""')
         assert data == [b'(\\Noselect) "." ""']
         assert client.create("Archive.2024")[0] == "OK"
-        assert client.create("Sent")[0] == "OK"
-        typ, data = client.create("Sent")
+        assert client.create("Lists")[0] == "OK"
+        typ, data = client.create("Lists")
         assert typ == "NO" and b"ALREADYEXISTS" in data[0]
         typ, data = client.list()
-        assert data == [b'(\\HasNoChildren) "." "INBOX"', b'(\\HasChildren) "." "Archive"',
-                        b'(\\HasNoChildren) "." "Archive.2024"', b'(\\HasNoChildren) "." "Sent"']
-        assert client.list('""', "%")[1] == [b'(\\HasNoChildren) "." "INBOX"',
-                                            b'(\\HasChildren) "." "Archive"',
-                                            b'(\\HasNoChildren) "." "Sent"']
+        # Archive, Drafts, Junk, Sent and Trash were made at the first login (SPECIAL-USE).
+        assert data == [b'(\\HasNoChildren) "." "INBOX"',
+                        b'(\\HasChildren \\Archive) "." "Archive"',
+                        b'(\\HasNoChildren) "." "Archive.2024"',
+                        b'(\\HasNoChildren \\Drafts) "." "Drafts"',
+                        b'(\\HasNoChildren \\Junk) "." "Junk"',
+                        b'(\\HasNoChildren) "." "Lists"',
+                        b'(\\HasNoChildren \\Sent) "." "Sent"',
+                        b'(\\HasNoChildren \\Trash) "." "Trash"']
+        assert client.list('""', "L%")[1] == [b'(\\HasNoChildren) "." "Lists"']
         assert client.list("Archive.", "%")[1] == [b'(\\HasNoChildren) "." "Archive.2024"']
-        assert client.subscribe("Sent")[0] == "OK"
-        assert client.lsub()[1] == [b'() "." "Sent"']
-        assert client.unsubscribe("Sent")[0] == "OK"
+        for name in ("Archive", "Drafts", "Junk", "Sent", "Trash"):
+            assert client.unsubscribe(name)[0] == "OK"
+        assert client.subscribe("Lists")[0] == "OK"
+        assert client.lsub()[1] == [b'() "." "Lists"']
+        assert client.unsubscribe("Lists")[0] == "OK"
         assert client.lsub()[1] == [None]
-        assert client.rename("Sent", '"Sent Items"')[0] == "OK"
-        assert b'"Sent Items"' in b" ".join(client.list()[1])
+        assert client.rename("Lists", '"Old Lists"')[0] == "OK"
+        assert b'"Old Lists"' in b" ".join(client.list()[1])
         typ, data = client.rename("Nope", "Other")
         assert typ == "NO" and b"NONEXISTENT" in data[0]
-        assert client.delete('"Sent Items"')[0] == "OK"
+        assert client.delete('"Old Lists"')[0] == "OK"
         typ, data = client.delete("INBOX")
         assert typ == "NO"
         deliver(servers)
