@@ -13,9 +13,10 @@ back under the same UIDVALIDITY). Each message line is its UID; S = size in byte
 stored (LF line endings); W = RFC822.SIZE (the size with CRLF line endings, what
 IMAP and POP3 report, counted once when the message is first indexed); T =
 INTERNALDATE (Unix seconds); M = the message's MODSEQ (the folder's
-HIGHESTMODSEQ when it was added or its flags last changed); U if the message does not end with a line end;
-one K field per keyword; and after " :" the filename base (the part before
-``:2,``), which is the message's stable identity and its POP3 UIDL.
+HIGHESTMODSEQ when it was added or its flags last changed); U if the
+message does not end with a line end; one K field per keyword; and after
+" :" the filename base (the part before ``:2,``), which is the message's
+stable identity and its POP3 UIDL.
 An index written before MODSEQs were kept has no M fields: its messages read
 as MODSEQ 1 and the folder's HIGHESTMODSEQ as the highest of them, at least 1.
 Flags changed by another program renaming a file are seen (the session shows

@@ -23,7 +23,13 @@ from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
-from mailtalk.servers.imap.search import SearchCharsetError, matches, optimize, parse_search
+from mailtalk.servers.imap.search import (
+    SearchCharsetError,
+    matches,
+    optimize,
+    parse_search,
+    uses_modseq,
+)
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
 from mailtalk.store.mailbox import MailboxError
@@ -48,7 +54,7 @@ __all__ = [
 ]
 
 CHUNK: Final = 64 * 1024  # FETCH responses leave in batches of about this size
-_DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+_DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 
 
 def _header_only(item: FetchItem) -> bool:
@@ -91,6 +97,7 @@ class _SearchView:
         self.flags = info.flags - {"\\Recent"}
         self.recent = "\\Recent" in info.flags
         self.size = info.rfc822_size
+        self.modseq = info.modseq
         self._message: FetchMessage | None = None
 
     @property
@@ -208,12 +215,14 @@ def search_messages(session: IMAPServerProtocol, command: Command) -> None:
 
 def _run_search(
     session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
-) -> list[int]:
+) -> tuple[list[int], int | None]:
     """The numbers (or UIDs) SEARCH finds, in a worker thread: the command is parsed
     here too, as a query of a megabyte takes a while to read. One message at a time
     is read and let go, so memory does not grow with the mailbox."""
     uid = command.verb == "UID SEARCH"
     key = optimize(parse_search(command.args, command.literals).key)
+    # RFC 7162 3.1.5: with a MODSEQ key, the answer ends with the highest MODSEQ found.
+    highest: int | None = 0 if uses_modseq(key) else None
     deadline = time.monotonic() + SEARCH_TIME_LIMIT
     max_seq = len(messages)
     max_uid = messages[-1].uid if messages else 0
@@ -223,14 +232,17 @@ def _run_search(
             raise _SearchStopped
         if matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
             found.append(info.uid if uid else seq)
-    return found
+            if highest is not None:
+                highest = max(highest, info.modseq)
+    return found, highest
 
 
 async def _answer_search(
-    session: IMAPServerProtocol, command: Command, work: asyncio.Future[list[int]]
+    session: IMAPServerProtocol, command: Command,
+    work: asyncio.Future[tuple[list[int], int | None]],
 ) -> None:
     try:
-        found = await work
+        found, highest = await work
     except IMAPSyntaxError as error:
         session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
         return
@@ -241,7 +253,12 @@ async def _answer_search(
         session.tagged(command.tag, "NO", "LIMIT",
                        f"Search took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
         return
-    session.untagged(" ".join(["SEARCH", *map(str, found)]))
+    words = ["SEARCH", *map(str, found)]
+    if highest is not None:
+        session.condstore = True  # SEARCH MODSEQ enables CONDSTORE (RFC 7162 3.1)
+        if found:
+            words.append(f"(MODSEQ {highest})")
+    session.untagged(" ".join(words))
     session.done(command, "Search completed")
 
 
@@ -249,6 +266,10 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
     uid = command.verb == "UID FETCH"
     request = parse_fetch(command.args, command.literals)
     targets = _targets(session, request.sequence_set, uid)
+    if any(item.name == "MODSEQ" for item in request.items):
+        session.condstore = True  # FETCH MODSEQ / CHANGEDSINCE enable it (RFC 7162 3.1)
+    if request.changed_since is not None:
+        targets = [(n, m) for n, m in targets if m.modseq > request.changed_since]
     session.defer_tagged(
         _write_fetch_responses(session, command, request.items, targets, uid), command.tag
     )
@@ -271,6 +292,7 @@ async def _write_fetch_responses(
     streamed = streamed_item(items)  # a big message's whole text goes out from disk
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
     has_flags = any(i.name == "FLAGS" for i in items)
+    has_modseq = any(i.name == "MODSEQ" for i in items)
     missing = False
     undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
     # The responses leave in batches of about CHUNK bytes, not one write each.
@@ -297,10 +319,12 @@ async def _write_fetch_responses(
                 info = mailbox.message(info.uid) if info.uid in changed else info
                 if not has_flags:
                     shown = [*items, FetchItem("FLAGS")]
+                if info.uid in changed and session.condstore and not has_modseq:
+                    shown = [*shown, FetchItem("MODSEQ")]  # RFC 7162 3.1: a flag change
             message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
                                    internaldate=info.internaldate_seconds,
                                    rfc822_size=info.rfc822_size, seq=seq,
-                                   header_only=header_only)
+                                   header_only=header_only, modseq=info.modseq)
             if handle is not None:
                 assert streamed is not None
                 if out:
@@ -349,15 +373,32 @@ def store_flags(session: IMAPServerProtocol, command: Command) -> None:
     if not _writable(session, command):
         return
     mode = "replace" if request.mode == "set" else request.mode
-    session.box.set_flags([m.uid for _, m in targets], request.flags, mode)
-    if not request.silent:
-        current = {m.uid: m for m in session.box.messages()}
-        for seq, info in targets:
-            now = current.get(info.uid)
-            if now is None:
-                continue
-            uid_part = f"UID {info.uid} " if uid else ""
-            session.untagged(f"{seq} FETCH ({uid_part}FLAGS ({' '.join(sorted(now.flags))}))")
+    conditional = request.unchanged_since is not None
+    if conditional:
+        session.condstore = True  # UNCHANGEDSINCE enables CONDSTORE (RFC 7162 3.1)
+    modified: list[int] = []
+    changed = session.box.set_flags([m.uid for _, m in targets], request.flags, mode,
+                                    unchanged_since=request.unchanged_since, modified=modified)
+    failed = set(modified)
+    current = {m.uid: m for m in session.box.messages()}
+    for seq, info in targets:
+        now = current.get(info.uid)
+        if now is None or info.uid in failed:
+            continue
+        # RFC 7162 3.1.3: with UNCHANGEDSINCE a changed message is reported even .SILENT.
+        if request.silent and not (conditional and info.uid in changed):
+            continue
+        parts = [f"UID {info.uid}"] if uid or session.condstore else []
+        if not request.silent:
+            parts.append(f"FLAGS ({' '.join(sorted(now.flags))})")
+        if session.condstore:
+            parts.append(f"MODSEQ ({now.modseq})")
+        session.untagged(f"{seq} FETCH ({' '.join(parts)})")
+    if failed:
+        numbers = [info.uid if uid else seq for seq, info in targets if info.uid in failed]
+        session.done(command, "Conditional STORE failed for some messages",
+                     f"MODIFIED {uid_set(numbers)}")
+        return
     session.done(command, "Store completed")
 
 

@@ -6,7 +6,9 @@ the Maildir++ store (:mod:`mailtalk.store.mailbox`). Extensions: LITERAL-
 UNSELECT (RFC 3691), UIDPLUS (RFC 4315), MOVE (RFC 6851), ENABLE (RFC 5161),
 ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
 BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
-:mod:`mailtalk.servers.imap.binary`), STARTTLS and AUTH=PLAIN; response codes
+:mod:`mailtalk.servers.imap.binary`), CONDSTORE (RFC 7162: MODSEQs kept in the
+folder index, HIGHESTMODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH
+MODSEQ; not QRESYNC), STARTTLS and AUTH=PLAIN; response codes
 from RFC 5530.
 
 The session (this module) reads commands, checks them against the IMAP core's
@@ -154,6 +156,8 @@ class IMAPServerProtocol(ServerSession):
         self.mailboxes: UserMailboxes | None = None
         self.selected: Mailbox | None = None
         self.utf8 = False
+        # RFC 7162: after a CONDSTORE enabling command every untagged FETCH carries MODSEQ.
+        self.condstore = False
         self._sasl_tag: str | None = None
         self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
@@ -351,7 +355,7 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "CONDSTORE"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -678,6 +682,10 @@ class IMAPServerProtocol(ServerSession):
             if isinstance(value, Atom) and value.value.upper() == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True
                 enabled.append("UTF8=ACCEPT")
+            elif isinstance(value, Atom) and value.value.upper() == "CONDSTORE":
+                if not self.condstore:
+                    enabled.append("CONDSTORE")
+                self.condstore = True
         self.untagged(" ".join(["ENABLED", *enabled]))
         self.done(command, "Enabled")
 
@@ -756,7 +764,10 @@ class IMAPServerProtocol(ServerSession):
             changed = set(changes.flag_changed_uids)
             for seq, info in enumerate(messages, 1):
                 if info.uid in changed:
-                    self.untagged(f"{seq} FETCH (FLAGS ({' '.join(sorted(info.flags))}))")
+                    extra = f" UID {info.uid} MODSEQ ({info.modseq})" if self.condstore else ""
+                    self.untagged(
+                        f"{seq} FETCH (FLAGS ({' '.join(sorted(info.flags))}){extra})"
+                    )
 
 
 # Every command this server answers. Which of them a client may send now is the IMAP
