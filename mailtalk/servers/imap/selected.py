@@ -12,6 +12,7 @@ the other sessions.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,15 @@ from mailtalk.servers.imap.search import (
     optimize,
     parse_search,
     uses_modseq,
+)
+from mailtalk.servers.imap.sort import (
+    THREAD_ALGORITHMS,
+    SortMessage,
+    format_threads,
+    parse_sort_criteria,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
 )
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
@@ -48,6 +58,7 @@ __all__ = [
     "expunge",
     "fetch_messages",
     "search_messages",
+    "sort_or_thread",
     "store_flags",
     "uid_set",
     "unselect",
@@ -260,6 +271,100 @@ async def _answer_search(
             words.append(f"(MODSEQ {highest})")
     session.untagged(" ".join(words))
     session.done(command, "Search completed")
+
+
+# -- SORT and THREAD (RFC 5256): a SEARCH, then an order, on the same worker threads --
+
+# SORT and THREAD take the CHARSETs SEARCH does (as Dovecot): the charset is only that
+# of the search strings; base subjects and addresses are compared decoded.
+_SORT_HEAD: Final = re.compile(r"\s*(\([^()]*\)|[^\s()]+)\s+(\S+)\s+(.*)\Z", re.DOTALL)
+
+
+def sort_or_thread(session: IMAPServerProtocol, command: Command) -> None:
+    global _search_executor
+    if _search_executor is None:
+        _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
+    mailbox = session.box
+    messages = mailbox.messages()
+    work = asyncio.get_running_loop().run_in_executor(
+        _search_executor, _run_sort, session, command, mailbox, messages
+    )
+    session.defer_tagged(_answer_sort(session, command, work), command.tag)
+
+
+def _run_sort(
+    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
+) -> str:
+    """The SORT or THREAD response, in a worker thread: the messages the search keys
+    find, their header blocks read (through the store's cache) and ordered."""
+    verb = command.verb.removeprefix("UID ")
+    uid = command.verb.startswith("UID ")
+    head = _SORT_HEAD.match(command.args)
+    if head is None:
+        raise IMAPSyntaxError(f"{verb} takes {'criteria' if verb == 'SORT' else 'an algorithm'},"
+                              " a charset and search keys")
+    first, charset, rest = head.groups()
+    if verb == "SORT":
+        criteria = parse_sort_criteria(tokenize(first)[0])
+    else:
+        algorithm = first.upper()
+        if algorithm not in THREAD_ALGORITHMS:
+            raise IMAPSyntaxError(f"unknown threading algorithm {first[:30]}")
+    key = optimize(parse_search(f"CHARSET {charset} {rest}", command.literals).key)
+    deadline = time.monotonic() + SEARCH_TIME_LIMIT
+    max_seq = len(messages)
+    max_uid = messages[-1].uid if messages else 0
+    found: list[SortMessage] = []
+    for seq, info in enumerate(messages, 1):
+        if session.closing or time.monotonic() > deadline:
+            raise _SearchStopped
+        if not matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
+            continue
+        try:
+            header = mailbox.read_header(info.uid)
+        except (MailboxError, OSError):
+            header = b""
+        parsed = FetchMessage(header, uid=info.uid, header_only=True)
+
+        def first_value(name: str, parsed: FetchMessage = parsed) -> str:
+            values = parsed.header_values(name)
+            return values[0] if values else ""
+
+        found.append(SortMessage(
+            number=info.uid if uid else seq, seq=seq, size=info.rfc822_size,
+            internaldate=float(info.internaldate_seconds), subject=first_value("subject"),
+            date=first_value("date") or None, from_=first_value("from"), to=first_value("to"),
+            cc=first_value("cc"), message_id=first_value("message-id"),
+            references=first_value("references"), in_reply_to=first_value("in-reply-to"),
+        ))
+    if verb == "SORT":
+        return " ".join(["SORT", *map(str, sort_messages(found, criteria))])
+    def in_time() -> None:
+        if session.closing or time.monotonic() > deadline:
+            raise _SearchStopped
+
+    threads = (thread_references(found, in_time) if algorithm == "REFERENCES"
+               else thread_orderedsubject(found))
+    return f"THREAD {format_threads(threads)}".rstrip()
+
+
+async def _answer_sort(
+    session: IMAPServerProtocol, command: Command, work: asyncio.Future[str]
+) -> None:
+    try:
+        response = await work
+    except IMAPSyntaxError as error:
+        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
+        return
+    except SearchCharsetError as error:
+        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
+        return
+    except _SearchStopped:
+        session.tagged(command.tag, "NO", "LIMIT",
+                       f"{command.verb} took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
+        return
+    session.untagged(response)
+    session.done(command, f"{command.verb.removeprefix('UID ').capitalize()} completed")
 
 
 def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:

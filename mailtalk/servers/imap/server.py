@@ -8,8 +8,9 @@ ID (RFC 2971), UTF8=ACCEPT (RFC 6855, names only), BINARY (RFC 3516: FETCH
 BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
 :mod:`mailtalk.servers.imap.binary`), CONDSTORE (RFC 7162: MODSEQs kept in the
 folder index, HIGHESTMODSEQ, FETCH CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH
-MODSEQ; not QRESYNC), STARTTLS and AUTH=PLAIN; response codes
-from RFC 5530.
+MODSEQ; not QRESYNC), SORT and THREAD=ORDEREDSUBJECT/REFERENCES (RFC 5256, on the
+SEARCH worker threads; see :mod:`mailtalk.servers.imap.sort`), STARTTLS and
+AUTH=PLAIN; response codes from RFC 5530.
 
 The session (this module) reads commands, checks them against the IMAP core's
 state table, applies injected faults and answers the commands of any state, of
@@ -96,9 +97,11 @@ IDLE_AUTOLOGOUT: Final = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes while id
 # SEARCH needs (a literal carries a name or a message, not more arguments); SEARCH is
 # read on a worker thread.
 MAX_ARGUMENTS_TEXT: Final = 66 * 1024
-_LONG_ARGUMENTS: Final = frozenset({"SEARCH", "UID SEARCH"})
+_LONG_ARGUMENTS: Final = frozenset(
+    {"SEARCH", "UID SEARCH", "SORT", "UID SORT", "THREAD", "UID THREAD"}
+)
 # RFC 3501 7.4.1: no EXPUNGE while answering these (their sequence numbers must hold).
-_NO_EXPUNGE: Final = frozenset({"FETCH", "STORE", "SEARCH"})
+_NO_EXPUNGE: Final = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 
 
 def _clean(text: str) -> str:
@@ -355,7 +358,8 @@ class IMAPServerProtocol(ServerSession):
 
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "CONDSTORE"]
+                "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "CONDSTORE",
+                "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.user is None:
             if self.context.ssl_context is not None and not self.core.tls:
                 caps.append("STARTTLS")
@@ -806,6 +810,10 @@ COMMANDS: Final[dict[str, Handler]] = {
     "UID EXPUNGE": selected.expunge,
     "SEARCH": selected.search_messages,
     "UID SEARCH": selected.search_messages,
+    "SORT": selected.sort_or_thread,
+    "UID SORT": selected.sort_or_thread,
+    "THREAD": selected.sort_or_thread,
+    "UID THREAD": selected.sort_or_thread,
     "FETCH": selected.fetch_messages,
     "UID FETCH": selected.fetch_messages,
     "STORE": selected.store_flags,
