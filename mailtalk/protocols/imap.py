@@ -67,6 +67,7 @@ _AUTHENTICATED: Final = (
 _SELECTED: Final = (
     "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
     "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID SEARCH", "UID EXPUNGE",
+    "SORT", "UID SORT", "THREAD", "UID THREAD",
 )
 
 # The commands valid in each state (RFC 3501 6, RFC 9051 6). Extension commands are
@@ -99,6 +100,11 @@ EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
     "GETQUOTA": "QUOTA",
     "GETQUOTAROOT": "QUOTA",
     "SETQUOTA": "QUOTA",
+    "SORT": "SORT",
+    "UID SORT": "SORT",
+    # THREAD=ORDEREDSUBJECT, THREAD=REFERENCES...: any capability with this prefix.
+    "THREAD": "THREAD=",
+    "UID THREAD": "THREAD=",
 }
 # RFC 9051 made these part of the base protocol.
 _IN_IMAP4REV2: Final = frozenset({"MOVE", "UNSELECT", "IDLE", "NAMESPACE", "ENABLE", "UIDPLUS"})
@@ -897,7 +903,12 @@ class IMAPConnection:
                     continue
             elif verb in EXTENSION_OF_COMMAND and self.capabilities_known:
                 needed = EXTENSION_OF_COMMAND[verb]
-                if needed not in caps and not (rev2 and needed in _IN_IMAP4REV2):
+                offered = (
+                    any(cap.startswith(needed) for cap in caps)
+                    if needed.endswith("=")
+                    else needed in caps
+                )
+                if not offered and not (rev2 and needed in _IN_IMAP4REV2):
                     continue
             commands.append(verb)
         return commands

@@ -2,17 +2,25 @@
 
 Modelled on Dovecot's ``dovecot-uidlist``; one per folder, INBOX included::
 
-    mailtalk-uidlist 1 V1712345678 N4 R3
-    1 S1200 W1236 T1712345600 :1712345600.M12P34Q1.host
-    3 S99 W101 T1712345700 K$Junk Kproject-x :1712345700.M13P34Q2.host
+    mailtalk-uidlist 1 V1712345678 N4 R3 M7
+    1 S1200 W1236 T1712345600 M2 :1712345600.M12P34Q1.host
+    3 S99 W101 T1712345700 M7 K$Junk Kproject-x :1712345700.M13P34Q2.host
 
-The header is the format version, V = UIDVALIDITY, N = UIDNEXT and R = the
-first UID still \\Recent. Each message line is its UID; S = size in bytes as
+The header is the format version, V = UIDVALIDITY, N = UIDNEXT, R = the
+first UID still \\Recent and M = HIGHESTMODSEQ (RFC 7162: it grows with every
+change to the folder, a flag change, an addition or an expunge, and never goes
+back under the same UIDVALIDITY). Each message line is its UID; S = size in bytes as
 stored (LF line endings); W = RFC822.SIZE (the size with CRLF line endings, what
 IMAP and POP3 report, counted once when the message is first indexed); T =
-INTERNALDATE (Unix seconds); U if the message does not end with a line end;
-one K field per keyword; and after " :" the filename base (the part before
-``:2,``), which is the message's stable identity and its POP3 UIDL.
+INTERNALDATE (Unix seconds); M = the message's MODSEQ (the folder's
+HIGHESTMODSEQ when it was added or its flags last changed); U if the
+message does not end with a line end; one K field per keyword; and after
+" :" the filename base (the part before ``:2,``), which is the message's
+stable identity and its POP3 UIDL.
+An index written before MODSEQs were kept has no M fields: its messages read
+as MODSEQ 1 and the folder's HIGHESTMODSEQ as the highest of them, at least 1.
+Flags changed by another program renaming a file are seen (the session shows
+them) but not given a new MODSEQ: only changes made through this store are.
 
 **Writing.** The file is replaced atomically (tmp, fsync, rename) while holding
 an exclusive ``flock`` on ``mailtalk-uidlist.lock`` (:mod:`mailtalk.store.locks`),
@@ -120,6 +128,7 @@ class Record:
     internaldate: int
     keywords: frozenset[str]
     unterminated: bool = False  # no final line end (index token "U")
+    modseq: int = 1  # RFC 7162 MODSEQ (index token "M")
 
 
 @dataclass
@@ -130,19 +139,25 @@ class Index:
     uidnext: int
     first_recent_uid: int
     records: dict[str, Record]  # by filename base, in UID order
+    highestmodseq: int = 1
+
+    def next_modseq(self) -> int:
+        """Count a change to the folder: the new HIGHESTMODSEQ, for the changed message."""
+        self.highestmodseq += 1
+        return self.highestmodseq
 
 
 def _format_index(index: Index) -> str:
     lines = [
         f"{_INDEX_MAGIC} {INDEX_VERSION} V{index.uidvalidity} N{index.uidnext} "
-        f"R{index.first_recent_uid}"
+        f"R{index.first_recent_uid} M{index.highestmodseq}"
     ]
     for record in index.records.values():
         keywords = "".join(f" K{keyword}" for keyword in sorted(record.keywords))
         unterminated = " U" if record.unterminated else ""
         lines.append(
             f"{record.uid} S{record.size} W{record.rfc822_size} T{record.internaldate}"
-            f"{unterminated}{keywords} :{record.base}"
+            f" M{record.modseq}{unterminated}{keywords} :{record.base}"
         )
     return "\n".join(lines) + "\n"
 
@@ -165,12 +180,13 @@ def _parse_index(text: str) -> Index:
     if cached is None:
         cached = _parse_index_text(text)
         _INDEX_CACHE.put(text, cached)
-    return Index(cached.uidvalidity, cached.uidnext, cached.first_recent_uid, dict(cached.records))
+    return Index(cached.uidvalidity, cached.uidnext, cached.first_recent_uid,
+                 dict(cached.records), cached.highestmodseq)
 
 
 # What a parsed index costs in memory beyond its text, measured with tracemalloc
 # (CPython 3.11): a record and its strings, and each keyword of a distinct keyword set.
-_RECORD_BYTES = 320
+_RECORD_BYTES = 350
 _KEYWORD_BYTES = 90
 
 
@@ -238,11 +254,14 @@ def _parse_index_text(text: str) -> Index:
     if fields[:2] != [_INDEX_MAGIC, INDEX_VERSION]:
         raise ValueError(f"unknown header {header!r}")
     values = {field[:1]: field[1:] for field in fields[2:]}
-    if sorted(values) != ["N", "R", "V"] or len(fields) != 5:
+    if sorted(values) not in (["N", "R", "V"], ["M", "N", "R", "V"]) or len(fields) != 2 + len(
+        values
+    ):
         raise ValueError(f"bad header {header!r}")
     uidvalidity = _number(values["V"], 1, MAX_UID)
     uidnext = _number(values["N"], 1, MAX_UID + 1)
     first_recent_uid = _number(values["R"], 1, uidnext)
+    highestmodseq = _number(values.get("M", "1"), 1, 2**63 - 1)
     records: dict[str, Record] = {}
     # Messages mostly carry the same few keyword sets: one frozenset (and one string
     # per keyword) for all of them, not one per message.
@@ -254,7 +273,7 @@ def _parse_index_text(text: str) -> Index:
             raise ValueError(f"bad line {line!r}")
         uid_text, *parts = head.split(" ")
         if (
-            len(parts) == 3
+            len(parts) == 4
             and uid_text.isdigit()
             and parts[0][:1] == "S"
             and parts[1][:1] == "W"
@@ -262,21 +281,26 @@ def _parse_index_text(text: str) -> Index:
             and parts[0][1:].isdigit()
             and parts[1][1:].isdigit()
             and parts[2][1:].isdigit()
+            and parts[3][:1] == "M"
+            and parts[3][1:].isdigit()
         ):
             # The common line, as _format_index writes it without keywords.
             uid = int(uid_text)
-            size, rfc822_size, internaldate = (
+            size, rfc822_size, internaldate, modseq = (
                 int(parts[0][1:]),
                 int(parts[1][1:]),
                 int(parts[2][1:]),
+                int(parts[3][1:]),
             )
             if (
                 last_uid < uid < uidnext
                 and size < 2**63
                 and rfc822_size < 2**63
                 and internaldate < 2**63
+                and 0 < modseq <= highestmodseq
             ):
-                records[base] = Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS)
+                records[base] = Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS,
+                                       False, modseq)
                 last_uid = uid
                 continue
         uid = _number(uid_text, last_uid + 1, uidnext - 1)
@@ -288,20 +312,23 @@ def _parse_index_text(text: str) -> Index:
                 unterminated = True
             elif part[:1] == "K" and len(part) > 1:
                 keywords.append(part[1:])
-            elif part[:1] in ("S", "W", "T") and part[:1] not in numbers:
+            elif part[:1] in ("S", "W", "T", "M") and part[:1] not in numbers:
                 numbers[part[:1]] = _number(part[1:])
             else:
                 raise ValueError(f"bad field {part!r}")
-        if len(numbers) != 3:
+        if len(numbers.keys() - {"M"}) != 3:
             raise ValueError(f"missing fields in {line!r}")
+        modseq = numbers.get("M", 1)
+        if not 0 < modseq <= highestmodseq:
+            raise ValueError(f"MODSEQ beyond HIGHESTMODSEQ in {line!r}")
         shared = keyword_sets.get(tuple(keywords))
         if shared is None:
             shared = keyword_sets[tuple(keywords)] = frozenset(keywords)
         records[base] = Record(
-            uid, base, numbers["S"], numbers["W"], numbers["T"], shared, unterminated
+            uid, base, numbers["S"], numbers["W"], numbers["T"], shared, unterminated, modseq
         )
         last_uid = uid
-    return Index(uidvalidity, uidnext, first_recent_uid, records)
+    return Index(uidvalidity, uidnext, first_recent_uid, records, highestmodseq)
 
 
 _NO_KEYWORDS: frozenset[str] = frozenset()
@@ -389,8 +416,11 @@ class LockedIndex:
         else:
             self.index = index
         records = self.index.records
-        for base in [base for base in records if base not in self.files]:
+        gone = [base for base in records if base not in self.files]
+        for base in gone:
             del records[base]
+        if gone:
+            self.index.next_modseq()  # an expunge is a change (RFC 7162 3.1.2)
             self.dirty = True
         self._index_new_files()
         if self.rebuilt:
@@ -476,6 +506,7 @@ class LockedIndex:
             record.internaldate,
             record.keywords,
             record.unterminated,
+            self.index.next_modseq(),
         )
         self.dirty = True
         return uid
@@ -501,6 +532,7 @@ class LockedIndex:
     def remove(self, base: str) -> None:
         self.files.pop(base, None)
         if self.index.records.pop(base, None) is not None:
+            self.index.next_modseq()
             self.dirty = True
 
     def save(self) -> None:

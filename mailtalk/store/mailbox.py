@@ -121,6 +121,7 @@ class MessageInfo:
     claimed it. ``size`` is the stored size (LF line endings), ``rfc822_size``
     the size with CRLF line endings: IMAP RFC822.SIZE; ``pop3_size`` adds the CRLF
     that POP3 puts after a message without a final line end (LIST, STAT, RETR).
+    ``modseq`` is its CONDSTORE mod-sequence (RFC 7162) from the folder's index.
     ``path`` is where the file was at the last refresh (``location``, the same
     as a string); another session changing its flags renames it, which
     :meth:`Mailbox.open_message` follows.
@@ -134,6 +135,7 @@ class MessageInfo:
     rfc822_size: int
     internaldate_seconds: int
     unterminated: bool = False
+    modseq: int = 1  # RFC 7162: the folder's HIGHESTMODSEQ when it last changed
 
     @property
     def pop3_size(self) -> int:
@@ -229,6 +231,7 @@ class Mailbox:
         self.maildir = Maildir(path)
         self._uidvalidity = 0
         self._uidnext = 1
+        self._highestmodseq = 1
         self._messages: dict[int, MessageInfo] = {}
         self._recent: set[int] = set()
         self._token: ChangeToken | None = None
@@ -246,6 +249,11 @@ class Mailbox:
     @property
     def uidnext(self) -> int:
         return self._uidnext
+
+    @property
+    def highestmodseq(self) -> int:
+        """The folder's HIGHESTMODSEQ (RFC 7162) as of the last refresh."""
+        return self._highestmodseq
 
     @property
     def recent_count(self) -> int:
@@ -299,6 +307,7 @@ class Mailbox:
                 )
             view = self._view(state)
             self._uidvalidity, self._uidnext = index.uidvalidity, index.uidnext
+            self._highestmodseq = index.highestmodseq
         self._recent.intersection_update(view)
         old = self._messages
         sequence_numbers = {uid: number for number, uid in enumerate(old, start=1)}
@@ -434,8 +443,15 @@ class Mailbox:
         uids: Iterable[int],
         flags: Iterable[str],
         mode: Literal["replace", "add", "remove"] = "replace",
+        *,
+        unchanged_since: int | None = None,
+        modified: list[int] | None = None,
     ) -> dict[int, frozenset[str]]:
         """Change the flags of ``uids``; returns {uid: new flags} for those that changed.
+
+        ``unchanged_since`` (STORE UNCHANGEDSINCE, RFC 7162 3.1.3): a message whose
+        MODSEQ on disk is above it is left alone and its UID appended to ``modified``;
+        the test and the change are made together under the index lock.
 
         "add" and "remove" apply to the flags currently on disk, so concurrent
         changes by other sessions to other flags are kept. \\Recent is ignored
@@ -447,7 +463,7 @@ class Mailbox:
         """
         before = dict(self._messages)
         try:
-            return self._set_flags(uids, flags, mode)
+            return self._set_flags(uids, flags, mode, unchanged_since, modified)
         except OSError:
             self._messages = before
             self._token = None
@@ -458,6 +474,8 @@ class Mailbox:
         uids: Iterable[int],
         flags: Iterable[str],
         mode: Literal["replace", "add", "remove"],
+        unchanged_since: int | None = None,
+        modified: list[int] | None = None,
     ) -> dict[int, frozenset[str]]:
         self._require_writable()
         wanted = normalize_flags(flags)
@@ -474,6 +492,10 @@ class Mailbox:
                 record = state.index.records.get(info.base) if info is not None else None
                 entry = state.files.get(info.base) if info is not None else None
                 if info is None or record is None or entry is None:
+                    continue
+                if unchanged_since is not None and record.modseq > unchanged_since:
+                    if modified is not None:
+                        modified.append(uid)
                     continue
                 subdir, filename = entry
                 on_disk_info = split_filename(filename)[1]
@@ -495,13 +517,21 @@ class Mailbox:
                         continue  # an outside reader renamed it; this change is lost, rarely
                     state.files[info.base] = ("cur", new_filename)
                     renamed = True
+                # Every flag change gets a MODSEQ, which only the index records. On
+                # a full disk a system flag (in the filename) is still changed; its
+                # MODSEQ is then lost, which is what lets users delete mail to make room.
+                modseq = state.index.next_modseq()
                 keywords = new - FILENAME_FLAGS
                 if keywords != record.keywords:
-                    state.index.records[info.base] = dataclasses.replace(record, keywords=keywords)
-                    state.dirty = state.essential = True
+                    state.essential = True
+                state.index.records[info.base] = dataclasses.replace(
+                    record, keywords=keywords, modseq=modseq
+                )
+                state.dirty = True
                 shown = new | {RECENT} if uid in self._recent else new
                 self._messages[uid] = dataclasses.replace(
-                    info, flags=shown, location=f"{self._folder}/cur/{new_filename}"
+                    info, flags=shown, location=f"{self._folder}/cur/{new_filename}",
+                    modseq=modseq,
                 )
                 changed[uid] = shown
             if renamed:
@@ -763,6 +793,7 @@ class Mailbox:
                 and previous.rfc822_size == record.rfc822_size
                 and previous.internaldate_seconds == record.internaldate
                 and previous.unterminated == record.unterminated
+                and previous.modseq == record.modseq
             ):
                 view[uid] = previous  # unchanged: no new object
                 continue
@@ -775,6 +806,7 @@ class Mailbox:
                 record.rfc822_size,
                 record.internaldate,
                 record.unterminated,
+                record.modseq,
             )
         return view
 

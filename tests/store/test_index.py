@@ -25,7 +25,7 @@ def test_index_persists_across_reopen(alice: UserMailboxes) -> None:
     assert again.uidnext == 4
     assert {m.base: m.uid for m in again.messages()} == uids
     header, *lines = index_text(alice.path).splitlines()
-    assert header == f"mailtalk-uidlist 1 V{inbox.uidvalidity} N4 R4"
+    assert header == f"mailtalk-uidlist 1 V{inbox.uidvalidity} N4 R4 M4"
     assert [line.split(" ")[0] for line in lines] == ["1", "2", "3"]
     assert all(line.endswith(f" :{base}") for line, base in zip(lines, uids, strict=True))
 

@@ -189,6 +189,8 @@ def _render_item(out: ResponseWriter, item: FetchItem, message: FetchMessage) ->
         out.text("FLAGS (" + " ".join(flags) + ")")
     elif name == "UID":
         out.text(f"UID {message.uid}")
+    elif name == "MODSEQ":
+        out.text(f"MODSEQ ({message.modseq})")
     elif name == "RFC822.SIZE":
         out.text(f"RFC822.SIZE {message.size}")
     elif name == "INTERNALDATE":
@@ -235,7 +237,7 @@ def render_fetch(
 
 # -- a FETCH command's renderer -----------------------------------------------------------
 
-_SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE"})
+_SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE", "MODSEQ"})
 _HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
@@ -292,6 +294,8 @@ class FetchRenderer:
                 pending.append("FLAGS (" + " ".join(flags) + ")")
             elif kind == "UID":
                 pending.append(f"UID {message.uid}")
+            elif kind == "MODSEQ":
+                pending.append(f"MODSEQ ({message.modseq})")
             elif kind == "RFC822.SIZE":
                 pending.append(f"RFC822.SIZE {message.size}")
             elif kind == "INTERNALDATE":

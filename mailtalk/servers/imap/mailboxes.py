@@ -30,10 +30,12 @@ from mailtalk.servers.imap.parse import (
     parse_status,
 )
 from mailtalk.servers.imap.tokens import (
+    Atom,
     IMAPSyntaxError,
     String,
     Value,
     astring,
+    describe,
     tokenize,
     wire_bytes,
 )
@@ -188,9 +190,23 @@ def namespace(session: IMAPServerProtocol, command: Command) -> None:
     session.done(command, "Namespace completed")
 
 
+def _select_parameters(session: IMAPServerProtocol, command: Command) -> str:
+    """SELECT/EXAMINE's mailbox; a ``(CONDSTORE)`` parameter (RFC 7162 3.1.8) enables
+    CONDSTORE for the session."""
+    values = tokenize(command.args, command.literals)
+    if len(values) == 2 and isinstance(values[1], list):
+        for parameter in values[1]:
+            if not isinstance(parameter, Atom) or parameter.value.upper() != "CONDSTORE":
+                raise IMAPSyntaxError(f"unknown {command.verb} parameter {describe(parameter)}")
+        session.condstore = True
+    elif len(values) != 1:
+        raise IMAPSyntaxError(f"{command.verb} takes one mailbox name")
+    return mailbox_arg(session, values[0])
+
+
 def select(session: IMAPServerProtocol, command: Command) -> None:
     session.deselect()
-    name = _one_mailbox(session, command)
+    name = _select_parameters(session, command)
     read_only = command.verb == "EXAMINE"
     mailbox = session.store.open(name, read_only=read_only)
     session.selected = mailbox
@@ -209,6 +225,7 @@ def select(session: IMAPServerProtocol, command: Command) -> None:
         session.untagged(f"OK [UNSEEN {unseen}] First unseen")
     session.untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
+    session.untagged(f"OK [HIGHESTMODSEQ {mailbox.highestmodseq}] Highest")
     session.tagged(command.tag, "OK", "READ-ONLY" if read_only else "READ-WRITE",
                    f"{command.verb.capitalize()} completed")
 
@@ -341,12 +358,15 @@ def _status_text(session: IMAPServerProtocol, name: str, items: tuple[str, ...])
         "UNSEEN": sum(1 for m in messages if "\\Seen" not in m.flags),
         "SIZE": sum(m.rfc822_size for m in messages),
         "DELETED": sum(1 for m in messages if "\\Deleted" in m.flags),
+        "HIGHESTMODSEQ": mailbox.highestmodseq,
     }
     return " ".join(f"{item} {values[item]}" for item in items if item in values)
 
 
 def status(session: IMAPServerProtocol, command: Command) -> None:
     name, items = parse_status(command.args, command.literals, utf8=True)
+    if "HIGHESTMODSEQ" in items:
+        session.condstore = True  # a CONDSTORE enabling command (RFC 7162 3.1)
     if session.utf8 and name != "INBOX":
         name = encode_mailbox_name(name)
     session.untagged(f"STATUS {_show(session, name)} ({_status_text(session, name, items)})")

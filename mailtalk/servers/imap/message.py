@@ -318,6 +318,7 @@ class FetchMessage:
         recent: bool = False,
         seq: int = 0,
         header_only: bool = False,
+        modseq: int = 0,
     ) -> None:
         """``header_only``: ``raw`` is just the header block (as the store's
         ``read_header`` returns it) and only header items will be rendered;
@@ -330,6 +331,7 @@ class FetchMessage:
         self._size = rfc822_size
         self.recent = recent
         self.seq = seq
+        self.modseq = modseq  # RFC 7162 FETCH MODSEQ
 
     @property
     def size(self) -> int:

@@ -35,6 +35,7 @@ from mailtalk.servers.imap.tokens import (
 __all__ = [
     "FETCH_MACROS",
     "MAX_MAILBOX_LEVELS",
+    "MAX_MODSEQ",
     "MONTHS",
     "AppendRequest",
     "FetchItem",
@@ -59,6 +60,8 @@ __all__ = [
     "parse_list",
     "parse_list_command",
     "parse_mailbox",
+    "parse_modifier",
+    "parse_modseq",
     "parse_sequence_set",
     "parse_status",
     "parse_store",
@@ -525,6 +528,7 @@ class StoreRequest:
     mode: Literal["set", "add", "remove"]
     silent: bool
     flags: tuple[str, ...]
+    unchanged_since: int | None = None  # RFC 7162 UNCHANGEDSINCE modifier
 
 
 _STORE_MODES: Final[dict[str, Literal["set", "add", "remove"]]] = {
@@ -538,6 +542,12 @@ def parse_store(args: str, literals: Sequence[bytes] = ()) -> StoreRequest:
     if len(values) < 3:
         raise IMAPSyntaxError("STORE takes a sequence set, FLAGS item and flags")
     sequence_set = parse_sequence_set(values[0])
+    unchanged_since = None
+    if isinstance(values[1], list):
+        unchanged_since = parse_modifier(values[1], "UNCHANGEDSINCE", zero=True)
+        values = [values[0], *values[2:]]
+        if len(values) < 3:
+            raise IMAPSyntaxError("STORE takes a sequence set, FLAGS item and flags")
     item = values[1]
     match = _STORE_ITEM.fullmatch(item.value) if isinstance(item, Atom) else None
     if match is None:
@@ -549,7 +559,7 @@ def parse_store(args: str, literals: Sequence[bytes] = ()) -> StoreRequest:
         flag_values = rest
     mode = _STORE_MODES[match.group(1)]
     return StoreRequest(sequence_set, mode, match.group(2) is not None,
-                        _flags(flag_values, storing=True))
+                        _flags(flag_values, storing=True), unchanged_since)
 
 
 # -- APPEND / STATUS ---------------------------------------------------------------
@@ -663,7 +673,7 @@ FETCH_MACROS: Final[dict[str, tuple[str, ...]]] = {
 }
 _SIMPLE_ITEMS: Final = frozenset(
     {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-     "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+     "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ"}
 )
 _SECTION_ITEM: Final = re.compile(
     r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[(.*)\](?:<(\d{1,10})\.(\d{1,10})>)?",
@@ -751,6 +761,7 @@ def parse_fetch_items(value: Value) -> list[FetchItem]:
 class FetchRequest:
     sequence_set: SequenceSet
     items: list[FetchItem] = field(default_factory=list)
+    changed_since: int | None = None  # RFC 7162 CHANGEDSINCE modifier
 
     @property
     def sets_seen(self) -> bool:
@@ -760,6 +771,39 @@ class FetchRequest:
 def parse_fetch(args: str, literals: Sequence[bytes] = ()) -> FetchRequest:
     """``1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)]<0.100>)``."""
     values = tokenize(args, literals)
-    if len(values) != 2:
+    if len(values) not in (2, 3):
         raise IMAPSyntaxError("FETCH takes a sequence set and data items")
-    return FetchRequest(parse_sequence_set(values[0]), parse_fetch_items(values[1]))
+    items = parse_fetch_items(values[1])
+    changed_since = None
+    if len(values) == 3:
+        changed_since = parse_modifier(values[2], "CHANGEDSINCE", zero=False)
+        if not any(item.name == "MODSEQ" for item in items):
+            items.append(FetchItem("MODSEQ"))  # RFC 7162 3.1.4.1: implied
+    return FetchRequest(parse_sequence_set(values[0]), items, changed_since)
+
+
+# -- CONDSTORE modifiers (RFC 7162) -----------------------------------------------
+
+MAX_MODSEQ: Final = 2**63 - 1  # mod-sequence-value: 1*DIGIT, at most 2^63-1
+
+
+def parse_modseq(value: Value, *, zero: bool) -> int:
+    """A mod-sequence-value (``zero``: a mod-sequence-valzer, which may be 0)."""
+    text = value.value if isinstance(value, Atom) else ""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise IMAPSyntaxError("a mod-sequence must be a number")
+    number = int(text)
+    if number > MAX_MODSEQ or (number == 0 and not zero):
+        raise IMAPSyntaxError("mod-sequence out of range")
+    return number
+
+
+def parse_modifier(value: Value, name: str, *, zero: bool) -> int:
+    """``(CHANGEDSINCE 12345)`` or ``(UNCHANGEDSINCE 0)``: the one modifier ``name``
+    in a parenthesised list, as its number."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise IMAPSyntaxError(f"expected ({name} mod-sequence)")
+    key = value[0]
+    if not isinstance(key, Atom) or key.value.upper() != name:
+        raise IMAPSyntaxError(f"expected ({name} mod-sequence), not {describe(key)}")
+    return parse_modseq(value[1], zero=zero)

@@ -29,6 +29,7 @@ from mailtalk.servers.imap.parse import (
     SequenceSet,
     normalize_flag,
     parse_date,
+    parse_modseq,
     parse_sequence_set,
 )
 from mailtalk.servers.imap.tokens import (
@@ -51,6 +52,7 @@ __all__ = [
     "DateKey",
     "FlagKey",
     "HeaderKey",
+    "ModSeqKey",
     "NotKey",
     "OrKey",
     "RecentKey",
@@ -66,6 +68,7 @@ __all__ = [
     "parse_search",
     "search",
     "search_codec",
+    "uses_modseq",
 ]
 
 
@@ -176,6 +179,15 @@ class SizeKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ModSeqKey:
+    """MODSEQ (RFC 7162 3.1.5): messages whose MODSEQ is at least ``modseq``. An
+    entry name (``"/flags/\\draft" all``) is accepted and the whole message's
+    MODSEQ used, as the RFC asks of a server that keeps no per-flag ones."""
+
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
 class NotKey:
     key: SearchKey
 
@@ -194,7 +206,7 @@ class AndKey:
 
 SearchKey: TypeAlias = (
     "AllKey | FlagKey | RecentKey | SequenceKey | HeaderKey | BodyKey | DateKey | SizeKey"
-    " | NotKey | OrKey | AndKey"
+    " | ModSeqKey | NotKey | OrKey | AndKey"
 )
 
 
@@ -217,6 +229,7 @@ _FLAG_KEYS: Final = {
     "FLAGGED": "\\Flagged", "SEEN": "\\Seen",
 }
 _HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT"})
+_ENTRY_TYPES: Final = frozenset({"priv", "shared", "all"})
 _DATE_KEYS: Final[dict[str, tuple[Literal["before", "on", "since"], bool]]] = {
     "BEFORE": ("before", False), "ON": ("on", False), "SINCE": ("since", False),
     "SENTBEFORE": ("before", True), "SENTON": ("on", True), "SENTSINCE": ("since", True),
@@ -382,6 +395,14 @@ class _SearchParser:
             return SizeKey(word == "LARGER", number(self.take("a size"), "the size"))
         if word == "UID":
             return SequenceKey(parse_sequence_set(self.take("a UID set")), uid=True)
+        if word == "MODSEQ":
+            first = self.take("a mod-sequence")
+            if isinstance(first, String):  # entry-name entry-type-req
+                kind = self.take("an entry type")
+                if not isinstance(kind, Atom) or kind.value.lower() not in _ENTRY_TYPES:
+                    raise IMAPSyntaxError("the MODSEQ entry type must be priv, shared or all")
+                first = self.take("a mod-sequence")
+            return ModSeqKey(parse_modseq(first, zero=True))
         if word[:1].isdigit() or word[:1] == "*":
             return SequenceKey(parse_sequence_set(value))
         raise IMAPSyntaxError(f"unknown search key {value.value[:40]}")
@@ -474,6 +495,8 @@ class SearchMessage(Protocol):
     def size(self) -> int: ...
     @property
     def internaldate_datetime(self) -> datetime: ...
+    @property
+    def modseq(self) -> int: ...
 
     def header_values(self, name: str) -> list[str]: ...
     def has_header(self, name: str) -> bool: ...
@@ -484,7 +507,7 @@ class SearchMessage(Protocol):
 def _cost(key: SearchKey) -> int:
     if isinstance(key, AllKey):
         return 0
-    if isinstance(key, FlagKey | RecentKey | SequenceKey | SizeKey):
+    if isinstance(key, FlagKey | RecentKey | SequenceKey | SizeKey | ModSeqKey):
         return 1
     if isinstance(key, DateKey):
         return 3 if key.sent else 1
@@ -595,6 +618,8 @@ def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: in
         return key.sequence_set.contains(message.seq, max_seq)
     if isinstance(key, SizeKey):
         return message.size > key.size if key.larger else message.size < key.size
+    if isinstance(key, ModSeqKey):
+        return message.modseq >= key.modseq
     if isinstance(key, DateKey):
         if key.sent:
             return _compare_date(_sent_date(message), key)
@@ -614,6 +639,22 @@ def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: in
     if isinstance(key, OrKey):
         return any(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.keys)
     return all(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.keys)
+
+
+def uses_modseq(key: SearchKey) -> bool:
+    """Whether a MODSEQ key is anywhere in ``key`` (then SEARCH answers with the
+    highest MODSEQ found, RFC 7162 3.1.5). Iterative: keys nest up to
+    MAX_SEARCH_DEPTH, OR chains are wide."""
+    pending = [key]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ModSeqKey):
+            return True
+        if isinstance(current, NotKey):
+            pending.append(current.key)
+        elif isinstance(current, OrKey | AndKey):
+            pending.extend(current.keys)
+    return False
 
 
 def search(

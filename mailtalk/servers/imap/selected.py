@@ -12,6 +12,7 @@ the other sessions.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,16 @@ from mailtalk.servers.imap.search import (
     matches,
     optimize,
     parse_search,
+    uses_modseq,
+)
+from mailtalk.servers.imap.sort import (
+    THREAD_ALGORITHMS,
+    SortMessage,
+    format_threads,
+    parse_sort_criteria,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
 )
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
@@ -48,13 +59,14 @@ __all__ = [
     "expunge",
     "fetch_messages",
     "search_messages",
+    "sort_or_thread",
     "store_flags",
     "uid_set",
     "unselect",
 ]
 
 CHUNK: Final = 64 * 1024  # FETCH responses leave in batches of about this size
-_DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+_DATA_FREE_ITEMS: Final = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 
 
 def _header_only(item: FetchItem) -> bool:
@@ -97,6 +109,7 @@ class _SearchView:
         self.flags = info.flags - {"\\Recent"}
         self.recent = "\\Recent" in info.flags
         self.size = info.rfc822_size
+        self.modseq = info.modseq
         self._message: FetchMessage | None = None
 
     @property
@@ -214,14 +227,15 @@ def search_messages(session: IMAPServerProtocol, command: Command) -> None:
 
 def _run_search(
     session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
-) -> tuple[list[int], tuple[str, ...] | None]:
-    """The numbers (or UIDs) SEARCH finds, and what it asked to RETURN (ESEARCH), in a
-    worker thread: the command is parsed here too, as a query of a megabyte takes a
-    while to read. One message at a time is read and let go, so memory does not grow
-    with the mailbox."""
+) -> tuple[list[int], tuple[str, ...] | None, int | None]:
+    """The numbers (or UIDs) SEARCH finds, what it asked to RETURN (ESEARCH), and with
+    a MODSEQ key the highest MODSEQ found (RFC 7162 3.1.5), in a worker thread: the
+    command is parsed here too, as a query of a megabyte takes a while to read. One
+    message at a time is read and let go, so memory does not grow with the mailbox."""
     uid = command.verb == "UID SEARCH"
     query = parse_search(command.args, command.literals)
     key = optimize(query.key)
+    highest: int | None = 0 if uses_modseq(key) else None
     deadline = time.monotonic() + SEARCH_TIME_LIMIT
     max_seq = len(messages)
     max_uid = messages[-1].uid if messages else 0
@@ -231,16 +245,18 @@ def _run_search(
             raise _SearchStopped
         if matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
             found.append(info.uid if uid else seq)
-    return found, query.returns
+            if highest is not None:
+                highest = max(highest, info.modseq)
+    return found, query.returns, highest
 
 
 async def _answer_search(
     session: IMAPServerProtocol,
     command: Command,
-    work: asyncio.Future[tuple[list[int], tuple[str, ...] | None]],
+    work: asyncio.Future[tuple[list[int], tuple[str, ...] | None, int | None]],
 ) -> None:
     try:
-        found, returns = await work
+        found, returns, highest = await work
     except IMAPSyntaxError as error:
         session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
         return
@@ -251,18 +267,124 @@ async def _answer_search(
         session.tagged(command.tag, "NO", "LIMIT",
                        f"Search took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
         return
+    if highest is not None:
+        session.condstore = True  # SEARCH MODSEQ enables CONDSTORE (RFC 7162 3.1)
     if returns is None:
-        session.untagged(" ".join(["SEARCH", *map(str, found)]))
+        words = ["SEARCH", *map(str, found)]
+        if highest is not None and found:
+            words.append(f"(MODSEQ {highest})")
+        session.untagged(" ".join(words))
     else:
         uid = command.verb == "UID SEARCH"
-        session.untagged(esearch_response(command.tag, uid, found, returns))
+        response = esearch_response(command.tag, uid, found, returns)
+        if highest is not None and found:
+            response += f" MODSEQ {highest}"  # RFC 7162 3.1.5, as ESEARCH data
+        session.untagged(response)
     session.done(command, "Search completed")
+
+
+# -- SORT and THREAD (RFC 5256): a SEARCH, then an order, on the same worker threads --
+
+# SORT and THREAD take the CHARSETs SEARCH does (as Dovecot): the charset is only that
+# of the search strings; base subjects and addresses are compared decoded.
+_SORT_HEAD: Final = re.compile(r"\s*(\([^()]*\)|[^\s()]+)\s+(\S+)\s+(.*)\Z", re.DOTALL)
+
+
+def sort_or_thread(session: IMAPServerProtocol, command: Command) -> None:
+    global _search_executor
+    if _search_executor is None:
+        _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
+    mailbox = session.box
+    messages = mailbox.messages()
+    work = asyncio.get_running_loop().run_in_executor(
+        _search_executor, _run_sort, session, command, mailbox, messages
+    )
+    session.defer_tagged(_answer_sort(session, command, work), command.tag)
+
+
+def _run_sort(
+    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
+) -> str:
+    """The SORT or THREAD response, in a worker thread: the messages the search keys
+    find, their header blocks read (through the store's cache) and ordered."""
+    verb = command.verb.removeprefix("UID ")
+    uid = command.verb.startswith("UID ")
+    head = _SORT_HEAD.match(command.args)
+    if head is None:
+        raise IMAPSyntaxError(f"{verb} takes {'criteria' if verb == 'SORT' else 'an algorithm'},"
+                              " a charset and search keys")
+    first, charset, rest = head.groups()
+    if verb == "SORT":
+        criteria = parse_sort_criteria(tokenize(first)[0])
+    else:
+        algorithm = first.upper()
+        if algorithm not in THREAD_ALGORITHMS:
+            raise IMAPSyntaxError(f"unknown threading algorithm {first[:30]}")
+    key = optimize(parse_search(f"CHARSET {charset} {rest}", command.literals).key)
+    deadline = time.monotonic() + SEARCH_TIME_LIMIT
+    max_seq = len(messages)
+    max_uid = messages[-1].uid if messages else 0
+    found: list[SortMessage] = []
+    for seq, info in enumerate(messages, 1):
+        if session.closing or time.monotonic() > deadline:
+            raise _SearchStopped
+        if not matches(key, _SearchView(mailbox, info, seq), max_seq=max_seq, max_uid=max_uid):
+            continue
+        try:
+            header = mailbox.read_header(info.uid)
+        except (MailboxError, OSError):
+            header = b""
+        parsed = FetchMessage(header, uid=info.uid, header_only=True)
+
+        def first_value(name: str, parsed: FetchMessage = parsed) -> str:
+            values = parsed.header_values(name)
+            return values[0] if values else ""
+
+        found.append(SortMessage(
+            number=info.uid if uid else seq, seq=seq, size=info.rfc822_size,
+            internaldate=float(info.internaldate_seconds), subject=first_value("subject"),
+            date=first_value("date") or None, from_=first_value("from"), to=first_value("to"),
+            cc=first_value("cc"), message_id=first_value("message-id"),
+            references=first_value("references"), in_reply_to=first_value("in-reply-to"),
+        ))
+    if verb == "SORT":
+        return " ".join(["SORT", *map(str, sort_messages(found, criteria))])
+    def in_time() -> None:
+        if session.closing or time.monotonic() > deadline:
+            raise _SearchStopped
+
+    threads = (thread_references(found, in_time) if algorithm == "REFERENCES"
+               else thread_orderedsubject(found))
+    return f"THREAD {format_threads(threads)}".rstrip()
+
+
+async def _answer_sort(
+    session: IMAPServerProtocol, command: Command, work: asyncio.Future[str]
+) -> None:
+    try:
+        response = await work
+    except IMAPSyntaxError as error:
+        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
+        return
+    except SearchCharsetError as error:
+        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
+        return
+    except _SearchStopped:
+        session.tagged(command.tag, "NO", "LIMIT",
+                       f"{command.verb} took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
+        return
+    session.untagged(response)
+    session.done(command, f"{command.verb.removeprefix('UID ').capitalize()} completed")
 
 
 def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
     uid = command.verb == "UID FETCH"
     request = parse_fetch(command.args, command.literals)
     targets = _targets(session, request.sequence_set, uid)
+    if any(item.name == "MODSEQ" for item in request.items):
+        session.condstore = True  # FETCH MODSEQ / CHANGEDSINCE enable it (RFC 7162 3.1)
+    if request.changed_since is not None:
+        targets = [(n, m) for n, m in targets if m.modseq > request.changed_since]
     session.defer_tagged(
         _write_fetch_responses(session, command, request.items, targets, uid), command.tag
     )
@@ -285,6 +407,7 @@ async def _write_fetch_responses(
     streamed = streamed_item(items)  # a big message's whole text goes out from disk
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
     has_flags = any(i.name == "FLAGS" for i in items)
+    has_modseq = any(i.name == "MODSEQ" for i in items)
     missing = False
     undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
     # The responses leave in batches of about CHUNK bytes, not one write each.
@@ -311,10 +434,12 @@ async def _write_fetch_responses(
                 info = mailbox.message(info.uid) if info.uid in changed else info
                 if not has_flags:
                     shown = [*items, FetchItem("FLAGS")]
+                if info.uid in changed and session.condstore and not has_modseq:
+                    shown = [*shown, FetchItem("MODSEQ")]  # RFC 7162 3.1: a flag change
             message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
                                    internaldate=info.internaldate_seconds,
                                    rfc822_size=info.rfc822_size, seq=seq,
-                                   header_only=header_only)
+                                   header_only=header_only, modseq=info.modseq)
             if handle is not None:
                 assert streamed is not None
                 if out:
@@ -363,15 +488,32 @@ def store_flags(session: IMAPServerProtocol, command: Command) -> None:
     if not _writable(session, command):
         return
     mode = "replace" if request.mode == "set" else request.mode
-    session.box.set_flags([m.uid for _, m in targets], request.flags, mode)
-    if not request.silent:
-        current = {m.uid: m for m in session.box.messages()}
-        for seq, info in targets:
-            now = current.get(info.uid)
-            if now is None:
-                continue
-            uid_part = f"UID {info.uid} " if uid else ""
-            session.untagged(f"{seq} FETCH ({uid_part}FLAGS ({' '.join(sorted(now.flags))}))")
+    conditional = request.unchanged_since is not None
+    if conditional:
+        session.condstore = True  # UNCHANGEDSINCE enables CONDSTORE (RFC 7162 3.1)
+    modified: list[int] = []
+    changed = session.box.set_flags([m.uid for _, m in targets], request.flags, mode,
+                                    unchanged_since=request.unchanged_since, modified=modified)
+    failed = set(modified)
+    current = {m.uid: m for m in session.box.messages()}
+    for seq, info in targets:
+        now = current.get(info.uid)
+        if now is None or info.uid in failed:
+            continue
+        # RFC 7162 3.1.3: with UNCHANGEDSINCE a changed message is reported even .SILENT.
+        if request.silent and not (conditional and info.uid in changed):
+            continue
+        parts = [f"UID {info.uid}"] if uid or session.condstore else []
+        if not request.silent:
+            parts.append(f"FLAGS ({' '.join(sorted(now.flags))})")
+        if session.condstore:
+            parts.append(f"MODSEQ ({now.modseq})")
+        session.untagged(f"{seq} FETCH ({' '.join(parts)})")
+    if failed:
+        numbers = [info.uid if uid else seq for seq, info in targets if info.uid in failed]
+        session.done(command, "Conditional STORE failed for some messages",
+                     f"MODIFIED {uid_set(numbers)}")
+        return
     session.done(command, "Store completed")
 
 

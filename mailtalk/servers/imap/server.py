@@ -9,7 +9,11 @@ BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
 :mod:`mailtalk.servers.imap.binary`), SPECIAL-USE (RFC 6154; the folders are made
 at the first login), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
 (RFC 4731), QUOTA (RFC 9208, with ``--quota``: :mod:`mailtalk.servers.imap.quota`),
-STARTTLS and AUTH=PLAIN; response codes from RFC 5530.
+CONDSTORE (RFC 7162: MODSEQs kept in the folder index, HIGHESTMODSEQ, FETCH
+CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ; not QRESYNC), SORT and
+THREAD=ORDEREDSUBJECT/REFERENCES (RFC 5256, on the SEARCH worker threads; see
+:mod:`mailtalk.servers.imap.sort`), STARTTLS and AUTH=PLAIN; response codes from
+RFC 5530.
 
 The session (this module) reads commands, checks them against the IMAP core's
 state table, applies injected faults and answers the commands of any state, of
@@ -97,9 +101,11 @@ IDLE_AUTOLOGOUT: Final = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes while id
 # SEARCH needs (a literal carries a name or a message, not more arguments); SEARCH is
 # read on a worker thread.
 MAX_ARGUMENTS_TEXT: Final = 66 * 1024
-_LONG_ARGUMENTS: Final = frozenset({"SEARCH", "UID SEARCH"})
+_LONG_ARGUMENTS: Final = frozenset(
+    {"SEARCH", "UID SEARCH", "SORT", "UID SORT", "THREAD", "UID THREAD"}
+)
 # RFC 3501 7.4.1: no EXPUNGE while answering these (their sequence numbers must hold).
-_NO_EXPUNGE: Final = frozenset({"FETCH", "STORE", "SEARCH"})
+_NO_EXPUNGE: Final = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 
 
 def _clean(text: str) -> str:
@@ -157,6 +163,8 @@ class IMAPServerProtocol(ServerSession):
         self.mailboxes: UserMailboxes | None = None
         self.selected: Mailbox | None = None
         self.utf8 = False
+        # RFC 7162: after a CONDSTORE enabling command every untagged FETCH carries MODSEQ.
+        self.condstore = False
         self._sasl_tag: str | None = None
         self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
@@ -355,7 +363,8 @@ class IMAPServerProtocol(ServerSession):
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH"]
+                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE", "SORT",
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.context.settings.quota_bytes is not None:
             caps += ["QUOTA", "QUOTA=RES-STORAGE"]
         if self.user is None:
@@ -692,6 +701,10 @@ class IMAPServerProtocol(ServerSession):
             if isinstance(value, Atom) and value.value.upper() == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True
                 enabled.append("UTF8=ACCEPT")
+            elif isinstance(value, Atom) and value.value.upper() == "CONDSTORE":
+                if not self.condstore:
+                    enabled.append("CONDSTORE")
+                self.condstore = True
         self.untagged(" ".join(["ENABLED", *enabled]))
         self.done(command, "Enabled")
 
@@ -770,7 +783,10 @@ class IMAPServerProtocol(ServerSession):
             changed = set(changes.flag_changed_uids)
             for seq, info in enumerate(messages, 1):
                 if info.uid in changed:
-                    self.untagged(f"{seq} FETCH (FLAGS ({' '.join(sorted(info.flags))}))")
+                    extra = f" UID {info.uid} MODSEQ ({info.modseq})" if self.condstore else ""
+                    self.untagged(
+                        f"{seq} FETCH (FLAGS ({' '.join(sorted(info.flags))}){extra})"
+                    )
 
 
 # Every command this server answers. Which of them a client may send now is the IMAP
@@ -812,6 +828,10 @@ COMMANDS: Final[dict[str, Handler]] = {
     "UID EXPUNGE": selected.expunge,
     "SEARCH": selected.search_messages,
     "UID SEARCH": selected.search_messages,
+    "SORT": selected.sort_or_thread,
+    "UID SORT": selected.sort_or_thread,
+    "THREAD": selected.sort_or_thread,
+    "UID THREAD": selected.sort_or_thread,
     "FETCH": selected.fetch_messages,
     "UID FETCH": selected.fetch_messages,
     "STORE": selected.store_flags,

@@ -239,3 +239,26 @@ def test_arguments_beyond_one_line_are_refused_before_they_are_read(server: Serv
     assert prober.worst < NOOP_BOUND
     assert seconds < 5
     client.close()
+
+
+def test_sort_and_thread_bombs_run_off_the_event_loop(server: Server) -> None:
+    """SORT and THREAD run where SEARCH does: the same 977 KB search keys, then every
+    message's header read and ordered, while another session's NOOPs are answered."""
+    bomb = search_bomb()
+    client = logged_in(server.port)
+    with Prober(server.port) as prober:
+        for head in (b"SORT (REVERSE SUBJECT) UTF-8 ", b"THREAD REFERENCES UTF-8 "):
+            lines, reply, seconds = client.command(head + bomb.removeprefix(b"SEARCH "))
+            assert reply.endswith(b" OK Sort completed\r\n" if b"SORT" in head
+                                  else b" OK Thread completed\r\n"), reply
+            assert lines in ([b"* SORT\r\n"], [b"* THREAD\r\n"])
+            assert seconds < 15
+        # All 400 messages, each header read: "message 99" sorts after "message 400".
+        lines, reply, _ = client.command(b"SORT (REVERSE SUBJECT) UTF-8 ALL")
+        numbers = lines[0].split()[2:]
+        assert len(numbers) == MESSAGES and numbers[:2] == [b"99", b"98"], lines[0][:60]
+        lines, reply, _ = client.command(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
+        assert lines[0].count(b"(") == MESSAGES
+    assert prober.answered >= 2
+    assert prober.worst < NOOP_BOUND, f"a NOOP waited {prober.worst:.2f} s"
+    client.close()
