@@ -62,6 +62,14 @@ def layout(explanation: Explanation) -> Layout:
         facts.append(_("{origin} wording").format(origin=explanation.matched.origin))
     if explanation.software:
         facts.append(_("the greeting names {software}").format(software=explanation.software))
+    if explanation.weighed:
+        from mailtalk.knowledge.learned import describe
+
+        said = [_(template).format(value=value)
+                for template, value in filter(None, map(describe, explanation.weighed))]
+        if said:
+            facts.append(_("no known wording: read from {evidence}").format(
+                evidence=", ".join(said)))
     shown_reply = explanation.reply if explanation.reply not in ("", explanation.code) else None
     result = Layout(
         shown_reply,

@@ -36,6 +36,7 @@ from mailtalk.knowledge.catalogue import (
     term_regex,
     terms,
 )
+from mailtalk.knowledge.learned import Guess
 from mailtalk.knowledge.replies import ParsedReply
 
 _POSITIVE_STATUS: Final = {"+OK", "OK", "PREAUTH", "+"}
@@ -241,6 +242,19 @@ def words_of(parsed: ParsedReply) -> str:
     return " ".join(text.split())
 
 
+def learned_features(
+    parsed: ParsedReply, command: str | None, response: ResponseCode | None
+) -> list[str]:
+    """What the learned reading weighs (``learned.features``) for this reply, answering
+    ``command`` (normalised): the trainer reads the labelled replies through this too."""
+    from mailtalk.knowledge import learned
+
+    named = parsed.response_code or (response.name if response is not None else None)
+    return learned.features(
+        words_of(parsed), parsed.protocol, parsed.code, parsed.enhanced_code, named, command
+    )
+
+
 def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -> Term | None:
     """The first key term of ``terms.toml`` the reply's words hold, for its protocol
     (for a reply of unknown protocol, any), its code and the command it answered."""
@@ -270,8 +284,8 @@ def match_term(parsed: ParsedReply, protocol: str | None, command: str | None) -
 class Decision(NamedTuple):
     """The category and the evidence that decided it: ``rule`` is one of "success",
     "wording", "response-code", "enhanced-code", "term", "command", "basic-code",
-    "status", "none"; ``evidence`` names which (the wording's or term's id, the code,
-    the command)."""
+    "status", "learned", "none"; ``evidence`` names which (the wording's or term's id,
+    the code, the command, the learned reading's strongest features)."""
 
     category: str
     rule: str
@@ -279,6 +293,7 @@ class Decision(NamedTuple):
     pattern: Pattern | None = None
     readings: tuple[Reading, ...] = ()
     term: Term | None = None
+    guess: Guess | None = None  # rule "learned": the reading that decided
 
 
 _LOGIN_COMMANDS: Final = frozenset(
@@ -399,6 +414,7 @@ def decide_category(
     sender's, and an address refused is the sender's (the words are often the same
     as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
+    decision = _second_opinion(decision, parsed, command, response)
     if decision.category == "auth_failed" and decision.rule in ("wording", "command"):
         tls = _tls_first(parsed)
         if tls is not None:
@@ -413,6 +429,56 @@ def decide_category(
     if instead is not None:
         # the wording's cause is about a recipient: the category's causes say it
         return Decision(instead, "command", command or "")
+    return decision
+
+
+# Rules that say little: the learned reading may take over from them when it leans
+# one way at all; from the others only when it is sure. Both thresholds were chosen
+# on the blind sets, each scored with the rules as they were before it was collected
+# and the model trained without it (tests/knowledge/blind/README.md).
+_WEAK_RULES: Final = frozenset({"none", "basic-code", "status"})
+_KNOWN_RULES: Final = frozenset({"response-code"})
+_SURE: Final = 0.7
+_LEANS: Final = 0.4
+
+
+def _known(decision: Decision, command: str | None) -> bool:
+    """Whether the rules' decision rests on knowledge the learned reading lacks: a
+    program's own words, a wording read for the situation (the server handles the
+    domain or not), a wording or key term written for some commands or codes, or a
+    refused login."""
+    pattern, term = decision.pattern, decision.term
+    if pattern is not None and (pattern.origin or pattern.local or pattern.remote):
+        return True
+    if (pattern is not None and (pattern.commands or pattern.codes)) or (
+        term is not None and term.commands
+    ):
+        return True
+    # the command first (issue 14): what a login command is refused with is about the
+    # credentials, or about TLS, unless the words say otherwise
+    return decision.category in ("auth_failed", "tls_required") and command in _LOGIN_COMMANDS
+
+
+def _second_opinion(
+    decision: Decision, parsed: ParsedReply, command: str | None, response: ResponseCode | None
+) -> Decision:
+    """The learned reading (``learned.py``) in place of the rules' decision, when the
+    rules had little to go on or the reading is sure; a success stays a success, and a
+    reply without words (a bare code) is read by the rules alone."""
+    if decision.category == "ok" or not parsed.text:
+        return decision
+    from mailtalk.knowledge import learned
+
+    if _known(decision, command):
+        return decision
+    if decision.rule in _KNOWN_RULES:
+        return decision
+    guess = learned.guess(learned_features(parsed, command, response))
+    if guess.category == decision.category or guess.category == "ok":
+        return decision
+    weak = decision.rule in _WEAK_RULES or decision.category == "other"
+    if guess.probability > _SURE or (weak and guess.probability > _LEANS):
+        return Decision(guess.category, "learned", ", ".join(guess.evidence), guess=guess)
     return decision
 
 

@@ -108,6 +108,9 @@ class Explanation:
     rule: str = ""  # the evidence that decided the category (see Decision)
     evidence: str = ""  # which one: the term's id, the code, the command
     term: Term | None = None
+    # rule "learned": how sure the learned reading was, and what weighed most for it
+    certainty: float | None = None
+    weighed: tuple[str, ...] = ()
     known: bool = True
     lead: str = ""  # what the one-line explanation says after the title
     software: str | None = None  # the server program its greeting names
@@ -175,6 +178,8 @@ class Explanation:
             data["matched"].update(origin=self.matched.origin or None, source=self.matched.source)
         elif self.term is not None:
             data["matched"]["taught_by"] = self.term.taught_by
+        elif self.certainty is not None:
+            data["matched"].update(certainty=round(self.certainty, 2), weighed=list(self.weighed))
         return data
 
 
@@ -529,6 +534,8 @@ def explain_parsed(
         matched=pattern,
         rule=decision.rule,
         evidence=decision.evidence,
+        certainty=decision.guess.probability if decision.guess else None,
+        weighed=decision.guess.evidence if decision.guess else (),
         term=decision.term,
         known=(
             pattern is not None
