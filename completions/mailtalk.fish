@@ -32,7 +32,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
     end
@@ -386,6 +386,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'max-connections-per
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'line-timeout' -x -d 'A command or message line must arrive whole within this time (plus 1 s per 500 bytes of it), or the session ends as an idle one: a client that sends a byte at a time cannot hold a connection.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'handshake-timeout' -x -d 'A TLS handshake (SMTPS, POP3S, IMAPS, STARTTLS) must end within this time.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'journal' -r -F -d 'Write what the servers do to FILE, one JSON object a line (connections, commands and replies, logins, deliveries, DNS answers; passwords redacted); past 8 MiB FILE becomes FILE.1.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'http' -x -d 'Also serve a JSON API over HTTP on PORT, on the --listen address (loopback by default): list, read and delete messages, add users, set faults, read the journal, wait for a message; described at /api/v1/openapi.json.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'http-token-file' -r -F -d 'Ask every --http request for \'Authorization: Bearer TOKEN\', TOKEN being FILE\'s first line (kept out of the command line and never logged).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'json' -d 'Print one JSON line once listening.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'v' -l 'verbose' -d 'Log sessions to standard error.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -s 'h' -l 'help' -d 'Show this message and exit.'

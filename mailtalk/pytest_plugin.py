@@ -8,6 +8,14 @@ them available:
             smtp.sendmail("bob@example.org", ["alice@localhost"], b"Subject: hi\\r\\n\\r\\nhi")
         assert mailtalk_server.messages("alice")
 
+Code that sends from another thread or process waits for the message instead:
+
+    message = mailtalk_server.wait_for_message("alice", timeout=5, subject="hi")
+    assert message["From"] == "bob@example.org"
+
+(``wait_for_message`` returns an ``email.message.EmailMessage``; ``match=`` takes a
+callable on it; ``TimeoutError`` says what was waited for and what did arrive.)
+
 ``mailtalk_servers`` is a factory taking the options of
 ``mailtalk.servers.api.run_servers`` for tests that need faults, scenarios or
 other users. Imports happen inside the fixtures: loading the plugin costs

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     "  mailtalk serve --listen 0.0.0.0 --max-connections-per-address 10   # a classroom\n"
     "  mailtalk serve --user alice:secret --journal -     # what happens, live, as JSON lines\n"
     "  mailtalk serve --journal ~/serve.jsonl             # ... kept in a file (rotated)\n"
+    "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
@@ -263,6 +264,24 @@ if TYPE_CHECKING:
     "past 8 MiB FILE becomes FILE.1. '-': standard output, live, and the start-up "
     "text goes to standard error.",
 )
+@click.option(
+    "--http",
+    "http_port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Also serve a JSON API over HTTP on PORT, on the --listen address (loopback by "
+    "default): list, read and delete messages, add users, set faults, read the journal, "
+    "wait for a message; described at /api/v1/openapi.json. Off by default. "
+    "Example: --http 8025",
+)
+@click.option(
+    "--http-token-file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Ask every --http request for 'Authorization: Bearer TOKEN', TOKEN being FILE's "
+    "first line (kept out of the command line and never logged). Needed when --listen "
+    "is not a loopback address. Example: --http-token-file ~/.mailtalk-api-token",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
 @pass_environment
@@ -308,6 +327,8 @@ def serve(
     line_timeout: float,
     handshake_timeout: float,
     journal: str | None,
+    http_port: int | None,
+    http_token_file: str | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -360,6 +381,8 @@ def serve(
         line_timeout=line_timeout,
         handshake_timeout=handshake_timeout,
         journal=journal,
+        http_port=http_port,
+        http_token_file=http_token_file,
         as_json=as_json,
         verbose=verbose,
     )

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,6 +67,33 @@ class RunningServers:
             return []
         paths = sorted(maildir.new_messages(), key=lambda p: (p.stat().st_mtime_ns, p.name))
         return [path.read_bytes() for path in paths]
+
+    def wait_for_message(
+        self,
+        user: str,
+        timeout: float = 10.0,
+        match: Callable[[EmailMessage], bool] | None = None,
+        *,
+        subject: str | None = None,
+        sender: str | None = None,
+        to: str | None = None,
+        header: str | None = None,
+        folder: str = "INBOX",
+    ) -> EmailMessage:
+        """The first message in ``user``'s ``folder`` that matches, parsed; waits up to
+        ``timeout`` seconds for one to arrive (one already there counts, so a message
+        sent before the call is not missed).
+
+        ``match``: a callable on the parsed message. ``subject``, ``sender`` (From),
+        ``to`` (To or Cc): case-insensitive substrings; ``header``: ``"Name: text"`` or
+        ``"Name"``. All given must hold. Woken by each delivery, not polling; raises
+        ``TimeoutError`` naming what was wanted and what is in the folder instead.
+        """
+        from mailtalk.servers.mailquery import MailQuery, MessageFilter
+
+        wanted = MessageFilter(subject=subject, sender=sender, to=to, header=header, match=match)
+        _, parsed = MailQuery(self.context.mailstore).wait(user, wanted, timeout, folder)
+        return parsed
 
     def fired_faults(self) -> list[str]:
         """The rule texts of the faults that fired so far, in order."""
@@ -145,6 +173,8 @@ def run_servers(
     scenarios: Sequence[str] = (),
     journal: Journal | None = None,
     tls_fault: str | None = None,
+    http: int | None = None,
+    http_token: str | None = None,
     **settings: Any,
 ) -> Iterator[RunningServers]:
     """Start the servers on ``listen`` (ports 0 = free ones) and stop them on exit.
@@ -157,6 +187,8 @@ def run_servers(
     ``oauth2_tokens``: user -> bearer token, as ``mailtalk serve --oauth2-tokens``.
     ``tls_fault``: ``expired``, ``wrong-name``, ``self-signed`` or ``old-protocol``, as
     ``mailtalk serve --tls-fault``.
+    ``http``: also the JSON API on that port (``port("http")``), as ``mailtalk serve
+    --http``; ``http_token``: the bearer token it then asks for.
     """
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
@@ -177,6 +209,8 @@ def run_servers(
         hostname=hostname,
         journal=journal,
         tls_fault=tls_fault,
+        http_port=http,
+        http_token=http_token,
     )
     servers = ReferenceServers(config)
     running = ServerLoop()

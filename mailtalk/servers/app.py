@@ -90,6 +90,8 @@ class ServeConfig:
     hostname: str | None = None  # control/me, replacing what a root has; None: keep/default
     journal: Journal | None = None  # where the servers write what happened (servers.journal)
     tls_fault: str | None = None  # servers.certs.TLS_FAULTS: certificate or protocol made faulty
+    http_port: int | None = None  # the JSON API (servers.httpapi); 0: any free port
+    http_token: str | None = None  # the bearer token it asks for; needed beyond loopback
 
 
 class ConfigError(ValueError):
@@ -282,6 +284,9 @@ class ReferenceServers:
         self.dns: Any = None  # dns.DNSServer, with --dns
         self._dns_data: Any = self._load_dns() if config.dns_port is not None else None
         self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
+        self.http: Any = None  # httpapi.HTTPApi, with --http
+        if config.http_port is not None:
+            self.http = self._make_http_api()
 
     async def start(self) -> list[ListenerInfo]:
         from mailtalk.servers.listening import Listener, raise_descriptor_limit
@@ -306,8 +311,45 @@ class ReferenceServers:
         for listener in self._servers:
             listener.start()
         await self._start_dns()
+        await self._start_http()
         self._start_queue_runner()
         return self.listeners
+
+    def _make_http_api(self) -> Any:
+        from mailtalk.servers.httpapi import HTTPApi, is_loopback
+
+        token = self.config.http_token
+        if not is_loopback(self.config.listen) and not token:
+            raise ConfigError(
+                f"--http on {self.config.listen}, beyond loopback, needs --http-token-file: "
+                "anyone who can reach it could read all mail and add users"
+            )
+        return HTTPApi(self.context, token)  # before start: it sees the first events
+
+    async def _start_http(self) -> None:
+        if self.http is None or self.config.http_port is None:
+            return
+        import asyncio
+
+        from mailtalk.servers.listening import Listener
+
+        host, port = self.config.listen, self.config.http_port
+
+        def protocol() -> asyncio.Protocol:
+            reader = asyncio.StreamReader(limit=2**16)
+            return asyncio.StreamReaderProtocol(reader, self.http.connection)
+
+        try:
+            listener = Listener.open(host, port, protocol)
+        except OSError as error:
+            await self.stop()
+            raise ConfigError(
+                f"cannot listen on {host} port {port} for http: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+        self._servers.append(listener)
+        listener.start()
+        self.listeners.append(ListenerInfo("http", host, int(listener.address[1]), "none"))
 
     def _start_queue_runner(self) -> None:
         settings = self.context.settings

@@ -85,6 +85,8 @@ class ServeOptions:
     line_timeout: float = DEFAULT_LINE_TIMEOUT
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     journal: str | None = None  # FILE for the servers' journal, "-" for standard output
+    http_port: int | None = None  # the JSON API (servers.httpapi); off by default
+    http_token_file: str | None = None  # FILE whose first line is the API's bearer token
     as_json: bool = False
     verbose: bool = False
 
@@ -141,7 +143,29 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         hostname=options.hostname,
         journal=journal,
         tls_fault=options.tls_fault,
+        http_port=options.http_port,
+        http_token=_http_token(options.http_token_file),
     )
+
+
+def _http_token(path: str | None) -> str | None:
+    """The ``--http-token-file``'s first line; one line for what is wrong, never the token."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--http-token-file {path}: {error.strerror or error}") from None
+    except UnicodeError:
+        raise UsageError(f"--http-token-file {path}: not UTF-8 text") from None
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < 16 or not token.isprintable() or " " in token:
+        raise UsageError(
+            f"--http-token-file {path}: the first line must be a token of at least 16 "
+            "printable characters without spaces"
+        )
+    return token
 
 
 def _users(options: ServeOptions, env: Environment) -> list[tuple[str, str]]:
@@ -286,6 +310,9 @@ def _print_summary(servers: ReferenceServers, out: TextIO) -> None:
         if listener.protocol == "dns":
             zones = ", ".join(servers.dns_zones) or "nothing yet: add ROOT/dns/records"
             tls = f"UDP and TCP, authoritative for {zones}"
+        if listener.protocol == "http":
+            where = f"http://{connect_host(listener.host)}:{listener.port}/api/v1/"
+            tls = f"JSON API at {where} (described in openapi.json)"
         out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
     domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
     users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"

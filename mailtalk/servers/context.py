@@ -178,6 +178,8 @@ class ServerContext:
     # What the command line gave, before control/scenarios and control/faults add theirs.
     base_rules: tuple[Any, ...] = ()
     base_settings: ServerSettings | None = None
+    # Rules added over the HTTP API (serve --http), after all the others; kept in memory.
+    api_rules: tuple[Any, ...] = ()
     messages_delivered: int = 0
     bytes_delivered: int = 0
 
@@ -274,6 +276,7 @@ class ServerContext:
 
         rules = list(self.base_rules)
         values: dict[str, object] = {}
+        api_rules = list(self.api_rules)
         for name, line_number, text in _control_lines(self.root, "scenarios"):
             try:
                 bundle = scenario(text)
@@ -290,10 +293,21 @@ class ServerContext:
                 raise ValueError(f"control/{name} line {line_number}: {error}") from None
         settings = replace(self.base_settings or self.settings)
         apply_scenario_settings(settings, values)
-        self.faults = self.faults.with_rules(rules)
+        self.faults = self.faults.with_rules(rules + api_rules)
         for item in fields(ServerSettings):  # in place: sessions and the queue share it
             setattr(self.settings, item.name, getattr(settings, item.name))
         self.hold_locks(self.settings.lock_busy)
+
+    def set_api_rules(self, rules: Iterable[Any]) -> None:
+        """The fault rules the HTTP API added (``FaultRule``s), applied after the command
+        line's and control/'s; ValueError (and nothing changes) if control/ is bad now."""
+        before = self.api_rules
+        self.api_rules = tuple(rules)
+        try:
+            self.load_behaviour()
+        except ValueError:
+            self.api_rules = before
+            raise
 
     def hold_locks(self, held: bool) -> None:
         """The lock-busy scenario: a holder that never lets go of any maildrop (or, when
