@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Protocol
@@ -108,6 +109,13 @@ class Conversation:
         self.last_command = "greeting"
         self.last_final_command = "greeting"
         self.last_command_line: str | None = None  # as shown: secrets redacted
+        # Several replies due at once (a pipelined batch, LMTP's one per recipient):
+        # the final replies not yet waited for, in order, so ``wait_final`` hands out
+        # each in turn though one read brought them all; None: one reply at a time.
+        self._unread: deque[ServerEvent] | None = None
+        # The commands of a batch still unanswered, (verb, line as shown), so each
+        # reply is explained as the answer to its own command.
+        self._in_flight: deque[tuple[str, str]] = deque()
         self.greeting: str | None = None  # the server's first reply, for explanations
         self.explain_inline = True
         # The REPL's choices (the pipe mode and `mailtalk run` leave them off): say
@@ -127,6 +135,8 @@ class Conversation:
         """Connect (and handshake, for implicit TLS); the greeting arrives later."""
         self.core = make_core(self.target.protocol, self.target.lmtp)
         self._events = 0
+        self._unread = None
+        self._in_flight.clear()
         self.ended_by_quit = False
         self.last_command = "greeting"
         transport_options = TransportOptions(
@@ -254,6 +264,38 @@ class Conversation:
             told = escape_bytes(data)
         self.listener.sent(told, typed)
 
+    def _read_lmtp_replies_in_order(self) -> None:
+        """LMTP: one reply per recipient is due after the message, and one read may
+        bring them all (RFC 2033 4.2): ``wait_final`` hands each out in turn."""
+        if getattr(self.core, "lmtp", False) and self._unread is None:
+            self._unread = deque()
+
+    def send_batch(self, items: list[tuple[str, bytes]]) -> None:
+        """Several commands in one write (SMTP PIPELINING, RFC 2920): each ``(line,
+        octets)`` is a command line and, for a BDAT, its chunk's octets. Their replies
+        are then handed out in order by ``wait_final``. Jobs only: no session file
+        records it."""
+        if self.closed or self.transport is None:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        data = b""
+        for line, octets in items:
+            data += self.core.send_line(line)
+            if octets:
+                data += self.core.send_chunk(octets)  # type: ignore[attr-defined]  # SMTP only
+        self._unread = self._unread if self._unread is not None else deque()
+        self.transport.send(data)
+        self._last_send = time.monotonic()
+        for line, octets in items:
+            shown = self.core.redact(line)
+            command = self._command_of(line) or line
+            self._in_flight.append((command, shown))
+            self.transcript.add("C", shown)
+            self.listener.sent(shown, False)
+            if octets:
+                self.transcript.add("#", f"a chunk of {len(octets)} bytes")
+        self.last_command, self.last_command_line = self._in_flight[-1]
+        self._note(f"{len(items)} commands in one write (PIPELINING)")
+
     def send_message(
         self,
         message: bytes,
@@ -267,6 +309,7 @@ class Conversation:
         if send_message is None:
             raise MailtalkError("sending a message file only works in SMTP DATA mode")
         data: bytes = send_message(message)
+        self._read_lmtp_replies_in_order()
         chunk = 64 * 1024
         for start in range(0, len(data), chunk):
             self.transport.send(data[start : start + chunk])
@@ -286,6 +329,7 @@ class Conversation:
             raise ServerClosedError("the connection is closed: use :reconnect")
         head = self.core.send_line(line)
         body = self.core.send_chunk(data)  # type: ignore[attr-defined]  # SMTP only
+        self._read_lmtp_replies_in_order()
         self.transport.send(head + body)  # jobs only: no session file records it
         self._last_send = time.monotonic()
         self.last_command = "BDAT"
@@ -318,7 +362,15 @@ class Conversation:
                 return
 
     def wait_final(self, timeout: float | None = None) -> ServerEvent:
-        """Block until the next final reply (or continuation); raises on close/timeout."""
+        """Block until the next final reply (or continuation); raises on close/timeout.
+        While several are due (after ``send_batch``), each in turn, in order."""
+        unread = self._unread
+        if unread is not None:
+            self._wait_until(lambda: bool(unread), timeout)
+            event = unread.popleft()
+            if not unread and not self.core.awaiting_reply:
+                self._unread = None  # every reply due was read: one at a time again
+            return event
         seen = self._final_events
         self._wait_until(lambda: self._final_events != seen, timeout)
         assert self.last_final is not None
@@ -407,6 +459,10 @@ class Conversation:
             latency = time.monotonic() - self._last_send
             self.transcript.add_raw("S", event.raw)
             if event.final:
+                if self._in_flight:
+                    self.last_command, self.last_command_line = self._in_flight.popleft()
+                if self._unread is not None:
+                    self._unread.append(event)
                 self._final_events += 1
                 self.last_final = event
                 self.last_final_command = self.last_command

@@ -139,6 +139,8 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "      --drop-after data          # hang up after the 354: nothing delivered\n"
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
     "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n"
+    "  mailtalk send --from a@x.test --to b@y.test --to c@y.test \\\n"
+    "      --server mx.y.test:25 --pipeline   # MAIL, both RCPTs and DATA in one write\n"
     "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
     "      --xclient ADDR=192.0.2.1 --xclient NAME=spammer.example  # as from there\n"
     "  mailtalk send --from a@x.test --to b@y.test --pipe 'exim -bh 192.0.2.1'\n"
@@ -289,6 +291,12 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     is_flag=True,
     help="Declare the message's size, SIZE=n on MAIL (RFC 1870), and refuse locally "
     "(exit 1) a message over the server's limit. Without SIZE offered: sent undeclared.",
+)
+@click.option(
+    "--pipeline",
+    is_flag=True,
+    help="MAIL, every RCPT and DATA (or the first BDAT) in one write, the replies read "
+    "in order (PIPELINING, RFC 2920). Needs PIPELINING offered, else exit 1.",
 )
 @click.option(
     "--mx-port",

@@ -85,6 +85,7 @@ class SendOptions:
     chunk_size: int = 1024 * 1024
     eight_bit_mime: bool = False
     size: bool = False
+    pipeline: bool = False  # MAIL, RCPT and DATA in one write (RFC 2920)
     # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
     tls: ClientTLS = field(default_factory=ClientTLS)
     pipe_command: tuple[str, ...] = ()  # --pipe COMMAND's words: the program is the server
@@ -240,15 +241,18 @@ def converse(
         listener.note(f"message of {len(message)} bytes, dot-stuffed")
         listener.sent(".", typed=False)
 
+    def chunk_octets(chunk: Chunk) -> bytes:
+        return wire[chunk.start : chunk.start + chunk.size]
+
     def send_chunk(chunk: Chunk) -> None:
-        conv.send_chunk(chunk.line, wire[chunk.start : chunk.start + chunk.size])
+        conv.send_chunk(chunk.line, chunk_octets(chunk))
 
     sequence: ClientSequence | None = None
     try:
         conv.open()
         sequence = ClientSequence(conv.core, plan)
         try:
-            result = drive(conv, sequence, authenticate, send_message, send_chunk)
+            result = drive(conv, sequence, authenticate, send_message, send_chunk, chunk_octets)
         finally:
             listener.keep_peer_chain(conv)
     except BaseException:
@@ -312,6 +316,8 @@ def extension_plan(options: SendOptions, recipients: list[str], wire: bytes) -> 
         requires.add("CHUNKING")
     if options.eight_bit_mime:
         requires.add("8BITMIME")
+    if options.pipeline:
+        requires.add("PIPELINING")
     return {
         "requires": frozenset(requires),
         "smtputf8": smtputf8,
@@ -321,6 +327,7 @@ def extension_plan(options: SendOptions, recipients: list[str], wire: bytes) -> 
         "eight_bit": options.eight_bit_mime or any(b > 0x7F for b in wire),
         "chunk_size": options.chunk_size if options.chunking else None,
         "length": len(wire),
+        "pipeline": options.pipeline,
     }
 
 

@@ -28,6 +28,7 @@ from mailtalk.protocols.smtp import GREETING, Reply
 from mailtalk.protocols.smtp_sequence import (
     Authenticate,
     Await,
+    Batch,
     Chunk,
     ClientSequence,
     Command,
@@ -177,12 +178,15 @@ def drive(
     authenticate: Callable[[Authenticate], ServerEvent] | None = None,
     message: Callable[[], None] | None = None,
     chunk: Callable[[Chunk], None] | None = None,
+    chunk_octets: Callable[[Chunk], bytes] | None = None,
 ) -> Result:
     """Run ``sequence`` over ``conv`` (connected, the sequence made on its core).
 
     ``authenticate`` runs the SASL exchange when the plan asks for AUTH and returns
     the final reply; ``message`` sends the message after the server's 354, ``chunk``
-    one BDAT chunk of it (CHUNKING). Trouble
+    one BDAT chunk of it (CHUNKING); ``chunk_octets`` gives a chunk's octets for a
+    pipelined ``Batch`` (PIPELINING: its commands in one write, the replies handed
+    to the sequence in order). Trouble
     with the connection (closed, no reply in time, TLS) is raised as the
     conversation raises it; what came before is in ``sequence.result``.
     """
@@ -217,6 +221,13 @@ def drive(
                     raise LocalProtocolError("the plan sends BDAT chunks and has no message")
                 chunk(action)
                 reply = conv.wait_final()
+            case Batch(items=items):
+                send_batch(conv, items, chunk_octets)
+                for _ in items:
+                    sequence.receive(_reply(conv.wait_final()))
+                    if sequence.result.closing:
+                        break  # a 421: the rest of the replies never come
+                continue
             case Quit():
                 quit_politely(conv)
                 continue
@@ -225,9 +236,30 @@ def drive(
                 continue
             case _:
                 raise LocalProtocolError(f"no way to do {action!r}")
-        if not isinstance(reply, Reply):
-            raise LocalProtocolError(f"an SMTP conversation gave {reply!r}")
-        sequence.receive(reply)
+        sequence.receive(_reply(reply))
+
+
+def _reply(event: ServerEvent | None) -> Reply:
+    if not isinstance(event, Reply):
+        raise LocalProtocolError(f"an SMTP conversation gave {event!r}")
+    return event
+
+
+def send_batch(
+    conv: conversation.Conversation,
+    items: tuple[Command | Chunk, ...],
+    chunk_octets: Callable[[Chunk], bytes] | None,
+) -> None:
+    """A Batch's commands (and a BDAT chunk's octets) in one write."""
+    lines: list[tuple[str, bytes]] = []
+    for item in items:
+        if isinstance(item, Chunk):
+            if chunk_octets is None:
+                raise LocalProtocolError("the plan pipelines a BDAT chunk and has no message")
+            lines.append((item.line, chunk_octets(item)))
+        else:
+            lines.append((item.line, b""))
+    conv.send_batch(lines)
 
 
 def quit_politely(conv: conversation.Conversation) -> None:

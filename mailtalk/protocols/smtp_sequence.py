@@ -16,6 +16,11 @@ RFC 4954, RFC 1870, RFC 6152)::
     DATA, the message             or BDAT chunks, the last with LAST (CHUNKING)
     QUIT
 
+With PIPELINING offered and planned (``send --pipeline``, RFC 2920) MAIL, every RCPT
+and DATA (or the first BDAT chunk) go as one ``Batch``: the driver writes them in
+one write and hands back each reply in order, and each is then judged as if it had
+come alone.
+
 and differ only in their ``Plan``. Over an LMTP core (``SMTPConnection(lmtp=True)``,
 RFC 2033) the same sequence says LHLO (never HELO: LMTP has none), and after the
 final dot it reads the one reply per accepted recipient the core says is still
@@ -122,6 +127,8 @@ class Plan:
     smtputf8: bool = False  # SMTPUTF8 on MAIL when offered (RFC 6531)
     dsn: DSN | None = None  # RFC 3461 parameters, sent when DSN is offered
     chunk_size: int | None = None  # the message in BDAT chunks (RFC 3030) when offered
+    # MAIL, RCPT and DATA (or the first BDAT) in one Batch when PIPELINING is offered
+    pipeline: bool = False
     length: int = 0  # the message's octets as BDAT sends them (CRLF line ends)
     # Postfix XCLIENT attributes, (NAME, value) checked by protocols.xclient: sent
     # after EHLO (part of the EHLO stage), and required: not offered ends the sequence
@@ -237,6 +244,14 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """PIPELINING (RFC 2920): write every item (a ``Command``'s line, a ``Chunk``'s line
+    and octets) in one write, then ``receive()`` each item's reply in order."""
+
+    items: tuple[Command | Chunk, ...]
+
+
+@dataclass(frozen=True)
 class Quit:
     """Send QUIT; its reply, if it comes soon, changes nothing. Then ``next_action()``."""
 
@@ -251,8 +266,17 @@ class Done:
     result: Result
 
 
-Action = Await | Command | StartTLS | Authenticate | Message | Chunk | Quit | Drop | Done
+Action = Await | Command | StartTLS | Authenticate | Message | Chunk | Batch | Quit | Drop | Done
 _NEEDS_REPLY: Final = (Await, Command, Authenticate, Message, Chunk)
+
+
+class _MoreReplies:
+    """What the steps yield while a Batch's further replies are still due: no action,
+    the driver goes on handing replies over."""
+
+
+_MORE: Final = _MoreReplies()
+_Step = Action | _MoreReplies  # what the steps yield
 
 
 # -- what came of it -------------------------------------------------------------------
@@ -374,9 +398,14 @@ class ClientSequence:
         self.result = Result()
         self._steps = self._run()
         self._next: Action | None = None  # the action after the last received reply
-        self._expecting = False
+        self._expecting = 0  # replies still due to the last action (a Batch: several)
+        self._batch_verbs: list[str] = []  # a Batch's verbs whose replies are still due
         self._done: Done | None = None
         self._waiting_for = GREETING
+        # PIPELINING: the replies of the Batch, by stage, for the stages to judge
+        # (line, reply, whether the server was closing by then)
+        self._batched: dict[Stage, list[tuple[str, Reply, bool]]] = {}
+        self._first_chunk_sent = 0  # octets of the message the Batch's BDAT carried
 
     @property
     def waiting_for(self) -> str:
@@ -391,20 +420,38 @@ class ClientSequence:
             raise LocalProtocolError(f"the reply to {self._waiting_for} has not been received")
         action = self._next if self._next is not None else self._advance(None)
         self._next = None
+        assert not isinstance(action, _MoreReplies)  # only ever after a Batch's reply
         if isinstance(action, _NEEDS_REPLY):
-            self._expecting = True
+            self._expecting = 1
+        elif isinstance(action, Batch):
+            self._expecting = len(action.items)
         return action
 
     def receive(self, reply: Reply) -> None:
-        """The reply to the last ``Await``, ``Command``, ``Authenticate`` or ``Message``."""
+        """The reply to the last ``Await``, ``Command``, ``Authenticate``, ``Message``
+        or ``Chunk``; after a ``Batch``, each item's reply in turn."""
         if not self._expecting:
             raise LocalProtocolError("no reply is awaited now")
         if not isinstance(reply, Reply):
             raise LocalProtocolError(f"an SMTP reply is needed, not {reply!r}")
-        self._expecting = False
-        self._next = self._advance(reply)
+        self._expecting -= 1
+        if self._batch_verbs:
+            self._batch_verbs.pop(0)
+            if self._batch_verbs:
+                self._waiting_for = self._batch_verbs[0]
+        action = self._advance(reply)
+        if isinstance(action, _MoreReplies):
+            if not self._expecting:
+                raise LocalProtocolError("the steps wait for more replies than the Batch has")
+            return
+        if self._expecting and not self.result.closing:
+            raise LocalProtocolError("the steps went on before every reply of the Batch")
+        self._expecting = 0  # after a 421 the rest of a Batch's replies never come
+        if not isinstance(action, Batch):
+            self._batch_verbs = []
+        self._next = action
 
-    def _advance(self, reply: Reply | None) -> Action:
+    def _advance(self, reply: Reply | None) -> Action | _MoreReplies:
         try:
             action = self._steps.send(reply)
         except StopIteration:
@@ -420,13 +467,16 @@ class ClientSequence:
             self._waiting_for = END_OF_DATA
         elif isinstance(action, Chunk):
             self._waiting_for = "BDAT"
+        elif isinstance(action, Batch):
+            self._batch_verbs = [_verb(item.line) for item in action.items]
+            self._waiting_for = self._batch_verbs[0]
         elif isinstance(action, Quit):
             self._waiting_for = "QUIT"
         return action
 
     # -- the stages, in order ------------------------------------------------------
 
-    def _run(self) -> Generator[Action, Reply | None, None]:
+    def _run(self) -> Generator[_Step, Reply | None, None]:
         plan = self.plan
         stages = [
             (Stage.CONNECT, self._greeting),
@@ -452,13 +502,13 @@ class ClientSequence:
                 break
         yield from self._end()
 
-    def _greeting(self) -> Generator[Action, Reply | None, bool]:
+    def _greeting(self) -> Generator[_Step, Reply | None, bool]:
         if GREETING not in self.core.pending_commands:
             return True  # a connection past its greeting
         reply = yield from self._ask(Stage.CONNECT, Await(), GREETING)
         return self._check(Stage.CONNECT, GREETING, reply)
 
-    def _hello(self) -> Generator[Action, Reply | None, bool]:
+    def _hello(self) -> Generator[_Step, Reply | None, bool]:
         if self.core.greeted:
             return True
         line = f"{self.core.hello_verb} {self.plan.helo}"
@@ -473,7 +523,7 @@ class ClientSequence:
             return True
         return (yield from self._xclient())
 
-    def _xclient(self) -> Generator[Action, Reply | None, bool]:
+    def _xclient(self) -> Generator[_Step, Reply | None, bool]:
         """XCLIENT with the plan's attributes; its reply is a new 220 greeting, after
         which the server wants EHLO again (Postfix XCLIENT_README)."""
         from mailtalk.protocols.xclient import missing_attributes, xclient_line
@@ -491,7 +541,7 @@ class ClientSequence:
         reply = yield from self._ask(Stage.EHLO, Command(line), line)
         return self._check(Stage.EHLO, line, reply)
 
-    def _tls(self) -> Generator[Action, Reply | None, bool]:
+    def _tls(self) -> Generator[_Step, Reply | None, bool]:
         policy = self.plan.starttls
         if policy is TLSPolicy.NEVER or self.core.tls:
             return True
@@ -513,14 +563,14 @@ class ClientSequence:
         reply = yield from self._ask(Stage.TLS, Command(line), line)
         return self._check(Stage.TLS, line, reply)
 
-    def _auth(self) -> Generator[Action, Reply | None, bool]:
+    def _auth(self) -> Generator[_Step, Reply | None, bool]:
         if not self.plan.auth or self.core.authenticated:
             return True
         offered = Authenticate(tuple(self.core.auth_mechanisms), self.core.tls)
         reply = yield from self._ask(Stage.AUTH, offered, "AUTH")
         return self._check(Stage.AUTH, "AUTH", reply)
 
-    def _mail(self) -> Generator[Action, Reply | None, bool]:
+    def _mail(self) -> Generator[_Step, Reply | None, bool]:
         plan, extensions = self.plan, self.core.extensions
         for keyword in sorted(plan.requires):
             if keyword not in extensions:
@@ -552,8 +602,52 @@ class ClientSequence:
                 line += f" RET={dsn.ret}"
             if dsn.envid:
                 line += f" ENVID={xtext(dsn.envid)}"
-        reply = yield from self._ask(Stage.MAIL, Command(line), line)
-        return self._check(Stage.MAIL, line, reply)
+        if not self._pipelining:
+            reply = yield from self._ask(Stage.MAIL, Command(line), line)
+            return self._check(Stage.MAIL, line, reply)
+        yield from self._batch(line)
+        _, reply, closing = self._batched[Stage.MAIL][0]
+        return self._check(Stage.MAIL, line, reply, closing)
+
+    @property
+    def _pipelining(self) -> bool:
+        """MAIL, RCPT and DATA go as one Batch: planned, offered, and more than MAIL asked."""
+        return (
+            self.plan.pipeline
+            and "PIPELINING" in self.core.extensions
+            and self.plan.stop_after is not Stage.MAIL
+        )
+
+    def _batch(self, mail_line: str) -> Generator[_Step, Reply | None, None]:
+        """MAIL, every RCPT and (unless the plan stops after RCPT) DATA or the first BDAT
+        chunk as one Batch (RFC 2920 3.1: DATA or BDAT may end a group); each reply is
+        kept in ``_batched`` for its stage to judge, as if it had come alone."""
+        items: list[tuple[Stage, Command | Chunk]] = [(Stage.MAIL, Command(mail_line))]
+        for recipient in self.plan.recipients:
+            items.append((Stage.RCPT, Command(self._rcpt_line(recipient))))
+        if self.plan.stop_after is not Stage.RCPT:
+            if self._chunking:
+                chunk = self._chunk_at(0)
+                items.append((Stage.MESSAGE, chunk))
+                self._first_chunk_sent = chunk.size
+            else:
+                items.append((Stage.DATA, Command("DATA")))
+        self._use("PIPELINING")
+        reply = yield Batch(tuple(item for _, item in items))
+        for index, (stage, item) in enumerate(items):
+            if index:
+                reply = yield _MORE
+            assert reply is not None  # receive() hands over a Reply
+            # The core may have parsed every reply of the Batch already, so its state
+            # says nothing of this one: only its own 421 says the server is closing.
+            closing = reply.code == 421
+            self.result.exchanges.append(Exchange(stage, item.line, reply))
+            self._batched.setdefault(stage, []).append((item.line, reply, closing))
+            if closing:
+                self.result.closing = True
+                return  # the server closes: the rest of the replies never come
+        if self.core.state is SMTPState.CLOSED:
+            self.result.closing = True
 
     def _rcpt_parameters(self, recipient: str) -> str:
         dsn = self.plan.dsn
@@ -569,13 +663,24 @@ class ClientSequence:
             params += f" ORCPT={kind};{xtext(recipient)}"
         return params
 
-    def _rcpt(self) -> Generator[Action, Reply | None, bool]:
+    def _rcpt_line(self, recipient: str) -> str:
+        return f"RCPT TO:<{recipient}>" + self._rcpt_parameters(recipient)
+
+    def _rcpt(self) -> Generator[_Step, Reply | None, bool]:
         first_refusal: Refusal | None = None
-        for recipient in self.plan.recipients:
-            line = f"RCPT TO:<{recipient}>" + self._rcpt_parameters(recipient)
-            reply = yield from self._ask(Stage.RCPT, Command(line), line)
+        batched = self._batched.get(Stage.RCPT)
+        for index, recipient in enumerate(self.plan.recipients):
+            if batched is None:
+                line = self._rcpt_line(recipient)
+                reply = yield from self._ask(Stage.RCPT, Command(line), line)
+            elif index < len(batched):
+                line, reply, closing = batched[index]
+            else:
+                break  # cut short by a 421 (the refusal is the 421's stage's)
+            if batched is None:
+                closing = self.result.closing
             self.result.recipients.append((recipient, reply))
-            if self.result.closing:
+            if closing:
                 self.result.refusal = Refusal(Stage.RCPT, line, reply)
                 return False
             if reply.code // 100 != 2 and first_refusal is None:
@@ -585,10 +690,14 @@ class ClientSequence:
             return False
         return True
 
-    def _data(self) -> Generator[Action, Reply | None, bool]:
+    def _data(self) -> Generator[_Step, Reply | None, bool]:
         if self._chunking:
             return True  # no DATA: the message goes in BDAT chunks
-        reply = yield from self._ask(Stage.DATA, Command("DATA"), "DATA")
+        batched = self._batched.get(Stage.DATA)
+        if batched is not None:
+            _, reply, _ = batched[0]
+        else:
+            reply = yield from self._ask(Stage.DATA, Command("DATA"), "DATA")
         if reply.code // 100 != 3 or self.result.closing:  # the core's table: 3xx starts it
             self.result.refusal = Refusal(Stage.DATA, "DATA", reply)
             return False
@@ -598,35 +707,45 @@ class ClientSequence:
     def _chunking(self) -> bool:
         return self.plan.chunk_size is not None and "CHUNKING" in self.core.extensions
 
-    def _message(self) -> Generator[Action, Reply | None, bool]:
+    def _message(self) -> Generator[_Step, Reply | None, bool]:
         if not self._chunking:
             reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
             if self.core.lmtp:
                 return (yield from self._per_recipient(END_OF_DATA, reply))
             return self._check(Stage.MESSAGE, END_OF_DATA, reply)
         self._use("CHUNKING")
-        total, step = self.plan.length, max(1, self.plan.chunk_size or 1)
+        batched = self._batched.get(Stage.MESSAGE)
         start = 0
         while True:
-            size = min(step, total - start)
-            chunk = Chunk(start, size, last=start + size >= total)
-            reply = yield from self._ask(Stage.MESSAGE, chunk, chunk.line)
+            chunk = self._chunk_at(start)
+            if batched and start == 0:
+                _, reply, _ = batched[0]  # the first chunk went with MAIL and RCPT
+            else:
+                reply = yield from self._ask(Stage.MESSAGE, chunk, chunk.line)
             if chunk.last and self.core.lmtp:
                 return (yield from self._per_recipient(chunk.line, reply))
             if not self._check(Stage.MESSAGE, chunk.line, reply):
                 return False  # a refused chunk ends the transaction (RFC 3030 2)
             if chunk.last:
                 return True
-            start += size
+            start += chunk.size
 
-    def _per_recipient(self, command: str, first: Reply) -> Generator[Action, Reply | None, bool]:
+    def _chunk_at(self, start: int) -> Chunk:
+        total, step = self.plan.length, max(1, self.plan.chunk_size or 1)
+        size = min(step, total - start)
+        return Chunk(start, size, last=start + size >= total)
+
+    def _per_recipient(self, command: str, first: Reply) -> Generator[_Step, Reply | None, bool]:
         """LMTP: ``first`` and the rest of the replies to the message, one per
         accepted recipient (RFC 2033 4.2); refused when no recipient got it."""
         deliveries = self.result.deliveries
         reply = first
+        # Counted from the recipients, not from what the core still owes: the driver
+        # may have fed it every reply already (they came in one read).
+        owed = max(1, len(self.result.accepted))
         while True:
             deliveries.append((reply.recipient or "", reply))
-            if self.result.closing or self.core.pending_commands[:1] != (END_OF_DATA,):
+            if self.result.closing or len(deliveries) >= owed:
                 break
             reply = yield from self._ask(Stage.MESSAGE, Await(END_OF_DATA), END_OF_DATA)
         if self.result.delivered and not self.result.closing:
@@ -635,10 +754,19 @@ class ClientSequence:
         self.result.refusal = Refusal(Stage.MESSAGE, command, refused)
         return False
 
-    def _end(self) -> Generator[Action, Reply | None, None]:
+    def _end(self) -> Generator[_Step, Reply | None, None]:
         if self.result.closing or self.core.state is SMTPState.CLOSED:
             return
         ending = self.plan.ending
+        if self.core.state is SMTPState.DATA and ending is not Ending.DROP:
+            # A pipelined DATA got its 354 though MAIL or every RCPT was refused: the
+            # server reads what follows as the message, so it is ended at once, empty
+            # (RFC 2920 3.1), before QUIT or RSET can be heard as commands.
+            reply = yield Command(".")
+            assert reply is not None  # receive() hands over a Reply
+            self._record(Stage.DATA, END_OF_DATA, reply)
+            if self.result.closing:
+                return
         if ending is Ending.QUIT:
             yield Quit()
         elif ending is Ending.DROP:
@@ -655,20 +783,28 @@ class ClientSequence:
 
     def _ask(
         self, stage: Stage, action: Action, command: str
-    ) -> Generator[Action, Reply | None, Reply]:
+    ) -> Generator[_Step, Reply | None, Reply]:
         reply = yield action
         assert reply is not None  # receive() hands over a Reply
+        self._record(stage, command, reply)
+        return reply
+
+    def _record(self, stage: Stage, command: str, reply: Reply) -> None:
         self.result.exchanges.append(Exchange(stage, command, reply))
         if reply.code == 421 or self.core.state is SMTPState.CLOSED:
             self.result.closing = True
-        return reply
 
-    def _check(self, stage: Stage, command: str, reply: Reply) -> bool:
+    def _check(
+        self, stage: Stage, command: str, reply: Reply, closing: bool | None = None
+    ) -> bool:
         """Go on after ``reply``? A refusal is kept in the result; a plan that persists
-        goes on past a refused greeting, EHLO and HELO (not past a 421)."""
-        if reply.code // 100 == 2 and not self.result.closing:
+        goes on past a refused greeting, EHLO and HELO (not past a 421). ``closing``:
+        whether the server was closing by that reply (a Batch's reply judged later)."""
+        if closing is None:
+            closing = self.result.closing
+        if reply.code // 100 == 2 and not closing:
             return True
-        if self.plan.persist and stage in (Stage.CONNECT, Stage.EHLO) and not self.result.closing:
+        if self.plan.persist and stage in (Stage.CONNECT, Stage.EHLO) and not closing:
             return True
         self.result.refusal = Refusal(stage, command, reply)
         return False
