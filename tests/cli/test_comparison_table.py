@@ -36,10 +36,7 @@ PENDING = {
     # Being built by other helpers of issue 16.
     "AUTH XOAUTH2": "client OAuth2 tokens (--oauth2-token): another helper is building it",
     "AUTH OAUTHBEARER": "client OAuth2 tokens (--oauth2-token): another helper is building it",
-    "PIPELINING": "send --pipeline (RFC 2920): another helper is building it",
     "LMTP server": "serve --lmtp: another helper is building it",
-    "HTTP API": "serve --http: another helper is building it",
-    "wait for a message": "wait_for_message (issue 16 item 9), with the HTTP API helper",
     "DSN reports generated": "DSN generation (RFC 3464): another helper is building it",
     # Gaps that nobody builds yet: the lead decides (build, or accept as exception).
     "AUTH DIGEST-MD5": "not built (RFC 6331 made DIGEST-MD5 historic; swaks, curl have it)",
@@ -65,6 +62,19 @@ REAL_PROGRAMS_ELSEWHERE = {
 
 INTEROP = "tests/interop/"
 BACKING: dict[str, list[str]] = {
+    "PIPELINING": [
+        "tests/interop/test_send_pipeline_real.py::test_exim_logs_the_client_pipelined",
+        "tests/interop/test_send_pipeline_real.py::"
+        "test_postfix_pipelined_replies_matched_in_order_and_delivered",
+    ],
+    "HTTP API": [
+        "tests/interop/test_http_api_node.py::"
+        "test_node_fetch_adds_a_user_waits_reads_deletes_and_sets_a_fault",
+    ],
+    "wait for a message": [
+        "tests/interop/test_http_api_node.py::"
+        "test_node_fetch_adds_a_user_waits_reads_deletes_and_sets_a_fault",
+    ],
     # Clients
     "SMTP client": [
         f"{INTEROP}test_repl_real.py::test_smtp_session_with_starttls_and_dot_stuffing",
