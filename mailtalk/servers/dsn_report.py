@@ -76,6 +76,7 @@ class ReportRecipient:
     remote: str = ""  # Remote-MTA
     diagnostic: str = ""  # the remote reply, for Diagnostic-Code
     retry_until: float | None = None  # Will-Retry-Until, for delayed
+    diagnostic_type: str = "smtp"  # RFC 3464 2.3.6: "smtp" for a reply, X-... for our own words
 
 
 def wants(notify: str | None, action: Action) -> bool:
@@ -162,7 +163,7 @@ def build_report(
         if rcpt.remote:
             lines.append(f"Remote-MTA: dns; {rcpt.remote}")
         if rcpt.diagnostic:
-            lines.append(f"Diagnostic-Code: smtp; {printable(rcpt.diagnostic)}")
+            lines.append(f"Diagnostic-Code: {rcpt.diagnostic_type}; {printable(rcpt.diagnostic)}")
         lines.append(f"Last-Attempt-Date: {now}")
         if rcpt.retry_until is not None:
             lines.append(f"Will-Retry-Until: {formatdate(rcpt.retry_until, localtime=True)}")

@@ -814,7 +814,8 @@ class SMTPServerProtocol(ServerSession):
             data = await loop.run_in_executor(None, path.read_bytes)
             recipients = [
                 ReportRecipient(r.address, "delivered", "2.0.0",
-                                f"delivered to the mailbox of {r.user}", r.orcpt)
+                                f"delivered to the mailbox of {r.user}", r.orcpt,
+                                diagnostic="delivered to maildir", diagnostic_type="X-Mailtalk")
                 for r in asked
             ]  # fmt: skip
             report = build_report(
