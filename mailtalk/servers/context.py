@@ -108,6 +108,9 @@ class ServerSettings:
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)  # seconds; last repeats
     max_queue_age: float = 5 * 86400.0  # then a temporary failure becomes a bounce
     delivery_timeout: float = 300.0  # per SMTP reply when delivering (connect: at most 30 s)
+    # A recipient whose RCPT said NOTIFY=...DELAY and still waits this long gets a delay
+    # DSN, once (RFC 3461 4.1; Postfix's delay_warning_time).
+    delay_warning: float = 4 * 3600.0
 
 
 def apply_scenario_settings(settings: ServerSettings, values: Mapping[str, object]) -> None:
@@ -470,8 +473,13 @@ class ServerContext:
             base = envelope or Envelope(mail_from="", rcpt_to=(), client="", helo="")
             targets.append(
                 queue.enqueue_target(
-                    Envelope(
-                        base.mail_from, relayed, base.client, base.helo, queue_id=base.queue_id
+                    replace(
+                        base,
+                        rcpt_to=tuple(relayed),
+                        notify={r.address: r.notify for r in recipients
+                                if r.user is None and r.notify},
+                        orcpt={r.address: r.orcpt for r in recipients
+                               if r.user is None and r.orcpt},
                     )
                 )
             )

@@ -20,6 +20,11 @@ qmgr and smtp):
   from ``<>`` to the sender, into the sender's Maildir when the sender is a local
   user, else queued for onward delivery itself. A message from ``<>`` is never
   bounced (a bounce of a bounce could loop): it is dropped with a log line.
+* The RFC 3461 parameters the SMTP server kept in the envelope decide which DSNs
+  go (``dsn_report.py``): NOTIFY=NEVER none; DELAY a delay DSN once a recipient
+  has waited ``delay_warning``; SUCCESS a "relayed" DSN when the next hop did not
+  take the DSN parameters (they are passed on, RET, ENVID, NOTIFY and ORCPT, when
+  it offers DSN and the recipients of the session asked for the same NOTIFY).
 * The state (attempts, next attempt, last errors) is kept in the envelope under
   ``"delivery"``, so a restarted server carries on where it stopped.
 
@@ -40,7 +45,6 @@ import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mailtalk.protocols.common import (
@@ -49,8 +53,10 @@ from mailtalk.protocols.common import (
     ProtocolError,
     Role,
 )
+from mailtalk.protocols.dsn import decode_xtext
 from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply, SMTPConnection
 from mailtalk.protocols.smtp_sequence import (
+    DSN,
     Await,
     ClientSequence,
     Command,
@@ -63,12 +69,13 @@ from mailtalk.protocols.smtp_sequence import (
     StartTLS,
     TLSPolicy,
 )
+from mailtalk.servers.dsn_report import Action, ReportRecipient, build_report, send_report, wants
 from mailtalk.servers.smtproutes import find_route, read_smtproutes
 
 if TYPE_CHECKING:
     from mailtalk.protocols.smtp_sequence import Result
     from mailtalk.servers.context import ServerContext
-    from mailtalk.store.queue import QueuedMessage
+    from mailtalk.store.queue import Envelope, QueuedMessage
 
 log = logging.getLogger("mailtalk.delivery")
 
@@ -90,6 +97,7 @@ class Outcome:
     diagnostic: str = ""  # the remote reply, for Diagnostic-Code
     address: str = ""  # where the host was reached, ADDRESS:PORT (for the journal)
     code: int | None = None  # the remote reply's code, when there was one
+    dsn_passed: bool = False  # the next hop took the DSN parameters (it reports from now on)
 
 
 # -- the SMTP client --------------------------------------------------------------
@@ -382,18 +390,21 @@ class QueueRunner:
         outbound = _outbound(data)
         outcomes: dict[str, Outcome] = {}
         for domain, rcpts in by_domain.items():
-            outcomes.update(await self._deliver_domain(domain, rcpts, envelope.mail_from, outbound))
+            outcomes.update(await self._deliver_domain(domain, rcpts, envelope, outbound))
 
         now = time.time()
         age = now - envelope.received_at.timestamp()
         expired = age >= self.settings.max_queue_age
         failed: list[tuple[str, Outcome]] = []
+        relayed: list[tuple[str, Outcome]] = []
         left: list[str] = []
         for rcpt in envelope.rcpt_to:
             outcome = outcomes[rcpt]
             if outcome.kind == "ok":
                 log.info("delivery %s: <%s> delivered: %s", message.id, rcpt, outcome.text)
                 self._journal(message, "relayed", rcpt, outcome)
+                if not outcome.dsn_passed:
+                    relayed.append((rcpt, outcome))
             elif outcome.kind == "perm":
                 log.info("delivery %s: <%s> bounced: %s", message.id, rcpt, outcome.text)
                 self._journal(message, "bounced", rcpt, outcome)
@@ -413,7 +424,14 @@ class QueueRunner:
                 log.info("delivery %s: <%s> deferred: %s", message.id, rcpt, outcome.text)
                 left.append(rcpt)
         if failed:
-            await self._bounce(message, data, failed)
+            await self._report(message, data, "failed", failed)
+        if relayed:
+            await self._report(message, data, "relayed", relayed)
+        warned = list(message.state.get("delay_warned", ()))
+        if left and age >= self.settings.delay_warning:
+            late = [(rcpt, outcomes[rcpt]) for rcpt in left if rcpt not in warned]
+            warned += [rcpt for rcpt, _ in late]
+            await self._report(message, data, "delayed", late)
         if not left:
             await loop.run_in_executor(None, self.queue.remove, message)
             self._backoff.pop(message.id, None)
@@ -425,6 +443,7 @@ class QueueRunner:
             "last_attempt": now,
             "next_attempt": next_attempt,
             "last_error": {rcpt: outcomes[rcpt].text for rcpt in left},
+            **({"delay_warned": [r for r in warned if r in left]} if warned else {}),
         }
         await loop.run_in_executor(None, self.queue.update, message, left, state)
         for rcpt in left:
@@ -440,7 +459,7 @@ class QueueRunner:
     # -- one domain ---------------------------------------------------------------
 
     async def _deliver_domain(
-        self, domain: str, rcpts: list[str], sender: str, data: bytes
+        self, domain: str, rcpts: list[str], envelope: Envelope, data: bytes
     ) -> dict[str, Outcome]:
         hops, problem = await self._hops(domain)
         if problem is not None:
@@ -452,7 +471,7 @@ class QueueRunner:
             if (hop.address, hop.port) in self.own:
                 loop_text = f"mail for {domain} loops back to myself ({hop.label})"
                 return {rcpt: Outcome("perm", loop_text, "5.4.6") for rcpt in rcpts}
-            results = await self._session(hop, sender, pending, data)
+            results = await self._session(hop, envelope, pending, data)
             for rcpt, outcome in results.items():
                 if outcome.kind == "temp":
                     last[rcpt] = outcome
@@ -553,8 +572,9 @@ class QueueRunner:
         return (self.source, 0)
 
     async def _session(
-        self, hop: _Hop, sender: str, rcpts: Sequence[str], data: bytes
+        self, hop: _Hop, envelope: Envelope, rcpts: Sequence[str], data: bytes
     ) -> dict[str, Outcome]:
+        sender = envelope.mail_from
         settings = self.settings
         where = hop.label
         log.info("delivery: connecting to %s for %s", where, ", ".join(f"<{r}>" for r in rcpts))
@@ -584,6 +604,7 @@ class QueueRunner:
             starttls=TLSPolicy.IF_OFFERED,
             size=len(data),
             eight_bit=any(b > 0x7F for b in data),
+            dsn=_passed_on(envelope, rcpts),
         )
         sequence = ClientSequence(client.core, plan)
         if self._tls is None:
@@ -602,40 +623,57 @@ class QueueRunner:
             return _outcomes(sequence.result, rcpts, hop, otherwise=lost)
         finally:
             await client.close()
-        return _outcomes(result, rcpts, hop)
+        outcomes = _outcomes(result, rcpts, hop)
+        if "DSN" in result.used:
+            outcomes = {
+                rcpt: replace(outcome, dsn_passed=True) if outcome.kind == "ok" else outcome
+                for rcpt, outcome in outcomes.items()
+            }
+        return outcomes
 
-    # -- bounces ------------------------------------------------------------------
+    # -- delivery status notifications --------------------------------------------
 
-    async def _bounce(
-        self, message: QueuedMessage, data: bytes, failed: list[tuple[str, Outcome]]
-    ) -> None:
-        sender = message.envelope.mail_from
-        if not sender:
+    async def _report(
+        self, message: QueuedMessage, data: bytes, action: Action,
+        outcomes: list[tuple[str, Outcome]],
+    ) -> None:  # fmt: skip
+        """Send the sender one DSN with ``action`` for those of ``outcomes`` whose NOTIFY
+        asks for it; none for a message from ``<>`` (a bounce of a bounce could loop)."""
+        envelope = message.envelope
+        asked = [(r, o) for r, o in outcomes if wants(envelope.notify.get(r), action)]
+        if not asked:
+            return
+        if not envelope.mail_from:
             log.info(
-                "delivery %s: not bouncing a message from <> (a bounce of a bounce); "
-                "dropped for %s",
-                message.id,
-                ", ".join(f"<{rcpt}>" for rcpt, _ in failed),
-            )
+                "delivery %s: not %s a message from <> (a bounce of a bounce)%s",
+                message.id, "bouncing" if action == "failed" else f"reporting ({action}) on",
+                "; dropped for " + ", ".join(f"<{r}>" for r, _ in asked)
+                if action == "failed" else "",
+            )  # fmt: skip
             return
-        report = build_dsn(self.context.hostname, message, data, failed)
+        expiry = envelope.received_at.timestamp() + self.settings.max_queue_age
+        recipients = [_report_recipient(envelope, rcpt, o, action, expiry) for rcpt, o in asked]
+        report = build_report(
+            self.context.hostname, envelope.mail_from, recipients, data,
+            arrival=envelope.received_at, queue_id=message.id,
+            envid=envelope.envid, ret=envelope.ret,
+        )  # fmt: skip
         loop = asyncio.get_running_loop()
-        user = self._local_user(sender)
-        if user is not None:
-            maildir = self.context.store.maildir(user)
-            content = b"Return-Path: <>\n" + report
-            paths = await loop.run_in_executor(None, _deliver_local, maildir, content)
-            self.context.notify_delivered({user})
-            log.info("delivery %s: bounce delivered to local user %s", message.id, user)
-            self._journal_bounce(message, "delivered", paths, content, user=user,
-                                 mailbox="INBOX", recipients=[sender])
+        sent = await loop.run_in_executor(
+            None, send_report, self.context, envelope.mail_from, report
+        )
+        if sent is None:
             return
-        from mailtalk.store import Envelope
-
-        envelope = Envelope("", (sender,), client="127.0.0.1", helo=self.context.hostname)
-        paths = await loop.run_in_executor(None, _enqueue, self.queue, envelope, report)
-        log.info("delivery %s: bounce to <%s> queued", message.id, sender)
-        self._journal_bounce(message, "queued", paths, report, recipients=[sender])
+        if sent.user is not None:
+            self.context.notify_delivered({sent.user})
+            log.info("delivery %s: %s DSN delivered to local user %s",
+                     message.id, action, sent.user)  # fmt: skip
+            self._journal_bounce(message, sent.outcome, sent.paths, sent.content, user=sent.user,
+                                 mailbox="INBOX", recipients=[envelope.mail_from], dsn=action)
+            return
+        log.info("delivery %s: %s DSN to <%s> queued", message.id, action, envelope.mail_from)
+        self._journal_bounce(message, sent.outcome, sent.paths, sent.content,
+                             recipients=[envelope.mail_from], dsn=action)  # fmt: skip
         self._wakeup.set()
 
     def _journal_bounce(
@@ -655,15 +693,34 @@ class QueueRunner:
             bounce_of=message.envelope.queue_id or message.id, **fields,
         )  # fmt: skip
 
-    def _local_user(self, address: str) -> str | None:
-        from mailtalk.servers.policy import RouteKind
 
-        self.context.refresh_control()
-        try:
-            route = self.context.control.route(address, self.context.users)
-        except ValueError:
-            return None
-        return route.user if route.kind is RouteKind.LOCAL else None
+def _report_recipient(
+    envelope: Envelope, rcpt: str, outcome: Outcome, action: Action, expiry: float
+) -> ReportRecipient:
+    """A recipient's DSN fields from its outcome; the status class follows the action."""
+    status = outcome.status
+    if action == "failed" and status[:1] not in ("4", "5"):
+        status = "5.0.0"
+    elif action == "delayed":
+        status = "4" + status[1:] if status[:1] in ("4", "5") else "4.0.0"
+    elif action in ("relayed", "delivered"):
+        status = "2" + status[1:] if status[:1] == "2" else "2.0.0"
+    return ReportRecipient(
+        rcpt, action, status, outcome.text, envelope.orcpt.get(rcpt), outcome.remote,
+        outcome.diagnostic, retry_until=expiry if action == "delayed" else None,
+    )  # fmt: skip
+
+
+def _passed_on(envelope: Envelope, rcpts: Sequence[str]) -> DSN | None:
+    """The DSN parameters to give the next hop (when it offers DSN, RFC 3461 5.2.2): one
+    Plan carries one NOTIFY, so only when every recipient of the session asked the same;
+    ORCPT then names each recipient as the next hop sees it."""
+    notify = {envelope.notify.get(rcpt) for rcpt in rcpts}
+    if len(notify) != 1 or not (envelope.ret or envelope.envid or None not in notify):
+        return None
+    envid = decode_xtext(envelope.envid) if envelope.envid else None
+    return DSN(notify=notify.pop(), ret=envelope.ret, envid=envid,
+               orcpt=any(rcpt in envelope.orcpt for rcpt in rcpts))  # fmt: skip
 
 
 def replace_kind(outcome: Outcome) -> Outcome:
@@ -736,84 +793,3 @@ def _outbound(data: bytes) -> bytes:
         if end >= 0:
             return data[end + 1 :]
     return data
-
-
-def _deliver_local(maildir: Any, content: bytes) -> list[Any]:
-    from mailtalk.store import Delivery
-
-    maildir.create()
-    delivery = Delivery([maildir], hostname=socket.gethostname())
-    delivery.write(content)
-    return delivery.commit()
-
-
-def _enqueue(queue: Any, envelope: Any, content: bytes) -> list[Any]:
-    queue.create()
-    delivery = queue.begin(envelope, hostname=socket.gethostname())
-    delivery.write(content)
-    paths: list[Any] = delivery.commit()
-    return paths
-
-
-def build_dsn(
-    me: str, message: QueuedMessage, data: bytes, failed: Sequence[tuple[str, Outcome]]
-) -> bytes:
-    """An RFC 3464 delivery status notification (multipart/report), LF line ends."""
-    from mailtalk.protocols.common import printable
-
-    envelope = message.envelope
-    boundary = f"{message.id.replace('/', '_')}.{time.time_ns()}/{me}"
-    now = formatdate(localtime=True)
-    headers = _outbound(data).replace(b"\r\n", b"\n").partition(b"\n\n")[0]
-    subject_line = "Undelivered Mail Returned to Sender"
-    lines = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{me}>",
-        f"To: <{envelope.mail_from}>",
-        f"Subject: {subject_line}",
-        f"Date: {now}",
-        f"Message-ID: {make_msgid(domain=me)}",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        "Content-Type: multipart/report; report-type=delivery-status;",
-        f'\tboundary="{boundary}"',
-        "",
-        "This is a MIME-encapsulated message.",
-        "",
-        f"--{boundary}",
-        "Content-Description: Notification",
-        "Content-Type: text/plain; charset=utf-8",
-        "",
-        f"This is the mail system at host {me}.",
-        "",
-        "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients. It's attached below.",
-        "",
-    ]
-    for rcpt, outcome in failed:
-        lines += [f"<{rcpt}>: {printable(outcome.text)}", ""]
-    lines += [
-        f"--{boundary}",
-        "Content-Description: Delivery report",
-        "Content-Type: message/delivery-status",
-        "",
-        f"Reporting-MTA: dns; {me}",
-        f"X-Mailtalk-Queue-ID: {message.id}",
-        f"Arrival-Date: {formatdate(envelope.received_at.timestamp(), localtime=True)}",
-    ]
-    for rcpt, outcome in failed:
-        status = outcome.status if outcome.status[:1] in ("4", "5") else "5.0.0"
-        lines += ["", f"Final-Recipient: rfc822; {rcpt}", "Action: failed", f"Status: {status}"]
-        if outcome.remote:
-            lines.append(f"Remote-MTA: dns; {outcome.remote}")
-        if outcome.diagnostic:
-            lines.append(f"Diagnostic-Code: smtp; {printable(outcome.diagnostic)}")
-        lines.append(f"Last-Attempt-Date: {now}")
-    lines += [
-        "",
-        f"--{boundary}",
-        "Content-Description: Undelivered Message Headers",
-        "Content-Type: text/rfc822-headers",
-        "",
-    ]
-    text = "\n".join(lines).encode("utf-8") + b"\n"
-    return text + headers + b"\n\n" + f"--{boundary}--\n".encode()

@@ -28,7 +28,9 @@ import binascii
 import logging
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.utils import formatdate
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols import sasl
@@ -575,7 +577,8 @@ class SMTPServerProtocol(ServerSession):
             from mailtalk.store import Envelope
 
             envelope = Envelope(
-                self.transaction.sender, (), self.client_ip, self.helo, queue_id=self._queue_id
+                self.transaction.sender, (), self.client_ip, self.helo, queue_id=self._queue_id,
+                ret=self.transaction.ret, envid=self.transaction.envid,
             )
             try:
                 self._delivery, self._lf = self.context.begin_delivery(
@@ -794,7 +797,45 @@ class SMTPServerProtocol(ServerSession):
                 raise
             if self.journal is not None:
                 self._journal_stored(transaction, paths, delivery.size)
+            if paths:
+                await self._report_delivered(transaction, paths[0])
         self._delivered(transaction)
+
+    async def _report_delivered(self, transaction: Transaction, path: Path) -> None:
+        """A success DSN ("delivered", RFC 3461 4.1) for the local recipients whose RCPT
+        said NOTIFY=SUCCESS; ``path`` is the first local copy (Maildirs come first)."""
+        from mailtalk.servers.dsn_report import ReportRecipient, build_report, send_report, wants
+
+        asked = [r for r in transaction.recipients if r.user and wants(r.notify, "delivered")]
+        if not asked or not transaction.sender:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, path.read_bytes)
+            recipients = [
+                ReportRecipient(r.address, "delivered", "2.0.0",
+                                f"delivered to the mailbox of {r.user}", r.orcpt,
+                                diagnostic="delivered to maildir", diagnostic_type="X-Mailtalk")
+                for r in asked
+            ]  # fmt: skip
+            report = build_report(
+                self.context.hostname, transaction.sender, recipients, data,
+                arrival=datetime.now(UTC), queue_id=self._queue_id,
+                envid=transaction.envid, ret=transaction.ret,
+            )  # fmt: skip
+            sent = await loop.run_in_executor(
+                None, send_report, self.context, transaction.sender, report
+            )
+        except OSError as error:  # the message is delivered: a lost DSN is only logged
+            log.warning("session %s: success DSN not sent: %s", self.session_id, error)
+            return
+        if sent is not None and sent.user is not None:
+            self.context.notify_delivered({sent.user})
+        elif sent is not None:
+            self.context.queue_changed()
+        if sent is not None:
+            log.info("session %s: success DSN for %s %s", self.session_id, self._queue_id,
+                     sent.outcome)  # fmt: skip
 
     def _journal_stored(self, transaction: Transaction, paths: list[Any], size: int) -> None:
         """``message`` events: each local user's Maildir file, then the queued copy."""

@@ -55,6 +55,13 @@ class Envelope:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # The id the SMTP server gave the message (in its 250 and Received:), or "".
     queue_id: str = ""
+    # RFC 3461 parameters, for the delivery status notifications onward delivery sends:
+    # RET= and ENVID= (as sent, xtext) of the transaction, NOTIFY= and ORCPT= (as sent)
+    # of each recipient that gave them, by recipient address.
+    ret: str | None = None
+    envid: str | None = None
+    notify: Mapping[str, str] = field(default_factory=dict)
+    orcpt: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rcpt_to", tuple(self.rcpt_to))
@@ -213,12 +220,29 @@ def _envelope_record(name: str, envelope: Envelope, size: int) -> dict[str, Any]
         "helo": envelope.helo,
         "size": size,
         **({"queue_id": envelope.queue_id} if envelope.queue_id else {}),
+        **({"dsn": _dsn_record(envelope)} if _has_dsn(envelope) else {}),
+    }
+
+
+def _has_dsn(envelope: Envelope) -> bool:
+    return bool(envelope.ret or envelope.envid or envelope.notify or envelope.orcpt)
+
+
+def _dsn_record(envelope: Envelope) -> dict[str, Any]:
+    """The DSN parameters of the recipients still in the envelope."""
+    left = set(envelope.rcpt_to)
+    return {
+        "ret": envelope.ret,
+        "envid": envelope.envid,
+        "notify": {rcpt: value for rcpt, value in envelope.notify.items() if rcpt in left},
+        "orcpt": {rcpt: value for rcpt, value in envelope.orcpt.items() if rcpt in left},
     }
 
 
 def _queued_message(
     record: dict[str, Any], message_path: Path, envelope_path: Path
 ) -> QueuedMessage:
+    dsn = record.get("dsn") or {}
     envelope = Envelope(
         mail_from=record["mail_from"],
         rcpt_to=record["rcpt_to"],
@@ -226,6 +250,10 @@ def _queued_message(
         helo=record["helo"],
         received_at=datetime.fromisoformat(record["received_at"]),
         queue_id=str(record.get("queue_id", "")),
+        ret=dsn.get("ret"),
+        envid=dsn.get("envid"),
+        notify=dict(dsn.get("notify") or {}),
+        orcpt=dict(dsn.get("orcpt") or {}),
     )
     return QueuedMessage(
         id=record["id"],

@@ -13,7 +13,8 @@ import shutil
 import smtplib
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from mailtalk.servers.api import RunningServers, run_servers
 from mailtalk.servers.smtproutes import SMTPRoute, find_route, parse_smtproutes
+from tests.servers.test_dsn_report import parse, parts, status_groups
 
 A_HOST = "127.0.0.2"
 B_HOST = "127.0.0.3"
@@ -337,3 +339,94 @@ def test_a_lost_connection_says_what_it_waited_for(
     assert b"gave up after" in bounce and b"Status: 4.4.2" in bounce
     assert "attempt 2" in caplog.text
     wait_for(lambda: queue_empty(a))
+
+
+# -- delivery status notifications (RFC 3461 NOTIFY, RET, ENVID, ORCPT) ---------------
+
+def send_dsn(a: Any, sender: str, rcpts: list[str], rcpt_options: list[str],
+             mail_options: Sequence[str] = ()) -> None:
+    with smtplib.SMTP(a.host, a.port("smtp"), timeout=10) as client:
+        client.login("alice", "secret")
+        client.sendmail(sender, rcpts, MESSAGE, list(mail_options), rcpt_options)
+
+
+def reports(servers: Any, user: str) -> list[Message]:
+    return [parse(m) for m in servers.messages(user) if b"report-type=delivery-status" in m]
+
+
+def test_notify_never_suppresses_the_bounce(world: Any) -> None:
+    b = recipient_server(world)
+    a = isp_server(world, route_to(b))
+    send_dsn(a, "alice@isp.test", ["nobody@example.net"], ["NOTIFY=NEVER"])
+    wait_for(lambda: queue_empty(a))
+    assert a.messages("alice") == []
+
+
+def test_failure_report_carries_envid_orcpt_and_the_full_message(world: Any) -> None:
+    b = recipient_server(world)
+    a = isp_server(world, route_to(b))
+    send_dsn(a, "alice@isp.test", ["nobody@example.net"],
+         ["NOTIFY=FAILURE", "ORCPT=rfc822;first+2Bnobody@example.net"],
+             ["RET=FULL", "ENVID=job-42"])  # fmt: skip
+    (report,) = wait_for(lambda: reports(a, "alice"))
+    message_fields, recipient = status_groups(report)
+    assert message_fields["Original-Envelope-Id"] == "job-42"
+    assert recipient["Original-Recipient"] == "rfc822; first+nobody@example.net"
+    assert recipient["Action"] == "failed" and recipient["Status"] == "5.1.1"
+    assert parts(report)[2].get_content_type() == "message/rfc822"
+
+
+def test_success_is_passed_on_to_a_next_hop_that_offers_dsn(world: Any) -> None:
+    """B (mailtalk serve) offers DSN: A passes NOTIFY, ORCPT and ENVID on and sends no
+    "relayed" report; B, delivering locally, queues the "delivered" one for alice."""
+    b = recipient_server(world)
+    a = isp_server(world, route_to(b))
+    send_dsn(a, "alice@isp.test", ["bob@example.net"], ["NOTIFY=SUCCESS"], ["ENVID=e1"])
+    (delivered,) = wait_for(lambda: b.messages("bob"))
+    assert b"X-Mailtalk-DSN: ENVID=e1" in delivered
+    assert b"X-Mailtalk-DSN-Recipient: <bob@example.net> NOTIFY=SUCCESS\n" in delivered
+    (queued,) = wait_for(lambda: b.context.store.queue.list())
+    assert queued.envelope.mail_from == "" and queued.envelope.rcpt_to == ("alice@isp.test",)
+    report = parse(queued.message_path.read_bytes())
+    message_fields, recipient = status_groups(report)
+    assert message_fields["Original-Envelope-Id"] == "e1"
+    assert recipient["Action"] == "delivered" and recipient["Status"] == "2.0.0"
+    wait_for(lambda: queue_empty(a))
+    assert reports(a, "alice") == []
+
+
+def test_relayed_report_when_the_next_hop_takes_no_dsn(world: Any) -> None:
+    b = recipient_server(world, personality="qmail")
+    a = isp_server(world, route_to(b))
+    send_dsn(a, "alice@isp.test", ["bob@example.net"], ["NOTIFY=SUCCESS"])
+    wait_for(lambda: b.messages("bob"))
+    (report,) = wait_for(lambda: reports(a, "alice"))
+    recipient = status_groups(report)[1]
+    assert recipient["Action"] == "relayed" and recipient["Status"].startswith("2.")
+    assert report["Subject"] == "Successful Mail Delivery Report"
+
+
+def test_delay_report_goes_once_then_the_failure(world: Any) -> None:
+    a = isp_server(world, f"example.net:{A_HOST}:{closed_port(A_HOST)}\n",
+                   delay_warning=0.0, max_queue_age=1.5)  # fmt: skip
+    send_dsn(a, "alice@isp.test", ["bob@example.net"], ["NOTIFY=DELAY,FAILURE"])
+    wait_for(lambda: queue_empty(a))
+    actions = [status_groups(r)[1]["Action"] for r in reports(a, "alice")]
+    assert sorted(actions) == ["delayed", "failed"]
+
+
+def test_local_delivery_with_notify_success_reports_delivered(world: Any) -> None:
+    a = isp_server(world, "")
+    send_dsn(a, "alice@isp.test", ["alice@isp.test"], ["NOTIFY=SUCCESS"])
+    (report,) = wait_for(lambda: reports(a, "alice"))
+    recipient = status_groups(report)[1]
+    assert recipient["Action"] == "delivered" and recipient["Status"] == "2.0.0"
+    assert recipient["Diagnostic-Code"] == "X-Mailtalk; delivered to maildir"
+    assert len(a.messages("alice")) == 2  # the message and its report
+
+
+def test_no_report_for_a_null_sender(world: Any) -> None:
+    a = isp_server(world, "")
+    send_dsn(a, "", ["alice@isp.test"], ["NOTIFY=SUCCESS"])
+    wait_for(lambda: a.messages("alice"))
+    assert reports(a, "alice") == []
