@@ -26,6 +26,9 @@ GOAL = 0.90
 FLOORS = {
     "a": 0.89, "e": 0.92, "b": 0.85, "c": 0.91, "d": 0.88, "f": 0.80, "g": 0.84, "h": 0.79,
     "i": 0.75, "j": 0.86, "k": 0.93, "l": 0.82, "m": 0.92, "n": 0.88, "o": 0.81,
+    # held out and scored before they were read (84.6%, 84.9%, 83.2% with the learned
+    # reading), then trained on: the floor is what they reach now, less a margin
+    "p": 0.90, "q": 0.90, "r": 0.90,
 }
 
 
