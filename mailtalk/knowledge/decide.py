@@ -440,19 +440,25 @@ _WEAK_RULES: Final = frozenset({"none", "basic-code", "status"})
 _KNOWN_RULES: Final = frozenset({"response-code"})
 _SURE: Final = 0.7
 _LEANS: Final = 0.4
+# a general wording was written by someone who read that wording: only a reading that
+# is very sure goes against it (P, Q and R scored the same from 0.8 up)
+_SURE_OVER_WORDING: Final = 0.9
 
 
-def _known(decision: Decision, command: str | None) -> bool:
+def _known(decision: Decision, parsed: ParsedReply, command: str | None) -> bool:
     """Whether the rules' decision rests on knowledge the learned reading lacks: a
     program's own words, a wording read for the situation (the server handles the
-    domain or not), a wording or key term written for some commands or codes, or a
-    refused login."""
+    domain or not), a wording or key term written for some commands or codes, an
+    enhanced code that says exactly what happened (5.1.1), or a refused login."""
     pattern, term = decision.pattern, decision.term
     if pattern is not None and (pattern.origin or pattern.local or pattern.remote):
         return True
     if (pattern is not None and (pattern.commands or pattern.codes)) or (
         term is not None and term.commands
     ):
+        return True
+    enhanced = parsed.enhanced_code
+    if decision.rule == "enhanced-code" and enhanced and enhanced_is_exact(enhanced):
         return True
     # the command first (issue 14): what a login command is refused with is about the
     # credentials, or about TLS, unless the words say otherwise
@@ -469,7 +475,7 @@ def _second_opinion(
         return decision
     from mailtalk.knowledge import learned
 
-    if _known(decision, command):
+    if _known(decision, parsed, command):
         return decision
     if decision.rule in _KNOWN_RULES:
         return decision
@@ -477,7 +483,8 @@ def _second_opinion(
     if guess.category == decision.category or guess.category == "ok":
         return decision
     weak = decision.rule in _WEAK_RULES or decision.category == "other"
-    if guess.probability > _SURE or (weak and guess.probability > _LEANS):
+    sure = _SURE_OVER_WORDING if decision.pattern is not None else _SURE
+    if guess.probability > sure or (weak and guess.probability > _LEANS):
         return Decision(guess.category, "learned", ", ".join(guess.evidence), guess=guess)
     return decision
 
