@@ -242,6 +242,20 @@ def make_servers(
             root=maildir_root,
         )
     )
+    # With uvloop installed (mailtalk[fast]) the rows above run on it: this one is the
+    # sink on asyncio's own loop, to see what uvloop buys in the same run.
+    sink = servers[0]
+    servers.insert(
+        1,
+        Server(
+            "mailtalk (sink, asyncio loop)",
+            sink.recipient,
+            ["env", "MAILTALK_EVENT_LOOP=asyncio", *sink.argv[:-4],
+             "--root", str(scratch / "mailtalk-sink-asyncio"), *sink.argv[-2:]],
+            json_port=True,
+            root=scratch / "mailtalk-sink-asyncio",
+        ),
+    )  # fmt: skip
     if journal:
         for server in [s for s in servers if s.name.startswith("mailtalk")]:
             assert server.root is not None
@@ -502,6 +516,8 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         for label, a, b in (
             ("mailtalk/aiosmtpd", "mailtalk (sink)", "aiosmtpd (Sink)"),
             ("mailtalk/smtp-sink", "mailtalk (sink)", "smtp-sink (C)"),
+            ("uvloop/asyncio loop, sink", "mailtalk (sink)", "mailtalk (sink, asyncio loop)"),
+            ("mailtalk asyncio loop/aiosmtpd", "mailtalk (sink, asyncio loop)", "aiosmtpd (Sink)"),
             ("mailtalk Maildir/aiosmtpd", "mailtalk (Maildir)", "aiosmtpd (Sink)"),
             ("mailtalk Maildir/sink", "mailtalk (Maildir)", "mailtalk (sink)"),
             ("journal on/off, sink", "mailtalk (sink, journal)", "mailtalk (sink)"),

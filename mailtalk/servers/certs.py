@@ -77,15 +77,17 @@ def ensure_certificates(
     make_directory(tls)
     with _locked(tls / ".lock"):
         now = datetime.now(UTC)
-        ca = _load_ca(paths, now)
-        if ca is None:
-            ca = _make_ca(now)
-            _write_key(paths.ca_key, ca[1])
-            _write_atomically(paths.ca_cert, _pem(ca[0]), 0o644)
-        if not _server_cert_usable(paths, ca[0], dns_names, ip_addresses, now):
-            server_cert, server_key = _make_server_cert(ca, dns_names, ip_addresses, now)
-            _write_key(paths.server_key, server_key)
-            _write_atomically(paths.server_cert, _pem(server_cert) + _pem(ca[0]), 0o644)
+        if not _checked_before(paths, dns_names, ip_addresses, now):
+            ca = _load_ca(paths, now)
+            if ca is None:
+                ca = _make_ca(now)
+                _write_key(paths.ca_key, ca[1])
+                _write_atomically(paths.ca_cert, _pem(ca[0]), 0o644)
+            if not _server_cert_usable(paths, ca[0], dns_names, ip_addresses, now):
+                server_cert, server_key = _make_server_cert(ca, dns_names, ip_addresses, now)
+                _write_key(paths.server_key, server_key)
+                _write_atomically(paths.server_cert, _pem(server_cert) + _pem(ca[0]), 0o644)
+            _remember_checked(paths)
         for key_path in (paths.ca_key, paths.server_key):
             # A key someone loosened by hand is tightened again rather than left readable.
             if key_path.stat().st_mode & 0o077:
@@ -320,6 +322,80 @@ def _server_cert_usable(
     covered_names = {name.lower() for name in sans.value.get_values_for_type(x509.DNSName)}
     covered_addresses = set(sans.value.get_values_for_type(x509.IPAddress))
     return dns_names <= covered_names and ip_addresses <= covered_addresses
+
+
+# --- what was checked: a start with the same files skips cryptography ------------------
+# ROOT/tls/.checked holds a digest of the four files as they were when last found (or
+# made) whole, matching and signed by the CA, with the names and addresses the server
+# certificate covers and when the first of the two certificates is due for renewal.
+# While the files are the same bytes, nothing of that can have changed but the time:
+# the start then needs neither the cryptography package nor the signature check.
+CHECKED_FILE = ".checked"
+
+
+def _files_digest(paths: CertPaths) -> str | None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        for path in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key):
+            data = path.read_bytes()
+            digest.update(len(data).to_bytes(8, "big") + data)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _checked_before(
+    paths: CertPaths, dns_names: frozenset[str], ip_addresses: frozenset[IPAddress],
+    now: datetime,
+) -> bool:  # fmt: skip
+    """The files are those checked before, still valid, and cover these names."""
+    import json
+
+    try:
+        record = json.loads((paths.ca_cert.parent / CHECKED_FILE).read_text(encoding="utf-8"))
+        renew_at = datetime.fromisoformat(record["renew_at"])
+        valid_from = datetime.fromisoformat(record["valid_from"])
+        covered_names = set(record["names"])
+        covered_addresses = {ipaddress.ip_address(a) for a in record["addresses"]}
+        digest = record["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not valid_from <= now < renew_at:
+        return False
+    if not (dns_names <= covered_names and ip_addresses <= covered_addresses):
+        return False
+    return bool(digest) and digest == _files_digest(paths)
+
+
+def _remember_checked(paths: CertPaths) -> None:
+    """Write ROOT/tls/.checked for the files as they are now (just checked or made)."""
+    import json
+
+    from cryptography import x509
+
+    try:
+        ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+        leaf = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return
+    digest = _files_digest(paths)
+    if digest is None:
+        return
+    record = {
+        "digest": digest,
+        "valid_from": max(ca.not_valid_before_utc, leaf.not_valid_before_utc).isoformat(),
+        "renew_at": (
+            min(ca.not_valid_after_utc, leaf.not_valid_after_utc) - RENEW_BEFORE
+        ).isoformat(),
+        "names": sorted(name.lower() for name in sans.get_values_for_type(x509.DNSName)),
+        "addresses": sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress)),
+    }
+    # Not written: the next start checks the certificates again, slower, no less right.
+    with contextlib.suppress(OSError):
+        _write_atomically(paths.ca_cert.parent / CHECKED_FILE, json.dumps(record).encode(), 0o644)
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final, Literal, TextIO
 
 from mailtalk.errors import UsageError
 from mailtalk.exitcodes import ExitCode
-from mailtalk.servers.app import ConfigError, ReferenceServers, ServeConfig
+from mailtalk.servers.app import LISTENER_TLS, ConfigError, ReferenceServers, ServeConfig
 from mailtalk.servers.context import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_LINE_TIMEOUT,
@@ -231,14 +231,23 @@ def run(options: ServeOptions, env: Environment) -> int:
     journal = config.journal
     # Standard output carries the journal: the start-up text goes to standard error.
     out = env.stderr if journal is not None and journal.to_stream else env.stdout
+    from mailtalk.servers.eventloop import LOOP_VARIABLE, loop_factory
+
+    loop_name, new_loop = loop_factory(
+        env.get(LOOP_VARIABLE),
+        implicit_tls=any(LISTENER_TLS[name] == "implicit" for name in config.ports),
+    )
     try:
-        return asyncio.run(_serve(servers, options.as_json, out, env.stderr))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(_serve(servers, options.as_json, out, env.stderr, loop_name))
     finally:
         if journal is not None:
             journal.close()
 
 
-async def _serve(servers: ReferenceServers, as_json: bool, out: TextIO, err: TextIO) -> int:
+async def _serve(
+    servers: ReferenceServers, as_json: bool, out: TextIO, err: TextIO, loop_name: str
+) -> int:
     try:
         listeners = await servers.start()
     except ConfigError as error:
@@ -257,7 +266,7 @@ async def _serve(servers: ReferenceServers, as_json: bool, out: TextIO, err: Tex
 
         journal.on_error = reader_gone
     if as_json:
-        print(json.dumps(servers.describe()), file=out, flush=True)
+        print(json.dumps({**servers.describe(), "event_loop": loop_name}), file=out, flush=True)
     else:
         _print_summary(servers, out)
     await stop.wait()

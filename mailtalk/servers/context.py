@@ -146,10 +146,16 @@ def control_stamp(
 ) -> tuple[tuple[int, ...] | None, ...]:
     """What tells a changed control file: inode, size and times of each, or None."""
     directory = root / CONTROL_DIR
+    return _stamp_paths([os.fspath(directory / name) for name in names])
+
+
+def _stamp_paths(paths: Sequence[str]) -> tuple[tuple[int, ...] | None, ...]:
+    """control_stamp of paths made once: a stat() each and nothing else, as it runs for
+    every connection (no pathlib objects built on the way)."""
     stamps: list[tuple[int, ...] | None] = []
-    for name in names:
+    for path in paths:
         try:
-            info = os.stat(directory / name)
+            info = os.stat(path)
         except OSError:
             stamps.append(None)
             continue
@@ -205,8 +211,11 @@ class ServerContext:
         self._last_login: dict[str, float] = {}
         self.guard = AuthGuard(self.settings)  # password checks: paced, budgeted, off the loop
         self.on_enqueue: Callable[[], None] | None = None  # set by the queue runner
-        self._control_stamp = control_stamp(self.root)  # what control/ looked like when read
-        self._behaviour_stamp = control_stamp(self.root, BEHAVIOUR_FILES)
+        directory = self.root / CONTROL_DIR
+        self._control_paths = [os.fspath(directory / name) for name in CONTROL_FILES]
+        self._behaviour_paths = [os.fspath(directory / name) for name in BEHAVIOUR_FILES]
+        self._control_stamp = _stamp_paths(self._control_paths)  # control/ when read
+        self._behaviour_stamp = _stamp_paths(self._behaviour_paths)
 
     @property
     def hostname(self) -> str:
@@ -224,8 +233,8 @@ class ServerContext:
         that lesson true at the cost of a stat() per file and connection. A file that
         no longer parses leaves the last good settings in place, said in a warning.
         """
-        stamp = control_stamp(self.root)
-        behaviour = control_stamp(self.root, BEHAVIOUR_FILES)
+        stamp = _stamp_paths(self._control_paths)
+        behaviour = _stamp_paths(self._behaviour_paths)
         if stamp == self._control_stamp and behaviour == self._behaviour_stamp:
             return False
         # The users file apart from the rest: a typo in rcpthosts must not keep a new
@@ -398,10 +407,6 @@ class ServerContext:
         self.bytes_delivered += size
 
     def reply(self, key: str, **values: str) -> tuple[int, str]:
-        for name, value in values.items():
-            # RFC 5321 4.2: reply text is printable; never echo a client's controls.
-            values[name] = printable(value)
-        values.setdefault("me", self.hostname)
         personality = self.personality
         if personality is not self._replies_of:
             self._replies_of = personality
@@ -410,12 +415,19 @@ class ServerContext:
         dated = self._dated.get(key)
         if dated is None:
             dated = self._dated[key] = "date" in personality.template(key).placeholders
-        if dated:
-            return personality.reply(key, **values)
-        cache_key = (key, *values.items())
-        found = self._replies.get(cache_key)
-        if found is None:
-            found = personality.reply(key, **values)
+        # Looked up by what the caller gave (and control/me, which a control file may
+        # change): the same values always make the same reply, so a hit skips the work.
+        cache_key = None if dated else (key, self.hostname, *values.items())
+        if cache_key is not None:
+            found = self._replies.get(cache_key)
+            if found is not None:
+                return found
+        for name, value in values.items():
+            # RFC 5321 4.2: reply text is printable; never echo a client's controls.
+            values[name] = printable(value)
+        values.setdefault("me", self.hostname)
+        found = personality.reply(key, **values)
+        if cache_key is not None:
             if len(self._replies) >= _REPLY_CACHE_SIZE:
                 self._replies.clear()
             self._replies[cache_key] = found

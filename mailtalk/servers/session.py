@@ -145,7 +145,9 @@ class ServerSession(asyncio.Protocol):
         return self._deferred > 0 or self._write_paused or self._handshaking
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport: asyncio's, or uvloop's (which is no asyncio.Transport
+        # subclass, though it has the same methods).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         if self.context.refresh_control():  # as qmail: every connection sees the files as they are

@@ -770,7 +770,8 @@ def serve_user_args() -> list[str]:
 
 def test_serve_json_line(tmp_path: Path) -> None:
     with serve(tmp_path, "--smtp", "0", "--submission", "0", "--smtps", "0") as server:
-        assert list(server.info) == ["root", "listeners"]
+        assert list(server.info) == ["root", "listeners", "event_loop"]
+        assert server.info["event_loop"] in ("uvloop", "asyncio")  # uvloop: mailtalk[fast]
         assert server.info["root"] == str(tmp_path / "serve-root")
         listeners = server.info["listeners"]
         assert [list(x) for x in listeners] == [["protocol", "host", "port", "tls"]] * 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,7 +78,37 @@ def test_files_layout_and_modes(tmp_path: Path) -> None:
     assert paths.ca_key == tls / "ca.key"
     for key in (paths.ca_key, paths.server_key):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert not [p for p in tls.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    # No temporary files left: the lock, and the record of what was checked (CHECKED_FILE).
+    assert not [
+        p for p in tls.iterdir() if p.name.startswith(".") and p.name not in (".lock", ".checked")
+    ]
+
+
+def test_a_second_start_on_the_same_files_needs_no_cryptography(tmp_path: Path) -> None:
+    """The record of the last check lets a start skip loading and verifying certificates
+    (what made `mailtalk serve` start slowly); a changed file makes it check again."""
+    paths = ensure_certificates(tmp_path)
+    probe = (
+        "import sys; from pathlib import Path\n"
+        "from mailtalk.servers.certs import ensure_certificates\n"
+        f"ensure_certificates(Path({str(tmp_path)!r}))\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run() == "False"
+    before = paths.server_cert.read_bytes()
+    paths.server_cert.write_bytes(before.replace(b"\n", b"\r\n"))  # same certificate, new bytes
+    assert run() == "True"
+    assert run() == "False"  # checked again, and remembered
+    # Names the record does not cover: checked (and the certificate remade).
+    ensure_certificates(tmp_path, names=["localhost", "mx.example.test"])
+    assert "mx.example.test" in {
+        n for n in load_chain(paths.server_cert)[0]
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.DNSName)
+    }
 
 
 def test_ca_certificate(tmp_path: Path) -> None:
