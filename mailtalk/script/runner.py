@@ -341,10 +341,14 @@ class Runner:
         self._settle()
         secret = self._secret(step, conv.target.host)
         if secret is None:
+            from mailtalk.client.credentials import is_token_mechanism
+
+            netrc = "" if is_token_mechanism(step.mechanism) else ", add it to ~/.netrc"
+            word = "OAuth2 token" if netrc == "" else "password"
             self._fail(
                 step.where,
                 "auth",
-                f"no password for {step.user}: set ${step.secret_variable}, add it to ~/.netrc, "
+                f"no {word} for {step.user}: set ${step.secret_variable}{netrc}, "
                 "or run from a terminal to be asked",
                 stop=True,
             )
@@ -362,8 +366,10 @@ class Runner:
             raise _Stop
 
     def _secret(self, step: Auth, host: str) -> str | None:
-        from mailtalk.client.credentials import find_password
+        from mailtalk.client.credentials import find_password, find_token, is_token_mechanism
 
+        if is_token_mechanism(step.mechanism):
+            return find_token(step.user, step.secret_variable, self.settings.ask_secret)
         return find_password(host, step.user, step.secret_variable, self.settings.ask_secret)
 
     def _expect_close(self, where: Location) -> None:
