@@ -29,8 +29,8 @@ _mailtalk_spec() {
             subcommands='login relay sender'
             ;;
         'mailtalk diagnose login')
-            opts='--user --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
-            value_opts='--user --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
+            opts='--user --insecure --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
+            value_opts='--user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk diagnose relay')
@@ -74,8 +74,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -158,6 +158,9 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk diagnose login|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--oauth2-token')
             COMPREPLY=()
             ;;
         'mailtalk diagnose login|--sni')
@@ -422,7 +425,10 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer' -- "$cur"))
+            ;;
+        'mailtalk send|--oauth2-token')
+            COMPREPLY=()
             ;;
         'mailtalk send|--helo')
             COMPREPLY=()
