@@ -69,8 +69,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk run')
-            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose -h --help'
-            value_opts='--var --junit --repeat --concurrency --timeout'
+            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version -h --help'
+            value_opts='--var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk send')
@@ -411,6 +411,43 @@ _mailtalk_option_value() {
             ;;
         'mailtalk run|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk run|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk run|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk run|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
         'mailtalk send|--from')
             COMPREPLY=()

@@ -28,7 +28,7 @@ function __mailtalk_value_options
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
-            printf '%s\n' -- --var --junit --repeat --concurrency --timeout
+            printf '%s\n' -- --var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
@@ -300,6 +300,17 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'concurrency' -x -d 'R
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'reuse' -d 'Repeat only the file\'s loop ...'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'timeout' -x -d 'Seconds for connecting and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'v' -l 'verbose' -d 'Show the conversation as it happens.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for every connect line without a cafile= of its own.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk send
