@@ -29,8 +29,8 @@ _mailtalk_spec() {
             subcommands='login relay sender'
             ;;
         'mailtalk diagnose login')
-            opts='--user --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
-            value_opts='--user --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
+            opts='--user --insecure --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
+            value_opts='--user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk diagnose relay')
@@ -69,13 +69,13 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk run')
-            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose -h --help'
-            value_opts='--var --junit --repeat --concurrency --timeout'
+            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version -h --help'
+            value_opts='--var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -158,6 +158,9 @@ _mailtalk_option_value() {
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
         'mailtalk diagnose login|--timeout')
+            COMPREPLY=()
+            ;;
+        'mailtalk diagnose login|--oauth2-token')
             COMPREPLY=()
             ;;
         'mailtalk diagnose login|--sni')
@@ -409,6 +412,43 @@ _mailtalk_option_value() {
         'mailtalk run|--timeout')
             COMPREPLY=()
             ;;
+        'mailtalk run|--cafile')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--sni')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--tls-min')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk run|--tls-max')
+            COMPREPLY=($(compgen -W '1.0 1.1 1.2 1.3' -- "$cur"))
+            ;;
+        'mailtalk run|--ciphers')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--cert')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--key')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--tls-dump')
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk run|--pipe')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--proxy-from')
+            COMPREPLY=()
+            ;;
+        'mailtalk run|--proxy-version')
+            COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
         'mailtalk send|--from')
             COMPREPLY=()
             ;;
@@ -422,7 +462,10 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer' -- "$cur"))
+            ;;
+        'mailtalk send|--oauth2-token')
+            COMPREPLY=()
             ;;
         'mailtalk send|--helo')
             COMPREPLY=()

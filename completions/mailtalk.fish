@@ -12,7 +12,7 @@ function __mailtalk_value_options
         case 'mailtalk connect'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
         case 'mailtalk diagnose login'
-            printf '%s\n' -- --user --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
+            printf '%s\n' -- --user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose relay'
             printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose sender'
@@ -28,9 +28,9 @@ function __mailtalk_value_options
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
-            printf '%s\n' -- --var --junit --repeat --concurrency --timeout
+            printf '%s\n' -- --var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk send'
-            printf '%s\n' -- --from --to --server --auth --auth-mechanism --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
@@ -158,6 +158,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'user' -x -
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for a server whose certificate your system does not know (a private CA, mailtalk serve\'s ROOT/tls/ca.pem).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'timeout' -x -d ''
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'oauth2-token' -x -d 'An OAuth 2 bearer token for XOAUTH2 or OAUTHBEARER, for the user who logs in (send: --auth USER).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
@@ -299,6 +300,17 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'concurrency' -x -d 'R
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'reuse' -d 'Repeat only the file\'s loop ...'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'timeout' -x -d 'Seconds for connecting and for each reply.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'v' -l 'verbose' -d 'Show the conversation as it happens.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file, for every connect line without a cafile= of its own.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'sni' -x -d 'Send NAME as the TLS server name (SNI), also when connecting by IP, and check the certificate against it.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-min' -x -a '1.0 1.1 1.2 1.3' -d 'Lowest TLS version to accept (default 1.2; 1.0 and 1.1 lower OpenSSL\'s security level to 0).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-max' -x -a '1.0 1.1 1.2 1.3' -d 'Highest TLS version to offer.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'ciphers' -x -d 'OpenSSL cipher string for TLS 1.2 and older, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'cert' -r -F -d 'Client certificate (PEM), sent when the server asks; may hold the key.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'key' -r -F -d 'The client certificate\'s private key (PEM).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-dump' -r -F -d 'Write the server\'s certificate chain here in PEM (also when it fails verification).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk send
@@ -308,7 +320,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls' -d 'Implicit TLS (port 465).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login' -d 'The SASL mechanism of --auth; auto: the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer' -d 'The SASL mechanism of --auth; auto: with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'oauth2-token' -x -d 'An OAuth 2 bearer token for XOAUTH2 or OAUTHBEARER, for the user who logs in (send: --auth USER).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'helo' -x -d 'The EHLO name (default: this host\'s name).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'subject' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'body' -x -d 'The message text (default: a short test text).'

@@ -115,3 +115,33 @@ def find_password(
     if found.password:
         return found.password
     return ask(f"password for {user} on {host}: ") if ask is not None else None
+
+
+# An OAuth 2 bearer token (XOAUTH2, OAUTHBEARER) is read from here first: unlike a
+# command-line argument it never shows in the process list (/proc/PID/cmdline).
+TOKEN_VARIABLE = "MAILTALK_OAUTH2_TOKEN"
+
+
+def is_token_mechanism(mechanism: str) -> bool:
+    """Whether ``mechanism``'s secret is an OAuth 2 token rather than a password."""
+    from mailtalk.protocols.sasl import TOKEN_MECHANISMS
+
+    return mechanism.upper() in TOKEN_MECHANISMS
+
+
+def secret_word(mechanism: str) -> str:
+    """What the secret of ``mechanism`` is called in prompts and errors."""
+    return "OAuth2 token" if is_token_mechanism(mechanism) else "password"
+
+
+def find_token(
+    user: str,
+    variable: str = TOKEN_VARIABLE,
+    ask: Callable[[str], str | None] | None = ask_on_terminal,
+) -> str | None:
+    """An OAuth 2 token: ``$variable``, else ``ask`` (without echo, on a terminal by
+    default); never ~/.netrc, whose entries are passwords. None when neither has one."""
+    token = os.environ.get(variable)
+    if token:
+        return token
+    return ask(f"OAuth2 token for {user}: ") if ask is not None else None

@@ -43,7 +43,9 @@ class MetaUI(Protocol):
         """How wide a block (an explanation) may be."""
         ...
 
-    def ask_secret(self, prompt: str) -> str: ...
+    def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
+        """Ask for a secret without echo; the pipe mode reads ``$variable`` instead."""
+        ...
 
     def show_block(self, text: str) -> None: ...
 
@@ -149,18 +151,26 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
         raise MailtalkError("usage: :auth MECHANISM USER (no user in the URL to default to)")
-    # What the server offers is settled before anyone is asked for a password.
+    # What the server offers is settled before anyone is asked for a secret.
     conv.prepare_auth(mechanism)
-    from mailtalk.client.credentials import netrc_lookup
+    from mailtalk.client.credentials import TOKEN_VARIABLE, is_token_mechanism, netrc_lookup
 
-    found = netrc_lookup(conv.target.host, user)
-    if found.problem:
-        ui.note(found.problem, "warning")
-    secret = found.password
-    if secret is not None:
-        ui.note(f"password for {user} from {found.shown_path}")
+    if is_token_mechanism(mechanism):
+        # A token is never looked up in ~/.netrc (its entries are passwords).
+        secret = os.environ.get(TOKEN_VARIABLE) or None
+        if secret is not None:
+            ui.note(f"OAuth2 token for {user} from ${TOKEN_VARIABLE}")
+        else:
+            secret = ui.ask_secret(f"OAuth2 token for {user}: ", TOKEN_VARIABLE)
     else:
-        secret = ui.ask_secret(f"password for {user}: ")
+        found = netrc_lookup(conv.target.host, user)
+        if found.problem:
+            ui.note(found.problem, "warning")
+        secret = found.password
+        if secret is not None:
+            ui.note(f"password for {user} from {found.shown_path}")
+        else:
+            secret = ui.ask_secret(f"password for {user}: ")
     reply = conv.authenticate(mechanism, user, secret)
     if reply.reply_class is ReplyClass.POSITIVE:
         ui.note(f"authenticated as {user}")

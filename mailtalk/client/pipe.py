@@ -69,25 +69,25 @@ class PipeScreen:
             self.note("the server closed the connection")
 
     # MetaUI
-    def ask_secret(self, prompt: str) -> str:
-        secret = self.env.variables.get("MAILTALK_PASSWORD")
+    def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
+        secret = self.env.variables.get(variable)
         if secret is not None:
             return secret
+        if variable == "MAILTALK_PASSWORD":
+            missing = "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
+        else:
+            missing = f"no OAuth2 token: set {variable}, or run on a terminal"
         # getpass falls back to reading standard input when there is no terminal,
-        # which here is the script: it would eat the next line as the password.
+        # which here is the script: it would eat the next line as the secret.
         try:
             with open("/dev/tty", "rb"):
                 pass
         except OSError:
-            raise MailtalkError(
-                "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
-            ) from None
+            raise MailtalkError(missing) from None
         try:
             return getpass.getpass(prompt)
         except (EOFError, OSError):
-            raise MailtalkError(
-                "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
-            ) from None
+            raise MailtalkError(missing) from None
 
     def block_width(self) -> int:
         return self.env.width(100)

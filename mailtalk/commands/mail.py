@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
+from mailtalk.commands.authoptions import oauth2_token_option, take_token
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
@@ -202,13 +203,17 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
 )
 @click.option(
     "--auth-mechanism",
-    type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login"]),
+    type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login",
+                       "xoauth2", "oauthbearer"]),
     default="auto",
     show_default=True,
-    help="The SASL mechanism of --auth; auto: the strongest the server offers "
-    "(SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN). SCRAM also checks that "
-    "the server knows the password. Example: --auth me --auth-mechanism cram-md5",
+    help="The SASL mechanism of --auth; auto: with an OAuth 2 token "
+    "($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; "
+    "else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then "
+    "PLAIN, LOGIN). SCRAM also checks that the server knows the password. "
+    "Example: --auth me --auth-mechanism cram-md5",
 )
+@oauth2_token_option
 @click.option("--helo", metavar="NAME", help="The EHLO name (default: this host's name).")
 @click.option("--subject", default="mailtalk test message", show_default=True)
 @click.option("--body", help="The message text (default: a short test text).")
@@ -339,7 +344,26 @@ def send(env: Environment, **options: Any) -> None:
     _require_sender(options)
     tls = client_tls(env, options)
     options["pipe_command"] = checked_pipe(options["pipe_command"])
-    sys.exit(command.run(command.SendOptions(tls=tls, **options), env))
+    token = _token_for(env, options)
+    sys.exit(command.run(command.SendOptions(tls=tls, oauth2_token=token, **options), env))
+
+
+def _token_for(env: Environment, options: dict[str, Any]) -> str | None:
+    """The OAuth 2 token for --auth, if any; a usage error for a token mechanism
+    without one, or a token given without --auth to log in as."""
+    from mailtalk.errors import UsageError
+
+    given = options.get("oauth2_token") is not None
+    token = take_token(env, options)
+    mechanism = options.get("auth_mechanism", "auto")
+    if given and not options.get("auth_user"):
+        raise UsageError("--oauth2-token needs --auth USER (whom the token is for)")
+    if mechanism in ("xoauth2", "oauthbearer") and token is None:
+        raise UsageError(
+            f"--auth-mechanism {mechanism} needs an OAuth 2 token: set $MAILTALK_OAUTH2_TOKEN "
+            "(or give --oauth2-token)"
+        )
+    return token if options.get("auth_user") else None
 
 
 def _require_sender(options: dict[str, Any]) -> None:
@@ -488,6 +512,7 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
 @click.option("--insecure", is_flag=True, help="Do not verify the server's certificate.")
 @click.option("--cafile", type=CAFile(), help=_CAFILE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=15.0, show_default=True)
+@oauth2_token_option
 @tls_options
 @transport_options
 @_brief_option(_BRIEF_HELP)
@@ -506,12 +531,15 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     plain text if TLS fails. Tells a wrong password from plain-text login being
     disabled, TLS being required, no AUTH on the port, a locked mailbox or a
     login delay, from the server's own answers, and says which way the login
-    went. Password from $MAILTALK_PASSWORD, ~/.netrc, or asked. The URL's host
-    may be an alias from the config file (mailtalk --help)."""
+    went. It logs in as send does: the strongest mechanism offered (SCRAM, CRAM-MD5,
+    else LOGIN or PLAIN), or XOAUTH2/OAUTHBEARER with an OAuth 2 token. Password from
+    $MAILTALK_PASSWORD, ~/.netrc, or asked; token from $MAILTALK_OAUTH2_TOKEN or
+    --oauth2-token. The URL's host may be an alias from the config file (mailtalk --help)."""
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import login
 
     url = host_defaults.url(url, options)
     tls = client_tls(env, options)
     options["pipe_command"] = checked_pipe(options["pipe_command"])
-    sys.exit(login.run(login.LoginOptions(url=url, tls=tls, **options), env))
+    token = take_token(env, options)
+    sys.exit(login.run(login.LoginOptions(url=url, tls=tls, oauth2_token=token, **options), env))

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailtalk.cli import cli, pass_environment
+from mailtalk.cli import CAFile, cli, pass_environment
+from mailtalk.commands.tlsoptions import client_tls, tls_options
+from mailtalk.commands.transportoptions import checked_pipe, transport_options
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -20,16 +22,19 @@ if TYPE_CHECKING:
     "  mailtalk run --junit report.xml --keep-going tests/*.mt\n"
     "  mailtalk run --repeat 1000 --concurrency 8 send.mt\n"
     "  mailtalk run --repeat 1000 --reuse send.mt       # one connection, loop ... end\n"
-    "  printf 'connect smtp://localhost\\nS: 220\\nC: QUIT\\nS: 221\\n' | mailtalk run -\n\n"
+    "  printf 'connect smtp://localhost\\nS: 220\\nC: QUIT\\nS: 221\\n' | mailtalk run -\n"
+    "  mailtalk run --pipe 'exim -bh 192.0.2.1' session.mt  # Exim's rules, no network\n"
+    "  mailtalk run --cafile ca.pem --sni mail.example.com --cert me.pem tls.mt\n\n"
     "\b\nSession files: one step a line. C: LINE sends, S: EXPECTATION checks the reply\n"
     "(250, 2xx, 5.7.1, +OK, NO, then optionally a glob, /regex/ or words, each a\n"
     "whole word, in any order; * for any; * TEXT for an IMAP untagged response;\n"
     "what no reply could match is a bad script). Directives: connect URL [insecure]\n"
-    "[cafile=PATH], starttls, tls, auth plain|login USER [ENVVAR], data FILE,\n"
+    "[cafile=PATH], starttls, tls, auth MECHANISM USER [ENVVAR], data FILE,\n"
     "data <<EOF ... EOF, set NAME VALUE, include FILE, sleep SECONDS,\n"
     "expect-close, loop ... end, # comments; ${NAME} from --var, set, or the\n"
     "environment. Secrets never go in the file: auth takes $MAILTALK_PASSWORD\n"
-    "(or ENVVAR), ~/.netrc, or asks; recordings write ${MAILTALK_PASSWORD}.\n\n"
+    "(or ENVVAR), ~/.netrc, or asks; auth xoauth2|oauthbearer USER takes\n"
+    "$MAILTALK_OAUTH2_TOKEN (or ENVVAR), or asks; recordings write neither.\n\n"
     "\b\nExit status:\n"
     "  0    every file passed\n"
     "  1    a reply did not match its S: line\n"
@@ -72,6 +77,14 @@ if TYPE_CHECKING:
     help="Seconds for connecting and for each reply.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the conversation as it happens.")
+@click.option(
+    "--cafile",
+    type=CAFile(),
+    help="Trust the CA certificates (PEM) in this file, for every connect line without "
+    "a cafile= of its own.",
+)
+@tls_options
+@transport_options
 @pass_environment
 def run(
     env: Environment, files: tuple[str, ...], variables: tuple[str, ...], **options: Any
@@ -88,8 +101,10 @@ def run(
     from mailtalk.script.command import RunOptions
     from mailtalk.script.command import run as replay
 
+    tls = client_tls(env, options)
+    options["pipe_command"] = checked_pipe(options["pipe_command"])
     run_options = RunOptions(files=files, variables=_parse_variables(variables),
-                             hosts=host_defaults.hosts(), **options)
+                             hosts=host_defaults.hosts(), tls=tls, **options)
     if files.count("-") > 1:
         raise click.UsageError("standard input (-) can be read once")
     sys.exit(replay(run_options, env))

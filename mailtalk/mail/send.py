@@ -35,6 +35,7 @@ from mailtalk.mail.smtp_steps import (
 from mailtalk.net.target import Target
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
+from mailtalk.protocols.sasl import TOKEN_MECHANISMS, auto_mechanism
 from mailtalk.protocols.smtp_sequence import (
     DSN,
     QUIT_POINTS,
@@ -64,6 +65,8 @@ class SendOptions:
     implicit_tls: bool = False
     auth_user: str | None = None
     auth_mechanism: str = "auto"  # or a SASL name, lower case
+    # XOAUTH2/OAUTHBEARER's bearer token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token)
+    oauth2_token: str | None = field(default=None, repr=False)
     helo: str | None = None  # None: this host's name
     subject: str = "mailtalk test message"
     body: str | None = None  # None: a short test text
@@ -230,9 +233,10 @@ def converse(
             listener.note("the server did not offer AUTH" + advice, "warning")
         mechanism = options.auth_mechanism.upper()
         if mechanism == "AUTO":
-            from mailtalk.protocols.sasl import choose
-
-            mechanism = choose(list(offer.mechanisms) or None, token=False)
+            mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None)
+        if mechanism in TOKEN_MECHANISMS:
+            assert options.oauth2_token is not None  # commands/mail.py makes sure
+            return conv.authenticate(mechanism, user, options.oauth2_token)
         secret = password_for(user, target.host)
         return conv.authenticate(mechanism, user, secret)
 

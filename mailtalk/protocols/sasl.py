@@ -336,6 +336,18 @@ def choose(offered: list[str] | None, token: bool) -> str:
     return ours[0] if token else "PLAIN"
 
 
+def auto_mechanism(offered: list[str] | tuple[str, ...] | None, have_token: bool) -> str:
+    """What ``send``/``diagnose login`` use without a mechanism named: with a token, the
+    token mechanism offered (OAUTHBEARER, then XOAUTH2); otherwise, and when the server
+    offers neither, the strongest password mechanism offered (``choose``)."""
+    upper = {m.upper() for m in offered or ()}
+    if have_token:
+        for name in TOKEN_MECHANISMS:
+            if name in upper:
+                return name
+    return choose(list(offered) if offered else None, token=False)
+
+
 # -- server side ----------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.exitcodes import ExitCode
+from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.script.format import Data, EndLoop, Loop, Script, ScriptError, parse_file
 from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcript_line, write_junit
 from mailtalk.script.runner import RunResult, RunSettings, run_script
@@ -41,6 +42,12 @@ class RunOptions:
     verbose: bool = False
     # the config file's [hosts.NAME] sections: a connect line may name one
     hosts: Mapping[str, HostDefaults] = field(default_factory=dict)
+    # --cafile, the TLS options and the transport, for every connect line
+    cafile: str | None = None
+    tls: ClientTLS = field(default_factory=ClientTLS)
+    pipe_command: tuple[str, ...] = ()
+    proxy_from: tuple[str, int] | None = None
+    proxy_version: int = 1
 
 
 def _secret_asker(env: Environment, from_stdin: bool) -> Callable[[str], str | None]:
@@ -106,6 +113,11 @@ def run(options: RunOptions, env: Environment) -> int:
         record_transcript=options.as_json or bool(options.junit),
         ask_secret=_secret_asker(env, "-" in options.files),
         hosts=options.hosts,
+        cafile=options.cafile,
+        tls=options.tls,
+        pipe_command=options.pipe_command,
+        proxy_from=options.proxy_from,
+        proxy_version=options.proxy_version,
     )
     results: list[RunResult] = []
     exit_code = ExitCode.OK

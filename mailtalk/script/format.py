@@ -28,7 +28,8 @@
 against the reply to what came before (see ``expect.py``). Directives: ``connect URL
 [insecure] [cafile=PATH]``, ``starttls``, ``tls`` (the handshake alone, after a
 written-out STARTTLS), ``auth MECHANISM USER [ENVVAR]`` (plain, login,
-cram-md5, scram-sha-1, scram-sha-256), ``data FILE`` or ``data
+cram-md5, scram-sha-1, scram-sha-256; xoauth2 and oauthbearer take the token from
+``$MAILTALK_OAUTH2_TOKEN`` or ENVVAR), ``data FILE`` or ``data
 <<MARK`` ... ``MARK`` (``<<'MARK'`` keeps ``${...}`` as is), ``set NAME VALUE``,
 ``include FILE``, ``sleep SECONDS``, ``expect-close``, and ``loop`` ... ``end``
 around the part that ``--reuse`` repeats on one connection.
@@ -493,12 +494,14 @@ def _directive(
     if directive == "auth":
         _want(args, 2, 3, "auth MECHANISM USER [ENVVAR]", where)
         mechanism = args[0].upper()
-        from mailtalk.protocols.sasl import PASSWORD_MECHANISMS
+        from mailtalk.protocols.sasl import MECHANISMS, TOKEN_MECHANISMS
 
-        if mechanism not in PASSWORD_MECHANISMS:
-            ours = ", ".join(m.lower() for m in PASSWORD_MECHANISMS)
+        if mechanism not in MECHANISMS:
+            ours = ", ".join(m.lower() for m in MECHANISMS)
             raise ScriptError(where, f"auth {args[0]}: mailtalk does {ours}")
-        variable = args[2] if len(args) == 3 else "MAILTALK_PASSWORD"
+        # A token's own variable by default: a password is not a bearer token.
+        default = "MAILTALK_OAUTH2_TOKEN" if mechanism in TOKEN_MECHANISMS else "MAILTALK_PASSWORD"
+        variable = args[2] if len(args) == 3 else default
         if not _NAME.fullmatch(variable):
             raise ScriptError(where, f"{variable!r} is not an environment variable name")
         return [Auth(where, mechanism, args[1], variable)]

@@ -21,6 +21,7 @@ from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Tail
 from mailtalk.errors import MailtalkError, ServerClosedError
 from mailtalk.exitcodes import ExitCode
+from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.script.expect import Expectation, reply_of
 from mailtalk.script.format import (
@@ -128,6 +129,12 @@ class RunSettings:
     ask_secret: Callable[[str], str | None] | None = None
     # the config file's hosts: ``connect smtp://work`` takes [hosts.work]'s settings
     hosts: Mapping[str, HostDefaults] = field(default_factory=dict)
+    # mailtalk run's --cafile (a connect line's cafile= wins), TLS options and transport
+    cafile: str | None = None
+    tls: ClientTLS = field(default_factory=ClientTLS)
+    pipe_command: tuple[str, ...] = ()  # --pipe: every connect line runs the program
+    proxy_from: tuple[str, int] | None = None
+    proxy_version: int = 1
 
 
 class _Stop(Exception):
@@ -276,7 +283,9 @@ class Runner:
             self.conv.close()
         target = parse_url(step.url)
         cafile = step.cafile
-        host = self.settings.hosts.get(target.host) if target.socket_path is None else None
+        # with --pipe a program is the server: the URL's host is only a name
+        local = target.socket_path is not None or bool(self.settings.pipe_command)
+        host = self.settings.hosts.get(target.host) if not local else None
         if host is not None:
             from mailtalk.config_file import for_target, port_given
 
@@ -287,8 +296,12 @@ class Runner:
             target=target,
             starttls=False,
             insecure=step.insecure,
-            cafile=cafile,
+            cafile=cafile or self.settings.cafile,
             timeout=self.settings.timeout,
+            tls=self.settings.tls,
+            pipe_command=self.settings.pipe_command,
+            proxy_from=self.settings.proxy_from,
+            proxy_version=self.settings.proxy_version,
         )
         self.listener.events.clear()
         self.conv = Conversation(options, self.listener)
@@ -341,10 +354,14 @@ class Runner:
         self._settle()
         secret = self._secret(step, conv.target.host)
         if secret is None:
+            from mailtalk.client.credentials import is_token_mechanism
+
+            netrc = "" if is_token_mechanism(step.mechanism) else ", add it to ~/.netrc"
+            word = "OAuth2 token" if netrc == "" else "password"
             self._fail(
                 step.where,
                 "auth",
-                f"no password for {step.user}: set ${step.secret_variable}, add it to ~/.netrc, "
+                f"no {word} for {step.user}: set ${step.secret_variable}{netrc}, "
                 "or run from a terminal to be asked",
                 stop=True,
             )
@@ -362,8 +379,10 @@ class Runner:
             raise _Stop
 
     def _secret(self, step: Auth, host: str) -> str | None:
-        from mailtalk.client.credentials import find_password
+        from mailtalk.client.credentials import find_password, find_token, is_token_mechanism
 
+        if is_token_mechanism(step.mechanism):
+            return find_token(step.user, step.secret_variable, self.settings.ask_secret)
         return find_password(host, step.user, step.secret_variable, self.settings.ask_secret)
 
     def _expect_close(self, where: Location) -> None:

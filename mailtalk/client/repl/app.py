@@ -160,7 +160,7 @@ class ReplScreen:
         self.note("the server closed the connection: :reconnect to connect again, :quit to leave",
                   "warning")
 
-    def ask_secret(self, prompt: str) -> str:
+    def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
         from prompt_toolkit import prompt as ask
 
         # A separate prompt with no history: the password is never stored.

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from mailtalk.environment import Environment
     from mailtalk.knowledge.explain import Explanation
 
-# The mechanisms mailtalk logs in with, in the order it prefers them.
-USABLE_MECHANISMS = ("PLAIN", "LOGIN")
+# Mailbox logins go by SASL (AUTHENTICATE, AUTH) only with these, chosen as send
+# chooses (protocols.sasl.auto_mechanism); otherwise by LOGIN or USER/PASS, which is
+# what PLAIN would send and what LOGINDISABLED speaks of.
+STRONGER_THAN_LOGIN = ("SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,8 @@ class LoginOptions(ServerOptions):
 
     url: str
     user: str | None = None  # else the URL's
+    # XOAUTH2/OAUTHBEARER's bearer token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token)
+    oauth2_token: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -64,6 +68,8 @@ class LoginEvidence:
     starttls_missing: bool = False  # submission:// asks for STARTTLS, not offered
     login_disabled: bool = False  # IMAP LOGINDISABLED, and no TLS to lift it
     mechanisms: list[str] | None = None  # SMTP AUTH mechanisms offered; None: not asked
+    have_token: bool = False  # an OAuth 2 token was given: its mechanisms are usable too
+    secret: str = "password"  # what was sent: "password", or "OAuth2 token" (or expired one)
     reply: ServerEvent | None = None  # the answer that decides
     explained: Explanation | None = None  # the explain knowledge on it, when a refusal
 
@@ -75,7 +81,11 @@ class LoginEvidence:
 
     @property
     def usable(self) -> list[str]:
-        return [m for m in USABLE_MECHANISMS if m in (self.mechanisms or [])]
+        """The offered mechanisms mailtalk has a secret for, in no particular order."""
+        from mailtalk.protocols.sasl import PASSWORD_MECHANISMS, TOKEN_MECHANISMS
+
+        ours = PASSWORD_MECHANISMS + (TOKEN_MECHANISMS if self.have_token else ())
+        return [m for m in (self.mechanisms or []) if m in ours]
 
     @property
     def refusal(self) -> str | None:
@@ -166,11 +176,15 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     """Connect, look at what the server offers, start TLS where it can, and log in
     unless something already decides the verdict."""
     from mailtalk.mail.smtp_steps import password_for
+    from mailtalk.protocols.sasl import TOKEN_MECHANISMS
 
     target = _target(options.url)
     user = _user(target, options.user)
 
-    def secret() -> str:  # asked only when a login is about to be tried
+    def secret(mechanism: str) -> str:  # asked only when a login is about to be tried
+        if mechanism in TOKEN_MECHANISMS and options.oauth2_token is not None:
+            evidence.secret = "OAuth2 token (or an expired one)"
+            return options.oauth2_token
         return password_for(user, target.host)
 
     session = options.session(target)
@@ -178,7 +192,8 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     conv.recorder.enabled = False
     conv.explain_inline = False
     evidence = LoginEvidence(
-        target.display, user, facts={"server": target.display, "protocol": target.protocol}
+        target.display, user, facts={"server": target.display, "protocol": target.protocol},
+        have_token=options.oauth2_token is not None,
     )
     try:
         conv.open()
@@ -221,7 +236,7 @@ def _start_tls_or_stop(conv: Conversation, evidence: LoginEvidence) -> bool:
 
 
 def _mailbox(
-    conv: Conversation, target: Target, secret: Callable[[], str], evidence: LoginEvidence
+    conv: Conversation, target: Target, secret: Callable[[str], str], evidence: LoginEvidence
 ) -> None:
     encrypted = target.tls == "implicit"
     caps = _capabilities(conv)
@@ -239,17 +254,36 @@ def _mailbox(
     elif not encrypted:
         evidence.lines.append(f"no {word} offered: the password goes in plain text")
     evidence.facts["login"] = evidence.how
+    mechanism = _mailbox_mechanism(conv, evidence.have_token)
+    if mechanism is not None:
+        verb = "AUTHENTICATE" if target.protocol == "imap" else "AUTH"
+        reply = conv.authenticate(mechanism, evidence.user, secret(mechanism))
+        evidence.lines.append(f"{verb} {mechanism} {evidence.how}: {last_line(reply)}")
+        evidence.answer(conv, reply, verb)
+        return
     if "LOGINDISABLED" in caps:
         evidence.lines.append("LOGINDISABLED: the server refuses LOGIN in plain text")
         evidence.login_disabled = True
         return
-    reply = _login(conv, evidence.user, secret())
+    reply = _login(conv, evidence.user, secret("PLAIN"))
     evidence.lines.append(f"login {evidence.how}: {last_line(reply)}")
     evidence.answer(conv, reply, "PASS" if target.protocol == "pop3" else "LOGIN")
 
 
+def _mailbox_mechanism(conv: Conversation, have_token: bool) -> str | None:
+    """The SASL mechanism a POP3/IMAP login uses, as send would choose it, when it is
+    stronger than LOGIN or USER/PASS (SCRAM, CRAM-MD5, a token's); None: log in plainly."""
+    from mailtalk.protocols.sasl import auto_mechanism
+
+    offered = conv.offered_mechanisms()
+    if not offered:
+        return None
+    mechanism = auto_mechanism(offered, have_token)
+    return mechanism if mechanism in STRONGER_THAN_LOGIN and mechanism in offered else None
+
+
 def _smtp(
-    conv: Conversation, target: Target, secret: Callable[[], str], evidence: LoginEvidence
+    conv: Conversation, target: Target, secret: Callable[[str], str], evidence: LoginEvidence
 ) -> None:
     greeting = conv.last_final
     if greeting is not None:
@@ -292,8 +326,10 @@ def _smtp(
     if not evidence.how.startswith("over TLS"):
         evidence.lines.append("no STARTTLS offered: the password goes in plain text")
     evidence.facts["login"] = evidence.how
-    mechanism = evidence.usable[0]
-    reply = conv.authenticate(mechanism, evidence.user, secret())
+    from mailtalk.protocols.sasl import auto_mechanism
+
+    mechanism = auto_mechanism(evidence.usable, evidence.have_token)
+    reply = conv.authenticate(mechanism, evidence.user, secret(mechanism))
     evidence.lines.append(f"AUTH {mechanism} {evidence.how}: {last_line(reply)}")
     evidence.answer(conv, reply, "AUTH")
 
@@ -335,6 +371,7 @@ def wording_values(evidence: LoginEvidence) -> dict[str, object]:
     return {
         "server": evidence.server,
         "user": evidence.user,
+        "secret": evidence.secret,
         "how": evidence.how,
         "word": evidence.word,
         "certificate": why.startswith("certificate: "),
