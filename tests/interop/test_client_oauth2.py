@@ -22,8 +22,7 @@ import pytest
 
 from mailtalk.servers.journal import Journal
 from tests.interop.test_pipe_real import describe
-from tests.interop.test_repl_real import history_text, spawn, state_home  # noqa: F401
-from tests.interop.test_repl_real import Term, mailtalk_command
+from tests.interop.test_repl_real import Term, history_text, mailtalk_command, spawn, state_home  # noqa: F401
 
 pytestmark = pytest.mark.interop
 
