@@ -378,7 +378,9 @@ def terms() -> tuple[Term, ...]:
     """The key terms of ``terms.toml``, in matching order; their regexes are compiled
     on first use (:func:`term_regex`): matching stops at the first hit."""
     result = []
-    for index, table in enumerate(read_data("terms.toml").get("term", [])):
+    data = read_data("terms.toml")
+    lists = data.get("command_lists", {})
+    for index, table in enumerate(data.get("term", [])):
         where = f"terms.toml term #{index + 1}"
         ident = _string(table, "id", where, True)
         where = f"terms.toml [{ident}]"
@@ -396,10 +398,20 @@ def terms() -> tuple[Term, ...]:
                 commands=_strings(table, "commands", where),
                 cause=_string(table, "cause", where),
                 taught_by=_string(table, "taught_by", where, True),
-                not_after=_strings(table, "not_after", where),
+                not_after=_command_list(table, lists, where),
             )
         )
     return tuple(result)
+
+
+def _command_list(table: dict[str, Any], lists: dict[str, Any], where: str) -> tuple[str, ...]:
+    """A term's ``not_after``: its commands, or "@NAME", a list of [command_lists]."""
+    value = table.get("not_after")
+    if isinstance(value, str) and value.startswith("@"):
+        if value[1:] not in lists:
+            raise ValueError(f"{where}: not_after names no [command_lists] entry {value[1:]}")
+        return _strings(lists, value[1:], where)
+    return _strings(table, "not_after", where)
 
 
 @functools.cache

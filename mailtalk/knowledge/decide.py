@@ -37,7 +37,7 @@ from mailtalk.knowledge.catalogue import (
     terms,
 )
 from mailtalk.knowledge.learned import Guess
-from mailtalk.knowledge.replies import ParsedReply
+from mailtalk.knowledge.replies import IMAP_COMMANDS, ParsedReply
 
 _POSITIVE_STATUS: Final = {"+OK", "OK", "PREAUTH", "+"}
 
@@ -66,6 +66,8 @@ def normalise_command(command: str | None) -> str | None:
 
 # Commands only one protocol has: a reply to one of them is that protocol's, whatever
 # its words look like ("Mailbox doesn't exist" after SELECT is a folder, not a user).
+# IMAP's are the commands its replies can name (replies.IMAP_COMMANDS), less those
+# another protocol has too.
 _ONLY_IN: Final = {
     **dict.fromkeys(
         ("HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "ETRN",
@@ -74,14 +76,7 @@ _ONLY_IN: Final = {
     ),
     **dict.fromkeys(("USER", "PASS", "APOP", "STAT", "RETR", "DELE", "TOP", "UIDL", "STLS",
                      "CAPA"), "pop3"),
-    **dict.fromkeys(
-        ("LOGIN", "AUTHENTICATE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME",
-         "SUBSCRIBE", "UNSUBSCRIBE", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE",
-         "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "IDLE", "NAMESPACE",
-         "ENABLE", "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS",
-         "UNSELECT", "ID", "COMPRESS", "SORT", "THREAD", "CAPABILITY", "LOGOUT"),
-        "imap",
-    ),
+    **dict.fromkeys(IMAP_COMMANDS - {"NOOP", "LIST", "STARTTLS"}, "imap"),
 }
 
 

@@ -253,7 +253,7 @@ def parse(text: str, protocol: Protocol | None = None) -> ParsedReply:
 # The IMAP commands (RFC 9051 and the common extensions), for replies that name
 # the command they answer, as GNU Mailutils writes them: "a1 NO LOGIN User name
 # or passwd rejected", "* BYE LOGOUT received" (Cyrus).
-_IMAP_COMMANDS: Final = frozenset(
+IMAP_COMMANDS: Final = frozenset(
     {
         "APPEND", "AUTHENTICATE", "CAPABILITY", "CHECK", "CLOSE", "COMPRESS", "COPY",
         "CREATE", "DELETE", "ENABLE", "EXAMINE", "EXPUNGE", "FETCH", "GETACL", "GETMETADATA",
@@ -273,7 +273,7 @@ def _imap_command(name: str | None, text: str = "") -> str | None:
     words = text.split(None, 2)
     if words and words[0] == "UID" and len(words) > 1:
         words = words[1:]
-    if words and words[0] in _IMAP_COMMANDS:
+    if words and words[0] in IMAP_COMMANDS:
         return words[0]
     return None
 
