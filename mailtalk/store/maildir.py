@@ -33,13 +33,14 @@ from mailtalk.store.errors import StoreError, StoreFullError, store_error
 from mailtalk.store.filesystem import (
     MESSAGE_MODE,
     files_in,
-    fsync_directory,
+    fsync_directory_shared,
     link_or_copy,
     make_private_directories,
     remove_older_than,
     remove_quietly,
     write_all,
 )
+from mailtalk.store.sizes import RFC822SizeCounter, size_suffix
 
 __all__ = [
     "STALE_TMP_SECONDS",
@@ -129,6 +130,10 @@ class Maildir:
     will serve when IMAP needs folders.
     """
 
+    # Names of delivered files carry Dovecot's ``,S=<size>,W=<rfc822 size>``, so a
+    # reader indexing the folder needs no read of the file for its sizes.
+    sizes_in_names = True
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
@@ -163,7 +168,9 @@ class Maildir:
         """Move the complete message ``tmp_path`` to ``new/name``, durably."""
         final_path = self.new_dir / name
         os.rename(tmp_path, final_path)
-        fsync_directory(self.new_dir)
+        # Concurrent deliveries to this folder share one fsync of new/ (group
+        # commit); each returns only once an fsync begun after its rename is done.
+        fsync_directory_shared(self.new_dir)
         return final_path
 
     def remove_stale_tmp(self, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
@@ -214,6 +221,7 @@ class Delivery:
         self._hostname = hostname
         self._state = _State.OPEN
         self._size = 0
+        self._sizes = RFC822SizeCounter()  # for the ,S=/,W= of Maildir names
         self._buffer = bytearray()
         # Every temporary file of ours, to be removed on abort or failure.
         self._tmp_paths: list[Path] = []
@@ -237,6 +245,7 @@ class Delivery:
         """Append ``data`` to the message."""
         self._require_open("write to")
         self._size += len(data)
+        self._sizes.feed(data)
         try:
             if len(self._buffer) + len(data) < WRITE_BUFFER_SIZE:
                 self._buffer += data
@@ -263,8 +272,14 @@ class Delivery:
             # First place a complete copy in every target's tmp/ — the step that
             # needs disk space — so that running out of it publishes nothing.
             placed = []
+            # An unterminated message gets no sizes in its name: readers trusting
+            # them take the message as ending with a line end (POP3's size).
+            sizes = self._sizes
+            suffix = "" if sizes.unterminated else size_suffix(sizes.size, sizes.rfc822_size)
             for target in self._targets:
                 name = unique_name(self._hostname)
+                if suffix and getattr(target, "sizes_in_names", False):
+                    name += suffix
                 where = target.tmp_dir / name
                 step = "copying the message"
                 self._place_copy(where)
