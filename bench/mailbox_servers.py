@@ -182,8 +182,9 @@ def _digest(hashes: list[bytes]) -> str:
     return hashlib.sha256(b"".join(sorted(hashes))).hexdigest()
 
 
-def generate_maildir(path: Path, count: int, seed: int) -> Corpus:
-    """A Maildir of COUNT messages, the same for the same seed."""
+def generate_maildir(path: Path, count: int, seed: int, size_names: bool = False) -> Corpus:
+    """A Maildir of COUNT messages, the same for the same seed; with SIZE_NAMES, Dovecot's
+    ``,S=<size>,W=<rfc822 size>`` in the names (as Dovecot and mailtalk deliver them)."""
     rng = random.Random(seed)
     for sub in ("cur", "new", "tmp"):
         (path / sub).mkdir(parents=True, exist_ok=True)
@@ -198,6 +199,9 @@ def generate_maildir(path: Path, count: int, seed: int) -> Corpus:
         data, fields = make_message(rng, number, when)
         stamp = int(when.timestamp())
         base = f"{stamp}.M{rng.randint(0, 999999)}P{1000 + number % 30000}Q{number}.mtbench"
+        if size_names:
+            rfc822_size = len(data) + data.count(b"\n")
+            base += f",S={len(data)},W={rfc822_size}"
         if number >= in_new_from:
             target = path / "new" / base  # the latest: not yet seen by any reader
             corpus.in_new += 1
@@ -799,7 +803,10 @@ def mailtalk_origin(source: Path | None) -> dict[str, Any]:
             )  # fmt: skip
             origin["commit"] = head.stdout.strip()
             origin["uncommitted_changes"] = bool(dirty.stdout.strip())
-        origin["imap_module"] = (package / "servers" / "imap.py").exists()
+        servers = package / "servers"
+        origin["imap_module"] = (servers / "imap.py").exists() or (
+            servers / "imap" / "server.py"
+        ).exists()
     return origin
 
 
@@ -833,7 +840,7 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     source = scratch / "Maildir"
     log(f"generating {count} messages (seed {args.seed}) in {source}")
     started = time.perf_counter()
-    corpus = generate_maildir(source, count, args.seed)
+    corpus = generate_maildir(source, count, args.seed, args.size_names)
     log(
         f"  {corpus.stored_bytes / 1e6:.1f} MB, {corpus.in_new} in new/, "
         f"{time.perf_counter() - started:.1f} s"
@@ -1056,6 +1063,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1000 messages: a smoke run")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated Maildir")
     parser.add_argument("--skip-imap", action="store_true", help="POP3 only")
+    parser.add_argument(
+        "--size-names", action="store_true",
+        help="names carry ,S=<size>,W=<rfc822 size> (as delivered by Dovecot and mailtalk)",
+    )  # fmt: skip
     parser.add_argument("--no-append", action="store_true", help="skip the 200 MB APPEND")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(

@@ -476,9 +476,8 @@ class ServerContext:
             if recipient.user in seen:
                 continue
             seen.add(recipient.user)
-            maildir = self.store.maildir(recipient.user)
-            maildir.create()
-            targets.append(maildir)
+            # Not maildir.create(): the delivery makes the folder if it is missing.
+            targets.append(self.store.maildir(recipient.user))
         if relayed:
             queue = self.store.queue
             queue.create()
@@ -495,6 +494,6 @@ class ServerContext:
                     )
                 )
             )
-        delivery = Delivery(targets, hostname=socket.gethostname())
+        delivery = Delivery(targets, hostname=socket.gethostname(), create_missing=True)
         delivery.write(trace)
         return delivery, CRLFToLF()

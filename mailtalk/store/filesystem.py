@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,87 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _SharedDirectorySync:
+    """Group commit of one directory's fsync: the names renamed into it while an
+    fsync of it is running are all made durable by the next one, a single fsync.
+
+    Each caller takes a ticket *after* its rename. An fsync started once ticket
+    ``n`` was taken covers rename ``n`` (fsync makes every entry the directory
+    has when it runs durable), so a caller returns only when an fsync that began
+    after its ticket has finished without error: the durability promise of one
+    fsync per rename, at the cost of one fsync per batch. The batch is every
+    rename that arrives while the previous fsync runs (the window is that fsync's
+    own duration: no caller ever waits on a timer).
+    """
+
+    __slots__ = ("_condition", "_failures", "_running", "_synced", "_ticket", "users")
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._ticket = 0  # the last ticket handed out
+        self._synced = 0  # every ticket up to this one is durable
+        self._running = False
+        # (first ticket, last ticket, error) of fsyncs that failed: those callers
+        # must get the error, not a later success that might not cover the lost data.
+        self._failures: list[tuple[int, int, OSError]] = []
+        self.users = 0  # callers inside sync() (the registry drops an idle group)
+
+    def sync(self, path: Path) -> None:
+        with self._condition:
+            self._ticket += 1
+            mine = self._ticket
+            while True:
+                for first, last, error in self._failures:
+                    if first <= mine <= last:
+                        raise OSError(error.errno, error.strerror, error.filename)
+                if self._synced >= mine:
+                    return
+                if self._running:
+                    self._condition.wait()
+                    continue
+                self._running = True
+                first, last = self._synced + 1, self._ticket
+                failure: OSError | None = None
+                self._condition.release()
+                try:
+                    fsync_directory(path)
+                except OSError as error:
+                    failure = error
+                finally:
+                    self._condition.acquire()
+                    self._running = False
+                    self._condition.notify_all()
+                if failure is not None:
+                    self._failures.append((first, last, failure))
+                # Tickets of a failed batch stay failed; later ones need a new fsync.
+                self._synced = last
+
+
+_shared_syncs: dict[str, _SharedDirectorySync] = {}
+_shared_syncs_lock = threading.Lock()
+
+
+def fsync_directory_shared(path: Path) -> None:
+    """:func:`fsync_directory`, shared with the threads doing the same to ``path`` at
+    the same time (group commit): call it after the rename it must make durable; it
+    returns once an fsync begun after that call has completed, and raises if that
+    fsync failed. Concurrent Maildir deliveries share one fsync of ``new/``.
+    """
+    key = os.fspath(path)
+    with _shared_syncs_lock:
+        group = _shared_syncs.get(key)
+        if group is None:
+            group = _shared_syncs[key] = _SharedDirectorySync()
+        group.users += 1
+    try:
+        group.sync(path)
+    finally:
+        with _shared_syncs_lock:
+            group.users -= 1
+            if group.users == 0:
+                del _shared_syncs[key]
 
 
 def make_directory(path: Path, mode: int = DIRECTORY_MODE) -> bool:

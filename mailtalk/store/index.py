@@ -11,7 +11,8 @@ first UID still \\Recent and M = HIGHESTMODSEQ (RFC 7162: it grows with every
 change to the folder, a flag change, an addition or an expunge, and never goes
 back under the same UIDVALIDITY). Each message line is its UID; S = size in bytes as
 stored (LF line endings); W = RFC822.SIZE (the size with CRLF line endings, what
-IMAP and POP3 report, counted once when the message is first indexed); T =
+IMAP and POP3 report, counted once when the message is first indexed, or taken from
+the ,S=/,W= fields Dovecot and mailtalk put in delivered names); T =
 INTERNALDATE (Unix seconds); M = the message's MODSEQ (the folder's
 HIGHESTMODSEQ when it was added or its flags last changed); U if the
 message does not end with a line end; one K field per keyword; and after
@@ -64,7 +65,7 @@ from mailtalk.store.errors import (
 from mailtalk.store.filesystem import MESSAGE_MODE, remove_quietly, replace_file
 from mailtalk.store.flags import split_filename
 from mailtalk.store.locks import INDEX_LOCK_NAME, FileLock
-from mailtalk.store.sizes import measure
+from mailtalk.store.sizes import measure, sizes_from_name
 
 log = logging.getLogger(__name__)
 
@@ -458,8 +459,15 @@ class LockedIndex:
                     dir_fd = directories[subdir] = os.open(
                         self.folder / subdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                     )
+                named = sizes_from_name(base)
                 try:
-                    status, size, rfc822_size, unterminated = measure(dir_fd, filename)
+                    if named is None:
+                        status, size, rfc822_size, unterminated = measure(dir_fd, filename)
+                    else:
+                        # Dovecot's ,S=/,W= in the name: a stat for the date, no read.
+                        # Such a message ends with a line end (mailtalk names no other).
+                        status = os.stat(filename, dir_fd=dir_fd)
+                        (size, rfc822_size), unterminated = named, False
                 except FileNotFoundError:
                     continue  # renamed by another reader meanwhile: the next load sees it
                 order = _delivery_order(base, status.st_mtime_ns)

@@ -17,6 +17,7 @@ steps are :mod:`mailtalk.store.filesystem`'s; a disk failure is raised as
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -33,13 +34,14 @@ from mailtalk.store.errors import StoreError, StoreFullError, store_error
 from mailtalk.store.filesystem import (
     MESSAGE_MODE,
     files_in,
-    fsync_directory,
+    fsync_directory_shared,
     link_or_copy,
     make_private_directories,
     remove_older_than,
     remove_quietly,
     write_all,
 )
+from mailtalk.store.sizes import RFC822SizeCounter, size_suffix
 
 __all__ = [
     "STALE_TMP_SECONDS",
@@ -51,6 +53,7 @@ __all__ = [
     "Maildir",
     "StoreError",
     "StoreFullError",
+    "commit_executor",
     "escape_hostname",
     "unique_name",
 ]
@@ -129,6 +132,10 @@ class Maildir:
     will serve when IMAP needs folders.
     """
 
+    # Names of delivered files carry Dovecot's ``,S=<size>,W=<rfc822 size>``, so a
+    # reader indexing the folder needs no read of the file for its sizes.
+    sizes_in_names = True
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
@@ -163,7 +170,9 @@ class Maildir:
         """Move the complete message ``tmp_path`` to ``new/name``, durably."""
         final_path = self.new_dir / name
         os.rename(tmp_path, final_path)
-        fsync_directory(self.new_dir)
+        # Concurrent deliveries to this folder share one fsync of new/ (group
+        # commit); each returns only once an fsync begun after its rename is done.
+        fsync_directory_shared(self.new_dir)
         return final_path
 
     def remove_stale_tmp(self, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
@@ -178,6 +187,16 @@ class Maildir:
 # -- delivery ------------------------------------------------------------------
 
 
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _create_target(target: DeliveryTarget) -> None:
+    """Make a target's folders (a Maildir's tmp/new/cur, the queue's directories)."""
+    create = getattr(target, "create", None)
+    if create is not None:
+        create()
+
+
 class _State(Enum):
     OPEN = "open"
     COMMITTED = "committed"
@@ -190,6 +209,9 @@ class Delivery:
     The bytes go to a file in the first target's ``tmp/`` (created O_EXCL, mode
     0600) as they are written; at most :data:`WRITE_BUFFER_SIZE` bytes, plus the
     chunk being written, are held in memory. ``hostname`` goes into the names.
+    With ``create_missing``, a target whose folder is missing is made (its
+    ``create()``) rather than failing the delivery: what a server wants, without
+    the stat()s of a ``create()`` before every message.
 
     :meth:`commit` returns the final paths, one per target; only then may an
     SMTP server answer 250. Any disk error (from the constructor, :meth:`write`
@@ -207,22 +229,36 @@ class Delivery:
     losing mail. Not thread-safe: one delivery belongs to one SMTP session.
     """
 
-    def __init__(self, targets: Sequence[DeliveryTarget], hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        targets: Sequence[DeliveryTarget],
+        hostname: str | None = None,
+        *,
+        create_missing: bool = False,
+    ) -> None:
         if not targets:
             raise ValueError("a delivery needs at least one target")
         self._targets = list(targets)
         self._hostname = hostname
+        self._create_missing = create_missing
         self._state = _State.OPEN
         self._size = 0
+        self._sizes = RFC822SizeCounter()  # for the ,S=/,W= of Maildir names
         self._buffer = bytearray()
         # Every temporary file of ours, to be removed on abort or failure.
         self._tmp_paths: list[Path] = []
         self._staging_path = self._targets[0].tmp_dir / unique_name(hostname)
         self._fd = -1
         try:
-            self._fd = os.open(
-                self._staging_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MESSAGE_MODE
-            )
+            try:
+                self._fd = os.open(self._staging_path, _CREATE_FLAGS, MESSAGE_MODE)
+            except FileNotFoundError:
+                if not create_missing:
+                    raise
+                # A folder not made yet (or removed): make it, then once more.
+                # Trying first saves a busy server the stat()s of a create() per message.
+                _create_target(self._targets[0])
+                self._fd = os.open(self._staging_path, _CREATE_FLAGS, MESSAGE_MODE)
         except OSError as error:
             self._state = _State.ABORTED
             raise store_error(error, "creating the message file", self._staging_path) from error
@@ -237,6 +273,7 @@ class Delivery:
         """Append ``data`` to the message."""
         self._require_open("write to")
         self._size += len(data)
+        self._sizes.feed(data)
         try:
             if len(self._buffer) + len(data) < WRITE_BUFFER_SIZE:
                 self._buffer += data
@@ -263,11 +300,22 @@ class Delivery:
             # First place a complete copy in every target's tmp/ — the step that
             # needs disk space — so that running out of it publishes nothing.
             placed = []
-            for target in self._targets:
+            # An unterminated message gets no sizes in its name: readers trusting
+            # them take the message as ending with a line end (POP3's size).
+            sizes = self._sizes
+            suffix = "" if sizes.unterminated else size_suffix(sizes.size, sizes.rfc822_size)
+            for number, target in enumerate(self._targets):
                 name = unique_name(self._hostname)
+                if suffix and getattr(target, "sizes_in_names", False):
+                    name += suffix
+                if number == 0:
+                    # The staging file is in this target's tmp/: it is the copy
+                    # (no link to make now and no name to unlink afterwards).
+                    placed.append((target, self._staging_path, name))
+                    continue
                 where = target.tmp_dir / name
                 step = "copying the message"
-                self._place_copy(where)
+                self._place_copy(target, where)
                 placed.append((target, where, name))
             final_paths = []
             for target, tmp_path, name in placed:
@@ -281,9 +329,6 @@ class Delivery:
             self._discard()
             raise
         self._state = _State.COMMITTED
-        # Every target has its own durable name now; the staging name is spare.
-        # Failing to remove it must not turn a delivered message into an error.
-        remove_quietly(self._staging_path)
         self._tmp_paths.clear()
         return final_paths
 
@@ -307,9 +352,15 @@ class Delivery:
             write_all(self._fd, self._buffer)
             self._buffer.clear()
 
-    def _place_copy(self, tmp_path: Path) -> None:
+    def _place_copy(self, target: DeliveryTarget, tmp_path: Path) -> None:
         """Put the (fsynced) staging file's content at ``tmp_path``: a hard link, else a copy."""
-        link_or_copy(self._staging_path, tmp_path)
+        try:
+            link_or_copy(self._staging_path, tmp_path)
+        except FileNotFoundError:
+            if not self._create_missing or not self._staging_path.exists():
+                raise
+            _create_target(target)  # the target's folder is missing: make it, once
+            link_or_copy(self._staging_path, tmp_path)
         self._tmp_paths.append(tmp_path)
 
     def _discard(self) -> None:
@@ -322,6 +373,28 @@ class Delivery:
         for path in self._tmp_paths:
             remove_quietly(path)
         self._tmp_paths.clear()
+
+
+# -- where commits run -----------------------------------------------------------
+
+# Threads committing deliveries at the same time. Their fsyncs overlap, so the
+# filesystem journal commits them together and the fsyncs of new/ are shared
+# (fsync_directory_shared); asyncio's default executor (cpu + 4 threads) would
+# queue the eleventh session of a busy server behind ten others' fsyncs.
+COMMIT_THREADS = 64
+_commit_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_commit_executor_lock = threading.Lock()
+
+
+def commit_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The thread pool servers run :meth:`Delivery.commit` in (made on first use)."""
+    global _commit_executor
+    with _commit_executor_lock:
+        if _commit_executor is None:
+            _commit_executor = concurrent.futures.ThreadPoolExecutor(
+                COMMIT_THREADS, thread_name_prefix="mailtalk-commit"
+            )
+        return _commit_executor
 
 
 # -- line endings --------------------------------------------------------------

@@ -46,6 +46,34 @@ class RFC822SizeCounter:
         self.rfc822_size += len(chunk) + bare_lfs
 
 
+def size_suffix(size: int, rfc822_size: int) -> str:
+    """Dovecot's size fields for a Maildir name's base: ``,S=<size>,W=<rfc822 size>``."""
+    return f",S={size},W={rfc822_size}"
+
+
+def sizes_from_name(base: str) -> tuple[int, int] | None:
+    """(size, RFC822.SIZE) from a Maildir name base's ``,S=`` and ``,W=`` fields
+    (Dovecot's, also written by mailtalk's deliveries), or None unless both are there.
+
+    The fields follow the unique part: ``1712345600.M1P2Q3.host,S=1200,W=1236``.
+    """
+    comma = base.find(",")
+    if comma < 0:
+        return None
+    size = rfc822_size = -1
+    for field in base[comma + 1 :].split(","):
+        digits = field[2:]
+        if not (digits.isascii() and digits.isdigit()):
+            continue
+        if field[:2] == "S=":
+            size = int(field[2:])
+        elif field[:2] == "W=":
+            rfc822_size = int(field[2:])
+    if size < 0 or rfc822_size < size:
+        return None
+    return size, rfc822_size
+
+
 def rfc822_size_of(path: Path) -> tuple[int, int]:
     """(size, RFC822.SIZE) of the file at ``path``, read in 1 MiB chunks."""
     counter = RFC822SizeCounter()

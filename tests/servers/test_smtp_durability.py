@@ -159,9 +159,11 @@ def new_messages(root: Path, user: str = "alice") -> list[Path]:
 # ---------------------------------------------------------------------------
 
 
-def make_message(seq: int, rng: random.Random) -> tuple[bytes, str]:
+def make_message(
+    seq: int, rng: random.Random, sizes: tuple[int, int] = (1 * MIB, 3 * MIB)
+) -> tuple[bytes, str]:
     """A self-describing message (wire form, dot-ended) and the SHA-256 of its stored body."""
-    raw = base64.b64encode(rng.randbytes(rng.randint(1 * MIB, 3 * MIB)))
+    raw = base64.b64encode(rng.randbytes(rng.randint(*sizes)))
     lines = [raw[i : i + 76] for i in range(0, len(raw), 76)]  # base64 has no "." in it
     body = b"\n".join(lines) + b"\n"  # as stored: LF line ends
     digest = hashlib.sha256(body).hexdigest()
@@ -193,6 +195,7 @@ class Sender:
     committed: list[int] = field(default_factory=list)
     in_data: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     error: BaseException | None = None
+    sizes: tuple[int, int] = (1 * MIB, 3 * MIB)
 
     def run(self) -> None:
         seq = self.first_seq
@@ -201,7 +204,7 @@ class Sender:
             try:
                 assert client.cmd(b"EHLO durable.example").startswith(b"250")
                 while True:
-                    wire, _ = make_message(seq, self.rng)
+                    wire, _ = make_message(seq, self.rng, self.sizes)
                     client.start_message()
                     half = len(wire) // 2
                     client.sock.sendall(wire[:half])
@@ -270,6 +273,47 @@ def test_kill_9_during_data_never_leaves_partial_mail_nor_loses_accepted_mail(
         finally:
             client.close()
     assert 10_000 in {check_stored(path.read_bytes()) for path in new_messages(root)}
+
+
+def test_kill_9_during_concurrent_deliveries_loses_no_accepted_message(tmp_path: Path) -> None:
+    """Many sessions delivering small messages at once share the fsync of new/ (group
+    commit): a 250 still means the message is complete in new/, whenever the kill
+    comes; and each delivered name carries its true sizes (,S=<size>,W=<CRLF size>)."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    root = tmp_path / "root"
+    committed: set[int] = set()
+    for round_number in range(3):
+        context = f"seed {seed}, round {round_number}"
+        server = start_server(root)
+        senders = [
+            Sender(server.port, random.Random(rng.random()), 100_000 * (1 + round_number)
+                   + 1000 * n, sizes=(500, 8000))
+            for n in range(8)
+        ]  # fmt: skip
+        threads = [threading.Thread(target=s.run, daemon=True) for s in senders]
+        for thread in threads:
+            thread.start()
+        for sender in senders:  # every session is delivering
+            for _ in range(rng.randint(2, 6)):
+                assert sender.in_data.acquire(timeout=30), context
+        time.sleep(rng.uniform(0, 0.05))
+        server.kill()
+        for thread, sender in zip(threads, senders, strict=True):
+            thread.join(timeout=30)
+            assert not thread.is_alive() and sender.error is None, (context, sender.error)
+            committed.update(sender.committed)
+        stored: dict[int, Path] = {}
+        for path in new_messages(root):
+            content = path.read_bytes()
+            seq = check_stored(content)
+            assert seq not in stored, (context, "delivered twice", path)
+            stored[seq] = path
+            crlf_size = len(content) + content.count(b"\n") - content.count(b"\r\n")
+            assert path.name.endswith(f",S={len(content)},W={crlf_size}"), path.name
+        missing = committed - stored.keys()
+        assert not missing, f"{context}: got 250 but not in new/: {sorted(missing)}"
+    assert len(committed) >= 3 * 8, f"seed {seed}: {len(committed)} accepted"
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import errno
 import itertools
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -435,3 +436,20 @@ def test_crlf_to_lf_examples(chunks: list[bytes], expected: bytes) -> None:
     converter = CRLFToLF()
 
     assert b"".join(map(converter.feed, chunks)) + converter.finish() == expected
+
+
+def test_create_missing_makes_a_missing_maildir_and_takes_no_extra_names(
+    tmp_path: Path,
+) -> None:
+    """The SMTP server does not create() the Maildir before each message: its delivery
+    (create_missing) makes it when it is missing or was removed, and leaves nothing in
+    tmp/. Without create_missing that is a StoreError (the test above)."""
+    first, second = Maildir(tmp_path / "a" / "Maildir"), Maildir(tmp_path / "b" / "Maildir")
+    for _ in range(2):
+        with Delivery([first, second], create_missing=True) as delivery:
+            delivery.write(b"Subject: made\n\nbody\n")
+            paths = delivery.commit()
+        assert [p.parent for p in paths] == [first.new_dir, second.new_dir]
+        assert os.listdir(first.tmp_dir) == os.listdir(second.tmp_dir) == []
+        for maildir in (first, second):
+            shutil.rmtree(maildir.path)  # removed while the server runs: made again
