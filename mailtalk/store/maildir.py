@@ -273,7 +273,8 @@ class Delivery:
         """Append ``data`` to the message."""
         self._require_open("write to")
         self._size += len(data)
-        self._sizes.feed(data)
+        # a memoryview has no count(): the size counter reads bytes
+        self._sizes.feed(data.tobytes() if isinstance(data, memoryview) else data)
         try:
             if len(self._buffer) + len(data) < WRITE_BUFFER_SIZE:
                 self._buffer += data
