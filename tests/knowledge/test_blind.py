@@ -29,6 +29,7 @@ FLOORS = {
     # held out and scored before they were read (84.6%, 84.9%, 83.2% with the learned
     # reading), then trained on: the floor is what they reach now, less a margin
     "p": 0.90, "q": 0.90, "r": 0.90,
+    "s": 0.88,  # 79.5% held out with the learned reading, 73.3% with the rules alone
 }
 
 
