@@ -93,10 +93,8 @@ class LMTPServerProtocol(SMTPServerProtocol):
             self._delivered(transaction)
             return
         users = list(dict.fromkeys(r.user for r in transaction.recipients if r.user))
-        mailboxes = [
-            self.context.mailstore.user_mailboxes(user, quota_bytes=self.context.settings.quota_bytes)
-            for user in users
-        ]
+        quota = self.context.settings.quota_bytes
+        mailboxes = [self.context.mailstore.user_mailboxes(u, quota_bytes=quota) for u in users]
 
         def admit(index: int, size: int) -> Any:
             return mailboxes[index].quota_reserved(size)
@@ -128,7 +126,9 @@ class LMTPServerProtocol(SMTPServerProtocol):
             self._each_recipient = False
 
     def _journal_each(
-        self, transaction: Transaction, by_user: Mapping[str, Path | StoreError | MailboxError],
+        self,
+        transaction: Transaction,
+        by_user: Mapping[str, Path | StoreError | MailboxError],
         size: int,
     ) -> None:
         """A ``message`` event per recipient: delivered (its file), or refused (its code)."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import ContextManager, Protocol
+from typing import Protocol
 
 from mailtalk.store.errors import MailboxError, StoreError, StoreFullError, store_error
 from mailtalk.store.filesystem import (
@@ -334,7 +334,7 @@ class Delivery:
         return final_paths
 
     def commit_each(
-        self, admit: Callable[[int, int], ContextManager[None]]
+        self, admit: Callable[[int, int], contextlib.AbstractContextManager[None]]
     ) -> list[Path | StoreError | MailboxError]:
         """Make the message durable in each target on its own (LMTP, RFC 2033: a reply per
         recipient): one target refused or failing leaves the others delivered.

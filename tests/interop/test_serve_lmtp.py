@@ -133,7 +133,8 @@ def test_mailtalk_send_by_lmtp_reads_each_recipients_reply(
     assert maildir_with(servers, "bob", marker) == []
     events = [e for e in message_events(tmp_path) if e["subject"] == marker]
     assert [(e["user"], e["code"], e.get("chunking", False)) for e in events] == [
-        ("alice", 250, chunking), ("bob", 552, chunking)
+        ("alice", 250, chunking),
+        ("bob", 552, chunking),
     ]
 
 
