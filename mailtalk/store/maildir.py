@@ -355,13 +355,19 @@ class Delivery:
             self._discard()
             raise store_error(error, "syncing the message to disk", self._staging_path) from error
         outcomes: list[Path | StoreError | MailboxError] = []
+        sizes = self._sizes
+        suffix = "" if sizes.unterminated else size_suffix(sizes.size, sizes.rfc822_size)
         try:
+            # The staging file stays until every target had its turn (the first may be
+            # refused): each target gets a link of its own.
             for index, target in enumerate(self._targets):
                 name = unique_name(self._hostname)
+                if suffix and getattr(target, "sizes_in_names", False):
+                    name += suffix
                 tmp_path = target.tmp_dir / name
                 try:
                     with admit(index, self._size):
-                        self._place_copy(tmp_path)
+                        self._place_copy(target, tmp_path)
                         outcomes.append(target.publish(tmp_path, name))
                 except MailboxError as refused:
                     outcomes.append(refused)
