@@ -32,7 +32,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
     end
@@ -369,6 +369,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3' -x -d 'POP3 p
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP port (STARTTLS).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'lmtp' -x -d 'LMTP port (RFC 2033; off unless given): LHLO, local users only, one reply per recipient after the message, into the same Maildirs.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'hostname' -x -d 'This server\'s name (control/me): banner, HELO reply, Received.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user (or set their password).'

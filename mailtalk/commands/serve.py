@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     "  mailtalk serve --user alice:secret --journal -     # what happens, live, as JSON lines\n"
     "  mailtalk serve --journal ~/serve.jsonl             # ... kept in a file (rotated)\n"
     "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
+    "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760   # Postfix's LMTP hop\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
@@ -55,6 +56,13 @@ if TYPE_CHECKING:
 @click.option("--pop3s", "pop3s_port", type=click.IntRange(0, 65535), help="POP3S port.")
 @click.option("--imap", "imap_port", type=click.IntRange(0, 65535), help="IMAP port (STARTTLS).")
 @click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
+@click.option(
+    "--lmtp",
+    "lmtp_port",
+    type=click.IntRange(0, 65535),
+    help="LMTP port (RFC 2033; off unless given): LHLO, local users only, one reply per "
+    "recipient after the message, into the same Maildirs. Example: --lmtp 2424",
+)
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
 @click.option(
     "--hostname",
@@ -296,6 +304,7 @@ def serve(
     pop3s_port: int | None,
     imap_port: int | None,
     imaps_port: int | None,
+    lmtp_port: int | None,
     domains: tuple[str, ...],
     hostname: str | None,
     users: tuple[str, ...],
@@ -338,13 +347,15 @@ def serve(
     only to clients listed in ROOT/control/relayclients or that authenticated
     (qmail's rcpthosts rules); POP3 and IMAP read the same Maildirs. Without
     port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
-    2110, POP3S 2995, IMAP 2143 and IMAPS 2993. Ctrl-C stops it.
+    2110, POP3S 2995, IMAP 2143 and IMAPS 2993; LMTP only with --lmtp.
+    Ctrl-C stops it.
     """
     from mailtalk.servers.command import ServeOptions, run
 
     given_ports = {
         "smtp": smtp_port, "submission": submission_port, "smtps": smtps_port,
         "pop3": pop3_port, "pop3s": pop3s_port, "imap": imap_port, "imaps": imaps_port,
+        "lmtp": lmtp_port,
     }  # fmt: skip
     options = ServeOptions(
         root=Path(root) if root else None,

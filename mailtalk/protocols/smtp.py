@@ -361,6 +361,17 @@ class SMTPConnection:
         return bool(self._pending) and self._pending[0].recipient is not None
 
     @property
+    def owed_recipients(self) -> tuple[str, ...]:
+        """LMTP, either role: the recipients whose replies to the message are still due,
+        in RCPT order (empty when the next reply due is not one of those)."""
+        owed = []
+        for pending in self._pending:
+            if pending.verb != END_OF_DATA or pending.recipient is None:
+                break
+            owed.append(pending.recipient)
+        return tuple(owed)
+
+    @property
     def transaction_recipients(self) -> tuple[str, ...]:
         """The recipients accepted to RCPT in the transaction so far."""
         return tuple(self._recipients)
@@ -755,6 +766,13 @@ class SMTPConnection:
         assert left is not None
         if left == 0:
             self._chunk_in = None
+            if self._chunk_last and self.lmtp and self._recipients and self._pending and (
+                self._pending[-1].verb == "BDAT"
+            ):
+                # LMTP (RFC 2033 4.3): BDAT LAST is answered once per accepted recipient,
+                # as DATA's final dot is, whatever the answers are.
+                self._pending.pop()
+                self._owe_end_of_data()
             # What follows is parsed once the chunk is answered (unless it was already:
             # a server may refuse BDAT before reading its chunk).
             self._paused = bool(self._pending)

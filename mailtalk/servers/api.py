@@ -163,6 +163,7 @@ def run_servers(
     pop3s: int | None = None,
     imap: int | None = None,
     imaps: int | None = None,
+    lmtp: int | None = None,
     dns: int | None = None,
     listen: str = "127.0.0.1",
     hostname: str | None = None,
@@ -193,6 +194,7 @@ def run_servers(
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
         "pop3": pop3, "pop3s": pop3s, "imap": imap, "imaps": imaps,
+        "lmtp": lmtp,
     }  # fmt: skip
     ports = {name: port for name, port in requested.items() if port is not None}
     config = ServeConfig(

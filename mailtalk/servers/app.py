@@ -36,6 +36,7 @@ LISTENER_TLS: Final[dict[str, str]] = {
     "pop3s": "implicit",
     "imap": "starttls",
     "imaps": "implicit",
+    "lmtp": "starttls",
 }
 
 # The module and class serving each listener, imported only when it is used.
@@ -47,6 +48,7 @@ LISTENER_SESSION: Final[dict[str, tuple[str, str]]] = {
     "pop3s": ("mailtalk.servers.pop3", "POP3ServerProtocol"),
     "imap": ("mailtalk.servers.imap.server", "IMAPServerProtocol"),
     "imaps": ("mailtalk.servers.imap.server", "IMAPServerProtocol"),
+    "lmtp": ("mailtalk.servers.lmtp", "LMTPServerProtocol"),
 }
 
 

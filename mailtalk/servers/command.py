@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 # ``--user NAME`` takes its password from here, out of sight of ``ps`` and /proc/PID/cmdline.
 PASSWORD_VARIABLE: Final = "MAILTALK_SERVE_PASSWORD"
-LISTENER_ORDER: Final = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+LISTENER_ORDER: Final = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp")
 # Where the servers listen when no port option is given.
 DEFAULT_PORTS: Final[Mapping[str, int]] = {
     "smtp": 2525, "submission": 2587, "smtps": 2465, "pop3": 2110, "pop3s": 2995,

@@ -27,11 +27,11 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mailtalk.protocols import sasl
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
@@ -54,7 +54,7 @@ from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
-    from mailtalk.servers.context import ServerContext
+    from mailtalk.servers.context import RcptOutcome, ServerContext
     from mailtalk.servers.faults import FaultAction
     from mailtalk.store import CRLFToLF
 
@@ -94,6 +94,8 @@ class SMTPServerProtocol(ServerSession):
     """One SMTP connection. ``kind`` is the listener: smtp, submission or smtps."""
 
     fault_protocol = "smtp"
+    # The handler of each verb (COMMANDS below); the LMTP session has its own table.
+    command_table: ClassVar[Mapping[str, Callable[[SMTPServerProtocol, str], None]]]
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
@@ -255,7 +257,7 @@ class SMTPServerProtocol(ServerSession):
         verb: str | None = command.verb
         args: str | None = command.args
         hide = ""
-        served = verb in COMMANDS and (verb != "BDAT" or self.core.chunking)
+        served = verb in self.command_table and (verb != "BDAT" or self.core.chunking)
         if command.too_long or not served:
             # Not a command: maybe a password typed at the wrong moment, or an AUTH
             # answer sent after AUTH was refused. Neither it nor its echo is kept.
@@ -330,7 +332,7 @@ class SMTPServerProtocol(ServerSession):
         if verb == "BDAT" and self.core.chunking:
             self._bdat(command.args)  # answered after its chunk, faults or not
             return
-        handler = COMMANDS.get(verb)
+        handler = self.command_table.get(verb)
         if handler is None:
             self._send_key("unknown_command", command=verb[:20])
             return
@@ -530,16 +532,19 @@ class SMTPServerProtocol(ServerSession):
             self._send_key("too_many_recipients")
             return
         decision = self.context.decide_rcpt(address, self.client_ip, self.user)
-        if decision.accepted:
+        refusal = self._rcpt_refusal(decision)
+        if refusal is None:
             self.transaction.recipients.append(
                 Recipient(address, decision.user, dsn.get("NOTIFY"), dsn.get("ORCPT"))
             )
             self._send_key("rcpt_ok", rcpt=address)
         else:
-            log.info(
-                "session %s: RCPT TO:<%s> refused: %s", self.session_id, address, decision.reply_key
-            )
-            self._send_key(decision.reply_key, rcpt=address)
+            log.info("session %s: RCPT TO:<%s> refused: %s", self.session_id, address, refusal)
+            self._send_key(refusal, rcpt=address)
+
+    def _rcpt_refusal(self, decision: RcptOutcome) -> str | None:
+        """The reply key refusing a recipient, or None to accept it (locally or to relay)."""
+        return None if decision.accepted else decision.reply_key
 
     def _data(self, args: str) -> None:
         if args.strip():
@@ -1125,3 +1130,4 @@ COMMANDS: Final[dict[str, Callable[[SMTPServerProtocol, str], None]]] = {
     "STARTTLS": SMTPServerProtocol._starttls,
     "AUTH": SMTPServerProtocol._auth_command,
 }
+SMTPServerProtocol.command_table = COMMANDS

@@ -25,12 +25,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
-from mailtalk.store.errors import StoreError, StoreFullError, store_error
+from mailtalk.store.errors import MailboxError, StoreError, StoreFullError, store_error
 from mailtalk.store.filesystem import (
     MESSAGE_MODE,
     files_in,
@@ -332,6 +332,58 @@ class Delivery:
         self._state = _State.COMMITTED
         self._tmp_paths.clear()
         return final_paths
+
+    def commit_each(
+        self, admit: Callable[[int, int], contextlib.AbstractContextManager[None]]
+    ) -> list[Path | StoreError | MailboxError]:
+        """Make the message durable in each target on its own (LMTP, RFC 2033: a reply per
+        recipient): one target refused or failing leaves the others delivered.
+
+        ``admit(index, size)`` is entered around placing and publishing target ``index``'s
+        copy; it may raise :class:`MailboxError` (OVERQUOTA) to refuse that target, and may
+        hold a lock meanwhile (a quota reservation). Returns, in target order, each final
+        path or the error that kept the message out. A failure before any target (writing
+        or syncing the staged message) is raised, as by :meth:`commit`.
+        """
+        self._require_open("commit")
+        try:
+            self._flush_buffer()
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        except OSError as error:
+            self._discard()
+            raise store_error(error, "syncing the message to disk", self._staging_path) from error
+        outcomes: list[Path | StoreError | MailboxError] = []
+        sizes = self._sizes
+        suffix = "" if sizes.unterminated else size_suffix(sizes.size, sizes.rfc822_size)
+        try:
+            # The staging file stays until every target had its turn (the first may be
+            # refused): each target gets a link of its own.
+            for index, target in enumerate(self._targets):
+                name = unique_name(self._hostname)
+                if suffix and getattr(target, "sizes_in_names", False):
+                    name += suffix
+                tmp_path = target.tmp_dir / name
+                try:
+                    with admit(index, self._size):
+                        self._place_copy(target, tmp_path)
+                        outcomes.append(target.publish(tmp_path, name))
+                except MailboxError as refused:
+                    outcomes.append(refused)
+                except OSError as error:
+                    outcomes.append(store_error(error, "delivering the message", tmp_path))
+                if tmp_path in self._tmp_paths:
+                    self._tmp_paths.remove(tmp_path)
+                    if not isinstance(outcomes[-1], Path):
+                        remove_quietly(tmp_path)
+        except BaseException:
+            self._discard()
+            raise
+        self._state = _State.COMMITTED
+        remove_quietly(self._staging_path)
+        self._tmp_paths.clear()
+        return outcomes
 
     def abort(self) -> None:
         """Throw the message away: remove the temporary files. Idempotent; no-op after commit."""

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from mailtalk.protocols.common import NEED_DATA, Role
-from mailtalk.protocols.smtp import END_OF_DATA, EndOfMessage, Reply, SMTPConnection
+from mailtalk.protocols.smtp import (
+    END_OF_DATA,
+    EndOfChunk,
+    EndOfMessage,
+    MessageData,
+    Reply,
+    SMTPConnection,
+)
 from mailtalk.protocols.smtp_sequence import Await, ClientSequence, Command, Done, Message, Plan
 
 
@@ -42,6 +49,45 @@ def test_client_and_server_agree_on_a_reply_per_recipient(by_byte: bool) -> None
     one, two = client.next_event(), client.next_event()
     assert (one.recipient, one.code, two.recipient, two.code) == ("x@y", 250, "z@y", 452)
     assert client.pending_commands == ("QUIT",)
+
+
+@pytest.mark.parametrize("by_byte", [False, True])
+def test_bdat_last_is_answered_once_per_recipient_in_both_roles(by_byte: bool) -> None:
+    client = SMTPConnection(lmtp=True)
+    server = SMTPConnection(role=Role.SERVER, lmtp=True, chunking=True)
+    feed(client, server.send(Reply(220, ("ready",))), by_byte)
+    client.next_event()
+    script = [("LHLO me", 250), ("MAIL FROM:<a@b>", 250), ("RCPT TO:<x@y>", 250),
+              ("RCPT TO:<gone@y>", 550), ("RCPT TO:<z@y>", 250), ("RCPT TO:<w@y>", 250)]
+    for line, code in script:
+        feed(server, client.send_line(line), by_byte)
+        assert server.next_command().verb == line.split()[0]
+        feed(client, server.send(Reply(code, ("ok",))), by_byte)
+        client.next_event()
+    for size, last in ((4, False), (3, True)):
+        feed(server, client.send_line(f"BDAT {size}{' LAST' if last else ''}"), by_byte)
+        feed(server, client.send_chunk(b"hi\r\n"[:size] if size == 4 else b"ok\n"), by_byte)
+        events = []
+        while not isinstance(event := server.next_command(), EndOfChunk):
+            events.append(event)
+        assert event.last is last
+        assert all(isinstance(e, MessageData) for e in events[1:])
+        if not last:
+            assert server.owed_recipients == ()
+            feed(client, server.send(Reply(250, ("4 octets",))), by_byte)
+            assert client.next_event().recipient is None
+    assert server.owed_recipients == ("x@y", "z@y", "w@y")
+    feed(server, client.send_line("QUIT"), by_byte)
+    replies = b""
+    for code in (250, 552, 451):
+        assert server.next_command() is NEED_DATA  # QUIT waits for every reply
+        replies += server.send(Reply(code, ("per recipient",)))
+    assert server.owed_recipients == ()
+    assert server.next_command().verb == "QUIT"
+    feed(client, replies, by_byte)
+    got = [client.next_event() for _ in range(3)]
+    assert [(r.recipient, r.code) for r in got] == [("x@y", 250), ("z@y", 552), ("w@y", 451)]
+    assert client.pending_commands == ("QUIT",) and client.state_name == "ready"
 
 
 def test_smtp_mode_has_no_lhlo_and_one_reply_after_the_dot() -> None:
