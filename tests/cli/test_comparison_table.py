@@ -43,7 +43,6 @@ PENDING = {
     "AUTH EXTERNAL": "not built (the TLS client certificate as identity; curl has it)",
     "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
     # mailtalk does it, but no test drives it with a real peer yet.
-    "8BITMIME": "send --8bitmime: no test against Postfix or Exim yet",
     "AUTH SCRAM-SHA-256": "serve: only mailtalk's own client tries it (msmtp with GNU SASL could)",
     "DSN parameters accepted": "serve: only raw-socket tests; no real sender passes NOTIFY yet",
     "server SIZE": "serve: no real client's SIZE= is checked yet (Exim sends it when offered)",
@@ -118,6 +117,11 @@ BACKING: dict[str, list[str]] = {
         f"{INTEROP}test_send_extensions_real.py::test_postfix_dsn_success_quotes_envid_and_orcpt"
     ],
     "SMTPUTF8": [f"{INTEROP}test_send_extensions_real.py::test_postfix_smtputf8_sender"],
+    "8BITMIME": [
+        f"{INTEROP}test_send_8bitmime_real.py::test_exim_logs_body_8bitmime_and_stores_the_bytes",
+        f"{INTEROP}test_send_8bitmime_real.py::"
+        "test_postfix_accepts_body_8bitmime_and_delivers_the_bytes",
+    ],
     "talk to a program (pipe)": [
         f"{INTEROP}test_transports_real.py::test_pipe_talks_to_exim_bh_as_to_a_socket"
     ],

@@ -65,18 +65,25 @@ def exim_or_skip() -> Path:
     pytest.skip("Exim is not installed (scripts/real-servers start)")
 
 
-def test_exim_sends_bdat_to_mailtalk_serve_and_the_message_arrives_byte_identical(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    exim = exim_or_skip()
+def exim_workdir(request: pytest.FixtureRequest, *subdirs: str) -> Path:
+    """A folder for a one-shot Exim with a -C file of the test's own: spool, log and
+    ``subdirs``, removed after the test."""
     # Exim gives up root for a -C file and works as Debian-exim, who cannot enter
     # pytest's 0700 temporary directories: a folder of its own under /tmp.
     work = Path(tempfile.mkdtemp(prefix="mailtalk-exim-client-"))
     request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
     work.chmod(0o755)
-    for sub in ("spool", "log"):
+    for sub in ("spool", "log", *subdirs):
         (work / sub).mkdir()
         shutil.chown(work / sub, "Debian-exim", "Debian-exim")
+    return work
+
+
+def test_exim_sends_bdat_to_mailtalk_serve_and_the_message_arrives_byte_identical(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    exim = exim_or_skip()
+    work = exim_workdir(request)
     journal_path = tmp_path / "journal.jsonl"
     journal = Journal(journal_path)
     marker = "bdat" + uuid.uuid4().hex[:12]
