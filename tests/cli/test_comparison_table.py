@@ -45,7 +45,6 @@ PENDING = {
     # mailtalk does it, but no test drives it with a real peer yet.
     "AUTH SCRAM-SHA-256": "serve: only mailtalk's own client tries it (msmtp with GNU SASL could)",
     "DSN parameters accepted": "serve: only raw-socket tests; no real sender passes NOTIFY yet",
-    "server SIZE": "serve: no real client's SIZE= is checked yet (Exim sends it when offered)",
     "relay, onward delivery": "serve: tested against mailtalk's own servers only, not Postfix",
 }
 
@@ -223,6 +222,10 @@ BACKING: dict[str, list[str]] = {
         f"{INTEROP}test_serve_extensions_real.py::test_exim_sends_bdat_to_mailtalk_serve_and_the_message_arrives_byte_identical"
     ],
     "server SMTPUTF8": [f"{INTEROP}test_serve_clients.py::test_smtplib_smtputf8_and_8bitmime"],
+    "server SIZE": [
+        f"{INTEROP}test_serve_extensions_real.py::"
+        "test_exim_declares_size_and_the_message_over_serves_max_size_bounces_at_mail"
+    ],
     "server 8BITMIME": [
         f"{INTEROP}test_serve_clients.py::test_smtplib_8bitmime_body_with_ascii_addresses"
     ],

@@ -4,7 +4,8 @@ offers DSN (``dsn_advertise_hosts`` is about its own server side; as a client, E
 passes on what its own client asked for). Exim runs here as a one-shot client with a
 configuration of the test's own (``exim4 -C FILE -odi``), routing every address to
 ``mailtalk serve``; the journal shows what came in, and the Maildir copy must be the
-message, byte for byte (with LF line ends, as the store writes them)."""
+message, byte for byte (with LF line ends, as the store writes them). Exim also says
+SIZE= on MAIL when serve offers SIZE, and logs serve's 552 as the reason it bounced."""
 
 from __future__ import annotations
 
@@ -118,3 +119,58 @@ def test_exim_sends_bdat_to_mailtalk_serve_and_the_message_arrives_byte_identica
     # Exim adds its own Received and Message-Id etc.; our body follows unchanged.
     assert stored.endswith(b"\n\n.a line with a leading dot\n..two\n.\nlast line\n")
     assert f"Subject: {marker}".encode() in stored
+
+
+def test_exim_declares_size_and_the_message_over_serves_max_size_bounces_at_mail(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``mailtalk serve --max-size``: Exim's smtp transport sends SIZE= because serve
+    offers SIZE; the message over the limit is refused at MAIL with 552, which Exim's
+    log gives as the bounce reason, and the one under it is delivered."""
+    exim = exim_or_skip()
+    work = exim_workdir(request)
+    journal_path = tmp_path / "journal.jsonl"
+    journal = Journal(journal_path)
+    limit = 4000
+    marker = "size" + uuid.uuid4().hex[:12]
+    small = f"Subject: {marker} small\n\n{'s' * 70}\n".encode()
+    big = f"Subject: {marker} big\n\n".encode() + (b"b" * 70 + b"\n") * 100
+    try:
+        with run_servers(tmp_path / "root", users=[("alice", "secret")], journal=journal,
+                         max_size=limit) as srv:  # fmt: skip
+            conf = work / "client.conf"
+            # Without BDAT (Exim's default tries it): with it, Exim sends MAIL, RCPT and
+            # BDAT LAST in one write and blames a refusal on "pipelined end of data".
+            no_bdat = CLIENT_CONF.replace("hosts_try_chunking = *", "hosts_try_chunking =")
+            conf.write_text(no_bdat.format(
+                exim=exim, spool=work / "spool", log=work / "log", port=srv.port("smtp")
+            ))  # fmt: skip
+            for sender, message in (("small@example.org", small), ("big@example.org", big)):
+                subprocess.run(
+                    [str(exim), "-C", str(conf), "-odi", "-oi", "-f", sender, "alice@localhost"],
+                    input=message, capture_output=True, timeout=60, check=False,
+                )  # fmt: skip
+            stored = srv.messages("alice")
+    finally:
+        journal.close()
+    mainlog = (work / "log/mainlog").read_text(errors="replace")
+    # Exim said SIZE= on both MAILs; serve took the small one and refused the big one.
+    mails = [
+        e for e in read_events(journal_path)
+        if e.get("event") == "command" and e.get("verb") == "MAIL"
+    ]  # fmt: skip
+    sizes = {m["args"].split(">")[0].split("<")[1]: m for m in mails}
+    assert set(sizes) >= {"small@example.org", "big@example.org"}, mails
+    declared = int(re.findall(r"SIZE=(\d+)", sizes["big@example.org"]["args"])[0])
+    assert declared > limit and sizes["big@example.org"]["code"] == 552
+    assert re.search(r"SIZE=\d+", sizes["small@example.org"]["args"])
+    assert sizes["small@example.org"]["code"] == 250
+    # The bounce reason in Exim's log: serve's 552 after MAIL, as Exim heard it.
+    (failed,) = [line for line in mainlog.splitlines() if " ** alice@localhost" in line]
+    assert re.search(
+        rf"SMTP error from remote mail server after (pipelined )?MAIL FROM:<big@example\.org> "
+        rf"SIZE={declared}: 552[ -]", failed
+    ), failed  # fmt: skip
+    assert re.search(r"=> alice@localhost R=to_mailtalk .* C=\"250 ", mainlog), mainlog
+    (delivered,) = stored
+    assert f"Subject: {marker} small".encode() in delivered
