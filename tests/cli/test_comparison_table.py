@@ -43,7 +43,6 @@ PENDING = {
     "AUTH EXTERNAL": "not built (the TLS client certificate as identity; curl has it)",
     "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
     # mailtalk does it, but no test drives it with a real peer yet.
-    "AUTH SCRAM-SHA-256": "serve: only mailtalk's own client tries it (msmtp with GNU SASL could)",
     "DSN parameters accepted": "serve: only raw-socket tests; no real sender passes NOTIFY yet",
     "relay, onward delivery": "serve: tested against mailtalk's own servers only, not Postfix",
 }
@@ -201,6 +200,7 @@ BACKING: dict[str, list[str]] = {
         f"{INTEROP}test_serve_sasl_clients.py::test_swaks_cram_md5",
         f"{INTEROP}test_serve_sasl_clients.py::test_curl_cram_md5",
     ],
+    "AUTH SCRAM-SHA-256": [f"{INTEROP}test_serve_sasl_clients.py::test_msmtp_scram_sha_256"],
     "server AUTH XOAUTH2": [f"{INTEROP}test_serve_sasl_clients.py::test_imaplib_xoauth2"],
     "server AUTH OAUTHBEARER": [f"{INTEROP}test_serve_sasl_clients.py::test_curl_oauth2_bearer"],
     "fault injection": [f"{INTEROP}test_serve_clients.py::test_serve_fault_second_rcpt_swaks"],

@@ -1,9 +1,9 @@
 """``mailtalk serve``'s CRAM-MD5, SCRAM-SHA-256, XOAUTH2 and OAUTHBEARER, with real
 clients: swaks ``--auth CRAM-MD5`` (SMTP), curl ``--login-options AUTH=CRAM-MD5`` (POP3,
-IMAP) and ``--oauth2-bearer`` (SMTP, POP3, IMAP), and mailtalk itself for every
-mechanism. Each is tried with a wrong secret too: refused, after the guard's failure
-delay. The evidence is the clients' own view of the wire and the servers' journal,
-which never holds the token.
+IMAP) and ``--oauth2-bearer`` (SMTP, POP3, IMAP), msmtp ``--auth=scram-sha-256`` (GNU
+SASL's SCRAM, SMTP), and mailtalk itself for every mechanism. Each is tried with a
+wrong secret too: refused, after the guard's failure delay. The evidence is the
+clients' own view of the wire and the servers' journal, which never holds the token.
 
 curl 7.88 picks OAUTHBEARER whenever the server offers it, whatever
 ``--login-options AUTH=XOAUTH2`` says (curl/curl#10259, a known bug), so XOAUTH2 is
@@ -204,3 +204,38 @@ def test_mailtalk_send_every_mechanism(
     assert [(e["mechanism"], e["ok"]) for e in auth_events(journal)] == [
         (mechanism.upper(), True)
     ]
+
+
+def test_msmtp_scram_sha_256(served: tuple[Any, Path], tmp_path: Path) -> None:
+    """msmtp's SCRAM-SHA-256 is GNU SASL's (``msmtp --version`` lists it): a real
+    client computing the proof and checking the server's signature."""
+    servers, journal = served
+    binary = require_binary("msmtp")
+    config = tmp_path / "msmtprc"
+    config.write_text("")
+    config.chmod(0o600)
+    version = run_client([binary, "--version"], tmp_path)
+    if "scram-sha-256" not in version.stdout:
+        pytest.skip("this msmtp was built without SCRAM-SHA-256 (GNU SASL)")
+
+    def msmtp(password: str, body: str) -> Any:
+        return run_client([
+            binary, f"--file={config}", "--host=127.0.0.1", f"--port={servers.port('smtp')}",
+            "--domain=client.test", "--tls=off", "--auth=scram-sha-256", f"--user={USER}",
+            f"--passwordeval=echo {password}", "--from=alice@example.test", "--debug",
+            "--", "alice@example.test",
+        ], tmp_path, stdin=f"Subject: scram\n\n{body}\n")  # fmt: skip
+
+    good = msmtp(PASSWORD, "scram body")
+    assert good.returncode == 0, describe(good)
+    assert "--> AUTH SCRAM-SHA-256" in good.stdout, good.stdout
+    assert "<-- 235 2.7.0" in good.stdout, good.stdout
+    bad, seconds = timed(lambda: msmtp("wrong", "never"))
+    assert bad.returncode != 0, describe(bad)
+    assert "<-- 535 5.7.8" in bad.stdout, bad.stdout
+    assert seconds >= DELAY
+    assert [(e["mechanism"], e["ok"]) for e in auth_events(journal)] == [
+        ("SCRAM-SHA-256", True), ("SCRAM-SHA-256", False),
+    ]  # fmt: skip
+    delivered = b"".join(servers.messages(USER))
+    assert b"scram body" in delivered and b"never" not in delivered
