@@ -44,7 +44,6 @@ PENDING = {
     "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
     # mailtalk does it, but no test drives it with a real peer yet.
     "DSN parameters accepted": "serve: only raw-socket tests; no real sender passes NOTIFY yet",
-    "relay, onward delivery": "serve: tested against mailtalk's own servers only, not Postfix",
 }
 
 # Tests outside tests/interop that still drive a real program.
@@ -251,6 +250,10 @@ BACKING: dict[str, list[str]] = {
     "IMAP MOVE, UIDPLUS": [
         f"{INTEROP}test_imapclient_livetest.py::test_imapclient_livetest",
         f"{INTEROP}test_imap_clients.py::test_imaplib_full_session",
+    ],
+    "relay, onward delivery": [
+        f"{INTEROP}test_dsn_real.py::test_relayed_onward_into_postfixs_maildir",
+        f"{INTEROP}test_dsn_real.py::test_postfix_refusal_comes_back_as_a_dsn_like_postfixs_own",
     ],
     "event journal": [f"{INTEROP}test_journal_clients.py::test_swaks_starttls_auth"],
 }

@@ -1,4 +1,8 @@
-"""Delivery status notifications with Postfix (RFC 3464, RFC 3461).
+"""Onward delivery from ``mailtalk serve`` to Postfix, and delivery status notifications
+(RFC 3464, RFC 3461).
+
+``mailtalk serve`` relays alice's message to Postfix's alice (control/smtproutes), and
+Postfix delivers it into her Maildir there.
 
 ``mailtalk serve`` relays alice's message (NOTIFY=FAILURE, ENVID, ORCPT) to Postfix,
 which refuses the recipient for real (``550 5.1.1 ... User unknown``); the failure
@@ -11,15 +15,19 @@ Original-Envelope-Id and Original-Recipient.
 from __future__ import annotations
 
 import email
+import re
 import smtplib
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import Message
 from pathlib import Path
 
 import pytest
 
-from mailtalk.servers.api import run_servers
+from mailtalk.servers.api import RunningServers, run_servers
 from tests.interop.conftest import RealServers
+from tests.interop.test_send_extensions_real import maildir_message
 from tests.interop.test_send_stop_points_real import POSTFIX_MAILDIR
 from tests.servers.test_delivery import wait_for
 from tests.servers.test_dsn_report import status_groups
@@ -46,21 +54,50 @@ def fields(report: Message) -> tuple[Message, Message]:
     return message_fields, recipient
 
 
+@contextmanager
+def relaying_to_postfix(real_servers: RealServers, tmp_path: Path) -> Iterator[RunningServers]:
+    """``mailtalk serve`` as isp.test, on 127.0.0.2, delivering mail for Postfix's domain
+    onward to the real Postfix (control/smtproutes), retrying quickly."""
+    root = tmp_path / "serve"
+    (root / "control").mkdir(parents=True)
+    (root / "control" / "me").write_text("isp.test\n")
+    (root / "control" / "smtproutes").write_text(
+        f"{real_servers.domain}:[{real_servers.host}]:{real_servers.smtp}\n"
+    )
+    with run_servers(root, listen="127.0.0.2", domains=["isp.test"],
+                     users=[("alice", "secret")], onward_delivery=True,
+                     retry_schedule=(0.1,), delivery_timeout=10.0) as serve:  # fmt: skip
+        yield serve
+
+
+def test_relayed_onward_into_postfixs_maildir(real_servers: RealServers, tmp_path: Path) -> None:
+    """alice at mailtalk serve sends to Postfix's alice: serve's queue hands the message
+    to the real Postfix (its Received header names serve's EHLO, isp.test), which
+    delivers it into alice's Maildir there, body intact, no DSN back at serve."""
+    marker = f"onward-{uuid.uuid4().hex}"
+    with relaying_to_postfix(real_servers, tmp_path) as serve:
+        with smtplib.SMTP(serve.host, serve.port("smtp"), timeout=10) as client:
+            client.login("alice", "secret")
+            client.sendmail(
+                "alice@isp.test", [real_servers.address],
+                f"Subject: {marker}\r\n\r\n.leading dot\r\nrelayed {marker}\r\n".encode(),
+            )  # fmt: skip
+        delivered = maildir_message(POSTFIX_MAILDIR, f"relayed {marker}")
+        # delivered, so nothing came back to alice at serve (no failure DSN)
+        assert not [m for m in serve.messages("alice") if marker.encode() in m]
+    assert b"Return-Path: <alice@isp.test>" in delivered
+    assert re.search(rb"Received: from isp\.test \(\S+ \[127\.0\.0\.\d+\]\)\s+by \S+ \(Postfix\)",
+                     delivered), delivered[:800]  # fmt: skip
+    assert delivered.endswith(f"\n\n.leading dot\nrelayed {marker}\n".encode())
+
+
 def test_postfix_refusal_comes_back_as_a_dsn_like_postfixs_own(
     real_servers: RealServers, tmp_path: Path
 ) -> None:
     domain = real_servers.domain
     marker = f"dsn-{uuid.uuid4().hex}"
     stranger = f"nobody-{uuid.uuid4().hex[:8]}@{domain}"
-    root = tmp_path / "serve"
-    (root / "control").mkdir(parents=True)
-    (root / "control" / "me").write_text("isp.test\n")
-    (root / "control" / "smtproutes").write_text(
-        f"{domain}:[{real_servers.host}]:{real_servers.smtp}\n"
-    )
-    with run_servers(root, listen="127.0.0.2", domains=["isp.test"],
-                     users=[("alice", "secret")], onward_delivery=True,
-                     retry_schedule=(0.1,), delivery_timeout=10.0) as serve:  # fmt: skip
+    with relaying_to_postfix(real_servers, tmp_path) as serve:
         with smtplib.SMTP(serve.host, serve.port("smtp"), timeout=10) as client:
             client.login("alice", "secret")
             client.sendmail(
