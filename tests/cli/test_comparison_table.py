@@ -43,7 +43,6 @@ PENDING = {
     "AUTH EXTERNAL": "not built (the TLS client certificate as identity; curl has it)",
     "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
     # mailtalk does it, but no test drives it with a real peer yet.
-    "DSN parameters accepted": "serve: only raw-socket tests; no real sender passes NOTIFY yet",
 }
 
 # Tests outside tests/interop that still drive a real program.
@@ -56,6 +55,10 @@ REAL_PROGRAMS_ELSEWHERE = {
 
 INTEROP = "tests/interop/"
 BACKING: dict[str, list[str]] = {
+    "DSN parameters accepted": [
+        f"{INTEROP}test_serve_dsn_postfix_real.py::"
+        "test_postfix_passes_notify_and_envid_on_to_mailtalk_serve"
+    ],
     "DSN reports generated": [
         "tests/interop/test_dsn_real.py::"
         "test_postfix_refusal_comes_back_as_a_dsn_like_postfixs_own",
