@@ -42,7 +42,6 @@ PENDING = {
     "AUTH GSSAPI": "not built (Kerberos; curl has it)",
     "AUTH EXTERNAL": "not built (the TLS client certificate as identity; curl has it)",
     "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
-    # mailtalk does it, but no test drives it with a real peer yet.
 }
 
 # Tests outside tests/interop that still drive a real program.
