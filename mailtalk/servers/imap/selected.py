@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from mailtalk.protocols.imap import Command, Untagged
 from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
@@ -213,16 +213,30 @@ class _SearchStopped(Exception):
     """The session closed, or the search ran past SEARCH_TIME_LIMIT."""
 
 
-def search_messages(session: IMAPServerProtocol, command: Command) -> None:
+_Found = TypeVar("_Found")
+
+
+def _off_the_loop(
+    session: IMAPServerProtocol,
+    command: Command,
+    run: Callable[[IMAPServerProtocol, Command, Mailbox, list[MessageInfo]], _Found],
+    answer: Callable[[IMAPServerProtocol, Command, asyncio.Future[_Found]], Awaitable[None]],
+) -> None:
+    """``run`` on the search threads over the selected mailbox's messages, and
+    ``answer`` with its result, tagged when done (SEARCH, SORT, THREAD)."""
     global _search_executor
     if _search_executor is None:
         _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
     mailbox = session.box
     messages = mailbox.messages()
     work = asyncio.get_running_loop().run_in_executor(
-        _search_executor, _run_search, session, command, mailbox, messages
+        _search_executor, run, session, command, mailbox, messages
     )
-    session.defer_tagged(_answer_search(session, command, work), command.tag)
+    session.defer_tagged(answer(session, command, work), command.tag)
+
+
+def search_messages(session: IMAPServerProtocol, command: Command) -> None:
+    _off_the_loop(session, command, _run_search, _answer_search)
 
 
 def _run_search(
@@ -291,15 +305,7 @@ _SORT_HEAD: Final = re.compile(r"\s*(\([^()]*\)|[^\s()]+)\s+(\S+)\s+(.*)\Z", re.
 
 
 def sort_or_thread(session: IMAPServerProtocol, command: Command) -> None:
-    global _search_executor
-    if _search_executor is None:
-        _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
-    mailbox = session.box
-    messages = mailbox.messages()
-    work = asyncio.get_running_loop().run_in_executor(
-        _search_executor, _run_sort, session, command, mailbox, messages
-    )
-    session.defer_tagged(_answer_sort(session, command, work), command.tag)
+    _off_the_loop(session, command, _run_sort, _answer_sort)
 
 
 def _run_sort(
