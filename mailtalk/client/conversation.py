@@ -731,13 +731,22 @@ class Conversation:
         """One SASL exchange: the command (with the initial response where the protocol
         takes one), then an answer to each challenge; every answer is masked as ***.
         A server that breaks the mechanism (SCRAM's signature wrong) is an error."""
-        from mailtalk.protocols.sasl import MECHANISMS, SASLError, client_mechanism, decode
+        from mailtalk.protocols.sasl import (
+            MECHANISMS,
+            WEAK_PASSWORD_MECHANISMS,
+            SASLError,
+            client_mechanism,
+            decode,
+        )
         from mailtalk.protocols.sasl import encode as sasl_encode
 
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
             raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
-        client = client_mechanism(mechanism, user, secret, self.target.host, self.target.port)
+        client = client_mechanism(
+            mechanism, user, secret, self.target.host, self.target.port,
+            protocol=self.target.protocol,
+        )
         protocol = self.target.protocol
         verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
         pending = client.initial()
@@ -777,6 +786,11 @@ class Conversation:
             raise ServerProtocolError(f"{mechanism}: {error}") from None
         if getattr(client, "verified", False):
             self.listener.note(f"{mechanism}: the server proved it knows the password")
+        if mechanism in WEAK_PASSWORD_MECHANISMS:
+            self.listener.note(
+                f"{mechanism} is {WEAK_PASSWORD_MECHANISMS[mechanism]}: use SCRAM where the "
+                "server offers it", "warning"
+            )
         return reply
 
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:

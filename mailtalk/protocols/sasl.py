@@ -9,6 +9,11 @@ bytes mean is here, once, for every role:
 * CRAM-MD5 (RFC 2195): HMAC-MD5 of the server's challenge, keyed by the password;
 * SCRAM-SHA-1 / SCRAM-SHA-256 (RFC 5802, RFC 7677): salted challenge-response, the
   client also proving the server knew the password (its ``v=`` signature);
+* DIGEST-MD5 (RFC 2831, historic since RFC 6331) with ``qop=auth``, the client also
+  checking the server's ``rspauth``; NTLM (MS-NLMP) with NTLMv2 responses: both
+  weak, named only, never chosen by ``auto``;
+* EXTERNAL (RFC 4422 appendix A): the identity is the TLS client certificate's, the
+  answer only the authorization identity (empty: the certificate's own);
 * XOAUTH2 (Google's and Microsoft's format) and OAUTHBEARER (RFC 7628): an OAuth 2
   bearer token; a refused token comes back as a challenge of base64 JSON, which the
   client answers with an empty line (XOAUTH2) or ``^A`` (OAUTHBEARER) to see the
@@ -293,20 +298,379 @@ class Scram(ClientMechanism):
         self.verified = True
 
 
+# -- DIGEST-MD5 (RFC 2831) -----------------------------------------------------------
+
+DIGEST_SERVICES: Final = {"smtp": "smtp", "pop3": "pop", "imap": "imap", "lmtp": "lmtp"}
+
+
+def parse_digest_challenge(message: bytes) -> list[tuple[str, str]]:
+    """``name=value`` and ``name="quoted \\"value\\""`` pairs, comma separated with
+    optional spaces and empty elements (RFC 2831 7.1 #rule), in order; SASLError for
+    anything else. Names come back lower case; a name may repeat (realm)."""
+    try:
+        text = message.decode("utf-8")
+    except UnicodeDecodeError:
+        text = message.decode("latin-1")
+    pairs: list[tuple[str, str]] = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t\r\n,":
+            i += 1
+        if i >= n:
+            break
+        start = i
+        while i < n and text[i] not in "= \t,":
+            i += 1
+        name = text[start:i].lower()
+        while i < n and text[i] in " \t":
+            i += 1
+        if not name or i >= n or text[i] != "=":
+            raise SASLError(f"DIGEST-MD5 directive {text[start:start + 20]!r} is not name=value")
+        i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] == '"':
+            i += 1
+            value = []
+            while True:
+                if i >= n:
+                    raise SASLError(f"DIGEST-MD5 {name}= has no closing quote")
+                char = text[i]
+                if char == "\\" and i + 1 < n:
+                    value.append(text[i + 1])
+                    i += 2
+                    continue
+                i += 1
+                if char == '"':
+                    break
+                value.append(char)
+            pairs.append((name, "".join(value)))
+        else:
+            start = i
+            while i < n and text[i] not in ",":
+                i += 1
+            pairs.append((name, text[start:i].strip()))
+        while i < n and text[i] in " \t":
+            i += 1
+        if i < n and text[i] != ",":
+            raise SASLError(f"DIGEST-MD5: a comma expected after {name}=")
+    return pairs
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()
+
+
+def _md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class DigestMD5(ClientMechanism):
+    """RFC 2831 authentication only (``qop=auth``, no integrity or privacy layer):
+    the first realm the server names (none: the empty realm), ``md5-sess``; the
+    server's second challenge (``rspauth``) must prove it knows the password too."""
+
+    name = "DIGEST-MD5"
+
+    def __init__(
+        self, user: str, password: str, host: str, service: str = "smtp", cnonce: str | None = None
+    ) -> None:
+        self.user = user
+        self._password = password
+        self._digest_uri = f"{service}/{host}"
+        self._cnonce = cnonce or secrets.token_hex(16)
+        self._rspauth: str | None = None
+        self.verified = False
+
+    def respond(self, challenge: bytes) -> bytes:
+        if self._rspauth is None:
+            return self._response(challenge)
+        self.finish(challenge)
+        return b""  # RFC 2831 2.1.3: the rspauth challenge is answered with nothing
+
+    def _encode(self, text: str, utf8: bool) -> bytes:
+        # RFC 2831 2.1.2.1: ISO 8859-1 unless the server says charset=utf-8
+        if not utf8:
+            try:
+                return text.encode("latin-1")
+            except UnicodeEncodeError:
+                pass
+        return text.encode("utf-8")
+
+    def _response(self, challenge: bytes) -> bytes:
+        pairs = parse_digest_challenge(challenge)
+        directives = dict(pairs)
+        if directives.get("algorithm", "").lower() != "md5-sess":
+            raise SASLError("the DIGEST-MD5 challenge has no algorithm=md5-sess")
+        nonce = directives.get("nonce")
+        if not nonce:
+            raise SASLError("the DIGEST-MD5 challenge has no nonce")
+        qops = [q.strip().lower() for q in directives.get("qop", "auth").split(",")]
+        if "auth" not in qops:
+            raise SASLError(f"the server wants qop {','.join(qops)}: mailtalk does qop=auth only")
+        realms = [value for name, value in pairs if name == "realm"]
+        realm = realms[0] if realms else ""
+        utf8 = directives.get("charset", "").lower() == "utf-8"
+        secret = _md5(
+            self._encode(self.user, utf8) + b":" + self._encode(realm, utf8) + b":"
+            + self._encode(self._password, utf8)
+        )
+        a1 = secret + f":{nonce}:{self._cnonce}".encode()
+        nc = "00000001"
+
+        def response(a2_prefix: str) -> str:
+            a2 = f"{a2_prefix}:{self._digest_uri}".encode()
+            return _md5_hex(
+                f"{_md5_hex(a1)}:{nonce}:{nc}:{self._cnonce}:auth:{_md5_hex(a2)}".encode()
+            )
+
+        self._rspauth = response("")
+        fields = ["charset=utf-8"] if utf8 else []
+        fields.append(f"username={_quoted(self.user)}")
+        if realms:
+            fields.append(f"realm={_quoted(realm)}")
+        fields += [
+            f"nonce={_quoted(nonce)}", f"nc={nc}", f"cnonce={_quoted(self._cnonce)}",
+            f"digest-uri={_quoted(self._digest_uri)}", f"response={response('AUTHENTICATE')}",
+            "qop=auth",
+        ]
+        return ",".join(fields).encode("utf-8")
+
+    def finish(self, data: bytes | None) -> None:
+        if self.verified:
+            return
+        if self._rspauth is None or not data:
+            raise SASLError(
+                "the server said yes without proving it knows the password (no rspauth)"
+            )
+        rspauth = dict(parse_digest_challenge(data)).get("rspauth", "")
+        if not hmac.compare_digest(rspauth.lower().encode(), self._rspauth.encode()):
+            raise SASLError("the server's rspauth is wrong: it does not know the password")
+        self.verified = True
+
+
+# -- NTLM (MS-NLMP), NTLMv2 responses --------------------------------------------------
+
+NTLM_SIGNATURE: Final = b"NTLMSSP\0"
+NTLM_UNICODE: Final = 0x00000001
+NTLM_OEM: Final = 0x00000002
+NTLM_REQUEST_TARGET: Final = 0x00000004
+NTLM_NTLM: Final = 0x00000200
+NTLM_ALWAYS_SIGN: Final = 0x00008000
+NTLM_EXTENDED_SESSIONSECURITY: Final = 0x00080000
+NTLM_TARGET_INFO: Final = 0x00800000
+NTLM_NEGOTIATE_FLAGS: Final = (
+    NTLM_UNICODE | NTLM_OEM | NTLM_REQUEST_TARGET | NTLM_NTLM | NTLM_ALWAYS_SIGN
+    | NTLM_EXTENDED_SESSIONSECURITY
+)
+
+
+def md4(data: bytes) -> bytes:
+    """RFC 1320 MD4, which NTLM's password hash needs and OpenSSL 3 hides in its
+    legacy provider (hashlib.new("md4") fails on most systems now)."""
+    def rotl(x: int, n: int) -> int:
+        x &= 0xFFFFFFFF
+        return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF
+
+    padding = b"\x80" + b"\0" * ((55 - len(data)) % 64)
+    message = data + padding + (len(data) * 8).to_bytes(8, "little")
+    h = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476]
+    for offset in range(0, len(message), 64):
+        block = message[offset : offset + 64]
+        x = [int.from_bytes(block[4 * i : 4 * i + 4], "little") for i in range(16)]
+        a, b, c, d = h
+        for i in range(16):
+            k, s = i, (3, 7, 11, 19)[i % 4]
+            a = rotl(a + ((b & c) | (~b & d)) + x[k], s)
+            a, b, c, d = d, a, b, c
+        for i in range(16):
+            k, s = (i % 4) * 4 + i // 4, (3, 5, 9, 13)[i % 4]
+            a = rotl(a + ((b & c) | (b & d) | (c & d)) + x[k] + 0x5A827999, s)
+            a, b, c, d = d, a, b, c
+        for i in range(16):
+            k = (0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15)[i]
+            s = (3, 9, 11, 15)[i % 4]
+            a = rotl(a + (b ^ c ^ d) + x[k] + 0x6ED9EBA1, s)
+            a, b, c, d = d, a, b, c
+        h = [(v + w) & 0xFFFFFFFF for v, w in zip(h, (a, b, c, d), strict=True)]
+    return b"".join(v.to_bytes(4, "little") for v in h)
+
+
+def ntowf_v2(user: str, password: str, domain: str) -> bytes:
+    """MS-NLMP 3.3.2 NTOWFv2:
+    HMAC-MD5(MD4(UTF-16LE(password)), UTF-16LE(UPPER(user) + domain))."""
+    nt_hash = md4(password.encode("utf-16-le"))
+    return hmac.digest(nt_hash, (user.upper() + domain).encode("utf-16-le"), "md5")
+
+
+@dataclass
+class NTLMv2Responses:
+    nt_response: bytes  # NTProofStr + the client's blob
+    lm_response: bytes
+    session_base_key: bytes
+
+
+def ntlm_v2_responses(
+    response_key: bytes, server_challenge: bytes, client_challenge: bytes, timestamp: bytes,
+    target_info: bytes,
+) -> NTLMv2Responses:
+    """MS-NLMP 3.3.2 ComputeResponse for NTLMv2."""
+    blob = (
+        b"\x01\x01" + b"\0" * 6 + timestamp + client_challenge + b"\0" * 4 + target_info + b"\0" * 4
+    )
+    proof = hmac.digest(response_key, server_challenge + blob, "md5")
+    lm = hmac.digest(response_key, server_challenge + client_challenge, "md5") + client_challenge
+    return NTLMv2Responses(
+        nt_response=proof + blob,
+        lm_response=lm,
+        session_base_key=hmac.digest(response_key, proof, "md5"),
+    )
+
+
+def _security_buffer(message: bytes, offset: int) -> bytes:
+    if len(message) < offset + 8:
+        raise SASLError("the NTLM challenge is too short")
+    length = int.from_bytes(message[offset : offset + 2], "little")
+    start = int.from_bytes(message[offset + 4 : offset + 8], "little")
+    if start + length > len(message):
+        raise SASLError("an NTLM field points past the end of the challenge")
+    return message[start : start + length]
+
+
+class NTLM(ClientMechanism):
+    """NEGOTIATE, then AUTHENTICATE with NTLMv2 responses (never the LM/NTLMv1 ones
+    MS-NLMP keeps for old peers). ``DOMAIN\\user`` names a domain; else none."""
+
+    name = "NTLM"
+
+    def __init__(
+        self, user: str, password: str, workstation: str = "",
+        client_challenge: bytes | None = None, timestamp: bytes | None = None,
+    ) -> None:
+        domain, backslash, name = user.partition("\\")
+        self.domain, self.user = (domain, name) if backslash else ("", user)
+        self._password = password
+        self._workstation = workstation
+        self._client_challenge = client_challenge or secrets.token_bytes(8)
+        self._timestamp = timestamp
+        self._answered = False
+
+    def initial(self) -> bytes | None:
+        return (
+            NTLM_SIGNATURE + (1).to_bytes(4, "little")
+            + NTLM_NEGOTIATE_FLAGS.to_bytes(4, "little") + b"\0" * 16
+        )
+
+    def respond(self, challenge: bytes) -> bytes:
+        if not challenge:  # the server did not take the initial response
+            return self.initial() or b""
+        if self._answered:
+            raise SASLError("NTLM has answered the challenge already")
+        if challenge[:8] != NTLM_SIGNATURE or challenge[8:12] != (2).to_bytes(4, "little"):
+            raise SASLError("not an NTLM CHALLENGE message")
+        if len(challenge) < 32:
+            raise SASLError("the NTLM challenge is too short")
+        flags = int.from_bytes(challenge[20:24], "little")
+        server_challenge = challenge[24:32]
+        target_info = _security_buffer(challenge, 40) if flags & NTLM_TARGET_INFO else b""
+        timestamp = self._timestamp
+        if timestamp is None:
+            timestamp = _av_timestamp(target_info) or _filetime_now()
+        key = ntowf_v2(self.user, self._password, self.domain)
+        responses = ntlm_v2_responses(
+            key, server_challenge, self._client_challenge, timestamp, target_info
+        )
+        self._answered = True
+        unicode = bool(flags & NTLM_UNICODE)
+        encoding = "utf-16-le" if unicode else "ascii"
+        negotiated = (flags & NTLM_NEGOTIATE_FLAGS) | (NTLM_UNICODE if unicode else NTLM_OEM)
+        fields = [
+            responses.lm_response, responses.nt_response, self.domain.encode(encoding, "replace"),
+            self.user.encode(encoding, "replace"), self._workstation.encode(encoding, "replace"),
+            b"",  # no session key exchange: authentication only
+        ]
+        header = NTLM_SIGNATURE + (3).to_bytes(4, "little")
+        offset = len(header) + 8 * len(fields) + 4
+        buffers, payload = b"", b""
+        for field in fields:
+            buffers += (
+                len(field).to_bytes(2, "little") * 2 + (offset + len(payload)).to_bytes(4, "little")
+            )
+            payload += field
+        return header + buffers + negotiated.to_bytes(4, "little") + payload
+
+
+def _av_timestamp(target_info: bytes) -> bytes | None:
+    """MsvAvTimestamp (7) from the server's AV pairs: NTLMv2 uses the server's time."""
+    i = 0
+    while i + 4 <= len(target_info):
+        av_id = int.from_bytes(target_info[i : i + 2], "little")
+        length = int.from_bytes(target_info[i + 2 : i + 4], "little")
+        if av_id == 0:
+            break
+        if av_id == 7 and length == 8:
+            return target_info[i + 4 : i + 12]
+        i += 4 + length
+    return None
+
+
+def _filetime_now() -> bytes:
+    import time
+
+    return ((int(time.time()) + 11_644_473_600) * 10_000_000).to_bytes(8, "little")
+
+
+# -- EXTERNAL (RFC 4422 appendix A) -----------------------------------------------------
+
+
+class External(ClientMechanism):
+    """The TLS client certificate is the identity; the answer is the authorization
+    identity asked for: empty, the certificate's own."""
+
+    name = "EXTERNAL"
+
+    def __init__(self, authzid: str = "") -> None:
+        self._answer = authzid.encode("utf-8")
+
+    def initial(self) -> bytes | None:
+        return self._answer
+
+    def respond(self, challenge: bytes) -> bytes:
+        return self._answer
+
+
 # -- choosing ------------------------------------------------------------------------
 
 PASSWORD_MECHANISMS: Final = (
     "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"
 )  # strongest first
 TOKEN_MECHANISMS: Final = ("OAUTHBEARER", "XOAUTH2")
-MECHANISMS: Final = PASSWORD_MECHANISMS + TOKEN_MECHANISMS
+# Named only, never chosen by auto; what is wrong with each, as the client warns.
+WEAK_PASSWORD_MECHANISMS: Final = {
+    "DIGEST-MD5": "historic (RFC 6331: its MD5 of the password is weak and its realm "
+    "handling broken in practice)",
+    "NTLM": "weak (an eavesdropper can crack its NTLMv2 answer offline, and the server "
+    "is not authenticated)",
+}
+# Needs no secret: the TLS client certificate (--cert/--key) is the identity.
+CERTIFICATE_MECHANISMS: Final = ("EXTERNAL",)
+MECHANISMS: Final = (
+    PASSWORD_MECHANISMS + TOKEN_MECHANISMS + tuple(WEAK_PASSWORD_MECHANISMS)
+    + CERTIFICATE_MECHANISMS
+)
 
 
 def client_mechanism(
-    name: str, user: str, secret: str, host: str = "", port: int = 0
+    name: str, user: str, secret: str, host: str = "", port: int = 0, protocol: str = "smtp"
 ) -> ClientMechanism:
     """The client of ``name`` (upper case) with its credentials: ``secret`` is the
-    password, or the token for XOAUTH2/OAUTHBEARER."""
+    password, or the token for XOAUTH2/OAUTHBEARER (EXTERNAL has none: ``user`` is the
+    authorization identity, empty for the certificate's). ``protocol`` names
+    DIGEST-MD5's service (smtp, pop, imap)."""
     if name == "PLAIN":
         return Plain(user, secret)
     if name == "LOGIN":
@@ -319,6 +683,12 @@ def client_mechanism(
         return XOAuth2(user, secret)
     if name == "OAUTHBEARER":
         return OAuthBearer(user, secret, host, port)
+    if name == "DIGEST-MD5":
+        return DigestMD5(user, secret, host, DIGEST_SERVICES.get(protocol, protocol))
+    if name == "NTLM":
+        return NTLM(user, secret)
+    if name == "EXTERNAL":
+        return External(user)
     raise ValueError(f"mailtalk does not do SASL {name}")
 
 

@@ -102,3 +102,80 @@ def test_wrong_password_is_refused_by_scram(tmp_path: Path) -> None:
     assert "proved" not in result.stderr
     text = log.wait_for(lambda t: "alice" in t and "SCRAM-SHA-256" in t)
     assert "Login: user=<alice>" not in text
+
+
+# -- DIGEST-MD5 and NTLM: named only, never chosen by auto ---------------------------
+
+CYRUS_PORT = int(os.environ.get("MAILTALK_POSTFIX_CYRUS_PORT", "10588"))
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_digest_md5_with_dovecot(protocol: str, tmp_path: Path) -> None:
+    port = PORTS[protocol]
+    listening(port)
+    log = Log(DOVECOT_LOG)
+    goodbye = "LOGOUT" if protocol == "imap" else "QUIT"
+    result = run_pipe(
+        ["connect", f"{protocol}://alice@{HOST}:{port}"],
+        [":auth digest-md5 alice", goodbye],
+        tmp_path,
+        password=PASSWORD,
+        new_session=True,
+    )
+    assert result.returncode == 0, describe(result)
+    assert "# authenticated as alice" in result.stderr, describe(result)
+    # Dovecot's second challenge is its rspauth, which the client checked
+    assert "DIGEST-MD5: the server proved it knows the password" in result.stderr
+    assert "DIGEST-MD5 is historic (RFC 6331" in result.stderr
+    text = log.wait_for(lambda t: "user=<alice>, method=DIGEST-MD5," in t)
+    assert f"{protocol}-login: Info: Login: user=<alice>, method=DIGEST-MD5," in text
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("option", ["digest-md5", "ntlm"])
+def test_send_digest_md5_and_ntlm_with_postfix_cyrus_sasl(option: str) -> None:
+    # Postfix on 10588 authenticates through Cyrus SASL (its NTLM plugin checks the
+    # NTLMv2 answer against the password in a sasldb); Debian's Dovecot has no NTLM
+    # of its own (only through Samba's winbind).
+    listening(CYRUS_PORT)
+    log = Log(POSTFIX_LOG)
+    method = option.upper()
+    result = mailtalk(
+        "send", "--server", f"{HOST}:{CYRUS_PORT}", "--auth", "alice",
+        "--auth-mechanism", option, "--from", "alice@mailtalk.test",
+        "--to", "alice@mailtalk.test", "--subject", f"sasl-{uuid.uuid4().hex}",
+        password=PASSWORD,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"C: AUTH {method}" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+    text = log.wait_for(lambda t: f"sasl_method={method}, sasl_username=alice" in t)
+    assert "postfix/cyrus/smtpd" in text
+
+
+@pytest.mark.parametrize("option", ["digest-md5", "ntlm"])
+def test_wrong_password_is_refused_by_cyrus(option: str) -> None:
+    listening(CYRUS_PORT)
+    log = Log(POSTFIX_LOG)
+    result = mailtalk(
+        "send", "--server", f"{HOST}:{CYRUS_PORT}", "--auth", "alice",
+        "--auth-mechanism", option, "--from", "alice@mailtalk.test",
+        "--to", "alice@mailtalk.test", password="not-the-password",
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "authentication refused: 535" in result.stderr
+    text = log.wait_for(lambda t: f"SASL {option.upper()} authentication failed" in t)
+    assert "postfix/cyrus/smtpd" in text
+
+
+def test_auto_does_not_pick_ntlm_or_digest_md5() -> None:
+    # 10588 offers NTLM DIGEST-MD5 CRAM-MD5: auto takes CRAM-MD5
+    listening(CYRUS_PORT)
+    result = mailtalk(
+        "send", "--server", f"{HOST}:{CYRUS_PORT}", "--auth", "alice",
+        "--from", "alice@mailtalk.test", "--to", "alice@mailtalk.test",
+        password=PASSWORD,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NTLM" in result.stdout and "DIGEST-MD5" in result.stdout  # offered
+    assert "C: AUTH CRAM-MD5" in result.stdout
