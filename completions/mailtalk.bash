@@ -462,7 +462,7 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm external' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -- "$cur"))
             ;;
         'mailtalk send|--oauth2-token')
             COMPREPLY=()

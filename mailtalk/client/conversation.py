@@ -712,10 +712,11 @@ class Conversation:
     def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         with self.recorder.suspended():
             reply = self._authenticate(mechanism, user, secret)
+        said = f"auth {mechanism.lower()} {user}".rstrip()  # EXTERNAL may have no user
         if reply.reply_class is ReplyClass.POSITIVE:
-            self.recorder.directive(f"auth {mechanism.lower()} {user}")
+            self.recorder.directive(said)
         else:
-            self.recorder.comment(f"auth {mechanism.lower()} {user} failed here")
+            self.recorder.comment(f"{said} failed here")
         return reply
 
     def finish_recording(self) -> str | None:

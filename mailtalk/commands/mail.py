@@ -204,7 +204,7 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
 @click.option(
     "--auth-mechanism",
     type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login",
-                       "xoauth2", "oauthbearer", "digest-md5", "ntlm", "external"]),
+                       "xoauth2", "oauthbearer", "digest-md5", "ntlm"]),
     default="auto",
     show_default=True,
     help="The SASL mechanism of --auth; auto: with an OAuth 2 token "
@@ -212,9 +212,8 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then "
     "PLAIN, LOGIN). SCRAM and DIGEST-MD5 also check that the server knows the password. "
     "digest-md5 (historic, RFC 6331) and ntlm (NTLMv2; DOMAIN\\user for a domain) are "
-    "weak: only when named, never by auto. external: the TLS client certificate "
-    "(--cert/--key) is the identity, no password; --auth USER is then optional, the "
-    "identity to act as. Example: --auth me --auth-mechanism cram-md5",
+    "weak: only when named, never by auto, and warned about. "
+    "Example: --auth me --auth-mechanism cram-md5",
 )
 @oauth2_token_option
 @click.option("--helo", metavar="NAME", help="The EHLO name (default: this host's name).")

@@ -218,7 +218,7 @@ def converse(
         sender=options.sender,
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
-        auth=bool(options.auth_user) or options.auth_mechanism.upper() == "EXTERNAL",
+        auth=bool(options.auth_user),
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
         xclient=options.xclient,
@@ -227,15 +227,11 @@ def converse(
 
     def authenticate(offer: Authenticate) -> ServerEvent:
         user = options.auth_user
-        mechanism = options.auth_mechanism.upper()
-        if mechanism == "EXTERNAL":
-            # the certificate (--cert/--key) is the identity: no password; --auth
-            # USER, if given, is the authorization identity asked for
-            return conv.authenticate(mechanism, user or "", "")
         assert user is not None  # the plan asks for AUTH only with a user
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
+        mechanism = options.auth_mechanism.upper()
         if mechanism == "AUTO":
             mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None)
         if mechanism in TOKEN_MECHANISMS:

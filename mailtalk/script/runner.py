@@ -352,7 +352,7 @@ class Runner:
     def _auth(self, step: Auth) -> None:
         conv = self._conversation(step.where)
         self._settle()
-        secret = self._secret(step, conv.target.host)
+        secret = "" if step.mechanism == "EXTERNAL" else self._secret(step, conv.target.host)
         if secret is None:
             from mailtalk.client.credentials import is_token_mechanism
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -179,3 +180,80 @@ def test_auto_does_not_pick_ntlm_or_digest_md5() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "NTLM" in result.stdout and "DIGEST-MD5" in result.stdout  # offered
     assert "C: AUTH CRAM-MD5" in result.stdout
+
+
+# -- EXTERNAL: the TLS client certificate is the identity -------------------------------
+
+EXTERNAL_PORT = int(os.environ.get("MAILTALK_EXTERNAL_DOVECOT_PORT", "10993"))
+EXTERNAL_DIR = Path("/etc/dovecot/mailtalk-external")
+CLIENT_CERT = Path(os.environ.get("MAILTALK_EXTERNAL_CLIENT_CERT", EXTERNAL_DIR / "alice.pem"))
+CLIENT_KEY = Path(os.environ.get("MAILTALK_EXTERNAL_CLIENT_KEY", EXTERNAL_DIR / "alice.key"))
+EXTERNAL_LOG = Path("/var/log/dovecot-external.log")
+SERVER_CA = os.environ.get("MAILTALK_REAL_CAFILE", "/etc/dovecot/private/dovecot.pem")
+
+
+def external_login(
+    tmp_path: Path, cert: Path, key: Path, command: str
+) -> subprocess.CompletedProcess[str]:
+    listening(EXTERNAL_PORT)
+    if not (os.access(cert, os.R_OK) and os.access(key, os.R_OK)):
+        _unavailable(f"{cert} or {key} is not readable (scripts/real-servers makes them)")
+    return run_pipe(
+        ["connect", f"imaps://{HOST}:{EXTERNAL_PORT}", "--cafile", SERVER_CA,
+         "--cert", str(cert), "--key", str(key)],
+        [command, "LOGOUT"],
+        tmp_path,
+        new_session=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "sent"), [(":auth external", ""), (":auth external alice", "alice")]
+)
+def test_external_with_dovecot(command: str, sent: str, tmp_path: Path) -> None:
+    # Dovecot's third instance requires a certificate from its CA and takes the user
+    # from its CN (auth_ssl_username_from_cert); no password is asked or sent
+    log = Log(EXTERNAL_LOG)
+    result = external_login(tmp_path, CLIENT_CERT, CLIENT_KEY, command)
+    assert result.returncode == 0, describe(result)
+    assert "# authenticated by the client certificate" in result.stderr, describe(result)
+    assert "password" not in result.stderr.lower()
+    text = log.wait_for(lambda t: "method=EXTERNAL" in t and "Login:" in t)
+    assert "imap-login: Info: Login: user=<alice>, method=EXTERNAL," in text
+    assert "TLS" in text
+    if sent:  # the authorization identity asked for; the same user: no master login
+        assert f"# authenticated by the client certificate as {sent}" in result.stderr
+
+
+def test_external_refused_for_a_certificate_not_from_the_ca(tmp_path: Path) -> None:
+    # CN=alice too, but self-signed: Dovecot does not take it as alice's identity
+    cert, key = tmp_path / "stranger.pem", tmp_path / "stranger.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=alice", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    log = Log(EXTERNAL_LOG)
+    result = external_login(tmp_path, cert, key, ":auth external")
+    assert "# authenticated" not in result.stderr, describe(result)
+    text = log.wait_for(lambda t: "method=EXTERNAL" in t)
+    assert "Login: user=<alice>" not in text
+    assert "invalid cert" in text or "valid SSL certificate" in text
+
+
+def test_session_file_auth_external_with_dovecot(tmp_path: Path) -> None:
+    # `auth external` in a session file: run's --cert/--key is the identity
+    listening(EXTERNAL_PORT)
+    script = tmp_path / "external.mt"
+    script.write_text(
+        f"connect imaps://{HOST}:{EXTERNAL_PORT}\nauth external\nC: NOOP\nS: OK\n"
+    )
+    log = Log(EXTERNAL_LOG)
+    result = mailtalk(
+        "run", "--cafile", SERVER_CA, "--cert", str(CLIENT_CERT), "--key", str(CLIENT_KEY),
+        str(script),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout + result.stderr
+    text = log.wait_for(lambda t: "method=EXTERNAL" in t and "Login:" in t)
+    assert "Login: user=<alice>, method=EXTERNAL," in text
