@@ -74,7 +74,7 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --prdr --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
             value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
             subcommands=''
             ;;

@@ -339,6 +339,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'chunk-size' -x -d 'W
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l '8bitmime' -d 'BODY=8BITMIME on MAIL (RFC 6152; sent anyway when the message has 8-bit bytes and 8BITMIME is offered).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'size' -d 'Declare the message\'s size, SIZE=n on MAIL (RFC 1870), and refuse locally (exit 1) a message over the server\'s limit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'pipeline' -d 'MAIL, every RCPT and DATA (or the first BDAT) in one write, the replies read in order (PIPELINING, RFC 2920).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'prdr' -d 'Ask for a reply per recipient to the message (PRDR, draft-hall-prdr, as Exim offers it): MAIL FROM ...'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'mx-port' -x -d 'The port of MX hosts (a practice world may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'

@@ -265,9 +265,11 @@ class Conversation:
         self.listener.sent(told, typed)
 
     def _read_lmtp_replies_in_order(self) -> None:
-        """LMTP: one reply per recipient is due after the message, and one read may
-        bring them all (RFC 2033 4.2): ``wait_final`` hands each out in turn."""
-        if getattr(self.core, "lmtp", False) and self._unread is None:
+        """LMTP (and PRDR, after its 353): one reply per recipient is due after the
+        message, and one read may bring them all (RFC 2033 4.2): ``wait_final`` hands
+        each out in turn."""
+        per_recipient = getattr(self.core, "lmtp", False) or getattr(self.core, "prdr", False)
+        if per_recipient and self._unread is None:
             self._unread = deque()
 
     def send_batch(self, items: list[tuple[str, bytes]]) -> None:
@@ -471,8 +473,9 @@ class Conversation:
                 self.recorder.reply(event.raw, self.target.protocol)
             self.listener.event(event, latency)
             recipient = getattr(event, "recipient", None)
-            if recipient is not None:  # LMTP: one reply to the message per recipient
-                self._note(f"LMTP: that reply is for <{recipient}>")
+            if recipient is not None:  # LMTP, PRDR: one reply to the message per recipient
+                mode = "LMTP" if getattr(self.core, "lmtp", False) else "PRDR"
+                self._note(f"{mode}: that reply is for <{recipient}>")
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
