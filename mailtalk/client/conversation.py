@@ -596,6 +596,26 @@ class Conversation:
         if not getattr(self.core, "tls", False):
             raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
 
+    def xclient(self, attributes: tuple[tuple[str, str], ...]) -> None:
+        """Postfix XCLIENT (``:xclient``): EHLO when not said yet, the attributes checked
+        against what the server's XCLIENT offers, XCLIENT, its new 220 greeting, and
+        EHLO again (the server forgot the first). Recorded as typed lines."""
+        from mailtalk.protocols.xclient import missing_attributes, xclient_line
+
+        if self.target.protocol != "smtp" or getattr(self.core, "lmtp", False):
+            raise MailtalkError("XCLIENT is an SMTP command (Postfix): not for this session")
+        if self.closed:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        self._ehlo_if_needed()
+        why = missing_attributes(attributes, getattr(self.core, "extensions", {}))
+        if why is not None:
+            raise MailtalkError(why)
+        self.send_line(xclient_line(attributes), typed=False)
+        reply = self.wait_final()
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            raise MailtalkError(f"XCLIENT refused: {first_line(reply)}")
+        self._ehlo_if_needed()
+
     def _ehlo_if_needed(self) -> None:
         """SMTP: say EHLO unless the server has answered one (after HELO it has told
         us nothing about its extensions)."""
