@@ -113,6 +113,7 @@ class Conversation:
         # the final replies not yet waited for, in order, so ``wait_final`` hands out
         # each in turn though one read brought them all; None: one reply at a time.
         self._unread: deque[ServerEvent] | None = None
+        self._xclient_due = False
         # The commands of a batch still unanswered, (verb, line as shown), so each
         # reply is explained as the answer to its own command.
         self._in_flight: deque[tuple[str, str]] = deque()
@@ -136,6 +137,8 @@ class Conversation:
         self.core = make_core(self.target.protocol, self.target.lmtp)
         self._events = 0
         self._unread = None
+        # --xclient: XCLIENT follows the first EHLO the server answers (wait_answer)
+        self._xclient_due = bool(self.options.xclient)
         self._in_flight.clear()
         self.ended_by_quit = False
         self.last_command = "greeting"
@@ -384,6 +387,12 @@ class Conversation:
         event = self.wait_final(timeout)
         while getattr(self.core, "owes_recipient_replies", False) and not self.closed:
             event = self.wait_final(timeout)
+        positive = event.reply_class is ReplyClass.POSITIVE
+        if self._xclient_due and self.last_final_command == "EHLO" and positive:
+            # --xclient: sent once, after the first EHLO the server answered
+            self._xclient_due = False
+            self.xclient(self.options.xclient)
+            return self.last_final or event
         return event
 
     def wait_greeting(self, timeout: float | None = None) -> None:

@@ -27,6 +27,7 @@ from tests.interop.test_repl_real import (
 )
 from tests.interop.test_send_plumbing_real import XCLIENT_PORT
 from tests.interop.test_send_stop_points_real import POSTFIX_LOG, Log, unique
+from tests.mail.test_send_diagnose import mailtalk
 
 pytestmark = pytest.mark.interop
 
@@ -136,3 +137,30 @@ def test_xclient_completes_nothing_where_it_is_not_offered(
     clear_input(term, "smtp")
     term.command("QUIT", r"221", "smtp")
     assert term.quit() == 0
+
+
+def test_xclient_option_of_the_smtp_command_follows_the_first_ehlo(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """``mailtalk smtp --xclient``: XCLIENT right after the EHLO typed, then EHLO again."""
+    _checked_port("Postfix", "XCLIENT listener", real_servers.host, XCLIENT_PORT)
+    address, name = client_given()
+    log = Log(POSTFIX_LOG)
+    result = run_pipe(
+        ["smtp", f"{real_servers.host}:{XCLIENT_PORT}", "--xclient", f"ADDR={address}",
+         "--xclient", f"NAME={name}"],
+        ["EHLO client.test", "MAIL FROM:<bill@isp.test>", f"RCPT TO:<{FOREIGN}>", "QUIT"],
+        tmp_path,
+    )  # fmt: skip
+    assert "mailtalk:" not in result.stderr, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("C: ")]
+    assert lines[:3] == [
+        "C: EHLO client.test", f"C: XCLIENT ADDR={address} NAME={name}", lines[2],
+    ] and lines[2].startswith("C: EHLO "), lines  # fmt: skip
+    assert "postfix/xclient/smtpd" in refused_for(log, name, address)
+
+
+def test_xclient_option_is_for_smtp_only() -> None:
+    result = mailtalk("pop3", "localhost", "--xclient", "ADDR=192.0.2.1")
+    assert result.returncode == 2
+    assert "--xclient is for SMTP sessions" in result.stderr
