@@ -19,8 +19,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk connect')
-            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
+            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -49,8 +49,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -59,8 +59,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         'mailtalk practice')
@@ -74,7 +74,7 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --prdr --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
             value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
             subcommands=''
             ;;
@@ -84,8 +84,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -131,6 +131,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk connect|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
+        'mailtalk connect|--xclient')
+            COMPREPLY=()
             ;;
         'mailtalk connect|--cafile')
             compopt -o filenames 2>/dev/null
@@ -305,6 +308,9 @@ _mailtalk_option_value() {
         'mailtalk imap|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
+        'mailtalk imap|--xclient')
+            COMPREPLY=()
+            ;;
         'mailtalk imap|--cafile')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
@@ -368,6 +374,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk pop3|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
+        'mailtalk pop3|--xclient')
+            COMPREPLY=()
             ;;
         'mailtalk pop3|--cafile')
             compopt -o filenames 2>/dev/null
@@ -711,6 +720,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk smtp|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
+            ;;
+        'mailtalk smtp|--xclient')
+            COMPREPLY=()
             ;;
         'mailtalk smtp|--cafile')
             compopt -o filenames 2>/dev/null

@@ -10,7 +10,7 @@ function __mailtalk_value_options
         case 'mailtalk'
             printf '%s\n' -- --config
         case 'mailtalk connect'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
         case 'mailtalk diagnose login'
             printf '%s\n' -- --user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose relay'
@@ -20,11 +20,11 @@ function __mailtalk_value_options
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
@@ -34,7 +34,7 @@ function __mailtalk_value_options
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
     end
 end
 
@@ -133,6 +133,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'tls-dump' -r -F -
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -225,6 +226,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'tls-dump' -r -F -d '
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -261,6 +263,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'tls-dump' -r -F -d '
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'
@@ -339,6 +342,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'chunk-size' -x -d 'W
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l '8bitmime' -d 'BODY=8BITMIME on MAIL (RFC 6152; sent anyway when the message has 8-bit bytes and 8BITMIME is offered).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'size' -d 'Declare the message\'s size, SIZE=n on MAIL (RFC 1870), and refuse locally (exit 1) a message over the server\'s limit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'pipeline' -d 'MAIL, every RCPT and DATA (or the first BDAT) in one write, the replies read in order (PIPELINING, RFC 2920).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'prdr' -d 'Ask for a reply per recipient to the message (PRDR, draft-hall-prdr, as Exim offers it): MAIL FROM ...'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'mx-port' -x -d 'The port of MX hosts (a practice world may use another).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'resolver' -x -d 'Ask this DNS server instead of the system\'s (e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
@@ -419,6 +423,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'tls-dump' -r -F -d '
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'starttls' -l 'no-starttls' -d 'Start TLS right after connecting (STARTTLS, or STLS for POP3).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'insecure' -d 'Do not verify the server\'s certificate.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'cafile' -r -F -d 'Trust the CA certificates (PEM) in this file.'

@@ -40,6 +40,7 @@ class ConnectOptions:
     pipe_command: str | None = None  # --pipe COMMAND, as typed
     proxy_from: tuple[str, int] | None = None  # --proxy-from ADDR[:PORT]
     proxy_version: int = 1
+    xclient: tuple[tuple[str, str], ...] = ()  # --xclient NAME=VALUE, checked
     tls: ClientTLS = field(default_factory=ClientTLS)  # --sni, --tls-min, --cert, ...
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
@@ -65,6 +66,7 @@ class ConnectOptions:
             pipe_command=tuple(split_command(self.pipe_command)) if self.pipe_command else (),
             proxy_from=self.proxy_from,
             proxy_version=self.proxy_version,
+            xclient=self.xclient,
             tls=self.tls,
         )
 

@@ -113,6 +113,7 @@ class Conversation:
         # the final replies not yet waited for, in order, so ``wait_final`` hands out
         # each in turn though one read brought them all; None: one reply at a time.
         self._unread: deque[ServerEvent] | None = None
+        self._xclient_due = False
         # The commands of a batch still unanswered, (verb, line as shown), so each
         # reply is explained as the answer to its own command.
         self._in_flight: deque[tuple[str, str]] = deque()
@@ -136,6 +137,8 @@ class Conversation:
         self.core = make_core(self.target.protocol, self.target.lmtp)
         self._events = 0
         self._unread = None
+        # --xclient: XCLIENT follows the first EHLO the server answers (wait_answer)
+        self._xclient_due = bool(self.options.xclient)
         self._in_flight.clear()
         self.ended_by_quit = False
         self.last_command = "greeting"
@@ -265,9 +268,11 @@ class Conversation:
         self.listener.sent(told, typed)
 
     def _read_lmtp_replies_in_order(self) -> None:
-        """LMTP: one reply per recipient is due after the message, and one read may
-        bring them all (RFC 2033 4.2): ``wait_final`` hands each out in turn."""
-        if getattr(self.core, "lmtp", False) and self._unread is None:
+        """LMTP (and PRDR, after its 353): one reply per recipient is due after the
+        message, and one read may bring them all (RFC 2033 4.2): ``wait_final`` hands
+        each out in turn."""
+        per_recipient = getattr(self.core, "lmtp", False) or getattr(self.core, "prdr", False)
+        if per_recipient and self._unread is None:
             self._unread = deque()
 
     def send_batch(self, items: list[tuple[str, bytes]]) -> None:
@@ -382,6 +387,12 @@ class Conversation:
         event = self.wait_final(timeout)
         while getattr(self.core, "owes_recipient_replies", False) and not self.closed:
             event = self.wait_final(timeout)
+        positive = event.reply_class is ReplyClass.POSITIVE
+        if self._xclient_due and self.last_final_command == "EHLO" and positive:
+            # --xclient: sent once, after the first EHLO the server answered
+            self._xclient_due = False
+            self.xclient(self.options.xclient)
+            return self.last_final or event
         return event
 
     def wait_greeting(self, timeout: float | None = None) -> None:
@@ -471,8 +482,9 @@ class Conversation:
                 self.recorder.reply(event.raw, self.target.protocol)
             self.listener.event(event, latency)
             recipient = getattr(event, "recipient", None)
-            if recipient is not None:  # LMTP: one reply to the message per recipient
-                self._note(f"LMTP: that reply is for <{recipient}>")
+            if recipient is not None:  # LMTP, PRDR: one reply to the message per recipient
+                mode = "LMTP" if getattr(self.core, "lmtp", False) else "PRDR"
+                self._note(f"{mode}: that reply is for <{recipient}>")
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
@@ -592,6 +604,26 @@ class Conversation:
         reply = self.wait_final()
         if not getattr(self.core, "tls", False):
             raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+
+    def xclient(self, attributes: tuple[tuple[str, str], ...]) -> None:
+        """Postfix XCLIENT (``:xclient``): EHLO when not said yet, the attributes checked
+        against what the server's XCLIENT offers, XCLIENT, its new 220 greeting, and
+        EHLO again (the server forgot the first). Recorded as typed lines."""
+        from mailtalk.protocols.xclient import missing_attributes, xclient_line
+
+        if self.target.protocol != "smtp" or getattr(self.core, "lmtp", False):
+            raise MailtalkError("XCLIENT is an SMTP command (Postfix): not for this session")
+        if self.closed:
+            raise ServerClosedError("the connection is closed: use :reconnect")
+        self._ehlo_if_needed()
+        why = missing_attributes(attributes, getattr(self.core, "extensions", {}))
+        if why is not None:
+            raise MailtalkError(why)
+        self.send_line(xclient_line(attributes), typed=False)
+        reply = self.wait_final()
+        if reply.reply_class is not ReplyClass.POSITIVE:
+            raise MailtalkError(f"XCLIENT refused: {first_line(reply)}")
+        self._ehlo_if_needed()
 
     def _ehlo_if_needed(self) -> None:
         """SMTP: say EHLO unless the server has answered one (after HELO it has told

@@ -185,6 +185,20 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.note(f"authenticated as {user}")
 
 
+def _xclient(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    from mailtalk.protocols.xclient import XClientError, parse_attribute
+
+    if not args:
+        raise MailtalkError("usage: :xclient NAME=VALUE... (e.g. ADDR=192.0.2.1 NAME=host.example)")
+    try:
+        attributes = tuple(parse_attribute(arg, ":xclient") for arg in args)
+    except XClientError as error:
+        raise MailtalkError(str(error)) from None
+    conv.xclient(attributes)
+    shown = " ".join(f"{name}={value}" for name, value in attributes)
+    ui.note(f"the server now treats this session as from {shown}")
+
+
 def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if args and args[0] in ("on", "off"):
         ui.raw = args[0] == "on"
@@ -339,6 +353,7 @@ META_COMMANDS: Final[dict[str, MetaCommand]] = {
         ("starttls", _starttls),
         ("cert", _cert),
         ("auth", _auth),
+        ("xclient", _xclient),
         ("raw", _raw),
         ("save", _save),
         ("record", _record),

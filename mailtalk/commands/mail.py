@@ -142,6 +142,8 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n"
     "  mailtalk send --from a@x.test --to b@y.test --to c@y.test \\\n"
     "      --server mx.y.test:25 --pipeline   # MAIL, both RCPTs and DATA in one write\n"
+    "  mailtalk send --from a@x.test --to b@y.test --to c@y.test \\\n"
+    "      --server mx.y.test:25 --prdr   # a reply per recipient to the message\n"
     "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
     "      --xclient ADDR=192.0.2.1 --xclient NAME=spammer.example  # as from there\n"
     "  mailtalk send --from a@x.test --to b@y.test --pipe 'exim -bh 192.0.2.1'\n"
@@ -304,6 +306,14 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     is_flag=True,
     help="MAIL, every RCPT and DATA (or the first BDAT) in one write, the replies read "
     "in order (PIPELINING, RFC 2920). Needs PIPELINING offered, else exit 1.",
+)
+@click.option(
+    "--prdr",
+    is_flag=True,
+    help="Ask for a reply per recipient to the message (PRDR, draft-hall-prdr, as Exim "
+    "offers it): MAIL FROM ... PRDR, and after the final dot a 353, each recipient's "
+    "reply, and a final one. Refused recipients are reported alone (exit 1); needs PRDR "
+    "offered, else exit 1.",
 )
 @click.option(
     "--mx-port",

@@ -18,7 +18,7 @@ from mailtalk.cli import (
     pass_environment,
 )
 from mailtalk.commands.tlsoptions import client_tls, tls_options
-from mailtalk.commands.transportoptions import transport_options
+from mailtalk.commands.transportoptions import transport_options, xclient_option
 
 if TYPE_CHECKING:
     from mailtalk.client.command import ConnectOptions
@@ -81,7 +81,7 @@ def connection_options(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return tls_options(transport_options(func))
+    return tls_options(transport_options(xclient_option(func)))
 
 
 def _target(parse: Callable[[], Target]) -> Target:
@@ -112,6 +112,8 @@ def _talk(env: Environment, options: ConnectOptions) -> None:
 
     if options.ipv4 and options.ipv6:
         raise UsageError("-4 and -6 exclude each other")
+    if options.xclient and (options.target.protocol != "smtp" or options.target.lmtp):
+        raise UsageError("--xclient is for SMTP sessions (Postfix XCLIENT)")
     if options.pipe_command is not None:
         from mailtalk.net.program import ProgramError, split_command
 

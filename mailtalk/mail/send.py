@@ -89,6 +89,7 @@ class SendOptions:
     eight_bit_mime: bool = False
     size: bool = False
     pipeline: bool = False  # MAIL, RCPT and DATA in one write (RFC 2920)
+    prdr: bool = False  # a reply per recipient to the message (draft-hall-prdr)
     # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
     tls: ClientTLS = field(default_factory=ClientTLS)
     pipe_command: tuple[str, ...] = ()  # --pipe COMMAND's words: the program is the server
@@ -266,11 +267,15 @@ def converse(
         conv.close()
         if sequence is not None:
             listener.extensions[:] = sequence.result.used
-    if result.deliveries:  # LMTP: a reply per recipient; every one must be 2xx
+    final = result.prdr_final
+    if result.deliveries and (final is None or final.code // 100 == 2 or not result.delivered):
+        # LMTP or PRDR: a reply per recipient; every one must be 2xx (a PRDR final
+        # refusal after some 2xx refuses the message for them too: a refusal below)
         refused = [(rcpt, r) for rcpt, r in result.recipients if r.code // 100 != 2]
         refused += result.undelivered
         if refused:
-            raise PartlyDelivered(result.delivered, refused)
+            mode = "LMTP" if getattr(conv.core, "lmtp", False) else "PRDR"
+            raise PartlyDelivered(result.delivered, refused, mode)
         return result.delivered
     if result.refusal is not None:
         raise refusal_error(result.refusal, result)
@@ -322,6 +327,8 @@ def extension_plan(options: SendOptions, recipients: list[str], wire: bytes) -> 
         requires.add("8BITMIME")
     if options.pipeline:
         requires.add("PIPELINING")
+    if options.prdr:
+        requires.add("PRDR")
     return {
         "requires": frozenset(requires),
         "smtputf8": smtputf8,
@@ -332,6 +339,7 @@ def extension_plan(options: SendOptions, recipients: list[str], wire: bytes) -> 
         "chunk_size": options.chunk_size if options.chunking else None,
         "length": len(wire),
         "pipeline": options.pipeline,
+        "prdr": options.prdr,
     }
 
 
@@ -541,7 +549,7 @@ def _deliver(
         listener.note(f"connecting to {target.display}")
         try:
             return converse(target, options, members, message, listener, progress_to), None
-        except PartlyDelivered as error:  # LMTP: the failed recipients alone
+        except PartlyDelivered as error:  # LMTP, PRDR: the failed recipients alone
             who = ", ".join(rcpt for rcpt, _ in error.refused)
             return error.delivered, (who, str(error), int(error.exit_code))
         except SendFailed as error:

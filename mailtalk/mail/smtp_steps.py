@@ -61,16 +61,18 @@ class SendFailed(MailtalkError):
 
 
 class PartlyDelivered(SendFailed):
-    """LMTP: the server answered each recipient on its own, and some did not get the
-    message (refused at RCPT, or after the final dot); ``delivered`` did."""
+    """LMTP or PRDR: the server answered each recipient on its own, and some did not
+    get the message (refused at RCPT, or after the final dot); ``delivered`` did."""
 
-    def __init__(self, delivered: list[str], refused: list[tuple[str, Reply]]):
+    def __init__(
+        self, delivered: list[str], refused: list[tuple[str, Reply]], mode: str = "LMTP"
+    ):
         if len(refused) == 1:
             said = first_line(refused[0][1])
         else:
             said = "; ".join(f"{rcpt}: {first_line(reply)}" for rcpt, reply in refused)
         temporary = all(reply.reply_class is ReplyClass.TRANSIENT for _, reply in refused)
-        super().__init__(f"not delivered (LMTP): {said}", temporary)
+        super().__init__(f"not delivered ({mode}): {said}", temporary)
         self.delivered = delivered
         self.refused = refused
 

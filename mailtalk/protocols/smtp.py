@@ -13,6 +13,13 @@ reply per recipient accepted to RCPT, in RCPT's order. Each of those replies
 carries its ``recipient``; the core tracks the accepted recipients of the
 transaction in both roles, so a client knows how many replies are still owed and a
 server is not given the next command before it has sent them all.
+
+PRDR (Per-Recipient Data Response, draft-hall-prdr, as Exim implements it) is the
+same idea in SMTP, for one transaction: a client that sent ``MAIL FROM:<...> PRDR``
+may get ``353`` to the final dot; then one reply per accepted recipient follows, in
+RCPT's order (each carries its ``recipient``, as with LMTP), and then one final
+reply for the whole message. Without the 353 (one recipient, or no per-recipient
+checks) the reply to the dot is the usual one.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ MAX_REPLY_LINES: Final = 1000
 # Pseudo-commands: what a reply answers when it answers no typed command.
 GREETING: Final = "<greeting>"
 END_OF_DATA: Final = "<end-of-data>"
+# PRDR: the reply to the final dot that says per-recipient replies follow (draft-hall-prdr)
+PRDR_START: Final = 353
 AUTH_RESPONSE: Final = "<auth-response>"
 
 
@@ -264,7 +273,9 @@ class _Pending:
     verb: str
     last: bool = False  # BDAT ... LAST: its 2xx ends the transaction (RFC 3030)
     address: str | None = None  # RCPT: the recipient it names
-    recipient: str | None = None  # LMTP, end of data: the recipient this reply is for
+    recipient: str | None = None  # LMTP/PRDR, end of data: the recipient this reply is for
+    # PRDR: the final reply for the whole message, after the per-recipient ones
+    after_recipients: bool = False
 
 
 def rcpt_address(args: str) -> str:
@@ -335,6 +346,9 @@ class SMTPConnection:
         # The recipients accepted (2xx to RCPT) in this transaction, in order: LMTP
         # answers the end of the message once for each.
         self._recipients: list[str] = []
+        # Client role: the transaction's MAIL carried PRDR, so a 353 to the final dot
+        # starts per-recipient replies.
+        self._prdr = False
 
     # -- shared ---------------------------------------------------------------
 
@@ -357,8 +371,17 @@ class SMTPConnection:
 
     @property
     def owes_recipient_replies(self) -> bool:
-        """LMTP, client role: more replies to the message are due, one per recipient."""
-        return bool(self._pending) and self._pending[0].recipient is not None
+        """LMTP or PRDR, client role: more replies to the message are due, one per
+        recipient (and with PRDR the final one after them)."""
+        if not self._pending:
+            return False
+        pending = self._pending[0]
+        return pending.recipient is not None or pending.after_recipients
+
+    @property
+    def prdr(self) -> bool:
+        """Client role: the transaction's MAIL FROM asked for PRDR."""
+        return self._prdr
 
     @property
     def owed_recipients(self) -> tuple[str, ...]:
@@ -476,6 +499,7 @@ class SMTPConnection:
         address = rcpt_address(rest) if verb == "RCPT" else None
         if verb == "MAIL":
             self._recipients = []
+            self._prdr = "PRDR" in rest.upper().split()[1:]
         self._pending.append(_Pending(verb, last=bool(bdat and bdat.group(2)), address=address))
         if bdat is not None:
             self._chunk_left = int(bdat.group(1))
@@ -641,7 +665,8 @@ class SMTPConnection:
         pending = self._pending.popleft() if self._pending else None
         verb = pending.verb if pending else None
         after_last_chunk = pending is not None and pending.last and verb == "BDAT"
-        if after_last_chunk and (code // 100 == 2 or self.lmtp):
+        prdr_start = self._prdr and code == PRDR_START
+        if after_last_chunk and (code // 100 == 2 or self.lmtp or prdr_start):
             # The message is complete, as after DATA's final dot (LMTP answers BDAT
             # LAST per recipient whatever the answer, RFC 2033 4.3).
             shown_verb, verb = verb, END_OF_DATA
@@ -650,6 +675,10 @@ class SMTPConnection:
         recipient = None
         if self.lmtp and verb == END_OF_DATA and pending is not None:
             recipient = self._lmtp_recipient(pending, code)
+        elif verb == END_OF_DATA and pending is not None:
+            recipient = pending.recipient
+            if recipient is None and prdr_start and not pending.after_recipients:
+                self._owe_prdr_replies()
         reply = Reply(
             code=code,
             lines=tuple(texts),
@@ -679,6 +708,13 @@ class SMTPConnection:
             for address in reversed(recipients[1:]):
                 self._pending.appendleft(_Pending(END_OF_DATA, recipient=address))
         return recipients[0]
+
+    def _owe_prdr_replies(self) -> None:
+        """PRDR's 353 came: one reply per accepted recipient is due, then the final one."""
+        recipients, self._recipients = self._recipients, []
+        self._pending.appendleft(_Pending(END_OF_DATA, after_recipients=True))
+        for address in reversed(recipients):
+            self._pending.appendleft(_Pending(END_OF_DATA, recipient=address))
 
     def _client_apply(self, verb: str, reply: Reply, address: str | None = None) -> None:
         digit = reply.code // 100

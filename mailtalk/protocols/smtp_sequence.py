@@ -24,7 +24,10 @@ come alone.
 and differ only in their ``Plan``. Over an LMTP core (``SMTPConnection(lmtp=True)``,
 RFC 2033) the same sequence says LHLO (never HELO: LMTP has none), and after the
 final dot it reads the one reply per accepted recipient the core says is still
-owed (``Await``s), keeping each in ``Result.deliveries``. The plans set which
+owed (``Await``s), keeping each in ``Result.deliveries``. PRDR (``send --prdr``,
+draft-hall-prdr) is the same mode in SMTP: MAIL FROM carries PRDR when offered, and
+a 353 to the final dot is followed by one reply per accepted recipient (kept in
+``Result.deliveries``) and a final reply for the message. The plans set which
 stages run, where to stop (``send --quit-after``/``--drop-after``; ``diagnose
 relay`` stops after RCPT and never
 sends DATA; the probe stops after TLS), and how to end (QUIT; RSET to go on with
@@ -64,7 +67,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mailtalk.protocols.common import ClientCore, LocalProtocolError, Role
-from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply, SMTPConnection, SMTPState
+from mailtalk.protocols.smtp import (
+    END_OF_DATA,
+    GREETING,
+    PRDR_START,
+    Reply,
+    SMTPConnection,
+    SMTPState,
+)
 
 
 class Stage(enum.Enum):
@@ -133,6 +143,8 @@ class Plan:
     # Postfix XCLIENT attributes, (NAME, value) checked by protocols.xclient: sent
     # after EHLO (part of the EHLO stage), and required: not offered ends the sequence
     xclient: tuple[tuple[str, str], ...] = ()
+    # PRDR on MAIL when offered: a reply per recipient to the message (draft-hall-prdr)
+    prdr: bool = False
 
     def __post_init__(self) -> None:
         if self.sender is not None and not self.recipients:
@@ -330,8 +342,11 @@ class Result:
 
     exchanges: list[Exchange] = field(default_factory=list)
     recipients: list[tuple[str, Reply]] = field(default_factory=list)  # each RCPT's reply
-    # LMTP: each accepted recipient's reply to the message (RFC 2033 4.2), in order
+    # LMTP and PRDR: each accepted recipient's reply to the message (RFC 2033 4.2), in
+    # order
     deliveries: list[tuple[str, Reply]] = field(default_factory=list)
+    # PRDR: the final reply for the whole message, after the per-recipient ones
+    prdr_final: Reply | None = None
     refusal: Refusal | None = None
     stopped_after: Stage | None = None  # the plan's stop point, reached
     closing: bool = False  # the server said 421 (or the core saw it close): no QUIT
@@ -349,18 +364,19 @@ class Result:
         """The server took the message (2xx to its final dot; with LMTP, for at least
         one recipient)."""
         if self.deliveries:
-            return bool(self.delivered)
+            final = self.prdr_final
+            return bool(self.delivered) and (final is None or final.code // 100 == 2)
         reply = self.reply(Stage.MESSAGE)
         return reply is not None and reply.code // 100 == 2
 
     @property
     def delivered(self) -> list[str]:
-        """LMTP: the recipients whose reply to the message was 2xx."""
+        """LMTP and PRDR: the recipients whose reply to the message was 2xx."""
         return [rcpt for rcpt, reply in self.deliveries if reply.code // 100 == 2]
 
     @property
     def undelivered(self) -> list[tuple[str, Reply]]:
-        """LMTP: the recipients the server took at RCPT but refused the message for."""
+        """LMTP and PRDR: the recipients taken at RCPT but refused the message."""
         return [(rcpt, reply) for rcpt, reply in self.deliveries if reply.code // 100 != 2]
 
     def reply(self, stage: Stage) -> Reply | None:
@@ -596,6 +612,9 @@ class ClientSequence:
         if plan.smtputf8 and "SMTPUTF8" in extensions:
             line += " SMTPUTF8"
             self._use("SMTPUTF8")
+        if plan.prdr and "PRDR" in extensions:
+            line += " PRDR"
+            self._use("PRDR")
         dsn = plan.dsn
         if dsn is not None and "DSN" in extensions:
             if dsn.ret:
@@ -710,7 +729,7 @@ class ClientSequence:
     def _message(self) -> Generator[_Step, Reply | None, bool]:
         if not self._chunking:
             reply = yield from self._ask(Stage.MESSAGE, Message(), END_OF_DATA)
-            if self.core.lmtp:
+            if self.core.lmtp or self._prdr_started(reply):
                 return (yield from self._per_recipient(END_OF_DATA, reply))
             return self._check(Stage.MESSAGE, END_OF_DATA, reply)
         self._use("CHUNKING")
@@ -722,7 +741,7 @@ class ClientSequence:
                 _, reply, _ = batched[0]  # the first chunk went with MAIL and RCPT
             else:
                 reply = yield from self._ask(Stage.MESSAGE, chunk, chunk.line)
-            if chunk.last and self.core.lmtp:
+            if chunk.last and (self.core.lmtp or self._prdr_started(reply)):
                 return (yield from self._per_recipient(chunk.line, reply))
             if not self._check(Stage.MESSAGE, chunk.line, reply):
                 return False  # a refused chunk ends the transaction (RFC 3030 2)
@@ -735,11 +754,20 @@ class ClientSequence:
         size = min(step, total - start)
         return Chunk(start, size, last=start + size >= total)
 
+    def _prdr_started(self, reply: Reply) -> bool:
+        """PRDR: the server's 353 to the message says per-recipient replies follow."""
+        return "PRDR" in self.result.used and reply.code == PRDR_START
+
     def _per_recipient(self, command: str, first: Reply) -> Generator[_Step, Reply | None, bool]:
         """LMTP: ``first`` and the rest of the replies to the message, one per
-        accepted recipient (RFC 2033 4.2); refused when no recipient got it."""
+        accepted recipient (RFC 2033 4.2); refused when no recipient got it. PRDR:
+        ``first`` is the 353, the replies per recipient follow, then the final one
+        (kept as the message's reply: a 5xx there refuses the message for all)."""
         deliveries = self.result.deliveries
+        prdr = not self.core.lmtp
         reply = first
+        if prdr:
+            reply = yield from self._ask(Stage.MESSAGE, Await(END_OF_DATA), END_OF_DATA)
         # Counted from the recipients, not from what the core still owes: the driver
         # may have fed it every reply already (they came in one read).
         owed = max(1, len(self.result.accepted))
@@ -748,9 +776,14 @@ class ClientSequence:
             if self.result.closing or len(deliveries) >= owed:
                 break
             reply = yield from self._ask(Stage.MESSAGE, Await(END_OF_DATA), END_OF_DATA)
-        if self.result.delivered and not self.result.closing:
+        final: Reply | None = None
+        if prdr and not self.result.closing:
+            final = yield from self._ask(Stage.MESSAGE, Await(END_OF_DATA), END_OF_DATA)
+            self.result.prdr_final = final
+        taken = final is None or final.code // 100 == 2
+        if self.result.delivered and not self.result.closing and taken:
             return True
-        refused = next((r for _, r in deliveries if r.code // 100 != 2), reply)
+        refused = next((r for _, r in deliveries if r.code // 100 != 2), final or reply)
         self.result.refusal = Refusal(Stage.MESSAGE, command, refused)
         return False
 

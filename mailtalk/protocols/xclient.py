@@ -25,24 +25,26 @@ class XClientError(ValueError):
     """An --xclient value that cannot be sent; the message says why in one line."""
 
 
-def parse_attribute(text: str) -> tuple[str, str]:
-    """``NAME=VALUE`` as (the attribute upper-cased, its value), checked."""
+def parse_attribute(text: str, given_as: str = "--xclient") -> tuple[str, str]:
+    """``NAME=VALUE`` as (the attribute upper-cased, its value), checked; errors name
+    it as ``given_as`` (the option, or ``:xclient`` in a session)."""
+    said = f"{given_as} {text!r}"
     name, equals, value = text.partition("=")
     name = name.strip().upper()
     if not equals or not name:
-        raise XClientError(f"--xclient {text!r}: give NAME=VALUE, e.g. ADDR=192.0.2.1")
+        raise XClientError(f"{said}: give NAME=VALUE, e.g. ADDR=192.0.2.1")
     if name not in ATTRIBUTES:
-        raise XClientError(f"--xclient {text!r}: {name} is not one of {', '.join(ATTRIBUTES)}")
+        raise XClientError(f"{said}: {name} is not one of {', '.join(ATTRIBUTES)}")
     if not value:
-        raise XClientError(f"--xclient {text!r}: no value (Postfix says [UNAVAILABLE] for none)")
+        raise XClientError(f"{said}: no value (Postfix says [UNAVAILABLE] for none)")
     if name in ("PORT", "DESTPORT") and not (value.isdigit() and 0 < int(value) < 65536):
-        raise XClientError(f"--xclient {text!r}: not a port (1-65535)")
+        raise XClientError(f"{said}: not a port (1-65535)")
     if name in ("ADDR", "DESTADDR") and not value.startswith("["):
         bare = value[5:] if value.upper().startswith("IPV6:") else value
         try:
             address = ipaddress.ip_address(bare)
         except ValueError:
-            raise XClientError(f"--xclient {text!r}: not an IP address") from None
+            raise XClientError(f"{said}: not an IP address") from None
         # Postfix wants IPv6 addresses marked so (XCLIENT_README: "IPV6:" prefix).
         value = f"IPV6:{address}" if address.version == 6 else str(address)
     return name, value

@@ -35,7 +35,6 @@ ACCEPTED_EXCEPTIONS = {
 PENDING = {
     # Gaps that nobody builds yet: the lead decides (build, or accept as exception).
     "AUTH GSSAPI": "not built (Kerberos; curl has it)",
-    "PRDR": "not built (swaks --prdr; Exim offers PRDR)",
 }
 
 # Tests outside tests/interop that still drive a real program.
@@ -55,6 +54,10 @@ BACKING: dict[str, list[str]] = {
     "DSN reports generated": [
         "tests/interop/test_dsn_real.py::"
         "test_postfix_refusal_comes_back_as_a_dsn_like_postfixs_own",
+    ],
+    "PRDR": [
+        "tests/interop/test_send_prdr_real.py::"
+        "test_exim_answers_each_recipient_and_one_refusal_is_reported_alone",
     ],
     "PIPELINING": [
         "tests/interop/test_send_pipeline_real.py::test_exim_logs_the_client_pipelined",

@@ -149,6 +149,10 @@ def _suggest_meta(
         return _match(current, verbs)
     if name == "auth" and position == 1:
         return _match(current, _auth_mechanisms(core))
+    if name == "xclient" and position >= 1:
+        done = words[1:] if completing_new else words[1:-1]
+        given = {word.partition("=")[0].upper() for word in done}
+        return _match(current, [a for a in _xclient_attributes(core) if a[:-1] not in given])
     if name in META_ARGUMENTS and position == 1:
         return _match(current, META_ARGUMENTS[name])
     return []
@@ -162,6 +166,17 @@ def _auth_mechanisms(core: ClientCore) -> list[str]:
     attribute = "sasl_mechanisms" if core.protocol == "pop3" else "auth_mechanisms"
     offered = {m.upper() for m in getattr(core, attribute, None) or []}
     return [m.lower() for m in MECHANISMS if not offered or m in offered]
+
+
+def _xclient_attributes(core: ClientCore) -> list[str]:
+    """``:xclient``'s choices, ``NAME=``: those of ours the server's EHLO offers for
+    XCLIENT, or all of ours while it has not answered EHLO."""
+    from mailtalk.protocols.xclient import ATTRIBUTES, offered_attributes
+
+    if not getattr(core, "esmtp", False):
+        return [f"{name}=" for name in ATTRIBUTES]
+    offered = offered_attributes(getattr(core, "extensions", {})) or frozenset()
+    return [f"{name}=" for name in ATTRIBUTES if name in offered]
 
 
 def _suggest_smtp(core: ClientCore, verb: str, args: list[str], current: str) -> list[Suggestion]:

@@ -430,6 +430,23 @@ def test_meta_auth_and_raw_arguments() -> None:
     assert complete(core, ":auth plain ") == []
 
 
+def test_meta_xclient_offers_the_attributes_the_server_advertised() -> None:
+    # Postfix's list; REVERSE_NAME is not one --xclient takes, so it is not offered
+    postfix = smtp_ready("XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT")
+    assert complete(postfix, ":xclient ") == [
+        "ADDR=", "NAME=", "PORT=", "PROTO=", "HELO=", "LOGIN=", "DESTADDR=", "DESTPORT=",
+    ]  # fmt: skip
+    assert complete(postfix, ":xclient ADDR") == ["ADDR="]  # the word being typed counts
+    assert complete(postfix, ":xclient ADDR=192.0.2.1 ") == [
+        "NAME=", "PORT=", "PROTO=", "HELO=", "LOGIN=", "DESTADDR=", "DESTPORT=",
+    ]  # fmt: skip
+    assert complete(postfix, ":xclient ADDR=192.0.2.1 n") == ["name="]
+    assert complete(postfix, ":xclient ADDR=19") == []  # a value: nothing to offer
+    assert complete(smtp_ready("XCLIENT ADDR NAME"), ":xclient ") == ["ADDR=", "NAME="]
+    assert complete(smtp_ready("PIPELINING"), ":xclient ") == []  # not offered here
+    assert "ADDR=" in complete(smtp_connected(), ":xclient ")  # before EHLO: all of ours
+
+
 @pytest.mark.parametrize(
     ("factory", "expected"),
     [(smtp_ready, {"RCPT", "MAIL", "EHLO"}), (pop3_transaction, {"RETR", "DELE"}),
