@@ -66,6 +66,7 @@ from mailtalk.store.filesystem import MESSAGE_MODE, remove_quietly, replace_file
 from mailtalk.store.flags import split_filename
 from mailtalk.store.locks import INDEX_LOCK_NAME, FileLock
 from mailtalk.store.sizes import measure, sizes_from_name
+from mailtalk.store.vanished import record_expunges
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +405,7 @@ class LockedIndex:
         self.rebuilt = False
         self.files: dict[str, tuple[str, str]] = {}
         self.index = Index(0, 1, 1, {})
+        self.expunged: list[tuple[int, int]] = []  # (modseq, uid), for QRESYNC
 
     def load(self) -> None:
         self.files = _scan_message_files(self.folder)
@@ -417,11 +419,10 @@ class LockedIndex:
         else:
             self.index = index
         records = self.index.records
-        gone = [base for base in records if base not in self.files]
-        for base in gone:
-            del records[base]
+        gone = [records.pop(base).uid for base in [b for b in records if b not in self.files]]
         if gone:
-            self.index.next_modseq()  # an expunge is a change (RFC 7162 3.1.2)
+            modseq = self.index.next_modseq()  # an expunge is a change (RFC 7162 3.1.2)
+            self.expunged.extend((modseq, uid) for uid in gone)
             self.dirty = True
         self._index_new_files()
         if self.rebuilt:
@@ -539,14 +540,19 @@ class LockedIndex:
 
     def remove(self, base: str) -> None:
         self.files.pop(base, None)
-        if self.index.records.pop(base, None) is not None:
-            self.index.next_modseq()
+        record = self.index.records.pop(base, None)
+        if record is not None:
+            self.expunged.append((self.index.next_modseq(), record.uid))
             self.dirty = True
 
     def save(self) -> None:
         """Write the index if it changed; on a full disk, only if a change is ``essential``."""
         if not self.dirty:
             return
+        if self.expunged:
+            record_expunges(self.folder, self.index.uidvalidity, self.expunged,
+                            self.expunged[0][0])
+            self.expunged = []
         data = _format_index(self.index).encode("utf-8", errors="surrogateescape")
         tmp_path = self.folder / _INDEX_TMP_NAME
         try:

@@ -85,6 +85,7 @@ from mailtalk.store.maildir import Maildir, unique_name
 # modules (the servers import them from this module). users.py imports this module
 # only inside the function that makes a Mailbox, so the two do not import in a circle.
 from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
+from mailtalk.store.vanished import read_log
 
 # What this module defines, and what other packages have imported from it.
 __all__ = [
@@ -324,6 +325,16 @@ class Mailbox:
         self._messages = view
         self._token = token
         return changes
+
+    def vanished_since(self, modseq: int) -> list[int]:
+        """The UIDs expunged after ``modseq`` (QRESYNC, RFC 7162 3.2), ascending; when
+        the folder's expunge log no longer reaches back that far, every UID below
+        UIDNEXT that is not in the folder (see :mod:`mailtalk.store.vanished`)."""
+        log = read_log(self.path, self._uidvalidity)
+        known = log.since(modseq) if log is not None else None
+        if known is not None:
+            return [uid for uid in known if uid not in self._messages]
+        return [uid for uid in range(1, self._uidnext) if uid not in self._messages]
 
     # -- change detection
 
