@@ -51,7 +51,7 @@ class RawIMAP:
                 return ["TAG " + line[len(tag) + 1 :]]
             assert line.startswith("+"), line
             self.sock.sendall(literal + b"\r\n")
-        lines = []
+        lines: list[str] = []
         while True:
             line = self.stream.readline().decode("utf-8", "replace").rstrip("\r\n")
             assert line, f"connection closed after {lines}"

@@ -29,6 +29,7 @@ from mailtalk.servers.imap.parse import (
     parse_mailbox,
     parse_status,
 )
+from mailtalk.servers.imap.qresync import QresyncParameter, parse_qresync, resync
 from mailtalk.servers.imap.tokens import (
     Atom,
     IMAPSyntaxError,
@@ -190,23 +191,35 @@ def namespace(session: IMAPServerProtocol, command: Command) -> None:
     session.done(command, "Namespace completed")
 
 
-def _select_parameters(session: IMAPServerProtocol, command: Command) -> str:
+def _select_parameters(
+    session: IMAPServerProtocol, command: Command
+) -> tuple[str, QresyncParameter | None]:
     """SELECT/EXAMINE's mailbox; a ``(CONDSTORE)`` parameter (RFC 7162 3.1.8) enables
-    CONDSTORE for the session."""
+    CONDSTORE for the session; ``(QRESYNC (...))`` (3.2.5) asks for the changes since,
+    once QRESYNC is enabled."""
     values = tokenize(command.args, command.literals)
+    qresync = None
     if len(values) == 2 and isinstance(values[1], list):
-        for parameter in values[1]:
-            if not isinstance(parameter, Atom) or parameter.value.upper() != "CONDSTORE":
+        parameters = list(values[1])
+        while parameters:
+            parameter = parameters.pop(0)
+            name = parameter.value.upper() if isinstance(parameter, Atom) else ""
+            if name == "CONDSTORE":
+                session.condstore = True
+            elif name == "QRESYNC" and parameters and session.qresync:
+                qresync = parse_qresync(parameters.pop(0))
+            elif name == "QRESYNC":
+                raise IMAPSyntaxError("QRESYNC needs ENABLE QRESYNC first, and a value")
+            else:
                 raise IMAPSyntaxError(f"unknown {command.verb} parameter {describe(parameter)}")
-        session.condstore = True
     elif len(values) != 1:
         raise IMAPSyntaxError(f"{command.verb} takes one mailbox name")
-    return mailbox_arg(session, values[0])
+    return mailbox_arg(session, values[0]), qresync
 
 
 def select(session: IMAPServerProtocol, command: Command) -> None:
     session.deselect()
-    name = _select_parameters(session, command)
+    name, qresync = _select_parameters(session, command)
     read_only = command.verb == "EXAMINE"
     mailbox = session.store.open(name, read_only=read_only)
     session.selected = mailbox
@@ -226,6 +239,8 @@ def select(session: IMAPServerProtocol, command: Command) -> None:
     session.untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
     session.untagged(f"OK [HIGHESTMODSEQ {mailbox.highestmodseq}] Highest")
+    if qresync is not None:
+        resync(session, mailbox, qresync)
     session.tagged(command.tag, "OK", "READ-ONLY" if read_only else "READ-WRITE",
                    f"{command.verb.capitalize()} completed")
 

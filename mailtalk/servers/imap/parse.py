@@ -762,6 +762,7 @@ class FetchRequest:
     sequence_set: SequenceSet
     items: list[FetchItem] = field(default_factory=list)
     changed_since: int | None = None  # RFC 7162 CHANGEDSINCE modifier
+    vanished: bool = False  # RFC 7162 3.2.6 VANISHED modifier (with CHANGEDSINCE)
 
     @property
     def sets_seen(self) -> bool:
@@ -775,11 +776,20 @@ def parse_fetch(args: str, literals: Sequence[bytes] = ()) -> FetchRequest:
         raise IMAPSyntaxError("FETCH takes a sequence set and data items")
     items = parse_fetch_items(values[1])
     changed_since = None
+    vanished = False
     if len(values) == 3:
-        changed_since = parse_modifier(values[2], "CHANGEDSINCE", zero=False)
+        modifiers = values[2]
+        if isinstance(modifiers, list) and len(modifiers) == 3:
+            # (CHANGEDSINCE n VANISHED) or (VANISHED CHANGEDSINCE n)
+            words = [m for m in modifiers if isinstance(m, Atom) and m.value.upper() == "VANISHED"]
+            if len(words) != 1:
+                raise IMAPSyntaxError("expected (CHANGEDSINCE mod-sequence VANISHED)")
+            modifiers = [m for m in modifiers if m is not words[0]]
+            vanished = True
+        changed_since = parse_modifier(modifiers, "CHANGEDSINCE", zero=False)
         if not any(item.name == "MODSEQ" for item in items):
             items.append(FetchItem("MODSEQ"))  # RFC 7162 3.1.4.1: implied
-    return FetchRequest(parse_sequence_set(values[0]), items, changed_since)
+    return FetchRequest(parse_sequence_set(values[0]), items, changed_since, vanished)
 
 
 # -- CONDSTORE modifiers (RFC 7162) -----------------------------------------------

@@ -24,6 +24,7 @@ from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
+from mailtalk.servers.imap.qresync import vanished_line, vanished_uids
 from mailtalk.servers.imap.search import (
     SearchCharsetError,
     esearch_response,
@@ -195,6 +196,10 @@ def _send_expunges(
     session: IMAPServerProtocol, before: list[MessageInfo], uids: Iterable[int]
 ) -> None:
     gone = set(uids)
+    if session.qresync:  # RFC 7162 3.2.10: VANISHED replaces EXPUNGE
+        if gone:
+            session.untagged(vanished_line(sorted(gone), earlier=False))
+        return
     for seq in sorted((n for n, m in enumerate(before, 1) if m.uid in gone), reverse=True):
         session.untagged(f"{seq} EXPUNGE")
 
@@ -389,6 +394,13 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
     targets = _targets(session, request.sequence_set, uid)
     if any(item.name == "MODSEQ" for item in request.items):
         session.condstore = True  # FETCH MODSEQ / CHANGEDSINCE enable it (RFC 7162 3.1)
+    if request.vanished:
+        # RFC 7162 3.2.6: only UID FETCH, with CHANGEDSINCE, once QRESYNC is enabled.
+        if not (uid and session.qresync and request.changed_since is not None):
+            raise IMAPSyntaxError("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+        gone = vanished_uids(session.box, request.changed_since, request.sequence_set)
+        if gone:
+            session.untagged(vanished_line(gone, earlier=True))
     if request.changed_since is not None:
         targets = [(n, m) for n, m in targets if m.modseq > request.changed_since]
     session.defer_tagged(

@@ -10,7 +10,8 @@ BINARY[...], BINARY.SIZE[...], APPEND with a ``~{n}`` literal8; see
 at the first login), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), ESEARCH
 (RFC 4731), QUOTA (RFC 9208, with ``--quota``: :mod:`mailtalk.servers.imap.quota`),
 CONDSTORE (RFC 7162: MODSEQs kept in the folder index, HIGHESTMODSEQ, FETCH
-CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ; not QRESYNC), SORT and
+CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ), QRESYNC (RFC 7162 3.2:
+:mod:`mailtalk.servers.imap.qresync`), SORT and
 THREAD=ORDEREDSUBJECT/REFERENCES (RFC 5256, on the SEARCH worker threads; see
 :mod:`mailtalk.servers.imap.sort`), STARTTLS and AUTH=PLAIN; response codes from
 RFC 5530.
@@ -77,6 +78,7 @@ from mailtalk.servers.imap import mailboxes, quota, selected
 from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
+from mailtalk.servers.imap.qresync import vanished_line
 from mailtalk.servers.imap.search import SearchCharsetError
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
 from mailtalk.servers.journal import REDACTED
@@ -165,6 +167,7 @@ class IMAPServerProtocol(ServerSession):
         self.utf8 = False
         # RFC 7162: after a CONDSTORE enabling command every untagged FETCH carries MODSEQ.
         self.condstore = False
+        self.qresync = False  # RFC 7162 3.2: VANISHED instead of EXPUNGE
         self._sasl_tag: str | None = None
         self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
@@ -363,7 +366,7 @@ class IMAPServerProtocol(ServerSession):
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE", "SORT",
+                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE", "QRESYNC", "SORT",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.context.settings.quota_bytes is not None:
             caps += ["QUOTA", "QUOTA=RES-STORAGE"]
@@ -705,6 +708,11 @@ class IMAPServerProtocol(ServerSession):
                 if not self.condstore:
                     enabled.append("CONDSTORE")
                 self.condstore = True
+            elif isinstance(value, Atom) and value.value.upper() == "QRESYNC":
+                if not self.qresync:
+                    enabled.append("QRESYNC")  # CONDSTORE comes with it (RFC 7162 3.2.3);
+                # Dovecot too lists only QRESYNC as enabled.
+                self.qresync = self.condstore = True
         self.untagged(" ".join(["ENABLED", *enabled]))
         self.done(command, "Enabled")
 
@@ -773,8 +781,11 @@ class IMAPServerProtocol(ServerSession):
             return
         if not changes:
             return
-        for seq in changes.expunged_seqs:
-            self.untagged(f"{seq} EXPUNGE")
+        if self.qresync and changes.expunged_uids:
+            self.untagged(vanished_line(sorted(changes.expunged_uids), earlier=False))
+        elif not self.qresync:
+            for seq in changes.expunged_seqs:
+                self.untagged(f"{seq} EXPUNGE")
         messages = mailbox.messages()
         if changes.new_uids:
             self.untagged(f"{len(messages)} EXISTS")
