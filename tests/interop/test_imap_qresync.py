@@ -10,6 +10,7 @@ folder's first and every MODSEQ as ``M`` (the servers count them differently).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -130,3 +131,36 @@ def test_qresync_advertised_and_refused_before_enable(ours: RunningServers) -> N
         assert refused[-1].startswith("TAG BAD"), refused
     finally:
         imap.close()
+
+
+def test_qresync_with_imapclient(ours: RunningServers) -> None:
+    """imapclient has no QRESYNC helpers, but its enable(), fetch(modifiers=...),
+    expunge() and noop() carry it: VANISHED comes back parsed, and the (EARLIER) ones
+    in imaplib's untagged responses."""
+    from imapclient import IMAPClient
+
+    port = ours.port("imap")
+    client = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=10)
+    other = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=10)
+    try:
+        client.login(USER, PASSWORD)
+        assert client.enable("QRESYNC") == [b"QRESYNC"]
+        for n in range(3):
+            client.append("INBOX", message(200 + n))
+        highest = client.select_folder("INBOX")[b"HIGHESTMODSEQ"]
+        client.add_flags([2], [b"\\Deleted"])
+        assert client.expunge()[1] == [(b"VANISHED", 2)]
+        client.add_flags([3], [b"\\Flagged"])
+        changed = client.fetch([1, 2, 3], ["FLAGS"],
+                               modifiers=[f"CHANGEDSINCE {highest}", "VANISHED"])
+        assert list(changed) == [3] and b"\\Flagged" in changed[3][b"FLAGS"]
+        assert client._imap.untagged_responses["VANISHED"][-1] == b"(EARLIER) 2"
+        other.login(USER, PASSWORD)
+        other.select_folder("INBOX")
+        other.add_flags([1], [b"\\Deleted"])
+        other.expunge()
+        assert client.noop()[1] == [(b"VANISHED", 1)]
+    finally:
+        for session in (client, other):
+            with contextlib.suppress(Exception):
+                session.logout()
