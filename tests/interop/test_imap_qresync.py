@@ -85,10 +85,11 @@ def dialogue(port: int, folder: str) -> list[str]:
         known = f"{uids[0]}:{uids[2]}"
         answers += norm(third.command(
             f"UID FETCH {known} (FLAGS) (CHANGEDSINCE {modseq} VANISHED)"))
-        # Another UIDVALIDITY: nothing but the plain SELECT.
-        third.command("UNSELECT")
+        # Another UIDVALIDITY: nothing but the plain SELECT, after the word that the
+        # mailbox selected until now is closed (RFC 7162 3.2.11).
         stale = third.command(f"EXAMINE {folder} (QRESYNC ({uidvalidity + 1} {modseq}))")
         assert not [line for line in stale if "VANISHED" in line or "FETCH" in line], stale
+        answers.append(stale[0])
     finally:
         for session in (second, third):
             if session is not None:
@@ -109,6 +110,7 @@ EXPECTED = [
     "* VANISHED (EARLIER) u1:u2",  # UID FETCH ... (CHANGEDSINCE ... VANISHED)
     "* 1 FETCH (UID u3 FLAGS (\\Flagged) MODSEQ (M))",
     "TAG OK",
+    "* OK [CLOSED] Previous mailbox closed.",
 ]
 
 

@@ -218,7 +218,11 @@ def _select_parameters(
 
 
 def select(session: IMAPServerProtocol, command: Command) -> None:
-    session.deselect()
+    if session.selected is not None:
+        # RFC 7162 3.2.11: a QRESYNC server marks where the old mailbox's responses end
+        # (and so does Dovecot, in the same words). Closed even if this SELECT fails.
+        session.deselect()
+        session.untagged("OK [CLOSED] Previous mailbox closed.")
     name, qresync = _select_parameters(session, command)
     read_only = command.verb == "EXAMINE"
     mailbox = session.store.open(name, read_only=read_only)

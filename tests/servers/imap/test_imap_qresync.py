@@ -48,6 +48,9 @@ def test_vanished_for_expunge_and_move_and_resync_across_a_restart(tmp_path: Pat
         lines = command(raw, "f", f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {start} VANISHED)")
         assert lines[0] == b"* VANISHED (EARLIER) 2:3,5:6\r\n", lines
         assert lines[-1].startswith(b"f OK")
+        # RFC 7162 3.2.11: selecting another mailbox says the first one is closed.
+        lines = command(raw, "a", "EXAMINE Archive")
+        assert lines[0] == b"* OK [CLOSED] Previous mailbox closed.\r\n", lines
 
 
 @pytest.mark.parametrize("text", [
