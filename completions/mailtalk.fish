@@ -323,7 +323,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls' -d 'Implicit TLS (port 465).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -d 'The SASL mechanism of --auth; auto: with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -d 'The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, plain, login, xoauth2, oauthbearer, digest-md5 or ntlm; auto: with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'oauth2-token' -x -d 'An OAuth 2 bearer token for XOAUTH2 or OAUTHBEARER, for the user who logs in (send: --auth USER).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'helo' -x -d 'The EHLO name (default: this host\'s name).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'subject' -x -d ''

@@ -46,7 +46,7 @@ def _brief_option(what: str) -> Callable[[F], F]:
     "  mailtalk mx --resolver 127.0.0.1:5353 --json isp.test\n\n"
     "\b\nExit status:\n"
     "  0    the domain can receive mail\n"
-    "  1    it cannot: NXDOMAIN, null MX, no MX and no address, or no MX answered --probe\n"
+    "  1    it cannot: NXDOMAIN, null MX, no MX nor address, none answered --probe\n"
     "  2    bad arguments\n"
     "  3    the DNS did not answer (timeout, SERVFAIL)",
 )
@@ -141,7 +141,7 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "  mailtalk send --from a@x.test --to b@y.test --server localhost:2525 \\\n"
     "      --dsn-notify SUCCESS,FAILURE --dsn-ret HDRS --envid t1 --chunking --size\n"
     "  mailtalk send --from a@x.test --to b@y.test --to c@y.test \\\n"
-    "      --server mx.y.test:25 --pipeline   # MAIL, both RCPTs and DATA in one write\n"
+    "      --server mx.y.test:25 --pipeline   # MAIL, RCPTs and DATA in one write\n"
     "  mailtalk send --from a@x.test --to b@y.test --to c@y.test \\\n"
     "      --server mx.y.test:25 --prdr   # a reply per recipient to the message\n"
     "  mailtalk send --from a@x.test --to b@y.test --server mx.y.test:25 \\\n"
@@ -209,7 +209,9 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
                        "xoauth2", "oauthbearer", "digest-md5", "ntlm"]),
     default="auto",
     show_default=True,
-    help="The SASL mechanism of --auth; auto: with an OAuth 2 token "
+    metavar="MECH",
+    help="The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, "
+    "plain, login, xoauth2, oauthbearer, digest-md5 or ntlm; auto: with an OAuth 2 token "
     "($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; "
     "else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then "
     "PLAIN, LOGIN). SCRAM and DIGEST-MD5 also check that the server knows the password. "

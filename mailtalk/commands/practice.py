@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @cli.command(
     epilog="\b\nExamples:\n"
-    "  mailtalk practice                    the world, its map, the lesson and a prompt\n"
+    "  mailtalk practice                    the world, its map, lesson and prompt\n"
     "  mailtalk practice --lang nl --lesson 2\n"
     "  mailtalk practice --list\n"
     "  mailtalk practice --keep             leave it running for other terminals\n"

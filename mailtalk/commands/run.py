@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     "  mailtalk run -v --var TO=bob@example.net tests/*.mt\n"
     "  mailtalk run --junit report.xml --keep-going tests/*.mt\n"
     "  mailtalk run --repeat 1000 --concurrency 8 send.mt\n"
-    "  mailtalk run --repeat 1000 --reuse send.mt       # one connection, loop ... end\n"
-    "  printf 'connect smtp://localhost\\nS: 220\\nC: QUIT\\nS: 221\\n' | mailtalk run -\n"
-    "  mailtalk run --pipe 'exim -bh 192.0.2.1' session.mt  # Exim's rules, no network\n"
+    "  mailtalk run --repeat 1000 --reuse send.mt    # one connection, loop ... end\n"
+    "  printf 'connect smtp://localhost\\nS: 220\\nC: QUIT\\n' | mailtalk run -\n"
+    "  mailtalk run --pipe 'exim -bh 192.0.2.1' session.mt  # Exim's rules, offline\n"
     "  mailtalk run --cafile ca.pem --sni mail.example.com --cert me.pem tls.mt\n\n"
     "\b\nSession files: one step a line. C: LINE sends, S: EXPECTATION checks the reply\n"
     "(250, 2xx, 5.7.1, +OK, NO, then optionally a glob, /regex/ or words, each a\n"
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     "  2    a bad script or bad options (nothing was run)\n"
     "  3    could not connect\n"
     "  4    TLS failed or was refused\n"
-    "  5    the server closed the connection early, broke the protocol, or timed out\n"
+    "  5    the server closed the connection early, broke the protocol or timed out\n"
     "  6    an auth directive failed",
 )
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")

@@ -19,20 +19,20 @@ if TYPE_CHECKING:
     "  mailtalk serve --user alice:secret\n"
     "  MAILTALK_SERVE_PASSWORD=secret mailtalk serve --user alice\n"
     "  mailtalk serve --users-file ~/class-users.txt --listen 0.0.0.0\n"
-    "  mailtalk serve --user alice --oauth2-tokens tokens.txt   # + XOAUTH2, OAUTHBEARER\n"
+    "  mailtalk serve --user alice --oauth2-tokens tokens.txt   # + OAuth 2 tokens\n"
     "  mailtalk serve --smtp 0 --json\n"
     "  mailtalk serve --domain example.test --personality qmail\n"
     "  mailtalk serve --listen 127.0.0.2 --hostname mx.isp.test --domain isp.test\n"
-    "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Mailbox full'\n"
+    "  mailtalk serve --scenario greylist --fault 'smtp:rcpt#2=452 4.2.2 Full'\n"
     "  mailtalk serve --sink --smtp 2525\n"
-    "  mailtalk serve --listen 0.0.0.0 --max-connections-per-address 10   # a classroom\n"
-    "  mailtalk serve --user alice:secret --journal -     # what happens, live, as JSON lines\n"
-    "  mailtalk serve --journal ~/serve.jsonl             # ... kept in a file (rotated)\n"
+    "  mailtalk serve --listen 0.0.0.0 --max-connections-per-address 10  # class\n"
+    "  mailtalk serve --user alice:secret --journal -   # live, as JSON lines\n"
+    "  mailtalk serve --journal ~/serve.jsonl           # ... in a file, rotated\n"
     "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
-    "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760   # Postfix's LMTP hop\n"
+    "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760  # + LMTP\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
-    "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No such user\n"
+    "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No user\n"
     "  smtp:rcpt=rate 100/min=421 4.7.0 Too many messages\n"
     "  smtp:mail=rate 3/2s per sender=450 4.7.1 Slow down\n"
     "  pop3:pass=rate 5/min=-ERR [LOGIN-DELAY] Too many logins\n"
@@ -347,7 +347,7 @@ def serve(
     only to clients listed in ROOT/control/relayclients or that authenticated
     (qmail's rcpthosts rules); POP3 and IMAP read the same Maildirs. Without
     port options it listens on SMTP 2525, submission 2587, SMTPS 2465, POP3
-    2110, POP3S 2995, IMAP 2143 and IMAPS 2993; LMTP only with --lmtp.
+    2110, POP3S 2995, IMAP 2143 and IMAPS 2993; --lmtp and --http add to those.
     Ctrl-C stops it.
     """
     from mailtalk.servers.command import ServeOptions, run

@@ -96,7 +96,11 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
     directory the environment names."""
     ports = {
         name: options.ports[name] for name in LISTENER_ORDER if name in options.ports
-    } or dict(DEFAULT_PORTS)
+    }
+    # LMTP is added to the others, as --http is: only ports of the default listeners
+    # (SMTP, POP3, IMAP and their TLS ports) replace the defaults
+    if not set(ports) & set(DEFAULT_PORTS):
+        ports = {**DEFAULT_PORTS, **ports}
     users = _users(options, env)
     settings = ServerSettings(
         personality=options.personality,

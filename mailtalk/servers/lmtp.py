@@ -60,6 +60,15 @@ class LMTPServerProtocol(SMTPServerProtocol):
         for _ in range(1 if self._each_recipient else max(owed, 1)):
             super()._reply(code, *lines)
 
+    def _send_key(self, key: str, **values: str) -> None:
+        if key != "banner":
+            super()._send_key(key, **values)
+            return
+        # the personality's greeting, saying what this listener speaks (RFC 2033 4.1's
+        # example: "220 foo.edu LMTP server ready")
+        code, text = self.context.reply(key, **values)
+        self._reply(code, text.replace(" ESMTP ", " LMTP ", 1))
+
     def _lhlo(self, args: str) -> None:
         name = args.strip()
         if not name:

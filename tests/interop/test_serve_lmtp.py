@@ -101,7 +101,8 @@ def test_ehlo_and_helo_are_refused_lhlo_is_answered(
     servers = start_lmtp(mailtalk_servers, tmp_path)
     with socket.create_connection(("127.0.0.1", servers.port("lmtp")), timeout=10) as sock:
         reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"220 ")
+        greeting = reader.readline()
+        assert greeting.startswith(b"220 ") and b" LMTP " in greeting  # RFC 2033 4.1
         sock.sendall(b"EHLO me\r\nHELO me\r\nLHLO me\r\n")
         assert reader.readline().startswith(b"500 5.5.1 This is LMTP: say LHLO")
         assert reader.readline().startswith(b"500 5.5.1 This is LMTP: say LHLO")

@@ -491,3 +491,13 @@ def test_a_message_that_cannot_be_parsed_is_a_syntax_error() -> None:
 def test_a_well_formed_command_the_server_cannot_carry_out() -> None:
     assert explain("A1 NO Operation is not supported on mailbox").category == "other"
     assert explain("a4 NO AUTHENTICATE method not supported").category == "syntax_error"
+
+
+def test_a_postfix_style_over_quota_is_not_called_gmail() -> None:
+    # "user is over quota" is the words of Postfix's and others' quota checks; Gmail's
+    # own is "The email account that you tried to reach is over quota"
+    postfix = explain("452 4.2.2 <bob@example.com>: Recipient address rejected: user is over quota")
+    assert postfix.category == "mailbox_full_quota"
+    assert postfix.matched is None or postfix.matched.origin != "Gmail"
+    gmail = explain("452 4.2.2 The email account that you tried to reach is over quota.")
+    assert gmail.matched is not None and gmail.matched.origin == "Gmail"

@@ -297,5 +297,10 @@ def test_options_become_the_servers_configuration(tmp_path: Path) -> None:
     chosen = serve_config(ServeOptions(root=tmp_path / "r", ports={"imaps": 0, "smtp": 0}), env)
     assert chosen.root == tmp_path / "r"
     assert list(chosen.ports) == ["smtp", "imaps"]  # in the listeners' order
+    # --lmtp adds to the default listeners, as --http does (the README's "+ LMTP")
+    lmtp = serve_config(ServeOptions(root=tmp_path / "r", ports={"lmtp": 2424}), env)
+    assert lmtp.ports == {**DEFAULT_PORTS, "lmtp": 2424}
+    lmtp_only = serve_config(ServeOptions(root=tmp_path / "r", ports={"lmtp": 0, "smtp": 0}), env)
+    assert list(lmtp_only.ports) == ["smtp", "lmtp"]
     with pytest.raises(UsageError, match="--user bob:…"):
         serve_config(ServeOptions(users=("bob:",)), env)
