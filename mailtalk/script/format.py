@@ -426,9 +426,10 @@ def _unknown(line: str, name: str, proven: bool) -> str:
     close = difflib.get_close_matches(word, DIRECTIVES, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]}?" if close else ""
     if not proven:
+        # the question about the file first, then the guess: "...? did you mean connect?"
         return (
-            f"not C:, S:, a directive or a comment{hint}: is {name} a session file? "
-            "(its text is not shown)"
+            f"not C:, S:, a directive or a comment: is {name} a session file? "
+            f"(its text is not shown){hint.replace(';', '', 1)}"
         )
     shown = word if len(word) <= 40 else word[:40] + "..."
     shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)

@@ -176,4 +176,5 @@ def test_a_typo_in_a_session_file_is_still_quoted(tmp_path: Path) -> None:
     assert_refused(result, f"{script}:3: unknown directive 'conect'; did you mean connect?")
     script = write(tmp_path, "s.mt", "conect smtp://h\n")
     result = run(tmp_path, str(script))
-    assert_refused(result, f"{script}:1: not C:, S:, a directive or a comment; did you mean")
+    assert_refused(result, f"{script}:1: not C:, S:, a directive or a comment: is {script}")
+    assert result.stderr.rstrip().endswith("(its text is not shown) did you mean connect?")
