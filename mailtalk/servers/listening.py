@@ -105,6 +105,7 @@ class Listener:
                 return
             self._told_full = False
             conn.setblocking(False)
+            set_nodelay(conn)
             task = self._loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -131,6 +132,18 @@ class Listener:
     def _where(self) -> str:
         host, port = self.address[:2]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def set_nodelay(conn: socket.socket) -> None:
+    """Send small writes at once (no Nagle). asyncio sets TCP_NODELAY itself only on a
+    socket whose ``proto`` is IPPROTO_TCP, which an accepted socket of a listener made with
+    proto 0 is not: pipelined answers (POP3 RETR, IMAP FETCH) then waited for the client's
+    delayed ACK, about 40 ms per batch (20x Dovecot on 10,000 pipelined RETRs)."""
+    if conn.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the client went already: its transport will say so
+            pass
 
 
 def raise_descriptor_limit(max_connections: int) -> None:

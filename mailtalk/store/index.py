@@ -338,6 +338,12 @@ _NO_KEYWORDS: frozenset[str] = frozenset()
 _UNIQUE_NAME = re.compile(r"(\d+)\.([^.]*)")
 _MICROSECONDS = re.compile(r"M(\d+)")
 _SEQUENCE = re.compile(r"Q(\d+)|^\d+_(\d+)$")
+# unique_name()'s form, ``<sec>.M<usec>P<pid>Q<n>.<host>``, with or without Dovecot's
+# ``,S=<size>,W=<rfc822 size>`` after it: the groups give _delivery_order's key and
+# sizes_from_name's answer (the host has no comma, so no other field can follow).
+_CANONICAL_NAME = re.compile(
+    r"([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,]*(?:,S=([0-9]+),W=([0-9]+))?"
+)
 
 
 def _delivery_order(base: str, mtime_ns: int) -> tuple[int, int, int, str]:
@@ -448,9 +454,10 @@ class LockedIndex:
             return None
 
     def _index_new_files(self) -> None:
-        unindexed = []
+        unindexed: list[tuple[tuple[int, int, int, str], str, int, int, int, bool]] = []
         records = self.index.records
         directories: dict[str, int] = {}
+        canonical = _CANONICAL_NAME.fullmatch
         try:
             for base, (subdir, filename) in self.files.items():
                 if base in records:
@@ -460,7 +467,16 @@ class LockedIndex:
                     dir_fd = directories[subdir] = os.open(
                         self.folder / subdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                     )
-                named = sizes_from_name(base)
+                # The name as unique_name() makes it (with Dovecot's sizes or without):
+                # the delivery order and the sizes in one match, else the general parsers.
+                fast = canonical(base)
+                named: tuple[int, int] | None
+                if fast is None:
+                    named = sizes_from_name(base)
+                elif fast[4] is not None and int(fast[5]) >= int(fast[4]):
+                    named = int(fast[4]), int(fast[5])
+                else:
+                    named = None
                 try:
                     if named is None:
                         status, size, rfc822_size, unterminated = measure(dir_fd, filename)
@@ -471,28 +487,33 @@ class LockedIndex:
                         (size, rfc822_size), unterminated = named, False
                 except FileNotFoundError:
                     continue  # renamed by another reader meanwhile: the next load sees it
-                order = _delivery_order(base, status.st_mtime_ns)
+                if fast is None:
+                    order = _delivery_order(base, status.st_mtime_ns)
+                else:
+                    order = (int(fast[1]), int(fast[2]), int(fast[3]), base)
                 unindexed.append(
-                    (
-                        order,
-                        Record(
-                            0,
-                            base,
-                            size,
-                            rfc822_size,
-                            int(status.st_mtime),
-                            frozenset(),
-                            unterminated,
-                        ),
-                    )
+                    (order, base, size, rfc822_size, int(status.st_mtime), unterminated)
                 )
         finally:
             for dir_fd in directories.values():
                 os.close(dir_fd)
+        if not unindexed:
+            return
         if self.index.uidnext + len(unindexed) > MAX_UID + 1:
             self._renumber()
-        for _, record in sorted(unindexed, key=lambda item: item[0]):
-            self.add_record(record)
+        unindexed.sort(key=lambda item: item[0])
+        # add_record() for each, without the intermediate Record: the next UID and
+        # the next MODSEQ for each message, in delivery order.
+        index = self.index
+        records = index.records  # _renumber() may have made a new index
+        uid, modseq = index.uidnext, index.highestmodseq
+        for _, base, size, rfc822_size, internaldate, unterminated in unindexed:
+            modseq += 1
+            records[base] = Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS,
+                                   unterminated, modseq)
+            uid += 1
+        index.uidnext, index.highestmodseq = uid, modseq
+        self.dirty = True
 
     def _renumber(self) -> None:
         """UIDs ran out: RFC 3501 2.3.1.1 says start again under a new UIDVALIDITY."""
