@@ -17,6 +17,7 @@ connection caps from the start. :func:`raise_descriptor_limit` raises the soft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -140,10 +141,9 @@ def set_nodelay(conn: socket.socket) -> None:
     proto 0 is not: pipelined answers (POP3 RETR, IMAP FETCH) then waited for the client's
     delayed ACK, about 40 ms per batch (20x Dovecot on 10,000 pipelined RETRs)."""
     if conn.family in (socket.AF_INET, socket.AF_INET6):
-        try:
+        # OSError: the client went already; its transport will say so
+        with contextlib.suppress(OSError):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # the client went already: its transport will say so
-            pass
 
 
 def raise_descriptor_limit(max_connections: int) -> None:

@@ -58,14 +58,16 @@ def server_side_nodelay(client: socket.socket) -> int:
 )
 def test_every_listener_sets_tcp_nodelay(tmp_path: Path, listener: str) -> None:
     ports = {"smtp": None, listener: 0}
-    with run_servers(tmp_path / "root", users=USERS, **ports) as servers:  # type: ignore[arg-type]
-        with socket.create_connection(("127.0.0.1", servers.port(listener)), timeout=10) as raw:
-            sock: socket.socket = raw
-            if listener in IMPLICIT_TLS:
-                context = ssl.create_default_context(cafile=str(servers.cafile))
-                sock = context.wrap_socket(raw, server_hostname="localhost")
-            assert sock.recv(1024)  # the greeting: the session is set up
-            assert server_side_nodelay(sock) == 1
+    with (
+        run_servers(tmp_path / "root", users=USERS, **ports) as servers,  # type: ignore[arg-type]
+        socket.create_connection(("127.0.0.1", servers.port(listener)), timeout=10) as raw,
+    ):
+        sock: socket.socket = raw
+        if listener in IMPLICIT_TLS:
+            context = ssl.create_default_context(cafile=str(servers.cafile))
+            sock = context.wrap_socket(raw, server_hostname="localhost")
+        assert sock.recv(1024)  # the greeting: the session is set up
+        assert server_side_nodelay(sock) == 1
 
 
 def test_1000_retrs_pipelined_two_at_a_time(tmp_path: Path) -> None:
@@ -76,14 +78,16 @@ def test_1000_retrs_pipelined_two_at_a_time(tmp_path: Path) -> None:
     body = b"".join(b"line %d of a short message\n" % n for n in range(8))
     for n in range(count):
         deliver(root, b"Subject: %d\n\n" % n + body)
-    with run_servers(root, users=USERS, smtp=None, pop3=0) as servers:
-        with Pop(servers.port("pop3"), timeout=30) as client:
-            client.login()
-            started = time.monotonic()
-            for first in range(1, count + 1, 2):
-                client.send(b"RETR %d\r\nRETR %d\r\n" % (first, first + 1))
-                for n in (first, first + 1):
-                    assert client.status().endswith(b" octets\r\n")
-                    assert client.body().startswith(b"Subject: %d\r\n" % (n - 1))
-            elapsed = time.monotonic() - started
+    with (
+        run_servers(root, users=USERS, smtp=None, pop3=0) as servers,
+        Pop(servers.port("pop3"), timeout=30) as client,
+    ):
+        client.login()
+        started = time.monotonic()
+        for first in range(1, count + 1, 2):
+            client.send(b"RETR %d\r\nRETR %d\r\n" % (first, first + 1))
+            for n in (first, first + 1):
+                assert client.status().endswith(b" octets\r\n")
+                assert client.body().startswith(b"Subject: %d\r\n" % (n - 1))
+        elapsed = time.monotonic() - started
     assert elapsed < 10, f"1,000 pipelined RETRs took {elapsed:.1f} s (the Nagle stall: 22 s)"
