@@ -227,14 +227,15 @@ expect-close
     sent = [(r["dir"], r["text"]) for r in records if "dir" in r]
     assert ("C", "PASS ***") in sent
     index = sent.index(("C", "LIST"))
-    assert sent[index + 1][1].startswith("+OK")
-    listing = []
-    for direction, text in sent[index + 2 :]:
-        if text == ".":
-            break
-        assert direction == "S"
-        listing.append(text)
-    assert listing and all(line.split()[0].isdigit() for line in listing)
+    retr = sent.index(("C", "RETR 1"))
+    # the whole listing came before RETR was sent: as one record (a long one is cut
+    # short in the record, "..." at its end) or line by line up to "."
+    between = sent[index + 1 : retr]
+    assert between and all(direction == "S" for direction, _ in between)
+    assert between[0][1].startswith("+OK")
+    lines = "\n".join(text for _, text in between).replace("\\r\\n", "\n").splitlines()
+    listing = [line for line in lines[1:] if line not in (".", "...")]
+    assert listing and all(line.split()[0].isdigit() for line in listing[:-1])
     assert records[-1]["result"] == "pass"
 
 
