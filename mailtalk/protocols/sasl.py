@@ -17,7 +17,9 @@ bytes mean is here, once, for every role:
 * XOAUTH2 (Google's and Microsoft's format) and OAUTHBEARER (RFC 7628): an OAuth 2
   bearer token; a refused token comes back as a challenge of base64 JSON, which the
   client answers with an empty line (XOAUTH2) or ``^A`` (OAUTHBEARER) to see the
-  final error.
+  final error;
+* GSSAPI (RFC 4752): Kerberos V5; the identity is the ticket's (``kinit``), the
+  exchange in :mod:`mailtalk.protocols.sasl_gssapi`, the library in ``net``.
 
 A client mechanism is a small object: ``initial()`` is the first answer (sent with
 the command when the protocol allows an initial response), ``respond(challenge)``
@@ -40,7 +42,10 @@ import json
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from mailtalk.protocols.sasl_gssapi import SecurityContext
 
 
 class SASLError(ValueError):
@@ -303,7 +308,9 @@ class Scram(ClientMechanism):
 
 # -- DIGEST-MD5 (RFC 2831) -----------------------------------------------------------
 
-DIGEST_SERVICES: Final = {"smtp": "smtp", "pop3": "pop", "imap": "imap", "lmtp": "lmtp"}
+# The service names of DIGEST-MD5's digest-uri and GSSAPI's host-based service
+# (imap@host): the IANA GSSAPI/Kerberos/SASL service names, "pop" for POP3 (RFC 5034).
+SASL_SERVICES: Final = {"smtp": "smtp", "pop3": "pop", "imap": "imap", "lmtp": "lmtp"}
 
 
 def parse_digest_challenge(message: bytes) -> list[tuple[str, str]]:
@@ -659,21 +666,27 @@ WEAK_PASSWORD_MECHANISMS: Final = {
     "NTLM": "weak (an eavesdropper can crack its NTLMv2 answer offline, and the server "
     "is not authenticated)",
 }
-# Needs no secret: the TLS client certificate (--cert/--key) is the identity.
+# Need no secret: the TLS client certificate (--cert/--key) is the identity; the
+# Kerberos ticket (kinit) is. Never asked a password for; a USER given is the
+# authorization identity to act as.
 CERTIFICATE_MECHANISMS: Final = ("EXTERNAL",)
+TICKET_MECHANISMS: Final = ("GSSAPI",)
+NO_SECRET_MECHANISMS: Final = CERTIFICATE_MECHANISMS + TICKET_MECHANISMS
 MECHANISMS: Final = (
     PASSWORD_MECHANISMS + TOKEN_MECHANISMS + tuple(WEAK_PASSWORD_MECHANISMS)
-    + CERTIFICATE_MECHANISMS
+    + NO_SECRET_MECHANISMS
 )
 
 
 def client_mechanism(
-    name: str, user: str, secret: str, host: str = "", port: int = 0, protocol: str = "smtp"
+    name: str, user: str, secret: str, host: str = "", port: int = 0, protocol: str = "smtp",
+    context: SecurityContext | None = None,
 ) -> ClientMechanism:
     """The client of ``name`` (upper case) with its credentials: ``secret`` is the
-    password, or the token for XOAUTH2/OAUTHBEARER (EXTERNAL has none: ``user`` is the
-    authorization identity, empty for the certificate's). ``protocol`` names
-    DIGEST-MD5's service (smtp, pop, imap)."""
+    password, or the token for XOAUTH2/OAUTHBEARER (EXTERNAL and GSSAPI have none:
+    ``user`` is the authorization identity, empty for the certificate's or the
+    ticket's). ``protocol`` names DIGEST-MD5's service (smtp, pop, imap); GSSAPI needs
+    the Kerberos ``context`` (``net.gssapi``) for that service."""
     if name == "PLAIN":
         return Plain(user, secret)
     if name == "LOGIN":
@@ -687,11 +700,15 @@ def client_mechanism(
     if name == "OAUTHBEARER":
         return OAuthBearer(user, secret, host, port)
     if name == "DIGEST-MD5":
-        return DigestMD5(user, secret, host, DIGEST_SERVICES.get(protocol, protocol))
+        return DigestMD5(user, secret, host, SASL_SERVICES.get(protocol, protocol))
     if name == "NTLM":
         return NTLM(user, secret)
     if name == "EXTERNAL":
         return External(user)
+    if name == "GSSAPI" and context is not None:
+        from mailtalk.protocols.sasl_gssapi import Gssapi
+
+        return Gssapi(context, user)
     raise ValueError(f"mailtalk does not do SASL {name}")
 
 
@@ -709,13 +726,18 @@ def choose(offered: list[str] | None, token: bool) -> str:
     return ours[0] if token else "PLAIN"
 
 
-def auto_mechanism(offered: list[str] | tuple[str, ...] | None, have_token: bool) -> str:
+def auto_mechanism(
+    offered: list[str] | tuple[str, ...] | None, have_token: bool, have_ticket: bool = False
+) -> str:
     """What ``send``/``diagnose login`` use without a mechanism named: with a token, the
-    token mechanism offered (OAUTHBEARER, then XOAUTH2); otherwise, and when the server
-    offers neither, the strongest password mechanism offered (``choose``)."""
+    token mechanism offered (OAUTHBEARER, then XOAUTH2); with a Kerberos ticket for the
+    user (``have_ticket``), GSSAPI when offered; otherwise, and when the server offers
+    none of those, the strongest password mechanism offered (``choose``)."""
     upper = {m.upper() for m in offered or ()}
     if have_token:
         for name in TOKEN_MECHANISMS:
             if name in upper:
                 return name
+    if have_ticket and "GSSAPI" in upper:
+        return "GSSAPI"
     return choose(list(offered) if offered else None, token=False)
