@@ -20,7 +20,6 @@ password: without a ticket GSSAPI fails, it never asks.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any, Final
 
 LIBRARY: Final = "libgssapi_krb5.so.2"
@@ -67,9 +66,8 @@ def library() -> Any:
     global _lib
     if _lib is not None:
         return _lib
-    name = ctypes.util.find_library("gssapi_krb5") or LIBRARY
     try:
-        lib = ctypes.CDLL(name)
+        lib = ctypes.CDLL(LIBRARY)  # by its soname, as the dynamic linker finds it
     except OSError:
         raise GSSAPIError(
             f"GSSAPI needs MIT Kerberos's {LIBRARY}, which is not on this system "
