@@ -471,7 +471,7 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm gssapi' -- "$cur"))
             ;;
         'mailtalk send|--oauth2-token')
             COMPREPLY=()

@@ -201,22 +201,26 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "--auth",
     "auth_user",
     metavar="USER",
-    help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.",
+    help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked "
+    "(gssapi: no password; USER is the identity to act as, and may be left out).",
 )
 @click.option(
     "--auth-mechanism",
     type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login",
-                       "xoauth2", "oauthbearer", "digest-md5", "ntlm"]),
+                       "xoauth2", "oauthbearer", "digest-md5", "ntlm", "gssapi"]),
     default="auto",
     show_default=True,
     metavar="MECH",
     help="The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, "
-    "plain, login, xoauth2, oauthbearer, digest-md5 or ntlm; auto: with an OAuth 2 token "
-    "($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; "
+    "plain, login, xoauth2, oauthbearer, digest-md5, ntlm or gssapi; auto: with an OAuth 2 "
+    "token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; "
+    "with a Kerberos ticket of the --auth user (kinit), GSSAPI when offered; "
     "else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then "
     "PLAIN, LOGIN). SCRAM and DIGEST-MD5 also check that the server knows the password. "
     "digest-md5 (historic, RFC 6331) and ntlm (NTLMv2; DOMAIN\\user for a domain) are "
     "weak: only when named, never by auto, and warned about. "
+    "gssapi (Kerberos V5, RFC 4752) logs in with the ticket of kinit, for the service "
+    "smtp@HOST (HOST as given to --server), and never asks for a password. "
     "Example: --auth me --auth-mechanism cram-md5",
 )
 @oauth2_token_option

@@ -35,7 +35,7 @@ from mailtalk.mail.smtp_steps import (
 from mailtalk.net.target import Target
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
-from mailtalk.protocols.sasl import TOKEN_MECHANISMS, auto_mechanism
+from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS, auto_mechanism
 from mailtalk.protocols.smtp_sequence import (
     DSN,
     QUIT_POINTS,
@@ -219,7 +219,7 @@ def converse(
         sender=options.sender,
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
-        auth=bool(options.auth_user),
+        auth=logs_in(options),
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
         xclient=options.xclient,
@@ -227,14 +227,18 @@ def converse(
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
-        user = options.auth_user
-        assert user is not None  # the plan asks for AUTH only with a user
+        user = options.auth_user or ""  # none: GSSAPI, the ticket's identity
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
         mechanism = options.auth_mechanism.upper()
         if mechanism == "AUTO":
-            mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None)
+            ticket = "GSSAPI" in offer.mechanisms and has_ticket_for(user)
+            mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None, ticket)
+            if mechanism == "GSSAPI":
+                user = ""  # the ticket says who: --auth named its owner
+        if mechanism in NO_SECRET_MECHANISMS:
+            return conv.authenticate(mechanism, user, "")
         if mechanism in TOKEN_MECHANISMS:
             assert options.oauth2_token is not None  # commands/mail.py makes sure
             return conv.authenticate(mechanism, user, options.oauth2_token)
@@ -502,11 +506,29 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
             "warning",
         )
-    if stop == Stage.AUTH.value and not options.auth_user:
+    if stop == Stage.AUTH.value and not logs_in(options):
         listener.note(
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
         )
+
+
+def logs_in(options: SendOptions) -> bool:
+    """Whether the plan has AUTH: --auth USER, or GSSAPI, whose Kerberos ticket is
+    the identity (--auth is then only the identity to act as)."""
+    return bool(options.auth_user) or options.auth_mechanism == "gssapi"
+
+
+def has_ticket_for(user: str) -> bool:
+    """Whether a Kerberos ticket of ``user`` is at hand (``alice`` or
+    ``alice@EXAMPLE.ORG`` for alice@EXAMPLE.ORG's): only then may ``auto`` choose
+    GSSAPI, which never asks for a password. Local: no KDC is asked."""
+    from mailtalk.net.gssapi import ticket_principal
+
+    principal = ticket_principal()
+    if principal is None or not user:
+        return False
+    return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
 
 
 def _message(options: SendOptions, listener: Listener) -> bytes:

@@ -5,14 +5,14 @@ the users this run was given (``--user``, ``--users-file``; the users file holds
 hashes); XOAUTH2 and OAUTHBEARER need ``--oauth2-tokens``. Each is offered only when
 its secrets exist, and, like PLAIN, only where the server allows logins at all (over
 TLS, or from loopback). The exchanges themselves are sans-IO, in
-:mod:`mailtalk.protocols.sasl`; each server carries their bytes in its own words.
+:mod:`mailtalk.protocols.sasl_server`; each server carries their bytes in its own words.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailtalk.protocols.sasl import BearerServer, CramMD5Server, ScramServer, ServerMechanism
+from mailtalk.protocols.sasl_server import BearerServer, CramMD5Server, ScramServer, ServerMechanism
 
 if TYPE_CHECKING:
     from mailtalk.servers.context import ServerContext

@@ -33,7 +33,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from mailtalk.protocols import sasl
+from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
 from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
@@ -114,7 +114,7 @@ class SMTPServerProtocol(ServerSession):
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
-        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
+        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
@@ -1055,12 +1055,12 @@ class SMTPServerProtocol(ServerSession):
             return
         self._sasl_step(exchange.respond(data))
 
-    def _sasl_step(self, step: sasl.ServerStep) -> None:
+    def _sasl_step(self, step: sasl_server.ServerStep) -> None:
         exchange = self._exchange
         assert exchange is not None
-        if isinstance(step, sasl.Challenge):
+        if isinstance(step, sasl_server.Challenge):
             self._reply(334, sasl.encode(step.data))
-        elif isinstance(step, sasl.Check):
+        elif isinstance(step, sasl_server.Check):
             self._defer(self._sasl_check(step))
         else:
             self._exchange = None
@@ -1069,7 +1069,7 @@ class SMTPServerProtocol(ServerSession):
             else:
                 self._decided(Verdict.OK if step.ok else Verdict.FAILED, step.user, exchange.name)
 
-    async def _sasl_check(self, check: sasl.Check) -> None:
+    async def _sasl_check(self, check: sasl_server.Check) -> None:
         """The secret checked as a password is: paced and budgeted by the guard."""
         exchange = self._exchange
         assert exchange is not None
