@@ -65,14 +65,23 @@ class ListenerInfo:
     host: str
     port: int
     tls: str
+    path: str | None = None  # a Unix-domain socket's (host "", port 0)
 
     def as_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        found = {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        return found if self.path is None else {**found, "path": self.path}
 
     @property
     def url(self) -> str:
+        if self.path is not None:
+            return f"{self.protocol}:unix:{self.path}"  # as send --server lmtp:unix:/path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.protocol}://{host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """HOST:PORT, or unix:/path."""
+        return f"unix:{self.path}" if self.path is not None else f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -82,6 +91,10 @@ class ServeConfig:
     root: Path
     listen: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {"smtp": 0})
+    # listener -> the path of its Unix-domain socket (LMTP: Postfix's lmtp:unix:/path)
+    unix_sockets: Mapping[str, Path] = field(default_factory=dict)
+    socket_mode: int = 0o600  # those sockets' permissions: the owner only
+    socket_group: int | None = None  # and their group's gid (None: the process's)
     domains: Sequence[str] = ()
     users: Sequence[tuple[str, str]] = ()
     oauth2_tokens: Mapping[str, str] = field(default_factory=dict)  # user -> bearer token
@@ -310,12 +323,33 @@ class ReferenceServers:
                 ) from None
             self._servers.append(listener)
             self.listeners.append(ListenerInfo(protocol, host, int(listener.address[1]), tls))
+        await self._open_unix_sockets()
         for listener in self._servers:
             listener.start()
         await self._start_dns()
         await self._start_http()
         self._start_queue_runner()
         return self.listeners
+
+    async def _open_unix_sockets(self) -> None:
+        from mailtalk.servers.listening import Listener
+
+        config = self.config
+        for protocol, path in config.unix_sockets.items():
+            factory = functools.partial(session_class(protocol), self.context, protocol)
+            try:
+                listener = Listener.open_unix(path, factory, config.socket_mode,
+                                              config.socket_group)  # fmt: skip
+            except OSError as error:
+                await self.stop()
+                raise ConfigError(
+                    f"cannot listen on unix:{path} for {protocol}: "
+                    f"{(error.strerror or str(error)).lower()}"
+                ) from None
+            self._servers.append(listener)
+            self.listeners.append(
+                ListenerInfo(protocol, "", 0, LISTENER_TLS[protocol], str(listener.path))
+            )
 
     def _make_http_api(self) -> Any:
         from mailtalk.servers.httpapi import HTTPApi, is_loopback
