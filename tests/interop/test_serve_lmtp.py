@@ -29,17 +29,17 @@ import pytest
 from mailtalk.servers.journal import Journal
 from tests.interop.clients import require_binary
 from tests.interop.conftest import _unavailable
-from tests.interop.test_pipe_real import run_pipe
 from tests.interop.test_dsn_real import fields, reports_in
+from tests.interop.test_pipe_real import run_pipe
 from tests.interop.test_send_stop_points_real import (
     POSTFIX_LOG,
     POSTFIX_MAILDIR,
     Log,
     wait_for_delivery,
 )
+from tests.interop.test_serve_clients import describe, run_client
 from tests.servers.test_delivery import wait_for
 from tests.servers.test_dsn_report import status_groups
-from tests.interop.test_serve_clients import describe, run_client
 
 pytestmark = pytest.mark.interop
 
