@@ -105,6 +105,12 @@ class SendOptions:
         return bool(self.server or self.pipe_command)
 
     @property
+    def authenticates(self) -> bool:
+        """AUTH is to be said: as --auth USER, or by the TLS client certificate (SASL
+        EXTERNAL, where USER is optional: the identity to act as)."""
+        return bool(self.auth_user) or self.auth_mechanism == "external"
+
+    @property
     def stop_point(self) -> str | None:
         """The stage asked by --quit-after or --drop-after, if either was given."""
         return self.quit_after or self.drop_after
@@ -219,7 +225,7 @@ def converse(
         sender=options.sender,
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
-        auth=bool(options.auth_user),
+        auth=options.authenticates,
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
         xclient=options.xclient,
@@ -228,11 +234,13 @@ def converse(
 
     def authenticate(offer: Authenticate) -> ServerEvent:
         user = options.auth_user
-        assert user is not None  # the plan asks for AUTH only with a user
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
         mechanism = options.auth_mechanism.upper()
+        if mechanism == "EXTERNAL":  # the certificate is the identity: no secret
+            return conv.authenticate(mechanism, user or "", "")
+        assert user is not None  # the plan asks for AUTH only with a user
         if mechanism == "AUTO":
             mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None)
         if mechanism in TOKEN_MECHANISMS:
@@ -502,7 +510,7 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
             "warning",
         )
-    if stop == Stage.AUTH.value and not options.auth_user:
+    if stop == Stage.AUTH.value and not options.authenticates:
         listener.note(
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
