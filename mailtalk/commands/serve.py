@@ -70,7 +70,7 @@ class SocketMode(click.ParamType):  # type: ignore[type-arg]  # generic from cli
     "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
     "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760  # + LMTP\n"
     "  mailtalk serve --user alice:secret --lmtp unix:/run/mailtalk/lmtp \\\n"
-    "      --lmtp-socket-mode 0660 --lmtp-socket-group postfix  # Postfix's lmtp:unix:\n"
+    "      --lmtp-socket-mode 0660 --lmtp-socket-group postfix   # for Postfix\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No user\n"
