@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -313,15 +313,10 @@ class ReferenceServers:
             # Plain text on every listener: an implicit-TLS session does its handshake
             # itself, counted against the connection caps (servers.session).
             factory = functools.partial(session_class(protocol), self.context, protocol)
-            try:
-                listener = Listener.open(host, port, factory)
-            except OSError as error:
-                await self.stop()
-                raise ConfigError(
-                    f"cannot listen on {host} port {port} for {protocol}: "
-                    f"{(error.strerror or str(error)).lower()}"
-                ) from None
-            self._servers.append(listener)
+            listener = await self._opened(
+                protocol, f"{host} port {port}",
+                functools.partial(Listener.open, host, port, factory),
+            )  # fmt: skip
             self.listeners.append(ListenerInfo(protocol, host, int(listener.address[1]), tls))
         await self._open_unix_sockets()
         for listener in self._servers:
@@ -337,19 +332,29 @@ class ReferenceServers:
         config = self.config
         for protocol, path in config.unix_sockets.items():
             factory = functools.partial(session_class(protocol), self.context, protocol)
-            try:
-                listener = Listener.open_unix(path, factory, config.socket_mode,
-                                              config.socket_group)  # fmt: skip
-            except OSError as error:
-                await self.stop()
-                raise ConfigError(
-                    f"cannot listen on unix:{path} for {protocol}: "
-                    f"{(error.strerror or str(error)).lower()}"
-                ) from None
-            self._servers.append(listener)
+            listener = await self._opened(
+                protocol, f"unix:{path}",
+                functools.partial(Listener.open_unix, path, factory, config.socket_mode,
+                                  config.socket_group),
+            )  # fmt: skip
             self.listeners.append(
                 ListenerInfo(protocol, "", 0, LISTENER_TLS[protocol], str(listener.path))
             )
+
+    async def _opened(self, protocol: str, where: str, opening: Callable[[], Listener]
+                      ) -> Listener:  # fmt: skip
+        """``opening()``'s listener, kept to be started and closed; if it cannot listen,
+        the listeners opened so far are closed and why is one line (ConfigError)."""
+        try:
+            listener = opening()
+        except OSError as error:
+            await self.stop()
+            raise ConfigError(
+                f"cannot listen on {where} for {protocol}: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+        self._servers.append(listener)
+        return listener
 
     def _make_http_api(self) -> Any:
         from mailtalk.servers.httpapi import HTTPApi, is_loopback
@@ -375,15 +380,9 @@ class ReferenceServers:
             reader = asyncio.StreamReader(limit=2**16)
             return asyncio.StreamReaderProtocol(reader, self.http.connection)
 
-        try:
-            listener = Listener.open(host, port, protocol)
-        except OSError as error:
-            await self.stop()
-            raise ConfigError(
-                f"cannot listen on {host} port {port} for http: "
-                f"{(error.strerror or str(error)).lower()}"
-            ) from None
-        self._servers.append(listener)
+        listener = await self._opened(
+            "http", f"{host} port {port}", functools.partial(Listener.open, host, port, protocol)
+        )
         listener.start()
         self.listeners.append(ListenerInfo("http", host, int(listener.address[1]), "none"))
 

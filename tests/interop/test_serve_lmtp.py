@@ -16,7 +16,6 @@ from __future__ import annotations
 import grp
 import json
 import os
-import shutil
 import socket
 import subprocess
 import uuid
@@ -28,7 +27,6 @@ import pytest
 
 from mailtalk.servers.journal import Journal
 from tests.interop.clients import require_binary
-from tests.interop.conftest import _unavailable
 from tests.interop.test_dsn_real import fields, reports_in
 from tests.interop.test_pipe_real import run_pipe
 from tests.interop.test_send_stop_points_real import (
@@ -38,6 +36,7 @@ from tests.interop.test_send_stop_points_real import (
     wait_for_delivery,
 )
 from tests.interop.test_serve_clients import describe, run_client
+from tests.interop.test_serve_dsn_postfix_real import postfix_sendmail_or_skip
 from tests.servers.test_delivery import wait_for
 from tests.servers.test_dsn_report import status_groups
 
@@ -160,13 +159,9 @@ def test_mailtalk_send_by_lmtp_reads_each_recipients_reply(
 def test_postfix_lmtp_client_delivers_through_the_transport_map(
     mailtalk_servers: Callable[..., Any], tmp_path: Path
 ) -> None:
-    sendmail = shutil.which("sendmail") or "/usr/sbin/sendmail"
-    if not Path(sendmail).exists():
-        _unavailable("Postfix's sendmail is not installed")
-    probe = subprocess.run(["postconf", "-h", "transport_maps"], capture_output=True,
-                           text=True, check=False)  # fmt: skip
-    if f"{POSTFIX_LMTP_DOMAIN}=lmtp:inet:127.0.0.1:{POSTFIX_LMTP_PORT}" not in probe.stdout:
-        _unavailable(f"Postfix does not route {POSTFIX_LMTP_DOMAIN} (scripts/real-servers start)")
+    sendmail = postfix_sendmail_or_skip(
+        f"{POSTFIX_LMTP_DOMAIN}=lmtp:inet:127.0.0.1:{POSTFIX_LMTP_PORT}"
+    )
     log = Log(POSTFIX_LOG)
     servers = start_lmtp(
         mailtalk_servers, tmp_path, lmtp=POSTFIX_LMTP_PORT, domain=POSTFIX_LMTP_DOMAIN
@@ -219,17 +214,6 @@ def test_swaks_lmtp_over_the_unix_socket(
     assert (connect["listener"], connect["port"], connect["code"]) == ("lmtp", None, 220)
 
 
-def postfix_routes_or_skip(route: str) -> str:
-    sendmail = shutil.which("sendmail") or "/usr/sbin/sendmail"
-    if not Path(sendmail).exists():
-        _unavailable("Postfix's sendmail is not installed")
-    probe = subprocess.run(["postconf", "-h", "transport_maps"], capture_output=True,
-                           text=True, check=False)  # fmt: skip
-    if route not in probe.stdout:
-        _unavailable(f"Postfix has no route {route} (scripts/real-servers start)")
-    return sendmail
-
-
 def test_postfix_delivers_by_lmtp_unix_and_serve_sends_the_success_dsn(
     mailtalk_servers: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -239,7 +223,7 @@ def test_postfix_delivers_by_lmtp_unix_and_serve_sends_the_success_dsn(
     the sender at Postfix (control/smtproutes) and lands in her Maildir there, beside
     the failure DSN Postfix writes for bob's 552."""
     domain = POSTFIX_LMTP_SOCKET_DOMAIN
-    sendmail = postfix_routes_or_skip(f"{domain}=lmtp:unix:{POSTFIX_LMTP_SOCKET}")
+    sendmail = postfix_sendmail_or_skip(f"{domain}=lmtp:unix:{POSTFIX_LMTP_SOCKET}")
     log = Log(POSTFIX_LOG)
     root = tmp_path / "serve"
     (root / "control").mkdir(parents=True)
