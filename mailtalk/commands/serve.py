@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,45 @@ from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
+
+
+class LMTPListener(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """--lmtp: a port (0: any free one), or unix:PATH."""
+
+    name = "PORT|unix:PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int | str:  # fmt: skip
+        text = str(value).strip()
+        if text.startswith("unix:"):
+            if not text[len("unix:") :]:
+                self.fail("unix: needs a path: unix:/run/mailtalk/lmtp", param, ctx)
+            return text
+        try:
+            port = int(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither a port nor unix:PATH", param, ctx)
+        if not 0 <= port <= 65535:
+            self.fail(f"port {port} is not in 0-65535", param, ctx)
+        return port
+
+
+class SocketMode(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """--lmtp-socket-mode: permission bits in octal (0600, 660)."""
+
+    name = "OCTAL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:  # fmt: skip
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal mode such as 0660", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r}: only permission bits (0000-0777)", param, ctx)
+        return mode
 
 
 @cli.command(
@@ -30,6 +69,8 @@ if TYPE_CHECKING:
     "  mailtalk serve --journal ~/serve.jsonl           # ... in a file, rotated\n"
     "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
     "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760  # + LMTP\n"
+    "  mailtalk serve --user alice:secret --lmtp unix:/run/mailtalk/lmtp \\\n"
+    "      --lmtp-socket-mode 0660 --lmtp-socket-group postfix   # for Postfix\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No user\n"
@@ -58,10 +99,30 @@ if TYPE_CHECKING:
 @click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
 @click.option(
     "--lmtp",
-    "lmtp_port",
-    type=click.IntRange(0, 65535),
-    help="LMTP port (RFC 2033; off unless given): LHLO, local users only, one reply per "
-    "recipient after the message, into the same Maildirs. Example: --lmtp 2424",
+    "lmtp_listener",
+    type=LMTPListener(),
+    metavar="PORT|unix:PATH",
+    help="LMTP (RFC 2033; off unless given) on a port, or on a Unix-domain socket as "
+    "Postfix's lmtp:unix: transport and Dovecot's LMTP use: LHLO, local users only, one "
+    "reply per recipient after the message, into the same Maildirs. The socket is made "
+    "mode 0600 (see --lmtp-socket-mode), replaces a stale one, is refused if another "
+    "server listens there, and is removed on exit. "
+    "Examples: --lmtp 2424, --lmtp unix:/run/mailtalk/lmtp",
+)
+@click.option(
+    "--lmtp-socket-mode",
+    type=SocketMode(),
+    default="0600",
+    show_default=True,
+    metavar="OCTAL",
+    help="The permissions of the --lmtp unix: socket: who may connect (write "
+    "permission). Example: --lmtp-socket-mode 0660 --lmtp-socket-group postfix",
+)
+@click.option(
+    "--lmtp-socket-group",
+    metavar="GROUP",
+    help="The group of the --lmtp unix: socket (a name or gid; changing it needs root "
+    "or membership), so that with mode 0660 that group's programs may deliver.",
 )
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
 @click.option(
@@ -304,7 +365,9 @@ def serve(
     pop3s_port: int | None,
     imap_port: int | None,
     imaps_port: int | None,
-    lmtp_port: int | None,
+    lmtp_listener: int | str | None,
+    lmtp_socket_mode: int,
+    lmtp_socket_group: str | None,
     domains: tuple[str, ...],
     hostname: str | None,
     users: tuple[str, ...],
@@ -355,12 +418,21 @@ def serve(
     given_ports = {
         "smtp": smtp_port, "submission": submission_port, "smtps": smtps_port,
         "pop3": pop3_port, "pop3s": pop3s_port, "imap": imap_port, "imaps": imaps_port,
-        "lmtp": lmtp_port,
     }  # fmt: skip
+    lmtp_socket = None
+    if isinstance(lmtp_listener, str):
+        lmtp_socket = lmtp_listener[len("unix:") :]
+    else:
+        _no_socket_options(lmtp_socket_group)
+        if lmtp_listener is not None:
+            given_ports["lmtp"] = lmtp_listener
     options = ServeOptions(
         root=Path(root) if root else None,
         listen=listen,
         ports={name: port for name, port in given_ports.items() if port is not None},
+        lmtp_socket=lmtp_socket,
+        lmtp_socket_mode=lmtp_socket_mode,
+        lmtp_socket_group=lmtp_socket_group,
         domains=domains,
         hostname=hostname,
         users=users,
@@ -398,3 +470,18 @@ def serve(
         verbose=verbose,
     )
     sys.exit(run(options, env))
+
+
+def _no_socket_options(group: str | None) -> None:
+    """--lmtp-socket-mode and --lmtp-socket-group say how to make a socket: without
+    --lmtp unix:PATH there is none, and a silently ignored option would mislead."""
+    from mailtalk.errors import UsageError
+
+    source = click.get_current_context().get_parameter_source("lmtp_socket_mode")
+    given = [name for name, there in (
+        ("--lmtp-socket-mode", source is not click.core.ParameterSource.DEFAULT),
+        ("--lmtp-socket-group", group is not None),
+    ) if there]  # fmt: skip
+    if given:
+        verb = "need" if len(given) > 1 else "needs"
+        raise UsageError(f"{' and '.join(given)} {verb} --lmtp unix:PATH (a socket to make)")

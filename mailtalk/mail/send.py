@@ -105,6 +105,13 @@ class SendOptions:
         return bool(self.server or self.pipe_command)
 
     @property
+    def authenticates(self) -> bool:
+        """AUTH is to be said: as --auth USER, by the TLS client certificate (SASL
+        EXTERNAL) or by the Kerberos ticket (GSSAPI); for these two USER is optional,
+        the identity to act as."""
+        return bool(self.auth_user) or self.auth_mechanism in ("external", "gssapi")
+
+    @property
     def stop_point(self) -> str | None:
         """The stage asked by --quit-after or --drop-after, if either was given."""
         return self.quit_after or self.drop_after
@@ -219,7 +226,7 @@ def converse(
         sender=options.sender,
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
-        auth=logs_in(options),
+        auth=options.authenticates,
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
         xclient=options.xclient,
@@ -227,7 +234,7 @@ def converse(
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
-        user = options.auth_user or ""  # none: GSSAPI, the ticket's identity
+        user = options.auth_user or ""  # none: GSSAPI's ticket or EXTERNAL's certificate
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
@@ -506,17 +513,11 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
             "warning",
         )
-    if stop == Stage.AUTH.value and not logs_in(options):
+    if stop == Stage.AUTH.value and not options.authenticates:
         listener.note(
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
         )
-
-
-def logs_in(options: SendOptions) -> bool:
-    """Whether the plan has AUTH: --auth USER, or GSSAPI, whose Kerberos ticket is
-    the identity (--auth is then only the identity to act as)."""
-    return bool(options.auth_user) or options.auth_mechanism == "gssapi"
 
 
 def has_ticket_for(user: str) -> bool:

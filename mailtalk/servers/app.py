@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -65,14 +65,23 @@ class ListenerInfo:
     host: str
     port: int
     tls: str
+    path: str | None = None  # a Unix-domain socket's (host "", port 0)
 
     def as_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        found = {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        return found if self.path is None else {**found, "path": self.path}
 
     @property
     def url(self) -> str:
+        if self.path is not None:
+            return f"{self.protocol}:unix:{self.path}"  # as send --server lmtp:unix:/path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.protocol}://{host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """HOST:PORT, or unix:/path."""
+        return f"unix:{self.path}" if self.path is not None else f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -82,6 +91,10 @@ class ServeConfig:
     root: Path
     listen: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {"smtp": 0})
+    # listener -> the path of its Unix-domain socket (LMTP: Postfix's lmtp:unix:/path)
+    unix_sockets: Mapping[str, Path] = field(default_factory=dict)
+    socket_mode: int = 0o600  # those sockets' permissions: the owner only
+    socket_group: int | None = None  # and their group's gid (None: the process's)
     domains: Sequence[str] = ()
     users: Sequence[tuple[str, str]] = ()
     oauth2_tokens: Mapping[str, str] = field(default_factory=dict)  # user -> bearer token
@@ -300,22 +313,48 @@ class ReferenceServers:
             # Plain text on every listener: an implicit-TLS session does its handshake
             # itself, counted against the connection caps (servers.session).
             factory = functools.partial(session_class(protocol), self.context, protocol)
-            try:
-                listener = Listener.open(host, port, factory)
-            except OSError as error:
-                await self.stop()
-                raise ConfigError(
-                    f"cannot listen on {host} port {port} for {protocol}: "
-                    f"{(error.strerror or str(error)).lower()}"
-                ) from None
-            self._servers.append(listener)
+            listener = await self._opened(
+                protocol, f"{host} port {port}",
+                functools.partial(Listener.open, host, port, factory),
+            )  # fmt: skip
             self.listeners.append(ListenerInfo(protocol, host, int(listener.address[1]), tls))
+        await self._open_unix_sockets()
         for listener in self._servers:
             listener.start()
         await self._start_dns()
         await self._start_http()
         self._start_queue_runner()
         return self.listeners
+
+    async def _open_unix_sockets(self) -> None:
+        from mailtalk.servers.listening import Listener
+
+        config = self.config
+        for protocol, path in config.unix_sockets.items():
+            factory = functools.partial(session_class(protocol), self.context, protocol)
+            listener = await self._opened(
+                protocol, f"unix:{path}",
+                functools.partial(Listener.open_unix, path, factory, config.socket_mode,
+                                  config.socket_group),
+            )  # fmt: skip
+            self.listeners.append(
+                ListenerInfo(protocol, "", 0, LISTENER_TLS[protocol], str(listener.path))
+            )
+
+    async def _opened(self, protocol: str, where: str, opening: Callable[[], Listener]
+                      ) -> Listener:  # fmt: skip
+        """``opening()``'s listener, kept to be started and closed; if it cannot listen,
+        the listeners opened so far are closed and why is one line (ConfigError)."""
+        try:
+            listener = opening()
+        except OSError as error:
+            await self.stop()
+            raise ConfigError(
+                f"cannot listen on {where} for {protocol}: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+        self._servers.append(listener)
+        return listener
 
     def _make_http_api(self) -> Any:
         from mailtalk.servers.httpapi import HTTPApi, is_loopback
@@ -341,15 +380,9 @@ class ReferenceServers:
             reader = asyncio.StreamReader(limit=2**16)
             return asyncio.StreamReaderProtocol(reader, self.http.connection)
 
-        try:
-            listener = Listener.open(host, port, protocol)
-        except OSError as error:
-            await self.stop()
-            raise ConfigError(
-                f"cannot listen on {host} port {port} for http: "
-                f"{(error.strerror or str(error)).lower()}"
-            ) from None
-        self._servers.append(listener)
+        listener = await self._opened(
+            "http", f"{host} port {port}", functools.partial(Listener.open, host, port, protocol)
+        )
         listener.start()
         self.listeners.append(ListenerInfo("http", host, int(listener.address[1]), "none"))
 

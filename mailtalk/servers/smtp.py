@@ -27,7 +27,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
@@ -663,15 +663,18 @@ class SMTPServerProtocol(ServerSession):
 
     def _trace_headers(self) -> bytes:
         assert self.transaction is not None
-        protocol = "ESMTP" if self.core.esmtp else "SMTP"
+        # RFC 3848's names: ESMTP, ESMTPS, ESMTPA, ESMTPSA; LMTP, LMTPS
+        protocol = "LMTP" if self.core.lmtp else "ESMTP" if self.core.esmtp else "SMTP"
         if self.core.tls:
             protocol += "S"
         if self.user:
             protocol += "A"
         recipients = self.transaction.recipients
         for_clause = f"\n\tfor <{recipients[0].address}>" if len(recipients) == 1 else ""
+        # a Unix-domain socket's client has no address to give
+        address = f" ([{self.client_ip}])" if self.client_ip else ""
         received = (
-            f"Received: from {self.helo or 'unknown'} ([{self.client_ip}])\n"
+            f"Received: from {self.helo or 'unknown'}{address}\n"
             f"\tby {self.context.hostname} (mailtalk) with {protocol} id {self._queue_id}"
             f"{for_clause};\n\t{formatdate(localtime=True)}\n"
         )
@@ -809,12 +812,18 @@ class SMTPServerProtocol(ServerSession):
                 await self._report_delivered(transaction, paths[0])
         self._delivered(transaction)
 
-    async def _report_delivered(self, transaction: Transaction, path: Path) -> None:
+    async def _report_delivered(
+        self, transaction: Transaction, path: Path, delivered: Collection[str] | None = None
+    ) -> None:
         """A success DSN ("delivered", RFC 3461 4.1) for the local recipients whose RCPT
-        said NOTIFY=SUCCESS; ``path`` is the first local copy (Maildirs come first)."""
+        said NOTIFY=SUCCESS; ``path`` is a local copy (Maildirs come first). LMTP
+        delivers each mailbox on its own: ``delivered`` names the users who got theirs
+        (None: every local user)."""
         from mailtalk.servers.dsn_report import ReportRecipient, build_report, send_report, wants
 
-        asked = [r for r in transaction.recipients if r.user and wants(r.notify, "delivered")]
+        asked = [r for r in transaction.recipients
+                 if r.user and (delivered is None or r.user in delivered)
+                 and wants(r.notify, "delivered")]  # fmt: skip
         if not asked or not transaction.sender:
             return
         loop = asyncio.get_running_loop()

@@ -366,8 +366,8 @@ class IMAPServerProtocol(ServerSession):
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE", "QRESYNC", "SORT",
-                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
+                "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE",
+                "QRESYNC", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.context.settings.quota_bytes is not None:
             caps += ["QUOTA", "QUOTA=RES-STORAGE"]
         if self.user is None:
