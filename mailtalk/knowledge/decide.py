@@ -432,12 +432,17 @@ def decide_category(
 # on the blind sets, each scored with the rules as they were before it was collected
 # and the model trained without it (tests/knowledge/blind/README.md).
 _WEAK_RULES: Final = frozenset({"none", "basic-code", "status"})
-_KNOWN_RULES: Final = frozenset({"response-code"})
 _SURE: Final = 0.7
 _LEANS: Final = 0.4
-# a general wording was written by someone who read that wording: only a reading that
-# is very sure goes against it (P, Q and R scored the same from 0.8 up)
+# a general wording was written by someone who read that wording, and a key term from
+# several: only a reading that is very sure goes against them (P, Q and R scored the
+# same from 0.8 up; on T, U and V a term overruled from 0.7 was right as often as not)
 _SURE_OVER_WORDING: Final = 0.9
+# a response code ("[IN-USE]") is what the server chose to say, but servers choose it
+# loosely ("-ERR [IN-USE] Too many POP connections for this account" is a rate limit,
+# as Dovecot's mail_max_userip_connections says it): only a very sure reading of the
+# words goes against it, never a leaning (on T, U and V: right 6 times of 7)
+_CONSIDERED_RULES: Final = frozenset({"term", "response-code"})
 
 
 def _known(decision: Decision, parsed: ParsedReply, command: str | None) -> bool:
@@ -472,13 +477,14 @@ def _second_opinion(
 
     if _known(decision, parsed, command):
         return decision
-    if decision.rule in _KNOWN_RULES:
-        return decision
     guess = learned.guess(learned_features(parsed, command, response))
     if guess.category == decision.category or guess.category == "ok":
         return decision
-    weak = decision.rule in _WEAK_RULES or decision.category == "other"
-    sure = _SURE_OVER_WORDING if decision.pattern is not None else _SURE
+    weak = decision.rule in _WEAK_RULES or (
+        decision.category == "other" and decision.rule != "response-code"
+    )
+    considered = decision.pattern is not None or decision.rule in _CONSIDERED_RULES
+    sure = _SURE_OVER_WORDING if considered else _SURE
     if guess.probability > sure or (weak and guess.probability > _LEANS):
         return Decision(guess.category, "learned", ", ".join(guess.evidence), guess=guess)
     return decision
