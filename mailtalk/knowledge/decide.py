@@ -490,6 +490,17 @@ def _second_opinion(
     return decision
 
 
+def _failure_category_of_enhanced(enhanced: str, unimplemented: bool) -> str | None:
+    """What the enhanced code of a refusal says, if anything: a code of success in a
+    refusal ("550 5.1.5 Recipient address has no domain", X.1.5 being "destination
+    address valid") says nothing, nor does a security class on a command the server
+    does not implement ("502 5.7.0")."""
+    by_code = category_of_enhanced(enhanced)
+    if by_code == "ok" or (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        return None
+    return by_code
+
+
 def _decide_by_evidence(
     parsed: ParsedReply,
     command: str | None,
@@ -539,8 +550,8 @@ def _decide_by_evidence(
     unimplemented = basic == 502
     # 5. an enhanced code that says what happened
     if enhanced is not None and enhanced_is_exact(enhanced):
-        by_code = category_of_enhanced(enhanced)
-        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        by_code = _failure_category_of_enhanced(enhanced, unimplemented)
+        if by_code is not None:
             return Decision(by_code, "enhanced-code", enhanced)
     # 6. the key terms
     if parsed.text:
@@ -562,8 +573,8 @@ def _decide_by_evidence(
         if by_basic is not None:
             return Decision(by_basic, "basic-code", str(basic))
     if enhanced is not None:
-        by_code = category_of_enhanced(enhanced)
-        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        by_code = _failure_category_of_enhanced(enhanced, unimplemented)
+        if by_code is not None:
             return Decision(by_code, "enhanced-code", enhanced)
     if basic is not None:
         by_code = category_of_basic(basic)
