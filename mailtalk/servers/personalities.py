@@ -22,7 +22,6 @@ for is parsed.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import re
 import string
@@ -177,7 +176,9 @@ class Personality:
         template = self.template(key)
         needed = template.placeholders
         if "date" in needed and "date" not in values:
-            values["date"] = email.utils.formatdate(localtime=True)
+            from email.utils import formatdate  # only a few replies of a few MTAs have one
+
+            values["date"] = formatdate(localtime=True)
         missing = sorted(needed - values.keys())
         if missing:
             names = ", ".join(missing)
