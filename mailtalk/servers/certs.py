@@ -19,7 +19,6 @@ import ipaddress
 import os
 import shlex
 import socket
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -541,6 +540,8 @@ def _write_atomically(path: Path, data: bytes, mode: int, *, durable: bool = Tru
 
     ``durable=False`` skips the fsync, for a file the next start can make again: a
     crash may then leave it empty or damaged, which that start's check finds."""
+    import tempfile  # here: a start with certificates made before writes nothing
+
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as stream:

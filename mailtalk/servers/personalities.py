@@ -28,7 +28,6 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Final
 
@@ -324,7 +323,9 @@ _HEADER_RE: Final = re.compile(r"^\[personality\.([A-Za-z0-9_-]+)\][ \t]*$", re.
 @functools.cache
 def _blocks() -> dict[str, str]:
     """The TOML text of each personality, by name, in the file's order."""
-    raw = resources.files("mailtalk.knowledge").joinpath(_RESOURCE).read_text(encoding="utf-8")
+    from mailtalk.knowledge import read_text
+
+    raw = read_text(_RESOURCE)
     headers = list(_HEADER_RE.finditer(raw))
     if not headers:
         raise PersonalityError(f"{_RESOURCE}: expected [personality.NAME] tables")

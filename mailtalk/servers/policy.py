@@ -52,7 +52,6 @@ import enum
 import ipaddress
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -555,6 +554,8 @@ def _append_lines(path: Path, lines: list[str]) -> None:
 
 def _replace_file(path: Path, content: str) -> None:
     """Write ``path`` atomically (temporary file, fsync, rename), keeping its mode."""
+    import tempfile  # here: a start on a root made before writes nothing
+
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
@@ -581,6 +582,8 @@ def _create_if_missing(path: Path, content: str) -> None:
     """Write ``path`` atomically unless it exists, even if another process races us."""
     if path.exists():
         return
+    import tempfile  # here: a start on a root made before writes nothing
+
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:

@@ -15,7 +15,6 @@ import binascii
 import functools
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -318,6 +317,8 @@ class Users:
 
     def save(self) -> None:
         """Write the file atomically (temporary file, fsync, rename), mode 0600."""
+        import tempfile  # here: a start that changes no user writes nothing
+
         make_directory(self.path.parent)
         content = _FILE_HEADER + "".join(f"{name}:{self._hashes[name]}\n" for name in self.names())
         # mkstemp creates the file 0600, so the hashes are never readable by others.
