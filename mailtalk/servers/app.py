@@ -320,6 +320,7 @@ class ReferenceServers:
         self._dns_data: Any = self._load_dns() if config.dns_port is not None else None
         self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
         self._queue_starting: asyncio.TimerHandle | None = None  # until it runs
+        self._queue_start_failed = False  # said once, not at every try
         self._stopped = False
         self.http: Any = None  # httpapi.HTTPApi, with --http
         if config.http_port is not None:
@@ -420,11 +421,22 @@ class ReferenceServers:
         if self._queue_starting is not None:
             self._queue_starting.cancel()
             self._queue_starting = None
-        from mailtalk.servers.delivery import QueueRunner
+        try:
+            from mailtalk.servers.delivery import QueueRunner
 
-        own = [(x.host, x.port) for x in self.listeners if x.protocol in ("smtp", "submission")]
-        self._queue_runner = QueueRunner(self.context, source=self.config.listen, own=own)
-        self._queue_runner.start()  # its first pass finds what was queued before
+            own = [(x.host, x.port) for x in self.listeners if x.protocol in ("smtp", "submission")]
+            runner = QueueRunner(self.context, source=self.config.listen, own=own)
+        except (OSError, ImportError) as error:
+            # Its code could not be read now: out of file descriptors under a flood of
+            # connections, say. The listeners go on; so does the queue, a little later.
+            if not self._queue_start_failed:
+                log.warning("onward delivery not started yet (%s): trying again", error)
+            self._queue_start_failed = True
+            loop = asyncio.get_running_loop()
+            self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue)
+            return
+        self._queue_runner = runner
+        runner.start()  # its first pass finds what was queued before
 
     async def stop(self) -> None:
         self._stopped = True
