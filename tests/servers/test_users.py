@@ -188,9 +188,8 @@ def test_parse_user_spec_errors(spec: str, words: str) -> None:
     assert "hunter2" not in str(caught.value)  # errors never show the password
 
 
-def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    users = Users.load(tmp_path)
-    users.add("alice", "pw")
+def count_scrypt_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """From now on, the salt of every scrypt run, in order."""
     derived: list[bytes] = []
     original = users_module._ScryptHash.derive
 
@@ -199,6 +198,13 @@ def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.Monk
         return original(self, password)
 
     monkeypatch.setattr(users_module._ScryptHash, "derive", counting_derive)
+    return derived
+
+
+def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    users = Users.load(tmp_path)
+    users.add("alice", "pw")
+    derived = count_scrypt_runs(monkeypatch)
     assert not users.verify("nobody", "pw")
     assert not users.verify("Not A Valid Name", "pw")
     assert users.verify("alice", "pw")
@@ -256,14 +262,7 @@ def test_a_password_hashed_before_in_this_process_costs_no_scrypt(
 ) -> None:
     """A second server of a test suite, on a new root, with the same users."""
     Users.load(tmp_path / "first").add("alice", PASSWORD)
-    derived: list[bytes] = []
-    original = users_module._ScryptHash.derive
-
-    def counting_derive(self: users_module._ScryptHash, password: str) -> bytes:
-        derived.append(self.salt)
-        return original(self, password)
-
-    monkeypatch.setattr(users_module._ScryptHash, "derive", counting_derive)
+    derived = count_scrypt_runs(monkeypatch)
     second = Users.load(tmp_path / "second")
     assert second.add("alice", PASSWORD)
     assert derived == []
