@@ -354,56 +354,7 @@ class SocketMode(click.ParamType):  # type: ignore[type-arg]  # generic from cli
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
 @pass_environment
-def serve(
-    env: Environment,
-    root: str | None,
-    listen: str,
-    smtp_port: int | None,
-    submission_port: int | None,
-    smtps_port: int | None,
-    pop3_port: int | None,
-    pop3s_port: int | None,
-    imap_port: int | None,
-    imaps_port: int | None,
-    lmtp_listener: int | str | None,
-    lmtp_socket_mode: int,
-    lmtp_socket_group: str | None,
-    domains: tuple[str, ...],
-    hostname: str | None,
-    users: tuple[str, ...],
-    users_file: str | None,
-    oauth2_tokens: str | None,
-    personality: str,
-    faults: tuple[str, ...],
-    scenarios: tuple[str, ...],
-    sink: bool,
-    check_sender_domain: bool,
-    tls_auth_only: bool,
-    tls_fault: str | None,
-    greylist_delay: float,
-    greylist_max_age: float,
-    resolver: str | None,
-    dns_port: int | None,
-    mx_port: int,
-    bare_newline: str,
-    max_size: int,
-    quota: int | None,
-    login_delay: float | None,
-    greet_pause: float | None,
-    auth_failure_delay: float,
-    auth_failures_per_address: int,
-    error_limit: int,
-    max_connections: int,
-    idle_timeout: float,
-    max_connections_per_address: int,
-    line_timeout: float,
-    handshake_timeout: float,
-    journal: str | None,
-    http_port: int | None,
-    http_token_file: str | None,
-    as_json: bool,
-    verbose: bool,
-) -> None:
+def serve(env: Environment, **options: Any) -> None:
     """Run the reference mail servers in the foreground, on loopback.
 
     Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
@@ -413,63 +364,25 @@ def serve(
     2110, POP3S 2995, IMAP 2143 and IMAPS 2993; --lmtp and --http add to those.
     Ctrl-C stops it.
     """
-    from mailtalk.servers.command import ServeOptions, run
+    from mailtalk.servers.command import LISTENER_ORDER, ServeOptions, run
 
-    given_ports = {
-        "smtp": smtp_port, "submission": submission_port, "smtps": smtps_port,
-        "pop3": pop3_port, "pop3s": pop3s_port, "imap": imap_port, "imaps": imaps_port,
-    }  # fmt: skip
+    listener = options.pop("lmtp_listener")
     lmtp_socket = None
-    if isinstance(lmtp_listener, str):
-        lmtp_socket = lmtp_listener[len("unix:") :]
+    if isinstance(listener, str):  # unix:PATH
+        lmtp_socket, listener = listener[len("unix:") :], None
     else:
-        _no_socket_options(lmtp_socket_group)
-        if lmtp_listener is not None:
-            given_ports["lmtp"] = lmtp_listener
-    options = ServeOptions(
+        _no_socket_options(options["lmtp_socket_group"])
+    options["lmtp_port"] = listener
+    # --smtp, --pop3, ... each give one listener's port, or None when not given.
+    given_ports = {name: options.pop(f"{name}_port") for name in LISTENER_ORDER}
+    root = options.pop("root")
+    options.update(
         root=Path(root) if root else None,
-        listen=listen,
         ports={name: port for name, port in given_ports.items() if port is not None},
         lmtp_socket=lmtp_socket,
-        lmtp_socket_mode=lmtp_socket_mode,
-        lmtp_socket_group=lmtp_socket_group,
-        domains=domains,
-        hostname=hostname,
-        users=users,
-        users_file=users_file,
-        oauth2_tokens=oauth2_tokens,
-        personality=personality,
-        faults=faults,
-        scenarios=scenarios,
-        sink=sink,
-        check_sender_domain=check_sender_domain,
-        tls_auth_only=tls_auth_only,
-        tls_fault=tls_fault,
-        greylist_delay=greylist_delay,
-        greylist_max_age=greylist_max_age,
-        resolver=resolver,
-        dns_port=dns_port,
-        mx_port=mx_port,
-        bare_newline="normalise" if bare_newline == "normalise" else "reject",
-        max_size=max_size,
-        quota=quota,
-        login_delay=login_delay,
-        greet_pause=greet_pause or 0.0,
-        auth_failure_delay=auth_failure_delay,
-        auth_failures_per_address=auth_failures_per_address,
-        error_limit=error_limit,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        max_connections_per_address=max_connections_per_address,
-        line_timeout=line_timeout,
-        handshake_timeout=handshake_timeout,
-        journal=journal,
-        http_port=http_port,
-        http_token_file=http_token_file,
-        as_json=as_json,
-        verbose=verbose,
+        greet_pause=options["greet_pause"] or 0.0,
     )
-    sys.exit(run(options, env))
+    sys.exit(run(ServeOptions(**options), env))
 
 
 def _no_socket_options(group: str | None) -> None:

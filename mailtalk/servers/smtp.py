@@ -29,11 +29,9 @@ import logging
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
 from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
@@ -54,6 +52,7 @@ from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
+    from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import RcptOutcome, ServerContext
     from mailtalk.servers.faults import FaultAction
     from mailtalk.store import CRLFToLF
@@ -662,6 +661,8 @@ class SMTPServerProtocol(ServerSession):
         return any(line.split()[0] == keyword for line in self._extensions())
 
     def _trace_headers(self) -> bytes:
+        from email.utils import formatdate  # not needed before the first message
+
         assert self.transaction is not None
         # RFC 3848's names: ESMTP, ESMTPS, ESMTPA, ESMTPSA; LMTP, LMTPS
         protocol = "LMTP" if self.core.lmtp else "ESMTP" if self.core.esmtp else "SMTP"
@@ -985,6 +986,8 @@ class SMTPServerProtocol(ServerSession):
         mechanism, _, initial = args.strip().partition(" ")
         mechanism = mechanism.upper()
         if mechanism not in ("PLAIN", "LOGIN"):
+            from mailtalk.protocols import sasl  # CRAM-MD5, SCRAM, tokens: loaded when used
+
             exchange = server_mechanism(mechanism, self.context)
             if exchange is None:
                 self._reply(504, "5.5.4 Unrecognized authentication type")
@@ -1050,6 +1053,8 @@ class SMTPServerProtocol(ServerSession):
 
     def _exchange_answer(self, line: str) -> None:
         """An answer in a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        from mailtalk.protocols import sasl
+
         exchange = self._exchange
         assert exchange is not None
         if line.strip() == "*":
@@ -1065,6 +1070,8 @@ class SMTPServerProtocol(ServerSession):
         self._sasl_step(exchange.respond(data))
 
     def _sasl_step(self, step: sasl_server.ServerStep) -> None:
+        from mailtalk.protocols import sasl, sasl_server
+
         exchange = self._exchange
         assert exchange is not None
         if isinstance(step, sasl_server.Challenge):

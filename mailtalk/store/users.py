@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from mailtalk.store.errors import MailboxError, ResponseCode, store_error
 from mailtalk.store.filesystem import MESSAGE_MODE, fsync_directory, replace_file
 from mailtalk.store.index import locked_index
+from mailtalk.store.layout import user_maildir_path
 from mailtalk.store.locks import MAILDROP_LOCK_NAME, USER_LOCK_NAME, FileLock, MaildropLock
 from mailtalk.store.maildir import Maildir, unique_name
 
@@ -72,18 +73,6 @@ _DELETED_PREFIX = "..deleted-"
 
 
 # -- user and folder names -----------------------------------------------------
-
-
-def user_maildir_path(root: Path, user: str) -> Path:
-    """``user``'s Maildir under the server root ``root``: ``ROOT/mail/USER/Maildir``.
-
-    ``user`` becomes a directory name, so one that could leave ``ROOT/mail``
-    or that is not a plain name ("", ".", "..", a "/" or NUL) is refused with
-    ValueError; mapping addresses to users is the server's job.
-    """
-    if user in ("", ".", "..") or "/" in user or "\0" in user:
-        raise ValueError(f"not a usable mailbox user name: {user!r}")
-    return Path(root) / "mail" / user / "Maildir"
 
 
 def _canonical_name(name: str) -> str:
