@@ -28,6 +28,7 @@ from mailtalk.client.meta import QuitRequested, run_meta
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.repl.completer import ProtocolCompleter
 from mailtalk.client.repl.history import RedactingFileHistory
+from mailtalk.client.repl.output import repl_output
 from mailtalk.client.repl.toolbar import toolbar_fragments
 from mailtalk.environment import Environment
 from mailtalk.errors import MailtalkError, exit_code_for, one_line
@@ -103,6 +104,7 @@ class ReplScreen:
         self.raw = raw
         self.env = env
         self.block_colour = env.colour()
+        self.output = repl_output(env)  # None: prompt_toolkit's, styled
         self._bar: Any = None
         self._task: Any = None
         # Set by the Repl: the terminal's width now, and the conversation shown.
@@ -112,7 +114,7 @@ class ReplScreen:
     def _print(self, line: StyledLine) -> None:
         # safe_text: server text (and notes quoting it) never reaches the terminal raw
         fragments = [(f"class:{style}" if style else "", safe_text(text)) for style, text in line]
-        print_formatted_text(FormattedText(fragments), style=STYLE)
+        print_formatted_text(FormattedText(fragments), style=STYLE, output=self.output)
 
     def sent(self, text: str, typed: bool) -> None:
         if not typed or self.raw:  # :raw shows typed lines too, as the bytes sent
@@ -161,16 +163,14 @@ class ReplScreen:
                   "warning")
 
     def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
-        from prompt_toolkit import prompt as ask
-
         # A separate prompt with no history: the password is never stored.
-        return ask(prompt, is_password=True)
+        return PromptSession[str](output=self.output).prompt(prompt, is_password=True)
 
     def block_width(self) -> int:
         return self.env.width(100)
 
     def show_block(self, text: str) -> None:
-        print_formatted_text(ANSI(text) if "\x1b[" in text else text)
+        print_formatted_text(ANSI(text) if "\x1b[" in text else text, output=self.output)
 
     def progress(self, total: int, label: str) -> Callable[[int], None]:
         from rich.progress import (
@@ -185,6 +185,7 @@ class ReplScreen:
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
+            console=self.env.console(),
         )
         self._bar.start()
         self._task = self._bar.add_task(label, total=total)
@@ -227,6 +228,7 @@ class Repl:
             bottom_toolbar=self._toolbar,
             style=STYLE,
             key_bindings=self._key_bindings(),
+            output=self.screen.output,
         )
         self.screen.width = lambda: self.session.output.get_size().columns
 
