@@ -289,7 +289,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lang' -x -a 'en 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'list' -d 'List the lessons.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lesson' -x -d 'Start at lesson N.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'glossary' -d 'The words of the course (MUA, MTA, MX...).'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'vars' -d 'The running world\'s addresses as export lines, for eval "$(mailtalk practice --vars)" before mailtalk run.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'vars' -d 'The running world\'s addresses, and LESSON (the lesson\'s folder, with --lesson N lesson N\'s), as export lines, for eval "$(mailtalk practice --vars)" before mailtalk run "$LESSON/solution.mt".'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk run

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     "  mailtalk practice --lang nl --lesson 2\n"
     "  mailtalk practice --list\n"
     "  mailtalk practice --keep             leave it running for other terminals\n"
+    "  eval \"$(mailtalk practice --vars)\"; mailtalk run \"$LESSON/solution.mt\"\n"
     "  mailtalk practice --status --json    where everything is, as JSON\n"
     "  mailtalk practice --stop\n"
     "  mailtalk practice --reset --root /tmp/world\n"
@@ -51,8 +52,9 @@ if TYPE_CHECKING:
     "--vars",
     "session_variables",
     is_flag=True,
-    help="The running world's addresses as export lines, for "
-    'eval "$(mailtalk practice --vars)" before mailtalk run.',
+    help="The running world's addresses, and LESSON (the lesson's folder, with "
+    "--lesson N lesson N's), as export lines, for "
+    'eval "$(mailtalk practice --vars)" before mailtalk run "$LESSON/solution.mt".',
 )
 @click.option("--run-world", is_flag=True, hidden=True)
 @pass_environment

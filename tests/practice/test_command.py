@@ -351,6 +351,18 @@ def test_a_step_done_from_another_terminal_ticks_without_a_keypress(
     assert term.wait_exit() == 0
 
 
+def lesson_shell(env: dict[str, str], root: Path, script: str, lesson: str = "") -> Any:
+    """``script`` in bash, from another directory, after ``eval "$(mailtalk practice
+    --vars)"``: as a learner runs a lesson's files in a second terminal."""
+    bin_dir = Path(mailtalk_command()[0]).parent
+    head = f'eval "$(mailtalk practice --root {root} --vars {lesson})" && cd / && '
+    return subprocess.run(
+        ["bash", "-c", head + script], capture_output=True, text=True, timeout=120,
+        env={**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+             "MAILTALK_PASSWORD": "wonderland", "NETRC": "/nonexistent"},
+    )
+
+
 def test_vars_lets_a_session_file_reach_a_kept_world(
     env: dict[str, str], kept: list[Path], tmp_path: Path
 ) -> None:
@@ -361,13 +373,11 @@ def test_vars_lets_a_session_file_reach_a_kept_world(
     exported = run(env, "--root", str(root), "--vars")
     assert exported.returncode == 0, exported.stderr
     assert "export MX_EXAMPLE_NET_SMTP=127.77." in exported.stdout
-    solution = (Path(__file__).resolve().parents[2] / "mailtalk" / "practice" / "lessons"
-                / "02-smtp-by-hand" / "solution.mt")
-    script = f'eval "$(mailtalk practice --root {root} --vars)"; mailtalk run {solution}'
-    played = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                            timeout=60)
+    assert "export LESSON=/" in exported.stdout and "export LESSONS=/" in exported.stdout
+    # from another directory, by ${LESSON}: no path of a source checkout
+    played = lesson_shell(env, root, 'mailtalk run "$LESSON/solution.mt"', "--lesson 2")
     assert played.returncode == 0, played.stdout + played.stderr
-    assert "PASS" in played.stdout
+    assert "PASS" in played.stdout and "/02-smtp-by-hand/solution.mt" in played.stdout
     none = run(env, "--root", str(tmp_path / "nothing"), "--vars")
     assert none.returncode == 3 and "no practice world runs" in none.stderr
 
