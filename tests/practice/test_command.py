@@ -382,6 +382,72 @@ def test_vars_lets_a_session_file_reach_a_kept_world(
     assert none.returncode == 3 and "no practice world runs" in none.stderr
 
 
+def test_check_piped_in_is_the_coachs(
+    env: dict[str, str], kept: list[Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    checked = run(env, "--root", str(root), "--lesson", "3", stdin=":check\n:hint\n")
+    assert checked.returncode == 0, checked.stderr
+    notes = [line for line in checked.stderr.splitlines() if line.startswith("# ")]
+    assert "# Lesson 3: 503: commands out of order" in notes
+    assert "# Not yet: the servers have not seen this step done." in notes
+    assert "# The answer:" in notes  # the step has one hint: the answer
+    assert "unknown command" not in checked.stderr
+    assert checked.stdout.startswith("S: 220 mx.example.net ")  # stdout: the session alone
+
+
+def test_a_solution_run_with_no_prompt_open_counts(
+    env: dict[str, str], kept: list[Path], tmp_path: Path
+) -> None:
+    """The README's way: a kept world, the lesson begun, its solution run from another
+    terminal by ${LESSON} (wherever mailtalk is installed), then :check piped in."""
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    begun = run(env, "--root", str(root), "--lesson", "2")  # no input: begins, no more
+    assert begun.returncode == 0, begun.stderr
+    assert "# Step 1 of 7:" in begun.stderr
+    played = lesson_shell(env, root, 'echo "$LESSON"; mailtalk run "$LESSON/solution.mt"')
+    assert played.returncode == 0, played.stdout + played.stderr
+    folder, *_ = played.stdout.splitlines()
+    assert folder.endswith("/mailtalk/practice/lessons/02-smtp-by-hand")
+    assert "PASS" in played.stdout
+    checked = run(env, "--root", str(root), stdin=":check\n")
+    assert checked.returncode == 0, checked.stderr
+    assert "# ✓ done: End the session politely: QUIT" in checked.stderr
+    assert "# Lesson 2 is done. :lesson 3 starts the next one." in checked.stderr
+    progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
+                          .read_text())
+    assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
+    # asked again: still done, not begun anew behind the learner's back
+    again = run(env, "--root", str(root), stdin=":check\n")
+    assert "# Lesson 2 is done." in again.stderr and "Not yet" not in again.stderr
+
+
+def test_a_lesson_done_in_files_with_no_prompt_open_counts_when_one_opens(
+    env: dict[str, str], kept: list[Path], tmp_path: Path, terminal: Callable[..., Term]
+) -> None:
+    """Lesson 7's solution edits control files between sessions: opening the prompt
+    afterwards must not make the lesson's setup anew over those edits."""
+    env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}  # the terminal's
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    assert run(env, "--root", str(root), "--lesson", "7").returncode == 0
+    played = lesson_shell(env, root, 'LESSON="$LESSON" bash "$LESSON/solution.sh"')
+    assert played.returncode == 0, played.stdout + played.stderr
+    rcpthosts = root / "hosts" / "mx.example.net" / "control" / "rcpthosts"
+    assert "example.org" in rcpthosts.read_text()
+    term = terminal("--root", str(root))
+    term.expect(r"Lesson 7 is done\.")
+    term.expect_prompt("smtp", timeout=20)
+    term.sendline(":quit")
+    assert term.wait_exit() == 0
+    assert "example.org" in rcpthosts.read_text()
+
+
 def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path],
                                            tmp_path: Path) -> None:
     root = tmp_path / "world"
