@@ -14,6 +14,7 @@ import re
 import textwrap
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -409,6 +410,8 @@ class PracticeCoach:
         if len(args) != 1 or args[0] not in LANGUAGES:
             raise MailtalkError(self._("usage: :lang en|nl"))
         self.set_language(args[0])
+        # the session's own words follow: notes, errors, :help, the toolbar
+        conv.options = replace(conv.options, language=args[0])
         self.progress.language = args[0]
         self.progress.save()
         ui.show_block(self.panel())

@@ -308,6 +308,10 @@ def test_a_new_user_does_smtp_by_hand_with_the_coach_and_switches_to_dutch(
     term.expect(r"Les 2: SMTP met de hand")
     term.expect(r"Stap 3 van 7:")
     term.expect_prompt("smtp")
+    term.sendline(":help")  # the REPL's own words follow the coach's language
+    term.expect(r"opdrachten van mailtalk \(nooit naar de server gestuurd\):")
+    term.expect(r"oefenopdrachten:")
+    term.expect_prompt("smtp")
     term.sendline("RCPT TO:<bob@example.net>")  # out of order: a 503, and the coach says why
     term.expect(r"503 ")
     term.expect(r"de opdrachten hebben een vaste volgorde")

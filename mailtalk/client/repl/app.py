@@ -152,15 +152,16 @@ class ReplScreen:
 
     def closed(self) -> None:
         conv = self.conv
+        _ = conv.gettext if conv is not None else str
         if conv is not None and conv.ended_by_quit:
             self.note(
-                f"{conv.last_command} answered: the session is over, mailtalk closed the "
-                "connection; :reconnect starts a new one, :quit leaves",
+                _("{command} answered: the session is over, mailtalk closed the connection; "
+                  ":reconnect starts a new one, :quit leaves").format(command=conv.last_command),
                 "warning",
             )
             return
-        self.note("the server closed the connection: :reconnect to connect again, :quit to leave",
-                  "warning")
+        self.note(_("the server closed the connection: :reconnect to connect again, :quit to "
+                    "leave"), "warning")
 
     def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
         # A separate prompt with no history: the password is never stored.
@@ -260,7 +261,8 @@ class Repl:
 
     def _toolbar(self) -> StyleAndTextTuples:
         width = self.session.output.get_size().columns
-        fragments = toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width)
+        fragments = toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width,
+                                      self.conv.gettext)
         if self.coach is not None:
             line = self.coach.toolbar()
             if line:
@@ -371,7 +373,8 @@ class Repl:
                 except Exception as error:  # keep the session: one line, trace with --debug
                     if self.options.debug:
                         raise
-                    self.screen.note(f"{one_line(error)} (--debug shows the trace)", "error")
+                    self.screen.note(f"{one_line(error)} " + self.conv.gettext(
+                        "(--debug shows the trace)"), "error")
         finally:
             self.conv.close()
             self.conv.transcript.close()
@@ -382,25 +385,24 @@ class Repl:
         self.screen.note(one_line(error), "error")
         if isinstance(error, TLSVerificationError):
             # The command line's --cafile/--insecure, for this session: no restart.
-            self.screen.note(
+            self.screen.note(self.conv.gettext(
                 "to go on: :reconnect --cafile FILE to trust the issuer, or "
-                ":reconnect --insecure to skip verification",
-                "warning",
-            )
+                ":reconnect --insecure to skip verification"), "warning")
 
     def _say_what_is_left(self) -> None:
         """Ctrl-D in the middle of a message: say that it was not sent."""
         core = self.conv.core
         if self.conv.closed:
             return
+        _ = self.conv.gettext
         if getattr(core, "in_data", False):
             self.screen.note(
-                "the message was not sent: it ends only with a lone '.' line", "warning"
+                _("the message was not sent: it ends only with a lone '.' line"), "warning"
             )
         elif getattr(core, "chunk_left", 0):
             self.screen.note(
-                "the message was not sent: the BDAT chunk still lacked "
-                f"{getattr(core, 'chunk_left', 0)} bytes",
+                _("the message was not sent: the BDAT chunk still lacked {count} bytes").format(
+                    count=getattr(core, "chunk_left", 0)),
                 "warning",
             )
 
@@ -454,7 +456,8 @@ class Repl:
         if not line.strip() and not self.conv.takes_text():
             return  # an empty command line means nothing to any server: not sent
         if self.conv.closed:
-            raise MailtalkError("the connection is closed: :reconnect to connect again")
+            raise MailtalkError(
+                self.conv.gettext("the connection is closed: :reconnect to connect again"))
         self.conv.send_line(line)
         if self.conv.expects_reply():
             self._wait()
@@ -469,10 +472,11 @@ class Repl:
         try:
             self.conv.wait_answer()
         except KeyboardInterrupt:
-            self.screen.note("stopped waiting; the reply will show when it comes", "warning")
+            self.screen.note(self.conv.gettext(
+                "stopped waiting; the reply will show when it comes"), "warning")
         except ReplyTimeout as error:
-            self.screen.note(f"{error}; still listening, the reply will show when it comes",
-                             "warning")
+            self.screen.note(f"{error}; " + self.conv.gettext(
+                "still listening, the reply will show when it comes"), "warning")
 
 
 def complete_now(buffer: Buffer, completer: Completer) -> None:
