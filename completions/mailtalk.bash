@@ -19,8 +19,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk connect')
-            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
+            opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record --lang -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang'
             subcommands=''
             ;;
         'mailtalk diagnose')
@@ -49,8 +49,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk imap')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record --lang -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang'
             subcommands=''
             ;;
         'mailtalk mx')
@@ -59,8 +59,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk pop3')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record --lang -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang'
             subcommands=''
             ;;
         'mailtalk practice')
@@ -84,8 +84,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk smtp')
-            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record -h --help'
-            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record'
+            opts='--tls --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --starttls --no-starttls --insecure --cafile --timeout --resolve -4 -6 --transcript --show-secrets --raw --record --lang -h --help'
+            value_opts='--sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang'
             subcommands=''
             ;;
         *) opts='' value_opts='' subcommands='' ;;
@@ -152,6 +152,9 @@ _mailtalk_option_value() {
         'mailtalk connect|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk connect|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk diagnose login|--user')
             COMPREPLY=()
@@ -329,6 +332,9 @@ _mailtalk_option_value() {
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
+        'mailtalk imap|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
+            ;;
         'mailtalk mx|--resolver')
             COMPREPLY=()
             ;;
@@ -395,6 +401,9 @@ _mailtalk_option_value() {
         'mailtalk pop3|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk pop3|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk practice|--root')
             compopt -o filenames 2>/dev/null
@@ -747,6 +756,9 @@ _mailtalk_option_value() {
         'mailtalk smtp|--record')
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        'mailtalk smtp|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         *) COMPREPLY=() ;;
     esac

@@ -10,7 +10,7 @@ function __mailtalk_value_options
         case 'mailtalk'
             printf '%s\n' -- --config
         case 'mailtalk connect'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk diagnose login'
             printf '%s\n' -- --user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
         case 'mailtalk diagnose relay'
@@ -20,11 +20,11 @@ function __mailtalk_value_options
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk mx'
             printf '%s\n' -- --resolver --port --cafile --timeout
         case 'mailtalk pop3'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
@@ -34,7 +34,7 @@ function __mailtalk_value_options
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --lmtp-socket-mode --lmtp-socket-group --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
-            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
+            printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
     end
 end
 
@@ -145,6 +145,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'transcript' -r -F
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data (in C: lines and transcripts).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'raw' -d 'Show the exact bytes sent (C:) and received (S:), escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own messages, :help and the explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk connect' 0" -a 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://'
 
@@ -238,6 +239,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'transcript' -r -F -d
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data (in C: lines and transcripts).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'raw' -d 'Show the exact bytes sent (C:) and received (S:), escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own messages, :help and the explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk imap' 0" -a '(__fish_print_hostnames)'
 
@@ -275,6 +277,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'transcript' -r -F -d
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data (in C: lines and transcripts).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'raw' -d 'Show the exact bytes sent (C:) and received (S:), escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own messages, :help and the explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk pop3' 0" -a '(__fish_print_hostnames)'
 
@@ -289,7 +292,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lang' -x -a 'en 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'list' -d 'List the lessons.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lesson' -x -d 'Start at lesson N.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'glossary' -d 'The words of the course (MUA, MTA, MX...).'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'vars' -d 'The running world\'s addresses as export lines, for eval "$(mailtalk practice --vars)" before mailtalk run.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'vars' -d 'The running world\'s addresses, and LESSON (the lesson\'s folder, with --lesson N lesson N\'s), as export lines, for eval "$(mailtalk practice --vars)" before mailtalk run "$LESSON/solution.mt".'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk run
@@ -437,5 +440,6 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'transcript' -r -F -d
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'show-secrets' -d 'Do not redact passwords and AUTH data (in C: lines and transcripts).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'raw' -d 'Show the exact bytes sent (C:) and received (S:), escaped (:raw).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'record' -r -F -d 'Write the session as a session file for mailtalk run (secrets left out).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own messages, :help and the explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk smtp' 0" -a '(__fish_print_hostnames)'

@@ -113,10 +113,22 @@ class MailtalkGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # the root's own options are parsed here, before invoke: `mailtalk --fo`
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.ClickException as error:
+            raise _said_in_one_line(error) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as error:
+            raise _said_in_one_line(error) from None
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
             click.echo("mailtalk: interrupted", err=True)
@@ -198,6 +210,20 @@ class ResolveEntry(click.ParamType):  # type: ignore[type-arg]  # generic from c
         if not sep or not name:
             self.fail(f"{value!r} is not NAME:ADDRESS", param, ctx)
         return (name.lower().rstrip("."), address)
+
+
+def _said_in_one_line(error: click.exceptions.ClickException) -> Exception:
+    """Say a click error (unknown option or command, missing or bad argument) in one
+    line, and end with its exit status (2 for usage), where click would print the
+    usage, a "Try --help" line, a blank line and "Error: ...".
+
+    ``mailtalk`` alone still prints the help (click >= 8.2 raises it as an error)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # new in click 8.2
+        return error
+    from mailtalk.errors import click_error_line
+
+    click.echo(f"mailtalk: {click_error_line(error)}", err=True)
+    return click.exceptions.Exit(error.exit_code)
 
 
 def _listing_order(name: str) -> int:

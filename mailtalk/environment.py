@@ -20,10 +20,12 @@ import io
 import os
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from rich.console import Console
 
 
 class OutputMode(enum.Enum):
@@ -139,11 +141,27 @@ class Environment:
         tty = self.stdout_isatty if stream == "stdout" else self.stderr_isatty
         return tty and self.get("TERM") != "dumb"
 
+    def console(self, stream: str = "stdout", **options: Any) -> Console:
+        """A rich console on ``stream`` ("stdout" or "stderr") that follows ``colour()``.
+
+        Without colour it writes no escape sequence at all: rich's own ``NO_COLOR``
+        drops only the colours (bold, dim and italic stay) and its progress bars hide
+        the cursor and redraw in place; here the styles go and a live display prints
+        once, when it ends. ``options`` go to ``rich.console.Console``.
+        """
+        from rich.console import Console
+
+        file = self.stdout if stream == "stdout" else self.stderr
+        if self.colour(stream):
+            return Console(file=file, **options)
+        return Console(file=file, color_system=None, force_terminal=False,
+                       force_interactive=False, **options)
+
     def output_mode(self, as_json: bool = False) -> OutputMode:
         """The one place that chooses JSON, rich or plain output for standard output.
 
         Rich output needs a terminal (or ``FORCE_COLOR``); ``NO_COLOR`` keeps the layout
-        and drops the colour, which the rich console does by itself.
+        and drops every style and escape sequence (``console()``).
         """
         if as_json:
             return OutputMode.JSON

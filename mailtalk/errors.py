@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 from mailtalk.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    import click
 
 
 class MailtalkError(Exception):
@@ -78,4 +84,32 @@ def one_line(error: BaseException) -> str:
         return type(error).__name__
     if not is_expected(error):
         return safe_text(f"unexpected error: {type(error).__name__}: {text}")
+    return safe_text(text)
+
+
+def click_error_line(error: click.ClickException) -> str:
+    """A click error (``No such option '--fo'.``, ``Missing argument 'URL'.``) as one
+    line worded like mailtalk's own, ending with where to read more when the mistake
+    is in how the command was called rather than in one option's value::
+
+        no such option '--fo' (did you mean one of: '--from', '--json', '--to'?) \
+        (try 'mailtalk send --help')
+    """
+    import click
+
+    from mailtalk.terminal import safe_text
+
+    text = " ".join(error.format_message().split())
+    text = re.sub(r"\. Did you mean (.*)$", r" (did you mean \1)", text)
+    text = re.sub(r"\.( \(|$)", r"\1", text).replace("(Did you mean", "(did you mean")
+    text = re.sub(r"\. ([A-Z][a-z])", lambda word: f"; {word[1].lower()}", text)
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    ctx = error.ctx if isinstance(error, click.UsageError) else None
+    value_only = isinstance(error, click.BadParameter) and not isinstance(
+        error, click.MissingParameter)
+    if ctx is not None and not value_only:
+        help_names = ctx.command.get_help_option_names(ctx)
+        if ctx.command.get_help_option(ctx) is not None and help_names:
+            text += f" (try '{ctx.command_path} {max(help_names, key=len)}')"
     return safe_text(text)

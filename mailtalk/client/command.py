@@ -42,6 +42,7 @@ class ConnectOptions:
     proxy_version: int = 1
     xclient: tuple[tuple[str, str], ...] = ()  # --xclient NAME=VALUE, checked
     tls: ClientTLS = field(default_factory=ClientTLS)  # --sni, --tls-min, --cert, ...
+    lang: str | None = None  # --lang; None: from the locale variables
 
     def session(self, debug: bool = False, language: str = "en") -> SessionOptions:
         """The engine's settings: STARTTLS decided, never on top of implicit TLS."""
@@ -76,8 +77,10 @@ def run(options: ConnectOptions, env: Environment) -> int:
     pipe mode (lines from standard input). Returns the exit status."""
     from mailtalk.language import choose_language
 
-    # explanations in the locale's language (LANG=nl_NL.UTF-8: Dutch), as `explain` does
-    session = options.session(debug=env.debug, language=choose_language(None, None, env.variables))
+    # mailtalk's own words and the explanations: --lang, else the locale's language
+    # (LANG=nl_NL.UTF-8: Dutch), as `explain` and `practice` choose
+    language = choose_language(options.lang, None, env.variables)
+    session = options.session(debug=env.debug, language=language)
     if env.interactive():
         from mailtalk.client.repl.app import Repl
 

@@ -159,15 +159,18 @@ class Conversation:
         self.transport = self._connect(transport_options)
         self.closed = False
         self.recorder.connected(self.target.url, self.options.insecure, self.options.cafile)
+        _ = self.gettext
         if self.transport.link is not None:
-            self._note(f"running {self.transport.peer[0]} (its stdin and stdout, --pipe)")
+            self._note(_("running {program} (its stdin and stdout, --pipe)").format(
+                program=self.transport.peer[0]))
         else:
             peer = self.transport.peer[0] if self.transport.peer else self.target.host
             shown = "" if peer == self.target.display else f" ({peer})"
-            self._note(f"connected to {self.target.display}{shown}")
+            self._note(_("connected to {server}").format(server=self.target.display) + shown)
         if self.options.proxy_from is not None and self.transport.link is None:
             where = ":".join(map(str, self.options.proxy_from))
-            self._note(f"sent a PROXY v{self.options.proxy_version} header: client {where}")
+            self._note(_("sent a PROXY v{version} header: client {client}").format(
+                version=self.options.proxy_version, client=where))
         if self.transport.tls is not None:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
             self._note(f"TLS: {self.transport.tls.summary()}", "tls")
@@ -200,9 +203,12 @@ class Conversation:
             self._tell_program_notes()
             status = self.transport.exit_status
             if was_open and self.transport.link is not None and status is not None:
-                how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+                _ = self.gettext
+                how = (_("killed by signal {number}").format(number=-status) if status < 0
+                       else _("exit status {status}").format(status=status))
                 kind = "info" if status == 0 else "warning"
-                self._note(f"{self.transport.host} ended ({how})", kind)
+                self._note(_("{program} ended ({how})").format(
+                    program=self.transport.host, how=how), kind)
         self.closed = True
 
     def _tell_program_notes(self) -> None:
@@ -238,7 +244,7 @@ class Conversation:
 
     def send_line(self, line: str, typed: bool = True) -> None:
         if self.closed or self.transport is None:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         shown = self.core.redact(line)
         command = self._command_of(line)
         try:
@@ -282,7 +288,7 @@ class Conversation:
         are then handed out in order by ``wait_final``. Jobs only: no session file
         records it."""
         if self.closed or self.transport is None:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         data = b""
         for line, octets in items:
             data += self.core.send_line(line)
@@ -310,7 +316,7 @@ class Conversation:
     ) -> None:
         """Send a whole message after 354 (SMTP), dot-stuffed, in chunks."""
         if self.closed or self.transport is None:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         send_message = getattr(self.core, "send_message", None)
         if send_message is None:
             raise MailtalkError("sending a message file only works in SMTP DATA mode")
@@ -332,7 +338,7 @@ class Conversation:
     def send_chunk(self, line: str, data: bytes) -> None:
         """An SMTP ``BDAT n [LAST]`` line and its chunk's octets (RFC 3030), in one write."""
         if self.closed or self.transport is None:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         head = self.core.send_line(line)
         body = self.core.send_chunk(data)  # type: ignore[attr-defined]  # SMTP only
         self._read_lmtp_replies_in_order()
@@ -406,34 +412,32 @@ class Conversation:
             try:
                 self._wait_until(greeted, patience)
             except ReplyTimeout:
-                self._note(
-                    f"waiting for the greeting from {self.target.host}… "
-                    f"(up to {limit:g} s, --timeout; Ctrl-C gives up)"
-                )
+                self._note(self.gettext(
+                    "waiting for the greeting from {server}… (up to {limit} s, --timeout; "
+                    "Ctrl-C gives up)").format(server=self.target.host, limit=f"{limit:g}"))
                 self._wait_until(greeted, limit - patience)
         else:
             self._wait_until(greeted, limit)
         if self.closed and self._events == 0:
             # The core leaves "greeting" when the connection closes, greeting or not.
-            raise ServerClosedError(
-                f"{self.target.host} closed the connection before greeting"
-            )
+            raise ServerClosedError(self.gettext(
+                "{server} closed the connection before greeting").format(server=self.target.host))
 
     def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> None:
         if self.transport is None:
-            raise ServerClosedError("not connected")
+            raise ServerClosedError(self.gettext("not connected"))
         limit = self.options.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while not done():
             if self.closed:
-                raise ServerClosedError(
-                    f"{self.target.host} closed the connection without answering"
-                )
+                raise ServerClosedError(self.gettext(
+                    "{server} closed the connection without answering").format(
+                        server=self.target.host))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ReplyTimeout(
-                    f"no reply from {self.target.host} within {limit:g} s (--timeout)"
-                )
+                raise ReplyTimeout(self.gettext(
+                    "no reply from {server} within {limit} s (--timeout)").format(
+                        server=self.target.host, limit=f"{limit:g}"))
             self.transport.set_timeout(remaining)
             try:
                 data = self.transport.recv()
@@ -582,6 +586,13 @@ class Conversation:
         self.transcript.add("#", text)
         self.listener.note(text, kind)
 
+    def gettext(self, message: str) -> str:
+        """``message`` (mailtalk's own words: a note, an error, :help) in the session's
+        language, ``options.language``, by the catalogues of ``knowledge/locale``."""
+        from mailtalk.knowledge.translation import translation
+
+        return translation(self.options.language).gettext(message)
+
     # -- conveniences behind the meta-commands -----------------------------------
 
     def starttls(self) -> None:
@@ -592,11 +603,12 @@ class Conversation:
     def _starttls(self) -> None:
         protocol = self.target.protocol
         if getattr(self.core, "tls", False):
-            raise MailtalkError("TLS is already on")
+            raise MailtalkError(self.gettext("TLS is already on"))
         if protocol == "smtp":
             self._ehlo_if_needed()
             if "STARTTLS" not in getattr(self.core, "extensions", {}):
-                raise MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+                raise MailtalkError(
+                    self.gettext("the server did not offer STARTTLS in its EHLO reply"))
             self.send_line("STARTTLS", typed=False)
         elif protocol == "pop3":
             self.send_line("STLS", typed=False)
@@ -604,7 +616,8 @@ class Conversation:
             self.send_line("STARTTLS", typed=False)
         reply = self.wait_final()
         if not getattr(self.core, "tls", False):
-            raise MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+            raise MailtalkError(self.gettext("the server refused to start TLS: {reply}").format(
+                reply=first_line(reply)))
 
     def xclient(self, attributes: tuple[tuple[str, str], ...]) -> None:
         """Postfix XCLIENT (``:xclient``): EHLO when not said yet, the attributes checked
@@ -615,7 +628,7 @@ class Conversation:
         if self.target.protocol != "smtp" or getattr(self.core, "lmtp", False):
             raise MailtalkError("XCLIENT is an SMTP command (Postfix): not for this session")
         if self.closed:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         self._ehlo_if_needed()
         why = missing_attributes(attributes, getattr(self.core, "extensions", {}))
         if why is not None:
@@ -644,9 +657,9 @@ class Conversation:
         if mechanism not in MECHANISMS:
             raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
         if self.closed:
-            raise ServerClosedError("the connection is closed: use :reconnect")
+            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         if self.core.authenticated:
-            raise MailtalkError("already authenticated on this connection")
+            raise MailtalkError(self.gettext("already authenticated on this connection"))
         host = self.target.host
         tls = bool(getattr(self.core, "tls", False))
         protocol = self.target.protocol
@@ -832,7 +845,9 @@ class Conversation:
             if kerberos is not None:
                 kerberos.context.close()
         if getattr(client, "verified", False):
-            self.listener.note(f"{mechanism}: the server proved it knows the password")
+            self.listener.note(self.gettext(
+                "{mechanism}: the server proved it knows the password").format(
+                    mechanism=mechanism))
         if kerberos is not None and reply.reply_class is ReplyClass.POSITIVE:
             context = kerberos.context
             self.listener.note(
@@ -869,7 +884,8 @@ class Conversation:
 
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
-            raise MailtalkError(f"{what} failed: {first_line(reply)}")
+            raise MailtalkError(self.gettext("{command} failed: {reply}").format(
+                command=what, reply=first_line(reply)))
 
 
 @dataclass(frozen=True)

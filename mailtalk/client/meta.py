@@ -4,6 +4,8 @@ Shared by the REPL and the pipe mode; what differs between them (asking for a
 password, showing progress, quitting) goes through the ``MetaUI`` they pass in.
 What each command is for is written once, in the knowledge base
 (``knowledge/commands.toml``, ``[meta.NAME]``); this module holds what each does.
+What they say is in the session's language (``Conversation.gettext``), as :help's
+list, its lines from the knowledge base included.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def _help(
 ) -> None:
     from mailtalk.knowledge.commands import command_help, render_help
 
+    _ = conv.gettext
     protocol = conv.target.protocol
     if args:
         name = " ".join(args)
@@ -101,36 +104,43 @@ def _help(
             if meta is None and extra:
                 meta = extra.get(name[1:].lower())
             if meta is None:
-                raise MailtalkError(f"no mailtalk command {name}; :help lists them")
-            ui.show_block(f"{meta.usage}\n  {meta.brief}")
+                raise MailtalkError(_("no mailtalk command {name}; :help lists them").format(
+                    name=name))
+            ui.show_block(f"{meta.usage}\n  {_(meta.brief)}")
             return
         entry = command_help(protocol, name)
         if entry is None:
-            raise MailtalkError(f"{name.upper()} is not a {protocol.upper()} command I know")
+            raise MailtalkError(_("{command} is not a {protocol} command I know").format(
+                command=name.upper(), protocol=protocol.upper()))
         ui.show_block(render_help(entry))
         return
-    valid = ", ".join(conv.core.valid_commands()) or "(none: wait, or :reconnect)"
+    valid = ", ".join(conv.core.valid_commands()) or _("(none: wait, or :reconnect)")
     lines = [
-        f"{protocol.upper()} commands valid now ({conv.core.state_name}): {valid}",
-        f"Usually next: {conv.core.next_hint()}",
+        _("{protocol} commands valid now ({state}): {commands}").format(
+            protocol=protocol.upper(), state=conv.core.state_name, commands=valid),
+        _("Usually next: {hint}").format(hint=_(conv.core.next_hint())),
         "",
-        "mailtalk commands (never sent to the server):",
+        _("mailtalk commands (never sent to the server):"),
     ]
-    lines += _listing(META_COMMANDS.values())
-    if extra:
-        lines += ["", f"{heading or 'more commands'}:", *_listing(extra.values())]
+    lines += _listing(META_COMMANDS.values(), _)
+    if extra:  # a coach's commands, in its own words already
+        lines += ["", f"{heading or _('more commands')}:", *_listing(extra.values())]
     lines.append("")
-    lines.append(":help COMMAND explains a protocol command, e.g. :help " + _example(protocol))
+    lines.append(_(":help COMMAND explains a protocol command, e.g. :help {example}").format(
+        example=_example(protocol)))
     ui.show_block("\n".join(lines))
 
 
-def _listing(commands: Iterable[MetaCommand | ExtraCommand]) -> list[str]:
+def _listing(
+    commands: Iterable[MetaCommand | ExtraCommand], gettext: Callable[[str], str] = str
+) -> list[str]:
     lines = []
     for meta in commands:
+        brief = gettext(meta.brief)
         if len(meta.usage) <= 28:
-            lines.append(f"  {meta.usage:<28} {meta.brief}")
+            lines.append(f"  {meta.usage:<28} {brief}")
         else:  # a long usage gets a line of its own: the list stays within 80 columns
-            lines += [f"  {meta.usage}", f"  {'':<28} {meta.brief}"]
+            lines += [f"  {meta.usage}", f"  {'':<28} {brief}"]
     return lines
 
 
@@ -143,10 +153,11 @@ def _starttls(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 
 def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    _ = conv.gettext
     if not args or len(args) > 2:
-        raise MailtalkError(
+        raise MailtalkError(_(
             "usage: :auth MECHANISM [USER] (plain, login, cram-md5, scram-sha-256, ...)"
-        )
+        ))
     mechanism = args[0].upper()
     from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS
 
@@ -158,12 +169,14 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         authzid = args[1] if len(args) > 1 else ""
         reply = conv.authenticate(mechanism, authzid, "")
         if reply.reply_class is ReplyClass.POSITIVE:
-            by = "the client certificate" if mechanism == "EXTERNAL" else "the Kerberos ticket"
-            ui.note(f"authenticated by {by}{' as ' + authzid if authzid else ''}")
+            by = (_("the client certificate") if mechanism == "EXTERNAL"
+                  else _("the Kerberos ticket"))
+            ui.note(_("authenticated by {means} as {user}").format(means=by, user=authzid)
+                    if authzid else _("authenticated by {means}").format(means=by))
         return
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:
-        raise MailtalkError("usage: :auth MECHANISM USER (no user in the URL to default to)")
+        raise MailtalkError(_("usage: :auth MECHANISM USER (no user in the URL to default to)"))
     # What the server offers is settled before anyone is asked for a secret.
     conv.prepare_auth(mechanism)
     from mailtalk.client.credentials import TOKEN_VARIABLE, is_token_mechanism, netrc_lookup
@@ -172,35 +185,39 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         # A token is never looked up in ~/.netrc (its entries are passwords).
         secret = os.environ.get(TOKEN_VARIABLE) or None
         if secret is not None:
-            ui.note(f"OAuth2 token for {user} from ${TOKEN_VARIABLE}")
+            ui.note(_("OAuth2 token for {user} from ${variable}").format(
+                user=user, variable=TOKEN_VARIABLE))
         else:
-            secret = ui.ask_secret(f"OAuth2 token for {user}: ", TOKEN_VARIABLE)
+            secret = ui.ask_secret(_("OAuth2 token for {user}: ").format(user=user),
+                                   TOKEN_VARIABLE)
     else:
         found = netrc_lookup(conv.target.host, user)
         if found.problem:
             ui.note(found.problem, "warning")
         secret = found.password
         if secret is not None:
-            ui.note(f"password for {user} from {found.shown_path}")
+            ui.note(_("password for {user} from {file}").format(user=user, file=found.shown_path))
         else:
-            secret = ui.ask_secret(f"password for {user}: ")
+            secret = ui.ask_secret(_("password for {user}: ").format(user=user))
     reply = conv.authenticate(mechanism, user, secret)
     if reply.reply_class is ReplyClass.POSITIVE:
-        ui.note(f"authenticated as {user}")
+        ui.note(_("authenticated as {user}").format(user=user))
 
 
 def _xclient(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     from mailtalk.protocols.xclient import XClientError, parse_attribute
 
     if not args:
-        raise MailtalkError("usage: :xclient NAME=VALUE... (e.g. ADDR=192.0.2.1 NAME=host.example)")
+        raise MailtalkError(conv.gettext(
+            "usage: :xclient NAME=VALUE... (e.g. ADDR=192.0.2.1 NAME=host.example)"))
     try:
         attributes = tuple(parse_attribute(arg, ":xclient") for arg in args)
     except XClientError as error:
         raise MailtalkError(str(error)) from None
     conv.xclient(attributes)
     shown = " ".join(f"{name}={value}" for name, value in attributes)
-    ui.note(f"the server now treats this session as from {shown}")
+    ui.note(conv.gettext("the server now treats this session as from {client}").format(
+        client=shown))
 
 
 def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -208,40 +225,44 @@ def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.raw = args[0] == "on"
     else:
         ui.raw = not ui.raw
-    ui.note(
+    ui.note(conv.gettext(
         "raw mode on: the exact bytes sent (C:) and received (S:), escaped"
         if ui.raw
         else "raw mode off"
-    )
+    ))
 
 
 def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if len(args) != 1:
-        raise MailtalkError("usage: :save FILE")
+        raise MailtalkError(conv.gettext("usage: :save FILE"))
     lines = conv.transcript.save(args[0])
-    ui.note(f"transcript saved to {args[0]} ({lines} lines)")
+    ui.note(conv.gettext("transcript saved to {file} ({count} lines)").format(
+        file=args[0], count=lines))
 
 
 def _file(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    _ = conv.gettext
     if len(args) != 1:
-        raise MailtalkError("usage: :file PATH (after DATA got 354)")
+        raise MailtalkError(_("usage: :file PATH (after DATA got 354)"))
     if not getattr(conv.core, "in_data", False):
-        raise MailtalkError(":file sends a message after DATA got 354; send DATA first")
+        raise MailtalkError(_(":file sends a message after DATA got 354; send DATA first"))
     path = Path(args[0]).expanduser()
     try:
         message = path.read_bytes()
     except OSError as error:
         reason = (error.strerror or str(error)).lower()
-        raise MailtalkError(f"cannot read {path}: {reason}") from None
+        raise MailtalkError(_("cannot read {file}: {reason}").format(
+            file=path, reason=reason)) from None
     if len(message) >= PROGRESS_THRESHOLD:
-        callback = ui.progress(len(message), f"sending {path.name}")
+        callback = ui.progress(len(message), _("sending {file}").format(file=path.name))
         try:
             conv.send_message(message, callback, source=str(path))
         finally:
             ui.done_progress()
     else:
         conv.send_message(message, source=str(path))
-    ui.note(f"sent {path} ({len(message)} bytes), dot-stuffed, ended by '.'")
+    ui.note(_("sent {file} ({size} bytes), dot-stuffed, ended by '.'").format(
+        file=path, size=len(message)))
 
 
 def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
@@ -257,39 +278,44 @@ def _explain(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         if not explanation.known or explanation.protocol is None:
             explanation = explain(text, conv.target.protocol, language=language)
         if not explanation.known:
-            raise MailtalkError(f"{text!r} is not a reply or a code; try :explain 550 or 5.7.1")
+            raise MailtalkError(conv.gettext(
+                "{text} is not a reply or a code; try :explain 550 or 5.7.1").format(
+                    text=repr(text)))
     else:
         if conv.last_final is None:
-            raise MailtalkError("no reply yet: :explain ARG explains any reply or code")
+            raise MailtalkError(conv.gettext(
+                "no reply yet: :explain ARG explains any reply or code"))
         explanation = conv.explain_event(conv.last_final, conv.last_final_command)
     ui.show_block(to_text(explanation, ui.block_colour, ui.block_width()))
 
 
 def _record(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    _ = conv.gettext
     if not args:
         where = conv.recorder.path
-        ui.note(f"recording to {where}" if where else "not recording; :record FILE starts")
+        ui.note(_("recording to {file}").format(file=where) if where
+                else _("not recording; :record FILE starts"))
         return
     if args[0] == "stop" and len(args) == 1:
         path = conv.finish_recording()
         if path is None:
-            raise MailtalkError("not recording; :record FILE starts")
-        ui.note(f"wrote {path}: replay it with mailtalk run {shlex.quote(path)}")
+            raise MailtalkError(_("not recording; :record FILE starts"))
+        ui.note(_("wrote {file}: replay it with mailtalk run {quoted}").format(
+            file=path, quoted=shlex.quote(path)))
         return
     if len(args) != 1:
-        raise MailtalkError("usage: :record FILE, or :record stop")
+        raise MailtalkError(_("usage: :record FILE, or :record stop"))
     path = os.path.expanduser(args[0])
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise MailtalkError(f"cannot write in {directory}")
+        raise MailtalkError(_("cannot write in {folder}").format(folder=directory))
     conv.recorder.path = path
-    ui.note(
-        f"recording to {path} from the start of this connection (written at :record stop "
-        "or when you leave)"
-    )
+    ui.note(_("recording to {file} from the start of this connection (written at :record "
+              "stop or when you leave)").format(file=path))
 
 
 def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
+    usage = conv.gettext("usage: :reconnect [--cafile FILE] [--insecure]")
     changes: dict[str, object] = {}
     words = iter(args)
     for word in words:
@@ -298,14 +324,15 @@ def _reconnect(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         elif word == "--cafile":
             name = next(words, None)
             if name is None:
-                raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+                raise MailtalkError(usage)
             path = Path(name).expanduser()
             if not os.access(path, os.R_OK) or not (path.is_file() or path.is_dir()):
-                raise MailtalkError(f"cannot read {path}: :reconnect --cafile needs a CA file")
+                raise MailtalkError(conv.gettext(
+                    "cannot read {file}: :reconnect --cafile needs a CA file").format(file=path))
             changes["cafile"] = str(path)
             changes["insecure"] = False
         else:
-            raise MailtalkError("usage: :reconnect [--cafile FILE] [--insecure]")
+            raise MailtalkError(usage)
     if changes:
         # Kept for the rest of the session: a later :starttls or :reconnect uses them too.
         conv.options = replace(conv.options, **changes)  # type: ignore[arg-type]
@@ -316,7 +343,8 @@ def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     from mailtalk.net.target import IMPLICIT_TLS_PORT, TargetError, parse_shortcut, parse_url
 
     if len(args) not in (1, 2) or (len(args) == 2 and "://" in args[0]):
-        raise MailtalkError("usage: :open URL, or :open HOST [PORT] (as telnet's open)")
+        raise MailtalkError(conv.gettext(
+            "usage: :open URL, or :open HOST [PORT] (as telnet's open)"))
     try:
         if "://" in args[0]:
             target = parse_url(args[0])
@@ -333,10 +361,11 @@ def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 
 def _cert(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if args:
-        raise MailtalkError("usage: :cert")
+        raise MailtalkError(conv.gettext("usage: :cert"))
     tls = conv.transport.tls if conv.transport is not None and not conv.closed else None
     if tls is None or not tls.chain:
-        raise MailtalkError("no TLS on this connection: :starttls first (or connect with TLS)")
+        raise MailtalkError(conv.gettext(
+            "no TLS on this connection: :starttls first (or connect with TLS)"))
     from mailtalk.net.certchain import chain_text, describe_session_chain
 
     host = conv.transport.server_hostname if conv.transport is not None else None
@@ -385,18 +414,21 @@ def run_meta(
         # a reply is free text: "isn't" must not trip shell quoting
         _explain(conv, ui, [rest.strip()] if rest.strip() else [])
         return
+    _ = conv.gettext
     try:
         words = shlex.split(line[1:])
     except ValueError as error:
-        raise MailtalkError(f"cannot parse {line!r}: {error}") from None
+        raise MailtalkError(_("cannot parse {line}: {error}").format(
+            line=repr(line), error=error)) from None
     if not words:
-        raise MailtalkError("':' alone means nothing; :help lists mailtalk's commands")
+        raise MailtalkError(_("':' alone means nothing; :help lists mailtalk's commands"))
     name = words[0].lower()
     if name == "help":
         _help(conv, ui, words[1:], extra, heading)
         return
     command = META_COMMANDS.get(name) or (extra or {}).get(name)
     if command is None:
-        raise MailtalkError(f"unknown command :{name}; :help lists mailtalk's commands")
+        raise MailtalkError(_("unknown command :{name}; :help lists mailtalk's commands").format(
+            name=name))
     command.handler(conv, ui, words[1:])
 

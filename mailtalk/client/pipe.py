@@ -2,14 +2,16 @@
 
 Each line is sent as typed (``:`` lines are mailtalk's commands, as in the REPL);
 when a line expects an answer, mailtalk waits for it before sending the next, so
-the printed conversation is in order and a script never outruns the server.
+the printed conversation is in order and a script never outruns the server. A coach
+(practice mode) comes along as in the REPL: its ``:commands`` work, and it is told
+when the session begins and after every line.
 """
 
 from __future__ import annotations
 
 import getpass
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.display import iter_event_lines, to_ansi
@@ -21,6 +23,9 @@ from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TransportError
 from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent, peer_text
 from mailtalk.terminal import safe_text
+
+if TYPE_CHECKING:
+    from mailtalk.client.coach import Coach
 
 FAILURE_CLASSES = (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
 
@@ -113,23 +118,28 @@ def _finish_recording(conv: Conversation, err: TextIO) -> None:
         err.write(f"# wrote {written}\n")
 
 
-def run_pipe_mode(options: SessionOptions, env: Environment) -> int:
+def run_pipe_mode(options: SessionOptions, env: Environment, coach: Coach | None = None) -> int:
     """The session with its lines read from ``env.stdin``; returns the exit status: 1
     when a reply was a failure (4xx, 5xx, -ERR, NO, BAD), the error's status when the
     session broke off."""
     screen = PipeScreen(env, options.raw)
     conv = Conversation(options, screen)
+    extra = (None, "") if coach is None else (coach.commands, coach.heading)
     try:
         conv.start()
         screen.step_done()
+        if coach is not None:
+            coach.begin(conv, screen)
         for raw_line in env.stdin:
             line = raw_line.rstrip("\r\n")
             if line.startswith(":") and not getattr(conv.core, "in_data", False):
                 try:
-                    run_meta(line, conv, screen)
+                    run_meta(line, conv, screen, *extra)
                 except QuitRequested:
                     break
                 screen.step_done()
+                if coach is not None:
+                    coach.after(conv, screen)
                 continue
             if conv.closed:
                 raise ServerClosedError(
@@ -139,6 +149,8 @@ def run_pipe_mode(options: SessionOptions, env: Environment) -> int:
             if conv.expects_reply():
                 conv.wait_answer()
             screen.step_done()
+            if coach is not None:
+                coach.after(conv, screen)
     except (MailtalkError, TransportError, ProtocolError) as error:
         env.stderr.write(f"mailtalk: {one_line(error)}\n")
         conv.close()

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     "  mailtalk practice --lang nl --lesson 2\n"
     "  mailtalk practice --list\n"
     "  mailtalk practice --keep             leave it running for other terminals\n"
+    "  eval \"$(mailtalk practice --vars)\"; mailtalk run \"$LESSON/solution.mt\"\n"
+    "  echo :check | mailtalk practice      what the servers saw done since the\n"
+    "                                       lesson began, a prompt open or not\n"
     "  mailtalk practice --status --json    where everything is, as JSON\n"
     "  mailtalk practice --stop\n"
     "  mailtalk practice --reset --root /tmp/world\n"
@@ -51,8 +54,9 @@ if TYPE_CHECKING:
     "--vars",
     "session_variables",
     is_flag=True,
-    help="The running world's addresses as export lines, for "
-    'eval "$(mailtalk practice --vars)" before mailtalk run.',
+    help="The running world's addresses, and LESSON (the lesson's folder, with "
+    "--lesson N lesson N's), as export lines, for "
+    'eval "$(mailtalk practice --vars)" before mailtalk run "$LESSON/solution.mt".',
 )
 @click.option("--run-world", is_flag=True, hidden=True)
 @pass_environment
@@ -81,7 +85,9 @@ def practice(
     plays MUA, MTA and MDA, where, on which ports, the practice accounts) and
     opens a prompt with a coach on the lesson's server: :lesson, :hint,
     :check, :map, :dns, :skip, :reset. Steps tick when the servers see them
-    done, whatever client did them. :quit stops the world.
+    done, whatever client did them, since the lesson began (a prompt open or
+    not). Piped in, the lines go to that server and the coach's :commands work
+    (echo :check | mailtalk practice). :quit stops the world.
     """
     from mailtalk.practice.command import PracticeOptions, run
 

@@ -78,6 +78,12 @@ def connection_options(func: F) -> F:
             metavar="FILE",
             help="Write the session as a session file for mailtalk run (secrets left out).",
         ),
+        click.option(
+            "--lang",
+            type=click.Choice(["en", "nl"]),
+            help="The language of mailtalk's own messages, :help and the explanations "
+            "[default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from mailtalk.environment import Environment, OutputMode
 
@@ -145,12 +145,6 @@ def plain(explanation: Explanation, width: int = _PLAIN_WIDTH) -> str:
 # --- rich ---------------------------------------------------------------------------
 
 
-def console(stream: TextIO) -> Console:
-    from rich.console import Console
-
-    return Console(file=stream, highlight=False, soft_wrap=False, emoji=False)
-
-
 def render(explanation: Explanation, out: Console) -> None:
     """The layout with rich: coloured headline, bold titles, hanging indents."""
     from rich.table import Table
@@ -218,7 +212,7 @@ def render_all(explanations: list[Explanation], env: Environment, as_json: bool 
         target.flush()
         return
     if mode is OutputMode.RICH:
-        out = console(target)
+        out = env.console(highlight=False, soft_wrap=False, emoji=False)
         for index, explanation in enumerate(explanations):
             if index:
                 out.print()

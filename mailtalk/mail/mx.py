@@ -450,13 +450,13 @@ def _plain(
 
 
 def _rich(
-    result: MXResult, shown: str, probes: list[Probe] | None, out: TextIO, brief: bool = False
+    result: MXResult, shown: str, probes: list[Probe] | None, env: Environment,
+    brief: bool = False,
 ) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(file=out, highlight=False, emoji=False)
+    console = env.console(highlight=False, emoji=False)
     style = _STATUS_STYLE.get(result.status, "")
     console.print(Text(_headline(result, shown), style=f"bold {style}"))
     rows = _host_rows(result)
@@ -523,7 +523,7 @@ def run(options: MXOptions, env: Environment) -> int:
         out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
         out.flush()
     elif mode is OutputMode.RICH:
-        _rich(result, shown, probes, out, options.brief)
+        _rich(result, shown, probes, env, options.brief)
     else:
         _plain(result, shown, probes, out, env.plain_width(), options.brief)
     return status

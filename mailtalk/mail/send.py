@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -52,6 +52,8 @@ from mailtalk.protocols.smtp_sequence import (
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from mailtalk.environment import Environment
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +200,7 @@ def converse(
     recipients: list[str],
     message: bytes,
     listener: Listener,
-    progress_to: TextIO | None = None,
+    progress_to: Console | None = None,
 ) -> list[str]:
     """One SMTP conversation, up to the message or the stop point asked; the recipients
     the server accepted (to RCPT: the message went to them unless a stop point came
@@ -359,14 +361,13 @@ PROGRESS_THRESHOLD = 1024 * 1024
 
 
 def _send_with_progress(
-    conv: Conversation, message: bytes, as_json: bool, progress_to: TextIO | None
+    conv: Conversation, message: bytes, as_json: bool, progress_to: Console | None
 ) -> None:
-    """The message, with a progress bar on ``progress_to`` (standard error when it is a
-    terminal, else None) when it is big."""
+    """The message, with a progress bar on ``progress_to`` (standard error's console
+    when it is a terminal, else None) when it is big."""
     if as_json or len(message) < PROGRESS_THRESHOLD or progress_to is None:
         conv.send_message(message)
         return
-    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress(
@@ -374,8 +375,9 @@ def _send_with_progress(
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=Console(file=progress_to),
-        transient=True,
+        console=progress_to,
+        # drawn in place, then wiped; without colour (no escapes) said once at the end
+        transient=progress_to.is_interactive,
     ) as progress:
         task = progress.add_task("sending the message", total=len(message))
         conv.send_message(message, lambda done: progress.update(task, completed=done))
@@ -445,7 +447,7 @@ def run(options: SendOptions, env: Environment) -> int:
         groups = [([target], list(options.recipients))]
     else:
         groups = _mx_groups(domains, options, listener, failures)
-    progress_to = env.stderr if env.stderr_isatty else None
+    progress_to = env.console("stderr") if env.stderr_isatty else None
     accepted: list[str] = []
     for targets, members in groups:
         taken, failure = _deliver(targets, members, message, options, listener, progress_to)
@@ -562,7 +564,7 @@ def _deliver(
     message: bytes,
     options: SendOptions,
     listener: Listener,
-    progress_to: TextIO | None,
+    progress_to: Console | None,
 ) -> tuple[list[str], Failure | None]:
     """The recipients accepted by the first of ``targets`` that takes the message; after
     a temporary refusal or a connection failure the next MX is tried (never with

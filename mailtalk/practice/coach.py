@@ -14,6 +14,7 @@ import re
 import textwrap
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -23,7 +24,7 @@ from mailtalk.practice.i18n import translation
 from mailtalk.practice.lessons import Lesson, find_lesson, load_lessons
 from mailtalk.practice.progress import Progress
 from mailtalk.practice.tracker import LessonTracker
-from mailtalk.servers.journal import JournalReader
+from mailtalk.servers.journal import JournalReader, utc_now
 
 if TYPE_CHECKING:
     from mailtalk.client.conversation import Conversation
@@ -75,6 +76,9 @@ class World(Protocol):
 
     def prepare(self, lesson: Lesson) -> None:
         """Make the world as the lesson's [setup] says (faults, records, files, mail)."""
+
+    def prepared_for(self) -> str | None:
+        """The lesson the world was last made ready for (its name), if known."""
 
 
 @functools.cache
@@ -143,13 +147,10 @@ class PracticeCoach:
         return self._commands
 
     def _track(self, lesson: Lesson) -> LessonTracker:
-        self.progress.current = lesson.name
-        state = self.progress.of(lesson.name)
-        if state.done:  # done before: again from the start
-            state.step, state.done = 0, False
-            state.skipped.clear()
+        self.progress.take_up(lesson.name, utc_now())  # made ready by take_up() first
         tracker = LessonTracker(
-            lesson, state, JournalReader(self.world.journal_path), self.world.server_root
+            lesson, self.progress.of(lesson.name), JournalReader(self.world.journal_path),
+            self.world.server_root,
         )
         self.progress.save()
         return tracker
@@ -268,7 +269,7 @@ class PracticeCoach:
             lesson = find_lesson(args[0])
         except LookupError as error:
             raise MailtalkError(str(error)) from None
-        self.world.prepare(lesson)
+        take_up(self.world, self.progress, lesson, again=True)
         self.tracker = self._track(lesson)
         ui.show_block(self.panel(intro=True))
         conv.retarget(self.world.target(lesson.connect))
@@ -409,6 +410,8 @@ class PracticeCoach:
         if len(args) != 1 or args[0] not in LANGUAGES:
             raise MailtalkError(self._("usage: :lang en|nl"))
         self.set_language(args[0])
+        # the session's own words follow: notes, errors, :help, the toolbar
+        conv.options = replace(conv.options, language=args[0])
         self.progress.language = args[0]
         self.progress.save()
         ui.show_block(self.panel())
@@ -427,6 +430,18 @@ class PracticeCoach:
 
     def _list(self, conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         ui.show_block(lesson_list(self.progress, self.language))
+
+
+def take_up(world: World, progress: Progress, lesson: Lesson, again: bool = False) -> None:
+    """Make ``lesson`` the one worked on (``Progress.take_up``: ``again``, asked for by
+    number, begins a lesson done before anew) and the world ready for it: its setup is
+    made when it begins, or when the world was made ready for another lesson since. A
+    lesson gone on with keeps what the learner changed (a control file edited while no
+    prompt was open)."""
+    going_on = progress.take_up(lesson.name, utc_now(), again)
+    if not going_on or world.prepared_for() != lesson.name:
+        world.prepare(lesson)
+    progress.save()
 
 
 def ask_dns(resolver: str, name: str, kind: str) -> str:

@@ -90,7 +90,7 @@ def run(options: PracticeOptions, env: Environment) -> int:
         except LookupError as error:
             raise UsageError(str(error)) from None
     if options.session_variables:
-        return show_variables(root, env)
+        return show_variables(root, env, options.lesson)
     if options.run_world:
         return run_world_forever(root, env)
     if options.reset:
@@ -115,12 +115,18 @@ def show_lessons(options: PracticeOptions, env: Environment) -> int:
     return int(ExitCode.OK)
 
 
-def show_variables(root: Path, env: Environment) -> int:
+def show_variables(root: Path, env: Environment, lesson: int | None = None) -> int:
     """--vars: the world's addresses as ``export NAME=VALUE`` lines, for
     ``eval "$(mailtalk practice --vars)"``: session files (``mailtalk run``) and the
-    lessons' scripts read ``${MX_EXAMPLE_NET_SMTP}`` and the like from the environment."""
+    lessons' scripts read ``${MX_EXAMPLE_NET_SMTP}`` and the like from the environment.
+
+    ``${LESSON}`` is the folder of the lesson worked on (``--lesson N``: lesson N's) and
+    ``${LESSONS}`` the folder of them all, wherever mailtalk is installed, so that
+    ``mailtalk run "$LESSON/solution.mt"`` works from any directory."""
     import shlex
 
+    from mailtalk.practice.lessons import LESSONS_DIR
+    from mailtalk.practice.session import choose_lesson, load_progress
     from mailtalk.practice.setup import MapWorld
     from mailtalk.practice.world import is_running
 
@@ -128,6 +134,8 @@ def show_variables(root: Path, env: Environment) -> int:
         env.stderr.write(f"mailtalk: no practice world runs at {root} (--keep starts one)\n")
         return int(NOT_RUNNING)
     variables = MapWorld(running_map(root)).session_variables()
+    variables["LESSON"] = str(choose_lesson(lesson, load_progress(env)).folder)
+    variables["LESSONS"] = str(LESSONS_DIR)
     for name, value in sorted(variables.items()):
         env.stdout.write(f"export {name}={shlex.quote(value)}\n")
     return int(ExitCode.OK)
@@ -147,6 +155,8 @@ def _check(options: PracticeOptions) -> None:
         )
         if on
     ]
+    if given == ["--vars", "--lesson"]:
+        return  # the variables, ${LESSON} naming lesson N's folder
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} do not go together")
     if options.reset and (options.status or options.stop or options.list_lessons):

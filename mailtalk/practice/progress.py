@@ -1,9 +1,11 @@
 """What a learner has done: ``$XDG_STATE_HOME/mailtalk/practice.json``.
 
-Per lesson: done or not, the step reached, the hints used per step; and the lesson last
-worked on and the language chosen. Never a secret (the practice accounts' passwords are
-in the world's map, not here). Written whole to a temporary file and renamed, so a crash
-never leaves half a file; an unreadable file is set aside, not fatal.
+Per lesson: done or not, the step reached, the hints used per step, and since when the
+servers' doings count for it (the journal's time when it began, and when its step was
+skipped to); and the lesson last worked on and the language chosen. Never a secret (the
+practice accounts' passwords are in the world's map, not here). Written whole to a
+temporary file and renamed, so a crash never leaves half a file; an unreadable file is
+set aside, not fatal.
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ class LessonProgress:
     step: int = 0  # the index of the step being worked on (== len(steps) when done)
     hints: dict[str, int] = field(default_factory=dict)  # step key -> hints shown
     skipped: list[str] = field(default_factory=list)  # steps passed over with :skip
+    # The journal's time (servers.journal.utc_now) from which events count: the lesson's
+    # since it began, whether a prompt was open or not; the step's since a :skip to it.
+    since: str | None = None  # None: not begun
+    step_since: str | None = None  # None: the lesson's
 
     def as_json(self) -> dict[str, Any]:
         return {"done": self.done, "step": self.step, "hints": self.hints,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "since": self.since, "step_since": self.step_since}
+
+    def restart(self, now: str) -> None:
+        """From the first step again, counting only what happens from ``now`` on."""
+        self.step, self.done = 0, False
+        self.skipped.clear()
+        self.since, self.step_since = now, None
 
 
 @dataclass
@@ -55,6 +67,8 @@ class Progress:
                     step=int(entry.get("step", 0)),
                     hints={str(k): int(v) for k, v in dict(entry.get("hints", {})).items()},
                     skipped=[str(key) for key in entry.get("skipped", [])],
+                    since=_time_or_none(entry.get("since")),
+                    step_since=_time_or_none(entry.get("step_since")),
                 )
             except (AttributeError, TypeError, ValueError):
                 continue
@@ -69,6 +83,20 @@ class Progress:
 
     def of(self, lesson: str) -> LessonProgress:
         return self.lessons.setdefault(lesson, LessonProgress())
+
+    def take_up(self, lesson: str, now: str, again: bool = False) -> bool:
+        """Make ``lesson`` the one worked on; it begins ``now`` the first time, and
+        begins again from its first step when ``again`` (asked for by number) and it
+        was done. True when it goes on from where it was."""
+        self.current = lesson
+        state = self.of(lesson)
+        if again and state.done:
+            state.restart(now)
+            return False
+        if state.since is None:
+            state.since = now
+            return False
+        return True
 
     def save(self) -> None:
         data = {
@@ -87,3 +115,7 @@ class Progress:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+
+def _time_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

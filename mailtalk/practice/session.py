@@ -3,8 +3,13 @@ coach connected where the lesson starts.
 
 Which lesson: ``--lesson N``, else the one worked on last time (practice.json), else the
 first one not done. Which language: ``--lang``, else last time's, else the locale. In
-pipe mode (standard input not a terminal) there is no coach: the session's lines go to
-the lesson's server as in ``mailtalk smtp``, and the checks still see what they did.
+pipe mode (standard input not a terminal) the session's lines go to the lesson's server
+as in ``mailtalk smtp`` and the coach comes along: its ``:commands`` (``:check``,
+``:hint``...) work, and what it says goes to standard error as ``# `` lines.
+
+A lesson begins when a session first takes it up; from then on everything the servers
+see counts for it, a prompt open or not (``echo :check | mailtalk practice`` after a
+solution run from another terminal ticks its steps).
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ def choose_lesson(wanted: int | None, progress: Progress) -> Lesson:
 def practise(
     world_map: WorldMap, env: Environment, language: str | None, wanted: int | None
 ) -> int:
-    """The REPL with the coach on the lesson's server; the exit status."""
+    """The REPL with the coach on the lesson's server (pipe mode with the coach when
+    standard input is no terminal); the exit status."""
     from mailtalk.client.options import SessionOptions
+    from mailtalk.practice.coach import PracticeCoach, take_up
     from mailtalk.practice.i18n import choose_language
     from mailtalk.practice.setup import MapWorld
 
@@ -58,7 +65,7 @@ def practise(
     if language:
         progress.language = language
     lesson = choose_lesson(wanted, progress)
-    world.prepare(lesson)
+    take_up(world, progress, lesson, again=wanted is not None)
     target = world.target(lesson.connect)
     session = SessionOptions(
         target=target,
@@ -69,14 +76,11 @@ def practise(
         port_moves=world.port_moves(),
         language=chosen,
     )
+    coach = PracticeCoach(world, progress, chosen, lesson)
     if not env.interactive():
         from mailtalk.client.pipe import run_pipe_mode
 
-        progress.current = lesson.name
-        progress.save()
-        return run_pipe_mode(session, env)
+        return run_pipe_mode(session, env, coach)
     from mailtalk.client.repl.app import Repl
-    from mailtalk.practice.coach import PracticeCoach
 
-    coach = PracticeCoach(world, progress, chosen, lesson)
     return Repl(session, env, coach).run()

@@ -42,6 +42,7 @@ SCENARIOS_FILE: Final = "scenarios"
 ORIGINALS: Final = "control.orig"
 FILE_ORIGINALS: Final = "files.orig"
 ABSENT: Final = ".absent"  # in files.orig/: the paths the world had no file at
+PREPARED_FILE: Final = "lesson"  # ROOT/lesson: the lesson the world was made ready for
 SPOOL_EDIT_LIMIT: Final = 1024 * 1024  # :spool edits a spool this large at most
 # The service a URL names, by (protocol, TLS): the world's port for it.
 SERVICE_OF: Final = {
@@ -256,6 +257,16 @@ class MapWorld:
             _write(control / SCENARIOS_FILE, _lines(wanted.get("scenarios", [])))
             _put_files(Path(host.root), files, files_touched.get(host.name, set()))
         self._write_records(str(setup.get("records", "")))
+        from mailtalk.practice.world import replace_file
+
+        replace_file(self.root / PREPARED_FILE, lesson.name + "\n")
+
+    def prepared_for(self) -> str | None:
+        """The lesson ``prepare`` last made the world ready for, if any."""
+        try:
+            return (self.root / PREPARED_FILE).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def _control_files_lessons_touch(self) -> set[str]:
         from mailtalk.practice.lessons import load_lessons

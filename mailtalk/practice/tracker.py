@@ -4,6 +4,10 @@
 when asked (``:check``) it evaluates the current step's check; a step that holds is
 done, and the next one is evaluated over the same events, so a client that does several
 steps in one go (swaks, a mail program) ticks them all.
+
+What the servers did since the lesson began counts, whether a practice prompt was open
+then or not: a tracker starts from the journal's events since the lesson's ``since``
+(a solution run from another terminal, a prompt closed and opened again).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Final
 from mailtalk.practice.checks import Event, Situation, evaluate
 from mailtalk.practice.lessons import Lesson, Step
 from mailtalk.practice.progress import LessonProgress
-from mailtalk.servers.journal import JournalReader
+from mailtalk.servers.journal import JournalReader, utc_now
 
 # Events kept in memory; the oldest go first (a world left running for days).
 MAX_EVENTS: Final = 50_000
@@ -42,12 +46,18 @@ class LessonTracker:
         self.progress = progress
         self.tail = tail
         self.server_root = server_root
-        self.events: list[Event] = []
-        self._dropped = 0  # events let go of, to keep memory bounded
-        tail.read()  # what happened before the lesson began is not the learner's
+        # what happened before the lesson began is not the learner's
+        history: list[Event] = list(tail.read())
+        if progress.since is None:  # not begun: it begins now
+            progress.since, history = utc_now(), []
+        since = progress.since
+        history = [event for event in history if str(event.get("time", "")) >= since]
+        self.events = history[-MAX_EVENTS:]
         self.lesson_start = 0
-        self.step_start = 0
-        self.new_events: list[Event] = []
+        step_since = progress.step_since or since
+        self.step_start = sum(1 for event in self.events
+                              if str(event.get("time", "")) < step_since)
+        self.new_events: list[Event] = []  # the last poll's (a hint answers a new refusal)
 
     @property
     def done(self) -> bool:
@@ -59,6 +69,10 @@ class LessonTracker:
 
     def poll(self) -> list[StepDone]:
         """Read what the servers did since, and tick off the steps that now hold."""
+        self._read()
+        return self.check()
+
+    def _read(self) -> None:
         self.new_events = list(self.tail.read())
         self.events += self.new_events
         if len(self.events) > MAX_EVENTS:
@@ -66,7 +80,6 @@ class LessonTracker:
             del self.events[:cut]
             self.lesson_start = max(0, self.lesson_start - cut)
             self.step_start = max(0, self.step_start - cut)
-        return self.check()
 
     def check(self) -> list[StepDone]:
         ticked: list[StepDone] = []
@@ -90,16 +103,15 @@ class LessonTracker:
         self.progress.skipped.append(step.key)
         self.progress.step += 1
         self.step_start = len(self.events)
+        self.progress.step_since = utc_now()
         if self.done:
             self.progress.done = True
         return step
 
     def restart(self) -> None:
         """From the first step again, counting only what happens from now on."""
-        self.progress.step = 0
-        self.progress.done = False
-        self.progress.skipped.clear()
-        self.poll()
+        self.progress.restart(utc_now())
+        self._read()  # not checked: what came before the restart does not count
         self.lesson_start = self.step_start = len(self.events)
 
     def last_failure(self) -> dict[str, Any] | None:

@@ -155,7 +155,6 @@ class POP3ServerProtocol(ServerSession):
         # -ERR replies in a row, and failed logins: at the limit the next command gets
         # TOO_MANY_ERRORS and the connection is closed (Dovecot counts 20 in a row).
         self.errors = SessionErrors(context.settings.error_limit)
-        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
 
     # -- connection -----------------------------------------------------------
 
@@ -423,7 +422,11 @@ class POP3ServerProtocol(ServerSession):
             if self.transport is not None:
                 self.transport.write(self.core.send(Continuation(sasl.encode(step.data))))
         elif isinstance(step, sasl_server.Check):
-            self._defer(self._sasl_check(step))
+            self._defer(self.sasl_verdict(
+                step, self._sasl_step,
+                lambda verdict, user, mechanism: self._decided(_resolved(verdict), user,
+                                                               mechanism),
+            ))
         else:
             self._exchange = None
             if step.malformed:
@@ -431,20 +434,6 @@ class POP3ServerProtocol(ServerSession):
             else:
                 verdict = Verdict.OK if step.ok else Verdict.FAILED
                 self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
-
-    async def _sasl_check(self, check: sasl_server.Check) -> None:
-        """The secret checked as a password is: paced and budgeted by the guard."""
-        exchange = self._exchange
-        assert exchange is not None
-        verdict = await self.context.guard.check(self.client_ip, check.verify)
-        if self._closing:
-            return
-        if verdict is Verdict.REFUSED:
-            self._exchange = None
-            await self._decided(_resolved(verdict), check.user, exchange.name)
-            return
-        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
-        self._sasl_step(exchange.checked(verdict is Verdict.OK))
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

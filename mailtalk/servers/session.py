@@ -42,9 +42,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from mailtalk.protocols.common import LocalProtocolError
+from mailtalk.servers.guard import Verdict
 from mailtalk.servers.journal import short_text
 
 if TYPE_CHECKING:
+    from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import ServerContext
     from mailtalk.servers.faults import FaultAction, SessionFaults
 
@@ -103,6 +105,8 @@ class ServerSession(asyncio.Protocol):
         self.close_reason: str | None = None  # why the connection ends, once known
         self._journal_connected = False  # the connect event is written
         self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before it
+        # the SASL exchange under way beyond PLAIN and LOGIN (CRAM-MD5, SCRAM, the tokens)
+        self._exchange: sasl_server.ServerMechanism | None = None
 
     def _session_faults(self) -> SessionFaults | None:
         faults = self.context.faults
@@ -129,6 +133,33 @@ class ServerSession(asyncio.Protocol):
 
     def tls_begun(self) -> None:
         """STARTTLS succeeded: forget what was learnt before it (RFC 3207 4.2, 2595)."""
+
+    # -- logins ---------------------------------------------------------------------
+
+    async def sasl_verdict(
+        self,
+        check: sasl_server.Check,
+        then: Callable[[sasl_server.ServerStep], None],
+        decided: Callable[[Verdict, str, str], Awaitable[None] | None],
+    ) -> None:
+        """The secret of the SASL exchange under way (``_exchange``) checked as a
+        password is, paced and budgeted by the guard, and the exchange told: its next
+        step goes to ``then`` (a refused token is told as a challenge first; SCRAM's
+        proof goes as one too). Too many failed logins from the client end the exchange
+        unchecked: ``decided(REFUSED, user, mechanism)`` answers, in the protocol's
+        words. Shared by SMTP, POP3 and IMAP."""
+        exchange = self._exchange
+        assert exchange is not None
+        verdict = await self.context.guard.check(self.client_ip, check.verify)
+        if self._closing:
+            return
+        if verdict is Verdict.REFUSED:
+            self._exchange = None
+            answered = decided(verdict, check.user, exchange.name)
+            if answered is not None:
+                await answered
+            return
+        then(exchange.checked(verdict is Verdict.OK))
 
     def idle_limit(self) -> float:
         """Seconds of silence before ``on_idle``; a session may stretch it (IMAP IDLE)."""

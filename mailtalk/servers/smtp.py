@@ -113,7 +113,6 @@ class SMTPServerProtocol(ServerSession):
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
-        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
@@ -1077,27 +1076,13 @@ class SMTPServerProtocol(ServerSession):
         if isinstance(step, sasl_server.Challenge):
             self._reply(334, sasl.encode(step.data))
         elif isinstance(step, sasl_server.Check):
-            self._defer(self._sasl_check(step))
+            self._defer(self.sasl_verdict(step, self._sasl_step, self._decided))
         else:
             self._exchange = None
             if step.malformed:
                 self._reply(501, f"5.5.2 {step.malformed}")
             else:
                 self._decided(Verdict.OK if step.ok else Verdict.FAILED, step.user, exchange.name)
-
-    async def _sasl_check(self, check: sasl_server.Check) -> None:
-        """The secret checked as a password is: paced and budgeted by the guard."""
-        exchange = self._exchange
-        assert exchange is not None
-        verdict = await self.context.guard.check(self.client_ip, check.verify)
-        if self._closing:
-            return
-        if verdict is Verdict.REFUSED:
-            self._exchange = None
-            self._decided(verdict, check.user, exchange.name)
-            return
-        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
-        self._sasl_step(exchange.checked(verdict is Verdict.OK))
 
     async def _verify(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -215,6 +216,59 @@ def test_bad_timeout_is_usage_error(value: str) -> None:
 def test_unknown_option_is_usage_error() -> None:
     result = invoke("smtp", "--frobnicate", "h")
     assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "no such option '--frobnicate'")
+
+
+def every_command_path() -> list[list[str]]:
+    """Every command as typed (``send``, ``diagnose relay``...) that has options."""
+    from mailtalk.cli import COMMAND_MODULES
+
+    # explain reads "-ERR ..." and any other word as the reply: it has no unknown options
+    paths = [[name] for name in COMMAND_MODULES if name not in ("diagnose", "explain")]
+    group = cli.get_command(click.Context(cli), "diagnose")
+    assert isinstance(group, click.Group)
+    return [*paths, *(["diagnose", name] for name in group.list_commands(click.Context(group)))]
+
+
+@pytest.mark.parametrize("command", [" ".join(path) for path in every_command_path()])
+def test_an_unknown_option_is_one_line_and_status_2_everywhere(command: str) -> None:
+    # click would print four lines: the usage, "Try ... for help.", a blank, "Error: ..."
+    process = run(*command.split(), "--no-such-option")
+    assert process.returncode == 2
+    assert process.stdout == ""
+    assert process.stderr.splitlines() == [
+        f"mailtalk: no such option '--no-such-option' (try 'mailtalk {command} --help')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--fo"], "mailtalk: no such option '--fo' (try 'mailtalk --help')"),
+        (["send", "--fo"], "mailtalk: no such option '--fo' (did you mean one of: "
+         "'--from', '--json', '--to'?) (try 'mailtalk send --help')"),
+        (["sendx"], "mailtalk: no such command 'sendx' (did you mean 'send'?) "
+         "(try 'mailtalk --help')"),
+        (["diagnose", "rely"], "mailtalk: no such command 'rely' (did you mean 'relay'?) "
+         "(try 'mailtalk diagnose --help')"),
+        (["explain"], "mailtalk: missing argument 'REPLY...' (try 'mailtalk explain --help')"),
+        (["smtp", "h", "extra"],
+         "mailtalk: got unexpected extra argument (extra) (try 'mailtalk smtp --help')"),
+        (["smtp", "--timeout", "soon", "h"],
+         "mailtalk: invalid value for '--timeout': 'soon' is not a valid float range"),
+        (["completion", "csh"], "mailtalk: invalid value for 'SHELL': 'csh' is not one of "
+         "'bash', 'zsh', 'fish'"),
+    ],
+)
+def test_click_usage_errors_are_one_line(args: list[str], line: str) -> None:
+    process = run(*args)
+    assert (process.returncode, process.stdout, process.stderr.splitlines()) == (2, "", [line])
+
+
+def test_no_arguments_still_prints_the_help() -> None:
+    process = run()
+    assert process.returncode in (0, 2)
+    assert "Usage: mailtalk [OPTIONS] COMMAND" in process.stdout + process.stderr
 
 
 # --------------------------------------------------------------------------- connecting

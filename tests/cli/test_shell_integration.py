@@ -144,16 +144,19 @@ def test_unknown_shell_is_a_usage_error() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1
-    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in error[0]
+    assert result.stderr.splitlines() == [
+        "mailtalk: invalid value for 'SHELL': 'tcsh' is not one of 'bash', 'zsh', 'fish'"
+    ]
 
 
 def test_missing_shell_is_a_usage_error() -> None:
     result = mailtalk("completion")
     assert result.returncode == 2
     assert result.stdout == ""
-    assert "Missing argument 'SHELL'" in result.stderr
+    assert result.stderr.splitlines() == [
+        "mailtalk: missing argument 'SHELL'; choose from: bash, zsh, fish "
+        "(try 'mailtalk completion --help')"
+    ]
 
 
 def test_help_gives_the_start_up_lines_and_exit_statuses() -> None:

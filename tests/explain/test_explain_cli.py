@@ -104,7 +104,7 @@ def test_not_a_reply_is_exit_2_one_line() -> None:
 def test_no_argument_is_usage_error() -> None:
     result = run("explain")
     assert result.returncode == 2
-    assert "Missing argument" in result.stderr
+    assert result.stderr.startswith("mailtalk: missing argument")
 
 
 def test_no_colour_when_piped_or_no_color() -> None:

@@ -283,6 +283,7 @@ def test_name_outside_the_served_zones_is_refused_and_said_so(world: RunningServ
 
 def test_colour_when_forced(world: RunningServers) -> None:
     env = {**child_env(), "FORCE_COLOR": "1", "COLUMNS": "120"}
+    env.pop("NO_COLOR")  # which wins over FORCE_COLOR (Environment.colour)
     done = subprocess.run(
         [MAILTALK, "mx", "--resolver", f"127.0.0.1:{world.port('dns')}", "isp.test"],
         capture_output=True,

@@ -308,6 +308,10 @@ def test_a_new_user_does_smtp_by_hand_with_the_coach_and_switches_to_dutch(
     term.expect(r"Les 2: SMTP met de hand")
     term.expect(r"Stap 3 van 7:")
     term.expect_prompt("smtp")
+    term.sendline(":help")  # the REPL's own words follow the coach's language
+    term.expect(r"opdrachten van mailtalk \(nooit naar de server gestuurd\):")
+    term.expect(r"oefenopdrachten:")
+    term.expect_prompt("smtp")
     term.sendline("RCPT TO:<bob@example.net>")  # out of order: a 503, and the coach says why
     term.expect(r"503 ")
     term.expect(r"de opdrachten hebben een vaste volgorde")
@@ -351,6 +355,18 @@ def test_a_step_done_from_another_terminal_ticks_without_a_keypress(
     assert term.wait_exit() == 0
 
 
+def lesson_shell(env: dict[str, str], root: Path, script: str, lesson: str = "") -> Any:
+    """``script`` in bash, from another directory, after ``eval "$(mailtalk practice
+    --vars)"``: as a learner runs a lesson's files in a second terminal."""
+    bin_dir = Path(mailtalk_command()[0]).parent
+    head = f'eval "$(mailtalk practice --root {root} --vars {lesson})" && cd / && '
+    return subprocess.run(
+        ["bash", "-c", head + script], capture_output=True, text=True, timeout=120,
+        env={**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+             "MAILTALK_PASSWORD": "wonderland", "NETRC": "/nonexistent"},
+    )
+
+
 def test_vars_lets_a_session_file_reach_a_kept_world(
     env: dict[str, str], kept: list[Path], tmp_path: Path
 ) -> None:
@@ -361,15 +377,79 @@ def test_vars_lets_a_session_file_reach_a_kept_world(
     exported = run(env, "--root", str(root), "--vars")
     assert exported.returncode == 0, exported.stderr
     assert "export MX_EXAMPLE_NET_SMTP=127.77." in exported.stdout
-    solution = (Path(__file__).resolve().parents[2] / "mailtalk" / "practice" / "lessons"
-                / "02-smtp-by-hand" / "solution.mt")
-    script = f'eval "$(mailtalk practice --root {root} --vars)"; mailtalk run {solution}'
-    played = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                            timeout=60)
+    assert "export LESSON=/" in exported.stdout and "export LESSONS=/" in exported.stdout
+    # from another directory, by ${LESSON}: no path of a source checkout
+    played = lesson_shell(env, root, 'mailtalk run "$LESSON/solution.mt"', "--lesson 2")
     assert played.returncode == 0, played.stdout + played.stderr
-    assert "PASS" in played.stdout
+    assert "PASS" in played.stdout and "/02-smtp-by-hand/solution.mt" in played.stdout
     none = run(env, "--root", str(tmp_path / "nothing"), "--vars")
     assert none.returncode == 3 and "no practice world runs" in none.stderr
+
+
+def test_check_piped_in_is_the_coachs(
+    env: dict[str, str], kept: list[Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    checked = run(env, "--root", str(root), "--lesson", "3", stdin=":check\n:hint\n")
+    assert checked.returncode == 0, checked.stderr
+    notes = [line for line in checked.stderr.splitlines() if line.startswith("# ")]
+    assert "# Lesson 3: 503: commands out of order" in notes
+    assert "# Not yet: the servers have not seen this step done." in notes
+    assert "# The answer:" in notes  # the step has one hint: the answer
+    assert "unknown command" not in checked.stderr
+    assert checked.stdout.startswith("S: 220 mx.example.net ")  # stdout: the session alone
+
+
+def test_a_solution_run_with_no_prompt_open_counts(
+    env: dict[str, str], kept: list[Path], tmp_path: Path
+) -> None:
+    """The README's way: a kept world, the lesson begun, its solution run from another
+    terminal by ${LESSON} (wherever mailtalk is installed), then :check piped in."""
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    begun = run(env, "--root", str(root), "--lesson", "2")  # no input: begins, no more
+    assert begun.returncode == 0, begun.stderr
+    assert "# Step 1 of 7:" in begun.stderr
+    played = lesson_shell(env, root, 'echo "$LESSON"; mailtalk run "$LESSON/solution.mt"')
+    assert played.returncode == 0, played.stdout + played.stderr
+    folder, *_ = played.stdout.splitlines()
+    assert folder.endswith("/mailtalk/practice/lessons/02-smtp-by-hand")
+    assert "PASS" in played.stdout
+    checked = run(env, "--root", str(root), stdin=":check\n")
+    assert checked.returncode == 0, checked.stderr
+    assert "# ✓ done: End the session politely: QUIT" in checked.stderr
+    assert "# Lesson 2 is done. :lesson 3 starts the next one." in checked.stderr
+    progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
+                          .read_text())
+    assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
+    # asked again: still done, not begun anew behind the learner's back
+    again = run(env, "--root", str(root), stdin=":check\n")
+    assert "# Lesson 2 is done." in again.stderr and "Not yet" not in again.stderr
+
+
+def test_a_lesson_done_in_files_with_no_prompt_open_counts_when_one_opens(
+    env: dict[str, str], kept: list[Path], tmp_path: Path, terminal: Callable[..., Term]
+) -> None:
+    """Lesson 7's solution edits control files between sessions: opening the prompt
+    afterwards must not make the lesson's setup anew over those edits."""
+    env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}  # the terminal's
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    assert run(env, "--root", str(root), "--lesson", "7").returncode == 0
+    played = lesson_shell(env, root, 'LESSON="$LESSON" bash "$LESSON/solution.sh"')
+    assert played.returncode == 0, played.stdout + played.stderr
+    rcpthosts = root / "hosts" / "mx.example.net" / "control" / "rcpthosts"
+    assert "example.org" in rcpthosts.read_text()
+    term = terminal("--root", str(root))
+    term.expect(r"Lesson 7 is done\.")
+    term.expect_prompt("smtp", timeout=20)
+    term.sendline(":quit")
+    assert term.wait_exit() == 0
+    assert "example.org" in rcpthosts.read_text()
 
 
 def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path],

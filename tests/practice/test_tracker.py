@@ -4,6 +4,7 @@ kept across runs."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from mailtalk.practice.lessons import Lesson, Step
@@ -80,3 +81,55 @@ def test_progress_survives_a_restart_and_a_broken_file(tmp_path: Path) -> None:
 def test_refusals() -> None:
     assert all(is_refusal(code) for code in ("503", "452", "-ERR", "NO", "BAD", "no"))
     assert not any(is_refusal(code) for code in ("250", "354", "+OK", "OK", None, ""))
+
+
+def test_what_the_servers_did_since_the_lesson_began_counts_in_a_later_session(
+    tmp_path: Path,
+) -> None:
+    """A lesson begun, its steps done with no tracker following (no prompt open), then
+    a new tracker (a prompt opened, :check piped in): they tick."""
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.write("mx.example.net", "command", verb="HELO", code="250", session=1)
+    time.sleep(0.01)  # the journal's times are in milliseconds
+    state = LessonProgress()
+    first = LessonTracker(lesson(tmp_path), state, JournalReader(path), lambda host: None)
+    assert state.since is not None and first.poll() == []  # the HELO came before
+    journal.write("mx.example.net", "connect", proto="smtp", session=2)
+    journal.write("mx.example.net", "command", verb="EHLO", code="250", session=2)
+    later = LessonTracker(lesson(tmp_path), state, JournalReader(path), lambda host: None)
+    assert [done.step.key for done in later.poll()] == ["greet", "helo"]
+    assert [event["session"] for event in later.events] == [2, 2]
+    saved = Progress(tmp_path / "practice.json", {"99-test": state})
+    saved.save()
+    assert Progress.load(saved.path).of("99-test").since == state.since
+
+
+def test_a_skip_counts_for_the_next_step_from_the_skip_on(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    state = LessonProgress()
+    tracker = LessonTracker(lesson(tmp_path), state, JournalReader(path), lambda host: None)
+    journal.write("mx.example.net", "command", verb="RCPT", code="503", session=1)
+    assert [done.step.key for done in tracker.poll()] == []  # no connect yet
+    time.sleep(0.01)  # the journal's times are in milliseconds
+    tracker.skip()
+    tracker.skip()
+    assert state.step == 2 and state.step_since is not None
+    # the 503 came before the skip to its step: a later session does not count it
+    later = LessonTracker(lesson(tmp_path), state, JournalReader(path), lambda host: None)
+    assert later.poll() == []
+    journal.write("mx.example.net", "command", verb="RCPT", code="503", session=2)
+    assert [done.step.key for done in later.poll()] == ["fail"]
+
+
+def test_take_up_begins_goes_on_and_begins_again(tmp_path: Path) -> None:
+    progress = Progress(tmp_path / "practice.json")
+    assert progress.take_up("02", "2026-01-01T00:00:00.000Z") is False  # begins
+    assert progress.current == "02" and progress.of("02").since == "2026-01-01T00:00:00.000Z"
+    assert progress.take_up("02", "2026-01-02T00:00:00.000Z") is True  # goes on
+    progress.of("02").done, progress.of("02").step = True, 3
+    assert progress.take_up("02", "2026-01-03T00:00:00.000Z") is True  # done, not asked for
+    assert progress.of("02").done
+    assert progress.take_up("02", "2026-01-04T00:00:00.000Z", again=True) is False
+    assert progress.of("02").step == 0 and progress.of("02").since == "2026-01-04T00:00:00.000Z"

@@ -51,9 +51,9 @@ WORDS: dict[str, dict[str, str]] = {
            "map": "Vanuit een ander venster:"},
 }
 # A prompt waiting for a line: the REPL's (smtp>, data>, idle (DONE ends it)>...) or
-# :auth's password question.
-PROMPT = re.compile(r"^(?:[a-z0-9]+(?: \([^)]*\))?> |password for (\S+): )$")
-PROMPT_START = r"(?m)^(?:[a-z0-9]+(?: \([^)]*\))?>|password for \S+:)"
+# :auth's password question, in the session's language.
+PROMPT = re.compile(r"^(?:[a-z0-9]+(?: \([^)]*\))?> |(?:password for|wachtwoord voor) (\S+): )$")
+PROMPT_START = r"(?m)^(?:[a-z0-9]+(?: \([^)]*\))?>|(?:password for|wachtwoord voor) \S+:)"
 OTHER_TERMINAL = re.compile(
     r"\b(?:second|other|another) terminal\b|\b(?:tweede|ander|andere) (?:venster|terminal)\b",
     re.IGNORECASE,

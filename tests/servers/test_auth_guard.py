@@ -94,6 +94,16 @@ def plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
+def cram_md5(user: str, password: str, challenge_line: str) -> str:
+    """The answer to a CRAM-MD5 challenge line ("334 ...", "+ ...")."""
+    import hashlib
+    import hmac
+
+    challenge = base64.b64decode(challenge_line.split(" ", 1)[1])
+    digest = hmac.new(password.encode(), challenge, hashlib.md5).hexdigest()
+    return base64.b64encode(f"{user} {digest}".encode()).decode()
+
+
 def smtp_client(port: int, source: str = "127.0.0.1") -> Client:
     client = Client(port, source)
     assert client.smtp_reply().startswith("220")
@@ -498,3 +508,44 @@ def test_the_journal_has_the_goodbye_as_the_commands_reply(tmp_path: Path) -> No
         assert (commands[-1]["verb"], commands[-1]["code"]) == (verb, code)
         closes = [e for e in events if e.get("proto") == proto and e["event"] == "close"]
         assert closes[-1]["reason"] == "server"
+
+
+def test_sasl_exchanges_spend_the_budget_and_are_refused_in_each_protocols_words(
+    tmp_path: Path,
+) -> None:
+    """CRAM-MD5 (a secret checked inside an exchange, ServerSession.sasl_verdict): wrong
+    answers count against the address; then even a right one is refused unchecked, in
+    SMTP's, POP3's and IMAP's words."""
+    with run_servers(tmp_path, smtp=0, pop3=0, imap=0, users=USERS,
+                     auth_failures_per_address=2) as servers:
+        smtp = smtp_client(servers.port("smtp"))
+        for _ in range(2):
+            smtp.send("AUTH CRAM-MD5")
+            challenge = smtp.smtp_reply()
+            assert challenge.startswith("334 ")
+            smtp.send(cram_md5("alice", "wrong", challenge))
+            assert smtp.smtp_reply().startswith("535 5.7.8")
+        smtp.send("AUTH CRAM-MD5")
+        smtp.send(cram_md5("alice", "secret", smtp.smtp_reply()))
+        assert smtp.smtp_reply().startswith("454 4.7.0 Too many failed logins from 127.0.0.1")
+        smtp.close()
+        pop3 = Client(servers.port("pop3"))
+        pop3.line()
+        pop3.send("AUTH CRAM-MD5")
+        pop3.send(cram_md5("alice", "secret", pop3.line()))
+        assert pop3.line() == (
+            "-ERR [SYS/TEMP] Too many failed logins from 127.0.0.1; try again later"
+        )
+        pop3.close()
+        imap = Client(servers.port("imap"))
+        imap.line()
+        imap.send("a AUTHENTICATE CRAM-MD5")
+        imap.send(cram_md5("alice", "secret", imap.line()))
+        assert imap.tagged("a").startswith("a NO [UNAVAILABLE] Too many failed logins")
+        imap.close()
+        other = Client(servers.port("imap"), OTHER_ADDRESS)
+        other.line()
+        other.send("a AUTHENTICATE CRAM-MD5")
+        other.send(cram_md5("alice", "secret", other.line()))
+        assert other.tagged("a").startswith("a OK")
+        other.close()

@@ -28,6 +28,7 @@ from mailtalk.client.meta import QuitRequested, run_meta
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.repl.completer import ProtocolCompleter
 from mailtalk.client.repl.history import RedactingFileHistory
+from mailtalk.client.repl.output import repl_output
 from mailtalk.client.repl.toolbar import toolbar_fragments
 from mailtalk.environment import Environment
 from mailtalk.errors import MailtalkError, exit_code_for, one_line
@@ -103,6 +104,7 @@ class ReplScreen:
         self.raw = raw
         self.env = env
         self.block_colour = env.colour()
+        self.output = repl_output(env)  # None: prompt_toolkit's, styled
         self._bar: Any = None
         self._task: Any = None
         # Set by the Repl: the terminal's width now, and the conversation shown.
@@ -112,7 +114,7 @@ class ReplScreen:
     def _print(self, line: StyledLine) -> None:
         # safe_text: server text (and notes quoting it) never reaches the terminal raw
         fragments = [(f"class:{style}" if style else "", safe_text(text)) for style, text in line]
-        print_formatted_text(FormattedText(fragments), style=STYLE)
+        print_formatted_text(FormattedText(fragments), style=STYLE, output=self.output)
 
     def sent(self, text: str, typed: bool) -> None:
         if not typed or self.raw:  # :raw shows typed lines too, as the bytes sent
@@ -150,27 +152,26 @@ class ReplScreen:
 
     def closed(self) -> None:
         conv = self.conv
+        _ = conv.gettext if conv is not None else str
         if conv is not None and conv.ended_by_quit:
             self.note(
-                f"{conv.last_command} answered: the session is over, mailtalk closed the "
-                "connection; :reconnect starts a new one, :quit leaves",
+                _("{command} answered: the session is over, mailtalk closed the connection; "
+                  ":reconnect starts a new one, :quit leaves").format(command=conv.last_command),
                 "warning",
             )
             return
-        self.note("the server closed the connection: :reconnect to connect again, :quit to leave",
-                  "warning")
+        self.note(_("the server closed the connection: :reconnect to connect again, :quit to "
+                    "leave"), "warning")
 
     def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
-        from prompt_toolkit import prompt as ask
-
         # A separate prompt with no history: the password is never stored.
-        return ask(prompt, is_password=True)
+        return PromptSession[str](output=self.output).prompt(prompt, is_password=True)
 
     def block_width(self) -> int:
         return self.env.width(100)
 
     def show_block(self, text: str) -> None:
-        print_formatted_text(ANSI(text) if "\x1b[" in text else text)
+        print_formatted_text(ANSI(text) if "\x1b[" in text else text, output=self.output)
 
     def progress(self, total: int, label: str) -> Callable[[int], None]:
         from rich.progress import (
@@ -185,6 +186,7 @@ class ReplScreen:
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
+            console=self.env.console(),
         )
         self._bar.start()
         self._task = self._bar.add_task(label, total=total)
@@ -227,6 +229,7 @@ class Repl:
             bottom_toolbar=self._toolbar,
             style=STYLE,
             key_bindings=self._key_bindings(),
+            output=self.screen.output,
         )
         self.screen.width = lambda: self.session.output.get_size().columns
 
@@ -258,7 +261,8 @@ class Repl:
 
     def _toolbar(self) -> StyleAndTextTuples:
         width = self.session.output.get_size().columns
-        fragments = toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width)
+        fragments = toolbar_fragments(self.conv.target, self.conv.core, self.conv.closed, width,
+                                      self.conv.gettext)
         if self.coach is not None:
             line = self.coach.toolbar()
             if line:
@@ -369,7 +373,8 @@ class Repl:
                 except Exception as error:  # keep the session: one line, trace with --debug
                     if self.options.debug:
                         raise
-                    self.screen.note(f"{one_line(error)} (--debug shows the trace)", "error")
+                    self.screen.note(f"{one_line(error)} " + self.conv.gettext(
+                        "(--debug shows the trace)"), "error")
         finally:
             self.conv.close()
             self.conv.transcript.close()
@@ -380,25 +385,24 @@ class Repl:
         self.screen.note(one_line(error), "error")
         if isinstance(error, TLSVerificationError):
             # The command line's --cafile/--insecure, for this session: no restart.
-            self.screen.note(
+            self.screen.note(self.conv.gettext(
                 "to go on: :reconnect --cafile FILE to trust the issuer, or "
-                ":reconnect --insecure to skip verification",
-                "warning",
-            )
+                ":reconnect --insecure to skip verification"), "warning")
 
     def _say_what_is_left(self) -> None:
         """Ctrl-D in the middle of a message: say that it was not sent."""
         core = self.conv.core
         if self.conv.closed:
             return
+        _ = self.conv.gettext
         if getattr(core, "in_data", False):
             self.screen.note(
-                "the message was not sent: it ends only with a lone '.' line", "warning"
+                _("the message was not sent: it ends only with a lone '.' line"), "warning"
             )
         elif getattr(core, "chunk_left", 0):
             self.screen.note(
-                "the message was not sent: the BDAT chunk still lacked "
-                f"{getattr(core, 'chunk_left', 0)} bytes",
+                _("the message was not sent: the BDAT chunk still lacked {count} bytes").format(
+                    count=getattr(core, "chunk_left", 0)),
                 "warning",
             )
 
@@ -452,7 +456,8 @@ class Repl:
         if not line.strip() and not self.conv.takes_text():
             return  # an empty command line means nothing to any server: not sent
         if self.conv.closed:
-            raise MailtalkError("the connection is closed: :reconnect to connect again")
+            raise MailtalkError(
+                self.conv.gettext("the connection is closed: :reconnect to connect again"))
         self.conv.send_line(line)
         if self.conv.expects_reply():
             self._wait()
@@ -467,10 +472,11 @@ class Repl:
         try:
             self.conv.wait_answer()
         except KeyboardInterrupt:
-            self.screen.note("stopped waiting; the reply will show when it comes", "warning")
+            self.screen.note(self.conv.gettext(
+                "stopped waiting; the reply will show when it comes"), "warning")
         except ReplyTimeout as error:
-            self.screen.note(f"{error}; still listening, the reply will show when it comes",
-                             "warning")
+            self.screen.note(f"{error}; " + self.conv.gettext(
+                "still listening, the reply will show when it comes"), "warning")
 
 
 def complete_now(buffer: Buffer, completer: Completer) -> None:

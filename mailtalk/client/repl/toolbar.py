@@ -1,6 +1,11 @@
-"""The bottom toolbar: where you are in the conversation and what usually comes next."""
+"""The bottom toolbar: where you are in the conversation and what usually comes next.
+
+Its labels and the usual next step are said in the session's language (``gettext``:
+``Conversation.gettext``); the state names are the protocols' own."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
@@ -9,21 +14,24 @@ from mailtalk.protocols.common import ClientCore
 
 
 def toolbar_fragments(
-    target: Target, core: ClientCore, closed: bool, width: int | None = None
+    target: Target, core: ClientCore, closed: bool, width: int | None = None,
+    gettext: Callable[[str], str] = str,
 ) -> StyleAndTextTuples:
     """The toolbar, fitted to ``width`` columns: labels shortened first, then the hint
     cut between words and marked with "…", never cut mid-word by the terminal."""
+    _ = gettext
     tls = bool(getattr(core, "tls", False))
     state = "closed" if closed else core.state_name
-    hint = ":reconnect or :quit" if closed else core.next_hint()
-    fragments = _fragments(target, tls, core.authenticated, state, hint, short=False)
+    hint = _(":reconnect or :quit") if closed else _(core.next_hint())
+    fragments = _fragments(target, tls, core.authenticated, state, hint, False, _)
     if width is None or _length(fragments) <= width - 1:
         return fragments
-    fragments = _fragments(target, tls, core.authenticated, state, hint, short=True)
-    room = width - 1 - _length(fragments[:-1]) - len(" next:  ")
+    fragments = _fragments(target, tls, core.authenticated, state, hint, True, _)
+    label = _(" next: {hint} ")
+    room = width - 1 - _length(fragments[:-1]) - len(label.format(hint=""))
     if len(hint) > room:
         hint = _cut(hint, room)
-        fragments[-1] = ("class:toolbar.hint", f" next: {hint} " if hint else "")
+        fragments[-1] = ("class:toolbar.hint", label.format(hint=hint) if hint else "")
     # Very narrow: the protocol (the prompt says it), then authentication, then TLS go.
     for name in ("protocol", "auth", "tls"):
         if _length(fragments) <= width - 1:
@@ -40,22 +48,23 @@ _ORDER = ("host", "protocol", "tls", "auth", "state", "hint")
 
 
 def _fragments(
-    target: Target, tls: bool, authenticated: bool, state: str, hint: str, short: bool
+    target: Target, tls: bool, authenticated: bool, state: str, hint: str, short: bool,
+    _: Callable[[str], str],
 ) -> StyleAndTextTuples:
     if short:
-        auth = " auth " if authenticated else " no auth "
+        auth = _(" auth ") if authenticated else _(" no auth ")
         where = f" {state} "
     else:
-        auth = " authenticated " if authenticated else " not authenticated "
-        where = f" state: {state} "
+        auth = _(" authenticated ") if authenticated else _(" not authenticated ")
+        where = _(" state: {state} ").format(state=state)
     return [
         ("class:toolbar.host", f" {target.display} "),
         ("class:toolbar", f" {target.protocol.upper()} "),
         ("class:toolbar.tls-on" if tls else "class:toolbar.tls-off",
-         " TLS on " if tls else " TLS off "),
+         _(" TLS on ") if tls else _(" TLS off ")),
         ("class:toolbar", auth),
         ("class:toolbar.state", where),
-        ("class:toolbar.hint", f" next: {hint} "),
+        ("class:toolbar.hint", _(" next: {hint} ").format(hint=hint)),
     ]
 
 

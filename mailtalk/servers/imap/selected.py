@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -225,10 +225,11 @@ def _off_the_loop(
     session: IMAPServerProtocol,
     command: Command,
     run: Callable[[IMAPServerProtocol, Command, Mailbox, list[MessageInfo]], _Found],
-    answer: Callable[[IMAPServerProtocol, Command, asyncio.Future[_Found]], Awaitable[None]],
+    answer: Callable[[IMAPServerProtocol, Command, _Found], None],
 ) -> None:
     """``run`` on the search threads over the selected mailbox's messages, and
-    ``answer`` with its result, tagged when done (SEARCH, SORT, THREAD)."""
+    ``answer`` with its result, tagged when done (SEARCH, SORT, THREAD); or one of the
+    refusals they share (``_answer_or_refuse``)."""
     global _search_executor
     if _search_executor is None:
         _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
@@ -237,7 +238,32 @@ def _off_the_loop(
     work = asyncio.get_running_loop().run_in_executor(
         _search_executor, run, session, command, mailbox, messages
     )
-    session.defer_tagged(answer(session, command, work), command.tag)
+    session.defer_tagged(_answer_or_refuse(session, command, work, answer), command.tag)
+
+
+async def _answer_or_refuse(
+    session: IMAPServerProtocol,
+    command: Command,
+    work: asyncio.Future[_Found],
+    answer: Callable[[IMAPServerProtocol, Command, _Found], None],
+) -> None:
+    """``answer`` with what ``work`` found, or the refusal SEARCH, SORT and THREAD
+    share: BAD for keys that do not parse, NO [BADCHARSET] for a charset not known,
+    NO [LIMIT] for a search that ran past SEARCH_TIME_LIMIT."""
+    try:
+        found = await work
+    except IMAPSyntaxError as error:
+        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
+        return
+    except SearchCharsetError as error:
+        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
+        return
+    except _SearchStopped:
+        what = command.verb.removeprefix("UID ").capitalize()
+        session.tagged(command.tag, "NO", "LIMIT",
+                       f"{what} took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
+        return
+    answer(session, command, found)
 
 
 def search_messages(session: IMAPServerProtocol, command: Command) -> None:
@@ -269,23 +295,12 @@ def _run_search(
     return found, query.returns, highest
 
 
-async def _answer_search(
+def _answer_search(
     session: IMAPServerProtocol,
     command: Command,
-    work: asyncio.Future[tuple[list[int], tuple[str, ...] | None, int | None]],
+    result: tuple[list[int], tuple[str, ...] | None, int | None],
 ) -> None:
-    try:
-        found, returns, highest = await work
-    except IMAPSyntaxError as error:
-        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
-        return
-    except SearchCharsetError as error:
-        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
-        return
-    except _SearchStopped:
-        session.tagged(command.tag, "NO", "LIMIT",
-                       f"Search took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
-        return
+    found, returns, highest = result
     if highest is not None:
         session.condstore = True  # SEARCH MODSEQ enables CONDSTORE (RFC 7162 3.1)
     if returns is None:
@@ -369,21 +384,7 @@ def _run_sort(
     return f"THREAD {format_threads(threads)}".rstrip()
 
 
-async def _answer_sort(
-    session: IMAPServerProtocol, command: Command, work: asyncio.Future[str]
-) -> None:
-    try:
-        response = await work
-    except IMAPSyntaxError as error:
-        session.tagged(command.tag, "BAD", None, str(error) or "Syntax error")
-        return
-    except SearchCharsetError as error:
-        session.tagged(command.tag, "NO", error.code, "Unsupported charset")
-        return
-    except _SearchStopped:
-        session.tagged(command.tag, "NO", "LIMIT",
-                       f"{command.verb} took more than {SEARCH_TIME_LIMIT:.0f} s; narrow it down")
-        return
+def _answer_sort(session: IMAPServerProtocol, command: Command, response: str) -> None:
     session.untagged(response)
     session.done(command, f"{command.verb.removeprefix('UID ').capitalize()} completed")
 

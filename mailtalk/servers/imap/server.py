@@ -50,6 +50,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -169,7 +170,6 @@ class IMAPServerProtocol(ServerSession):
         self.condstore = False
         self.qresync = False  # RFC 7162 3.2: VANISHED instead of EXPUNGE
         self._sasl_tag: str | None = None
-        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._watch: MailboxWatch | None = None
@@ -615,7 +615,8 @@ class IMAPServerProtocol(ServerSession):
             self._sasl_tag = tag
             self.write(self.core.send(Continuation(sasl.encode(step.data))))
         elif isinstance(step, sasl_server.Check):
-            self.defer_tagged(self._sasl_check(tag, step), tag)
+            self.defer_tagged(self.sasl_verdict(step, functools.partial(self._sasl_step, tag),
+                                                functools.partial(self._decided, tag)), tag)
         else:
             self._exchange = None
             if step.malformed:
@@ -623,20 +624,6 @@ class IMAPServerProtocol(ServerSession):
             else:
                 verdict = Verdict.OK if step.ok else Verdict.FAILED
                 self._decided(tag, verdict, step.user, exchange.name)
-
-    async def _sasl_check(self, tag: str, check: sasl_server.Check) -> None:
-        """The secret checked as a password is: paced and budgeted by the guard."""
-        exchange = self._exchange
-        assert exchange is not None
-        verdict = await self.context.guard.check(self.client_ip, check.verify)
-        if self._closing:
-            return
-        if verdict is Verdict.REFUSED:
-            self._exchange = None
-            self._decided(tag, verdict, check.user, exchange.name)
-            return
-        # A refused token is told as a challenge first; SCRAM's proof goes as one too.
-        self._sasl_step(tag, exchange.checked(verdict is Verdict.OK))
 
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         context = self.context

@@ -364,6 +364,38 @@ def test_search_charset_unknown_lists_the_known(servers: RunningServers) -> None
         raw.close()
 
 
+def test_search_sort_and_thread_refuse_alike(
+    servers: RunningServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One place says the refusals the searching commands share: BAD for keys that do
+    not parse, NO [BADCHARSET] for a charset not known, NO [LIMIT] past the time."""
+    from mailtalk.servers.imap import selected
+
+    deliver(servers, "one")
+    heads = {b"SEARCH": b"SEARCH CHARSET %s", b"UID SORT": b"UID SORT (SUBJECT) %s",
+             b"THREAD": b"THREAD REFERENCES %s"}
+    raw = raw_login(servers.port("imap"))
+    try:
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until_tagged(b"s")
+        for verb, head in heads.items():
+            raw.send(b"c " + head % b"X-UNKNOWN" + b" ALL\r\n")
+            (tagged,) = raw.until_tagged(b"c")
+            assert tagged.startswith(b"c NO [BADCHARSET (UTF-8 "), (verb, tagged)
+            assert tagged.endswith(b"] Unsupported charset\r\n")
+            raw.send(b"b " + head % b"UTF-8" + b" NOSUCHKEY\r\n")
+            (tagged,) = raw.until_tagged(b"b")
+            assert tagged.startswith(b"b BAD "), (verb, tagged)
+        monkeypatch.setattr(selected, "SEARCH_TIME_LIMIT", -1.0)  # past it at once
+        for verb, head in heads.items():
+            raw.send(b"t " + head % b"UTF-8" + b" ALL\r\n")
+            (tagged,) = raw.until_tagged(b"t")
+            what = verb.removeprefix(b"UID ").capitalize()
+            assert tagged == b"t NO [LIMIT] " + what + b" took more than -1 s; narrow it down\r\n"
+    finally:
+        raw.close()
+
+
 def test_fetch_items(servers: RunningServers) -> None:
     deliver(servers, "fetch me", "Line one.\r\nLine two.\r\n")
     with session(servers) as client:

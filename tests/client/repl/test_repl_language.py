@@ -1,0 +1,187 @@
+"""The REPL speaks the session's language: its notes, errors, :help and toolbar in
+Dutch with ``--lang nl`` or ``LANG=nl_NL.UTF-8``, in English otherwise; the catalogue
+(``knowledge/locale/nl/session.po``) has every one of those words, and no others.
+
+The real binary in a pseudo-terminal, against the reference server over a socket."""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailtalk.knowledge.translation import translation
+from mailtalk.language import parse_po
+from mailtalk.protocols import imap, pop3, smtp
+
+pexpect = pytest.importorskip("pexpect")
+
+MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
+PACKAGE = Path(__file__).resolve().parents[3] / "mailtalk"
+SESSION_PO = PACKAGE / "knowledge" / "locale" / "nl" / "session.po"
+ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x08\r]")
+
+
+# -- the catalogue ----------------------------------------------------------------------
+
+
+def client_words() -> set[str]:
+    """Every literal given to ``_()`` or ``gettext()`` in mailtalk/client (both arms of
+    an ``a if x else b``)."""
+    found: set[str] = set()
+
+    def literals(node: ast.expr) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.IfExp):
+            return literals(node.body) + literals(node.orelse)
+        return []
+
+    for path in (PACKAGE / "client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if name in ("_", "gettext"):
+                    found.update(literals(node.args[0]))
+    return found
+
+
+def meta_briefs() -> set[str]:
+    data = tomllib.loads((PACKAGE / "knowledge" / "commands.toml").read_text("utf-8"))
+    return {entry["brief"] for entry in data["meta"].values()}
+
+
+def static_hints() -> set[str]:
+    """What usually comes next, as the protocol cores say it in every state."""
+    return {*smtp.HINTS.values(), *pop3.HINTS.values(), *imap.HINTS.values()}
+
+
+def test_every_word_of_the_session_has_dutch() -> None:
+    dutch = translation("nl").catalogue
+    wanted = client_words() | meta_briefs() | static_hints()
+    assert len(client_words()) > 60
+    assert sorted(w for w in wanted if not dutch.get(w)) == []
+
+
+def test_the_session_catalogue_holds_only_words_in_use_with_their_placeholders() -> None:
+    entries = parse_po(SESSION_PO.read_text(encoding="utf-8"), SESSION_PO.name)
+    used = client_words() | meta_briefs() | static_hints()
+    # the cores' hints said in a state of their own (next_hint), whole
+    sources = "".join(
+        (PACKAGE / "protocols" / f"{name}.py").read_text("utf-8")
+        for name in ("smtp", "pop3", "imap")
+    )
+    stale = [m for m in entries if m not in used and repr(m) not in sources
+             and f'"{m}"' not in sources]
+    assert stale == []
+    for english, dutch in entries.items():
+        assert re.findall(r"\{\w+\}", english) == re.findall(r"\{\w+\}", dutch), english
+
+
+# -- the REPL in a terminal -------------------------------------------------------------
+
+
+class Terminal:
+    def __init__(self, args: list[str], variables: dict[str, str], tmp_path: Path) -> None:
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "MAILTALK_DEBUG")}
+        env.update(TERM="xterm", NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="120",
+                   LINES="40", XDG_STATE_HOME=str(tmp_path / "state"), **variables)
+        self.log = io.BytesIO()
+        self.child = pexpect.spawn(MAILTALK, args, env=env, dimensions=(40, 120), timeout=15)
+        self.child.logfile_read = self.log
+
+    @property
+    def screen(self) -> str:
+        return ESCAPES.sub(b"", self.log.getvalue()).decode("utf-8", "replace")
+
+    def type(self, line: str, expect: str) -> None:
+        self.child.send(line + "\r")
+        self.child.expect_exact(expect)
+
+    def quit(self) -> int:
+        self.child.send("\x04")
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        return int(self.child.exitstatus)
+
+
+def a_session(server: Any, tmp_path: Path, *options: str, **variables: str) -> str:
+    """Connect, ask :help, mistype a :command, let the server hang up: the screen."""
+    port = server.port("smtp")
+    term = Terminal(["smtp", *options, f"127.0.0.1:{port}"], variables, tmp_path)
+    term.child.expect_exact("smtp>")
+    term.type(":help", ":help")
+    term.child.expect_exact("smtp>")
+    term.type(":nosuch", ":help")
+    term.child.expect_exact("smtp>")
+    term.type("QUIT", "221")
+    term.child.expect_exact("smtp>")
+    assert term.quit() == 0
+    return term.screen
+
+
+DUTCH = [
+    "# verbonden met 127.0.0.1:",
+    "SMTP-opdrachten die nu gelden (",
+    "Meestal hierna: EHLO jouw.host.naam (HELO voor heel oude servers)",
+    "opdrachten van mailtalk (nooit naar de server gestuurd):",
+    "verklaar het laatste antwoord, of elk antwoord of elke code",
+    "onbekende opdracht :nosuch; :help toont de opdrachten van mailtalk",
+    "QUIT beantwoord: de sessie is voorbij, mailtalk sloot de verbinding",
+]
+ENGLISH = [
+    "# connected to 127.0.0.1:",
+    "SMTP commands valid now (",
+    "Usually next: EHLO your.host.name (HELO for very old servers)",
+    "mailtalk commands (never sent to the server):",
+    "explain the last reply, or any reply or code",
+    "unknown command :nosuch; :help lists mailtalk's commands",
+    "QUIT answered: the session is over, mailtalk closed the connection",
+]
+
+
+def test_the_repl_speaks_dutch_with_lang_nl_and_english_with_lang_c(
+    mailtalk_server: Any, tmp_path: Path
+) -> None:
+    dutch = a_session(mailtalk_server, tmp_path, LANG="nl_NL.UTF-8")
+    assert [words for words in DUTCH if words not in dutch] == []
+    assert not [words for words in ENGLISH if words in dutch]
+    english = a_session(mailtalk_server, tmp_path, LANG="C.UTF-8")
+    assert [words for words in ENGLISH if words not in english] == []
+    assert not [words for words in DUTCH if words in english]
+
+
+def test_lang_option_wins_over_the_locale(mailtalk_server: Any, tmp_path: Path) -> None:
+    dutch = a_session(mailtalk_server, tmp_path, "--lang", "nl", LANG="en_US.UTF-8")
+    assert [words for words in DUTCH if words not in dutch] == []
+    english = a_session(mailtalk_server, tmp_path, "--lang", "en", LANG="nl_NL.UTF-8")
+    assert [words for words in ENGLISH if words not in english] == []
+
+
+def test_the_toolbar_in_dutch() -> None:
+    from mailtalk.client.conversation import make_core
+    from mailtalk.client.repl.toolbar import toolbar_fragments
+    from mailtalk.net.target import parse_url
+
+    core = make_core("smtp")
+    target = parse_url("smtp://mx.example.test")
+    for width, words in ((None, [" TLS uit ", " niet aangemeld ", " toestand: greeting ",
+                                 " hierna: wacht op de begroeting 220 van de server "]),
+                         (90, [" TLS uit ", " niet aangemeld ", " hierna: wacht op de… "])):
+        shown = "".join(text for _, text, *_ in toolbar_fragments(
+            target, core, False, width, translation("nl").gettext))
+        assert [w for w in words if w not in shown] == [], shown
+        if width is not None:
+            assert len(shown) <= width - 1
+    closed = "".join(text for _, text, *_ in toolbar_fragments(
+        target, core, True, None, translation("nl").gettext))
+    assert " hierna: :reconnect of :quit " in closed
