@@ -792,12 +792,11 @@ class SMTPServerProtocol(ServerSession):
         if delivery is not None and converter is not None:
             try:
                 delivery.write(converter.finish())
-                # fsync can take a while: off the event loop, and before the 250;
-                # in a pool of its own, so every session's fsyncs overlap.
-                from mailtalk.store.maildir import commit_executor
+                # fsync can take a while: off the event loop, and before the 250; in
+                # the commit threads, with the deliveries of other sessions ending now.
+                from mailtalk.store.commits import commit_in_batch
 
-                loop = asyncio.get_running_loop()
-                paths = await loop.run_in_executor(commit_executor(), delivery.commit)
+                paths = await commit_in_batch(delivery)
             except OSError as error:
                 self._store_failed(error)
                 delivery.abort()

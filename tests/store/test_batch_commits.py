@@ -1,0 +1,177 @@
+"""The commit threads of a server (``store/commits.py``): deliveries that end together
+are committed together (one fsync of ``new/`` for them, one wake-up of the event loop),
+and each session hears of its own outcome only once its message is durable: its file
+fsynced before the rename into ``new/``, ``new/`` fsynced after it."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailtalk.store import Delivery, DeliveryStateError, Maildir, StoreError, commits
+from mailtalk.store.commits import BatchCommitter
+
+SESSIONS = 8
+EACH = 5
+
+
+class Trace:
+    """Every fsync (what it synced, when it began and ended) and rename, on one clock;
+    an fsync of a directory is slowed down so that deliveries pile up behind it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: float = 0.01) -> None:
+        self.lock = threading.Lock()
+        self.clock = 0
+        self.fsyncs: list[tuple[str, int, int]] = []  # (path, began, ended)
+        self.renames: dict[str, tuple[str, int]] = {}  # destination -> (source, when)
+        self.fail_directory: OSError | None = None  # the next fsync of a directory fails
+        self.fail_content = b""  # an fsync of a file starting with this fails
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def fsync(fd: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            began = self.tick()
+            if os.path.isdir(path):
+                time.sleep(slow)
+                with self.lock:
+                    failure, self.fail_directory = self.fail_directory, None
+                if failure is not None:
+                    raise failure
+            elif self.fail_content and Path(path).read_bytes().startswith(self.fail_content):
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+            with self.lock:
+                self.fsyncs.append((path, began, self.tick_locked()))
+
+        def rename(source: str | Path, destination: str | Path) -> None:
+            real_rename(source, destination)
+            self.renames[os.fspath(destination)] = (os.fspath(source), self.tick())
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "rename", rename)
+
+    def tick(self) -> int:
+        with self.lock:
+            return self.tick_locked()
+
+    def tick_locked(self) -> int:
+        self.clock += 1
+        return self.clock
+
+
+@pytest.fixture
+def maildir(tmp_path: Path) -> Maildir:
+    maildir = Maildir(tmp_path / "Maildir")
+    maildir.create()
+    return maildir
+
+
+@pytest.fixture
+def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many outcomes each wake-up of the event loop carried."""
+    carried: list[int] = []
+    settle = commits._settle
+
+    def counting(settled: list[object]) -> None:
+        carried.append(len(settled))
+        settle(settled)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commits, "_settle", counting)
+    return carried
+
+
+async def deliver(committer: BatchCommitter, maildir: Maildir, text: bytes) -> list[Path]:
+    delivery = Delivery([maildir])
+    delivery.write(text)
+    return await committer.commit(delivery)
+
+
+def test_sessions_ending_together_share_the_fsync_of_new_and_each_is_durable_first(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch, wakeups: list[int]
+) -> None:
+    trace = Trace(monkeypatch)
+    committer = BatchCommitter()
+    answered: dict[str, int] = {}  # final path -> when its session heard of it
+
+    async def session(number: int) -> None:
+        for n in range(EACH):
+            (path,) = await deliver(committer, maildir, b"Subject: %d/%d\n\nbody\n" % (number, n))
+            answered[os.fspath(path)] = trace.tick()
+
+    async def main() -> None:
+        await asyncio.gather(*(session(number) for number in range(SESSIONS)))
+
+    asyncio.run(main())
+    assert len(answered) == SESSIONS * EACH == len(os.listdir(maildir.new_dir))
+    assert os.listdir(maildir.tmp_dir) == []
+    new = os.fspath(maildir.new_dir)
+    new_syncs = [(began, ended) for path, began, ended in trace.fsyncs if path == new]
+    file_syncs = {path: ended for path, _, ended in trace.fsyncs if path != new}
+    for path, heard in answered.items():
+        source, renamed = trace.renames[path]
+        # The data was synced before the message had its name in new/ ...
+        assert file_syncs[source] < renamed, path
+        # ... and new/ was synced after that, before the session heard of it.
+        assert any(renamed < began and ended < heard for began, ended in new_syncs), path
+    # Shared: fewer fsyncs of new/, and fewer wake-ups of the loop, than messages.
+    assert len(new_syncs) < SESSIONS * EACH * 0.75, len(new_syncs)
+    assert sum(wakeups) == SESSIONS * EACH
+    assert len(wakeups) < SESSIONS * EACH * 0.75, wakeups
+
+
+def test_a_message_whose_fsync_fails_fails_alone(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = Trace(monkeypatch)
+    trace.fail_content = b"Subject: doomed"
+    committer = BatchCommitter()
+
+    async def main() -> list[list[Path] | BaseException]:
+        texts = [b"Subject: fine %d\n\nbody\n" % n for n in range(4)]
+        texts.insert(2, b"Subject: doomed\n\nbody\n")
+        return await asyncio.gather(
+            *(deliver(committer, maildir, text) for text in texts), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+    failed = outcomes.pop(2)
+    assert isinstance(failed, StoreError) and failed.errno == errno.EIO
+    assert "syncing the message to disk" in str(failed)
+    assert all(isinstance(outcome, list) for outcome in outcomes), outcomes
+    delivered = sorted(path.read_bytes() for path in maildir.new_messages())
+    assert delivered == sorted(b"Subject: fine %d\n\nbody\n" % n for n in range(4))
+    assert os.listdir(maildir.tmp_dir) == []
+
+
+def test_a_failed_fsync_of_new_fails_the_sessions_it_was_to_cover_and_no_later_one(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = Trace(monkeypatch, slow=0)
+    trace.fail_directory = OSError(errno.EIO, "Input/output error")
+    committer = BatchCommitter()
+
+    async def main() -> tuple[BaseException | list[Path], list[Path]]:
+        first = await asyncio.gather(deliver(committer, maildir, b"a\n"), return_exceptions=True)
+        second = await deliver(committer, maildir, b"b\n")
+        return first[0], second
+
+    failed, (later,) = asyncio.run(main())
+    # Its name may be in new/, but not durably: the session must not answer 250.
+    assert isinstance(failed, StoreError) and failed.errno == errno.EIO
+    assert "publishing the message" in str(failed)
+    assert later.read_bytes() == b"b\n"
+    assert os.listdir(maildir.tmp_dir) == []
+
+
+def test_committing_a_delivery_that_was_aborted_is_the_callers_error(maildir: Maildir) -> None:
+    committer = BatchCommitter()
+    delivery = Delivery([maildir])
+    delivery.abort()
+    with pytest.raises(DeliveryStateError):
+        asyncio.run(committer.commit(delivery))
