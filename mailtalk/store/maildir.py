@@ -106,8 +106,19 @@ def unique_name(hostname: str | None = None) -> str:
     with _delivery_counter_lock:
         sequence = next(_delivery_counter)
     seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
-    host = escape_hostname(hostname if hostname is not None else _default_hostname())
-    return f"{seconds}.M{microseconds}P{os.getpid()}Q{sequence}.{host}"
+    host = _escaped_default_hostname() if hostname is None else escape_hostname(hostname)
+    return f"{seconds}.M{microseconds}P{_pid[0]}Q{sequence}.{host}"
+
+
+@functools.cache
+def _escaped_default_hostname() -> str:
+    return escape_hostname(_default_hostname())
+
+
+# This process's id, for the names: a getpid() per name was a syscall per name.
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
 # -- targets -------------------------------------------------------------------
@@ -147,15 +158,16 @@ class Maildir:
     def __repr__(self) -> str:
         return f"Maildir({str(self.path)!r})"
 
-    @property
+    # Each made once: a server delivering to the same Maildir asks for them per message.
+    @functools.cached_property
     def tmp_dir(self) -> Path:
         return self.path / "tmp"
 
-    @property
+    @functools.cached_property
     def new_dir(self) -> Path:
         return self.path / "new"
 
-    @property
+    @functools.cached_property
     def cur_dir(self) -> Path:
         return self.path / "cur"
 
