@@ -23,9 +23,16 @@ EACH = 5
 
 class Trace:
     """Every fsync (what it synced, when it began and ended) and rename, on one clock;
-    an fsync of a directory is slowed down so that deliveries pile up behind it."""
+    an fsync of a directory is slowed down so that deliveries pile up behind it (and of
+    a file too, for a disk under load)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: float = 0.01) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        slow: float = 0.01,
+        slow_files: float = 0.0,
+        fake_files: bool = False,  # a file's fsync returns at once (a disk that keeps up)
+    ) -> None:
         self.lock = threading.Lock()
         self.clock = 0
         self.fsyncs: list[tuple[str, int, int]] = []  # (path, began, ended)
@@ -45,7 +52,10 @@ class Trace:
                     raise failure
             elif self.fail_content and Path(path).read_bytes().startswith(self.fail_content):
                 raise OSError(errno.EIO, "Input/output error")
-            real_fsync(fd)
+            else:
+                time.sleep(slow_files)
+            if not (fake_files and not os.path.isdir(path)):
+                real_fsync(fd)
             with self.lock:
                 self.fsyncs.append((path, began, self.tick_locked()))
 
@@ -123,6 +133,49 @@ def test_sessions_ending_together_share_the_fsync_of_new_and_each_is_durable_fir
     assert len(new_syncs) < SESSIONS * EACH * 0.75, len(new_syncs)
     assert sum(wakeups) == SESSIONS * EACH
     assert len(wakeups) < SESSIONS * EACH * 0.75, wakeups
+
+
+def run_sessions(committer: BatchCommitter, maildir: Maildir) -> dict[str, int]:
+    """SESSIONS sessions delivering EACH messages; when each heard of its message."""
+    answered: dict[str, int] = {}
+    clock = iter(range(1, 1_000_000))
+
+    async def session(number: int) -> None:
+        for n in range(EACH):
+            (path,) = await deliver(committer, maildir, b"Subject: %d/%d\n\nbody\n" % (number, n))
+            answered[os.fspath(path)] = next(clock)
+
+    async def main() -> None:
+        await asyncio.gather(*(session(number) for number in range(SESSIONS)))
+
+    asyncio.run(main())
+    return answered
+
+
+def test_a_disk_that_keeps_up_is_synced_by_the_committer_alone(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Trace(monkeypatch, slow=0.005, fake_files=True)
+    monkeypatch.setattr(commits, "SLOW_FSYNC_SECONDS", 0.05)  # nothing is that slow here
+    committer = BatchCommitter()
+    assert len(run_sessions(committer, maildir)) == SESSIONS * EACH
+    assert committer._helpers == 0  # no thread woken for nothing
+
+
+def test_a_slow_disk_calls_helpers_whose_fsyncs_overlap(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = Trace(monkeypatch, slow=0.005, slow_files=0.02)
+    committer = BatchCommitter()
+    assert len(run_sessions(committer, maildir)) == SESSIONS * EACH
+    assert sorted(os.listdir(maildir.new_dir)) == sorted(p.name for p in maildir.new_messages())
+    new = os.fspath(maildir.new_dir)
+    files = [(began, ended) for path, began, ended in trace.fsyncs if path != new]
+    assert len(files) == SESSIONS * EACH
+    overlapping = sum(
+        1 for i, (b1, e1) in enumerate(files) for b2, e2 in files[i + 1 :] if b1 < e2 and b2 < e1
+    )
+    assert committer._helpers > 0 and overlapping > 0, (committer._helpers, overlapping)
 
 
 def test_a_message_whose_fsync_fails_fails_alone(
