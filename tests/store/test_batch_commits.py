@@ -8,71 +8,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from mailtalk.store import Delivery, DeliveryStateError, Maildir, StoreError, commits
 from mailtalk.store.commits import BatchCommitter
+from tests.store.fsync_trace import Trace
 
 SESSIONS = 8
 EACH = 5
-
-
-class Trace:
-    """Every fsync (what it synced, when it began and ended) and rename, on one clock;
-    an fsync of a directory is slowed down so that deliveries pile up behind it (and of
-    a file too, for a disk under load)."""
-
-    def __init__(
-        self,
-        monkeypatch: pytest.MonkeyPatch,
-        slow: float = 0.01,
-        slow_files: float = 0.0,
-        fake_files: bool = False,  # a file's fsync returns at once (a disk that keeps up)
-    ) -> None:
-        self.lock = threading.Lock()
-        self.clock = 0
-        self.fsyncs: list[tuple[str, int, int]] = []  # (path, began, ended)
-        self.renames: dict[str, tuple[str, int]] = {}  # destination -> (source, when)
-        self.fail_directory: OSError | None = None  # the next fsync of a directory fails
-        self.fail_content = b""  # an fsync of a file starting with this fails
-        real_fsync, real_rename = os.fsync, os.rename
-
-        def fsync(fd: int) -> None:
-            path = os.readlink(f"/proc/self/fd/{fd}")
-            began = self.tick()
-            if os.path.isdir(path):
-                time.sleep(slow)
-                with self.lock:
-                    failure, self.fail_directory = self.fail_directory, None
-                if failure is not None:
-                    raise failure
-            elif self.fail_content and Path(path).read_bytes().startswith(self.fail_content):
-                raise OSError(errno.EIO, "Input/output error")
-            else:
-                time.sleep(slow_files)
-            if not (fake_files and not os.path.isdir(path)):
-                real_fsync(fd)
-            with self.lock:
-                self.fsyncs.append((path, began, self.tick_locked()))
-
-        def rename(source: str | Path, destination: str | Path) -> None:
-            real_rename(source, destination)
-            self.renames[os.fspath(destination)] = (os.fspath(source), self.tick())
-
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "rename", rename)
-
-    def tick(self) -> int:
-        with self.lock:
-            return self.tick_locked()
-
-    def tick_locked(self) -> int:
-        self.clock += 1
-        return self.clock
 
 
 @pytest.fixture
