@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import os
-import socket
 import ssl
 import threading
 import time
@@ -26,7 +25,7 @@ from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerd
 from mailtalk.servers.transaction import Recipient
 from mailtalk.servers.users import Users
 from mailtalk.store.layout import StoreLayout
-from mailtalk.store.maildir import CRLFToLF, Delivery, DeliveryTarget
+from mailtalk.store.maildir import CRLFToLF, Delivery, DeliveryTarget, Maildir
 
 if TYPE_CHECKING:
     from mailtalk.servers.faults import FaultPlan
@@ -52,6 +51,7 @@ CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", 
 # full-disk one and back without restarting it.
 BEHAVIOUR_FILES = ("scenarios", "faults")
 _REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
+_MAILDIR_CACHE_SIZE = 1024  # delivery targets kept, by user
 # Queue ids are made of the process id and this count: one count for the whole process,
 # so that the servers of a practice world (several contexts, one process) never hand out
 # the same id.
@@ -205,6 +205,7 @@ class ServerContext:
         self._dated: dict[str, bool] = {}  # key -> its text has a {date}: never cached
         self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
+        self._maildirs: dict[str, Maildir] = {}  # delivery targets by user (_maildir)
         self._mailstore: MailStore | None = None  # made on first use: see mailstore
         self._mailstore_made = threading.Lock()
         # Passwords given on the command line, kept in memory only: APOP, CRAM-MD5 and
@@ -478,6 +479,15 @@ class ServerContext:
 
     # -- delivery ---------------------------------------------------------------
 
+    def _maildir(self, user: str) -> Maildir:
+        """``user``'s INBOX as a delivery target: made once per user, not per message."""
+        maildir = self._maildirs.get(user)
+        if maildir is None:
+            if len(self._maildirs) >= _MAILDIR_CACHE_SIZE:
+                self._maildirs.clear()
+            maildir = self._maildirs[user] = self.store.maildir(user)
+        return maildir
+
     def begin_delivery(
         self, recipients: Sequence[Recipient], trace: bytes, envelope: Envelope | None = None
     ) -> tuple[Delivery | None, CRLFToLF | None]:
@@ -495,7 +505,7 @@ class ServerContext:
                 continue
             seen.add(recipient.user)
             # Not maildir.create(): the delivery makes the folder if it is missing.
-            targets.append(self.store.maildir(recipient.user))
+            targets.append(self._maildir(recipient.user))
         if relayed:
             from mailtalk.store.queue import Envelope
 
@@ -514,6 +524,7 @@ class ServerContext:
                     )
                 )
             )
-        delivery = Delivery(targets, hostname=socket.gethostname(), create_missing=True)
+        # The host's name as the store knows it (looked up once, not a uname() a message).
+        delivery = Delivery(targets, create_missing=True)
         delivery.write(trace)
         return delivery, CRLFToLF()

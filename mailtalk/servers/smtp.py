@@ -27,6 +27,7 @@ import base64
 import binascii
 import logging
 import re
+import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,23 @@ IMPLEMENTED_EXTENSIONS: Final = frozenset(
 
 # RFC 6531 3.7.4.1 gives 553 5.6.7 for a UTF-8 address without SMTPUTF8; Postfix's words.
 UTF8_UNDECLARED: Final = "5.6.7 Must declare SMTPUTF8 to send unicode address"
+
+
+def _received_date() -> str:
+    """The date of a Received: field, now (RFC 5322, local time): made once a second,
+    not once a message."""
+    global _received_dates
+    second = int(time.time())
+    made_at, date = _received_dates
+    if second != made_at:
+        from email.utils import formatdate  # not needed before the first message
+
+        date = formatdate(second, localtime=True)
+        _received_dates = (second, date)
+    return date
+
+
+_received_dates = (-1, "")  # the last second a date was made for, and that date
 
 
 class SMTPServerProtocol(ServerSession):
@@ -577,12 +595,15 @@ class SMTPServerProtocol(ServerSession):
             # begin_delivery() would throw the trace headers away: skip making them.
             self._delivery, self._lf = None, None
         else:
-            from mailtalk.store import Envelope
+            envelope = None
+            if any(r.user is None for r in self.transaction.recipients):  # a copy to relay
+                from mailtalk.store import Envelope
 
-            envelope = Envelope(
-                self.transaction.sender, (), self.client_ip, self.helo, queue_id=self._queue_id,
-                ret=self.transaction.ret, envid=self.transaction.envid,
-            )
+                envelope = Envelope(
+                    self.transaction.sender, (), self.client_ip, self.helo,
+                    queue_id=self._queue_id, ret=self.transaction.ret,
+                    envid=self.transaction.envid,
+                )  # fmt: skip
             try:
                 self._delivery, self._lf = self.context.begin_delivery(
                     self.transaction.recipients, self._trace_headers(), envelope
@@ -660,8 +681,6 @@ class SMTPServerProtocol(ServerSession):
         return any(line.split()[0] == keyword for line in self._extensions())
 
     def _trace_headers(self) -> bytes:
-        from email.utils import formatdate  # not needed before the first message
-
         assert self.transaction is not None
         # RFC 3848's names: ESMTP, ESMTPS, ESMTPA, ESMTPSA; LMTP, LMTPS
         protocol = "LMTP" if self.core.lmtp else "ESMTP" if self.core.esmtp else "SMTP"
@@ -676,7 +695,7 @@ class SMTPServerProtocol(ServerSession):
         received = (
             f"Received: from {self.helo or 'unknown'}{address}\n"
             f"\tby {self.context.hostname} (mailtalk) with {protocol} id {self._queue_id}"
-            f"{for_clause};\n\t{formatdate(localtime=True)}\n"
+            f"{for_clause};\n\t{_received_date()}\n"
         )
         return (f"Return-Path: <{self.transaction.sender}>\n{self._dsn_headers()}{received}"
                 ).encode()
@@ -792,12 +811,11 @@ class SMTPServerProtocol(ServerSession):
         if delivery is not None and converter is not None:
             try:
                 delivery.write(converter.finish())
-                # fsync can take a while: off the event loop, and before the 250;
-                # in a pool of its own, so every session's fsyncs overlap.
-                from mailtalk.store.maildir import commit_executor
+                # fsync can take a while: off the event loop, and before the 250; in
+                # the commit threads, with the deliveries of other sessions ending now.
+                from mailtalk.store.commits import commit_in_batch
 
-                loop = asyncio.get_running_loop()
-                paths = await loop.run_in_executor(commit_executor(), delivery.commit)
+                paths = await commit_in_batch(delivery)
             except OSError as error:
                 self._store_failed(error)
                 delivery.abort()
@@ -819,6 +837,8 @@ class SMTPServerProtocol(ServerSession):
         said NOTIFY=SUCCESS; ``path`` is a local copy (Maildirs come first). LMTP
         delivers each mailbox on its own: ``delivered`` names the users who got theirs
         (None: every local user)."""
+        if not transaction.sender or not any(r.notify for r in transaction.recipients):
+            return  # what nearly every message takes: no NOTIFY, no success DSN
         from mailtalk.servers.dsn_report import ReportRecipient, build_report, send_report, wants
 
         asked = [r for r in transaction.recipients

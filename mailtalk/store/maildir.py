@@ -13,11 +13,14 @@ objects — Maildirs (one per local recipient) and the relay queue
 (or, across filesystems, copying) them to every other target. The filesystem
 steps are :mod:`mailtalk.store.filesystem`'s; a disk failure is raised as
 :class:`~mailtalk.store.errors.StoreError`.
+
+A commit is two steps, :meth:`Delivery.sync_staged` (the data) and
+:func:`publish_synced` (the names), so that a server committing many deliveries at
+once syncs each ``new/`` once for all of them (:mod:`mailtalk.store.commits`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -53,8 +56,8 @@ __all__ = [
     "Maildir",
     "StoreError",
     "StoreFullError",
-    "commit_executor",
     "escape_hostname",
+    "publish_synced",
     "unique_name",
 ]
 
@@ -103,8 +106,19 @@ def unique_name(hostname: str | None = None) -> str:
     with _delivery_counter_lock:
         sequence = next(_delivery_counter)
     seconds, microseconds = divmod(time.time_ns() // 1000, 1_000_000)
-    host = escape_hostname(hostname if hostname is not None else _default_hostname())
-    return f"{seconds}.M{microseconds}P{os.getpid()}Q{sequence}.{host}"
+    host = _escaped_default_hostname() if hostname is None else escape_hostname(hostname)
+    return f"{seconds}.M{microseconds}P{_pid[0]}Q{sequence}.{host}"
+
+
+@functools.cache
+def _escaped_default_hostname() -> str:
+    return escape_hostname(_default_hostname())
+
+
+# This process's id, for the names: a getpid() per name was a syscall per name.
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
 # -- targets -------------------------------------------------------------------
@@ -115,7 +129,9 @@ class DeliveryTarget(Protocol):
 
     ``tmp_dir`` is where the delivery places a complete, fsynced copy of the
     message; ``publish`` then makes that copy visible under ``name`` atomically
-    and durably, and returns its final path.
+    and durably, and returns its final path. A target may also have
+    ``rename_into_new`` (a Maildir): ``publish`` but for the fsync of the directory,
+    which the delivery then does once for all the names given in it.
     """
 
     @property
@@ -142,15 +158,16 @@ class Maildir:
     def __repr__(self) -> str:
         return f"Maildir({str(self.path)!r})"
 
-    @property
+    # Each made once: a server delivering to the same Maildir asks for them per message.
+    @functools.cached_property
     def tmp_dir(self) -> Path:
         return self.path / "tmp"
 
-    @property
+    @functools.cached_property
     def new_dir(self) -> Path:
         return self.path / "new"
 
-    @property
+    @functools.cached_property
     def cur_dir(self) -> Path:
         return self.path / "cur"
 
@@ -168,11 +185,17 @@ class Maildir:
 
     def publish(self, tmp_path: Path, name: str) -> Path:
         """Move the complete message ``tmp_path`` to ``new/name``, durably."""
-        final_path = self.new_dir / name
-        os.rename(tmp_path, final_path)
+        final_path = self.rename_into_new(tmp_path, name)
         # Concurrent deliveries to this folder share one fsync of new/ (group
         # commit); each returns only once an fsync begun after its rename is done.
         fsync_directory_shared(self.new_dir)
+        return final_path
+
+    def rename_into_new(self, tmp_path: Path, name: str) -> Path:
+        """:meth:`publish` but for the fsync of ``new/``, which the caller owes: a batch
+        of deliveries (:func:`publish_synced`) syncs it once for all of them."""
+        final_path = self.new_dir / name
+        os.rename(tmp_path, final_path)
         return final_path
 
     def remove_stale_tmp(self, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
@@ -199,6 +222,7 @@ def _create_target(target: DeliveryTarget) -> None:
 
 class _State(Enum):
     OPEN = "open"
+    SYNCED = "synced"  # by sync_staged(): only publishing or aborting may follow
     COMMITTED = "committed"
     ABORTED = "aborted"  # by abort(), or after a failed write or commit
 
@@ -290,14 +314,55 @@ class Delivery:
 
     def commit(self) -> list[Path]:
         """Make the message durable in every target; returns its final paths, in target order."""
+        self.sync_staged()
+        (outcome,) = publish_synced([self])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    # A commit in two steps, so that a server can share the second among deliveries
+    # (publish_synced: each directory synced once for all the names given in it).
+
+    def start_writing_out(self) -> None:
+        """Write what is buffered and ask the kernel to start writing the file to disk
+        now: a hint (``posix_fadvise`` DONTNEED starts the writeback on Linux, as
+        PostgreSQL uses it), so that the fsyncs of many deliveries done one after the
+        other overlap their writes. The promise stays :meth:`sync_staged`'s fsync.
+        A :class:`StoreError` ends the delivery."""
+        self._require_open("write out")
+        try:
+            self._flush_buffer()
+        except OSError as error:
+            self._discard()
+            raise store_error(error, "writing the message", self._staging_path) from error
+        with contextlib.suppress(OSError, AttributeError):  # only a hint, where there is one
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def sync_staged(self) -> None:
+        """The first step of :meth:`commit`: the message written out and fsynced in the
+        first target's ``tmp/`` (a :class:`StoreError` ends the delivery). Only
+        :func:`publish_synced` (or :meth:`abort`) may follow."""
         self._require_open("commit")
-        step, where = "writing the message", self._staging_path
+        step = "writing the message"
         try:
             self._flush_buffer()
             step = "syncing the message to disk"
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
+        except OSError as error:
+            self._discard()
+            raise store_error(error, step, self._staging_path) from error
+        except BaseException:
+            self._discard()
+            raise
+        self._state = _State.SYNCED
+
+    def _publish_unsynced(self, directories: dict[str, Path]) -> list[Path]:
+        """Give the synced message its names in every target; the directories whose fsync
+        makes a name durable are added to ``directories`` (the caller syncs them)."""
+        step, where = "copying the message", self._staging_path
+        try:
             # First place a complete copy in every target's tmp/ — the step that
             # needs disk space — so that running out of it publishes nothing.
             placed = []
@@ -315,13 +380,19 @@ class Delivery:
                     placed.append((target, self._staging_path, name))
                     continue
                 where = target.tmp_dir / name
-                step = "copying the message"
                 self._place_copy(target, where)
                 placed.append((target, where, name))
             final_paths = []
+            step = "publishing the message"
             for target, tmp_path, name in placed:
-                step, where = "publishing the message", tmp_path
-                final_paths.append(target.publish(tmp_path, name))
+                where = tmp_path
+                rename = getattr(target, "rename_into_new", None)
+                if rename is None:
+                    final_paths.append(target.publish(tmp_path, name))
+                else:  # a Maildir: its new/ is synced once for the whole batch
+                    final_path = rename(tmp_path, name)
+                    directories[os.fspath(final_path.parent)] = final_path.parent
+                    final_paths.append(final_path)
                 self._tmp_paths.remove(tmp_path)
         except OSError as error:
             self._discard()
@@ -329,9 +400,11 @@ class Delivery:
         except BaseException:
             self._discard()
             raise
+        return final_paths
+
+    def _committed(self) -> None:
         self._state = _State.COMMITTED
         self._tmp_paths.clear()
-        return final_paths
 
     def commit_each(
         self, admit: Callable[[int, int], contextlib.AbstractContextManager[None]]
@@ -387,7 +460,7 @@ class Delivery:
 
     def abort(self) -> None:
         """Throw the message away: remove the temporary files. Idempotent; no-op after commit."""
-        if self._state is _State.OPEN:
+        if self._state is _State.OPEN or self._state is _State.SYNCED:
             self._discard()
 
     def __enter__(self) -> Delivery:
@@ -397,7 +470,10 @@ class Delivery:
         self.abort()
 
     def _require_open(self, doing: str) -> None:
-        if self._state is not _State.OPEN:
+        self._require_state(_State.OPEN, doing)
+
+    def _require_state(self, state: _State, doing: str) -> None:
+        if self._state is not state:
             raise DeliveryStateError(f"cannot {doing} a delivery that was {self._state.value}")
 
     def _flush_buffer(self) -> None:
@@ -428,26 +504,57 @@ class Delivery:
         self._tmp_paths.clear()
 
 
-# -- where commits run -----------------------------------------------------------
-
-# Threads committing deliveries at the same time. Their fsyncs overlap, so the
-# filesystem journal commits them together and the fsyncs of new/ are shared
-# (fsync_directory_shared); asyncio's default executor (cpu + 4 threads) would
-# queue the eleventh session of a busy server behind ten others' fsyncs.
-COMMIT_THREADS = 64
-_commit_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_commit_executor_lock = threading.Lock()
+# -- committing many at once ----------------------------------------------------
 
 
-def commit_executor() -> concurrent.futures.ThreadPoolExecutor:
-    """The thread pool servers run :meth:`Delivery.commit` in (made on first use)."""
-    global _commit_executor
-    with _commit_executor_lock:
-        if _commit_executor is None:
-            _commit_executor = concurrent.futures.ThreadPoolExecutor(
-                COMMIT_THREADS, thread_name_prefix="mailtalk-commit"
-            )
-        return _commit_executor
+def publish_synced(deliveries: Sequence[Delivery]) -> list[list[Path] | StoreError]:
+    """The rest of :meth:`Delivery.commit` for deliveries whose data is synced
+    (:meth:`Delivery.sync_staged`), the fsyncs of the directories shared: each message is
+    named in its targets, then each ``new/`` that got a name is synced once. Returns, in
+    order, each delivery's final paths or the :class:`StoreError` that ended it (a
+    failure stays with its delivery; a failed fsync of ``new/`` fails every delivery it
+    was to make durable, and their names are not promised to survive a power cut).
+    """
+    for delivery in deliveries:
+        delivery._require_state(_State.SYNCED, "publish")
+    try:
+        return _publish_synced(deliveries)
+    except BaseException:
+        for delivery in deliveries:
+            delivery.abort()  # those not committed: their files in tmp/ go
+        raise
+
+
+def _publish_synced(deliveries: Sequence[Delivery]) -> list[list[Path] | StoreError]:
+    outcomes: list[list[Path] | StoreError] = []
+    directories_of: dict[int, dict[str, Path]] = {}
+    for index, delivery in enumerate(deliveries):
+        directories: dict[str, Path] = {}
+        try:
+            outcomes.append(delivery._publish_unsynced(directories))
+        except StoreError as error:
+            outcomes.append(error)
+            continue
+        directories_of[index] = directories
+    failed: dict[str, OSError] = {}
+    for key, directory in {k: d for ds in directories_of.values() for k, d in ds.items()}.items():
+        try:
+            fsync_directory_shared(directory)
+        except OSError as error:
+            failed[key] = error
+    for index, directories in directories_of.items():
+        delivery = deliveries[index]
+        failure = next((key for key in directories if key in failed), None)
+        if failure is None:
+            delivery._committed()
+            continue
+        # Named, but maybe not durably: the client must not be told it is delivered.
+        delivery._discard()
+        cause = failed[failure]
+        problem = store_error(cause, "publishing the message", directories[failure])
+        problem.__cause__ = cause
+        outcomes[index] = problem
+    return outcomes
 
 
 # -- line endings --------------------------------------------------------------

@@ -13,47 +13,10 @@ import pytest
 
 from mailtalk.store import Delivery, Maildir, StoreError
 from mailtalk.store.filesystem import fsync_directory_shared
+from tests.store.fsync_trace import Trace
 
 THREADS = 8
 EACH = 10
-
-
-class Trace:
-    """Every fsync (with the directory it synced, when it began and ended) and rename,
-    in one order; os.fsync of a directory is slowed down so deliveries overlap."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: float = 0.01) -> None:
-        self.lock = threading.Lock()
-        self.clock = 0
-        self.fsyncs: list[tuple[str, int, int]] = []  # (path, began, ended)
-        self.renames: dict[str, int] = {}  # destination -> when
-        self.fail_next: OSError | None = None
-        real_fsync, real_rename = os.fsync, os.rename
-
-        def tick() -> int:
-            with self.lock:
-                self.clock += 1
-                return self.clock
-
-        def fsync(fd: int) -> None:
-            path = os.readlink(f"/proc/self/fd/{fd}")
-            began = tick()
-            if os.path.isdir(path):
-                time.sleep(slow)
-                with self.lock:
-                    failure, self.fail_next = self.fail_next, None
-                if failure is not None:
-                    raise failure
-            real_fsync(fd)
-            self.fsyncs.append((path, began, tick()))
-
-        def rename(source: str | Path, destination: str | Path) -> None:
-            real_rename(source, destination)
-            self.renames[os.fspath(destination)] = tick()
-
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "rename", rename)
-        self.tick = tick
 
 
 def test_concurrent_deliveries_share_the_fsync_of_new_and_each_is_covered(
@@ -84,7 +47,7 @@ def test_concurrent_deliveries_share_the_fsync_of_new_and_each_is_covered(
     assert len(returned) == THREADS * EACH == len(os.listdir(maildir.new_dir))
     new_syncs = [(b, e) for path, b, e in trace.fsyncs if path == os.fspath(maildir.new_dir)]
     for path, when_returned in returned.items():
-        renamed = trace.renames[path]
+        _, renamed = trace.renames[path]
         # Durable: some fsync of new/ began after the rename and ended before commit returned.
         assert any(renamed < began and ended < when_returned for began, ended in new_syncs), path
     # Shared: fewer fsyncs of new/ than deliveries (they overlap: each takes 10 ms).
@@ -115,7 +78,7 @@ def test_a_failed_fsync_fails_exactly_the_callers_it_was_to_cover(
     trace = Trace(monkeypatch, slow=0.05)
     # The first caller's fsync fails; the others arrived during it, so a new one
     # covers them and succeeds.
-    trace.fail_next = OSError(errno.EIO, "Input/output error")
+    trace.fail_directory = OSError(errno.EIO, "Input/output error")
     first, *others = run_in_threads(tmp_path, 4)
     assert isinstance(first, OSError) and first.errno == errno.EIO
     assert others == [None, None, None]
@@ -130,7 +93,7 @@ def test_a_failed_fsync_of_new_is_a_store_error_and_leaves_nothing_in_tmp(
     maildir = Maildir(tmp_path / "Maildir")
     maildir.create()
     trace = Trace(monkeypatch, slow=0)
-    trace.fail_next = OSError(errno.EIO, "Input/output error")
+    trace.fail_directory = OSError(errno.EIO, "Input/output error")
     with pytest.raises(StoreError), Delivery([maildir]) as delivery:
         delivery.write(b"Subject: x\n\nbody\n")
         delivery.commit()

@@ -352,6 +352,33 @@ def test_write_errors_become_store_errors_after_cleanup(
         delivery.write(b"more")
 
 
+def test_writing_out_early_changes_nothing_delivered(tmp_path: Path) -> None:
+    maildirs = make_maildirs(tmp_path, "alice", "bob")
+    delivery = Delivery(maildirs)
+    delivery.write(b"Subject: early\n\n")
+    delivery.start_writing_out()  # what a server's committer does before the fsyncs
+    delivery.write(b"body\n")
+    paths = delivery.commit()
+    assert [path.read_bytes() for path in paths] == [b"Subject: early\n\nbody\n"] * 2
+    assert all(path.name.endswith(",S=21,W=24") for path in paths), paths
+
+
+def test_a_write_error_when_writing_out_early_is_a_store_error_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maildirs = make_maildirs(tmp_path, "alice", "bob")
+    delivery = Delivery(maildirs)
+    delivery.write(b"Subject: x\n\nbody\n")
+    monkeypatch.setattr(os, "write", failing(errno.ENOSPC))
+
+    with pytest.raises(StoreFullError, match="while writing the message"):
+        delivery.start_writing_out()
+
+    assert tmp_files(*maildirs) == []
+    with pytest.raises(DeliveryStateError):
+        delivery.commit()
+
+
 def test_fsync_failure_at_commit_is_a_store_error_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
