@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -149,6 +149,35 @@ class ChangeToken:
 def _folder_keywords(state: LockedIndex) -> set[str]:
     """Every keyword some message of the folder holds (its index's K fields)."""
     return state.index.keywords_present()
+
+
+class HeaderReader:
+    """:meth:`Mailbox.read_header` for one batch of messages (from
+    :meth:`Mailbox.header_reader`): call it with a UID."""
+
+    __slots__ = ("_mailbox", "_present")
+
+    def __init__(self, mailbox: Mailbox, present: Container[str] | None) -> None:
+        self._mailbox = mailbox
+        self._present = present
+
+    def __call__(self, uid: int, *, keep: bool = True) -> bytes:
+        """The header block of ``uid``; ``keep`` it in the process-wide cache (else a
+        block read now is let go: the caller keeps what it derives from it)."""
+        return self._mailbox._read_header(uid, self._present, keep)
+
+    def key(self, uid: int) -> tuple[str, int, int, str] | None:
+        """What identifies ``uid``'s bytes for a cache of what is derived from its header
+        (folder, UIDVALIDITY, UID, filename base; a message never changes under them);
+        None if its file may not be where the last refresh saw it (read it then)."""
+        mailbox = self._mailbox
+        view = mailbox._view
+        position = view.position(uid)
+        if position < 0:
+            return None
+        if self._present is not None and view.location(position) not in self._present:
+            return None
+        return (mailbox._folder, mailbox._uidvalidity, uid, view.bases[position])
 
 
 # -- a session's view of a folder ----------------------------------------------
@@ -355,7 +384,7 @@ class Mailbox:
         present: tuple[str, ...] = (location,) if os.path.isfile(location) else ()
         return self._read_header(uid, present)
 
-    def header_reader(self) -> Callable[[int], bytes]:
+    def header_reader(self) -> HeaderReader:
         """:meth:`read_header` for a batch of messages (an IMAP FETCH).
 
         Whether the cached headers' files are still there is checked once: not at
@@ -370,10 +399,11 @@ class Mailbox:
                 with contextlib.suppress(FileNotFoundError):
                     names.update(prefix + name for name in os.listdir(prefix))
             present = names
-        return lambda uid: self._read_header(uid, present)
+        return HeaderReader(self, present)
 
-    def _read_header(self, uid: int, present: Container[str] | None) -> bytes:
-        """``present``: the files known to exist (None: all those of the view)."""
+    def _read_header(self, uid: int, present: Container[str] | None, keep: bool = True) -> bytes:
+        """``present``: the files known to exist (None: all those of the view); ``keep``:
+        put a block read into the cache."""
         view = self._view
         position = view.position(uid)
         if position < 0:
@@ -397,7 +427,8 @@ class Mailbox:
                 header = headers.read_header_block(lambda size: os.read(fd, size))
             finally:
                 os.close(fd)
-        headers.HEADER_CACHE.put(key, header)
+        if keep:
+            headers.HEADER_CACHE.put(key, header)
         return header
 
     # -- changing

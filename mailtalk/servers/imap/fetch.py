@@ -56,25 +56,27 @@ def format_internaldate(when: datetime | float) -> str:
 
 
 class _SubsetCache:
-    """HEADER.FIELDS answers by (stored header block, field names, NOT), for messages read
-    header-only; least recently used dropped beyond ``max_bytes``. Keys and values are
-    bytes, strings and tuples of them: nothing for the garbage collector to walk."""
+    """HEADER.FIELDS answers by (field names, NOT, and what identifies the message's bytes:
+    folder, UIDVALIDITY, UID, filename base), least recently used dropped beyond
+    ``max_bytes``. Only the answers are kept, a few hundred bytes a message, not the
+    header blocks they came from. Keys and values are strings, numbers and bytes in
+    tuples: nothing for the garbage collector to walk."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[tuple[bytes, tuple[str, ...], bool], bytes] = {}
+        self._entries: dict[tuple[object, ...], bytes] = {}
         self._bytes = 0
 
-    def get(self, key: tuple[bytes, tuple[str, ...], bool]) -> bytes | None:
+    def get(self, key: tuple[object, ...]) -> bytes | None:
         with self._lock:
             value = self._entries.pop(key, None)
             if value is not None:
                 self._entries[key] = value
             return value
 
-    def put(self, key: tuple[bytes, tuple[str, ...], bool], value: bytes) -> None:
-        cost = len(key[0]) + len(value) + 200  # the block is shared with the store's cache
+    def put(self, key: tuple[object, ...], value: bytes) -> None:
+        cost = len(value) + _ENTRY_BYTES
         if cost > self.max_bytes:
             return
         with self._lock:
@@ -84,9 +86,12 @@ class _SubsetCache:
             self._bytes += cost
             while self._bytes > self.max_bytes:
                 oldest = next(iter(self._entries))
-                self._bytes -= len(oldest[0]) + len(self._entries.pop(oldest)) + 200
+                self._bytes -= len(self._entries.pop(oldest)) + _ENTRY_BYTES
 
 
+# An entry beside its answer: the key's tuple and UID, the bytes object, the dict's slot
+# (the folder, field names and base are shared with the sessions' views).
+_ENTRY_BYTES = 250
 _SUBSETS: Final = _SubsetCache(32 * 1024 * 1024)
 
 
@@ -277,6 +282,33 @@ class FetchRenderer:
                 simple = False
         self.simple = simple
         self._parts = parts
+        # (field names, NOT) of each section, when all are HEADER.FIELDS(.NOT): answers
+        # a message's cache key may find without its header block being read.
+        sections = [arg[1] for kind, arg in parts if kind == "SECTION" and arg is not None]
+        self._fields: list[tuple[tuple[str, ...], bool]] | None = None
+        if simple and sections and all(s.text != "HEADER" for s in sections):
+            self._fields = [(s.fields, s.text == "HEADER.FIELDS.NOT") for s in sections]
+
+    @property
+    def fields_only(self) -> bool:
+        """Every section asked for is HEADER.FIELDS or HEADER.FIELDS.NOT (:meth:`wire`)."""
+        return self._fields is not None
+
+    def cached_answers(
+        self, cache_key: tuple[object, ...]
+    ) -> dict[tuple[tuple[str, ...], bool], bytes] | None:
+        """Every section's answer for the message ``cache_key``, if all are cached (give
+        them to its FetchMessage as ``answers``: :meth:`wire` then needs none of its
+        bytes); else None."""
+        if self._fields is None:
+            return None
+        answers = {}
+        for fields, exclude in self._fields:
+            answer = _SUBSETS.get((fields, exclude, *cache_key))
+            if answer is None:
+                return None
+            answers[fields, exclude] = answer
+        return answers
 
     def wire(self, message: FetchMessage) -> bytes:
         """``* SEQ FETCH (...)`` CRLF with its literals, for a ``simple`` renderer."""
@@ -307,8 +339,10 @@ class FetchRenderer:
                     data = message.header.block
                 else:
                     exclude = section.text == "HEADER.FIELDS.NOT"
-                    if message.header_only:
-                        key = (message.raw, section.fields, exclude)
+                    if message.answers is not None:
+                        data = message.answers[section.fields, exclude]
+                    elif message.cache_key is not None:
+                        key = (section.fields, exclude, *message.cache_key)
                         cached = _SUBSETS.get(key)
                         if cached is None:
                             cached = message.header.subset(section.fields, exclude=exclude)

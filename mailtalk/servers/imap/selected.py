@@ -450,8 +450,13 @@ async def _write_fetch_responses(
     header_only = needs_data and all(_header_only(i) for i in items)
     read_header = mailbox.header_reader() if header_only else None
     renderer = FetchRenderer(items, uid=uid)
-    streamed = streamed_item(items)  # a big message's whole text goes out from disk
+    # Only HEADER.FIELDS sections (a client's listing): their answers are kept by message
+    # (fetch._SUBSETS), and neither the header blocks read for them nor, when the answers
+    # are all kept, any read at all.
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
+    # (Not when the answer is to show \\Seen set: rendered in full, from the block.)
+    fields_only = read_header is not None and renderer.fields_only and not marks_seen
+    streamed = streamed_item(items)  # a big message's whole text goes out from disk
     has_flags = any(i.name == "FLAGS" for i in items)
     has_modseq = any(i.name == "MODSEQ" for i in items)
     # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
@@ -469,12 +474,17 @@ async def _write_fetch_responses(
                 return
             message_uid, seq = uids[position], position + 1
             handle = None
+            cache_key = answers = None
+            raw = b""
             try:
                 if streamed is not None and sizes[position] >= STREAM_ABOVE:
                     handle = mailbox.open_message(message_uid)
-                    raw = b""
                 elif read_header is not None:
-                    raw = read_header(message_uid)
+                    cache_key = read_header.key(message_uid)
+                    if fields_only and cache_key is not None:
+                        answers = renderer.cached_answers(cache_key)
+                    if answers is None:
+                        raw = read_header(message_uid, keep=not fields_only)
                 else:
                     raw = mailbox.read_message(message_uid) if needs_data else b""
             except (MailboxError, OSError):
@@ -498,7 +508,8 @@ async def _write_fetch_responses(
             message = FetchMessage(raw, uid=message_uid, flags=flags,
                                    internaldate=view.internaldate(position) if wants_date else 0,
                                    rfc822_size=rfc822_sizes[position], seq=seq,
-                                   header_only=header_only, modseq=modseq)
+                                   header_only=header_only, modseq=modseq, cache_key=cache_key,
+                                   answers=answers)
             if handle is not None:
                 assert streamed is not None
                 if out:

@@ -10,9 +10,11 @@ message that changed or went.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -296,6 +298,45 @@ def test_fetch_sees_a_flag_change_made_outside(servers: RunningServers) -> None:
         found, tagged = client.command("e", "FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert tagged.startswith(b"e OK")
         assert found[0][1][0].startswith(b"Subject: message 0")
+    finally:
+        client.close()
+
+
+def test_a_listing_fetched_again_reads_no_message_and_keeps_no_header_block(
+    servers: RunningServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEADER.FIELDS answers are kept by message (a few hundred bytes each), not the
+    header blocks they came from; a second listing is answered from them alone."""
+    path = fill(servers, 50)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        if os.fsdecode(name).startswith((f"{path}/cur/", f"{path}/new/")):
+            opened.append(os.fsdecode(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    client = Client(servers.port("imap"))
+    try:
+        client.command("a", "LOGIN alice secret")
+        client.command("b", "SELECT INBOX")
+        items = "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
+        blocks = len(headers_module.HEADER_CACHE._entries)
+        first, tagged = client.command("c", f"UID FETCH 1:* {items}")
+        assert tagged.startswith(b"c OK") and len(first) == 50 and len(opened) == 50
+        assert len(headers_module.HEADER_CACHE._entries) == blocks
+        opened.clear()
+        again, tagged = client.command("d", f"UID FETCH 1:* {items}")
+        assert tagged.startswith(b"d OK") and again == first
+        assert opened == []
+        other, tagged = client.command("e", "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM)])")
+        assert tagged.startswith(b"e OK") and len(opened) == 50  # other fields: read again
+        assert other[7][1] == [b"From: a@example.org\r\n\r\n"]
+        # Without PEEK the answer shows \\Seen set, rendered in full from the block.
+        seen, tagged = client.command("f", "FETCH 3 (BODY[HEADER.FIELDS (SUBJECT DATE)])")
+        assert tagged.startswith(b"f OK") and b"\\Seen" in seen[0][0]
+        assert seen[0][1] == first[2][1]
     finally:
         client.close()
 
