@@ -151,6 +151,29 @@ def _folder_keywords(state: LockedIndex) -> set[str]:
     return state.index.keywords_present()
 
 
+class _Listing:
+    """The paths of the files in a folder's new/ and cur/ now, for ``in`` tests (each
+    directory listed once; no path string made per file)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, folder: str) -> None:
+        self._names: dict[str, set[str]] = {}
+        for subdir in ("new", "cur"):
+            directory = f"{folder}/{subdir}"
+            try:
+                self._names[directory] = set(os.listdir(directory))
+            except FileNotFoundError:
+                self._names[directory] = set()
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        directory, _, name = path.rpartition("/")
+        names = self._names.get(directory)
+        return names is not None and name in names
+
+
 class HeaderReader:
     """:meth:`Mailbox.read_header` for one batch of messages (from
     :meth:`Mailbox.header_reader`): call it with a UID."""
@@ -393,12 +416,7 @@ class Mailbox:
         """
         present: Container[str] | None = None
         if self.changed_since():
-            names: set[str] = set()
-            for subdir in ("new", "cur"):
-                prefix = f"{self._folder}/{subdir}/"
-                with contextlib.suppress(FileNotFoundError):
-                    names.update(prefix + name for name in os.listdir(prefix))
-            present = names
+            present = _Listing(self._folder)
         return HeaderReader(self, present)
 
     def _read_header(self, uid: int, present: Container[str] | None, keep: bool = True) -> bytes:

@@ -145,23 +145,27 @@ class _SearchView:
 
 def _positions(
     session: IMAPServerProtocol, sequence_set: SequenceSet, uid: bool
-) -> list[int]:
+) -> Sequence[int]:
     """Where the messages a sequence set or UID set names are in the selected mailbox's
-    view (position + 1 is the sequence number), ascending; no message object is made."""
+    view (position + 1 is the sequence number), ascending; no message object is made,
+    and for one range (``1:*``) no list either."""
     view = session.box.view
     if uid:
         uids = view.uids
         if not uids:
             return []
-        found: list[int] = []
-        for low, high in sequence_set.resolved(uids[-1]):
-            found.extend(range(bisect_left(uids, low), bisect_right(uids, high)))
-        return found
-    count = len(view)
-    largest = sequence_set.max_number()
-    if largest is not None and largest > count:
-        raise IMAPSyntaxError("Invalid message sequence number")
-    return [n - 1 for n in sequence_set.numbers(count)]
+        spans = [range(bisect_left(uids, low), bisect_right(uids, high))
+                 for low, high in sequence_set.resolved(uids[-1])]
+    else:
+        count = len(view)
+        largest = sequence_set.max_number()
+        if largest is not None and largest > count:
+            raise IMAPSyntaxError("Invalid message sequence number")
+        spans = [range(max(low, 1) - 1, min(high, count))
+                 for low, high in sequence_set.resolved(count) if low <= count] if count else []
+    if len(spans) == 1:
+        return spans[0]
+    return [position for span in spans for position in span]
 
 
 def _targets(
@@ -436,7 +440,7 @@ async def _write_fetch_responses(
     command: Command,
     items: list[FetchItem],
     view: FolderView,
-    positions: list[int],
+    positions: Sequence[int],
     uid: bool,
 ) -> None:
     """The FETCH responses, in batches, waiting for a slow reader; then the tagged answer.
