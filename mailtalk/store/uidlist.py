@@ -428,9 +428,10 @@ _KEYWORD_BYTES = 90
 def _memory_estimate(index: Index) -> int:
     """Bytes an entry of the cache holds: the parsed index (messages with the same
     keywords share one set, so each set counts once)."""
-    sets = {id(keywords): len(keywords) for keywords in index.keywords}
+    distinct = dict(zip(map(id, index.keywords), index.keywords, strict=True))
     names = sum(map(len, index.bases))
-    return names + _MESSAGE_BYTES * len(index) + _KEYWORD_BYTES * sum(sets.values())
+    keywords = sum(map(len, distinct.values()))
+    return names + _MESSAGE_BYTES * len(index) + _KEYWORD_BYTES * keywords
 
 
 class _IndexCache:

@@ -301,7 +301,8 @@ class FolderView:
         # The flags are in the names' Maildir info (after ":"): the number of each info's
         # flag set, found once per distinct info; then keywords and \\Recent where they are.
         by_info: dict[str, int] = {}
-        infos = [filename.partition(":")[2] for filename in view.filenames]
+        infos = [filename[len(base) + 1 :]
+                 for filename, base in zip(view.filenames, view.bases, strict=True)]
         for info in set(infos):
             by_info[info] = view.flag_id(cached_info_flags(info), table)
         flag_ids = array("I", [by_info[info] for info in infos])
