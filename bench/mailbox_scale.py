@@ -24,7 +24,6 @@ import platform
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchlib import free_port, log, proc_status
+from benchlib import free_port, log, proc_status, run_in_scratch
 from mailbox_servers import (
     BENCH_USER,
     FETCH_ITEMS,
@@ -593,21 +592,9 @@ def main() -> int:
         log("no dovecot binary (apt-get install dovecot-imapd dovecot-pop3d)")
         return 2
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    scratch = Path(tempfile.mkdtemp(prefix="mailtalk-scale-bench-"))
-    try:
-        report = benchmark(args, scratch)
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        return 130
-    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-        log(f"mailbox_scale.py: {error}")
-        return 1
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    report = run_in_scratch("mailbox-scale", lambda scratch: benchmark(args, scratch))
+    if isinstance(report, int):
+        return report
     if args.json:
         print(json.dumps(report, indent=2))
     else:

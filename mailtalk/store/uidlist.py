@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import threading
 from array import array
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from typing import Any, NamedTuple
 
 INDEX_VERSION = "1"
@@ -46,6 +46,21 @@ class Record(NamedTuple):
     keywords: frozenset[str]
     unterminated: bool = False  # no final line end (index token "U")
     modseq: int = 1  # RFC 7162 MODSEQ (index token "M")
+
+
+def select(column: Any, positions: Iterable[int]) -> Any:
+    """A new column of the same kind (an array, a bytearray or a list) with only the
+    entries at ``positions``."""
+    if isinstance(column, array):
+        return array(column.typecode, [column[p] for p in positions])
+    if isinstance(column, bytearray):
+        return bytearray(column[p] for p in positions)
+    return [column[p] for p in positions]
+
+
+# An Index's per-message columns, all in UID order.
+INDEX_COLUMNS = ("uids", "bases", "sizes", "rfc822_sizes", "dates", "modseqs", "unterminated",
+                 "keywords")
 
 
 class Index:
@@ -155,14 +170,8 @@ class Index:
         if not self._removed:
             return
         keep = [p for p in range(len(self.uids)) if p not in self._removed]
-        self.uids = array("I", [self.uids[p] for p in keep])
-        self.bases = [self.bases[p] for p in keep]
-        self.sizes = array("q", [self.sizes[p] for p in keep])
-        self.rfc822_sizes = array("q", [self.rfc822_sizes[p] for p in keep])
-        self.dates = array("q", [self.dates[p] for p in keep])
-        self.modseqs = array("q", [self.modseqs[p] for p in keep])
-        self.unterminated = bytearray(self.unterminated[p] for p in keep)
-        self.keywords = [self.keywords[p] for p in keep]
+        for name in INDEX_COLUMNS:
+            setattr(self, name, select(getattr(self, name), keep))
         self._removed = set()
         self._positions = None
 
@@ -170,14 +179,8 @@ class Index:
         """An independent copy (the columns are copied; names and keyword sets shared)."""
         self.compact()
         index = Index(self.uidvalidity, self.uidnext, self.first_recent_uid, self.highestmodseq)
-        index.uids = array("I", self.uids)
-        index.bases = list(self.bases)
-        index.sizes = array("q", self.sizes)
-        index.rfc822_sizes = array("q", self.rfc822_sizes)
-        index.dates = array("q", self.dates)
-        index.modseqs = array("q", self.modseqs)
-        index.unterminated = bytearray(self.unterminated)
-        index.keywords = list(self.keywords)
+        for name in INDEX_COLUMNS:
+            setattr(index, name, getattr(self, name)[:])
         return index
 
     # -- reading

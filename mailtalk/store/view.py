@@ -31,9 +31,13 @@ from pathlib import Path
 from typing import cast, overload
 
 from mailtalk.store.flags import RECENT, cached_info_flags
-from mailtalk.store.uidlist import Index
+from mailtalk.store.uidlist import Index, select
 
 _NEW, _CUR = 0, 1
+# A view's per-message columns, and those of them it takes from its folder's index.
+_COLUMNS = ("uids", "bases", "filenames", "subdirs", "flag_ids", "sizes", "rfc822_sizes",
+            "dates", "modseqs", "unterminated")
+_FROM_INDEX = ("uids", "bases", "sizes", "rfc822_sizes", "dates", "modseqs", "unterminated")
 _RECENT_ONLY = frozenset({RECENT})
 
 
@@ -170,31 +174,6 @@ class FolderView:
 
     # -- building
 
-    def add(
-        self,
-        uid: int,
-        base: str,
-        in_cur: bool,
-        filename: str,
-        flag_id: int,
-        size: int,
-        rfc822_size: int,
-        internaldate: int,
-        unterminated: bool,
-        modseq: int,
-    ) -> None:
-        """Append a message (UIDs ascending); ``flag_id`` from :meth:`flag_id`."""
-        self.uids.append(uid)
-        self.bases.append(base)
-        self.filenames.append(filename)
-        self.subdirs.append(in_cur)
-        self.flag_ids.append(flag_id)
-        self.sizes.append(size)
-        self.rfc822_sizes.append(rfc822_size)
-        self.dates.append(internaldate)
-        self.modseqs.append(modseq)
-        self.unterminated.append(unterminated)
-
     def flag_id(self, flags: frozenset[str], table: dict[frozenset[str], int]) -> int:
         """The number of ``flags`` in this view's table of flag sets (``table`` maps them)."""
         number = table.get(flags)
@@ -208,28 +187,14 @@ class FolderView:
         view = FolderView.__new__(FolderView)
         view.directories = self.directories
         view.flag_sets = list(self.flag_sets)
-        if positions is None:
-            view.uids = array("I", self.uids)
-            view.bases = list(self.bases)
-            view.filenames = list(self.filenames)
-            view.subdirs = bytearray(self.subdirs)
-            view.flag_ids = array("I", self.flag_ids)
-            view.sizes = array("q", self.sizes)
-            view.rfc822_sizes = array("q", self.rfc822_sizes)
-            view.dates = self.dates  # shared: dates read later are for both
-            view.modseqs = array("q", self.modseqs)
-            view.unterminated = bytearray(self.unterminated)
-            return view
-        view.uids = array("I", [self.uids[p] for p in positions])
-        view.bases = [self.bases[p] for p in positions]
-        view.filenames = [self.filenames[p] for p in positions]
-        view.subdirs = bytearray(self.subdirs[p] for p in positions)
-        view.flag_ids = array("I", [self.flag_ids[p] for p in positions])
-        view.sizes = array("q", [self.sizes[p] for p in positions])
-        view.rfc822_sizes = array("q", [self.rfc822_sizes[p] for p in positions])
-        view.dates = array("q", [self.dates[p] for p in positions])
-        view.modseqs = array("q", [self.modseqs[p] for p in positions])
-        view.unterminated = bytearray(self.unterminated[p] for p in positions)
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            if positions is not None:
+                setattr(view, name, select(column, positions))
+            elif name == "dates":
+                view.dates = column  # shared: dates read later are for both
+            else:
+                setattr(view, name, column[:])
         return view
 
     def without(self, uids: set[int]) -> FolderView:
@@ -275,26 +240,16 @@ class FolderView:
         index.compact()
         get_file = files.get
         entries = [get_file(base) for base in index.bases]
+        keywords: Sequence[frozenset[str]] = index.keywords
         if None in entries:  # files gone since the index was read: not in the view
             keep = [p for p, entry in enumerate(entries) if entry is not None]
-            view.uids = array("I", [index.uids[p] for p in keep])
-            view.bases = [index.bases[p] for p in keep]
-            view.sizes = array("q", [index.sizes[p] for p in keep])
-            view.rfc822_sizes = array("q", [index.rfc822_sizes[p] for p in keep])
-            view.dates = array("q", [index.dates[p] for p in keep])
-            view.modseqs = array("q", [index.modseqs[p] for p in keep])
-            view.unterminated = bytearray(index.unterminated[p] for p in keep)
-            keywords = [index.keywords[p] for p in keep]
+            for name in _FROM_INDEX:
+                setattr(view, name, select(getattr(index, name), keep))
+            keywords = select(index.keywords, keep)
             entries = [entries[p] for p in keep]
         else:
-            view.uids = array("I", index.uids)
-            view.bases = list(index.bases)
-            view.sizes = array("q", index.sizes)
-            view.rfc822_sizes = array("q", index.rfc822_sizes)
-            view.dates = array("q", index.dates)
-            view.modseqs = array("q", index.modseqs)
-            view.unterminated = bytearray(index.unterminated)
-            keywords = index.keywords
+            for name in _FROM_INDEX:
+                setattr(view, name, getattr(index, name)[:])
         found = cast("list[tuple[str, str]]", entries)  # no None left in it
         view.filenames = [entry[1] for entry in found]
         view.subdirs = bytearray(entry[0] == "cur" for entry in found)

@@ -73,15 +73,20 @@ def _index(messages: int, keywords: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_messages_with_the_same_keywords_share_them_in_memory() -> None:
-    text = _index(200, [f"k{n}" for n in range(2000)])  # an index from before the cap
+def parsed_measured(text: str) -> tuple[index_module.Index, int]:
+    """The index in ``text``, and the bytes its parse holds (tracemalloc)."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         parsed = index_module._parse_index_text(text)
-        grown = tracemalloc.get_traced_memory()[0] - before
+        return parsed, tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+def test_messages_with_the_same_keywords_share_them_in_memory() -> None:
+    text = _index(200, [f"k{n}" for n in range(2000)])  # an index from before the cap
+    parsed, grown = parsed_measured(text)
     assert len({id(record.keywords) for record in parsed.records()}) == 1
     # 2.8 MB of text; one set per message held 40 MB before.
     assert grown < 2 * 1024 * 1024, grown
@@ -89,13 +94,7 @@ def test_messages_with_the_same_keywords_share_them_in_memory() -> None:
 
 def test_the_index_cache_counts_what_a_parsed_index_takes() -> None:
     text = _index(1000, [])
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        parsed = index_module._parse_index_text(text)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    parsed, grown = parsed_measured(text)
     estimate = index_module._memory_estimate(parsed)
     # What the cache counts for an entry covers what parsing it took.
     assert estimate >= grown, (estimate, grown)
