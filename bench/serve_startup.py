@@ -141,6 +141,11 @@ def main() -> int:
     aiosmtpd = aiosmtpd_python(args.aiosmtpd_python)
     scratch = Path(tempfile.mkdtemp(prefix="mailtalk-serve-startup-"))
     env = dict(os.environ)
+    # The warm-up writes mailtalk's .pyc files, as installing it from a wheel does
+    # (pip compiled aiosmtpd's): with this variable set every mailtalk run compiled all
+    # its modules from source again, which doubled its time to the banner.
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        log("PYTHONDONTWRITEBYTECODE unset for the servers, so that .pyc files are used")
     if args.mailtalk_path:
         env["PYTHONPATH"] = str(Path(args.mailtalk_path).resolve())
     serve = [python, "-m", "mailtalk", "serve", "--smtp", "0", "--json"]

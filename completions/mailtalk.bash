@@ -79,8 +79,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk serve')
-            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file --json -v --verbose -h --help'
-            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file'
+            opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --lmtp-socket-mode --lmtp-socket-group --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --sink --check-sender-domain --tls-auth-only --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file --json -v --verbose -h --help'
+            value_opts='--root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --lmtp-socket-mode --lmtp-socket-group --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file'
             subcommands=''
             ;;
         'mailtalk smtp')
@@ -471,7 +471,7 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk send|--auth-mechanism')
-            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -- "$cur"))
+            COMPREPLY=($(compgen -W 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm gssapi external' -- "$cur"))
             ;;
         'mailtalk send|--oauth2-token')
             COMPREPLY=()
@@ -592,6 +592,12 @@ _mailtalk_option_value() {
             COMPREPLY=()
             ;;
         'mailtalk serve|--lmtp')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--lmtp-socket-mode')
+            COMPREPLY=()
+            ;;
+        'mailtalk serve|--lmtp-socket-group')
             COMPREPLY=()
             ;;
         'mailtalk serve|--domain')

@@ -32,7 +32,7 @@ function __mailtalk_value_options
         case 'mailtalk send'
             printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
         case 'mailtalk serve'
-            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
+            printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --lmtp-socket-mode --lmtp-socket-group --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record
     end
@@ -322,8 +322,8 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'to' -x -d 'Envelope 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'server' -x -d 'Send through this server; without it, to the recipient domain\'s MX.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'starttls' -d 'STARTTLS before MAIL (required: fail without).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'tls' -d 'Implicit TLS (port 465).'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm' -d 'The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, plain, login, xoauth2, oauthbearer, digest-md5 or ntlm; auto: with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth' -x -d 'AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked (gssapi, external: no password; USER is the identity to act as, and may be left out).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'auth-mechanism' -x -a 'auto scram-sha-256 scram-sha-1 cram-md5 plain login xoauth2 oauthbearer digest-md5 ntlm gssapi external' -d 'The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, plain, login, xoauth2, oauthbearer, digest-md5, ntlm, gssapi or external; auto: with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; with a Kerberos ticket of the --auth user (kinit), GSSAPI when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN, LOGIN).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'oauth2-token' -x -d 'An OAuth 2 bearer token for XOAUTH2 or OAUTHBEARER, for the user who logs in (send: --auth USER).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'helo' -x -d 'The EHLO name (default: this host\'s name).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'subject' -x -d ''
@@ -373,7 +373,9 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3' -x -d 'POP3 p
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'pop3s' -x -d 'POP3S port.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imap' -x -d 'IMAP port (STARTTLS).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'imaps' -x -d 'IMAPS port.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'lmtp' -x -d 'LMTP port (RFC 2033; off unless given): LHLO, local users only, one reply per recipient after the message, into the same Maildirs.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'lmtp' -x -d 'LMTP (RFC 2033; off unless given) on a port, or on a Unix-domain socket as Postfix\'s lmtp:unix: transport and Dovecot\'s LMTP use: LHLO, local users only, one reply per recipient after the message, into the same Maildirs.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'lmtp-socket-mode' -x -d 'The permissions of the --lmtp unix: socket: who may connect (write permission).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'lmtp-socket-group' -x -d 'The group of the --lmtp unix: socket (a name or gid; changing it needs root or membership), so that with mode 0660 that group\'s programs may deliver.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'domain' -x -d 'A local domain (localhost always is).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'hostname' -x -d 'This server\'s name (control/me): banner, HELO reply, Received.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk serve'" -l 'user' -x -d 'Add a user (or set their password).'

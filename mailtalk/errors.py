@@ -23,6 +23,13 @@ class ServerProtocolError(MailtalkError):
     exit_code = ExitCode.PROTOCOL
 
 
+class AuthError(MailtalkError):
+    """A login that could not even be tried or finished on our side (GSSAPI without
+    a Kerberos ticket, or with a server that did not prove its identity)."""
+
+    exit_code = ExitCode.AUTH
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit status of an error, for every command: the one place that decides.
 

@@ -13,12 +13,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Transcript
-from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
+from mailtalk.errors import AuthError, MailtalkError, ServerClosedError, ServerProtocolError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import (
     Transport,
@@ -40,6 +40,7 @@ from mailtalk.protocols.common import (
 
 if TYPE_CHECKING:
     from mailtalk.knowledge.explain import Explanation
+    from mailtalk.net.gssapi import KerberosContext
     from mailtalk.net.target import Target
 
 # Replies that get a one-line explanation under them.
@@ -763,7 +764,8 @@ class Conversation:
     def _authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
         """One SASL exchange: the command (with the initial response where the protocol
         takes one), then an answer to each challenge; every answer is masked as ***.
-        A server that breaks the mechanism (SCRAM's signature wrong) is an error."""
+        A server that breaks the mechanism (SCRAM's signature wrong) is an error; so is,
+        for GSSAPI, a missing Kerberos ticket (before anything is sent)."""
         from mailtalk.protocols.sasl import (
             MECHANISMS,
             WEAK_PASSWORD_MECHANISMS,
@@ -776,49 +778,67 @@ class Conversation:
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
             raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
-        client = client_mechanism(
-            mechanism, user, secret, self.target.host, self.target.port,
-            protocol=self.target.protocol,
-        )
         protocol = self.target.protocol
-        verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
-        pending = client.initial()
-        # The initial response goes with the command for the client-first mechanisms
-        # beyond PLAIN (SCRAM, the tokens): in SMTP (RFC 4954 always allows it) and in
-        # IMAP with SASL-IR; PLAIN keeps its classic two steps, which every server takes.
-        capabilities: set[str] = getattr(self.core, "capabilities", set())
-        with_initial = (
-            pending is not None
-            and mechanism != "PLAIN"
-            and (protocol == "smtp" or (protocol == "imap" and "SASL-IR" in capabilities))
-        )
-        if with_initial and pending is not None:
-            self.send_line(f"{verb} {mechanism} {sasl_encode(pending) or '='}", typed=False)
-            pending = None
-        else:
-            self.send_line(f"{verb} {mechanism}", typed=False)
-        reply = self.wait_final()
+        kerberos = self._kerberos_context() if mechanism == "GSSAPI" else None
+        # The library's own failures (GSSAPI's): ours to report, not the server's.
+        local_errors = kerberos.errors if kerberos is not None else ()
         try:
-            while reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
-                challenge = decode(_challenge_text(reply))
-                if pending is not None:
-                    answer, pending = pending, None
-                else:
-                    answer = client.respond(challenge)
-                error = getattr(client, "error", None)
-                if error is not None and not answer.strip(b"\x01"):
-                    self.listener.note(f"the server refused the token: {_json_text(error)}")
-                self.send_line(sasl_encode(answer), typed=False)
-                reply = self.wait_final()
-            if reply.reply_class is ReplyClass.POSITIVE:
-                client.finish(None)
-        except SASLError as error:
-            if reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
-                self.send_line("*", typed=False)  # cancel: the exchange cannot go on
-                self.wait_final()
-            raise ServerProtocolError(f"{mechanism}: {error}") from None
+            client = client_mechanism(
+                mechanism, user, secret, self.target.host, self.target.port,
+                protocol=protocol, context=kerberos.context if kerberos else None,
+            )
+            try:
+                pending = client.initial()
+            except local_errors as error:
+                raise AuthError(f"{mechanism}: {error}") from None
+            verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
+            # The initial response goes with the command for the client-first mechanisms
+            # beyond PLAIN (SCRAM, the tokens, GSSAPI): in SMTP (RFC 4954 always allows
+            # it) and in IMAP with SASL-IR; PLAIN keeps its classic two steps, which
+            # every server takes.
+            capabilities: set[str] = getattr(self.core, "capabilities", set())
+            with_initial = (
+                pending is not None
+                and mechanism != "PLAIN"
+                and (protocol == "smtp" or (protocol == "imap" and "SASL-IR" in capabilities))
+            )
+            if with_initial and pending is not None:
+                self.send_line(f"{verb} {mechanism} {sasl_encode(pending) or '='}", typed=False)
+                pending = None
+            else:
+                self.send_line(f"{verb} {mechanism}", typed=False)
+            reply = self.wait_final()
+            try:
+                while reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
+                    challenge = decode(_challenge_text(reply))
+                    if pending is not None:
+                        answer, pending = pending, None
+                    else:
+                        answer = client.respond(challenge)
+                    refusal = getattr(client, "error", None)
+                    if refusal is not None and not answer.strip(b"\x01"):
+                        self.listener.note(f"the server refused the token: {_json_text(refusal)}")
+                    self.send_line(sasl_encode(answer), typed=False)
+                    reply = self.wait_final()
+                if reply.reply_class is ReplyClass.POSITIVE:
+                    client.finish(None)
+            except SASLError as error:
+                self._cancel_exchange(reply)
+                raise ServerProtocolError(f"{mechanism}: {error}") from None
+            except local_errors as error:
+                self._cancel_exchange(reply)
+                raise AuthError(f"{mechanism}: {error}") from None
+        finally:
+            if kerberos is not None:
+                kerberos.context.close()
         if getattr(client, "verified", False):
             self.listener.note(f"{mechanism}: the server proved it knows the password")
+        if kerberos is not None and reply.reply_class is ReplyClass.POSITIVE:
+            context = kerberos.context
+            self.listener.note(
+                f"GSSAPI: logged in with the Kerberos ticket of {context.client_principal}; "
+                f"the server proved it is {context.shown} (mutual authentication)"
+            )
         if mechanism in WEAK_PASSWORD_MECHANISMS:
             self.listener.note(
                 f"{mechanism} is {WEAK_PASSWORD_MECHANISMS[mechanism]}: use SCRAM where the "
@@ -826,9 +846,38 @@ class Conversation:
             )
         return reply
 
+    def _kerberos_context(self) -> _Kerberos:
+        """GSSAPI's security context with this server's service (``imap@HOST``, HOST as
+        given: Kerberos names the service by the server's host name); AuthError when
+        there is no library."""
+        from mailtalk.net.gssapi import GSSAPIError, KerberosContext
+        from mailtalk.protocols.sasl import SASL_SERVICES
+
+        protocol = self.target.protocol
+        try:
+            context = KerberosContext(SASL_SERVICES.get(protocol, protocol), self.target.host)
+        except GSSAPIError as error:
+            raise AuthError(f"GSSAPI: {error}") from None
+        return _Kerberos(context, (GSSAPIError,))
+
+    def _cancel_exchange(self, reply: ServerEvent) -> None:
+        """The exchange cannot go on: ``*`` (the protocols' cancel) while the server
+        still waits for an answer, and its refusal read."""
+        if reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
+            self.send_line("*", typed=False)
+            self.wait_final()
+
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
             raise MailtalkError(f"{what} failed: {first_line(reply)}")
+
+
+@dataclass(frozen=True)
+class _Kerberos:
+    """GSSAPI's context, and the library's error types, caught around the exchange."""
+
+    context: KerberosContext
+    errors: tuple[type[Exception], ...]
 
 
 def _challenge_text(reply: ServerEvent) -> str:

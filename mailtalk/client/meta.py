@@ -148,14 +148,18 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             "usage: :auth MECHANISM [USER] (plain, login, cram-md5, scram-sha-256, ...)"
         )
     mechanism = args[0].upper()
-    if mechanism == "EXTERNAL":
-        # the TLS client certificate is the identity: no secret; a USER given is the
-        # authorization identity asked for, none the certificate's own
+    from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS
+
+    if mechanism in NO_SECRET_MECHANISMS:
+        # the TLS client certificate (EXTERNAL) or the Kerberos ticket (GSSAPI) is the
+        # identity: no secret is asked for; a USER given is the authorization identity
+        # asked for, none the certificate's or the ticket's own
         conv.prepare_auth(mechanism)
         authzid = args[1] if len(args) > 1 else ""
         reply = conv.authenticate(mechanism, authzid, "")
         if reply.reply_class is ReplyClass.POSITIVE:
-            ui.note(f"authenticated by the client certificate{' as ' + authzid if authzid else ''}")
+            by = "the client certificate" if mechanism == "EXTERNAL" else "the Kerberos ticket"
+            ui.note(f"authenticated by {by}{' as ' + authzid if authzid else ''}")
         return
     user = args[1] if len(args) > 1 else conv.target.user
     if not user:

@@ -201,23 +201,31 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     "--auth",
     "auth_user",
     metavar="USER",
-    help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked.",
+    help="AUTH as USER; password from $MAILTALK_PASSWORD, ~/.netrc, or asked "
+    "(gssapi, external: no password; USER is the identity to act as, and may be left out).",
 )
 @click.option(
     "--auth-mechanism",
     type=click.Choice(["auto", "scram-sha-256", "scram-sha-1", "cram-md5", "plain", "login",
-                       "xoauth2", "oauthbearer", "digest-md5", "ntlm"]),
+                       "xoauth2", "oauthbearer", "digest-md5", "ntlm", "gssapi",
+                       "external"]),
     default="auto",
     show_default=True,
     metavar="MECH",
     help="The SASL mechanism of --auth: auto, scram-sha-256, scram-sha-1, cram-md5, "
-    "plain, login, xoauth2, oauthbearer, digest-md5 or ntlm; auto: with an OAuth 2 token "
-    "($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or XOAUTH2 when offered; "
-    "else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then "
-    "PLAIN, LOGIN). SCRAM and DIGEST-MD5 also check that the server knows the password. "
-    "digest-md5 (historic, RFC 6331) and ntlm (NTLMv2; DOMAIN\\user for a domain) are "
-    "weak: only when named, never by auto, and warned about. "
-    "Example: --auth me --auth-mechanism cram-md5",
+    "plain, login, xoauth2, oauthbearer, digest-md5, ntlm, gssapi or external; auto: "
+    "with an OAuth 2 token ($MAILTALK_OAUTH2_TOKEN or --oauth2-token), OAUTHBEARER or "
+    "XOAUTH2 when offered; with a Kerberos ticket of the --auth user (kinit), GSSAPI "
+    "when offered; else the strongest the server offers (SCRAM-SHA-256, SCRAM-SHA-1, "
+    "CRAM-MD5, then PLAIN, LOGIN). SCRAM and DIGEST-MD5 also check that the server knows "
+    "the password. digest-md5 (historic, RFC 6331) and ntlm (NTLMv2; DOMAIN\\user for "
+    "a domain) are weak: only when named, never by auto, and warned about. "
+    "gssapi (Kerberos V5, RFC 4752) logs in with the ticket of kinit, for the service "
+    "smtp@HOST (HOST as given to --server), and never asks for a password. external "
+    "(RFC 4422 A) logs in by the TLS client certificate of --cert/--key and asks no "
+    "password. For both, --auth USER is optional: the identity to act as. "
+    "Examples: --auth me --auth-mechanism cram-md5; --starttls --cert me.pem --key "
+    "me.key --auth-mechanism external",
 )
 @oauth2_token_option
 @click.option("--helo", metavar="NAME", help="The EHLO name (default: this host's name).")
@@ -357,6 +365,7 @@ def send(env: Environment, **options: Any) -> None:
     options = host_defaults.smtp_client(options)
     _require_sender(options)
     tls = client_tls(env, options)
+    _check_external(options, tls)
     options["pipe_command"] = checked_pipe(options["pipe_command"])
     token = _token_for(env, options)
     sys.exit(command.run(command.SendOptions(tls=tls, oauth2_token=token, **options), env))
@@ -378,6 +387,21 @@ def _token_for(env: Environment, options: dict[str, Any]) -> str | None:
             "(or give --oauth2-token)"
         )
     return token if options.get("auth_user") else None
+
+
+def _check_external(options: dict[str, Any], tls: Any) -> None:
+    """EXTERNAL's identity is the client certificate, sent only in a TLS handshake:
+    without both the server cannot take it, so that is said before connecting."""
+    from mailtalk.errors import UsageError
+
+    if options.get("auth_mechanism") != "external":
+        return
+    if tls.certfile is None:
+        raise UsageError("--auth-mechanism external needs --cert (and --key): the client "
+                         "certificate is the identity it logs in with")
+    if not (options.get("starttls") or options.get("implicit_tls")):
+        raise UsageError("--auth-mechanism external needs --starttls or --tls: the client "
+                         "certificate is sent only in a TLS handshake")
 
 
 def _require_sender(options: dict[str, Any]) -> None:

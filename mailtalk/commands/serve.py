@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,45 @@ from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
+
+
+class LMTPListener(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """--lmtp: a port (0: any free one), or unix:PATH."""
+
+    name = "PORT|unix:PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int | str:  # fmt: skip
+        text = str(value).strip()
+        if text.startswith("unix:"):
+            if not text[len("unix:") :]:
+                self.fail("unix: needs a path: unix:/run/mailtalk/lmtp", param, ctx)
+            return text
+        try:
+            port = int(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither a port nor unix:PATH", param, ctx)
+        if not 0 <= port <= 65535:
+            self.fail(f"port {port} is not in 0-65535", param, ctx)
+        return port
+
+
+class SocketMode(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """--lmtp-socket-mode: permission bits in octal (0600, 660)."""
+
+    name = "OCTAL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:  # fmt: skip
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal mode such as 0660", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r}: only permission bits (0000-0777)", param, ctx)
+        return mode
 
 
 @cli.command(
@@ -30,6 +69,8 @@ if TYPE_CHECKING:
     "  mailtalk serve --journal ~/serve.jsonl           # ... in a file, rotated\n"
     "  mailtalk serve --user alice:secret --http 8025     # + a JSON API for tests\n"
     "  mailtalk serve --user alice:secret --lmtp 2424 --quota 10485760  # + LMTP\n"
+    "  mailtalk serve --user alice:secret --lmtp unix:/run/mailtalk/lmtp \\\n"
+    "      --lmtp-socket-mode 0660 --lmtp-socket-group postfix   # for Postfix\n"
     "\b\nFault rules: PROTO:COMMAND[#N][:FIELD=GLOB]...=ACTION, e.g.\n"
     "  smtp:mail=421 4.7.0 Try again later     smtp:data=disconnect\n"
     "  smtp:ehlo=delay 5s                      smtp:rcpt:to=bob@*=550 5.1.1 No user\n"
@@ -58,10 +99,30 @@ if TYPE_CHECKING:
 @click.option("--imaps", "imaps_port", type=click.IntRange(0, 65535), help="IMAPS port.")
 @click.option(
     "--lmtp",
-    "lmtp_port",
-    type=click.IntRange(0, 65535),
-    help="LMTP port (RFC 2033; off unless given): LHLO, local users only, one reply per "
-    "recipient after the message, into the same Maildirs. Example: --lmtp 2424",
+    "lmtp_listener",
+    type=LMTPListener(),
+    metavar="PORT|unix:PATH",
+    help="LMTP (RFC 2033; off unless given) on a port, or on a Unix-domain socket as "
+    "Postfix's lmtp:unix: transport and Dovecot's LMTP use: LHLO, local users only, one "
+    "reply per recipient after the message, into the same Maildirs. The socket is made "
+    "mode 0600 (see --lmtp-socket-mode), replaces a stale one, is refused if another "
+    "server listens there, and is removed on exit. "
+    "Examples: --lmtp 2424, --lmtp unix:/run/mailtalk/lmtp",
+)
+@click.option(
+    "--lmtp-socket-mode",
+    type=SocketMode(),
+    default="0600",
+    show_default=True,
+    metavar="OCTAL",
+    help="The permissions of the --lmtp unix: socket: who may connect (write "
+    "permission). Example: --lmtp-socket-mode 0660 --lmtp-socket-group postfix",
+)
+@click.option(
+    "--lmtp-socket-group",
+    metavar="GROUP",
+    help="The group of the --lmtp unix: socket (a name or gid; changing it needs root "
+    "or membership), so that with mode 0660 that group's programs may deliver.",
 )
 @click.option("--domain", "domains", multiple=True, help="A local domain (localhost always is).")
 @click.option(
@@ -293,54 +354,7 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line once listening.")
 @click.option("-v", "--verbose", is_flag=True, help="Log sessions to standard error.")
 @pass_environment
-def serve(
-    env: Environment,
-    root: str | None,
-    listen: str,
-    smtp_port: int | None,
-    submission_port: int | None,
-    smtps_port: int | None,
-    pop3_port: int | None,
-    pop3s_port: int | None,
-    imap_port: int | None,
-    imaps_port: int | None,
-    lmtp_port: int | None,
-    domains: tuple[str, ...],
-    hostname: str | None,
-    users: tuple[str, ...],
-    users_file: str | None,
-    oauth2_tokens: str | None,
-    personality: str,
-    faults: tuple[str, ...],
-    scenarios: tuple[str, ...],
-    sink: bool,
-    check_sender_domain: bool,
-    tls_auth_only: bool,
-    tls_fault: str | None,
-    greylist_delay: float,
-    greylist_max_age: float,
-    resolver: str | None,
-    dns_port: int | None,
-    mx_port: int,
-    bare_newline: str,
-    max_size: int,
-    quota: int | None,
-    login_delay: float | None,
-    greet_pause: float | None,
-    auth_failure_delay: float,
-    auth_failures_per_address: int,
-    error_limit: int,
-    max_connections: int,
-    idle_timeout: float,
-    max_connections_per_address: int,
-    line_timeout: float,
-    handshake_timeout: float,
-    journal: str | None,
-    http_port: int | None,
-    http_token_file: str | None,
-    as_json: bool,
-    verbose: bool,
-) -> None:
+def serve(env: Environment, **options: Any) -> None:
     """Run the reference mail servers in the foreground, on loopback.
 
     Mail for local users lands in ROOT/mail/USER/Maildir; relaying is allowed
@@ -350,51 +364,37 @@ def serve(
     2110, POP3S 2995, IMAP 2143 and IMAPS 2993; --lmtp and --http add to those.
     Ctrl-C stops it.
     """
-    from mailtalk.servers.command import ServeOptions, run
+    from mailtalk.servers.command import LISTENER_ORDER, ServeOptions, run
 
-    given_ports = {
-        "smtp": smtp_port, "submission": submission_port, "smtps": smtps_port,
-        "pop3": pop3_port, "pop3s": pop3s_port, "imap": imap_port, "imaps": imaps_port,
-        "lmtp": lmtp_port,
-    }  # fmt: skip
-    options = ServeOptions(
+    listener = options.pop("lmtp_listener")
+    lmtp_socket = None
+    if isinstance(listener, str):  # unix:PATH
+        lmtp_socket, listener = listener[len("unix:") :], None
+    else:
+        _no_socket_options(options["lmtp_socket_group"])
+    options["lmtp_port"] = listener
+    # --smtp, --pop3, ... each give one listener's port, or None when not given.
+    given_ports = {name: options.pop(f"{name}_port") for name in LISTENER_ORDER}
+    root = options.pop("root")
+    options.update(
         root=Path(root) if root else None,
-        listen=listen,
         ports={name: port for name, port in given_ports.items() if port is not None},
-        domains=domains,
-        hostname=hostname,
-        users=users,
-        users_file=users_file,
-        oauth2_tokens=oauth2_tokens,
-        personality=personality,
-        faults=faults,
-        scenarios=scenarios,
-        sink=sink,
-        check_sender_domain=check_sender_domain,
-        tls_auth_only=tls_auth_only,
-        tls_fault=tls_fault,
-        greylist_delay=greylist_delay,
-        greylist_max_age=greylist_max_age,
-        resolver=resolver,
-        dns_port=dns_port,
-        mx_port=mx_port,
-        bare_newline="normalise" if bare_newline == "normalise" else "reject",
-        max_size=max_size,
-        quota=quota,
-        login_delay=login_delay,
-        greet_pause=greet_pause or 0.0,
-        auth_failure_delay=auth_failure_delay,
-        auth_failures_per_address=auth_failures_per_address,
-        error_limit=error_limit,
-        max_connections=max_connections,
-        idle_timeout=idle_timeout,
-        max_connections_per_address=max_connections_per_address,
-        line_timeout=line_timeout,
-        handshake_timeout=handshake_timeout,
-        journal=journal,
-        http_port=http_port,
-        http_token_file=http_token_file,
-        as_json=as_json,
-        verbose=verbose,
+        lmtp_socket=lmtp_socket,
+        greet_pause=options["greet_pause"] or 0.0,
     )
-    sys.exit(run(options, env))
+    sys.exit(run(ServeOptions(**options), env))
+
+
+def _no_socket_options(group: str | None) -> None:
+    """--lmtp-socket-mode and --lmtp-socket-group say how to make a socket: without
+    --lmtp unix:PATH there is none, and a silently ignored option would mislead."""
+    from mailtalk.errors import UsageError
+
+    source = click.get_current_context().get_parameter_source("lmtp_socket_mode")
+    given = [name for name, there in (
+        ("--lmtp-socket-mode", source is not click.core.ParameterSource.DEFAULT),
+        ("--lmtp-socket-group", group is not None),
+    ) if there]  # fmt: skip
+    if given:
+        verb = "need" if len(given) > 1 else "needs"
+        raise UsageError(f"{' and '.join(given)} {verb} --lmtp unix:PATH (a socket to make)")

@@ -432,12 +432,17 @@ def decide_category(
 # on the blind sets, each scored with the rules as they were before it was collected
 # and the model trained without it (tests/knowledge/blind/README.md).
 _WEAK_RULES: Final = frozenset({"none", "basic-code", "status"})
-_KNOWN_RULES: Final = frozenset({"response-code"})
 _SURE: Final = 0.7
 _LEANS: Final = 0.4
-# a general wording was written by someone who read that wording: only a reading that
-# is very sure goes against it (P, Q and R scored the same from 0.8 up)
+# a general wording was written by someone who read that wording, and a key term from
+# several: only a reading that is very sure goes against them (P, Q and R scored the
+# same from 0.8 up; on T, U and V a term overruled from 0.7 was right as often as not)
 _SURE_OVER_WORDING: Final = 0.9
+# a response code ("[IN-USE]") is what the server chose to say, but servers choose it
+# loosely ("-ERR [IN-USE] Too many POP connections for this account" is a rate limit,
+# as Dovecot's mail_max_userip_connections says it): only a very sure reading of the
+# words goes against it, never a leaning (on T, U and V: right 6 times of 7)
+_CONSIDERED_RULES: Final = frozenset({"term", "response-code"})
 
 
 def _known(decision: Decision, parsed: ParsedReply, command: str | None) -> bool:
@@ -472,16 +477,28 @@ def _second_opinion(
 
     if _known(decision, parsed, command):
         return decision
-    if decision.rule in _KNOWN_RULES:
-        return decision
     guess = learned.guess(learned_features(parsed, command, response))
     if guess.category == decision.category or guess.category == "ok":
         return decision
-    weak = decision.rule in _WEAK_RULES or decision.category == "other"
-    sure = _SURE_OVER_WORDING if decision.pattern is not None else _SURE
+    weak = decision.rule in _WEAK_RULES or (
+        decision.category == "other" and decision.rule != "response-code"
+    )
+    considered = decision.pattern is not None or decision.rule in _CONSIDERED_RULES
+    sure = _SURE_OVER_WORDING if considered else _SURE
     if guess.probability > sure or (weak and guess.probability > _LEANS):
         return Decision(guess.category, "learned", ", ".join(guess.evidence), guess=guess)
     return decision
+
+
+def _failure_category_of_enhanced(enhanced: str, unimplemented: bool) -> str | None:
+    """What the enhanced code of a refusal says, if anything: a code of success in a
+    refusal ("550 5.1.5 Recipient address has no domain", X.1.5 being "destination
+    address valid") says nothing, nor does a security class on a command the server
+    does not implement ("502 5.7.0")."""
+    by_code = category_of_enhanced(enhanced)
+    if by_code == "ok" or (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        return None
+    return by_code
 
 
 def _decide_by_evidence(
@@ -533,8 +550,8 @@ def _decide_by_evidence(
     unimplemented = basic == 502
     # 5. an enhanced code that says what happened
     if enhanced is not None and enhanced_is_exact(enhanced):
-        by_code = category_of_enhanced(enhanced)
-        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        by_code = _failure_category_of_enhanced(enhanced, unimplemented)
+        if by_code is not None:
             return Decision(by_code, "enhanced-code", enhanced)
     # 6. the key terms
     if parsed.text:
@@ -556,8 +573,8 @@ def _decide_by_evidence(
         if by_basic is not None:
             return Decision(by_basic, "basic-code", str(basic))
     if enhanced is not None:
-        by_code = category_of_enhanced(enhanced)
-        if by_code is not None and not (unimplemented and enhanced.split(".")[1:2] == ["7"]):
+        by_code = _failure_category_of_enhanced(enhanced, unimplemented)
+        if by_code is not None:
             return Decision(by_code, "enhanced-code", enhanced)
     if basic is not None:
         by_code = category_of_basic(basic)

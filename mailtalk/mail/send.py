@@ -35,7 +35,7 @@ from mailtalk.mail.smtp_steps import (
 from mailtalk.net.target import Target
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
-from mailtalk.protocols.sasl import TOKEN_MECHANISMS, auto_mechanism
+from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS, auto_mechanism
 from mailtalk.protocols.smtp_sequence import (
     DSN,
     QUIT_POINTS,
@@ -103,6 +103,13 @@ class SendOptions:
     def fixed_server(self) -> bool:
         """--server or --pipe: one server, no MX lookup and no next MX to try."""
         return bool(self.server or self.pipe_command)
+
+    @property
+    def authenticates(self) -> bool:
+        """AUTH is to be said: as --auth USER, by the TLS client certificate (SASL
+        EXTERNAL) or by the Kerberos ticket (GSSAPI); for these two USER is optional,
+        the identity to act as."""
+        return bool(self.auth_user) or self.auth_mechanism in ("external", "gssapi")
 
     @property
     def stop_point(self) -> str | None:
@@ -219,7 +226,7 @@ def converse(
         sender=options.sender,
         recipients=tuple(recipients),
         starttls=TLSPolicy.REQUIRED if required else TLSPolicy.NEVER,
-        auth=bool(options.auth_user),
+        auth=options.authenticates,
         stop_after=Stage(options.stop_point) if options.stop_point else None,
         ending=options.ending,
         xclient=options.xclient,
@@ -227,14 +234,18 @@ def converse(
     )
 
     def authenticate(offer: Authenticate) -> ServerEvent:
-        user = options.auth_user
-        assert user is not None  # the plan asks for AUTH only with a user
+        user = options.auth_user or ""  # none: GSSAPI's ticket or EXTERNAL's certificate
         if not offer.mechanisms:
             advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
             listener.note("the server did not offer AUTH" + advice, "warning")
         mechanism = options.auth_mechanism.upper()
         if mechanism == "AUTO":
-            mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None)
+            ticket = "GSSAPI" in offer.mechanisms and has_ticket_for(user)
+            mechanism = auto_mechanism(offer.mechanisms, options.oauth2_token is not None, ticket)
+            if mechanism == "GSSAPI":
+                user = ""  # the ticket says who: --auth named its owner
+        if mechanism in NO_SECRET_MECHANISMS:
+            return conv.authenticate(mechanism, user, "")
         if mechanism in TOKEN_MECHANISMS:
             assert options.oauth2_token is not None  # commands/mail.py makes sure
             return conv.authenticate(mechanism, user, options.oauth2_token)
@@ -502,11 +513,23 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
             "warning",
         )
-    if stop == Stage.AUTH.value and not options.auth_user:
+    if stop == Stage.AUTH.value and not options.authenticates:
         listener.note(
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
         )
+
+
+def has_ticket_for(user: str) -> bool:
+    """Whether a Kerberos ticket of ``user`` is at hand (``alice`` or
+    ``alice@EXAMPLE.ORG`` for alice@EXAMPLE.ORG's): only then may ``auto`` choose
+    GSSAPI, which never asks for a password. Local: no KDC is asked."""
+    from mailtalk.net.gssapi import ticket_principal
+
+    principal = ticket_principal()
+    if principal is None or not user:
+        return False
+    return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
 
 
 def _message(options: SendOptions, listener: Listener) -> bytes:

@@ -29,7 +29,8 @@ against the reply to what came before (see ``expect.py``). Directives: ``connect
 [insecure] [cafile=PATH]``, ``starttls``, ``tls`` (the handshake alone, after a
 written-out STARTTLS), ``auth MECHANISM USER [ENVVAR]`` (plain, login,
 cram-md5, scram-sha-1, scram-sha-256, digest-md5, ntlm; ``auth external [USER]`` logs in
-by the client certificate of ``run --cert/--key``; xoauth2 and oauthbearer take the token from
+by the client certificate of ``run --cert/--key``, ``auth gssapi [USER]`` by the
+Kerberos ticket of ``kinit``; xoauth2 and oauthbearer take the token from
 ``$MAILTALK_OAUTH2_TOKEN`` or ENVVAR), ``data FILE`` or ``data
 <<MARK`` ... ``MARK`` (``<<'MARK'`` keeps ``${...}`` as is), ``set NAME VALUE``,
 ``include FILE``, ``sleep SECONDS``, ``expect-close``, and ``loop`` ... ``end``
@@ -494,11 +495,12 @@ def _directive(
         _want(args, 0, 0, "tls", where)
         return [HandshakeTLS(where)]
     if directive == "auth":
-        if args and args[0].upper() == "EXTERNAL":
-            # the TLS client certificate (run --cert/--key) is the identity: no secret;
-            # a USER is the authorization identity asked for
-            _want(args, 1, 2, "auth external [USER]", where)
-            return [Auth(where, "EXTERNAL", args[1] if len(args) == 2 else "", "")]
+        if args and args[0].upper() in ("EXTERNAL", "GSSAPI"):
+            # the TLS client certificate (run --cert/--key) or the Kerberos ticket
+            # (kinit) is the identity: no secret; a USER is the authorization identity
+            # asked for
+            _want(args, 1, 2, f"auth {args[0].lower()} [USER]", where)
+            return [Auth(where, args[0].upper(), args[1] if len(args) == 2 else "", "")]
         _want(args, 2, 3, "auth MECHANISM USER [ENVVAR]", where)
         mechanism = args[0].upper()
         from mailtalk.protocols.sasl import MECHANISMS, TOKEN_MECHANISMS

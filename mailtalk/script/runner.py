@@ -352,7 +352,10 @@ class Runner:
     def _auth(self, step: Auth) -> None:
         conv = self._conversation(step.where)
         self._settle()
-        secret = "" if step.mechanism == "EXTERNAL" else self._secret(step, conv.target.host)
+        from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS
+
+        no_secret = step.mechanism in NO_SECRET_MECHANISMS  # a certificate, a Kerberos ticket
+        secret = "" if no_secret else self._secret(step, conv.target.host)
         if secret is None:
             from mailtalk.client.credentials import is_token_mechanism
 
@@ -566,6 +569,7 @@ class Runner:
                 ExitCode.CONNECT: "connect",
                 ExitCode.TLS: "tls",
                 ExitCode.PROTOCOL: "protocol",
+                ExitCode.AUTH: "auth",
             }.get(code, "protocol")
         if not isinstance(error, MailtalkError | OSError) and code == ExitCode.FAILED:
             raise error  # a bug: let --debug show it

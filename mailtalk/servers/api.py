@@ -51,7 +51,15 @@ class RunningServers:
 
     @property
     def host(self) -> str:
-        return self.listeners[0].host
+        """The address the network listeners are on (not a Unix socket's)."""
+        return next((x.host for x in self.listeners if x.path is None), self.listeners[0].host)
+
+    def socket_path(self, protocol: str) -> Path:
+        """The path of ``protocol``'s Unix-domain socket (``lmtp="unix:/path"``)."""
+        path = self.listener(protocol).path
+        if path is None:
+            raise KeyError(f"the {protocol} listener is not a Unix-domain socket")
+        return Path(path)
 
     @property
     def cafile(self) -> Path:
@@ -163,7 +171,7 @@ def run_servers(
     pop3s: int | None = None,
     imap: int | None = None,
     imaps: int | None = None,
-    lmtp: int | None = None,
+    lmtp: int | str | None = None,
     dns: int | None = None,
     listen: str = "127.0.0.1",
     hostname: str | None = None,
@@ -190,17 +198,27 @@ def run_servers(
     ``mailtalk serve --tls-fault``.
     ``http``: also the JSON API on that port (``port("http")``), as ``mailtalk serve
     --http``; ``http_token``: the bearer token it then asks for.
+    ``lmtp``: a port, or ``"unix:/path"`` for a Unix-domain socket (``socket_path("lmtp")``),
+    made with ``socket_mode`` (0o600) and ``socket_group`` (a gid), as ``mailtalk serve
+    --lmtp unix:/path --lmtp-socket-mode --lmtp-socket-group``.
     """
     requested = {
         "smtp": smtp, "submission": submission, "smtps": smtps,
         "pop3": pop3, "pop3s": pop3s, "imap": imap, "imaps": imaps,
-        "lmtp": lmtp,
     }  # fmt: skip
     ports = {name: port for name, port in requested.items() if port is not None}
+    sockets = {}
+    if isinstance(lmtp, str) and lmtp.startswith("unix:"):
+        sockets["lmtp"] = Path(lmtp[len("unix:") :])
+    elif lmtp is not None:
+        ports["lmtp"] = int(lmtp)
     config = ServeConfig(
         root=Path(root),
         listen=listen,
         ports=ports,
+        unix_sockets=sockets,
+        socket_mode=settings.pop("socket_mode", 0o600),
+        socket_group=settings.pop("socket_group", None),
         domains=domains,
         users=users,
         oauth2_tokens=dict(oauth2_tokens or {}),

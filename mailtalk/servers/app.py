@@ -7,10 +7,12 @@ foreground.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -19,13 +21,20 @@ from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenar
 from mailtalk.servers.journal import Journal
 
 if TYPE_CHECKING:
+    from mailtalk.servers.faults import FaultRule
     from mailtalk.servers.listening import Listener
+    from mailtalk.servers.personalities import Personality
+    from mailtalk.servers.policy import Control
+    from mailtalk.servers.users import Users
 
 log = logging.getLogger("mailtalk.serve")
 
 # ROOT's file of greylisted triplets (network, sender, recipient, first and last seen):
 # they survive a restart, as postgrey's database does.
 GREYLIST_FILE: Final = "greylist.json"
+
+# Seconds after the listeners open that onward delivery starts, when no mail waits.
+QUEUE_RUNNER_DELAY: Final = 1.0
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {
@@ -65,14 +74,23 @@ class ListenerInfo:
     host: str
     port: int
     tls: str
+    path: str | None = None  # a Unix-domain socket's (host "", port 0)
 
     def as_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        found = {"protocol": self.protocol, "host": self.host, "port": self.port, "tls": self.tls}
+        return found if self.path is None else {**found, "path": self.path}
 
     @property
     def url(self) -> str:
+        if self.path is not None:
+            return f"{self.protocol}:unix:{self.path}"  # as send --server lmtp:unix:/path
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.protocol}://{host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """HOST:PORT, or unix:/path."""
+        return f"unix:{self.path}" if self.path is not None else f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -82,6 +100,10 @@ class ServeConfig:
     root: Path
     listen: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {"smtp": 0})
+    # listener -> the path of its Unix-domain socket (LMTP: Postfix's lmtp:unix:/path)
+    unix_sockets: Mapping[str, Path] = field(default_factory=dict)
+    socket_mode: int = 0o600  # those sockets' permissions: the owner only
+    socket_group: int | None = None  # and their group's gid (None: the process's)
     domains: Sequence[str] = ()
     users: Sequence[tuple[str, str]] = ()
     oauth2_tokens: Mapping[str, str] = field(default_factory=dict)  # user -> bearer token
@@ -103,84 +125,13 @@ class ConfigError(ValueError):
 def build_context(config: ServeConfig) -> ServerContext:
     """Prepare ROOT (control files, users, certificates) and the shared context."""
     from mailtalk.servers.certs import ensure_certificates, server_ssl_context
-    from mailtalk.servers.faults import FaultPlan, FaultRuleError, parse_rule, scenario
-    from mailtalk.servers.personalities import personality
-    from mailtalk.servers.policy import ControlError, init_root, normalize_domain
-    from mailtalk.servers.users import Users
-    from mailtalk.store import StoreLayout
-    from mailtalk.store.filesystem import make_directory
+    from mailtalk.servers.faults import FaultPlan
 
-    root = config.root
-    try:
-        make_directory(root)  # 0700, and its new parents too, whatever the umask
-    except OSError as error:
-        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
-    if config.journal is not None:
-        open_journal(config.journal)
-    for option, names in (("--domain", config.domains), ("--hostname", [config.hostname])):
-        for name in names:
-            try:
-                if name is not None:
-                    normalize_domain(name)
-            except ValueError:
-                raise ConfigError(f"{option} {name!r}: not a domain name") from None
-    changes: list[str] = []
-    try:
-        control = init_root(
-            root,
-            list(config.domains),
-            default_hostname(config.listen, config.domains),
-            hostname=config.hostname,
-            changes=changes,
-        )
-        users = Users.load(root)
-    except ControlError as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
-    for name, password in config.users:
-        users.add(name, password)
-    if config.users:
-        users.save()
-    try:
-        leftovers = StoreLayout(root).remove_crash_leftovers()
-    except OSError as error:
-        log.warning("cannot clean up %s: %s", root, error.strerror or error)
-    else:
-        if leftovers:
-            log.info("removed %d files left in tmp/ by deliveries that crashed", len(leftovers))
-
+    control, users, changes = prepare_root(config)
     settings = config.settings
-    rules: list[Any] = []
-    for name in config.scenarios:
-        try:
-            bundle = scenario(name)
-        except KeyError:
-            from mailtalk.servers.faults import scenario_names
-
-            raise ConfigError(
-                f"unknown scenario {name!r}; known: {', '.join(scenario_names())}"
-            ) from None
-        for text in bundle.rules:
-            rules.append(parse_rule(text))
-        try:
-            apply_scenario_settings(settings, bundle.settings)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-    for text in config.faults:
-        try:
-            rules.append(parse_rule(text))
-        except FaultRuleError as error:
-            raise ConfigError(str(error)) from None
-    try:
-        chosen = personality(settings.personality)
-    except KeyError:
-        from mailtalk.servers.personalities import personality_names
-
-        raise ConfigError(
-            f"unknown personality {settings.personality!r}; known: {', '.join(personality_names())}"
-        ) from None
-
+    rules = fault_rules(config.scenarios, config.faults, settings)
+    chosen = chosen_personality(settings.personality)
+    root = config.root
     paths = ensure_certificates(
         root, names=_certificate_names(control.me), addresses=_certificate_addresses(config.listen)
     )
@@ -211,6 +162,101 @@ def build_context(config: ServeConfig) -> ServerContext:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return context
+
+
+def prepare_root(config: ServeConfig) -> tuple[Control, Users, list[str]]:
+    """Make ROOT and its control files, add the users given, clean up after a crash;
+    the control files, the users and what the options changed in ROOT/control/."""
+    from mailtalk.servers.policy import ControlError, init_root
+    from mailtalk.servers.users import Users
+    from mailtalk.store.filesystem import make_directory
+    from mailtalk.store.layout import StoreLayout
+
+    root = config.root
+    try:
+        make_directory(root)  # 0700, and its new parents too, whatever the umask
+    except OSError as error:
+        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
+    if config.journal is not None:
+        open_journal(config.journal)
+    _check_domain_names(config)
+    changes: list[str] = []
+    try:
+        control = init_root(
+            root,
+            list(config.domains),
+            default_hostname(config.listen, config.domains),
+            hostname=config.hostname,
+            changes=changes,
+        )
+        users = Users.load(root)
+    except ControlError as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"cannot use {root} as --root: {error.strerror or error}") from None
+    # A user who has this password already is left as is: nothing to write again.
+    changed = [users.add(name, password) for name, password in config.users]
+    if any(changed):
+        users.save()
+    try:
+        leftovers = StoreLayout(root).remove_crash_leftovers()
+    except OSError as error:
+        log.warning("cannot clean up %s: %s", root, error.strerror or error)
+    else:
+        if leftovers:
+            log.info("removed %d files left in tmp/ by deliveries that crashed", len(leftovers))
+    return control, users, changes
+
+
+def _check_domain_names(config: ServeConfig) -> None:
+    from mailtalk.servers.policy import normalize_domain
+
+    for option, names in (("--domain", config.domains), ("--hostname", [config.hostname])):
+        for name in names:
+            try:
+                if name is not None:
+                    normalize_domain(name)
+            except ValueError:
+                raise ConfigError(f"{option} {name!r}: not a domain name") from None
+
+
+def fault_rules(
+    scenarios: Sequence[str], faults: Sequence[str], settings: ServerSettings
+) -> list[FaultRule]:
+    """The rules of the named scenarios, then the ``--fault`` rules, parsed; the
+    scenarios' settings are applied to ``settings``."""
+    from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario, scenario_names
+
+    rules: list[FaultRule] = []
+    for name in scenarios:
+        try:
+            bundle = scenario(name)
+        except KeyError:
+            raise ConfigError(
+                f"unknown scenario {name!r}; known: {', '.join(scenario_names())}"
+            ) from None
+        rules += [parse_rule(text) for text in bundle.rules]
+        try:
+            apply_scenario_settings(settings, bundle.settings)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    for text in faults:
+        try:
+            rules.append(parse_rule(text))
+        except FaultRuleError as error:
+            raise ConfigError(str(error)) from None
+    return rules
+
+
+def chosen_personality(name: str) -> Personality:
+    from mailtalk.servers.personalities import personality, personality_names
+
+    try:
+        return personality(name)
+    except KeyError:
+        raise ConfigError(
+            f"unknown personality {name!r}; known: {', '.join(personality_names())}"
+        ) from None
 
 
 def open_journal(journal: Journal) -> None:
@@ -286,6 +332,9 @@ class ReferenceServers:
         self.dns: Any = None  # dns.DNSServer, with --dns
         self._dns_data: Any = self._load_dns() if config.dns_port is not None else None
         self._queue_runner: Any = None  # delivery.QueueRunner, with onward delivery on
+        self._queue_starting: asyncio.TimerHandle | None = None  # until it runs
+        self._queue_start_failed = False  # said once, not at every try
+        self._stopped = False
         self.http: Any = None  # httpapi.HTTPApi, with --http
         if config.http_port is not None:
             self.http = self._make_http_api()
@@ -300,22 +349,48 @@ class ReferenceServers:
             # Plain text on every listener: an implicit-TLS session does its handshake
             # itself, counted against the connection caps (servers.session).
             factory = functools.partial(session_class(protocol), self.context, protocol)
-            try:
-                listener = Listener.open(host, port, factory)
-            except OSError as error:
-                await self.stop()
-                raise ConfigError(
-                    f"cannot listen on {host} port {port} for {protocol}: "
-                    f"{(error.strerror or str(error)).lower()}"
-                ) from None
-            self._servers.append(listener)
+            listener = await self._opened(
+                protocol, f"{host} port {port}",
+                functools.partial(Listener.open, host, port, factory),
+            )  # fmt: skip
             self.listeners.append(ListenerInfo(protocol, host, int(listener.address[1]), tls))
+        await self._open_unix_sockets()
         for listener in self._servers:
             listener.start()
         await self._start_dns()
         await self._start_http()
         self._start_queue_runner()
         return self.listeners
+
+    async def _open_unix_sockets(self) -> None:
+        from mailtalk.servers.listening import Listener
+
+        config = self.config
+        for protocol, path in config.unix_sockets.items():
+            factory = functools.partial(session_class(protocol), self.context, protocol)
+            listener = await self._opened(
+                protocol, f"unix:{path}",
+                functools.partial(Listener.open_unix, path, factory, config.socket_mode,
+                                  config.socket_group),
+            )  # fmt: skip
+            self.listeners.append(
+                ListenerInfo(protocol, "", 0, LISTENER_TLS[protocol], str(listener.path))
+            )
+
+    async def _opened(self, protocol: str, where: str, opening: Callable[[], Listener]
+                      ) -> Listener:  # fmt: skip
+        """``opening()``'s listener, kept to be started and closed; if it cannot listen,
+        the listeners opened so far are closed and why is one line (ConfigError)."""
+        try:
+            listener = opening()
+        except OSError as error:
+            await self.stop()
+            raise ConfigError(
+                f"cannot listen on {where} for {protocol}: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+        self._servers.append(listener)
+        return listener
 
     def _make_http_api(self) -> Any:
         from mailtalk.servers.httpapi import HTTPApi, is_loopback
@@ -331,8 +406,6 @@ class ReferenceServers:
     async def _start_http(self) -> None:
         if self.http is None or self.config.http_port is None:
             return
-        import asyncio
-
         from mailtalk.servers.listening import Listener
 
         host, port = self.config.listen, self.config.http_port
@@ -341,29 +414,69 @@ class ReferenceServers:
             reader = asyncio.StreamReader(limit=2**16)
             return asyncio.StreamReaderProtocol(reader, self.http.connection)
 
-        try:
-            listener = Listener.open(host, port, protocol)
-        except OSError as error:
-            await self.stop()
-            raise ConfigError(
-                f"cannot listen on {host} port {port} for http: "
-                f"{(error.strerror or str(error)).lower()}"
-            ) from None
-        self._servers.append(listener)
+        listener = await self._opened(
+            "http", f"{host} port {port}", functools.partial(Listener.open, host, port, protocol)
+        )
         listener.start()
         self.listeners.append(ListenerInfo("http", host, int(listener.address[1]), "none"))
 
     def _start_queue_runner(self) -> None:
+        """Onward delivery (its SMTP client, routes and DSNs: code the greeting does not
+        need) starts a moment after the listeners, so the first client is not kept
+        waiting while it loads; at once if mail waits in the queue, or is queued first."""
         settings = self.context.settings
         if not settings.onward_delivery or settings.sink:
             return
-        from mailtalk.servers.delivery import QueueRunner
+        if self._queue_holds_mail():
+            self._run_queue()
+            return
+        loop = asyncio.get_running_loop()
+        self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue)
 
-        own = [(x.host, x.port) for x in self.listeners if x.protocol in ("smtp", "submission")]
-        self._queue_runner = QueueRunner(self.context, source=self.config.listen, own=own)
-        self._queue_runner.start()
+        def enqueued() -> None:  # the runner, once started, sets its own
+            loop.call_soon_threadsafe(self._run_queue)
+
+        self.context.on_enqueue = enqueued
+
+    def _queue_holds_mail(self) -> bool:
+        store = self.context.store
+        if not store.queue_path.is_dir():
+            return False  # never used: the queue's code stays unloaded
+        try:
+            with os.scandir(store.queue.envelopes_dir) as entries:
+                return next(entries, None) is not None
+        except OSError:
+            return False
+
+    def _run_queue(self) -> None:
+        if self._queue_runner is not None or self._stopped:
+            return
+        if self._queue_starting is not None:
+            self._queue_starting.cancel()
+            self._queue_starting = None
+        try:
+            from mailtalk.servers.delivery import QueueRunner
+
+            own = [(x.host, x.port) for x in self.listeners if x.protocol in ("smtp", "submission")]
+            runner = QueueRunner(self.context, source=self.config.listen, own=own)
+        except (OSError, ImportError) as error:
+            # Its code could not be read now: out of file descriptors under a flood of
+            # connections, say. The listeners go on; so does the queue, a little later.
+            if not self._queue_start_failed:
+                log.warning("onward delivery not started yet (%s): trying again", error)
+            self._queue_start_failed = True
+            loop = asyncio.get_running_loop()
+            self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue)
+            return
+        self._queue_runner = runner
+        runner.start()  # its first pass finds what was queued before
 
     async def stop(self) -> None:
+        self._stopped = True
+        if self._queue_starting is not None:
+            self._queue_starting.cancel()
+            self._queue_starting = None
+        self.context.on_enqueue = None
         if self._queue_runner is not None:
             await self._queue_runner.stop()
             self._queue_runner = None

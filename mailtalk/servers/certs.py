@@ -2,7 +2,8 @@
 
 Under ``ROOT/tls/``: ``ca.pem`` and ``ca.key`` (the CA, 10 years), ``server.pem`` (the
 server certificate followed by the CA: the chain servers send) and ``server.key``. Keys are
-ECDSA P-256 (fast to make) and written 0600; every file is written atomically. The first
+ECDSA P-256 (fast to make) and written 0600; every file is written atomically, and the
+CA's are fsynced (the server's, lost in a crash, are only signed again). The first
 call generates what is missing; later calls reuse what is valid, and only make a new server
 certificate (keeping the CA that clients already trust) when it does not cover the names
 asked for or expires within 30 days. Clients trust ``ca.pem`` (see :func:`trust_hint`).
@@ -18,7 +19,6 @@ import ipaddress
 import os
 import shlex
 import socket
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,8 +85,11 @@ def ensure_certificates(
                 _write_atomically(paths.ca_cert, _pem(ca[0]), 0o644)
             if not _server_cert_usable(paths, ca[0], dns_names, ip_addresses, now):
                 server_cert, server_key = _make_server_cert(ca, dns_names, ip_addresses, now)
-                _write_key(paths.server_key, server_key)
-                _write_atomically(paths.server_cert, _pem(server_cert) + _pem(ca[0]), 0o644)
+                # Not fsynced, unlike the CA that clients trust: one lost in a crash
+                # fails the check of the next start, which signs a new one.
+                chain = _pem(server_cert) + _pem(ca[0])
+                _write_key(paths.server_key, server_key, durable=False)
+                _write_atomically(paths.server_cert, chain, 0o644, durable=False)
             _remember_checked(paths)
         for key_path in (paths.ca_key, paths.server_key):
             # A key someone loosened by hand is tightened again rather than left readable.
@@ -395,7 +398,9 @@ def _remember_checked(paths: CertPaths) -> None:
     }
     # Not written: the next start checks the certificates again, slower, no less right.
     with contextlib.suppress(OSError):
-        _write_atomically(paths.ca_cert.parent / CHECKED_FILE, json.dumps(record).encode(), 0o644)
+        _write_atomically(
+            paths.ca_cert.parent / CHECKED_FILE, json.dumps(record).encode(), 0o644, durable=False
+        )
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -519,7 +524,7 @@ def _pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey, *, durable: bool = True) -> None:
     from cryptography.hazmat.primitives import serialization
 
     data = key.private_bytes(
@@ -527,18 +532,24 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomically(path, data, 0o600)
+    _write_atomically(path, data, 0o600, durable=durable)
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data``: temporary file (0600 from birth), fsync, rename."""
+def _write_atomically(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: temporary file (0600 from birth), fsync, rename.
+
+    ``durable=False`` skips the fsync, for a file the next start can make again: a
+    crash may then leave it empty or damaged, which that start's check finds."""
+    import tempfile  # here: a start with certificates made before writes nothing
+
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fchmod(stream.fileno(), mode)
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -53,6 +53,9 @@ class ServeOptions:
     root: Path | None = None  # None: $XDG_DATA_HOME/mailtalk/serve
     listen: str = "127.0.0.1"
     ports: Mapping[str, int] = field(default_factory=dict)  # listener -> port; none: defaults
+    lmtp_socket: str | None = None  # --lmtp unix:PATH: LMTP on a Unix-domain socket
+    lmtp_socket_mode: int = 0o600
+    lmtp_socket_group: str | None = None  # a group name or gid
     domains: tuple[str, ...] = ()
     hostname: str | None = None
     users: tuple[str, ...] = ()  # NAME:PASSWORD, or NAME with $MAILTALK_SERVE_PASSWORD
@@ -133,10 +136,16 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         journal = Journal(None, stream=env.stdout)
     elif options.journal:
         journal = Journal(Path(options.journal).expanduser())
+    sockets = {}
+    if options.lmtp_socket is not None:
+        sockets["lmtp"] = Path(options.lmtp_socket).expanduser()
     return ServeConfig(
         root=root.expanduser(),
         listen=options.listen,
         ports=ports,
+        unix_sockets=sockets,
+        socket_mode=options.lmtp_socket_mode,
+        socket_group=_group_id(options.lmtp_socket_group),
         domains=options.domains,
         users=users,
         oauth2_tokens=_oauth2_tokens(options.oauth2_tokens),
@@ -150,6 +159,22 @@ def serve_config(options: ServeOptions, env: Environment) -> ServeConfig:
         http_port=options.http_port,
         http_token=_http_token(options.http_token_file),
     )
+
+
+def _group_id(group: str | None) -> int | None:
+    """--lmtp-socket-group's gid: a group name, or a number."""
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        import grp
+    except ImportError:  # no groups on this platform
+        raise UsageError("--lmtp-socket-group: this system has no Unix groups") from None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"--lmtp-socket-group {group}: no such group") from None
 
 
 def _http_token(path: str | None) -> str | None:
@@ -326,7 +351,7 @@ def _print_summary(servers: ReferenceServers, out: TextIO) -> None:
         if listener.protocol == "http":
             where = f"http://{connect_host(listener.host)}:{listener.port}/api/v1/"
             tls = f"JSON API at {where} (described in openapi.json)"
-        out.write(f"  {listener.protocol:<11} {listener.host}:{listener.port:<6} {tls}\n")
+        out.write(f"  {listener.protocol:<11} {listener.where:<16} {tls}\n")
     domains = ", ".join(context.control.locals) if hasattr(context.control, "locals") else ""
     users = ", ".join(context.users.names()) or "(none: add one with --user NAME:PASSWORD)"
     out.write(f"  hostname: {context.hostname}\n")

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -24,13 +25,15 @@ from mailtalk.servers.guard import AuthGuard
 from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerdict, decide_rcpt
 from mailtalk.servers.transaction import Recipient
 from mailtalk.servers.users import Users
-from mailtalk.store import CRLFToLF, Delivery, DeliveryTarget, Envelope, StoreLayout
-from mailtalk.store.mailbox import MailStore
+from mailtalk.store.layout import StoreLayout
+from mailtalk.store.maildir import CRLFToLF, Delivery, DeliveryTarget
 
 if TYPE_CHECKING:
     from mailtalk.servers.faults import FaultPlan
     from mailtalk.servers.journal import Journal
     from mailtalk.servers.personalities import Personality
+    from mailtalk.store.queue import Envelope
+    from mailtalk.store.users import MailStore
 
 log = logging.getLogger("mailtalk.serve")
 
@@ -202,7 +205,8 @@ class ServerContext:
         self._dated: dict[str, bool] = {}  # key -> its text has a {date}: never cached
         self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
-        self.mailstore = MailStore(self.root)
+        self._mailstore: MailStore | None = None  # made on first use: see mailstore
+        self._mailstore_made = threading.Lock()
         # Passwords given on the command line, kept in memory only: APOP, CRAM-MD5 and
         # SCRAM need the secret itself, and the users file holds hashes.
         self.clear_passwords: dict[str, str] = {}
@@ -220,6 +224,18 @@ class ServerContext:
     @property
     def hostname(self) -> str:
         return self.control.me
+
+    @property
+    def mailstore(self) -> MailStore:
+        """The users' folders, for POP3, IMAP, LMTP and the HTTP API; made on first use,
+        so that a server that only accepts SMTP never loads the folder and index code.
+        (From any thread: ``wait_for_message`` asks from the test's.)"""
+        with self._mailstore_made:
+            if self._mailstore is None:
+                from mailtalk.store.users import MailStore
+
+                self._mailstore = MailStore(self.root)
+            return self._mailstore
 
     @property
     def check_sender_domain(self) -> bool:
@@ -373,8 +389,10 @@ class ServerContext:
 
     def notify_delivered(self, users: Iterable[str]) -> None:
         """New mail in these users' INBOXes: wake IMAP sessions watching them (IDLE)."""
+        if self._mailstore is None:
+            return  # nobody can be watching a store no one has opened
         for user in users:
-            self.mailstore.watchers.notify(user, "INBOX")
+            self._mailstore.watchers.notify(user, "INBOX")
 
     def connection_opened(self, session: Any) -> str | None:
         """Count a new connection (``session.client_ip``) against the caps; what is
@@ -479,6 +497,8 @@ class ServerContext:
             # Not maildir.create(): the delivery makes the folder if it is missing.
             targets.append(self.store.maildir(recipient.user))
         if relayed:
+            from mailtalk.store.queue import Envelope
+
             queue = self.store.queue
             queue.create()
             base = envelope or Envelope(mail_from="", rcpt_to=(), client="", helo="")

@@ -166,7 +166,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Final, Literal
 
@@ -1112,8 +1111,9 @@ class Scenario:
 def _load_scenarios() -> dict[str, Scenario]:
     import tomllib  # here: importing this module stays cheap
 
-    raw = resources.files("mailtalk.knowledge").joinpath(_SCENARIOS).read_text(encoding="utf-8")
-    data = tomllib.loads(raw)
+    from mailtalk.knowledge import read_text
+
+    data = tomllib.loads(read_text(_SCENARIOS))
     tables = data.get("scenario")
     if not isinstance(tables, dict):
         raise ValueError(f"{_SCENARIOS}: expected [scenario.NAME] tables")

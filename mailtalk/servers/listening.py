@@ -12,6 +12,15 @@ Accepted sockets go to ``loop.connect_accepted_socket`` in plain text; an implic
 session does its own handshake (``ServerSession``), so that it counts against the
 connection caps from the start. :func:`raise_descriptor_limit` raises the soft
 ``RLIMIT_NOFILE`` towards the hard one as far as the caps need.
+
+A listener may also be a Unix-domain socket (``Listener.open_unix``: ``serve --lmtp
+unix:/path``, as Dovecot's LMTP socket that Postfix delivers to). It is bound in a
+private directory beside the path, given its mode and group there, and only then
+renamed into place, so nobody can connect while it is still open to all (the umask is
+the whole process's, and other threads may be creating files). A socket already at the
+path that still answers is another server's: an error, never taken over; one that
+refuses connections is a stale one left by a crash, and is replaced. ``close`` removes
+the socket, if it is still the one this listener made.
 """
 
 from __future__ import annotations
@@ -20,8 +29,12 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
+import stat
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 log = logging.getLogger("mailtalk.serve")
@@ -35,6 +48,8 @@ _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
 # (listeners, journal, DNS, onward delivery, the index).
 PER_CONNECTION: Final = 3
 BESIDES: Final = 256
+# sun_path holds 108 bytes on Linux, the last a NUL (104 on the BSDs and macOS).
+MAX_SOCKET_PATH: Final = 107
 
 
 class Listener:
@@ -48,6 +63,8 @@ class Listener:
         self._told_full = False  # the out-of-descriptors warning was logged
         self._closed = False
         self._pending: set[asyncio.Task[Any]] = set()
+        self.path: Path | None = None  # a Unix-domain socket's path (open_unix)
+        self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
 
     @classmethod
     def open(cls, host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> Listener:
@@ -68,6 +85,53 @@ class Listener:
             raise
         return cls(sock, factory)
 
+    @classmethod
+    def open_unix(
+        cls,
+        path: Path,
+        factory: Callable[[], asyncio.Protocol],
+        mode: int = 0o600,
+        group: int | None = None,
+    ) -> Listener:
+        """Listen on the Unix-domain socket ``path`` with ``mode`` (and ``group``'s gid);
+        OSError, with a sentence as its strerror, if it cannot."""
+        path = Path(os.path.abspath(path))
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise OSError(errno.ENAMETOOLONG,
+                          f"the path is longer than the {MAX_SOCKET_PATH} bytes a socket "
+                          "address holds")  # fmt: skip
+        _refuse_live_socket(path)
+        try:
+            private = Path(tempfile.mkdtemp(prefix=".mailtalk-", dir=path.parent))
+        except OSError as error:
+            raise OSError(error.errno, f"cannot make a socket in {path.parent}: "
+                          f"{(error.strerror or str(error)).lower()}") from None  # fmt: skip
+        staged = private / "socket"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(staged))
+            os.chmod(staged, mode)
+            if group is not None:
+                try:
+                    os.chown(staged, -1, group)
+                except OSError as error:
+                    raise OSError(error.errno, f"cannot give the socket group {group}: "
+                                  f"{(error.strerror or str(error)).lower()}") from None
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            os.rename(staged, path)  # atomic: a stale socket there is replaced at once
+        except BaseException:
+            sock.close()
+            staged.unlink(missing_ok=True)
+            raise
+        finally:
+            private.rmdir()
+        listener = cls(sock, factory)
+        listener.path = path
+        made = path.stat()
+        listener._inode = (made.st_dev, made.st_ino)
+        return listener
+
     @property
     def address(self) -> tuple[Any, ...]:
         return tuple(self.sock.getsockname())
@@ -86,6 +150,18 @@ class Listener:
             self._paused.cancel()
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
+        if self.path is not None:
+            self._remove_socket(self.path)
+
+    def _remove_socket(self, path: Path) -> None:
+        """Remove our socket file; one that another server has put there since stays."""
+        try:
+            now = path.lstat()
+            if (now.st_dev, now.st_ino) == self._inode:
+                path.unlink()
+        except OSError as error:
+            if error.errno != errno.ENOENT:
+                log.warning("cannot remove the socket %s: %s", path, error.strerror or error)
 
     async def wait_closed(self) -> None:
         """Until the connections accepted have their transports (or failed to)."""
@@ -131,8 +207,39 @@ class Listener:
         self._paused = self._loop.call_later(PAUSE_WHEN_FULL, self.start)
 
     def _where(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
         host, port = self.address[:2]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _refuse_live_socket(path: Path) -> None:
+    """OSError if something is at ``path`` that must not be replaced: a file that is not
+    a socket, or a socket another server still accepts on. A stale socket (nobody
+    listening: a crashed server's) is left for the rename to replace."""
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise OSError(errno.EEXIST, "the path exists and is not a socket; remove it or "
+                      "choose another path")  # fmt: skip
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except ConnectionRefusedError:
+        log.info("replacing the stale socket %s (nobody listens on it)", path)
+        return
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return  # gone since the lstat
+        raise OSError(errno.EADDRINUSE, f"a socket is there that cannot be checked "
+                      f"({(error.strerror or str(error)).lower()}); remove it if it is stale"
+                      ) from None  # fmt: skip
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "another server is listening on that socket")
 
 
 def set_nodelay(conn: socket.socket) -> None:

@@ -125,6 +125,11 @@ class LMTPServerProtocol(SMTPServerProtocol):
             self.context.message_delivered(self._message_size)
             self.errors.forgive()
             self.context.notify_delivered(delivered)
+            # This server said DSN at LHLO, so the client passed NOTIFY on and leaves
+            # the success DSN to it (Postfix's smtp_rcpt_done: a next hop that offers
+            # DSN reports from then on): the final delivery is ours to report.
+            copy = next(o for o in outcomes if isinstance(o, Path))
+            await self._report_delivered(transaction, copy, delivered)
         self._each_recipient = True
         try:
             for recipient in transaction.recipients:

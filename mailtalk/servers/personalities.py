@@ -16,18 +16,18 @@ missing). A template may only use those; a value it needs and does not get
 raises :class:`PersonalityError`, so a forgotten value fails loudly in tests.
 Extra values are ignored.
 
-The file is read on first use, not at import, and kept.
+The file is read on first use, not at import, and kept; only the personality asked
+for is parsed.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
+import re
 import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Final
 
@@ -175,7 +175,9 @@ class Personality:
         template = self.template(key)
         needed = template.placeholders
         if "date" in needed and "date" not in values:
-            values["date"] = email.utils.formatdate(localtime=True)
+            from email.utils import formatdate  # only a few replies of a few MTAs have one
+
+            values["date"] = formatdate(localtime=True)
         missing = sorted(needed - values.keys())
         if missing:
             names = ", ".join(missing)
@@ -311,27 +313,46 @@ def _personality(name: str, table: object) -> Personality:
     )
 
 
+# Where each [personality.NAME] table starts. A server parses only the block of the one
+# it uses, from its header to the next one's (its subtables come before that): a fifth
+# of the TOML. tests/servers/test_personalities.py checks that every block parses to
+# the table the whole file gives.
+_HEADER_RE: Final = re.compile(r"^\[personality\.([A-Za-z0-9_-]+)\][ \t]*$", re.MULTILINE)
+
+
 @functools.cache
-def _load() -> dict[str, Personality]:
+def _blocks() -> dict[str, str]:
+    """The TOML text of each personality, by name, in the file's order."""
+    from mailtalk.knowledge import read_text
+
+    raw = read_text(_RESOURCE)
+    headers = list(_HEADER_RE.finditer(raw))
+    if not headers:
+        raise PersonalityError(f"{_RESOURCE}: expected [personality.NAME] tables")
+    ends = [header.start() for header in headers[1:]] + [len(raw)]
+    return {header[1]: raw[header.start() : end] for header, end in zip(headers, ends, strict=True)}
+
+
+@functools.cache
+def _load(name: str) -> Personality:
     import tomllib  # here: importing this module stays cheap
 
-    raw = resources.files("mailtalk.knowledge").joinpath(_RESOURCE).read_text(encoding="utf-8")
-    tables = tomllib.loads(raw).get("personality")
-    if not isinstance(tables, dict):
-        raise PersonalityError(f"{_RESOURCE}: expected [personality.NAME] tables")
-    return {name: _personality(name, table) for name, table in tables.items()}
+    tables = tomllib.loads(_blocks()[name]).get("personality")
+    if not isinstance(tables, dict) or list(tables) != [name]:
+        raise PersonalityError(f"{_RESOURCE}: [personality.{name}] holds other tables")
+    return _personality(name, tables[name])
 
 
 def personality_names() -> tuple[str, ...]:
     """The personalities, the default (``mailtalk``) first."""
-    return tuple(_load())
+    return tuple(_blocks())
 
 
 def personality(name: str = DEFAULT_PERSONALITY) -> Personality:
     """The named personality; :class:`UnknownPersonalityError` (a KeyError) if none."""
-    found = _load().get(name.strip().lower())
-    if found is None:
+    wanted = name.strip().lower()
+    if wanted not in _blocks():
         raise UnknownPersonalityError(
             f"unknown personality {name!r}; known: {', '.join(personality_names())}"
         )
-    return found
+    return _load(wanted)

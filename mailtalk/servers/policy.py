@@ -52,8 +52,7 @@ import enum
 import ipaddress
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -520,11 +519,15 @@ def init_root(
     listing = "".join(f"{name}\n" for name in names)
     control_dir = Path(root) / CONTROL_DIR
     make_directory(control_dir)  # 0700 whatever the umask: control/users holds hashes
-    _create_if_missing(control_dir / "me", f"{me}\n")
-    _create_if_missing(control_dir / "rcpthosts", _RCPTHOSTS_HEADER + listing)
-    _create_if_missing(control_dir / "locals", _LOCALS_HEADER + listing)
-    _create_if_missing(control_dir / "relayclients", _RELAYCLIENTS_TEXT)
-    _create_if_missing(control_dir / "postmaster", _POSTMASTER_TEXT)
+    _create_missing(
+        {
+            control_dir / "me": f"{me}\n",
+            control_dir / "rcpthosts": _RCPTHOSTS_HEADER + listing,
+            control_dir / "locals": _LOCALS_HEADER + listing,
+            control_dir / "relayclients": _RELAYCLIENTS_TEXT,
+            control_dir / "postmaster": _POSTMASTER_TEXT,
+        }
+    )
     control = Control.load(Path(root))
     edits: list[str] = []
     if explicit is not None and control.me != explicit:
@@ -555,6 +558,8 @@ def _append_lines(path: Path, lines: list[str]) -> None:
 
 def _replace_file(path: Path, content: str) -> None:
     """Write ``path`` atomically (temporary file, fsync, rename), keeping its mode."""
+    import tempfile  # here: a start on a root made before writes nothing
+
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
@@ -577,22 +582,38 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _create_if_missing(path: Path, content: str) -> None:
-    """Write ``path`` atomically unless it exists, even if another process races us."""
-    if path.exists():
+def _create_missing(files: Mapping[Path, str]) -> None:
+    """Write each of ``files`` that does not exist, atomically, even if another process
+    races us: each is written and fsynced under a temporary name, then linked to its own.
+
+    The fsyncs run at once, in threads: the filesystem's journal commits them together,
+    so a new root's five files cost about one fsync's time instead of five (a test
+    suite makes a new root for every server it starts).
+    """
+    missing = {path: content for path, content in files.items() if not path.exists()}
+    if not missing:
         return
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    import tempfile  # here: a start on a root made before writes nothing
+    from concurrent.futures import ThreadPoolExecutor
+
+    written: list[tuple[Path, str, int]] = []
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        # link() fails if the name exists, unlike rename(): no window to clobber edits.
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
+        for path, content in missing.items():
+            descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            written.append((path, temporary, descriptor))
+            with os.fdopen(descriptor, "w", encoding="utf-8", closefd=False) as stream:
+                stream.write(content)
+            os.fchmod(descriptor, 0o644)
+        with ThreadPoolExecutor(len(written)) as pool:
+            list(pool.map(os.fsync, [descriptor for _, _, descriptor in written]))
+        for path, temporary, _ in written:
+            # link() fails if the name exists, unlike rename(): no window to clobber edits.
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
     finally:
-        os.unlink(temporary)
+        for _, temporary, descriptor in written:
+            os.close(descriptor)
+            os.unlink(temporary)
 
 
 # --- the RCPT decision -----------------------------------------------------------------

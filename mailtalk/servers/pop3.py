@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from mailtalk.protocols import sasl
+from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -156,7 +156,7 @@ class POP3ServerProtocol(ServerSession):
         # -ERR replies in a row, and failed logins: at the limit the next command gets
         # TOO_MANY_ERRORS and the connection is closed (Dovecot counts 20 in a row).
         self.errors = SessionErrors(context.settings.error_limit)
-        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
+        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
 
     # -- connection -----------------------------------------------------------
 
@@ -416,14 +416,14 @@ class POP3ServerProtocol(ServerSession):
         _, name, secret = parts
         self._defer(self._login(name, secret, "PLAIN"))
 
-    def _sasl_step(self, step: sasl.ServerStep) -> None:
+    def _sasl_step(self, step: sasl_server.ServerStep) -> None:
         """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
         exchange = self._exchange
         assert exchange is not None
-        if isinstance(step, sasl.Challenge):
+        if isinstance(step, sasl_server.Challenge):
             if self.transport is not None:
                 self.transport.write(self.core.send(Continuation(sasl.encode(step.data))))
-        elif isinstance(step, sasl.Check):
+        elif isinstance(step, sasl_server.Check):
             self._defer(self._sasl_check(step))
         else:
             self._exchange = None
@@ -433,7 +433,7 @@ class POP3ServerProtocol(ServerSession):
                 verdict = Verdict.OK if step.ok else Verdict.FAILED
                 self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
 
-    async def _sasl_check(self, check: sasl.Check) -> None:
+    async def _sasl_check(self, check: sasl_server.Check) -> None:
         """The secret checked as a password is: paced and budgeted by the guard."""
         exchange = self._exchange
         assert exchange is not None

@@ -5,16 +5,15 @@ the users this run was given (``--user``, ``--users-file``; the users file holds
 hashes); XOAUTH2 and OAUTHBEARER need ``--oauth2-tokens``. Each is offered only when
 its secrets exist, and, like PLAIN, only where the server allows logins at all (over
 TLS, or from loopback). The exchanges themselves are sans-IO, in
-:mod:`mailtalk.protocols.sasl`; each server carries their bytes in its own words.
+:mod:`mailtalk.protocols.sasl_server`; each server carries their bytes in its own words.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailtalk.protocols.sasl import BearerServer, CramMD5Server, ScramServer, ServerMechanism
-
 if TYPE_CHECKING:
+    from mailtalk.protocols.sasl_server import ServerMechanism
     from mailtalk.servers.context import ServerContext
 
 
@@ -32,6 +31,9 @@ def server_mechanism(name: str, context: ServerContext) -> ServerMechanism | Non
     """The server side of ``name`` (upper case), or None if it is not offered."""
     if name not in extra_mechanisms(context):
         return None
+    # Loaded here, not with the servers: most sessions never use these exchanges.
+    from mailtalk.protocols.sasl_server import BearerServer, CramMD5Server, ScramServer
+
     if name == "CRAM-MD5":
         return CramMD5Server(context.hostname, context.clear_password)
     if name == "SCRAM-SHA-256":

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
@@ -154,7 +155,12 @@ class ServerSession(asyncio.Protocol):
             # control/faults or control/scenarios may have changed the rules
             self.faults = self._session_faults()
         peer = transport.get_extra_info("peername")
-        self.client_ip = str(peer[0]) if peer else ""
+        # A Unix-domain socket's peer is a path, usually "": no address, and a client
+        # on this machine (is_loopback)
+        self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+            self._loopback = True
         refusal = self.context.connection_opened(self)
         if refusal is not None:
             self.close_reason = "refused"
@@ -602,7 +608,8 @@ class ServerSession(asyncio.Protocol):
         port = None
         if self.transport is not None:
             sockname = self.transport.get_extra_info("sockname")
-            port = int(sockname[1]) if sockname else None
+            # a Unix-domain socket's name is a path: no port
+            port = int(sockname[1]) if isinstance(sockname, tuple) and sockname else None
         self.journal_write(
             "connect",
             port=port,

@@ -27,13 +27,11 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from mailtalk.protocols import sasl
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, is_number
 from mailtalk.protocols.dsn import parse_envid, parse_notify, parse_orcpt, parse_ret
 from mailtalk.protocols.smtp import (
@@ -54,6 +52,7 @@ from mailtalk.servers.session import ServerSession
 from mailtalk.servers.transaction import Recipient, Transaction
 
 if TYPE_CHECKING:
+    from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import RcptOutcome, ServerContext
     from mailtalk.servers.faults import FaultAction
     from mailtalk.store import CRLFToLF
@@ -114,7 +113,7 @@ class SMTPServerProtocol(ServerSession):
         self._queue_id = ""
         self._lf: CRLFToLF | None = None  # CRLF -> LF converter for the Maildir copy
         self._auth: tuple[str, list[str]] | None = None  # mechanism, answers so far
-        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
+        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         # With a journal: the command waiting for its reply (verb, args, tls, user, and
         # a text to hide in the reply), and the head of the message being received.
         self._journaled: tuple[str | None, str | None, bool, str | None, str] | None = None
@@ -662,16 +661,21 @@ class SMTPServerProtocol(ServerSession):
         return any(line.split()[0] == keyword for line in self._extensions())
 
     def _trace_headers(self) -> bytes:
+        from email.utils import formatdate  # not needed before the first message
+
         assert self.transaction is not None
-        protocol = "ESMTP" if self.core.esmtp else "SMTP"
+        # RFC 3848's names: ESMTP, ESMTPS, ESMTPA, ESMTPSA; LMTP, LMTPS
+        protocol = "LMTP" if self.core.lmtp else "ESMTP" if self.core.esmtp else "SMTP"
         if self.core.tls:
             protocol += "S"
         if self.user:
             protocol += "A"
         recipients = self.transaction.recipients
         for_clause = f"\n\tfor <{recipients[0].address}>" if len(recipients) == 1 else ""
+        # a Unix-domain socket's client has no address to give
+        address = f" ([{self.client_ip}])" if self.client_ip else ""
         received = (
-            f"Received: from {self.helo or 'unknown'} ([{self.client_ip}])\n"
+            f"Received: from {self.helo or 'unknown'}{address}\n"
             f"\tby {self.context.hostname} (mailtalk) with {protocol} id {self._queue_id}"
             f"{for_clause};\n\t{formatdate(localtime=True)}\n"
         )
@@ -809,12 +813,18 @@ class SMTPServerProtocol(ServerSession):
                 await self._report_delivered(transaction, paths[0])
         self._delivered(transaction)
 
-    async def _report_delivered(self, transaction: Transaction, path: Path) -> None:
+    async def _report_delivered(
+        self, transaction: Transaction, path: Path, delivered: Collection[str] | None = None
+    ) -> None:
         """A success DSN ("delivered", RFC 3461 4.1) for the local recipients whose RCPT
-        said NOTIFY=SUCCESS; ``path`` is the first local copy (Maildirs come first)."""
+        said NOTIFY=SUCCESS; ``path`` is a local copy (Maildirs come first). LMTP
+        delivers each mailbox on its own: ``delivered`` names the users who got theirs
+        (None: every local user)."""
         from mailtalk.servers.dsn_report import ReportRecipient, build_report, send_report, wants
 
-        asked = [r for r in transaction.recipients if r.user and wants(r.notify, "delivered")]
+        asked = [r for r in transaction.recipients
+                 if r.user and (delivered is None or r.user in delivered)
+                 and wants(r.notify, "delivered")]  # fmt: skip
         if not asked or not transaction.sender:
             return
         loop = asyncio.get_running_loop()
@@ -976,6 +986,8 @@ class SMTPServerProtocol(ServerSession):
         mechanism, _, initial = args.strip().partition(" ")
         mechanism = mechanism.upper()
         if mechanism not in ("PLAIN", "LOGIN"):
+            from mailtalk.protocols import sasl  # CRAM-MD5, SCRAM, tokens: loaded when used
+
             exchange = server_mechanism(mechanism, self.context)
             if exchange is None:
                 self._reply(504, "5.5.4 Unrecognized authentication type")
@@ -1041,6 +1053,8 @@ class SMTPServerProtocol(ServerSession):
 
     def _exchange_answer(self, line: str) -> None:
         """An answer in a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        from mailtalk.protocols import sasl
+
         exchange = self._exchange
         assert exchange is not None
         if line.strip() == "*":
@@ -1055,12 +1069,14 @@ class SMTPServerProtocol(ServerSession):
             return
         self._sasl_step(exchange.respond(data))
 
-    def _sasl_step(self, step: sasl.ServerStep) -> None:
+    def _sasl_step(self, step: sasl_server.ServerStep) -> None:
+        from mailtalk.protocols import sasl, sasl_server
+
         exchange = self._exchange
         assert exchange is not None
-        if isinstance(step, sasl.Challenge):
+        if isinstance(step, sasl_server.Challenge):
             self._reply(334, sasl.encode(step.data))
-        elif isinstance(step, sasl.Check):
+        elif isinstance(step, sasl_server.Check):
             self._defer(self._sasl_check(step))
         else:
             self._exchange = None
@@ -1069,7 +1085,7 @@ class SMTPServerProtocol(ServerSession):
             else:
                 self._decided(Verdict.OK if step.ok else Verdict.FAILED, step.user, exchange.name)
 
-    async def _sasl_check(self, check: sasl.Check) -> None:
+    async def _sasl_check(self, check: sasl_server.Check) -> None:
         """The secret checked as a password is: paced and budgeted by the guard."""
         exchange = self._exchange
         assert exchange is not None

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +184,54 @@ def hash_password(password: str) -> str:
     return f"$scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}${_b64encode(salt)}${_b64encode(key)}"
 
 
+# The hashes this process made or found right, by an HMAC of the password under a key
+# that lives and dies with the process (so never the password itself): the same users
+# given to a server started again in this process (a test suite's next mailtalk_server
+# fixture, on a new root) cost no new scrypt run, tens of milliseconds each. The roots
+# of one process then share a salt for one password; whoever can read both users files
+# (0600: their owner) learns only that the passwords they gave are the same.
+_KNOWN_HASHES: dict[bytes, str] = {}
+_MAX_KNOWN_HASHES = 1024
+
+
+@functools.cache
+def _process_key() -> bytes:
+    import secrets
+
+    return secrets.token_bytes(32)
+
+
+def _password_digest(password: str) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.digest(_process_key(), password.encode("utf-8"), hashlib.sha256)
+
+
+def _remember(password: str, encoded: str) -> None:
+    if len(_KNOWN_HASHES) >= _MAX_KNOWN_HASHES:
+        _KNOWN_HASHES.clear()
+    _KNOWN_HASHES[_password_digest(password)] = encoded
+
+
+def _hash_once(password: str) -> str:
+    """A hash of ``password``: one made or checked before in this process, else new."""
+    encoded = _KNOWN_HASHES.get(_password_digest(password))
+    if encoded is None:
+        encoded = hash_password(password)
+        _remember(password, encoded)
+    return encoded
+
+
+def _is_hash_of(encoded: str, password: str) -> bool:
+    if _KNOWN_HASHES.get(_password_digest(password)) == encoded:
+        return True
+    if _parse_hash(encoded).matches(password):
+        _remember(password, encoded)
+        return True
+    return False
+
+
 def _parse_hash(encoded: str) -> _ScryptHash:
     match = _HASH_RE.fullmatch(encoded)
     if match is None:
@@ -242,12 +290,17 @@ class Users:
             lines[name] = number
         return cls(path, hashes)
 
-    def add(self, name: str, password: str) -> None:
-        """Add ``name`` with ``password``, or set a new password if ``name`` exists."""
+    def add(self, name: str, password: str) -> bool:
+        """Add ``name`` with ``password``, or set a new password if ``name`` exists;
+        False when ``name`` has this password already (nothing changed to save)."""
         validate_name(name)
         if not password:
             raise ValueError(f"empty password for user {name!r}")
-        self._hashes[name] = hash_password(password)
+        current = self._hashes.get(name)
+        if current is not None and _is_hash_of(current, password):
+            return False
+        self._hashes[name] = _hash_once(password)
+        return True
 
     def exists(self, name: str) -> bool:
         return name in self._hashes
@@ -264,6 +317,8 @@ class Users:
 
     def save(self) -> None:
         """Write the file atomically (temporary file, fsync, rename), mode 0600."""
+        import tempfile  # here: a start that changes no user writes nothing
+
         make_directory(self.path.parent)
         content = _FILE_HEADER + "".join(f"{name}:{self._hashes[name]}\n" for name in self.names())
         # mkstemp creates the file 0600, so the hashes are never readable by others.

@@ -21,46 +21,20 @@ The modules, from the disk up:
     mailbox      one session's view of one folder (IMAP SELECT, POP3)
     mbox         an mbox file as a POP3 maildrop (qpopper's /var/mail/USER)
     users        a user's folders, subscriptions, quota; MailStore for all users
+    layout       where a root keeps each user's Maildir and the queue (StoreLayout)
 
 The SMTP server delivers through :mod:`~mailtalk.store.maildir`; the POP3 and
 IMAP servers read the same Maildirs through :mod:`~mailtalk.store.users` and
-:mod:`~mailtalk.store.mailbox`. The names below are importable from here.
-Stdlib only.
+:mod:`~mailtalk.store.mailbox`. The names below are importable from here, each
+loading its own module on first use: the SMTP server delivers without ever loading
+the folder, index and mailbox code that only POP3 and IMAP need (see
+tests/servers/test_serve_imports.py). Stdlib only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mailtalk.store.append import Appender
-from mailtalk.store.errors import MailboxError, ResponseCode, StoreError, StoreFullError
-from mailtalk.store.flags import (
-    PERMANENT_FLAGS,
-    SYSTEM_FLAGS,
-    flags_to_info,
-    info_to_flags,
-    normalize_flags,
-)
-from mailtalk.store.locks import MaildropLock
-from mailtalk.store.mailbox import Changes, ChangeToken, Mailbox, MessageInfo
-from mailtalk.store.maildir import (
-    CRLFToLF,
-    Delivery,
-    DeliveryStateError,
-    DeliveryTarget,
-    Maildir,
-    escape_hostname,
-    unique_name,
-)
-from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
-from mailtalk.store.sizes import RFC822SizeCounter, rfc822_size_of
-from mailtalk.store.users import (
-    MailboxWatch,
-    MailboxWatchers,
-    MailStore,
-    UserMailboxes,
-    user_maildir_path,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "PERMANENT_FLAGS",
@@ -96,37 +70,63 @@ __all__ = [
     "normalize_flags",
     "rfc822_size_of",
     "unique_name",
+    "user_maildir_path",
 ]
 
+if TYPE_CHECKING:
+    from mailtalk.store.append import Appender
+    from mailtalk.store.errors import MailboxError, ResponseCode, StoreError, StoreFullError
+    from mailtalk.store.flags import (
+        PERMANENT_FLAGS,
+        SYSTEM_FLAGS,
+        flags_to_info,
+        info_to_flags,
+        normalize_flags,
+    )
+    from mailtalk.store.layout import StoreLayout, user_maildir_path
+    from mailtalk.store.locks import MaildropLock
+    from mailtalk.store.mailbox import Changes, ChangeToken, Mailbox, MessageInfo
+    from mailtalk.store.maildir import (
+        CRLFToLF,
+        Delivery,
+        DeliveryStateError,
+        DeliveryTarget,
+        Maildir,
+        escape_hostname,
+        unique_name,
+    )
+    from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
+    from mailtalk.store.sizes import RFC822SizeCounter, rfc822_size_of
+    from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
 
-class StoreLayout:
-    """The store under a server root: ``maildir(user)`` and ``queue``. Creates nothing."""
+# The names importable from here, by the module that defines each: a name's module is
+# imported when the name is first asked for.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "append": ("Appender",),
+    "errors": ("MailboxError", "ResponseCode", "StoreError", "StoreFullError"),
+    "flags": ("PERMANENT_FLAGS", "SYSTEM_FLAGS", "flags_to_info", "info_to_flags",
+              "normalize_flags"),
+    "layout": ("StoreLayout", "user_maildir_path"),
+    "locks": ("MaildropLock",),
+    "mailbox": ("ChangeToken", "Changes", "Mailbox", "MessageInfo"),
+    "maildir": ("CRLFToLF", "Delivery", "DeliveryStateError", "DeliveryTarget", "Maildir",
+                "escape_hostname", "unique_name"),
+    "queue": ("Envelope", "Queue", "QueuedMessage", "QueueTarget"),
+    "sizes": ("RFC822SizeCounter", "rfc822_size_of"),
+    "users": ("MailStore", "MailboxWatch", "MailboxWatchers", "UserMailboxes"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
 
-    def maildir(self, user: str) -> Maildir:
-        """``user``'s inbox, ``ROOT/mail/USER/Maildir``.
+def __getattr__(name: str) -> Any:
+    """``from mailtalk.store import Maildir`` loads store.maildir alone (PEP 562)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
 
-        ``user`` becomes a directory name, so one that could leave ``ROOT/mail``
-        or that is not a plain name ("", ".", "..", a "/" or NUL) is refused with
-        ValueError; mapping addresses to users is the server's job.
-        """
-        return Maildir(user_maildir_path(self.root, user))
 
-    @property
-    def queue(self) -> Queue:
-        return Queue(self.root / "queue")
-
-    def remove_crash_leftovers(self) -> list[Path]:
-        """Remove what crashed deliveries left, and return it: the tmp/ files of every
-        user's Maildir and Maildir++ folder not touched for 36 hours (the Maildir spec:
-        a delivery under way keeps writing its file), and the queue's (``Queue.recover``)."""
-        removed: list[Path] = []
-        mail = self.root / "mail"
-        for tmp in [*sorted(mail.glob("*/Maildir/tmp")), *sorted(mail.glob("*/Maildir/.*/tmp"))]:
-            if tmp.is_dir():
-                removed += Maildir(tmp.parent).remove_stale_tmp()
-        if self.queue.tmp_dir.is_dir():
-            removed += self.queue.recover()
-        return removed
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})

@@ -65,6 +65,7 @@ ResponseCode = Literal[
     "SERVERBUG",
     "EXPUNGEISSUED",
     "LIMIT",
+    "USEATTR",
 ]
 
 
@@ -73,7 +74,8 @@ class MailboxError(Exception):
 
     NONEXISTENT, ALREADYEXISTS, CANNOT, INUSE, OVERQUOTA, SERVERBUG,
     EXPUNGEISSUED and LIMIT are RFC 5530's; TRYCREATE is RFC 3501's answer to COPY or
-    APPEND into a missing folder. A POP3 server sends INUSE as ``-ERR [IN-USE]``.
+    APPEND into a missing folder; USEATTR is RFC 6154's, a special use that cannot be
+    given to a folder. A POP3 server sends INUSE as ``-ERR [IN-USE]``.
     """
 
     def __init__(self, code: ResponseCode, message: str) -> None:

@@ -12,6 +12,9 @@ Layout of one user's mail, ``ROOT/mail/USER/Maildir`` (Courier/Dovecot Maildir++
     Maildir/mailtalk-default-folders  present once the default folders were made (IMAP's
                                     Sent, Drafts, ...): one the user deletes stays deleted
     <folder>/mailtalk-uidlist       the folder's UIDs (+ ``.lock``): see mailtalk.store.index
+    <folder>/mailtalk-special-use   the folder's special uses (RFC 6154: \\Sent, ...), one a
+                                    line: in the folder's directory, so RENAME carries them
+                                    and DELETE removes them
     ../mbox                         ``ROOT/mail/USER/mbox``: when this file exists, the
                                     user's POP3 maildrop (qpopper's /var/mail/USER)
 
@@ -36,13 +39,14 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailtalk.store.errors import MailboxError, ResponseCode, store_error
 from mailtalk.store.filesystem import MESSAGE_MODE, fsync_directory, replace_file
 from mailtalk.store.index import locked_index
+from mailtalk.store.layout import user_maildir_path
 from mailtalk.store.locks import MAILDROP_LOCK_NAME, USER_LOCK_NAME, FileLock, MaildropLock
 from mailtalk.store.maildir import Maildir, unique_name
 
@@ -58,6 +62,10 @@ SUBSCRIPTIONS_NAME = "subscriptions"
 MBOX_NAME = "mbox"
 FOLDER_MARKER_NAME = "maildirfolder"
 DEFAULT_FOLDERS_MARKER_NAME = "mailtalk-default-folders"
+SPECIAL_USE_NAME = "mailtalk-special-use"
+# What the default folders marker holds once their special uses are written in their
+# folders; an empty marker is from before, when the uses went by name.
+_SPECIAL_USES_WRITTEN = "special-use\n"
 # Directories being created or deleted start with ".." so that no listing takes
 # them for a folder: a folder's directory is "." + a name with no empty level.
 _CREATING_PREFIX = "..creating-"
@@ -65,18 +73,6 @@ _DELETED_PREFIX = "..deleted-"
 
 
 # -- user and folder names -----------------------------------------------------
-
-
-def user_maildir_path(root: Path, user: str) -> Path:
-    """``user``'s Maildir under the server root ``root``: ``ROOT/mail/USER/Maildir``.
-
-    ``user`` becomes a directory name, so one that could leave ``ROOT/mail``
-    or that is not a plain name ("", ".", "..", a "/" or NUL) is refused with
-    ValueError; mapping addresses to users is the server's job.
-    """
-    if user in ("", ".", "..") or "/" in user or "\0" in user:
-        raise ValueError(f"not a usable mailbox user name: {user!r}")
-    return Path(root) / "mail" / user / "Maildir"
 
 
 def _canonical_name(name: str) -> str:
@@ -228,8 +224,10 @@ class UserMailboxes:
             return False
         return _checked_name(name) == INBOX or (path / "cur").is_dir()
 
-    def create(self, name: str) -> None:
-        """Create folder ``name`` and any missing parents (RFC 3501 6.3.3).
+    def create(self, name: str, special_use: Sequence[str] = ()) -> None:
+        """Create folder ``name`` and any missing parents (RFC 3501 6.3.3), with
+        ``special_use`` (RFC 6154 3: IMAP's CREATE ... (USE (\\Archive))), which the
+        caller has checked.
 
         A trailing "." (a client declaring it will create children) is dropped.
         ALREADYEXISTS if it exists — INBOX always does.
@@ -246,31 +244,46 @@ class UserMailboxes:
             for parent in _parents(name):
                 if not self.exists(parent):
                     self._make_folder(parent)
-            self._make_folder(name)
+            self._make_folder(name, special_use)
 
-    def create_default_folders(self, names: Iterable[str]) -> None:
-        """Create and subscribe each of ``names`` that is missing, once in the Maildir's
-        life (as Dovecot's ``auto = subscribe``, but only the first time): a marker file
-        remembers it was done, so a folder the user deleted or renamed stays so."""
+    def create_default_folders(self, uses: Mapping[str, str]) -> None:
+        """Create and subscribe each folder of ``uses`` (name -> its special use) that is
+        missing, once in the Maildir's life (as Dovecot's ``auto = subscribe``, but only
+        the first time): a marker file remembers it was done, so a folder the user
+        deleted or renamed stays so, and a renamed one keeps its use."""
         marker = self.path / DEFAULT_FOLDERS_MARKER_NAME
-        if marker.exists():
+        if _read_text(marker) == _SPECIAL_USES_WRITTEN:
             return
         self._ensure_inbox()
         with self._user_lock():
-            if marker.exists():
+            done = _read_text(marker)
+            if done == _SPECIAL_USES_WRITTEN:
                 return
-            subscribed = self.subscriptions
-            for name in names:
-                name = _checked_name(name)
-                if not self.exists(name):
-                    for parent in _parents(name):
-                        if not self.exists(parent):
-                            self._make_folder(parent)
-                    self._make_folder(name)
-                if name not in subscribed:
-                    subscribed.append(name)
-            self._write_subscriptions(subscribed)
-            marker.touch(MESSAGE_MODE)
+            if done is None:
+                subscribed = self.subscriptions
+                for name, use in uses.items():
+                    name = _checked_name(name)
+                    if not self.exists(name):
+                        for parent in _parents(name):
+                            if not self.exists(parent):
+                                self._make_folder(parent)
+                        self._make_folder(name, (use,))
+                    elif not self.special_use(name):
+                        self._write_special_use(name, (use,))
+                    if name not in subscribed:
+                        subscribed.append(name)
+                self._write_subscriptions(subscribed)
+            else:  # made before uses were kept per folder: those still there get theirs
+                for name, use in uses.items():
+                    if self.exists(name) and not self.special_use(name):
+                        self._write_special_use(name, (use,))
+            replace_file(marker, _SPECIAL_USES_WRITTEN.encode(),
+                         self.path / (DEFAULT_FOLDERS_MARKER_NAME + ".tmp"))  # fmt: skip
+
+    def special_use(self, name: str) -> tuple[str, ...]:
+        """Folder ``name``'s special uses (RFC 6154 2), as given when it was made."""
+        text = _read_text(self.folder_path(name) / SPECIAL_USE_NAME)
+        return tuple(line for line in (text or "").split("\n") if line)
 
     def delete(self, name: str) -> None:
         """Delete folder ``name`` and its messages; its children stay (RFC 3501 6.3.4).
@@ -456,12 +469,15 @@ class UserMailboxes:
             self, name, self.folder_path(name), read_only=read_only, claim_recent=claim_recent
         )
 
-    def _make_folder(self, name: str) -> None:
-        """Create the folder: built under a temporary name, then renamed into place whole."""
+    def _make_folder(self, name: str, special_use: Sequence[str] = ()) -> None:
+        """Create the folder: built under a temporary name, then renamed into place whole
+        (with its special uses: no listing sees it without them)."""
         building = self.path / f"{_CREATING_PREFIX}{unique_name()}"
         try:
             Maildir(building).create()
             (building / FOLDER_MARKER_NAME).touch(MESSAGE_MODE)
+            if special_use:
+                _write_uses(building, special_use)
             os.rename(building, self.folder_path(name))
         except OSError as error:
             shutil.rmtree(building, ignore_errors=True)
@@ -504,11 +520,27 @@ class UserMailboxes:
                 fsync_directory(folder / subdir)
                 fsync_directory(self.path / subdir)
 
+    def _write_special_use(self, name: str, uses: Sequence[str]) -> None:
+        _write_uses(self.folder_path(name), uses)
+
     def _write_subscriptions(self, names: list[str]) -> None:
         data = "".join(name + "\n" for name in names).encode("utf-8", "surrogateescape")
         replace_file(
             self.path / SUBSCRIPTIONS_NAME, data, self.path / (SUBSCRIPTIONS_NAME + ".tmp")
         )
+
+
+def _write_uses(folder: Path, uses: Sequence[str]) -> None:
+    data = "".join(use + "\n" for use in uses).encode()
+    replace_file(folder / SPECIAL_USE_NAME, data, folder / (SPECIAL_USE_NAME + ".tmp"))
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text; None if there is none."""
+    try:
+        return path.read_text("utf-8", "replace")
+    except FileNotFoundError:
+        return None
 
 
 class MailStore:

@@ -257,3 +257,59 @@ def test_session_file_auth_external_with_dovecot(tmp_path: Path) -> None:
     assert "PASS" in result.stdout + result.stderr
     text = log.wait_for(lambda t: "method=EXTERNAL" in t and "Login:" in t)
     assert "Login: user=<alice>, method=EXTERNAL," in text
+
+
+# -- send --auth-mechanism external: SMTP, against Exim's external authenticator ---------
+
+EXIM_HOST = os.environ.get("MAILTALK_EXIM_HOST", "127.0.0.6")
+EXIM_EXTERNAL_PORT = int(os.environ.get("MAILTALK_EXIM_EXTERNAL_PORT", "2527"))
+EXIM_LOG = Path(os.environ.get("MAILTALK_PEERS_DIR", "/opt/mailtalk-peers")) / "exim/log/mainlog"
+
+
+def send_external(*options: str) -> subprocess.CompletedProcess[str]:
+    """send to a foreign domain through Exim's EXTERNAL port: relaying is granted only
+    to a client that authenticated, so delivery proves the login."""
+    try:
+        socket.create_connection((EXIM_HOST, EXIM_EXTERNAL_PORT), timeout=3).close()
+    except OSError as error:
+        _unavailable(f"nothing on {EXIM_HOST}:{EXIM_EXTERNAL_PORT} (Exim's EXTERNAL port): "
+                     f"{error}")  # fmt: skip
+    if not (os.access(CLIENT_CERT, os.R_OK) and os.access(CLIENT_KEY, os.R_OK)):
+        _unavailable(f"{CLIENT_CERT} or {CLIENT_KEY} is not readable")
+    return mailtalk(
+        "send", "--server", f"{EXIM_HOST}:{EXIM_EXTERNAL_PORT}", "--starttls",
+        "--cafile", SERVER_CA, "--cert", str(CLIENT_CERT), "--key", str(CLIENT_KEY),
+        "--auth-mechanism", "external", "--from", "alice@exim.test",
+        "--to", "carol@elsewhere.test", *options,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("authzid", [None, "alice"])
+def test_send_external_with_exim(authzid: str | None) -> None:
+    """Exim requires the certificate on that port, offers EXTERNAL alone once it is
+    verified, and logs the login (A=external:alice) and the verified certificate
+    (CV=yes) on the message's line; no password is asked or sent."""
+    log = Log(EXIM_LOG)
+    result = send_external(*(["--auth", authzid] if authzid else []),
+                           "--subject", f"external-{uuid.uuid4().hex}")  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    after_tls = out.split("C: STARTTLS", 1)[1]
+    assert "S: 250-AUTH EXTERNAL\n" in after_tls and "PLAIN" not in after_tls
+    assert "C: AUTH EXTERNAL ***" in out and "S: 235 " in out
+    assert "password" not in result.stderr.lower()
+    [queue_id] = [line.split("id=")[1] for line in out.splitlines()
+                  if line.startswith("S: 250 OK id=")]  # fmt: skip
+    text = log.wait_for(lambda t: f"{queue_id} <= " in t)
+    [arrived] = [line for line in text.splitlines() if f"{queue_id} <= " in line]
+    assert " CV=yes " in arrived and " A=external:alice " in arrived, arrived
+
+
+def test_send_external_acting_as_another_user_is_refused_by_exim() -> None:
+    log = Log(EXIM_LOG)
+    result = send_external("--auth", "bob")
+    out = result.stdout + result.stderr
+    assert result.returncode == 6, out
+    assert "S: 535 Incorrect authentication data" in out and "C: MAIL" not in out
+    text = log.wait_for(lambda t: "external authenticator failed" in t)
+    assert "(set_id=alice)" in text

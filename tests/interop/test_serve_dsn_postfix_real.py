@@ -30,14 +30,16 @@ SERVE_DOMAIN = os.environ.get("MAILTALK_POSTFIX_SERVE_DOMAIN", "serve.mailtalk.t
 SERVE_PORT = int(os.environ.get("MAILTALK_POSTFIX_SERVE_PORT", "12626"))
 
 
-def postfix_sendmail_or_skip() -> str:
+def postfix_sendmail_or_skip(route: str = f"{SERVE_DOMAIN}=smtp:[127.0.0.1]:{SERVE_PORT}"
+                             ) -> str:  # fmt: skip
+    """Postfix's sendmail, when Postfix's transport_maps has ``route``."""
     sendmail = shutil.which("sendmail") or "/usr/sbin/sendmail"
     if not Path(sendmail).exists() or not shutil.which("postconf"):
         _unavailable("Postfix's sendmail is not installed")
     routes = subprocess.run(["postconf", "-h", "transport_maps"], capture_output=True,
                             text=True, check=False).stdout  # fmt: skip
-    if f"{SERVE_DOMAIN}=smtp:[127.0.0.1]:{SERVE_PORT}" not in routes:
-        _unavailable(f"Postfix does not route {SERVE_DOMAIN} (run scripts/real-servers start)")
+    if route not in routes:
+        _unavailable(f"Postfix has no route {route} (run scripts/real-servers start)")
     return sendmail
 
 

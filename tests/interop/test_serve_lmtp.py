@@ -1,18 +1,21 @@
-"""``mailtalk serve --lmtp``, driven by real LMTP clients: swaks ``--protocol LMTP``,
-Postfix's lmtp client (scripts/real-servers routes lmtp.mailtalk.test to
-``lmtp:inet:127.0.0.1:12624``) and ``mailtalk send --server lmtp://...``.
+"""``mailtalk serve --lmtp``, driven by real LMTP clients: swaks ``--protocol LMTP``
+(over TCP and ``--socket PATH``), Postfix's lmtp client (scripts/real-servers routes
+lmtp.mailtalk.test to ``lmtp:inet:127.0.0.1:12624`` and lmtp-socket.mailtalk.test to
+``lmtp:unix:/run/mailtalk-lmtp/lmtp``) and ``mailtalk send --server lmtp://...``.
 
 What each saw is read from its own output (swaks' transcript, Postfix's log line
 ``relay=...status=sent``) and what the server did from the Maildirs and the journal:
 one reply per accepted recipient after the message, one mailbox over ``--quota``
-refused alone while the others are delivered.
+refused alone while the others are delivered. Postfix passes NOTIFY=SUCCESS on to an
+LMTP server that offers DSN and then sends no success DSN itself: serve's "delivered"
+DSN goes back through Postfix into the sender's Maildir there.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
-import shutil
 import socket
 import subprocess
 import uuid
@@ -24,10 +27,18 @@ import pytest
 
 from mailtalk.servers.journal import Journal
 from tests.interop.clients import require_binary
-from tests.interop.conftest import _unavailable
+from tests.interop.test_dsn_real import fields, reports_in
 from tests.interop.test_pipe_real import run_pipe
-from tests.interop.test_send_stop_points_real import POSTFIX_LOG, Log, wait_for_delivery
+from tests.interop.test_send_stop_points_real import (
+    POSTFIX_LOG,
+    POSTFIX_MAILDIR,
+    Log,
+    wait_for_delivery,
+)
 from tests.interop.test_serve_clients import describe, run_client
+from tests.interop.test_serve_dsn_postfix_real import postfix_sendmail_or_skip
+from tests.servers.test_delivery import wait_for
+from tests.servers.test_dsn_report import status_groups
 
 pytestmark = pytest.mark.interop
 
@@ -35,6 +46,12 @@ DOMAIN = "example.test"
 QUOTA = 4096
 POSTFIX_LMTP_DOMAIN = os.environ.get("MAILTALK_POSTFIX_LMTP_DOMAIN", "lmtp.mailtalk.test")
 POSTFIX_LMTP_PORT = int(os.environ.get("MAILTALK_POSTFIX_LMTP_PORT", "12624"))
+POSTFIX_LMTP_SOCKET_DOMAIN = os.environ.get(
+    "MAILTALK_POSTFIX_LMTP_SOCKET_DOMAIN", "lmtp-socket.mailtalk.test"
+)
+POSTFIX_LMTP_SOCKET = Path(
+    os.environ.get("MAILTALK_POSTFIX_LMTP_SOCKET", "/run/mailtalk-lmtp/lmtp")
+)
 
 
 def start_lmtp(mailtalk_servers: Callable[..., Any], tmp_path: Path, **options: Any) -> Any:
@@ -142,13 +159,9 @@ def test_mailtalk_send_by_lmtp_reads_each_recipients_reply(
 def test_postfix_lmtp_client_delivers_through_the_transport_map(
     mailtalk_servers: Callable[..., Any], tmp_path: Path
 ) -> None:
-    sendmail = shutil.which("sendmail") or "/usr/sbin/sendmail"
-    if not Path(sendmail).exists():
-        _unavailable("Postfix's sendmail is not installed")
-    probe = subprocess.run(["postconf", "-h", "transport_maps"], capture_output=True,
-                           text=True, check=False)  # fmt: skip
-    if f"{POSTFIX_LMTP_DOMAIN}=lmtp:inet:127.0.0.1:{POSTFIX_LMTP_PORT}" not in probe.stdout:
-        _unavailable(f"Postfix does not route {POSTFIX_LMTP_DOMAIN} (scripts/real-servers start)")
+    sendmail = postfix_sendmail_or_skip(
+        f"{POSTFIX_LMTP_DOMAIN}=lmtp:inet:127.0.0.1:{POSTFIX_LMTP_PORT}"
+    )
     log = Log(POSTFIX_LOG)
     servers = start_lmtp(
         mailtalk_servers, tmp_path, lmtp=POSTFIX_LMTP_PORT, domain=POSTFIX_LMTP_DOMAIN
@@ -168,3 +181,84 @@ def test_postfix_lmtp_client_delivers_through_the_transport_map(
     assert "status=bounced" in refused and "552 5.2.2" in refused, refused
     wait_for_delivery(Path(servers.root) / "mail" / "alice" / "Maildir", marker)
     assert maildir_with(servers, "bob", marker) == []
+
+
+def test_swaks_lmtp_over_the_unix_socket(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "lmtp.sock"
+    servers = start_lmtp(mailtalk_servers, tmp_path, lmtp=f"unix:{path}")
+    marker = "lmtp" + uuid.uuid4().hex[:12]
+    result = run_client(
+        [require_binary("swaks"), "--protocol", "LMTP", "--socket", str(path),
+         "--from", "bill@isp.test", "--to", f"alice@{DOMAIN},bob@{DOMAIN}",
+         "--header", f"Subject: {marker}"],
+        tmp_path,
+    )  # fmt: skip
+    out = result.stdout
+    assert f"=== Connected to {path}." in out and " -> LHLO " in out, describe(result)
+    after_dot = out.split(" -> .\n", 1)[1]
+    replies = [line for line in after_dot.splitlines() if line.startswith(("<- ", "<** "))]
+    assert [r.split()[1:4] for r in replies[:2]] == [
+        ["250", "2.0.0", f"<alice@{DOMAIN}>"],
+        ["552", "5.2.2", f"<bob@{DOMAIN}>"],
+    ], describe(result)
+    [stored] = maildir_with(servers, "alice", marker)
+    assert b"with LMTP id " in stored.read_bytes()
+    events = [e for e in message_events(tmp_path) if e["subject"] == marker]
+    assert [(e["user"], e["code"], e["client"]) for e in events] == [
+        ("alice", 250, ""), ("bob", 552, ""),
+    ]  # fmt: skip
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    [connect] = [e for e in map(json.loads, lines) if e["event"] == "connect"]
+    assert (connect["listener"], connect["port"], connect["code"]) == ("lmtp", None, 220)
+
+
+def test_postfix_delivers_by_lmtp_unix_and_serve_sends_the_success_dsn(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Postfix's lmtp client on the socket: alice@ is delivered, bob@ (over quota) is
+    refused alone. Postfix passed NOTIFY=SUCCESS on (serve offered DSN at LHLO) and so
+    sent no success DSN itself; serve's "delivered" DSN for alice alone goes back to
+    the sender at Postfix (control/smtproutes) and lands in her Maildir there, beside
+    the failure DSN Postfix writes for bob's 552."""
+    domain = POSTFIX_LMTP_SOCKET_DOMAIN
+    sendmail = postfix_sendmail_or_skip(f"{domain}=lmtp:unix:{POSTFIX_LMTP_SOCKET}")
+    log = Log(POSTFIX_LOG)
+    root = tmp_path / "serve"
+    (root / "control").mkdir(parents=True)
+    (root / "control" / "smtproutes").write_text("mailtalk.test:[127.0.0.1]:25\n")
+    servers = start_lmtp(
+        mailtalk_servers, tmp_path, root=root, lmtp=f"unix:{POSTFIX_LMTP_SOCKET}",
+        domain=domain, socket_mode=0o660, socket_group=grp.getgrnam("postfix").gr_gid,
+        onward_delivery=True, retry_schedule=(0.1,), delivery_timeout=10.0,
+    )  # fmt: skip
+    marker = "lmtpdsn" + uuid.uuid4().hex[:12]
+    alice, bob = f"alice@{domain}", f"bob@{domain}"
+    message = f"Subject: {marker}\nFrom: alice@mailtalk.test\n\nby lmtp:unix {marker}\n"
+    subprocess.run([sendmail, "-i", "-f", "alice@mailtalk.test", "-N", "success,failure",
+                    "-V", marker, alice, bob],
+                   input=message, text=True, check=True, timeout=60)  # fmt: skip
+    text = log.wait_for(lambda t: f"to=<{alice}>" in t and f"to=<{bob}>" in t)
+    [sent] = [line for line in text.splitlines() if f"to=<{alice}>" in line]
+    assert f"[{POSTFIX_LMTP_SOCKET}]," in sent and "status=sent" in sent, sent
+    assert f"<{alice}> " in sent and "Saved" in sent
+    [refused] = [line for line in text.splitlines() if f"to=<{bob}>" in line]
+    assert "status=bounced" in refused and "552 5.2.2" in refused, refused
+    queue_id = sent.split(": ", 2)[1]
+    wait_for_delivery(Path(servers.root) / "mail" / "alice" / "Maildir", marker)
+
+    reports = wait_for(lambda: [r for r in reports_in(POSTFIX_MAILDIR, marker)
+                                if fields(r)[1]["Action"] == "delivered"], timeout=60)
+    [ours] = reports
+    message_fields, *recipients = status_groups(ours)
+    assert [r["Final-Recipient"] for r in recipients] == [f"rfc822; {alice}"]
+    assert recipients[0]["Status"] == "2.0.0"
+    assert recipients[0]["Original-Recipient"].replace(" ", "") == f"rfc822;{alice}"
+    assert message_fields["Original-Envelope-Id"] == marker
+    assert "<MAILER-DAEMON@" in ours["From"]
+    # Postfix wrote bob's failure DSN, and no success DSN of its own for alice
+    theirs = wait_for(lambda: [r for r in reports_in(POSTFIX_MAILDIR, marker)
+                               if fields(r)[1]["Action"] == "failed"], timeout=30)
+    assert fields(theirs[0])[1]["Final-Recipient"].endswith(bob)
+    assert f"{queue_id}: sender delivery status notification" not in log.new()

@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailtalk.knowledge.catalogue import CATEGORIES, term_regex, terms
@@ -152,6 +152,30 @@ def test_any_reply_line_gets_a_category(prefix: str, line: str, command: str | N
     explanation = explain(prefix + line, command=command)
     assert explanation.category in CATEGORIES
     assert explanation.rule
+
+
+@given(
+    code=st.sampled_from(["550", "451", "554", "501", "421", "-ERR", "a1 NO", "a1 BAD"]),
+    enhanced=st.one_of(
+        st.just(""),
+        st.builds(
+            lambda c, s, d: f"{c}.{s}.{d} ", st.sampled_from("45"), st.integers(0, 7),
+            st.integers(0, 30),
+        ),
+    ),
+    line=_LINES,
+    command=st.sampled_from([None, "RCPT", "MAIL", "DATA", "PASS", "LOGIN", "SELECT"]),
+)
+@example(code="550", enhanced="5.1.5 ", line="Recipient address has no domain", command="RCPT")
+@example(code="550", enhanced="5.1.5 ", line="", command=None)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_a_refusal_is_never_read_as_a_success(
+    code: str, enhanced: str, line: str, command: str | None
+) -> None:
+    """Whatever its words and enhanced code say ("550 5.1.5 ...": X.1.5 is "destination
+    address valid"), a 4xx/5xx, -ERR, NO or BAD reply is a refusal."""
+    text = f"{code} {enhanced if code[0].isdigit() else ''}{line}"
+    assert explain(text, command=command).category != "ok", text
 
 
 def _corpus_with_variable_parts() -> list[tuple[str, str]]:

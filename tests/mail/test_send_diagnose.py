@@ -281,6 +281,28 @@ def test_send_bad_input_is_one_line_exit_2(args: list[str], message: str) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_send_external_without_a_certificate_or_tls_is_one_line_exit_2(tmp_path: Path
+                                                                        ) -> None:  # fmt: skip
+    """EXTERNAL's identity is the client certificate, sent in a TLS handshake only."""
+    cert = tmp_path / "me.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=me", "-keyout", str(cert), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    common = ["send", "--from", "a@b.test", "--to", "x@b.test", "--server", "127.0.0.1:9",
+              "--auth-mechanism", "external"]  # fmt: skip
+    for extra, says in (
+        (["--starttls"], "--auth-mechanism external needs --cert (and --key)"),
+        (["--cert", str(cert)], "--auth-mechanism external needs --starttls or --tls"),
+    ):
+        result = mailtalk(*common, *extra)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [f"mailtalk: {says}: " + (
+            "the client certificate is the identity it logs in with" if "--cert" in says
+            else "the client certificate is sent only in a TLS handshake")]
+
+
 def test_send_to_a_dead_server_is_exit_3() -> None:
     result = mailtalk(
         "send",

@@ -364,3 +364,33 @@ def test_bad_early_talker_fields_are_refused(field: str, value: object, message:
     table[field] = value
     with pytest.raises(PersonalityError, match=message):
         personalities._personality("mailtalk", table)  # the loader's own check
+
+
+def test_each_personality_parses_alone_to_its_table_in_the_whole_file() -> None:
+    """A server parses only its own personality's block of the file: each block must be
+    the whole of that table, with nothing of another's."""
+    import tomllib
+    from importlib import resources
+
+    from mailtalk.servers import personalities
+
+    raw = resources.files("mailtalk.knowledge").joinpath("personalities.toml").read_text()
+    whole = tomllib.loads(raw)["personality"]
+    blocks = personalities._blocks()
+    assert tuple(blocks) == tuple(whole) == NAMES
+    for name, block in blocks.items():
+        assert tomllib.loads(block)["personality"] == {name: whole[name]}
+
+
+def test_a_server_parses_only_the_personality_it_uses() -> None:
+    code = (
+        "import tomllib\n"
+        "from mailtalk.servers import personalities\n"
+        "parsed = []\n"
+        "loads = tomllib.loads\n"
+        "tomllib.loads = lambda text: parsed.append(text) or loads(text)\n"
+        "personalities.personality('postfix')\n"
+        "assert len(parsed) == 1 and '[personality.postfix]' in parsed[0], parsed\n"
+        "assert '[personality.qmail]' not in parsed[0]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

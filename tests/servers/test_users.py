@@ -188,9 +188,8 @@ def test_parse_user_spec_errors(spec: str, words: str) -> None:
     assert "hunter2" not in str(caught.value)  # errors never show the password
 
 
-def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    users = Users.load(tmp_path)
-    users.add("alice", "pw")
+def count_scrypt_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """From now on, the salt of every scrypt run, in order."""
     derived: list[bytes] = []
     original = users_module._ScryptHash.derive
 
@@ -199,6 +198,13 @@ def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.Monk
         return original(self, password)
 
     monkeypatch.setattr(users_module._ScryptHash, "derive", counting_derive)
+    return derived
+
+
+def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    users = Users.load(tmp_path)
+    users.add("alice", "pw")
+    derived = count_scrypt_runs(monkeypatch)
     assert not users.verify("nobody", "pw")
     assert not users.verify("Not A Valid Name", "pw")
     assert users.verify("alice", "pw")
@@ -239,3 +245,30 @@ def test_verify_uses_the_parameters_stored_in_the_hash(tmp_path: Path) -> None:
     path.write_text(f"alice:$scrypt$n=1024,r=8,p=1${b64(salt)}${b64(key)}\n")
     users = Users.load(tmp_path)
     assert users.verify("alice", "pw") and not users.verify("alice", "pw2")
+
+
+def test_adding_a_user_again_with_the_same_password_changes_nothing(tmp_path: Path) -> None:
+    users = Users.load(tmp_path)
+    assert users.add("alice", PASSWORD)
+    users.save()
+    again = Users.load(tmp_path)
+    assert not again.add("alice", PASSWORD)  # mailtalk serve --user: no file to rewrite
+    assert again.add("alice", "another")
+    assert again.verify("alice", "another") and not again.verify("alice", PASSWORD)
+
+
+def test_a_password_hashed_before_in_this_process_costs_no_scrypt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second server of a test suite, on a new root, with the same users."""
+    Users.load(tmp_path / "first").add("alice", PASSWORD)
+    derived = count_scrypt_runs(monkeypatch)
+    second = Users.load(tmp_path / "second")
+    assert second.add("alice", PASSWORD)
+    assert derived == []
+    assert second.verify("alice", PASSWORD)  # a login still runs scrypt
+    assert not second.verify("alice", "wrong")
+    assert len(derived) == 2
+    # What is remembered is a keyed digest of the password, not the password.
+    remembered = b"".join(users_module._KNOWN_HASHES)
+    assert PASSWORD.encode() not in remembered

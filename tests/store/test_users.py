@@ -261,3 +261,43 @@ def test_user_names_cannot_escape_the_root(store: MailStore) -> None:
     for bad in ("", "..", "a/b"):
         with pytest.raises(ValueError):
             store.user_mailboxes(bad)
+
+
+def test_special_use_is_kept_in_the_folder_through_rename_and_delete(
+    store: MailStore, alice: UserMailboxes
+) -> None:
+    """RFC 6154 3: a folder made with a special use keeps it; RENAME carries it (it is
+    the folder's, not the name's), children included; DELETE takes it away, and a new
+    folder of the same name has none."""
+    alice.create("Old.Mail", ("\\Archive",))
+    alice.create("Old.Mail.2024", ("\\Archive", "\\Junk"))
+    assert alice.special_use("Old") == ()  # the parent made on the way has none
+    alice.rename("Old.Mail", "Kept")
+    assert alice.special_use("Kept") == ("\\Archive",)
+    assert alice.special_use("Kept.2024") == ("\\Archive", "\\Junk")
+    reread = store.user_mailboxes("alice")  # as after a restart: read from disk
+    assert reread.special_use("Kept") == ("\\Archive",)
+    reread.delete("Kept")
+    reread.create("Kept")
+    assert reread.special_use("Kept") == ()
+    assert "mailtalk-special-use" not in {p.name for p in alice.path.iterdir()}
+
+
+def test_default_folders_get_their_uses_once(alice: UserMailboxes) -> None:
+    uses = {"Sent": "\\Sent", "Trash": "\\Trash"}
+    alice.create_default_folders(uses)
+    assert [alice.special_use(n) for n in ("Sent", "Trash")] == [("\\Sent",), ("\\Trash",)]
+    alice.rename("Sent", "Sent Items")
+    alice.create_default_folders(uses)  # not again: the user renamed it
+    assert not alice.exists("Sent") and alice.special_use("Sent Items") == ("\\Sent",)
+
+
+def test_default_folders_made_before_uses_were_kept_get_them(alice: UserMailboxes) -> None:
+    """A Maildir whose default folders were made when uses went by name (an empty
+    marker): those still there get theirs; none is made again."""
+    alice.create("Sent")
+    alice.create("Old")
+    (alice.path / "mailtalk-default-folders").touch()
+    alice.create_default_folders({"Sent": "\\Sent", "Trash": "\\Trash"})
+    assert alice.special_use("Sent") == ("\\Sent",)
+    assert not alice.exists("Trash") and alice.special_use("Old") == ()

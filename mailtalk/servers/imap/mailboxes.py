@@ -71,7 +71,8 @@ CHUNK: Final = 64 * 1024  # an APPEND held in memory is written to the folder in
 # arrives, so a 200 MB message never sits in memory.
 STREAM_LITERAL_OVER: Final = 256 * 1024
 # RFC 6154 SPECIAL-USE: these folders are made at a user's first login
-# (UserMailboxes.create_default_folders) and carry their attribute in LIST.
+# (UserMailboxes.create_default_folders) with their use, which the folder keeps (a
+# RENAME carries it) and LIST shows.
 SPECIAL_USE: Final = {
     "Sent": "\\Sent",
     "Drafts": "\\Drafts",
@@ -79,6 +80,11 @@ SPECIAL_USE: Final = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
+# What CREATE ... (USE (...)) may give a folder (RFC 6154 3): the uses of a folder
+# that holds its own messages. \All and \Flagged name virtual mailboxes (every message,
+# every flagged one), which this server has not: refused, as any unknown use, USEATTR.
+CREATABLE_USES: Final = {use.upper(): use for use in SPECIAL_USE.values()}
+VIRTUAL_USES: Final = {"\\ALL": "every message", "\\FLAGGED": "every flagged message"}
 SYSTEM_FLAGS: Final = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -257,8 +263,46 @@ def _one_new_mailbox(session: IMAPServerProtocol, command: Command) -> str:
 
 
 def create(session: IMAPServerProtocol, command: Command) -> None:
-    session.store.create(_one_new_mailbox(session, command))
+    """CREATE name, or CREATE name (USE (\\Archive ...)) (RFC 6154 3, CREATE-SPECIAL-USE;
+    RFC 4466's create parameters)."""
+    values = tokenize(command.args, command.literals, raw8=True)
+    if len(values) == 2 and isinstance(values[1], list):
+        uses = _create_uses(values[1])
+    elif len(values) == 1:
+        uses = ()
+    else:
+        raise IMAPSyntaxError("CREATE takes a mailbox name and optional parameters in ( )")
+    session.store.create(new_mailbox_arg(session, values[0]), uses)
     session.done(command, "Create completed")
+
+
+def _create_uses(parameters: list[Value]) -> tuple[str, ...]:
+    """The special uses of CREATE's ``(USE (...))``, as this server writes them; NO
+    [USEATTR] for one it cannot give (RFC 6154 3: the mailbox is then not made)."""
+    uses: list[str] = []
+    items = list(parameters)
+    while items:
+        name = items.pop(0)
+        if not (isinstance(name, Atom) and name.value.upper() == "USE"):
+            raise IMAPSyntaxError(f"unknown CREATE parameter {describe(name)}")
+        given = items.pop(0) if items else None
+        if not isinstance(given, list):
+            raise IMAPSyntaxError("USE needs a list of special uses: USE (\\Archive)")
+        for use in given:
+            if not isinstance(use, Atom) or not use.value.startswith("\\"):
+                raise IMAPSyntaxError(f"{describe(use)} is not a special use such as \\Archive")
+            known = CREATABLE_USES.get(use.value.upper())
+            virtual = VIRTUAL_USES.get(use.value.upper())
+            if virtual is not None:
+                raise MailboxError("USEATTR", f"{use.value} is a virtual mailbox of "
+                                   f"{virtual}, which this server does not make")  # fmt: skip
+            if known is None:
+                offered = " ".join(CREATABLE_USES.values())
+                raise MailboxError("USEATTR", f"{use.value} is not a special use this "
+                                   f"server knows; it knows {offered}")  # fmt: skip
+            if known not in uses:
+                uses.append(known)
+    return tuple(uses)
 
 
 def delete(session: IMAPServerProtocol, command: Command) -> None:
@@ -338,7 +382,7 @@ def list_mailboxes(session: IMAPServerProtocol, command: Command) -> None:
                         listed.append(parent)
     for name in listed:
         attributes = []
-        special = SPECIAL_USE.get(name)
+        special = " ".join(session.store.special_use(name)) if name in existing else None
         if kind == "LIST":
             if name not in existing:
                 attributes.append("\\NonExistent" if request.extended else "\\Noselect")
@@ -347,10 +391,10 @@ def list_mailboxes(session: IMAPServerProtocol, command: Command) -> None:
             show_subscribed = "SUBSCRIBED" in select or "SUBSCRIBED" in returns
             if show_subscribed and name in subscribed_set:
                 attributes.append("\\Subscribed")
-            if special is not None and name in existing:
+            if special:
                 # Shown in every LIST (RFC 6154 2 allows it; Dovecot does).
                 attributes.append(special)
-        if "SPECIAL-USE" in select and (special is None or name not in existing):
+        if "SPECIAL-USE" in select and not special:
             continue
         extra = ' ("CHILDINFO" ("SUBSCRIBED"))' if name in child_info else ""
         shown = _show(session, name)

@@ -54,7 +54,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from mailtalk.protocols import sasl
+from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
     NEED_DATA,
@@ -169,7 +169,7 @@ class IMAPServerProtocol(ServerSession):
         self.condstore = False
         self.qresync = False  # RFC 7162 3.2: VANISHED instead of EXPUNGE
         self._sasl_tag: str | None = None
-        self._exchange: sasl.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
+        self._exchange: sasl_server.ServerMechanism | None = None  # CRAM-MD5, SCRAM, the tokens
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._watch: MailboxWatch | None = None
@@ -366,8 +366,8 @@ class IMAPServerProtocol(ServerSession):
     def _capabilities(self) -> str:
         caps = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UNSELECT", "UIDPLUS", "MOVE", "UTF8=ACCEPT", "BINARY", "SPECIAL-USE",
-                "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE", "QRESYNC", "SORT",
-                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
+                "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "CONDSTORE",
+                "QRESYNC", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"]
         if self.context.settings.quota_bytes is not None:
             caps += ["QUOTA", "QUOTA=RES-STORAGE"]
         if self.user is None:
@@ -607,14 +607,14 @@ class IMAPServerProtocol(ServerSession):
             return
         self.defer_tagged(self._verify(tag, name, secret, "PLAIN"), tag)
 
-    def _sasl_step(self, tag: str, step: sasl.ServerStep) -> None:
+    def _sasl_step(self, tag: str, step: sasl_server.ServerStep) -> None:
         """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
         exchange = self._exchange
         assert exchange is not None
-        if isinstance(step, sasl.Challenge):
+        if isinstance(step, sasl_server.Challenge):
             self._sasl_tag = tag
             self.write(self.core.send(Continuation(sasl.encode(step.data))))
-        elif isinstance(step, sasl.Check):
+        elif isinstance(step, sasl_server.Check):
             self.defer_tagged(self._sasl_check(tag, step), tag)
         else:
             self._exchange = None
@@ -624,7 +624,7 @@ class IMAPServerProtocol(ServerSession):
                 verdict = Verdict.OK if step.ok else Verdict.FAILED
                 self._decided(tag, verdict, step.user, exchange.name)
 
-    async def _sasl_check(self, tag: str, check: sasl.Check) -> None:
+    async def _sasl_check(self, tag: str, check: sasl_server.Check) -> None:
         """The secret checked as a password is: paced and budgeted by the guard."""
         exchange = self._exchange
         assert exchange is not None

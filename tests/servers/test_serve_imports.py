@@ -1,0 +1,155 @@
+"""``mailtalk serve`` and ``run_servers()`` load only the code of the listeners asked for.
+
+A server that only accepts SMTP must start, greet and deliver into a Maildir without
+ever importing the POP3, IMAP or LMTP servers, their protocol cores, or the store's
+folder, index and mailbox code: those cost a start tens of milliseconds of imports
+(bench/serve_startup.py measures it against aiosmtpd). This is a correctness test, not a
+timing one, like tests/cli/test_startup_imports.py for the CLI. Each case also starts a
+POP3 listener the same way, to show that the check sees a module that is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_startup_imports import CHECK_SYS_MODULES
+
+TIMEOUT = 30.0
+
+# What a server without POP3, IMAP and LMTP listeners never needs.
+MAILBOX_SERVING = (
+    "mailtalk.servers.imap",
+    "mailtalk.servers.pop3",
+    "mailtalk.servers.lmtp",
+    "mailtalk.servers.mailquery",
+    "mailtalk.protocols.imap",
+    "mailtalk.protocols.pop3",
+    "mailtalk.store.append",
+    "mailtalk.store.flags",
+    "mailtalk.store.headers",
+    "mailtalk.store.index",
+    "mailtalk.store.locks",
+    "mailtalk.store.mailbox",
+    "mailtalk.store.mbox",
+    "mailtalk.store.users",
+    "mailtalk.store.vanished",
+)
+# Nor does any server: the CLI's client side and its terminal libraries.
+CLIENT_SIDE = ("mailtalk.client", "mailtalk.repl", "prompt_toolkit", "rich")
+
+
+def loaded(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(
+        {name for name in modules for package in packages
+         if name == package or name.startswith(package + ".")}
+    )  # fmt: skip
+
+
+def send_to_alice(port: int) -> None:
+    message = EmailMessage()
+    message["From"] = "bob@example.org"
+    message["To"] = "alice@localhost"
+    message["Subject"] = "imports"
+    message.set_content("hello\n")
+    with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+        smtp.send_message(message)
+
+
+def delivered(root: Path) -> list[Path]:
+    return sorted((root / "mail" / "alice" / "Maildir" / "new").iterdir())
+
+
+def serve_modules(root: Path, listeners: list[str]) -> list[str]:
+    """``sys.modules`` of a ``mailtalk serve`` that started, took a message for alice
+    over SMTP and stopped. (Not ``-X importtime``: it does not see the modules that
+    ``importlib.import_module`` loads, as the servers load each listener's.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
+    env["MAILTALK_SERVE_PASSWORD"] = "secret"
+    argv = ["serve", "--json", "--root", str(root), "--user", "alice", *listeners]
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHECK_SYS_MODULES, json.dumps(argv)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line, "mailtalk serve printed no JSON line"
+        ports = {x["protocol"]: x["port"] for x in json.loads(line)["listeners"]}
+        send_to_alice(ports["smtp"])
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    marker = [line for line in stderr.splitlines() if line.startswith("MODULES=")]
+    assert marker, stderr[-2000:]
+    modules: list[str] = json.loads(marker[0].removeprefix("MODULES="))
+    assert "mailtalk.servers.smtp" in modules
+    return modules
+
+
+RUN_SERVERS = """
+import json, smtplib, sys, time
+from pathlib import Path
+from mailtalk.servers.api import run_servers
+from tests.servers.test_serve_imports import send_to_alice
+
+root, listeners = Path(sys.argv[1]), json.loads(sys.argv[2])
+with run_servers(root, users=[("alice", "secret")], **listeners) as servers:
+    send_to_alice(servers.port("smtp"))
+    deadline = time.monotonic() + 30
+    while not servers.messages("alice") and time.monotonic() < deadline:
+        time.sleep(0.01)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def run_servers_modules(root: Path, listeners: dict[str, int]) -> list[str]:
+    """``sys.modules`` of a process that ran ``run_servers(root, **listeners)`` with
+    alice, sent her a message over SMTP and stopped the servers."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_SERVERS, str(root), json.dumps(listeners)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        cwd=Path(__file__).resolve().parents[2],  # where ``tests`` is importable
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules: list[str] = json.loads(result.stdout)
+    return modules
+
+
+def test_serve_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
+    modules = serve_modules(tmp_path / "root", ["--smtp", "0"])
+    assert len(delivered(tmp_path / "root")) == 1
+    assert loaded(modules, MAILBOX_SERVING) == []
+    assert loaded(modules, CLIENT_SIDE) == []
+
+
+def test_serve_loads_what_a_pop3_listener_needs(tmp_path: Path) -> None:
+    modules = serve_modules(tmp_path / "root", ["--smtp", "0", "--pop3", "0"])
+    assert "mailtalk.servers.pop3" in loaded(modules, MAILBOX_SERVING)
+
+
+def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
+    modules = run_servers_modules(tmp_path / "root", {"smtp": 0, "submission": 0})
+    assert len(delivered(tmp_path / "root")) == 1
+    assert loaded(modules, MAILBOX_SERVING) == []
+    # Nor onward delivery's SMTP client: off by default from Python.
+    assert loaded(modules, ("mailtalk.servers.delivery", "mailtalk.protocols.smtp_sequence")) == []
+    assert loaded(modules, CLIENT_SIDE) == []
+
+
+@pytest.mark.parametrize("listener", ["pop3", "imap"])
+def test_run_servers_loads_what_is_asked_for(tmp_path: Path, listener: str) -> None:
+    modules = run_servers_modules(tmp_path / "root", {"smtp": 0, listener: 0})
+    assert loaded(modules, (f"mailtalk.servers.{listener}",))
