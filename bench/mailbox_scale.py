@@ -571,7 +571,12 @@ def main() -> int:
     parser.add_argument("--baseline-path", type=Path, metavar="DIR",
                         help="also run the mailtalk package in DIR (e.g. main), as a column")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="print the tables of an earlier run's --json output, and stop")
     args = parser.parse_args()
+    if args.report is not None:
+        print_report(json.loads(args.report.read_text()))
+        return 0
     try:
         args.sizes = [int(n) for n in args.sizes.split(",") if n]
         args.sessions = [int(n) for n in args.sessions.split(",") if n]
