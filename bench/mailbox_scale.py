@@ -473,17 +473,18 @@ def benchmark(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             samples_by_n: dict[int, dict[str, dict[str, list[float]]]] = {}
             for server in servers:
                 server.source = source  # type: ignore[attr-defined]
-                server.reset()
-                # Indexed and warm before the rounds: one session's listing first.
-                one: dict[str, Any] = {}
-                one_session(server.imap_port, password, corpus.count, one)
-                if not one.get("ok"):
-                    raise RuntimeError(f"{server.name}: the warm-up session failed: {one}")
             for run in range(args.runs):
                 for sessions in args.sessions:
                     for server in interleaved(servers, run):
                         log(f"{sessions} sessions at once, run {run + 1}/{args.runs}: "
                             f"{server.name}")  # fmt: skip
+                        # A fresh server each round (its memory is the round's alone),
+                        # indexed and warm: one session's listing first.
+                        server.reset()
+                        one: dict[str, Any] = {}
+                        one_session(server.imap_port, password, corpus.count, one)
+                        if not one.get("ok"):
+                            raise RuntimeError(f"{server.name}: the warm-up session: {one}")
                         found = sessions_round(server, password, sessions, corpus.count)
                         by_n = samples_by_n.setdefault(sessions, {})
                         for what, value in found.items():

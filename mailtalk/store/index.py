@@ -60,6 +60,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from sys import intern
 
 from mailtalk.store.errors import (
     STORAGE_FULL_ERRNOS,
@@ -179,7 +180,8 @@ def _scan_message_files(folder: Path) -> tuple[dict[str, tuple[str, str]], set[s
     in_new: set[str] = set()
     for subdir in ("new", "cur"):
         with os.scandir(folder / subdir) as entries:
-            names = [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+            # Interned: every session's view of the folder holds the same name strings.
+            names = [intern(e.name) for e in entries if e.is_file(follow_symlinks=False)]
         # Dot files are tools' temporaries; a newline could not go in the index.
         found = {
             name.partition(":")[0]: (subdir, name)

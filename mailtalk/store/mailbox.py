@@ -189,10 +189,11 @@ class HeaderReader:
         block read now is let go: the caller keeps what it derives from it)."""
         return self._mailbox._read_header(uid, self._present, keep)
 
-    def key(self, uid: int) -> tuple[str, int, int, str] | None:
+    def key(self, uid: int) -> tuple[str, int, int] | None:
         """What identifies ``uid``'s bytes for a cache of what is derived from its header
-        (folder, UIDVALIDITY, UID, filename base; a message never changes under them);
-        None if its file may not be where the last refresh saw it (read it then)."""
+        (folder, UIDVALIDITY, UID: a message never changes under them, and a folder never
+        has the same UIDVALIDITY twice); None if its file may not be where the last
+        refresh saw it (read it then)."""
         mailbox = self._mailbox
         view = mailbox._view
         position = view.position(uid)
@@ -200,7 +201,7 @@ class HeaderReader:
             return None
         if self._present is not None and view.location(position) not in self._present:
             return None
-        return (mailbox._folder, mailbox._uidvalidity, uid, view.bases[position])
+        return (mailbox._folder, mailbox._uidvalidity, uid)
 
 
 # -- a session's view of a folder ----------------------------------------------

@@ -231,7 +231,8 @@ class FolderView:
     ) -> FolderView:
         """The view of the messages of ``index`` whose files are in ``files`` (base ->
         (subdir, filename)), with \\Recent for the UIDs in ``recent``. The flag sets are
-        numbered as in ``previous``, so that equal flags have equal numbers in both."""
+        numbered as in ``previous``, so that equal flags have equal numbers in both.
+        The view may take ``index``'s columns as they are: the caller changes it no more."""
         view = cls(folder)
         table: dict[frozenset[str], int] = {}
         if previous is not None:
@@ -247,9 +248,9 @@ class FolderView:
                 setattr(view, name, select(getattr(index, name), keep))
             keywords = select(index.keywords, keep)
             entries = [entries[p] for p in keep]
-        else:
+        else:  # the index's own columns: it is the caller's copy, not changed after
             for name in _FROM_INDEX:
-                setattr(view, name, getattr(index, name)[:])
+                setattr(view, name, getattr(index, name))
         found = cast("list[tuple[str, str]]", entries)  # no None left in it
         view.filenames = [entry[1] for entry in found]
         view.subdirs = bytearray(entry[0] == "cur" for entry in found)

@@ -56,42 +56,58 @@ def format_internaldate(when: datetime | float) -> str:
 
 
 class _SubsetCache:
-    """HEADER.FIELDS answers by (field names, NOT, and what identifies the message's bytes:
-    folder, UIDVALIDITY, UID, filename base), least recently used dropped beyond
-    ``max_bytes``. Only the answers are kept, a few hundred bytes a message, not the
-    header blocks they came from. Keys and values are strings, numbers and bytes in
-    tuples: nothing for the garbage collector to walk."""
+    """HEADER.FIELDS answers of messages read header-only: by group (field names, NOT,
+    folder, UIDVALIDITY: a message never changes under its UID there), then by UID.
+    Only the answers are kept, some 110 bytes beside each, not the header blocks they
+    came from. Beyond ``max_bytes`` the least recently used groups are dropped; a group
+    bigger than that alone keeps what it has and takes no more. So a listing of a
+    folder too big for the cache is still answered from it in part on every pass,
+    where dropping single answers, least recently used first, would lose every one
+    before the next pass reached it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[tuple[object, ...], bytes] = {}
+        self._groups: dict[tuple[object, ...], dict[int, bytes]] = {}  # least recent first
+        self._costs: dict[tuple[object, ...], int] = {}
         self._bytes = 0
 
-    def get(self, key: tuple[object, ...]) -> bytes | None:
+    def get(self, group: tuple[object, ...], uid: int) -> bytes | None:
         with self._lock:
-            value = self._entries.pop(key, None)
-            if value is not None:
-                self._entries[key] = value
-            return value
+            answers = self._groups.get(group)
+            if answers is None:
+                return None
+            if next(reversed(self._groups)) != group:
+                self._groups[group] = self._groups.pop(group)  # the most recent now
+            return answers.get(uid)
 
-    def put(self, key: tuple[object, ...], value: bytes) -> None:
+    def put(self, group: tuple[object, ...], uid: int, value: bytes) -> None:
         cost = len(value) + _ENTRY_BYTES
-        if cost > self.max_bytes:
-            return
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = value
+            answers = self._groups.pop(group, None)
+            if answers is None:
+                answers = {}
+                self._costs[group] = 0
+            self._groups[group] = answers
+            while self._bytes + cost > self.max_bytes and len(self._groups) > 1:
+                oldest = next(iter(self._groups))
+                del self._groups[oldest]
+                self._bytes -= self._costs.pop(oldest)
+            if self._bytes + cost > self.max_bytes or uid in answers:
+                return  # this group fills the cache alone: it keeps what it has
+            answers[uid] = value
+            self._costs[group] += cost
             self._bytes += cost
-            while self._bytes > self.max_bytes:
-                oldest = next(iter(self._entries))
-                self._bytes -= len(self._entries.pop(oldest)) + _ENTRY_BYTES
+
+    def clear(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self._costs.clear()
+            self._bytes = 0
 
 
-# An entry beside its answer: the key's tuple and UID, the bytes object, the dict's slot
-# (the folder, field names and base are shared with the sessions' views).
-_ENTRY_BYTES = 250
+# An answer's cost beside its bytes: the bytes object, its UID and its slot in the dict.
+_ENTRY_BYTES = 110
 _SUBSETS: Final = _SubsetCache(32 * 1024 * 1024)
 
 
@@ -295,7 +311,7 @@ class FetchRenderer:
         return self._fields is not None
 
     def cached_answers(
-        self, cache_key: tuple[object, ...]
+        self, cache_key: tuple[str, int, int]
     ) -> dict[tuple[tuple[str, ...], bool], bytes] | None:
         """Every section's answer for the message ``cache_key``, if all are cached (give
         them to its FetchMessage as ``answers``: :meth:`wire` then needs none of its
@@ -303,8 +319,9 @@ class FetchRenderer:
         if self._fields is None:
             return None
         answers = {}
+        folder, uidvalidity, uid = cache_key
         for fields, exclude in self._fields:
-            answer = _SUBSETS.get((fields, exclude, *cache_key))
+            answer = _SUBSETS.get((fields, exclude, folder, uidvalidity), uid)
             if answer is None:
                 return None
             answers[fields, exclude] = answer
@@ -342,11 +359,12 @@ class FetchRenderer:
                     if message.answers is not None:
                         data = message.answers[section.fields, exclude]
                     elif message.cache_key is not None:
-                        key = (section.fields, exclude, *message.cache_key)
-                        cached = _SUBSETS.get(key)
+                        folder, uidvalidity, uid = message.cache_key
+                        group = (section.fields, exclude, folder, uidvalidity)
+                        cached = _SUBSETS.get(group, uid)
                         if cached is None:
                             cached = message.header.subset(section.fields, exclude=exclude)
-                            _SUBSETS.put(key, cached)
+                            _SUBSETS.put(group, uid, cached)
                         data = cached
                     else:
                         data = message.header.subset(section.fields, exclude=exclude)

@@ -319,7 +319,7 @@ class FetchMessage:
         seq: int = 0,
         header_only: bool = False,
         modseq: int = 0,
-        cache_key: tuple[object, ...] | None = None,
+        cache_key: tuple[str, int, int] | None = None,
         answers: dict[tuple[tuple[str, ...], bool], bytes] | None = None,
     ) -> None:
         """``header_only``: ``raw`` is just the header block (as the store's

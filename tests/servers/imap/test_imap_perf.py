@@ -426,11 +426,23 @@ def test_pop3_retr_small_and_large_messages(tmp_path: Path) -> None:
 def test_subset_cache_is_bounded_and_keyed_by_everything() -> None:
     from mailtalk.servers.imap import fetch as imap_fetch
 
-    cache = imap_fetch._SubsetCache(3000)
-    for n in range(10):
-        cache.put((b"h%d" % n * 100, ("from",), False), b"x" * 100)
-    assert cache.get((b"h0" * 100, ("from",), False)) is None
-    assert cache.get((b"h9" * 100, ("from",), False)) == b"x" * 100
-    assert cache.get((b"h9" * 100, ("from",), True)) is None
-    assert cache.get((b"h9" * 100, ("to",), False)) is None
-    assert cache._bytes <= 3000
+    cost = 100 + imap_fetch._ENTRY_BYTES
+    cache = imap_fetch._SubsetCache(10 * cost)
+    inbox = (("from",), False, "/m/alice", 7)
+    for uid in range(1, 5):
+        cache.put(inbox, uid, b"x" * 100)
+    assert cache.get(inbox, 4) == b"x" * 100
+    for other in [(("from",), True, "/m/alice", 7), (("to",), False, "/m/alice", 7),
+                  (("from",), False, "/m/bob", 7), (("from",), False, "/m/alice", 8)]:
+        assert cache.get(other, 4) is None  # fields, NOT, folder and UIDVALIDITY all count
+    # A bigger listing of another folder: the least recently used group goes first...
+    sent = (("from",), False, "/m/alice/.Sent", 7)
+    for uid in range(1, 8):
+        cache.put(sent, uid, b"y" * 100)
+    assert cache.get(inbox, 1) is None and cache.get(sent, 7) == b"y" * 100
+    # ... and a listing bigger than the whole cache keeps what it has: every pass over it
+    # is answered in part, none lost to its own later answers.
+    for uid in range(8, 30):
+        cache.put(sent, uid, b"y" * 100)
+    assert [uid for uid in range(1, 30) if cache.get(sent, uid)] == list(range(1, 11))
+    assert cache._bytes <= 10 * cost
