@@ -193,15 +193,19 @@ class HeaderReader:
         """What identifies ``uid``'s bytes for a cache of what is derived from its header
         (folder, UIDVALIDITY, UID: a message never changes under them, and a folder never
         has the same UIDVALIDITY twice); None if its file may not be where the last
-        refresh saw it (read it then)."""
+        refresh saw it (read it then). ``uid`` is one of that refresh's messages."""
         mailbox = self._mailbox
-        view = mailbox._view
-        position = view.position(uid)
-        if position < 0:
-            return None
-        if self._present is not None and view.location(position) not in self._present:
-            return None
+        if self._present is not None:
+            view = mailbox._view
+            position = view.position(uid)
+            if position < 0 or view.location(position) not in self._present:
+                return None
         return (mailbox._folder, mailbox._uidvalidity, uid)
+
+    @property
+    def folder_key(self) -> tuple[str, int]:
+        """The folder and UIDVALIDITY of :meth:`key`."""
+        return self._mailbox._folder, self._mailbox._uidvalidity
 
 
 # -- a session's view of a folder ----------------------------------------------

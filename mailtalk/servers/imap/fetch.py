@@ -81,6 +81,17 @@ class _SubsetCache:
                 self._groups[group] = self._groups.pop(group)  # the most recent now
             return answers.get(uid)
 
+    def table(self, group: tuple[object, ...]) -> dict[int, bytes]:
+        """The answers of ``group`` by UID (used now: the most recent group), to look up
+        many without this cache's lock; empty if there are none (yet). A group dropped
+        meanwhile stays right for whoever holds its table: messages never change."""
+        with self._lock:
+            answers = self._groups.pop(group, None)
+            if answers is None:
+                return {}
+            self._groups[group] = answers
+            return answers
+
     def put(self, group: tuple[object, ...], uid: int, value: bytes) -> None:
         cost = len(value) + _ENTRY_BYTES
         with self._lock:
@@ -310,21 +321,29 @@ class FetchRenderer:
         """Every section asked for is HEADER.FIELDS or HEADER.FIELDS.NOT (:meth:`wire`)."""
         return self._fields is not None
 
-    def cached_answers(
-        self, cache_key: tuple[str, int, int]
-    ) -> dict[tuple[tuple[str, ...], bool], bytes] | None:
-        """Every section's answer for the message ``cache_key``, if all are cached (give
-        them to its FetchMessage as ``answers``: :meth:`wire` then needs none of its
-        bytes); else None."""
+    def answer_tables(
+        self, folder: str, uidvalidity: int
+    ) -> list[tuple[tuple[tuple[str, ...], bool], dict[int, bytes]]] | None:
+        """For a FETCH of the folder's messages: each section's (field names, NOT) and its
+        kept answers by UID, if every section is HEADER.FIELDS(.NOT); else None."""
         if self._fields is None:
             return None
+        return [((fields, exclude), _SUBSETS.table((fields, exclude, folder, uidvalidity)))
+                for fields, exclude in self._fields]  # fmt: skip
+
+    @staticmethod
+    def cached_answers(
+        tables: list[tuple[tuple[tuple[str, ...], bool], dict[int, bytes]]], uid: int
+    ) -> dict[tuple[tuple[str, ...], bool], bytes] | None:
+        """Every section's answer for message ``uid`` from ``answer_tables``, if all are
+        kept (give them to its FetchMessage as ``answers``: :meth:`wire` then needs none
+        of its bytes); else None."""
         answers = {}
-        folder, uidvalidity, uid = cache_key
-        for fields, exclude in self._fields:
-            answer = _SUBSETS.get((fields, exclude, folder, uidvalidity), uid)
+        for key, table in tables:
+            answer = table.get(uid)
             if answer is None:
                 return None
-            answers[fields, exclude] = answer
+            answers[key] = answer
         return answers
 
     def wire(self, message: FetchMessage) -> bytes:

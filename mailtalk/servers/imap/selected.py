@@ -459,7 +459,9 @@ async def _write_fetch_responses(
     # are all kept, any read at all.
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
     # (Not when the answer is to show \\Seen set: rendered in full, from the block.)
-    fields_only = read_header is not None and renderer.fields_only and not marks_seen
+    tables = None
+    if read_header is not None and not marks_seen:
+        tables = renderer.answer_tables(*read_header.folder_key)
     streamed = streamed_item(items)  # a big message's whole text goes out from disk
     has_flags = any(i.name == "FLAGS" for i in items)
     has_modseq = any(i.name == "MODSEQ" for i in items)
@@ -485,10 +487,10 @@ async def _write_fetch_responses(
                     handle = mailbox.open_message(message_uid)
                 elif read_header is not None:
                     cache_key = read_header.key(message_uid)
-                    if fields_only and cache_key is not None:
-                        answers = renderer.cached_answers(cache_key)
+                    if tables is not None and cache_key is not None:
+                        answers = renderer.cached_answers(tables, message_uid)
                     if answers is None:
-                        raw = read_header(message_uid, keep=not fields_only)
+                        raw = read_header(message_uid, keep=tables is None)
                 else:
                     raw = mailbox.read_message(message_uid) if needs_data else b""
             except (MailboxError, OSError):
