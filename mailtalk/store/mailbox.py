@@ -173,16 +173,25 @@ class _Listing:
         names = self._names.get(directory)
         return names is not None and name in names
 
+    def moved(self, view: FolderView) -> set[int]:
+        """The UIDs of the messages of ``view`` whose files are not where it says."""
+        listed = [self._names.get(directory.rstrip("/"), set())
+                  for directory in view.directories]
+        return {uid for uid, subdir, name in zip(view.uids, view.subdirs, view.filenames,
+                                                 strict=True)
+                if name not in listed[subdir]}
+
 
 class HeaderReader:
     """:meth:`Mailbox.read_header` for one batch of messages (from
     :meth:`Mailbox.header_reader`): call it with a UID."""
 
-    __slots__ = ("_mailbox", "_present")
+    __slots__ = ("_mailbox", "_moved", "_present")
 
-    def __init__(self, mailbox: Mailbox, present: Container[str] | None) -> None:
+    def __init__(self, mailbox: Mailbox, present: _Listing | None) -> None:
         self._mailbox = mailbox
-        self._present = present
+        self._present = present  # None: nothing changed since the refresh
+        self._moved: set[int] | None = None
 
     def __call__(self, uid: int, *, keep: bool = True) -> bytes:
         """The header block of ``uid``; ``keep`` it in the process-wide cache (else a
@@ -195,10 +204,11 @@ class HeaderReader:
         has the same UIDVALIDITY twice); None if its file may not be where the last
         refresh saw it (read it then). ``uid`` is one of that refresh's messages."""
         mailbox = self._mailbox
-        if self._present is not None:
-            view = mailbox._view
-            position = view.position(uid)
-            if position < 0 or view.location(position) not in self._present:
+        present = self._present
+        if present is not None:
+            if self._moved is None:  # one pass over the view, not a search per message
+                self._moved = present.moved(mailbox._view)
+            if uid in self._moved:
                 return None
         return (mailbox._folder, mailbox._uidvalidity, uid)
 
@@ -419,9 +429,7 @@ class Mailbox:
         all if :meth:`changed_since` the last refresh is False (no file can have
         gone), else by listing new/ and cur/ once.
         """
-        present: Container[str] | None = None
-        if self.changed_since():
-            present = _Listing(self._folder)
+        present = _Listing(self._folder) if self.changed_since() else None
         return HeaderReader(self, present)
 
     def _read_header(self, uid: int, present: Container[str] | None, keep: bool = True) -> bytes:
