@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+Result = TypeVar("Result")
 
 
 def log(message: str) -> None:
@@ -55,3 +62,33 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_in_scratch(
+    name: str,
+    work: Callable[[Path], Result],
+    on_error: Callable[[Path], None] | None = None,
+) -> Result | int:
+    """``work(scratch)`` in a temporary folder removed afterwards, SIGTERM and Ctrl-C
+    ending it as KeyboardInterrupt (the work stops its servers in ``finally``): its
+    result, or the exit status to return, after a line on stderr: 130 if interrupted,
+    1 if it failed (``on_error(scratch)`` may say more first)."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    scratch = Path(tempfile.mkdtemp(prefix=f"mailtalk-{name}-"))
+    try:
+        return work(scratch)
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        log(f"{name}: {error}")
+        if on_error is not None:
+            on_error(scratch)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

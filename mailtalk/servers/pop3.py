@@ -27,7 +27,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mailtalk.protocols import sasl, sasl_server
@@ -144,7 +144,8 @@ class POP3ServerProtocol(ServerSession):
         self.authenticated_user: str | None = None
         self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
         self._lock: MaildropLock | None = None
-        self._messages: list[Pop3Message] = []
+        self._messages: Sequence[Pop3Message] = ()
+        self._sizes: list[int] = []  # each message's POP3 size (LIST, STAT), in order
         self._deleted: set[int] = set()
         self._removed = 0  # messages removed at QUIT (UPDATE)
         self._mailbox: Any = None  # a Mailbox (INBOX), or an MboxMaildrop
@@ -473,6 +474,7 @@ class POP3ServerProtocol(ServerSession):
         """Lock and open ``name``'s maildrop: the answer (ok, text, response code)."""
         from mailtalk.store.mailbox import MailboxError
         from mailtalk.store.mbox import MboxMaildrop
+        from mailtalk.store.view import MessageList
 
         delay = self.context.login_delay_left(name)
         if delay > 0:
@@ -503,14 +505,18 @@ class POP3ServerProtocol(ServerSession):
         self._lock = lock
         self._mailbox = opened
         self._mbox = isinstance(opened, MboxMaildrop)
-        self._messages = list(self._mailbox.messages())
+        # A Maildir's messages are made one at a time when asked for; their sizes (for
+        # LIST and STAT) come from the view's columns, without a message object each.
+        self._messages = self._mailbox.messages()
+        self._sizes = (self._messages.view.pop3_sizes() if isinstance(self._messages, MessageList)
+                       else [m.pop3_size for m in self._messages])
         self._deleted = set()
         self.authenticated_user = name
         self.context.record_login(name)
         self.core.start_transaction()
         log.info("session %s: %s logged in, %d messages", self.session_id, name,
                  len(self._messages))
-        total = sum(m.pop3_size for m in self._messages)
+        total = sum(self._sizes)
         return True, f"Logged in: {len(self._messages)} messages ({total} octets)", None
 
     async def _open_store(self, mailboxes: UserMailboxes) -> Mailbox | MboxMaildrop | Answer:
@@ -620,29 +626,36 @@ class POP3ServerProtocol(ServerSession):
         return number
 
     def _stat(self, args: tuple[str, ...]) -> None:
-        live = [m for n, m in enumerate(self._messages, 1) if n not in self._deleted]
-        self._send(True, f"{len(live)} {sum(m.pop3_size for m in live)}")
+        deleted = self._deleted
+        live = [size for n, size in enumerate(self._sizes, 1) if n not in deleted]
+        self._send(True, f"{len(live)} {sum(live)}")
 
     def _list(self, args: tuple[str, ...]) -> None:
-        self._per_message(args, lambda info: info.pop3_size, count=True)
+        self._per_message(args, self._sizes, count=True)
 
     def _uidl(self, args: tuple[str, ...]) -> None:
-        self._per_message(args, lambda info: info.uidl, count=False)
+        from mailtalk.store.view import MessageList, uidl_of
+
+        messages = self._messages
+        if isinstance(messages, MessageList):  # from the view's names, no message object each
+            uidls: Sequence[str] = [uidl_of(base) for base in messages.view.bases]
+        else:
+            uidls = [m.uidl for m in messages]
+        self._per_message(args, uidls, count=False)
 
     def _per_message(
-        self, args: tuple[str, ...], value: Callable[[Pop3Message], object], *, count: bool
+        self, args: tuple[str, ...], values: Sequence[object], *, count: bool
     ) -> None:
         """LIST and UIDL (RFC 1939 5, 7): "n value" for the message asked for, or one line
         for each message not marked deleted (after "+OK N messages" when ``count``)."""
         if args:
             number = self._message_number(args[0])
             if number is not None:
-                self._send(True, f"{number} {value(self._messages[number - 1])}")
+                self._send(True, f"{number} {values[number - 1]}")
             return
+        deleted = self._deleted
         lines = tuple(
-            f"{n} {value(m)}".encode()
-            for n, m in enumerate(self._messages, 1)
-            if n not in self._deleted
+            f"{n} {value}".encode() for n, value in enumerate(values, 1) if n not in deleted
         )
         self._send(True, f"{len(lines)} messages" if count else "", lines=lines)
 

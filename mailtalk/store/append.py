@@ -52,6 +52,10 @@ class StagedMessage:
 class _AppendTarget:
     """The :class:`Delivery` target of an append: publishes into cur/ with flags and a UID."""
 
+    # The name carries Dovecot's ,S=/,W= sizes, as a delivered one: a later cold index
+    # of the folder reads no file.
+    sizes_in_names = True
+
     def __init__(self, appender: Appender) -> None:
         self._appender = appender
 

@@ -15,7 +15,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 # Maildir folders are private to their user (Dovecot and qmail use the same).
@@ -170,11 +170,14 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
-def replace_file(path: Path, data: bytes, tmp_path: Path, *, exclusive: bool = False) -> None:
+def replace_file(
+    path: Path, data: bytes | Iterable[bytes], tmp_path: Path, *, exclusive: bool = False
+) -> None:
     """Put ``data`` at ``path`` atomically and durably: readers see the old file or the new.
 
-    ``data`` goes to ``tmp_path`` (on the same filesystem; truncated if it exists,
-    or refused if ``exclusive``), is fsynced, renamed over ``path``, and then
+    ``data`` (bytes, or chunks of them to write one after the other: a big file need
+    not be in memory whole) goes to ``tmp_path`` (on the same filesystem; truncated if
+    it exists, or refused if ``exclusive``), is fsynced, renamed over ``path``, and then
     ``path``'s directory is fsynced. If writing or renaming fails, ``tmp_path`` is
     removed; an error from the last fsync leaves the new file in place.
     """
@@ -182,7 +185,8 @@ def replace_file(path: Path, data: bytes, tmp_path: Path, *, exclusive: bool = F
     fd = os.open(tmp_path, flags, MESSAGE_MODE)
     try:
         try:
-            write_all(fd, data)
+            for chunk in (data,) if isinstance(data, bytes | bytearray) else data:
+                write_all(fd, chunk)
             os.fsync(fd)
         finally:
             os.close(fd)

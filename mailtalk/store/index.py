@@ -13,13 +13,20 @@ back under the same UIDVALIDITY). Each message line is its UID; S = size in byte
 stored (LF line endings); W = RFC822.SIZE (the size with CRLF line endings, what
 IMAP and POP3 report, counted once when the message is first indexed, or taken from
 the ,S=/,W= fields Dovecot and mailtalk put in delivered names); T =
-INTERNALDATE (Unix seconds); M = the message's MODSEQ (the folder's
+INTERNALDATE (Unix seconds), missing when not read yet; M = the message's MODSEQ (the folder's
 HIGHESTMODSEQ when it was added or its flags last changed); U if the
 message does not end with a line end; one K field per keyword; and after
 " :" the filename base (the part before ``:2,``), which is the message's
 stable identity and its POP3 UIDL.
 An index written before MODSEQs were kept has no M fields: its messages read
 as MODSEQ 1 and the folder's HIGHESTMODSEQ as the highest of them, at least 1.
+
+**The date is read late.** A message whose name carries its sizes is indexed from
+its name alone, without a ``stat()``: its line has no T, and its INTERNALDATE is
+the file's mtime, read when a command first asks for it (FETCH INTERNALDATE, SEARCH
+by date, SORT, COPY), as Dovecot reads its received date. The name's own timestamp
+is not used: an APPENDed message keeps its INTERNALDATE in the mtime while its name
+holds the time it was saved. A message read for its sizes gets its T at once.
 Flags changed by another program renaming a file are seen (the session shows
 them) but not given a new MODSEQ: only changes made through this store are.
 
@@ -36,9 +43,10 @@ re-created or rebuilt folder never reuses one) and fresh UIDs, given in delivery
 order. UIDs are 32-bit: when they run out, the folder is renumbered under a new
 UIDVALIDITY too (RFC 3501 2.3.1.1).
 
-**Caching.** Parsed indexes are kept by their exact text, so a folder reopened
+**In memory** an index is :class:`~mailtalk.store.uidlist.Index`: columns, not an
+object per message; parsed indexes are kept by their exact text, so a folder reopened
 unchanged costs a read and a string comparison, never a stale answer; the cache
-is bounded by the memory its entries take, parsed records included.
+is bounded by the memory its entries take, parsed columns included.
 Stdlib only.
 """
 
@@ -49,11 +57,10 @@ import fcntl
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from sys import intern
 
 from mailtalk.store.errors import (
     STORAGE_FULL_ERRNOS,
@@ -66,19 +73,25 @@ from mailtalk.store.filesystem import MESSAGE_MODE, remove_quietly, replace_file
 from mailtalk.store.flags import split_filename
 from mailtalk.store.locks import INDEX_LOCK_NAME, FileLock
 from mailtalk.store.sizes import measure, sizes_from_name
+from mailtalk.store.uidlist import (
+    _NO_KEYWORDS,
+    DATE_NOT_READ,
+    MAX_UID,
+    Index,
+    Record,
+    _parse_index,
+    encoded_chunks,
+    new_digest,
+    remember,
+)
 from mailtalk.store.vanished import record_expunges
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "mailtalk-uidlist"
-INDEX_VERSION = "1"
-_INDEX_MAGIC = "mailtalk-uidlist"
 _INDEX_TMP_NAME = "mailtalk-uidlist.tmp"
 _INDEX_CORRUPT_NAME = "mailtalk-uidlist.corrupt"
 _UIDVALIDITY_NAME = "mailtalk-uidvalidity"
-
-# UIDs and UIDVALIDITY are 32-bit non-zero numbers (RFC 3501 nz-number).
-MAX_UID = 2**32 - 1
 
 
 def _allocate_uidvalidity(user_root: Path) -> int:
@@ -116,224 +129,8 @@ def _allocate_uidvalidity(user_root: Path) -> int:
         os.close(fd)
 
 
-# -- the index, in memory and as text ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One message line of the index (immutable: parsed indexes share their records)."""
-
-    uid: int
-    base: str
-    size: int
-    rfc822_size: int
-    internaldate: int
-    keywords: frozenset[str]
-    unterminated: bool = False  # no final line end (index token "U")
-    modseq: int = 1  # RFC 7162 MODSEQ (index token "M")
-
-
-@dataclass
-class Index:
-    """The index of one folder: its header fields and its records."""
-
-    uidvalidity: int
-    uidnext: int
-    first_recent_uid: int
-    records: dict[str, Record]  # by filename base, in UID order
-    highestmodseq: int = 1
-
-    def next_modseq(self) -> int:
-        """Count a change to the folder: the new HIGHESTMODSEQ, for the changed message."""
-        self.highestmodseq += 1
-        return self.highestmodseq
-
-
-def _format_index(index: Index) -> str:
-    lines = [
-        f"{_INDEX_MAGIC} {INDEX_VERSION} V{index.uidvalidity} N{index.uidnext} "
-        f"R{index.first_recent_uid} M{index.highestmodseq}"
-    ]
-    for record in index.records.values():
-        keywords = "".join(f" K{keyword}" for keyword in sorted(record.keywords))
-        unterminated = " U" if record.unterminated else ""
-        lines.append(
-            f"{record.uid} S{record.size} W{record.rfc822_size} T{record.internaldate}"
-            f" M{record.modseq}{unterminated}{keywords} :{record.base}"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _number(text: str, low: int = 0, high: int = 2**63) -> int:
-    if not text.isdigit() or not (low <= int(text) <= high):
-        raise ValueError(f"bad number {text!r}")
-    return int(text)
-
-
-def _parse_index(text: str) -> Index:
-    """The index in ``text``; ValueError if anything at all is wrong with it.
-
-    Parsed indexes are cached by their exact text (see :class:`_IndexCache`), so a
-    folder reopened unchanged costs a read and a string comparison; the result is
-    a fresh :class:`Index` whose records dict the caller may change (the records
-    themselves are immutable and shared).
-    """
-    cached = _INDEX_CACHE.get(text)
-    if cached is None:
-        cached = _parse_index_text(text)
-        _INDEX_CACHE.put(text, cached)
-    return Index(cached.uidvalidity, cached.uidnext, cached.first_recent_uid,
-                 dict(cached.records), cached.highestmodseq)
-
-
-# What a parsed index costs in memory beyond its text, measured with tracemalloc
-# (CPython 3.11): a record and its strings, and each keyword of a distinct keyword set.
-_RECORD_BYTES = 350
-_KEYWORD_BYTES = 90
-
-
-def _memory_estimate(text: str, index: Index) -> int:
-    """Bytes an entry of the cache holds: the text it is keyed by and the parsed index
-    (records with the same keywords share one set, so each set counts once)."""
-    sets = {id(record.keywords): len(record.keywords) for record in index.records.values()}
-    return len(text) + _RECORD_BYTES * len(index.records) + _KEYWORD_BYTES * sum(sets.values())
-
-
-class _IndexCache:
-    """Parsed indexes by their whole text, least recently used dropped beyond a total
-    size in bytes: the text and the parsed records, which take 4 to 15 times as much.
-
-    Keyed by content, not by file stamps, so it can never return a stale index:
-    a hit means the bytes on disk are exactly those once parsed.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[Index, int]] = {}
-        self._bytes = 0
-
-    def get(self, text: str) -> Index | None:
-        with self._lock:
-            entry = self._entries.pop(text, None)
-            if entry is None:
-                return None
-            self._entries[text] = entry  # most recently used last
-            return entry[0]
-
-    def put(self, text: str, index: Index) -> None:
-        if len(text) > self.max_bytes:
-            return
-        cost = _memory_estimate(text, index)
-        if cost > self.max_bytes:
-            return
-        with self._lock:
-            if text in self._entries:
-                return
-            self._entries[text] = (index, cost)
-            self._bytes += cost
-            while self._bytes > self.max_bytes:
-                oldest = next(iter(self._entries))
-                self._bytes -= self._entries.pop(oldest)[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
-
-# About 390 bytes a message without keywords: some 120,000 messages' indexes.
-_INDEX_CACHE = _IndexCache(48 * 1024 * 1024)
 # folder -> the UIDVALIDITY of its index rebuilt on a full disk and not saved yet.
 _UNSAVED_REBUILDS: dict[Path, int] = {}
-
-
-def _parse_index_text(text: str) -> Index:
-    if not text.endswith("\n"):
-        raise ValueError("truncated")
-    header, *lines = text[:-1].split("\n")
-    fields = header.split(" ")
-    if fields[:2] != [_INDEX_MAGIC, INDEX_VERSION]:
-        raise ValueError(f"unknown header {header!r}")
-    values = {field[:1]: field[1:] for field in fields[2:]}
-    if sorted(values) not in (["N", "R", "V"], ["M", "N", "R", "V"]) or len(fields) != 2 + len(
-        values
-    ):
-        raise ValueError(f"bad header {header!r}")
-    uidvalidity = _number(values["V"], 1, MAX_UID)
-    uidnext = _number(values["N"], 1, MAX_UID + 1)
-    first_recent_uid = _number(values["R"], 1, uidnext)
-    highestmodseq = _number(values.get("M", "1"), 1, 2**63 - 1)
-    records: dict[str, Record] = {}
-    # Messages mostly carry the same few keyword sets: one frozenset (and one string
-    # per keyword) for all of them, not one per message.
-    keyword_sets: dict[tuple[str, ...], frozenset[str]] = {}
-    last_uid = 0
-    for line in lines:
-        head, separator, base = line.partition(" :")
-        if not separator or not base or base in records:
-            raise ValueError(f"bad line {line!r}")
-        uid_text, *parts = head.split(" ")
-        if (
-            len(parts) == 4
-            and uid_text.isdigit()
-            and parts[0][:1] == "S"
-            and parts[1][:1] == "W"
-            and parts[2][:1] == "T"
-            and parts[0][1:].isdigit()
-            and parts[1][1:].isdigit()
-            and parts[2][1:].isdigit()
-            and parts[3][:1] == "M"
-            and parts[3][1:].isdigit()
-        ):
-            # The common line, as _format_index writes it without keywords.
-            uid = int(uid_text)
-            size, rfc822_size, internaldate, modseq = (
-                int(parts[0][1:]),
-                int(parts[1][1:]),
-                int(parts[2][1:]),
-                int(parts[3][1:]),
-            )
-            if (
-                last_uid < uid < uidnext
-                and size < 2**63
-                and rfc822_size < 2**63
-                and internaldate < 2**63
-                and 0 < modseq <= highestmodseq
-            ):
-                records[base] = Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS,
-                                       False, modseq)
-                last_uid = uid
-                continue
-        uid = _number(uid_text, last_uid + 1, uidnext - 1)
-        numbers: dict[str, int] = {}
-        keywords = []
-        unterminated = False
-        for part in parts:
-            if part == "U":
-                unterminated = True
-            elif part[:1] == "K" and len(part) > 1:
-                keywords.append(part[1:])
-            elif part[:1] in ("S", "W", "T", "M") and part[:1] not in numbers:
-                numbers[part[:1]] = _number(part[1:])
-            else:
-                raise ValueError(f"bad field {part!r}")
-        if len(numbers.keys() - {"M"}) != 3:
-            raise ValueError(f"missing fields in {line!r}")
-        modseq = numbers.get("M", 1)
-        if not 0 < modseq <= highestmodseq:
-            raise ValueError(f"MODSEQ beyond HIGHESTMODSEQ in {line!r}")
-        shared = keyword_sets.get(tuple(keywords))
-        if shared is None:
-            shared = keyword_sets[tuple(keywords)] = frozenset(keywords)
-        records[base] = Record(
-            uid, base, numbers["S"], numbers["W"], numbers["T"], shared, unterminated, modseq
-        )
-        last_uid = uid
-    return Index(uidvalidity, uidnext, first_recent_uid, records, highestmodseq)
-
-
-_NO_KEYWORDS: frozenset[str] = frozenset()
 
 _UNIQUE_NAME = re.compile(r"(\d+)\.([^.]*)")
 _MICROSECONDS = re.compile(r"M(\d+)")
@@ -344,6 +141,13 @@ _SEQUENCE = re.compile(r"Q(\d+)|^\d+_(\d+)$")
 _CANONICAL_NAME = re.compile(
     r"([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,]*(?:,S=([0-9]+),W=([0-9]+))?"
 )
+# The same with the sizes, over many names joined by newlines: re.split gives each
+# line's five numbers, in a flat list of strings.
+_SIZED_LINE = re.compile(
+    r"^([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,\n]*,S=([0-9]+),W=([0-9]+)$", re.MULTILINE
+)
+# Names read by one re.split: the strings it makes (six a name) are let go after each.
+_NAMES_AT_A_TIME = 2000
 
 
 def _delivery_order(base: str, mtime_ns: int) -> tuple[int, int, int, str]:
@@ -366,21 +170,76 @@ def _delivery_order(base: str, mtime_ns: int) -> tuple[int, int, int, str]:
     )
 
 
-def _scan_message_files(folder: Path) -> dict[str, tuple[str, str]]:
-    """{filename base: (subdirectory, filename)} for the messages in new/ and cur/.
+def _scan_message_files(folder: Path) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """{filename base: (subdirectory, filename)} for the messages in new/ and cur/, and
+    the bases of those in new/.
 
     A base found in both keeps its cur/ name (a reader moved it; cur/ is scanned last).
     """
     files: dict[str, tuple[str, str]] = {}
+    in_new: set[str] = set()
     for subdir in ("new", "cur"):
         with os.scandir(folder / subdir) as entries:
-            for entry in entries:
-                name = entry.name
-                # Dot files are tools' temporaries; a newline could not go in the index.
-                if name[0] == "." or "\n" in name or not entry.is_file(follow_symlinks=False):
-                    continue
-                files[name.partition(":")[0]] = (subdir, name)
-    return files
+            # Interned: every session's view of the folder holds the same name strings.
+            names = [intern(e.name) for e in entries if e.is_file(follow_symlinks=False)]
+        # Dot files are tools' temporaries; a newline could not go in the index.
+        found = {
+            name.partition(":")[0]: (subdir, name)
+            for name in names if name[0] != "." and "\n" not in name
+        }  # fmt: skip
+        if subdir == "new":
+            in_new.update(found)
+        else:
+            in_new.difference_update(found)
+        files.update(found)
+    return files, in_new
+
+
+def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] | None:
+    """When every one of ``bases`` is in unique_name()'s form with Dovecot's sizes (what
+    mailtalk and Dovecot deliver): their names, sizes and RFC822.SIZEs, in delivery
+    order, all from the names: nothing to read or stat (such a message ends with a line
+    end: mailtalk names no other). None if any is not, or not plainly.
+
+    A folder of thousands is read a few thousand names at a time: one regular
+    expression over them, numbers converted column by column, and the order found by
+    sorting positions on a single number, with no object made per message (the tuples
+    of a key per message cost more in garbage collection than in sorting)."""
+    keys: list[int] = []
+    sizes: list[int] = []
+    rfc822_sizes: list[int] = []
+    for start in range(0, len(bases), _NAMES_AT_A_TIME):
+        some = bases[start : start + _NAMES_AT_A_TIME]
+        parts = _SIZED_LINE.split("\n".join(some))
+        if len(parts) != 6 * len(some) + 1:
+            return None
+        between = parts[0::6]  # "" before the first line, "\n" between lines, "" after
+        if between[0] or between[-1] or between[1:-1].count("\n") != len(some) - 1:
+            return None
+        microseconds = list(map(int, parts[2::6]))
+        sequences = list(map(int, parts[3::6]))
+        if max(microseconds) >= 1_000_000 or max(sequences) >= 2**32:
+            return None
+        # _delivery_order's key (seconds, microseconds, sequence, base) as one number,
+        # the base deciding only between equal numbers.
+        keys += [
+            (seconds * 1_000_000 + micro) << 32 | sequence
+            for seconds, micro, sequence in zip(
+                map(int, parts[1::6]), microseconds, sequences, strict=True
+            )
+        ]
+        sizes += map(int, parts[4::6])
+        rfc822_sizes += map(int, parts[5::6])
+    if any(map(int.__lt__, rfc822_sizes, sizes)):  # a W= below S= is not Dovecot's
+        return None
+    count = len(bases)
+    if len(set(keys)) == count:
+        order = sorted(range(count), key=keys.__getitem__)
+    else:
+        order = sorted(range(count), key=bases.__getitem__)
+        order.sort(key=keys.__getitem__)  # stable: equal keys stay in the order of their names
+    return ([bases[p] for p in order], [sizes[p] for p in order],
+            [rfc822_sizes[p] for p in order])
 
 
 class LockedIndex:
@@ -410,43 +269,42 @@ class LockedIndex:
         self.essential = False  # a change only the index records is pending
         self.rebuilt = False
         self.files: dict[str, tuple[str, str]] = {}
-        self.index = Index(0, 1, 1, {})
+        self.in_new: set[str] = set()  # the bases of files found in new/
+        self.index = Index(0, 1, 1)
         self.expunged: list[tuple[int, int]] = []  # (modseq, uid), for QRESYNC
+        self._first_new_uid = 0  # the lowest UID given to a file found in new/
 
     def load(self) -> None:
-        self.files = _scan_message_files(self.folder)
+        self.files, self.in_new = _scan_message_files(self.folder)
         index = self._read()
         if index is None:
             self.rebuilt = True
             uidvalidity = _UNSAVED_REBUILDS.get(self.folder) or _allocate_uidvalidity(
                 self.user_root
             )
-            self.index = Index(uidvalidity, 1, 1, {})
+            self.index = Index(uidvalidity, 1, 1)
         else:
             self.index = index
-        records = self.index.records
-        gone = [records.pop(base).uid for base in [b for b in records if b not in self.files]]
+        gone = self.index.remove_missing(self.files)
         if gone:
             modseq = self.index.next_modseq()  # an expunge is a change (RFC 7162 3.1.2)
             self.expunged.extend((modseq, uid) for uid in gone)
             self.dirty = True
         self._index_new_files()
         if self.rebuilt:
-            # Files still in new/ have not been seen by any session: those stay recent.
-            new_uids = [
-                record.uid for record in records.values() if self.files[record.base][0] == "new"
-            ]
-            self.index.first_recent_uid = min(new_uids, default=self.index.uidnext)
+            # Files still in new/ have not been seen by any session: those stay recent
+            # (every file of a rebuilt index is a new one to _index_new_files).
+            self.index.first_recent_uid = self._first_new_uid or self.index.uidnext
             self.dirty = True
 
     def _read(self) -> Index | None:
         path = self.folder / INDEX_NAME
         try:
-            text = path.read_text("utf-8", errors="surrogateescape")
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            return _parse_index(text)
+            return _parse_index(data)
         except ValueError as error:
             log.warning("%s is corrupt (%s): rebuilding it with a new UIDVALIDITY", path, error)
             # Kept for a post-mortem; its UIDs must never be used again.
@@ -454,71 +312,110 @@ class LockedIndex:
             return None
 
     def _index_new_files(self) -> None:
-        unindexed: list[tuple[tuple[int, int, int, str], str, int, int, int, bool]] = []
-        records = self.index.records
+        index = self.index
+        files = self.files
+        if len(index):
+            known = set(index.bases)
+            new = [base for base in files if base not in known]
+        else:
+            new = list(files)
+        if not new:
+            return
+        named = _named_in_full(new)
+        if named is not None:
+            bases, sizes, rfc822_sizes = named
+            dates = [DATE_NOT_READ] * len(bases)
+            unterminated = [False] * len(bases)
+        else:
+            # (seconds, microseconds, sequence, base, size, rfc822 size, date,
+            # unterminated): _delivery_order's key first, so they sort in delivery order.
+            unindexed = self._read_new_files(new)
+            if not unindexed:
+                return
+            unindexed.sort()
+            _, _, _, bases, sizes, rfc822_sizes, dates, unterminated = map(
+                list, zip(*unindexed, strict=True)
+            )
+        if index.uidnext + len(bases) > MAX_UID + 1:
+            self._renumber()
+            index = self.index
+        # add_record() for each, column by column: the next UID and the next MODSEQ for
+        # each message, in delivery order.
+        first, count = index.uidnext, len(bases)
+        index.uids.extend(range(first, first + count))
+        index.modseqs.extend(range(index.highestmodseq + 1, index.highestmodseq + 1 + count))
+        index.bases.extend(bases)
+        index.sizes.extend(sizes)
+        index.rfc822_sizes.extend(rfc822_sizes)
+        index.dates.extend(dates)
+        index.unterminated.extend(unterminated)
+        index.keywords.extend([_NO_KEYWORDS] * count)
+        index.uidnext, index.highestmodseq = first + count, index.highestmodseq + count
+        index.forget_positions()
+        if self.rebuilt and self.in_new:
+            in_new = self.in_new
+            self._first_new_uid = next(
+                (first + n for n, base in enumerate(bases) if base in in_new), 0
+            )
+        self.dirty = True
+
+    def _read_new_files(
+        self, bases: list[str]
+    ) -> list[tuple[int, int, int, str, int, int, int, bool]]:
+        """(seconds, microseconds, sequence, base, size, RFC822.SIZE, date, unterminated)
+        of each new file: from its name where it tells, else from the file."""
+        entries = []
         directories: dict[str, int] = {}
         canonical = _CANONICAL_NAME.fullmatch
         try:
-            for base, (subdir, filename) in self.files.items():
-                if base in records:
-                    continue
+            for base in bases:
+                subdir, filename = self.files[base]
                 dir_fd = directories.get(subdir)
                 if dir_fd is None:
                     dir_fd = directories[subdir] = os.open(
                         self.folder / subdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                     )
-                # The name as unique_name() makes it (with Dovecot's sizes or without):
-                # the delivery order and the sizes in one match, else the general parsers.
-                fast = canonical(base)
-                named: tuple[int, int] | None
-                if fast is None:
-                    named = sizes_from_name(base)
-                elif fast[4] is not None and int(fast[5]) >= int(fast[4]):
-                    named = int(fast[4]), int(fast[5])
-                else:
-                    named = None
                 try:
-                    if named is None:
-                        status, size, rfc822_size, unterminated = measure(dir_fd, filename)
-                    else:
-                        # Dovecot's ,S=/,W= in the name: a stat for the date, no read.
-                        # Such a message ends with a line end (mailtalk names no other).
-                        status = os.stat(filename, dir_fd=dir_fd)
-                        (size, rfc822_size), unterminated = named, False
+                    entries.append(self._read_new_file(base, filename, dir_fd, canonical(base)))
                 except FileNotFoundError:
                     continue  # renamed by another reader meanwhile: the next load sees it
-                if fast is None:
-                    order = _delivery_order(base, status.st_mtime_ns)
-                else:
-                    order = (int(fast[1]), int(fast[2]), int(fast[3]), base)
-                unindexed.append(
-                    (order, base, size, rfc822_size, int(status.st_mtime), unterminated)
-                )
         finally:
             for dir_fd in directories.values():
                 os.close(dir_fd)
-        if not unindexed:
-            return
-        if self.index.uidnext + len(unindexed) > MAX_UID + 1:
-            self._renumber()
-        unindexed.sort(key=lambda item: item[0])
-        # add_record() for each, without the intermediate Record: the next UID and
-        # the next MODSEQ for each message, in delivery order.
-        index = self.index
-        records = index.records  # _renumber() may have made a new index
-        uid, modseq = index.uidnext, index.highestmodseq
-        for _, base, size, rfc822_size, internaldate, unterminated in unindexed:
-            modseq += 1
-            records[base] = Record(uid, base, size, rfc822_size, internaldate, _NO_KEYWORDS,
-                                   unterminated, modseq)
-            uid += 1
-        index.uidnext, index.highestmodseq = uid, modseq
-        self.dirty = True
+        return entries
+
+    @staticmethod
+    def _read_new_file(
+        base: str, filename: str, dir_fd: int, fast: re.Match[str] | None
+    ) -> tuple[int, int, int, str, int, int, int, bool]:
+        """A new file not in unique_name()'s form with sizes: its sizes from Dovecot's
+        ,S=/,W= if the name has them, else read from the file (which gives its date too);
+        its order from the name, or (no time in the name) the file's mtime."""
+        if fast is None:
+            named = sizes_from_name(base)
+        elif fast[4] is not None and int(fast[5]) >= int(fast[4]):
+            named = int(fast[4]), int(fast[5])
+        else:
+            named = None
+        internaldate, mtime_ns = DATE_NOT_READ, 0
+        if named is None:
+            status, size, rfc822_size, unterminated = measure(dir_fd, filename)
+            internaldate, mtime_ns = int(status.st_mtime), status.st_mtime_ns
+        else:
+            (size, rfc822_size), unterminated = named, False
+            if _UNIQUE_NAME.match(base) is None:  # ordered by its mtime
+                status = os.stat(filename, dir_fd=dir_fd)
+                internaldate, mtime_ns = int(status.st_mtime), status.st_mtime_ns
+        if fast is not None:
+            order = (int(fast[1]), int(fast[2]), int(fast[3]), base)
+        else:
+            order = _delivery_order(base, mtime_ns)
+        return (*order, size, rfc822_size, internaldate, unterminated)
 
     def _renumber(self) -> None:
         """UIDs ran out: RFC 3501 2.3.1.1 says start again under a new UIDVALIDITY."""
-        old = list(self.index.records.values())
-        self.index = Index(_allocate_uidvalidity(self.user_root), 1, 1, {})
+        old = list(self.index.records())
+        self.index = Index(_allocate_uidvalidity(self.user_root), 1, 1)
         for record in old:
             self.add_record(record)
         self.index.first_recent_uid = self.index.uidnext
@@ -526,18 +423,11 @@ class LockedIndex:
 
     def add_record(self, record: Record) -> int:
         """Index (a copy of) ``record`` under the next UID; returns the UID."""
-        uid = self.index.uidnext
-        self.index.uidnext += 1
-        self.index.records[record.base] = Record(
-            uid,
-            record.base,
-            record.size,
-            record.rfc822_size,
-            record.internaldate,
-            record.keywords,
-            record.unterminated,
-            self.index.next_modseq(),
-        )
+        index = self.index
+        uid = index.uidnext
+        index.uidnext += 1
+        index.append(uid, record.base, record.size, record.rfc822_size, record.internaldate,
+                     record.keywords, record.unterminated, index.next_modseq())
         self.dirty = True
         return uid
 
@@ -561,9 +451,9 @@ class LockedIndex:
 
     def remove(self, base: str) -> None:
         self.files.pop(base, None)
-        record = self.index.records.pop(base, None)
-        if record is not None:
-            self.expunged.append((self.index.next_modseq(), record.uid))
+        uid = self.index.remove(base)
+        if uid:
+            self.expunged.append((self.index.next_modseq(), uid))
             self.dirty = True
 
     def save(self) -> None:
@@ -574,10 +464,10 @@ class LockedIndex:
             record_expunges(self.folder, self.index.uidvalidity, self.expunged,
                             self.expunged[0][0])
             self.expunged = []
-        data = _format_index(self.index).encode("utf-8", errors="surrogateescape")
+        digest = new_digest()
         tmp_path = self.folder / _INDEX_TMP_NAME
         try:
-            replace_file(self.folder / INDEX_NAME, data, tmp_path)
+            replace_file(self.folder / INDEX_NAME, encoded_chunks(self.index, digest), tmp_path)
         except OSError as error:
             remove_quietly(tmp_path)
             failure = store_error(error, "writing the mailbox index", tmp_path)
@@ -590,6 +480,7 @@ class LockedIndex:
         self.dirty = False
         self.essential = False
         _UNSAVED_REBUILDS.pop(self.folder, None)
+        remember(digest.digest(), self.index)  # the next session's load parses nothing
 
 
 @contextlib.contextmanager

@@ -44,13 +44,11 @@ with the response code to send; disk failures are
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import os
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -69,7 +67,6 @@ from mailtalk.store.flags import (
     PERMANENT_FLAGS,
     RECENT,
     SEEN,
-    cached_info_flags,
     check_keywords,
     flags_to_info,
     info_to_flags,
@@ -80,12 +77,14 @@ from mailtalk.store.flags import (
 from mailtalk.store.index import INDEX_NAME, LockedIndex, locked_index
 from mailtalk.store.locks import MaildropLock
 from mailtalk.store.maildir import Maildir, unique_name
+from mailtalk.store.sizes import size_suffix
 
 # A session's owner; and importable from here, as before the store was split into
 # modules (the servers import them from this module). users.py imports this module
 # only inside the function that makes a Mailbox, so the two do not import in a circle.
 from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
 from mailtalk.store.vanished import read_log
+from mailtalk.store.view import FolderView, MessageInfo, MessageList
 
 # What this module defines, and what other packages have imported from it.
 __all__ = [
@@ -100,6 +99,7 @@ __all__ = [
     "MailboxWatchers",
     "MaildropLock",
     "MessageInfo",
+    "MessageList",
     "UserMailboxes",
 ]
 
@@ -108,56 +108,9 @@ __all__ = [
 # trusted to prove "nothing changed" (ext4 and tmpfs ticks are a few ms).
 _MTIME_SLACK_NS = 1_000_000_000
 
-_RECENT_ONLY = frozenset({RECENT})
 
 
 # -- what sessions see ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MessageInfo:
-    """One message as a session sees it.
-
-    ``flags`` are IMAP flags, keywords included, and \\Recent if this session
-    claimed it. ``size`` is the stored size (LF line endings), ``rfc822_size``
-    the size with CRLF line endings: IMAP RFC822.SIZE; ``pop3_size`` adds the CRLF
-    that POP3 puts after a message without a final line end (LIST, STAT, RETR).
-    ``modseq`` is its CONDSTORE mod-sequence (RFC 7162) from the folder's index.
-    ``path`` is where the file was at the last refresh (``location``, the same
-    as a string); another session changing its flags renames it, which
-    :meth:`Mailbox.open_message` follows.
-    """
-
-    uid: int
-    base: str
-    location: str
-    flags: frozenset[str]
-    size: int
-    rfc822_size: int
-    internaldate_seconds: int
-    unterminated: bool = False
-    modseq: int = 1  # RFC 7162: the folder's HIGHESTMODSEQ when it last changed
-
-    @property
-    def pop3_size(self) -> int:
-        """What RETR sends before its dot (RFC 1939 11: the size the client receives)."""
-        return self.rfc822_size + 2 if self.unterminated else self.rfc822_size
-
-    @property
-    def path(self) -> Path:
-        return Path(self.location)
-
-    @property
-    def internaldate(self) -> datetime:
-        return datetime.fromtimestamp(self.internaldate_seconds, UTC)
-
-    @property
-    def uidl(self) -> str:
-        """The POP3 UIDL: the filename base, or — if that is not 1-70 printable
-        ASCII characters, as RFC 1939 requires — the SHA-1 of it in hex, equally stable."""
-        if 1 <= len(self.base) <= 70 and all(0x21 <= ord(char) <= 0x7E for char in self.base):
-            return self.base
-        return hashlib.sha1(self.base.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -195,11 +148,74 @@ class ChangeToken:
 
 def _folder_keywords(state: LockedIndex) -> set[str]:
     """Every keyword some message of the folder holds (its index's K fields)."""
-    present: set[str] = set()
-    for record in state.index.records.values():
-        if record.keywords:
-            present.update(record.keywords)
-    return present
+    return state.index.keywords_present()
+
+
+class _Listing:
+    """The paths of the files in a folder's new/ and cur/ now, for ``in`` tests (each
+    directory listed once; no path string made per file)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, folder: str) -> None:
+        self._names: dict[str, set[str]] = {}
+        for subdir in ("new", "cur"):
+            directory = f"{folder}/{subdir}"
+            try:
+                self._names[directory] = set(os.listdir(directory))
+            except FileNotFoundError:
+                self._names[directory] = set()
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        directory, _, name = path.rpartition("/")
+        names = self._names.get(directory)
+        return names is not None and name in names
+
+    def moved(self, view: FolderView) -> set[int]:
+        """The UIDs of the messages of ``view`` whose files are not where it says."""
+        listed = [self._names.get(directory.rstrip("/"), set())
+                  for directory in view.directories]
+        return {uid for uid, subdir, name in zip(view.uids, view.subdirs, view.filenames,
+                                                 strict=True)
+                if name not in listed[subdir]}
+
+
+class HeaderReader:
+    """:meth:`Mailbox.read_header` for one batch of messages (from
+    :meth:`Mailbox.header_reader`): call it with a UID."""
+
+    __slots__ = ("_mailbox", "_moved", "_present")
+
+    def __init__(self, mailbox: Mailbox, present: _Listing | None) -> None:
+        self._mailbox = mailbox
+        self._present = present  # None: nothing changed since the refresh
+        self._moved: set[int] | None = None
+
+    def __call__(self, uid: int, *, keep: bool = True) -> bytes:
+        """The header block of ``uid``; ``keep`` it in the process-wide cache (else a
+        block read now is let go: the caller keeps what it derives from it)."""
+        return self._mailbox._read_header(uid, self._present, keep)
+
+    def key(self, uid: int) -> tuple[str, int, int] | None:
+        """What identifies ``uid``'s bytes for a cache of what is derived from its header
+        (folder, UIDVALIDITY, UID: a message never changes under them, and a folder never
+        has the same UIDVALIDITY twice); None if its file may not be where the last
+        refresh saw it (read it then). ``uid`` is one of that refresh's messages."""
+        mailbox = self._mailbox
+        present = self._present
+        if present is not None:
+            if self._moved is None:  # one pass over the view, not a search per message
+                self._moved = present.moved(mailbox._view)
+            if uid in self._moved:
+                return None
+        return (mailbox._folder, mailbox._uidvalidity, uid)
+
+    @property
+    def folder_key(self) -> tuple[str, int]:
+        """The folder and UIDVALIDITY of :meth:`key`."""
+        return self._mailbox._folder, self._mailbox._uidvalidity
 
 
 # -- a session's view of a folder ----------------------------------------------
@@ -233,7 +249,7 @@ class Mailbox:
         self._uidvalidity = 0
         self._uidnext = 1
         self._highestmodseq = 1
-        self._messages: dict[int, MessageInfo] = {}
+        self._view = FolderView(os.fspath(path))
         self._recent: set[int] = set()
         self._token: ChangeToken | None = None
         self._folder = os.fspath(path)
@@ -261,17 +277,25 @@ class Mailbox:
         return len(self._recent)
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._view)
 
-    def messages(self) -> list[MessageInfo]:
+    @property
+    def view(self) -> FolderView:
+        """The messages as of the last refresh, in columns (for the servers' hot loops:
+        no object per message). Replaced, never changed, by refresh and by this
+        session's changes."""
+        return self._view
+
+    def messages(self) -> MessageList:
         """The messages as of the last refresh, in UID order (index + 1 = sequence number)."""
-        return list(self._messages.values())
+        return MessageList(self._view)
 
     def message(self, uid: int) -> MessageInfo:
-        try:
-            return self._messages[uid]
-        except KeyError:
-            raise MailboxError("NONEXISTENT", f"no message with UID {uid}") from None
+        view = self._view
+        position = view.position(uid)
+        if position < 0:
+            raise MailboxError("NONEXISTENT", f"no message with UID {uid}")
+        return view.info(position)
 
     def refresh(self) -> Changes:
         """Rescan the folder: index new files, drop vanished ones; report what changed.
@@ -288,41 +312,32 @@ class Mailbox:
             index = state.index
             uidvalidity_changed = bool(self._uidvalidity) and index.uidvalidity != self._uidvalidity
             # Under a new UIDVALIDITY no old UID means anything: all are new.
-            known = {} if uidvalidity_changed else self._messages
+            known = FolderView(self._folder) if uidvalidity_changed else self._view
             if uidvalidity_changed:
                 self._recent = set()
-            if self._claims_recent:
-                self._recent.update(
-                    record.uid
-                    for record in index.records.values()
-                    if record.uid >= index.first_recent_uid
-                )
-                if index.first_recent_uid != index.uidnext:
-                    index.first_recent_uid = index.uidnext
-                    state.dirty = True
-            else:
-                self._recent.update(
-                    record.uid
-                    for record in index.records.values()
-                    if record.uid >= index.first_recent_uid and record.uid not in known
-                )
-            view = self._view(state)
+            for uid in index.uids_from(index.first_recent_uid):
+                if self._claims_recent or known.position(uid) < 0:
+                    self._recent.add(uid)
+            if self._claims_recent and index.first_recent_uid != index.uidnext:
+                index.first_recent_uid = index.uidnext
+                state.dirty = True
+            view = self._build_view(state, known)
             self._uidvalidity, self._uidnext = index.uidvalidity, index.uidnext
             self._highestmodseq = index.highestmodseq
-        self._recent.intersection_update(view)
-        old = self._messages
-        sequence_numbers = {uid: number for number, uid in enumerate(old, start=1)}
-        expunged = tuple(uid for uid in old if uid not in view or uidvalidity_changed)
+        if self._recent:
+            self._recent = {uid for uid in self._recent if view.position(uid) >= 0}
+        added, gone, flag_changed = known.differences(view)
+        old = self._view
         changes = Changes(
-            new_uids=tuple(uid for uid in view if uid not in known),
-            expunged_uids=expunged,
-            expunged_seqs=tuple(sorted((sequence_numbers[uid] for uid in expunged), reverse=True)),
-            flag_changed_uids=tuple(
-                uid for uid, info in view.items() if uid in known and known[uid].flags != info.flags
-            ),
+            new_uids=tuple(added),
+            expunged_uids=tuple(old.uids) if uidvalidity_changed else tuple(
+                known.uids[position] for position in gone),
+            expunged_seqs=tuple(range(len(old), 0, -1)) if uidvalidity_changed else tuple(
+                position + 1 for position in reversed(gone)),
+            flag_changed_uids=tuple(flag_changed),
             uidvalidity_changed=uidvalidity_changed,
         )
-        self._messages = view
+        self._view = view
         self._token = token
         return changes
 
@@ -332,9 +347,10 @@ class Mailbox:
         UIDNEXT that is not in the folder (see :mod:`mailtalk.store.vanished`)."""
         log = read_log(self.path, self._uidvalidity)
         known = log.since(modseq) if log is not None else None
+        present = set(self._view.uids)
         if known is not None:
-            return [uid for uid in known if uid not in self._messages]
-        return [uid for uid in range(1, self._uidnext) if uid not in self._messages]
+            return [uid for uid in known if uid not in present]
+        return [uid for uid in range(1, self._uidnext) if uid not in present]
 
     # -- change detection
 
@@ -406,35 +422,33 @@ class Mailbox:
         present: tuple[str, ...] = (location,) if os.path.isfile(location) else ()
         return self._read_header(uid, present)
 
-    def header_reader(self) -> Callable[[int], bytes]:
+    def header_reader(self) -> HeaderReader:
         """:meth:`read_header` for a batch of messages (an IMAP FETCH).
 
         Whether the cached headers' files are still there is checked once: not at
         all if :meth:`changed_since` the last refresh is False (no file can have
         gone), else by listing new/ and cur/ once.
         """
-        present: Container[str] | None = None
-        if self.changed_since():
-            names: set[str] = set()
-            for subdir in ("new", "cur"):
-                prefix = f"{self._folder}/{subdir}/"
-                with contextlib.suppress(FileNotFoundError):
-                    names.update(prefix + name for name in os.listdir(prefix))
-            present = names
-        return lambda uid: self._read_header(uid, present)
+        present = _Listing(self._folder) if self.changed_since() else None
+        return HeaderReader(self, present)
 
-    def _read_header(self, uid: int, present: Container[str] | None) -> bytes:
-        """``present``: the files known to exist (None: all those of the view)."""
-        info = self.message(uid)
-        key = (self._folder, self._uidvalidity, uid, info.base, info.size)
+    def _read_header(self, uid: int, present: Container[str] | None, keep: bool = True) -> bytes:
+        """``present``: the files known to exist (None: all those of the view); ``keep``:
+        put a block read into the cache."""
+        view = self._view
+        position = view.position(uid)
+        if position < 0:
+            raise MailboxError("NONEXISTENT", f"no message with UID {uid}")
+        location = view.location(position)
+        key = (self._folder, self._uidvalidity, uid, view.bases[position], view.sizes[position])
         # headers.HEADER_CACHE, not an imported HEADER_CACHE: CPython 3.11 compiles a
         # method call on a name bound by an import as an attribute load plus a call of
         # the bound method, which made this hot path (every FETCH of a header) 7 % slower.
         cached = headers.HEADER_CACHE.get(key)
-        if cached is not None and (present is None or info.location in present):
+        if cached is not None and (present is None or location in present):
             return cached
         try:
-            fd = os.open(info.location, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(location, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             # Renamed by another session's flag change, or expunged: open_message knows.
             with self.open_message(uid) as stream:
@@ -444,7 +458,8 @@ class Mailbox:
                 header = headers.read_header_block(lambda size: os.read(fd, size))
             finally:
                 os.close(fd)
-        headers.HEADER_CACHE.put(key, header)
+        if keep:
+            headers.HEADER_CACHE.put(key, header)
         return header
 
     # -- changing
@@ -472,11 +487,11 @@ class Mailbox:
         A disk error (a keyword change on a full disk) leaves this view as it
         was; the next refresh shows what did reach the disk.
         """
-        before = dict(self._messages)
+        before = self._view
         try:
             return self._set_flags(uids, flags, mode, unchanged_since, modified)
         except OSError:
-            self._messages = before
+            self._view = before
             self._token = None
             raise
 
@@ -494,59 +509,65 @@ class Mailbox:
             raise ValueError(f"unknown mode {mode!r}")
         changed: dict[int, frozenset[str]] = {}
         adding = wanted - FILENAME_FLAGS if mode != "remove" else frozenset()
-        with self._locked("NONEXISTENT") as state:
-            if adding:
-                check_keywords(adding, _folder_keywords(state))
-            renamed = False
-            for uid in sorted(set(uids)):
-                info = self._messages.get(uid)
-                record = state.index.records.get(info.base) if info is not None else None
-                entry = state.files.get(info.base) if info is not None else None
-                if info is None or record is None or entry is None:
-                    continue
-                if unchanged_since is not None and record.modseq > unchanged_since:
-                    if modified is not None:
-                        modified.append(uid)
-                    continue
-                subdir, filename = entry
-                on_disk_info = split_filename(filename)[1]
-                current = info_to_flags(on_disk_info) | record.keywords
-                if mode == "replace":
-                    new = wanted
-                elif mode == "add":
-                    new = current | wanted
-                else:
-                    new = current - wanted
-                if new == current:
-                    continue
-                new_info = flags_to_info(new, other_info_letters(on_disk_info))
-                new_filename = f"{info.base}:{new_info}"
-                if (subdir, filename) != ("cur", new_filename):
-                    try:
-                        os.rename(self.path / subdir / filename, self.path / "cur" / new_filename)
-                    except FileNotFoundError:
-                        continue  # an outside reader renamed it; this change is lost, rarely
-                    state.files[info.base] = ("cur", new_filename)
-                    renamed = True
-                # Every flag change gets a MODSEQ, which only the index records. On
-                # a full disk a system flag (in the filename) is still changed; its
-                # MODSEQ is then lost, which is what lets users delete mail to make room.
-                modseq = state.index.next_modseq()
-                keywords = new - FILENAME_FLAGS
-                if keywords != record.keywords:
-                    state.essential = True
-                state.index.records[info.base] = dataclasses.replace(
-                    record, keywords=keywords, modseq=modseq
-                )
-                state.dirty = True
-                shown = new | {RECENT} if uid in self._recent else new
-                self._messages[uid] = dataclasses.replace(
-                    info, flags=shown, location=f"{self._folder}/cur/{new_filename}",
-                    modseq=modseq,
-                )
-                changed[uid] = shown
-            if renamed:
-                fsync_directory(self.maildir.cur_dir)
+        view = self._view
+        # position -> (filename in cur/, flags shown, MODSEQ), for this session's view
+        view_changes: dict[int, tuple[str, frozenset[str], int]] = {}
+        try:
+            with self._locked("NONEXISTENT") as state:
+                if adding:
+                    check_keywords(adding, _folder_keywords(state))
+                index, files = state.index, state.files
+                renamed = False
+                for uid in sorted(set(uids)):
+                    position = view.position(uid)
+                    base = view.bases[position] if position >= 0 else ""
+                    at = index.position(base)
+                    entry = files.get(base)
+                    if at < 0 or entry is None:
+                        continue
+                    record = index.record(at)
+                    if unchanged_since is not None and record.modseq > unchanged_since:
+                        if modified is not None:
+                            modified.append(uid)
+                        continue
+                    subdir, filename = entry
+                    on_disk_info = split_filename(filename)[1]
+                    current = info_to_flags(on_disk_info) | record.keywords
+                    if mode == "replace":
+                        new = wanted
+                    elif mode == "add":
+                        new = current | wanted
+                    else:
+                        new = current - wanted
+                    if new == current:
+                        continue
+                    new_info = flags_to_info(new, other_info_letters(on_disk_info))
+                    new_filename = f"{base}:{new_info}"
+                    if (subdir, filename) != ("cur", new_filename):
+                        try:
+                            os.rename(self.path / subdir / filename,
+                                      self.path / "cur" / new_filename)
+                        except FileNotFoundError:
+                            continue  # an outside reader renamed it; this change is lost, rarely
+                        files[base] = ("cur", new_filename)
+                        renamed = True
+                    # Every flag change gets a MODSEQ, which only the index records. On
+                    # a full disk a system flag (in the filename) is still changed; its
+                    # MODSEQ is then lost, which is what lets users delete mail to make room.
+                    modseq = state.index.next_modseq()
+                    keywords = new - FILENAME_FLAGS
+                    if keywords != record.keywords:
+                        state.essential = True
+                    index.set_keywords(at, keywords, modseq)
+                    state.dirty = True
+                    shown = new | {RECENT} if uid in self._recent else new
+                    view_changes[position] = (new_filename, shown, modseq)
+                    changed[uid] = shown
+                if renamed:
+                    fsync_directory(self.maildir.cur_dir)
+        finally:
+            if view_changes:
+                self._view = view.with_changes(view_changes)
         if changed:
             self.notify()
         return changed
@@ -559,7 +580,8 @@ class Mailbox:
         leave :meth:`messages` now and are not reported by the next refresh.
         """
         self._require_writable()
-        candidates = sorted(self._messages if uids is None else set(uids) & set(self._messages))
+        present = self._view.uids
+        candidates = list(present) if uids is None else sorted(set(uids).intersection(present))
         expunged = self._remove_files(candidates, deleted_only=True)
         self._forget(expunged)
         if expunged:
@@ -631,9 +653,11 @@ class Mailbox:
         staged: list[StagedMessage] = []
         tmp_dir = destination.maildir.tmp_dir
         try:
-            for uid in sorted(set(uids) & set(self._messages)):
-                info = self._messages[uid]
-                name = unique_name()
+            for uid in sorted(set(uids).intersection(self._view.uids)):
+                info = self.message(uid)
+                # Named with the sizes, as delivered mail: a cold index reads no file.
+                name = unique_name() + ("" if info.unterminated
+                                        else size_suffix(info.size, info.rfc822_size))
                 tmp_path = tmp_dir / name
                 flags = self._link_current(info, tmp_path)
                 copied.append(uid)
@@ -644,7 +668,7 @@ class Mailbox:
                         flags,
                         info.size,
                         info.rfc822_size,
-                        int(info.internaldate.timestamp()),
+                        info.internaldate_seconds,
                         info.unterminated,
                     )
                 )
@@ -733,8 +757,9 @@ class Mailbox:
         whose names say \\Deleted: what another session cleared stays."""
         removed = []
         with self._locked("NONEXISTENT") as state:
+            view = self._view
             for uid in uids:
-                base = self._messages[uid].base
+                base = view.bases[view.position(uid)]
                 entry = state.files.get(base)
                 if entry is None:
                     continue  # already gone: the next refresh reports it
@@ -749,18 +774,21 @@ class Mailbox:
         return removed
 
     def _forget(self, uids: Iterable[int]) -> None:
-        for uid in uids:
-            self._messages.pop(uid, None)
-            self._recent.discard(uid)
+        gone = set(uids)
+        if gone:
+            self._view = self._view.without(gone)
+            self._recent -= gone
 
     def _move_new_to_cur(self, state: LockedIndex) -> None:
         # Not fsynced: after a crash the file is merely back in new/, which is harmless.
-        for base, (subdir, filename) in list(state.files.items()):
+        new_dir, cur_dir = f"{self._folder}/new/", f"{self._folder}/cur/"
+        for base in sorted(state.in_new):
+            subdir, filename = state.files.get(base, ("", ""))
             if subdir != "new":
                 continue
             cur_name = filename if ":" in filename else filename + ":2,"
             try:
-                os.rename(self.maildir.new_dir / filename, self.maildir.cur_dir / cur_name)
+                os.rename(new_dir + filename, cur_dir + cur_name)
             except FileNotFoundError:
                 continue  # another reader moved it; the next scan finds it in cur/
             except OSError as error:
@@ -768,58 +796,10 @@ class Mailbox:
                     raise
                 continue  # no room for another entry in cur/: it stays in new/ for now
             state.files[base] = ("cur", cur_name)
+            state.in_new.discard(base)
 
-    def _view(self, state: LockedIndex) -> dict[int, MessageInfo]:
-        view = {}
-        old = self._messages
-        recent = self._recent
-        files = state.files
-        folder = self._folder
-        info_flags = cached_info_flags
-        # Messages with the same flags and keywords share one set of them.
-        with_keywords: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}
-        for record in state.index.records.values():
-            entry = files.get(record.base)
-            if entry is None:
-                continue
-            uid = record.uid
-            subdir, filename = entry
-            location = f"{folder}/{subdir}/{filename}"
-            flags = info_flags(filename.partition(":")[2])
-            if record.keywords:
-                pair = (flags, record.keywords)
-                shared = with_keywords.get(pair)
-                if shared is None:
-                    shared = with_keywords[pair] = flags | record.keywords
-                flags = shared
-            if uid in recent:
-                flags = flags | _RECENT_ONLY
-            previous = old.get(uid)
-            if (
-                previous is not None
-                and previous.location == location
-                and previous.flags == flags
-                and previous.base == record.base
-                and previous.size == record.size
-                and previous.rfc822_size == record.rfc822_size
-                and previous.internaldate_seconds == record.internaldate
-                and previous.unterminated == record.unterminated
-                and previous.modseq == record.modseq
-            ):
-                view[uid] = previous  # unchanged: no new object
-                continue
-            view[uid] = MessageInfo(
-                uid,
-                record.base,
-                location,
-                flags,
-                record.size,
-                record.rfc822_size,
-                record.internaldate,
-                record.unterminated,
-                record.modseq,
-            )
-        return view
+    def _build_view(self, state: LockedIndex, previous: FolderView) -> FolderView:
+        return FolderView.build(self._folder, state.index, state.files, self._recent, previous)
 
     def _locate(self, info: MessageInfo) -> Path:
         """Where the message with ``info.base`` is now (its flags may have renamed it)."""
@@ -827,9 +807,10 @@ class Mailbox:
             with contextlib.suppress(FileNotFoundError), os.scandir(self.path / subdir) as entries:
                 for entry in entries:
                     if split_filename(entry.name)[0] == info.base:
-                        path = Path(entry.path)
-                        self._messages[info.uid] = dataclasses.replace(info, location=entry.path)
-                        return path
+                        position = self._view.position(info.uid)
+                        if position >= 0:
+                            self._view = self._view.with_location(position, entry.path)
+                        return Path(entry.path)
         raise MailboxError("EXPUNGEISSUED", f"message {info.uid} was expunged")
 
     def _link_current(self, info: MessageInfo, tmp_path: Path) -> frozenset[str]:
@@ -841,7 +822,7 @@ class Mailbox:
         path = info.path
         for _ in range(3):  # a concurrent flag change may rename it under us
             try:
-                link_or_copy(path, tmp_path, info.internaldate.timestamp())
+                link_or_copy(path, tmp_path, info.internaldate_seconds)
             except FileNotFoundError:
                 if not tmp_path.parent.is_dir():
                     raise MailboxError("TRYCREATE", "the target mailbox was deleted") from None

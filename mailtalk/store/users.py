@@ -497,7 +497,7 @@ class UserMailboxes:
             locked_index(self.path, self.path, "NONEXISTENT") as inbox,
             locked_index(folder, self.path, "NONEXISTENT") as target,
         ):
-            for record in list(inbox.index.records.values()):
+            for record in list(inbox.index.records()):
                 entry = inbox.files.get(record.base)
                 if entry is None:
                     continue

@@ -131,3 +131,74 @@ def test_dovecot_reads_the_sizes_in_the_names_mailtalk_delivers(
     assert sorted(doveadm_sizes(dovecot_user, lying).values()) == sorted(
         [(size, size + 12345), *names_sizes[1:]]
     )
+
+
+# -- mbsync, reading the sizes mailtalk took from the names ------------------------------
+
+MAX_SIZE = 1024  # mbsync's MaxSize 1k: a bigger message gets only a placeholder
+
+
+def sized_message(subject: str, lines: int) -> bytes:
+    """Short lines: each adds 10 octets stored and one more sent (its CR)."""
+    body = b"".join(b"%09d\r\n" % n for n in range(lines))
+    return b"Subject: %s\r\nMessage-ID: <%s@example.org>\r\n\r\n" % (
+        subject.encode(), subject.encode()
+    ) + body
+
+
+def test_mbsync_gets_the_sizes_a_cold_index_took_from_the_names(
+    mailtalk_servers: Callable[..., Any], tmp_path: Path
+) -> None:
+    """mailtalk indexes the delivered Maildir from its names alone (,S=/,W=, no file
+    read); mbsync decides from the RFC822.SIZE it is told which messages are too big
+    for ``MaxSize 1k``. The message stored in fewer than 1024 octets but sent in more
+    (CRLF) must be held back with the big one: a server giving the stored size (S=)
+    instead of the size on the wire (W=) would let it through."""
+    from tests.interop.test_imap_clients import mbsync, mbsync_problems, mbsync_rc
+
+    messages = {
+        "small": sized_message("small", 5),
+        # About 1000 octets stored with the server's trace fields, 1080 sent.
+        "straddling": sized_message("straddling", 75),
+        "big": sized_message("big", 200),
+    }
+    servers = mailtalk_servers(smtp=0, imap=0, users=[("alice", "secret")])
+    with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=30) as smtp:
+        for message in messages.values():
+            smtp.sendmail("sender@example.org", ["alice@localhost"], message)
+    maildir = Path(servers.root) / "mail" / "alice" / "Maildir"
+    sizes, stored = {}, {}
+    for path in (maildir / "new").iterdir():
+        content = path.read_bytes()
+        subject = re.search(rb"^Subject: (\w+)", content, re.M)
+        assert subject is not None
+        named = tuple(map(int, re.findall(r",[SW]=(\d+)", path.name)))
+        assert named == (len(content), len(content) + content.count(b"\n")), path.name
+        sizes[subject[1].decode()] = named
+        stored[subject[1].decode()] = content
+    assert sizes["small"][1] < MAX_SIZE < sizes["big"][0]
+    assert sizes["straddling"][0] <= MAX_SIZE < sizes["straddling"][1], sizes  # S <= 1k < W
+    assert not (maildir / "mailtalk-uidlist").exists()  # mbsync's SELECT indexes it, cold
+
+    local = tmp_path / "local"
+    local.mkdir()
+    rc = mbsync_rc(servers, tmp_path, "plain", local)
+    rc.write_text(rc.read_text() + f"MaxSize {MAX_SIZE // 1024}k\n")
+    result = mbsync(rc, tmp_path)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert mbsync_problems(result, "plain") == []
+    index = (maildir / "mailtalk-uidlist").read_text()
+    assert " T" not in index  # indexed from the names: no file read, no date asked yet
+
+    got = {}
+    for path in (local / "INBOX" / "new").iterdir():
+        content = path.read_bytes()
+        subject = re.search(rb"^Subject: (?:\[placeholder\] )?(\w+)", content, re.M)
+        assert subject is not None, content[:200]
+        got[subject[1].decode()] = content
+    assert set(got) == set(messages)
+    # The one under the limit came whole (mbsync adds its X-TUID field).
+    assert re.sub(rb"X-TUID: \S+\n", b"", got["small"].replace(b"\r\n", b"\n")) == stored["small"]
+    for name in ("straddling", "big"):
+        assert b"[placeholder]" in got[name], got[name][:300]
+        assert b"000000004\n" not in got[name]  # only the placeholder came

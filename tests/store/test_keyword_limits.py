@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from mailtalk.store import MailboxError, UserMailboxes
-from mailtalk.store import index as index_module
+from mailtalk.store import uidlist as index_module
 from mailtalk.store.flags import MAX_KEYWORD_LENGTH, MAX_KEYWORDS
 from tests.store.mailboxes import MESSAGE, deliver, index_text, reopened
 
@@ -73,29 +73,35 @@ def _index(messages: int, keywords: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_messages_with_the_same_keywords_share_them_in_memory() -> None:
-    text = _index(200, [f"k{n}" for n in range(2000)])  # an index from before the cap
+def parsed_measured(text: str) -> tuple[index_module.Index, int]:
+    """The index in ``text``, and the bytes its parse holds (tracemalloc)."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         parsed = index_module._parse_index_text(text)
-        grown = tracemalloc.get_traced_memory()[0] - before
+        return parsed, tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len({id(record.keywords) for record in parsed.records.values()}) == 1
+
+
+def test_messages_with_the_same_keywords_share_them_in_memory() -> None:
+    text = _index(200, [f"k{n}" for n in range(2000)])  # an index from before the cap
+    parsed, grown = parsed_measured(text)
+    assert len({id(record.keywords) for record in parsed.records()}) == 1
     # 2.8 MB of text; one set per message held 40 MB before.
     assert grown < 2 * 1024 * 1024, grown
 
 
-def test_the_index_cache_counts_parsed_records_not_just_text() -> None:
+def test_the_index_cache_counts_what_a_parsed_index_takes() -> None:
     text = _index(1000, [])
-    parsed = index_module._parse_index_text(text)
-    estimate = index_module._memory_estimate(text, parsed)
-    assert estimate > 4 * len(text)  # the records weigh more than their text
-    cache = index_module._IndexCache(estimate * 2)
-    cache.put(text, parsed)
-    assert cache.get(text) is parsed
+    parsed, grown = parsed_measured(text)
+    estimate = index_module._memory_estimate(parsed)
+    # What the cache counts for an entry covers what parsing it took.
+    assert estimate >= grown, (estimate, grown)
+    cache = index_module._IndexCache(estimate * 3 // 2)
+    cache.put(b"text", parsed)
+    assert cache.get(b"text") is parsed
     other = _index(1001, [])
-    cache.put(other, index_module._parse_index_text(other))
-    assert cache.get(text) is None  # two would not fit: the older went
-    assert cache.get(other) is not None
+    cache.put(b"other", index_module._parse_index_text(other))
+    assert cache.get(b"text") is None  # two would not fit: the older went
+    assert cache.get(b"other") is not None

@@ -126,15 +126,21 @@ def test_a_deleted_folder_is_noticed_after_a_short_cut(alice: UserMailboxes) -> 
         box.refresh()
 
 
-def test_views_are_reused_when_nothing_changed(alice: UserMailboxes) -> None:
+def test_views_number_flags_alike_and_stay_as_they_were(alice: UserMailboxes) -> None:
+    """A refresh numbers the flag sets as the view before it did (what tells it, array
+    against array, which messages' flags changed); a list taken before a change keeps
+    showing what it showed."""
     deliver(alice)
     deliver(alice)
     box = alice.open("INBOX")
     before = box.messages()
     other = alice.open("INBOX")
     other.set_flags([before[0].uid], ["\\Seen"], "add")
-    box.refresh()
+    changes = box.refresh()
+    assert changes.flag_changed_uids == (before[0].uid,)
     after = box.messages()
-    assert after[1] is before[1]
-    assert after[0] is not before[0] and "\\Seen" in after[0].flags
+    assert after[1] == before[1]
+    assert after.view.flag_ids[1] == before.view.flag_ids[1]
+    assert after.view.flag_sets[: len(before.view.flag_sets)] == before.view.flag_sets
+    assert "\\Seen" in after[0].flags and "\\Seen" not in before[0].flags
     assert after[0].path.exists() and str(after[0].path) == after[0].location

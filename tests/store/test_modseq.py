@@ -5,7 +5,7 @@ written before MODSEQs were kept still reads."""
 from __future__ import annotations
 
 from mailtalk.store import UserMailboxes
-from mailtalk.store import index as index_module
+from mailtalk.store import uidlist as index_module
 from mailtalk.store.index import INDEX_NAME
 from tests.store.mailboxes import deliver, index_text, reopened
 
@@ -74,7 +74,7 @@ def test_modseq_lines_parse_fast_and_slow_alike_and_none_beyond_the_highest() ->
     )
     index = index_module._parse_index_text(text)
     assert index.highestmodseq == 9
-    assert [r.modseq for r in index.records.values()] == [3, 9, 5]
+    assert [r.modseq for r in index.records()] == [3, 9, 5]
     assert index_module._parse_index_text(index_module._format_index(index)) == index
     for bad in ("1 S1 W1 T1 M10 :a\n", "1 S1 W1 T1 M10 Kx :a\n", "1 S1 W1 T1 M0 :a\n",
                 "1 S1 W1 T1 M1 M2 :a\n"):

@@ -56,37 +56,69 @@ def format_internaldate(when: datetime | float) -> str:
 
 
 class _SubsetCache:
-    """HEADER.FIELDS answers by (stored header block, field names, NOT), for messages read
-    header-only; least recently used dropped beyond ``max_bytes``. Keys and values are
-    bytes, strings and tuples of them: nothing for the garbage collector to walk."""
+    """HEADER.FIELDS answers of messages read header-only: by group (field names, NOT,
+    folder, UIDVALIDITY: a message never changes under its UID there), then by UID.
+    Only the answers are kept, some 110 bytes beside each, not the header blocks they
+    came from. Beyond ``max_bytes`` the least recently used groups are dropped; a group
+    bigger than that alone keeps what it has and takes no more. So a listing of a
+    folder too big for the cache is still answered from it in part on every pass,
+    where dropping single answers, least recently used first, would lose every one
+    before the next pass reached it."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[tuple[bytes, tuple[str, ...], bool], bytes] = {}
+        self._groups: dict[tuple[object, ...], dict[int, bytes]] = {}  # least recent first
+        self._costs: dict[tuple[object, ...], int] = {}
         self._bytes = 0
 
-    def get(self, key: tuple[bytes, tuple[str, ...], bool]) -> bytes | None:
+    def get(self, group: tuple[object, ...], uid: int) -> bytes | None:
         with self._lock:
-            value = self._entries.pop(key, None)
-            if value is not None:
-                self._entries[key] = value
-            return value
+            answers = self._groups.get(group)
+            if answers is None:
+                return None
+            if next(reversed(self._groups)) != group:
+                self._groups[group] = self._groups.pop(group)  # the most recent now
+            return answers.get(uid)
 
-    def put(self, key: tuple[bytes, tuple[str, ...], bool], value: bytes) -> None:
-        cost = len(key[0]) + len(value) + 200  # the block is shared with the store's cache
-        if cost > self.max_bytes:
-            return
+    def table(self, group: tuple[object, ...]) -> dict[int, bytes]:
+        """The answers of ``group`` by UID (used now: the most recent group), to look up
+        many without this cache's lock; empty if there are none (yet). A group dropped
+        meanwhile stays right for whoever holds its table: messages never change."""
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = value
+            answers = self._groups.pop(group, None)
+            if answers is None:
+                return {}
+            self._groups[group] = answers
+            return answers
+
+    def put(self, group: tuple[object, ...], uid: int, value: bytes) -> None:
+        cost = len(value) + _ENTRY_BYTES
+        with self._lock:
+            answers = self._groups.pop(group, None)
+            if answers is None:
+                answers = {}
+                self._costs[group] = 0
+            self._groups[group] = answers
+            while self._bytes + cost > self.max_bytes and len(self._groups) > 1:
+                oldest = next(iter(self._groups))
+                del self._groups[oldest]
+                self._bytes -= self._costs.pop(oldest)
+            if self._bytes + cost > self.max_bytes or uid in answers:
+                return  # this group fills the cache alone: it keeps what it has
+            answers[uid] = value
+            self._costs[group] += cost
             self._bytes += cost
-            while self._bytes > self.max_bytes:
-                oldest = next(iter(self._entries))
-                self._bytes -= len(oldest[0]) + len(self._entries.pop(oldest)) + 200
+
+    def clear(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self._costs.clear()
+            self._bytes = 0
 
 
+# An answer's cost beside its bytes: the bytes object, its UID and its slot in the dict.
+_ENTRY_BYTES = 110
 _SUBSETS: Final = _SubsetCache(32 * 1024 * 1024)
 
 
@@ -277,6 +309,42 @@ class FetchRenderer:
                 simple = False
         self.simple = simple
         self._parts = parts
+        # (field names, NOT) of each section, when all are HEADER.FIELDS(.NOT): answers
+        # a message's cache key may find without its header block being read.
+        sections = [arg[1] for kind, arg in parts if kind == "SECTION" and arg is not None]
+        self._fields: list[tuple[tuple[str, ...], bool]] | None = None
+        if simple and sections and all(s.text != "HEADER" for s in sections):
+            self._fields = [(s.fields, s.text == "HEADER.FIELDS.NOT") for s in sections]
+
+    @property
+    def fields_only(self) -> bool:
+        """Every section asked for is HEADER.FIELDS or HEADER.FIELDS.NOT (:meth:`wire`)."""
+        return self._fields is not None
+
+    def answer_tables(
+        self, folder: str, uidvalidity: int
+    ) -> list[tuple[tuple[tuple[str, ...], bool], dict[int, bytes]]] | None:
+        """For a FETCH of the folder's messages: each section's (field names, NOT) and its
+        kept answers by UID, if every section is HEADER.FIELDS(.NOT); else None."""
+        if self._fields is None:
+            return None
+        return [((fields, exclude), _SUBSETS.table((fields, exclude, folder, uidvalidity)))
+                for fields, exclude in self._fields]  # fmt: skip
+
+    @staticmethod
+    def cached_answers(
+        tables: list[tuple[tuple[tuple[str, ...], bool], dict[int, bytes]]], uid: int
+    ) -> dict[tuple[tuple[str, ...], bool], bytes] | None:
+        """Every section's answer for message ``uid`` from ``answer_tables``, if all are
+        kept (give them to its FetchMessage as ``answers``: :meth:`wire` then needs none
+        of its bytes); else None."""
+        answers = {}
+        for key, table in tables:
+            answer = table.get(uid)
+            if answer is None:
+                return None
+            answers[key] = answer
+        return answers
 
     def wire(self, message: FetchMessage) -> bytes:
         """``* SEQ FETCH (...)`` CRLF with its literals, for a ``simple`` renderer."""
@@ -307,12 +375,15 @@ class FetchRenderer:
                     data = message.header.block
                 else:
                     exclude = section.text == "HEADER.FIELDS.NOT"
-                    if message.header_only:
-                        key = (message.raw, section.fields, exclude)
-                        cached = _SUBSETS.get(key)
+                    if message.answers is not None:
+                        data = message.answers[section.fields, exclude]
+                    elif message.cache_key is not None:
+                        folder, uidvalidity, uid = message.cache_key
+                        group = (section.fields, exclude, folder, uidvalidity)
+                        cached = _SUBSETS.get(group, uid)
                         if cached is None:
                             cached = message.header.subset(section.fields, exclude=exclude)
-                            _SUBSETS.put(key, cached)
+                            _SUBSETS.put(group, uid, cached)
                         data = cached
                     else:
                         data = message.header.subset(section.fields, exclude=exclude)

@@ -233,19 +233,19 @@ def select(session: IMAPServerProtocol, command: Command) -> None:
     read_only = command.verb == "EXAMINE"
     mailbox = session.store.open(name, read_only=read_only)
     session.selected = mailbox
-    messages = mailbox.messages()
-    keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
+    view = mailbox.view  # in columns: nothing made per message
+    keywords = sorted(view.keywords())
     flags = " ".join([*SYSTEM_FLAGS, *keywords])
     session.untagged(f"FLAGS ({flags})")
     # At the cap no new keyword can be stored: no \* then (RFC 3501 7.1).
     settable = [f for f in PERMANENT_FLAGS if f != "\\*" or len(keywords) < MAX_KEYWORDS]
     permanent = "" if read_only else " ".join([*settable, *keywords])
     session.untagged(f"OK [PERMANENTFLAGS ({permanent})] Flags permitted")
-    session.untagged(f"{len(messages)} EXISTS")
+    session.untagged(f"{len(view)} EXISTS")
     session.untagged(f"{mailbox.recent_count} RECENT")
-    unseen = next((n for n, m in enumerate(messages, 1) if "\\Seen" not in m.flags), None)
-    if unseen is not None:
-        session.untagged(f"OK [UNSEEN {unseen}] First unseen")
+    unseen = view.first_without("\\Seen")
+    if unseen >= 0:
+        session.untagged(f"OK [UNSEEN {unseen + 1}] First unseen")
     session.untagged(f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID")
     session.untagged(f"OK [HIGHESTMODSEQ {mailbox.highestmodseq}] Highest")
@@ -412,15 +412,15 @@ def _status_text(session: IMAPServerProtocol, name: str, items: tuple[str, ...])
         mailbox = session.selected
     else:
         mailbox = session.store.open(name, read_only=True)
-    messages = mailbox.messages()
+    view = mailbox.view
     values = {
-        "MESSAGES": len(messages),
+        "MESSAGES": len(view),
         "RECENT": mailbox.recent_count,
         "UIDNEXT": mailbox.uidnext,
         "UIDVALIDITY": mailbox.uidvalidity,
-        "UNSEEN": sum(1 for m in messages if "\\Seen" not in m.flags),
-        "SIZE": sum(m.rfc822_size for m in messages),
-        "DELETED": sum(1 for m in messages if "\\Deleted" in m.flags),
+        "UNSEEN": len(view) - view.count_with("\\Seen"),
+        "SIZE": sum(view.rfc822_sizes),
+        "DELETED": view.count_with("\\Deleted"),
         "HIGHESTMODSEQ": mailbox.highestmodseq,
     }
     return " ".join(f"{item} {values[item]}" for item in items if item in values)

@@ -319,10 +319,15 @@ class FetchMessage:
         seq: int = 0,
         header_only: bool = False,
         modseq: int = 0,
+        cache_key: tuple[str, int, int] | None = None,
+        answers: dict[tuple[tuple[str, ...], bool], bytes] | None = None,
     ) -> None:
         """``header_only``: ``raw`` is just the header block (as the store's
-        ``read_header`` returns it) and only header items will be rendered;
-        HEADER.FIELDS answers are then shared with other fetches of the same bytes."""
+        ``read_header`` returns it) and only header items will be rendered.
+        ``cache_key``: what identifies the message's bytes (the store's
+        ``HeaderReader.key``); HEADER.FIELDS answers are then kept by it for other
+        fetches. ``answers``: those answers by (field names, NOT), all found kept:
+        ``raw`` is then empty (FetchRenderer.cached_answers)."""
         self.raw = raw
         self.header_only = header_only
         self.uid = uid
@@ -332,6 +337,8 @@ class FetchMessage:
         self.recent = recent
         self.seq = seq
         self.modseq = modseq  # RFC 7162 FETCH MODSEQ
+        self.cache_key = cache_key
+        self.answers = answers
 
     @property
     def size(self) -> int:

@@ -68,7 +68,9 @@ def resync(session: IMAPServerProtocol, mailbox: Mailbox, parameter: QresyncPara
     gone = vanished_uids(mailbox, parameter.modseq, parameter.known_uids)
     if gone:
         session.untagged(vanished_line(gone, earlier=True))
-    for seq, info in enumerate(mailbox.messages(), 1):
-        if info.modseq > parameter.modseq:
-            flags = " ".join(sorted(info.flags))
-            session.untagged(f"{seq} FETCH (UID {info.uid} FLAGS ({flags}) MODSEQ ({info.modseq}))")
+    view = mailbox.view  # in columns: no message object made for those unchanged
+    for position, modseq in enumerate(view.modseqs):
+        if modseq > parameter.modseq:
+            flags = " ".join(sorted(view.flags(position)))
+            uid = view.uids[position]
+            session.untagged(f"{position + 1} FETCH (UID {uid} FLAGS ({flags}) MODSEQ ({modseq}))")

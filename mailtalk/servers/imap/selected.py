@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from mailtalk.servers.imap.parse import SequenceSet
     from mailtalk.servers.imap.server import IMAPServerProtocol
     from mailtalk.store.mailbox import Mailbox, MessageInfo
+    from mailtalk.store.view import FolderView
 
 __all__ = [
     "check",
@@ -123,8 +125,8 @@ class _SearchView:
                 raw = self._mailbox.read_message(self.uid)
             except (MailboxError, OSError):
                 raw = b""
+            # Without INTERNALDATE: a date key asks internaldate_datetime, read lazily.
             self._message = FetchMessage(raw, uid=self.uid, flags=self.flags,
-                                         internaldate=self._info.internaldate,
                                          rfc822_size=self.size, seq=self.seq)
         return self._message
 
@@ -141,18 +143,37 @@ class _SearchView:
         return self._loaded().body_text()
 
 
+def _positions(
+    session: IMAPServerProtocol, sequence_set: SequenceSet, uid: bool
+) -> Sequence[int]:
+    """Where the messages a sequence set or UID set names are in the selected mailbox's
+    view (position + 1 is the sequence number), ascending; no message object is made,
+    and for one range (``1:*``) no list either."""
+    view = session.box.view
+    if uid:
+        uids = view.uids
+        if not uids:
+            return []
+        spans = [range(bisect_left(uids, low), bisect_right(uids, high))
+                 for low, high in sequence_set.resolved(uids[-1])]
+    else:
+        count = len(view)
+        largest = sequence_set.max_number()
+        if largest is not None and largest > count:
+            raise IMAPSyntaxError("Invalid message sequence number")
+        spans = [range(max(low, 1) - 1, min(high, count))
+                 for low, high in sequence_set.resolved(count) if low <= count] if count else []
+    if len(spans) == 1:
+        return spans[0]
+    return [position for span in spans for position in span]
+
+
 def _targets(
     session: IMAPServerProtocol, sequence_set: SequenceSet, uid: bool
 ) -> list[tuple[int, MessageInfo]]:
     """(sequence number, message) for a sequence set or UID set, ascending."""
-    messages = session.box.messages()
-    if uid:
-        wanted = set(sequence_set.select_uids([m.uid for m in messages]))
-        return [(n, m) for n, m in enumerate(messages, 1) if m.uid in wanted]
-    largest = sequence_set.max_number()
-    if largest is not None and largest > len(messages):
-        raise IMAPSyntaxError("Invalid message sequence number")
-    return [(n, messages[n - 1]) for n in sequence_set.numbers(len(messages))]
+    view = session.box.view
+    return [(p + 1, view.info(p)) for p in _positions(session, sequence_set, uid)]
 
 
 def check(session: IMAPServerProtocol, command: Command) -> None:
@@ -188,19 +209,17 @@ def expunge(session: IMAPServerProtocol, command: Command) -> None:
         if len(values) != 1:
             raise IMAPSyntaxError("UID EXPUNGE takes a UID set")
         uids = [m.uid for _, m in _targets(session, parse_sequence_set(values[0]), True)]
-    _send_expunges(session, session.box.messages(), session.box.expunge(uids))
+    _send_expunges(session, session.box.view, session.box.expunge(uids))
     session.done(command, "Expunge completed")
 
 
-def _send_expunges(
-    session: IMAPServerProtocol, before: list[MessageInfo], uids: Iterable[int]
-) -> None:
+def _send_expunges(session: IMAPServerProtocol, before: FolderView, uids: Iterable[int]) -> None:
     gone = set(uids)
     if session.qresync:  # RFC 7162 3.2.10: VANISHED replaces EXPUNGE
         if gone:
             session.untagged(vanished_line(sorted(gone), earlier=False))
         return
-    for seq in sorted((n for n, m in enumerate(before, 1) if m.uid in gone), reverse=True):
+    for seq in sorted((n for n, uid in enumerate(before.uids, 1) if uid in gone), reverse=True):
         session.untagged(f"{seq} EXPUNGE")
 
 
@@ -224,7 +243,7 @@ _Found = TypeVar("_Found")
 def _off_the_loop(
     session: IMAPServerProtocol,
     command: Command,
-    run: Callable[[IMAPServerProtocol, Command, Mailbox, list[MessageInfo]], _Found],
+    run: Callable[[IMAPServerProtocol, Command, Mailbox, Sequence[MessageInfo]], _Found],
     answer: Callable[[IMAPServerProtocol, Command, _Found], None],
 ) -> None:
     """``run`` on the search threads over the selected mailbox's messages, and
@@ -271,7 +290,7 @@ def search_messages(session: IMAPServerProtocol, command: Command) -> None:
 
 
 def _run_search(
-    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
+    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: Sequence[MessageInfo]
 ) -> tuple[list[int], tuple[str, ...] | None, int | None]:
     """The numbers (or UIDs) SEARCH finds, what it asked to RETURN (ESEARCH), and with
     a MODSEQ key the highest MODSEQ found (RFC 7162 3.1.5), in a worker thread: the
@@ -329,7 +348,7 @@ def sort_or_thread(session: IMAPServerProtocol, command: Command) -> None:
 
 
 def _run_sort(
-    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: list[MessageInfo]
+    session: IMAPServerProtocol, command: Command, mailbox: Mailbox, messages: Sequence[MessageInfo]
 ) -> str:
     """The SORT or THREAD response, in a worker thread: the messages the search keys
     find, their header blocks read (through the store's cache) and ordered."""
@@ -340,8 +359,12 @@ def _run_sort(
         raise IMAPSyntaxError(f"{verb} takes {'criteria' if verb == 'SORT' else 'an algorithm'},"
                               " a charset and search keys")
     first, charset, rest = head.groups()
+    # INTERNALDATE is read (a stat() when the index has no date yet) only for an order
+    # that may use it: ARRIVAL, and the sent date, which falls back on it (RFC 5256).
+    needs_date = True
     if verb == "SORT":
         criteria = parse_sort_criteria(tokenize(first)[0])
+        needs_date = any(criterion.key in ("ARRIVAL", "DATE") for criterion in criteria)
     else:
         algorithm = first.upper()
         if algorithm not in THREAD_ALGORITHMS:
@@ -368,7 +391,8 @@ def _run_sort(
 
         found.append(SortMessage(
             number=info.uid if uid else seq, seq=seq, size=info.rfc822_size,
-            internaldate=float(info.internaldate_seconds), subject=first_value("subject"),
+            internaldate=float(info.internaldate_seconds) if needs_date else 0.0,
+            subject=first_value("subject"),
             date=first_value("date") or None, from_=first_value("from"), to=first_value("to"),
             cc=first_value("cc"), message_id=first_value("message-id"),
             references=first_value("references"), in_reply_to=first_value("in-reply-to"),
@@ -392,7 +416,7 @@ def _answer_sort(session: IMAPServerProtocol, command: Command, response: str) -
 def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
     uid = command.verb == "UID FETCH"
     request = parse_fetch(command.args, command.literals)
-    targets = _targets(session, request.sequence_set, uid)
+    positions = _positions(session, request.sequence_set, uid)
     if any(item.name == "MODSEQ" for item in request.items):
         session.condstore = True  # FETCH MODSEQ / CHANGEDSINCE enable it (RFC 7162 3.1)
     if request.vanished:
@@ -402,10 +426,13 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
         gone = vanished_uids(session.box, request.changed_since, request.sequence_set)
         if gone:
             session.untagged(vanished_line(gone, earlier=True))
+    view = session.box.view
     if request.changed_since is not None:
-        targets = [(n, m) for n, m in targets if m.modseq > request.changed_since]
+        since, modseqs = request.changed_since, view.modseqs
+        positions = [p for p in positions if modseqs[p] > since]
     session.defer_tagged(
-        _write_fetch_responses(session, command, request.items, targets, uid), command.tag
+        _write_fetch_responses(session, command, request.items, view, positions, uid),
+        command.tag,
     )
 
 
@@ -413,52 +440,83 @@ async def _write_fetch_responses(
     session: IMAPServerProtocol,
     command: Command,
     items: list[FetchItem],
-    targets: list[tuple[int, MessageInfo]],
+    view: FolderView,
+    positions: Sequence[int],
     uid: bool,
 ) -> None:
-    """The FETCH responses, in batches, waiting for a slow reader; then the tagged answer."""
+    """The FETCH responses, in batches, waiting for a slow reader; then the tagged answer.
+
+    Each message is read from ``view`` (the selected mailbox's as the command came,
+    which a refresh meanwhile replaces rather than changes) as it is answered: nothing
+    is made for the messages not reached yet."""
     mailbox = session.box
     needs_data = any(i.section is not None or i.name not in _DATA_FREE_ITEMS for i in items)
     # Only header fields wanted: read the header block (through the store's cache).
     header_only = needs_data and all(_header_only(i) for i in items)
     read_header = mailbox.header_reader() if header_only else None
     renderer = FetchRenderer(items, uid=uid)
-    streamed = streamed_item(items)  # a big message's whole text goes out from disk
+    # Only HEADER.FIELDS sections (a client's listing): their answers are kept by message
+    # (fetch._SUBSETS), and neither the header blocks read for them nor, when the answers
+    # are all kept, any read at all.
     marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
+    # (Not when the answer is to show \\Seen set: rendered in full, from the block.)
+    tables = None
+    if read_header is not None and not marks_seen:
+        tables = renderer.answer_tables(*read_header.folder_key)
+    streamed = streamed_item(items)  # a big message's whole text goes out from disk
     has_flags = any(i.name == "FLAGS" for i in items)
     has_modseq = any(i.name == "MODSEQ" for i in items)
+    # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
+    wants_date = any(i.name == "INTERNALDATE" for i in items)
     missing = False
     undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
+    uids, sizes, rfc822_sizes, modseqs = view.uids, view.sizes, view.rfc822_sizes, view.modseqs
+    flag_ids, flag_sets = view.flag_ids, view.flag_sets
+    sorted_flags: dict[int, list[str]] = {}  # flag set number -> its flags, sorted
     # The responses leave in batches of about CHUNK bytes, not one write each.
     out = bytearray()
     try:
-        for seq, info in targets:
+        for position in positions:
             if session.closing:
                 return
+            message_uid, seq = uids[position], position + 1
             handle = None
+            cache_key = answers = None
+            raw = b""
             try:
-                if streamed is not None and info.size >= STREAM_ABOVE:
-                    handle = mailbox.open_message(info.uid)
-                    raw = b""
+                if streamed is not None and sizes[position] >= STREAM_ABOVE:
+                    handle = mailbox.open_message(message_uid)
                 elif read_header is not None:
-                    raw = read_header(info.uid)
+                    cache_key = read_header.key(message_uid)
+                    if tables is not None and cache_key is not None:
+                        answers = renderer.cached_answers(tables, message_uid)
+                    if answers is None:
+                        raw = read_header(message_uid, keep=tables is None)
                 else:
-                    raw = mailbox.read_message(info.uid) if needs_data else b""
+                    raw = mailbox.read_message(message_uid) if needs_data else b""
             except (MailboxError, OSError):
                 missing = True
                 continue
             shown = items
-            if marks_seen and "\\Seen" not in info.flags:
-                changed = mailbox.set_flags([info.uid], ["\\Seen"], "add")
-                info = mailbox.message(info.uid) if info.uid in changed else info
+            flag_id = flag_ids[position]
+            flags = sorted_flags.get(flag_id)
+            if flags is None:
+                flags = sorted_flags[flag_id] = sorted(flag_sets[flag_id])
+            modseq = modseqs[position]
+            if marks_seen and "\\Seen" not in flags:
+                changed = mailbox.set_flags([message_uid], ["\\Seen"], "add")
+                if message_uid in changed:
+                    now = mailbox.message(message_uid)
+                    flags, modseq = sorted(now.flags), now.modseq
                 if not has_flags:
                     shown = [*items, FetchItem("FLAGS")]
-                if info.uid in changed and session.condstore and not has_modseq:
+                if message_uid in changed and session.condstore and not has_modseq:
                     shown = [*shown, FetchItem("MODSEQ")]  # RFC 7162 3.1: a flag change
-            message = FetchMessage(raw, uid=info.uid, flags=sorted(info.flags),
-                                   internaldate=info.internaldate_seconds,
-                                   rfc822_size=info.rfc822_size, seq=seq,
-                                   header_only=header_only, modseq=info.modseq)
+            message = FetchMessage(raw, uid=message_uid, flags=flags,
+                                   internaldate=view.internaldate(position) if wants_date else 0,
+                                   rfc822_size=rfc822_sizes[position], seq=seq,
+                                   header_only=header_only, modseq=modseq, cache_key=cache_key,
+                                   answers=answers)
             if handle is not None:
                 assert streamed is not None
                 if out:
@@ -514,19 +572,19 @@ def store_flags(session: IMAPServerProtocol, command: Command) -> None:
     changed = session.box.set_flags([m.uid for _, m in targets], request.flags, mode,
                                     unchanged_since=request.unchanged_since, modified=modified)
     failed = set(modified)
-    current = {m.uid: m for m in session.box.messages()}
+    view = session.box.view
     for seq, info in targets:
-        now = current.get(info.uid)
-        if now is None or info.uid in failed:
+        position = view.position(info.uid)
+        if position < 0 or info.uid in failed:
             continue
         # RFC 7162 3.1.3: with UNCHANGEDSINCE a changed message is reported even .SILENT.
         if request.silent and not (conditional and info.uid in changed):
             continue
         parts = [f"UID {info.uid}"] if uid or session.condstore else []
         if not request.silent:
-            parts.append(f"FLAGS ({' '.join(sorted(now.flags))})")
+            parts.append(f"FLAGS ({' '.join(sorted(view.flags(position)))})")
         if session.condstore:
-            parts.append(f"MODSEQ ({now.modseq})")
+            parts.append(f"MODSEQ ({view.modseqs[position]})")
         session.untagged(f"{seq} FETCH ({' '.join(parts)})")
     if failed:
         numbers = [info.uid if uid else seq for seq, info in targets if info.uid in failed]
@@ -548,7 +606,7 @@ def copy_or_move(session: IMAPServerProtocol, command: Command) -> None:
         return
     destination = session.store.target(name)
     uids = [m.uid for _, m in targets]
-    before = session.box.messages()
+    before = session.box.view
     pairs = session.box.move(uids, destination) if move else session.box.copy(uids, destination)
     code = None
     if pairs:

@@ -773,18 +773,16 @@ class IMAPServerProtocol(ServerSession):
         elif not self.qresync:
             for seq in changes.expunged_seqs:
                 self.untagged(f"{seq} EXPUNGE")
-        messages = mailbox.messages()
+        view = mailbox.view
         if changes.new_uids:
-            self.untagged(f"{len(messages)} EXISTS")
+            self.untagged(f"{len(view)} EXISTS")
             self.untagged(f"{mailbox.recent_count} RECENT")
-        if changes.flag_changed_uids:
-            changed = set(changes.flag_changed_uids)
-            for seq, info in enumerate(messages, 1):
-                if info.uid in changed:
-                    extra = f" UID {info.uid} MODSEQ ({info.modseq})" if self.condstore else ""
-                    self.untagged(
-                        f"{seq} FETCH (FLAGS ({' '.join(sorted(info.flags))}){extra})"
-                    )
+        for uid in sorted(changes.flag_changed_uids):
+            position = view.position(uid)
+            if position >= 0:
+                extra = f" UID {uid} MODSEQ ({view.modseqs[position]})" if self.condstore else ""
+                flags = " ".join(sorted(view.flags(position)))
+                self.untagged(f"{position + 1} FETCH (FLAGS ({flags}){extra})")
 
 
 # Every command this server answers. Which of them a client may send now is the IMAP

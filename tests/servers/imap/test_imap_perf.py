@@ -10,9 +10,11 @@ message that changed or went.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -300,6 +302,45 @@ def test_fetch_sees_a_flag_change_made_outside(servers: RunningServers) -> None:
         client.close()
 
 
+def test_a_listing_fetched_again_reads_no_message_and_keeps_no_header_block(
+    servers: RunningServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEADER.FIELDS answers are kept by message (a few hundred bytes each), not the
+    header blocks they came from; a second listing is answered from them alone."""
+    path = fill(servers, 50)
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        if os.fsdecode(name).startswith((f"{path}/cur/", f"{path}/new/")):
+            opened.append(os.fsdecode(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    client = Client(servers.port("imap"))
+    try:
+        client.command("a", "LOGIN alice secret")
+        client.command("b", "SELECT INBOX")
+        items = "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT DATE)])"
+        blocks = len(headers_module.HEADER_CACHE._entries)
+        first, tagged = client.command("c", f"UID FETCH 1:* {items}")
+        assert tagged.startswith(b"c OK") and len(first) == 50 and len(opened) == 50
+        assert len(headers_module.HEADER_CACHE._entries) == blocks
+        opened.clear()
+        again, tagged = client.command("d", f"UID FETCH 1:* {items}")
+        assert tagged.startswith(b"d OK") and again == first
+        assert opened == []
+        other, tagged = client.command("e", "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM)])")
+        assert tagged.startswith(b"e OK") and len(opened) == 50  # other fields: read again
+        assert other[7][1] == [b"From: a@example.org\r\n\r\n"]
+        # Without PEEK the answer shows \\Seen set, rendered in full from the block.
+        seen, tagged = client.command("f", "FETCH 3 (BODY[HEADER.FIELDS (SUBJECT DATE)])")
+        assert tagged.startswith(b"f OK") and b"\\Seen" in seen[0][0]
+        assert seen[0][1] == first[2][1]
+    finally:
+        client.close()
+
+
 # -- POP3: the same bytes, faster ---------------------------------------------------
 
 
@@ -385,11 +426,23 @@ def test_pop3_retr_small_and_large_messages(tmp_path: Path) -> None:
 def test_subset_cache_is_bounded_and_keyed_by_everything() -> None:
     from mailtalk.servers.imap import fetch as imap_fetch
 
-    cache = imap_fetch._SubsetCache(3000)
-    for n in range(10):
-        cache.put((b"h%d" % n * 100, ("from",), False), b"x" * 100)
-    assert cache.get((b"h0" * 100, ("from",), False)) is None
-    assert cache.get((b"h9" * 100, ("from",), False)) == b"x" * 100
-    assert cache.get((b"h9" * 100, ("from",), True)) is None
-    assert cache.get((b"h9" * 100, ("to",), False)) is None
-    assert cache._bytes <= 3000
+    cost = 100 + imap_fetch._ENTRY_BYTES
+    cache = imap_fetch._SubsetCache(10 * cost)
+    inbox = (("from",), False, "/m/alice", 7)
+    for uid in range(1, 5):
+        cache.put(inbox, uid, b"x" * 100)
+    assert cache.get(inbox, 4) == b"x" * 100
+    for other in [(("from",), True, "/m/alice", 7), (("to",), False, "/m/alice", 7),
+                  (("from",), False, "/m/bob", 7), (("from",), False, "/m/alice", 8)]:
+        assert cache.get(other, 4) is None  # fields, NOT, folder and UIDVALIDITY all count
+    # A bigger listing of another folder: the least recently used group goes first...
+    sent = (("from",), False, "/m/alice/.Sent", 7)
+    for uid in range(1, 8):
+        cache.put(sent, uid, b"y" * 100)
+    assert cache.get(inbox, 1) is None and cache.get(sent, 7) == b"y" * 100
+    # ... and a listing bigger than the whole cache keeps what it has: every pass over it
+    # is answered in part, none lost to its own later answers.
+    for uid in range(8, 30):
+        cache.put(sent, uid, b"y" * 100)
+    assert [uid for uid in range(1, 30) if cache.get(sent, uid)] == list(range(1, 11))
+    assert cache._bytes <= 10 * cost

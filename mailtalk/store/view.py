@@ -1,0 +1,429 @@
+"""A session's view of a folder's messages, kept in columns: :class:`FolderView`.
+
+A :class:`~mailtalk.store.mailbox.Mailbox` holds what its last refresh saw of every
+message. Kept as one Python object per message (with its own strings and numbers) that
+costs some 700 bytes a message, per session; here it is one array per field (UIDs,
+sizes, dates, MODSEQs, an index into a table of the few distinct flag sets), the
+file names as the directory listing gave them, and no object per message at all:
+a :class:`MessageInfo` is made only when a caller asks for that message, and the
+numbers a command does not ask for are never turned into objects.
+
+The view is never changed once made: a flag change or an expunge makes a new one
+(the arrays are copied, which costs microseconds), so a :class:`MessageList` taken
+before stays what it was, as a list of immutable messages would.
+
+**INTERNALDATE** may not be known: a cold index reads no file (see
+:mod:`mailtalk.store.index`). :meth:`FolderView.internaldate` then reads the file's
+mtime once and keeps it in the view (a column shared by the views made from it, so a
+session asks the disk once per message). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast, overload
+
+from mailtalk.store.flags import RECENT, cached_info_flags
+from mailtalk.store.uidlist import Index, select
+
+_NEW, _CUR = 0, 1
+# A view's per-message columns, and those of them it takes from its folder's index.
+_COLUMNS = ("uids", "bases", "filenames", "subdirs", "flag_ids", "sizes", "rfc822_sizes",
+            "dates", "modseqs", "unterminated")
+_FROM_INDEX = ("uids", "bases", "sizes", "rfc822_sizes", "dates", "modseqs", "unterminated")
+_RECENT_ONLY = frozenset({RECENT})
+
+
+class MessageInfo:
+    """One message as a session sees it.
+
+    ``flags`` are IMAP flags, keywords included, and \\Recent if this session
+    claimed it. ``size`` is the stored size (LF line endings), ``rfc822_size``
+    the size with CRLF line endings: IMAP RFC822.SIZE; ``pop3_size`` adds the CRLF
+    that POP3 puts after a message without a final line end (LIST, STAT, RETR).
+    ``modseq`` is its CONDSTORE mod-sequence (RFC 7162) from the folder's index.
+    ``location`` is where the file was at the last refresh (``path``, the same
+    as a Path); another session changing its flags renames it, which
+    :meth:`Mailbox.open_message <mailtalk.store.mailbox.Mailbox.open_message>` follows.
+    ``internaldate_seconds`` reads the file's mtime the first time it is asked for,
+    if the index does not have it yet.
+    """
+
+    __slots__ = ("_date", "_view", "base", "flags", "location", "modseq", "rfc822_size",
+                 "size", "uid", "unterminated")
+
+    def __init__(
+        self,
+        uid: int,
+        base: str,
+        location: str,
+        flags: frozenset[str],
+        size: int,
+        rfc822_size: int,
+        internaldate_seconds: int,
+        unterminated: bool = False,
+        modseq: int = 1,
+        view: FolderView | None = None,
+    ) -> None:
+        self.uid = uid
+        self.base = base
+        self.location = location
+        self.flags = flags
+        self.size = size
+        self.rfc822_size = rfc822_size
+        self._date = internaldate_seconds
+        self.unterminated = unterminated
+        self.modseq = modseq
+        self._view = view
+
+    def __repr__(self) -> str:
+        return (f"MessageInfo(uid={self.uid}, base={self.base!r}, flags={sorted(self.flags)}, "
+                f"size={self.size}, rfc822_size={self.rfc822_size}, modseq={self.modseq})")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.uid, self.base, self.location, self.flags, self.size, self.rfc822_size,
+                self.unterminated, self.modseq)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MessageInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def internaldate_seconds(self) -> int:
+        """INTERNALDATE in Unix seconds (the file's mtime, read now if not known yet)."""
+        if self._date < 0:
+            if self._view is not None:
+                self._date = self._view.internaldate_of(self.uid, self.location)
+            else:
+                self._date = read_mtime(self.location)
+        return self._date
+
+    @property
+    def pop3_size(self) -> int:
+        """What RETR sends before its dot (RFC 1939 11: the size the client receives)."""
+        return self.rfc822_size + 2 if self.unterminated else self.rfc822_size
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
+    def internaldate(self) -> datetime:
+        return datetime.fromtimestamp(self.internaldate_seconds, UTC)
+
+    @property
+    def uidl(self) -> str:
+        """The POP3 UIDL: the filename base (see :func:`uidl_of`)."""
+        return uidl_of(self.base)
+
+
+def uidl_of(base: str) -> str:
+    """The POP3 UIDL of a message: its filename base, or — if that is not 1-70
+    printable ASCII characters, as RFC 1939 requires — the SHA-1 of it in hex,
+    equally stable."""
+    if 1 <= len(base) <= 70 and base.isascii() and base.isprintable() and " " not in base:
+        return base
+    return hashlib.sha1(base.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def read_mtime(location: str) -> int:
+    """A message file's INTERNALDATE: its mtime; 0 if it is gone (expunged meanwhile)."""
+    try:
+        return int(os.stat(location).st_mtime)
+    except OSError:
+        return 0
+
+
+class FolderView:
+    """The messages of one folder as one refresh saw them, in UID order (position + 1 is
+    the sequence number), one column per field. Made by
+    :meth:`Mailbox.refresh <mailtalk.store.mailbox.Mailbox.refresh>`; never changed after
+    (``with_*`` methods make changed copies), except for dates read late.
+    """
+
+    __slots__ = ("bases", "dates", "directories", "filenames", "flag_ids", "flag_sets",
+                 "modseqs", "rfc822_sizes", "sizes", "subdirs", "uids", "unterminated")
+
+    def __init__(self, folder: str) -> None:
+        self.directories = (f"{folder}/new/", f"{folder}/cur/")
+        self.uids = array("I")
+        self.bases: list[str] = []
+        self.filenames: list[str] = []  # the name in new/ or cur/, info included
+        self.subdirs = bytearray()  # _NEW or _CUR
+        self.flag_ids = array("I")  # into flag_sets
+        self.flag_sets: list[frozenset[str]] = []
+        self.sizes = array("q")
+        self.rfc822_sizes = array("q")
+        self.dates = array("q")  # DATE_NOT_READ until read
+        self.modseqs = array("q")
+        self.unterminated = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    # -- building
+
+    def flag_id(self, flags: frozenset[str], table: dict[frozenset[str], int]) -> int:
+        """The number of ``flags`` in this view's table of flag sets (``table`` maps them)."""
+        number = table.get(flags)
+        if number is None:
+            number = table[flags] = len(self.flag_sets)
+            self.flag_sets.append(flags)
+        return number
+
+    def _copy(self, positions: Sequence[int] | None = None) -> FolderView:
+        """A copy of this view, only the messages at ``positions`` if given."""
+        view = FolderView.__new__(FolderView)
+        view.directories = self.directories
+        view.flag_sets = list(self.flag_sets)
+        for name in _COLUMNS:
+            column = getattr(self, name)
+            if positions is not None:
+                setattr(view, name, select(column, positions))
+            elif name == "dates":
+                view.dates = column  # shared: dates read later are for both
+            else:
+                setattr(view, name, column[:])
+        return view
+
+    def without(self, uids: set[int]) -> FolderView:
+        """A copy without the messages ``uids``."""
+        return self._copy([p for p, uid in enumerate(self.uids) if uid not in uids])
+
+    def with_changes(self, changes: dict[int, tuple[str, frozenset[str], int]]) -> FolderView:
+        """A copy where each position in ``changes`` has (filename in cur/, flags, MODSEQ)."""
+        view = self._copy()
+        table = {flags: number for number, flags in enumerate(view.flag_sets)}
+        for position, (filename, flags, modseq) in changes.items():
+            view.filenames[position] = filename
+            view.subdirs[position] = _CUR
+            view.flag_ids[position] = view.flag_id(flags, table)
+            view.modseqs[position] = modseq
+        return view
+
+    def with_location(self, position: int, path: str) -> FolderView:
+        """A copy where the message at ``position`` is at ``path`` (found renamed)."""
+        view = self._copy()
+        directory, _, filename = path.rpartition("/")
+        view.filenames[position] = filename
+        view.subdirs[position] = _NEW if directory.endswith("/new") else _CUR
+        return view
+
+    @classmethod
+    def build(
+        cls,
+        folder: str,
+        index: Index,
+        files: dict[str, tuple[str, str]],
+        recent: set[int],
+        previous: FolderView | None = None,
+    ) -> FolderView:
+        """The view of the messages of ``index`` whose files are in ``files`` (base ->
+        (subdir, filename)), with \\Recent for the UIDs in ``recent``. The flag sets are
+        numbered as in ``previous``, so that equal flags have equal numbers in both.
+        The view may take ``index``'s columns as they are: the caller changes it no more."""
+        view = cls(folder)
+        table: dict[frozenset[str], int] = {}
+        if previous is not None:
+            view.flag_sets = list(previous.flag_sets)
+            table = {flags: number for number, flags in enumerate(view.flag_sets)}
+        index.compact()
+        get_file = files.get
+        entries = [get_file(base) for base in index.bases]
+        keywords: Sequence[frozenset[str]] = index.keywords
+        if None in entries:  # files gone since the index was read: not in the view
+            keep = [p for p, entry in enumerate(entries) if entry is not None]
+            for name in _FROM_INDEX:
+                setattr(view, name, select(getattr(index, name), keep))
+            keywords = select(index.keywords, keep)
+            entries = [entries[p] for p in keep]
+        else:  # the index's own columns: it is the caller's copy, not changed after
+            for name in _FROM_INDEX:
+                setattr(view, name, getattr(index, name))
+        found = cast("list[tuple[str, str]]", entries)  # no None left in it
+        view.filenames = [entry[1] for entry in found]
+        view.subdirs = bytearray(entry[0] == "cur" for entry in found)
+        # The flags are in the names' Maildir info (after ":"): the number of each info's
+        # flag set, found once per distinct info; then keywords and \\Recent where they are.
+        by_info: dict[str, int] = {}
+        infos = [filename[len(base) + 1 :]
+                 for filename, base in zip(view.filenames, view.bases, strict=True)]
+        for info in set(infos):
+            by_info[info] = view.flag_id(cached_info_flags(info), table)
+        flag_ids = array("I", [by_info[info] for info in infos])
+        special = [p for p, words in enumerate(keywords) if words]
+        if recent:
+            special.extend(p for p in map(view.position, recent) if p >= 0)
+        for position in special:
+            flags = cached_info_flags(infos[position]) | keywords[position]
+            if view.uids[position] in recent:
+                flags = flags | _RECENT_ONLY
+            flag_ids[position] = view.flag_id(flags, table)
+        view.flag_ids = flag_ids
+        return view
+
+    def differences(self, new: FolderView) -> tuple[list[int], list[int], list[int]]:
+        """What changed from this view to ``new`` (built with this one as ``previous``):
+        the UIDs added, the positions (here) of the messages gone, the UIDs whose flags
+        changed."""
+        old_uids, new_uids = self.uids, new.uids
+        if old_uids == new_uids:
+            if self.flag_ids == new.flag_ids:
+                return [], [], []
+            old_ids, new_ids = self.flag_ids, new.flag_ids
+            return [], [], [uid for uid, a, b in zip(new_uids, old_ids, new_ids, strict=True)
+                            if a != b]
+        if not old_uids:
+            return list(new_uids), [], []
+        added: list[int] = []
+        gone: list[int] = []
+        changed: list[int] = []
+        old_flags, new_flags = self.flag_sets, new.flag_sets
+        old_ids, new_ids = self.flag_ids, new.flag_ids
+        i = j = 0
+        old_count, new_count = len(old_uids), len(new_uids)
+        while i < old_count and j < new_count:
+            old_uid, new_uid = old_uids[i], new_uids[j]
+            if old_uid == new_uid:
+                if old_flags[old_ids[i]] != new_flags[new_ids[j]]:
+                    changed.append(new_uid)
+                i += 1
+                j += 1
+            elif old_uid < new_uid:
+                gone.append(i)
+                i += 1
+            else:
+                added.append(new_uid)
+                j += 1
+        gone.extend(range(i, old_count))
+        added.extend(new_uids[j:])
+        return added, gone, changed
+
+    # -- reading
+
+    def position(self, uid: int) -> int:
+        """The position of ``uid``; -1 if the view has no such message."""
+        uids = self.uids
+        position = bisect.bisect_left(uids, uid)
+        return position if position < len(uids) and uids[position] == uid else -1
+
+    def location(self, position: int) -> str:
+        return self.directories[self.subdirs[position]] + self.filenames[position]
+
+    def flags(self, position: int) -> frozenset[str]:
+        return self.flag_sets[self.flag_ids[position]]
+
+    def internaldate(self, position: int) -> int:
+        """INTERNALDATE of the message at ``position``, its file's mtime read if not known."""
+        date = self.dates[position]
+        if date < 0:
+            date = self.dates[position] = read_mtime(self.location(position))
+        return date
+
+    def internaldate_of(self, uid: int, location: str) -> int:
+        """:meth:`internaldate` by UID; for a message no longer in the view, its file's."""
+        position = self.position(uid)
+        return self.internaldate(position) if position >= 0 else read_mtime(location)
+
+    def info(self, position: int) -> MessageInfo:
+        """The message at ``position`` as a :class:`MessageInfo`."""
+        return MessageInfo(
+            self.uids[position],
+            self.bases[position],
+            self.directories[self.subdirs[position]] + self.filenames[position],
+            self.flag_sets[self.flag_ids[position]],
+            self.sizes[position],
+            self.rfc822_sizes[position],
+            self.dates[position],
+            bool(self.unterminated[position]),
+            self.modseqs[position],
+            self,
+        )
+
+    def keywords(self) -> set[str]:
+        """The keywords some message of the view has."""
+        flag_sets = self.flag_sets
+        found: set[str] = set()
+        for number in set(self.flag_ids):
+            found.update(flag for flag in flag_sets[number] if not flag.startswith("\\"))
+        return found
+
+    def count_with(self, flag: str) -> int:
+        """How many messages have ``flag``."""
+        flag_sets = self.flag_sets
+        return sum(count for number, count in Counter(self.flag_ids).items()
+                   if flag in flag_sets[number])
+
+    def first_without(self, flag: str) -> int:
+        """The position of the first message without ``flag``; -1 if all have it."""
+        lacking = {number for number, flags in enumerate(self.flag_sets) if flag not in flags}
+        if lacking:
+            for position, number in enumerate(self.flag_ids):
+                if number in lacking:
+                    return position
+        return -1
+
+    def pop3_sizes(self) -> list[int]:
+        """Every message's POP3 size (RFC822.SIZE, and the CRLF POP3 adds to a message
+        without a final line end), in order."""
+        sizes = list(self.rfc822_sizes)
+        if any(self.unterminated):
+            for position, unterminated in enumerate(self.unterminated):
+                if unterminated:
+                    sizes[position] += 2
+        return sizes
+
+
+class MessageList(Sequence[MessageInfo]):
+    """The messages of a :class:`FolderView` as a sequence of :class:`MessageInfo`, each
+    made when it is asked for. Compares equal to a list of the same messages."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: FolderView) -> None:
+        self.view = view
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    @overload
+    def __getitem__(self, index: int) -> MessageInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[MessageInfo]: ...
+
+    def __getitem__(self, index: int | slice) -> MessageInfo | list[MessageInfo]:
+        if isinstance(index, slice):
+            return [self.view.info(p) for p in range(*index.indices(len(self.view)))]
+        count = len(self.view)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("message index out of range")
+        return self.view.info(index)
+
+    def __iter__(self) -> Iterator[MessageInfo]:
+        info = self.view.info
+        return (info(position) for position in range(len(self.view)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MessageList | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:  # pragma: no cover - a sequence that compares as a list
+        raise TypeError("unhashable type: 'MessageList'")
+
+    def __repr__(self) -> str:
+        return f"MessageList({len(self)} messages)"
