@@ -44,7 +44,6 @@ from mailbox_servers import (
     PIPELINE_WINDOW,
     Corpus,
     DovecotServer,
-    IMAPClient,
     MailtalkServer,
     POP3Client,
     Probe,
@@ -52,9 +51,9 @@ from mailbox_servers import (
     dovecot_version,
     ensure_user,
     generate_maildir,
+    imap_session,
     lock_user,
     mailtalk_origin,
-    parse_fetch,
     reset_hwm,
     timed,
     unstuff,
@@ -198,17 +197,7 @@ class ScaleMailtalk(MailtalkServer):
 def retr_counted(client: POP3Client, count: int) -> int:
     """RETR 1..COUNT, PIPELINE_WINDOW at a time: the bytes received (un-stuffed), the
     messages let go as they come (100,000 of them are 300 MB)."""
-    total = 0
-    for first in range(1, count + 1, PIPELINE_WINDOW):
-        numbers = range(first, min(count, first + PIPELINE_WINDOW - 1) + 1)
-        client.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in numbers))
-        for n in numbers:
-            reply = client.line()
-            if not reply.startswith(b"+OK"):
-                raise RuntimeError(f"RETR {n}: {reply[:300]!r}")
-            total += len(unstuff(client.multiline()))
-    return total
-
+    return sum(len(unstuff(data)) for data in client.retr_each(count, PIPELINE_WINDOW))
 
 
 def sizes_round(
@@ -247,30 +236,16 @@ def sizes_round(
         client.close()
     results["POP3 login + LIST (cold)"] = results["POP3 login (cold)"] + results["POP3 LIST (cold)"]
     server.reset()
-    probe = Probe(server, "imap")
     for temperature in ("cold", "warm"):
-        start = time.perf_counter()
-        imap = IMAPClient(server.imap_port)
-        try:
-            imap.login(BENCH_USER, password)
-            results[f"IMAP login ({temperature})"] = time.perf_counter() - start
-            probe.find()
-            command = imap.expect_ok
-            selected = timed(results, f"IMAP SELECT INBOX ({temperature})", probe,
-                             lambda c=command: c(b"SELECT INBOX"))  # fmt: skip
-            fetched = timed(results, f"IMAP UID FETCH 1:* ({temperature})", probe,
-                            lambda c=command: c(b"UID FETCH 1:* " + FETCH_ITEMS))  # fmt: skip
-            exists = [int(r.split()[1]) for r in selected if r.endswith(b" EXISTS")]
-            parsed = parse_fetch(fetched)
-            if (exists[-1:], parsed["fetch_responses"], parsed["rfc822_size_total"],
-                    parsed["header_digest"]) != ([count], count, corpus.rfc822_bytes,
-                                                 corpus.header_digest):  # fmt: skip
-                problems.append(f"{server.name} IMAP {temperature}: EXISTS {exists[-1:]}, "
-                                f"{parsed['fetch_responses']} FETCH responses")
-            del fetched
-            results[f"peak RSS, IMAP ({temperature})"] = float(probe.hwm() or 0)
-        finally:
-            imap.logout()
+        session = imap_session(server, password, temperature)
+        fetched = session["fetch"]
+        if (session["exists"], fetched["fetch_responses"], fetched["rfc822_size_total"],
+                fetched["header_digest"]) != (count, count, corpus.rfc822_bytes,
+                                              corpus.header_digest):  # fmt: skip
+            problems.append(f"{server.name} IMAP {temperature}: EXISTS {session['exists']}, "
+                            f"{fetched['fetch_responses']} FETCH responses")
+        results.update(session)
+        results[f"peak RSS, IMAP ({temperature})"] = float(session["session_hwm"] or 0)
     for key, value in results.items():
         if isinstance(value, float) and not key.endswith("[cpu]"):
             found[key] = value

@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -584,9 +585,8 @@ class POP3Client(Connection):
             scan = max(0, len(buf) - 4)
             self.fill()
 
-    def retr_all(self, count: int, window: int) -> list[bytes]:
-        """RETR 1..COUNT, WINDOW commands at a time (1: one by one); the raw answers."""
-        messages = []
+    def retr_each(self, count: int, window: int) -> Iterator[bytes]:
+        """RETR 1..COUNT, WINDOW commands at a time (1: one by one); each raw answer."""
         for first in range(1, count + 1, window):
             numbers = range(first, min(count, first + window - 1) + 1)
             self.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in numbers))
@@ -594,8 +594,11 @@ class POP3Client(Connection):
                 reply = self.line()
                 if not reply.startswith(b"+OK"):
                     raise RuntimeError(f"RETR {n}: {reply[:300]!r}")
-                messages.append(self.multiline())
-        return messages
+                yield self.multiline()
+
+    def retr_all(self, count: int, window: int) -> list[bytes]:
+        """:meth:`retr_each`, all the answers kept."""
+        return list(self.retr_each(count, window))
 
 
 def unstuff(data: bytes) -> bytes:
