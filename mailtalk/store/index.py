@@ -74,14 +74,14 @@ from mailtalk.store.flags import split_filename
 from mailtalk.store.locks import INDEX_LOCK_NAME, FileLock
 from mailtalk.store.sizes import measure, sizes_from_name
 from mailtalk.store.uidlist import (
-    _NO_KEYWORDS,
     DATE_NOT_READ,
     MAX_UID,
+    NO_KEYWORDS,
     Index,
     Record,
-    _parse_index,
     encoded_chunks,
     new_digest,
+    parse_index,
     remember,
 )
 from mailtalk.store.vanished import record_expunges
@@ -304,7 +304,7 @@ class LockedIndex:
         except FileNotFoundError:
             return None
         try:
-            return _parse_index(data)
+            return parse_index(data)
         except ValueError as error:
             log.warning("%s is corrupt (%s): rebuilding it with a new UIDVALIDITY", path, error)
             # Kept for a post-mortem; its UIDs must never be used again.
@@ -349,7 +349,7 @@ class LockedIndex:
         index.rfc822_sizes.extend(rfc822_sizes)
         index.dates.extend(dates)
         index.unterminated.extend(unterminated)
-        index.keywords.extend([_NO_KEYWORDS] * count)
+        index.keywords.extend([NO_KEYWORDS] * count)
         index.uidnext, index.highestmodseq = first + count, index.highestmodseq + count
         index.forget_positions()
         if self.rebuilt and self.in_new:

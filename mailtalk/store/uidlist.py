@@ -32,7 +32,7 @@ MAX_UID = 2**32 - 1
 # The date of a message not read yet (no T in its line): the file's mtime, read when asked.
 DATE_NOT_READ = -1
 
-_NO_KEYWORDS: frozenset[str] = frozenset()
+NO_KEYWORDS: frozenset[str] = frozenset()
 
 
 class Record(NamedTuple):
@@ -287,7 +287,7 @@ def _number(text: str, low: int = 0, high: int = 2**63) -> int:
     return int(text)
 
 
-def _parse_index(data: bytes | str) -> Index:
+def parse_index(data: bytes | str) -> Index:
     """The index in ``data`` (the file's bytes); ValueError if anything at all is wrong
     with it.
 
@@ -334,7 +334,7 @@ def _parse_index_text(text: str) -> Index:
     keyword_list: list[frozenset[str]] = []
     # Messages mostly carry the same few keyword sets: one frozenset (and one string
     # per keyword) for all of them, not one per message.
-    keyword_sets: dict[tuple[str, ...], frozenset[str]] = {(): _NO_KEYWORDS}
+    keyword_sets: dict[tuple[str, ...], frozenset[str]] = {(): NO_KEYWORDS}
     last_uid = 0
     for line in lines:
         head, separator, base = line.partition(" :")
@@ -373,7 +373,7 @@ def _parse_index_text(text: str) -> Index:
                 dates.append(date)
                 modseqs.append(modseq)
                 unterminated.append(False)
-                keyword_list.append(_NO_KEYWORDS)
+                keyword_list.append(NO_KEYWORDS)
                 last_uid = uid
                 continue
         uid = _number(uid_text, last_uid + 1, uidnext - 1)

@@ -214,10 +214,10 @@ def test_index_cache_is_keyed_by_content(alice: UserMailboxes) -> None:
 def test_cached_index_is_not_shared_mutably(alice: UserMailboxes) -> None:
     deliver(alice)
     text = (alice.open("INBOX").path / INDEX_NAME).read_text()
-    first = index_module._parse_index(text)
+    first = index_module.parse_index(text)
     first.remove(first.bases[0])
     first.uidnext = 99
-    second = index_module._parse_index(text)
+    second = index_module.parse_index(text)
     assert len(second) == 1 and second.uidnext == 2
 
 
