@@ -49,10 +49,14 @@ def features(
 ) -> list[str]:
     """The features of one reply: its words and word pairs, the protocol, the basic
     code (whole and its first digits), the enhanced code (whole, class, subject,
-    detail), the response code, the command answered and the command with the code.
-    The trainer and :func:`guess` use this one function, so they never drift apart."""
+    detail), the response code, the command answered and the command with the code,
+    and the families of its words (``word_families.toml``). The trainer and
+    :func:`guess` use this one function, so they never drift apart."""
     tokens = _TOKEN.findall(words)
     found = {"w:" + token for token in tokens}
+    families = word_families()
+    for token in tokens:
+        found.update(families.get(token, ()))
     found.update("b:" + first + " " + second for first, second in itertools.pairwise(tokens))
     where = protocol or "?"
     found.add("p:" + where)
@@ -76,6 +80,19 @@ def features(
     if command:
         found.update(("cmd:" + command, "cc:" + command + code))
     return sorted(found)
+
+
+@functools.cache
+def word_families() -> dict[str, tuple[str, ...]]:
+    """Each word of ``word_families.toml`` -> the features of its families
+    ("k:storage"): a word never labelled still weighs through its family."""
+    from mailtalk.knowledge import read_data
+
+    families: dict[str, list[str]] = {}
+    for name, family in read_data("word_families.toml").items():
+        for word in family["words"]:
+            families.setdefault(word, []).append("k:" + name)
+    return {word: tuple(names) for word, names in families.items()}
 
 
 class Model(NamedTuple):
@@ -202,7 +219,8 @@ def guess(names: list[str]) -> Guess:
     weighed = []
     for name in names:
         for index, weight in current.weights_of(name):
-            if index == best and weight > 0:
+            # a family is not in the reply's words; its words say it better
+            if index == best and weight > 0 and not name.startswith("k:"):
                 weighed.append((weight, name))
     evidence = tuple(name for _weight, name in sorted(weighed, reverse=True)[:3])
     return Guess(current.classes[best], chances[best], evidence)

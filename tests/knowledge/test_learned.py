@@ -118,7 +118,7 @@ def test_a_reply_no_rule_knows_is_read_and_says_from_what() -> None:
 
     assert "no known wording: read from" in " ".join(plain(explanation).split())
     dutch = explain("-ERR DELE argument must be greater than 0", language="nl")
-    assert "gelezen uit het woord “argument”" in " ".join(plain(dutch).split())
+    assert "gelezen uit de woorden “dele argument”" in " ".join(plain(dutch).split())
 
 
 def test_a_programs_own_wording_is_never_read_again() -> None:
