@@ -410,6 +410,12 @@ def decide_category(
     as for a recipient)."""
     decision = _decide_by_evidence(parsed, command, server, local, response, context)
     decision = _second_opinion(decision, parsed, command, response)
+    protocol = parsed.protocol or protocol_of_command(command)
+    if decision.category == "auth_required" and protocol in ("pop3", "imap"):
+        # POP3 and IMAP have no "authentication required" of their own: a command
+        # before the login is out of order ("-ERR client not authenticated" after
+        # STAT), as CATEGORIES.md's close call says and the learned reading may not
+        return Decision("sequence_error", "command", command or "")
     if decision.category == "auth_failed" and decision.rule in ("wording", "command"):
         tls = _tls_first(parsed)
         if tls is not None:

@@ -113,12 +113,14 @@ def test_a_reply_no_rule_knows_is_read_and_says_from_what() -> None:
     matched = explanation.to_json()["matched"]
     assert matched["rule"] == "learned"
     assert 0.5 < matched["certainty"] <= 1
-    assert "w:argument" in matched["weighed"]
+    assert {"w:argument", "b:dele argument"} & set(matched["weighed"])
     from mailtalk.explain.view import plain
 
     assert "no known wording: read from" in " ".join(plain(explanation).split())
     dutch = explain("-ERR DELE argument must be greater than 0", language="nl")
-    assert "gelezen uit de woorden “dele argument”" in " ".join(plain(dutch).split())
+    # the strongest features change as the model is retrained; the words stay
+    said = " ".join(plain(dutch).split())
+    assert "gelezen uit het woord “argument”" in said or "de woorden “dele argument”" in said
 
 
 def test_a_programs_own_wording_is_never_read_again() -> None:

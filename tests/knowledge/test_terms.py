@@ -217,3 +217,27 @@ def test_other_addresses_numbers_and_quoting_keep_the_category(
     )
     rest = re.sub(r"(?<=[\s(])\d{2,}(?=[\s).,;:]|$)", str(number), rest)
     assert explain(code + rest).category == category, (text, code + rest)
+
+
+def test_a_command_before_the_login_is_out_of_order_in_pop3_and_imap() -> None:
+    # CATEGORIES.md's close call: POP3 and IMAP have no "authentication required";
+    # SMTP's 530 keeps it
+    assert explain("-ERR client not authenticated", command="STAT").category == "sequence_error"
+    assert explain("a1 NO Not authenticated", command="SELECT").category == "sequence_error"
+    assert explain("530 5.7.0 Authentication required", command="MAIL").category == "auth_required"
+
+
+def test_a_busy_server_is_a_rate_limit_and_a_closing_one_unavailable() -> None:
+    assert explain("554 * System load too high, try again later").category == (
+        "rate_limited_greylist"
+    )
+    assert explain("421 mx.example.net Server busy").category == "rate_limited_greylist"
+    assert explain("421 4.3.2 System shutting down").category == "service_unavailable"
+    assert explain("421 Service not available, closing transmission channel").category == (
+        "service_unavailable"
+    )
+
+
+def test_a_password_in_the_clear_is_about_tls() -> None:
+    reply = "-ERR password in the clear disallowed"
+    assert explain(reply, command="PASS").category == "tls_required"
