@@ -154,6 +154,7 @@ class Conversation:
             proxy_from=self.options.proxy_from,
             proxy_version=self.options.proxy_version,
             tls=self.options.tls,
+            gettext=self.gettext,
         )
         self._last_send = time.monotonic()
         self.transport = self._connect(transport_options)
@@ -173,7 +174,7 @@ class Conversation:
                 version=self.options.proxy_version, client=where))
         if self.transport.tls is not None:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
-            self._note(f"TLS: {self.transport.tls.summary()}", "tls")
+            self._note(f"TLS: {self.transport.tls.summary(None, self.gettext)}", "tls")
 
     def _connect(self, transport_options: TransportOptions) -> Transport:
         """The one place a session's connection is made: a program (--pipe), a
@@ -306,7 +307,8 @@ class Conversation:
             if octets:
                 self.transcript.add("#", f"a chunk of {len(octets)} bytes")
         self.last_command, self.last_command_line = self._in_flight[-1]
-        self._note(f"{len(items)} commands in one write (PIPELINING)")
+        self._note(self.gettext("{count} commands in one write (PIPELINING)").format(
+            count=len(items)))
 
     def send_message(
         self,
@@ -319,7 +321,8 @@ class Conversation:
             raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         send_message = getattr(self.core, "send_message", None)
         if send_message is None:
-            raise MailtalkError("sending a message file only works in SMTP DATA mode")
+            raise MailtalkError(self.gettext(
+                "sending a message file only works in SMTP DATA mode"))
         data: bytes = send_message(message)
         self._read_lmtp_replies_in_order()
         chunk = 64 * 1024
@@ -459,7 +462,8 @@ class Conversation:
                 # REPL's note); the listener is not told the server closed: we did.
                 self.transcript.add("#", f"the server broke the protocol: {error}")
                 self.close()
-                raise ServerProtocolError(f"the server broke the protocol: {error}") from error
+                raise ServerProtocolError(self.gettext(
+                    "the server broke the protocol: {error}").format(error=error)) from error
             if event is NEED_DATA:
                 return
             if event is CONNECTION_CLOSED:
@@ -489,7 +493,8 @@ class Conversation:
             recipient = getattr(event, "recipient", None)
             if recipient is not None:  # LMTP, PRDR: one reply to the message per recipient
                 mode = "LMTP" if getattr(self.core, "lmtp", False) else "PRDR"
-                self._note(f"{mode}: that reply is for <{recipient}>")
+                self._note(self.gettext("{mode}: that reply is for <{recipient}>").format(
+                    mode=mode, recipient=recipient))
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
@@ -580,7 +585,7 @@ class Conversation:
             self.transcript.add("#", "TLS failed; connection closed")
             raise
         self.core.tls_started()
-        self._note(f"TLS: {info.summary()}", "tls")
+        self._note(f"TLS: {info.summary(None, self.gettext)}", "tls")
 
     def _note(self, text: str, kind: str = "info") -> None:
         self.transcript.add("#", text)
@@ -626,7 +631,8 @@ class Conversation:
         from mailtalk.protocols.xclient import missing_attributes, xclient_line
 
         if self.target.protocol != "smtp" or getattr(self.core, "lmtp", False):
-            raise MailtalkError("XCLIENT is an SMTP command (Postfix): not for this session")
+            raise MailtalkError(self.gettext(
+                "XCLIENT is an SMTP command (Postfix): not for this session"))
         if self.closed:
             raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         self._ehlo_if_needed()
@@ -636,7 +642,8 @@ class Conversation:
         self.send_line(xclient_line(attributes), typed=False)
         reply = self.wait_final()
         if reply.reply_class is not ReplyClass.POSITIVE:
-            raise MailtalkError(f"XCLIENT refused: {first_line(reply)}")
+            raise MailtalkError(self.gettext("XCLIENT refused: {reply}").format(
+                reply=first_line(reply)))
         self._ehlo_if_needed()
 
     def _ehlo_if_needed(self) -> None:
@@ -655,7 +662,9 @@ class Conversation:
 
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
-            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
+            raise MailtalkError(self.gettext(
+                "mailtalk does SASL {mechanisms} only, not {mechanism}").format(
+                    mechanisms=_ours(), mechanism=mechanism))
         if self.closed:
             raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         if self.core.authenticated:
@@ -790,7 +799,9 @@ class Conversation:
 
         mechanism = mechanism.upper()
         if mechanism not in MECHANISMS:
-            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
+            raise MailtalkError(self.gettext(
+                "mailtalk does SASL {mechanisms} only, not {mechanism}").format(
+                    mechanisms=_ours(), mechanism=mechanism))
         protocol = self.target.protocol
         kerberos = self._kerberos_context() if mechanism == "GSSAPI" else None
         # The library's own failures (GSSAPI's): ours to report, not the server's.
@@ -830,7 +841,9 @@ class Conversation:
                         answer = client.respond(challenge)
                     refusal = getattr(client, "error", None)
                     if refusal is not None and not answer.strip(b"\x01"):
-                        self.listener.note(f"the server refused the token: {_json_text(refusal)}")
+                        self.listener.note(self.gettext(
+                            "the server refused the token: {error}").format(
+                                error=_json_text(refusal)))
                     self.send_line(sasl_encode(answer), typed=False)
                     reply = self.wait_final()
                 if reply.reply_class is ReplyClass.POSITIVE:
@@ -850,15 +863,15 @@ class Conversation:
                     mechanism=mechanism))
         if kerberos is not None and reply.reply_class is ReplyClass.POSITIVE:
             context = kerberos.context
-            self.listener.note(
-                f"GSSAPI: logged in with the Kerberos ticket of {context.client_principal}; "
-                f"the server proved it is {context.shown} (mutual authentication)"
-            )
+            self.listener.note(self.gettext(
+                "GSSAPI: logged in with the Kerberos ticket of {principal}; "
+                "the server proved it is {service} (mutual authentication)").format(
+                    principal=context.client_principal, service=context.shown))
         if mechanism in WEAK_PASSWORD_MECHANISMS:
-            self.listener.note(
-                f"{mechanism} is {WEAK_PASSWORD_MECHANISMS[mechanism]}: use SCRAM where the "
-                "server offers it", "warning"
-            )
+            self.listener.note(self.gettext(
+                "{mechanism} is {weakness}: use SCRAM where the server offers it").format(
+                    mechanism=mechanism,
+                    weakness=self.gettext(WEAK_PASSWORD_MECHANISMS[mechanism])), "warning")
         return reply
 
     def _kerberos_context(self) -> _Kerberos:
@@ -870,7 +883,8 @@ class Conversation:
 
         protocol = self.target.protocol
         try:
-            context = KerberosContext(SASL_SERVICES.get(protocol, protocol), self.target.host)
+            context = KerberosContext(
+                SASL_SERVICES.get(protocol, protocol), self.target.host, self.gettext)
         except GSSAPIError as error:
             raise AuthError(f"GSSAPI: {error}") from None
         return _Kerberos(context, (GSSAPIError,))

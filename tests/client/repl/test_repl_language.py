@@ -32,9 +32,15 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x0
 # -- the catalogue ----------------------------------------------------------------------
 
 
+# What a session says comes from these folders: the client's own words, and the network's
+# errors and notes (net), put into the session's language by the gettext the client
+# hands down; ``N_`` marks words in a table, said later (the errno words, the hints).
+SPEAKING = ("client", "net", "protocols")
+
+
 def client_words() -> set[str]:
-    """Every literal given to ``_()`` or ``gettext()`` in mailtalk/client (both arms of
-    an ``a if x else b``)."""
+    """Every literal given to ``_()``, ``gettext()`` or ``N_()`` in the folders a session
+    speaks from (both arms of an ``a if x else b``)."""
     found: set[str] = set()
 
     def literals(node: ast.expr) -> list[str]:
@@ -44,12 +50,13 @@ def client_words() -> set[str]:
             return literals(node.body) + literals(node.orelse)
         return []
 
-    for path in (PACKAGE / "client").rglob("*.py"):
+    paths = [path for folder in SPEAKING for path in (PACKAGE / folder).rglob("*.py")]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and node.args:
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-                if name in ("_", "gettext"):
+                if name in ("_", "gettext", "N_"):
                     found.update(literals(node.args[0]))
     return found
 
