@@ -112,7 +112,7 @@ def _help(
         if entry is None:
             raise MailtalkError(_("{command} is not a {protocol} command I know").format(
                 command=name.upper(), protocol=protocol.upper()))
-        ui.show_block(render_help(entry))
+        ui.show_block(render_help(entry, gettext=_))
         return
     valid = ", ".join(conv.core.valid_commands()) or _("(none: wait, or :reconnect)")
     lines = [

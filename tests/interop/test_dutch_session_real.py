@@ -113,30 +113,40 @@ def test_a_recording_is_reported_in_dutch(
     assert f"\nconnect smtp://{real_servers.host}:" in recording.read_text()
 
 
-# -- GSSAPI in the REPL: a pseudo-terminal -----------------------------------------------
+# -- the REPL: a pseudo-terminal -----------------------------------------------
 
 
-def repl_auth_gssapi(env: dict[str, str]) -> str:
-    """``:auth gssapi`` in the REPL against the GSSAPI-only Dovecot's IMAP: the screen."""
+def repl(env: dict[str, str], target: str, *steps: tuple[str, list[str]]) -> str:
+    """The REPL in a pseudo-terminal, in Dutch by the locale: each step a line typed
+    and what to wait for (any of them), then the prompt again; Ctrl-D ends it."""
     pexpect = pytest.importorskip("pexpect")
-    listening(PORTS["imap"])
     env = {**env, "LANG": "nl_NL.UTF-8", "TERM": "xterm", "NO_COLOR": "1",
            "PROMPT_TOOLKIT_NO_CPR": "1"}
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        env.pop(variable, None)
     log = io.BytesIO()
     command, *args = mailtalk_command()
-    child = pexpect.spawn(command, [*args, "imap", f"{GSSAPI_HOST}:{PORTS['imap']}"],
-                          env=env, dimensions=(40, 160), timeout=20)
+    prompt = target.split(" ", 1)[0] + ">"
+    child = pexpect.spawn(command, [*args, *target.split(" ")], env=env,
+                          dimensions=(40, 160), timeout=20)
     child.logfile_read = log
-    child.expect_exact("imap>")
-    child.send(":auth gssapi\r")
-    child.expect(["aangemeld met het Kerberos-ticket", "geen Kerberos-ticket"])
-    child.expect_exact("imap>")
-    child.send("a9 LOGOUT\r")
-    child.expect_exact("a9 OK")
+    child.expect_exact(prompt)
+    for line, answers in steps:
+        child.send(line + "\r")
+        child.expect(answers)
+        child.expect_exact(prompt)
     child.send("\x04")
     child.expect(pexpect.EOF)
     child.close()
     return ESCAPES.sub("", log.getvalue().decode("utf-8", "replace"))
+
+
+def repl_auth_gssapi(env: dict[str, str]) -> str:
+    """``:auth gssapi`` in the REPL against the GSSAPI-only Dovecot's IMAP: the screen."""
+    listening(PORTS["imap"])
+    return repl(env, f"imap {GSSAPI_HOST}:{PORTS['imap']}",
+                (":auth gssapi", ["aangemeld met het Kerberos-ticket", "geen Kerberos-ticket"]),
+                ("a9 LOGOUT", ["a9 OK"]))
 
 
 def test_gssapi_login_in_dutch(ticket: dict[str, str]) -> None:  # noqa: F811
@@ -154,3 +164,27 @@ def test_gssapi_without_a_ticket_in_dutch(tmp_path: Path) -> None:
     assert "GSSAPI: geen Kerberos-ticket: voer eerst kinit uit (" in screen, screen
     assert "no Kerberos ticket" not in screen
     assert "AUTHENTICATE" not in screen  # refused before anything was sent
+
+
+def test_protocol_help_in_dutch_in_the_repl(real_servers: RealServers, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    screen = repl(env, f"imap {real_servers.host}:{real_servers.imap}",
+                  (":help FETCH", ["Geldig in: selected"]), ("a9 LOGOUT", ["a9 OK"]))
+    text = " ".join(screen.split())
+    assert "FETCH <sequence-set> (<item> ...)" in screen
+    assert "Haal vlaggen, kopregels, structuur of inhoud van berichten op." in text, screen
+    assert "BODY[...] zet de vlag \\Seen; BODY.PEEK[...] niet" in text, screen
+    assert "Voorbeeld:" in screen and "Zie: RFC" in screen
+    assert "Retrieve flags" not in screen and "Example:" not in screen
+
+
+def test_protocol_help_in_dutch_in_pipe_mode(
+    dutch: None, real_servers: RealServers, tmp_path: Path
+) -> None:
+    result = run_pipe(["smtp", f"{real_servers.host}:{real_servers.smtp}"],
+                      [":help RCPT", "QUIT"], tmp_path)
+    assert result.returncode == 0, describe(result)
+    notes = " ".join(line.removeprefix("#").strip() for line in result.stderr.splitlines())
+    assert "Voeg één ontvanger toe aan het huidige bericht." in notes, describe(result)
+    assert "550 betekent dat de mailbox niet bestaat" in notes
+    assert "Add one recipient" not in notes
