@@ -26,6 +26,7 @@ from mailtalk.mail.smtp_steps import (
     PartlyDelivered,
     SendFailed,
     drive,
+    has_ticket_for,
     job_conversation,
     password_for,
     quit_politely,
@@ -520,18 +521,6 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
         )
-
-
-def has_ticket_for(user: str) -> bool:
-    """Whether a Kerberos ticket of ``user`` is at hand (``alice`` or
-    ``alice@EXAMPLE.ORG`` for alice@EXAMPLE.ORG's): only then may ``auto`` choose
-    GSSAPI, which never asks for a password. Local: no KDC is asked."""
-    from mailtalk.net.gssapi import ticket_principal
-
-    principal = ticket_principal()
-    if principal is None or not user:
-        return False
-    return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
 
 
 def _message(options: SendOptions, listener: Listener) -> bytes:
