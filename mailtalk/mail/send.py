@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mailtalk.client import login
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import UsageError, exit_code_for, one_line
@@ -248,12 +249,12 @@ def converse(
             if mechanism == "GSSAPI":
                 user = ""  # the ticket says who: --auth named its owner
         if mechanism in NO_SECRET_MECHANISMS:
-            return conv.authenticate(mechanism, user, "")
+            return login.authenticate(conv, mechanism, user, "")
         if mechanism in TOKEN_MECHANISMS:
             assert options.oauth2_token is not None  # commands/mail.py makes sure
-            return conv.authenticate(mechanism, user, options.oauth2_token)
+            return login.authenticate(conv, mechanism, user, options.oauth2_token)
         secret = password_for(user, target.host)
-        return conv.authenticate(mechanism, user, secret)
+        return login.authenticate(conv, mechanism, user, secret)
 
     def send_message() -> None:
         _send_with_progress(conv, message, listener.as_json, progress_to)

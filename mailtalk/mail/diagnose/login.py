@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
+from mailtalk.client.login import authenticate, offered_mechanisms
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import Report, Rule, ServerOptions, conclude, decide, run_report
@@ -280,14 +281,14 @@ def _mailbox(
         evidence.lines.append(f"capabilities after {word}: " + (" ".join(caps) or "none listed"))
     elif not encrypted:
         evidence.lines.append(f"no {word} offered: the password goes in plain text")
-    evidence.look_for_ticket(conv.offered_mechanisms())
+    evidence.look_for_ticket(offered_mechanisms(conv))
     if evidence.no_ticket:
         return
     evidence.facts["login"] = evidence.how
     mechanism = _mailbox_mechanism(conv, evidence.have_token, evidence.have_ticket)
     if mechanism is not None:
         verb = "AUTHENTICATE" if target.protocol == "imap" else "AUTH"
-        reply = conv.authenticate(mechanism, _login_name(mechanism, evidence.user),
+        reply = authenticate(conv, mechanism, _login_name(mechanism, evidence.user),
                                   secret(mechanism))
         evidence.lines.append(f"{verb} {mechanism} {evidence.how}: {last_line(reply)}")
         evidence.answer(conv, reply, verb)
@@ -307,7 +308,7 @@ def _mailbox_mechanism(conv: Conversation, have_token: bool, have_ticket: bool) 
     None: log in plainly."""
     from mailtalk.protocols.sasl import auto_mechanism
 
-    offered = conv.offered_mechanisms()
+    offered = offered_mechanisms(conv)
     if not offered:
         return None
     mechanism = auto_mechanism(offered, have_token, have_ticket)
@@ -370,7 +371,7 @@ def _smtp(
     from mailtalk.protocols.sasl import auto_mechanism
 
     mechanism = auto_mechanism(evidence.usable, evidence.have_token, evidence.have_ticket)
-    reply = conv.authenticate(mechanism, _login_name(mechanism, evidence.user),
+    reply = authenticate(conv, mechanism, _login_name(mechanism, evidence.user),
                               secret(mechanism))
     evidence.lines.append(f"AUTH {mechanism} {evidence.how}: {last_line(reply)}")
     evidence.answer(conv, reply, "AUTH")
