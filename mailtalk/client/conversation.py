@@ -4,7 +4,9 @@ This is the engine under both the REPL and the pipe mode. It is synchronous and
 single-threaded on purpose: a TLS socket must not be read in one thread while
 another writes it, so the REPL watches the socket from prompt_toolkit's event
 loop and calls ``receive_available()``, while the pipe mode just blocks in
-``wait_final()``.
+``wait_final()``. What it says on its own is the protocols' plumbing: the EHLO a step
+needs, STARTTLS and the TLS upgrade, Postfix's XCLIENT. Logging in (SASL) is
+``client/login.py``, above it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Transcript
-from mailtalk.errors import AuthError, MailtalkError, ServerClosedError, ServerProtocolError
+from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import (
     Transport,
@@ -40,7 +42,6 @@ from mailtalk.protocols.common import (
 
 if TYPE_CHECKING:
     from mailtalk.knowledge.explain import Explanation
-    from mailtalk.net.gssapi import KerberosContext
     from mailtalk.net.target import Target
 
 # Replies that get a one-line explanation under them.
@@ -84,12 +85,6 @@ def make_core(protocol: str, lmtp: bool = False) -> ClientCore:
     from mailtalk.protocols.imap import IMAPConnection
 
     return IMAPConnection()
-
-
-def _ours() -> str:
-    from mailtalk.protocols.sasl import MECHANISMS
-
-    return ", ".join(MECHANISMS)
 
 
 class Conversation:
@@ -154,6 +149,7 @@ class Conversation:
             proxy_from=self.options.proxy_from,
             proxy_version=self.options.proxy_version,
             tls=self.options.tls,
+            gettext=self.gettext,
         )
         self._last_send = time.monotonic()
         self.transport = self._connect(transport_options)
@@ -173,7 +169,7 @@ class Conversation:
                 version=self.options.proxy_version, client=where))
         if self.transport.tls is not None:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
-            self._note(f"TLS: {self.transport.tls.summary()}", "tls")
+            self._note(f"TLS: {self.transport.tls.summary(None, self.gettext)}", "tls")
 
     def _connect(self, transport_options: TransportOptions) -> Transport:
         """The one place a session's connection is made: a program (--pipe), a
@@ -306,7 +302,8 @@ class Conversation:
             if octets:
                 self.transcript.add("#", f"a chunk of {len(octets)} bytes")
         self.last_command, self.last_command_line = self._in_flight[-1]
-        self._note(f"{len(items)} commands in one write (PIPELINING)")
+        self._note(self.gettext("{count} commands in one write (PIPELINING)").format(
+            count=len(items)))
 
     def send_message(
         self,
@@ -319,7 +316,8 @@ class Conversation:
             raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
         send_message = getattr(self.core, "send_message", None)
         if send_message is None:
-            raise MailtalkError("sending a message file only works in SMTP DATA mode")
+            raise MailtalkError(self.gettext(
+                "sending a message file only works in SMTP DATA mode"))
         data: bytes = send_message(message)
         self._read_lmtp_replies_in_order()
         chunk = 64 * 1024
@@ -459,7 +457,8 @@ class Conversation:
                 # REPL's note); the listener is not told the server closed: we did.
                 self.transcript.add("#", f"the server broke the protocol: {error}")
                 self.close()
-                raise ServerProtocolError(f"the server broke the protocol: {error}") from error
+                raise ServerProtocolError(self.gettext(
+                    "the server broke the protocol: {error}").format(error=error)) from error
             if event is NEED_DATA:
                 return
             if event is CONNECTION_CLOSED:
@@ -489,7 +488,8 @@ class Conversation:
             recipient = getattr(event, "recipient", None)
             if recipient is not None:  # LMTP, PRDR: one reply to the message per recipient
                 mode = "LMTP" if getattr(self.core, "lmtp", False) else "PRDR"
-                self._note(f"{mode}: that reply is for <{recipient}>")
+                self._note(self.gettext("{mode}: that reply is for <{recipient}>").format(
+                    mode=mode, recipient=recipient))
             if self.explain_inline and event.reply_class in _FAILURE_CLASSES:
                 self._explain(event)
             if self.core.wants_tls_upgrade:
@@ -580,7 +580,7 @@ class Conversation:
             self.transcript.add("#", "TLS failed; connection closed")
             raise
         self.core.tls_started()
-        self._note(f"TLS: {info.summary()}", "tls")
+        self._note(f"TLS: {info.summary(None, self.gettext)}", "tls")
 
     def _note(self, text: str, kind: str = "info") -> None:
         self.transcript.add("#", text)
@@ -605,7 +605,7 @@ class Conversation:
         if getattr(self.core, "tls", False):
             raise MailtalkError(self.gettext("TLS is already on"))
         if protocol == "smtp":
-            self._ehlo_if_needed()
+            self.ehlo_if_needed()
             if "STARTTLS" not in getattr(self.core, "extensions", {}):
                 raise MailtalkError(
                     self.gettext("the server did not offer STARTTLS in its EHLO reply"))
@@ -626,144 +626,28 @@ class Conversation:
         from mailtalk.protocols.xclient import missing_attributes, xclient_line
 
         if self.target.protocol != "smtp" or getattr(self.core, "lmtp", False):
-            raise MailtalkError("XCLIENT is an SMTP command (Postfix): not for this session")
+            raise MailtalkError(self.gettext(
+                "XCLIENT is an SMTP command (Postfix): not for this session"))
         if self.closed:
             raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
-        self._ehlo_if_needed()
+        self.ehlo_if_needed()
         why = missing_attributes(attributes, getattr(self.core, "extensions", {}))
         if why is not None:
             raise MailtalkError(why)
         self.send_line(xclient_line(attributes), typed=False)
         reply = self.wait_final()
         if reply.reply_class is not ReplyClass.POSITIVE:
-            raise MailtalkError(f"XCLIENT refused: {first_line(reply)}")
-        self._ehlo_if_needed()
+            raise MailtalkError(self.gettext("XCLIENT refused: {reply}").format(
+                reply=first_line(reply)))
+        self.ehlo_if_needed()
 
-    def _ehlo_if_needed(self) -> None:
+    def ehlo_if_needed(self) -> None:
         """SMTP: say EHLO unless the server has answered one (after HELO it has told
         us nothing about its extensions)."""
         if not getattr(self.core, "esmtp", False):
             verb = getattr(self.core, "hello_verb", "EHLO")  # LHLO for LMTP
             self.send_line(f"{verb} {client_name()}", typed=False)
             self._expect_positive(self.wait_final(), verb)
-
-    def prepare_auth(self, mechanism: str) -> None:
-        """Before asking anyone for a password: learn what the server offers (EHLO,
-        CAPA or CAPABILITY when not known yet) and refuse, saying what it does offer,
-        when the login could not work. Lines it sends are recorded as typed ones."""
-        from mailtalk.protocols.sasl import MECHANISMS
-
-        mechanism = mechanism.upper()
-        if mechanism not in MECHANISMS:
-            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
-        if self.closed:
-            raise ServerClosedError(self.gettext("the connection is closed: use :reconnect"))
-        if self.core.authenticated:
-            raise MailtalkError(self.gettext("already authenticated on this connection"))
-        host = self.target.host
-        tls = bool(getattr(self.core, "tls", False))
-        protocol = self.target.protocol
-        if protocol == "smtp":
-            offered: list[str] | None = self._smtp_auth_offer(host, tls)
-        elif protocol == "pop3":
-            offered = self._pop3_auth_offer(host, tls)
-        else:
-            offered = self._imap_auth_offer(host, tls)
-        if offered is None:
-            return  # the server does not say what it offers: only trying tells
-        if mechanism not in offered:
-            verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
-            ours = [m for m in MECHANISMS if m in offered]
-            advice = f": :auth {ours[0].lower()}" if ours else f"; mailtalk does {_ours()} only"
-            raise MailtalkError(
-                f"{host} does not offer {verb} {mechanism}; it offers {' '.join(offered)}{advice}"
-            )
-
-    def offered_mechanisms(self) -> list[str] | None:
-        """The SASL mechanisms the server has said it offers (upper case), None when it
-        has not said (no EHLO, CAPA or CAPABILITY seen yet, or none of them)."""
-        protocol = self.target.protocol
-        if protocol == "smtp":
-            if "AUTH" not in getattr(self.core, "extensions", {}):
-                return None
-            return [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
-        if not getattr(self.core, "capabilities_known", False):
-            return None
-        name = "sasl_mechanisms" if protocol == "pop3" else "auth_mechanisms"
-        return [m.upper() for m in getattr(self.core, name, [])] or None
-
-    def _smtp_auth_offer(self, host: str, tls: bool) -> list[str]:
-        """The SASL mechanisms of the EHLO reply (saying EHLO first if need be); raises,
-        with the ways to a login, when there is no AUTH line."""
-        self._ehlo_if_needed()
-        extensions = getattr(self.core, "extensions", {})
-        if "AUTH" not in extensions:
-            ways = []
-            if "STARTTLS" in extensions and not tls:
-                ways.append(
-                    "it offers STARTTLS, and many servers offer AUTH only after it "
-                    "(:starttls, then :auth)"
-                )
-            if self.target.port not in (465, 587):
-                url_host = f"[{host}]" if ":" in host else host
-                ways.append(
-                    f"logins usually go to the submission port 587 (submission://{url_host})"
-                )
-            raise _no_auth(f"{host} does not offer AUTH here (its EHLO reply has no AUTH line)",
-                           ways)
-        return [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
-
-    def _pop3_auth_offer(self, host: str, tls: bool) -> list[str] | None:
-        """The SASL mechanisms of the CAPA reply (sending CAPA if need be); None for a
-        server without CAPA (RFC 1939); raises when CAPA has no SASL line."""
-        if not self._capabilities_asked("CAPA"):
-            return None
-        capabilities = getattr(self.core, "capabilities", {})
-        if "SASL" not in capabilities:
-            others = []
-            if "USER" in capabilities:
-                others.append("it offers USER and PASS")
-            if "STLS" in capabilities and not tls:
-                others.append("it may offer more after STLS (:starttls)")
-            raise _no_auth(f"{host} does not offer AUTH (its CAPA reply has no SASL line)",
-                           others)
-        return [m.upper() for m in getattr(self.core, "sasl_mechanisms", [])]
-
-    def _imap_auth_offer(self, host: str, tls: bool) -> list[str] | None:
-        """The AUTH= capabilities (asking CAPABILITY if need be); None when the server
-        never said them; raises when there is none."""
-        if not self._capabilities_asked("CAPABILITY"):
-            return None
-        offered = [m.upper() for m in getattr(self.core, "auth_mechanisms", [])]
-        if not offered:
-            capabilities: set[str] = getattr(self.core, "capabilities", set())
-            others = []
-            if "LOGINDISABLED" not in capabilities:
-                others.append("LOGIN user password may work")
-            if "STARTTLS" in capabilities and not tls:
-                others.append("it may offer more after STARTTLS (:starttls)")
-            raise _no_auth(
-                f"{host} does not offer AUTHENTICATE (no AUTH= in its capabilities)", others
-            )
-        return offered
-
-    def _capabilities_asked(self, command: str) -> bool:
-        """Ask with ``command`` (CAPA, CAPABILITY) unless the server has told its
-        capabilities already; whether it has told them now."""
-        if not getattr(self.core, "capabilities_known", False):
-            self.send_line(command, typed=False)
-            self.wait_final()
-        return bool(getattr(self.core, "capabilities_known", False))
-
-    def authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
-        with self.recorder.suspended():
-            reply = self._authenticate(mechanism, user, secret)
-        said = f"auth {mechanism.lower()} {user}".rstrip()  # EXTERNAL may have no user
-        if reply.reply_class is ReplyClass.POSITIVE:
-            self.recorder.directive(said)
-        else:
-            self.recorder.comment(f"{said} failed here")
-        return reply
 
     def finish_recording(self) -> str | None:
         """Write the session file if recording; the path written, or None."""
@@ -774,145 +658,10 @@ class Conversation:
         self.recorder.path = None
         return path
 
-    def _authenticate(self, mechanism: str, user: str, secret: str) -> ServerEvent:
-        """One SASL exchange: the command (with the initial response where the protocol
-        takes one), then an answer to each challenge; every answer is masked as ***.
-        A server that breaks the mechanism (SCRAM's signature wrong) is an error; so is,
-        for GSSAPI, a missing Kerberos ticket (before anything is sent)."""
-        from mailtalk.protocols.sasl import (
-            MECHANISMS,
-            WEAK_PASSWORD_MECHANISMS,
-            SASLError,
-            client_mechanism,
-            decode,
-        )
-        from mailtalk.protocols.sasl import encode as sasl_encode
-
-        mechanism = mechanism.upper()
-        if mechanism not in MECHANISMS:
-            raise MailtalkError(f"mailtalk does SASL {_ours()} only, not {mechanism}")
-        protocol = self.target.protocol
-        kerberos = self._kerberos_context() if mechanism == "GSSAPI" else None
-        # The library's own failures (GSSAPI's): ours to report, not the server's.
-        local_errors = kerberos.errors if kerberos is not None else ()
-        try:
-            client = client_mechanism(
-                mechanism, user, secret, self.target.host, self.target.port,
-                protocol=protocol, context=kerberos.context if kerberos else None,
-            )
-            try:
-                pending = client.initial()
-            except local_errors as error:
-                raise AuthError(f"{mechanism}: {error}") from None
-            verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
-            # The initial response goes with the command for the client-first mechanisms
-            # beyond PLAIN (SCRAM, the tokens, GSSAPI): in SMTP (RFC 4954 always allows
-            # it) and in IMAP with SASL-IR; PLAIN keeps its classic two steps, which
-            # every server takes.
-            capabilities: set[str] = getattr(self.core, "capabilities", set())
-            with_initial = (
-                pending is not None
-                and mechanism != "PLAIN"
-                and (protocol == "smtp" or (protocol == "imap" and "SASL-IR" in capabilities))
-            )
-            if with_initial and pending is not None:
-                self.send_line(f"{verb} {mechanism} {sasl_encode(pending) or '='}", typed=False)
-                pending = None
-            else:
-                self.send_line(f"{verb} {mechanism}", typed=False)
-            reply = self.wait_final()
-            try:
-                while reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
-                    challenge = decode(_challenge_text(reply))
-                    if pending is not None:
-                        answer, pending = pending, None
-                    else:
-                        answer = client.respond(challenge)
-                    refusal = getattr(client, "error", None)
-                    if refusal is not None and not answer.strip(b"\x01"):
-                        self.listener.note(f"the server refused the token: {_json_text(refusal)}")
-                    self.send_line(sasl_encode(answer), typed=False)
-                    reply = self.wait_final()
-                if reply.reply_class is ReplyClass.POSITIVE:
-                    client.finish(None)
-            except SASLError as error:
-                self._cancel_exchange(reply)
-                raise ServerProtocolError(f"{mechanism}: {error}") from None
-            except local_errors as error:
-                self._cancel_exchange(reply)
-                raise AuthError(f"{mechanism}: {error}") from None
-        finally:
-            if kerberos is not None:
-                kerberos.context.close()
-        if getattr(client, "verified", False):
-            self.listener.note(self.gettext(
-                "{mechanism}: the server proved it knows the password").format(
-                    mechanism=mechanism))
-        if kerberos is not None and reply.reply_class is ReplyClass.POSITIVE:
-            context = kerberos.context
-            self.listener.note(
-                f"GSSAPI: logged in with the Kerberos ticket of {context.client_principal}; "
-                f"the server proved it is {context.shown} (mutual authentication)"
-            )
-        if mechanism in WEAK_PASSWORD_MECHANISMS:
-            self.listener.note(
-                f"{mechanism} is {WEAK_PASSWORD_MECHANISMS[mechanism]}: use SCRAM where the "
-                "server offers it", "warning"
-            )
-        return reply
-
-    def _kerberos_context(self) -> _Kerberos:
-        """GSSAPI's security context with this server's service (``imap@HOST``, HOST as
-        given: Kerberos names the service by the server's host name); AuthError when
-        there is no library."""
-        from mailtalk.net.gssapi import GSSAPIError, KerberosContext
-        from mailtalk.protocols.sasl import SASL_SERVICES
-
-        protocol = self.target.protocol
-        try:
-            context = KerberosContext(SASL_SERVICES.get(protocol, protocol), self.target.host)
-        except GSSAPIError as error:
-            raise AuthError(f"GSSAPI: {error}") from None
-        return _Kerberos(context, (GSSAPIError,))
-
-    def _cancel_exchange(self, reply: ServerEvent) -> None:
-        """The exchange cannot go on: ``*`` (the protocols' cancel) while the server
-        still waits for an answer, and its refusal read."""
-        if reply.reply_class is ReplyClass.INTERMEDIATE and not self.closed:
-            self.send_line("*", typed=False)
-            self.wait_final()
-
     def _expect_positive(self, reply: ServerEvent, what: str) -> None:
         if reply.reply_class is not ReplyClass.POSITIVE:
             raise MailtalkError(self.gettext("{command} failed: {reply}").format(
                 command=what, reply=first_line(reply)))
-
-
-@dataclass(frozen=True)
-class _Kerberos:
-    """GSSAPI's context, and the library's error types, caught around the exchange."""
-
-    context: KerberosContext
-    errors: tuple[type[Exception], ...]
-
-
-def _challenge_text(reply: ServerEvent) -> str:
-    """The base64 of a challenge: after ``334 `` (SMTP) or ``+ `` (POP3, IMAP)."""
-    lines = getattr(reply, "lines", None)
-    if lines is not None:
-        return str(lines[0]) if lines else ""
-    return str(getattr(reply, "text", ""))
-
-
-def _json_text(value: object) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _no_auth(why: str, hints: list[str]) -> MailtalkError:
-    """No login is possible: why, then what may work instead."""
-    return MailtalkError(why + "".join(f"; {hint}" for hint in hints))
 
 
 def client_name() -> str:

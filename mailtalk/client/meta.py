@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.conversation import Conversation
+from mailtalk.client.login import authenticate, prepare_auth
 from mailtalk.errors import MailtalkError
 from mailtalk.protocols.common import ReplyClass
 
@@ -112,7 +113,7 @@ def _help(
         if entry is None:
             raise MailtalkError(_("{command} is not a {protocol} command I know").format(
                 command=name.upper(), protocol=protocol.upper()))
-        ui.show_block(render_help(entry))
+        ui.show_block(render_help(entry, gettext=_))
         return
     valid = ", ".join(conv.core.valid_commands()) or _("(none: wait, or :reconnect)")
     lines = [
@@ -165,9 +166,9 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
         # the TLS client certificate (EXTERNAL) or the Kerberos ticket (GSSAPI) is the
         # identity: no secret is asked for; a USER given is the authorization identity
         # asked for, none the certificate's or the ticket's own
-        conv.prepare_auth(mechanism)
+        prepare_auth(conv, mechanism)
         authzid = args[1] if len(args) > 1 else ""
-        reply = conv.authenticate(mechanism, authzid, "")
+        reply = authenticate(conv, mechanism, authzid, "")
         if reply.reply_class is ReplyClass.POSITIVE:
             by = (_("the client certificate") if mechanism == "EXTERNAL"
                   else _("the Kerberos ticket"))
@@ -178,7 +179,7 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if not user:
         raise MailtalkError(_("usage: :auth MECHANISM USER (no user in the URL to default to)"))
     # What the server offers is settled before anyone is asked for a secret.
-    conv.prepare_auth(mechanism)
+    prepare_auth(conv, mechanism)
     from mailtalk.client.credentials import TOKEN_VARIABLE, is_token_mechanism, netrc_lookup
 
     if is_token_mechanism(mechanism):
@@ -199,7 +200,7 @@ def _auth(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             ui.note(_("password for {user} from {file}").format(user=user, file=found.shown_path))
         else:
             secret = ui.ask_secret(_("password for {user}: ").format(user=user))
-    reply = conv.authenticate(mechanism, user, secret)
+    reply = authenticate(conv, mechanism, user, secret)
     if reply.reply_class is ReplyClass.POSITIVE:
         ui.note(_("authenticated as {user}").format(user=user))
 

@@ -36,8 +36,11 @@ class PipeScreen:
     # :explain's block goes to stderr as "# " lines, whose escaping would show ANSI codes
     block_colour = False
 
-    def __init__(self, env: Environment, raw: bool) -> None:
+    def __init__(
+        self, env: Environment, raw: bool, gettext: Callable[[str], str] = str
+    ) -> None:
         self.env = env
+        self.gettext = gettext  # the session's language (Conversation.gettext)
         self.out: TextIO = env.stdout
         self.err: TextIO = env.stderr
         self.raw = raw
@@ -71,17 +74,20 @@ class PipeScreen:
         """A line (or :command) went through: say the server closed, if it did."""
         if self._closed_untold:
             self._closed_untold = False
-            self.note("the server closed the connection")
+            self.note(self.gettext("the server closed the connection"))
 
     # MetaUI
     def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
         secret = self.env.variables.get(variable)
         if secret is not None:
             return secret
+        _ = self.gettext
         if variable == "MAILTALK_PASSWORD":
-            missing = "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal"
+            missing = _(
+                "no password: set MAILTALK_PASSWORD, put it in ~/.netrc, or run on a terminal")
         else:
-            missing = f"no OAuth2 token: set {variable}, or run on a terminal"
+            missing = _("no OAuth2 token: set {variable}, or run on a terminal").format(
+                variable=variable)
         # getpass falls back to reading standard input when there is no terminal,
         # which here is the script: it would eat the next line as the secret.
         try:
@@ -109,20 +115,24 @@ class PipeScreen:
 
 
 def _finish_recording(conv: Conversation, err: TextIO) -> None:
+    _ = conv.gettext
     try:
         written = conv.finish_recording()
     except OSError as error:
-        err.write(f"mailtalk: could not write the recording: {error}\n")
+        err.write("mailtalk: " + _("could not write the recording: {error}").format(
+            error=error) + "\n")
         return
     if written:
-        err.write(f"# wrote {written}\n")
+        err.write("# " + _("wrote {file}").format(file=written) + "\n")
 
 
 def run_pipe_mode(options: SessionOptions, env: Environment, coach: Coach | None = None) -> int:
     """The session with its lines read from ``env.stdin``; returns the exit status: 1
     when a reply was a failure (4xx, 5xx, -ERR, NO, BAD), the error's status when the
     session broke off."""
-    screen = PipeScreen(env, options.raw)
+    from mailtalk.knowledge.translation import translation
+
+    screen = PipeScreen(env, options.raw, translation(options.language).gettext)
     conv = Conversation(options, screen)
     extra = (None, "") if coach is None else (coach.commands, coach.heading)
     try:
@@ -142,9 +152,9 @@ def run_pipe_mode(options: SessionOptions, env: Environment, coach: Coach | None
                     coach.after(conv, screen)
                 continue
             if conv.closed:
-                raise ServerClosedError(
-                    f"the server closed the connection; not sent: {peer_text(line, 60)}"
-                )
+                raise ServerClosedError(conv.gettext(
+                    "the server closed the connection; not sent: {line}").format(
+                        line=peer_text(line, 60)))
             conv.send_line(line)
             if conv.expects_reply():
                 conv.wait_answer()

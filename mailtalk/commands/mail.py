@@ -534,7 +534,8 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
     "      --cert me.pem --key me.key --json  # with a client certificate\n\n"
     "\b\nExit status:\n"
     "  0    the login works\n"
-    "  1    it fails: the verdict says why\n"
+    "  1    it fails: the verdict says why (also when GSSAPI is all the server\n"
+    "       offers and no Kerberos ticket of the user is in the cache)\n"
     "  2    bad arguments (no user, not a URL, a --cafile with no certificate)\n"
     "  3    could not connect\n"
     "  4    TLS could not be started, or submission:// found no STARTTLS\n"
@@ -570,9 +571,11 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     disabled, TLS being required, no AUTH on the port, a locked mailbox or a
     login delay, from the server's own answers, and says which way the login
     went. It logs in as send does: the strongest mechanism offered (SCRAM, CRAM-MD5,
-    else LOGIN or PLAIN), or XOAUTH2/OAUTHBEARER with an OAuth 2 token. Password from
-    $MAILTALK_PASSWORD, ~/.netrc, or asked; token from $MAILTALK_OAUTH2_TOKEN or
-    --oauth2-token. The URL's host may be an alias from the config file (mailtalk --help)."""
+    else LOGIN or PLAIN), or XOAUTH2/OAUTHBEARER with an OAuth 2 token, or GSSAPI when
+    the ticket cache holds a Kerberos ticket of the user (kinit; no password then).
+    Password from $MAILTALK_PASSWORD, ~/.netrc, or asked; token from
+    $MAILTALK_OAUTH2_TOKEN or --oauth2-token. The URL's host may be an alias from the
+    config file (mailtalk --help)."""
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import login
 

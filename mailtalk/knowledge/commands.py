@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -141,32 +142,40 @@ def _paragraphs(text: str) -> list[str]:
     return [" ".join(block.split()) for block in blocks if block.strip()]
 
 
-def render_help(entry: CommandHelp, width: int = WIDTH) -> str:
-    """A readable block: syntax, summary, wrapped detail, example, states, RFC."""
+def render_help(
+    entry: CommandHelp, width: int = WIDTH, gettext: Callable[[str], str] = str
+) -> str:
+    """A readable block: syntax, summary, wrapped detail, example, states, RFC; the
+    prose and the labels said by ``gettext`` (the session's language: the summaries and
+    paragraphs of ``locale/LANG/commands.po``), the syntax, example, states and RFCs as
+    they are."""
+    _ = gettext
     fill = functools.partial(
         textwrap.fill, width=width, break_long_words=False, break_on_hyphens=False
     )
-    lines = [entry.syntax, fill(entry.summary, initial_indent="  ", subsequent_indent="  ")]
+    lines = [entry.syntax, fill(_(entry.summary), initial_indent="  ", subsequent_indent="  ")]
     for paragraph in _paragraphs(entry.detail):
-        lines += ["", fill(paragraph)]
+        lines += ["", fill(_(paragraph))]
     if entry.example:
         example = entry.example.splitlines()
-        lines += ["", "Example:"] + [("  " + line).rstrip() for line in example]
+        lines += ["", _("Example:")] + [("  " + line).rstrip() for line in example]
     if entry.states:
         states = ", ".join(state.replace("_", "-") for state in entry.states)
-        lines += ["", fill(states, initial_indent="Valid in: ", subsequent_indent=" " * 10)]
+        valid = _("Valid in:") + " "
+        lines += ["", fill(states, initial_indent=valid, subsequent_indent=" " * len(valid))]
     if entry.rfc:
         if not entry.states:
             lines.append("")
-        if len("See: " + entry.rfc) <= width:
-            lines.append("See: " + entry.rfc)
+        see = _("See:") + " "
+        if len(see + entry.rfc) <= width:
+            lines.append(see + entry.rfc)
         else:  # one reference a line, each wrapped on its own
             for n, reference in enumerate(entry.rfc.split("; ")):
                 lines.append(
                     fill(
                         reference,
-                        initial_indent="See: " if n == 0 else " " * 5,
-                        subsequent_indent=" " * 7,
+                        initial_indent=see if n == 0 else " " * len(see),
+                        subsequent_indent=" " * (len(see) + 2),
                     )
                 )
     return "\n".join(lines)

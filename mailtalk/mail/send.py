@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mailtalk.client import login
 from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import UsageError, exit_code_for, one_line
@@ -26,6 +27,7 @@ from mailtalk.mail.smtp_steps import (
     PartlyDelivered,
     SendFailed,
     drive,
+    has_ticket_for,
     job_conversation,
     password_for,
     quit_politely,
@@ -247,12 +249,12 @@ def converse(
             if mechanism == "GSSAPI":
                 user = ""  # the ticket says who: --auth named its owner
         if mechanism in NO_SECRET_MECHANISMS:
-            return conv.authenticate(mechanism, user, "")
+            return login.authenticate(conv, mechanism, user, "")
         if mechanism in TOKEN_MECHANISMS:
             assert options.oauth2_token is not None  # commands/mail.py makes sure
-            return conv.authenticate(mechanism, user, options.oauth2_token)
+            return login.authenticate(conv, mechanism, user, options.oauth2_token)
         secret = password_for(user, target.host)
-        return conv.authenticate(mechanism, user, secret)
+        return login.authenticate(conv, mechanism, user, secret)
 
     def send_message() -> None:
         _send_with_progress(conv, message, listener.as_json, progress_to)
@@ -520,18 +522,6 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
             "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
             "warning",
         )
-
-
-def has_ticket_for(user: str) -> bool:
-    """Whether a Kerberos ticket of ``user`` is at hand (``alice`` or
-    ``alice@EXAMPLE.ORG`` for alice@EXAMPLE.ORG's): only then may ``auto`` choose
-    GSSAPI, which never asks for a password. Local: no KDC is asked."""
-    from mailtalk.net.gssapi import ticket_principal
-
-    principal = ticket_principal()
-    if principal is None or not user:
-        return False
-    return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
 
 
 def _message(options: SendOptions, listener: Listener) -> bytes:

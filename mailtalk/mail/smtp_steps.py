@@ -94,6 +94,19 @@ def split_address(address: str, what: str) -> tuple[str, str]:
     return local, domain
 
 
+def has_ticket_for(user: str) -> bool:
+    """Whether a Kerberos ticket of ``user`` is at hand (``alice`` or
+    ``alice@EXAMPLE.ORG`` for alice@EXAMPLE.ORG's): only then may ``auto`` choose
+    GSSAPI (send, diagnose login), which never asks for a password. Local: no KDC is
+    asked."""
+    from mailtalk.net.gssapi import ticket_principal
+
+    principal = ticket_principal()
+    if principal is None or not user:
+        return False
+    return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
+
+
 def password_for(user: str, host: str) -> str:
     """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
     from mailtalk.client.credentials import find_password

@@ -20,6 +20,7 @@ password: without a ticket GSSAPI fails, it never asks.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any, Final
 
 LIBRARY: Final = "libgssapi_krb5.so.2"
@@ -61,18 +62,19 @@ _Status = ctypes.c_uint32
 _lib: Any = None
 
 
-def library() -> Any:
-    """The loaded library, with the prototypes set (once); GSSAPIError without it."""
+def library(_: Callable[[str], str] = str) -> Any:
+    """The loaded library, with the prototypes set (once); GSSAPIError without it,
+    said by ``_`` (the session's gettext)."""
     global _lib
     if _lib is not None:
         return _lib
     try:
         lib = ctypes.CDLL(LIBRARY)  # by its soname, as the dynamic linker finds it
     except OSError:
-        raise GSSAPIError(
-            f"GSSAPI needs MIT Kerberos's {LIBRARY}, which is not on this system "
+        raise GSSAPIError(_(
+            "GSSAPI needs MIT Kerberos's {library}, which is not on this system "
             "(Debian/Ubuntu: apt install libgssapi-krb5-2 krb5-user)"
-        ) from None
+        ).format(library=LIBRARY)) from None
     p, u32 = ctypes.POINTER, ctypes.c_uint32
     void_p, buf_p = ctypes.c_void_p, p(_Buffer)
     prototypes: dict[str, list[Any]] = {
@@ -141,22 +143,25 @@ def _input(data: bytes) -> tuple[_Buffer, Any]:
     return _Buffer(len(data), ctypes.cast(memory, ctypes.c_void_p)), memory
 
 
-def _explain(major: int, minor: int, service: str) -> str:
-    """A failure of the first step in words a user can act on."""
+def _explain(major: int, minor: int, service: str, _: Callable[[str], str] = str) -> str:
+    """A failure of the first step in words a user can act on (the library's own
+    words, in English, in brackets)."""
     routine = (major >> 16) & 0xFF
     said = _status_text(major, minor)
     if routine == _CREDENTIALS_EXPIRED or minor == _TICKET_EXPIRED:
-        return f"your Kerberos ticket has expired: run kinit ({said})"
-    if routine == _NO_CRED or minor in (_NO_CACHE, _CACHE_EMPTY):
-        return f"no Kerberos ticket: run kinit first ({said})"
-    if minor == _PRINCIPAL_UNKNOWN:
-        return (f"the Kerberos KDC does not know the service {service}: connect by the "
-                f"server's own host name, the one its service principal names ({said})")
-    if minor in (_NO_KDC, _NO_REALM):
-        return f"no Kerberos KDC answered for the service {service} ({said})"
-    if routine == _BAD_NAME:
-        return f"{service} is not a service name GSSAPI takes ({said})"
-    return f"GSSAPI failed for {service}: {said}"
+        words = _("your Kerberos ticket has expired: run kinit ({said})")
+    elif routine == _NO_CRED or minor in (_NO_CACHE, _CACHE_EMPTY):
+        words = _("no Kerberos ticket: run kinit first ({said})")
+    elif minor == _PRINCIPAL_UNKNOWN:
+        words = _("the Kerberos KDC does not know the service {service}: connect by the "
+                  "server's own host name, the one its service principal names ({said})")
+    elif minor in (_NO_KDC, _NO_REALM):
+        words = _("no Kerberos KDC answered for the service {service} ({said})")
+    elif routine == _BAD_NAME:
+        words = _("{service} is not a service name GSSAPI takes ({said})")
+    else:
+        words = _("GSSAPI failed for {service}: {said}")
+    return words.format(service=service, said=said)
 
 
 class KerberosContext:
@@ -165,12 +170,15 @@ class KerberosContext:
     asked for and required. The protocol core drives it: ``step`` until
     ``established``, then ``unwrap``/``wrap`` for RFC 4752's security layer."""
 
-    def __init__(self, service: str, host: str) -> None:
+    def __init__(
+        self, service: str, host: str, gettext: Callable[[str], str] = str
+    ) -> None:
+        self._ = gettext  # the session's language, for the errors
         self.target = f"{service}@{host}"
         self.shown = f"{service}/{host}"  # as Kerberos writes the principal
         self.established = False
         self.client_principal = ""
-        lib = library()
+        lib = library(gettext)
         minor = ctypes.c_uint32(0)
         buffer, _memory = _input(self.target.encode("utf-8"))
         self._name = ctypes.c_void_p()
@@ -178,13 +186,14 @@ class KerberosContext:
         major = lib.gss_import_name(ctypes.byref(minor), ctypes.byref(buffer),
                                     _oid("GSS_C_NT_HOSTBASED_SERVICE"), ctypes.byref(self._name))
         if major >> 16:
-            raise GSSAPIError(_explain(major, minor.value, self.shown))
+            raise GSSAPIError(_explain(major, minor.value, self.shown, gettext))
 
     def step(self, token: bytes | None) -> bytes:
         """The next token to send: the first one for ``None``, then the answer to the
         server's; ``established`` once the server has proved who it is."""
+        _ = self._
         if self.established:
-            raise GSSAPIError("GSSAPI: the security context is already established")
+            raise GSSAPIError(_("GSSAPI: the security context is already established"))
         lib = library()
         minor, flags = ctypes.c_uint32(0), ctypes.c_uint32(0)
         given, _memory = _input(token or b"")
@@ -198,13 +207,15 @@ class KerberosContext:
         answer = _take(out)
         if major >> 16:
             if token is None:
-                raise GSSAPIError(_explain(major, minor.value, self.shown))
-            raise GSSAPIError(f"the server's GSSAPI token for {self.shown} is not valid: "
-                              f"{_status_text(major, minor.value)}")
+                raise GSSAPIError(_explain(major, minor.value, self.shown, _))
+            raise GSSAPIError(_("the server's GSSAPI token for {service} is not valid: {said}"
+                                ).format(service=self.shown,
+                                         said=_status_text(major, minor.value)))
         if major & 0xFFFF == _COMPLETE:
             if not flags.value & _MUTUAL_FLAG:
-                raise GSSAPIError(f"{self.shown} did not prove its identity (no mutual "
-                                  "authentication)")
+                raise GSSAPIError(_(
+                    "{service} did not prove its identity (no mutual authentication)"
+                ).format(service=self.shown))
             self.established = True
             self.client_principal = self._initiator()
         return answer
@@ -243,8 +254,10 @@ class KerberosContext:
                                    ctypes.byref(out), None, None)
         result = _take(out)
         if major >> 16:
-            what = "wrap our answer" if wrap else "unwrap the server's security-layer offer"
-            raise GSSAPIError(f"GSSAPI could not {what}: {_status_text(major, minor.value)}")
+            _ = self._
+            words = (_("GSSAPI could not wrap our answer: {said}") if wrap
+                     else _("GSSAPI could not unwrap the server's security-layer offer: {said}"))
+            raise GSSAPIError(words.format(said=_status_text(major, minor.value)))
         return result
 
     def close(self) -> None:

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from mailtalk.language import N_
+
 # Appended to every certificate verification failure: the two ways out.
-VERIFY_HINT: Final = "Use --cafile FILE to trust the issuer, or --insecure to skip verification."
+VERIFY_HINT: Final = N_(
+    "Use --cafile FILE to trust the issuer, or --insecure to skip verification."
+)
 # ... and when --cafile was given and did not hold the issuer.
-VERIFY_HINT_CAFILE: Final = (
+VERIFY_HINT_CAFILE: Final = N_(
     "Use --cafile FILE with the issuer's certificate, or --insecure to skip verification."
 )
 
@@ -130,32 +134,35 @@ class TLSInfo:
             chain_source=chain_source or "leaf only",
         )
 
-    def summary(self, now: datetime | None = None) -> str:
+    def summary(self, now: datetime | None = None, _: Callable[[str], str] = str) -> str:
         """One line for the REPL, e.g. ``TLSv1.3, TLS_AES_256_GCM_SHA384 (256 bits);
-        certificate CN=localhost, issued by CN=localhost, expires 2026-12-28 (30 days)``.
+        certificate CN=localhost, issued by CN=localhost, expires 2026-12-28 (30 days)``,
+        in the language of ``_`` (the session's gettext).
 
         Unverified sessions end with "; NOT verified (--insecure)" so nobody mistakes
         them for checked ones.
         """
-        line = f"{self.version}, {self.cipher} ({self.bits} bits); "
+        line = f"{self.version}, {self.cipher} " + _("({bits} bits)").format(bits=self.bits)
+        line += "; "
         if not self.subject and self.not_after is None:
-            line += "no certificate details"
+            line += _("no certificate details")
         else:
-            line += f"certificate {self.subject or '(no subject)'}"
-            line += f", issued by {self.issuer or '(unknown issuer)'}"
+            line += _("certificate {subject}, issued by {issuer}").format(
+                subject=self.subject or _("(no subject)"),
+                issuer=self.issuer or _("(unknown issuer)"))
             if self.not_after is not None:
-                line += ", " + _describe_expiry(self.not_after, now or datetime.now(UTC))
+                line += ", " + _describe_expiry(self.not_after, now or datetime.now(UTC), _)
         if not self.verified:
-            line += "; NOT verified (--insecure)"
+            line += "; " + _("NOT verified (--insecure)")
         return line
 
 
-def _describe_expiry(not_after: datetime, now: datetime) -> str:
+def _describe_expiry(not_after: datetime, now: datetime, _: Callable[[str], str] = str) -> str:
     days = (not_after - now).days
     date = not_after.strftime("%Y-%m-%d")
     if not_after < now:
-        return f"expired {date} ({-days} days ago)"
-    return f"expires {date} ({days} days)"
+        return _("expired {date} ({days} days ago)").format(date=date, days=-days)
+    return _("expires {date} ({days} days)").format(date=date, days=days)
 
 
 def explain_verification_failure(
@@ -163,6 +170,7 @@ def explain_verification_failure(
     host: str,
     certificate: bytes | None,
     cafile: str | None = None,
+    gettext: Callable[[str], str] = str,
 ) -> tuple[str, str]:
     """Turn a failed certificate check into ``(reason, message)``.
 
@@ -172,7 +180,9 @@ def explain_verification_failure(
     DER certificate if it could be captured; without it the message has fewer details.
     ``cafile`` is the --cafile given, if any: when the issuer is unknown, the message
     says that file did not hold it (rather than advising --cafile once more).
+    ``gettext`` says it in the session's language.
     """
+    _ = gettext
     facts = decode_certificate(certificate) if certificate else CertificateFacts()
     hint = VERIFY_HINT
     code = error.verify_code
@@ -180,34 +190,37 @@ def explain_verification_failure(
         reason = "expired"
         if facts.not_after is not None:
             days_ago = (datetime.now(UTC) - facts.not_after).days
-            sentence = (
-                f"the certificate of {host} expired on {facts.not_after:%Y-%m-%d} "
-                f"({days_ago} days ago)"
-            )
+            sentence = _(
+                "the certificate of {host} expired on {date} ({days} days ago)"
+            ).format(host=host, date=f"{facts.not_after:%Y-%m-%d}", days=days_ago)
         else:
-            sentence = f"the certificate of {host} has expired"
+            sentence = _("the certificate of {host} has expired").format(host=host)
     elif code == _CERT_NOT_YET_VALID:
         reason = "not-yet-valid"
         # Usually the clock of one of the two machines is wrong, not the certificate.
-        valid_from = f" until {facts.not_before:%Y-%m-%d}" if facts.not_before else " yet"
         sentence = (
-            f"the certificate of {host} is not valid{valid_from} "
-            "(check the clocks of this computer and the server)"
-        )
+            _("the certificate of {host} is not valid until {date} "
+              "(check the clocks of this computer and the server)")
+            if facts.not_before else
+            _("the certificate of {host} is not valid yet "
+              "(check the clocks of this computer and the server)")
+        ).format(host=host, date=f"{facts.not_before:%Y-%m-%d}" if facts.not_before else "")
     elif code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
         reason = "wrong-host"
         if facts.names:
-            sentence = f"the certificate is for {_list_names(facts.names)}, not {host}"
+            sentence = _("the certificate is for {names}, not {host}").format(
+                names=_list_names(facts.names, _), host=host)
         else:
-            sentence = f"the certificate is not for {host}"
+            sentence = _("the certificate is not for {host}").format(host=host)
     elif code == _DEPTH_ZERO_SELF_SIGNED_CERT:
         reason = "self-signed"
-        sentence = f"the certificate of {host} is self-signed, so nothing vouches for it"
+        sentence = _("the certificate of {host} is self-signed, so nothing vouches for it"
+                     ).format(host=host)
         if cafile:
-            sentence = (
-                f"the certificate of {host} is self-signed (nothing vouches for it), "
-                f"and {cafile} does not hold it"
-            )
+            sentence = _(
+                "the certificate of {host} is self-signed (nothing vouches for it), "
+                "and {cafile} does not hold it"
+            ).format(host=host, cafile=cafile)
             hint = VERIFY_HINT_CAFILE
     elif code in (
         _UNABLE_TO_GET_ISSUER_CERT,
@@ -216,21 +229,22 @@ def explain_verification_failure(
         _SELF_SIGNED_CERT_IN_CHAIN,
     ):
         reason = "unknown-issuer"
-        issuer = facts.issuer or "an authority"
-        sentence = (
-            f"the certificate of {host} was issued by {issuer}, which is not in your trusted CAs"
-        )
+        issuer = facts.issuer or _("an authority")
+        sentence = _(
+            "the certificate of {host} was issued by {issuer}, which is not in your trusted CAs"
+        ).format(host=host, issuer=issuer)
         if cafile:
-            sentence = (
-                f"the certificate of {host} was issued by {issuer}, which is neither in "
-                f"{cafile} nor in the system's trusted CAs"
-            )
+            sentence = _(
+                "the certificate of {host} was issued by {issuer}, which is neither in "
+                "{cafile} nor in the system's trusted CAs"
+            ).format(host=host, issuer=issuer, cafile=cafile)
             hint = VERIFY_HINT_CAFILE
     else:
         reason = "other"
         detail = error.verify_message or error.reason or str(error)
-        sentence = f"the certificate of {host} could not be verified ({detail})"
-    return reason, f"{sentence}. {hint}"
+        sentence = _("the certificate of {host} could not be verified ({reason})").format(
+            host=host, reason=detail)
+    return reason, f"{sentence}. {_(hint)}"
 
 
 # A CA bundle is a few hundred KiB; a file far bigger is not one, and is not read.
@@ -282,10 +296,10 @@ def check_cafile(path: str) -> str:
     return path
 
 
-def _list_names(names: Sequence[str]) -> str:
+def _list_names(names: Sequence[str], _: Callable[[str], str] = str) -> str:
     shown = ", ".join(names[:_MAX_NAMES_SHOWN])
     if len(names) > _MAX_NAMES_SHOWN:
-        shown += f" and {len(names) - _MAX_NAMES_SHOWN} more"
+        shown += " " + _("and {count} more").format(count=len(names) - _MAX_NAMES_SHOWN)
     return shown
 
 

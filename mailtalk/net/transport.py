@@ -26,10 +26,12 @@ import os
 import socket
 import ssl
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
+from mailtalk.language import N_
 from mailtalk.net.certchain import peer_chain
 from mailtalk.net.program import ProgramError, ProgramLink
 from mailtalk.net.tls import (
@@ -58,13 +60,13 @@ DEFAULT_RECV_SIZE: Final = 65536
 
 # What a connect() or getaddrinfo() failure means, in the words we show.
 _CONNECT_ERRNO_WORDS: Final = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.EHOSTDOWN: "host is down",
-    errno.ECONNRESET: "connection reset",
-    errno.EADDRNOTAVAIL: "address not available from this computer",
-    errno.EAFNOSUPPORT: "address family not supported by this computer",
+    errno.ECONNREFUSED: N_("connection refused"),
+    errno.ENETUNREACH: N_("network unreachable"),
+    errno.EHOSTUNREACH: N_("host unreachable"),
+    errno.EHOSTDOWN: N_("host is down"),
+    errno.ECONNRESET: N_("connection reset"),
+    errno.EADDRNOTAVAIL: N_("address not available from this computer"),
+    errno.EAFNOSUPPORT: N_("address family not supported by this computer"),
 }
 
 # OpenSSL reasons meaning the bytes that came back were not TLS at all.
@@ -141,7 +143,9 @@ class TransportOptions:
     ``server_hostname`` is the name sent as SNI and verified; defaults to the host.
     ``resolve`` maps host names to the addresses to connect to instead of asking the
     system's resolver (curl's ``--resolve``): a practice world's names live only in its
-    own DNS. The name is still the one TLS sends and verifies.
+    own DNS. The name is still the one TLS sends and verifies. ``gettext`` puts the
+    error messages into the session's language (the REPL's ``Conversation.gettext``);
+    the net layer knows no catalogue.
     """
 
     timeout: float = 30.0
@@ -158,6 +162,7 @@ class TransportOptions:
     proxy_version: int = 1
     # --sni, --tls-min/--tls-max, --ciphers, --cert/--key, --tls-dump
     tls: ClientTLS = field(default_factory=ClientTLS)
+    gettext: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
 
 def make_ssl_context(options: TransportOptions) -> ssl.SSLContext:
@@ -255,23 +260,27 @@ class Transport:
         certificate is then checked against its IP SANs.
         """
         options = options or TransportOptions()
+        _ = options.gettext
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        where = f"{host} port {port}"
+        where = _("{host} port {port}").format(host=host, port=port)
+        cannot = _("cannot connect to {server}: {reason}")
         if not 0 < port < 65536:
-            raise ConnectError(f"cannot connect to {where}: the port must be from 1 to 65535")
+            raise ConnectError(cannot.format(
+                server=where, reason=_("the port must be from 1 to 65535")))
         lookup = dict(options.resolve).get(host.lower().rstrip("."), host)
         try:
             addresses = socket.getaddrinfo(lookup, port, options.family, socket.SOCK_STREAM)
         except socket.gaierror as error:
-            raise ConnectError(
-                f"cannot connect to {where}: {_describe_resolver_error(error, options.family)}"
-            ) from error
+            raise ConnectError(cannot.format(
+                server=where, reason=_describe_resolver_error(error, options.family, _)
+            )) from error
         except UnicodeError as error:
-            raise ConnectError(f"cannot connect to {where}: not a valid host name") from error
+            raise ConnectError(cannot.format(
+                server=where, reason=_("not a valid host name"))) from error
 
         last_error: OSError | None = None
-        for family, kind, protocol, _, address in addresses:
+        for family, kind, protocol, _name, address in addresses:
             sock = socket.socket(family, kind, protocol)
             sock.settimeout(options.timeout)
             try:
@@ -291,10 +300,10 @@ class Transport:
             return transport
 
         assert last_error is not None  # getaddrinfo never returns an empty list
-        detail = _describe_connect_error(last_error, options.timeout)
+        detail = _describe_connect_error(last_error, options.timeout, _)
         if len(addresses) > 1:
-            detail += f" (tried {len(addresses)} addresses)"
-        raise ConnectError(f"cannot connect to {where}: {detail}") from last_error
+            detail += " " + _("(tried {count} addresses)").format(count=len(addresses))
+        raise ConnectError(cannot.format(server=where, reason=detail)) from last_error
 
     @classmethod
     def connect_unix(
@@ -314,10 +323,12 @@ class Transport:
             sock.connect(path)
         except OSError as error:
             sock.close()
-            detail = _describe_connect_error(error, options.timeout)
+            _ = options.gettext
+            detail = _describe_connect_error(error, options.timeout, _)
             if isinstance(error, FileNotFoundError):
-                detail = "no such socket"
-            raise ConnectError(f"cannot connect to unix:{path}: {detail}") from error
+                detail = _("no such socket")
+            raise ConnectError(_("cannot connect to {server}: {reason}").format(
+                server=f"unix:{path}", reason=detail)) from error
         transport = cls(sock, path, 0, options, peer=(f"unix:{path}",))
         if implicit_tls:
             transport._handshake(implicit=True)
@@ -389,8 +400,9 @@ class Transport:
         try:
             self._sock.sendall(data)
         except TimeoutError as error:
-            raise TransportTimeout(
-                f"{self.host} did not accept data within {self._describe_timeout()}"
+            raise TransportTimeout(self.options.gettext(
+                "{server} did not accept data within {limit}").format(
+                    server=self.host, limit=self._describe_timeout())
             ) from error
         except OSError as error:
             raise TransportError(self._describe_lost_connection(error)) from error
@@ -406,8 +418,9 @@ class Transport:
         except TimeoutError as error:
             if self._closed:
                 return b""
-            raise TransportTimeout(
-                f"no answer from {self.host} within {self._describe_timeout()}"
+            raise TransportTimeout(self.options.gettext(
+                "no answer from {server} within {limit}").format(
+                    server=self.host, limit=self._describe_timeout())
             ) from error
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             # A TLS peer hanging up, with or without close_notify: an ordinary close.
@@ -451,7 +464,8 @@ class Transport:
         ``TransportTimeout`` is raised.
         """
         if self.tls is not None:
-            raise TLSError(f"the connection to {self.host} is already using TLS")
+            raise TLSError(self.options.gettext(
+                "the connection to {server} is already using TLS").format(server=self.host))
         return self._handshake(implicit=False)
 
     def close(self) -> None:
@@ -488,6 +502,7 @@ class Transport:
         capture = CertificateCapture()
         capture.install(context)
         where = f"{self.host}:{self.port}"
+        _ = self.options.gettext
         try:
             tls_sock = context.wrap_socket(
                 self._sock, server_hostname=self.server_hostname, do_handshake_on_connect=False
@@ -500,31 +515,32 @@ class Transport:
             self.close()
             reason, message = explain_verification_failure(
                 error, self.server_hostname, capture.certificate or next(iter(sent), None),
-                self.options.cafile,
+                self.options.cafile, _,
             )
             if self.options.tls.dump and sent:
                 # The chain that failed is what one wants to look at.
                 self._dump_chain(sent)
-                message += f" (its chain is in {self.options.tls.dump})"
+                message += " " + _("(its chain is in {file})").format(file=self.options.tls.dump)
             raise TLSVerificationError(message, reason, sent) from error
         except TimeoutError as error:
             self.close()
-            raise TLSTimeout(
-                f"no answer from {self.host} to the TLS handshake within {self._describe_timeout()}"
+            raise TLSTimeout(_(
+                "no answer from {server} to the TLS handshake within {limit}").format(
+                    server=self.host, limit=self._describe_timeout())
             ) from error
         except ssl.SSLError as error:
             self.close()
-            raise TLSError(_describe_handshake_error(error, where, implicit)) from error
+            raise TLSError(_describe_handshake_error(error, where, implicit, _)) from error
         except OSError as error:
             self.close()
-            raise TLSError(
-                f"the server at {where} closed the connection during the TLS handshake"
-            ) from error
+            raise TLSError(_(
+                "the server at {server} closed the connection during the TLS handshake"
+            ).format(server=where)) from error
         except ValueError as error:  # wrap_socket() rejecting the name itself
             self.close()
-            raise TLSError(
-                f"cannot start TLS: {self.server_hostname!r} is not a valid server name"
-            ) from error
+            raise TLSError(_(
+                "cannot start TLS: {name} is not a valid server name"
+            ).format(name=repr(self.server_hostname))) from error
 
         cipher_name, _, secret_bits = tls_sock.cipher() or ("unknown cipher", "", 0)
         verified = context.verify_mode != ssl.CERT_NONE
@@ -554,63 +570,76 @@ class Transport:
             raise TLSDumpError(f"cannot write --tls-dump {where}: {detail}") from None
 
     def _describe_timeout(self) -> str:
+        _ = self.options.gettext
         if self._timeout is None:
-            return "the time allowed"
-        return f"{self._timeout:g} s (--timeout)"
+            return _("the time allowed")
+        return _("{limit} s (--timeout)").format(limit=f"{self._timeout:g}")
 
     def _describe_lost_connection(self, error: OSError) -> str:
+        _ = self.options.gettext
         if error.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
-            return f"the connection to {self.host} was closed by the server"
+            return _("the connection to {server} was closed by the server").format(
+                server=self.host)
         if self._closed:
-            return f"the connection to {self.host} is closed"
+            return _("the connection to {server} is closed").format(server=self.host)
         detail = error.strerror or str(error)
-        return f"the connection to {self.host} failed: {detail.lower()}"
+        return _("the connection to {server} failed: {reason}").format(
+            server=self.host, reason=detail.lower())
 
 
-def _describe_resolver_error(error: socket.gaierror, family: int) -> str:
+Gettext = Callable[[str], str]
+
+
+def _describe_resolver_error(error: socket.gaierror, family: int, _: Gettext = str) -> str:
     not_found = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
     if hasattr(socket, "EAI_ADDRFAMILY"):
         not_found.add(socket.EAI_ADDRFAMILY)
     if error.errno in not_found:
         if family == socket.AF_INET6:
-            return "the name has no IPv6 address (-6)"
+            return _("the name has no IPv6 address (-6)")
         if family == socket.AF_INET:
-            return "the name has no IPv4 address (-4)"
-        return "the name does not resolve (DNS lookup failed)"
+            return _("the name has no IPv4 address (-4)")
+        return _("the name does not resolve (DNS lookup failed)")
     if error.errno == socket.EAI_AGAIN:
-        return "the DNS lookup failed for now (no network, or the DNS server did not answer)"
-    return f"the DNS lookup failed ({(error.strerror or str(error)).lower()})"
+        return _("the DNS lookup failed for now (no network, or the DNS server did not answer)")
+    return _("the DNS lookup failed ({reason})").format(
+        reason=(error.strerror or str(error)).lower())
 
 
-def _describe_connect_error(error: OSError, timeout: float) -> str:
+def _describe_connect_error(error: OSError, timeout: float, _: Gettext = str) -> str:
     if isinstance(error, TimeoutError):
-        return f"no answer within {timeout:g} s (--timeout)"
+        return _("no answer within {limit} s (--timeout)").format(limit=f"{timeout:g}")
     if error.errno in _CONNECT_ERRNO_WORDS:
-        return _CONNECT_ERRNO_WORDS[error.errno]
+        return _(_CONNECT_ERRNO_WORDS[error.errno])
     return (error.strerror or str(error)).lower()
 
 
-def _describe_handshake_error(error: ssl.SSLError, where: str, implicit: bool) -> str:
+def _describe_handshake_error(
+    error: ssl.SSLError, where: str, implicit: bool, _: Gettext = str
+) -> str:
     reason = error.reason or ""
     if reason in _NOT_TLS_REASONS:
         if implicit:
-            return (
-                f"the server at {where} did not answer the TLS handshake "
+            return _(
+                "the server at {server} did not answer the TLS handshake "
                 "(is this port plain text? try without implicit TLS)"
-            )
-        return f"the server at {where} did not answer the TLS handshake after STARTTLS"
+            ).format(server=where)
+        return _("the server at {server} did not answer the TLS handshake after STARTTLS"
+                 ).format(server=where)
     if isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError) or "EOF" in reason:
         # Some servers hang up without an alert when no version is common, so say it.
-        return (
-            f"the server at {where} closed the connection during the TLS handshake "
+        return _(
+            "the server at {server} closed the connection during the TLS handshake "
             "(a server that speaks only TLS 1.0/1.1 may do this: try --tls-min 1.0)"
-        )
+        ).format(server=where)
     if reason in _VERSION_MISMATCH_REASONS:
-        return (
-            f"the server at {where} offers no TLS version mailtalk accepts "
+        return _(
+            "the server at {server} offers no TLS version mailtalk accepts "
             "(TLS 1.2 or newer; --insecure also allows TLS 1.0 and 1.1)"
-        )
+        ).format(server=where)
     if reason in ("SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE"):
-        return f"the server at {where} and mailtalk have no TLS cipher in common"
+        return _("the server at {server} and mailtalk have no TLS cipher in common").format(
+            server=where)
     detail = reason.replace("_", " ").lower() or str(error)
-    return f"the TLS handshake with {where} failed ({detail})"
+    return _("the TLS handshake with {server} failed ({reason})").format(
+        server=where, reason=detail)

@@ -44,6 +44,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from mailtalk.language import N_
+
 if TYPE_CHECKING:
     from mailtalk.protocols.sasl_gssapi import SecurityContext
 
@@ -661,10 +663,10 @@ PASSWORD_MECHANISMS: Final = (
 TOKEN_MECHANISMS: Final = ("OAUTHBEARER", "XOAUTH2")
 # Named only, never chosen by auto; what is wrong with each, as the client warns.
 WEAK_PASSWORD_MECHANISMS: Final = {
-    "DIGEST-MD5": "historic (RFC 6331: its MD5 of the password is weak and its realm "
-    "handling broken in practice)",
-    "NTLM": "weak (an eavesdropper can crack its NTLMv2 answer offline, and the server "
-    "is not authenticated)",
+    "DIGEST-MD5": N_("historic (RFC 6331: its MD5 of the password is weak and its realm "
+                     "handling broken in practice)"),
+    "NTLM": N_("weak (an eavesdropper can crack its NTLMv2 answer offline, and the server "
+               "is not authenticated)"),
 }
 # Need no secret: the TLS client certificate (--cert/--key) is the identity; the
 # Kerberos ticket (kinit) is. Never asked a password for; a USER given is the

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from mailtalk.client.conversation import Conversation
+from mailtalk.client.login import authenticate
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Tail
 from mailtalk.errors import MailtalkError, ServerClosedError
@@ -369,7 +370,7 @@ class Runner:
                 stop=True,
             )
         assert secret is not None
-        reply = conv.authenticate(step.mechanism, step.user, secret)
+        reply = authenticate(conv, step.mechanism, step.user, secret)
         self.command = "AUTH"
         if reply.reply_class is not ReplyClass.POSITIVE:
             self._mismatch(

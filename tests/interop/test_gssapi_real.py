@@ -247,3 +247,79 @@ def test_curl_logs_in_with_gssapi_to_the_same_dovecot(
     assert done.returncode == 0, done.stderr
     text = log.wait_for(lambda t: "method=GSSAPI" in t and "Login:" in t)
     assert f"{protocol}-login: Info: Login: user=<alice>, method=GSSAPI," in text
+
+
+# -- diagnose login: the automatic mechanism, as send's and the REPL's -----------------
+
+DIAGNOSE_URLS = {
+    "imap": f"imap://alice@{GSSAPI_HOST}:{PORTS['imap']}",
+    "pop3": f"pop3://alice@{GSSAPI_HOST}:{PORTS['pop3']}",
+    # Postfix offers STARTTLS first; its certificate is the peers' (CN=localhost)
+    "smtp": f"smtp://alice@{GSSAPI_HOST}:{PORTS['smtp']}",
+}
+
+
+def diagnose(env: dict[str, str], protocol: str) -> tuple[subprocess.CompletedProcess[str],
+                                                          dict[str, object]]:
+    """``diagnose login --json`` against the GSSAPI-only peer, with no password anywhere
+    and no terminal: a password asked for would end it with an error, not a verdict."""
+    import json
+
+    listening(PORTS[protocol])
+    tls = ("--cafile", os.environ.get("MAILTALK_PEERS_CAFILE", "/etc/dovecot/private/dovecot.pem"),
+           "--sni", "localhost") if protocol == "smtp" else ()
+    env = {k: v for k, v in env.items() if k != "MAILTALK_PASSWORD"}
+    result = mailtalk(env, "diagnose", "login", DIAGNOSE_URLS[protocol], *tls, "--json")
+    assert "Traceback" not in result.stderr and "password" not in result.stderr.lower(), (
+        describe(result))
+    return result, json.loads(result.stdout or "{}")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "smtp"])
+def test_diagnose_login_auto_chooses_gssapi_with_a_ticket(
+    protocol: str, ticket: dict[str, str]
+) -> None:
+    log = Log(POSTFIX_LOG if protocol == "smtp" else DOVECOT_LOG)
+    result, report = diagnose(ticket, protocol)
+    assert result.returncode == 0, describe(result)
+    assert report["verdict"] == "ok", report
+    verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
+    evidence = report["evidence"]
+    assert isinstance(evidence, list)
+    assert any(line.startswith(f"{verb} GSSAPI ") for line in evidence), evidence
+    if protocol == "smtp":
+        # no mail, so no sasl_method= line: smtpd's tally says AUTH worked (auth=1, not 0/1)
+        assert any(line.startswith("AUTH GSSAPI ") and ": 235 " in line for line in evidence)
+        text = log.wait_for(lambda t: "ehlo=2 starttls=1 auth=1 quit=1" in t)
+        assert "postfix/gssapi/smtpd" in text
+    else:
+        text = log.wait_for(lambda t: "method=GSSAPI" in t and "Login:" in t)
+        assert f"{protocol}-login: Info: Login: user=<alice>, method=GSSAPI," in text
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3", "smtp"])
+def test_diagnose_login_without_a_ticket_sends_nothing(protocol: str, tmp_path: Path) -> None:
+    result, report = diagnose(kerberos_env(tmp_path), protocol)  # an empty ticket cache
+    assert result.returncode == 1, describe(result)  # the login fails: the verdict says why
+    assert report["verdict"] == "no_kerberos_ticket", report
+    assert report["summary"] == (
+        f"{GSSAPI_HOST}:{PORTS[protocol]} offers GSSAPI (Kerberos) only, and the ticket "
+        "cache holds no ticket of alice, so nothing was sent: run kinit first."
+    )
+    facts = report["facts"]
+    assert isinstance(facts, dict) and facts["login"] == "not sent"
+    sent = [line["text"] for line in facts["transcript"] if line["dir"] == "C"]
+    assert not [line for line in sent if "AUTH" in line or "LOGIN " in line
+                or line.startswith(("USER", "PASS"))], sent
+
+
+def test_diagnose_login_with_the_ticket_of_another_user(ticket: dict[str, str]) -> None:
+    # alice's ticket is no ticket of bob's: auto does not choose GSSAPI for bob
+    listening(PORTS["imap"])
+    result = mailtalk(ticket, "diagnose", "login",
+                      f"imap://bob@{GSSAPI_HOST}:{PORTS['imap']}", "--brief")
+    assert result.returncode == 1, describe(result)
+    assert result.stdout.startswith(
+        f"Verdict: {GSSAPI_HOST}:{PORTS['imap']} offers GSSAPI (Kerberos) only, and the\n"
+        "  ticket cache holds no ticket of bob"), describe(result)
+    assert "AUTHENTICATE" not in result.stdout

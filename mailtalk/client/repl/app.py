@@ -410,10 +410,15 @@ class Repl:
         try:
             written = self.conv.finish_recording()
         except OSError as error:
-            print(f"mailtalk: could not write the recording: {error}", file=self.env.stderr)
+            print("mailtalk: " + self.conv.gettext("could not write the recording: {error}").format(
+                error=error), file=self.env.stderr)
             return
         if written:
-            print(f"# wrote {written}: replay it with mailtalk run {written}", file=self.env.stderr)
+            import shlex
+
+            said = self.conv.gettext("wrote {file}: replay it with mailtalk run {quoted}")
+            print("# " + said.format(file=written, quoted=shlex.quote(written)),
+                  file=self.env.stderr)
 
     def _read_line(self) -> str:
         def pre_run() -> None:

@@ -14,7 +14,10 @@ would send the password where it should not go (:class:`LoginEvidence` says wher
 then the rules decide; the verdicts' words are in ``knowledge/verdicts.toml``.
 
 The user comes from the URL (``imap://alice@host``) or ``--user``; the password
-from $MAILTALK_PASSWORD, ~/.netrc, or a prompt.
+from $MAILTALK_PASSWORD, ~/.netrc, or a prompt. GSSAPI, as send's and the REPL's
+automatic choice: only when the server offers it and the ticket cache holds a
+Kerberos ticket of that user, and then no password is asked; a server that offers
+SASL GSSAPI alone, with no ticket, is a verdict of its own, with nothing sent.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailtalk.client.conversation import Conversation
+from mailtalk.client.login import authenticate, offered_mechanisms
 from mailtalk.errors import MailtalkError, UsageError, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.mail.diagnose import Report, Rule, ServerOptions, conclude, decide, run_report
@@ -39,7 +43,9 @@ if TYPE_CHECKING:
 # Mailbox logins go by SASL (AUTHENTICATE, AUTH) only with these, chosen as send
 # chooses (protocols.sasl.auto_mechanism); otherwise by LOGIN or USER/PASS, which is
 # what PLAIN would send and what LOGINDISABLED speaks of.
-STRONGER_THAN_LOGIN = ("SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2")
+STRONGER_THAN_LOGIN = (
+    "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2", "GSSAPI",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +75,8 @@ class LoginEvidence:
     login_disabled: bool = False  # IMAP LOGINDISABLED, and no TLS to lift it
     mechanisms: list[str] | None = None  # SMTP AUTH mechanisms offered; None: not asked
     have_token: bool = False  # an OAuth 2 token was given: its mechanisms are usable too
+    have_ticket: bool = False  # GSSAPI offered, and a Kerberos ticket of the user at hand
+    no_ticket: bool = False  # SASL offered GSSAPI alone, and no ticket: nothing can be sent
     secret: str = "password"  # what was sent: "password", or "OAuth2 token" (or expired one)
     reply: ServerEvent | None = None  # the answer that decides
     explained: Explanation | None = None  # the explain knowledge on it, when a refusal
@@ -84,8 +92,25 @@ class LoginEvidence:
         """The offered mechanisms mailtalk has a secret for, in no particular order."""
         from mailtalk.protocols.sasl import PASSWORD_MECHANISMS, TOKEN_MECHANISMS
 
-        ours = PASSWORD_MECHANISMS + (TOKEN_MECHANISMS if self.have_token else ())
+        ours = (
+            PASSWORD_MECHANISMS + (TOKEN_MECHANISMS if self.have_token else ())
+            + (("GSSAPI",) if self.have_ticket else ())
+        )
         return [m for m in (self.mechanisms or []) if m in ours]
+
+    def look_for_ticket(self, offered: list[str] | None) -> None:
+        """Whether GSSAPI can be used (offered, and a ticket of the user in the cache),
+        and whether it is the only SASL mechanism offered while there is no ticket."""
+        from mailtalk.mail.smtp_steps import has_ticket_for
+
+        if not offered or "GSSAPI" not in offered:
+            return
+        self.have_ticket = has_ticket_for(self.user)
+        self.no_ticket = not self.have_ticket and set(offered) == {"GSSAPI"}
+        if self.no_ticket:
+            self.lines.append(f"no Kerberos ticket of {self.user} in the cache (klist): "
+                              "GSSAPI, all that is offered, cannot be used")
+            self.facts["login"] = "not sent"
 
     @property
     def refusal(self) -> str | None:
@@ -176,12 +201,15 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     """Connect, look at what the server offers, start TLS where it can, and log in
     unless something already decides the verdict."""
     from mailtalk.mail.smtp_steps import password_for
-    from mailtalk.protocols.sasl import TOKEN_MECHANISMS
+    from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS
 
     target = _target(options.url)
     user = _user(target, options.user)
 
     def secret(mechanism: str) -> str:  # asked only when a login is about to be tried
+        if mechanism in NO_SECRET_MECHANISMS:  # GSSAPI: the Kerberos ticket, no password
+            evidence.secret = "Kerberos ticket"
+            return ""
         if mechanism in TOKEN_MECHANISMS and options.oauth2_token is not None:
             evidence.secret = "OAuth2 token (or an expired one)"
             return options.oauth2_token
@@ -253,11 +281,15 @@ def _mailbox(
         evidence.lines.append(f"capabilities after {word}: " + (" ".join(caps) or "none listed"))
     elif not encrypted:
         evidence.lines.append(f"no {word} offered: the password goes in plain text")
+    evidence.look_for_ticket(offered_mechanisms(conv))
+    if evidence.no_ticket:
+        return
     evidence.facts["login"] = evidence.how
-    mechanism = _mailbox_mechanism(conv, evidence.have_token)
+    mechanism = _mailbox_mechanism(conv, evidence.have_token, evidence.have_ticket)
     if mechanism is not None:
         verb = "AUTHENTICATE" if target.protocol == "imap" else "AUTH"
-        reply = conv.authenticate(mechanism, evidence.user, secret(mechanism))
+        reply = authenticate(conv, mechanism, _login_name(mechanism, evidence.user),
+                                  secret(mechanism))
         evidence.lines.append(f"{verb} {mechanism} {evidence.how}: {last_line(reply)}")
         evidence.answer(conv, reply, verb)
         return
@@ -270,16 +302,23 @@ def _mailbox(
     evidence.answer(conv, reply, "PASS" if target.protocol == "pop3" else "LOGIN")
 
 
-def _mailbox_mechanism(conv: Conversation, have_token: bool) -> str | None:
+def _mailbox_mechanism(conv: Conversation, have_token: bool, have_ticket: bool) -> str | None:
     """The SASL mechanism a POP3/IMAP login uses, as send would choose it, when it is
-    stronger than LOGIN or USER/PASS (SCRAM, CRAM-MD5, a token's); None: log in plainly."""
+    stronger than LOGIN or USER/PASS (SCRAM, CRAM-MD5, a token's, GSSAPI with a ticket);
+    None: log in plainly."""
     from mailtalk.protocols.sasl import auto_mechanism
 
-    offered = conv.offered_mechanisms()
+    offered = offered_mechanisms(conv)
     if not offered:
         return None
-    mechanism = auto_mechanism(offered, have_token)
+    mechanism = auto_mechanism(offered, have_token, have_ticket)
     return mechanism if mechanism in STRONGER_THAN_LOGIN and mechanism in offered else None
+
+
+def _login_name(mechanism: str, user: str) -> str:
+    """Who logs in, as the mechanism takes it: GSSAPI's ticket says who (a name given
+    would be an identity to act as, which the user did not ask for), as in send."""
+    return "" if mechanism == "GSSAPI" else user
 
 
 def _smtp(
@@ -320,6 +359,9 @@ def _smtp(
         evidence.lines.append("EHLO after STARTTLS: AUTH " + (" ".join(offered()) or "not offered"))
     evidence.mechanisms = offered()
     evidence.facts["auth_offered"] = evidence.mechanisms
+    evidence.look_for_ticket(evidence.mechanisms)
+    if evidence.no_ticket:
+        return
     if not evidence.usable:
         evidence.facts["login"] = "not sent"
         return
@@ -328,8 +370,9 @@ def _smtp(
     evidence.facts["login"] = evidence.how
     from mailtalk.protocols.sasl import auto_mechanism
 
-    mechanism = auto_mechanism(evidence.usable, evidence.have_token)
-    reply = conv.authenticate(mechanism, evidence.user, secret(mechanism))
+    mechanism = auto_mechanism(evidence.usable, evidence.have_token, evidence.have_ticket)
+    reply = authenticate(conv, mechanism, _login_name(mechanism, evidence.user),
+                              secret(mechanism))
     evidence.lines.append(f"AUTH {mechanism} {evidence.how}: {last_line(reply)}")
     evidence.answer(conv, reply, "AUTH")
 
@@ -354,6 +397,7 @@ RULES: tuple[Rule[LoginEvidence], ...] = (
     # stopped before a login: TLS first, then whether any login can work
     Rule("tls_failed", lambda e: e.tls_failure is not None),
     Rule("tls_not_offered", lambda e: e.starttls_missing),
+    Rule("no_kerberos_ticket", lambda e: e.no_ticket),
     Rule("plaintext_disabled_no_tls", lambda e: e.login_disabled),
     Rule("auth_not_offered", lambda e: e.mechanisms == []),
     Rule("no_usable_mechanism", lambda e: e.mechanisms is not None and not e.usable),

@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from mailtalk.client import login
 from mailtalk.client.conversation import Conversation
 from mailtalk.errors import MailtalkError, one_line
 from mailtalk.exitcodes import ExitCode
@@ -165,7 +166,7 @@ def converse(
     def run(plan: Plan, user: str | None = None) -> Result:
         def authenticate(_offer: object) -> ServerEvent:
             assert user is not None and secret is not None
-            return conv.authenticate("plain", user, secret)
+            return login.authenticate(conv, "plain", user, secret)
 
         return drive(conv, ClientSequence(conv.core, plan), authenticate)
 

@@ -26,15 +26,22 @@ pexpect = pytest.importorskip("pexpect")
 MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
 PACKAGE = Path(__file__).resolve().parents[3] / "mailtalk"
 SESSION_PO = PACKAGE / "knowledge" / "locale" / "nl" / "session.po"
+COMMANDS_PO = PACKAGE / "knowledge" / "locale" / "nl" / "commands.po"
 ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x08\r]")
 
 
 # -- the catalogue ----------------------------------------------------------------------
 
 
+# What a session says comes from these folders: the client's own words, and the network's
+# errors and notes (net), put into the session's language by the gettext the client
+# hands down; ``N_`` marks words in a table, said later (the errno words, the hints).
+SPEAKING = ("client", "net", "protocols")
+
+
 def client_words() -> set[str]:
-    """Every literal given to ``_()`` or ``gettext()`` in mailtalk/client (both arms of
-    an ``a if x else b``)."""
+    """Every literal given to ``_()``, ``gettext()`` or ``N_()`` in the folders a session
+    speaks from (both arms of an ``a if x else b``)."""
     found: set[str] = set()
 
     def literals(node: ast.expr) -> list[str]:
@@ -44,12 +51,13 @@ def client_words() -> set[str]:
             return literals(node.body) + literals(node.orelse)
         return []
 
-    for path in (PACKAGE / "client").rglob("*.py"):
+    paths = [path for folder in SPEAKING for path in (PACKAGE / folder).rglob("*.py")]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and node.args:
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-                if name in ("_", "gettext"):
+                if name in ("_", "gettext", "N_"):
                     found.update(literals(node.args[0]))
     return found
 
@@ -84,6 +92,47 @@ def test_the_session_catalogue_holds_only_words_in_use_with_their_placeholders()
     assert stale == []
     for english, dutch in entries.items():
         assert re.findall(r"\{\w+\}", english) == re.findall(r"\{\w+\}", dutch), english
+
+
+def help_words() -> set[str]:
+    """What ``:help COMMAND`` says in prose: each protocol command's summary and the
+    paragraphs of its detail (as render_help joins them), and the labels around them."""
+    from mailtalk.knowledge.commands import PROTOCOLS, commands_for
+
+    words = {"Example:", "Valid in:", "See:"}
+    for protocol in PROTOCOLS:
+        for entry in commands_for(protocol):
+            words.add(entry.summary)
+            words.update(" ".join(block.split()) for block in entry.detail.split("\n\n")
+                         if block.strip())
+    return words
+
+
+def test_every_protocol_help_text_has_dutch_and_the_catalogue_no_other() -> None:
+    dutch = translation("nl").catalogue
+    wanted = help_words()
+    assert len(wanted) > 190
+    assert sorted(w for w in wanted if not dutch.get(w)) == []
+    entries = parse_po(COMMANDS_PO.read_text(encoding="utf-8"), COMMANDS_PO.name)
+    assert sorted(set(entries) - wanted) == []
+    for english, words in entries.items():
+        # the literal braces ({310}, {size}) and the codes in brackets stay as they are
+        assert re.findall(r"\{[^}]*\}|\[[A-Z-]+\]", english) == re.findall(
+            r"\{[^}]*\}|\[[A-Z-]+\]", words), english
+
+
+def test_help_command_in_dutch_keeps_the_syntax_the_example_and_the_codes() -> None:
+    from mailtalk.knowledge.commands import command_help, render_help
+
+    entry = command_help("imap", "FETCH")
+    assert entry is not None
+    shown = render_help(entry, gettext=translation("nl").gettext)
+    assert shown.startswith(entry.syntax + "\n  Haal vlaggen, kopregels, structuur of inhoud")
+    assert "BODY.PEEK[...] niet, en dat wil je als je alleen kijkt" in " ".join(shown.split())
+    assert "\nVoorbeeld:\n  " in shown and "\nGeldig in: selected" in shown
+    assert "\nZie: RFC" in shown
+    assert all(len(line) <= 78 for line in shown.splitlines())
+    assert render_help(entry) == render_help(entry, gettext=translation("en").gettext)
 
 
 # -- the REPL in a terminal -------------------------------------------------------------
