@@ -21,7 +21,7 @@ from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenar
 from mailtalk.servers.journal import Journal
 
 if TYPE_CHECKING:
-    from mailtalk.servers.faults import FaultRule
+    from mailtalk.servers.fault_rules import FaultRule
     from mailtalk.servers.listening import Listener
     from mailtalk.servers.personalities import Personality
     from mailtalk.servers.policy import Control
@@ -225,10 +225,14 @@ def fault_rules(
 ) -> list[FaultRule]:
     """The rules of the named scenarios, then the ``--fault`` rules, parsed; the
     scenarios' settings are applied to ``settings``."""
-    from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario, scenario_names
+    if not scenarios and not faults:
+        return []  # the rule language is not even loaded
+    from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
 
     rules: list[FaultRule] = []
     for name in scenarios:
+        from mailtalk.servers.fault_scenarios import scenario, scenario_names
+
         try:
             bundle = scenario(name)
         except KeyError:

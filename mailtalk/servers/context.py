@@ -301,12 +301,16 @@ class ServerContext:
         """Read control/scenarios and control/faults and apply them on top of the command
         line's rules and settings (ValueError, naming the file and line, if one is bad:
         then nothing changes)."""
-        from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario
-
         rules = list(self.base_rules)
         values: dict[str, object] = {}
         api_rules = list(self.api_rules)
-        for name, line_number, text in _control_lines(self.root, "scenarios"):
+        scenario_lines = _control_lines(self.root, "scenarios")
+        fault_lines = _control_lines(self.root, "faults")
+        if scenario_lines or fault_lines:  # else the rule language is not even loaded
+            from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
+        for name, line_number, text in scenario_lines:
+            from mailtalk.servers.fault_scenarios import scenario
+
             try:
                 bundle = scenario(text)
             except KeyError:
@@ -315,7 +319,7 @@ class ServerContext:
                 ) from None
             rules += [parse_rule(rule) for rule in bundle.rules]
             values.update(bundle.settings)
-        for name, line_number, text in _control_lines(self.root, "faults"):
+        for name, line_number, text in fault_lines:
             try:
                 rules.append(parse_rule(text))
             except FaultRuleError as error:
