@@ -135,6 +135,7 @@ def build_context(config: ServeConfig) -> ServerContext:
     paths = ensure_certificates(
         root, names=_certificate_names(control.me), addresses=_certificate_addresses(config.listen)
     )
+    make_tls = functools.partial(server_ssl_context, paths, config.tls_fault)
     context = ServerContext(
         root=root,
         settings=settings,
@@ -148,8 +149,12 @@ def build_context(config: ServeConfig) -> ServerContext:
             greylist_lifetime=settings.greylist_lifetime,
             state_path=root / GREYLIST_FILE,
         ),
-        ssl_context=server_ssl_context(paths, config.tls_fault),
+        make_ssl_context=make_tls,
     )
+    if config.tls_fault or any(LISTENER_TLS.get(name) == "implicit" for name in config.ports):
+        # made now: an implicit-TLS client's handshake comes before any greeting, and a
+        # faulty certificate is made (or fails) at start
+        context.ssl_context = make_tls()
     context.certificates = paths
     context.journal = config.journal
     context.clear_passwords = dict(config.users)

@@ -229,3 +229,22 @@ def test_a_bad_oauth2_tokens_file_is_one_line_that_never_shows_a_token(
     assert "secretword" not in str(caught.value) and "\n" not in str(caught.value)
     path.write_text("# alice's\n\nalice ya29.tok\n")
     assert _config(tmp_path, oauth2_tokens=str(path)).oauth2_tokens == {"alice": "ya29.tok"}  # type: ignore[attr-defined]
+
+
+def test_the_tls_context_is_made_at_first_use_without_implicit_tls(tmp_path: Path) -> None:
+    """An SMTP-only server greets before it loads its certificate chain (2 ms of the
+    start, issue 17); the first EHLO makes the context, and STARTTLS then verifies
+    against the root's CA. With an implicit-TLS listener it is made at start."""
+    import ssl
+
+    with run_servers(tmp_path / "plain", smtp=0) as servers:
+        assert "ssl_context" not in vars(servers.context)
+        with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=TIMEOUT) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            assert "ssl_context" in vars(servers.context)
+            trusted = ssl.create_default_context(cafile=str(servers.cafile))
+            assert client.starttls(context=trusted)[0] == 220
+            assert client.ehlo()[0] == 250
+    with run_servers(tmp_path / "implicit", smtp=0, smtps=0) as servers:
+        assert vars(servers.context)["ssl_context"] is not None
