@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -382,9 +383,13 @@ def test_each_personality_parses_alone_to_its_table_in_the_whole_file() -> None:
         assert tomllib.loads(block)["personality"] == {name: whole[name]}
 
 
-def test_a_server_parses_only_the_personality_it_uses() -> None:
+def test_a_server_parses_only_the_personality_it_uses(tmp_path: Path) -> None:
+    # without the parsed copy of knowledge/__pycache__ (test_parsed_copy.py), which
+    # would spare the parse: an empty directory in its place
     code = (
         "import tomllib\n"
+        "import mailtalk.knowledge\n"
+        f"mailtalk.knowledge._CACHE = {str(tmp_path)!r}\n"
         "from mailtalk.servers import personalities\n"
         "parsed = []\n"
         "loads = tomllib.loads\n"
