@@ -288,8 +288,11 @@ def cli(ctx: click.Context, debug: bool, config_file: str | None, no_config: boo
     where you are in the conversation. Lines starting with ":" are mailtalk's
     own commands (:help lists them).
     """
+    import gc
+
     from mailtalk.environment import Environment
 
+    gc.enable()  # off while the command line loaded (mailtalk.__main__); the command runs
     # read by commands/host_defaults.py, only by the commands that connect
     ctx.meta["mailtalk.config"] = (config_file, no_config)
     if not isinstance(ctx.obj, Environment):
