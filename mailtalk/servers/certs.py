@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shlex
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -155,6 +154,8 @@ def trust_hint(
     starttls: bool = False,
 ) -> str:
     """One line telling a user how to make mailtalk trust the local CA."""
+    import shlex
+
     cafile = shlex.quote(str(paths.ca_cert))
     extra = " --starttls" if starttls else ""
     return (
