@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -771,20 +769,6 @@ def test_unknown_scenario_is_a_key_error_with_a_clear_message() -> None:
         scenario("no-such-thing")
     assert isinstance(caught.value, UnknownScenarioError)
     assert str(caught.value).startswith("unknown scenario 'no-such-thing'; known: relay-denied")
-
-
-def test_a_plan_without_rules_loads_no_rule_language() -> None:
-    """What every server without rules pays at start (bench/serve_startup.py): the plan,
-    not the grammar, its dataclasses and regexes, nor the scenarios' TOML."""
-    code = (
-        "import sys, time; from mailtalk.servers.faults import FaultPlan; "
-        "plan = FaultPlan([], time.time).with_rules([]); "
-        "assert plan.rules == () and plan.fired == []; "
-        "print(sorted(m for m in sys.modules if m.startswith('mailtalk.servers.fault')))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['mailtalk.servers.faults']"
 
 
 def test_the_rule_language_is_still_reachable_from_the_plans_module() -> None:

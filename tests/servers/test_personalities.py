@@ -325,13 +325,20 @@ def test_queue_ids_look_like_the_mta_and_are_deterministic(name: str, pattern: s
 
 
 def test_loaded_lazily() -> None:
+    """What a server pays at start for these modules (bench/serve_startup.py): no
+    tomllib; and a fault plan without rules loads no rule language (the grammar, its
+    dataclasses and regexes) nor the scenarios."""
     code = (
-        "import sys; import mailtalk.servers.personalities, mailtalk.servers.faults; "
-        "print('tomllib' in sys.modules)"
+        "import sys, time; import mailtalk.servers.personalities; "
+        "from mailtalk.servers.faults import FaultPlan; "
+        "plan = FaultPlan([], time.time).with_rules([]); "
+        "assert plan.rules == () and plan.fired == []; "
+        "print('tomllib' in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith('mailtalk.servers.fault')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "False ['mailtalk.servers.faults']"
 
 
 def test_what_each_personality_does_with_an_early_talker() -> None:
