@@ -379,7 +379,7 @@ class FaultContext:
     def __post_init__(self) -> None:
         # Accept booleans, None and field aliases like SessionFaults does.
         raw: Mapping[str, FieldValue] = self.fields
-        object.__setattr__(self, "fields", normalise_fields(raw))
+        object.__setattr__(self, "fields", _normalise_fields(raw))
 
 
 @dataclass(frozen=True)
@@ -655,7 +655,7 @@ def _check_temporary(rule: str, keyword: str, status: str, protocol: str, text: 
 # ---------------------------------------------------------------------------
 
 
-def normalise_fields(fields: Mapping[str, FieldValue]) -> dict[str, str]:
+def _normalise_fields(fields: Mapping[str, FieldValue]) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in fields.items():
         name = _FIELD_ALIASES.get(key, key)
@@ -669,6 +669,7 @@ def normalise_fields(fields: Mapping[str, FieldValue]) -> dict[str, str]:
 
 
 def placeholder_values(fields: Mapping[str, str]) -> dict[str, str]:
+    """The values of a reply's placeholders (``{to}``, ``{domain}``...) from an event's fields."""
     values = {name: fields.get(name, "") for name in ACTION_PLACEHOLDERS if name != "domain"}
     address = fields.get("to") or fields.get("from") or ""
     values["domain"] = address.rpartition("@")[2] if "@" in address else ""
@@ -693,7 +694,7 @@ class SessionFaults:
         self.protocol = protocol
         self._lock = threading.Lock()
         self._fields: dict[str, str] = {"tls": "no", "auth": "no"}
-        self._fields.update(normalise_fields(fields))
+        self._fields.update(_normalise_fields(fields))
         self._fields.pop("to", None)
         self._session_counts: dict[str, int] = {}
         self._transaction_counts: dict[str, int] = {}
@@ -702,7 +703,7 @@ class SessionFaults:
     def set(self, **fields: FieldValue) -> None:
         """Remember fields for the rest of the session (``tls=True`` after STARTTLS...)."""
         with self._lock:
-            self._fields.update(normalise_fields(fields))
+            self._fields.update(_normalise_fields(fields))
             self._fields.pop("to", None)
 
     def reset_transaction(self) -> None:
@@ -725,7 +726,7 @@ class SessionFaults:
     def on_command(self, command: str, **fields: FieldValue) -> FaultAction | None:
         """Count the command and return the action of the fault that fires, if any."""
         command = command.lower()
-        given = normalise_fields(fields)
+        given = _normalise_fields(fields)
         if command in _RESETTING[self.protocol]:
             self.reset_transaction()
         with self._lock:
