@@ -2,6 +2,7 @@
 """How soon ``mailtalk serve --smtp 0`` greets its first client, next to ``python -m aiosmtpd``.
 
     python bench/serve_startup.py [--runs N] [--json] [--aiosmtpd-python PATH]
+                                  [--mailtalk-path DIR] [--compare DIR]
 
 Each row is a new process, timed from spawning it until a client connected to its
 port reads the ``220`` banner:
@@ -12,7 +13,9 @@ port reads the ``220`` banner:
   CA and server certificate exist);
 - ``mailtalk serve --smtp 0 (fresh root)``: a new root every run (control files,
   CA and server certificate made);
-- ``mailtalk serve --sink --smtp 0``: the benchmark server of smtp_throughput.py.
+- ``mailtalk serve --sink --smtp 0``: the benchmark server of smtp_throughput.py;
+- with ``--compare DIR``, ``mailtalk serve --smtp 0`` of the package in DIR (another
+  commit), on a root of its own made before.
 
 mailtalk's port is read from its ``--json`` line (it picks a free one); aiosmtpd is
 given a free port. Both are then polled the same way (connect every 2 ms). Rows are
@@ -136,6 +139,11 @@ def main() -> int:
         "--mailtalk-path", metavar="DIR",
         help="run the mailtalk package in DIR (PYTHONPATH), to time another commit",
     )  # fmt: skip
+    parser.add_argument(
+        "--compare", metavar="DIR",
+        help="add a row: 'serve --smtp 0' of the mailtalk package in DIR, interleaved "
+        "with the others (before and after a change in one run)",
+    )  # fmt: skip
     args = parser.parse_args()
     python = sys.executable
     aiosmtpd = aiosmtpd_python(args.aiosmtpd_python)
@@ -161,6 +169,11 @@ def main() -> int:
     rows["mailtalk serve --smtp 0"] = lambda: time_start(
         [*serve, "--root", str(kept)], None, scratch, env
     )
+    if args.compare:
+        other = dict(env, PYTHONPATH=str(Path(args.compare).resolve()))
+        rows[f"mailtalk serve --smtp 0 ({Path(args.compare).name})"] = lambda: time_start(
+            [*serve, "--root", str(scratch / "compared-root")], None, scratch, other
+        )
     rows["mailtalk serve --smtp 0 (fresh root)"] = lambda: time_start(
         [*serve, "--root", str(scratch / f"fresh-{next(fresh_count)}")], None, scratch, env
     )

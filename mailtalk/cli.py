@@ -288,8 +288,15 @@ def cli(ctx: click.Context, debug: bool, config_file: str | None, no_config: boo
     where you are in the conversation. Lines starting with ":" are mailtalk's
     own commands (:help lists them).
     """
+    import gc
+
     from mailtalk.environment import Environment
 
+    if not gc.isenabled():
+        # Off while the command line loaded (mailtalk.__main__): what that made is kept
+        # out of the collector's sight, or the first collection would walk all of it.
+        gc.freeze()
+        gc.enable()
     # read by commands/host_defaults.py, only by the commands that connect
     ctx.meta["mailtalk.config"] = (config_file, no_config)
     if not isinstance(ctx.obj, Environment):

@@ -12,6 +12,7 @@ from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
+    from mailtalk.servers.command import ServeOptions
 
 
 class LMTPListener(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
@@ -364,7 +365,24 @@ def serve(env: Environment, **options: Any) -> None:
     2110, POP3S 2995, IMAP 2143 and IMAPS 2993; --lmtp and --http add to those.
     Ctrl-C stops it.
     """
-    from mailtalk.servers.command import LISTENER_ORDER, ServeOptions, run
+    import gc
+
+    # No garbage collection while the servers load and start: what start-up makes
+    # lives as long as they do. Once listening, servers.command freezes it and turns
+    # collection on again (see _start_collecting there).
+    gc.disable()
+    try:
+        from mailtalk.servers.command import run
+
+        status = run(_serve_options(options), env)
+    finally:
+        gc.enable()  # after an error too (a test may run this in its own process)
+    sys.exit(status)
+
+
+def _serve_options(options: dict[str, Any]) -> ServeOptions:
+    """The servers' options from click's: ports by listener, the LMTP socket."""
+    from mailtalk.servers.command import LISTENER_ORDER, ServeOptions
 
     listener = options.pop("lmtp_listener")
     lmtp_socket = None
@@ -382,7 +400,7 @@ def serve(env: Environment, **options: Any) -> None:
         lmtp_socket=lmtp_socket,
         greet_pause=options["greet_pause"] or 0.0,
     )
-    sys.exit(run(ServeOptions(**options), env))
+    return ServeOptions(**options)
 
 
 def _no_socket_options(group: str | None) -> None:

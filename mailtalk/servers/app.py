@@ -21,7 +21,7 @@ from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenar
 from mailtalk.servers.journal import Journal
 
 if TYPE_CHECKING:
-    from mailtalk.servers.faults import FaultRule
+    from mailtalk.servers.fault_rules import FaultRule
     from mailtalk.servers.listening import Listener
     from mailtalk.servers.personalities import Personality
     from mailtalk.servers.policy import Control
@@ -135,6 +135,7 @@ def build_context(config: ServeConfig) -> ServerContext:
     paths = ensure_certificates(
         root, names=_certificate_names(control.me), addresses=_certificate_addresses(config.listen)
     )
+    make_tls = functools.partial(server_ssl_context, paths, config.tls_fault)
     context = ServerContext(
         root=root,
         settings=settings,
@@ -148,8 +149,12 @@ def build_context(config: ServeConfig) -> ServerContext:
             greylist_lifetime=settings.greylist_lifetime,
             state_path=root / GREYLIST_FILE,
         ),
-        ssl_context=server_ssl_context(paths, config.tls_fault),
+        make_ssl_context=make_tls,
     )
+    if config.tls_fault or any(LISTENER_TLS.get(name) == "implicit" for name in config.ports):
+        # made now: an implicit-TLS client's handshake comes before any greeting, and a
+        # faulty certificate is made (or fails) at start
+        context.ssl_context = make_tls()
     context.certificates = paths
     context.journal = config.journal
     context.clear_passwords = dict(config.users)
@@ -225,10 +230,14 @@ def fault_rules(
 ) -> list[FaultRule]:
     """The rules of the named scenarios, then the ``--fault`` rules, parsed; the
     scenarios' settings are applied to ``settings``."""
-    from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario, scenario_names
+    if not scenarios and not faults:
+        return []  # the rule language is not even loaded
+    from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
 
     rules: list[FaultRule] = []
     for name in scenarios:
+        from mailtalk.servers.fault_scenarios import scenario, scenario_names
+
         try:
             bundle = scenario(name)
         except KeyError:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shlex
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -155,6 +154,8 @@ def trust_hint(
     starttls: bool = False,
 ) -> str:
     """One line telling a user how to make mailtalk trust the local CA."""
+    import shlex
+
     cafile = shlex.quote(str(paths.ca_cert))
     extra = " --starttls" if starttls else ""
     return (
@@ -328,25 +329,24 @@ def _server_cert_usable(
 
 
 # --- what was checked: a start with the same files skips cryptography ------------------
-# ROOT/tls/.checked holds a digest of the four files as they were when last found (or
-# made) whole, matching and signed by the CA, with the names and addresses the server
+# ROOT/tls/.checked holds the stamps of the four files (inode, size, modification and
+# change times, as control files are watched) as they were when last found (or made)
+# whole, matching and signed by the CA, with the names and addresses the server
 # certificate covers and when the first of the two certificates is due for renewal.
-# While the files are the same bytes, nothing of that can have changed but the time:
-# the start then needs neither the cryptography package nor the signature check.
+# While the files are the same files, nothing of that can have changed but the time:
+# the start then needs neither the cryptography package nor the signature check. (A
+# stamp rather than a digest of the bytes: hashlib and its OpenSSL binding took 1.5 ms
+# of a start; any write, rename or copy changes a stamp, and chmod is checked anyway.)
 CHECKED_FILE = ".checked"
 
 
-def _files_digest(paths: CertPaths) -> str | None:
-    import hashlib
-
-    digest = hashlib.sha256()
+def _files_stamp(paths: CertPaths) -> list[list[int]] | None:
     try:
-        for path in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key):
-            data = path.read_bytes()
-            digest.update(len(data).to_bytes(8, "big") + data)
+        infos = [os.stat(path) for path in
+                 (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key)]  # fmt: skip
     except OSError:
         return None
-    return digest.hexdigest()
+    return [[info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns] for info in infos]
 
 
 def _checked_before(
@@ -362,14 +362,14 @@ def _checked_before(
         valid_from = datetime.fromisoformat(record["valid_from"])
         covered_names = set(record["names"])
         covered_addresses = {ipaddress.ip_address(a) for a in record["addresses"]}
-        digest = record["digest"]
+        stamp = record["stamp"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     if not valid_from <= now < renew_at:
         return False
     if not (dns_names <= covered_names and ip_addresses <= covered_addresses):
         return False
-    return bool(digest) and digest == _files_digest(paths)
+    return bool(stamp) and stamp == _files_stamp(paths)
 
 
 def _remember_checked(paths: CertPaths) -> None:
@@ -384,11 +384,11 @@ def _remember_checked(paths: CertPaths) -> None:
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return
-    digest = _files_digest(paths)
-    if digest is None:
+    stamp = _files_stamp(paths)
+    if stamp is None:
         return
     record = {
-        "digest": digest,
+        "stamp": stamp,
         "valid_from": max(ca.not_valid_before_utc, leaf.not_valid_before_utc).isoformat(),
         "renew_at": (
             min(ca.not_valid_after_utc, leaf.not_valid_after_utc) - RENEW_BEFORE

@@ -8,6 +8,7 @@ the protocol handlers stay about protocol.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -181,7 +182,10 @@ class ServerContext:
     users: Users
     personality: Personality
     faults: FaultPlan
-    ssl_context: ssl.SSLContext | None = None
+    # How to make the servers' TLS context (None: no TLS), called when ``ssl_context``
+    # is first read: by the first EHLO, CAPA, CAPABILITY or implicit-TLS handshake, not
+    # before a server's first banner (loading the certificate chain takes 2 ms).
+    make_ssl_context: Callable[[], ssl.SSLContext] | None = None
     connections: set[Any] = field(default_factory=set)
     certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
     held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
@@ -221,6 +225,11 @@ class ServerContext:
         self._behaviour_paths = [os.fspath(directory / name) for name in BEHAVIOUR_FILES]
         self._control_stamp = _stamp_paths(self._control_paths)  # control/ when read
         self._behaviour_stamp = _stamp_paths(self._behaviour_paths)
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The servers' TLS context, made on first use (see ``make_ssl_context``)."""
+        return self.make_ssl_context() if self.make_ssl_context is not None else None
 
     @property
     def hostname(self) -> str:
@@ -301,12 +310,16 @@ class ServerContext:
         """Read control/scenarios and control/faults and apply them on top of the command
         line's rules and settings (ValueError, naming the file and line, if one is bad:
         then nothing changes)."""
-        from mailtalk.servers.faults import FaultRuleError, parse_rule, scenario
-
         rules = list(self.base_rules)
         values: dict[str, object] = {}
         api_rules = list(self.api_rules)
-        for name, line_number, text in _control_lines(self.root, "scenarios"):
+        scenario_lines = _control_lines(self.root, "scenarios")
+        fault_lines = _control_lines(self.root, "faults")
+        if scenario_lines or fault_lines:  # else the rule language is not even loaded
+            from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
+        for name, line_number, text in scenario_lines:
+            from mailtalk.servers.fault_scenarios import scenario
+
             try:
                 bundle = scenario(text)
             except KeyError:
@@ -315,7 +328,7 @@ class ServerContext:
                 ) from None
             rules += [parse_rule(rule) for rule in bundle.rules]
             values.update(bundle.settings)
-        for name, line_number, text in _control_lines(self.root, "faults"):
+        for name, line_number, text in fault_lines:
             try:
                 rules.append(parse_rule(text))
             except FaultRuleError as error:

@@ -39,10 +39,11 @@ import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from mailtalk.servers.context import ServerSettings
     from mailtalk.servers.users import Users
 
@@ -176,6 +177,9 @@ class AuthGuard:
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
+            # imported here: a server nobody logs in to never loads the thread pool's module
+            from concurrent.futures import ThreadPoolExecutor
+
             self._executor = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="password")
         return self._executor
 

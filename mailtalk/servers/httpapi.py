@@ -422,7 +422,7 @@ async def list_faults(api: HTTPApi, request: Request, values: dict[str, str]) ->
 
 
 async def add_faults(api: HTTPApi, request: Request, values: dict[str, str]) -> Response:
-    from mailtalk.servers.faults import FaultRuleError, parse_rule
+    from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
 
     body = _json_body(request)
     texts = body.get("rules", [body["rule"]] if "rule" in body else None)

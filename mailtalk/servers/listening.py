@@ -32,7 +32,6 @@ import logging
 import os
 import socket
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -75,8 +74,11 @@ class Listener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            address = socket.getaddrinfo(host.strip("[]"), port, family, socket.SOCK_STREAM,
-                                         0, socket.AI_PASSIVE)[0][4]
+            name = host.strip("[]")
+            # ASCII as bytes: a str is passed through the idna codec, loaded for it (1 ms)
+            address = socket.getaddrinfo(name.encode() if name.isascii() else name, port,
+                                         family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+                                         )[0][4]  # fmt: skip
             sock.bind(address)
             sock.listen(BACKLOG)
             sock.setblocking(False)
@@ -95,6 +97,8 @@ class Listener:
     ) -> Listener:
         """Listen on the Unix-domain socket ``path`` with ``mode`` (and ``group``'s gid);
         OSError, with a sentence as its strerror, if it cannot."""
+        import tempfile  # here: it loads shutil, random, bz2 and lzma (3 ms of a start)
+
         path = Path(os.path.abspath(path))
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise OSError(errno.ENAMETOOLONG,

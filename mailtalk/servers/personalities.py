@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "DEFAULT_PERSONALITY",
@@ -335,12 +335,36 @@ def _blocks() -> dict[str, str]:
 
 @functools.cache
 def _load(name: str) -> Personality:
+    """The personality NAME (lower case), checked; UnknownPersonalityError if none.
+
+    Its table comes from the copy ``knowledge.parsed`` keeps while the TOML file is
+    unchanged: a start needs neither tomllib nor the whole file then."""
+    from mailtalk.knowledge import parsed
+
+    if not name.replace("-", "").replace("_", "").isalnum():  # not a file name part
+        raise _unknown(name)
+    return _personality(name, parsed(_RESOURCE, name, lambda: _parse_block(name)))
+
+
+def _parse_block(name: str) -> dict[str, Any]:
     import tomllib  # here: importing this module stays cheap
 
-    tables = tomllib.loads(_blocks()[name]).get("personality")
-    if not isinstance(tables, dict) or list(tables) != [name]:
+    block = _blocks().get(name)
+    if block is None:
+        raise _unknown(name)
+    tables = tomllib.loads(block).get("personality")
+    if not isinstance(tables, dict) or list(tables) != [name] or not isinstance(
+        tables[name], dict
+    ):
         raise PersonalityError(f"{_RESOURCE}: [personality.{name}] holds other tables")
-    return _personality(name, tables[name])
+    table: dict[str, Any] = tables[name]
+    return table
+
+
+def _unknown(name: str) -> UnknownPersonalityError:
+    return UnknownPersonalityError(
+        f"unknown personality {name!r}; known: {', '.join(personality_names())}"
+    )
 
 
 def personality_names() -> tuple[str, ...]:
@@ -350,9 +374,4 @@ def personality_names() -> tuple[str, ...]:
 
 def personality(name: str = DEFAULT_PERSONALITY) -> Personality:
     """The named personality; :class:`UnknownPersonalityError` (a KeyError) if none."""
-    wanted = name.strip().lower()
-    if wanted not in _blocks():
-        raise UnknownPersonalityError(
-            f"unknown personality {name!r}; known: {', '.join(personality_names())}"
-        )
-    return _load(wanted)
+    return _load(name.strip().lower())

@@ -48,7 +48,7 @@ from mailtalk.servers.journal import short_text
 if TYPE_CHECKING:
     from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import ServerContext
-    from mailtalk.servers.faults import FaultAction, SessionFaults
+    from mailtalk.servers.fault_rules import FaultAction, SessionFaults
 
 log = logging.getLogger("mailtalk.serve")
 

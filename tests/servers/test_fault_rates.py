@@ -10,13 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailtalk.servers.faults import (
-    FaultPlan,
-    FaultRuleError,
-    RateLimiter,
-    greylist_network,
-    parse_rule,
-)
+from mailtalk.servers.fault_rules import FaultRuleError, parse_rule
+from mailtalk.servers.faults import FaultPlan, RateLimiter, greylist_network
 
 
 class Clock:

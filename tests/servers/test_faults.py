@@ -11,21 +11,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailtalk.servers.faults import (
+from mailtalk.servers.fault_rules import (
     COMMANDS,
     FaultAction,
     FaultContext,
-    FaultPlan,
     FaultRule,
     FaultRuleError,
     FiredFault,
-    Scenario,
-    UnknownScenarioError,
     parse_rule,
     parse_rules,
+)
+from mailtalk.servers.fault_scenarios import (
+    Scenario,
+    UnknownScenarioError,
     scenario,
     scenario_names,
 )
+from mailtalk.servers.faults import FaultPlan
 
 
 class Clock:
@@ -767,3 +769,14 @@ def test_unknown_scenario_is_a_key_error_with_a_clear_message() -> None:
         scenario("no-such-thing")
     assert isinstance(caught.value, UnknownScenarioError)
     assert str(caught.value).startswith("unknown scenario 'no-such-thing'; known: relay-denied")
+
+
+def test_the_rule_language_is_still_reachable_from_the_plans_module() -> None:
+    """``from mailtalk.servers.faults import parse_rule`` (its home before the split)
+    still works, loading the rule language then."""
+    import mailtalk.servers.faults as faults
+
+    assert faults.parse_rule is parse_rule and faults.FaultAction is FaultAction
+    assert faults.scenario is scenario and faults.UnknownScenarioError is UnknownScenarioError
+    with pytest.raises(AttributeError):
+        faults.no_such_name  # noqa: B018

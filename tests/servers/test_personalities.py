@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -324,13 +325,20 @@ def test_queue_ids_look_like_the_mta_and_are_deterministic(name: str, pattern: s
 
 
 def test_loaded_lazily() -> None:
+    """What a server pays at start for these modules (bench/serve_startup.py): no
+    tomllib; and a fault plan without rules loads no rule language (the grammar, its
+    dataclasses and regexes) nor the scenarios."""
     code = (
-        "import sys; import mailtalk.servers.personalities, mailtalk.servers.faults; "
-        "print('tomllib' in sys.modules)"
+        "import sys, time; import mailtalk.servers.personalities; "
+        "from mailtalk.servers.faults import FaultPlan; "
+        "plan = FaultPlan([], time.time).with_rules([]); "
+        "assert plan.rules == () and plan.fired == []; "
+        "print('tomllib' in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith('mailtalk.servers.fault')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "False ['mailtalk.servers.faults']"
 
 
 def test_what_each_personality_does_with_an_early_talker() -> None:
@@ -382,9 +390,13 @@ def test_each_personality_parses_alone_to_its_table_in_the_whole_file() -> None:
         assert tomllib.loads(block)["personality"] == {name: whole[name]}
 
 
-def test_a_server_parses_only_the_personality_it_uses() -> None:
+def test_a_server_parses_only_the_personality_it_uses(tmp_path: Path) -> None:
+    # without the parsed copy of knowledge/__pycache__ (test_parsed_copy.py), which
+    # would spare the parse: an empty directory in its place
     code = (
         "import tomllib\n"
+        "import mailtalk.knowledge\n"
+        f"mailtalk.knowledge._CACHE = {str(tmp_path)!r}\n"
         "from mailtalk.servers import personalities\n"
         "parsed = []\n"
         "loads = tomllib.loads\n"

@@ -43,6 +43,8 @@ MAILBOX_SERVING = (
     "mailtalk.store.users",
     "mailtalk.store.vanished",
 )
+# Nor does a server started without fault rules or scenarios: the rule language.
+FAULT_RULES = ("mailtalk.servers.fault_rules", "mailtalk.servers.fault_scenarios")
 # Nor does any server: the CLI's client side and its terminal libraries.
 CLIENT_SIDE = ("mailtalk.client", "mailtalk.repl", "prompt_toolkit", "rich")
 
@@ -132,7 +134,13 @@ def test_serve_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
     modules = serve_modules(tmp_path / "root", ["--smtp", "0"])
     assert len(delivered(tmp_path / "root")) == 1
     assert loaded(modules, MAILBOX_SERVING) == []
+    assert loaded(modules, FAULT_RULES) == []
     assert loaded(modules, CLIENT_SIDE) == []
+
+
+def test_serve_loads_the_rule_language_for_a_fault_rule(tmp_path: Path) -> None:
+    modules = serve_modules(tmp_path / "root", ["--smtp", "0", "--fault", "smtp:vrfy=disconnect"])
+    assert loaded(modules, FAULT_RULES) == ["mailtalk.servers.fault_rules"]
 
 
 def test_serve_loads_what_a_pop3_listener_needs(tmp_path: Path) -> None:

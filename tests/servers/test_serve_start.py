@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import click
+import click.testing
 import pytest
 
 from mailtalk.errors import UsageError
@@ -229,3 +231,77 @@ def test_a_bad_oauth2_tokens_file_is_one_line_that_never_shows_a_token(
     assert "secretword" not in str(caught.value) and "\n" not in str(caught.value)
     path.write_text("# alice's\n\nalice ya29.tok\n")
     assert _config(tmp_path, oauth2_tokens=str(path)).oauth2_tokens == {"alice": "ya29.tok"}  # type: ignore[attr-defined]
+
+
+def test_the_tls_context_is_made_at_first_use_without_implicit_tls(tmp_path: Path) -> None:
+    """An SMTP-only server greets before it loads its certificate chain (2 ms of the
+    start, issue 17); the first EHLO makes the context, and STARTTLS then verifies
+    against the root's CA. With an implicit-TLS listener it is made at start."""
+    import ssl
+
+    with run_servers(tmp_path / "plain", smtp=0) as servers:
+        assert "ssl_context" not in vars(servers.context)
+        with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=TIMEOUT) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            assert "ssl_context" in vars(servers.context)
+            trusted = ssl.create_default_context(cafile=str(servers.cafile))
+            assert client.starttls(context=trusted)[0] == 220
+            assert client.ehlo()[0] == 250
+    with run_servers(tmp_path / "implicit", smtp=0, smtps=0) as servers:
+        assert vars(servers.context)["ssl_context"] is not None
+
+
+GC_PROBE = r"""
+import gc, json, os, signal, socket, sys, threading, time
+from mailtalk.cli import main
+
+def client(port):
+    for _ in range(3000):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                banner = sock.recv(512)
+                break
+        except OSError:
+            time.sleep(0.01)
+    print(json.dumps({"banner": banner.decode(), "enabled": gc.isenabled(),
+                      "frozen": gc.get_freeze_count()}), file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+port = int(sys.argv[2])
+threading.Thread(target=client, args=(port,), daemon=True).start()
+sys.argv = ["mailtalk", "serve", "--root", sys.argv[1], "--smtp", str(port), "--json"]
+try:
+    main()
+except SystemExit as end:
+    print(json.dumps({"status": end.code, "enabled_after": gc.isenabled(),
+                      "frozen_after": gc.get_freeze_count()}), file=sys.stderr)
+"""
+
+
+def test_serve_collects_garbage_once_listening(tmp_path: Path) -> None:
+    """Collection is off while the servers load and start (issue 17: 25 passes over
+    objects that live as long as the server), and on again, with what start-up made
+    frozen, by the time a client is greeted; after the servers stop nothing is left
+    frozen. A bad option, which stops the start, turns it on again too."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, str(tmp_path / "root"), str(port)],
+        capture_output=True, text=True, timeout=60, env=_environment(),
+    )  # fmt: skip
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) == 2, result.stderr[-2000:]
+    serving, ended = lines
+    assert serving["banner"].startswith("220 ") and serving["enabled"] is True
+    assert serving["frozen"] > 10_000  # the modules, classes and settings of start-up
+    assert ended == {"status": 0, "enabled_after": True, "frozen_after": 0}
+
+    import gc
+
+    runner = click.testing.CliRunner()
+    from mailtalk.cli import cli
+
+    bad = runner.invoke(cli, ["serve", "--root", str(tmp_path / "r"), "--users-file", "/no/such"])
+    assert bad.exit_code == 2 and gc.isenabled()
