@@ -300,8 +300,18 @@ class Users:
         return sorted(self._hashes)
 
     def verify(self, name: str, password: str) -> bool:
-        """Is ``password`` right for ``name``? Unknown names cost the same time."""
+        """Is ``password`` right for ``name``? Unknown names cost the same time.
+
+        A password this process hashed or checked against this very hash before (the
+        ``--user`` passwords, checked at start) is known right without another scrypt
+        run, as Dovecot's auth cache knows a login it checked: only right passwords
+        are ever remembered, so a wrong one, for a known name or not, still costs one
+        scrypt run, and failures take the same time whether the name exists or not.
+        (Passwords that only the users file holds are not remembered when a login
+        proves them: the process would then hold a fast digest of each.)"""
         encoded = self._hashes.get(name)
+        if encoded is not None and _KNOWN_HASHES.get(_password_digest(password)) == encoded:
+            return True
         stored = _parse_hash(encoded) if encoded is not None else _DUMMY_HASH
         matched = stored.matches(password)
         return matched and encoded is not None
