@@ -58,7 +58,10 @@ def use_workers(start: bool = False) -> None:
     (or now, if ``start`` and none is idle: its boot then overlaps the caller's work)."""
     global _workers
     if _workers is None:
+        import atexit
+
         _workers = _Workers()
+        atexit.register(stop_workers)  # each ends at its pipe's end anyway; this waits
     if start:
         _workers.start_one()
 
