@@ -173,10 +173,14 @@ def prepare_root(config: ServeConfig) -> tuple[Control, Users, list[str]]:
     """Make ROOT and its control files, add the users given, clean up after a crash;
     the control files, the users and what the options changed in ROOT/control/."""
     from mailtalk.servers.policy import ControlError, init_root
+    from mailtalk.servers.scrypt_worker import use_workers
     from mailtalk.servers.users import Users
     from mailtalk.store.filesystem import make_directory
     from mailtalk.store.layout import StoreLayout
 
+    # Password checks out of the serving process; a worker starts now if --user's
+    # passwords are to be checked, booting while the root is made.
+    use_workers(start=bool(config.users))
     root = config.root
     try:
         make_directory(root)  # 0700, and its new parents too, whatever the umask

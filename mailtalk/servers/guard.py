@@ -3,7 +3,8 @@
 Real servers bound both, and so does this one, with the same ideas:
 
 - **The password check runs off the event loop**, in a pool of its own of
-  :data:`CHECK_THREADS` threads, and one check at a time per client address: scrypt
+  :data:`CHECK_THREADS` threads (each hands scrypt to a worker process of its own,
+  :mod:`mailtalk.servers.scrypt_worker`), and one check at a time per client address: scrypt
   costs tens of milliseconds of CPU, so a guesser must neither stall the loop that
   serves everybody nor take every core and every thread of the default executor
   (which also does the fsync before an SMTP 250).

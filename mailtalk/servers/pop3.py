@@ -156,6 +156,10 @@ class POP3ServerProtocol(ServerSession):
         # -ERR replies in a row, and failed logins: at the limit the next command gets
         # TOO_MANY_ERRORS and the connection is closed (Dovecot counts 20 in a row).
         self.errors = SessionErrors(context.settings.error_limit)
+        # The answers to pipelined commands leave together: while ``process`` runs they
+        # gather here and go out when it stops, or each CHUNK (one send() for a window
+        # of RETRs, not one each, as Dovecot's corked output does); None: write at once.
+        self._gathered: bytearray | None = None
 
     # -- connection -----------------------------------------------------------
 
@@ -196,22 +200,48 @@ class POP3ServerProtocol(ServerSession):
     # -- the loop -------------------------------------------------------------
 
     def process(self) -> None:
-        while not self._busy and not self._closing:
-            command = self.core.next_command()
-            if command is NEED_DATA:
-                return
-            if command is CONNECTION_CLOSED:
-                self._close("dropped")
-                return
-            assert isinstance(command, Command)
-            self._on_command(command)
+        self._gathered = bytearray()
+        try:
+            while not self._busy and not self._closing:
+                command = self.core.next_command()
+                if command is NEED_DATA:
+                    return
+                if command is CONNECTION_CLOSED:
+                    self._close("dropped")
+                    return
+                assert isinstance(command, Command)
+                self._on_command(command)
+        finally:
+            self._write_gathered()
+            self._gathered = None
+
+    def _write(self, data: bytes) -> None:
+        """Send ``data`` after what was sent before: now, or with the answers gathered."""
+        gathered = self._gathered
+        if gathered is None:
+            if self.transport is not None:
+                self.transport.write(data)
+            return
+        gathered += data
+        if len(gathered) >= CHUNK:
+            self._write_gathered()  # the transport's flow control sees it (_busy)
+
+    def _write_gathered(self) -> None:
+        gathered = self._gathered
+        if gathered and self.transport is not None:
+            self.transport.write(bytes(gathered))
+            gathered.clear()
+
+    def _close(self, reason: str = "server") -> None:
+        self._write_gathered()  # the goodbye (QUIT, too many errors) before the close
+        super()._close(reason)
 
     def _send(
         self, ok: bool, text: str, code: str | None = None, lines: tuple[bytes, ...] | None = None
     ) -> None:
         if self._closing or self.transport is None:
             return
-        self.transport.write(self.core.send(Response(ok, text, code, lines)))
+        self._write(self.core.send(Response(ok, text, code, lines)))
         if ok:
             self.errors.forgive()
         else:
@@ -387,7 +417,7 @@ class POP3ServerProtocol(ServerSession):
             self._sasl_answer(args[1])
             return
         if self.transport is not None:
-            self.transport.write(self.core.send(Continuation("")))
+            self._write(self.core.send(Continuation("")))
 
     def _sasl_answer(self, line: str) -> None:
         if line.strip() == "*":
@@ -421,7 +451,7 @@ class POP3ServerProtocol(ServerSession):
         assert exchange is not None
         if isinstance(step, sasl_server.Challenge):
             if self.transport is not None:
-                self.transport.write(self.core.send(Continuation(sasl.encode(step.data))))
+                self._write(self.core.send(Continuation(sasl.encode(step.data))))
         elif isinstance(step, sasl_server.Check):
             self._defer(self.sasl_verdict(
                 step, self._sasl_step,
@@ -693,8 +723,9 @@ class POP3ServerProtocol(ServerSession):
             return True
         stuffer = DotStuffer()
         text = f"{info.pop3_size} octets"
-        status = self.core.send(Response(True, text))
-        self.transport.write(status + stuffer.feed(data) + stuffer.finish())
+        self._write(self.core.send(Response(True, text)))
+        self._write(stuffer.feed(data))
+        self._write(stuffer.finish())
         if self.journal is not None:
             self._journal_reply(True, text, None)
         return True

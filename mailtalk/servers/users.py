@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailtalk.servers.policy import CONTROL_DIR, ControlError
+from mailtalk.servers.scrypt_worker import MAX_MEMORY as _MAX_SCRYPT_MEMORY
 from mailtalk.store.filesystem import make_directory
 
 USERS_FILE = "users"
@@ -36,7 +37,6 @@ KEY_BYTES = 32
 # Parameters read from the file are bounded so that a hand-edited line cannot make every
 # login allocate gigabytes.
 _MAX_SCRYPT_N = 2**20
-_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 _HASH_RE = re.compile(
     r"\$scrypt\$n=(?P<n>[0-9]+),r=(?P<r>[0-9]+),p=(?P<p>[0-9]+)"
     r"\$(?P<salt>[A-Za-z0-9+/]+)\$(?P<key>[A-Za-z0-9+/]+)"
@@ -147,19 +147,10 @@ class _ScryptHash:
     key: bytes
 
     def derive(self, password: str) -> bytes:
-        # hashlib, hmac and secrets load OpenSSL: imported on first use, keeping the CLI's
-        # start-up light.
-        import hashlib
+        # In a worker process when the servers run (servers/scrypt_worker.py says why).
+        from mailtalk.servers.scrypt_worker import derive
 
-        return hashlib.scrypt(
-            password.encode("utf-8"),
-            salt=self.salt,
-            n=self.n,
-            r=self.r,
-            p=self.p,
-            maxmem=_MAX_SCRYPT_MEMORY,
-            dklen=len(self.key),
-        )
+        return derive(password.encode("utf-8"), self.salt, self.n, self.r, self.p, len(self.key))
 
     def matches(self, password: str) -> bool:
         import hmac
@@ -309,8 +300,18 @@ class Users:
         return sorted(self._hashes)
 
     def verify(self, name: str, password: str) -> bool:
-        """Is ``password`` right for ``name``? Unknown names cost the same time."""
+        """Is ``password`` right for ``name``? Unknown names cost the same time.
+
+        A password this process hashed or checked against this very hash before (the
+        ``--user`` passwords, checked at start) is known right without another scrypt
+        run, as Dovecot's auth cache knows a login it checked: only right passwords
+        are ever remembered, so a wrong one, for a known name or not, still costs one
+        scrypt run, and failures take the same time whether the name exists or not.
+        (Passwords that only the users file holds are not remembered when a login
+        proves them: the process would then hold a fast digest of each.)"""
         encoded = self._hashes.get(name)
+        if encoded is not None and _KNOWN_HASHES.get(_password_digest(password)) == encoded:
+            return True
         stored = _parse_hash(encoded) if encoded is not None else _DUMMY_HASH
         matched = stored.matches(password)
         return matched and encoded is not None

@@ -308,9 +308,18 @@ def parse_index(data: bytes | str) -> Index:
 
 
 def _parse_index_text(text: str) -> Index:
+    """The index in ``text``: its header line, then one line a message."""
     if not text.endswith("\n"):
         raise ValueError("truncated")
     header, *lines = text[:-1].split("\n")
+    index = Index(*_parse_header(header))
+    _parse_message_lines(lines, index)
+    return index
+
+
+def _parse_header(header: str) -> tuple[int, int, int, int]:
+    """``mailtalk-uidlist 1 V.. N.. R.. [M..]``: UIDVALIDITY, UIDNEXT, the first recent
+    UID and HIGHESTMODSEQ (1 when there is no ``M``)."""
     fields = header.split(" ")
     if fields[:2] != [_INDEX_MAGIC, INDEX_VERSION]:
         raise ValueError(f"unknown header {header!r}")
@@ -323,6 +332,14 @@ def _parse_index_text(text: str) -> Index:
     uidnext = _number(values["N"], 1, MAX_UID + 1)
     first_recent_uid = _number(values["R"], 1, uidnext)
     highestmodseq = _number(values.get("M", "1"), 1, 2**63 - 1)
+    return uidvalidity, uidnext, first_recent_uid, highestmodseq
+
+
+def _parse_message_lines(lines: list[str], index: Index) -> None:
+    """The messages' lines, in UID order, into ``index``'s columns. The common line is
+    read here, in the loop ("uid S W M" or "uid S W T M", as ``_format_index`` writes
+    a message without keywords); any other by :func:`_parse_message_fields`."""
+    uidnext, highestmodseq = index.uidnext, index.highestmodseq
     bases: list[str] = []
     seen: set[str] = set()
     uids: list[int] = []
@@ -344,8 +361,6 @@ def _parse_index_text(text: str) -> Index:
         parts = head.split(" ")
         uid_text = parts[0]
         count = len(parts)
-        # The common lines, as _format_index writes them without keywords:
-        # "uid S W M" (no date read yet) and "uid S W T M".
         if (
             3 < count < 6
             and parts[1][:1] == "S"
@@ -377,36 +392,19 @@ def _parse_index_text(text: str) -> Index:
                 last_uid = uid
                 continue
         uid = _number(uid_text, last_uid + 1, uidnext - 1)
-        numbers: dict[str, int] = {}
-        keywords = []
-        ends_open = False
-        for part in parts[1:]:
-            if part == "U":
-                ends_open = True
-            elif part[:1] == "K" and len(part) > 1:
-                keywords.append(part[1:])
-            elif part[:1] in ("S", "W", "T", "M") and part[:1] not in numbers:
-                numbers[part[:1]] = _number(part[1:])
-            else:
-                raise ValueError(f"bad field {part!r}")
-        if "S" not in numbers or "W" not in numbers:
-            raise ValueError(f"missing fields in {line!r}")
-        modseq = numbers.get("M", 1)
-        if not 0 < modseq <= highestmodseq:
-            raise ValueError(f"MODSEQ beyond HIGHESTMODSEQ in {line!r}")
-        shared = keyword_sets.get(tuple(keywords))
+        numbers, keywords, ends_open = _parse_message_fields(parts, line, highestmodseq)
+        shared = keyword_sets.get(keywords)
         if shared is None:
-            shared = keyword_sets[tuple(keywords)] = frozenset(keywords)
+            shared = keyword_sets[keywords] = frozenset(keywords)
         uids.append(uid)
         bases.append(base)
         sizes.append(numbers["S"])
         rfc822_sizes.append(numbers["W"])
         dates.append(numbers.get("T", DATE_NOT_READ))
-        modseqs.append(modseq)
+        modseqs.append(numbers.get("M", 1))
         unterminated.append(ends_open)
         keyword_list.append(shared)
         last_uid = uid
-    index = Index(uidvalidity, uidnext, first_recent_uid, highestmodseq)
     index.uids = array("I", uids)
     index.bases = bases
     index.sizes = array("q", sizes)
@@ -415,7 +413,31 @@ def _parse_index_text(text: str) -> Index:
     index.modseqs = array("q", modseqs)
     index.unterminated = unterminated
     index.keywords = keyword_list
-    return index
+
+
+def _parse_message_fields(
+    parts: list[str], line: str, highestmodseq: int
+) -> tuple[dict[str, int], tuple[str, ...], bool]:
+    """A message line's fields after its UID, in any order: its numbers (``S`` and ``W``
+    always there, ``T`` and ``M`` maybe), its keywords (``K``) and whether it ends
+    without a line break (``U``)."""
+    numbers: dict[str, int] = {}
+    keywords = []
+    ends_open = False
+    for part in parts[1:]:
+        if part == "U":
+            ends_open = True
+        elif part[:1] == "K" and len(part) > 1:
+            keywords.append(part[1:])
+        elif part[:1] in ("S", "W", "T", "M") and part[:1] not in numbers:
+            numbers[part[:1]] = _number(part[1:])
+        else:
+            raise ValueError(f"bad field {part!r}")
+    if "S" not in numbers or "W" not in numbers:
+        raise ValueError(f"missing fields in {line!r}")
+    if not 0 < numbers.get("M", 1) <= highestmodseq:
+        raise ValueError(f"MODSEQ beyond HIGHESTMODSEQ in {line!r}")
+    return numbers, tuple(keywords), ends_open
 
 
 # -- the cache of parsed indexes ---------------------------------------------------

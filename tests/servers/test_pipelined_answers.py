@@ -91,3 +91,57 @@ def test_1000_retrs_pipelined_two_at_a_time(tmp_path: Path) -> None:
                 assert client.body().startswith(b"Subject: %d\r\n" % (n - 1))
         elapsed = time.monotonic() - started
     assert elapsed < 10, f"1,000 pipelined RETRs took {elapsed:.1f} s (the Nagle stall: 22 s)"
+
+
+class CountingTransport:
+    """The session's transport, its writes counted (everything else passed through)."""
+
+    def __init__(self, transport: object, writes: list[int]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(len(data))
+        self._transport.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def test_a_window_of_pipelined_retrs_leaves_in_a_few_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 RETRs and a QUIT in one segment: the answers are gathered and written in
+    batches of about 64 KiB (one send() per batch, not one per RETR, as Dovecot corks
+    its output), all of them before the goodbye and the close."""
+    from mailtalk.servers.pop3 import CHUNK, POP3ServerProtocol
+
+    root = tmp_path / "root"
+    count = 50
+    body = b"".join(b"line %d of a message of about three kilobytes, as mail is\n" % n
+                    for n in range(50))
+    for n in range(count):
+        deliver(root, b"Subject: %d\n\n" % n + body)
+    writes: list[int] = []
+    made = POP3ServerProtocol.connection_made
+
+    def counting(self: POP3ServerProtocol, transport: object) -> None:
+        made(self, CountingTransport(transport, writes))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(POP3ServerProtocol, "connection_made", counting)
+    with (
+        run_servers(root, users=USERS, smtp=None, pop3=0) as servers,
+        Pop(servers.port("pop3"), timeout=30) as client,
+    ):
+        client.login()
+        writes.clear()
+        client.send(b"".join(b"RETR %d\r\n" % n for n in range(1, count + 1)) + b"QUIT\r\n")
+        for n in range(1, count + 1):
+            assert client.status().endswith(b" octets\r\n")
+            assert client.body().startswith(b"Subject: %d\r\n" % (n - 1))
+        assert client.line().startswith(b"+OK")
+        assert client.sock.recv(1) == b""  # closed after the goodbye
+    total = sum(writes)
+    assert total > count * len(body)
+    # The commands may arrive in more than one read; each read's answers leave together.
+    assert len(writes) <= 2 * (total // CHUNK + 1) + 2, writes

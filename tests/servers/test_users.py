@@ -202,8 +202,10 @@ def count_scrypt_runs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def test_unknown_user_still_runs_scrypt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = users_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"alice:{hash_password('pw')}\n")  # a password this process never saw
     users = Users.load(tmp_path)
-    users.add("alice", "pw")
     derived = count_scrypt_runs(monkeypatch)
     assert not users.verify("nobody", "pw")
     assert not users.verify("Not A Valid Name", "pw")
@@ -266,9 +268,41 @@ def test_a_password_hashed_before_in_this_process_costs_no_scrypt(
     second = Users.load(tmp_path / "second")
     assert second.add("alice", PASSWORD)
     assert derived == []
-    assert second.verify("alice", PASSWORD)  # a login still runs scrypt
-    assert not second.verify("alice", "wrong")
+    assert second.verify("alice", PASSWORD)  # known right: no scrypt run
+    assert derived == []
+    assert not second.verify("alice", "wrong")  # a wrong one still runs scrypt
+    assert not second.verify("nobody", PASSWORD)  # and so does an unknown name
     assert len(derived) == 2
     # What is remembered is a keyed digest of the password, not the password.
     remembered = b"".join(users_module._KNOWN_HASHES)
     assert PASSWORD.encode() not in remembered
+
+
+def test_only_passwords_given_to_this_process_are_known_without_scrypt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password that only the users file holds costs scrypt at every login: a proven
+    login is not remembered (the process would hold a fast digest of it)."""
+    path = users_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(f"bob:{hash_password('bobs secret')}\n")
+    users_module._KNOWN_HASHES.clear()
+    users = Users.load(tmp_path)
+    derived = count_scrypt_runs(monkeypatch)
+    assert users.verify("bob", "bobs secret") and users.verify("bob", "bobs secret")
+    assert len(derived) == 2
+
+
+def test_a_changed_hash_is_checked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known password no longer counts once the file holds another hash for the name
+    (the users file edited while the server runs)."""
+    users = Users.load(tmp_path)
+    users.add("alice", PASSWORD)
+    users.save()
+    path = users_file(tmp_path)
+    path.write_text(f"alice:{hash_password('new one')}\n")
+    reloaded = Users.load(tmp_path)
+    derived = count_scrypt_runs(monkeypatch)
+    assert not reloaded.verify("alice", PASSWORD)
+    assert reloaded.verify("alice", "new one")
+    assert len(derived) == 2
