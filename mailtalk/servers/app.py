@@ -495,7 +495,6 @@ class ReferenceServers:
             await server.wait_closed()
         self._servers.clear()
         self.context.guard.close()
-        self.context.close_spare_files()
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from mailtalk.servers.journal import Journal
     from mailtalk.servers.personalities import Personality
     from mailtalk.store.queue import Envelope
-    from mailtalk.store.spares import SpareFiles
     from mailtalk.store.users import MailStore
 
 log = logging.getLogger("mailtalk.serve")
@@ -207,7 +206,6 @@ class ServerContext:
         self._replies_of: Personality | None = None
         self.store = StoreLayout(self.root)
         self._maildirs: dict[str, Maildir] = {}  # delivery targets by user (_maildir)
-        self._spare_files: SpareFiles | None = None  # made on the first delivery
         self._mailstore: MailStore | None = None  # made on first use: see mailstore
         self._mailstore_made = threading.Lock()
         # Passwords given on the command line, kept in memory only: APOP, CRAM-MD5 and
@@ -490,21 +488,6 @@ class ServerContext:
             maildir = self._maildirs[user] = self.store.maildir(user)
         return maildir
 
-    @property
-    def spare_files(self) -> SpareFiles:
-        """Message files made ahead for this server's deliveries (``store.spares``)."""
-        if self._spare_files is None:
-            from mailtalk.store.spares import SpareFiles
-
-            self._spare_files = SpareFiles()
-        return self._spare_files
-
-    def close_spare_files(self) -> None:
-        """The servers stop: the files made ahead and not used are dropped (they have
-        no name: closing them frees them)."""
-        if self._spare_files is not None:
-            self._spare_files.close()  # kept, closed: a delivery still ending makes its own
-
     def begin_delivery(
         self, recipients: Sequence[Recipient], trace: bytes, envelope: Envelope | None = None
     ) -> tuple[Delivery | None, CRLFToLF | None]:
@@ -541,7 +524,7 @@ class ServerContext:
                     )
                 )
             )
-        # The file is a spare made ahead, off the event loop, when one is ready.
-        delivery = Delivery(targets, create_missing=True, spares=self.spare_files)
+        # The host's name as the store knows it (looked up once, not a uname() a message).
+        delivery = Delivery(targets, create_missing=True)
         delivery.write(trace)
         return delivery, CRLFToLF()

@@ -12,7 +12,6 @@ The modules, from the disk up:
     filesystem   durable file steps: fsync a directory, replace a file, link or copy
     maildir      crash-safe delivery to Maildirs (and, through it, to the queue)
     commits      where a server commits deliveries: off its event loop, in batches
-    spares       message files a server makes ahead, off its event loop
     queue        the relay queue: messages and their envelopes
     flags        IMAP flags and the Maildir file names that carry them
     sizes        a message's size as stored and as RFC822.SIZE

@@ -213,17 +213,6 @@ class Maildir:
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
-class SpareSource(Protocol):
-    """Message files made ahead (``store.spares.SpareFiles``): ``take`` gives the open
-    descriptor of a file in ``tmp_dir`` without a name yet (O_TMPFILE), now the
-    caller's, or None; ``made_own`` hears how much CPU a delivery's own create of a
-    file in ``tmp_dir`` cost (spares are made only where that is slow)."""
-
-    def take(self, tmp_dir: Path) -> int | None: ...
-
-    def made_own(self, tmp_dir: Path, cpu_seconds: float) -> None: ...
-
-
 def _create_target(target: DeliveryTarget) -> None:
     """Make a target's folders (a Maildir's tmp/new/cur, the queue's directories)."""
     create = getattr(target, "create", None)
@@ -246,10 +235,7 @@ class Delivery:
     chunk being written, are held in memory. ``hostname`` goes into the names.
     With ``create_missing``, a target whose folder is missing is made (its
     ``create()``) rather than failing the delivery: what a server wants, without
-    the stat()s of a ``create()`` before every message. With ``spares``, the file
-    is one made ahead when one is ready (a server's, made off its event loop): it
-    has no name until :meth:`sync_staged` (or :meth:`commit_each`) links it into
-    ``tmp/``, so a delivery aborted or killed before leaves nothing behind.
+    the stat()s of a ``create()`` before every message.
 
     :meth:`commit` returns the final paths, one per target; only then may an
     SMTP server answer 250. Any disk error (from the constructor, :meth:`write`
@@ -273,7 +259,6 @@ class Delivery:
         hostname: str | None = None,
         *,
         create_missing: bool = False,
-        spares: SpareSource | None = None,
     ) -> None:
         if not targets:
             raise ValueError("a delivery needs at least one target")
@@ -288,12 +273,6 @@ class Delivery:
         self._tmp_paths: list[Path] = []
         self._staging_path = self._targets[0].tmp_dir / unique_name(hostname)
         self._fd = -1
-        self._unnamed = False  # the file is a spare, not yet linked at _staging_path
-        spare = spares.take(self._targets[0].tmp_dir) if spares is not None else None
-        if spare is not None:
-            self._fd, self._unnamed = spare, True
-            return
-        began = time.thread_time() if spares is not None else 0.0
         try:
             try:
                 self._fd = os.open(self._staging_path, _CREATE_FLAGS, MESSAGE_MODE)
@@ -308,8 +287,6 @@ class Delivery:
             self._state = _State.ABORTED
             raise store_error(error, "creating the message file", self._staging_path) from error
         self._tmp_paths.append(self._staging_path)
-        if spares is not None:
-            spares.made_own(self._targets[0].tmp_dir, time.thread_time() - began)
 
     @property
     def size(self) -> int:
@@ -369,8 +346,6 @@ class Delivery:
         step = "writing the message"
         try:
             self._flush_buffer()
-            step = "naming the message file"
-            self._name_spare()
             step = "syncing the message to disk"
             os.fsync(self._fd)
             os.close(self._fd)
@@ -446,7 +421,6 @@ class Delivery:
         self._require_open("commit")
         try:
             self._flush_buffer()
-            self._name_spare()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -501,26 +475,6 @@ class Delivery:
     def _require_state(self, state: _State, doing: str) -> None:
         if self._state is not state:
             raise DeliveryStateError(f"cannot {doing} a delivery that was {self._state.value}")
-
-    def _name_spare(self) -> None:
-        """A spare file gets its name in ``tmp/`` (before its fsync, which then makes
-        the name's link count durable too); the other steps go on as for a file made
-        with its name."""
-        if not self._unnamed:
-            return
-        # open(2) on O_TMPFILE: linkat() of /proc/self/fd/N with AT_SYMLINK_FOLLOW.
-        # Python calls linkat() only when given a directory descriptor; an absolute
-        # source path makes the kernel ignore it, so the file's own will do.
-        source = f"/proc/self/fd/{self._fd}"
-        try:
-            os.link(source, self._staging_path, src_dir_fd=self._fd, follow_symlinks=True)
-        except FileNotFoundError:
-            if not self._create_missing:
-                raise
-            _create_target(self._targets[0])  # the folder went since the spare was made
-            os.link(source, self._staging_path, src_dir_fd=self._fd, follow_symlinks=True)
-        self._unnamed = False
-        self._tmp_paths.append(self._staging_path)
 
     def _flush_buffer(self) -> None:
         if self._buffer:

@@ -251,14 +251,6 @@ def make(tmp_path: Path, tls_template: Path) -> Iterator[Any]:
         yield start
 
 
-def tmp_leftovers(servers: RunningServers, user: str = "alice") -> list[str]:
-    """What is left in ``user``'s tmp/. A message refused or cut short before the
-    server committed it may never have had a name there (the server writes into a
-    file made ahead without one, store/spares.py), and tmp/ itself may not be made."""
-    tmp = servers.maildir(user).tmp_dir
-    return sorted(path.name for path in tmp.iterdir()) if tmp.is_dir() else []
-
-
 def connect(servers: RunningServers, protocol: str = "smtp") -> Client:
     return Client(servers.port(protocol), servers.host)
 
@@ -546,7 +538,7 @@ def test_data_line_over_1000_octets_refuses_the_message(srv: RunningServers) -> 
         assert client.cmd("NOOP").code == 250
     (stored,) = srv.messages("alice")
     assert b"Subject: ok" in stored
-    assert not tmp_leftovers(srv)
+    assert not any(srv.maildir("alice").tmp_dir.iterdir())
 
 
 def test_dot_stuffing_does_not_count_towards_the_line_limit(srv: RunningServers) -> None:
@@ -699,7 +691,7 @@ def test_smuggling_with_bare_newline_reject(srv: RunningServers, ending: bytes) 
     assert srv.messages("bob") == []
     if expected:
         assert b"MAIL FROM:<admin@localhost>" in srv.messages("alice")[0]
-    assert not tmp_leftovers(srv)
+    assert not any(srv.maildir("alice").tmp_dir.iterdir())
 
 
 @pytest.mark.parametrize("name", ["postfix", "qmail", "sendmail", "exim"])
@@ -1052,7 +1044,7 @@ def test_message_is_in_new_before_the_250(srv: RunningServers) -> None:
             # The 250 came after the rename: the file is there already, complete.
             assert len(new_files(srv, "alice")) == n + 1
             assert body_of(srv.messages("alice")[-1]) == f"Subject: {n}\n".encode()
-    assert not tmp_leftovers(srv)
+    assert not any(srv.maildir("alice").tmp_dir.iterdir())
 
 
 def test_unknown_local_user_is_550_5_1_1(srv: RunningServers) -> None:
@@ -1238,7 +1230,7 @@ def test_message_over_max_size_is_552_after_the_dot(make: Any) -> None:
         assert reply.code == 250
     (stored,) = servers.messages("alice")
     assert b"Subject: small" in stored
-    assert not tmp_leftovers(servers)
+    assert not any(servers.maildir("alice").tmp_dir.iterdir())
 
 
 def test_sink_mode_stores_nothing(make: Any) -> None:
@@ -1264,7 +1256,7 @@ def test_client_vanishing_mid_data_leaves_nothing(srv: RunningServers) -> None:
     client.send(b"Subject: cut\r\n\r\n" + b"x" * 100_000)
     client.close()
     still_serves(srv)
-    wait_for(lambda: not tmp_leftovers(srv))
+    wait_for(lambda: not any(srv.maildir("alice").tmp_dir.iterdir()))
     assert srv.messages("alice") == []
 
 
@@ -1393,7 +1385,7 @@ def test_idle_timeout_in_data(make: Any) -> None:
         assert client.reply().code == 421
         assert client.is_closed()
     assert servers.messages("alice") == []
-    wait_for(lambda: not tmp_leftovers(servers))
+    wait_for(lambda: not any(servers.maildir("alice").tmp_dir.iterdir()))
 
 
 def test_idle_client_after_starttls_frees_its_connection_slot(
@@ -1651,7 +1643,7 @@ def test_fault_at_data_end_stores_nothing(make: Any) -> None:
         assert reply.raw == b"451 4.3.0 Try again\r\n"
         assert client.cmd("NOOP").code == 250
     assert servers.messages("alice") == []
-    assert not tmp_leftovers(servers)
+    assert not any(servers.maildir("alice").tmp_dir.iterdir())
     assert servers.fired_faults() == [rule]
 
 

@@ -35,13 +35,10 @@ class Trace:
         self.renames: dict[str, tuple[str, int]] = {}  # destination -> (source, when)
         self.fail_directory: OSError | None = None
         self.fail_content = b""
-        self.named_later = 0  # files synced that were made without a name (spares)
         real_fsync, real_rename = os.fsync, os.rename
 
         def fsync(fd: int) -> None:
-            path = _name_of(fd)
-            if os.readlink(f"/proc/self/fd/{fd}") != path:
-                self.named_later += 1
+            path = os.readlink(f"/proc/self/fd/{fd}")
             began = self.tick()
             directory = os.path.isdir(path)
             if directory:
@@ -73,18 +70,3 @@ class Trace:
     def _tick_locked(self) -> int:
         self.clock += 1
         return self.clock
-
-
-def _name_of(fd: int) -> str:
-    """The name of ``fd``'s file now. A file made without a name (O_TMPFILE, a server's
-    spare) and linked into its folder afterwards still shows in /proc as its first,
-    unnamed entry ("/dir/#123 (deleted)"): its name is then the entry of its folder
-    with its inode, and it has none if it was not named before it was synced."""
-    path = os.readlink(f"/proc/self/fd/{fd}")
-    if not path.endswith(" (deleted)"):
-        return path
-    inode = os.fstat(fd).st_ino
-    folder = os.path.dirname(path)
-    names = [entry.path for entry in os.scandir(folder) if entry.inode() == inode]
-    return names[0] if names else path
-

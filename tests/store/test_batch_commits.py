@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailtalk.store import Delivery, DeliveryStateError, Maildir, StoreError, commits
-from mailtalk.store import spares as spare_files
 from mailtalk.store.commits import BatchCommitter
-from mailtalk.store.spares import SpareFiles
 from tests.store.fsync_trace import Trace
 
 SESSIONS = 8
@@ -43,39 +41,28 @@ def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return carried
 
 
-async def deliver(
-    committer: BatchCommitter, maildir: Maildir, text: bytes, spares: SpareFiles | None = None
-) -> list[Path]:
-    delivery = Delivery([maildir], spares=spares)
+async def deliver(committer: BatchCommitter, maildir: Maildir, text: bytes) -> list[Path]:
+    delivery = Delivery([maildir])
     delivery.write(text)
     return await committer.commit(delivery)
 
 
-# With spares (a server's files made ahead, named only in the commit thread) the order
-# is the same: the name in tmp/ is given before the file's fsync.
-@pytest.mark.parametrize("made_ahead", [False, True], ids=["own-files", "spare-files"])
 def test_sessions_ending_together_share_the_fsync_of_new_and_each_is_durable_first(
-    maildir: Maildir, monkeypatch: pytest.MonkeyPatch, wakeups: list[int], made_ahead: bool
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch, wakeups: list[int]
 ) -> None:
     trace = Trace(monkeypatch)
     committer = BatchCommitter()
-    spares = SpareFiles() if made_ahead else None
-    monkeypatch.setattr(spare_files, "SLOW_CREATE_SECONDS", -1.0)  # spares at once
     answered: dict[str, int] = {}  # final path -> when its session heard of it
 
     async def session(number: int) -> None:
         for n in range(EACH):
-            text = b"Subject: %d/%d\n\nbody\n" % (number, n)
-            (path,) = await deliver(committer, maildir, text, spares)
+            (path,) = await deliver(committer, maildir, b"Subject: %d/%d\n\nbody\n" % (number, n))
             answered[os.fspath(path)] = trace.tick()
 
     async def main() -> None:
         await asyncio.gather(*(session(number) for number in range(SESSIONS)))
 
     asyncio.run(main())
-    if spares is not None:
-        spares.close()
-        assert trace.named_later > SESSIONS * EACH / 2  # most of them were spares
     assert len(answered) == SESSIONS * EACH == len(os.listdir(maildir.new_dir))
     assert os.listdir(maildir.tmp_dir) == []
     new = os.fspath(maildir.new_dir)
