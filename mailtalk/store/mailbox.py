@@ -212,6 +212,14 @@ class HeaderReader:
                 return None
         return (mailbox._folder, mailbox._uidvalidity, uid)
 
+    def moved(self) -> Container[int]:
+        """The UIDs :meth:`key` gives None for (their files may have moved)."""
+        if self._present is None:
+            return ()
+        if self._moved is None:
+            self._moved = self._present.moved(self._mailbox._view)
+        return self._moved
+
     @property
     def folder_key(self) -> tuple[str, int]:
         """The folder and UIDVALIDITY of :meth:`key`."""

@@ -241,11 +241,25 @@ def _format_chunks(index: Index) -> Iterator[str]:
     keywords, unterminated = index.keywords, index.unterminated
     for start in range(0, len(index.uids), _FORMAT_BATCH):
         end = start + _FORMAT_BATCH
+        dates = index.dates[start:end]
+        if not any(keywords[start:end]) and not any(unterminated[start:end]):
+            # No keywords, every line ends: one comprehension, no test per line.
+            columns = zip(index.uids[start:end], index.sizes[start:end],
+                          index.rfc822_sizes[start:end], dates, index.modseqs[start:end],
+                          index.bases[start:end], strict=True)
+            if max(dates) < 0:  # a cold index: no date read yet
+                yield "".join([f"{uid} S{size} W{rfc822_size} M{modseq} :{base}\n"
+                               for uid, size, rfc822_size, _, modseq, base in columns])
+                continue
+            if min(dates) >= 0:
+                yield "".join([f"{uid} S{size} W{rfc822_size} T{date} M{modseq} :{base}\n"
+                               for uid, size, rfc822_size, date, modseq, base in columns])
+                continue
         lines: list[str] = []
         append = lines.append
         for position, (uid, size, rfc822_size, date, modseq, base) in enumerate(zip(
             index.uids[start:end], index.sizes[start:end], index.rfc822_sizes[start:end],
-            index.dates[start:end], index.modseqs[start:end], index.bases[start:end],
+            dates, index.modseqs[start:end], index.bases[start:end],
             strict=True,
         ), start):
             if keywords[position] or unterminated[position]:

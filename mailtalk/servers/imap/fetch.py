@@ -273,6 +273,11 @@ _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE",
 _HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
+# kept_wire's text of each item that is not a section.
+_KEPT_TEXTS: Final = {"UID": "UID {1}", "FLAGS": "FLAGS ({2})", "RFC822.SIZE": "RFC822.SIZE {3}",
+                      "MODSEQ": "MODSEQ ({4})"}
+
+
 class FetchRenderer:
     """One FETCH command's items, prepared once for all its messages.
 
@@ -315,6 +320,45 @@ class FetchRenderer:
         self._fields: list[tuple[tuple[str, ...], bool]] | None = None
         if simple and sections and all(s.text != "HEADER" for s in sections):
             self._fields = [(s.fields, s.text == "HEADER.FIELDS.NOT") for s in sections]
+
+        # str.format templates of the response around each section's literal, for
+        # kept_wire: {0} seq, {1} UID, {2} flags, {3} RFC822.SIZE, {4} MODSEQ, {5} the
+        # literal's length. None when an item needs more than those (INTERNALDATE, a
+        # partial section).
+        self._kept_templates: list[str] | None = None
+        if self._fields is not None and all(
+            kind != "INTERNALDATE" and (arg is None or arg[2] is None) for kind, arg in parts
+        ):
+            templates, pending = [], "* {0} FETCH ("
+            for number, (kind, arg) in enumerate(parts):
+                pending += " " if number else ""
+                if arg is None:
+                    pending += _KEPT_TEXTS[kind]
+                else:
+                    head = arg[0].replace("{", "{{").replace("}", "}}")
+                    templates.append(pending + head + "{{{5}}}\r\n")
+                    pending = ""
+            templates.append(pending + ")\r\n")
+            self._kept_templates = templates
+
+    def kept_wire(
+        self, seq: int, uid: int, flags: str, size: int, modseq: int, answers: list[bytes]
+    ) -> bytes | None:
+        """What :meth:`wire` gives for a message whose sections' ``answers`` are all kept
+        (in the order of :meth:`answer_tables`), ``flags`` its FLAGS joined by spaces;
+        made without a FetchMessage. None if the renderer or an answer needs :meth:`wire`
+        (an empty answer, a NUL in one)."""
+        templates = self._kept_templates
+        if templates is None:
+            return None
+        pieces = []
+        for template, data in zip(templates, answers, strict=False):
+            if not data or b"\x00" in data:
+                return None
+            pieces.append(template.format(seq, uid, flags, size, modseq, len(data)).encode())
+            pieces.append(data)
+        pieces.append(templates[-1].format(seq, uid, flags, size, modseq).encode())
+        return b"".join(pieces)
 
     @property
     def fields_only(self) -> bool:

@@ -436,6 +436,145 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
     )
 
 
+class _FetchPlan:
+    """What one FETCH command's items need, worked out once for all its messages."""
+
+    __slots__ = ("has_flags", "has_modseq", "header_only", "items", "marks_seen", "needs_data",
+                 "read_header", "renderer", "streamed", "tables", "uid", "wants_date")
+
+    def __init__(self, mailbox: Mailbox, items: list[FetchItem], uid: bool) -> None:
+        self.items = items
+        self.uid = uid
+        self.needs_data = any(i.section is not None or i.name not in _DATA_FREE_ITEMS
+                              for i in items)
+        # Only header fields wanted: read the header block (through the store's cache).
+        self.header_only = self.needs_data and all(_header_only(i) for i in items)
+        self.read_header = mailbox.header_reader() if self.header_only else None
+        self.renderer = FetchRenderer(items, uid=uid)
+        self.marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
+        # Only HEADER.FIELDS sections (a client's listing): their answers are kept by
+        # message (fetch._SUBSETS), and neither the header blocks read for them nor, when
+        # the answers are all kept, any read at all. (Not when the answer is to show
+        # \\Seen set: rendered in full, from the block.)
+        self.tables = None
+        if self.read_header is not None and not self.marks_seen:
+            self.tables = self.renderer.answer_tables(*self.read_header.folder_key)
+        self.streamed = streamed_item(items)  # a big message's whole text goes out from disk
+        self.has_flags = any(i.name == "FLAGS" for i in items)
+        self.has_modseq = any(i.name == "MODSEQ" for i in items)
+        # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
+        self.wants_date = any(i.name == "INTERNALDATE" for i in items)
+
+
+def _kept_responses(
+    plan: _FetchPlan, view: FolderView, positions: Sequence[int], start: int, out: bytearray
+) -> int:
+    """The responses of ``positions[start:]`` whose answers are all kept (a listing
+    fetched again), added to ``out`` until it holds CHUNK bytes: no file read and no
+    FetchMessage made. Returns where it stopped: at a message that needs
+    :func:`_respond`, or after the last, or once ``out`` is full."""
+    tables, read_header = plan.tables, plan.read_header
+    if not tables or read_header is None or plan.streamed is not None:
+        return start
+    kept_wire = plan.renderer.kept_wire
+    answer_tables = [table for _, table in tables]
+    moved = read_header.moved()
+    uids, rfc822_sizes, modseqs = view.uids, view.rfc822_sizes, view.modseqs
+    flag_ids, flag_sets = view.flag_ids, view.flag_sets
+    flags_texts: dict[int, str] = {}  # flag set number -> its flags sorted, joined
+    end = len(positions)
+    index = start
+    while index < end and len(out) < CHUNK:
+        position = positions[index]
+        message_uid = uids[position]
+        answers = [table.get(message_uid) for table in answer_tables]
+        if None in answers or message_uid in moved:
+            break
+        flag_id = flag_ids[position]
+        flags = flags_texts.get(flag_id)
+        if flags is None:
+            flags = flags_texts[flag_id] = " ".join(sorted(flag_sets[flag_id]))
+        wire = kept_wire(position + 1, message_uid, flags, rfc822_sizes[position],
+                         modseqs[position], answers)  # type: ignore[arg-type]
+        if wire is None:
+            break
+        out += wire
+        index += 1
+    return index
+
+
+class _Unanswerable(Exception):
+    """A message :func:`_respond` could not answer: its (code, text) for the tagged NO."""
+
+
+async def _respond(
+    session: IMAPServerProtocol, plan: _FetchPlan, view: FolderView, position: int,
+    out: bytearray, sorted_flags: dict[int, list[str]],
+) -> None:
+    """One message's response, read as far as its items need, added to ``out`` (or,
+    for a big message's text, written from disk after what ``out`` held).
+    _Unanswerable if it is gone or a part does not decode."""
+    mailbox, items, read_header = session.box, plan.items, plan.read_header
+    message_uid, seq = view.uids[position], position + 1
+    handle = None
+    cache_key = answers = None
+    raw = b""
+    try:
+        if plan.streamed is not None and view.sizes[position] >= STREAM_ABOVE:
+            handle = mailbox.open_message(message_uid)
+        elif read_header is not None:
+            cache_key = read_header.key(message_uid)
+            if plan.tables is not None and cache_key is not None:
+                answers = plan.renderer.cached_answers(plan.tables, message_uid)
+            if answers is None:
+                raw = read_header(message_uid, keep=plan.tables is None)
+        else:
+            raw = mailbox.read_message(message_uid) if plan.needs_data else b""
+    except (MailboxError, OSError):
+        raise _Unanswerable("EXPUNGEISSUED",
+                            "Some of the requested messages no longer exist") from None
+    shown = items
+    flag_id = view.flag_ids[position]
+    flags = sorted_flags.get(flag_id)
+    if flags is None:
+        flags = sorted_flags[flag_id] = sorted(view.flag_sets[flag_id])
+    modseq = view.modseqs[position]
+    if plan.marks_seen and "\\Seen" not in flags:
+        changed = mailbox.set_flags([message_uid], ["\\Seen"], "add")
+        if message_uid in changed:
+            now = mailbox.message(message_uid)
+            flags, modseq = sorted(now.flags), now.modseq
+        if not plan.has_flags:
+            shown = [*items, FetchItem("FLAGS")]
+        if message_uid in changed and session.condstore and not plan.has_modseq:
+            shown = [*shown, FetchItem("MODSEQ")]  # RFC 7162 3.1: a flag change
+    message = FetchMessage(raw, uid=message_uid, flags=flags,
+                           internaldate=view.internaldate(position) if plan.wants_date else 0,
+                           rfc822_size=view.rfc822_sizes[position], seq=seq,
+                           header_only=plan.header_only, modseq=modseq, cache_key=cache_key,
+                           answers=answers)
+    if handle is not None:
+        assert plan.streamed is not None
+        if out:
+            session.write(bytes(out))
+            out.clear()
+        with handle:
+            await write_streamed(session, handle, shown, plan.streamed, message, uid=plan.uid)
+        return
+    if shown is items and plan.renderer.simple:
+        # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
+        out += plan.renderer.wire(message)
+        return
+    try:
+        rendering = render_fetch(shown, message, uid=plan.uid)
+    except UnknownTransferEncoding as error:
+        raise _Unanswerable("UNKNOWN-CTE", f"Unknown Content-Transfer-Encoding {error}") from None
+    except CorruptTransferEncoding as error:
+        raise _Unanswerable("PARSE", f"Invalid data in MIME part: {error}") from None
+    out += session.core.send(Untagged(f"{seq} FETCH ({rendering.text})",
+                                      tuple(rendering.literals)))
+
+
 async def _write_fetch_responses(
     session: IMAPServerProtocol,
     command: Command,
@@ -448,98 +587,29 @@ async def _write_fetch_responses(
 
     Each message is read from ``view`` (the selected mailbox's as the command came,
     which a refresh meanwhile replaces rather than changes) as it is answered: nothing
-    is made for the messages not reached yet."""
-    mailbox = session.box
-    needs_data = any(i.section is not None or i.name not in _DATA_FREE_ITEMS for i in items)
-    # Only header fields wanted: read the header block (through the store's cache).
-    header_only = needs_data and all(_header_only(i) for i in items)
-    read_header = mailbox.header_reader() if header_only else None
-    renderer = FetchRenderer(items, uid=uid)
-    # Only HEADER.FIELDS sections (a client's listing): their answers are kept by message
-    # (fetch._SUBSETS), and neither the header blocks read for them nor, when the answers
-    # are all kept, any read at all.
-    marks_seen = not mailbox.read_only and any(i.sets_seen for i in items)
-    # (Not when the answer is to show \\Seen set: rendered in full, from the block.)
-    tables = None
-    if read_header is not None and not marks_seen:
-        tables = renderer.answer_tables(*read_header.folder_key)
-    streamed = streamed_item(items)  # a big message's whole text goes out from disk
-    has_flags = any(i.name == "FLAGS" for i in items)
-    has_modseq = any(i.name == "MODSEQ" for i in items)
-    # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
-    wants_date = any(i.name == "INTERNALDATE" for i in items)
+    is made for the messages not reached yet. Messages whose answers are all kept go
+    out a batch at a time (_kept_responses), the others one by one (_respond)."""
+    plan = _FetchPlan(session.box, items, uid)
     missing = False
     undecodable: tuple[str, str] | None = None  # BINARY of a part that does not decode
-    uids, sizes, rfc822_sizes, modseqs = view.uids, view.sizes, view.rfc822_sizes, view.modseqs
-    flag_ids, flag_sets = view.flag_ids, view.flag_sets
     sorted_flags: dict[int, list[str]] = {}  # flag set number -> its flags, sorted
-    # The responses leave in batches of about CHUNK bytes, not one write each.
-    out = bytearray()
+    out = bytearray()  # the responses leave in batches of about CHUNK bytes
+    index, end = 0, len(positions)
     try:
-        for position in positions:
+        while index < end:
             if session.closing:
                 return
-            message_uid, seq = uids[position], position + 1
-            handle = None
-            cache_key = answers = None
-            raw = b""
-            try:
-                if streamed is not None and sizes[position] >= STREAM_ABOVE:
-                    handle = mailbox.open_message(message_uid)
-                elif read_header is not None:
-                    cache_key = read_header.key(message_uid)
-                    if tables is not None and cache_key is not None:
-                        answers = renderer.cached_answers(tables, message_uid)
-                    if answers is None:
-                        raw = read_header(message_uid, keep=tables is None)
-                else:
-                    raw = mailbox.read_message(message_uid) if needs_data else b""
-            except (MailboxError, OSError):
-                missing = True
-                continue
-            shown = items
-            flag_id = flag_ids[position]
-            flags = sorted_flags.get(flag_id)
-            if flags is None:
-                flags = sorted_flags[flag_id] = sorted(flag_sets[flag_id])
-            modseq = modseqs[position]
-            if marks_seen and "\\Seen" not in flags:
-                changed = mailbox.set_flags([message_uid], ["\\Seen"], "add")
-                if message_uid in changed:
-                    now = mailbox.message(message_uid)
-                    flags, modseq = sorted(now.flags), now.modseq
-                if not has_flags:
-                    shown = [*items, FetchItem("FLAGS")]
-                if message_uid in changed and session.condstore and not has_modseq:
-                    shown = [*shown, FetchItem("MODSEQ")]  # RFC 7162 3.1: a flag change
-            message = FetchMessage(raw, uid=message_uid, flags=flags,
-                                   internaldate=view.internaldate(position) if wants_date else 0,
-                                   rfc822_size=rfc822_sizes[position], seq=seq,
-                                   header_only=header_only, modseq=modseq, cache_key=cache_key,
-                                   answers=answers)
-            if handle is not None:
-                assert streamed is not None
-                if out:
-                    session.write(bytes(out))
-                    out.clear()
-                with handle:
-                    await write_streamed(session, handle, shown, streamed, message, uid=uid)
-                continue
-            if shown is items and renderer.simple:
-                # The same bytes as core.send(Untagged(...)); a FETCH moves no state.
-                out += renderer.wire(message)
-            else:
+            index = _kept_responses(plan, view, positions, index, out)
+            if index < end and len(out) < CHUNK:
                 try:
-                    rendering = render_fetch(shown, message, uid=uid)
-                except UnknownTransferEncoding as error:
-                    undecodable = ("UNKNOWN-CTE", f"Unknown Content-Transfer-Encoding {error}")
-                    continue
-                except CorruptTransferEncoding as error:
-                    undecodable = ("PARSE", f"Invalid data in MIME part: {error}")
-                    continue
-                out += session.core.send(
-                    Untagged(f"{seq} FETCH ({rendering.text})", tuple(rendering.literals))
-                )
+                    await _respond(session, plan, view, positions[index], out, sorted_flags)
+                except _Unanswerable as failure:
+                    code, text = failure.args
+                    if code == "EXPUNGEISSUED":
+                        missing = True
+                    else:
+                        undecodable = (code, text)
+                index += 1
             if len(out) >= CHUNK:
                 session.write(bytes(out))
                 out.clear()
