@@ -241,3 +241,17 @@ def test_a_busy_server_is_a_rate_limit_and_a_closing_one_unavailable() -> None:
 def test_a_password_in_the_clear_is_about_tls() -> None:
     reply = "-ERR password in the clear disallowed"
     assert explain(reply, command="PASS").category == "tls_required"
+
+
+def test_new_wordings_of_known_things_after_sets_z7_and_z8() -> None:
+    # key terms, not the model: wordings of the same kind none of the sets had
+    assert explain("-ERR Use STLS first", command="PASS").category == "tls_required"
+    assert explain("450 mailbox in use by another delivery", command="RCPT").category == (
+        "mailbox_locked"
+    )
+    assert explain("421 Network congestion, come back soon").category == (
+        "rate_limited_greylist"
+    )
+    assert explain("530 POP before SMTP: check your mail first", command="MAIL").category == (
+        "auth_required"
+    )
