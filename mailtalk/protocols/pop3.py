@@ -611,21 +611,36 @@ class POP3Connection:
 
     def send(self, event: Response | Continuation) -> bytes:
         """Bytes for an answer (server role). Bodies are dot-stuffed and ended by ``.``."""
-        if self.role is not Role.SERVER:
-            raise LocalProtocolError("send() is for the server role")
-        if self.state is POP3State.CLOSED:
-            raise LocalProtocolError("the POP3 session is closed")
+        self._check_can_answer("send")
         if isinstance(event, Continuation):
             self._expect_sasl_response = True
             return b"+ " + _one_line(event.text) + b"\r\n"
-        data = format_response(event)
+        return self._answered(event.ok, format_response(event))
+
+    def send_ok(self, text: str) -> bytes:
+        """``send(Response(True, text))`` without making the Response: the first line of
+        each answer to a RETR, sent thousands of times in a row by a pipelining client."""
+        self._check_can_answer("send_ok")
+        return self._answered(True, b"+OK " + _one_line(text) + b"\r\n" if text else b"+OK\r\n")
+
+    def _check_can_answer(self, method: str) -> None:
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError(f"{method}() is for the server role")
+        if self.state is POP3State.CLOSED:
+            raise LocalProtocolError("the POP3 session is closed")
+
+    def _answered(self, ok: bool, data: bytes) -> bytes:
+        """``data``, the answer to the oldest command not answered yet: what it changes."""
         self._expect_sasl_response = False
         sent = self._pending.popleft() if self._pending else None
-        if self.state is POP3State.GREETING and sent is not None and sent.key == GREETING:
-            self.state = POP3State.AUTHORIZATION if event.ok else POP3State.CLOSED
-        elif sent is not None and sent.key == "STLS" and event.ok:
+        if sent is None:
+            return data
+        key = sent.key
+        if self.state is POP3State.GREETING and key == GREETING:
+            self.state = POP3State.AUTHORIZATION if ok else POP3State.CLOSED
+        elif key == "STLS" and ok:
             self._start_tls_wait()
-        if sent is not None and sent.key in _PAUSING_COMMANDS:
+        if key in _PAUSING_COMMANDS:
             self._paused = False
         return data
 

@@ -130,6 +130,20 @@ class DotStuffer:
         return held + tail + b".\r\n"
 
 
+def wire_message(data: bytes) -> bytes:
+    """A whole message as stored in POP3 wire form, its final dot line included: what a
+    :class:`DotStuffer` fed ``data`` gives, by two ``replace`` calls and no object."""
+    if b"\r" in data:
+        stuffer = DotStuffer()
+        return stuffer.feed(data) + stuffer.finish()
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    end = b".\r\n" if not data or data.endswith(b"\n") else b"\r\n.\r\n"
+    return data.replace(b"\n", b"\r\n") + end
+
+
 class POP3ServerProtocol(ServerSession):
     """One POP3 connection; ``kind`` is the listener: pop3 (STLS) or pop3s."""
 
@@ -145,6 +159,7 @@ class POP3ServerProtocol(ServerSession):
         self.timestamp = f"<{os.getpid()}.{time.time_ns()}@{context.hostname}>"
         self._lock: MaildropLock | None = None
         self._messages: Sequence[Pop3Message] = ()
+        self._uids: Sequence[int] = ()  # each message's UID, in order
         self._sizes: list[int] = []  # each message's POP3 size (LIST, STAT), in order
         self._deleted: set[int] = set()
         self._removed = 0  # messages removed at QUIT (UPDATE)
@@ -331,7 +346,8 @@ class POP3ServerProtocol(ServerSession):
             # RFC 1939 7: the password is the rest of the line, spaces and all.
             line = command.raw.decode("utf-8", "replace").rstrip("\r\n")
             command = Command(verb, (line[5:],) if len(line) > 5 else (), command.raw)
-        action = self._fault(verb.lower())
+        # No fault rules (the usual case): no fault to look up for each command.
+        action = self._fault(verb.lower()) if self.faults is not None else None
         if action is not None:
             if action.kind == "delay":
                 args = command.args
@@ -538,8 +554,12 @@ class POP3ServerProtocol(ServerSession):
         # A Maildir's messages are made one at a time when asked for; their sizes (for
         # LIST and STAT) come from the view's columns, without a message object each.
         self._messages = self._mailbox.messages()
-        self._sizes = (self._messages.view.pop3_sizes() if isinstance(self._messages, MessageList)
-                       else [m.pop3_size for m in self._messages])
+        if isinstance(self._messages, MessageList):
+            self._uids = self._messages.view.uids
+            self._sizes = self._messages.view.pop3_sizes()
+        else:
+            self._uids = [m.uid for m in self._messages]
+            self._sizes = [m.pop3_size for m in self._messages]
         self._deleted = set()
         self.authenticated_user = name
         self.context.record_login(name)
@@ -615,7 +635,7 @@ class POP3ServerProtocol(ServerSession):
 
     async def _update(self) -> None:
         # UPDATE: the deletions happen now, and only now.
-        uids = [self._messages[n - 1].uid for n in sorted(self._deleted)]
+        uids = [self._uids[n - 1] for n in sorted(self._deleted)]
         failed = False
         if uids:
             loop = asyncio.get_running_loop()
@@ -647,7 +667,7 @@ class POP3ServerProtocol(ServerSession):
             self._send(False, f"Not a message number: {printable(text[:20])}")
             return None
         number = int(text)
-        if not 1 <= number <= len(self._messages):
+        if not 1 <= number <= len(self._sizes):
             self._send(False, f"There's no message {number}.")
             return None
         if number in self._deleted:
@@ -707,25 +727,21 @@ class POP3ServerProtocol(ServerSession):
 
     def _retr_small(self, number: int) -> bool:
         """RETR of a message smaller than CHUNK: answered now, in one write (the same
-        bytes as :meth:`_stream`'s). False if it is larger: the caller streams it."""
+        bytes as :meth:`_stream`'s), from the maildrop's columns: no message object.
+        False if it is larger: the caller streams it."""
         from mailtalk.store.mailbox import MailboxError
 
-        info = self._messages[number - 1]
-        if info.size >= CHUNK or self._closing or self.transport is None:
+        if self._closing or self.transport is None:
             return False
         try:
-            with self._mailbox.open_message(info.uid) as handle:
-                data = handle.read(CHUNK)
-                if len(data) >= CHUNK:
-                    return False  # it grew: stream it
+            data = self._mailbox.read_small(self._uids[number - 1], CHUNK)
         except (MailboxError, OSError):
             self._send(False, f"Message {number} is gone (deleted by another client?)", "SYS/PERM")
             return True
-        stuffer = DotStuffer()
-        text = f"{info.pop3_size} octets"
-        self._write(self.core.send(Response(True, text)))
-        self._write(stuffer.feed(data))
-        self._write(stuffer.finish())
+        if data is None:
+            return False
+        text = f"{self._sizes[number - 1]} octets"
+        self._write(self.core.send_ok(text) + wire_message(data))
         if self.journal is not None:
             self._journal_reply(True, text, None)
         return True

@@ -323,6 +323,16 @@ class MboxMaildrop:
             raise MailboxError("NONEXISTENT", f"no message {uid} in {self.path}") from None
         return MboxMessageReader(self._fd, message)
 
+    def read_small(self, uid: int, limit: int) -> bytes | None:
+        """The message's text as served if shorter than ``limit``, else None (as
+        :meth:`Mailbox.read_small <mailtalk.store.mailbox.Mailbox.read_small>`)."""
+        message = self._by_uid.get(uid)
+        if message is not None and message.size >= limit:
+            return None
+        with self.open_message(uid) as reader:
+            data = reader.read(limit)
+        return data if len(data) < limit else None
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

@@ -674,6 +674,30 @@ def test_retr_many_messages_in_order(servers: RunningServers) -> None:
             assert client.multi(f"RETR {number}")[1] == wire(MESSAGES[key])
 
 
+def test_retr_after_another_client_renamed_or_removed_the_file(servers: RunningServers) -> None:
+    """After login another client renames one message (an IMAP session setting \\Seen)
+    and removes another: RETR follows the rename, the second time too, says the removed
+    one is gone, and serves the others; pipelined, the answers stay in order."""
+    keys = ["dot-lines", "simple", "crlf-stored"]
+    bases = [deliver(servers, MESSAGES[key]) for key in keys]
+    maildir = servers.root / "mail" / "alice" / "Maildir"
+    with pop(servers) as client:
+        client.login()
+        [first] = [p for p in maildir.glob(f"*/{bases[0]}*") if p.parent.name != "tmp"]
+        first.rename(maildir / "cur" / f"{bases[0]}:2,S")
+        [second] = [p for p in maildir.glob(f"*/{bases[1]}*") if p.parent.name != "tmp"]
+        second.unlink()
+        client.send(b"RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 1\r\n")
+        for key in (keys[0], None, keys[2], keys[0]):
+            if key is None:
+                assert client.status() == (
+                    b"-ERR [SYS/PERM] Message 2 is gone (deleted by another client?)\r\n")
+                continue
+            assert client.status() == f"+OK {len(crlf(MESSAGES[key]))} octets\r\n".encode()
+            assert client.body() == wire(MESSAGES[key])
+        assert client.cmd("NOOP") == b"+OK\r\n"
+
+
 def test_retr_zero_byte_file(servers: RunningServers) -> None:
     deliver(servers, b"")
     with pop(servers) as client:

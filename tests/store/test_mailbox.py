@@ -107,6 +107,36 @@ def test_reading_follows_a_rename_by_another_session(alice: UserMailboxes) -> No
     assert caught.value.code == "NONEXISTENT"
 
 
+def test_read_small_reads_by_the_view_and_follows_a_rename(alice: UserMailboxes) -> None:
+    deliver(alice)
+    deliver(alice, MESSAGE * 40)
+    reader, flagger = alice.open("INBOX"), alice.open("INBOX")
+    assert reader.read_small(1, 1000) == MESSAGE
+    assert reader.read_small(2, len(MESSAGE) * 40) is None  # not below the limit
+    assert reader.read_small(2, len(MESSAGE) * 40 + 1) == MESSAGE * 40
+    flagger.set_flags([1], ["\\Answered"], "add")
+    assert reader.read_small(1, 1000) == MESSAGE  # found renamed
+    assert reader.message(1).path.exists()  # and known where it is now
+    assert reader.read_small(1, 1000) == MESSAGE
+    flagger.message(1).path.unlink()
+    with pytest.raises(MailboxError) as caught:
+        reader.read_small(1, 1000)
+    assert caught.value.code == "EXPUNGEISSUED"
+    with pytest.raises(MailboxError) as caught:
+        reader.read_small(42, 1000)
+    assert caught.value.code == "NONEXISTENT"
+
+
+def test_read_small_of_a_file_longer_than_its_name_says(alice: UserMailboxes) -> None:
+    """A ``,S=`` size that is wrong does not cut the message: read as a file object would."""
+    Maildir(alice.path).create()
+    (alice.path / "new" / "1700000000.M1P1Q1.host,S=10,W=12").write_bytes(MESSAGE)
+    inbox = alice.open("INBOX")
+    assert inbox.message(1).size == 10
+    assert inbox.read_small(1, 1000) == MESSAGE
+    assert inbox.read_small(1, len(MESSAGE)) is None
+
+
 def test_uidl_is_the_filename_base(alice: UserMailboxes) -> None:
     deliver(alice)
     Maildir(alice.path).create()

@@ -405,6 +405,22 @@ def test_dot_stuffing_fast_path_matches_the_line_by_line_one(data: bytes, cuts: 
     )
 
 
+@settings(max_examples=300)
+@given(
+    data=st.lists(
+        st.sampled_from([b".", b"\n", b"\r", b"a", b"..", b"\n.", b"x\n", b"\r\n."]),
+        max_size=40,
+    ).map(b"".join)
+)
+def test_whole_message_wire_form_matches_the_dot_stuffer(data: bytes) -> None:
+    from mailtalk.servers.pop3 import DotStuffer, wire_message
+
+    stuffer = ReferenceStuffer()
+    assert wire_message(data) == stuffer.feed(data) + stuffer.finish()
+    fast = DotStuffer()
+    assert wire_message(data) == fast.feed(data) + fast.finish()
+
+
 def test_pop3_retr_small_and_large_messages(tmp_path: Path) -> None:
     import poplib
 
