@@ -27,8 +27,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from mailtalk.protocols.common import (
     CONNECTION_CLOSED,
@@ -136,8 +135,10 @@ _SIZE = re.compile(r"[0-9]{1,20}")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+# The events are NamedTuples, not frozen dataclasses: see protocols.common.Line.
+
+
+class Reply(NamedTuple):
     """One complete reply, single- or multi-line.
 
     ``lines`` are the texts after ``250-``/``250 ``; ``enhanced`` is the RFC 3463
@@ -185,8 +186,7 @@ def _strip_enhanced(line: str, enhanced: str | None) -> str:
     return line
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """A command line as the server role parsed it."""
 
     verb: str
@@ -195,8 +195,7 @@ class Command:
     too_long: bool = False  # over RFC 5321's 512 octets
 
 
-@dataclass(frozen=True, slots=True)
-class MessageData:
+class MessageData(NamedTuple):
     """Part of the message after ``354``: dot-unstuffed, line ends kept as received.
 
     Usually one line; a line longer than ``MAX_LINE`` comes in several pieces, only
@@ -207,8 +206,7 @@ class MessageData:
     line_too_long: bool = False  # a text line over RFC 5321's 1000 octets
 
 
-@dataclass(frozen=True, slots=True)
-class EndOfMessage:
+class EndOfMessage(NamedTuple):
     """The client sent ``<CRLF>.<CRLF>``.
 
     ``bare_newline`` says the message held a bare LF (a line ended without CR),
@@ -220,8 +218,7 @@ class EndOfMessage:
     raw: bytes = b".\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class EndOfChunk:
+class EndOfChunk(NamedTuple):
     """Server role: the last octet of a BDAT chunk came (RFC 3030 2); its reply is due.
 
     The chunk's octets came before it as ``MessageData``, exactly as sent: BDAT has no
@@ -268,14 +265,25 @@ def dot_stuff(message: bytes) -> bytes:
     return bytes(out)
 
 
-@dataclass
 class _Pending:
-    verb: str
-    last: bool = False  # BDAT ... LAST: its 2xx ends the transaction (RFC 3030)
-    address: str | None = None  # RCPT: the recipient it names
-    recipient: str | None = None  # LMTP/PRDR, end of data: the recipient this reply is for
-    # PRDR: the final reply for the whole message, after the per-recipient ones
-    after_recipients: bool = False
+    """A reply the session waits for: to which command, and what it will mean."""
+
+    __slots__ = ("address", "after_recipients", "last", "recipient", "verb")
+
+    def __init__(
+        self,
+        verb: str,
+        last: bool = False,  # BDAT ... LAST: its 2xx ends the transaction (RFC 3030)
+        address: str | None = None,  # RCPT: the recipient it names
+        recipient: str | None = None,  # LMTP/PRDR, end of data: whom this reply is for
+        # PRDR: the final reply for the whole message, after the per-recipient ones
+        after_recipients: bool = False,
+    ) -> None:
+        self.verb = verb
+        self.last = last
+        self.address = address
+        self.recipient = recipient
+        self.after_recipients = after_recipients
 
 
 def rcpt_address(args: str) -> str:
@@ -295,25 +303,33 @@ def parse_bdat(args: str) -> tuple[int, bool] | None:
     return None if match is None else (int(match.group(1)), bool(match.group(2)))
 
 
-@dataclass
 class SMTPConnection:
-    """An SMTP session in one role; see the module docstring."""
+    """An SMTP session in one role; see the module docstring.
 
-    role: Role = Role.CLIENT
-    protocol: str = field(default="smtp", init=False)
-    state: SMTPState = field(default=SMTPState.GREETING, init=False)
-    extensions: dict[str, str] = field(default_factory=dict, init=False)
-    tls: bool = False
-    # Server role: CHUNKING is offered, so BDAT's chunk is read (RFC 3030); without it
-    # BDAT is an unknown command and what follows it more commands.
-    chunking: bool = False
-    authenticated: bool = field(default=False, init=False)
-    wants_tls_upgrade: bool = field(default=False, init=False)
-    greeted: bool = field(default=False, init=False)  # EHLO/HELO/LHLO accepted
-    esmtp: bool = field(default=False, init=False)  # the accepted greeting was EHLO or LHLO
-    lmtp: bool = False  # RFC 2033: LHLO, and one reply per recipient after the message
+    A plain class, not a dataclass (see ``protocols.common.Line``), as ``_Pending``:
+    nothing compares or prints a session."""
 
-    def __post_init__(self) -> None:
+    protocol = "smtp"
+
+    def __init__(
+        self,
+        role: Role = Role.CLIENT,
+        tls: bool = False,
+        # Server role: CHUNKING is offered, so BDAT's chunk is read (RFC 3030); without
+        # it BDAT is an unknown command and what follows it more commands.
+        chunking: bool = False,
+        lmtp: bool = False,  # RFC 2033: LHLO, and one reply per recipient after the message
+    ) -> None:
+        self.role = role
+        self.tls = tls
+        self.chunking = chunking
+        self.lmtp = lmtp
+        self.state = SMTPState.GREETING
+        self.extensions: dict[str, str] = {}
+        self.authenticated = False
+        self.wants_tls_upgrade = False
+        self.greeted = False  # EHLO/HELO/LHLO accepted
+        self.esmtp = False  # the accepted greeting was EHLO or LHLO
         self._buffer = LineBuffer()
         self._pending: deque[_Pending] = deque([_Pending(GREETING)])
         self._reply_lines: list[bytes] = []  # raw lines of the reply being read

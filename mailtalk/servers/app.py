@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from mailtalk.servers.context import ServerContext, ServerSettings, apply_scenario_settings
 from mailtalk.servers.journal import Journal
@@ -68,8 +68,10 @@ def session_class(protocol: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-@dataclass(frozen=True)
-class ListenerInfo:
+# A NamedTuple, not a frozen dataclass: see protocols.common.Line.
+class ListenerInfo(NamedTuple):
+    """Where one listener listens, as ``describe()`` and the summary say it."""
+
     protocol: str
     host: str
     port: int

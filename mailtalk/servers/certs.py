@@ -19,10 +19,9 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailtalk.store.filesystem import make_directory
 
@@ -43,8 +42,10 @@ _CLOCK_SKEW = timedelta(hours=1)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class CertPaths:
+# A NamedTuple, not a frozen dataclass: see protocols.common.Line.
+class CertPaths(NamedTuple):
+    """Where the files of ``ROOT/tls/`` are."""
+
     ca_cert: Path
     server_cert: Path  # the server certificate followed by the CA certificate
     server_key: Path

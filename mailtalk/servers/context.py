@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -167,39 +167,58 @@ def _stamp_paths(paths: Sequence[str]) -> tuple[tuple[int, ...] | None, ...]:
     return tuple(stamps)
 
 
-@dataclass(frozen=True)
+# RcptOutcome and ServerContext are plain classes, not dataclasses (see
+# protocols.common.Line): neither is compared or printed.
+
+
 class RcptOutcome:
-    accepted: bool
-    user: str | None = None  # local user, or None for the relay queue
-    reply_key: str = "rcpt_ok"
+    """The server's answer to one RCPT, as the protocol sessions use it."""
+
+    __slots__ = ("accepted", "reply_key", "user")
+
+    def __init__(self, accepted: bool, user: str | None = None, reply_key: str = "rcpt_ok") -> None:
+        self.accepted = accepted
+        self.user = user  # local user, or None for the relay queue
+        self.reply_key = reply_key
 
 
-@dataclass
 class ServerContext:
-    root: Path
-    settings: ServerSettings
-    control: Control
-    users: Users
-    personality: Personality
-    faults: FaultPlan
-    # How to make the servers' TLS context (None: no TLS), called when ``ssl_context``
-    # is first read: by the first EHLO, CAPA, CAPABILITY or implicit-TLS handshake, not
-    # before a server's first banner (loading the certificate chain takes 2 ms).
-    make_ssl_context: Callable[[], ssl.SSLContext] | None = None
-    connections: set[Any] = field(default_factory=set)
-    certificates: Any = None  # certs.CertPaths: where the CA and server certificate are
-    held_locks: list[Any] = field(default_factory=list)  # maildrops the lock-busy scenario holds
-    control_changes: list[str] = field(default_factory=list)  # what the options edited at start
-    journal: Journal | None = None  # servers.journal: None writes nothing, costs nothing
-    # What the command line gave, before control/scenarios and control/faults add theirs.
-    base_rules: tuple[Any, ...] = ()
-    base_settings: ServerSettings | None = None
-    # Rules added over the HTTP API (serve --http), after all the others; kept in memory.
-    api_rules: tuple[Any, ...] = ()
-    messages_delivered: int = 0
-    bytes_delivered: int = 0
+    """What every session of every listener shares: settings, control files, users,
+    the personality, the fault plan, TLS, and the counts."""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        root: Path,
+        settings: ServerSettings,
+        control: Control,
+        users: Users,
+        personality: Personality,
+        faults: FaultPlan,
+        # How to make the servers' TLS context (None: no TLS), called when
+        # ``ssl_context`` is first read: by the first EHLO, CAPA, CAPABILITY or
+        # implicit-TLS handshake, not before a server's first banner (loading the
+        # certificate chain takes 2 ms).
+        make_ssl_context: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
+        self.root = root
+        self.settings = settings
+        self.control = control
+        self.users = users
+        self.personality = personality
+        self.faults = faults
+        self.make_ssl_context = make_ssl_context
+        self.connections: set[Any] = set()
+        self.certificates: Any = None  # certs.CertPaths: where the CA and certificate are
+        self.held_locks: list[Any] = []  # maildrops the lock-busy scenario holds
+        self.control_changes: list[str] = []  # what the options edited at start
+        self.journal: Journal | None = None  # None writes nothing, costs nothing
+        # What the command line gave, before control/scenarios and control/faults add theirs.
+        self.base_rules: tuple[Any, ...] = ()
+        self.base_settings: ServerSettings | None = None
+        # Rules added over the HTTP API (serve --http), after all the others; in memory.
+        self.api_rules: tuple[Any, ...] = ()
+        self.messages_delivered = 0
+        self.bytes_delivered = 0
         self._session_ids = itertools.count(1)
         self._per_address: dict[str, int] = {}  # open connections by client address
         self._process = os.getpid()  # in the queue ids: unique across servers on a machine

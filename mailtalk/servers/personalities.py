@@ -27,9 +27,8 @@ import re
 import string
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "DEFAULT_PERSONALITY",
@@ -126,8 +125,8 @@ class UnknownPersonalityError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-@dataclass(frozen=True)
-class Reply:
+# A NamedTuple, not a frozen dataclass: see protocols.common.Line.
+class Reply(NamedTuple):
     """One reply template: the code, the text after it, and where the wording comes from."""
 
     code: int
@@ -148,21 +147,41 @@ class Reply:
         return None
 
 
-@dataclass(frozen=True, eq=False)
 class Personality:
-    """How one MTA talks. ``replies`` has every key of :data:`KEYS`."""
+    """How one MTA talks. ``replies`` has every key of :data:`KEYS`.
 
-    name: str
-    software: str
-    description: str
-    requires_helo: bool
-    extensions: tuple[str, ...]
-    queue_id_style: str
-    replies: Mapping[str, Reply]
-    # After the early_talker_greeting: the commands still answered as usual (QUIT always
-    # is), and whether the connection is closed at once instead (Exim, postscreen).
-    early_talker_allows: frozenset[str] = frozenset()
-    early_talker_closes: bool = False
+    Not changed once made. A plain class, not a dataclass (see ``Reply``): nothing
+    compares or prints a personality."""
+
+    __slots__ = (
+        "description", "early_talker_allows", "early_talker_closes", "extensions", "name",
+        "queue_id_style", "replies", "requires_helo", "software",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        software: str,
+        description: str,
+        requires_helo: bool,
+        extensions: tuple[str, ...],
+        queue_id_style: str,
+        replies: Mapping[str, Reply],
+        # After the early_talker_greeting: the commands still answered as usual (QUIT
+        # always is), and whether the connection is closed at once instead (Exim,
+        # postscreen).
+        early_talker_allows: frozenset[str] = frozenset(),
+        early_talker_closes: bool = False,
+    ) -> None:
+        self.name = name
+        self.software = software
+        self.description = description
+        self.requires_helo = requires_helo
+        self.extensions = extensions
+        self.queue_id_style = queue_id_style
+        self.replies = replies
+        self.early_talker_allows = early_talker_allows
+        self.early_talker_closes = early_talker_closes
 
     def template(self, key: str) -> Reply:
         try:

@@ -53,7 +53,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -186,7 +185,10 @@ def _parse_relay_rule(text: str) -> IPNetwork:
     return ipaddress.ip_network(text)
 
 
-@dataclass(frozen=True)
+# The records below are plain classes with __slots__, not dataclasses (see
+# protocols.common.Line): nothing compares or prints them. They are not changed once made.
+
+
 class VirtualEntry:
     """One virtualdomains line: ``key:prefix``.
 
@@ -194,9 +196,12 @@ class VirtualEntry:
     ``prefix`` says the domain is not virtual.
     """
 
-    key: str
-    prefix: str
-    line: int
+    __slots__ = ("key", "line", "prefix")
+
+    def __init__(self, key: str, prefix: str, line: int) -> None:
+        self.key = key
+        self.prefix = prefix
+        self.line = line
 
 
 class RouteKind(enum.Enum):
@@ -206,7 +211,6 @@ class RouteKind(enum.Enum):
     NOT_OURS = "not ours"  # in rcpthosts but neither local nor virtual: nowhere to deliver
 
 
-@dataclass(frozen=True)
 class Route:
     """Where mail for an address goes.
 
@@ -215,10 +219,15 @@ class Route:
     virtual; ``user`` is the user it reaches (LOCAL only).
     """
 
-    kind: RouteKind
-    domain: str
-    local_name: str = ""
-    user: str | None = None
+    __slots__ = ("domain", "kind", "local_name", "user")
+
+    def __init__(
+        self, kind: RouteKind, domain: str, local_name: str = "", user: str | None = None
+    ) -> None:
+        self.kind = kind
+        self.domain = domain
+        self.local_name = local_name
+        self.user = user
 
     @property
     def extension(self) -> str:
@@ -241,27 +250,35 @@ def find_user(local_name: str, users: KnownUsers) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class Control:
     """The parsed control files of one ROOT; see the module docstring for their meaning."""
 
-    root: Path
-    me: str = DEFAULT_ME
-    rcpthosts: tuple[str, ...] = (DEFAULT_ME,)
-    locals: tuple[str, ...] = (DEFAULT_ME,)
-    virtualdomains: tuple[VirtualEntry, ...] = ()
-    relayclients: tuple[IPNetwork, ...] = ()
-    postmaster: str = ""  # control/postmaster: who gets postmaster's mail; "": the default
-    _virtual_map: dict[str, VirtualEntry] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    __slots__ = (
+        "_virtual_map", "locals", "me", "postmaster", "rcpthosts", "relayclients", "root",
+        "virtualdomains",
+    )  # fmt: skip
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        root: Path,
+        me: str = DEFAULT_ME,
+        rcpthosts: tuple[str, ...] = (DEFAULT_ME,),
+        locals: tuple[str, ...] = (DEFAULT_ME,),  # qmail's name for the file
+        virtualdomains: tuple[VirtualEntry, ...] = (),
+        relayclients: tuple[IPNetwork, ...] = (),
+        postmaster: str = "",  # control/postmaster: who gets postmaster's mail; "": the default
+    ) -> None:
+        self.root = root
+        self.me = me
+        self.rcpthosts = rcpthosts
+        self.locals = locals
+        self.virtualdomains = virtualdomains
+        self.relayclients = relayclients
+        self.postmaster = postmaster
         # load() refuses duplicate keys; for a Control built by hand the first one wins.
-        mapping: dict[str, VirtualEntry] = {}
-        for entry in self.virtualdomains:
-            mapping.setdefault(entry.key, entry)
-        object.__setattr__(self, "_virtual_map", mapping)
+        self._virtual_map: dict[str, VirtualEntry] = {}
+        for entry in virtualdomains:
+            self._virtual_map.setdefault(entry.key, entry)
 
     @property
     def control_dir(self) -> Path:
@@ -629,13 +646,24 @@ class RcptVerdict(enum.Enum):
     BAD_ADDRESS = "bad address"  # 553 5.1.3: not a mailbox at all
 
 
-@dataclass(frozen=True)
 class RcptDecision:
-    verdict: RcptVerdict
-    address: str
-    user: str | None = None  # DELIVER only
-    domain: str = ""
-    reason: str = ""  # a human sentence for the reply text
+    """What to do with one RCPT TO, and why."""
+
+    __slots__ = ("address", "domain", "reason", "user", "verdict")
+
+    def __init__(
+        self,
+        verdict: RcptVerdict,
+        address: str,
+        user: str | None = None,  # DELIVER only
+        domain: str = "",
+        reason: str = "",  # a human sentence for the reply text
+    ) -> None:
+        self.verdict = verdict
+        self.address = address
+        self.user = user
+        self.domain = domain
+        self.reason = reason
 
 
 def decide_rcpt(

@@ -7,27 +7,40 @@ delivers it (``ServerContext.begin_delivery``), so it lives apart from both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+# Plain classes with __slots__, not dataclasses (see protocols.common.Line): nothing
+# compares or prints these.
 
 
-@dataclass
 class Recipient:
-    address: str
-    user: str | None  # local user for Maildir delivery; None: relayed to the queue
-    notify: str | None = None  # RFC 3461 NOTIFY=, as checked
-    orcpt: str | None = None  # RFC 3461 ORCPT=, as sent (addr-type;xtext)
+    """An accepted RCPT: its address, and where it goes."""
+
+    __slots__ = ("address", "notify", "orcpt", "user")
+
+    def __init__(
+        self, address: str, user: str | None, notify: str | None = None, orcpt: str | None = None
+    ) -> None:
+        self.address = address
+        self.user = user  # local user for Maildir delivery; None: relayed to the queue
+        self.notify = notify  # RFC 3461 NOTIFY=, as checked
+        self.orcpt = orcpt  # RFC 3461 ORCPT=, as sent (addr-type;xtext)
 
 
-@dataclass
 class Transaction:
-    sender: str
-    recipients: list[Recipient] = field(default_factory=list)
-    body_8bit: bool = False
-    smtputf8: bool = False
-    rcpt_attempts: int = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
-    ret: str | None = None  # RFC 3461 RET= (FULL or HDRS)
-    envid: str | None = None  # RFC 3461 ENVID=, as sent (xtext)
-    bdat: bool = False  # a BDAT chunk was taken: DATA may not follow (RFC 3030 2)
+    """From MAIL to the end of the message: the sender, the recipients so far."""
+
+    __slots__ = (
+        "bdat", "body_8bit", "envid", "rcpt_attempts", "recipients", "ret", "sender", "smtputf8",
+    )  # fmt: skip
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+        self.recipients: list[Recipient] = []
+        self.body_8bit = False
+        self.smtputf8 = False
+        self.rcpt_attempts = 0  # so DATA can tell "no valid recipients" from "no RCPT yet"
+        self.ret: str | None = None  # RFC 3461 RET= (FULL or HDRS)
+        self.envid: str | None = None  # RFC 3461 ENVID=, as sent (xtext)
+        self.bdat = False  # a BDAT chunk was taken: DATA may not follow (RFC 3030 2)
 
     @property
     def dsn(self) -> dict[str, object] | None:

@@ -15,8 +15,8 @@ import binascii
 import functools
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mailtalk.servers.policy import CONTROL_DIR, ControlError
 from mailtalk.servers.scrypt_worker import MAX_MEMORY as _MAX_SCRYPT_MEMORY
@@ -138,8 +138,10 @@ def parse_oauth2_tokens(text: str, where: str) -> dict[str, str]:
     return tokens
 
 
-@dataclass(frozen=True)
-class _ScryptHash:
+# A NamedTuple, not a frozen dataclass: see protocols.common.Line.
+class _ScryptHash(NamedTuple):
+    """A password's scrypt hash and its parameters, as the users file holds it."""
+
     n: int
     r: int
     p: int
