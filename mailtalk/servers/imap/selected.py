@@ -470,9 +470,10 @@ class _FetchPlan:
         self.flag_texts: dict[int, bytes] = {}  # flag set number -> FLAGS' text, encoded
 
 
-# _kept_responses answers this many messages at a time at first, then as many as
+# _kept_responses answers this many messages at a time at first (few: where kept
+# answers and others alternate, each step looks up this many), then as many as
 # should fill the rest of the batch (at most _KEPT_STEP_MAX).
-_KEPT_STEP: Final = 64
+_KEPT_STEP: Final = 16
 _KEPT_STEP_MAX: Final = 1024
 
 
@@ -489,9 +490,14 @@ def _kept_responses(
     if not tables or read_header is None or plan.streamed is not None or not renderer.kept:
         return start
     lookups = [table.get for _, table in tables]
+    end = len(positions)
+    if start >= end:
+        return start
+    first_uid = view.uids[positions[start]]
+    if any(lookup(first_uid) is None for lookup in lookups):
+        return start  # a first listing: nothing kept yet, no step taken
     moved = read_header.moved()
     flag_texts = plan.flag_texts
-    end = len(positions)
     index = start
     step = _KEPT_STEP
     while index < end and len(out) < CHUNK:
