@@ -47,8 +47,10 @@ import contextlib
 import os
 import time
 from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress, filterfalse
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -177,9 +179,16 @@ class _Listing:
         """The UIDs of the messages of ``view`` whose files are not where it says."""
         listed = [self._names.get(directory.rstrip("/"), set())
                   for directory in view.directories]
+        # Each directory's names looked up by map() (no Python step per message); the
+        # UIDs found only for the names that are missing, which are few or none.
+        missing = [set(filterfalse(names.__contains__,
+                                   compress(view.filenames, map(subdir.__eq__, view.subdirs))))
+                   for subdir, names in enumerate(listed)]
+        if not any(missing):
+            return set()
         return {uid for uid, subdir, name in zip(view.uids, view.subdirs, view.filenames,
                                                  strict=True)
-                if name not in listed[subdir]}
+                if name in missing[subdir]}
 
 
 class HeaderReader:
@@ -212,10 +221,10 @@ class HeaderReader:
                 return None
         return (mailbox._folder, mailbox._uidvalidity, uid)
 
-    def moved(self) -> Container[int]:
+    def moved(self) -> AbstractSet[int]:
         """The UIDs :meth:`key` gives None for (their files may have moved)."""
         if self._present is None:
-            return ()
+            return frozenset()
         if self._moved is None:
             self._moved = self._present.moved(self._mailbox._view)
         return self._moved

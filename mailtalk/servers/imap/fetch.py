@@ -32,6 +32,7 @@ __all__ = [
     "FetchRenderer",
     "FetchRendering",
     "format_internaldate",
+    "kept_answer_usable",
     "render_fetch",
     "sets_seen",
 ]
@@ -273,9 +274,17 @@ _SIMPLE_ITEMS: Final = frozenset({"FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE",
 _HEADER_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
-# kept_wire's text of each item that is not a section.
-_KEPT_TEXTS: Final = {"UID": "UID {1}", "FLAGS": "FLAGS ({2})", "RFC822.SIZE": "RFC822.SIZE {3}",
-                      "MODSEQ": "MODSEQ ({4})"}
+# kept_batch's text of each item that is not a section, and the column it takes.
+_SEQ, _UID, _FLAGS, _SIZE, _MODSEQ = range(5)  # then each section's length and answer
+_KEPT_ITEMS: Final = {"UID": (b"UID %d", _UID), "FLAGS": (b"FLAGS (%s)", _FLAGS),
+                      "RFC822.SIZE": (b"RFC822.SIZE %d", _SIZE),
+                      "MODSEQ": (b"MODSEQ (%d)", _MODSEQ)}
+
+
+def kept_answer_usable(answer: bytes) -> bool:
+    """Whether :meth:`FetchRenderer.kept_batch` may send a kept answer as it is: not
+    empty (that is ``""``, no literal) and without a NUL (replaced on the way out)."""
+    return bool(answer) and b"\x00" not in answer
 
 
 class FetchRenderer:
@@ -321,44 +330,66 @@ class FetchRenderer:
         if simple and sections and all(s.text != "HEADER" for s in sections):
             self._fields = [(s.fields, s.text == "HEADER.FIELDS.NOT") for s in sections]
 
-        # str.format templates of the response around each section's literal, for
-        # kept_wire: {0} seq, {1} UID, {2} flags, {3} RFC822.SIZE, {4} MODSEQ, {5} the
-        # literal's length. None when an item needs more than those (INTERNALDATE, a
-        # partial section).
-        self._kept_templates: list[str] | None = None
+        # One bytes %-template of the whole response, for kept_batch, and the column
+        # of each value it takes, in order (_SEQ.._MODSEQ, then 5 + 2i and 6 + 2i for
+        # section i's length and answer). None when an item needs more than those
+        # (INTERNALDATE, a partial section).
+        self._kept_template: bytes | None = None
+        self._kept_columns: tuple[int, ...] = ()
         if self._fields is not None and all(
             kind != "INTERNALDATE" and (arg is None or arg[2] is None) for kind, arg in parts
         ):
-            templates, pending = [], "* {0} FETCH ("
+            template, columns, sections_seen = b"* %d FETCH (", [_SEQ], 0
             for number, (kind, arg) in enumerate(parts):
-                pending += " " if number else ""
+                template += b" " if number else b""
                 if arg is None:
-                    pending += _KEPT_TEXTS[kind]
+                    text, column = _KEPT_ITEMS[kind]
+                    template += text
+                    columns.append(column)
                 else:
-                    head = arg[0].replace("{", "{{").replace("}", "}}")
-                    templates.append(pending + head + "{{{5}}}\r\n")
-                    pending = ""
-            templates.append(pending + ")\r\n")
-            self._kept_templates = templates
+                    template += arg[0].encode("utf-8").replace(b"%", b"%%") + b"{%d}\r\n%s"
+                    columns += [5 + 2 * sections_seen, 6 + 2 * sections_seen]
+                    sections_seen += 1
+            self._kept_template = template + b")\r\n"
+            self._kept_columns = tuple(columns)
+
+    @property
+    def kept(self) -> bool:
+        """Whether :meth:`kept_batch` can answer (every section HEADER.FIELDS(.NOT), whole,
+        beside FLAGS, UID, RFC822.SIZE and MODSEQ)."""
+        return self._kept_template is not None
+
+    def kept_batch(
+        self,
+        seqs: Sequence[int],
+        uids: Sequence[int],
+        flags: Sequence[bytes],
+        sizes: Sequence[int],
+        modseqs: Sequence[int],
+        answers: Sequence[Sequence[bytes]],
+    ) -> bytes:
+        """What :meth:`wire` gives for each of several messages, one after the other,
+        from their columns: ``flags`` each message's FLAGS joined by spaces, encoded;
+        ``answers[i]`` section i's kept answers (in the order of :meth:`answer_tables`),
+        each one :func:`kept_answer_usable`. One %-format a message, in C: no Python
+        step per message. Only for a renderer that is :attr:`kept`."""
+        template = self._kept_template
+        assert template is not None
+        columns: list[Sequence[object]] = [seqs, uids, flags, sizes, modseqs]
+        for section in answers:
+            columns += (list(map(len, section)), section)
+        values = zip(*map(columns.__getitem__, self._kept_columns), strict=True)
+        return b"".join(map(template.__mod__, values))
 
     def kept_wire(
         self, seq: int, uid: int, flags: str, size: int, modseq: int, answers: list[bytes]
     ) -> bytes | None:
-        """What :meth:`wire` gives for a message whose sections' ``answers`` are all kept
-        (in the order of :meth:`answer_tables`), ``flags`` its FLAGS joined by spaces;
-        made without a FetchMessage. None if the renderer or an answer needs :meth:`wire`
-        (an empty answer, a NUL in one)."""
-        templates = self._kept_templates
-        if templates is None:
+        """:meth:`kept_batch` for one message (``flags`` as text); None if the renderer or
+        an answer needs :meth:`wire` (an empty answer, a NUL in one)."""
+        if not self.kept or not all(map(kept_answer_usable, answers)):
             return None
-        pieces = []
-        for template, data in zip(templates, answers, strict=False):
-            if not data or b"\x00" in data:
-                return None
-            pieces.append(template.format(seq, uid, flags, size, modseq, len(data)).encode())
-            pieces.append(data)
-        pieces.append(templates[-1].format(seq, uid, flags, size, modseq).encode())
-        return b"".join(pieces)
+        return self.kept_batch([seq], [uid], [flags.encode("utf-8")], [size], [modseq],
+                               [[answer] for answer in answers])
 
     @property
     def fields_only(self) -> bool:

@@ -16,12 +16,14 @@ import re
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from mailtalk.protocols.imap import Command, Untagged
 from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
-from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
+from mailtalk.servers.imap.fetch import FetchRenderer, kept_answer_usable, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
@@ -439,8 +441,9 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
 class _FetchPlan:
     """What one FETCH command's items need, worked out once for all its messages."""
 
-    __slots__ = ("has_flags", "has_modseq", "header_only", "items", "marks_seen", "needs_data",
-                 "read_header", "renderer", "streamed", "tables", "uid", "wants_date")
+    __slots__ = ("flag_texts", "has_flags", "has_modseq", "header_only", "items", "marks_seen",
+                 "needs_data", "read_header", "renderer", "streamed", "tables", "uid",
+                 "wants_date")
 
     def __init__(self, mailbox: Mailbox, items: list[FetchItem], uid: bool) -> None:
         self.items = items
@@ -464,43 +467,105 @@ class _FetchPlan:
         self.has_modseq = any(i.name == "MODSEQ" for i in items)
         # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
         self.wants_date = any(i.name == "INTERNALDATE" for i in items)
+        self.flag_texts: dict[int, bytes] = {}  # flag set number -> FLAGS' text, encoded
+
+
+# _kept_responses answers this many messages at a time at first (few: where kept
+# answers and others alternate, each step looks up this many), then as many as
+# should fill the rest of the batch (at most _KEPT_STEP_MAX).
+_KEPT_STEP: Final = 16
+_KEPT_STEP_MAX: Final = 1024
 
 
 def _kept_responses(
     plan: _FetchPlan, view: FolderView, positions: Sequence[int], start: int, out: bytearray
 ) -> int:
     """The responses of ``positions[start:]`` whose answers are all kept (a listing
-    fetched again), added to ``out`` until it holds CHUNK bytes: no file read and no
-    FetchMessage made. Returns where it stopped: at a message that needs
-    :func:`_respond`, or after the last, or once ``out`` is full."""
-    tables, read_header = plan.tables, plan.read_header
-    if not tables or read_header is None or plan.streamed is not None:
+    fetched again), added to ``out`` until it holds CHUNK bytes: no file read, no
+    FetchMessage, and no Python step per message (each step's messages are looked up,
+    checked and formatted by ``map`` over the view's columns: FetchRenderer.kept_batch).
+    Returns where it stopped: at a message that needs :func:`_respond`, or after the
+    last, or once ``out`` is full."""
+    tables, read_header, renderer = plan.tables, plan.read_header, plan.renderer
+    if not tables or read_header is None or plan.streamed is not None or not renderer.kept:
         return start
-    kept_wire = plan.renderer.kept_wire
-    answer_tables = [table for _, table in tables]
-    moved = read_header.moved()
-    uids, rfc822_sizes, modseqs = view.uids, view.rfc822_sizes, view.modseqs
-    flag_ids, flag_sets = view.flag_ids, view.flag_sets
-    flags_texts: dict[int, str] = {}  # flag set number -> its flags sorted, joined
+    lookups = [table.get for _, table in tables]
     end = len(positions)
+    if start >= end:
+        return start
+    first_uid = view.uids[positions[start]]
+    if any(lookup(first_uid) is None for lookup in lookups):
+        return start  # a first listing: nothing kept yet, no step taken
+    moved = read_header.moved()
+    flag_texts = plan.flag_texts
     index = start
+    step = _KEPT_STEP
     while index < end and len(out) < CHUNK:
-        position = positions[index]
-        message_uid = uids[position]
-        answers = [table.get(message_uid) for table in answer_tables]
-        if None in answers or message_uid in moved:
+        chunk = positions[index : index + step]
+        uids = _take(view.uids, chunk)
+        answers = [list(map(lookup, uids)) for lookup in lookups]
+        usable = _usable_count(uids, answers, moved)
+        if not usable:
             break
-        flag_id = flag_ids[position]
-        flags = flags_texts.get(flag_id)
-        if flags is None:
-            flags = flags_texts[flag_id] = " ".join(sorted(flag_sets[flag_id]))
-        wire = kept_wire(position + 1, message_uid, flags, rfc822_sizes[position],
-                         modseqs[position], answers)  # type: ignore[arg-type]
-        if wire is None:
-            break
-        out += wire
-        index += 1
+        if usable < len(chunk):
+            answers = [section[:usable] for section in answers]
+        # Up to the message whose answers take ``out`` past CHUNK, as one by one.
+        count = min(usable, _fitting(answers, CHUNK - len(out)))
+        if count < len(chunk):
+            chunk, uids = chunk[:count], uids[:count]
+            answers = [section[:count] for section in answers]
+        flag_ids = _take(view.flag_ids, chunk)
+        for flag_id in set(flag_ids).difference(flag_texts):
+            flag_texts[flag_id] = " ".join(sorted(view.flag_sets[flag_id])).encode("utf-8")
+        added = renderer.kept_batch(
+            list(map((1).__add__, chunk)), uids, list(map(flag_texts.__getitem__, flag_ids)),
+            _take(view.rfc822_sizes, chunk), _take(view.modseqs, chunk),
+            answers,  # type: ignore[arg-type]  # _usable_count: no None among them
+        )
+        out += added
+        index += count
+        if count == usable < step:
+            break  # the next message needs _respond, or there is none
+        step = max(1, min(_KEPT_STEP_MAX, (CHUNK - len(out)) * count // len(added) + 1))
     return index
+
+
+def _take(column: Sequence[int], positions: Sequence[int]) -> Sequence[int]:
+    """The values of ``column`` at ``positions``: a slice for a range of them."""
+    if isinstance(positions, range) and positions.step == 1:
+        return column[positions.start : positions.stop]
+    return list(map(column.__getitem__, positions))
+
+
+def _fitting(answers: list[list[bytes | None]], room: int) -> int:
+    """How many messages' ``answers`` (each section's, as _kept_responses has them)
+    reach ``room`` bytes: those that stay within it, and the one that crosses it."""
+    if len(answers) == 1:
+        lengths: Iterable[int] = map(len, answers[0])  # type: ignore[arg-type]
+    else:
+        lengths = map(sum, zip(*[map(len, section)  # type: ignore[arg-type]
+                                 for section in answers], strict=True))
+    return bisect_left(list(accumulate(lengths)), room) + 1
+
+
+def _usable_count(
+    uids: Sequence[int], answers: list[list[bytes | None]], moved: AbstractSet[int]
+) -> int:
+    """How many of the first messages of a step (their ``uids``, each section's
+    ``answers``) kept_batch may answer: every answer kept and usable as it is, the
+    file not moved since the refresh."""
+    count = len(uids)
+    for section in answers:
+        if None in section:
+            count = min(count, section.index(None))
+    if moved and not moved.isdisjoint(uids[:count]):
+        count = next(n for n, uid in enumerate(uids) if uid in moved)
+    for section in answers:
+        head = section[:count]
+        if not all(head) or b"\x00" in b"".join(head):  # type: ignore[arg-type]
+            count = next(n for n, answer in enumerate(head)
+                         if not kept_answer_usable(answer))  # type: ignore[arg-type]
+    return count
 
 
 class _Unanswerable(Exception):
