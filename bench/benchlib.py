@@ -92,3 +92,22 @@ def run_in_scratch(
         return 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def finish(
+    report: dict[str, Any] | int,
+    as_json: bool,
+    print_report: Callable[[dict[str, Any]], None],
+    ok: Callable[[dict[str, Any]], bool],
+) -> int:
+    """The end of a benchmark's main(): an exit status from ``run_in_scratch`` as it is,
+    else the report as JSON or as a table, and 0 if ``ok(report)`` else 1."""
+    if isinstance(report, int):
+        return report
+    if as_json:
+        import json
+
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if ok(report) else 1

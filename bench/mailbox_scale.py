@@ -35,7 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchlib import free_port, log, proc_status, run_in_scratch
+from benchlib import finish, free_port, log, proc_status, run_in_scratch
 from mailbox_servers import (
     BENCH_USER,
     FETCH_ITEMS,
@@ -574,13 +574,7 @@ def main() -> int:
         return 2
 
     report = run_in_scratch("mailbox-scale", lambda scratch: benchmark(args, scratch))
-    if isinstance(report, int):
-        return report
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0 if not report["problems"] else 1
+    return finish(report, args.json, print_report, lambda done: not done["problems"])
 
 
 if __name__ == "__main__":

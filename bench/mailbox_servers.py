@@ -51,7 +51,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_seconds, log, proc_status, run_in_scratch
+from benchlib import cpu_seconds, finish, log, proc_status, run_in_scratch
 
 GOAL = 3.0  # IMAP: mailtalk seconds / Dovecot seconds, at most
 HOST = "127.0.0.1"
@@ -1108,13 +1108,7 @@ def main() -> int:
     report = run_in_scratch(
         "mailbox-bench", lambda scratch: benchmark(args, scratch), serve_stderr
     )
-    if isinstance(report, int):
-        return report
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0 if report["checks_ok"] else 1
+    return finish(report, args.json, print_report, lambda done: bool(done["checks_ok"]))
 
 
 if __name__ == "__main__":
