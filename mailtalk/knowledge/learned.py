@@ -86,10 +86,11 @@ def features(
 def word_families() -> dict[str, tuple[str, ...]]:
     """Each word of ``word_families.toml`` -> the features of its families
     ("k:storage"): a word never labelled still weighs through its family."""
-    from mailtalk.knowledge import read_data
+    from mailtalk.knowledge import parsed, read_data
 
+    data = parsed("word_families.toml", "all", lambda: read_data("word_families.toml"))
     families: dict[str, list[str]] = {}
-    for name, family in read_data("word_families.toml").items():
+    for name, family in data.items():
         for word in family["words"]:
             families.setdefault(word, []).append("k:" + name)
     return {word: tuple(names) for word, names in families.items()}
