@@ -70,7 +70,7 @@ def test_the_error_survives_pickling_with_its_template() -> None:
     assert isinstance(error, ProtocolError)
     assert str(error) == "a literal of 23 digits is not believable"
     assert message_of(error, DUTCH) == (
-        "een literal met een lengte van 23 cijfers is niet geloofwaardig")
+        "een literal waarvan de lengte uit 23 cijfers bestaat, is niet geloofwaardig")
 
 
 def test_a_translation_that_does_not_fit_falls_back_to_the_english() -> None:
@@ -117,8 +117,8 @@ def test_the_repl_says_the_cores_errors_in_dutch(
         screen = imap_session(start, peer.port, "nl")
     assert b"NOOP" not in peer.data(0)  # refused by the core, as the error says
     for words in ["IDLE loopt: DONE maakt er een eind aan",
-                  "de server hield zich niet aan het protocol: een literal met een lengte "
-                  "van 23 cijfers is niet geloofwaardig",
+                  "de server hield zich niet aan het protocol: een literal waarvan de lengte "
+                  "uit 23 cijfers bestaat, is niet geloofwaardig",
                   'de server hield zich niet aan het protocol: geen IMAP-antwoord: '
                   '"garbage instead of IMAP"']:
         assert words in screen, screen
@@ -157,7 +157,7 @@ def test_the_repl_says_them_in_english_as_before(
          b"NOOP\nQUIT\n", 'geen POP3-statusregel: "\\x00\\xff garbage"',
          'not a POP3 status line: "\\x00\\xff garbage"'),
         ("imap", [b"* NO go away\r\n", Hold()], b"LOGOUT\n",
-         'verwachtte een IMAP-begroeting (* OK), maar kreeg "NO go away"',
+         'een IMAP-begroeting (* OK) verwacht, maar "NO go away" gekregen',
          'expected an IMAP greeting (* OK), got "NO go away"'),
         ("imap", [IMAP_GREETING, Expect(b"a001 FETCH"), b"* 1 FETCH (BODY[] {12}\r\nabc",
                   Close()], b"FETCH 1 BODY[]\nLOGOUT\n",
