@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailtalk.exitcodes import ExitCode
@@ -68,15 +69,34 @@ def is_expected(error: BaseException) -> bool:
     return isinstance(error, MailtalkError | TransportError | ProtocolError | OSError)
 
 
-def one_line(error: BaseException) -> str:
-    """The error as one line: its message, or its type when it has none.
+def message_of(error: BaseException, gettext: Callable[[str], str] | None = None) -> str:
+    """The error's message in the session's language: a protocol core's template (see
+    ``ProtocolError``) said by ``gettext`` with its values filled in; any other error,
+    or no ``gettext``, its ``str()``. A translation whose placeholders do not fit the
+    values falls back to the English, which is always right (a test checks they fit)."""
+    from mailtalk.protocols.common import ProtocolError
+
+    if gettext is None or not isinstance(error, ProtocolError) or not error.template:
+        return str(error)
+    said = gettext(error.template)
+    if said == error.template or not error.values:
+        return str(error) if said == error.template else said
+    try:
+        return said.format(**error.values)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return str(error)
+
+
+def one_line(error: BaseException, gettext: Callable[[str], str] | None = None) -> str:
+    """The error as one line: its message (in the session's language when ``gettext``
+    is given and the error can say itself in it), or its type when it has none.
 
     Messages quote what servers said (and certificates, and file names): their
     control characters are escaped, as everywhere mailtalk prints (``safe_text``).
     """
     from mailtalk.terminal import safe_text
 
-    text = " ".join(str(error).split())
+    text = " ".join(message_of(error, gettext).split())
     if isinstance(error, OSError) and error.strerror:
         where = f" {error.filename}" if error.filename else ""
         return safe_text(f"{error.strerror.lower()}{':' if where else ''}{where}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Transcript
-from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError
+from mailtalk.errors import MailtalkError, ServerClosedError, ServerProtocolError, message_of
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import (
     Transport,
@@ -249,7 +249,7 @@ class Conversation:
             if getattr(self.core, "chunk_left", 0):
                 # Too long for what is left of the BDAT chunk: the user's mistake (exit 1,
                 # not 5: the server did nothing wrong), and nothing was sent.
-                raise MailtalkError(str(error)) from None
+                raise MailtalkError(message_of(error, self.gettext)) from None
             raise
         self.recorder.sent(line, shown, self.target.protocol)
         self.transport.send(data)
@@ -458,7 +458,8 @@ class Conversation:
                 self.transcript.add("#", f"the server broke the protocol: {error}")
                 self.close()
                 raise ServerProtocolError(self.gettext(
-                    "the server broke the protocol: {error}").format(error=error)) from error
+                    "the server broke the protocol: {error}").format(
+                        error=message_of(error, self.gettext))) from error
             if event is NEED_DATA:
                 return
             if event is CONNECTION_CLOSED:

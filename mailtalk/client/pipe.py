@@ -162,7 +162,7 @@ def run_pipe_mode(options: SessionOptions, env: Environment, coach: Coach | None
             if coach is not None:
                 coach.after(conv, screen)
     except (MailtalkError, TransportError, ProtocolError) as error:
-        env.stderr.write(f"mailtalk: {one_line(error)}\n")
+        env.stderr.write(f"mailtalk: {one_line(error, conv.gettext)}\n")
         conv.close()
         return int(exit_code_for(error))
     except KeyboardInterrupt:

@@ -5,10 +5,11 @@ The knowledge is written in English in its TOML files; each ``.po`` file maps th
 strings (the msgid is the English exactly as in the TOML, a list item its own msgid)
 to their translation. ``categories.po`` holds the categories, ``codes.po`` the codes
 and contexts, ``replies.po`` the wordings, ``view.po`` the words ``mailtalk explain``
-puts around them, ``session.po`` the live session's own words (its notes and errors,
-:help, the toolbar: ``Conversation.gettext``). A string without a translation stays
-English, so a new English entry is never lost; a test requires every category's text in
-every language.
+puts around them, ``session.po`` the live session's own words (its notes and errors, :help, the
+toolbar: ``Conversation.gettext``), ``protocol_errors.po`` the protocol cores' error
+templates (``ProtocolError``, said by ``mailtalk.errors.message_of``). A string without
+a translation stays English, so a new English entry is never lost; a test requires
+every category's text in every language.
 """
 
 from __future__ import annotations

@@ -250,13 +250,13 @@ def drive(
                 drop(conv)
                 continue
             case _:
-                raise LocalProtocolError(f"no way to do {action!r}")
+                raise LocalProtocolError("no way to do {action!r}", action=action)
         sequence.receive(_reply(reply))
 
 
 def _reply(event: ServerEvent | None) -> Reply:
     if not isinstance(event, Reply):
-        raise LocalProtocolError(f"an SMTP conversation gave {event!r}")
+        raise LocalProtocolError("an SMTP conversation gave {event!r}", event=event)
     return event
 
 

@@ -23,7 +23,20 @@ class Role(enum.Enum):
 
 
 class ProtocolError(Exception):
-    """Base of the errors a core raises."""
+    """Base of the errors a core raises.
+
+    The message is a ``str.format`` template and its values, kept apart: ``str()`` is
+    the English sentence (what logs, --json, a server's answer and a trace show), and
+    the place that shows the error to a person says the template in the session's
+    language and fills in the values (``mailtalk.errors.message_of``). The cores stay
+    free of any translation; the templates are the msgids of the ``.po`` catalogues.
+    """
+
+    def __init__(self, template: str = "", /, **values: object) -> None:
+        # No values, no formatting: a message made elsewhere may hold braces.
+        super().__init__(template.format(**values) if values else template)
+        self.template = template
+        self.values = values
 
 
 class LocalProtocolError(ProtocolError):

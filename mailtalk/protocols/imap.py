@@ -182,7 +182,8 @@ def _literal_at_end(content: bytes, *, clamp: bool = False) -> _LiteralMarker | 
     digits = match.group(2)
     if len(digits) > _MAX_SIZE_DIGITS:
         if not clamp:
-            raise RemoteProtocolError(f"a literal of {len(digits)} digits is not believable")
+            raise RemoteProtocolError("a literal of {count} digits is not believable",
+                                      count=len(digits))
         digits = b"9" * _MAX_SIZE_DIGITS
     return _LiteralMarker(int(digits), synchronizing=not match.group(3))
 
@@ -474,7 +475,8 @@ def _format_with_literals(text: str, literals: tuple[bytes, ...]) -> bytes:
         marker = re.compile(r"~?\{" + str(len(literal)) + r"\+?\}")
         match = marker.search(text, pos)
         if match is None:
-            raise LocalProtocolError(f"no {{{len(literal)}}} marker for a literal in {text!r}")
+            raise LocalProtocolError("no {{{size}}} marker for a literal in {text!r}",
+                                     size=len(literal), text=text)
         out += text[pos : match.end()].encode("utf-8") + CRLF + literal
         pos = match.end()
     out += text[pos:].encode("utf-8") + CRLF
@@ -483,7 +485,8 @@ def _format_with_literals(text: str, literals: tuple[bytes, ...]) -> bytes:
 
 def _check_one_line(text: str) -> None:
     if "\r" in text or "\n" in text:
-        raise LocalProtocolError(f"a line break inside {text[:80]!r} would start a new line")
+        raise LocalProtocolError("a line break inside {text!r} would start a new line",
+                                 text=text[:80])
 
 
 # -- the connection ------------------------------------------------------------------
@@ -708,7 +711,7 @@ class IMAPConnection:
         """The next line of the response (client role) or command (server role) being
         read, once the literal being read is complete; NEED_DATA until there is one,
         CONNECTION_CLOSED once the peer closed between two of them."""
-        peer, unit = ("server", "response") if self.role is Role.CLIENT else ("client", "command")
+        peer = "server" if self.role is Role.CLIENT else "client"
         assembly = self._assembly
         if (
             assembly is not None
@@ -717,7 +720,9 @@ class IMAPConnection:
         ):
             if self._closed:
                 self._drop_after_close()
-                raise RemoteProtocolError(f"the {peer} closed in the middle of a literal")
+                raise RemoteProtocolError("the server closed in the middle of a literal"
+                                          if peer == "server" else
+                                          "the client closed in the middle of a literal")
             return NEED_DATA
         line = self._buffer.next_line()
         if line is not None:
@@ -725,7 +730,9 @@ class IMAPConnection:
         if self._closed and not len(self._buffer):
             if self._assembly is not None:
                 self._assembly = None
-                raise RemoteProtocolError(f"the {peer} closed in the middle of a {unit}")
+                raise RemoteProtocolError("the server closed in the middle of a response"
+                                          if peer == "server" else
+                                          "the client closed in the middle of a command")
             if self._close_reported:
                 return CONNECTION_CLOSED
             return self._finish_close()
@@ -808,7 +815,8 @@ class IMAPConnection:
             data = tag.encode("utf-8") + b" " + line.strip().encode("utf-8")
         else:
             if tag in self.pending:
-                raise LocalProtocolError(f"the tag {tag} is still waiting for its completion")
+                raise LocalProtocolError("the tag {tag} is still waiting for its completion",
+                                         tag=tag)
             data = line.strip().encode("utf-8")
         self.pending[tag] = verb
         if verb in ("SELECT", "EXAMINE"):
@@ -968,9 +976,10 @@ class IMAPConnection:
         status, _, rest = rest.partition(" ")
         status = status.upper()
         if not _TAG.match(tag) or status not in TAGGED_STATUSES:
-            raise RemoteProtocolError(f"not an IMAP response: {peer_text(text)}")
+            raise RemoteProtocolError("not an IMAP response: {text}", text=peer_text(text))
         if self.state is IMAPState.GREETING:
-            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {peer_text(text)}")
+            raise RemoteProtocolError("expected an IMAP greeting (* OK), got {text}",
+                                      text=peer_text(text))
         code, message = _split_code(rest.strip())
         command = self.pending.pop(tag, None)
         response = Tagged(
@@ -1013,7 +1022,8 @@ class IMAPConnection:
         )
         kind = response.kind
         if self.state is IMAPState.GREETING and kind not in ("OK", "PREAUTH", "BYE"):
-            raise RemoteProtocolError(f"expected an IMAP greeting (* OK), got {peer_text(text)}")
+            raise RemoteProtocolError("expected an IMAP greeting (* OK), got {text}",
+                                      text=peer_text(text))
         if kind == "CAPABILITY":
             self._set_capabilities(parse_capabilities(text))
         elif kind in ("OK", "PREAUTH") and response.code is not None:
@@ -1063,9 +1073,10 @@ class IMAPConnection:
             return _format_with_literals("* " + event.text, event.literals)
         if isinstance(event, Tagged):
             if event.status not in TAGGED_STATUSES:
-                raise LocalProtocolError(f"a tagged status is OK, NO or BAD, not {event.status}")
+                raise LocalProtocolError("a tagged status is OK, NO or BAD, not {status}",
+                                         status=event.status)
             if not _TAG.match(event.tag):
-                raise LocalProtocolError(f"{event.tag!r} is not a valid tag")
+                raise LocalProtocolError("{tag!r} is not a valid tag", tag=event.tag)
             line = f"{event.tag} {event.status}"
             if event.code:
                 line += f" [{event.code}]"
@@ -1133,5 +1144,5 @@ class IMAPConnection:
             verb = f"UID {sub.upper()}"
         if not _TAG.match(tag) or not re.fullmatch(r"[A-Z0-9.\-_]+( [A-Z0-9.\-_]+)?", verb):
             self._assembly = None
-            raise RemoteProtocolError(f"not an IMAP command: {text[:80]!r}")
+            raise RemoteProtocolError("not an IMAP command: {text!r}", text=text[:80])
         return tag, verb, args

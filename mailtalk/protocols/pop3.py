@@ -502,7 +502,8 @@ class POP3Connection:
             if (content == b"+" or content.startswith(b"+ ")) and head and head.sasl_open:
                 head.challenged = True
                 return Continuation(decode_text(content[2:]), line.raw)
-            raise RemoteProtocolError(f"not a POP3 status line: {peer_text(line.content)}")
+            raise RemoteProtocolError("not a POP3 status line: {text}",
+                                      text=peer_text(line.content))
         ok = match.group(1).upper() == b"+OK"
         text = decode_text(match.group(2) or b"").strip()
         code = None
@@ -625,7 +626,7 @@ class POP3Connection:
 
     def _check_can_answer(self, method: str) -> None:
         if self.role is not Role.SERVER:
-            raise LocalProtocolError(f"{method}() is for the server role")
+            raise LocalProtocolError("{method}() is for the server role", method=method)
         if self.state is POP3State.CLOSED:
             raise LocalProtocolError("the POP3 session is closed")
 
@@ -647,13 +648,13 @@ class POP3Connection:
     def start_transaction(self) -> None:
         """The server accepted the credentials (server role)."""
         if self.state is not POP3State.AUTHORIZATION:
-            raise LocalProtocolError(f"cannot log in from the {self.state.value} state")
+            raise LocalProtocolError("cannot log in from the {state} state", state=self.state.value)
         self._enter(POP3State.TRANSACTION)
 
     def start_update(self) -> None:
         """QUIT in TRANSACTION: deletions are being committed (server role)."""
         if self.state is not POP3State.TRANSACTION:
-            raise LocalProtocolError(f"no UPDATE state after {self.state.value}")
+            raise LocalProtocolError("no UPDATE state after {state}", state=self.state.value)
         self._enter(POP3State.UPDATE)
 
     def next_command(self) -> Command | NoEvent:
@@ -704,7 +705,7 @@ def format_response(response: Response) -> bytes:
     parts = [b"+OK" if response.ok else b"-ERR"]
     if response.code is not None:
         if not _VALID_CODE.match(response.code):
-            raise LocalProtocolError(f"not a response code: {response.code!r}")
+            raise LocalProtocolError("not a response code: {code!r}", code=response.code)
         parts.append(b"[" + response.code.encode("utf-8") + b"]")
     if response.text:
         parts.append(_one_line(response.text))

@@ -526,8 +526,8 @@ class SMTPConnection:
         data = line.encode("utf-8") + b"\r\n"
         if len(data) > self._chunk_left:
             raise LocalProtocolError(
-                f"the BDAT chunk has {self._chunk_left} bytes left and this line is {len(data)} "
-                "with its CRLF: not sent"
+                "the BDAT chunk has {left} bytes left and this line is {size} "
+                "with its CRLF: not sent", left=self._chunk_left, size=len(data)
             )
         self._chunk_left -= len(data)
         return data
@@ -538,7 +538,8 @@ class SMTPConnection:
             raise LocalProtocolError("send_chunk() is for the client role")
         if len(data) > self._chunk_left:
             raise LocalProtocolError(
-                f"the BDAT chunk has {self._chunk_left} bytes left, not {len(data)}"
+                "the BDAT chunk has {left} bytes left, not {size}",
+                left=self._chunk_left, size=len(data)
             )
         self._chunk_left -= len(data)
         return data
@@ -646,11 +647,13 @@ class SMTPConnection:
                 return NEED_DATA
             match = _REPLY_LINE.match(line.content)
             if match is None:
-                raise RemoteProtocolError(f"not an SMTP reply line: {peer_text(line.content)}")
+                raise RemoteProtocolError("not an SMTP reply line: {text}",
+                                          text=peer_text(line.content))
             if self._reply_lines and match.group(1) != self._reply_lines[0][:3]:
                 raise RemoteProtocolError(
-                    "a multi-line reply changed its code from "
-                    f"{decode_text(self._reply_lines[0][:3])} to {decode_text(match.group(1))}"
+                    "a multi-line reply changed its code from {first} to {then}",
+                    first=decode_text(self._reply_lines[0][:3]),
+                    then=decode_text(match.group(1)),
                 )
             self._reply_count += 1
             if line.truncated:

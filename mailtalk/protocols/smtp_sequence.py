@@ -433,7 +433,8 @@ class ClientSequence:
         if self._done is not None:
             return self._done
         if self._expecting:
-            raise LocalProtocolError(f"the reply to {self._waiting_for} has not been received")
+            raise LocalProtocolError("the reply to {command} has not been received",
+                                     command=self._waiting_for)
         action = self._next if self._next is not None else self._advance(None)
         self._next = None
         assert not isinstance(action, _MoreReplies)  # only ever after a Batch's reply
@@ -449,7 +450,7 @@ class ClientSequence:
         if not self._expecting:
             raise LocalProtocolError("no reply is awaited now")
         if not isinstance(reply, Reply):
-            raise LocalProtocolError(f"an SMTP reply is needed, not {reply!r}")
+            raise LocalProtocolError("an SMTP reply is needed, not {reply!r}", reply=reply)
         self._expecting -= 1
         if self._batch_verbs:
             self._batch_verbs.pop(0)

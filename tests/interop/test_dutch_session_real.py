@@ -4,9 +4,11 @@ The real binary, ``LANG=nl_NL.UTF-8`` or ``--lang nl``, against real peers over 
 sockets: a port nothing listens on, Postfix's implicit TLS with a certificate the
 client does not trust, Dovecot's IMAP (STARTTLS, a login without a password), a
 listener that never answers the TLS handshake, and the GSSAPI-only Dovecot with and
-without a Kerberos ticket (in a pseudo-terminal, as the REPL). Each checks the Dutch
-line and that the English one is gone; the catalogue test (tests/client/repl/
-test_repl_language.py) checks that every such line has its Dutch.
+without a Kerberos ticket (in a pseudo-terminal, as the REPL); and the protocol
+cores' errors: the port of another protocol (Postfix's, Dovecot's), a line typed while
+Dovecot's IDLE runs. Each checks the Dutch line and that the English one is gone; the
+catalogue test (tests/client/repl/test_repl_language.py) checks that every such line
+has its Dutch.
 """
 
 from __future__ import annotations
@@ -113,12 +115,37 @@ def test_a_recording_is_reported_in_dutch(
     assert f"\nconnect smtp://{real_servers.host}:" in recording.read_text()
 
 
+@pytest.mark.parametrize(("protocol", "peer", "in_dutch", "in_english"), [
+    ("imap", "smtp", 'geen IMAP-antwoord: "220 ', 'not an IMAP response: "220 '),
+    ("pop3", "imap", 'geen POP3-statusregel: "* OK ', 'not a POP3 status line: "* OK '),
+    ("smtp", "pop3", 'geen SMTP-antwoordregel: "+OK ', 'not an SMTP reply line: "+OK '),
+], ids=["imap-to-postfix", "pop3-to-dovecot-imap", "smtp-to-dovecot-pop3"])
+def test_the_wrong_port_in_dutch(
+    dutch: None, real_servers: RealServers, tmp_path: Path,
+    protocol: str, peer: str, in_dutch: str, in_english: str,
+) -> None:
+    """A student's classic slip, the wrong port: the real peer's greeting is no answer of
+    the protocol asked for, and the core's error says so in the locale's Dutch; with
+    --lang en the same line as ever."""
+    target = f"{real_servers.host}:{getattr(real_servers, peer)}"
+    result = run_pipe([protocol, target], [], tmp_path)
+    assert result.returncode == 5, describe(result)  # the protocol broke
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(
+        f"mailtalk: de server hield zich niet aan het protocol: {in_dutch}"), describe(result)
+    result = run_pipe([protocol, "--lang", "en", target], [], tmp_path)
+    assert result.returncode == 5, describe(result)
+    assert result.stderr.splitlines()[-1].startswith(
+        f"mailtalk: the server broke the protocol: {in_english}"), describe(result)
+
+
 # -- the REPL: a pseudo-terminal -----------------------------------------------
 
 
 def repl(env: dict[str, str], target: str, *steps: tuple[str, list[str]]) -> str:
     """The REPL in a pseudo-terminal, in Dutch by the locale: each step a line typed
-    and what to wait for (any of them), then the prompt again; Ctrl-D ends it."""
+    and what to wait for (any of them), then the prompt again (IMAP's own while IDLE
+    runs); Ctrl-D ends it."""
     pexpect = pytest.importorskip("pexpect")
     env = {**env, "LANG": "nl_NL.UTF-8", "TERM": "xterm", "NO_COLOR": "1",
            "PROMPT_TOOLKIT_NO_CPR": "1"}
@@ -134,7 +161,7 @@ def repl(env: dict[str, str], target: str, *steps: tuple[str, list[str]]) -> str
     for line, answers in steps:
         child.send(line + "\r")
         child.expect(answers)
-        child.expect_exact(prompt)
+        child.expect_exact([prompt, "idle (DONE ends it)>"])
     child.send("\x04")
     child.expect(pexpect.EOF)
     child.close()
@@ -188,3 +215,21 @@ def test_protocol_help_in_dutch_in_pipe_mode(
     assert "Voeg één ontvanger toe aan het huidige bericht." in notes, describe(result)
     assert "550 betekent dat de mailbox niet bestaat" in notes
     assert "Add one recipient" not in notes
+
+
+def test_a_line_typed_while_idle_is_refused_in_dutch(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """Dovecot's IDLE: anything but DONE is refused by the core before it is sent, and
+    the REPL says why in Dutch."""
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    screen = repl(env, f"imap {real_servers.host}:{real_servers.imap}",
+                  (f"a1 LOGIN {real_servers.user} {real_servers.password}", ["a1 OK"]),
+                  ("EXAMINE INBOX", ["OK \\[READ-ONLY\\]"]),
+                  ("IDLE", ["\\+ idling"]),
+                  ("NOOP", ["IDLE loopt", "IDLE is running"]),
+                  ("DONE", ["OK Idle completed"]),
+                  ("a9 LOGOUT", ["a9 OK"]))
+    assert "IDLE loopt: DONE maakt er een eind aan" in screen, screen
+    assert "IDLE is running" not in screen
+    assert "NOOP completed" not in screen  # nothing was sent

@@ -348,7 +348,7 @@ class Repl:
             self.conv.close()
             return int(ExitCode.INTERRUPTED)
         except (MailtalkError, TransportError, ProtocolError) as error:
-            print(f"mailtalk: {one_line(error)}", file=self.env.stderr)
+            print(f"mailtalk: {one_line(error, self.conv.gettext)}", file=self.env.stderr)
             self.conv.close()
             return int(exit_code_for(error))
         if self.coach is not None:
@@ -382,7 +382,7 @@ class Repl:
         return int(ExitCode.OK)
 
     def _report(self, error: BaseException) -> None:
-        self.screen.note(one_line(error), "error")
+        self.screen.note(one_line(error, self.conv.gettext), "error")
         if isinstance(error, TLSVerificationError):
             # The command line's --cafile/--insecure, for this session: no restart.
             self.screen.note(self.conv.gettext(

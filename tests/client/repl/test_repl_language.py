@@ -1,6 +1,7 @@
 """The REPL speaks the session's language: its notes, errors, :help and toolbar in
 Dutch with ``--lang nl`` or ``LANG=nl_NL.UTF-8``, in English otherwise; the catalogue
-(``knowledge/locale/nl/session.po``) has every one of those words, and no others.
+(``knowledge/locale/nl/session.po``) has every one of those words, and no others; every
+template of a protocol core's error has its Dutch (``protocol_errors.po``).
 
 The real binary in a pseudo-terminal, against the reference server over a socket."""
 
@@ -10,6 +11,7 @@ import ast
 import io
 import os
 import re
+import string
 import sys
 import tomllib
 from pathlib import Path
@@ -39,18 +41,19 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x0
 SPEAKING = ("client", "net", "protocols")
 
 
+def _literals(node: ast.expr) -> list[str]:
+    """The strings an argument can be: a literal, or both arms of an ``a if x else b``."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.IfExp):
+        return _literals(node.body) + _literals(node.orelse)
+    return []
+
+
 def client_words() -> set[str]:
     """Every literal given to ``_()``, ``gettext()`` or ``N_()`` in the folders a session
     speaks from (both arms of an ``a if x else b``)."""
     found: set[str] = set()
-
-    def literals(node: ast.expr) -> list[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return [node.value]
-        if isinstance(node, ast.IfExp):
-            return literals(node.body) + literals(node.orelse)
-        return []
-
     paths = [path for folder in SPEAKING for path in (PACKAGE / folder).rglob("*.py")]
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -58,7 +61,7 @@ def client_words() -> set[str]:
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
                 if name in ("_", "gettext", "N_"):
-                    found.update(literals(node.args[0]))
+                    found.update(_literals(node.args[0]))
     return found
 
 
@@ -92,6 +95,63 @@ def test_the_session_catalogue_holds_only_words_in_use_with_their_placeholders()
     assert stale == []
     for english, dutch in entries.items():
         assert re.findall(r"\{\w+\}", english) == re.findall(r"\{\w+\}", dutch), english
+
+
+# -- the protocol cores' errors ---------------------------------------------------------
+
+PROTOCOL_ERRORS_PO = PACKAGE / "knowledge" / "locale" / "nl" / "protocol_errors.po"
+CORE_ERRORS = ("ProtocolError", "LocalProtocolError", "RemoteProtocolError")
+
+
+def core_error_templates() -> tuple[set[str], list[str]]:
+    """The message templates of every core error raised where a person may read it (all
+    of mailtalk but its servers, which answer in the protocol's English), and the places
+    whose message is no literal template (an f-string, a variable): those could never
+    be said in Dutch, so the test below names them."""
+    templates: set[str] = set()
+    unsayable: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "servers" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name not in CORE_ERRORS:
+                continue
+            words = _literals(node.args[0]) if node.args else []
+            if not words or (isinstance(node.args[0], ast.IfExp) and len(words) < 2):
+                unsayable.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+            templates.update(words)
+    return templates, unsayable
+
+
+def placeholders(template: str) -> list[str]:
+    """``{text}``, ``{tag!r}``: each replacement field as written (``{{`` is a brace)."""
+    return [f"{{{name}{'!' + conversion if conversion else ''}}}"
+            for _, name, _, conversion in string.Formatter().parse(template)
+            if name is not None]
+
+
+def test_every_protocol_error_has_dutch_with_its_placeholders() -> None:
+    templates, unsayable = core_error_templates()
+    assert unsayable == [], "raise a core error with a template and its values, not an f-string"
+    assert len(templates) > 50
+    dutch = translation("nl").catalogue
+    assert sorted(t for t in templates if not dutch.get(t)) == []
+    for template in templates:
+        assert sorted(placeholders(dutch[template])) == sorted(placeholders(template)), template
+        values = {name: "x" for _, name, _, _ in string.Formatter().parse(template) if name}
+        dutch[template].format(**values)  # the Dutch fills in as the English does
+
+
+def test_the_protocol_errors_catalogue_holds_only_templates_in_use() -> None:
+    entries = parse_po(PROTOCOL_ERRORS_PO.read_text(encoding="utf-8"), PROTOCOL_ERRORS_PO.name)
+    assert sorted(set(entries) - core_error_templates()[0]) == []
+    # a template the session already says as a hint has its Dutch there, once
+    session = parse_po(SESSION_PO.read_text(encoding="utf-8"), SESSION_PO.name)
+    assert sorted(set(entries) & set(session)) == []
 
 
 def help_words() -> set[str]:
