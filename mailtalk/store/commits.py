@@ -9,17 +9,17 @@ each other around the shared fsync of ``new/``, and the loop woken for each resu
 (``perf stat``: 26-39 context switches a message, against 4 without storage).
 
 Here one thread, the committer, takes every delivery that is waiting, has the disk
-start writing all their files (:meth:`Delivery.start_writing_out`), syncs them one
-after the other (:meth:`Delivery.sync_staged`) and renames them into ``new/``
-(:func:`name_synced`). A second thread, the publisher, then syncs each ``new/`` once
-for them all (:func:`sync_names`; for every batch named while it was busy) and wakes
-each event loop once for the whole batch, while the committer goes on with the files
-of the next batch: the fsync of ``new/`` and those of the next files wait for the
-disk together rather than one after the other (under load: 417 -> 569 msg/s with
-one connection for many messages, bench/README.md). The deliveries that end
-meanwhile wait and make the next batch. A disk that answers an fsync slowly (under load: milliseconds)
-answers concurrent ones together, so when one of the committer's fsyncs is slow it
-calls helpers, threads that take the batch's files still to sync alongside it.
+start writing all their files (:meth:`Delivery.start_writing_out`), syncs them
+(:meth:`Delivery.sync_staged`) and renames them into ``new/`` (:func:`name_synced`).
+A disk answers concurrent fsyncs together, so once the committer's first fsync of a
+batch is done, helper threads take the batch's files still to sync alongside it (a
+batch of one wakes none). A second thread, the publisher, then syncs each ``new/``
+once for every batch named while it was busy (:func:`sync_names`) and wakes each
+event loop once for them, while the committer goes on with the files of the next
+batch: the fsync of ``new/`` and those of the next files wait for the disk together
+rather than one after the other (under load: 417 -> 569 msg/s with one connection
+for many messages, bench/README.md). The deliveries that end meanwhile wait and make
+the next batch.
 
 The promise is each commit's: nobody hears of its result before its data was
 synced, then its name given, then its ``new/`` synced.
