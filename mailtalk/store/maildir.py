@@ -54,10 +54,13 @@ __all__ = [
     "DeliveryStateError",
     "DeliveryTarget",
     "Maildir",
+    "NamedBatch",
     "StoreError",
     "StoreFullError",
     "escape_hostname",
+    "name_synced",
     "publish_synced",
+    "sync_names",
     "unique_name",
 ]
 
@@ -515,27 +518,67 @@ def publish_synced(deliveries: Sequence[Delivery]) -> list[list[Path] | StoreErr
     failure stays with its delivery; a failed fsync of ``new/`` fails every delivery it
     was to make durable, and their names are not promised to survive a power cut).
     """
+    return sync_names(name_synced(deliveries))
+
+
+class NamedBatch:
+    """Deliveries named in their targets (:func:`name_synced`) whose directories are not
+    synced yet (:func:`sync_names`): nobody may hear of them as delivered before that."""
+
+    __slots__ = ("deliveries", "directories_of", "outcomes")
+
+    def __init__(self, deliveries: Sequence[Delivery]) -> None:
+        self.deliveries = list(deliveries)
+        self.outcomes: list[list[Path] | StoreError] = []
+        # index of a named delivery -> the directories that hold its names
+        self.directories_of: dict[int, dict[str, Path]] = {}
+
+    def extend(self, other: NamedBatch) -> None:
+        """Take ``other``'s deliveries in too, so that one sync of each directory serves
+        both (a name given before a directory's fsync begins is covered by it)."""
+        offset = len(self.deliveries)
+        self.deliveries += other.deliveries
+        self.outcomes += other.outcomes
+        for index, directories in other.directories_of.items():
+            self.directories_of[offset + index] = directories
+
+
+def name_synced(deliveries: Sequence[Delivery]) -> NamedBatch:
+    """The first half of :func:`publish_synced`: each synced delivery named in its
+    targets (renamed into ``new/``); :func:`sync_names` must follow before anybody hears
+    of them. A delivery that fails here has its :class:`StoreError` as its outcome."""
     for delivery in deliveries:
         delivery._require_state(_State.SYNCED, "publish")
+    named = NamedBatch(deliveries)
     try:
-        return _publish_synced(deliveries)
+        for index, delivery in enumerate(deliveries):
+            directories: dict[str, Path] = {}
+            try:
+                named.outcomes.append(delivery._publish_unsynced(directories))
+            except StoreError as error:
+                named.outcomes.append(error)
+                continue
+            named.directories_of[index] = directories
     except BaseException:
         for delivery in deliveries:
             delivery.abort()  # those not committed: their files in tmp/ go
         raise
+    return named
 
 
-def _publish_synced(deliveries: Sequence[Delivery]) -> list[list[Path] | StoreError]:
-    outcomes: list[list[Path] | StoreError] = []
-    directories_of: dict[int, dict[str, Path]] = {}
-    for index, delivery in enumerate(deliveries):
-        directories: dict[str, Path] = {}
-        try:
-            outcomes.append(delivery._publish_unsynced(directories))
-        except StoreError as error:
-            outcomes.append(error)
-            continue
-        directories_of[index] = directories
+def sync_names(named: NamedBatch) -> list[list[Path] | StoreError]:
+    """The second half of :func:`publish_synced`: each directory that got a name synced
+    once; returns each delivery's final paths or its :class:`StoreError`."""
+    try:
+        return _sync_names(named)
+    except BaseException:
+        for delivery in named.deliveries:
+            delivery.abort()  # those not committed: their files in tmp/ go
+        raise
+
+
+def _sync_names(named: NamedBatch) -> list[list[Path] | StoreError]:
+    outcomes, directories_of = named.outcomes, named.directories_of
     failed: dict[str, OSError] = {}
     for key, directory in {k: d for ds in directories_of.values() for k, d in ds.items()}.items():
         try:
@@ -543,7 +586,7 @@ def _publish_synced(deliveries: Sequence[Delivery]) -> list[list[Path] | StoreEr
         except OSError as error:
             failed[key] = error
     for index, directories in directories_of.items():
-        delivery = deliveries[index]
+        delivery = named.deliveries[index]
         failure = next((key for key in directories if key in failed), None)
         if failure is None:
             delivery._committed()

@@ -123,6 +123,21 @@ def test_a_slow_disk_calls_helpers_whose_fsyncs_overlap(
     assert committer._helpers > 0 and overlapping > 0, (committer._helpers, overlapping)
 
 
+def test_the_fsync_of_new_runs_beside_the_next_batchs_file_fsyncs(
+    maildir: Maildir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # new/ and the files each slow to sync: the publisher's fsync of new/ for one batch
+    # and the committer's fsyncs of the next batch's files wait for the disk together.
+    trace = Trace(monkeypatch, slow=0.02, slow_files=0.01)
+    committer = BatchCommitter()
+    assert len(run_sessions(committer, maildir)) == SESSIONS * EACH
+    new = os.fspath(maildir.new_dir)
+    new_syncs = [(began, ended) for path, began, ended in trace.fsyncs if path == new]
+    files = [(began, ended) for path, began, ended in trace.fsyncs if path != new]
+    beside = sum(1 for b1, e1 in new_syncs if any(b1 < e2 and b2 < e1 for b2, e2 in files))
+    assert beside > 0, (new_syncs, files)
+
+
 def test_a_message_whose_fsync_fails_fails_alone(
     maildir: Maildir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
