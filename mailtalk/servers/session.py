@@ -188,10 +188,15 @@ class ServerSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # A Unix-domain socket's peer is a path, usually "": no address, and a client
         # on this machine (is_loopback)
-        self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            self._loopback = True
+        if isinstance(peer, tuple) and peer:
+            self.client_ip = str(peer[0])
+        else:
+            self.client_ip = ""
+            # Not an IP peer: maybe a Unix-domain socket (uvloop makes a socket object,
+            # and a getsockname(), for this: only asked when it can be one)
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+                self._loopback = True
         refusal = self.context.connection_opened(self)
         if refusal is not None:
             self.close_reason = "refused"
