@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import stat
+import struct
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -39,6 +40,12 @@ IN_DELETE_SELF: Final = 0x400
 IN_MOVE_SELF: Final = 0x800
 WATCHED: Final = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
                   | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF)  # fmt: skip
+# Events that end the watch: the directory went (IN_IGNORED follows them all).
+IN_UNMOUNT: Final = 0x2000
+IN_IGNORED: Final = 0x8000
+ENDED: Final = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+# struct inotify_event: int wd; uint32_t mask, cookie, len; then len bytes of name.
+_EVENT: Final = struct.Struct("iIII")
 
 _libc: Any = None  # ctypes' view of libc, once loaded; False where it has no inotify
 
@@ -88,7 +95,7 @@ class DirectoryWatch:
         if self._fd < 0:
             return False
         try:
-            os.read(self._fd, 4096)
+            events = os.read(self._fd, 4096)
         except BlockingIOError:
             return True
         except OSError as error:
@@ -96,10 +103,12 @@ class DirectoryWatch:
                 log.info("control/ watch failed (%s): back to a stat() a file", error)
                 self.close()
             return False
-        while True:  # drain what is left, so that the next call starts clean
+        while events:  # read them all, so that the next call starts clean
+            if _ended(events):
+                self.close()  # control/ went: no more events will come for it
+                return False
             try:
-                if not os.read(self._fd, 4096):
-                    break
+                events = os.read(self._fd, 4096)
             except OSError:
                 break
         return False
@@ -115,6 +124,17 @@ class DirectoryWatch:
     @property
     def closed(self) -> bool:
         return self._fd < 0
+
+
+def _ended(events: bytes) -> bool:
+    """Whether the inotify events read say the watch ended."""
+    offset = 0
+    while offset + _EVENT.size <= len(events):
+        _, mask, _, length = _EVENT.unpack_from(events, offset)
+        if mask & ENDED:
+            return True
+        offset += _EVENT.size + length
+    return False
 
 
 def plain_files(paths: Iterable[str]) -> bool:
