@@ -510,6 +510,7 @@ class ReferenceServers:
             await server.wait_closed()
         self._servers.clear()
         self.context.guard.close()
+        self.context.close()
         if self.dns is not None:
             await self.dns.stop()
             self.dns = None

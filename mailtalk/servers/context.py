@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mailtalk.protocols.common import printable
+from mailtalk.servers.control_watch import DirectoryWatch, plain_files
 from mailtalk.servers.guard import AuthGuard
 from mailtalk.servers.policy import CONTROL_DIR, Control, ControlError, RcptVerdict, decide_rcpt
 from mailtalk.servers.transaction import Recipient
@@ -51,6 +52,12 @@ CONTROL_FILES = ("me", "rcpthosts", "locals", "virtualdomains", "relayclients", 
 # the command line gave. A practice lesson, or a tester, turns a running server into a
 # full-disk one and back without restarting it.
 BEHAVIOUR_FILES = ("scenarios", "faults")
+# Connections checked with a stat() per control file before control/ is watched instead
+# (control_watch): a server that answers a few (a test, a lesson) never loads ctypes, and
+# neither its start nor its first banner waits for it. Then again every WATCH_RETRY
+# connections while there can be no watch (no control/ yet, a file there is a link).
+WATCH_AFTER = 8
+WATCH_RETRY = 1024
 _REPLY_CACHE_SIZE = 4096  # filled-in replies kept; most are the same every session
 _MAILDIR_CACHE_SIZE = 1024  # delivery targets kept, by user
 # Queue ids are made of the process id and this count: one count for the whole process,
@@ -244,6 +251,8 @@ class ServerContext:
         self._behaviour_paths = [os.fspath(directory / name) for name in BEHAVIOUR_FILES]
         self._control_stamp = _stamp_paths(self._control_paths)  # control/ when read
         self._behaviour_stamp = _stamp_paths(self._behaviour_paths)
+        self._control_watch: DirectoryWatch | None = None  # see refresh_control
+        self._stat_checks = 0  # refresh_control's stat() rounds with no watch
 
     @functools.cached_property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -275,9 +284,14 @@ class ServerContext:
 
         qmail-smtpd reads its control files for every connection, so an edit of
         rcpthosts or relayclients changes the next connection's answers; this keeps
-        that lesson true at the cost of a stat() per file and connection. A file that
-        no longer parses leaves the last good settings in place, said in a warning.
+        that lesson true at the cost of a stat() per file and connection (after
+        WATCH_AFTER connections, one read() of an inotify watch on control/ where there
+        can be one: see ``control_watch``; any event there sends it back to the
+        stat()s). A file that no longer parses leaves the last good settings in place,
+        said in a warning.
         """
+        if not self._watched():
+            return False
         stamp = _stamp_paths(self._control_paths)
         behaviour = _stamp_paths(self._behaviour_paths)
         if stamp == self._control_stamp and behaviour == self._behaviour_stamp:
@@ -324,6 +338,30 @@ class ServerContext:
             first = errors[0] if errors else None
             self.journal.write(self.hostname, "control", files=names, ok=not errors, error=first)
         return changed
+
+    def _watched(self) -> bool:
+        """False if the watch on control/ says nothing there changed (the stat()s can
+        be skipped); True if they must run. Makes the watch when it is time."""
+        watch = self._control_watch
+        paths = (*self._control_paths, *self._behaviour_paths)
+        if watch is not None:
+            if watch.quiet():
+                return False
+            if watch.closed or not plain_files(paths):  # control/ went, or a file is a link now
+                watch.close()
+                self._control_watch, self._stat_checks = None, 0
+            return True
+        self._stat_checks += 1
+        if self._stat_checks == WATCH_AFTER or self._stat_checks % WATCH_RETRY == 0:
+            # Before the stat()s that follow: a change made in between is seen by them.
+            self._control_watch = DirectoryWatch.open(os.fspath(self.root / CONTROL_DIR), paths)
+        return True
+
+    def close(self) -> None:
+        """What the context holds beyond the servers' sessions: the watch on control/."""
+        if self._control_watch is not None:
+            self._control_watch.close()
+            self._control_watch = None
 
     def load_behaviour(self) -> None:
         """Read control/scenarios and control/faults and apply them on top of the command

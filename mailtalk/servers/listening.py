@@ -58,6 +58,7 @@ class Listener:
         self.sock = sock
         self.factory = factory
         self._loop = asyncio.get_running_loop()
+        self._set_nodelay = not type(self._loop).__module__.startswith("uvloop")
         self._paused: asyncio.TimerHandle | None = None
         self._told_full = False  # the out-of-descriptors warning was logged
         self._closed = False
@@ -185,8 +186,10 @@ class Listener:
                 log.warning("accept() on %s failed: %s", self._where(), error.strerror or error)
                 return
             self._told_full = False
-            conn.setblocking(False)
-            set_nodelay(conn)
+            # connect_accepted_socket makes it non-blocking; uvloop sets TCP_NODELAY on
+            # every TCP transport itself (two system calls a connection saved)
+            if self._set_nodelay:
+                set_nodelay(conn)
             task = self._loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

@@ -154,8 +154,8 @@ class Personality:
     compares or prints a personality."""
 
     __slots__ = (
-        "description", "early_talker_allows", "early_talker_closes", "extensions", "name",
-        "queue_id_style", "replies", "requires_helo", "software",
+        "description", "early_talker_allows", "early_talker_closes", "extensions", "keywords",
+        "name", "queue_id_style", "replies", "requires_helo", "software",
     )  # fmt: skip
 
     def __init__(
@@ -178,6 +178,8 @@ class Personality:
         self.description = description
         self.requires_helo = requires_helo
         self.extensions = extensions
+        # The EHLO keywords, upper case: asked for by every new SMTP session (CHUNKING).
+        self.keywords = frozenset(line.split()[0].upper() for line in extensions if line.split())
         self.queue_id_style = queue_id_style
         self.replies = replies
         self.early_talker_allows = early_talker_allows

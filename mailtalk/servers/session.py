@@ -87,6 +87,7 @@ class ServerSession(asyncio.Protocol):
         self._write_paused = False  # too much output queued: no command is read
         self._writable: asyncio.Event | None = None  # set while output may be written
         self._handshaking = False  # an implicit-TLS handshake before the greeting
+        self._busy = False  # any of the three above (_update_busy)
         self._reading_paused = False  # reading was paused by _update_reading
         self._closing = False
         self._lost = False
@@ -170,11 +171,12 @@ class ServerSession(asyncio.Protocol):
 
     # -- asyncio ----------------------------------------------------------------
 
-    @property
-    def _busy(self) -> bool:
-        """Commands wait: deferred work runs, or the client has not read what it was sent
-        (the subclasses' ``process`` loops stop on this)."""
-        return self._deferred > 0 or self._write_paused or self._handshaking
+    def _update_busy(self) -> None:
+        """``_busy``: commands wait, as deferred work runs, or the client has not read
+        what it was sent, or a handshake is under way (the subclasses' ``process`` loops
+        stop on it). A field set when one of the three changes, not a property: the loops
+        ask it for every command (a property call was 14 a message, 4 % of a session)."""
+        self._busy = self._deferred > 0 or self._write_paused or self._handshaking
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's, or uvloop's (which is no asyncio.Transport
@@ -188,10 +190,15 @@ class ServerSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         # A Unix-domain socket's peer is a path, usually "": no address, and a client
         # on this machine (is_loopback)
-        self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            self._loopback = True
+        if isinstance(peer, tuple) and peer:
+            self.client_ip = str(peer[0])
+        else:
+            self.client_ip = ""
+            # Not an IP peer: maybe a Unix-domain socket (uvloop makes a socket object,
+            # and a getsockname(), for this: only asked when it can be one)
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+                self._loopback = True
         refusal = self.context.connection_opened(self)
         if refusal is not None:
             self.close_reason = "refused"
@@ -207,6 +214,7 @@ class ServerSession(asyncio.Protocol):
         self._reset_idle()
         if self.kind in IMPLICIT_TLS and self.context.ssl_context is not None:
             self._handshaking = True
+            self._update_busy()
             transport.pause_reading()  # the handshake reads, once start_tls() runs
             self.context.spawn(self._implicit_tls())
             return
@@ -254,6 +262,7 @@ class ServerSession(asyncio.Protocol):
     def pause_writing(self) -> None:
         """More than HIGH_WATER bytes are queued for the client: read no more commands."""
         self._write_paused = True
+        self._update_busy()
         if self._writable is not None:
             self._writable.clear()
         self._output_moved_at = self._time()
@@ -265,6 +274,7 @@ class ServerSession(asyncio.Protocol):
     def resume_writing(self) -> None:
         """The client read its way down to LOW_WATER: answer what waits, read again."""
         self._write_paused = False
+        self._update_busy()
         self._output_moved_at = self._time()
         if self._writable is not None:
             self._writable.set()
@@ -508,6 +518,7 @@ class ServerSession(asyncio.Protocol):
         logged and ``internal_error`` tells the client.
         """
         self._deferred += 1
+        self._update_busy()
         self._update_reading()
 
         async def run() -> None:
@@ -522,6 +533,7 @@ class ServerSession(asyncio.Protocol):
                         self.internal_error()
             finally:
                 self._deferred -= 1
+                self._update_busy()
                 if self.transport is not None and not self._closing:
                     self._update_reading()
                     if not self._busy:
@@ -601,6 +613,7 @@ class ServerSession(asyncio.Protocol):
             early = await self._tls_handshake()
         finally:
             self._handshaking = False
+            self._update_busy()
         if early is None or self._closing:
             return
         self._update_reading()

@@ -74,10 +74,8 @@ class SMTPSession(ServerSession):
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
-        offered = {line.split()[0].upper() for line in context.personality.extensions}
-        self.core = SMTPConnection(
-            role=Role.SERVER, tls=kind == "smtps", chunking="CHUNKING" in offered
-        )
+        chunking = "CHUNKING" in context.personality.keywords
+        self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps", chunking=chunking)
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
@@ -108,6 +106,9 @@ class SMTPSession(ServerSession):
 
     def greet(self) -> None:
         log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
+        if self.faults is None:  # no fault rules: nothing can fire at connect
+            self._banner()
+            return
         action = self._fault("connect")
         if action is not None and action.kind == "delay":
             self._defer(self._later(action.seconds, self._banner))

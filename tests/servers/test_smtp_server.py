@@ -19,6 +19,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtalk.servers.api import RunningServers, run_servers
+from mailtalk.servers.context import WATCH_AFTER
 from mailtalk.servers.personalities import personality, personality_names
 
 USERS = [("alice", "secret"), ("bob", "hunter2")]
@@ -1086,11 +1088,14 @@ def test_relayclients_may_relay(tmp_path: Path, tls_template: Path) -> None:
         assert len(servers.context.store.queue.list()) == 1
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["stat", "watch"])
 def test_control_files_are_read_again_when_they_change(
-    make: Any, caplog: pytest.LogCaptureFixture
+    make: Any, caplog: pytest.LogCaptureFixture, watched: bool
 ) -> None:
     """qmail reads its control files for every connection: an edit of relayclients,
-    rcpthosts, locals or me changes the next connection's answers, without a restart."""
+    rcpthosts, locals or me changes the next connection's answers, without a restart.
+    The same after WATCH_AFTER connections, when (on Linux) an inotify watch on
+    control/ stands in for the stat()s."""
     servers = make(pop3=0)
     control = servers.root / "control"
 
@@ -1100,6 +1105,10 @@ def test_control_files_are_read_again_when_they_change(
             client.cmd("MAIL FROM:<a@example.org>")
             return client.cmd(f"RCPT TO:<{address}>")
 
+    if watched:
+        for _ in range(WATCH_AFTER):
+            assert rcpt("x@example.net").code == 554
+        assert servers.context._control_watch is not None or not sys.platform.startswith("linux")
     assert rcpt("x@example.net").code == 554
     (control / "relayclients").write_text("# the lab\n127.0.0.1\n")
     assert rcpt("x@example.net").code == 250
@@ -1120,6 +1129,15 @@ def test_control_files_are_read_again_when_they_change(
         assert rcpt("alice@example.test").code == 250
     assert "rcpthosts:1: not a domain name" in caplog.text
     assert "still using what was read before" in caplog.text
+    # An edit in place (no new inode, the same size, a line appended) counts too.
+    with (control / "rcpthosts").open("w") as rcpthosts:
+        rcpthosts.write("localhost\nexample.test\n")
+    assert rcpt("alice@example.test").code == 250
+    assert rcpt("alice@example.net").code == 554
+    with (control / "rcpthosts").open("a") as rcpthosts:
+        rcpthosts.write("example.net\n")
+    (control / "locals").write_text("localhost\nexample.test\nexample.net\n")
+    assert rcpt("alice@example.net").code == 250
     # A user added to control/users can log in on the next connection.
     from mailtalk.servers.users import Users
 
@@ -1818,3 +1836,34 @@ def test_ehlo_follows_the_personality(make: Any, name: str) -> None:
     assert not {"ETRN", "DELIVERBY"} & set(keywords)  # not implemented
     enhanced = persona.template("mail_ok").enhanced is not None
     assert ("ENHANCEDSTATUSCODES" in keywords) == enhanced
+
+
+def test_a_control_file_that_is_a_link_is_still_seen_when_its_target_changes(
+    make: Any, tmp_path: Path
+) -> None:
+    """The inotify watch on control/ cannot see an edit of a symbolic link's target
+    (another directory): once such a file is there the server drops the watch and goes
+    back to its stat()s, and does not make one again while the link is there."""
+    servers = make(pop3=0)
+
+    def rcpt() -> int:
+        with connect(servers) as client:
+            client.ehlo()
+            client.cmd("MAIL FROM:<a@example.org>")
+            return client.cmd("RCPT TO:<x@example.net>").code
+
+    for _ in range(WATCH_AFTER):
+        assert rcpt() == 554
+    linux = sys.platform.startswith("linux")
+    assert (servers.context._control_watch is not None) == linux
+    target = tmp_path / "elsewhere" / "relayclients"
+    target.parent.mkdir()
+    target.write_text("")
+    link = servers.root / "control" / "relayclients"
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    for _ in range(WATCH_AFTER + 1):
+        assert rcpt() == 554
+    assert servers.context._control_watch is None
+    target.write_text("127.0.0.1\n")
+    assert rcpt() == 250
