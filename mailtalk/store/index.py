@@ -60,7 +60,7 @@ import re
 import time
 from collections.abc import Iterator
 from itertools import repeat
-from operator import add, attrgetter, itemgetter, methodcaller
+from operator import add
 from pathlib import Path
 from sys import intern
 
@@ -148,8 +148,6 @@ _CANONICAL_NAME = re.compile(
 _SIZED_LINE = re.compile(
     r"^([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,\n]*,S=([0-9]+),W=([0-9]+)$", re.MULTILINE
 )
-_IS_FILE = methodcaller("is_file", follow_symlinks=False)  # not a symlink, not a directory
-_NAME_OF = attrgetter("name")
 # Names read by one re.split: the strings it makes (six a name) are let go after each.
 _NAMES_AT_A_TIME = 2000
 
@@ -184,16 +182,15 @@ def _scan_message_files(folder: Path) -> tuple[dict[str, tuple[str, str]], set[s
     in_new: set[str] = set()
     for subdir in ("new", "cur"):
         with os.scandir(folder / subdir) as entries:
-            # Interned: every session's view of the folder holds the same name strings.
-            # By map() and filter(): no Python step per name (a cold SELECT of 10,000).
-            names = list(map(intern, map(_NAME_OF, filter(_IS_FILE, entries))))
-        # Dot files are tools' temporaries; a newline could not go in the index. Both
-        # looked for in the names joined, the names taken one by one only if there is one.
-        joined = "\n".join(names)
-        if joined[:1] == "." or "\n." in joined or joined.count("\n") != max(len(names) - 1, 0):
-            names = [name for name in names if name[0] != "." and "\n" not in name]
-        found = dict(zip(map(itemgetter(0), map(str.partition, names, repeat(":"))),
-                         zip(repeat(subdir), names), strict=True))
+            names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        # Interned: every session's view of the folder holds the same name strings (by
+        # map(), not in the comprehension: some 5 % of the listing of 10,000 names).
+        names = list(map(intern, names))
+        # Dot files are tools' temporaries; a newline could not go in the index.
+        found = {
+            name.partition(":")[0]: (subdir, name)
+            for name in names if name[0] != "." and "\n" not in name
+        }  # fmt: skip
         if subdir == "new":
             in_new.update(found)
         else:
