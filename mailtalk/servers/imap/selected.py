@@ -441,9 +441,9 @@ def fetch_messages(session: IMAPServerProtocol, command: Command) -> None:
 class _FetchPlan:
     """What one FETCH command's items need, worked out once for all its messages."""
 
-    __slots__ = ("flag_texts", "has_flags", "has_modseq", "header_only", "items", "marks_seen",
-                 "needs_data", "read_header", "renderer", "streamed", "tables", "uid",
-                 "wants_date")
+    __slots__ = ("flag_texts", "has_flags", "has_modseq", "header_only", "items",
+                 "kept_lookups", "marks_seen", "needs_data", "read_header", "renderer",
+                 "streamed", "tables", "uid", "wants_date")
 
     def __init__(self, mailbox: Mailbox, items: list[FetchItem], uid: bool) -> None:
         self.items = items
@@ -468,6 +468,12 @@ class _FetchPlan:
         # INTERNALDATE is read (a stat() when the index has no date yet) only if asked for.
         self.wants_date = any(i.name == "INTERNALDATE" for i in items)
         self.flag_texts: dict[int, bytes] = {}  # flag set number -> FLAGS' text, encoded
+        # Each section's kept answers by UID (their tables' get), when _kept_responses
+        # may answer from them; else None.
+        self.kept_lookups = None
+        if (self.tables and self.read_header is not None and self.streamed is None
+                and self.renderer.kept):
+            self.kept_lookups = [table.get for _, table in self.tables]
 
 
 # _kept_responses answers this many messages at a time at first (few: where kept
@@ -486,16 +492,17 @@ def _kept_responses(
     checked and formatted by ``map`` over the view's columns: FetchRenderer.kept_batch).
     Returns where it stopped: at a message that needs :func:`_respond`, or after the
     last, or once ``out`` is full."""
-    tables, read_header, renderer = plan.tables, plan.read_header, plan.renderer
-    if not tables or read_header is None or plan.streamed is not None or not renderer.kept:
-        return start
-    lookups = [table.get for _, table in tables]
+    lookups = plan.kept_lookups
     end = len(positions)
-    if start >= end:
+    if lookups is None or start >= end:
         return start
+    # A first listing calls this once a message, and has nothing kept: one lookup.
     first_uid = view.uids[positions[start]]
-    if any(lookup(first_uid) is None for lookup in lookups):
-        return start  # a first listing: nothing kept yet, no step taken
+    for lookup in lookups:
+        if lookup(first_uid) is None:
+            return start
+    read_header, renderer = plan.read_header, plan.renderer
+    assert read_header is not None  # kept_lookups: a header-only plan
     moved = read_header.moved()
     flag_texts = plan.flag_texts
     index = start
