@@ -35,6 +35,9 @@ GREYLIST_FILE: Final = "greylist.json"
 
 # Seconds after the listeners open that onward delivery starts, when no mail waits.
 QUEUE_RUNNER_DELAY: Final = 1.0
+# While the queue is empty, seconds between looks for mail another process queued (the
+# runner's own POLL_SECONDS, servers.delivery): its code is loaded only once there is some.
+QUEUE_LOOK_SECONDS: Final = 60.0
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {
@@ -66,6 +69,21 @@ def session_class(protocol: str) -> Any:
 
     module_name, class_name = LISTENER_SESSION[protocol]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def session_factory(protocol: str, context: ServerContext) -> Callable[[], asyncio.Protocol]:
+    """What a ``protocol`` listener makes a session with. Its module is imported at the
+    first connection, not at start: a server whose clients speak only POP3 never holds
+    the IMAP and SMTP sessions' code (3-4 MiB of a 10,000-message server's peak RSS,
+    bench/README.md "Issue 17: memory"). The import is tens of milliseconds, once."""
+    made: list[Callable[..., asyncio.Protocol]] = []
+
+    def make() -> asyncio.Protocol:
+        if not made:
+            made.append(session_class(protocol))
+        return made[0](context, protocol)
+
+    return make
 
 
 # A NamedTuple, not a frozen dataclass: see protocols.common.Line.
@@ -363,7 +381,7 @@ class ReferenceServers:
             tls = LISTENER_TLS[protocol]
             # Plain text on every listener: an implicit-TLS session does its handshake
             # itself, counted against the connection caps (servers.session).
-            factory = functools.partial(session_class(protocol), self.context, protocol)
+            factory = session_factory(protocol, self.context)
             listener = await self._opened(
                 protocol, f"{host} port {port}",
                 functools.partial(Listener.open, host, port, factory),
@@ -382,7 +400,7 @@ class ReferenceServers:
 
         config = self.config
         for protocol, path in config.unix_sockets.items():
-            factory = functools.partial(session_class(protocol), self.context, protocol)
+            factory = session_factory(protocol, self.context)
             listener = await self._opened(
                 protocol, f"unix:{path}",
                 functools.partial(Listener.open_unix, path, factory, config.socket_mode,
@@ -446,7 +464,7 @@ class ReferenceServers:
             self._run_queue()
             return
         loop = asyncio.get_running_loop()
-        self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue)
+        self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue_if_mail)
 
         def enqueued() -> None:  # the runner, once started, sets its own
             loop.call_soon_threadsafe(self._run_queue)
@@ -462,6 +480,17 @@ class ReferenceServers:
                 return next(entries, None) is not None
         except OSError:
             return False
+
+    def _run_queue_if_mail(self) -> None:
+        """The runner, once the queue holds mail (this process's own is started at
+        once, by ``on_enqueue``): onward delivery's code, about 1 MiB, stays unloaded
+        in a server that relays nothing."""
+        self._queue_starting = None
+        if self._queue_holds_mail():
+            self._run_queue()
+        elif not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._queue_starting = loop.call_later(QUEUE_LOOK_SECONDS, self._run_queue_if_mail)
 
     def _run_queue(self) -> None:
         if self._queue_runner is not None or self._stopped:
