@@ -79,8 +79,9 @@ def greet(port: int) -> None:
 
 def serve_modules(root: Path, listeners: list[str], greeted: tuple[str, ...] = ()) -> list[str]:
     """``sys.modules`` of a ``mailtalk serve`` that started, took a message for alice
-    over SMTP, had a session on each listener in ``greeted`` and stopped. (Not ``-X importtime``: it does not see the modules that
-    ``importlib.import_module`` loads, as the servers load each listener's.)"""
+    over SMTP, had a session on each listener in ``greeted`` and stopped. (Not
+    ``-X importtime``: it does not see the modules that ``importlib.import_module``
+    loads, as the servers load each listener's.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
     env["MAILTALK_SERVE_PASSWORD"] = "secret"
     argv = ["serve", "--json", "--root", str(root), "--user", "alice", *listeners]
