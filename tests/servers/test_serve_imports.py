@@ -173,6 +173,10 @@ def test_serve_loads_a_listeners_session_code_at_its_first_connection(tmp_path: 
     assert loaded(modules, ("mailtalk.servers.imap", "mailtalk.protocols.imap")) == []
     modules = serve_modules(tmp_path / "root", listeners)
     assert loaded(modules, ("mailtalk.servers.pop3", "mailtalk.servers.imap")) == []
+    # An IMAP session loads SEARCH's and SORT's code only at its first search.
+    modules = serve_modules(tmp_path / "root", listeners, ("imap",))
+    assert "mailtalk.servers.imap.selected" in modules
+    assert loaded(modules, ("mailtalk.servers.imap.search", "mailtalk.servers.imap.sort")) == []
 
 
 def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
