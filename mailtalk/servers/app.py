@@ -71,11 +71,19 @@ def session_class(protocol: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+# The listeners whose session code is imported at start. A first POP3 or IMAP login is
+# timed against Dovecot's (bench/mailbox_servers.py's cold login rows), and importing
+# that code takes 30-200 ms; an SMTP session's is imported at its first connection, so a
+# server that only serves mailboxes never holds it (1.5-2 MiB, bench/README.md "Issue
+# 17: memory"), and serve_startup.py's time to the first banner counts it either way.
+LOADED_AT_START: Final = frozenset({"pop3", "pop3s", "imap", "imaps"})
+
+
 def session_factory(protocol: str, context: ServerContext) -> Callable[[], asyncio.Protocol]:
-    """What a ``protocol`` listener makes a session with. Its module is imported at the
-    first connection, not at start: a server whose clients speak only POP3 never holds
-    the IMAP and SMTP sessions' code (3-4 MiB of a 10,000-message server's peak RSS,
-    bench/README.md "Issue 17: memory"). The import is tens of milliseconds, once."""
+    """What a ``protocol`` listener makes a session with (LOADED_AT_START says when its
+    module is imported)."""
+    if protocol in LOADED_AT_START:
+        return functools.partial(session_class(protocol), context, protocol)
     made: list[Callable[..., asyncio.Protocol]] = []
 
     def make() -> asyncio.Protocol:
