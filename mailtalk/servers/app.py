@@ -71,29 +71,6 @@ def session_class(protocol: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-# The listeners whose session code is imported at start. A first POP3 or IMAP login is
-# timed against Dovecot's (bench/mailbox_servers.py's cold login rows), and importing
-# that code takes 30-200 ms; an SMTP session's is imported at its first connection, so a
-# server that only serves mailboxes never holds it (1.5-2 MiB, bench/README.md "Issue
-# 17: memory"), and serve_startup.py's time to the first banner counts it either way.
-LOADED_AT_START: Final = frozenset({"pop3", "pop3s", "imap", "imaps"})
-
-
-def session_factory(protocol: str, context: ServerContext) -> Callable[[], asyncio.Protocol]:
-    """What a ``protocol`` listener makes a session with (LOADED_AT_START says when its
-    module is imported)."""
-    if protocol in LOADED_AT_START:
-        return functools.partial(session_class(protocol), context, protocol)
-    made: list[Callable[..., asyncio.Protocol]] = []
-
-    def make() -> asyncio.Protocol:
-        if not made:
-            made.append(session_class(protocol))
-        return made[0](context, protocol)
-
-    return make
-
-
 # A NamedTuple, not a frozen dataclass: see protocols.common.Line.
 class ListenerInfo(NamedTuple):
     """Where one listener listens, as ``describe()`` and the summary say it."""
@@ -389,7 +366,7 @@ class ReferenceServers:
             tls = LISTENER_TLS[protocol]
             # Plain text on every listener: an implicit-TLS session does its handshake
             # itself, counted against the connection caps (servers.session).
-            factory = session_factory(protocol, self.context)
+            factory = functools.partial(session_class(protocol), self.context, protocol)
             listener = await self._opened(
                 protocol, f"{host} port {port}",
                 functools.partial(Listener.open, host, port, factory),
@@ -408,7 +385,7 @@ class ReferenceServers:
 
         config = self.config
         for protocol, path in config.unix_sockets.items():
-            factory = session_factory(protocol, self.context)
+            factory = functools.partial(session_class(protocol), self.context, protocol)
             listener = await self._opened(
                 protocol, f"unix:{path}",
                 functools.partial(Listener.open_unix, path, factory, config.socket_mode,

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -71,20 +70,10 @@ def delivered(root: Path) -> list[Path]:
     return sorted((root / "mail" / "alice" / "Maildir" / "new").iterdir())
 
 
-def greet(port: int) -> None:
-    """Connect, read the greeting and hang up: a session on that listener."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        assert sock.makefile("rb").readline().startswith((b"+OK", b"* OK"))
-
-
-def serve_modules(
-    root: Path, listeners: list[str], greeted: tuple[str, ...] = (), mail: bool = True
-) -> list[str]:
+def serve_modules(root: Path, listeners: list[str]) -> list[str]:
     """``sys.modules`` of a ``mailtalk serve`` that started, took a message for alice
-    over SMTP (unless not ``mail``), had a session on each listener in ``greeted`` and
-    stopped. (Not
-    ``-X importtime``: it does not see the modules that ``importlib.import_module``
-    loads, as the servers load each listener's.)"""
+    over SMTP and stopped. (Not ``-X importtime``: it does not see the modules that
+    ``importlib.import_module`` loads, as the servers load each listener's.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTALK_")}
     env["MAILTALK_SERVE_PASSWORD"] = "secret"
     argv = ["serve", "--json", "--root", str(root), "--user", "alice", *listeners]
@@ -98,10 +87,7 @@ def serve_modules(
         line = process.stdout.readline()
         assert line, "mailtalk serve printed no JSON line"
         ports = {x["protocol"]: x["port"] for x in json.loads(line)["listeners"]}
-        if mail:
-            send_to_alice(ports["smtp"])
-        for protocol in greeted:
-            greet(ports[protocol])
+        send_to_alice(ports["smtp"])
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=TIMEOUT)
     finally:
@@ -111,7 +97,7 @@ def serve_modules(
     marker = [line for line in stderr.splitlines() if line.startswith("MODULES=")]
     assert marker, stderr[-2000:]
     modules: list[str] = json.loads(marker[0].removeprefix("MODULES="))
-    assert ("mailtalk.servers.smtp" in modules) == mail
+    assert "mailtalk.servers.smtp" in modules
     return modules
 
 
@@ -119,13 +105,11 @@ RUN_SERVERS = """
 import json, smtplib, sys, time
 from pathlib import Path
 from mailtalk.servers.api import run_servers
-from tests.servers.test_serve_imports import greet, send_to_alice
+from tests.servers.test_serve_imports import send_to_alice
 
 root, listeners = Path(sys.argv[1]), json.loads(sys.argv[2])
 with run_servers(root, users=[("alice", "secret")], **listeners) as servers:
     send_to_alice(servers.port("smtp"))
-    for protocol in json.loads(sys.argv[3]):
-        greet(servers.port(protocol))
     deadline = time.monotonic() + 30
     while not servers.messages("alice") and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -133,15 +117,11 @@ print(json.dumps(sorted(sys.modules)))
 """
 
 
-def run_servers_modules(
-    root: Path, listeners: dict[str, int], greeted: tuple[str, ...] = ()
-) -> list[str]:
+def run_servers_modules(root: Path, listeners: dict[str, int]) -> list[str]:
     """``sys.modules`` of a process that ran ``run_servers(root, **listeners)`` with
-    alice, sent her a message over SMTP, had a session on each listener in
-    ``greeted`` and stopped the servers."""
+    alice, sent her a message over SMTP and stopped the servers."""
     result = subprocess.run(
-        [sys.executable, "-c", RUN_SERVERS, str(root), json.dumps(listeners),
-         json.dumps(greeted)],
+        [sys.executable, "-c", RUN_SERVERS, str(root), json.dumps(listeners)],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
         cwd=Path(__file__).resolve().parents[2],  # where ``tests`` is importable
     )  # fmt: skip
@@ -168,16 +148,10 @@ def test_serve_loads_what_a_pop3_listener_needs(tmp_path: Path) -> None:
     assert "mailtalk.servers.pop3" in loaded(modules, MAILBOX_SERVING)
 
 
-def test_serve_loads_the_smtp_session_code_at_its_first_connection(tmp_path: Path) -> None:
-    """Not at start: a server whose clients only read their mail never holds it
-    (memory: bench/README.md, issue 17). POP3's and IMAP's is loaded at start."""
-    listeners = ["--smtp", "0", "--pop3", "0", "--imap", "0"]
-    modules = serve_modules(tmp_path / "root", listeners, ("pop3",), mail=False)
-    assert loaded(modules, ("mailtalk.servers.pop3", "mailtalk.servers.imap.server")) == [
-        "mailtalk.servers.imap.server", "mailtalk.servers.pop3"]
-    assert loaded(modules, ("mailtalk.servers.smtp", "mailtalk.protocols.smtp")) == []
-    # An IMAP session loads SEARCH's and SORT's code only at its first search.
-    modules = serve_modules(tmp_path / "root", listeners, ("imap",), mail=False)
+def test_serve_loads_search_code_at_the_first_search(tmp_path: Path) -> None:
+    """An IMAP server holds SEARCH's and SORT's code (with email.utils, random,
+    unicodedata) only once a client searches: memory, bench/README.md (issue 17)."""
+    modules = serve_modules(tmp_path / "root", ["--smtp", "0", "--imap", "0"])
     assert "mailtalk.servers.imap.selected" in modules
     assert loaded(modules, ("mailtalk.servers.imap.search", "mailtalk.servers.imap.sort")) == []
 
@@ -193,5 +167,5 @@ def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("listener", ["pop3", "imap"])
 def test_run_servers_loads_what_is_asked_for(tmp_path: Path, listener: str) -> None:
-    modules = run_servers_modules(tmp_path / "root", {"smtp": 0, listener: 0}, (listener,))
+    modules = run_servers_modules(tmp_path / "root", {"smtp": 0, listener: 0})
     assert loaded(modules, (f"mailtalk.servers.{listener}",))
