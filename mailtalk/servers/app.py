@@ -35,6 +35,9 @@ GREYLIST_FILE: Final = "greylist.json"
 
 # Seconds after the listeners open that onward delivery starts, when no mail waits.
 QUEUE_RUNNER_DELAY: Final = 1.0
+# While the queue is empty, seconds between looks for mail another process queued (the
+# runner's own POLL_SECONDS, servers.delivery): its code is loaded only once there is some.
+QUEUE_LOOK_SECONDS: Final = 60.0
 
 # What each listener speaks, and how TLS starts on it.
 LISTENER_TLS: Final[dict[str, str]] = {
@@ -446,7 +449,7 @@ class ReferenceServers:
             self._run_queue()
             return
         loop = asyncio.get_running_loop()
-        self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue)
+        self._queue_starting = loop.call_later(QUEUE_RUNNER_DELAY, self._run_queue_if_mail)
 
         def enqueued() -> None:  # the runner, once started, sets its own
             loop.call_soon_threadsafe(self._run_queue)
@@ -462,6 +465,17 @@ class ReferenceServers:
                 return next(entries, None) is not None
         except OSError:
             return False
+
+    def _run_queue_if_mail(self) -> None:
+        """The runner, once the queue holds mail (this process's own is started at
+        once, by ``on_enqueue``): onward delivery's code, about 1 MiB, stays unloaded
+        in a server that relays nothing."""
+        self._queue_starting = None
+        if self._queue_holds_mail():
+            self._run_queue()
+        elif not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._queue_starting = loop.call_later(QUEUE_LOOK_SECONDS, self._run_queue_if_mail)
 
     def _run_queue(self) -> None:
         if self._queue_runner is not None or self._stopped:

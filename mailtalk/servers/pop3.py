@@ -160,7 +160,7 @@ class POP3ServerProtocol(ServerSession):
         self._lock: MaildropLock | None = None
         self._messages: Sequence[Pop3Message] = ()
         self._uids: Sequence[int] = ()  # each message's UID, in order
-        self._sizes: list[int] = []  # each message's POP3 size (LIST, STAT), in order
+        self._sizes: Sequence[int] = []  # each message's POP3 size (LIST, STAT), in order
         self._deleted: set[int] = set()
         self._removed = 0  # messages removed at QUIT (UPDATE)
         self._mailbox: Any = None  # a Mailbox (INBOX), or an MboxMaildrop

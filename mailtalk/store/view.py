@@ -373,10 +373,11 @@ class FolderView:
                     return position
         return -1
 
-    def pop3_sizes(self) -> list[int]:
+    def pop3_sizes(self) -> array[int]:
         """Every message's POP3 size (RFC822.SIZE, and the CRLF POP3 adds to a message
-        without a final line end), in order."""
-        sizes = list(self.rfc822_sizes)
+        without a final line end), in order: a column, 8 bytes a message, where a list
+        of ints took 40 (0.4 MiB a POP3 session at 10,000 messages)."""
+        sizes = self.rfc822_sizes[:]
         if any(self.unterminated):
             for position, unterminated in enumerate(self.unterminated):
                 if unterminated:

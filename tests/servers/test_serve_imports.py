@@ -148,6 +148,14 @@ def test_serve_loads_what_a_pop3_listener_needs(tmp_path: Path) -> None:
     assert "mailtalk.servers.pop3" in loaded(modules, MAILBOX_SERVING)
 
 
+def test_serve_loads_search_code_at_the_first_search(tmp_path: Path) -> None:
+    """An IMAP server holds SEARCH's and SORT's code (with email.utils, random,
+    unicodedata) only once a client searches: memory, bench/README.md (issue 17)."""
+    modules = serve_modules(tmp_path / "root", ["--smtp", "0", "--imap", "0"])
+    assert "mailtalk.servers.imap.selected" in modules
+    assert loaded(modules, ("mailtalk.servers.imap.search", "mailtalk.servers.imap.sort")) == []
+
+
 def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
     modules = run_servers_modules(tmp_path / "root", {"smtp": 0, "submission": 0})
     assert len(delivered(tmp_path / "root")) == 1

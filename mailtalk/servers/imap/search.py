@@ -33,8 +33,10 @@ from mailtalk.servers.imap.parse import (
     parse_sequence_set,
 )
 from mailtalk.servers.imap.tokens import (
+    SEARCH_CHARSETS_LISTED,
     Atom,
     IMAPSyntaxError,
+    SearchCharsetError,
     String,
     Value,
     astring,
@@ -70,25 +72,6 @@ __all__ = [
     "search_codec",
     "uses_modseq",
 ]
-
-
-# What BADCHARSET lists (RFC 3501 7.1): the charsets of mail in practice. Any other
-# that Python decodes is accepted too (see search_codec).
-SEARCH_CHARSETS_LISTED: Final = (
-    "UTF-8", "US-ASCII", *(f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))),
-    *(f"WINDOWS-{n}" for n in range(1250, 1259)), "KOI8-R", "KOI8-U", "ISO-2022-JP",
-    "SHIFT_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "BIG5", "UTF-16", "UTF-7",
-)
-
-
-class SearchCharsetError(Exception):
-    """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
-
-    code: Final = f"BADCHARSET ({' '.join(SEARCH_CHARSETS_LISTED)})"
-
-    def __init__(self, charset: str) -> None:
-        super().__init__(f"charset {charset} is not supported")
-        self.charset = charset
 
 
 # Python codecs that are not the charset of any text in mail.

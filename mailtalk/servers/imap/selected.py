@@ -28,25 +28,8 @@ from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
 from mailtalk.servers.imap.qresync import vanished_line, vanished_uids
-from mailtalk.servers.imap.search import (
-    SearchCharsetError,
-    esearch_response,
-    matches,
-    optimize,
-    parse_search,
-    uses_modseq,
-)
-from mailtalk.servers.imap.sort import (
-    THREAD_ALGORITHMS,
-    SortMessage,
-    format_threads,
-    parse_sort_criteria,
-    sort_messages,
-    thread_orderedsubject,
-    thread_references,
-)
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
-from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
+from mailtalk.servers.imap.tokens import IMAPSyntaxError, SearchCharsetError, tokenize
 from mailtalk.store.mailbox import MailboxError
 
 if TYPE_CHECKING:
@@ -297,7 +280,11 @@ def _run_search(
     """The numbers (or UIDs) SEARCH finds, what it asked to RETURN (ESEARCH), and with
     a MODSEQ key the highest MODSEQ found (RFC 7162 3.1.5), in a worker thread: the
     command is parsed here too, as a query of a megabyte takes a while to read. One
-    message at a time is read and let go, so memory does not grow with the mailbox."""
+    message at a time is read and let go, so memory does not grow with the mailbox.
+    SEARCH's code (and SORT's) is loaded at the first search, in this thread: a
+    session that only fetches never holds it (0.9 MiB with email.utils and random)."""
+    from mailtalk.servers.imap.search import matches, optimize, parse_search, uses_modseq
+
     uid = command.verb == "UID SEARCH"
     query = parse_search(command.args, command.literals)
     key = optimize(query.key)
@@ -330,6 +317,8 @@ def _answer_search(
             words.append(f"(MODSEQ {highest})")
         session.untagged(" ".join(words))
     else:
+        from mailtalk.servers.imap.search import esearch_response
+
         uid = command.verb == "UID SEARCH"
         response = esearch_response(command.tag, uid, found, returns)
         if highest is not None and found:
@@ -354,6 +343,17 @@ def _run_sort(
 ) -> str:
     """The SORT or THREAD response, in a worker thread: the messages the search keys
     find, their header blocks read (through the store's cache) and ordered."""
+    from mailtalk.servers.imap.search import matches, optimize, parse_search
+    from mailtalk.servers.imap.sort import (
+        THREAD_ALGORITHMS,
+        SortMessage,
+        format_threads,
+        parse_sort_criteria,
+        sort_messages,
+        thread_orderedsubject,
+        thread_references,
+    )
+
     verb = command.verb.removeprefix("UID ")
     uid = command.verb.startswith("UID ")
     head = _SORT_HEAD.match(command.args)

@@ -80,8 +80,7 @@ from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from mailtalk.servers.imap.output import astring_text
 from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.qresync import vanished_line
-from mailtalk.servers.imap.search import SearchCharsetError
-from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
+from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, SearchCharsetError, tokenize
 from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
 from mailtalk.servers.session import ServerSession

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 __all__ = [
+    "SEARCH_CHARSETS_LISTED",
     "Atom",
     "IMAPSyntaxError",
+    "SearchCharsetError",
     "String",
     "Value",
     "astring",
@@ -34,6 +36,26 @@ class IMAPSyntaxError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message.replace("\r", " ").replace("\n", " "))
+
+
+# What BADCHARSET lists (RFC 3501 7.1): the charsets of mail in practice. Any other
+# that Python decodes is accepted too (see search.search_codec). Here, not in search:
+# the session catches the error without loading SEARCH's code (servers.imap.selected).
+SEARCH_CHARSETS_LISTED: Final = (
+    "UTF-8", "US-ASCII", *(f"ISO-8859-{n}" for n in (*range(1, 12), *range(13, 17))),
+    *(f"WINDOWS-{n}" for n in range(1250, 1259)), "KOI8-R", "KOI8-U", "ISO-2022-JP",
+    "SHIFT_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "BIG5", "UTF-16", "UTF-7",
+)
+
+
+class SearchCharsetError(Exception):
+    """SEARCH CHARSET names a charset we do not support: answer ``NO [BADCHARSET ...]``."""
+
+    code: Final = f"BADCHARSET ({' '.join(SEARCH_CHARSETS_LISTED)})"
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(f"charset {charset} is not supported")
+        self.charset = charset
 
 
 # -- tokens ---------------------------------------------------------------------
