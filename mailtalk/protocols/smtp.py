@@ -148,6 +148,8 @@ class Reply(NamedTuple):
     code: int
     lines: tuple[str, ...]
     enhanced: str | None = None
+    # The reply's bytes: as received (client role), or as they will be sent when made
+    # already (server role: ``send`` then formats nothing).
     raw: bytes = b""
     command: str | None = None
     truncated: bool = False
@@ -753,7 +755,7 @@ class SMTPConnection:
         """Bytes for a reply (server role); moves the state as the client will see it."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("send() of a Reply is for the server role")
-        data = format_reply(event.code, event.lines, event.enhanced)
+        data = event.raw or format_reply(event.code, event.lines, event.enhanced)
         pending = self._pending.popleft() if self._pending else None
         if pending is not None:
             verb = pending.verb
