@@ -214,7 +214,8 @@ class SMTPSession(ServerSession):
     def _reply(self, code: int, *lines: str) -> None:
         if self._closing or self.transport is None:
             return
-        self.transport.write(self.core.send(_reply_event(code, lines)))
+        event = _REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines)
+        self.transport.write(self.core.send(event))
         if code >= 400:
             self.errors.error()
         if self.journal is not None:
