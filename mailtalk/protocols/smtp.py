@@ -471,7 +471,8 @@ class SMTPConnection:
             return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
         raw = line.raw
         too_long = line.truncated or len(raw) > MAX_COMMAND_LINE
-        verb, args = split_verb(decode_text(line.content))
+        # (decode_text's decoding, without a call for it)
+        verb, args = split_verb(line.content.decode("utf-8", "backslashreplace"))
         bdat = None
         if verb == "BDAT" and self.chunking and not too_long:
             bdat = _BDAT_ARGS.fullmatch(args)
