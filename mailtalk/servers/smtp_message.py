@@ -273,7 +273,8 @@ class SMTPMessageSession(SMTPSession):
         if self._store_error is not None:
             self._answer_store_error()
             return
-        action = self._fault("data-end")
+        # (no fault rules: nothing to ask, not even with the fields _fault makes)
+        action = self._fault("data-end") if self.faults is not None else None
         if action is not None and action.kind != "delay":
             self._abort_delivery()
             return
