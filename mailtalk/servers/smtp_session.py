@@ -93,7 +93,7 @@ class SMTPSession(ServerSession):
     command_table: ClassVar[Mapping[str, Callable[[Any, str], None]]]
 
     def __init__(self, context: ServerContext, kind: str) -> None:
-        super().__init__(context, kind)
+        ServerSession.__init__(self, context, kind)  # (no super object: one a connection)
         chunking = "CHUNKING" in context.personality.keywords
         self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps", chunking=chunking)
         self.helo = ""
@@ -157,7 +157,7 @@ class SMTPSession(ServerSession):
     def data_received(self, data: bytes) -> None:
         if self._held is not None and data:
             self._early_talk()
-        super().data_received(data)
+        ServerSession.data_received(self, data)  # (no super object made for every read)
 
     def _early_talk(self) -> None:
         """Bytes came while the greeting was held back: the early talker's greeting now
