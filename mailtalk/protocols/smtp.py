@@ -127,6 +127,8 @@ HINTS: Final[dict[SMTPState, str]] = {
 
 # The greeting commands of each mode: LMTP has LHLO only (RFC 2033 4.1), SMTP never has it.
 HELLO_VERBS: Final = ("EHLO", "HELO", "LHLO")
+# A 2xx to these ends any transaction (made once: _apply runs for every reply).
+_RESETTING_VERBS: Final = (*HELLO_VERBS, "RSET", "STARTTLS")
 _NOT_IN_MODE: Final = {False: ("LHLO",), True: ("EHLO", "HELO")}
 
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
@@ -148,6 +150,8 @@ class Reply(NamedTuple):
     code: int
     lines: tuple[str, ...]
     enhanced: str | None = None
+    # The reply's bytes: as received (client role), or as they will be sent when made
+    # already (server role: ``send`` then formats nothing).
     raw: bytes = b""
     command: str | None = None
     truncated: bool = False
@@ -447,7 +451,46 @@ class SMTPConnection:
         """Server role: the next command, piece of message data, or end of message."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("next_command() is for the server role; use next_event()")
-        return self._next_client_input()
+        # The parser itself, not a call to it: the session asks twice a command (the
+        # command, then NEED_DATA).
+        if self._paused:
+            return NEED_DATA
+        if self._chunk_in is not None:
+            return self._next_chunk_data()
+        if self.state is SMTPState.DATA:
+            return self._next_data()
+        line = self._buffer.next_line()
+        if line is None:
+            if self._closed and not len(self._buffer):
+                self.state = SMTPState.CLOSED
+                return CONNECTION_CLOSED
+            return NEED_DATA
+        if self._auth_continuation:
+            self._auth_continuation = False
+            self._pending.append(_Pending(AUTH_RESPONSE))
+            return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
+        raw = line.raw
+        too_long = line.truncated or len(raw) > MAX_COMMAND_LINE
+        # (decode_text's decoding, without a call for it)
+        verb, args = split_verb(line.content.decode("utf-8", "backslashreplace"))
+        bdat = None
+        if verb == "BDAT" and self.chunking and not too_long:
+            bdat = _BDAT_ARGS.fullmatch(args)
+        if bdat is not None:
+            # RFC 3030 2: the chunk's octets follow at once, whatever the reply will be,
+            # so they are read (and handed out) before the reply, never as commands.
+            self._pending.append(_Pending(verb, last=bool(bdat.group(2))))
+            self._chunk_in = self._chunk_size = int(bdat.group(1))
+            self._chunk_last = bool(bdat.group(2))
+            return Command(verb, args, raw)
+        if verb == "MAIL":
+            self._recipients = []
+        self._pending.append(_Pending(verb, address=rcpt_address(args) if verb == "RCPT" else None))
+        # After these the client must wait for our reply (AUTH: a 334 makes the next
+        # line SASL data, not a command), so nothing after them is parsed until then.
+        if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
+            self._paused = True
+        return Command(verb, args, raw, too_long=too_long)
 
     def tls_started(self) -> None:
         self.wants_tls_upgrade = False
@@ -457,7 +500,7 @@ class SMTPConnection:
         digit = code // 100
         if verb in HELLO_VERBS and digit == 2:
             self.greeted = True
-        if digit == 2 and verb in (*HELLO_VERBS, "RSET", "STARTTLS"):
+        if digit == 2 and verb in _RESETTING_VERBS:
             self._recipients = []  # a new session or a reset: no transaction
         if verb == "RCPT" and digit == 2 and address is not None:
             self._recipients.append(address)
@@ -466,9 +509,10 @@ class SMTPConnection:
             # 3.8): even a 421 to the end of the message is not a reset.
             self.state = SMTPState.CLOSED
             return
-        if (verb, digit) not in TRANSITIONS:
+        key = (verb, digit)
+        if key not in TRANSITIONS:
             return
-        new_state = TRANSITIONS[(verb, digit)]
+        new_state = TRANSITIONS[key]
         if new_state is None:
             new_state = SMTPState.READY if self.greeted else SMTPState.CONNECTED
         if verb == "XCLIENT":
@@ -753,7 +797,7 @@ class SMTPConnection:
         """Bytes for a reply (server role); moves the state as the client will see it."""
         if self.role is not Role.SERVER:
             raise LocalProtocolError("send() of a Reply is for the server role")
-        data = format_reply(event.code, event.lines, event.enhanced)
+        data = event.raw or format_reply(event.code, event.lines, event.enhanced)
         pending = self._pending.popleft() if self._pending else None
         if pending is not None:
             verb = pending.verb
@@ -776,44 +820,6 @@ class SMTPConnection:
         if not self._pending:
             self._paused = False
         return data
-
-    def _next_client_input(self) -> Command | MessageData | EndOfMessage | EndOfChunk | NoEvent:
-        if self._paused:
-            return NEED_DATA
-        if self._chunk_in is not None:
-            return self._next_chunk_data()
-        if self.state is SMTPState.DATA:
-            return self._next_data()
-        line = self._buffer.next_line()
-        if line is None:
-            if self._closed and not len(self._buffer):
-                self.state = SMTPState.CLOSED
-                return CONNECTION_CLOSED
-            return NEED_DATA
-        if self._auth_continuation:
-            self._auth_continuation = False
-            self._pending.append(_Pending(AUTH_RESPONSE))
-            return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
-        too_long = line.truncated or len(line.raw) > MAX_COMMAND_LINE
-        verb, args = split_verb(decode_text(line.content))
-        bdat = None
-        if verb == "BDAT" and self.chunking and not too_long:
-            bdat = _BDAT_ARGS.fullmatch(args)
-        if bdat is not None:
-            # RFC 3030 2: the chunk's octets follow at once, whatever the reply will be,
-            # so they are read (and handed out) before the reply, never as commands.
-            self._pending.append(_Pending(verb, last=bool(bdat.group(2))))
-            self._chunk_in = self._chunk_size = int(bdat.group(1))
-            self._chunk_last = bool(bdat.group(2))
-            return Command(verb, args, line.raw)
-        if verb == "MAIL":
-            self._recipients = []
-        self._pending.append(_Pending(verb, address=rcpt_address(args) if verb == "RCPT" else None))
-        # After these the client must wait for our reply (AUTH: a 334 makes the next
-        # line SASL data, not a command), so nothing after them is parsed until then.
-        if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
-            self._paused = True
-        return Command(verb, args, line.raw, too_long=too_long)
 
     def _next_chunk_data(self) -> MessageData | EndOfChunk | NoEvent:
         """The octets of the BDAT chunk being read, as they are, then its end."""

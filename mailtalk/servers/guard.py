@@ -204,16 +204,21 @@ class SessionErrors:
         self.limit = limit
         self.errors = 0
         self.auth_failures = 0
+        # At the limit: a field kept up to date, not a property, since the sessions ask
+        # it before every command.
+        self.exceeded = False
 
     def error(self) -> None:
         self.errors += 1
+        self._update()
 
     def auth_failed(self) -> None:
         self.auth_failures += 1
+        self._update()
 
     def forgive(self) -> None:
         self.errors = 0
+        self._update()
 
-    @property
-    def exceeded(self) -> bool:
-        return self.limit > 0 and max(self.errors, self.auth_failures) >= self.limit
+    def _update(self) -> None:
+        self.exceeded = self.limit > 0 and max(self.errors, self.auth_failures) >= self.limit

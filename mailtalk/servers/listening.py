@@ -65,6 +65,8 @@ class Listener:
         self._pending: set[asyncio.Task[Any]] = set()
         self.path: Path | None = None  # a Unix-domain socket's path (open_unix)
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we made
+        self._accepted = _accepted_socket_class(sock)
+        self._family, self._type = sock.family, sock.type
 
     @classmethod
     def open(cls, host: str, port: int, factory: Callable[[], asyncio.Protocol]) -> Listener:
@@ -176,7 +178,10 @@ class Listener:
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = self.sock.accept()
+                # accept() itself would make the new socket's family and type enums
+                # again: the listener's are known (see _accepted_socket_class)
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
+                conn = self._accepted(self._family, self._type, 0, fd)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as error:
@@ -218,6 +223,19 @@ class Listener:
             return f"unix:{self.path}"
         host, port = self.address[:2]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def _accepted_socket_class(listening: socket.socket) -> type[socket.socket]:
+    """A socket class for what ``listening`` accepts, with its family and type as plain
+    values, not properties: each read of ``socket.socket``'s makes an enum anew (two
+    Python calls and an enum lookup), and accept() and uvloop's connect_accepted_socket
+    read them five times a connection between them. (A listener's socket is
+    non-blocking, so accept()'s setblocking(True) for a default timeout never applies.)"""
+    return type(
+        "AcceptedSocket",
+        (socket.socket,),
+        {"__slots__": (), "family": listening.family, "type": listening.type},
+    )
 
 
 def _refuse_live_socket(path: Path) -> None:

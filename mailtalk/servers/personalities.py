@@ -250,6 +250,9 @@ def _base62(value: int, width: int) -> str:
     return "".join(reversed(out))
 
 
+# Cached: a reply with a value that differs every time (the queue id of DATA's 250)
+# is filled in anew for each message, and asks its template's placeholders each time.
+@functools.lru_cache(maxsize=1024)
 def _fields(text: str) -> frozenset[str]:
     names: set[str] = set()
     for _, name, spec, conversion in string.Formatter().parse(text):

@@ -239,7 +239,9 @@ class ServerSession(asyncio.Protocol):
         # One timer per connection, not one per read: it checks this when it fires.
         now = self._time()
         self._last_activity = now
-        self._line_progress(data, now)
+        # Whole lines after whole lines (as commands usually come): nothing to note.
+        if self._line_since is not None or not data.endswith(b"\n"):
+            self._line_progress(data, now)
         if self._early_tls_data is not None:
             # Decrypted bytes that came with the end of the handshake: they belong to
             # the TLS session, which the core does not know has begun yet.

@@ -249,7 +249,8 @@ class SMTPServerProtocol(SMTPMessageSession, SMTPAuthSession):
         self._reset_transaction()
         self.close_reason = self.close_reason or "quit"
         self._send_key("quit")
-        self._close("quit")
+        if not self._closing:  # the 221 closes (see _reply) unless a personality's is not
+            self._close("quit")
 
     def _vrfy(self, args: str) -> None:
         if not args.strip():

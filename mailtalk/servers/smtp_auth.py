@@ -15,7 +15,6 @@ from mailtalk.servers.smtp_session import SMTPSession
 
 if TYPE_CHECKING:
     from mailtalk.protocols import sasl_server
-    from mailtalk.servers.context import ServerContext
 
 log = logging.getLogger("mailtalk.smtp")
 
@@ -26,9 +25,9 @@ LOGIN_PASSWORD: Final = "UGFzc3dvcmQ6"  # base64 "Password:"
 class SMTPAuthSession(SMTPSession):
     """AUTH: a login's exchange, checked, journaled and answered."""
 
-    def __init__(self, context: ServerContext, kind: str) -> None:
-        super().__init__(context, kind)
-        self._auth: tuple[str, list[str]] | None = None  # PLAIN/LOGIN: mechanism, answers
+    # PLAIN/LOGIN under way: the mechanism and the answers so far. A class default, set
+    # on the session when AUTH begins (an __init__ for it was a call more a connection).
+    _auth: tuple[str, list[str]] | None = None
 
     def _auth_allowed(self) -> bool:
         """AUTH only over TLS, or from loopback (where nobody can listen in) unless

@@ -11,15 +11,12 @@ import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mailtalk.protocols.smtp import EndOfChunk, EndOfMessage, MessageData, parse_bdat
 from mailtalk.servers.journal import HeadCollector, subject_of
 from mailtalk.servers.smtp_session import SMTPSession
 from mailtalk.servers.transaction import Transaction
-
-if TYPE_CHECKING:
-    from mailtalk.servers.context import ServerContext
 
 log = logging.getLogger("mailtalk.smtp")
 
@@ -44,14 +41,14 @@ _received_dates = (-1, "")  # the last second a date was made for, and that date
 class SMTPMessageSession(SMTPSession):
     """DATA and BDAT: the message received, stored, committed and answered."""
 
-    def __init__(self, context: ServerContext, kind: str) -> None:
-        super().__init__(context, kind)
-        self._queue_id = ""
-        self._message_size = 0
-        self._message_too_big = False
-        self._message_line_too_long = False
-        self._store_error: OSError | None = None  # writing the message failed (disk full)
-        self._head: HeadCollector | None = None  # with a journal: the message's head
+    # The message under way. Class defaults, set on the session by _begin_message (an
+    # __init__ for them was a call and six attributes more a connection).
+    _queue_id = ""
+    _message_size = 0
+    _message_too_big = False
+    _message_line_too_long = False
+    _store_error: OSError | None = None  # writing the message failed (disk full)
+    _head: HeadCollector | None = None  # with a journal: the message's head
 
     def _data(self, args: str) -> None:
         if args.strip():
@@ -273,7 +270,8 @@ class SMTPMessageSession(SMTPSession):
         if self._store_error is not None:
             self._answer_store_error()
             return
-        action = self._fault("data-end")
+        # (no fault rules: nothing to ask, not even with the fields _fault makes)
+        action = self._fault("data-end") if self.faults is not None else None
         if action is not None and action.kind != "delay":
             self._abort_delivery()
             return

@@ -39,6 +39,7 @@ from mailtalk.protocols.smtp import (
     Reply,
     SMTPConnection,
     SMTPState,
+    format_reply,
     parse_bdat,
 )
 from mailtalk.servers.guard import SessionErrors
@@ -63,6 +64,25 @@ _ENHANCED: Final = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 # (Sendmail caps greet_pause there too).
 MAX_GREET_PAUSE: Final = 300.0
 
+# Replies as they are sent, by code and lines: most replies are the same every time
+# ("250 2.1.0 Ok"), so each is formatted and encoded once, not once a command. Bounded,
+# since a reply may echo what a client sent.
+_REPLY_EVENTS: dict[tuple[int, tuple[str, ...]], Reply] = {}
+_REPLY_EVENTS_SIZE: Final = 1024
+
+
+def _reply_event(code: int, lines: tuple[str, ...]) -> Reply:
+    """The reply ``code lines`` with its bytes made (see ``_REPLY_EVENTS``)."""
+    key = (code, lines)
+    event = _REPLY_EVENTS.get(key)
+    if event is None:
+        lines = lines or ("",)
+        event = Reply(code, lines, raw=format_reply(code, lines))
+        if len(_REPLY_EVENTS) >= _REPLY_EVENTS_SIZE:
+            _REPLY_EVENTS.clear()
+        _REPLY_EVENTS[key] = event
+    return event
+
 
 class SMTPSession(ServerSession):
     """One SMTP connection, but for what its commands do: the message's intake
@@ -73,7 +93,7 @@ class SMTPSession(ServerSession):
     command_table: ClassVar[Mapping[str, Callable[[Any, str], None]]]
 
     def __init__(self, context: ServerContext, kind: str) -> None:
-        super().__init__(context, kind)
+        ServerSession.__init__(self, context, kind)  # (no super object: one a connection)
         chunking = "CHUNKING" in context.personality.keywords
         self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps", chunking=chunking)
         self.helo = ""
@@ -137,7 +157,7 @@ class SMTPSession(ServerSession):
     def data_received(self, data: bytes) -> None:
         if self._held is not None and data:
             self._early_talk()
-        super().data_received(data)
+        ServerSession.data_received(self, data)  # (no super object made for every read)
 
     def _early_talk(self) -> None:
         """Bytes came while the greeting was held back: the early talker's greeting now
@@ -180,21 +200,22 @@ class SMTPSession(ServerSession):
                 self._abort_delivery()
                 self._close("dropped")
                 return
-            if isinstance(event, MessageData):
+            # Commands first: the most frequent outside a message
+            if isinstance(event, Command):
+                self._on_command(event)
+            elif isinstance(event, MessageData):
                 if not self._chunk_open or self._chunk_taken:
                     self._on_message_data(event)
             elif isinstance(event, EndOfChunk):
                 self._on_end_of_chunk(event)
             elif isinstance(event, EndOfMessage):
                 self._on_end_of_message(event)
-            elif isinstance(event, Command):
-                self._on_command(event)
 
     def _reply(self, code: int, *lines: str) -> None:
         if self._closing or self.transport is None:
             return
-        data = self.core.send(Reply(code, lines or ("",)))
-        self.transport.write(data)
+        event = _REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines)
+        self.transport.write(self.core.send(event))
         if code >= 400:
             self.errors.error()
         if self.journal is not None:
@@ -274,30 +295,30 @@ class SMTPSession(ServerSession):
     # -- commands ---------------------------------------------------------------
 
     def _on_command(self, command: Command) -> None:
+        verb = command.verb
         if self.errors.exceeded:
             # Postfix checks before it reads the next command; so does this.
             log.info("session %s: too many errors from %s", self.session_id, self.client_ip)
-            if self.journal is not None and command.verb != AUTH_RESPONSE:
+            if self.journal is not None and verb != AUTH_RESPONSE:
                 self._journal_pending(command)  # the 421 is this command's reply
             self._send_key("too_many_errors", client=self.client_ip)
             self._close()
             return
-        if command.verb == AUTH_RESPONSE:
+        if verb == AUTH_RESPONSE:
             self._on_auth_response(command.args)
             return
-        if command.verb == "BDAT" and self.core.chunking and parse_bdat(command.args) is not None:
+        if verb == "BDAT" and self.core.chunking and parse_bdat(command.args) is not None:
             # The core reads the chunk whatever is answered: nothing of it is taken
             # unless _bdat says so.
             self._chunk_open, self._chunk_taken, self._chunk_refusal = True, False, None
         if self.journal is not None:
             self._journal_pending(command)
-        if self.early_talker and command.verb not in self._early_talker_answers():
-            self._send_key("early_talker_rejected", command=command.verb[:20])
+        if self.early_talker and verb not in self._early_talker_answers():
+            self._send_key("early_talker_rejected", command=verb[:20])
             return
         if command.too_long:
             self._send_key("line_too_long")
             return
-        verb = command.verb
         if verb == "BDAT" and self.core.chunking:
             self._bdat(command.args)  # answered after its chunk, faults or not
             return
