@@ -29,6 +29,8 @@ TIMEOUT = 30.0
 MAILBOX_SERVING = (
     "mailtalk.servers.imap",
     "mailtalk.servers.pop3",
+    "mailtalk.servers.pop3_auth",
+    "mailtalk.servers.pop3_session",
     "mailtalk.servers.lmtp",
     "mailtalk.servers.mailquery",
     "mailtalk.protocols.imap",

@@ -1,0 +1,298 @@
+"""The AUTHORIZATION state of a POP3 session (RFC 1939 4, 7; RFC 5034): USER and PASS,
+APOP, AUTH (PLAIN here; CRAM-MD5, SCRAM and the token mechanisms through
+``servers.sasl``), the verdict from the server's guard, and then the maildrop locked and
+opened, which is what moves the session into TRANSACTION.
+
+**Which maildrop.** A user's maildrop is their INBOX (``ROOT/mail/USER/Maildir``),
+unless ``ROOT/mail/USER/mbox`` is a file: then it is that mbox, served as qpopper
+serves ``/var/mail/USER`` (:mod:`mailtalk.store.mbox`), under the same maildrop lock.
+An mbox that does not begin with a ``From `` line cannot be split into messages: PASS
+(the password being right) is answered in qpopper 4's words, ``-ERR [SYS/PERM] Unable
+to process From lines (envelopes), change recognition modes or check for corrupted
+mail drop.``, and the session stays unauthenticated. IMAP and SMTP delivery keep to
+the Maildir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Final
+
+from mailtalk.protocols import sasl, sasl_server
+from mailtalk.protocols.common import Continuation
+from mailtalk.servers.guard import Verdict
+from mailtalk.servers.pop3_session import POP3Session
+from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mailtalk.store.mailbox import Mailbox, UserMailboxes
+    from mailtalk.store.mbox import MboxMaildrop
+
+log = logging.getLogger("mailtalk.pop3")
+
+# qpopper 4.0.x popper/pop_dropcopy.c, do_drop_copy(), when the spool's first line is
+# not a From line (qpopper 2.x said only "Unable to process From lines (envelopes),
+# change recognition modes."): knowledge/replies_pop3.toml, qpopper-from-lines.
+FROM_LINES: Final = ("Unable to process From lines (envelopes), change recognition modes or "
+                     "check for corrupted mail drop.")
+STORE_FAILED: Final = "The mail store failed; try later"
+QUOTA_EXCEEDED: Final = "Unable to copy mail spool file, quota exceeded"
+
+Answer = tuple[bool, str, str | None]  # +OK or not, the text, the response code
+
+
+
+class POP3AuthSession(POP3Session):
+    """The AUTHORIZATION state: a login checked, journaled and answered, and the
+    maildrop locked and opened."""
+
+    def _plaintext_allowed(self) -> bool:
+        """USER/PASS and AUTH PLAIN only over TLS, or from loopback (like Dovecot)."""
+        return bool(self.core.tls) or self.is_loopback()
+
+    def _user(self, args: tuple[str, ...]) -> None:
+        if not self._plaintext_allowed():
+            self._send(False, "Plaintext authentication disallowed on non-secure connections",
+                       "AUTH")
+            return
+        if len(args) != 1:
+            self._send(False, "USER needs exactly one argument: the user name")
+            return
+        self.user = args[0]
+        self._send(True, "")
+
+    def _pass(self, args: tuple[str, ...]) -> None:
+        if self.user is None:
+            self._send(False, "No user name: send USER first")
+            return
+        self._defer(self._login(self.user, args[0] if args else "", "USER/PASS"))
+
+    def _apop(self, args: tuple[str, ...]) -> None:
+        if len(args) != 2:
+            self._send(False, "APOP needs a user name and a digest")
+            return
+        name, digest = args
+        secret = self.context.clear_password(name)
+        if secret is None:
+            self._send(False, "APOP is not available for this user (passwords are stored hashed)",
+                       "AUTH")
+            return
+        expected = hashlib.md5((self.timestamp + secret).encode(), usedforsecurity=False)
+        # A wrong digest is a guess like a wrong password: the same delay and budget.
+        verdict = self.context.guard.check(
+            self.client_ip, lambda: hmac.compare_digest(expected.hexdigest(), digest.lower())
+        )
+        self._defer(self._decided(verdict, name, "APOP"))
+
+    def _auth(self, args: tuple[str, ...]) -> None:
+        if not args:
+            names = ["PLAIN", *extra_mechanisms(self.context)] if self._plaintext_allowed() else []
+            self._send(True, "", lines=tuple(name.encode() for name in names))
+            return
+        mechanism = args[0].upper()
+        exchange = server_mechanism(mechanism, self.context)
+        if mechanism != "PLAIN" and exchange is None:
+            self._send(False, f"Unsupported authentication mechanism {mechanism}")
+            return
+        if not self._plaintext_allowed():
+            self._send(False, "Plaintext authentication disallowed on non-secure connections",
+                       "AUTH")
+            return
+        if exchange is not None:
+            self._exchange = exchange
+            try:
+                data = sasl.decode(args[1]) if len(args) > 1 else None
+            except sasl.SASLError:
+                self._exchange = None
+                self._send(False, "Invalid base64 data in the answer")
+                return
+            self._sasl_step(exchange.start(data))
+            return
+        if len(args) > 1:
+            self._sasl_answer(args[1])
+            return
+        if self.transport is not None:
+            self._write(self.core.send(Continuation("")))
+
+    def _sasl_answer(self, line: str) -> None:
+        if line.strip() == "*":
+            self._exchange = None
+            self._send(False, "Authentication cancelled")
+            return
+        if self._exchange is not None:
+            try:
+                data = sasl.decode(line)
+            except sasl.SASLError:
+                self._exchange = None
+                self._send(False, "Invalid base64 data in the answer")
+                return
+            self._sasl_step(self._exchange.respond(data))
+            return
+        try:
+            decoded = base64.b64decode(line.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            self._send(False, "Invalid base64 data in the answer")
+            return
+        parts = decoded.split("\0")
+        if len(parts) != 3:
+            self._send(False, "Malformed PLAIN answer")
+            return
+        _, name, secret = parts
+        self._defer(self._login(name, secret, "PLAIN"))
+
+    def _sasl_step(self, step: sasl_server.ServerStep) -> None:
+        """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
+        exchange = self._exchange
+        assert exchange is not None
+        if isinstance(step, sasl_server.Challenge):
+            if self.transport is not None:
+                self._write(self.core.send(Continuation(sasl.encode(step.data))))
+        elif isinstance(step, sasl_server.Check):
+            self._defer(self.sasl_verdict(
+                step, self._sasl_step,
+                lambda verdict, user, mechanism: self._decided(_resolved(verdict), user,
+                                                               mechanism),
+            ))
+        else:
+            self._exchange = None
+            if step.malformed:
+                self._send(False, step.malformed)
+            else:
+                verdict = Verdict.OK if step.ok else Verdict.FAILED
+                self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
+
+    async def _login(self, name: str, secret: str, mechanism: str) -> None:
+        context = self.context
+        verdict = context.guard.check_password(context.users, name, secret, self.client_ip)
+        await self._decided(verdict, name, mechanism)
+
+    async def _decided(self, verdict: Awaitable[Verdict], name: str, mechanism: str) -> None:
+        """The password (or APOP digest) check's answer; right: open the maildrop."""
+        decided = await verdict
+        if self._closing:
+            return
+        if decided is Verdict.OK:
+            await self._open_maildrop(name, mechanism)
+            return
+        self.user = None
+        if decided is Verdict.REFUSED:
+            log.info("session %s: login refused: too many failures from %s", self.session_id,
+                     self.client_ip)
+            code = "SYS/TEMP"
+            text = f"Too many failed logins from {self.client_ip}; try again later"
+        else:
+            log.info("session %s: authentication failed for %s", self.session_id, name)
+            self.errors.auth_failed()
+            text, code = "Authentication failed.", "AUTH"
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=False, reason=code)
+        self._send(False, text, code)
+
+    async def _open_maildrop(self, name: str, mechanism: str) -> None:
+        """The password was right: lock and open the maildrop, or say why not."""
+        ok, text, code = await self._enter_maildrop(name)
+        if self.journal is not None:
+            self.journal_write("auth", user=name, mechanism=mechanism, ok=ok, reason=code)
+        self._send(ok, text, code)
+
+    async def _enter_maildrop(self, name: str) -> Answer:
+        """Lock and open ``name``'s maildrop: the answer (ok, text, response code)."""
+        from mailtalk.store.mailbox import MailboxError
+        from mailtalk.store.mbox import MboxMaildrop
+        from mailtalk.store.view import MessageList
+
+        delay = self.context.login_delay_left(name)
+        if delay > 0:
+            return False, f"Logged in too recently; wait {delay:.0f} s", "LOGIN-DELAY"
+        mailboxes = self.context.mailstore.user_mailboxes(
+            name, quota_bytes=self.context.settings.quota_bytes
+        )
+        try:
+            lock = mailboxes.lock_maildrop()
+        except MailboxError as error:
+            if error.code == "INUSE":
+                busy = "Unable to lock maildrop: lock busy! Is another session active?"
+                return False, busy, "IN-USE"
+            raise
+        try:
+            opened = await self._open_store(mailboxes)
+        except BaseException:
+            lock.release()
+            raise
+        if isinstance(opened, tuple):
+            lock.release()
+            return opened
+        if self._closing:  # the client went while the maildrop was being read
+            lock.release()
+            if isinstance(opened, MboxMaildrop):
+                opened.close()
+            return False, "", None
+        self._lock = lock
+        self._mailbox = opened
+        self._mbox = isinstance(opened, MboxMaildrop)
+        # A Maildir's messages are made one at a time when asked for; their sizes (for
+        # LIST and STAT) come from the view's columns, without a message object each.
+        self._messages = self._mailbox.messages()
+        if isinstance(self._messages, MessageList):
+            self._uids = self._messages.view.uids
+            self._sizes = self._messages.view.pop3_sizes()
+        else:
+            self._uids = [m.uid for m in self._messages]
+            self._sizes = [m.pop3_size for m in self._messages]
+        self._deleted = set()
+        self.authenticated_user = name
+        self.context.record_login(name)
+        self.core.start_transaction()
+        log.info("session %s: %s logged in, %d messages", self.session_id, name,
+                 len(self._messages))
+        total = sum(self._sizes)
+        return True, f"Logged in: {len(self._messages)} messages ({total} octets)", None
+
+    async def _open_store(self, mailboxes: UserMailboxes) -> Mailbox | MboxMaildrop | Answer:
+        """The maildrop opened (an mbox file if the user has one, else INBOX), or the
+        answer that refuses it."""
+        quota = self.context.settings.quota_bytes
+        mbox = mailboxes.mbox_path
+        if mbox.is_file():
+            return await self._open_mbox(mbox, quota)
+        if quota is not None and mailboxes.usage() > quota:
+            return False, QUOTA_EXCEEDED, "SYS/TEMP"
+        try:
+            return mailboxes.open("INBOX")  # refreshed by open
+        except OSError as error:
+            return self._store_failed(error)
+
+    async def _open_mbox(self, path: Path, quota: int | None) -> MboxMaildrop | Answer:
+        """The mbox scanned (in a thread: it may be large), or the answer refusing it:
+        qpopper's when it does not begin with a From line."""
+        from mailtalk.store.mbox import MboxFormatError, MboxMaildrop
+
+        try:
+            if quota is not None and path.stat().st_size > quota:
+                return False, QUOTA_EXCEEDED, "SYS/TEMP"
+            return await asyncio.get_running_loop().run_in_executor(None, MboxMaildrop, path)
+        except MboxFormatError as error:
+            log.info("session %s: %s: %s", self.session_id, path, error)
+            return False, FROM_LINES, "SYS/PERM"
+        except OSError as error:
+            return self._store_failed(error)
+
+    def _store_failed(self, error: OSError) -> Answer:
+        from mailtalk.store import StoreFullError
+
+        log.warning("session %s: store error: %s", self.session_id, error)
+        full = isinstance(error, StoreFullError)
+        return False, "Not enough disk space" if full else STORE_FAILED, "SYS/TEMP"
+
+
+async def _resolved(verdict: Verdict) -> Verdict:
+    """A verdict already reached, as ``_decided`` awaits one."""
+    return verdict
