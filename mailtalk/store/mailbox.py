@@ -273,6 +273,8 @@ class Mailbox:
         self._recent: set[int] = set()
         self._token: ChangeToken | None = None
         self._folder = os.fspath(path)
+        # A rebuilt index not written yet, and its lock (see save_deferred).
+        self._unsaved: contextlib.ExitStack | None = None
 
     def __repr__(self) -> str:
         return f"Mailbox({self.name!r}, {str(self.path)!r})"
@@ -317,16 +319,19 @@ class Mailbox:
             raise MailboxError("NONEXISTENT", f"no message with UID {uid}")
         return view.info(position)
 
-    def refresh(self) -> Changes:
+    def refresh(self, *, save_rebuilt_later: bool = False) -> Changes:
         """Rescan the folder: index new files, drop vanished ones; report what changed.
 
         Returns at once, having found nothing, when :meth:`changed_since` the last
         refresh says the folder cannot have changed (three stat calls).
+        With ``save_rebuilt_later``, an index just rebuilt is written by
+        :meth:`save_deferred` instead, its lock held until then.
         """
         if self._token is not None and not self.changed_since(self._token):
             return Changes()
         token = self.change_token()
-        with self._locked("NONEXISTENT") as state:
+        with contextlib.ExitStack() as held:
+            state = held.enter_context(self._locked("NONEXISTENT"))
             if self._claims_recent:
                 self._move_new_to_cur(state)
             index = state.index
@@ -344,6 +349,9 @@ class Mailbox:
             view = self._build_view(state, known)
             self._uidvalidity, self._uidnext = index.uidvalidity, index.uidnext
             self._highestmodseq = index.highestmodseq
+            if save_rebuilt_later and state.rebuilt and state.dirty:
+                # Kept, with the index lock, for save_deferred() (see its documentation).
+                self._unsaved = held.pop_all()
         if self._recent:
             self._recent = {uid for uid in self._recent if view.position(uid) >= 0}
         added, gone, flag_changed = known.differences(view)
@@ -360,6 +368,29 @@ class Mailbox:
         self._view = view
         self._token = token
         return changes
+
+    def save_deferred(self) -> None:
+        """Write the index that ``refresh(save_rebuilt_later=True)`` rebuilt, and
+        release its lock; nothing if there is none. Raises StoreError as a refresh would.
+
+        **Why a rebuilt index may be written after its UIDs are shown** (IMAP answers
+        a cold SELECT first): what must be durable before a client sees a UID is that
+        the UIDVALIDITY it came under is never used again for other messages (RFC 9051
+        2.3.1.1). That holds before the answer: the rebuild took its UIDVALIDITY from
+        ``mailtalk-uidvalidity``, fsynced there, and only ever larger ones are handed
+        out afterwards. If this write is then lost (the process killed, the power cut,
+        the disk full), the next load finds no index, or the old corrupt one set aside,
+        and rebuilds it under a NEW, larger UIDVALIDITY: clients drop their cached UIDs,
+        none is reused for another message. If the write is done, it is the very index
+        whose UIDs were shown. An index that was read, not rebuilt, is never deferred:
+        its UIDVALIDITY is in use, and a new UID given under it must be written before
+        it is shown. The lock is held until the write, so no other session or process
+        reads the folder's index in between; the caller must call this before it
+        waits for anything (another session of its thread would block on the lock).
+        """
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is not None:
+            unsaved.close()
 
     def vanished_since(self, modseq: int) -> list[int]:
         """The UIDs expunged after ``modseq`` (QRESYNC, RFC 7162 3.2), ascending; when
@@ -796,6 +827,7 @@ class Mailbox:
 
     @contextlib.contextmanager
     def _locked(self, missing: ResponseCode) -> Iterator[LockedIndex]:
+        self.save_deferred()  # its lock first: this thread would wait for itself
         with locked_index(self.path, self.owner.path, missing) as state:
             yield state
 

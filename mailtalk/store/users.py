@@ -382,14 +382,18 @@ class UserMailboxes:
 
     # -- opening
 
-    def open(self, name: str, *, read_only: bool = False) -> Mailbox:
+    def open(
+        self, name: str, *, read_only: bool = False, save_rebuilt_later: bool = False
+    ) -> Mailbox:
         """Folder ``name`` for a session (IMAP SELECT, or EXAMINE if ``read_only``; POP3).
 
         Already refreshed: messages, UIDVALIDITY and \\Recent are known.
-        NONEXISTENT if the folder does not exist.
+        NONEXISTENT if the folder does not exist. With ``save_rebuilt_later``, an
+        index rebuilt by the refresh is written when the caller calls the mailbox's
+        ``save_deferred()``, which it must do at once after answering.
         """
         mailbox = self._mailbox(name, "NONEXISTENT", read_only=read_only, claim_recent=True)
-        mailbox.refresh()
+        mailbox.refresh(save_rebuilt_later=save_rebuilt_later)
         return mailbox
 
     def target(self, name: str) -> Mailbox:
