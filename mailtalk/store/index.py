@@ -246,11 +246,8 @@ class NamedColumns:
         rfc822_sizes: list[int] = []
         for start in range(0, count, _NAMES_AT_A_TIME):
             some = names[start : start + _NAMES_AT_A_TIME]
-            parts = _SIZED_FILENAME.split("\n".join(some))
-            if len(parts) != 7 * len(some) + 1:
-                return None
-            between = parts[0::7]  # "" before the first line, "\n" between lines, "" after
-            if between[0] or between[-1] or between[1:-1].count("\n") != len(some) - 1:
+            parts = _split_whole(_SIZED_FILENAME, some, 7)
+            if parts is None:
                 return None
             seconds, microseconds = parts[2::7], parts[3::7]
             if max(map(len, seconds)) > 12 or max(map(len, microseconds)) > 6:
@@ -295,11 +292,8 @@ def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] |
     rfc822_sizes: list[int] = []
     for start in range(0, len(bases), _NAMES_AT_A_TIME):
         some = bases[start : start + _NAMES_AT_A_TIME]
-        parts = _SIZED_LINE.split("\n".join(some))
-        if len(parts) != 6 * len(some) + 1:
-            return None
-        between = parts[0::6]  # "" before the first line, "\n" between lines, "" after
-        if between[0] or between[-1] or between[1:-1].count("\n") != len(some) - 1:
+        parts = _split_whole(_SIZED_LINE, some, 6)
+        if parts is None:
             return None
         seconds, microseconds, sequences = parts[1::6], parts[2::6], parts[3::6]
         if (max(map(len, seconds)) > 12 or max(map(len, microseconds)) > 6
@@ -323,6 +317,19 @@ def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] |
         order.sort(key=keys.__getitem__)  # stable: equal keys stay in the order of their names
     return (list(map(bases.__getitem__, order)), list(map(sizes.__getitem__, order)),
             list(map(rfc822_sizes.__getitem__, order)))
+
+
+def _split_whole(pattern: re.Pattern[str], names: list[str], width: int) -> list[str] | None:
+    """``pattern``'s re.split of ``names`` joined by newlines: ``width`` strings a name
+    (what lies before it, then its groups) and one after; None unless each name matched
+    whole."""
+    parts = pattern.split("\n".join(names))
+    if len(parts) != width * len(names) + 1:
+        return None
+    between = parts[0::width]  # "" before the first line, "\n" between lines, "" after
+    if between[0] or between[-1] or between[1:-1].count("\n") != len(names) - 1:
+        return None
+    return parts
 
 
 def _numbers(digits: list[str]) -> list[int]:
