@@ -9,17 +9,17 @@ each other around the shared fsync of ``new/``, and the loop woken for each resu
 (``perf stat``: 26-39 context switches a message, against 4 without storage).
 
 Here one thread, the committer, takes every delivery that is waiting, has the disk
-start writing all their files (:meth:`Delivery.start_writing_out`), then syncs them
-(:meth:`Delivery.sync_staged`) one by one, renaming each into ``new/``
-(:func:`name_synced`) as soon as it is synced: a message waits for no other file of
-its batch. A disk answers concurrent fsyncs together, so once the committer's first
-fsync of a batch is done, helper threads take the batch's files still to sync
-alongside it, each naming its own (a batch of one wakes none). A second thread, the
-publisher, syncs each ``new/`` once for all the names given while it was busy
-(:func:`sync_names`) and wakes each event loop once for them, while the committer and
-helpers go on with the next files: the fsync of ``new/`` and those of the next files
-wait for the disk together rather than one after the other (bench/README.md). The
-deliveries that end meanwhile wait and make the next batch.
+start writing all their files (:meth:`Delivery.start_writing_out`), syncs them
+(:meth:`Delivery.sync_staged`) and renames them into ``new/`` (:func:`name_synced`).
+A disk answers concurrent fsyncs together, so once the committer's first fsync of a
+batch is done, helper threads take the batch's files still to sync alongside it (a
+batch of one wakes none). A second thread, the publisher, then syncs each ``new/``
+once for every batch named while it was busy (:func:`sync_names`) and wakes each
+event loop once for them, while the committer goes on with the files of the next
+batch: the fsync of ``new/`` and those of the next files wait for the disk together
+rather than one after the other (under load: 417 -> 569 msg/s with one connection
+for many messages, bench/README.md). The deliveries that end meanwhile wait and make
+the next batch.
 
 The promise is each commit's: nobody hears of its result before its data was
 synced, then its name given, then its ``new/`` synced.
@@ -66,12 +66,11 @@ class BatchCommitter:
         self._named: queue.SimpleQueue[_Named] = queue.SimpleQueue()  # for the publisher
         self._committer: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._to_sync: collections.deque[_Job] = collections.deque()  # started, not synced
+        self._to_sync: collections.deque[_Job] = collections.deque()  # of the batch
+        self._synced: list[_Job] = []  # of the batch, ready to publish
+        self._syncing = 0  # files being synced now, by the committer or a helper
         self._call = threading.Condition(self._lock)  # helpers wait here to be called
-        self._popped = 0  # files taken to sync, ever: each one's number
-        self._in_flight: set[int] = set()  # the numbers of the files being synced now
-        self._awaited: set[int] = set()  # of those, the ones the publisher waits for
-        self._wave_done = threading.Condition(self._lock)  # the publisher waits here
+        self._all_synced = threading.Condition(self._lock)  # the committer waits here
         self._helpers = 0  # started
         self._idle_helpers = 0
         self._max_helpers = helpers
@@ -111,7 +110,38 @@ class BatchCommitter:
                 batch = self._start_writing_out(batch)
             with self._lock:
                 self._to_sync.extend(batch)
-            self._sync_waiting()
+            synced = self._sync_batch()
+            if not synced:
+                continue
+            waiters = [waiter for _, waiter in synced]
+            try:
+                named = name_synced([delivery for delivery, _ in synced])
+            except Exception as error:  # a bug: every session of the batch hears of it
+                _answer([(waiter, error) for waiter in waiters])
+                continue
+            # The publisher syncs new/ for them while this thread goes on to the next
+            # batch's files: the two waits for the disk overlap.
+            self._named.put((named, waiters))
+
+    # -- the publisher ----------------------------------------------------------------
+
+    def _publish_batches(self) -> None:
+        """Sync the directories of the named batches (all those waiting, one fsync of
+        each directory for them), then wake each event loop once for their sessions."""
+        named_batches = self._named
+        while True:
+            named, waiters = named_batches.get()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    more, more_waiters = named_batches.get_nowait()
+                    named.extend(more)
+                    waiters += more_waiters
+            outcomes: list[_Outcome]
+            try:
+                outcomes = list(sync_names(named))
+            except Exception as error:  # a bug: every session of the batch hears of it
+                outcomes = [error] * len(waiters)
+            _answer(list(zip(waiters, outcomes, strict=True)))
 
     def _start_writing_out(self, batch: list[_Job]) -> list[_Job]:
         """Have the disk start on every file of the batch (the sessions of those that
@@ -128,20 +158,25 @@ class BatchCommitter:
             started.append(job)
         return started
 
-    def _sync_waiting(self) -> None:
-        """Sync and name the files waiting (helpers called in when the disk is slow).
-        The committer does not wait for the helpers' files: each is named, and handed
-        to the publisher, by the thread that synced it."""
+    def _sync_batch(self) -> list[_Job]:
+        """Sync the files of the batch (helpers called in when the disk is slow); the
+        deliveries whose files are synced (the others' sessions are answered)."""
         lock = self._lock
         while True:
             with lock:
                 if not self._to_sync:
-                    return
-                job, number = self._take_locked()
+                    break
+                job = self._to_sync.popleft()
+                self._syncing += 1
             began = time.monotonic()
-            self._sync_and_name(job, number)
+            self._sync(job)
             if time.monotonic() - began > SLOW_FSYNC_SECONDS:
                 self._call_helper()
+        with lock:
+            while self._syncing:
+                self._all_synced.wait()
+            synced, self._synced = self._synced, []
+        return synced
 
     def _call_helper(self) -> None:
         with self._lock:
@@ -156,72 +191,27 @@ class BatchCommitter:
             name = f"mailtalk-commit-helper-{self._helpers}"
         threading.Thread(target=self._help, name=name, daemon=True).start()
 
-    # -- the publisher ----------------------------------------------------------------
+    # -- both -------------------------------------------------------------------------
 
-    def _publish_batches(self) -> None:
-        """Sync the directories of the deliveries named (all those waiting, one fsync of
-        each directory for them), then wake each event loop once for their sessions."""
-        named_batches = self._named
-        while True:
-            named, waiters = named_batches.get()
-            self._await_wave()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    more, more_waiters = named_batches.get_nowait()
-                    named.extend(more)
-                    waiters += more_waiters
-            outcomes: list[_Outcome]
-            try:
-                outcomes = list(sync_names(named))
-            except Exception as error:  # a bug: every session of the batch hears of it
-                outcomes = [error] * len(waiters)
-            _answer(list(zip(waiters, outcomes, strict=True)))
-
-    def _await_wave(self) -> None:
-        """Wait for the files whose fsyncs are under way now (not for those still to
-        begin): fsyncs side by side end together, and one fsync of ``new/`` then covers
-        them all. Without this wait it ran for nearly every message alone: 0.65 fsyncs
-        of ``new/`` and twice the context switches a message (bench/README.md)."""
-        with self._lock:
-            self._awaited = set(self._in_flight)
-            while self._awaited:
-                self._wave_done.wait()
-
-    # -- the committer and the helpers ------------------------------------------------
-
-    def _take_locked(self) -> tuple[_Job, int]:
-        number = self._popped
-        self._popped += 1
-        self._in_flight.add(number)
-        return self._to_sync.popleft(), number
-
-    def _sync_and_name(self, job: _Job, number: int) -> None:
-        try:
-            self._sync_and_name_job(job)
-        finally:
-            with self._lock:
-                self._in_flight.discard(number)
-                if number in self._awaited:
-                    self._awaited.discard(number)
-                    if not self._awaited:
-                        self._wave_done.notify()
-
-    def _sync_and_name_job(self, job: _Job) -> None:
-        """Sync one delivery's file and name it in ``new/``, for the publisher to sync
-        ``new/``; or answer its session's error. Named as soon as it is synced, a message
-        waits for no other file of its batch (bench/README.md)."""
+    def _sync(self, job: _Job) -> None:
+        """Sync one delivery's file; count it synced, or answer its session's error."""
         delivery, waiter = job
+        failure: BaseException | None = None
         try:
             delivery.sync_staged()
-            named = name_synced([delivery])
         except StoreError as error:
-            _answer([(waiter, error)])
-            return
+            failure = error
         except Exception as error:  # a bug: the session hears of it
             delivery.abort()
-            _answer([(waiter, error)])
-            return
-        self._named.put((named, [waiter]))
+            failure = error
+        if failure is not None:
+            _answer([(waiter, failure)])
+        with self._lock:
+            if failure is None:
+                self._synced.append(job)
+            self._syncing -= 1
+            if not self._syncing and not self._to_sync:
+                self._all_synced.notify()
 
     # -- a helper ---------------------------------------------------------------------
 
@@ -233,8 +223,9 @@ class BatchCommitter:
                     self._idle_helpers += 1
                     self._call.wait()
                     self._idle_helpers -= 1
-                job, number = self._take_locked()
-            self._sync_and_name(job, number)
+                job = self._to_sync.popleft()
+                self._syncing += 1
+            self._sync(job)
 
 
 def _answer(answers: list[tuple[_Waiter, _Outcome]]) -> None:
