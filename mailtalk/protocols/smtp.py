@@ -40,6 +40,7 @@ from mailtalk.protocols.common import (
     ReplyClass,
     Role,
     decode_text,
+    new_record,
     peer_text,
     split_verb,
 )
@@ -469,10 +470,12 @@ class SMTPConnection:
             self._auth_continuation = False
             self._pending.append(_Pending(AUTH_RESPONSE))
             return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
-        raw = line.raw
+        content = line.content
+        raw = content + line.ending  # (line.raw, without the property's call)
         too_long = line.truncated or len(raw) > MAX_COMMAND_LINE
-        # (decode_text's decoding, without a call for it)
-        verb, args = split_verb(line.content.decode("utf-8", "backslashreplace"))
+        # (decode_text's decoding and split_verb, without calls for them)
+        verb, _, args = content.decode("utf-8", "backslashreplace").strip().partition(" ")
+        verb, args = verb.upper(), args.strip()
         bdat = None
         if verb == "BDAT" and self.chunking and not too_long:
             bdat = _BDAT_ARGS.fullmatch(args)
@@ -490,7 +493,7 @@ class SMTPConnection:
         # line SASL data, not a command), so nothing after them is parsed until then.
         if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
             self._paused = True
-        return Command(verb, args, raw, too_long=too_long)
+        return new_record(Command, (verb, args, raw, too_long))
 
     def tls_started(self) -> None:
         self.wants_tls_upgrade = False
@@ -941,7 +944,7 @@ class SMTPConnection:
         del buf[:end]
         self._data_scan = 0
         self._data_prev_crlf = True  # the chunk's last line ended in CRLF
-        return MessageData(chunk)
+        return new_record(MessageData, (chunk, False))
 
     def _data_piece(self, content: bytes, ending: bytes, consumed: int) -> MessageData:
         """Hand out ``consumed`` octets of the message: a line, or a piece of a long one."""
@@ -961,7 +964,7 @@ class SMTPConnection:
         else:
             self._data_line_start = False
             self._data_prev_crlf = False
-        return MessageData(content + ending, line_too_long=too_long)
+        return new_record(MessageData, (content + ending, too_long))
 
 
 def format_reply(
