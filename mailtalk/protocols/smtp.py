@@ -291,6 +291,16 @@ class _Pending:
         self.after_recipients = after_recipients
 
 
+# The waits that are only a verb (no address, recipient or LAST), made once and shared:
+# nothing changes a _Pending after it is made, and the server role makes one for
+# every command and message (an __init__ call each). Known verbs only, since a
+# client's verb may be anything.
+_BARE_PENDING: Final = {
+    verb: _Pending(verb)
+    for verb in (GREETING, END_OF_DATA, *HELLO_VERBS, "MAIL", "DATA", "RSET", "NOOP", "QUIT")
+}
+
+
 def rcpt_address(args: str) -> str:
     """The address of ``TO:<a@b> PARAMS`` (RCPT's arguments), without its brackets."""
     rest = args.partition(":")[2].strip() if ":" in args else args.strip()
@@ -336,7 +346,7 @@ class SMTPConnection:
         self.greeted = False  # EHLO/HELO/LHLO accepted
         self.esmtp = False  # the accepted greeting was EHLO or LHLO
         self._buffer = LineBuffer()
-        self._pending: deque[_Pending] = deque([_Pending(GREETING)])
+        self._pending: deque[_Pending] = deque([_BARE_PENDING[GREETING]])
         self._reply_lines: list[bytes] = []  # raw lines of the reply being read
         self._reply_count = 0
         self._reply_cut = False
@@ -488,7 +498,12 @@ class SMTPConnection:
             return Command(verb, args, raw)
         if verb == "MAIL":
             self._recipients = []
-        self._pending.append(_Pending(verb, address=rcpt_address(args) if verb == "RCPT" else None))
+        bare = _BARE_PENDING.get(verb)
+        if bare is not None:
+            self._pending.append(bare)
+        else:
+            address = rcpt_address(args) if verb == "RCPT" else None
+            self._pending.append(_Pending(verb, address=address))
         # After these the client must wait for our reply (AUTH: a 334 makes the next
         # line SASL data, not a command), so nothing after them is parsed until then.
         if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
@@ -855,7 +870,7 @@ class SMTPConnection:
         """The message ended: one reply is owed, or with LMTP one per recipient."""
         recipients, self._recipients = self._recipients, []
         if not self.lmtp or not recipients:
-            self._pending.append(_Pending(END_OF_DATA))
+            self._pending.append(_BARE_PENDING[END_OF_DATA])
             return
         for address in recipients:
             self._pending.append(_Pending(END_OF_DATA, recipient=address))
