@@ -92,6 +92,12 @@ class Line(NamedTuple):
         return self.content + self.ending
 
 
+# A NamedTuple made with ``new_record(Class, (field, ...))``, all fields given: the
+# class's own ``__new__`` is a Python function (a frame for every line and command the
+# servers parse); tuple's is C and makes the same object.
+new_record: Final = tuple.__new__
+
+
 class LineBuffer:
     """Accumulates bytes and hands out whole lines, with bounded memory.
 
@@ -151,7 +157,7 @@ class LineBuffer:
         del self._buf[:end]
         if len(content) > self._max_line:
             return Line(content[: self._max_line], b"", truncated=True)
-        return Line(content, ending)
+        return new_record(Line, (content, ending, False))
 
     def take(self, n: int) -> bytes | None:
         """Exactly ``n`` raw bytes (an IMAP literal), or None if fewer are buffered."""

@@ -40,6 +40,7 @@ from mailtalk.protocols.common import (
     ReplyClass,
     Role,
     decode_text,
+    new_record,
     peer_text,
     split_verb,
 )
@@ -290,6 +291,16 @@ class _Pending:
         self.after_recipients = after_recipients
 
 
+# The waits that are only a verb (no address, recipient or LAST), made once and shared:
+# nothing changes a _Pending after it is made, and the server role makes one for
+# every command and message (an __init__ call each). Known verbs only, since a
+# client's verb may be anything.
+_BARE_PENDING: Final = {
+    verb: _Pending(verb)
+    for verb in (GREETING, END_OF_DATA, *HELLO_VERBS, "MAIL", "DATA", "RSET", "NOOP", "QUIT")
+}
+
+
 def rcpt_address(args: str) -> str:
     """The address of ``TO:<a@b> PARAMS`` (RCPT's arguments), without its brackets."""
     rest = args.partition(":")[2].strip() if ":" in args else args.strip()
@@ -335,7 +346,7 @@ class SMTPConnection:
         self.greeted = False  # EHLO/HELO/LHLO accepted
         self.esmtp = False  # the accepted greeting was EHLO or LHLO
         self._buffer = LineBuffer()
-        self._pending: deque[_Pending] = deque([_Pending(GREETING)])
+        self._pending: deque[_Pending] = deque([_BARE_PENDING[GREETING]])
         self._reply_lines: list[bytes] = []  # raw lines of the reply being read
         self._reply_count = 0
         self._reply_cut = False
@@ -469,10 +480,12 @@ class SMTPConnection:
             self._auth_continuation = False
             self._pending.append(_Pending(AUTH_RESPONSE))
             return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
-        raw = line.raw
+        content = line.content
+        raw = content + line.ending  # (line.raw, without the property's call)
         too_long = line.truncated or len(raw) > MAX_COMMAND_LINE
-        # (decode_text's decoding, without a call for it)
-        verb, args = split_verb(line.content.decode("utf-8", "backslashreplace"))
+        # (decode_text's decoding and split_verb, without calls for them)
+        verb, _, args = content.decode("utf-8", "backslashreplace").strip().partition(" ")
+        verb, args = verb.upper(), args.strip()
         bdat = None
         if verb == "BDAT" and self.chunking and not too_long:
             bdat = _BDAT_ARGS.fullmatch(args)
@@ -485,12 +498,17 @@ class SMTPConnection:
             return Command(verb, args, raw)
         if verb == "MAIL":
             self._recipients = []
-        self._pending.append(_Pending(verb, address=rcpt_address(args) if verb == "RCPT" else None))
+        bare = _BARE_PENDING.get(verb)
+        if bare is not None:
+            self._pending.append(bare)
+        else:
+            address = rcpt_address(args) if verb == "RCPT" else None
+            self._pending.append(_Pending(verb, address=address))
         # After these the client must wait for our reply (AUTH: a 334 makes the next
         # line SASL data, not a command), so nothing after them is parsed until then.
         if verb in ("DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"):
             self._paused = True
-        return Command(verb, args, raw, too_long=too_long)
+        return new_record(Command, (verb, args, raw, too_long))
 
     def tls_started(self) -> None:
         self.wants_tls_upgrade = False
@@ -852,7 +870,7 @@ class SMTPConnection:
         """The message ended: one reply is owed, or with LMTP one per recipient."""
         recipients, self._recipients = self._recipients, []
         if not self.lmtp or not recipients:
-            self._pending.append(_Pending(END_OF_DATA))
+            self._pending.append(_BARE_PENDING[END_OF_DATA])
             return
         for address in recipients:
             self._pending.append(_Pending(END_OF_DATA, recipient=address))
@@ -941,7 +959,7 @@ class SMTPConnection:
         del buf[:end]
         self._data_scan = 0
         self._data_prev_crlf = True  # the chunk's last line ended in CRLF
-        return MessageData(chunk)
+        return new_record(MessageData, (chunk, False))
 
     def _data_piece(self, content: bytes, ending: bytes, consumed: int) -> MessageData:
         """Hand out ``consumed`` octets of the message: a line, or a piece of a long one."""
@@ -961,7 +979,7 @@ class SMTPConnection:
         else:
             self._data_line_start = False
             self._data_prev_crlf = False
-        return MessageData(content + ending, line_too_long=too_long)
+        return new_record(MessageData, (content + ending, too_long))
 
 
 def format_reply(

@@ -19,7 +19,8 @@ The modules, from the disk up:
     index        a folder's ``mailtalk-uidlist``: UIDs, sizes, dates, keywords
     headers      a message's header block, and a cache of them for IMAP FETCH
     append       adding a message to a folder (APPEND, and what COPY shares)
-    mailbox      one session's view of one folder (IMAP SELECT, POP3)
+    reading      what a session sees of a folder and reads from it (its view, refresh)
+    mailbox      one session's view of one folder and its changes (IMAP SELECT, POP3)
     mbox         an mbox file as a POP3 maildrop (qpopper's /var/mail/USER)
     users        a user's folders, subscriptions, quota; MailStore for all users
     layout       where a root keeps each user's Maildir and the queue (StoreLayout)
@@ -86,7 +87,7 @@ if TYPE_CHECKING:
     )
     from mailtalk.store.layout import StoreLayout, user_maildir_path
     from mailtalk.store.locks import MaildropLock
-    from mailtalk.store.mailbox import Changes, ChangeToken, Mailbox, MessageInfo
+    from mailtalk.store.mailbox import Mailbox, MessageInfo
     from mailtalk.store.maildir import (
         CRLFToLF,
         Delivery,
@@ -97,6 +98,7 @@ if TYPE_CHECKING:
         unique_name,
     )
     from mailtalk.store.queue import Envelope, Queue, QueuedMessage, QueueTarget
+    from mailtalk.store.reading import Changes, ChangeToken
     from mailtalk.store.sizes import RFC822SizeCounter, rfc822_size_of
     from mailtalk.store.users import MailboxWatch, MailboxWatchers, MailStore, UserMailboxes
 
@@ -109,10 +111,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
               "normalize_flags"),
     "layout": ("StoreLayout", "user_maildir_path"),
     "locks": ("MaildropLock",),
-    "mailbox": ("ChangeToken", "Changes", "Mailbox", "MessageInfo"),
+    "mailbox": ("Mailbox", "MessageInfo"),
     "maildir": ("CRLFToLF", "Delivery", "DeliveryStateError", "DeliveryTarget", "Maildir",
                 "escape_hostname", "unique_name"),
     "queue": ("Envelope", "Queue", "QueuedMessage", "QueueTarget"),
+    "reading": ("ChangeToken", "Changes"),
     "sizes": ("RFC822SizeCounter", "rfc822_size_of"),
     "users": ("MailStore", "MailboxWatch", "MailboxWatchers", "UserMailboxes"),
 }  # fmt: skip

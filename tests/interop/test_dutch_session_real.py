@@ -161,7 +161,8 @@ def repl(env: dict[str, str], target: str, *steps: tuple[str, list[str]]) -> str
     for line, answers in steps:
         child.send(line + "\r")
         child.expect(answers)
-        child.expect_exact([prompt, "idle (DONE ends it)>"])
+        # the IDLE prompt in Dutch (bytes: this spawn has no encoding)
+        child.expect_exact([prompt, "idle (DONE beëindigt het)>".encode()])
     child.send("\x04")
     child.expect(pexpect.EOF)
     child.close()
@@ -232,4 +233,5 @@ def test_a_line_typed_while_idle_is_refused_in_dutch(
                   ("a9 LOGOUT", ["a9 OK"]))
     assert "IDLE loopt: DONE maakt er een eind aan" in screen, screen
     assert "IDLE is running" not in screen
+    assert "idle (DONE beëindigt het)>" in screen and "DONE ends it" not in screen, screen
     assert "NOOP completed" not in screen  # nothing was sent

@@ -42,6 +42,7 @@ MAILBOX_SERVING = (
     "mailtalk.store.locks",
     "mailtalk.store.mailbox",
     "mailtalk.store.mbox",
+    "mailtalk.store.reading",
     "mailtalk.store.users",
     "mailtalk.store.vanished",
 )

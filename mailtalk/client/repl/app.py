@@ -270,21 +270,24 @@ class Repl:
         return fragments
 
     def _prompt_message(self) -> StyleAndTextTuples:
+        # the protocol's own words (data, sasl, literal) stay as the RFCs name them; the
+        # words around them are in the session's language
         core = self.conv.core
+        _ = self.conv.gettext
         if getattr(core, "in_data", False):
             return [("class:prompt.data", "data> ")]
         if getattr(core, "sasl_pending", False):
             return [("class:prompt.data", "sasl> ")]
         if getattr(core, "idling", False):
-            return [("class:prompt.data", "idle (DONE ends it)> ")]
+            return [("class:prompt.data", _("idle (DONE ends it)") + "> ")]
         chunk = getattr(core, "chunk_left", 0)
         if chunk:
-            return [("class:prompt.data", f"chunk ({chunk} bytes left)> ")]
+            return [("class:prompt.data", _("chunk ({left} bytes left)").format(left=chunk) + "> ")]
         if getattr(core, "in_command_continuation", False):
             if getattr(core, "literal_bytes_left", 0):
                 return [("class:prompt.data", "literal> ")]
             # The literal is all sent; what comes now is the rest of its command.
-            return [("class:prompt.data", "after literal> ")]
+            return [("class:prompt.data", _("after literal") + "> ")]
         return [("class:prompt", f"{self.conv.target.protocol}> ")]
 
     # -- watching the socket while the prompt is up ------------------------------

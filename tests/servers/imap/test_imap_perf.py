@@ -29,7 +29,7 @@ from mailtalk.servers.imap.message import FetchMessage
 from mailtalk.servers.imap.parse import parse_fetch
 from mailtalk.store import Delivery, MailboxError, Maildir, MailStore
 from mailtalk.store import headers as headers_module
-from mailtalk.store import mailbox as mailbox_module
+from mailtalk.store import index as index_module
 
 # -- the renderer and the header reader, without a server ---------------------------
 
@@ -215,7 +215,7 @@ def test_header_cache_is_per_uidvalidity(tmp_path: Path) -> None:
     uid = box.messages()[0].uid
     assert box.read_header(uid) == b"Subject: one\n\n"
     key_count = len(headers_module.HEADER_CACHE._entries)
-    (alice.path / mailbox_module.INDEX_NAME).unlink()  # rebuilt: a new UIDVALIDITY
+    (alice.path / index_module.INDEX_NAME).unlink()  # rebuilt: a new UIDVALIDITY
     fresh = alice.open("INBOX")
     assert fresh.uidvalidity != box.uidvalidity
     assert fresh.read_header(fresh.messages()[0].uid) == b"Subject: one\n\n"
