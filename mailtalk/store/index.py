@@ -63,6 +63,7 @@ from itertools import repeat
 from operator import add
 from pathlib import Path
 from sys import intern
+from typing import cast
 
 from mailtalk.store.errors import (
     STORAGE_FULL_ERRNOS,
@@ -148,6 +149,11 @@ _CANONICAL_NAME = re.compile(
 _SIZED_LINE = re.compile(
     r"^([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,\n]*,S=([0-9]+),W=([0-9]+)$", re.MULTILINE
 )
+# The same over file names, a base's Maildir info (":2,...") after it, the base a group too.
+_SIZED_FILENAME = re.compile(
+    r"^(([0-9]+)\.M([0-9]+)P[0-9]+Q([0-9]+)\.[^,\n:]*,S=([0-9]+),W=([0-9]+))(?::[^\n]*)?$",
+    re.MULTILINE,
+)
 # Names read by one re.split: the strings it makes (six a name) are let go after each.
 _NAMES_AT_A_TIME = 2000
 
@@ -172,18 +178,28 @@ def _delivery_order(base: str, mtime_ns: int) -> tuple[int, int, int, str]:
     )
 
 
-def _scan_message_files(folder: Path) -> tuple[dict[str, tuple[str, str]], set[str]]:
-    """{filename base: (subdirectory, filename)} for the messages in new/ and cur/, and
-    the bases of those in new/.
-
-    A base found in both keeps its cur/ name (a reader moved it; cur/ is scanned last).
-    """
-    files: dict[str, tuple[str, str]] = {}
-    in_new: set[str] = set()
+def _list_message_files(folder: Path) -> tuple[list[str], list[str]]:
+    """The names of the files in new/ and in cur/, as listed (symlinks and directories left
+    out: a link would let a Maildir read any file the server can)."""
+    listed = []
     for subdir in ("new", "cur"):
         with os.scandir(folder / subdir) as entries:
             # Interned: every session's view of the folder holds the same name strings.
-            names = [intern(e.name) for e in entries if e.is_file(follow_symlinks=False)]
+            listed.append([intern(e.name) for e in entries if e.is_file(follow_symlinks=False)])
+    return listed[0], listed[1]
+
+
+def _message_files(
+    new_names: list[str], cur_names: list[str]
+) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """{filename base: (subdirectory, filename)} for the listed messages of new/ and cur/,
+    and the bases of those in new/.
+
+    A base found in both keeps its cur/ name (a reader moved it; cur/ is taken last).
+    """
+    files: dict[str, tuple[str, str]] = {}
+    in_new: set[str] = set()
+    for subdir, names in (("new", new_names), ("cur", cur_names)):
         # Dot files are tools' temporaries; a newline could not go in the index.
         found = {
             name.partition(":")[0]: (subdir, name)
@@ -195,6 +211,70 @@ def _scan_message_files(folder: Path) -> tuple[dict[str, tuple[str, str]], set[s
             in_new.difference_update(found)
         files.update(found)
     return files, in_new
+
+
+class NamedColumns:
+    """A rebuilt index's messages straight from the listing, when every name is in
+    unique_name()'s form with Dovecot's sizes: bases, sizes and file names in delivery
+    order, and which are in cur/ (1) or new/ (0), made column by column from the two
+    name lists, with no dict of files and no key string per message."""
+
+    def __init__(self, bases: list[str], sizes: list[int], rfc822_sizes: list[int],
+                 filenames: list[str], in_cur: bytearray) -> None:
+        self.bases = bases
+        self.sizes = sizes
+        self.rfc822_sizes = rfc822_sizes
+        self.filenames = filenames
+        self.in_cur = in_cur
+
+    @classmethod
+    def from_names(cls, new_names: list[str], cur_names: list[str]) -> NamedColumns | None:
+        """The columns, or None when a name is not plainly in that form, is a dot file,
+        or two messages have the same time to the microsecond (the general path,
+        through a dict of files, then decides, as it does for every other folder)."""
+        names = new_names + cur_names
+        count = len(names)
+        if not count:
+            return None
+        joined = "\n".join(names)
+        if joined.count("\n") != count - 1 or joined[0] == "." or "\n." in joined:
+            return None  # a newline in a name, or a dot file
+        del joined
+        bases: list[str] = []
+        times: list[int] = []
+        sizes: list[int] = []
+        rfc822_sizes: list[int] = []
+        for start in range(0, count, _NAMES_AT_A_TIME):
+            some = names[start : start + _NAMES_AT_A_TIME]
+            parts = _split_whole(_SIZED_FILENAME, some, 7)
+            if parts is None:
+                return None
+            seconds, microseconds = parts[2::7], parts[3::7]
+            if max(map(len, seconds)) > 12 or max(map(len, microseconds)) > 6:
+                return None
+            bases += parts[1::7]
+            # The time to the microsecond as one number: the order, with no key per
+            # message kept beside it; the sequence number only matters on a tie.
+            times += _numbers(list(map(add, seconds, map(str.zfill, microseconds, repeat(6)))))
+            sizes += _numbers(parts[5::7])
+            rfc822_sizes += _numbers(parts[6::7])
+        if any(map(int.__lt__, rfc822_sizes, sizes)):  # a W= below S= is not Dovecot's
+            return None
+        if len(set(times)) != count:
+            return None  # a tie (or one name in new/ and cur/): ordered the general way
+        order = sorted(range(count), key=times.__getitem__)
+        del times
+        in_cur = bytearray(map(len(new_names).__le__, order))
+        return cls(list(map(bases.__getitem__, order)), list(map(sizes.__getitem__, order)),
+                   list(map(rfc822_sizes.__getitem__, order)),
+                   list(map(names.__getitem__, order)), in_cur)
+
+    def new_positions(self) -> Iterator[int]:
+        """The positions of the files in new/, in order."""
+        position = self.in_cur.find(0)
+        while position >= 0:
+            yield position
+            position = self.in_cur.find(0, position + 1)
 
 
 def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] | None:
@@ -212,11 +292,8 @@ def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] |
     rfc822_sizes: list[int] = []
     for start in range(0, len(bases), _NAMES_AT_A_TIME):
         some = bases[start : start + _NAMES_AT_A_TIME]
-        parts = _SIZED_LINE.split("\n".join(some))
-        if len(parts) != 6 * len(some) + 1:
-            return None
-        between = parts[0::6]  # "" before the first line, "\n" between lines, "" after
-        if between[0] or between[-1] or between[1:-1].count("\n") != len(some) - 1:
+        parts = _split_whole(_SIZED_LINE, some, 6)
+        if parts is None:
             return None
         seconds, microseconds, sequences = parts[1::6], parts[2::6], parts[3::6]
         if (max(map(len, seconds)) > 12 or max(map(len, microseconds)) > 6
@@ -240,6 +317,19 @@ def _named_in_full(bases: list[str]) -> tuple[list[str], list[int], list[int]] |
         order.sort(key=keys.__getitem__)  # stable: equal keys stay in the order of their names
     return (list(map(bases.__getitem__, order)), list(map(sizes.__getitem__, order)),
             list(map(rfc822_sizes.__getitem__, order)))
+
+
+def _split_whole(pattern: re.Pattern[str], names: list[str], width: int) -> list[str] | None:
+    """``pattern``'s re.split of ``names`` joined by newlines: ``width`` strings a name
+    (what lies before it, then its groups) and one after; None unless each name matched
+    whole."""
+    parts = pattern.split("\n".join(names))
+    if len(parts) != width * len(names) + 1:
+        return None
+    between = parts[0::width]  # "" before the first line, "\n" between lines, "" after
+    if between[0] or between[-1] or between[1:-1].count("\n") != len(names) - 1:
+        return None
+    return parts
 
 
 def _numbers(digits: list[str]) -> list[int]:
@@ -279,14 +369,58 @@ class LockedIndex:
         self.dirty = False
         self.essential = False  # a change only the index records is pending
         self.rebuilt = False
-        self.files: dict[str, tuple[str, str]] = {}
+        self._files: dict[str, tuple[str, str]] | None = None
+        # A rebuilt index's files as columns beside its own (see NamedColumns), until
+        # something asks for them by base: then the dict is made from them.
+        self._named: NamedColumns | None = None
+        self._new_positions: dict[str, int] = {}  # base in new/ -> position in _named
         self.in_new: set[str] = set()  # the bases of files found in new/
         self.index = Index(0, 1, 1)
         self.expunged: list[tuple[int, int]] = []  # (modseq, uid), for QRESYNC
         self._first_new_uid = 0  # the lowest UID given to a file found in new/
 
+    @property
+    def files(self) -> dict[str, tuple[str, str]]:
+        """{filename base: (subdirectory, filename)} for the folder's messages."""
+        if self._files is None:
+            named, self._named = self._named, None
+            self._files = {} if named is None else dict(zip(
+                named.bases,
+                zip(map(("new", "cur").__getitem__, named.in_cur), named.filenames,
+                    strict=True),
+                strict=True))
+        return self._files
+
+    def location(self, base: str) -> tuple[str, str] | None:
+        """(subdirectory, filename) of the message ``base``; None if it has no file."""
+        position = self._new_positions.get(base, -1) if self._named is not None else -1
+        if position >= 0:
+            named = cast("NamedColumns", self._named)
+            return ("cur" if named.in_cur[position] else "new"), named.filenames[position]
+        return self.files.get(base)
+
+    def moved_to_cur(self, base: str, filename: str) -> None:
+        """The message ``base`` of new/ was renamed to ``filename`` in cur/."""
+        position = self._new_positions.get(base, -1) if self._named is not None else -1
+        if position >= 0:
+            named = cast("NamedColumns", self._named)
+            named.filenames[position] = filename
+            named.in_cur[position] = 1
+        else:
+            self.files[base] = ("cur", filename)
+        self.in_new.discard(base)
+
+    def file_columns(self) -> tuple[list[str], bytearray] | None:
+        """The file names and in-cur/ flags (1 or 0) of the index's messages, position by
+        position, when kept as columns (a rebuilt index, nothing added or removed since);
+        None: use :attr:`files`. Copies: the caller may keep them."""
+        named, index = self._named, self.index
+        if named is None or index.bases is not named.bases or len(index) != len(named.bases):
+            return None
+        return named.filenames[:], named.in_cur[:]
+
     def load(self) -> None:
-        self.files, self.in_new = _scan_message_files(self.folder)
+        new_names, cur_names = _list_message_files(self.folder)
         index = self._read()
         if index is None:
             self.rebuilt = True
@@ -294,8 +428,16 @@ class LockedIndex:
                 self.user_root
             )
             self.index = Index(uidvalidity, 1, 1)
+            named = NamedColumns.from_names(new_names, cur_names)
+            if named is not None:
+                self._index_named(named)
+                self.index.first_recent_uid = self._first_new_uid or self.index.uidnext
+                self.dirty = True
+                return
         else:
             self.index = index
+        self._files, self.in_new = _message_files(new_names, cur_names)
+        del new_names, cur_names
         gone = self.index.remove_missing(self.files)
         if gone:
             modseq = self.index.next_modseq()  # an expunge is a change (RFC 7162 3.1.2)
@@ -307,6 +449,20 @@ class LockedIndex:
             # (every file of a rebuilt index is a new one to _index_new_files).
             self.index.first_recent_uid = self._first_new_uid or self.index.uidnext
             self.dirty = True
+
+    def _index_named(self, named: NamedColumns) -> None:
+        """Index a rebuilt folder's messages from their names' columns: its columns are
+        the index's bases, taken as they are (so :meth:`file_columns` can tell)."""
+        count = len(named.bases)
+        self._append_columns(named.bases, named.sizes, named.rfc822_sizes,
+                             [DATE_NOT_READ] * count, [False] * count)
+        self.index.bases = named.bases
+        self._named = named
+        bases = named.bases
+        self._new_positions = {bases[p]: p for p in named.new_positions()}
+        self.in_new = set(self._new_positions)
+        if self._new_positions:
+            self._first_new_uid = self.index.uids[min(self._new_positions.values())]
 
     def _read(self) -> Index | None:
         path = self.folder / INDEX_NAME
@@ -347,11 +503,21 @@ class LockedIndex:
             _, _, _, bases, sizes, rfc822_sizes, dates, unterminated = map(
                 list, zip(*unindexed, strict=True)
             )
+        first = self._append_columns(bases, sizes, rfc822_sizes, dates, unterminated)
+        if self.rebuilt and self.in_new:
+            in_new = self.in_new
+            found = list(map(in_new.__contains__, bases))
+            self._first_new_uid = first + found.index(True) if True in found else 0
+        self.dirty = True
+
+    def _append_columns(self, bases: list[str], sizes: list[int], rfc822_sizes: list[int],
+                        dates: list[int], unterminated: list[bool]) -> int:
+        """add_record() for each, column by column: the next UID and the next MODSEQ for
+        each message, in delivery order. Returns the first UID given."""
+        index = self.index
         if index.uidnext + len(bases) > MAX_UID + 1:
             self._renumber()
             index = self.index
-        # add_record() for each, column by column: the next UID and the next MODSEQ for
-        # each message, in delivery order.
         first, count = index.uidnext, len(bases)
         index.uids.extend(range(first, first + count))
         index.modseqs.extend(range(index.highestmodseq + 1, index.highestmodseq + 1 + count))
@@ -363,11 +529,7 @@ class LockedIndex:
         index.keywords.extend([NO_KEYWORDS] * count)
         index.uidnext, index.highestmodseq = first + count, index.highestmodseq + count
         index.forget_positions()
-        if self.rebuilt and self.in_new:
-            in_new = self.in_new
-            found = list(map(in_new.__contains__, bases))
-            self._first_new_uid = first + found.index(True) if True in found else 0
-        self.dirty = True
+        return first
 
     def _read_new_files(
         self, bases: list[str]
@@ -424,6 +586,7 @@ class LockedIndex:
 
     def _renumber(self) -> None:
         """UIDs ran out: RFC 3501 2.3.1.1 says start again under a new UIDVALIDITY."""
+        _ = self.files  # the columns of named files, if any, follow the old index no more
         old = list(self.index.records())
         self.index = Index(_allocate_uidvalidity(self.user_root), 1, 1)
         for record in old:

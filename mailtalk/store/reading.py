@@ -484,7 +484,7 @@ class MailboxReader:
         # Not fsynced: after a crash the file is merely back in new/, which is harmless.
         new_dir, cur_dir = f"{self._folder}/new/", f"{self._folder}/cur/"
         for base in sorted(state.in_new):
-            subdir, filename = state.files.get(base, ("", ""))
+            subdir, filename = state.location(base) or ("", "")
             if subdir != "new":
                 continue
             cur_name = filename if ":" in filename else filename + ":2,"
@@ -496,11 +496,11 @@ class MailboxReader:
                 if error.errno not in STORAGE_FULL_ERRNOS:
                     raise
                 continue  # no room for another entry in cur/: it stays in new/ for now
-            state.files[base] = ("cur", cur_name)
-            state.in_new.discard(base)
+            state.moved_to_cur(base, cur_name)
 
     def _build_view(self, state: LockedIndex, previous: FolderView) -> FolderView:
-        return FolderView.build(self._folder, state.index, state.files, self._recent, previous)
+        return FolderView.build(self._folder, state.index,
+                               state.file_columns() or state.files, self._recent, previous)
 
     def _locate(self, info: MessageInfo) -> Path:
         """Where the message with ``info.base`` is now (its flags may have renamed it)."""

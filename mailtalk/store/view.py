@@ -227,13 +227,15 @@ class FolderView:
         cls,
         folder: str,
         index: Index,
-        files: dict[str, tuple[str, str]],
+        files: dict[str, tuple[str, str]] | tuple[list[str], bytearray],
         recent: set[int],
         previous: FolderView | None = None,
     ) -> FolderView:
         """The view of the messages of ``index`` whose files are in ``files`` (base ->
-        (subdir, filename)), with \\Recent for the UIDs in ``recent``. The flag sets are
-        numbered as in ``previous``, so that equal flags have equal numbers in both.
+        (subdir, filename); or, for every message, position by position, its file name
+        and 1 if in cur/ else 0: the view takes those lists as they are), with \\Recent
+        for the UIDs in ``recent``. The flag sets are numbered as in ``previous``, so
+        that equal flags have equal numbers in both.
         The view may take ``index``'s columns as they are: the caller changes it no more."""
         view = cls(folder)
         table: dict[frozenset[str], int] = {}
@@ -241,8 +243,13 @@ class FolderView:
             view.flag_sets = list(previous.flag_sets)
             table = {flags: number for number, flags in enumerate(view.flag_sets)}
         index.compact()
-        entries = list(map(files.get, index.bases))
         keywords: Sequence[frozenset[str]] = index.keywords
+        if isinstance(files, tuple):  # every message's file, in the index's order
+            for name in _FROM_INDEX:
+                setattr(view, name, getattr(index, name))
+            view.filenames, view.subdirs = files
+            return view._with_flags(keywords, recent, table)
+        entries = list(map(files.get, index.bases))
         if None in entries:  # files gone since the index was read: not in the view
             keep = [p for p, entry in enumerate(entries) if entry is not None]
             for name in _FROM_INDEX:
@@ -256,21 +263,26 @@ class FolderView:
         # Column by column with map(): no Python step per message.
         view.filenames = list(map(itemgetter(1), found))
         view.subdirs = bytearray(map("cur".__eq__, map(itemgetter(0), found)))  # 1: _CUR
+        return view._with_flags(keywords, recent, table)
+
+    def _with_flags(self, keywords: Sequence[frozenset[str]], recent: set[int],
+                    table: dict[frozenset[str], int]) -> FolderView:
+        """This view, its flag sets numbered (``table``: the numbers of the sets so far)."""
         # The flags are in the names' Maildir info (after ":"): the number of each info's
         # flag set, found once per distinct info; then keywords and \\Recent where they are.
-        infos = list(map(itemgetter(2), map(str.partition, view.filenames, repeat(":"))))
-        by_info = {info: view.flag_id(cached_info_flags(info), table) for info in set(infos)}
+        infos = list(map(itemgetter(2), map(str.partition, self.filenames, repeat(":"))))
+        by_info = {info: self.flag_id(cached_info_flags(info), table) for info in set(infos)}
         flag_ids = array("I", map(by_info.__getitem__, infos))
         special = [p for p, words in enumerate(keywords) if words] if any(keywords) else []
         if recent:
-            special.extend(p for p in map(view.position, recent) if p >= 0)
+            special.extend(p for p in map(self.position, recent) if p >= 0)
         for position in special:
             flags = cached_info_flags(infos[position]) | keywords[position]
-            if view.uids[position] in recent:
+            if self.uids[position] in recent:
                 flags = flags | _RECENT_ONLY
-            flag_ids[position] = view.flag_id(flags, table)
-        view.flag_ids = flag_ids
-        return view
+            flag_ids[position] = self.flag_id(flags, table)
+        self.flag_ids = flag_ids
+        return self
 
     def differences(self, new: FolderView) -> tuple[list[int], list[int], list[int]]:
         """What changed from this view to ``new`` (built with this one as ``previous``):

@@ -167,3 +167,24 @@ def test_appended_and_copied_mail_is_named_with_its_sizes_too(
     archive = reopened(alice).open("Archive")
     assert [(m.size, m.pop3_size) for m in archive.messages()] == [(17, 20), (23, 27)]
     assert len(calls) == 1  # the unterminated one, read for its sizes
+
+
+def test_a_cold_index_from_the_names_leaves_out_links_and_directories(
+    alice: UserMailboxes, tmp_path: Path
+) -> None:
+    """The rebuilt index made straight from the listing (every name delivered, with its
+    sizes) still takes only plain files: a symlink would let the Maildir's owner read
+    any file the server can, through IMAP."""
+    paths = delivered_with_dates(alice)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"Subject: not yours\n\n")
+    link_base = "1000000000.M1P1Q1.host,S=20,W=22"
+    (alice.path / "cur" / (link_base + ":2,S")).symlink_to(secret)
+    (alice.path / "new" / "1000000001.M1P1Q2.host,S=20,W=22").mkdir()
+    inbox = reopened(alice).open("INBOX", save_rebuilt_later=True)
+    inbox.save_deferred()
+    assert [m.base for m in inbox.messages()] == [path.name for path in paths]
+    assert link_base not in index_text(alice.path)
+    # The session goes on as with any index: a flag change renames the right file.
+    inbox.set_flags([2], ["\\Flagged"], "add")
+    assert sorted(os.listdir(alice.path / "cur"))[2] == paths[1].name + ":2,F"
