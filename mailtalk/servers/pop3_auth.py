@@ -87,8 +87,11 @@ class POP3AuthSession(POP3Session):
             return
         expected = hashlib.md5((self.timestamp + secret).encode(), usedforsecurity=False)
         # A wrong digest is a guess like a wrong password: the same delay and budget.
+        # compared as bytes: compare_digest refuses str with non-ASCII characters, and a
+        # client may send any (a digest of them is simply wrong)
+        given = digest.lower().encode("utf-8", "surrogateescape")
         verdict = self.context.guard.check(
-            self.client_ip, lambda: hmac.compare_digest(expected.hexdigest(), digest.lower())
+            self.client_ip, lambda: hmac.compare_digest(expected.hexdigest().encode(), given)
         )
         self._defer(self._decided(verdict, name, "APOP"))
 

@@ -473,6 +473,18 @@ def test_apop_wrong_digest_and_other_timestamp(servers: RunningServers) -> None:
         assert answer.startswith(b"-ERR [AUTH] "), answer
 
 
+def test_apop_digest_of_other_characters_is_a_wrong_digest(
+    servers: RunningServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # hmac.compare_digest refuses a str with non-ASCII characters: the digest is compared
+    # as bytes, so such a digest is just wrong (it was an internal error)
+    with pop(servers) as client:
+        answer = client.cmd("APOP alice caf\u00e9d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0".encode())
+        assert answer == b"-ERR [AUTH] Authentication failed.\r\n", answer
+        assert client.cmd("NOOP").startswith(b"-ERR")  # still talking, not logged in
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_auth_listing(servers: RunningServers) -> None:
     with pop(servers) as client:
         status, body = client.multi("AUTH")
