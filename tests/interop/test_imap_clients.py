@@ -41,6 +41,7 @@ from imapclient import IMAPClient
 
 from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from tests.interop.clients import mailtalk_command, read_line, require_binary
+from tests.maildirs import in_delivery_order
 
 pytestmark = pytest.mark.interop
 
@@ -125,9 +126,8 @@ def maildir_of(servers: Any) -> Path:
 
 
 def maildir_files(folder: Path) -> list[Path]:
-    return sorted(
-        (p for sub in ("new", "cur") if (folder / sub).is_dir() for p in (folder / sub).iterdir()),
-        key=lambda p: (p.stat().st_mtime_ns, p.name),
+    return in_delivery_order(
+        p for sub in ("new", "cur") if (folder / sub).is_dir() for p in (folder / sub).iterdir()
     )
 
 

@@ -44,6 +44,7 @@ from tests.interop.clients import (
     require_binary,
     stop_process,
 )
+from tests.maildirs import in_delivery_order
 
 pytestmark = pytest.mark.interop
 
@@ -104,7 +105,7 @@ def new_messages(servers: Any, user: str = USER) -> list[Path]:
     new = maildir_of(servers, user) / "new"
     if not new.is_dir():
         return []
-    return sorted(new.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return in_delivery_order(new.iterdir())
 
 
 def check_delivered(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.maildirs import in_delivery_order
 from tests.script import runs
 from tests.script.runs import MAILTALK, TIMEOUT, describe, write
 
@@ -54,7 +55,7 @@ def new_messages(servers: Any, user: str = USER) -> list[bytes]:
     new = maildir(servers, user) / "new"
     if not new.is_dir():
         return []
-    paths = sorted(new.iterdir(), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    paths = in_delivery_order(new.iterdir())
     return [path.read_bytes() for path in paths]
 
 
