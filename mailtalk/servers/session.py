@@ -46,9 +46,9 @@ from mailtalk.servers.guard import Verdict
 from mailtalk.servers.journal import short_text
 
 if TYPE_CHECKING:
-    from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import ServerContext
     from mailtalk.servers.fault_rules import FaultAction, SessionFaults
+    from mailtalk.servers.sasl_exchange import Exchange, Step, Verify
 
 log = logging.getLogger("mailtalk.serve")
 
@@ -106,8 +106,8 @@ class ServerSession(asyncio.Protocol):
         self.close_reason: str | None = None  # why the connection ends, once known
         self._journal_connected = False  # the connect event is written
         self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before it
-        # the SASL exchange under way beyond PLAIN and LOGIN (CRAM-MD5, SCRAM, the tokens)
-        self._exchange: sasl_server.ServerMechanism | None = None
+        # the SASL exchange under way (AUTH, AUTHENTICATE), until a step ends it
+        self._exchange: Exchange | None = None
 
     def _session_faults(self) -> SessionFaults | None:
         faults = self.context.faults
@@ -139,12 +139,12 @@ class ServerSession(asyncio.Protocol):
 
     async def sasl_verdict(
         self,
-        check: sasl_server.Check,
-        then: Callable[[sasl_server.ServerStep], None],
+        check: Verify,
+        then: Callable[[Step], None],
         decided: Callable[[Verdict, str, str], Awaitable[None] | None],
     ) -> None:
-        """The secret of the SASL exchange under way (``_exchange``) checked as a
-        password is, paced and budgeted by the guard, and the exchange told: its next
+        """The proof or token of the SASL exchange under way (``_exchange``) checked as
+        a password is, paced and budgeted by the guard, and the exchange told: its next
         step goes to ``then`` (a refused token is told as a challenge first; SCRAM's
         proof goes as one too). Too many failed logins from the client end the exchange
         unchecked: ``decided(REFUSED, user, mechanism)`` answers, in the protocol's
