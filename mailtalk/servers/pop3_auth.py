@@ -111,36 +111,32 @@ class POP3AuthSession(POP3Session):
                        "AUTH")
             return
         self._exchange = exchange
-        self._sasl_step(exchange.start(args[1] if len(args) > 1 else None))
+        self.sasl_step(exchange.start(args[1] if len(args) > 1 else None))
 
     def _sasl_answer(self, line: str) -> None:
         assert self._exchange is not None  # an answer is read only after a challenge
-        self._sasl_step(self._exchange.answer(line))
+        self.sasl_step(self._exchange.answer(line))
 
-    def _sasl_step(self, step: sasl_exchange.Step) -> None:
-        """The exchange's next move (servers.sasl_exchange), in POP3's words."""
-        exchange = self._exchange
-        assert exchange is not None
-        if exchange.over:
-            self._exchange = None
-        if isinstance(step, sasl_exchange.Challenge):
-            if self.transport is not None:
-                self._write(self.core.send(Continuation(step.line)))
-        elif isinstance(step, sasl_exchange.Verify):
-            self._defer(self.sasl_verdict(
-                step, self._sasl_step,
-                lambda verdict, user, mechanism: self._decided(_resolved(verdict), user,
-                                                               mechanism),
-            ))
-        elif isinstance(step, sasl_exchange.Cancelled):
+    # -- the exchange's moves (ServerSession.sasl_step) in POP3's words ------------------
+
+    def sasl_challenge(self, line: str) -> None:
+        if self.transport is not None:
+            self._write(self.core.send(Continuation(line)))
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        self._defer(work)
+
+    def sasl_password(self, credentials: sasl_exchange.Credentials, mechanism: str) -> None:
+        self._defer(self._login(credentials.user, credentials.password, mechanism))
+
+    def sasl_decided(self, verdict: Verdict, user: str, mechanism: str) -> Awaitable[None]:
+        return self._decided(_resolved(verdict), user, mechanism)
+
+    def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
+        if isinstance(step, sasl_exchange.Cancelled):
             self._send(False, "Authentication cancelled")
-        elif isinstance(step, sasl_exchange.Malformed):
-            self._send(False, MALFORMED.get(step.kind, step.detail))
-        elif isinstance(step, sasl_exchange.Credentials):
-            self._defer(self._login(step.user, step.password, exchange.name))
         else:
-            verdict = Verdict.OK if step.ok else Verdict.FAILED
-            self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
+            self._send(False, MALFORMED.get(step.kind, step.detail))
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

@@ -5,6 +5,7 @@ words and the state SMTP's; the verdict from the server's guard.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Final
 
 from mailtalk.servers import sasl_exchange
@@ -50,32 +51,33 @@ class SMTPAuthSession(SMTPSession):
             self._reply(504, "5.5.4 Unrecognized authentication type")
             return
         self._exchange = exchange
-        self._sasl_step(exchange.start(initial.strip() or None))
+        self.sasl_step(exchange.start(initial.strip() or None))
 
     def _on_auth_response(self, line: str) -> None:
         if self._exchange is None:
             self._send_key("unknown_command", command="")
             return
-        self._sasl_step(self._exchange.answer(line))
+        self.sasl_step(self._exchange.answer(line))
 
-    def _sasl_step(self, step: sasl_exchange.Step) -> None:
-        """The exchange's next move (servers.sasl_exchange), in SMTP's words."""
-        exchange = self._exchange
-        assert exchange is not None
-        if exchange.over:
-            self._exchange = None
-        if isinstance(step, sasl_exchange.Challenge):
-            self._reply(334, step.line)
-        elif isinstance(step, sasl_exchange.Verify):
-            self._defer(self.sasl_verdict(step, self._sasl_step, self._decided))
-        elif isinstance(step, sasl_exchange.Cancelled):
+    # -- the exchange's moves (ServerSession.sasl_step) in SMTP's words ------------------
+
+    def sasl_challenge(self, line: str) -> None:
+        self._reply(334, line)
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        self._defer(work)
+
+    def sasl_password(self, credentials: sasl_exchange.Credentials, mechanism: str) -> None:
+        self._defer(self._verify(credentials.user, credentials.password, mechanism))
+
+    def sasl_decided(self, verdict: Verdict, user: str, mechanism: str) -> None:
+        self._decided(verdict, user, mechanism)
+
+    def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
+        if isinstance(step, sasl_exchange.Cancelled):
             self._reply(501, "5.7.0 Authentication cancelled")
-        elif isinstance(step, sasl_exchange.Malformed):
-            self._reply(501, f"5.5.2 {MALFORMED.get(step.kind, step.detail)}")
-        elif isinstance(step, sasl_exchange.Credentials):
-            self._defer(self._verify(step.user, step.password, exchange.name))
         else:
-            self._decided(Verdict.OK if step.ok else Verdict.FAILED, step.user, exchange.name)
+            self._reply(501, f"5.5.2 {MALFORMED.get(step.kind, step.detail)}")
 
     async def _verify(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

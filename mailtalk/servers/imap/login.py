@@ -7,8 +7,8 @@ connection (:mod:`mailtalk.servers.imap.session`).
 
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Awaitable
 from typing import Final
 
 from mailtalk.protocols.common import Continuation
@@ -51,39 +51,41 @@ class IMAPLoginSession(IMAPSession):
                          "Plaintext authentication disallowed on non-secure connections")
             return
         self._exchange = exchange
+        self._auth_tag = command.tag
         initial = None
         if len(values) == 2:  # SASL-IR
             initial = values[1].value if isinstance(values[1], Atom) else ""
-        self._sasl_step(command.tag, exchange.start(initial))
+        self.sasl_step(exchange.start(initial))
 
-    def _sasl_answer(self, tag: str, line: str) -> None:
+    def _sasl_answer(self, line: str) -> None:
         assert self._exchange is not None  # a continuation is asked for only in one
-        self._sasl_step(tag, self._exchange.answer(line))
+        self.sasl_step(self._exchange.answer(line))
 
-    def _sasl_step(self, tag: str, step: sasl_exchange.Step) -> None:
-        """The exchange's next move (servers.sasl_exchange), in IMAP's words."""
-        exchange = self._exchange
-        assert exchange is not None
-        if exchange.over:
-            self._exchange = None
-        if isinstance(step, sasl_exchange.Challenge):
-            self._sasl_tag = tag
-            self.write(self.core.send(Continuation(step.line)))
-        elif isinstance(step, sasl_exchange.Verify):
-            self.defer_tagged(self.sasl_verdict(step, functools.partial(self._sasl_step, tag),
-                                                functools.partial(self._decided, tag)), tag)
-        elif isinstance(step, sasl_exchange.Cancelled):
-            self.tagged(tag, "BAD", None, "Authentication cancelled")
-        elif isinstance(step, sasl_exchange.Malformed):
-            self.tagged(tag, "BAD", None, MALFORMED.get(step.kind, step.detail))
-        elif isinstance(step, sasl_exchange.Credentials):
-            if step.authzid and step.authzid != step.user:
-                self.tagged(tag, "NO", "AUTHORIZATIONFAILED", "Cannot act as another user")
-                return
-            self.defer_tagged(self._verify(tag, step.user, step.password, exchange.name), tag)
+    # -- the exchange's moves (ServerSession.sasl_step) in IMAP's words ------------------
+
+    def sasl_challenge(self, line: str) -> None:
+        self._sasl_tag = self._auth_tag
+        self.write(self.core.send(Continuation(line)))
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        self.defer_tagged(work, self._auth_tag)
+
+    def sasl_password(self, credentials: sasl_exchange.Credentials, mechanism: str) -> None:
+        tag = self._auth_tag
+        if credentials.authzid and credentials.authzid != credentials.user:
+            self.tagged(tag, "NO", "AUTHORIZATIONFAILED", "Cannot act as another user")
+            return
+        self.defer_tagged(self._verify(tag, credentials.user, credentials.password, mechanism),
+                          tag)
+
+    def sasl_decided(self, verdict: Verdict, user: str, mechanism: str) -> None:
+        self._decided(self._auth_tag, verdict, user, mechanism)
+
+    def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
+        if isinstance(step, sasl_exchange.Cancelled):
+            self.tagged(self._auth_tag, "BAD", None, "Authentication cancelled")
         else:
-            verdict = Verdict.OK if step.ok else Verdict.FAILED
-            self._decided(tag, verdict, step.user, exchange.name)
+            self.tagged(self._auth_tag, "BAD", None, MALFORMED.get(step.kind, step.detail))
 
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         context = self.context
