@@ -34,6 +34,7 @@ MAILBOX_SERVING = (
     "mailtalk.servers.lmtp",
     "mailtalk.servers.mailquery",
     "mailtalk.protocols.imap",
+    "mailtalk.protocols.imap_framing",
     "mailtalk.protocols.pop3",
     "mailtalk.store.append",
     "mailtalk.store.flags",
