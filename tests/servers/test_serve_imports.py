@@ -35,6 +35,7 @@ MAILBOX_SERVING = (
     "mailtalk.servers.mailquery",
     "mailtalk.protocols.imap",
     "mailtalk.protocols.imap_framing",
+    "mailtalk.protocols.imap_events",
     "mailtalk.protocols.pop3",
     "mailtalk.store.append",
     "mailtalk.store.flags",

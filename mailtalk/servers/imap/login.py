@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from typing import Final
 
 from mailtalk.protocols.common import Continuation
-from mailtalk.protocols.imap import Command
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers import sasl_exchange
 from mailtalk.servers.guard import Verdict
 from mailtalk.servers.imap.mailboxes import SPECIAL_USE

@@ -47,12 +47,10 @@ from mailtalk.protocols.common import (
     Role,
     printable,
 )
-from mailtalk.protocols.imap import (
-    VALID_COMMANDS,
+from mailtalk.protocols.imap import VALID_COMMANDS, IMAPConnection, IMAPState
+from mailtalk.protocols.imap_events import (
     Command,
     ContinuationResponse,
-    IMAPConnection,
-    IMAPState,
     LiteralRequested,
     Tagged,
     Untagged,
