@@ -17,6 +17,7 @@ import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
 from mailtalk.commands.authoptions import oauth2_token_option, take_token
+from mailtalk.commands.languageoption import JOB_LANG, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
@@ -351,6 +352,7 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     help="The transcript and result as JSON lines; the result has the server's TLS "
     "chain (\"tls\": subject, SANs, issuer, expiry, SHA-256, problems) when TLS was used.",
 )
+@JOB_LANG
 @pass_environment
 def send(env: Environment, **options: Any) -> None:
     """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
@@ -362,6 +364,7 @@ def send(env: Environment, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail import send as command
 
+    take_language(env, options, machine=options["as_json"])
     options = host_defaults.smtp_client(options)
     _require_sender(options)
     tls = client_tls(env, options)
@@ -478,6 +481,7 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 @transport_options
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@JOB_LANG
 @pass_environment
 def diagnose_relay(env: Environment, **options: Any) -> None:
     """Why does the server say "relaying denied"? Runs the conversation up to RCPT
@@ -491,6 +495,7 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import relay
 
+    take_language(env, options, machine=options["as_json"])
     options = host_defaults.smtp_client(options)
     _require_sender(options)
     tls = client_tls(env, options)
@@ -514,12 +519,14 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@JOB_LANG
 @pass_environment
 def diagnose_sender(env: Environment, **options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
     A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
     from mailtalk.mail.diagnose import sender
 
+    take_language(env, options, machine=options["as_json"])
     sys.exit(sender.run(sender.SenderOptions(**options), env))
 
 
@@ -562,6 +569,7 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
     help="One JSON object; \"tls\" holds the server's chain (subject, SANs, issuer, "
     "expiry, SHA-256, problems) when TLS came up.",
 )
+@JOB_LANG
 @pass_environment
 def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
@@ -579,6 +587,7 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import login
 
+    take_language(env, options, machine=options["as_json"])
     url = host_defaults.url(url, options)
     tls = client_tls(env, options)
     options["pipe_command"] = checked_pipe(options["pipe_command"])

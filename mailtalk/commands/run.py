@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailtalk.cli import CAFile, cli, pass_environment
+from mailtalk.commands.languageoption import JOB_LANG, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options
 
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
 )
 @tls_options
 @transport_options
+@JOB_LANG
 @pass_environment
 def run(
     env: Environment, files: tuple[str, ...], variables: tuple[str, ...], **options: Any
@@ -104,6 +106,8 @@ def run(
     from mailtalk.script.command import run as replay
 
     tls = client_tls(env, options)
+    # --json and --tap are for programs: English
+    take_language(env, options, machine=options["as_json"] or options["tap"])
     options["pipe_command"] = checked_pipe(options["pipe_command"])
     run_options = RunOptions(files=files, variables=_parse_variables(variables),
                              hosts=host_defaults.hosts(), tls=tls, **options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -31,12 +31,16 @@ def failure_lines(failure: Failure) -> list[str]:
     return lines
 
 
-def human(result: RunResult, out: TextIO) -> None:
-    """``PASS file (n steps, t)`` or ``FAIL`` with what was expected and what came."""
+def human(result: RunResult, out: TextIO, gettext: Callable[[str], str] = str) -> None:
+    """``PASS file (n steps, t)`` or ``FAIL`` with what was expected and what came, in
+    the language of ``gettext``."""
+    said = gettext("PASS {file} ({steps}, {time})" if result.passed
+                   else "FAIL {file} ({steps}, {time})")
+    steps = gettext("{count} step" if result.steps == 1 else "{count} steps")
+    out.write(said.format(file=result.name, steps=steps.format(count=result.steps),
+                          time=_ms(result.seconds)) + "\n")
     if result.passed:
-        out.write(f"PASS {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
         return
-    out.write(f"FAIL {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
     for failure in result.failures:
         for line in failure_lines(failure):
             out.write(f"  {line}\n")
