@@ -46,3 +46,11 @@ def take_language(env: Environment, options: dict[str, Any], machine: bool = Fal
 
     option = options.pop("lang")
     options["language"] = "en" if machine else choose_language(option, None, env.variables)
+
+
+def gettext_of(options: dict[str, Any]) -> Callable[[str], str]:
+    """The gettext of the language ``take_language`` chose: for the command's own
+    errors about its options, said before the job starts."""
+    from mailtalk.knowledge.translation import translation
+
+    return translation(options.get("language", "en")).gettext

@@ -17,7 +17,7 @@ import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
 from mailtalk.commands.authoptions import oauth2_token_option, take_token
-from mailtalk.commands.languageoption import JOB_LANG, take_language
+from mailtalk.commands.languageoption import JOB_LANG, gettext_of, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
@@ -379,16 +379,16 @@ def _token_for(env: Environment, options: dict[str, Any]) -> str | None:
     without one, or a token given without --auth to log in as."""
     from mailtalk.errors import UsageError
 
+    _ = gettext_of(options)
     given = options.get("oauth2_token") is not None
     token = take_token(env, options)
     mechanism = options.get("auth_mechanism", "auto")
     if given and not options.get("auth_user"):
-        raise UsageError("--oauth2-token needs --auth USER (whom the token is for)")
+        raise UsageError(_("--oauth2-token needs --auth USER (whom the token is for)"))
     if mechanism in ("xoauth2", "oauthbearer") and token is None:
-        raise UsageError(
-            f"--auth-mechanism {mechanism} needs an OAuth 2 token: set $MAILTALK_OAUTH2_TOKEN "
-            "(or give --oauth2-token)"
-        )
+        raise UsageError(_(
+            "--auth-mechanism {mechanism} needs an OAuth 2 token: set $MAILTALK_OAUTH2_TOKEN "
+            "(or give --oauth2-token)").format(mechanism=mechanism))
     return token if options.get("auth_user") else None
 
 
@@ -399,20 +399,22 @@ def _check_external(options: dict[str, Any], tls: Any) -> None:
 
     if options.get("auth_mechanism") != "external":
         return
+    _ = gettext_of(options)
     if tls.certfile is None:
-        raise UsageError("--auth-mechanism external needs --cert (and --key): the client "
-                         "certificate is the identity it logs in with")
+        raise UsageError(_("--auth-mechanism external needs --cert (and --key): the client "
+                           "certificate is the identity it logs in with"))
     if not (options.get("starttls") or options.get("implicit_tls")):
-        raise UsageError("--auth-mechanism external needs --starttls or --tls: the client "
-                         "certificate is sent only in a TLS handshake")
+        raise UsageError(_("--auth-mechanism external needs --starttls or --tls: the client "
+                           "certificate is sent only in a TLS handshake"))
 
 
 def _require_sender(options: dict[str, Any]) -> None:
     from mailtalk.errors import UsageError
 
+    _ = gettext_of(options)
     if not options.get("sender"):
-        raise UsageError("missing option --from (or from = in the --server host's "
-                         "config section)")
+        raise UsageError(_("missing option --from (or from = in the --server host's config "
+                           "section)"))
 
 
 @cli.group(

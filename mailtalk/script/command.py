@@ -79,19 +79,19 @@ def _complain(env: Environment, message: str) -> int:
 
 
 def _parse_all(options: RunOptions, env: Environment) -> list[Script] | str:
-    """Every file parsed and checked against the options, or why not (nothing runs)."""
+    """Every file parsed and checked against the options, or why not (nothing runs), in
+    the run's language."""
+    _ = translation(options.language).gettext
     scripts: list[Script] = []
     for path in options.files:
         try:
             scripts.append(parse_file(path, options.variables, env.variables, env.stdin))
         except ScriptError as error:
-            return str(error)
+            return error.said(_)
     for script in scripts:
         if options.reuse and not script.has_loop:
-            return (
-                f"{script.name}: --reuse needs a loop ... end block in the file "
-                "(the part to repeat on one connection)"
-            )
+            return _("{file}: --reuse needs a loop ... end block in the file (the part to "
+                     "repeat on one connection)").format(file=script.name)
     if options.junit:
         # find out now, not after every file has run and delivered its mail
         from mailtalk.terminal import output_file_problem

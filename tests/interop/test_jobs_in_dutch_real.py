@@ -286,3 +286,23 @@ def test_run_json_stays_english(real_servers: RealServers, tmp_path: Path) -> No
     failure = last["failures"][0]
     assert failure["message"].startswith("expected S: OK, got: a2 NO"), failure
     assert failure["explanation"].startswith("authentication failed (permanent)"), failure
+
+
+def test_run_says_a_bad_session_file_in_dutch(tmp_path: Path) -> None:
+    """Bad input: one line in the locale's language, exit 2, nothing run."""
+    write(tmp_path, "typo.mt", "conect imap://127.0.0.1\n")
+    write(tmp_path, "vars.mt", "connect imap://127.0.0.1:${PORT}\n")
+    result = mailtalk("run", "typo.mt", cwd=tmp_path, locale=DUTCH_LOCALE)
+    assert (result.returncode, result.stdout) == (2, ""), describe(result)
+    assert result.stderr == (
+        "mailtalk: typo.mt:1: geen C:, S:, opdracht of commentaar: is typo.mt wel een "
+        "sessiebestand? (de tekst wordt niet getoond) bedoelde je connect?\n")
+    result = mailtalk("run", "--lang", "nl", "vars.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
+    assert result.returncode == 2, describe(result)
+    assert result.stderr == (
+        "mailtalk: vars.mt:1: onbekende variabele ${PORT}: zet hem in het bestand, geef "
+        "--var PORT=..., of export PORT\n")
+    result = mailtalk("run", "vars.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
+    assert result.stderr == (
+        "mailtalk: vars.mt:1: undefined variable ${PORT}: set it in the file, give "
+        "--var PORT=..., or export PORT\n")

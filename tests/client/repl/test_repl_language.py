@@ -42,8 +42,8 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x0
 # What a session says comes from these folders: the client's own words, and the network's
 # errors and notes (net), put into the session's language by the gettext the client
 # hands down; ``N_`` marks words in a table, said later (the errno words, the hints).
-# send, diagnose (mail) and run (script) say theirs with the same gettext.
-SPEAKING = ("client", "net", "protocols", "mail", "script")
+# send, diagnose (mail), run (script) and their commands say theirs with the same gettext.
+SPEAKING = ("client", "net", "protocols", "mail", "script", "commands")
 
 
 def _literals(node: ast.expr) -> list[str]:
