@@ -330,7 +330,7 @@ def refusal_error(
     _ = gettext
     reply = refusal.reply
     if reply is None and refusal.missing is not None:
-        return SendFailed(refusal.reason, temporary=False)
+        return SendFailed(refusal.said_reason(_), temporary=False)
     if reply is None:
         return MailtalkError(_("the server did not offer STARTTLS in its EHLO reply"))
     said = first_line(reply)

@@ -62,10 +62,11 @@ diagnosis); a delivery stops at the first refusal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Final
 
+from mailtalk.language import N_
 from mailtalk.protocols.common import ClientCore, LocalProtocolError, Role
 from mailtalk.protocols.smtp import (
     END_OF_DATA,
@@ -327,6 +328,16 @@ class Refusal:
     reply: Reply | None
     missing: str | None = None
     reason: str = ""
+    # the reason as a template and its values (``reason`` filled in), for a caller that
+    # says it in a person's language, as a core error's (common.ProtocolError)
+    reason_template: str = ""
+    reason_values: tuple[tuple[str, object], ...] = ()
+
+    def said_reason(self, gettext: Callable[[str], str]) -> str:
+        """``reason`` in the language of ``gettext``."""
+        if not self.reason_template:
+            return self.reason
+        return gettext(self.reason_template).format(**dict(self.reason_values))
 
     @property
     def verb(self) -> str:
@@ -386,6 +397,13 @@ class Result:
 
     def exchanges_of(self, stage: Stage) -> list[Exchange]:
         return [exchange for exchange in self.exchanges if exchange.stage is stage]
+
+
+def _missing(missing: str, reason: str, /, **values: object) -> Refusal:
+    """The sequence ends before MAIL: ``missing`` is required and not offered (or the
+    message is over SIZE), ``reason`` a template filled with ``values``."""
+    return Refusal(Stage.MAIL, "MAIL", None, missing=missing, reason=reason.format(**values),
+                   reason_template=reason, reason_values=tuple(values.items()))
 
 
 def _verb(command: str) -> str:
@@ -591,17 +609,15 @@ class ClientSequence:
         plan, extensions = self.plan, self.core.extensions
         for keyword in sorted(plan.requires):
             if keyword not in extensions:
-                self.result.refusal = Refusal(
-                    Stage.MAIL, "MAIL", None, missing=keyword,
-                    reason=f"the server did not offer {keyword} in its EHLO reply",
-                )  # fmt: skip
+                self.result.refusal = _missing(
+                    keyword, N_("the server did not offer {keyword} in its EHLO reply"),
+                    keyword=keyword)
                 return False
         limit = self.core.max_size
         if plan.check_size and plan.size is not None and limit is not None and plan.size > limit:
-            self.result.refusal = Refusal(
-                Stage.MAIL, "MAIL", None, missing="SIZE",
-                reason=f"the message is {plan.size} bytes, over the server's SIZE {limit}",
-            )  # fmt: skip
+            self.result.refusal = _missing(
+                "SIZE", N_("the message is {size} bytes, over the server's SIZE {limit}"),
+                size=plan.size, limit=limit)
             return False
         line = f"MAIL FROM:<{plan.sender}>"
         if plan.size is not None and "SIZE" in extensions:

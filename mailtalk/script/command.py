@@ -221,7 +221,7 @@ def _load(script: Script, settings: RunSettings, options: RunOptions, out: TextI
 
         out.write(json.dumps(figures.to_json()) + "\n")
     elif not options.tap:
-        figures.write(out)
+        figures.write(out, translation(options.language).gettext)
     summary = first_failure or RunResult(script.name, steps=len(script.steps), seconds=seconds)
     if first_failure is not None and not options.as_json and not options.tap:
         _ = translation(options.language).gettext

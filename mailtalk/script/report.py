@@ -184,20 +184,25 @@ class LoadFigures:
             "connections": "reused" if self.reuse else "new",
         }
 
-    def write(self, out: TextIO) -> None:
+    def write(self, out: TextIO, gettext: Callable[[str], str] = str) -> None:
+        """The figures for a person, in the language of ``gettext``."""
+        _ = gettext
         data = self.to_json()
         latency = data["latency_ms"]
         assert isinstance(latency, dict)
-        what = "loop bodies on reused connections" if self.reuse else "runs on new connections"
+        head = _("{file}: {passed}/{runs} loop bodies on reused connections passed in "
+                 "{seconds} s, concurrency {concurrency}" if self.reuse else
+                 "{file}: {passed}/{runs} runs on new connections passed in {seconds} s, "
+                 "concurrency {concurrency}")
+        rate = _("{rate} runs/s").format(rate=f"{self.rate:.1f}")
+        if self.messages_per_run:
+            rate += _(", {rate} messages/s").format(
+                rate=f"{self.rate * self.messages_per_run:.1f}")
         out.write(
-            f"{self.name}: {self.passed}/{self.runs} {what} passed in {self.seconds:.2f} s, "
-            f"concurrency {self.concurrency}\n"
-            f"  {self.rate:.1f} runs/s"
-            + (
-                f", {self.rate * self.messages_per_run:.1f} messages/s"
-                if self.messages_per_run
-                else ""
-            )
-            + f"; latency p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f} ms, "
-            f"p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms\n"
+            head.format(file=self.name, passed=self.passed, runs=self.runs,
+                        seconds=f"{self.seconds:.2f}", concurrency=self.concurrency)
+            + f"\n  {rate}; "
+            + _("latency p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms").format(
+                **{name: f"{value:.1f}" for name, value in latency.items()})
+            + "\n"
         )

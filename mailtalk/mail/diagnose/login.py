@@ -121,32 +121,27 @@ class LoginEvidence:
         return self.explained.category if self.explained is not None else None
 
 
-def _target(url: str) -> Target:
+def _target(url: str, _: Callable[[str], str]) -> Target:
     from mailtalk.net.target import TargetError, parse_url
 
     if "://" not in url:
-        host = url.strip() or "HOST"
-        raise UsageError(
-            f"{url!r} is not a URL: say what to log in to, e.g. imap://{host}, "
-            f"pop3://{host} or submission://{host} (SMTP AUTH)"
-        )
+        raise UsageError(_(
+            "{url!r} is not a URL: say what to log in to, e.g. imap://{host}, pop3://{host} "
+            "or submission://{host} (SMTP AUTH)").format(url=url, host=url.strip() or "HOST"))
     try:
         return parse_url(url)
     except TargetError as error:
         raise UsageError(str(error)) from None
 
 
-def _user(target: Target, option: str | None) -> str:
+def _user(target: Target, option: str | None, _: Callable[[str], str]) -> str:
     if option and target.user and option != target.user:
-        raise UsageError(
-            f"the URL says user {target.user!r} and --user says {option!r}: give one"
-        )
+        raise UsageError(_("the URL says user {url_user!r} and --user says {option!r}: give "
+                           "one").format(url_user=target.user, option=option))
     user = option or target.user
     if not user:
-        raise UsageError(
-            f"no user to log in as: give --user NAME, or put it in the URL "
-            f"({target.url.replace('://', '://NAME@', 1)})"
-        )
+        raise UsageError(_("no user to log in as: give --user NAME, or put it in the URL "
+                           "({url})").format(url=target.url.replace("://", "://NAME@", 1)))
     return user
 
 
@@ -208,8 +203,8 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     from mailtalk.mail.smtp_steps import password_for
     from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS
 
-    target = _target(options.url)
-    user = _user(target, options.user)
+    target = _target(options.url, options.gettext)
+    user = _user(target, options.user, options.gettext)
 
     def secret(mechanism: str) -> str:  # asked only when a login is about to be tried
         if mechanism in NO_SECRET_MECHANISMS:  # GSSAPI: the Kerberos ticket, no password
