@@ -89,9 +89,9 @@ def mx(env: Environment, domain: str, **options: Any) -> None:
     sys.exit(command.run(command.MXOptions(domain=domain, **options), env))
 
 
-# send's stop points, spelled out here (importing the SMTP sequence would load it for
-# every --help); tests/mail/test_send_diagnose.py holds them to smtp_sequence's
-# STOP_POINTS and QUIT_POINTS.
+# send's stop points, spelled out here (importing the SMTP sequence's plan would load
+# the SMTP core for every --help); tests/mail/test_send_diagnose.py holds them to
+# smtp_plan's STOP_POINTS and QUIT_POINTS.
 _STOP_POINTS = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "dot")
 _QUIT_POINTS = tuple(point for point in _STOP_POINTS if point != "data")
 

@@ -40,19 +40,19 @@ from mailtalk.net.target import Target
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
 from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS, auto_mechanism
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     DSN,
     QUIT_POINTS,
     STOP_POINTS,
     Authenticate,
     Chunk,
-    ClientSequence,
     Ending,
     Plan,
     Stage,
     TLSPolicy,
     needs_smtputf8,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class SendOptions(SpeaksLanguage):
     headers: tuple[str, ...] = ()  # "Name: value"
     attachments: tuple[str, ...] = ()  # paths
     data_file: str | None = None  # send this file as the whole message
-    quit_after: str | None = None  # a QUIT_POINT (smtp_sequence): stop there, then QUIT
+    quit_after: str | None = None  # a QUIT_POINT (smtp_plan): stop there, then QUIT
     drop_after: str | None = None  # a STOP_POINT: stop there, close without QUIT
     mx_port: int = 25
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
@@ -481,7 +481,7 @@ def _checked_extensions(options: SendOptions) -> SendOptions:
     characters, printable ASCII)."""
     import dataclasses
 
-    from mailtalk.protocols.smtp_sequence import check_notify
+    from mailtalk.protocols.smtp_plan import check_notify
 
     if options.dsn_notify is not None:
         try:

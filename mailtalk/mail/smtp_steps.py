@@ -26,12 +26,11 @@ from mailtalk.exitcodes import ExitCode
 from mailtalk.language import N_
 from mailtalk.protocols.common import LocalProtocolError, ReplyClass, ServerEvent, first_line
 from mailtalk.protocols.smtp import GREETING, Reply
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     Authenticate,
     Await,
     Batch,
     Chunk,
-    ClientSequence,
     Command,
     Done,
     Drop,
@@ -42,6 +41,7 @@ from mailtalk.protocols.smtp_sequence import (
     Stage,
     StartTLS,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:

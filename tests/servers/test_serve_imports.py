@@ -34,6 +34,7 @@ MAILBOX_SERVING = (
     "mailtalk.servers.lmtp",
     "mailtalk.servers.mailquery",
     "mailtalk.protocols.imap",
+    "mailtalk.protocols.imap_framing",
     "mailtalk.protocols.pop3",
     "mailtalk.store.append",
     "mailtalk.store.flags",
@@ -164,7 +165,9 @@ def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> Non
     assert len(delivered(tmp_path / "root")) == 1
     assert loaded(modules, MAILBOX_SERVING) == []
     # Nor onward delivery's SMTP client: off by default from Python.
-    assert loaded(modules, ("mailtalk.servers.delivery", "mailtalk.protocols.smtp_sequence")) == []
+    onward = ("mailtalk.servers.delivery", "mailtalk.protocols.smtp_sequence",
+              "mailtalk.protocols.smtp_plan")  # fmt: skip
+    assert loaded(modules, onward) == []
     assert loaded(modules, CLIENT_SIDE) == []
 
 

@@ -68,15 +68,8 @@ from mailtalk.mail.smtp_steps import (
 )
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
-from mailtalk.protocols.smtp_sequence import (
-    ClientSequence,
-    Ending,
-    Exchange,
-    Plan,
-    Result,
-    Stage,
-    TLSPolicy,
-)
+from mailtalk.protocols.smtp_plan import Ending, Exchange, Plan, Result, Stage, TLSPolicy
+from mailtalk.protocols.smtp_sequence import ClientSequence
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
