@@ -16,6 +16,7 @@ next; this module is the data it works in, which its drivers (``mail.smtp_steps`
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -262,6 +263,16 @@ class Refusal:
     reply: Reply | None
     missing: str | None = None
     reason: str = ""
+    # the reason as a template and its values (``reason`` filled in), for a caller that
+    # says it in a person's language, as a core error's (common.ProtocolError)
+    reason_template: str = ""
+    reason_values: tuple[tuple[str, object], ...] = ()
+
+    def said_reason(self, gettext: Callable[[str], str]) -> str:
+        """``reason`` in the language of ``gettext``."""
+        if not self.reason_template:
+            return self.reason
+        return gettext(self.reason_template).format(**dict(self.reason_values))
 
     @property
     def verb(self) -> str:

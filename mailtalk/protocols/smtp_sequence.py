@@ -68,6 +68,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Final
 
+from mailtalk.language import N_
 from mailtalk.protocols.common import ClientCore, LocalProtocolError, Role
 from mailtalk.protocols.smtp import (
     END_OF_DATA,
@@ -310,17 +311,15 @@ class ClientSequence:
         plan, extensions = self.plan, self.core.extensions
         for keyword in sorted(plan.requires):
             if keyword not in extensions:
-                self.result.refusal = Refusal(
-                    Stage.MAIL, "MAIL", None, missing=keyword,
-                    reason=f"the server did not offer {keyword} in its EHLO reply",
-                )  # fmt: skip
+                self.result.refusal = _missing(
+                    keyword, N_("the server did not offer {keyword} in its EHLO reply"),
+                    keyword=keyword)
                 return False
         limit = self.core.max_size
         if plan.check_size and plan.size is not None and limit is not None and plan.size > limit:
-            self.result.refusal = Refusal(
-                Stage.MAIL, "MAIL", None, missing="SIZE",
-                reason=f"the message is {plan.size} bytes, over the server's SIZE {limit}",
-            )  # fmt: skip
+            self.result.refusal = _missing(
+                "SIZE", N_("the message is {size} bytes, over the server's SIZE {limit}"),
+                size=plan.size, limit=limit)
             return False
         line = f"MAIL FROM:<{plan.sender}>"
         if plan.size is not None and "SIZE" in extensions:
@@ -561,3 +560,10 @@ class ClientSequence:
             return True
         self.result.refusal = Refusal(stage, command, reply)
         return False
+
+
+def _missing(missing: str, reason: str, /, **values: object) -> Refusal:
+    """The sequence ends before MAIL: ``missing`` is required and not offered (or the
+    message is over SIZE), ``reason`` a template filled with ``values``."""
+    return Refusal(Stage.MAIL, "MAIL", None, missing=missing, reason=reason.format(**values),
+                   reason_template=reason, reason_values=tuple(values.items()))
