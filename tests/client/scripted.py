@@ -40,6 +40,21 @@ class Finished:
         return [line for line in self.stderr.splitlines() if not line.startswith("# ")]
 
 
+def assert_no_traceback(result: Finished) -> None:
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+
+
+def assert_error_line(result: Finished, *fragments: str) -> str:
+    assert_no_traceback(result)
+    assert len(result.error_lines) == 1, result.stderr
+    line = result.error_lines[0]
+    assert line.startswith("mailtalk: ")
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
 def mailtalk(*args: str, stdin: bytes, env: dict[str, str] | None = None,
              timeout: float = 20) -> Finished:
     """Run the real binary with ``stdin`` as a pipe; measure its true peak memory

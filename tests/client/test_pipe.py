@@ -11,7 +11,7 @@ import pytest
 
 from mailtalk.protocols.common import MAX_LINE
 from mailtalk.protocols.smtp import MAX_REPLY_LINES
-from tests.client.scripted import Finished, pipe_session
+from tests.client.scripted import assert_error_line, assert_no_traceback, pipe_session
 from tests.peers import (
     IMAP_GREETING,
     POP3_GREETING,
@@ -24,21 +24,6 @@ from tests.peers import (
 )
 
 RSS_LIMIT_KB = 200 * 1024
-
-
-def assert_no_traceback(result: Finished) -> None:
-    assert "Traceback" not in result.stderr
-    assert "Traceback" not in result.stdout
-
-
-def assert_error_line(result: Finished, *fragments: str) -> str:
-    assert_no_traceback(result)
-    assert len(result.error_lines) == 1, result.stderr
-    line = result.error_lines[0]
-    assert line.startswith("mailtalk: ")
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
 
 
 SMTP_SESSION = [

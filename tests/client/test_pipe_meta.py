@@ -8,7 +8,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from tests.client.test_pipe import assert_error_line, assert_no_traceback, mailtalk
+from tests.client.scripted import assert_error_line, assert_no_traceback, mailtalk
 from tests.peers import (
     POP3_GREETING,
     SMTP_GREETING,
