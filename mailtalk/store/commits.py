@@ -19,8 +19,7 @@ event loop once for them, while the committer goes on with the files of the next
 batch: the fsync of ``new/`` and those of the next files wait for the disk together
 rather than one after the other (under load: 417 -> 569 msg/s with one connection
 for many messages, bench/README.md). The deliveries that end meanwhile wait and make
-the next batch. When nothing waits for the committer, it syncs ``new/`` itself: a
-hand-off to the publisher then overlaps nothing and costs a wake-up.
+the next batch.
 
 The promise is each commit's: nobody hears of its result before its data was
 synced, then its name given, then its ``new/`` synced.
@@ -120,11 +119,6 @@ class BatchCommitter:
             except Exception as error:  # a bug: every session of the batch hears of it
                 _answer([(waiter, error) for waiter in waiters])
                 continue
-            if incoming.empty() and self._named.empty():
-                # No next batch to overlap with: sync new/ here rather than wake the
-                # publisher (a hand-off, two switches, for nothing to gain).
-                _publish(named, waiters)
-                continue
             # The publisher syncs new/ for them while this thread goes on to the next
             # batch's files: the two waits for the disk overlap.
             self._named.put((named, waiters))
@@ -142,7 +136,12 @@ class BatchCommitter:
                     more, more_waiters = named_batches.get_nowait()
                     named.extend(more)
                     waiters += more_waiters
-            _publish(named, waiters)
+            outcomes: list[_Outcome]
+            try:
+                outcomes = list(sync_names(named))
+            except Exception as error:  # a bug: every session of the batch hears of it
+                outcomes = [error] * len(waiters)
+            _answer(list(zip(waiters, outcomes, strict=True)))
 
     def _start_writing_out(self, batch: list[_Job]) -> list[_Job]:
         """Have the disk start on every file of the batch (the sessions of those that
@@ -227,16 +226,6 @@ class BatchCommitter:
                 job = self._to_sync.popleft()
                 self._syncing += 1
             self._sync(job)
-
-
-def _publish(named: NamedBatch, waiters: list[_Waiter]) -> None:
-    """Sync the directories of ``named`` (:func:`sync_names`), then answer its sessions."""
-    outcomes: list[_Outcome]
-    try:
-        outcomes = list(sync_names(named))
-    except Exception as error:  # a bug: every session of the batch hears of it
-        outcomes = [error] * len(waiters)
-    _answer(list(zip(waiters, outcomes, strict=True)))
 
 
 def _answer(answers: list[tuple[_Waiter, _Outcome]]) -> None:
