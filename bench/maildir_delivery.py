@@ -4,6 +4,7 @@
 
     sudo python bench/maildir_delivery.py [--runs N] [--messages N] [--json]
                                           [--baseline-path DIR] [--aiosmtpd-python PATH]
+                                          [--dir DIR]
 
 Rows, all loaded by Postfix's ``smtp-source -s 10 -l 1024`` (10 parallel sessions),
 both workloads of smtp_throughput.py (a new connection per message; ``-d``: 10
@@ -114,8 +115,11 @@ def main() -> int:
     parser.add_argument("--aiosmtpd-python", metavar="PATH",
                         help="a Python that has aiosmtpd (default: bench/.venv, made if missing)")
     parser.add_argument("--no-postfix", action="store_true", help="skip the Postfix row")
+    parser.add_argument("--dir", metavar="DIR",
+                        help="make the servers' Maildirs and files under DIR (default: the "
+                             "system's temporary directory, where a user's run would)")
     args = parser.parse_args()  # fmt: skip
-    scratch = Path(tempfile.mkdtemp(prefix="mailtalk-bench-maildir-"))
+    scratch = Path(tempfile.mkdtemp(prefix="mailtalk-bench-maildir-", dir=args.dir))
     servers = [mailtalk_maildir("mailtalk (Maildir)", scratch, None)]
     if args.baseline_path:
         servers.append(mailtalk_maildir("mailtalk (Maildir, baseline)", scratch,
