@@ -60,6 +60,11 @@ PATH_ARGUMENT: Final = re.compile(r"^(FROM|TO):\s*<([^<>]*)>\s*(.*)$", re.IGNORE
 
 _ENHANCED: Final = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 
+# Enum members as module names (a read through the class is a Python-level hook on
+# 3.11: see the SMTP core's _DATA).
+_SERVER: Final = Role.SERVER
+_CLOSED: Final = SMTPState.CLOSED
+
 # The longest greet pause: RFC 5321 4.5.3.2 gives a client 5 minutes for the greeting
 # (Sendmail caps greet_pause there too).
 MAX_GREET_PAUSE: Final = 300.0
@@ -95,7 +100,7 @@ class SMTPSession(ServerSession):
     def __init__(self, context: ServerContext, kind: str) -> None:
         ServerSession.__init__(self, context, kind)  # (no super object: one a connection)
         chunking = "CHUNKING" in context.personality.keywords
-        self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps", chunking=chunking)
+        self.core = SMTPConnection(role=_SERVER, tls=kind == "smtps", chunking=chunking)
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
@@ -220,7 +225,7 @@ class SMTPSession(ServerSession):
             self.errors.error()
         if self.journal is not None:
             self._journal_reply(code, lines)
-        if code == 421 or (code == 221 and self.core.state is SMTPState.CLOSED):
+        if code == 421 or (code == 221 and self.core.state is _CLOSED):
             self._close()
 
     def _journal_reply(self, code: int, lines: tuple[str, ...]) -> None:
