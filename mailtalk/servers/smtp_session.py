@@ -89,6 +89,16 @@ def _reply_event(code: int, lines: tuple[str, ...]) -> Reply:
     return event
 
 
+# Replies by the personality's key, filled in: (key, personality, control files, the
+# values given) -> the Reply with its bytes. The usual replies ("250 2.1.0 Ok", the
+# banner, "354 End data with <CR><LF>.<CR><LF>") are then one dict lookup a command,
+# not the template's cache and then the bytes' looked up in turn. The personality and
+# the control files stand for what else goes into the text (the wording, control/me):
+# a reload makes new objects, so a new key. A text with a {date} is never kept.
+# Bounded, since a reply may echo what a client sent.
+_KEY_EVENTS: dict[tuple[Any, ...], Reply] = {}
+
+
 class SMTPSession(ServerSession):
     """One SMTP connection, but for what its commands do: the message's intake
     (``smtp_message``), AUTH (``smtp_auth``) and the envelope commands (``smtp``)."""
@@ -217,14 +227,18 @@ class SMTPSession(ServerSession):
                 self._on_end_of_message(event)
 
     def _reply(self, code: int, *lines: str) -> None:
+        self._send(_REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines))
+
+    def _send(self, event: Reply) -> None:
+        """Every reply goes out here (``_reply``, ``_send_key``; LMTP repeats some)."""
         if self._closing or self.transport is None:
             return
-        event = _REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines)
         self.transport.write(self.core.send(event))
+        code = event.code
         if code >= 400:
             self.errors.error()
         if self.journal is not None:
-            self._journal_reply(code, lines)
+            self._journal_reply(code, event.lines)
         if code == 421 or (code == 221 and self.core.state is _CLOSED):
             self._close()
 
@@ -267,8 +281,23 @@ class SMTPSession(ServerSession):
         return {"user": self.user}
 
     def _send_key(self, key: str, **values: str) -> None:
-        code, text = self.context.reply(key, **values)
-        self._reply(code, text)
+        context = self.context
+        event = _KEY_EVENTS.get((key, context.personality, context.control, *values.items()))
+        if event is None:
+            event = self._key_event(key, values)
+        self._send(event)
+
+    def _key_event(self, key: str, values: dict[str, str]) -> Reply:
+        """The personality's reply ``key`` filled in, kept in ``_KEY_EVENTS`` if it can be."""
+        context = self.context
+        personality, control = context.personality, context.control
+        code, text = context.reply(key, **values)
+        event = _reply_event(code, (text,))
+        if "date" not in personality.template(key).placeholders:
+            if len(_KEY_EVENTS) >= _REPLY_EVENTS_SIZE:
+                _KEY_EVENTS.clear()
+            _KEY_EVENTS[(key, personality, control, *values.items())] = event
+        return event
 
     def _syntax_error(self, command: str, syntax: str, detail: str, argument: str) -> None:
         self._send_key(
