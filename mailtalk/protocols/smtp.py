@@ -482,7 +482,8 @@ class SMTPConnection:
             return self._next_chunk_data()
         if self.state is _DATA:
             return self._next_data()
-        line = self._buffer.next_line()
+        # Nothing buffered (the usual end of a read): no line, without asking for one.
+        line = self._buffer.next_line() if self._buffer.buffered else None
         if line is None:
             if self._closed and not len(self._buffer):
                 self.state = _CLOSED

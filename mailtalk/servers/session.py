@@ -180,8 +180,10 @@ class ServerSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's, or uvloop's (which is no asyncio.Transport
-        # subclass, though it has the same methods).
-        transport = cast(asyncio.Transport, transport)
+        # subclass, though it has the same methods). (Told to the type checker only:
+        # cast() is a Python call a connection.)
+        if TYPE_CHECKING:
+            transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         if self.context.refresh_control():  # as qmail: every connection sees the files as they are

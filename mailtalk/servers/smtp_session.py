@@ -133,6 +133,9 @@ class SMTPSession(ServerSession):
         # 4xx and 5xx replies since the last delivered message, and failed logins: at
         # the limit the next command gets 421 (Postfix's smtpd_hard_error_limit).
         self.errors = SessionErrors(context.settings.error_limit)
+        # Whether the INFO lines (connect, MAIL, delivered) go anywhere: asked once a
+        # connection, not at each of them (two Python calls each when they do not).
+        self._log_info = log.isEnabledFor(logging.INFO)
 
     # -- connection -----------------------------------------------------------
 
@@ -140,7 +143,9 @@ class SMTPSession(ServerSession):
         self._send_key("too_many_connections", client=self.client_ip)
 
     def greet(self) -> None:
-        log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
+        if self._log_info:
+            log.info("session %s: connect from %s on %s", self.session_id, self.client_ip,
+                     self.kind)
         if self.faults is None:  # no fault rules: nothing can fire at connect
             self._banner()
             return
@@ -385,7 +390,8 @@ class SMTPSession(ServerSession):
         self._delivery, self._lf = None, None
 
     def _reset_transaction(self) -> None:
-        self._abort_delivery()
+        if self._delivery is not None or self._lf is not None:
+            self._abort_delivery()
         self.transaction = None
         if self.faults is not None:
             self.faults.reset_transaction()
