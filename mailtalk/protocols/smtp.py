@@ -337,6 +337,14 @@ class SMTPConnection:
     nothing compares or prints a session."""
 
     protocol = "smtp"
+    # Client role only, class defaults until set: CPython 3.11 keeps at most 30 of an
+    # instance's attributes in the compact form instances of a class share (more, and
+    # every session, server role too, gets a dict of its own, made and grown).
+    # Octets of a BDAT chunk still to send before its reply is due:
+    _chunk_left = 0
+    # The transaction's MAIL carried PRDR, so a 353 to the final dot starts
+    # per-recipient replies:
+    _prdr = False
 
     def __init__(
         self,
@@ -384,14 +392,9 @@ class SMTPConnection:
         self._chunk_last = False
         # Client role: an AUTH exchange is waiting for our next line (after 334).
         self._auth_continuation = False
-        # Client role: octets of a BDAT chunk still to send before its reply is due.
-        self._chunk_left = 0
         # The recipients accepted (2xx to RCPT) in this transaction, in order: LMTP
         # answers the end of the message once for each.
         self._recipients: list[str] = []
-        # Client role: the transaction's MAIL carried PRDR, so a 353 to the final dot
-        # starts per-recipient replies.
-        self._prdr = False
 
     # -- shared ---------------------------------------------------------------
 
