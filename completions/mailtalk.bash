@@ -29,18 +29,18 @@ _mailtalk_spec() {
             subcommands='login relay sender'
             ;;
         'mailtalk diagnose login')
-            opts='--user --insecure --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
-            value_opts='--user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
+            opts='--user --insecure --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json --lang -h --help'
+            value_opts='--user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang'
             subcommands=''
             ;;
         'mailtalk diagnose relay')
-            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json -h --help'
-            value_opts='--from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
+            opts='--from --to --server --auth --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --brief --json --lang -h --help'
+            value_opts='--from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang'
             subcommands=''
             ;;
         'mailtalk diagnose sender')
-            opts='--from --resolver --timeout --brief --json -h --help'
-            value_opts='--from --resolver --timeout'
+            opts='--from --resolver --timeout --brief --json --lang -h --help'
+            value_opts='--from --resolver --timeout --lang'
             subcommands=''
             ;;
         'mailtalk explain')
@@ -69,13 +69,13 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk run')
-            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version -h --help'
-            value_opts='--var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version'
+            opts='--var -k --keep-going --junit --tap --json --repeat --concurrency --reuse --timeout -v --verbose --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang -h --help'
+            value_opts='--var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang'
             subcommands=''
             ;;
         'mailtalk send')
-            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --prdr --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json -h --help'
-            value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient'
+            opts='--from --to --server --starttls --tls --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --smtputf8 --chunking --chunk-size --8bitmime --size --pipeline --prdr --mx-port --resolver --insecure --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --brief --json --lang -h --help'
+            value_opts='--from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --lang'
             subcommands=''
             ;;
         'mailtalk serve')
@@ -202,6 +202,9 @@ _mailtalk_option_value() {
         'mailtalk diagnose login|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
+        'mailtalk diagnose login|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
+            ;;
         'mailtalk diagnose relay|--from')
             COMPREPLY=()
             ;;
@@ -257,6 +260,9 @@ _mailtalk_option_value() {
         'mailtalk diagnose relay|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
+        'mailtalk diagnose relay|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
+            ;;
         'mailtalk diagnose sender|--from')
             COMPREPLY=()
             ;;
@@ -265,6 +271,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk diagnose sender|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk diagnose sender|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk explain|--protocol')
             COMPREPLY=($(compgen -W 'smtp pop3 imap' -- "$cur"))
@@ -467,6 +476,9 @@ _mailtalk_option_value() {
         'mailtalk run|--proxy-version')
             COMPREPLY=($(compgen -W '1 2' -- "$cur"))
             ;;
+        'mailtalk run|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
+            ;;
         'mailtalk send|--from')
             COMPREPLY=()
             ;;
@@ -571,6 +583,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk send|--xclient')
             COMPREPLY=()
+            ;;
+        'mailtalk send|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk serve|--root')
             compopt -o filenames 2>/dev/null

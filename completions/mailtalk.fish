@@ -12,11 +12,11 @@ function __mailtalk_value_options
         case 'mailtalk connect'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk diagnose login'
-            printf '%s\n' -- --user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
+            printf '%s\n' -- --user --cafile --timeout --oauth2-token --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang
         case 'mailtalk diagnose relay'
-            printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
+            printf '%s\n' -- --from --to --server --auth --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang
         case 'mailtalk diagnose sender'
-            printf '%s\n' -- --from --resolver --timeout
+            printf '%s\n' -- --from --resolver --timeout --lang
         case 'mailtalk explain'
             printf '%s\n' -- --protocol --command --banner --lang
         case 'mailtalk imap'
@@ -28,9 +28,9 @@ function __mailtalk_value_options
         case 'mailtalk practice'
             printf '%s\n' -- --root --lang --lesson
         case 'mailtalk run'
-            printf '%s\n' -- --var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version
+            printf '%s\n' -- --var --junit --repeat --concurrency --timeout --cafile --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --lang
         case 'mailtalk send'
-            printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient
+            printf '%s\n' -- --from --to --server --auth --auth-mechanism --oauth2-token --helo --subject --body --header --attach --data --quit-after --drop-after --dsn-notify --dsn-ret --envid --chunk-size --mx-port --resolver --cafile --timeout --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --lang
         case 'mailtalk serve'
             printf '%s\n' -- --root --listen --smtp --submission --smtps --pop3 --pop3s --imap --imaps --lmtp --lmtp-socket-mode --lmtp-socket-group --domain --hostname --user --users-file --oauth2-tokens --personality --fault --scenario --tls-fault --greylist-delay --greylist-max-age --resolver --dns --mx-port --bare-newline --max-size --quota --login-delay --greet-pause --auth-failure-delay --auth-failures-per-address --error-limit --max-connections --idle-timeout --max-connections-per-address --line-timeout --handshake-timeout --journal --http --http-token-file
         case 'mailtalk smtp'
@@ -173,6 +173,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'proxy-from
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'json' -d 'One JSON object; "tls" holds the server\'s chain (subject, SANs, issuer, expiry, SHA-256, problems) when TLS came up.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login'" -s 'h' -l 'help' -d 'Show this message and exit.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose login' 0" -a 'smtp:// smtps:// submission:// submissions:// lmtp:// pop3:// pop3s:// imap:// imaps://'
 
@@ -197,6 +198,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'proxy-from
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose relay'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk diagnose sender
@@ -205,6 +207,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'resolver'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'timeout' -x -d ''
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'brief' -d 'Only the verdict and the evidence, not what to do.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk diagnose sender'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk explain
@@ -288,7 +291,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'keep' -d 'Start 
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'status' -d 'Show the map of the world running at ROOT.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'stop' -d 'Stop the world running at ROOT.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'json' -d 'With --status or --keep: the map as JSON.'
-complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lang' -x -a 'en nl' -d 'The lessons\' language [default: from LANG].'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lang' -x -a 'en nl' -d 'The lessons\' language [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'list' -d 'List the lessons.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'lesson' -x -d 'Start at lesson N.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk practice'" -l 'glossary' -d 'The words of the course (MUA, MTA, MX...).'
@@ -317,6 +320,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'tls-dump' -r -F -d 'W
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'pipe' -x -d 'Talk to COMMAND\'s standard input and output instead of a socket, e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-from' -x -d 'Send a HAProxy PROXY header saying the client is ADDR first, for a server behind a proxy (Postfix\'s smtpd_upstream_proxy_protocol), e.g.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'proxy-version' -x -a '1 2' -d 'The PROXY header\'s version: 1 (text) or 2 (binary).'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk run'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk send
@@ -364,6 +368,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'proxy-version' -x -a
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'xclient' -x -d 'SMTP: after EHLO, send Postfix\'s XCLIENT with this attribute (repeatable: ADDR, NAME, PORT, PROTO, HELO, LOGIN, DESTADDR, DESTPORT), values xtext-encoded, then EHLO again, so the server treats the session as from that client.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'brief' -d 'The conversation and the result only: no explanation under refusals.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'json' -d 'The transcript and result as JSON lines; the result has the server\'s TLS chain ("tls": subject, SANs, issuer, expiry, SHA-256, problems) when TLS was used.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and explanations [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk send'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk serve

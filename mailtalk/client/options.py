@@ -61,6 +61,7 @@ class SessionOptions:
         pipe_command: tuple[str, ...] = (),
         proxy_from: tuple[str, int] | None = None,
         proxy_version: int = 1,
+        language: str = "en",
     ) -> SessionOptions:
         """A one-shot job's session (send, diagnose, mx --probe): no transcript or
         recording, and TLS started by the job's own steps, never on connect."""
@@ -76,4 +77,5 @@ class SessionOptions:
             pipe_command=pipe_command,
             proxy_from=proxy_from,
             proxy_version=proxy_version,
+            language=language,
         )

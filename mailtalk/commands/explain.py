@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailtalk.cli import cli, pass_environment
+from mailtalk.commands.languageoption import lang_option
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -82,12 +83,7 @@ class ReplyCommand(click.Command):
     "server software, whose own wordings then decide, and the host, which tells whether "
     "the server handles the address's domain itself.",
 )
-@click.option(
-    "--lang",
-    type=click.Choice(["en", "nl"]),
-    help="The language of the explanation [default: from LANGUAGE, LC_ALL, LC_MESSAGES, "
-    "LANG]; --json keeps its keys and categories in English.",
-)
+@lang_option("The language of the explanation", "; --json keeps its keys and categories in English")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reply.")
 @pass_environment
 def explain(

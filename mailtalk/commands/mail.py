@@ -17,6 +17,7 @@ import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
 from mailtalk.commands.authoptions import oauth2_token_option, take_token
+from mailtalk.commands.languageoption import JOB_LANG, gettext_of, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
@@ -88,9 +89,9 @@ def mx(env: Environment, domain: str, **options: Any) -> None:
     sys.exit(command.run(command.MXOptions(domain=domain, **options), env))
 
 
-# send's stop points, spelled out here (importing the SMTP sequence would load it for
-# every --help); tests/mail/test_send_diagnose.py holds them to smtp_sequence's
-# STOP_POINTS and QUIT_POINTS.
+# send's stop points, spelled out here (importing the SMTP sequence's plan would load
+# the SMTP core for every --help); tests/mail/test_send_diagnose.py holds them to
+# smtp_plan's STOP_POINTS and QUIT_POINTS.
 _STOP_POINTS = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "dot")
 _QUIT_POINTS = tuple(point for point in _STOP_POINTS if point != "data")
 
@@ -351,6 +352,7 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     help="The transcript and result as JSON lines; the result has the server's TLS "
     "chain (\"tls\": subject, SANs, issuer, expiry, SHA-256, problems) when TLS was used.",
 )
+@JOB_LANG
 @pass_environment
 def send(env: Environment, **options: Any) -> None:
     """Deliver one message, the way an MTA (to the MX) or a mail client (to --server) does.
@@ -362,6 +364,7 @@ def send(env: Environment, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail import send as command
 
+    take_language(env, options, machine=options["as_json"])
     options = host_defaults.smtp_client(options)
     _require_sender(options)
     tls = client_tls(env, options)
@@ -376,16 +379,16 @@ def _token_for(env: Environment, options: dict[str, Any]) -> str | None:
     without one, or a token given without --auth to log in as."""
     from mailtalk.errors import UsageError
 
+    _ = gettext_of(options)
     given = options.get("oauth2_token") is not None
     token = take_token(env, options)
     mechanism = options.get("auth_mechanism", "auto")
     if given and not options.get("auth_user"):
-        raise UsageError("--oauth2-token needs --auth USER (whom the token is for)")
+        raise UsageError(_("--oauth2-token needs --auth USER (whom the token is for)"))
     if mechanism in ("xoauth2", "oauthbearer") and token is None:
-        raise UsageError(
-            f"--auth-mechanism {mechanism} needs an OAuth 2 token: set $MAILTALK_OAUTH2_TOKEN "
-            "(or give --oauth2-token)"
-        )
+        raise UsageError(_(
+            "--auth-mechanism {mechanism} needs an OAuth 2 token: set $MAILTALK_OAUTH2_TOKEN "
+            "(or give --oauth2-token)").format(mechanism=mechanism))
     return token if options.get("auth_user") else None
 
 
@@ -396,20 +399,22 @@ def _check_external(options: dict[str, Any], tls: Any) -> None:
 
     if options.get("auth_mechanism") != "external":
         return
+    _ = gettext_of(options)
     if tls.certfile is None:
-        raise UsageError("--auth-mechanism external needs --cert (and --key): the client "
-                         "certificate is the identity it logs in with")
+        raise UsageError(_("--auth-mechanism external needs --cert (and --key): the client "
+                           "certificate is the identity it logs in with"))
     if not (options.get("starttls") or options.get("implicit_tls")):
-        raise UsageError("--auth-mechanism external needs --starttls or --tls: the client "
-                         "certificate is sent only in a TLS handshake")
+        raise UsageError(_("--auth-mechanism external needs --starttls or --tls: the client "
+                           "certificate is sent only in a TLS handshake"))
 
 
 def _require_sender(options: dict[str, Any]) -> None:
     from mailtalk.errors import UsageError
 
+    _ = gettext_of(options)
     if not options.get("sender"):
-        raise UsageError("missing option --from (or from = in the --server host's "
-                         "config section)")
+        raise UsageError(_("missing option --from (or from = in the --server host's config "
+                           "section)"))
 
 
 @cli.group(
@@ -478,6 +483,7 @@ _BRIEF_HELP = "Only the verdict and the evidence, not what to do."
 @transport_options
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@JOB_LANG
 @pass_environment
 def diagnose_relay(env: Environment, **options: Any) -> None:
     """Why does the server say "relaying denied"? Runs the conversation up to RCPT
@@ -491,6 +497,7 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import relay
 
+    take_language(env, options, machine=options["as_json"])
     options = host_defaults.smtp_client(options)
     _require_sender(options)
     tls = client_tls(env, options)
@@ -514,12 +521,14 @@ def diagnose_relay(env: Environment, **options: Any) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 @_brief_option(_BRIEF_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@JOB_LANG
 @pass_environment
 def diagnose_sender(env: Environment, **options: Any) -> None:
     """Would servers accept this sender? Checks that its domain resolves (MX or
     A/AAAA, else "501 Sender domain must exist"), its null MX and its SPF record."""
     from mailtalk.mail.diagnose import sender
 
+    take_language(env, options, machine=options["as_json"])
     sys.exit(sender.run(sender.SenderOptions(**options), env))
 
 
@@ -562,6 +571,7 @@ def diagnose_sender(env: Environment, **options: Any) -> None:
     help="One JSON object; \"tls\" holds the server's chain (subject, SANs, issuer, "
     "expiry, SHA-256, problems) when TLS came up.",
 )
+@JOB_LANG
 @pass_environment
 def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     """Why does a login fail? POP3 and IMAP logins (pop3://, imap://, pop3s://,
@@ -579,6 +589,7 @@ def diagnose_login(env: Environment, url: str, **options: Any) -> None:
     from mailtalk.commands import host_defaults
     from mailtalk.mail.diagnose import login
 
+    take_language(env, options, machine=options["as_json"])
     url = host_defaults.url(url, options)
     tls = client_tls(env, options)
     options["pipe_command"] = checked_pipe(options["pipe_command"])

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
+from mailtalk.commands.languageoption import lang_option
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -44,9 +45,7 @@ if TYPE_CHECKING:
 @click.option("--status", is_flag=True, help="Show the map of the world running at ROOT.")
 @click.option("--stop", is_flag=True, help="Stop the world running at ROOT.")
 @click.option("--json", "as_json", is_flag=True, help="With --status or --keep: the map as JSON.")
-@click.option(
-    "--lang", type=click.Choice(["en", "nl"]), help="The lessons' language [default: from LANG]."
-)
+@lang_option("The lessons' language")
 @click.option("--list", "list_lessons", is_flag=True, help="List the lessons.")
 @click.option("--lesson", type=click.IntRange(min=1), metavar="N", help="Start at lesson N.")
 @click.option("--glossary", is_flag=True, help="The words of the course (MUA, MTA, MX...).")

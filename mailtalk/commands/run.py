@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from mailtalk.cli import CAFile, cli, pass_environment
+from mailtalk.commands.languageoption import JOB_LANG, gettext_of, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options
 
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
 )
 @tls_options
 @transport_options
+@JOB_LANG
 @pass_environment
 def run(
     env: Environment, files: tuple[str, ...], variables: tuple[str, ...], **options: Any
@@ -104,20 +107,25 @@ def run(
     from mailtalk.script.command import run as replay
 
     tls = client_tls(env, options)
+    # --json and --tap are for programs: English
+    take_language(env, options, machine=options["as_json"] or options["tap"])
     options["pipe_command"] = checked_pipe(options["pipe_command"])
-    run_options = RunOptions(files=files, variables=_parse_variables(variables),
+    _ = gettext_of(options)
+    run_options = RunOptions(files=files, variables=_parse_variables(variables, _),
                              hosts=host_defaults.hosts(), tls=tls, **options)
     if files.count("-") > 1:
-        raise click.UsageError("standard input (-) can be read once")
+        raise click.UsageError(_("standard input (-) can be read once"))
     sys.exit(replay(run_options, env))
 
 
-def _parse_variables(pairs: tuple[str, ...]) -> dict[str, str]:
+def _parse_variables(
+    pairs: tuple[str, ...], _: Callable[[str], str] = str
+) -> dict[str, str]:
     """``--var NAME=VALUE`` pairs as a mapping."""
     variables = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.isidentifier():
-            raise click.UsageError(f"--var {pair!r}: give NAME=VALUE")
+            raise click.UsageError(_("--var {pair!r}: give NAME=VALUE").format(pair=pair))
         variables[name] = value
     return variables

@@ -17,6 +17,7 @@ from mailtalk.cli import (
     cli,
     pass_environment,
 )
+from mailtalk.commands.languageoption import lang_option
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import transport_options, xclient_option
 
@@ -78,12 +79,7 @@ def connection_options(func: F) -> F:
             metavar="FILE",
             help="Write the session as a session file for mailtalk run (secrets left out).",
         ),
-        click.option(
-            "--lang",
-            type=click.Choice(["en", "nl"]),
-            help="The language of mailtalk's own messages, :help and the explanations "
-            "[default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG].",
-        ),
+        lang_option("The language of mailtalk's own messages, :help and the explanations"),
     ]
     for option in reversed(options):
         func = option(func)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from mailtalk.language import PoTranslations, parse_po
@@ -99,3 +100,14 @@ def translated(explanation: Explanation, language: str) -> Explanation:
         lead=_text(catalogue, explanation.lead),
         language=language,
     )
+
+
+class SpeaksLanguage:
+    """A job's options that name its ``language`` (send, diagnose, run): ``gettext``
+    says the job's own words in it."""
+
+    language: str
+
+    @property
+    def gettext(self) -> Callable[[str], str]:
+        return translation(self.language).gettext

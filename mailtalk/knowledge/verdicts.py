@@ -23,7 +23,7 @@ A fix is a text, or ``{ when = "FLAG", text = "..." }``, given only when the val
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from mailtalk.exitcodes import ExitCode
@@ -57,14 +57,19 @@ def kinds() -> tuple[str, ...]:
     return tuple(_data())
 
 
-def verdict(kind: str, key: str, values: Mapping[str, object]) -> Verdict:
-    """The verdict ``key`` of the diagnosis ``kind``, worded with ``values``.
+def verdict(
+    kind: str, key: str, values: Mapping[str, object], gettext: Callable[[str], str] = str
+) -> Verdict:
+    """The verdict ``key`` of the diagnosis ``kind``, worded with ``values`` in the
+    language of ``gettext`` (each text is a msgid of ``locale/LANG/verdicts.po`` as
+    :func:`texts` gives it: its Dutch keeps the same placeholders).
 
     A template naming a value that is not given raises KeyError: the data and the code
     disagree, which the tests catch.
     """
     entry = _data()[kind][key]
-    fields = _Fields(values, {**_data()[kind].get("phrases", {}), **entry.get("phrases", {})})
+    phrases = {**_data()[kind].get("phrases", {}), **entry.get("phrases", {})}
+    fields = _Fields(values, phrases, gettext)
     security = entry.get("security")
     return Verdict(
         entry.get("verdict", key),
@@ -76,6 +81,26 @@ def verdict(kind: str, key: str, values: Mapping[str, object]) -> Verdict:
     )
 
 
+def texts() -> set[str]:
+    """Every text of the file as the verdicts say it (a msgid of ``verdicts.po``):
+    summaries, fixes, security findings, phrases and their alternatives."""
+    found: set[str] = set()
+
+    def walk(item: object, key: str = "") -> None:
+        if isinstance(item, str):
+            if key not in ("exit", "verdict", "when", "by"):
+                found.add(_flat(item))
+        elif isinstance(item, dict):
+            for name, value in item.items():
+                walk(value, name)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value, key)
+
+    walk(_data())
+    return {text for text in found if text.strip()}
+
+
 def _flat(template: str) -> str:
     """A text written over several lines as one line: the file's line breaks are there for
     its readers. A one-line text stays as it is (a choice may start with a space)."""
@@ -85,9 +110,13 @@ def _flat(template: str) -> str:
 class _Fields(Mapping[str, object]):
     """The names a template may use: the values, the phrases and the choices."""
 
-    def __init__(self, values: Mapping[str, object], phrases: Mapping[str, Any]) -> None:
+    def __init__(
+        self, values: Mapping[str, object], phrases: Mapping[str, Any],
+        gettext: Callable[[str], str] = str,
+    ) -> None:
         self._values = values
         self._phrases = phrases
+        self._gettext = gettext
 
     def __getitem__(self, name: str) -> object:
         phrase = self._phrases.get(name)
@@ -108,7 +137,7 @@ class _Fields(Mapping[str, object]):
         return len({**self._values, **self._phrases})
 
     def fill(self, template: str) -> str:
-        return _flat(template).format_map(self)
+        return self._gettext(_flat(template)).format_map(self)
 
     def fixes(self, entries: list[str | dict[str, str]]) -> list[str]:
         found = []

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mailtalk.net.tls import TLSInfo
     from mailtalk.protocols.common import ServerEvent
     from mailtalk.protocols.smtp import Reply
-    from mailtalk.protocols.smtp_sequence import Result
+    from mailtalk.protocols.smtp_plan import Result
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,7 +182,8 @@ def _converse(
     from mailtalk.client.options import SessionOptions
     from mailtalk.mail.smtp_steps import drive, job_conversation
     from mailtalk.net.target import Target
-    from mailtalk.protocols.smtp_sequence import ClientSequence, Plan, Stage, TLSPolicy
+    from mailtalk.protocols.smtp_plan import Plan, Stage, TLSPolicy
+    from mailtalk.protocols.smtp_sequence import ClientSequence
 
     session = SessionOptions.for_target(
         Target("smtp", address, port, "none", None),
@@ -212,7 +213,7 @@ def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
     """What the server said, into ``probe``."""
     from mailtalk.protocols.common import first_line
     from mailtalk.protocols.smtp import parse_extensions
-    from mailtalk.protocols.smtp_sequence import Stage
+    from mailtalk.protocols.smtp_plan import Stage
 
     for exchange in result.exchanges:
         reply, verb = exchange.reply, exchange.verb

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from mailtalk.client.conversation import Conversation
 from mailtalk.client.options import SessionOptions
 from mailtalk.errors import UsageError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
+from mailtalk.knowledge.translation import SpeaksLanguage
 from mailtalk.mail.smtp_steps import (
     Listener,
     PartlyDelivered,
@@ -38,19 +40,19 @@ from mailtalk.net.target import Target
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ServerEvent
 from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS, auto_mechanism
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     DSN,
     QUIT_POINTS,
     STOP_POINTS,
     Authenticate,
     Chunk,
-    ClientSequence,
     Ending,
     Plan,
     Stage,
     TLSPolicy,
     needs_smtputf8,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from mailtalk.environment import Environment
 
 @dataclass(frozen=True, kw_only=True)
-class SendOptions:
+class SendOptions(SpeaksLanguage):
     """``mailtalk send``'s options, as mailtalk/commands/mail.py reads them."""
 
     sender: str
@@ -77,7 +79,7 @@ class SendOptions:
     headers: tuple[str, ...] = ()  # "Name: value"
     attachments: tuple[str, ...] = ()  # paths
     data_file: str | None = None  # send this file as the whole message
-    quit_after: str | None = None  # a QUIT_POINT (smtp_sequence): stop there, then QUIT
+    quit_after: str | None = None  # a QUIT_POINT (smtp_plan): stop there, then QUIT
     drop_after: str | None = None  # a STOP_POINT: stop there, close without QUIT
     mx_port: int = 25
     resolver: str | None = None  # HOST[:PORT] of a DNS server; None: the system's
@@ -102,6 +104,7 @@ class SendOptions:
     xclient: tuple[tuple[str, str], ...] = ()  # --xclient NAME=VALUE, checked
     brief: bool = False
     as_json: bool = False
+    language: str = "en"  # of the lines for a person (mailtalk/language.py)
 
     @property
     def fixed_server(self) -> bool:
@@ -131,7 +134,8 @@ class SendOptions:
 
 
 def _attach_message(
-    message: Any, data: bytes, name: str, notes: list[str] | None
+    message: Any, data: bytes, name: str, notes: list[str] | None,
+    _: Callable[[str], str] = str,
 ) -> bool:
     """Attach ``data`` (an .eml) as message/rfc822, which RFC 2046 5.2.1 allows only
     as 7bit, 8bit or binary: never base64. False when the file cannot be carried so
@@ -142,10 +146,10 @@ def _attach_message(
     lines = data.replace(b"\r\n", b"\n").split(b"\n")
     if b"\0" in data or any(len(line) > 998 for line in lines):
         if notes is not None:
-            notes.append(
-                f"{name} has NUL bytes or lines over 998 bytes, so it cannot go as "
+            notes.append(_(
+                "{file} has NUL bytes or lines over 998 bytes, so it cannot go as "
                 "message/rfc822 (7bit or 8bit only): attached as application/octet-stream"
-            )
+            ).format(file=name))
         return False
     inner = email.message_from_bytes(data, policy=email.policy.default)
     cte = "7bit" if data.isascii() else "8bit"
@@ -176,20 +180,21 @@ def build_message(options: SendOptions, notes: list[str] | None = None) -> bytes
     for header in options.headers:
         name, colon, value = header.partition(":")
         if not colon or not name.strip() or any(c in name for c in " \t"):
-            raise UsageError(f"--header {header!r}: give 'Name: value'")
+            raise UsageError(options.gettext("--header {header!r}: give 'Name: value'").format(
+                header=header))
         message[name.strip()] = value.strip()
     body = options.body
     message.set_content(
         (body if body is not None else "This is a test message sent by mailtalk.") + "\n"
     )
     for path in options.attachments:
-        kind, _ = mimetypes.guess_type(path)
+        kind, _encoding = mimetypes.guess_type(path)
         maintype, subtype = (kind or "application/octet-stream").split("/", 1)
         with open(path, "rb") as file:
             data = file.read()
         name = os.path.basename(path)
         if (maintype, subtype) == ("message", "rfc822"):
-            if _attach_message(message, data, name, notes):
+            if _attach_message(message, data, name, notes, options.gettext):
                 continue
             maintype, subtype = "application", "octet-stream"
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
@@ -219,6 +224,7 @@ def converse(
         pipe_command=options.pipe_command,
         proxy_from=options.proxy_from,
         proxy_version=options.proxy_version,
+        language=options.language,
     )
     # --brief: no lesson under refusals
     conv = job_conversation(session, listener, explain=not options.brief)
@@ -237,11 +243,14 @@ def converse(
         **extensions,
     )
 
+    _ = options.gettext
+
     def authenticate(offer: Authenticate) -> ServerEvent:
         user = options.auth_user or ""  # none: GSSAPI's ticket or EXTERNAL's certificate
         if not offer.mechanisms:
-            advice = "" if offer.tls else " (often offered only after STARTTLS: try --starttls)"
-            listener.note("the server did not offer AUTH" + advice, "warning")
+            listener.note(_("the server did not offer AUTH") if offer.tls else _(
+                "the server did not offer AUTH (often offered only after STARTTLS: try "
+                "--starttls)"), "warning")
         mechanism = options.auth_mechanism.upper()
         if mechanism == "AUTO":
             ticket = "GSSAPI" in offer.mechanisms and has_ticket_for(user)
@@ -253,12 +262,12 @@ def converse(
         if mechanism in TOKEN_MECHANISMS:
             assert options.oauth2_token is not None  # commands/mail.py makes sure
             return login.authenticate(conv, mechanism, user, options.oauth2_token)
-        secret = password_for(user, target.host)
+        secret = password_for(user, target.host, _)
         return login.authenticate(conv, mechanism, user, secret)
 
     def send_message() -> None:
         _send_with_progress(conv, message, listener.as_json, progress_to)
-        listener.note(f"message of {len(message)} bytes, dot-stuffed")
+        listener.note(_("message of {size} bytes, dot-stuffed").format(size=len(message)))
         listener.sent(".", typed=False)
 
     def chunk_octets(chunk: Chunk) -> bytes:
@@ -290,10 +299,10 @@ def converse(
         refused += result.undelivered
         if refused:
             mode = "LMTP" if getattr(conv.core, "lmtp", False) else "PRDR"
-            raise PartlyDelivered(result.delivered, refused, mode)
+            raise PartlyDelivered(result.delivered, refused, mode, _)
         return result.delivered
     if result.refusal is not None:
-        raise refusal_error(result.refusal, result)
+        raise refusal_error(result.refusal, result, _)
     return result.accepted
 
 
@@ -381,26 +390,28 @@ def _send_with_progress(
         # drawn in place, then wiped; without colour (no escapes) said once at the end
         transient=progress_to.is_interactive,
     ) as progress:
-        task = progress.add_task("sending the message", total=len(message))
+        task = progress.add_task(conv.gettext("sending the message"), total=len(message))
         conv.send_message(message, lambda done: progress.update(task, completed=done))
 
 
 def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[Target]:
     from mailtalk.net.mx import Resolver, lookup_mx
 
+    _ = options.gettext
     timeout = min(options.timeout, 10.0)
-    result = lookup_mx(domain, Resolver(options.resolver, timeout))
+    result = lookup_mx(domain, Resolver(options.resolver, timeout), _)
     # A lookup that finds nowhere to deliver is said once, as the error.
     if result.status in ("nxdomain", "null", "nodata"):
         raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
     if result.status in ("servfail", "timeout"):
         shown = domain if result.domain == domain.lower() else f"{domain} ({result.domain})"
         raise SendFailed(
-            f"cannot find the MX of {shown}: {result.message}",
+            _("cannot find the MX of {domain}: {reason}").format(
+                domain=shown, reason=result.message),
             temporary=True,
             exit_code=ExitCode.CONNECT,
         )
-    listener.note(f"MX of {result.domain}: {result.message}")
+    listener.note(_("MX of {domain}: {answer}").format(domain=result.domain, answer=result.message))
     for host in result.hosts:
         if host.addresses:
             listener.note(f"  {host.preference:>3} {host.host} {' '.join(host.addresses)}")
@@ -413,7 +424,9 @@ def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[
             targets.append(Target("smtp", address, port, "none", None))
     if not targets:
         raise SendFailed(
-            f"no MX host of {domain} has an address", temporary=True, exit_code=ExitCode.CONNECT
+            _("no MX host of {domain} has an address").format(domain=domain),
+            temporary=True,
+            exit_code=ExitCode.CONNECT,
         )
     return targets
 
@@ -425,7 +438,8 @@ Failure = tuple[str, str, int]
 def run(options: SendOptions, env: Environment) -> int:
     """``mailtalk send``: deliver the message, showing the conversation; the exit status
     of the first failure, else 0."""
-    listener = Listener(env.stdout, options.as_json)
+    _ = options.gettext
+    listener = Listener(env.stdout, options.as_json, gettext=_)
     try:
         options = _checked_extensions(options)
         domains = _recipients_by_domain(options)
@@ -435,7 +449,7 @@ def run(options: SendOptions, env: Environment) -> int:
         click.echo(f"mailtalk: {error}", file=env.stderr)
         return ExitCode.USAGE
     except OSError as error:
-        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
+        click.echo(f"mailtalk: {one_line(error, _)}", file=env.stderr)
         return ExitCode.USAGE
 
     failures: list[Failure] = []
@@ -444,7 +458,7 @@ def run(options: SendOptions, env: Environment) -> int:
             # with --pipe and no --server, "localhost" is only a name: the program serves
             target = server_target(options.server or "localhost", options.implicit_tls)
         except ValueError as error:
-            click.echo(f"mailtalk: --server: {error}", file=env.stderr)
+            click.echo(f"mailtalk: --server: {one_line(error, _)}", file=env.stderr)
             return ExitCode.USAGE
         groups = [([target], list(options.recipients))]
     else:
@@ -467,7 +481,7 @@ def _checked_extensions(options: SendOptions) -> SendOptions:
     characters, printable ASCII)."""
     import dataclasses
 
-    from mailtalk.protocols.smtp_sequence import check_notify
+    from mailtalk.protocols.smtp_plan import check_notify
 
     if options.dsn_notify is not None:
         try:
@@ -475,21 +489,24 @@ def _checked_extensions(options: SendOptions) -> SendOptions:
         except ValueError as error:
             raise UsageError(f"--dsn-notify {options.dsn_notify!r}: {error}") from None
         options = dataclasses.replace(options, dsn_notify=notify)
+    _ = options.gettext
     envid = options.envid
     if envid is not None and (not envid or len(envid) > 100 or not envid.isprintable()
                               or not envid.isascii()):
-        raise UsageError(f"--envid {envid!r}: give 1 to 100 printable ASCII characters")
+        raise UsageError(_("--envid {envid!r}: give 1 to 100 printable ASCII characters").format(
+            envid=envid))
     return options
 
 
 def _recipients_by_domain(options: SendOptions) -> dict[str, list[str]]:
     """The recipients by domain (lower case), the addresses checked first."""
-    split_address(options.sender, "--from")
+    _ = options.gettext
+    split_address(options.sender, "--from", _)
     domains: dict[str, list[str]] = {}
     for recipient in options.recipients:
-        domains.setdefault(split_address(recipient, "--to")[1].lower(), []).append(recipient)
+        domains.setdefault(split_address(recipient, "--to", _)[1].lower(), []).append(recipient)
     if options.starttls and options.implicit_tls:
-        raise UsageError("--starttls and --tls exclude each other")
+        raise UsageError(_("--starttls and --tls exclude each other"))
     return domains
 
 
@@ -497,29 +514,30 @@ def _check_stop_point(options: SendOptions, listener: Listener) -> None:
     """--quit-after/--drop-after checked; a stop point whose stage was not asked for (tls
     without --starttls or --tls, auth without --auth) is kept where that stage would
     be, as swaks does, and said."""
+    _ = options.gettext
     if options.quit_after and options.drop_after:
-        raise UsageError("--quit-after and --drop-after exclude each other")
+        raise UsageError(_("--quit-after and --drop-after exclude each other"))
     if options.quit_after == Stage.DATA.value:
-        raise UsageError(
+        raise UsageError(_(
             "--quit-after data: after DATA's 354 the server reads every line, QUIT too, "
             "as the message until its final dot; use --drop-after data to leave there "
             "without sending it"
-        )
+        ))
     for name, value, allowed in (
         ("--quit-after", options.quit_after, QUIT_POINTS),
         ("--drop-after", options.drop_after, STOP_POINTS),
     ):
         if value is not None and value not in allowed:
-            raise UsageError(f"{name} {value!r}: give one of {', '.join(allowed)}")
+            raise UsageError(_("{option} {value!r}: give one of {choices}").format(
+                option=name, value=value, choices=", ".join(allowed)))
     stop = options.stop_point
     if stop == Stage.TLS.value and not (options.starttls or options.implicit_tls):
-        listener.note(
-            "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)",
-            "warning",
-        )
+        listener.note(_(
+            "--starttls or --tls not given: no TLS, so stopping where it would start (after EHLO)"
+        ), "warning")
     if stop == Stage.AUTH.value and not options.authenticates:
         listener.note(
-            "--auth not given: no AUTH, so stopping where it would come (before MAIL)",
+            _("--auth not given: no AUTH, so stopping where it would come (before MAIL)"),
             "warning",
         )
 
@@ -559,9 +577,11 @@ def _deliver(
     """The recipients accepted by the first of ``targets`` that takes the message; after
     a temporary refusal or a connection failure the next MX is tried (never with
     --server). The failure, if none did."""
+    _ = options.gettext
+    next_mx = _("{error}; trying the next MX host")
     last_error: tuple[str, int] | None = None
     for target in targets:
-        listener.note(f"connecting to {target.display}")
+        listener.note(_("connecting to {server}").format(server=target.display))
         try:
             return converse(target, options, members, message, listener, progress_to), None
         except PartlyDelivered as error:  # LMTP, PRDR: the failed recipients alone
@@ -571,14 +591,14 @@ def _deliver(
             last_error = (str(error), int(error.exit_code))
             if not error.temporary or options.fixed_server:
                 break
-            listener.note(f"{error}; trying the next MX host")
+            listener.note(next_mx.format(error=error))
         except Exception as error:  # connection and TLS trouble: the next MX may do
             if not _expected(error):
                 raise
-            last_error = (one_line(error), int(exit_code_for(error)))
+            last_error = (one_line(error, _), int(exit_code_for(error)))
             if options.fixed_server:
                 break
-            listener.note(f"{one_line(error)}; trying the next MX host")
+            listener.note(next_mx.format(error=last_error[0]))
     if last_error is None:
         return [], None
     return [], (", ".join(members), *last_error)
@@ -620,14 +640,19 @@ def _write_result(
         return
     for who, why, _ in failures:
         click.echo(f"mailtalk: {who}: {safe_text(why)}", file=env.stderr)
+    _ = options.gettext
     if stopped:
-        how = "dropped the connection" if options.drop_after else "QUIT"
-        said = f"# stopped after {options.stop_point} as asked ({how}): no message sent"
+        said = _("stopped after {stage} as asked (dropped the connection): no message sent"
+                 if options.drop_after else
+                 "stopped after {stage} as asked (QUIT): no message sent").format(
+            stage=options.stop_point)
         if accepted:
-            said += f"; recipients accepted: {', '.join(accepted)}"
-        out.write(said + "\n")
+            said += _("; recipients accepted: {recipients}").format(
+                recipients=", ".join(accepted))
+        out.write(f"# {said}\n")
     elif accepted and not failures:
-        out.write(f"# accepted: {', '.join(accepted)}\n")
+        out.write("# " + _("accepted: {recipients}").format(recipients=", ".join(accepted))
+                  + "\n")
 
 
 def _expected(error: BaseException) -> bool:

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.errors import MailtalkError, UsageError
 from mailtalk.exitcodes import ExitCode
+from mailtalk.language import N_
 from mailtalk.protocols.common import LocalProtocolError, ReplyClass, ServerEvent, first_line
 from mailtalk.protocols.smtp import GREETING, Reply
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     Authenticate,
     Await,
     Batch,
     Chunk,
-    ClientSequence,
     Command,
     Done,
     Drop,
@@ -41,6 +41,7 @@ from mailtalk.protocols.smtp_sequence import (
     Stage,
     StartTLS,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from mailtalk.terminal import safe_text
 
 if TYPE_CHECKING:
@@ -65,28 +66,38 @@ class PartlyDelivered(SendFailed):
     get the message (refused at RCPT, or after the final dot); ``delivered`` did."""
 
     def __init__(
-        self, delivered: list[str], refused: list[tuple[str, Reply]], mode: str = "LMTP"
+        self,
+        delivered: list[str],
+        refused: list[tuple[str, Reply]],
+        mode: str = "LMTP",
+        gettext: Callable[[str], str] = str,
     ):
         if len(refused) == 1:
             said = first_line(refused[0][1])
         else:
             said = "; ".join(f"{rcpt}: {first_line(reply)}" for rcpt, reply in refused)
         temporary = all(reply.reply_class is ReplyClass.TRANSIENT for _, reply in refused)
-        super().__init__(f"not delivered ({mode}): {said}", temporary)
+        super().__init__(gettext("not delivered ({mode}): {refusals}").format(
+            mode=mode, refusals=said), temporary)
         self.delivered = delivered
         self.refused = refused
 
 
-def split_address(address: str, what: str) -> tuple[str, str]:
-    """``local@domain`` checked: one readable UsageError for anything else."""
+def split_address(
+    address: str, what: str, gettext: Callable[[str], str] = str
+) -> tuple[str, str]:
+    """``local@domain`` checked: one readable UsageError for anything else, in the
+    language of ``gettext``."""
     from mailtalk.net.mx import ascii_domain
 
+    _ = gettext
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain or any(c in text for c in " <>\r\n\t,;"):
-        raise UsageError(f"{what} {address!r} is not an address like name@example.org")
+        raise UsageError(_("{option} {address!r} is not an address like name@example.org")
+                         .format(option=what, address=address))
     try:
         ascii_domain(domain)
     except ValueError as error:
@@ -107,16 +118,17 @@ def has_ticket_for(user: str) -> bool:
     return user == principal.rpartition("@")[0] or user.lower() == principal.lower()
 
 
-def password_for(user: str, host: str) -> str:
+def password_for(user: str, host: str, gettext: Callable[[str], str] = str) -> str:
     """The AUTH password (``$MAILTALK_PASSWORD``, ``~/.netrc``, or asked), or SendFailed."""
     from mailtalk.client.credentials import find_password
 
     secret = find_password(host, user)
     if secret:
         return secret
+    _ = gettext
     raise SendFailed(
-        f"no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run on a "
-        "terminal to be asked",
+        _("no password for {user}: set MAILTALK_PASSWORD, add {host} to ~/.netrc, or run "
+          "on a terminal to be asked").format(user=user, host=host),
         temporary=False,
         exit_code=ExitCode.AUTH,
     )
@@ -135,6 +147,8 @@ class Listener:
     # The server's TLS chain (net.certchain.chain_json) of the last conversation that
     # used TLS, for --json; None: no TLS
     peer_chain: dict[str, object] | None = None
+    # the language of the notes (the job's; English for --json)
+    gettext: Callable[[str], str] = field(default=str, repr=False)
 
     def keep_peer_chain(self, conv: conversation.Conversation) -> None:
         """Keep the chain of ``conv``'s TLS session (for --json only: describing it
@@ -171,7 +185,7 @@ class Listener:
         self._line("explain" if kind == "explain" else "#", text)
 
     def closed(self) -> None:
-        self._line("#", "the server closed the connection")
+        self._line("#", self.gettext("the server closed the connection"))
 
 
 def job_conversation(
@@ -292,36 +306,41 @@ def drop(conv: conversation.Conversation) -> None:
     if conv.closed:
         return
     conv.close()
-    conv.listener.note("connection closed without QUIT (dropped)")
+    conv.listener.note(conv.gettext("connection closed without QUIT (dropped)"))
 
 
-# What each stage is called when it is refused.
+# What each stage's refusal says (its reply fills {reply}).
 _REFUSED = {
-    Stage.CONNECT: "the greeting",
-    Stage.EHLO: "EHLO",
-    Stage.TLS: "EHLO after STARTTLS",
-    Stage.MAIL: "MAIL FROM",
-    Stage.RCPT: "RCPT TO",
-    Stage.DATA: "DATA",
-    Stage.MESSAGE: "the message",
+    Stage.CONNECT: N_("the greeting refused: {reply}"),
+    Stage.EHLO: N_("EHLO refused: {reply}"),
+    Stage.TLS: N_("EHLO after STARTTLS refused: {reply}"),
+    Stage.MAIL: N_("MAIL FROM refused: {reply}"),
+    Stage.RCPT: N_("RCPT TO refused: {reply}"),
+    Stage.DATA: N_("DATA refused: {reply}"),
+    Stage.MESSAGE: N_("the message refused: {reply}"),
 }
 
 
-def refusal_error(refusal: Refusal, result: Result) -> MailtalkError:
+def refusal_error(
+    refusal: Refusal, result: Result, gettext: Callable[[str], str] = str
+) -> MailtalkError:
     """A refused stage as the error the jobs raise: ``SendFailed`` (``temporary`` for a
-    4xx: another MX may do better), or for STARTTLS what ``:starttls`` says."""
+    4xx: another MX may do better), or for STARTTLS what ``:starttls`` says; in the
+    language of ``gettext``."""
+    _ = gettext
     reply = refusal.reply
     if reply is None and refusal.missing is not None:
-        return SendFailed(refusal.reason, temporary=False)
+        return SendFailed(refusal.said_reason(_), temporary=False)
     if reply is None:
-        return MailtalkError("the server did not offer STARTTLS in its EHLO reply")
+        return MailtalkError(_("the server did not offer STARTTLS in its EHLO reply"))
+    said = first_line(reply)
     if refusal.verb == "XCLIENT":
-        return SendFailed(f"XCLIENT refused: {first_line(reply)}", temporary=False)
+        return SendFailed(_("XCLIENT refused: {reply}").format(reply=said), temporary=False)
     if refusal.verb == "STARTTLS":
-        return MailtalkError(f"the server refused to start TLS: {first_line(reply)}")
+        return MailtalkError(_("the server refused to start TLS: {reply}").format(reply=said))
     if refusal.stage is Stage.AUTH:
         return SendFailed(
-            f"authentication refused: {first_line(reply)}",
+            _("authentication refused: {reply}").format(reply=said),
             temporary=False,
             exit_code=ExitCode.AUTH,
         )
@@ -331,6 +350,6 @@ def refusal_error(refusal: Refusal, result: Result) -> MailtalkError:
             for _, r in result.recipients
             if r.reply_class is not ReplyClass.POSITIVE
         )
-        return SendFailed(f"every recipient refused: {first_line(reply)}", temporary)
+        return SendFailed(_("every recipient refused: {reply}").format(reply=said), temporary)
     temporary = reply.reply_class is ReplyClass.TRANSIENT
-    return SendFailed(f"{_REFUSED[refusal.stage]} refused: {first_line(reply)}", temporary)
+    return SendFailed(_(_REFUSED[refusal.stage]).format(reply=said), temporary)

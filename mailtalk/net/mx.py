@@ -11,6 +11,7 @@ server's onward delivery. dnspython is imported inside the functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -184,11 +185,15 @@ def _refused(error: dns.resolver.NoNameservers) -> bool:
     return bool(errors) and all(str(item[3]) == "REFUSED" for item in errors)
 
 
-def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
-    """The MX picture of ``domain``; never raises for DNS trouble (it is the answer)."""
+def lookup_mx(
+    domain: str, resolver: Resolver | None = None, gettext: Callable[[str], str] = str
+) -> MXResult:
+    """The MX picture of ``domain``; never raises for DNS trouble (it is the answer).
+    Its message is in the language of ``gettext`` (a job's: send, diagnose)."""
     import dns.exception
     import dns.resolver
 
+    _ = gettext
     resolver = resolver or Resolver()
     name = ascii_domain(domain)
     dns_resolver = resolver.resolver
@@ -200,7 +205,8 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
             name,
             "nxdomain",
             (),
-            f"{name} does not exist (NXDOMAIN): check the spelling of the domain after the @",
+            _("{name} does not exist (NXDOMAIN): check the spelling of the domain after the @")
+            .format(name=name),
             where,
         )
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
@@ -208,8 +214,8 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
             name,
             "timeout",
             (),
-            f"the resolver {where} did not answer within "
-            f"{resolver.timeout:g} s: is it running and reachable? (--resolver)",
+            _("the resolver {where} did not answer within {limit} s: is it running and "
+              "reachable? (--resolver)").format(where=where, limit=f"{resolver.timeout:g}"),
             where,
         )
     except dns.resolver.NoNameservers as failure:
@@ -218,17 +224,17 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
                 name,
                 "servfail",
                 (),
-                f"the resolver {where} refused to answer for {name} (REFUSED): it does not "
-                "serve that name, or not to you (mailtalk serve --dns answers only for the "
-                "zones under ROOT/dns/)",
+                _("the resolver {where} refused to answer for {name} (REFUSED): it does not "
+                  "serve that name, or not to you (mailtalk serve --dns answers only for the "
+                  "zones under ROOT/dns/)").format(where=where, name=name),
                 where,
             )
         return MXResult(
             name,
             "servfail",
             (),
-            f"the DNS could not answer for {name} (SERVFAIL): "
-            "its name servers are broken or unreachable; an MTA would retry later",
+            _("the DNS could not answer for {name} (SERVFAIL): its name servers are broken or "
+              "unreachable; an MTA would retry later").format(name=name),
             where,
         )
     records = sorted(
@@ -240,7 +246,8 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
             name,
             "null",
             (MXHost(records[0][0], "."),),
-            f"{name} publishes a null MX (RFC 7505): it accepts no mail at all",
+            _("{name} publishes a null MX (RFC 7505): it accepts no mail at all").format(
+                name=name),
             where,
         )
     if not records:
@@ -250,22 +257,21 @@ def lookup_mx(domain: str, resolver: Resolver | None = None) -> MXResult:
                 name,
                 "implicit",
                 (MXHost(0, name, addresses),),
-                f"{name} has no MX record; mail goes to the domain's own address "
-                "(the implicit MX, RFC 5321 5.1)",
+                _("{name} has no MX record; mail goes to the domain's own address (the "
+                  "implicit MX, RFC 5321 5.1)").format(name=name),
                 where,
             )
         return MXResult(
             name,
             "nodata",
             (),
-            f"{name} exists but has neither MX nor A/AAAA records: it cannot receive mail",
+            _("{name} exists but has neither MX nor A/AAAA records: it cannot receive mail")
+            .format(name=name),
             where,
         )
     hosts = []
     for preference, host in records:
         addresses, error = host_addresses(dns_resolver, host)
         hosts.append(MXHost(preference, host, addresses, error))
-    count = len(hosts)
-    return MXResult(
-        name, "ok", tuple(hosts), f"{name} has {count} MX record{'s' if count != 1 else ''}", where
-    )
+    said = _("{name} has {count} MX record" if len(hosts) == 1 else "{name} has {count} MX records")
+    return MXResult(name, "ok", tuple(hosts), said.format(name=name, count=len(hosts)), where)

@@ -1,12 +1,19 @@
 """The IMAP core (RFC 3501 / RFC 9051): bytes in, events out, with no I/O.
 
 One ``IMAPConnection`` class plays either role. As a client it parses responses
-(untagged ``*``, tagged completions and ``+`` continuation requests), assembles
-responses that carry literals (``{n}`` followed by exactly n raw bytes) into one
-event, adds tags to the lines the user types and tracks the session state from
-the commands it sent and the completions they got. As a server it parses
-command lines, literals included, asks for ``+`` before synchronizing literals,
-and formats responses. Both roles run the same transition table.
+(untagged ``*``, tagged completions and ``+`` continuation requests), each assembled
+with its literals into one event, adds tags to the lines the user types and tracks
+the session state from the commands it sent and the completions they got. As a
+server it parses command lines, literals included, asks for ``+`` before
+synchronizing literals, and formats responses. Both roles run the same transition
+table.
+
+This module is the state and the commands: the state table, checking and tagging
+what is sent, and what a tagged or untagged response does to the session. Where a
+response or command ends, literals (``{n}`` followed by exactly n raw bytes)
+included, is IMAP's framing, ``protocols/imap_framing.py``, whose ``IMAPReader``
+``IMAPConnection`` extends; the events it hands out and the parsers of their text
+are ``protocols/imap_events.py``.
 
 The client role reads responses with ``next_event()`` and writes with
 ``send_line()``; the server role reads commands with ``next_command()`` and writes
@@ -17,34 +24,42 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from mailtalk.protocols.common import (
-    CONNECTION_CLOSED,
-    NEED_DATA,
     Continuation,
-    Line,
     LineBuffer,
     LocalProtocolError,
     NoEvent,
     RemoteProtocolError,
-    ReplyClass,
     Role,
     decode_text,
     peer_text,
 )
-
-# A literal bigger than this is read off the wire but not kept (truncated=True).
-MAX_LITERAL: Final = 64 * 1024 * 1024
-# The text of one response (its lines, literals excluded) is cut beyond this, so a
-# server sending endless "{0}" lines cannot grow one event without bound.
-MAX_RESPONSE_TEXT: Final = 1024 * 1024
-# More digits than this in a literal size is nonsense (and int() of 5000 digits raises).
-_MAX_SIZE_DIGITS: Final = 19
-
-CRLF: Final = b"\r\n"
+from mailtalk.protocols.imap_events import (
+    ClientInput,
+    Command,
+    ContinuationResponse,
+    LiteralRequested,
+    ServerResponse,
+    Tagged,
+    Untagged,
+    parse_capabilities,
+    parse_list_mailbox,
+    read_string,
+    split_code,
+    token_spans,
+)
+from mailtalk.protocols.imap_framing import (
+    CRLF,
+    LITERAL_AT_END_TEXT,
+    MAX_LITERAL,
+    MAX_SIZE_DIGITS,
+    Assembly,
+    IMAPReader,
+    check_one_line,
+    format_with_literals,
+)
 
 
 class IMAPState(enum.Enum):
@@ -151,275 +166,16 @@ FETCH_ITEMS: Final[tuple[str, ...]] = (
 # ... and those of RFC 3516, offered only when the server advertises BINARY.
 BINARY_FETCH_ITEMS: Final[tuple[str, ...]] = ("BINARY[]", "BINARY.PEEK[]", "BINARY.SIZE[]")
 
-STATUS_KINDS: Final = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
 TAGGED_STATUSES: Final = frozenset({"OK", "NO", "BAD"})
 
 # Which argument of a command is a secret (0-based, after the verb).
 SECRET_ARGUMENT: Final[dict[str, int]] = {"LOGIN": 1, "AUTHENTICATE": 1}
 
-# "{12}", "{12+}" (LITERAL+, RFC 7888) or "~{12}" (literal8, RFC 3516) ending a line.
-_LITERAL_AT_END = re.compile(rb"(~?)\{(\d+)(\+?)\}\Z")
-_LITERAL_AT_END_TEXT = re.compile(r"(~?)\{(\d+)(\+?)\}\Z")
-_LITERAL_MARKER = re.compile(r"~?\{(\d+)\+?\}")
 # A tag is any atom character except "+" (RFC 3501 9, "tag"); "*" is not allowed either.
 _TAG = re.compile(r'[^\s(){%*"\\\]+\x00-\x1f\x7f]+\Z')
-_NUMBER_KIND = re.compile(r"(\d{1,20}) +(\S+)")
 
 
-@dataclass(frozen=True, slots=True)
-class _LiteralMarker:
-    size: int
-    synchronizing: bool  # "{n}" waits for "+", "{n+}" does not
-
-
-def _literal_at_end(content: bytes, *, clamp: bool = False) -> _LiteralMarker | None:
-    """The literal ``content`` ends with, if any. A size of more digits than anyone can
-    send is an error, or with ``clamp`` (the server role) the largest size there is: the
-    server then refuses it as too large, with a tagged answer the client waits for."""
-    match = _LITERAL_AT_END.search(content)
-    if match is None:
-        return None
-    digits = match.group(2)
-    if len(digits) > _MAX_SIZE_DIGITS:
-        if not clamp:
-            raise RemoteProtocolError("a literal of {count} digits is not believable",
-                                      count=len(digits))
-        digits = b"9" * _MAX_SIZE_DIGITS
-    return _LiteralMarker(int(digits), synchronizing=not match.group(3))
-
-
-# -- events -----------------------------------------------------------------------
-
-
-def _split_code(text: str) -> tuple[str | None, str]:
-    """``"[UIDVALIDITY 1] UIDs valid"`` as ``("UIDVALIDITY 1", "UIDs valid")``."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end > 0:
-            return text[1:end], text[end + 1 :].strip()
-    return None, text
-
-
-@dataclass(frozen=True, slots=True)
-class Untagged:
-    """An untagged response (``* ...``), literals included.
-
-    ``text`` is the response after ``"* "`` with line ends removed and each literal
-    left as its ``{n}`` marker as sent; ``literals`` are the literal bytes in order.
-    As the server role's ``send()`` argument, only ``text`` and ``literals`` matter.
-    """
-
-    text: str
-    literals: tuple[bytes, ...] = ()
-    raw: bytes = b""
-    truncated: bool = False
-
-    @property
-    def number(self) -> int | None:
-        """The message number or count of ``* 3 EXISTS``, ``* 1 FETCH ...``."""
-        match = _NUMBER_KIND.match(self.text)
-        return int(match.group(1)) if match else None
-
-    @property
-    def kind(self) -> str:
-        """The response name upper-cased: OK, BYE, CAPABILITY, LIST, EXISTS, FETCH..."""
-        match = _NUMBER_KIND.match(self.text)
-        word = match.group(2) if match else self.text.split(" ", 1)[0]
-        return word.upper()
-
-    @property
-    def _after_kind(self) -> str:
-        match = _NUMBER_KIND.match(self.text)
-        if match:
-            return self.text[match.end() :].strip()
-        return self.text.partition(" ")[2].strip()
-
-    @property
-    def code(self) -> str | None:
-        """The bracketed response code of a status response: ``"UIDVALIDITY 1"``, ``"ALERT"``."""
-        if self.kind not in STATUS_KINDS:
-            return None
-        return _split_code(self._after_kind)[0]
-
-    @property
-    def message(self) -> str:
-        """Human text of a status response, or the data after the response name."""
-        rest = self._after_kind
-        if self.kind in STATUS_KINDS:
-            return _split_code(rest)[1]
-        return rest
-
-    @property
-    def reply_class(self) -> ReplyClass:
-        if self.kind in ("NO", "BAD", "BYE"):
-            return ReplyClass.PERMANENT
-        return ReplyClass.INFO
-
-    @property
-    def final(self) -> bool:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class Tagged:
-    """A tagged completion: ``a001 OK [READ-WRITE] SELECT completed``.
-
-    ``command`` is the verb of the command it completes (``"UID FETCH"``), when
-    this core sent that command.
-    """
-
-    tag: str
-    status: str  # "OK", "NO" or "BAD"
-    code: str | None
-    text: str
-    command: str | None = None
-    raw: bytes = b""
-    literals: tuple[bytes, ...] = ()  # only from broken servers; text keeps the markers
-    truncated: bool = False
-
-    @property
-    def reply_class(self) -> ReplyClass:
-        return ReplyClass.POSITIVE if self.status == "OK" else ReplyClass.PERMANENT
-
-    @property
-    def final(self) -> bool:
-        return True
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "OK"
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A command as the server role parsed it.
-
-    ``verb`` is upper-cased with the UID prefix combined (``"UID FETCH"``); ``args``
-    is the rest as text with each literal left as its ``{n}`` marker.
-    """
-
-    tag: str
-    verb: str
-    args: str
-    literals: tuple[bytes, ...] = ()
-    raw: bytes = b""
-    truncated: bool = False
-    # Server role: literals that went to a ``literal_sink`` instead of memory (their
-    # slot in ``literals`` is b""), in order.
-    streamed: tuple[object, ...] = ()
-
-
-class LiteralSink(Protocol):
-    """Where the server role streams a large literal (an APPEND going to disk)."""
-
-    def write(self, data: bytes) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LiteralRequested:
-    """Server role: the client announced a synchronizing literal and waits for ``+``.
-
-    Answer with ``send(Continuation("Ready"))``, or refuse with a tagged NO/BAD and
-    ``reject_literal()``.
-    """
-
-    tag: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class ContinuationResponse:
-    """Server role: the line a client sent after our ``+`` (SASL data, or IDLE's DONE)."""
-
-    text: str
-    raw: bytes = b""
-
-
-ServerResponse = Untagged | Tagged | Continuation
-ClientInput = Command | LiteralRequested | ContinuationResponse
-Event = ServerResponse | ClientInput
-
-
-# -- small parsers ------------------------------------------------------------------
-
-
-def _unquote(quoted: str) -> str:
-    r"""The value of a quoted string without its quotes, ``\"`` and ``\\`` resolved."""
-    # Only the two quoted-specials are escaped (RFC 3501 9); any other backslash is
-    # text, such as the "\\xfc" that decode_text() writes for a byte that is not UTF-8.
-    return re.sub(r'\\(["\\])', r"\1", quoted[1:-1])
-
-
-def _token_spans(text: str) -> list[tuple[int, int]]:
-    """Where each space-separated argument is, quoted strings kept whole."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    length = len(text)
-    while pos < length:
-        if text[pos] == " ":
-            pos += 1
-            continue
-        start = pos
-        if text[pos] == '"':
-            pos += 1
-            while pos < length and text[pos] != '"':
-                pos += 2 if text[pos] == "\\" else 1
-            pos = min(pos + 1, length)
-        else:
-            while pos < length and text[pos] != " ":
-                pos += 1
-        spans.append((start, pos))
-    return spans
-
-
-def _read_string(text: str, pos: int, literals: tuple[bytes, ...], literal_index: int
-                 ) -> tuple[str | None, int, int]:
-    """One astring/nstring at ``pos``: (value or None, position after, next literal index)."""
-    while pos < len(text) and text[pos] == " ":
-        pos += 1
-    if pos >= len(text):
-        return None, pos, literal_index
-    if text[pos] == '"':
-        end = pos + 1
-        while end < len(text) and text[end] != '"':
-            end += 2 if text[end] == "\\" else 1
-        return _unquote(text[pos : end + 1]), end + 1, literal_index
-    marker = _LITERAL_MARKER.match(text, pos)
-    if marker is not None:
-        if literal_index < len(literals):
-            return decode_text(literals[literal_index]), marker.end(), literal_index + 1
-        return None, marker.end(), literal_index + 1
-    end = pos
-    while end < len(text) and text[end] not in " ()":
-        end += 1
-    atom = text[pos:end]
-    return (None if atom.upper() == "NIL" else atom), end, literal_index
-
-
-def parse_list_mailbox(response: Untagged) -> str | None:
-    """The mailbox name of ``* LIST (\\HasNoChildren) "/" "Sent Items"`` (or LSUB)."""
-    if response.kind not in ("LIST", "LSUB", "XLIST"):
-        return None
-    text = response.text
-    pos = text.find(" ") + 1
-    if pos <= 0 or pos >= len(text) or text[pos] != "(":
-        return None
-    close = text.find(")", pos)
-    if close < 0:
-        return None
-    literal_index = len(_LITERAL_MARKER.findall(text[:pos]))
-    _delimiter, pos, literal_index = _read_string(text, close + 1, response.literals,
-                                                  literal_index)
-    name, _, _ = _read_string(text, pos, response.literals, literal_index)
-    return name
-
-
-def parse_capabilities(text: str) -> list[str]:
-    """``"CAPABILITY IMAP4rev1 AUTH=PLAIN"`` (a response or a code) as upper-cased names."""
-    words = text.split()
-    if not words or words[0].upper() != "CAPABILITY":
-        return []
-    return [word.upper() for word in words[1:]]
+# -- typed commands -----------------------------------------------------------------
 
 
 def split_command(line: str) -> tuple[str | None, str, str]:
@@ -459,70 +215,18 @@ def _redact_arguments(text: str, secret_index: int | None, first_index: int) -> 
     """
     if secret_index is None:
         return text
-    for number, (start, end) in enumerate(_token_spans(text), start=first_index):
+    for number, (start, end) in enumerate(token_spans(text), start=first_index):
         if number == secret_index:
-            if _LITERAL_AT_END_TEXT.search(text[start:end]) and end == len(text.rstrip()):
+            if LITERAL_AT_END_TEXT.search(text[start:end]) and end == len(text.rstrip()):
                 return text
             return text[:start] + "***" + text[end:]
     return text
 
 
-def _format_with_literals(text: str, literals: tuple[bytes, ...]) -> bytes:
-    """Wire bytes for response text whose literals are marked ``{n}`` in order."""
-    out = bytearray()
-    pos = 0
-    for literal in literals:
-        marker = re.compile(r"~?\{" + str(len(literal)) + r"\+?\}")
-        match = marker.search(text, pos)
-        if match is None:
-            raise LocalProtocolError("no {{{size}}} marker for a literal in {text!r}",
-                                     size=len(literal), text=text)
-        out += text[pos : match.end()].encode("utf-8") + CRLF + literal
-        pos = match.end()
-    out += text[pos:].encode("utf-8") + CRLF
-    return bytes(out)
-
-
-def _check_one_line(text: str) -> None:
-    if "\r" in text or "\n" in text:
-        raise LocalProtocolError("a line break inside {text!r} would start a new line",
-                                 text=text[:80])
-
-
 # -- the connection ------------------------------------------------------------------
 
 
-class _Assembly:
-    """A response or command being read: its lines and literals so far."""
-
-    def __init__(self) -> None:
-        self.text_parts: list[str] = []
-        self.text_size = 0
-        self.literals: list[bytes] = []
-        self.literal_bytes = 0
-        self.raw = bytearray()
-        self.truncated = False
-        self.literal: _LiteralMarker | None = None  # being read now
-        self.literal_remaining = 0
-        self.literal_kept = True
-        self.literal_target: LiteralSink | None = None  # streaming the current literal
-        self.sink_asked = False  # literal_sink was asked about the current literal
-        self.streamed: list[object] = []
-
-    def add_text(self, text: str, raw: bytes) -> None:
-        if self.text_size + len(text) > MAX_RESPONSE_TEXT:
-            self.truncated = True
-            return
-        self.text_parts.append(text)
-        self.text_size += len(text)
-        self.raw += raw
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
-
-
-class IMAPConnection:
+class IMAPConnection(IMAPReader):
     """An IMAP session in one role; see the module docstring."""
 
     protocol: str = "imap"
@@ -530,11 +234,7 @@ class IMAPConnection:
     def __init__(
         self, role: Role = Role.CLIENT, *, max_literal: int = MAX_LITERAL, tls: bool = False
     ) -> None:
-        self.role = role
-        self.max_literal = max_literal
-        # Server role: asked, when a literal's data starts, ``(command text so far,
-        # literal size)``; a LiteralSink it returns gets the data instead of memory.
-        self.literal_sink: Callable[[str, int], LiteralSink | None] | None = None
+        super().__init__(role, max_literal)
         self.tls = tls
         self.state = IMAPState.GREETING
         self.capabilities: set[str] = set()
@@ -546,10 +246,6 @@ class IMAPConnection:
         self.wants_tls_upgrade = False
         # Commands sent (client) or received (server) without their completion yet.
         self.pending: dict[str, str] = {}
-        self._buffer = LineBuffer()
-        self._closed = False
-        self._close_reported = False
-        self._assembly: _Assembly | None = None
         self._tag_counter = 0
         self._pending_mailbox: dict[str, str] = {}  # SELECT/EXAMINE tag -> mailbox
         # Client role: the command whose line the user is still typing (after a
@@ -581,29 +277,6 @@ class IMAPConnection:
     def awaiting_reply(self) -> bool:
         return bool(self.pending) or (self.state is IMAPState.GREETING and not self._closed)
 
-    def receive_data(self, data: bytes) -> None:
-        if self._closed:
-            if data:
-                raise LocalProtocolError("data received after the connection closed")
-            return
-        if not data:
-            self._buffer.close()
-            self._closed = True
-            return
-        # Drop the bytes of an oversized literal as they arrive, so they are never
-        # buffered (the buffer is empty while a literal is being read).
-        assembly = self._assembly
-        if (
-            assembly is not None
-            and assembly.literal
-            and not assembly.literal_kept
-            and not len(self._buffer)
-        ):
-            skipped = min(assembly.literal_remaining, len(data))
-            assembly.literal_remaining -= skipped
-            data = data[skipped:]
-        if data:
-            self._buffer.feed(data)
 
     def next_event(self) -> ServerResponse | NoEvent:
         """Client role: the next response from the server, NEED_DATA or CONNECTION_CLOSED.
@@ -649,109 +322,13 @@ class IMAPConnection:
             self.state = new_state
 
     def _finish_close(self) -> NoEvent:
-        self._close_reported = True
         self.pending.clear()
         self.state = IMAPState.LOGOUT
         self._continued_tag = None
         self._awaiting_continuation = False
         self._sasl_pending = False
         self._idling = False
-        return CONNECTION_CLOSED
-
-    def _drop_after_close(self) -> None:
-        """Forget a response cut by the close, and the bytes of it that did arrive."""
-        self._assembly = None
-        self._buffer = LineBuffer()
-        self._buffer.close()
-
-    def _read_literal(self, assembly: _Assembly) -> bool:
-        """Read what there is of the literal being read; True once it is complete."""
-        if not assembly.sink_asked and assembly.literal is not None:
-            # Asked only once data flows, that is after our "+" for a synchronizing
-            # literal: a literal the server refused never opens a sink.
-            assembly.sink_asked = True
-            if self.literal_sink is not None and self.role is Role.SERVER:
-                assembly.literal_target = self.literal_sink(assembly.text, assembly.literal.size)
-        if assembly.literal_target is not None:
-            chunk = self._buffer.take_available(assembly.literal_remaining)
-            if chunk:
-                assembly.literal_target.write(chunk)
-            assembly.literal_remaining -= len(chunk)
-            if assembly.literal_remaining:
-                return False
-            assembly.literals.append(b"")
-            assembly.streamed.append(assembly.literal_target)
-            assembly.literal_target = None
-        elif assembly.literal_kept:
-            data = self._buffer.take(assembly.literal_remaining)
-            if data is None:
-                return False
-            assembly.literals.append(data)
-            assembly.literal_bytes += len(data)
-            assembly.raw += data
-        else:
-            skipped = self._buffer.take_available(assembly.literal_remaining)
-            assembly.literal_remaining -= len(skipped)
-            if assembly.literal_remaining:
-                return False
-            assembly.literals.append(b"")
-        assembly.literal = None
-        assembly.literal_remaining = 0
-        return True
-
-    def _start_literal(self, assembly: _Assembly, marker: _LiteralMarker) -> None:
-        assembly.literal = marker
-        assembly.sink_asked = False
-        assembly.literal_remaining = marker.size
-        assembly.literal_kept = assembly.literal_bytes + marker.size <= self.max_literal
-        if not assembly.literal_kept:
-            assembly.truncated = True
-
-    def _next_line(self) -> Line | NoEvent:
-        """The next line of the response (client role) or command (server role) being
-        read, once the literal being read is complete; NEED_DATA until there is one,
-        CONNECTION_CLOSED once the peer closed between two of them."""
-        peer = "server" if self.role is Role.CLIENT else "client"
-        assembly = self._assembly
-        if (
-            assembly is not None
-            and assembly.literal is not None
-            and not self._read_literal(assembly)
-        ):
-            if self._closed:
-                self._drop_after_close()
-                raise RemoteProtocolError("the server closed in the middle of a literal"
-                                          if peer == "server" else
-                                          "the client closed in the middle of a literal")
-            return NEED_DATA
-        line = self._buffer.next_line()
-        if line is not None:
-            return line
-        if self._closed and not len(self._buffer):
-            if self._assembly is not None:
-                self._assembly = None
-                raise RemoteProtocolError("the server closed in the middle of a response"
-                                          if peer == "server" else
-                                          "the client closed in the middle of a command")
-            if self._close_reported:
-                return CONNECTION_CLOSED
-            return self._finish_close()
-        return NEED_DATA
-
-    def _literal_after(self, assembly: _Assembly, line: Line) -> _LiteralMarker | None:
-        """The literal ``line`` announces at its end, started; None when the line ends
-        the response or command. A cut line ends it: its tail may have held the marker."""
-        if line.truncated:
-            assembly.truncated = True
-            return None
-        try:
-            marker = _literal_at_end(line.content, clamp=self.role is Role.SERVER)
-        except RemoteProtocolError:
-            self._assembly = None
-            raise
-        if marker is not None:
-            self._start_literal(assembly, marker)
-        return marker
+        return super()._finish_close()
 
     # -- client role ----------------------------------------------------------------
 
@@ -791,7 +368,7 @@ class IMAPConnection:
         """Bytes for a line the user typed: a tag added when it has none, CRLF added."""
         if self.role is not Role.CLIENT:
             raise LocalProtocolError("send_line() is for the client role")
-        _check_one_line(line)
+        check_one_line(line)
         data = line.encode("utf-8")
         if self._continued_tag is not None:
             if self._awaiting_continuation:
@@ -820,7 +397,7 @@ class IMAPConnection:
             data = line.strip().encode("utf-8")
         self.pending[tag] = verb
         if verb in ("SELECT", "EXAMINE"):
-            mailbox, _, _ = _read_string(rest, 0, (), 0)
+            mailbox, _, _ = read_string(rest, 0, (), 0)
             if mailbox is not None:
                 self._pending_mailbox[tag] = mailbox
         self._continued_tag = tag
@@ -831,15 +408,15 @@ class IMAPConnection:
 
     def _after_command_text(self, text: str) -> None:
         """Command text was sent: a literal marker at its end continues the command."""
-        match = _LITERAL_AT_END_TEXT.search(text)
+        match = LITERAL_AT_END_TEXT.search(text)
         if match is None:
             self._continued_tag = None
             self._literal_to_send = 0
             self._literal_secret = False
             return
-        if len(match.group(2)) > _MAX_SIZE_DIGITS:
+        if len(match.group(2)) > MAX_SIZE_DIGITS:
             raise LocalProtocolError("that literal size is not believable")
-        self._literal_argument += len(_token_spans(text[: match.start()]))
+        self._literal_argument += len(token_spans(text[: match.start()]))
         self._literal_to_send = int(match.group(2))
         self._awaiting_continuation = not match.group(3)
         self._literal_secret = (
@@ -951,7 +528,7 @@ class IMAPConnection:
                     raise RemoteProtocolError("an empty line is not an IMAP response")
                 if line.content.startswith(b"+"):
                     return self._continuation(line.content, line.raw)
-                assembly = self._assembly = _Assembly()
+                assembly = self._assembly = Assembly()
             assembly.add_text(decode_text(line.content), line.raw)
             if self._literal_after(assembly, line) is not None:
                 continue
@@ -968,7 +545,7 @@ class IMAPConnection:
             self._idling = True
         return Continuation(text, raw)
 
-    def _finish_response(self, assembly: _Assembly) -> ServerResponse:
+    def _finish_response(self, assembly: Assembly) -> ServerResponse:
         text = assembly.text
         if text.startswith("* ") or text == "*":
             return self._finish_untagged(assembly, text[2:])
@@ -980,7 +557,7 @@ class IMAPConnection:
         if self.state is IMAPState.GREETING:
             raise RemoteProtocolError("expected an IMAP greeting (* OK), got {text}",
                                       text=peer_text(text))
-        code, message = _split_code(rest.strip())
+        code, message = split_code(rest.strip())
         command = self.pending.pop(tag, None)
         response = Tagged(
             tag=tag,
@@ -1011,7 +588,7 @@ class IMAPConnection:
             self.selected_mailbox = mailbox
         return response
 
-    def _finish_untagged(self, assembly: _Assembly, text: str) -> Untagged:
+    def _finish_untagged(self, assembly: Assembly, text: str) -> Untagged:
         if not text.strip():
             raise RemoteProtocolError("an untagged response with nothing in it")
         response = Untagged(
@@ -1068,9 +645,9 @@ class IMAPConnection:
         if self.role is not Role.SERVER:
             raise LocalProtocolError("send() of a response is for the server role")
         if isinstance(event, Untagged):
-            _check_one_line(event.text)
+            check_one_line(event.text)
             self._apply_untagged(event.kind)
-            return _format_with_literals("* " + event.text, event.literals)
+            return format_with_literals("* " + event.text, event.literals)
         if isinstance(event, Tagged):
             if event.status not in TAGGED_STATUSES:
                 raise LocalProtocolError("a tagged status is OK, NO or BAD, not {status}",
@@ -1082,11 +659,11 @@ class IMAPConnection:
                 line += f" [{event.code}]"
             if event.text:
                 line += f" {event.text}"
-            _check_one_line(line)
+            check_one_line(line)
             command = self.pending.pop(event.tag, None)
             self._apply_tagged(command, event.status)
             return line.encode("utf-8") + CRLF
-        _check_one_line(event.text)
+        check_one_line(event.text)
         if self._needs_continuation:
             self._needs_continuation = False
         else:
@@ -1108,7 +685,7 @@ class IMAPConnection:
                 self._expect_response_line = False
                 return ContinuationResponse(decode_text(line.content), line.raw)
             if assembly is None:
-                assembly = self._assembly = _Assembly()
+                assembly = self._assembly = Assembly()
                 assembly.add_text(decode_text(line.content), line.raw)
                 self._parse_command_head(assembly.text)  # a bad head fails now, not later
             else:

@@ -34,6 +34,10 @@ sends DATA; the probe stops after TLS), and how to end (QUIT; RSET to go on with
 another plan on the same connection; or dropping the connection without a word,
 the only way to leave after DATA's 354 without sending the message).
 
+The ``Plan``, the actions it asks of its driver and the ``Result`` are data, in
+``protocols/smtp_plan.py``; this module is the ``ClientSequence`` that goes from the
+one to the other.
+
 Like the cores it does no I/O (h11's shape, see ``protocols/common.py``): it says
 what to do next, ``next_action()``, and is told the reply, ``receive(reply)``. The
 drivers do the I/O: ``mailtalk.mail.smtp_steps`` over the live-session engine (one
@@ -61,11 +65,10 @@ diagnosis); a delivery stops at the first refusal.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Final
 
+from mailtalk.language import N_
 from mailtalk.protocols.common import ClientCore, LocalProtocolError, Role
 from mailtalk.protocols.smtp import (
     END_OF_DATA,
@@ -75,210 +78,29 @@ from mailtalk.protocols.smtp import (
     SMTPConnection,
     SMTPState,
 )
+from mailtalk.protocols.smtp_plan import (
+    Action,
+    Authenticate,
+    Await,
+    Batch,
+    Chunk,
+    Command,
+    Done,
+    Drop,
+    Ending,
+    Exchange,
+    Message,
+    Plan,
+    Quit,
+    Refusal,
+    Result,
+    Stage,
+    StartTLS,
+    TLSPolicy,
+    verb_of,
+    xtext,
+)
 
-
-class Stage(enum.Enum):
-    """The stages in their order; the values are ``send --quit-after``'s names."""
-
-    CONNECT = "connect"  # the greeting
-    EHLO = "ehlo"  # EHLO, or HELO after a 5xx to it
-    TLS = "tls"  # STARTTLS, the handshake, EHLO again
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"  # the DATA command, up to its 354
-    MESSAGE = "dot"  # the message, up to the reply to its final dot
-
-
-# Where a plan may stop, in order (``send --drop-after``'s choices).
-STOP_POINTS: Final = ("connect", "ehlo", "tls", "auth", "mail", "rcpt", "data", "dot")
-# Where a plan may stop and then QUIT (``send --quit-after``'s choices): not after
-# DATA's 354, where the server reads every line, QUIT too, as the message until its
-# final dot (RFC 5321 4.1.1.4); there the only way out without sending it is to drop.
-QUIT_POINTS: Final = tuple(point for point in STOP_POINTS if point != "data")
-
-
-class TLSPolicy(enum.Enum):
-    NEVER = "never"
-    IF_OFFERED = "if offered"  # opportunistic: a refused STARTTLS goes on in plain text
-    REQUIRED = "required"  # not offered, or refused: the sequence ends there
-
-
-class Ending(enum.Enum):
-    """How a sequence ends, once it stopped (at its stop point, a refusal or the end)."""
-
-    QUIT = "quit"
-    # Reset the transaction (when MAIL was sent) and leave the session open for the
-    # next plan on the same connection.
-    RSET = "rset"
-    OPEN = "open"  # send nothing: the next plan goes on from here
-    # Close the connection without QUIT (``send --drop-after``): how a client that
-    # crashes or loses its network looks to the server.
-    DROP = "drop"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one sequence is to do; see the module docstring for the order."""
-
-    helo: str  # the name given in EHLO/HELO
-    sender: str | None = None  # None: no transaction (MAIL, RCPT, DATA are left out)
-    recipients: tuple[str, ...] = ()
-    starttls: TLSPolicy = TLSPolicy.NEVER
-    auth: bool = False  # AUTH after EHLO (and TLS); the driver knows who and how
-    size: int | None = None  # declared as SIZE= when the server offers SIZE (RFC 1870)
-    eight_bit: bool = False  # the message has 8-bit bytes: BODY=8BITMIME when offered
-    stop_after: Stage | None = None  # None: on to the message
-    ending: Ending = Ending.QUIT
-    persist: bool = False  # go on past a refused greeting, EHLO and HELO
-    # Extensions asked for by name: not offered, the sequence stops before MAIL.
-    requires: frozenset[str] = frozenset()
-    check_size: bool = False  # refuse locally a ``size`` over the server's SIZE limit
-    smtputf8: bool = False  # SMTPUTF8 on MAIL when offered (RFC 6531)
-    dsn: DSN | None = None  # RFC 3461 parameters, sent when DSN is offered
-    chunk_size: int | None = None  # the message in BDAT chunks (RFC 3030) when offered
-    # MAIL, RCPT and DATA (or the first BDAT) in one Batch when PIPELINING is offered
-    pipeline: bool = False
-    length: int = 0  # the message's octets as BDAT sends them (CRLF line ends)
-    # Postfix XCLIENT attributes, (NAME, value) checked by protocols.xclient: sent
-    # after EHLO (part of the EHLO stage), and required: not offered ends the sequence
-    xclient: tuple[tuple[str, str], ...] = ()
-    # PRDR on MAIL when offered: a reply per recipient to the message (draft-hall-prdr)
-    prdr: bool = False
-
-    def __post_init__(self) -> None:
-        if self.sender is not None and not self.recipients:
-            raise ValueError("a plan with a sender needs at least one recipient")
-        if self.stop_after is Stage.DATA and self.ending is not Ending.DROP:
-            raise ValueError(
-                "after DATA's 354 every line is the message, QUIT or RSET too: "
-                "a plan that stops there can only drop the connection"
-            )
-
-
-@dataclass(frozen=True)
-class DSN:
-    """What a delivery status notification is asked for (RFC 3461): NOTIFY= and ORCPT=
-    on each RCPT, RET= and ENVID= on MAIL; None leaves a parameter out."""
-
-    notify: str | None = None  # NEVER, or a comma list of SUCCESS, FAILURE, DELAY
-    ret: str | None = None  # FULL or HDRS
-    envid: str | None = None  # the envelope identifier, as given (xtext-encoded here)
-    orcpt: bool = False  # ORCPT=rfc822;<the recipient> on each RCPT
-
-
-NOTIFY_WORDS: Final = ("SUCCESS", "FAILURE", "DELAY")
-
-
-def check_notify(value: str) -> str:
-    """NOTIFY's value upper-cased and checked (RFC 3461 4.1): NEVER alone, or some of
-    SUCCESS, FAILURE, DELAY; a ValueError says what is wrong."""
-    words = [word.strip().upper() for word in value.split(",")]
-    if words == ["NEVER"]:
-        return "NEVER"
-    wrong = [word for word in words if word not in NOTIFY_WORDS]
-    if wrong or not words or len(set(words)) != len(words):
-        raise ValueError("give NEVER, or one or more of SUCCESS,FAILURE,DELAY (no repeats)")
-    return ",".join(words)
-
-
-def xtext(text: str) -> str:
-    """``text`` as RFC 3461 4 xtext: "+", "=", controls, space and what is not ASCII
-    as +XX (each UTF-8 octet); ENVID= and ORCPT= carry their values so."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
-
-
-def needs_smtputf8(address: str) -> bool:
-    """An address with a non-ASCII local part or domain needs SMTPUTF8 (RFC 6531 3.2)."""
-    return not address.isascii()
-
-
-# -- what the driver is asked to do ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Await:
-    """Read the next reply without sending anything and ``receive()`` it: the greeting,
-    or with LMTP the next recipient's reply to the message."""
-
-    answering: str = GREETING
-
-
-@dataclass(frozen=True)
-class Command:
-    """Send ``line`` (through the core's ``send_line``) and ``receive()`` its reply."""
-
-    line: str
-
-
-@dataclass(frozen=True)
-class StartTLS:
-    """The server accepted STARTTLS: do the TLS handshake, tell the core
-    (``tls_started()``), then ask ``next_action()`` again."""
-
-
-@dataclass(frozen=True)
-class Authenticate:
-    """Run the SASL exchange (RFC 4954) and ``receive()`` its final reply.
-
-    ``mechanisms`` are the ones the server offered (none: it offered no AUTH here);
-    ``tls`` says whether TLS is on, for advice when AUTH is missing.
-    """
-
-    mechanisms: tuple[str, ...]
-    tls: bool
-
-
-@dataclass(frozen=True)
-class Message:
-    """The server said 3xx to DATA: send the message (the core's ``send_message``,
-    dot-stuffed, ended by ``.``) and ``receive()`` the reply to it."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Send ``BDAT <size>`` (``LAST`` on the last) and octets ``start:start+size`` of the
-    message as they are (no dot-stuffing, RFC 3030 2), then ``receive()`` the reply."""
-
-    start: int
-    size: int
-    last: bool
-
-    @property
-    def line(self) -> str:
-        return f"BDAT {self.size}" + (" LAST" if self.last else "")
-
-
-@dataclass(frozen=True)
-class Batch:
-    """PIPELINING (RFC 2920): write every item (a ``Command``'s line, a ``Chunk``'s line
-    and octets) in one write, then ``receive()`` each item's reply in order."""
-
-    items: tuple[Command | Chunk, ...]
-
-
-@dataclass(frozen=True)
-class Quit:
-    """Send QUIT; its reply, if it comes soon, changes nothing. Then ``next_action()``."""
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Close the connection without QUIT (``Ending.DROP``), then ``next_action()``."""
-
-
-@dataclass(frozen=True)
-class Done:
-    result: Result
-
-
-Action = Await | Command | StartTLS | Authenticate | Message | Chunk | Batch | Quit | Drop | Done
 _NEEDS_REPLY: Final = (Await, Command, Authenticate, Message, Chunk)
 
 
@@ -289,108 +111,6 @@ class _MoreReplies:
 
 _MORE: Final = _MoreReplies()
 _Step = Action | _MoreReplies  # what the steps yield
-
-
-# -- what came of it -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One command of the sequence and the reply to it.
-
-    ``command`` is the line sent; the core's pseudo-commands for what is not a
-    line: ``<greeting>``, ``<end-of-data>``; ``AUTH`` for a whole SASL exchange.
-    """
-
-    stage: Stage
-    command: str
-    reply: Reply
-
-    @property
-    def verb(self) -> str:
-        """``MAIL`` for ``MAIL FROM:<a@b>``; a pseudo-command as it is."""
-        return _verb(self.command)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """What ended a sequence before its stop point.
-
-    ``reply`` is None where nothing was refused but something was missing: STARTTLS
-    required and not offered, or another extension the plan requires (``missing``
-    names it, ``reason`` says why in a sentence). After RCPT, it is the first
-    recipient's refusal (every recipient was refused), or a 421.
-    """
-
-    stage: Stage
-    command: str
-    reply: Reply | None
-    missing: str | None = None
-    reason: str = ""
-
-    @property
-    def verb(self) -> str:
-        """``MAIL`` for ``MAIL FROM:<a@b>``; a pseudo-command as it is."""
-        return _verb(self.command)
-
-
-@dataclass
-class Result:
-    """What a sequence got: each stage's exchanges in order, each recipient's reply, and how
-    it ended (a refusal, the plan's stop point, the server closing, or none of these:
-    the message was sent)."""
-
-    exchanges: list[Exchange] = field(default_factory=list)
-    recipients: list[tuple[str, Reply]] = field(default_factory=list)  # each RCPT's reply
-    # LMTP and PRDR: each accepted recipient's reply to the message (RFC 2033 4.2), in
-    # order
-    deliveries: list[tuple[str, Reply]] = field(default_factory=list)
-    # PRDR: the final reply for the whole message, after the per-recipient ones
-    prdr_final: Reply | None = None
-    refusal: Refusal | None = None
-    stopped_after: Stage | None = None  # the plan's stop point, reached
-    closing: bool = False  # the server said 421 (or the core saw it close): no QUIT
-    # The extensions the transaction used (SIZE, 8BITMIME, SMTPUTF8, DSN, CHUNKING), in
-    # the order they came up.
-    used: list[str] = field(default_factory=list)
-
-    @property
-    def accepted(self) -> list[str]:
-        """The recipients the server took (2xx to RCPT), in the plan's order."""
-        return [rcpt for rcpt, reply in self.recipients if reply.code // 100 == 2]
-
-    @property
-    def sent(self) -> bool:
-        """The server took the message (2xx to its final dot; with LMTP, for at least
-        one recipient)."""
-        if self.deliveries:
-            final = self.prdr_final
-            return bool(self.delivered) and (final is None or final.code // 100 == 2)
-        reply = self.reply(Stage.MESSAGE)
-        return reply is not None and reply.code // 100 == 2
-
-    @property
-    def delivered(self) -> list[str]:
-        """LMTP and PRDR: the recipients whose reply to the message was 2xx."""
-        return [rcpt for rcpt, reply in self.deliveries if reply.code // 100 == 2]
-
-    @property
-    def undelivered(self) -> list[tuple[str, Reply]]:
-        """LMTP and PRDR: the recipients taken at RCPT but refused the message."""
-        return [(rcpt, reply) for rcpt, reply in self.deliveries if reply.code // 100 != 2]
-
-    def reply(self, stage: Stage) -> Reply | None:
-        """The last reply of ``stage``; None if none came."""
-        exchanges = self.exchanges_of(stage)
-        return exchanges[-1].reply if exchanges else None
-
-    def exchanges_of(self, stage: Stage) -> list[Exchange]:
-        return [exchange for exchange in self.exchanges if exchange.stage is stage]
-
-
-def _verb(command: str) -> str:
-    word = command.split(" ", 1)[0]
-    return word if word.startswith("<") else word.upper()
 
 
 # -- the sequence ------------------------------------------------------------------------
@@ -475,7 +195,7 @@ class ClientSequence:
             self._done = Done(self.result)
             return self._done
         if isinstance(action, Command):
-            self._waiting_for = _verb(action.line)
+            self._waiting_for = verb_of(action.line)
         elif isinstance(action, Await):
             self._waiting_for = action.answering
         elif isinstance(action, Authenticate):
@@ -485,7 +205,7 @@ class ClientSequence:
         elif isinstance(action, Chunk):
             self._waiting_for = "BDAT"
         elif isinstance(action, Batch):
-            self._batch_verbs = [_verb(item.line) for item in action.items]
+            self._batch_verbs = [verb_of(item.line) for item in action.items]
             self._waiting_for = self._batch_verbs[0]
         elif isinstance(action, Quit):
             self._waiting_for = "QUIT"
@@ -591,17 +311,15 @@ class ClientSequence:
         plan, extensions = self.plan, self.core.extensions
         for keyword in sorted(plan.requires):
             if keyword not in extensions:
-                self.result.refusal = Refusal(
-                    Stage.MAIL, "MAIL", None, missing=keyword,
-                    reason=f"the server did not offer {keyword} in its EHLO reply",
-                )  # fmt: skip
+                self.result.refusal = _missing(
+                    keyword, N_("the server did not offer {keyword} in its EHLO reply"),
+                    keyword=keyword)
                 return False
         limit = self.core.max_size
         if plan.check_size and plan.size is not None and limit is not None and plan.size > limit:
-            self.result.refusal = Refusal(
-                Stage.MAIL, "MAIL", None, missing="SIZE",
-                reason=f"the message is {plan.size} bytes, over the server's SIZE {limit}",
-            )  # fmt: skip
+            self.result.refusal = _missing(
+                "SIZE", N_("the message is {size} bytes, over the server's SIZE {limit}"),
+                size=plan.size, limit=limit)
             return False
         line = f"MAIL FROM:<{plan.sender}>"
         if plan.size is not None and "SIZE" in extensions:
@@ -842,3 +560,10 @@ class ClientSequence:
             return True
         self.result.refusal = Refusal(stage, command, reply)
         return False
+
+
+def _missing(missing: str, reason: str, /, **values: object) -> Refusal:
+    """The sequence ends before MAIL: ``missing`` is required and not offered (or the
+    message is over SIZE), ``reason`` a template filled with ``values``."""
+    return Refusal(Stage.MAIL, "MAIL", None, missing=missing, reason=reason.format(**values),
+                   reason_template=reason, reason_values=tuple(values.items()))

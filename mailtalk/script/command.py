@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TextIO
 
 from mailtalk.exitcodes import ExitCode
+from mailtalk.knowledge.translation import translation
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.script.format import Data, EndLoop, Loop, Script, ScriptError, parse_file
 from mailtalk.script.report import LoadFigures, human, json_lines, tap, transcript_line, write_junit
@@ -48,6 +49,7 @@ class RunOptions:
     pipe_command: tuple[str, ...] = ()
     proxy_from: tuple[str, int] | None = None
     proxy_version: int = 1
+    language: str = "en"  # of the reports for a person (mailtalk/language.py)
 
 
 def _secret_asker(env: Environment, from_stdin: bool) -> Callable[[str], str | None]:
@@ -77,19 +79,19 @@ def _complain(env: Environment, message: str) -> int:
 
 
 def _parse_all(options: RunOptions, env: Environment) -> list[Script] | str:
-    """Every file parsed and checked against the options, or why not (nothing runs)."""
+    """Every file parsed and checked against the options, or why not (nothing runs), in
+    the run's language."""
+    _ = translation(options.language).gettext
     scripts: list[Script] = []
     for path in options.files:
         try:
             scripts.append(parse_file(path, options.variables, env.variables, env.stdin))
         except ScriptError as error:
-            return str(error)
+            return error.said(_)
     for script in scripts:
         if options.reuse and not script.has_loop:
-            return (
-                f"{script.name}: --reuse needs a loop ... end block in the file "
-                "(the part to repeat on one connection)"
-            )
+            return _("{file}: --reuse needs a loop ... end block in the file (the part to "
+                     "repeat on one connection)").format(file=script.name)
     if options.junit:
         # find out now, not after every file has run and delivered its mail
         from mailtalk.terminal import output_file_problem
@@ -118,7 +120,9 @@ def run(options: RunOptions, env: Environment) -> int:
         pipe_command=options.pipe_command,
         proxy_from=options.proxy_from,
         proxy_version=options.proxy_version,
+        language=options.language,
     )
+    _ = translation(options.language).gettext
     results: list[RunResult] = []
     exit_code = ExitCode.OK
     for script in scripts:
@@ -132,7 +136,7 @@ def run(options: RunOptions, env: Environment) -> int:
             if options.as_json:
                 json_lines(result, out)
             elif not options.tap:
-                human(result, out)
+                human(result, out, _)
         results.append(result)
         if not result.passed and exit_code == ExitCode.OK:
             exit_code = result.exit_code
@@ -140,12 +144,14 @@ def run(options: RunOptions, env: Environment) -> int:
         tap(results, out)
     elif not options.as_json and len(results) > 1:
         passed = sum(r.passed for r in results)
-        out.write(f"{len(results)} files: {passed} passed, {len(results) - passed} failed\n")
+        out.write(_("{files} files: {passed} passed, {failed} failed").format(
+            files=len(results), passed=passed, failed=len(results) - passed) + "\n")
     if options.junit:
         try:
             write_junit(results, options.junit)
         except OSError as error:
-            return _complain(env, f"cannot write {options.junit}: {error.strerror}")
+            return _complain(env, _("cannot write {file}: {reason}").format(
+                file=options.junit, reason=error.strerror))
     out.flush()
     return exit_code
 
@@ -215,11 +221,12 @@ def _load(script: Script, settings: RunSettings, options: RunOptions, out: TextI
 
         out.write(json.dumps(figures.to_json()) + "\n")
     elif not options.tap:
-        figures.write(out)
+        figures.write(out, translation(options.language).gettext)
     summary = first_failure or RunResult(script.name, steps=len(script.steps), seconds=seconds)
     if first_failure is not None and not options.as_json and not options.tap:
-        out.write("first failure:\n")
-        human(first_failure, out)
+        _ = translation(options.language).gettext
+        out.write(_("first failure:") + "\n")
+        human(first_failure, out, _)
     return summary
 
 

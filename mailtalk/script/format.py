@@ -56,10 +56,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TextIO
 
+from mailtalk.language import N_
 from mailtalk.script.expect import Expectation, ExpectationError, parse_expectation
 
 MAX_INCLUDE_DEPTH: Final = 16
@@ -88,11 +89,27 @@ class Location:
 
 
 class ScriptError(Exception):
-    """A session file that cannot be run; the message names the file and line."""
+    """A session file that cannot be run; the message names the file and line.
 
-    def __init__(self, where: Location | str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
+    As a protocol core's error, the message is a template (marked ``N_``, a msgid of
+    ``knowledge/locale/LANG/run.po``) and its values, kept apart: ``str()`` is the
+    English, :meth:`said` the message in a person's language. No values, no
+    formatting: a message made elsewhere may hold braces."""
+
+    def __init__(self, where: Location | str, message: str, /, **values: object) -> None:
+        super().__init__(f"{where}: {message.format(**values) if values else message}")
         self.where = where
+        self.template = message
+        self.values = values
+
+    def said(self, gettext: Callable[[str], str]) -> str:
+        """The message in the language of ``gettext`` (the English where the
+        translation does not fit the values)."""
+        text = gettext(self.template)
+        try:
+            return f"{self.where}: {text.format(**self.values) if self.values else text}"
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return str(self)
 
 
 @dataclass(frozen=True)
@@ -197,8 +214,9 @@ class _Reader:
                         return source[legacy]
             raise ScriptError(
                 where,
-                f"undefined variable ${{{name}}}: set it in the file, give --var "
-                f"{name}=..., or export {name}",
+                N_("undefined variable ${{{name}}}: set it in the file, give --var "
+                   "{name}=..., or export {name}"),
+                name=name,
             )
 
         return _VARIABLE.sub(value, text)
@@ -238,10 +256,9 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
     """A session file's text: a regular file (or stdin), at most MAX_SCRIPT_BYTES, UTF-8."""
     at = where or name
     shown = "standard input" if path == "-" else path
-    too_big = (
-        f"{shown} is over {MAX_SCRIPT_BYTES // (1024 * 1024)} MiB: too big for a session "
-        "file (a big message goes in a file of its own: data FILE)"
-    )
+    too_big = N_("{file} is over {size} MiB: too big for a session file (a big message "
+                 "goes in a file of its own: data FILE)")
+    big = {"file": shown, "size": MAX_SCRIPT_BYTES // (1024 * 1024)}
     data: bytes | None = None
     text: str | None = None  # standard input without bytes underneath (tests)
     if path == "-":
@@ -257,17 +274,18 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
             else:
                 text = stdin.read(MAX_SCRIPT_BYTES + 1)
         except OSError as error:
-            raise ScriptError(at, f"cannot read standard input: {error.strerror}") from None
+            raise ScriptError(at, N_("cannot read standard input: {reason}"),
+                              reason=error.strerror) from None
         if len(data if data is not None else text or "") > MAX_SCRIPT_BYTES:
-            raise ScriptError(at, too_big)
+            raise ScriptError(at, too_big, **big)
     else:
         try:
             data = read_regular_file(path, MAX_SCRIPT_BYTES)
         except FileProblem as problem:
             if problem.missing:
-                raise ScriptError(at, f"no such file: {path}") from None
+                raise ScriptError(at, N_("no such file: {file}"), file=path) from None
             if problem.too_big:
-                raise ScriptError(at, too_big) from None
+                raise ScriptError(at, too_big, **big) from None
             suffix = ", not a session file" if not str(problem).startswith("a FIFO") else ""
             raise ScriptError(at, f"cannot read {path}: {problem}{suffix}") from None
     reader.script_bytes += len(data) if data is not None else len(text or "")
@@ -282,7 +300,7 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ScriptError(at, f"{shown} is not UTF-8 text") from None
+        raise ScriptError(at, N_("{file} is not UTF-8 text"), file=shown) from None
 
 
 class FileProblem(Exception):
@@ -369,12 +387,13 @@ def _parse(
             continue
         if stripped[:2].upper() not in ("C:", "S:") and "\x00" in stripped:
             # C: lines may send a NUL on purpose; elsewhere it is a binary file
-            raise ScriptError(where, f"{name} holds NUL bytes: a binary file, not a session file")
+            raise ScriptError(where, N_("{file} holds NUL bytes: a binary file, not a session "
+                                        "file"), file=name)
         known = stripped[:2].upper() in ("C:", "S:") or (
             _strip_comment(stripped).split()[0].lower() in DIRECTIVES
         )
         if not known:
-            raise ScriptError(where, _unknown(stripped, name, proven))
+            raise _unknown(where, stripped, name, proven)
         proven = True
         if stripped[:2].upper() in ("C:", "S:"):
             kind, body = stripped[0].upper(), raw.split(":", 1)[1]
@@ -400,7 +419,8 @@ def _parse(
             body_lines = []
             while True:
                 if index >= len(lines):
-                    raise ScriptError(where, f"here-block never ends: no line {end!r}")
+                    raise ScriptError(where, N_("here-block never ends: no line {end!r}"),
+                                      end=end)
                 line = lines[index]
                 index += 1
                 if line.strip() == end:
@@ -418,26 +438,32 @@ def _parse(
     return steps
 
 
-def _unknown(line: str, name: str, proven: bool) -> str:
+def _unknown(where: Location, line: str, name: str, proven: bool) -> ScriptError:
     """The error for a line that is no session file's: it quotes the line only if the
     file has shown it is a session file (an included /etc/shadow must not be echoed)."""
     import difflib
 
     word = _strip_comment(line).split()[0].lower()
     close = difflib.get_close_matches(word, DIRECTIVES, n=1, cutoff=0.75)
-    hint = f"; did you mean {close[0]}?" if close else ""
     if not proven:
         # the question about the file first, then the guess: "...? did you mean connect?"
-        return (
-            f"not C:, S:, a directive or a comment: is {name} a session file? "
-            f"(its text is not shown){hint.replace(';', '', 1)}"
-        )
+        if close:
+            return ScriptError(where, N_(
+                "not C:, S:, a directive or a comment: is {file} a session file? (its text "
+                "is not shown) did you mean {directive}?"), file=name, directive=close[0])
+        return ScriptError(where, N_(
+            "not C:, S:, a directive or a comment: is {file} a session file? (its text is "
+            "not shown)"), file=name)
     shown = word if len(word) <= 40 else word[:40] + "..."
     shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
-    return (
-        f"unknown directive {shown!r}{hint} (C:, S:, connect, starttls, tls, auth, data, set, "
-        "include, sleep, expect-close, loop, end, or # for a comment)"
-    )
+    if close:
+        return ScriptError(where, N_(
+            "unknown directive {word!r}; did you mean {directive}? (C:, S:, connect, starttls, "
+            "tls, auth, data, set, include, sleep, expect-close, loop, end, or # for a "
+            "comment)"), word=shown, directive=close[0])
+    return ScriptError(where, N_(
+        "unknown directive {word!r} (C:, S:, connect, starttls, tls, auth, data, set, "
+        "include, sleep, expect-close, loop, end, or # for a comment)"), word=shown)
 
 
 def _strip_comment(line: str) -> str:
@@ -462,7 +488,7 @@ def _count_message(reader: _Reader, size: int, where: Location) -> None:
 
 def _want(args: list[str], low: int, high: int, usage: str, where: Location) -> None:
     if not low <= len(args) <= high:
-        raise ScriptError(where, f"usage: {usage}")
+        raise ScriptError(where, N_("usage: {usage}"), usage=usage)
 
 
 def _directive(
@@ -484,7 +510,7 @@ def _directive(
             elif option.startswith("cafile="):
                 cafile = _relative(path, option.removeprefix("cafile="))
             else:
-                raise ScriptError(where, f"unknown connect option {option!r}")
+                raise ScriptError(where, N_("unknown connect option {option!r}"), option=option)
         if cafile is not None:
             _check_cafile(where, cafile)
         return [Connect(where, args[0], insecure, cafile)]
@@ -528,7 +554,7 @@ def _directive(
         return [Data(where, content)]
     if directive == "set":
         if len(args) < 1 or not _NAME.fullmatch(args[0]):
-            raise ScriptError(where, "usage: set NAME VALUE")
+            raise ScriptError(where, N_("usage: {usage}"), usage="set NAME VALUE")
         value = line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else ""
         value = reader.substitute(_strip_comment(value) if value else "", where)
         reader.defined[args[0]] = value  # --var still wins: substitute() looks there first
@@ -545,9 +571,10 @@ def _directive(
         try:
             seconds = float(args[0])
         except ValueError:
-            raise ScriptError(where, f"sleep {args[0]}: not a number of seconds") from None
+            raise ScriptError(where, N_("sleep {value}: not a number of seconds"),
+                              value=args[0]) from None
         if not 0 <= seconds <= 3600:
-            raise ScriptError(where, "sleep takes 0 to 3600 seconds")
+            raise ScriptError(where, N_("sleep takes 0 to 3600 seconds"))
         return [Sleep(where, seconds)]
     if directive == "expect-close":
         _want(args, 0, 0, "expect-close", where)
@@ -577,21 +604,21 @@ def _check_loops(script: Script) -> None:
     for step in script.steps:
         if isinstance(step, Loop):
             if depth:
-                raise ScriptError(step.where, "loops do not nest")
+                raise ScriptError(step.where, N_("loops do not nest"))
             depth += 1
             opened = step
         elif isinstance(step, EndLoop):
             if not depth:
-                raise ScriptError(step.where, "end without loop")
+                raise ScriptError(step.where, N_("end without loop"))
             depth -= 1
     if depth:
         assert opened is not None
-        raise ScriptError(opened.where, "loop without end")
+        raise ScriptError(opened.where, N_("loop without end"))
     if not script.steps:
-        raise ScriptError(script.name, "no steps: a session file starts with connect URL")
+        raise ScriptError(script.name, N_("no steps: a session file starts with connect URL"))
     if not isinstance(script.steps[0], Connect):
         first = script.steps[0]
-        raise ScriptError(first.where, "a session file starts with connect URL")
+        raise ScriptError(first.where, N_("a session file starts with connect URL"))
 
 
 def _check_steps(script: Script) -> None:
@@ -627,8 +654,9 @@ def _check_steps(script: Script) -> None:
         if closed_at is not None and not isinstance(step, Sleep):
             raise ScriptError(
                 where,
-                f"the connection is closed here (expect-close on {line_of(closed_at, where)}):"
-                " connect again first",
+                N_("the connection is closed here (expect-close on {line}): connect again "
+                   "first"),
+                line=line_of(closed_at, where),
             )
         if isinstance(step, Send):
             verb = step.line.split()[:2]
@@ -643,12 +671,14 @@ def _check_steps(script: Script) -> None:
             if expectation.untagged:
                 continue  # the untagged responses of the last command stay to be checked
             if not pending:
-                last = f": {line_of(used_at, where)} had the last one" if used_at else ""
-                raise ScriptError(
-                    where,
-                    f"S: {expectation.source} has no reply to match{last} (one S: line per "
-                    "reply, after C:, connect or data)",
-                )
+                if used_at:
+                    raise ScriptError(where, N_(
+                        "S: {expected} has no reply to match: {line} had the last one (one S: "
+                        "line per reply, after C:, connect or data)"),
+                        expected=expectation.source, line=line_of(used_at, where))
+                raise ScriptError(where, N_(
+                    "S: {expected} has no reply to match (one S: line per reply, after C:, "
+                    "connect or data)"), expected=expectation.source)
             if not expectation.line_of_reply:
                 pending, used_at = False, where
         elif isinstance(step, Data):
@@ -662,15 +692,15 @@ def _check_steps(script: Script) -> None:
             pending = True
         elif isinstance(step, StartTLS):
             if tls_on:
-                raise ScriptError(where, "starttls: TLS is already on here")
+                raise ScriptError(where, N_("starttls: TLS is already on here"))
             tls_on = tls_may_be_on = True
             pending, used_at = False, where
         elif isinstance(step, HandshakeTLS):
             if not tls_may_be_on:
                 raise ScriptError(
                     where,
-                    "tls checks that TLS is on, and nothing before it on this connection "
-                    "starts TLS (C: STARTTLS, starttls, or an smtps/pop3s/imaps URL)",
+                    N_("tls checks that TLS is on, and nothing before it on this connection "
+                       "starts TLS (C: STARTTLS, starttls, or an smtps/pop3s/imaps URL)"),
                 )
             tls_on = True
             pending, used_at = False, where

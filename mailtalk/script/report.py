@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -31,12 +31,16 @@ def failure_lines(failure: Failure) -> list[str]:
     return lines
 
 
-def human(result: RunResult, out: TextIO) -> None:
-    """``PASS file (n steps, t)`` or ``FAIL`` with what was expected and what came."""
+def human(result: RunResult, out: TextIO, gettext: Callable[[str], str] = str) -> None:
+    """``PASS file (n steps, t)`` or ``FAIL`` with what was expected and what came, in
+    the language of ``gettext``."""
+    said = gettext("PASS {file} ({steps}, {time})" if result.passed
+                   else "FAIL {file} ({steps}, {time})")
+    steps = gettext("{count} step" if result.steps == 1 else "{count} steps")
+    out.write(said.format(file=result.name, steps=steps.format(count=result.steps),
+                          time=_ms(result.seconds)) + "\n")
     if result.passed:
-        out.write(f"PASS {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
         return
-    out.write(f"FAIL {result.name} ({result.steps} steps, {_ms(result.seconds)})\n")
     for failure in result.failures:
         for line in failure_lines(failure):
             out.write(f"  {line}\n")
@@ -180,20 +184,25 @@ class LoadFigures:
             "connections": "reused" if self.reuse else "new",
         }
 
-    def write(self, out: TextIO) -> None:
+    def write(self, out: TextIO, gettext: Callable[[str], str] = str) -> None:
+        """The figures for a person, in the language of ``gettext``."""
+        _ = gettext
         data = self.to_json()
         latency = data["latency_ms"]
         assert isinstance(latency, dict)
-        what = "loop bodies on reused connections" if self.reuse else "runs on new connections"
+        head = _("{file}: {passed}/{runs} loop bodies on reused connections passed in "
+                 "{seconds} s, concurrency {concurrency}" if self.reuse else
+                 "{file}: {passed}/{runs} runs on new connections passed in {seconds} s, "
+                 "concurrency {concurrency}")
+        rate = _("{rate} runs/s").format(rate=f"{self.rate:.1f}")
+        if self.messages_per_run:
+            rate += _(", {rate} messages/s").format(
+                rate=f"{self.rate * self.messages_per_run:.1f}")
         out.write(
-            f"{self.name}: {self.passed}/{self.runs} {what} passed in {self.seconds:.2f} s, "
-            f"concurrency {self.concurrency}\n"
-            f"  {self.rate:.1f} runs/s"
-            + (
-                f", {self.rate * self.messages_per_run:.1f} messages/s"
-                if self.messages_per_run
-                else ""
-            )
-            + f"; latency p50 {latency['p50']:.1f} ms, p90 {latency['p90']:.1f} ms, "
-            f"p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms\n"
+            head.format(file=self.name, passed=self.passed, runs=self.runs,
+                        seconds=f"{self.seconds:.2f}", concurrency=self.concurrency)
+            + f"\n  {rate}; "
+            + _("latency p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms").format(
+                **{name: f"{value:.1f}" for name, value in latency.items()})
+            + "\n"
         )

@@ -20,8 +20,9 @@ from mailtalk.client.conversation import Conversation
 from mailtalk.client.login import authenticate
 from mailtalk.client.options import SessionOptions
 from mailtalk.client.transcript import Tail
-from mailtalk.errors import MailtalkError, ServerClosedError
+from mailtalk.errors import MailtalkError, ServerClosedError, one_line
 from mailtalk.exitcodes import ExitCode
+from mailtalk.knowledge.translation import translation
 from mailtalk.net.tlsclient import ClientTLS
 from mailtalk.protocols.common import ReplyClass, ServerEvent, first_line
 from mailtalk.script.expect import Expectation, reply_of
@@ -136,6 +137,8 @@ class RunSettings:
     pipe_command: tuple[str, ...] = ()  # --pipe: every connect line runs the program
     proxy_from: tuple[str, int] | None = None
     proxy_version: int = 1
+    # the language of the failures' messages and explanations (English for --json)
+    language: str = "en"
 
 
 class _Stop(Exception):
@@ -198,6 +201,7 @@ class Runner:
         self.received: ServerEvent | None = None  # waited for, not yet matched
         self.untagged: list[str] = []
         self.command: str | None = None
+        self._ = translation(settings.language).gettext
 
     # -- driving ----------------------------------------------------------------
 
@@ -256,7 +260,8 @@ class Runner:
             self._settle()
             if not getattr(self._conversation(step.where).core, "tls", False):
                 self._fail(
-                    step.where, "tls", "TLS is not active here (tls checks it is)", stop=True
+                    step.where, "tls", self._("TLS is not active here (tls checks it is)"),
+                    stop=True,
                 )
         elif isinstance(step, Auth):
             self._auth(step)
@@ -271,7 +276,8 @@ class Runner:
     def _conversation(self, where: Location) -> Conversation:
         if self.conv is None or self.conv.closed:
             self._fail(
-                where, "closed", "not connected (the server closed the connection)", stop=True
+                where, "closed", self._("not connected (the server closed the connection)"),
+                stop=True,
             )
         assert self.conv is not None
         return self.conv
@@ -303,6 +309,7 @@ class Runner:
             pipe_command=self.settings.pipe_command,
             proxy_from=self.settings.proxy_from,
             proxy_version=self.settings.proxy_version,
+            language=self.settings.language,
         )
         self.listener.events.clear()
         self.conv = Conversation(options, self.listener)
@@ -341,11 +348,12 @@ class Runner:
         conv.send_line("DATA")
         reply = conv.wait_final()
         if reply.reply_class is not ReplyClass.INTERMEDIATE:
-            self._mismatch(step.where, "354 (go ahead with the message)", reply, "DATA")
+            self._mismatch(step.where, self._("354 (go ahead with the message)"), reply, "DATA")
             self._stop_unless_keep_going()
             return
         conv.send_message(step.message)
-        self.listener.note(f"message of {len(step.message)} bytes, dot-stuffed")
+        self.listener.note(self._("message of {size} bytes, dot-stuffed").format(
+            size=len(step.message)))
         self.listener.sent(".", typed=False)
         self.command = "end of data"
         self.owed = "reply"
@@ -360,22 +368,22 @@ class Runner:
         if secret is None:
             from mailtalk.client.credentials import is_token_mechanism
 
-            netrc = "" if is_token_mechanism(step.mechanism) else ", add it to ~/.netrc"
-            word = "OAuth2 token" if netrc == "" else "password"
-            self._fail(
-                step.where,
-                "auth",
-                f"no {word} for {step.user}: set ${step.secret_variable}{netrc}, "
-                "or run from a terminal to be asked",
-                stop=True,
+            missing = self._(
+                "no OAuth2 token for {user}: set ${variable}, or run from a terminal to be asked"
+                if is_token_mechanism(step.mechanism)
+                else "no password for {user}: set ${variable}, add it to ~/.netrc, or run from "
+                "a terminal to be asked"
             )
+            self._fail(step.where, "auth", missing.format(
+                user=step.user, variable=step.secret_variable), stop=True)
         assert secret is not None
         reply = authenticate(conv, step.mechanism, step.user, secret)
         self.command = "AUTH"
         if reply.reply_class is not ReplyClass.POSITIVE:
             self._mismatch(
                 step.where,
-                f"auth {step.mechanism.lower()} {step.user} to succeed",
+                self._("auth {mechanism} {user} to succeed").format(
+                    mechanism=step.mechanism.lower(), user=step.user),
                 reply,
                 "AUTH",
                 kind="auth",
@@ -400,14 +408,15 @@ class Runner:
                     self._fail(
                         where,
                         "expectation",
-                        "expected the server to close the connection; it did not",
+                        self._("expected the server to close the connection; it did not"),
                         stop=True,
                     )
                 event = conv.wait_final(timeout=remaining)
                 self._fail(
                     where,
                     "expectation",
-                    f"expected the server to close the connection; it sent {first_line(event)!r}",
+                    self._("expected the server to close the connection; it sent {reply!r}")
+                    .format(reply=first_line(event)),
                     expected="close",
                     received=first_line(event),
                 )
@@ -418,7 +427,8 @@ class Runner:
             self._fail(
                 where,
                 "expectation",
-                f"expected the server to close the connection: {error}",
+                self._("expected the server to close the connection: {error}").format(
+                    error=one_line(error, self._)),
                 stop=True,
             )
 
@@ -449,11 +459,13 @@ class Runner:
         if expectation.line_of_reply:
             raw = event.raw.decode("utf-8", "backslashreplace") if event is not None else ""
             if not expectation.matches_a_line(raw):
-                received = " | ".join(line.strip() for line in raw.splitlines()[:8]) or "no reply"
+                received = (" | ".join(line.strip() for line in raw.splitlines()[:8])
+                            or self._("no reply"))
                 self._fail(
                     where,
                     "expectation",
-                    f"expected S: {expectation.source} among the reply's lines, got: {received}",
+                    self._("expected S: {expected} among the reply's lines, got: {received}")
+                    .format(expected=expectation.source, received=received),
                     expected=expectation.source,
                     received=received,
                 )
@@ -464,11 +476,12 @@ class Runner:
             if event is not None and not event.final:  # the IMAP greeting is untagged
                 lines.append(first_line(event).removeprefix("* "))
             if not expectation.matches_untagged(lines):
-                received = "; ".join(lines[:5]) or "no untagged response"
+                received = "; ".join(lines[:5]) or self._("no untagged response")
                 self._fail(
                     where,
                     "expectation",
-                    f"expected S: {expectation.source}, got: {received}",
+                    self._("expected S: {expected}, got: {received}").format(
+                        expected=expectation.source, received=received),
                     expected=expectation.source,
                     received=received,
                 )
@@ -478,8 +491,8 @@ class Runner:
             self._fail(
                 where,
                 "expectation",
-                f"S: {expectation.source} has no reply to match: no command before it "
-                "expects one (one S: line per reply)",
+                self._("S: {expected} has no reply to match: no command before it expects "
+                       "one (one S: line per reply)").format(expected=expectation.source),
                 expected=expectation.source,
             )
             self._stop_unless_keep_going()
@@ -527,11 +540,13 @@ class Runner:
         lacking = ""
         if missing:
             words = ", ".join(repr(word) for word in missing)
-            lacking = f" (no word {words})" if len(missing) == 1 else f" (no words {words})"
+            lacking = self._(" (no word {words})" if len(missing) == 1
+                             else " (no words {words})").format(words=words)
         self._fail(
             where,
             kind,
-            f"expected S: {expected}, got: {received}{lacking}",
+            self._("expected S: {expected}, got: {received}").format(
+                expected=expected, received=received) + lacking,
             expected=expected,
             received=received,
             explanation=explanation,
@@ -558,7 +573,7 @@ class Runner:
 
     def _fail_from(self, where: Location, error: BaseException) -> None:
         from mailtalk.client.conversation import ReplyTimeout
-        from mailtalk.errors import exit_code_for, one_line
+        from mailtalk.errors import exit_code_for
 
         code = exit_code_for(error)
         if isinstance(error, ReplyTimeout):
@@ -574,7 +589,7 @@ class Runner:
             }.get(code, "protocol")
         if not isinstance(error, MailtalkError | OSError) and code == ExitCode.FAILED:
             raise error  # a bug: let --debug show it
-        message = one_line(error)
+        message = one_line(error, self._)
         if kind == "tls":  # a script says so on its connect line, not with options
             message = message.replace("--cafile FILE", "cafile=FILE on the connect line")
             message = message.replace("--insecure", "insecure on the connect line")

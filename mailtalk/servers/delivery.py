@@ -55,10 +55,9 @@ from mailtalk.protocols.common import (
 )
 from mailtalk.protocols.dsn import decode_xtext
 from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply, SMTPConnection
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     DSN,
     Await,
-    ClientSequence,
     Command,
     Done,
     Drop,
@@ -69,11 +68,12 @@ from mailtalk.protocols.smtp_sequence import (
     StartTLS,
     TLSPolicy,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from mailtalk.servers.dsn_report import Action, ReportRecipient, build_report, send_report, wants
 from mailtalk.servers.smtproutes import find_route, read_smtproutes
 
 if TYPE_CHECKING:
-    from mailtalk.protocols.smtp_sequence import Result
+    from mailtalk.protocols.smtp_plan import Result
     from mailtalk.servers.context import ServerContext
     from mailtalk.store.queue import Envelope, QueuedMessage
 

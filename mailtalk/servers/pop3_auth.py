@@ -1,6 +1,6 @@
 """The AUTHORIZATION state of a POP3 session (RFC 1939 4, 7; RFC 5034): USER and PASS,
-APOP, AUTH (PLAIN here; CRAM-MD5, SCRAM and the token mechanisms through
-``servers.sasl``), the verdict from the server's guard, and then the maildrop locked and
+APOP, AUTH (the exchange is ``servers.sasl_exchange``'s, the words and the state
+POP3's), the verdict from the server's guard, and then the maildrop locked and
 opened, which is what moves the session into TRANSACTION.
 
 **Which maildrop.** A user's maildrop is their INBOX (``ROOT/mail/USER/Maildir``),
@@ -16,19 +16,17 @@ the Maildir.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final
 
-from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import Continuation
+from mailtalk.servers import sasl_exchange
 from mailtalk.servers.guard import Verdict
 from mailtalk.servers.pop3_session import POP3Session
-from mailtalk.servers.sasl import extra_mechanisms, server_mechanism
+from mailtalk.servers.sasl import extra_mechanisms, open_exchange
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,6 +45,9 @@ STORE_FAILED: Final = "The mail store failed; try later"
 QUOTA_EXCEEDED: Final = "Unable to copy mail spool file, quota exceeded"
 
 Answer = tuple[bool, str, str | None]  # +OK or not, the text, the response code
+# What a malformed answer is told (-ERR), but for the mechanism's own words.
+MALFORMED: Final = {"base64": "Invalid base64 data in the answer",
+                    "fields": "Malformed PLAIN answer"}
 
 
 
@@ -101,76 +102,41 @@ class POP3AuthSession(POP3Session):
             self._send(True, "", lines=tuple(name.encode() for name in names))
             return
         mechanism = args[0].upper()
-        exchange = server_mechanism(mechanism, self.context)
-        if mechanism != "PLAIN" and exchange is None:
+        exchange = open_exchange(mechanism, self.context, sasl_exchange.POP3)
+        if exchange is None:
             self._send(False, f"Unsupported authentication mechanism {mechanism}")
             return
         if not self._plaintext_allowed():
             self._send(False, "Plaintext authentication disallowed on non-secure connections",
                        "AUTH")
             return
-        if exchange is not None:
-            self._exchange = exchange
-            try:
-                data = sasl.decode(args[1]) if len(args) > 1 else None
-            except sasl.SASLError:
-                self._exchange = None
-                self._send(False, "Invalid base64 data in the answer")
-                return
-            self._sasl_step(exchange.start(data))
-            return
-        if len(args) > 1:
-            self._sasl_answer(args[1])
-            return
-        if self.transport is not None:
-            self._write(self.core.send(Continuation("")))
+        self._exchange = exchange
+        self.sasl_step(exchange.start(args[1] if len(args) > 1 else None))
 
     def _sasl_answer(self, line: str) -> None:
-        if line.strip() == "*":
-            self._exchange = None
-            self._send(False, "Authentication cancelled")
-            return
-        if self._exchange is not None:
-            try:
-                data = sasl.decode(line)
-            except sasl.SASLError:
-                self._exchange = None
-                self._send(False, "Invalid base64 data in the answer")
-                return
-            self._sasl_step(self._exchange.respond(data))
-            return
-        try:
-            decoded = base64.b64decode(line.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            self._send(False, "Invalid base64 data in the answer")
-            return
-        parts = decoded.split("\0")
-        if len(parts) != 3:
-            self._send(False, "Malformed PLAIN answer")
-            return
-        _, name, secret = parts
-        self._defer(self._login(name, secret, "PLAIN"))
+        assert self._exchange is not None  # an answer is read only after a challenge
+        self.sasl_step(self._exchange.answer(line))
 
-    def _sasl_step(self, step: sasl_server.ServerStep) -> None:
-        """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
-        exchange = self._exchange
-        assert exchange is not None
-        if isinstance(step, sasl_server.Challenge):
-            if self.transport is not None:
-                self._write(self.core.send(Continuation(sasl.encode(step.data))))
-        elif isinstance(step, sasl_server.Check):
-            self._defer(self.sasl_verdict(
-                step, self._sasl_step,
-                lambda verdict, user, mechanism: self._decided(_resolved(verdict), user,
-                                                               mechanism),
-            ))
+    # -- the exchange's moves (ServerSession.sasl_step) in POP3's words ------------------
+
+    def sasl_challenge(self, line: str) -> None:
+        if self.transport is not None:
+            self._write(self.core.send(Continuation(line)))
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        self._defer(work)
+
+    def sasl_password(self, credentials: sasl_exchange.Credentials, mechanism: str) -> None:
+        self._defer(self._login(credentials.user, credentials.password, mechanism))
+
+    def sasl_decided(self, verdict: Verdict, user: str, mechanism: str) -> Awaitable[None]:
+        return self._decided(_resolved(verdict), user, mechanism)
+
+    def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
+        if isinstance(step, sasl_exchange.Cancelled):
+            self._send(False, "Authentication cancelled")
         else:
-            self._exchange = None
-            if step.malformed:
-                self._send(False, step.malformed)
-            else:
-                verdict = Verdict.OK if step.ok else Verdict.FAILED
-                self._defer(self._decided(_resolved(verdict), step.user, exchange.name))
+            self._send(False, MALFORMED.get(step.kind, step.detail))
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

@@ -5,12 +5,16 @@ the users this run was given (``--user``, ``--users-file``; the users file holds
 hashes); XOAUTH2 and OAUTHBEARER need ``--oauth2-tokens``. Each is offered only when
 its secrets exist, and, like PLAIN, only where the server allows logins at all (over
 TLS, or from loopback). The exchanges themselves are sans-IO, in
-:mod:`mailtalk.protocols.sasl_server`; each server carries their bytes in its own words.
+:mod:`mailtalk.servers.sasl_exchange` (the lines, PLAIN and LOGIN) and
+:mod:`mailtalk.protocols.sasl_server` (the other mechanisms); each server carries their
+bytes in its own words.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from mailtalk.servers.sasl_exchange import Dialect, Exchange
 
 if TYPE_CHECKING:
     from mailtalk.protocols.sasl_server import ServerMechanism
@@ -39,3 +43,13 @@ def server_mechanism(name: str, context: ServerContext) -> ServerMechanism | Non
     if name == "SCRAM-SHA-256":
         return ScramServer(name, context.clear_password)
     return BearerServer(name, context.oauth2_token_ok)
+
+
+def open_exchange(name: str, context: ServerContext, dialect: Dialect) -> Exchange | None:
+    """The exchange of ``name`` (upper case) in a protocol's ``dialect``, or None if
+    it is not offered: PLAIN always, LOGIN where the dialect has it, the others as
+    :func:`extra_mechanisms` says."""
+    if name == "PLAIN" or (name == "LOGIN" and dialect.login):
+        return Exchange(name, dialect)
+    mechanism = server_mechanism(name, context)
+    return None if mechanism is None else Exchange(mechanism.name, dialect, mechanism)

@@ -46,9 +46,16 @@ from mailtalk.servers.guard import Verdict
 from mailtalk.servers.journal import short_text
 
 if TYPE_CHECKING:
-    from mailtalk.protocols import sasl_server
     from mailtalk.servers.context import ServerContext
     from mailtalk.servers.fault_rules import FaultAction, SessionFaults
+    from mailtalk.servers.sasl_exchange import (
+        Cancelled,
+        Credentials,
+        Exchange,
+        Malformed,
+        Step,
+        Verify,
+    )
 
 log = logging.getLogger("mailtalk.serve")
 
@@ -78,8 +85,8 @@ class ServerSession(asyncio.Protocol):
     _output_moved_at = 0.0  # loop.time() when the queue was last seen to move
     _loopback: bool | None = None
     _journal_connected = False  # the connect event is written (with a journal)
-    # the SASL exchange under way beyond PLAIN and LOGIN (CRAM-MD5, SCRAM, the tokens)
-    _exchange: sasl_server.ServerMechanism | None = None
+    # the SASL exchange under way (AUTH, AUTHENTICATE), until a step ends it
+    _exchange: Exchange | None = None
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         self.context = context
@@ -140,18 +147,34 @@ class ServerSession(asyncio.Protocol):
 
     # -- logins ---------------------------------------------------------------------
 
-    async def sasl_verdict(
-        self,
-        check: sasl_server.Check,
-        then: Callable[[sasl_server.ServerStep], None],
-        decided: Callable[[Verdict, str, str], Awaitable[None] | None],
-    ) -> None:
-        """The secret of the SASL exchange under way (``_exchange``) checked as a
-        password is, paced and budgeted by the guard, and the exchange told: its next
-        step goes to ``then`` (a refused token is told as a challenge first; SCRAM's
+    def sasl_step(self, step: Step) -> None:
+        """The next move of the SASL exchange under way (``_exchange``), shared by SMTP,
+        POP3 and IMAP; the ``sasl_*`` hooks below say it in the protocol's words."""
+        from mailtalk.servers import sasl_exchange
+
+        exchange = self._exchange
+        assert exchange is not None
+        if exchange.over:
+            self._exchange = None
+        if isinstance(step, sasl_exchange.Challenge):
+            self.sasl_challenge(step.line)
+        elif isinstance(step, sasl_exchange.Verify):
+            self.sasl_defer(self._sasl_verdict(step))
+        elif isinstance(step, sasl_exchange.Credentials):
+            self.sasl_password(step, exchange.name)
+        elif isinstance(step, sasl_exchange.Finished):
+            verdict = Verdict.OK if step.ok else Verdict.FAILED
+            answered = self.sasl_decided(verdict, step.user, exchange.name)
+            if answered is not None:
+                self.sasl_defer(answered)
+        else:
+            self.sasl_refused(step)
+
+    async def _sasl_verdict(self, check: Verify) -> None:
+        """The proof or token checked as a password is, paced and budgeted by the guard,
+        and the exchange told (a refused token is told as a challenge first; SCRAM's
         proof goes as one too). Too many failed logins from the client end the exchange
-        unchecked: ``decided(REFUSED, user, mechanism)`` answers, in the protocol's
-        words. Shared by SMTP, POP3 and IMAP."""
+        unchecked, answered as REFUSED."""
         exchange = self._exchange
         assert exchange is not None
         verdict = await self.context.guard.check(self.client_ip, check.verify)
@@ -159,11 +182,32 @@ class ServerSession(asyncio.Protocol):
             return
         if verdict is Verdict.REFUSED:
             self._exchange = None
-            answered = decided(verdict, check.user, exchange.name)
+            answered = self.sasl_decided(verdict, check.user, exchange.name)
             if answered is not None:
                 await answered
             return
-        then(exchange.checked(verdict is Verdict.OK))
+        self.sasl_step(exchange.checked(verdict is Verdict.OK))
+
+    def sasl_challenge(self, line: str) -> None:
+        """Send the (base64) challenge ``line``: the client's answer goes to ``_exchange``."""
+        raise NotImplementedError
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        """Run ``work`` (a check), the commands that follow waiting for it."""
+        raise NotImplementedError
+
+    def sasl_password(self, credentials: Credentials, mechanism: str) -> None:
+        """PLAIN or LOGIN ended: check, journal and answer this password."""
+        raise NotImplementedError
+
+    def sasl_decided(self, verdict: Verdict, user: str,
+                     mechanism: str) -> Awaitable[None] | None:
+        """Journal and answer the verdict on ``user``'s login (the work that does it, or None)."""
+        raise NotImplementedError
+
+    def sasl_refused(self, step: Cancelled | Malformed) -> None:
+        """Answer an exchange the client cancelled or broke."""
+        raise NotImplementedError
 
     def idle_limit(self) -> float:
         """Seconds of silence before ``on_idle``; a session may stretch it (IMAP IDLE)."""

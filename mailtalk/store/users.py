@@ -37,7 +37,6 @@ import contextlib
 import errno
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -484,6 +483,8 @@ class UserMailboxes:
                 _write_uses(building, special_use)
             os.rename(building, self.folder_path(name))
         except OSError as error:
+            import shutil  # here: it loads bz2, lzma and zlib (0.5 MiB a server holds for nothing)
+
             shutil.rmtree(building, ignore_errors=True)
             if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise MailboxError("ALREADYEXISTS", f"mailbox {name} already exists") from None
@@ -494,6 +495,8 @@ class UserMailboxes:
         with os.scandir(self.path) as entries:
             leftovers = [e.path for e in entries if e.name.startswith(_DELETED_PREFIX)]
         for path in leftovers:
+            import shutil  # here: see _make_folder
+
             shutil.rmtree(path, ignore_errors=True)
 
     def _move_inbox_messages(self, folder: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from mailtalk.servers.certs import ensure_certificates
 from tests.cli.test_cli import child_env
-from tests.client.test_pipe import mailtalk
+from tests.client.scripted import mailtalk
 from tests.peers import SMTP_GREETING, Expect, Hold, ScriptedPeer, refused_port
 
 MAILTALK = str(Path(sys.executable).with_name("mailtalk"))

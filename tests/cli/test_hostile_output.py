@@ -20,7 +20,7 @@ import pytest
 
 from mailtalk.servers.api import RunningServers, run_servers
 from tests.cli.test_cli import child_env
-from tests.client.test_pipe import mailtalk
+from tests.client.scripted import mailtalk
 from tests.hostile import (
     HOSTILE,
     SHOWN,

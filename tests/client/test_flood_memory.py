@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.test_pipe import MAILTALK
+from tests.client.scripted import MAILTALK
 from tests.measured import run_measured
 from tests.peers import (
     IMAP_GREETING,

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import base64
-import os
 import stat
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mailtalk.protocols.common import MAX_LINE
 from mailtalk.protocols.smtp import MAX_REPLY_LINES
-from tests.measured import run_measured
+from tests.client.scripted import Finished, pipe_session
 from tests.peers import (
     IMAP_GREETING,
     POP3_GREETING,
@@ -22,42 +19,11 @@ from tests.peers import (
     Close,
     Expect,
     Hold,
-    ScriptedPeer,
     SendChunks,
     smtp_ehlo_reply,
 )
 
-MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
 RSS_LIMIT_KB = 200 * 1024
-
-
-@dataclass
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-    max_rss_kb: int
-    seconds: float
-
-    @property
-    def out_lines(self) -> list[str]:
-        return self.stdout.splitlines()
-
-    @property
-    def error_lines(self) -> list[str]:
-        """stderr without the ``# ...`` notes."""
-        return [line for line in self.stderr.splitlines() if not line.startswith("# ")]
-
-
-def mailtalk(*args: str, stdin: bytes, env: dict[str, str] | None = None,
-             timeout: float = 20) -> Finished:
-    """Run the real binary with ``stdin`` as a pipe; measure its true peak memory
-    (through :func:`tests.measured.run_measured`, not as a child of pytest)."""
-    child_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    child_env.pop("MAILTALK_DEBUG", None)
-    ran = run_measured([MAILTALK, *args], stdin=stdin, env=child_env, timeout=timeout)
-    assert ran.returncode != -9, f"mailtalk hung and was killed; stderr: {ran.stderr[-500:]}"
-    return Finished(ran.returncode, ran.stdout, ran.stderr, ran.peak_rss_kib, ran.seconds)
 
 
 def assert_no_traceback(result: Finished) -> None:
@@ -101,8 +67,7 @@ SMTP_INPUT = (
 
 
 def test_smtp_exchange_in_order() -> None:
-    with ScriptedPeer(SMTP_SESSION) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=SMTP_INPUT)
+    result = pipe_session(SMTP_SESSION, "smtp", stdin=SMTP_INPUT)
     assert result.returncode == 0, result.stderr
     assert_no_traceback(result)
     assert result.out_lines == [
@@ -128,7 +93,7 @@ def test_smtp_exchange_in_order() -> None:
         "S: 221 2.0.0 Bye",
     ]
     # Exactly these bytes, CRLF-ended, reached the server.
-    assert peer.data() == (
+    assert result.received == (
         b"EHLO client.test\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\n"
         b"DATA\r\nSubject: hi\r\n\r\n..leading dot\r\n.\r\nQUIT\r\n"
     )
@@ -138,9 +103,7 @@ def test_smtp_exchange_in_order() -> None:
 def test_permanent_failure_exits_1_but_finishes_the_script() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250 ok\r\n", Expect(b"MAIL"),
               b"550 5.7.1 relaying denied\r\n", Expect(b"QUIT"), b"221 bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}",
-                          stdin=b"EHLO me\nMAIL FROM:<a@b>\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nMAIL FROM:<a@b>\nQUIT\n")
     assert result.returncode == 1
     assert "S: 550 5.7.1 relaying denied" in result.out_lines
     assert result.out_lines[-1] == "S: 221 bye"
@@ -150,8 +113,7 @@ def test_permanent_failure_exits_1_but_finishes_the_script() -> None:
 def test_transient_failure_exits_1() -> None:
     script = [SMTP_GREETING, Expect(b"HELO"), b"451 4.3.0 try later\r\n", Expect(b"QUIT"),
               b"221 bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"HELO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"HELO me\nQUIT\n")
     assert result.returncode == 1
 
 
@@ -159,8 +121,7 @@ def test_multiline_reply_shown_whole() -> None:
     extensions = [f"X-EXT{n} value {n}" for n in range(40)]
     script = [SMTP_GREETING, Expect(b"EHLO"), smtp_ehlo_reply(*extensions), Expect(b"QUIT"),
               b"221-see you\r\n221-and goodbye\r\n221 really\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     lines = result.out_lines
     start = lines.index("C: EHLO me")
@@ -178,9 +139,7 @@ def test_pop3_multiline_body_shown_whole() -> None:
               Expect(b"RETR 1"),
               b"+OK 3 lines\r\nSubject: x\r\n\r\n..dotted\r\n.\r\n",
               Expect(b"QUIT"), b"+OK bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("pop3", f"127.0.0.1:{peer.port}",
-                          stdin=b"USER a\nPASS s\nRETR 1\nQUIT\n")
+    result = pipe_session(script, "pop3", stdin=b"USER a\nPASS s\nRETR 1\nQUIT\n")
     assert result.returncode == 0, result.stderr
     body_start = result.out_lines.index("S: +OK 3 lines")
     assert result.out_lines[body_start + 1 : body_start + 5] == [
@@ -195,9 +154,7 @@ def test_imap_tags_added_and_waits_for_tagged_completion() -> None:
               Expect(b"a002 SELECT INBOX"),
               b"* 2 EXISTS\r\n* FLAGS (\\Seen)\r\na002 OK [READ-WRITE] done\r\n",
               Expect(b"a003 LOGOUT"), b"* BYE\r\na003 OK bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("imap", f"127.0.0.1:{peer.port}",
-                          stdin=b"LOGIN alice secret\nSELECT INBOX\nLOGOUT\n")
+    result = pipe_session(script, "imap", stdin=b"LOGIN alice secret\nSELECT INBOX\nLOGOUT\n")
     assert result.returncode == 0, result.stderr
     assert result.out_lines == [
         "S: * OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted IMAP ready",
@@ -212,14 +169,13 @@ def test_imap_tags_added_and_waits_for_tagged_completion() -> None:
         "S: * BYE",
         "S: a003 OK bye",
     ]
-    assert b"a001 LOGIN alice secret\r\n" in peer.data()
+    assert b"a001 LOGIN alice secret\r\n" in result.received
 
 
 def test_imap_no_exits_1() -> None:
     script = [IMAP_GREETING, Expect(b"a001 LOGIN"), b"a001 NO [AUTHENTICATIONFAILED] no\r\n",
               Expect(b"a002 LOGOUT"), b"* BYE\r\na002 OK\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("imap", f"127.0.0.1:{peer.port}", stdin=b"LOGIN a b\nLOGOUT\n")
+    result = pipe_session(script, "imap", stdin=b"LOGIN a b\nLOGOUT\n")
     assert result.returncode == 1
 
 
@@ -228,25 +184,22 @@ def test_imap_no_exits_1() -> None:
 
 def test_server_closes_mid_reply() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250-first line only\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 5
     assert_error_line(result, "closed the connection")
     assert "S: (incomplete: the server closed the connection mid-reply)" in result.out_lines
-    assert b"QUIT" not in peer.data()
+    assert b"QUIT" not in result.received
 
 
 def test_server_closes_mid_reply_shows_what_came() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250-first line only\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert "S: 250-first line only" in result.out_lines
 
 
 def test_server_closes_instead_of_answering() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250 ok\r\n", Expect(b"NOOP"), Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nNOOP\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nNOOP\nQUIT\n")
     assert result.returncode == 5
     assert_error_line(result, "127.0.0.1 closed the connection without answering")
 
@@ -254,8 +207,7 @@ def test_server_closes_instead_of_answering() -> None:
 @pytest.mark.parametrize("protocol", ["smtp", "pop3", "imap"])
 @pytest.mark.parametrize("stdin", [b"QUIT\n", b""])
 def test_server_closes_before_greeting(protocol: str, stdin: bytes) -> None:
-    with ScriptedPeer([Close()]) as peer:
-        result = mailtalk(protocol, f"127.0.0.1:{peer.port}", stdin=stdin)
+    result = pipe_session([Close()], protocol, stdin=stdin)
     assert result.returncode == 5
     assert_error_line(result, "127.0.0.1 closed the connection before greeting")
     assert result.stdout == ""
@@ -263,8 +215,7 @@ def test_server_closes_before_greeting(protocol: str, stdin: bytes) -> None:
 
 def test_server_says_bye_as_greeting_then_more_lines() -> None:
     script = [b"* BYE too busy\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("imap", f"127.0.0.1:{peer.port}", stdin=b"a1 LOGIN a b\n")
+    result = pipe_session(script, "imap", stdin=b"a1 LOGIN a b\n")
     assert result.returncode == 5
     assert result.out_lines[0] == "S: * BYE too busy"
     assert_error_line(result, "closed")
@@ -273,16 +224,14 @@ def test_server_says_bye_as_greeting_then_more_lines() -> None:
 def test_server_closes_and_more_lines_follow() -> None:
     """After the server said goodbye, a further line is an error, not a crash."""
     script = [SMTP_GREETING, Expect(b"QUIT"), b"221 bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"QUIT\nNOOP\n")
+    result = pipe_session(script, "smtp", stdin=b"QUIT\nNOOP\n")
     assert result.returncode == 5
     assert_error_line(result, "closed")
 
 
 def test_garbage_instead_of_smtp_reply() -> None:
     script = [b"HTTP/1.1 400 Bad Request\r\n\r\n", Hold()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"QUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"QUIT\n")
     assert result.returncode == 5
     assert_error_line(result, "not an SMTP reply line", "HTTP/1.1 400")
 
@@ -290,8 +239,7 @@ def test_garbage_instead_of_smtp_reply() -> None:
 def test_non_utf8_reply_is_escaped() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250 caf\xe9 \xff\xfe\x00 ok\r\n",
               Expect(b"QUIT"), b"221 \x80bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     assert_no_traceback(result)
     assert "S: 250 caf\\xe9 \\xff\\xfe\\x00 ok" in result.out_lines  # NUL escaped too
@@ -301,8 +249,7 @@ def test_non_utf8_reply_is_escaped() -> None:
 def test_non_utf8_reply_raw_mode_escapes_everything() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250 \xff\x00\tok\r\n", Expect(b"QUIT"),
               b"221 bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--raw", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", "--raw", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     assert "S: 250 \\xff\\x00\\tok\\r\\n" in result.out_lines
 
@@ -310,8 +257,7 @@ def test_non_utf8_reply_raw_mode_escapes_everything() -> None:
 def test_raw_shows_crlf_escapes() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), b"250-a\r\n250 b\n", Expect(b"QUIT"),
               b"221 bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--raw", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", "--raw", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0
     assert result.out_lines == [
         "S: 220 peer.test ESMTP scripted\\r\\n",
@@ -335,8 +281,7 @@ def test_overlong_reply_line_is_cut_and_memory_stays_bounded() -> None:
     size = 50 << 20
     script = [SMTP_GREETING, Expect(b"EHLO"), SendChunks(lambda: _flood(size)),
               Expect(b"QUIT"), b"221 bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0, result.stderr
     assert_no_traceback(result)
     lines = result.out_lines
@@ -362,8 +307,7 @@ ENDLESS_LINES = 500_000
 def test_endless_multiline_reply_is_cut_then_completes() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), SendChunks(lambda: _endless_reply(ENDLESS_LINES)),
               b"250 finally\r\n", Expect(b"QUIT"), b"221 bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 0, result.stderr
     shown = [line for line in result.out_lines if line == "S: 250-x"]
     assert len(shown) == MAX_REPLY_LINES
@@ -375,8 +319,7 @@ def test_endless_multiline_reply_is_cut_then_completes() -> None:
 def test_endless_multiline_reply_then_close() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), SendChunks(lambda: _endless_reply(ENDLESS_LINES)),
               Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 5
     assert_error_line(result, "closed the connection")
     assert result.max_rss_kb < RSS_LIMIT_KB, f"peak RSS {result.max_rss_kb} KiB"
@@ -384,27 +327,22 @@ def test_endless_multiline_reply_then_close() -> None:
 
 def test_endless_multiline_reply_then_silence_times_out() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), SendChunks(lambda: _endless_reply(100_000)), Hold()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
-                          stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", "--timeout", "0.5", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply from 127.0.0.1 within 0.5 s")
 
 
 def test_reply_timeout() -> None:
     script = [SMTP_GREETING, Expect(b"EHLO"), Hold()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--timeout", "0.5", f"127.0.0.1:{peer.port}",
-                          stdin=b"EHLO me\nQUIT\n")
+    result = pipe_session(script, "smtp", "--timeout", "0.5", stdin=b"EHLO me\nQUIT\n")
     assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
     assert result.seconds < 2.5
-    assert b"QUIT" not in peer.data()
+    assert b"QUIT" not in result.received
 
 
 def test_greeting_timeout() -> None:
-    with ScriptedPeer([Hold()]) as peer:
-        result = mailtalk("imap", "--timeout", "0.5", f"127.0.0.1:{peer.port}", stdin=b"")
+    result = pipe_session([Hold()], "imap", "--timeout", "0.5", stdin=b"")
     assert result.returncode == 5  # connected: not "could not connect"
     assert_error_line(result, "no reply", "within 0.5 s")
 
@@ -422,14 +360,12 @@ def test_transcript_redacts_auth_plain(tmp_path: Path) -> None:
               Expect(b"QUIT"), b"221 bye\r\n"]
     transcript = tmp_path / "session.log"
     stdin = f"EHLO me\nAUTH PLAIN {secret_b64}\nAUTH LOGIN\nYWxpY2U=\naHVudGVyMg==\nQUIT\n"
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--transcript", str(transcript), f"127.0.0.1:{peer.port}",
-                          stdin=stdin.encode())
+    result = pipe_session(script, "smtp", "--transcript", str(transcript), stdin=stdin.encode())
     assert result.returncode == 1  # the 503
     text = transcript.read_text()
     assert stat.S_IMODE(transcript.stat().st_mode) == 0o600
     assert text.startswith("# mailtalk ")
-    assert f"smtp://127.0.0.1:{peer.port}" in text.splitlines()[0]
+    assert f"smtp://127.0.0.1:{result.port}" in text.splitlines()[0]
     assert secret_b64 not in text and "aHVudGVyMg==" not in text and "YWxpY2U=" not in text
     assert "C: AUTH PLAIN ***\n" in text
     body = [line for line in text.splitlines() if line[:2] in ("C:", "S:")]
@@ -450,7 +386,7 @@ def test_transcript_redacts_auth_plain(tmp_path: Path) -> None:
         "S: 221 bye",
     ]
     # The secrets did reach the server, and the screen did not show them.
-    assert f"AUTH PLAIN {secret_b64}".encode() in peer.data()
+    assert f"AUTH PLAIN {secret_b64}".encode() in result.received
     assert secret_b64 not in result.stdout
 
 
@@ -459,8 +395,7 @@ def test_transcript_redacts_pop3_pass_and_appends(tmp_path: Path) -> None:
     transcript.write_text("# an older session\n")
     script = [POP3_GREETING, Expect(b"USER alice"), b"+OK\r\n", Expect(b"PASS hunter2"),
               b"+OK logged in\r\n", Expect(b"QUIT"), b"+OK bye\r\n", Close()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("pop3", "--transcript", str(transcript), f"127.0.0.1:{peer.port}",
+    result = pipe_session(script, "pop3", "--transcript", str(transcript),
                           stdin=b"USER alice\nPASS hunter2\nQUIT\n")
     assert result.returncode == 0, result.stderr
     text = transcript.read_text()
@@ -475,9 +410,8 @@ def test_show_secrets_keeps_them_in_the_transcript(tmp_path: Path) -> None:
     transcript = tmp_path / "pop.log"
     script = [POP3_GREETING, Expect(b"USER"), b"+OK\r\n", Expect(b"PASS"), b"+OK\r\n",
               Expect(b"QUIT"), b"+OK\r\n"]
-    with ScriptedPeer(script) as peer:
-        mailtalk("pop3", "--show-secrets", "--transcript", str(transcript),
-                 f"127.0.0.1:{peer.port}", stdin=b"USER a\nPASS hunter2\nQUIT\n")
+    pipe_session(script, "pop3", "--show-secrets", "--transcript", str(transcript),
+                 stdin=b"USER a\nPASS hunter2\nQUIT\n")
     assert "C: PASS hunter2\n" in transcript.read_text()
 
 
@@ -487,8 +421,7 @@ def test_auth_meta_command_with_password_from_environment(tmp_path: Path) -> Non
     script = [SMTP_GREETING, Expect(b"EHLO"), smtp_ehlo_reply("AUTH PLAIN"),
               Expect(b"AUTH PLAIN"), b"334 \r\n", Expect(expected.encode()),
               b"235 2.7.0 Authentication successful\r\n", Expect(b"QUIT"), b"221 bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", "--transcript", str(transcript), f"127.0.0.1:{peer.port}",
+    result = pipe_session(script, "smtp", "--transcript", str(transcript),
                           stdin=b"EHLO me\n:auth plain alice\nQUIT\n",
                           env={"MAILTALK_PASSWORD": "s3cret"})
     assert result.returncode == 0, result.stderr
@@ -499,25 +432,21 @@ def test_auth_meta_command_with_password_from_environment(tmp_path: Path) -> Non
 
 def test_unknown_meta_command_in_pipe_is_one_line() -> None:
     script = [SMTP_GREETING, Hold()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b":bogus\nQUIT\n")
+    result = pipe_session(script, "smtp", stdin=b":bogus\nQUIT\n")
     assert result.returncode == 1
     assert_error_line(result, "unknown command :bogus")
 
 
 def test_quit_meta_command_stops_reading() -> None:
     script = [SMTP_GREETING, Expect(b"NOOP"), b"250 ok\r\n", Hold()]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}", stdin=b"NOOP\n:quit\nRSET\n")
+    result = pipe_session(script, "smtp", stdin=b"NOOP\n:quit\nRSET\n")
     assert result.returncode == 0
-    assert b"RSET" not in peer.data()
+    assert b"RSET" not in result.received
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 def test_input_line_endings_become_crlf(newline: bytes) -> None:
     script = [SMTP_GREETING, Expect(b"NOOP"), b"250 ok\r\n", Expect(b"QUIT"), b"221 bye\r\n"]
-    with ScriptedPeer(script) as peer:
-        result = mailtalk("smtp", f"127.0.0.1:{peer.port}",
-                          stdin=b"NOOP" + newline + b"QUIT" + newline)
+    result = pipe_session(script, "smtp", stdin=b"NOOP" + newline + b"QUIT" + newline)
     assert result.returncode == 0
-    assert peer.data() == b"NOOP\r\nQUIT\r\n"
+    assert result.received == b"NOOP\r\nQUIT\r\n"

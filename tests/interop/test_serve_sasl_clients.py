@@ -239,3 +239,106 @@ def test_msmtp_scram_sha_256(served: tuple[Any, Path], tmp_path: Path) -> None:
     ]  # fmt: skip
     delivered = b"".join(servers.messages(USER))
     assert b"scram body" in delivered and b"never" not in delivered
+
+
+# -- each mechanism's lines, as real clients send them ----------------------------------
+#
+# The three servers share one exchange (mailtalk.servers.sasl_exchange): PLAIN with and
+# without an initial response, LOGIN, CRAM-MD5, and the client's "*" that cancels.
+
+
+def curl_login(servers: Any, tmp_path: Path, protocol: str, mechanism: str, password: str,
+               *options: str) -> Any:
+    """curl logging in with ``mechanism`` (SMTP: and sending a message to alice)."""
+    url = f"{protocol}://127.0.0.1:{servers.port(protocol)}/"
+    args = [require_binary("curl"), "-sv", "--max-time", "10", "--user", f"{USER}:{password}",
+            "--login-options", f"AUTH={mechanism}", *options]
+    if protocol == "smtp":
+        message = tmp_path / "message.eml"
+        message.write_text(f"From: {USER}@example.test\r\nSubject: curl {mechanism}\r\n\r\nhi\r\n")
+        args += ["--mail-from", f"{USER}@example.test", "--mail-rcpt", "alice@example.test",
+                 "-T", str(message)]
+    return run_client([*args, url + ("INBOX" if protocol == "imap" else "")], tmp_path)
+
+
+@pytest.mark.parametrize("initial", [[], ["--sasl-ir"]], ids=["challenged", "sasl-ir"])
+@pytest.mark.parametrize(("protocol", "mechanism"), [
+    ("pop3", "PLAIN"), ("imap", "PLAIN"), ("smtp", "PLAIN"), ("smtp", "LOGIN"),
+    ("smtp", "CRAM-MD5"),
+])
+def test_curl_each_mechanism_right_and_wrong(
+    served: tuple[Any, Path], tmp_path: Path, protocol: str, mechanism: str,
+    initial: list[str],
+) -> None:
+    servers, journal = served
+    good = curl_login(servers, tmp_path, protocol, mechanism, PASSWORD, *initial)
+    assert good.returncode == 0, describe(good)
+    verb = "AUTHENTICATE" if protocol == "imap" else "AUTH"
+    sent = [line for line in good.stderr.splitlines() if f" {verb} {mechanism}" in line]
+    assert sent, describe(good)
+    # With --sasl-ir curl puts the first answer on the command line (CRAM-MD5 has
+    # none); to IMAP it does whenever the server offers SASL-IR, as ours does, so
+    # IMAP's challenged PLAIN is imaplib's (test_imaplib_plain_...).
+    assert sent[0].strip().endswith(f" {verb} {mechanism}") != (
+        (bool(initial) or protocol == "imap") and mechanism != "CRAM-MD5"
+    ), sent
+    bad = curl_login(servers, tmp_path, protocol, mechanism, "wrong", *initial)
+    assert bad.returncode == 67, describe(bad)  # CURLE_LOGIN_DENIED
+    assert [(e["mechanism"], e["ok"]) for e in auth_events(journal)] == [
+        (mechanism, True), (mechanism, False)
+    ]
+    assert PASSWORD not in journal.read_text()
+
+
+def test_imaplib_cancels_with_a_star(served: tuple[Any, Path]) -> None:
+    """imaplib answers ``*`` when the callback gives None (RFC 3501 6.2.2): the exchange
+    ends with BAD, and the connection goes on to a login in the same session."""
+    servers, journal = served
+    client = imaplib.IMAP4("127.0.0.1", servers.port("imap"))
+    try:
+        for mechanism in ("PLAIN", "CRAM-MD5", "SCRAM-SHA-256"):
+            with pytest.raises(imaplib.IMAP4.error, match="Authentication cancelled"):
+                client.authenticate(mechanism, lambda _challenge: None)
+            assert client.state == "NONAUTH"
+        assert client.login_cram_md5(USER, PASSWORD)[0] == "OK"
+        assert client.state == "AUTH"
+    finally:
+        client.logout()
+    assert [(e["mechanism"], e["ok"]) for e in auth_events(journal)] == [("CRAM-MD5", True)]
+
+
+def test_imaplib_plain_with_an_authorization_identity(served: tuple[Any, Path]) -> None:
+    """imaplib's PLAIN answer, as the callback shapes it: acting as oneself is fine,
+    acting as another user is refused with AUTHORIZATIONFAILED (RFC 5530)."""
+    servers, _ = served
+    client = imaplib.IMAP4("127.0.0.1", servers.port("imap"))
+    try:
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHORIZATIONFAILED"):
+            client.authenticate("PLAIN", lambda _: f"bob\0{USER}\0{PASSWORD}".encode())
+        assert client.authenticate("PLAIN", lambda _: f"{USER}\0{USER}\0{PASSWORD}".encode())[
+            0] == "OK"
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
+@pytest.mark.parametrize("initial_response_ok", [True, False])
+def test_smtplib_each_mechanism(
+    served: tuple[Any, Path], mechanism: str, initial_response_ok: bool
+) -> None:
+    """smtplib's own three mechanisms, with and without the initial response."""
+    import smtplib
+
+    servers, journal = served
+    with smtplib.SMTP("127.0.0.1", servers.port("smtp"), timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.user, smtp.password = USER, "wrong"
+        method = getattr(smtp, "auth_" + mechanism.lower().replace("-", "_"))
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            smtp.auth(mechanism, method, initial_response_ok=initial_response_ok)
+        smtp.password = PASSWORD
+        code, _ = smtp.auth(mechanism, method, initial_response_ok=initial_response_ok)
+        assert code == 235
+    assert [(e["mechanism"], e["ok"]) for e in auth_events(journal)] == [
+        (mechanism, False), (mechanism, True)
+    ]

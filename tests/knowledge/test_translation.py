@@ -116,3 +116,32 @@ def test_explain_speaks_dutch_on_the_command_line() -> None:
 def test_json_keeps_its_keys_and_category_in_english() -> None:
     out = _explain("--lang", "nl", "--json", "550 5.1.1 x")
     assert '"category": "unknown_user"' in out and "ontvanger" in out
+
+
+# -- mailtalk diagnose's verdicts (verdicts.toml, verdicts.po) --------------------------
+
+
+def _verdict_texts() -> set[str]:
+    """The verdicts' texts that hold words (not a bare ``{fix[user]}`` or ``.``)."""
+    from mailtalk.knowledge.verdicts import texts
+
+    return {t for t in texts() if re.search(r"[A-Za-z]", re.sub(r"\{[^}]*\}", "", t))}
+
+
+def test_every_verdict_text_has_dutch_with_its_placeholders() -> None:
+    dutch = translation("nl").catalogue
+    wanted = _verdict_texts()
+    assert len(wanted) > 100
+    assert sorted(t for t in wanted if not dutch.get(t)) == []
+    for text in wanted:
+        assert sorted(re.findall(r"\{[^}]*\}", dutch[text])) == sorted(
+            re.findall(r"\{[^}]*\}", text)), text
+
+
+def test_the_verdicts_catalogue_holds_only_their_texts() -> None:
+    from mailtalk.language import parse_po
+
+    path = KNOWLEDGE / "locale" / "nl" / "verdicts.po"
+    entries = parse_po(path.read_text("utf-8"), path.name)
+    assert sorted(set(entries) - _verdict_texts()) == []
+

@@ -744,7 +744,7 @@ def test_quit_and_drop_after_offer_exactly_the_sequences_stop_points() -> None:
     for every --help); they must stay the sequence's own."""
     from mailtalk.cli import cli
     from mailtalk.commands import mail  # noqa: F401  (declares send on the group)
-    from mailtalk.protocols.smtp_sequence import QUIT_POINTS, STOP_POINTS
+    from mailtalk.protocols.smtp_plan import QUIT_POINTS, STOP_POINTS
 
     send = cli.commands["send"]
     choices = {p.name: tuple(p.type.choices) for p in send.params if p.name  # type: ignore[attr-defined]

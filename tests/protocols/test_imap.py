@@ -21,16 +21,18 @@ from mailtalk.protocols.imap import (
     FETCH_ITEMS,
     TRANSITIONS,
     VALID_COMMANDS,
-    Command,
     Continuation,
-    ContinuationResponse,
-    Event,
     IMAPConnection,
     IMAPState,
+    split_command,
+)
+from mailtalk.protocols.imap_events import (
+    Command,
+    ContinuationResponse,
+    Event,
     LiteralRequested,
     Tagged,
     Untagged,
-    split_command,
 )
 
 CAPS = (

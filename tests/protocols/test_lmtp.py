@@ -14,7 +14,8 @@ from mailtalk.protocols.smtp import (
     Reply,
     SMTPConnection,
 )
-from mailtalk.protocols.smtp_sequence import Await, ClientSequence, Command, Done, Message, Plan
+from mailtalk.protocols.smtp_plan import Await, Command, Done, Message, Plan
+from mailtalk.protocols.smtp_sequence import ClientSequence
 
 
 def feed(core: SMTPConnection, data: bytes, by_byte: bool) -> None:

@@ -7,15 +7,8 @@ from __future__ import annotations
 import pytest
 
 from mailtalk.protocols.smtp import PRDR_START, Reply, SMTPConnection
-from mailtalk.protocols.smtp_sequence import (
-    Await,
-    ClientSequence,
-    Command,
-    Done,
-    Message,
-    Plan,
-    Result,
-)
+from mailtalk.protocols.smtp_plan import Await, Command, Done, Message, Plan, Result
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from tests.protocols.test_smtp import CHUNKERS, Chunker
 
 EHLO = b"250-exim.test\r\n250-PIPELINING\r\n250 PRDR\r\n"

@@ -21,12 +21,11 @@ from mailtalk.protocols.common import (
     Role,
 )
 from mailtalk.protocols.smtp import Reply, SMTPConnection
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     QUIT_POINTS,
     STOP_POINTS,
     Authenticate,
     Await,
-    ClientSequence,
     Command,
     Done,
     Drop,
@@ -39,6 +38,7 @@ from mailtalk.protocols.smtp_sequence import (
     StartTLS,
     TLSPolicy,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from tests.protocols.test_smtp import CHUNKERS, Chunker, bytewise, odd_chunks, whole
 
 EHLO_REPLY = (

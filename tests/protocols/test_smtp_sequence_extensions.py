@@ -6,17 +6,8 @@ import pytest
 
 from mailtalk.protocols.common import Role
 from mailtalk.protocols.smtp import Reply, SMTPConnection
-from mailtalk.protocols.smtp_sequence import (
-    DSN,
-    Await,
-    Chunk,
-    ClientSequence,
-    Command,
-    Done,
-    Plan,
-    check_notify,
-    xtext,
-)
+from mailtalk.protocols.smtp_plan import DSN, Await, Chunk, Command, Done, Plan, check_notify, xtext
+from mailtalk.protocols.smtp_sequence import ClientSequence
 
 
 def run(ehlo: bytes, plan: Plan) -> tuple[list[str], Done]:

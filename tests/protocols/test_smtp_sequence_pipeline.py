@@ -14,11 +14,10 @@ import pytest
 
 from mailtalk.protocols.common import LocalProtocolError, Role
 from mailtalk.protocols.smtp import END_OF_DATA, Reply, SMTPConnection
-from mailtalk.protocols.smtp_sequence import (
+from mailtalk.protocols.smtp_plan import (
     Await,
     Batch,
     Chunk,
-    ClientSequence,
     Command,
     Done,
     Drop,
@@ -28,6 +27,7 @@ from mailtalk.protocols.smtp_sequence import (
     Quit,
     Stage,
 )
+from mailtalk.protocols.smtp_sequence import ClientSequence
 from tests.protocols.test_smtp import CHUNKERS, Chunker, whole
 
 EHLO = b"250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n"

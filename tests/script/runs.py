@@ -14,8 +14,12 @@ TIMEOUT = 30
 
 
 def mailtalk_env(tmp_path: Path, password: str | None, **extra: str) -> dict[str, str]:
-    """No MAILTALK_* settings but ``password``, a private HOME, no colour."""
-    env = client_env(tmp_path, NO_COLOR="1", **extra)
+    """No MAILTALK_* settings but ``password``, a private HOME, no colour, English (run
+    speaks the locale's language: the tests read its English, whatever the developer's)."""
+    env = client_env(tmp_path, **{"NO_COLOR": "1", "LANG": "C.UTF-8", **extra})
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        if variable not in extra:
+            env.pop(variable, None)
     if password is not None:
         env["MAILTALK_PASSWORD"] = password
     return env

@@ -513,7 +513,7 @@ def test_the_journal_has_the_goodbye_as_the_commands_reply(tmp_path: Path) -> No
 def test_sasl_exchanges_spend_the_budget_and_are_refused_in_each_protocols_words(
     tmp_path: Path,
 ) -> None:
-    """CRAM-MD5 (a secret checked inside an exchange, ServerSession.sasl_verdict): wrong
+    """CRAM-MD5 (a secret checked inside an exchange, ServerSession._sasl_verdict): wrong
     answers count against the address; then even a right one is refused unchecked, in
     SMTP's, POP3's and IMAP's words."""
     with run_servers(tmp_path, smtp=0, pop3=0, imap=0, users=USERS,

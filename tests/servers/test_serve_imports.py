@@ -34,6 +34,8 @@ MAILBOX_SERVING = (
     "mailtalk.servers.lmtp",
     "mailtalk.servers.mailquery",
     "mailtalk.protocols.imap",
+    "mailtalk.protocols.imap_framing",
+    "mailtalk.protocols.imap_events",
     "mailtalk.protocols.pop3",
     "mailtalk.store.append",
     "mailtalk.store.flags",
@@ -164,7 +166,9 @@ def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> Non
     assert len(delivered(tmp_path / "root")) == 1
     assert loaded(modules, MAILBOX_SERVING) == []
     # Nor onward delivery's SMTP client: off by default from Python.
-    assert loaded(modules, ("mailtalk.servers.delivery", "mailtalk.protocols.smtp_sequence")) == []
+    onward = ("mailtalk.servers.delivery", "mailtalk.protocols.smtp_sequence",
+              "mailtalk.protocols.smtp_plan")  # fmt: skip
+    assert loaded(modules, onward) == []
     assert loaded(modules, CLIENT_SIDE) == []
 
 
@@ -172,3 +176,16 @@ def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> Non
 def test_run_servers_loads_what_is_asked_for(tmp_path: Path, listener: str) -> None:
     modules = run_servers_modules(tmp_path / "root", {"smtp": 0, listener: 0})
     assert loaded(modules, (f"mailtalk.servers.{listener}",))
+
+
+def test_serve_holds_no_shutil_or_mime_header_code_at_start(tmp_path: Path) -> None:
+    """``shutil`` (with bz2, lzma and zlib) is for removing a folder's leftovers and
+    ``email.header`` for SEARCH's text of encoded words: loaded at start they were
+    0.8 MiB of every server's RSS, bench/README.md (issue 17, fourth round: memory).
+    (A first start, which writes certificates and control files, still loads them.)"""
+    listeners = ["--smtp", "0", "--pop3", "0", "--imap", "0"]
+    serve_modules(tmp_path / "root", listeners)  # the first start writes the root's files
+    modules = serve_modules(tmp_path / "root", listeners)
+    assert "mailtalk.servers.imap.selected" in modules
+    assert "mailtalk.store.users" in modules
+    assert loaded(modules, ("shutil", "bz2", "lzma", "email.header")) == []

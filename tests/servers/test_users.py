@@ -218,16 +218,17 @@ def test_unknown_and_known_users_take_comparable_time(tmp_path: Path) -> None:
     users = Users.load(tmp_path)
     users.add("alice", "pw")
 
+    # CPU time, not wall time: another process on a loaded machine stretches the wall
+    # clock of one call and not the other. How fast a login is belongs to bench/.
     def best_of_three(name: str) -> float:
         times = []
         for _ in range(3):
-            started = time.perf_counter()
+            started = time.process_time()
             users.verify(name, "wrong")
-            times.append(time.perf_counter() - started)
+            times.append(time.process_time() - started)
         return min(times)
 
     known, unknown = best_of_three("alice"), best_of_three("nobody")
-    assert known < 0.1  # fast enough for tests and logins
     # Both run one scrypt; a skipped scrypt would be orders of magnitude faster.
     assert unknown > known / 4
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TextIO, TypeVar
 
+from mailtalk.knowledge.translation import SpeaksLanguage
 from mailtalk.net.tlsclient import ClientTLS
 
 if TYPE_CHECKING:
@@ -28,11 +29,12 @@ Evidence = TypeVar("Evidence")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReportOptions:
+class ReportOptions(SpeaksLanguage):
     """What every diagnosis's options say about its report: ``--brief``, ``--json``."""
 
     brief: bool = False  # only the verdict and the evidence
     as_json: bool = False
+    language: str = "en"  # of the report for a person (mailtalk/language.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +64,7 @@ class ServerOptions(ReportOptions):
             pipe_command=self.pipe_command,
             proxy_from=self.proxy_from,
             proxy_version=self.proxy_version,
+            language=self.language,
         )
 
 
@@ -102,9 +105,13 @@ class Report:
             "facts": self.facts,
         }
 
-    def write(self, as_json: bool, target: TextIO, brief: bool = False) -> None:
-        """The report: JSON, or text; ``brief``: only the verdict and the evidence,
-        for readers who know the lesson."""
+    def write(
+        self, as_json: bool, target: TextIO, brief: bool = False,
+        gettext: Callable[[str], str] = str,
+    ) -> None:
+        """The report: JSON, or text (its headings in the language of ``gettext``);
+        ``brief``: only the verdict and the evidence, for readers who know the lesson."""
+        _ = gettext
         from mailtalk.terminal import safe_strings, safe_text
 
         if as_json:
@@ -137,15 +144,15 @@ class Report:
                 + "\n"
             )
 
-        paragraph(f"Verdict: {self.summary}")
+        paragraph(_("Verdict: {summary}").format(summary=self.summary))
         if self.security:
-            paragraph(f"SECURITY: {self.security}")
-        block("Evidence", self.evidence, "-")
+            paragraph(_("SECURITY: {finding}").format(finding=self.security))
+        block(_("Evidence"), self.evidence, "-")
         if brief:
             target.flush()
             return
-        block("What to do, as the user", self.fixes_user, "•")
-        block("What to do, as the server's admin", self.fixes_admin, "•")
+        block(_("What to do, as the user"), self.fixes_user, "•")
+        block(_("What to do, as the server's admin"), self.fixes_admin, "•")
         target.flush()
 
 
@@ -155,12 +162,13 @@ def conclude(
     values: Mapping[str, object],
     evidence: list[str],
     facts: dict[str, object],
+    gettext: Callable[[str], str] = str,
 ) -> tuple[Report, ExitCode]:
     """The report of the verdict ``key`` of the diagnosis ``kind``, worded from the
-    knowledge base with ``values``, and its exit status."""
+    knowledge base with ``values`` in the language of ``gettext``, and its exit status."""
     from mailtalk.knowledge.verdicts import verdict
 
-    worded = verdict(kind, key, values)
+    worded = verdict(kind, key, values, gettext)
     report = Report(
         kind,
         worded.id,
@@ -188,10 +196,10 @@ def run_report(
     try:
         report, code = diagnosis()
     except UsageError as error:
-        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
+        click.echo(f"mailtalk: {one_line(error, options.gettext)}", file=env.stderr)
         return ExitCode.USAGE
     except SendFailed as error:
-        click.echo(f"mailtalk: {one_line(error)}", file=env.stderr)
+        click.echo(f"mailtalk: {one_line(error, options.gettext)}", file=env.stderr)
         return int(error.exit_code)
-    report.write(options.as_json, env.stdout, brief=options.brief)
+    report.write(options.as_json, env.stdout, brief=options.brief, gettext=options.gettext)
     return int(code)

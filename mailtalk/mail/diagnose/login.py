@@ -80,6 +80,8 @@ class LoginEvidence:
     secret: str = "password"  # what was sent: "password", or "OAuth2 token" (or expired one)
     reply: ServerEvent | None = None  # the answer that decides
     explained: Explanation | None = None  # the explain knowledge on it, when a refusal
+    # the language of the lines, of ``how`` and of ``secret`` (English for --json)
+    gettext: Callable[[str], str] = field(default=str, repr=False)
 
     def answer(self, conv: Conversation, reply: ServerEvent, command: str) -> None:
         """The deciding answer, and what the knowledge base says of it if a refusal."""
@@ -108,8 +110,9 @@ class LoginEvidence:
         self.have_ticket = has_ticket_for(self.user)
         self.no_ticket = not self.have_ticket and set(offered) == {"GSSAPI"}
         if self.no_ticket:
-            self.lines.append(f"no Kerberos ticket of {self.user} in the cache (klist): "
-                              "GSSAPI, all that is offered, cannot be used")
+            self.lines.append(self.gettext(
+                "no Kerberos ticket of {user} in the cache (klist): GSSAPI, all that is "
+                "offered, cannot be used").format(user=self.user))
             self.facts["login"] = "not sent"
 
     @property
@@ -118,32 +121,27 @@ class LoginEvidence:
         return self.explained.category if self.explained is not None else None
 
 
-def _target(url: str) -> Target:
+def _target(url: str, _: Callable[[str], str]) -> Target:
     from mailtalk.net.target import TargetError, parse_url
 
     if "://" not in url:
-        host = url.strip() or "HOST"
-        raise UsageError(
-            f"{url!r} is not a URL: say what to log in to, e.g. imap://{host}, "
-            f"pop3://{host} or submission://{host} (SMTP AUTH)"
-        )
+        raise UsageError(_(
+            "{url!r} is not a URL: say what to log in to, e.g. imap://{host}, pop3://{host} "
+            "or submission://{host} (SMTP AUTH)").format(url=url, host=url.strip() or "HOST"))
     try:
         return parse_url(url)
     except TargetError as error:
         raise UsageError(str(error)) from None
 
 
-def _user(target: Target, option: str | None) -> str:
+def _user(target: Target, option: str | None, _: Callable[[str], str]) -> str:
     if option and target.user and option != target.user:
-        raise UsageError(
-            f"the URL says user {target.user!r} and --user says {option!r}: give one"
-        )
+        raise UsageError(_("the URL says user {url_user!r} and --user says {option!r}: give "
+                           "one").format(url_user=target.user, option=option))
     user = option or target.user
     if not user:
-        raise UsageError(
-            f"no user to log in as: give --user NAME, or put it in the URL "
-            f"({target.url.replace('://', '://NAME@', 1)})"
-        )
+        raise UsageError(_("no user to log in as: give --user NAME, or put it in the URL "
+                           "({url})").format(url=target.url.replace("://", "://NAME@", 1)))
     return user
 
 
@@ -186,14 +184,16 @@ def _start_tls(conv: Conversation, word: str, evidence: list[str]) -> str | None
     is not trusted starts with "certificate: ")."""
     from mailtalk.net.transport import TLSVerificationError, TransportError
 
+    _ = conv.gettext
     try:
         conv.starttls()
     except (MailtalkError, TransportError) as error:
-        evidence.append(f"{word} failed: {one_line(error)}")
+        evidence.append(_("{word} failed: {error}").format(word=word, error=one_line(error, _)))
         prefix = "certificate: " if isinstance(error, TLSVerificationError) else ""
-        return prefix + one_line(error)
+        return prefix + one_line(error, _)
     tls = conv.transport.tls if conv.transport is not None else None
-    evidence.append(f"{word}: TLS started" + (f" ({tls.summary()})" if tls else ""))
+    started = _("{word}: TLS started").format(word=word)
+    evidence.append(started + (f" ({tls.summary(None, _)})" if tls else ""))
     return None
 
 
@@ -203,25 +203,26 @@ def gather(options: LoginOptions, listener: Listener) -> LoginEvidence:
     from mailtalk.mail.smtp_steps import password_for
     from mailtalk.protocols.sasl import NO_SECRET_MECHANISMS, TOKEN_MECHANISMS
 
-    target = _target(options.url)
-    user = _user(target, options.user)
+    target = _target(options.url, options.gettext)
+    user = _user(target, options.user, options.gettext)
 
     def secret(mechanism: str) -> str:  # asked only when a login is about to be tried
         if mechanism in NO_SECRET_MECHANISMS:  # GSSAPI: the Kerberos ticket, no password
-            evidence.secret = "Kerberos ticket"
+            evidence.secret = _("Kerberos ticket")
             return ""
         if mechanism in TOKEN_MECHANISMS and options.oauth2_token is not None:
-            evidence.secret = "OAuth2 token (or an expired one)"
+            evidence.secret = _("OAuth2 token (or an expired one)")
             return options.oauth2_token
-        return password_for(user, target.host)
+        return password_for(user, target.host, _)
 
+    _ = options.gettext
     session = options.session(target)
     conv = Conversation(session, listener)
     conv.recorder.enabled = False
     conv.explain_inline = False
     evidence = LoginEvidence(
         target.display, user, facts={"server": target.display, "protocol": target.protocol},
-        have_token=options.oauth2_token is not None,
+        have_token=options.oauth2_token is not None, secret=_("password"), gettext=_,
     )
     try:
         conv.open()
@@ -259,28 +260,31 @@ def _start_tls_or_stop(conv: Conversation, evidence: LoginEvidence) -> bool:
     if evidence.tls_failure is not None:
         evidence.facts["login"] = "not sent"
         return False
-    evidence.how = f"over TLS, after {evidence.word}"
+    evidence.how = evidence.gettext("over TLS, after {word}").format(word=evidence.word)
     return True
 
 
 def _mailbox(
     conv: Conversation, target: Target, secret: Callable[[str], str], evidence: LoginEvidence
 ) -> None:
+    _ = evidence.gettext
     encrypted = target.tls == "implicit"
     caps = _capabilities(conv)
     evidence.lines.append(
-        ("capabilities (TLS): " if encrypted else "capabilities: ")
-        + (" ".join(caps) or "none listed")
+        _("capabilities (TLS): {capabilities}" if encrypted else "capabilities: {capabilities}")
+        .format(capabilities=" ".join(caps) or _("none listed"))
     )
     evidence.word = word = "STLS" if target.protocol == "pop3" else "STARTTLS"
-    evidence.how = "over TLS" if encrypted else "in plain text"
+    evidence.how = _("over TLS") if encrypted else _("in plain text")
     if not encrypted and word in caps:
         if not _start_tls_or_stop(conv, evidence):
             return
         caps = _capabilities(conv)
-        evidence.lines.append(f"capabilities after {word}: " + (" ".join(caps) or "none listed"))
+        evidence.lines.append(_("capabilities after {word}: {capabilities}").format(
+            word=word, capabilities=" ".join(caps) or _("none listed")))
     elif not encrypted:
-        evidence.lines.append(f"no {word} offered: the password goes in plain text")
+        evidence.lines.append(_("no {word} offered: the password goes in plain text").format(
+            word=word))
     evidence.look_for_ticket(offered_mechanisms(conv))
     if evidence.no_ticket:
         return
@@ -294,11 +298,12 @@ def _mailbox(
         evidence.answer(conv, reply, verb)
         return
     if "LOGINDISABLED" in caps:
-        evidence.lines.append("LOGINDISABLED: the server refuses LOGIN in plain text")
+        evidence.lines.append(_("LOGINDISABLED: the server refuses LOGIN in plain text"))
         evidence.login_disabled = True
         return
     reply = _login(conv, evidence.user, secret("PLAIN"))
-    evidence.lines.append(f"login {evidence.how}: {last_line(reply)}")
+    evidence.lines.append(_("login {how}: {reply}").format(how=evidence.how,
+                                                          reply=last_line(reply)))
     evidence.answer(conv, reply, "PASS" if target.protocol == "pop3" else "LOGIN")
 
 
@@ -324,9 +329,10 @@ def _login_name(mechanism: str, user: str) -> str:
 def _smtp(
     conv: Conversation, target: Target, secret: Callable[[str], str], evidence: LoginEvidence
 ) -> None:
+    _ = evidence.gettext
     greeting = conv.last_final
     if greeting is not None:
-        evidence.lines.append(f"greeting: {last_line(greeting)}")
+        evidence.lines.append(_("greeting: {greeting}").format(greeting=last_line(greeting)))
         if greeting.reply_class is not ReplyClass.POSITIVE:
             evidence.answer(conv, greeting, "greeting")
             return
@@ -342,11 +348,11 @@ def _smtp(
     extensions = set(getattr(conv.core, "extensions", {}) or {})
     evidence.lines.append(
         ("EHLO (TLS): AUTH " if encrypted else "EHLO: AUTH ")
-        + (" ".join(offered()) or "not offered")
-        + ("" if encrypted else "; STARTTLS " + ("offered" if "STARTTLS" in extensions else
-                                                  "not offered"))
+        + (" ".join(offered()) or _("not offered"))
+        + ("" if encrypted else "; STARTTLS " + (_("offered") if "STARTTLS" in extensions else
+                                                  _("not offered")))
     )
-    evidence.how = "over TLS" if encrypted else "in plain text"
+    evidence.how = _("over TLS") if encrypted else _("in plain text")
     if target.tls == "starttls" and "STARTTLS" not in extensions:
         # submission:// asks for STARTTLS: no password in plain text instead
         evidence.facts["login"] = "not sent"
@@ -356,7 +362,8 @@ def _smtp(
         if not _start_tls_or_stop(conv, evidence):
             return
         _ehlo(conv)
-        evidence.lines.append("EHLO after STARTTLS: AUTH " + (" ".join(offered()) or "not offered"))
+        evidence.lines.append(_("EHLO after STARTTLS: AUTH {mechanisms}").format(
+            mechanisms=" ".join(offered()) or _("not offered")))
     evidence.mechanisms = offered()
     evidence.facts["auth_offered"] = evidence.mechanisms
     evidence.look_for_ticket(evidence.mechanisms)
@@ -365,8 +372,9 @@ def _smtp(
     if not evidence.usable:
         evidence.facts["login"] = "not sent"
         return
-    if not evidence.how.startswith("over TLS"):
-        evidence.lines.append("no STARTTLS offered: the password goes in plain text")
+    if not encrypted and "STARTTLS" not in extensions:
+        evidence.lines.append(_("no {word} offered: the password goes in plain text").format(
+            word="STARTTLS"))
     evidence.facts["login"] = evidence.how
     from mailtalk.protocols.sasl import auto_mechanism
 
@@ -436,7 +444,9 @@ def diagnose(options: LoginOptions, listener: Listener) -> tuple[Report, ExitCod
     if key == "login_refused" and evidence.explained is not None:
         # a refusal with no verdict of its own: the explain knowledge says what it means
         lines = [*lines, f"  ↳ {evidence.explained.one_line()}"]
-    return conclude("login", key, wording_values(evidence), lines, evidence.facts)
+    return conclude(
+        "login", key, wording_values(evidence), lines, evidence.facts, options.gettext
+    )
 
 
 def run(options: LoginOptions, env: Environment) -> int:

@@ -34,6 +34,7 @@ and facts are rendered from the record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -67,15 +68,8 @@ from mailtalk.mail.smtp_steps import (
 )
 from mailtalk.net.target import Target
 from mailtalk.protocols.common import ReplyClass, ServerEvent, last_line
-from mailtalk.protocols.smtp_sequence import (
-    ClientSequence,
-    Ending,
-    Exchange,
-    Plan,
-    Result,
-    Stage,
-    TLSPolicy,
-)
+from mailtalk.protocols.smtp_plan import Ending, Exchange, Plan, Result, Stage, TLSPolicy
+from mailtalk.protocols.smtp_sequence import ClientSequence
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -188,7 +182,7 @@ def converse(
             try:
                 tls = run(encrypt)
                 if tls.refusal is not None and tls.refusal.verb == "STARTTLS":
-                    raise refusal_error(tls.refusal, tls)
+                    raise refusal_error(tls.refusal, tls, conv.gettext)
                 found.tls_ok = True
                 found.auth_after_tls = [
                     m.upper() for m in getattr(conv.core, "auth_mechanisms", []) or []
@@ -203,7 +197,7 @@ def converse(
                 found.tls_error = str(error)
             except Exception as error:  # a TLS failure closes the connection
                 found.tls_ok = False
-                found.tls_error = one_line(error)
+                found.tls_error = one_line(error, conv.gettext)
         user = options.auth_user
         if user and secret is not None and not conv.closed and source is None:
             authed = run(replace(ask, auth=True), user)
@@ -242,10 +236,11 @@ def _ask_from(
             target, sender, recipient, options, Listener(listener.out, True), None, source=source
         )
     except Exception as error:  # cannot connect from there: no evidence either way
-        return RelayTry(source, "other", f"no conversation ({one_line(error)})")
+        return RelayTry(source, "other", options.gettext("no conversation ({error})").format(
+            error=one_line(error, options.gettext)))
     asked = found.stranger_rcpt or found.stranger_mail
     if asked is None:
-        return RelayTry(source, "other", "no answer")
+        return RelayTry(source, "other", options.gettext("no answer"))
     shown = f"{asked.command} -> {asked.reply}"
     if asked.ok and found.stranger_rcpt is not None:
         return RelayTry(source, "relays", shown)
@@ -385,15 +380,15 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
     other addresses."""
     from mailtalk.net.mx import Resolver, lookup_mx
 
-    split_address(options.sender, "--from")
-    domain = split_address(options.recipient, "--to")[1]
+    split_address(options.sender, "--from", options.gettext)
+    domain = split_address(options.recipient, "--to", options.gettext)[1]
     resolver = Resolver(options.resolver, min(options.timeout, 10.0))
     evidence = RelayEvidence(
         domain=domain,
         sender=options.sender,
         recipient=options.recipient,
         auth_user=options.auth_user,
-        mx=lookup_mx(domain, resolver),
+        mx=lookup_mx(domain, resolver, options.gettext),
     )
     asked = _server_to_ask(options, evidence)
     if asked is None:
@@ -409,7 +404,7 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
     if options.auth_user:
         from mailtalk.mail.smtp_steps import password_for
 
-        secret = password_for(options.auth_user, host)
+        secret = password_for(options.auth_user, host, options.gettext)
     target = Target("smtp", host, evidence.port, "none", None)
     evidence.found = converse(target, options.sender, options.recipient, options, listener, secret)
     assert evidence.found.stranger_mail is not None
@@ -435,8 +430,9 @@ def _server_to_ask(options: RelayOptions, evidence: RelayEvidence) -> tuple[str,
         from mailtalk.mail.smtp_steps import SendFailed
 
         raise SendFailed(
-            f"cannot find the MX of {evidence.domain}: {mx.message}; give --server to "
-            "diagnose a server anyway",
+            options.gettext("cannot find the MX of {domain}: {reason}; give --server to "
+                            "diagnose a server anyway").format(
+                domain=evidence.domain, reason=mx.message),
             temporary=True,
             exit_code=ExitCode.CONNECT,
         )
@@ -543,8 +539,10 @@ def wording_values(evidence: RelayEvidence) -> dict[str, object]:
     return values
 
 
-def evidence_lines(evidence: RelayEvidence) -> list[str]:
-    """The evidence as the report says it: the DNS, the server, what it answered."""
+def evidence_lines(evidence: RelayEvidence, gettext: Callable[[str], str] = str) -> list[str]:
+    """The evidence as the report says it: the DNS, the server, what it answered; in the
+    language of ``gettext``."""
+    _ = gettext
     assert evidence.mx is not None
     mx = evidence.mx
     lines = [f"DNS ({mx.resolver}): {mx.message}"]
@@ -554,84 +552,83 @@ def evidence_lines(evidence: RelayEvidence) -> list[str]:
     if evidence.found is None:
         return lines
     if evidence.first_mx is not None:
-        lines.append(f"no --server given: asking the first MX, {evidence.first_mx}")
-    where, domain = evidence.where, evidence.domain
+        lines.append(_("no --server given: asking the first MX, {host}").format(
+            host=evidence.first_mx))
     if evidence.is_mx:
-        lines.append(
-            f"{where} is an MX of {domain}: it receives mail for {domain} itself, "
-            "so no relaying is involved"
-        )
+        said = _("{where} is an MX of {domain}: it receives mail for {domain} itself, so no "
+                 "relaying is involved")
     elif evidence.dns_failed:
-        lines.append(
-            f"whether {where} is an MX of {domain} cannot be told (the DNS did not answer); "
-            "taken as not"
-        )
+        said = _("whether {where} is an MX of {domain} cannot be told (the DNS did not "
+                 "answer); taken as not")
     else:
-        lines.append(
-            f"{where} is not an MX of {domain}: it would have to relay "
-            f"(pass the message on to {domain}'s MX)"
-        )
-    return lines + _conversation_lines(evidence) + _tries_lines(evidence)
+        said = _("{where} is not an MX of {domain}: it would have to relay (pass the message "
+                 "on to {domain}'s MX)")
+    lines.append(said.format(where=evidence.where, domain=evidence.domain))
+    return lines + _conversation_lines(evidence, _) + _tries_lines(evidence, _)
 
 
-def _conversation_lines(evidence: RelayEvidence) -> list[str]:
+def _conversation_lines(evidence: RelayEvidence, _: Callable[[str], str]) -> list[str]:
     found = evidence.conversation
+    not_offered = _("not offered")
     lines = [
-        f"greeting: {found.greeting}",
+        _("greeting: {greeting}").format(greeting=found.greeting),
         "EHLO: AUTH "
-        + (" ".join(found.auth_plain) if found.auth_plain else "not offered")
+        + (" ".join(found.auth_plain) if found.auth_plain else not_offered)
         + "; STARTTLS "
-        + ("offered" if found.starttls else "not offered"),
+        + (_("offered") if found.starttls else not_offered),
     ]
     if found.tls_ok:
         lines.append(
-            "after STARTTLS: AUTH "
-            + (" ".join(found.auth_after_tls) if found.auth_after_tls else "not offered")
+            _("after STARTTLS: AUTH {mechanisms}").format(
+                mechanisms=" ".join(found.auth_after_tls) if found.auth_after_tls
+                else not_offered)
         )
     elif found.tls_ok is False:
-        lines.append(f"STARTTLS failed: {found.tls_error}")
+        lines.append(_("STARTTLS failed: {error}").format(error=found.tls_error))
     if found.plain_refusal is not None:
         lines.append(
-            f"without TLS: {found.plain_refusal.command} -> "
-            f"{found.plain_refusal.reply} (TLS required: asked again after STARTTLS)"
+            _("without TLS: {command} -> {reply} (TLS required: asked again after STARTTLS)")
+            .format(command=found.plain_refusal.command, reply=found.plain_refusal.reply)
         )
     assert found.stranger_mail is not None
     sender, recipient = evidence.sender, evidence.recipient
-    lines.append(f"as a stranger (no AUTH): MAIL FROM:<{sender}> -> {found.stranger_mail.reply}")
+    lines.append(_("as a stranger (no AUTH): MAIL FROM:<{sender}> -> {reply}").format(
+        sender=sender, reply=found.stranger_mail.reply))
     if found.stranger_rcpt is not None:
-        lines.append(f"as a stranger: RCPT TO:<{recipient}> -> {found.stranger_rcpt.reply}")
+        lines.append(_("as a stranger: RCPT TO:<{recipient}> -> {reply}").format(
+            recipient=recipient, reply=found.stranger_rcpt.reply))
         if evidence.relay_reading:
-            lines.append(
-                f"  ↳ a relay refusal, whatever the words: {evidence.where} is not an MX of "
-                f"{evidence.domain}, so it has no users there to know of, and refusing "
-                f"<{recipient}> means it will not relay"
-                + (
-                    f". If it is an MX of {evidence.domain} after all, the user is unknown there"
-                    if evidence.dns_failed
-                    else ""
-                )
-            )
+            reading = _(
+                "a relay refusal, whatever the words: {where} is not an MX of {domain}, so it "
+                "has no users there to know of, and refusing <{recipient}> means it will not "
+                "relay")
+            if evidence.dns_failed:
+                reading += _(". If it is an MX of {domain} after all, the user is unknown there")
+            lines.append("  ↳ " + reading.format(
+                where=evidence.where, domain=evidence.domain, recipient=recipient))
         elif found.stranger_rcpt.explanation:
             lines.append(f"  ↳ {found.stranger_rcpt.explanation}")
     if found.auth_reply is not None:
         lines.append(f"{found.auth_reply.command}: {found.auth_reply.reply}")
         if found.auth_rcpt is not None:
-            lines.append(f"authenticated: RCPT TO:<{recipient}> -> {found.auth_rcpt.reply}")
+            lines.append(_("authenticated: RCPT TO:<{recipient}> -> {reply}").format(
+                recipient=recipient, reply=found.auth_rcpt.reply))
         elif found.auth_mail is not None and not found.auth_mail.ok:
-            lines.append(f"authenticated: MAIL FROM:<{sender}> -> {found.auth_mail.reply}")
+            lines.append(_("authenticated: MAIL FROM:<{sender}> -> {reply}").format(
+                sender=sender, reply=found.auth_mail.reply))
     return lines
 
 
-def _tries_lines(evidence: RelayEvidence) -> list[str]:
+def _tries_lines(evidence: RelayEvidence, _: Callable[[str], str]) -> list[str]:
     if not evidence.tries:
         return []
-    lines = [f"asked again from {t.source}: {t.reply}" for t in evidence.tries[1:]]
+    lines = [_("asked again from {source}: {reply}").format(source=t.source, reply=t.reply)
+             for t in evidence.tries[1:]]
     refused = evidence.refused
-    lines.append(
-        "relays without AUTH for: "
-        + ", ".join(evidence.relays)
-        + (f"; refuses to relay for: {', '.join(refused)}" if refused else "")
-    )
+    said = _("relays without AUTH for: {relays}").format(relays=", ".join(evidence.relays))
+    if refused:
+        said += _("; refuses to relay for: {refused}").format(refused=", ".join(refused))
+    lines.append(said)
     return lines
 
 
@@ -660,8 +657,9 @@ def diagnose(options: RelayOptions, listener: Listener) -> tuple[Report, ExitCod
         "relay",
         decide(RULES, evidence),
         wording_values(evidence),
-        evidence_lines(evidence),
+        evidence_lines(evidence, options.gettext),
         report_facts(evidence, listener),
+        options.gettext,
     )
 
 

@@ -14,6 +14,7 @@ verdicts' words are in ``knowledge/verdicts.toml``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +67,9 @@ def gather(options: SenderOptions) -> SenderEvidence:
     from mailtalk.mail.smtp_steps import split_address
     from mailtalk.net.mx import Resolver, lookup_mx
 
-    domain = split_address(options.sender, "--from")[1]
+    domain = split_address(options.sender, "--from", options.gettext)[1]
     resolver = Resolver(options.resolver, options.timeout)
-    evidence = SenderEvidence(options.sender, lookup_mx(domain, resolver))
+    evidence = SenderEvidence(options.sender, lookup_mx(domain, resolver, options.gettext))
     if evidence.mx.status in ("ok", "implicit"):
         evidence.spf = _txt(resolver, evidence.mx.domain, "v=spf1")
         evidence.dmarc = _txt(resolver, f"_dmarc.{evidence.mx.domain}", "v=dmarc1")
@@ -83,14 +84,15 @@ RULES: tuple[Rule[SenderEvidence], ...] = (
 )
 
 
-def evidence_lines(evidence: SenderEvidence) -> list[str]:
+def evidence_lines(evidence: SenderEvidence, gettext: Callable[[str], str] = str) -> list[str]:
+    _ = gettext
     mx = evidence.mx
     lines = [f"DNS ({mx.resolver}): {mx.message}"]
     for host in mx.hosts:
         lines.append(f"  MX {host.preference} {host.host} {' '.join(host.addresses)}".rstrip())
     if mx.status in ("ok", "implicit"):
-        lines.append("SPF: " + (evidence.spf[0] if evidence.spf else "no v=spf1 record"))
-        lines.append("DMARC: " + (evidence.dmarc[0] if evidence.dmarc else "no _dmarc record"))
+        lines.append("SPF: " + (evidence.spf[0] if evidence.spf else _("no v=spf1 record")))
+        lines.append("DMARC: " + (evidence.dmarc[0] if evidence.dmarc else _("no _dmarc record")))
     return lines
 
 
@@ -117,8 +119,9 @@ def diagnose(options: SenderOptions) -> tuple[Report, ExitCode]:
         "sender",
         decide(RULES, evidence),
         wording_values(evidence),
-        evidence_lines(evidence),
+        evidence_lines(evidence, options.gettext),
         facts,
+        options.gettext,
     )
 
 

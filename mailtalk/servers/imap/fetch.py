@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from mailtalk.protocols.imap import Untagged
+from mailtalk.protocols.imap_events import Untagged
 from mailtalk.servers.imap.binary import binary_data
 from mailtalk.servers.imap.message import FetchMessage, find_part
 from mailtalk.servers.imap.output import ResponseWriter, astring_text, no_nul

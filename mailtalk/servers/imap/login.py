@@ -1,5 +1,5 @@
-"""Logging in to the IMAP server: LOGIN and AUTHENTICATE (PLAIN with SASL-IR here;
-CRAM-MD5, SCRAM and the token mechanisms through ``servers.sasl``), the verdict from the
+"""Logging in to the IMAP server: LOGIN and AUTHENTICATE (with SASL-IR; the exchange is
+``servers.sasl_exchange``'s, the words and the state IMAP's), the verdict from the
 server's guard, journaled and answered; at a user's first login the SPECIAL-USE folders
 are made. A layer of :class:`~mailtalk.servers.imap.server.IMAPServerProtocol` over the
 connection (:mod:`mailtalk.servers.imap.session`).
@@ -7,22 +7,24 @@ connection (:mod:`mailtalk.servers.imap.session`).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import logging
+from collections.abc import Awaitable
+from typing import Final
 
-from mailtalk.protocols import sasl, sasl_server
 from mailtalk.protocols.common import Continuation
-from mailtalk.protocols.imap import Command
+from mailtalk.protocols.imap_events import Command
+from mailtalk.servers import sasl_exchange
 from mailtalk.servers.guard import Verdict
 from mailtalk.servers.imap.mailboxes import SPECIAL_USE
 from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.session import IMAPSession
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
-from mailtalk.servers.sasl import server_mechanism
+from mailtalk.servers.sasl import open_exchange
 
 log = logging.getLogger("mailtalk.imap")
+
+# What a malformed answer is told (BAD), but for the mechanism's own words.
+MALFORMED: Final = {"base64": "Invalid base64 data", "fields": "Malformed PLAIN response"}
 
 
 class IMAPLoginSession(IMAPSession):
@@ -40,82 +42,50 @@ class IMAPLoginSession(IMAPSession):
         values = tokenize(command.args, command.literals)
         if not values or not isinstance(values[0], Atom) or len(values) > 2:
             raise IMAPSyntaxError("AUTHENTICATE takes a mechanism and an optional initial response")
-        mechanism = values[0].value.upper()
-        exchange = server_mechanism(mechanism, self.context)
-        if mechanism != "PLAIN" and exchange is None:
+        exchange = open_exchange(values[0].value.upper(), self.context, sasl_exchange.IMAP)
+        if exchange is None:
             self.tagged(command.tag, "NO", None, "Unsupported authentication mechanism")
             return
         if not self._plaintext_allowed():
             self.tagged(command.tag, "NO", "PRIVACYREQUIRED",
                          "Plaintext authentication disallowed on non-secure connections")
             return
-        if exchange is not None:
-            self._exchange = exchange
-            data: bytes | None = None
-            if len(values) == 2:  # SASL-IR
-                initial = values[1]
-                try:
-                    data = sasl.decode(initial.value if isinstance(initial, Atom) else "")
-                except sasl.SASLError:
-                    self._exchange = None
-                    self.tagged(command.tag, "BAD", None, "Invalid base64 data")
-                    return
-            self._sasl_step(command.tag, exchange.start(data))
-            return
-        if len(values) == 2:
-            initial = values[1]
-            self._sasl_answer(command.tag, initial.value if isinstance(initial, Atom) else "")
-            return
-        self._sasl_tag = command.tag
-        self.write(self.core.send(Continuation("")))
+        self._exchange = exchange
+        self._auth_tag = command.tag
+        initial = None
+        if len(values) == 2:  # SASL-IR
+            initial = values[1].value if isinstance(values[1], Atom) else ""
+        self.sasl_step(exchange.start(initial))
 
-    def _sasl_answer(self, tag: str, line: str) -> None:
-        line = line.strip()
-        if line == "*":
-            self._exchange = None
-            self.tagged(tag, "BAD", None, "Authentication cancelled")
-            return
-        if self._exchange is not None:
-            try:
-                data = sasl.decode(line)
-            except sasl.SASLError:
-                self._exchange = None
-                self.tagged(tag, "BAD", None, "Invalid base64 data")
-                return
-            self._sasl_step(tag, self._exchange.respond(data))
-            return
-        try:
-            decoded = base64.b64decode("" if line == "=" else line, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            self.tagged(tag, "BAD", None, "Invalid base64 data")
-            return
-        parts = decoded.split("\0")
-        if len(parts) != 3:
-            self.tagged(tag, "BAD", None, "Malformed PLAIN response")
-            return
-        authzid, name, secret = parts
-        if authzid and authzid != name:
+    def _sasl_answer(self, line: str) -> None:
+        assert self._exchange is not None  # a continuation is asked for only in one
+        self.sasl_step(self._exchange.answer(line))
+
+    # -- the exchange's moves (ServerSession.sasl_step) in IMAP's words ------------------
+
+    def sasl_challenge(self, line: str) -> None:
+        self._sasl_tag = self._auth_tag
+        self.write(self.core.send(Continuation(line)))
+
+    def sasl_defer(self, work: Awaitable[None]) -> None:
+        self.defer_tagged(work, self._auth_tag)
+
+    def sasl_password(self, credentials: sasl_exchange.Credentials, mechanism: str) -> None:
+        tag = self._auth_tag
+        if credentials.authzid and credentials.authzid != credentials.user:
             self.tagged(tag, "NO", "AUTHORIZATIONFAILED", "Cannot act as another user")
             return
-        self.defer_tagged(self._verify(tag, name, secret, "PLAIN"), tag)
+        self.defer_tagged(self._verify(tag, credentials.user, credentials.password, mechanism),
+                          tag)
 
-    def _sasl_step(self, tag: str, step: sasl_server.ServerStep) -> None:
-        """The next move of a CRAM-MD5, SCRAM or token exchange (servers.sasl)."""
-        exchange = self._exchange
-        assert exchange is not None
-        if isinstance(step, sasl_server.Challenge):
-            self._sasl_tag = tag
-            self.write(self.core.send(Continuation(sasl.encode(step.data))))
-        elif isinstance(step, sasl_server.Check):
-            self.defer_tagged(self.sasl_verdict(step, functools.partial(self._sasl_step, tag),
-                                                functools.partial(self._decided, tag)), tag)
+    def sasl_decided(self, verdict: Verdict, user: str, mechanism: str) -> None:
+        self._decided(self._auth_tag, verdict, user, mechanism)
+
+    def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
+        if isinstance(step, sasl_exchange.Cancelled):
+            self.tagged(self._auth_tag, "BAD", None, "Authentication cancelled")
         else:
-            self._exchange = None
-            if step.malformed:
-                self.tagged(tag, "BAD", None, step.malformed)
-            else:
-                verdict = Verdict.OK if step.ok else Verdict.FAILED
-                self._decided(tag, verdict, step.user, exchange.name)
+            self.tagged(self._auth_tag, "BAD", None, MALFORMED.get(step.kind, step.detail))
 
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         context = self.context

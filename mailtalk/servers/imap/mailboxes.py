@@ -17,7 +17,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from mailtalk.protocols.imap import Command
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers.imap.parse import (
     ListRequest,
     decode_mailbox_name,

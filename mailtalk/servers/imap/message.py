@@ -18,7 +18,6 @@ import codecs
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
 from functools import cached_property
 from typing import Final
 
@@ -410,6 +409,10 @@ def _decode_words(value: bytes) -> str:
     text = value.decode("utf-8", errors="replace") if not value.isascii() else value.decode()
     if "=?" not in text:
         return text
+    # Here: email.header (with email.charset and its codecs, 0.15-0.3 MiB) is for
+    # SEARCH's text of encoded words, which a server may never be asked for.
+    from email.header import decode_header, make_header
+
     try:
         return str(make_header(decode_header(text)))
     except (ValueError, LookupError, UnicodeError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from mailtalk.protocols.imap import Command
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers.imap.mailboxes import mailbox_arg, quote
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, astring, tokenize
 from mailtalk.store.mailbox import MailboxError

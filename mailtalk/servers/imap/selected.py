@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from mailtalk.protocols.imap import Command, Untagged
+from mailtalk.protocols.imap_events import Command, Untagged
 from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
 from mailtalk.servers.imap.fetch import FetchRenderer, kept_answer_usable, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from mailtalk.protocols.common import Continuation
-from mailtalk.protocols.imap import Command
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers.imap import mailboxes, quota, selected
 from mailtalk.servers.imap.login import IMAPLoginSession
 from mailtalk.servers.imap.session import IDLE_POLL_SECONDS

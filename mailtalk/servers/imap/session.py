@@ -47,12 +47,10 @@ from mailtalk.protocols.common import (
     Role,
     printable,
 )
-from mailtalk.protocols.imap import (
-    VALID_COMMANDS,
+from mailtalk.protocols.imap import VALID_COMMANDS, IMAPConnection, IMAPState
+from mailtalk.protocols.imap_events import (
     Command,
     ContinuationResponse,
-    IMAPConnection,
-    IMAPState,
     LiteralRequested,
     Tagged,
     Untagged,
@@ -157,7 +155,8 @@ class IMAPSession(ServerSession):
         # RFC 7162: after a CONDSTORE enabling command every untagged FETCH carries MODSEQ.
         self.condstore = False
         self.qresync = False  # RFC 7162 3.2: VANISHED instead of EXPUNGE
-        self._sasl_tag: str | None = None
+        self._sasl_tag: str | None = None  # a SASL answer is awaited for this command
+        self._auth_tag = ""  # the AUTHENTICATE command under way (its exchange: _exchange)
         self._idle_tag: str | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._watch: MailboxWatch | None = None
@@ -405,8 +404,8 @@ class IMAPSession(ServerSession):
 
     def _on_continuation(self, event: ContinuationResponse) -> None:
         if self._sasl_tag is not None:
-            tag, self._sasl_tag = self._sasl_tag, None
-            self._sasl_answer(tag, event.text)
+            self._sasl_tag = None
+            self._sasl_answer(event.text)
         elif self._idle_tag is not None:
             tag, self._idle_tag = self._idle_tag, None
             self._stop_idle()
@@ -548,5 +547,5 @@ class IMAPSession(ServerSession):
 
     # -- what the layer above does (login) ------------------------------------
 
-    def _sasl_answer(self, tag: str, line: str) -> None:
+    def _sasl_answer(self, line: str) -> None:
         raise NotImplementedError

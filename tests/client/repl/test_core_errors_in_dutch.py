@@ -21,8 +21,7 @@ from mailtalk.knowledge.translation import translation
 from mailtalk.protocols.common import LocalProtocolError, ProtocolError, RemoteProtocolError
 from mailtalk.protocols.imap import IMAPConnection
 from tests.client.repl.test_repl_faults import Session, start  # noqa: F401 - the fixture
-from tests.client.test_pipe import mailtalk
-from tests.client.test_pipe_output import stderr_after_connecting
+from tests.client.scripted import pipe_session, stderr_after_connecting
 from tests.peers import (
     IMAP_GREETING,
     POP3_GREETING,
@@ -173,8 +172,7 @@ def test_pipe_mode_says_the_last_line_in_the_locales_language(
     said = (("nl_NL.UTF-8", dutch, "de server hield zich niet aan het protocol"),
             ("C.UTF-8", english, "the server broke the protocol"))
     for lang, words, prefix in said:
-        with ScriptedPeer(script) as peer:
-            result = mailtalk(protocol, f"127.0.0.1:{peer.port}", stdin=stdin,
+        result = pipe_session(script, protocol, stdin=stdin,
                               env={"LANG": lang, "LANGUAGE": "", "LC_ALL": "",
                                    "LC_MESSAGES": ""})
         assert result.returncode == 5, result.stderr

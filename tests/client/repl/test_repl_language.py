@@ -28,6 +28,10 @@ pexpect = pytest.importorskip("pexpect")
 MAILTALK = str(Path(sys.executable).with_name("mailtalk"))
 PACKAGE = Path(__file__).resolve().parents[3] / "mailtalk"
 SESSION_PO = PACKAGE / "knowledge" / "locale" / "nl" / "session.po"
+# the words of the session and of the jobs that drive it (send, diagnose: mail.po; run:
+# run.po), each said once in one of them
+SPEAKING_PO = tuple(PACKAGE / "knowledge" / "locale" / "nl" / name
+                    for name in ("session.po", "mail.po", "run.po"))
 COMMANDS_PO = PACKAGE / "knowledge" / "locale" / "nl" / "commands.po"
 ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x08\r]")
 
@@ -38,7 +42,8 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x0
 # What a session says comes from these folders: the client's own words, and the network's
 # errors and notes (net), put into the session's language by the gettext the client
 # hands down; ``N_`` marks words in a table, said later (the errno words, the hints).
-SPEAKING = ("client", "net", "protocols")
+# send, diagnose (mail), run (script) and their commands say theirs with the same gettext.
+SPEAKING = ("client", "net", "protocols", "mail", "script", "commands")
 
 
 def _literals(node: ast.expr) -> list[str]:
@@ -82,8 +87,14 @@ def test_every_word_of_the_session_has_dutch() -> None:
     assert sorted(w for w in wanted if not dutch.get(w)) == []
 
 
-def test_the_session_catalogue_holds_only_words_in_use_with_their_placeholders() -> None:
-    entries = parse_po(SESSION_PO.read_text(encoding="utf-8"), SESSION_PO.name)
+@pytest.mark.parametrize("catalogue", SPEAKING_PO, ids=lambda path: path.name)
+def test_the_session_catalogue_holds_only_words_in_use_with_their_placeholders(
+    catalogue: Path,
+) -> None:
+    entries = parse_po(catalogue.read_text(encoding="utf-8"), catalogue.name)
+    others = [parse_po(path.read_text(encoding="utf-8"), path.name)
+              for path in SPEAKING_PO if path != catalogue]
+    assert sorted(m for m in entries if any(m in other for other in others)) == []
     used = client_words() | meta_briefs() | static_hints()
     # the cores' hints said in a state of their own (next_hint), whole
     sources = "".join(

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols.common import NEED_DATA, Role
-from mailtalk.protocols.imap import IMAPConnection, Untagged
+from mailtalk.protocols.imap import IMAPConnection
+from mailtalk.protocols.imap_events import Untagged
 from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
 from mailtalk.servers.imap.fetch import format_internaldate, render_fetch, sets_seen
 from mailtalk.servers.imap.message import FetchMessage, to_crlf

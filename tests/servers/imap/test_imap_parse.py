@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols.common import Role, decode_text
-from mailtalk.protocols.imap import Command, IMAPConnection
+from mailtalk.protocols.imap import IMAPConnection
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers.imap.parse import (
     FetchItem,
     Section,

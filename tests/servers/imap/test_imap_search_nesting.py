@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols.common import NEED_DATA, Role
-from mailtalk.protocols.imap import Command, IMAPConnection
+from mailtalk.protocols.imap import IMAPConnection
+from mailtalk.protocols.imap_events import Command
 from mailtalk.servers.imap.search import (
     MAX_SEARCH_DEPTH,
     OrKey,
