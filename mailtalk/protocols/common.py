@@ -108,7 +108,9 @@ class LineBuffer:
     """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
-        self._buf = bytearray()
+        # The bytes not handed out yet. Public to read (not to change): a core tests it
+        # for emptiness without a call, as it asks for the next line after every command.
+        self.buffered = bytearray()
         self._max_line = max_line
         self._discarding = False  # dropping the tail of a cut line
         self._scan_from = 0  # where to resume looking for LF
@@ -121,57 +123,57 @@ class LineBuffer:
                 return
             self._discarding = False
             data = data[nl + 1 :]
-        self._buf += data
+        self.buffered += data
 
     def close(self) -> None:
         self.closed = True
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return len(self.buffered)
 
     def next_line(self) -> Line | None:
         """The next complete line, or None if more data is needed."""
-        nl = self._buf.find(b"\n", self._scan_from)
+        nl = self.buffered.find(b"\n", self._scan_from)
         if nl < 0:
-            if len(self._buf) > self._max_line:
-                content = bytes(self._buf[: self._max_line])
-                del self._buf[:]
+            if len(self.buffered) > self._max_line:
+                content = bytes(self.buffered[: self._max_line])
+                del self.buffered[:]
                 self._scan_from = 0
                 self._discarding = True
                 return Line(content, b"", truncated=True)
-            if self.closed and self._buf:
-                content = bytes(self._buf)
-                del self._buf[:]
+            if self.closed and self.buffered:
+                content = bytes(self.buffered)
+                del self.buffered[:]
                 self._scan_from = 0
                 return Line(content, b"")
-            self._scan_from = len(self._buf)
+            self._scan_from = len(self.buffered)
             return None
         self._scan_from = 0
         end = nl + 1
-        if nl > 0 and self._buf[nl - 1] == 0x0D:
-            content = bytes(self._buf[: nl - 1])
+        if nl > 0 and self.buffered[nl - 1] == 0x0D:
+            content = bytes(self.buffered[: nl - 1])
             ending = b"\r\n"
         else:
-            content = bytes(self._buf[:nl])
+            content = bytes(self.buffered[:nl])
             ending = b"\n"
-        del self._buf[:end]
+        del self.buffered[:end]
         if len(content) > self._max_line:
             return Line(content[: self._max_line], b"", truncated=True)
         return new_record(Line, (content, ending, False))
 
     def take(self, n: int) -> bytes | None:
         """Exactly ``n`` raw bytes (an IMAP literal), or None if fewer are buffered."""
-        if len(self._buf) < n:
+        if len(self.buffered) < n:
             return None
-        chunk = bytes(self._buf[:n])
-        del self._buf[:n]
+        chunk = bytes(self.buffered[:n])
+        del self.buffered[:n]
         self._scan_from = 0
         return chunk
 
     def take_available(self, limit: int) -> bytes:
         """Up to ``limit`` raw bytes, whatever is buffered now."""
-        chunk = bytes(self._buf[:limit])
-        del self._buf[:limit]
+        chunk = bytes(self.buffered[:limit])
+        del self.buffered[:limit]
         self._scan_from = 0
         return chunk
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from mailtalk.protocols.common import printable
 from mailtalk.servers.control_watch import DirectoryWatch, plain_files
@@ -189,6 +189,10 @@ class RcptOutcome:
         self.reply_key = reply_key
 
 
+# Every recipient of a sink: one answer, shared (nothing changes an outcome once made).
+_SINK_RCPT: Final = RcptOutcome(True, None)
+
+
 class ServerContext:
     """What every session of every listener shares: settings, control files, users,
     the personality, the fault plan, TLS, and the counts."""
@@ -274,10 +278,6 @@ class ServerContext:
 
                 self._mailstore = MailStore(self.root)
             return self._mailstore
-
-    @property
-    def check_sender_domain(self) -> bool:
-        return self.settings.check_sender_domain
 
     def refresh_control(self) -> bool:
         """Re-read ROOT/control/ if a file changed since it was read; True if it was.
@@ -515,7 +515,7 @@ class ServerContext:
         for name, value in values.items():
             # RFC 5321 4.2: reply text is printable; never echo a client's controls.
             values[name] = printable(value)
-        values.setdefault("me", self.hostname)
+        values.setdefault("me", self.control.me)
         found = personality.reply(key, **values)
         if cache_key is not None:
             if len(self._replies) >= _REPLY_CACHE_SIZE:
@@ -527,7 +527,7 @@ class ServerContext:
 
     def decide_rcpt(self, address: str, client_ip: str, user: str | None) -> RcptOutcome:
         if self.settings.sink:
-            return RcptOutcome(True, None)
+            return _SINK_RCPT
         decision = decide_rcpt(self.control, self.users, address, client_ip, user is not None)
         verdict = decision.verdict
         if verdict is RcptVerdict.RELAY and self.settings.relay == "deny":

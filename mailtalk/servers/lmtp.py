@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.common import Role
-from mailtalk.protocols.smtp import SMTPConnection
+from mailtalk.protocols.smtp import Reply, SMTPConnection
 from mailtalk.servers.journal import subject_of
 from mailtalk.servers.smtp import COMMANDS, SMTPServerProtocol
 
@@ -51,14 +51,14 @@ class LMTPServerProtocol(SMTPServerProtocol):
     def __init__(self, context: ServerContext, kind: str) -> None:
         super().__init__(context, kind)
         self.core = SMTPConnection(role=Role.SERVER, lmtp=True, chunking=self.core.chunking)
-        # Replies are being given one per recipient: do not repeat them (see _reply).
+        # Replies are being given one per recipient: do not repeat them (see _send).
         self._each_recipient = False
 
-    def _reply(self, code: int, *lines: str) -> None:
+    def _send(self, event: Reply) -> None:
         """A reply about the whole message is owed once per recipient (RFC 2033 4.2)."""
         owed = len(self.core.owed_recipients)
         for _ in range(1 if self._each_recipient else max(owed, 1)):
-            super()._reply(code, *lines)
+            super()._send(event)
 
     def _send_key(self, key: str, **values: str) -> None:
         if key != "banner":

@@ -79,6 +79,14 @@ class ServerSession(asyncio.Protocol):
 
     core: Any  # the protocol core in the server role: receive_data(), tls, tls_started()
     fault_protocol: ClassVar[str]  # "smtp", "pop3" or "imap": the PROTO of fault rules
+    # Fields read only off the usual path: class defaults until set (four attributes
+    # fewer to make for every connection).
+    _output_size = 0  # bytes queued for the client at the last look
+    _output_moved_at = 0.0  # loop.time() when the queue was last seen to move
+    _loopback: bool | None = None
+    _journal_connected = False  # the connect event is written (with a journal)
+    # the SASL exchange under way (AUTH, AUTHENTICATE), until a step ends it
+    _exchange: Exchange | None = None
 
     def __init__(self, context: ServerContext, kind: str) -> None:
         self.context = context
@@ -102,19 +110,14 @@ class ServerSession(asyncio.Protocol):
         self._last_activity = 0.0  # loop.time() of the last read
         self._line_since: float | None = None  # a line is coming in since (loop.time())
         self._line_bytes = 0  # bytes of that line so far
-        self._output_size = 0  # bytes queued for the client at the last look
-        self._output_moved_at = 0.0  # loop.time() when the queue was last seen to move
         self._time: Callable[[], float] = time.monotonic  # loop.time once connected
-        self._loopback: bool | None = None
         # Bytes read over TLS before start_tls() returned (see _start_tls), or None.
         self._early_tls_data: list[bytes] | None = None
         # The journal (None: off, and nothing below is used).
         self.journal = context.journal
         self.close_reason: str | None = None  # why the connection ends, once known
-        self._journal_connected = False  # the connect event is written
-        self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before it
-        # the SASL exchange under way (AUTH, AUTHENTICATE), until a step ends it
-        self._exchange: Exchange | None = None
+        if self.journal is not None:
+            self._journal_held: list[tuple[str, dict[str, Any]]] = []  # events before connect
 
     def _session_faults(self) -> SessionFaults | None:
         faults = self.context.faults
@@ -224,8 +227,10 @@ class ServerSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's, or uvloop's (which is no asyncio.Transport
-        # subclass, though it has the same methods).
-        transport = cast(asyncio.Transport, transport)
+        # subclass, though it has the same methods). (Told to the type checker only:
+        # cast() is a Python call a connection.)
+        if TYPE_CHECKING:
+            transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
         if self.context.refresh_control():  # as qmail: every connection sees the files as they are

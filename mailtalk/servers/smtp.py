@@ -152,7 +152,7 @@ class SMTPServerProtocol(SMTPMessageSession, SMTPAuthSession):
         if not sender.isascii() and not transaction.smtputf8:
             self._reply(553, UTF8_UNDECLARED)
             return
-        if self.context.check_sender_domain and sender:
+        if self.context.settings.check_sender_domain and sender:
             self._defer(self._check_sender_then_accept(transaction))
             return
         self._accept_sender(transaction)
@@ -171,7 +171,8 @@ class SMTPServerProtocol(SMTPMessageSession, SMTPAuthSession):
 
     def _accept_sender(self, transaction: Transaction) -> None:
         self.transaction = transaction
-        log.info("session %s: MAIL FROM:<%s>", self.session_id, transaction.sender)
+        if self._log_info:
+            log.info("session %s: MAIL FROM:<%s>", self.session_id, transaction.sender)
         self._send_key("mail_ok", sender=transaction.sender)
 
     def _rcpt(self, args: str) -> None:

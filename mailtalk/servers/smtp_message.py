@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailtalk.protocols.smtp import EndOfChunk, EndOfMessage, MessageData, parse_bdat
+from mailtalk.protocols.common import new_record
+from mailtalk.protocols.smtp import EndOfChunk, EndOfMessage, MessageData, Reply, parse_bdat
 from mailtalk.servers.journal import HeadCollector, subject_of
 from mailtalk.servers.smtp_session import SMTPSession
 from mailtalk.servers.transaction import Transaction
@@ -36,6 +37,13 @@ def _received_date() -> str:
 
 
 _received_dates = (-1, "")  # the last second a date was made for, and that date
+
+# The 250 after the message differs every time (its queue id), so no cache of filled-in
+# replies helps it: its text is made from the template's halves around the queue id,
+# kept by (personality, control files), code first. None: a template this cannot do
+# (a {date}, more lines, the id twice); it is filled in as any other reply then.
+_QUEUED_HALVES: dict[tuple[Any, Any], tuple[int, str, str] | None] = {}
+_QUEUE_ID_MARK = "QUEUEIDQUEUEID"  # printable (a reply's values are made printable)
 
 
 class SMTPMessageSession(SMTPSession):
@@ -388,7 +396,7 @@ class SMTPMessageSession(SMTPSession):
             )  # fmt: skip
 
     def _delivered(self, transaction: Transaction) -> None:
-        if log.isEnabledFor(logging.INFO):
+        if self._log_info:
             log.info(
                 "session %s: delivered %s (%d bytes) from <%s> to %s",
                 self.session_id,
@@ -398,9 +406,37 @@ class SMTPMessageSession(SMTPSession):
                 ", ".join(f"<{r.address}>" for r in transaction.recipients),
             )
         self.context.message_delivered(self._message_size)
-        self.errors.forgive()  # "errors without delivering mail", as Postfix counts them
+        if self.errors.errors:  # "errors without delivering mail", as Postfix counts them
+            self.errors.forgive()
         if not self.context.settings.sink:
             self.context.notify_delivered({r.user for r in transaction.recipients if r.user})
             if any(r.user is None for r in transaction.recipients):
                 self.context.queue_changed()
-        self._send_key("data_ok", queue_id=self._queue_id)
+        self._send_queued(self._queue_id)
+
+    def _send_queued(self, queue_id: str) -> None:
+        """The personality's ``data_ok`` for ``queue_id``, as ``_send_key`` would send it."""
+        context = self.context
+        key = (context.personality, context.control)
+        halves = _QUEUED_HALVES[key] if key in _QUEUED_HALVES else self._queued_halves(key)
+        if halves is None or not queue_id.isprintable():
+            self._send_key("data_ok", queue_id=queue_id)
+            return
+        code, head, tail = halves
+        text = head + queue_id + tail
+        # (format_reply of one line, with no enhanced code given)
+        raw = f"{code} {text}".rstrip().encode() + b"\r\n"
+        self._send(new_record(Reply, (code, (text,), None, raw, None, False, False)))
+
+    def _queued_halves(self, key: tuple[Any, Any]) -> tuple[int, str, str] | None:
+        context = self.context
+        halves = None
+        if "date" not in context.personality.template("data_ok").placeholders:
+            code, text = context.reply("data_ok", queue_id=_QUEUE_ID_MARK)
+            head, mark, tail = text.partition(_QUEUE_ID_MARK)
+            if mark and _QUEUE_ID_MARK not in tail and "\n" not in text and "\r" not in text:
+                halves = (code, head, tail)
+        if len(_QUEUED_HALVES) >= 64:  # personalities and control files made over time
+            _QUEUED_HALVES.clear()
+        _QUEUED_HALVES[key] = halves
+        return halves

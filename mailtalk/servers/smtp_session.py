@@ -60,6 +60,11 @@ PATH_ARGUMENT: Final = re.compile(r"^(FROM|TO):\s*<([^<>]*)>\s*(.*)$", re.IGNORE
 
 _ENHANCED: Final = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 
+# Enum members as module names (a read through the class is a Python-level hook on
+# 3.11: see the SMTP core's _DATA).
+_SERVER: Final = Role.SERVER
+_CLOSED: Final = SMTPState.CLOSED
+
 # The longest greet pause: RFC 5321 4.5.3.2 gives a client 5 minutes for the greeting
 # (Sendmail caps greet_pause there too).
 MAX_GREET_PAUSE: Final = 300.0
@@ -84,6 +89,16 @@ def _reply_event(code: int, lines: tuple[str, ...]) -> Reply:
     return event
 
 
+# Replies by the personality's key, filled in: (key, personality, control files, the
+# values given) -> the Reply with its bytes. The usual replies ("250 2.1.0 Ok", the
+# banner, "354 End data with <CR><LF>.<CR><LF>") are then one dict lookup a command,
+# not the template's cache and then the bytes' looked up in turn. The personality and
+# the control files stand for what else goes into the text (the wording, control/me):
+# a reload makes new objects, so a new key. A text with a {date} is never kept.
+# Bounded, since a reply may echo what a client sent.
+_KEY_EVENTS: dict[tuple[Any, ...], Reply] = {}
+
+
 class SMTPSession(ServerSession):
     """One SMTP connection, but for what its commands do: the message's intake
     (``smtp_message``), AUTH (``smtp_auth``) and the envelope commands (``smtp``)."""
@@ -95,7 +110,7 @@ class SMTPSession(ServerSession):
     def __init__(self, context: ServerContext, kind: str) -> None:
         ServerSession.__init__(self, context, kind)  # (no super object: one a connection)
         chunking = "CHUNKING" in context.personality.keywords
-        self.core = SMTPConnection(role=Role.SERVER, tls=kind == "smtps", chunking=chunking)
+        self.core = SMTPConnection(role=_SERVER, tls=kind == "smtps", chunking=chunking)
         self.helo = ""
         self.user: str | None = None
         self.transaction: Transaction | None = None
@@ -118,6 +133,9 @@ class SMTPSession(ServerSession):
         # 4xx and 5xx replies since the last delivered message, and failed logins: at
         # the limit the next command gets 421 (Postfix's smtpd_hard_error_limit).
         self.errors = SessionErrors(context.settings.error_limit)
+        # Whether the INFO lines (connect, MAIL, delivered) go anywhere: asked once a
+        # connection, not at each of them (two Python calls each when they do not).
+        self._log_info = log.isEnabledFor(logging.INFO)
 
     # -- connection -----------------------------------------------------------
 
@@ -125,7 +143,9 @@ class SMTPSession(ServerSession):
         self._send_key("too_many_connections", client=self.client_ip)
 
     def greet(self) -> None:
-        log.info("session %s: connect from %s on %s", self.session_id, self.client_ip, self.kind)
+        if self._log_info:
+            log.info("session %s: connect from %s on %s", self.session_id, self.client_ip,
+                     self.kind)
         if self.faults is None:  # no fault rules: nothing can fire at connect
             self._banner()
             return
@@ -212,15 +232,19 @@ class SMTPSession(ServerSession):
                 self._on_end_of_message(event)
 
     def _reply(self, code: int, *lines: str) -> None:
+        self._send(_REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines))
+
+    def _send(self, event: Reply) -> None:
+        """Every reply goes out here (``_reply``, ``_send_key``; LMTP repeats some)."""
         if self._closing or self.transport is None:
             return
-        event = _REPLY_EVENTS.get((code, lines)) or _reply_event(code, lines)
         self.transport.write(self.core.send(event))
+        code = event.code
         if code >= 400:
             self.errors.error()
         if self.journal is not None:
-            self._journal_reply(code, lines)
-        if code == 421 or (code == 221 and self.core.state is SMTPState.CLOSED):
+            self._journal_reply(code, event.lines)
+        if code == 421 or (code == 221 and self.core.state is _CLOSED):
             self._close()
 
     def _journal_reply(self, code: int, lines: tuple[str, ...]) -> None:
@@ -262,8 +286,23 @@ class SMTPSession(ServerSession):
         return {"user": self.user}
 
     def _send_key(self, key: str, **values: str) -> None:
-        code, text = self.context.reply(key, **values)
-        self._reply(code, text)
+        context = self.context
+        event = _KEY_EVENTS.get((key, context.personality, context.control, *values.items()))
+        if event is None:
+            event = self._key_event(key, values)
+        self._send(event)
+
+    def _key_event(self, key: str, values: dict[str, str]) -> Reply:
+        """The personality's reply ``key`` filled in, kept in ``_KEY_EVENTS`` if it can be."""
+        context = self.context
+        personality, control = context.personality, context.control
+        code, text = context.reply(key, **values)
+        event = _reply_event(code, (text,))
+        if "date" not in personality.template(key).placeholders:
+            if len(_KEY_EVENTS) >= _REPLY_EVENTS_SIZE:
+                _KEY_EVENTS.clear()
+            _KEY_EVENTS[(key, personality, control, *values.items())] = event
+        return event
 
     def _syntax_error(self, command: str, syntax: str, detail: str, argument: str) -> None:
         self._send_key(
@@ -351,7 +390,8 @@ class SMTPSession(ServerSession):
         self._delivery, self._lf = None, None
 
     def _reset_transaction(self) -> None:
-        self._abort_delivery()
+        if self._delivery is not None or self._lf is not None:
+            self._abort_delivery()
         self.transaction = None
         if self.faults is not None:
             self.faults.reset_transaction()
