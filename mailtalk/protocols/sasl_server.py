@@ -101,7 +101,7 @@ class Check:
 class Done:
     user: str
     ok: bool
-    malformed: str = ""  # why the client's data broke the mechanism (a syntax error)
+    malformed: str = ""  # why the client's (decoded) data broke the mechanism: a failed login
 
 
 ServerStep = Challenge | Check | Done

@@ -45,7 +45,8 @@ STORE_FAILED: Final = "The mail store failed; try later"
 QUOTA_EXCEEDED: Final = "Unable to copy mail spool file, quota exceeded"
 
 Answer = tuple[bool, str, str | None]  # +OK or not, the text, the response code
-# What a malformed answer is told (-ERR), but for the mechanism's own words.
+# What a malformed answer is told (-ERR), but for the mechanism's own words; one that
+# decoded is a failed login, with its [AUTH] code (RFC 3206 4), as Dovecot's is.
 MALFORMED: Final = {"base64": "Invalid base64 data in the answer",
                     "fields": "Malformed PLAIN answer"}
 
@@ -135,8 +136,10 @@ class POP3AuthSession(POP3Session):
     def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
         if isinstance(step, sasl_exchange.Cancelled):
             self._send(False, "Authentication cancelled")
+        elif step.undecodable:
+            self._send(False, MALFORMED["base64"])
         else:
-            self._send(False, MALFORMED.get(step.kind, step.detail))
+            self._send(False, MALFORMED.get(step.kind, step.detail), "AUTH")
 
     async def _login(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

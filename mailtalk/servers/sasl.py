@@ -46,10 +46,10 @@ def server_mechanism(name: str, context: ServerContext) -> ServerMechanism | Non
 
 
 def open_exchange(name: str, context: ServerContext, dialect: Dialect) -> Exchange | None:
-    """The exchange of ``name`` (upper case) in a protocol's ``dialect``, or None if
+    """The exchange of ``name`` (upper case) for a protocol's ``dialect``, or None if
     it is not offered: PLAIN always, LOGIN where the dialect has it, the others as
     :func:`extra_mechanisms` says."""
     if name == "PLAIN" or (name == "LOGIN" and dialect.login):
-        return Exchange(name, dialect)
+        return Exchange(name)
     mechanism = server_mechanism(name, context)
-    return None if mechanism is None else Exchange(mechanism.name, dialect, mechanism)
+    return None if mechanism is None else Exchange(mechanism.name, mechanism)

@@ -15,7 +15,9 @@ from mailtalk.servers.smtp_session import SMTPSession
 
 log = logging.getLogger("mailtalk.smtp")
 
-# What a malformed answer is told (501 5.5.2), but for the mechanism's own words.
+# What a malformed answer is told, but for the mechanism's own words: 501 5.5.2 when
+# it is not base64 (RFC 4954 4), else 535 5.7.8 as for a wrong password: the mechanism
+# failed (Postfix and Exim say 535 to an empty or two-field PLAIN answer).
 MALFORMED: Final = {"base64": "Cannot decode the base64 answer", "fields": "Malformed PLAIN answer"}
 
 
@@ -76,8 +78,10 @@ class SMTPAuthSession(SMTPSession):
     def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
         if isinstance(step, sasl_exchange.Cancelled):
             self._reply(501, "5.7.0 Authentication cancelled")
+        elif step.undecodable:
+            self._reply(501, f"5.5.2 {MALFORMED['base64']}")
         else:
-            self._reply(501, f"5.5.2 {MALFORMED.get(step.kind, step.detail)}")
+            self._reply(535, f"5.7.8 {MALFORMED.get(step.kind, step.detail)}")
 
     async def _verify(self, name: str, secret: str, mechanism: str) -> None:
         context = self.context

@@ -1,8 +1,8 @@
 """The servers' SASL exchange (:mod:`mailtalk.servers.sasl_exchange`) as a state
-machine, with no server: any initial response and any answer lines, in every
-protocol's dialect and for every mechanism, never raise; a ``*`` after a challenge
-always ends the exchange as cancelled; every ending step leaves it over, and an
-exchange that is over takes no more lines. The replies the servers make of these
+machine, with no server: any initial response and any answer lines, for every
+mechanism, never raise (the three protocols read the lines alike); a ``*`` after a
+challenge always ends the exchange as cancelled; every ending step leaves it over,
+and an exchange that is over takes no more lines. The replies the servers make of these
 steps are pinned over real sockets in test_sasl_replies.py.
 """
 
@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols.sasl_server import BearerServer, CramMD5Server, ScramServer
-from mailtalk.servers import sasl_exchange
 from mailtalk.servers.sasl_exchange import (
     ENDS,
     Cancelled,
@@ -26,18 +25,17 @@ from mailtalk.servers.sasl_exchange import (
     Verify,
 )
 
-DIALECTS = {"smtp": sasl_exchange.SMTP, "pop3": sasl_exchange.POP3, "imap": sasl_exchange.IMAP}
 PASSWORDS = {"alice": "secret"}
 
 
-def exchange(name: str, dialect: sasl_exchange.Dialect) -> Exchange:
+def exchange(name: str) -> Exchange:
     if name in ("PLAIN", "LOGIN"):
-        return Exchange(name, dialect)
+        return Exchange(name)
     if name == "CRAM-MD5":
-        return Exchange(name, dialect, CramMD5Server("mailtalk.test", PASSWORDS.get))
+        return Exchange(name, CramMD5Server("mailtalk.test", PASSWORDS.get))
     if name == "SCRAM-SHA-256":
-        return Exchange(name, dialect, ScramServer(name, PASSWORDS.get))
-    return Exchange(name, dialect, BearerServer(name, lambda user, token: token == "t0k"))
+        return Exchange(name, ScramServer(name, PASSWORDS.get))
+    return Exchange(name, BearerServer(name, lambda user, token: token == "t0k"))
 
 
 def b64(data: bytes) -> str:
@@ -59,16 +57,15 @@ MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256", "XOAUTH2", "OAUTHBE
 
 @settings(max_examples=400, deadline=None)
 @given(
-    dialect=st.sampled_from(sorted(DIALECTS)),
     name=st.sampled_from(MECHANISMS),
     initial=st.none() | LINES,
     lines=st.lists(LINES, max_size=6),
     verdicts=st.lists(st.booleans(), min_size=6, max_size=6),
 )
 def test_any_lines_never_raise_and_a_cancel_ends_it(
-    dialect: str, name: str, initial: str | None, lines: list[str], verdicts: list[bool]
+    name: str, initial: str | None, lines: list[str], verdicts: list[bool]
 ) -> None:
-    machine = exchange(name, DIALECTS[dialect])
+    machine = exchange(name)
     step = machine.start(initial)
     for line in lines:
         while isinstance(step, Verify):
@@ -89,15 +86,14 @@ def test_any_lines_never_raise_and_a_cancel_ends_it(
         assert not machine.over
 
 
-@pytest.mark.parametrize("dialect", sorted(DIALECTS))
-def test_plain_gives_the_three_fields(dialect: str) -> None:
-    step = Exchange("PLAIN", DIALECTS[dialect]).start(b64(b"bob\0alice\0secret"))
+def test_plain_gives_the_three_fields() -> None:
+    step = Exchange("PLAIN").start(b64(b"bob\0alice\0secret"))
     assert step == Credentials("bob", "alice", "secret")
     assert "secret" not in repr(step) and "secret" not in str(step)
 
 
 def test_login_asks_for_the_user_then_the_password() -> None:
-    machine = Exchange("LOGIN", sasl_exchange.SMTP)
+    machine = Exchange("LOGIN")
     assert machine.start(None) == Challenge(b"Username:")
     assert machine.answer(b64(b"alice")) == Challenge(b"Password:")
     assert not machine.over
@@ -105,21 +101,43 @@ def test_login_asks_for_the_user_then_the_password() -> None:
     assert machine.over
 
 
-@pytest.mark.parametrize(("dialect", "initial", "expected"), [
-    ("imap", "*", Cancelled()),
-    ("pop3", "*", Cancelled()),
-    ("smtp", "*", Malformed("base64")),
-    ("imap", "=", Malformed("fields")),
-    ("pop3", "=", Malformed("base64")),
-    ("smtp", "=", Challenge(b"")),
+@pytest.mark.parametrize(("initial", "expected"), [
+    ("*", Malformed("base64")),  # a cancel only after a challenge
+    ("=", Malformed("fields")),  # the empty initial response: no PLAIN answer
+    (" = ", Malformed("fields")),
+    (None, Challenge(b"")),
 ])
-def test_plain_initial_markers_keep_each_protocol_as_it_was(
-    dialect: str, initial: str, expected: object
-) -> None:
-    assert Exchange("PLAIN", DIALECTS[dialect]).start(initial) == expected
+def test_plain_initial_markers(initial: str | None, expected: object) -> None:
+    assert Exchange("PLAIN").start(initial) == expected
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("*", Cancelled()),
+    ("=", Malformed("base64")),  # "=" is the empty initial response only
+    ("", Malformed("fields")),  # the empty answer
+    ("%%%", Malformed("base64")),
+])
+def test_plain_answer_markers(line: str, expected: object) -> None:
+    machine = Exchange("PLAIN")
+    assert machine.start(None) == Challenge(b"")
+    assert machine.answer(line) == expected
+
+
+def test_login_takes_equals_as_an_empty_user_name() -> None:
+    machine = Exchange("LOGIN")
+    assert machine.start("=") == Challenge(b"Password:")
+    assert machine.answer(b64(b"secret")) == Credentials("", "", "secret")
+    assert Exchange("LOGIN").start(b64(b"\xff")) == Malformed(
+        "mechanism", "LOGIN's answer is not UTF-8")
+
+
+def test_only_a_malformed_line_that_is_not_base64_is_undecodable() -> None:
+    assert Malformed("base64").undecodable
+    assert not Malformed("fields").undecodable
+    assert not Malformed("mechanism", "why").undecodable
 
 
 def test_a_mechanism_complaint_ends_it_in_its_own_words() -> None:
-    machine = exchange("CRAM-MD5", sasl_exchange.POP3)
+    machine = exchange("CRAM-MD5")
     assert machine.start(b64(b"x")) == Malformed("mechanism", "CRAM-MD5 takes no initial response")
     assert machine.over

@@ -901,11 +901,10 @@ def test_auth_plain_334_flow(srv: RunningServers) -> None:
         assert client.cmd(b64("\0bob\0hunter2")).code == 235
 
 
-@pytest.mark.parametrize("line", ["AUTH PLAIN", "AUTH PLAIN ="])
-def test_empty_334_challenge_keeps_its_space(srv: RunningServers, line: str) -> None:
+def test_empty_334_challenge_keeps_its_space(srv: RunningServers) -> None:
     with connect(srv) as client:
         client.ehlo()
-        assert client.cmd(line).raw == b"334 \r\n"
+        assert client.cmd("AUTH PLAIN").raw == b"334 \r\n"
 
 
 def test_auth_plain_with_authorization_identity(srv: RunningServers) -> None:
@@ -952,8 +951,10 @@ def test_auth_cancel_and_bad_base64_keep_the_session(srv: RunningServers) -> Non
         assert client.cmd("AUTH PLAIN !!!not-base64!!!").code == 501
         assert client.cmd("AUTH PLAIN").code == 334
         assert client.cmd("%%%").code == 501
-        assert client.cmd("AUTH PLAIN " + b64("no nul bytes")).code == 501
-        assert client.cmd("AUTH PLAIN " + base64.b64encode(b"\0\xff\xfe\0x").decode()).code == 501
+        # decoded, but no PLAIN answer: a failed login, as Postfix and Exim say
+        assert client.cmd("AUTH PLAIN " + b64("no nul bytes")).code == 535
+        assert client.cmd("AUTH PLAIN " + base64.b64encode(b"\0\xff\xfe\0x").decode()).code == 535
+        assert client.cmd("AUTH PLAIN =").code == 535  # the empty initial response
         assert client.cmd("AUTH DIGEST-MD5").code == 504
         assert client.cmd("NOOP").code == 250
         assert client.auth_plain("alice", "secret").code == 235

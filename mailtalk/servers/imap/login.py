@@ -23,7 +23,9 @@ from mailtalk.servers.sasl import open_exchange
 
 log = logging.getLogger("mailtalk.imap")
 
-# What a malformed answer is told (BAD), but for the mechanism's own words.
+# What a malformed answer is told, but for the mechanism's own words: BAD when it is
+# not base64 (RFC 9051 6.2.2), else NO as for a wrong password: the mechanism failed
+# (Dovecot says NO to an empty or two-field PLAIN answer; Mailutils offers no SASL-IR).
 MALFORMED: Final = {"base64": "Invalid base64 data", "fields": "Malformed PLAIN response"}
 
 
@@ -50,11 +52,14 @@ class IMAPLoginSession(IMAPSession):
             self.tagged(command.tag, "NO", "PRIVACYREQUIRED",
                          "Plaintext authentication disallowed on non-secure connections")
             return
+        initial = None
+        if len(values) == 2:  # SASL-IR: base64 or "=", an atom; Dovecot's BAD for a string
+            if not isinstance(values[1], Atom):
+                self.tagged(command.tag, "BAD", None, MALFORMED["base64"])
+                return
+            initial = values[1].value
         self._exchange = exchange
         self._auth_tag = command.tag
-        initial = None
-        if len(values) == 2:  # SASL-IR
-            initial = values[1].value if isinstance(values[1], Atom) else ""
         self.sasl_step(exchange.start(initial))
 
     def _sasl_answer(self, line: str) -> None:
@@ -84,8 +89,11 @@ class IMAPLoginSession(IMAPSession):
     def sasl_refused(self, step: sasl_exchange.Cancelled | sasl_exchange.Malformed) -> None:
         if isinstance(step, sasl_exchange.Cancelled):
             self.tagged(self._auth_tag, "BAD", None, "Authentication cancelled")
+        elif step.undecodable:
+            self.tagged(self._auth_tag, "BAD", None, MALFORMED["base64"])
         else:
-            self.tagged(self._auth_tag, "BAD", None, MALFORMED.get(step.kind, step.detail))
+            self.tagged(self._auth_tag, "NO", "AUTHENTICATIONFAILED",
+                        MALFORMED.get(step.kind, step.detail))
 
     async def _verify(self, tag: str, name: str, secret: str, mechanism: str) -> None:
         context = self.context
