@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from mailtalk.protocols.common import (
+    CLIENT_ROLE,
     CONNECTION_CLOSED,
     NEED_DATA,
+    SERVER_ROLE,
     Continuation,
     Line,
     LineBuffer,
@@ -81,8 +83,6 @@ _AUTHORIZATION: Final = POP3State.AUTHORIZATION
 _TRANSACTION: Final = POP3State.TRANSACTION
 _UPDATE: Final = POP3State.UPDATE
 _CLOSED: Final = POP3State.CLOSED
-_CLIENT: Final = Role.CLIENT
-_SERVER: Final = Role.SERVER
 
 
 # RFC 1939 section 3 (plus RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH, RFC 6856 UTF8).
@@ -280,7 +280,7 @@ class POP3Connection:
 
     protocol: str = "pop3"
 
-    def __init__(self, role: Role = _CLIENT, max_body: int = MAX_BODY) -> None:
+    def __init__(self, role: Role = CLIENT_ROLE, max_body: int = MAX_BODY) -> None:
         self.role = role
         self.max_body = max_body
         self.state = _GREETING_STATE
@@ -353,7 +353,7 @@ class POP3Connection:
         lets this class satisfy ``ClientCore``, whose ``next_event()`` yields only
         what a server sends.
         """
-        if self.role is not _CLIENT:
+        if self.role is not CLIENT_ROLE:
             raise LocalProtocolError("next_event() is for the client role; use next_command()")
         return self._next_answer()
 
@@ -386,7 +386,7 @@ class POP3Connection:
 
         A line typed during a SASL exchange is the SASL response, not a command.
         """
-        if self.role is not _CLIENT:
+        if self.role is not CLIENT_ROLE:
             raise LocalProtocolError("send_line() is for the client role")
         if self.state is _CLOSED:
             raise LocalProtocolError("the POP3 session is closed")
@@ -428,7 +428,7 @@ class POP3Connection:
         return self._sasl_exchange() is not None
 
     def redact(self, line: str) -> str:
-        if self.role is _CLIENT and self._sasl_exchange() is not None:
+        if self.role is CLIENT_ROLE and self._sasl_exchange() is not None:
             # "*" is the protocol's cancel, never a credential: keep it readable.
             return line if line.strip() == "*" else "***"
         words = line.split()
@@ -444,13 +444,13 @@ class POP3Connection:
         return line
 
     def valid_commands(self) -> list[str]:
-        if self.role is _CLIENT and self._sasl_exchange() is not None:
+        if self.role is CLIENT_ROLE and self._sasl_exchange() is not None:
             return ["*"]
         if self._wants_tls_upgrade:
             return []
         commands = []
         for verb in VALID_COMMANDS[self.state]:
-            if self.role is _CLIENT and not self._offered(verb):
+            if self.role is CLIENT_ROLE and not self._offered(verb):
                 continue
             commands.append(verb)
         return commands
@@ -472,7 +472,7 @@ class POP3Connection:
         return True
 
     def next_hint(self) -> str:
-        if self.role is _CLIENT and self._sasl_exchange() is not None:
+        if self.role is CLIENT_ROLE and self._sasl_exchange() is not None:
             return "the base64 answer to the server's + challenge (* cancels)"
         if self._wants_tls_upgrade:
             return "STLS accepted: the TLS handshake comes next"
@@ -637,7 +637,7 @@ class POP3Connection:
         return self._answered(True, b"+OK " + _one_line(text) + b"\r\n" if text else b"+OK\r\n")
 
     def _check_can_answer(self, method: str) -> None:
-        if self.role is not _SERVER:
+        if self.role is not SERVER_ROLE:
             raise LocalProtocolError("{method}() is for the server role", method=method)
         if self.state is _CLOSED:
             raise LocalProtocolError("the POP3 session is closed")
@@ -675,7 +675,7 @@ class POP3Connection:
         After STLS or QUIT nothing more is parsed until it has been answered: what
         a client sends after STLS belongs to the TLS session, not to this one.
         """
-        if self.role is not _SERVER:
+        if self.role is not SERVER_ROLE:
             raise LocalProtocolError("next_command() is for the server role")
         if self._paused or self._wants_tls_upgrade:
             return CONNECTION_CLOSED if self._closed else NEED_DATA
