@@ -64,6 +64,12 @@ class NoEvent(enum.Enum):
 NEED_DATA: Final = NoEvent.NEED_DATA
 CONNECTION_CLOSED: Final = NoEvent.CONNECTION_CLOSED
 
+# The roles as names for the cores' methods, which test them for every command: on
+# Python 3.11 a read through the class (``Role.SERVER``) goes through
+# ``EnumType.__getattr__``'s slot, a Python-level hook (some 850 instructions a read).
+CLIENT_ROLE: Final = Role.CLIENT
+SERVER_ROLE: Final = Role.SERVER
+
 
 # Line and Continuation, and the other records a server makes as it starts, are
 # NamedTuples rather than frozen dataclasses: as immutable, compared and shown the same

@@ -30,9 +30,11 @@ from collections import deque
 from typing import Final, NamedTuple
 
 from mailtalk.protocols.common import (
+    CLIENT_ROLE,
     CONNECTION_CLOSED,
     MAX_LINE,
     NEED_DATA,
+    SERVER_ROLE,
     LineBuffer,
     LocalProtocolError,
     NoEvent,
@@ -78,8 +80,6 @@ _CONNECTED: Final = SMTPState.CONNECTED
 _READY: Final = SMTPState.READY
 _DATA: Final = SMTPState.DATA
 _CLOSED: Final = SMTPState.CLOSED
-_CLIENT: Final = Role.CLIENT
-_SERVER: Final = Role.SERVER
 
 # The commands valid in each state (RFC 5321 4.1.4 and 3.3). Extensions that only
 # exist when advertised are narrowed further in valid_commands().
@@ -356,7 +356,7 @@ class SMTPConnection:
 
     def __init__(
         self,
-        role: Role = _CLIENT,
+        role: Role = CLIENT_ROLE,
         tls: bool = False,
         # Server role: CHUNKING is offered, so BDAT's chunk is read (RFC 3030); without
         # it BDAT is an unknown command and what follows it more commands.
@@ -470,20 +470,20 @@ class SMTPConnection:
         if not data:
             self._buffer.close()
             self._closed = True
-        elif self.role is _SERVER and self.state is _DATA:
+        elif self.role is SERVER_ROLE and self.state is _DATA:
             self._data_buf += data
         else:
             self._buffer.feed(data)
 
     def next_event(self) -> Reply | NoEvent:
         """Client role: the next reply from the server."""
-        if self.role is not _CLIENT:
+        if self.role is not CLIENT_ROLE:
             raise LocalProtocolError("next_event() is for the client role; use next_command()")
         return self._next_reply()
 
     def next_command(self) -> Command | MessageData | EndOfMessage | EndOfChunk | NoEvent:
         """Server role: the next command, piece of message data, or end of message."""
-        if self.role is not _SERVER:
+        if self.role is not SERVER_ROLE:
             raise LocalProtocolError("next_command() is for the server role; use next_event()")
         # The parser itself, not a call to it: the session asks twice a command (the
         # command, then NEED_DATA).
@@ -582,7 +582,7 @@ class SMTPConnection:
 
     def send_line(self, line: str) -> bytes:
         """Bytes for a line the user typed, CRLF added; tracks what it expects back."""
-        if self.role is not _CLIENT:
+        if self.role is not CLIENT_ROLE:
             raise LocalProtocolError("send_line() is for the client role")
         if self.state is _CLOSED:
             raise LocalProtocolError("the SMTP session is closed")
@@ -618,7 +618,7 @@ class SMTPConnection:
 
     def send_chunk(self, data: bytes) -> bytes:
         """Octets of the BDAT chunk just announced, as they are (RFC 3030: no stuffing)."""
-        if self.role is not _CLIENT:
+        if self.role is not CLIENT_ROLE:
             raise LocalProtocolError("send_chunk() is for the client role")
         if len(data) > self._chunk_left:
             raise LocalProtocolError(
@@ -835,7 +835,7 @@ class SMTPConnection:
 
     def send(self, event: Reply) -> bytes:
         """Bytes for a reply (server role); moves the state as the client will see it."""
-        if self.role is not _SERVER:
+        if self.role is not SERVER_ROLE:
             raise LocalProtocolError("send() of a Reply is for the server role")
         data = event.raw or format_reply(event.code, event.lines, event.enhanced)
         pending = self._pending.popleft() if self._pending else None
