@@ -75,7 +75,7 @@ class Listener(Protocol):
 
 def make_core(protocol: str, lmtp: bool = False) -> ClientCore:
     if protocol == "smtp":
-        from mailtalk.protocols.smtp import SMTPConnection
+        from mailtalk.protocols.smtp_connection import SMTPConnection
 
         return SMTPConnection(lmtp=lmtp)
     if protocol == "pop3":

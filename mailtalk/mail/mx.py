@@ -212,7 +212,7 @@ def _converse(
 def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
     """What the server said, into ``probe``."""
     from mailtalk.protocols.common import first_line
-    from mailtalk.protocols.smtp import parse_extensions
+    from mailtalk.protocols.smtp_client_role import parse_extensions
     from mailtalk.protocols.smtp_plan import Stage
 
     for exchange in result.exchanges:

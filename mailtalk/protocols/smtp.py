@@ -7,6 +7,14 @@ parses command lines and the DATA stream, and formats replies. Both roles run
 the same transition table, so the state a client believes in is the state the
 server is in.
 
+This module is what both roles share: the states and their table (the commands
+valid in each, what a reply moves, the hints), the ``Reply`` event, the replies a
+session waits for, and ``SMTPSessionState``, the session's state with the one
+method that moves it by a reply. Each role is a module of its own on top of it:
+``protocols/smtp_client_role.py`` sends commands and reads replies,
+``protocols/smtp_server_role.py`` reads commands and the message and sends replies,
+and ``protocols/smtp_connection.py`` puts the two together as ``SMTPConnection``.
+
 LMTP (RFC 2033) is a mode of the same core, ``SMTPConnection(lmtp=True)``: LHLO in
 place of EHLO and HELO, and after the message's final dot (or BDAT ... LAST) one
 reply per recipient accepted to RCPT, in RCPT's order. Each of those replies
@@ -29,29 +37,7 @@ import re
 from collections import deque
 from typing import Final, NamedTuple
 
-from mailtalk.protocols.common import (
-    CLIENT_ROLE,
-    CONNECTION_CLOSED,
-    MAX_LINE,
-    NEED_DATA,
-    SERVER_ROLE,
-    LineBuffer,
-    LocalProtocolError,
-    NoEvent,
-    RemoteProtocolError,
-    ReplyClass,
-    Role,
-    decode_text,
-    new_record,
-    peer_text,
-    split_verb,
-)
-
-# RFC 5321 4.5.3.1: 512 octets for a command line, 1000 for a text line, CRLF included.
-MAX_COMMAND_LINE: Final = 512
-MAX_TEXT_LINE: Final = 1000
-# An endless multi-line reply is cut after this many lines (the rest is dropped).
-MAX_REPLY_LINES: Final = 1000
+from mailtalk.protocols.common import CLIENT_ROLE, SERVER_ROLE, LineBuffer, ReplyClass, Role
 
 # Pseudo-commands: what a reply answers when it answers no typed command.
 GREETING: Final = "<greeting>"
@@ -71,15 +57,17 @@ class SMTPState(enum.Enum):
     CLOSED = "closed"
 
 
-# The members the methods below read, as module names: on Python 3.11 a read through
-# the class (``SMTPState.DATA``) goes through ``EnumType.__getattr__``, a Python-level
-# hook (about 150 ns a read, 40 times the read of a module name), and a server session
-# reads them about 50 times a message.
+# The members the methods of both roles read, as module names: on Python 3.11 a read
+# through the class (``SMTPState.DATA``) goes through ``EnumType.__getattr__``, a
+# Python-level hook (about 150 ns a read, 40 times the read of a module name), and a
+# server session reads them about 50 times a message. (A name imported from here
+# reads as fast as a module's own.)
 _GREETING_STATE: Final = SMTPState.GREETING
-_CONNECTED: Final = SMTPState.CONNECTED
-_READY: Final = SMTPState.READY
-_DATA: Final = SMTPState.DATA
-_CLOSED: Final = SMTPState.CLOSED
+CONNECTED_STATE: Final = SMTPState.CONNECTED
+READY_STATE: Final = SMTPState.READY
+DATA_STATE: Final = SMTPState.DATA
+CLOSED_STATE: Final = SMTPState.CLOSED
+
 
 # The commands valid in each state (RFC 5321 4.1.4 and 3.3). Extensions that only
 # exist when advertised are narrowed further in valid_commands().
@@ -140,22 +128,14 @@ HINTS: Final[dict[SMTPState, str]] = {
 
 # The greeting commands of each mode: LMTP has LHLO only (RFC 2033 4.1), SMTP never has it.
 HELLO_VERBS: Final = ("EHLO", "HELO", "LHLO")
-# The verbs the methods below test a command against for every command or reply, as
-# sets: ``verb in ("EHLO", ...)`` compares the strings one by one (with a tuple those
+# The verbs the methods of both roles test a command against for every command or
+# reply, as sets: ``verb in ("EHLO", ...)`` compares the strings one by one (with a tuple those
 # tests were 4 % of a sink message's instructions).
-_HELLO_VERBS: Final = frozenset(HELLO_VERBS)
+HELLO_VERB_SET: Final = frozenset(HELLO_VERBS)
 # A 2xx to these ends any transaction.
 _RESETTING_VERBS: Final = frozenset({*HELLO_VERBS, "RSET", "STARTTLS"})
-# After these the client must wait for the server's reply (AUTH: a 334 makes the next
-# line SASL data, not a command), so nothing after them is parsed until then.
-_PAUSING_VERBS: Final = frozenset({"DATA", "STARTTLS", "BDAT", "AUTH", "QUIT"})
-_AUTH_VERBS: Final = frozenset({"AUTH", AUTH_RESPONSE})
-_NOT_IN_MODE: Final = {False: ("LHLO",), True: ("EHLO", "HELO")}
-
-_ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
-_REPLY_LINE = re.compile(rb"^(\d{3})([ -]|$)")
+AUTH_VERBS: Final = frozenset({"AUTH", AUTH_RESPONSE})
 _SIZE = re.compile(r"[0-9]{1,20}")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 # The events are NamedTuples, not frozen dataclasses: see protocols.common.Line.
@@ -211,86 +191,8 @@ def _strip_enhanced(line: str, enhanced: str | None) -> str:
     return line
 
 
-class Command(NamedTuple):
-    """A command line as the server role parsed it."""
 
-    verb: str
-    args: str
-    raw: bytes
-    too_long: bool = False  # over RFC 5321's 512 octets
-
-
-class MessageData(NamedTuple):
-    """Part of the message after ``354``: dot-unstuffed, line ends kept as received.
-
-    Usually one line; a line longer than ``MAX_LINE`` comes in several pieces, only
-    the last of which has a line end.
-    """
-
-    data: bytes
-    line_too_long: bool = False  # a text line over RFC 5321's 1000 octets
-
-
-class EndOfMessage(NamedTuple):
-    """The client sent ``<CRLF>.<CRLF>``.
-
-    ``bare_newline`` says the message held a bare LF (a line ended without CR),
-    which Postfix's ``smtpd_forbid_bare_newline`` rejects because it is how SMTP
-    smuggling starts.
-    """
-
-    bare_newline: bool = False
-    raw: bytes = b".\r\n"
-
-
-class EndOfChunk(NamedTuple):
-    """Server role: the last octet of a BDAT chunk came (RFC 3030 2); its reply is due.
-
-    The chunk's octets came before it as ``MessageData``, exactly as sent: BDAT has no
-    dot-stuffing and no end-of-data line. ``last`` is BDAT ... LAST: a 2xx to it ends
-    the transaction as the reply to DATA's final dot does.
-    """
-
-    size: int
-    last: bool
-
-
-Event = Reply | Command | MessageData | EndOfMessage | EndOfChunk
-
-
-def parse_extensions(reply: Reply) -> dict[str, str]:
-    """EHLO keywords (upper-cased) mapped to their parameters, from a 250 EHLO reply."""
-    extensions: dict[str, str] = {}
-    for line in reply.lines[1:]:
-        keyword, _, params = line.strip().partition(" ")
-        if not keyword:
-            continue
-        keyword = keyword.upper()
-        # "AUTH=LOGIN PLAIN" is how some old servers (and Outlook) spell AUTH.
-        if keyword.startswith("AUTH="):
-            old = keyword[5:] + (" " + params if params else "")
-            extensions.setdefault("AUTH", old.strip())
-            continue
-        extensions[keyword] = params.strip()
-    return extensions
-
-
-def dot_stuff(message: bytes) -> bytes:
-    """A message ready for DATA: CRLF line ends, leading dots doubled, ``.`` line at the end."""
-    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if text and not text.endswith(b"\n"):
-        text += b"\n"
-    lines = text.split(b"\n")[:-1] if text else []
-    out = bytearray()
-    for line in lines:
-        if line.startswith(b"."):
-            out += b"."
-        out += line + b"\r\n"
-    out += b".\r\n"
-    return bytes(out)
-
-
-class _Pending:
+class Pending:
     """A reply the session waits for: to which command, and what it will mean."""
 
     __slots__ = ("address", "after_recipients", "last", "recipient", "verb")
@@ -312,11 +214,11 @@ class _Pending:
 
 
 # The waits that are only a verb (no address, recipient or LAST), made once and shared:
-# nothing changes a _Pending after it is made, and the server role makes one for
+# nothing changes a Pending after it is made, and the server role makes one for
 # every command and message (an __init__ call each). Known verbs only, since a
 # client's verb may be anything.
-_BARE_PENDING: Final = {
-    verb: _Pending(verb)
+BARE_PENDING: Final = {
+    verb: Pending(verb)
     for verb in (GREETING, END_OF_DATA, *HELLO_VERBS, "MAIL", "DATA", "RSET", "NOOP", "QUIT")
 }
 
@@ -329,30 +231,23 @@ def rcpt_address(args: str) -> str:
     return rest.split(" ", 1)[0]
 
 # "BDAT <chunk-size> [LAST]" (RFC 3030 2): the chunk's octets follow the command line.
-_BDAT_ARGS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
+BDAT_ARGS = re.compile(r"([0-9]{1,18})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
 
 
 def parse_bdat(args: str) -> tuple[int, bool] | None:
     """``BDAT``'s arguments as (chunk size, LAST); None when they are not that."""
-    match = _BDAT_ARGS.fullmatch(args)
+    match = BDAT_ARGS.fullmatch(args)
     return None if match is None else (int(match.group(1)), bool(match.group(2)))
 
 
-class SMTPConnection:
-    """An SMTP session in one role; see the module docstring.
+class SMTPSessionState:
+    """What an SMTP session keeps in either role, and how a reply moves it.
 
-    A plain class, not a dataclass (see ``protocols.common.Line``), as ``_Pending``:
-    nothing compares or prints a session."""
-
-    protocol = "smtp"
-    # Client role only, class defaults until set: CPython 3.11 keeps at most 30 of an
-    # instance's attributes in the compact form instances of a class share (more, and
-    # every session, server role too, gets a dict of its own, made and grown).
-    # Octets of a BDAT chunk still to send before its reply is due:
-    _chunk_left = 0
-    # The transaction's MAIL carried PRDR, so a 353 to the final dot starts
-    # per-recipient replies:
-    _prdr = False
+    The base of both roles (``SMTPClientRole``, ``SMTPServerRole``): one
+    ``__init__`` for every field, the client's and the server's too, so that a
+    session is made with one call and its fields keep one shared layout. A plain
+    class, not a dataclass (see ``protocols.common.Line``), as ``Pending``: nothing
+    compares or prints a session."""
 
     def __init__(
         self,
@@ -374,7 +269,7 @@ class SMTPConnection:
         self.greeted = False  # EHLO/HELO/LHLO accepted
         self.esmtp = False  # the accepted greeting was EHLO or LHLO
         self._buffer = LineBuffer()
-        self._pending: deque[_Pending] = deque([_BARE_PENDING[GREETING]])
+        self._pending: deque[Pending] = deque([BARE_PENDING[GREETING]])
         self._reply_lines: list[bytes] = []  # raw lines of the reply being read
         self._reply_count = 0
         self._reply_cut = False
@@ -424,20 +319,6 @@ class SMTPConnection:
         return "LHLO" if self.lmtp else "EHLO"
 
     @property
-    def owes_recipient_replies(self) -> bool:
-        """LMTP or PRDR, client role: more replies to the message are due, one per
-        recipient (and with PRDR the final one after them)."""
-        if not self._pending:
-            return False
-        pending = self._pending[0]
-        return pending.recipient is not None or pending.after_recipients
-
-    @property
-    def prdr(self) -> bool:
-        """Client role: the transaction's MAIL FROM asked for PRDR."""
-        return self._prdr
-
-    @property
     def owed_recipients(self) -> tuple[str, ...]:
         """LMTP, either role: the recipients whose replies to the message are still due,
         in RCPT order (empty when the next reply due is not one of those)."""
@@ -470,67 +351,10 @@ class SMTPConnection:
         if not data:
             self._buffer.close()
             self._closed = True
-        elif self.role is SERVER_ROLE and self.state is _DATA:
+        elif self.role is SERVER_ROLE and self.state is DATA_STATE:
             self._data_buf += data
         else:
             self._buffer.feed(data)
-
-    def next_event(self) -> Reply | NoEvent:
-        """Client role: the next reply from the server."""
-        if self.role is not CLIENT_ROLE:
-            raise LocalProtocolError("next_event() is for the client role; use next_command()")
-        return self._next_reply()
-
-    def next_command(self) -> Command | MessageData | EndOfMessage | EndOfChunk | NoEvent:
-        """Server role: the next command, piece of message data, or end of message."""
-        if self.role is not SERVER_ROLE:
-            raise LocalProtocolError("next_command() is for the server role; use next_event()")
-        # The parser itself, not a call to it: the session asks twice a command (the
-        # command, then NEED_DATA).
-        if self._paused:
-            return NEED_DATA
-        if self._chunk_in is not None:
-            return self._next_chunk_data()
-        if self.state is _DATA:
-            return self._next_data()
-        # Nothing buffered (the usual end of a read): no line, without asking for one.
-        line = self._buffer.next_line() if self._buffer.buffered else None
-        if line is None:
-            if self._closed and not len(self._buffer):
-                self.state = _CLOSED
-                return CONNECTION_CLOSED
-            return NEED_DATA
-        if self._auth_continuation:
-            self._auth_continuation = False
-            self._pending.append(_Pending(AUTH_RESPONSE))
-            return Command(AUTH_RESPONSE, decode_text(line.content), line.raw)
-        content = line.content
-        raw = content + line.ending  # (line.raw, without the property's call)
-        too_long = line.truncated or len(raw) > MAX_COMMAND_LINE
-        # (decode_text's decoding and split_verb, without calls for them)
-        verb, _, args = content.decode("utf-8", "backslashreplace").strip().partition(" ")
-        verb, args = verb.upper(), args.strip()
-        bdat = None
-        if verb == "BDAT" and self.chunking and not too_long:
-            bdat = _BDAT_ARGS.fullmatch(args)
-        if bdat is not None:
-            # RFC 3030 2: the chunk's octets follow at once, whatever the reply will be,
-            # so they are read (and handed out) before the reply, never as commands.
-            self._pending.append(_Pending(verb, last=bool(bdat.group(2))))
-            self._chunk_in = self._chunk_size = int(bdat.group(1))
-            self._chunk_last = bool(bdat.group(2))
-            return Command(verb, args, raw)
-        if verb == "MAIL":
-            self._recipients = []
-        bare = _BARE_PENDING.get(verb)
-        if bare is not None:
-            self._pending.append(bare)
-        else:
-            address = rcpt_address(args) if verb == "RCPT" else None
-            self._pending.append(_Pending(verb, address=address))
-        if verb in _PAUSING_VERBS:
-            self._paused = True
-        return new_record(Command, (verb, args, raw, too_long))
 
     def tls_started(self) -> None:
         self.wants_tls_upgrade = False
@@ -538,7 +362,7 @@ class SMTPConnection:
 
     def _apply(self, verb: str, code: int, address: str | None = None) -> None:
         digit = code // 100
-        if verb in _HELLO_VERBS and digit == 2:
+        if verb in HELLO_VERB_SET and digit == 2:
             self.greeted = True
         if digit == 2 and verb in _RESETTING_VERBS:
             self._recipients = []  # a new session or a reset: no transaction
@@ -547,14 +371,14 @@ class SMTPConnection:
         if code == 421:
             # The server is shutting the channel, whatever the command (RFC 5321
             # 3.8): even a 421 to the end of the message is not a reset.
-            self.state = _CLOSED
+            self.state = CLOSED_STATE
             return
         key = (verb, digit)
         if key not in TRANSITIONS:
             return
         new_state = TRANSITIONS[key]
         if new_state is None:
-            new_state = _READY if self.greeted else _CONNECTED
+            new_state = READY_STATE if self.greeted else CONNECTED_STATE
         if verb == "XCLIENT":
             # The session starts again as the client named (TLS stays): EHLO again.
             self.greeted = False
@@ -577,455 +401,3 @@ class SMTPConnection:
                 self._buffer.close()
             self._pending.clear()
         self.state = new_state
-
-    # -- client role ------------------------------------------------------------
-
-    def send_line(self, line: str) -> bytes:
-        """Bytes for a line the user typed, CRLF added; tracks what it expects back."""
-        if self.role is not CLIENT_ROLE:
-            raise LocalProtocolError("send_line() is for the client role")
-        if self.state is _CLOSED:
-            raise LocalProtocolError("the SMTP session is closed")
-        if self.state is _DATA:
-            return self._send_data_line(line)
-        if self._chunk_left:
-            return self._send_chunk_line(line)
-        if self._auth_continuation:
-            self._auth_continuation = False
-            self._pending.append(_Pending(AUTH_RESPONSE))
-            return line.encode("utf-8") + b"\r\n"
-        verb, rest = split_verb(line)
-        bdat = _BDAT_ARGS.fullmatch(rest) if verb == "BDAT" else None
-        address = rcpt_address(rest) if verb == "RCPT" else None
-        if verb == "MAIL":
-            self._recipients = []
-            self._prdr = "PRDR" in rest.upper().split()[1:]
-        self._pending.append(_Pending(verb, last=bool(bdat and bdat.group(2)), address=address))
-        if bdat is not None:
-            self._chunk_left = int(bdat.group(1))
-        return line.encode("utf-8") + b"\r\n"
-
-    def _send_chunk_line(self, line: str) -> bytes:
-        """A line of a BDAT chunk: exactly its octets and CRLF, nothing stuffed."""
-        data = line.encode("utf-8") + b"\r\n"
-        if len(data) > self._chunk_left:
-            raise LocalProtocolError(
-                "the BDAT chunk has {left} bytes left and this line is {size} "
-                "with its CRLF: not sent", left=self._chunk_left, size=len(data)
-            )
-        self._chunk_left -= len(data)
-        return data
-
-    def send_chunk(self, data: bytes) -> bytes:
-        """Octets of the BDAT chunk just announced, as they are (RFC 3030: no stuffing)."""
-        if self.role is not CLIENT_ROLE:
-            raise LocalProtocolError("send_chunk() is for the client role")
-        if len(data) > self._chunk_left:
-            raise LocalProtocolError(
-                "the BDAT chunk has {left} bytes left, not {size}",
-                left=self._chunk_left, size=len(data)
-            )
-        self._chunk_left -= len(data)
-        return data
-
-    @property
-    def chunk_left(self) -> int:
-        """Octets of the BDAT chunk still to send; its reply comes after the last of them."""
-        return self._chunk_left
-
-    @property
-    def in_command_continuation(self) -> bool:
-        """The next line belongs to the command just sent (a BDAT chunk), not a new one."""
-        return self._chunk_left > 0
-
-    def send_message(self, message: bytes) -> bytes:
-        """A whole message for DATA (after 354): CRLF, dot-stuffed, ended by ``.``."""
-        if self.state is not _DATA:
-            raise LocalProtocolError("a message can only be sent after 354")
-        self._pending.append(_Pending(END_OF_DATA))
-        self.state = _READY if self.greeted else _CONNECTED
-        return dot_stuff(message)
-
-    def _send_data_line(self, line: str) -> bytes:
-        if line == ".":
-            self._pending.append(_Pending(END_OF_DATA))
-            self.state = _READY if self.greeted else _CONNECTED
-            return b".\r\n"
-        encoded = line.encode("utf-8")
-        if encoded.startswith(b"."):
-            encoded = b"." + encoded
-        return encoded + b"\r\n"
-
-    @property
-    def in_data(self) -> bool:
-        return self.state is _DATA
-
-    @property
-    def auth_continuation(self) -> bool:
-        """The server sent 334: the next line is the client's SASL response."""
-        return self._auth_continuation
-
-    @property
-    def sasl_pending(self) -> bool:
-        """Same as ``auth_continuation``; the name the POP3 and IMAP cores use."""
-        return self._auth_continuation
-
-    def redact(self, line: str) -> str:
-        if self._auth_continuation and self.state is not _DATA:
-            return "***" if line.strip() != "*" else line
-        if self.state is _DATA or self._chunk_left:
-            return line
-        verb, rest = split_verb(line)
-        if verb == "AUTH":
-            mechanism, _, initial = rest.partition(" ")
-            if initial.strip():
-                return f"{line.split()[0]} {mechanism} ***"
-        return line
-
-    def valid_commands(self) -> list[str]:
-        commands = []
-        for verb in VALID_COMMANDS[self.state]:
-            if verb in _NOT_IN_MODE[self.lmtp]:
-                continue
-            needed = EXTENSION_OF_COMMAND.get(verb)
-            if needed is not None:
-                if needed not in self.extensions:
-                    continue
-                if verb == "STARTTLS" and self.tls:
-                    continue
-                if verb == "AUTH" and self.authenticated:
-                    continue
-            commands.append(verb)
-        return commands
-
-    def next_hint(self) -> str:
-        if self._auth_continuation:
-            return "the base64 answer to the server's 334 challenge (* cancels)"
-        if self._chunk_left:
-            return f"the chunk: {self._chunk_left} more bytes (each line end counts 2)"
-        hint = HINTS[self.state]
-        if self.lmtp and self.state is _CONNECTED:
-            hint = "LHLO your.host.name (LMTP's EHLO)"
-        if self.state is _READY:
-            extra = []
-            if "STARTTLS" in self.extensions and not self.tls:
-                extra.append("STARTTLS")
-            if "AUTH" in self.extensions and not self.authenticated:
-                extra.append("AUTH " + (self.auth_mechanisms[0] if self.auth_mechanisms else ""))
-            if extra:
-                hint = " or ".join(e.strip() for e in extra) + ", then " + hint
-        return hint
-
-    def _next_reply(self) -> Reply | NoEvent:
-        while True:
-            line = self._buffer.next_line()
-            if line is None:
-                if self._closed and not len(self._buffer):
-                    if self._reply_lines:
-                        # Show what did come; the close itself follows as its own event.
-                        return self._finish_reply(incomplete=True)
-                    self.state = _CLOSED
-                    self._pending.clear()
-                    self._chunk_left = 0
-                    return CONNECTION_CLOSED
-                return NEED_DATA
-            match = _REPLY_LINE.match(line.content)
-            if match is None:
-                raise RemoteProtocolError("not an SMTP reply line: {text}",
-                                          text=peer_text(line.content))
-            if self._reply_lines and match.group(1) != self._reply_lines[0][:3]:
-                raise RemoteProtocolError(
-                    "a multi-line reply changed its code from {first} to {then}",
-                    first=decode_text(self._reply_lines[0][:3]),
-                    then=decode_text(match.group(1)),
-                )
-            self._reply_count += 1
-            if line.truncated:
-                self._reply_cut = True
-            if self._reply_count <= MAX_REPLY_LINES:
-                self._reply_lines.append(line.raw)
-            else:
-                self._reply_cut = True
-            if match.group(2) == b"-":
-                continue
-            return self._finish_reply()
-
-    def _finish_reply(self, incomplete: bool = False) -> Reply:
-        raw_lines = self._reply_lines
-        truncated = self._reply_cut
-        self._reply_lines = []
-        self._reply_count = 0
-        self._reply_cut = False
-        code = int(raw_lines[0][:3])
-        texts = []
-        for raw in raw_lines:
-            text = raw[4:].rstrip(b"\r\n")
-            texts.append(decode_text(text))
-        enhanced_match = _ENHANCED.match(raw_lines[0][4:])
-        enhanced = None
-        if enhanced_match and enhanced_match.group(1) == str(code // 100).encode():
-            enhanced = decode_text(enhanced_match.group(0))
-        pending = self._pending.popleft() if self._pending else None
-        verb = pending.verb if pending else None
-        after_last_chunk = pending is not None and pending.last and verb == "BDAT"
-        prdr_start = self._prdr and code == PRDR_START
-        if after_last_chunk and (code // 100 == 2 or self.lmtp or prdr_start):
-            # The message is complete, as after DATA's final dot (LMTP answers BDAT
-            # LAST per recipient whatever the answer, RFC 2033 4.3).
-            shown_verb, verb = verb, END_OF_DATA
-        else:
-            shown_verb = verb
-        recipient = None
-        if self.lmtp and verb == END_OF_DATA and pending is not None:
-            recipient = self._lmtp_recipient(pending, code)
-        elif verb == END_OF_DATA and pending is not None:
-            recipient = pending.recipient
-            if recipient is None and prdr_start and not pending.after_recipients:
-                self._owe_prdr_replies()
-        reply = Reply(
-            code=code,
-            lines=tuple(texts),
-            enhanced=enhanced,
-            raw=b"".join(raw_lines),
-            command=shown_verb,
-            truncated=truncated,
-            incomplete=incomplete,
-            recipient=recipient,
-        )
-        if verb is not None:
-            self._client_apply(verb, reply, pending.address if pending else None)
-        elif code == 421:
-            self.state = _CLOSED
-        return reply
-
-    def _lmtp_recipient(self, pending: _Pending, code: int) -> str | None:
-        """LMTP: the recipient a reply to the end of the message is for. The first of
-        those replies queues one more for each further accepted recipient (not
-        after a 421: the server is closing)."""
-        if pending.recipient is not None:
-            return pending.recipient
-        recipients, self._recipients = self._recipients, []
-        if not recipients:
-            return None
-        if code != 421:
-            for address in reversed(recipients[1:]):
-                self._pending.appendleft(_Pending(END_OF_DATA, recipient=address))
-        return recipients[0]
-
-    def _owe_prdr_replies(self) -> None:
-        """PRDR's 353 came: one reply per accepted recipient is due, then the final one."""
-        recipients, self._recipients = self._recipients, []
-        self._pending.appendleft(_Pending(END_OF_DATA, after_recipients=True))
-        for address in reversed(recipients):
-            self._pending.appendleft(_Pending(END_OF_DATA, recipient=address))
-
-    def _client_apply(self, verb: str, reply: Reply, address: str | None = None) -> None:
-        digit = reply.code // 100
-        if verb in _HELLO_VERBS and digit == 2:
-            self.esmtp = verb != "HELO"
-            self.extensions = parse_extensions(reply) if verb != "HELO" else {}
-        if verb in _AUTH_VERBS:
-            if digit == 3:
-                self._auth_continuation = True
-            elif digit == 2:
-                self.authenticated = True
-        self._apply(verb, reply.code, address)
-
-    # -- server role ------------------------------------------------------------
-
-    def send(self, event: Reply) -> bytes:
-        """Bytes for a reply (server role); moves the state as the client will see it."""
-        if self.role is not SERVER_ROLE:
-            raise LocalProtocolError("send() of a Reply is for the server role")
-        data = event.raw or format_reply(event.code, event.lines, event.enhanced)
-        pending = self._pending.popleft() if self._pending else None
-        if pending is not None:
-            verb = pending.verb
-            if verb == "BDAT" and pending.last and event.code // 100 == 2:
-                verb = END_OF_DATA  # the message is complete, as after DATA's final dot
-            if verb in _HELLO_VERBS and event.code // 100 == 2:
-                self.esmtp = verb != "HELO"
-            if verb in _AUTH_VERBS:
-                if event.code // 100 == 3:
-                    self._auth_continuation = True
-                elif event.code // 100 == 2:
-                    self.authenticated = True
-            self._apply(verb, event.code, pending.address)
-            if verb == "DATA" and self.state is _DATA:
-                self._start_data()
-        elif event.code == 421:
-            self.state = _CLOSED
-        # Parsing resumes once the command that paused it (always the last one parsed)
-        # has its reply: the 250 to a MAIL pipelined before DATA is not the 354.
-        if not self._pending:
-            self._paused = False
-        return data
-
-    def _next_chunk_data(self) -> MessageData | EndOfChunk | NoEvent:
-        """The octets of the BDAT chunk being read, as they are, then its end."""
-        left = self._chunk_in
-        assert left is not None
-        if left == 0:
-            self._chunk_in = None
-            if self._chunk_last and self.lmtp and self._recipients and self._pending and (
-                self._pending[-1].verb == "BDAT"
-            ):
-                # LMTP (RFC 2033 4.3): BDAT LAST is answered once per accepted recipient,
-                # as DATA's final dot is, whatever the answers are.
-                self._pending.pop()
-                self._owe_end_of_data()
-            # What follows is parsed once the chunk is answered (unless it was already:
-            # a server may refuse BDAT before reading its chunk).
-            self._paused = bool(self._pending)
-            return EndOfChunk(self._chunk_size, self._chunk_last)
-        data = self._buffer.take_available(min(left, MAX_LINE))
-        if not data:
-            if self._closed:
-                self._chunk_in = None
-                self.state = _CLOSED
-                return CONNECTION_CLOSED
-            return NEED_DATA
-        self._chunk_in = left - len(data)
-        return MessageData(data)
-
-    def _owe_end_of_data(self) -> None:
-        """The message ended: one reply is owed, or with LMTP one per recipient."""
-        recipients, self._recipients = self._recipients, []
-        if not self.lmtp or not recipients:
-            self._pending.append(_BARE_PENDING[END_OF_DATA])
-            return
-        for address in recipients:
-            self._pending.append(_Pending(END_OF_DATA, recipient=address))
-
-    def _start_data(self) -> None:
-        """354 sent: what the client sent after DATA is the message."""
-        self._data_buf = bytearray(self._buffer.take_available(len(self._buffer)))
-        self._data_scan = 0
-        self._buffer = LineBuffer()
-        if self._closed:
-            self._buffer.close()
-        self._data_prev_crlf = True
-        self._data_line_start = True
-        self._data_line_len = 0
-        self._bare_newline = False
-        self._data_by_line = 0
-
-    def _end_data(self) -> None:
-        """The message ended: what follows it is commands again."""
-        self._paused = True
-        self.state = _READY if self.greeted else _CONNECTED
-        rest = bytes(self._data_buf)
-        self._data_buf = bytearray()
-        if rest:
-            self._buffer.feed(rest)
-
-    def _next_data(self) -> MessageData | EndOfMessage | NoEvent:
-        buf = self._data_buf
-        if self._data_line_start and self._data_by_line <= 0:
-            chunk = self._next_data_chunk()
-            if chunk is not None:
-                return chunk
-        # A line longer than MAX_LINE comes out in pieces even when its end is here.
-        nl = buf.find(b"\n", self._data_scan, MAX_LINE + 1)
-        if nl < 0:
-            self._data_scan = min(len(buf), MAX_LINE + 1)
-            if len(buf) > MAX_LINE:
-                # A line longer than any sane one: hand it out in pieces, so memory
-                # stays bounded and nothing is lost. A CR at the cut stays, it may
-                # be half of the CRLF that ends the line.
-                cut = MAX_LINE - 1 if buf[MAX_LINE - 1] == 0x0D else MAX_LINE
-                return self._data_piece(bytes(buf[:cut]), b"", cut)
-            if self._closed and buf:
-                return self._data_piece(bytes(buf), b"", len(buf))
-            if self._closed:
-                self.state = _CLOSED
-                return CONNECTION_CLOSED
-            return NEED_DATA
-        if nl > 0 and buf[nl - 1] == 0x0D:
-            content, ending = bytes(buf[: nl - 1]), b"\r\n"
-        else:
-            content, ending = bytes(buf[:nl]), b"\n"
-        # RFC 5321 4.1.1.4: only <CRLF>.<CRLF> ends the message. A "." line after a
-        # bare LF, or ended by a bare LF, is data: that is what defeats smuggling.
-        if content == b"." and ending == b"\r\n" and self._data_line_start and self._data_prev_crlf:
-            del buf[: nl + 1]
-            self._data_scan = 0
-            self._owe_end_of_data()
-            self._end_data()
-            return EndOfMessage(bare_newline=self._bare_newline)
-        if ending == b"\n":
-            self._bare_newline = True
-        return self._data_piece(content, ending, nl + 1)
-
-    def _next_data_chunk(self) -> MessageData | None:
-        """Several whole lines in one piece, when none of them needs a look of its own.
-
-        That is: every line ends in CRLF (no bare LF), none starts with a dot (no
-        unstuffing, no end of message) and none is over ``MAX_TEXT_LINE``. The chunk
-        is then exactly what handing its lines out one by one would give, joined.
-        None: hand out the next line alone.
-        """
-        buf = self._data_buf
-        end = buf.rfind(b"\n") + 1  # whole lines only
-        if end == 0 or buf[0] == 0x2E:  # no whole line yet, or a dot line first
-            return None
-        dot = buf.find(b"\n.", 0, end)
-        if dot >= 0:
-            end = dot + 1  # up to the line that starts with a dot
-        chunk = bytes(buf[:end])
-        # One pass over the chunk: a bare LF is an LF left in the pieces between CRLFs,
-        # and a line of MAX_TEXT_LINE or more (its CR counted) a piece one shorter.
-        # (Two count()s and a split() were 3 % of a sink message of 1 KB.)
-        pieces = chunk.split(b"\r\n")
-        if b"\n" in b"".join(pieces) or (
-            end > MAX_TEXT_LINE and max(map(len, pieces)) >= MAX_TEXT_LINE - 1
-        ):
-            self._data_by_line = end
-            return None
-        del buf[:end]
-        self._data_scan = 0
-        self._data_prev_crlf = True  # the chunk's last line ended in CRLF
-        return new_record(MessageData, (chunk, False))
-
-    def _data_piece(self, content: bytes, ending: bytes, consumed: int) -> MessageData:
-        """Hand out ``consumed`` octets of the message: a line, or a piece of a long one."""
-        del self._data_buf[:consumed]
-        self._data_scan = 0
-        self._data_by_line -= consumed
-        stuffed = self._data_line_start and content.startswith(b".")
-        if stuffed:
-            content = content[1:]  # dot-unstuffing (RFC 5321 4.5.2)
-        # RFC 5321 4.5.3.1.6: the stuffed dot does not count towards the line length.
-        self._data_line_len += consumed - stuffed
-        too_long = self._data_line_len > MAX_TEXT_LINE
-        if ending:
-            self._data_line_start = True
-            self._data_line_len = 0
-            self._data_prev_crlf = ending == b"\r\n"
-        else:
-            self._data_line_start = False
-            self._data_prev_crlf = False
-        return new_record(MessageData, (content + ending, too_long))
-
-
-def format_reply(
-    code: int, lines: tuple[str, ...] | list[str], enhanced: str | None = None
-) -> bytes:
-    """``250-first``/``250 last`` lines for a reply, the enhanced code on each line."""
-    if len(lines) == 1:
-        # The usual reply, one line with no line break: what the loop below makes of it.
-        text = lines[0]
-        if "\n" not in text and "\r" not in text:
-            if enhanced and not text.startswith(enhanced):
-                text = f"{enhanced} {text}"
-            if not text and code == 334:
-                return b"334 \r\n"  # RFC 4954 4: "334" SP, even with no challenge
-            return f"{code} {text}".rstrip().encode("utf-8") + b"\r\n"
-    # A line break inside a text would start a reply line of its own, with no code.
-    lines = [part for text in lines for part in _LINE_BREAK.split(text)] or [""]
-    out = bytearray()
-    for index, text in enumerate(lines):
-        separator = " " if index == len(lines) - 1 else "-"
-        body = f"{enhanced} {text}" if enhanced and not text.startswith(enhanced) else text
-        out += f"{code}{separator}{body}".rstrip().encode("utf-8") + b"\r\n"
-    return bytes(out)

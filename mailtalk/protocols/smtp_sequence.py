@@ -70,14 +70,8 @@ from typing import Final
 
 from mailtalk.language import N_
 from mailtalk.protocols.common import ClientCore, LocalProtocolError, Role
-from mailtalk.protocols.smtp import (
-    END_OF_DATA,
-    GREETING,
-    PRDR_START,
-    Reply,
-    SMTPConnection,
-    SMTPState,
-)
+from mailtalk.protocols.smtp import END_OF_DATA, GREETING, PRDR_START, Reply, SMTPState
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import (
     Action,
     Authenticate,

@@ -54,7 +54,8 @@ from mailtalk.protocols.common import (
     Role,
 )
 from mailtalk.protocols.dsn import decode_xtext
-from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply, SMTPConnection
+from mailtalk.protocols.smtp import END_OF_DATA, GREETING, Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import (
     DSN,
     Await,

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.common import Role
-from mailtalk.protocols.smtp import Reply, SMTPConnection
+from mailtalk.protocols.smtp import Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.servers.journal import subject_of
 from mailtalk.servers.smtp import COMMANDS, SMTPServerProtocol
 

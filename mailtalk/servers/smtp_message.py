@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mailtalk.protocols.common import new_record
-from mailtalk.protocols.smtp import EndOfChunk, EndOfMessage, MessageData, Reply, parse_bdat
+from mailtalk.protocols.smtp import Reply, parse_bdat
+from mailtalk.protocols.smtp_server_role import EndOfChunk, EndOfMessage, MessageData
 from mailtalk.servers.journal import HeadCollector, subject_of
 from mailtalk.servers.smtp_session import SMTPSession
 from mailtalk.servers.transaction import Transaction

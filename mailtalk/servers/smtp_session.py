@@ -1,8 +1,8 @@
 """One SMTP connection: its greeting, the loop reading commands, replies, the journal
 and injected faults; what each command does is in the modules above it.
 
-The core (``mailtalk.protocols.smtp`` in the server role) parses commands and the
-DATA stream and formats replies; the session decides what to answer. Policy
+The core in the server role (``mailtalk.protocols.smtp_server_role``) parses commands
+and the DATA stream and formats replies; the session decides what to answer. Policy
 lives elsewhere: relay rules and users in ``policy``/``users``, wordings in the
 personality, injected faults in ``faults``, delivery in ``mailtalk.store``.
 
@@ -30,17 +30,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role
-from mailtalk.protocols.smtp import (
-    AUTH_RESPONSE,
+from mailtalk.protocols.smtp import AUTH_RESPONSE, Reply, SMTPState, parse_bdat
+from mailtalk.protocols.smtp_connection import SMTPConnection
+from mailtalk.protocols.smtp_server_role import (
     Command,
     EndOfChunk,
     EndOfMessage,
     MessageData,
-    Reply,
-    SMTPConnection,
-    SMTPState,
     format_reply,
-    parse_bdat,
 )
 from mailtalk.servers.guard import SessionErrors
 from mailtalk.servers.journal import REDACTED

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailtalk.protocols.common import MAX_LINE
-from mailtalk.protocols.smtp import MAX_REPLY_LINES
+from mailtalk.protocols.smtp_client_role import MAX_REPLY_LINES
 from tests.client.scripted import assert_error_line, assert_no_traceback, pipe_session
 from tests.peers import (
     IMAP_GREETING,

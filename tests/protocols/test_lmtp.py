@@ -6,16 +6,11 @@ from __future__ import annotations
 import pytest
 
 from mailtalk.protocols.common import NEED_DATA, Role
-from mailtalk.protocols.smtp import (
-    END_OF_DATA,
-    EndOfChunk,
-    EndOfMessage,
-    MessageData,
-    Reply,
-    SMTPConnection,
-)
+from mailtalk.protocols.smtp import END_OF_DATA, Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import Await, Command, Done, Message, Plan
 from mailtalk.protocols.smtp_sequence import ClientSequence
+from mailtalk.protocols.smtp_server_role import EndOfChunk, EndOfMessage, MessageData
 
 
 def feed(core: SMTPConnection, data: bytes, by_byte: bool) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailtalk.protocols.smtp import PRDR_START, Reply, SMTPConnection
+from mailtalk.protocols.smtp import PRDR_START, Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import Await, Command, Done, Message, Plan, Result
 from mailtalk.protocols.smtp_sequence import ClientSequence
 from tests.protocols.test_smtp import CHUNKERS, Chunker

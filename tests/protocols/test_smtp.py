@@ -23,20 +23,14 @@ from mailtalk.protocols.smtp import (
     AUTH_RESPONSE,
     END_OF_DATA,
     GREETING,
-    MAX_REPLY_LINES,
     TRANSITIONS,
     VALID_COMMANDS,
-    Command,
-    EndOfMessage,
-    Event,
-    MessageData,
     Reply,
-    SMTPConnection,
     SMTPState,
-    dot_stuff,
-    format_reply,
-    parse_extensions,
 )
+from mailtalk.protocols.smtp_client_role import MAX_REPLY_LINES, dot_stuff, parse_extensions
+from mailtalk.protocols.smtp_connection import Event, SMTPConnection
+from mailtalk.protocols.smtp_server_role import Command, EndOfMessage, MessageData, format_reply
 
 # -- helpers -------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mailtalk.protocols.common import LocalProtocolError
-from mailtalk.protocols.smtp import SMTPConnection, SMTPState
+from mailtalk.protocols.smtp import SMTPState
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from tests.protocols.test_smtp import one_reply, ready_client
 
 EHLO_CHUNKING = b"250-mx.example.com\r\n250-CHUNKING\r\n250 ETRN\r\n"

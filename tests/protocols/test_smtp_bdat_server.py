@@ -8,15 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role
-from mailtalk.protocols.smtp import (
-    Command,
-    EndOfChunk,
-    MessageData,
-    Reply,
-    SMTPConnection,
-    SMTPState,
-    parse_bdat,
-)
+from mailtalk.protocols.smtp import Reply, SMTPState, parse_bdat
+from mailtalk.protocols.smtp_connection import SMTPConnection
+from mailtalk.protocols.smtp_server_role import Command, EndOfChunk, MessageData
 
 
 def server_in_transaction(chunking: bool = True) -> SMTPConnection:

@@ -17,14 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailtalk.protocols.common import NEED_DATA, NoEvent, Role
-from mailtalk.protocols.smtp import (
-    Command,
-    EndOfMessage,
-    MessageData,
-    Reply,
-    SMTPConnection,
-    SMTPState,
-)
+from mailtalk.protocols.smtp import Reply, SMTPState
+from mailtalk.protocols.smtp_connection import SMTPConnection
+from mailtalk.protocols.smtp_server_role import Command, EndOfMessage, MessageData
 
 Chunker = Callable[[bytes], Iterable[bytes]]
 

@@ -20,7 +20,8 @@ from mailtalk.protocols.common import (
     RemoteProtocolError,
     Role,
 )
-from mailtalk.protocols.smtp import Reply, SMTPConnection
+from mailtalk.protocols.smtp import Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import (
     QUIT_POINTS,
     STOP_POINTS,

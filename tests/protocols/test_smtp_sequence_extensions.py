@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mailtalk.protocols.common import Role
-from mailtalk.protocols.smtp import Reply, SMTPConnection
+from mailtalk.protocols.smtp import Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import DSN, Await, Chunk, Command, Done, Plan, check_notify, xtext
 from mailtalk.protocols.smtp_sequence import ClientSequence
 

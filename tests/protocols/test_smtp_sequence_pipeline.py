@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailtalk.protocols.common import LocalProtocolError, Role
-from mailtalk.protocols.smtp import END_OF_DATA, Reply, SMTPConnection
+from mailtalk.protocols.smtp import END_OF_DATA, Reply
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from mailtalk.protocols.smtp_plan import (
     Await,
     Batch,

@@ -7,7 +7,7 @@ from typing import Any
 from mailtalk.protocols.common import NEED_DATA
 from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.protocols.pop3 import POP3Connection
-from mailtalk.protocols.smtp import SMTPConnection
+from mailtalk.protocols.smtp_connection import SMTPConnection
 
 
 def feed(core: Any, data: bytes) -> list[Any]:

@@ -11,7 +11,7 @@ from prompt_toolkit.document import Document
 
 from mailtalk.client.repl.completer import ProtocolCompleter, quote_mailbox, suggest
 from mailtalk.protocols.imap import FETCH_ITEMS, IMAPConnection
-from mailtalk.protocols.smtp import SMTPConnection
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from tests.client.repl.cores import (
     imap_authenticated,
     imap_not_authenticated,

@@ -16,7 +16,7 @@ from mailtalk.client.repl.app import Repl
 from mailtalk.client.repl.history import RedactingFileHistory
 from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.protocols.pop3 import POP3Connection
-from mailtalk.protocols.smtp import SMTPConnection
+from mailtalk.protocols.smtp_connection import SMTPConnection
 from tests.client.repl.cores import feed, say, smtp_ready
 
 

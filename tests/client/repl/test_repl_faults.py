@@ -17,7 +17,7 @@ import pytest
 
 pexpect = pytest.importorskip("pexpect")
 
-from mailtalk.protocols.smtp import dot_stuff  # noqa: E402
+from mailtalk.protocols.smtp_client_role import dot_stuff  # noqa: E402
 from tests.peers import (  # noqa: E402
     IMAP_GREETING,
     SMTP_GREETING,
