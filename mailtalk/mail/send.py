@@ -48,6 +48,7 @@ from mailtalk.protocols.smtp_plan import (
     Chunk,
     Ending,
     Plan,
+    Result,
     Stage,
     TLSPolicy,
     needs_smtputf8,
@@ -291,6 +292,12 @@ def converse(
         conv.close()
         if sequence is not None:
             listener.extensions[:] = sequence.result.used
+    return accepted_recipients(result, getattr(conv.core, "lmtp", False), _)
+
+
+def accepted_recipients(result: Result, lmtp: bool, _: Callable[[str], str]) -> list[str]:
+    """What a finished sequence's ``result`` says went through: the recipients the
+    message was delivered to (LMTP, PRDR) or accepted for; else the refusal raised."""
     final = result.prdr_final
     if result.deliveries and (final is None or final.code // 100 == 2 or not result.delivered):
         # LMTP or PRDR: a reply per recipient; every one must be 2xx (a PRDR final
@@ -298,8 +305,7 @@ def converse(
         refused = [(rcpt, r) for rcpt, r in result.recipients if r.code // 100 != 2]
         refused += result.undelivered
         if refused:
-            mode = "LMTP" if getattr(conv.core, "lmtp", False) else "PRDR"
-            raise PartlyDelivered(result.delivered, refused, mode, _)
+            raise PartlyDelivered(result.delivered, refused, "LMTP" if lmtp else "PRDR", _)
         return result.delivered
     if result.refusal is not None:
         raise refusal_error(result.refusal, result, _)
