@@ -52,7 +52,7 @@ def features(
     detail), the response code, the command answered and the command with the code,
     and the families of its words (``word_families.toml``). The trainer and
     :func:`guess` use this one function, so they never drift apart."""
-    tokens = _TOKEN.findall(words)
+    tokens = _TOKEN.findall(words if words.isascii() else fold_letters(words))
     found = {"w:" + token for token in tokens}
     families = word_families()
     for token in tokens:
@@ -82,6 +82,23 @@ def features(
     return sorted(found)
 
 
+# letters that do not come apart into a base letter and a mark (NFKD)
+_WHOLE_LETTERS: Final = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d"}
+)
+
+
+def fold_letters(words: str) -> str:
+    """The words with their letters' accents taken off ("refusés" -> "refuses",
+    "ungültig" -> "ungultig"), as ``word_families.toml`` writes them: the tokens are
+    ASCII letters, and without this a French or German reply fell apart into pieces
+    ("sélectionnez" into "lectionnez") that no labelled reply and no family had."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", words.translate(_WHOLE_LETTERS))
+    return "".join(letter for letter in decomposed if not unicodedata.combining(letter))
+
+
 @functools.cache
 def word_families() -> dict[str, tuple[str, ...]]:
     """Each word of ``word_families.toml`` -> the features of its families
@@ -91,7 +108,7 @@ def word_families() -> dict[str, tuple[str, ...]]:
     data = parsed("word_families.toml", "all", lambda: read_data("word_families.toml"))
     families: dict[str, list[str]] = {}
     for name, family in data.items():
-        for word in family["words"]:
+        for word in (*family["words"], *family.get("other_languages", ())):
             families.setdefault(word, []).append("k:" + name)
     return {word: tuple(names) for word, names in families.items()}
 

@@ -49,9 +49,7 @@ def test_the_check_of_the_trainer_says_fresh() -> None:
 @given(
     st.dictionaries(
         st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), min_size=1),
-        st.lists(
-            st.tuples(st.integers(0, len(CATEGORIES) - 1), st.floats(-30, 30)), max_size=5
-        ),
+        st.lists(st.tuples(st.integers(0, len(CATEGORIES) - 1), st.floats(-30, 30)), max_size=5),
         max_size=20,
     ),
     st.lists(st.floats(-5, 5), min_size=len(CATEGORIES), max_size=len(CATEGORIES)),
@@ -150,3 +148,30 @@ def test_the_model_file_is_small_and_not_json() -> None:
     assert len(data) < 2_000_000
     header, _ = learned.read_header(data)
     json.dumps(header)  # the header alone is JSON
+
+
+def test_accented_words_are_read_as_their_letters() -> None:
+    # "sélectionnez" read as [a-z] runs was "lectionnez": a word no reply and no
+    # family had; with the accents off it is the word, and its family counts
+    accented = learned.features("identifiants refusés", "imap", None, None, None, "LOGIN")
+    plain = learned.features("identifiants refuses", "imap", None, None, None, "LOGIN")
+    assert accented == plain
+    assert {"w:identifiants", "w:refuses", "k:credentials"} <= set(accented)
+    german = learned.features(
+        "kennwort ungültig, größe überschritten", "pop3", None, None, None, None
+    )
+    assert {"w:ungultig", "w:grosse", "w:uberschritten", "k:quota", "k:malformed"} <= set(german)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_folding_leaves_ascii_alone(text: str) -> None:
+    assert learned.fold_letters(text) == text
+
+
+def test_every_family_word_is_a_whole_token_with_its_accents_off() -> None:
+    # a family word the tokens can never be (an accent, a capital, a hyphen, one
+    # letter) would weigh nothing, silently
+    families = learned.word_families()
+    assert len(families) > 500
+    for word in families:
+        assert learned._TOKEN.fullmatch(word) and learned.fold_letters(word) == word, word
