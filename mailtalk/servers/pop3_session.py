@@ -19,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from mailtalk.protocols.common import CONNECTION_CLOSED, NEED_DATA, Role, printable
-from mailtalk.protocols.pop3 import AUTH_RESPONSE, VALID_COMMANDS, Command, POP3Connection, Response
+from mailtalk.protocols.pop3 import (
+    AUTH_RESPONSE,
+    VALID_COMMANDS,
+    Command,
+    POP3Connection,
+    POP3State,
+    Response,
+)
 from mailtalk.servers.guard import SessionErrors
 from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.session import ServerSession
@@ -89,6 +96,11 @@ class POP3Session(ServerSession):
         # gather here and go out when it stops, or each CHUNK (one send() for a window
         # of RETRs, not one each, as Dovecot's corked output does); None: write at once.
         self._gathered: bytearray | None = None
+        # The core's state at the last command, and its VALID_COMMANDS: a dict looked up
+        # by an enum member calls Enum.__hash__, Python code, for each of thousands of
+        # pipelined RETRs; the state seldom changes, and ``is`` compares it for free.
+        self._checked_state: POP3State | None = None
+        self._valid_verbs: tuple[str, ...] = ()
 
     # -- connection -----------------------------------------------------------
 
@@ -253,7 +265,9 @@ class POP3Session(ServerSession):
             self._send(False, f"Unknown command: {printable(verb[:20])}")
             return
         state = self.core.state
-        if verb not in VALID_COMMANDS[state]:
+        if state is not self._checked_state:
+            self._checked_state, self._valid_verbs = state, VALID_COMMANDS[state]
+        if verb not in self._valid_verbs:
             self._send(False, f"{verb} is not valid in the {state.name} state")
             return
         if verb == "PASS":

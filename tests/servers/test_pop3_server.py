@@ -384,6 +384,8 @@ def test_transaction_commands_refused_before_login(servers: RunningServers) -> N
         assert client.cmd("USER") == b"-ERR USER needs exactly one argument: the user name\r\n"
         assert client.cmd("XYZZY") == b"-ERR Unknown command: XYZZY\r\n"
         client.login()  # still usable
+        # What the AUTHORIZATION state refused, the TRANSACTION state now answers.
+        assert client.cmd("NOOP") == b"+OK\r\n"
 
 
 def test_authorization_commands_refused_after_login(servers: RunningServers) -> None:

@@ -1,2 +1,2 @@
-"""The reference IMAP server: session and commands (server), command parser (parse),
-FETCH (fetch) and SEARCH (search)."""
+"""The reference IMAP server: session and commands (server), command arguments
+(tokens, mailbox_args, message_args), FETCH (fetch) and SEARCH (search)."""

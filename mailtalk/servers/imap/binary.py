@@ -18,7 +18,7 @@ import re
 from typing import Final
 
 from mailtalk.servers.imap.message import Entity, FetchMessage, find_part
-from mailtalk.servers.imap.parse import Section
+from mailtalk.servers.imap.message_args import Section
 
 __all__ = ["CorruptTransferEncoding", "UnknownTransferEncoding", "binary_data"]
 

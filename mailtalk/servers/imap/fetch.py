@@ -24,8 +24,8 @@ from typing import Final
 from mailtalk.protocols.imap_events import Untagged
 from mailtalk.servers.imap.binary import binary_data
 from mailtalk.servers.imap.message import FetchMessage, find_part
+from mailtalk.servers.imap.message_args import MONTHS, FetchItem, Section
 from mailtalk.servers.imap.output import ResponseWriter, astring_text, no_nul
-from mailtalk.servers.imap.parse import MONTHS, FetchItem, Section
 from mailtalk.servers.imap.structure import render_body, render_envelope
 
 __all__ = [

@@ -16,9 +16,8 @@ from mailtalk.protocols.imap_events import Command
 from mailtalk.servers import sasl_exchange
 from mailtalk.servers.guard import Verdict
 from mailtalk.servers.imap.mailboxes import SPECIAL_USE
-from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.session import IMAPSession
-from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, tokenize
+from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, parse_astrings, tokenize
 from mailtalk.servers.sasl import open_exchange
 
 log = logging.getLogger("mailtalk.imap")

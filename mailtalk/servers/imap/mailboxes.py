@@ -18,18 +18,18 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from mailtalk.protocols.imap_events import Command
-from mailtalk.servers.imap.parse import (
+from mailtalk.servers.imap.mailbox_args import (
     ListRequest,
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
     new_mailbox_name_problem,
-    parse_append,
     parse_list,
     parse_list_command,
     parse_mailbox,
     parse_status,
 )
+from mailtalk.servers.imap.message_args import parse_append
 from mailtalk.servers.imap.qresync import QresyncParameter, parse_qresync, resync
 from mailtalk.servers.imap.tokens import (
     Atom,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailtalk.servers.imap.parse import SequenceSet, parse_modseq, parse_sequence_set
+from mailtalk.servers.imap.message_args import SequenceSet, parse_modseq, parse_sequence_set
 from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, Value, describe
 
 if TYPE_CHECKING:

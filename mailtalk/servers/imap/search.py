@@ -25,7 +25,7 @@ from datetime import date, datetime
 from email.utils import parsedate_tz
 from typing import Final, Literal, Protocol, TypeAlias
 
-from mailtalk.servers.imap.parse import (
+from mailtalk.servers.imap.message_args import (
     SequenceSet,
     normalize_flag,
     parse_date,

@@ -26,7 +26,12 @@ from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransfe
 from mailtalk.servers.imap.fetch import FetchRenderer, kept_answer_usable, render_fetch
 from mailtalk.servers.imap.mailboxes import mailbox_arg
 from mailtalk.servers.imap.message import FetchMessage
-from mailtalk.servers.imap.parse import FetchItem, parse_fetch, parse_sequence_set, parse_store
+from mailtalk.servers.imap.message_args import (
+    FetchItem,
+    parse_fetch,
+    parse_sequence_set,
+    parse_store,
+)
 from mailtalk.servers.imap.qresync import vanished_line, vanished_uids
 from mailtalk.servers.imap.streamed import STREAM_ABOVE, streamed_item, write_streamed
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, SearchCharsetError, tokenize
@@ -35,7 +40,7 @@ from mailtalk.store.mailbox import MailboxError
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from mailtalk.servers.imap.parse import SequenceSet
+    from mailtalk.servers.imap.message_args import SequenceSet
     from mailtalk.servers.imap.server import IMAPServerProtocol
     from mailtalk.store.mailbox import Mailbox, MessageInfo
     from mailtalk.store.view import FolderView

@@ -57,9 +57,14 @@ from mailtalk.protocols.imap_events import (
 )
 from mailtalk.servers.guard import SessionErrors
 from mailtalk.servers.imap.output import astring_text
-from mailtalk.servers.imap.parse import parse_astrings
 from mailtalk.servers.imap.qresync import vanished_line
-from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, SearchCharsetError, tokenize
+from mailtalk.servers.imap.tokens import (
+    Atom,
+    IMAPSyntaxError,
+    SearchCharsetError,
+    parse_astrings,
+    tokenize,
+)
 from mailtalk.servers.journal import REDACTED
 from mailtalk.servers.sasl import extra_mechanisms
 from mailtalk.servers.session import ServerSession

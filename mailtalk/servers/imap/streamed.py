@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 from mailtalk.servers.imap.fetch import render_fetch
 from mailtalk.servers.imap.message import FetchMessage, to_crlf
+from mailtalk.servers.imap.message_args import FetchItem
 from mailtalk.servers.imap.output import no_nul
-from mailtalk.servers.imap.parse import FetchItem
 
 if TYPE_CHECKING:
     from mailtalk.servers.imap.server import IMAPServerProtocol

@@ -5,9 +5,11 @@ The IMAP core (``mailtalk.protocols.imap``) hands the server a ``Command`` whose
 (``{5}``, ``{5+}`` or ``~{5}``) and whose ``literals`` are the literal bytes in
 order. :func:`tokenize` turns that pair into :class:`Atom`, :class:`String` and
 nested lists; :func:`astring` and :func:`describe` are the simplest readings of a
-token, shared by the command parsers (:mod:`mailtalk.servers.imap.parse`,
-:mod:`mailtalk.servers.imap.search`). Bad syntax raises :class:`IMAPSyntaxError`,
-whose message is one line fit for a ``BAD`` response.
+token and :func:`parse_astrings` of a command's arguments (LOGIN, RENAME...),
+shared by the command parsers (:mod:`mailtalk.servers.imap.mailbox_args`,
+:mod:`mailtalk.servers.imap.message_args`, :mod:`mailtalk.servers.imap.search`).
+Bad syntax raises :class:`IMAPSyntaxError`, whose message is one line fit for a
+``BAD`` response.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "Value",
     "astring",
     "describe",
+    "parse_astrings",
     "tokenize",
     "wire_bytes",
 ]
@@ -293,6 +296,15 @@ def astring(value: Value, what: str) -> str:
             raise IMAPSyntaxError(f"{what} is not a valid atom")
         return value.value
     raise IMAPSyntaxError(f"{what} must be a string, not a list")
+
+
+def parse_astrings(args: str, literals: Sequence[bytes], count: int) -> list[str]:
+    """Exactly ``count`` astrings (LOGIN user password, RENAME old new...)."""
+    values = tokenize(args, literals)
+    if len(values) != count:
+        raise IMAPSyntaxError(f"expected {count} argument{'s' if count != 1 else ''}, "
+                              f"got {len(values)}")
+    return [astring(value, "argument") for value in values]
 
 
 def describe(value: Value) -> str:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailtalk.servers.api import run_servers
-from mailtalk.servers.imap.parse import MAX_MODSEQ, parse_fetch, parse_store
+from mailtalk.servers.imap.message_args import MAX_MODSEQ, parse_fetch, parse_store
 from mailtalk.servers.imap.search import ModSeqKey, parse_search
 from mailtalk.servers.imap.tokens import IMAPSyntaxError
 from tests.servers.imap.test_imap_server import USERS, Raw, deliver, raw_login

@@ -14,8 +14,8 @@ from mailtalk.protocols.imap_events import Untagged
 from mailtalk.servers.imap.binary import CorruptTransferEncoding, UnknownTransferEncoding
 from mailtalk.servers.imap.fetch import format_internaldate, render_fetch, sets_seen
 from mailtalk.servers.imap.message import FetchMessage, to_crlf
+from mailtalk.servers.imap.message_args import parse_fetch
 from mailtalk.servers.imap.output import render_string
-from mailtalk.servers.imap.parse import parse_fetch
 
 PLAIN = (
     b"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\n"

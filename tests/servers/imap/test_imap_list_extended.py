@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailtalk.servers.api import RunningServers, run_servers
-from mailtalk.servers.imap.parse import ListRequest, parse_list_command
+from mailtalk.servers.imap.mailbox_args import ListRequest, parse_list_command
 from mailtalk.servers.imap.search import esearch_response, parse_search
 from mailtalk.servers.imap.tokens import IMAPSyntaxError
 

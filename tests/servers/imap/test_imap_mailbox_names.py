@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailtalk.servers.api import RunningServers, run_servers
-from mailtalk.servers.imap.parse import (
+from mailtalk.servers.imap.mailbox_args import (
     MAX_MAILBOX_LEVELS,
     decode_mailbox_name,
     encode_mailbox_name,

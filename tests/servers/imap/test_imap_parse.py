@@ -12,21 +12,22 @@ from hypothesis import strategies as st
 from mailtalk.protocols.common import Role, decode_text
 from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.protocols.imap_events import Command
-from mailtalk.servers.imap.parse import (
-    FetchItem,
-    Section,
+from mailtalk.servers.imap.mailbox_args import (
     decode_mailbox_name,
     encode_mailbox_name,
     list_pattern_matches,
+    parse_list,
+    parse_mailbox,
+    parse_status,
+)
+from mailtalk.servers.imap.message_args import (
+    FetchItem,
+    Section,
     parse_append,
-    parse_astrings,
     parse_date,
     parse_datetime,
     parse_fetch,
-    parse_list,
-    parse_mailbox,
     parse_sequence_set,
-    parse_status,
     parse_store,
 )
 from mailtalk.servers.imap.search import (
@@ -46,7 +47,7 @@ from mailtalk.servers.imap.search import (
     parse_search,
     search_codec,
 )
-from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, String, tokenize
+from mailtalk.servers.imap.tokens import Atom, IMAPSyntaxError, String, parse_astrings, tokenize
 
 
 def server_command(wire: bytes) -> Command:

@@ -26,7 +26,7 @@ from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.servers.api import RunningServers, run_servers
 from mailtalk.servers.imap.fetch import FetchRenderer, render_fetch
 from mailtalk.servers.imap.message import FetchMessage
-from mailtalk.servers.imap.parse import parse_fetch
+from mailtalk.servers.imap.message_args import parse_fetch
 from mailtalk.store import Delivery, MailboxError, Maildir, MailStore
 from mailtalk.store import headers as headers_module
 from mailtalk.store import index as index_module

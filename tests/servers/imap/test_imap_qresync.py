@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailtalk.servers.api import run_servers
-from mailtalk.servers.imap.parse import parse_fetch
+from mailtalk.servers.imap.message_args import parse_fetch
 from mailtalk.servers.imap.qresync import parse_qresync
 from mailtalk.servers.imap.tokens import IMAPSyntaxError, tokenize
 from tests.servers.imap.test_imap_condstore import command, number_in

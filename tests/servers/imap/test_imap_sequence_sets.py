@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mailtalk.protocols.common import NEED_DATA, Role
 from mailtalk.protocols.imap import IMAPConnection
 from mailtalk.protocols.imap_events import Command
-from mailtalk.servers.imap.parse import SequenceSet, parse_fetch, parse_sequence_set
+from mailtalk.servers.imap.message_args import SequenceSet, parse_fetch, parse_sequence_set
 from mailtalk.servers.imap.tokens import IMAPSyntaxError
 
 NUMBER = st.integers(1, 60)
