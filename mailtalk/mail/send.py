@@ -405,7 +405,7 @@ def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[
 
     _ = options.gettext
     timeout = min(options.timeout, 10.0)
-    result = lookup_mx(domain, Resolver(options.resolver, timeout), _)
+    result = lookup_mx(domain, Resolver(options.resolver, timeout, _), _)
     # A lookup that finds nowhere to deliver is said once, as the error.
     if result.status in ("nxdomain", "null", "nodata"):
         raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)

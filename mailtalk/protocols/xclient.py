@@ -17,6 +17,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from mailtalk.language import N_
+
 # The attributes --xclient accepts, in the order Postfix documents them.
 ATTRIBUTES: Final = ("ADDR", "NAME", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 
@@ -59,18 +61,22 @@ def offered_attributes(extensions: Mapping[str, str]) -> frozenset[str] | None:
 
 def missing_attributes(
     attributes: Iterable[tuple[str, str]], extensions: Mapping[str, str]
-) -> str | None:
-    """Why these attributes cannot be sent to this server, in a sentence; None if they can."""
+) -> tuple[str, dict[str, object]] | None:
+    """Why these attributes cannot be sent to this server, as a sentence's template (a
+    msgid: the caller says it in its language) and its values; None if they can."""
     offered = offered_attributes(extensions)
     if offered is None:
-        return (
+        return N_(
             "the server did not offer XCLIENT in its EHLO reply (Postfix offers it only to "
             "smtpd_authorized_xclient_hosts)"
-        )
-    missing = [name for name, _ in attributes if name not in offered]
+        ), {}
+    missing = ", ".join(name for name, _ in attributes if name not in offered)
+    if missing and not offered:
+        return N_("the server's XCLIENT does not take {missing} (it takes none)"), {
+            "missing": missing}
     if missing:
-        listed = " ".join(sorted(offered)) or "none"
-        return f"the server's XCLIENT does not take {', '.join(missing)} (it takes {listed})"
+        return N_("the server's XCLIENT does not take {missing} (it takes {offered})"), {
+            "missing": missing, "offered": " ".join(sorted(offered))}
     return None
 
 
