@@ -62,11 +62,14 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 
 def is_expected(error: BaseException) -> bool:
-    """True for errors whose message is complete in itself (no trace worth offering)."""
+    """True for errors whose message is complete in itself (no trace worth offering): a
+    ``WordedError`` too (a bad --server, a TLS option), made to be said."""
+    from mailtalk.language import WordedError
     from mailtalk.net.transport import TransportError
     from mailtalk.protocols.common import ProtocolError
 
-    return isinstance(error, MailtalkError | TransportError | ProtocolError | OSError)
+    return isinstance(
+        error, MailtalkError | TransportError | ProtocolError | OSError | WordedError)
 
 
 def message_of(error: BaseException, gettext: Callable[[str], str] | None = None) -> str:

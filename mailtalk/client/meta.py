@@ -356,7 +356,7 @@ def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             if target.port == IMPLICIT_TLS_PORT[protocol]:
                 target = replace(target, tls="implicit")
     except TargetError as error:
-        raise MailtalkError(str(error)) from None
+        raise MailtalkError(error.said(conv.gettext)) from None
     conv.retarget(target)
 
 

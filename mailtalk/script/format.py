@@ -501,7 +501,7 @@ def _directive(
         try:
             parse_url(args[0])
         except TargetError as error:
-            raise ScriptError(where, str(error)) from None
+            raise ScriptError(where, error.template, **error.values) from None
         insecure = False
         cafile = None
         for option in args[1:]:

@@ -470,3 +470,21 @@ def test_xclient_postfix_does_not_offer_said_in_dutch(real_servers: RealServers)
         f"mailtalk: {real_servers.address}: de server bood geen XCLIENT aan in zijn antwoord "
         "op EHLO (Postfix biedt het alleen aan smtpd_authorized_xclient_hosts)\n"
     ), describe(result)
+
+
+def test_send_bad_server_and_dsn_notify_in_dutch(real_servers: RealServers) -> None:
+    send = ["send", "--from", real_servers.address, "--to", real_servers.address]
+    for extra, said in [
+        (["--server", f"{real_servers.host}:99999"],
+         "--server: '99999' is geen poortnummer (1-65535)"),
+        (["--server", f"lmtp://{real_servers.host}", "--tls"],
+         "--server: LMTP kent geen directe TLS: laat --tls weg"),
+        (["--server", f"{real_servers.host}:{real_servers.smtp}", "--dsn-notify", "SOMETIMES"],
+         "--dsn-notify 'SOMETIMES': geef NEVER, of een of meer van SUCCESS,FAILURE,DELAY "
+         "(zonder herhaling)"),
+    ]:
+        result = mailtalk(*send, *extra, locale=DUTCH_LOCALE)
+        assert (result.returncode, result.stdout) == (2, ""), describe(result)
+        assert result.stderr == f"mailtalk: {said}\n", describe(result)
+    result = mailtalk(*send, "--server", f"{real_servers.host}:99999", locale=ENGLISH_LOCALE)
+    assert result.stderr == "mailtalk: --server: '99999' is not a port number (1-65535)\n"
