@@ -214,7 +214,7 @@ def _xclient(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     try:
         attributes = tuple(parse_attribute(arg, ":xclient") for arg in args)
     except XClientError as error:
-        raise MailtalkError(str(error)) from None
+        raise MailtalkError(error.said(conv.gettext)) from None
     conv.xclient(attributes)
     shown = " ".join(f"{name}={value}" for name, value in attributes)
     ui.note(conv.gettext("the server now treats this session as from {client}").format(

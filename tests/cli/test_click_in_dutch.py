@@ -54,6 +54,16 @@ DUTCH = {"LANG": "nl_NL.UTF-8"}
      "(probeer 'mailtalk diagnose relay --help')"),
     (["send", "--to", "a@b.test", "--attach", "/no/such/file"],
      "ongeldige waarde voor '--attach': '/no/such/file' bestaat niet"),
+    # mailtalk's own option types, said while click reads the options
+    (["send", "--to", "a@b.test", "--xclient", "FOO=1"],
+     "ongeldige waarde voor '--xclient': FOO is niet een van ADDR, NAME, PORT, PROTO, HELO, "
+     "LOGIN, DESTADDR, DESTPORT"),
+    (["send", "--to", "a@b.test", "--proxy-from", "192.0.2.1:0"],
+     "ongeldige waarde voor '--proxy-from': '0' is geen poortnummer (1-65535)"),
+    (["send", "--to", "a@b.test", "--quit-after", "data"],
+     "ongeldige waarde voor '--quit-after': na de 354 op DATA leest de server elke regel, ook "
+     "QUIT, als het bericht tot de laatste punt: gebruik --drop-after data om daar weg te "
+     "gaan zonder het te versturen"),
 ])
 def test_clicks_errors_in_a_dutch_locale(args: list[str], said: str) -> None:
     result = mailtalk(*args, **DUTCH)
