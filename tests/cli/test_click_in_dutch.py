@@ -8,10 +8,8 @@ own source, so a click that rewords a message shows here.
 from __future__ import annotations
 
 import ast
-import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -20,6 +18,7 @@ import pytest
 from mailtalk.commands.clicklanguage import CLICK_MODULES, click_catalogue, language_of_arguments
 from mailtalk.language import parse_po
 from tests.cli.test_cli import MAILTALK, child_env
+from tests.cli.test_startup_imports import modules_after
 
 CLICK_PO = Path(__file__).resolve().parents[2] / "mailtalk/commands/locale/nl/click.po"
 
@@ -158,27 +157,10 @@ def test_the_usage_errors_click_says_most_have_dutch() -> None:
     assert not {"Usage:", "Options", "Show this message and exit."} & set(catalogue)
 
 
-SAY_MODULES = """
-import json, sys
-from mailtalk.cli import main
-sys.argv = ["mailtalk", *json.loads(sys.argv[1])]
-try:
-    main()
-except SystemExit:
-    pass
-sys.stderr.write("MODULES=" + json.dumps(sorted(sys.modules)) + "\\n")
-"""
-
-
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["send", "--help"]], ids=" ".join)
 def test_help_in_a_dutch_locale_reads_no_explanation_catalogue(argv: list[str]) -> None:
     """Start-up stays light in Dutch: click's small catalogue at most, never the 2,500
     entries of the explanations (tens of milliseconds to read)."""
-    result = subprocess.run([sys.executable, "-c", SAY_MODULES, json.dumps(argv)],
-                            capture_output=True, text=True, env={**child_env(), **DUTCH},
-                            timeout=30, check=False)
-    marker = [line for line in result.stderr.splitlines() if line.startswith("MODULES=")]
-    assert marker, result.stderr[-2000:]
-    modules = json.loads(marker[0].removeprefix("MODULES="))
+    modules = modules_after(argv, {**child_env(), **DUTCH})
     assert "mailtalk.commands.clicklanguage" in modules  # it did decide the language
     assert "mailtalk.knowledge.translation" not in modules
