@@ -524,6 +524,7 @@ def run(options: MXOptions, env: Environment) -> int:
     exit status (see ``mailtalk mx --help``). ``brief``: without the lesson (the
     paragraph on how mail travels)."""
     from mailtalk.environment import OutputMode
+    from mailtalk.errors import message_of
     from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
 
     _ = options.gettext
@@ -543,7 +544,8 @@ def run(options: MXOptions, env: Environment) -> int:
     try:
         dns_resolver.resolver  # noqa: B018 - a bad --resolver is a usage error, said now
     except ValueError as error:
-        print(f"mailtalk: --resolver {options.resolver}: {error}", file=env.stderr)
+        print(f"mailtalk: --resolver {options.resolver}: {message_of(error, _)}",
+              file=env.stderr)
         return int(ExitCode.USAGE)
     result = lookup_mx(domain, dns_resolver, _)
     probes = None

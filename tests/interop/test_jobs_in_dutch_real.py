@@ -411,6 +411,9 @@ def test_mx_answers_and_errors_in_dutch(mx_dns: str) -> None:
     result = mailtalk("mx", "--resolver", "nowhere.invalid", "exim.test", locale=DUTCH_LOCALE)
     assert result.stderr == (
         "mailtalk: --resolver nowhere.invalid: kan het adres van nowhere.invalid niet vinden\n")
+    result = mailtalk("mx", "--resolver", "127.0.0.1:99999", "exim.test", locale=DUTCH_LOCALE)
+    assert (result.returncode, result.stderr) == (
+        2, "mailtalk: --resolver 127.0.0.1:99999: '99999' is geen poortnummer (1-65535)\n")
 
 
 def test_send_says_an_mx_without_address_in_dutch(mx_dns: str) -> None:
