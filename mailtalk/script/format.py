@@ -405,7 +405,7 @@ def _parse(
                 try:
                     expectation = parse_expectation(reader.substitute(body, where))
                 except ExpectationError as error:
-                    raise ScriptError(where, str(error)) from None
+                    raise ScriptError(where, error.template, **error.values) from None
                 steps.append(Expect(where, expectation))
             continue
         words = _strip_comment(stripped).split()
@@ -667,7 +667,7 @@ def _check_steps(script: Script) -> None:
             expectation = step.expectation
             problem = check_protocol(expectation, protocol)
             if problem is not None:
-                raise ScriptError(where, problem)
+                raise ScriptError(where, problem.template, **problem.values)
             if expectation.untagged:
                 continue  # the untagged responses of the last command stay to be checked
             if not pending:

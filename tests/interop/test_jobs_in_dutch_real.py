@@ -306,6 +306,19 @@ def test_run_says_a_bad_session_file_in_dutch(tmp_path: Path) -> None:
     assert result.stderr == (
         "mailtalk: vars.mt:1: undefined variable ${PORT}: set it in the file, give "
         "--var PORT=..., or export PORT\n")
+    write(tmp_path, "code.mt", "connect smtp://127.0.0.1\nS: 2500 Ok\n")
+    result = mailtalk("run", "code.mt", cwd=tmp_path, locale=DUTCH_LOCALE)
+    assert (result.returncode, result.stderr) == (2, (
+        "mailtalk: code.mt:2: 2500 is geen antwoordcode (1 tot 5, dan twee cijfers of x: 250, "
+        "2xx, 25x)\n")), describe(result)
+    write(tmp_path, "imap.mt", "connect imap://127.0.0.1\nS: 250 Ok\n")
+    result = mailtalk("run", "--lang", "nl", "imap.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
+    assert (result.returncode, result.stderr) == (2, (
+        "mailtalk: imap.mt:2: 250 is een antwoordcode van SMTP; IMAP antwoordt OK, NO of "
+        "BAD\n")), describe(result)
+    result = mailtalk("run", "code.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
+    assert result.stderr == ("mailtalk: code.mt:2: 2500 is not a reply code (1 to 5, then two "
+                             "digits or x: 250, 2xx, 25x)\n")
 
 
 # -- mx ---------------------------------------------------------------------------------
