@@ -316,6 +316,15 @@ def test_run_says_a_bad_session_file_in_dutch(tmp_path: Path) -> None:
     assert (result.returncode, result.stderr) == (2, (
         "mailtalk: imap.mt:2: 250 is een antwoordcode van SMTP; IMAP antwoordt OK, NO of "
         "BAD\n")), describe(result)
+    (tmp_path / "dir.mt").mkdir()
+    write(tmp_path, "ca.mt", "connect imaps://127.0.0.1 cafile=/etc/hostname\n")
+    for name, said in [
+        ("dir.mt", "dir.mt: kan dir.mt niet lezen: een map, geen sessiebestand"),
+        ("ca.mt", "ca.mt:1: cafile=/etc/hostname: er staat geen CA-certificaat in (PEM "
+                  "verwacht)"),
+    ]:
+        result = mailtalk("run", name, cwd=tmp_path, locale=DUTCH_LOCALE)
+        assert (result.returncode, result.stderr) == (2, f"mailtalk: {said}\n"), describe(result)
     result = mailtalk("run", "code.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
     assert result.stderr == ("mailtalk: code.mt:2: 2500 is not a reply code (1 to 5, then two "
                              "digits or x: 250, 2xx, 25x)\n")
