@@ -591,8 +591,9 @@ class Runner:
             raise error  # a bug: let --debug show it
         message = one_line(error, self._)
         if kind == "tls":  # a script says so on its connect line, not with options
-            message = message.replace("--cafile FILE", "cafile=FILE on the connect line")
-            message = message.replace("--insecure", "insecure on the connect line")
+            _ = self._
+            message = message.replace("--cafile FILE", _("cafile=FILE on the connect line"))
+            message = message.replace("--insecure", _("insecure on the connect line"))
         self._fail(where, kind, message, stop=True)
 
 

@@ -513,3 +513,18 @@ def test_send_bad_server_and_dsn_notify_in_dutch(real_servers: RealServers) -> N
         assert result.stderr == f"mailtalk: {said}\n", describe(result)
     result = mailtalk(*send, "--server", f"{real_servers.host}:99999", locale=ENGLISH_LOCALE)
     assert result.stderr == "mailtalk: --server: '99999' is not a port number (1-65535)\n"
+
+
+def test_run_says_dovecots_untrusted_certificate_in_dutch(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """Dovecot's certificate is not in the system's trust store: the way out is said as
+    a session file says it (cafile= and insecure on the connect line), in Dutch."""
+    write(tmp_path, "tls.mt", f"connect imaps://localhost:{real_servers.imaps}\nS: * OK\n")
+    result = mailtalk("run", "--lang", "nl", "tls.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
+    assert result.returncode == 4, describe(result)
+    failure = " ".join(result.stdout.split())
+    assert "tls.mt:1: het certificaat van localhost" in failure, describe(result)
+    assert ("Gebruik cafile=FILE op de connect-regel om de uitgever te vertrouwen, of insecure "
+            "op de connect-regel om de controle over te slaan.") in failure, describe(result)
+    without(failure, "on the connect line", "--cafile", "--insecure")
