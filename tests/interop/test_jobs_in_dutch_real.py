@@ -369,7 +369,7 @@ def test_mx_probe_of_exim_in_dutch(exim: Peer, mx_dns: str, how: str) -> None:
     assert ("Mail aan @exim.test gaat niet van de computer van de afzender naar die van de "
             "ontvanger: de mailserver van de afzender zoekt deze records op en geeft het "
             "bericht aan mx.exim.test") in lesson
-    probe = lines[lines.index("Proef:") + 1:]
+    probe = lines[lines.index("Proefverbindingen:") + 1:]
     assert probe[0] == f"mx.exim.test 127.0.0.6:{exim.port('smtp')}"
     assert probe[1].startswith("  verbonden in ") and probe[1].endswith(" ms")
     assert probe[2].startswith("  begroeting (") and " ms): 220 " in probe[2]  # Exim's words
@@ -414,7 +414,7 @@ def test_mx_answers_and_errors_in_dutch(mx_dns: str) -> None:
         f"resolver: {mx_dns}",
     ], describe(result)
     result = mx(mx_dns, "--probe", "example.org", locale=DUTCH_LOCALE)
-    assert "\nProef: geen MX-adres om mee te verbinden\n" in result.stdout
+    assert "\nProefverbindingen: geen MX-adres om mee te verbinden\n" in result.stdout
     # a name outside the served zones: REFUSED, said in Dutch
     result = mx(mx_dns, "elsewhere.example", locale=DUTCH_LOCALE)
     assert result.returncode == 3, describe(result)
