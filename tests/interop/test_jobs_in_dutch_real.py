@@ -325,6 +325,14 @@ def test_run_says_a_bad_session_file_in_dutch(tmp_path: Path) -> None:
     ]:
         result = mailtalk("run", name, cwd=tmp_path, locale=DUTCH_LOCALE)
         assert (result.returncode, result.stderr) == (2, f"mailtalk: {said}\n"), describe(result)
+    # a config file's host whose cafile holds no certificate
+    write(tmp_path, "hosts.toml", '[hosts.work]\nserver = "127.0.0.1"\ncafile = "/etc/hostname"\n')
+    write(tmp_path, "work.mt", "connect imaps://work:993\nS: * OK\n")
+    result = mailtalk("--config", "hosts.toml", "run", "work.mt", cwd=tmp_path,
+                      locale=DUTCH_LOCALE)
+    assert result.stdout.splitlines()[1] == (
+        "  work.mt:1: [hosts.work] cafile /etc/hostname: er staat geen CA-certificaat in (PEM "
+        "verwacht)"), describe(result)
     result = mailtalk("run", "code.mt", cwd=tmp_path, locale=ENGLISH_LOCALE)
     assert result.stderr == ("mailtalk: code.mt:2: 2500 is not a reply code (1 to 5, then two "
                              "digits or x: 250, 2xx, 25x)\n")
@@ -475,6 +483,14 @@ def test_tls_option_errors_in_dutch(real_servers: RealServers, tmp_path: Path) -
         result = mailtalk(*send, *extra, locale=DUTCH_LOCALE)
         assert (result.returncode, result.stdout) == (2, ""), describe(result)
         assert result.stderr == f"mailtalk: {said}\n", describe(result)
+    # a config file's host whose cafile holds no certificate, said as --cafile's
+    config = tmp_path / "hosts.toml"
+    config.write_text(f'[hosts.work]\nserver = "{server}"\ncafile = "/etc/hostname"\n')
+    result = mailtalk("--config", str(config), "send", "--from", real_servers.address,
+                      "--to", "bob@example.net", "--server", "work", locale=DUTCH_LOCALE)
+    assert (result.returncode, result.stderr) == (2, (
+        "mailtalk: [hosts.work] cafile /etc/hostname: er staat geen CA-certificaat in (PEM "
+        "verwacht)\n")), describe(result)
     result = mailtalk(*send, "--key", str(no_key), locale=ENGLISH_LOCALE)
     assert result.stderr == "mailtalk: --key needs --cert (the certificate it belongs to)\n"
     result = mailtalk(*send, "--cafile", "/etc/hostname", "--json", locale=DUTCH_LOCALE)
