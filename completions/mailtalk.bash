@@ -54,8 +54,8 @@ _mailtalk_spec() {
             subcommands=''
             ;;
         'mailtalk mx')
-            opts='--resolver --probe --port --cafile --timeout --brief --json -h --help'
-            value_opts='--resolver --port --cafile --timeout'
+            opts='--resolver --probe --port --cafile --timeout --brief --json --lang -h --help'
+            value_opts='--resolver --port --cafile --timeout --lang'
             subcommands=''
             ;;
         'mailtalk pop3')
@@ -356,6 +356,9 @@ _mailtalk_option_value() {
             ;;
         'mailtalk mx|--timeout')
             COMPREPLY=()
+            ;;
+        'mailtalk mx|--lang')
+            COMPREPLY=($(compgen -W 'en nl' -- "$cur"))
             ;;
         'mailtalk pop3|--sni')
             COMPREPLY=()

@@ -22,7 +22,7 @@ function __mailtalk_value_options
         case 'mailtalk imap'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk mx'
-            printf '%s\n' -- --resolver --port --cafile --timeout
+            printf '%s\n' -- --resolver --port --cafile --timeout --lang
         case 'mailtalk pop3'
             printf '%s\n' -- --sni --tls-min --tls-max --ciphers --cert --key --tls-dump --pipe --proxy-from --proxy-version --xclient --cafile --timeout --resolve --transcript --record --lang
         case 'mailtalk practice'
@@ -254,6 +254,7 @@ complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'cafile' -r -F -d 'With
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'timeout' -x -d 'Seconds for each DNS query and each connection.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'brief' -d 'Only the answer and the records (and the probe), not the lesson.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'json' -d 'One JSON object.'
+complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -l 'lang' -x -a 'en nl' -d 'The language of mailtalk\'s own lines, errors and the lesson [default: from LANGUAGE, LC_ALL, LC_MESSAGES, LANG]; --json stays English.'
 complete -c mailtalk -n "__mailtalk_at 'mailtalk mx'" -s 'h' -l 'help' -d 'Show this message and exit.'
 
 # mailtalk pop3

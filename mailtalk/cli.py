@@ -118,10 +118,24 @@ class MailtalkGroup(click.Group):
         **extra: Any,
     ) -> click.Context:
         # the root's own options are parsed here, before invoke: `mailtalk --fo`
+        if parent is None:  # click's errors in the language of the command line
+            from mailtalk.commands.clicklanguage import language_of_arguments, speak
+
+            speak(language_of_arguments(args, getattr(extra.get("obj"), "variables", os.environ)))
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.exceptions.ClickException as error:
             raise _said_in_one_line(error) from None
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        from mailtalk.commands.clicklanguage import speak, speaks_language
+
+        if command is not None and not speaks_language(command):
+            speak("en")  # serve, completion: English, their errors too
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -162,13 +176,16 @@ class CAFile(click.Path):
         super().__init__(exists=True, dir_okay=False)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mailtalk.language import WordedError
         from mailtalk.net.tls import check_cafile
 
         path = os.fsdecode(super().convert(value, param, ctx))
         try:
             return check_cafile(path)
-        except ValueError as error:
-            self.fail(f"{path}: {error}", param, ctx)
+        except WordedError as error:
+            from mailtalk.commands.clicklanguage import spoken_gettext
+
+            self.fail(f"{path}: {error.said(spoken_gettext())}", param, ctx)
 
 
 class OutputFile(click.Path):
@@ -220,9 +237,10 @@ def _said_in_one_line(error: click.exceptions.ClickException) -> Exception:
     ``mailtalk`` alone still prints the help (click >= 8.2 raises it as an error)."""
     if type(error).__name__ == "NoArgsIsHelpError":  # new in click 8.2
         return error
+    from mailtalk.commands.clicklanguage import help_hint
     from mailtalk.errors import click_error_line
 
-    click.echo(f"mailtalk: {click_error_line(error)}", err=True)
+    click.echo(f"mailtalk: {click_error_line(error, help_hint)}", err=True)
     return click.exceptions.Exit(error.exit_code)
 
 

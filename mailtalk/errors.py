@@ -62,20 +62,27 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 
 def is_expected(error: BaseException) -> bool:
-    """True for errors whose message is complete in itself (no trace worth offering)."""
+    """True for errors whose message is complete in itself (no trace worth offering): a
+    ``WordedError`` too (a bad --server, a TLS option), made to be said."""
+    from mailtalk.language import WordedError
     from mailtalk.net.transport import TransportError
     from mailtalk.protocols.common import ProtocolError
 
-    return isinstance(error, MailtalkError | TransportError | ProtocolError | OSError)
+    return isinstance(
+        error, MailtalkError | TransportError | ProtocolError | OSError | WordedError)
 
 
 def message_of(error: BaseException, gettext: Callable[[str], str] | None = None) -> str:
     """The error's message in the session's language: a protocol core's template (see
-    ``ProtocolError``) said by ``gettext`` with its values filled in; any other error,
+    ``ProtocolError``) or a ``WordedError``'s said by ``gettext`` with its values filled
+    in; any other error,
     or no ``gettext``, its ``str()``. A translation whose placeholders do not fit the
     values falls back to the English, which is always right (a test checks they fit)."""
+    from mailtalk.language import WordedError
     from mailtalk.protocols.common import ProtocolError
 
+    if gettext is not None and isinstance(error, WordedError):
+        return error.said(gettext)
     if gettext is None or not isinstance(error, ProtocolError) or not error.template:
         return str(error)
     said = gettext(error.template)
@@ -107,13 +114,17 @@ def one_line(error: BaseException, gettext: Callable[[str], str] | None = None) 
     return safe_text(text)
 
 
-def click_error_line(error: click.ClickException) -> str:
+def click_error_line(
+    error: click.ClickException, hint: Callable[[str], str] = "(try '{}')".format
+) -> str:
     """A click error (``No such option '--fo'.``, ``Missing argument 'URL'.``) as one
     line worded like mailtalk's own, ending with where to read more when the mistake
     is in how the command was called rather than in one option's value::
 
         no such option '--fo' (did you mean one of: '--from', '--json', '--to'?) \
         (try 'mailtalk send --help')
+
+    ``hint`` says where to read more (``mailtalk send --help``) in the command's language.
     """
     import click
 
@@ -131,5 +142,5 @@ def click_error_line(error: click.ClickException) -> str:
     if ctx is not None and not value_only:
         help_names = ctx.command.get_help_option_names(ctx)
         if ctx.command.get_help_option(ctx) is not None and help_names:
-            text += f" (try '{ctx.command_path} {max(help_names, key=len)}')"
+            text += " " + hint(f"{ctx.command_path} {max(help_names, key=len)}")
     return safe_text(text)

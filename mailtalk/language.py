@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import gettext
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 LANGUAGES: Final = ("en", "nl")
@@ -110,6 +110,20 @@ def choose_language(option: str | None, saved: str | None, environ: Mapping[str,
                 return "en"
         return "en"
     return "en"
+
+
+class WordedError(ValueError):
+    """A bad value whose message is a template (a catalogue's msgid, marked with ``N_``)
+    and its values kept apart: ``str()`` is the English, ``said(gettext)`` the message
+    in the language of ``gettext``."""
+
+    def __init__(self, template: str, /, **values: object) -> None:
+        super().__init__(template.format(**values))
+        self.template = template
+        self.values = values
+
+    def said(self, gettext: Callable[[str], str]) -> str:
+        return gettext(self.template).format(**self.values)
 
 
 def N_(message: str) -> str:

@@ -634,7 +634,8 @@ class Conversation:
         self.ehlo_if_needed()
         why = missing_attributes(attributes, getattr(self.core, "extensions", {}))
         if why is not None:
-            raise MailtalkError(why)
+            template, values = why
+            raise MailtalkError(self.gettext(template).format(**values))
         self.send_line(xclient_line(attributes), typed=False)
         reply = self.wait_final()
         if reply.reply_class is not ReplyClass.POSITIVE:

@@ -214,7 +214,7 @@ def _xclient(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     try:
         attributes = tuple(parse_attribute(arg, ":xclient") for arg in args)
     except XClientError as error:
-        raise MailtalkError(str(error)) from None
+        raise MailtalkError(error.said(conv.gettext)) from None
     conv.xclient(attributes)
     shown = " ".join(f"{name}={value}" for name, value in attributes)
     ui.note(conv.gettext("the server now treats this session as from {client}").format(
@@ -356,7 +356,7 @@ def _open(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
             if target.port == IMPLICIT_TLS_PORT[protocol]:
                 target = replace(target, tls="implicit")
     except TargetError as error:
-        raise MailtalkError(str(error)) from None
+        raise MailtalkError(error.said(conv.gettext)) from None
     conv.retarget(target)
 
 

@@ -49,18 +49,22 @@ def hosts() -> Mapping[str, HostDefaults]:
     return root.meta[_CACHE]  # type: ignore[no-any-return]
 
 
-def lookup(host: str) -> HostDefaults | None:
+def lookup(host: str, options: dict[str, Any] | None = None) -> HostDefaults | None:
     """The section for ``host`` (an alias or a host name), checked for use: its
-    cafile must hold a certificate, said as an option's error would be."""
+    cafile must hold a certificate, said as an option's error would be (in the
+    language of the command's ``options``)."""
+    from mailtalk.commands.languageoption import gettext_of
     from mailtalk.errors import UsageError
+    from mailtalk.language import WordedError
     from mailtalk.net.tls import check_cafile
 
     found = hosts().get(host)
     if found is not None and found.cafile is not None:
         try:
             check_cafile(found.cafile)
-        except ValueError as error:
-            raise UsageError(f"[hosts.{host}] cafile {found.cafile}: {error}") from None
+        except WordedError as error:
+            reason = error.said(gettext_of(options or {}))
+            raise UsageError(f"[hosts.{host}] cafile {found.cafile}: {reason}") from None
     return found
 
 
@@ -86,13 +90,13 @@ def smtp_client(options: dict[str, Any]) -> dict[str, Any]:
     if not server or server.lower().startswith("lmtp:"):
         return options  # an LMTP URL names its server whole: no alias
     port: int | None = None
-    found = lookup(server)
+    found = lookup(server, options)
     if found is None:
         try:
             host, port = split_host_port(server, 0)
         except TargetError:
             return options  # said by the command, as before
-        found = lookup(host)
+        found = lookup(host, options)
         if found is None:
             return options
     options = dict(options)
@@ -115,7 +119,7 @@ def target(target: Target, has_port: bool, options: dict[str, Any]) -> Target:
     ``--starttls`` from ``tls = "starttls"``."""
     from mailtalk.config_file import for_target
 
-    found = lookup(target.host) if target.socket_path is None else None
+    found = lookup(target.host, options) if target.socket_path is None else None
     if found is None:
         return target
     resolved = for_target(target, found, has_port, tls_given=_given("implicit_tls"))

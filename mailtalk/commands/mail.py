@@ -17,7 +17,7 @@ import click
 
 from mailtalk.cli import CAFile, F, cli, pass_environment
 from mailtalk.commands.authoptions import oauth2_token_option, take_token
-from mailtalk.commands.languageoption import JOB_LANG, gettext_of, take_language
+from mailtalk.commands.languageoption import JOB_LANG, gettext_of, lang_option, take_language
 from mailtalk.commands.tlsoptions import client_tls, tls_options
 from mailtalk.commands.transportoptions import checked_pipe, transport_options, xclient_option
 
@@ -75,6 +75,8 @@ def _brief_option(what: str) -> Callable[[F], F]:
 )
 @_brief_option("Only the answer and the records (and the probe), not the lesson.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@lang_option("The language of mailtalk's own lines, errors and the lesson",
+             "; --json stays English")
 @pass_environment
 def mx(env: Environment, domain: str, **options: Any) -> None:
     """Show where mail for DOMAIN goes: its MX hosts in order, with their addresses.
@@ -86,6 +88,7 @@ def mx(env: Environment, domain: str, **options: Any) -> None:
     """
     from mailtalk.mail import mx as command
 
+    take_language(env, options, machine=options["as_json"])
     sys.exit(command.run(command.MXOptions(domain=domain, **options), env))
 
 
@@ -116,10 +119,13 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         stage = self.ALIASES.get(str(value).lower(), str(value).lower())
         if stage == "data" and stage not in self.choices:
+            from mailtalk.commands.clicklanguage import spoken_gettext
+
+            _ = spoken_gettext()
             self.fail(
-                "after DATA's 354 the server reads every line, QUIT too, as the message "
-                "until its final dot: use --drop-after data to leave there without "
-                "sending it",
+                _("after DATA's 354 the server reads every line, QUIT too, as the message "
+                  "until its final dot: use --drop-after data to leave there without "
+                  "sending it"),
                 param,
                 ctx,
             )

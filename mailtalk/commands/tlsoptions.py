@@ -74,6 +74,7 @@ def client_tls(env: Environment, options: dict[str, Any]) -> ClientTLS:
     connecting, not a failed handshake later."""
     import ssl
 
+    from mailtalk.commands.languageoption import gettext_of
     from mailtalk.errors import UsageError
     from mailtalk.net.tlsclient import (
         KEY_PASSWORD_VARIABLE,
@@ -82,20 +83,21 @@ def client_tls(env: Environment, options: dict[str, Any]) -> ClientTLS:
         key_is_encrypted,
     )
 
+    _ = gettext_of(options)
     values = {name: options.pop(name, None) for name in TLS_OPTION_NAMES}
     if values["key"] and not values["cert"]:
-        raise UsageError("--key needs --cert (the certificate it belongs to)")
+        raise UsageError(_("--key needs --cert (the certificate it belongs to)"))
     password = None
     if values["cert"] and key_is_encrypted(values["cert"], values["key"]):
         password = env.variables.get(KEY_PASSWORD_VARIABLE)
         if password is None:
             if not env.stdin_isatty:
                 raise UsageError(
-                    f"--key: the key is encrypted; set ${KEY_PASSWORD_VARIABLE} "
-                    "(no terminal to ask on)"
+                    _("--key: the key is encrypted; set ${variable} (no terminal to ask on)")
+                    .format(variable=KEY_PASSWORD_VARIABLE)
                 )
             password = click.prompt(
-                "password for the client key", hide_input=True, err=True, default="",
+                _("password for the client key"), hide_input=True, err=True, default="",
                 show_default=False,
             )
     settings = ClientTLS(
@@ -111,5 +113,5 @@ def client_tls(env: Environment, options: dict[str, Any]) -> ClientTLS:
     try:
         settings.apply(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     except ClientTLSError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(error.said(_)) from None
     return settings

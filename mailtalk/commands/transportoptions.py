@@ -20,12 +20,14 @@ class ProxySource(click.ParamType):  # type: ignore[type-arg]  # generic from cl
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
+        from mailtalk.commands.clicklanguage import spoken_gettext
         from mailtalk.protocols.proxy import ProxyHeaderError, parse_source
 
         try:
             return parse_source(str(value))
         except ProxyHeaderError as error:
-            self.fail(str(error).removeprefix(f"--proxy-from {value!r}: "), param, ctx)
+            said = error.said(spoken_gettext())
+            self.fail(said.removeprefix(f"--proxy-from {value!r}: "), param, ctx)
 
 
 class XClientAttribute(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
@@ -36,12 +38,14 @@ class XClientAttribute(click.ParamType):  # type: ignore[type-arg]  # generic fr
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
+        from mailtalk.commands.clicklanguage import spoken_gettext
         from mailtalk.protocols.xclient import XClientError, parse_attribute
 
         try:
             return parse_attribute(str(value))
         except XClientError as error:
-            self.fail(str(error).removeprefix(f"--xclient {value!r}: "), param, ctx)
+            said = error.said(spoken_gettext())
+            self.fail(said.removeprefix(f"--xclient {value!r}: "), param, ctx)
 
 
 def transport_options(func: F) -> F:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mailtalk.exitcodes import ExitCode
+from mailtalk.knowledge.translation import SpeaksLanguage, translation
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -26,8 +28,11 @@ if TYPE_CHECKING:
     from mailtalk.protocols.smtp_plan import Result
 
 
+Gettext = Callable[[str], str]
+
+
 @dataclass(frozen=True, kw_only=True)
-class MXOptions:
+class MXOptions(SpeaksLanguage):
     """``mailtalk mx``'s options, as mailtalk/commands/mail.py reads them."""
 
     domain: str  # or an address: the domain after its last @
@@ -38,6 +43,7 @@ class MXOptions:
     timeout: float = 5.0
     brief: bool = False  # without the lesson
     as_json: bool = False
+    language: str = "en"  # of the lines for a person (mailtalk/language.py)
 
 
 _STATUS_STYLE = {
@@ -172,6 +178,7 @@ def _converse(
     insecure: bool,
     probe: Probe,
     cafile: str | None = None,
+    language: str = "en",
 ) -> TLSInfo | None:
     """Connect, greet, EHLO, STARTTLS if offered, EHLO again, QUIT; fill in ``probe``.
 
@@ -191,6 +198,7 @@ def _converse(
         cafile=cafile,
         timeout=timeout,
         server_hostname=host,
+        language=language,
     )
     stopwatch = _Stopwatch()
     conv = job_conversation(session, stopwatch)
@@ -203,13 +211,13 @@ def _converse(
         try:
             drive(conv, sequence)
         finally:
-            _fill(probe, sequence.result, stopwatch)
+            _fill(probe, sequence.result, stopwatch, conv.gettext)
         return conv.transport.tls if conv.transport is not None else None  # None: no TLS
     finally:
         conv.close()
 
 
-def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
+def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch, _: Gettext) -> None:
     """What the server said, into ``probe``."""
     from mailtalk.protocols.common import first_line
     from mailtalk.protocols.smtp_client_role import parse_extensions
@@ -227,7 +235,8 @@ def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
             offered = parse_extensions(reply) if reply.code // 100 == 2 else {}
             probe.starttls_offered = "STARTTLS" in offered
         elif verb == "STARTTLS" and reply.code // 100 != 2:
-            probe.tls = TLSProbe(False, error=f"STARTTLS refused: {first_line(reply)}")
+            probe.tls = TLSProbe(
+                False, error=_("STARTTLS refused: {reply}").format(reply=first_line(reply)))
         elif verb == "STARTTLS":
             probe.tls = TLSProbe(True, ms=stopwatch.tls_ms)
         elif exchange.stage is Stage.TLS:
@@ -235,17 +244,21 @@ def _fill(probe: Probe, result: Result, stopwatch: _Stopwatch) -> None:
 
 
 def probe_address(
-    host: str, address: str, port: int, timeout: float, cafile: str | None = None
+    host: str, address: str, port: int, timeout: float, cafile: str | None = None,
+    language: str = "en",
 ) -> Probe:
-    """Talk to one MX address as a sending MTA would, up to EHLO after STARTTLS."""
+    """Talk to one MX address as a sending MTA would, up to EHLO after STARTTLS; what
+    it found said in ``language``."""
     from mailtalk.errors import MailtalkError, one_line
     from mailtalk.net.transport import TLSError, TLSVerificationError, TransportError
     from mailtalk.protocols.common import RemoteProtocolError
 
+    _ = translation(language).gettext
     probe = Probe(host, address, port)
     start = time.monotonic()
     try:
-        info = _converse(host, address, port, timeout, insecure=False, probe=probe, cafile=cafile)
+        info = _converse(host, address, port, timeout, insecure=False, probe=probe,
+                         cafile=cafile, language=language)
         if info is not None and probe.tls is not None:
             _fill_tls(probe.tls, info)
     except TLSVerificationError as error:
@@ -254,11 +267,12 @@ def probe_address(
         reason = str(error).split(". ")[0]
         second = Probe(host, address, port)
         try:
-            info = _converse(host, address, port, timeout, insecure=True, probe=second)
+            info = _converse(host, address, port, timeout, insecure=True, probe=second,
+                             language=language)
         except (TransportError, MailtalkError, RemoteProtocolError) as again:
-            probe.tls = TLSProbe(False, verify_error=reason, error=one_line(again))
+            probe.tls = TLSProbe(False, verify_error=reason, error=one_line(again, _))
         else:
-            tls = second.tls or TLSProbe(False, error="the second look found no TLS")
+            tls = second.tls or TLSProbe(False, error=_("the second look found no TLS"))
             tls.verify_error = reason
             if info is not None:
                 _fill_tls(tls, info)
@@ -267,7 +281,7 @@ def probe_address(
     except TLSError as error:
         probe.tls = TLSProbe(False, error=str(error))
     except (TransportError, MailtalkError, RemoteProtocolError, OSError) as error:
-        probe.error = one_line(error) if not isinstance(error, OSError) else str(error)
+        probe.error = one_line(error, _) if not isinstance(error, OSError) else str(error)
     probe.total_ms = _ms(start)
     return probe
 
@@ -284,50 +298,56 @@ def _fill_tls(tls: TLSProbe, info: TLSInfo) -> None:
 
 
 def probe_all(
-    result: MXResult, port: int, timeout: float, cafile: str | None = None
+    result: MXResult, port: int, timeout: float, cafile: str | None = None,
+    language: str = "en",
 ) -> list[Probe]:
     probes = []
     for host in result.hosts:
         if host.host == ".":
             continue
         for address in host.addresses:
-            probes.append(probe_address(host.host, address, port, timeout, cafile))
+            probes.append(probe_address(host.host, address, port, timeout, cafile, language))
     return probes
 
 
 # --- what to say ---------------------------------------------------------------------
 
 
-def lesson(result: MXResult) -> str:
+def lesson(result: MXResult, gettext: Gettext = str) -> str:
+    """How mail to the domain travels, from what DNS said; in the language of
+    ``gettext``."""
+    _ = gettext
     domain = result.domain
     if result.status == "implicit":
-        return (
-            f"Mail to @{domain} does not go from the sender's computer to the recipient's: "
-            f"with no MX record, the sender's mail server hands the message to {domain}'s "
+        said = _(
+            "Mail to @{domain} does not go from the sender's computer to the recipient's: "
+            "with no MX record, the sender's mail server hands the message to {domain}'s "
             "own address; the recipient's mail program later fetches it from there."
         )
-    if result.status == "ok":
+    elif result.status == "ok":
         first = result.hosts[0].host if result.hosts else domain
-        return (
-            f"Mail to @{domain} does not go from the sender's computer to the recipient's: "
-            f"the sender's mail server looks up these records and hands the message to "
-            f"{first} (lowest preference first, the next if it does not answer); the "
+        return _(
+            "Mail to @{domain} does not go from the sender's computer to the recipient's: "
+            "the sender's mail server looks up these records and hands the message to "
+            "{first} (lowest preference first, the next if it does not answer); the "
             "recipient's mail program later fetches it from there."
-        )
-    if result.status == "null":
-        return (
-            f"Mail to @{domain} is refused by the sender's own mail server, which reads this "
+        ).format(domain=domain, first=first)
+    elif result.status == "null":
+        said = _(
+            "Mail to @{domain} is refused by the sender's own mail server, which reads this "
             "record and bounces the message at once instead of trying to deliver it."
         )
-    if result.status in ("nxdomain", "nodata"):
-        return (
-            f"The sender's mail server finds no MX for @{domain} and bounces the message: "
+    elif result.status in ("nxdomain", "nodata"):
+        said = _(
+            "The sender's mail server finds no MX for @{domain} and bounces the message: "
             "mail goes to a domain's MX, never straight to someone's computer."
         )
-    return (
-        "Without a DNS answer the sender's mail server cannot know where mail for "
-        f"@{domain} goes: it keeps the message queued and tries again later."
-    )
+    else:
+        said = _(
+            "Without a DNS answer the sender's mail server cannot know where mail for "
+            "@{domain} goes: it keeps the message queued and tries again later."
+        )
+    return said.format(domain=domain)
 
 
 def exit_status(result: MXResult, probes: list[Probe] | None) -> int:
@@ -352,74 +372,89 @@ def _headline(result: MXResult, shown_name: str) -> str:
     return result.message
 
 
-def _host_rows(result: MXResult) -> list[tuple[str, str, str]]:
+def _resolver_line(result: MXResult, _: Gettext) -> str:
+    if result.resolver == "system":
+        return _("resolver: system")
+    return _("resolver: {resolver}").format(resolver=result.resolver)
+
+
+def _host_rows(result: MXResult, _: Gettext) -> list[tuple[str, str, str]]:
     rows = []
     for host in result.hosts:
         if result.status == "null":
-            rows.append((str(host.preference), ".", "(null MX: no mail)"))
+            rows.append((str(host.preference), ".", _("(null MX: no mail)")))
             continue
-        label = host.host + (" (the domain itself)" if result.status == "implicit" else "")
-        where = ", ".join(host.addresses) if host.addresses else f"no address: {host.error}"
+        label = host.host + (_(" (the domain itself)") if result.status == "implicit" else "")
+        where = (", ".join(host.addresses) if host.addresses
+                 else _("no address: {reason}").format(reason=host.error))
         rows.append(("-" if result.status == "implicit" else str(host.preference), label, where))
     return rows
 
 
-def _probe_lines(probe: Probe) -> list[_Line]:
+def _probe_lines(probe: Probe, _: Gettext) -> list[_Line]:
     """The probe as lines, what the server said (banner, EHLO, certificate names, errors)
-    with its control characters escaped."""
+    with its control characters escaped; in the language of ``_``."""
     from mailtalk.terminal import safe_text
 
-    return [_Line(safe_text(line.text), line.style) for line in _probe_lines_as_said(probe)]
+    return [_Line(safe_text(line.text), line.style) for line in _probe_lines_as_said(probe, _)]
 
 
-def _probe_lines_as_said(probe: Probe) -> list[_Line]:
+def _probe_lines_as_said(probe: Probe, _: Gettext) -> list[_Line]:
     address = f"[{probe.address}]" if ":" in probe.address else probe.address
     lines = [_Line(f"{probe.host} {address}:{probe.port}", "bold")]
     if probe.connect_ms is None:
-        lines.append(_Line(f"  cannot connect: {probe.error}", "red"))
+        lines.append(_Line("  " + _("cannot connect: {error}").format(error=probe.error), "red"))
         return lines
-    lines.append(_Line(f"  connected in {probe.connect_ms:g} ms"))
+    lines.append(_Line("  " + _("connected in {ms} ms").format(ms=f"{probe.connect_ms:g}")))
     if probe.banner:
         style = "" if probe.answered else "red"
-        lines.append(_Line(f"  banner ({probe.banner_ms:g} ms): {probe.banner}", style))
+        lines.append(_Line("  " + _("banner ({ms} ms): {banner}").format(
+            ms=f"{probe.banner_ms:g}", banner=probe.banner), style))
     if probe.ehlo or probe.ehlo_ms is not None:
-        ehlo = ", ".join(probe.ehlo) or "(no extensions)"
+        ehlo = ", ".join(probe.ehlo) or _("(no extensions)")
         lines.append(_Line(f"  EHLO ({probe.ehlo_ms:g} ms): {ehlo}"))
     if probe.answered and probe.ehlo_ms is not None:
         if not probe.starttls_offered:
-            lines.append(_Line("  STARTTLS: not offered (mail to it travels in clear)", "yellow"))
+            lines.append(_Line(
+                "  " + _("STARTTLS: not offered (mail to it travels in clear)"), "yellow"))
         elif probe.tls is not None:
-            lines += _tls_lines(probe.tls)
+            lines += _tls_lines(probe.tls, _)
         if probe.ehlo_after_tls and probe.ehlo_after_tls != probe.ehlo:
-            lines.append(_Line(f"  EHLO after TLS: {', '.join(probe.ehlo_after_tls)}"))
+            lines.append(_Line("  " + _("EHLO after TLS: {extensions}").format(
+                extensions=", ".join(probe.ehlo_after_tls))))
     if probe.error:
-        lines.append(_Line(f"  error: {probe.error}", "red"))
+        lines.append(_Line("  " + _("error: {error}").format(error=probe.error), "red"))
     if probe.total_ms is not None:
-        lines.append(_Line(f"  {probe.total_ms:g} ms in all", "dim"))
+        lines.append(_Line("  " + _("{ms} ms in all").format(ms=f"{probe.total_ms:g}"), "dim"))
     return lines
 
 
-def _tls_lines(tls: TLSProbe) -> list[_Line]:
+def _tls_lines(tls: TLSProbe, _: Gettext) -> list[_Line]:
     if not tls.works:
-        return [_Line(f"  STARTTLS: offered but fails: {tls.error}", "red")]
+        return [_Line("  " + _("STARTTLS: offered but fails: {error}").format(error=tls.error),
+                      "red")]
     took = f" ({tls.ms:g} ms)" if tls.ms is not None else ""
-    lines = [_Line(f"  STARTTLS: works{took}, {tls.version}, {tls.cipher}", "green")]
+    lines = [_Line("  " + _("STARTTLS: works{took}, {version}, {cipher}").format(
+        took=took, version=tls.version, cipher=tls.cipher), "green")]
     if tls.subject or tls.not_after:
-        expiry = f", expires {tls.not_after}" if tls.not_after else ""
+        expiry = _(", expires {date}").format(date=tls.not_after) if tls.not_after else ""
         names = f" ({', '.join(tls.san)})" if tls.san else ""
-        lines.append(
-            _Line(f"  certificate: {tls.subject or '(no subject)'}{names}, by {tls.issuer}{expiry}")
-        )
+        lines.append(_Line("  " + _("certificate: {subject}{names}, by {issuer}{expiry}").format(
+            subject=tls.subject or _("(no subject)"), names=names, issuer=tls.issuer,
+            expiry=expiry)))
     if tls.verified:
-        lines.append(_Line("  certificate verified", "green"))
+        lines.append(_Line("  " + _("certificate verified"), "green"))
     elif tls.verify_error:
-        lines.append(_Line(f"  certificate NOT verified: {tls.verify_error}", "yellow"))
+        lines.append(_Line("  " + _("certificate NOT verified: {reason}").format(
+            reason=tls.verify_error), "yellow"))
     return lines
 
 
-def _shown_name(domain: str, result: MXResult) -> str:
+def _shown_name(domain: str, result: MXResult, _: Gettext) -> str:
     typed = domain.strip().rstrip(".")
-    return f"{typed} (in DNS {result.domain})" if typed.lower() != result.domain else result.domain
+    if typed.lower() == result.domain:
+        return result.domain
+    return _("{typed} (in DNS {domain})").format(typed=typed, domain=result.domain)
 
 
 def _plain(
@@ -428,31 +463,33 @@ def _plain(
     probes: list[Probe] | None,
     out: TextIO,
     width: int,
-    brief: bool = False,
+    brief: bool,
+    _: Gettext,
 ) -> None:
     import textwrap
 
     out.write(_headline(result, shown) + "\n")
-    rows = _host_rows(result)
+    rows = _host_rows(result, _)
     if rows:
         pref_w = max(len(r[0]) for r in rows)
         host_w = max(len(r[1]) for r in rows)
         for pref, host, where in rows:
             out.write(f"  {pref:>{pref_w}}  {host:<{host_w}}  {where}\n")
-    out.write(f"resolver: {result.resolver}\n")
+    out.write(_resolver_line(result, _) + "\n")
     if not brief:
-        out.write("\n" + textwrap.fill(lesson(result), width) + "\n")
+        out.write("\n" + textwrap.fill(lesson(result, _), width) + "\n")
     if probes is not None:
-        out.write("\nProbe:\n" if probes else "\nProbe: no MX address to connect to\n")
+        out.write("\n" + (_("Probe:") if probes else _("Probe: no MX address to connect to"))
+                  + "\n")
         for probe in probes:
-            for line in _probe_lines(probe):
+            for line in _probe_lines(probe, _):
                 out.write(line.text + "\n")
     out.flush()
 
 
 def _rich(
     result: MXResult, shown: str, probes: list[Probe] | None, env: Environment,
-    brief: bool = False,
+    brief: bool, _: Gettext,
 ) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -460,24 +497,25 @@ def _rich(
     console = env.console(highlight=False, emoji=False)
     style = _STATUS_STYLE.get(result.status, "")
     console.print(Text(_headline(result, shown), style=f"bold {style}"))
-    rows = _host_rows(result)
+    rows = _host_rows(result, _)
     if rows:
         table = Table(box=None, padding=(0, 2), show_edge=False)
-        table.add_column("pref", justify="right", style="cyan")
-        table.add_column("MX host", style="bold")
-        table.add_column("addresses")
+        table.add_column(_("pref"), justify="right", style="cyan")
+        table.add_column(_("MX host"), style="bold")
+        table.add_column(_("addresses"))
         for pref, host, where in rows:
             table.add_row(Text(pref), Text(host), Text(where))
         console.print(table)
-    console.print(Text(f"resolver: {result.resolver}", style="dim"))
+    console.print(Text(_resolver_line(result, _), style="dim"))
     if not brief:
         console.print()
-        console.print(Text(lesson(result), style="italic"))
+        console.print(Text(lesson(result, _), style="italic"))
     if probes is not None:
         console.print()
-        console.print(Text("Probe" if probes else "Probe: no MX address to connect to", "bold"))
+        console.print(Text(_("Probe") if probes else _("Probe: no MX address to connect to"),
+                           "bold"))
         for probe in probes:
-            for line in _probe_lines(probe):
+            for line in _probe_lines(probe, _):
                 console.print(Text(line.text, style=line.style))
 
 
@@ -486,31 +524,36 @@ def run(options: MXOptions, env: Environment) -> int:
     exit status (see ``mailtalk mx --help``). ``brief``: without the lesson (the
     paragraph on how mail travels)."""
     from mailtalk.environment import OutputMode
+    from mailtalk.errors import message_of
     from mailtalk.net.mx import Resolver, ascii_domain, lookup_mx
 
+    _ = options.gettext
     out = env.stdout
     domain = options.domain
     if "@" in domain:  # an address: the domain after the last @ is what DNS is asked
         domain = domain.rpartition("@")[2]
     try:
         if domain.strip().startswith("["):
-            raise ValueError(f"{domain!r} is an address literal: it has no MX, mail goes there")
-        ascii_domain(domain)
+            raise ValueError(_("{domain} is an address literal: it has no MX, mail goes "
+                               "there").format(domain=repr(domain)))
+        ascii_domain(domain, _)
     except ValueError as error:
         print(f"mailtalk: {error}", file=env.stderr)
         return int(ExitCode.USAGE)
-    dns_resolver = Resolver(options.resolver, options.timeout)
+    dns_resolver = Resolver(options.resolver, options.timeout, _)
     try:
         dns_resolver.resolver  # noqa: B018 - a bad --resolver is a usage error, said now
     except ValueError as error:
-        print(f"mailtalk: --resolver {options.resolver}: {error}", file=env.stderr)
+        print(f"mailtalk: --resolver {options.resolver}: {message_of(error, _)}",
+              file=env.stderr)
         return int(ExitCode.USAGE)
-    result = lookup_mx(domain, dns_resolver)
+    result = lookup_mx(domain, dns_resolver, _)
     probes = None
     if options.probe:
-        probes = probe_all(result, options.port, options.timeout, options.cafile)
+        probes = probe_all(result, options.port, options.timeout, options.cafile,
+                           options.language)
     status = exit_status(result, probes)
-    shown = _shown_name(domain, result)
+    shown = _shown_name(domain, result, _)
     mode = env.output_mode(options.as_json)
     if mode is OutputMode.JSON:
         document: dict[str, Any] = result.to_json()
@@ -524,7 +567,7 @@ def run(options: MXOptions, env: Environment) -> int:
         out.write(json.dumps(safe_strings(document), ensure_ascii=False) + "\n")
         out.flush()
     elif mode is OutputMode.RICH:
-        _rich(result, shown, probes, env, options.brief)
+        _rich(result, shown, probes, env, options.brief, _)
     else:
-        _plain(result, shown, probes, out, env.plain_width(), options.brief)
+        _plain(result, shown, probes, out, env.plain_width(), options.brief, _)
     return status

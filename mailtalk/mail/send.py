@@ -315,12 +315,13 @@ def accepted_recipients(result: Result, lmtp: bool, _: Callable[[str], str]) -> 
 def server_target(server: str, implicit_tls: bool) -> Target:
     """--server's target: ``HOST[:PORT]``, ``unix:/path``, or for LMTP (RFC 2033: the
     local delivery server, not an MX) ``lmtp://HOST[:PORT]`` or ``lmtp:unix:/path``."""
+    from mailtalk.language import N_
     from mailtalk.net.target import TargetError, parse_shortcut, parse_url
 
     if server.lower().startswith("lmtp:"):
         target = parse_url(server)
         if implicit_tls:
-            raise TargetError("LMTP has no implicit TLS: leave out --tls")
+            raise TargetError(N_("LMTP has no implicit TLS: leave out --tls"))
         return target
     return parse_shortcut("smtp", server, implicit_tls)
 
@@ -405,7 +406,7 @@ def _targets_for(domain: str, options: SendOptions, listener: Listener) -> list[
 
     _ = options.gettext
     timeout = min(options.timeout, 10.0)
-    result = lookup_mx(domain, Resolver(options.resolver, timeout), _)
+    result = lookup_mx(domain, Resolver(options.resolver, timeout, _), _)
     # A lookup that finds nowhere to deliver is said once, as the error.
     if result.status in ("nxdomain", "null", "nodata"):
         raise SendFailed(result.message, temporary=False, exit_code=ExitCode.CONNECT)
@@ -487,15 +488,16 @@ def _checked_extensions(options: SendOptions) -> SendOptions:
     characters, printable ASCII)."""
     import dataclasses
 
+    from mailtalk.language import WordedError
     from mailtalk.protocols.smtp_plan import check_notify
 
+    _ = options.gettext
     if options.dsn_notify is not None:
         try:
             notify = check_notify(options.dsn_notify)
-        except ValueError as error:
-            raise UsageError(f"--dsn-notify {options.dsn_notify!r}: {error}") from None
+        except WordedError as error:
+            raise UsageError(f"--dsn-notify {options.dsn_notify!r}: {error.said(_)}") from None
         options = dataclasses.replace(options, dsn_notify=notify)
-    _ = options.gettext
     envid = options.envid
     if envid is not None and (not envid or len(envid) > 100 or not envid.isprintable()
                               or not envid.isascii()):

@@ -99,7 +99,7 @@ def split_address(
         raise UsageError(_("{option} {address!r} is not an address like name@example.org")
                          .format(option=what, address=address))
     try:
-        ascii_domain(domain)
+        ascii_domain(domain, _)
     except ValueError as error:
         raise UsageError(f"{what} {address!r}: {error}") from None
     return local, domain

@@ -72,6 +72,7 @@ class Resolver:
 
     spec: str | None = None
     timeout: float = 5.0
+    gettext: Callable[[str], str] = str  # the language of its errors
     _resolver: dns.resolver.Resolver | None = field(default=None, repr=False)
 
     @property
@@ -79,7 +80,7 @@ class Resolver:
         if self._resolver is None:
             from mailtalk.net.dns import make_resolver
 
-            self._resolver = make_resolver(_numeric(self.spec), self.timeout)
+            self._resolver = make_resolver(_numeric(self.spec, self.gettext), self.timeout)
         return self._resolver
 
     @property
@@ -87,7 +88,7 @@ class Resolver:
         return self.spec or "system"
 
 
-def _numeric(spec: str | None) -> str | None:
+def _numeric(spec: str | None, _: Callable[[str], str] = str) -> str | None:
     """``HOST[:PORT]`` with HOST as an address: dnspython asks IP addresses only, and
     ``--resolver localhost:5353`` is what people type. Raises ValueError if HOST has none."""
     if spec is None:
@@ -106,35 +107,40 @@ def _numeric(spec: str | None) -> str | None:
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except (OSError, UnicodeError):
-        raise ValueError(f"cannot find the address of {host}") from None
+        raise ValueError(_("cannot find the address of {host}").format(host=host)) from None
     address = str(found[0][4][0])
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def ascii_domain(domain: str) -> str:
+def ascii_domain(domain: str, gettext: Callable[[str], str] = str) -> str:
     """The domain as DNS asks for it: IDNA (punycode) for international names.
 
-    Raises ValueError with a readable message for a name that is not a domain.
+    Raises ValueError with a readable message (in the language of ``gettext``) for a
+    name that is not a domain.
     """
+    _ = gettext
     name = domain.strip().rstrip(".")
     if not name or " " in name or name.startswith(".") or ".." in name:
-        raise ValueError(f"{domain!r} is not a domain name")
+        raise ValueError(_("{domain} is not a domain name").format(domain=repr(domain)))
     if name.startswith("[") and name.endswith("]"):
         return name  # an address literal (user@[192.0.2.1]): no DNS name to encode
     try:
         ascii_name = name.encode("idna").decode("ascii").lower()
     except UnicodeError as error:
-        raise ValueError(f"{domain!r} is not a valid international domain name: {error}") from None
+        raise ValueError(_("{domain} is not a valid international domain name: {error}")
+                         .format(domain=repr(domain), error=error)) from None
     if len(ascii_name) > 253:
-        raise ValueError(f"{domain!r} is too long for a domain name (253 characters at most)")
+        raise ValueError(_("{domain} is too long for a domain name (253 characters at most)")
+                         .format(domain=repr(domain)))
     for label in ascii_name.split("."):
-        problem = _label_problem(label)
+        problem = _label_problem(label, _)
         if problem:
-            raise ValueError(f"{domain!r} is not a domain name: {problem}")
+            raise ValueError(_("{domain} is not a domain name: {problem}").format(
+                domain=repr(domain), problem=problem))
     return ascii_name
 
 
-def _label_problem(label: str) -> str | None:
+def _label_problem(label: str, _: Callable[[str], str]) -> str | None:
     """Why ``label`` (ASCII, lower case) cannot be part of a mail domain (RFC 5321
     4.1.2: letters, digits, hyphens inside), or None. Punycode labels must decode,
     and not to a word starting with a combining mark (RFC 5891 4.2.3.2)."""
@@ -142,40 +148,43 @@ def _label_problem(label: str) -> str | None:
     import unicodedata
 
     if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", label):
-        return f"{label!r} is not a valid label (letters, digits and inner hyphens only)"
+        return _("{label} is not a valid label (letters, digits and inner hyphens only)").format(
+            label=repr(label))
     if label.startswith("xn--"):
         try:
             word = label.encode("ascii").decode("idna")
         except UnicodeError:
-            return f"{label!r} is not valid punycode"
+            return _("{label} is not valid punycode").format(label=repr(label))
         if not word or unicodedata.category(word[0]).startswith("M"):
-            return f"{label!r} starts with a combining mark"
+            return _("{label} starts with a combining mark").format(label=repr(label))
     return None
 
 
 def host_addresses(
-    resolver: dns.resolver.Resolver, host: str
+    resolver: dns.resolver.Resolver, host: str, gettext: Callable[[str], str] = str
 ) -> tuple[tuple[str, ...], str | None]:
-    """``host``'s A and AAAA addresses, and why there are none when there are none."""
+    """``host``'s A and AAAA addresses, and why there are none when there are none (in
+    the language of ``gettext``)."""
     import dns.exception
     import dns.resolver
 
+    _ = gettext
     found: list[str] = []
     error = None
     for record_type in ("A", "AAAA"):
         try:
             answer = resolver.resolve(host, record_type, raise_on_no_answer=False)
         except dns.resolver.NXDOMAIN:
-            return (), f"{host} does not exist (NXDOMAIN)"
+            return (), _("{host} does not exist (NXDOMAIN)").format(host=host)
         except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
-            error = f"no answer for {host} {record_type} (timeout)"
+            error = _("no answer for {host} {type} (timeout)").format(host=host, type=record_type)
             continue
         except dns.resolver.NoNameservers:
-            error = f"SERVFAIL for {host} {record_type}"
+            error = _("SERVFAIL for {host} {type}").format(host=host, type=record_type)
             continue
         found += [record.to_text() for record in answer]
     if not found and error is None:
-        error = f"{host} has no A or AAAA record"
+        error = _("{host} has no A or AAAA record").format(host=host)
     return tuple(found), error if not found else None
 
 
@@ -197,7 +206,7 @@ def lookup_mx(
     resolver = resolver or Resolver()
     name = ascii_domain(domain)
     dns_resolver = resolver.resolver
-    where = resolver.name
+    where = resolver.spec or _("system")  # said in a sentence: "the resolver {where}"
     try:
         answer = dns_resolver.resolve(name, "MX", raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
@@ -207,7 +216,7 @@ def lookup_mx(
             (),
             _("{name} does not exist (NXDOMAIN): check the spelling of the domain after the @")
             .format(name=name),
-            where,
+            resolver.name,
         )
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
         return MXResult(
@@ -216,7 +225,7 @@ def lookup_mx(
             (),
             _("the resolver {where} did not answer within {limit} s: is it running and "
               "reachable? (--resolver)").format(where=where, limit=f"{resolver.timeout:g}"),
-            where,
+            resolver.name,
         )
     except dns.resolver.NoNameservers as failure:
         if _refused(failure):
@@ -227,7 +236,7 @@ def lookup_mx(
                 _("the resolver {where} refused to answer for {name} (REFUSED): it does not "
                   "serve that name, or not to you (mailtalk serve --dns answers only for the "
                   "zones under ROOT/dns/)").format(where=where, name=name),
-                where,
+                resolver.name,
             )
         return MXResult(
             name,
@@ -235,7 +244,7 @@ def lookup_mx(
             (),
             _("the DNS could not answer for {name} (SERVFAIL): its name servers are broken or "
               "unreachable; an MTA would retry later").format(name=name),
-            where,
+            resolver.name,
         )
     records = sorted(
         ((int(r.preference), r.exchange.to_text(omit_final_dot=True)) for r in answer),
@@ -248,10 +257,10 @@ def lookup_mx(
             (MXHost(records[0][0], "."),),
             _("{name} publishes a null MX (RFC 7505): it accepts no mail at all").format(
                 name=name),
-            where,
+            resolver.name,
         )
     if not records:
-        addresses, error = host_addresses(dns_resolver, name)
+        addresses, error = host_addresses(dns_resolver, name, _)
         if addresses:
             return MXResult(
                 name,
@@ -259,7 +268,7 @@ def lookup_mx(
                 (MXHost(0, name, addresses),),
                 _("{name} has no MX record; mail goes to the domain's own address (the "
                   "implicit MX, RFC 5321 5.1)").format(name=name),
-                where,
+                resolver.name,
             )
         return MXResult(
             name,
@@ -267,11 +276,13 @@ def lookup_mx(
             (),
             _("{name} exists but has neither MX nor A/AAAA records: it cannot receive mail")
             .format(name=name),
-            where,
+            resolver.name,
         )
     hosts = []
     for preference, host in records:
-        addresses, error = host_addresses(dns_resolver, host)
+        addresses, error = host_addresses(dns_resolver, host, _)
         hosts.append(MXHost(preference, host, addresses, error))
     said = _("{name} has {count} MX record" if len(hosts) == 1 else "{name} has {count} MX records")
-    return MXResult(name, "ok", tuple(hosts), said.format(name=name, count=len(hosts)), where)
+    return MXResult(
+        name, "ok", tuple(hosts), said.format(name=name, count=len(hosts)), resolver.name
+    )

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import unquote
 
+from mailtalk.language import N_, WordedError
+
 TLSMode = Literal["none", "starttls", "implicit"]
 
 
@@ -42,8 +44,9 @@ IMPLICIT_TLS_PORT: Final = {"smtp": 465, "pop3": 995, "imap": 993}
 PLAIN_PORT: Final = {"smtp": 25, "pop3": 110, "imap": 143}
 
 
-class TargetError(ValueError):
-    """A URL or HOST[:PORT] that cannot be used; the message says why in one line."""
+class TargetError(WordedError):
+    """A URL or HOST[:PORT] that cannot be used; the message says why in one line (a
+    template and its values: ``said(gettext)`` in a person's language)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ def _socket_path(text: str) -> str:
     """The path of ``unix:/path``."""
     path = text.removeprefix("unix:")
     if not path:
-        raise TargetError(f"no socket path in {text!r}; use unix:/path/to/socket")
+        raise TargetError(N_("no socket path in {text!r}; use unix:/path/to/socket"), text=text)
     return path
 
 
@@ -96,24 +99,24 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address, as (host, port)."""
     text = text.strip()
     if not text:
-        raise TargetError("no host given")
+        raise TargetError(N_("no host given"))
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
-            raise TargetError(f"unclosed [ in {text!r}")
+            raise TargetError(N_("unclosed [ in {text!r}"), text=text)
         if rest and not rest.startswith(":"):
-            raise TargetError(f"unexpected {rest!r} after ] in {text!r}")
+            raise TargetError(N_("unexpected {rest!r} after ] in {text!r}"), rest=rest, text=text)
         port_text = rest[1:]
     elif text.count(":") > 1:  # a bare IPv6 address has no port
         host, port_text = text, ""
     else:
         host, _, port_text = text.partition(":")
     if not host:
-        raise TargetError(f"no host in {text!r}")
+        raise TargetError(N_("no host in {text!r}"), text=text)
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise TargetError(f"{port_text!r} is not a port number (1-65535)")
+        raise TargetError(N_("{port!r} is not a port number (1-65535)"), port=port_text)
     return host, int(port_text)
 
 
@@ -124,12 +127,12 @@ def parse_url(url: str) -> Target:
         return parse_url(f"{scheme}://localhost").with_socket(_socket_path(after))
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise TargetError(
-            f"{url!r} is not a URL; use e.g. smtp://{url} (schemes: {', '.join(SCHEMES)})"
-        )
+        raise TargetError(N_("{url!r} is not a URL; use e.g. smtp://{url} (schemes: {schemes})"),
+                          url=url, schemes=", ".join(SCHEMES))
     known = SCHEMES.get(scheme.lower())
     if known is None:
-        raise TargetError(f"unknown scheme {scheme!r}; use one of: {', '.join(SCHEMES)}")
+        raise TargetError(N_("unknown scheme {scheme!r}; use one of: {schemes}"), scheme=scheme,
+                          schemes=", ".join(SCHEMES))
     authority = rest.split("/", 1)[0]
     user: str | None = None
     if "@" in authority:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from mailtalk.language import N_
+from mailtalk.language import N_, WordedError
 
 # Appended to every certificate verification failure: the two ways out.
 VERIFY_HINT: Final = N_(
@@ -267,32 +267,35 @@ def check_cafile(path: str) -> str:
     try:
         status = os.stat(os.path.expanduser(path))
     except FileNotFoundError:
-        raise ValueError("no such file") from None
+        raise WordedError(N_("no such file")) from None
     except (OSError, ValueError) as error:  # ValueError: a NUL in the name
-        raise ValueError(str(getattr(error, "strerror", None) or error).lower()) from None
+        raise WordedError("{reason}", reason=str(
+            getattr(error, "strerror", None) or error).lower()) from None
     mode = status.st_mode
     if stat.S_ISDIR(mode):
         return path  # a directory of hashed certificates (c_rehash), as OpenSSL reads it
     if not stat.S_ISREG(mode):
         kind = (
-            "a FIFO" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode)
-            else "not a regular file"
+            N_("a FIFO, not a file of CA certificates") if stat.S_ISFIFO(mode)
+            else N_("a device, not a file of CA certificates")
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else N_("a socket, not a file of CA certificates") if stat.S_ISSOCK(mode)
+            else N_("not a regular file, not a file of CA certificates")
         )  # fmt: skip
-        raise ValueError(f"{kind}, not a file of CA certificates")
+        raise WordedError(kind)
     if status.st_size > _MAX_CAFILE:
-        raise ValueError(f"over {_MAX_CAFILE // (1024 * 1024)} MiB: not a file of CA certificates")
+        raise WordedError(N_("over {size} MiB: not a file of CA certificates"),
+                          size=_MAX_CAFILE // (1024 * 1024))
     if not os.access(os.path.expanduser(path), os.R_OK):
-        raise ValueError("cannot be read (permission denied)")
+        raise WordedError(N_("cannot be read (permission denied)"))
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(
             cafile=os.path.expanduser(path)
         )
     except (ssl.SSLError, ValueError):
-        raise ValueError("no CA certificate in it (PEM expected)") from None
+        raise WordedError(N_("no CA certificate in it (PEM expected)")) from None
     except OSError as error:
-        raise ValueError(str(error.strerror or error).lower()) from None
+        raise WordedError("{reason}", reason=str(error.strerror or error).lower()) from None
     return path
 
 

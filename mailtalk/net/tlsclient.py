@@ -19,6 +19,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
+from mailtalk.language import N_, WordedError
+
 # The --tls-min/--tls-max words and the versions they mean.
 TLS_VERSIONS: Final = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -31,7 +33,7 @@ TLS_VERSIONS: Final = {
 KEY_PASSWORD_VARIABLE: Final = "MAILTALK_KEY_PASSWORD"
 
 
-class ClientTLSError(ValueError):
+class ClientTLSError(WordedError):
     """A TLS option that cannot be used: its text names the option and the reason."""
 
 
@@ -60,9 +62,8 @@ class ClientTLS:
             and self.max_version is not None
             and TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]
         ):
-            raise ClientTLSError(
-                f"--tls-min {self.min_version} is above --tls-max {self.max_version}"
-            )
+            raise ClientTLSError(N_("--tls-min {min} is above --tls-max {max}"),
+                                 min=self.min_version, max=self.max_version)
         with warnings.catch_warnings():
             # TLS 1.0/1.1 are deprecated; asking for them by name is the point.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -79,8 +80,8 @@ class ClientTLS:
                 context.set_ciphers(ciphers)
             except ssl.SSLError:
                 raise ClientTLSError(
-                    f"--ciphers {self.ciphers}: OpenSSL knows no cipher in this list "
-                    "(see `openssl ciphers -v`)"
+                    N_("--ciphers {ciphers}: OpenSSL knows no cipher in this list "
+                       "(see `openssl ciphers -v`)"), ciphers=self.ciphers
                 ) from None
         if self.certfile is not None:
             load_client_certificate(context, self.certfile, self.keyfile, self.key_password)
@@ -94,14 +95,14 @@ def load_client_certificate(
 
     for option, path in (("--cert", certfile), ("--key", keyfile)):
         if path is not None and not os.access(os.path.expanduser(path), os.R_OK):
-            raise ClientTLSError(f"{option} {path}: cannot be read")
+            raise ClientTLSError(N_("{option} {path}: cannot be read"), option=option, path=path)
 
     def no_password() -> str:
         # Called by OpenSSL only for an encrypted key: without this it would prompt
         # on the terminal itself, from whatever thread is connecting.
         raise ClientTLSError(
-            f"--key {keyfile or certfile}: the key is encrypted; "
-            f"set ${KEY_PASSWORD_VARIABLE} or run on a terminal to be asked"
+            N_("--key {path}: the key is encrypted; set ${variable} or run on a terminal to "
+               "be asked"), path=keyfile or certfile, variable=KEY_PASSWORD_VARIABLE
         )
 
     try:
@@ -117,17 +118,18 @@ def load_client_certificate(
         reason = (error.reason or str(error)).replace("_", " ").lower()
         # OpenSSL says only "PEM lib" for a wrong password: the key being encrypted tells.
         if password is not None and key_is_encrypted(certfile, keyfile):
-            what = "wrong password for the encrypted key"
+            what = N_("--cert {path}: wrong password for the encrypted key")
         elif "key values mismatch" in reason:
-            what = "the key does not belong to the certificate"
+            what = N_("--cert {path}: the key does not belong to the certificate")
         elif not keyfile and ("no start line" in reason or "pem" in reason):
-            what = "no private key in the certificate file: give it with --key"
-        else:
-            what = f"not a PEM certificate and key ({reason or error})"
-        raise ClientTLSError(f"--cert {certfile}: {what}") from None
+            what = N_("--cert {path}: no private key in the certificate file: give it with "
+                      "--key")
+        else:  # OpenSSL's reason, in its words
+            what = N_("--cert {path}: not a PEM certificate and key ({reason})")
+        raise ClientTLSError(what, path=certfile, reason=reason or error) from None
     except OSError as error:
         reason = (error.strerror or str(error)).lower()
-        raise ClientTLSError(f"--cert {certfile}: {reason}") from None
+        raise ClientTLSError("--cert {path}: {reason}", path=certfile, reason=reason) from None
 
 
 def key_is_encrypted(certfile: str, keyfile: str | None) -> bool:

@@ -359,7 +359,7 @@ class Transport:
             header = proxy_header(self.options.proxy_version, source, destination)
         except ProxyHeaderError as error:
             self.close()
-            raise ConnectError(str(error)) from None
+            raise ConnectError(error.said(self.options.gettext)) from None
         self.send(header)
 
     def take_notes(self) -> list[str]:

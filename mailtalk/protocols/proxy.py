@@ -14,13 +14,15 @@ import ipaddress
 import struct
 from typing import Final
 
+from mailtalk.language import N_, WordedError
+
 V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_PROXY_COMMAND: Final = 0x21  # version 2, command PROXY
 _V2_TCP4: Final = 0x11
 _V2_TCP6: Final = 0x21
 
 
-class ProxyHeaderError(ValueError):
+class ProxyHeaderError(WordedError):
     """The addresses cannot go in a PROXY header; the message says why in one line."""
 
 
@@ -39,11 +41,12 @@ def parse_source(text: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise ProxyHeaderError(f"--proxy-from {text!r}: not an IP address") from None
+        raise ProxyHeaderError(N_("--proxy-from {text!r}: not an IP address"), text=text) from None
     if not port_text:
         return address, 40000
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ProxyHeaderError(f"--proxy-from {text!r}: {port_text!r} is not a port (1-65535)")
+        raise ProxyHeaderError(N_("--proxy-from {text!r}: {port!r} is not a port (1-65535)"),
+                               text=text, port=port_text)
     return address, int(port_text)
 
 
@@ -60,14 +63,14 @@ def proxy_header(version: int, source: tuple[str, int], destination: tuple[str, 
             src = ipaddress.IPv6Address(f"::ffff:{src}")
         else:
             raise ProxyHeaderError(
-                f"--proxy-from {src}: an IPv6 client cannot be proxied to an IPv4 server "
-                "address (connect with -6)"
+                N_("--proxy-from {source}: an IPv6 client cannot be proxied to an IPv4 server "
+                   "address (connect with -6)"), source=src
             )
     if version == 1:
         family = "TCP4" if src.version == 4 else "TCP6"
         return f"PROXY {family} {src} {dst} {source[1]} {destination[1]}\r\n".encode("ascii")
     if version != 2:
-        raise ProxyHeaderError(f"--proxy-version {version}: give 1 or 2")
+        raise ProxyHeaderError(N_("--proxy-version {version}: give 1 or 2"), version=version)
     addresses = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
     family_byte = _V2_TCP4 if src.version == 4 else _V2_TCP6
     return (

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from mailtalk.language import N_, WordedError
 from mailtalk.protocols.smtp import GREETING, Reply
 
 
@@ -118,13 +119,13 @@ NOTIFY_WORDS: Final = ("SUCCESS", "FAILURE", "DELAY")
 
 def check_notify(value: str) -> str:
     """NOTIFY's value upper-cased and checked (RFC 3461 4.1): NEVER alone, or some of
-    SUCCESS, FAILURE, DELAY; a ValueError says what is wrong."""
+    SUCCESS, FAILURE, DELAY; a ValueError (a WordedError) says what is wrong."""
     words = [word.strip().upper() for word in value.split(",")]
     if words == ["NEVER"]:
         return "NEVER"
     wrong = [word for word in words if word not in NOTIFY_WORDS]
     if wrong or not words or len(set(words)) != len(words):
-        raise ValueError("give NEVER, or one or more of SUCCESS,FAILURE,DELAY (no repeats)")
+        raise WordedError(N_("give NEVER, or one or more of SUCCESS,FAILURE,DELAY (no repeats)"))
     return ",".join(words)
 
 

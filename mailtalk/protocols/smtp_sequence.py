@@ -261,7 +261,10 @@ class ClientSequence:
 
         why = missing_attributes(self.plan.xclient, self.core.extensions)
         if why is not None:
-            self.result.refusal = Refusal(Stage.EHLO, "XCLIENT", None, "XCLIENT", why)
+            template, values = why
+            self.result.refusal = Refusal(
+                Stage.EHLO, "XCLIENT", None, "XCLIENT", template.format(**values),
+                reason_template=template, reason_values=tuple(values.items()))
             return False
         line = xclient_line(self.plan.xclient)
         reply = yield from self._ask(Stage.EHLO, Command(line), line)

@@ -17,34 +17,38 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from mailtalk.language import N_, WordedError
+
 # The attributes --xclient accepts, in the order Postfix documents them.
 ATTRIBUTES: Final = ("ADDR", "NAME", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 
 
-class XClientError(ValueError):
+class XClientError(WordedError):
     """An --xclient value that cannot be sent; the message says why in one line."""
 
 
 def parse_attribute(text: str, given_as: str = "--xclient") -> tuple[str, str]:
     """``NAME=VALUE`` as (the attribute upper-cased, its value), checked; errors name
     it as ``given_as`` (the option, or ``:xclient`` in a session)."""
-    said = f"{given_as} {text!r}"
+    said = {"given": given_as, "text": text}
     name, equals, value = text.partition("=")
     name = name.strip().upper()
     if not equals or not name:
-        raise XClientError(f"{said}: give NAME=VALUE, e.g. ADDR=192.0.2.1")
+        raise XClientError(N_("{given} {text!r}: give NAME=VALUE, e.g. ADDR=192.0.2.1"), **said)
     if name not in ATTRIBUTES:
-        raise XClientError(f"{said}: {name} is not one of {', '.join(ATTRIBUTES)}")
+        raise XClientError(N_("{given} {text!r}: {name} is not one of {names}"), **said,
+                           name=name, names=", ".join(ATTRIBUTES))
     if not value:
-        raise XClientError(f"{said}: no value (Postfix says [UNAVAILABLE] for none)")
+        raise XClientError(
+            N_("{given} {text!r}: no value (Postfix says [UNAVAILABLE] for none)"), **said)
     if name in ("PORT", "DESTPORT") and not (value.isdigit() and 0 < int(value) < 65536):
-        raise XClientError(f"{said}: not a port (1-65535)")
+        raise XClientError(N_("{given} {text!r}: not a port (1-65535)"), **said)
     if name in ("ADDR", "DESTADDR") and not value.startswith("["):
         bare = value[5:] if value.upper().startswith("IPV6:") else value
         try:
             address = ipaddress.ip_address(bare)
         except ValueError:
-            raise XClientError(f"{said}: not an IP address") from None
+            raise XClientError(N_("{given} {text!r}: not an IP address"), **said) from None
         # Postfix wants IPv6 addresses marked so (XCLIENT_README: "IPV6:" prefix).
         value = f"IPV6:{address}" if address.version == 6 else str(address)
     return name, value
@@ -59,18 +63,22 @@ def offered_attributes(extensions: Mapping[str, str]) -> frozenset[str] | None:
 
 def missing_attributes(
     attributes: Iterable[tuple[str, str]], extensions: Mapping[str, str]
-) -> str | None:
-    """Why these attributes cannot be sent to this server, in a sentence; None if they can."""
+) -> tuple[str, dict[str, object]] | None:
+    """Why these attributes cannot be sent to this server, as a sentence's template (a
+    msgid: the caller says it in its language) and its values; None if they can."""
     offered = offered_attributes(extensions)
     if offered is None:
-        return (
+        return N_(
             "the server did not offer XCLIENT in its EHLO reply (Postfix offers it only to "
             "smtpd_authorized_xclient_hosts)"
-        )
-    missing = [name for name, _ in attributes if name not in offered]
+        ), {}
+    missing = ", ".join(name for name, _ in attributes if name not in offered)
+    if missing and not offered:
+        return N_("the server's XCLIENT does not take {missing} (it takes none)"), {
+            "missing": missing}
     if missing:
-        listed = " ".join(sorted(offered)) or "none"
-        return f"the server's XCLIENT does not take {', '.join(missing)} (it takes {listed})"
+        return N_("the server's XCLIENT does not take {missing} (it takes {offered})"), {
+            "missing": missing, "offered": " ".join(sorted(offered))}
     return None
 
 
@@ -82,5 +90,5 @@ def xclient_line(attributes: Iterable[tuple[str, str]]) -> str:
 
     pairs = [f"{name}={xtext(value)}" for name, value in attributes]
     if not pairs:
-        raise XClientError("XCLIENT needs at least one attribute")
+        raise XClientError(N_("XCLIENT needs at least one attribute"))
     return "XCLIENT " + " ".join(pairs)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from mailtalk.knowledge.replies import ParsedReply, parse
+from mailtalk.language import N_, WordedError
 
 _BASIC: Final = re.compile(r"[1-5](?:\d\d|\dx|xx)", re.I)
 _ENHANCED: Final = re.compile(r"[245x]\.(?:\d{1,3}|x)\.(?:\d{1,3}|x)", re.I)
@@ -40,8 +41,9 @@ STATUSES_OF: Final = {
 }
 
 
-class ExpectationError(ValueError):
-    """An ``S:`` line that cannot be understood."""
+class ExpectationError(WordedError):
+    """An ``S:`` line that cannot be understood (a template and its values: run says it
+    in its language)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def _pattern(text: str | None) -> dict[str, object]:
         try:
             return {"regex": re.compile(text[1:-1], re.I | re.S)}
         except re.error as error:
-            raise ExpectationError(f"bad pattern {text!r}: {error}") from None
+            raise ExpectationError(N_("bad pattern {text!r}: {error}"), text=text,
+                                   error=error) from None
     if "*" in text or "?" in text:
         # a glob matches the whole text: "queued*" must not match "Ok: queued as"
         body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in text)
@@ -152,7 +155,7 @@ def parse_expectation(source: str) -> Expectation:
     """Read what follows ``S:``."""
     text = source.strip()
     if not text:
-        raise ExpectationError("S: needs an expectation (a code, a pattern, or * for any)")
+        raise ExpectationError(N_("S: needs an expectation (a code, a pattern, or * for any)"))
     if text == "*":
         return Expectation(source=text, any_reply=True)
     continued = re.fullmatch(r"([1-5](?:\d\d|\dx|xx))-(.*)", text, re.I | re.S)
@@ -180,13 +183,13 @@ def parse_expectation(source: str) -> Expectation:
                 enhanced = parts[0].lower()
                 rest = parts[1] if len(parts) > 1 else ""
             elif _ENHANCED_LIKE.fullmatch(parts[0]):
-                raise ExpectationError(_not_enhanced(parts[0]))
+                raise _not_enhanced(parts[0])
     elif _ENHANCED.fullmatch(first):
         enhanced = first.lower()
     elif _ENHANCED_LIKE.fullmatch(first):
-        raise ExpectationError(_not_enhanced(first))
+        raise _not_enhanced(first)
     elif _CODE_LIKE.fullmatch(first):
-        raise ExpectationError(_not_a_code(first))
+        raise _not_a_code(first)
     else:
         rest = text  # a text pattern alone
     pattern = rest.strip() or None
@@ -199,40 +202,51 @@ def parse_expectation(source: str) -> Expectation:
     )
 
 
-def _not_a_code(word: str) -> str:
-    return f"{word} is not a reply code (1 to 5, then two digits or x: 250, 2xx, 25x)"
+def _not_a_code(word: str) -> ExpectationError:
+    return ExpectationError(
+        N_("{word} is not a reply code (1 to 5, then two digits or x: 250, 2xx, 25x)"), word=word)
 
 
-def _not_enhanced(word: str) -> str:
-    return f"{word} is not an enhanced status code (2, 4 or 5, then numbers or x: 5.7.1, 5.x.x)"
+def _not_enhanced(word: str) -> ExpectationError:
+    return ExpectationError(N_("{word} is not an enhanced status code (2, 4 or 5, then numbers "
+                               "or x: 5.7.1, 5.x.x)"), word=word)
 
 
-def check_protocol(expectation: Expectation, protocol: str) -> str | None:
-    """Why ``expectation`` can never match a reply of ``protocol``, or None if it can."""
+# what each protocol's replies are, after a code of another (check_protocol)
+_STATUS_OF_ANOTHER: Final = {
+    "smtp": N_("{code} is a status of {owner}; SMTP replies have three-digit codes (250, 2xx)"),
+    "pop3": N_("{code} is a status of {owner}; POP3 answers +OK or -ERR"),
+    "imap": N_("{code} is a status of {owner}; IMAP answers OK, NO or BAD"),
+}
+
+
+def check_protocol(expectation: Expectation, protocol: str) -> ExpectationError | None:
+    """Why ``expectation`` can never match a reply of ``protocol`` (a template and its
+    values), or None if it can."""
     name = protocol.upper()
     if expectation.untagged and protocol != "imap":
-        return (
-            f"S: * TEXT expects an IMAP untagged response; this is {name} "
-            "(a text in any reply: S: TEXT; a glob: S: *TEXT*)"
-        )
+        return ExpectationError(
+            N_("S: * TEXT expects an IMAP untagged response; this is {name} (a text in any "
+               "reply: S: TEXT; a glob: S: *TEXT*)"), name=name)
     code = expectation.code
     if code is not None and code.upper() not in _STATUSES and protocol != "smtp":
-        statuses = "+OK or -ERR" if protocol == "pop3" else "OK, NO or BAD"
-        return f"{code} is an SMTP reply code; {name} answers {statuses}"
+        if protocol == "pop3":
+            return ExpectationError(
+                N_("{code} is an SMTP reply code; POP3 answers +OK or -ERR"), code=code)
+        return ExpectationError(
+            N_("{code} is an SMTP reply code; IMAP answers OK, NO or BAD"), code=code)
     if code is not None and code.upper() in _STATUSES and code not in STATUSES_OF[protocol]:
         if code == "+":
-            return "+ is the POP3 and IMAP continuation; SMTP's are 334 and 354"
+            return ExpectationError(
+                N_("+ is the POP3 and IMAP continuation; SMTP's are 334 and 354"))
         owner = "POP3" if code in STATUSES_OF["pop3"] else "IMAP"
-        answers = {
-            "smtp": "SMTP replies have three-digit codes (250, 2xx)",
-            "pop3": "POP3 answers +OK or -ERR",
-            "imap": "IMAP answers OK, NO or BAD",
-        }
-        return f"{code} is a status of {owner}; {answers[protocol]}"
+        return ExpectationError(_STATUS_OF_ANOTHER[protocol], code=code, owner=owner)
     if expectation.enhanced is not None and protocol != "smtp":
-        return f"enhanced status codes ({expectation.enhanced}) are SMTP's; this is {name}"
+        return ExpectationError(N_("enhanced status codes ({enhanced}) are SMTP's; this is "
+                                   "{name}"), enhanced=expectation.enhanced, name=name)
     if expectation.line_of_reply and protocol != "smtp":
-        return f"S: {expectation.source} checks a line of a multi-line SMTP reply; this is {name}"
+        return ExpectationError(N_("S: {source} checks a line of a multi-line SMTP reply; this "
+                                   "is {name}"), source=expectation.source, name=name)
     if protocol == "smtp" and code is None and expectation.enhanced is None and expectation.text:
         first = expectation.text.split()[0]
         if _DIGITS.fullmatch(first):

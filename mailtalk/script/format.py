@@ -60,7 +60,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TextIO
 
-from mailtalk.language import N_
+from mailtalk.language import N_, WordedError
 from mailtalk.script.expect import Expectation, ExpectationError, parse_expectation
 
 MAX_INCLUDE_DEPTH: Final = 16
@@ -104,10 +104,13 @@ class ScriptError(Exception):
 
     def said(self, gettext: Callable[[str], str]) -> str:
         """The message in the language of ``gettext`` (the English where the
-        translation does not fit the values)."""
+        translation does not fit the values); a value that is a WordedError (why a file
+        cannot be read) is said in it too."""
         text = gettext(self.template)
+        values = {name: value.said(gettext) if isinstance(value, WordedError) else value
+                  for name, value in self.values.items()}
         try:
-            return f"{self.where}: {text.format(**self.values) if self.values else text}"
+            return f"{self.where}: {text.format(**values) if values else text}"
         except (KeyError, IndexError, ValueError, AttributeError):
             return str(self)
 
@@ -286,14 +289,16 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
                 raise ScriptError(at, N_("no such file: {file}"), file=path) from None
             if problem.too_big:
                 raise ScriptError(at, too_big, **big) from None
-            suffix = ", not a session file" if not str(problem).startswith("a FIFO") else ""
-            raise ScriptError(at, f"cannot read {path}: {problem}{suffix}") from None
+            if problem.template == FIFO:  # it could be one: give -
+                raise ScriptError(at, N_("cannot read {file}: {problem}"), file=path,
+                                  problem=problem) from None
+            raise ScriptError(at, N_("cannot read {file}: {problem}, not a session file"),
+                              file=path, problem=problem) from None
     reader.script_bytes += len(data) if data is not None else len(text or "")
     if reader.script_bytes > MAX_TOTAL_SCRIPT_BYTES:
         raise ScriptError(
-            at,
-            f"over {MAX_TOTAL_SCRIPT_BYTES // (1024 * 1024)} MiB of session files, counting "
-            "each include",
+            at, N_("over {size} MiB of session files, counting each include"),
+            size=MAX_TOTAL_SCRIPT_BYTES // (1024 * 1024),
         )
     if data is None:
         return text or ""
@@ -303,13 +308,18 @@ def _read_text(reader: _Reader, path: str, name: str, where: Location | None = N
         raise ScriptError(at, N_("{file} is not UTF-8 text"), file=shown) from None
 
 
-class FileProblem(Exception):
+class FileProblem(WordedError):
     """Why a file named in a session file cannot be read; the caller says which file."""
 
-    def __init__(self, reason: str, missing: bool = False, too_big: bool = False) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, reason: str, /, missing: bool = False, too_big: bool = False, **values: object
+    ) -> None:
+        super().__init__(reason, **values)
         self.missing = missing
         self.too_big = too_big
+
+
+FIFO: Final = N_("a FIFO (give - to read standard input)")
 
 
 def read_regular_file(path: str, limit: int) -> bytes:
@@ -322,22 +332,22 @@ def read_regular_file(path: str, limit: int) -> bytes:
         # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging
         handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise FileProblem("no such file", missing=True) from None
+        raise FileProblem(N_("no such file"), missing=True) from None
     except (OSError, ValueError) as error:  # ValueError: a NUL in the name
-        raise FileProblem(getattr(error, "strerror", None) or str(error)) from None
+        raise FileProblem("{reason}", reason=getattr(error, "strerror", None) or error) from None
     try:
         status = os.fstat(handle)
         mode = status.st_mode
         if not stat.S_ISREG(mode):
             raise FileProblem(
-                "a directory" if stat.S_ISDIR(mode)
-                else "a FIFO (give - to read standard input)" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file"
+                N_("a directory") if stat.S_ISDIR(mode)
+                else FIFO if stat.S_ISFIFO(mode)
+                else N_("a device") if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else N_("a socket") if stat.S_ISSOCK(mode)
+                else N_("not a regular file")
             )  # fmt: skip
         if status.st_size > limit:
-            raise FileProblem(f"over {limit} bytes", too_big=True)
+            raise FileProblem(N_("over {limit} bytes"), too_big=True, limit=limit)
         os.set_blocking(handle, True)
         chunks = []
         size = 0
@@ -348,11 +358,11 @@ def read_regular_file(path: str, limit: int) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
     except OSError as error:
-        raise FileProblem(error.strerror or str(error)) from None
+        raise FileProblem("{reason}", reason=error.strerror or error) from None
     finally:
         os.close(handle)
     if size > limit:
-        raise FileProblem(f"over {limit} bytes", too_big=True)
+        raise FileProblem(N_("over {limit} bytes"), too_big=True, limit=limit)
     return b"".join(chunks)
 
 
@@ -368,7 +378,8 @@ def _parse(
     name = "<stdin>" if path == "-" else path
     if len(reader.stack) >= MAX_INCLUDE_DEPTH or path in reader.stack:
         chain = " -> ".join([*reader.stack, path])
-        raise ScriptError(included_at or name, f"include loop or too deep: {chain}")
+        raise ScriptError(included_at or name, N_("include loop or too deep: {chain}"),
+                          chain=chain)
     reader.stack.append(path)
     steps: list[Step] = []
     # only LF (or CRLF) ends a line: str.splitlines() would also split at form
@@ -405,7 +416,7 @@ def _parse(
                 try:
                     expectation = parse_expectation(reader.substitute(body, where))
                 except ExpectationError as error:
-                    raise ScriptError(where, str(error)) from None
+                    raise ScriptError(where, error.template, **error.values) from None
                 steps.append(Expect(where, expectation))
             continue
         words = _strip_comment(stripped).split()
@@ -474,16 +485,16 @@ def _strip_comment(line: str) -> str:
 def _message(text: str, where: Location) -> bytes:
     data = text.encode("utf-8")
     if len(data) > MAX_MESSAGE_BYTES:
-        raise ScriptError(where, f"message over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB")
+        raise ScriptError(where, N_("message over {size} MiB"),
+                          size=MAX_MESSAGE_BYTES // (1024 * 1024))
     return data
 
 
 def _count_message(reader: _Reader, size: int, where: Location) -> None:
     reader.message_bytes += size
     if reader.message_bytes > MAX_TOTAL_MESSAGE_BYTES:
-        raise ScriptError(
-            where, f"messages over {MAX_TOTAL_MESSAGE_BYTES // (1024 * 1024)} MiB in all"
-        )
+        raise ScriptError(where, N_("messages over {size} MiB in all"),
+                          size=MAX_TOTAL_MESSAGE_BYTES // (1024 * 1024))
 
 
 def _want(args: list[str], low: int, high: int, usage: str, where: Location) -> None:
@@ -501,7 +512,7 @@ def _directive(
         try:
             parse_url(args[0])
         except TargetError as error:
-            raise ScriptError(where, str(error)) from None
+            raise ScriptError(where, error.template, **error.values) from None
         insecure = False
         cafile = None
         for option in args[1:]:
@@ -533,12 +544,14 @@ def _directive(
 
         if mechanism not in MECHANISMS:
             ours = ", ".join(m.lower() for m in MECHANISMS)
-            raise ScriptError(where, f"auth {args[0]}: mailtalk does {ours}")
+            raise ScriptError(where, N_("auth {mechanism}: mailtalk does {ours}"),
+                              mechanism=args[0], ours=ours)
         # A token's own variable by default: a password is not a bearer token.
         default = "MAILTALK_OAUTH2_TOKEN" if mechanism in TOKEN_MECHANISMS else "MAILTALK_PASSWORD"
         variable = args[2] if len(args) == 3 else default
         if not _NAME.fullmatch(variable):
-            raise ScriptError(where, f"{variable!r} is not an environment variable name")
+            raise ScriptError(where, N_("{variable!r} is not an environment variable name"),
+                              variable=variable)
         return [Auth(where, mechanism, args[1], variable)]
     if directive == "data":
         _want(args, 1, 1, "data FILE, or data <<MARK ... MARK", where)
@@ -548,7 +561,8 @@ def _directive(
             try:
                 content = read_regular_file(file, MAX_MESSAGE_BYTES)
             except FileProblem as problem:
-                raise ScriptError(where, f"data {args[0]}: {problem}") from None
+                raise ScriptError(where, N_("data {file}: {problem}"), file=args[0],
+                                  problem=problem) from None
             reader.data_files[file] = content
             _count_message(reader, len(content), where)
         return [Data(where, content)]
@@ -564,7 +578,7 @@ def _directive(
         file = _relative(path, args[0])
         if len(reader.stack) >= MAX_INCLUDE_DEPTH or file in reader.stack:
             chain = " -> ".join([*reader.stack, file])
-            raise ScriptError(where, f"include loop or too deep: {chain}")
+            raise ScriptError(where, N_("include loop or too deep: {chain}"), chain=chain)
         return _parse(reader, file, _read_text(reader, file, file, where), where)
     if directive == "sleep":
         _want(args, 1, 1, "sleep SECONDS", where)
@@ -595,7 +609,8 @@ def _check_cafile(where: Location, cafile: str) -> None:
     try:
         check_cafile(cafile)
     except ValueError as why:
-        raise ScriptError(where, f"cafile={cafile}: {why}") from None
+        raise ScriptError(where, N_("cafile={cafile}: {reason}"), cafile=cafile,
+                          reason=why) from None
 
 
 def _check_loops(script: Script) -> None:
@@ -667,7 +682,7 @@ def _check_steps(script: Script) -> None:
             expectation = step.expectation
             problem = check_protocol(expectation, protocol)
             if problem is not None:
-                raise ScriptError(where, problem)
+                raise ScriptError(where, problem.template, **problem.values)
             if expectation.untagged:
                 continue  # the untagged responses of the last command stay to be checked
             if not pending:
@@ -683,12 +698,12 @@ def _check_steps(script: Script) -> None:
                 pending, used_at = False, where
         elif isinstance(step, Data):
             if protocol != "smtp":
-                raise ScriptError(
-                    where,
-                    f"data sends an SMTP message (DATA); this is {protocol.upper()}"
-                    + (" (a message goes in with C: APPEND and a literal)" if protocol == "imap"
-                       else ""),
-                )
+                if protocol == "imap":
+                    raise ScriptError(where, N_(
+                        "data sends an SMTP message (DATA); this is IMAP (a message goes in "
+                        "with C: APPEND and a literal)"))
+                raise ScriptError(where, N_("data sends an SMTP message (DATA); this is "
+                                            "{protocol}"), protocol=protocol.upper())
             pending = True
         elif isinstance(step, StartTLS):
             if tls_on:

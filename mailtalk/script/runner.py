@@ -319,18 +319,19 @@ class Runner:
         self.owed = "greeting"
         self.command = "greeting"
 
-    @staticmethod
-    def _host_cafile(host: HostDefaults) -> str | None:
+    def _host_cafile(self, host: HostDefaults) -> str | None:
         """The section's cafile, checked as a connect line's own ``cafile=`` is."""
         from mailtalk.errors import UsageError
+        from mailtalk.language import WordedError
         from mailtalk.net.tls import check_cafile
 
         if host.cafile is None:
             return None
         try:
             return check_cafile(host.cafile)
-        except ValueError as error:
-            raise UsageError(f"[hosts.{host.name}] cafile {host.cafile}: {error}") from None
+        except WordedError as error:
+            raise UsageError(f"[hosts.{host.name}] cafile {host.cafile}: "
+                             f"{error.said(self._)}") from None
 
     def _send(self, step: Send) -> None:
         conv = self._conversation(step.where)
@@ -591,8 +592,9 @@ class Runner:
             raise error  # a bug: let --debug show it
         message = one_line(error, self._)
         if kind == "tls":  # a script says so on its connect line, not with options
-            message = message.replace("--cafile FILE", "cafile=FILE on the connect line")
-            message = message.replace("--insecure", "insecure on the connect line")
+            _ = self._
+            message = message.replace("--cafile FILE", _("cafile=FILE on the connect line"))
+            message = message.replace("--insecure", _("insecure on the connect line"))
         self._fail(where, kind, message, stop=True)
 
 

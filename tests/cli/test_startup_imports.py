@@ -67,13 +67,15 @@ sys.stderr.write("MODULES=" + json.dumps(sorted(sys.modules)) + "\\n")
 """
 
 
-def modules_after(argv: list[str]) -> list[str]:
-    """Every module imported by ``mailtalk ARGV`` through mailtalk.cli:main."""
+def modules_after(argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """Every module imported by ``mailtalk ARGV`` through mailtalk.cli:main (in the
+    environment ``env``, else this one)."""
     result = subprocess.run(
         [sys.executable, "-c", CHECK_SYS_MODULES, json.dumps(argv)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     marker = [line for line in result.stderr.splitlines() if line.startswith("MODULES=")]
     assert marker, result.stderr[-2000:]

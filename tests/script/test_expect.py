@@ -123,7 +123,7 @@ def test_what_looks_like_a_code_and_is_none_is_an_error(source: str, message: st
 )
 def test_what_a_protocol_never_answers(source: str, protocol: str, message: str) -> None:
     problem = check_protocol(parse_expectation(source), protocol)
-    assert problem is not None and message in problem
+    assert problem is not None and message in str(problem)
 
 
 @pytest.mark.parametrize(

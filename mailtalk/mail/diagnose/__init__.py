@@ -23,9 +23,21 @@ if TYPE_CHECKING:
     from mailtalk.client.options import SessionOptions
     from mailtalk.environment import Environment
     from mailtalk.exitcodes import ExitCode
+    from mailtalk.net.mx import MXResult
     from mailtalk.net.target import Target
 
 Evidence = TypeVar("Evidence")
+
+
+def dns_lines(mx: MXResult, gettext: Callable[[str], str]) -> list[str]:
+    """What DNS said, as the evidence of a diagnosis begins: the resolver and its answer,
+    then each MX with its addresses or why it has none (in the language of ``gettext``)."""
+    resolver = gettext("system") if mx.resolver == "system" else mx.resolver
+    lines = [f"DNS ({resolver}): {mx.message}"]
+    for host in mx.hosts:
+        shown = " ".join(host.addresses) or host.error or ""
+        lines.append(f"  MX {host.preference} {host.host} {shown}".rstrip())
+    return lines
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -131,7 +131,7 @@ def _target(url: str, _: Callable[[str], str]) -> Target:
     try:
         return parse_url(url)
     except TargetError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(error.said(_)) from None
 
 
 def _user(target: Target, option: str | None, _: Callable[[str], str]) -> str:

@@ -48,6 +48,7 @@ from mailtalk.mail.diagnose import (
     ServerOptions,
     conclude,
     decide,
+    dns_lines,
     run_report,
 )
 from mailtalk.mail.diagnose.sources import (
@@ -204,7 +205,8 @@ def converse(
             reply = authed.reply(Stage.AUTH)
             assert reply is not None
             ok = reply.reply_class is ReplyClass.POSITIVE
-            found.auth_reply = Step(f"AUTH as {user}", last_line(reply), ok)
+            found.auth_reply = Step(options.gettext("AUTH as {user}").format(user=user),
+                                   last_line(reply), ok)
             if ok:
                 found.auth_mail, found.auth_rcpt = _transaction(conv, authed)
         quit_politely(conv)
@@ -382,7 +384,7 @@ def gather(options: RelayOptions, listener: Listener) -> RelayEvidence:
 
     split_address(options.sender, "--from", options.gettext)
     domain = split_address(options.recipient, "--to", options.gettext)[1]
-    resolver = Resolver(options.resolver, min(options.timeout, 10.0))
+    resolver = Resolver(options.resolver, min(options.timeout, 10.0), options.gettext)
     evidence = RelayEvidence(
         domain=domain,
         sender=options.sender,
@@ -450,7 +452,8 @@ def _ask_around(
     evidence.server = server
     evidence.here = server is not None and on_this_host(server)
     client = source_toward(server) if server is not None else None
-    evidence.tries = [RelayTry(client or "this host", "relays", evidence.asked.reply)]
+    here = client or options.gettext("this host")
+    evidence.tries = [RelayTry(here, "relays", evidence.asked.reply)]
     for source in other_sources(server, client) if evidence.here and server else []:
         evidence.tries.append(
             _ask_from(source, target, options.sender, options.recipient, options, listener)
@@ -545,10 +548,7 @@ def evidence_lines(evidence: RelayEvidence, gettext: Callable[[str], str] = str)
     _ = gettext
     assert evidence.mx is not None
     mx = evidence.mx
-    lines = [f"DNS ({mx.resolver}): {mx.message}"]
-    for mx_host in mx.hosts:
-        shown = " ".join(mx_host.addresses) or mx_host.error or ""
-        lines.append(f"  MX {mx_host.preference} {mx_host.host} {shown}".rstrip())
+    lines = dns_lines(mx, _)
     if evidence.found is None:
         return lines
     if evidence.first_mx is not None:

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailtalk.exitcodes import ExitCode
-from mailtalk.mail.diagnose import Report, ReportOptions, Rule, conclude, decide, run_report
+from mailtalk.mail.diagnose import (
+    Report,
+    ReportOptions,
+    Rule,
+    conclude,
+    decide,
+    dns_lines,
+    run_report,
+)
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -68,7 +76,7 @@ def gather(options: SenderOptions) -> SenderEvidence:
     from mailtalk.net.mx import Resolver, lookup_mx
 
     domain = split_address(options.sender, "--from", options.gettext)[1]
-    resolver = Resolver(options.resolver, options.timeout)
+    resolver = Resolver(options.resolver, options.timeout, options.gettext)
     evidence = SenderEvidence(options.sender, lookup_mx(domain, resolver, options.gettext))
     if evidence.mx.status in ("ok", "implicit"):
         evidence.spf = _txt(resolver, evidence.mx.domain, "v=spf1")
@@ -87,9 +95,7 @@ RULES: tuple[Rule[SenderEvidence], ...] = (
 def evidence_lines(evidence: SenderEvidence, gettext: Callable[[str], str] = str) -> list[str]:
     _ = gettext
     mx = evidence.mx
-    lines = [f"DNS ({mx.resolver}): {mx.message}"]
-    for host in mx.hosts:
-        lines.append(f"  MX {host.preference} {host.host} {' '.join(host.addresses)}".rstrip())
+    lines = dns_lines(mx, _)
     if mx.status in ("ok", "implicit"):
         lines.append("SPF: " + (evidence.spf[0] if evidence.spf else _("no v=spf1 record")))
         lines.append("DMARC: " + (evidence.dmarc[0] if evidence.dmarc else _("no _dmarc record")))
