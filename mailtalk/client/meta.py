@@ -236,7 +236,12 @@ def _raw(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
 def _save(conv: Conversation, ui: MetaUI, args: list[str]) -> None:
     if len(args) != 1:
         raise MailtalkError(conv.gettext("usage: :save FILE"))
-    lines = conv.transcript.save(args[0])
+    try:
+        lines = conv.transcript.save(args[0])
+    except OSError as error:  # no such folder, a folder named, no room: the user's to fix
+        reason = (error.strerror or str(error)).lower()
+        raise MailtalkError(conv.gettext("cannot write {file}: {reason}").format(
+            file=args[0], reason=reason)) from None
     ui.note(conv.gettext("transcript saved to {file} ({count} lines)").format(
         file=args[0], count=lines))
 

@@ -208,6 +208,25 @@ def test_save_counts_the_lines_in_the_file(tmp_path: Path) -> None:
     assert f"# transcript saved to {saved} ({lines} lines)" in result.stderr
 
 
+def test_save_where_it_cannot_write_names_the_file_typed(
+    mailtalk_servers: Any, tmp_path: Path
+) -> None:
+    """A folder that does not exist, or a folder named as the file: one line naming
+    what was typed (not the temporary file beside it), nothing left behind."""
+    servers = mailtalk_servers(smtp=0)
+    for target, reason in ((tmp_path / "missing" / "t.log", "no such file or directory"),
+                           (tmp_path, "is a directory")):
+        result = mailtalk("smtp", f"localhost:{servers.port('smtp')}",
+                          stdin=f"EHLO me\n:save {target}\nQUIT\n".encode())
+        assert result.returncode == 1, result.stderr
+        assert_error_line(result, f"cannot write {target}: {reason}")
+        assert_no_traceback(result)
+        assert ".t.log." not in result.stderr and "trace" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert not [path for path in tmp_path.parent.iterdir()
+                if path.name.startswith(f".{tmp_path.name}.")]
+
+
 # ------------------------------------------------------------------ :open, --resolve
 
 
