@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailtalk.cli import EXIT_STATUS_EPILOG, cli, pass_environment
+from mailtalk.cli import cli, pass_environment
 
 if TYPE_CHECKING:
     from mailtalk.environment import Environment
@@ -80,7 +80,14 @@ class SocketMode(click.ParamType):  # type: ignore[type-arg]  # generic from cli
     "  pop3:pass=rate 5/min=-ERR [LOGIN-DELAY] Too many logins\n"
     "  smtp:rcpt=greylist                      smtp:ehlo=trickle 10B/s\n"
     "Scenarios: relay-denied, sender-domain, disk-full, greylist, tls-required,\n"
-    "bad-password, lock-busy, quota-exceeded, greet-pause.\n\n" + EXIT_STATUS_EPILOG
+    "bad-password, lock-busy, quota-exceeded, greet-pause.\n\n"
+    "\b\nExit status:\n"
+    "  0    stopped by Ctrl-C or SIGTERM (it says how many messages it took)\n"
+    "  1    an unexpected error\n"
+    "  2    bad arguments or options; a control, users or tokens file that does\n"
+    "       not parse\n"
+    "  3    cannot listen: the port is taken, or the address is not this host's\n"
+    "  141  --journal - and its reader went away (| head)"
 )
 @click.option(
     "--root",

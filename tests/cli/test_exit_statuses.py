@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -165,3 +167,47 @@ def test_a_cafile_without_the_issuer_says_so(
     assert line.endswith(
         "Use --cafile FILE with the issuer's certificate, or --insecure to skip verification."
     )
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def help_exit_statuses(command: str) -> dict[int, str]:
+    """The ``Exit status:`` table of ``mailtalk COMMAND --help``: code -> meaning."""
+    text = run(command, "--help").stdout.split("Exit status:\n", 1)[1]
+    table: dict[int, str] = {}
+    for line in text.splitlines():
+        code, _, meaning = line.strip().partition(" ")
+        if code.isdigit():
+            table[int(code)] = meaning.strip()
+    return table
+
+
+def test_serve_help_says_the_statuses_serve_exits_with(tmp_path: Path) -> None:
+    """Ctrl-C stops the servers with 0 (they say what they took), a port taken is 3,
+    a control file that does not parse is 2: the help says those, not the connecting
+    commands' table (130 for Ctrl-C, 7 for an open relay)."""
+    table = help_exit_statuses("serve")
+    assert "Ctrl-C" in table[0] and "listen" in table[3] and "control" in table[2]
+    assert 130 not in table and 7 not in table
+
+    serving = subprocess.Popen(
+        [MAILTALK, "serve", "--root", str(tmp_path / "one"), "--smtp", "0", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert serving.stdout is not None
+        port = json.loads(serving.stdout.readline())["listeners"][0]["port"]
+        taken = run("serve", "--root", str(tmp_path / "two"), "--smtp", str(port))
+        assert taken.returncode == 3, taken.stderr
+        assert error_lines(taken.stderr) == [
+            f"mailtalk: cannot listen on 127.0.0.1 port {port} for smtp: address already in use"]
+    finally:
+        serving.send_signal(signal.SIGINT)
+        _, stderr = serving.communicate(timeout=30)
+    assert serving.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+    (tmp_path / "one" / "control" / "rcpthosts").write_text("not a domain!\n")
+    broken = run("serve", "--root", str(tmp_path / "one"), "--smtp", "0")
+    assert broken.returncode == 2
+    assert len(error_lines(broken.stderr)) == 1 and "rcpthosts:1" in broken.stderr
