@@ -431,7 +431,16 @@ def _require_sender(options: dict[str, Any]) -> None:
     "  mailtalk diagnose login imaps://alice@mail.example.org\n"
     "  mailtalk diagnose login submission://alice@mail.example.org  # SMTP AUTH\n\n"
     "Each prints a verdict in one sentence, the evidence, and what to do as the\n"
-    "user and as the admin (--brief: the verdict and the evidence only; --json).",
+    "user and as the admin (--brief: the verdict and the evidence only; --json).\n\n"
+    "\b\nExit status (each command's --help says its own):\n"
+    "  0    no fault found: the server relays or takes the recipient, the\n"
+    "       sender's domain can receive mail, the login works\n"
+    "  1    refused: the verdict says why\n"
+    "  2    bad arguments, or no such diagnosis\n"
+    "  3    could not connect, or the DNS did not answer\n"
+    "  4    TLS could not be started (diagnose login)\n"
+    "  5    the server broke the protocol, hung up, or did not answer in time\n"
+    "  7    an open relay (diagnose relay)",
 )
 def diagnose() -> None:
     """Find out why mail is refused, from the live servers' own answers."""

@@ -132,6 +132,26 @@ def test_command_help(command: str) -> None:
         assert option in result.stdout
 
 
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group under ``group``, as the words that name it."""
+    context = click.Context(group)
+    paths: list[tuple[str, ...]] = []
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        paths.append((*prefix, name))
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*prefix, name))
+    return paths
+
+
+def test_every_help_has_examples_and_exit_statuses() -> None:
+    """Groups too: `mailtalk diagnose --help` is where a user looks first."""
+    for path in command_paths(cli):
+        text = run(*path, "--help").stdout
+        assert "Exit status" in text, " ".join(path)
+        assert "Examples:" in text or "mailtalk completion bash" in text, " ".join(path)
+
+
 def test_connect_help_lists_schemes() -> None:
     text = invoke("connect", "--help").stdout
     for scheme in ("smtp://", "submission://", "smtps://", "pop3://", "pop3s://", "imap://",
