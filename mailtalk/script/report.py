@@ -201,7 +201,7 @@ class LoadFigures:
         out.write(
             head.format(file=self.name, passed=self.passed, runs=self.runs,
                         seconds=f"{self.seconds:.2f}", concurrency=self.concurrency)
-            + f"\n  {rate}; "
+            + f"\n  {rate}\n  "  # two lines: each fits 80 columns
             + _("latency p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms").format(
                 **{name: f"{value:.1f}" for name, value in latency.items()})
             + "\n"
