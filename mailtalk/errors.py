@@ -47,10 +47,11 @@ def exit_code_for(error: BaseException) -> ExitCode:
     """
     if isinstance(error, MailtalkError):
         return error.exit_code
+    from mailtalk.net.target import TargetError
     from mailtalk.net.transport import CAFileError, ConnectError, TLSError, TransportError
     from mailtalk.protocols.common import ProtocolError
 
-    if isinstance(error, CAFileError):
+    if isinstance(error, CAFileError | TargetError):
         return ExitCode.USAGE
     if isinstance(error, TLSError):
         return ExitCode.TLS

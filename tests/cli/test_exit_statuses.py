@@ -211,3 +211,26 @@ def test_serve_help_says_the_statuses_serve_exits_with(tmp_path: Path) -> None:
     broken = run("serve", "--root", str(tmp_path / "one"), "--smtp", "0")
     assert broken.returncode == 2
     assert len(error_lines(broken.stderr)) == 1 and "rcpthosts:1" in broken.stderr
+
+
+# --------------------------------------------------------------------------- --server
+
+
+@pytest.mark.parametrize("server", ["localhost:99999", "[::1"])
+def test_a_bad_server_is_a_bad_argument_for_send_and_diagnose_relay(server: str) -> None:
+    """One line naming --server and what is wrong with it, exit 2, before any DNS
+    question (a resolver that does not exist is never asked): not an unexpected error
+    with a trace on offer."""
+    silent = f"127.0.0.1:{refused_port()}"
+    for command in (["send", "--from", "a@example.test", "--to", "b@example.test"],
+                    ["diagnose", "relay", "--from", "a@example.test", "--to", "b@example.test",
+                     "--resolver", silent, "--timeout", "1"]):
+        result = run(*command, "--server", server)
+        assert result.returncode == 2, result.stderr
+        assert error_lines(result.stderr) == [f"mailtalk: --server: {error_text(server)}"]
+        assert "unexpected" not in result.stderr and "--debug" not in result.stderr
+
+
+def error_text(server: str) -> str:
+    return ("'99999' is not a port number (1-65535)" if server.endswith("99999")
+            else f"unclosed [ in {server!r}")

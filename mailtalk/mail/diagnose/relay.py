@@ -665,5 +665,14 @@ def diagnose(options: RelayOptions, listener: Listener) -> tuple[Report, ExitCod
 
 def run(options: RelayOptions, env: Environment) -> int:
     """``mailtalk diagnose relay``: the report, and the exit status of its verdict."""
+    from mailtalk.errors import one_line
+    from mailtalk.net.target import TargetError, split_host_port
+
+    if options.server:  # a bad --server is a bad argument, said before any DNS question
+        try:
+            split_host_port(options.server, 25)
+        except TargetError as error:
+            env.stderr.write(f"mailtalk: --server: {one_line(error, options.gettext)}\n")
+            return int(ExitCode.USAGE)
     listener = Listener(env.stdout, as_json=True)  # the transcript goes in the facts
     return run_report(lambda: diagnose(options, listener), options, env)
