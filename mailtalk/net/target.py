@@ -95,11 +95,19 @@ def _socket_path(text: str) -> str:
     return path
 
 
+def _refuse_url(text: str) -> None:
+    """A URL where HOST[:PORT] belongs would be read as an IPv6 address (two colons),
+    as the port "//host" or as the user "imaps://alice": say what it is instead."""
+    if "://" in text:
+        raise TargetError(N_("{text!r} is a URL; give HOST[:PORT] here"), text=text)
+
+
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address, as (host, port)."""
     text = text.strip()
     if not text:
         raise TargetError(N_("no host given"))
+    _refuse_url(text)
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
@@ -151,6 +159,7 @@ def parse_shortcut(
         tls_mode: TLSMode = "implicit" if implicit_tls else "none"
         path = _socket_path(host_port)
         return Target(protocol, path, 0, tls_mode, None, path)
+    _refuse_url(host_port)  # before the user: no user "imaps://alice" at "host"
     user: str | None = None
     if "@" in host_port and not host_port.startswith("["):
         user, _, host_port = host_port.rpartition("@")

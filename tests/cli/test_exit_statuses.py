@@ -234,3 +234,19 @@ def test_a_bad_server_is_a_bad_argument_for_send_and_diagnose_relay(server: str)
 def error_text(server: str) -> str:
     return ("'99999' is not a port number (1-65535)" if server.endswith("99999")
             else f"unclosed [ in {server!r}")
+
+
+@pytest.mark.parametrize("command", [
+    ["smtp", "smtp://127.0.0.1:25"],  # read as an IPv6 address, then looked up in the DNS
+    ["smtp", "smtp://127.0.0.1"],  # "'//127.0.0.1' is not a port number"
+    ["imap", "--tls", "imaps://alice@127.0.0.1"],  # logged in as the user "imaps://alice"
+    ["send", "--from", "a@example.test", "--to", "b@example.test", "--server",
+     "smtp://127.0.0.1:25"],
+])  # fmt: skip
+def test_a_url_where_host_port_belongs_says_so(command: list[str]) -> None:
+    url = next(word for word in command if "://" in word)
+    result = run(*command)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].endswith(f"{url!r} is a URL; give HOST[:PORT] here")
+    assert "# connected" not in result.stderr
