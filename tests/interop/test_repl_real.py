@@ -868,6 +868,30 @@ def test_meta_auth_plain_asks_without_echo(
     assert term.quit() == 0
 
 
+def test_ctrl_c_or_ctrl_d_at_the_password_prompt_cancels_the_login_only(
+    real_servers: RealServers, spawn: Callable[..., Term]
+) -> None:
+    """Ctrl-C there ended the whole session (exit 130); Ctrl-D said "EOFError (--debug
+    shows the trace)". Each now gives up this :auth, sends nothing, and the session
+    goes on: the next :auth logs in."""
+    term = spawn("imap", f"localhost:{real_servers.imap}")
+    term.expect_prompt("imap")
+    for key in ("\x03", "\x04"):
+        term.sendline(":auth plain alice")
+        term.expect_question("password for alice: ")
+        term.send(key)
+        term.expect("# cancelled: no password or token was sent")
+        term.expect_prompt("imap")
+    term.sendline(":auth plain alice")
+    term.expect_question("password for alice: ")
+    term.sendline(real_servers.password)
+    term.expect(r"a001 OK [^\n]*Logged in")  # the first command sent: nothing before it
+    term.expect("# authenticated as alice")
+    term.expect_prompt("imap")
+    assert "EOFError" not in term.raw and "interrupted" not in term.raw
+    assert term.quit() == 0
+
+
 # ---------------------------------------------------------------- completion
 
 

@@ -165,7 +165,11 @@ class ReplScreen:
 
     def ask_secret(self, prompt: str, variable: str = "MAILTALK_PASSWORD") -> str:
         # A separate prompt with no history: the password is never stored.
-        return PromptSession[str](output=self.output).prompt(prompt, is_password=True)
+        try:
+            return PromptSession[str](output=self.output).prompt(prompt, is_password=True)
+        except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D: the login, not the session
+            _ = self.conv.gettext if self.conv is not None else str
+            raise MailtalkError(_("cancelled: no password or token was sent")) from None
 
     def block_width(self) -> int:
         return self.env.width(100)
