@@ -171,6 +171,13 @@ class Conversation:
             setattr(self.core, "tls", True)  # noqa: B010 - every core has it; not in the Protocol
             self._note(f"TLS: {self.transport.tls.summary(None, self.gettext)}", "tls")
 
+    @property
+    def peer_name(self) -> str:
+        """Who answers, in messages: the --pipe program, else the server's host."""
+        if self.transport is not None and self.transport.link is not None:
+            return self.transport.host  # the program's name, as "sh ended" says it
+        return self.target.host
+
     def _connect(self, transport_options: TransportOptions) -> Transport:
         """The one place a session's connection is made: a program (--pipe), a
         Unix-domain socket (unix:/path) or TCP."""
@@ -412,14 +419,14 @@ class Conversation:
             except ReplyTimeout:
                 self._note(self.gettext(
                     "waiting for the greeting from {server}… (up to {limit} s, --timeout; "
-                    "Ctrl-C gives up)").format(server=self.target.host, limit=f"{limit:g}"))
+                    "Ctrl-C gives up)").format(server=self.peer_name, limit=f"{limit:g}"))
                 self._wait_until(greeted, limit - patience)
         else:
             self._wait_until(greeted, limit)
         if self.closed and self._events == 0:
             # The core leaves "greeting" when the connection closes, greeting or not.
             raise ServerClosedError(self.gettext(
-                "{server} closed the connection before greeting").format(server=self.target.host))
+                "{server} closed the connection before greeting").format(server=self.peer_name))
 
     def _wait_until(self, done: Callable[[], bool], timeout: float | None) -> None:
         if self.transport is None:
@@ -430,12 +437,12 @@ class Conversation:
             if self.closed:
                 raise ServerClosedError(self.gettext(
                     "{server} closed the connection without answering").format(
-                        server=self.target.host))
+                        server=self.peer_name))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ReplyTimeout(self.gettext(
                     "no reply from {server} within {limit} s (--timeout)").format(
-                        server=self.target.host, limit=f"{limit:g}"))
+                        server=self.peer_name, limit=f"{limit:g}"))
             self.transport.set_timeout(remaining)
             try:
                 data = self.transport.recv()

@@ -68,8 +68,16 @@ def test_pipe_reports_a_program_that_fails(tmp_path: Path) -> None:
     result = run_pipe(["smtp", "--pipe", "sh -c 'echo broken >&2; exit 3'"], ["QUIT"], tmp_path)
     assert "# sh stderr: broken" in result.stderr, result.stderr
     assert "# sh ended (exit status 3)" in result.stderr
-    assert "closed the connection before greeting" in result.stderr
+    # the program is what closed: not "localhost", a host nobody named
+    assert "mailtalk: sh closed the connection before greeting" in result.stderr
     assert result.returncode != 0
+
+
+def test_pipe_names_the_program_that_does_not_answer(tmp_path: Path) -> None:
+    result = run_pipe(["smtp", "--timeout", "1", "--pipe", "sh -c 'echo 220 hi; sleep 5'"],
+                      ["EHLO me"], tmp_path)
+    assert result.returncode == 5, result.stderr
+    assert "mailtalk: no reply from sh within 1 s (--timeout)" in result.stderr
 
 
 def test_pipe_runs_no_shell_and_says_a_missing_program(tmp_path: Path) -> None:
