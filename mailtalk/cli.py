@@ -119,7 +119,7 @@ class MailtalkGroup(click.Group):
     ) -> click.Context:
         # the root's own options are parsed here, before invoke: `mailtalk --fo`
         if parent is None:  # click's errors in the language of the command line
-            from mailtalk.commands.clicklanguage import language_of_arguments, speak
+            from mailtalk.clicklanguage import language_of_arguments, speak
 
             speak(language_of_arguments(args, getattr(extra.get("obj"), "variables", os.environ)))
         try:
@@ -131,7 +131,7 @@ class MailtalkGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
-        from mailtalk.commands.clicklanguage import speak, speaks_language
+        from mailtalk.clicklanguage import speak, speaks_language
 
         if command is not None and not speaks_language(command):
             speak("en")  # serve, completion: English, their errors too
@@ -183,7 +183,7 @@ class CAFile(click.Path):
         try:
             return check_cafile(path)
         except WordedError as error:
-            from mailtalk.commands.clicklanguage import spoken_gettext
+            from mailtalk.clicklanguage import spoken_gettext
 
             self.fail(f"{path}: {error.said(spoken_gettext())}", param, ctx)
 
@@ -237,7 +237,7 @@ def _said_in_one_line(error: click.exceptions.ClickException) -> Exception:
     ``mailtalk`` alone still prints the help (click >= 8.2 raises it as an error)."""
     if type(error).__name__ == "NoArgsIsHelpError":  # new in click 8.2
         return error
-    from mailtalk.commands.clicklanguage import help_hint
+    from mailtalk.clicklanguage import help_hint
     from mailtalk.errors import click_error_line
 
     click.echo(f"mailtalk: {click_error_line(error, help_hint)}", err=True)

@@ -40,13 +40,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "practice": frozenset(
         {"protocols", "net", "knowledge", "store", "errors", "client", "servers", "mail"}
     ),
-    "cli": frozenset({"errors", "net"}),
+    # click's own words in the chosen language, said while the command line is read
+    "clicklanguage": frozenset({"knowledge"}),
+    "cli": frozenset({"errors", "net", "clicklanguage"}),
     # describes the command line (walks cli's tree), so it sits beside it
     "shell_completions": frozenset({"cli", "net"}),
     "commands": frozenset(
         {
             "cli", "shell_completions", "errors", "net", "knowledge", "protocols",
             "client", "mail", "script", "explain", "servers", "practice", "config_file",
+            "clicklanguage",
         }
     ),
     "pytest_plugin": frozenset({"servers"}),

@@ -119,7 +119,7 @@ class StopPoint(click.Choice):  # type: ignore[type-arg]  # generic from click 8
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         stage = self.ALIASES.get(str(value).lower(), str(value).lower())
         if stage == "data" and stage not in self.choices:
-            from mailtalk.commands.clicklanguage import spoken_gettext
+            from mailtalk.clicklanguage import spoken_gettext
 
             _ = spoken_gettext()
             self.fail(

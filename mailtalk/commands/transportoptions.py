@@ -20,7 +20,7 @@ class ProxySource(click.ParamType):  # type: ignore[type-arg]  # generic from cl
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
-        from mailtalk.commands.clicklanguage import spoken_gettext
+        from mailtalk.clicklanguage import spoken_gettext
         from mailtalk.protocols.proxy import ProxyHeaderError, parse_source
 
         try:
@@ -38,7 +38,7 @@ class XClientAttribute(click.ParamType):  # type: ignore[type-arg]  # generic fr
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
-        from mailtalk.commands.clicklanguage import spoken_gettext
+        from mailtalk.clicklanguage import spoken_gettext
         from mailtalk.protocols.xclient import XClientError, parse_attribute
 
         try:

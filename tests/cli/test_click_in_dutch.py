@@ -1,7 +1,7 @@
 """click's own usage errors in the language of the command line: Dutch with ``--lang nl``
 or a Dutch locale for a command that speaks it, English for ``--json``, for the commands
 that speak only English (serve, completion) and in an English locale. The real binary
-as a process; and the catalogue (mailtalk/commands/locale/nl/click.po) held to click's
+as a process; and the catalogue (mailtalk/locale/nl/click.po) held to click's
 own source, so a click that rewords a message shows here.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import click
 import pytest
 
-from mailtalk.commands.clicklanguage import CLICK_MODULES, click_catalogue, language_of_arguments
+from mailtalk.clicklanguage import CLICK_MODULES, click_catalogue, language_of_arguments
 from mailtalk.language import parse_po
 from tests.cli.test_cli import MAILTALK, child_env
 from tests.cli.test_startup_imports import modules_after
 
-CLICK_PO = Path(__file__).resolve().parents[2] / "mailtalk/commands/locale/nl/click.po"
+CLICK_PO = Path(__file__).resolve().parents[2] / "mailtalk/locale/nl/click.po"
 
 
 def mailtalk(*args: str, **locale: str) -> subprocess.CompletedProcess[str]:
@@ -162,5 +162,5 @@ def test_help_in_a_dutch_locale_reads_no_explanation_catalogue(argv: list[str]) 
     """Start-up stays light in Dutch: click's small catalogue at most, never the 2,500
     entries of the explanations (tens of milliseconds to read)."""
     modules = modules_after(argv, {**child_env(), **DUTCH})
-    assert "mailtalk.commands.clicklanguage" in modules  # it did decide the language
+    assert "mailtalk.clicklanguage" in modules  # it did decide the language
     assert "mailtalk.knowledge.translation" not in modules

@@ -44,6 +44,8 @@ ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]|[\x0
 # hands down; ``N_`` marks words in a table, said later (the errno words, the hints).
 # send, diagnose (mail), run (script) and their commands say theirs with the same gettext.
 SPEAKING = ("client", "net", "protocols", "mail", "script", "commands")
+# and the command line's words said while it is read (the hint after a mistake)
+SPEAKING_MODULES = ("clicklanguage.py",)
 
 
 def _literals(node: ast.expr) -> list[str]:
@@ -60,6 +62,7 @@ def client_words() -> set[str]:
     speaks from (both arms of an ``a if x else b``)."""
     found: set[str] = set()
     paths = [path for folder in SPEAKING for path in (PACKAGE / folder).rglob("*.py")]
+    paths += [PACKAGE / module for module in SPEAKING_MODULES]
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and node.args:

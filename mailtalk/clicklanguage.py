@@ -67,7 +67,7 @@ def click_catalogue(language: str) -> PoTranslations:
     entries: dict[str, str] = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as file:
-            entries = parse_po(file.read(), f"commands/locale/{language}/click.po")
+            entries = parse_po(file.read(), f"locale/{language}/click.po")
     return PoTranslations(entries, language)
 
 
