@@ -411,3 +411,44 @@ def test_talking_before_the_greeting_is_explained(reply: str, entry: str) -> Non
 def test_a_milter_command_rejected_is_still_policy() -> None:
     """Sendmail's milter refusal (5.7.1) is not the early-talker one (5.0.0)."""
     assert explain("550 5.7.1 Command rejected").category == "spam_or_policy_block"
+
+
+# RFC 4954 section 6: 454 4.7.0 is the server's own authentication failing for a
+# moment; telling the user the password is wrong names the wrong cause.
+TEMPORARY_AUTH_FAILURES = [
+    ("454 4.7.0 Temporary authentication failure", "AUTH"),  # RFC 4954, Sendmail
+    # Postfix with Dovecot SASL when the auth socket goes away
+    ("454 4.7.0 Temporary authentication failure: Connection lost to authentication server",
+     "AUTH"),
+    ("-ERR [SYS/TEMP] Temporary authentication failure.", "PASS"),  # Dovecot POP3
+    ("A1 NO [UNAVAILABLE] Temporary authentication failure.", "LOGIN"),  # Dovecot IMAP
+    ("454 Temporary authentication failure", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "command"), TEMPORARY_AUTH_FAILURES)
+def test_a_temporary_authentication_failure_is_the_servers(reply: str, command: str | None) -> None:
+    explanation = explain(reply, command=command)
+    assert explanation.category != "auth_failed"
+    assert explanation.transient is True
+    said = " ".join(explanation.causes + explanation.fixes_user)
+    assert "password" not in said or "may well be right" in said or "do not change" in said
+
+
+def test_a_wrong_password_stays_a_wrong_password() -> None:
+    for reply, command in (
+        ("535 5.7.8 Error: authentication failed: authentication failure", "AUTH"),
+        ("535 5.7.8 Authentication credentials invalid", "AUTH"),
+        ("-ERR [AUTH] Authentication failed.", "PASS"),
+    ):
+        assert explain(reply, command=command).category == "auth_failed"
+
+
+def test_user_not_local_is_the_server_not_serving_that_recipient() -> None:
+    # RFC 5321 4.2.2: "551 User not local; please try <forward-path>": the user exists
+    # somewhere else; this server will not take the mail for them
+    explanation = explain("551 User not local; please try <bob@example.org>", command="RCPT")
+    assert explanation.category == "relay_denied"
+    assert explanation.matched is not None and explanation.matched.id == "user-not-local"
+    assert explain("550 5.1.1 <bob@example.org>: User unknown", command="RCPT").category == (
+        "unknown_user")
