@@ -62,7 +62,6 @@ from collections.abc import Iterator
 from itertools import repeat
 from operator import add
 from pathlib import Path
-from sys import intern
 from typing import cast
 
 from mailtalk.store.errors import (
@@ -184,8 +183,9 @@ def _list_message_files(folder: Path) -> tuple[list[str], list[str]]:
     listed = []
     for subdir in ("new", "cur"):
         with os.scandir(folder / subdir) as entries:
-            # Interned: every session's view of the folder holds the same name strings.
-            listed.append([intern(e.name) for e in entries if e.is_file(follow_symlinks=False)])
+            # Not interned: a view keeps its names as the index's bases and the ends of
+            # names (FolderView), so these strings go with the load.
+            listed.append([e.name for e in entries if e.is_file(follow_symlinks=False)])
     return listed[0], listed[1]
 
 
