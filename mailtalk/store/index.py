@@ -58,9 +58,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import repeat
-from operator import add
+from operator import add, itemgetter
 from pathlib import Path
 from typing import cast
 
@@ -219,7 +219,7 @@ class NamedColumns:
     order, and which are in cur/ (1) or new/ (0), made column by column from the two
     name lists, with no dict of files and no key string per message."""
 
-    def __init__(self, bases: list[str], sizes: list[int], rfc822_sizes: list[int],
+    def __init__(self, bases: list[str], sizes: Sequence[int], rfc822_sizes: Sequence[int],
                  filenames: list[str], in_cur: bytearray) -> None:
         self.bases = bases
         self.sizes = sizes
@@ -268,6 +268,35 @@ class NamedColumns:
         return cls(list(map(bases.__getitem__, order)), list(map(sizes.__getitem__, order)),
                    list(map(rfc822_sizes.__getitem__, order)),
                    list(map(names.__getitem__, order)), in_cur)
+
+    @classmethod
+    def as_indexed(cls, index: Index, new_names: list[str], cur_names: list[str]
+                   ) -> NamedColumns | None:  # fmt: skip
+        """The files of ``index``'s messages in its order, when the names listed are
+        exactly one file for each of them (a folder reopened unchanged, or with flags
+        changed); None when a file is new, gone, in both new/ and cur/, or not a message
+        (the general path, through a dict of files, then decides). No string is made
+        a message beyond the listing's own, and no tuple: the dict of files, its base
+        strings and tuples and the set of the index's bases were 2.5 MiB at 10,000."""
+        bases = index.bases
+        count = len(bases)
+        if len(new_names) + len(cur_names) != count or len(index) != count:
+            return None
+        positions = dict(zip(bases, range(count), strict=True))
+        filenames: list[str | None] = [None] * count
+        in_cur = bytearray(count)
+        for subdir, names in enumerate((new_names, cur_names)):
+            found = list(map(positions.get,
+                             map(itemgetter(0), map(str.partition, names, repeat(":")))))
+            if None in found:
+                return None  # a new file, a dot file, a name with a newline
+            for position, name in zip(cast("list[int]", found), names, strict=True):
+                filenames[position] = name
+                in_cur[position] = subdir
+        if None in filenames:
+            return None  # a message without a file: one base was listed twice
+        return cls(bases, index.sizes, index.rfc822_sizes, cast("list[str]", filenames),
+                   in_cur)
 
     def new_positions(self) -> Iterator[int]:
         """The positions of the files in new/, in order."""
@@ -436,6 +465,10 @@ class LockedIndex:
                 return
         else:
             self.index = index
+            named = NamedColumns.as_indexed(index, new_names, cur_names)
+            if named is not None:  # the files are the index's, one each: nothing to change
+                self._take_named(named)
+                return
         self._files, self.in_new = _message_files(new_names, cur_names)
         del new_names, cur_names
         gone = self.index.remove_missing(self.files)
@@ -457,12 +490,16 @@ class LockedIndex:
         self._append_columns(named.bases, named.sizes, named.rfc822_sizes,
                              [DATE_NOT_READ] * count, [False] * count)
         self.index.bases = named.bases
+        self._take_named(named)
+        if self._new_positions:
+            self._first_new_uid = self.index.uids[min(self._new_positions.values())]
+
+    def _take_named(self, named: NamedColumns) -> None:
+        """The folder's files are ``named``'s, kept as columns (see :attr:`files`)."""
         self._named = named
         bases = named.bases
         self._new_positions = {bases[p]: p for p in named.new_positions()}
         self.in_new = set(self._new_positions)
-        if self._new_positions:
-            self._first_new_uid = self.index.uids[min(self._new_positions.values())]
 
     def _read(self) -> Index | None:
         path = self.folder / INDEX_NAME
@@ -510,7 +547,7 @@ class LockedIndex:
             self._first_new_uid = first + found.index(True) if True in found else 0
         self.dirty = True
 
-    def _append_columns(self, bases: list[str], sizes: list[int], rfc822_sizes: list[int],
+    def _append_columns(self, bases: list[str], sizes: Sequence[int], rfc822_sizes: Sequence[int],
                         dates: list[int], unterminated: list[bool]) -> int:
         """add_record() for each, column by column: the next UID and the next MODSEQ for
         each message, in delivery order. Returns the first UID given."""
