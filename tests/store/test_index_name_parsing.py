@@ -114,7 +114,8 @@ def _indexed(bases: list[str]) -> Index:
     return index
 
 
-@given(two_listings(), st.sampled_from(["none", "flags", "gone", "new", "both", "dot"]))
+@given(two_listings(),
+       st.sampled_from(["none", "flags", "gone", "new", "both", "both and gone", "dot"]))
 def test_the_files_of_an_indexed_folder_agree_with_the_dict_of_files(
     listings: tuple[list[str], list[str]], change: str
 ) -> None:
@@ -130,8 +131,10 @@ def test_the_files_of_an_indexed_folder_agree_with_the_dict_of_files(
         (new if new else cur).pop()
     elif change == "new":
         new.append("1712345699.M1P1Q1.elsewhere,S=1,W=1")
-    elif change == "both" and new:
+    elif change.startswith("both") and new:
         cur.append(new[0] + ":2,")  # copied into cur/, not moved (yet)
+        if change == "both and gone":
+            (cur if len(cur) > 1 else new).pop(0)  # as many files as messages
     elif change == "dot":
         new.append(".tmpfile")
     named = NamedColumns.as_indexed(index, new, cur)
