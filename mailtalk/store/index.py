@@ -58,9 +58,10 @@ import logging
 import os
 import re
 import time
+from array import array
 from collections.abc import Iterator, Sequence
-from itertools import repeat
-from operator import add, itemgetter
+from itertools import islice, repeat
+from operator import add, eq, itemgetter
 from pathlib import Path
 from typing import cast
 
@@ -81,6 +82,7 @@ from mailtalk.store.uidlist import (
     NO_KEYWORDS,
     Index,
     Record,
+    cached_index,
     encoded_chunks,
     new_digest,
     parse_index,
@@ -241,9 +243,11 @@ class NamedColumns:
             return None  # a newline in a name, or a dot file
         del joined
         bases: list[str] = []
-        times: list[int] = []
-        sizes: list[int] = []
-        rfc822_sizes: list[int] = []
+        # The numbers in arrays, not lists: an int object a number was 28-32 bytes beside
+        # its 8 (1.1 MiB at 10,000, alive with the names and the bases: the load's peak).
+        times = array("q")
+        sizes = array("q")
+        rfc822_sizes = array("q")
         for start in range(0, count, _NAMES_AT_A_TIME):
             some = names[start : start + _NAMES_AT_A_TIME]
             parts = _split_whole(_SIZED_FILENAME, some, 7)
@@ -255,18 +259,19 @@ class NamedColumns:
             bases += parts[1::7]
             # The time to the microsecond as one number: the order, with no key per
             # message kept beside it; the sequence number only matters on a tie.
-            times += _numbers(list(map(add, seconds, map(str.zfill, microseconds, repeat(6)))))
-            sizes += _numbers(parts[5::7])
-            rfc822_sizes += _numbers(parts[6::7])
+            times.extend(_numbers(list(map(add, seconds, map(str.zfill, microseconds, repeat(6))))))
+            sizes.extend(_numbers(parts[5::7]))
+            rfc822_sizes.extend(_numbers(parts[6::7]))
         if any(map(int.__lt__, rfc822_sizes, sizes)):  # a W= below S= is not Dovecot's
             return None
-        if len(set(times)) != count:
-            return None  # a tie (or one name in new/ and cur/): ordered the general way
         order = sorted(range(count), key=times.__getitem__)
+        times = array("q", map(times.__getitem__, order))
+        if any(map(eq, times, islice(times, 1, None))):
+            return None  # a tie (or one name in new/ and cur/): ordered the general way
         del times
         in_cur = bytearray(map(len(new_names).__le__, order))
-        return cls(list(map(bases.__getitem__, order)), list(map(sizes.__getitem__, order)),
-                   list(map(rfc822_sizes.__getitem__, order)),
+        return cls(list(map(bases.__getitem__, order)), array("q", map(sizes.__getitem__, order)),
+                   array("q", map(rfc822_sizes.__getitem__, order)),
                    list(map(names.__getitem__, order)), in_cur)
 
     @classmethod
@@ -504,7 +509,12 @@ class LockedIndex:
     def _read(self) -> Index | None:
         path = self.folder / INDEX_NAME
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as file:
+                cached = cached_index(file)
+                if cached is not None:
+                    return cached
+                file.seek(0)
+                data = file.read()
         except FileNotFoundError:
             return None
         try:

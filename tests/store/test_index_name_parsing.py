@@ -84,7 +84,8 @@ def test_the_named_columns_agree_with_the_dict_of_files(
         return
     assert expected is not None
     bases, sizes, rfc822_sizes = expected
-    assert (named.bases, named.sizes, named.rfc822_sizes) == (bases, sizes, rfc822_sizes)
+    assert named.bases == bases
+    assert (list(named.sizes), list(named.rfc822_sizes)) == (sizes, rfc822_sizes)
     assert named.filenames == [files[base][1] for base in bases]
     assert list(named.in_cur) == [files[base][0] == "cur" for base in bases]
     assert {named.bases[p] for p in named.new_positions()} == in_new
