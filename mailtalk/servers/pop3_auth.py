@@ -28,11 +28,18 @@ from mailtalk.servers.guard import Verdict
 from mailtalk.servers.pop3_session import POP3Session
 from mailtalk.servers.sasl import extra_mechanisms, open_exchange
 
+# The store's code with the POP3 server's, not at the first PASS: the cold login is
+# timed (issue 17), and the IMAP server's code, which also loads it, now waits for
+# the first IMAP client.
+from mailtalk.store.mailbox import MailboxError
+from mailtalk.store.mbox import MboxMaildrop
+from mailtalk.store.users import UserMailboxes
+from mailtalk.store.view import MessageList
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mailtalk.store.mailbox import Mailbox, UserMailboxes
-    from mailtalk.store.mbox import MboxMaildrop
+    from mailtalk.store.mailbox import Mailbox
 
 log = logging.getLogger("mailtalk.pop3")
 
@@ -177,10 +184,6 @@ class POP3AuthSession(POP3Session):
 
     async def _enter_maildrop(self, name: str) -> Answer:
         """Lock and open ``name``'s maildrop: the answer (ok, text, response code)."""
-        from mailtalk.store.mailbox import MailboxError
-        from mailtalk.store.mbox import MboxMaildrop
-        from mailtalk.store.view import MessageList
-
         delay = self.context.login_delay_left(name)
         if delay > 0:
             return False, f"Logged in too recently; wait {delay:.0f} s", "LOGIN-DELAY"

@@ -18,10 +18,11 @@ Stdlib only.
 from __future__ import annotations
 
 import bisect
+import functools
 import threading
 from array import array
 from collections.abc import Container, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 INDEX_VERSION = "1"
 _INDEX_MAGIC = "mailtalk-uidlist"
@@ -319,6 +320,20 @@ def parse_index(data: bytes | str) -> Index:
         cached = _parse_index_text(data.decode("utf-8", errors="surrogateescape"))
         _INDEX_CACHE.put(key, cached)
     return cached.copy()
+
+
+def cached_index(file: BinaryIO) -> Index | None:
+    """:func:`parse_index` of ``file``'s bytes if it is cached (a fresh copy), else None.
+    The bytes are digested as they are read, never held whole: on a hit the text is not
+    needed (0.7 MiB at 10,000 messages, alive with the folder's listing)."""
+    digest = new_digest()
+    for chunk in iter(functools.partial(file.read, _READ_CHUNK), b""):
+        digest.update(chunk)
+    cached = _INDEX_CACHE.get(digest.digest())
+    return None if cached is None else cached.copy()
+
+
+_READ_CHUNK = 64 * 1024
 
 
 def _parse_index_text(text: str) -> Index:

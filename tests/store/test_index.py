@@ -221,6 +221,24 @@ def test_cached_index_is_not_shared_mutably(alice: UserMailboxes) -> None:
     assert len(second) == 1 and second.uidnext == 2
 
 
+def test_a_cached_index_is_found_by_its_file_read_in_chunks(
+    alice: UserMailboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm load digests the index file a chunk at a time (never holding its text)
+    and finds the parse the last save left; any other bytes are not found."""
+    monkeypatch.setattr(index_module, "_READ_CHUNK", 7)  # many chunks, one cut mid-line
+    for _ in range(3):
+        deliver(alice)
+    path = alice.open("INBOX").path / INDEX_NAME
+    with open(path, "rb") as file:
+        cached = index_module.cached_index(file)
+    assert cached == index_module.parse_index(path.read_bytes())
+    assert len(cached) == 3
+    path.write_bytes(path.read_bytes().replace(b" :", b"  :", 1))
+    with open(path, "rb") as file:
+        assert index_module.cached_index(file) is None
+
+
 def test_fast_and_slow_index_lines_parse_alike() -> None:
     text = (
         "mailtalk-uidlist 1 V7 N5 R5\n"

@@ -8,6 +8,8 @@ and sizes for every name, canonical or not.
 
 from __future__ import annotations
 
+from array import array
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from mailtalk.store.index import (
     _named_in_full,
 )
 from mailtalk.store.sizes import sizes_from_name
+from mailtalk.store.uidlist import Index
 
 digits = st.text("0123456789", min_size=1, max_size=12)
 host = st.text(st.sampled_from("abcz.-_,0123456789M\\057Q"), max_size=12)
@@ -81,7 +84,8 @@ def test_the_named_columns_agree_with_the_dict_of_files(
         return
     assert expected is not None
     bases, sizes, rfc822_sizes = expected
-    assert (named.bases, named.sizes, named.rfc822_sizes) == (bases, sizes, rfc822_sizes)
+    assert named.bases == bases
+    assert (list(named.sizes), list(named.rfc822_sizes)) == (sizes, rfc822_sizes)
     assert named.filenames == [files[base][1] for base in bases]
     assert list(named.in_cur) == [files[base][0] == "cur" for base in bases]
     assert {named.bases[p] for p in named.new_positions()} == in_new
@@ -99,3 +103,50 @@ def test_the_named_columns_are_made_for_delivered_names() -> None:
     assert list(named.in_cur) == [1, 1, 0]
     tie = ["1712345600.M7P1Q9.other,S=10,W=12"]
     assert NamedColumns.from_names(tie, cur) is None  # the same microsecond: the general path
+
+
+def _indexed(bases: list[str]) -> Index:
+    """An index of ``bases``, UIDs 1, 2, ... in that order."""
+    index = Index(1, len(bases) + 1, 1)
+    index.uids = array("I", range(1, len(bases) + 1))
+    index.bases = list(bases)
+    index.sizes = array("q", [10] * len(bases))
+    index.rfc822_sizes = array("q", [12] * len(bases))
+    return index
+
+
+@given(two_listings(),
+       st.sampled_from(["none", "flags", "gone", "new", "both", "both and gone", "dot"]))
+def test_the_files_of_an_indexed_folder_agree_with_the_dict_of_files(
+    listings: tuple[list[str], list[str]], change: str
+) -> None:
+    """A folder reopened: its files as columns in the index's order are what the dict of
+    files gives, or None when they are not one file for each indexed message."""
+    new, cur = listings
+    files, _ = _message_files(new, cur)
+    index = _indexed(list(files))
+    new, cur = list(new), list(cur)
+    if change == "flags" and cur:
+        cur[0] = cur[0].partition(":")[0] + ":2,T"  # renamed by a flag change
+    elif change == "gone" and files:
+        (new if new else cur).pop()
+    elif change == "new":
+        new.append("1712345699.M1P1Q1.elsewhere,S=1,W=1")
+    elif change.startswith("both") and new:
+        cur.append(new[0] + ":2,")  # copied into cur/, not moved (yet)
+        if change == "both and gone":
+            (cur if len(cur) > 1 else new).pop(0)  # as many files as messages
+    elif change == "dot":
+        new.append(".tmpfile")
+    named = NamedColumns.as_indexed(index, new, cur)
+    files, in_new = _message_files(new, cur)
+    one_each = (set(files) == set(index.bases) and len(new) + len(cur) == len(files)
+                and not any(name.startswith(".") for name in new + cur))
+    if named is None:
+        assert not one_each
+        return
+    assert one_each
+    assert named.bases is index.bases
+    assert named.filenames == [files[base][1] for base in index.bases]
+    assert list(named.in_cur) == [files[base][0] == "cur" for base in index.bases]
+    assert {index.bases[p] for p in named.new_positions()} == in_new
