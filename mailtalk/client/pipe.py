@@ -22,7 +22,7 @@ from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TransportError
 from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent, peer_text
-from mailtalk.terminal import safe_text
+from mailtalk.terminal import safe_text, wrap_words
 
 if TYPE_CHECKING:
     from mailtalk.client.coach import Coach
@@ -60,9 +60,12 @@ class PipeScreen:
         self.out.flush()
 
     def note(self, text: str, kind: str = "info") -> None:
-        prefix = "# ↳ " if kind == "explain" else "# "
+        # Every line of stderr stays a "# " comment, continuation lines too.
+        first = "# ↳ " if kind == "explain" else "# "
+        width = self.env.width()
         for line in text.splitlines() or [""]:
-            self.err.write(f"{prefix}{safe_text(line)}\n")
+            for part in wrap_words(safe_text(line), width, first, "#   "):
+                self.err.write(part + "\n")
         self.err.flush()
 
     def closed(self) -> None:

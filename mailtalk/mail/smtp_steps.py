@@ -42,7 +42,7 @@ from mailtalk.protocols.smtp_plan import (
     StartTLS,
 )
 from mailtalk.protocols.smtp_sequence import ClientSequence
-from mailtalk.terminal import safe_text
+from mailtalk.terminal import safe_text, wrap_words
 
 if TYPE_CHECKING:
     from mailtalk.client import conversation
@@ -149,6 +149,7 @@ class Listener:
     peer_chain: dict[str, object] | None = None
     # the language of the notes (the job's; English for --json)
     gettext: Callable[[str], str] = field(default=str, repr=False)
+    width: int = 80  # notes and explanations are wrapped to it (Environment.width)
 
     def keep_peer_chain(self, conv: conversation.Conversation) -> None:
         """Keep the chain of ``conv``'s TLS session (for --json only: describing it
@@ -170,7 +171,12 @@ class Listener:
             )
             return
         prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
-        self.out.write(prefix + text + "\n")
+        if direction in ("C", "S"):  # the conversation as it went: one line, one line
+            self.out.write(prefix + text + "\n")
+        else:  # mailtalk's own words: to the width, "# " notes staying comments
+            rest = "#   " if direction == "#" else "    "
+            for line in wrap_words(text, self.width, prefix, rest):
+                self.out.write(line + "\n")
         self.out.flush()
 
     def sent(self, text: str, typed: bool) -> None:
