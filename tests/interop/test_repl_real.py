@@ -962,6 +962,32 @@ def test_completion_of_imap_mailboxes(
     assert term.quit() == 0
 
 
+def test_tab_after_a_whole_word_goes_on_to_the_next(
+    real_servers: RealServers, spawn: Callable[..., Term]
+) -> None:
+    """Tab completes a word with a space after it, as bash does: Tab again offers the
+    next word (Dovecot's INBOX) instead of gluing it on ("SELECTINBOX"), and so does
+    Tab after a command typed out in full."""
+    term = spawn("imap", f"localhost:{real_servers.imap}")
+    term.expect_prompt("imap")
+    term.command(f"LOGIN alice {real_servers.password}", r"a001 OK", "imap")
+    term.command('LIST "" "INBOX"', r'\* LIST \([^)]*\) "." INBOX[\s\S]*?a002 OK', "imap")
+    assert tab_complete(term, "SEL") == "imap> SELECT"
+    term.send("\t")
+    term.settle(0.2)
+    assert term.input_line() == "imap> SELECT INBOX", term.screen.dump()
+    clear_input(term, "imap")
+    assert tab_complete(term, "SELECT") == "imap> SELECT"
+    term.send("INBOX")  # typed on after the Tab: a word of its own
+    term.settle(0.2)
+    assert term.input_line() == "imap> SELECT INBOX", term.screen.dump()
+    term.sendline()
+    term.expect(r"a003 OK \[READ-WRITE\]")
+    term.expect_prompt("imap")
+    term.command("LOGOUT", r"a004 OK", "imap")
+    assert term.quit() == 0
+
+
 # ---------------------------------------------------------------- secrets at rest
 
 

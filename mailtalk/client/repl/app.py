@@ -474,7 +474,9 @@ def complete_now(buffer: Buffer, completer: Completer) -> None:
     completions and was lost. The completer is cheap, so Tab asks it directly.
     """
     state = buffer.complete_state
-    if state is not None and state.completions and (
+    # A menu of one is no choice: it is completed below as a unique word, and Tab
+    # after it goes on to the next word instead of cycling back to what was typed.
+    if state is not None and len(state.completions) > 1 and (
         state.complete_index is not None or state.original_document == buffer.document
     ):
         buffer.complete_next()  # the menu is up to date: Tab walks it
