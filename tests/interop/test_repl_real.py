@@ -991,6 +991,40 @@ def test_tab_after_a_whole_word_goes_on_to_the_next(
 # ---------------------------------------------------------------- secrets at rest
 
 
+def test_history_hides_the_secret_of_a_mistyped_login(
+    real_servers: RealServers, spawn: Callable[..., Term], state_home: Path
+) -> None:
+    """LOG, LOGN, PAS, AUTH PLAN: Dovecot refuses each, but the line typed held a
+    password, and the history file keeps none of them (the user names stay)."""
+    secret = f"typo-{uuid.uuid4().hex[:10]}"
+    encoded = base64.b64encode(f"\0alice\0{secret}".encode()).decode()
+    imap = spawn("imap", f"localhost:{real_servers.imap}")
+    imap.expect_prompt("imap")
+    imap.command(f"LOG alice {secret}", r"a001 BAD", "imap")
+    imap.command(f"a2 LOGN alice {secret}", r"a002 BAD", "imap")  # a2: no known verb
+    imap.command("LOGOUT", r"a003 OK", "imap")
+    assert imap.quit() == 0
+    # a session of its own: Dovecot hangs up on the third bad command
+    imap = spawn("imap", f"localhost:{real_servers.imap}")
+    imap.expect_prompt("imap")
+    imap.command(f"AUTH PLAN {encoded}", r"a001 BAD", "imap")
+    imap.command("LOGOUT", r"a002 OK", "imap")
+    assert imap.quit() == 0
+
+    pop = spawn("pop3", f"localhost:{real_servers.pop3}")
+    pop.expect_prompt("pop3")
+    pop.command("USER alice", r"\+OK", "pop3")
+    pop.command(f"PAS {secret}", r"-ERR", "pop3")
+    pop.command("QUIT", r"\+OK Logging out", "pop3")
+    assert pop.quit() == 0
+
+    history = history_text(state_home)
+    assert secret not in history and encoded not in history, history
+    for kept in ("LOG alice ***", "a2 LOGN alice ***", "AUTH PLAN ***", "PAS ***"):
+        assert kept in history, history
+
+
+
 def test_history_holds_no_secrets(
     real_servers: RealServers, spawn: Callable[..., Term], state_home: Path
 ) -> None:
