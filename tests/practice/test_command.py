@@ -425,9 +425,16 @@ def test_a_solution_run_with_no_prompt_open_counts(
     progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
                           .read_text())
     assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
-    # asked again: still done, not begun anew behind the learner's back
+    # asked again: on to the next lesson, the one done neither reopened nor begun anew
     again = run(env, "--root", str(root), stdin=":check\n")
-    assert "# Lesson 2 is done." in again.stderr and "Not yet" not in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "# Lesson 3: " in again.stderr and "Lesson 2" not in again.stderr, again.stderr
+    dutch = run(env, "--root", str(root), "--lang", "nl", stdin=":check\n")
+    assert "# Les 3: " in dutch.stderr and "Les 2" not in dutch.stderr, dutch.stderr
+    progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
+                          .read_text())
+    assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
+    assert progress["current"] == "03-need-mail-first"
 
 
 def test_a_lesson_done_in_files_with_no_prompt_open_counts_when_one_opens(
@@ -463,3 +470,4 @@ def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path]
     assert max(len(line) for line in dutch.stdout.splitlines() if str(tmp_path) not in line) <= 80
     english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--status")
     assert "The practice world at" in english.stdout
+
