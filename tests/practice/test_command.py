@@ -471,3 +471,19 @@ def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path]
     english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--status")
     assert "The practice world at" in english.stdout
 
+
+def test_stop_speaks_the_language_chosen(env: dict[str, str], kept: list[Path],
+                                         tmp_path: Path) -> None:
+    """--stop says what it did in Dutch when Dutch is chosen (--lang nl, or the
+    locale), as the map does; in English otherwise."""
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    pid = json.loads(run(env, "--root", str(root), "--status", "--json").stdout)["pid"]
+    stopped = run(env, "--root", str(root), "--lang", "nl", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == f"De oefenwereld in {root} (pid {pid}) is gestopt.\n"
+    nothing = run({**env, "LANG": "nl_NL.UTF-8"}, "--root", str(root), "--stop")
+    assert nothing.stdout == f"Er draait geen oefenwereld in {root}: er is niets te stoppen.\n"
+    english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--stop")
+    assert english.stdout == f"No practice world runs at {root}: nothing to stop.\n"
