@@ -22,6 +22,12 @@ def plain_width(default: int = 80) -> int:
 _COMMAND_TO_PASTE: Final = re.compile(r"\bmailtalk [a-z]+(?: \S+)+$")
 
 
+# The notes (a Listener's kinds) that pipe mode and send wrap with wrap_words: mailtalk's
+# long sentences, an explanation under a refusal and the TLS summary. Other notes stay a
+# line each, as scripts read them (the REPL, for a person, wraps every note).
+WRAPPED_NOTES: Final = frozenset({"explain", "tls"})
+
+
 def wrap_words(
     text: str, width: int, first: str, rest: str, max_lines: int | None = None,
     tail: str = "",

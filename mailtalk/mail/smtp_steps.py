@@ -42,7 +42,7 @@ from mailtalk.protocols.smtp_plan import (
     StartTLS,
 )
 from mailtalk.protocols.smtp_sequence import ClientSequence
-from mailtalk.terminal import safe_text, wrap_words
+from mailtalk.terminal import WRAPPED_NOTES, safe_text, wrap_words
 
 if TYPE_CHECKING:
     from mailtalk.client import conversation
@@ -163,7 +163,7 @@ class Listener:
         reports = describe_session_chain(tls.chain, tls.verified, host, conv.options.cafile)
         self.peer_chain = chain_json(reports, tls.chain_source)
 
-    def _line(self, direction: str, text: str) -> None:
+    def _line(self, direction: str, text: str, wrapped: bool = False) -> None:
         text = safe_text(text)  # the server's words, in JSON too: never a raw control
         if self.as_json:
             self.lines.append(
@@ -171,12 +171,13 @@ class Listener:
             )
             return
         prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
-        if direction in ("C", "S"):  # the conversation as it went: one line, one line
+        if not wrapped:
             self.out.write(prefix + text + "\n")
-        else:  # mailtalk's own words: to the width, "# " notes staying comments
-            rest = "#   " if direction == "#" else "    "
-            for line in wrap_words(text, self.width, prefix, rest):
-                self.out.write(line + "\n")
+            return
+        # mailtalk's long sentences to the width, a "# " note's continuation still one
+        rest = "#   " if direction == "#" else "    "
+        for line in wrap_words(text, self.width, prefix, rest):
+            self.out.write(line + "\n")
         self.out.flush()
 
     def sent(self, text: str, typed: bool) -> None:
@@ -188,7 +189,7 @@ class Listener:
             self._line("S", part.removesuffix("\r"))
 
     def note(self, text: str, kind: str = "info") -> None:
-        self._line("explain" if kind == "explain" else "#", text)
+        self._line("explain" if kind == "explain" else "#", text, kind in WRAPPED_NOTES)
 
     def closed(self) -> None:
         self._line("#", self.gettext("the server closed the connection"))
