@@ -17,6 +17,52 @@ def plain_width(default: int = 80) -> int:
         return default
 
 
+# A mailtalk command at the end of a note ("replay it with mailtalk run FILE"): kept
+# on one line, because a command broken over two lines cannot be pasted.
+_COMMAND_TO_PASTE: Final = re.compile(r"\bmailtalk [a-z]+(?: \S+)+$")
+
+
+# The notes (a Listener's kinds) that pipe mode and send wrap with wrap_words: mailtalk's
+# long sentences, an explanation under a refusal and the TLS summary. Other notes stay a
+# line each, as scripts read them (the REPL, for a person, wraps every note).
+WRAPPED_NOTES: Final = frozenset({"explain", "tls"})
+
+
+def wrap_words(
+    text: str, width: int, first: str, rest: str, max_lines: int | None = None,
+    tail: str = "",
+) -> list[str]:
+    """``text`` in lines of at most ``width - 1`` columns, broken between words, the
+    first line led by ``first`` and the others by ``rest`` (a hanging indent).
+
+    ``tail`` ends the last line and is never broken; with ``max_lines``, text that
+    does not fit is cut at a word and marked with "…" before the tail.
+
+    What must be copied whole is never broken, even if its line is then wider: a word
+    longer than the line (a SHA-256 fingerprint, a path, a URL) and a mailtalk command
+    that ends the text. The REPL's notes and explanations, pipe mode's and send's all
+    wrap here, to the width ``Environment.width`` chose.
+    """
+    import textwrap
+
+    glue = "\xa0"  # textwrap breaks only at ASCII white space
+    command = _COMMAND_TO_PASTE.search(text)
+    if command:
+        text = text[: command.start()] + command.group().replace(" ", glue)
+    tail_glued = tail.replace(" ", glue)
+    lines = textwrap.wrap(
+        text + (glue * 2 + tail_glued if tail else ""),
+        width=max(20, width - 1),
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=False,
+        max_lines=max_lines,
+        placeholder=" …" + (glue * 2 + tail_glued if tail else ""),
+    )
+    return [line.replace(glue, " ") for line in lines] or [first.rstrip()]
+
+
 def output_file_problem(path: str) -> str | None:
     """Why ``path`` cannot be written, in one sentence; None when it can.
 

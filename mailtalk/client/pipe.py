@@ -22,7 +22,7 @@ from mailtalk.errors import MailtalkError, ServerClosedError, exit_code_for, one
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TransportError
 from mailtalk.protocols.common import ProtocolError, ReplyClass, ServerEvent, peer_text
-from mailtalk.terminal import safe_text
+from mailtalk.terminal import WRAPPED_NOTES, safe_text, wrap_words
 
 if TYPE_CHECKING:
     from mailtalk.client.coach import Coach
@@ -60,9 +60,14 @@ class PipeScreen:
         self.out.flush()
 
     def note(self, text: str, kind: str = "info") -> None:
-        prefix = "# ↳ " if kind == "explain" else "# "
+        first = "# ↳ " if kind == "explain" else "# "
+        # WRAPPED_NOTES to the width, every line still a "# " comment
+        width = self.env.width() if kind in WRAPPED_NOTES else None
         for line in text.splitlines() or [""]:
-            self.err.write(f"{prefix}{safe_text(line)}\n")
+            shown = safe_text(line)
+            parts = [first + shown] if width is None else wrap_words(shown, width, first, "#   ")
+            for part in parts:
+                self.err.write(part + "\n")
         self.err.flush()
 
     def closed(self) -> None:

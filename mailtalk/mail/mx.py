@@ -481,9 +481,14 @@ def _plain(
     if probes is not None:
         out.write("\n" + (_("Probe:") if probes else _("Probe: no MX address to connect to"))
                   + "\n")
+        from mailtalk.terminal import wrap_words
+
         for probe in probes:
             for line in _probe_lines(probe, _):
-                out.write(line.text + "\n")
+                # a line's continuation hangs under its label ("  EHLO (3 ms): ...")
+                indent = line.text[: len(line.text) - len(line.text.lstrip())]
+                for part in wrap_words(line.text.lstrip(), width, indent, indent + "    "):
+                    out.write(part + "\n")
     out.flush()
 
 
@@ -569,5 +574,5 @@ def run(options: MXOptions, env: Environment) -> int:
     elif mode is OutputMode.RICH:
         _rich(result, shown, probes, env, options.brief, _)
     else:
-        _plain(result, shown, probes, out, env.plain_width(), options.brief, _)
+        _plain(result, shown, probes, out, env.width(), options.brief, _)
     return status

@@ -446,7 +446,7 @@ def run(options: SendOptions, env: Environment) -> int:
     """``mailtalk send``: deliver the message, showing the conversation; the exit status
     of the first failure, else 0."""
     _ = options.gettext
-    listener = Listener(env.stdout, options.as_json, gettext=_)
+    listener = Listener(env.stdout, options.as_json, gettext=_, width=env.width())
     try:
         options = _checked_extensions(options)
         domains = _recipients_by_domain(options)

@@ -42,7 +42,7 @@ from mailtalk.protocols.smtp_plan import (
     StartTLS,
 )
 from mailtalk.protocols.smtp_sequence import ClientSequence
-from mailtalk.terminal import safe_text
+from mailtalk.terminal import WRAPPED_NOTES, safe_text, wrap_words
 
 if TYPE_CHECKING:
     from mailtalk.client import conversation
@@ -149,6 +149,7 @@ class Listener:
     peer_chain: dict[str, object] | None = None
     # the language of the notes (the job's; English for --json)
     gettext: Callable[[str], str] = field(default=str, repr=False)
+    width: int = 80  # notes and explanations are wrapped to it (Environment.width)
 
     def keep_peer_chain(self, conv: conversation.Conversation) -> None:
         """Keep the chain of ``conv``'s TLS session (for --json only: describing it
@@ -162,7 +163,7 @@ class Listener:
         reports = describe_session_chain(tls.chain, tls.verified, host, conv.options.cafile)
         self.peer_chain = chain_json(reports, tls.chain_source)
 
-    def _line(self, direction: str, text: str) -> None:
+    def _line(self, direction: str, text: str, wrapped: bool = False) -> None:
         text = safe_text(text)  # the server's words, in JSON too: never a raw control
         if self.as_json:
             self.lines.append(
@@ -170,7 +171,13 @@ class Listener:
             )
             return
         prefix = {"C": "C: ", "S": "S: ", "#": "# ", "explain": "  ↳ "}[direction]
-        self.out.write(prefix + text + "\n")
+        if not wrapped:
+            self.out.write(prefix + text + "\n")
+            return
+        # mailtalk's long sentences to the width, a "# " note's continuation still one
+        rest = "#   " if direction == "#" else "    "
+        for line in wrap_words(text, self.width, prefix, rest):
+            self.out.write(line + "\n")
         self.out.flush()
 
     def sent(self, text: str, typed: bool) -> None:
@@ -182,7 +189,7 @@ class Listener:
             self._line("S", part.removesuffix("\r"))
 
     def note(self, text: str, kind: str = "info") -> None:
-        self._line("explain" if kind == "explain" else "#", text)
+        self._line("explain" if kind == "explain" else "#", text, kind in WRAPPED_NOTES)
 
     def closed(self) -> None:
         self._line("#", self.gettext("the server closed the connection"))

@@ -79,7 +79,7 @@ def run(options: PracticeOptions, env: Environment) -> int:
     if options.status:
         return show_status(root, options.as_json, env)
     if options.stop:
-        return stop_world(root, env)
+        return stop_world(root, env, options.lang)
     if options.list_lessons or options.glossary:
         return show_lessons(options, env)
     if options.lesson is not None:
@@ -336,12 +336,16 @@ def show_status(root: Path, as_json: bool, env: Environment) -> int:
     return int(ExitCode.OK)
 
 
-def stop_world(root: Path, env: Environment) -> int:
-    """Stop the world running at ROOT; 0 when it stopped or none ran."""
+def stop_world(root: Path, env: Environment, language: str | None = None) -> int:
+    """Stop the world running at ROOT; 0 when it stopped or none ran. In the learner's
+    language (--lang, else last time's, else the locale's), as the map is."""
+    from mailtalk.practice.i18n import translation
     from mailtalk.practice.world import is_running
 
+    _ = translation(map_language(env, language)).gettext
     if not is_running(root):
-        env.stdout.write(f"No practice world runs at {root}: nothing to stop.\n")
+        env.stdout.write(_("No practice world runs at {root}: nothing to stop.").format(
+            root=root) + "\n")
         return int(ExitCode.OK)
     world_map = running_map(root)
     try:
@@ -350,16 +354,19 @@ def stop_world(root: Path, env: Environment) -> int:
         pass  # it is ending by itself
     except PermissionError:
         raise MailtalkError(
-            f"the world at {root} runs as another user (pid {world_map.pid}): cannot stop it"
+            _("the world at {root} runs as another user (pid {pid}): cannot stop it").format(
+                root=root, pid=world_map.pid)
         ) from None
     deadline = time.monotonic() + STOP_TIMEOUT
     while is_running(root) or not process_gone(world_map.pid):
         if time.monotonic() > deadline:
             raise MailtalkError(
-                f"the world at {root} (pid {world_map.pid}) did not stop within {STOP_TIMEOUT:g} s"
+                _("the world at {root} (pid {pid}) did not stop within {seconds} s").format(
+                    root=root, pid=world_map.pid, seconds=f"{STOP_TIMEOUT:g}")
             )
         time.sleep(0.05)
-    env.stdout.write(f"Stopped the practice world at {root} (pid {world_map.pid}).\n")
+    env.stdout.write(_("Stopped the practice world at {root} (pid {pid}).").format(
+        root=root, pid=world_map.pid) + "\n")
     return int(ExitCode.OK)
 
 

@@ -1,11 +1,12 @@
 """A practice session: the lesson chosen, the world made ready for it, the REPL with its
 coach connected where the lesson starts.
 
-Which lesson: ``--lesson N``, else the one worked on last time (practice.json), else the
-first one not done. Which language: ``--lang``, else last time's, else the locale. In
-pipe mode (standard input not a terminal) the session's lines go to the lesson's server
-as in ``mailtalk smtp`` and the coach comes along: its ``:commands`` (``:check``,
-``:hint``...) work, and what it says goes to standard error as ``# `` lines.
+Which lesson: ``--lesson N``, else the one worked on last time (practice.json) unless it
+is done, else the first one not done after it. Which language: ``--lang``, else last
+time's, else the locale. In pipe mode (standard input not a terminal) the session's
+lines go to the lesson's server as in ``mailtalk smtp`` and the coach comes along: its
+``:commands`` (``:check``, ``:hint``...) work, and what it says goes to standard error
+as ``# `` lines.
 
 A lesson begins when a session first takes it up; from then on everything the servers
 see counts for it, a prompt open or not (``echo :check | mailtalk practice`` after a
@@ -37,14 +38,24 @@ def choose_lesson(wanted: int | None, progress: Progress) -> Lesson:
     lessons = load_lessons()
     if wanted is not None:
         return find_lesson(str(wanted), lessons)
+
+    def undone(lesson: Lesson) -> bool:
+        state = progress.lessons.get(lesson.name)
+        return state is None or not state.done
+
+    after = 0  # where to look for one not done: after the last one worked on
     if progress.current:
         try:
-            return find_lesson(progress.current, lessons)
+            last = find_lesson(progress.current, lessons)
         except LookupError:
             pass  # a lesson of an older version: start where nothing is done
-    for lesson in lessons:
-        state = progress.lessons.get(lesson.name)
-        if state is None or not state.done:
+        else:
+            if undone(last):
+                return last
+            # done: go on to the next one, not open the finished one again
+            after = lessons.index(last) + 1
+    for lesson in [*lessons[after:], *lessons[:after]]:
+        if undone(lesson):
             return lesson
     return lessons[0]
 

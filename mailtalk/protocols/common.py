@@ -252,6 +252,47 @@ def split_verb(line: str) -> tuple[str, str]:
     return verb.upper(), rest.strip()
 
 
+# The verbs whose arguments carry a secret, each with how many of its arguments may be
+# shown (the user name, the SASL mechanism), as the cores' redact() shows them.
+_SECRET_VERBS: Final = {"LOGIN": 1, "USER": 1, "PASS": 0, "APOP": 1, "AUTH": 1,
+                        "AUTHENTICATE": 1}
+_MISTYPED: Final = 2  # at most this many letters wrong, missing or extra
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: letters changed, added or removed to turn ``a`` into ``b``."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def redact_mistyped_login(line: str, known: frozenset[str]) -> str:
+    """``line`` with its secret hidden when its verb is a mistyped login (``LOGN alice
+    secret``, ``PAS secret``, ``AUTH PLAN <base64>`` as ``AUTHH``): not a command of
+    the protocol (``known``), but within two letters of LOGIN, USER, PASS, APOP, AUTH
+    or AUTHENTICATE, or one of them in another protocol's session. The arguments are
+    hidden as the real verb's are. The server refuses the line, but history and
+    transcripts would keep the password typed in it.
+
+    The verb may come second, after an IMAP tag the user typed."""
+    words = line.split()
+    for index in range(min(2, len(words))):
+        verb = words[index].upper()
+        if verb in known:
+            return line  # a real command: the core's own redaction is the one
+        shown = next((count for secret, count in _SECRET_VERBS.items()
+                      if len(verb) >= 3 and _edit_distance(verb, secret) <= _MISTYPED), None)
+        if shown is not None:
+            keep = index + 1 + shown
+            return " ".join([*words[:keep], "***"]) if len(words) > keep else line
+    return line
+
+
 class ReplyClass(enum.Enum):
     """How a reply is coloured and judged, across the three protocols."""
 

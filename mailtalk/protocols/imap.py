@@ -35,6 +35,7 @@ from mailtalk.protocols.common import (
     Role,
     decode_text,
     peer_text,
+    redact_mistyped_login,
 )
 from mailtalk.protocols.imap_events import (
     ClientInput,
@@ -455,7 +456,9 @@ class IMAPConnection(IMAPReader):
             return line
         _tag, verb, rest = split_command(line)
         secret_index = SECRET_ARGUMENT.get(verb)
-        if secret_index is None or not rest:
+        if secret_index is None:
+            return redact_mistyped_login(line, KNOWN_COMMANDS)
+        if not rest:
             return line
         redacted = _redact_arguments(rest, secret_index, 0)
         if redacted == rest:

@@ -41,6 +41,7 @@ from mailtalk.protocols.common import (
     Role,
     decode_text,
     peer_text,
+    redact_mistyped_login,
     split_verb,
 )
 
@@ -95,6 +96,9 @@ VALID_COMMANDS: Final[dict[POP3State, tuple[str, ...]]] = {
     POP3State.UPDATE: (),
     POP3State.CLOSED: (),
 }
+
+# Every command mailtalk knows, in whatever state (a mistyped login is none of them).
+_KNOWN_VERBS: Final = frozenset(verb for verbs in VALID_COMMANDS.values() for verb in verbs)
 
 # Optional commands, and the CAPA tag that says the server has them. Once CAPA was
 # answered, a command whose tag is missing is not offered.
@@ -441,7 +445,7 @@ class POP3Connection:
             return f"{words[0]} {words[1]} ***"
         if verb == "AUTH" and len(words) > 2:
             return f"{words[0]} {words[1]} ***"
-        return line
+        return redact_mistyped_login(line, _KNOWN_VERBS)
 
     def valid_commands(self) -> list[str]:
         if self.role is CLIENT_ROLE and self._sasl_exchange() is not None:

@@ -84,6 +84,9 @@ VALID_COMMANDS: Final[dict[SMTPState, tuple[str, ...]]] = {
     SMTPState.CLOSED: (),
 }
 
+# Every command mailtalk knows, in whatever state (a mistyped login is none of them).
+KNOWN_VERBS: Final = frozenset(verb for verbs in VALID_COMMANDS.values() for verb in verbs)
+
 # Commands that exist only when EHLO advertised the keyword on the right.
 EXTENSION_OF_COMMAND: Final[dict[str, str]] = {
     "STARTTLS": "STARTTLS",

@@ -24,6 +24,7 @@ from mailtalk.protocols.common import (
     RemoteProtocolError,
     decode_text,
     peer_text,
+    redact_mistyped_login,
     split_verb,
 )
 from mailtalk.protocols.smtp import (
@@ -37,6 +38,7 @@ from mailtalk.protocols.smtp import (
     EXTENSION_OF_COMMAND,
     HELLO_VERB_SET,
     HINTS,
+    KNOWN_VERBS,
     PRDR_START,
     READY_STATE,
     VALID_COMMANDS,
@@ -218,7 +220,7 @@ class SMTPClientRole(SMTPSessionState):
             mechanism, _, initial = rest.partition(" ")
             if initial.strip():
                 return f"{line.split()[0]} {mechanism} ***"
-        return line
+        return redact_mistyped_login(line, KNOWN_VERBS)
 
     def valid_commands(self) -> list[str]:
         commands = []

@@ -225,7 +225,9 @@ def _users(options: ServeOptions, env: Environment) -> list[tuple[str, str]]:
         try:
             users.append(user_spec_with_password(spec, password))
         except ValueError as error:
-            raise UsageError(f"--user {spec.split(':', 1)[0]}:…: {error}") from None
+            # The name only when a ':' ends it: without one the value may be a password.
+            name, colon, _ = spec.partition(":")
+            raise UsageError(f"--user {name}: {error}" if colon and name else str(error)) from None
     return users
 
 

@@ -80,16 +80,19 @@ def parse_user_spec(spec: str) -> tuple[str, str]:
 def user_spec_with_password(spec: str, password: str | None) -> tuple[str, str]:
     """``--user``: ``NAME:PASSWORD``, or ``NAME`` alone with ``password`` from the
     environment ($MAILTALK_SERVE_PASSWORD), which ``/proc/PID/cmdline`` does not show."""
-    if ":" in spec or password is None:
-        if ":" not in spec and password is None:
-            raise ValueError(
-                "expected NAME:PASSWORD (e.g. alice:secret), or NAME with the password in "
-                "$MAILTALK_SERVE_PASSWORD, but there is no ':' and the variable is not set"
-            )
+    # Without a ':' the value is never shown: it may be a password typed alone.
+    expected = ("expected --user NAME:PASSWORD (e.g. alice:secret), or --user NAME with the "
+                "password in $MAILTALK_SERVE_PASSWORD")
+    if ":" in spec:
         return parse_user_spec(spec)
-    if not password:
-        raise ValueError(f"empty password for user {spec!r} in $MAILTALK_SERVE_PASSWORD")
-    return validate_name(spec), password
+    if password is None:
+        raise ValueError(f"{expected}; the value given has no ':' and the variable is not set")
+    try:
+        return validate_name(spec), password
+    except ValueError:
+        raise ValueError(
+            f"{expected}; the value given is not a user name (lower-case letters, digits, "
+            "'.', '_' and '-')") from None
 
 
 def parse_users_text(text: str, where: str) -> list[tuple[str, str]]:

@@ -377,7 +377,12 @@ def test_mx_probe_of_exim_in_dutch(exim: Peer, mx_dns: str, how: str) -> None:
     assert ("Mail aan @exim.test gaat niet van de computer van de afzender naar die van de "
             "ontvanger: de mailserver van de afzender zoekt deze records op en geeft het "
             "bericht aan mx.exim.test") in lesson
-    probe = lines[lines.index("Proefverbindingen:") + 1:]
+    probe: list[str] = []  # a line of the probe and its continuations (80 columns)
+    for line in lines[lines.index("Proefverbindingen:") + 1:]:
+        if line.startswith("      ") and probe:
+            probe[-1] += " " + line.strip()
+        else:
+            probe.append(line)
     assert probe[0] == f"mx.exim.test 127.0.0.6:{exim.port('smtp')}"
     assert probe[1].startswith("  verbonden in ") and probe[1].endswith(" ms")
     assert probe[2].startswith("  begroeting (") and " ms): 220 " in probe[2]  # Exim's words

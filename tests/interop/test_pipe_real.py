@@ -290,3 +290,32 @@ def test_meta_auth_without_password_or_terminal_fails_cleanly(
     assert "C: AUTH PLAIN" not in out_lines(result), describe(result)
     assert "C: QUIT" not in out_lines(result), describe(result)
     assert "GetPassWarning" not in result.stderr
+
+
+# ---------------------------------------------------------------- width
+
+
+def test_notes_and_explanations_wrap_to_80_columns_as_comments(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """Postfix's relay refusal is explained in some 200 characters and the TLS line in
+    130: on a pipe (no terminal, no $COLUMNS) they come in lines of at most 80 columns,
+    each still a "# " comment; the server's own lines on stdout stay whole."""
+    result = run_pipe(
+        ["connect", f"smtp://localhost:{real_servers.smtp}", "--starttls",
+         "--cafile", real_servers.cafile],
+        ["EHLO client.test", "MAIL FROM:<bill@isp.test>", "RCPT TO:<linus@torvalds.org>",
+         "QUIT"],
+        tmp_path,
+    )
+    assert result.returncode == 1, describe(result)
+    notes = result.stderr.splitlines()
+    assert all(len(line) <= 80 for line in notes), describe(result)
+    assert all(line.startswith("#") for line in notes), describe(result)
+    tls = next(i for i, line in enumerate(notes) if line.startswith("# TLS: "))
+    assert notes[tls + 1].startswith("#   "), describe(result)
+    why = next(i for i, line in enumerate(notes) if line.startswith("# ↳ relaying denied"))
+    assert notes[why + 1].startswith("#   "), describe(result)
+    said = " ".join(line.removeprefix("#").strip() for line in notes[why:])
+    assert "the client is neither in mynetworks nor SASL-authenticated" in said
+    assert "S: 554 5.7.1 <linus@torvalds.org>: Relay access denied" in out_lines(result)

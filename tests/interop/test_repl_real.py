@@ -950,11 +950,25 @@ def test_completion_of_pop3_message_numbers_and_sasl_mechanisms(
 def test_completion_of_imap_mailboxes(
     real_servers: RealServers, spawn: Callable[..., Term]
 ) -> None:
+    """Dovecot's INBOX completes after SELECT; and Tab completes a word with a space
+    after it, as bash does, so Tab again offers the next word instead of gluing it on
+    ("SELECTINBOX"), and so does Tab after a command typed out in full."""
     term = spawn("imap", f"localhost:{real_servers.imap}")
     term.expect_prompt("imap")
     term.command(f"LOGIN alice {real_servers.password}", r"a001 OK", "imap")
-    term.command('LIST "" "*"', r'\* LIST \([^)]*\) "." INBOX[\s\S]*?a002 OK', "imap")
+    # INBOX alone: the one mailbox Tab knows, whatever other tests made
+    term.command('LIST "" "INBOX"', r'\* LIST \([^)]*\) "." INBOX[\s\S]*?a002 OK', "imap")
     assert tab_complete(term, "SELECT IN") == "imap> SELECT INBOX"
+    clear_input(term, "imap")
+    assert tab_complete(term, "SEL") == "imap> SELECT"
+    term.send("\t")
+    term.settle(0.2)
+    assert term.input_line() == "imap> SELECT INBOX", term.screen.dump()
+    clear_input(term, "imap")
+    assert tab_complete(term, "SELECT") == "imap> SELECT"
+    term.send("INBOX")  # typed on after the Tab: a word of its own
+    term.settle(0.2)
+    assert term.input_line() == "imap> SELECT INBOX", term.screen.dump()
     term.sendline()
     term.expect(r"a003 OK \[READ-WRITE\]")
     term.expect_prompt("imap")
@@ -963,6 +977,36 @@ def test_completion_of_imap_mailboxes(
 
 
 # ---------------------------------------------------------------- secrets at rest
+
+
+def test_history_hides_the_secret_of_a_mistyped_login(
+    real_servers: RealServers, spawn: Callable[..., Term], state_home: Path
+) -> None:
+    """LOG, LOGN, PAS, AUTH PLAN: Dovecot refuses each, but the line typed held a
+    password, and the history file keeps none of them (the user names stay)."""
+    secret = f"typo-{uuid.uuid4().hex[:10]}"
+    encoded = base64.b64encode(f"\0alice\0{secret}".encode()).decode()
+    imap, pop3 = f"localhost:{real_servers.imap}", f"localhost:{real_servers.pop3}"
+
+    def session(protocol: str, where: str, exchanges: list[tuple[str, str]]) -> None:
+        term = spawn(protocol, where)
+        term.expect_prompt(protocol)
+        for line, reply in exchanges:
+            term.command(line, reply, protocol)
+        assert term.quit() == 0
+
+    session("imap", imap, [(f"LOG alice {secret}", r"a001 BAD"),
+                           (f"a2 LOGN alice {secret}", r"a002 BAD"),  # a2: no known verb
+                           ("LOGOUT", r"a003 OK")])
+    # a session of its own: Dovecot hangs up on the third bad command
+    session("imap", imap, [(f"AUTH PLAN {encoded}", r"a001 BAD"), ("LOGOUT", r"a002 OK")])
+    session("pop3", pop3, [("USER alice", r"\+OK"), (f"PAS {secret}", r"-ERR"),
+                           ("QUIT", r"\+OK Logging out")])
+
+    history = history_text(state_home)
+    assert secret not in history and encoded not in history, history
+    for kept in ("LOG alice ***", "a2 LOGN alice ***", "AUTH PLAN ***", "PAS ***"):
+        assert kept in history, history
 
 
 def test_history_holds_no_secrets(

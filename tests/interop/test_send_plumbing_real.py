@@ -184,3 +184,26 @@ def test_diagnose_login_with_client_certificate_reaches_postfix(
     leaf = report["facts"]["tls"]["certificates"][0]
     assert leaf["sha256"] == fingerprint(real_servers.cafile)
     assert leaf["problems"] == []  # verified against --cafile, for 127.0.0.1
+
+
+def test_send_wraps_its_notes_to_80_columns_but_not_json(real_servers: RealServers) -> None:
+    """Postfix's relay refusal explained (some 200 characters) and the TLS line: in
+    lines of at most 80 columns when not on a terminal, ``# `` notes continued as
+    ``#   ``; --json keeps each one a single string."""
+    args = ["send", "--server", f"127.0.0.1:{real_servers.smtp}", "--starttls",
+            "--cafile", real_servers.cafile, "--from", "bill@isp.test",
+            "--to", "linus@torvalds.org"]
+    result = mailtalk(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    ours = [line for line in lines if not line.startswith(("S: ", "C: "))]
+    assert all(len(line) <= 80 for line in ours), result.stdout
+    tls = next(i for i, line in enumerate(lines) if line.startswith("# TLS: "))
+    assert lines[tls + 1].startswith("#   "), result.stdout
+    why = next(i for i, line in enumerate(lines) if line.startswith("  ↳ relaying denied"))
+    assert lines[why + 1].startswith("    "), result.stdout
+    assert "S: 554 5.7.1 <linus@torvalds.org>: Relay access denied" in lines
+
+    events = [json.loads(line) for line in mailtalk(*args, "--json").stdout.splitlines()]
+    explained = [event["text"] for event in events if event.get("dir") == "explain"]
+    assert any(len(text) > 150 and "SASL-authenticated" in text for text in explained)

@@ -305,3 +305,17 @@ def test_probe_of_a_server_refusing_in_its_greeting(
     probe = document["probe"][0]  # type: ignore[index]
     assert probe["answered"] is False and probe["banner"] == "554 5.7.1 no service here"
     assert probe["ehlo"] == [] and probe["error"] is None
+
+
+def test_probe_lines_fit_80_columns_on_a_pipe(world: RunningServers) -> None:
+    """Not a terminal and no $COLUMNS: every line fits in 80 columns, the long ones
+    (EHLO's extensions, the certificate) continued under their label."""
+    port = str(world.port("smtp"))
+    done = mx(world, "--probe", "--port", port, "probe.test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    certificate = next(i for i, line in enumerate(lines) if "certificate: CN=localhost" in line)
+    assert lines[certificate].startswith("  certificate: ")
+    assert lines[certificate + 1].startswith("      ")  # its continuation hangs under it
+    assert "expires 20" in " ".join(lines)

@@ -425,9 +425,16 @@ def test_a_solution_run_with_no_prompt_open_counts(
     progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
                           .read_text())
     assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
-    # asked again: still done, not begun anew behind the learner's back
+    # asked again: on to the next lesson, the one done neither reopened nor begun anew
     again = run(env, "--root", str(root), stdin=":check\n")
-    assert "# Lesson 2 is done." in again.stderr and "Not yet" not in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert "# Lesson 3: " in again.stderr and "Lesson 2" not in again.stderr, again.stderr
+    dutch = run(env, "--root", str(root), "--lang", "nl", stdin=":check\n")
+    assert "# Les 3: " in dutch.stderr and "Les 2" not in dutch.stderr, dutch.stderr
+    progress = json.loads((Path(env["XDG_STATE_HOME"]) / "mailtalk" / "practice.json")
+                          .read_text())
+    assert progress["lessons"]["02-smtp-by-hand"]["done"] is True
+    assert progress["current"] == "03-need-mail-first"
 
 
 def test_a_lesson_done_in_files_with_no_prompt_open_counts_when_one_opens(
@@ -463,3 +470,20 @@ def test_the_map_speaks_the_language_asked(env: dict[str, str], kept: list[Path]
     assert max(len(line) for line in dutch.stdout.splitlines() if str(tmp_path) not in line) <= 80
     english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--status")
     assert "The practice world at" in english.stdout
+
+
+def test_stop_speaks_the_language_chosen(env: dict[str, str], kept: list[Path],
+                                         tmp_path: Path) -> None:
+    """--stop says what it did in Dutch when Dutch is chosen (--lang nl, or the
+    locale), as the map does; in English otherwise."""
+    root = tmp_path / "world"
+    assert run(env, "--root", str(root), "--keep").returncode == 0
+    kept.append(root)
+    pid = json.loads(run(env, "--root", str(root), "--status", "--json").stdout)["pid"]
+    stopped = run(env, "--root", str(root), "--lang", "nl", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == f"De oefenwereld in {root} (pid {pid}) is gestopt.\n"
+    nothing = run({**env, "LANG": "nl_NL.UTF-8"}, "--root", str(root), "--stop")
+    assert nothing.stdout == f"Er draait geen oefenwereld in {root}: er is niets te stoppen.\n"
+    english = run({**env, "LANG": "en_US.UTF-8"}, "--root", str(root), "--stop")
+    assert english.stdout == f"No practice world runs at {root}: nothing to stop.\n"

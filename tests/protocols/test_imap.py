@@ -447,6 +447,12 @@ def test_authenticate_cancel_with_star() -> None:
         ("t9 AUTHENTICATE PLAIN =", "t9 AUTHENTICATE PLAIN ***"),
         ("SELECT INBOX", "SELECT INBOX"),
         ("LOGIN alice", "LOGIN alice"),
+        # mistyped logins: refused by the server, but the password was typed
+        ("LOG alice secret", "LOG alice ***"),
+        ("a1 LOGN alice secret", "a1 LOGN alice ***"),
+        ("AUTH PLAN AGFsaWNlAHNlY3JldA==", "AUTH PLAN ***"),
+        ("PASS secret", "PASS ***"),  # POP3's, typed to IMAP
+        ("LSUB \"\" *", "LSUB \"\" *"),
     ],
 )
 def test_redact_lines(line: str, shown: str) -> None:

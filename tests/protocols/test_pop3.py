@@ -464,6 +464,13 @@ def test_typed_non_ascii_is_sent_as_utf8() -> None:
         ("PASS", "PASS"),
         ("RETR 1", "RETR 1"),
         ("", ""),
+        # mistyped logins (the server refuses them, but the password was typed)
+        ("PAS wonderland", "PAS ***"),
+        ("PASSS wonderland", "PASSS ***"),
+        ("APO mrose c4c9334b", "APO mrose ***"),
+        ("LOGIN alice wonderland", "LOGIN alice ***"),
+        ("TOP 1 10", "TOP 1 10"),  # two letters from APOP, but a command of POP3
+        ("RSET", "RSET"),
     ],
 )
 def test_redact_commands(line: str, shown: str) -> None:

@@ -852,6 +852,9 @@ def test_auth_cancel_is_not_redacted() -> None:
         ("MAIL FROM:<alice@example.org>", "MAIL FROM:<alice@example.org>"),
         ("AGFsaWNlAHNlY3JldA==", "AGFsaWNlAHNlY3JldA=="),  # not after 334: not secret
         ("EHLO AUTH", "EHLO AUTH"),
+        ("AUHT PLAIN AGFsaWNlAHNlY3JldA==", "AUHT PLAIN ***"),  # mistyped
+        ("LOGIN alice secret", "LOGIN alice ***"),  # IMAP's login, typed to SMTP
+        ("VRFY alice", "VRFY alice"),
     ],
 )
 def test_redact_commands(line: str, shown: str) -> None:

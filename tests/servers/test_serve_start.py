@@ -136,10 +136,26 @@ def test_a_bad_users_file_is_one_line_that_never_shows_a_password(
 
 
 def test_a_user_without_password_needs_the_variable(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"--user bob:…: .*MAILTALK_SERVE_PASSWORD"):
+    with pytest.raises(UsageError, match=r"^expected --user NAME:PASSWORD .*MAILTALK_SERVE_PASS"):
         _config(tmp_path, users=("bob",))
     with pytest.raises(UsageError, match=r"the variable is not set"):
         _config(tmp_path, users=("bob",), variables={"MAILTALK_SERVE_PASSWORD": ""})
+
+
+@pytest.mark.parametrize("variables", [{}, {"MAILTALK_SERVE_PASSWORD": "x"}])
+def test_user_without_a_colon_is_never_echoed(variables: dict[str, str]) -> None:
+    """``--user VALUE`` with no ':' may be a password typed alone: the one error line
+    says what form is expected and neither shows it nor makes up a ``NAME:…`` of it."""
+    typed = "Hunter2-Secret!"
+    done = subprocess.run(
+        [sys.executable, "-m", "mailtalk", "serve", "--user", typed],
+        capture_output=True, text=True, timeout=TIMEOUT, env=_environment(**variables),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert typed not in done.stderr and "…" not in done.stderr, done.stderr
+    assert "--user NAME:PASSWORD" in done.stderr, done.stderr
 
 
 def test_every_serve_option_says_what_it_does() -> None:

@@ -9,7 +9,6 @@ reply still prints whenever it comes.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +34,7 @@ from mailtalk.errors import MailtalkError, exit_code_for, one_line
 from mailtalk.exitcodes import ExitCode
 from mailtalk.net.transport import TLSVerificationError, TransportError
 from mailtalk.protocols.common import ProtocolError, ServerEvent
-from mailtalk.terminal import safe_text
+from mailtalk.terminal import safe_text, wrap_words
 
 # Seconds of silence after connecting before the REPL says it is waiting for a greeting.
 GREETING_PATIENCE = 1.0
@@ -71,30 +70,6 @@ STYLE = Style.from_dict(
 # The one-line explanation under a failure: at most this many screen lines.
 EXPLAIN_LINES = 2
 EXPLAIN_MORE = "(:explain for more)"
-
-
-def wrap_words(
-    text: str, width: int, first: str, rest: str, max_lines: int | None = None,
-    tail: str = "",
-) -> list[str]:
-    """``text`` in lines of at most ``width - 1`` columns, broken between words, the
-    first line led by ``first`` and the others by ``rest`` (a hanging indent).
-
-    ``tail`` ends the last line and is never broken; with ``max_lines``, text that
-    does not fit is cut at a word and marked with "…" before the tail.
-    """
-    glue = "\xa0"  # textwrap breaks only at ASCII white space
-    tail_glued = tail.replace(" ", glue)
-    lines = textwrap.wrap(
-        text + (glue * 2 + tail_glued if tail else ""),
-        width=max(20, width - 1),
-        initial_indent=first,
-        subsequent_indent=rest,
-        break_on_hyphens=False,
-        max_lines=max_lines,
-        placeholder=" …" + (glue * 2 + tail_glued if tail else ""),
-    )
-    return [line.replace(glue, " ") for line in lines] or [first.rstrip()]
 
 
 class ReplScreen:
@@ -499,7 +474,9 @@ def complete_now(buffer: Buffer, completer: Completer) -> None:
     completions and was lost. The completer is cheap, so Tab asks it directly.
     """
     state = buffer.complete_state
-    if state is not None and state.completions and (
+    # A menu of one is no choice: it is completed below as a unique word, and Tab
+    # after it goes on to the next word instead of cycling back to what was typed.
+    if state is not None and len(state.completions) > 1 and (
         state.complete_index is not None or state.original_document == buffer.document
     ):
         buffer.complete_next()  # the menu is up to date: Tab walks it

@@ -279,9 +279,23 @@ class ProtocolCompleter(Completer):
             return
         words = text.split()
         current = "" if not text or text[-1].isspace() or not words else words[-1]
+        in_data = getattr(core, "in_data", False)  # a header's value follows on its line
         for suggestion in suggest(core, text, self._user, self._extra_meta):
             yield Completion(
-                suggestion.text,
+                suggestion.text + ("" if in_data else word_end(suggestion.text)),
                 start_position=-len(current),
+                display=suggestion.text,
                 display_meta=suggestion.meta,
             )
+
+
+# What a suggestion ending in one of these is only the start of: "FROM:<", "SIZE=",
+# "(FLAGS" after "(": the user goes on typing right after it.
+_OPEN_ENDED: Final = ("<", "=", "(", ":", "/", " ")
+
+
+def word_end(text: str) -> str:
+    """What follows a completed word: a space, as readline shells put after a unique
+    word (bash), so that Tab again offers the next word and typing on starts one,
+    instead of gluing it on ("SELECTINBOX"); nothing after an open-ended one."""
+    return "" if not text or text.endswith(_OPEN_ENDED) else " "

@@ -27,9 +27,12 @@ from tests.client.repl.cores import (
 
 
 def complete(core: Any, text: str, user: str | None = None) -> list[str]:
-    """Completions as prompt_toolkit shows them, for ``text`` with the cursor at its end."""
+    """What the completions insert for ``text`` with the cursor at its end, without the
+    space after a completed word (test_completed_word_ends_in_a_space)."""
     completer = ProtocolCompleter(lambda: core, user)
-    return [c.text for c in completer.get_completions(Document(text, len(text)), CompleteEvent())]
+    document = Document(text, len(text))
+    return [c.display_text if c.text == c.display_text + " " else c.text
+            for c in completer.get_completions(document, CompleteEvent())]
 
 
 def words(core: Any, text: str, user: str | None = None) -> list[str]:
@@ -190,7 +193,7 @@ def test_completion_start_position_replaces_the_word() -> None:
     core = smtp_ready("AUTH PLAIN")
     completer = ProtocolCompleter(lambda: core)
     (completion,) = completer.get_completions(Document("AUTH PL", 7), CompleteEvent())
-    assert completion.text == "PLAIN"
+    assert completion.text == "PLAIN "
     assert completion.start_position == -2
     (completion,) = completer.get_completions(Document("AUTH ", 5), CompleteEvent())
     assert completion.start_position == 0
@@ -200,7 +203,23 @@ def test_completion_uses_text_before_the_cursor_only() -> None:
     core = smtp_ready()
     completer = ProtocolCompleter(lambda: core)
     document = Document("MA FROM:<a@b>", 2)
-    assert [c.text for c in completer.get_completions(document, CompleteEvent())] == ["MAIL"]
+    assert [c.text for c in completer.get_completions(document, CompleteEvent())] == ["MAIL "]
+
+
+def test_completed_word_ends_in_a_space() -> None:
+    """A word is inserted with a space after it, as bash does, so that the next word is
+    not glued on; an open-ended one ("FROM:<", "SIZE=", a header) without."""
+    completer = ProtocolCompleter(lambda: imap_selected())
+
+    def inserted(text: str) -> list[str]:
+        document = Document(text, len(text))
+        return [c.text for c in completer.get_completions(document, CompleteEvent())]
+
+    assert inserted("SELECT") == ["SELECT "]
+    assert inserted("FETCH 1 (FL") == ["(FLAGS "]
+    smtp = ProtocolCompleter(lambda: smtp_ready())
+    assert [c.text for c in smtp.get_completions(Document("MAIL F", 6), CompleteEvent())] == [
+        "FROM:<"]
 
 
 def test_suggest_matches_the_completer() -> None:

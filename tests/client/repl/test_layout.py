@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("prompt_toolkit")
 
-from mailtalk.client.repl.app import wrap_words
 from mailtalk.client.repl.toolbar import toolbar_fragments
 from mailtalk.net.target import parse_url
+from mailtalk.terminal import wrap_words
 from tests.client.repl.cores import imap_selected, say, smtp_ready
 
 
@@ -53,3 +53,14 @@ def test_wrap_words_hangs_and_keeps_its_tail_whole() -> None:
     assert lines == [f"  ↳ {words}  (:explain for more)"]
     assert wrap_words("short", 80, "# ", "  ") == ["# short"]
     assert wrap_words("a b", 80, "  ↳ ", "    ", 2, "(more)") == ["  ↳ a b  (more)"]
+
+
+def test_wrap_words_never_breaks_what_is_copied() -> None:
+    """A SHA-256 fingerprint (one long word) and a command at the end of a note stay
+    whole on their own line, wider than the width if need be: broken, neither pastes."""
+    fingerprint = ":".join(["AB"] * 32)
+    lines = wrap_words(f"SHA-256: {fingerprint}", 40, "# ", "#   ")
+    assert lines == ["# SHA-256:", f"#   {fingerprint}"]
+    command = "mailtalk run /home/alice/sessions/a-rather-long-name.session"
+    lines = wrap_words(f"wrote the file: replay it with {command}", 40, "# ", "#   ")
+    assert lines[-1] == f"#   {command}"
