@@ -18,7 +18,8 @@ def _etrn(host: str, port: int, tmp_path: Path) -> str:
         env=client_env(tmp_path, NO_COLOR="1"),
         timeout=60,
     )
-    lines = result.stdout.decode().splitlines()
+    # an explanation wider than 80 columns continues on "#   " lines: read it as one
+    lines = result.stdout.decode().replace("\n#   ", " ").splitlines()
     index = lines.index("C: ETRN example.com")
     return "\n".join(lines[index + 1 : index + 3])
 
