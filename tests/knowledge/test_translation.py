@@ -63,6 +63,25 @@ def test_codes_and_contexts_have_dutch(source: str) -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize(
+    "source", sorted(p.name for p in KNOWLEDGE.glob("replies_*.toml")) + ["terms.toml"]
+)
+def test_every_wording_and_term_has_dutch(source: str) -> None:
+    # each wording's and key term's cause and fixes, and the causes of its readings for
+    # a server that handles the domain (local) or does not (remote)
+    dutch = translation("nl").catalogue
+    data = tomllib.loads((KNOWLEDGE / source).read_text("utf-8"))
+    missing = []
+    for entry in data.get("reply", []) + data.get("term", []):
+        tables = [entry] + [entry[k] for k in ("local", "remote") if isinstance(entry.get(k), dict)]
+        for table in tables:
+            for name in ("cause", "fix_user", "fix_admin"):
+                value = table.get(name)
+                if isinstance(value, str) and value.strip() and not dutch.get(value.strip()):
+                    missing.append(f"{entry['id']} {name}: {value[:50]!r}")
+    assert missing == []
+
+
 def test_the_words_around_the_knowledge_have_dutch() -> None:
     dutch = translation("nl").catalogue
     view = (KNOWLEDGE.parent / "explain" / "view.py").read_text("utf-8")
