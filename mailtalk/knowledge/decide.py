@@ -517,6 +517,21 @@ def _failure_category_of_enhanced(enhanced: str, unimplemented: bool) -> str | N
     return by_code
 
 
+# What a 221 (closing the channel) that no QUIT asked for says when its words give the
+# reason: a server that hangs up on an idle client with "221 Idle timeout, bye bye"
+# (set Z15) has not completed anything for it; the timeout term reads it.
+_CLOSING_REASONS: Final = frozenset({"timeout"})
+
+
+def _closed_for_a_reason(parsed: ParsedReply, command: str | None) -> Decision | None:
+    if parsed.basic != 221 or command == "QUIT" or not parsed.text:
+        return None
+    term = match_term(parsed, "smtp", None)
+    if term is not None and term.id in _CLOSING_REASONS:
+        return Decision(term.category, "term", term.id, term=term)
+    return None
+
+
 def _decide_by_evidence(
     parsed: ParsedReply,
     command: str | None,
@@ -531,6 +546,9 @@ def _decide_by_evidence(
     status = (parsed.code or "").upper()
     # 1. success and intermediate replies; a BYE is what LOGOUT asks for (RFC 9051 6.1.3)
     if (basic is not None and basic < 400) or status in _POSITIVE_STATUS:
+        closed = _closed_for_a_reason(parsed, command)
+        if closed is not None:
+            return closed
         return Decision("ok", "success", status)
     if status == "BYE" and command == "LOGOUT":
         return Decision("ok", "command", command)

@@ -255,3 +255,27 @@ def test_new_wordings_of_known_things_after_sets_z7_and_z8() -> None:
     assert explain("530 POP before SMTP: check your mail first", command="MAIL").category == (
         "auth_required"
     )
+
+
+def test_wordings_of_known_things_after_set_z15() -> None:
+    # a login command without its password is malformed, not a refused password
+    for reply, command in (
+        ("-ERR password missing", "PASS"),
+        ("-ERR no password supplied by the client", "PASS"),
+        ("a1 NO empty password not allowed", "LOGIN"),
+    ):
+        decided = explain(reply, command=command)
+        assert decided.category == "syntax_error", reply
+    assert explain("-ERR password incorrect", command="PASS").category == "auth_failed"
+    # a command sent out of order, in words no wording had
+    assert explain("500 Error: Invalid command sequence").category == "sequence_error"
+    assert explain("a1 BAD Illegal command in the current state").category == (
+        "sequence_error"
+    )
+    assert explain("500 5.5.1 Invalid command").category == "syntax_error"
+    # a 221 no QUIT asked for, whose words say the server's timer ran out: the session
+    # was closed on the client, not completed; the same words after QUIT are a goodbye
+    idle = explain("221 2.0.0 Idle timeout exceeded, closing connection")
+    assert idle.category == "other" and idle.causes
+    assert explain("221 Idle timeout, bye", command="QUIT").category == "ok"
+    assert explain("221 2.0.0 Bye").category == "ok"
