@@ -203,6 +203,26 @@ def test_serve_loads_search_code_at_the_first_search(tmp_path: Path) -> None:
     assert loaded(modules, ("mailtalk.servers.imap.search", "mailtalk.servers.imap.sort")) == []
 
 
+# What a process serving one IMAP session of its own, without an event loop, imports
+# to answer SELECT and FETCH (bench/lean_session_memory.py measures such a process).
+IMAP_ANSWERS_ONLY = """
+import json, sys
+import mailtalk.protocols.imap, mailtalk.store.users
+from mailtalk.servers.imap import mailboxes, selected
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_imap_answer_code_imports_no_event_loop() -> None:
+    """The store, the IMAP core and the SELECT and FETCH handlers load without asyncio
+    and the ssl it imports (3.1 MiB of RSS: bench/README.md, issue 17, session 27)."""
+    result = subprocess.run([sys.executable, "-c", IMAP_ANSWERS_ONLY],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    modules = json.loads(result.stdout)
+    assert "mailtalk.servers.imap.fetch" in modules  # the check sees what is loaded
+    assert loaded(modules, ("asyncio", "ssl", "uvloop", "click")) == []
+
+
 def test_run_servers_with_smtp_only_loads_no_mailbox_code(tmp_path: Path) -> None:
     modules = run_servers_modules(tmp_path / "root", {"smtp": 0, "submission": 0})
     assert len(delivered(tmp_path / "root")) == 1

@@ -11,7 +11,6 @@ the other sessions.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from bisect import bisect_left, bisect_right
@@ -38,6 +37,7 @@ from mailtalk.servers.imap.tokens import IMAPSyntaxError, SearchCharsetError, to
 from mailtalk.store.mailbox import MailboxError
 
 if TYPE_CHECKING:
+    import asyncio
     from datetime import datetime
 
     from mailtalk.servers.imap.message_args import SequenceSet
@@ -239,6 +239,12 @@ def _off_the_loop(
     """``run`` on the search threads over the selected mailbox's messages, and
     ``answer`` with its result, tagged when done (SEARCH, SORT, THREAD); or one of the
     refusals they share (``_answer_or_refuse``)."""
+    # Imported here, not with the module: nothing else in it calls asyncio (FETCH's
+    # coroutines await only the session's drain), and a process serving one session
+    # without an event loop would hold asyncio and the ssl it imports for nothing (3.1
+    # MiB of RSS over the store and these handlers: bench/lean_session_memory.py).
+    import asyncio
+
     global _search_executor
     if _search_executor is None:
         _search_executor = ThreadPoolExecutor(_SEARCH_THREADS, thread_name_prefix="imap-search")
