@@ -279,3 +279,12 @@ def test_wordings_of_known_things_after_set_z15() -> None:
     assert idle.category == "other" and idle.causes
     assert explain("221 Idle timeout, bye", command="QUIT").category == "ok"
     assert explain("221 2.0.0 Bye").category == "ok"
+    # the store failing under a maildrop, and a login asked for in words no term had
+    assert explain("-ERR maildrop load failed", command="PASS").category == "storage_temp"
+    assert explain("503 Error: need authentication", command="MAIL").category == (
+        "auth_required"
+    )
+    assert explain("550 You must be signed in to send mail", command="MAIL").category == (
+        "auth_required"
+    )
+    assert explain("503 Error: need RCPT command", command="DATA").category == "sequence_error"
