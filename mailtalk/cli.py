@@ -131,10 +131,24 @@ class MailtalkGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
-        from mailtalk.clicklanguage import speak, speaks_language
+        from mailtalk.clicklanguage import (
+            language_of_arguments,
+            remembered_language,
+            speak,
+            speaks_language,
+        )
 
         if command is not None and not speaks_language(command):
             speak("en")  # serve, completion: English, their errors too
+        elif command is not None and hasattr(command, "remembered_language"):
+            # practice: the lessons' language of last time (the root's callback, which
+            # makes the environment, runs after this)
+            from mailtalk.environment import Environment
+
+            env = ctx.obj if isinstance(ctx.obj, Environment) else Environment.from_process()
+            saved = remembered_language(command, env)
+            if saved is not None:
+                speak(language_of_arguments(args, env.variables, saved))
         return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:

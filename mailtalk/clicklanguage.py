@@ -40,9 +40,12 @@ _MACHINE_OPTIONS = ("--json", "--tap")
 _spoken = {"language": "en"}
 
 
-def language_of_arguments(args: Sequence[str], environ: Mapping[str, str]) -> str:
+def language_of_arguments(
+    args: Sequence[str], environ: Mapping[str, str], saved: str | None = None
+) -> str:
     """The language of a command line: its ``--lang`` (``--lang nl``, ``--lang=nl``),
-    else the locale's; English with ``--json`` or ``--tap``."""
+    else the language ``saved`` for its command (practice's choice of last time), else
+    the locale's; English with ``--json`` or ``--tap``."""
     from mailtalk.language import LANGUAGES, choose_language
 
     option = None
@@ -55,7 +58,7 @@ def language_of_arguments(args: Sequence[str], environ: Mapping[str, str]) -> st
             option = args[index + 1]
         elif arg.startswith("--lang="):
             option = arg.partition("=")[2]
-    return choose_language(option if option in LANGUAGES else None, None, environ)
+    return choose_language(option if option in LANGUAGES else None, saved, environ)
 
 
 @functools.cache
@@ -102,6 +105,20 @@ def speaks_language(command: object) -> bool:
     if isinstance(command, click.Group):
         return True
     return any(param.name == "lang" for param in getattr(command, "params", ()))
+
+
+def remembered_language(command: object, env: object) -> str | None:
+    """The language ``command`` remembers choosing (its ``remembered_language``
+    attribute, given the environment), or None; never an error, as the command line is
+    still being read."""
+    recall = getattr(command, "remembered_language", None)
+    if recall is None:
+        return None
+    try:
+        language = recall(env)
+    except Exception:  # a state file that cannot be read: the locale decides
+        return None
+    return language if isinstance(language, str) else None
 
 
 def spoken_gettext() -> Callable[[str], str]:

@@ -105,3 +105,14 @@ def practice(
         run_world=run_world,
     )
     sys.exit(run(options, env))
+
+
+def _remembered_language(env: Environment) -> str | None:
+    """The lessons' language chosen last time, for click's errors about the options
+    (``mailtalk practice --lesosn 2`` in the language of the lessons)."""
+    from mailtalk.practice.session import load_progress
+
+    return load_progress(env).language
+
+
+practice.remembered_language = _remembered_language  # type: ignore[attr-defined]

@@ -85,6 +85,32 @@ def test_lang_nl_wins_over_an_english_locale_and_json_stays_english() -> None:
                              "(try 'mailtalk mx --help')\n")
 
 
+def test_practice_errors_speak_the_lessons_language_of_last_time(tmp_path: Path) -> None:
+    # a learner who chose Dutch lessons mistypes an option in an English locale: the
+    # error is in the lessons' language, as the lessons are; --lang and --json still win
+    state = tmp_path / "state"
+    (state / "mailtalk").mkdir(parents=True)
+    progress = state / "mailtalk" / "practice.json"
+    progress.write_text('{"current": null, "language": "nl", "lessons": {}}\n')
+    where = {"XDG_STATE_HOME": str(state)}
+    result = mailtalk("practice", "--lesosn", "2", **where)
+    assert result.returncode == 2
+    assert result.stderr == ("mailtalk: onbekende optie '--lesosn' (bedoelde je een van: "
+                             "'--json', '--lesson'?) "
+                             "(probeer 'mailtalk practice --help')\n")
+    assert mailtalk("practice", "--lang", "en", "--lesosn", "2", **where).stderr.startswith(
+        "mailtalk: no such option '--lesosn'")
+    assert mailtalk("practice", "--json", "--nope", **where).stderr.startswith(
+        "mailtalk: no such option '--nope'")
+    # other commands do not read practice's choice
+    assert mailtalk("mx", **where).stderr.startswith("mailtalk: missing argument 'DOMAIN'")
+    # a progress file that cannot be read leaves the locale to decide (and is kept aside,
+    # as practice keeps it)
+    progress.write_text("{broken")
+    assert mailtalk("practice", "--nope", **where).stderr.startswith(
+        "mailtalk: no such option '--nope'")
+
+
 def test_english_commands_and_locale_keep_clicks_english() -> None:
     # serve speaks English (no --lang): so do its errors, in a Dutch locale too
     result = mailtalk("serve", "--smtp", "x", **DUTCH)
