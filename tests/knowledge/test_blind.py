@@ -66,6 +66,9 @@ FLOORS = {
     # held out and scored before it was read, with 52f67f2 (trained on A to Z14):
     # Z15 86.7% (rules alone 73.4%); 91.5% of the 236 replies two blind labellers agree on
     "z15": 0.95,
+    # held out and scored before it was read, with e516ff4 (trained on A to Z15):
+    # Z16 84.7% (rules alone 75.5%); 87.0% of the 185 replies two blind labellers agree on
+    "z16": 0.95,
 }
 
 
@@ -102,6 +105,18 @@ def load() -> list[Reply]:
     return replies
 
 
+def disputed() -> set[tuple[str, str, str | None]]:
+    """The replies a second blind labeller put in another category (file, text,
+    command): the model is not trained on them (scripts/train-reply-model), and a set's
+    floor counts only the replies no one disputes."""
+    found = set()
+    for path in sorted(BLIND.parent.joinpath("agreement").glob("*.toml")):
+        for entry in tomllib.loads(path.read_text("utf-8")).get("reply", []):
+            if "second" in entry and entry["first"] != entry["second"]:
+                found.add((entry.get("file", ""), entry["text"], entry.get("command")))
+    return found
+
+
 def right(reply: Reply) -> bool:
     return explain(reply.text, command=reply.command).category == reply.category
 
@@ -122,7 +137,8 @@ def test_sets_are_big_and_mixed(replies: list[Reply]) -> None:
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_each_set_keeps_its_figure(replies: list[Reply], name: str) -> None:
-    subset = [r for r in replies if r.set == name]
+    doubtful = disputed()
+    subset = [r for r in replies if r.set == name and (r.file, r.text, r.command) not in doubtful]
     misses = [r for r in subset if not right(r)]
     accuracy = 1 - len(misses) / len(subset)
     report = "\n".join(f"  {r.file}: {r.text[:100]!r} labelled {r.category}" for r in misses)

@@ -64,7 +64,7 @@ def test_codes_and_contexts_have_dutch(source: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "source", sorted(p.name for p in KNOWLEDGE.glob("replies_*.toml")) + ["terms.toml"]
+    "source", [*sorted(p.name for p in KNOWLEDGE.glob("replies_*.toml")), "terms.toml"]
 )
 def test_every_wording_and_term_has_dutch(source: str) -> None:
     # each wording's and key term's cause and fixes, and the causes of its readings for
