@@ -8,7 +8,8 @@ thing. This module weighs what every reply has, as the rules do (the command
 answered, the protocol, the basic, enhanced and response codes, the words), with
 weights learned from the labelled replies in ``tests/knowledge`` (the corpus and the
 blind sets, less those a second blind labeller put in another category: thousands of
-replies of about a hundred programs and providers, labelled by a dozen people). Scored the same way, on each blind set with that set left out of
+replies of about a hundred programs and providers, labelled by a dozen people).
+Scored the same way, on each blind set with that set left out of
 the training, it is right more often than the rules were on first sight, and most
 often when it is sure; ``decide.py`` takes its reading only then (see there).
 
