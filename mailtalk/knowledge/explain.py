@@ -217,6 +217,15 @@ class _Findings(NamedTuple):
         not say better: the wording's cause is the summary, the category adds nothing."""
         return self.name == "other" and bool(self.wording_cause)
 
+    @property
+    def wording_cause_alone(self) -> bool:
+        """The wording's cause is the only likely one: its entry says so (``alone``:
+        "nested MAIL command" is no missing step, "Command line too long" no bare
+        LF), or the wording says all."""
+        if self.wording_says_all:
+            return True
+        return self.pattern is not None and self.pattern.alone and bool(self.wording_cause)
+
 
 def _title(found: _Findings) -> str:
     parsed = found.parsed
@@ -334,7 +343,7 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
             fixes_user.extend(response.fixes_user)
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
-    if not found.wording_says_all:
+    if not found.wording_cause_alone:
         causes.extend(_for_situation(cat.causes, found.command, found.server))
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):

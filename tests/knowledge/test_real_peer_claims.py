@@ -1,0 +1,89 @@
+"""Explanations as claims, checked against what the real peers answer.
+
+Each reply here was provoked from a real server on loopback (scripts/real-servers:
+Postfix 3.7, Exim 4.96, OpenSMTPD 6.8, Dovecot 2.3, GNU Mailutils 3.15, and
+``mailtalk serve``) with mailtalk's own client in pipe mode; the explanation is
+asked with the command the reply answered and the server's greeting, as pipe mode
+asks it. The first cause must be the likely one given the command and the words.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mailtalk.knowledge.explain import explain
+
+POSTFIX = "220 mailtalk.test ESMTP Postfix (Debian/GNU)"
+EXIM = "220 exim.test ESMTP Exim 4.96 Tue, 08 Dec 2026 00:57:02 +0000"
+OPENSMTPD = "220 mx.test ESMTP OpenSMTPD"
+SERVE = "220 mailtalk9.test ESMTP mailtalk reference server ready"
+SERVE_POP3 = "+OK mailtalk POP3 server ready <25744.1796691464750139025@mailtalk9.test>"
+DOVECOT_POP3 = "+OK Dovecot (Debian) ready."
+
+
+@pytest.mark.parametrize(
+    ("reply", "command", "banner"),
+    [
+        ("503 5.5.1 Error: nested MAIL command", "MAIL FROM:<bill@example.org>", POSTFIX),
+        (
+            "503-sender already given\r\n503 Too many syntax or protocol errors",
+            "MAIL FROM:<bill@example.org>",
+            EXIM,
+        ),
+        (
+            "503 5.5.1 Bad sequence of commands: sender already given (RSET starts over)",
+            "MAIL FROM:<bill@example.org>",
+            SERVE,
+        ),
+        ("554 5.5.1 Error: TLS already active", "STARTTLS", POSTFIX),  # Postfix on 587
+    ],
+)
+def test_a_command_given_twice_is_not_a_missing_step(reply: str, command: str, banner: str) -> None:
+    explanation = explain(reply, "smtp", command, banner=banner)
+    assert explanation.category == "sequence_error"
+    assert "already given" in explanation.causes[0], explanation.causes
+    assert not any("missing" in cause for cause in explanation.causes), explanation.causes
+    assert "RSET" in " ".join(explanation.fixes_user)
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("500 5.0.0 Command line too long", OPENSMTPD),  # a 3,000-character RCPT TO
+        ("500 5.5.2 Line too long", SERVE),
+    ],
+)
+def test_a_line_too_long_is_not_a_bare_lf(reply: str, banner: str) -> None:
+    explanation = explain(reply, "smtp", "RCPT TO:<" + "x" * 3000 + "@mx.test>", banner=banner)
+    assert explanation.category == "syntax_error"
+    assert "512 octets" in explanation.causes[0], explanation.causes
+    said = " ".join(explanation.causes + explanation.fixes_user)
+    assert "bare LF" not in said and "angle brackets" not in said, said
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("501 Invalid base64 data", EXIM),
+        (
+            "535 5.7.8 Error: authentication failed: Invalid base64 data in initial response",
+            POSTFIX,
+        ),
+        ("501 5.5.2 Cannot decode the base64 answer", SERVE),
+    ],
+)
+def test_bad_base64_after_auth_is_not_auth_missing(reply: str, banner: str) -> None:
+    explanation = explain(reply, "smtp", "AUTH PLAIN !!!notbase64", banner=banner)
+    assert explanation.category == "syntax_error"
+    assert "base64" in explanation.causes[0], explanation.causes
+    said = " ".join(explanation.causes)
+    # the server took AUTH and its mechanism: neither "not offered" nor a MAIL FROM typo
+    assert "not implemented" not in said and "port 25" not in said, said
+    assert "angle brackets" not in said and "mechanism the server does not offer" not in said
+
+
+@pytest.mark.parametrize("banner", [SERVE_POP3, DOVECOT_POP3])
+def test_retr_of_a_missing_message_names_the_message_number(banner: str) -> None:
+    explanation = explain("-ERR There's no message 999.", "pop3", "RETR 999", banner=banner)
+    assert "message number" in explanation.causes[0].lower(), explanation.causes
+    assert "typo" not in explanation.causes[0]
