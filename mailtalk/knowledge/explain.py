@@ -532,7 +532,11 @@ def explain_parsed(
         fixes_user=[] if ok else _distinct(fixes_user),
         fixes_admin=[] if ok else _distinct(fixes_admin),
         command=verb,
-        context=context.meaning if context is not None else None,
+        # what the code usually means after the command, unless the words said
+        # otherwise ("-ERR Unknown command." to RETR before login is no missing message)
+        context=context.meaning
+        if context is not None and context.category in (None, name)
+        else None,
         # What the code means after each command, when nothing more specific
         # (a wording, a response code, the command itself) has settled it.
         other_contexts=[]

@@ -87,3 +87,46 @@ def test_retr_of_a_missing_message_names_the_message_number(banner: str) -> None
     explanation = explain("-ERR There's no message 999.", "pop3", "RETR 999", banner=banner)
     assert "message number" in explanation.causes[0].lower(), explanation.causes
     assert "typo" not in explanation.causes[0]
+
+
+DOVECOT_IMAP = (
+    "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS"
+    " AUTH=PLAIN AUTH=LOGIN] Dovecot (Debian) ready."
+)
+
+
+def test_dovecots_unknown_command_to_retr_before_login_is_no_missing_message() -> None:
+    explanation = explain("-ERR Unknown command.", "pop3", "RETR 1", banner=DOVECOT_POP3)
+    assert explanation.category == "syntax_error"
+    # what -ERR usually means after RETR is not what these words say
+    assert explanation.context is None
+    assert "current state" in explanation.causes[0]
+    # "not in this state" once, not again in the category's words
+    assert len(explanation.causes) == 1, explanation.causes
+
+
+@pytest.mark.parametrize(
+    "command", ["FETCH 999 FLAGS", "FETCH 0 FLAGS", "STORE 5000 +FLAGS (\\Seen)"]
+)
+def test_dovecots_invalid_messageset_names_the_mailboxs_message_numbers(command: str) -> None:
+    verb = command.split()[0]
+    reply = f"a5 BAD Error in IMAP command {verb}: Invalid messageset (0.001 + 0.000 secs)."
+    explanation = explain(reply, "imap", command, banner=DOVECOT_IMAP)
+    assert explanation.category == "syntax_error"
+    assert explanation.causes == [explanation.causes[0]] and "EXISTS" in explanation.causes[0]
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("-ERR APOP is not valid in the TRANSACTION state", SERVE_POP3),
+        ("-ERR Incorrect state", "+OK POP3 Ready <28404.1796691462@vm>"),  # GNU Mailutils
+    ],
+)
+def test_apop_after_login_belongs_to_the_other_state(reply: str, banner: str) -> None:
+    explanation = explain(reply, "pop3", "APOP alice 0123", banner=banner)
+    assert explanation.category == "sequence_error"
+    causes = explanation.causes
+    other_state = next(i for i, cause in enumerate(causes) if "other state" in cause)
+    step_missing = next(i for i, cause in enumerate(causes) if "step is missing" in cause)
+    assert other_state < step_missing, causes
