@@ -130,3 +130,12 @@ def test_apop_after_login_belongs_to_the_other_state(reply: str, banner: str) ->
     other_state = next(i for i, cause in enumerate(causes) if "other state" in cause)
     step_missing = next(i for i, cause in enumerate(causes) if "step is missing" in cause)
     assert other_state < step_missing, causes
+
+
+@pytest.mark.parametrize("command", ["SELECT NoSuchFolder", "EXAMINE NoSuchFolder"])
+def test_mailutils_missing_folder_is_said_not_left_to_the_reader(command: str) -> None:
+    verb = command.split()[0]
+    reply = f"a7 NO {verb} Could not open NoSuchFolder: No such file or directory"
+    explanation = explain(reply, "imap", command, banner="* OK IMAP4rev1")
+    assert "does not exist" in explanation.causes[0], explanation.causes
+    assert "Read the reply text" not in explanation.one_line()
