@@ -102,6 +102,8 @@ class Pattern(NamedTuple):
     protocol: str
     # the cause is the whole story: the category's general causes are left out
     alone: bool = False
+    # the cause is the category's causes in short: not listed again before them
+    restates_category: bool = False
     # where the wording means something else when the server handles the address's
     # domain itself (local) or does not (remote); category and cause above are the
     # reading when that is not known
@@ -270,6 +272,7 @@ def patterns(name: str) -> tuple[Pattern, ...]:
                 generic=bool(table.get("generic", False)),
                 protocol=protocol,
                 alone=bool(table.get("alone", False)),
+                restates_category=bool(table.get("restates_category", False)),
                 local=readings["local"],
                 remote=readings["remote"],
             )

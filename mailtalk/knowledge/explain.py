@@ -330,7 +330,10 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
     if found.term is not None and found.term.cause:
         causes.append(found.term.cause)
     if pattern is not None:
-        causes.extend(reading.cause for reading in found.readings)
+        # a cause that only restates the category's in short ("a step before it is
+        # missing or failed") is not listed again before them
+        if not pattern.restates_category or found.wording_cause_alone:
+            causes.extend(reading.cause for reading in found.readings)
         # The general SMTP keyword entries give POP3 and IMAP replies their category
         # and cause, not their SMTP advice ("MAIL FROM needs angle brackets" for a BAD).
         if pattern.protocol == found.protocol or not pattern.generic:

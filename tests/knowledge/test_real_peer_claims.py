@@ -139,3 +139,45 @@ def test_mailutils_missing_folder_is_said_not_left_to_the_reader(command: str) -
     explanation = explain(reply, "imap", command, banner="* OK IMAP4rev1")
     assert "does not exist" in explanation.causes[0], explanation.causes
     assert "Read the reply text" not in explanation.one_line()
+
+
+@pytest.mark.parametrize(
+    ("reply", "command", "banner"),
+    [
+        ("503 sender not yet given", "RCPT TO:<alice@exim.test>", EXIM),
+        ("503 5.5.1 Error: need MAIL command", "RCPT TO:<alice@mailtalk.test>", POSTFIX),
+        ("500 unrecognized command", "FOO", EXIM),
+        ("500 5.5.2 Error: command not recognized", "FOO", POSTFIX),
+    ],
+)
+def test_a_general_wording_does_not_restate_the_categorys_causes(
+    reply: str, command: str, banner: str
+) -> None:
+    causes = explain(reply, "smtp", command, banner=banner).causes
+    # "a step before it is missing or failed" before "A step is missing: ..." and
+    # "An earlier command failed ..."; "could not parse ... or does not implement it"
+    # before "A typo ..." and "... not implemented by this server"
+    restated = ("wrong point of the conversation", "could not parse the command")
+    assert not any(words in cause for cause in causes for words in restated), causes
+
+
+@pytest.mark.parametrize(
+    ("reply", "command", "banner"),
+    [
+        ("503 AUTH command used when not advertised", "AUTH PLAIN AGFsaWNlAHdyb25n", EXIM),
+        ("503 5.5.1 Error: authentication not enabled", "AUTH PLAIN AGFsaWNlAHdyb25n", POSTFIX),
+        ("503 5.5.1 Invalid command: Command not supported", "AUTH PLAIN AGFs", OPENSMTPD),
+        ("504 FOO authentication mechanism not supported", "AUTH FOO", EXIM),
+        (
+            "535 5.7.8 Error: authentication failed: Invalid authentication mechanism",
+            "AUTH FOO",
+            POSTFIX,
+        ),
+    ],
+)
+def test_auths_own_refusals_say_it_once_and_nothing_about_addresses(
+    reply: str, command: str, banner: str
+) -> None:
+    causes = explain(reply, "smtp", command, banner=banner).causes
+    assert len(causes) == 1, causes  # not again as "not implemented ... (AUTH on port 25)"
+    assert "angle brackets" not in causes[0] and "bare LF" not in causes[0]
