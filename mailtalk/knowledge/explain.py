@@ -346,8 +346,12 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
             fixes_user.extend(response.fixes_user)
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
+    # a response code's own causes ([AUTH], [IN-USE]) are the category's, said for
+    # that code: the category's general form of them would say the same again
+    code_said_them = response is not None and found.same_response and bool(response.causes)
     if not found.wording_cause_alone:
-        causes.extend(_for_situation(cat.causes, found.command, found.server))
+        if not code_said_them:
+            causes.extend(_for_situation(cat.causes, found.command, found.server))
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):
             fixes_user.extend(cat.fixes_user)

@@ -181,3 +181,19 @@ def test_auths_own_refusals_say_it_once_and_nothing_about_addresses(
     causes = explain(reply, "smtp", command, banner=banner).causes
     assert len(causes) == 1, causes  # not again as "not implemented ... (AUTH on port 25)"
     assert "angle brackets" not in causes[0] and "bare LF" not in causes[0]
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("-ERR [AUTH] Bad login", "+OK POP3 Ready <28404.1796691462@vm>"),  # GNU Mailutils
+        ("-ERR [AUTH] Authentication failed.", SERVE_POP3),
+    ],
+)
+def test_a_response_codes_causes_are_not_said_again_by_the_category(
+    reply: str, banner: str
+) -> None:
+    causes = explain(reply, "pop3", "PASS secret", banner=banner).causes
+    wrong_password = [cause for cause in causes if "password" in cause and "rong" in cause]
+    disabled = [cause for cause in causes if "disabled" in cause]
+    assert len(wrong_password) == 1 and len(disabled) == 1, causes
