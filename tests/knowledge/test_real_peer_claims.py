@@ -197,3 +197,27 @@ def test_a_response_codes_causes_are_not_said_again_by_the_category(
     wrong_password = [cause for cause in causes if "password" in cause and "rong" in cause]
     disabled = [cause for cause in causes if "disabled" in cause]
     assert len(wrong_password) == 1 and len(disabled) == 1, causes
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("a020 BAD LOGIN Wrong state", "* OK IMAP4rev1"),  # GNU Mailutils imap4d
+        (
+            "a020 BAD [CLIENTBUG] Command not valid in this state",
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR] mailtalk IMAP server ready",
+        ),
+    ],
+)
+def test_login_after_logging_in_is_not_a_missing_login(reply: str, banner: str) -> None:
+    causes = explain(reply, "imap", "LOGIN alice secret", banner=banner).causes
+    assert "LOGIN, AUTHENTICATE or STARTTLS after login" in causes[0], causes
+
+
+def test_mailutils_invalid_command_is_said_once_and_named_as_its_own() -> None:
+    explanation = explain(
+        "-ERR Invalid command", "pop3", "FOO", banner="+OK POP3 Ready <28404.1796691462@vm>"
+    )
+    assert explanation.matched is not None and "Mailutils" in explanation.matched.origin
+    # not again as "not implemented by this server, or not in this state"
+    assert len(explanation.causes) == 1, explanation.causes
