@@ -221,3 +221,29 @@ def test_mailutils_invalid_command_is_said_once_and_named_as_its_own() -> None:
     assert explanation.matched is not None and "Mailutils" in explanation.matched.origin
     # not again as "not implemented by this server, or not in this state"
     assert len(explanation.causes) == 1, explanation.causes
+
+
+@pytest.mark.parametrize(
+    ("reply", "command", "says"),
+    [
+        # Postfix with Cyrus SASL on 127.0.0.1:10588, whose EHLO offers NTLM DIGEST-MD5
+        # CRAM-MD5: Cyrus SASL's SASL_NOMECH and SASL_BADPROT, no refused password
+        (
+            "535 5.7.8 Error: authentication failed: no mechanism available",
+            "AUTH PLAIN AGFsaWNlAHdyb25n",
+            "does not offer",
+        ),
+        (
+            "535 5.7.8 Error: authentication failed: bad protocol / cancel",
+            "AUTH PLAIN !!!notbase64",
+            "mechanism's form",
+        ),
+    ],
+)
+def test_cyrus_sasl_errors_behind_postfix_are_no_wrong_password(
+    reply: str, command: str, says: str
+) -> None:
+    explanation = explain(reply, "smtp", command, banner=POSTFIX)
+    assert explanation.category == "syntax_error"
+    assert says in explanation.causes[0], explanation.causes
+    assert not any("password is wrong" in cause for cause in explanation.causes)
