@@ -247,3 +247,19 @@ def test_cyrus_sasl_errors_behind_postfix_are_no_wrong_password(
     assert explanation.category == "syntax_error"
     assert says in explanation.causes[0], explanation.causes
     assert not any("password is wrong" in cause for cause in explanation.causes)
+
+
+@pytest.mark.parametrize(
+    ("reply", "banner"),
+    [
+        ("501 5.5.4 Syntax: STARTTLS", POSTFIX),
+        ("501 unexpected argument data", EXIM),
+        ("501 5.5.4 Syntax error in parameters or arguments: STARTTLS takes no arguments", SERVE),
+    ],
+)
+def test_starttls_with_an_argument_is_an_extra_part_not_starttls_missing(
+    reply: str, banner: str
+) -> None:
+    causes = explain(reply, "smtp", "STARTTLS now", banner=banner).causes
+    # the server knows STARTTLS; "AUTH ... before STARTTLS" once led only for its name
+    assert "extra part" in causes[0] and "STARTTLS" in causes[0], causes
