@@ -373,6 +373,7 @@ def _lead(found: _Findings, summary: str) -> str:
         response.meaning if response is not None and found.same_response else "",
         after_command if agrees else "",
         found.wording_cause,
+        found.term.cause if found.term is not None else "",
         after_command if hedges else "",
         *found.cat.causes,
         summary,

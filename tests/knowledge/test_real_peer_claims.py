@@ -87,6 +87,8 @@ def test_retr_of_a_missing_message_names_the_message_number(banner: str) -> None
     explanation = explain("-ERR There's no message 999.", "pop3", "RETR 999", banner=banner)
     assert "message number" in explanation.causes[0].lower(), explanation.causes
     assert "typo" not in explanation.causes[0]
+    # pipe mode's one line under the reply says it too, not "A typo in the command"
+    assert "message number" in explanation.one_line().lower()
 
 
 DOVECOT_IMAP = (
