@@ -265,3 +265,13 @@ def test_starttls_with_an_argument_is_an_extra_part_not_starttls_missing(
     causes = explain(reply, "smtp", "STARTTLS now", banner=banner).causes
     # the server knows STARTTLS; "AUTH ... before STARTTLS" once led only for its name
     assert "extra part" in causes[0] and "STARTTLS" in causes[0], causes
+
+
+def test_dovecots_noise_after_nothing_is_tops_missing_line_count() -> None:
+    # Dovecot's get_msgnum() quotes what follows the number: for TOP 1, nothing
+    explanation = explain("-ERR Noise after message number: ", "pop3", "TOP 1", banner=DOVECOT_POP3)
+    assert "number of lines" in explanation.causes[0], explanation.causes
+    assert "not a plain number" not in " ".join(explanation.causes)
+    # with text after the number it is still the extra text
+    extra = explain("-ERR Noise after message number:  3661", "pop3", "RETR 1 3661")
+    assert "extra text" in extra.causes[0], extra.causes
