@@ -349,9 +349,9 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
     # a response code's own causes ([AUTH], [IN-USE]) are the category's, said for
     # that code: the category's general form of them would say the same again
     code_said_them = response is not None and found.same_response and bool(response.causes)
-    if not found.wording_cause_alone:
-        if not code_said_them:
-            causes.extend(_for_situation(cat.causes, found.command, found.server))
+    if not found.wording_cause_alone and not code_said_them:
+        causes.extend(_for_situation(cat.causes, found.command, found.server))
+    if not found.wording_says_all:
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):
             fixes_user.extend(cat.fixes_user)

@@ -275,3 +275,18 @@ def test_dovecots_noise_after_nothing_is_tops_missing_line_count() -> None:
     # with text after the number it is still the extra text
     extra = explain("-ERR Noise after message number:  3661", "pop3", "RETR 1 3661")
     assert "extra text" in extra.causes[0], extra.causes
+
+
+def test_exims_too_many_recipients_is_no_greylisting() -> None:
+    # Exim with recipients_max 3 (127.0.0.6:2525), to the fourth RCPT TO
+    explanation = explain(
+        "452 too many recipients", "smtp", "RCPT TO:<alice@exim.test>", banner=EXIM
+    )
+    said = " ".join(explanation.causes + explanation.fixes_user + explanation.fixes_admin)
+    assert "recipients" in explanation.causes[0]
+    assert "reylist" not in said and "reputation" not in said, said
+
+
+def test_a_wording_alone_keeps_the_categorys_fix_where_it_has_none() -> None:
+    explanation = explain("504 FOO authentication mechanism not supported", "smtp", "AUTH FOO")
+    assert explanation.fixes_admin, explanation
