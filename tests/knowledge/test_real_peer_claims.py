@@ -290,3 +290,9 @@ def test_exims_too_many_recipients_is_no_greylisting() -> None:
 def test_a_wording_alone_keeps_the_categorys_fix_where_it_has_none() -> None:
     explanation = explain("504 FOO authentication mechanism not supported", "smtp", "AUTH FOO")
     assert explanation.fixes_admin, explanation
+
+
+def test_exims_recipient_without_a_domain_says_the_domain_is_missing() -> None:
+    reply = "501 alice: recipient address must contain a domain"
+    causes = explain(reply, "smtp", "RCPT TO:alice", banner=EXIM).causes
+    assert causes == [causes[0]] and "no domain" in causes[0], causes
