@@ -59,7 +59,14 @@ def layout(explanation: Explanation) -> Layout:
     if explanation.protocol:
         facts.append(explanation.protocol.upper())
     if explanation.matched is not None and explanation.matched.origin:
-        facts.append(_("{origin} wording").format(origin=explanation.matched.origin))
+        origin = explanation.matched.origin
+        # a wording many servers use: which ones is in its source (References), not
+        # here beside the greeting's program ("generic (..., mailtalk, GNU Mailutils)"
+        # for Dovecot's reply would name programs that did not answer)
+        if origin.lower().startswith("generic"):
+            facts.append(_("generic wording"))
+        else:
+            facts.append(_("{origin} wording").format(origin=origin))
     if explanation.software:
         facts.append(_("the greeting names {software}").format(software=explanation.software))
     if explanation.weighed:

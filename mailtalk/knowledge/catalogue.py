@@ -100,6 +100,10 @@ class Pattern(NamedTuple):
     source: str
     generic: bool
     protocol: str
+    # the cause is the whole story: the category's general causes are left out
+    alone: bool = False
+    # the cause is the category's causes in short: not listed again before them
+    restates_category: bool = False
     # where the wording means something else when the server handles the address's
     # domain itself (local) or does not (remote); category and cause above are the
     # reading when that is not known
@@ -267,6 +271,8 @@ def patterns(name: str) -> tuple[Pattern, ...]:
                 source=_string(table, "source", where, True),
                 generic=bool(table.get("generic", False)),
                 protocol=protocol,
+                alone=bool(table.get("alone", False)),
+                restates_category=bool(table.get("restates_category", False)),
                 local=readings["local"],
                 remote=readings["remote"],
             )

@@ -217,6 +217,15 @@ class _Findings(NamedTuple):
         not say better: the wording's cause is the summary, the category adds nothing."""
         return self.name == "other" and bool(self.wording_cause)
 
+    @property
+    def wording_cause_alone(self) -> bool:
+        """The wording's cause is the only likely one: its entry says so (``alone``:
+        "nested MAIL command" is no missing step, "Command line too long" no bare
+        LF), or the wording says all."""
+        if self.wording_says_all:
+            return True
+        return self.pattern is not None and self.pattern.alone and bool(self.wording_cause)
+
 
 def _title(found: _Findings) -> str:
     parsed = found.parsed
@@ -321,7 +330,10 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
     if found.term is not None and found.term.cause:
         causes.append(found.term.cause)
     if pattern is not None:
-        causes.extend(reading.cause for reading in found.readings)
+        # a cause that only restates the category's in short ("a step before it is
+        # missing or failed") is not listed again before them
+        if not pattern.restates_category or found.wording_cause_alone:
+            causes.extend(reading.cause for reading in found.readings)
         # The general SMTP keyword entries give POP3 and IMAP replies their category
         # and cause, not their SMTP advice ("MAIL FROM needs angle brackets" for a BAD).
         if pattern.protocol == found.protocol or not pattern.generic:
@@ -334,8 +346,12 @@ def _causes_and_fixes(found: _Findings) -> tuple[list[str], list[str], list[str]
             fixes_user.extend(response.fixes_user)
         if not any(fixes_admin):
             fixes_admin.extend(response.fixes_admin)
-    if not found.wording_says_all:
+    # a response code's own causes ([AUTH], [IN-USE]) are the category's, said for
+    # that code: the category's general form of them would say the same again
+    code_said_them = response is not None and found.same_response and bool(response.causes)
+    if not found.wording_cause_alone and not code_said_them:
         causes.extend(_for_situation(cat.causes, found.command, found.server))
+    if not found.wording_says_all:
         # the category's fixes are the general form of what a wording or code says
         if not any(fixes_user):
             fixes_user.extend(cat.fixes_user)
@@ -357,6 +373,7 @@ def _lead(found: _Findings, summary: str) -> str:
         response.meaning if response is not None and found.same_response else "",
         after_command if agrees else "",
         found.wording_cause,
+        found.term.cause if found.term is not None else "",
         after_command if hedges else "",
         *found.cat.causes,
         summary,
@@ -523,7 +540,11 @@ def explain_parsed(
         fixes_user=[] if ok else _distinct(fixes_user),
         fixes_admin=[] if ok else _distinct(fixes_admin),
         command=verb,
-        context=context.meaning if context is not None else None,
+        # what the code usually means after the command, unless the words said
+        # otherwise ("-ERR Unknown command." to RETR before login is no missing message)
+        context=context.meaning
+        if context is not None and context.category in (None, name)
+        else None,
         # What the code means after each command, when nothing more specific
         # (a wording, a response code, the command itself) has settled it.
         other_contexts=[]

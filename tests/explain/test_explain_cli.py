@@ -204,3 +204,17 @@ def test_every_line_fits_80_columns_with_a_long_origin_and_a_banner() -> None:
     assert result.returncode == 0, result.stderr
     assert "the greeting names Dovecot" in " ".join(result.stdout.split())
     assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+
+
+@pytest.mark.parametrize("lang", ["en", "nl"])
+def test_a_shared_wording_from_dovecot_names_no_other_program(lang: str) -> None:
+    # Dovecot's POP3 answer to a second DELE (observed on 127.0.0.1:110); the wording
+    # is shared with GNU Mailutils and mailtalk, which did not answer here
+    result = run(
+        "explain", "--lang", lang, "--banner", "+OK Dovecot (Debian) ready.",
+        "--command", "DELE 1", "-ERR Message is deleted.",
+    )
+    assert result.returncode == 0, result.stderr
+    head = " ".join(" ".join(result.stdout.splitlines()[:4]).split())
+    assert ("generic wording" if lang == "en" else "algemene woorden") in head, head
+    assert "Mailutils" not in head and "mailtalk" not in head and "example" not in head

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import imaplib
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.interop.clients import client_env, mailtalk_command
-from tests.interop.conftest import Peer, RealServers
+from tests.interop.conftest import Peer, RealServers, _unavailable
 
 pytestmark = pytest.mark.interop
 
@@ -260,3 +262,99 @@ def test_mailutils_pop3_replies(mailutils: Peer, tmp_path: Path) -> None:
     data = explain_json(tmp_path, "--command", "PASS", "-ERR [AUTH] Bad login")
     assert data["category"] == "auth_failed"
     assert "given with AUTH" not in json.dumps(data)
+
+
+# --- claims checked against the peers' own replies (session 27) ---------------------------
+
+
+def _cause(
+    tmp_path: Path, result: subprocess.CompletedProcess[str], command: str, reply: str
+) -> str:
+    """The first cause ``mailtalk explain`` gives for a reply the peer really sent."""
+    assert reply in result.stdout, shown(result)
+    data = explain_json(tmp_path, "--banner", greeting(result), "--command", command, reply)
+    causes: list[str] = data["causes"]
+    return causes[0]
+
+
+def test_postfix_nested_mail_and_starttls_with_an_argument(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    result = pipe(
+        ["smtp", f"{real_servers.host}:{real_servers.smtp}"],
+        [
+            "EHLO client.test",
+            "MAIL FROM:<bill@isp.test>",
+            "MAIL FROM:<bill@isp.test>",
+            "RSET",
+            "STARTTLS now",
+            "QUIT",
+        ],
+        tmp_path,
+    )
+    nested = "503 5.5.1 Error: nested MAIL command"
+    assert "already given" in _cause(tmp_path, result, "MAIL FROM:<bill@isp.test>", nested)
+    extra = _cause(tmp_path, result, "STARTTLS now", "501 5.5.4 Syntax: STARTTLS")
+    assert "extra part" in extra, extra
+
+
+def test_postfix_with_cyrus_sasl_refuses_a_mechanism_not_a_password(tmp_path: Path) -> None:
+    port = int(os.environ.get("MAILTALK_POSTFIX_CYRUS_PORT", "10588"))
+    host = os.environ.get("MAILTALK_REAL_HOST", "127.0.0.1")
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as error:
+        _unavailable(f"nothing on {host}:{port} (Postfix with Cyrus SASL): {error}")
+    # its EHLO offers NTLM DIGEST-MD5 CRAM-MD5: PLAIN is no mechanism Cyrus SASL has here
+    result = pipe(
+        ["smtp", f"{host}:{port}"],
+        ["EHLO client.test", f"AUTH PLAIN {PLAIN_SECRET}", "QUIT"],
+        tmp_path,
+    )
+    reply = "535 5.7.8 Error: authentication failed: no mechanism available"
+    cause = _cause(tmp_path, result, "AUTH PLAIN", reply)
+    assert "does not offer" in cause and "password" not in cause, cause
+
+
+def test_opensmtpd_command_line_too_long(opensmtpd: Peer, tmp_path: Path) -> None:
+    result = pipe(
+        ["smtp", f"{opensmtpd.host}:{opensmtpd.port('smtp')}"],
+        [
+            "EHLO client.test",
+            "MAIL FROM:<bill@isp.test>",
+            f"RCPT TO:<{'x' * 3000}@{opensmtpd.domain}>",
+            "QUIT",
+        ],
+        tmp_path,
+    )
+    reply = "500 5.0.0 Command line too long"
+    said = explained_after(result)
+    assert "512 octets" in said.get(reply, ""), shown(result)
+    assert "bare LF" not in said[reply]
+
+
+def test_dovecot_invalid_messageset(real_servers: RealServers, tmp_path: Path) -> None:
+    result = pipe(
+        ["imap", f"{real_servers.host}:{real_servers.imap}"],
+        [
+            f"LOGIN {real_servers.user} {real_servers.password}",
+            "SELECT INBOX",
+            "FETCH 0 FLAGS",
+            "LOGOUT",
+        ],
+        tmp_path,
+    )
+    said = explained_after(result)
+    reply = next((r for r in said if "Invalid messageset" in r), "")
+    assert "EXISTS" in said.get(reply, ""), shown(result)
+
+
+def test_mailutils_select_of_a_missing_folder(mailutils: Peer, tmp_path: Path) -> None:
+    result = pipe(
+        ["imap", f"{mailutils.host}:{mailutils.port('imap')}"],
+        [f"LOGIN {mailutils.user} {mailutils.password}", "SELECT NoSuchFolder", "LOGOUT"],
+        tmp_path,
+    )
+    reply = next((r for r in explained_after(result) if "Could not open NoSuchFolder" in r), "")
+    cause = _cause(tmp_path, result, "SELECT NoSuchFolder", reply)
+    assert "does not exist" in cause, cause  # not "read the reply text"
